@@ -1,0 +1,3 @@
+from hicra.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""The `hicra` command: one entry point, one sub-command ("verb") per job.
+
+Each verb lives in its own module, which provides `register(subparsers)`: it adds an argparse parser and
+sets `func` (a callable taking the parsed args and returning an exit code). Modules import heavy libraries
+(torch, transformers) inside `func`, so `hicra --help` stays fast. A verb is listed here only once it works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from hicra import __version__
+from hicra.errors import InputError
+
+# verb modules, in the order `hicra --help` lists them
+VERB_MODULES: list[str] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hicra",
+        description="Hierarchy-aware RL for LLM reasoning: planning tokens, GRPO/HICRA training with "
+        "controls, and training-dynamics analysis.",
+    )
+    parser.add_argument("--version", action="version", version=f"hicra {__version__}")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    for module in VERB_MODULES:
+        importlib.import_module(module).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"hicra {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hicra {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hicra import __version__
+from hicra.cli import main
+from hicra.errors import InputError
+from hicra.fileio import atomic_path, write_json
+
+
+def test_version_flag():
+    out = subprocess.run([sys.executable, "-m", "hicra", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"hicra {__version__}"
+
+
+def test_help_lists_usage(capsys):
+    assert main([]) == 0
+    assert "usage: hicra" in capsys.readouterr().out
+
+
+def test_input_error_message_names_file_row_field():
+    err = InputError("not a number", path="data.jsonl", row=7, field="reward")
+    assert str(err) == "data.jsonl:7, field 'reward': not a number"
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("boom")
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
