@@ -1,0 +1,105 @@
+"""Statistics for multi-seed comparisons: bootstrap intervals, permutation tests, curve summaries.
+
+Pure numpy, seeded, no hidden state. Used by `hicra study` and by anything that pools runs over seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _as_1d(values: Sequence[float], name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.size == 0:
+        raise ValueError(f"{name}: no values")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: non-finite value at index {int(np.flatnonzero(~np.isfinite(arr))[0])}")
+    return arr
+
+
+def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, n_boot: int = 10_000,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """Mean and percentile-bootstrap interval: resample the n values with replacement `n_boot` times,
+    take the mean of each resample, report the (1-level)/2 and (1+level)/2 quantiles.
+
+    Returns (mean, low, high). With one value the interval is degenerate (low = high = mean): one run says
+    nothing about spread, and the caller should report n alongside.
+    """
+    x = _as_1d(values, "bootstrap_ci")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, x.size, size=(n_boot, x.size))
+    means = x[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(x.mean()), float(lo), float(hi)
+
+
+def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], *, level: float = 0.95, n_boot: int = 10_000,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Difference of means mean(a) - mean(b) with a percentile-bootstrap interval, resampling each group
+    independently (the groups are independent seeds of two arms, not paired)."""
+    xa, xb = _as_1d(a, "a"), _as_1d(b, "b")
+    rng = np.random.default_rng(seed)
+    ma = xa[rng.integers(0, xa.size, size=(n_boot, xa.size))].mean(axis=1)
+    mb = xb[rng.integers(0, xb.size, size=(n_boot, xb.size))].mean(axis=1)
+    lo, hi = np.quantile(ma - mb, [(1 - level) / 2, (1 + level) / 2])
+    return float(xa.mean() - xb.mean()), float(lo), float(hi)
+
+
+def permutation_pvalue(a: Sequence[float], b: Sequence[float], *, n_perm: int = 10_000, seed: int = 0) -> float:
+    """Two-sided permutation test of equal means: p = (1 + #{|mean diff of a relabelling| >= |observed|}) /
+    (1 + n_perm). When every relabelling can be enumerated cheaply (C(n_a+n_b, n_a) <= n_perm) the test is exact:
+    p = #{|diff| >= |observed|} / C(n_a+n_b, n_a)."""
+    from itertools import combinations
+    from math import comb
+
+    xa, xb = _as_1d(a, "a"), _as_1d(b, "b")
+    pooled = np.concatenate([xa, xb])
+    n, na = pooled.size, xa.size
+    observed = abs(xa.mean() - xb.mean())
+    # a tolerance so that relabellings equal to the observed split count as "as extreme" despite rounding
+    tol = 1e-12 * max(1.0, float(np.abs(pooled).max()))
+    total = pooled.sum()
+    if comb(n, na) <= n_perm:
+        sums = np.array([pooled[list(c)].sum() for c in combinations(range(n), na)])
+        diffs = np.abs(sums / na - (total - sums) / (n - na))
+        return float(np.mean(diffs >= observed - tol))
+    rng = np.random.default_rng(seed)
+    perm = np.argsort(rng.random((n_perm, n)), axis=1)[:, :na]
+    sums = pooled[perm].sum(axis=1)
+    diffs = np.abs(sums / na - (total - sums) / (n - na))
+    return float((1 + np.sum(diffs >= observed - tol)) / (1 + n_perm))
+
+
+def area_under_curve(steps: Sequence[float], values: Sequence[float]) -> float:
+    """Trapezoid area under values(step), divided by the step span: the curve's average height, so runs of
+    different lengths stay comparable. A single point returns its value."""
+    s, v = _as_1d(steps, "steps"), _as_1d(values, "values")
+    if s.size != v.size:
+        raise ValueError(f"area_under_curve: {s.size} steps but {v.size} values")
+    if s.size == 1:
+        return float(v[0])
+    order = np.argsort(s, kind="stable")
+    s, v = s[order], v[order]
+    span = s[-1] - s[0]
+    return float(np.sum((v[1:] + v[:-1]) * np.diff(s)) / 2.0 / span) if span > 0 else float(v.mean())
+
+
+def steps_to_threshold(steps: Sequence[float], values: Sequence[float], threshold: float,
+                       window: int = 1) -> float | None:
+    """First step at which the trailing `window`-point moving average of values reaches `threshold`; None when
+    it never does (a run that never gets there must not be scored as if it did)."""
+    s, v = _as_1d(steps, "steps"), _as_1d(values, "values")
+    if s.size != v.size:
+        raise ValueError(f"steps_to_threshold: {s.size} steps but {v.size} values")
+    if window < 1:
+        raise ValueError("steps_to_threshold: window must be >= 1")
+    order = np.argsort(s, kind="stable")
+    s, v = s[order], v[order]
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    for i in range(v.size):
+        lo = max(0, i + 1 - window)
+        if (c[i + 1] - c[lo]) / (i + 1 - lo) >= threshold:
+            return float(s[i])
+    return None

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from hicra.stats import (
+    area_under_curve,
+    bootstrap_ci,
+    bootstrap_diff_ci,
+    permutation_pvalue,
+    steps_to_threshold,
+)
+
+
+def test_bootstrap_ci_matches_scipy_percentile():
+    x = np.random.default_rng(3).normal(0.4, 0.1, size=12)
+    mean, lo, hi = bootstrap_ci(x, n_boot=20_000, seed=1)
+    ref = sps.bootstrap((x,), np.mean, n_resamples=20_000, method="percentile",
+                        random_state=np.random.default_rng(2)).confidence_interval
+    assert mean == pytest.approx(x.mean())
+    assert lo == pytest.approx(ref.low, abs=0.004)
+    assert hi == pytest.approx(ref.high, abs=0.004)
+
+
+def test_bootstrap_ci_coverage_near_nominal():
+    rng = np.random.default_rng(0)
+    hits = 0
+    for rep in range(300):
+        _, lo, hi = bootstrap_ci(rng.normal(1.0, 1.0, size=30), n_boot=2000, seed=rep)
+        hits += lo <= 1.0 <= hi
+    assert 0.89 <= hits / 300 <= 0.99
+
+
+def test_bootstrap_diff_ci_contains_true_difference_and_sign():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0.6, 0.05, 10), rng.normal(0.4, 0.05, 10)
+    d, lo, hi = bootstrap_diff_ci(a, b, seed=0)
+    assert d == pytest.approx(a.mean() - b.mean())
+    assert 0.0 < lo < 0.2 < hi
+
+
+def test_permutation_pvalue_exact_matches_scipy():
+    a, b = [0.31, 0.42, 0.35, 0.50], [0.22, 0.28, 0.30, 0.33, 0.25]
+    p = permutation_pvalue(a, b, n_perm=10_000)
+    # two-sided as |mean difference| >= observed (scipy's own "two-sided" doubles the smaller tail instead)
+    ref = sps.permutation_test((a, b), lambda x, y: abs(np.mean(x) - np.mean(y)), permutation_type="independent",
+                               alternative="greater", n_resamples=np.inf).pvalue
+    assert p == pytest.approx(ref, abs=1e-12)
+
+
+def test_permutation_pvalue_monte_carlo_close_to_scipy():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0.1, 1, 15), rng.normal(0.0, 1, 15)
+    p = permutation_pvalue(a, b, n_perm=20_000, seed=0)
+    ref = sps.permutation_test((a, b), lambda x, y: abs(np.mean(x) - np.mean(y)), permutation_type="independent",
+                               alternative="greater", n_resamples=20_000, random_state=1).pvalue
+    assert p == pytest.approx(ref, abs=0.02)
+
+
+def test_identical_groups_are_not_significant():
+    assert permutation_pvalue([0.5] * 4, [0.5] * 4) == 1.0
+
+
+def test_area_under_curve_is_average_height():
+    assert area_under_curve([0, 1, 2], [0.0, 1.0, 1.0]) == pytest.approx(0.75)
+    assert area_under_curve([0, 10, 20], [0.2, 0.2, 0.2]) == pytest.approx(0.2)
+    assert area_under_curve([5], [0.3]) == 0.3
+
+
+def test_steps_to_threshold_with_window_and_never():
+    steps, acc = [0, 1, 2, 3, 4], [0.1, 0.6, 0.2, 0.6, 0.7]
+    assert steps_to_threshold(steps, acc, 0.5) == 1
+    assert steps_to_threshold(steps, acc, 0.5, window=2) == 4  # trailing means 0.35, 0.4, 0.4, 0.65
+    assert steps_to_threshold(steps, acc, 0.9) is None
+
+
+def test_nonfinite_values_rejected():
+    with pytest.raises(ValueError, match="index 1"):
+        bootstrap_ci([0.1, float("nan")])
