@@ -1,0 +1,385 @@
+"""Run directory I/O: the rollout record schema, an atomic writer, and a streaming, validating reader.
+
+Layout (DESIGN.md "Run directory")::
+
+    RUN_DIR/
+      run.json                             {"run_id", "algorithm", "alpha", "seed", "model", "task", "lexicon",
+                                            "created", "config": {...}}
+      rollouts/step_{step:06d}_part{part:03d}.parquet   one or more files per step, one row per sampled response
+
+Every file is written to a temp name (``.NAME.XXXX.tmp``) in the same folder and renamed, so a reader never sees a
+half-written file under its final name. The reader lists the files once, when it starts, and ignores temp files:
+a run that is still being written is read up to its last complete file. A final file that cannot be parsed (a
+foreign writer that did not write atomically) is treated as still being written and left out; an unparsable file
+before it is an error.
+
+Columns (one row per sampled response):
+
+====================  ===================  ========  =====================================================
+column                type                 required  meaning
+====================  ===================  ========  =====================================================
+step                  int32                yes       training step (must match the file name)
+prompt_id             string               yes       responses with the same prompt_id form one group
+sample_idx            int32                yes       index of the sample within its group
+prompt                string               no        prompt text
+response              string               yes       response text (decoded)
+token_ids             list<int32>          yes       response token ids
+logprobs              list<float32>        no        behaviour-policy log-probabilities at sampling; null = unknown
+entropies             list<float32>        no        next-token distribution entropy (nats); null = unknown
+planning_mask         list<bool>           no        planning-token mask; null = recompute from a lexicon
+reward                float32              yes       scalar reward
+correct               bool                 yes       answer judged correct
+truncated             bool                 no        hit the length limit
+error_type            string               no        "execution" | "planning" | "format" | null (correct/unknown)
+====================  ===================  ========  =====================================================
+
+Validation (`validate_table`) raises `InputError` naming the file, the 0-based row index inside that file and the
+field for: a missing required column, a column of the wrong type, an empty step, a null in a required column, a
+`step` value that differs from the file name, list columns whose lengths differ from `token_ids`, and NaN
+log-probabilities or entropies. With ``skip_invalid=True`` bad rows (or whole files) are dropped instead and
+described in the returned problems.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from hicra.errors import InputError
+from hicra.fileio import write_json, write_parquet
+
+ROLLOUT_SCHEMA = pa.schema([
+    pa.field("step", pa.int32()),
+    pa.field("prompt_id", pa.string()),
+    pa.field("sample_idx", pa.int32()),
+    pa.field("prompt", pa.string()),
+    pa.field("response", pa.string()),
+    pa.field("token_ids", pa.list_(pa.int32())),
+    pa.field("logprobs", pa.list_(pa.float32())),
+    pa.field("entropies", pa.list_(pa.float32())),
+    pa.field("planning_mask", pa.list_(pa.bool_())),
+    pa.field("reward", pa.float32()),
+    pa.field("correct", pa.bool_()),
+    pa.field("truncated", pa.bool_()),
+    pa.field("error_type", pa.string()),
+])
+
+REQUIRED_COLUMNS = ("step", "prompt_id", "sample_idx", "response", "token_ids", "reward", "correct")
+# per-token columns that, when present and non-null, must have one value per token id
+TOKEN_LIST_COLUMNS = ("logprobs", "entropies", "planning_mask")
+ERROR_TYPES = ("execution", "planning", "format")
+
+ROLLOUTS_DIR = "rollouts"
+RUN_INFO = "run.json"
+_FILE_RE = re.compile(r"^step_(\d+)_part(\d+)\.parquet$")
+
+
+def rollout_path(run_dir: str | os.PathLike, step: int, part: int = 0) -> Path:
+    """`RUN_DIR/rollouts/step_{step:06d}_part{part:03d}.parquet`."""
+    return Path(run_dir) / ROLLOUTS_DIR / f"step_{int(step):06d}_part{int(part):03d}.parquet"
+
+
+# ---------------------------------------------------------------- run.json
+
+def write_run_info(run_dir: str | os.PathLike, info: dict) -> Path:
+    """Write `RUN_DIR/run.json` atomically. Fills `run_id` (folder name) and `created` (UTC, ISO 8601) if absent."""
+    run_dir = Path(run_dir)
+    info = dict(info)
+    info.setdefault("run_id", run_dir.resolve().name)
+    info.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    path = run_dir / RUN_INFO
+    write_json(path, info)
+    return path
+
+
+def read_run_info(run_dir: str | os.PathLike) -> dict:
+    """Read `RUN_DIR/run.json`; `{}` when the run has none (foreign logs). Bad JSON raises `InputError`."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError("not a run directory", path=str(run_dir))
+    path = run_dir / RUN_INFO
+    if not path.exists():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON: {exc.msg}", path=str(path), row=exc.lineno) from None
+    if not isinstance(info, dict):
+        raise InputError("run.json must hold a JSON object", path=str(path))
+    return info
+
+
+# ---------------------------------------------------------------- validation
+
+@dataclass(frozen=True)
+class Problem:
+    """One piece of bad input that was skipped (`skip_invalid=True`)."""
+
+    file: str
+    row: int | None
+    field: str | None
+    message: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return str(InputError(self.message, path=self.file, row=self.row, field=self.field))
+
+
+def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None = None,
+                   skip_invalid: bool = False) -> tuple[pa.Table, list[Problem]]:
+    """Check one rollout file's table; return it cast to `ROLLOUT_SCHEMA` types, plus the problems skipped.
+
+    Columns outside the schema are dropped; absent optional columns stay absent (see `conform`). Raises
+    `InputError(path=, row=, field=)` on the first problem unless `skip_invalid`, in which case bad rows are removed
+    (a file-level problem, or a file left without rows, gives an empty table).
+    """
+    path = str(path)
+    problems: list[Problem] = []
+
+    def fail(message: str, row: int | None = None, field: str | None = None):
+        if not skip_invalid:
+            raise InputError(message, path=path, row=row, field=field)
+        problems.append(Problem(path, row, field, message))
+
+    for name in REQUIRED_COLUMNS:
+        if name not in table.column_names:
+            fail("missing required column", field=name)
+            return table.slice(0, 0), problems
+    # cast to the schema's types (foreign writers use int64 / float64 / large lists)
+    columns, fields = [], []
+    for field in ROLLOUT_SCHEMA:
+        if field.name not in table.column_names:
+            continue
+        col = table.column(field.name)
+        if col.type != field.type:
+            try:
+                col = col.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                fail(f"has type {col.type}, expected {field.type}", field=field.name)
+                return table.slice(0, 0), problems
+        columns.append(col)
+        fields.append(field)
+    table = pa.Table.from_arrays(columns, schema=pa.schema(fields))
+    if table.num_rows == 0:
+        fail("empty step: the file has no rows", field="step")
+        return table, problems
+
+    n = table.num_rows
+    bad = np.zeros(n, dtype=bool)
+    # (row, field, message) for each bad row; only the first per row is reported
+    found: dict[int, tuple[str, str]] = {}
+
+    def flag(rows_mask: np.ndarray, field: str, message: str):
+        for r in np.flatnonzero(rows_mask & ~bad):
+            found[int(r)] = (field, message)
+        bad[:] |= rows_mask
+
+    for name in REQUIRED_COLUMNS:
+        flag(_np_bool(table.column(name).is_null()), name, "null value in a required column")
+    if step is not None:
+        steps = table.column("step").fill_null(step).to_numpy(zero_copy_only=False)
+        flag(steps != step, "step", f"step value differs from the file name (step {step})")
+    n_tokens = _np_int(pc.list_value_length(table.column("token_ids")).fill_null(0))
+    flat_ids = pc.list_flatten(table.column("token_ids"))
+    if flat_ids.null_count:
+        flag(_rows_with(table.column("token_ids"), flat_ids.is_null(), n), "token_ids", "null token id")
+    for name in TOKEN_LIST_COLUMNS:
+        if name not in table.column_names:
+            continue
+        col = table.column(name)
+        lengths = pc.list_value_length(col)
+        present = _np_bool(lengths.is_valid())
+        lens = _np_int(lengths.fill_null(0))
+        mismatch = present & (lens != n_tokens)
+        flag(mismatch, name, "list length differs from token_ids")
+        flat = pc.list_flatten(col)
+        if flat.null_count:
+            flag(_rows_with(col, flat.is_null(), n), name, "null element in list")
+        if name in ("logprobs", "entropies") and len(flat):
+            nan = pc.is_nan(flat).fill_null(False)
+            if pc.any(nan).as_py():
+                what = "log-probability" if name == "logprobs" else "entropy"
+                flag(_rows_with(col, nan, n), name, f"NaN {what}")
+
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        if not skip_invalid:
+            field, message = found[first]
+            raise InputError(message, path=path, row=first, field=field)
+        for r in sorted(found):
+            problems.append(Problem(path, r, found[r][0], found[r][1]))
+        table = table.filter(pa.array(~bad))
+        if table.num_rows == 0:
+            problems.append(Problem(path, None, "step", "empty step: no valid rows left"))
+    return table, problems
+
+
+def _np_bool(arr) -> np.ndarray:
+    return np.asarray(_to_np(arr), dtype=bool)
+
+
+def _np_int(arr) -> np.ndarray:
+    return np.asarray(_to_np(arr), dtype=np.int64)
+
+
+def _to_np(arr) -> np.ndarray:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr.to_numpy(zero_copy_only=False)
+
+
+def _rows_with(list_col, element_flags, n_rows: int) -> np.ndarray:
+    """Rows of a list column that contain at least one flagged element."""
+    if isinstance(list_col, pa.ChunkedArray):
+        list_col = list_col.combine_chunks()
+    parents = _np_int(pc.list_parent_indices(list_col))
+    flags = np.asarray(_to_np(element_flags), dtype=bool)
+    out = np.zeros(n_rows, dtype=bool)
+    out[parents[flags]] = True
+    return out
+
+
+def conform(table: pa.Table, columns: Sequence[str] | None = None) -> pa.Table:
+    """Return `table` with exactly `columns` (default: all of `ROLLOUT_SCHEMA`) in schema order and types;
+    absent optional columns become all-null columns."""
+    names = [f.name for f in ROLLOUT_SCHEMA] if columns is None else \
+        [f.name for f in ROLLOUT_SCHEMA if f.name in set(columns)]
+    arrays, fields = [], []
+    for name in names:
+        field = ROLLOUT_SCHEMA.field(name)
+        if name in table.column_names:
+            col = table.column(name)
+            arrays.append(col if col.type == field.type else col.cast(field.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, type=field.type))
+        fields.append(field)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+# ---------------------------------------------------------------- writer
+
+class RolloutWriter:
+    """Writes one run's rollout files: `RolloutWriter(run_dir).write_step(step, rows, part=0)`.
+
+    `rows` is a list of dicts with the schema's keys (numpy arrays and torch tensors are accepted for the list
+    columns; a missing `step` is filled in; absent optional columns are written as nulls), or a `pyarrow.Table`.
+    Rows are validated exactly as the reader validates them, so a bad row fails at the writer, not at analysis.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run_dir = Path(run_dir)
+        (self.run_dir / ROLLOUTS_DIR).mkdir(parents=True, exist_ok=True)
+
+    def write_step(self, step: int, rows: list[dict] | pa.Table, part: int = 0) -> Path:
+        step, part = int(step), int(part)
+        path = rollout_path(self.run_dir, step, part)
+        if isinstance(rows, pa.Table):
+            table = rows
+            if "step" not in table.column_names:
+                table = table.append_column("step", pa.array(np.full(table.num_rows, step, np.int32)))
+        else:
+            table = _rows_to_table(rows, step)
+        table, _ = validate_table(table, path, step=step)
+        write_parquet(path, conform(table))
+        return path
+
+
+def _rows_to_table(rows: list[dict], step: int) -> pa.Table:
+    list_fields = {"token_ids", "logprobs", "entropies", "planning_mask"}
+    clean = []
+    for row in rows:
+        row = dict(row)
+        row.setdefault("step", step)
+        for key in list_fields & row.keys():
+            value = row[key]
+            if value is not None and not isinstance(value, (list, np.ndarray)) and hasattr(value, "tolist"):
+                row[key] = value.tolist()  # torch tensors
+        for key, value in row.items():
+            if isinstance(value, np.generic):
+                row[key] = value.item()
+        clean.append(row)
+    names = [f.name for f in ROLLOUT_SCHEMA]
+    present = [n for n in names if any(n in r for r in clean)] if clean else list(REQUIRED_COLUMNS)
+    schema = pa.schema([ROLLOUT_SCHEMA.field(n) for n in present])
+    return pa.Table.from_pylist(clean, schema=schema)
+
+
+# ---------------------------------------------------------------- reader
+
+def list_rollout_files(run_dir: str | os.PathLike) -> list[tuple[int, int, Path]]:
+    """Complete rollout files as (step, part, path), sorted; temp files and other names are ignored."""
+    folder = Path(run_dir) / ROLLOUTS_DIR
+    if not folder.is_dir():
+        raise InputError("no rollouts/ folder: not a run directory", path=str(run_dir))
+    out = []
+    for entry in os.scandir(folder):
+        m = _FILE_RE.match(entry.name)
+        if m and entry.is_file():
+            out.append((int(m.group(1)), int(m.group(2)), Path(entry.path)))
+    out.sort()
+    return out
+
+
+def iter_steps(run_dir: str | os.PathLike, *, columns: Sequence[str] | None = None,
+               skip_invalid: bool = False, skipped: list[Problem] | None = None,
+               validate: bool = True) -> Iterator[tuple[int, pa.Table]]:
+    """Yield `(step, table)` in step order, one step in memory at a time.
+
+    The parts of a step are concatenated; the table has `columns` (default: the whole schema) in schema order,
+    absent optional columns as nulls. Files are listed once, when iteration starts (a run being written is read
+    up to its last complete file). Bad input raises `InputError`; with `skip_invalid` the bad rows/files are
+    skipped and appended to `skipped` (a list of `Problem`).
+    """
+    files = list_rollout_files(run_dir)
+    if skipped is None:
+        skipped = []
+    wanted = None if columns is None else list(columns)
+    read_cols = None if wanted is None else sorted(set(wanted) | set(REQUIRED_COLUMNS) | set(TOKEN_LIST_COLUMNS))
+    by_step: dict[int, list[Path]] = {}
+    for step, _part, path in files:
+        by_step.setdefault(step, []).append(path)
+    last_path = files[-1][2] if files else None
+    for step in sorted(by_step):
+        parts = []
+        for path in by_step[step]:
+            try:
+                available = pq.read_schema(path).names
+                cols = None if read_cols is None else [c for c in read_cols if c in available]
+                table = pq.read_table(path, columns=cols)
+            except (pa.ArrowInvalid, OSError) as exc:
+                if path == last_path:  # a foreign writer still writing its last file
+                    skipped.append(Problem(str(path), None, None, "unreadable last file, treated as incomplete"))
+                    continue
+                if not skip_invalid:
+                    raise InputError(f"unreadable Parquet file ({exc})", path=str(path)) from None
+                skipped.append(Problem(str(path), None, None, f"unreadable Parquet file ({exc})"))
+                continue
+            if validate:
+                table, problems = validate_table(table, path, step=step, skip_invalid=skip_invalid)
+                skipped.extend(problems)
+                if table.num_rows == 0:
+                    continue
+            parts.append(conform(table, wanted))
+        if parts:
+            yield step, pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
+def read_rollouts(run_dir: str | os.PathLike, **kwargs: Any) -> pa.Table:
+    """All steps in one table (small runs, tests). Takes `iter_steps`' keyword arguments."""
+    tables = [t for _, t in iter_steps(run_dir, **kwargs)]
+    if not tables:
+        return conform(ROLLOUT_SCHEMA.empty_table(), kwargs.get("columns"))
+    return pa.concat_tables(tables)

@@ -1,0 +1,192 @@
+"""Run directory I/O: schema, atomic writer, streaming validating reader."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hicra.dynamics.records import (
+    ROLLOUT_SCHEMA,
+    RolloutWriter,
+    iter_steps,
+    read_rollouts,
+    read_run_info,
+    rollout_path,
+    write_run_info,
+)
+from hicra.errors import InputError
+
+
+def make_rows(step: int, n_prompts: int = 2, group: int = 3, seed: int = 0, with_mask: bool = True):
+    rng = np.random.default_rng(seed + step)
+    rows = []
+    for p in range(n_prompts):
+        for s in range(group):
+            t = int(rng.integers(1, 9))
+            row = {
+                "prompt_id": f"p{p}", "sample_idx": s, "prompt": f"question {p}",
+                "response": " ".join(f"w{i}" for i in range(t)),
+                "token_ids": rng.integers(0, 50, t).astype(np.int32),
+                "logprobs": -rng.random(t).astype(np.float32),
+                "entropies": rng.random(t).astype(np.float32),
+                "reward": float(s % 2), "correct": bool(s % 2), "truncated": False,
+                "error_type": None if s % 2 else "execution",
+            }
+            if with_mask:
+                row["planning_mask"] = rng.random(t) < 0.3
+            rows.append(row)
+    return rows
+
+
+def test_roundtrip_and_order(tmp_path):
+    write_run_info(tmp_path, {"algorithm": "grpo", "seed": 3})
+    info = read_run_info(tmp_path)
+    assert info["algorithm"] == "grpo" and info["seed"] == 3 and info["run_id"] == tmp_path.name
+    w = RolloutWriter(tmp_path)
+    written = {}
+    for step in (2, 0, 1):
+        rows = make_rows(step)
+        written[step] = rows
+        path = w.write_step(step, rows)
+        assert path == rollout_path(tmp_path, step, 0) and path.exists()
+    # a second part of step 1, without planning masks
+    extra = make_rows(1, n_prompts=1, seed=9, with_mask=False)
+    w.write_step(1, extra, part=1)
+    steps = list(iter_steps(tmp_path))
+    assert [s for s, _ in steps] == [0, 1, 2]
+    _, t1 = steps[1]
+    assert t1.schema == ROLLOUT_SCHEMA
+    assert t1.num_rows == len(written[1]) + len(extra)
+    got = t1.column("token_ids").to_pylist()
+    want = [list(map(int, r["token_ids"])) for r in written[1] + extra]
+    assert got == want
+    assert t1.column("planning_mask").to_pylist()[-1] is None  # part 1 had no masks
+    np.testing.assert_allclose(t1.column("logprobs").to_pylist()[0], written[1][0]["logprobs"], rtol=1e-6)
+    assert t1.column("step").to_pylist() == [1] * t1.num_rows
+
+
+def test_writer_is_atomic_and_reader_skips_temp_files(tmp_path):
+    w = RolloutWriter(tmp_path)
+    w.write_step(0, make_rows(0))
+    # simulate a writer in the middle of writing step 1: only a temp file exists
+    tmp = tmp_path / "rollouts" / ".step_000001_part000.parquet.abc.tmp"
+    tmp.write_bytes(b"PAR1 half written")
+    assert [s for s, _ in iter_steps(tmp_path)] == [0]
+    # no temp files are left behind by the writer itself
+    leftovers = [p.name for p in (tmp_path / "rollouts").iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == [tmp.name]
+
+
+def test_run_being_written_reads_up_to_last_complete_file(tmp_path):
+    w = RolloutWriter(tmp_path)
+    w.write_step(0, make_rows(0))
+    w.write_step(1, make_rows(1))
+    # a foreign, non-atomic writer left a truncated final file
+    good = rollout_path(tmp_path, 1, 0).read_bytes()
+    rollout_path(tmp_path, 2, 0).write_bytes(good[: len(good) // 2])
+    skipped = []
+    assert [s for s, _ in iter_steps(tmp_path, skipped=skipped)] == [0, 1]
+    assert "incomplete" in skipped[0].message
+    # the same truncated file before the last one is an error
+    w.write_step(3, make_rows(3))
+    with pytest.raises(InputError, match="step_000002_part000.parquet"):
+        list(iter_steps(tmp_path))
+
+
+def test_writer_rejects_bad_rows(tmp_path):
+    w = RolloutWriter(tmp_path)
+    rows = make_rows(0)
+    rows[4]["logprobs"] = rows[4]["logprobs"][:-1] if len(rows[4]["logprobs"]) > 1 else np.zeros(3, np.float32)
+    with pytest.raises(InputError) as exc:
+        w.write_step(0, rows)
+    assert exc.value.row == 4 and exc.value.field == "logprobs"
+    assert not rollout_path(tmp_path, 0).exists()
+
+
+def _write_raw(tmp_path, step, table):
+    path = rollout_path(tmp_path, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def _good_table(step, n=4):
+    rows = make_rows(step, n_prompts=2, group=n // 2)
+    for r in rows:
+        r["step"] = step
+    return pa.Table.from_pylist(rows, schema=ROLLOUT_SCHEMA)
+
+
+@pytest.mark.parametrize("case,field,row", [
+    ("missing_column", "correct", None),
+    ("length_mismatch", "entropies", 2),
+    ("nan_logprob", "logprobs", 1),
+    ("empty", "step", None),
+    ("wrong_step", "step", 0),
+    ("null_required", "prompt_id", 3),
+])
+def test_reader_errors_name_file_row_field(tmp_path, case, field, row):
+    t = _good_table(5)
+    if case == "missing_column":
+        t = t.drop_columns(["correct"])
+    elif case == "length_mismatch":
+        ent = t.column("entropies").to_pylist()
+        ent[2] = ent[2] + [0.5]
+        t = t.set_column(t.schema.get_field_index("entropies"), "entropies",
+                         pa.array(ent, pa.list_(pa.float32())))
+    elif case == "nan_logprob":
+        lp = t.column("logprobs").to_pylist()
+        lp[1][0] = math.nan
+        t = t.set_column(t.schema.get_field_index("logprobs"), "logprobs", pa.array(lp, pa.list_(pa.float32())))
+    elif case == "empty":
+        t = t.slice(0, 0)
+    elif case == "wrong_step":
+        t = t.set_column(0, "step", pa.array([4] + [5] * (t.num_rows - 1), pa.int32()))
+    elif case == "null_required":
+        ids = t.column("prompt_id").to_pylist()
+        ids[3] = None
+        t = t.set_column(1, "prompt_id", pa.array(ids, pa.string()))
+    path = _write_raw(tmp_path, 5, t)
+    _write_raw(tmp_path, 6, _good_table(6))
+    with pytest.raises(InputError) as exc:
+        list(iter_steps(tmp_path))
+    err = exc.value
+    assert err.path == str(path) and err.field == field and err.row == row
+    assert str(path) in str(err) and f"'{field}'" in str(err)
+    # skip_invalid: the rest is analysed and the skipped input is listed
+    skipped = []
+    steps = dict(iter_steps(tmp_path, skip_invalid=True, skipped=skipped))
+    assert 6 in steps and steps[6].num_rows == 4
+    assert skipped and skipped[0].file == str(path) and skipped[0].field == field
+    if row is not None:  # row-level problem: the other rows of the step survive
+        assert steps[5].num_rows == 3
+    else:
+        assert 5 not in steps
+
+
+def test_foreign_types_are_cast_and_extra_columns_dropped(tmp_path):
+    t = pa.table({
+        "step": pa.array([0, 0], pa.int64()), "prompt_id": ["a", "a"], "sample_idx": pa.array([0, 1], pa.int64()),
+        "response": ["x y", "z"], "token_ids": pa.array([[1, 2], [3]], pa.list_(pa.int64())),
+        "logprobs": pa.array([[-0.1, -0.2], [-0.3]], pa.list_(pa.float64())),
+        "reward": [1.0, 0.0], "correct": [True, False], "extra": [1, 2],
+    })
+    _write_raw(tmp_path, 0, t)
+    table = read_rollouts(tmp_path)
+    assert table.schema == ROLLOUT_SCHEMA
+    assert table.column("entropies").null_count == 2 and table.column("token_ids").to_pylist() == [[1, 2], [3]]
+    only = read_rollouts(tmp_path, columns=["step", "token_ids"])
+    assert only.column_names == ["step", "token_ids"]
+
+
+def test_bad_run_json(tmp_path):
+    (tmp_path / "run.json").write_text("{\n  'bad': 1\n}")
+    with pytest.raises(InputError) as exc:
+        read_run_info(tmp_path)
+    assert exc.value.row == 2 and "run.json" in str(exc.value)
+    (tmp_path / "foreign").mkdir()
+    assert read_run_info(tmp_path / "foreign") == {}  # foreign logs without run.json
