@@ -1,0 +1,91 @@
+"""`hicra eval`: grade existing responses, a benchmark's own gold solutions, or samples from a local model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = """\
+Three modes, each writing OUT/results.json (per item `correct`: booleans in response order; pass@1 and pass@k
+per benchmark and overall) and, as a run directory, OUT/run.json + OUT/rollouts/ for `hicra analyze`:
+  hicra eval --responses FILE.jsonl --out DIR     grade existing responses (lines: id, problem, answer,
+                                                 responses: list of str; rename fields with --*-field)
+  hicra eval --model DIR --bench math500,gsm8k --n 4 --k 4 --out DIR      sample and grade
+  hicra eval --gold --bench math500 --out DIR     grade each benchmark's own gold solution (grader check)
+Benchmarks: math500, aime24, amc23, minerva_math, olympiadbench, gsm8k (read from --data-dir,
+default ../shared/data)."""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="grade math responses with math-verify; pass@1 and pass@k",
+                              description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--responses", metavar="FILE", help="JSONL of existing responses to grade (no model)")
+    src.add_argument("--model", metavar="DIR", help="local Hugging Face model directory to sample from")
+    src.add_argument("--gold", action="store_true", help="grade the benchmarks' own gold solutions")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--bench", metavar="NAME[,NAME]", help="benchmarks for --model / --gold")
+    p.add_argument("--data-dir", metavar="DIR", help="data root (default: ../shared/data)")
+    p.add_argument("--limit", type=int, help="first L problems of each benchmark")
+    p.add_argument("--n", type=int, default=1, help="samples per problem (default 1)")
+    p.add_argument("--k", type=int, help="k of pass@k (default: n, or the responses per line)")
+    p.add_argument("--engine", choices=["auto", "transformers", "vllm"], default="auto",
+                   help="generation engine (auto: vLLM when installed, else transformers)")
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--batch-size", type=int, default=8, help="transformers generation batch size")
+    p.add_argument("--seed", type=int, default=0)
+    for field in ("id", "problem", "answer", "responses"):
+        p.add_argument(f"--{field}-field", default=field, metavar="NAME",
+                       help=f"field holding the {field} in --responses (default '{field}')")
+    p.set_defaults(func=run)
+
+
+def _benches(args) -> list[str]:
+    from hicra.errors import InputError
+
+    if not args.bench:
+        raise InputError("--bench is required with --model and --gold", field="bench")
+    return [b.strip() for b in args.bench.split(",") if b.strip()]
+
+
+def run(args) -> int:
+    from hicra import evaluation as ev
+    from hicra.errors import InputError
+
+    if args.n < 1:
+        raise InputError("must be >= 1", field="n")
+    info = {"run_id": f"eval-{args.seed}", "algorithm": "eval", "alpha": None, "seed": args.seed,
+            "model": args.model, "task": None, "lexicon": None, "config": {k: v for k, v in vars(args).items()
+                                                                        if k != "func"}}
+    if args.responses:
+        items = ev.read_responses_file(args.responses, args.id_field, args.problem_field, args.answer_field,
+                                       args.responses_field)
+        k = args.k or min(len(it["responses"]) for it in items)
+        if k < 1 or any(k > len(it["responses"]) for it in items):
+            raise InputError(f"k={k} exceeds the responses of some line", field="k")
+        results = ev.grade_items(items, k=k)
+        info["task"] = str(args.responses)
+    elif args.gold:
+        items = []
+        for name in _benches(args):
+            for it in ev.load_benchmark(name, args.data_dir, args.limit):
+                if it["solution"] is not None:  # benchmarks without worked solutions have nothing to grade
+                    items.append({**it, "responses": [it["solution"]]})
+        results = ev.grade_items(items, k=1)
+        info["task"] = args.bench
+    else:
+        items, results = ev.evaluate_model(
+            args.model, _benches(args), n=args.n, k=args.k, limit=args.limit, data_dir=args.data_dir,
+            engine=args.engine, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+            top_p=args.top_p, seed=args.seed,
+            batch_size=args.batch_size)
+        info["task"] = args.bench
+    ev.write_results(args.out, items, results, info)
+    summary = {name: {key: s[key] for key in ("n_items", "pass@1", "pass@k")}
+               for name, s in results["benchmarks"].items()}
+    print(json.dumps({"k": results["k"], "pass@1": results["pass@1"], "pass@k": results["pass@k"],
+                      "benchmarks": summary}, indent=1), file=sys.stdout)
+    return 0
