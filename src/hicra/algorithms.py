@@ -1,0 +1,419 @@
+"""Core RL algorithms of hicra: group advantages, HICRA amplification, control token masks, policy loss.
+
+Pure torch: nothing here imports a trainer. Every function is small and side-effect free (inputs are never
+modified; only out-of-place tensor operations are used, so an update can never silently land on a copy).
+
+Notation: a batch holds B sampled responses (rollouts), padded to T tokens. ``response_mask[b, t]`` is True on
+the real response tokens of rollout b. Rollouts answering the same prompt form a *group* (``group_ids``).
+
+Equations (G = the rollouts of one group, n = |G|, r_i = scalar reward of rollout i):
+
+* GRPO          A_i = (r_i - mean_G(r)) / (std_G(r) + eps)     std unbiased (Bessel), as verl
+* Dr.GRPO       A_i =  r_i - mean_G(r)                          (what the HICRA paper writes)
+* RLOO          A_i =  r_i - mean_{j in G, j != i}(r_j) = n / (n - 1) * (r_i - mean_G(r))
+* HICRA         A'_{i,t} = A_{i,t} + alpha * |A_{i,t}|  if token t of rollout i is a planning token, else A_{i,t}
+* PPO loss      L_{i,t} = max(-A_{i,t} rho_{i,t}, -A_{i,t} clip(rho_{i,t}, 1 - eps_low, 1 + eps_high)),
+                rho_{i,t} = exp(logp_{i,t} - logp_old_{i,t})
+
+See docs/algorithms.md for defaults and every difference from verl 0.9.1 and TRL 1.16.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import torch
+
+__all__ = [
+    "AGGREGATIONS",
+    "grpo_advantages",
+    "drgrpo_advantages",
+    "rloo_advantages",
+    "hicra_advantages",
+    "high_entropy_mask",
+    "placebo_mask",
+    "policy_loss",
+    "k3_kl",
+]
+
+AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+# Log-ratios (and the k3 estimator's log-ratio) are clamped to this range before exp(), as verl does, so that a
+# far-off-policy token cannot overflow the ratio.
+_LOG_RATIO_CLAMP = 20.0
+# verl clamps the per-token k3 KL estimate to [-10, 10]; we do the same so the KL term matches verl's.
+_K3_CLAMP = 10.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# group advantages
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _as_rewards(rewards: Any) -> torch.Tensor:
+    """Rewards as a 1-D floating tensor (dtype kept if already floating, else float32); rejects NaN/inf."""
+    r = rewards if isinstance(rewards, torch.Tensor) else torch.as_tensor(rewards)
+    if not torch.is_floating_point(r):
+        r = r.to(torch.float32)
+    if r.dim() != 1:
+        raise ValueError(f"rewards must be 1-D [B], got shape {tuple(r.shape)}")
+    bad = ~torch.isfinite(r)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"reward at index {i} is not finite ({float(r[i])}); rewards must be finite numbers")
+    return r
+
+
+def _group_index(group_ids: Any, batch_size: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Map hashable group ids (ints, strings, ...) to dense indices 0..K-1 in order of first appearance."""
+    if isinstance(group_ids, torch.Tensor):
+        ids: Sequence[Hashable] = group_ids.reshape(-1).tolist()
+    elif hasattr(group_ids, "tolist"):  # numpy arrays: numpy scalars -> python scalars (hashable, comparable)
+        ids = group_ids.tolist()
+    else:
+        ids = list(group_ids)
+    if len(ids) != batch_size:
+        raise ValueError(f"group_ids has {len(ids)} entries but rewards has {batch_size}")
+    dense: dict[Hashable, int] = {}
+    index = [dense.setdefault(g, len(dense)) for g in ids]
+    return torch.tensor(index, dtype=torch.long, device=device), len(dense)
+
+
+def _group_stats(r: torch.Tensor, g: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    """Per-rollout group statistics, gathered back to [B]: size n, mean, unbiased std, and 'all equal' flag."""
+    zeros = torch.zeros(k, dtype=r.dtype, device=r.device)
+    n = torch.zeros(k, dtype=torch.long, device=r.device).index_add(0, g, torch.ones_like(g))
+    mean = zeros.index_add(0, g, r) / n.to(r.dtype)
+    dev = r - mean[g]
+    # two-pass variance (as torch.std): sum of squared deviations / (n - 1); singleton groups get 0 here
+    ssd = zeros.index_add(0, g, dev * dev)
+    std = torch.sqrt(ssd / (n - 1).clamp(min=1).to(r.dtype))
+    # An all-equal group must give exact zeros; r - mean can be off by one ulp (e.g. three rewards of 0.1),
+    # and that rounding error divided by (std + eps) would be a spurious non-zero advantage.
+    gmin = torch.full((k,), math.inf, dtype=r.dtype, device=r.device).scatter_reduce(0, g, r, "amin")
+    gmax = torch.full((k,), -math.inf, dtype=r.dtype, device=r.device).scatter_reduce(0, g, r, "amax")
+    return {"n": n[g], "mean": mean[g], "dev": dev, "std": std[g], "flat": (gmin == gmax)[g]}
+
+
+def grpo_advantages(rewards: Any, group_ids: Any, scale: str = "std", eps: float = 1e-6) -> torch.Tensor:
+    """GRPO group-relative advantages, one scalar per rollout.
+
+    With scale="std" (the original GRPO, and verl's ``norm_adv_by_std_in_grpo=True``):
+
+        A_i = (r_i - mean_G(r)) / (std_G(r) + eps),   std_G(r) = sqrt(sum_{j in G} (r_j - mean_G(r))^2 / (n - 1))
+
+    With scale="none" (Dr.GRPO; what the HICRA paper writes):  A_i = r_i - mean_G(r).
+
+    Edge cases (both differ from nothing in verl except the singleton case):
+      * a group whose rewards are all equal gets exact zeros (never NaN, never rounding noise);
+      * a singleton group (n = 1) gets 0: it has no baseline. verl 0.9.1 instead uses mean 0 and std 1 there, so it
+        returns r_i / (1 + eps) (or r_i), i.e. it trains on the raw reward.
+
+    Args:
+        rewards: [B] rewards (tensor, list or numpy array); must be finite, else ValueError naming the first bad index.
+        group_ids: [B] group of each rollout: ints, strings or any hashable (tensor, list or numpy array).
+        scale: "std" or "none".
+        eps: added to the group std before dividing (scale="std" only).
+
+    Returns:
+        [B] advantages, on rewards' device, in rewards' dtype (float32 if rewards were not floating).
+    """
+    if scale not in ("std", "none"):
+        raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")
+    r = _as_rewards(rewards)
+    g, k = _group_index(group_ids, r.shape[0], r.device)
+    if r.shape[0] == 0:
+        return r.clone()
+    s = _group_stats(r, g, k)
+    adv = s["dev"] / (s["std"] + eps) if scale == "std" else s["dev"]
+    return torch.where(s["flat"] | (s["n"] < 2), torch.zeros_like(adv), adv)
+
+
+def drgrpo_advantages(rewards: Any, group_ids: Any) -> torch.Tensor:
+    """Dr.GRPO advantages, A_i = r_i - mean_G(r) (no std division; arXiv 2503.20783).
+
+    This is the advantage the HICRA paper writes (GRPO without std normalisation) and the project's default.
+    Same edge cases as :func:`grpo_advantages`: all-equal and singleton groups get zeros.
+    """
+    return grpo_advantages(rewards, group_ids, scale="none")
+
+
+def rloo_advantages(rewards: Any, group_ids: Any) -> torch.Tensor:
+    """RLOO advantages: reward minus the mean reward of the *other* rollouts of the group (arXiv 2402.14740).
+
+        A_i = r_i - 1/(n-1) * sum_{j in G, j != i} r_j  =  n / (n - 1) * (r_i - mean_G(r))
+
+    All-equal groups get exact zeros; singleton groups get 0 (no other rollout to compare with; verl 0.9.1's
+    ``compute_rloo_outcome_advantage`` returns the raw reward there).
+    """
+    r = _as_rewards(rewards)
+    g, k = _group_index(group_ids, r.shape[0], r.device)
+    if r.shape[0] == 0:
+        return r.clone()
+    s = _group_stats(r, g, k)
+    n = s["n"].to(r.dtype)
+    adv = s["dev"] * n / (n - 1).clamp(min=1)
+    return torch.where(s["flat"] | (s["n"] < 2), torch.zeros_like(adv), adv)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# HICRA
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _as_bool_mask(mask: Any, name: str) -> torch.Tensor:
+    """A [B, T] boolean mask; 0/1 integer or float masks are accepted and converted."""
+    m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(mask)
+    if m.dim() != 2:
+        raise ValueError(f"{name} must be 2-D [B, T], got shape {tuple(m.shape)}")
+    if m.dtype != torch.bool:
+        if bool(((m != 0) & (m != 1)).any()):
+            raise ValueError(f"{name} must be boolean or contain only 0 and 1")
+        m = m != 0
+    return m
+
+
+def _token_advantages(advantages: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Broadcast [B] sequence advantages to [B, T] (a view, never written to), or check a [B, T] tensor's shape."""
+    if advantages.dim() == 1:
+        if advantages.shape[0] != shape[0]:
+            raise ValueError(f"advantages has {advantages.shape[0]} rows, the masks have {shape[0]}")
+        return advantages.unsqueeze(-1).expand(shape)
+    if advantages.shape != shape:
+        raise ValueError(f"advantages shape {tuple(advantages.shape)} does not match the masks' {tuple(shape)}")
+    return advantages
+
+
+def hicra_advantages(advantages: torch.Tensor, planning_mask: Any, alpha: float) -> torch.Tensor:
+    """HICRA: amplify the advantage of planning tokens (Wang et al., arXiv 2509.03646).
+
+        A'_{i,t} = A_{i,t} + alpha * |A_{i,t}|   if token t of rollout i is a planning token
+        A'_{i,t} = A_{i,t}                       otherwise
+
+    Equivalently A' = A * (1 + alpha * sign(A)) on planning tokens: x(1+alpha) for rollouts with positive
+    advantage, x(1-alpha) for negative ones. For 0 <= alpha < 1 the sign never flips. alpha = 0 is exactly GRPO.
+
+    Args:
+        advantages: [B] (one value per rollout, broadcast over its tokens) or [B, T].
+        planning_mask: [B, T] bool, True on planning tokens.
+        alpha: amplification, 0 <= alpha < 1 (the paper uses 0.2), else ValueError.
+
+    Returns:
+        A new [B, T] tensor (advantages' dtype and device); the input is never modified.
+    """
+    alpha = float(alpha)
+    if not 0.0 <= alpha < 1.0:  # also rejects NaN
+        raise ValueError(f"alpha must satisfy 0 <= alpha < 1, got {alpha}")
+    mask = _as_bool_mask(planning_mask, "planning_mask").to(advantages.device)
+    a = _token_advantages(advantages, mask.shape)
+    # torch.where builds a fresh tensor: no in-place write into an indexed copy that could be silently dropped.
+    return torch.where(mask, a + alpha * a.abs(), a)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# control masks
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _share_count(share: float, n: int, name: str) -> int:
+    share = float(share)
+    if not 0.0 <= share <= 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be in [0, 1], got {share}")
+    # round half up; the tiny slack absorbs float error such as 0.3 * 10 = 3.0000000000000004 or 2.9999999999999996
+    return min(n, int(math.floor(share * n + 0.5 + 1e-9)))
+
+
+def high_entropy_mask(entropies: torch.Tensor, response_mask: Any, quantile: float) -> torch.Tensor:
+    """The top-``quantile`` share of highest-entropy response tokens of the whole batch ("forking tokens").
+
+        k = round(quantile * N),   N = number of response tokens in the batch
+        mask = the k response tokens with the largest entropy
+
+    Exactly k tokens are selected; ties at the boundary go to the earlier token (row-major order), so the result
+    is deterministic. Padding tokens are never selected, whatever their entropy value.
+    TRL 1.16's ``get_high_entropy_mask`` instead keeps every token with entropy >= the interpolated (1-q)
+    quantile, which can select one token more or fewer than round(q * N), and all tied tokens.
+
+    Args:
+        entropies: [B, T] per-token entropies.
+        response_mask: [B, T] bool, True on response tokens.
+        quantile: share q in [0, 1] of response tokens to select (e.g. 0.2 for the 80/20 forking-token rule).
+    """
+    mask = _as_bool_mask(response_mask, "response_mask").to(entropies.device)
+    if entropies.shape != mask.shape:
+        raise ValueError(f"entropies shape {tuple(entropies.shape)} does not match response_mask {tuple(mask.shape)}")
+    flat_mask = mask.reshape(-1)
+    positions = flat_mask.nonzero().squeeze(-1)  # response-token positions, row-major
+    k = _share_count(quantile, positions.numel(), "quantile")
+    values = entropies.detach().reshape(-1)[positions]
+    # stable descending sort: equal entropies keep position order, so ties go to the earlier token
+    order = torch.sort(values, descending=True, stable=True).indices[:k]
+    selected = torch.zeros_like(flat_mask)
+    selected = selected.index_fill(0, positions[order], True)
+    return selected.reshape(mask.shape)
+
+
+def placebo_mask(response_mask: Any, rate: float, generator: torch.Generator | int) -> torch.Tensor:
+    """Random control mask: round(rate * N) response tokens of the batch, drawn uniformly without replacement.
+
+    Used in control runs to match HICRA's planning-token rate with tokens that carry no planning meaning.
+    The count is exact (not Bernoulli), so a placebo run amplifies exactly as many tokens as the HICRA run whose
+    rate it copies. Padding tokens are never selected. Deterministic for a given generator state.
+
+    Args:
+        response_mask: [B, T] bool, True on response tokens.
+        rate: share of response tokens to select, in [0, 1].
+        generator: a CPU ``torch.Generator`` (its state advances) or an int seed.
+    """
+    mask = _as_bool_mask(response_mask, "response_mask")
+    if isinstance(generator, int):
+        generator = torch.Generator().manual_seed(generator)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError("generator must be a torch.Generator or an int seed")
+    flat_mask = mask.reshape(-1)
+    positions = flat_mask.nonzero().squeeze(-1)
+    k = _share_count(rate, positions.numel(), "rate")
+    pick = torch.randperm(positions.numel(), generator=generator, device=generator.device)[:k]
+    selected = torch.zeros_like(flat_mask).index_fill(0, positions[pick.to(positions.device)], True)
+    return selected.reshape(mask.shape)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# policy loss
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, aggregation: str, horizon: int) -> torch.Tensor:
+    """Reduce a [B, T] per-token loss to a scalar (padding excluded), with verl's definitions.
+
+    token-mean:               sum_{i,t} m L / sum_{i,t} m
+    seq-mean-token-mean:      mean over non-empty rollouts i of (sum_t m L / sum_t m)
+    seq-mean-token-sum-norm:  mean over non-empty rollouts i of (sum_t m L), divided by a constant horizon
+                              (Dr.GRPO; the constant is the maximum response length)
+    """
+    summed = torch.where(mask, loss_mat, torch.zeros_like(loss_mat))  # garbage at padding cannot leak in
+    if aggregation == "token-mean":
+        return summed.sum() / mask.sum().clamp(min=1)
+    tokens = mask.sum(-1)
+    non_empty = tokens > 0
+    n_seq = non_empty.sum().clamp(min=1)
+    if aggregation == "seq-mean-token-mean":
+        per_seq = summed.sum(-1) / tokens.clamp(min=1)
+        return torch.where(non_empty, per_seq, torch.zeros_like(per_seq)).sum() / n_seq
+    if aggregation == "seq-mean-token-sum-norm":
+        return summed.sum(-1).sum() / n_seq / horizon
+    raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
+    n = int(mask.sum())
+    return float(torch.where(mask, x, torch.zeros_like(x)).sum() / n) if n else float("nan")
+
+
+def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator of KL(pi || pi_ref) (Schulman 2020), clamped as verl's ``low_var_kl``.
+
+        d = clamp(logp_ref - logp, -20, 20),   k3 = clamp(exp(d) - d - 1, -10, 10)
+    """
+    d = (ref_logprobs - logprobs).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
+    return (torch.exp(d) - d - 1.0).clamp(-_K3_CLAMP, _K3_CLAMP)
+
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: Any,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+    aggregation: str = "token-mean",
+    ref_logprobs: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    planning_mask: Any = None,
+    max_response_length: int | None = None,
+    *,
+    clip_ratio_c: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO clipped surrogate with asymmetric ("clip-higher", DAPO) clipping, plus an optional k3 KL penalty.
+
+        rho  = exp(clamp(logp - logp_old, -20, 20))
+        L_pg = max(-A * rho, -A * clip(rho, 1 - clip_low, 1 + clip_high))          per token
+        (dual clip, only if clip_ratio_c is set, for A < 0:  L_pg = min(L_pg, -A * clip_ratio_c))
+        L    = agg(L_pg) + kl_coef * agg(k3(logp, logp_ref))
+
+    ``agg`` is one of AGGREGATIONS (see ``_aggregate``); padding tokens never contribute. For
+    "seq-mean-token-sum-norm" the constant divisor is ``max_response_length`` (default: T, the padded length), as
+    verl's ``loss_scale_factor``. The loss and its gradient equal verl 0.9.1's ``compute_policy_loss_vanilla``
+    (plus its ``kl_penalty(..., "low_var_kl")`` KL loss) for the same clip ratios.
+
+    Args:
+        logprobs: [B, T] log-probs of the sampled tokens under the current policy (requires grad when training).
+        old_logprobs: [B, T] log-probs under the behaviour policy (treated as constants).
+        advantages: [B] or [B, T] (e.g. the output of hicra_advantages), treated as constants.
+        response_mask: [B, T] bool, True on response tokens.
+        clip_low, clip_high: the ratio is clipped to [1 - clip_low, 1 + clip_high].
+        aggregation: "token-mean" | "seq-mean-token-mean" | "seq-mean-token-sum-norm".
+        ref_logprobs: [B, T] reference-policy log-probs; needed when kl_coef != 0 (otherwise only reported).
+        kl_coef: weight of the k3 KL term.
+        planning_mask: [B, T] bool; if given, stats report the mean advantage on planning vs execution tokens.
+        max_response_length: Dr.GRPO's constant normaliser; defaults to T.
+        clip_ratio_c: optional dual-clip constant (> 1) for negative advantages; verl's default is 3.0, ours None.
+
+    Returns:
+        (loss, stats): a scalar tensor, and a dict of floats: pg_loss, kl_loss (if ref_logprobs given),
+        clip_frac_low (A < 0 and rho < 1 - clip_low), clip_frac_high (A > 0 and rho > 1 + clip_high),
+        clip_frac_dual, approx_kl (mean of logp_old - logp, verl's ppo_kl), and with a planning mask
+        adv_planning, adv_execution, planning_frac (share of response tokens that are planning tokens).
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if not 0.0 <= clip_low < 1.0 or not clip_high >= 0.0:
+        raise ValueError(f"need 0 <= clip_low < 1 and clip_high >= 0, got {clip_low}, {clip_high}")
+    if clip_ratio_c is not None and not clip_ratio_c > 1.0:
+        raise ValueError(f"clip_ratio_c must be > 1, got {clip_ratio_c}")
+    if kl_coef != 0.0 and ref_logprobs is None:
+        raise ValueError("kl_coef != 0 needs ref_logprobs")
+    mask = _as_bool_mask(response_mask, "response_mask").to(logprobs.device)
+    for name, x in (("logprobs", logprobs), ("old_logprobs", old_logprobs), ("ref_logprobs", ref_logprobs)):
+        if x is not None and x.shape != mask.shape:
+            raise ValueError(f"{name} shape {tuple(x.shape)} does not match response_mask {tuple(mask.shape)}")
+    horizon = mask.shape[-1] if max_response_length is None else int(max_response_length)
+    if horizon <= 0:
+        raise ValueError(f"max_response_length must be positive, got {horizon}")
+
+    adv = _token_advantages(advantages.detach(), mask.shape)
+    log_ratio = (logprobs - old_logprobs.detach()).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
+    ratio = torch.exp(log_ratio)
+    clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    pg = torch.maximum(-adv * ratio, -adv * clipped)
+    dual = torch.zeros_like(mask)
+    if clip_ratio_c is not None:
+        dual = (adv < 0) & (pg > -adv * clip_ratio_c)
+        pg = torch.where(adv < 0, torch.minimum(pg, -adv * clip_ratio_c), pg)
+    pg_loss = _aggregate(pg, mask, aggregation, horizon)
+    loss = pg_loss
+
+    with torch.no_grad():
+        stats = {
+            "pg_loss": float(pg_loss.detach()),
+            "clip_frac_low": _masked_mean(((adv < 0) & (ratio < clipped)).to(ratio.dtype), mask),
+            "clip_frac_high": _masked_mean(((adv > 0) & (ratio > clipped)).to(ratio.dtype), mask),
+            "clip_frac_dual": _masked_mean(dual.to(ratio.dtype), mask),
+            "approx_kl": _masked_mean(-log_ratio, mask),
+        }
+    if ref_logprobs is not None:
+        kl_loss = _aggregate(k3_kl(logprobs, ref_logprobs.detach()), mask, aggregation, horizon)
+        stats["kl_loss"] = float(kl_loss.detach())
+        if kl_coef != 0.0:
+            loss = loss + kl_coef * kl_loss
+    if planning_mask is not None:
+        plan = _as_bool_mask(planning_mask, "planning_mask").to(mask.device)
+        if plan.shape != mask.shape:
+            raise ValueError(f"planning_mask shape {tuple(plan.shape)} does not match {tuple(mask.shape)}")
+        stats["adv_planning"] = _masked_mean(adv, mask & plan)
+        stats["adv_execution"] = _masked_mean(adv, mask & ~plan)
+        stats["planning_frac"] = _masked_mean(plan.to(adv.dtype), mask)
+    stats["loss"] = float(loss.detach())
+    return loss, stats
