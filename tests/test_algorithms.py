@@ -49,9 +49,13 @@ def _reference_grpo(rewards, ids, scale, eps=1e-6):
 
 def test_grpo_small_example_by_hand():
     # group a: [1, 0, 1] mean 2/3, unbiased std sqrt(1/3); group b is a singleton
-    adv = grpo_advantages(torch.tensor([1.0, 0.0, 1.0, 5.0], dtype=torch.float64), ["a", "a", "a", "b"], eps=0.0)
+    adv = grpo_advantages(
+        torch.tensor([1.0, 0.0, 1.0, 5.0], dtype=torch.float64), ["a", "a", "a", "b"], eps=0.0
+    )
     s = math.sqrt(1 / 3)
-    assert torch.allclose(adv, torch.tensor([(1 / 3) / s, (-2 / 3) / s, (1 / 3) / s, 0.0], dtype=torch.float64))
+    assert torch.allclose(
+        adv, torch.tensor([(1 / 3) / s, (-2 / 3) / s, (1 / 3) / s, 0.0], dtype=torch.float64)
+    )
     adv_none = grpo_advantages([1.0, 0.0, 1.0, 5.0], ["a", "a", "a", "b"], scale="none")
     assert torch.allclose(adv_none, torch.tensor([1 / 3, -2 / 3, 1 / 3, 0.0]))
 
@@ -132,7 +136,9 @@ def grouped_rewards(draw, min_size=1):
 def test_grpo_matches_python_oracle(data, scale):
     rewards, ids = data
     r = torch.tensor(rewards, dtype=torch.float64)
-    assert torch.allclose(grpo_advantages(r, ids, scale=scale), _reference_grpo(rewards, ids, scale), atol=1e-9)
+    assert torch.allclose(
+        grpo_advantages(r, ids, scale=scale), _reference_grpo(rewards, ids, scale), atol=1e-9
+    )
 
 
 @HYP
@@ -194,7 +200,9 @@ def adv_and_mask(draw):
     vals = st.one_of(st.just(0.0), mag, mag.map(lambda x: -x))
     per_token = draw(st.booleans())
     shape = (b, t) if per_token else (b,)
-    a = torch.tensor(draw(st.lists(vals, min_size=math.prod(shape), max_size=math.prod(shape)))).reshape(shape)
+    a = torch.tensor(draw(st.lists(vals, min_size=math.prod(shape), max_size=math.prod(shape)))).reshape(
+        shape
+    )
     m = torch.tensor(draw(st.lists(st.booleans(), min_size=b * t, max_size=b * t))).reshape(b, t)
     return a, m
 
@@ -360,7 +368,9 @@ def test_policy_loss_clip_fractions_and_planning_stats():
     _, stats = policy_loss(lp, old, a, torch.ones(1, 4, dtype=torch.bool), planning_mask=plan)
     assert stats["clip_frac_high"] == 0.25 and stats["clip_frac_low"] == 0.25
     assert stats["adv_planning"] == 0.0 and stats["adv_execution"] == 0.0 and stats["planning_frac"] == 0.5
-    _, stats = policy_loss(lp, old, torch.tensor([2.0]), torch.ones(1, 4, dtype=torch.bool), planning_mask=plan)
+    _, stats = policy_loss(
+        lp, old, torch.tensor([2.0]), torch.ones(1, 4, dtype=torch.bool), planning_mask=plan
+    )
     assert stats["adv_planning"] == stats["adv_execution"] == 2.0
 
 

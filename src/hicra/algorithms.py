@@ -182,7 +182,9 @@ def _token_advantages(advantages: torch.Tensor, shape: torch.Size) -> torch.Tens
             raise ValueError(f"advantages has {advantages.shape[0]} rows, the masks have {shape[0]}")
         return advantages.unsqueeze(-1).expand(shape)
     if advantages.shape != shape:
-        raise ValueError(f"advantages shape {tuple(advantages.shape)} does not match the masks' {tuple(shape)}")
+        raise ValueError(
+            f"advantages shape {tuple(advantages.shape)} does not match the masks' {tuple(shape)}"
+        )
     return advantages
 
 
@@ -243,7 +245,9 @@ def high_entropy_mask(entropies: torch.Tensor, response_mask: Any, quantile: flo
     """
     mask = _as_bool_mask(response_mask, "response_mask").to(entropies.device)
     if entropies.shape != mask.shape:
-        raise ValueError(f"entropies shape {tuple(entropies.shape)} does not match response_mask {tuple(mask.shape)}")
+        raise ValueError(
+            f"entropies shape {tuple(entropies.shape)} does not match response_mask {tuple(mask.shape)}"
+        )
     flat_mask = mask.reshape(-1)
     positions = flat_mask.nonzero().squeeze(-1)  # response-token positions, row-major
     k = _share_count(quantile, positions.numel(), "quantile")
@@ -315,7 +319,7 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
 def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """Per-token k3 estimator of KL(pi || pi_ref) (Schulman 2020), clamped as verl's ``low_var_kl``.
 
-        d = clamp(logp_ref - logp, -20, 20),   k3 = clamp(exp(d) - d - 1, -10, 10)
+    d = clamp(logp_ref - logp, -20, 20),   k3 = clamp(exp(d) - d - 1, -10, 10)
     """
     d = (ref_logprobs - logprobs).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
     return (torch.exp(d) - d - 1.0).clamp(-_K3_CLAMP, _K3_CLAMP)
@@ -378,7 +382,9 @@ def policy_loss(
     mask = _as_bool_mask(response_mask, "response_mask").to(logprobs.device)
     for name, x in (("logprobs", logprobs), ("old_logprobs", old_logprobs), ("ref_logprobs", ref_logprobs)):
         if x is not None and x.shape != mask.shape:
-            raise ValueError(f"{name} shape {tuple(x.shape)} does not match response_mask {tuple(mask.shape)}")
+            raise ValueError(
+                f"{name} shape {tuple(x.shape)} does not match response_mask {tuple(mask.shape)}"
+            )
     horizon = mask.shape[-1] if max_response_length is None else int(max_response_length)
     if horizon <= 0:
         raise ValueError(f"max_response_length must be positive, got {horizon}")
