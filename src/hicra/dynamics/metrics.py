@@ -1,0 +1,349 @@
+"""Per-step training-dynamics metrics from a run directory's rollout records.
+
+One row per step (DESIGN.md "Metrics row"), computed over that step's rollouts, one step in memory at a time, with
+numpy/pyarrow over flattened token arrays (no per-token Python loops):
+
+- ``accuracy`` = mean(correct); ``pass_at_k`` = mean over prompts of the unbiased estimator
+  1 - C(n-c, k) / C(n, k) with k = the step's group size (the most common number of samples per prompt; prompts
+  with fewer samples are left out), plus ``pass_at_{k}`` for every extra k asked for; ``mean_length`` in tokens.
+- ``entropy_all/planning/execution``: mean next-token entropy over all / planning / execution tokens of the step
+  (token-weighted, i.e. pooled over responses).
+- ``ppl_c = exp(mean_{t in c} -logprob_t)`` per class c (behaviour-policy log-probabilities at sampling), and
+  ``rel_ppl_c = ppl_c(step) / ppl_c(first step)``.
+- ``semantic_entropy``: Shannon entropy (nats) of the frequency distribution of strategic-gram phrases found in
+  the step's responses; ``semantic_entropy_cluster`` the same over the phrases' lexicon categories.
+  ``procedural_cond_entropy``: entropy of the procedural continuation following a strategic gram, conditional on
+  the gram (`hicra.planning.metrics`).
+- ``planning_ratio`` = planning tokens / tokens.
+- Fork-token overlap for each top-q (default 0.2 and 0.3): the step's ceil(q*T) highest-entropy tokens are the
+  "high-entropy" tokens; ``high_entropy_planning_share_qXX`` = share of them that are planning tokens,
+  ``planning_high_entropy_share_qXX`` = share of planning tokens that are high-entropy. The unsuffixed DESIGN
+  columns hold the first q.
+- ``errors_execution/planning/format``: counts of failed responses by `error_type`; null for the whole run when
+  no response of the run carries an error type.
+
+Planning masks come from the records; rows without one are re-tagged with a `PlanningTagger` (lexicon + tokenizer)
+when a tokenizer is available, else the token-level planning columns are null for those rows. Metrics that need
+log-probabilities or entropies are null when the records do not carry them (converted foreign logs).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hicra.errors import InputError
+from hicra.evaluation import pass_at_k  # the scalar estimator, re-exported here (DESIGN: hicra.pass_at_k)
+
+__all__ = ["pass_at_k", "mean_pass_at_k", "relative_perplexity", "perplexity", "step_metrics", "compute_metrics",
+           "write_metrics", "METRIC_COLUMNS", "DEFAULT_QUANTILES"]
+
+DEFAULT_QUANTILES = (0.2, 0.3)
+ERROR_TYPES = ("execution", "planning", "format")
+# the DESIGN.md columns, in order; extra columns (per-q fork overlap, extra k, counts) follow them
+METRIC_COLUMNS = (
+    "step", "n_responses", "accuracy", "pass_at_k", "mean_length", "entropy_all", "entropy_planning",
+    "entropy_execution", "ppl_planning", "ppl_execution", "rel_ppl_planning", "rel_ppl_execution",
+    "semantic_entropy", "procedural_cond_entropy", "planning_ratio", "high_entropy_planning_share",
+    "planning_high_entropy_share", "errors_execution", "errors_planning", "errors_format",
+)
+READ_COLUMNS = ("step", "prompt_id", "sample_idx", "response", "token_ids", "logprobs", "entropies",
+                "planning_mask", "reward", "correct", "truncated", "error_type")
+
+
+# ---------------------------------------------------------------- estimators
+
+def mean_pass_at_k(n: Sequence[int], c: Sequence[int], k: int) -> float:
+    """Mean over problems of the unbiased pass@k, vectorised with the product form
+
+        1 - C(n-c, k) / C(n, k) = 1 - prod_{i=n-c+1}^{n} (1 - k / i)
+
+    (numerically stable, no big binomials). Needs k <= n for every problem.
+    """
+    n = np.asarray(n, dtype=np.int64)
+    c = np.asarray(c, dtype=np.int64)
+    if n.size == 0:
+        raise ValueError("no problems")
+    if np.any(n < k) or k < 1 or np.any(c < 0) or np.any(c > n):
+        raise ValueError("need 1 <= k <= n and 0 <= c <= n for every problem")
+    # i runs over n-c+1..n for each problem; pad to the longest run and multiply in log space
+    width = int(c.max()) if c.size else 0
+    if width == 0:
+        return 0.0
+    i = (n - c + 1)[:, None] + np.arange(width)[None, :]
+    valid = np.arange(width)[None, :] < c[:, None]
+    factor = np.where(valid, 1.0 - k / np.maximum(i, 1), 1.0)
+    prod = np.prod(np.clip(factor, 0.0, 1.0), axis=1)
+    return float(np.mean(1.0 - prod))
+
+
+def perplexity(logprobs: np.ndarray) -> float:
+    """exp(mean negative log-likelihood) of a set of tokens; NaN for an empty set."""
+    logprobs = np.asarray(logprobs, dtype=np.float64)
+    return float(np.exp(-logprobs.mean())) if logprobs.size else math.nan
+
+
+def relative_perplexity(ppl: Sequence[float], reference: float | None = None) -> np.ndarray:
+    """ppl / reference, where reference defaults to the first finite value (the run's first step)."""
+    ppl = np.asarray(ppl, dtype=np.float64)
+    if reference is None:
+        finite = ppl[np.isfinite(ppl)]
+        reference = finite[0] if finite.size else math.nan
+    return ppl / reference
+
+
+# ---------------------------------------------------------------- per-step
+
+def _flat_tokens(table: pa.Table, name: str, lengths: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray] | None:
+    """A per-token column as (values aligned with all tokens of the step, known mask); None if all rows null."""
+    if name not in table.column_names:
+        return None
+    col = table.column(name).combine_chunks()
+    row_known = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    if not row_known.any():
+        return None
+    flat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    if row_known.all():
+        return flat, np.ones(flat.size, dtype=bool)
+    known = np.repeat(row_known, lengths)
+    values = np.zeros(known.size, dtype=dtype)
+    values[known] = flat
+    return values, known
+
+
+def _mean(x: np.ndarray) -> float | None:
+    return float(x.mean()) if x.size else None
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def top_share_mask(values: np.ndarray, quantile: float) -> np.ndarray:
+    """The k = ceil(quantile * N) largest values, ties broken by earlier position: the same set as
+    `hicra.planning.metrics.top_quantile_mask`, in O(N) with `argpartition` instead of a full sort."""
+    n = values.size
+    k = math.ceil(quantile * n - 1e-9)
+    mask = np.zeros(n, dtype=bool)
+    if k <= 0:
+        return mask
+    if k >= n:
+        mask[:] = True
+        return mask
+    threshold = values[np.argpartition(values, n - k)[n - k]]  # the k-th largest value
+    mask = values > threshold
+    ties = np.flatnonzero(values == threshold)
+    mask[ties[: k - int(mask.sum())]] = True  # earliest tied positions fill the remaining places
+    return mask
+
+
+def _fork_overlap(ent: np.ndarray, planning: np.ndarray, q: float) -> tuple[float | None, float | None]:
+    """(share of top-q-entropy tokens that are planning, share of planning tokens that are top-q-entropy)."""
+    from hicra.planning.metrics import fork_token_overlap
+
+    if ent.size == 0:
+        return None, None
+    out = fork_token_overlap(ent, planning, q, high_entropy_mask=top_share_mask(ent, q))
+    return _none_if_nan(out["planning_share_of_high_entropy"]), _none_if_nan(out["high_entropy_share_of_planning"])
+
+
+def _phrase_statistics(texts: list[str], tagger) -> dict:
+    """Semantic entropy (phrase and category level) and procedural conditional entropy of one step's texts."""
+    from hicra.planning.metrics import conditional_entropy, following_ngrams, semantic_entropy
+    from hicra.planning.tagger import Span
+
+    # one regex pass over the whole step: NUL separates responses (no phrase matches across it)
+    joined = "\x00".join(texts)
+    bounds = tagger.char_spans(joined).tolist()
+    # `tagger.spans` looks every occurrence up in the lexicon; a step has few distinct matched strings, so look
+    # each one up once
+    lookup: dict[str, object] = {}
+    spans = []
+    for start, end in bounds:
+        matched = joined[start:end]
+        phrase = lookup.get(matched)
+        if phrase is None:
+            phrase = lookup[matched] = tagger.lexicon.get(matched)
+        spans.append(Span(start, end, phrase.text, phrase.category))
+    phrases: dict[str, int] = {}
+    for s in spans:
+        phrases[s.phrase] = phrases.get(s.phrase, 0) + 1
+    clusters = {p.text: p.category for p in tagger.lexicon.phrases}
+    # the words after a gram stop at the end of its own response (the NUL separator), exactly as when each
+    # response is passed to `procedural_conditional_entropy` on its own
+    pairs = []
+    for phrase, following in following_ngrams(joined, spans):
+        following = following.split("\x00", 1)[0].strip()
+        if following:
+            pairs.append((phrase, following))
+    return {
+        # no gram at all: an empty distribution, entropy 0 (the planning module's convention)
+        "semantic_entropy": semantic_entropy(phrases) + 0.0,
+        "semantic_entropy_cluster": semantic_entropy(phrases, clusters=clusters) + 0.0,
+        "procedural_cond_entropy": conditional_entropy(pairs) + 0.0 if pairs else None,
+        "n_strategic_grams": len(spans),
+        "n_distinct_strategic_grams": len(phrases),
+    }
+
+
+def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = DEFAULT_QUANTILES,
+                 ks: Sequence[int] = ()) -> dict:
+    """Metrics of one step's rollouts (a table in `ROLLOUT_SCHEMA`), before the run-level normalisations."""
+    n = table.num_rows
+    lengths = pc.list_value_length(table.column("token_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
+    correct = np.asarray(table.column("correct").to_numpy(zero_copy_only=False), dtype=bool)
+    reward = np.asarray(table.column("reward").to_numpy(zero_copy_only=False), dtype=np.float64)
+    row = {"step": int(table.column("step")[0].as_py()), "n_responses": n, "n_tokens": int(lengths.sum()),
+           "accuracy": float(correct.mean()), "mean_reward": float(reward.mean()),
+           "mean_length": float(lengths.mean())}
+
+    # pass@k over prompt groups
+    _, group = np.unique(np.asarray(table.column("prompt_id").to_numpy(zero_copy_only=False), dtype=object)
+                         .astype(str), return_inverse=True)
+    n_per = np.bincount(group)
+    c_per = np.bincount(group, weights=correct).astype(np.int64)
+    group_size = int(np.bincount(n_per).argmax())
+    row["group_size"] = group_size
+    for k, name in [(group_size, "pass_at_k"), *[(int(k), f"pass_at_{int(k)}") for k in ks]]:
+        keep = n_per >= k
+        row[name] = mean_pass_at_k(n_per[keep], c_per[keep], k) if keep.any() and k >= 1 else None
+
+    if "truncated" in table.column_names and table.column("truncated").null_count < n:
+        row["truncated_share"] = float(pc.mean(table.column("truncated").cast(pa.float64())).as_py())
+
+    # planning masks: from the records, re-tagged where absent and a tokenizer is available
+    pm = _flat_tokens(table, "planning_mask", lengths, bool)
+    mask_col = table.column("planning_mask").combine_chunks()
+    if mask_col.null_count and tagger is not None and getattr(tagger, "tokenizer", None) is not None:
+        missing = np.flatnonzero(~np.asarray(mask_col.is_valid().to_numpy(zero_copy_only=False), dtype=bool))
+        ids = table.column("token_ids").take(pa.array(missing)).to_pylist()
+        new = tagger.token_masks(ids)
+        # rebuild the column with the recomputed rows filled in
+        masks = mask_col.to_pylist()
+        for r, m in zip(missing.tolist(), new, strict=True):
+            masks[r] = m.tolist()
+        t2 = table.set_column(table.schema.get_field_index("planning_mask"), "planning_mask",
+                              pa.array(masks, pa.list_(pa.bool_())))
+        pm = _flat_tokens(t2, "planning_mask", lengths, bool)
+    lp = _flat_tokens(table, "logprobs", lengths, np.float64)
+    ent = _flat_tokens(table, "entropies", lengths, np.float64)
+
+    row["planning_ratio"] = None
+    if pm is not None:
+        mask, known = pm
+        row["planning_ratio"] = _mean(mask[known].astype(np.float64))
+        row["n_planning_tokens"] = int(mask[known].sum())
+    for name in ("entropy_all", "entropy_planning", "entropy_execution", "ppl_planning", "ppl_execution"):
+        row[name] = None
+    if ent is not None:
+        e, e_known = ent
+        row["entropy_all"] = _mean(e[e_known])
+        if pm is not None:
+            both = e_known & pm[1]
+            row["entropy_planning"] = _mean(e[both & pm[0]])
+            row["entropy_execution"] = _mean(e[both & ~pm[0]])
+            for q in quantiles:
+                he_p, p_he = _fork_overlap(e[both], pm[0][both], q)
+                row[f"high_entropy_planning_share_q{round(q * 100):02d}"] = he_p
+                row[f"planning_high_entropy_share_q{round(q * 100):02d}"] = p_he
+    if lp is not None and pm is not None:
+        v, v_known = lp
+        both = v_known & pm[1]
+        p_lp, e_lp = v[both & pm[0]], v[both & ~pm[0]]
+        row["ppl_planning"] = perplexity(p_lp) if p_lp.size else None
+        row["ppl_execution"] = perplexity(e_lp) if e_lp.size else None
+    if lp is not None:
+        row["ppl_all"] = perplexity(lp[0][lp[1]])
+
+    # strategic-gram statistics from the response text
+    if tagger is not None:
+        texts = table.column("response").to_pylist()
+        row.update(_phrase_statistics(texts, tagger))
+
+    # error types among failed responses
+    et = table.column("error_type")
+    row["_error_labels"] = int(n - et.null_count)
+    values = np.asarray(et.fill_null("").to_numpy(zero_copy_only=False), dtype=object)
+    for kind in ERROR_TYPES:
+        row[f"errors_{kind}"] = int(np.sum(values == kind))
+    return row
+
+
+# ---------------------------------------------------------------- run level
+
+def compute_metrics(run_dir: str | os.PathLike, *, tagger=None, quantiles: Sequence[float] = DEFAULT_QUANTILES,
+                    ks: Sequence[int] = (), skip_invalid: bool = False, skipped: list | None = None,
+                    progress: bool = False):
+    """Stream a run directory into a pandas DataFrame with one row per step (see the module docstring)."""
+    import pandas as pd
+    from tqdm import tqdm
+
+    from hicra.dynamics.records import iter_steps, list_rollout_files
+
+    quantiles = tuple(float(q) for q in quantiles)
+    for q in quantiles:
+        if not 0 < q < 1:
+            raise InputError(f"top-q quantile must be in (0, 1), got {q}", field="quantile")
+    n_files = len(list_rollout_files(run_dir))
+    rows = []
+    with tqdm(total=n_files, desc="analyze", unit="file", disable=not progress) as bar:
+        for _step, table in iter_steps(run_dir, columns=READ_COLUMNS, skip_invalid=skip_invalid,
+                                       skipped=skipped):
+            rows.append(step_metrics(table, tagger=tagger, quantiles=quantiles, ks=ks))
+            bar.update(1)
+    if not rows:
+        raise InputError("no valid rollout rows to analyse", path=str(Path(run_dir) / "rollouts"))
+    df = pd.DataFrame(rows)
+    return finalize(df, quantiles)
+
+
+def finalize(df, quantiles: Sequence[float] = DEFAULT_QUANTILES):
+    """Run-level columns: relative perplexity to the first step, error counts nulled when never labelled,
+    the unsuffixed fork-overlap columns (first q), DESIGN column order."""
+    import pandas as pd
+
+    df = df.sort_values("step").reset_index(drop=True)
+    for cls in ("planning", "execution"):
+        col = f"ppl_{cls}"
+        if col not in df:
+            df[col] = None
+        values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
+        df[f"rel_ppl_{cls}"] = relative_perplexity(values)
+    labelled = int(df.pop("_error_labels").sum()) if "_error_labels" in df else 0
+    for kind in ERROR_TYPES:
+        if labelled == 0 or f"errors_{kind}" not in df:
+            df[f"errors_{kind}"] = pd.array([None] * len(df), dtype="Int64")
+        else:
+            df[f"errors_{kind}"] = df[f"errors_{kind}"].astype("Int64")
+    q0 = f"q{round(quantiles[0] * 100):02d}" if quantiles else None
+    for base in ("high_entropy_planning_share", "planning_high_entropy_share"):
+        src = f"{base}_{q0}"
+        df[base] = df[src] if q0 and src in df else None
+    for col in METRIC_COLUMNS:
+        if col not in df:
+            df[col] = None
+    extra = [c for c in df.columns if c not in METRIC_COLUMNS]
+    df = df[list(METRIC_COLUMNS) + extra]
+    # object columns of all-None become float NaN so Parquet/CSV get a numeric type
+    for col in df.columns:
+        if df[col].dtype == object:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+def write_metrics(df, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """metrics.parquet and metrics.csv in `out_dir`, each written atomically."""
+    from hicra.fileio import atomic_path, write_parquet
+
+    out_dir = Path(out_dir)
+    pq_path, csv_path = out_dir / "metrics.parquet", out_dir / "metrics.csv"
+    write_parquet(pq_path, pa.Table.from_pandas(df, preserve_index=False))
+    with atomic_path(csv_path) as tmp:
+        df.to_csv(tmp, index=False)
+    return pq_path, csv_path

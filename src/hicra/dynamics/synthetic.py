@@ -1,0 +1,125 @@
+"""Synthetic run directories with known dynamics, for tests, benchmarks and demos of `hicra analyze`.
+
+Each response is a sequence of segments: a strategic-gram phrase from the "paper" lexicon (the planning tokens)
+followed by a run of made-up execution words that match no phrase. Tokens are whitespace words; token ids index a
+fixed word list. Per step s of S:
+
+- execution-token NLL ~ Exp-shaped curve: mean nll_exec(s) = 0.15 + 0.25 * exp(-s / (S/8)) when `planted`
+  (falls then flattens: consolidation), constant 0.4 otherwise; planning-token NLL stays at ~0.9;
+- the number of distinct phrases in use is 4 until s = S/3, then grows linearly to 40 when `planted`
+  (semantic entropy rises: exploration), constant 4 otherwise;
+- accuracy rises from 0.3 to 0.7 when planted; failures are labelled execution (early) / planning (late) errors.
+
+Nothing here reads analysis code: the analyzer has to recover the planted structure on its own.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from hicra.dynamics.records import ROLLOUT_SCHEMA, RolloutWriter, write_run_info
+
+_EXEC_WORDS = [f"{c}{v}{d}" for c in "bdfgkmptvz" for v in "aeiou" for d in "0123456789"] + list("+-*/=()")
+
+
+def _phrases() -> list[str]:
+    from hicra.planning.lexicon import Lexicon
+
+    out = []
+    for p in Lexicon.preset("paper").phrases:
+        words = p.text.split()
+        if len(words) >= 3 and p.text.replace(" ", "").isalpha():
+            out.append(p.text)
+    return out[:40]
+
+
+def make_synthetic_run(run_dir: str | os.PathLike, *, steps: int = 30, prompts: int = 8, group: int = 4,
+                       segments: int = 6, exec_len: int = 12, planted: bool = True, seed: int = 0,
+                       with_planning_mask: bool = True, with_entropies: bool = True,
+                       parts: int = 1) -> Path:
+    """Write a run directory (run.json + rollouts) and return its path. About
+    steps * prompts * group * segments * (exec_len + 3.5) tokens."""
+    run_dir = Path(run_dir)
+    rng = np.random.default_rng(seed)
+    phrases = _phrases()
+    vocab = _EXEC_WORDS + sorted({w for p in phrases for w in p.split()})
+    word_id = {w: i for i, w in enumerate(vocab)}
+    phrase_ids = [np.array([word_id[w] for w in p.split()], dtype=np.int32) for p in phrases]
+    exec_words = np.array(_EXEC_WORDS, dtype=object)
+    write_run_info(run_dir, {"algorithm": "synthetic", "alpha": 0.0, "seed": seed, "model": "synthetic",
+                             "task": "synthetic", "lexicon": "paper",
+                             "config": {"planted": planted, "steps": steps}})
+    writer = RolloutWriter(run_dir)
+    n_resp = prompts * group
+    for s in range(steps):
+        frac = s / max(steps - 1, 1)
+        nll_exec = 0.15 + 0.25 * np.exp(-s / max(steps / 8, 1)) if planted else 0.4
+        n_active = 4 + int(36 * max(0.0, (s - steps / 3) / (steps - steps / 3))) if planted else 4
+        acc = 0.3 + 0.4 * frac if planted else 0.5
+        rows: dict[str, list] = {k: [] for k in ("prompt_id", "sample_idx", "response", "token_ids", "logprobs",
+                                                 "entropies", "planning_mask")}
+        for r in range(n_resp):
+            ids, mask, words = [], [], []
+            choice = rng.integers(0, n_active, segments)
+            exec_tok = rng.integers(0, len(_EXEC_WORDS), (segments, exec_len))
+            for j in range(segments):
+                pid = phrase_ids[choice[j]]
+                ids.append(pid)
+                mask.append(np.ones(pid.size, dtype=bool))
+                words.append(phrases[choice[j]])
+                ids.append(exec_tok[j].astype(np.int32))
+                mask.append(np.zeros(exec_len, dtype=bool))
+                words.append(" ".join(exec_words[exec_tok[j]]))
+            ids_a, mask_a = np.concatenate(ids), np.concatenate(mask)
+            nll = np.where(mask_a, rng.exponential(0.9, ids_a.size), rng.exponential(nll_exec, ids_a.size))
+            ent = np.where(mask_a, rng.gamma(2.0, 0.6, ids_a.size), rng.gamma(2.0, nll_exec, ids_a.size))
+            rows["prompt_id"].append(f"s{s}p{r // group}")
+            rows["sample_idx"].append(r % group)
+            rows["response"].append(" ".join(words))
+            rows["token_ids"].append(ids_a)
+            rows["logprobs"].append((-nll).astype(np.float32))
+            rows["entropies"].append(ent.astype(np.float32))
+            rows["planning_mask"].append(mask_a)
+        correct = rng.random(n_resp) < acc
+        late = rng.random(n_resp) < frac
+        error = np.where(correct, None, np.where(late, "planning", "execution"))
+        lengths = np.array([a.size for a in rows["token_ids"]])
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+
+
+        cols = {
+            "step": pa.array(np.full(n_resp, s, np.int32)),
+            "prompt_id": pa.array(rows["prompt_id"], pa.string()),
+            "sample_idx": pa.array(np.asarray(rows["sample_idx"], np.int32)),
+            "prompt": pa.array([f"synthetic prompt {i // group}" for i in range(n_resp)], pa.string()),
+            "response": pa.array(rows["response"], pa.string()),
+            "token_ids": _lists(offsets, pa.int32(), rows["token_ids"]),
+            "logprobs": _lists(offsets, pa.float32(), rows["logprobs"]),
+            "entropies": _lists(offsets, pa.float32(), rows["entropies"]) if with_entropies
+            else pa.nulls(n_resp, pa.list_(pa.float32())),
+            "planning_mask": _lists(offsets, pa.bool_(), rows["planning_mask"]) if with_planning_mask
+            else pa.nulls(n_resp, pa.list_(pa.bool_())),
+            "reward": pa.array(correct.astype(np.float32)),
+            "correct": pa.array(correct),
+            "truncated": pa.array(np.zeros(n_resp, bool)),
+            "error_type": pa.array(error.tolist(), pa.string()),
+        }
+        table = pa.Table.from_pydict(cols, schema=ROLLOUT_SCHEMA)
+        bounds = np.linspace(0, n_resp, parts + 1).astype(int)
+        for part in range(parts):
+            writer.write_step(s, table.slice(bounds[part], bounds[part + 1] - bounds[part]), part=part)
+    return run_dir
+
+
+def _lists(offsets: np.ndarray, typ: pa.DataType, values: list[np.ndarray]) -> pa.ListArray:
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(values), type=typ))
+
+
+def synthetic_vocab() -> list[str]:
+    """The synthetic runs' word list (token id -> word), e.g. to build a whitespace tokenizer in tests."""
+    phrases = _phrases()
+    return _EXEC_WORDS + sorted({w for p in phrases for w in p.split()})

@@ -1,0 +1,166 @@
+"""Per-step metrics, each checked against an independent per-response / brute-force computation."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from hicra.dynamics.metrics import (
+    METRIC_COLUMNS,
+    compute_metrics,
+    mean_pass_at_k,
+    pass_at_k,
+    relative_perplexity,
+    top_share_mask,
+    write_metrics,
+)
+from hicra.dynamics.records import ROLLOUT_SCHEMA, RolloutWriter, read_rollouts
+from hicra.dynamics.synthetic import make_synthetic_run
+from hicra.planning.metrics import procedural_conditional_entropy, top_quantile_mask
+from hicra.planning.tagger import PlanningTagger
+
+
+def brute_pass_at_k(n, c, k):
+    """Share of all size-k subsets of n samples (c correct) that contain a correct one."""
+    samples = [True] * c + [False] * (n - c)
+    subsets = list(itertools.combinations(range(n), k))
+    return sum(any(samples[i] for i in s) for s in subsets) / len(subsets)
+
+
+def test_pass_at_k_matches_brute_force():
+    cases = [(n, c, k) for n in range(1, 9) for c in range(n + 1) for k in range(1, n + 1)]
+    for n, c, k in cases:
+        want = brute_pass_at_k(n, c, k)
+        assert pass_at_k(n, c, k) == pytest.approx(want, abs=1e-12)
+        assert mean_pass_at_k([n], [c], k) == pytest.approx(want, abs=1e-12)
+    # vectorised mean over problems of different n and c
+    ns, cs = [8, 6, 5, 8], [0, 3, 5, 1]
+    want = np.mean([brute_pass_at_k(n, c, 4) for n, c in zip(ns, cs, strict=True)])
+    assert mean_pass_at_k(ns, cs, 4) == pytest.approx(want, abs=1e-12)
+    with pytest.raises(ValueError):
+        mean_pass_at_k([3], [1], 4)
+
+
+def test_top_share_mask_equals_planning_definition():
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 100, 1001):
+        values = np.round(rng.random(n), 1)  # many ties
+        for q in (0.05, 0.2, 0.3, 0.999):
+            np.testing.assert_array_equal(top_share_mask(values, q), top_quantile_mask(values, q))
+
+
+def test_relative_perplexity():
+    np.testing.assert_allclose(relative_perplexity([np.nan, 2.0, 1.0]), [np.nan, 1.0, 0.5])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_synthetic_run(tmp_path_factory.mktemp("run") / "r", steps=6, prompts=3, group=4, segments=3,
+                              exec_len=5, parts=2)
+
+
+def reference_row(table: pa.Table, tagger: PlanningTagger, q: float) -> dict:
+    """The same metrics computed response by response with plain Python/numpy."""
+    rows = table.to_pylist()
+    ent = np.concatenate([r["entropies"] for r in rows])
+    lp = np.concatenate([r["logprobs"] for r in rows])
+    pm = np.concatenate([r["planning_mask"] for r in rows]).astype(bool)
+    order = np.argsort(-ent, kind="stable")
+    high = np.zeros(ent.size, bool)
+    high[order[: math.ceil(q * ent.size - 1e-9)]] = True
+    groups: dict[str, list[bool]] = {}
+    for r in rows:
+        groups.setdefault(r["prompt_id"], []).append(r["correct"])
+    counts = Counter(s.phrase for r in rows for s in tagger.spans(r["response"]))
+    total = sum(counts.values())
+    return {
+        "accuracy": np.mean([r["correct"] for r in rows]),
+        "pass_at_k": np.mean([brute_pass_at_k(len(g), sum(g), 4) for g in groups.values()]),
+        "mean_length": np.mean([len(r["token_ids"]) for r in rows]),
+        "entropy_all": ent.mean(), "entropy_planning": ent[pm].mean(), "entropy_execution": ent[~pm].mean(),
+        "ppl_planning": math.exp(-lp[pm].mean()), "ppl_execution": math.exp(-lp[~pm].mean()),
+        "planning_ratio": pm.mean(),
+        "high_entropy_planning_share": pm[high].mean(), "planning_high_entropy_share": high[pm].mean(),
+        "semantic_entropy": -sum(c / total * math.log(c / total) for c in counts.values()),
+        "procedural_cond_entropy": procedural_conditional_entropy([r["response"] for r in rows], tagger),
+        "errors_execution": sum(r["error_type"] == "execution" for r in rows),
+        "errors_planning": sum(r["error_type"] == "planning" for r in rows),
+    }
+
+
+def test_metrics_match_reference(run, tmp_path):
+    tagger = PlanningTagger("paper")
+    df = compute_metrics(run, tagger=tagger, quantiles=(0.3, 0.2), ks=(1, 2))
+    assert list(df.columns[: len(METRIC_COLUMNS)]) == list(METRIC_COLUMNS)
+    assert df["step"].tolist() == list(range(6))
+    table = read_rollouts(run)
+    first_ppl = {}
+    for step in range(6):
+        part = table.filter(pa.compute.equal(table.column("step"), step))
+        want = reference_row(part, tagger, q=0.3)
+        got = df[df.step == step].iloc[0]
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-9), (step, key)
+        assert got["pass_at_1"] == pytest.approx(want["accuracy"])
+        assert got["high_entropy_planning_share_q30"] == got["high_entropy_planning_share"]
+        if step == 0:
+            first_ppl = {c: want[f"ppl_{c}"] for c in ("planning", "execution")}
+        for c in ("planning", "execution"):
+            assert got[f"rel_ppl_{c}"] == pytest.approx(want[f"ppl_{c}"] / first_ppl[c], rel=1e-5)
+    assert df["errors_format"].tolist() == [0] * 6
+    pq_path, csv_path = write_metrics(df, tmp_path)
+    import pandas as pd
+
+    back = pd.read_parquet(pq_path)
+    assert back["semantic_entropy"].tolist() == pytest.approx(df["semantic_entropy"].tolist())
+    assert pd.read_csv(csv_path)["step"].tolist() == list(range(6))
+
+
+def test_missing_logprobs_entropies_and_error_labels_give_nulls(tmp_path):
+    rows = [{"prompt_id": "a", "sample_idx": i, "response": "let me verify 1 + 1", "token_ids": [1, 2, 3, 4],
+             "reward": 1.0, "correct": i == 0, "planning_mask": [True, True, True, False]} for i in range(2)]
+    w = RolloutWriter(tmp_path)
+    w.write_step(0, rows)
+    w.write_step(1, rows)
+    df = compute_metrics(tmp_path, tagger=PlanningTagger("paper"))
+    for col in ("entropy_all", "ppl_planning", "rel_ppl_execution", "high_entropy_planning_share",
+                "errors_execution", "errors_planning"):
+        assert df[col].isna().all(), col
+    assert df["planning_ratio"].tolist() == [0.75, 0.75]
+    assert df["pass_at_k"].tolist() == [1.0, 1.0] and df["accuracy"].tolist() == [0.5, 0.5]
+
+
+def test_planning_masks_recomputed_with_tokenizer(tmp_path):
+    from hicra.lab.model import train_tokenizer
+
+    texts = ["let me verify the sum 12 + 30 = 42", "we can see that 7 * 6 = 42, so the answer is 42",
+             "first we need to add 3 and 4", "break down the problem: 5 - 2 = 3"] * 4
+    tok = train_tokenizer(texts, vocab_size=300)
+    tagger = PlanningTagger("paper", tokenizer=tok)
+    rows, masks = [], []
+    for i, text in enumerate(texts):
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        masks.append(tagger.token_mask(text))  # text path: tokenizer offsets
+        rows.append({"prompt_id": str(i // 4), "sample_idx": i % 4, "response": text, "token_ids": ids,
+                     "entropies": np.linspace(0, 1, len(ids)), "reward": 0.0, "correct": False})
+    RolloutWriter(tmp_path).write_step(0, rows)
+    df = compute_metrics(tmp_path, tagger=tagger)
+    flat = np.concatenate(masks)
+    assert 0 < flat.mean() < 1
+    assert df["planning_ratio"].iloc[0] == pytest.approx(flat.mean())
+    ent = np.concatenate([r["entropies"] for r in rows])
+    assert df["entropy_planning"].iloc[0] == pytest.approx(ent[flat].mean())
+    # without a tokenizer the token-level planning columns are unknown, the text-level ones are not
+    df2 = compute_metrics(tmp_path, tagger=PlanningTagger("paper"))
+    assert np.isnan(df2["planning_ratio"].iloc[0]) and df2["semantic_entropy"].iloc[0] > 0
+
+
+def test_schema_constant_is_the_design_row():
+    assert [f.name for f in ROLLOUT_SCHEMA] == [
+        "step", "prompt_id", "sample_idx", "prompt", "response", "token_ids", "logprobs", "entropies",
+        "planning_mask", "reward", "correct", "truncated", "error_type"]
