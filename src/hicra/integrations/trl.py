@@ -1,0 +1,277 @@
+"""HICRA for TRL (one machine, any Hugging Face causal LM): `HICRAConfig`, `HICRATrainer`, `RolloutLogger`.
+
+How it plugs in. TRL's `GRPOTrainer._generate_and_score_completions` samples a group of completions per prompt,
+scores them and returns a batch dict with `advantages` of shape [B]. Its loss (`_compute_loss`) accepts [B] or
+[B, T] advantages ("to support subclasses that provide advantages with shape (B, T)"). `HICRATrainer` overrides
+that one method: it calls TRL's, builds the [B, T] planning mask for the sampled `completion_ids`, and replaces
+the advantages with
+
+    A'_{i,t} = A_i + alpha * |A_i| * m_{i,t}              (hicra.algorithms.hicra_advantages)
+
+so TRL's own clipped objective, loss aggregation, KL and logging all stay in force. With alpha = 0 the batch
+is exactly TRL's. The group advantage A_i is TRL's (its `scale_rewards` switch decides the std division;
+`HICRAConfig` defaults to "none", the paper's form). `_calculate_rewards` is wrapped only to keep the rewards
+for the rollout log.
+
+Mask sources (`mask_source`):
+  "sg"            planning tokens: tokens overlapping a strategic-gram occurrence of the lexicon (the method);
+  "high-entropy"  the top `entropy_quantile` share of highest-entropy completion tokens (forking-token control);
+  "placebo"       random completion tokens at `placebo_rate`, or, when that is None, at the batch's SG rate;
+  "sg+entropy"    SG tokens that are also in the top `entropy_quantile` by entropy (the gated variant).
+Entropies (and behaviour log-probs for the rollout log) need one extra no-grad forward pass of the policy over
+the completions; it runs only when a mask source or the rollout log needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+
+from hicra.algorithms import hicra_advantages, high_entropy_mask, placebo_mask
+
+MASK_SOURCES = ("sg", "high-entropy", "placebo", "sg+entropy")
+
+
+@dataclass
+class HICRAConfig(GRPOConfig):
+    """`GRPOConfig` plus HICRA's switches. Project defaults where the paper is silent: no std division
+    (`scale_rewards="none"`), clip-higher (`epsilon=0.2`, `epsilon_high=0.28`), token-mean loss (`loss_type="dapo"`),
+    no KL (`beta=0`)."""
+
+    alpha: float = field(default=0.2, metadata={"help": "HICRA amplification on planning tokens, 0 <= alpha < 1."})
+    lexicon: str = field(default="paper", metadata={"help": "Lexicon preset name or path to a lexicon JSON."})
+    mask_source: str = field(default="sg", metadata={"help": "sg | high-entropy | placebo | sg+entropy"})
+    entropy_quantile: float = field(default=0.3, metadata={
+        "help": "Share of highest-entropy completion tokens for the high-entropy and sg+entropy sources."})
+    placebo_rate: float | None = field(default=None, metadata={
+        "help": "Share of random tokens for the placebo source; None = the batch's SG planning rate."})
+    log_rollouts: bool = field(default=True, metadata={
+        "help": "Write rollout rows (run-directory schema) to run_dir/rollouts/ for `hicra analyze`."})
+    log_token_stats: bool = field(default=True, metadata={
+        "help": "Fill logprobs/entropies of rollout rows (one extra no-grad forward pass per generation)."})
+    log_planning_mask: bool = field(default=True, metadata={"help": "Store the SG planning mask in rollout rows."})
+    run_dir: str | None = field(default=None, metadata={"help": "Run directory; default: output_dir."})
+    correct_threshold: float = field(default=1.0, metadata={
+        "help": "A rollout counts as correct when its total reward is >= this value."})
+    scale_rewards: str = field(default="none", metadata={"help": "TRL's switch: group | batch | none."})
+    epsilon_high: float | None = field(default=0.28, metadata={"help": "Upper clip (clip-higher)."})
+    loss_type: str = field(default="dapo", metadata={"help": "TRL loss type; dapo is token-mean."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= float(self.alpha) < 1.0:
+            raise ValueError(f"alpha must satisfy 0 <= alpha < 1, got {self.alpha}")
+        if self.mask_source not in MASK_SOURCES:
+            raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {self.mask_source!r}")
+        if not 0.0 <= self.entropy_quantile <= 1.0:
+            raise ValueError(f"entropy_quantile must be in [0, 1], got {self.entropy_quantile}")
+
+
+def _text(value: Any) -> str:
+    """Plain text of a prompt/completion: strings as they are, chat messages joined by their contents."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "\n".join(str(m.get("content", "")) if isinstance(m, dict) else str(m) for m in value)
+    return str(value)
+
+
+def _prompt_id(row: dict, prompt_text: str) -> str:
+    for key in ("prompt_id", "id"):
+        if key in row and row[key] is not None:
+            return str(row[key])
+    return hashlib.sha1(prompt_text.encode("utf-8")).hexdigest()[:12]
+
+
+class RolloutLogger(TrainerCallback):
+    """Writes `run.json` at train start and the rollout rows the trainer queued, one Parquet part per step."""
+
+    def __init__(self, run_dir: str | Path, run_info: dict):
+        self.run_dir, self.run_info = Path(run_dir), run_info
+        self.pending: list[tuple[int, list[dict]]] = []
+        self._parts: Counter = Counter()
+        self.process_index = 0
+
+    def queue(self, step: int, rows: list[dict]) -> None:
+        self.pending.append((step, rows))
+
+    def flush(self) -> None:
+        from hicra.dynamics.records import RolloutWriter
+
+        writer = RolloutWriter(self.run_dir)
+        for step, rows in self.pending:
+            # one part per process and generation: part = generation index * 1000 + process index
+            part = self._parts[step] * 1000 + self.process_index
+            self._parts[step] += 1
+            writer.write_step(step, rows, part=part)
+        self.pending.clear()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from hicra.dynamics.records import write_run_info
+
+        if state.is_world_process_zero:
+            write_run_info(self.run_dir, self.run_info)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.flush()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.flush()
+
+
+class HICRATrainer(GRPOTrainer):
+    """`GRPOTrainer` whose advantages are per-token HICRA advantages (see module doc). Takes a `HICRAConfig`."""
+
+    def __init__(self, *args, annotate=None, **kwargs):
+        """`annotate(row: dict, completion: str) -> dict` may return `correct`/`error_type` for rollout rows
+        (e.g. a lab task checker); otherwise correct = total reward >= `correct_threshold`."""
+        super().__init__(*args, **kwargs)
+        cfg = self.args
+        if not isinstance(cfg, HICRAConfig):
+            raise TypeError("HICRATrainer needs a HICRAConfig")
+        from hicra.planning import Lexicon, PlanningTagger
+
+        self.lexicon = Lexicon.resolve(cfg.lexicon)
+        self.tagger = PlanningTagger(self.lexicon, self.processing_class)
+        self.annotate = annotate
+        self._mask_generator = torch.Generator().manual_seed(int(cfg.seed))
+        self._last_reward_call: dict | None = None
+        self.last_hicra_batch: dict | None = None
+        self.rollout_logger: RolloutLogger | None = None
+        if cfg.log_rollouts:
+            model_name = getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__
+            info = {"algorithm": "hicra" if cfg.alpha > 0 else "grpo", "alpha": cfg.alpha, "seed": cfg.seed,
+                    "model": model_name, "task": None, "lexicon": self.lexicon.name,
+                    "config": {"backend": "trl", "mask_source": cfg.mask_source,
+                               "entropy_quantile": cfg.entropy_quantile, "placebo_rate": cfg.placebo_rate,
+                               "num_generations": cfg.num_generations, "learning_rate": cfg.learning_rate,
+                               "scale_rewards": cfg.scale_rewards, "loss_type": cfg.loss_type,
+                               "epsilon": cfg.epsilon, "epsilon_high": cfg.epsilon_high, "beta": cfg.beta,
+                               "max_completion_length": cfg.max_completion_length,
+                               "temperature": cfg.temperature}}
+            self.rollout_logger = RolloutLogger(cfg.run_dir or cfg.output_dir, info)
+            self.rollout_logger.process_index = self.accelerator.process_index
+            self.add_callback(self.rollout_logger)
+
+    # -- the override point -------------------------------------------------------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_reward_call = {"inputs": inputs, "prompts": prompts, "completions": completions,
+                                  "rewards_per_func": rewards_per_func}
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        cfg, mode = self.args, "train" if self.model.training else "eval"
+        ids, cmask = out["completion_ids"], out["completion_mask"].bool()
+        want_stats = cfg.mask_source in ("high-entropy", "sg+entropy") or (
+            mode == "train" and cfg.log_rollouts and cfg.log_token_stats)
+        logps = entropies = None
+        if want_stats:
+            logps, entropies = self._token_stats(out)
+        sg_mask = self._sg_mask(ids, cmask)
+        mask = self._planning_mask(sg_mask, cmask, entropies)
+        base = out["advantages"]
+        out["advantages"] = hicra_advantages(base, mask, cfg.alpha)
+        self.last_hicra_batch = {"base_advantages": base, "planning_mask": mask}  # for inspection and tests
+        self._log_hicra_metrics(mode, out["advantages"], mask, cmask, ids)
+        if mode == "train" and self.rollout_logger is not None and self._last_reward_call is not None:
+            self.rollout_logger.queue(int(self.state.global_step),
+                                      self._rollout_rows(out, sg_mask, logps, entropies))
+        return out
+
+    # -- masks ------------------------------------------------------------------------------------------------
+
+    def _sg_mask(self, ids: torch.Tensor, cmask: torch.Tensor) -> torch.Tensor:
+        """[B, T] strategic-gram planning mask of the completions (padding False)."""
+        lengths = cmask.sum(-1).tolist()
+        seqs = [row[:n] for row, n in zip(ids.tolist(), lengths, strict=True)]
+        masks = self.tagger.token_masks(seqs)
+        out = torch.zeros_like(cmask)
+        for i, m in enumerate(masks):
+            if len(m):
+                out[i, : len(m)] = torch.as_tensor(m, dtype=torch.bool, device=out.device)
+        return out & cmask
+
+    def _planning_mask(self, sg_mask, cmask, entropies) -> torch.Tensor:
+        cfg = self.args
+        if cfg.mask_source == "sg":
+            return sg_mask
+        if cfg.mask_source == "placebo":
+            rate = cfg.placebo_rate
+            if rate is None:  # match the SG rate of this very batch
+                rate = float(sg_mask.sum()) / max(1, int(cmask.sum()))
+            return placebo_mask(cmask.cpu(), rate, self._mask_generator).to(cmask.device)
+        high = high_entropy_mask(entropies, cmask, cfg.entropy_quantile)
+        return high if cfg.mask_source == "high-entropy" else (high & sg_mask)
+
+    @torch.no_grad()
+    def _token_stats(self, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Behaviour log-probs and entropies of the completion tokens under the current policy (no grad)."""
+        input_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        attention = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        logps, entropies, _ = self._get_per_token_logps_and_entropies(
+            self.model, input_ids, attention, out["completion_ids"].size(1),
+            batch_size=self.args.per_device_train_batch_size, compute_entropy=True)
+        return logps.float(), entropies.float()
+
+    # -- logging ----------------------------------------------------------------------------------------------
+
+    def _log_hicra_metrics(self, mode, adv, mask, cmask, ids) -> None:
+        from hicra.planning.metrics import phrase_counts, semantic_entropy
+
+        n_resp = int(cmask.sum())
+        plan, exe = mask & cmask, cmask & ~mask
+        m = self._metrics[mode]
+        m["hicra/planning_ratio"].append(float(plan.sum()) / max(1, n_resp))
+        # means over an empty token set are left out rather than logged as a misleading 0
+        if plan.any():
+            m["hicra/adv_planning_mean"].append(float(adv[plan].mean()))
+        if exe.any():
+            m["hicra/adv_execution_mean"].append(float(adv[exe].mean()))
+        texts = self.processing_class.batch_decode(
+            [row[: int(n)] for row, n in zip(ids.tolist(), cmask.sum(-1).tolist(), strict=True)],
+            skip_special_tokens=True)
+        counts = phrase_counts(texts, self.tagger)  # strategic grams of the batch, whatever the mask source
+        m["hicra/semantic_entropy"].append(float(semantic_entropy(counts)) if counts else 0.0)
+
+    def _rollout_rows(self, out, sg_mask, logps, entropies) -> list[dict]:
+        call = self._last_reward_call
+        cfg = self.args
+        ids, cmask = out["completion_ids"], out["completion_mask"].bool()
+        n_local = ids.size(0)
+        start = self.accelerator.process_index * n_local
+        rewards_all = (call["rewards_per_func"] * self.reward_weights.to(call["rewards_per_func"].device)
+                       .unsqueeze(0)).nansum(dim=1)
+        rewards = rewards_all[start:start + n_local].tolist()
+        eos = self.processing_class.eos_token_id
+        rows = []
+        for i in range(n_local):
+            n = int(cmask[i].sum())
+            tok = ids[i, :n].tolist()
+            prompt_text = _text(call["prompts"][i])
+            completion = _text(call["completions"][i])
+            reward = float(rewards[i])
+            row = {
+                "prompt_id": _prompt_id(call["inputs"][i], prompt_text),
+                "sample_idx": (start + i) % self.num_generations, "prompt": prompt_text,
+                "response": completion, "token_ids": tok,
+                "logprobs": logps[i, :n].tolist() if logps is not None else None,
+                "entropies": entropies[i, :n].tolist() if entropies is not None else None,
+                "planning_mask": sg_mask[i, :n].tolist() if cfg.log_planning_mask else None,
+                "reward": reward, "correct": reward >= cfg.correct_threshold,
+                "truncated": not (tok and tok[-1] == eos), "error_type": None,
+            }
+            if self.annotate is not None:
+                row.update({k: v for k, v in self.annotate(call["inputs"][i], completion).items()
+                            if k in ("correct", "error_type")})
+            rows.append(row)
+        return rows

@@ -1,0 +1,204 @@
+"""hicra.integrations.trl against TRL 1.16's own GRPOTrainer, on CPU with a tiny model built here."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("trl")
+
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
+from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+
+from hicra.integrations.trl import HICRAConfig, HICRATrainer  # noqa: E402
+from hicra.planning import Lexicon, PlanningTagger  # noqa: E402
+
+CORPUS = ["let's try 3 + 4 = 7. so the answer is 7", "wait, dead end. go back and try 5 * 2 = 10",
+          "check: 7 is not 9. let's add them one by one"] * 40
+COMMON = dict(use_cpu=True, bf16=False, per_device_train_batch_size=8, num_generations=4, max_completion_length=12,
+              learning_rate=0.0, optim="sgd", max_grad_norm=1e9, logging_steps=1, report_to=[],
+              save_strategy="no", seed=0, scale_rewards="none", epsilon_high=0.28, loss_type="dapo",
+              dataloader_num_workers=0)
+
+
+def reward_len(completions, **kwargs):
+    """A cheap reward with spread inside groups: completion length mod 3 == 0."""
+    return [float(len(c) % 3 == 0) for c in completions]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from hicra.lab.model import build_model, train_tokenizer
+
+    tok = train_tokenizer(CORPUS, vocab_size=300)
+    path = tmp_path_factory.mktemp("tiny")
+    tok.save_pretrained(path)
+    build_model(tok, size="1m").save_pretrained(path)
+    return path
+
+
+def dataset():
+    return Dataset.from_list([{"prompt": f"{a} + {b} =\n", "id": f"p{a}{b}"} for a in range(4) for b in range(4)])
+
+
+def alpha_lexicon(tok) -> Lexicon:
+    """Every vocabulary token that decodes to letters only: guarantees planning tokens in random completions."""
+    words = {tok.decode([i]).strip().lower() for i in range(len(tok))}
+    return Lexicon(sorted(w for w in words if w.isalpha()), name="letters")
+
+
+class GradCapture(TrainerCallback):
+    def __init__(self):
+        self.grads = []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+
+
+def make(trainer_cls, config_cls, tiny_dir, out, steps, **extra):
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    args = config_cls(output_dir=str(out), max_steps=steps, **COMMON, **extra)
+    cap = GradCapture()
+    trainer = trainer_cls(model=model, reward_funcs=reward_len, args=args, train_dataset=dataset(),
+                          processing_class=tok, callbacks=[cap])
+    return trainer, cap
+
+
+def losses(trainer):
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+def test_alpha_zero_equals_plain_grpo(tiny_dir, tmp_path):
+    """alpha = 0: the same loss and the same gradients as TRL's GRPOTrainer, step by step."""
+    plain, cap_plain = make(GRPOTrainer, GRPOConfig, tiny_dir, tmp_path / "grpo", 2)
+    hicra, cap_hicra = make(HICRATrainer, HICRAConfig, tiny_dir, tmp_path / "hicra", 2, alpha=0.0,
+                            lexicon=str(_save(alpha_lexicon(plain.processing_class), tmp_path)))
+    torch.manual_seed(0)
+    plain.train()
+    torch.manual_seed(0)
+    hicra.train()
+    assert losses(hicra) == pytest.approx(losses(plain), abs=1e-7)
+    assert len(cap_plain.grads) == len(cap_hicra.grads) == 2
+    for g_plain, g_hicra in zip(cap_plain.grads, cap_hicra.grads, strict=True):
+        assert g_plain.keys() == g_hicra.keys()
+        for name in g_plain:
+            torch.testing.assert_close(g_hicra[name], g_plain[name], atol=1e-7, rtol=1e-6)
+    # the batch did contain planning tokens, so alpha = 0 was really exercised on them
+    assert hicra.last_hicra_batch["planning_mask"].any()
+    assert any(g.abs().sum() > 0 for g in cap_plain.grads[0].values())
+
+
+def _save(lexicon: Lexicon, tmp_path):
+    return lexicon.save(tmp_path / "letters.json")
+
+
+def _grads(trainer, inputs):
+    model = trainer.model
+    model.zero_grad()
+    trainer._compute_loss(model, inputs).backward()
+    out = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    return out
+
+
+def test_alpha_changes_gradient_through_planning_tokens_only(tiny_dir, tmp_path):
+    alpha = 0.5
+    trainer, cap = make(_Capturing, HICRAConfig, tiny_dir, tmp_path / "h", 1, alpha=alpha,
+                        lexicon=str(_save(alpha_lexicon(AutoTokenizer.from_pretrained(tiny_dir)), tmp_path)))
+    torch.manual_seed(0)
+    trainer.train()  # learning_rate = 0: parameters stay where the captured gradients were taken
+    batch = trainer.captured
+    mask = trainer.last_hicra_batch["planning_mask"]
+    base = trainer.last_hicra_batch["base_advantages"]
+    cmask = batch["completion_mask"].bool()
+    assert base.dim() == 1 and batch["advantages"].shape == cmask.shape
+    assert mask.any() and (cmask & ~mask).any() and base.abs().sum() > 0
+    delta = batch["advantages"] - base[:, None]
+    # per-token advantages differ from GRPO's exactly on planning tokens, by alpha * |A|
+    assert torch.all(delta[~mask] == 0)
+    torch.testing.assert_close(delta[mask], (alpha * base.abs()[:, None].expand_as(mask))[mask])
+
+    g_hicra = _grads(trainer, batch)
+    g_grpo = _grads(trainer, {**batch, "advantages": base})
+    g_delta = _grads(trainer, {**batch, "advantages": delta})
+    # the trainer's own update used the HICRA advantages (not a silently dropped copy)
+    for name, g in cap.grads[0].items():
+        torch.testing.assert_close(g, g_hicra[name], atol=1e-6, rtol=1e-5)
+    # the loss is linear in the advantages on the first (on-policy) step: the whole gradient change is the
+    # gradient of the planning-token terms alone
+    diff = sum(float((g_hicra[n] - g_grpo[n]).abs().sum()) for n in g_hicra)
+    assert diff > 1e-6
+    for name in g_hicra:
+        torch.testing.assert_close(g_hicra[name] - g_grpo[name], g_delta[name], atol=1e-6, rtol=1e-4)
+
+
+class _Capturing(HICRATrainer):
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        self.captured = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
+        return out
+
+
+def test_mask_sources(tiny_dir, tmp_path):
+    trainer, _ = make(HICRATrainer, HICRAConfig, tiny_dir, tmp_path / "m", 1, mask_source="placebo",
+                      log_rollouts=False)
+    g = torch.Generator().manual_seed(0)
+    cmask = torch.rand(8, 12, generator=g) < 0.8
+    sg = (torch.rand(8, 12, generator=g) < 0.25) & cmask
+    ent = torch.rand(8, 12, generator=g)
+    placebo = trainer._planning_mask(sg, cmask, None)
+    assert int(placebo.sum()) == int(sg.sum()) and not (placebo & ~cmask).any()  # same rate as SG
+    trainer.args.mask_source = "high-entropy"
+    high = trainer._planning_mask(sg, cmask, ent)
+    assert int(high.sum()) == round(0.3 * int(cmask.sum()))
+    assert float(ent[high].min()) >= float(ent[cmask & ~high].max())
+    trainer.args.mask_source = "sg+entropy"
+    assert torch.equal(trainer._planning_mask(sg, cmask, ent), high & sg)
+    with pytest.raises(ValueError):
+        HICRAConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, mask_source="nope")
+    with pytest.raises(ValueError):
+        HICRAConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, alpha=1.0)
+
+
+def test_five_step_run_writes_run_directory(tiny_dir, tmp_path):
+    from hicra.dynamics.records import read_run_info, read_rollouts
+
+    run = tmp_path / "run"
+    trainer, _ = make(HICRATrainer, HICRAConfig, tiny_dir, run, 5, alpha=0.2, lexicon="lab")
+    trainer.args.learning_rate = 1e-3
+    torch.manual_seed(0)
+    trainer.train()
+    info = read_run_info(run)
+    assert info["algorithm"] == "hicra" and info["alpha"] == 0.2 and info["lexicon"] == "lab"
+    table = read_rollouts(run)
+    rows = table.to_pylist()
+    assert sorted({r["step"] for r in rows}) == [0, 1, 2, 3, 4]
+    assert len(rows) == 5 * 8
+    tok = trainer.processing_class
+    tagger = PlanningTagger(Lexicon.preset("lab"), tok)
+    for r in rows:
+        assert len(r["token_ids"]) == len(r["logprobs"]) == len(r["entropies"]) == len(r["planning_mask"])
+        assert r["reward"] == reward_len([r["response"]])[0]
+        assert r["correct"] == (r["reward"] >= 1.0)
+        assert list(tagger.token_mask(r["token_ids"])) == r["planning_mask"]
+        assert all(lp <= 0 for lp in r["logprobs"])
+    # every group holds num_generations samples of one prompt
+    step0 = [r for r in rows if r["step"] == 0]
+    groups = {}
+    for r in step0:
+        groups.setdefault(r["prompt_id"], []).append(r["sample_idx"])
+    assert all(sorted(v) == [0, 1, 2, 3] for v in groups.values())
+    logged = [h for h in trainer.state.log_history if "hicra/planning_ratio" in h]
+    assert len(logged) == 5 and all(0 <= h["hicra/planning_ratio"] <= 1 for h in logged)
+    _maybe_analyze(run)
+
+
+def _maybe_analyze(run):
+    """`hicra analyze` on the run when that verb has landed."""
+    from hicra.cli import VERB_MODULES, main
+
+    if not any(m.endswith("analyze") or "dynamics" in m for m in VERB_MODULES):
+        return
+    assert main(["analyze", str(run), "--out", str(run / "analysis")]) == 0
