@@ -1,0 +1,307 @@
+"""Find strategic-gram occurrences in text and turn them into per-token planning masks.
+
+Matching rules (docs/planning.md):
+  * case-folded; apostrophe look-alikes (' ’ ‘ ʼ) are one character;
+  * contraction apostrophes are optional, so "let's" matches the paper's "lets" and vice versa
+    (an apostrophe may appear or not before an "s" that follows a letter, and between "n" and "t");
+  * any run of whitespace in the text matches the single space of a phrase;
+  * word boundaries: a phrase that starts (ends) with a word character does not match right after (before)
+    another word character, so "so" never matches inside "also";
+  * leftmost-longest, non-overlapping: scanning left to right, the first position where some phrase matches
+    wins, and there the longest phrase wins ("so again" beats "so"); scanning resumes after it;
+  * empty text gives no spans.
+
+Token masks: a token is planning iff its character span overlaps an occurrence (`start < span_end` and
+`end > span_start`). From text, the character spans are the tokenizer's offsets. From token ids, every vocabulary
+id is turned once into the bytes it decodes to (byte-level BPE, SentencePiece/Metaspace with byte fallback,
+WordPiece, or the tokenizer's own per-token string as a fallback); a batch is joined into one string with a
+NUL separator, one compiled regex runs over it, and character spans are mapped back to tokens with
+`numpy.searchsorted`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hicra.planning.lexicon import APOSTROPHES, Lexicon, Phrase, fold, phrase_key
+
+_SEP = b"\x00"  # separates sequences (and stands for special tokens): no phrase can match across it
+
+
+@dataclass(frozen=True)
+class Span:
+    """One strategic-gram occurrence: characters `text[start:end]` match lexicon phrase `phrase`."""
+
+    start: int
+    end: int
+    phrase: str
+    category: str
+
+
+# --- the pattern ----------------------------------------------------------------------------------------
+
+def _units(key: str) -> list[str]:
+    """Split a phrase key into regex units (one per character, apostrophe-optional letters merged)."""
+    units = []
+    for i, ch in enumerate(key):
+        prev = key[i - 1] if i else ""
+        if ch == " ":
+            units.append(r"\s+")
+        elif ch == "'":
+            units.append(f"[{APOSTROPHES}]")
+        elif (ch == "s" and prev.isalpha()) or (ch == "t" and prev == "n"):
+            units.append(f"[{APOSTROPHES}]?{ch}")  # the contraction positions of `phrase_key`
+        else:
+            units.append(re.escape(ch))
+    return units
+
+
+def _is_word_char(ch: str) -> bool:
+    return re.match(r"\w", ch) is not None
+
+
+def build_pattern(keys: list[str]) -> re.Pattern:
+    """One regex for all phrase keys: a trie of units, longer continuations tried before ending.
+
+    Children of a trie node start with different characters, so at most one path can match and the engine's
+    first success is the longest phrase starting at that position. The start boundary is checked after the
+    first character, `(?<!\\w.)`, so that every alternative begins with a literal and `re` can skip positions
+    whose character starts no phrase.
+    """
+    trie: dict = {}
+    for key in keys:
+        node = trie
+        for unit in _units(key):
+            node = node.setdefault(unit, {})
+        node[""] = r"(?!\w)" if _is_word_char(key[-1]) else ""  # end marker: end boundary
+
+    def emit(node: dict, root: bool = False) -> str:
+        alts = []
+        for unit in sorted(u for u in node if u):
+            head = unit
+            if root and _is_word_char(re.sub(r"\\", "", unit)[:1] or " "):
+                head = unit + r"(?<!\w.)"
+            alts.append(head + emit(node[unit]))
+        if "" in node:
+            alts.append(node[""])  # ending here is tried last: longest match first
+        if len(alts) == 1:
+            return alts[0]
+        return "(?:" + "|".join(alts) + ")"
+
+    if not keys:
+        return re.compile(r"(?!)")  # matches nothing
+    return re.compile(emit(trie, root=True))
+
+
+# --- vocabulary ids -> bytes ----------------------------------------------------------------------------
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte <-> printable-character table used by byte-level BPE vocabularies."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs), strict=True))
+
+
+def _decoder_types(tokenizer) -> set[str]:
+    try:
+        spec = json.loads(tokenizer.backend_tokenizer.to_str()).get("decoder") or {}
+    except Exception:  # not a fast tokenizer: only the generic path is possible
+        return set()
+    types, stack = set(), [spec]
+    while stack:
+        d = stack.pop()
+        types.add(d.get("type"))
+        if d.get("type") == "Replace" and d.get("pattern", {}).get("String") == "▁":
+            types.add("Metaspace")
+        stack.extend(d.get("decoders") or [])
+    return types
+
+
+_BYTE_FALLBACK_RE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def vocab_bytes(tokenizer) -> list[bytes]:
+    """Bytes each vocabulary id decodes to, index = id; special tokens map to a NUL separator."""
+    n = len(tokenizer)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(n)))
+    kinds = _decoder_types(tokenizer)
+    byte_decoder = {c: b for b, c in _bytes_to_unicode().items()} if "ByteLevel" in kinds else None
+    special = set(tokenizer.all_special_ids)
+    added = {i: t for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()}
+    out: list[bytes] = []
+    byte_fallback = "ByteFallback" in kinds
+    for i, tok in enumerate(tokens):
+        m = _BYTE_FALLBACK_RE.match(tok) if byte_fallback and tok else None
+        if m:  # "<0x47>": one raw byte (checked first: some tokenizers register these as special tokens)
+            out.append(bytes([int(m.group(1), 16)]))
+        elif tok is None or i in special or (i in added and added[i].special):
+            out.append(_SEP)
+        elif i in added:  # added tokens are stored as plain text, not in the model's byte alphabet
+            out.append(added[i].content.encode("utf-8"))
+        elif byte_decoder is not None:
+            try:
+                out.append(bytes(byte_decoder[c] for c in tok))
+            except KeyError:
+                out.append(tok.encode("utf-8"))
+        elif "Metaspace" in kinds:
+            out.append(tok.replace("▁", " ").encode("utf-8"))
+        elif "WordPiece" in kinds:
+            out.append(tok[2:].encode("utf-8") if tok.startswith("##") else (" " + tok).encode("utf-8"))
+        else:
+            out.append(tokenizer.convert_tokens_to_string([tok]).encode("utf-8"))
+    return out
+
+
+# --- the tagger -----------------------------------------------------------------------------------------
+
+def _overlap_mask(tok_start: np.ndarray, tok_end: np.ndarray, span_start: np.ndarray,
+                  span_end: np.ndarray) -> np.ndarray:
+    """mask[i] = token [tok_start[i], tok_end[i]) overlaps some span; spans sorted and disjoint.
+
+    The first span ending after the token's start is the only candidate: it overlaps iff it starts before
+    the token's end. Empty tokens overlap nothing.
+    """
+    if len(span_start) == 0:
+        return np.zeros(len(tok_start), dtype=bool)
+    idx = np.searchsorted(span_end, tok_start, side="right")
+    has = idx < len(span_end)
+    starts = span_start[np.minimum(idx, len(span_end) - 1)]
+    return has & (starts < tok_end) & (tok_end > tok_start)
+
+
+def _as_id_array(seq: Any) -> np.ndarray:
+    if hasattr(seq, "detach"):  # torch tensor
+        seq = seq.detach().cpu().numpy()
+    return np.asarray(seq, dtype=np.int64).reshape(-1)
+
+
+class PlanningTagger:
+    """Tag strategic-gram occurrences in text; with a tokenizer, per-token planning masks."""
+
+    def __init__(self, lexicon: Lexicon | str = "paper", tokenizer=None):
+        self.lexicon = Lexicon.resolve(lexicon)
+        self.tokenizer = tokenizer
+        self.pattern = build_pattern([p.key for p in self.lexicon.phrases])
+        self._vocab: list[bytes] | None = None
+        self._vocab_len: np.ndarray | None = None
+        self._ws_only: np.ndarray | None = None
+
+    # --- text ---------------------------------------------------------------------------------------
+    def char_spans(self, text: str) -> np.ndarray:
+        """Occurrences as an int64 array [n, 2] of (start, end) character offsets, sorted, disjoint."""
+        if not text:
+            return np.zeros((0, 2), dtype=np.int64)
+        pos = [m.span() for m in self.pattern.finditer(fold(text))]
+        return np.asarray(pos, dtype=np.int64).reshape(-1, 2)
+
+    def spans(self, text: str) -> list[Span]:
+        """Every occurrence with the lexicon phrase it matches and that phrase's category."""
+        out = []
+        for start, end in self.char_spans(text).tolist():
+            phrase: Phrase | None = self.lexicon.get(text[start:end])
+            if phrase is None:  # cannot happen if the pattern and `phrase_key` agree
+                raise AssertionError(f"matched {text[start:end]!r} has no phrase (key {phrase_key(text[start:end])!r})")
+            out.append(Span(start, end, phrase.text, phrase.category))
+        return out
+
+    # --- tokens -------------------------------------------------------------------------------------
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError("token masks need a tokenizer: PlanningTagger(lexicon, tokenizer=...)")
+        return self.tokenizer
+
+    def token_mask(self, text_or_token_ids) -> np.ndarray:
+        """bool per token. A string is tokenized (no special tokens) and aligned by its offsets; a sequence of
+        ids is decoded through the vocabulary byte table (same as `token_masks`)."""
+        if isinstance(text_or_token_ids, str):
+            return self._mask_from_text(text_or_token_ids)
+        return self.token_masks([text_or_token_ids])[0]
+
+    def _mask_from_text(self, text: str) -> np.ndarray:
+        tok = self._require_tokenizer()
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2).copy()
+        # A whitespace-only token whose offsets cover no whitespace stands for a space the tokenizer added
+        # (SentencePiece's prefix "▁" is reported at (0, 1)): it covers no character of the text.
+        _, _, ws_only = self._vocab_table()
+        ids = np.asarray(enc["input_ids"], dtype=np.int64)
+        for i in np.nonzero(ws_only[np.clip(ids, 0, len(ws_only) - 1)])[0]:
+            s, e = offsets[i]
+            if not text[s:e].isspace():
+                offsets[i, 1] = s
+        spans = self.char_spans(text)
+        return _overlap_mask(offsets[:, 0], offsets[:, 1], spans[:, 0], spans[:, 1])
+
+    def _vocab_table(self):
+        if self._vocab is None:
+            table = vocab_bytes(self._require_tokenizer())
+            table.append(_SEP)  # the last entry: separator / any out-of-range id (padding ids like -100)
+            self._vocab = table
+            self._vocab_len = np.fromiter(map(len, table), dtype=np.int64, count=len(table))
+            self._ws_only = np.array([b != _SEP and len(b) > 0 and b.isspace() for b in table], dtype=bool)
+        return self._vocab, self._vocab_len, self._ws_only
+
+    def token_masks(self, sequences) -> list[np.ndarray]:
+        """Planning masks for many token-id sequences at once (the trainer path).
+
+        `sequences`: a list of id sequences (lists, numpy arrays, tensors) or a 2-D array/tensor (one row per
+        sequence; padding ids are ordinary ids, pass the unpadded rows to ignore them).
+        Returns one bool array per sequence, of the same length.
+        """
+        table, table_len, _ = self._vocab_table()
+        sep = len(table) - 1
+        rows = [_as_id_array(s) for s in sequences]
+        if not rows:
+            return []
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        # all ids with one separator after each row; ids outside the vocabulary become separators
+        ids = np.full(int(lengths.sum()) + len(rows), sep, dtype=np.int64)
+        real = np.ones(len(ids), dtype=bool)
+        ends = np.cumsum(lengths + 1) - 1  # separator positions
+        real[ends] = False
+        flat = np.concatenate(rows) if len(rows) > 1 else rows[0]
+        flat = np.where((flat >= 0) & (flat < sep), flat, sep)
+        ids[real] = flat
+
+        byte_len = table_len[ids]
+        byte_end = np.cumsum(byte_len)
+        byte_start = byte_end - byte_len
+        buf = b"".join(map(table.__getitem__, ids.tolist()))
+        text = buf.decode("utf-8", errors="replace")
+        raw = np.frombuffer(buf, dtype=np.uint8)
+        lead = (raw & 0xC0) != 0x80
+        if len(text) == int(lead.sum()):
+            # valid UTF-8: char k starts at the k-th lead byte; a token covers the chars of its first..last byte
+            char_of_byte = np.cumsum(lead) - 1
+            nonempty = byte_len > 0
+            first = char_of_byte[np.minimum(byte_start, len(raw) - 1)]
+            last = char_of_byte[np.maximum(byte_end - 1, 0)]
+            tok_start = np.where(nonempty, first, 0)
+            tok_end = np.where(nonempty, last + 1, 0)
+        else:
+            # invalid UTF-8 somewhere (e.g. a cut multi-byte character): decode token by token instead
+            pieces = [table[i].decode("utf-8", errors="replace") for i in ids.tolist()]
+            char_len = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+            tok_end = np.cumsum(char_len)
+            tok_start = tok_end - char_len
+            text = "".join(pieces)
+        spans = self.char_spans(text)
+        mask = _overlap_mask(tok_start, tok_end, spans[:, 0], spans[:, 1])
+        return np.split(mask[real], np.cumsum(lengths)[:-1])
+
+    def planning_fraction(self, sequences) -> float:
+        """Share of planning tokens over all tokens of `sequences` (token ids)."""
+        masks = self.token_masks(sequences)
+        total = sum(len(m) for m in masks)
+        return float(sum(int(m.sum()) for m in masks) / total) if total else 0.0

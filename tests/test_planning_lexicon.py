@@ -1,0 +1,86 @@
+"""Lexicon: file format, validation, merge/extend, presets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hicra.errors import InputError
+from hicra.planning.lexicon import CATEGORIES, FORMAT, Lexicon, Phrase, phrase_key
+
+PAPER_SOURCE = "reference/paper_strategic_grams.json"
+
+
+def test_paper_preset_has_every_reference_phrase(shared_data):
+    ref = json.loads((shared_data.parent / PAPER_SOURCE).read_text())["phrases"]
+    lex = Lexicon.preset("paper")
+    assert lex.texts == ref  # same phrases, same order, as printed
+    assert len(lex) == 249
+    assert set(p.category for p in lex) == set(CATEGORIES)
+    assert lex.get("but wait").category == "backtracking"
+    assert lex.get("let's double-check").category == "verification"
+    assert lex.get("alternatively").category == "branching"
+    assert lex.get("therefore").category == "deduction"
+
+
+def test_phrase_key_rules():
+    assert phrase_key("  Let’s   Check\n") == "lets check"
+    assert phrase_key("doesn't") == phrase_key("doesnt") == "doesnt"
+    assert phrase_key("we're") == "we're"  # only 's and n't apostrophes are optional
+    assert phrase_key("ABC") == "abc"
+
+
+def test_save_load_roundtrip(tmp_path):
+    lex = Lexicon([("let's try", "branching"), "so", {"text": "wait", "category": "backtracking"}],
+                  name="mine", description="d")
+    path = lex.save(tmp_path / "lex.json")
+    data = json.loads(path.read_text())
+    assert data["format"] == FORMAT and data["name"] == "mine"
+    assert data["phrases"][0] == {"text": "let's try", "category": "branching"}
+    assert data["phrases"][1] == {"text": "so", "category": "other"}
+    assert Lexicon.load(path) == lex
+    yml = tmp_path / "lex.yaml"
+    yml.write_text("name: y\nphrases:\n  - {text: hold on, category: backtracking}\n  - next\n")
+    assert Lexicon.load(yml).phrases == (Phrase("hold on", "backtracking"), Phrase("next", "other"))
+
+
+def test_merge_and_extend():
+    a = Lexicon([("so", "deduction"), ("wait", "backtracking")], name="a")
+    b = Lexicon([("SO", "other"), ("let's see", "verification")], name="b")
+    m = a.merge(b)
+    assert m.texts == ["so", "wait", "let's see"]
+    assert m.get("so").category == "deduction"  # the first lexicon wins on a shared phrase
+    e = a.extend(["next"], category="other")
+    assert e.texts == ["so", "wait", "next"] and len(a) == 2  # immutable
+    with pytest.raises(ValueError, match="duplicate"):
+        a.extend(["Wait"])
+
+
+@pytest.mark.parametrize("content, match", [
+    ('{"phrases": [{"text": "so"}, {"text": "So"}]}', "duplicate"),
+    ('{"phrases": [{"text": "  "}]}', "empty phrase"),
+    ('{"phrases": [{"text": "so", "category": "vibes"}]}', "unknown category"),
+    ('{"phrases": [', "bad JSON"),
+    ('{"format": "other/9", "phrases": []}', "unknown lexicon format"),
+    ('{"name": "x"}', "phrases"),
+])
+def test_bad_lexicon_files(tmp_path, content, match):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(InputError, match=match) as info:
+        Lexicon.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_non_utf8_lexicon(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_bytes(b'{"phrases": [\n"caf\xe9"]}')
+    with pytest.raises(InputError, match=r"bad.json:2: not UTF-8"):
+        Lexicon.load(path)
+
+
+def test_unknown_preset():
+    with pytest.raises(InputError, match="unknown lexicon preset"):
+        Lexicon.preset("nope")
+    assert "paper" in Lexicon.presets()

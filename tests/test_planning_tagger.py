@@ -1,0 +1,293 @@
+"""PlanningTagger: matching rules (against a brute-force reference), token masks for byte-level BPE and
+SentencePiece-style tokenizers trained here, agreement of the offsets and token-id paths."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hicra.planning.lexicon import Lexicon, fold
+from hicra.planning.tagger import PlanningTagger, Span
+
+PAPER = Lexicon.preset("paper")
+
+
+PAPER_TAGGER = PlanningTagger(PAPER)
+
+
+def tag(text, lexicon=PAPER):
+    tagger = PAPER_TAGGER if lexicon is PAPER else PlanningTagger(lexicon)
+    return [(text[s.start:s.end], s.phrase) for s in tagger.spans(text)]
+
+
+# --- rules -------------------------------------------------------------------------------------------
+
+def test_case_folded_and_whitespace():
+    assert tag("BUT WAIT, the total") == [("BUT WAIT", "but wait")]
+    assert tag("lets  break\n this down") == [("lets  break\n this down", "lets break this down")]
+
+
+def test_apostrophes_curly_straight_and_missing():
+    for text in ["let's verify", "let’s verify", "lets verify", "LET‘S verify"]:
+        assert tag(text) == [(text[:-7], "lets")], text
+    lex = Lexicon(["let's try", "doesn't"], name="t")
+    assert tag("lets try it; it doesnt", lex) == [("lets try", "let's try"), ("doesnt", "doesn't")]
+    assert tag("Let’s try; it doesn’t", lex) == [("Let’s try", "let's try"), ("doesn’t", "doesn't")]
+
+
+def test_word_boundaries():
+    assert tag("also the reason") == []  # no "so" in "also"
+    assert tag("soap, so") == [("so", "so")]
+    assert tag("wait?but") == [("wait", "wait"), ("but", "but")]
+    lex = Lexicon(["## step", "hmm,"], name="t")
+    assert tag("## Step 1: hmm, ok", lex) == [("## Step", "## step"), ("hmm,", "hmm,")]
+
+
+def test_longest_match_and_overlaps():
+    assert tag("so again we") == [("so again", "so again")]
+    assert tag("but wait, no") == [("but wait", "but wait")]  # leftmost wins over "wait, no"
+    assert tag("wait, no") == [("wait, no", "wait, no")]
+    # leftmost-longest, then resume after the match: "need to find" hides the later "find out how many"
+    assert tag("we need to find out how many") == [("need to find", "need to find")]
+
+
+def test_empty_text_and_empty_lexicon():
+    assert PlanningTagger(PAPER).spans("") == []
+    assert PlanningTagger(Lexicon([], name="e")).spans("so but wait") == []
+
+
+def test_span_fields():
+    (span,) = PlanningTagger(PAPER).spans("Hmm. Alternatively, x")
+    assert span == Span(5, 18, "alternatively", "branching")
+
+
+# --- brute-force reference --------------------------------------------------------------------------
+
+def _variants(key):
+    """All literal spellings a phrase key matches (contraction apostrophes present or not)."""
+    slots = [i for i in range(1, len(key)) if (key[i] == "s" and key[i - 1].isalpha())
+             or (key[i] == "t" and key[i - 1] == "n")]
+    for choice in itertools.product([False, True], repeat=len(slots)):
+        out, last = [], 0
+        for i, on in zip(slots, choice, strict=True):
+            out.append(key[last:i] + ("'" if on else ""))
+            last = i
+        yield "".join(out) + key[last:]
+
+
+_PAPER_VARIANTS: list = []
+
+
+def _sorted_variants(lexicon):
+    variants = sorted({(v, p.text) for p in lexicon for v in _variants(p.key)}, key=lambda x: -len(x[0]))
+    if lexicon is PAPER:  # cached: the brute force runs hundreds of times on the paper lexicon
+        if not _PAPER_VARIANTS:
+            _PAPER_VARIANTS.extend(variants)
+        return _PAPER_VARIANTS
+    return variants
+
+
+def reference_spans(text, lexicon):
+    """Normalise the text (fold, one apostrophe, whitespace runs -> one space, keeping an index map), then
+    scan left to right: at each position the longest literal variant with word boundaries wins."""
+    norm, idx = [], []
+    for i, ch in enumerate(fold(text)):
+        ch = "'" if ch in "'’‘ʼ" else ch
+        if ch.isspace():
+            if norm and norm[-1] == " ":
+                continue
+            ch = " "
+        norm.append(ch)
+        idx.append(i)
+    norm = "".join(norm)
+    variants = _sorted_variants(lexicon)
+    word = re.compile(r"\w")
+    out, i = [], 0
+    while i < len(norm):
+        for v, phrase in variants:
+            j = i + len(v)
+            if not norm.startswith(v, i):
+                continue
+            if word.match(v[0]) and i > 0 and word.match(norm[i - 1]):
+                continue
+            if word.match(v[-1]) and j < len(norm) and word.match(norm[j]):
+                continue
+            start, end = idx[i], idx[j - 1] + 1
+            out.append((text[start:end], phrase))
+            i = j
+            break
+        else:
+            i += 1
+    return out
+
+
+FRAGMENTS = ["so", "also", "again", "let's", "lets", "let’s", "let", "verify", "but", "wait", "BUT", "Wait",
+             ",", "no", "check", "if", "we", "can", "see", "that", "doesn't", "work", "it's", "its", "better",
+             "x", "7", "?", "!", "é"]
+SEPS = [" ", " ", " ", "", "  ", "\n", "\t"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(FRAGMENTS), st.sampled_from(SEPS)), max_size=25))
+def test_matches_brute_force_reference(parts):
+    text = "".join(a + b for a, b in parts)
+    assert tag(text) == reference_spans(text, PAPER)
+
+
+def test_reference_on_real_text(shared_data):
+    import json
+
+    lines = (shared_data / "gsm8k" / "model_solutions.jsonl").read_text().splitlines()[:40]
+    for line in lines:
+        row = json.loads(line)
+        for key in ("6b_finetuning", "175b_verification"):
+            text = row[key]["solution"]
+            assert tag(text) == reference_spans(text, PAPER)
+
+
+# --- tokenizers built here --------------------------------------------------------------------------
+
+def _corpus(n=200, seed=0):
+    rng = random.Random(seed)
+    words = ("the of and to a in is it that we can so also then total number answer 12 15 apples "
+             "café naïve let’s let's — , .").split()
+    out = []
+    for _ in range(n):
+        parts = [rng.choice(PAPER.texts) if rng.random() < 0.2 else rng.choice(words) for _ in range(40)]
+        text = " ".join(parts)
+        out.append(text[0].upper() + text[1:])
+    return out
+
+
+CORPUS = _corpus()
+
+
+@pytest.fixture(scope="module")
+def bpe_tokenizer():
+    """Byte-level BPE (GPT-2 / Qwen style: tokens carry their leading space as "Ġ")."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(CORPUS, trainers.BpeTrainer(
+        vocab_size=350, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="module")
+def sp_tokenizer():
+    """SentencePiece style (Llama-2 style: Metaspace "▁", byte fallback for unseen characters)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    tk.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                    decoders.Strip(" ", 1, 0)])
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tk.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=450, special_tokens=specials))
+    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+def _expected_mask(text, tokenizer):
+    """Independent definition: token planning iff its offsets overlap a span (plain Python loops)."""
+    spans = PlanningTagger(PAPER).spans(text)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return [any(s < sp.end and e > sp.start for sp in spans) for s, e in enc["offset_mapping"]]
+
+
+@pytest.mark.parametrize("which", ["bpe", "sp"])
+def test_token_mask_text_and_ids_agree(which, request):
+    tok = request.getfixturevalue(f"{which}_tokenizer")
+    tagger = PlanningTagger(PAPER, tok)
+    texts = _corpus(60, seed=1) + ["Also so we can", "let’s verify", "Wait, naïve café — but", "so"]
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    batched = tagger.token_masks(ids)
+    n_planning = 0
+    for text, seq, from_ids in zip(texts, ids, batched, strict=True):
+        from_text = tagger.token_mask(text)
+        assert from_text.dtype == bool and len(from_text) == len(seq)
+        assert from_text.tolist() == from_ids.tolist(), text
+        assert tagger.token_mask(seq).tolist() == from_ids.tolist()
+        n_planning += int(from_ids.sum())
+        if which == "bpe":  # offsets are exact for byte-level BPE: same as the plain definition
+            assert from_text.tolist() == _expected_mask(text, tok)
+    assert n_planning > 100
+
+
+@pytest.mark.parametrize("which", ["bpe", "sp"])
+def test_token_mask_marks_the_right_tokens(which, request):
+    tok = request.getfixturevalue(f"{which}_tokenizer")
+    tagger = PlanningTagger(PAPER, tok)
+    text = "Also the total, so we verify"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    mask = tagger.token_mask(ids)
+    pieces = [tok.decode([i]) for i in ids]
+    planning = "".join(p for p, m in zip(pieces, mask, strict=True) if m).replace(" ", "")
+    # "so" (with its leading space in BPE / "▁so" in SentencePiece) is planning, "Also" is not
+    assert "so" in planning and "Also" not in planning and "total" not in planning
+    # every planning token is inside "so" + " we" (the phrase "so" is followed by "we", a separate phrase)
+    start = text.index(", so")
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    for (s, e), m in zip(enc, mask, strict=True):
+        if m:
+            assert s >= start, (s, e)
+
+
+def test_ids_path_details(bpe_tokenizer):
+    tok = bpe_tokenizer
+    tagger = PlanningTagger(PAPER, tok)
+    a = tok("but wait", add_special_tokens=False)["input_ids"]
+    eos = tok.eos_token_id
+    # a special token breaks a phrase, padding-style ids (-100, out of vocab) are never planning
+    split = tagger.token_mask(a[:1] + [eos] + a[1:])
+    whole = tagger.token_mask(a)
+    assert whole.all() and not split[1]
+    masks = tagger.token_masks([torch.tensor(a), np.array([-100] + a + [10**6]), []])
+    assert masks[0].tolist() == whole.tolist()
+    assert masks[1].tolist() == [False, *whole.tolist(), False]
+    assert masks[2].tolist() == []
+    # a 2-D batch is a list of rows; rows never match across their boundary
+    rows = tagger.token_masks(np.array([a, a]))
+    assert [r.tolist() for r in rows] == [whole.tolist(), whole.tolist()]
+    but = tok("but", add_special_tokens=False)["input_ids"]
+    wait = tok(" wait", add_special_tokens=False)["input_ids"]
+    first, second = tagger.token_masks([but, wait])  # "but" | " wait" in two rows: each alone
+    assert first.all() and second.all()
+    lex = Lexicon(["but wait"], name="t")
+    assert PlanningTagger(lex, tok).token_mask(but + wait).all()
+    first, second = PlanningTagger(lex, tok).token_masks([but, wait])
+    assert not first.any() and not second.any()
+    assert tagger.planning_fraction([a]) == 1.0
+
+
+def test_multibyte_apostrophe_split_across_byte_tokens(bpe_tokenizer):
+    """’ is 3 UTF-8 bytes; byte-level tokens may cut it. The ids path decodes bytes, so it still matches."""
+    tok = bpe_tokenizer
+    tagger = PlanningTagger(PAPER, tok)
+    text = "x let’s verify"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    # force a cut: spell ’ as its three single-byte tokens
+    byte_ids = [tok.convert_tokens_to_ids(c) for c in "âĢĻ"]
+    let_ids = tok(" let", add_special_tokens=False)["input_ids"]
+    s_ids = tok("s verify", add_special_tokens=False)["input_ids"]
+    x_ids = tok("x", add_special_tokens=False)["input_ids"]
+    cut = x_ids + let_ids + byte_ids + s_ids
+    assert tok.decode(cut) == text
+    mask = tagger.token_mask(cut)
+    assert not mask[: len(x_ids)].any() and mask[len(x_ids):len(x_ids) + len(let_ids) + 3].all()
+    assert tagger.token_mask(ids).tolist() == tagger.token_mask(text).tolist()
+
+
+def test_token_mask_needs_tokenizer():
+    with pytest.raises(ValueError, match="tokenizer"):
+        PlanningTagger(PAPER).token_mask("so")
