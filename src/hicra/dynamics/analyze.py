@@ -1,0 +1,154 @@
+"""`analyze_run`: run directory -> metrics.parquet/.csv, summary.json, dynamics.png, report.html.
+
+Inputs are only read (the rollouts and run.json are never modified); every output is written to a temp name and
+renamed. The lexicon comes from the argument, else run.json's "lexicon" (a preset name or a path, relative paths
+resolved against the run directory), else the "paper" preset. A tokenizer (argument, else run.json's
+"tokenizer") is loaded only to recompute planning masks that the records lack.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from hicra.dynamics.metrics import DEFAULT_QUANTILES, METRIC_COLUMNS, compute_metrics, write_metrics
+from hicra.dynamics.phases import PhaseConfig, detect_phases, detect_phases_pooled
+from hicra.dynamics.records import Problem, iter_steps, list_rollout_files, read_run_info
+from hicra.errors import InputError
+from hicra.fileio import write_json
+
+
+def _resolve_lexicon(spec, run_dir: Path):
+    from hicra.planning.lexicon import Lexicon
+
+    if spec is None:
+        return Lexicon.preset("paper")
+    if isinstance(spec, Lexicon):
+        return spec
+    path = Path(str(spec))
+    if not path.is_absolute() and (run_dir / path).exists():
+        path = run_dir / path
+        return Lexicon.load(path)
+    try:
+        return Lexicon.resolve(str(spec))
+    except (ValueError, OSError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"cannot load lexicon: {exc}", field="lexicon") from None
+
+
+def _load_tokenizer(spec, run_dir: Path, required: bool):
+    """A tokenizer from a local directory, or None. `required`: the user named it, so failures are errors."""
+    if spec is None:
+        return None
+    if not isinstance(spec, (str, os.PathLike)):
+        return spec  # already a tokenizer object
+    path = Path(spec)
+    if not path.is_absolute() and (run_dir / path).exists():
+        path = run_dir / path
+    if not path.exists():
+        if required:
+            raise InputError("tokenizer directory not found", path=str(path), field="tokenizer")
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:  # noqa: BLE001 - any loader failure is bad user input here
+        if required:
+            raise InputError(f"cannot load tokenizer ({type(exc).__name__}: {exc})", path=str(path),
+                             field="tokenizer") from None
+        return None
+
+
+def _clean(value):
+    """JSON-safe scalars: NaN -> None, numpy -> python."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _examples(run_dir: Path, first: int, last: int, n: int = 2) -> dict[str, list[dict]]:
+    from hicra.dynamics.report import pick_examples
+
+    out = {}
+    cols = ["prompt_id", "sample_idx", "response", "correct", "error_type"]
+    for step, table in iter_steps(run_dir, columns=cols, skip_invalid=True, validate=False):
+        if step == first:
+            out[f"first step ({step})"] = pick_examples(table, n)
+        if step == last:
+            out[f"last step ({step})"] = pick_examples(table, n)
+    return out
+
+
+def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, lexicon=None,
+                tokenizer=None, ks: Sequence[int] = (), quantiles: Sequence[float] = DEFAULT_QUANTILES,
+                skip_invalid: bool = False, phase_config: PhaseConfig = PhaseConfig(), report: bool = True,
+                progress: bool = False) -> dict:
+    """Analyse one run directory; write the outputs into `out_dir` (default: the run directory). Returns the
+    summary dict (also written as summary.json)."""
+    from hicra.planning.tagger import PlanningTagger
+
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir
+    info = read_run_info(run_dir)
+    list_rollout_files(run_dir)  # fail early, with a clear message, when there is no rollouts/ folder
+    lex = _resolve_lexicon(lexicon if lexicon is not None else info.get("lexicon"), run_dir)
+    tok_spec = tokenizer if tokenizer is not None else info.get("tokenizer")
+    tok = _load_tokenizer(tok_spec, run_dir, required=tokenizer is not None)
+    tagger = PlanningTagger(lex, tokenizer=tok)
+    skipped: list[Problem] = []
+    df = compute_metrics(run_dir, tagger=tagger, quantiles=quantiles, ks=ks, skip_invalid=skip_invalid,
+                         skipped=skipped, progress=progress)
+    phases = detect_phases(df, phase_config)
+    notes = []
+    if df["planning_ratio"].isna().any():
+        notes.append("planning masks absent from some records and no tokenizer to recompute them: token-level "
+                     "planning metrics are null there (pass --tokenizer DIR)")
+    if df["ppl_execution"].isna().all():
+        notes.append("the records carry no log-probabilities: perplexities are unavailable")
+    if df["entropy_all"].isna().all():
+        notes.append("the records carry no token entropies: token entropy and fork-token overlap are unavailable")
+    last = df.iloc[-1]
+    summary = {
+        "run": {k: info.get(k) for k in ("run_id", "algorithm", "alpha", "seed", "model", "task")} | {
+            "run_id": info.get("run_id", run_dir.resolve().name)},
+        "steps": int(len(df)),
+        "first_step": int(df["step"].iloc[0]), "last_step": int(last["step"]),
+        "n_responses": int(df["n_responses"].sum()), "n_tokens": int(df["n_tokens"].sum()),
+        "lexicon": lex.name, "tokenizer": str(tok_spec) if tok is not None else None,
+        "phases": phases,
+        "final": {c: _clean(last[c]) for c in METRIC_COLUMNS if c in df},
+        "skipped": [str(p) for p in skipped],
+        "notes": notes,
+    }
+    write_metrics(df, out_dir)
+    if report:
+        from hicra.dynamics.report import write_report
+
+        examples = _examples(run_dir, int(df["step"].iloc[0]), int(last["step"]))
+        write_report(out_dir, summary, df, examples=examples, tagger=tagger)
+    write_json(out_dir / "summary.json", _json_safe(summary))
+    summary["_metrics"] = df  # for callers in Python (not written)
+    return summary
+
+
+def pool_runs(summaries: Sequence[dict], out_dir: str | os.PathLike,
+              phase_config: PhaseConfig = PhaseConfig()) -> dict:
+    """Pool analysed runs (seeds): `pooled_summary.json` with the pooled verdict and intervals."""
+    pooled = detect_phases_pooled([s["_metrics"] for s in summaries], phase_config)
+    out = {"runs": [s["run"]["run_id"] for s in summaries], "phases": pooled}
+    write_json(Path(out_dir) / "pooled_summary.json", _json_safe(out))
+    return out
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items() if not str(k).startswith("_")}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return _clean(obj)

@@ -1,0 +1,153 @@
+"""Verbs `hicra analyze` (metrics, phase verdict, report for run directories) and `hicra convert` (foreign logs ->
+run directory). Heavy imports happen inside the functions so `hicra --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hicra.errors import InputError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,4,8, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("k must be >= 1")
+    return values
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.2,0.3, got {text!r}") from None
+    if not values or any(not 0 < v < 1 for v in values):
+        raise argparse.ArgumentTypeError("top-q values must be in (0, 1)")
+    return values
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "analyze", help="metrics, phase verdict and report for run directories",
+        description="Analyse run directories (DESIGN.md schema): write metrics.parquet/.csv, summary.json, "
+        "dynamics.png and report.html. Inputs are never modified; outputs are written atomically. With several "
+        "run directories (seeds), each is analysed and a pooled verdict is written to OUT/pooled_summary.json.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: the run directory; with several runs, "
+                   "required: one sub-folder per run)")
+    p.add_argument("--lexicon", help="preset name or lexicon JSON (default: run.json's, else 'paper')")
+    p.add_argument("--tokenizer", metavar="DIR", help="local HF tokenizer to recompute absent planning masks "
+                   "(default: run.json's 'tokenizer')")
+    p.add_argument("--skip-invalid", action="store_true", help="skip bad rows/files, analyse the rest and list "
+                   "what was skipped")
+    p.add_argument("--k", type=_ints, action="append", default=[], metavar="K[,K]",
+                   help="extra pass@k values (pass@k with k = group size is always computed)")
+    p.add_argument("--top-q", type=_floats, default=[0.2, 0.3], metavar="Q[,Q]",
+                   help="top-entropy shares for fork-token overlap (default 0.2,0.3)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--n-boot", type=int, default=999, help="bootstrap resamples (default 999)")
+    p.add_argument("--no-report", action="store_true", help="skip dynamics.png and report.html")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_analyze)
+
+    c = subparsers.add_parser(
+        "convert", help="turn foreign logs into a run directory",
+        description="Convert foreign logs into a run directory that `hicra analyze` reads.")
+    csub = c.add_subparsers(dest="kind", metavar="KIND", required=True)
+    r = csub.add_parser(
+        "responses", help="JSONL of responses with correctness labels -> one step per model/checkpoint",
+        description="Flat rows {prompt, response, correct, model} or nested per-model objects (GSM8K "
+        "model_solutions.jsonl). Without --tokenizer, tokens are a regex word proxy (\\w+|[^\\w\\s]); log-probs and "
+        "entropies are left unknown.")
+    r.add_argument("file", metavar="FILE.jsonl")
+    r.add_argument("--out", required=True, metavar="RUN_DIR")
+    r.add_argument("--lexicon", default="paper", help="preset name or lexicon JSON (default paper)")
+    r.add_argument("--tokenizer", metavar="DIR", help="local HF tokenizer (default: regex word proxy)")
+    r.add_argument("--step-field", default="model", help="flat rows: field naming the model/checkpoint "
+                   "(default model)")
+    r.add_argument("--models", help="comma-separated subset of models to keep")
+    r.add_argument("--limit", type=int, help="read only the first N lines")
+    r.add_argument("--analyze", action="store_true", help="run `hicra analyze` on the result")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=run_convert)
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    ph = summary["phases"]
+    print(f"{summary['run']['run_id']}: {summary['steps']} steps, {summary['n_responses']} responses, "
+          f"{summary['n_tokens']} tokens")
+    print(f"  verdict: {ph['verdict']} (confidence {ph['confidence']:.2f}); consolidation end: "
+          f"{_fmt(ph['consolidation_end_step'])}; exploration onset: {_fmt(ph['exploration_onset_step'])}")
+    ev = ph["evidence"]
+    print(f"  {ev.get('summary', ev.get('reason', ''))}")
+    for note in summary.get("notes", []):
+        print(f"  note: {note}")
+    print(f"  wrote {out}/metrics.parquet, metrics.csv, summary.json"
+          + ("" if summary.get("_no_report") else ", dynamics.png, report.html"))
+
+
+def run_analyze(args) -> int:
+    from hicra.dynamics.analyze import analyze_run, pool_runs
+    from hicra.dynamics.phases import PhaseConfig
+
+    if len(args.run_dirs) > 1 and not args.out:
+        raise InputError("several run directories need --out DIR", field="--out")
+    if args.n_boot < 99:
+        raise InputError("--n-boot must be at least 99", field="--n-boot")
+    config = PhaseConfig(n_boot=args.n_boot, seed=args.seed)
+    ks = sorted({k for group in args.k for k in group})
+    summaries = []
+    for run_dir in args.run_dirs:
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise InputError("not a directory", path=str(run_dir))
+        if args.out is None:
+            out = run_dir
+        elif len(args.run_dirs) == 1:
+            out = Path(args.out)
+        else:
+            out = Path(args.out) / run_dir.resolve().name
+        summary = analyze_run(run_dir, out, lexicon=args.lexicon, tokenizer=args.tokenizer, ks=ks,
+                              quantiles=args.top_q, skip_invalid=args.skip_invalid, phase_config=config,
+                              report=not args.no_report, progress=not args.quiet)
+        summary["_no_report"] = args.no_report
+        if summary["skipped"]:
+            print(f"hicra analyze: skipped {len(summary['skipped'])} invalid input(s) in {run_dir}:",
+                  file=sys.stderr)
+            for s in summary["skipped"]:
+                print(f"  {s}", file=sys.stderr)
+        _print_summary(summary, out)
+        summaries.append(summary)
+    if len(summaries) > 1:
+        pooled = pool_runs(summaries, args.out, config)
+        ph = pooled["phases"]
+        print(f"pooled over {len(summaries)} runs: {ph['verdict']} (confidence {ph['confidence']:.2f}); "
+              f"consolidation end {_fmt(ph['consolidation_end_step'])}, interval over runs "
+              f"{ph['evidence'].get('consolidation_end_interval_over_runs')}; wrote {args.out}/pooled_summary.json")
+    return 0
+
+
+def run_convert(args) -> int:
+    from hicra.dynamics.convert import convert_responses
+
+    models = [m for m in args.models.split(",") if m] if args.models else None
+    result = convert_responses(args.file, args.out, lexicon=args.lexicon, tokenizer=args.tokenizer,
+                               step_field=args.step_field, models=models, limit=args.limit,
+                               progress=not args.quiet)
+    for step, name in result["steps"].items():
+        print(f"step {step}: {name} ({result['rows'][name]} responses)")
+    print(f"wrote run directory {args.out}")
+    if args.analyze:
+        from hicra.dynamics.analyze import analyze_run
+
+        summary = analyze_run(args.out, args.out, progress=not args.quiet)
+        _print_summary(summary, Path(args.out))
+    return 0
