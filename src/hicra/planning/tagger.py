@@ -195,6 +195,8 @@ class PlanningTagger:
         self.pattern = build_pattern([p.key for p in self.lexicon.phrases])
         self._vocab: list[bytes] | None = None
         self._vocab_len: np.ndarray | None = None
+        self._vocab_flat: np.ndarray | None = None  # all vocabulary bytes, concatenated
+        self._vocab_off: np.ndarray | None = None  # where each id's bytes start in _vocab_flat
         self._ws_only: np.ndarray | None = None
 
     # --- text ---------------------------------------------------------------------------------------
@@ -249,6 +251,8 @@ class PlanningTagger:
             table.append(_SEP)  # the last entry: separator / any out-of-range id (padding ids like -100)
             self._vocab = table
             self._vocab_len = np.fromiter(map(len, table), dtype=np.int64, count=len(table))
+            self._vocab_flat = np.frombuffer(b"".join(table), dtype=np.uint8)
+            self._vocab_off = np.cumsum(self._vocab_len) - self._vocab_len
             self._ws_only = np.array([b != _SEP and len(b) > 0 and b.isspace() for b in table], dtype=bool)
         return self._vocab, self._vocab_len, self._ws_only
 
@@ -277,7 +281,9 @@ class PlanningTagger:
         byte_len = table_len[ids]
         byte_end = np.cumsum(byte_len)
         byte_start = byte_end - byte_len
-        buf = b"".join(map(table.__getitem__, ids.tolist()))
+        # gather the bytes of all tokens with numpy (one index array) instead of a Python-level join
+        src = np.repeat(self._vocab_off[ids] - byte_start, byte_len) + np.arange(int(byte_end[-1]))
+        buf = self._vocab_flat[src].tobytes()
         text = buf.decode("utf-8", errors="replace")
         raw = np.frombuffer(buf, dtype=np.uint8)
         lead = (raw & 0xC0) != 0x80
