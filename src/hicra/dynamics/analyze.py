@@ -65,6 +65,12 @@ def _load_tokenizer(spec, run_dir: Path, required: bool):
 
 def _clean(value):
     """JSON-safe scalars: NaN -> None, numpy -> python."""
+    if value is None or isinstance(value, (str, bool, dict, list, tuple)):
+        return value
+    import pandas as pd
+
+    if pd.isna(value):
+        return None
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -87,7 +93,7 @@ def _examples(run_dir: Path, first: int, last: int, n: int = 2) -> dict[str, lis
 
 def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, lexicon=None,
                 tokenizer=None, ks: Sequence[int] = (), quantiles: Sequence[float] = DEFAULT_QUANTILES,
-                skip_invalid: bool = False, phase_config: PhaseConfig = PhaseConfig(), report: bool = True,
+                skip_invalid: bool = False, phase_config: PhaseConfig | None = None, report: bool = True,
                 progress: bool = False) -> dict:
     """Analyse one run directory; write the outputs into `out_dir` (default: the run directory). Returns the
     summary dict (also written as summary.json)."""
@@ -104,7 +110,7 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     skipped: list[Problem] = []
     df = compute_metrics(run_dir, tagger=tagger, quantiles=quantiles, ks=ks, skip_invalid=skip_invalid,
                          skipped=skipped, progress=progress)
-    phases = detect_phases(df, phase_config)
+    phases = detect_phases(df, phase_config or PhaseConfig())
     notes = []
     if df["planning_ratio"].isna().any():
         notes.append("planning masks absent from some records and no tokenizer to recompute them: token-level "
@@ -138,9 +144,9 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
 
 
 def pool_runs(summaries: Sequence[dict], out_dir: str | os.PathLike,
-              phase_config: PhaseConfig = PhaseConfig()) -> dict:
+              phase_config: PhaseConfig | None = None) -> dict:
     """Pool analysed runs (seeds): `pooled_summary.json` with the pooled verdict and intervals."""
-    pooled = detect_phases_pooled([s["_metrics"] for s in summaries], phase_config)
+    pooled = detect_phases_pooled([s["_metrics"] for s in summaries], phase_config or PhaseConfig())
     out = {"runs": [s["run"]["run_id"] for s in summaries], "phases": pooled}
     write_json(Path(out_dir) / "pooled_summary.json", _json_safe(out))
     return out
