@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("trl")
@@ -163,7 +165,7 @@ def test_mask_sources(tiny_dir, tmp_path):
 
 
 def test_five_step_run_writes_run_directory(tiny_dir, tmp_path):
-    from hicra.dynamics.records import read_run_info, read_rollouts
+    from hicra.dynamics.records import read_rollouts, read_run_info
 
     run = tmp_path / "run"
     trainer, _ = make(HICRATrainer, HICRAConfig, tiny_dir, run, 5, alpha=0.2, lexicon="lab")
@@ -202,3 +204,37 @@ def _maybe_analyze(run):
     if not any(m.endswith("analyze") or "dynamics" in m for m in VERB_MODULES):
         return
     assert main(["analyze", str(run), "--out", str(run / "analysis")]) == 0
+
+
+def test_train_cli_runs_example_lab_config(tmp_path):
+    """`hicra train` on examples/trl_lab_cpu.yaml (5 steps on CPU), then the run directory is readable."""
+    from hicra.cli import main
+    from hicra.dynamics.records import read_rollouts, read_run_info
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "lab-run"
+    assert main(["train", "--config", str(repo / "examples/trl_lab_cpu.yaml"),
+                 "--set", f"args.output_dir={out}"]) == 0
+    info = read_run_info(out)
+    assert info["task"] == "lab:countdown" and info["algorithm"] == "hicra"
+    rows = read_rollouts(out).to_pylist()
+    assert sorted({r["step"] for r in rows}) == [0, 1, 2, 3, 4] and len(rows) == 5 * 8
+    # lab checker labels: every wrong response carries an error type, every correct one none
+    assert all((r["error_type"] is None) == r["correct"] for r in rows)
+    assert (out / "final" / "config.json").is_file()
+    _maybe_analyze(out)
+
+
+def test_train_cli_math_data_and_bad_config(tmp_path, shared_data, capsys):
+    from hicra.cli import main
+    from hicra.integrations.cli import math_reward, math_rows
+
+    rows = math_rows({"path": str(shared_data / "gsm8k/train.jsonl"), "fields": "gsm8k", "limit": 3}, "x.yaml")
+    assert [r["id"] for r in rows] == ["0", "1", "2"] and rows[0]["answer"] == "72"
+    assert "\\boxed{}" in rows[0]["prompt"]
+    reward = math_reward()
+    assert reward(["so \\boxed{72}", "it is 71", "#### 72"], ["72", "72", "72"]) == [1.0, 0.0, 1.0]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: lab:1m\ndata: {bench: gsm8k}\ntrainer: ppo\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "field 'trainer'" in capsys.readouterr().err

@@ -1,0 +1,252 @@
+"""`hicra train --config cfg.yaml`: GRPO / HICRA / controls with TRL on any local Hugging Face causal LM.
+
+Config (YAML; see examples/trl_lab_cpu.yaml and examples/trl_qwen2.5_math_1.5b.yaml):
+
+    model: DIR | "lab:1m"          a local model directory, or "lab:SIZE" to build a fresh tiny lab model
+    trainer: hicra                 hicra | grpo  (grpo = TRL's plain GRPOTrainer, the baseline arm)
+    data:                          one of three sources
+      bench: gsm8k                 a named benchmark of `hicra.evaluation.BENCHMARKS` (reward: math-verify)
+      path: FILE.jsonl             any JSONL, with problem_field / answer_field / id_field /
+                                   answer_from (field | gsm8k | boxed | list), or fields: BENCH to copy a field map
+      lab: [{family: countdown}]   lab task families (reward and error types from the exact checkers), with n
+      limit: 256                   first N problems;  data_dir: ../shared/data;  seed: 0 (lab sampling)
+      prompt_template: "{problem}\\nPlease reason step by step, and put your final answer within \\\\boxed{}."
+    args:                          HICRAConfig fields (TRL's GRPOConfig fields plus alpha, lexicon, mask_source,
+      output_dir: runs/x           entropy_quantile, placebo_rate, log_rollouts, log_token_stats, run_dir, ...)
+
+`--set KEY=VALUE` overrides a config entry (dotted keys, YAML values), e.g. `--set args.alpha=0`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hicra.errors import InputError
+
+TRAINERS = ("hicra", "grpo")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train with TRL (GRPO, HICRA, controls) from a YAML config",
+                              description=__doc__.split("\n\n", 1)[1], formatter_class=_raw())
+    p.add_argument("--config", required=True, metavar="FILE.yaml", help="training config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config entry (dotted key, YAML value); repeatable")
+    p.set_defaults(func=run)
+
+
+def _raw():
+    import argparse
+
+    return argparse.RawDescriptionHelpFormatter
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("config file not found", path=str(path))
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"invalid YAML: {exc}", path=str(path)) from None
+    if not isinstance(cfg, dict):
+        raise InputError("the config must be a mapping", path=str(path))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--set needs KEY=VALUE, got {item!r}", field="set")
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    for required in ("model", "data"):
+        if required not in cfg:
+            raise InputError("missing", path=str(path), field=required)
+    if cfg.get("trainer", "hicra") not in TRAINERS:
+        raise InputError(f"must be one of {TRAINERS}", path=str(path), field="trainer")
+    cfg["_path"] = str(path)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data and rewards
+
+
+def math_rows(data: dict, config_path: str) -> list[dict]:
+    """Rows {prompt, answer, id} from a named benchmark or a JSONL with a field map (hicra.evaluation)."""
+    from hicra import evaluation as ev
+
+    template = data.get("prompt_template", ev.DEFAULT_PROMPT)
+    limit = data.get("limit")
+    if "bench" in data:
+        items = ev.load_benchmark(data["bench"], data.get("data_dir"), limit)
+    else:
+        path = Path(data["path"])
+        if not path.is_absolute():
+            path = Path(config_path).parent / path if not path.exists() else path
+        if "fields" in data:
+            base = ev.BENCHMARKS.get(data["fields"])
+            if base is None:
+                raise InputError(f"unknown field map {data['fields']!r}", path=config_path, field="data.fields")
+            spec = ev.BenchSpec(str(path), base.problem, base.answer, base.id, base.solution, base.answer_from)
+        else:
+            spec = ev.BenchSpec(str(path), problem=data.get("problem_field", "problem"),
+                                answer=data.get("answer_field", "answer"), id=data.get("id_field"),
+                                solution=None, answer_from=data.get("answer_from", "field"))
+        if not path.is_file():
+            raise InputError("data file not found", path=str(path))
+        items = []
+        for line_no, row in ev._read_jsonl(path):
+            if spec.problem not in row:
+                raise InputError("missing", path=str(path), row=line_no, field=spec.problem)
+            items.append({"id": str(row.get(spec.id, line_no - 1) if spec.id else line_no - 1),
+                          "problem": str(row[spec.problem]), "answer": ev.gold_answer(row, spec)})
+            if limit is not None and len(items) >= limit:
+                break
+    return [{"prompt": template.format(problem=it["problem"]), "answer": it["answer"], "id": it["id"]}
+            for it in items if it["answer"] is not None]
+
+
+def math_reward():
+    """TRL reward function: 1.0 when math-verify judges the completion's final answer equal to `answer`."""
+    from hicra.evaluation import Grader
+
+    grader = Grader()
+
+    def math_verify_reward(completions, answer, **kwargs):
+        from hicra.integrations.trl import _text
+
+        return [1.0 if grader(_text(c), a) else 0.0 for c, a in zip(completions, answer, strict=True)]
+
+    return math_verify_reward
+
+
+def lab_rows(data: dict) -> tuple[list[dict], Any]:
+    import random
+
+    from hicra.lab.model import format_prompt
+    from hicra.lab.tasks import TaskMix
+
+    specs = data["lab"] if isinstance(data["lab"], list) else [data["lab"]]
+    mix = TaskMix(specs)
+    rng = random.Random(int(data.get("seed", 0)))
+    n = int(data.get("n", data.get("limit", 256)))
+    rows = []
+    for _ in range(n):
+        p = mix.sample(rng)
+        rows.append({"prompt": format_prompt(p.question), "id": p.id, "family": p.family, "question": p.question,
+                     "answer": str(p.answer), "problem_data": json.dumps(p.data)})
+    return rows, mix
+
+
+def _problem(row: dict):
+    from hicra.lab.tasks import Problem
+
+    return Problem(id=row["id"], family=row["family"], question=row["question"], answer=int(row["answer"]),
+                   data=json.loads(row["problem_data"]))
+
+
+def lab_reward(mix):
+    def lab_task_reward(completions, id, family, question, answer, problem_data, **kwargs):  # noqa: A002
+        from hicra.integrations.trl import _text
+
+        rows = [dict(id=i, family=f, question=q, answer=a, problem_data=d)
+                for i, f, q, a, d in zip(id, family, question, answer, problem_data, strict=True)]
+        return [float(mix.check(_problem(r), _text(c)).reward) for r, c in zip(rows, completions, strict=True)]
+
+    def annotate(row: dict, completion: str) -> dict:
+        result = mix.check(_problem(row), completion)
+        return {"correct": bool(result.correct), "error_type": result.error_type}
+
+    return lab_task_reward, annotate
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model
+
+
+def resolve_model(spec: str, rows: list[dict], out_dir: Path) -> Path:
+    """A model directory; "lab:SIZE" builds a fresh tiny lab model (tokenizer trained on the prompts + lexicon)."""
+    if isinstance(spec, str) and spec.startswith("lab:"):
+        from hicra.lab.model import build_model, train_tokenizer
+        from hicra.planning import Lexicon
+
+        size = spec.split(":", 1)[1] or "1m"
+        texts = [r["prompt"] + r.get("answer", "") for r in rows] + list(Lexicon.preset("lab").texts) * 20
+        tok = train_tokenizer(texts)
+        path = out_dir / "model_init"
+        tok.save_pretrained(path)
+        build_model(tok, size=size).save_pretrained(path)
+        return path
+    path = Path(spec)
+    if not path.is_dir():
+        raise InputError("model directory not found (or use 'lab:1m')", path=str(path), field="model")
+    return path
+
+
+def build_trainer(cfg: dict):
+    """(trainer, run_dir) from a loaded config dict."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from hicra.integrations.trl import HICRAConfig, HICRATrainer
+
+    data = cfg["data"]
+    if not isinstance(data, dict):
+        raise InputError("must be a mapping", path=cfg["_path"], field="data")
+    if "lab" in data:
+        rows, mix = lab_rows(data)
+        reward, annotate = lab_reward(mix)
+        task = "lab:" + ",".join(t.family for t in mix.tasks)
+    elif "bench" in data or "path" in data:
+        rows, reward, annotate = math_rows(data, cfg["_path"]), math_reward(), None
+        task = data.get("bench") or str(data["path"])
+    else:
+        raise InputError("needs one of bench, path, lab", path=cfg["_path"], field="data")
+    if not rows:
+        raise InputError("no training problems", path=cfg["_path"], field="data")
+    args = dict(cfg.get("args") or {})
+    args.setdefault("output_dir", "runs/train")
+    out_dir = Path(args["output_dir"])
+    model_dir = resolve_model(cfg["model"], rows, out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    kind = cfg.get("trainer", "hicra")
+    try:
+        if kind == "hicra":
+            targs = HICRAConfig(**args)
+        else:
+            hicra_only = set(HICRAConfig.__dataclass_fields__) - set(GRPOConfig.__dataclass_fields__)
+            targs = GRPOConfig(**{k: v for k, v in args.items() if k not in hicra_only})
+    except (TypeError, ValueError) as exc:
+        raise InputError(str(exc), path=cfg["_path"], field="args") from None
+    common = dict(model=model, reward_funcs=reward, args=targs, train_dataset=Dataset.from_list(rows),
+                  processing_class=tokenizer)
+    if kind == "hicra":
+        trainer = HICRATrainer(**common, annotate=annotate)
+        if trainer.rollout_logger is not None:
+            trainer.rollout_logger.run_info.update(task=task, model=str(cfg["model"]))
+            trainer.rollout_logger.run_info["config"]["train_config"] = {k: v for k, v in cfg.items()
+                                                                         if k != "_path"}
+    else:
+        trainer = GRPOTrainer(**common)
+    return trainer
+
+
+def run(args) -> int:
+    cfg = load_config(args.config, args.set)
+    trainer = build_trainer(cfg)
+    trainer.train()
+    out = Path(trainer.args.output_dir)
+    trainer.save_model(str(out / "final"))
+    print(json.dumps({"output_dir": str(out), "steps": trainer.state.global_step,
+                      "run_dir": str(getattr(trainer.args, "run_dir", None) or out)}))
+    return 0
