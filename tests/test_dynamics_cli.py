@@ -1,0 +1,179 @@
+"""`hicra analyze` and `hicra convert` end to end on synthetic run directories and the GSM8K responses file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hicra.cli import main
+from hicra.dynamics.records import rollout_path
+from hicra.dynamics.synthetic import make_synthetic_run
+
+
+def _digests(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory):
+    return make_synthetic_run(tmp_path_factory.mktemp("planted") / "run", steps=24, prompts=4, group=4,
+                              segments=4, exec_len=8, seed=1)
+
+
+def test_analyze_end_to_end_planted(planted_run, tmp_path, capsys):
+    before = _digests(planted_run)
+    out = tmp_path / "out"
+    assert main(["analyze", str(planted_run), "--out", str(out), "--k", "1,2", "--quiet", "--n-boot", "199"]) == 0
+    assert _digests(planted_run) == before  # inputs never modified
+    names = {p.name for p in out.iterdir()}
+    assert {"metrics.parquet", "metrics.csv", "summary.json", "dynamics.png", "report.html"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    summary = json.loads((out / "summary.json").read_text())
+    ph = summary["phases"]
+    assert ph["verdict"] == "two-phase"
+    # planted: execution NLL decays with time constant 24/8 = 3 steps; the bend is found early
+    assert 2 <= ph["consolidation_end_step"] <= 10
+    assert summary["steps"] == 24 and summary["final"]["step"] == 23
+    df = pd.read_parquet(out / "metrics.parquet")
+    assert df["rel_ppl_execution"].iloc[0] == 1.0 and df["rel_ppl_execution"].iloc[-1] < 0.9
+    assert {"pass_at_1", "pass_at_2"} <= set(df.columns)
+    assert df["pass_at_1"].tolist() == pytest.approx(df["accuracy"].tolist())
+    text = capsys.readouterr().out
+    assert "verdict: two-phase" in text
+
+
+def test_analyze_null_run_is_not_two_phase(tmp_path):
+    run = make_synthetic_run(tmp_path / "null", steps=20, prompts=4, group=4, segments=4, exec_len=8,
+                             planted=False, seed=2)
+    assert main(["analyze", str(run), "--quiet", "--no-report", "--n-boot", "199"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["phases"]["verdict"] != "two-phase"
+    assert not (run / "report.html").exists() and (run / "metrics.csv").exists()
+
+
+def test_pooling_several_runs(tmp_path, capsys):
+    runs = [make_synthetic_run(tmp_path / f"seed{s}", steps=20, prompts=3, group=4, segments=3, exec_len=6,
+                               seed=s) for s in range(3)]
+    out = tmp_path / "pooled"
+    assert main(["analyze", *map(str, runs), "--out", str(out), "--quiet", "--no-report",
+                 "--n-boot", "199"]) == 0
+    pooled = json.loads((out / "pooled_summary.json").read_text())
+    assert pooled["runs"] == ["seed0", "seed1", "seed2"]
+    assert pooled["phases"]["evidence"]["n_runs"] == 3
+    lo, hi = pooled["phases"]["evidence"]["consolidation_end_interval_over_runs"]
+    assert lo <= hi
+    assert all((out / f"seed{s}" / "summary.json").exists() for s in range(3))
+
+
+def _run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "hicra", *args], capture_output=True, text=True, timeout=120)
+
+
+def _corrupt(run, step, mutate):
+    path = rollout_path(run, step)
+    table = pq.read_table(path)
+    pq.write_table(mutate(table), path)
+    return path
+
+
+def test_bad_input_one_line_error_and_skip_invalid(tmp_path):
+    run = make_synthetic_run(tmp_path / "run", steps=10, prompts=2, group=2, segments=2, exec_len=4, seed=3)
+
+    def nan_logprob(t):
+        lp = t.column("logprobs").to_pylist()
+        lp[3][1] = math.nan
+        return t.set_column(t.schema.get_field_index("logprobs"), "logprobs", pa.array(lp, pa.list_(pa.float32())))
+
+    bad = _corrupt(run, 4, nan_logprob)
+    before = _digests(run)
+    res = _run_cli("analyze", str(run), "--out", str(tmp_path / "o1"), "--quiet")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr
+    assert lines[0] == f"hicra analyze: error: {bad}:3, field 'logprobs': NaN log-probability"
+    assert not (tmp_path / "o1" / "summary.json").exists()
+    # --skip-invalid: the rest is analysed, the skipped row is listed (stderr and summary.json)
+    res = _run_cli("analyze", str(run), "--out", str(tmp_path / "o2"), "--quiet", "--skip-invalid",
+                   "--no-report")
+    assert res.returncode == 0, res.stderr
+    assert f"{bad}:3, field 'logprobs'" in res.stderr
+    summary = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert len(summary["skipped"]) == 1 and "NaN log-probability" in summary["skipped"][0]
+    df = pd.read_parquet(tmp_path / "o2" / "metrics.parquet")
+    assert df.loc[df.step == 4, "n_responses"].item() == 3 and len(df) == 10
+    assert _digests(run) == before
+
+
+def test_bad_input_missing_column_and_empty_step(tmp_path):
+    run = make_synthetic_run(tmp_path / "run", steps=9, prompts=2, group=2, segments=2, exec_len=4, seed=4)
+    path = _corrupt(run, 2, lambda t: t.drop_columns(["correct"]))
+    res = _run_cli("analyze", str(run), "--quiet")
+    assert res.returncode == 2 and res.stderr.strip() == \
+        f"hicra analyze: error: {path}, field 'correct': missing required column"
+    path5 = _corrupt(run, 5, lambda t: t.slice(0, 0))
+    res = _run_cli("analyze", str(run), "--quiet", "--skip-invalid", "--no-report")
+    assert res.returncode == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 7
+    assert any(str(path) in s for s in summary["skipped"]) and any(str(path5) in s for s in summary["skipped"])
+    res = _run_cli("analyze", str(tmp_path / "nope"))
+    assert res.returncode == 2 and "not a directory" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_convert_flat_responses(tmp_path):
+    src = tmp_path / "resp.jsonl"
+    rows = []
+    for ckpt in ("100", "20"):
+        for i in range(3):
+            rows.append({"prompt": f"q{i}", "id": f"q{i}", "model": ckpt, "correct": i == 0,
+                         "response": "Let me verify: 2 + 2 = 4. Wait, we can see that it is right."})
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "run"
+    assert main(["convert", "responses", str(src), "--out", str(out), "--quiet"]) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["config"]["steps"] == {"0": "20", "1": "100"}  # numeric checkpoint order
+    t = pq.read_table(rollout_path(out, 0))
+    assert t.num_rows == 3 and t.column("logprobs").null_count == 3
+    # regex word proxy: tokens and planning mask follow the text
+    words = ["Let", "me", "verify", ":", "2", "+", "2", "=", "4", ".", "Wait", ",", "we", "can", "see", "that",
+             "it", "is", "right", "."]
+    assert len(t.column("token_ids")[0]) == len(words)
+    mask = np.array(t.column("planning_mask")[0].as_py())
+    # spans: "let me verify", "wait", "we can see" (leftmost-longest beats "can see that")
+    assert mask[:3].all() and mask[10] and mask[12:15].all() and not mask[15] and not mask[4:10].any()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b", "correct": true}\n{"prompt": "a", "response": "b"}\n')
+    res = _run_cli("convert", "responses", str(bad), "--out", str(tmp_path / "r2"), "--quiet")
+    assert res.returncode == 2 and res.stderr.strip() == (
+        f"hicra convert: error: {bad}:2, field 'correct': missing correctness label (correct / is_correct)")
+
+
+def test_convert_gsm8k_model_solutions(shared_data, tmp_path, capsys):
+    src = shared_data / "gsm8k" / "model_solutions.jsonl"
+    out = tmp_path / "gsm"
+    assert main(["convert", "responses", str(src), "--out", str(out), "--limit", "200", "--analyze",
+                 "--quiet"]) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert list(info["config"]["steps"].values()) == ["6b_finetuning", "6b_verification", "175b_finetuning",
+                                                     "175b_verification"]
+    df = pd.read_parquet(out / "metrics.parquet")
+    # accuracy per model equals the labels in the file
+    labels = [json.loads(line) for line in src.read_text().splitlines()[:200]]
+    for step, name in info["config"]["steps"].items():
+        want = np.mean([r[name]["is_correct"] for r in labels])
+        assert df.loc[df.step == int(step), "accuracy"].item() == pytest.approx(want)
+    assert (df["planning_ratio"] > 0).all() and (df["semantic_entropy"] > 0).all()
+    assert df["high_entropy_planning_share"].isna().all()  # no entropies in the file: reported unavailable
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["phases"]["verdict"] == "inconclusive"
+    assert any("no token entropies" in n for n in summary["notes"])

@@ -1,0 +1,102 @@
+"""The report: dynamics.png content and report.html rendered in headless Chromium (Debian's `chromium`)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hicra.dynamics.analyze import analyze_run
+from hicra.dynamics.phases import PhaseConfig
+from hicra.dynamics.report import highlight
+from hicra.dynamics.synthetic import make_synthetic_run
+from hicra.planning.tagger import PlanningTagger
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    run = make_synthetic_run(root / "run", steps=20, prompts=3, group=4, segments=3, exec_len=6, seed=5)
+    out = root / "out"
+    summary = analyze_run(run, out, phase_config=PhaseConfig(n_boot=199))
+    return out, summary
+
+
+def test_figure_and_html_are_self_contained(analysed):
+    out, summary = analysed
+    png = Image.open(out / "dynamics.png")
+    assert png.size == (1800, 420)
+    # four panels: the figure is not blank and has the series colours (matplotlib tab:red / tab:blue lines)
+    arr = np.asarray(png.convert("RGB")).astype(int)
+    for rgb in ((214, 39, 40), (31, 119, 180), (44, 160, 44), (255, 127, 14)):
+        assert (np.abs(arr - np.array(rgb)).sum(axis=2) < 30).sum() > 50, rgb
+    html = (out / "report.html").read_text()
+    # offline: no external resource of any kind
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)""", html)
+    embedded = re.search(r"id='figure'[^>]*src='data:image/png;base64,([^']+)'", html).group(1)
+    assert base64.b64decode(embedded) == (out / "dynamics.png").read_bytes()
+    assert f"Verdict: <b>{summary['phases']['verdict']}</b>" in html
+    assert "first step (0)" in html and "last step (19)" in html and "<mark" in html
+    assert "id='errors'" in html  # error-type curves (the synthetic run labels its failures)
+
+
+def test_highlight_marks_planning_spans_and_escapes():
+    tagger = PlanningTagger("paper")
+    out = highlight("<b>x</b> Let me verify 1 < 2, wait.", tagger)
+    assert out == ("&lt;b&gt;x&lt;/b&gt; <mark title=\"verification\">Let me verify</mark> 1 &lt; 2, "
+                   "<mark title=\"backtracking\">wait</mark>.")
+
+
+_PROBE = """
+<script>
+window.addEventListener('load', function () {
+  var img = document.getElementById('figure'), v = document.getElementById('verdict');
+  var r = img.getBoundingClientRect(), rv = v.getBoundingClientRect(), s = getComputedStyle(v);
+  var out = {naturalWidth: img.naturalWidth, naturalHeight: img.naturalHeight, width: r.width, height: r.height,
+             verdictText: v.innerText, verdictHeight: rv.height, verdictTop: rv.top,
+             verdictVisible: s.visibility === 'visible' && s.display !== 'none' && parseFloat(s.opacity) > 0,
+             figureTop: r.top, marks: document.querySelectorAll('mark').length};
+  var pre = document.createElement('pre'); pre.id = 'probe'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>
+"""
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Debian's chromium is not installed (apt-get install -y chromium); "
+                    "CI installs it")
+def test_report_renders_in_headless_chromium(analysed, tmp_path):
+    out, summary = analysed
+    # a copy with a probe script that records what the browser laid out; the report itself has no script
+    page = tmp_path / "probe.html"
+    page.write_text((out / "report.html").read_text().replace("</body>", _PROBE + "</body>"))
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}",
+           "--window-size=1400,1000", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    m = re.search(r'<pre id="probe">(.*?)</pre>', res.stdout, re.S)
+    assert m, f"no probe output; stderr: {res.stderr[-2000:]}"
+    probe = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    # the figure decoded (its real pixel size) and is laid out with a visible size
+    assert (probe["naturalWidth"], probe["naturalHeight"]) == (1800, 420)
+    assert probe["width"] > 600 and probe["height"] > 100
+    # the verdict is visible, above the figure, and says what summary.json says
+    assert probe["verdictVisible"] and probe["verdictHeight"] > 10 and probe["verdictTop"] < probe["figureTop"]
+    assert f"Verdict: {summary['phases']['verdict']}" in probe["verdictText"]
+    assert probe["marks"] > 0
+    # and a screenshot is not blank
+    shot = tmp_path / "shot.png"
+    subprocess.run([*cmd[:-2], f"--screenshot={shot}", (out / "report.html").as_uri()], capture_output=True,
+                   timeout=120)
+    img = np.asarray(Image.open(shot).convert("L"))
+    assert img.std() > 10
