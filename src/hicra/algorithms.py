@@ -209,7 +209,10 @@ def hicra_advantages(advantages: torch.Tensor, planning_mask: Any, alpha: float)
     if not 0.0 <= alpha < 1.0:  # also rejects NaN
         raise ValueError(f"alpha must satisfy 0 <= alpha < 1, got {alpha}")
     mask = _as_bool_mask(planning_mask, "planning_mask").to(advantages.device)
-    a = _token_advantages(advantages, mask.shape)
+    _token_advantages(advantages, mask.shape)  # shape checks
+    # For [B] input the amplified value is computed once per rollout and broadcast ([B, 1]), so the only [B, T]
+    # pass is the final select; the values are the same as computing A + alpha*|A| token by token.
+    a = advantages.unsqueeze(-1) if advantages.dim() == 1 else advantages
     # torch.where builds a fresh tensor: no in-place write into an indexed copy that could be silently dropped.
     return torch.where(mask, a + alpha * a.abs(), a)
 
