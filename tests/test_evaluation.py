@@ -176,3 +176,11 @@ def test_generation_smoke_tiny_model(tmp_path, shared_data):
         entropy = -(logp.exp() * logp).sum(-1)
         assert torch.allclose(torch.tensor(row["entropies"]), entropy, atol=1e-4)
         assert row["response"] == tok2.decode(row["token_ids"], skip_special_tokens=True)
+    # the evaluation samples form a run directory that `hicra analyze` accepts
+    assert main(["analyze", str(out), "--out", str(tmp_path / "analysis"), "--tokenizer", str(model_dir),
+                 "--quiet", "--no-report"]) == 0
+    import pandas as pd
+
+    metrics = pd.read_parquet(tmp_path / "analysis" / "metrics.parquet")
+    assert metrics["n_responses"].tolist() == [8]
+    assert metrics["accuracy"].tolist() == [sum(r["correct"] for r in rows) / 8]
