@@ -106,8 +106,9 @@ def grpo_advantages(rewards: Any, group_ids: Any, scale: str = "std", eps: float
 
     With scale="none" (Dr.GRPO; what the HICRA paper writes):  A_i = r_i - mean_G(r).
 
-    Edge cases (both differ from nothing in verl except the singleton case):
-      * a group whose rewards are all equal gets exact zeros (never NaN, never rounding noise);
+    Edge cases:
+      * a group whose rewards are all equal gets exact zeros (never NaN, never rounding noise; verl 0.9.1 gives
+        |A| = 7e-3 for seven float32 rewards of 0.1: the mean's rounding error over a ~1e-8 std);
       * a singleton group (n = 1) gets 0: it has no baseline. verl 0.9.1 instead uses mean 0 and std 1 there, so it
         returns r_i / (1 + eps) (or r_i), i.e. it trains on the raw reward.
 
