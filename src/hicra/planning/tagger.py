@@ -165,7 +165,7 @@ def vocab_bytes(tokenizer) -> list[bytes]:
 
 # --- the tagger -----------------------------------------------------------------------------------------
 
-def _overlap_mask(tok_start: np.ndarray, tok_end: np.ndarray, span_start: np.ndarray,
+def overlap_mask(tok_start: np.ndarray, tok_end: np.ndarray, span_start: np.ndarray,
                   span_end: np.ndarray) -> np.ndarray:
     """mask[i] = token [tok_start[i], tok_end[i]) overlaps some span; spans sorted and disjoint.
 
@@ -243,7 +243,7 @@ class PlanningTagger:
             if not text[s:e].isspace():
                 offsets[i, 1] = s
         spans = self.char_spans(text)
-        return _overlap_mask(offsets[:, 0], offsets[:, 1], spans[:, 0], spans[:, 1])
+        return overlap_mask(offsets[:, 0], offsets[:, 1], spans[:, 0], spans[:, 1])
 
     def _vocab_table(self):
         if self._vocab is None:
@@ -303,7 +303,7 @@ class PlanningTagger:
             tok_start = tok_end - char_len
             text = "".join(pieces)
         spans = self.char_spans(text)
-        mask = _overlap_mask(tok_start, tok_end, spans[:, 0], spans[:, 1])
+        mask = overlap_mask(tok_start, tok_end, spans[:, 0], spans[:, 1])
         return np.split(mask[real], np.cumsum(lengths)[:-1])
 
     def planning_fraction(self, sequences) -> float:

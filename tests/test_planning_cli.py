@@ -1,0 +1,129 @@
+"""`hicra grams` through a subprocess: tag, show, mine, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hicra.planning.lexicon import Lexicon
+
+
+def hicra(*args, cwd=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "hicra", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+def test_tag_text():
+    r = hicra("grams", "tag", "--lexicon", "paper", "Let’s verify. Also, so again", "nothing")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(lines) == 2 and lines[1]["spans"] == []
+    assert [(s["match"], s["phrase"], s["category"]) for s in lines[0]["spans"]] == [
+        ("Let’s", "lets", "other"), ("so again", "so again", "deduction")]
+    assert lines[0]["spans"][1]["start"] == len("Let’s verify. Also, ")
+
+
+def test_tag_file_and_summary(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    rows = [{"q": "x", "m": {"a": {"ok": True, "text": "But wait, so we add."},
+                             "b": {"ok": False, "text": "Hmm, no"}}},
+            {"q": "y", "m": {"a": {"ok": True, "text": "Also nothing"}, "b": {"ok": True, "text": "thus"}}}]
+    corpus.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    r = hicra("grams", "tag", "--file", corpus, "--text-field", "m.*.text", "--correct-field", "m.*.ok")
+    assert r.returncode == 0, r.stderr
+    out = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [o["source"] for o in out] == ["1:a", "2:a", "2:b"]  # the incorrect 1:b is skipped
+    assert [s["phrase"] for s in out[0]["spans"]] == ["but wait", "so"]
+    r = hicra("grams", "tag", "--file", corpus, "--text-field", "m.*.text", "--summary")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    texts = ["But wait, so we add.", "Hmm, no", "Also nothing", "thus"]
+    assert summary["texts"] == 4 and summary["chars"] == sum(map(len, texts))
+    # spans: "But wait" (8), "so" (2), "Hmm," (4), "thus" (4)
+    assert summary["planning_chars"] == 18 and summary["occurrences"] == 4
+    # words: but wait , so we add . | hmm , no | also nothing | thus -> 13; planning: but wait so hmm , thus
+    assert summary["words"] == 13 and summary["planning_words"] == 6
+
+
+def test_show():
+    r = hicra("grams", "show", "paper")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("paper: 249 phrases") and "backtracking (" in r.stdout
+    r = hicra("grams", "show", "paper", "--json")
+    assert len(json.loads(r.stdout)["phrases"]) == 249
+
+
+def _check_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    err = r.stderr.strip().splitlines()[-1]  # progress bars (on a terminal) may precede the one error line
+    assert err.startswith("hicra grams: error: ")
+    for n in needles:
+        assert n in err, (n, err)
+
+
+@pytest.mark.parametrize("content, needles", [
+    (b'{"phrases": ["so", "So"]}', ["lex.json", "duplicate"]),
+    (b'{"phrases": [""]}', ["lex.json", "empty phrase"]),
+    (b'{"phrases": [\n  "so",\n', ["lex.json:3", "bad JSON"]),
+    (b'{"phrases": [\n"caf\xe9"]}', ["lex.json:2", "not UTF-8"]),
+])
+def test_bad_lexicon_file(tmp_path, content, needles):
+    lex = tmp_path / "lex.json"
+    lex.write_bytes(content)
+    _check_error(hicra("grams", "tag", "--lexicon", lex, "so"), *needles)
+    _check_error(hicra("grams", "show", lex), *needles)
+
+
+def test_bad_corpus(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_bytes(b'{"text": "so"}\n{"txt": "so"}\n')
+    _check_error(hicra("grams", "tag", "--file", corpus, "--text-field", "text"),
+                 "c.jsonl:2", "field 'text'", "missing field")
+    corpus.write_bytes(b'{"text": "so"}\n{"text": "caf\xe9"}\n')
+    _check_error(hicra("grams", "tag", "--file", corpus, "--text-field", "text"), "c.jsonl:2", "not UTF-8")
+    corpus.write_bytes(b'{"text": "so"}\n{"text": 3}\n')
+    _check_error(hicra("grams", "mine", corpus, "--text-field", "text", "--out", tmp_path / "o.json"),
+                 "c.jsonl:2", "field 'text'", "expected a string")
+    corpus.write_bytes(b'{"text": "so", "ok": true}\n{"text": "x", "ok": "maybe"}\n')
+    _check_error(hicra("grams", "mine", corpus, "--text-field", "text", "--correct-field", "ok",
+                       "--out", tmp_path / "o.json"), "c.jsonl:2", "field 'ok'", "boolean")
+    corpus.write_bytes(b'{"text": "so"}\n{"text": "so"\n')
+    _check_error(hicra("grams", "tag", "--file", corpus, "--text-field", "text"), "c.jsonl:2", "bad JSON")
+    _check_error(hicra("grams", "show", "no-such-preset"), "unknown lexicon preset")
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_mine_end_to_end(tmp_path):
+    """A small corpus where planning phrases recur across correct solutions; the real embedder runs."""
+    import random
+
+    rng = random.Random(0)
+    plans = ["let us check the result", "we need to figure out", "on the other hand we", "first we compute"]
+    rows = []
+    for i in range(60):
+        steps = [f"{rng.choice(plans)} {rng.randint(2, 99)} plus {rng.randint(2, 99)}" for _ in range(3)]
+        rows.append({"question": f"what is the sum of item {i}", "sol": {"text": ". ".join(steps), "ok": i % 4 != 0}})
+    rows.append({"question": "q", "sol": {"text": "a wrong path that keeps going wrong " * 3, "ok": False}})
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "mined.json"
+    r = hicra("grams", "mine", corpus, "--text-field", "sol.text", "--correct-field", "sol.ok",
+              "--question-field", "question", "--n", "3-4", "--top", "0.5", "--min-df", "3", "--out", out)
+    assert r.returncode == 0, r.stderr
+    lex = Lexicon.load(out)
+    report = json.loads((tmp_path / "mined.report.json").read_text())
+    assert report["n_documents"] == 45  # 60 rows, every 4th is incorrect
+    texts = set(lex.texts)
+    assert "we need to figure" in texts or "need to figure out" in texts
+    assert not any("wrong" in t for t in texts)  # only successful solutions count
+    assert not any(any(ch.isdigit() for ch in t) for t in texts)
+    kept = [c for c in report["clusters"] if c["kept"]]
+    assert len(kept) == report["n_kept_clusters"] >= 1
+    assert [c["doc_freq"] for c in kept] == sorted((c["doc_freq"] for c in kept), reverse=True)
+    assert sum(len(c["phrases"]) for c in kept) == len(lex)
