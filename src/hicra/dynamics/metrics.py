@@ -290,9 +290,9 @@ def compute_metrics(run_dir: str | os.PathLike, *, tagger=None, quantiles: Seque
     for q in quantiles:
         if not 0 < q < 1:
             raise InputError(f"top-q quantile must be in (0, 1), got {q}", field="quantile")
-    n_files = len(list_rollout_files(run_dir))
+    n_steps = len({step for step, _, _ in list_rollout_files(run_dir)})
     rows = []
-    with tqdm(total=n_files, desc="analyze", unit="file", disable=not progress) as bar:
+    with tqdm(total=n_steps, desc="analyze", unit="step", disable=not progress) as bar:
         for _step, table in iter_steps(run_dir, columns=READ_COLUMNS, skip_invalid=skip_invalid,
                                        skipped=skipped):
             rows.append(step_metrics(table, tagger=tagger, quantiles=quantiles, ks=ks))
