@@ -3,7 +3,8 @@
 Stated operating figures (60 steps, 100 seeded curves per case, n_boot=299):
 - planted (execution rel. perplexity 1 - 0.3(1 - exp(-step/6)) + N(0, s1); semantic entropy flat until step 20
   then +0.02/step, + N(0, s2)): "two-phase" in >= 90% at (s1, s2) = (0.02, 0.1) and (0.05, 0.25);
-- null (both flat + noise; or a straight-line decline of rel. perplexity + flat entropy): "two-phase" in <= 10%.
+- null (both flat + noise; a straight-line decline of rel. perplexity + flat entropy; both flat with AR(1) noise,
+  phi = 0.6), (s1, s2) = (0.05, 0.25): "two-phase" in <= 10%.
 Each case prints its measured share (pytest -s shows it).
 """
 
@@ -34,8 +35,21 @@ def planted(rng, n=60, s1=0.02, s2=0.1):
     return {"step": x, "rel_ppl_execution": rp, "semantic_entropy": se}
 
 
+def ar1(rng, n, phi, sigma):
+    """Stationary AR(1) noise with marginal standard deviation sigma (correlated step-to-step noise)."""
+    e = np.empty(n)
+    e[0] = rng.normal(0, sigma)
+    z = rng.normal(0, sigma * np.sqrt(1 - phi**2), n)
+    for i in range(1, n):
+        e[i] = phi * e[i - 1] + z[i]
+    return e
+
+
 def null(rng, n=60, s1=0.02, s2=0.1, kind="flat"):
     x = np.arange(n, dtype=float)
+    if kind == "ar1":  # flat curves, autocorrelated noise (phi = 0.6): the tests assume independence
+        return {"step": x, "rel_ppl_execution": 1 + ar1(rng, n, 0.6, s1),
+                "semantic_entropy": 5 + ar1(rng, n, 0.6, s2)}
     base = 1.0 if kind == "flat" else 1 - 0.004 * x
     return {"step": x, "rel_ppl_execution": base + rng.normal(0, s1, n),
             "semantic_entropy": 5 + rng.normal(0, s2, n)}
@@ -53,7 +67,7 @@ def test_planted_phase_change_detected(s1, s2):
     assert rate >= 0.90
 
 
-@pytest.mark.parametrize("kind", ["flat", "linear"])
+@pytest.mark.parametrize("kind", ["flat", "linear", "ar1"])
 def test_null_curves_rarely_two_phase(kind):
     rate = share(lambda r: null(r, s1=0.05, s2=0.25, kind=kind), "two-phase")
     print(f"null {kind}: false two-phase share {rate:.2f}")
