@@ -84,3 +84,10 @@ def test_unknown_preset():
     with pytest.raises(InputError, match="unknown lexicon preset"):
         Lexicon.preset("nope")
     assert "paper" in Lexicon.presets()
+
+
+def test_gsm8k_preset_is_a_mined_lexicon():
+    lex = Lexicon.preset("gsm8k")
+    assert "gsm8k" in Lexicon.presets() and len(lex) > 50
+    for p in lex:
+        assert 3 <= len(p.text.split()) <= 5 and not any(ch.isdigit() for ch in p.text), p.text

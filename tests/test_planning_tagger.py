@@ -291,3 +291,19 @@ def test_multibyte_apostrophe_split_across_byte_tokens(bpe_tokenizer):
 def test_token_mask_needs_tokenizer():
     with pytest.raises(ValueError, match="tokenizer"):
         PlanningTagger(PAPER).token_mask("so")
+
+
+_TOKEN_TAGGERS: dict = {}
+
+
+@settings(max_examples=150, deadline=None)
+@given(parts=st.lists(st.tuples(st.sampled_from(FRAGMENTS + ["naïve", "’", "—", "ß", "İ", "日本"]),
+                                st.sampled_from(SEPS)), max_size=20))
+def test_text_and_ids_paths_agree_on_random_text(bpe_tokenizer, sp_tokenizer, parts):
+    text = "".join(a + b for a, b in parts)
+    for tok in (bpe_tokenizer, sp_tokenizer):
+        if tok not in _TOKEN_TAGGERS:  # the tokenizer fixtures live as long as the module
+            _TOKEN_TAGGERS[tok] = PlanningTagger(PAPER, tok)
+        tagger = _TOKEN_TAGGERS[tok]
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tagger.token_mask(text).tolist() == tagger.token_mask(ids).tolist(), (text, tok)

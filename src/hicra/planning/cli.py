@@ -34,6 +34,16 @@ def register(subparsers) -> None:
     show.add_argument("--json", action="store_true", help="print the lexicon file instead")
     show.set_defaults(func=_show)
 
+    cmp = sub.add_parser("compare", help="overlap of two lexicons (phrases, and occurrences in a corpus)",
+                         description="Shared phrases of two lexicons; with --file, how far their planning "
+                         "characters in the corpus overlap.")
+    cmp.add_argument("a", help="preset name or lexicon file")
+    cmp.add_argument("b", help="preset name or lexicon file")
+    cmp.add_argument("--file", help="JSON lines corpus")
+    cmp.add_argument("--text-field", help="dotted field path of the text in --file ('*' = every key)")
+    cmp.add_argument("--correct-field", help="only texts whose field is true")
+    cmp.set_defaults(func=_compare)
+
     mine = sub.add_parser(
         "mine", help="mine a lexicon from successful solutions",
         description="n-grams of successful solutions -> all-MiniLM-L6-v2 embeddings -> agglomerative clusters "
@@ -149,6 +159,53 @@ def _show(args) -> int:
             print(f"\n{cat} ({len(texts)}):")
             print("  " + "; ".join(texts))
     return 0
+
+
+# --- compare --------------------------------------------------------------------------------------------
+
+def _compare(args) -> int:
+    from hicra.planning.lexicon import Lexicon
+    from hicra.planning.mining import read_corpus
+    from hicra.planning.tagger import PlanningTagger
+
+    a, b = Lexicon.resolve(args.a), Lexicon.resolve(args.b)
+    shared = [p.text for p in a if p.text in b]
+    # a phrase of A "contains" B when B's tagger finds an occurrence inside it
+    tb, ta = PlanningTagger(b), PlanningTagger(a)
+    a_contains_b = [p.text for p in a if tb.spans(p.text)]
+    b_contains_a = [p.text for p in b if ta.spans(p.text)]
+    out = {"a": a.name, "b": b.name, "size_a": len(a), "size_b": len(b), "shared": len(shared),
+           "shared_phrases": shared, "a_containing_b": len(a_contains_b), "b_containing_a": len(b_contains_a),
+           "a_containing_b_examples": a_contains_b[:20]}
+    if args.file:
+        if not args.text_field:
+            raise InputError("--file needs --text-field")
+        n_a = n_b = n_both = n_chars = 0
+        for doc, ok in read_corpus(args.file, args.text_field, args.correct_field):
+            if not ok:
+                continue
+            ma = _char_mask(ta, doc.text)
+            mb = _char_mask(tb, doc.text)
+            n_a += int(ma.sum())
+            n_b += int(mb.sum())
+            n_both += int((ma & mb).sum())
+            n_chars += len(doc.text)
+        union = n_a + n_b - n_both
+        out.update(chars=n_chars, planning_chars_a=n_a, planning_chars_b=n_b, planning_chars_both=n_both,
+                   jaccard=round(n_both / union, 4) if union else None,
+                   share_of_a_also_b=round(n_both / n_a, 4) if n_a else None,
+                   share_of_b_also_a=round(n_both / n_b, 4) if n_b else None)
+    print(json.dumps(out, ensure_ascii=False, indent=1))
+    return 0
+
+
+def _char_mask(tagger, text: str):
+    import numpy as np
+
+    mask = np.zeros(len(text), dtype=bool)
+    for start, end in tagger.char_spans(text).tolist():
+        mask[start:end] = True
+    return mask
 
 
 # --- mine -----------------------------------------------------------------------------------------------

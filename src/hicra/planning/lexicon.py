@@ -235,7 +235,8 @@ class Lexicon:
     def presets() -> list[str]:
         """Names of the presets shipped with the package."""
         folder = resources.files("hicra.planning") / "presets"
-        return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+        # "<name>.json" only: "<name>.report.json" and other dotted names are not lexicons
+        return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json") and p.name.count(".") == 1)
 
     @classmethod
     def preset(cls, name: str) -> Lexicon:
