@@ -177,3 +177,52 @@ def test_convert_gsm8k_model_solutions(shared_data, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["phases"]["verdict"] == "inconclusive"
     assert any("no token entropies" in n for n in summary["notes"])
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    from hicra.lab.model import train_tokenizer
+
+    texts = ["let me verify the sum 12 + 30 = 42", "we can see that 7 * 6 = 42, so the answer is 42",
+             "first we need to add 3 and 4", "break down the problem: 5 - 2 = 3"] * 4
+    path = tmp_path_factory.mktemp("tok") / "tokenizer"
+    train_tokenizer(texts, vocab_size=300).save_pretrained(path)
+    return path, texts
+
+
+def test_convert_with_tokenizer_then_analyze_recomputes_masks(tokenizer_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from hicra.planning.tagger import PlanningTagger
+
+    tok_path, texts = tokenizer_dir
+    src = tmp_path / "resp.jsonl"
+    src.write_text("\n".join(json.dumps({"prompt": "q", "id": i // 2, "model": "m", "correct": i % 2 == 0,
+                                         "response": t}) for i, t in enumerate(texts)) + "\n")
+    run = tmp_path / "run"
+    assert main(["convert", "responses", str(src), "--out", str(run), "--tokenizer", str(tok_path),
+                 "--quiet"]) == 0
+    tok = AutoTokenizer.from_pretrained(tok_path)
+    tagger = PlanningTagger("paper", tokenizer=tok)
+    t = pq.read_table(rollout_path(run, 0))
+    assert t.column("token_ids").to_pylist() == [tok(x, add_special_tokens=False)["input_ids"] for x in texts]
+    want_masks = [tagger.token_mask(x).tolist() for x in texts]
+    assert t.column("planning_mask").to_pylist() == want_masks
+    # drop the masks: analyze recomputes them from token ids with the tokenizer named in run.json
+    pq.write_table(t.set_column(t.schema.get_field_index("planning_mask"), "planning_mask",
+                                pa.nulls(t.num_rows, pa.list_(pa.bool_()))), rollout_path(run, 0))
+    info = json.loads((run / "run.json").read_text())
+    info["tokenizer"] = str(tok_path)
+    (run / "run.json").write_text(json.dumps(info))
+    assert main(["analyze", str(run), "--out", str(tmp_path / "a"), "--quiet", "--no-report"]) == 0
+    df = pd.read_parquet(tmp_path / "a" / "metrics.parquet")
+    flat = np.concatenate([np.array(m) for m in want_masks])
+    assert df["planning_ratio"].item() == pytest.approx(flat.mean())
+    # without a tokenizer the token-level planning metrics are reported unavailable, not guessed
+    del info["tokenizer"]
+    (run / "run.json").write_text(json.dumps(info))
+    assert main(["analyze", str(run), "--out", str(tmp_path / "b"), "--quiet", "--no-report"]) == 0
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["final"]["planning_ratio"] is None and any("--tokenizer" in n for n in summary["notes"])
+    res = _run_cli("analyze", str(run), "--tokenizer", str(tmp_path / "missing"), "--quiet")
+    assert res.returncode == 2 and "field 'tokenizer': tokenizer directory not found" in res.stderr

@@ -8,6 +8,7 @@ resolved against the run directory), else the "paper" preset. A tokenizer (argum
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -39,15 +40,18 @@ def _resolve_lexicon(spec, run_dir: Path):
         raise InputError(f"cannot load lexicon: {exc}", field="lexicon") from None
 
 
+def _tokenizer_path(spec, run_dir: Path) -> Path:
+    path = Path(spec)
+    return run_dir / path if not path.is_absolute() and (run_dir / path).exists() else path
+
+
 def _load_tokenizer(spec, run_dir: Path, required: bool):
     """A tokenizer from a local directory, or None. `required`: the user named it, so failures are errors."""
     if spec is None:
         return None
     if not isinstance(spec, (str, os.PathLike)):
         return spec  # already a tokenizer object
-    path = Path(spec)
-    if not path.is_absolute() and (run_dir / path).exists():
-        path = run_dir / path
+    path = _tokenizer_path(spec, run_dir)
     if not path.exists():
         if required:
             raise InputError("tokenizer directory not found", path=str(path), field="tokenizer")
@@ -105,11 +109,16 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     list_rollout_files(run_dir)  # fail early, with a clear message, when there is no rollouts/ folder
     lex = _resolve_lexicon(lexicon if lexicon is not None else info.get("lexicon"), run_dir)
     tok_spec = tokenizer if tokenizer is not None else info.get("tokenizer")
-    tok = _load_tokenizer(tok_spec, run_dir, required=tokenizer is not None)
-    tagger = PlanningTagger(lex, tokenizer=tok)
+    required = tokenizer is not None
+    if required and isinstance(tok_spec, (str, os.PathLike)) and not _tokenizer_path(tok_spec, run_dir).exists():
+        raise InputError("tokenizer directory not found", path=str(tok_spec), field="tokenizer")
+    tagger = PlanningTagger(lex)
     skipped: list[Problem] = []
+    # the tokenizer is loaded only if some record lacks its planning mask
     df = compute_metrics(run_dir, tagger=tagger, quantiles=quantiles, ks=ks, skip_invalid=skip_invalid,
-                         skipped=skipped, progress=progress)
+                         skipped=skipped, progress=progress,
+                         load_tokenizer=functools.cache(lambda: _load_tokenizer(tok_spec, run_dir, required)))
+    tok = tagger.tokenizer
     phases = detect_phases(df, phase_config or PhaseConfig())
     notes = []
     if df["planning_ratio"].isna().any():

@@ -193,8 +193,11 @@ def _phrase_statistics(texts: list[str], tagger) -> dict:
 
 
 def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = DEFAULT_QUANTILES,
-                 ks: Sequence[int] = ()) -> dict:
-    """Metrics of one step's rollouts (a table in `ROLLOUT_SCHEMA`), before the run-level normalisations."""
+                 ks: Sequence[int] = (), load_tokenizer=None) -> dict:
+    """Metrics of one step's rollouts (a table in `ROLLOUT_SCHEMA`), before the run-level normalisations.
+
+    `load_tokenizer`: called (once) to give `tagger` a tokenizer the first time a row lacks a planning mask, so
+    runs that carry their masks never pay for loading one."""
     n = table.num_rows
     lengths = pc.list_value_length(table.column("token_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
     correct = np.asarray(table.column("correct").to_numpy(zero_copy_only=False), dtype=bool)
@@ -220,7 +223,9 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
     # planning masks: from the records, re-tagged where absent and a tokenizer is available
     pm = _flat_tokens(table, "planning_mask", lengths, bool)
     mask_col = table.column("planning_mask").combine_chunks()
-    if mask_col.null_count and tagger is not None and getattr(tagger, "tokenizer", None) is not None:
+    if mask_col.null_count and tagger is not None and tagger.tokenizer is None and load_tokenizer is not None:
+        tagger.tokenizer = load_tokenizer()
+    if mask_col.null_count and tagger is not None and tagger.tokenizer is not None:
         missing = np.flatnonzero(~np.asarray(mask_col.is_valid().to_numpy(zero_copy_only=False), dtype=bool))
         ids = table.column("token_ids").take(pa.array(missing)).to_pylist()
         new = tagger.token_masks(ids)
@@ -279,7 +284,7 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
 
 def compute_metrics(run_dir: str | os.PathLike, *, tagger=None, quantiles: Sequence[float] = DEFAULT_QUANTILES,
                     ks: Sequence[int] = (), skip_invalid: bool = False, skipped: list | None = None,
-                    progress: bool = False):
+                    progress: bool = False, load_tokenizer=None):
     """Stream a run directory into a pandas DataFrame with one row per step (see the module docstring)."""
     import pandas as pd
     from tqdm import tqdm
@@ -295,7 +300,8 @@ def compute_metrics(run_dir: str | os.PathLike, *, tagger=None, quantiles: Seque
     with tqdm(total=n_steps, desc="analyze", unit="step", disable=not progress) as bar:
         for _step, table in iter_steps(run_dir, columns=READ_COLUMNS, skip_invalid=skip_invalid,
                                        skipped=skipped):
-            rows.append(step_metrics(table, tagger=tagger, quantiles=quantiles, ks=ks))
+            rows.append(step_metrics(table, tagger=tagger, quantiles=quantiles, ks=ks,
+                                     load_tokenizer=load_tokenizer))
             bar.update(1)
     if not rows:
         raise InputError("no valid rollout rows to analyse", path=str(Path(run_dir) / "rollouts"))
