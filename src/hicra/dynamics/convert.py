@@ -183,7 +183,8 @@ def convert_responses(path: str | os.PathLike, out_dir: str | os.PathLike, *, le
     write_run_info(out_dir, {
         "run_id": out_dir.resolve().name, "algorithm": "converted", "alpha": None, "seed": None,
         "model": ", ".join(names), "task": path.name,
-        "lexicon": str(Path(lexicon).resolve()) if Path(str(lexicon)).is_file() else str(lexicon),
+        "lexicon": tagger.lexicon.name if not isinstance(lexicon, (str, os.PathLike)) else
+        str(Path(lexicon).resolve()) if Path(lexicon).is_file() else str(lexicon),
         "config": {"source": str(path), "steps": {str(k): v for k, v in steps.items()},
                    "tokens": tok_desc, "logprobs": "unavailable", "entropies": "unavailable"},
     })
