@@ -190,3 +190,17 @@ def test_bad_run_json(tmp_path):
     assert exc.value.row == 2 and "run.json" in str(exc.value)
     (tmp_path / "foreign").mkdir()
     assert read_run_info(tmp_path / "foreign") == {}  # foreign logs without run.json
+
+
+def test_writer_accepts_torch_tensors_and_numpy_scalars(tmp_path):
+    import torch
+
+    row = {"prompt_id": "p", "sample_idx": np.int64(0), "response": "x y", "token_ids": torch.tensor([5, 6]),
+           "logprobs": torch.tensor([-0.5, -0.25]), "planning_mask": torch.tensor([True, False]),
+           "reward": np.float32(1.0), "correct": np.bool_(True)}
+    RolloutWriter(tmp_path).write_step(7, [row])
+    (step, table), = list(iter_steps(tmp_path))
+    assert step == 7 and table.column("token_ids").to_pylist() == [[5, 6]]
+    assert table.column("logprobs").to_pylist() == [[-0.5, -0.25]]
+    assert table.column("planning_mask").to_pylist() == [[True, False]]
+    assert table.column("entropies").to_pylist() == [None] and table.column("correct").to_pylist() == [True]
