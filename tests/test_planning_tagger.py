@@ -307,3 +307,14 @@ def test_text_and_ids_paths_agree_on_random_text(bpe_tokenizer, sp_tokenizer, pa
         tagger = _TOKEN_TAGGERS[tok]
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert tagger.token_mask(text).tolist() == tagger.token_mask(ids).tolist(), (text, tok)
+
+
+def test_tokenizer_can_be_set_later(bpe_tokenizer, sp_tokenizer):
+    tagger = PlanningTagger(PAPER)
+    text = "Also, so we verify"
+    tagger.tokenizer = bpe_tokenizer
+    ids = bpe_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tagger.token_mask(ids).tolist() == PlanningTagger(PAPER, bpe_tokenizer).token_mask(text).tolist()
+    tagger.tokenizer = sp_tokenizer  # the vocabulary table is rebuilt for the new tokenizer
+    ids = sp_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tagger.token_mask(ids).tolist() == PlanningTagger(PAPER, sp_tokenizer).token_mask(text).tolist()

@@ -191,8 +191,16 @@ class PlanningTagger:
 
     def __init__(self, lexicon: Lexicon | str = "paper", tokenizer=None):
         self.lexicon = Lexicon.resolve(lexicon)
-        self.tokenizer = tokenizer
         self.pattern = build_pattern([p.key for p in self.lexicon.phrases])
+        self.tokenizer = tokenizer  # (the setter resets the per-vocabulary tables)
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
         self._vocab: list[bytes] | None = None
         self._vocab_len: np.ndarray | None = None
         self._vocab_flat: np.ndarray | None = None  # all vocabulary bytes, concatenated
