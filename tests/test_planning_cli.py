@@ -127,3 +127,29 @@ def test_mine_end_to_end(tmp_path):
     assert len(kept) == report["n_kept_clusters"] >= 1
     assert [c["doc_freq"] for c in kept] == sorted((c["doc_freq"] for c in kept), reverse=True)
     assert sum(len(c["phrases"]) for c in kept) == len(lex)
+
+
+def test_tag_summary_with_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from hicra.planning.tagger import PlanningTagger
+
+    texts = ["But wait, so we add 3 and 4.", "Therefore the answer is 7. Let’s verify: 3 + 4 = 7.", "Also nothing"]
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(texts * 5, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"],
+                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>")
+    tok.save_pretrained(tmp_path / "tok")
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"t": t}) + "\n" for t in texts))
+    r = hicra("grams", "tag", "--file", corpus, "--text-field", "t", "--summary", "--tokenizer", tmp_path / "tok")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    tagger = PlanningTagger("paper", tok)
+    masks = [tagger.token_mask(t) for t in texts]
+    assert summary["tokens"] == sum(len(m) for m in masks)
+    assert summary["planning_tokens"] == sum(int(m.sum()) for m in masks) > 0
+    assert summary["planning_token_share"] == round(summary["planning_tokens"] / summary["tokens"], 5)
