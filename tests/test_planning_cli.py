@@ -153,3 +153,11 @@ def test_tag_summary_with_tokenizer(tmp_path):
     assert summary["tokens"] == sum(len(m) for m in masks)
     assert summary["planning_tokens"] == sum(int(m.sum()) for m in masks) > 0
     assert summary["planning_token_share"] == round(summary["planning_tokens"] / summary["tokens"], 5)
+
+
+def test_non_utf8_text_argument():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable.encode(), b"-m", b"hicra", b"grams", b"tag", b"ok", b"caf\xe9 so"],
+                       capture_output=True, env=env, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.decode().strip() == "hicra grams: error: text argument 2 is not UTF-8"

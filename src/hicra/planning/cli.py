@@ -10,6 +10,8 @@ from pathlib import Path
 
 from hicra.errors import InputError
 
+_SURROGATE_RE = re.compile("[\udc80-\udcff]")
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -96,6 +98,9 @@ def _tag(args) -> int:
     else:
         if not args.text:
             raise InputError("nothing to tag: give texts or --file")
+        for i, t in enumerate(args.text):
+            if _SURROGATE_RE.search(t):  # undecodable bytes on the command line arrive as lone surrogates
+                raise InputError(f"text argument {i + 1} is not UTF-8")
         items = ((str(i), t) for i, t in enumerate(args.text))
 
     totals = {"texts": 0, "chars": 0, "planning_chars": 0, "words": 0, "planning_words": 0,
