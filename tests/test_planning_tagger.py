@@ -318,3 +318,20 @@ def test_tokenizer_can_be_set_later(bpe_tokenizer, sp_tokenizer):
     tagger.tokenizer = sp_tokenizer  # the vocabulary table is rebuilt for the new tokenizer
     ids = sp_tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tagger.token_mask(ids).tolist() == PlanningTagger(PAPER, sp_tokenizer).token_mask(text).tolist()
+
+
+def test_invalid_utf8_row_does_not_spoil_the_batch(bpe_tokenizer):
+    """A row starting with a stray continuation byte is decoded token by token; the other rows keep the exact
+    byte path (a "’" cut across three byte tokens still matches)."""
+    tok = bpe_tokenizer
+    tagger = PlanningTagger(PAPER, tok)
+    byte_ids = [tok.convert_tokens_to_ids(c) for c in "âĢĻ"]  # the three bytes of ’
+    enc = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    cut = enc("x let") + byte_ids + enc("s verify")
+    stray = byte_ids[1:2] + enc(" so we")  # starts with a lone continuation byte: not valid UTF-8
+    masks = tagger.token_masks([cut, stray, enc("but wait")])
+    assert masks[0].tolist() == tagger.token_mask(cut).tolist()
+    n_x = len(enc("x"))
+    assert not masks[0][:n_x].any() and masks[0][n_x:n_x + len(enc(" let")) + 3].all()
+    assert masks[1].tolist() == [False] + [True] * (len(stray) - 1 - len(enc(" we"))) + [False] * len(enc(" we"))
+    assert masks[2].all()

@@ -271,48 +271,64 @@ class PlanningTagger:
         sequence; padding ids are ordinary ids, pass the unpadded rows to ignore them).
         Returns one bool array per sequence, of the same length.
         """
-        table, table_len, _ = self._vocab_table()
-        sep = len(table) - 1
         rows = [_as_id_array(s) for s in sequences]
         if not rows:
             return []
+        ids, real = self._join(rows)
+        mask = self._mask_of_ids(ids)
+        if mask is None:  # some row is not valid UTF-8: redo row by row, the bad rows token by token
+            return [self._row_mask(r) for r in rows]
+        return np.split(mask[real], np.cumsum([len(r) for r in rows])[:-1])
+
+    def _row_mask(self, row: np.ndarray) -> np.ndarray:
+        ids, _ = self._join([row])
+        mask = self._mask_of_ids(ids)
+        if mask is None:
+            mask = self._mask_of_ids(ids, by_token=True)
+        return mask[:-1]
+
+    def _join(self, rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """All ids with a separator after each row (ids outside the vocabulary become separators too), and
+        the mask of the positions that are real tokens."""
+        table, _, _ = self._vocab_table()
+        sep = len(table) - 1
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
-        # all ids with one separator after each row; ids outside the vocabulary become separators
         ids = np.full(int(lengths.sum()) + len(rows), sep, dtype=np.int64)
         real = np.ones(len(ids), dtype=bool)
-        ends = np.cumsum(lengths + 1) - 1  # separator positions
-        real[ends] = False
+        real[np.cumsum(lengths + 1) - 1] = False
         flat = np.concatenate(rows) if len(rows) > 1 else rows[0]
-        flat = np.where((flat >= 0) & (flat < sep), flat, sep)
-        ids[real] = flat
+        ids[real] = np.where((flat >= 0) & (flat < sep), flat, sep)
+        return ids, real
 
-        byte_len = table_len[ids]
-        byte_end = np.cumsum(byte_len)
-        byte_start = byte_end - byte_len
-        # gather the bytes of all tokens with numpy (one index array) instead of a Python-level join
-        src = np.repeat(self._vocab_off[ids] - byte_start, byte_len) + np.arange(int(byte_end[-1]))
-        buf = self._vocab_flat[src].tobytes()
-        text = buf.decode("utf-8", errors="replace")
-        raw = np.frombuffer(buf, dtype=np.uint8)
-        lead = (raw & 0xC0) != 0x80
-        if len(text) == int(lead.sum()):
-            # valid UTF-8: char k starts at the k-th lead byte; a token covers the chars of its first..last byte
-            char_of_byte = np.cumsum(lead) - 1
-            nonempty = byte_len > 0
-            first = char_of_byte[np.minimum(byte_start, len(raw) - 1)]
-            last = char_of_byte[np.maximum(byte_end - 1, 0)]
-            tok_start = np.where(nonempty, first, 0)
-            tok_end = np.where(nonempty, last + 1, 0)
-        else:
-            # invalid UTF-8 somewhere (e.g. a cut multi-byte character): decode token by token instead
+    def _mask_of_ids(self, ids: np.ndarray, by_token: bool = False) -> np.ndarray | None:
+        """Planning mask of a joined id array; None if its bytes are not valid UTF-8 (unless `by_token`)."""
+        table, table_len, _ = self._vocab_table()
+        if by_token:
+            # each token decoded on its own: exact for the tokens, loses characters cut between tokens
             pieces = [table[i].decode("utf-8", errors="replace") for i in ids.tolist()]
             char_len = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
             tok_end = np.cumsum(char_len)
             tok_start = tok_end - char_len
             text = "".join(pieces)
+        else:
+            byte_len = table_len[ids]
+            byte_end = np.cumsum(byte_len)
+            byte_start = byte_end - byte_len
+            # gather the bytes of all tokens with numpy (one index array) instead of a Python-level join
+            src = np.repeat(self._vocab_off[ids] - byte_start, byte_len) + np.arange(int(byte_end[-1]))
+            buf = self._vocab_flat[src].tobytes()
+            text = buf.decode("utf-8", errors="replace")
+            raw = np.frombuffer(buf, dtype=np.uint8)
+            lead = (raw & 0xC0) != 0x80
+            if len(text) != int(lead.sum()):
+                return None
+            # valid UTF-8: char k starts at the k-th lead byte; a token covers the chars of its first..last byte
+            char_of_byte = np.cumsum(lead) - 1
+            nonempty = byte_len > 0
+            tok_start = np.where(nonempty, char_of_byte[np.minimum(byte_start, len(raw) - 1)], 0)
+            tok_end = np.where(nonempty, char_of_byte[np.maximum(byte_end - 1, 0)] + 1, 0)
         spans = self.char_spans(text)
-        mask = overlap_mask(tok_start, tok_end, spans[:, 0], spans[:, 1])
-        return np.split(mask[real], np.cumsum(lengths)[:-1])
+        return overlap_mask(tok_start, tok_end, spans[:, 0], spans[:, 1])
 
     def planning_fraction(self, sequences) -> float:
         """Share of planning tokens over all tokens of `sequences` (token ids)."""
