@@ -335,3 +335,19 @@ def test_invalid_utf8_row_does_not_spoil_the_batch(bpe_tokenizer):
     assert not masks[0][:n_x].any() and masks[0][n_x:n_x + len(enc(" let")) + 3].all()
     assert masks[1].tolist() == [False] + [True] * (len(stray) - 1 - len(enc(" we"))) + [False] * len(enc(" we"))
     assert masks[2].all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_batch_equals_rows_on_random_ids(bpe_tokenizer, data):
+    """No leakage across rows, whatever the ids (random ids include lone UTF-8 continuation bytes)."""
+    tok = bpe_tokenizer
+    if tok not in _TOKEN_TAGGERS:
+        _TOKEN_TAGGERS[tok] = PlanningTagger(PAPER, tok)
+    tagger = _TOKEN_TAGGERS[tok]
+    phrase_ids = [tok(" " + p, add_special_tokens=False)["input_ids"] for p in ("so", "but wait", "let's")]
+    piece = st.one_of(st.lists(st.integers(-5, len(tok) + 5), max_size=3), st.sampled_from(phrase_ids))
+    rows = data.draw(st.lists(st.lists(piece, max_size=6).map(lambda ps: sum(ps, [])), min_size=1, max_size=5))
+    batch = tagger.token_masks(rows)
+    assert [m.tolist() for m in batch] == [tagger.token_masks([r])[0].tolist() for r in rows]
+    assert [len(m) for m in batch] == [len(r) for r in rows]
