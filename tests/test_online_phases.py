@@ -1,0 +1,124 @@
+"""Online consolidation detector (hicra.dynamics.online): planted changes, null sequences, exact resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hicra.dynamics.online import (
+    OnlineConfig,
+    OnlineConsolidationDetector,
+    detection_rates,
+    execution_perplexity,
+)
+
+STEPS, CHANGE = 40, 15
+
+
+def planted(i: int, sd: float = 0.03):
+    """Falls linearly until step CHANGE, flat after, plus white noise."""
+    rng = np.random.default_rng(i)
+    s = np.arange(STEPS)
+    return s, 1.0 - 0.02 * np.minimum(s, CHANGE) + rng.normal(0, sd, STEPS)
+
+
+def flat(i: int, sd: float = 0.03):
+    rng = np.random.default_rng(2000 + i)
+    return np.arange(STEPS), 1.0 + rng.normal(0, sd, STEPS)
+
+
+def straight(i: int, sd: float = 0.03):
+    """A steady fall that never flattens: no end of consolidation to find."""
+    rng = np.random.default_rng(3000 + i)
+    s = np.arange(STEPS)
+    return s, 1.0 - 0.01 * s + rng.normal(0, sd, STEPS)
+
+
+def test_noise_free_hinge_fires_at_the_breakpoint():
+    det = OnlineConsolidationDetector()
+    decisions = [det.update(s, 2.0 - 0.05 * min(s, CHANGE)) for s in range(STEPS)]
+    assert det.fired and det.consolidation_end_step == CHANGE
+    cfg = det.config
+    # it cannot fire before the flat part has been seen for min_after steps and confirmed `confirm` times
+    assert det.fired_step >= CHANGE + cfg.min_after + cfg.confirm - 1
+    assert det.fired_step <= CHANGE + cfg.min_after + cfg.confirm + 2
+    assert [d["fired"] for d in decisions].index(True) == det.fired_step
+    # no test before min_steps values
+    assert not any(d["tested"] for d in decisions[: cfg.min_steps - 1])
+
+
+def test_planted_changes_are_found_within_the_lag():
+    rates = detection_rates(planted, 25, change_step=CHANGE, max_lag=12)
+    assert rates["fire_rate"] == 1.0
+    assert rates["within_lag_rate"] >= 0.9
+    assert sum(lag < 0 for lag in rates["lags"]) <= 1  # firing before the change is rare
+
+
+@pytest.mark.parametrize("make", [flat, straight])
+def test_null_sequences_rarely_fire(make):
+    rates = detection_rates(make, 25)
+    assert rates["fire_rate"] <= 0.08
+
+
+def test_confirmation_rule_cuts_false_alarms():
+    single = detection_rates(flat, 25, OnlineConfig(confirm=1))
+    confirmed = detection_rates(flat, 25, OnlineConfig(confirm=3))
+    assert confirmed["fire_rate"] <= single["fire_rate"]
+    # every confirmed alarm on a sequence is also a single-look alarm on it, no earlier
+    for a, b in zip(single["fired_steps"], confirmed["fired_steps"], strict=True):
+        if b is not None:
+            assert a is not None and a <= b
+
+
+def test_state_dict_resume_is_exact():
+    _, values = planted(7)
+    full = OnlineConsolidationDetector()
+    ref = [full.update(s, v) for s, v in enumerate(values)]
+    first = OnlineConsolidationDetector()
+    out = [first.update(s, v) for s, v in enumerate(values[:22])]
+    state = first.state_dict()
+    second = OnlineConsolidationDetector()
+    second.load_state_dict(state)
+    out += [second.update(s, v) for s, v in enumerate(values[22:], start=22)]
+    assert out == ref
+    assert second.state_dict() == full.state_dict()
+    with pytest.raises(ValueError, match="different OnlineConfig"):
+        OnlineConsolidationDetector(OnlineConfig(confirm=2)).load_state_dict(state)
+
+
+def test_decision_comes_only_from_measured_values():
+    det = OnlineConsolidationDetector()
+    for s in range(200):  # steps pass, nothing measured: never fires, never tests
+        d = det.update(s, float("nan"))
+        assert not d["tested"]
+    assert not det.fired and det.steps == []
+    with pytest.raises(ValueError, match="steps must increase"):
+        det.update(5, 1.0)
+        det.update(5, 1.0)
+
+
+def test_bad_config():
+    for bad in (OnlineConfig(min_steps=4), OnlineConfig(confirm=0), OnlineConfig(alpha=1.5)):
+        with pytest.raises(ValueError):
+            OnlineConsolidationDetector(bad)
+
+
+def test_execution_perplexity_matches_the_analyzer(tmp_path):
+    """The in-loop value equals `hicra.dynamics.metrics.step_metrics`'s ppl_execution on the same rollouts."""
+    from hicra.dynamics.metrics import step_metrics
+    from hicra.dynamics.records import iter_steps
+    from hicra.dynamics.synthetic import make_synthetic_run
+
+    run = make_synthetic_run(tmp_path / "run", steps=3, prompts=3, group=2)
+    for _, table in iter_steps(run):
+        rows = table.to_pylist()
+        width = max(len(r["token_ids"]) for r in rows)
+        lp = np.zeros((len(rows), width), np.float32)
+        resp = np.zeros((len(rows), width), bool)
+        plan = np.zeros((len(rows), width), bool)
+        for i, r in enumerate(rows):
+            n = len(r["token_ids"])
+            lp[i, :n], resp[i, :n], plan[i, :n] = r["logprobs"], True, r["planning_mask"]
+        expected = step_metrics(table)["ppl_execution"]
+        assert execution_perplexity(lp, resp, plan) == pytest.approx(expected, rel=1e-6)
+    assert np.isnan(execution_perplexity(lp, resp, resp))  # every token planning: no execution tokens
