@@ -1,0 +1,263 @@
+"""HICRA for verl (Ray, FSDP/Megatron, vLLM rollouts): a `hicra` advantage estimator and the planning-mask plumbing.
+
+The estimator. Importing this module registers `hicra` in verl's registry (`core_algos.register_adv_est`), so
+`algorithm.adv_estimator=hicra` selects it:
+
+    A_i      = (r_i - mean_group(r)) [/ (std_group(r) + eps)]       hicra.algorithms.grpo_advantages
+    A'_{i,t} = A_i + alpha * |A_i| * m_{i,t},   masked by the response mask      hicra.algorithms.hicra_advantages
+
+std division follows verl's `algorithm.norm_adv_by_std_in_grpo` (set it to False for the paper's form).
+
+The plumbing. verl calls a custom estimator with rewards, response mask, group index and the algorithm config
+only; the planning mask m needs the response token ids and a tokenizer. `HICRAPlumbing` wraps verl's
+`compute_advantage` (the function the trainer calls on the driver with the full batch): for `adv_estimator ==
+"hicra"` it tags `batch["responses"]` with a `PlanningTagger` (tokenizer-aligned, batched), stores the mask in
+`batch["planning_mask"]`, and makes it (and alpha) visible to the estimator for the duration of that call
+through a context variable. The same wrapper optionally dumps the batch as rollout rows (run-directory schema)
+for `hicra analyze`. `HICRAPlumbing.install()` swaps the wrapper in for
+`verl.trainer.ppo.ray_trainer.compute_advantage`; `hicra.integrations.verl_main` does that inside verl's Ray
+TaskRunner (legacy trainer path, `trainer.use_v1=False`, whose `fit` calls that function with the full batch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from verl.trainer.ppo.core_algos import register_adv_est
+
+from hicra.algorithms import grpo_advantages, hicra_advantages, placebo_mask
+
+ESTIMATOR_NAME = "hicra"
+
+# (planning_mask [B, T] bool, alpha) for the compute_advantage call in progress; set by HICRAPlumbing
+_CURRENT: contextvars.ContextVar[tuple[torch.Tensor, float] | None] = contextvars.ContextVar(
+    "hicra_planning_mask", default=None)
+
+
+def _config_get(config: Any, key: str, default: Any) -> Any:
+    if config is None:
+        return default
+    if hasattr(config, "get"):
+        return config.get(key, default)
+    return getattr(config, key, default)
+
+
+@register_adv_est(ESTIMATOR_NAME)
+def compute_hicra_outcome_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: np.ndarray,
+    epsilon: float = 1e-6,
+    config: Any = None,
+    planning_mask: torch.Tensor | None = None,
+    alpha: float | None = None,
+    norm_adv_by_std_in_grpo: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """verl advantage estimator `hicra` (outcome reward; one scalar per response). Returns (advantages, returns),
+    both [B, T] and zero on padding, like verl's GRPO estimator.
+
+    `planning_mask` and `alpha` come from the arguments when given, else from the `HICRAPlumbing` call in
+    progress. std division: `norm_adv_by_std_in_grpo` argument, else the config's, else True (verl's default).
+    """
+    current = _CURRENT.get()
+    if planning_mask is None:
+        if current is None:
+            raise RuntimeError(
+                "the 'hicra' advantage estimator needs a planning mask: run verl through "
+                "hicra.integrations.verl_main, or call HICRAPlumbing(...).compute_advantage / .install()")
+        planning_mask = current[0]
+    if alpha is None:
+        alpha = current[1] if current is not None else float(_config_get(config, "hicra_alpha", 0.2))
+    if norm_adv_by_std_in_grpo is None:
+        norm_adv_by_std_in_grpo = bool(_config_get(config, "norm_adv_by_std_in_grpo", True))
+    scores = token_level_rewards.sum(dim=-1)
+    with torch.no_grad():
+        adv = grpo_advantages(scores, list(index), scale="std" if norm_adv_by_std_in_grpo else "none",
+                              eps=epsilon)
+        mask = planning_mask.to(response_mask.device).bool() & response_mask.bool()
+        token_adv = hicra_advantages(adv.to(token_level_rewards.dtype), mask, alpha) * response_mask
+    return token_adv, token_adv
+
+
+@contextlib.contextmanager
+def planning_mask_context(planning_mask: torch.Tensor, alpha: float):
+    """Make `planning_mask` and `alpha` visible to the `hicra` estimator inside the block."""
+    token = _CURRENT.set((planning_mask, float(alpha)))
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+class HICRAPlumbing:
+    """Gets the planning mask to verl's `hicra` estimator, and dumps rollout rows (see module doc).
+
+    Args:
+        tokenizer: the policy's Hugging Face tokenizer (the one verl's rollouts decode with).
+        lexicon: preset name, lexicon JSON path or `Lexicon`.
+        alpha: HICRA amplification, 0 <= alpha < 1.
+        mask_source: "sg" (strategic grams) or "placebo" (random response tokens at the batch's SG rate, or at
+            `placebo_rate`). The entropy-based sources need per-token entropies, which verl's trainer drops
+            before computing advantages; use them with TRL.
+        run_dir: when set, each call writes `run_dir/rollouts/step_XXXXXX_part000.parquet` (+ run.json once).
+        correct_threshold: a response counts as correct when its score is >= this (or from an `acc` field).
+        seed: placebo sampling seed.
+    """
+
+    def __init__(self, tokenizer, lexicon: Any = "paper", alpha: float = 0.2, mask_source: str = "sg",
+                 placebo_rate: float | None = None, run_dir: str | Path | None = None,
+                 correct_threshold: float = 1.0, seed: int = 0, run_info: dict | None = None):
+        from hicra.planning import Lexicon, PlanningTagger
+
+        if not 0.0 <= float(alpha) < 1.0:
+            raise ValueError(f"alpha must satisfy 0 <= alpha < 1, got {alpha}")
+        if mask_source not in ("sg", "placebo"):
+            raise ValueError(f"mask_source must be 'sg' or 'placebo' with verl, got {mask_source!r}")
+        self.tokenizer = tokenizer
+        self.lexicon = Lexicon.resolve(lexicon)
+        self.tagger = PlanningTagger(self.lexicon, tokenizer)
+        self.alpha, self.mask_source, self.placebo_rate = float(alpha), mask_source, placebo_rate
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.correct_threshold = correct_threshold
+        self.generator = torch.Generator().manual_seed(seed)
+        self.run_info = {"algorithm": "hicra" if alpha > 0 else "grpo", "alpha": self.alpha, "seed": seed,
+                         "lexicon": self.lexicon.name, "model": getattr(tokenizer, "name_or_path", None),
+                         "task": None, "config": {"backend": "verl", "mask_source": mask_source},
+                         **(run_info or {})}
+        self.calls = 0
+        self._original = None
+
+    # -- masks --------------------------------------------------------------------------------------------------
+
+    def sg_mask(self, responses: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+        """[B, T] strategic-gram mask of right-padded `responses` (False on padding)."""
+        rmask = response_mask.bool()
+        lengths = rmask.sum(-1).tolist()
+        seqs = [row[:n] for row, n in zip(responses.tolist(), lengths, strict=True)]
+        out = torch.zeros_like(rmask, device="cpu")
+        for i, m in enumerate(self.tagger.token_masks(seqs)):
+            if len(m):
+                out[i, : len(m)] = torch.as_tensor(np.asarray(m, dtype=bool))
+        return out.to(rmask.device) & rmask
+
+    def planning_mask(self, data) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask used for the advantages, SG mask) for a verl `DataProto` holding `responses`."""
+        if "responses" not in data.batch.keys():
+            raise KeyError("the batch has no 'responses': HICRA's plumbing needs the response token ids "
+                           "(verl's legacy trainer path, trainer.use_v1=False)")
+        responses = data.batch["responses"]
+        rmask = data.batch["response_mask"] if "response_mask" in data.batch.keys() else \
+            data.batch["attention_mask"][:, -responses.size(1):]
+        sg = self.sg_mask(responses, rmask)
+        if self.mask_source == "sg":
+            return sg, sg
+        rate = self.placebo_rate if self.placebo_rate is not None else float(sg.sum()) / max(1, int(rmask.sum()))
+        return placebo_mask(rmask.bool().cpu(), rate, self.generator).to(sg.device), sg
+
+    # -- the compute_advantage wrapper --------------------------------------------------------------------------
+
+    def compute_advantage(self, data, adv_estimator, *args, **kwargs):
+        """Drop-in for `verl.trainer.ppo.ray_trainer.compute_advantage(data, adv_estimator, ...)`."""
+        original = self._original or _verl_compute_advantage()
+        name = getattr(adv_estimator, "value", adv_estimator)
+        if name != ESTIMATOR_NAME:
+            return original(data, adv_estimator, *args, **kwargs)
+        if "response_mask" not in data.batch.keys():
+            from verl.trainer.ppo.ray_trainer import compute_response_mask
+
+            data.batch["response_mask"] = compute_response_mask(data)
+        mask, sg = self.planning_mask(data)
+        data.batch["planning_mask"] = mask
+        with planning_mask_context(mask, self.alpha):
+            data = original(data, adv_estimator, *args, **kwargs)
+        step = int(data.meta_info.get("global_steps", self.calls))
+        self.calls += 1
+        if self.run_dir is not None:
+            self.dump(data, step, sg)
+        return data
+
+    def install(self) -> HICRAPlumbing:
+        """Replace `verl.trainer.ppo.ray_trainer.compute_advantage` (what `RayPPOTrainer.fit` calls)."""
+        import verl.trainer.ppo.ray_trainer as ray_trainer
+
+        if self._original is None:
+            self._original = ray_trainer.compute_advantage
+        ray_trainer.compute_advantage = self.compute_advantage
+        return self
+
+    def uninstall(self) -> None:
+        import verl.trainer.ppo.ray_trainer as ray_trainer
+
+        if self._original is not None:
+            ray_trainer.compute_advantage = self._original
+            self._original = None
+
+    # -- rollout rows -------------------------------------------------------------------------------------------
+
+    def dump(self, data, step: int, sg_mask: torch.Tensor | None = None, part: int = 0) -> Path:
+        """Write the batch as rollout rows (`rollout_rows`) for step `step`; run.json on the first call."""
+        from hicra.dynamics.records import RolloutWriter, write_run_info
+
+        if not (self.run_dir / "run.json").exists():
+            write_run_info(self.run_dir, self.run_info)
+        rows = rollout_rows(data, self.tokenizer, step, planning_mask=sg_mask,
+                            correct_threshold=self.correct_threshold)
+        return RolloutWriter(self.run_dir).write_step(step, rows, part=part)
+
+
+def _verl_compute_advantage():
+    from verl.trainer.ppo.ray_trainer import compute_advantage
+
+    return compute_advantage
+
+
+def rollout_rows(data, tokenizer, step: int, planning_mask: torch.Tensor | None = None,
+                 correct_threshold: float = 1.0) -> list[dict]:
+    """Rollout rows (run-directory schema) from a verl `DataProto` after rewards: one per response.
+
+    Reads `prompts` (left-padded), `responses` (right-padded), `response_mask` (or the tail of `attention_mask`),
+    scores from `token_level_scores` (else `token_level_rewards`), behaviour log-probs from `rollout_log_probs`
+    (else `old_log_probs`), `entropys` when present, the group id from `uid` and correctness from a numeric
+    `acc` field when the reward function returned one, else score >= `correct_threshold`."""
+    b = data.batch
+    keys = set(b.keys())
+    responses = b["responses"]
+    t_resp = responses.size(1)
+    rmask = (b["response_mask"] if "response_mask" in keys else b["attention_mask"][:, -t_resp:]).bool()
+    prompts = b["prompts"] if "prompts" in keys else None
+    pmask = b["attention_mask"][:, : b["attention_mask"].size(1) - t_resp].bool() \
+        if "attention_mask" in keys and prompts is not None else None
+    score_key = "token_level_scores" if "token_level_scores" in keys else "token_level_rewards"
+    scores = b[score_key].sum(-1).tolist()
+    lp_key = next((k for k in ("rollout_log_probs", "old_log_probs") if k in keys), None)
+    nt = data.non_tensor_batch
+    uids = nt.get("uid", np.arange(len(scores)).astype(str))
+    acc = nt.get("acc")
+    eos = getattr(tokenizer, "eos_token_id", None)
+    seen: dict[str, int] = {}
+    rows = []
+    for i in range(responses.size(0)):
+        n = int(rmask[i].sum())
+        tok = responses[i, :n].tolist()
+        prompt_ids = prompts[i][pmask[i]].tolist() if prompts is not None and pmask is not None else []
+        uid = str(uids[i])
+        sample_idx = seen.get(uid, 0)
+        seen[uid] = sample_idx + 1
+        correct = bool(acc[i] > 0.5) if acc is not None else scores[i] >= correct_threshold
+        rows.append({
+            "step": step, "prompt_id": uid, "sample_idx": sample_idx,
+            "prompt": tokenizer.decode(prompt_ids, skip_special_tokens=True),
+            "response": tokenizer.decode(tok, skip_special_tokens=True), "token_ids": tok,
+            "logprobs": b[lp_key][i, :n].float().tolist() if lp_key else None,
+            "entropies": b["entropys"][i, :n].float().tolist() if "entropys" in keys else None,
+            "planning_mask": planning_mask[i, :n].tolist() if planning_mask is not None else None,
+            "reward": float(scores[i]), "correct": correct,
+            "truncated": not (tok and tok[-1] == eos) if eos is not None else False, "error_type": None,
+        })
+    return rows
