@@ -139,6 +139,8 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
         "phases": phases,
         "final": {c: _clean(last[c]) for c in METRIC_COLUMNS if c in df},
         "skipped": [str(p) for p in skipped],
+        # converted foreign logs name their steps (model / checkpoint)
+        "step_labels": (info.get("config") or {}).get("steps") if info.get("algorithm") == "converted" else None,
         "notes": notes,
     }
     write_metrics(df, out_dir)

@@ -43,8 +43,9 @@ def _unavailable(ax, what: str):
             transform=ax.transAxes, color="0.4")
 
 
-def dynamics_figure(df, phases: dict, title: str = ""):
-    """The 4-panel matplotlib Figure."""
+def dynamics_figure(df, phases: dict, title: str = "", step_labels: dict | None = None):
+    """The 4-panel matplotlib Figure. `step_labels` (step -> name, e.g. model names of a converted run) label
+    the x axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,6 +95,9 @@ def dynamics_figure(df, phases: dict, title: str = ""):
     for ax in axes:
         _boundaries(ax, phases)
         ax.set_xlabel("step")
+        if step_labels:
+            ax.set_xticks(steps, [str(step_labels.get(str(int(s)), int(s))) for s in steps], rotation=30,
+                          ha="right", fontsize=8)
         ax.grid(alpha=0.3)
     for ax in axes[:2]:
         if ax.get_legend_handles_labels()[0]:
@@ -260,7 +264,7 @@ def write_report(out_dir: str | os.PathLike, summary: dict, df, *, examples: dic
     """Write dynamics.png and report.html (atomically) into `out_dir`."""
     out_dir = Path(out_dir)
     title = str(summary.get("run", {}).get("run_id", ""))
-    figure_png = _png(dynamics_figure(df, summary["phases"], title))
+    figure_png = _png(dynamics_figure(df, summary["phases"], title, summary.get("step_labels")))
     efig = errors_figure(df)
     errors_png = _png(efig) if efig is not None else None
     png_path, html_path = out_dir / "dynamics.png", out_dir / "report.html"
