@@ -46,7 +46,24 @@ def timed_step(trainer, rows: list[dict], seed: int) -> float:
         trainer.rollout_logger.flush()
     elapsed = time.perf_counter() - t0
     trainer.model.zero_grad()
+    trainer.last_inputs = inputs
     return elapsed
+
+
+def hicra_additions_seconds(trainer, repeats: int = 20) -> float:
+    """Direct timing of the work HICRA adds to a step (mask, [B, T] advantages, metrics) on its last batch."""
+    from hicra.algorithms import hicra_advantages
+
+    inputs = trainer.last_inputs
+    ids, cmask = inputs["completion_ids"], inputs["completion_mask"].bool()
+    base = trainer.last_hicra_batch["base_advantages"][: ids.size(0)]
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        sg = trainer._sg_mask(ids, cmask)
+        mask = trainer._planning_mask(sg, cmask, None)
+        adv = hicra_advantages(base, mask, trainer.args.alpha)
+        trainer._log_hicra_metrics("train", adv, mask, cmask, ids)
+    return (time.perf_counter() - t0) / repeats
 
 
 def reward(completions, **kwargs):
@@ -106,6 +123,7 @@ def main() -> None:
                     times[kind].append(t)
             print(f"step {it}: " + ", ".join(f"{k} {times[k][-1]:.3f}s" for k in arms) if it else "warm-up done",
                   flush=True)
+        added = hicra_additions_seconds(trainers["hicra"][0])
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in med.items():
         print(f"step time {k}: median {v:.4f} s, min {min(times[k]):.4f} s over {len(times[k])} steps")
@@ -113,6 +131,8 @@ def main() -> None:
     paired = {k: statistics.median(a / b for a, b in zip(times[k], times["grpo"], strict=True))
               for k in ("hicra", "hicra+log")}
     print(f"ratio of medians: hicra {med['hicra'] / med['grpo']:.3f}, hicra+log {med['hicra+log'] / med['grpo']:.3f}")
+    print(f"hicra additions timed directly: {added * 1000:.2f} ms per step "
+          f"({100 * added / min(times['grpo']):.1f}% of the fastest grpo step)")
     print(f"ratio (logging on): {paired['hicra+log']:.3f}")
     print(f"ratio: {paired['hicra']:.3f}")
 
