@@ -29,6 +29,7 @@ _PUBLIC = {
     # dynamics
     "relative_perplexity": "hicra.dynamics.metrics",
     "pass_at_k": "hicra.dynamics.metrics",
+    "HICRAConfig": "hicra.integrations.trl", "HICRATrainer": "hicra.integrations.trl", "HICRAPlumbing": "hicra.integrations.verl",
     "RolloutWriter": "hicra.dynamics.records", "analyze_run": "hicra.dynamics.analyze", "detect_phases": "hicra.dynamics.phases",
 }
 
