@@ -35,3 +35,13 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
             raise RuntimeError("boom")
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    import os
+
+    target = tmp_path / "report.html"
+    write_json(target, {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
