@@ -1,0 +1,128 @@
+"""Steps per second of the lab's RL loop vs TRL's GRPOTrainer, same model, batch, group size, completion length.
+
+Both sides: the same freshly initialised lab model (size --size, seed 0), --prompts prompts x --group samples per
+step, up to --tokens completion tokens, temperature 1, one gradient step per rollout batch, no KL, the lab
+task checkers as the reward, CPU (TRL: use_cpu=True, no bf16), the same torch thread count. Each side runs
+--warmup steps first, then --steps timed steps. An untrained model rarely emits eos, so both generate close to
+--tokens per completion: the comparison is like for like.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/lab_vs_trl.py            # last line: "ratio: X" (lab / TRL)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def build(size: str, out: Path):
+    from hicra.lab.model import build_model, format_prompt, train_tokenizer
+    from hicra.lab.presets import TASKS
+    from hicra.lab.sft import build_corpus
+    from hicra.lab.tasks import CorpusKnobs, TaskMix
+
+    task = TaskMix(TASKS)
+    pairs = build_corpus(task, 1000, CorpusKnobs(), seed=0)
+    tok = train_tokenizer([format_prompt(p.question) + t for p, t in pairs], vocab_size=384)
+    model = build_model(tok, size=size, seed=0)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return task
+
+
+def run_lab(model_dir: Path, args, threads: int) -> float:
+    from hicra.lab.presets import TASKS
+    from hicra.lab.rl import RLConfig, run_rl
+
+    cfg = RLConfig(algo="grpo", tasks=TASKS, steps=args.warmup + args.steps, prompts_per_step=args.prompts,
+                   group_size=args.group, max_new_tokens=args.tokens, minibatches=1, n_eval=1,
+                   checkpoint_every=10**6, threads=threads, lr=1e-4)
+    with tempfile.TemporaryDirectory() as run_dir:
+        out = run_rl(cfg, model_dir, Path(run_dir) / "run", progress=False, log=lambda *a: None)
+    timed = out["timings"][args.warmup :]
+    return len(timed) / sum(t["seconds"] for t in timed)
+
+
+def run_trl(model_dir: Path, task, args, threads: int) -> float:
+    import json
+
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from hicra.lab.model import format_prompt
+    from hicra.lab.tasks import Problem
+
+    torch.set_num_threads(threads)
+    rng = random.Random(0)
+    n_steps = args.warmup + args.steps
+    problems = [task.sample(rng) for _ in range(args.prompts * n_steps)]
+    ds = Dataset.from_list([{"prompt": format_prompt(p.question), "problem": json.dumps(p.__dict__)}
+                            for p in problems])
+
+    def reward(prompts, completions, problem, **kwargs):
+        return [task.check(Problem(**json.loads(pj)), c).reward for c, pj in zip(completions, problem, strict=True)]
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.starts, self.ends = [], []
+
+        def on_step_begin(self, *a, **k):
+            self.starts.append(time.perf_counter())
+
+        def on_step_end(self, *a, **k):
+            self.ends.append(time.perf_counter())
+
+    timer = Timer()
+    batch = args.prompts * args.group
+    cfg = GRPOConfig(output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=False, per_device_train_batch_size=batch,
+                     num_generations=args.group, max_completion_length=args.tokens, max_steps=n_steps,
+                     learning_rate=1e-4, beta=0.0, epsilon=0.2, epsilon_high=0.28, loss_type="bnpo",
+                     scale_rewards="none", temperature=1.0, report_to=[], save_strategy="no",
+                     logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0, seed=0)
+    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), reward_funcs=reward, args=cfg,
+                          train_dataset=ds, processing_class=AutoTokenizer.from_pretrained(model_dir),
+                          callbacks=[timer])
+    trainer.train()
+    # a step spans from one step's start to the next one's (the trainer's own bookkeeping included)
+    marks = timer.starts[args.warmup :] + [timer.ends[-1]]
+    return (len(marks) - 1) / (marks[-1] - marks[0])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="1m")
+    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--group", type=int, default=8)
+    p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads for both sides (default 1)")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as d:
+        model_dir = Path(d) / "model"
+        task = build(args.size, model_dir)
+        lab = run_lab(model_dir, args, args.threads)
+        print(f"lab: {lab:.3f} steps/s", flush=True)
+        trl = run_trl(model_dir, task, args, args.threads)
+        print(f"trl: {trl:.3f} steps/s", flush=True)
+    print(f"setup: model {args.size}, {args.prompts} prompts x {args.group} samples, {args.tokens} completion "
+          f"tokens, {args.steps} timed steps after {args.warmup} warm-up, {args.threads} thread(s)")
+    print(f"ratio: {lab / trl:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""The lab's RL loop: one dataclass with every hyperparameter, one function that runs it (cleanrl style).
+
+Per step:
+  1. draw `prompts_per_step` problems, sample `group_size` responses each (batched, KV cache), keeping the
+     behaviour log-probs and entropies of every token;
+  2. reward each response with the task's exact checker (1 correct / 0 otherwise, with its error type);
+  3. group advantages A_i = r_i - mean(r_group) (`hicra.algorithms.grpo_advantages`, scale "none" by default);
+  4. token advantages by algorithm (all through `hicra.algorithms.hicra_advantages`, A + alpha*|A| on a mask):
+       grpo          no mask: A on every token;
+       hicra         the planning-token mask (lab lexicon, `PlanningTagger.token_masks`);
+       high-entropy  the top `entropy_quantile` share of highest-entropy tokens of the batch (control);
+       placebo       random tokens at this batch's planning-token rate (control);
+  5. write the step's rollout rows (run-directory schema) atomically, then take the clipped policy-gradient
+     update(s) (`hicra.algorithms.policy_loss`);
+  6. every `checkpoint_every` steps save model, optimiser, every RNG state and the log, so `resume=True`
+     continues exactly as an uninterrupted run with the same seed would have.
+
+Nothing here schedules the dynamics: no step-dependent change of the loss, mask, alpha or sampling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ALGORITHMS = ("grpo", "hicra", "high-entropy", "placebo")
+
+
+@dataclass
+class RLConfig:
+    # algorithm
+    algo: str = "hicra"
+    alpha: float = 0.2  # HICRA amplification (also for the high-entropy and placebo controls)
+    entropy_quantile: float = 0.2  # high-entropy: share of the batch's response tokens amplified
+    adv_scale: str = "none"  # "none" (the paper's r - mean) or "std"
+    # policy loss
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    aggregation: str = "token-mean"
+    kl_coef: float = 0.0  # reference = the warm-start model; 0 skips the reference pass
+    # rollouts
+    steps: int = 40
+    prompts_per_step: int = 8
+    group_size: int = 8
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    # optimisation
+    lr: float = 5e-4
+    minibatches: int = 2  # gradient steps per rollout batch (the later ones are slightly off-policy)
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    # evaluation on a fixed held-out set, before and after RL
+    n_eval: int = 256
+    # bookkeeping
+    tasks: list[dict] = field(default_factory=lambda: [{"family": "countdown"}, {"family": "series"}])
+    lexicon: str = "lab"
+    seed: int = 0
+    checkpoint_every: int = 10
+    threads: int = 1  # tiny models on a shared CPU: one thread is fastest (measured 25x per decode step)
+    tensorboard: bool = False
+
+    def validate(self) -> None:
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
+        if not 0.0 <= self.alpha < 1.0:
+            raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
+        if self.group_size < 2:
+            raise ValueError("group_size must be at least 2 (group advantages)")
+        if self.steps < 0 or self.checkpoint_every < 1 or self.minibatches < 1:
+            raise ValueError("steps >= 0, checkpoint_every >= 1 and minibatches >= 1 are required")
+
+
+def pad_masks(masks, width: int):
+    """List of per-response numpy bool arrays -> bool tensor [B, width] (right padded with False)."""
+    import torch
+
+    out = torch.zeros((len(masks), width), dtype=torch.bool)
+    for i, m in enumerate(masks):
+        n = min(len(m), width)
+        if n:
+            out[i, :n] = torch.as_tensor(m[:n], dtype=torch.bool)
+    return out
+
+
+def token_advantages(cfg: RLConfig, adv, response_mask, planning_mask, entropies, generator):
+    """[B, T] token advantages for the configured algorithm, and the mask that was amplified (None for grpo)."""
+    import torch
+
+    from hicra.algorithms import hicra_advantages, high_entropy_mask, placebo_mask
+
+    if cfg.algo == "grpo":
+        return adv[:, None].expand(response_mask.shape).clone(), None
+    if cfg.algo == "hicra":
+        mask = planning_mask & response_mask
+    elif cfg.algo == "high-entropy":
+        mask = high_entropy_mask(entropies, response_mask, cfg.entropy_quantile)
+    else:  # placebo: as many random tokens as this batch has planning tokens
+        rate = float((planning_mask & response_mask).sum()) / max(1, int(response_mask.sum()))
+        mask = placebo_mask(response_mask, rate, generator)
+    return hicra_advantages(adv, mask, cfg.alpha) * response_mask.to(torch.float32), mask
+
+
+def _rng_states(problem_rng: random.Random, sample_gen, mask_gen) -> dict:
+    import numpy as np
+    import torch
+
+    return {"problem_rng": problem_rng.getstate(), "sample_gen": sample_gen.get_state(),
+            "mask_gen": mask_gen.get_state(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "python": random.getstate()}
+
+
+def _set_rng_states(states: dict, problem_rng: random.Random, sample_gen, mask_gen) -> None:
+    import numpy as np
+    import torch
+
+    problem_rng.setstate(states["problem_rng"])
+    sample_gen.set_state(states["sample_gen"])
+    mask_gen.set_state(states["mask_gen"])
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+
+
+def save_checkpoint(path: Path, model, opt, step: int, log: list[dict], rng: dict) -> None:
+    """model, optimiser, RNG states and the log so far, written atomically (temp file + rename)."""
+    import torch
+
+    from hicra.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(), "log": log,
+                    "rng": rng}, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bool = False,
+           progress: bool = True, log=print) -> dict:
+    """Run (or resume) RL from the HF model directory `model_dir` into `run_dir`. Returns the final state:
+    {"log": per-step metrics, "eval": {"warm_start": ..., "final": ...}, "run_dir": ..., "timings": [...]}."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hicra.algorithms import grpo_advantages, policy_loss
+    from hicra.dynamics.records import RolloutWriter, list_rollout_files, write_run_info
+    from hicra.errors import InputError
+    from hicra.fileio import write_json, write_jsonl
+    from hicra.lab.model import format_prompt
+    from hicra.lab.sampling import sample, sequence_logprobs
+    from hicra.lab.sft import eval_problems, evaluate
+    from hicra.lab.tasks import TaskMix
+    from hicra.planning.lexicon import Lexicon
+    from hicra.planning.tagger import PlanningTagger
+
+    cfg.validate()
+    torch.set_num_threads(cfg.threads)
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    if resume and not ckpt_path.exists():
+        raise InputError("nothing to resume: no checkpoint", path=str(ckpt_path))
+    if not resume and (run_dir / "run.json").exists():
+        raise InputError("run directory already holds a run (use --resume or another --out)", path=str(run_dir))
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.config.use_cache = True
+    task = TaskMix(cfg.tasks)
+    tagger = PlanningTagger(Lexicon.resolve(cfg.lexicon), tokenizer)
+    ref_model = None
+    if cfg.kl_coef != 0.0:
+        ref_model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        for p in ref_model.parameters():
+            p.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    problem_rng = random.Random(cfg.seed)
+    sample_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    mask_gen = torch.Generator().manual_seed(cfg.seed + 2)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    held_out = eval_problems(task, cfg.n_eval, cfg.seed)
+
+    history: list[dict] = []
+    timings: list[dict] = []  # wall-clock figures: kept apart from the (deterministic) log
+    start = 0
+    eval_path = run_dir / "eval.json"
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        _set_rng_states(state["rng"], problem_rng, sample_gen, mask_gen)
+        history = state["log"]
+        start = state["step"] + 1
+        evals = json.loads(eval_path.read_text()) if eval_path.exists() else {}
+        # rollouts written after the checkpoint are redone (deterministically) by this run
+        for file_step, _, path in list_rollout_files(run_dir):
+            if file_step >= start:
+                path.unlink()
+        log(f"resuming {run_dir} at step {start}")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(run_dir / "tokenizer")
+        write_run_info(run_dir, {
+            "algorithm": cfg.algo, "alpha": cfg.alpha if cfg.algo != "grpo" else 0.0, "seed": cfg.seed,
+            "model": str(model_dir), "task": "+".join(t["family"] for t in cfg.tasks), "lexicon": cfg.lexicon,
+            "tokenizer": str((run_dir / "tokenizer").resolve()), "config": asdict(cfg)})
+        evals = {}
+    if "warm_start" not in evals:
+        evals["warm_start"] = evaluate(model, tokenizer, task, held_out, cfg.max_new_tokens, seed=cfg.seed,
+                                       greedy=True)
+        write_json(eval_path, evals)
+        ws = evals["warm_start"]
+        log(f"warm-start policy (greedy, {ws['n']} held-out problems): accuracy {ws['accuracy']:.1%}, "
+            f"execution errors {ws['errors_execution']:.1%}, planning errors {ws['errors_planning']:.1%}, "
+            f"format errors {ws['errors_format']:.1%}")
+
+    tb = None
+    if cfg.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:
+            log("tensorboard is not installed: skipping TensorBoard logging")
+
+    writer = RolloutWriter(run_dir)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    bar = tqdm(range(start, cfg.steps), desc=f"RL ({cfg.algo})", disable=not progress, initial=start,
+               total=cfg.steps)
+    for step in bar:
+        t0 = time.perf_counter()
+        problems = [task.sample(problem_rng) for _ in range(cfg.prompts_per_step)]
+        prompt_ids = [tokenizer(format_prompt(p.question))["input_ids"] for p in problems]
+        batch_problems = [p for p in problems for _ in range(cfg.group_size)]
+        s = sample(model, [ids for ids in prompt_ids for _ in range(cfg.group_size)], cfg.max_new_tokens, eos,
+                   pad, generator=sample_gen, temperature=cfg.temperature)
+        t_sample = time.perf_counter() - t0
+        responses = s.response_lists()
+        texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in responses]
+        results = [task.check(p, t) for p, t in zip(batch_problems, texts, strict=True)]
+        rewards = torch.tensor([r.reward for r in results], dtype=torch.float32)
+        group_ids = [i // cfg.group_size for i in range(len(results))]
+        adv = grpo_advantages(rewards, group_ids, scale=cfg.adv_scale)
+        planning = tagger.token_masks(responses)
+        planning_mask = pad_masks(planning, s.response_ids.shape[1])
+        tok_adv, amplified = token_advantages(cfg, adv, s.response_mask, planning_mask, s.entropies, mask_gen)
+
+        rows = []
+        for i, (p, ids, r) in enumerate(zip(batch_problems, responses, results, strict=True)):
+            n = len(ids)
+            rows.append({"prompt_id": p.id, "sample_idx": i % cfg.group_size, "prompt": p.question,
+                         "response": texts[i], "token_ids": np.asarray(ids, dtype=np.int32),
+                         "logprobs": s.logprobs[i, :n].numpy().astype(np.float32),
+                         "entropies": s.entropies[i, :n].numpy().astype(np.float32),
+                         "planning_mask": np.asarray(planning[i][:n], dtype=bool), "reward": r.reward,
+                         "correct": r.correct, "truncated": bool(s.truncated[i]), "error_type": r.error_type})
+        writer.write_step(step, rows)
+
+        # policy update: minibatches over whole groups' responses, in a fixed order
+        model.train()
+        bsz = len(results)
+        order = torch.arange(bsz)
+        stats_sum: dict[str, float] = {}
+        ref_lp = None
+        if ref_model is not None:
+            with torch.no_grad():
+                ref_lp = sequence_logprobs(ref_model, s.prompt_ids, s.prompt_mask, s.response_ids,
+                                           s.response_mask, cfg.temperature)
+        for chunk in order.chunk(cfg.minibatches):
+            logp = sequence_logprobs(model, s.prompt_ids[chunk], s.prompt_mask[chunk], s.response_ids[chunk],
+                                     s.response_mask[chunk], cfg.temperature)
+            loss, stats = policy_loss(
+                logp, s.logprobs[chunk], tok_adv[chunk], s.response_mask[chunk], clip_low=cfg.clip_low,
+                clip_high=cfg.clip_high, aggregation=cfg.aggregation,
+                ref_logprobs=None if ref_lp is None else ref_lp[chunk], kl_coef=cfg.kl_coef,
+                planning_mask=planning_mask[chunk])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            stats["grad_norm"] = float(grad_norm)
+            for k, v in stats.items():
+                stats_sum[k] = stats_sum.get(k, 0.0) + float(v) / cfg.minibatches
+        model.eval()
+
+        n_tokens = int(s.response_mask.sum())
+        errors = [r.error_type for r in results]
+        resp_mask = s.response_mask
+        entry = {
+            "step": step, "reward": float(rewards.mean()), "accuracy": float(np.mean([r.correct for r in results])),
+            "errors_execution": errors.count("execution") / bsz, "errors_planning": errors.count("planning") / bsz,
+            "errors_format": errors.count("format") / bsz, "mean_length": n_tokens / bsz,
+            "truncated": float(s.truncated.float().mean()),
+            "entropy": float((s.entropies * resp_mask).sum() / max(1, n_tokens)),
+            "planning_ratio": float((planning_mask & resp_mask).sum()) / max(1, n_tokens),
+            "amplified_ratio": 0.0 if amplified is None else float(amplified.sum()) / max(1, n_tokens),
+            # NaN (e.g. no planning token in the batch) is written as null: JSON has no NaN
+            **{k: (None if v != v else v) for k, v in stats_sum.items()},
+        }
+        dt = time.perf_counter() - t0
+        history.append(entry)
+        timing = {"step": step, "seconds": dt, "sample_seconds": t_sample, "tokens_per_s": n_tokens / dt}
+        timings.append(timing)
+        write_jsonl(run_dir / "train_log.jsonl", history)
+        if tb is not None:
+            for k, v in entry.items():
+                if k != "step":
+                    tb.add_scalar(f"lab/{k}", v, step)
+            tb.add_scalar("lab/tokens_per_s", timing["tokens_per_s"], step)
+        bar.set_postfix(reward=f"{entry['reward']:.2f}", acc=f"{entry['accuracy']:.2f}",
+                        tok_s=f"{timing['tokens_per_s']:.0f}")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            save_checkpoint(ckpt_path, model, opt, step, history,
+                            _rng_states(problem_rng, sample_gen, mask_gen))
+    bar.close()
+    if tb is not None:
+        tb.close()
+
+    if "final" not in evals or resume:
+        evals["final"] = evaluate(model, tokenizer, task, held_out, cfg.max_new_tokens, seed=cfg.seed,
+                                  greedy=True)
+        write_json(eval_path, evals)
+    model.save_pretrained(run_dir / "model")
+    tokenizer.save_pretrained(run_dir / "model")
+    return {"log": history, "eval": evals, "run_dir": str(run_dir), "timings": timings}
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - exercised via subprocess in tests
+    """`python -m hicra.lab.rl MODEL_DIR RUN_DIR [--resume] [--config JSON]`: RL only (the test harness)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m hicra.lab.rl")
+    parser.add_argument("model_dir")
+    parser.add_argument("run_dir")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--config", default="{}", help="RLConfig fields as a JSON object")
+    args = parser.parse_args(argv)
+    cfg = RLConfig(**json.loads(args.config))
+    run_rl(cfg, args.model_dir, args.run_dir, resume=args.resume, progress=False, log=lambda *a: None)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    raise SystemExit(main())

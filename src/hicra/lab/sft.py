@@ -1,0 +1,219 @@
+"""Warm start: a corpus from scripted solvers, a tokenizer trained on it, supervised fine-tuning of a tiny model.
+
+The corpus knobs (`CorpusKnobs`: execution noise, strategy mixture, planning noise) make the base policy imperfect
+at both levels: it imitates traces that sometimes slip on a computation line and sometimes pick or misapply a
+poor strategy. `evaluate` measures its accuracy and its execution / planning / format error rates with the exact
+checkers.
+
+Warm starts are cached: the directory name is a hash of every setting (`WarmStartConfig.key()`), so a second run
+with the same settings loads the saved model instead of training it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hicra.lab.tasks import CorpusKnobs, Problem, TaskMix
+
+CACHE_VERSION = 1  # bump when the corpus, tokenizer or training code changes what a key produces
+
+
+@dataclass
+class WarmStartConfig:
+    tasks: list[dict] = field(default_factory=lambda: [{"family": "countdown"}, {"family": "series"}])
+    execution_noise: float = 0.1
+    strategy_mix: float = 0.5
+    planning_noise: float = 0.2
+    n_train: int = 4000  # corpus size (problem, trace) pairs
+    vocab_size: int = 384
+    size: str = "1m"
+    arch: str = "qwen2"
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    max_response_tokens: int = 128  # longer traces are dropped from the corpus
+    seed: int = 0
+
+    def knobs(self) -> CorpusKnobs:
+        return CorpusKnobs(self.execution_noise, self.strategy_mix, self.planning_noise)
+
+    def key(self) -> str:
+        blob = json.dumps({"v": CACHE_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_corpus(task: TaskMix, n: int, knobs: CorpusKnobs, seed: int) -> list[tuple[Problem, str]]:
+    """`n` (problem, trace) pairs from the scripted solvers (deterministic in `seed`)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        problem = task.sample(rng)
+        out.append((problem, task.solve(problem, rng, knobs)))
+    return out
+
+
+def encode_pairs(tokenizer, pairs, max_response_tokens: int) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, response ids + eos) per pair; pairs whose response is too long are dropped."""
+    from hicra.lab.model import format_prompt
+
+    out = []
+    for problem, trace in pairs:
+        prompt = tokenizer(format_prompt(problem.question))["input_ids"]
+        response = tokenizer(trace)["input_ids"] + [tokenizer.eos_token_id]
+        if len(response) <= max_response_tokens:
+            out.append((prompt, response))
+    return out
+
+
+def length_batches(examples: list, batch_size: int, rng: random.Random) -> list[list]:
+    """Shuffle, sort by length inside windows of 16 batches (less padding), then shuffle the batches."""
+    order = list(examples)
+    rng.shuffle(order)
+    window = batch_size * 16
+    batches = []
+    for i in range(0, len(order), window):
+        chunk = sorted(order[i : i + window], key=lambda e: len(e[0]) + len(e[1]))
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def pad_batch(batch, pad_id: int):
+    """Left-padded prompts and right-padded responses as tensors (the layout the sampler produces)."""
+    import torch
+
+    from hicra.lab.sampling import left_pad
+
+    prompt_ids, prompt_mask = left_pad([p for p, _ in batch], pad_id)
+    width = max(len(r) for _, r in batch)
+    response_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    response_mask = torch.zeros((len(batch), width), dtype=torch.bool)
+    for i, (_, r) in enumerate(batch):
+        response_ids[i, : len(r)] = torch.tensor(r)
+        response_mask[i, : len(r)] = True
+    return prompt_ids, prompt_mask, response_ids, response_mask
+
+
+def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True) -> list[float]:
+    """Next-token cross-entropy on response tokens (token mean), AdamW, linear warmup then cosine decay.
+    Returns the loss of every optimiser step."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from hicra.lab.sampling import sequence_logprobs
+
+    rng = random.Random(cfg.seed + 1)
+    torch.manual_seed(cfg.seed + 1)
+    epochs = [length_batches(examples, cfg.batch_size, rng) for _ in range(cfg.epochs)]
+    total = sum(len(e) for e in epochs)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    model.train()
+    losses = []
+    bar = tqdm(total=total, desc="warm start (SFT)", disable=not progress, leave=False)
+    tokens, t0 = 0, time.perf_counter()
+    for batches in epochs:
+        for batch in batches:
+            p_ids, p_mask, r_ids, r_mask = pad_batch(batch, model.config.pad_token_id)
+            logp = sequence_logprobs(model, p_ids, p_mask, r_ids, r_mask)
+            loss = -(logp * r_mask).sum() / r_mask.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            tokens += int(p_mask.sum() + r_mask.sum())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
+    bar.close()
+    model.eval()
+    return losses
+
+
+def evaluate(model, tokenizer, task: TaskMix, problems: list[Problem], max_new_tokens: int, seed: int = 0,
+             greedy: bool = False, batch_size: int = 128) -> dict:
+    """Accuracy and error-type rates (shares of all responses) of one response per problem."""
+    import torch
+
+    from hicra.lab.model import format_prompt
+    from hicra.lab.sampling import sample
+
+    gen = torch.Generator().manual_seed(seed)
+    counts: Counter = Counter()
+    lengths = []
+    for i in range(0, len(problems), batch_size):
+        chunk = problems[i : i + batch_size]
+        prompts = [tokenizer(format_prompt(p.question))["input_ids"] for p in chunk]
+        s = sample(model, prompts, max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                   generator=gen, greedy=greedy)
+        for p, ids in zip(chunk, s.response_lists(), strict=True):
+            r = task.check(p, tokenizer.decode(ids, skip_special_tokens=True))
+            counts[r.error_type] += 1
+            lengths.append(len(ids))
+    n = len(problems)
+    return {"n": n, "accuracy": counts[None] / n, "errors_execution": counts["execution"] / n,
+            "errors_planning": counts["planning"] / n, "errors_format": counts["format"] / n,
+            "mean_length": sum(lengths) / n}
+
+
+def eval_problems(task: TaskMix, n: int, seed: int) -> list[Problem]:
+    """A fixed held-out problem set (its own RNG stream, so it never depends on training draws)."""
+    rng = random.Random(10_000 + seed)
+    return [task.sample(rng) for _ in range(n)]
+
+
+def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = True, log=print) -> Path:
+    """Train (or load from the cache) the warm-start model; returns its directory (model + tokenizer +
+    warm_start.json with the settings, corpus statistics and training losses)."""
+    import torch
+
+    from hicra.lab.model import build_model, count_parameters, format_prompt, train_tokenizer
+
+    out = Path(cache_root) / f"warmstart-{cfg.key()}"
+    if (out / "warm_start.json").exists():
+        log(f"warm start: reusing {out}")
+        return out
+    t0 = time.perf_counter()
+    task = TaskMix(cfg.tasks)
+    pairs = build_corpus(task, cfg.n_train, cfg.knobs(), seed=cfg.seed)
+    corpus_errors = Counter(task.check(p, t).error_type for p, t in pairs)
+    tokenizer = train_tokenizer([format_prompt(p.question) + t for p, t in pairs], vocab_size=cfg.vocab_size)
+    examples = encode_pairs(tokenizer, pairs, cfg.max_response_tokens)
+    model = build_model(tokenizer, size=cfg.size, arch=cfg.arch, seed=cfg.seed)
+    log(f"warm start: {len(examples)} traces, {count_parameters(model) / 1e6:.2f}M-parameter {cfg.arch}, "
+        f"{cfg.epochs} epochs")
+    losses = train_sft(model, examples, cfg, progress=progress)
+    info = {"config": asdict(cfg), "key": cfg.key(), "parameters": count_parameters(model),
+            "corpus": {"n": len(pairs), "kept": len(examples),
+                       "errors": {str(k): v / len(pairs) for k, v in corpus_errors.items()}},
+            "sft_losses": losses, "seconds": time.perf_counter() - t0, "torch": torch.__version__}
+    # write beside the final name, then rename: a killed run never leaves a half-written cache entry
+    tmp = out.with_name(out.name + f".tmp{random.randrange(1 << 30)}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    from hicra.fileio import write_json
+
+    write_json(tmp / "warm_start.json", info)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process finished the same warm start first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

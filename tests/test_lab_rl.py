@@ -1,0 +1,164 @@
+"""The lab RL loop: rollout records, algorithm masks, exact resume (also after SIGKILL), same seed same run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hicra.lab.rl import RLConfig, run_rl, token_advantages
+from hicra.lab.sft import WarmStartConfig, warm_start
+
+TASKS = [{"family": "countdown", "n_numbers": 2, "max_number": 3, "max_target": 9}]
+BASE = dict(tasks=TASKS, steps=4, prompts_per_step=3, group_size=4, max_new_tokens=48, n_eval=12,
+            checkpoint_every=1, minibatches=2, lr=2e-3)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny warm start on an easy task, so rollouts get mixed rewards (non-zero advantages)."""
+    cfg = WarmStartConfig(tasks=TASKS, n_train=800, vocab_size=300, size="1m", epochs=4, batch_size=16,
+                          lr=5e-3, execution_noise=0.1, strategy_mix=0.5, planning_noise=0.3, seed=0)
+    root = tmp_path_factory.mktemp("ws")
+    path = warm_start(cfg, root, progress=False, log=lambda *a: None)
+    assert warm_start(cfg, root, progress=False, log=lambda *a: None) == path  # second call hits the cache
+    return path
+
+
+def _run(model_dir, run_dir, **kw):
+    cfg = RLConfig(**{**BASE, **kw})
+    return run_rl(cfg, model_dir, run_dir, progress=False, log=lambda *a: None)
+
+
+def _weights(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(run_dir) / "model" / "model.safetensors"))
+
+
+def _rollouts(run_dir):
+    from hicra.dynamics.records import iter_steps
+
+    return [(step, table.to_pylist()) for step, table in iter_steps(run_dir)]
+
+
+def test_records_schema_and_contents(model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hicra.dynamics.records import read_run_info
+    from hicra.lab.sampling import sequence_logprobs
+    from hicra.lab.tasks import TaskMix
+    from hicra.planning.lexicon import Lexicon
+    from hicra.planning.tagger import PlanningTagger
+
+    out = _run(model_dir, tmp_path / "run", steps=1)
+    info = read_run_info(tmp_path / "run")
+    assert info["algorithm"] == "hicra" and info["lexicon"] == "lab" and info["config"]["steps"] == 1
+    steps = _rollouts(tmp_path / "run")
+    assert [s for s, _ in steps] == [0]
+    rows = steps[0][1]
+    assert len(rows) == 3 * 4
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)  # step-0 rollouts came from the warm start
+    task = TaskMix(TASKS)
+    tagger = PlanningTagger(Lexicon.preset("lab"), tok)
+    rewards = [r["reward"] for r in rows]
+    assert 0 < sum(rewards) < len(rewards), "fixture should give mixed rewards"
+    for r in rows:
+        ids = r["token_ids"]
+        assert len(r["logprobs"]) == len(r["entropies"]) == len(r["planning_mask"]) == len(ids) > 0
+        assert r["response"] == tok.decode(ids, skip_special_tokens=True)
+        assert r["truncated"] == (ids[-1] != tok.eos_token_id)
+        numbers, target = r["prompt"].split(" using ")[1], int(r["prompt"].split()[1])
+        problem = task.by_family["countdown"].make([int(x) for x in numbers.split()], target)
+        check = task.check(problem, r["response"])
+        assert (r["correct"], r["error_type"], r["reward"]) == (check.correct, check.error_type, check.reward)
+        assert r["planning_mask"] == tagger.token_mask(ids).tolist()
+        # behaviour log-probs equal a teacher-forced recomputation under the warm-start model
+        p = torch.tensor([tok(r["prompt"] + "\n")["input_ids"]])
+        lp = sequence_logprobs(model, p, torch.ones_like(p, dtype=torch.bool), torch.tensor([ids]),
+                               torch.ones((1, len(ids)), dtype=torch.bool))
+        np.testing.assert_allclose(lp[0].detach().numpy(), r["logprobs"], atol=1e-4)
+    assert set(out["eval"]) == {"warm_start", "final"}
+
+
+def test_same_seed_same_run_other_seed_differs(model_dir, tmp_path):
+    a = _run(model_dir, tmp_path / "a", algo="grpo")
+    b = _run(model_dir, tmp_path / "b", algo="grpo")
+    c = _run(model_dir, tmp_path / "c", algo="grpo", seed=1)
+    assert a["log"] == b["log"] and c["log"] != a["log"]
+    wa, wb, wc = (_weights(tmp_path / x) for x in "abc")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+    # learning happened: the weights moved away from the warm start
+    from safetensors.torch import load_file
+
+    w0 = load_file(str(Path(model_dir) / "model.safetensors"))
+    assert any(not torch.equal(wa[k], w0[k]) for k in wa)
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(model_dir, tmp_path):
+    full = _run(model_dir, tmp_path / "full", algo="hicra", steps=6)
+    run_dir = tmp_path / "killed"
+    cfg = json.dumps({**BASE, "algo": "hicra", "steps": 6})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "hicra.lab.rl", str(model_dir), str(run_dir), "--config", cfg],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (run_dir / "model").exists()
+    resumed = run_rl(RLConfig(**{**BASE, "algo": "hicra", "steps": 6}), model_dir, run_dir, resume=True,
+                     progress=False, log=lambda *a: None)
+    assert resumed["log"] == full["log"]
+    wf, wr = _weights(tmp_path / "full"), _weights(run_dir)
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    assert _rollouts(run_dir) == _rollouts(tmp_path / "full")
+    assert resumed["eval"]["final"] == full["eval"]["final"]
+
+
+def test_resume_from_an_intermediate_checkpoint_in_process(model_dir, tmp_path):
+    full = _run(model_dir, tmp_path / "full", algo="placebo", steps=4)
+    part = _run(model_dir, tmp_path / "part", algo="placebo", steps=2)
+    assert part["log"] == full["log"][:2]
+    resumed = run_rl(RLConfig(**{**BASE, "algo": "placebo", "steps": 4}), model_dir, tmp_path / "part",
+                     resume=True, progress=False, log=lambda *a: None)
+    assert resumed["log"] == full["log"]
+    wf, wr = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+
+
+def test_token_advantages_per_algorithm():
+    from hicra.algorithms import grpo_advantages
+
+    gen = torch.Generator().manual_seed(0)
+    adv = grpo_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0]), [0, 0, 1, 1], scale="none")
+    resp = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    plan = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 1]], dtype=torch.bool)
+    ent = torch.arange(16, dtype=torch.float32).reshape(4, 4)
+    cfg = RLConfig(alpha=0.2, entropy_quantile=0.25)
+    cfg.algo = "grpo"
+    out, m = token_advantages(cfg, adv, resp, plan, ent, gen)
+    assert m is None and torch.equal(out, adv[:, None].expand(4, 4))
+    cfg.algo = "hicra"
+    out, m = token_advantages(cfg, adv, resp, plan, ent, gen)
+    want = torch.where(plan & resp, adv[:, None] + 0.2 * adv[:, None].abs(), adv[:, None]) * resp
+    torch.testing.assert_close(out, want)
+    assert out[0, 3] == 0  # padding (planning flag outside the response) is neither amplified nor kept
+    cfg.algo = "high-entropy"
+    out, m = token_advantages(cfg, adv, resp, plan, ent, gen)
+    assert int(m.sum()) == round(0.25 * int(resp.sum())) and bool(m[3, 1:].all())  # top entropies: last row
+    cfg.algo = "placebo"
+    out, m = token_advantages(cfg, adv, resp, plan, ent, gen)
+    assert int(m.sum()) == int((plan & resp).sum()) and not bool((m & ~resp).any())
