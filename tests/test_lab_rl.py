@@ -87,7 +87,7 @@ def test_records_schema_and_contents(model_dir, tmp_path):
         lp = sequence_logprobs(model, p, torch.ones_like(p, dtype=torch.bool), torch.tensor([ids]),
                                torch.ones((1, len(ids)), dtype=torch.bool))
         np.testing.assert_allclose(lp[0].detach().numpy(), r["logprobs"], atol=1e-4)
-    assert set(out["eval"]) == {"warm_start", "final"}
+    assert set(out["eval"]) == {"warm_start", "final", "warm_start_sampled", "final_sampled"}
 
 
 def test_same_seed_same_run_other_seed_differs(model_dir, tmp_path):

@@ -43,6 +43,9 @@ def run(args) -> int:
         raise InputError(f"--steps must be positive, got {args.steps}")
     if args.resume and not args.out:
         raise InputError("--resume needs --out RUN_DIR")
+    if args.out and not args.resume and (Path(args.out) / "run.json").exists():
+        raise InputError("run directory already holds a run (use --resume or another --out)",
+                         path=str(Path(args.out) / "run.json"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
@@ -63,12 +66,15 @@ def run(args) -> int:
     print(f"run directory: {out}")
     result = run_rl(rl_cfg, model_dir, out, resume=args.resume, progress=not args.quiet)
     t_rl = time.perf_counter() - t0 - t_ws
-    ws, fin = result["eval"]["warm_start"], result["eval"]["final"]
-    print(f"accuracy on {ws['n']} held-out problems (greedy): warm start {ws['accuracy']:.1%} -> after RL "
-          f"{fin['accuracy']:.1%} ({100 * (fin['accuracy'] - ws['accuracy']):+.1f} points)")
-    for name, e in (("warm start", ws), ("after RL", fin)):
-        print(f"  {name:10s} errors: execution {e['errors_execution']:.1%}, planning {e['errors_planning']:.1%}, "
-              f"format {e['errors_format']:.1%}; mean length {e['mean_length']:.1f} tokens")
+    ev = result["eval"]
+    for mode, suffix in (("greedy", ""), ("sampled, temperature 1", "_sampled")):
+        ws, fin = ev["warm_start" + suffix], ev["final" + suffix]
+        print(f"accuracy on {ws['n']} held-out problems ({mode}): warm start {ws['accuracy']:.1%} -> after RL "
+              f"{fin['accuracy']:.1%} ({100 * (fin['accuracy'] - ws['accuracy']):+.1f} points)")
+        for name, e in (("warm start", ws), ("after RL", fin)):
+            print(f"  {name:10s} errors: execution {e['errors_execution']:.1%}, planning "
+                  f"{e['errors_planning']:.1%}, format {e['errors_format']:.1%}; mean length "
+                  f"{e['mean_length']:.1f} tokens")
     print(f"time: warm start {t_ws:.0f}s, RL {t_rl:.0f}s")
     if not args.no_analyze:
         _analyze(out, result["log"])

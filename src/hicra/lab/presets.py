@@ -25,8 +25,8 @@ PRESETS: dict[str, tuple[WarmStartConfig, RLConfig]] = {
     ),
     "default": (
         WarmStartConfig(tasks=TASKS, size="1m", n_train=6000, epochs=3, batch_size=16, lr=4e-3),
-        RLConfig(tasks=TASKS, steps=200, prompts_per_step=8, group_size=8, max_new_tokens=96, lr=5e-4,
-                 n_eval=256, checkpoint_every=20),
+        RLConfig(tasks=TASKS, steps=300, prompts_per_step=16, group_size=8, max_new_tokens=96, lr=5e-4,
+                 n_eval=512, checkpoint_every=25),
     ),
 }
 

@@ -142,6 +142,20 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def _evaluate_both(model, tokenizer, task, problems, cfg: RLConfig, name: str) -> dict:
+    """Held-out accuracy and error rates with greedy decoding (`name`) and with one sample at the RL
+    temperature (`name_sampled`, the policy RL optimises)."""
+    import torch
+
+    from hicra.lab.sft import evaluate
+
+    # evaluation draws from its own generator, so it never shifts the RL streams
+    with torch.random.fork_rng(devices=[]):
+        return {name: evaluate(model, tokenizer, task, problems, cfg.max_new_tokens, seed=cfg.seed, greedy=True),
+                f"{name}_sampled": evaluate(model, tokenizer, task, problems, cfg.max_new_tokens,
+                                            seed=cfg.seed + 3, temperature=cfg.temperature)}
+
+
 def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bool = False,
            progress: bool = True, log=print) -> dict:
     """Run (or resume) RL from the HF model directory `model_dir` into `run_dir`. Returns the final state:
@@ -157,7 +171,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     from hicra.fileio import write_json, write_jsonl
     from hicra.lab.model import format_prompt
     from hicra.lab.sampling import sample, sequence_logprobs
-    from hicra.lab.sft import eval_problems, evaluate
+    from hicra.lab.sft import eval_problems
     from hicra.lab.tasks import TaskMix
     from hicra.planning.lexicon import Lexicon
     from hicra.planning.tagger import PlanningTagger
@@ -216,13 +230,12 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
             "tokenizer": str((run_dir / "tokenizer").resolve()), "config": asdict(cfg)})
         evals = {}
     if "warm_start" not in evals:
-        evals["warm_start"] = evaluate(model, tokenizer, task, held_out, cfg.max_new_tokens, seed=cfg.seed,
-                                       greedy=True)
+        evals.update(_evaluate_both(model, tokenizer, task, held_out, cfg, "warm_start"))
         write_json(eval_path, evals)
-        ws = evals["warm_start"]
-        log(f"warm-start policy (greedy, {ws['n']} held-out problems): accuracy {ws['accuracy']:.1%}, "
-            f"execution errors {ws['errors_execution']:.1%}, planning errors {ws['errors_planning']:.1%}, "
-            f"format errors {ws['errors_format']:.1%}")
+        for mode, ws in (("greedy", evals["warm_start"]), ("sampled", evals["warm_start_sampled"])):
+            log(f"warm-start policy ({mode}, {ws['n']} held-out problems): accuracy {ws['accuracy']:.1%}, "
+                f"execution errors {ws['errors_execution']:.1%}, planning errors {ws['errors_planning']:.1%}, "
+                f"format errors {ws['errors_format']:.1%}")
 
     tb = None
     if cfg.tensorboard:
@@ -327,8 +340,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         tb.close()
 
     if "final" not in evals or resume:
-        evals["final"] = evaluate(model, tokenizer, task, held_out, cfg.max_new_tokens, seed=cfg.seed,
-                                  greedy=True)
+        evals.update(_evaluate_both(model, tokenizer, task, held_out, cfg, "final"))
         write_json(eval_path, evals)
     model.save_pretrained(run_dir / "model")
     tokenizer.save_pretrained(run_dir / "model")

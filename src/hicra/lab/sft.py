@@ -149,7 +149,7 @@ def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True) -> l
 
 
 def evaluate(model, tokenizer, task: TaskMix, problems: list[Problem], max_new_tokens: int, seed: int = 0,
-             greedy: bool = False, batch_size: int = 128) -> dict:
+             greedy: bool = False, batch_size: int = 128, temperature: float = 1.0) -> dict:
     """Accuracy and error-type rates (shares of all responses) of one response per problem."""
     import torch
 
@@ -163,7 +163,7 @@ def evaluate(model, tokenizer, task: TaskMix, problems: list[Problem], max_new_t
         chunk = problems[i : i + batch_size]
         prompts = [tokenizer(format_prompt(p.question))["input_ids"] for p in chunk]
         s = sample(model, prompts, max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id,
-                   generator=gen, greedy=greedy)
+                   generator=gen, greedy=greedy, temperature=temperature)
         for p, ids in zip(chunk, s.response_lists(), strict=True):
             r = task.check(p, tokenizer.decode(ids, skip_special_tokens=True))
             counts[r.error_type] += 1

@@ -1,0 +1,62 @@
+"""`hicra lab` end to end on a tiny preset: warm start (then reused from the cache), RL, analysis, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hicra.cli import main
+from hicra.lab import presets
+from hicra.lab.rl import RLConfig
+from hicra.lab.sft import WarmStartConfig
+
+TASKS = [{"family": "countdown", "n_numbers": 2, "max_number": 3, "max_target": 9}]
+
+
+@pytest.fixture
+def tiny_preset(monkeypatch):
+    ws = WarmStartConfig(tasks=TASKS, n_train=200, vocab_size=280, size="1m", epochs=1, batch_size=16, seed=0)
+    rl = RLConfig(tasks=TASKS, steps=2, prompts_per_step=2, group_size=2, max_new_tokens=16, n_eval=4,
+                  checkpoint_every=1)
+    monkeypatch.setitem(presets.PRESETS, "quick", (ws, rl))
+    return ws
+
+
+def test_lab_end_to_end_and_cache_reuse(tiny_preset, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    argv = ["lab", "--algo", "grpo", "--seed", "3", "--cache", str(cache), "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "r1")]) == 0
+    out1 = capsys.readouterr().out
+    assert f"run directory: {tmp_path / 'r1'}" in out1 and "warm start" in out1
+    assert "held-out problems (greedy)" in out1
+    entries = list(cache.glob("warmstart-*"))
+    assert len(entries) == 1 and entries[0].name == f"warmstart-{tiny_preset.key()}"
+    info = json.loads((tmp_path / "r1" / "run.json").read_text())
+    assert info["algorithm"] == "grpo" and info["seed"] == 3 and info["config"]["steps"] == 2
+    assert (tmp_path / "r1" / "summary.json").exists()  # the analysis ran
+    # second run with the same settings: the cached warm start is reused, not retrained
+    assert main([*argv, "--out", str(tmp_path / "r2")]) == 0
+    captured = capsys.readouterr()
+    assert f"warm start: reusing {entries[0]}" in captured.out
+    assert len(list(cache.glob("warmstart-*"))) == 1
+    # the same seed gives the same run
+    log1 = (tmp_path / "r1" / "train_log.jsonl").read_text()
+    assert log1 == (tmp_path / "r2" / "train_log.jsonl").read_text()
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--alpha", "1.0"], "--alpha must be in [0, 1)"),
+    (["--resume"], "--resume needs --out"),
+    (["--steps", "0"], "--steps must be positive"),
+])
+def test_lab_bad_input_exits_2_with_one_line(extra, message, capsys):
+    assert main(["lab", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hicra lab: error:") and message in err and "\n" not in err
+
+
+def test_lab_refuses_to_overwrite_a_run(tmp_path, capsys):
+    (tmp_path / "run.json").write_text("{}")
+    assert main(["lab", "--out", str(tmp_path)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
