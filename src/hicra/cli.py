@@ -15,7 +15,7 @@ from hicra import __version__
 from hicra.errors import InputError
 
 # verb modules, in the order `hicra --help` lists them
-VERB_MODULES: list[str] = ["hicra.evaluation_cli", "hicra.integrations.cli", "hicra.dynamics.cli", "hicra.planning.cli", "hicra.study_cli"]
+VERB_MODULES: list[str] = ["hicra.evaluation_cli", "hicra.integrations.cli", "hicra.dynamics.cli", "hicra.planning.cli", "hicra.study_cli", "hicra.lab.cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:
