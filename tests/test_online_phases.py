@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from hicra.dynamics.online import (
     OnlineConfig,
@@ -122,3 +123,97 @@ def test_execution_perplexity_matches_the_analyzer(tmp_path):
         expected = step_metrics(table)["ppl_execution"]
         assert execution_perplexity(lp, resp, plan) == pytest.approx(expected, rel=1e-6)
     assert np.isnan(execution_perplexity(lp, resp, resp))  # every token planning: no execution tokens
+
+
+# ---------------------------------------------------------------- the phase-aware arm in the lab RL loop
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from hicra.lab.sft import WarmStartConfig, warm_start
+
+    cfg = WarmStartConfig(n_train=200, epochs=1, vocab_size=300, size="1m", max_response_tokens=96)
+    return warm_start(cfg, tmp_path_factory.mktemp("ws"), progress=False, log=lambda *a: None)
+
+
+# a liberal detector so that a tiny run switches within its few steps (the switch itself is what is tested)
+LIBERAL = {"min_steps": 6, "confirm": 1, "min_after": 1, "alpha": 0.5, "n_boot": 49}
+
+
+def _tiny_cfg(**kw):
+    from hicra.lab.rl import RLConfig
+
+    base = dict(algo="phase-aware", alpha=0.3, steps=12, prompts_per_step=2, group_size=2, max_new_tokens=24,
+                n_eval=4, checkpoint_every=4, minibatches=1, phase_detector=LIBERAL, seed=3)
+    return RLConfig(**{**base, **kw})
+
+
+def _log(run_dir):
+    import json
+
+    return [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_token_advantages_phase_aware_alpha():
+    from hicra.algorithms import hicra_advantages
+    from hicra.lab.rl import token_advantages
+
+    cfg = _tiny_cfg()
+    adv = torch.tensor([1.0, -0.5, 0.0])
+    resp = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    plan = torch.tensor([[1, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    off, mask_off = token_advantages(cfg, adv, resp, plan, None, None, alpha=0.0)
+    assert mask_off is None and torch.equal(off, adv[:, None].expand(3, 4))  # = GRPO before the switch
+    on, mask_on = token_advantages(cfg, adv, resp, plan, None, None)
+    assert torch.equal(mask_on, plan & resp)
+    assert torch.allclose(on, hicra_advantages(adv, plan & resp, 0.3) * resp)
+
+
+def test_phase_aware_switch_follows_the_measured_rollouts(tiny_model, tmp_path):
+    """Replay the run's own rollouts offline (analyzer's ppl_execution) through a fresh detector: it must fire at
+    the logged step, and alpha must be 0 before it and the configured alpha from it on."""
+    from hicra.dynamics.metrics import compute_metrics
+    from hicra.lab.rl import run_rl
+
+    cfg = _tiny_cfg()
+    run_rl(cfg, tiny_model, tmp_path / "run", progress=False, log=lambda *a: None)
+    log = _log(tmp_path / "run")
+    df = compute_metrics(tmp_path / "run")
+    det = OnlineConsolidationDetector(OnlineConfig(**LIBERAL))
+    for step, ppl in zip(df["step"], df["ppl_execution"], strict=True):
+        det.update(int(step), float(ppl))
+    fired = [e["phase_fired_step"] for e in log if e["phase_fired_step"] is not None]
+    assert det.fired_step == (fired[0] if fired else None)
+    assert det.fired, "the liberal detector should switch within 12 steps"
+    for e in log:
+        assert e["phase_alpha"] == (0.3 if e["step"] >= det.fired_step else 0.0)
+        assert (e["amplified_ratio"] > 0) == (e["step"] >= det.fired_step and e["planning_ratio"] > 0)
+
+
+def test_phase_aware_resume_is_exact(tiny_model, tmp_path, monkeypatch):
+    import hicra.lab.rl as rl
+
+    cfg = _tiny_cfg()
+    rl.run_rl(cfg, tiny_model, tmp_path / "full", progress=False, log=lambda *a: None)
+    real = rl.save_checkpoint
+    saved = []
+
+    def die_after_second(*args, **kwargs):
+        real(*args, **kwargs)
+        saved.append(args[3])
+        if len(saved) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rl, "save_checkpoint", die_after_second)
+    with pytest.raises(KeyboardInterrupt):
+        rl.run_rl(cfg, tiny_model, tmp_path / "cut", progress=False, log=lambda *a: None)
+    monkeypatch.setattr(rl, "save_checkpoint", real)
+    assert saved == [3, 7]
+    rl.run_rl(cfg, tiny_model, tmp_path / "cut", resume=True, progress=False, log=lambda *a: None)
+    a, b = _log(tmp_path / "cut"), _log(tmp_path / "full")
+    assert a == b
+
+    sa = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)["detector"]
+    sb = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=False)["detector"]
+    assert sa == sb
+    # the detector latched when it fired: it holds the values up to that step, measured at every step before
+    assert sa["fired_step"] is not None and sa["steps"] == list(range(sa["fired_step"] + 1))

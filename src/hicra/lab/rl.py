@@ -10,12 +10,16 @@ Per step:
        hicra         the planning-token mask (lab lexicon, `PlanningTagger.token_masks`);
        high-entropy  the top `entropy_quantile` share of highest-entropy tokens of the batch (control);
        placebo       random tokens at this batch's planning-token rate (control);
+       phase-aware   the planning-token mask with alpha = 0 (plain GRPO) until the online consolidation detector
+                     (`hicra.dynamics.online`, fed each step's execution-token perplexity measured on its
+                     rollouts) fires, then `alpha`; the detector's state is checkpointed;
   5. write the step's rollout rows (run-directory schema) atomically, then take the clipped policy-gradient
      update(s) (`hicra.algorithms.policy_loss`);
   6. every `checkpoint_every` steps save model, optimiser, every RNG state and the log, so `resume=True`
      continues exactly as an uninterrupted run with the same seed would have.
 
-Nothing here schedules the dynamics: no step-dependent change of the loss, mask, alpha or sampling.
+Nothing here schedules the dynamics: no step-dependent change of the loss, mask, alpha or sampling (phase-aware's
+switch is decided by measurements of the rollouts, never by the step number).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ALGORITHMS = ("grpo", "hicra", "high-entropy", "placebo")
+ALGORITHMS = ("grpo", "hicra", "high-entropy", "placebo", "phase-aware")
 
 
 @dataclass
@@ -36,6 +40,7 @@ class RLConfig:
     algo: str = "hicra"
     alpha: float = 0.2  # HICRA amplification (also for the high-entropy and placebo controls)
     entropy_quantile: float = 0.2  # high-entropy: share of the batch's response tokens amplified
+    phase_detector: dict = field(default_factory=dict)  # phase-aware: OnlineConfig overrides
     adv_scale: str = "none"  # "none" (the paper's r - mean) or "std"
     # policy loss
     clip_low: float = 0.2
@@ -72,6 +77,10 @@ class RLConfig:
             raise ValueError("group_size must be at least 2 (group advantages)")
         if self.steps < 0 or self.checkpoint_every < 1 or self.minibatches < 1:
             raise ValueError("steps >= 0, checkpoint_every >= 1 and minibatches >= 1 are required")
+        if self.algo == "phase-aware":
+            from hicra.dynamics.online import OnlineConfig
+
+            OnlineConfig(**self.phase_detector).validate()
 
 
 def pad_masks(masks, width: int):
@@ -86,22 +95,24 @@ def pad_masks(masks, width: int):
     return out
 
 
-def token_advantages(cfg: RLConfig, adv, response_mask, planning_mask, entropies, generator):
-    """[B, T] token advantages for the configured algorithm, and the mask that was amplified (None for grpo)."""
+def token_advantages(cfg: RLConfig, adv, response_mask, planning_mask, entropies, generator, alpha=None):
+    """[B, T] token advantages for the configured algorithm, and the mask that was amplified (None for grpo).
+    `alpha` overrides cfg.alpha (phase-aware passes 0 until its detector fires)."""
     import torch
 
     from hicra.algorithms import hicra_advantages, high_entropy_mask, placebo_mask
 
-    if cfg.algo == "grpo":
+    alpha = cfg.alpha if alpha is None else alpha
+    if cfg.algo == "grpo" or (cfg.algo == "phase-aware" and alpha == 0.0):
         return adv[:, None].expand(response_mask.shape).clone(), None
-    if cfg.algo == "hicra":
+    if cfg.algo in ("hicra", "phase-aware"):
         mask = planning_mask & response_mask
     elif cfg.algo == "high-entropy":
         mask = high_entropy_mask(entropies, response_mask, cfg.entropy_quantile)
     else:  # placebo: as many random tokens as this batch has planning tokens
         rate = float((planning_mask & response_mask).sum()) / max(1, int(response_mask.sum()))
         mask = placebo_mask(response_mask, rate, generator)
-    return hicra_advantages(adv, mask, cfg.alpha) * response_mask.to(torch.float32), mask
+    return hicra_advantages(adv, mask, alpha) * response_mask.to(torch.float32), mask
 
 
 def _rng_states(problem_rng: random.Random, sample_gen, mask_gen) -> dict:
@@ -125,15 +136,16 @@ def _set_rng_states(states: dict, problem_rng: random.Random, sample_gen, mask_g
     random.setstate(states["python"])
 
 
-def save_checkpoint(path: Path, model, opt, step: int, log: list[dict], rng: dict) -> None:
-    """model, optimiser, RNG states and the log so far, written atomically (temp file + rename)."""
+def save_checkpoint(path: Path, model, opt, step: int, log: list[dict], rng: dict, detector=None) -> None:
+    """model, optimiser, RNG states, the log so far and the phase detector's state (phase-aware), written
+    atomically (temp file + rename)."""
     import torch
 
     from hicra.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         torch.save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(), "log": log,
-                    "rng": rng}, tmp)
+                    "rng": rng, "detector": None if detector is None else detector.state_dict()}, tmp)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -203,6 +215,11 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
     held_out = eval_problems(task, cfg.n_eval, cfg.seed)
+    detector = None
+    if cfg.algo == "phase-aware":
+        from hicra.dynamics.online import OnlineConfig, OnlineConsolidationDetector
+
+        detector = OnlineConsolidationDetector(OnlineConfig(**cfg.phase_detector))
 
     history: list[dict] = []
     timings: list[dict] = []  # wall-clock figures: kept apart from the (deterministic) log
@@ -215,6 +232,8 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         _set_rng_states(state["rng"], problem_rng, sample_gen, mask_gen)
         history = state["log"]
         start = state["step"] + 1
+        if detector is not None:
+            detector.load_state_dict(state["detector"])
         evals = json.loads(eval_path.read_text()) if eval_path.exists() else {}
         # rollouts written after the checkpoint are redone (deterministically) by this run
         for file_step, _, path in list_rollout_files(run_dir):
@@ -266,7 +285,14 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         adv = grpo_advantages(rewards, group_ids, scale=cfg.adv_scale)
         planning = tagger.token_masks(responses)
         planning_mask = pad_masks(planning, s.response_ids.shape[1])
-        tok_adv, amplified = token_advantages(cfg, adv, s.response_mask, planning_mask, s.entropies, mask_gen)
+        alpha = cfg.alpha
+        if detector is not None:  # phase-aware: this step's measured execution perplexity decides the switch
+            from hicra.dynamics.online import execution_perplexity
+
+            detector.update(step, execution_perplexity(s.logprobs, s.response_mask, planning_mask))
+            alpha = cfg.alpha if detector.fired else 0.0
+        tok_adv, amplified = token_advantages(cfg, adv, s.response_mask, planning_mask, s.entropies, mask_gen,
+                                              alpha=alpha)
 
         rows = []
         for i, (p, ids, r) in enumerate(zip(batch_problems, responses, results, strict=True)):
@@ -317,6 +343,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
             "entropy": float((s.entropies * resp_mask).sum() / max(1, n_tokens)),
             "planning_ratio": float((planning_mask & resp_mask).sum()) / max(1, n_tokens),
             "amplified_ratio": 0.0 if amplified is None else float(amplified.sum()) / max(1, n_tokens),
+            **({} if detector is None else {"phase_alpha": alpha, "phase_fired_step": detector.fired_step}),
             # NaN (e.g. no planning token in the batch) is written as null: JSON has no NaN
             **{k: (None if v != v else v) for k, v in stats_sum.items()},
         }
@@ -334,7 +361,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
                         tok_s=f"{timing['tokens_per_s']:.0f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             save_checkpoint(ckpt_path, model, opt, step, history,
-                            _rng_states(problem_rng, sample_gen, mask_gen))
+                            _rng_states(problem_rng, sample_gen, mask_gen), detector=detector)
     bar.close()
     if tb is not None:
         tb.close()
