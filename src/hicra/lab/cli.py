@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hicra.errors import InputError
 
-ALGOS = ("grpo", "hicra", "high-entropy", "placebo")
+ALGOS = ("grpo", "hicra", "high-entropy", "placebo", "phase-aware")
 
 
 def default_cache() -> Path:
