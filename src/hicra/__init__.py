@@ -31,6 +31,7 @@ _PUBLIC = {
     "pass_at_k": "hicra.dynamics.metrics",
     "HICRAConfig": "hicra.integrations.trl", "HICRATrainer": "hicra.integrations.trl", "HICRAPlumbing": "hicra.integrations.verl",
     "RolloutWriter": "hicra.dynamics.records", "analyze_run": "hicra.dynamics.analyze", "detect_phases": "hicra.dynamics.phases",
+    "OnlineConsolidationDetector": "hicra.dynamics.online", "run_study": "hicra.study",
 }
 
 __all__ = ["__version__", *_PUBLIC]

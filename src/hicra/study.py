@@ -74,13 +74,12 @@ PRESETS: dict[str, StudyPreset] = {
             "checkpoint_every": 1, "minibatches": 1},
         threshold=0.5, threshold_window=1),
     "quick": StudyPreset(
-        name="quick", description="every arm, 2 seeds, short runs: <= 20 minutes on 2 CPU cores",
-        seeds=2, arms=list(ARMS), lab_preset="quick",
-        rl={"steps": 30, "n_eval": 128, "checkpoint_every": 5}),
+        name="quick", description="every arm, 3 seeds, 60-step runs: <= 20 minutes on 2 CPU cores",
+        seeds=3, arms=list(ARMS), lab_preset="quick",
+        rl={"steps": 60, "n_eval": 256, "checkpoint_every": 10}),
     "full": StudyPreset(
-        name="full", description="every arm, 8 seeds, longer runs (hours on 2 cores: see docs/study.md)",
-        seeds=8, arms=list(ARMS), lab_preset="default",
-        rl={"steps": 100, "n_eval": 256, "checkpoint_every": 10}),
+        name="full", description="every arm, 8 seeds, the lab's default runs (hours on 2 cores: docs/study.md)",
+        seeds=8, arms=list(ARMS), lab_preset="default"),
 }
 
 
