@@ -13,7 +13,7 @@ Two figures:
 The last line `ratio: X` is the algorithm-alone figure, the median over steps of the paired per-step ratio
 (floor: <= 1.05).
 
-    HF_HUB_OFFLINE=1 python benchmarks/trl_overhead.py [--size 3m] [--steps 15] [--length 48]
+    HF_HUB_OFFLINE=1 python benchmarks/trl_overhead.py [--size 3m] [--steps 30] [--length 48] [--cuda]
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ def reward(completions, **kwargs):
     return [float(len(c) % 3 == 0) for c in completions]
 
 
-def make(kind: str, model_dir: Path, out: Path, length: int, **extra):
-    common = dict(output_dir=str(out), use_cpu=True, bf16=False, per_device_train_batch_size=16,
+def make(kind: str, model_dir: Path, out: Path, length: int, cuda: bool = False, **extra):
+    common = dict(output_dir=str(out), use_cpu=not cuda, bf16=False, per_device_train_batch_size=16,
                   num_generations=4, max_completion_length=length, max_steps=1, learning_rate=0.0,
                   logging_steps=10_000, report_to=[], save_strategy="no", seed=0, scale_rewards="none",
                   epsilon_high=0.28, loss_type="dapo", disable_tqdm=True)
@@ -91,8 +91,9 @@ def make(kind: str, model_dir: Path, out: Path, length: int, **extra):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="3m")
-    ap.add_argument("--steps", type=int, default=15, help="timed steps per arm (after one warm-up step)")
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per arm (after one warm-up step)")
     ap.add_argument("--length", type=int, default=48, help="max completion length")
+    ap.add_argument("--cuda", action="store_true", help="run on the GPU (default: CPU)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # one thread: less sensitive to other work on a shared machine
     lexicon = Lexicon.preset("lab")
@@ -110,7 +111,8 @@ def main() -> None:
         lex_path = Lexicon(words, name="letters").save(tmp / "letters.json")
         arms = {"grpo": {}, "hicra": dict(alpha=0.2, lexicon=str(lex_path), log_rollouts=False),
                 "hicra+log": dict(alpha=0.2, lexicon=str(lex_path), log_rollouts=True)}
-        trainers = {k: make("grpo" if k == "grpo" else "hicra", tmp / "model", tmp / k, args.length, **extra)
+        trainers = {k: make("grpo" if k == "grpo" else "hicra", tmp / "model", tmp / k, args.length, args.cuda,
+                            **extra)
                     for k, extra in arms.items()}
         times = {k: [] for k in arms}
         prompts = list(trainers["grpo"][1])
