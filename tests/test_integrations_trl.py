@@ -238,3 +238,18 @@ def test_train_cli_math_data_and_bad_config(tmp_path, shared_data, capsys):
     bad.write_text("model: lab:1m\ndata: {bench: gsm8k}\ntrainer: ppo\n")
     assert main(["train", "--config", str(bad)]) == 2
     assert "field 'trainer'" in capsys.readouterr().err
+
+
+def test_train_cli_grpo_arm_keeps_rollout_log(tmp_path):
+    """trainer: grpo = the baseline arm, alpha forced to 0, still a run directory for `hicra analyze`."""
+    from hicra.cli import main
+    from hicra.dynamics.records import read_rollouts, read_run_info
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "grpo-run"
+    assert main(["train", "--config", str(repo / "examples/trl_lab_cpu.yaml"), "--set", "trainer=grpo",
+                 "--set", "args.max_steps=1", "--set", "args.num_generations=2",
+                 "--set", f"args.output_dir={out}"]) == 0
+    info = read_run_info(out)
+    assert info["algorithm"] == "grpo" and info["alpha"] == 0.0
+    assert read_rollouts(out).num_rows == 8

@@ -3,7 +3,9 @@
 Config (YAML; see examples/trl_lab_cpu.yaml and examples/trl_qwen2.5_math_1.5b.yaml):
 
     model: DIR | "lab:1m"          a local model directory, or "lab:SIZE" to build a fresh tiny lab model
-    trainer: hicra                 hicra | grpo  (grpo = TRL's plain GRPOTrainer, the baseline arm)
+    trainer: hicra                 hicra | grpo | trl-grpo.  grpo = the baseline arm: HICRATrainer with alpha = 0,
+                                   which is TRL's GRPO update exactly and still writes the rollout log;
+                                   trl-grpo = TRL's own GRPOTrainer (GRPOConfig defaults, no rollout log)
     data:                          one of three sources
       bench: gsm8k                 a named benchmark of `hicra.evaluation.BENCHMARKS` (reward: math-verify)
       path: FILE.jsonl             any JSONL, with problem_field / answer_field / id_field /
@@ -25,7 +27,7 @@ from typing import Any
 
 from hicra.errors import InputError
 
-TRAINERS = ("hicra", "grpo")
+TRAINERS = ("hicra", "grpo", "trl-grpo")
 
 
 def register(subparsers) -> None:
@@ -220,8 +222,10 @@ def build_trainer(cfg: dict):
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(str(model_dir))
     kind = cfg.get("trainer", "hicra")
+    if kind == "grpo":  # HICRATrainer with alpha = 0 is exactly TRL's GRPO update (tested) and keeps the rollout log
+        args["alpha"] = 0.0
     try:
-        if kind == "hicra":
+        if kind in ("hicra", "grpo"):
             targs = HICRAConfig(**args)
         else:
             hicra_only = set(HICRAConfig.__dataclass_fields__) - set(GRPOConfig.__dataclass_fields__)
@@ -230,7 +234,7 @@ def build_trainer(cfg: dict):
         raise InputError(str(exc), path=cfg["_path"], field="args") from None
     common = dict(model=model, reward_funcs=reward, args=targs, train_dataset=Dataset.from_list(rows),
                   processing_class=tokenizer)
-    if kind == "hicra":
+    if kind in ("hicra", "grpo"):
         trainer = HICRATrainer(**common, annotate=annotate)
         if trainer.rollout_logger is not None:
             trainer.rollout_logger.run_info.update(task=task, model=str(cfg["model"]))
