@@ -20,7 +20,7 @@ TASKS = [{"family": "countdown", "n_numbers": 2, "max_number": 9, "max_target": 
 PRESETS: dict[str, tuple[WarmStartConfig, RLConfig]] = {
     "quick": (
         WarmStartConfig(tasks=TASKS, size="1m", n_train=6000, epochs=3, batch_size=16, lr=4e-3),
-        RLConfig(tasks=TASKS, steps=30, prompts_per_step=8, group_size=8, max_new_tokens=96, lr=5e-4,
+        RLConfig(tasks=TASKS, steps=50, prompts_per_step=16, group_size=8, max_new_tokens=96, lr=5e-4,
                  n_eval=256, checkpoint_every=10),
     ),
     "default": (

@@ -56,6 +56,7 @@ class RLConfig:
     # optimisation
     lr: float = 5e-4
     minibatches: int = 2  # gradient steps per rollout batch (the later ones are slightly off-policy)
+    micro_batch_size: int = 16  # rows per forward/backward pass (length-sorted, trimmed); 0 = whole minibatch
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     # evaluation on a fixed held-out set, before and after RL
@@ -93,6 +94,16 @@ def pad_masks(masks, width: int):
         if n:
             out[i, :n] = torch.as_tensor(m[:n], dtype=torch.bool)
     return out
+
+
+def micro_batches(rows, lengths, size: int) -> list:
+    """`rows` (indices) sorted by response length (stable) and split into groups of `size`; 0 = one group."""
+    import torch
+
+    if size <= 0 or len(rows) <= size:
+        return [rows]
+    ordered = rows[torch.sort(lengths[rows], stable=True).indices]
+    return list(ordered.split(size))
 
 
 def token_advantages(cfg: RLConfig, adv, response_mask, planning_mask, entropies, generator, alpha=None):
@@ -315,21 +326,37 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
             with torch.no_grad():
                 ref_lp = sequence_logprobs(ref_model, s.prompt_ids, s.prompt_mask, s.response_ids,
                                            s.response_mask, cfg.temperature)
+        lengths = s.response_mask.sum(1)
         for chunk in order.chunk(cfg.minibatches):
-            logp = sequence_logprobs(model, s.prompt_ids[chunk], s.prompt_mask[chunk], s.response_ids[chunk],
-                                     s.response_mask[chunk], cfg.temperature)
-            loss, stats = policy_loss(
-                logp, s.logprobs[chunk], tok_adv[chunk], s.response_mask[chunk], clip_low=cfg.clip_low,
-                clip_high=cfg.clip_high, aggregation=cfg.aggregation,
-                ref_logprobs=None if ref_lp is None else ref_lp[chunk], kl_coef=cfg.kl_coef,
-                planning_mask=planning_mask[chunk])
+            # one optimiser step per minibatch; its loss is accumulated over length-sorted micro-batches trimmed
+            # to their own longest response, weighted so the sum equals the minibatch's loss (less padding)
+            n_tok, n_seq = int(s.response_mask[chunk].sum()), len(chunk)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            sums: dict[str, float] = {}
+            weights: dict[str, float] = {}
+            for micro in micro_batches(chunk, lengths, cfg.micro_batch_size):
+                t_len = int(lengths[micro].max())
+                p_mask = s.prompt_mask[micro]
+                p0 = int(p_mask.any(0).nonzero()[0])  # leading columns that are padding in every row
+                r_mask = s.response_mask[micro, :t_len]
+                logp = sequence_logprobs(model, s.prompt_ids[micro, p0:], p_mask[:, p0:],
+                                         s.response_ids[micro, :t_len], r_mask, cfg.temperature)
+                loss, stats = policy_loss(
+                    logp, s.logprobs[micro, :t_len], tok_adv[micro, :t_len], r_mask, clip_low=cfg.clip_low,
+                    clip_high=cfg.clip_high, aggregation=cfg.aggregation,
+                    ref_logprobs=None if ref_lp is None else ref_lp[micro, :t_len], kl_coef=cfg.kl_coef,
+                    planning_mask=planning_mask[micro, :t_len], max_response_length=cfg.max_new_tokens)
+                w = int(r_mask.sum()) / n_tok if cfg.aggregation == "token-mean" else len(micro) / n_seq
+                (loss * w).backward()
+                for k, v in stats.items():
+                    if v == v:  # a micro-batch without planning tokens has NaN planning stats: leave it out
+                        sums[k] = sums.get(k, 0.0) + w * float(v)
+                        weights[k] = weights.get(k, 0.0) + w
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step()
-            stats["grad_norm"] = float(grad_norm)
-            for k, v in stats.items():
-                stats_sum[k] = stats_sum.get(k, 0.0) + float(v) / cfg.minibatches
+            sums["grad_norm"], weights["grad_norm"] = float(grad_norm), 1.0
+            for k, v in sums.items():
+                stats_sum[k] = stats_sum.get(k, 0.0) + v / weights[k] / cfg.minibatches
         model.eval()
 
         n_tokens = int(s.response_mask.sum())

@@ -52,7 +52,11 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample(model, prompts: list[list[int]], max_new_tokens: int, eos_id: int, pad_id: int,
            generator: torch.Generator | None = None, temperature: float = 1.0, greedy: bool = False) -> Samples:
-    """Sample one response per prompt (repeat a prompt G times for a group). Stops early when all hit eos."""
+    """Sample one response per prompt (repeat a prompt G times for a group).
+
+    Rows that have emitted eos are dropped from the batch and from the KV cache at once, so later decode steps
+    only pay for the responses still running (responses differ a lot in length); the loop ends when none is.
+    """
     model.eval()
     prompt_ids, prompt_mask = left_pad(prompts, pad_id)
     bsz = prompt_ids.shape[0]
@@ -63,36 +67,45 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, eos_id: int, pa
     logits = out.logits[:, -1, :].float()
     next_pos = pos[:, -1] + 1
 
-    tokens, logps, ents, alive_cols = [], [], [], []
-    alive = torch.ones(bsz, dtype=torch.bool)
-    for _ in range(max_new_tokens):
+    response_ids = torch.full((bsz, max_new_tokens), pad_id, dtype=torch.long)
+    response_mask = torch.zeros((bsz, max_new_tokens), dtype=torch.bool)
+    logprobs = torch.zeros((bsz, max_new_tokens))
+    entropies = torch.zeros((bsz, max_new_tokens))
+    rows = torch.arange(bsz)  # original index of every row still running
+    length = 0
+    for t in range(max_new_tokens):
         logp_all = torch.log_softmax(logits / temperature, dim=-1)
         if greedy:
             tok = logp_all.argmax(-1)
         else:
             tok = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(-1)
-        lp = logp_all.gather(-1, tok[:, None]).squeeze(-1)
-        ent = -(logp_all.exp() * logp_all).sum(-1)
-        tok = torch.where(alive, tok, torch.full_like(tok, pad_id))
-        tokens.append(tok)
-        logps.append(torch.where(alive, lp, torch.zeros_like(lp)))
-        ents.append(torch.where(alive, ent, torch.zeros_like(ent)))
-        alive_cols.append(alive.clone())
-        alive = alive & (tok != eos_id)
-        if not alive.any():
+        response_ids[rows, t] = tok
+        response_mask[rows, t] = True
+        logprobs[rows, t] = logp_all.gather(-1, tok[:, None]).squeeze(-1)
+        entropies[rows, t] = -(logp_all.exp() * logp_all).sum(-1)
+        length = t + 1
+        running = tok != eos_id
+        if not running.any():
             break
-        attn = torch.cat([attn, torch.ones((bsz, 1), dtype=attn.dtype)], dim=1)
+        if t + 1 == max_new_tokens:
+            break
+        if not running.all():  # drop finished rows from the batch and the cache
+            keep = running.nonzero().squeeze(-1)
+            rows, tok, attn, next_pos = rows[keep], tok[keep], attn[keep], next_pos[keep]
+            past.reorder_cache(keep)
+        attn = torch.cat([attn, torch.ones((attn.shape[0], 1), dtype=attn.dtype)], dim=1)
         out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
                     past_key_values=past, use_cache=True)
         past = out.past_key_values
         logits = out.logits[:, -1, :].float()
         next_pos = next_pos + 1
 
-    response_ids = torch.stack(tokens, dim=1)
-    response_mask = torch.stack(alive_cols, dim=1)
-    return Samples(prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=response_ids,
-                   response_mask=response_mask, logprobs=torch.stack(logps, dim=1),
-                   entropies=torch.stack(ents, dim=1), truncated=alive.clone())
+    truncated = torch.zeros(bsz, dtype=torch.bool)
+    last = response_ids[:, length - 1]
+    truncated = response_mask[:, length - 1] & (last != eos_id) & (length == max_new_tokens)
+    return Samples(prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=response_ids[:, :length],
+                   response_mask=response_mask[:, :length], logprobs=logprobs[:, :length],
+                   entropies=entropies[:, :length], truncated=truncated)
 
 
 def sequence_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
