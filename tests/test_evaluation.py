@@ -184,3 +184,35 @@ def test_generation_smoke_tiny_model(tmp_path, shared_data):
     metrics = pd.read_parquet(tmp_path / "analysis" / "metrics.parquet")
     assert metrics["n_responses"].tolist() == [8]
     assert metrics["accuracy"].tolist() == [sum(r["correct"] for r in rows) / 8]
+
+
+def test_custom_jsonl_bench_and_tokenizer(tmp_path, capsys):
+    """--bench FILE.jsonl with a field map (gold mode), --tokenizer fills token ids of graded responses."""
+    src = tmp_path / "mine.jsonl"
+    rows = [{"q": "1+1?", "sol": "It is \\boxed{2}.", "key": "x1"},
+            {"q": "2+2?", "sol": "We get \\boxed{4}, surely.", "key": "x2"},
+            {"q": "3+3?", "sol": "Wrongly \\boxed{7}; the box below is the gold: \\boxed{6}", "key": "x3"}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "g"
+    assert main(["eval", "--gold", "--bench", str(src), "--problem-field", "q", "--answer-field", "sol",
+                 "--solution-field", "sol", "--id-field", "key", "--answer-from", "boxed", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [it["id"] for it in res["items"]] == ["x1", "x2", "x3"]
+    assert [it["answer"] for it in res["items"]] == ["2", "4", "6"]  # the LAST box is the gold answer
+    assert set(res["benchmarks"]) == {"mine"}
+    assert main(["eval", "--gold", "--bench", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown benchmark 'nope'" in capsys.readouterr().err
+
+    from hicra.dynamics.records import read_rollouts
+    from hicra.lab.model import train_tokenizer
+
+    tok = train_tokenizer(["so the answer is 2", "let's try again"] * 20, vocab_size=300)
+    tok.save_pretrained(tmp_path / "tok")
+    resp = tmp_path / "resp.jsonl"
+    resp.write_text(json.dumps({"id": "a", "answer": "2", "responses": ["so the answer is \\boxed{2}", "3"]}) + "\n")
+    assert main(["eval", "--responses", str(resp), "--tokenizer", str(tmp_path / "tok"),
+                 "--out", str(tmp_path / "r")]) == 0
+    table = read_rollouts(tmp_path / "r").to_pylist()
+    assert [r["token_ids"] for r in table] == [tok("so the answer is \\boxed{2}", add_special_tokens=False)["input_ids"],
+                                               tok("3", add_special_tokens=False)["input_ids"]]
+    assert [r["correct"] for r in table] == [True, False] and table[0]["logprobs"] is None

@@ -126,22 +126,51 @@ def gold_solution(row: dict, spec: BenchSpec) -> str | None:
     return str(sol[0]) if isinstance(sol, list) else str(sol)
 
 
-def load_benchmark(name: str, data_dir: str | Path | None = None, limit: int | None = None) -> list[dict]:
-    """Rows `{id, benchmark, problem, answer, solution}` of a named benchmark (see `BENCHMARKS`)."""
-    if name not in BENCHMARKS:
-        raise InputError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}", field="bench")
-    spec = BENCHMARKS[name]
-    path = Path(data_dir or default_data_dir()) / spec.path
+def jsonl_spec(path: str | Path, problem: str = "problem", answer: str = "answer", id: str | None = "id",  # noqa: A002
+               solution: str | None = None, answer_from: str = "field") -> BenchSpec:
+    """A field map for any JSONL file (used for `--bench FILE.jsonl`); a missing id field means the line number."""
+    if answer_from not in ("field", "boxed", "gsm8k", "list"):
+        raise InputError(f"answer_from must be field, boxed, gsm8k or list, got {answer_from!r}",
+                         field="answer-from")
+    return BenchSpec(str(path), problem=problem, answer=answer, id=id, solution=solution, answer_from=answer_from)
+
+
+def load_benchmark(name: str, data_dir: str | Path | None = None, limit: int | None = None,
+                   spec: BenchSpec | None = None) -> list[dict]:
+    """Rows `{id, benchmark, problem, answer, solution}` of a named benchmark (see `BENCHMARKS`), or of any JSONL
+    described by `spec` (its path absolute or relative to the working directory)."""
+    if spec is None:
+        if name not in BENCHMARKS:
+            raise InputError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)} (or a .jsonl file)",
+                             field="bench")
+        spec = BENCHMARKS[name]
+        path = Path(data_dir or default_data_dir()) / spec.path
+    else:
+        path = Path(spec.path)
     if not path.is_file():
         raise InputError("benchmark file not found (pass --data-dir)", path=str(path))
     items = []
     for line_no, row in _read_jsonl(path):
-        item_id = row.get(spec.id) if spec.id else line_no - 1
+        for field in (spec.problem, spec.answer):
+            if field not in row:
+                raise InputError("missing", path=str(path), row=line_no, field=field)
+        item_id = row.get(spec.id, line_no - 1) if spec.id else line_no - 1
         items.append({"id": str(item_id), "benchmark": name, "problem": str(row[spec.problem]),
                       "answer": gold_answer(row, spec), "solution": gold_solution(row, spec)})
         if limit is not None and len(items) >= limit:
             break
     return items
+
+
+def resolve_bench(name: str, fields: dict | None = None) -> tuple[str, BenchSpec | None]:
+    """(benchmark name, spec): a known name -> (name, None); a path to a .jsonl file -> (file stem, its spec
+    from `fields`: problem, answer, id, solution, answer_from)."""
+    if name in BENCHMARKS:
+        return name, None
+    if name.endswith(".jsonl"):
+        return Path(name).stem, jsonl_spec(name, **(fields or {}))
+    raise InputError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)} (or a .jsonl file)",
+                     field="bench")
 
 
 def _read_jsonl(path: Path):
@@ -419,8 +448,10 @@ def _regroup(samples: list[dict]) -> dict:
 
 def evaluate_model(model_dir: str | Path, benches: Iterable[str], n: int = 1, k: int | None = None,
                    limit: int | None = None, data_dir: str | Path | None = None, engine: str = "auto",
-                   template: str = DEFAULT_PROMPT, progress: bool = True, **gen_kwargs) -> tuple[list, dict]:
-    """Generate `n` samples per problem for each benchmark and grade them. Returns (items, results)."""
+                   template: str = DEFAULT_PROMPT, progress: bool = True, fields: dict | None = None,
+                   **gen_kwargs) -> tuple[list, dict]:
+    """Generate `n` samples per problem for each benchmark (a name or a .jsonl file read with `fields`) and grade
+    them. Returns (items, results)."""
     import importlib.util
 
     from transformers import AutoTokenizer
@@ -433,7 +464,10 @@ def evaluate_model(model_dir: str | Path, benches: Iterable[str], n: int = 1, k:
     if engine == "auto":
         engine = "vllm" if importlib.util.find_spec("vllm") else "transformers"
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    items = [it for name in benches for it in load_benchmark(name, data_dir, limit)]
+    items = []
+    for bench in benches:
+        name, spec = resolve_bench(bench, fields)
+        items += load_benchmark(name, data_dir, limit, spec=spec)
     prompts = [build_prompt(it["problem"], tokenizer, template) for it in items]
     generate = generate_vllm if engine == "vllm" else generate_transformers
     samples = generate(model_dir, prompts, n, progress=progress, **gen_kwargs)

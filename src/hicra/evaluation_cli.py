@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 HELP = """\
 Three modes, each writing OUT/results.json (per item `correct`: booleans in response order; pass@1 and pass@k
@@ -14,7 +15,7 @@ per benchmark and overall) and, as a run directory, OUT/run.json + OUT/rollouts/
   hicra eval --model DIR --bench math500,gsm8k --n 4 --k 4 --out DIR      sample and grade
   hicra eval --gold --bench math500 --out DIR     grade each benchmark's own gold solution (grader check)
 Benchmarks: math500, aime24, amc23, minerva_math, olympiadbench, gsm8k (read from --data-dir,
-default ../shared/data)."""
+default ../shared/data), or any FILE.jsonl with --problem-field/--answer-field/--id-field/--answer-from."""
 
 
 def register(subparsers) -> None:
@@ -39,7 +40,13 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     for field in ("id", "problem", "answer", "responses"):
         p.add_argument(f"--{field}-field", default=field, metavar="NAME",
-                       help=f"field holding the {field} in --responses (default '{field}')")
+                       help=f"field holding the {field} in --responses or a --bench FILE.jsonl (default '{field}')")
+    p.add_argument("--solution-field", metavar="NAME", help="worked-solution field of a --bench FILE.jsonl (--gold)")
+    p.add_argument("--answer-from", choices=["field", "boxed", "gsm8k", "list"], default="field",
+                   help="how a --bench FILE.jsonl holds its gold answer: the answer field as is, the last \\boxed{} "
+                        "in it, the text after '####' in it, or a list (default: field)")
+    p.add_argument("--tokenizer", metavar="DIR",
+                   help="with --responses: tokenizer to fill the rollout rows' token ids (for `hicra analyze`)")
     p.set_defaults(func=run)
 
 
@@ -49,6 +56,24 @@ def _benches(args) -> list[str]:
     if not args.bench:
         raise InputError("--bench is required with --model and --gold", field="bench")
     return [b.strip() for b in args.bench.split(",") if b.strip()]
+
+
+def _fields(args) -> dict:
+    return {"problem": args.problem_field, "answer": args.answer_field, "id": args.id_field,
+            "solution": args.solution_field, "answer_from": args.answer_from}
+
+
+def _tokenize(items: list[dict], tokenizer_dir: str) -> None:
+    """Fill `token_ids` of graded responses (no generation logprobs: those stay unknown)."""
+    from transformers import AutoTokenizer
+
+    from hicra.errors import InputError
+
+    if not Path(tokenizer_dir).is_dir():
+        raise InputError("tokenizer directory not found", path=tokenizer_dir, field="tokenizer")
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    for it in items:
+        it["token_ids"] = [tok(r, add_special_tokens=False)["input_ids"] for r in it["responses"]]
 
 
 def run(args) -> int:
@@ -67,11 +92,14 @@ def run(args) -> int:
         if k < 1 or any(k > len(it["responses"]) for it in items):
             raise InputError(f"k={k} exceeds the responses of some line", field="k")
         results = ev.grade_items(items, k=k)
+        if args.tokenizer:
+            _tokenize(items, args.tokenizer)
         info["task"] = str(args.responses)
     elif args.gold:
         items = []
-        for name in _benches(args):
-            for it in ev.load_benchmark(name, args.data_dir, args.limit):
+        for bench in _benches(args):
+            name, spec = ev.resolve_bench(bench, _fields(args))
+            for it in ev.load_benchmark(name, args.data_dir, args.limit, spec=spec):
                 if it["solution"] is not None:  # benchmarks without worked solutions have nothing to grade
                     items.append({**it, "responses": [it["solution"]]})
         results = ev.grade_items(items, k=1)
@@ -80,7 +108,7 @@ def run(args) -> int:
         items, results = ev.evaluate_model(
             args.model, _benches(args), n=args.n, k=args.k, limit=args.limit, data_dir=args.data_dir,
             engine=args.engine, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-            top_p=args.top_p, seed=args.seed,
+            top_p=args.top_p, seed=args.seed, fields=_fields(args),
             batch_size=args.batch_size)
         info["task"] = args.bench
     ev.write_results(args.out, items, results, info)

@@ -89,27 +89,18 @@ def math_rows(data: dict, config_path: str) -> list[dict]:
         items = ev.load_benchmark(data["bench"], data.get("data_dir"), limit)
     else:
         path = Path(data["path"])
-        if not path.is_absolute():
-            path = Path(config_path).parent / path if not path.exists() else path
+        if not path.is_absolute() and not path.exists():  # relative to the config file
+            path = Path(config_path).parent / path
         if "fields" in data:
             base = ev.BENCHMARKS.get(data["fields"])
             if base is None:
                 raise InputError(f"unknown field map {data['fields']!r}", path=config_path, field="data.fields")
             spec = ev.BenchSpec(str(path), base.problem, base.answer, base.id, base.solution, base.answer_from)
         else:
-            spec = ev.BenchSpec(str(path), problem=data.get("problem_field", "problem"),
-                                answer=data.get("answer_field", "answer"), id=data.get("id_field"),
-                                solution=None, answer_from=data.get("answer_from", "field"))
-        if not path.is_file():
-            raise InputError("data file not found", path=str(path))
-        items = []
-        for line_no, row in ev._read_jsonl(path):
-            if spec.problem not in row:
-                raise InputError("missing", path=str(path), row=line_no, field=spec.problem)
-            items.append({"id": str(row.get(spec.id, line_no - 1) if spec.id else line_no - 1),
-                          "problem": str(row[spec.problem]), "answer": ev.gold_answer(row, spec)})
-            if limit is not None and len(items) >= limit:
-                break
+            spec = ev.jsonl_spec(path, problem=data.get("problem_field", "problem"),
+                                 answer=data.get("answer_field", "answer"), id=data.get("id_field", "id"),
+                                 answer_from=data.get("answer_from", "field"))
+        items = ev.load_benchmark(path.stem, limit=limit, spec=spec)
     return [{"prompt": template.format(problem=it["problem"]), "answer": it["answer"], "id": it["id"]}
             for it in items if it["answer"] is not None]
 
