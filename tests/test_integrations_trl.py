@@ -134,6 +134,17 @@ def test_alpha_changes_gradient_through_planning_tokens_only(tiny_dir, tmp_path)
     assert diff > 1e-6
     for name in g_hicra:
         torch.testing.assert_close(g_hicra[name] - g_grpo[name], g_delta[name], atol=1e-6, rtol=1e-4)
+    # the logged hicra/* metrics, recomputed from the batch
+    from hicra.planning.metrics import phrase_counts, semantic_entropy
+
+    logged = next(h for h in trainer.state.log_history if "hicra/planning_ratio" in h)
+    adv = batch["advantages"]
+    assert logged["hicra/planning_ratio"] == pytest.approx(float(mask.sum()) / float(cmask.sum()))
+    assert logged["hicra/adv_planning_mean"] == pytest.approx(float(adv[mask].mean()), abs=1e-6)
+    assert logged["hicra/adv_execution_mean"] == pytest.approx(float(adv[cmask & ~mask].mean()), abs=1e-6)
+    texts = [trainer.processing_class.decode(row[: int(n)], skip_special_tokens=True)
+             for row, n in zip(batch["completion_ids"].tolist(), cmask.sum(-1).tolist(), strict=True)]
+    assert logged["hicra/semantic_entropy"] == pytest.approx(semantic_entropy(phrase_counts(texts, trainer.tagger)))
 
 
 class _Capturing(HICRATrainer):

@@ -226,21 +226,27 @@ class HICRATrainer(GRPOTrainer):
     # -- logging ----------------------------------------------------------------------------------------------
 
     def _log_hicra_metrics(self, mode, adv, mask, cmask, ids) -> None:
+        """hicra/* metrics over the whole generation batch (summed across processes before dividing)."""
+        from accelerate.utils import gather_object
+
         from hicra.planning.metrics import phrase_counts, semantic_entropy
 
-        n_resp = int(cmask.sum())
         plan, exe = mask & cmask, cmask & ~mask
+        local = torch.stack([plan.sum(), cmask.sum(), (adv * plan).sum(), exe.sum(), (adv * exe).sum()]).float()
+        n_plan, n_resp, sum_plan, n_exe, sum_exe = self.accelerator.gather(local).view(-1, 5).sum(0).tolist()
         m = self._metrics[mode]
-        m["hicra/planning_ratio"].append(float(plan.sum()) / max(1, n_resp))
+        m["hicra/planning_ratio"].append(n_plan / max(1.0, n_resp))
         # means over an empty token set are left out rather than logged as a misleading 0
-        if plan.any():
-            m["hicra/adv_planning_mean"].append(float(adv[plan].mean()))
-        if exe.any():
-            m["hicra/adv_execution_mean"].append(float(adv[exe].mean()))
+        if n_plan > 0:
+            m["hicra/adv_planning_mean"].append(sum_plan / n_plan)
+        if n_exe > 0:
+            m["hicra/adv_execution_mean"].append(sum_exe / n_exe)
         texts = self.processing_class.batch_decode(
             [row[: int(n)] for row, n in zip(ids.tolist(), cmask.sum(-1).tolist(), strict=True)],
             skip_special_tokens=True)
-        counts = phrase_counts(texts, self.tagger)  # strategic grams of the batch, whatever the mask source
+        counts = Counter()
+        for c in gather_object([phrase_counts(texts, self.tagger)]):  # strategic grams, whatever the mask source
+            counts.update(c)
         m["hicra/semantic_entropy"].append(float(semantic_entropy(counts)) if counts else 0.0)
 
     def _rollout_rows(self, out, sg_mask, logps, entropies) -> list[dict]:
