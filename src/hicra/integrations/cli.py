@@ -12,7 +12,8 @@ Config (YAML; see examples/trl_lab_cpu.yaml and examples/trl_qwen2.5_math_1.5b.y
                                    answer_from (field | gsm8k | boxed | list), or fields: BENCH to copy a field map
       lab: [{family: countdown}]   lab task families (reward and error types from the exact checkers), with n
       limit: 256                   first N problems;  data_dir: ../shared/data;  seed: 0 (lab sampling)
-      prompt_template: "{problem}\\nPlease reason step by step, and put your final answer within \\\\boxed{}."
+      prompt_template: "{problem}\\nPlease reason step by step, ... within \\\\boxed{{}}."  (str.format:
+                                   {problem} is the problem, literal braces are doubled)
     args:                          HICRAConfig fields (TRL's GRPOConfig fields plus alpha, lexicon, mask_source,
       output_dir: runs/x           entropy_quantile, placebo_rate, log_rollouts, log_token_stats, run_dir, ...)
 
@@ -101,8 +102,12 @@ def math_rows(data: dict, config_path: str) -> list[dict]:
                                  answer=data.get("answer_field", "answer"), id=data.get("id_field", "id"),
                                  answer_from=data.get("answer_from", "field"))
         items = ev.load_benchmark(path.stem, limit=limit, spec=spec)
-    return [{"prompt": template.format(problem=it["problem"]), "answer": it["answer"], "id": it["id"]}
-            for it in items if it["answer"] is not None]
+    try:
+        return [{"prompt": template.format(problem=it["problem"]), "answer": it["answer"], "id": it["id"]}
+                for it in items if it["answer"] is not None]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InputError(f"bad template ({exc!r}); use {{problem}} and double literal braces",
+                         path=config_path, field="data.prompt_template") from None
 
 
 def math_reward():
