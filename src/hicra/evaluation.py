@@ -16,7 +16,6 @@ Their files name the same things differently; `BENCHMARKS` is the documented fie
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hicra.errors import InputError
+from hicra.fileio import read_jsonl
 
 # ----------------------------------------------------------------------------------------------------------------
 # Benchmarks and their field maps
@@ -150,7 +150,7 @@ def load_benchmark(name: str, data_dir: str | Path | None = None, limit: int | N
     if not path.is_file():
         raise InputError("benchmark file not found (pass --data-dir)", path=str(path))
     items = []
-    for line_no, row in _read_jsonl(path):
+    for line_no, row in read_jsonl(path, "benchmark"):
         for field in (spec.problem, spec.answer):
             if field not in row:
                 raise InputError("missing", path=str(path), row=line_no, field=field)
@@ -173,17 +173,6 @@ def resolve_bench(name: str, fields: dict | None = None) -> tuple[str, BenchSpec
                      field="bench")
 
 
-def _read_jsonl(path: Path):
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"not valid JSON ({exc.msg})", path=str(path), row=line_no) from None
-
-
 def read_responses_file(path: str | Path, id_field: str = "id", problem_field: str = "problem",
                         answer_field: str = "answer", responses_field: str = "responses") -> list[dict]:
     """Read a JSONL of existing responses: one line per problem with id, problem, answer, responses (list of str).
@@ -194,9 +183,7 @@ def read_responses_file(path: str | Path, id_field: str = "id", problem_field: s
     if not path.is_file():
         raise InputError("file not found", path=str(path))
     items = []
-    for line_no, row in _read_jsonl(path):
-        if not isinstance(row, dict):
-            raise InputError("each line must be a JSON object", path=str(path), row=line_no)
+    for line_no, row in read_jsonl(path, "responses"):
         for field in (id_field, answer_field, responses_field):
             if field not in row:
                 raise InputError("missing", path=str(path), row=line_no, field=field)

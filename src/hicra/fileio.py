@@ -1,7 +1,11 @@
-"""Atomic writes: every output goes to a temp file in the same directory, then `os.replace` renames it.
+"""Atomic writes, and reads of user files that fail with one clear InputError.
 
-A crash or a bad input part-way never leaves a half-written file under the final name, and a file that
-already existed stays intact until its replacement is complete.
+Writes: every output goes to a temp file in the same directory, then `os.replace` renames it. A crash or a bad
+input part-way never leaves a half-written file under the final name, and a file that already existed stays
+intact until its replacement is complete.
+
+Reads (`read_text`, `read_yaml`, `read_jsonl`): an unreadable file, bytes that are not UTF-8 and lines that are not
+JSON raise `InputError` with the file and line, which the CLI prints as one line (exit 2).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from hicra.errors import InputError
 
 
 @contextlib.contextmanager
@@ -77,3 +83,62 @@ def _json_default(obj: Any):
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading user files: every failure is an InputError naming the file and line, never a traceback
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """The whole file as UTF-8 text. Unreadable -> "cannot read WHAT"; not UTF-8 -> the line and byte."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {what}: {exc.strerror}", path=str(path)) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        raise InputError(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start - line_start + 1})",
+                         path=str(path), row=raw.count(b"\n", 0, exc.start) + 1) from None
+
+
+def read_yaml(path: str | os.PathLike, what: str = "file") -> Any:
+    """A YAML file (`yaml.safe_load`); bad YAML -> InputError with the line of the problem, on one line."""
+    import yaml
+
+    text = read_text(path, what)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(f"bad YAML: {getattr(exc, 'problem', None) or exc}", path=str(path),
+                         row=mark.line + 1 if mark else None) from None
+
+
+def read_jsonl(path: str | os.PathLike, what: str = "file", objects: bool = True) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each non-blank line, streamed.
+
+    Unreadable file, a line that is not UTF-8 or not JSON, and (with `objects`) a value that is not a JSON object
+    raise InputError naming the file and the line."""
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"cannot read {what}: {exc.strerror}", path=str(path)) from None
+    with fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+                                 path=str(path), row=line_no) from None
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line.rstrip("\r\n"))  # so that an error at the line's end has its column
+            except json.JSONDecodeError as exc:
+                raise InputError(f"bad JSON: {exc.msg} (column {exc.colno})", path=str(path),
+                                 row=line_no) from None
+            if objects and not isinstance(value, dict):
+                raise InputError("each line must be a JSON object", path=str(path), row=line_no)
+            yield line_no, value

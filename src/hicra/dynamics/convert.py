@@ -23,7 +23,6 @@ analyzer reports perplexity, token entropy and fork-token overlap as unavailable
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 
 from hicra.dynamics.records import RolloutWriter, write_run_info
 from hicra.errors import InputError
+from hicra.fileio import read_jsonl
 
 RESPONSE_FIELDS = ("response", "solution", "completion")
 CORRECT_FIELDS = ("correct", "is_correct")
@@ -77,24 +77,6 @@ class _Tokens:
         return ids, mask
 
 
-def _read_jsonl(path: Path):
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read ({exc.strerror})", path=str(path)) from None
-    with f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg}", path=str(path), row=line_no) from None
-            if not isinstance(obj, dict):
-                raise InputError("each line must be a JSON object", path=str(path), row=line_no)
-            yield line_no, obj
-
-
 def _as_bool(value, path, line_no, field) -> bool:
     if isinstance(value, bool):
         return value
@@ -122,7 +104,7 @@ def convert_responses(path: str | os.PathLike, out_dir: str | os.PathLike, *, le
     tokens = _Tokens(tagger, tokenizer)
     by_model: dict[str, list[dict]] = {}
     n_lines = 0
-    for line_no, obj in tqdm(_read_jsonl(path), desc="convert", unit="line", disable=not progress):
+    for line_no, obj in tqdm(read_jsonl(path), desc="convert", unit="line", disable=not progress):
         if limit is not None and n_lines >= limit:
             break
         n_lines += 1

@@ -57,7 +57,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hicra.errors import InputError
-from hicra.fileio import write_json, write_parquet
+from hicra.fileio import read_text, write_json, write_parquet
 
 ROLLOUT_SCHEMA = pa.schema([
     pa.field("step", pa.int32()),
@@ -112,7 +112,7 @@ def read_run_info(run_dir: str | os.PathLike) -> dict:
     if not path.exists():
         return {}
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
+        info = json.loads(read_text(path, "run.json"))
     except json.JSONDecodeError as exc:
         raise InputError(f"invalid JSON: {exc.msg}", path=str(path), row=exc.lineno) from None
     if not isinstance(info, dict):

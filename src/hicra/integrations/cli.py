@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hicra.errors import InputError
+from hicra.fileio import read_yaml
 
 TRAINERS = ("hicra", "grpo", "trl-grpo")
 
@@ -52,10 +53,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError("config file not found", path=str(path))
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"invalid YAML: {exc}", path=str(path)) from None
+    cfg = read_yaml(path, "config") or {}
     if not isinstance(cfg, dict):
         raise InputError("the config must be a mapping", path=str(path))
     for item in overrides:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hicra.errors import InputError
+from hicra.fileio import read_text, read_yaml
 
 FORMAT = "hicra-lexicon/1"
 CATEGORIES = ("deduction", "branching", "backtracking", "verification", "other")
@@ -204,27 +205,11 @@ class Lexicon:
     def load(cls, path: str | Path) -> Lexicon:
         """Read a lexicon file (JSON, or YAML for .yaml/.yml). Bad files raise InputError."""
         path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read lexicon: {exc.strerror}", path=str(path)) from None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            raise InputError(f"not UTF-8 (byte 0x{raw[exc.start]:02x})", path=str(path), row=line) from None
         if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                raise InputError(f"bad YAML: {getattr(exc, 'problem', exc)}", path=str(path),
-                                 row=mark.line + 1 if mark else None) from None
+            data = read_yaml(path, "lexicon")
         else:
             try:
-                data = json.loads(text)
+                data = json.loads(read_text(path, "lexicon"))
             except json.JSONDecodeError as exc:
                 raise InputError(f"bad JSON: {exc.msg} (column {exc.colno})", path=str(path),
                                  row=exc.lineno) from None

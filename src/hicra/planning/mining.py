@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from hicra.errors import InputError
+from hicra.fileio import read_jsonl
 from hicra.planning.lexicon import Lexicon, Phrase, phrase_key
 
 _TOKEN_RE = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*|\S")
@@ -88,44 +88,28 @@ def read_corpus(path: str | Path, text_field: str, correct_field: str | None = N
                 question_field: str | None = None) -> Iterator[tuple[Document, bool]]:
     """(document, is_correct) for every text in the corpus; bad input raises InputError with file, line, field."""
     path = str(path)
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise InputError(f"cannot read corpus: {exc.strerror}", path=path) from None
-    with fh:
-        for line_no, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
-                                 path=path, row=line_no) from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"bad JSON: {exc.msg} (column {exc.colno})", path=path, row=line_no) from None
-            texts = _field_values(row, text_field, path, line_no)
-            correct = _field_values(row, correct_field, path, line_no) if correct_field else None
-            question = None
-            if question_field:
-                q = _field_values(row, question_field, path, line_no)
-                if len(q) != 1 or not isinstance(next(iter(q.values())), str):
-                    raise InputError("expected one string", path=path, row=line_no, field=question_field)
-                question = next(iter(q.values()))
-            for key, text in texts.items():
-                fname = f"{key}{text_field.split('.')[-1]}" if key else text_field
-                if not isinstance(text, str):
-                    raise InputError(f"expected a string, got {type(text).__name__}", path=path, row=line_no,
-                                     field=fname)
-                ok = True
-                if correct is not None:
-                    ckey = key if key in correct else ""
-                    if ckey not in correct:
-                        cname = f"{key}{correct_field.split('.')[-1]}"
-                        raise InputError("missing field", path=path, row=line_no, field=cname)
-                    ok = _as_bool(correct[ckey], path, line_no, correct_field)
-                yield Document(text, question, f"{line_no}:{key.rstrip('.')}"), ok
+    for line_no, row in read_jsonl(path, "corpus", objects=False):
+        texts = _field_values(row, text_field, path, line_no)
+        correct = _field_values(row, correct_field, path, line_no) if correct_field else None
+        question = None
+        if question_field:
+            q = _field_values(row, question_field, path, line_no)
+            if len(q) != 1 or not isinstance(next(iter(q.values())), str):
+                raise InputError("expected one string", path=path, row=line_no, field=question_field)
+            question = next(iter(q.values()))
+        for key, text in texts.items():
+            fname = f"{key}{text_field.split('.')[-1]}" if key else text_field
+            if not isinstance(text, str):
+                raise InputError(f"expected a string, got {type(text).__name__}", path=path, row=line_no,
+                                 field=fname)
+            ok = True
+            if correct is not None:
+                ckey = key if key in correct else ""
+                if ckey not in correct:
+                    cname = f"{key}{correct_field.split('.')[-1]}"
+                    raise InputError("missing field", path=path, row=line_no, field=cname)
+                ok = _as_bool(correct[ckey], path, line_no, correct_field)
+            yield Document(text, question, f"{line_no}:{key.rstrip('.')}"), ok
 
 
 # --- n-grams --------------------------------------------------------------------------------------------

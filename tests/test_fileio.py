@@ -1,0 +1,85 @@
+"""Reading user files (hicra.fileio.read_*): every failure is one InputError naming file and line; every verb that
+reads a file turns it into the one-line error and exit 2."""
+
+import pytest
+
+from hicra.cli import main
+from hicra.errors import InputError
+from hicra.fileio import read_jsonl, read_text, read_yaml
+
+
+def test_read_jsonl_skips_blank_lines_and_counts_them(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"a": 1}\n\n  \n{"a": 2}\n')
+    assert list(read_jsonl(path)) == [(1, {"a": 1}), (4, {"a": 2})]
+    path.write_text('[1, 2]\n"x"\n')
+    assert list(read_jsonl(path, objects=False)) == [(1, [1, 2]), (2, "x")]
+
+
+@pytest.mark.parametrize("data, message", [
+    (b'{"a": 1}\n{"a": \n', "x.jsonl:2: bad JSON: Expecting value (column 7)"),
+    (b'{"a": 1}\n[1]\n', "x.jsonl:2: each line must be a JSON object"),
+    (b'{"a": 1}\n{"a": "caf\xe9"}\n', "x.jsonl:2: not UTF-8 (byte 0xe9 at column 11)"),
+])
+def test_read_jsonl_errors_name_file_and_line(tmp_path, data, message):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(data)
+    with pytest.raises(InputError) as info:
+        list(read_jsonl(path))
+    assert str(info.value) == f"{tmp_path}/{message}"
+    assert (info.value.path, info.value.row) == (str(path), 2)
+
+
+def test_read_text_and_yaml_errors(tmp_path):
+    missing = tmp_path / "none.yaml"
+    with pytest.raises(InputError, match=r"none.yaml: cannot read config: No such file"):
+        read_text(missing, "config")
+    bad = tmp_path / "b.yaml"
+    bad.write_bytes(b"a: 1\nb: caf\xe9\n")
+    with pytest.raises(InputError) as info:
+        read_text(bad)
+    assert str(info.value) == f"{bad}:2: not UTF-8 (byte 0xe9 at column 7)"
+    bad.write_text("a: 1\nb: [\n")
+    with pytest.raises(InputError) as info:
+        read_yaml(bad)
+    assert info.value.row == 3 and "\n" not in str(info.value) and "bad YAML" in str(info.value)
+    bad.write_text("a: 1\nb: [2, 3]\n")
+    assert read_yaml(bad) == {"a": 1, "b": [2, 3]}
+
+
+def _run_dir_with_bad_run_json(tmp_path):
+    run = tmp_path / "run"
+    (run / "rollouts").mkdir(parents=True)
+    (run / "run.json").write_bytes(b'{"run_id": "caf\xe9"}')
+    return [str(run)], run / "run.json"
+
+
+@pytest.mark.parametrize("verb", ["eval", "convert", "grams tag", "grams mine", "analyze", "train config",
+                                  "train data"])
+def test_verbs_reject_non_utf8_input_with_one_line(tmp_path, capsys, verb):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"id": 1, "problem": "caf\xe9", "answer": "1", "responses": ["1"], "correct": true}\n')
+    argv = {
+        "eval": ["eval", "--responses", str(bad), "--out", str(tmp_path / "o")],
+        "convert": ["convert", "responses", str(bad), "--out", str(tmp_path / "o")],
+        "grams tag": ["grams", "tag", "--file", str(bad), "--text-field", "problem"],
+        "grams mine": ["grams", "mine", str(bad), "--text-field", "problem", "--out", str(tmp_path / "l.json")],
+    }.get(verb)
+    where = f"{bad}:1"
+    if verb == "analyze":
+        argv, run_json = _run_dir_with_bad_run_json(tmp_path)
+        argv, where = ["analyze", *argv, "--out", str(tmp_path / "o")], f"{run_json}:1"
+    elif verb == "train config":
+        config = tmp_path / "c.yaml"
+        config.write_bytes(b"model: lab:1m\n# caf\xe9\n")
+        argv, where = ["train", "--config", str(config)], f"{config}:2"
+    elif verb == "train data":
+        config = tmp_path / "c.yaml"
+        config.write_text(f"model: lab:1m\ndata: {{path: {bad}}}\n")
+        argv = ["train", "--config", str(config)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]  # a progress bar may come before it
+    assert "Traceback" not in err and err.endswith(")\n")
+    assert last.startswith(f"hicra {argv[0]}: error: {where}: not UTF-8 (byte 0xe9 at column "), err
+    assert list(tmp_path.glob("o*")) == [] and not (tmp_path / "l.json").exists()
