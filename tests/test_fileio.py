@@ -83,3 +83,36 @@ def test_verbs_reject_non_utf8_input_with_one_line(tmp_path, capsys, verb):
     assert "Traceback" not in err and err.endswith(")\n")
     assert last.startswith(f"hicra {argv[0]}: error: {where}: not UTF-8 (byte 0xe9 at column "), err
     assert list(tmp_path.glob("o*")) == [] and not (tmp_path / "l.json").exists()
+
+
+def test_load_tokenizer_errors_are_one_line(tmp_path):
+    from hicra.fileio import load_tokenizer
+
+    with pytest.raises(InputError, match=r"none, field 'tokenizer': tokenizer directory not found$"):
+        load_tokenizer(tmp_path / "none")
+    with pytest.raises(InputError) as info:
+        load_tokenizer(tmp_path, field="model")
+    assert info.value.field == "model" and "cannot load tokenizer" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("verb", ["eval model", "eval tokenizer", "grams tag", "train"])
+def test_verbs_reject_a_directory_that_is_no_tokenizer(tmp_path, capsys, verb):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bench = tmp_path / "b.jsonl"
+    bench.write_text('{"id": 1, "problem": "1+1", "answer": "2", "responses": ["\\\\boxed{2}"]}\n')
+    out = tmp_path / "o"
+    argv, field = {
+        "eval model": (["eval", "--model", str(empty), "--bench", str(bench), "--out", str(out)], "model"),
+        "eval tokenizer": (["eval", "--responses", str(bench), "--tokenizer", str(empty), "--out", str(out)],
+                           "tokenizer"),
+        "grams tag": (["grams", "tag", "--tokenizer", str(empty), "let me"], "tokenizer"),
+        "train": (["train", "--config", str(tmp_path / "c.yaml")], "model"),
+    }[verb]
+    (tmp_path / "c.yaml").write_text(f"model: {empty}\ndata: {{path: {bench}}}\nargs: {{output_dir: {out}}}\n")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith(f"hicra {argv[0]}: error: {empty}, field '{field}': cannot load tokenizer")
+    assert not out.exists()

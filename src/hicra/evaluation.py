@@ -441,7 +441,7 @@ def evaluate_model(model_dir: str | Path, benches: Iterable[str], n: int = 1, k:
     them. Returns (items, results)."""
     import importlib.util
 
-    from transformers import AutoTokenizer
+    from hicra.fileio import load_tokenizer
 
     if not Path(model_dir).is_dir():
         raise InputError("model directory not found", path=str(model_dir))
@@ -450,11 +450,11 @@ def evaluate_model(model_dir: str | Path, benches: Iterable[str], n: int = 1, k:
         raise InputError(f"need 1 <= k <= n (got k={k}, n={n})", field="k")
     if engine == "auto":
         engine = "vllm" if importlib.util.find_spec("vllm") else "transformers"
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     items = []
-    for bench in benches:
+    for bench in benches:  # the benchmark files first: their errors come before loading the model
         name, spec = resolve_bench(bench, fields)
         items += load_benchmark(name, data_dir, limit, spec=spec)
+    tokenizer = load_tokenizer(model_dir, field="model")
     prompts = [build_prompt(it["problem"], tokenizer, template) for it in items]
     generate = generate_vllm if engine == "vllm" else generate_transformers
     samples = generate(model_dir, prompts, n, progress=progress, **gen_kwargs)

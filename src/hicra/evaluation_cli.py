@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 HELP = """\
 Three modes, each writing OUT/results.json (per item `correct`: booleans in response order; pass@1 and pass@k
@@ -65,13 +64,9 @@ def _fields(args) -> dict:
 
 def _tokenize(items: list[dict], tokenizer_dir: str) -> None:
     """Fill `token_ids` of graded responses (no generation logprobs: those stay unknown)."""
-    from transformers import AutoTokenizer
+    from hicra.fileio import load_tokenizer
 
-    from hicra.errors import InputError
-
-    if not Path(tokenizer_dir).is_dir():
-        raise InputError("tokenizer directory not found", path=tokenizer_dir, field="tokenizer")
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok = load_tokenizer(tokenizer_dir)
     for it in items:
         it["token_ids"] = [tok(r, add_special_tokens=False)["input_ids"] for r in it["responses"]]
 
@@ -91,9 +86,9 @@ def run(args) -> int:
         k = args.k or min(len(it["responses"]) for it in items)
         if k < 1 or any(k > len(it["responses"]) for it in items):
             raise InputError(f"k={k} exceeds the responses of some line", field="k")
-        results = ev.grade_items(items, k=k)
-        if args.tokenizer:
+        if args.tokenizer:  # before grading, so that a bad tokenizer fails fast
             _tokenize(items, args.tokenizer)
+        results = ev.grade_items(items, k=k)
         info["task"] = str(args.responses)
     elif args.gold:
         items = []

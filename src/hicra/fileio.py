@@ -142,3 +142,17 @@ def read_jsonl(path: str | os.PathLike, what: str = "file", objects: bool = True
             if objects and not isinstance(value, dict):
                 raise InputError("each line must be a JSON object", path=str(path), row=line_no)
             yield line_no, value
+
+
+def load_tokenizer(path: str | os.PathLike, field: str = "tokenizer"):
+    """A Hugging Face tokenizer from a local directory; a missing or unloadable one is an InputError (one line)."""
+    if not Path(path).exists():
+        raise InputError("tokenizer directory not found", path=str(path), field=field)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:  # noqa: BLE001 - any loader failure here means the directory is not a tokenizer
+        reason = " ".join(str(exc).split())  # transformers' messages span several lines
+        raise InputError(f"cannot load tokenizer ({type(exc).__name__}: {reason})", path=str(path),
+                         field=field) from None

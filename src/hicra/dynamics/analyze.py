@@ -18,7 +18,7 @@ from hicra.dynamics.metrics import DEFAULT_QUANTILES, METRIC_COLUMNS, compute_me
 from hicra.dynamics.phases import PhaseConfig, detect_phases, detect_phases_pooled
 from hicra.dynamics.records import Problem, iter_steps, list_rollout_files, read_run_info
 from hicra.errors import InputError
-from hicra.fileio import write_json
+from hicra.fileio import load_tokenizer, write_json
 
 
 def _resolve_lexicon(spec, run_dir: Path):
@@ -51,19 +51,11 @@ def _load_tokenizer(spec, run_dir: Path, required: bool):
         return None
     if not isinstance(spec, (str, os.PathLike)):
         return spec  # already a tokenizer object
-    path = _tokenizer_path(spec, run_dir)
-    if not path.exists():
-        if required:
-            raise InputError("tokenizer directory not found", path=str(path), field="tokenizer")
-        return None
-    from transformers import AutoTokenizer
-
     try:
-        return AutoTokenizer.from_pretrained(str(path))
-    except Exception as exc:  # noqa: BLE001 - any loader failure is bad user input here
+        return load_tokenizer(_tokenizer_path(spec, run_dir))
+    except InputError:
         if required:
-            raise InputError(f"cannot load tokenizer ({type(exc).__name__}: {exc})", path=str(path),
-                             field="tokenizer") from None
+            raise
         return None
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hicra.errors import InputError
-from hicra.fileio import read_yaml
+from hicra.fileio import load_tokenizer, read_yaml
 
 TRAINERS = ("hicra", "grpo", "trl-grpo")
 
@@ -188,7 +188,7 @@ def resolve_model(spec: str, rows: list[dict], out_dir: Path) -> Path:
 def build_trainer(cfg: dict):
     """(trainer, run_dir) from a loaded config dict."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
     from hicra.integrations.trl import HICRAConfig, HICRATrainer
@@ -211,7 +211,7 @@ def build_trainer(cfg: dict):
     args.setdefault("output_dir", "runs/train")
     out_dir = Path(args["output_dir"])
     model_dir = resolve_model(cfg["model"], rows, out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = load_tokenizer(model_dir, field="model")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(str(model_dir))

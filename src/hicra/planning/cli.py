@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from hicra.errors import InputError
+from hicra.fileio import load_tokenizer
 
 _SURROGATE_RE = re.compile("[\udc80-\udcff]")
 
@@ -69,14 +70,6 @@ def register(subparsers) -> None:
 
 # --- tag ------------------------------------------------------------------------------------------------
 
-def _load_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
-    if not Path(path).is_dir():
-        raise InputError("not a tokenizer directory", path=path)
-    return AutoTokenizer.from_pretrained(path)
-
-
 def _tag(args) -> int:
     import numpy as np
 
@@ -86,7 +79,7 @@ def _tag(args) -> int:
     from hicra.planning.tagger import PlanningTagger, overlap_mask
 
     lexicon = Lexicon.resolve(args.lexicon)
-    tokenizer = _load_tokenizer(args.tokenizer) if args.tokenizer else None
+    tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
     tagger = PlanningTagger(lexicon, tokenizer)
     if args.file:
         if not args.text_field:
