@@ -31,7 +31,8 @@ import numpy as np
 
 from hicra.dynamics.records import RolloutWriter, write_run_info
 from hicra.errors import InputError
-from hicra.fileio import read_jsonl
+from hicra.fileio import load_tokenizer, read_jsonl
+from hicra.planning.tagger import PlanningTagger, overlap_mask
 
 RESPONSE_FIELDS = ("response", "solution", "completion")
 CORRECT_FIELDS = ("correct", "is_correct")
@@ -47,34 +48,21 @@ def _first(obj: dict, names) -> str | None:
     return None
 
 
-def _overlap(tok_start: np.ndarray, tok_end: np.ndarray, spans: np.ndarray) -> np.ndarray:
-    """token i overlaps some span (spans sorted, disjoint): the first span ending after the token start is the
-    only candidate."""
-    if len(spans) == 0:
-        return np.zeros(len(tok_start), dtype=bool)
-    idx = np.searchsorted(spans[:, 1], tok_start, side="right")
-    has = idx < len(spans)
-    return has & (spans[np.minimum(idx, len(spans) - 1), 0] < tok_end)
-
-
 class _Tokens:
-    """Token ids + planning mask for a text, with the regex proxy or a HF tokenizer."""
+    """Token ids + planning mask for a text: the tagger's own (HF tokenizer offsets) or the regex proxy."""
 
-    def __init__(self, tagger, tokenizer=None):
-        self.tagger, self.tokenizer = tagger, tokenizer
+    def __init__(self, tagger):
+        self.tagger = tagger
         self.vocab: dict[str, int] = {}
 
     def __call__(self, text: str) -> tuple[list[int], np.ndarray]:
-        if self.tokenizer is not None:
-            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            ids = list(enc["input_ids"])
-            offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
-        else:
-            matches = list(TOKEN_PROXY.finditer(text))
-            ids = [self.vocab.setdefault(m.group(), len(self.vocab)) for m in matches]
-            offsets = np.asarray([m.span() for m in matches], dtype=np.int64).reshape(-1, 2)
-        mask = _overlap(offsets[:, 0], offsets[:, 1], self.tagger.char_spans(text))
-        return ids, mask
+        if self.tagger.tokenizer is not None:
+            return self.tagger.encode(text)
+        matches = list(TOKEN_PROXY.finditer(text))
+        ids = [self.vocab.setdefault(m.group(), len(self.vocab)) for m in matches]
+        offsets = np.asarray([m.span() for m in matches], dtype=np.int64).reshape(-1, 2)
+        spans = self.tagger.char_spans(text)
+        return ids, overlap_mask(offsets[:, 0], offsets[:, 1], spans[:, 0], spans[:, 1])
 
 
 def _as_bool(value, path, line_no, field) -> bool:
@@ -93,15 +81,11 @@ def convert_responses(path: str | os.PathLike, out_dir: str | os.PathLike, *, le
     """Convert a responses JSONL into a run directory; returns {"steps": {step: name}, "rows": {name: n}}."""
     from tqdm import tqdm
 
-    from hicra.planning.tagger import PlanningTagger
-
     path, out_dir = Path(path), Path(out_dir)
-    tagger = PlanningTagger(lexicon)
     if isinstance(tokenizer, (str, os.PathLike)):
-        from hicra.dynamics.analyze import _load_tokenizer
-
-        tokenizer = _load_tokenizer(tokenizer, Path.cwd(), required=True)
-    tokens = _Tokens(tagger, tokenizer)
+        tokenizer = load_tokenizer(tokenizer)
+    tagger = PlanningTagger(lexicon, tokenizer)
+    tokens = _Tokens(tagger)
     by_model: dict[str, list[dict]] = {}
     n_lines = 0
     for line_no, obj in tqdm(read_jsonl(path), desc="convert", unit="line", disable=not progress):

@@ -235,10 +235,11 @@ class PlanningTagger:
         """bool per token. A string is tokenized (no special tokens) and aligned by its offsets; a sequence of
         ids is decoded through the vocabulary byte table (same as `token_masks`)."""
         if isinstance(text_or_token_ids, str):
-            return self._mask_from_text(text_or_token_ids)
+            return self.encode(text_or_token_ids)[1]
         return self.token_masks([text_or_token_ids])[0]
 
-    def _mask_from_text(self, text: str) -> np.ndarray:
+    def encode(self, text: str) -> tuple[list[int], np.ndarray]:
+        """(token ids of `text`, no special tokens; their planning mask, aligned by the tokenizer's offsets)."""
         tok = self._require_tokenizer()
         enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2).copy()
@@ -251,7 +252,7 @@ class PlanningTagger:
             if not text[s:e].isspace():
                 offsets[i, 1] = s
         spans = self.char_spans(text)
-        return overlap_mask(offsets[:, 0], offsets[:, 1], spans[:, 0], spans[:, 1])
+        return list(enc["input_ids"]), overlap_mask(offsets[:, 0], offsets[:, 1], spans[:, 0], spans[:, 1])
 
     def _vocab_table(self):
         if self._vocab is None:
