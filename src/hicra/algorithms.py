@@ -97,6 +97,17 @@ def _group_stats(r: torch.Tensor, g: torch.Tensor, k: int) -> dict[str, torch.Te
     return {"n": n[g], "mean": mean[g], "dev": dev, "std": std[g], "flat": (gmin == gmax)[g]}
 
 
+def _group_relative(rewards: Any, group_ids: Any, advantage) -> torch.Tensor:
+    """`advantage(r, stats)` per rollout, with exact zeros for all-equal and singleton groups (no baseline)."""
+    r = _as_rewards(rewards)
+    g, k = _group_index(group_ids, r.shape[0], r.device)
+    if r.shape[0] == 0:
+        return r.clone()
+    s = _group_stats(r, g, k)
+    adv = advantage(r, s)
+    return torch.where(s["flat"] | (s["n"] < 2), torch.zeros_like(adv), adv)
+
+
 def grpo_advantages(rewards: Any, group_ids: Any, scale: str = "std", eps: float = 1e-6) -> torch.Tensor:
     """GRPO group-relative advantages, one scalar per rollout.
 
@@ -123,13 +134,9 @@ def grpo_advantages(rewards: Any, group_ids: Any, scale: str = "std", eps: float
     """
     if scale not in ("std", "none"):
         raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")
-    r = _as_rewards(rewards)
-    g, k = _group_index(group_ids, r.shape[0], r.device)
-    if r.shape[0] == 0:
-        return r.clone()
-    s = _group_stats(r, g, k)
-    adv = s["dev"] / (s["std"] + eps) if scale == "std" else s["dev"]
-    return torch.where(s["flat"] | (s["n"] < 2), torch.zeros_like(adv), adv)
+    if scale == "none":
+        return _group_relative(rewards, group_ids, lambda r, s: s["dev"])
+    return _group_relative(rewards, group_ids, lambda r, s: s["dev"] / (s["std"] + eps))
 
 
 def drgrpo_advantages(rewards: Any, group_ids: Any) -> torch.Tensor:
@@ -149,14 +156,11 @@ def rloo_advantages(rewards: Any, group_ids: Any) -> torch.Tensor:
     All-equal groups get exact zeros; singleton groups get 0 (no other rollout to compare with; verl 0.9.1's
     ``compute_rloo_outcome_advantage`` returns the raw reward there).
     """
-    r = _as_rewards(rewards)
-    g, k = _group_index(group_ids, r.shape[0], r.device)
-    if r.shape[0] == 0:
-        return r.clone()
-    s = _group_stats(r, g, k)
-    n = s["n"].to(r.dtype)
-    adv = s["dev"] * n / (n - 1).clamp(min=1)
-    return torch.where(s["flat"] | (s["n"] < 2), torch.zeros_like(adv), adv)
+    def leave_one_out(r: torch.Tensor, s: dict) -> torch.Tensor:
+        n = s["n"].to(r.dtype)
+        return s["dev"] * n / (n - 1).clamp(min=1)
+
+    return _group_relative(rewards, group_ids, leave_one_out)
 
 
 # ----------------------------------------------------------------------------------------------------------------
