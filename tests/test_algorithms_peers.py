@@ -289,6 +289,24 @@ def _value_and_grad(fn, logp):
     return loss.detach(), grad
 
 
+def _verl_vanilla(old, adv_bt, mask, aggregation, config, metrics: dict):
+    """log_prob -> verl's compute_policy_loss_vanilla loss; its metrics are copied into `metrics`."""
+
+    def verl_fn(x):
+        loss, m = verl_algos.compute_policy_loss_vanilla(
+            old_log_prob=old,
+            log_prob=x,
+            advantages=adv_bt,
+            response_mask=mask,
+            loss_agg_mode=aggregation,
+            config=config,
+        )
+        metrics.update(m)
+        return loss
+
+    return verl_fn
+
+
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-sum-norm", "seq-mean-token-mean"])
 @pytest.mark.parametrize(("clip_low", "clip_high"), [(0.2, 0.28), (0.2, 0.2), (0.1, 0.4)])
@@ -298,18 +316,7 @@ def test_policy_loss_equals_verl_vanilla(seed, aggregation, clip_low, clip_high)
     # dual clip off in ours <-> a dual-clip constant verl can never reach (ratio <= e^20 after its clamp)
     config = _actor_config(clip_low, clip_high, clip_ratio_c=1e30)
     verl_stats = {}
-
-    def verl_fn(x):
-        loss, metrics = verl_algos.compute_policy_loss_vanilla(
-            old_log_prob=old,
-            log_prob=x,
-            advantages=adv_bt,
-            response_mask=mask,
-            loss_agg_mode=aggregation,
-            config=config,
-        )
-        verl_stats.update(metrics)
-        return loss
+    verl_fn = _verl_vanilla(old, adv_bt, mask, aggregation, config, verl_stats)
 
     def ours_fn(x):
         loss, stats = policy_loss(x, old, adv, mask, clip_low, clip_high, aggregation)
@@ -336,19 +343,7 @@ def test_policy_loss_dual_clip_equals_verl_default(seed, aggregation):
     config = _actor_config(0.2, 0.28)  # verl's default clip_ratio_c = 3.0
     adv_bt = adv[:, None].expand_as(mask)
     metrics = {}
-
-    def verl_fn(x):
-        loss, m = verl_algos.compute_policy_loss_vanilla(
-            old_log_prob=old,
-            log_prob=x,
-            advantages=adv_bt,
-            response_mask=mask,
-            loss_agg_mode=aggregation,
-            config=config,
-        )
-        metrics.update(m)
-        return loss
-
+    verl_fn = _verl_vanilla(old, adv_bt, mask, aggregation, config, metrics)
     v_loss, v_grad = _value_and_grad(verl_fn, logp)
     o_loss, o_grad = _value_and_grad(
         lambda x: policy_loss(x, old, adv, mask, aggregation=aggregation, clip_ratio_c=3.0)[0], logp
