@@ -44,6 +44,11 @@ def test_pass_at_k_matches_brute_force():
     assert mean_pass_at_k(ns, cs, 4) == pytest.approx(want, abs=1e-12)
     with pytest.raises(ValueError):
         mean_pass_at_k([3], [1], 4)
+    with pytest.raises(ValueError, match="differ in length"):
+        mean_pass_at_k([3, 3], [1], 2)
+    # many samples: exact binomials, no overflow (1 - C(500, 100) / C(1000, 100), by the product form in floats)
+    want = 1.0 - math.prod((500 - i) / (1000 - i) for i in range(100))
+    assert mean_pass_at_k([1000, 1000], [500, 500], 100) == pytest.approx(want, rel=1e-12)
 
 
 def test_top_share_mask_equals_planning_definition():

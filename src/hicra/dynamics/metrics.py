@@ -60,27 +60,20 @@ READ_COLUMNS = ("step", "prompt_id", "sample_idx", "response", "token_ids", "log
 # ---------------------------------------------------------------- estimators
 
 def mean_pass_at_k(n: Sequence[int], c: Sequence[int], k: int) -> float:
-    """Mean over problems of the unbiased pass@k, vectorised with the product form
+    """Mean over problems of the unbiased pass@k, `pass_at_k(n_i, c_i, k)` = 1 - C(n_i - c_i, k) / C(n_i, k).
 
-        1 - C(n-c, k) / C(n, k) = 1 - prod_{i=n-c+1}^{n} (1 - k / i)
-
-    (numerically stable, no big binomials). Needs k <= n for every problem.
+    One estimator serves evaluation and dynamics: each distinct (n, c) pair is computed once with exact binomials
+    (a step has few distinct pairs, so this is faster than a vectorised product). Needs k <= n for every problem.
     """
-    n = np.asarray(n, dtype=np.int64)
-    c = np.asarray(c, dtype=np.int64)
+    n = np.asarray(n, dtype=np.int64).reshape(-1)
+    c = np.asarray(c, dtype=np.int64).reshape(-1)
     if n.size == 0:
         raise ValueError("no problems")
-    if np.any(n < k) or k < 1 or np.any(c < 0) or np.any(c > n):
-        raise ValueError("need 1 <= k <= n and 0 <= c <= n for every problem")
-    # i runs over n-c+1..n for each problem; pad to the longest run and multiply in log space
-    width = int(c.max()) if c.size else 0
-    if width == 0:
-        return 0.0
-    i = (n - c + 1)[:, None] + np.arange(width)[None, :]
-    valid = np.arange(width)[None, :] < c[:, None]
-    factor = np.where(valid, 1.0 - k / np.maximum(i, 1), 1.0)
-    prod = np.prod(np.clip(factor, 0.0, 1.0), axis=1)
-    return float(np.mean(1.0 - prod))
+    if n.shape != c.shape:
+        raise ValueError(f"n and c differ in length ({n.size} vs {c.size})")
+    pairs, counts = np.unique(np.stack([n, c], axis=1), axis=0, return_counts=True)
+    values = np.array([pass_at_k(int(ni), int(ci), k) for ni, ci in pairs])
+    return float(values @ counts / n.size)
 
 
 def perplexity(logprobs: np.ndarray) -> float:
