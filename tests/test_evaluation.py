@@ -116,6 +116,14 @@ def test_eval_responses_cli(tmp_path):
     assert table.column("prompt_id").to_pylist()[:3] == ["responses/a"] * 3
 
 
+def test_null_gold_answer_is_graded_wrong_not_compared_with_none(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "answer": None, "responses": ["None", "\\boxed{None}"]}) + "\n")
+    items = ev.read_responses_file(src)
+    assert items[0]["answer"] is None
+    assert ev.grade_items(items, k=1, progress=False)["items"][0]["correct"] == [False, False]
+
+
 def test_eval_responses_bad_input_exits_2(tmp_path, capsys):
     src = tmp_path / "bad.jsonl"
     src.write_text(json.dumps({"id": "a", "answer": "1", "responses": "not a list"}) + "\n")

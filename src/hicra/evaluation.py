@@ -192,8 +192,10 @@ def read_responses_file(path: str | Path, id_field: str = "id", problem_field: s
                 not all(isinstance(r, str) for r in responses) or not responses:
             raise InputError("must be a non-empty list of strings", path=str(path), row=line_no,
                              field=responses_field)
+        answer = row[answer_field]  # null: no gold answer, graded wrong (as a benchmark row without one)
         items.append({"id": str(row[id_field]), "problem": str(row.get(problem_field, "")),
-                      "answer": _strip_dollars(_format_answer(row[answer_field])), "responses": responses})
+                      "answer": None if answer is None else _strip_dollars(_format_answer(answer)),
+                      "responses": responses})
     if not items:
         raise InputError("no rows", path=str(path))
     return items
