@@ -60,3 +60,19 @@ def test_lab_refuses_to_overwrite_a_run(tmp_path, capsys):
     (tmp_path / "run.json").write_text("{}")
     assert main(["lab", "--out", str(tmp_path)]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_lab_falls_back_to_a_table_when_analysis_fails(tiny_preset, tmp_path, capsys, monkeypatch):
+    import hicra.dynamics.analyze as analyze
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(analyze, "analyze_run", broken)
+    argv = ["lab", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "r"), "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "analysis unavailable (RuntimeError: boom)" in out
+    rows = [json.loads(line) for line in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    assert f"{last['step']:4d}  {last['reward']:6.3f}  {last['accuracy']:8.3f}" in out
