@@ -76,3 +76,17 @@ def test_lab_falls_back_to_a_table_when_analysis_fails(tiny_preset, tmp_path, ca
     rows = [json.loads(line) for line in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()]
     last = rows[-1]
     assert f"{last['step']:4d}  {last['reward']:6.3f}  {last['accuracy']:8.3f}" in out
+
+
+def test_lab_tensorboard_logging_when_installed(tiny_preset, tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    argv = ["lab", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "r"), "--quiet", "--tensorboard",
+            "--no-analyze"]
+    assert main(argv) == 0
+    acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    acc.Reload()
+    rewards = [e.value for e in acc.Scalars("lab/reward")]
+    logged = [json.loads(line)["reward"] for line in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()]
+    assert rewards == pytest.approx(logged)
