@@ -59,7 +59,7 @@ def hicra_additions_seconds(trainer, repeats: int = 20) -> float:
     base = trainer.last_hicra_batch["base_advantages"][: ids.size(0)]
     t0 = time.perf_counter()
     for _ in range(repeats):
-        sg = trainer._sg_mask(ids, cmask)
+        sg = trainer.tagger.padded_masks(ids, cmask)
         mask = trainer._planning_mask(sg, cmask, None)
         adv = hicra_advantages(base, mask, trainer.args.alpha)
         trainer._log_hicra_metrics("train", adv, mask, cmask, ids)

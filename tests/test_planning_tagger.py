@@ -351,3 +351,29 @@ def test_batch_equals_rows_on_random_ids(bpe_tokenizer, data):
     batch = tagger.token_masks(rows)
     assert [m.tolist() for m in batch] == [tagger.token_masks([r])[0].tolist() for r in rows]
     assert [len(m) for m in batch] == [len(r) for r in rows]
+
+
+def test_padded_masks_of_a_trainer_batch(bpe_tokenizer):
+    """The [B, T] trainer path (TRL completions, verl responses): rows tagged up to their last response token,
+    False on padding and on tokens masked out inside a response, which still keep their place in the text."""
+    tok = bpe_tokenizer
+    tagger = PlanningTagger(PAPER, tok)
+    enc = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    a, b = enc("so 3 + 4 = 7. but wait"), enc("x = 7, but wait")
+    t = len(a) + 2
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.full((3, t), pad)
+    ids[0, : len(a)], ids[1, : len(b)] = torch.tensor(a), torch.tensor(b)
+    rmask = torch.zeros(3, t, dtype=torch.long)  # 0/1 like trainers' masks; row 2 is empty
+    rmask[0, : len(a)], rmask[1, : len(b)] = 1, 1
+    hole = len(enc("x"))  # " =" masked out (say, a tool's output) inside row 1
+    rmask[1, hole] = 0
+    out = tagger.padded_masks(ids, rmask)
+    assert out.dtype == torch.bool and out.shape == (3, t)
+    assert out[0, : len(a)].tolist() == tagger.token_mask(a).tolist() and not out[0, len(a):].any()
+    want = tagger.token_mask(b)
+    want[hole] = False
+    # the phrase at the end is tagged: the row is not cut short by the masked-out token
+    assert want[-1] and out[1, : len(b)].tolist() == want.tolist() and not out[1, len(b):].any()
+    assert not out[2].any()
+    assert tagger.padded_masks(ids[:0], rmask[:0]).shape == (0, t)

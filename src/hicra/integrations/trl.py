@@ -177,7 +177,7 @@ class HICRATrainer(GRPOTrainer):
         logps = entropies = None
         if want_stats:
             logps, entropies = self._token_stats(out)
-        sg_mask = self._sg_mask(ids, cmask)
+        sg_mask = self.tagger.padded_masks(ids, cmask)
         mask = self._planning_mask(sg_mask, cmask, entropies)
         base = out["advantages"]
         out["advantages"] = hicra_advantages(base, mask, cfg.alpha)
@@ -189,17 +189,6 @@ class HICRATrainer(GRPOTrainer):
         return out
 
     # -- masks ------------------------------------------------------------------------------------------------
-
-    def _sg_mask(self, ids: torch.Tensor, cmask: torch.Tensor) -> torch.Tensor:
-        """[B, T] strategic-gram planning mask of the completions (padding False)."""
-        lengths = cmask.sum(-1).tolist()
-        seqs = [row[:n] for row, n in zip(ids.tolist(), lengths, strict=True)]
-        masks = self.tagger.token_masks(seqs)
-        out = torch.zeros_like(cmask)
-        for i, m in enumerate(masks):
-            if len(m):
-                out[i, : len(m)] = torch.as_tensor(m, dtype=torch.bool, device=out.device)
-        return out & cmask
 
     def _planning_mask(self, sg_mask, cmask, entropies) -> torch.Tensor:
         cfg = self.args

@@ -137,14 +137,7 @@ class HICRAPlumbing:
 
     def sg_mask(self, responses: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
         """[B, T] strategic-gram mask of right-padded `responses` (False on padding)."""
-        rmask = response_mask.bool()
-        lengths = rmask.sum(-1).tolist()
-        seqs = [row[:n] for row, n in zip(responses.tolist(), lengths, strict=True)]
-        out = torch.zeros_like(rmask, device="cpu")
-        for i, m in enumerate(self.tagger.token_masks(seqs)):
-            if len(m):
-                out[i, : len(m)] = torch.as_tensor(np.asarray(m, dtype=bool))
-        return out.to(rmask.device) & rmask
+        return self.tagger.padded_masks(responses, response_mask)
 
     def planning_mask(self, data) -> tuple[torch.Tensor, torch.Tensor]:
         """(mask used for the advantages, SG mask) for a verl `DataProto` holding `responses`."""

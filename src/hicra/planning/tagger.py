@@ -281,6 +281,25 @@ class PlanningTagger:
             return [self._row_mask(r) for r in rows]
         return np.split(mask[real], np.cumsum([len(r) for r in rows])[:-1])
 
+    def padded_masks(self, token_ids, response_mask):
+        """[B, T] planning mask of a right-padded batch (torch tensors, as trainers hold it), False wherever
+        `response_mask` is False; on `response_mask`'s device.
+
+        Each row is tagged up to its last response token, so tokens masked out inside a response (e.g. tool output
+        in a multi-turn rollout) keep their place in the text; they come back False."""
+        import torch
+
+        rmask = response_mask.bool()
+        if rmask.numel() == 0:
+            return torch.zeros_like(rmask)
+        positions = torch.arange(1, rmask.size(-1) + 1, device=rmask.device)
+        lengths = (rmask * positions).amax(-1).tolist()  # last response token + 1; 0 for an empty row
+        seqs = [row[:n] for row, n in zip(token_ids.tolist(), lengths, strict=True)]
+        out = np.zeros(tuple(rmask.shape), dtype=bool)
+        for i, m in enumerate(self.token_masks(seqs)):
+            out[i, : len(m)] = m
+        return torch.from_numpy(out).to(rmask.device) & rmask
+
     def _row_mask(self, row: np.ndarray) -> np.ndarray:
         ids, _ = self._join([row])
         mask = self._mask_of_ids(ids)
