@@ -124,6 +124,24 @@ def test_null_gold_answer_is_graded_wrong_not_compared_with_none(tmp_path):
     assert ev.grade_items(items, k=1, progress=False)["items"][0]["correct"] == [False, False]
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--responses", "{src}", "--k", "0"], "field 'k': must be >= 1"),  # 0 used to mean "default k"
+    (["--responses", "{src}", "--k", "3"], "field 'k': k=3 exceeds the responses of some line"),
+    (["--gold", "--bench", "{src}", "--limit", "0"], "field 'limit': must be >= 1"),
+    # a JSONL without worked solutions: nothing to grade (used to write results.json, then fail on the rollouts)
+    (["--gold", "--bench", "{src}"], "field 'bench': no worked solutions to grade"),
+    (["--model", "{tmp}", "--bench", "{empty}"], "field 'bench': no problems to evaluate"),
+])
+def test_eval_bad_counts_exit_2_before_writing(tmp_path, capsys, extra, message):
+    src, empty = tmp_path / "in.jsonl", tmp_path / "empty.jsonl"
+    src.write_text(json.dumps({"id": "a", "problem": "1+1", "answer": "2", "responses": ["2", "3"]}) + "\n")
+    empty.write_text("")
+    argv = [a.format(src=src, tmp=tmp_path, empty=empty) for a in extra]
+    assert main(["eval", *argv, "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"hicra eval: error: {message}")
+    assert not (tmp_path / "o").exists()
+
+
 def test_eval_responses_bad_input_exits_2(tmp_path, capsys):
     src = tmp_path / "bad.jsonl"
     src.write_text(json.dumps({"id": "a", "answer": "1", "responses": "not a list"}) + "\n")

@@ -447,7 +447,7 @@ def evaluate_model(model_dir: str | Path, benches: Iterable[str], n: int = 1, k:
 
     if not Path(model_dir).is_dir():
         raise InputError("model directory not found", path=str(model_dir))
-    k = k or n
+    k = n if k is None else k
     if not 1 <= k <= n:
         raise InputError(f"need 1 <= k <= n (got k={k}, n={n})", field="k")
     if engine == "auto":
@@ -456,6 +456,8 @@ def evaluate_model(model_dir: str | Path, benches: Iterable[str], n: int = 1, k:
     for bench in benches:  # the benchmark files first: their errors come before loading the model
         name, spec = resolve_bench(bench, fields)
         items += load_benchmark(name, data_dir, limit, spec=spec)
+    if not items:
+        raise InputError("no problems to evaluate", field="bench")
     tokenizer = load_tokenizer(model_dir, field="model")
     prompts = [build_prompt(it["problem"], tokenizer, template) for it in items]
     generate = generate_vllm if engine == "vllm" else generate_transformers

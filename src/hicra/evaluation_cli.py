@@ -75,16 +75,17 @@ def run(args) -> int:
     from hicra import evaluation as ev
     from hicra.errors import InputError
 
-    if args.n < 1:
-        raise InputError("must be >= 1", field="n")
+    for name in ("n", "k", "limit"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise InputError("must be >= 1", field=name)
     info = {"run_id": f"eval-{args.seed}", "algorithm": "eval", "alpha": None, "seed": args.seed,
             "model": args.model, "task": None, "lexicon": None, "config": {k: v for k, v in vars(args).items()
                                                                         if k != "func"}}
     if args.responses:
         items = ev.read_responses_file(args.responses, args.id_field, args.problem_field, args.answer_field,
                                        args.responses_field)
-        k = args.k or min(len(it["responses"]) for it in items)
-        if k < 1 or any(k > len(it["responses"]) for it in items):
+        k = args.k if args.k is not None else min(len(it["responses"]) for it in items)
+        if any(k > len(it["responses"]) for it in items):
             raise InputError(f"k={k} exceeds the responses of some line", field="k")
         if args.tokenizer:  # before grading, so that a bad tokenizer fails fast
             _tokenize(items, args.tokenizer)
@@ -97,6 +98,9 @@ def run(args) -> int:
             for it in ev.load_benchmark(name, args.data_dir, args.limit, spec=spec):
                 if it["solution"] is not None:  # benchmarks without worked solutions have nothing to grade
                     items.append({**it, "responses": [it["solution"]]})
+        if not items:
+            raise InputError("no worked solutions to grade in these benchmarks (pass --solution-field for a "
+                             "JSONL file)", field="bench")
         results = ev.grade_items(items, k=1)
         info["task"] = args.bench
     else:
