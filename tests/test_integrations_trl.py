@@ -251,6 +251,22 @@ def test_train_cli_math_data_and_bad_config(tmp_path, shared_data, capsys):
     assert "field 'trainer'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("override, message", [
+    ("model.x=1", "field 'set': cannot set 'model.x': 'model' is not a mapping"),
+    ("args.alpha=[", "field 'set': bad YAML value in 'args.alpha=['"),
+    ("args=3", "c.yaml, field 'args': must be a mapping"),
+])
+def test_train_cli_bad_overrides_are_one_line_errors(tmp_path, capsys, override, message):
+    from hicra.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model: lab:1m\ndata: {{lab: [{{family: countdown}}], n: 2}}\nargs: {{output_dir: {tmp_path}/o}}\n")
+    assert main(["train", "--config", str(config), "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and message in err.strip().splitlines()[-1]
+    assert not (tmp_path / "o").exists()
+
+
 def test_train_cli_grpo_arm_keeps_rollout_log(tmp_path):
     """trainer: grpo = the baseline arm, alpha forced to 0, still a run directory for `hicra analyze`."""
     from hicra.cli import main

@@ -64,7 +64,13 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise InputError(f"cannot set {key!r}: {part!r} is not a mapping", field="set")
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise InputError(f"bad YAML value in {item!r}: {getattr(exc, 'problem', None) or exc}",
+                             field="set") from None
     for required in ("model", "data"):
         if required not in cfg:
             raise InputError("missing", path=str(path), field=required)
@@ -207,6 +213,8 @@ def build_trainer(cfg: dict):
         raise InputError("needs one of bench, path, lab", path=cfg["_path"], field="data")
     if not rows:
         raise InputError("no training problems", path=cfg["_path"], field="data")
+    if not isinstance(cfg.get("args") or {}, dict):
+        raise InputError("must be a mapping of HICRAConfig fields", path=cfg["_path"], field="args")
     args = dict(cfg.get("args") or {})
     args.setdefault("output_dir", "runs/train")
     out_dir = Path(args["output_dir"])
