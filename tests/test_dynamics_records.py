@@ -125,6 +125,7 @@ def _good_table(step, n=4):
     ("missing_column", "correct", None),
     ("length_mismatch", "entropies", 2),
     ("nan_logprob", "logprobs", 1),
+    ("nan_reward", "reward", 2),
     ("empty", "step", None),
     ("wrong_step", "step", 0),
     ("null_required", "prompt_id", 3),
@@ -142,6 +143,10 @@ def test_reader_errors_name_file_row_field(tmp_path, case, field, row):
         lp = t.column("logprobs").to_pylist()
         lp[1][0] = math.nan
         t = t.set_column(t.schema.get_field_index("logprobs"), "logprobs", pa.array(lp, pa.list_(pa.float32())))
+    elif case == "nan_reward":
+        rewards = t.column("reward").to_pylist()
+        rewards[2] = math.nan
+        t = t.set_column(t.schema.get_field_index("reward"), "reward", pa.array(rewards, pa.float32()))
     elif case == "empty":
         t = t.slice(0, 0)
     elif case == "wrong_step":

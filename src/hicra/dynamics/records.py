@@ -192,6 +192,7 @@ def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None
     if step is not None:
         steps = table.column("step").fill_null(step).to_numpy(zero_copy_only=False)
         flag(steps != step, "step", f"step value differs from the file name (step {step})")
+    flag(_np_bool(pc.is_nan(table.column("reward")).fill_null(False)), "reward", "NaN reward")
     n_tokens = _np_int(pc.list_value_length(table.column("token_ids")).fill_null(0))
     flat_ids = pc.list_flatten(table.column("token_ids"))
     if flat_ids.null_count:
