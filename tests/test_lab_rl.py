@@ -17,6 +17,9 @@ import torch
 from hicra.lab.rl import RLConfig, run_rl, token_advantages
 from hicra.lab.sft import WarmStartConfig, warm_start
 
+# one worker under pytest-xdist (make test: --dist loadgroup) so the module fixture is built once
+pytestmark = pytest.mark.xdist_group("lab_rl")
+
 TASKS = [{"family": "countdown", "n_numbers": 2, "max_number": 3, "max_target": 9}]
 BASE = dict(tasks=TASKS, steps=4, prompts_per_step=3, group_size=4, max_new_tokens=48, n_eval=12,
             checkpoint_every=1, minibatches=2, lr=2e-3)

@@ -15,6 +15,9 @@ from hicra.algorithms import policy_loss
 from hicra.lab.model import build_model, train_tokenizer
 from hicra.lab.sampling import sequence_logprobs
 
+# one worker under pytest-xdist (make test: --dist loadgroup) so the module fixture is built once
+pytestmark = pytest.mark.xdist_group("lab_trl")
+
 T = 12  # max completion length
 
 
