@@ -16,12 +16,11 @@ from hicra.dynamics.metrics import (
     mean_pass_at_k,
     pass_at_k,
     relative_perplexity,
-    top_share_mask,
     write_metrics,
 )
 from hicra.dynamics.records import ROLLOUT_SCHEMA, RolloutWriter, read_rollouts
 from hicra.dynamics.synthetic import make_synthetic_run
-from hicra.planning.metrics import procedural_conditional_entropy, top_quantile_mask
+from hicra.planning.metrics import procedural_conditional_entropy
 from hicra.planning.tagger import PlanningTagger
 
 
@@ -49,14 +48,6 @@ def test_pass_at_k_matches_brute_force():
     # many samples: exact binomials, no overflow (1 - C(500, 100) / C(1000, 100), by the product form in floats)
     want = 1.0 - math.prod((500 - i) / (1000 - i) for i in range(100))
     assert mean_pass_at_k([1000, 1000], [500, 500], 100) == pytest.approx(want, rel=1e-12)
-
-
-def test_top_share_mask_equals_planning_definition():
-    rng = np.random.default_rng(0)
-    for n in (1, 7, 100, 1001):
-        values = np.round(rng.random(n), 1)  # many ties
-        for q in (0.05, 0.2, 0.3, 0.999):
-            np.testing.assert_array_equal(top_share_mask(values, q), top_quantile_mask(values, q))
 
 
 def test_relative_perplexity():

@@ -67,6 +67,19 @@ def test_top_quantile_mask():
     assert top_quantile_mask(v, 1.0).all()
 
 
+def test_top_quantile_mask_equals_a_stable_sort():
+    """The argpartition path selects the same set as sorting by value (stable: ties to the earlier position)."""
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 100, 1001):
+        values = np.round(rng.random(n), 1)  # many ties
+        with_nan = np.where(rng.random(n) < 0.1, np.nan, values)  # NaN ranks last
+        for v in (values, with_nan):
+            for q in (0.05, 0.2, 0.3, 0.999, 1.0):
+                want = np.zeros(n, dtype=bool)
+                want[np.argsort(-v, kind="stable")[: math.ceil(q * n - 1e-9)]] = True
+                np.testing.assert_array_equal(top_quantile_mask(v, q), want)
+
+
 def test_fork_token_overlap_hand_computed():
     ent = torch.tensor([[3.0, 2.0, 0.1, 0.2, 5.0], [1.0, 0.0, 4.0, 0.3, 9.9]])
     plan = torch.tensor([[True, False, False, True, False], [False, False, True, True, False]])

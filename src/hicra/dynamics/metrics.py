@@ -118,31 +118,13 @@ def _none_if_nan(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def top_share_mask(values: np.ndarray, quantile: float) -> np.ndarray:
-    """The k = ceil(quantile * N) largest values, ties broken by earlier position: the same set as
-    `hicra.planning.metrics.top_quantile_mask`, in O(N) with `argpartition` instead of a full sort."""
-    n = values.size
-    k = math.ceil(quantile * n - 1e-9)
-    mask = np.zeros(n, dtype=bool)
-    if k <= 0:
-        return mask
-    if k >= n:
-        mask[:] = True
-        return mask
-    threshold = values[np.argpartition(values, n - k)[n - k]]  # the k-th largest value
-    mask = values > threshold
-    ties = np.flatnonzero(values == threshold)
-    mask[ties[: k - int(mask.sum())]] = True  # earliest tied positions fill the remaining places
-    return mask
-
-
 def _fork_overlap(ent: np.ndarray, planning: np.ndarray, q: float) -> tuple[float | None, float | None]:
     """(share of top-q-entropy tokens that are planning, share of planning tokens that are top-q-entropy)."""
-    from hicra.planning.metrics import fork_token_overlap
+    from hicra.planning.metrics import fork_token_overlap, top_quantile_mask
 
     if ent.size == 0:
         return None, None
-    out = fork_token_overlap(ent, planning, q, high_entropy_mask=top_share_mask(ent, q))
+    out = fork_token_overlap(ent, planning, q, high_entropy_mask=top_quantile_mask(ent, q))
     return _none_if_nan(out["planning_share_of_high_entropy"]), _none_if_nan(out["high_entropy_share_of_planning"])
 
 

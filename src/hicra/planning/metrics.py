@@ -114,14 +114,25 @@ def _flat(x: Any) -> np.ndarray:
 
 
 def top_quantile_mask(values: np.ndarray, quantile: float) -> np.ndarray:
-    """bool mask of the k = ceil(quantile * N) largest values (ties: the earlier position wins)."""
+    """bool mask of the k = ceil(quantile * N) largest values (ties: the earlier position wins; NaN ranks last).
+
+    O(N) with `argpartition` (the analyzer calls it on every step's tokens); a full stable sort only when some
+    value is NaN."""
     if not 0 < quantile <= 1:
         raise ValueError(f"quantile must be in (0, 1], got {quantile}")
-    k = math.ceil(quantile * len(values) - 1e-9)
-    mask = np.zeros(len(values), dtype=bool)
-    if k:
-        order = np.argsort(-values, kind="stable")
-        mask[order[:k]] = True
+    values = np.asarray(values)
+    n = values.size
+    k = math.ceil(quantile * n - 1e-9)
+    mask = np.zeros(n, dtype=bool)
+    if k >= n:
+        mask[:] = True
+    elif k > 0 and np.isnan(values).any():
+        mask[np.argsort(-values, kind="stable")[:k]] = True
+    elif k > 0:
+        threshold = values[np.argpartition(values, n - k)[n - k]]  # the k-th largest value
+        mask = values > threshold
+        ties = np.flatnonzero(values == threshold)
+        mask[ties[: k - int(mask.sum())]] = True  # the earliest tied positions fill the remaining places
     return mask
 
 
