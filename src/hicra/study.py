@@ -320,10 +320,26 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     results["wall_seconds_this_invocation"] = time.perf_counter() - t0
     results["workers"] = workers
     results["study"] = info
+    results["code"] = code_version()
     write_json(out / "results.json", _json_safe(results))
     write_text(out / "results.md", results_markdown(results))
     plot_figures(results, out / "figures")
     return results
+
+
+def code_version() -> dict:
+    """hicra's version and, when it runs from a git checkout, the commit (for reproducing a study)."""
+    import subprocess
+
+    from hicra import __version__
+
+    out = {"hicra": __version__, "git_commit": None}
+    try:
+        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, text=True,
+                                           capture_output=True, timeout=10, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
 
 
 # ---------------------------------------------------------------- statistics
@@ -430,6 +446,8 @@ def summarize(out: Path, preset: StudyPreset, arms: list[str], seeds: int) -> di
                 "per_run": [_phase_brief(r["phases"]) for r in runs],
                 "counts": {v: sum(r["phases"]["verdict"] == v for r in runs)
                            for v in ("two-phase", "single-phase", "inconclusive")},
+                "consolidation_detected": sum(_phase_brief(r["phases"])["consolidation_detected"] for r in runs),
+                "exploration_detected": sum(_phase_brief(r["phases"])["exploration_detected"] for r in runs),
                 "pooled": _phase_brief(pooled) | {"agreement": pooled["evidence"].get("agreement"),
                                                   "consolidation_end_interval_over_runs":
                                                       pooled["evidence"].get("consolidation_end_interval_over_runs")},
@@ -464,8 +482,11 @@ def _done_seconds(out: Path, arm: str, seed: int) -> float | None:
 
 
 def _phase_brief(p: dict) -> dict:
+    ev = p.get("evidence", {})
     return {"verdict": p["verdict"], "consolidation_end_step": p["consolidation_end_step"],
-            "exploration_onset_step": p["exploration_onset_step"], "confidence": p["confidence"]}
+            "exploration_onset_step": p["exploration_onset_step"], "confidence": p["confidence"],
+            "consolidation_detected": bool(ev.get("consolidation", {}).get("detected", False)),
+            "exploration_detected": bool(ev.get("exploration", {}).get("detected", False))}
 
 
 def _json_safe(obj):
@@ -498,8 +519,9 @@ def results_markdown(results: dict) -> str:
              f"{results['seeds']} seed(s) per arm. Accuracies in %, 95% percentile-bootstrap intervals over seeds; "
              "differences to GRPO with bootstrap intervals and two-sided permutation p-values.", "",
              "| arm | final held-out acc. | AUC train acc. | steps to "
-             f"{results['threshold']:.0%} (reached) | final acc. - GRPO | AUC - GRPO | phases (2/1/incl.) | pooled |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"{results['threshold']:.0%} (reached) | final acc. - GRPO | AUC - GRPO | phases (2/1/incl.) | "
+             "consolidation / exploration detected | pooled |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for arm, a in results["per_arm"].items():
         st = a["steps_to_threshold"]
         reach = f"{st['mean_reached']:.1f} ({st['n_reached']}/{a['n_runs']})" if st["mean_reached"] is not None \
@@ -509,7 +531,9 @@ def results_markdown(results: dict) -> str:
         pooled = a["phases"]["pooled"]
         lines.append(f"| {arm} | {_fmt_ci(a['final_accuracy'])} | {_fmt_ci(a['auc'])} | {reach} | "
                      f"{_fmt_diff(vs.get('final_accuracy'))} | {_fmt_diff(vs.get('auc'))} | "
-                     f"{c['two-phase']}/{c['single-phase']}/{c['inconclusive']} | {pooled['verdict']} "
+                     f"{c['two-phase']}/{c['single-phase']}/{c['inconclusive']} | "
+                     f"{a['phases']['consolidation_detected']}/{a['phases']['exploration_detected']} of "
+                     f"{a['n_runs']} | {pooled['verdict']} "
                      f"({pooled['confidence']:.2f}) |")
     if "vs_placebo" in results["per_arm"].get("hicra", {}):
         vp = results["per_arm"]["hicra"]["vs_placebo"]
@@ -525,15 +549,32 @@ def results_markdown(results: dict) -> str:
             return "-" if v is None else f"{100 * v:+.2f}"
         lines.append(f"| {arm} | {f(t['execution']['first_half'])} | {f(t['execution']['second_half'])} | "
                      f"{f(t['planning']['first_half'])} | {f(t['planning']['second_half'])} |")
-    lines += ["", "## Runs", "", "| arm | seed | final acc. | AUC | steps to thr. | verdict | cons. end | switch |",
+    lines += ["", "## Runs", "", "(verdict: C = consolidation detected, E = exploration detected; switch = the "
+              "phase-aware arm's step of switching alpha on)", "",
+              "| arm | seed | final acc. | AUC | steps to thr. | verdict | cons. end | switch |",
               "|---|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
         sw = r.get("phase_aware_switch_step", "")
         lines.append(f"| {r['arm']} | {r['seed']} | {100 * r['final_accuracy']:.1f} | {100 * r['auc']:.1f} | "
                      f"{'-' if r['steps_to_threshold'] is None else int(r['steps_to_threshold'])} | "
-                     f"{r['phases']['verdict']} | {r['phases']['consolidation_end_step']} | "
+                     f"{r['phases']['verdict']} ({_ce(r['phases'])}) | {r['phases']['consolidation_end_step']} | "
                      f"{'-' if sw is None else sw} |")
     return "\n".join(lines) + "\n"
+
+
+def _smooth(values, window: int) -> list[float]:
+    """Trailing moving average (shorter windows at the start), for display."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    idx = np.arange(1, v.size + 1)
+    lo = np.maximum(0, idx - window)
+    return ((c[idx] - c[lo]) / (idx - lo)).tolist()
+
+
+def _ce(p: dict) -> str:
+    return ("C" if p["consolidation_detected"] else "") + ("E" if p["exploration_detected"] else "") or "-"
 
 
 def plot_figures(results: dict, fig_dir: Path) -> list[Path]:
@@ -549,16 +590,36 @@ def plot_figures(results: dict, fig_dir: Path) -> list[Path]:
     fig_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, (arm, a) in enumerate(results["per_arm"].items()):
+    arms = list(results["per_arm"])
+    n_steps = max(len(a["curves"]["step"]) for a in results["per_arm"].values())
+    w = max(1, n_steps // 12)  # display smoothing only; the statistics use the raw curves
+    # small multiples: each arm against GRPO, so seven arms stay readable
+    cols = min(4, len(arms))
+    rows = -(-len(arms) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), sharex=True, sharey=True,
+                             squeeze=False)
+    base = results["per_arm"].get(BASELINE)
+    for i, arm in enumerate(arms):
+        ax = axes[i // cols][i % cols]
+        a = results["per_arm"][arm]
         c = a["curves"]
         color = colors[i % len(colors)]
-        ax.plot(c["step"], c["accuracy_mean"], label=f"{arm} (n={a['n_runs']})", color=color)
-        ax.fill_between(c["step"], c["accuracy_low"], c["accuracy_high"], alpha=0.15, color=color)
-    ax.set_xlabel("RL step")
-    ax.set_ylabel("training accuracy (sampled)")
-    ax.set_title(f"hicra study ({results['preset']}): mean over seeds, 95% bootstrap band")
-    ax.legend(fontsize=7, ncol=2)
+        if base is not None and arm != BASELINE:
+            ax.plot(base["curves"]["step"], _smooth(base["curves"]["accuracy_mean"], w), color="0.5", lw=1,
+                    label=BASELINE)
+        ax.plot(c["step"], _smooth(c["accuracy_mean"], w), label=f"{arm} (n={a['n_runs']})", color=color)
+        ax.fill_between(c["step"], _smooth(c["accuracy_low"], w), _smooth(c["accuracy_high"], w), alpha=0.2,
+                        color=color)
+        ax.set_title(arm, fontsize=9)
+        ax.legend(fontsize=6, loc="lower right")
+        if i % cols == 0:
+            ax.set_ylabel("training accuracy")
+        if i // cols == rows - 1:
+            ax.set_xlabel("RL step")
+    for j in range(len(arms), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    fig.suptitle(f"hicra study ({results['preset']}): sampled training accuracy, mean over seeds with 95% "
+                 f"bootstrap band ({w}-step moving average)", fontsize=9)
     fig.tight_layout()
     with atomic_path(fig_dir / "accuracy.png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -570,9 +631,9 @@ def plot_figures(results: dict, fig_dir: Path) -> list[Path]:
     for i, (arm, a) in enumerate(results["per_arm"].items()):
         c = a["curves"]
         for ax, k in zip(axes, kinds, strict=True):
-            ax.plot(c["step"], c[f"errors_{k}_mean"], label=arm, color=colors[i % len(colors)])
+            ax.plot(c["step"], _smooth(c[f"errors_{k}_mean"], w), label=arm, color=colors[i % len(colors)])
     for ax, k in zip(axes, kinds, strict=True):
-        ax.set_title(f"{k} errors")
+        ax.set_title(f"{k} errors ({w}-step moving average)", fontsize=9)
         ax.set_xlabel("RL step")
     axes[0].set_ylabel("share of sampled responses")
     axes[-1].legend(fontsize=7)
