@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -205,16 +206,16 @@ def test_five_step_run_writes_run_directory(tiny_dir, tmp_path):
     assert all(sorted(v) == [0, 1, 2, 3] for v in groups.values())
     logged = [h for h in trainer.state.log_history if "hicra/planning_ratio" in h]
     assert len(logged) == 5 and all(0 <= h["hicra/planning_ratio"] <= 1 for h in logged)
-    _maybe_analyze(run)
+    _analyze(run, steps=5, responses=40)
 
 
-def _maybe_analyze(run):
-    """`hicra analyze` on the run when that verb has landed."""
-    from hicra.cli import VERB_MODULES, main
+def _analyze(run, steps: int, responses: int):
+    """`hicra analyze` reads the run directory the trainer wrote: every step and every response."""
+    from hicra.cli import main
 
-    if not any(m.endswith("analyze") or "dynamics" in m for m in VERB_MODULES):
-        return
-    assert main(["analyze", str(run), "--out", str(run / "analysis")]) == 0
+    assert main(["analyze", str(run), "--out", str(run / "analysis"), "--quiet", "--no-report"]) == 0
+    summary = json.loads((run / "analysis" / "summary.json").read_text())
+    assert (summary["steps"], summary["n_responses"], summary["skipped"]) == (steps, responses, [])
 
 
 def test_train_cli_runs_example_lab_config(tmp_path):
@@ -233,7 +234,7 @@ def test_train_cli_runs_example_lab_config(tmp_path):
     # lab checker labels: every wrong response carries an error type, every correct one none
     assert all((r["error_type"] is None) == r["correct"] for r in rows)
     assert (out / "final" / "config.json").is_file()
-    _maybe_analyze(out)
+    _analyze(out, steps=5, responses=40)
 
 
 def test_train_cli_math_data_and_bad_config(tmp_path, shared_data, capsys):
