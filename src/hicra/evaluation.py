@@ -331,22 +331,18 @@ def rollout_rows(items: Sequence[dict], results: dict, step: int = 0) -> list[di
 
 
 def write_results(out_dir: str | Path, items: Sequence[dict], results: dict, run_info: dict) -> dict:
-    """Write `results.json` and, when the records module is available, `run.json` + rollout rows.
+    """Write `results.json`, `run.json` and the rollout rows (a run directory for `hicra analyze`).
 
     Returns a dict of written paths."""
+    from hicra.dynamics.records import RolloutWriter, write_run_info
     from hicra.fileio import write_json
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "results.json", results)
-    written = {"results": out_dir / "results.json"}
-    try:
-        from hicra.dynamics.records import RolloutWriter, write_run_info
-    except ImportError:  # records module not installed in this checkout: results.json alone
-        return written
+    # the rollout rows first: they are validated, and a bad one must not leave a results.json behind
+    rollouts = RolloutWriter(out_dir).write_step(0, rollout_rows(items, results))
     write_run_info(out_dir, run_info)
-    written["rollouts"] = RolloutWriter(out_dir).write_step(0, rollout_rows(items, results))
-    return written
+    write_json(out_dir / "results.json", results)
+    return {"results": out_dir / "results.json", "rollouts": rollouts}
 
 
 # ----------------------------------------------------------------------------------------------------------------
