@@ -96,6 +96,11 @@ def test_bad_corpus(tmp_path):
     corpus.write_bytes(b'{"text": "so"}\n{"text": "so"\n')
     _check_error(hicra("grams", "tag", "--file", corpus, "--text-field", "text"), "c.jsonl:2", "bad JSON")
     _check_error(hicra("grams", "show", "no-such-preset"), "unknown lexicon preset")
+    corpus.write_bytes(b'{"text": "so"}\n')
+    for option, value, needle in [("--n", "5-3", "--n must satisfy 1 <= A <= B"), ("--top", "0", "--top must be in"),
+                                  ("--distance", "-0.1", "--distance must be >= 0")]:
+        _check_error(hicra("grams", "mine", corpus, "--text-field", "text", option, value,
+                           "--out", tmp_path / "o.json"), needle)
     assert not (tmp_path / "o.json").exists()
 
 

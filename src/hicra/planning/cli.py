@@ -229,6 +229,8 @@ def _mine(args) -> int:
     n_min, n_max = _parse_n(args.n)
     if not 0 < args.top <= 1:
         raise InputError(f"--top must be in (0, 1], got {args.top}")
+    if not args.distance >= 0:  # scikit-learn's own bound, checked before the slow reading and embedding
+        raise InputError(f"--distance must be >= 0, got {args.distance}")
     out = Path(args.out)
     report_path = Path(args.report) if args.report else out.with_name(out.stem + ".report.json")
     docs, seen = [], 0
