@@ -151,6 +151,12 @@ def test_convert_flat_responses(tmp_path):
     mask = np.array(t.column("planning_mask")[0].as_py())
     # spans: "let me verify", "wait", "we can see" (leftmost-longest beats "can see that")
     assert mask[:3].all() and mask[10] and mask[12:15].all() and not mask[15] and not mask[4:10].any()
+    # converting again into the same folder would leave the old steps next to the new ones: refused
+    before = _digests(out)
+    res = _run_cli("convert", "responses", str(src), "--out", str(out), "--models", "100", "--quiet")
+    assert res.returncode == 2 and res.stderr.strip() == (
+        f"hicra convert: error: {out}, field 'out': already holds a run's rollouts; convert into a new folder")
+    assert _digests(out) == before
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "response": "b", "correct": true}\n{"prompt": "a", "response": "b"}\n')
     res = _run_cli("convert", "responses", str(bad), "--out", str(tmp_path / "r2"), "--quiet")

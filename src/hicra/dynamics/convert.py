@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hicra.dynamics.records import RolloutWriter, write_run_info
+from hicra.dynamics.records import RolloutWriter, list_rollout_files, write_run_info
 from hicra.errors import InputError
 from hicra.fileio import load_tokenizer, read_jsonl
 from hicra.planning.tagger import PlanningTagger, overlap_mask
@@ -82,6 +82,10 @@ def convert_responses(path: str | os.PathLike, out_dir: str | os.PathLike, *, le
     from tqdm import tqdm
 
     path, out_dir = Path(path), Path(out_dir)
+    if (out_dir / "rollouts").is_dir() and list_rollout_files(out_dir):
+        # old step files would stay next to the new ones and be analysed as part of this run
+        raise InputError("already holds a run's rollouts; convert into a new folder", path=str(out_dir),
+                         field="out")
     if isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = load_tokenizer(tokenizer)
     tagger = PlanningTagger(lexicon, tokenizer)
