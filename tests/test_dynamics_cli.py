@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -73,6 +74,14 @@ def test_pooling_several_runs(tmp_path, capsys):
     lo, hi = pooled["phases"]["evidence"]["consolidation_end_interval_over_runs"]
     assert lo <= hi
     assert all((out / f"seed{s}" / "summary.json").exists() for s in range(3))
+    # two runs of the same folder name (a/seed0, b/seed0) would share OUT/seed0: refused before any work
+    twin = tmp_path / "other" / "seed0"
+    shutil.copytree(runs[1], twin)
+    assert main(["analyze", str(runs[0]), str(twin), "--out", str(tmp_path / "p2"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == ("hicra analyze: error: field 'RUN_DIR': run directories share a "
+                                               "folder name (seed0): their outputs would overwrite each other "
+                                               "under --out")
+    assert not (tmp_path / "p2").exists()
 
 
 def _run_cli(*args):

@@ -100,6 +100,11 @@ def run_analyze(args) -> int:
 
     if len(args.run_dirs) > 1 and not args.out:
         raise InputError("several run directories need --out DIR", field="--out")
+    names = [Path(r).resolve().name for r in args.run_dirs]
+    if len(args.run_dirs) > 1 and len(set(names)) < len(names):  # OUT/NAME would hold two runs' outputs
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"run directories share a folder name ({', '.join(twice)}): their outputs would "
+                         "overwrite each other under --out", field="RUN_DIR")
     if args.n_boot < 99:
         raise InputError("--n-boot must be at least 99", field="--n-boot")
     config = PhaseConfig(n_boot=args.n_boot, seed=args.seed)
