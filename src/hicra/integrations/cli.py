@@ -22,6 +22,7 @@ Config (YAML; see examples/trl_lab_cpu.yaml and examples/trl_qwen2.5_math_1.5b.y
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ def math_rows(data: dict, config_path: str) -> list[dict]:
             base = ev.BENCHMARKS.get(data["fields"])
             if base is None:
                 raise InputError(f"unknown field map {data['fields']!r}", path=config_path, field="data.fields")
-            spec = ev.BenchSpec(str(path), base.problem, base.answer, base.id, base.solution, base.answer_from)
+            spec = dataclasses.replace(base, path=str(path))
         else:
             spec = ev.jsonl_spec(path, problem=data.get("problem_field", "problem"),
                                  answer=data.get("answer_field", "answer"), id=data.get("id_field", "id"),
