@@ -168,6 +168,7 @@ def test_token_advantages_phase_aware_alpha():
     assert torch.allclose(on, hicra_advantages(adv, plan & resp, 0.3) * resp)
 
 
+@pytest.mark.xdist_group("phase_aware_rl")  # share the tiny warm start
 def test_phase_aware_switch_follows_the_measured_rollouts(tiny_model, tmp_path):
     """Replay the run's own rollouts offline (analyzer's ppl_execution) through a fresh detector: it must fire at
     the logged step, and alpha must be 0 before it and the configured alpha from it on."""
@@ -189,6 +190,7 @@ def test_phase_aware_switch_follows_the_measured_rollouts(tiny_model, tmp_path):
         assert (e["amplified_ratio"] > 0) == (e["step"] >= det.fired_step and e["planning_ratio"] > 0)
 
 
+@pytest.mark.xdist_group("phase_aware_rl")  # share the tiny warm start
 def test_phase_aware_resume_is_exact(tiny_model, tmp_path, monkeypatch):
     import hicra.lab.rl as rl
 

@@ -12,6 +12,8 @@ from scipy import stats as sps
 from hicra import study
 from hicra.study import PRESETS, run_dir_for, run_study, summarize
 
+pytestmark = pytest.mark.xdist_group("study")  # the smoke study fixture is built once
+
 
 def _quiet(*_a):
     return None
