@@ -258,7 +258,10 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
                 finished, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     spec = futures[fut]
-                    done = fut.result()  # a failed run stops the study with its traceback
+                    if fut.exception() is not None:  # a failed run stops the study: start no further run
+                        for other in pending:
+                            other.cancel()
+                    done = fut.result()  # ...and raises its error (after the running ones end)
                     results[(spec.arm, spec.seed)] = done
                     bar = bars.pop((spec.arm, spec.seed), None)
                     if bar is not None:
