@@ -203,3 +203,24 @@ def test_out_is_a_file_or_another_study_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         _cli(["study", "--preset", "huge", "--out", str(other)], capsys)
     assert exc.value.code == 2
+
+
+def test_run_dead_before_first_checkpoint_restarts_from_scratch(smoke, tmp_path):
+    """A run directory with files but no checkpoint and no done.json is redone from scratch (deterministic)."""
+    import shutil
+
+    src, _ = smoke
+    out = tmp_path / "s"
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("results.*", "figures"))
+    rd = run_dir_for(out, "grpo", 1)
+    (rd / "done.json").unlink()
+    shutil.rmtree(rd / "checkpoints")
+    (rd / "train_log.jsonl").write_text('{"step": 0, "garbage": true}\n')
+    assert study.run_state(rd) == "fresh"
+    before = {k: v for k, v in _snapshot(out).items() if "/grpo/seed01/" not in k}
+    run_study(out, "smoke", workers=1, progress=False, log=_quiet)
+    assert {k: v for k, v in _snapshot(out).items() if k in before} == before  # the others untouched
+    done = json.loads((rd / "done.json").read_text())
+    assert done["resumed"] is False
+    got = (rd / "train_log.jsonl").read_text()
+    assert got == (run_dir_for(src, "grpo", 1) / "train_log.jsonl").read_text()
