@@ -2,15 +2,19 @@
 
 Both sides: the same model (default: the `quick` preset's warm-start model, from the warm-start cache or trained
 first; --model DIR for another; --random for a freshly initialised one), --prompts prompts x --group samples per
-step from the same task mix, up to --tokens completion tokens, temperature 1, one gradient step per rollout
-batch, no KL, the lab task checkers as the reward, CPU (TRL: use_cpu=True, no bf16), the same torch thread
-count (--threads). Each side runs --warmup steps first, then --steps timed steps. TRL runs twice: with the
-lab's thread count (like for like) and with torch's default thread count (TRL out of the box). The lab pins one
-thread by default because on a small shared CPU torch's default threading was measured 25x slower per decode
-step of these tiny models. Printed: steps/s of each, "ratio at equal threads", and last "ratio: X" (lab over
-TRL out of the box).
+step from the same task mix, up to --tokens completion tokens, temperature 1, ONE gradient step per rollout batch
+(lab: minibatches=1; TRL: steps_per_generation=1, num_iterations=1), no KL, the lab task checkers as the reward,
+CPU (TRL: use_cpu=True, no bf16). Each side runs --warmup steps first, then --steps timed steps.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/lab_vs_trl.py            # last line: "ratio: X" (lab / TRL)
+Runs, in order: the lab at --threads torch threads (default 1) with its plain-torch sampler (`FastDecoder`), the
+lab with the HF-forward sampler (`--no-hf-lab` skips it; the figure before the fast sampler), TRL at --threads,
+then the lab and TRL at torch's default thread count (skipped when it equals --threads). Printed: the load
+average, steps/s of each run, the ratio with each side at its own best thread count, and LAST the like-for-like
+figure `ratio: X` = lab steps/s / TRL steps/s, both at --threads threads.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/lab_vs_trl.py --model WARM_START_DIR   # last line: ratio: X
+
+Measured (2 shared cores, quick warm start, 8 prompts x 8 samples, 96 tokens, 5 timed steps): see docs/lab.md.
 """
 
 from __future__ import annotations
@@ -42,15 +46,21 @@ def build(size: str, out: Path):
     return task
 
 
-def run_lab(model_dir: Path, args, threads: int) -> float:
+def run_lab(model_dir: Path, args, threads: int, backend: str = "auto") -> float:
+    from hicra.lab import sampling
     from hicra.lab.presets import TASKS
     from hicra.lab.rl import RLConfig, run_rl
+
+    sampling.DEFAULT_BACKEND = backend  # "hf": the sampler the lab used before FastDecoder
 
     cfg = RLConfig(algo="grpo", tasks=TASKS, steps=args.warmup + args.steps, prompts_per_step=args.prompts,
                    group_size=args.group, max_new_tokens=args.tokens, minibatches=1, n_eval=1,
                    checkpoint_every=10**6, threads=threads, lr=1e-4)
-    with tempfile.TemporaryDirectory() as run_dir:
-        out = run_rl(cfg, model_dir, Path(run_dir) / "run", progress=False, log=lambda *a: None)
+    try:
+        with tempfile.TemporaryDirectory() as run_dir:
+            out = run_rl(cfg, model_dir, Path(run_dir) / "run", progress=False, log=lambda *a: None)
+    finally:
+        sampling.DEFAULT_BACKEND = "auto"
     timed = out["timings"][args.warmup :]
     return len(timed) / sum(t["seconds"] for t in timed)
 
@@ -113,7 +123,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads of the lab and of the equal-threads TRL run (default 1, the lab's default)")
+                   help="torch threads of the like-for-like comparison (default 1: the lab's default, TRL's best "
+                        "on 2 shared cores)")
+    p.add_argument("--no-hf-lab", action="store_true", help="skip the lab run with the HF-forward sampler")
     args = p.parse_args(argv)
     import torch
 
@@ -121,6 +133,11 @@ def main(argv=None) -> int:
     from hicra.lab.presets import TASKS
     from hicra.lab.tasks import TaskMix
 
+    def load() -> str:
+        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+    print(f"start: {load()}", flush=True)
+    lab, trl = {}, {}
     with tempfile.TemporaryDirectory() as d:
         task = TaskMix(TASKS)
         if args.random:
@@ -136,17 +153,28 @@ def main(argv=None) -> int:
 
             model_dir = warm_start(get_preset("quick")[0], default_cache(), progress=False)
             name = f"quick warm start {model_dir.name}"
-        lab = run_lab(model_dir, args, args.threads)
-        print(f"lab ({args.threads} thread(s), the lab's default): {lab:.3f} steps/s", flush=True)
-        trl_same = run_trl(model_dir, task, args, args.threads)
-        print(f"trl ({args.threads} thread(s), same as the lab): {trl_same:.3f} steps/s", flush=True)
-        trl_default = run_trl(model_dir, task, args, default_threads)
-        print(f"trl ({default_threads} thread(s), torch's default): {trl_default:.3f} steps/s", flush=True)
+        lab[args.threads] = run_lab(model_dir, args, args.threads)
+        print(f"lab ({args.threads} thread(s), fast sampler): {lab[args.threads]:.3f} steps/s ({load()})",
+              flush=True)
+        if not args.no_hf_lab:
+            hf = run_lab(model_dir, args, args.threads, backend="hf")
+            print(f"lab ({args.threads} thread(s), HF-forward sampler): {hf:.3f} steps/s ({load()})", flush=True)
+        trl[args.threads] = run_trl(model_dir, task, args, args.threads)
+        print(f"trl ({args.threads} thread(s)): {trl[args.threads]:.3f} steps/s ({load()})", flush=True)
+        if default_threads != args.threads:
+            lab[default_threads] = run_lab(model_dir, args, default_threads)
+            print(f"lab ({default_threads} thread(s), torch's default): {lab[default_threads]:.3f} steps/s "
+                  f"({load()})", flush=True)
+            trl[default_threads] = run_trl(model_dir, task, args, default_threads)
+            print(f"trl ({default_threads} thread(s), torch's default): {trl[default_threads]:.3f} steps/s "
+                  f"({load()})", flush=True)
     print(f"setup: model {name}, {args.prompts} prompts x {args.group} samples, {args.tokens} completion "
-          f"tokens, {args.steps} timed steps after {args.warmup} warm-up")
-    print(f"ratio at equal threads: {lab / trl_same:.2f}")
-    # each side as it runs out of the box (the lab pins one thread; TRL leaves torch's default)
-    print(f"ratio: {lab / trl_default:.2f}")
+          f"tokens, one gradient step per rollout batch, {args.steps} timed steps after {args.warmup} warm-up")
+    best_lab, best_trl = max(lab, key=lab.get), max(trl, key=trl.get)
+    print(f"ratio, each at its best thread count (lab {best_lab}, TRL {best_trl}): "
+          f"{lab[best_lab] / trl[best_trl]:.2f}")
+    print(f"like for like, both at {args.threads} thread(s): lab / TRL")
+    print(f"ratio: {lab[args.threads] / trl[args.threads]:.2f}")
     return 0
 
 

@@ -134,7 +134,7 @@ def test_gradients_flow_through_forward():
 
 
 def test_unsupported_models_fall_back_to_hf():
-    """Other architectures (GPT-2 here) and Qwen2 with sliding windows are not supported: "auto" samples with
+    """Other architectures (GPT-2 here), Qwen2 with sliding windows and float64 weights are not supported: "auto" samples with
     the HF path (identical result), "fast" refuses."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -150,5 +150,8 @@ def test_unsupported_models_fall_back_to_hf():
         FastDecoder(gpt2)
     sliding = tiny("qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=0)
     assert unsupported_reason(sliding) == "sliding-window attention"
+    double = tiny("qwen2").double()
+    assert unsupported_reason(double) == "weights are not float32 on the CPU"
+    assert _run(double, "auto").response_ids.shape[0] == 24  # sampled through the HF path
     with pytest.raises(ValueError, match="backend"):
         _run(tiny("qwen2"), "vllm")

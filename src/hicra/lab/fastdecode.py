@@ -48,8 +48,8 @@ def unsupported_reason(model) -> str | None:
         rotary = body.rotary_emb
         if float(getattr(rotary, "attention_scaling", 1.0)) != 1.0:
             return "scaled rotary embeddings"
-        if any(p.dtype != torch.float32 for p in model.parameters()):
-            return "weights are not float32"
+        if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in model.parameters()):
+            return "weights are not float32 on the CPU"
         for layer in layers:
             layer.self_attn.q_proj, layer.mlp.gate_proj, layer.input_layernorm.weight  # noqa: B018
     except AttributeError as err:
