@@ -54,12 +54,13 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
 
 def draw(logits: torch.Tensor, temperature: float, greedy: bool, generator: torch.Generator | None):
     """One token per row from next-token `logits` [B, V]: the token, log pi(token) and the entropy, all [B]."""
-    logp_all = torch.log_softmax(logits / temperature, dim=-1)
+    logp_all = torch.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)  # x/1 == x
+    probs = logp_all.exp()
     if greedy:
         tok = logp_all.argmax(-1)
     else:
-        tok = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(-1)
-    return tok, logp_all.gather(-1, tok[:, None]).squeeze(-1), -(logp_all.exp() * logp_all).sum(-1)
+        tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return tok, logp_all.gather(-1, tok[:, None]).squeeze(-1), -(probs * logp_all).sum(-1)
 
 
 BACKENDS = ("auto", "fast", "hf")
