@@ -171,9 +171,16 @@ def test_micro_batches_give_the_same_update_as_one_pass(model_dir, tmp_path):
     """Length-sorted, trimmed micro-batches with weighted losses reproduce the one-pass gradient step."""
     one = _run(model_dir, tmp_path / "one", algo="hicra", steps=1, micro_batch_size=0)
     micro = _run(model_dir, tmp_path / "micro", algo="hicra", steps=1, micro_batch_size=2)
-    # one step from the same warm start: identical batches, so losses and updated weights must agree
+    # one step from the same warm start: identical batches, so losses, gradients and updated weights must agree
     assert abs(one["log"][0]["pg_loss"] - micro["log"][0]["pg_loss"]) < 1e-6
     assert one["log"][0]["reward"] == micro["log"][0]["reward"]
+    # the accumulated gradient itself (its clipped-before norm, averaged over the minibatches)
+    assert micro["log"][0]["grad_norm"] == pytest.approx(one["log"][0]["grad_norm"], rel=1e-5)
+    # Adam's first steps move each weight by about lr * sign(g): an element whose gradient is ~0 can take either
+    # sign from float rounding alone (seen: 1 of 49,152 elements). Every other element must agree.
     w1, w2 = _weights(tmp_path / "one"), _weights(tmp_path / "micro")
+    lr = BASE["lr"]
     for k in w1:
-        torch.testing.assert_close(w1[k], w2[k], atol=1e-4, rtol=1e-4)
+        off = (w1[k] - w2[k]).abs() > 1e-4
+        assert int(off.sum()) <= max(2, off.numel() // 10_000), k
+        assert float((w1[k] - w2[k]).abs().max()) <= 2 * lr * BASE["minibatches"] + 1e-6, k
