@@ -621,8 +621,8 @@ def plot_figures(results: dict, fig_dir: Path) -> list[Path]:
             ax.set_xlabel("RL step")
     for j in range(len(arms), rows * cols):
         axes[j // cols][j % cols].axis("off")
-    fig.suptitle(f"hicra study ({results['preset']}): sampled training accuracy, mean over seeds with 95% "
-                 f"bootstrap band ({w}-step moving average)", fontsize=9)
+    fig.suptitle(f"hicra study ({results['preset']}): sampled training accuracy\nmean over seeds, 95% bootstrap "
+                 f"band, {w}-step moving average", fontsize=9)
     fig.tight_layout()
     with atomic_path(fig_dir / "accuracy.png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
