@@ -18,7 +18,7 @@ def register(subparsers) -> None:
         "never recomputes a finished run and resumes an interrupted one from its checkpoint. Arms: grpo, hicra "
         "(alpha 0.2), placebo, high-entropy, hicra-a0.1, hicra-a0.4, phase-aware.")
     p.add_argument("--preset", choices=PRESET_NAMES, default="quick",
-                   help="smoke: pipeline check in seconds; quick: every arm, 3 seeds x 60 steps (~13 min on an idle "
+                   help="smoke: pipeline check in seconds; quick: every arm, 3 seeds x 60 steps (~9 min on an idle "
                    "2-core machine); full: every arm, 8 seeds x 300 steps (hours) (default quick)")
     p.add_argument("--arms", metavar="ARM[,ARM]", help="comma-separated subset of the preset's arms")
     p.add_argument("--seeds", type=int, metavar="N", help="seeds per arm (0..N-1; default: the preset's)")
