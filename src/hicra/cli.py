@@ -15,7 +15,14 @@ from hicra import __version__
 from hicra.errors import InputError
 
 # verb modules, in the order `hicra --help` lists them
-VERB_MODULES: list[str] = ["hicra.evaluation_cli", "hicra.integrations.cli", "hicra.dynamics.cli", "hicra.planning.cli", "hicra.study_cli", "hicra.lab.cli"]
+VERB_MODULES: list[str] = [
+    "hicra.lab.cli",  # lab: the built-in default (`make demo`)
+    "hicra.study_cli",  # study
+    "hicra.dynamics.cli",  # analyze, convert
+    "hicra.planning.cli",  # grams
+    "hicra.integrations.cli",  # train
+    "hicra.evaluation_cli",  # eval
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
