@@ -116,3 +116,48 @@ def test_verbs_reject_a_directory_that_is_no_tokenizer(tmp_path, capsys, verb):
     assert "Traceback" not in err
     assert err.splitlines()[-1].startswith(f"hicra {argv[0]}: error: {empty}, field '{field}': cannot load tokenizer")
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def tokenizer_only_dir(tmp_path_factory):
+    """A directory holding a tokenizer but no model weights."""
+    from hicra.lab.model import train_tokenizer
+
+    path = tmp_path_factory.mktemp("tok_only")
+    train_tokenizer(["reach 24 using 3 8", "so the answer is 24"] * 20, vocab_size=300).save_pretrained(path)
+    return path
+
+
+def test_load_causal_lm_errors_are_one_line(tmp_path, tokenizer_only_dir):
+    from hicra.fileio import load_causal_lm
+
+    with pytest.raises(InputError, match="model directory not found") as missing:
+        load_causal_lm(tmp_path / "nope")
+    assert "field 'model'" in str(missing.value)
+    with pytest.raises(InputError, match="cannot load model") as bad:
+        load_causal_lm(tokenizer_only_dir)
+    assert "\n" not in str(bad.value) and str(tokenizer_only_dir) in str(bad.value)
+
+
+def test_load_causal_lm_loads_a_saved_model(tmp_path, tokenizer_only_dir):
+    from hicra.fileio import load_causal_lm, load_tokenizer
+    from hicra.lab.model import build_model
+
+    tok = load_tokenizer(tokenizer_only_dir)
+    saved = build_model(tok, size="1m", seed=0)
+    saved.save_pretrained(tmp_path / "m")
+    loaded = load_causal_lm(tmp_path / "m")
+    assert loaded.config.vocab_size == saved.config.vocab_size
+    got = loaded.state_dict()
+    assert set(got) == set(saved.state_dict())
+    for name, a in saved.state_dict().items():
+        assert a.shape == got[name].shape and bool((a == got[name]).all()), name
+
+
+def test_eval_with_a_directory_without_model_is_exit_2(tmp_path, tokenizer_only_dir, capsys, shared_data):
+    code = main(["eval", "--model", str(tokenizer_only_dir), "--bench", "gsm8k", "--limit", "1",
+                 "--data-dir", str(shared_data), "--out", str(tmp_path / "ev")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "cannot load model" in err[0]
+    assert not (tmp_path / "ev" / "results.json").exists()

@@ -367,16 +367,17 @@ def generate_transformers(model_dir: str | Path, prompts: Sequence[str], n: int,
     the sampling distribution (logits / temperature, before top-p), per generated token."""
     import torch
     from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hicra.fileio import load_causal_lm, load_tokenizer
 
     torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = load_tokenizer(model_dir, field="model")
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device).eval()
+    model = load_causal_lm(model_dir, dtype=dtype).to(device).eval()
     eos = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
     flat = [p for p in prompts for _ in range(n)]
     out: list[dict] = []

@@ -156,3 +156,18 @@ def load_tokenizer(path: str | os.PathLike, field: str = "tokenizer"):
         reason = " ".join(str(exc).split())  # transformers' messages span several lines
         raise InputError(f"cannot load tokenizer ({type(exc).__name__}: {reason})", path=str(path),
                          field=field) from None
+
+
+def load_causal_lm(path: str | os.PathLike, field: str = "model", **kwargs):
+    """A Hugging Face causal LM from a local directory; a missing or unloadable one is an InputError (one line).
+    `kwargs` go to `AutoModelForCausalLM.from_pretrained` (e.g. dtype)."""
+    if not Path(path).exists():
+        raise InputError("model directory not found", path=str(path), field=field)
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any loader failure here means the directory holds no usable model
+        reason = " ".join(str(exc).split())
+        raise InputError(f"cannot load model ({type(exc).__name__}: {reason})", path=str(path),
+                         field=field) from None

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hicra.errors import InputError
-from hicra.fileio import load_tokenizer, read_yaml
+from hicra.fileio import load_causal_lm, load_tokenizer, read_yaml
 
 TRAINERS = ("hicra", "grpo", "trl-grpo")
 
@@ -195,7 +195,6 @@ def resolve_model(spec: str, rows: list[dict], out_dir: Path) -> Path:
 def build_trainer(cfg: dict):
     """(trainer, run_dir) from a loaded config dict."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
     from hicra.integrations.trl import HICRAConfig, HICRATrainer
@@ -223,7 +222,7 @@ def build_trainer(cfg: dict):
     tokenizer = load_tokenizer(model_dir, field="model")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    model = load_causal_lm(model_dir)
     kind = cfg.get("trainer", "hicra")
     if kind == "grpo":  # HICRATrainer with alpha = 0 is exactly TRL's GRPO update (tested) and keeps the rollout log
         args["alpha"] = 0.0
