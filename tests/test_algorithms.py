@@ -411,3 +411,12 @@ def test_policy_loss_does_not_mutate_inputs():
     policy_loss(**tensors, kl_coef=0.1, clip_ratio_c=3.0)
     for k, v in tensors.items():
         assert torch.equal(v, before[k][0]) and v._version == before[k][1], k
+
+
+def test_high_entropy_mask_ranks_nan_last():
+    from hicra.algorithms import high_entropy_mask
+
+    ent = torch.tensor([[float("nan"), 0.5, 2.0, 1.0]])
+    resp = torch.ones(1, 4, dtype=torch.bool)
+    assert high_entropy_mask(ent, resp, 0.5).tolist() == [[False, False, True, True]]
+    assert high_entropy_mask(ent, resp, 1.0).tolist() == [[True, True, True, True]]

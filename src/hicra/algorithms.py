@@ -242,8 +242,8 @@ def high_entropy_mask(entropies: torch.Tensor, response_mask: Any, quantile: flo
         mask = the k response tokens with the largest entropy
 
     Exactly k tokens are selected; ties at the boundary go to the earlier token (row-major order), so the result
-    is deterministic. Padding tokens are never selected, whatever their entropy value.
-    TRL 1.16's ``get_high_entropy_mask`` instead keeps every token with entropy >= the interpolated (1-q)
+    is deterministic. Padding tokens are never selected, whatever their entropy value; NaN entropies rank last
+    (as in ``hicra.planning.metrics.top_quantile_mask``). TRL 1.16's ``get_high_entropy_mask`` instead keeps every token with entropy >= the interpolated (1-q)
     quantile, which can select one token more or fewer than round(q * N), and all tied tokens.
 
     Args:
@@ -260,6 +260,8 @@ def high_entropy_mask(entropies: torch.Tensor, response_mask: Any, quantile: flo
     positions = flat_mask.nonzero().squeeze(-1)  # response-token positions, row-major
     k = _share_count(quantile, positions.numel(), "quantile")
     values = entropies.detach().reshape(-1)[positions]
+    # a NaN entropy is no evidence of a fork: rank it below every real value (torch's sort would put it first)
+    values = torch.nan_to_num(values, nan=-math.inf)
     # stable descending sort: equal entropies keep position order, so ties go to the earlier token
     order = torch.sort(values, descending=True, stable=True).indices[:k]
     selected = torch.zeros_like(flat_mask)
