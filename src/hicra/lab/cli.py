@@ -20,7 +20,7 @@ def register(subparsers) -> None:
         "lab", help="the CPU lab: tiny model, synthetic tasks, warm start + RL + analysis",
         description="Build a tiny tokenizer and model, warm-start it on scripted reasoning traces (cached by "
         "settings), run RL with the chosen algorithm, write a run directory and analyse it. Accuracy of the "
-        "warm start and after RL is measured on the same held-out problems (greedy decoding).")
+        "warm start and after RL is measured on the same held-out problems (greedy, and sampled at temperature 1).")
     p.add_argument("--preset", choices=("quick", "default"), default="quick",
                    help="quick (default, a few minutes) or default (longer; accuracy rises clearly)")
     p.add_argument("--algo", choices=ALGOS, default="hicra", help="advantage scheme (default hicra)")
