@@ -32,13 +32,13 @@ import numpy as np
 from hicra.dynamics.records import RolloutWriter, list_rollout_files, write_run_info
 from hicra.errors import InputError
 from hicra.fileio import load_tokenizer, read_jsonl
+from hicra.planning.metrics import WORD_PROXY
 from hicra.planning.tagger import PlanningTagger, overlap_mask
 
 RESPONSE_FIELDS = ("response", "solution", "completion")
 CORRECT_FIELDS = ("correct", "is_correct")
 PROMPT_FIELDS = ("prompt", "question", "problem")
 ID_FIELDS = ("prompt_id", "id")
-TOKEN_PROXY = re.compile(r"\w+|[^\w\s]")
 
 
 def _first(obj: dict, names) -> str | None:
@@ -58,7 +58,7 @@ class _Tokens:
     def __call__(self, text: str) -> tuple[list[int], np.ndarray]:
         if self.tagger.tokenizer is not None:
             return self.tagger.encode(text)
-        matches = list(TOKEN_PROXY.finditer(text))
+        matches = list(WORD_PROXY.finditer(text))
         ids = [self.vocab.setdefault(m.group(), len(self.vocab)) for m in matches]
         offsets = np.asarray([m.span() for m in matches], dtype=np.int64).reshape(-1, 2)
         spans = self.tagger.char_spans(text)

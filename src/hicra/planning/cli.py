@@ -74,7 +74,7 @@ def _tag(args) -> int:
     import numpy as np
 
     from hicra.planning.lexicon import CATEGORIES, Lexicon
-    from hicra.planning.metrics import semantic_entropy
+    from hicra.planning.metrics import WORD_PROXY, semantic_entropy
     from hicra.planning.mining import read_corpus
     from hicra.planning.tagger import PlanningTagger, overlap_mask
 
@@ -100,7 +100,6 @@ def _tag(args) -> int:
               "tokens": 0, "planning_tokens": 0}
     counts: dict[str, int] = {}
     by_category = dict.fromkeys(CATEGORIES, 0)
-    word_re = re.compile(r"\w+|[^\w\s]")
     out = sys.stdout
     for source, text in items:
         spans = tagger.spans(text)
@@ -113,7 +112,7 @@ def _tag(args) -> int:
         totals["chars"] += len(text)
         totals["planning_chars"] += sum(s.end - s.start for s in spans)
         spans_arr = np.array([(s.start, s.end) for s in spans], dtype=np.int64).reshape(-1, 2)
-        words = np.array([m.span() for m in word_re.finditer(text)], dtype=np.int64).reshape(-1, 2)
+        words = np.array([m.span() for m in WORD_PROXY.finditer(text)], dtype=np.int64).reshape(-1, 2)
         totals["words"] += len(words)
         totals["planning_words"] += int(overlap_mask(words[:, 0], words[:, 1], spans_arr[:, 0],
                                                      spans_arr[:, 1]).sum())

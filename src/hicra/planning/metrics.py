@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-_WORD_RE = re.compile(r"\w+|[^\w\s]")
+# A tokenizer-free word proxy: runs of word characters, or single punctuation marks. Used wherever words are
+# counted without a real tokenizer (procedural n-grams, `grams tag --summary`, the responses converter).
+WORD_PROXY = re.compile(r"\w+|[^\w\s]")
 
 
 def entropy(counts: Iterable[float]) -> float:
@@ -84,7 +86,7 @@ def following_ngrams(text: str, spans, n: int = 3) -> list[tuple[str, str]]:
     out = []
     for span in spans:
         words = []
-        for m in _WORD_RE.finditer(text, span.end):
+        for m in WORD_PROXY.finditer(text, span.end):
             words.append(m.group().lower())
             if len(words) == n:
                 break
