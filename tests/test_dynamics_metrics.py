@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import Counter
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from reference import brute_pass_at_k
 
 from hicra.dynamics.metrics import (
     METRIC_COLUMNS,
@@ -22,13 +22,6 @@ from hicra.dynamics.records import ROLLOUT_SCHEMA, RolloutWriter, read_rollouts
 from hicra.dynamics.synthetic import make_synthetic_run
 from hicra.planning.metrics import procedural_conditional_entropy
 from hicra.planning.tagger import PlanningTagger
-
-
-def brute_pass_at_k(n, c, k):
-    """Share of all size-k subsets of n samples (c correct) that contain a correct one."""
-    samples = [True] * c + [False] * (n - c)
-    subsets = list(itertools.combinations(range(n), k))
-    return sum(any(samples[i] for i in s) for s in subsets) / len(subsets)
 
 
 def test_pass_at_k_matches_brute_force():

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 
 import pytest
+from reference import brute_pass_at_k
 
 from hicra import evaluation as ev
 from hicra.cli import main
 
 # Benchmarks whose worked solutions mark their final answer (\boxed{} or "#### N"): machine-checkable.
 MARKED = ["math500", "aime24", "minerva_math", "gsm8k"]
-
-
-def brute_pass_at_k(n: int, c: int, k: int) -> float:
-    """Share of k-subsets of n samples (c correct) that contain at least one correct sample."""
-    samples = [True] * c + [False] * (n - c)
-    subsets = list(itertools.combinations(range(n), k))
-    return sum(any(samples[i] for i in s) for s in subsets) / len(subsets)
 
 
 @pytest.mark.parametrize("n,c,k", [(1, 0, 1), (1, 1, 1), (5, 2, 1), (5, 2, 3), (6, 1, 4), (8, 3, 8), (7, 0, 3)])
