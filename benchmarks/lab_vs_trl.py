@@ -46,8 +46,14 @@ def build(size: str, out: Path):
     return task
 
 
-def run_lab(model_dir: Path, args, threads: int, backend: str = "auto") -> float:
+def run_lab(model_dir: Path, args, threads: int, backend: str = "auto", tokens: list | None = None) -> float:
+    """Steps/s of the lab loop over the timed steps; appends (distinct prompts' tokens, response tokens, rows) of
+    each timed step to `tokens` when given."""
+    from transformers import AutoTokenizer
+
+    from hicra.dynamics.records import read_rollouts
     from hicra.lab import sampling
+    from hicra.lab.model import format_prompt
     from hicra.lab.presets import TASKS
     from hicra.lab.rl import RLConfig, run_rl
 
@@ -59,6 +65,14 @@ def run_lab(model_dir: Path, args, threads: int, backend: str = "auto") -> float
     try:
         with tempfile.TemporaryDirectory() as run_dir:
             out = run_rl(cfg, model_dir, Path(run_dir) / "run", progress=False, log=lambda *a: None)
+            if tokens is not None:
+                tok = AutoTokenizer.from_pretrained(model_dir)
+                table = read_rollouts(Path(run_dir) / "run", columns=["step", "prompt", "token_ids"]).to_pylist()
+                for step in range(args.warmup, args.warmup + args.steps):
+                    rows = [r for r in table if r["step"] == step]
+                    prompts = {r["prompt"] for r in rows}  # a group's rows share their prompt
+                    tokens.append((sum(len(tok(format_prompt(q))["input_ids"]) for q in prompts),
+                                   sum(len(r["token_ids"]) for r in rows), len(rows)))
     finally:
         sampling.DEFAULT_BACKEND = "auto"
     timed = out["timings"][args.warmup :]
@@ -112,6 +126,40 @@ def run_trl(model_dir: Path, task, args, threads: int) -> float:
     return (len(marks) - 1) / (marks[-1] - marks[0])
 
 
+def flop_floor(model_dir: Path, tokens: list, threads: int) -> dict:
+    """A lower bound on the lab's step time: the matrix-multiply FLOPs a step cannot avoid, at the best rate this
+    machine's torch.mm reaches on the model's own layer shapes.
+
+    A step must pass each token it feeds to the network once when sampling and once more when training (forward +
+    backward = 3 passes' worth): 2 * (1 + 3) FLOPs per linear weight per token. Counted generously low: a prompt
+    once per group (its rows share it), no padding, no pass for a response's last token (nothing reads its
+    output), the lm_head only where a response token is predicted, and no attention scores, norms or elementwise
+    work. The rate is the best of several timed torch.mm calls at each layer shape with 1024 rows (a training
+    micro-batch's size)."""
+    import time
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(threads)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    linear = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    head = model.get_output_embeddings().weight.numel()
+    body = sum(w.numel() for w in linear) - head
+    flops_per_step = [2 * (1 + 3) * (body * (p + r - rows) + head * r) for p, r, rows in tokens]
+    best = 0.0
+    for shape in {tuple(w.shape) for w in linear}:
+        a, b = torch.randn(1024, shape[1]), torch.randn(shape[1], shape[0])
+        for _ in range(5):
+            torch.mm(a, b)
+        t = time.perf_counter()
+        for _ in range(20):
+            torch.mm(a, b)
+        best = max(best, 20 * 2 * 1024 * shape[0] * shape[1] / (time.perf_counter() - t))
+    flops = sum(flops_per_step) / len(flops_per_step)
+    return {"gflop": flops / 1e9, "gflops_rate": best / 1e9, "seconds": flops / best}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="HF model directory (default: the quick preset's warm start)")
@@ -153,9 +201,11 @@ def main(argv=None) -> int:
 
             model_dir = warm_start(get_preset("quick")[0], default_cache(), progress=False)
             name = f"quick warm start {model_dir.name}"
-        lab[args.threads] = run_lab(model_dir, args, args.threads)
+        tokens: list = []
+        lab[args.threads] = run_lab(model_dir, args, args.threads, tokens=tokens)
         print(f"lab ({args.threads} thread(s), fast sampler): {lab[args.threads]:.3f} steps/s ({load()})",
               flush=True)
+        floor = flop_floor(model_dir, tokens, args.threads)
         if not args.no_hf_lab:
             hf = run_lab(model_dir, args, args.threads, backend="hf")
             print(f"lab ({args.threads} thread(s), HF-forward sampler): {hf:.3f} steps/s ({load()})", flush=True)
@@ -173,6 +223,11 @@ def main(argv=None) -> int:
     best_lab, best_trl = max(lab, key=lab.get), max(trl, key=trl.get)
     print(f"ratio, each at its best thread count (lab {best_lab}, TRL {best_trl}): "
           f"{lab[best_lab] / trl[best_trl]:.2f}")
+    bound = 1 / floor["seconds"] / trl[args.threads]
+    print(f"lab FLOP floor at {args.threads} thread(s): {floor['gflop']:.1f} GFLOP of matmuls per step (real tokens "
+          f"only) at {floor['gflops_rate']:.0f} GFLOP/s (best torch.mm on the model's shapes) = "
+          f"{floor['seconds']:.3f} s/step; the lab runs at {floor['seconds'] * lab[args.threads]:.0%} of it; no "
+          f"fp32 loop doing the same work can exceed ratio {bound:.2f} against this TRL figure")
     print(f"like for like, both at {args.threads} thread(s): lab / TRL")
     print(f"ratio: {lab[args.threads] / trl[args.threads]:.2f}")
     return 0

@@ -155,3 +155,27 @@ def test_unsupported_models_fall_back_to_hf():
     assert _run(double, "auto").response_ids.shape[0] == 24  # sampled through the HF path
     with pytest.raises(ValueError, match="backend"):
         _run(tiny("qwen2"), "vllm")
+
+
+def test_inverse_cdf_draws_follow_the_probabilities():
+    """200k draws from three rows (one with zero-probability tokens, one unnormalised): every frequency is
+    within 5 standard errors of its probability, and a zero-probability token is never drawn."""
+    from hicra.lab.sampling import inverse_cdf
+
+    probs = torch.tensor([[0.5, 0.0, 0.25, 0.25, 0.0],
+                          [0.1, 0.2, 0.3, 0.2, 0.2],
+                          [0.0, 1.5, 0.0, 1.5, 0.0]])  # sums to 3: normalised by the draw
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    counts = torch.zeros(3, 5)
+    for _ in range(n // 1000):
+        tok = inverse_cdf(probs.repeat(1000, 1), g).view(1000, 3)
+        for row in range(3):
+            counts[row] += torch.bincount(tok[:, row], minlength=5)
+    expected = probs / probs.sum(-1, keepdim=True)
+    freq = counts / n
+    se = (expected * (1 - expected) / n).sqrt()
+    assert ((freq - expected).abs() <= 5 * se + 1e-12).all(), freq
+    assert counts[expected == 0].sum() == 0
+    again = inverse_cdf(probs, torch.Generator().manual_seed(7))
+    assert torch.equal(again, inverse_cdf(probs, torch.Generator().manual_seed(7)))  # same generator, same draw

@@ -172,23 +172,33 @@ class FastDecoder:
     @torch.no_grad()
     def step(self, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Append one token per held row (`tok` [B], its position `pos` [B]); returns next-token logits [B, V]."""
-        bsz, col = tok.shape[0], self.length
+        col = self.length
         self.length += 1
         cos, sin = self.rope(pos)  # [B, D]
         cos, sin = cos[:, None], sin[:, None]
-        allowed = self.key_ok[:, None, None, : col + 1]  # [B, 1, 1, keys]
+        allowed = self.key_ok[:, None, None, : col + 1]  # [B, 1, 1, keys], broadcast over kv heads and groups
         x = F.embedding(tok, self.embed)  # [B, C]
         for i, w in enumerate(self.layers):
             q, k, v = self._qkv(w, x, cos, sin)  # [B, H, D], [B, KV, D], [B, KV, D]
             self.k[i][:, :, col] = k
             self.v[i][:, :, col] = v
             keys, values = self.k[i][:, :, : col + 1], self.v[i][:, :, : col + 1]  # [B, KV, keys, D]
-            y = F.scaled_dot_product_attention(q[:, :, None], keys, values, attn_mask=allowed, scale=self.scale,
-                                               enable_gqa=True)  # [B, H, 1, D]
-            y = y.reshape(bsz, self.n_heads * self.head_dim)
+            y = self._attend_one(q, keys, values, allowed)
             x = x + F.linear(y, w["o"], w["o_b"])
             x = self._mlp(w, x)
         return self._logits(x)
+
+    def _attend_one(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor):
+        """Attention of one query per row, q [B, H, D], over cached keys/values [B, KV, keys, D] -> [B, H * D].
+
+        Written out (scores, masked softmax, weighted sum) rather than SDPA: for a single query over a few dozen
+        keys, SDPA's CPU kernel is slower than these few small ops (`benchmarks/decode_step.py`: about 1.2x).
+        Query head h reads kv head h // (H / KV), so the H heads are viewed as [KV, H / KV]."""
+        bsz = q.shape[0]
+        q = q.view(bsz, self.n_kv, self.n_heads // self.n_kv, self.head_dim)
+        scores = torch.matmul(q, keys.transpose(-1, -2)) * self.scale  # [B, KV, H / KV, keys]
+        weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+        return torch.matmul(weights, values).reshape(bsz, self.n_heads * self.head_dim)
 
     def keep(self, idx: torch.Tensor) -> None:
         """Keep only the held rows `idx` (a copy of the cache; the caller decides how often)."""

@@ -59,8 +59,18 @@ def draw(logits: torch.Tensor, temperature: float, greedy: bool, generator: torc
     if greedy:
         tok = logp_all.argmax(-1)
     else:
-        tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        tok = inverse_cdf(probs, generator)
     return tok, logp_all.gather(-1, tok[:, None]).squeeze(-1), -(probs * logp_all).sum(-1)
+
+
+def inverse_cdf(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One index per row of `probs` [B, V], P(index = v) = probs[v] / sum(probs): the first v whose cumulative
+    sum exceeds u * total for u ~ U[0, 1). One uniform per row; torch.multinomial draws V exponentials per row
+    instead, about 18x slower at the lab's shapes (`benchmarks/decode_step.py`) and an eighth of a decode step.
+    "Exceeds" (right=True) never picks a zero-probability token; the clamp only guards u * total rounding up."""
+    cdf = probs.cumsum(-1)
+    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 
 BACKENDS = ("auto", "fast", "hf")
@@ -184,9 +194,11 @@ def sequence_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
     ids = torch.cat([prompt_ids, response_ids], dim=1)
     mask = torch.cat([prompt_mask, response_mask], dim=1)
     # padding after eos must not shift positions of real tokens; it is masked out of attention anyway
-    out = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask), use_cache=False)
-    p = prompt_ids.shape[1]
-    logits = out.logits[:, p - 1 : -1, :].float() / temperature
+    # only the positions that predict a response token need logits: the last T + 1, less the very last
+    t = response_ids.shape[1]
+    out = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask), use_cache=False,
+                logits_to_keep=t + 1)
+    logits = out.logits[:, :-1, :].float() / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, response_ids[..., None]).squeeze(-1)
     if not with_entropy:
