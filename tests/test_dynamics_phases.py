@@ -21,6 +21,7 @@ from hicra.dynamics.phases import (
     consolidation_test,
     detect_phases,
     detect_phases_pooled,
+    onset_test,
     trend_test,
 )
 
@@ -110,7 +111,10 @@ def test_summary_shape_dataframe_input_and_missing_metrics():
     out = detect_phases(df, CFG)
     assert set(out) == {"verdict", "consolidation_end_step", "exploration_onset_step", "confidence", "evidence"}
     assert out["verdict"] == "two-phase" and 0 <= out["confidence"] <= 1
-    assert out["exploration_onset_step"] == out["consolidation_end_step"] + 1
+    ev = out["evidence"]
+    assert ev["exploration_onset"]["detected"] and ev["exploration_onset"]["method"] == "hinge breakpoint"
+    assert abs(out["exploration_onset_step"] - 20) <= 4  # planted onset: step 20
+    assert ev["onset_minus_consolidation_end"] == out["exploration_onset_step"] - out["consolidation_end_step"]
     assert isinstance(out["consolidation_end_step"], int)
     df["rel_ppl_execution"] = np.nan  # no log-probabilities: cannot test consolidation
     out = detect_phases(df, CFG)
@@ -129,3 +133,29 @@ def test_pooling_seeds_gives_intervals_and_per_run_verdicts():
     # the pooled mean curve is less noisy: its exploration interval is narrower than a single run's
     single = detect_phases(runs[0], CFG)["evidence"]["exploration"]["slope_interval"]
     assert (ev_int := out["evidence"]["exploration"]["slope_interval"])[1] - ev_int[0] < single[1] - single[0]
+
+
+def test_exploration_onset_is_estimated_where_the_rise_starts():
+    """On 50 planted curves (rise from step 20) the onset interval covers 20 in >= 85% and the median error is
+    <= 3 steps; the onset is estimated on its own, not pinned to the step after the consolidation end (about 10
+    here). A straight rise has no significant bend: the onset falls back to the rising window's first step."""
+    errors, covered = [], 0
+    for i in range(50):
+        out = detect_phases(planted(np.random.default_rng(2000 + i)), CFG)
+        rise = out["evidence"].get("exploration_onset")
+        if rise is None or not rise["detected"]:
+            continue
+        errors.append(abs(out["exploration_onset_step"] - 20))
+        lo, hi = rise["breakpoint_interval"]
+        covered += lo <= 20 <= hi
+    print(f"onset detected in {len(errors)}/50, covered {covered}, median error {np.median(errors)}")
+    assert len(errors) >= 45 and covered / 50 >= 0.85 and np.median(errors) <= 3
+    rng = np.random.default_rng(4)
+    x = np.arange(60, dtype=float)
+    straight = {"step": x, "rel_ppl_execution": 1 + rng.normal(0, 0.02, 60),
+                "semantic_entropy": 5 + 0.02 * x + rng.normal(0, 0.1, 60)}
+    out = detect_phases(straight, CFG)
+    assert out["verdict"] == "single-phase" and not out["evidence"]["exploration_onset"]["detected"]
+    assert out["exploration_onset_step"] == 0  # exploration only: the whole run is the rising window
+    # a rise that levels off is not an onset (the slope turns down at the bend)
+    assert not onset_test(x, np.minimum(x, 30) * 0.05 + rng.normal(0, 0.05, 60), CFG)["detected"]

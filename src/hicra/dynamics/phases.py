@@ -23,11 +23,17 @@ The paper marks its two phases by eye. This module replaces the eye with two tes
    percentile interval. Exploration is detected when the interval's lower end is above 0. One-sided
    p = (1 + #{slope* <= 0}) / (1 + n_boot).
 
+3. **Exploration onset** (only when exploration is detected), on the whole `semantic_entropy` curve: the same
+   hinge-vs-line test as 1, now for a slope that turns up at the breakpoint into a rise (b2 > 0, b1 + b2 > 0).
+   When that bend is significant, the onset is its breakpoint (with a bootstrap interval); otherwise (a rise
+   without a clear start) it is the first step of the window the trend test found rising. The onset is estimated
+   on its own, so it can come before the consolidation end (the paper's phases overlap);
+   `evidence["onset_minus_consolidation_end"]` says by how many steps.
+
 Verdict: both detected -> "two-phase"; exactly one -> "single-phase" (evidence says which: a run stuck in
 consolidation, or exploration without a detectable consolidation, as the paper reports for strong models); neither,
-or too few steps / missing metrics -> "inconclusive". `exploration_onset_step` is the first step after the
-consolidation end when two-phase (the paper's phases overlap; the trend test does not estimate a separate onset),
-the first step when exploration alone is detected. `confidence` is a heuristic in [0, 1]: the smallest support
+or too few steps / missing metrics -> "inconclusive". The onset does not change the verdict: "two-phase" means
+diversity rises after the consolidation end, wherever the rise began. `confidence` is a heuristic in [0, 1]: the smallest support
 among the tests the verdict rests on, where a detected test supports it with 1 - p and an undetected one with p.
 Accuracy, length and error-type trends before/after the breakpoint are reported as evidence, not used in the
 verdict.
@@ -126,14 +132,14 @@ def _block_resample(residuals: np.ndarray, n_boot: int, rng: np.random.Generator
 
 # ---------------------------------------------------------------- the two tests
 
-def consolidation_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = PhaseConfig()) -> dict:
-    """Hinge-vs-line test for a fall that flattens (see module docstring). Returns the evidence dict."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
+def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.random.Generator) -> dict | None:
+    """The one-breakpoint hinge against a straight line (module docstring, test 1), without a shape condition:
+    F statistic, bootstrap p-value, best breakpoint with its bootstrap interval, and the hinge fit. None when the
+    series is too short for two segments of `min_segment` points."""
     n = x.size
     taus, bases = _hinge_bases(x, config.min_segment)
     if taus.size == 0:
-        return {"tested": False, "detected": False, "reason": f"need at least {2 * config.min_segment} steps"}
-    rng = np.random.default_rng(config.seed)
+        return None
     col = y[:, None]
     sse_h = _sse_hinge(bases, col)[:, 0]
     best = int(np.argmin(sse_h))
@@ -154,15 +160,38 @@ def consolidation_test(x: Sequence[float], y: Sequence[float], config: PhaseConf
     ys_h = fit["fitted"][:, None] + fit["residuals"][rng.integers(0, n, size=(n, config.n_boot))]
     tau_boot = taus[np.argmin(_sse_hinge(bases, ys_h), axis=0)]
     lo, hi = np.quantile(tau_boot, [(1 - config.level) / 2, (1 + config.level) / 2])
+    return {"p_value": p_value, "f_statistic": float(f_obs), "breakpoint_step": tau,
+            "breakpoint_interval": [float(lo), float(hi)], "fit": fit, "line_slope": b}
+
+
+def consolidation_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = PhaseConfig()) -> dict:
+    """Hinge-vs-line test for a fall that flattens (see module docstring). Returns the evidence dict."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    res = _hinge_vs_line(x, y, config, np.random.default_rng(config.seed))
+    if res is None:
+        return {"tested": False, "detected": False, "reason": f"need at least {2 * config.min_segment} steps"}
+    fit, tau = res.pop("fit"), res["breakpoint_step"]
     slope_before, slope_after = fit["b1"], fit["b1"] + fit["b2"]
     drop = float(fit["fitted"][0] - (fit["b0"] + fit["b1"] * tau))
-    detected = bool(p_value < config.alpha and slope_before < 0 and fit["b2"] > 0)
-    return {
-        "tested": True, "detected": detected, "p_value": p_value, "f_statistic": float(f_obs),
-        "breakpoint_step": tau, "breakpoint_interval": [float(lo), float(hi)],
-        "slope_before": slope_before, "slope_after": slope_after, "drop": drop,
-        "line_slope": b, "n_steps": int(n),
-    }
+    detected = bool(res["p_value"] < config.alpha and slope_before < 0 and fit["b2"] > 0)
+    return {"tested": True, "detected": detected, **res, "slope_before": slope_before, "slope_after": slope_after,
+            "drop": drop, "n_steps": int(x.size)}
+
+
+def onset_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = PhaseConfig()) -> dict:
+    """Where a rise starts: the same hinge-vs-line test, detected when the hinge fits significantly better and the
+    slope turns up at the breakpoint (b2 > 0) into a rise (b1 + b2 > 0). The breakpoint and its bootstrap interval
+    are the onset estimate. Used on the exploration metric over the whole run, so the onset may come before,
+    at or after the consolidation end (the paper's phases overlap)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    res = _hinge_vs_line(x, y, config, np.random.default_rng(config.seed + 3))
+    if res is None:
+        return {"tested": False, "detected": False, "reason": f"need at least {2 * config.min_segment} steps"}
+    fit = res.pop("fit")
+    slope_before, slope_after = fit["b1"], fit["b1"] + fit["b2"]
+    detected = bool(res["p_value"] < config.alpha and fit["b2"] > 0 and slope_after > 0)
+    return {"tested": True, "detected": detected, **res, "slope_before": slope_before, "slope_after": slope_after,
+            "n_steps": int(x.size)}
 
 
 def trend_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = PhaseConfig()) -> dict:
@@ -285,10 +314,19 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, consolidation
     p_e = expl.get("p_value", 1.0)
     cons_end = _nearest_step(xc, tau) if tau is not None else None
     onset = None
+    if e_ok:
+        # where the rise starts: a hinge on the whole exploration curve when its bend is significant, else the
+        # first step of the window the trend test found rising
+        rise = onset_test(xe_all, ye_all, config)
+        evidence["exploration_onset"] = rise
+        if rise["detected"]:
+            onset, rise["method"] = _nearest_step(xe_all, rise["breakpoint_step"]), "hinge breakpoint"
+        else:
+            onset, rise["method"] = int(xe_all[after][0]), "first step of the rising window (no significant bend)"
+        if cons_end is not None:
+            evidence["onset_minus_consolidation_end"] = onset - cons_end
     if c_ok and e_ok:
         verdict, confidence = "two-phase", min(1 - p_c, 1 - p_e)
-        later = xe_all[xe_all > tau]
-        onset = int(later[0])
         evidence["summary"] = "execution perplexity falls then flattens; planning-phrase diversity rises after"
     elif c_ok:
         verdict, confidence = "single-phase", min(1 - p_c, p_e)
@@ -296,7 +334,6 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, consolidation
                                "of planning-phrase diversity after it")
     elif e_ok:
         verdict, confidence = "single-phase", min(1 - p_e, p_c)
-        onset = int(xe_all[0])
         evidence["summary"] = "exploration only: planning-phrase diversity rises, no detectable consolidation"
     else:
         verdict, confidence = "inconclusive", min(p_c, p_e)
