@@ -142,8 +142,10 @@ LIBERAL = {"min_steps": 6, "confirm": 1, "min_after": 1, "alpha": 0.5, "n_boot":
 def _tiny_cfg(**kw):
     from hicra.lab.rl import RLConfig
 
+    # seed 0: the liberal detector fires at step 6 here (it fires within 12 steps for 6 of seeds 0-7); the tests
+    # check how the switch follows the rollouts, so they need a run where it happens, with steps on both sides
     base = dict(algo="phase-aware", alpha=0.3, steps=12, prompts_per_step=2, group_size=2, max_new_tokens=24,
-                n_eval=4, checkpoint_every=4, minibatches=1, phase_detector=LIBERAL, seed=3)
+                n_eval=4, checkpoint_every=4, minibatches=1, phase_detector=LIBERAL, seed=0)
     return RLConfig(**{**base, **kw})
 
 
