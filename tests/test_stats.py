@@ -76,3 +76,36 @@ def test_steps_to_threshold_with_window_and_never():
 def test_nonfinite_values_rejected():
     with pytest.raises(ValueError, match="index 1"):
         bootstrap_ci([0.1, float("nan")])
+
+
+def test_sign_test_matches_scipy_binomtest():
+    from hicra.stats import sign_test_pvalue
+
+    for plus, minus in [(0, 0), (5, 0), (0, 7), (6, 2), (10, 10), (13, 4), (1, 30)]:
+        expected = 1.0 if plus + minus == 0 else sps.binomtest(plus, plus + minus, 0.5).pvalue
+        assert sign_test_pvalue(plus, minus) == pytest.approx(expected, rel=1e-12), (plus, minus)
+    with pytest.raises(ValueError):
+        sign_test_pvalue(-1, 3)
+
+
+def test_half_fall_step_finds_the_middle_of_a_fall_and_ignores_flat_curves():
+    from hicra.stats import half_fall_step
+
+    x = np.arange(100, dtype=float)
+    # a step-free linear fall from 0.6 at step 20 to 0.2 at step 60, flat around it: half-way (0.4) at step 40
+    y = np.interp(x, [0, 20, 60, 99], [0.6, 0.6, 0.2, 0.2])
+    out = half_fall_step(x, y)
+    assert out["start"] == pytest.approx(0.6) and out["end"] == pytest.approx(0.2)
+    assert out["half_step"] == pytest.approx(40, abs=1)
+    # the same fall 25 steps later is found 25 steps later; a flat noisy curve has no fall
+    late = half_fall_step(x, np.interp(x, [0, 45, 85, 99], [0.6, 0.6, 0.2, 0.2]))
+    assert late["half_step"] - out["half_step"] == pytest.approx(25, abs=1)
+    rng = np.random.default_rng(0)
+    flat = half_fall_step(x, 0.3 + rng.normal(0, 0.01, 100))
+    assert flat["half_step"] is None and abs(flat["drop"]) < 0.02
+    # a rise is not a fall; unsorted steps are sorted first
+    assert half_fall_step(x, 1 - y)["half_step"] is None
+    perm = rng.permutation(100)
+    assert half_fall_step(x[perm], y[perm])["half_step"] == out["half_step"]
+    with pytest.raises(ValueError):
+        half_fall_step(x[:5], y[:5])

@@ -157,9 +157,19 @@ def test_table_values_match_independent_computation(smoke, tmp_path):
                 for s in range(2)]
         want = np.mean([[e["errors_execution"] for e in log] for log in logs], axis=0)
         assert res["per_arm"][arm]["curves"]["errors_execution_mean"] == pytest.approx(want.tolist())
+    # gains over the warm start, greedy and sampled, per seed from eval.json
+    for arm in ("grpo", "hicra"):
+        evs = [json.loads((run_dir_for(out, arm, s) / "eval.json").read_text()) for s in range(2)]
+        got = res["per_arm"][arm]
+        assert got["gain"]["values"] == pytest.approx([e["final"]["accuracy"] - e["warm_start"]["accuracy"]
+                                                       for e in evs])
+        assert got["gain_sampled"]["values"] == pytest.approx(
+            [e["final_sampled"]["accuracy"] - e["warm_start_sampled"]["accuracy"] for e in evs])
+        assert got["error_order"]["counts"]["too few steps"] == 2  # 3-step smoke runs: no fall can be timed
     # the readable table shows the same numbers
     md = study.results_markdown(res)
     assert f"| hicra | {100 * a.mean():.1f} [" in md
+    assert "## Accuracy gain over the warm start" in md and "| too few steps |" in md
 
 
 def _cli(argv, capsys):
@@ -224,3 +234,29 @@ def test_run_dead_before_first_checkpoint_restarts_from_scratch(smoke, tmp_path)
     assert done["resumed"] is False
     got = (rd / "train_log.jsonl").read_text()
     assert got == (run_dir_for(src, "grpo", 1) / "train_log.jsonl").read_text()
+
+
+def test_error_fall_order_per_run_and_sign_test():
+    """Planted error curves: execution falls around step 20, planning around step 50 (or not at all)."""
+    from hicra.study import _order_summary, error_fall_order
+
+    x = np.arange(80)
+    early = np.interp(x, [0, 10, 30, 79], [0.5, 0.5, 0.1, 0.1])
+    late = np.interp(x, [0, 40, 60, 79], [0.3, 0.3, 0.05, 0.05])
+    flat = np.full(80, 0.2)
+
+    def log(ex, pl):
+        return [{"step": int(s), "errors_execution": float(e), "errors_planning": float(p)}
+                for s, e, p in zip(x, ex, pl, strict=True)]
+
+    a = error_fall_order(log(early, late))
+    assert a["order"] == "execution first"
+    assert a["execution"]["half_step"] == pytest.approx(20, abs=1)
+    assert a["planning"]["half_step"] == pytest.approx(50, abs=1)
+    assert error_fall_order(log(late, early))["order"] == "planning first"
+    assert error_fall_order(log(early, flat))["order"] == "only execution falls"
+    assert error_fall_order(log(flat, flat))["order"] == "neither falls"
+    assert error_fall_order(log(early, late)[:4])["order"] == "too few steps"
+    summary = _order_summary(["execution first"] * 7 + ["planning first"] + ["neither falls"] * 3)
+    assert summary["counts"]["execution first"] == 7 and summary["n_runs"] == 11
+    assert summary["sign_test_p"] == pytest.approx(sps.binomtest(7, 8, 0.5).pvalue)

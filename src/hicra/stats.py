@@ -103,3 +103,50 @@ def steps_to_threshold(steps: Sequence[float], values: Sequence[float], threshol
         if (c[i + 1] - c[lo]) / (i + 1 - lo) >= threshold:
             return float(s[i])
     return None
+
+
+def sign_test_pvalue(n_plus: int, n_minus: int) -> float:
+    """Exact two-sided sign test: under H0 each non-tied pair is + or - with probability 1/2, so
+    p = P(|K - n/2| >= |k - n/2|) for K ~ Binomial(n, 1/2), n = n_plus + n_minus (ties are dropped before).
+    With n = 0 there is no evidence either way: p = 1."""
+    from math import comb
+
+    if n_plus < 0 or n_minus < 0:
+        raise ValueError("sign_test_pvalue: counts must be >= 0")
+    n = n_plus + n_minus
+    if n == 0:
+        return 1.0
+    dev = abs(n_plus - n / 2)
+    hits = sum(comb(n, k) for k in range(n + 1) if abs(k - n / 2) >= dev - 1e-9)
+    return min(1.0, hits / 2**n)
+
+
+def half_fall_step(steps: Sequence[float], values: Sequence[float], *, edge: float = 0.1,
+                   min_drop: float = 0.02) -> dict:
+    """When a falling curve (e.g. the share of one error type per step) has done half of its fall.
+
+    start / end = mean of the first / last `edge` share of the points (at least 3 each); drop = start - end.
+    If drop >= min_drop, the half-fall step is the first step where a centred moving average (window = that
+    edge count) is at or below start - drop / 2; otherwise the curve did not fall and the step is None.
+    Returns {"start", "end", "drop", "half_step"}. Comparing two curves' half-fall steps says which fell first;
+    the centred average keeps both on the same clock."""
+    s, v = _as_1d(steps, "steps"), _as_1d(values, "values")
+    if s.size != v.size:
+        raise ValueError(f"half_fall_step: {s.size} steps but {v.size} values")
+    order = np.argsort(s, kind="stable")
+    s, v = s[order], v[order]
+    k = max(3, int(round(edge * s.size)))
+    if 2 * k > s.size:
+        raise ValueError(f"half_fall_step: {s.size} points are too few for two edges of {k}")
+    start, end = float(v[:k].mean()), float(v[-k:].mean())
+    drop = start - end
+    out = {"start": start, "end": end, "drop": drop, "half_step": None}
+    if drop < min_drop:
+        return out
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    i = np.arange(s.size)
+    lo, hi = np.maximum(0, i - k // 2), np.minimum(s.size, i - k // 2 + k)
+    smooth = (c[hi] - c[lo]) / (hi - lo)
+    below = np.flatnonzero(smooth <= start - drop / 2)
+    out["half_step"] = float(s[below[0]]) if below.size else None
+    return out

@@ -405,6 +405,39 @@ def arm_curves(runs: list[dict], seed: int = 0) -> dict:
     return out
 
 
+ORDERS = ("execution first", "planning first", "same step", "only execution falls", "only planning falls",
+          "neither falls", "too few steps")
+
+
+def error_fall_order(log: list[dict]) -> dict:
+    """Which error type's share of sampled responses falls first in one run: the half-fall step
+    (`hicra.stats.half_fall_step`) of the execution and of the planning error curve, and the order (ORDERS)."""
+    from hicra.stats import half_fall_step
+
+    steps = [e["step"] for e in log]
+    if len(steps) < 6:  # two edges of at least 3 points each
+        none = {"start": None, "end": None, "drop": None, "half_step": None}
+        return {"execution": none, "planning": none, "order": "too few steps"}
+    falls = {k: half_fall_step(steps, [e[f"errors_{k}"] for e in log]) for k in ("execution", "planning")}
+    ex, pl = falls["execution"]["half_step"], falls["planning"]["half_step"]
+    if ex is not None and pl is not None:
+        order = "execution first" if ex < pl else "planning first" if pl < ex else "same step"
+    else:
+        order = {(True, False): "only execution falls", (False, True): "only planning falls",
+                 (False, False): "neither falls"}[(ex is not None, pl is not None)]
+    return {**falls, "order": order}
+
+
+def _order_summary(orders: list[str]) -> dict:
+    """Counts of each order and the exact sign test of "execution first" vs "planning first" (ties and runs
+    where one curve does not fall are left out of the test)."""
+    from hicra.stats import sign_test_pvalue
+
+    counts = {o: orders.count(o) for o in ORDERS}
+    return {"counts": counts, "n_runs": len(orders),
+            "sign_test_p": sign_test_pvalue(counts["execution first"], counts["planning first"])}
+
+
 def summarize(out: Path, preset: StudyPreset, arms: list[str], seeds: int) -> dict:
     """results dict from the finished run directories (nothing is recomputed but the statistics)."""
     import numpy as np
@@ -420,7 +453,9 @@ def summarize(out: Path, preset: StudyPreset, arms: list[str], seeds: int) -> di
         raw[arm] = runs
         final = [r["eval"]["final"]["accuracy"] for r in runs]
         warm = [r["eval"]["warm_start"]["accuracy"] for r in runs]
-        aucs, reach = [], []
+        # one sample per problem at the RL temperature: the policy RL optimises (absent in older run directories)
+        sampled = all("final_sampled" in r["eval"] and "warm_start_sampled" in r["eval"] for r in runs)
+        aucs, reach, orders = [], [], []
         for s, r in enumerate(runs):
             steps = [e["step"] for e in r["log"]]
             acc = [e["accuracy"] for e in r["log"]]
@@ -430,6 +465,15 @@ def summarize(out: Path, preset: StudyPreset, arms: list[str], seeds: int) -> di
                      "auc": aucs[-1], "steps_to_threshold": reach[-1], "phases": _phase_brief(r["phases"]),
                      "final_errors": {k: r["eval"]["final"][f"errors_{k}"]
                                       for k in ("execution", "planning", "format")}}
+            fall = error_fall_order(r["log"])
+            orders.append(fall["order"])
+            entry["error_fall"] = {"order": fall["order"], "execution_half_step": fall["execution"]["half_step"],
+                                   "planning_half_step": fall["planning"]["half_step"],
+                                   "execution_drop": fall["execution"]["drop"],
+                                   "planning_drop": fall["planning"]["drop"]}
+            if sampled:
+                entry["final_sampled_accuracy"] = r["eval"]["final_sampled"]["accuracy"]
+                entry["warm_start_sampled_accuracy"] = r["eval"]["warm_start_sampled"]["accuracy"]
             fired = [e.get("phase_fired_step") for e in r["log"] if e.get("phase_fired_step") is not None]
             if ARMS[arm]["algo"] == "phase-aware":
                 entry["phase_aware_switch_step"] = fired[0] if fired else None
@@ -441,6 +485,12 @@ def summarize(out: Path, preset: StudyPreset, arms: list[str], seeds: int) -> di
             "n_runs": len(runs),
             "final_accuracy": _ci(final, seed=0),
             "warm_start_accuracy": float(np.mean(warm)),
+            "gain": _ci([f - w for f, w in zip(final, warm, strict=True)], seed=6),
+            **({"final_sampled_accuracy": _ci([r["eval"]["final_sampled"]["accuracy"] for r in runs], seed=7),
+                "warm_start_sampled_accuracy": float(np.mean([r["eval"]["warm_start_sampled"]["accuracy"]
+                                                              for r in runs])),
+                "gain_sampled": _ci([r["eval"]["final_sampled"]["accuracy"] - r["eval"]["warm_start_sampled"]
+                                     ["accuracy"] for r in runs], seed=8)} if sampled else {}),
             "auc": _ci(aucs, seed=1),
             "steps_to_threshold": {"threshold": preset.threshold, "window": preset.threshold_window,
                                    "values": reach, "n_reached": len(reached),
@@ -457,6 +507,7 @@ def summarize(out: Path, preset: StudyPreset, arms: list[str], seeds: int) -> di
             },
             "error_trends": {k: _half_slopes(curves["step"], curves[f"errors_{k}_mean"])
                              for k in ("execution", "planning")},
+            "error_order": _order_summary(orders),
             "curves": curves,
         }
     if BASELINE in per_arm:
@@ -475,6 +526,7 @@ def summarize(out: Path, preset: StudyPreset, arms: list[str], seeds: int) -> di
             "auc": _diff(per_arm["hicra"]["auc"]["values"], per_arm["placebo"]["auc"]["values"], seed=5)}
     return {"format": FORMAT, "preset": preset.name, "arms": arms, "seeds": seeds,
             "threshold": preset.threshold, "per_arm": per_arm, "runs": runs_out,
+            "error_order": _order_summary([r["error_fall"]["order"] for r in runs_out]),
             "run_seconds": {f"{r['arm']}/seed{r['seed']:02d}": _done_seconds(out, r["arm"], r["seed"])
                             for r in runs_out}}
 
@@ -542,6 +594,27 @@ def results_markdown(results: dict) -> str:
         vp = results["per_arm"]["hicra"]["vs_placebo"]
         lines += ["", f"HICRA - placebo: final accuracy {_fmt_diff(vp['final_accuracy'])}; "
                   f"AUC {_fmt_diff(vp['auc'])}."]
+    lines += ["", "## Accuracy gain over the warm start (held-out, points; 95% bootstrap over seeds)", "",
+              "| arm | greedy: warm start -> final | greedy gain | sampled: warm start -> final | sampled gain |",
+              "|---|---|---|---|---|"]
+    for arm, a in results["per_arm"].items():
+        if "gain_sampled" in a:
+            samp = (f"{100 * a['warm_start_sampled_accuracy']:.1f} -> {_fmt_ci(a['final_sampled_accuracy'])} | "
+                    f"{_fmt_ci(a['gain_sampled'])}")
+        else:
+            samp = "- | -"
+        lines.append(f"| {arm} | {100 * a['warm_start_accuracy']:.1f} -> {_fmt_ci(a['final_accuracy'])} | "
+                     f"{_fmt_ci(a['gain'])} | {samp} |")
+    shown = [o for o in ORDERS if o != "too few steps" or results["error_order"]["counts"][o]]
+    lines += ["", "## Which error type falls first (per run: the step at which its share of sampled responses has "
+              "made half of its fall; a fall is a drop of at least 2 points between the first and last 10% of "
+              "steps)", "",
+              "| arm | " + " | ".join(shown) + " | sign test p (execution first vs planning first) |",
+              "|---|" + "---|" * (len(shown) + 1)]
+    for arm, a in list(results["per_arm"].items()) + [("all runs", {"error_order": results["error_order"]})]:
+        o = a["error_order"]
+        lines.append(f"| {arm} | " + " | ".join(str(o["counts"][k]) for k in shown) +
+                     f" | {o['sign_test_p']:.3g} |")
     lines += ["", "## Error trends (slope of the share of sampled responses per step, x100)", "",
               "| arm | execution 1st half | execution 2nd half | planning 1st half | planning 2nd half |",
               "|---|---|---|---|---|"]
