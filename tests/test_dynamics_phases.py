@@ -159,3 +159,18 @@ def test_exploration_onset_is_estimated_where_the_rise_starts():
     assert out["exploration_onset_step"] == 0  # exploration only: the whole run is the rising window
     # a rise that levels off is not an onset (the slope turns down at the bend)
     assert not onset_test(x, np.minimum(x, 30) * 0.05 + rng.normal(0, 0.05, 60), CFG)["detected"]
+
+
+def test_consolidation_test_is_calibrated_under_autocorrelated_noise():
+    """Flat 300-step series with AR(1) noise, phi = 0.8: the test's AR(1) null keeps false consolidations rare
+    (resampling residuals as if independent called 34% of such series a consolidation:
+    benchmarks/phase_noise.py at commit fc1f579). A planted fall under the same noise is still found."""
+    x = np.arange(300, dtype=float)
+    cfg = PhaseConfig(n_boot=199, seed=0)
+    false = [consolidation_test(x, 1 + ar1(np.random.default_rng(i), 300, 0.8, 0.05), cfg) for i in range(30)]
+    assert sum(r["detected"] for r in false) <= 3
+    assert np.median([r["noise_ar1"] for r in false]) > 0.6  # the noise model saw the autocorrelation
+    planted_fall = 1 - 0.3 * (1 - np.exp(-x / 30))
+    found = [consolidation_test(x, planted_fall + ar1(np.random.default_rng(100 + i), 300, 0.8, 0.05), cfg)
+             for i in range(6)]
+    assert sum(r["detected"] for r in found) >= 5

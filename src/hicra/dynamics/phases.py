@@ -12,10 +12,13 @@ The paper marks its two phases by eye. This module replaces the eye with two tes
    points). Consolidation is detected when (a) the hinge fits significantly better than a straight line, (b) the
    curve falls before the breakpoint (b1 < 0) and (c) it flattens after it (b2 > 0, so the slope b1 + b2 is less
    steep). The test statistic is F = (SSE_line - SSE_hinge) / SSE_hinge; because tau is searched, the textbook F
-   distribution does not apply, so its null distribution is simulated: parametric residual bootstrap under the
-   fitted straight line (`n_boot` resamples of the line's residuals, the whole tau search redone for each), and
-   p = (1 + #{F* >= F}) / (1 + n_boot). The end of consolidation is tau; its interval comes from a residual
-   bootstrap of the hinge fit (tau re-estimated on each resample, percentile interval).
+   distribution does not apply, so its null distribution is simulated: the fitted straight line plus noise
+   (`n_boot` series, the whole tau search redone for each), and p = (1 + #{F* >= F}) / (1 + n_boot). The noise is
+   an AR(1) sieve bootstrap of the hinge fit's residuals (lag-1 autocorrelation phi estimated from them, clipped
+   to [0, 0.95]; innovations resampled with replacement), because per-step training metrics drift: with
+   independent resampling, autocorrelated noise alone was called a consolidation in 34% of flat AR(1) phi = 0.8
+   series of 300 steps (`benchmarks/phase_noise.py`, docs/dynamics.md). The end of consolidation is tau; its interval comes from the same
+   noise model around the hinge fit (tau re-estimated on each series, percentile interval).
 
 2. **Exploration** (on `semantic_entropy` of planning phrases), on the steps after the consolidation end (all
    steps when no consolidation was detected): ordinary least-squares slope against step, with a moving-block
@@ -42,9 +45,9 @@ Several runs (seeds) are pooled by `detect_phases_pooled`: the verdict is taken 
 all runs share, each run's own verdict is reported, and intervals for the consolidation end and the exploration
 slope come from resampling runs with replacement.
 
-Known limits: the tests assume roughly independent step-to-step noise around a smooth curve (the block bootstrap
-softens this for exploration only); a curve that keeps falling with curvature everywhere (e.g. a slow exponential
-over the whole run) will have its bend detected as a consolidation end.
+Known limits: the noise model is AR(1) (consolidation, onset) or short blocks (exploration): longer-memory drift
+can still pass for a shape; a curve that keeps falling with curvature everywhere (e.g. a slow exponential over the
+whole run) will have its bend detected as a consolidation end.
 """
 
 from __future__ import annotations
@@ -120,6 +123,31 @@ def _slopes(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return (xc @ (ys - ys.mean(axis=0))) / (xc @ xc)
 
 
+def _ar1_innovations(residuals: np.ndarray) -> tuple[float, np.ndarray]:
+    """Lag-1 autocorrelation phi of a residual series (clipped to [0, 0.95]: negative or near-unit values are
+    not a drift worth modelling) and the centred innovations e_t = r_t - phi * r_(t-1)."""
+    r = residuals - residuals.mean()
+    denom = float(np.sum(r * r))
+    phi = float(np.clip(np.sum(r[1:] * r[:-1]) / denom, 0.0, 0.95)) if denom > 0 else 0.0
+    e = r[1:] - phi * r[:-1]
+    return phi, e - e.mean()
+
+
+def _ar1_resample(residuals: np.ndarray, phi: float, innovations: np.ndarray, n_boot: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """AR(1) sieve bootstrap: (n, n_boot) series r*_0 = a resampled residual, r*_t = phi r*_(t-1) + e*_t with
+    e*_t drawn with replacement from the innovations. With phi = 0 this is the plain residual bootstrap."""
+    n = residuals.size
+    if phi == 0.0:
+        return residuals[rng.integers(0, n, size=(n, n_boot))]
+    draws = innovations[rng.integers(0, innovations.size, size=(n, n_boot))]
+    out = np.empty((n, n_boot))
+    out[0] = residuals[rng.integers(0, n, size=n_boot)]
+    for t in range(1, n):
+        out[t] = phi * out[t - 1] + draws[t]
+    return out
+
+
 def _block_resample(residuals: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """Moving-block bootstrap of a residual series: (n, n_boot) resampled residuals."""
     n = residuals.size
@@ -136,7 +164,6 @@ def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.ra
     """The one-breakpoint hinge against a straight line (module docstring, test 1), without a shape condition:
     F statistic, bootstrap p-value, best breakpoint with its bootstrap interval, and the hinge fit. None when the
     series is too short for two segments of `min_segment` points."""
-    n = x.size
     taus, bases = _hinge_bases(x, config.min_segment)
     if taus.size == 0:
         return None
@@ -147,21 +174,23 @@ def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.ra
     sse_l = float(_sse_line(x, col)[0])
     scale = max(sse_l, 1e-300)
     f_obs = (sse_l - sse_h[best]) / max(sse_h[best], 1e-12 * scale)
-    # null: straight line + resampled line residuals; the tau search is redone on every resample
+    fit = fit_hinge(x, y, tau)
+    # the noise model: AR(1) fitted to the hinge residuals (what is left once the curve's shape is removed);
+    # consecutive training steps are correlated, and an independent-noise null would call that drift a bend
+    phi, innovations = _ar1_innovations(fit["residuals"])
+    # null: straight line + AR(1) noise rebuilt from resampled innovations; the tau search is redone on each
     a, b, fitted_line = _line_fit(x, y)
-    res_line = y - fitted_line
-    ys = fitted_line[:, None] + res_line[rng.integers(0, n, size=(n, config.n_boot))]
+    ys = fitted_line[:, None] + _ar1_resample(fit["residuals"], phi, innovations, config.n_boot, rng)
     sse_h_null = _sse_hinge(bases, ys).min(axis=0)
     sse_l_null = _sse_line(x, ys)
     f_null = (sse_l_null - sse_h_null) / np.maximum(sse_h_null, 1e-12 * scale)
     p_value = float((1 + np.sum(f_null >= f_obs - 1e-12 * abs(f_obs))) / (1 + config.n_boot))
-    fit = fit_hinge(x, y, tau)
-    # interval for tau: residual bootstrap around the hinge fit
-    ys_h = fit["fitted"][:, None] + fit["residuals"][rng.integers(0, n, size=(n, config.n_boot))]
+    # interval for tau: the same noise model around the hinge fit
+    ys_h = fit["fitted"][:, None] + _ar1_resample(fit["residuals"], phi, innovations, config.n_boot, rng)
     tau_boot = taus[np.argmin(_sse_hinge(bases, ys_h), axis=0)]
     lo, hi = np.quantile(tau_boot, [(1 - config.level) / 2, (1 + config.level) / 2])
     return {"p_value": p_value, "f_statistic": float(f_obs), "breakpoint_step": tau,
-            "breakpoint_interval": [float(lo), float(hi)], "fit": fit, "line_slope": b}
+            "breakpoint_interval": [float(lo), float(hi)], "fit": fit, "line_slope": b, "noise_ar1": phi}
 
 
 def consolidation_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = PhaseConfig()) -> dict:
