@@ -194,11 +194,12 @@ def sequence_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
     ids = torch.cat([prompt_ids, response_ids], dim=1)
     mask = torch.cat([prompt_mask, response_mask], dim=1)
     # padding after eos must not shift positions of real tokens; it is masked out of attention anyway
-    # only the positions that predict a response token need logits: the last T + 1, less the very last
-    t = response_ids.shape[1]
-    out = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask), use_cache=False,
-                logits_to_keep=t + 1)
-    logits = out.logits[:, :-1, :].float() / temperature
+    # logits at every position, though only the last T + 1 (less the very last) are read: asking the model for
+    # those alone (`logits_to_keep`) saves ~1% and changes float rounding, which moved the cached warm start's
+    # greedy accuracy from 33% to 23% (SFT amplifies last-bit differences); kept as it is for reproducibility
+    out = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask), use_cache=False)
+    p = prompt_ids.shape[1]
+    logits = out.logits[:, p - 1 : -1, :].float() / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, response_ids[..., None]).squeeze(-1)
     if not with_entropy:
