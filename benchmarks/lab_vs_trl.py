@@ -14,7 +14,8 @@ figure `ratio: X` = lab steps/s / TRL steps/s, both at --threads threads.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/lab_vs_trl.py --model WARM_START_DIR   # last line: ratio: X
 
-Measured (2 shared cores, quick warm start, 8 prompts x 8 samples, 96 tokens, 5 timed steps): see docs/lab.md.
+The default batch is the one `hicra lab` runs (its presets: 16 prompts x 8 samples). Measured figures, also for
+8 x 8 and at each side's best thread count: docs/lab.md.
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="HF model directory (default: the quick preset's warm start)")
     p.add_argument("--random", action="store_true", help="a freshly initialised model instead (--size)")
     p.add_argument("--size", default="1m")
-    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--prompts", type=int, default=16,
+                   help="prompts per step (default 16: the lab presets' batch, 16 x 8 = 128 rollouts)")
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--tokens", type=int, default=96)
     p.add_argument("--steps", type=int, default=5)
