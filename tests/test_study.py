@@ -41,6 +41,7 @@ def test_layout_and_counts(smoke):
             rd = run_dir_for(out, arm, seed)
             done = json.loads((rd / "done.json").read_text())
             assert done["steps"] == steps
+            assert done["code"] == study.code_version()  # the code that ran it, kept with the run
             assert len((rd / "train_log.jsonl").read_text().splitlines()) == steps
             assert json.loads((rd / "run.json").read_text())["seed"] == seed
     on_disk = json.loads((out / "results.json").read_text())

@@ -207,7 +207,8 @@ def run_one(spec: RunSpec) -> dict:
         summary = analyze_run(run_dir, report=False)
     done = {"arm": spec.arm, "seed": spec.seed, "steps": len(result["log"]), "eval": result["eval"],
             "verdict": summary["phases"]["verdict"], "seconds_rl": rl_seconds,
-            "seconds": time.perf_counter() - t0, "resumed": state == "resume"}
+            "seconds": time.perf_counter() - t0, "resumed": state == "resume",
+            "code": code_version()}  # the code that finished the run: a later re-analysis cannot lose it
     write_json(run_dir / "done.json", done)
     return done
 
