@@ -456,6 +456,9 @@ def summarize(out: Path, preset: StudyPreset, arms: list[str], seeds: int) -> di
         warm = [r["eval"]["warm_start"]["accuracy"] for r in runs]
         # one sample per problem at the RL temperature: the policy RL optimises (absent in older run directories)
         sampled = all("final_sampled" in r["eval"] and "warm_start_sampled" in r["eval"] for r in runs)
+        if sampled:
+            final_s = [r["eval"]["final_sampled"]["accuracy"] for r in runs]
+            warm_s = [r["eval"]["warm_start_sampled"]["accuracy"] for r in runs]
         aucs, reach, orders = [], [], []
         for s, r in enumerate(runs):
             steps = [e["step"] for e in r["log"]]
@@ -473,8 +476,7 @@ def summarize(out: Path, preset: StudyPreset, arms: list[str], seeds: int) -> di
                                    "execution_drop": fall["execution"]["drop"],
                                    "planning_drop": fall["planning"]["drop"]}
             if sampled:
-                entry["final_sampled_accuracy"] = r["eval"]["final_sampled"]["accuracy"]
-                entry["warm_start_sampled_accuracy"] = r["eval"]["warm_start_sampled"]["accuracy"]
+                entry["final_sampled_accuracy"], entry["warm_start_sampled_accuracy"] = final_s[s], warm_s[s]
             fired = [e.get("phase_fired_step") for e in r["log"] if e.get("phase_fired_step") is not None]
             if ARMS[arm]["algo"] == "phase-aware":
                 entry["phase_aware_switch_step"] = fired[0] if fired else None
@@ -487,11 +489,9 @@ def summarize(out: Path, preset: StudyPreset, arms: list[str], seeds: int) -> di
             "final_accuracy": _ci(final, seed=0),
             "warm_start_accuracy": float(np.mean(warm)),
             "gain": _ci([f - w for f, w in zip(final, warm, strict=True)], seed=6),
-            **({"final_sampled_accuracy": _ci([r["eval"]["final_sampled"]["accuracy"] for r in runs], seed=7),
-                "warm_start_sampled_accuracy": float(np.mean([r["eval"]["warm_start_sampled"]["accuracy"]
-                                                              for r in runs])),
-                "gain_sampled": _ci([r["eval"]["final_sampled"]["accuracy"] - r["eval"]["warm_start_sampled"]
-                                     ["accuracy"] for r in runs], seed=8)} if sampled else {}),
+            **({"final_sampled_accuracy": _ci(final_s, seed=7), "warm_start_sampled_accuracy": float(np.mean(warm_s)),
+                "gain_sampled": _ci([f - w for f, w in zip(final_s, warm_s, strict=True)], seed=8)}
+               if sampled else {}),
             "auc": _ci(aucs, seed=1),
             "steps_to_threshold": {"threshold": preset.threshold, "window": preset.threshold_window,
                                    "values": reach, "n_reached": len(reached),
