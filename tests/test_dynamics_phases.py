@@ -24,6 +24,7 @@ from hicra.dynamics.phases import (
     onset_test,
     trend_test,
 )
+from hicra.dynamics.synthetic import ar1_noise
 
 CFG = PhaseConfig(n_boot=299, seed=0)
 N = 100
@@ -36,21 +37,11 @@ def planted(rng, n=60, s1=0.02, s2=0.1):
     return {"step": x, "rel_ppl_execution": rp, "semantic_entropy": se}
 
 
-def ar1(rng, n, phi, sigma):
-    """Stationary AR(1) noise with marginal standard deviation sigma (correlated step-to-step noise)."""
-    e = np.empty(n)
-    e[0] = rng.normal(0, sigma)
-    z = rng.normal(0, sigma * np.sqrt(1 - phi**2), n)
-    for i in range(1, n):
-        e[i] = phi * e[i - 1] + z[i]
-    return e
-
-
 def null(rng, n=60, s1=0.02, s2=0.1, kind="flat"):
     x = np.arange(n, dtype=float)
     if kind == "ar1":  # flat curves, autocorrelated noise (phi = 0.6): the tests assume independence
-        return {"step": x, "rel_ppl_execution": 1 + ar1(rng, n, 0.6, s1),
-                "semantic_entropy": 5 + ar1(rng, n, 0.6, s2)}
+        return {"step": x, "rel_ppl_execution": 1 + ar1_noise(rng, n, 0.6, s1),
+                "semantic_entropy": 5 + ar1_noise(rng, n, 0.6, s2)}
     base = 1.0 if kind == "flat" else 1 - 0.004 * x
     return {"step": x, "rel_ppl_execution": base + rng.normal(0, s1, n),
             "semantic_entropy": 5 + rng.normal(0, s2, n)}
@@ -167,10 +158,10 @@ def test_consolidation_test_is_calibrated_under_autocorrelated_noise():
     benchmarks/phase_noise.py at commit fc1f579). A planted fall under the same noise is still found."""
     x = np.arange(300, dtype=float)
     cfg = PhaseConfig(n_boot=199, seed=0)
-    false = [consolidation_test(x, 1 + ar1(np.random.default_rng(i), 300, 0.8, 0.05), cfg) for i in range(30)]
+    false = [consolidation_test(x, 1 + ar1_noise(np.random.default_rng(i), 300, 0.8, 0.05), cfg) for i in range(30)]
     assert sum(r["detected"] for r in false) <= 3
     assert np.median([r["noise_ar1"] for r in false]) > 0.6  # the noise model saw the autocorrelation
     planted_fall = 1 - 0.3 * (1 - np.exp(-x / 30))
-    found = [consolidation_test(x, planted_fall + ar1(np.random.default_rng(100 + i), 300, 0.8, 0.05), cfg)
+    found = [consolidation_test(x, planted_fall + ar1_noise(np.random.default_rng(100 + i), 300, 0.8, 0.05), cfg)
              for i in range(6)]
     assert sum(r["detected"] for r in found) >= 5

@@ -26,6 +26,17 @@ from hicra.dynamics.records import ROLLOUT_SCHEMA, RolloutWriter, write_run_info
 _EXEC_WORDS = [f"{c}{v}{d}" for c in "bdfgkmptvz" for v in "aeiou" for d in "0123456789"] + list("+-*/=()")
 
 
+def ar1_noise(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
+    """n steps of stationary AR(1) noise with marginal standard deviation sd: e_0 ~ N(0, sd^2),
+    e_t = phi e_(t-1) + N(0, sd^2 (1 - phi^2)). Step-to-step drift, as in per-step training metrics."""
+    e = np.empty(n)
+    e[0] = rng.normal(0, sd)
+    z = rng.normal(0, sd * np.sqrt(1 - phi**2), n)
+    for t in range(1, n):
+        e[t] = phi * e[t - 1] + z[t]
+    return e
+
+
 def _phrases() -> list[str]:
     from hicra.planning.lexicon import Lexicon
 
