@@ -17,8 +17,9 @@ The paper marks its two phases by eye. This module replaces the eye with two tes
    an AR(1) sieve bootstrap of the hinge fit's residuals (lag-1 autocorrelation phi estimated from them, clipped
    to [0, 0.95]; innovations resampled with replacement), because per-step training metrics drift: with
    independent resampling, autocorrelated noise alone was called a consolidation in 34% of flat AR(1) phi = 0.8
-   series of 300 steps (`benchmarks/phase_noise.py`, docs/dynamics.md). The end of consolidation is tau; its interval comes from the same
-   noise model around the hinge fit (tau re-estimated on each series, percentile interval).
+   series of 300 steps (`benchmarks/phase_noise.py`, docs/dynamics.md). The end of consolidation is tau; its
+   interval comes from the same noise model around the hinge fit (tau re-estimated on each series, percentile
+   interval).
 
 2. **Exploration** (on `semantic_entropy` of planning phrases), on the steps after the consolidation end (all
    steps when no consolidation was detected): ordinary least-squares slope against step, with a moving-block
@@ -36,18 +37,18 @@ The paper marks its two phases by eye. This module replaces the eye with two tes
 Verdict: both detected -> "two-phase"; exactly one -> "single-phase" (evidence says which: a run stuck in
 consolidation, or exploration without a detectable consolidation, as the paper reports for strong models); neither,
 or too few steps / missing metrics -> "inconclusive". The onset does not change the verdict: "two-phase" means
-diversity rises after the consolidation end, wherever the rise began. `confidence` is a heuristic in [0, 1]: the smallest support
-among the tests the verdict rests on, where a detected test supports it with 1 - p and an undetected one with p.
-Accuracy, length and error-type trends before/after the breakpoint are reported as evidence, not used in the
-verdict.
+diversity rises after the consolidation end, wherever the rise began. `confidence` is a heuristic in [0, 1]: the
+smallest support among the tests the verdict rests on, where a detected test supports it with 1 - p and an
+undetected one with p. Accuracy, length and error-type trends before/after the breakpoint are reported as evidence,
+not used in the verdict.
 
-Several runs (seeds) are pooled by `detect_phases_pooled`: the verdict is taken on the mean curve over the steps
-all runs share, each run's own verdict is reported, and intervals for the consolidation end and the exploration
-slope come from resampling runs with replacement.
+Several runs (seeds) are pooled by `detect_phases_pooled`: the verdict is taken on the mean curve over the steps all
+runs share, each run's own verdict is reported, and intervals for the consolidation end and the exploration slope
+come from resampling runs with replacement.
 
-Known limits: the noise model is AR(1) (consolidation, onset) or short blocks (exploration): longer-memory drift
-can still pass for a shape; a curve that keeps falling with curvature everywhere (e.g. a slow exponential over the
-whole run) will have its bend detected as a consolidation end.
+Known limits: the noise model is AR(1) (consolidation, onset) or short blocks (exploration): longer-memory drift can
+still pass for a shape; a curve that keeps falling with curvature everywhere (e.g. a slow exponential over the whole
+run) will have its bend detected as a consolidation end.
 """
 
 from __future__ import annotations

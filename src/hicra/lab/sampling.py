@@ -3,10 +3,11 @@
 The lab's models are tiny and CPU-bound, so the loop is written out (no `generate`): one forward over the
 left-padded prompts, then one token per step through a KV cache. For Qwen2/Llama models the forward is the
 plain-torch `hicra.lab.fastdecode.FastDecoder` (same weights, same float32 operations: the same tokens, log-probs
-and entropies as the HF path for the same generator in our tests, about 1.5x faster per sample);
-any other causal LM runs through its own HF forward with `past_key_values` (`backend="hf"` forces that). For every sampled token it returns the
-behaviour log-probability log pi(a_t | s_t) and the entropy H_t = -sum_v p_v log p_v of the distribution it was
-drawn from (at temperature 1 these are the model's own; with temperature tau the logits are divided by tau).
+and entropies as the HF path for the same generator in our tests, about 1.5x faster per sample); any other causal LM
+runs through its own HF forward with `past_key_values` (`backend="hf"` forces that). For every sampled token it
+returns the behaviour log-probability log pi(a_t | s_t) and the entropy H_t = -sum_v p_v log p_v of the
+distribution it was drawn from (at temperature 1 these are the model's own; with temperature tau the logits are
+divided by tau).
 
 `sequence_logprobs` recomputes the same quantities in one teacher-forced pass (for the policy loss); both use the
 same position ids (cumulative count of real tokens), so they agree up to float rounding.
@@ -66,7 +67,7 @@ def draw(logits: torch.Tensor, temperature: float, greedy: bool, generator: torc
 def inverse_cdf(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One index per row of `probs` [B, V], P(index = v) = probs[v] / sum(probs): the first v whose cumulative
     sum exceeds u * total for u ~ U[0, 1). One uniform per row; torch.multinomial draws V exponentials per row
-    instead, about 18x slower at the lab's shapes (`benchmarks/decode_step.py`) and an eighth of a decode step.
+    instead, about 17x slower at the lab's shapes (`benchmarks/decode_step.py`) and an eighth of a decode step.
     "Exceeds" (right=True) never picks a zero-probability token; the clamp only guards u * total rounding up."""
     cdf = probs.cumsum(-1)
     u = torch.rand(probs.shape[0], 1, generator=generator, dtype=cdf.dtype) * cdf[:, -1:]
@@ -84,10 +85,10 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, eos_id: int, pa
            backend: str | None = None) -> Samples:
     """Sample one response per prompt (repeat a prompt G times for a group).
 
-    `backend` (None: `DEFAULT_BACKEND`): "fast" runs `hicra.lab.fastdecode.FastDecoder` (plain torch, preallocated KV cache; Qwen2/Llama
-    only), "hf" the model's own forward with `past_key_values` (any causal LM), "auto" the fast one when it
-    supports the model, else HF. Both draw every token with `draw` from the same generator, in the same order.
-    Finished rows stop being sampled at once, so later steps only pay for the responses still running
+    `backend` (None: `DEFAULT_BACKEND`): "fast" runs `hicra.lab.fastdecode.FastDecoder` (plain torch, preallocated
+    KV cache; Qwen2/Llama only), "hf" the model's own forward with `past_key_values` (any causal LM), "auto" the
+    fast one when it supports the model, else HF. Both draw every token with `draw` from the same generator, in the
+    same order. Finished rows stop being sampled at once, so later steps only pay for the responses still running
     (responses differ a lot in length); the loop ends when none is.
     """
     from hicra.lab.fastdecode import FastDecoder, unsupported_reason
