@@ -1,4 +1,5 @@
-"""Lab task checkers on hand-written traces of every outcome, and the scripted solvers' knobs."""
+"""Lab v2 task families: load-bearing checkers on hand-written traces, strategy parsing, the disjoint held-out split,
+problem-dependent optima and the corpus knobs."""
 
 from __future__ import annotations
 
@@ -7,143 +8,207 @@ from collections import Counter
 
 import pytest
 
-from hicra.lab.tasks import CorpusKnobs, Countdown, Series, TaskMix
-from hicra.lab.tasks.base import computation_lines, wrong_lines
-from hicra.lab.tasks.countdown import chains_of, parse_expression
+from hicra.lab.tasks import CorpusKnobs, MultiPart, Product, Series, TaskMix, strategy_entropy
+from hicra.lab.tasks.base import (
+    Calc,
+    apply_op,
+    computation_lines,
+    difficulty,
+    entropy,
+    is_heldout_atom,
+    plan_cost,
+)
 
-CD = Countdown()
-P = CD.make([3, 5, 8], 9)  # (8-5)*3
-
-COUNTDOWN_CASES = [
-    # correct after a dead end and a backtrack
-    ("let's try 3+5=8\n8*8=64\n64 is not 9, dead end\ngo back and try 8-5=3\n3*3=9\n9 matches the target\n"
-     "so the answer is (8-5)*3", True, None, ""),
-    # correct with an expression written differently from the solver's (spaces, other order)
-    ("let's try 8-5=3\n3*3=9\n9 matches the target\nso the answer is 3 * (8 - 5)", True, None, ""),
-    # execution: 3+5 written as 9, the trace goes on consistently with the wrong value
-    ("let's try 3+5=9\n9*8=72\n72 is not 9, dead end\ni give up", False, "execution", "a computation line is wrong"),
-    # execution: a wrong line makes a wrong answer look right
-    ("let's try 5+3=8\n8+8=9\n9 matches the target\nso the answer is (5+3)+8", False, "execution", ""),
-    # planning: dead end never abandoned (every line right, answer misses the target)
-    ("let's try 3+5=8\n8*8=64\nso the answer is (3+5)*8", False, "planning", "dead end not abandoned"),
-    # planning: gave up with every line right
-    ("let's try 3+5=8\n8*8=64\n64 is not 9, dead end\ni give up", False, "planning", "gave up"),
-    # planning: the target reached with a number used twice and one left out
-    ("let's try 3*3=9\n9 matches the target\nso the answer is 3*3", False, "planning",
-     "numbers not used exactly once"),
-    # format: no answer line (truncated mid-line); unparseable answers
-    ("let's try 3+5=8\n8*8=64\n64 is not", False, "format", "no answer line"),
-    ("let's try 8-5=3\n3*3=9\nso the answer is (8-5*3", False, "format", "unparseable answer"),
-    ("so the answer is nine", False, "format", "unparseable answer"),
-]
-
-
-@pytest.mark.parametrize(("response", "correct", "error_type", "detail"), COUNTDOWN_CASES)
-def test_countdown_checker_hand_written(response, correct, error_type, detail):
-    r = CD.check(P, response)
-    assert r.correct is correct and r.error_type == error_type and r.reward == (1.0 if correct else 0.0)
-    if detail:
-        assert r.detail == detail
-
-
-def test_countdown_correct_answer_is_correct_even_with_a_slip_in_an_abandoned_attempt():
-    # outcome reward: a slip in an abandoned attempt does not spoil a right final answer
-    r = CD.check(P, "let's try 3+5=9\n9*8=72\n72 is not 9, dead end\ngo back and try 8-5=3\n3*3=9\n"
-                    "9 matches the target\nso the answer is (8-5)*3")
-    assert r.correct and r.error_type is None
-
-
-SR = Series()
-Q = SR.make(3, 9)  # 3+4+...+9 = 42
+SR, PR, MP = Series(), Product(), MultiPart()
+S = SR.make(14, 3, 9)  # 14, 17, ..., 38: sum 234
+P = PR.make(23, 39)  # 897
+ALL = ("series", "product", "multi")
 
 SERIES_CASES = [
-    ("use the pairing trick\n9-3=6\n6+1=7\n3+9=12\n12*7=84\n84/2=42\nso the answer is 42", True, None),
-    ("let's add them one by one\n3+4=7\n7+5=12\n12+6=18\n18+7=25\n25+8=33\n33+9=42\nso the answer is 42",
-     True, None),
-    # planning: count off by one (the +1 forgotten), every line right
-    ("use the pairing trick\n9-3=6\n3+9=12\n12*6=72\n72/2=36\nso the answer is 36", False, "planning"),
-    # planning: stopped one term early
-    ("let's add them one by one\n3+4=7\n7+5=12\n12+6=18\n18+7=25\n25+8=33\nso the answer is 33", False, "planning"),
-    # execution: 12*7 written as 86
-    ("use the pairing trick\n9-3=6\n6+1=7\n3+9=12\n12*7=86\n86/2=43\nso the answer is 43", False, "execution"),
-    # execution: an odd product halved to an integer is a wrong line
-    ("use the pairing trick\n9-3=6\n6+1=7\n3+9=12\n12*7=85\n85/2=42\nso the answer is 42", True, None),
-    ("let's add them one by one\n3+4=7\n7+5=12\n12+6=18", False, "format"),
-    ("use the pairing trick\nso the answer is 4 2", False, "format"),
+    ("many terms, so pair them from the outside in\nhow many terms are there\n38-14=24\n24/3=8\n8+1=9\n14+38=52\n"
+     "52*9=468\n468/2=234\nso the answer is 234", True, None, "pairing"),
+    ("the sum is the middle term times how many\n38-14=24\n24/3=8\n8+1=9\n14+38=52\n52/2=26\n26*9=234\n"
+     "so the answer is 234", True, None, "middle"),
+    ("add them\n14+17=31\n31+20=51\n51+23=74\n74+26=100\n100+29=129\n129+32=161\n161+35=196\n196+38=234\n"
+     "so the answer is 234", True, None, "one-by-one"),
+    # execution: one wrong line, even though the final answer is right (load-bearing execution)
+    ("pair\n38-14=24\n24/3=8\n8+1=9\n14+38=52\n52*9=467\n468/2=234\nso the answer is 234", False, "execution",
+     "pairing"),
+    # planning: the halving forgotten, every line right
+    ("pair\n38-14=24\n24/3=8\n8+1=9\n14+38=52\n52*9=468\nso the answer is 468", False, "planning", "pairing"),
+    # planning: the answer is not the result of the last line (written without being derived)
+    ("pair\n38-14=24\n24/3=8\n8+1=9\nso the answer is 234", False, "planning", None),
+    # planning: a number out of nowhere ("200+34" is right, but 200 and 34 were never given nor computed)
+    ("easy\n200+34=234\nso the answer is 234", False, "planning", "one-by-one"),
+    # format
+    ("pair\n38-14=24\n24/3=8", False, "format", None),
+    ("so the answer is two hundred", False, "format", None),
 ]
 
 
-@pytest.mark.parametrize(("response", "correct", "error_type"), SERIES_CASES)
-def test_series_checker_hand_written(response, correct, error_type):
-    r = SR.check(Q, response)
-    assert Q.answer == sum(range(3, 10))
-    assert r.correct is correct and r.error_type == error_type
+@pytest.mark.parametrize(("response", "correct", "error_type", "strategy"), SERIES_CASES)
+def test_series_checker_hand_written(response, correct, error_type, strategy):
+    r = SR.check(S, response)
+    assert (r.correct, r.error_type, r.strategy) == (correct, error_type, strategy)
+    assert r.reward == (1.0 if correct else 0.0)
 
 
-def test_line_parsing_and_exact_division():
-    text = "go back and try 8-5=3\n7/2=3\n9/3=3\n2*6=13"
-    assert computation_lines(text) == [(8, "-", 5, 3), (7, "/", 2, 3), (9, "/", 3, 3), (2, "*", 6, 13)]
-    assert wrong_lines(text) == [(7, "/", 2, 3), (2, "*", 6, 13)]
+PRODUCT_CASES = [
+    ("round up\n23*40=920\n920-23=897\nso the answer is 897", True, None, "round-up"),
+    ("split\n23*30=690\n23*9=207\n690+207=897\nso the answer is 897", True, None, "split"),
+    ("split\n23*30=690\n23*9=206\n690+207=897\nso the answer is 897", False, "execution", "split"),
+    ("round up\n23*40=920\n920+23=943\nso the answer is 943", False, "planning", "round-up"),
+    ("split\n23*30=690\nso the answer is 690", False, "planning", "split"),
+    ("i know it\n897*1=897\nso the answer is 897", False, "planning", None),
+]
 
 
-def test_parse_expression_against_python_eval():
+@pytest.mark.parametrize(("response", "correct", "error_type", "strategy"), PRODUCT_CASES)
+def test_product_checker_hand_written(response, correct, error_type, strategy):
+    r = PR.check(P, response)
+    assert (r.correct, r.error_type, r.strategy) == (correct, error_type, strategy)
+
+
+def test_multi_part_checker_and_label():
+    m = MP.make(SR.make(3, 2, 4), P)  # 3+5+7+9 = 24, then 897: total 921
+    good = ("part 1\nadd\n3+5=8\n8+7=15\n15+9=24\npart 2\nround\n23*40=920\n920-23=897\nnow add\n24+897=921\n"
+            "so the answer is 921")
+    r = MP.check(m, good)
+    assert r.correct and r.strategy == "one-by-one+round-up"
+    wrong_combine = good.replace("24+897=921", "897-24=873").replace("is 921", "is 873")
+    r = MP.check(m, wrong_combine)
+    assert (r.correct, r.error_type) == (False, "planning")
+    slip = good.replace("8+7=15", "8+7=16")
+    assert MP.check(m, slip).error_type == "execution"
+    assert MP.check(m, good.replace("part 2\n", "")).strategy is None  # unparseable: no label
+
+
+@pytest.mark.parametrize("family", ALL)
+def test_every_strategy_solves_and_parses(family):
+    """The noise-free trace of every applicable strategy is correct and parses back to its own label; its
+    misapplied version has every line right and fails as a planning error."""
+    fam = TaskMix([{"family": family}]).tasks[0]
+    rng = random.Random(0)
+    clean = CorpusKnobs(0.0, "oracle", 0.0)
+    seen = set()
+    for _ in range(60):
+        p = fam.sample_atom(rng)
+        for strategy in fam.applicable(p):
+            text = fam.render(fam.plan(p, strategy), rng, clean)
+            r = fam.check(p, text)
+            assert r.correct and r.strategy == strategy, (p.question, strategy, text, r)
+            seen.add(strategy)
+            bad = fam.check(p, fam.render(fam.plan(p, strategy, misapply=True), rng, clean))
+            assert (bad.correct, bad.error_type) == (False, "planning"), (p.question, strategy, bad)
+    assert len(seen) >= 3
+
+
+def test_heldout_split_is_disjoint_from_training_draws():
+    mix = TaskMix([{"family": f} for f in ALL])
+    held = mix.heldout(300)
+    held_atoms = {a for p in held for a in p.atoms}
+    assert len({p.id for p in held}) == 300
+    assert all(all(is_heldout_atom(a, 0.1) for a in p.atoms) for p in held)
     rng = random.Random(1)
-    for _ in range(200):
-        nums = [rng.randint(1, 9) for _ in range(4)]
-        ops = [rng.choice("+-*") for _ in range(3)]
-        text = f"({nums[0]}{ops[0]}{nums[1]}){ops[1]}{nums[2]}{ops[2]}{nums[3]}"
-        value, leaves = parse_expression(text)
-        assert value == eval(text) and leaves == nums  # eval is the independent reference here
-    assert parse_expression("8/(4-4)") is None and parse_expression("3 +") is None
+    train = [mix.sample(rng, "train") for _ in range(20_000)]
+    train_atoms = {a for p in train for a in p.atoms}
+    assert not train_atoms & held_atoms
+    assert not {p.id for p in train} & {p.id for p in held}
+    # a multi-part problem is never trained on when either part is held out
+    assert all(not is_heldout_atom(a, 0.1) for p in train for a in p.atoms)
 
 
-def test_chains_reach_every_sampled_target_and_stay_integral():
-    rng = random.Random(2)
-    for _ in range(50):
-        p = CD.sample(rng)
-        chains = chains_of(p.data["numbers"])
-        assert any(v == p.answer for _, v in chains)
-        for steps, v in chains:
-            assert v >= 0 and all(x >= 0 for x, _, _ in steps)
+def test_heldout_split_is_a_stable_function_of_the_id():
+    # sha256-based: the same on every machine and process (Python's str hash is salted)
+    flags = [is_heldout_atom(f"product:{a}:37", 0.1) for a in range(2, 130)]
+    assert flags == [is_heldout_atom(f"product:{a}:37", 0.1) for a in range(2, 130)]
+    assert 0.02 < sum(flags) / len(flags) < 0.25
 
 
-@pytest.mark.parametrize("task", [Countdown(), Countdown(n_numbers=4, max_number=6), Series()])
-def test_noiseless_good_solver_is_always_correct(task):
-    rng = random.Random(3)
-    knobs = CorpusKnobs(execution_noise=0.0, strategy_mix=0.5, planning_noise=0.0)
-    for _ in range(200):
-        p = task.sample(rng)
-        r = task.check(p, task.solve(p, rng, knobs))
-        assert r.correct, (p, task.solve(p, rng, knobs))
+def test_universes_are_large_and_repeats_rare():
+    assert sum(1 for _ in Series().universe()) == 119 * 14 * 8
+    assert sum(1 for _ in Product().universe()) == 148 * 81
+    from hicra.lab.tasks import repeat_share
+
+    shares = repeat_share(TaskMix([{"family": f} for f in ALL]), draws=150 * 16, seed=0)
+    assert set(shares) == set(ALL)
+    assert max(shares.values()) <= 0.05, shares
 
 
-def test_knobs_produce_the_error_types_they_control():
-    rng = random.Random(4)
-    mix = TaskMix([{"family": "countdown"}, {"family": "series"}])
+@pytest.mark.parametrize("fam", [Series(), Product()])
+def test_cheapest_strategy_depends_on_the_problem(fam):
+    counts = Counter(fam.cheapest(p) for p in fam.universe())
+    assert len(counts) == len(fam.strategies)
+    assert max(counts.values()) / sum(counts.values()) < 0.9
 
-    def error_counts(knobs, n=600):
-        c = Counter()
-        for _ in range(n):
+
+@pytest.mark.parametrize("fam", [Series("single-route"), Product("single-route")])
+def test_single_route_variant_has_one_cheapest_strategy(fam):
+    counts = Counter(fam.cheapest(p) for p in fam.universe())
+    assert counts.most_common(1)[0][1] / sum(counts.values()) >= 0.99
+
+
+def test_blind_prior_entropy_lies_between_the_two_optima():
+    specs = [{"family": f} for f in ALL]
+    diverse, single = TaskMix(specs, "diverse"), TaskMix(specs, "single-route")
+    h_div = strategy_entropy(diverse, "oracle", 4000)
+    h_single = strategy_entropy(single, "oracle", 4000)
+    h_blind = strategy_entropy(diverse, "blind", 4000)
+    assert h_single < h_blind < h_div
+
+
+def test_costs_follow_the_difficulty_model():
+    assert difficulty(7, "*", 40) == 2  # 7*4 carries
+    assert difficulty(23, "*", 30) == 2  # 2*3, 3*3: no carry
+    assert difficulty(45, "+", 55) == 3  # two carries
+    assert difficulty(52, "-", 14) == 2  # one borrow
+    # round-up beats split when b ends in 9 (two lines instead of three)
+    assert PR.cost(P, "round-up") < PR.cost(P, "split")
+    assert PR.cheapest(PR.make(23, 31)) == "split"
+    assert plan_cost([Calc(1, "+", 1)]) == 2
+
+
+def test_corpus_knobs_shape_the_errors():
+    mix = TaskMix([{"family": f} for f in ALL])
+
+    def errors(knobs):
+        rng = random.Random(0)
+        out = Counter()
+        for _ in range(600):
             p = mix.sample(rng)
-            c[mix.check(p, mix.solve(p, rng, knobs)).error_type] += 1
-        return c
+            out[mix.check(p, mix.solve(p, rng, knobs)).error_type] += 1
+        return out
 
-    only_exec = error_counts(CorpusKnobs(execution_noise=0.3, strategy_mix=0.5, planning_noise=0.0))
-    only_plan = error_counts(CorpusKnobs(execution_noise=0.0, strategy_mix=1.0, planning_noise=0.5))
-    assert only_exec["execution"] > 100 and only_exec["planning"] == 0 and only_exec["format"] == 0
-    assert only_plan["planning"] > 100 and only_plan["execution"] == 0 and only_plan["format"] == 0
-
-
-def test_strategy_mix_sets_the_share_of_long_direct_sums():
-    rng = random.Random(5)
-    for mix, lo, hi in [(0.0, 0.0, 0.0), (0.5, 0.4, 0.6), (1.0, 1.0, 1.0)]:
-        knobs = CorpusKnobs(execution_noise=0.0, strategy_mix=mix, planning_noise=0.0)
-        share = sum(SR.solve(SR.sample(rng), rng, knobs).startswith("let's add") for _ in range(400)) / 400
-        assert lo <= share <= hi
+    assert errors(CorpusKnobs(0.0, "blind", 0.0)) == Counter({None: 600})
+    noisy = errors(CorpusKnobs(0.05, "blind", 0.0))
+    assert noisy["execution"] > 100 and noisy["planning"] == 0
+    planning = errors(CorpusKnobs(0.0, "blind", 0.3))
+    assert planning["planning"] > 100 and planning["execution"] == 0
+    with pytest.raises(ValueError, match="strategy_prior"):
+        CorpusKnobs(0.0, "psychic", 0.0)
 
 
-def test_bad_knobs_rejected():
-    with pytest.raises(ValueError):
-        CorpusKnobs(execution_noise=1.5)
-    with pytest.raises(ValueError):
-        TaskMix([{"family": "nope"}])
+def test_slips_are_more_likely_on_harder_lines():
+    rng = random.Random(0)
+    knobs = CorpusKnobs(0.05, "oracle", 0.0)
+    wrong: Counter = Counter()
+    total: Counter = Counter()
+    for _ in range(3000):
+        p = SR.sample_atom(rng)
+        for a, op, b, c in computation_lines(SR.render(SR.plan(p, "pairing"), rng, knobs)):
+            kind = "+1" if (op, b) == ("+", 1) else op
+            total[kind] += 1
+            wrong[kind] += apply_op(a, op, b) != c
+    assert wrong["*"] / total["*"] > 2 * wrong["+1"] / total["+1"]
+
+
+def test_oracle_prior_picks_the_cheapest_and_blind_prior_ignores_the_problem():
+    rng = random.Random(0)
+    probs = [PR.sample_atom(rng) for _ in range(400)]
+    assert all(PR.choose(p, rng, "oracle") == PR.cheapest(p) for p in probs)
+    by_ones: dict[int, Counter] = {}
+    for p in probs:
+        by_ones.setdefault(p.data["b"] % 10 == 9, Counter())[PR.choose(p, rng, "blind")] += 1
+    shares = [c["split"] / sum(c.values()) for c in by_ones.values()]
+    assert abs(shares[0] - shares[1]) < 0.15  # the same preference whatever the problem
+    assert entropy([1, 1]) == pytest.approx(0.6931, abs=1e-4)

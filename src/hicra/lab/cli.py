@@ -26,6 +26,14 @@ def register(subparsers) -> None:
     p.add_argument("--algo", choices=ALGOS, default="hicra", help="advantage scheme (default hicra)")
     p.add_argument("--alpha", type=float, default=0.2, help="amplification for hicra / controls (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="RL seed (default 0); the warm start is shared")
+    p.add_argument("--warm-start-seed", type=int, default=0, metavar="M",
+                   help="warm-start seed: corpus, initialisation and SFT order (default 0; cached per seed)")
+    p.add_argument("--execution-noise", type=float, metavar="P",
+                   help="corpus slip rate per unit of line difficulty (default: the preset's, 0.015)")
+    p.add_argument("--strategy-prior", choices=("blind", "oracle"),
+                   help="warm-start strategy choice: blind to the problem (default) or the cheapest (oracle)")
+    p.add_argument("--optimum", choices=("diverse", "single-route"),
+                   help="task variant: the cheapest strategy differs between problems (default) or not")
     p.add_argument("--steps", type=int, help="RL steps (default: the preset's)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/lab-PRESET-ALGO-seedN-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -54,11 +62,16 @@ def run(args) -> int:
     from hicra.lab.rl import run_rl
     from hicra.lab.sft import warm_start
 
-    ws_cfg, rl_cfg = get_preset(args.preset, algo=args.algo, alpha=args.alpha, seed=args.seed, steps=args.steps,
+    if args.execution_noise is not None and not 0.0 <= args.execution_noise <= 1.0:
+        raise InputError(f"--execution-noise must be in [0, 1], got {args.execution_noise}")
+    knobs = {k: v for k, v in (("execution_noise", args.execution_noise), ("strategy_prior", args.strategy_prior),
+                               ("optimum", args.optimum)) if v is not None}
+    ws_cfg, rl_cfg = get_preset(args.preset, warm_start_seed=args.warm_start_seed, knobs=knobs, algo=args.algo,
+                                alpha=args.alpha, seed=args.seed, steps=args.steps,
                                 tensorboard=args.tensorboard or None)
     torch.set_num_threads(rl_cfg.threads)
     out = Path(args.out) if args.out else Path("runs") / (
-        f"lab-{args.preset}-{args.algo}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+        f"lab-{args.preset}-{args.algo}-ws{args.warm_start_seed}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     t0 = time.perf_counter()
     cache = Path(args.cache) if args.cache else default_cache()
     model_dir = warm_start(ws_cfg, cache, progress=not args.quiet)
@@ -74,7 +87,8 @@ def run(args) -> int:
         for name, e in (("warm start", ws), ("after RL", fin)):
             print(f"  {name:10s} errors: execution {e['errors_execution']:.1%}, planning "
                   f"{e['errors_planning']:.1%}, format {e['errors_format']:.1%}; mean length "
-                  f"{e['mean_length']:.1f} tokens")
+                  f"{e['mean_length']:.1f} tokens; strategy entropy {e['strategy_entropy']:.2f} nats, cheapest "
+                  f"strategy {e['cheapest_share']:.1%}")
     print(f"time: warm start {t_ws:.0f}s, RL {t_rl:.0f}s")
     if not args.no_analyze:
         _analyze(out, result["log"])

@@ -1,8 +1,8 @@
-"""Named lab settings: `quick` (the default, minutes on a laptop CPU) and `default` (a longer run where accuracy
-rises clearly over the warm start). Each preset is a warm-start config plus an RL config.
+"""Named lab settings: `quick` (what `make demo` runs) and `default` (the study's unit run). Each preset is a
+warm-start config plus an RL config.
 
-The warm start does not depend on the RL seed (its own seed is fixed), so runs that differ only in `--seed` or
-`--algo` share one cached base policy and differ only in their RL.
+The warm start depends on its own seed (`--warm-start-seed`), never on the RL seed or the algorithm: runs that
+differ only in `--seed` or `--algo` share one cached base policy and differ only in their RL.
 """
 
 from __future__ import annotations
@@ -12,28 +12,41 @@ from dataclasses import replace
 from hicra.lab.rl import RLConfig
 from hicra.lab.sft import WarmStartConfig
 
-# easy enough that a ~1M-parameter model learns the arithmetic within a few CPU minutes; with two numbers the
-# search has a handful of orders/operations, so backtracking after a dead end pays off within a short response
-TASKS = [{"family": "countdown", "n_numbers": 2, "max_number": 9, "max_target": 81},
-         {"family": "series", "max_start": 5, "min_count": 3, "max_count": 6}]
+TASKS = [{"family": "series"}, {"family": "product"}, {"family": "multi"}]
+
+_WARM = WarmStartConfig(tasks=TASKS, size="1m", n_train=8000, epochs=3, batch_size=16, lr=4e-3,
+                        max_response_tokens=192)
 
 PRESETS: dict[str, tuple[WarmStartConfig, RLConfig]] = {
     "quick": (
-        WarmStartConfig(tasks=TASKS, size="1m", n_train=6000, epochs=3, batch_size=16, lr=4e-3),
-        RLConfig(tasks=TASKS, steps=50, prompts_per_step=16, group_size=8, max_new_tokens=96, lr=5e-4,
-                 n_eval=256, checkpoint_every=10),
+        _WARM,
+        RLConfig(tasks=TASKS, steps=60, prompts_per_step=16, group_size=8, max_new_tokens=192, lr=1e-4,
+                 n_eval=256, eval_every=20, n_probe=64, checkpoint_every=20),
     ),
     "default": (
-        WarmStartConfig(tasks=TASKS, size="1m", n_train=6000, epochs=3, batch_size=16, lr=4e-3),
-        RLConfig(tasks=TASKS, steps=300, prompts_per_step=16, group_size=8, max_new_tokens=96, lr=5e-4,
-                 n_eval=512, checkpoint_every=25),
+        _WARM,
+        RLConfig(tasks=TASKS, steps=150, prompts_per_step=16, group_size=8, max_new_tokens=192, lr=1e-4,
+                 n_eval=256, eval_every=25, n_probe=64, checkpoint_every=25),
     ),
 }
 
+# the knobs the study's control cells set, on the warm start and (optimum) on RL alike
+KNOBS = ("execution_noise", "strategy_prior", "planning_noise", "optimum")
 
-def get_preset(name: str, **rl_overrides) -> tuple[WarmStartConfig, RLConfig]:
-    """Copies of a preset's configs; `rl_overrides` replace RLConfig fields (algo, alpha, seed, steps...)."""
+
+def get_preset(name: str, warm_start_seed: int | None = None, knobs: dict | None = None,
+               **rl_overrides) -> tuple[WarmStartConfig, RLConfig]:
+    """Copies of a preset's configs; `rl_overrides` replace RLConfig fields (algo, alpha, seed, steps...),
+    `warm_start_seed` the warm start's seed, `knobs` the corpus knobs (`KNOBS`; `optimum` applies to RL too)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
     ws, rl = PRESETS[name]
-    return replace(ws), replace(rl, **{k: v for k, v in rl_overrides.items() if v is not None})
+    knobs = dict(knobs or {})
+    unknown = set(knobs) - set(KNOBS)
+    if unknown:
+        raise ValueError(f"unknown corpus knobs {sorted(unknown)}; known: {KNOBS}")
+    ws = replace(ws, **knobs, **({} if warm_start_seed is None else {"seed": warm_start_seed}))
+    rl = replace(rl, **{k: v for k, v in rl_overrides.items() if v is not None})
+    if "optimum" in knobs:
+        rl = replace(rl, optimum=knobs["optimum"])
+    return ws, rl

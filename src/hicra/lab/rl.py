@@ -59,11 +59,18 @@ class RLConfig:
     micro_batch_size: int = 16  # rows per forward/backward pass (length-sorted, trimmed); 0 = whole minibatch
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
-    # evaluation on a fixed held-out set, before and after RL
+    # evaluation on a fixed held-out set (disjoint from training by construction): before and after RL, and
+    # greedy accuracy + skill probes every `eval_every` steps (eval_curve.jsonl, probes.jsonl; 0 = never)
     n_eval: int = 256
+    eval_every: int = 25
+    n_probe: int = 64
     # bookkeeping
-    tasks: list[dict] = field(default_factory=lambda: [{"family": "countdown"}, {"family": "series"}])
-    lexicon: str = "lab"
+    tasks: list[dict] = field(default_factory=lambda: [{"family": "series"}, {"family": "product"},
+                                                       {"family": "multi"}])
+    optimum: str = "diverse"  # task variant (must match the warm start's)
+    heldout_share: float = 0.1
+    lexicon: str = "warm-start"  # "warm-start": the lexicon mined and frozen with the warm start; else a preset/path
+    snapshots: bool = True  # keep an HF model snapshot at every checkpoint (checkpoints/step_NNNNNN/)
     seed: int = 0
     checkpoint_every: int = 10
     threads: int = 1  # tiny models on a shared CPU: one thread is fastest (measured 25x per decode step)
@@ -76,7 +83,7 @@ class RLConfig:
             raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
         if self.group_size < 2:
             raise ValueError("group_size must be at least 2 (group advantages)")
-        if self.steps < 0 or self.checkpoint_every < 1 or self.minibatches < 1:
+        if self.steps < 0 or self.checkpoint_every < 1 or self.minibatches < 1 or self.eval_every < 0:
             raise ValueError("steps >= 0, checkpoint_every >= 1 and minibatches >= 1 are required")
         if self.algo == "phase-aware":
             from hicra.dynamics.online import OnlineConfig
@@ -179,6 +186,26 @@ def _evaluate_both(model, tokenizer, task, problems, cfg: RLConfig, name: str) -
                                             seed=cfg.seed + 3, temperature=cfg.temperature)}
 
 
+def _eval_point(run_dir: Path, model, tokenizer, task, held_out, probe_set, cfg: RLConfig, step: int,
+                greedy: dict | None = None) -> None:
+    """Append the held-out greedy accuracy (`eval_curve.jsonl`) and the skill probes (`probes.jsonl`) after `step`
+    updates; a resumed run rewrites the rows from `step` on, so each step appears once."""
+    import torch
+
+    from hicra.fileio import write_jsonl
+    from hicra.lab.probes import run_probes
+    from hicra.lab.sft import evaluate
+
+    with torch.random.fork_rng(devices=[]):
+        if greedy is None:
+            greedy = evaluate(model, tokenizer, task, held_out, cfg.max_new_tokens, greedy=True)
+        probes = run_probes(model, tokenizer, task, probe_set, cfg.max_new_tokens, step)
+    for name, row in (("eval_curve.jsonl", {"step": step, **greedy}), ("probes.jsonl", probes)):
+        path = run_dir / name
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+        write_jsonl(path, [r for r in rows if r["step"] < step] + [row])
+
+
 def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bool = False,
            progress: bool = True, log=print) -> dict:
     """Run (or resume) RL from the HF model directory `model_dir` into `run_dir`. Returns the final state:
@@ -211,8 +238,10 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     model.config.use_cache = True
-    task = TaskMix(cfg.tasks)
-    tagger = PlanningTagger(Lexicon.resolve(cfg.lexicon), tokenizer)
+    task = TaskMix(cfg.tasks, optimum=cfg.optimum, heldout_share=cfg.heldout_share)
+    lexicon = Lexicon.load(Path(model_dir) / "lexicon.json") if cfg.lexicon == "warm-start" else \
+        Lexicon.resolve(cfg.lexicon)
+    tagger = PlanningTagger(lexicon, tokenizer)
     ref_model = None
     if cfg.kl_coef != 0.0:
         ref_model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
@@ -225,7 +254,8 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    held_out = eval_problems(task, cfg.n_eval, cfg.seed)
+    held_out = eval_problems(task, cfg.n_eval)  # the same problems for every seed and algorithm
+    probe_set = held_out[: cfg.n_probe]
     detector = None
     if cfg.algo == "phase-aware":
         from hicra.dynamics.online import OnlineConfig, OnlineConsolidationDetector
@@ -254,14 +284,19 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save_pretrained(run_dir / "tokenizer")
+        lexicon.save(run_dir / "lexicon.json")
         write_run_info(run_dir, {
             "algorithm": cfg.algo, "alpha": cfg.alpha if cfg.algo != "grpo" else 0.0, "seed": cfg.seed,
-            "model": str(model_dir), "task": "+".join(t["family"] for t in cfg.tasks), "lexicon": cfg.lexicon,
+            "model": str(model_dir), "task": "+".join(t["family"] for t in cfg.tasks),
+            "lexicon": str((run_dir / "lexicon.json").resolve()),
             "tokenizer": str((run_dir / "tokenizer").resolve()), "config": asdict(cfg)})
         evals = {}
     if "warm_start" not in evals:
         evals.update(_evaluate_both(model, tokenizer, task, held_out, cfg, "warm_start"))
+        evals["heldout_ids"] = [p.id for p in held_out]
         write_json(eval_path, evals)
+        if cfg.eval_every:
+            _eval_point(run_dir, model, tokenizer, task, held_out, probe_set, cfg, 0, evals["warm_start"])
         for mode, ws in (("greedy", evals["warm_start"]), ("sampled", evals["warm_start_sampled"])):
             log(f"warm-start policy ({mode}, {ws['n']} held-out problems): accuracy {ws['accuracy']:.1%}, "
                 f"execution errors {ws['errors_execution']:.1%}, planning errors {ws['errors_planning']:.1%}, "
@@ -282,7 +317,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
                total=cfg.steps)
     for step in bar:
         t0 = time.perf_counter()
-        problems = [task.sample(problem_rng) for _ in range(cfg.prompts_per_step)]
+        problems = [task.sample(problem_rng, "train") for _ in range(cfg.prompts_per_step)]
         prompt_ids = [tokenizer(format_prompt(p.question))["input_ids"] for p in problems]
         batch_problems = [p for p in problems for _ in range(cfg.group_size)]
         s = sample(model, [ids for ids in prompt_ids for _ in range(cfg.group_size)], cfg.max_new_tokens, eos,
@@ -313,7 +348,8 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
                          "logprobs": s.logprobs[i, :n].numpy().astype(np.float32),
                          "entropies": s.entropies[i, :n].numpy().astype(np.float32),
                          "planning_mask": np.asarray(planning[i][:n], dtype=bool), "reward": r.reward,
-                         "correct": r.correct, "truncated": bool(s.truncated[i]), "error_type": r.error_type})
+                         "correct": r.correct, "truncated": bool(s.truncated[i]), "error_type": r.error_type,
+                         "strategy": r.strategy})
         writer.write_step(step, rows)
 
         # policy update: minibatches over whole groups' responses, in a fixed order
@@ -386,7 +422,13 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
             tb.add_scalar("lab/tokens_per_s", timing["tokens_per_s"], step)
         bar.set_postfix(reward=f"{entry['reward']:.2f}", acc=f"{entry['accuracy']:.2f}",
                         tok_s=f"{timing['tokens_per_s']:.0f}")
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+            _eval_point(run_dir, model, tokenizer, task, held_out, probe_set, cfg, step + 1)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            if cfg.snapshots:  # an ordinary HF directory per checkpoint, for `hicra anchors` / `hicra graphs`
+                snap = run_dir / "checkpoints" / f"step_{step + 1:06d}"
+                model.save_pretrained(snap)
+                tokenizer.save_pretrained(snap)
             save_checkpoint(ckpt_path, model, opt, step, history,
                             _rng_states(problem_rng, sample_gen, mask_gen), detector=detector)
     bar.close()

@@ -1,9 +1,12 @@
-"""Warm start: a corpus from scripted solvers, a tokenizer trained on it, supervised fine-tuning of a tiny model.
+"""Warm start: a corpus from scripted solvers, a mined planning lexicon, a tokenizer, supervised fine-tuning.
 
-The corpus knobs (`CorpusKnobs`: execution noise, strategy mixture, planning noise) make the base policy imperfect
-at both levels: it imitates traces that sometimes slip on a computation line and sometimes pick or misapply a
-poor strategy. `evaluate` measures its accuracy and its execution / planning / format error rates with the exact
-checkers.
+The corpus knobs (`CorpusKnobs`: execution noise, strategy prior, planning noise; `optimum` picks the task
+variant) make the base policy imperfect at both levels: it imitates traces that sometimes slip on a computation
+line, choose a strategy blind to the problem (or the cheapest one: `oracle`) and sometimes misapply it. The corpus
+is drawn from the training split only. The run's planning lexicon is mined from the corpus's successful traces
+(`hicra.planning.mining.mine`, the paper's recipe), format phrases that nearly every trace contains removed, and
+frozen with the warm start (`lexicon.json`) before any RL. `evaluate` measures accuracy, the error types, the
+strategy entropy and the share of responses that used the cheapest strategy, with the exact checkers.
 
 Warm starts are cached: the directory name is a hash of every setting (`WarmStartConfig.key()`), so a second run
 with the same settings loads the saved model instead of training it again.
@@ -23,15 +26,18 @@ from pathlib import Path
 
 from hicra.lab.tasks import CorpusKnobs, Problem, TaskMix
 
-CACHE_VERSION = 1  # bump when the corpus, tokenizer or training code changes what a key produces
+CACHE_VERSION = 2  # bump when the corpus, tokenizer or training code changes what a key produces
 
 
 @dataclass
 class WarmStartConfig:
-    tasks: list[dict] = field(default_factory=lambda: [{"family": "countdown"}, {"family": "series"}])
-    execution_noise: float = 0.1
-    strategy_mix: float = 0.5
-    planning_noise: float = 0.2
+    tasks: list[dict] = field(default_factory=lambda: [{"family": "series"}, {"family": "product"},
+                                                       {"family": "multi"}])
+    optimum: str = "diverse"  # task variant: "diverse" | "single-route" (one strategy cheapest everywhere)
+    execution_noise: float = 0.015
+    strategy_prior: str = "blind"  # "blind" | "oracle"
+    planning_noise: float = 0.1
+    heldout_share: float = 0.1
     n_train: int = 4000  # corpus size (problem, trace) pairs
     vocab_size: int = 384
     size: str = "1m"
@@ -41,11 +47,16 @@ class WarmStartConfig:
     lr: float = 2e-3
     warmup_steps: int = 20
     weight_decay: float = 0.0
-    max_response_tokens: int = 128  # longer traces are dropped from the corpus
-    seed: int = 0
+    max_response_tokens: int = 192  # longer traces are dropped from the corpus
+    mine_top: float = 0.5  # share of n-gram clusters kept by the miner (the paper: 0.2 of far more clusters)
+    format_share: float = 0.9  # a mined gram in at least this share of successful traces is format, not planning
+    seed: int = 0  # the warm-start seed: corpus, initialisation and SFT order (`hicra lab --warm-start-seed`)
 
     def knobs(self) -> CorpusKnobs:
-        return CorpusKnobs(self.execution_noise, self.strategy_mix, self.planning_noise)
+        return CorpusKnobs(self.execution_noise, self.strategy_prior, self.planning_noise)
+
+    def task_mix(self) -> TaskMix:
+        return TaskMix(self.tasks, optimum=self.optimum, heldout_share=self.heldout_share)
 
     def key(self) -> str:
         blob = json.dumps({"v": CACHE_VERSION, **asdict(self)}, sort_keys=True)
@@ -53,13 +64,33 @@ class WarmStartConfig:
 
 
 def build_corpus(task: TaskMix, n: int, knobs: CorpusKnobs, seed: int) -> list[tuple[Problem, str]]:
-    """`n` (problem, trace) pairs from the scripted solvers (deterministic in `seed`)."""
+    """`n` (problem, trace) pairs from the scripted solvers, training split only (deterministic in `seed`)."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        problem = task.sample(rng)
+        problem = task.sample(rng, "train")
         out.append((problem, task.solve(problem, rng, knobs)))
     return out
+
+
+def mine_lab_lexicon(task: TaskMix, pairs, cfg: WarmStartConfig, progress: bool = False):
+    """The run's planning lexicon, mined from the corpus's successful traces (`hicra.planning.mining.mine`, 3-5
+    word grams, all-MiniLM-L6-v2, average-linkage clustering at 0.3, top `mine_top` of clusters), less the format
+    grams that at least `format_share` of the successful traces contain ("so the answer is": every answer has
+    it, so it carries no choice). Returns (lexicon, report)."""
+    from hicra.planning.lexicon import Lexicon
+    from hicra.planning.mining import Document, mine, ngrams
+
+    docs = [Document(t, p.question) for p, t in pairs if task.check(p, t).correct]
+    result = mine(docs, top=cfg.mine_top, name="lab", progress=progress)
+    df = Counter(g for d in docs for g in ngrams(d.text))
+    fmt = {ph.text for ph in result.lexicon if df[ph.text] >= cfg.format_share * len(docs)}
+    kept = [ph for ph in result.lexicon if ph.text not in fmt]
+    lexicon = Lexicon(kept, name="lab", description=result.lexicon.description
+                      + f" Format grams in >= {cfg.format_share:.0%} of the traces removed: {sorted(fmt)}.")
+    report = {k: v for k, v in result.report.items() if k != "clusters"}
+    report.update(format_removed=sorted(fmt), n_phrases=len(kept))
+    return lexicon, report
 
 
 def encode_pairs(tokenizer, pairs, max_response_tokens: int) -> list[tuple[list[int], list[int]]]:
@@ -150,14 +181,20 @@ def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True) -> l
 
 def evaluate(model, tokenizer, task: TaskMix, problems: list[Problem], max_new_tokens: int, seed: int = 0,
              greedy: bool = False, batch_size: int = 128, temperature: float = 1.0) -> dict:
-    """Accuracy and error-type rates (shares of all responses) of one response per problem."""
+    """One response per problem: accuracy, error-type shares of all responses, mean length (tokens), the entropy
+    (nats) of the strategy labels the checker parsed, the share of responses that used the cheapest strategy, and
+    accuracy per family."""
     import torch
 
     from hicra.lab.model import format_prompt
     from hicra.lab.sampling import sample
+    from hicra.lab.tasks.base import entropy
 
     gen = torch.Generator().manual_seed(seed)
     counts: Counter = Counter()
+    strategies: Counter = Counter()
+    per_family: dict[str, list[bool]] = {}
+    cheapest = 0
     lengths = []
     for i in range(0, len(problems), batch_size):
         chunk = problems[i : i + batch_size]
@@ -168,16 +205,41 @@ def evaluate(model, tokenizer, task: TaskMix, problems: list[Problem], max_new_t
             r = task.check(p, tokenizer.decode(ids, skip_special_tokens=True))
             counts[r.error_type] += 1
             lengths.append(len(ids))
+            per_family.setdefault(p.family, []).append(r.correct)
+            if r.strategy is not None:
+                strategies[(p.family, r.strategy)] += 1
+                cheapest += r.strategy == task.family_of(p).optimal_label(p)
     n = len(problems)
     return {"n": n, "accuracy": counts[None] / n, "errors_execution": counts["execution"] / n,
             "errors_planning": counts["planning"] / n, "errors_format": counts["format"] / n,
-            "mean_length": sum(lengths) / n}
+            "mean_length": sum(lengths) / n, "strategy_entropy": entropy(strategies),
+            "strategy_parsed": sum(strategies.values()) / n, "cheapest_share": cheapest / n,
+            "accuracy_by_family": {f: sum(v) / len(v) for f, v in sorted(per_family.items())}}
 
 
-def eval_problems(task: TaskMix, n: int, seed: int) -> list[Problem]:
-    """A fixed held-out problem set (its own RNG stream, so it never depends on training draws)."""
-    rng = random.Random(10_000 + seed)
-    return [task.sample(rng) for _ in range(n)]
+def eval_problems(task: TaskMix, n: int, seed: int = 0) -> list[Problem]:
+    """A fixed held-out problem set from the held-out split (disjoint from every training draw by construction;
+    its own RNG stream)."""
+    return task.heldout(n, seed)
+
+
+def corpus_statistics(task: TaskMix, pairs, checks, lexicon, tokenizer) -> dict:
+    """Strategy entropy of the corpus (nats), the distinct strategic grams it contains, and the share of response
+    tokens the mined lexicon tags as planning."""
+    from hicra.lab.tasks.base import entropy
+    from hicra.planning.tagger import PlanningTagger
+
+    labels = Counter((p.family, c.strategy) for (p, _), c in zip(pairs, checks, strict=True) if c.strategy)
+    tagger = PlanningTagger(lexicon, tokenizer)
+    grams: set[str] = set()
+    planning = total = 0
+    for _, text in pairs[:2000]:
+        grams.update(sp.phrase for sp in tagger.spans(text))
+        mask = tagger.token_mask(tokenizer(text)["input_ids"])
+        planning += int(sum(mask))
+        total += len(mask)
+    return {"strategy_entropy": entropy(labels), "distinct_strategic_grams": len(grams),
+            "planning_token_share": planning / max(1, total)}
 
 
 def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = True, log=print) -> Path:
@@ -192,23 +254,27 @@ def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = Tr
         log(f"warm start: reusing {out}")
         return out
     t0 = time.perf_counter()
-    task = TaskMix(cfg.tasks)
+    task = cfg.task_mix()
     pairs = build_corpus(task, cfg.n_train, cfg.knobs(), seed=cfg.seed)
-    corpus_errors = Counter(task.check(p, t).error_type for p, t in pairs)
+    checks = [task.check(p, t) for p, t in pairs]
+    corpus_errors = Counter(c.error_type for c in checks)
+    lexicon, mining = mine_lab_lexicon(task, pairs, cfg, progress=progress)
     tokenizer = train_tokenizer([format_prompt(p.question) + t for p, t in pairs], vocab_size=cfg.vocab_size)
     examples = encode_pairs(tokenizer, pairs, cfg.max_response_tokens)
     model = build_model(tokenizer, size=cfg.size, arch=cfg.arch, seed=cfg.seed)
     log(f"warm start: {len(examples)} traces, {count_parameters(model) / 1e6:.2f}M-parameter {cfg.arch}, "
-        f"{cfg.epochs} epochs")
+        f"{cfg.epochs} epochs, {len(lexicon)} mined strategic grams")
     losses = train_sft(model, examples, cfg, progress=progress)
     info = {"config": asdict(cfg), "key": cfg.key(), "parameters": count_parameters(model),
             "corpus": {"n": len(pairs), "kept": len(examples),
-                       "errors": {str(k): v / len(pairs) for k, v in corpus_errors.items()}},
-            "sft_losses": losses, "seconds": time.perf_counter() - t0, "torch": torch.__version__}
+                       "errors": {str(k): v / len(pairs) for k, v in corpus_errors.items()},
+                       **corpus_statistics(task, pairs, checks, lexicon, tokenizer)},
+            "mining": mining, "sft_losses": losses, "seconds": time.perf_counter() - t0, "torch": torch.__version__}
     # write beside the final name, then rename: a killed run never leaves a half-written cache entry
     tmp = out.with_name(out.name + f".tmp{random.randrange(1 << 30)}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    lexicon.save(tmp / "lexicon.json")
     from hicra.fileio import write_json
 
     write_json(tmp / "warm_start.json", info)

@@ -1,50 +1,110 @@
-"""Lab task families with exact checkers and typed failures (execution / planning / format).
+"""Lab task families with exact, load-bearing checkers, named strategies and typed failures.
 
-- `Countdown`: search with dead ends and backtracking;
-- `Series`: a sum where the strategy (pairing shortcut vs one-by-one) sets how much computation is needed.
+- `Series` (one-by-one, pairing, middle), `Product` (split, round-up, split-first), `MultiPart` (a series part and
+  a product part, each with its own strategy, then combined);
+- each family in two variants: `optimum="diverse"` (the cheapest strategy differs between problems) and
+  `"single-route"` (one strategy is cheapest everywhere: a negative control);
+- a held-out split disjoint from training by construction (a hash of each single problem, see
+  `base.is_heldout_atom`).
 
-`make_task(spec)` builds one family from a dict (`{"family": "countdown", "max_number": 9}`), `TaskMix` samples
-from several and dispatches the checker on `problem.family`.
+`TaskMix(specs, optimum=...)` samples a family uniformly, then a problem of the requested split, and dispatches
+`check`/`solve` on `problem.family`. `optimum_entropy(...)` gives the strategy entropy of a prior over a mix.
 """
 
 from __future__ import annotations
 
-from hicra.lab.tasks.base import CheckResult, CorpusKnobs, Problem
-from hicra.lab.tasks.countdown import Countdown
+import random
+from collections import Counter
+
+from hicra.lab.tasks.base import OPTIMA, STRATEGY_PRIORS, CheckResult, CorpusKnobs, Family, Problem, entropy
+from hicra.lab.tasks.multipart import MultiPart
+from hicra.lab.tasks.product import Product
 from hicra.lab.tasks.series import Series
 
-FAMILIES = {"countdown": Countdown, "series": Series}
+FAMILIES = {"series": Series, "product": Product, "multi": MultiPart}
 
-__all__ = ["FAMILIES", "CheckResult", "CorpusKnobs", "Countdown", "Problem", "Series", "TaskMix", "make_task"]
+__all__ = ["FAMILIES", "OPTIMA", "STRATEGY_PRIORS", "CheckResult", "CorpusKnobs", "Family", "MultiPart", "Problem",
+           "Product", "Series", "TaskMix", "make_task", "repeat_share", "strategy_entropy"]
 
 
-def make_task(spec: dict):
+def make_task(spec: dict, optimum: str | None = None) -> Family:
+    """One family from a dict (`{"family": "series"}`; an `optimum` key or argument picks the variant)."""
     spec = dict(spec)
     family = spec.pop("family", None)
     if family not in FAMILIES:
         raise ValueError(f"unknown task family {family!r}; known: {sorted(FAMILIES)}")
+    if optimum is not None:
+        spec["optimum"] = optimum
     return FAMILIES[family](**spec)
 
 
 class TaskMix:
-    """Several families; `sample` picks one uniformly (with `rng`), `check`/`solve` dispatch on the family."""
+    """Several families; `sample` picks one uniformly (with `rng`), `check`/`solve` dispatch on the family.
 
-    def __init__(self, specs: list[dict]):
+    heldout_share: the share of single problems (atoms) reserved for evaluation; training draws never touch them.
+    """
+
+    def __init__(self, specs: list[dict], optimum: str | None = None, heldout_share: float = 0.1):
         if not specs:
             raise ValueError("TaskMix needs at least one task spec")
-        self.tasks = [make_task(s) for s in specs]
+        if not 0.0 < heldout_share < 1.0:
+            raise ValueError(f"heldout_share must be in (0, 1), got {heldout_share}")
+        self.tasks = [make_task(s, optimum) for s in specs]
         self.by_family = {t.family: t for t in self.tasks}
+        self.heldout_share = heldout_share
         if len(self.by_family) != len(self.tasks):
             raise ValueError("each family may appear once in a TaskMix")
 
     def params(self) -> list[dict]:
         return [t.params() for t in self.tasks]
 
-    def sample(self, rng) -> Problem:
-        return rng.choice(self.tasks).sample(rng)
+    def sample(self, rng, split: str = "train") -> Problem:
+        return rng.choice(self.tasks).sample(rng, split, self.heldout_share)
+
+    def heldout(self, n: int, seed: int = 0) -> list[Problem]:
+        """`n` distinct held-out problems (their own RNG stream: they never depend on training draws)."""
+        rng = random.Random(10_000 + seed)
+        out, seen = [], set()
+        while len(out) < n:
+            p = self.sample(rng, "heldout")
+            if p.id not in seen:
+                seen.add(p.id)
+                out.append(p)
+        return out
+
+    def family_of(self, problem: Problem) -> Family:
+        return self.by_family[problem.family]
 
     def solve(self, problem: Problem, rng, knobs: CorpusKnobs) -> str:
         return self.by_family[problem.family].solve(problem, rng, knobs)
 
     def check(self, problem: Problem, response: str) -> CheckResult:
         return self.by_family[problem.family].check(problem, response)
+
+
+def strategy_entropy(mix: TaskMix, prior: str, n: int = 20_000, seed: int = 0) -> float:
+    """Entropy (nats) of the strategy labels a prior writes over the mix's training distribution, estimated from
+    `n` draws: `oracle` is the reward-optimal policy under the lab's cost model (its entropy is the optimum's),
+    `blind` the problem-blind warm-start preference. Labels of different families never coincide."""
+    rng = random.Random(seed)
+    counts: Counter = Counter()
+    for _ in range(n):
+        p = mix.sample(rng)
+        fam = mix.family_of(p)
+        counts[(p.family, fam.choose(p, rng, prior))] += 1
+    return entropy(counts)
+
+
+def repeat_share(mix: TaskMix, draws: int, seed: int = 0) -> dict[str, float]:
+    """Per family, the share of a run's training draws that repeat an earlier draw of the same problem, for a run
+    of `draws` prompts drawn as the RL loop draws them (`TaskMix.sample(rng, "train")`, seeded like it)."""
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    repeats: Counter = Counter()
+    totals: Counter = Counter()
+    for _ in range(draws):
+        p = mix.sample(rng, "train")
+        totals[p.family] += 1
+        repeats[p.family] += p.id in seen
+        seen.add(p.id)
+    return {f: repeats[f] / totals[f] for f in totals}

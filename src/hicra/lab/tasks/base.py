@@ -1,40 +1,55 @@
-"""What every lab task family shares: problems, check results, computation-line parsing, corpus knobs.
+"""What every lab task family shares: problems, plans, the scripted solver, the load-bearing checker.
 
-A response is reasoning text: planning phrases (the `lab` lexicon) and execution lines. An execution line is a
-binary computation written `X<op>Y=Z` (integers, op one of + - * /), possibly inside a longer line
-("go back and try 8-5=3"). The final answer is the line `so the answer is ...`.
+A response is reasoning text: planning phrases (paraphrases of strategic moves, `hicra.lab.tasks.language`) and
+execution lines. An execution line is a binary computation written `X<op>Y=Z` (integers, op one of + - * /). The
+final line is `so the answer is V`.
 
-Every failed response gets exactly one error type, decided in this order:
-- "format": no answer line that parses (and no explicit give-up);
-- "execution": some computation line is wrong (Z differs from X op Y);
-- "planning": every computation line is right, yet the strategy failed (dead end never abandoned, wrong order,
-  wrong final combination, gave up, a term forgotten).
-A correct final answer earns reward 1 whatever else the response contains; every failure earns 0.
+Execution is load-bearing (the paper: a single slip invalidates a solution). The checker decides, in this order:
+- "format": no answer line, or an answer that is not an integer;
+- "execution": some computation line is wrong (Z differs from X op Y); the response earns 0 even when its final
+  answer happens to be right;
+- "planning": every line is right, yet the strategy failed: the answer is not the result of the last line, a line
+  uses a number that is neither given by the problem (or its place-value parts) nor computed earlier, or the
+  (misapplied) strategy reached a wrong value;
+- otherwise correct, reward 1.
+
+Each family offers several named strategies, every one of which can solve every problem it applies to, at a cost
+that depends on the problem (`cost`: one per line plus the line's difficulty, see `difficulty`). The cheapest
+strategy is therefore problem-dependent, and the reward-optimal policy's strategy distribution is known before
+training (`hicra.lab.tasks.optimum_entropy`). The checker parses which strategy a response executed from its
+computation lines (`CheckResult.strategy`), never from the phrases it says.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 ANSWER_PREFIX = "so the answer is"
-GIVE_UP = "i give up"
+STRATEGY_PRIORS = ("oracle", "blind")
+OPTIMA = ("diverse", "single-route")
 
 # X op Y = Z, integers; Z may be negative (a wrong line may claim anything)
 _LINE = re.compile(r"(\d+)\s*([-+*/])\s*(\d+)\s*=\s*(-?\d+)")
+_INT = re.compile(r"-?\d+")
 
 
 @dataclass(frozen=True)
 class Problem:
     """One task instance. `question` is the prompt text (no trailing newline); `data` holds what the checker
-    needs (numbers, target, range ends) and is JSON-serialisable."""
+    needs and is JSON-serialisable; `atoms` are the ids of the single problems it is made of (itself for a
+    single-part problem): the held-out split is decided on atoms, so no part of a held-out problem is ever drawn
+    in training."""
 
     id: str
     family: str
     question: str
     answer: int
     data: dict = field(default_factory=dict, compare=False, hash=False)
+    atoms: tuple[str, ...] = field(default=(), compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -42,30 +57,56 @@ class CheckResult:
     reward: float
     correct: bool
     error_type: str | None  # "execution" | "planning" | "format" | None when correct
-    detail: str = ""  # a short reason, for people (e.g. "dead end not abandoned")
+    detail: str = ""  # a short reason, for people (e.g. "a line uses a number from nowhere")
+    strategy: str | None = None  # the strategies the response executed, parsed from its lines, joined by "+"
 
 
 @dataclass(frozen=True)
 class CorpusKnobs:
-    """Warm-start corpus knobs shared by every family (each family reads them in its own way).
+    """Warm-start corpus knobs (the study's control cells set them separately).
 
-    execution_noise: probability that a computation line gets a wrong result (the trace then carries the
-        wrong value on, as a person would).
-    strategy_mix: probability that the poor strategy is tried first (countdown: dead ends before a solution;
-        series: the long one-by-one sum instead of the pairing shortcut).
-    planning_noise: probability that the strategy is misapplied (countdown: a dead end is not abandoned, or the
-        search is given up; series: a term is forgotten / the count is off by one).
+    execution_noise: slip rate per unit of line difficulty: a computation line is wrong with probability
+        min(0.9, execution_noise * difficulty(line)), so multiplications of long numbers slip more than adding 1
+        (the trace carries the wrong value on, as a person would).
+    strategy_prior: "oracle" (the cheapest strategy for this problem) or "blind" (a fixed preference over the
+        family's strategies that ignores the problem, only skipping strategies that do not apply).
+    planning_noise: probability that the chosen strategy is misapplied (a term skipped, the +1 of a count
+        forgotten, a part dropped, the wrong combination), every line still right.
     """
 
-    execution_noise: float = 0.1
-    strategy_mix: float = 0.5
-    planning_noise: float = 0.2
+    execution_noise: float = 0.015
+    strategy_prior: str = "blind"
+    planning_noise: float = 0.1
 
     def __post_init__(self):
-        for name in ("execution_noise", "strategy_mix", "planning_noise"):
+        for name in ("execution_noise", "planning_noise"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if self.strategy_prior not in STRATEGY_PRIORS:
+            raise ValueError(f"strategy_prior must be one of {STRATEGY_PRIORS}, got {self.strategy_prior!r}")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """The (claimed) result of the plan's `index`-th computation line."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class Calc:
+    x: int | Ref
+    op: str
+    y: int | Ref
+
+
+@dataclass(frozen=True)
+class Say:
+    """A planning move (rendered as one of its paraphrases) or, with `literal`, a fixed text line."""
+
+    move: str
+    literal: bool = False
 
 
 def apply_op(x: Fraction | int, op: str, y: Fraction | int) -> Fraction | None:
@@ -80,6 +121,62 @@ def apply_op(x: Fraction | int, op: str, y: Fraction | int) -> Fraction | None:
     if op == "/":
         return None if y == 0 else x / y
     raise ValueError(f"unknown op {op!r}")
+
+
+def nonzero_digits(n: int) -> int:
+    return sum(c != "0" for c in str(abs(n))) or 1
+
+
+def _carries(x: int, y: int, op: str) -> int:
+    """Carries of x + y, or borrows of x - y (column by column)."""
+    count, carry = 0, 0
+    while x or y:
+        a, b = x % 10, y % 10
+        if op == "+":
+            carry = 1 if a + b + carry >= 10 else 0
+        else:
+            carry = 1 if a - b - carry < 0 else 0
+        count += carry
+        x, y = x // 10, y // 10
+    return count
+
+
+def difficulty(x: int, op: str, y: int) -> int:
+    """How hard one line is: for a multiplication, its non-zero digit products, each counted twice when it carries
+    (>= 10); for a division, the non-zero digits of the dividend; 1 + carries of an addition; 1 + borrows of a
+    subtraction."""
+    if op == "*":  # schoolbook digit products, and one more for each product that carries (>= 10)
+        dx = [int(c) for c in str(abs(x)) if c != "0"] or [0]
+        dy = [int(c) for c in str(abs(y)) if c != "0"] or [0]
+        return sum(1 + (a * b >= 10) for a in dx for b in dy)
+    if op == "/":
+        return nonzero_digits(x)
+    return 1 + _carries(abs(x), abs(y), op)
+
+
+def execute(plan: list, slip=None) -> tuple[list[tuple[int, str, int, int]], int | None]:
+    """Run a plan's computation lines: (x, op, y, claimed z) per line and the last claimed value. `slip(x, op, y,
+    true)` may return a wrong claimed value (an execution slip); later lines that refer to it use the claim."""
+    claims: list[int] = []
+    lines = []
+    for item in plan:
+        if not isinstance(item, Calc):
+            continue
+        x = claims[item.x.index] if isinstance(item.x, Ref) else item.x
+        y = claims[item.y.index] if isinstance(item.y, Ref) else item.y
+        true = apply_op(x, item.op, y)
+        z = int(true) if true is not None and true.denominator == 1 else int(math.floor(true or 0))
+        if slip is not None:
+            z = slip(x, item.op, y, z)
+        claims.append(z)
+        lines.append((x, item.op, y, z))
+    return lines, (claims[-1] if claims else None)
+
+
+def plan_cost(plan: list) -> int:
+    """One per computation line plus its difficulty (the lab's cost model; lower is cheaper)."""
+    lines, _ = execute(plan)
+    return sum(1 + difficulty(x, op, y) for x, op, y, _ in lines)
 
 
 def computation_lines(text: str) -> list[tuple[int, str, int, int]]:
@@ -100,14 +197,159 @@ def answer_text(text: str) -> str | None:
     return text[idx + len(ANSWER_PREFIX) :].split("\n", 1)[0].strip()
 
 
-def gave_up(text: str) -> bool:
-    return GIVE_UP in text
+def stable_hash(text: str) -> int:
+    """A machine-independent 64-bit hash of `text` (Python's `hash` is salted per process)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
-def noisy(value: int, rng, noise: float) -> int:
-    """`value`, or with probability `noise` a nearby wrong non-negative value (an execution slip)."""
-    if rng.random() >= noise:
-        return value
+def is_heldout_atom(atom_id: str, heldout_share: float) -> bool:
+    """Whether a single problem belongs to the held-out split: a hash of its id, so the split is the same on every
+    machine and for every seed."""
+    return stable_hash(atom_id) % 1_000_000 < heldout_share * 1_000_000
+
+
+def check_response(problem: Problem, response: str, known: set[int], strategy: str | None,
+                   expected: int | None = None) -> CheckResult:
+    """The load-bearing checker shared by every family (see the module docstring for the order of the verdicts).
+    `known`: the numbers a line may use without computing them; `strategy`: what the family's parser read."""
+    ans = answer_text(response)
+    if ans is None:
+        return CheckResult(0.0, False, "format", "no answer line", strategy)
+    if not _INT.fullmatch(ans):
+        return CheckResult(0.0, False, "format", "unparseable answer", strategy)
+    value = int(ans)
+    lines = computation_lines(response)
+    if any(apply_op(a, op, b) != c for a, op, b, c in lines):
+        return CheckResult(0.0, False, "execution", "a computation line is wrong", strategy)
+    if not lines or lines[-1][3] != value:
+        return CheckResult(0.0, False, "planning", "the answer is not the result of the last line", strategy)
+    seen = set(known)
+    for a, _, b, c in lines:
+        if a not in seen or b not in seen:
+            return CheckResult(0.0, False, "planning", "a line uses a number from nowhere", strategy)
+        seen.add(c)
+    if value != (problem.answer if expected is None else expected):
+        return CheckResult(0.0, False, "planning", "strategy misapplied: wrong value", strategy)
+    return CheckResult(1.0, True, None, "", strategy)
+
+
+def entropy(counts) -> float:
+    """Shannon entropy (nats) of a histogram (dict or iterable of counts)."""
+    values = list(counts.values()) if isinstance(counts, dict) else list(counts)
+    total = sum(values)
+    return -sum(v / total * math.log(v / total) for v in values if v > 0) if total else 0.0
+
+
+def _slip_value(value: int, rng) -> int:
+    """A nearby wrong non-negative value (an execution slip)."""
     delta = rng.choice([-2, -1, 1, 2, 10, -10])
     wrong = value + delta
     return wrong if wrong >= 0 and wrong != value else value + abs(delta)
+
+
+class Family:
+    """A task family: a problem universe (one per `optimum` variant), named strategies, plans, a parser.
+
+    Subclasses define `family`, `strategies` (in tie-break order), `blind_weights`, and the methods marked below.
+    `optimum="diverse"` draws from the full universe, where the cheapest strategy differs between problems;
+    `"single-route"` from a sub-universe where one strategy is cheapest everywhere (a negative control).
+    """
+
+    family = ""
+    strategies: tuple[str, ...] = ()
+    blind_weights: dict[str, float] = {}
+
+    def __init__(self, optimum: str = "diverse"):
+        if optimum not in OPTIMA:
+            raise ValueError(f"optimum must be one of {OPTIMA}, got {optimum!r}")
+        self.optimum = optimum
+
+    def params(self) -> dict:
+        return {"family": self.family, "optimum": self.optimum}
+
+    # ---- to define ------------------------------------------------------------------------------------------
+    def sample_atom(self, rng) -> Problem:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def universe(self):  # pragma: no cover - abstract
+        """Every problem of this variant (a generator)."""
+        raise NotImplementedError
+
+    def applicable(self, problem: Problem) -> tuple[str, ...]:
+        return self.strategies
+
+    def plan(self, problem: Problem, strategy: str, misapply: bool = False) -> list:  # pragma: no cover
+        raise NotImplementedError
+
+    def known(self, problem: Problem) -> set[int]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def parse_strategy(self, problem: Problem, lines: list) -> str | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ---- shared ---------------------------------------------------------------------------------------------
+    def sample(self, rng, split: str = "train", heldout_share: float = 0.1) -> Problem:
+        """A uniform draw from the universe, restricted to the `split`: "train" (no atom held out), "heldout" (every
+        atom held out; a multi-part problem with one part in each split belongs to neither) or "any"."""
+        if split not in ("train", "heldout", "any"):
+            raise ValueError(f"split must be 'train', 'heldout' or 'any', got {split!r}")
+        while True:
+            p = self.sample_atom(rng)
+            held = [is_heldout_atom(a, heldout_share) for a in p.atoms]
+            if split == "any" or (split == "train" and not any(held)) or (split == "heldout" and all(held)):
+                return p
+
+    def cost(self, problem: Problem, strategy: str) -> int:
+        return plan_cost(self.plan(problem, strategy))
+
+    def cheapest(self, problem: Problem) -> str:
+        """The strategy of least cost; ties go to the earlier one in `strategies`."""
+        options = self.applicable(problem)
+        return min(options, key=lambda s: (self.cost(problem, s), self.strategies.index(s)))
+
+    def optimal_label(self, problem: Problem) -> str:
+        return self.cheapest(problem)
+
+    def choose(self, problem: Problem, rng, prior: str) -> str:
+        """The warm-start solver's strategy: the cheapest one (oracle) or a fixed preference (blind)."""
+        if prior == "oracle":
+            return self.cheapest(problem)
+        options = self.applicable(problem)
+        weights = [self.blind_weights[s] for s in options]
+        return rng.choices(options, weights=weights)[0]
+
+    def render(self, plan: list, rng, knobs: CorpusKnobs) -> str:
+        """A plan as text: moves as paraphrases, lines `x op y=z` with slips at the knobs' rate, then the answer."""
+        from hicra.lab.tasks.language import say
+
+        def slip(x, op, y, z):
+            if rng.random() < min(0.9, knobs.execution_noise * difficulty(x, op, y)):
+                return _slip_value(z, rng)
+            return z
+
+        lines_iter = iter(execute(plan, slip)[0])
+        out, last = [], None
+        for item in plan:
+            if isinstance(item, Say):
+                out.append(item.move if item.literal else say(item.move, rng))
+            else:
+                x, op, y, z = next(lines_iter)
+                out.append(f"{x}{op}{y}={z}")
+                last = z
+        out.append(f"{ANSWER_PREFIX} {last}")
+        return "\n".join(out)
+
+    def solve(self, problem: Problem, rng, knobs: CorpusKnobs) -> str:
+        """A reasoning trace from the scripted solver (strategy by the prior, misapplied with probability
+        `planning_noise`, slips at the execution-noise rate)."""
+        strategy = self.choose(problem, rng, knobs.strategy_prior)
+        misapply = rng.random() < knobs.planning_noise
+        return self.render(self.plan(problem, strategy, misapply), rng, knobs)
+
+    def oracle_trace(self, problem: Problem, rng) -> str:
+        """The noise-free trace of the cheapest strategy (the execution probe teacher-forces it)."""
+        return self.render(self.plan(problem, self.cheapest(problem)), rng, CorpusKnobs(0.0, "oracle", 0.0))
+
+    def check(self, problem: Problem, response: str) -> CheckResult:
+        lines = computation_lines(response)
+        return check_response(problem, response, self.known(problem), self.parse_strategy(problem, lines))

@@ -1,101 +1,104 @@
-"""Series: the sum of the consecutive integers from a to b. The strategy decides how much computation is needed.
+"""Series: the sum of an arithmetic progression a, a+d, ..., b (n terms). Three strategies:
 
-- one by one (the long, direct computation): b - a additions, each a chance for a slip, and a long response;
-- the pairing trick (Gauss's shortcut): count = b - a + 1, pair = a + b, sum = pair * count / 2: five lines.
+- `one-by-one`: a running total, n - 1 additions (cheapest for few terms);
+- `pairing` (Gauss's trick): count the terms ((b - a) / d + 1), pair the ends (a + b), multiply, halve;
+- `middle` (odd counts only): count the terms, the middle term (a + b) / 2, times the count.
 
-Prompt:   sum 3 to 9
-Response: use the pairing trick          or   let's add them one by one
-          9-3=6                               3+4=7
-          6+1=7                               7+5=12
-          3+9=12                              ...
-          12*7=84                             36+9=45
-          84/2=42                             so the answer is 42
-          so the answer is 42
+Prompt:   sum 14 to 38 by 3
+Response: many terms, so pair them from the outside in
+          how many terms are there
+          38-14=24
+          24/3=8
+          8+1=9
+          14+38=52
+          52*9=468
+          468/2=234
+          so the answer is 234
 
-Planning errors have every line right and the strategy misapplied: the count off by one (the "+1" forgotten),
-or a term left out / the sum stopped early. Difficulty knobs: `max_start`, `min_count`, `max_count`.
+Misapplied (planning noise; every line right): one-by-one skips a term (adds the first twice when n = 2), pairing forgets the halving, middle
+forgets the +1 of the count. Universes: diverse a in 1..119, d in 1..14, n in 2..9 (13,328 problems);
+single-route n in {10, 12} (even and long: pairing is cheapest everywhere; 3,332 problems).
 """
 
 from __future__ import annotations
 
-import re
+from hicra.lab.tasks.base import Calc, Family, Problem, Ref, Say
 
-from hicra.lab.tasks.base import (
-    ANSWER_PREFIX,
-    CheckResult,
-    CorpusKnobs,
-    Problem,
-    answer_text,
-    gave_up,
-    noisy,
-    wrong_lines,
-)
-
-SHORTCUT = "use the pairing trick"
-DIRECT = "let's add them one by one"
-_INT = re.compile(r"-?\d+")
+MAX_START, MAX_STEP = 119, 14
+COUNTS = {"diverse": tuple(range(2, 10)), "single-route": (10, 12)}
 
 
-class Series:
+class Series(Family):
     family = "series"
+    strategies = ("one-by-one", "pairing", "middle")
+    blind_weights = {"one-by-one": 0.85, "pairing": 0.1, "middle": 0.05}
 
-    def __init__(self, max_start: int = 9, min_count: int = 3, max_count: int = 8):
-        if not 1 <= min_count <= max_count:
-            raise ValueError("need 1 <= min_count <= max_count")
-        self.max_start, self.min_count, self.max_count = max_start, min_count, max_count
+    def make(self, a: int, d: int, n: int) -> Problem:
+        b = a + (n - 1) * d
+        pid = f"series:{a}:{d}:{n}"
+        return Problem(id=pid, family=self.family, question=f"sum {a} to {b} by {d}", answer=(a + b) * n // 2,
+                       data={"a": a, "d": d, "n": n, "b": b}, atoms=(pid,))
 
-    def params(self) -> dict:
-        return {"family": self.family, "max_start": self.max_start, "min_count": self.min_count,
-                "max_count": self.max_count}
+    def sample_atom(self, rng) -> Problem:
+        return self.make(rng.randint(1, MAX_START), rng.randint(1, MAX_STEP), rng.choice(COUNTS[self.optimum]))
 
-    def sample(self, rng) -> Problem:
-        a = rng.randint(1, self.max_start)
-        count = rng.randint(self.min_count, self.max_count)
-        return self.make(a, a + count - 1)
+    def universe(self):
+        for a in range(1, MAX_START + 1):
+            for d in range(1, MAX_STEP + 1):
+                for n in COUNTS[self.optimum]:
+                    yield self.make(a, d, n)
 
-    def make(self, a: int, b: int) -> Problem:
-        return Problem(id=f"series:{a}:{b}", family=self.family, question=f"sum {a} to {b}",
-                       answer=(a + b) * (b - a + 1) // 2, data={"a": a, "b": b})
+    def applicable(self, problem: Problem) -> tuple[str, ...]:
+        return self.strategies if problem.data["n"] % 2 else ("one-by-one", "pairing")
 
-    def solve(self, problem: Problem, rng, knobs: CorpusKnobs) -> str:
-        """With probability `strategy_mix` the one-by-one sum, else the pairing trick; with probability
-        `planning_noise` the strategy is misapplied (last term dropped / count off by one); each computation
-        line is wrong with probability `execution_noise`, and the wrong value is carried on."""
-        a, b = problem.data["a"], problem.data["b"]
-        slip = rng.random() < knobs.planning_noise
-        noise = knobs.execution_noise
-        if rng.random() < knobs.strategy_mix:
-            lines = [DIRECT]
-            total = a
-            last = b - 1 if slip and b - 1 > a else b
-            for t in range(a + 1, last + 1):
-                new = noisy(total + t, rng, noise)
-                lines.append(f"{total}+{t}={new}")
-                total = new
+    def terms(self, problem: Problem) -> list[int]:
+        a, d, n = problem.data["a"], problem.data["d"], problem.data["n"]
+        return [a + i * d for i in range(n)]
+
+    def known(self, problem: Problem) -> set[int]:
+        return set(self.terms(problem)) | {problem.data["d"], 1, 2}
+
+    def plan(self, problem: Problem, strategy: str, misapply: bool = False) -> list:
+        a, b, d, n = (problem.data[k] for k in ("a", "b", "d", "n"))
+        if strategy == "one-by-one":
+            terms = self.terms(problem)
+            if misapply:  # a term skipped (with two terms: the first one added twice)
+                terms = terms[:1] * 2 if n == 2 else terms[: len(terms) // 2] + terms[len(terms) // 2 + 1 :]
+            plan: list = [Say("one-by-one"), Calc(terms[0], "+", terms[1])]
+            for i, t in enumerate(terms[2:]):
+                plan.append(Calc(Ref(i), "+", t))
+            return plan
+        if strategy not in ("pairing", "middle"):
+            raise ValueError(f"unknown series strategy {strategy!r}")
+        plan = [Say(strategy), Say("count"), Calc(b, "-", a)]
+        if d > 1:
+            plan.append(Calc(Ref(0), "/", d))
+        last = len([x for x in plan if isinstance(x, Calc)]) - 1
+        count = Ref(last)
+        if not (misapply and strategy == "middle"):  # middle misapplied: the +1 of the count forgotten
+            plan.append(Calc(Ref(last), "+", 1))
+            count = Ref(last + 1)
+        k = count.index + 1
+        plan.append(Calc(a, "+", b))  # line k: the pair sum
+        if strategy == "pairing":
+            plan.append(Calc(Ref(k), "*", count))
+            if not misapply:  # pairing misapplied: the halving forgotten
+                plan.append(Calc(Ref(k + 1), "/", 2))
         else:
-            lines = [SHORTCUT]
-            diff = noisy(b - a, rng, noise)
-            lines.append(f"{b}-{a}={diff}")
-            count = diff
-            if not slip:
-                count = noisy(diff + 1, rng, noise)
-                lines.append(f"{diff}+1={count}")
-            pair = noisy(a + b, rng, noise)
-            lines.append(f"{a}+{b}={pair}")
-            prod = noisy(pair * count, rng, noise)
-            lines.append(f"{pair}*{count}={prod}")
-            total = noisy(prod // 2, rng, noise)
-            lines.append(f"{prod}/2={total}")
-        lines.append(f"{ANSWER_PREFIX} {total}")
-        return "\n".join(lines)
+            plan += [Calc(Ref(k), "/", 2), Calc(Ref(k + 1), "*", count)]
+        return plan
 
-    def check(self, problem: Problem, response: str) -> CheckResult:
-        ans = answer_text(response)
-        value = int(ans) if ans is not None and _INT.fullmatch(ans) else None
-        if value is not None and value == problem.answer:
-            return CheckResult(1.0, True, None, "")
-        if value is None and not gave_up(response):
-            return CheckResult(0.0, False, "format", "no answer line" if ans is None else "unparseable answer")
-        if wrong_lines(response):
-            return CheckResult(0.0, False, "execution", "a computation line is wrong")
-        return CheckResult(0.0, False, "planning", "gave up" if value is None else "wrong strategy use")
+    def parse_strategy(self, problem: Problem, lines: list) -> str | None:
+        if not lines:
+            return None
+        a, b = problem.data["a"], problem.data["b"]
+        if all(op == "+" for _, op, _, _ in lines):
+            return "one-by-one"
+        if lines[0][:3] != (b, "-", a):
+            return None
+        pair_sums = {z for x, op, y, z in lines if op == "+" and {x, y} == {a, b}}
+        if any(op == "/" and y == 2 and x in pair_sums for x, op, y, _ in lines):
+            return "middle"
+        if any(op == "*" for _, op, _, _ in lines):
+            return "pairing"
+        return None

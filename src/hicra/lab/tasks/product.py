@@ -1,0 +1,93 @@
+"""Product: a times b by mental-arithmetic strategies. Three strategies:
+
+- `split`: split b into tens and ones: a*T, a*o (written as `+a` when o = 1), add;
+- `round-up`: go up to the next ten U above b: a*U, a*(U - b) (written as `-a` when U - b = 1), subtract;
+- `split-first` (a >= 101 only): split a into 100 and the rest r: 100*b, r*b, add.
+
+Prompt:   multiply 23 by 39
+Response: it is close to a round number, so round up
+          23*40=920
+          920-23=897
+          so the answer is 897
+
+Which is cheapest depends on b's ones digit and on a (see `hicra.lab.tasks.base.difficulty`). Misapplied
+(planning noise; every line right): split drops the ones part, round-up adds the correction instead of
+subtracting it, split-first drops the rest. Universes: diverse a in 2..149, b in 11..99 not a multiple of 10
+(11,988 problems); single-route b ending in 9 (round-up is cheapest everywhere; a in 2..399, 3,582 problems).
+"""
+
+from __future__ import annotations
+
+from hicra.lab.tasks.base import Calc, Family, Problem, Ref, Say
+
+A_RANGE = {"diverse": (2, 149), "single-route": (2, 399)}
+
+
+class Product(Family):
+    family = "product"
+    strategies = ("split", "round-up", "split-first")
+    blind_weights = {"split": 0.85, "round-up": 0.1, "split-first": 0.05}
+
+    def make(self, a: int, b: int) -> Problem:
+        pid = f"product:{a}:{b}"
+        return Problem(id=pid, family=self.family, question=f"multiply {a} by {b}", answer=a * b,
+                       data={"a": a, "b": b}, atoms=(pid,))
+
+    def _bs(self):
+        if self.optimum == "single-route":
+            return list(range(19, 100, 10))
+        return [b for b in range(11, 100) if b % 10]
+
+    def sample_atom(self, rng) -> Problem:
+        lo, hi = A_RANGE[self.optimum]
+        return self.make(rng.randint(lo, hi), rng.choice(self._bs()))
+
+    def universe(self):
+        lo, hi = A_RANGE[self.optimum]
+        for a in range(lo, hi + 1):
+            for b in self._bs():
+                yield self.make(a, b)
+
+    def applicable(self, problem: Problem) -> tuple[str, ...]:
+        return self.strategies if problem.data["a"] > 100 else ("split", "round-up")
+
+    def known(self, problem: Problem) -> set[int]:
+        a, b = problem.data["a"], problem.data["b"]
+        tens, ones = b - b % 10, b % 10
+        up = tens + 10
+        return {a, b, tens, ones, up, up - b, 100, a - 100}
+
+    def plan(self, problem: Problem, strategy: str, misapply: bool = False) -> list:
+        a, b = problem.data["a"], problem.data["b"]
+        tens, ones = b - b % 10, b % 10
+        if strategy == "split":
+            plan: list = [Say("split"), Calc(a, "*", tens)]
+            if misapply:
+                return plan  # the ones part dropped
+            if ones == 1:
+                return plan + [Calc(Ref(0), "+", a)]
+            return plan + [Calc(a, "*", ones), Calc(Ref(0), "+", Ref(1))]
+        if strategy == "round-up":
+            up = tens + 10
+            op = "+" if misapply else "-"  # misapplied: the correction added
+            plan = [Say("round-up"), Calc(a, "*", up)]
+            if up - b == 1:
+                return plan + [Calc(Ref(0), op, a)]
+            return plan + [Calc(a, "*", up - b), Calc(Ref(0), op, Ref(1))]
+        if strategy == "split-first":
+            plan = [Say("split-first"), Calc(100, "*", b)]
+            if misapply:
+                return plan  # the rest dropped
+            return plan + [Calc(a - 100, "*", b), Calc(Ref(0), "+", Ref(1))]
+        raise ValueError(f"unknown product strategy {strategy!r}")
+
+    def parse_strategy(self, problem: Problem, lines: list) -> str | None:
+        if not lines or lines[0][1] != "*":
+            return None
+        a, b = problem.data["a"], problem.data["b"]
+        x, _, y, _ = lines[0]
+        if x == 100 and y == b and a > 100:
+            return "split-first"
+        if x == a and y % 10 == 0:
+            return "split" if y < b else "round-up"
+        return None
