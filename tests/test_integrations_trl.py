@@ -228,7 +228,7 @@ def test_train_cli_runs_example_lab_config(tmp_path):
     assert main(["train", "--config", str(repo / "examples/trl_lab_cpu.yaml"),
                  "--set", f"args.output_dir={out}"]) == 0
     info = read_run_info(out)
-    assert info["task"] == "lab:countdown" and info["algorithm"] == "hicra"
+    assert info["task"] == "lab:product" and info["algorithm"] == "hicra"
     rows = read_rollouts(out).to_pylist()
     assert sorted({r["step"] for r in rows}) == [0, 1, 2, 3, 4] and len(rows) == 5 * 8
     # lab checker labels: every wrong response carries an error type, every correct one none
@@ -261,7 +261,7 @@ def test_train_cli_bad_overrides_are_one_line_errors(tmp_path, capsys, override,
     from hicra.cli import main
 
     config = tmp_path / "c.yaml"
-    config.write_text(f"model: lab:1m\ndata: {{lab: [{{family: countdown}}], n: 2}}\nargs: {{output_dir: {tmp_path}/o}}\n")
+    config.write_text(f"model: lab:1m\ndata: {{lab: [{{family: product}}], n: 2}}\nargs: {{output_dir: {tmp_path}/o}}\n")
     assert main(["train", "--config", str(config), "--set", override]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and message in err.strip().splitlines()[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,14 +12,15 @@ from hicra.lab import presets
 from hicra.lab.rl import RLConfig
 from hicra.lab.sft import WarmStartConfig
 
-TASKS = [{"family": "countdown", "n_numbers": 2, "max_number": 3, "max_target": 9}]
+TASKS = [{"family": "series", "max_start": 9, "max_step": 1, "counts": [2, 3]}]
 
 
 @pytest.fixture
 def tiny_preset(monkeypatch):
-    ws = WarmStartConfig(tasks=TASKS, n_train=200, vocab_size=280, size="1m", epochs=1, batch_size=16, seed=0)
-    rl = RLConfig(tasks=TASKS, steps=2, prompts_per_step=2, group_size=2, max_new_tokens=16, n_eval=4,
-                  checkpoint_every=1)
+    ws = WarmStartConfig(tasks=TASKS, n_train=200, vocab_size=280, size="1m", epochs=1, batch_size=16, seed=0,
+                         heldout_share=0.3, max_response_tokens=48)
+    rl = RLConfig(tasks=TASKS, steps=2, prompts_per_step=2, group_size=2, max_new_tokens=16, n_eval=4, n_probe=2,
+                  eval_every=1, heldout_share=0.3, checkpoint_every=1)
     monkeypatch.setitem(presets.PRESETS, "quick", (ws, rl))
     return ws
 
@@ -43,12 +45,20 @@ def test_lab_end_to_end_and_cache_reuse(tiny_preset, tmp_path, capsys):
     # the same seed gives the same run
     log1 = (tmp_path / "r1" / "train_log.jsonl").read_text()
     assert log1 == (tmp_path / "r2" / "train_log.jsonl").read_text()
+    # another warm-start seed trains (and caches) another warm start; the knobs go into the warm start too
+    assert main([*argv, "--warm-start-seed", "1", "--strategy-prior", "oracle", "--out", str(tmp_path / "r3")]) == 0
+    capsys.readouterr()
+    assert len(list(cache.glob("warmstart-*"))) == 2
+    ws3 = json.loads((tmp_path / "r3" / "run.json").read_text())["model"]
+    cfg3 = json.loads((Path(ws3) / "warm_start.json").read_text())["config"]
+    assert cfg3["seed"] == 1 and cfg3["strategy_prior"] == "oracle"
 
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--alpha", "1.0"], "--alpha must be in [0, 1)"),
     (["--resume"], "--resume needs --out"),
     (["--steps", "0"], "--steps must be positive"),
+    (["--execution-noise", "2"], "--execution-noise must be in [0, 1]"),
 ])
 def test_lab_bad_input_exits_2_with_one_line(extra, message, capsys):
     assert main(["lab", *extra]) == 2

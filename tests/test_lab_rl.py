@@ -20,16 +20,17 @@ from hicra.lab.sft import WarmStartConfig, warm_start
 # one worker under pytest-xdist (make test: --dist loadgroup) so the module fixture is built once
 pytestmark = pytest.mark.xdist_group("lab_rl")
 
-TASKS = [{"family": "countdown", "n_numbers": 2, "max_number": 3, "max_target": 9}]
-BASE = dict(tasks=TASKS, steps=4, prompts_per_step=3, group_size=4, max_new_tokens=48, n_eval=12,
-            checkpoint_every=1, minibatches=2, lr=2e-3)
+TASKS = [{"family": "series", "max_start": 9, "max_step": 1, "counts": [2, 3]}, {"family": "product", "a_max": 4}]
+BASE = dict(tasks=TASKS, steps=4, prompts_per_step=3, group_size=4, max_new_tokens=48, n_eval=6, n_probe=3,
+            eval_every=2, heldout_share=0.3, checkpoint_every=1, minibatches=2, lr=2e-3)
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny warm start on an easy task, so rollouts get mixed rewards (non-zero advantages)."""
     cfg = WarmStartConfig(tasks=TASKS, n_train=800, vocab_size=300, size="1m", epochs=4, batch_size=16,
-                          lr=5e-3, execution_noise=0.1, strategy_mix=0.5, planning_noise=0.3, seed=0)
+                          lr=5e-3, execution_noise=0.1, strategy_prior="blind", planning_noise=0.3,
+                          heldout_share=0.3, max_response_tokens=48, seed=0)
     root = tmp_path_factory.mktemp("ws")
     path = warm_start(cfg, root, progress=False, log=lambda *a: None)
     assert warm_start(cfg, root, progress=False, log=lambda *a: None) == path  # second call hits the cache
@@ -64,7 +65,9 @@ def test_records_schema_and_contents(model_dir, tmp_path):
 
     out = _run(model_dir, tmp_path / "run", steps=1)
     info = read_run_info(tmp_path / "run")
-    assert info["algorithm"] == "hicra" and info["lexicon"] == "lab" and info["config"]["steps"] == 1
+    assert info["algorithm"] == "hicra" and info["config"]["steps"] == 1
+    # the lexicon mined and frozen with the warm start is the run's lexicon
+    assert Lexicon.load(info["lexicon"]) == Lexicon.load(Path(model_dir) / "lexicon.json")
     steps = _rollouts(tmp_path / "run")
     assert [s for s, _ in steps] == [0]
     rows = steps[0][1]
@@ -72,7 +75,7 @@ def test_records_schema_and_contents(model_dir, tmp_path):
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)  # step-0 rollouts came from the warm start
     task = TaskMix(TASKS)
-    tagger = PlanningTagger(Lexicon.preset("lab"), tok)
+    tagger = PlanningTagger(Lexicon.load(info["lexicon"]), tok)
     rewards = [r["reward"] for r in rows]
     assert 0 < sum(rewards) < len(rewards), "fixture should give mixed rewards"
     for r in rows:
@@ -80,17 +83,40 @@ def test_records_schema_and_contents(model_dir, tmp_path):
         assert len(r["logprobs"]) == len(r["entropies"]) == len(r["planning_mask"]) == len(ids) > 0
         assert r["response"] == tok.decode(ids, skip_special_tokens=True)
         assert r["truncated"] == (ids[-1] != tok.eos_token_id)
-        numbers, target = r["prompt"].split(" using ")[1], int(r["prompt"].split()[1])
-        problem = task.by_family["countdown"].make([int(x) for x in numbers.split()], target)
+        problem = task.problem(r["prompt_id"])
+        assert problem.question == r["prompt"]
         check = task.check(problem, r["response"])
-        assert (r["correct"], r["error_type"], r["reward"]) == (check.correct, check.error_type, check.reward)
+        assert (r["correct"], r["error_type"], r["reward"], r["strategy"]) == (
+            check.correct, check.error_type, check.reward, check.strategy)
         assert r["planning_mask"] == tagger.token_mask(ids).tolist()
         # behaviour log-probs equal a teacher-forced recomputation under the warm-start model
         p = torch.tensor([tok(r["prompt"] + "\n")["input_ids"]])
         lp = sequence_logprobs(model, p, torch.ones_like(p, dtype=torch.bool), torch.tensor([ids]),
                                torch.ones((1, len(ids)), dtype=torch.bool))
         np.testing.assert_allclose(lp[0].detach().numpy(), r["logprobs"], atol=1e-4)
-    assert set(out["eval"]) == {"warm_start", "final", "warm_start_sampled", "final_sampled"}
+    assert set(out["eval"]) == {"warm_start", "final", "warm_start_sampled", "final_sampled", "heldout_ids"}
+    # held-out problems are disjoint from every training draw, and listed
+    held = set(out["eval"]["heldout_ids"])
+    assert len(held) == 6 and not held & {r["prompt_id"] for r in rows}
+
+
+def test_eval_curve_probes_and_snapshots(model_dir, tmp_path):
+    out = _run(model_dir, tmp_path / "run", steps=4, checkpoint_every=2)
+    run = tmp_path / "run"
+    curve = [json.loads(x) for x in (run / "eval_curve.jsonl").read_text().splitlines()]
+    probes = [json.loads(x) for x in (run / "probes.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in curve] == [r["step"] for r in probes] == [0, 2, 4]
+    assert curve[0]["accuracy"] == out["eval"]["warm_start"]["accuracy"]
+    assert curve[-1]["accuracy"] == out["eval"]["final"]["accuracy"]  # same greedy decode of the same weights
+    for r in probes:
+        assert 0 <= r["exec_probe_line_accuracy"] <= 1 and 0 <= r["plan_probe_cheapest"] <= r["plan_probe_solved"] <= 1
+    snaps = sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir())
+    assert snaps == ["step_000002", "step_000004"]
+    from transformers import AutoModelForCausalLM
+
+    final = _weights(run)
+    snap = AutoModelForCausalLM.from_pretrained(run / "checkpoints" / "step_000004").state_dict()
+    assert all(torch.equal(final[k], snap[k]) for k in final)
 
 
 def test_same_seed_same_run_other_seed_differs(model_dir, tmp_path):

@@ -10,7 +10,7 @@ Config (YAML; see examples/trl_lab_cpu.yaml and examples/trl_qwen2.5_math_1.5b.y
       bench: gsm8k                 a named benchmark of `hicra.evaluation.BENCHMARKS` (reward: math-verify)
       path: FILE.jsonl             any JSONL, with problem_field / answer_field / id_field /
                                    answer_from (field | gsm8k | boxed | list), or fields: BENCH to copy a field map
-      lab: [{family: countdown}]   lab task families (reward and error types from the exact checkers), with n
+      lab: [{family: product}]     lab task families (reward and error types from the exact checkers), with n
       limit: 256                   first N problems;  data_dir: ../shared/data;  seed: 0 (lab sampling)
       prompt_template: "{problem}\\nPlease reason step by step, ... within \\\\boxed{{}}."  (str.format:
                                    {problem} is the problem, literal braces are doubled)

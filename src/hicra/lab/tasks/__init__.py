@@ -24,7 +24,7 @@ from hicra.lab.tasks.series import Series
 FAMILIES = {"series": Series, "product": Product, "multi": MultiPart}
 
 __all__ = ["FAMILIES", "OPTIMA", "STRATEGY_PRIORS", "CheckResult", "CorpusKnobs", "Family", "MultiPart", "Problem",
-           "Product", "Series", "TaskMix", "make_task", "repeat_share", "strategy_entropy"]
+           "Product", "Series", "TaskMix", "make_task", "problem_from_id", "repeat_share", "strategy_entropy"]
 
 
 def make_task(spec: dict, optimum: str | None = None) -> Family:
@@ -65,12 +65,20 @@ class TaskMix:
         """`n` distinct held-out problems (their own RNG stream: they never depend on training draws)."""
         rng = random.Random(10_000 + seed)
         out, seen = [], set()
-        while len(out) < n:
+        for _ in range(100 * n + 1000):
+            if len(out) == n:
+                break
             p = self.sample(rng, "heldout")
             if p.id not in seen:
                 seen.add(p.id)
                 out.append(p)
+        if len(out) < n:
+            raise ValueError(f"only {len(out)} distinct held-out problems found, {n} asked: universe too small")
         return out
+
+    def problem(self, problem_id: str) -> Problem:
+        """The problem with this id (as written in rollout rows' `prompt_id` and `eval.json`'s `heldout_ids`)."""
+        return problem_from_id(problem_id)
 
     def family_of(self, problem: Problem) -> Family:
         return self.by_family[problem.family]
@@ -80,6 +88,24 @@ class TaskMix:
 
     def check(self, problem: Problem, response: str) -> CheckResult:
         return self.by_family[problem.family].check(problem, response)
+
+
+def problem_from_id(problem_id: str) -> Problem:
+    """Rebuild a problem from its id: `series:a:d:n`, `product:a:b`, `multi:ID1|ID2`; ValueError otherwise."""
+    family, _, rest = problem_id.partition(":")
+    try:
+        if family == "series":
+            a, d, n = (int(x) for x in rest.split(":"))
+            return Series().make(a, d, n)
+        if family == "product":
+            a, b = (int(x) for x in rest.split(":"))
+            return Product().make(a, b)
+        if family == "multi":
+            first, second = rest.split("|")
+            return MultiPart().make(problem_from_id(first), problem_from_id(second))
+    except ValueError:
+        pass
+    raise ValueError(f"not a lab problem id: {problem_id!r}")
 
 
 def strategy_entropy(mix: TaskMix, prior: str, n: int = 20_000, seed: int = 0) -> float:

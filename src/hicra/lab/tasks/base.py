@@ -293,11 +293,13 @@ class Family:
         atom held out; a multi-part problem with one part in each split belongs to neither) or "any"."""
         if split not in ("train", "heldout", "any"):
             raise ValueError(f"split must be 'train', 'heldout' or 'any', got {split!r}")
-        while True:
+        for _ in range(100_000):
             p = self.sample_atom(rng)
             held = [is_heldout_atom(a, heldout_share) for a in p.atoms]
             if split == "any" or (split == "train" and not any(held)) or (split == "heldout" and all(held)):
                 return p
+        raise ValueError(f"no {split} problem in 100,000 draws of {self.family} {self.params()}: universe too small "
+                         f"for heldout_share={heldout_share}")
 
     def cost(self, problem: Problem, strategy: str) -> int:
         return plan_cost(self.plan(problem, strategy))

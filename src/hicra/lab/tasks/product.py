@@ -28,6 +28,17 @@ class Product(Family):
     strategies = ("split", "round-up", "split-first")
     blind_weights = {"split": 0.85, "round-up": 0.1, "split-first": 0.05}
 
+    def __init__(self, optimum: str = "diverse", a_max: int | None = None):
+        """`a_max` narrows the first factor's range (small settings are for tests)."""
+        super().__init__(optimum)
+        lo, hi = A_RANGE[optimum]
+        self.a_range = (lo, hi if a_max is None else a_max)
+        if self.a_range[1] < lo:
+            raise ValueError(f"a_max must be at least {lo}")
+
+    def params(self) -> dict:
+        return {**super().params(), "a_max": self.a_range[1]}
+
     def make(self, a: int, b: int) -> Problem:
         pid = f"product:{a}:{b}"
         return Problem(id=pid, family=self.family, question=f"multiply {a} by {b}", answer=a * b,
@@ -39,11 +50,11 @@ class Product(Family):
         return [b for b in range(11, 100) if b % 10]
 
     def sample_atom(self, rng) -> Problem:
-        lo, hi = A_RANGE[self.optimum]
+        lo, hi = self.a_range
         return self.make(rng.randint(lo, hi), rng.choice(self._bs()))
 
     def universe(self):
-        lo, hi = A_RANGE[self.optimum]
+        lo, hi = self.a_range
         for a in range(lo, hi + 1):
             for b in self._bs():
                 yield self.make(a, b)

@@ -33,6 +33,19 @@ class Series(Family):
     strategies = ("one-by-one", "pairing", "middle")
     blind_weights = {"one-by-one": 0.85, "pairing": 0.1, "middle": 0.05}
 
+    def __init__(self, optimum: str = "diverse", max_start: int = MAX_START, max_step: int = MAX_STEP,
+                 counts: tuple[int, ...] | None = None):
+        """`max_start`, `max_step`, `counts` narrow the universe (small settings are for tests)."""
+        super().__init__(optimum)
+        self.max_start, self.max_step = max_start, max_step
+        self.counts = tuple(counts) if counts else COUNTS[optimum]
+        if max_start < 1 or max_step < 1 or min(self.counts) < 2:
+            raise ValueError("series needs max_start >= 1, max_step >= 1 and counts >= 2")
+
+    def params(self) -> dict:
+        return {**super().params(), "max_start": self.max_start, "max_step": self.max_step,
+                "counts": list(self.counts)}
+
     def make(self, a: int, d: int, n: int) -> Problem:
         b = a + (n - 1) * d
         pid = f"series:{a}:{d}:{n}"
@@ -40,12 +53,12 @@ class Series(Family):
                        data={"a": a, "d": d, "n": n, "b": b}, atoms=(pid,))
 
     def sample_atom(self, rng) -> Problem:
-        return self.make(rng.randint(1, MAX_START), rng.randint(1, MAX_STEP), rng.choice(COUNTS[self.optimum]))
+        return self.make(rng.randint(1, self.max_start), rng.randint(1, self.max_step), rng.choice(self.counts))
 
     def universe(self):
-        for a in range(1, MAX_START + 1):
-            for d in range(1, MAX_STEP + 1):
-                for n in COUNTS[self.optimum]:
+        for a in range(1, self.max_start + 1):
+            for d in range(1, self.max_step + 1):
+                for n in self.counts:
                     yield self.make(a, d, n)
 
     def applicable(self, problem: Problem) -> tuple[str, ...]:
