@@ -61,8 +61,8 @@ def run_lab(model_dir: Path, args, threads: int, backend: str = "auto", tokens: 
     sampling.DEFAULT_BACKEND = backend  # "hf": the sampler the lab used before FastDecoder
 
     cfg = RLConfig(algo="grpo", tasks=TASKS, steps=args.warmup + args.steps, prompts_per_step=args.prompts,
-                   group_size=args.group, max_new_tokens=args.tokens, minibatches=1, n_eval=1,
-                   checkpoint_every=10**6, threads=threads, lr=1e-4)
+                   group_size=args.group, max_new_tokens=args.tokens, minibatches=1, n_eval=1, eval_every=0,
+                   snapshots=False, checkpoint_every=10**6, threads=threads, lr=1e-4)
     try:
         with tempfile.TemporaryDirectory() as run_dir:
             out = run_rl(cfg, model_dir, Path(run_dir) / "run", progress=False, log=lambda *a: None)
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     p.add_argument("--prompts", type=int, default=16,
                    help="prompts per step (default 16: the lab presets' batch, 16 x 8 = 128 rollouts)")
     p.add_argument("--group", type=int, default=8)
-    p.add_argument("--tokens", type=int, default=96)
+    p.add_argument("--tokens", type=int, default=192, help="completion tokens (default 192: the lab presets')")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=1,

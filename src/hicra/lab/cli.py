@@ -89,6 +89,16 @@ def run(args) -> int:
                   f"{e['errors_planning']:.1%}, format {e['errors_format']:.1%}; mean length "
                   f"{e['mean_length']:.1f} tokens; strategy entropy {e['strategy_entropy']:.2f} nats, cheapest "
                   f"strategy {e['cheapest_share']:.1%}")
+    probes_path = out / "probes.jsonl"
+    if probes_path.exists():
+        import json
+
+        rows = [json.loads(x) for x in probes_path.read_text().splitlines() if x.strip()]
+        first, last = rows[0], rows[-1]
+        print(f"skill probes (step {first['step']} -> {last['step']}): execution line accuracy "
+              f"{first['exec_probe_line_accuracy']:.1%} -> {last['exec_probe_line_accuracy']:.1%}; planning with a "
+              f"calculator: solved {first['plan_probe_solved']:.1%} -> {last['plan_probe_solved']:.1%}, with the "
+              f"cheapest strategy {first['plan_probe_cheapest']:.1%} -> {last['plan_probe_cheapest']:.1%}")
     print(f"time: warm start {t_ws:.0f}s, RL {t_rl:.0f}s")
     if not args.no_analyze:
         _analyze(out, result["log"])

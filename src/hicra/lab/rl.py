@@ -422,7 +422,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
             tb.add_scalar("lab/tokens_per_s", timing["tokens_per_s"], step)
         bar.set_postfix(reward=f"{entry['reward']:.2f}", acc=f"{entry['accuracy']:.2f}",
                         tok_s=f"{timing['tokens_per_s']:.0f}")
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:  # the last: below
             _eval_point(run_dir, model, tokenizer, task, held_out, probe_set, cfg, step + 1)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             if cfg.snapshots:  # an ordinary HF directory per checkpoint, for `hicra anchors` / `hicra graphs`
@@ -438,6 +438,8 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     if "final" not in evals or resume:
         evals.update(_evaluate_both(model, tokenizer, task, held_out, cfg, "final"))
         write_json(eval_path, evals)
+        if cfg.eval_every and cfg.steps > 0:  # the curve ends at the final weights (greedy decode reused)
+            _eval_point(run_dir, model, tokenizer, task, held_out, probe_set, cfg, cfg.steps, evals["final"])
     model.save_pretrained(run_dir / "model")
     tokenizer.save_pretrained(run_dir / "model")
     return {"log": history, "eval": evals, "run_dir": str(run_dir), "timings": timings}

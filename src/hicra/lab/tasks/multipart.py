@@ -34,11 +34,17 @@ MARKERS = ("part 1", "part 2")
 class MultiPart(Family):
     family = "multi"
 
-    def __init__(self, optimum: str = "diverse"):
+    def __init__(self, optimum: str = "diverse", series: dict | None = None, product: dict | None = None):
+        """`series` / `product`: keyword arguments of the part families (their universe ranges)."""
         super().__init__(optimum)
-        self.parts = {"series": Series(optimum), "product": Product(optimum)}
+        self.part_args = {"series": dict(series or {}), "product": dict(product or {})}
+        self.parts = {"series": Series(optimum, **self.part_args["series"]),
+                      "product": Product(optimum, **self.part_args["product"])}
         self.strategies = tuple(f"{s}+{p}" for s in Series.strategies for p in Product.strategies) + tuple(
             f"{p}+{s}" for p in Product.strategies for s in Series.strategies)
+
+    def params(self) -> dict:
+        return {**super().params(), **{k: v for k, v in self.part_args.items() if v}}
 
     def make(self, first: Problem, second: Problem) -> Problem:
         q = f"total of: {first.question}, and {second.question}"
