@@ -17,7 +17,7 @@ Tokens: the files carry no token ids. With ``--tokenizer DIR`` (a local Hugging 
 tokenized with it; without, a **regex word proxy** is used: a token is a run of word characters or one
 punctuation character (``\\w+|[^\\w\\s]``, whitespace dropped), ids assigned in order of first appearance. Planning
 masks follow the project rule (a token is planning iff its character span overlaps a strategic-gram occurrence
-found by `PlanningTagger.char_spans`). Log-probabilities and entropies are unknown and left null, so the
+found by `PlanningTagger.mask_spans`, overlapping occurrences included). Log-probabilities and entropies are unknown and left null, so the
 analyzer reports perplexity, token entropy and fork-token overlap as unavailable rather than inventing them.
 """
 
@@ -61,7 +61,7 @@ class _Tokens:
         matches = list(WORD_PROXY.finditer(text))
         ids = [self.vocab.setdefault(m.group(), len(self.vocab)) for m in matches]
         offsets = np.asarray([m.span() for m in matches], dtype=np.int64).reshape(-1, 2)
-        spans = self.tagger.char_spans(text)
+        spans = self.tagger.mask_spans(text)
         return ids, overlap_mask(offsets[:, 0], offsets[:, 1], spans[:, 0], spans[:, 1])
 
 
