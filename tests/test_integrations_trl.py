@@ -235,6 +235,41 @@ def test_truncated_completions_keep_their_tokens_when_masked(tiny_dir, tmp_path)
                                [x for r in rows[False] for x in r["logprobs"]], rtol=1e-5, atol=1e-6)
 
 
+def test_convert_trl_completions_log(tiny_dir, tmp_path):
+    """TRL's own completions log (GRPOTrainer with log_completions=True writes OUTPUT_DIR/completions/
+    completions_{step:05d}.parquet) read with `hicra convert responses --preset trl`."""
+    import pandas as pd
+
+    from hicra.cli import main
+    from hicra.dynamics.convert import prompt_key
+    from hicra.dynamics.records import read_rollouts
+
+    out = tmp_path / "trl"
+    trainer, _ = make(GRPOTrainer, GRPOConfig, tiny_dir, out, 2, log_completions=True)
+    torch.manual_seed(0)
+    trainer.train()
+    files = sorted((out / "completions").glob("completions_*.parquet"))
+    assert [f.name for f in files] == ["completions_00001.parquet", "completions_00002.parquet"]
+    logged = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    run = tmp_path / "run"
+    assert main(["convert", "responses", str(out / "completions"), "--preset", "trl", "--score-field",
+                 "reward_len", "--out", str(run), "--quiet"]) == 0
+    rows = read_rollouts(run).to_pylist()
+    assert len(rows) == len(logged) == 2 * 8
+    assert [r["response"] for r in rows] == logged["completion"].tolist()
+    assert [r["reward"] for r in rows] == logged["reward_len"].tolist()
+    assert [r["correct"] for r in rows] == (logged["reward_len"] >= 1.0).tolist()
+    assert [r["prompt_id"] for r in rows] == [prompt_key(p) for p in logged["prompt"]]
+    # each prompt's 4 generations form one group
+    for step in (0, 1):
+        groups = {}
+        for r in rows:
+            if r["step"] == step:
+                groups.setdefault(r["prompt_id"], []).append(r["sample_idx"])
+        assert all(sorted(v) == list(range(len(v))) for v in groups.values())
+        assert sum(len(v) for v in groups.values()) == 8
+
+
 def _analyze(run, steps: int, responses: int):
     """`hicra analyze` reads the run directory the trainer wrote: every step and every response."""
     from hicra.cli import main
