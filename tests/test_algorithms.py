@@ -116,6 +116,37 @@ def test_dtype_and_list_input():
     assert grpo_advantages([], []).shape == (0,)
 
 
+def test_low_precision_rewards_use_float64_group_statistics():
+    """bf16 rewards [1, 1, 1, 1.0078125]: the bf16 mean rounds to 1, so the old code gave [0, 0, 0, 1.73]."""
+    r = torch.tensor([1, 1, 1, 1.0078125], dtype=torch.bfloat16)
+    adv = grpo_advantages(r, [0, 0, 0, 0])
+    assert adv.dtype == torch.bfloat16
+    assert adv.tolist() == [-0.5, -0.5, -0.5, 1.5]
+    assert float(adv.double().sum()) == 0.0
+    for fn in (drgrpo_advantages, rloo_advantages):  # zero sum up to bf16 rounding of each advantage
+        a = fn(r, [0, 0, 0, 0]).double()
+        assert a[0] < 0 and abs(float(a.sum())) <= 2 ** -8 * float(a.abs().max())
+
+
+@pytest.mark.parametrize("fn", [grpo_advantages, drgrpo_advantages, rloo_advantages])
+@pytest.mark.parametrize("ulps", [[0, 0, 0, 1], [0, 1, 2, 3, 0, 0], [5, 0, 0, 2, 1]])
+def test_large_float32_rewards_match_float64_reference(fn, ulps):
+    """Rewards around 100 that differ in the last bits of float32: the float64 oracle, cast back, and sum 0."""
+    base = np.float32(100.0)
+    values = [float(np.float32(base + u * np.spacing(base))) for u in ulps]
+    ids = [0] * len(values)
+    adv = fn(torch.tensor(values, dtype=torch.float32), ids)
+    if fn is grpo_advantages:
+        ref = _reference_grpo(values, ids, "std")
+    else:
+        mean = sum(values) / len(values)
+        factor = len(values) / (len(values) - 1) if fn is rloo_advantages else 1.0
+        ref = [(v - mean) * factor for v in values]
+    assert adv.dtype == torch.float32
+    np.testing.assert_allclose(adv.numpy(), np.asarray(ref, dtype=np.float64).astype(np.float32), rtol=1e-6, atol=0)
+    assert abs(float(adv.double().sum())) <= 1e-6 * float(adv.abs().max())
+
+
 @st.composite
 def grouped_rewards(draw, min_size=1):
     sizes = draw(st.lists(st.integers(min_size, 6), min_size=1, max_size=6))

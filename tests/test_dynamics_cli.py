@@ -158,8 +158,8 @@ def test_convert_flat_responses(tmp_path):
              "it", "is", "right", "."]
     assert len(t.column("token_ids")[0]) == len(words)
     mask = np.array(t.column("planning_mask")[0].as_py())
-    # spans: "let me verify", "wait", "we can see" (leftmost-longest beats "can see that")
-    assert mask[:3].all() and mask[10] and mask[12:15].all() and not mask[15] and not mask[4:10].any()
+    # occurrences "let me verify", "wait", "we can see" and the overlapping "can see that": the mask is their union
+    assert mask[:3].all() and mask[10] and mask[12:16].all() and not mask[16:].any() and not mask[4:10].any()
     # converting again into the same folder would leave the old steps next to the new ones: refused
     before = _digests(out)
     res = _run_cli("convert", "responses", str(src), "--out", str(out), "--models", "100", "--quiet")

@@ -81,6 +81,27 @@ def test_writer_is_atomic_and_reader_skips_temp_files(tmp_path):
     assert leftovers == [tmp.name]
 
 
+def test_foreign_step_files_without_part_are_part_zero(tmp_path):
+    """rollouts/step_0.parquet, step_1.parquet, step_2.parquet (another writer's names) are steps 0, 1, 2."""
+    w = RolloutWriter(tmp_path)
+    for step in range(3):
+        w.write_step(step, make_rows(step)).rename(tmp_path / "rollouts" / f"step_{step}.parquet")
+    steps = list(iter_steps(tmp_path))
+    assert [s for s, _ in steps] == [0, 1, 2]
+    assert all(t.num_rows == 6 for _, t in steps)
+    # a second part of step 1 in the project's own naming joins the foreign part 0
+    w.write_step(1, make_rows(1, n_prompts=1), part=1)
+    assert read_rollouts(tmp_path).num_rows == 6 * 3 + 3
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "step_3.json", "rollout_4.parquet", "step_x_part000.parquet"])
+def test_other_files_in_rollouts_are_named_in_an_error(tmp_path, name):
+    RolloutWriter(tmp_path).write_step(0, make_rows(0))
+    (tmp_path / "rollouts" / name).write_bytes(b"x")
+    with pytest.raises(InputError, match=name.replace(".", r"\.")):
+        list(iter_steps(tmp_path))
+
+
 def test_run_being_written_reads_up_to_last_complete_file(tmp_path):
     w = RolloutWriter(tmp_path)
     w.write_step(0, make_rows(0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("trl")
@@ -207,6 +208,66 @@ def test_five_step_run_writes_run_directory(tiny_dir, tmp_path):
     logged = [h for h in trainer.state.log_history if "hicra/planning_ratio" in h]
     assert len(logged) == 5 and all(0 <= h["hicra/planning_ratio"] <= 1 for h in logged)
     _analyze(run, steps=5, responses=40)
+
+
+def test_truncated_completions_keep_their_tokens_when_masked(tiny_dir, tmp_path):
+    """mask_truncated_completions=True zeroes the loss mask of truncated rows; their rollout rows still hold every
+    sampled token (the same rows as without the option: learning rate 0, same seed)."""
+    from hicra.dynamics.records import read_rollouts
+
+    rows = {}
+    for masked in (False, True):
+        run = tmp_path / f"run{masked}"
+        trainer, _ = make(HICRATrainer, HICRAConfig, tiny_dir, run, 1, alpha=0.2, lexicon="lab",
+                          mask_truncated_completions=masked)
+        torch.manual_seed(0)
+        trainer.train()
+        rows[masked] = read_rollouts(run).to_pylist()
+    truncated = [r for r in rows[True] if r["truncated"]]
+    assert truncated, "the tiny model should hit max_completion_length"
+    assert all(len(r["token_ids"]) == COMMON["max_completion_length"] for r in truncated)
+    assert all(len(r["token_ids"]) == len(r["logprobs"]) == len(r["planning_mask"]) for r in rows[True])
+    tagger = PlanningTagger(Lexicon.preset("lab"), trainer.processing_class)
+    assert all(list(tagger.token_mask(r["token_ids"])) == r["planning_mask"] for r in truncated)
+    for key in ("token_ids", "truncated", "response"):
+        assert [r[key] for r in rows[True]] == [r[key] for r in rows[False]]
+    np.testing.assert_allclose([x for r in rows[True] for x in r["logprobs"]],
+                               [x for r in rows[False] for x in r["logprobs"]], rtol=1e-5, atol=1e-6)
+
+
+def test_convert_trl_completions_log(tiny_dir, tmp_path):
+    """TRL's own completions log (GRPOTrainer with log_completions=True writes OUTPUT_DIR/completions/
+    completions_{step:05d}.parquet) read with `hicra convert responses --preset trl`."""
+    import pandas as pd
+
+    from hicra.cli import main
+    from hicra.dynamics.convert import prompt_key
+    from hicra.dynamics.records import read_rollouts
+
+    out = tmp_path / "trl"
+    trainer, _ = make(GRPOTrainer, GRPOConfig, tiny_dir, out, 2, log_completions=True)
+    torch.manual_seed(0)
+    trainer.train()
+    files = sorted((out / "completions").glob("completions_*.parquet"))
+    assert [f.name for f in files] == ["completions_00001.parquet", "completions_00002.parquet"]
+    logged = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    run = tmp_path / "run"
+    assert main(["convert", "responses", str(out / "completions"), "--preset", "trl", "--score-field",
+                 "reward_len", "--out", str(run), "--quiet"]) == 0
+    rows = read_rollouts(run).to_pylist()
+    assert len(rows) == len(logged) == 2 * 8
+    assert [r["response"] for r in rows] == logged["completion"].tolist()
+    assert [r["reward"] for r in rows] == logged["reward_len"].tolist()
+    assert [r["correct"] for r in rows] == (logged["reward_len"] >= 1.0).tolist()
+    assert [r["prompt_id"] for r in rows] == [prompt_key(p) for p in logged["prompt"]]
+    # each prompt's 4 generations form one group
+    for step in (0, 1):
+        groups = {}
+        for r in rows:
+            if r["step"] == step:
+                groups.setdefault(r["prompt_id"], []).append(r["sample_idx"])
+        assert all(sorted(v) == list(range(len(v))) for v in groups.values())
+        assert sum(len(v) for v in groups.values()) == 8
 
 
 def _analyze(run, steps: int, responses: int):

@@ -50,6 +50,66 @@ def test_word_boundaries():
     assert tag("## Step 1: hmm, ok", lex) == [("## Step", "## step"), ("hmm,", "hmm,")]
 
 
+def test_latin_word_boundaries_next_to_other_scripts():
+    """A boundary is a Latin letter or digit on the outside, not any \\w character: CJK text next to a phrase does not
+    block it (language mixing in R1-style traces)."""
+    assert tag("所以wait，我们再检查一下。") == [("wait", "wait")]
+    assert tag("我们so再") == [("so", "so")]
+    assert tag("дwait") == [("wait", "wait")]  # Cyrillic
+    assert tag("x_wait") == [("wait", "wait")]  # the underscore is no letter
+    assert tag("3wait") == [] and tag("naïvewait") == [] and tag("waité") == [] and tag("also") == []
+
+
+def test_latin_word_boundaries_token_ids_path(bpe_tokenizer):
+    tagger = PlanningTagger(PAPER, bpe_tokenizer)
+    text = "所以wait，我们再检查一下。但是hmm"
+    ids = bpe_tokenizer(text, add_special_tokens=False)["input_ids"]
+    from_ids = tagger.token_masks([ids])[0]
+    assert from_ids.any()
+    assert tagger.token_mask(text).tolist() == from_ids.tolist() == tagger.token_mask(ids).tolist()
+    covered = bpe_tokenizer.decode([i for i, m in zip(ids, from_ids, strict=True) if m])
+    assert "wait" in covered
+
+
+def test_mask_covers_overlapping_occurrences():
+    """Both "we can use" and "use the fact that" are paper grams: the mask is their union; counting stays
+    leftmost-longest."""
+    text = "we can use the fact that x is even"
+    assert tag(text) == [("we can use", "we can use")]
+    assert PAPER_TAGGER.mask_spans(text).tolist() == [[0, len("we can use the fact that")]]
+    text = "so we need to find out how many"
+    assert [text[a:b] for a, b in PAPER_TAGGER.mask_spans(text).tolist()] == ["so", "need to find out how many"]
+    assert PAPER_TAGGER.mask_spans("").shape == (0, 2)
+
+
+def test_overlapping_occurrences_in_token_masks(bpe_tokenizer):
+    tagger = PlanningTagger(PAPER, bpe_tokenizer)
+    text = "we can use the fact that x is even"
+    ids = bpe_tokenizer(text, add_special_tokens=False)["input_ids"]
+    enc = bpe_tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    end = len("we can use the fact that")
+    expected = [s < end and e > 0 for s, e in enc["offset_mapping"]]
+    assert tagger.token_mask(text).tolist() == expected
+    assert tagger.token_masks([ids])[0].tolist() == expected
+
+
+def test_planning_fraction_accepts_text(bpe_tokenizer):
+    tagger = PlanningTagger(PAPER, bpe_tokenizer)
+    text = "wait, let me check"
+    mask = tagger.token_mask(text)
+    assert tagger.planning_fraction(text) == pytest.approx(mask.mean())
+    assert tagger.planning_fraction([text, "x = 1"]) == pytest.approx(
+        (mask.sum() + tagger.token_mask("x = 1").sum()) / (len(mask) + len(tagger.token_mask("x = 1"))))
+    ids = bpe_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tagger.planning_fraction([ids]) == tagger.planning_fraction(text)
+    with pytest.raises(TypeError, match="token-id sequences"):
+        tagger.token_masks(["wait, let me check"])
+    with pytest.raises(TypeError, match="integers"):
+        tagger.planning_fraction([[1.5, 2.0]])
+    with pytest.raises(ValueError, match="tokenizer"):
+        PlanningTagger(PAPER).planning_fraction("wait, let me check")
+
+
 def test_longest_match_and_overlaps():
     assert tag("so again we") == [("so again", "so again")]
     assert tag("but wait, no") == [("but wait", "but wait")]  # leftmost wins over "wait, no"
@@ -108,7 +168,7 @@ def reference_spans(text, lexicon):
         idx.append(i)
     norm = "".join(norm)
     variants = _sorted_variants(lexicon)
-    word = re.compile(r"\w")
+    word = re.compile("[0-9a-zA-Z\u00aa\u00b5\u00ba\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff]")  # Latin
     out, i = [], 0
     while i < len(norm):
         for v, phrase in variants:
@@ -130,7 +190,7 @@ def reference_spans(text, lexicon):
 
 FRAGMENTS = ["so", "also", "again", "let's", "lets", "let’s", "let", "verify", "but", "wait", "BUT", "Wait",
              ",", "no", "check", "if", "we", "can", "see", "that", "doesn't", "work", "it's", "its", "better",
-             "x", "7", "?", "!", "é"]
+             "x", "7", "?", "!", "é", "所以", "，", "д", "_"]
 SEPS = [" ", " ", " ", "", "  ", "\n", "\t"]
 
 
@@ -198,11 +258,24 @@ def sp_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 
 
+_SINGLE: dict[str, PlanningTagger] = {}
+
+
+def _all_occurrences(text):
+    """Independent definition of every occurrence, overlaps included: the occurrences of each phrase on its own
+    (one single-phrase tagger per lexicon phrase), pooled."""
+    out = []
+    for phrase in PAPER.phrases:
+        tagger = _SINGLE.setdefault(phrase.text, PlanningTagger(Lexicon([phrase.text], name="one")))
+        out += [(sp.start, sp.end) for sp in tagger.spans(text)]
+    return out
+
+
 def _expected_mask(text, tokenizer):
-    """Independent definition: token planning iff its offsets overlap a span (plain Python loops)."""
-    spans = PlanningTagger(PAPER).spans(text)
+    """Independent definition: token planning iff its offsets overlap any occurrence (plain Python loops)."""
+    spans = _all_occurrences(text)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    return [any(s < sp.end and e > sp.start for sp in spans) for s, e in enc["offset_mapping"]]
+    return [any(s < end and e > start for start, end in spans) for s, e in enc["offset_mapping"]]
 
 
 @pytest.mark.parametrize("which", ["bpe", "sp"])

@@ -28,7 +28,7 @@ _PUBLIC = {
     "fork_token_overlap": "hicra.planning.metrics",
     # dynamics
     "relative_perplexity": "hicra.dynamics.metrics",
-    "pass_at_k": "hicra.dynamics.metrics",
+    "pass_at_k": "hicra.stats",
     "HICRAConfig": "hicra.integrations.trl", "HICRATrainer": "hicra.integrations.trl", "HICRAPlumbing": "hicra.integrations.verl",
     "RolloutWriter": "hicra.dynamics.records", "analyze_run": "hicra.dynamics.analyze", "detect_phases": "hicra.dynamics.phases",
     "OnlineConsolidationDetector": "hicra.dynamics.online", "run_study": "hicra.study",

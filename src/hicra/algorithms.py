@@ -98,14 +98,20 @@ def _group_stats(r: torch.Tensor, g: torch.Tensor, k: int) -> dict[str, torch.Te
 
 
 def _group_relative(rewards: Any, group_ids: Any, advantage) -> torch.Tensor:
-    """`advantage(r, stats)` per rollout, with exact zeros for all-equal and singleton groups (no baseline)."""
+    """`advantage(r, stats)` per rollout, with exact zeros for all-equal and singleton groups (no baseline).
+
+    The group statistics and the advantage are computed in float64 and cast back to the rewards' dtype at the end:
+    in bf16 (8 bits of mantissa) or for large float32 rewards the group mean is off by up to an ulp, which is of
+    the order of the deviations themselves (bf16 rewards [1, 1, 1, 1.0078125] would otherwise give advantages that
+    do not sum to 0)."""
     r = _as_rewards(rewards)
     g, k = _group_index(group_ids, r.shape[0], r.device)
     if r.shape[0] == 0:
         return r.clone()
-    s = _group_stats(r, g, k)
-    adv = advantage(r, s)
-    return torch.where(s["flat"] | (s["n"] < 2), torch.zeros_like(adv), adv)
+    r64 = r.to(torch.float64)
+    s = _group_stats(r64, g, k)
+    adv = advantage(r64, s)
+    return torch.where(s["flat"] | (s["n"] < 2), torch.zeros_like(adv), adv).to(r.dtype)
 
 
 def grpo_advantages(rewards: Any, group_ids: Any, scale: str = "std", eps: float = 1e-6) -> torch.Tensor:
@@ -130,7 +136,8 @@ def grpo_advantages(rewards: Any, group_ids: Any, scale: str = "std", eps: float
         eps: added to the group std before dividing (scale="std" only).
 
     Returns:
-        [B] advantages, on rewards' device, in rewards' dtype (float32 if rewards were not floating).
+        [B] advantages, on rewards' device, in rewards' dtype (float32 if rewards were not floating); the group
+        statistics are computed in float64 whatever the rewards' dtype.
     """
     if scale not in ("std", "none"):
         raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")

@@ -21,7 +21,7 @@ VERB_MODULES: list[str] = [
     "hicra.dynamics.cli",  # analyze, convert
     "hicra.planning.cli",  # grams
     "hicra.integrations.cli",  # train
-    "hicra.evaluation_cli",  # eval
+    "hicra.evaluation.cli",  # eval
 ]
 
 

@@ -1,13 +1,25 @@
-"""Statistics for multi-seed comparisons: bootstrap intervals, permutation tests, curve summaries.
+"""Statistics: pass@k, and for multi-seed comparisons bootstrap intervals, permutation tests, curve summaries.
 
-Pure numpy, seeded, no hidden state. Used by `hicra study` and by anything that pools runs over seeds.
+Pure numpy, seeded, no hidden state. Used by `hicra eval`, the dynamics metrics, `hicra study` and anything that
+pools runs over seeds.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k for one problem: 1 - C(n-c, k) / C(n, k), with n samples of which c are correct
+    (Chen et al. 2021, arXiv 2107.03374). Exact binomials; ValueError unless 0 <= c <= n and 1 <= k <= n."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n (got n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
 def _as_1d(values: Sequence[float], name: str) -> np.ndarray:

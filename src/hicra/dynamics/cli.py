@@ -59,16 +59,37 @@ def register(subparsers) -> None:
         description="Convert foreign logs into a run directory that `hicra analyze` reads.")
     csub = c.add_subparsers(dest="kind", metavar="KIND", required=True)
     r = csub.add_parser(
-        "responses", help="JSONL of responses with correctness labels -> one step per model/checkpoint",
+        "responses", help="responses with correctness labels (JSONL/Parquet files or folders) -> one step per "
+        "model/checkpoint/training step",
         description="Flat rows {prompt, response, correct, model} or nested per-model objects (GSM8K "
-        "model_solutions.jsonl). Without --tokenizer, tokens are a regex word proxy (\\w+|[^\\w\\s]); log-probs and "
-        "entropies are left unknown.")
-    r.add_argument("file", metavar="FILE.jsonl")
+        "model_solutions.jsonl); --preset verl reads verl's rollout dump (trainer.rollout_data_dir: input, output, "
+        "score, step, acc), --preset trl TRL's completions log (OUTPUT_DIR/completions/*.parquet). Field names may "
+        "hold {step} (the row's step value). Rows without an id are grouped by prompt text. Without --tokenizer, "
+        "tokens are a regex word proxy (\\w+|[^\\w\\s]); log-probs and entropies are left unknown.",
+        epilog="Example (a chat transcript whose response follows a line 'assistant', correctness under "
+        "'<step>_correct'): hicra convert responses original/ --out run --response-field output "
+        "--response-after assistant --correct-field '{step}_correct' --prompt-field problem --step-field step")
+    r.add_argument("file", nargs="+", metavar="FILE_OR_DIR", help=".jsonl/.parquet files, or folders of them")
     r.add_argument("--out", required=True, metavar="RUN_DIR")
     r.add_argument("--lexicon", default="paper", help="preset name or lexicon JSON (default paper)")
     r.add_argument("--tokenizer", metavar="DIR", help="local HF tokenizer (default: regex word proxy)")
-    r.add_argument("--step-field", default="model", help="flat rows: field naming the model/checkpoint "
-                   "(default model)")
+    r.add_argument("--preset", choices=["verl", "trl"], help="field map of a trainer's log: verl (output, input, "
+                   "step, acc, score) or trl (completion, prompt, step, accuracy_reward >= 1)")
+    r.add_argument("--response-field", metavar="NAME", help="field holding the response (default: response, "
+                   "solution or completion)")
+    r.add_argument("--correct-field", metavar="NAME", help="field holding the correctness label (default: correct "
+                   "or is_correct)")
+    r.add_argument("--score-field", metavar="NAME", help="numeric score field: the reward column, and with "
+                   "--reward-threshold the correctness")
+    r.add_argument("--reward-threshold", type=float, metavar="T", help="correct iff score >= T (instead of a "
+                   "correctness field)")
+    r.add_argument("--prompt-field", metavar="NAME", help="field holding the prompt (default: prompt, question or "
+                   "problem); rows without an id are grouped by it")
+    r.add_argument("--id-field", metavar="NAME", help="field holding the prompt id (default: prompt_id or id)")
+    r.add_argument("--step-field", help="flat rows: field naming the model/checkpoint/step (default model, or the "
+                   "preset's)")
+    r.add_argument("--response-after", metavar="LINE", help="the response is what follows the first line reading "
+                   "exactly LINE in the response field (e.g. 'assistant' in a chat transcript)")
     r.add_argument("--models", help="comma-separated subset of models to keep")
     r.add_argument("--limit", type=int, help="read only the first N lines")
     r.add_argument("--analyze", action="store_true", help="run `hicra analyze` on the result")
@@ -145,7 +166,11 @@ def run_convert(args) -> int:
 
     models = [m for m in args.models.split(",") if m] if args.models else None
     result = convert_responses(args.file, args.out, lexicon=args.lexicon, tokenizer=args.tokenizer,
-                               step_field=args.step_field, models=models, limit=args.limit,
+                               preset=args.preset, response_field=args.response_field,
+                               correct_field=args.correct_field, score_field=args.score_field,
+                               reward_threshold=args.reward_threshold, prompt_field=args.prompt_field,
+                               id_field=args.id_field, step_field=args.step_field,
+                               response_after=args.response_after, models=models, limit=args.limit,
                                progress=not args.quiet)
     for step, name in result["steps"].items():
         print(f"step {step}: {name} ({result['rows'][name]} responses)")

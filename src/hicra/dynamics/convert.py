@@ -1,30 +1,46 @@
-"""Convert foreign logs into a run directory: a JSONL of responses with correctness labels -> one step per model
-or checkpoint.
+"""Convert foreign logs into a run directory: responses with correctness labels -> one step per model, checkpoint
+or training step.
 
-Two row shapes are read:
+Inputs: JSONL or Parquet files, or folders of them (read in natural name order: `2.jsonl` before `10.jsonl`). Two
+row shapes are read:
 
-* flat: ``{"prompt": ..., "response": ..., "correct": true, "model": "ckpt-100", ...}``: one response per line;
-  the step is the value of ``--step-field`` (default "model"; "step" or "checkpoint" work the same), steps
+* flat: ``{"prompt": ..., "response": ..., "correct": true, "model": "ckpt-100", ...}``: one response per row;
+  the step is the value of the step field (default "model"; "step" or "checkpoint" work the same), steps
   numbered in order of first appearance (or numerically when every value is an integer);
 * nested (GSM8K's ``model_solutions.jsonl``): ``{"question": ..., "6b_finetuning": {"is_correct": false,
   "solution": ...}, "175b_verification": {...}}``: every key whose value is an object holding a response field
   and a correctness field is a model, one step per model in order of first appearance.
 
-Field names: response from ``response``/``solution``/``completion``, correctness from ``correct``/``is_correct``,
-prompt from ``prompt``/``question``/``problem``; prompt ids from ``prompt_id``/``id``, else the line number.
+Field names (flat rows): given with `response_field`, `correct_field`, `prompt_field`, `id_field`, `step_field`, or
+a preset (`PRESETS`: verl's rollout dump, TRL's completions log); otherwise found among response/solution/completion,
+correct/is_correct, prompt/question/problem and prompt_id/id. A field name may hold ``{step}``, filled with the row's
+step value (``{step}_correct`` reads ``500_correct`` on a row whose step is 500). Correctness is the correct field
+(true/false, 0/1 or the strings "true"/"false"), or with `reward_threshold` a score: correct iff
+``score >= reward_threshold``. The reward column is the score when the row has a numeric score field, else 1/0.
+`response_after`: the response is what follows the first line that reads exactly this text in the response field
+(a chat transcript "system ... user ... assistant"). Chat-message lists (TRL's conversational prompts and
+completions) are joined into text: "role\ncontent" per message for prompts, the assistant contents for completions.
+
+Groups: rows with the same prompt id in a step are samples of one group. The prompt id is the id field when there
+is one, else the first 12 hex digits of the SHA-1 of the prompt text (so samples of one prompt group together, and
+the same prompt has the same id at every step), else the line number.
 
 Tokens: the files carry no token ids. With ``--tokenizer DIR`` (a local Hugging Face tokenizer) responses are
 tokenized with it; without, a **regex word proxy** is used: a token is a run of word characters or one
 punctuation character (``\\w+|[^\\w\\s]``, whitespace dropped), ids assigned in order of first appearance. Planning
 masks follow the project rule (a token is planning iff its character span overlaps a strategic-gram occurrence
-found by `PlanningTagger.char_spans`). Log-probabilities and entropies are unknown and left null, so the
-analyzer reports perplexity, token entropy and fork-token overlap as unavailable rather than inventing them.
+found by `PlanningTagger.mask_spans`, overlapping occurrences included). Log-probabilities and entropies are unknown
+and left null, so the analyzer reports perplexity, token entropy and fork-token overlap as unavailable rather than
+inventing them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +55,18 @@ RESPONSE_FIELDS = ("response", "solution", "completion")
 CORRECT_FIELDS = ("correct", "is_correct")
 PROMPT_FIELDS = ("prompt", "question", "problem")
 ID_FIELDS = ("prompt_id", "id")
+
+# preset -> field map. verl: `trainer.rollout_data_dir` / `validation_data_dir` files `{step}.jsonl` written by
+# `RayPPOTrainer._write_generations` (input, output, gts, score, step, and the reward function's extra keys, e.g.
+# `acc`). TRL: `OUTPUT_DIR/completions/completions_{step:05d}.parquet` written by `GRPOTrainer` with
+# `log_completions=True` (step, prompt, completion, one column per reward function, advantage); TRL logs no
+# correctness, so a reward column is thresholded (its built-in `accuracy_reward` gives 1.0 when correct).
+PRESETS: dict[str, dict] = {
+    "verl": {"response_field": "output", "prompt_field": "input", "step_field": "step", "correct_field": "acc",
+             "score_field": "score"},
+    "trl": {"response_field": "completion", "prompt_field": "prompt", "step_field": "step",
+            "score_field": "accuracy_reward", "reward_threshold": 1.0},
+}
 
 
 def _first(obj: dict, names) -> str | None:
@@ -61,27 +89,133 @@ class _Tokens:
         matches = list(WORD_PROXY.finditer(text))
         ids = [self.vocab.setdefault(m.group(), len(self.vocab)) for m in matches]
         offsets = np.asarray([m.span() for m in matches], dtype=np.int64).reshape(-1, 2)
-        spans = self.tagger.char_spans(text)
+        spans = self.tagger.mask_spans(text)
         return ids, overlap_mask(offsets[:, 0], offsets[:, 1], spans[:, 0], spans[:, 1])
 
 
 def _as_bool(value, path, line_no, field) -> bool:
     if isinstance(value, bool):
         return value
-    if value in (0, 1):
+    if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     raise InputError(f"correctness must be true/false, got {value!r}", path=str(path), row=line_no, field=field)
 
 
-def convert_responses(path: str | os.PathLike, out_dir: str | os.PathLike, *, lexicon="paper", tokenizer=None,
-                      step_field: str = "model", models: list[str] | None = None, limit: int | None = None,
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def input_files(paths) -> list[Path]:
+    """The files to read: each path as is, a folder as its .jsonl and .parquet files in natural name order."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted((f for f in p.iterdir() if f.is_file() and f.suffix in (".jsonl", ".parquet")
+                            and not f.name.startswith(".")), key=_natural_key)
+            if not found:
+                raise InputError("no .jsonl or .parquet files in this folder", path=str(p))
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError("no such file or folder", path=str(p))
+    return files
+
+
+def _read_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """(row number, row) of a JSONL or Parquet file (row numbers from 1, as lines)."""
+    if path.suffix != ".parquet":
+        yield from read_jsonl(path)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        reader = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"unreadable Parquet file ({exc})", path=str(path)) from None
+    n = 0
+    for batch in reader.iter_batches(batch_size=1024):
+        for row in batch.to_pylist():
+            n += 1
+            yield n, row
+
+
+def _message_text(value, role_prefix: bool):
+    """A chat-message list as text (None if `value` is not one): "role\ncontent" per message, or the contents."""
+    if not (isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value)):
+        return None
+    parts = []
+    for m in value:
+        content = m["content"]
+        if isinstance(content, list):  # content blocks: keep the text ones
+            content = "".join(b.get("text", "") for b in content if isinstance(b, dict))
+        parts.append(f"{m.get('role', '')}\n{content}" if role_prefix else str(content))
+    return "\n".join(parts)
+
+
+def _text_field(value, what: str, path, line_no, field) -> str:
+    if isinstance(value, str):
+        return value
+    text = _message_text(value, role_prefix=what == "prompt")
+    if text is None:
+        raise InputError(f"{what} must be a string or a list of chat messages", path=str(path), row=line_no,
+                         field=field)
+    return text
+
+
+def _response_after(text: str, marker: re.Pattern, line: str, path, line_no, field) -> str:
+    match = marker.search(text)
+    if match is None:
+        raise InputError(f"no line {line!r} to split the transcript on", path=str(path), row=line_no, field=field)
+    return text[match.end():]
+
+
+def _score(value, path, line_no, field) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"score must be a finite number, got {value!r} (a reward function that gave no verdict "
+                         "logs null/NaN: leave such rows out)", path=str(path), row=line_no, field=field)
+    return float(value)
+
+
+def prompt_key(prompt: str) -> str:
+    """The prompt id of a row without one: first 12 hex digits of the SHA-1 of the prompt text (UTF-8)."""
+    return hashlib.sha1(prompt.encode("utf-8")).hexdigest()[:12]
+
+
+def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tokenizer=None,
+                      preset: str | None = None, response_field: str | None = None, correct_field: str | None = None,
+                      score_field: str | None = None, reward_threshold: float | None = None,
+                      prompt_field: str | None = None, id_field: str | None = None, step_field: str | None = None,
+                      response_after: str | None = None, models: list[str] | None = None, limit: int | None = None,
                       progress: bool = False) -> dict:
-    """Convert a responses JSONL into a run directory; returns {"steps": {step: name}, "rows": {name: n}}."""
+    """Convert responses (files or folders, see the module doc) into a run directory.
+
+    Explicit field arguments override the preset's. Returns {"steps": {step: name}, "rows": {name: n}}; bad input
+    raises `InputError` naming the file, row and field.
+    """
     from tqdm import tqdm
 
-    path, out_dir = Path(path), Path(out_dir)
+    if preset and preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}", field="preset")
+    fields = dict(PRESETS[preset]) if preset else {}
+    given = {"response_field": response_field, "correct_field": correct_field, "score_field": score_field,
+             "reward_threshold": reward_threshold, "prompt_field": prompt_field, "id_field": id_field,
+             "step_field": step_field}
+    fields.update({k: v for k, v in given.items() if v is not None})
+    step_field = fields.get("step_field", "model")
+    threshold = fields.get("reward_threshold")
+    if threshold is not None and not fields.get("score_field"):
+        raise InputError("a reward threshold needs a score field (--score-field)", field="score-field")
+    marker = None
+    if response_after is not None:
+        marker = re.compile(r"(?:^|\n)" + re.escape(response_after) + r"[ \t]*(?:\r?\n|$)")
+    files = input_files(paths)
+    out_dir = Path(out_dir)
     if (out_dir / "rollouts").is_dir() and list_rollout_files(out_dir):
         # old step files would stay next to the new ones and be analysed as part of this run
         raise InputError("already holds a run's rollouts; convert into a new folder", path=str(out_dir),
@@ -92,47 +226,84 @@ def convert_responses(path: str | os.PathLike, out_dir: str | os.PathLike, *, le
     tokens = _Tokens(tagger)
     by_model: dict[str, list[dict]] = {}
     n_lines = 0
-    for line_no, obj in tqdm(read_jsonl(path), desc="convert", unit="line", disable=not progress):
+    rows_iter = ((path, line_no, obj) for path in files for line_no, obj in _read_rows(path))
+    for path, line_no, obj in tqdm(rows_iter, desc="convert", unit="row", disable=not progress):
         if limit is not None and n_lines >= limit:
             break
         n_lines += 1
-        pf = _first(obj, PROMPT_FIELDS)
-        idf = _first(obj, ID_FIELDS)
-        prompt = obj.get(pf) if pf else None
-        prompt_id = str(obj[idf]) if idf else str(line_no)
+        step_value = obj.get(step_field)
+
+        def field_name(key: str, path=path, line_no=line_no, step_value=step_value) -> str | None:
+            name = fields.get(key)
+            if name is None or "{step}" not in name:
+                return name
+            if step_value is None:
+                raise InputError(f"the field name {name!r} needs the step, and the row has none", path=str(path),
+                                 row=line_no, field=step_field)
+            return name.replace("{step}", str(step_value))
+
+        def named(key: str, auto, required: bool, path=path, line_no=line_no, obj=obj) -> str | None:
+            name = field_name(key)
+            if name is None:
+                return _first(obj, auto)
+            if required and name not in obj:
+                hint = " (or threshold a score: --reward-threshold)" if key == "correct_field" else ""
+                raise InputError("missing" + hint, path=str(path), row=line_no, field=name)
+            return name if name in obj else None
+
+        pf = named("prompt_field", PROMPT_FIELDS, required="prompt_field" in fields)
+        idf = named("id_field", ID_FIELDS, required="id_field" in fields)
+        prompt = _text_field(obj[pf], "prompt", path, line_no, pf) if pf and obj[pf] is not None else None
+        if idf is not None:
+            prompt_id = str(obj[idf])
+        elif prompt is not None:
+            prompt_id = prompt_key(prompt)
+        else:
+            prompt_id = str(line_no) if len(files) == 1 else f"{path.name}:{line_no}"
         entries = []
-        rf, cf = _first(obj, RESPONSE_FIELDS), _first(obj, CORRECT_FIELDS)
+        rf = named("response_field", RESPONSE_FIELDS, required="response_field" in fields)
         if rf is not None:  # flat row
-            if cf is None:
-                raise InputError("missing correctness label (correct / is_correct)", path=str(path),
-                                 row=line_no, field="correct")
-            name = str(obj.get(step_field, "responses"))
-            entries.append((name, obj, rf, cf))
+            if threshold is not None:
+                sf = named("score_field", (), required=True)
+                correct = _score(obj[sf], path, line_no, sf) >= threshold
+            else:
+                cf = named("correct_field", CORRECT_FIELDS, required="correct_field" in fields)
+                if cf is None:
+                    raise InputError("missing correctness label (correct / is_correct)", path=str(path),
+                                     row=line_no, field="correct")
+                correct = _as_bool(obj[cf], path, line_no, cf)
+            sf = named("score_field", (), required=False) if fields.get("score_field") else None
+            score = obj.get(sf) if sf else None
+            reward = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) \
+                and math.isfinite(score) else (1.0 if correct else 0.0)
+            name = str(step_value) if step_value is not None else "responses"
+            entries.append((name, obj, rf, correct, reward))
         else:  # nested: one object per model
             for key, value in obj.items():
                 if isinstance(value, dict):
                     vrf, vcf = _first(value, RESPONSE_FIELDS), _first(value, CORRECT_FIELDS)
                     if vrf is not None and vcf is not None:
-                        entries.append((key, value, vrf, vcf))
+                        ok = _as_bool(value[vcf], path, line_no, vcf)
+                        entries.append((key, value, vrf, ok, 1.0 if ok else 0.0))
             if not entries:
                 raise InputError("no response found (need a response/solution field, or per-model objects "
                                  "holding one and a correct/is_correct label)", path=str(path), row=line_no)
-        for name, entry, rf_, cf_ in entries:
+        for name, entry, rf_, correct, reward in entries:
             if models and name not in models:
                 continue
-            text = entry[rf_]
-            if not isinstance(text, str):
-                raise InputError("response must be a string", path=str(path), row=line_no, field=rf_)
+            text = _text_field(entry[rf_], "response", path, line_no, rf_)
+            if marker is not None:
+                text = _response_after(text, marker, response_after, path, line_no, rf_)
             ids, mask = tokens(text)
             group = by_model.setdefault(name, [])
             group.append({
-                "prompt_id": prompt_id, "sample_idx": 0, "prompt": prompt if isinstance(prompt, str) else None,
+                "prompt_id": prompt_id, "sample_idx": 0, "prompt": prompt,
                 "response": text, "token_ids": ids, "planning_mask": mask,
-                "correct": _as_bool(entry[cf_], path, line_no, cf_),
+                "correct": correct, "reward": reward,
                 "error_type": entry.get("error_type"),
             })
     if not by_model:
-        raise InputError("no responses to convert", path=str(path))
+        raise InputError("no responses to convert", path=str(files[0]) if len(files) == 1 else None)
     names = list(by_model)
     if all(re.fullmatch(r"-?\d+", n) for n in names):
         names.sort(key=int)
@@ -145,17 +316,18 @@ def convert_responses(path: str | os.PathLike, out_dir: str | os.PathLike, *, le
         for row in rows:
             row["sample_idx"] = seen.get(row["prompt_id"], 0)
             seen[row["prompt_id"]] = row["sample_idx"] + 1
-            row["reward"] = 1.0 if row["correct"] else 0.0
         writer.write_step(step, rows)
         steps[step] = name
     tok_desc = (getattr(tokenizer, "name_or_path", None) or "tokenizer") if tokenizer is not None else \
         "regex word proxy \\w+|[^\\w\\s]"
+    source = str(files[0]) if len(files) == 1 else [str(f) for f in files]
     write_run_info(out_dir, {
         "run_id": out_dir.resolve().name, "algorithm": "converted", "alpha": None, "seed": None,
-        "model": ", ".join(names), "task": path.name,
+        "model": ", ".join(names), "task": files[0].name if len(files) == 1 else files[0].parent.name,
         "lexicon": tagger.lexicon.name if not isinstance(lexicon, (str, os.PathLike)) else
         str(Path(lexicon).resolve()) if Path(lexicon).is_file() else str(lexicon),
-        "config": {"source": str(path), "steps": {str(k): v for k, v in steps.items()},
+        "config": {"source": source, "steps": {str(k): v for k, v in steps.items()}, "preset": preset,
+                   "fields": {k: v for k, v in fields.items()}, "response_after": response_after,
                    "tokens": tok_desc, "logprobs": "unavailable", "entropies": "unavailable"},
     })
     return {"steps": steps, "rows": {n: len(r) for n, r in by_model.items()}}

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hicra.errors import InputError
-from hicra.evaluation import pass_at_k  # the scalar estimator, re-exported here (DESIGN: hicra.pass_at_k)
+from hicra.stats import pass_at_k  # the scalar estimator, re-exported here (DESIGN: hicra.pass_at_k)
 
 __all__ = ["pass_at_k", "mean_pass_at_k", "relative_perplexity", "perplexity", "step_metrics", "compute_metrics",
            "write_metrics", "METRIC_COLUMNS", "DEFAULT_QUANTILES"]

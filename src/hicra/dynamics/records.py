@@ -6,6 +6,7 @@ Layout (DESIGN.md "Run directory")::
       run.json                             {"run_id", "algorithm", "alpha", "seed", "model", "task", "lexicon",
                                             "created", "config": {...}}
       rollouts/step_{step:06d}_part{part:03d}.parquet   one or more files per step, one row per sampled response
+                                           (a foreign `step_<N>.parquet` is read as part 0; other names: error)
 
 Every file is written to a temp name (``.NAME.XXXX.tmp``) in the same folder and renamed, so a reader never sees a
 half-written file under its final name. The reader lists the files once, when it starts, and ignores temp files:
@@ -84,7 +85,8 @@ ERROR_TYPES = ("execution", "planning", "format")
 
 ROLLOUTS_DIR = "rollouts"
 RUN_INFO = "run.json"
-_FILE_RE = re.compile(r"^step_(\d+)_part(\d+)\.parquet$")
+# step_{step:06d}_part{part:03d}.parquet; a foreign `step_<N>.parquet` (no part) is part 0
+_FILE_RE = re.compile(r"^step_(\d+)(?:_part(\d+))?\.parquet$")
 
 
 def rollout_path(run_dir: str | os.PathLike, step: int, part: int = 0) -> Path:
@@ -323,15 +325,21 @@ def _rows_to_table(rows: list[dict], step: int) -> pa.Table:
 # ---------------------------------------------------------------- reader
 
 def list_rollout_files(run_dir: str | os.PathLike) -> list[tuple[int, int, Path]]:
-    """Complete rollout files as (step, part, path), sorted; temp files and other names are ignored."""
+    """Complete rollout files as (step, part, path), sorted. `step_<N>.parquet` is read as part 0 of step N;
+    hidden entries (the writers' `.NAME.XXXX.tmp` temp files) are left out; any other entry is an `InputError`
+    naming it, never skipped silently."""
     folder = Path(run_dir) / ROLLOUTS_DIR
     if not folder.is_dir():
         raise InputError("no rollouts/ folder: not a run directory", path=str(run_dir))
     out = []
     for entry in os.scandir(folder):
+        if entry.name.startswith("."):
+            continue
         m = _FILE_RE.match(entry.name)
-        if m and entry.is_file():
-            out.append((int(m.group(1)), int(m.group(2)), Path(entry.path)))
+        if m is None or not entry.is_file():
+            raise InputError("not a rollout file: expected step_<N>_part<M>.parquet or step_<N>.parquet (move it out "
+                             "of rollouts/)", path=entry.path)
+        out.append((int(m.group(1)), int(m.group(2) or 0), Path(entry.path)))
     out.sort()
     return out
 

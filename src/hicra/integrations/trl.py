@@ -177,7 +177,9 @@ class HICRATrainer(GRPOTrainer):
         logps = entropies = None
         if want_stats:
             logps, entropies = self._token_stats(out)
-        sg_mask = self.tagger.padded_masks(ids, cmask)
+        sampled = self._sampled_mask(ids, cmask)  # with mask_truncated_completions, more than cmask
+        sg_sampled = self.tagger.padded_masks(ids, sampled)
+        sg_mask = sg_sampled & cmask
         mask = self._planning_mask(sg_mask, cmask, entropies)
         base = out["advantages"]
         out["advantages"] = hicra_advantages(base, mask, cfg.alpha)
@@ -185,7 +187,7 @@ class HICRATrainer(GRPOTrainer):
         self._log_hicra_metrics(mode, out["advantages"], mask, cmask, ids)
         if mode == "train" and self.rollout_logger is not None and self._last_reward_call is not None:
             self.rollout_logger.queue(int(self.state.global_step),
-                                      self._rollout_rows(out, sg_mask, logps, entropies))
+                                      self._rollout_rows(out, sg_sampled, logps, entropies))
         return out
 
     # -- masks ------------------------------------------------------------------------------------------------
@@ -206,7 +208,8 @@ class HICRATrainer(GRPOTrainer):
     def _token_stats(self, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Behaviour log-probs and entropies of the completion tokens under the current policy (no grad)."""
         input_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
-        attention = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        sampled = self._sampled_mask(out["completion_ids"], out["completion_mask"].bool())
+        attention = torch.cat([out["prompt_mask"], sampled.to(out["prompt_mask"].dtype)], dim=1)
         logps, entropies, _ = self._get_per_token_logps_and_entropies(
             self.model, input_ids, attention, out["completion_ids"].size(1),
             batch_size=self.args.per_device_train_batch_size, compute_entropy=True)
@@ -238,16 +241,33 @@ class HICRATrainer(GRPOTrainer):
             counts.update(c)
         m["hicra/semantic_entropy"].append(float(semantic_entropy(counts)) if counts else 0.0)
 
+    def _sampled_mask(self, ids: torch.Tensor, cmask: torch.Tensor) -> torch.Tensor:
+        """[B, T] the sampled tokens of each completion (up to and including its first EOS), whatever the loss mask.
+
+        TRL's `completion_mask` is that, except with `mask_truncated_completions=True`, where it is all zeros for a
+        truncated completion (no EOS): such a row's tokens are its ids up to the first padding id. The loss mask
+        only affects the loss; rollout rows keep every sampled token."""
+        keep = cmask.clone()
+        dropped = ~cmask.any(dim=1)
+        if bool(dropped.any()):
+            stop = set(self.eos_token_ids) | {getattr(self, "_tokenizer", self.processing_class).pad_token_id}
+            is_stop = torch.isin(ids, torch.tensor(sorted(t for t in stop if t is not None), device=ids.device))
+            positions = torch.arange(ids.size(1), device=ids.device).expand_as(ids)
+            first = torch.where(is_stop, positions, ids.size(1)).amin(dim=1, keepdim=True)
+            keep = torch.where(dropped.unsqueeze(1), positions < first, keep)
+        return keep
+
     def _rollout_rows(self, out, sg_mask, logps, entropies) -> list[dict]:
         call = self._last_reward_call
         cfg = self.args
-        ids, cmask = out["completion_ids"], out["completion_mask"].bool()
+        ids = out["completion_ids"]
+        cmask = self._sampled_mask(ids, out["completion_mask"].bool())
         n_local = ids.size(0)
         start = self.accelerator.process_index * n_local
         rewards_all = (call["rewards_per_func"] * self.reward_weights.to(call["rewards_per_func"].device)
                        .unsqueeze(0)).nansum(dim=1)
         rewards = rewards_all[start:start + n_local].tolist()
-        eos = self.processing_class.eos_token_id
+        eos = set(self.eos_token_ids)
         rows = []
         for i in range(n_local):
             n = int(cmask[i].sum())
@@ -263,7 +283,7 @@ class HICRATrainer(GRPOTrainer):
                 "entropies": entropies[i, :n].tolist() if entropies is not None else None,
                 "planning_mask": sg_mask[i, :n].tolist() if cfg.log_planning_mask else None,
                 "reward": reward, "correct": reward >= cfg.correct_threshold,
-                "truncated": not (tok and tok[-1] == eos), "error_type": None,
+                "truncated": not (tok and tok[-1] in eos), "error_type": None,
             }
             if self.annotate is not None:
                 row.update({k: v for k, v in self.annotate(call["inputs"][i], completion).items()

@@ -110,8 +110,8 @@ def _tag(args) -> int:
             continue
         totals["texts"] += 1
         totals["chars"] += len(text)
-        totals["planning_chars"] += sum(s.end - s.start for s in spans)
-        spans_arr = np.array([(s.start, s.end) for s in spans], dtype=np.int64).reshape(-1, 2)
+        spans_arr = tagger.mask_spans(text)  # the union of all occurrences, overlaps included (as token masks)
+        totals["planning_chars"] += int((spans_arr[:, 1] - spans_arr[:, 0]).sum())
         words = np.array([m.span() for m in WORD_PROXY.finditer(text)], dtype=np.int64).reshape(-1, 2)
         totals["words"] += len(words)
         totals["planning_words"] += int(overlap_mask(words[:, 0], words[:, 1], spans_arr[:, 0],
@@ -200,7 +200,7 @@ def _char_mask(tagger, text: str):
     import numpy as np
 
     mask = np.zeros(len(text), dtype=bool)
-    for start, end in tagger.char_spans(text).tolist():
+    for start, end in tagger.mask_spans(text).tolist():
         mask[start:end] = True
     return mask
 

@@ -5,14 +5,19 @@ Matching rules (docs/planning.md):
   * contraction apostrophes are optional, so "let's" matches the paper's "lets" and vice versa
     (an apostrophe may appear or not before an "s" that follows a letter, and between "n" and "t");
   * any run of whitespace in the text matches the single space of a phrase;
-  * word boundaries: a phrase that starts (ends) with a word character does not match right after (before)
-    another word character, so "so" never matches inside "also";
-  * leftmost-longest, non-overlapping: scanning left to right, the first position where some phrase matches
-    wins, and there the longest phrase wins ("so again" beats "so"); scanning resumes after it;
+  * word boundaries: a phrase that starts (ends) with a Latin letter or digit does not match right after (before)
+    another Latin letter or digit, so "so" never matches inside "also"; any other character is a boundary, so a
+    phrase next to CJK text matches ("所以wait，" holds "wait"; language mixing is common in R1-style traces);
+  * occurrences for counting (`char_spans`, `spans`, semantic entropy): leftmost-longest, non-overlapping:
+    scanning left to right, the first position where some phrase matches wins, and there the longest phrase wins
+    ("so again" beats "so"); scanning resumes after it;
+  * occurrences for masks (`mask_spans`, every token mask): all occurrences, overlapping ones included (the
+    longest match at every position), merged into their union: in "we can use the fact that" both "we can use"
+    and "use the fact that" are planning;
   * empty text gives no spans.
 
 Token masks: a token is planning iff its character span overlaps an occurrence (`start < span_end` and
-`end > span_start`). From text, the character spans are the tokenizer's offsets. From token ids, every vocabulary
+`end > span_start`), i.e. it is part of any occurrence. From text, the character spans are the tokenizer's offsets. From token ids, every vocabulary
 id is turned once into the bytes it decodes to (byte-level BPE, SentencePiece/Metaspace with byte fallback,
 WordPiece, or the tokenizer's own per-token string as a fallback); a batch is joined into one string with a
 NUL separator, one compiled regex runs over it, and character spans are mapped back to tokens with
@@ -61,8 +66,14 @@ def _units(key: str) -> list[str]:
     return units
 
 
+# Word characters for phrase boundaries: Latin letters (ASCII, Latin-1, Latin Extended A/B and Additional, after
+# case folding) and ASCII digits. CJK, Cyrillic, punctuation, spaces and NUL are boundaries.
+_LATIN_WORD = "0-9a-zA-Z\u00aa\u00b5\u00ba\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff"
+_LATIN_WORD_RE = re.compile(f"[{_LATIN_WORD}]")
+
+
 def _is_word_char(ch: str) -> bool:
-    return re.match(r"\w", ch) is not None
+    return _LATIN_WORD_RE.match(ch) is not None
 
 
 def build_pattern(keys: list[str]) -> re.Pattern:
@@ -70,22 +81,22 @@ def build_pattern(keys: list[str]) -> re.Pattern:
 
     Children of a trie node start with different characters, so at most one path can match and the engine's
     first success is the longest phrase starting at that position. The start boundary is checked after the
-    first character, `(?<!\\w.)`, so that every alternative begins with a literal and `re` can skip positions
-    whose character starts no phrase.
+    first character, `(?<![LATIN].)`, so that every alternative begins with a literal and `re` can skip positions
+    whose character starts no phrase (LATIN: the Latin letters and digits of `_LATIN_WORD`).
     """
     trie: dict = {}
     for key in keys:
         node = trie
         for unit in _units(key):
             node = node.setdefault(unit, {})
-        node[""] = r"(?!\w)" if _is_word_char(key[-1]) else ""  # end marker: end boundary
+        node[""] = f"(?![{_LATIN_WORD}])" if _is_word_char(key[-1]) else ""  # end marker: end boundary
 
     def emit(node: dict, root: bool = False) -> str:
         alts = []
         for unit in sorted(u for u in node if u):
             head = unit
             if root and _is_word_char(re.sub(r"\\", "", unit)[:1] or " "):
-                head = unit + r"(?<!\w.)"
+                head = unit + f"(?<![{_LATIN_WORD}].)"
             alts.append(head + emit(node[unit]))
         if "" in node:
             alts.append(node[""])  # ending here is tried last: longest match first
@@ -183,7 +194,13 @@ def overlap_mask(tok_start: np.ndarray, tok_end: np.ndarray, span_start: np.ndar
 def _as_id_array(seq: Any) -> np.ndarray:
     if hasattr(seq, "detach"):  # torch tensor
         seq = seq.detach().cpu().numpy()
-    return np.asarray(seq, dtype=np.int64).reshape(-1)
+    if isinstance(seq, (str, bytes)) or (isinstance(seq, (list, tuple)) and any(isinstance(x, str) for x in seq)):
+        raise TypeError("expected token-id sequences (lists of ints, numpy arrays or tensors), got text; pass text "
+                        "to token_mask(text), encode(text) or planning_fraction(texts)")
+    arr = np.asarray(seq)
+    if arr.size and not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.bool_)):
+        raise TypeError(f"expected token ids (integers), got an array of {arr.dtype}")
+    return arr.astype(np.int64).reshape(-1)
 
 
 class PlanningTagger:
@@ -214,6 +231,25 @@ class PlanningTagger:
             return np.zeros((0, 2), dtype=np.int64)
         pos = [m.span() for m in self.pattern.finditer(fold(text))]
         return np.asarray(pos, dtype=np.int64).reshape(-1, 2)
+
+    def mask_spans(self, text: str) -> np.ndarray:
+        """The union of ALL occurrences, overlapping ones included, as an int64 array [n, 2] of sorted, disjoint
+        (start, end) character ranges: what token masks are built from (a token is planning if it is part of any
+        occurrence). At every position the longest phrase that starts there is found; a shorter phrase starting
+        at the same position lies inside it."""
+        if not text:
+            return np.zeros((0, 2), dtype=np.int64)
+        folded, search = fold(text), self.pattern.search
+        merged: list[list[int]] = []
+        match = search(folded)
+        while match is not None:
+            start, end = match.span()
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+            match = search(folded, start + 1)
+        return np.asarray(merged, dtype=np.int64).reshape(-1, 2)
 
     def spans(self, text: str) -> list[Span]:
         """Every occurrence with the lexicon phrase it matches and that phrase's category."""
@@ -251,7 +287,7 @@ class PlanningTagger:
             s, e = offsets[i]
             if not text[s:e].isspace():
                 offsets[i, 1] = s
-        spans = self.char_spans(text)
+        spans = self.mask_spans(text)
         return list(enc["input_ids"]), overlap_mask(offsets[:, 0], offsets[:, 1], spans[:, 0], spans[:, 1])
 
     def _vocab_table(self):
@@ -347,11 +383,19 @@ class PlanningTagger:
             nonempty = byte_len > 0
             tok_start = np.where(nonempty, char_of_byte[np.minimum(byte_start, len(raw) - 1)], 0)
             tok_end = np.where(nonempty, char_of_byte[np.maximum(byte_end - 1, 0)] + 1, 0)
-        spans = self.char_spans(text)
+        spans = self.mask_spans(text)
         return overlap_mask(tok_start, tok_end, spans[:, 0], spans[:, 1])
 
     def planning_fraction(self, sequences) -> float:
-        """Share of planning tokens over all tokens of `sequences` (token ids)."""
-        masks = self.token_masks(sequences)
+        """Share of planning tokens over all tokens of `sequences`: token-id sequences (as `token_masks` takes),
+        or text (one string or a list of strings, tokenized with the tagger's tokenizer, no special tokens).
+
+        Raises TypeError for anything else (naming what is expected), ValueError for text without a tokenizer."""
+        if isinstance(sequences, str):
+            sequences = [sequences]
+        if isinstance(sequences, (list, tuple)) and sequences and all(isinstance(s, str) for s in sequences):
+            masks = [self.encode(text)[1] for text in sequences]
+        else:
+            masks = self.token_masks(sequences)
         total = sum(len(m) for m in masks)
         return float(sum(int(m.sum()) for m in masks) / total) if total else 0.0

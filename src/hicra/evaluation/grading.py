@@ -1,0 +1,414 @@
+"""Grading: a response's final answer against a gold answer (math-verify, plus the rules below); pass@1 / pass@k
+summaries; rollout rows of graded responses.
+
+Rules (docs/scale.md, "Grading rules"):
+
+1. **Final answer.** The content of the *last complete* ``\\boxed{...}`` (or ``\\fbox{...}``) of the response;
+   earlier boxes are drafts, and boxes are never merged into a set. A GSM8K-style final ``#### N`` counts as a box.
+2. **Unfinished responses are wrong.** A ``\\boxed{`` opened after the last complete box and never closed, or a
+   ``<think>`` block never closed, means there is no complete final answer. When a ``</think>`` is present, only the
+   text after the last one is the answer part.
+3. **No box at all.** math-verify's own extraction on the (answer part of the) text: the last LaTeX expression or
+   number.
+4. **Percent.** A percent sign (``\\%``, ``%``, ``\\text{\\%}``, with or without a space) is dropped from gold and
+   response alike: ``10\\%`` and ``10`` are the same answer (a bare ``%`` in a gold is not a LaTeX comment).
+5. **Numbers.** Numbers in scientific notation (``1e-07``, also a JSON number gold) become plain decimals first.
+   Two numeric values compare exactly when both are exact (50 significant digits, no rounding to decimals), and
+   relatively when a decimal is involved: a decimal against an exact value when they agree to six significant
+   digits (relative difference <= `rel_tol`, 5e-6), two decimals when they are the same number (relative
+   difference <= 1e-12). Tuples, sets and intervals of numbers compare element by element with the same rule.
+   Everything else (expressions with symbols, equations, matrices, text) is math-verify's verdict.
+6. **Threads.** math-verify is called with its signal-based timeouts off (``parsing_timeout=None``,
+   ``timeout_seconds=None``), so it runs in any thread; the grader's own timeout runs each verdict in a helper
+   thread and grades a response wrong when it does not finish in time (the helper thread is left to finish in
+   the background: Python cannot stop a thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from itertools import product
+from pathlib import Path
+
+from hicra.stats import pass_at_k
+
+# ----------------------------------------------------------------------------------------------------------------
+# Answer text
+
+
+_SCIENTIFIC = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+))[eE]([+-]?\d+)\s*$")
+_PERCENT = re.compile(r"(?:\s|~|\\[,;:! ])*(?:\\(?:text|textrm|mathrm|mbox)\s*\{\s*\\?%\s*\}|\\?%)")
+
+
+def _plain_decimal(number: Decimal) -> str:
+    """A decimal in positional notation (no exponent), without trailing zeros after the point."""
+    text = format(number, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def number_text(value: int | float) -> str:
+    """A JSON/Python number as answer text: integers as is, floats in positional notation from their shortest
+    repr (1e-07 -> "0.0000001", 2.0 -> "2"), never as Python's float repr with an exponent."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        return str(value)
+    return _plain_decimal(Decimal(repr(value)))
+
+
+def strip_dollars(text: str) -> str:
+    """`$...$` around a whole answer removed."""
+    text = text.strip()
+    if len(text) >= 2 and text.startswith("$") and text.endswith("$"):
+        text = text.strip("$").strip()
+    return text
+
+
+def answer_text(value) -> str:
+    """Any gold value (a JSON string or number) as answer text: numbers via `number_text`, strings stripped of
+    surrounding `$`; a whole answer in scientific notation ("1.5e-7") becomes a plain decimal."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return number_text(value)
+    text = strip_dollars(str(value))
+    match = _SCIENTIFIC.match(text)
+    if match:
+        try:
+            return _plain_decimal(Decimal(text.strip()))
+        except InvalidOperation:  # pragma: no cover - the regex only admits valid decimals
+            return text
+    return text
+
+
+def drop_percent(text: str) -> str:
+    """`text` without percent signs (and the spaces before them): "10\\%" -> "10", "10 %" -> "10"."""
+    return _PERCENT.sub("", text).strip()
+
+
+def clean_answer(text: str) -> str:
+    """The comparable form of an extracted answer: percent signs and trailing sentence punctuation ("104.")
+    dropped, scientific notation made positional."""
+    return answer_text(drop_percent(strip_dollars(text)).rstrip(" .,;:"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Final answer of a response
+
+
+_GSM8K_FINAL = re.compile(r"####\s*([^\n]+)\s*$")
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+# AoPS answer style \textbf{(073)}: the choice wrapper is not part of the value
+_CHOICE_WRAPPER = re.compile(r"\\textbf\{\s*\(?\s*([^{}()]*?)\s*\)?\s*\}")
+_BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+
+
+def normalize_response(text: str) -> str:
+    """Make GSM8K/AoPS-style text gradable: drop `<<a*b=c>>` calculator marks, unwrap `\\textbf{(N)}`, and turn a
+    final `#### N` into \\boxed{N}."""
+    text = _CHOICE_WRAPPER.sub(r"\1", _CALCULATOR.sub("", text))
+    match = _GSM8K_FINAL.search(text.rstrip())
+    if match:
+        text = text[:match.start()] + "\\boxed{" + match.group(1).strip().replace(",", "") + "}"
+    return text
+
+
+def _boxes(text: str) -> tuple[list[str], bool]:
+    """Contents of the complete boxes of `text` in order, and whether a box opened after the last complete one is
+    never closed."""
+    contents, pos, unclosed = [], 0, False
+    while True:
+        match = _BOX_OPEN.search(text, pos)
+        if match is None:
+            return contents, unclosed
+        depth, j = 1, match.end()
+        while j < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            j += 1
+        if depth:  # never closed: nothing after it can be a complete box that encloses it
+            return contents, True
+        contents.append(text[match.end():j - 1])
+        pos = j
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last complete \\boxed{...} (or \\fbox{...}) in `text`, braces matched; None if there is none
+    or a box opened after it is never closed."""
+    contents, unclosed = _boxes(text)
+    return None if unclosed or not contents else contents[-1]
+
+
+def final_answer(response: str) -> tuple[str, str | None]:
+    """(kind, text) of a response's final answer, after `normalize_response`:
+
+    ("boxed", content of the last complete box), ("unfinished", None) when a box or a `<think>` block is never
+    closed or the last box is empty, or ("text", the answer part) when there is no box (graded by math-verify's
+    own extraction)."""
+    text = normalize_response(response)
+    opened = text.rfind(_THINK_OPEN)
+    closed = text.rfind(_THINK_CLOSE)
+    if opened >= 0 and closed < opened:
+        return "unfinished", None
+    if closed >= 0:
+        text = text[closed + len(_THINK_CLOSE):]
+    contents, unclosed = _boxes(text)
+    if unclosed:
+        return "unfinished", None
+    if contents:
+        content = contents[-1].strip()
+        return ("boxed", content) if content else ("unfinished", None)
+    return ("text", text) if text.strip() else ("unfinished", None)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Numbers
+
+
+_EXACT_DIGITS = 50
+_EXACT_TOL = Decimal("1e-40")  # relative, at 50 digits: equal exact numbers differ by rounding noise only
+_DECIMALS_TOL = 1e-12  # two decimals: the same number up to float noise (1.5 \times 10^{-7} vs 0.00000015)
+
+
+def _is_number(x) -> bool:
+    from sympy import Expr
+
+    return isinstance(x, Expr) and not x.free_symbols and bool(x.is_number)
+
+
+def _scalars_equal(a, b, rel_tol: float) -> bool | None:
+    """Exact or relative equality of two numeric sympy expressions; None if either is not a finite number."""
+    from sympy import Float, N
+
+    try:
+        va, vb = N(a, _EXACT_DIGITS), N(b, _EXACT_DIGITS)
+        if not (va.is_finite and vb.is_finite):
+            return None
+        diff = abs(N(a - b, _EXACT_DIGITS))
+        scale = max(abs(va), abs(vb))
+        a_dec, b_dec = a.has(Float), b.has(Float)
+        tol = (_DECIMALS_TOL if a_dec and b_dec else rel_tol) if (a_dec or b_dec) else float(_EXACT_TOL)
+        return bool(diff <= tol * scale)
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+
+
+def numbers_equal(gold, pred, rel_tol: float = 5e-6) -> bool | None:
+    """The numeric rule (module doc, rule 5) for two parsed answers; None when it does not apply (not numbers, or
+    containers holding something else), so that math-verify decides."""
+    from sympy import FiniteSet, Interval, Tuple
+
+    if _is_number(gold) and _is_number(pred):
+        return _scalars_equal(gold, pred, rel_tol)
+    if isinstance(gold, Tuple) and isinstance(pred, Tuple):
+        if not all(_is_number(x) for x in (*gold.args, *pred.args)):
+            return None
+        if len(gold.args) != len(pred.args):
+            return False
+        verdicts = [_scalars_equal(g, p, rel_tol) for g, p in zip(gold.args, pred.args, strict=True)]
+        return None if None in verdicts else all(verdicts)
+    if isinstance(gold, FiniteSet) and isinstance(pred, FiniteSet):
+        if not all(_is_number(x) and x.is_real for x in (*gold.args, *pred.args)):
+            return None
+        if len(gold.args) != len(pred.args):
+            return False
+        key = lambda x: float(x.evalf())  # noqa: E731
+        verdicts = [_scalars_equal(g, p, rel_tol) for g, p in zip(sorted(gold.args, key=key),
+                                                                  sorted(pred.args, key=key), strict=True)]
+        return None if None in verdicts else all(verdicts)
+    if isinstance(gold, Interval) and isinstance(pred, Interval):
+        if (gold.left_open, gold.right_open) != (pred.left_open, pred.right_open):
+            return False
+        ends = []
+        for g, p in ((gold.start, pred.start), (gold.end, pred.end)):
+            if g.is_infinite or p.is_infinite:
+                ends.append(g == p)
+            elif _is_number(g) and _is_number(p):
+                ends.append(_scalars_equal(g, p, rel_tol))
+            else:
+                return None
+        return None if None in ends else all(ends)
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The grader
+
+
+class _NoTimeoutWarning(logging.Filter):
+    """math-verify warns once that its (signal-based) timeout is off; the grader has its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timeout is disabled")
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_NoTimeoutWarning())
+
+
+class Grader:
+    """Is a response's final answer the gold answer? (module doc: the rules).
+
+    Args:
+        timeout_seconds: wall-clock limit per verdict (seconds; None = no limit); a verdict that takes longer is
+            False. The limit is kept by a helper thread, not by signals, so the grader works in any thread.
+        rel_tol: relative tolerance between a decimal and an exact number (rule 5).
+
+    Calling it, `grader(response, answer) -> bool`, is thread-safe: the same verdict on any thread.
+    """
+
+    def __init__(self, timeout_seconds: float | None = 5, rel_tol: float = 5e-6):
+        self.timeout_seconds = timeout_seconds
+        self.rel_tol = rel_tol
+        self._gold_cache: dict[str, list] = {}
+
+    def gold(self, answer: str) -> list:
+        """The parsed gold answer (math-verify objects), cached per distinct string."""
+        if answer not in self._gold_cache:
+            from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+            text = clean_answer(answer)
+            parsed = parse("\\boxed{" + text + "}", extraction_config=[LatexExtractionConfig(),
+                                                                      ExprExtractionConfig()],
+                           parsing_timeout=None)
+            if not parsed:  # not LaTeX-parseable: compare as a plain string
+                parsed = parse(text, parsing_timeout=None) or [text]
+            self._gold_cache[answer] = parsed
+        return self._gold_cache[answer]
+
+    def prediction(self, response: str) -> list:
+        """The parsed final answer of `response` (empty when there is none: unfinished or unparseable)."""
+        from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+        kind, text = final_answer(response)
+        if kind == "unfinished":
+            return []
+        if kind == "boxed":
+            return parse("\\boxed{" + clean_answer(text) + "}",
+                         extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=None)
+        return parse(drop_percent(text), parsing_timeout=None)
+
+    def _equal(self, gold, pred) -> bool:
+        from math_verify import verify
+
+        verdict = numbers_equal(gold, pred, self.rel_tol)
+        if verdict is not None:
+            return verdict
+        return bool(verify([gold], [pred], timeout_seconds=None))
+
+    def verdict(self, response: str, answer: str | None) -> bool:
+        """The verdict without the timeout (runs in the calling thread)."""
+        if answer is None or not response:
+            return False
+        pred = self.prediction(response)
+        if not pred:
+            return False
+        return any(self._equal(g, p) for g, p in product(self.gold(answer), pred))
+
+    def __call__(self, response: str, answer: str | None) -> bool:
+        if self.timeout_seconds is None:
+            return self.verdict(response, answer)
+        result: list[bool] = []
+
+        def work() -> None:
+            try:
+                result.append(self.verdict(response, answer))
+            except Exception:  # math-verify's own policy: an error while grading means "not verified"
+                result.append(False)
+
+        worker = threading.Thread(target=work, name="hicra-grader", daemon=True)
+        worker.start()
+        worker.join(self.timeout_seconds)
+        return bool(result and result[0])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Results
+
+
+def summarize(items: Sequence[dict], k: int) -> dict:
+    """pass@1 (mean correct share over samples) and pass@k averaged over items; k is capped at each item's n."""
+    if not items:
+        return {"n_items": 0, "n_responses": 0, "k": k, "pass@1": None, "pass@k": None}
+    p1 = [sum(it["correct"]) / len(it["correct"]) for it in items]
+    pk = [pass_at_k(len(it["correct"]), sum(it["correct"]), min(k, len(it["correct"]))) for it in items]
+    return {"n_items": len(items), "n_responses": sum(len(it["correct"]) for it in items), "k": k,
+            "pass@1": sum(p1) / len(p1), "pass@k": sum(pk) / len(pk)}
+
+
+def grade_items(items: Sequence[dict], k: int = 1, grader: Grader | None = None,
+                progress: bool = True) -> dict:
+    """Grade `items` (each with id, answer, responses, optional benchmark) -> results dict (see module doc)."""
+    from tqdm import tqdm
+
+    grader = grader or Grader()
+    graded = []
+    total = sum(len(it["responses"]) for it in items)
+    with tqdm(total=total, desc="grading", unit="resp", disable=not progress) as bar:
+        for it in items:
+            correct = []
+            for response in it["responses"]:
+                correct.append(grader(response, it["answer"]))
+                bar.update(1)
+            graded.append({"id": it["id"], "benchmark": it.get("benchmark", "responses"),
+                           "answer": it["answer"], "correct": correct})
+    by_bench: dict[str, list] = {}
+    for it in graded:
+        by_bench.setdefault(it["benchmark"], []).append(it)
+    overall = summarize(graded, k)
+    return {"k": k, "pass@1": overall["pass@1"], "pass@k": overall["pass@k"],
+            "n_items": overall["n_items"], "n_responses": overall["n_responses"],
+            "benchmarks": {name: summarize(its, k) for name, its in by_bench.items()},
+            "items": graded}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rollout rows (run-directory schema), so `hicra analyze` works on evaluation samples too
+
+
+def rollout_rows(items: Sequence[dict], results: dict, step: int = 0) -> list[dict]:
+    """One run-directory rollout row per response.
+
+    Without generation (graded files) the token ids are unknown: `token_ids` is empty and `logprobs`/`entropies`
+    are null (the schema's "unknown"). Per-token lists whose length differs from `token_ids` are also nulled."""
+    rows = []
+    for it, graded in zip(items, results["items"], strict=True):
+        n = len(it["responses"])
+        for j, response in enumerate(it["responses"]):
+            ok = bool(graded["correct"][j])
+            tokens = list(it["token_ids"][j]) if "token_ids" in it else []
+            per_token = {}
+            for key in ("logprobs", "entropies"):
+                values = it[key][j] if key in it else None
+                per_token[key] = list(values) if values is not None and len(values) == len(tokens) \
+                    and tokens else None
+            rows.append({
+                "step": step, "prompt_id": f"{graded['benchmark']}/{it['id']}", "sample_idx": j,
+                "prompt": it.get("prompt", it.get("problem", "")), "response": response,
+                "token_ids": tokens, **per_token,
+                "reward": 1.0 if ok else 0.0, "correct": ok,
+                "truncated": bool(it.get("truncated", [False] * n)[j]), "error_type": None,
+            })
+    return rows
+
+
+def write_results(out_dir: str | Path, items: Sequence[dict], results: dict, run_info: dict) -> dict:
+    """Write `results.json`, `run.json` and the rollout rows (a run directory for `hicra analyze`).
+
+    Returns a dict of written paths."""
+    from hicra.dynamics.records import RolloutWriter, write_run_info
+    from hicra.fileio import write_json
+
+    out_dir = Path(out_dir)
+    # the rollout rows first: they are validated, and a bad one must not leave a results.json behind
+    rollouts = RolloutWriter(out_dir).write_step(0, rollout_rows(items, results))
+    write_run_info(out_dir, run_info)
+    write_json(out_dir / "results.json", results)
+    return {"results": out_dir / "results.json", "rollouts": rollouts}

@@ -1,0 +1,129 @@
+"""`hicra convert responses` on other trainers' logs (issue 13): field maps, {step} templates, transcript markers,
+score thresholds, grouping by prompt text, verl's rollout dump, and the real run in ../shared/data/realruns read
+from its original files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from hicra.cli import main
+from hicra.dynamics.convert import prompt_key
+from hicra.dynamics.records import read_rollouts
+
+REALRUN = "realruns/qwen2.5-1.5b-grpo-openr1math"
+
+
+def _rows(run):
+    info = json.loads((run / "run.json").read_text())
+    names = info["config"]["steps"]
+    return [{**r, "name": names[str(r["step"])]} for r in read_rollouts(run).to_pylist()], info
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_real_run_from_its_original_files(shared_data, tmp_path):
+    """19 checkpoint files: correctness under '<step>_correct', the response after the 'assistant' line of a chat
+    transcript, no prompt id. The result equals the flattened responses.jsonl shipped beside them."""
+    out = tmp_path / "run"
+    assert main(["convert", "responses", str(shared_data / REALRUN / "original"), "--out", str(out),
+                 "--response-field", "output", "--response-after", "assistant", "--correct-field", "{step}_correct",
+                 "--prompt-field", "problem", "--step-field", "step", "--quiet"]) == 0
+    rows, info = _rows(out)
+    flat = {(d["step"], d["prompt_id"]): d
+            for d in map(json.loads, (shared_data / REALRUN / "responses.jsonl").read_text().splitlines())}
+    assert len(rows) == len(flat) == 1900
+    assert list(info["config"]["steps"].values()) == [str(s) for s in range(50, 1000, 50)]
+    for r in rows:
+        want = flat[(int(r["name"]), r["prompt_id"])]  # prompt ids: sha1 of the problem text, as in the flat file
+        assert r["response"] == want["response"] and r["correct"] == want["correct"]
+        assert r["prompt"] == want["problem"] and r["sample_idx"] == 0
+    assert sum(r["correct"] for r in rows) == sum(d["correct"] for d in flat.values())
+
+
+def test_step_template_marker_threshold_and_grouping(tmp_path):
+    rows = []
+    for step in (10, 20):
+        for q in ("q1", "q2"):
+            for k in range(2):
+                rows.append({"step": step, "question": q, f"{step}_score": float(k), "log":
+                             f"system\nbe brief\nuser\n{q}\nassistant\nanswer {k} for {q}; wait, check"})
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "run"
+    assert main(["convert", "responses", str(src), "--out", str(out), "--response-field", "log",
+                 "--response-after", "assistant", "--score-field", "{step}_score", "--reward-threshold", "0.5",
+                 "--prompt-field", "question", "--step-field", "step", "--quiet"]) == 0
+    got, info = _rows(out)
+    assert info["config"]["steps"] == {"0": "10", "1": "20"}
+    assert [r["response"] for r in got[:2]] == ["answer 0 for q1; wait, check", "answer 1 for q1; wait, check"]
+    assert [r["correct"] for r in got] == [False, True] * 4
+    assert [r["reward"] for r in got] == [0.0, 1.0] * 4
+    # grouped by prompt text: two samples per prompt, the same id at both steps
+    assert [(r["prompt_id"], r["sample_idx"]) for r in got[:4]] == [
+        (prompt_key("q1"), 0), (prompt_key("q1"), 1), (prompt_key("q2"), 0), (prompt_key("q2"), 1)]
+    assert prompt_key("q1") == hashlib.sha1(b"q1").hexdigest()[:12]
+    assert {r["prompt_id"] for r in got if r["name"] == "20"} == {prompt_key("q1"), prompt_key("q2")}
+
+
+@pytest.mark.parametrize("row, extra, message", [
+    ({"step": 1, "out": "x", "correct": True}, ["--response-after", "assistant"],
+     "field 'out': no line 'assistant' to split the transcript on"),
+    ({"step": 1, "out": "x", "score": None}, ["--score-field", "score", "--reward-threshold", "1"],
+     "field 'score': score must be a finite number, got None"),
+    ({"step": 1, "out": "x"}, ["--correct-field", "{step}_ok"], "field '1_ok': missing"),
+    ({"out": "x", "ok": True}, ["--correct-field", "{step}_ok"], "field 'step': the field name '{step}_ok' needs"),
+    ({"step": 1, "out": 3, "correct": True}, [], "field 'out': response must be a string or a list of chat"),
+])
+def test_bad_rows_name_file_row_and_field(tmp_path, capsys, row, extra, message):
+    src = _write_jsonl(tmp_path / "in.jsonl", [row])
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "o"), "--response-field", "out",
+                 "--step-field", "step", "--quiet", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hicra convert: error: {src}:1, ") and message in err, err
+
+
+def test_missing_input_is_named(tmp_path, capsys):
+    assert main(["convert", "responses", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["convert", "responses", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "no .jsonl or .parquet files" in capsys.readouterr().err
+
+
+def test_verl_rollout_dump_preset(tmp_path):
+    """Files written by verl's own dump writer (RayPPOTrainer._write_generations: `{step}.jsonl` in
+    trainer.rollout_data_dir) with the reward function's extra `acc`."""
+    pytest.importorskip("verl")
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+
+    dump = tmp_path / "rollout_data"
+    prompts = ["system\nYou are a helpful assistant.\nuser\nWhat is 2+3?\nassistant\n",
+               "system\nYou are a helpful assistant.\nuser\nWhat is 4*5?\nassistant\n"]
+    for step in (1, 2, 10):
+        inputs = [p for p in prompts for _ in range(3)]  # 3 rollouts per prompt, as verl repeats them
+        outputs = [f"Let me check: step {step}, sample {i}. \\boxed{{{i}}}" for i in range(6)]
+        acc = [i % 3 == 0 for i in range(6)]
+        scores = [1.0 if a else -1.0 for a in acc]
+        RayPPOTrainer._write_generations(inputs, outputs, [None] * 6, scores,
+                                         {"acc": acc, "pred": [str(i) for i in range(6)]}, str(dump), step)
+    assert sorted(p.name for p in dump.iterdir()) == ["1.jsonl", "10.jsonl", "2.jsonl"]
+    out = tmp_path / "run"
+    assert main(["convert", "responses", str(dump), "--preset", "verl", "--out", str(out), "--quiet"]) == 0
+    rows, info = _rows(out)
+    assert info["config"]["steps"] == {"0": "1", "1": "2", "2": "10"}
+    assert len(rows) == 18
+    assert [r["correct"] for r in rows[:6]] == [True, False, False, True, False, False]
+    assert [r["reward"] for r in rows[:6]] == [1.0, -1.0, -1.0, 1.0, -1.0, -1.0]
+    assert [r["sample_idx"] for r in rows[:6]] == [0, 1, 2, 0, 1, 2]
+    assert [r["prompt_id"] for r in rows[:6]] == [prompt_key(prompts[0])] * 3 + [prompt_key(prompts[1])] * 3
+    assert rows[0]["response"] == "Let me check: step 1, sample 0. \\boxed{0}"
+    # without `acc` (a reward function with no extras): threshold the score instead
+    out2 = tmp_path / "run2"
+    assert main(["convert", "responses", str(dump), "--preset", "verl", "--reward-threshold", "0", "--out",
+                 str(out2), "--quiet"]) == 0
+    assert [r["correct"] for r in _rows(out2)[0]] == [r["correct"] for r in rows]

@@ -1,0 +1,124 @@
+"""The grading rules of hicra.evaluation.grading (issue 13): each kind of fault with several instances."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from hicra import evaluation as ev
+from hicra.cli import main
+
+PERCENT = [  # (gold, response, correct)
+    ("10", r"The price decreases by \boxed{10\%}.", True),
+    ("10", r"\boxed{10 \%}", True),
+    ("10", r"\boxed{10%}", True),
+    ("10", r"\boxed{10\ \%}", True),
+    ("10", r"\boxed{10\text{\%}}", True),
+    ("10\\%", r"\boxed{10}", True),
+    ("10%", r"\boxed{10}", True),  # a bare % in a gold is not a LaTeX comment
+    ("12.5%", r"\boxed{12.5\%}", True),
+    ("10", r"\boxed{11\%}", False),
+    ("10%", r"\boxed{20}", False),
+]
+
+UNFINISHED = [
+    ("5", r"First pass: \boxed{5}. Hmm, that is wrong. Redoing it, the answer is \boxed{", False),
+    ("5", r"First pass: \boxed{5}. Redoing it: \boxed{\frac{10}{", False),
+    ("5", r"<think>First pass: \boxed{5}. Hmm, let me", False),
+    ("5", r"<think>so \boxed{5}</think><think>again", False),
+    ("5", r"<think>I think \boxed{4}</think> The answer is \boxed{5}.", True),
+    ("5", r"<think>\boxed{5}</think>", False),  # nothing after the reasoning block
+    ("5", r"\boxed{}", False),
+    ("5", r"The answer is \boxed{5}", True),
+]
+
+WHICH_BOX = [
+    ("7", r"So the total is \boxed{3}. No wait, I dropped a term; the total is \boxed{7}.", True),
+    ("3", r"So the total is \boxed{3}. No wait, I dropped a term; the total is \boxed{7}.", False),
+    ("\\{3, 7\\}", r"\boxed{3} and then \boxed{7}", False),  # boxes are not merged into a set
+    ("3, 7", r"\boxed{3, 7}", True),
+    ("2", r"\fbox{1} hmm, \fbox{2}", True),
+]
+
+SMALL_NUMBERS = [
+    (r"\frac{1}{2^{99}}", r"\boxed{\frac{1}{2^{98}}}", False),
+    (r"\frac{1}{2^{99}}", r"\boxed{2^{-99}}", True),
+    (r"10^{-9}", r"\boxed{10^{-10}}", False),
+    (r"10^{-9}", r"\boxed{0}", False),
+    (r"0.0000001", r"\boxed{0.0000002}", False),
+    (r"1.5 \times 10^{-7}", r"\boxed{0.00000015}", True),
+    (r"1.5 \times 10^{-7}", r"\boxed{1.6 \times 10^{-7}}", False),
+    (r"(2^{-60}, 1)", r"\boxed{(2^{-61}, 1)}", False),
+    (r"\frac{1}{3}", r"\boxed{0.333333}", True),  # a decimal agreeing with the exact value to 6 digits
+    (r"\frac{1}{6}", r"\boxed{0.166667}", True),
+    (r"\frac{1}{3}", r"\boxed{0.33}", False),
+    (r"1.0000001", r"\boxed{1.0000002}", False),  # two different decimals
+    (r"123457", r"\boxed{123458}", False),
+    (r"\sqrt{2}/2", r"\boxed{\frac{1}{\sqrt{2}}}", True),
+]
+
+
+@pytest.mark.parametrize("gold, response, correct", PERCENT + UNFINISHED + WHICH_BOX + SMALL_NUMBERS)
+def test_grading_rules(gold, response, correct):
+    assert ev.Grader()(response, gold) is correct
+
+
+@pytest.mark.parametrize("value, text", [(1e-07, "0.0000001"), (2.0, "2"), (0.1, "0.1"), (1.5e-10, "0.00000000015"),
+                                         (1e20, "100000000000000000000"), (7, "7"), (-3.25, "-3.25")])
+def test_numbers_become_text_without_float_repr(value, text):
+    assert ev.number_text(value) == text
+    assert ev.answer_text(value) == text
+
+
+@pytest.mark.parametrize("gold, response", [(1e-07, r"\boxed{10^{-7}}"), ("1e-07", r"\boxed{10^{-7}}"),
+                                            (2.5e-05, r"\boxed{2.5 \times 10^{-5}}"), (0.5, r"\boxed{\frac{1}{2}}"),
+                                            (100, r"\boxed{1e2}")])
+def test_numeric_golds(gold, response):
+    assert ev.Grader()(response, ev.answer_text(gold))
+
+
+def test_numeric_gold_in_responses_file(tmp_path):
+    """A JSON number gold (1e-07) is the text 0.0000001, not 1e-07 read as e - 7."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "answer": 1e-07, "responses": [r"\boxed{10^{-7}}", r"\boxed{e - 7}"]})
+                   + "\n")
+    assert main(["eval", "--responses", str(src), "--out", str(tmp_path / "out")]) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["items"][0]["answer"] == "0.0000001"
+    assert res["items"][0]["correct"] == [True, False]
+
+
+THREAD_CASES = PERCENT + UNFINISHED + WHICH_BOX + SMALL_NUMBERS + [
+    ("x^2+1", r"\boxed{1 + x^{2}}", True), ("\\text{(C)}", r"\boxed{C}", True), ("[1, 2)", r"\boxed{[1,2)}", True)]
+
+
+def test_verdict_in_thread_pool_equals_main_thread():
+    grader = ev.Grader()
+    main_thread = [grader(r, g) for g, r, _ in THREAD_CASES]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        in_pool = list(pool.map(lambda case: ev.Grader()(case[1], case[0]), THREAD_CASES))
+    assert in_pool == main_thread
+    assert main_thread == [c for _, _, c in THREAD_CASES]
+
+
+def test_grader_uses_no_signals(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the grader must not use signals")
+
+    monkeypatch.setattr(signal, "alarm", refuse)
+    monkeypatch.setattr(signal, "signal", refuse)
+    assert ev.Grader()(r"\boxed{\frac{1}{2}}", "0.5")
+    assert not ev.Grader()(r"\boxed{3}", "2")
+
+
+def test_timeout_grades_wrong_without_waiting(monkeypatch):
+    grader = ev.Grader(timeout_seconds=0.2)
+    monkeypatch.setattr(grader, "verdict", lambda response, answer: time.sleep(3) or True)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(grader, r"\boxed{1}", "1").result() is False
+    assert time.perf_counter() - start < 2
