@@ -2,7 +2,8 @@
 
 - `split`: split b into tens and ones: a*T, a*o (written as `+a` when o = 1), add;
 - `round-up`: go up to the next ten U above b: a*U, a*(U - b) (written as `-a` when U - b = 1), subtract;
-- `split-first` (a >= 101 only): split a into 100 and the rest r: 100*b, r*b, add.
+- `split-first` (a >= 11, not a multiple of 10): split a into its round part h (its tens, or 100 when a > 100) and
+  the rest r: h*b, r*b, add.
 
 Prompt:   multiply 23 by 39
 Response: it is close to a round number, so round up
@@ -60,13 +61,20 @@ class Product(Family):
                 yield self.make(a, b)
 
     def applicable(self, problem: Problem) -> tuple[str, ...]:
-        return self.strategies if problem.data["a"] > 100 else ("split", "round-up")
+        hi, lo = self.first_parts(problem.data["a"])
+        return self.strategies if hi and lo else ("split", "round-up")
+
+    @staticmethod
+    def first_parts(a: int) -> tuple[int, int]:
+        """a = h + r with h its round part (100 when a > 100, else its tens) and r the rest; h = 0 when a < 10."""
+        hi = 100 if a > 100 else a - a % 10
+        return hi, a - hi
 
     def known(self, problem: Problem) -> set[int]:
         a, b = problem.data["a"], problem.data["b"]
         tens, ones = b - b % 10, b % 10
         up = tens + 10
-        return {a, b, tens, ones, up, up - b, 100, a - 100}
+        return {a, b, tens, ones, up, up - b, *self.first_parts(a)}
 
     def plan(self, problem: Problem, strategy: str, misapply: bool = False) -> list:
         a, b = problem.data["a"], problem.data["b"]
@@ -86,10 +94,11 @@ class Product(Family):
                 return plan + [Calc(Ref(0), op, a)]
             return plan + [Calc(a, "*", up - b), Calc(Ref(0), op, Ref(1))]
         if strategy == "split-first":
-            plan = [Say("split-first"), Calc(100, "*", b)]
+            hi, lo = self.first_parts(a)
+            plan = [Say("split-first"), Calc(hi, "*", b)]
             if misapply:
                 return plan  # the rest dropped
-            return plan + [Calc(a - 100, "*", b), Calc(Ref(0), "+", Ref(1))]
+            return plan + [Calc(lo, "*", b), Calc(Ref(0), "+", Ref(1))]
         raise ValueError(f"unknown product strategy {strategy!r}")
 
     def parse_strategy(self, problem: Problem, lines: list) -> str | None:
@@ -97,7 +106,7 @@ class Product(Family):
             return None
         a, b = problem.data["a"], problem.data["b"]
         x, _, y, _ = lines[0]
-        if x == 100 and y == b and a > 100:
+        if y == b and (x, a - x) == self.first_parts(a) and x != a:
             return "split-first"
         if x == a and y % 10 == 0:
             return "split" if y < b else "round-up"
