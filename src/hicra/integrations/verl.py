@@ -362,10 +362,10 @@ class HICRALoss:
         m = self.mask(data, model_output)
         new = hicra_advantages(m["advantages"], m["mask"], self.alpha) * m["response_mask"]
         old = data["advantages"]
-        if old.is_nested:
-            lengths = old.offsets().diff()
-            keep = torch.arange(new.size(1), device=new.device)[None, :] < lengths[:, None].to(new.device)
-            new = torch.nested.nested_tensor_from_jagged(new[keep].to(old.dtype), offsets=old.offsets())
+        if old.is_nested:  # as verl's response_to_nested: one row per response, its own length
+            lengths = old.offsets().diff().tolist()
+            new = torch.nested.as_nested_tensor([new[i, :n].to(old.dtype) for i, n in enumerate(lengths)],
+                                                layout=torch.jagged)
         else:
             new = _padded(new, old.size(1)).to(old.dtype)
         out = data.copy()
