@@ -444,9 +444,22 @@ def test_v1_worker_class_and_task_runners(lab_tokenizer, tmp_path):
     cfg.algorithm.adv_estimator = "hicra"
     runner = legacy()
     assert runner.add_actor_rollout_worker(cfg)[0] is ActorRolloutRefWorker
+    from hicra.integrations.verl_main import config_problem
+
+    cfg.trainer = {"use_v1": True}
+    assert "use_v1=False" in config_problem(cfg)  # the legacy estimator on the v1 trainer
+    cfg.algorithm.adv_estimator = "grpo"
+    assert config_problem(cfg) is None
+    cfg.trainer.use_v1 = False
+    assert "calculate_entropy" in config_problem(cfg)  # gated on the legacy trainer: no old entropies in the batch
+    cfg.actor_rollout_ref.actor.calculate_entropy = True
+    assert config_problem(cfg) is None
+    cfg.hicra.run_dir = str(tmp_path)
+    assert "run_dir" in config_problem(cfg)
     cfg.hicra.typo = 1
     with pytest.raises(ValueError, match="typo"):
         hicra_options(cfg)
+    assert "typo" in config_problem(cfg)
 
 
 def test_v1_worker_init_model_wraps_verls_loss(lab_tokenizer, tmp_path, monkeypatch):

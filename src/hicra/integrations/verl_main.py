@@ -38,6 +38,32 @@ def hicra_options(config) -> dict:
     return out
 
 
+def config_problem(config) -> str | None:
+    """What is wrong with a verl config for HICRA (one line), or None."""
+    from hicra.algorithms import canonical_mask_source
+
+    try:
+        opts = hicra_options(config)
+        source = canonical_mask_source(opts.get("mask_source", "planning"))
+    except ValueError as exc:
+        return str(exc)
+    v1 = bool(config.trainer.get("use_v1", False))
+    if uses_estimator(config):
+        if v1:
+            return ("algorithm.adv_estimator=hicra needs trainer.use_v1=False; on the default v1 trainer use "
+                    "algorithm.adv_estimator=grpo (HICRA then amplifies in the actor loss)")
+        return None
+    if (config.get("hicra", {}) or {}).get("run_dir") is not None:
+        return ("+hicra.run_dir (rollout rows) needs the legacy estimator: trainer.use_v1=False "
+                "algorithm.adv_estimator=hicra")
+    actor = config.actor_rollout_ref.actor
+    if (not v1 and source in ("high-entropy", "planning+entropy", "gated") and not actor.get("calculate_entropy")
+            and not actor.get("entropy_coeff", 0)):
+        return (f"mask source {source!r} on the legacy trainer needs per-token entropies: set "
+                "actor_rollout_ref.actor.calculate_entropy=True")
+    return None
+
+
 def uses_estimator(config) -> bool:
     """True when the run uses the legacy `hicra` estimator (and its plumbing) instead of the actor loss."""
     return str(config.algorithm.get("adv_estimator", "gae")) == "hicra"
@@ -138,12 +164,10 @@ def main() -> None:
 
         import hicra.integrations.verl  # noqa: F401
 
-        hicra_options(config)  # bad +hicra options fail here, not inside Ray
+        problem = config_problem(config)  # bad settings fail here, not inside Ray
+        if problem:
+            raise SystemExit(f"hicra verl_main: {problem}; see docs/scale.md")
         v1 = bool(config.trainer.get("use_v1", False))
-        if uses_estimator(config) and v1:
-            raise SystemExit("hicra verl_main: algorithm.adv_estimator=hicra needs trainer.use_v1=False; on the default "
-                             "v1 trainer use algorithm.adv_estimator=grpo (HICRA then amplifies in the actor loss); "
-                             "see docs/scale.md")
         run_ppo(config, task_runner_class=task_runner_class_v1() if v1 else task_runner_class())
 
     _run()
