@@ -38,6 +38,7 @@ __all__ = [
     "placebo_mask",
     "MASK_SOURCES",
     "MASK_SOURCE_ALIASES",
+    "ENTROPY_MASK_SOURCES",
     "HIGH_ENTROPY_QUANTILE",
     "GATED_ENTROPY_TOP",
     "canonical_mask_source",
@@ -311,6 +312,8 @@ def placebo_mask(response_mask: Any, rate: float, generator: torch.Generator | i
 MASK_SOURCES = ("planning", "high-entropy", "placebo", "planning+entropy", "gated")
 # older names, still accepted everywhere a mask source is named
 MASK_SOURCE_ALIASES = {"sg": "planning", "sg+entropy": "planning+entropy"}
+# the sources that need per-token entropies
+ENTROPY_MASK_SOURCES = ("high-entropy", "planning+entropy", "gated")
 # the high-entropy ("forking token") share of a batch: the 80/20 rule of Wang et al. (arXiv 2506.01939)
 HIGH_ENTROPY_QUANTILE = 0.2
 # gated: a token is selected when its entropy exceeds its response's (1 - 0.3) quantile (TRL PR #4997)
@@ -463,7 +466,8 @@ def amplification_mask(
     if planning_mask is not None:
         plan = _as_bool_mask(planning_mask, "planning_mask").to(resp.device)
         if plan.shape != resp.shape:
-            raise ValueError(f"planning_mask shape {tuple(plan.shape)} does not match response_mask {tuple(resp.shape)}")
+            raise ValueError(
+                f"planning_mask shape {tuple(plan.shape)} does not match response_mask {tuple(resp.shape)}")
         plan = plan & resp
     if source == "planning":
         need(planning_mask=plan)

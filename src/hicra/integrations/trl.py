@@ -34,15 +34,13 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from hicra.algorithms import (
+    ENTROPY_MASK_SOURCES,
     HIGH_ENTROPY_QUANTILE,
     MASK_SOURCES,  # noqa: F401  (re-exported: hicra.integrations.trl.MASK_SOURCES)
     amplification_mask,
     canonical_mask_source,
     hicra_advantages,
 )
-
-# sources that need per-token entropies (one extra no-grad forward pass)
-_ENTROPY_SOURCES = ("high-entropy", "planning+entropy", "gated")
 
 
 @dataclass
@@ -181,7 +179,8 @@ class HICRATrainer(GRPOTrainer):
         out = super()._generate_and_score_completions(inputs)
         cfg, mode = self.args, "train" if self.model.training else "eval"
         ids, cmask = out["completion_ids"], out["completion_mask"].bool()
-        want_stats = canonical_mask_source(cfg.mask_source) in _ENTROPY_SOURCES or (
+        # entropies cost one extra no-grad forward pass
+        want_stats = canonical_mask_source(cfg.mask_source) in ENTROPY_MASK_SOURCES or (
             mode == "train" and cfg.log_rollouts and cfg.log_token_stats)
         logps = entropies = None
         if want_stats:

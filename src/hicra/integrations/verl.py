@@ -41,6 +41,7 @@ import torch
 from verl.trainer.ppo.core_algos import register_adv_est
 
 from hicra.algorithms import (
+    ENTROPY_MASK_SOURCES,
     HIGH_ENTROPY_QUANTILE,
     amplification_mask,
     canonical_mask_source,
@@ -335,7 +336,7 @@ class HICRALoss:
         responses = _padded(data["responses"], width)
         planning = self.tagger.padded_masks(responses.cpu(), rmask.cpu()).to(rmask.device)
         entropies = None
-        if self.mask_source in ("high-entropy", "planning+entropy", "gated"):
+        if self.mask_source in ENTROPY_MASK_SOURCES:
             if "entropy" in data.keys():  # the v1 trainer keeps the old policy's entropies in the batch
                 entropies = _padded(data["entropy"], width).float()
             elif model_output is not None and model_output.get("entropy") is not None:

@@ -40,7 +40,7 @@ def hicra_options(config) -> dict:
 
 def config_problem(config) -> str | None:
     """What is wrong with a verl config for HICRA (one line), or None."""
-    from hicra.algorithms import canonical_mask_source
+    from hicra.algorithms import ENTROPY_MASK_SOURCES, canonical_mask_source
 
     try:
         opts = hicra_options(config)
@@ -57,7 +57,7 @@ def config_problem(config) -> str | None:
         return ("+hicra.run_dir (rollout rows) needs the legacy estimator: trainer.use_v1=False "
                 "algorithm.adv_estimator=hicra")
     actor = config.actor_rollout_ref.actor
-    if (not v1 and source in ("high-entropy", "planning+entropy", "gated") and not actor.get("calculate_entropy")
+    if (not v1 and source in ENTROPY_MASK_SOURCES and not actor.get("calculate_entropy")
             and not actor.get("entropy_coeff", 0)):
         return (f"mask source {source!r} on the legacy trainer needs per-token entropies: set "
                 "actor_rollout_ref.actor.calculate_entropy=True")
