@@ -8,21 +8,20 @@
 # Then run this script on the head node. Data: verl's parquet format (prompt as chat messages, reward_model.ground_truth),
 # e.g. from verl's examples/data_preprocess/{gsm8k,math_dataset}.py or DAPO-Math-17k.
 #
-# What is HICRA-specific: algorithm.adv_estimator=hicra, trainer.use_v1=False (the trainer whose fit() hands
-# compute_advantage the response token ids) and the +hicra.* block; hicra.integrations.verl_main installs the
-# planning-mask plumbing inside verl's TaskRunner. Rollout rows go to +hicra.run_dir (shared storage) for
-#   hicra analyze $RUN_DIR
-# Controls: +hicra.mask_source=placebo (random tokens at the SG rate); algorithm.adv_estimator=grpo (baseline).
+# What is HICRA-specific: the +hicra.* block. hicra.integrations.verl_main replaces the actor worker's loss with
+# HICRA's (verl's ppo_loss on amplified advantages), on verl's default v1 trainer and on the legacy one
+# (trainer.use_v1=False); the advantage estimator stays verl's own grpo.
+# Controls: +hicra.mask_source=placebo | high-entropy | planning+entropy | gated [+hicra.gated_planning=true];
+# baseline: +hicra.alpha=0. Rollout rows for `hicra analyze` come from the legacy path only:
+#   trainer.use_v1=False algorithm.adv_estimator=hicra +hicra.run_dir=$RUN_DIR   (mask sources planning, placebo)
 set -euo pipefail
 
 NNODES=${NNODES:-2}
 MODEL=${MODEL:-Qwen/Qwen2.5-7B}                       # or a local directory
 DATA=${DATA:-$HOME/data/dapo-math}                    # train.parquet, val.parquet
-RUN_DIR=${RUN_DIR:-/shared/runs/qwen2.5-7b-hicra}     # must be reachable from the head node
 
 python -m hicra.integrations.verl_main \
-  trainer.use_v1=False \
-  algorithm.adv_estimator=hicra \
+  algorithm.adv_estimator=grpo \
   algorithm.norm_adv_by_std_in_grpo=False \
   algorithm.use_kl_in_reward=False \
   data.train_files="$DATA/train.parquet" \
@@ -57,7 +56,6 @@ python -m hicra.integrations.verl_main \
   trainer.experiment_name=qwen2.5-7b-hicra \
   +hicra.alpha=0.2 \
   +hicra.lexicon=paper \
-  +hicra.mask_source=sg \
-  +hicra.run_dir="$RUN_DIR" \
+  +hicra.mask_source=planning \
   +hicra.seed=0 \
   "$@"

@@ -152,4 +152,4 @@ def test_planning_masks_recomputed_with_tokenizer(tmp_path):
 def test_schema_constant_is_the_design_row():
     assert [f.name for f in ROLLOUT_SCHEMA] == [
         "step", "prompt_id", "sample_idx", "prompt", "response", "token_ids", "logprobs", "entropies",
-        "planning_mask", "reward", "correct", "truncated", "error_type"]
+        "planning_mask", "reward", "correct", "truncated", "error_type", "strategy"]

@@ -15,6 +15,7 @@ from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
+from hicra.algorithms import gated_mask  # noqa: E402
 from hicra.integrations.trl import HICRAConfig, HICRATrainer  # noqa: E402
 from hicra.planning import Lexicon, PlanningTagger  # noqa: E402
 
@@ -167,10 +168,16 @@ def test_mask_sources(tiny_dir, tmp_path):
     assert int(placebo.sum()) == int(sg.sum()) and not (placebo & ~cmask).any()  # same rate as SG
     trainer.args.mask_source = "high-entropy"
     high = trainer._planning_mask(sg, cmask, ent)
-    assert int(high.sum()) == round(0.3 * int(cmask.sum()))
+    assert trainer.args.entropy_quantile == 0.2  # hicra.algorithms.HIGH_ENTROPY_QUANTILE, as the lab's
+    assert int(high.sum()) == round(0.2 * int(cmask.sum()))
     assert float(ent[high].min()) >= float(ent[cmask & ~high].max())
     trainer.args.mask_source = "sg+entropy"
     assert torch.equal(trainer._planning_mask(sg, cmask, ent), high & sg)
+    trainer.args.mask_source = "gated"  # groups: num_generations (4) consecutive rows
+    adv = torch.randn(8, generator=g)
+    assert torch.equal(trainer._planning_mask(sg, cmask, ent, adv),
+                       gated_mask(ent, cmask, adv, [0, 0, 0, 0, 1, 1, 1, 1]))
+    assert HICRAConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, mask_source="sg").mask_source == "planning"
     with pytest.raises(ValueError):
         HICRAConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, mask_source="nope")
     with pytest.raises(ValueError):

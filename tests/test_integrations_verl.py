@@ -209,3 +209,320 @@ def test_verl_main_pieces(lab_tokenizer, tmp_path):
     assert p.planning_mask(data)[0].any()
     cls = task_runner_class()
     assert hasattr(cls, "remote") and "run" in vars(cls.__ray_metadata__.modified_class.__mro__[1])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the actor loss (verl's default v1 trainer, and the legacy trainer): HICRALoss around verl's own ppo_loss
+# ------------------------------------------------------------------------------------------------------------------
+
+ALPHA = 0.3
+
+
+def actor_config():
+    from verl.workers.config import FSDPActorConfig
+
+    return FSDPActorConfig(strategy="fsdp", ppo_mini_batch_size=6, ppo_micro_batch_size_per_gpu=6, rollout_n=3,
+                           clip_ratio_low=0.2, clip_ratio_high=0.28, loss_agg_mode="token-mean",
+                           use_dynamic_bsz=False)
+
+
+def fixed_batch(tok):
+    """2 prompts x 3 responses: token ids, old log-probs, old entropies, uid and GRPO (r - mean) advantages."""
+    prompts = ["reach 12 using 3 4 5\n", "reach 7 using 2 5\n"]
+    responses = [["let's try 3 * 4 = 12. so the answer is 12", "5 + 7 = 12", "dead end. i give up"],
+                 ["let's try 2 + 5 = 7. so the answer is 7", "2 * 5 = 10", "so the answer is 3"]]
+    scores = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0])
+    uids = ["u0"] * 3 + ["u1"] * 3
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for i, rs in enumerate(responses):
+        for r in rs:
+            ids = tok(r)["input_ids"] + [tok.eos_token_id]
+            rows.append({"prompt": tok(prompts[i])["input_ids"], "response": ids,
+                         "old": -torch.rand(len(ids), generator=g), "entropy": 2 * torch.rand(len(ids), generator=g)})
+    return rows, uids, grpo_advantages(scores, uids, scale="none")
+
+
+def v1_data(tok):
+    """The actor's micro-batch as verl's v1 trainer hands it to the loss: a TensorDict of jagged (nested) fields
+    from the TransferQueue (built with verl's own list_of_dict_to_tensordict), plus the engine's batch info."""
+    from verl.utils import tensordict_utils as tu
+
+    rows, uids, adv = fixed_batch(tok)
+    samples = []
+    for k, r in enumerate(rows):
+        p, ids = torch.tensor(r["prompt"]), torch.tensor(r["response"])
+        samples.append({"prompts": p, "responses": ids, "input_ids": torch.cat([p, ids]),
+                        "response_mask": torch.ones(len(ids), dtype=torch.long), "old_log_probs": r["old"],
+                        "entropy": r["entropy"], "advantages": torch.full((len(ids),), float(adv[k])),
+                        "uid": uids[k]})
+    data = tu.list_of_dict_to_tensordict(samples)
+    n_tok = sum(len(r["response"]) for r in rows)
+    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=n_tok, global_batch_size=len(rows))
+    return data, rows, uids, adv
+
+
+def model_output(rows, shift: float, seed: int = 1):
+    """log_probs as verl's engine returns them: one jagged row per sequence (prompt + response), the response's
+    log-probs at positions prompt_len - 1 ... end - 1. Returns it and the [B, T] leaf the loss differentiates."""
+    g = torch.Generator().manual_seed(seed)
+    t = max(len(r["response"]) for r in rows)
+    old = torch.stack([torch.nn.functional.pad(r["old"], (0, t - len(r["old"]))) for r in rows])
+    leaf = (old + shift * torch.randn(old.shape, generator=g)).requires_grad_(True)
+    seqs = [torch.cat([torch.zeros(len(r["prompt"]) - 1), leaf[i, : len(r["response"])], torch.zeros(1)])
+            for i, r in enumerate(rows)]
+    return {"log_probs": torch.nested.as_nested_tensor(seqs, layout=torch.jagged)}, leaf, old
+
+
+def padded_rows(rows, key, t):
+    return torch.stack([torch.nn.functional.pad(r[key], (0, t - len(r[key]))) for r in rows])
+
+
+SOURCES = ["planning", "high-entropy", "placebo", "planning+entropy", "gated"]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_v1_actor_loss_equals_policy_loss_with_amplified_advantages(lab_tokenizer, source):
+    from functools import partial
+
+    from verl.workers.utils.losses import ppo_loss
+
+    from hicra.algorithms import amplification_mask, policy_loss
+    from hicra.planning import Lexicon, PlanningTagger
+
+    tok = lab_tokenizer
+    data, rows, uids, adv = v1_data(tok)
+    out, leaf, old = model_output(rows, shift=0.3)
+    loss_fn = hv.HICRALoss(partial(ppo_loss, config=actor_config()), tok, lexicon="lab", alpha=ALPHA,
+                           mask_source=source, gated_planning=True, seed=5)
+    loss, metrics = loss_fn(model_output=out, data=data)
+    (grad,) = torch.autograd.grad(loss, leaf)
+    # independent recomputation of the mask: per-sequence tagging, the old entropies, the same placebo seed
+    t = leaf.size(1)
+    rmask = torch.arange(t)[None, :] < torch.tensor([len(r["response"]) for r in rows])[:, None]
+    tagger = PlanningTagger(Lexicon.preset("lab"), tok)
+    plan = torch.zeros_like(rmask)
+    for k, r in enumerate(rows):
+        plan[k, : len(r["response"])] = torch.as_tensor(tagger.token_mask(r["response"]))
+    mask = amplification_mask(source, rmask, planning_mask=plan, entropies=padded_rows(rows, "entropy", t),
+                              advantages=adv, group_ids=uids, generator=5, gated_planning=True)
+    assert mask.any() and not (mask & ~rmask).any()
+    assert torch.equal(loss_fn.mask(data)["planning_mask"] & rmask, plan)
+    # verl's defaults: clip 0.2 / 0.28 here, dual clip 3.0, token-mean over the micro-batch's tokens
+    ref, _ = policy_loss(leaf, old, hicra_advantages(adv, mask, ALPHA), rmask, clip_low=0.2, clip_high=0.28,
+                         clip_ratio_c=3.0)
+    (ref_grad,) = torch.autograd.grad(ref, leaf)
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(grad, ref_grad)
+    # and it is not plain GRPO (verl's own loss on the same batch)
+    out0, leaf0, _ = model_output(rows, shift=0.3)
+    plain, _ = ppo_loss(actor_config(), out0, data)
+    (plain_grad,) = torch.autograd.grad(plain, leaf0)
+    assert abs(float(plain.detach() - loss.detach())) > 1e-6
+    moved = (plain_grad - grad).abs() > 1e-9
+    assert moved.any() and not (moved & ~mask).any()  # only amplified tokens' gradients change
+    assert metrics["hicra/amplified_ratio"].values == pytest.approx([float(mask.sum()) / float(rmask.sum())])
+
+
+def test_v1_alpha_zero_is_verls_own_loss(lab_tokenizer):
+    from functools import partial
+
+    from verl.workers.utils.losses import ppo_loss
+
+    data, rows, _, _ = v1_data(lab_tokenizer)
+    out, leaf, _ = model_output(rows, shift=0.3)
+    loss_fn = hv.HICRALoss(partial(ppo_loss, config=actor_config()), lab_tokenizer, lexicon="lab", alpha=0.0)
+    loss, _ = loss_fn(model_output=out, data=data)
+    (grad,) = torch.autograd.grad(loss, leaf)
+    out0, leaf0, _ = model_output(rows, shift=0.3)
+    plain, _ = ppo_loss(actor_config(), out0, data)
+    (plain_grad,) = torch.autograd.grad(plain, leaf0)
+    torch.testing.assert_close(loss, plain)
+    torch.testing.assert_close(grad, plain_grad)
+
+
+def test_v1_gated_needs_uid_and_entropy_sources_need_entropies(lab_tokenizer):
+    from functools import partial
+
+    from verl.workers.utils.losses import ppo_loss
+
+    data, rows, _, _ = v1_data(lab_tokenizer)
+    out, _, _ = model_output(rows, shift=0.1)
+    base = partial(ppo_loss, config=actor_config())
+    no_entropy = data.exclude("entropy")
+    with pytest.raises(ValueError, match="calculate_entropy"):
+        hv.HICRALoss(base, lab_tokenizer, lexicon="lab", mask_source="high-entropy")(model_output=out,
+                                                                                    data=no_entropy)
+    with pytest.raises(ValueError, match="uid"):
+        hv.HICRALoss(base, lab_tokenizer, lexicon="lab", mask_source="gated")(model_output=out,
+                                                                             data=data.exclude("uid"))
+    with pytest.raises(ValueError, match="mask source"):
+        hv.HICRALoss(base, lab_tokenizer, mask_source="nope")
+
+
+def test_legacy_actor_loss_on_left_right_padded_batch(lab_tokenizer):
+    """The legacy trainer hands the same worker a DataProto converted by verl's own left_right_2_no_padding (dense
+    responses and advantages, no old entropies: an entropy source uses the current policy's, detached)."""
+    from functools import partial
+
+    from verl.workers.utils.losses import ppo_loss
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    from hicra.algorithms import amplification_mask, policy_loss
+
+    tok = lab_tokenizer
+    data, rows_, texts, scores = make_dataproto(tok)
+    b, t = data.batch["responses"].shape
+    attn = data.batch["attention_mask"]
+    rmask = attn[:, -t:]
+    data.batch["response_mask"] = rmask
+    data.batch["position_ids"] = (attn.cumsum(-1) - 1).clamp(min=0)
+    adv = grpo_advantages(torch.tensor(scores), [r[3] for r in rows_], scale="none")
+    data.batch["advantages"] = adv[:, None] * rmask
+    td = left_right_2_no_padding(data.to_tensordict())
+    from verl.utils import tensordict_utils as tu
+
+    tu.assign_non_tensor(td, dp_size=1, batch_num_tokens=int(rmask.sum()), global_batch_size=b)
+    g = torch.Generator().manual_seed(2)
+    old = data.batch["old_log_probs"]
+    leaf = (old + 0.3 * torch.randn(old.shape, generator=g)).requires_grad_(True)
+    ent = 2 * torch.rand(b, t, generator=g)
+    seqs, ents = [], []
+    for k, (p, r, _, _) in enumerate(rows_):
+        seqs.append(torch.cat([torch.zeros(len(p) - 1), leaf[k, : len(r)], torch.zeros(1)]))
+        ents.append(torch.cat([torch.zeros(len(p) - 1), ent[k, : len(r)], torch.zeros(1)]))
+    out = {"log_probs": torch.nested.as_nested_tensor(seqs, layout=torch.jagged),
+           "entropy": torch.nested.as_nested_tensor(ents, layout=torch.jagged)}
+    for source in ("planning", "gated"):
+        loss_fn = hv.HICRALoss(partial(ppo_loss, config=actor_config()), tok, lexicon="lab", alpha=ALPHA,
+                               mask_source=source, gated_planning=True)
+        loss, _ = loss_fn(model_output=out, data=td)
+        (grad,) = torch.autograd.grad(loss, leaf)
+        m = loss_fn.mask(td, out)
+        plan = hv.HICRAPlumbing(tok, lexicon="lab").sg_mask(data.batch["responses"], rmask)
+        expect = amplification_mask(source, rmask.bool(), planning_mask=plan, entropies=ent * rmask,
+                                    advantages=adv, group_ids=[r[3] for r in rows_], gated_planning=True)
+        assert expect.any() and torch.equal(m["mask"], expect)
+        ref, _ = policy_loss(leaf, old, hicra_advantages(adv, expect, ALPHA), rmask, clip_low=0.2, clip_high=0.28,
+                             clip_ratio_c=3.0)
+        (ref_grad,) = torch.autograd.grad(ref, leaf)
+        torch.testing.assert_close(loss, ref)
+        torch.testing.assert_close(grad, ref_grad)
+
+
+def test_v1_worker_class_and_task_runners(lab_tokenizer, tmp_path):
+    """What verl_main puts into verl: a worker subclass with a registered init_model, the v1 module patch, and a
+    legacy TaskRunner that swaps the actor worker unless the legacy estimator is chosen."""
+    import types
+
+    from omegaconf import OmegaConf
+    from verl.single_controller.base.decorator import MAGIC_ATTR, Dispatch
+    from verl.workers.engine_workers import ActorRolloutRefWorker
+
+    from hicra.integrations.verl_main import (
+        hicra_options,
+        install_v1_worker,
+        task_runner_class,
+        task_runner_class_v1,
+    )
+
+    cfg = OmegaConf.create({
+        "actor_rollout_ref": {"model": {"path": "m"}, "actor": {"use_kl_loss": False}, "rollout": {"n": 4}},
+        "algorithm": {"adv_estimator": "grpo", "use_kl_in_reward": False},
+        "hicra": {"alpha": 0.25, "lexicon": "lab", "mask_source": "gated", "gated_planning": True}})
+    assert hicra_options(cfg) == {"alpha": 0.25, "lexicon": "lab", "mask_source": "gated", "gated_planning": True}
+    module = types.SimpleNamespace(ActorRolloutRefWorker=ActorRolloutRefWorker)
+    worker = install_v1_worker(cfg, module)
+    assert module.ActorRolloutRefWorker is worker and issubclass(worker, ActorRolloutRefWorker)
+    assert worker.hicra_options["mask_source"] == "gated"
+    assert getattr(worker.init_model, MAGIC_ATTR)["dispatch_mode"] == Dispatch.ONE_TO_ALL
+    assert hasattr(task_runner_class_v1(), "remote")
+    legacy = task_runner_class().__ray_metadata__.modified_class  # our subclass of verl's TaskRunner
+    runner = legacy()
+    cls, _ = runner.add_actor_rollout_worker(cfg)
+    assert issubclass(cls, ActorRolloutRefWorker) and cls is not ActorRolloutRefWorker
+    cfg.algorithm.adv_estimator = "hicra"
+    runner = legacy()
+    assert runner.add_actor_rollout_worker(cfg)[0] is ActorRolloutRefWorker
+    from hicra.integrations.verl_main import config_problem
+
+    cfg.trainer = {"use_v1": True}
+    assert "use_v1=False" in config_problem(cfg)  # the legacy estimator on the v1 trainer
+    cfg.algorithm.adv_estimator = "grpo"
+    assert config_problem(cfg) is None
+    cfg.trainer.use_v1 = False
+    assert "calculate_entropy" in config_problem(cfg)  # gated on the legacy trainer: no old entropies in the batch
+    cfg.actor_rollout_ref.actor.calculate_entropy = True
+    assert config_problem(cfg) is None
+    cfg.hicra.run_dir = str(tmp_path)
+    assert "run_dir" in config_problem(cfg)
+    cfg.hicra.typo = 1
+    with pytest.raises(ValueError, match="typo"):
+        hicra_options(cfg)
+    assert "typo" in config_problem(cfg)
+
+
+def test_v1_worker_init_model_wraps_verls_loss(lab_tokenizer, tmp_path, monkeypatch):
+    """The worker subclass's init_model (run in each Ray worker) wraps the loss verl built and hands it to the actor."""
+    from functools import partial
+
+    from omegaconf import OmegaConf
+    from verl.workers.engine_workers import ActorRolloutRefWorker
+    from verl.workers.utils.losses import ppo_loss
+
+    lab_tokenizer.save_pretrained(tmp_path / "tok")
+    handed = {}
+
+    class FakeActor:
+        def set_loss_fn(self, loss_fn):
+            handed["loss_fn"] = loss_fn
+
+    def fake_init_model(self):  # what verl's init_model leaves behind for the actor role
+        self.actor = FakeActor()
+        self.loss_fn = partial(ppo_loss, config=actor_config())
+
+    monkeypatch.setattr(ActorRolloutRefWorker, "init_model", fake_init_model)
+    worker_cls = hv.hicra_worker_class({"lexicon": "lab", "alpha": 0.3, "mask_source": "gated", "seed": 7})
+    worker = object.__new__(worker_cls)
+    worker.config = OmegaConf.create({"model": {"path": str(tmp_path / "tok")}})
+    worker.init_model()
+    loss_fn = handed["loss_fn"]
+    assert isinstance(loss_fn, hv.HICRALoss) and worker.loss_fn is loss_fn
+    assert (loss_fn.alpha, loss_fn.mask_source, loss_fn.tagger.lexicon.name) == (0.3, "gated", "lab")
+    data, rows, _, _ = v1_data(lab_tokenizer)
+    out, _, _ = model_output(rows, shift=0.2)
+    loss, _ = loss_fn(model_output=out, data=data)
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_v1_lab_trl_and_verl_give_the_same_mask(lab_tokenizer, source):
+    """One fixed batch, the same settings: the lab's token_advantages, TRL's HICRATrainer._planning_mask and verl's
+    HICRALoss (the batch as one micro-batch) amplify the same tokens."""
+    import types
+    from functools import partial
+
+    pytest.importorskip("trl")
+    from verl.workers.utils.losses import ppo_loss
+
+    from hicra.integrations.trl import HICRATrainer
+    from hicra.lab.rl import MASK_SOURCE_OF, RLConfig, token_advantages
+
+    data, rows, uids, adv = v1_data(lab_tokenizer)
+    verl_loss = hv.HICRALoss(partial(ppo_loss, config=actor_config()), lab_tokenizer, lexicon="lab", alpha=ALPHA,
+                             mask_source=source, seed=11)
+    v = verl_loss.mask(data)
+    rmask, plan = v["response_mask"], v["planning_mask"]
+    ent = padded_rows(rows, "entropy", rmask.size(1)) * rmask
+    # lab: groups are group_size consecutive rows
+    algo = next(a for a, s in MASK_SOURCE_OF.items() if s == source)
+    cfg = RLConfig(algo=algo, alpha=ALPHA, group_size=3)
+    _, lab_mask = token_advantages(cfg, adv, rmask, plan, ent, torch.Generator().manual_seed(11))
+    # TRL: the trainer's own method on this process's batch (num_generations consecutive completions per prompt)
+    trl_self = types.SimpleNamespace(
+        args=types.SimpleNamespace(mask_source=source, entropy_quantile=0.2, placebo_rate=None, gated_planning=False),
+        accelerator=types.SimpleNamespace(process_index=0), num_generations=3,
+        _mask_generator=torch.Generator().manual_seed(11))
+    trl_mask = HICRATrainer._planning_mask(trl_self, plan, rmask, ent, adv)
+    assert v["mask"].any()
+    assert torch.equal(lab_mask, v["mask"]) and torch.equal(trl_mask, v["mask"])

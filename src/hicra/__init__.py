@@ -19,6 +19,8 @@ _PUBLIC = {
     "hicra_advantages": "hicra.algorithms",
     "high_entropy_mask": "hicra.algorithms",
     "placebo_mask": "hicra.algorithms",
+    "MASK_SOURCES": "hicra.algorithms",
+    "amplification_mask": "hicra.algorithms",
     "policy_loss": "hicra.algorithms",
     # planning tokens
     "Lexicon": "hicra.planning.lexicon",

@@ -12,6 +12,8 @@ Equations (G = the rollouts of one group, n = |G|, r_i = scalar reward of rollou
 * Dr.GRPO       A_i =  r_i - mean_G(r)                          (what the HICRA paper writes)
 * RLOO          A_i =  r_i - mean_{j in G, j != i}(r_j) = n / (n - 1) * (r_i - mean_G(r))
 * HICRA         A'_{i,t} = A_{i,t} + alpha * |A_{i,t}|  if token t of rollout i is a planning token, else A_{i,t}
+* masks         which tokens get A + alpha|A|: MASK_SOURCES, ``amplification_mask`` (planning, high-entropy,
+                placebo, planning+entropy, gated)
 * PPO loss      L_{i,t} = max(-A_{i,t} rho_{i,t}, -A_{i,t} clip(rho_{i,t}, 1 - eps_low, 1 + eps_high)),
                 rho_{i,t} = exp(logp_{i,t} - logp_old_{i,t})
 
@@ -34,6 +36,15 @@ __all__ = [
     "hicra_advantages",
     "high_entropy_mask",
     "placebo_mask",
+    "MASK_SOURCES",
+    "MASK_SOURCE_ALIASES",
+    "ENTROPY_MASK_SOURCES",
+    "HIGH_ENTROPY_QUANTILE",
+    "GATED_ENTROPY_TOP",
+    "canonical_mask_source",
+    "planning_rate",
+    "gated_mask",
+    "amplification_mask",
     "policy_loss",
     "k3_kl",
 ]
@@ -299,6 +310,192 @@ def placebo_mask(response_mask: Any, rate: float, generator: torch.Generator | i
     pick = torch.randperm(positions.numel(), generator=generator, device=generator.device)[:k]
     selected = torch.zeros_like(flat_mask).index_fill(0, positions[pick.to(positions.device)], True)
     return selected.reshape(mask.shape)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# amplification masks: the one vocabulary of "which tokens get A + alpha|A|"
+# ----------------------------------------------------------------------------------------------------------------
+
+MASK_SOURCES = ("planning", "high-entropy", "placebo", "planning+entropy", "gated")
+# older names, still accepted everywhere a mask source is named
+MASK_SOURCE_ALIASES = {"sg": "planning", "sg+entropy": "planning+entropy"}
+# the sources that need per-token entropies
+ENTROPY_MASK_SOURCES = ("high-entropy", "planning+entropy", "gated")
+# the high-entropy ("forking token") share of a batch: the 80/20 rule of Wang et al. (arXiv 2506.01939)
+HIGH_ENTROPY_QUANTILE = 0.2
+# gated: a token is selected when its entropy exceeds its response's (1 - 0.3) quantile (TRL PR #4997)
+GATED_ENTROPY_TOP = 0.3
+
+
+def canonical_mask_source(name: str) -> str:
+    """The canonical name of a mask source (aliases resolved); ValueError naming the known ones otherwise."""
+    name = MASK_SOURCE_ALIASES.get(name, name)
+    if name not in MASK_SOURCES:
+        known = ", ".join([*MASK_SOURCES, *MASK_SOURCE_ALIASES])
+        raise ValueError(f"mask source must be one of {known}; got {name!r}")
+    return name
+
+
+def planning_rate(planning_mask: Any, response_mask: Any) -> float:
+    """Share of response tokens that are planning tokens: the placebo's default rate.
+
+        rate = sum(planning & response) / max(1, sum(response))          (0.0 for a batch without response tokens)
+    """
+    plan = _as_bool_mask(planning_mask, "planning_mask")
+    resp = _as_bool_mask(response_mask, "response_mask").to(plan.device)
+    if plan.shape != resp.shape:
+        raise ValueError(f"planning_mask shape {tuple(plan.shape)} does not match response_mask {tuple(resp.shape)}")
+    return float((plan & resp).sum()) / max(1, int(resp.sum()))
+
+
+def _sequence_advantages(advantages: Any, response_mask: torch.Tensor) -> torch.Tensor:
+    """[B] per-response advantage: the [B] input as is, or the mean over response tokens of a [B, T] input."""
+    a = advantages if isinstance(advantages, torch.Tensor) else torch.as_tensor(advantages)
+    a = a.to(response_mask.device)
+    if a.dim() == 1:
+        if a.shape[0] != response_mask.shape[0]:
+            raise ValueError(f"advantages has {a.shape[0]} rows, response_mask has {response_mask.shape[0]}")
+        return a
+    if a.shape != response_mask.shape:
+        raise ValueError(f"advantages shape {tuple(a.shape)} does not match response_mask {tuple(response_mask.shape)}")
+    m = response_mask.to(a.dtype)
+    return (a * m).sum(-1) / m.sum(-1).clamp(min=1)
+
+
+def gated_mask(entropies: torch.Tensor, response_mask: Any, advantages: Any, group_ids: Any,
+               planning_mask: Any = None, top: float = GATED_ENTROPY_TOP) -> torch.Tensor:
+    """The token rule of the closed TRL pull request #4997 ("HICRATrainer"), written from its description.
+
+    With A_i the advantage of response i, L_i its number of response tokens, G(i) its group and H_{i,t} the entropy
+    of its token t:
+
+        touched(G)   = any_{j in G} A_j > 0                       (groups without a positive response are untouched)
+        eligible(i)  = touched(G(i)) and A_i > 0 and L_i > mean_{j in G(i)} L_j
+        tau_i        = quantile(H_{i, response tokens}, 1 - top)  (linear interpolation; NaN entropies ignored)
+        mask_{i,t}   = eligible(i) and H_{i,t} > tau_i
+                       or (planning_mask given) touched(G(i)) and planning_{i,t}
+
+    only on response tokens. Amplifying the mask with ``hicra_advantages`` gives the PR's A * (1 + alpha sign(A)):
+    planning tokens of failed responses in a touched group get A * (1 - alpha). The PR leaves its strategic-gram
+    term off by default; pass ``planning_mask`` to switch it on.
+
+    Args:
+        entropies: [B, T] per-token entropies (nats).
+        response_mask: [B, T] bool, True on response tokens.
+        advantages: [B] per response, or [B, T] (reduced to the mean over each response's tokens).
+        group_ids: [B] group of each response (ints, strings or any hashable).
+        planning_mask: optional [B, T] bool planning-token mask (the strategic-gram term).
+        top: share of each response's tokens above its threshold, in (0, 1].
+
+    Returns:
+        [B, T] bool.
+    """
+    mask = _as_bool_mask(response_mask, "response_mask").to(entropies.device)
+    if entropies.shape != mask.shape:
+        raise ValueError(f"entropies shape {tuple(entropies.shape)} does not match response_mask {tuple(mask.shape)}")
+    top = float(top)
+    if not 0.0 < top <= 1.0:
+        raise ValueError(f"top must be in (0, 1], got {top}")
+    adv = _sequence_advantages(advantages, mask).detach()
+    g, k = _group_index(group_ids, mask.shape[0], mask.device)
+    lengths = mask.sum(-1).to(torch.float64)
+    n = torch.zeros(k, dtype=torch.float64, device=mask.device).index_add(0, g, torch.ones_like(lengths))
+    mean_len = torch.zeros(k, dtype=torch.float64, device=mask.device).index_add(0, g, lengths) / n
+    touched = torch.zeros(k, dtype=torch.bool, device=mask.device).index_fill(0, g[adv > 0], True)[g]
+    eligible = touched & (adv > 0) & (lengths > mean_len[g])
+    h = entropies.detach().to(torch.float64)
+    tau = torch.nanquantile(torch.where(mask, h, torch.full_like(h, math.nan)), 1.0 - top, dim=-1, keepdim=True)
+    selected = eligible[:, None] & mask & (h > tau)  # NaN comparisons are False: an all-NaN row selects nothing
+    if planning_mask is not None:
+        plan = _as_bool_mask(planning_mask, "planning_mask").to(mask.device)
+        if plan.shape != mask.shape:
+            raise ValueError(f"planning_mask shape {tuple(plan.shape)} does not match {tuple(mask.shape)}")
+        selected = selected | (touched[:, None] & plan & mask)
+    return selected
+
+
+def amplification_mask(
+    source: str,
+    response_mask: Any,
+    *,
+    planning_mask: Any = None,
+    entropies: torch.Tensor | None = None,
+    advantages: Any = None,
+    group_ids: Any = None,
+    entropy_quantile: float = HIGH_ENTROPY_QUANTILE,
+    placebo_rate: float | None = None,
+    generator: torch.Generator | int | None = None,
+    gated_planning: bool = False,
+) -> torch.Tensor:
+    """The [B, T] mask of tokens whose advantage HICRA amplifies (A' = A + alpha|A| there), by mask source.
+
+    ==================  ==============================================================  ===============================
+    source              mask_{i,t} (always only on response tokens)                     needs
+    ==================  ==============================================================  ===============================
+    planning            planning_{i,t}: the token overlaps a strategic gram (the HICRA  planning_mask
+                        paper, arXiv 2509.03646)
+    high-entropy        the round(q N) highest-entropy response tokens of the batch,    entropies
+                        q = entropy_quantile (forking tokens, arXiv 2506.01939)
+    placebo             round(r N) response tokens drawn uniformly, r = placebo_rate,   planning_mask (or placebo_rate),
+                        default the batch's planning rate (``planning_rate``)           generator
+    planning+entropy    planning_{i,t} and high-entropy_{i,t}                           planning_mask, entropies
+    gated               ``gated_mask``: the rule of the closed TRL PR #4997             entropies, advantages,
+                        (planning term only with gated_planning=True)                   group_ids
+    ==================  ==============================================================  ===============================
+
+    N is the number of response tokens in the batch. ``sg`` and ``sg+entropy`` are accepted for planning and
+    planning+entropy. Padding is never selected.
+
+    Args:
+        source: a name in MASK_SOURCES or MASK_SOURCE_ALIASES (else ValueError).
+        response_mask: [B, T] bool, True on response tokens.
+        planning_mask: [B, T] bool planning-token mask.
+        entropies: [B, T] per-token entropies.
+        advantages: [B] or [B, T] advantages (gated only).
+        group_ids: [B] group of each response (gated only).
+        entropy_quantile: q for high-entropy and planning+entropy.
+        placebo_rate: share of response tokens for placebo; None = the batch's planning rate.
+        generator: CPU ``torch.Generator`` or int seed for placebo.
+        gated_planning: gated also selects the planning tokens of every response of a touched group.
+
+    Returns:
+        [B, T] bool on response_mask's device. A source whose inputs are missing raises ValueError naming them.
+    """
+    source = canonical_mask_source(source)
+    resp = _as_bool_mask(response_mask, "response_mask")
+
+    def need(**inputs: Any) -> None:
+        missing = [k for k, v in inputs.items() if v is None]
+        if missing:
+            raise ValueError(f"mask source {source!r} needs {', '.join(missing)}")
+
+    plan = None
+    if planning_mask is not None:
+        plan = _as_bool_mask(planning_mask, "planning_mask").to(resp.device)
+        if plan.shape != resp.shape:
+            raise ValueError(
+                f"planning_mask shape {tuple(plan.shape)} does not match response_mask {tuple(resp.shape)}")
+        plan = plan & resp
+    if source == "planning":
+        need(planning_mask=plan)
+        return plan
+    if source == "placebo":
+        if placebo_rate is None:
+            need(planning_mask=plan)
+            placebo_rate = planning_rate(plan, resp)
+        need(generator=generator)
+        return placebo_mask(resp.cpu(), placebo_rate, generator).to(resp.device)
+    need(entropies=entropies)
+    if source == "gated":
+        need(advantages=advantages, group_ids=group_ids)
+        if gated_planning:
+            need(planning_mask=plan)
+        return gated_mask(entropies, resp, advantages, group_ids, plan if gated_planning else None).to(resp.device)
+    high = high_entropy_mask(entropies, resp, entropy_quantile).to(resp.device)
+    if source == "high-entropy":
+        return high
+    need(planning_mask=plan)
+    return high & plan
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -39,12 +39,14 @@ from hicra.fileio import write_json, write_text
 
 FORMAT = "hicra-study/1"
 
-# arm name -> RLConfig overrides. The alpha sweep's 0.2 point is the "hicra" arm itself.
+# arm name -> RLConfig overrides. The alpha sweep's 0.2 point is the "hicra" arm itself. Control arms are named
+# after their mask source (hicra.algorithms.MASK_SOURCES; the lab's algo -> source map is hicra.lab.rl.MASK_SOURCE_OF).
 ARMS: dict[str, dict] = {
     "grpo": {"algo": "grpo", "alpha": 0.0},
     "hicra": {"algo": "hicra", "alpha": 0.2},
     "placebo": {"algo": "placebo", "alpha": 0.2},
     "high-entropy": {"algo": "high-entropy", "alpha": 0.2, "entropy_quantile": 0.2},
+    "gated": {"algo": "gated", "alpha": 0.2},
     "hicra-a0.1": {"algo": "hicra", "alpha": 0.1},
     "hicra-a0.4": {"algo": "hicra", "alpha": 0.4},
     "phase-aware": {"algo": "phase-aware", "alpha": 0.2},

@@ -16,7 +16,7 @@ def register(subparsers) -> None:
         description="Run every (arm, seed) of a preset on the CPU lab from one shared warm start, in parallel "
         "processes, then write results.json, results.md and figures/ to --out. Rerunning the same command "
         "never recomputes a finished run and resumes an interrupted one from its checkpoint. Arms: grpo, hicra "
-        "(alpha 0.2), placebo, high-entropy, hicra-a0.1, hicra-a0.4, phase-aware.")
+        "(alpha 0.2), placebo, high-entropy, gated (the rule of TRL PR #4997), hicra-a0.1, hicra-a0.4, phase-aware.")
     p.add_argument("--preset", choices=PRESET_NAMES, default="quick",
                    help="smoke: pipeline check in seconds; quick: every arm, 3 seeds x 60 steps (~9 min on an idle "
                    "2-core machine); full: every arm, 8 seeds x 300 steps (hours) (default quick)")

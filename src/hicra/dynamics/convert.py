@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hicra.dynamics.records import RolloutWriter, list_rollout_files, write_run_info
+from hicra.dynamics.records import RolloutWriter, list_rollout_files, rollout_row, write_run_info
 from hicra.errors import InputError
 from hicra.fileio import load_tokenizer, read_jsonl
 from hicra.planning.metrics import WORD_PROXY
@@ -316,7 +316,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
         for row in rows:
             row["sample_idx"] = seen.get(row["prompt_id"], 0)
             seen[row["prompt_id"]] = row["sample_idx"] + 1
-        writer.write_step(step, rows)
+        writer.write_step(step, [rollout_row(**row) for row in rows])
         steps[step] = name
     tok_desc = (getattr(tokenizer, "name_or_path", None) or "tokenizer") if tokenizer is not None else \
         "regex word proxy \\w+|[^\\w\\s]"

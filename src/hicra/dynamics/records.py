@@ -35,6 +35,8 @@ error_type            string               no        "execution" | "planning" | 
 strategy              string               no        strategies the response executed, joined by "+"; null = unparsed
 ====================  ===================  ========  =====================================================
 
+Every writer (lab, TRL, verl, evaluation, convert, synthetic) builds its rows with `rollout_row`.
+
 Validation (`validate_table`) raises `InputError` naming the file, the 0-based row index inside that file and the
 field for: a missing required column, a column of the wrong type, an empty step, a null in a required column, a
 `step` value that differs from the file name, list columns whose lengths differ from `token_ids`, and NaN
@@ -272,6 +274,43 @@ def conform(table: pa.Table, columns: Sequence[str] | None = None) -> pa.Table:
             arrays.append(pa.nulls(table.num_rows, type=field.type))
         fields.append(field)
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+# ---------------------------------------------------------------- rows
+
+def _array(value: Any, dtype) -> np.ndarray | None:
+    """A 1-D numpy array of `dtype` from a list, numpy array or torch tensor; None stays None."""
+    if value is None:
+        return None
+    if hasattr(value, "detach"):  # torch tensors, without importing torch
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=dtype).reshape(-1)
+
+
+def rollout_row(*, prompt_id: Any, sample_idx: int, response: str, token_ids: Any, reward: float, correct: bool,
+                step: int | None = None, prompt: str | None = None, logprobs: Any = None, entropies: Any = None,
+                planning_mask: Any = None, truncated: bool | None = None, error_type: str | None = None,
+                strategy: str | Sequence[str] | None = None) -> dict:
+    """One rollout row (one sampled response) in `ROLLOUT_SCHEMA`'s columns and types, for `RolloutWriter`.
+
+    Lists (`token_ids` [n], `logprobs` [n], `entropies` [n], `planning_mask` [n]) may be Python lists, numpy arrays
+    or torch tensors; they become int32 / float32 / bool numpy arrays. `None` means unknown (written as null).
+    `strategy` is a label or a sequence of labels (joined by "+"). Without `step` the writer fills it in.
+    Lengths are checked by the writer, which names the file, row and field of a bad row.
+    """
+    if strategy is not None and not isinstance(strategy, str):
+        strategy = "+".join(str(s) for s in strategy)
+    row = {
+        "prompt_id": str(prompt_id), "sample_idx": int(sample_idx),
+        "prompt": None if prompt is None else str(prompt), "response": str(response),
+        "token_ids": _array(token_ids, np.int32), "logprobs": _array(logprobs, np.float32),
+        "entropies": _array(entropies, np.float32), "planning_mask": _array(planning_mask, bool),
+        "reward": float(reward), "correct": bool(correct), "truncated": None if truncated is None else bool(truncated),
+        "error_type": None if error_type is None else str(error_type), "strategy": strategy,
+    }
+    if step is not None:
+        row["step"] = int(step)
+    return row
 
 
 # ---------------------------------------------------------------- writer

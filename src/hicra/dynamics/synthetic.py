@@ -19,9 +19,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
-from hicra.dynamics.records import ROLLOUT_SCHEMA, RolloutWriter, write_run_info
+from hicra.dynamics.records import RolloutWriter, rollout_row, write_run_info
 
 _EXEC_WORDS = [f"{c}{v}{d}" for c in "bdfgkmptvz" for v in "aeiou" for d in "0123456789"] + list("+-*/=()")
 
@@ -71,9 +70,8 @@ def make_synthetic_run(run_dir: str | os.PathLike, *, steps: int = 30, prompts: 
         nll_exec = 0.15 + 0.25 * np.exp(-s / max(steps / 8, 1)) if planted else 0.4
         n_active = 4 + int(36 * max(0.0, (s - steps / 3) / (steps - steps / 3))) if planted else 4
         acc = 0.3 + 0.4 * frac if planted else 0.5
-        rows: dict[str, list] = {k: [] for k in ("prompt_id", "sample_idx", "response", "token_ids", "logprobs",
-                                                 "entropies", "planning_mask")}
-        for r in range(n_resp):
+        drawn = []  # per response: token ids, planning mask, text, logprobs, entropies
+        for _ in range(n_resp):
             ids, mask, words = [], [], []
             choice = rng.integers(0, n_active, segments)
             exec_tok = rng.integers(0, len(_EXEC_WORDS), (segments, exec_len))
@@ -88,46 +86,21 @@ def make_synthetic_run(run_dir: str | os.PathLike, *, steps: int = 30, prompts: 
             ids_a, mask_a = np.concatenate(ids), np.concatenate(mask)
             nll = np.where(mask_a, rng.exponential(0.9, ids_a.size), rng.exponential(nll_exec, ids_a.size))
             ent = np.where(mask_a, rng.gamma(2.0, 0.6, ids_a.size), rng.gamma(2.0, nll_exec, ids_a.size))
-            rows["prompt_id"].append(f"s{s}p{r // group}")
-            rows["sample_idx"].append(r % group)
-            rows["response"].append(" ".join(words))
-            rows["token_ids"].append(ids_a)
-            rows["logprobs"].append((-nll).astype(np.float32))
-            rows["entropies"].append(ent.astype(np.float32))
-            rows["planning_mask"].append(mask_a)
-        correct = rng.random(n_resp) < acc
+            drawn.append((ids_a, mask_a, " ".join(words), -nll, ent))
+        correct = rng.random(n_resp) < acc  # drawn after the responses: the streams of earlier versions
         late = rng.random(n_resp) < frac
-        error = np.where(correct, None, np.where(late, "planning", "execution"))
-        lengths = np.array([a.size for a in rows["token_ids"]])
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-
-
-        cols = {
-            "step": pa.array(np.full(n_resp, s, np.int32)),
-            "prompt_id": pa.array(rows["prompt_id"], pa.string()),
-            "sample_idx": pa.array(np.asarray(rows["sample_idx"], np.int32)),
-            "prompt": pa.array([f"synthetic prompt {i // group}" for i in range(n_resp)], pa.string()),
-            "response": pa.array(rows["response"], pa.string()),
-            "token_ids": _lists(offsets, pa.int32(), rows["token_ids"]),
-            "logprobs": _lists(offsets, pa.float32(), rows["logprobs"]),
-            "entropies": _lists(offsets, pa.float32(), rows["entropies"]) if with_entropies
-            else pa.nulls(n_resp, pa.list_(pa.float32())),
-            "planning_mask": _lists(offsets, pa.bool_(), rows["planning_mask"]) if with_planning_mask
-            else pa.nulls(n_resp, pa.list_(pa.bool_())),
-            "reward": pa.array(correct.astype(np.float32)),
-            "correct": pa.array(correct),
-            "truncated": pa.array(np.zeros(n_resp, bool)),
-            "error_type": pa.array(error.tolist(), pa.string()),
-        }
-        table = pa.Table.from_pydict(cols, schema=ROLLOUT_SCHEMA)
+        rows = []
+        for r, (ids_a, mask_a, text, logprobs, ent) in enumerate(drawn):
+            ok = bool(correct[r])
+            rows.append(rollout_row(
+                step=s, prompt_id=f"s{s}p{r // group}", sample_idx=r % group, prompt=f"synthetic prompt {r // group}",
+                response=text, token_ids=ids_a, logprobs=logprobs, entropies=ent if with_entropies else None,
+                planning_mask=mask_a if with_planning_mask else None, reward=float(ok), correct=ok, truncated=False,
+                error_type=None if ok else ("planning" if late[r] else "execution")))
         bounds = np.linspace(0, n_resp, parts + 1).astype(int)
         for part in range(parts):
-            writer.write_step(s, table.slice(bounds[part], bounds[part + 1] - bounds[part]), part=part)
+            writer.write_step(s, rows[bounds[part]:bounds[part + 1]], part=part)
     return run_dir
-
-
-def _lists(offsets: np.ndarray, typ: pa.DataType, values: list[np.ndarray]) -> pa.ListArray:
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(values), type=typ))
 
 
 def synthetic_vocab() -> list[str]:

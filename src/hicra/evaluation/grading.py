@@ -378,6 +378,8 @@ def rollout_rows(items: Sequence[dict], results: dict, step: int = 0) -> list[di
 
     Without generation (graded files) the token ids are unknown: `token_ids` is empty and `logprobs`/`entropies`
     are null (the schema's "unknown"). Per-token lists whose length differs from `token_ids` are also nulled."""
+    from hicra.dynamics.records import rollout_row
+
     rows = []
     for it, graded in zip(items, results["items"], strict=True):
         n = len(it["responses"])
@@ -389,13 +391,13 @@ def rollout_rows(items: Sequence[dict], results: dict, step: int = 0) -> list[di
                 values = it[key][j] if key in it else None
                 per_token[key] = list(values) if values is not None and len(values) == len(tokens) \
                     and tokens else None
-            rows.append({
-                "step": step, "prompt_id": f"{graded['benchmark']}/{it['id']}", "sample_idx": j,
-                "prompt": it.get("prompt", it.get("problem", "")), "response": response,
-                "token_ids": tokens, **per_token,
-                "reward": 1.0 if ok else 0.0, "correct": ok,
-                "truncated": bool(it.get("truncated", [False] * n)[j]), "error_type": None,
-            })
+            rows.append(rollout_row(
+                step=step, prompt_id=f"{graded['benchmark']}/{it['id']}", sample_idx=j,
+                prompt=it.get("prompt", it.get("problem", "")), response=response,
+                token_ids=tokens, **per_token,
+                reward=1.0 if ok else 0.0, correct=ok,
+                truncated=bool(it.get("truncated", [False] * n)[j]), error_type=None,
+            ))
     return rows
 
 

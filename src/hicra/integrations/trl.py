@@ -13,11 +13,10 @@ is exactly TRL's. The group advantage A_i is TRL's (its `scale_rewards` switch d
 `HICRAConfig` defaults to "none", the paper's form). `_calculate_rewards` is wrapped only to keep the rewards
 for the rollout log.
 
-Mask sources (`mask_source`):
-  "sg"            planning tokens: tokens overlapping a strategic-gram occurrence of the lexicon (the method);
-  "high-entropy"  the top `entropy_quantile` share of highest-entropy completion tokens (forking-token control);
-  "placebo"       random completion tokens at `placebo_rate`, or, when that is None, at the batch's SG rate;
-  "sg+entropy"    SG tokens that are also in the top `entropy_quantile` by entropy (the gated variant).
+Mask sources (`mask_source`): the names of `hicra.algorithms.MASK_SOURCES` ("planning", "high-entropy",
+"placebo", "planning+entropy", "gated"; "sg" and "sg+entropy" are aliases), computed by
+`hicra.algorithms.amplification_mask` over this process's generation batch; groups are the `num_generations`
+consecutive completions of one prompt.
 Entropies (and behaviour log-probs for the rollout log) need one extra no-grad forward pass of the policy over
 the completions; it runs only when a mask source or the rollout log needs it.
 """
@@ -34,9 +33,14 @@ import torch
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from hicra.algorithms import hicra_advantages, high_entropy_mask, placebo_mask
-
-MASK_SOURCES = ("sg", "high-entropy", "placebo", "sg+entropy")
+from hicra.algorithms import (
+    ENTROPY_MASK_SOURCES,
+    HIGH_ENTROPY_QUANTILE,
+    MASK_SOURCES,  # noqa: F401  (re-exported: hicra.integrations.trl.MASK_SOURCES)
+    amplification_mask,
+    canonical_mask_source,
+    hicra_advantages,
+)
 
 
 @dataclass
@@ -47,11 +51,14 @@ class HICRAConfig(GRPOConfig):
 
     alpha: float = field(default=0.2, metadata={"help": "HICRA amplification on planning tokens, 0 <= alpha < 1."})
     lexicon: str = field(default="paper", metadata={"help": "Lexicon preset name or path to a lexicon JSON."})
-    mask_source: str = field(default="sg", metadata={"help": "sg | high-entropy | placebo | sg+entropy"})
-    entropy_quantile: float = field(default=0.3, metadata={
-        "help": "Share of highest-entropy completion tokens for the high-entropy and sg+entropy sources."})
+    mask_source: str = field(default="planning", metadata={
+        "help": "planning | high-entropy | placebo | planning+entropy | gated (hicra.algorithms.MASK_SOURCES)"})
+    entropy_quantile: float = field(default=HIGH_ENTROPY_QUANTILE, metadata={
+        "help": "Share of highest-entropy completion tokens for the high-entropy and planning+entropy sources."})
     placebo_rate: float | None = field(default=None, metadata={
         "help": "Share of random tokens for the placebo source; None = the batch's SG planning rate."})
+    gated_planning: bool = field(default=False, metadata={
+        "help": "gated: also amplify the planning tokens of every response of a touched group (off, as in the PR)."})
     log_rollouts: bool = field(default=True, metadata={
         "help": "Write rollout rows (run-directory schema) to run_dir/rollouts/ for `hicra analyze`."})
     log_token_stats: bool = field(default=True, metadata={
@@ -68,8 +75,7 @@ class HICRAConfig(GRPOConfig):
         super().__post_init__()
         if not 0.0 <= float(self.alpha) < 1.0:
             raise ValueError(f"alpha must satisfy 0 <= alpha < 1, got {self.alpha}")
-        if self.mask_source not in MASK_SOURCES:
-            raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {self.mask_source!r}")
+        self.mask_source = canonical_mask_source(self.mask_source)  # ValueError naming MASK_SOURCES
         if not 0.0 <= self.entropy_quantile <= 1.0:
             raise ValueError(f"entropy_quantile must be in [0, 1], got {self.entropy_quantile}")
 
@@ -151,6 +157,7 @@ class HICRATrainer(GRPOTrainer):
                     "model": model_name, "task": None, "lexicon": self.lexicon.name,
                     "config": {"backend": "trl", "mask_source": cfg.mask_source,
                                "entropy_quantile": cfg.entropy_quantile, "placebo_rate": cfg.placebo_rate,
+                               "gated_planning": cfg.gated_planning,
                                "num_generations": cfg.num_generations, "learning_rate": cfg.learning_rate,
                                "scale_rewards": cfg.scale_rewards, "loss_type": cfg.loss_type,
                                "epsilon": cfg.epsilon, "epsilon_high": cfg.epsilon_high, "beta": cfg.beta,
@@ -172,7 +179,8 @@ class HICRATrainer(GRPOTrainer):
         out = super()._generate_and_score_completions(inputs)
         cfg, mode = self.args, "train" if self.model.training else "eval"
         ids, cmask = out["completion_ids"], out["completion_mask"].bool()
-        want_stats = cfg.mask_source in ("high-entropy", "sg+entropy") or (
+        # entropies cost one extra no-grad forward pass
+        want_stats = canonical_mask_source(cfg.mask_source) in ENTROPY_MASK_SOURCES or (
             mode == "train" and cfg.log_rollouts and cfg.log_token_stats)
         logps = entropies = None
         if want_stats:
@@ -180,8 +188,8 @@ class HICRATrainer(GRPOTrainer):
         sampled = self._sampled_mask(ids, cmask)  # with mask_truncated_completions, more than cmask
         sg_sampled = self.tagger.padded_masks(ids, sampled)
         sg_mask = sg_sampled & cmask
-        mask = self._planning_mask(sg_mask, cmask, entropies)
         base = out["advantages"]
+        mask = self._planning_mask(sg_mask, cmask, entropies, base)
         out["advantages"] = hicra_advantages(base, mask, cfg.alpha)
         self.last_hicra_batch = {"base_advantages": base, "planning_mask": mask}  # for inspection and tests
         self._log_hicra_metrics(mode, out["advantages"], mask, cmask, ids)
@@ -192,17 +200,15 @@ class HICRATrainer(GRPOTrainer):
 
     # -- masks ------------------------------------------------------------------------------------------------
 
-    def _planning_mask(self, sg_mask, cmask, entropies) -> torch.Tensor:
+    def _planning_mask(self, sg_mask, cmask, entropies, advantages=None) -> torch.Tensor:
+        """The amplification mask of this process's batch (`hicra.algorithms.amplification_mask`)."""
         cfg = self.args
-        if cfg.mask_source == "sg":
-            return sg_mask
-        if cfg.mask_source == "placebo":
-            rate = cfg.placebo_rate
-            if rate is None:  # match the SG rate of this very batch
-                rate = float(sg_mask.sum()) / max(1, int(cmask.sum()))
-            return placebo_mask(cmask.cpu(), rate, self._mask_generator).to(cmask.device)
-        high = high_entropy_mask(entropies, cmask, cfg.entropy_quantile)
-        return high if cfg.mask_source == "high-entropy" else (high & sg_mask)
+        start = self.accelerator.process_index * cmask.size(0)
+        groups = (start + torch.arange(cmask.size(0))) // self.num_generations
+        return amplification_mask(
+            cfg.mask_source, cmask, planning_mask=sg_mask, entropies=entropies, advantages=advantages,
+            group_ids=groups, entropy_quantile=cfg.entropy_quantile, placebo_rate=cfg.placebo_rate,
+            generator=self._mask_generator, gated_planning=cfg.gated_planning)
 
     @torch.no_grad()
     def _token_stats(self, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,6 +264,8 @@ class HICRATrainer(GRPOTrainer):
         return keep
 
     def _rollout_rows(self, out, sg_mask, logps, entropies) -> list[dict]:
+        from hicra.dynamics.records import rollout_row
+
         call = self._last_reward_call
         cfg = self.args
         ids = out["completion_ids"]
@@ -275,16 +283,16 @@ class HICRATrainer(GRPOTrainer):
             prompt_text = _text(call["prompts"][i])
             completion = _text(call["completions"][i])
             reward = float(rewards[i])
-            row = {
-                "prompt_id": _prompt_id(call["inputs"][i], prompt_text),
-                "sample_idx": (start + i) % self.num_generations, "prompt": prompt_text,
-                "response": completion, "token_ids": tok,
-                "logprobs": logps[i, :n].tolist() if logps is not None else None,
-                "entropies": entropies[i, :n].tolist() if entropies is not None else None,
-                "planning_mask": sg_mask[i, :n].tolist() if cfg.log_planning_mask else None,
-                "reward": reward, "correct": reward >= cfg.correct_threshold,
-                "truncated": not (tok and tok[-1] in eos), "error_type": None,
-            }
+            row = rollout_row(
+                prompt_id=_prompt_id(call["inputs"][i], prompt_text),
+                sample_idx=(start + i) % self.num_generations, prompt=prompt_text,
+                response=completion, token_ids=tok,
+                logprobs=logps[i, :n] if logps is not None else None,
+                entropies=entropies[i, :n] if entropies is not None else None,
+                planning_mask=sg_mask[i, :n] if cfg.log_planning_mask else None,
+                reward=reward, correct=reward >= cfg.correct_threshold,
+                truncated=not (tok and tok[-1] in eos), error_type=None,
+            )
             if self.annotate is not None:
                 row.update({k: v for k, v in self.annotate(call["inputs"][i], completion).items()
                             if k in ("correct", "error_type")})

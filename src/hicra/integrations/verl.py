@@ -1,22 +1,32 @@
-"""HICRA for verl (Ray, FSDP/Megatron, vLLM rollouts): a `hicra` advantage estimator and the planning-mask plumbing.
+"""HICRA for verl (Ray, FSDP/Megatron, vLLM rollouts): amplification in the actor's loss, for verl's default (v1)
+trainer and its legacy one; plus the legacy `hicra` advantage estimator and its planning-mask plumbing.
 
-The estimator. Importing this module registers `hicra` in verl's registry (`core_algos.register_adv_est`), so
-`algorithm.adv_estimator=hicra` selects it:
+The actor loss (both trainers; the recommended way). verl 0.9.1 trains the actor with one loss function in both
+trainer paths: `ActorRolloutRefWorker.init_model` binds `verl.workers.utils.losses.ppo_loss` to its config and the
+engine calls it per micro-batch as `loss_fn(model_output=..., data=..., dp_group=...)`, where `data` holds the
+response token ids (`responses`), `response_mask`, `advantages`, the group id `uid` and, in the v1 trainer, the
+old policy's per-token `entropy`. `HICRALoss` wraps that function: it computes the amplification mask of the
+micro-batch (`hicra.algorithms.amplification_mask`, any mask source), replaces the advantages with
+
+    A'_{i,t} = A_{i,t} + alpha * |A_{i,t}| * m_{i,t}                     hicra.algorithms.hicra_advantages
+
+and calls verl's loss unchanged (clipping, aggregation, KL and entropy terms stay verl's). Use it with verl's own
+`algorithm.adv_estimator=grpo`. `HICRAActorRolloutRefWorker` installs it; `hicra.integrations.verl_main` puts that
+worker into either trainer.
+
+The legacy estimator (trainer.use_v1=False only). Importing this module registers `hicra` in verl's registry
+(`core_algos.register_adv_est`), so `algorithm.adv_estimator=hicra` selects it:
 
     A_i      = (r_i - mean_group(r)) [/ (std_group(r) + eps)]       hicra.algorithms.grpo_advantages
     A'_{i,t} = A_i + alpha * |A_i| * m_{i,t},   masked by the response mask      hicra.algorithms.hicra_advantages
 
-std division follows verl's `algorithm.norm_adv_by_std_in_grpo` (set it to False for the paper's form).
-
-The plumbing. verl calls a custom estimator with rewards, response mask, group index and the algorithm config
-only; the planning mask m needs the response token ids and a tokenizer. `HICRAPlumbing` wraps verl's
-`compute_advantage` (the function the trainer calls on the driver with the full batch): for `adv_estimator ==
-"hicra"` it tags `batch["responses"]` with a `PlanningTagger` (tokenizer-aligned, batched), stores the mask in
-`batch["planning_mask"]`, and makes it (and alpha) visible to the estimator for the duration of that call
-through a context variable. The same wrapper optionally dumps the batch as rollout rows (run-directory schema)
-for `hicra analyze`. `HICRAPlumbing.install()` swaps the wrapper in for
-`verl.trainer.ppo.ray_trainer.compute_advantage`; `hicra.integrations.verl_main` does that inside verl's Ray
-TaskRunner (legacy trainer path, `trainer.use_v1=False`, whose `fit` calls that function with the full batch).
+std division follows verl's `algorithm.norm_adv_by_std_in_grpo` (set it to False for the paper's form). verl
+calls a custom estimator with rewards, response mask, group index and the algorithm config only; the planning mask
+m needs the response token ids and a tokenizer. `HICRAPlumbing` wraps verl's `compute_advantage` (the function the
+legacy trainer calls on the driver with the full batch): for `adv_estimator == "hicra"` it tags
+`batch["responses"]`, stores the mask in `batch["planning_mask"]`, and makes it (and alpha) visible to the estimator
+for the duration of that call through a context variable. The same wrapper dumps the batch as rollout rows
+(run-directory schema) for `hicra analyze` when `run_dir` is set.
 """
 
 from __future__ import annotations
@@ -30,7 +40,14 @@ import numpy as np
 import torch
 from verl.trainer.ppo.core_algos import register_adv_est
 
-from hicra.algorithms import grpo_advantages, hicra_advantages, placebo_mask
+from hicra.algorithms import (
+    ENTROPY_MASK_SOURCES,
+    HIGH_ENTROPY_QUANTILE,
+    amplification_mask,
+    canonical_mask_source,
+    grpo_advantages,
+    hicra_advantages,
+)
 
 ESTIMATOR_NAME = "hicra"
 
@@ -102,23 +119,25 @@ class HICRAPlumbing:
         tokenizer: the policy's Hugging Face tokenizer (the one verl's rollouts decode with).
         lexicon: preset name, lexicon JSON path or `Lexicon`.
         alpha: HICRA amplification, 0 <= alpha < 1.
-        mask_source: "sg" (strategic grams) or "placebo" (random response tokens at the batch's SG rate, or at
-            `placebo_rate`). The entropy-based sources need per-token entropies, which verl's trainer drops
-            before computing advantages; use them with TRL.
+        mask_source: "planning" (alias "sg") or "placebo" (random response tokens at the batch's SG rate, or at
+            `placebo_rate`). The entropy-based sources need per-token entropies, which the legacy trainer drops
+            before computing advantages: use `HICRALoss` (the actor-loss path) for them.
         run_dir: when set, each call writes `run_dir/rollouts/step_XXXXXX_part000.parquet` (+ run.json once).
         correct_threshold: a response counts as correct when its score is >= this (or from an `acc` field).
         seed: placebo sampling seed.
     """
 
-    def __init__(self, tokenizer, lexicon: Any = "paper", alpha: float = 0.2, mask_source: str = "sg",
+    def __init__(self, tokenizer, lexicon: Any = "paper", alpha: float = 0.2, mask_source: str = "planning",
                  placebo_rate: float | None = None, run_dir: str | Path | None = None,
                  correct_threshold: float = 1.0, seed: int = 0, run_info: dict | None = None):
         from hicra.planning import Lexicon, PlanningTagger
 
         if not 0.0 <= float(alpha) < 1.0:
             raise ValueError(f"alpha must satisfy 0 <= alpha < 1, got {alpha}")
-        if mask_source not in ("sg", "placebo"):
-            raise ValueError(f"mask_source must be 'sg' or 'placebo' with verl, got {mask_source!r}")
+        mask_source = canonical_mask_source(mask_source)
+        if mask_source not in ("planning", "placebo"):
+            raise ValueError(f"the legacy estimator takes mask_source 'planning' or 'placebo', got {mask_source!r}; "
+                             "the entropy-based sources need the actor-loss path (HICRALoss)")
         self.tokenizer = tokenizer
         self.lexicon = Lexicon.resolve(lexicon)
         self.tagger = PlanningTagger(self.lexicon, tokenizer)
@@ -148,10 +167,9 @@ class HICRAPlumbing:
         rmask = data.batch["response_mask"] if "response_mask" in data.batch.keys() else \
             data.batch["attention_mask"][:, -responses.size(1):]
         sg = self.sg_mask(responses, rmask)
-        if self.mask_source == "sg":
-            return sg, sg
-        rate = self.placebo_rate if self.placebo_rate is not None else float(sg.sum()) / max(1, int(rmask.sum()))
-        return placebo_mask(rmask.bool().cpu(), rate, self.generator).to(sg.device), sg
+        mask = amplification_mask(self.mask_source, rmask.bool(), planning_mask=sg, placebo_rate=self.placebo_rate,
+                                  generator=self.generator)
+        return mask, sg
 
     # -- the compute_advantage wrapper --------------------------------------------------------------------------
 
@@ -218,6 +236,8 @@ def rollout_rows(data, tokenizer, step: int, planning_mask: torch.Tensor | None 
     scores from `token_level_scores` (else `token_level_rewards`), behaviour log-probs from `rollout_log_probs`
     (else `old_log_probs`), `entropys` when present, the group id from `uid` and correctness from a numeric
     `acc` field when the reward function returned one, else score >= `correct_threshold`."""
+    from hicra.dynamics.records import rollout_row
+
     b = data.batch
     keys = set(b.keys())
     responses = b["responses"]
@@ -243,14 +263,155 @@ def rollout_rows(data, tokenizer, step: int, planning_mask: torch.Tensor | None 
         sample_idx = seen.get(uid, 0)
         seen[uid] = sample_idx + 1
         correct = bool(acc[i] > 0.5) if acc is not None else scores[i] >= correct_threshold
-        rows.append({
-            "step": step, "prompt_id": uid, "sample_idx": sample_idx,
-            "prompt": tokenizer.decode(prompt_ids, skip_special_tokens=True),
-            "response": tokenizer.decode(tok, skip_special_tokens=True), "token_ids": tok,
-            "logprobs": b[lp_key][i, :n].float().tolist() if lp_key else None,
-            "entropies": b["entropys"][i, :n].float().tolist() if "entropys" in keys else None,
-            "planning_mask": planning_mask[i, :n].tolist() if planning_mask is not None else None,
-            "reward": float(scores[i]), "correct": correct,
-            "truncated": not (tok and tok[-1] == eos) if eos is not None else False, "error_type": None,
-        })
+        rows.append(rollout_row(
+            step=step, prompt_id=uid, sample_idx=sample_idx,
+            prompt=tokenizer.decode(prompt_ids, skip_special_tokens=True),
+            response=tokenizer.decode(tok, skip_special_tokens=True), token_ids=tok,
+            logprobs=b[lp_key][i, :n].float() if lp_key else None,
+            entropies=b["entropys"][i, :n].float() if "entropys" in keys else None,
+            planning_mask=planning_mask[i, :n] if planning_mask is not None else None,
+            reward=float(scores[i]), correct=correct,
+            truncated=not (tok and tok[-1] == eos) if eos is not None else False, error_type=None,
+        ))
     return rows
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the actor loss: verl's default (v1) trainer and the legacy one
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _padded(x: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, width]: a nested (jagged) or dense [B, T] tensor, right-padded with zeros or cut to `width`."""
+    if x.is_nested:
+        x = torch.nested.to_padded_tensor(x, 0.0 if x.is_floating_point() else 0)
+    if x.size(1) >= width:
+        return x[:, :width]
+    return torch.nn.functional.pad(x, (0, width - x.size(1)))
+
+
+class HICRALoss:
+    """verl's actor loss with HICRA-amplified advantages: `HICRALoss(verl_loss_fn, tokenizer, ...)` is a drop-in
+    for the `loss_fn` of verl's `ActorRolloutRefWorker` (see the module doc).
+
+    Per micro-batch: m = `amplification_mask(mask_source, response_mask, planning_mask=tagged responses,
+    entropies=old-policy entropies (data["entropy"], the v1 trainer) else the current policy's (model_output,
+    needs actor.calculate_entropy=True), advantages, group_ids=data["uid"])`, then A' = A + alpha|A| on m (zero on
+    padding), then `verl_loss_fn`. Batch-level statistics (the high-entropy quantile, the placebo's planning rate,
+    the gated rule's group statistics) are those of the micro-batch the loss sees; planning masks are per token
+    and do not depend on it.
+
+    Args:
+        loss_fn: verl's loss, called as loss_fn(model_output=..., data=..., dp_group=...).
+        tokenizer: the policy's tokenizer (the one verl's rollouts decode with).
+        lexicon: preset name, lexicon JSON path or `Lexicon`.
+        alpha: 0 <= alpha < 1.
+        mask_source: a name of `hicra.algorithms.MASK_SOURCES` (aliases accepted).
+        entropy_quantile, placebo_rate, gated_planning: as `amplification_mask`.
+        seed: placebo generator seed (offset by the data-parallel rank by the worker).
+    """
+
+    def __init__(self, loss_fn, tokenizer, lexicon: Any = "paper", alpha: float = 0.2, mask_source: str = "planning",
+                 entropy_quantile: float = HIGH_ENTROPY_QUANTILE, placebo_rate: float | None = None,
+                 gated_planning: bool = False, seed: int = 0):
+        from hicra.planning import Lexicon, PlanningTagger
+
+        if not 0.0 <= float(alpha) < 1.0:
+            raise ValueError(f"alpha must satisfy 0 <= alpha < 1, got {alpha}")
+        self.loss_fn = loss_fn
+        self.alpha = float(alpha)
+        self.mask_source = canonical_mask_source(mask_source)
+        self.entropy_quantile, self.placebo_rate, self.gated_planning = entropy_quantile, placebo_rate, gated_planning
+        self.tagger = PlanningTagger(Lexicon.resolve(lexicon), tokenizer)
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def mask(self, data, model_output: dict | None = None) -> dict[str, torch.Tensor]:
+        """{"mask", "response_mask", "advantages", "planning_mask"}: [B, T] tensors of one micro-batch (padded)."""
+        from verl.utils import tensordict_utils as tu
+
+        rmask_raw = data["response_mask"]
+        width = int(rmask_raw.offsets().diff().max()) if rmask_raw.is_nested else rmask_raw.size(1)
+        rmask = _padded(rmask_raw, width).bool()
+        adv = _padded(data["advantages"], width).float()
+        responses = _padded(data["responses"], width)
+        planning = self.tagger.padded_masks(responses.cpu(), rmask.cpu()).to(rmask.device)
+        entropies = None
+        if self.mask_source in ENTROPY_MASK_SOURCES:
+            if "entropy" in data.keys():  # the v1 trainer keeps the old policy's entropies in the batch
+                entropies = _padded(data["entropy"], width).float()
+            elif model_output is not None and model_output.get("entropy") is not None:
+                from verl.workers.utils.padding import no_padding_2_padding
+
+                entropies = _padded(no_padding_2_padding(model_output["entropy"], data), width).float().detach()
+            else:
+                raise ValueError(f"mask source {self.mask_source!r} needs per-token entropies: set "
+                                 "actor_rollout_ref.actor.calculate_entropy=True")
+        groups = None
+        if self.mask_source == "gated":
+            groups = tu.get(data, "uid") if "uid" in data.keys() else None
+            if groups is None:
+                raise ValueError("mask source 'gated' needs the group id 'uid' in the actor's batch")
+            groups = list(groups)
+        mask = amplification_mask(self.mask_source, rmask, planning_mask=planning, entropies=entropies,
+                                  advantages=adv, group_ids=groups, entropy_quantile=self.entropy_quantile,
+                                  placebo_rate=self.placebo_rate, generator=self.generator,
+                                  gated_planning=self.gated_planning)
+        return {"mask": mask, "response_mask": rmask, "advantages": adv, "planning_mask": planning}
+
+    def amplified(self, data, model_output: dict | None = None):
+        """A shallow copy of `data` whose `advantages` are HICRA's, in the same layout (nested or dense)."""
+        m = self.mask(data, model_output)
+        new = hicra_advantages(m["advantages"], m["mask"], self.alpha) * m["response_mask"]
+        old = data["advantages"]
+        if old.is_nested:  # as verl's response_to_nested: one row per response, its own length
+            lengths = old.offsets().diff().tolist()
+            new = torch.nested.as_nested_tensor([new[i, :n].to(old.dtype) for i, n in enumerate(lengths)],
+                                                layout=torch.jagged)
+        else:
+            new = _padded(new, old.size(1)).to(old.dtype)
+        out = data.copy()
+        out.set("advantages", new)
+        return out, m
+
+    def __call__(self, model_output, data, dp_group=None, **kwargs):
+        from verl.utils.metric import AggregationType, Metric
+
+        data, m = self.amplified(data, model_output)
+        loss, metrics = self.loss_fn(model_output=model_output, data=data, dp_group=dp_group, **kwargs)
+        n = max(1, int(m["response_mask"].sum()))
+        metrics["hicra/amplified_ratio"] = Metric(value=float(m["mask"].sum()) / n, aggregation=AggregationType.MEAN)
+        metrics["hicra/planning_ratio"] = Metric(value=float((m["planning_mask"] & m["response_mask"]).sum()) / n,
+                                                 aggregation=AggregationType.MEAN)
+        return loss, metrics
+
+
+def hicra_worker_class(options: dict):
+    """A subclass of verl's `ActorRolloutRefWorker` whose actor loss is `HICRALoss(verl's loss, **options)`.
+
+    `options`: HICRALoss keyword arguments (lexicon, alpha, mask_source, entropy_quantile, placebo_rate,
+    gated_planning, seed). The class carries them to the Ray worker processes."""
+    from verl.single_controller.base.decorator import Dispatch, register
+    from verl.workers.engine_workers import ActorRolloutRefWorker
+
+    opts = dict(options)
+    canonical_mask_source(opts.get("mask_source", "planning"))  # fail on the driver, not in every worker
+
+    class HICRAActorRolloutRefWorker(ActorRolloutRefWorker):
+        hicra_options = opts
+
+        @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+        def init_model(self):
+            super().init_model()
+            if self.actor is not None:
+                from transformers import AutoTokenizer
+
+                model = self.config.model
+                tokenizer = AutoTokenizer.from_pretrained(
+                    str(model.get("tokenizer_path") or model.path),
+                    trust_remote_code=bool(model.get("trust_remote_code", False)))
+                kwargs = dict(self.hicra_options)
+                kwargs["seed"] = int(kwargs.get("seed", 0)) + int(getattr(self, "rank", 0))
+                self.loss_fn = HICRALoss(self.loss_fn, tokenizer, **kwargs)
+                self.actor.set_loss_fn(self.loss_fn)
+
+    return HICRAActorRolloutRefWorker

@@ -2,18 +2,71 @@
 
 The same Hydra config as `python -m verl.trainer.main_ppo` (verl's `ppo_trainer.yaml`), plus a `hicra` block:
 
-    algorithm.adv_estimator=hicra           select the estimator (registered on import of hicra.integrations.verl)
-    trainer.use_v1=False                    the trainer path whose fit() hands compute_advantage the full batch
-    +hicra.alpha=0.2  +hicra.lexicon=paper  +hicra.mask_source=sg  +hicra.run_dir=runs/x  +hicra.seed=0
+    +hicra.alpha=0.2  +hicra.lexicon=paper  +hicra.mask_source=planning  +hicra.seed=0
+    +hicra.entropy_quantile=0.2  +hicra.placebo_rate=null  +hicra.gated_planning=false  +hicra.run_dir=runs/x
 
-verl runs its driver loop inside a Ray actor (the TaskRunner), so the plumbing is installed there: the TaskRunner
-subclass below builds `HICRAPlumbing` from the config and the policy's tokenizer, installs it, then runs verl's
-own training code unchanged. See docs/scale.md for a multi-node recipe.
+Two ways in, chosen by `algorithm.adv_estimator`:
+
+* any verl estimator (`grpo` for HICRA): amplification in the actor's loss (`hicra.integrations.verl.HICRALoss`),
+  on verl's default v1 trainer (`trainer.use_v1=True`) and on the legacy one; every mask source. The actor worker
+  class is replaced by `hicra_worker_class(...)` inside verl's Ray TaskRunner, then verl's own code runs unchanged.
+* `algorithm.adv_estimator=hicra` (legacy trainer only, `trainer.use_v1=False`): the `hicra` estimator with the
+  planning-mask plumbing on the driver (mask sources planning and placebo), which also writes rollout rows to
+  `+hicra.run_dir` for `hicra analyze`.
+
+See docs/scale.md for a multi-node recipe.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+# keys of the `hicra` block passed to HICRALoss (the actor-loss path)
+LOSS_OPTIONS = ("lexicon", "alpha", "mask_source", "entropy_quantile", "placebo_rate", "gated_planning", "seed")
+
+
+def hicra_options(config) -> dict:
+    """HICRALoss keyword arguments from a verl config's `hicra` block (absent keys keep HICRALoss's defaults)."""
+    opts = dict(config.get("hicra", {}) or {})
+    unknown = sorted(set(opts) - set(LOSS_OPTIONS) - {"run_dir", "correct_threshold"})
+    if unknown:
+        raise ValueError(f"unknown +hicra option(s) {unknown}; known: {', '.join(LOSS_OPTIONS)}, run_dir, "
+                         "correct_threshold")
+    out = {k: opts[k] for k in LOSS_OPTIONS if k in opts}
+    if "alpha" in out:
+        out["alpha"] = float(out["alpha"])
+    return out
+
+
+def config_problem(config) -> str | None:
+    """What is wrong with a verl config for HICRA (one line), or None."""
+    from hicra.algorithms import ENTROPY_MASK_SOURCES, canonical_mask_source
+
+    try:
+        opts = hicra_options(config)
+        source = canonical_mask_source(opts.get("mask_source", "planning"))
+    except ValueError as exc:
+        return str(exc)
+    v1 = bool(config.trainer.get("use_v1", False))
+    if uses_estimator(config):
+        if v1:
+            return ("algorithm.adv_estimator=hicra needs trainer.use_v1=False; on the default v1 trainer use "
+                    "algorithm.adv_estimator=grpo (HICRA then amplifies in the actor loss)")
+        return None
+    if (config.get("hicra", {}) or {}).get("run_dir") is not None:
+        return ("+hicra.run_dir (rollout rows) needs the legacy estimator: trainer.use_v1=False "
+                "algorithm.adv_estimator=hicra")
+    actor = config.actor_rollout_ref.actor
+    if (not v1 and source in ENTROPY_MASK_SOURCES and not actor.get("calculate_entropy")
+            and not actor.get("entropy_coeff", 0)):
+        return (f"mask source {source!r} on the legacy trainer needs per-token entropies: set "
+                "actor_rollout_ref.actor.calculate_entropy=True")
+    return None
+
+
+def uses_estimator(config) -> bool:
+    """True when the run uses the legacy `hicra` estimator (and its plumbing) instead of the actor loss."""
+    return str(config.algorithm.get("adv_estimator", "gae")) == "hicra"
 
 
 def plumbing_from_config(config):
@@ -27,30 +80,73 @@ def plumbing_from_config(config):
     tokenizer = AutoTokenizer.from_pretrained(str(model.path),
                                               trust_remote_code=bool(model.get("trust_remote_code", False)))
     info = {"model": str(model.path), "task": str(config.data.get("train_files")),
-            "config": {"backend": "verl", "mask_source": opts.get("mask_source", "sg"),
+            "config": {"backend": "verl", "mask_source": opts.get("mask_source", "planning"),
                        "rollout_n": int(config.actor_rollout_ref.rollout.n),
                        "norm_adv_by_std_in_grpo": bool(config.algorithm.get("norm_adv_by_std_in_grpo", True))}}
     return HICRAPlumbing(tokenizer, lexicon=opts.get("lexicon", "paper"), alpha=float(opts.get("alpha", 0.2)),
-                         mask_source=opts.get("mask_source", "sg"), placebo_rate=opts.get("placebo_rate"),
+                         mask_source=opts.get("mask_source", "planning"), placebo_rate=opts.get("placebo_rate"),
                          run_dir=opts.get("run_dir"), correct_threshold=float(opts.get("correct_threshold", 1.0)),
                          seed=int(opts.get("seed", 0)), run_info=info)
 
 
 def task_runner_class():
-    """A Ray actor class: verl's legacy TaskRunner that installs the HICRA plumbing before training."""
+    """A Ray actor class: verl's legacy TaskRunner (trainer.use_v1=False) with HICRA: the estimator plumbing when
+    `algorithm.adv_estimator=hicra`, else the HICRA actor loss."""
     import ray
     from verl.trainer.main_ppo_v0 import TaskRunner
 
     base = TaskRunner.__ray_metadata__.modified_class  # the plain class behind verl's @ray.remote
 
     class HICRATaskRunner(base):
+        def add_actor_rollout_worker(self, config):
+            cls, group_cls = super().add_actor_rollout_worker(config)
+            if uses_estimator(config):
+                return cls, group_cls
+            from verl.trainer.ppo.ray_trainer import Role
+
+            from hicra.integrations.verl import hicra_worker_class
+
+            worker = hicra_worker_class(hicra_options(config))
+            for role in (Role.ActorRollout, Role.ActorRolloutRef):
+                if role in self.role_worker_mapping:
+                    self.role_worker_mapping[role] = ray.remote(worker)
+            return worker, group_cls
+
         def run(self, config):
             import hicra.integrations.verl  # noqa: F401  (registers the estimator in this process)
 
-            plumbing_from_config(config).install()
+            if uses_estimator(config):
+                plumbing_from_config(config).install()
             return super().run(config)
 
     return ray.remote(HICRATaskRunner)
+
+
+def task_runner_class_v1():
+    """A Ray actor class: verl's v1 TaskRunner (the default trainer) whose actor worker uses the HICRA loss."""
+    import ray
+    from verl.trainer.main_ppo import TaskRunnerV1
+
+    base = TaskRunnerV1.__ray_metadata__.modified_class
+
+    class HICRATaskRunnerV1(base):
+        def run(self, config):
+            install_v1_worker(config)
+            return super().run(config)
+
+    return ray.remote(HICRATaskRunnerV1)
+
+
+def install_v1_worker(config, module=None):
+    """Point the v1 trainer's actor worker class (`trainer_base.ActorRolloutRefWorker`, which its resource-pool
+    setup wraps in `ray.remote`) at `hicra_worker_class(hicra_options(config))`. Returns the class."""
+    from hicra.integrations.verl import hicra_worker_class
+
+    if module is None:
+        import verl.trainer.ppo.v1.trainer_base as module
+    worker = hicra_worker_class(hicra_options(config))
+    module.ActorRolloutRefWorker = worker
+    return worker
 
 
 def _config_dir() -> str:
@@ -68,10 +164,11 @@ def main() -> None:
 
         import hicra.integrations.verl  # noqa: F401
 
-        if config.trainer.get("use_v1", False):
-            raise SystemExit("hicra verl_main: set trainer.use_v1=False (the trainer that passes token ids to "
-                             "compute_advantage); see docs/scale.md")
-        run_ppo(config, task_runner_class=task_runner_class())
+        problem = config_problem(config)  # bad settings fail here, not inside Ray
+        if problem:
+            raise SystemExit(f"hicra verl_main: {problem}; see docs/scale.md")
+        v1 = bool(config.trainer.get("use_v1", False))
+        run_ppo(config, task_runner_class=task_runner_class_v1() if v1 else task_runner_class())
 
     _run()
 

@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 from hicra.errors import InputError
-
-ALGOS = ("grpo", "hicra", "high-entropy", "placebo", "phase-aware")
+from hicra.lab.rl import ALGORITHMS as ALGOS
 
 
 def default_cache() -> Path:

@@ -10,6 +10,8 @@ Per step:
        hicra         the planning-token mask (lab lexicon, `PlanningTagger.token_masks`);
        high-entropy  the top `entropy_quantile` share of highest-entropy tokens of the batch (control);
        placebo       random tokens at this batch's planning-token rate (control);
+       planning+entropy  planning tokens that are also high-entropy tokens;
+       gated         the rule of the closed TRL PR #4997 (`hicra.algorithms.gated_mask`, control);
        phase-aware   the planning-token mask with alpha = 0 (plain GRPO) until the online consolidation detector
                      (`hicra.dynamics.online`, fed each step's execution-token perplexity measured on its
                      rollouts) fires, then `alpha`; the detector's state is checkpointed;
@@ -31,7 +33,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ALGORITHMS = ("grpo", "hicra", "high-entropy", "placebo", "phase-aware")
+# lab algorithm -> the amplification mask source it uses (hicra.algorithms.MASK_SOURCES); grpo amplifies nothing
+MASK_SOURCE_OF = {"grpo": None, "hicra": "planning", "high-entropy": "high-entropy", "placebo": "placebo",
+                  "phase-aware": "planning", "planning+entropy": "planning+entropy", "gated": "gated"}
+ALGORITHMS = tuple(MASK_SOURCE_OF)
 
 
 @dataclass
@@ -39,7 +44,7 @@ class RLConfig:
     # algorithm
     algo: str = "hicra"
     alpha: float = 0.2  # HICRA amplification (also for the high-entropy and placebo controls)
-    entropy_quantile: float = 0.2  # high-entropy: share of the batch's response tokens amplified
+    entropy_quantile: float = 0.2  # high-entropy: share of the batch's response tokens (HIGH_ENTROPY_QUANTILE)
     phase_detector: dict = field(default_factory=dict)  # phase-aware: OnlineConfig overrides
     adv_scale: str = "none"  # "none" (the paper's r - mean) or "std"
     # policy loss
@@ -115,21 +120,19 @@ def micro_batches(rows, lengths, size: int) -> list:
 
 def token_advantages(cfg: RLConfig, adv, response_mask, planning_mask, entropies, generator, alpha=None):
     """[B, T] token advantages for the configured algorithm, and the mask that was amplified (None for grpo).
-    `alpha` overrides cfg.alpha (phase-aware passes 0 until its detector fires)."""
+    The mask is `hicra.algorithms.amplification_mask` of the algorithm's source (`MASK_SOURCE_OF`); groups are
+    `group_size` consecutive rows. `alpha` overrides cfg.alpha (phase-aware passes 0 until its detector fires)."""
     import torch
 
-    from hicra.algorithms import hicra_advantages, high_entropy_mask, placebo_mask
+    from hicra.algorithms import amplification_mask, hicra_advantages
 
     alpha = cfg.alpha if alpha is None else alpha
-    if cfg.algo == "grpo" or (cfg.algo == "phase-aware" and alpha == 0.0):
+    source = MASK_SOURCE_OF[cfg.algo]
+    if source is None or (cfg.algo == "phase-aware" and alpha == 0.0):
         return adv[:, None].expand(response_mask.shape).clone(), None
-    if cfg.algo in ("hicra", "phase-aware"):
-        mask = planning_mask & response_mask
-    elif cfg.algo == "high-entropy":
-        mask = high_entropy_mask(entropies, response_mask, cfg.entropy_quantile)
-    else:  # placebo: as many random tokens as this batch has planning tokens
-        rate = float((planning_mask & response_mask).sum()) / max(1, int(response_mask.sum()))
-        mask = placebo_mask(response_mask, rate, generator)
+    mask = amplification_mask(source, response_mask, planning_mask=planning_mask, entropies=entropies,
+                              advantages=adv, group_ids=torch.arange(adv.shape[0]) // cfg.group_size,
+                              entropy_quantile=cfg.entropy_quantile, generator=generator)
     return hicra_advantages(adv, mask, alpha) * response_mask.to(torch.float32), mask
 
 
@@ -216,7 +219,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hicra.algorithms import grpo_advantages, policy_loss
-    from hicra.dynamics.records import RolloutWriter, list_rollout_files, write_run_info
+    from hicra.dynamics.records import RolloutWriter, list_rollout_files, rollout_row, write_run_info
     from hicra.errors import InputError
     from hicra.fileio import write_json, write_jsonl
     from hicra.lab.model import format_prompt
@@ -343,13 +346,11 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         rows = []
         for i, (p, ids, r) in enumerate(zip(batch_problems, responses, results, strict=True)):
             n = len(ids)
-            rows.append({"prompt_id": p.id, "sample_idx": i % cfg.group_size, "prompt": p.question,
-                         "response": texts[i], "token_ids": np.asarray(ids, dtype=np.int32),
-                         "logprobs": s.logprobs[i, :n].numpy().astype(np.float32),
-                         "entropies": s.entropies[i, :n].numpy().astype(np.float32),
-                         "planning_mask": np.asarray(planning[i][:n], dtype=bool), "reward": r.reward,
-                         "correct": r.correct, "truncated": bool(s.truncated[i]), "error_type": r.error_type,
-                         "strategy": r.strategy})
+            rows.append(rollout_row(prompt_id=p.id, sample_idx=i % cfg.group_size, prompt=p.question,
+                                    response=texts[i], token_ids=ids, logprobs=s.logprobs[i, :n],
+                                    entropies=s.entropies[i, :n], planning_mask=planning[i][:n], reward=r.reward,
+                                    correct=r.correct, truncated=bool(s.truncated[i]), error_type=r.error_type,
+                                    strategy=r.strategy))
         writer.write_step(step, rows)
 
         # policy update: minibatches over whole groups' responses, in a fixed order
