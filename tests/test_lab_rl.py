@@ -20,7 +20,7 @@ from hicra.lab.sft import WarmStartConfig, warm_start
 # one worker under pytest-xdist (make test: --dist loadgroup) so the module fixture is built once
 pytestmark = pytest.mark.xdist_group("lab_rl")
 
-TASKS = [{"family": "series", "max_start": 9, "max_step": 1, "counts": [2, 3]}, {"family": "product", "a_max": 4}]
+TASKS = [{"family": "series", "max_start": 9, "max_step": 2, "counts": [2, 3]}]
 BASE = dict(tasks=TASKS, steps=4, prompts_per_step=3, group_size=4, max_new_tokens=48, n_eval=6, n_probe=3,
             eval_every=2, heldout_share=0.3, checkpoint_every=1, minibatches=2, lr=2e-3)
 
@@ -28,9 +28,9 @@ BASE = dict(tasks=TASKS, steps=4, prompts_per_step=3, group_size=4, max_new_toke
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny warm start on an easy task, so rollouts get mixed rewards (non-zero advantages)."""
-    cfg = WarmStartConfig(tasks=TASKS, n_train=800, vocab_size=300, size="1m", epochs=4, batch_size=16,
-                          lr=5e-3, execution_noise=0.1, strategy_prior="blind", planning_noise=0.3,
-                          heldout_share=0.3, max_response_tokens=48, seed=0)
+    cfg = WarmStartConfig(tasks=TASKS, n_train=1500, vocab_size=300, size="1m", epochs=6, batch_size=16,
+                          lr=5e-3, execution_noise=0.05, strategy_prior="blind", planning_noise=0.2,
+                          heldout_share=0.3, max_response_tokens=64, seed=0)
     root = tmp_path_factory.mktemp("ws")
     path = warm_start(cfg, root, progress=False, log=lambda *a: None)
     assert warm_start(cfg, root, progress=False, log=lambda *a: None) == path  # second call hits the cache
