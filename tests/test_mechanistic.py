@@ -22,6 +22,7 @@ from hicra.mechanistic.anchors import (
 )
 from hicra.mechanistic.graphs import collapse, pooled_graph, small_world, walk_metrics
 from hicra.mechanistic.sentences import boundaries, classify, first_sentence, split_sentences
+from hicra.mechanistic.tasks import LabTask
 from hicra.planning import Lexicon, PlanningTagger
 
 pytestmark = pytest.mark.xdist_group("mechanistic")
@@ -78,6 +79,9 @@ class ScriptedTask:
 
     def final_answer(self, p, response):
         return answer_text(response)
+
+    def is_answer_sentence(self, sentence):
+        return sentence.startswith("so the answer is")
 
 
 TAGGER = PlanningTagger(Lexicon(["let's try"]))
@@ -163,6 +167,9 @@ def test_split_classes_and_prefixes():
     b = boundaries(text, s)
     assert text[:b[1]] == "let's try 3+4=7\n\n  " and b[-1] == len(text)
     assert [classify(x.text, TAGGER) for x in s] == ["planning", "execution", "other", "other"]
+    lab = LabTask(None)
+    assert [classify(x.text, PlanningTagger("lab"), lab.is_answer_sentence) for x in s] == [
+        "planning", "execution", "other", "answer"]  # the lab lexicon holds "so the answer is": answer comes first
     assert first_sentence("\n 8-5=3 \nrest") == "8-5=3"
     free = split_sentences("First, 12 * 7 = 84. Then we stop!\nDone", "sentences")
     assert [x.text for x in free] == ["First, 12 * 7 = 84.", "Then we stop!", "Done"]
@@ -258,7 +265,7 @@ def test_anchors_on_a_run_directory(run_dir, capsys):
     ids = json.loads((run_dir / "eval.json").read_text())["heldout_ids"]
     assert {r["problem_id"] for r in rows} <= set(ids[:3])  # the first N in eval.json's order
     assert all((r["importance"] is None) == r["fixed"] for r in rows)
-    assert all(r["class"] in ("planning", "execution", "other") for r in rows)
+    assert all(r["class"] in ("planning", "execution", "answer", "other") for r in rows)
     summary = json.loads((run_dir / "anchors.json").read_text())
     assert set(summary["steps"]) == {"0", "10"} and summary["settings"]["k"] == 2
     assert (run_dir / "anchors.png").stat().st_size > 0
@@ -337,3 +344,49 @@ def test_bad_checkpoint_name_and_heldout_id(run_dir, tmp_path):
     (copy / "eval.json").write_text(json.dumps({"heldout_ids": ["series:1:999"]}))
     with pytest.raises(InputError, match="heldout_ids"):
         lab_heldout_problems(copy)
+
+
+def test_hf_policy_keeps_the_response_budget_and_is_deterministic(run_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hicra.mechanistic.policy import HFPolicy
+
+    path = run_dir / "checkpoints" / "step_000010"
+    tok = AutoTokenizer.from_pretrained(path)
+    policy = HFPolicy(AutoModelForCausalLM.from_pretrained(path), tok, max_new_tokens=20)
+    prefix = "let's add them one by one\n"
+    n_prefix = len(tok(prefix, add_special_tokens=False)["input_ids"])
+    assert n_prefix < 20 <= 2 * n_prefix
+    contexts = [("sum 1 to 4\n", prefix)] * 4 + [("sum 1 to 4\n", prefix * 2), ("sum 1 to 4\n", "")]
+    out = policy.continue_texts(contexts[:4], seed=5)
+    assert 0 < policy.tokens_sampled <= 4 * (20 - n_prefix)  # sampled token ids, prefix + continuation <= 20
+    assert policy.continue_texts(contexts[4:5], seed=5) == [""]  # the prefix alone spends the budget
+    out = policy.continue_texts(contexts, seed=5)
+    assert out == policy.continue_texts(contexts, seed=5) and out != policy.continue_texts(contexts, seed=6)
+
+
+def test_math_task_adapter_grades_with_math_verify():
+    pytest.importorskip("math_verify")
+    from hicra.mechanistic.tasks import MathTask
+
+    class NoChat:
+        chat_template = None
+
+    task = MathTask(NoChat())
+    p = {"id": "q1", "problem": "What is 6*7?", "answer": "42"}
+    assert task.prompt(p).startswith("What is 6*7?")
+    assert task.check(p, "6*7 = 42, so \\boxed{42}.").correct and task.final_answer(p, "\\boxed{42}") == "42"
+    wrong = task.check(p, "I think \\boxed{41}")
+    assert not wrong.correct and task.final_answer(p, "I think \\boxed{41}") == "41"
+    assert task.check(p, "no idea").error_type == "format" and task.final_answer(p, "no idea") is None
+    assert task.is_answer_sentence("so \\boxed{42}.") and not task.is_answer_sentence("6*7 = 42")
+
+
+def test_report_block_is_replaced_not_duplicated(run_dir, tmp_path):
+    from hicra.mechanistic.report import BEGIN, END, splice_sections
+
+    page = "<html><body><h1>dynamics</h1></body></html>"
+    once = splice_sections(page, run_dir)
+    assert once.count(BEGIN) == 1 and once.index(END) < once.index("</body>") and "<h1>dynamics</h1>" in once
+    assert splice_sections(once, run_dir) == once
+    assert splice_sections(once, tmp_path) == page  # a directory without results removes the block

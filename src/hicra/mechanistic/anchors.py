@@ -150,8 +150,9 @@ def sentence_importance(policy, task, problems: list, tagger, cfg: AnchorsConfig
     for problem, prompt, text in zip(problems, prompts, originals, strict=True):
         sents = split_sentences(text, cfg.split)
         complete = _Draw("", bool(task.check(problem, text).correct), task.final_answer(problem, text))
+        classes = [classify(s.text, tagger, task.is_answer_sentence) for s in sents]
         resp.append(_Response(problem, task.problem_id(problem), prompt, text, sents, boundaries(text, sents),
-                              [classify(s.text, tagger) for s in sents], complete, [[] for _ in sents]))
+                              classes, complete, [[] for _ in sents]))
 
     step = cfg.round if cfg.adaptive else cfg.k
     target = {(r, i): step for r, x in enumerate(resp) for i in range(len(x.sentences))}

@@ -17,7 +17,7 @@ from hicra.mechanistic.sentences import CLASSES
 
 BEGIN = "<!-- hicra:mechanistic -->"
 END = "<!-- /hicra:mechanistic -->"
-_COLORS = {"planning": "tab:orange", "execution": "tab:blue", "other": "tab:gray"}
+_COLORS = {"planning": "tab:orange", "execution": "tab:blue", "answer": "tab:red", "other": "tab:gray"}
 
 
 def png(fig) -> bytes:
@@ -60,7 +60,7 @@ def anchors_figure(result: dict):
                                "TV distance of final answers"), strict=True):
         for k, cls in enumerate(CLASSES):
             _errorbar(ax, steps, [result["steps"][str(s)][key][cls] for s in steps], cls, _COLORS[cls],
-                      (k - 1) * width)
+                      (k - 1.5) * width)
         _mark_consolidation(ax, result)
         ax.set_title(title)
         ax.set_xlabel("step")

@@ -10,9 +10,12 @@ Resampling works on the prefixes between sentences: `boundaries(text, spans)` gi
 of sentence i and b_m = len(text), so `text[:b_i]` is the prefix *before* sentence i and `text[:b_{i+1}]` the prefix
 that *keeps* it (with whatever whitespace follows it).
 
-Classes (`classify`): "planning" when the sentence contains a strategic gram of the lexicon (even if it also
-computes), "execution" when it holds a computation (`X op Y = Z`, `hicra.lab.tasks.base.computation_lines`, or a
-looser arithmetic-with-result pattern for free text) and no strategic gram, else "other".
+Classes (`classify`), the first that applies: "answer" for the sentence that states the final answer (the task
+says which: lab `so the answer is ...`, `\\boxed{}` for math), "planning" when the sentence contains a strategic
+gram of the lexicon (even if it also computes), "execution" when it holds a computation (`X op Y = Z`,
+`hicra.lab.tasks.base.computation_lines`, or a looser arithmetic-with-result pattern for free text), else "other".
+The answer sentence is a class of its own because it is an anchor by construction (changing it changes the answer)
+and would otherwise land among the planning sentences whenever the lexicon holds the answer phrase (the lab's does).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from hicra.lab.tasks.base import computation_lines
 
 SPLITS = ("lines", "sentences")
-CLASSES = ("planning", "execution", "other")
+CLASSES = ("planning", "execution", "answer", "other")
 
 _LINE = re.compile(r"[^\n]+")
 _SENTENCE = re.compile(r"[^\n]+?(?:[.!?](?=\s)|$)", re.MULTILINE)
@@ -79,8 +82,11 @@ def is_computation(sentence: str) -> bool:
     return bool(computation_lines(sentence)) or bool(_ARITH.search(sentence))
 
 
-def classify(sentence: str, tagger) -> str:
-    """"planning" | "execution" | "other" for one sentence; `tagger` is a `hicra.planning.PlanningTagger`."""
+def classify(sentence: str, tagger, is_answer=None) -> str:
+    """The class of one sentence (`CLASSES`); `tagger` is a `hicra.planning.PlanningTagger`, `is_answer(sentence)`
+    tells the answer sentence (None: no sentence is one)."""
+    if is_answer is not None and is_answer(sentence):
+        return "answer"
     if tagger.spans(sentence):
         return "planning"
     if is_computation(sentence):

@@ -33,6 +33,9 @@ class Task(Protocol):
     def final_answer(self, problem: Any, response: str) -> str | None:
         """The response's final answer as a comparable string; None when it gives none."""
 
+    def is_answer_sentence(self, sentence: str) -> bool:
+        """True for a sentence that states the final answer (its own class in `hicra anchors`)."""
+
 
 class LabTask:
     """A lab task family (or `TaskMix`) as a `Task`. `checker.check(problem, response)` decides correctness."""
@@ -56,6 +59,11 @@ class LabTask:
 
         ans = answer_text(response)
         return None if ans is None else " ".join(ans.split())
+
+    def is_answer_sentence(self, sentence: str) -> bool:
+        from hicra.lab.tasks.base import ANSWER_PREFIX
+
+        return ANSWER_PREFIX in sentence.lower()
 
 
 class MathTask:
@@ -92,6 +100,9 @@ class MathTask:
             return None
         pred = parse(normalize_response(response), parsing_timeout=self.grader.timeout_seconds)
         return str(pred[0]) if pred else None
+
+    def is_answer_sentence(self, sentence: str) -> bool:
+        return "\\boxed" in sentence or "\\fbox" in sentence
 
 
 def _read_json(path: Path, what: str) -> dict:
