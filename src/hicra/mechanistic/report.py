@@ -172,7 +172,8 @@ def splice_sections(text: str, run_dir: str | Path) -> str:
     """`text` (a report.html) with its mechanistic block replaced by the current one, placed before </body>."""
     start, end = text.find(BEGIN), text.find(END)
     if start >= 0 and end > start:
-        text = text[:start] + text[end + len(END):]
+        stop = end + len(END)
+        text = text[:start] + text[stop + 1 if text[stop:stop + 1] == "\n" else stop:]
     block = sections_html(run_dir)
     if not block:
         return text
