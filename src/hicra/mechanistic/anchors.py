@@ -18,8 +18,9 @@ the original response itself (it ended there).
 Adaptive early stopping (`adaptive=True`, the default): each arm grows in rounds of `round_size` continuations
 (default K/2). After each round the Agresti-Caffo interval (Agresti & Caffo 2000) at `level` of
 accuracy(keep) - accuracy(resampled) is computed; when it excludes 0 the sign of the importance is decided and the
-sentence stops; otherwise the arms grow until K. A sentence none of whose first `max_tries * round_size` draws
-differs is reported fixed at once. With `adaptive=False` every sentence gets K per arm and `max_tries * K` tries.
+sentence stops; otherwise the arms grow until K. With `adaptive=False` every sentence gets K per arm at once.
+Either way a sentence is fixed only when none of its `max_tries * K` tries differs, so the stopping rule never
+changes which sentences are fixed.
 Stopping when the interval is decided saves the draws of clearly important sentences; like any optional stopping
 it can shift the estimates of the stopped sentences slightly toward larger |importance|.
 
@@ -201,9 +202,9 @@ def sentence_importance(policy, task, problems: list, tagger, cfg: AnchorsConfig
         for (r, i), n in list(target.items()):
             keep = keep_arm(r, i, n)
             other, tries = resampled_arm(r, i, n)
-            fixed = not other
+            fixed = not other and n >= cfg.k  # no differing draw in all max_tries * K tries
             decided = False
-            if not fixed and cfg.adaptive and n < cfg.k:
+            if other and cfg.adaptive and n < cfg.k:
                 lo, hi = agresti_caffo(sum(d.correct for d in keep), len(keep), sum(d.correct for d in other),
                                        len(other), cfg.level)
                 decided = lo > 0 or hi < 0
