@@ -256,6 +256,7 @@ def _cli(*args):
 
 
 def test_anchors_on_a_run_directory(run_dir, capsys):
+    (run_dir / "summary.json").write_text(json.dumps({"phases": {"consolidation_end_step": 0}}))
     assert _cli("anchors", str(run_dir), "--n", "3", "--k", "2", "--quiet", "--n-boot", "100") == 0
     table = pq.read_table(run_dir / "anchors.parquet")
     assert table.column_names[:7] == ["step", "problem_id", "sentence_idx", "class", "importance", "tv_distance",
@@ -269,7 +270,9 @@ def test_anchors_on_a_run_directory(run_dir, capsys):
     summary = json.loads((run_dir / "anchors.json").read_text())
     assert set(summary["steps"]) == {"0", "10"} and summary["settings"]["k"] == 2
     assert (run_dir / "anchors.png").stat().st_size > 0
+    assert summary["by_phase"]["before"]["steps"] == [0] and summary["by_phase"]["after"]["steps"] == [10]
     assert "hicra anchors" in (run_dir / "report.html").read_text()
+    assert "before step 0" in (run_dir / "report.html").read_text()
     # deterministic: a second run writes the same rows
     assert _cli("anchors", str(run_dir), "--steps", "10", "--n", "3", "--k", "2", "--quiet", "--n-boot", "100") == 0
     assert pq.read_table(run_dir / "anchors.parquet").to_pylist() == [r for r in rows if r["step"] == 10]
@@ -390,3 +393,17 @@ def test_report_block_is_replaced_not_duplicated(run_dir, tmp_path):
     assert once.count(BEGIN) == 1 and once.index(END) < once.index("</body>") and "<h1>dynamics</h1>" in once
     assert splice_sections(once, run_dir) == once
     assert splice_sections(once, tmp_path) == page  # a directory without results removes the block
+
+
+def test_by_phase_pools_steps_on_each_side_of_the_consolidation_end():
+    from hicra.mechanistic.anchors import by_phase
+
+    rows = [{"step": s, "problem_id": p, "class": c, "importance": v}
+            for s, scale in ((0, 0.1), (10, 0.1), (20, 0.5)) for p in ("a", "b")
+            for c, v in (("planning", scale), ("execution", -0.1))]
+    out = by_phase(rows, 10, n_boot=200)
+    assert out["before"]["steps"] == [0, 10] and out["after"]["steps"] == [20]
+    assert out["before"]["abs_importance"]["gap_planning_minus_execution"]["mean"] == pytest.approx(0.0)
+    assert out["after"]["abs_importance"]["gap_planning_minus_execution"]["mean"] == pytest.approx(0.4)
+    assert out["before"]["abs_importance"]["planning"]["n_problems"] == 4  # (step, problem) clusters
+    assert by_phase(rows, None) is None and by_phase(rows, 30) is None

@@ -290,5 +290,26 @@ def summarize_step(rows: list[dict], *, n_boot: int = 2000, level: float = 0.95,
             "tv_distance": cluster_bootstrap(rows, "tv_distance", n_boot=n_boot, level=level, seed=seed)}
 
 
+def by_phase(rows: list[dict], consolidation_end: int | None, *, n_boot: int = 2000, level: float = 0.95,
+             seed: int = 0) -> dict | None:
+    """|importance| by class and the planning - execution gap, pooled over the checkpoints up to the consolidation
+    end ("before") and after it ("after"); clusters are (step, problem) pairs. None when the end is unknown or one
+    side has no checkpoint."""
+    if consolidation_end is None:
+        return None
+    sides = {"before": [r for r in rows if r["step"] <= consolidation_end],
+             "after": [r for r in rows if r["step"] > consolidation_end]}
+    if not all(sides.values()):
+        return None
+    out = {"consolidation_end_step": consolidation_end}
+    for name, side in sides.items():
+        pooled = [{**r, "problem_id": f"{r['step']}:{r['problem_id']}",
+                   "abs_importance": None if r["importance"] is None else abs(r["importance"])} for r in side]
+        out[name] = {"steps": sorted({r["step"] for r in side}),
+                     "abs_importance": cluster_bootstrap(pooled, "abs_importance", n_boot=n_boot, level=level,
+                                                         seed=seed)}
+    return out
+
+
 def config_dict(cfg: AnchorsConfig) -> dict:
     return {**asdict(cfg), "round_size": cfg.round}

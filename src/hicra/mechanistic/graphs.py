@@ -201,7 +201,8 @@ def reasoning_graphs(policy, task, problems: list, tagger, cfg: GraphsConfig | N
 
 def summarize_step(rows: list[dict], info: dict, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
     """Per-checkpoint summary for graphs.json: mean cycles / diameter / n_nodes over responses with percentile
-    bootstrap intervals (`hicra.stats.bootstrap_ci`), the share of responses with a cycle, and the pooled graph."""
+    bootstrap intervals (`hicra.stats.bootstrap_ci`), the share of responses with a cycle, mean cycles of the
+    responses with and without a backtracking phrase (lexicon category "backtracking"), and the pooled graph."""
     from hicra.stats import bootstrap_ci
 
     out = {k: v for k, v in info.items() if k != "seconds"}
@@ -213,6 +214,9 @@ def summarize_step(rows: list[dict], info: dict, *, n_boot: int = 2000, level: f
         else:
             out[name] = {"mean": None, "interval": None}
     out["share_with_cycle"] = float(np.mean([r["cycles"] > 0 for r in rows])) if rows else None
+    for name, group in (("with", [r for r in rows if r["backtracking"] > 0]),
+                        ("without", [r for r in rows if r["backtracking"] == 0])):
+        out[f"cycles_{name}_backtracking"] = float(np.mean([r["cycles"] for r in group])) if group else None
     return out
 
 

@@ -40,9 +40,10 @@ def _errorbar(ax, xs, stats, label, color, shift=0.0):
 
 
 def _mark_consolidation(ax, result):
-    end = result.get("consolidation_end_step")
-    if end is not None:
-        ax.axvline(end, color="k", ls="--", lw=1, label="consolidation end")
+    for key, label, style in (("consolidation_end_step", "consolidation end", "--"),
+                              ("exploration_onset_step", "exploration onset", ":")):
+        if result.get(key) is not None:
+            ax.axvline(result[key], color="k", ls=style, lw=1, label=label)
 
 
 def anchors_figure(result: dict):
@@ -104,6 +105,10 @@ def _iv(stat: dict) -> str:
     return f"{stat['mean']:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "")
 
 
+def _f(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def _img(path: Path, alt: str) -> str:
     if not path.is_file():
         return ""
@@ -123,6 +128,13 @@ def anchors_section(run_dir: Path) -> str:
                     f"<td>{_iv(s['importance']['gap_planning_minus_execution'])}</td>"
                     f"<td>{_iv(s['abs_importance']['gap_planning_minus_execution'])}</td>"
                     f"<td>{_iv(s['tv_distance']['gap_planning_minus_execution'])}</td></tr>")
+    phase = result.get("by_phase")
+    if phase:
+        for side in ("before", "after"):
+            a = phase[side]["abs_importance"]
+            rows.append(f"<tr><td>{side} step {phase['consolidation_end_step']} (steps "
+                        f"{', '.join(map(str, phase[side]['steps']))})</td><td><em>planning - execution</em></td>"
+                        f"<td></td><td></td><td></td><td>{_iv(a['gap_planning_minus_execution'])}</td><td></td></tr>")
     return "\n".join([
         "<h2 id='anchors'>Counterfactual sentence importance (hicra anchors)</h2>",
         f"<p class='muted'>{st['n_problems']} held-out problems, one response each, split into {st['split']}; "
@@ -145,7 +157,8 @@ def graphs_section(run_dir: Path) -> str:
         share = "n/a" if s["share_with_cycle"] is None else f"{s['share_with_cycle']:.2f}"
         rows.append(f"<tr><td>{step}</td><td>{s['n_responses']}</td><td>{s['n_clusters']}</td>"
                     f"<td>{_iv(s['cycles'])}</td><td>{share}</td><td>{_iv(s['diameter'])}</td>"
-                    f"<td>{_iv(s['n_nodes'])}</td><td>{sw}</td></tr>")
+                    f"<td>{_iv(s['n_nodes'])}</td><td>{sw}</td><td>{_f(s['cycles_with_backtracking'])} / "
+                    f"{_f(s['cycles_without_backtracking'])}</td></tr>")
     return "\n".join([
         "<h2 id='graphs'>Reasoning graphs (hicra graphs)</h2>",
         f"<p class='muted'>{st['n_problems']} held-out problems x {st['samples']} responses; hidden states of layer "
@@ -154,7 +167,8 @@ def graphs_section(run_dir: Path) -> str:
         f"{st['nrand']}). Intervals: bootstrap over responses. See docs/mechanistic.md.</p>",
         _img(run_dir / "graphs.png", "reasoning graph metrics"),
         "<table><tr><th>step</th><th>responses</th><th>clusters</th><th>cycles</th><th>share with a cycle</th>"
-        "<th>diameter</th><th>nodes</th><th>small-world omega</th></tr>" + "".join(rows) + "</table>"])
+        "<th>diameter</th><th>nodes</th><th>small-world omega</th><th>cycles with / without a backtracking "
+        "phrase</th></tr>" + "".join(rows) + "</table>"])
 
 
 def sections_html(run_dir: str | Path) -> str:

@@ -103,14 +103,17 @@ def _context(run_dir, steps, n: int):
     return run_dir, info, available, chosen, task, problems[:n], tagger, config
 
 
-def _consolidation_end(run_dir: Path):
+def _phase_steps(run_dir: Path) -> dict:
+    """The consolidation end and exploration onset from `hicra analyze`'s summary.json (None when unknown)."""
+    out = {"consolidation_end_step": None, "exploration_onset_step": None}
     path = run_dir / "summary.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("phases", {}).get("consolidation_end_step")
-    except (ValueError, AttributeError):
-        return None
+    if path.is_file():
+        try:
+            phases = json.loads(path.read_text(encoding="utf-8")).get("phases", {})
+            out.update({k: phases.get(k) for k in out})
+        except (ValueError, AttributeError):
+            pass
+    return out
 
 
 def run_anchors(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, max_new_tokens: int | None = None,
@@ -154,9 +157,13 @@ def run_anchors(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, 
                         ("fixed", pa.bool_()), ("acc_keep", pa.float64()), ("acc_resampled", pa.float64()),
                         ("sentence", pa.string())])
     write_parquet(run_dir / "anchors.parquet", pa.Table.from_pylist(rows, schema=schema))
+    phases = _phase_steps(run_dir)
     result = {"settings": {**A.config_dict(cfg), "n_problems": len(problems), "max_new_tokens": max_new,
                            "temperature": temp, "n_boot": n_boot, "lexicon": info.get("lexicon")},
-              "consolidation_end_step": _consolidation_end(run_dir), "steps": per_step, "cost": costs}
+              **phases, "steps": per_step,
+              "by_phase": A.by_phase(rows, phases["consolidation_end_step"], n_boot=n_boot, level=cfg.level,
+                                     seed=cfg.seed),
+              "cost": costs}
     write_json(run_dir / "anchors.json", result)
     write_bytes(run_dir / "anchors.png", png(anchors_figure(result)))
     update_report(run_dir)
@@ -207,7 +214,7 @@ def run_graphs(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, m
     write_parquet(run_dir / "graphs.parquet", pa.Table.from_pylist(rows, schema=schema))
     result = {"settings": {**G.config_dict(cfg), "n_problems": len(problems), "max_new_tokens": max_new,
                            "temperature": temp, "n_boot": n_boot},
-              "consolidation_end_step": _consolidation_end(run_dir), "steps": per_step, "cost": costs}
+              **_phase_steps(run_dir), "steps": per_step, "cost": costs}
     write_json(run_dir / "graphs.json", result)
     write_bytes(run_dir / "graphs.png", png(graphs_figure(result)))
     update_report(run_dir)
