@@ -19,8 +19,9 @@ Adaptive early stopping (`adaptive=True`, the default): each arm grows in rounds
 (default K/2). After each round the Agresti-Caffo interval (Agresti & Caffo 2000) at `level` of
 accuracy(keep) - accuracy(resampled) is computed; when it excludes 0 the sign of the importance is decided and the
 sentence stops; otherwise the arms grow until K. With `adaptive=False` every sentence gets K per arm at once.
-Either way a sentence is fixed only when none of its `max_tries * K` tries differs, so the stopping rule never
-changes which sentences are fixed.
+Either way a sentence is fixed only when none of its `max_tries * K` tries differs (the same criterion in both
+modes, though the draws themselves differ). Because a pool serves two sentences, stopping one saves draws only
+when its neighbour stops too; on the quick preset's warm start it saved nothing measurable (docs/mechanistic.md).
 Stopping when the interval is decided saves the draws of clearly important sentences; like any optional stopping
 it can shift the estimates of the stopped sentences slightly toward larger |importance|.
 
