@@ -148,13 +148,14 @@ def sentence_end_states(model, tokenizer, prompt_ids: list[list[int]], responses
     out: list[np.ndarray] = []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model.eval()
+    device = next(model.parameters()).device
     for c in range(0, len(items), batch_size):
         chunk = items[c:c + batch_size]
         ids, mask = left_pad([x[0] for x in chunk], pad)
         with torch.no_grad():
-            res = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask),
-                        output_hidden_states=True, use_cache=False)
-        hidden = res.hidden_states[layer].float()
+            res = model(input_ids=ids.to(device), attention_mask=mask.long().to(device),
+                        position_ids=positions(mask).to(device), output_hidden_states=True, use_cache=False)
+        hidden = res.hidden_states[layer].float().cpu()
         width = ids.shape[1]
         for row, (seq, n_prompt, ends) in enumerate(chunk):
             offset = width - len(seq) + n_prompt
