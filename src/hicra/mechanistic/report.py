@@ -94,6 +94,8 @@ def graphs_figure(result: dict):
     _mark_consolidation(axes[2], result)
     axes[2].set_title("small-world index omega (pooled graph)")
     axes[2].set_xlabel("step")
+    if result.get("consolidation_end_step") is not None or result.get("exploration_onset_step") is not None:
+        axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
