@@ -19,6 +19,7 @@ VERB_MODULES: list[str] = [
     "hicra.lab.cli",  # lab: the built-in default (`make demo`)
     "hicra.study_cli",  # study
     "hicra.dynamics.cli",  # analyze, convert
+    "hicra.mechanistic.cli",  # anchors, graphs
     "hicra.planning.cli",  # grams
     "hicra.integrations.cli",  # train
     "hicra.evaluation.cli",  # eval

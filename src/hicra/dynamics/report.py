@@ -269,6 +269,13 @@ def write_report(out_dir: str | os.PathLike, summary: dict, df, *, examples: dic
     errors_png = _png(efig) if efig is not None else None
     png_path, html_path = out_dir / "dynamics.png", out_dir / "report.html"
     write_bytes(png_path, figure_png)
-    write_text(html_path, render_html(summary, df, figure_png=figure_png, errors_png=errors_png,
-                                      examples=examples, tagger=tagger))
+    text = render_html(summary, df, figure_png=figure_png, errors_png=errors_png, examples=examples, tagger=tagger)
+    write_text(html_path, with_mechanistic_sections(text, out_dir))
     return png_path, html_path
+
+
+def with_mechanistic_sections(text: str, out_dir: str | os.PathLike) -> str:
+    """The report with the `hicra anchors` / `hicra graphs` sections of `out_dir`, when they exist, kept."""
+    from hicra.mechanistic.report import splice_sections
+
+    return splice_sections(text, out_dir)

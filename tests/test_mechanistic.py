@@ -1,0 +1,409 @@
+"""hicra anchors / hicra graphs: planted cases with known answers, the run-directory walk, the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from hicra.lab.tasks.base import CheckResult, answer_text
+from hicra.mechanistic.anchors import (
+    AnchorsConfig,
+    agresti_caffo,
+    cluster_bootstrap,
+    sentence_importance,
+    tv_distance,
+)
+from hicra.mechanistic.graphs import collapse, pooled_graph, small_world, walk_metrics
+from hicra.mechanistic.sentences import boundaries, classify, first_sentence, split_sentences
+from hicra.mechanistic.tasks import LabTask
+from hicra.planning import Lexicon, PlanningTagger
+
+pytestmark = pytest.mark.xdist_group("mechanistic")
+
+
+# --- planted anchors: success depends on one sentence only ----------------------------------------------------
+
+@dataclass(frozen=True)
+class Prob:
+    id: str
+
+
+class ScriptedPolicy:
+    """Writes five lines: a varying greeting, a line it never varies, a planning line that picks the good or the
+    bad way (1/2 each), a random computation, and the answer, which is 1 exactly when the planning line says good.
+    Success therefore depends on line 2 only."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def continue_texts(self, contexts, seed):
+        self.calls += 1
+        rng = random.Random(seed)
+        out = []
+        for _, prefix in contexts:
+            lines = prefix.split("\n")[:-1]
+            new = []
+            for k in range(len(lines), 5):
+                if k == 0:
+                    new.append(f"hello {rng.randrange(10)}")
+                elif k == 1:
+                    new.append("fixed opening")
+                elif k == 2:
+                    new.append(f"let's try the {rng.choice(['good', 'bad'])} way")
+                elif k == 3:
+                    a, b = rng.randrange(1, 10), rng.randrange(1, 10)
+                    new.append(f"{a}+{b}={a + b}")
+                else:
+                    new.append(f"so the answer is {int('good' in (lines + new)[2])}")
+            out.append("\n".join(new))
+        return out
+
+
+class ScriptedTask:
+    def problem_id(self, p):
+        return p.id
+
+    def prompt(self, p):
+        return "q\n"
+
+    def check(self, p, response):
+        ok = answer_text(response) == "1"
+        return CheckResult(float(ok), ok, None if ok else "planning")
+
+    def final_answer(self, p, response):
+        return answer_text(response)
+
+    def is_answer_sentence(self, sentence):
+        return sentence.startswith("so the answer is")
+
+
+TAGGER = PlanningTagger(Lexicon(["let's try"]))
+
+
+def _planted(adaptive: bool, n: int = 12, seed: int = 0):
+    problems = [Prob(f"p{i}") for i in range(n)]
+    return sentence_importance(ScriptedPolicy(), ScriptedTask(), problems, TAGGER,
+                               AnchorsConfig(k=8, adaptive=adaptive, seed=seed))
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_planted_anchor_is_found_and_nothing_else_matters(adaptive):
+    rows, stats = _planted(adaptive)
+    by_idx = {i: [r for r in rows if r["sentence_idx"] == i] for i in range(5)}
+    assert len(rows) == 12 * 5
+    # line 2 decides: keeping it gives its own outcome, any different line 2 gives the other one
+    for r in by_idx[2]:
+        assert r["class"] == "planning" and not r["fixed"]
+        assert abs(r["importance"]) == 1.0 and r["tv_distance"] == 1.0
+        assert r["acc_keep"] == (1.0 if "good" in r["sentence"] else 0.0)
+    # after it, nothing changes the answer: exactly zero
+    for r in by_idx[3]:
+        assert r["class"] == "execution" and r["importance"] == 0.0 and r["tv_distance"] == 0.0
+    # before it, only sampling noise (both arms draw line 2 afresh)
+    assert abs(np.mean([r["importance"] for r in by_idx[0]])) < 0.2
+    # the line the policy never varies, and the answer line (fixed once line 2 is), are reported fixed
+    assert all(r["fixed"] and r["importance"] is None and r["n_resamples"] == 0 for r in by_idx[1] + by_idx[4])
+    assert all(r["n_tries"] == 4 * 8 for r in by_idx[1])  # fixed only after all max_tries * K tries
+
+
+def test_adaptive_stopping_saves_draws_only_where_decided():
+    rows_a, stats_a = _planted(adaptive=True)
+    rows_f, stats_f = _planted(adaptive=False)
+    # the decisive sentence is decided after the first round (4 per arm: 4/4 vs 0/4)
+    assert all(r["n_resamples"] == 4 and r["n_keep"] == 4 for r in rows_a if r["sentence_idx"] == 2)
+    # undecided sentences go on to K
+    assert all(r["n_resamples"] == 8 for r in rows_a if r["sentence_idx"] == 3)
+    assert all(r["n_resamples"] == 8 for r in rows_f if not r["fixed"])
+    assert stats_a["draws"] < stats_f["draws"]
+
+
+def test_anchors_deterministic_given_seed():
+    assert _planted(True, n=4, seed=3)[0] == _planted(True, n=4, seed=3)[0]
+    assert _planted(True, n=4, seed=3)[0] != _planted(True, n=4, seed=4)[0]
+
+
+def test_cluster_bootstrap_means_and_gap():
+    rows = [{"problem_id": "a", "class": "planning", "importance": 1.0},
+            {"problem_id": "a", "class": "execution", "importance": 0.0},
+            {"problem_id": "b", "class": "planning", "importance": 0.5},
+            {"problem_id": "b", "class": "execution", "importance": 0.0},
+            {"problem_id": "b", "class": "execution", "importance": None}]
+    out = cluster_bootstrap(rows, "importance", n_boot=500)
+    assert out["planning"]["mean"] == 0.75 and out["planning"]["n_problems"] == 2
+    assert out["execution"]["mean"] == 0.0 and out["execution"]["n_sentences"] == 2
+    lo, hi = out["planning"]["interval"]
+    assert 0.5 <= lo <= 0.75 <= hi <= 1.0
+    assert out["gap_planning_minus_execution"]["mean"] == 0.75
+    assert out["other"]["mean"] is None and out["other"]["interval"] is None
+
+
+def test_tv_and_agresti_caffo():
+    assert tv_distance(["1", "1", None], ["1", "2", "2"]) == pytest.approx(2 / 3)
+    assert tv_distance(["a"], ["a"]) == 0.0
+    lo, hi = agresti_caffo(4, 4, 0, 4)
+    assert lo > 0 and hi <= 1
+    lo, hi = agresti_caffo(2, 4, 2, 4)
+    assert lo < 0 < hi
+    # against the closed form: p = (c+1)/(n+2), z = 1.959964
+    p1, p2 = 6 / 10, 3 / 10
+    se = ((p1 * (1 - p1) + p2 * (1 - p2)) / 10) ** 0.5
+    assert agresti_caffo(5, 8, 2, 8) == pytest.approx((p1 - p2 - 1.959964 * se, p1 - p2 + 1.959964 * se), abs=1e-6)
+
+
+# --- sentences ------------------------------------------------------------------------------------------------
+
+def test_split_classes_and_prefixes():
+    text = "let's try 3+4=7\n\n  5*2=10  \nhmm\nso the answer is 7"
+    s = split_sentences(text)
+    assert [x.text for x in s] == ["let's try 3+4=7", "5*2=10", "hmm", "so the answer is 7"]
+    assert all(text[x.start:x.end] == x.text for x in s)
+    b = boundaries(text, s)
+    assert text[:b[1]] == "let's try 3+4=7\n\n  " and b[-1] == len(text)
+    assert [classify(x.text, TAGGER) for x in s] == ["planning", "execution", "other", "other"]
+    lab = LabTask(None)
+    assert [classify(x.text, PlanningTagger("lab"), lab.is_answer_sentence) for x in s] == [
+        "planning", "execution", "other", "answer"]  # the lab lexicon holds "so the answer is": answer comes first
+    assert first_sentence("\n 8-5=3 \nrest") == "8-5=3"
+    free = split_sentences("First, 12 * 7 = 84. Then we stop!\nDone", "sentences")
+    assert [x.text for x in free] == ["First, 12 * 7 = 84.", "Then we stop!", "Done"]
+    assert classify(free[0].text, TAGGER) == "execution"
+
+
+# --- planted graphs: walks with a known number of revisits ----------------------------------------------------
+
+@pytest.mark.parametrize("walk, cycles, nodes, diameter", [
+    ([0, 1, 2, 1, 3, 0, 0], 2, 4, 2),  # revisits 1 and 0; the repeated 0 at the end is no step
+    ([5, 5, 5], 0, 1, 0),
+    ([0, 1, 2, 3], 0, 4, 3),  # a path: no cycle, diameter = length
+    ([0, 1, 0, 1, 0, 1], 4, 2, 1),  # back and forth: every step after the second is a revisit
+    ([], 0, 0, 0),
+])
+def test_walk_metrics_planted(walk, cycles, nodes, diameter):
+    assert walk_metrics(walk) == {"n_nodes": nodes, "cycles": cycles, "diameter": diameter}
+
+
+def test_walk_metrics_random_walks_against_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        walk = rng.integers(0, 6, size=rng.integers(1, 20)).tolist()
+        w = collapse(walk)
+        revisits = sum(w[t] in w[:t] for t in range(len(w)))
+        assert walk_metrics(walk)["cycles"] == revisits
+        assert walk_metrics(walk)["n_nodes"] == len(set(walk))
+
+
+def test_small_world_null_when_too_small_and_value_otherwise():
+    assert small_world(pooled_graph([[0, 1, 2]]))[0] is None
+    assert "too small" in small_world(pooled_graph([[0, 1, 2]]))[1]
+    # a ring with chords has triangles: omega is defined and in [-1, 1]-ish
+    ring = [[i, (i + 1) % 12] for i in range(12)] + [[i, (i + 2) % 12] for i in range(0, 12, 3)]
+    value, reason = small_world(pooled_graph(ring), niter=1, nrand=2, seed=0)
+    assert reason is None and -1.5 < value < 1.5
+    assert small_world(pooled_graph(ring), seed=0) == small_world(pooled_graph(ring), seed=0)
+
+
+def test_cluster_states_planted_clusters():
+    from hicra.mechanistic.graphs import cluster_states
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 8)) * 10
+    truth = [0, 1, 0, 2, 1, 0]
+    states = centers[truth] + rng.normal(size=(6, 8)) * 0.01
+    labels = cluster_states(states, k=3, seed=0)
+    # same partition as the truth (labels may be renamed): the walk's revisits survive clustering
+    assert walk_metrics(labels.tolist()) == walk_metrics(truth)
+
+
+# --- a real (tiny) model in a run directory ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from hicra.dynamics.records import write_run_info
+    from hicra.fileio import write_json
+    from hicra.lab.model import build_model, format_prompt, train_tokenizer
+    from hicra.lab.sft import build_corpus, eval_problems
+    from hicra.lab.tasks import CorpusKnobs, TaskMix
+
+    tasks = [{"family": "countdown", "n_numbers": 2, "max_number": 9, "max_target": 81},
+             {"family": "series", "max_start": 5, "min_count": 3, "max_count": 6}]
+    task = TaskMix(tasks)
+    pairs = build_corpus(task, 200, CorpusKnobs(), seed=0)
+    tokenizer = train_tokenizer([format_prompt(p.question) + t for p, t in pairs], vocab_size=300)
+    root = tmp_path_factory.mktemp("run")
+    for step in (0, 10):
+        model = build_model(tokenizer, size="1m", seed=step)
+        model.save_pretrained(root / "checkpoints" / f"step_{step:06d}")
+        tokenizer.save_pretrained(root / "checkpoints" / f"step_{step:06d}")
+    (root / "checkpoints" / "last.pt").write_bytes(b"resumable state, not a snapshot")
+    config = {"tasks": tasks, "n_eval": 16, "seed": 0, "max_new_tokens": 24, "temperature": 1.0}
+    write_run_info(root, {"algorithm": "grpo", "lexicon": "lab", "config": config})
+    ids = [p.id for p in eval_problems(task, 16, 0)]
+    write_json(root / "eval.json", {"heldout_ids": ids[::-1]})
+    return root
+
+
+def _cli(*args):
+    from hicra.cli import main
+
+    return main(list(args))
+
+
+def test_anchors_on_a_run_directory(run_dir, capsys):
+    (run_dir / "summary.json").write_text(json.dumps({"phases": {"consolidation_end_step": 0}}))
+    assert _cli("anchors", str(run_dir), "--n", "3", "--k", "2", "--quiet", "--n-boot", "100") == 0
+    table = pq.read_table(run_dir / "anchors.parquet")
+    assert table.column_names[:7] == ["step", "problem_id", "sentence_idx", "class", "importance", "tv_distance",
+                                      "n_resamples"]
+    rows = table.to_pylist()
+    assert {r["step"] for r in rows} == {0, 10}
+    ids = json.loads((run_dir / "eval.json").read_text())["heldout_ids"]
+    assert {r["problem_id"] for r in rows} <= set(ids[:3])  # the first N in eval.json's order
+    assert all((r["importance"] is None) == r["fixed"] for r in rows)
+    assert all(r["class"] in ("planning", "execution", "answer", "other") for r in rows)
+    summary = json.loads((run_dir / "anchors.json").read_text())
+    assert set(summary["steps"]) == {"0", "10"} and summary["settings"]["k"] == 2
+    assert (run_dir / "anchors.png").stat().st_size > 0
+    assert summary["by_phase"]["before"]["steps"] == [0] and summary["by_phase"]["after"]["steps"] == [10]
+    assert "hicra anchors" in (run_dir / "report.html").read_text()
+    assert "before step 0" in (run_dir / "report.html").read_text()
+    # deterministic: a second run writes the same rows
+    assert _cli("anchors", str(run_dir), "--steps", "10", "--n", "3", "--k", "2", "--quiet", "--n-boot", "100") == 0
+    assert pq.read_table(run_dir / "anchors.parquet").to_pylist() == [r for r in rows if r["step"] == 10]
+
+
+def test_graphs_on_a_run_directory(run_dir):
+    assert _cli("graphs", str(run_dir), "--steps", "10", "--n", "4", "--clusters", "4", "--quiet",
+                "--n-boot", "100") == 0
+    rows = pq.read_table(run_dir / "graphs.parquet").to_pylist()
+    assert len(rows) == 8 and {r["step"] for r in rows} == {10}
+    for r in rows:
+        assert r["n_sentences"] == len(r["walk"])
+        assert walk_metrics(r["walk"]) == {"n_nodes": r["n_nodes"], "cycles": r["cycles"],
+                                           "diameter": r["diameter"]}
+    summary = json.loads((run_dir / "graphs.json").read_text())["steps"]["10"]
+    assert (summary["small_world"] is None) == (summary["small_world_null_reason"] is not None)
+    assert summary["cycles"]["interval"][0] <= summary["cycles"]["mean"] <= summary["cycles"]["interval"][1]
+    html = (run_dir / "report.html").read_text()
+    assert "hicra graphs" in html and html.count("<!-- hicra:mechanistic -->") == 1
+
+
+def test_sentence_end_states_match_a_single_forward(run_dir):
+    """Batched, left-padded hidden states equal those of one unpadded forward per response."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hicra.mechanistic.graphs import sentence_end_states
+
+    path = run_dir / "checkpoints" / "step_000000"
+    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    prompts = [tok("sum 1 to 4\n")["input_ids"], tok("reach 12 from 3 4\n")["input_ids"]]
+    texts = ["let's add them one by one\n1+2=3\nso the answer is 10", "3*4=12\nso the answer is 12"]
+    batched = sentence_end_states(model, tok, prompts, texts, layer=-1)
+    for ids, text, got in zip(prompts, texts, batched, strict=True):
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        ends = [max(i for i, (s, _) in enumerate(enc["offset_mapping"]) if s < x.end) for x in split_sentences(text)]
+        with torch.no_grad():
+            h = model(input_ids=torch.tensor([ids + enc["input_ids"]]), output_hidden_states=True).hidden_states[-1]
+        assert np.allclose(got, h[0, [len(ids) + e for e in ends]].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["anchors", "{missing}"], "not a run directory"),
+    (["anchors", "{run}", "--steps", "7"], "no snapshot for step 7"),
+    (["graphs", "{run}", "--layer", "9", "--n", "1"], "layer 9 out of range"),
+    (["anchors", "{run}", "--n", "0"], "--n"),
+])
+def test_bad_input_one_line_exit_2(run_dir, tmp_path, capsys, args, needle):
+    args = [a.format(missing=tmp_path / "nope", run=run_dir) for a in args]
+    assert _cli(*args, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_lists_the_verbs():
+    proc = subprocess.run([sys.executable, "-m", "hicra.cli", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "anchors" in proc.stdout and "graphs" in proc.stdout
+
+
+def test_bad_checkpoint_name_and_heldout_id(run_dir, tmp_path):
+    import shutil
+
+    from hicra.errors import InputError
+    from hicra.mechanistic.run import checkpoint_steps
+    from hicra.mechanistic.tasks import lab_heldout_problems
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("*.safetensors"))
+    (copy / "checkpoints" / "step_abc").mkdir()
+    with pytest.raises(InputError, match="step_NNNNNN"):
+        checkpoint_steps(copy)
+    (copy / "eval.json").write_text(json.dumps({"heldout_ids": ["series:1:999"]}))
+    with pytest.raises(InputError, match="heldout_ids"):
+        lab_heldout_problems(copy)
+
+
+def test_hf_policy_keeps_the_response_budget_and_is_deterministic(run_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hicra.mechanistic.policy import HFPolicy
+
+    path = run_dir / "checkpoints" / "step_000010"
+    tok = AutoTokenizer.from_pretrained(path)
+    policy = HFPolicy(AutoModelForCausalLM.from_pretrained(path), tok, max_new_tokens=20)
+    prefix = "let's add them one by one\n"
+    n_prefix = len(tok(prefix, add_special_tokens=False)["input_ids"])
+    assert n_prefix < 20 <= 2 * n_prefix
+    contexts = [("sum 1 to 4\n", prefix)] * 4 + [("sum 1 to 4\n", prefix * 2), ("sum 1 to 4\n", "")]
+    out = policy.continue_texts(contexts[:4], seed=5)
+    assert 0 < policy.tokens_sampled <= 4 * (20 - n_prefix)  # sampled token ids, prefix + continuation <= 20
+    assert policy.continue_texts(contexts[4:5], seed=5) == [""]  # the prefix alone spends the budget
+    out = policy.continue_texts(contexts, seed=5)
+    assert out == policy.continue_texts(contexts, seed=5) and out != policy.continue_texts(contexts, seed=6)
+
+
+def test_math_task_adapter_grades_with_math_verify():
+    pytest.importorskip("math_verify")
+    from hicra.mechanistic.tasks import MathTask
+
+    class NoChat:
+        chat_template = None
+
+    task = MathTask(NoChat())
+    p = {"id": "q1", "problem": "What is 6*7?", "answer": "42"}
+    assert task.prompt(p).startswith("What is 6*7?")
+    assert task.check(p, "6*7 = 42, so \\boxed{42}.").correct and task.final_answer(p, "\\boxed{42}") == "42"
+    wrong = task.check(p, "I think \\boxed{41}")
+    assert not wrong.correct and task.final_answer(p, "I think \\boxed{41}") == "41"
+    assert task.check(p, "no idea").error_type == "format" and task.final_answer(p, "no idea") is None
+    assert task.is_answer_sentence("so \\boxed{42}.") and not task.is_answer_sentence("6*7 = 42")
+
+
+def test_report_block_is_replaced_not_duplicated(run_dir, tmp_path):
+    from hicra.mechanistic.report import BEGIN, END, splice_sections
+
+    page = "<html><body><h1>dynamics</h1></body></html>"
+    once = splice_sections(page, run_dir)
+    assert once.count(BEGIN) == 1 and once.index(END) < once.index("</body>") and "<h1>dynamics</h1>" in once
+    assert splice_sections(once, run_dir) == once
+    assert splice_sections(once, tmp_path) == page  # a directory without results removes the block
+
+
+def test_by_phase_pools_steps_on_each_side_of_the_consolidation_end():
+    from hicra.mechanistic.anchors import by_phase
+
+    rows = [{"step": s, "problem_id": p, "class": c, "importance": v}
+            for s, scale in ((0, 0.1), (10, 0.1), (20, 0.5)) for p in ("a", "b")
+            for c, v in (("planning", scale), ("execution", -0.1))]
+    out = by_phase(rows, 10, n_boot=200)
+    assert out["before"]["steps"] == [0, 10] and out["after"]["steps"] == [20]
+    assert out["before"]["abs_importance"]["gap_planning_minus_execution"]["mean"] == pytest.approx(0.0)
+    assert out["after"]["abs_importance"]["gap_planning_minus_execution"]["mean"] == pytest.approx(0.4)
+    assert out["before"]["abs_importance"]["planning"]["n_problems"] == 4  # (step, problem) clusters
+    assert by_phase(rows, None) is None and by_phase(rows, 30) is None
