@@ -231,8 +231,7 @@ def run_dir(tmp_path_factory):
     from hicra.lab.sft import build_corpus, eval_problems
     from hicra.lab.tasks import CorpusKnobs, TaskMix
 
-    tasks = [{"family": "countdown", "n_numbers": 2, "max_number": 9, "max_target": 81},
-             {"family": "series", "max_start": 5, "min_count": 3, "max_count": 6}]
+    tasks = [{"family": "series", "max_start": 9, "max_step": 2, "counts": [2, 3]}, {"family": "product", "a_max": 9}]
     task = TaskMix(tasks)
     pairs = build_corpus(task, 200, CorpusKnobs(), seed=0)
     tokenizer = train_tokenizer([format_prompt(p.question) + t for p, t in pairs], vocab_size=300)
@@ -242,9 +241,9 @@ def run_dir(tmp_path_factory):
         model.save_pretrained(root / "checkpoints" / f"step_{step:06d}")
         tokenizer.save_pretrained(root / "checkpoints" / f"step_{step:06d}")
     (root / "checkpoints" / "last.pt").write_bytes(b"resumable state, not a snapshot")
-    config = {"tasks": tasks, "n_eval": 16, "seed": 0, "max_new_tokens": 24, "temperature": 1.0}
+    config = {"tasks": tasks, "n_eval": 16, "seed": 0, "max_new_tokens": 24, "temperature": 1.0, "heldout_share": 0.1}
     write_run_info(root, {"algorithm": "grpo", "lexicon": "lab", "config": config})
-    ids = [p.id for p in eval_problems(task, 16, 0)]
+    ids = [p.id for p in eval_problems(task, 16)]
     write_json(root / "eval.json", {"heldout_ids": ids[::-1]})
     return root
 
@@ -344,7 +343,7 @@ def test_bad_checkpoint_name_and_heldout_id(run_dir, tmp_path):
     (copy / "checkpoints" / "step_abc").mkdir()
     with pytest.raises(InputError, match="step_NNNNNN"):
         checkpoint_steps(copy)
-    (copy / "eval.json").write_text(json.dumps({"heldout_ids": ["series:1:999"]}))
+    (copy / "eval.json").write_text(json.dumps({"heldout_ids": ["series:1:999"]}))  # not a:d:n
     with pytest.raises(InputError, match="heldout_ids"):
         lab_heldout_problems(copy)
 

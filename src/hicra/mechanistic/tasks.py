@@ -130,38 +130,45 @@ def read_run_info(run_dir: str | Path) -> dict:
 def lab_heldout_problems(run_dir: str | Path, run_info: dict | None = None) -> tuple[LabTask, list]:
     """The lab task and its held-out problems, in the run's order.
 
-    The problems are rebuilt from run.json's config (`tasks`, `n_eval`, `seed`, the way `hicra.lab.rl` draws
-    them); when eval.json lists `heldout_ids`, exactly those are kept, in that order, and an id that the config
-    does not rebuild is an error. This is the wiring point for the lab's task families: change it here when the
-    lab stores its held-out problems differently.
+    The task mix is rebuilt from run.json's config (`tasks`, `optimum`, `heldout_share`); the problems are the ids
+    eval.json lists in `heldout_ids` (`hicra.lab.tasks.problem_from_id`), or, for a run without that list, the
+    held-out set `hicra.lab.rl` draws (`n_eval` problems). An id that is not a lab problem id is an error.
     """
     from hicra.lab.sft import eval_problems
-    from hicra.lab.tasks import TaskMix
+    from hicra.lab.tasks import TaskMix, problem_from_id
 
     run_dir = Path(run_dir)
     info = read_run_info(run_dir) if run_info is None else run_info
     config = info.get("config")
     if not isinstance(config, dict):
         raise InputError("missing or not an object", path=str(run_dir / "run.json"), field="config")
-    for key in ("tasks", "n_eval", "seed"):
+    for key in ("tasks", "n_eval"):
         if key not in config:
             raise InputError("missing", path=str(run_dir / "run.json"), field=f"config.{key}")
     try:
-        task = TaskMix(config["tasks"])
-        problems = eval_problems(task, int(config["n_eval"]), int(config["seed"]))
+        task = TaskMix(config["tasks"], optimum=config.get("optimum"),
+                       heldout_share=float(config.get("heldout_share", 0.1)))
     except (TypeError, ValueError) as exc:
         raise InputError(f"cannot rebuild the tasks: {exc}", path=str(run_dir / "run.json"),
                          field="config.tasks") from None
     eval_path = run_dir / "eval.json"
-    if eval_path.is_file():
-        ids = _read_json(eval_path, "eval.json").get("heldout_ids")
-        if ids is not None:
-            if not isinstance(ids, list):
-                raise InputError("expected a list of problem ids", path=str(eval_path), field="heldout_ids")
-            by_id = {p.id: p for p in problems}
-            missing = [i for i in ids if i not in by_id]
-            if missing:
-                raise InputError(f"{len(missing)} id(s) not among the problems run.json's config rebuilds, first "
-                                 f"{missing[0]!r}", path=str(eval_path), field="heldout_ids")
-            problems = [by_id[i] for i in ids]
+    ids = _read_json(eval_path, "eval.json").get("heldout_ids") if eval_path.is_file() else None
+    if ids is None:
+        try:
+            return LabTask(task), eval_problems(task, int(config["n_eval"]))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"cannot rebuild the held-out problems: {exc}", path=str(run_dir / "run.json"),
+                             field="config.n_eval") from None
+    if not isinstance(ids, list):
+        raise InputError("expected a list of problem ids", path=str(eval_path), field="heldout_ids")
+    problems = []
+    for i, pid in enumerate(ids):
+        try:
+            problems.append(problem_from_id(str(pid)))
+        except ValueError:
+            raise InputError(f"not a lab problem id: {pid!r}", path=str(eval_path), row=i,
+                             field="heldout_ids") from None
+        if problems[-1].family not in task.by_family:
+            raise InputError(f"problem family {problems[-1].family!r} is not among the run's tasks",
+                             path=str(eval_path), row=i, field="heldout_ids")
     return LabTask(task), problems
