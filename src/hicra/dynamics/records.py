@@ -31,6 +31,7 @@ reward                float32              yes       scalar reward
 correct               bool                 yes       answer judged correct
 truncated             bool                 no        hit the length limit
 error_type            string               no        "execution" | "planning" | "format" | null (correct/unknown)
+strategy              string               no        strategy label(s) of the response, joined by "+"; null = unknown
 ====================  ===================  ========  =====================================================
 
 Validation (`validate_table`) raises `InputError` naming the file, the 0-based row index inside that file and the
@@ -73,6 +74,7 @@ ROLLOUT_SCHEMA = pa.schema([
     pa.field("correct", pa.bool_()),
     pa.field("truncated", pa.bool_()),
     pa.field("error_type", pa.string()),
+    pa.field("strategy", pa.string()),
 ])
 
 REQUIRED_COLUMNS = ("step", "prompt_id", "sample_idx", "response", "token_ids", "reward", "correct")

@@ -150,7 +150,8 @@ def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True) -> l
 
 def evaluate(model, tokenizer, task: TaskMix, problems: list[Problem], max_new_tokens: int, seed: int = 0,
              greedy: bool = False, batch_size: int = 128, temperature: float = 1.0) -> dict:
-    """Accuracy and error-type rates (shares of all responses) of one response per problem."""
+    """Accuracy, error-type counts `n_errors_<type>` and shares of all responses `errors_<type>_share`
+    (`hicra.dynamics.vocab.error_columns`) of one response per problem."""
     import torch
 
     from hicra.lab.model import format_prompt
@@ -169,8 +170,9 @@ def evaluate(model, tokenizer, task: TaskMix, problems: list[Problem], max_new_t
             counts[r.error_type] += 1
             lengths.append(len(ids))
     n = len(problems)
-    return {"n": n, "accuracy": counts[None] / n, "errors_execution": counts["execution"] / n,
-            "errors_planning": counts["planning"] / n, "errors_format": counts["format"] / n,
+    from hicra.dynamics.vocab import error_columns
+
+    return {"n": n, "accuracy": counts[None] / n, **error_columns(counts.elements()),
             "mean_length": sum(lengths) / n}
 
 
