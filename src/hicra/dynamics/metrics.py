@@ -32,8 +32,9 @@ numpy/pyarrow over flattened token arrays (no per-token Python loops):
   ("so the answer is") says nothing about which strategy was taken, yet as the most frequent phrase it would
   dominate the entropy. The set is in `summary.json["format_phrases"]`.
 - Per-step 95% intervals ``accuracy_low/high``, ``semantic_entropy_low/high``, ``strategy_entropy_low/high``,
-  ``semantic_entropy_excl_format_low/high``: percentile bootstrap over the step's prompts (all responses of a
-  drawn prompt together; STEP_BOOT = 200 resamples, seeded by the step).
+  ``semantic_entropy_excl_format_low/high``: bootstrap over the step's prompts (all responses of a drawn prompt
+  together; STEP_BOOT = 200 resamples, seeded by the step); percentile interval for accuracy, basic interval
+  for the entropies (their plug-in value is biased downwards in a resample).
 - ``n_errors_execution/planning/format``: counts of failed responses by `error_type`, and
   ``errors_<type>_share`` = count / n_responses; null for the whole run when no response of the run carries an
   error type (names: `hicra.dynamics.vocab`).
@@ -129,11 +130,16 @@ def _prompt_weights(n_prompts: int, step: int, salt: int) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=STEP_BOOT * n_prompts).reshape(STEP_BOOT, n_prompts).astype(float)
 
 
-def _interval(values: np.ndarray) -> tuple[float | None, float | None]:
+def _interval(values: np.ndarray, point: float | None = None) -> tuple[float | None, float | None]:
+    """95% bootstrap interval of resampled values: percentile, or with `point` the basic interval
+    (2 point - q97.5, 2 point - q2.5), used for entropies, whose plug-in estimate is biased downwards in a resample
+    (duplicated prompts concentrate the counts), so their percentile interval sits below the point value."""
     values = values[np.isfinite(values)]
     if values.size == 0:
         return None, None
     lo, hi = np.quantile(values, [0.025, 0.975])
+    if point is not None:
+        lo, hi = max(0.0, 2 * point - hi), 2 * point - lo
     return float(lo), float(hi)
 
 
@@ -344,7 +350,8 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
         phrases, phrase_counts = stats.pop("_phrases"), stats.pop("_phrase_counts")
         row.update(stats)
         g = _group_rows(phrase_counts, group, n_per.size)
-        row["semantic_entropy_low"], row["semantic_entropy_high"] = _interval(_entropy_rows(weights @ g))
+        row["semantic_entropy_low"], row["semantic_entropy_high"] = _interval(_entropy_rows(weights @ g),
+                                                                             row["semantic_entropy"])
 
     # strategy labels (optional column)
     strategies, s_counts = [], np.zeros((n, 0))
@@ -357,7 +364,8 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
         row["n_strategies"] = int((s_counts.sum(axis=0) > 0).sum())
         row["strategy_entropy"] = float(_entropy_rows(s_counts.sum(axis=0, keepdims=True))[0])
         g = _group_rows(s_counts, group, n_per.size)
-        row["strategy_entropy_low"], row["strategy_entropy_high"] = _interval(_entropy_rows(weights @ g))
+        row["strategy_entropy_low"], row["strategy_entropy_high"] = _interval(_entropy_rows(weights @ g),
+                                                                             row["strategy_entropy"])
     if counts_out is not None:
         ids = np.asarray(table.column("prompt_id").to_numpy(zero_copy_only=False), dtype=object).astype(str)
         counts_out.append(StepCounts(row["step"], ids, phrases, phrase_counts, strategies, s_counts))
@@ -473,7 +481,7 @@ def finalize(df, quantiles: Sequence[float] = DEFAULT_QUANTILES, counts: Sequenc
             se.append(float(_entropy_rows(mat.sum(axis=0, keepdims=True))[0]))
             _, inverse = np.unique(c.prompt_ids, return_inverse=True)
             g = _group_rows(mat, inverse, int(inverse.max()) + 1)
-            a, b = _interval(_entropy_rows(_prompt_weights(g.shape[0], int(step), 1) @ g))
+            a, b = _interval(_entropy_rows(_prompt_weights(g.shape[0], int(step), 1) @ g), se[-1])
             lo.append(a)
             hi.append(b)
         df["semantic_entropy_excl_format"] = se

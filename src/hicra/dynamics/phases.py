@@ -344,7 +344,7 @@ def smooth_curve(y: np.ndarray, phi: float = 0.0) -> np.ndarray:
     whiten[0, 0] = np.sqrt(1 - phi * phi)
     w = whiten.T @ whiten
     best = (np.inf, y)
-    for lam in np.logspace(-2, 7, 37):
+    for lam in np.logspace(-2, 7, 19):
         solve = np.linalg.solve(w + lam * penalty, w)
         m = solve @ y
         dof = np.trace(solve)
@@ -358,22 +358,17 @@ def fall_end_taus(x: np.ndarray, ys: np.ndarray, min_segment: int) -> np.ndarray
     """For each column of ys (n, B): the least-squares hinge breakpoint among those whose fit falls before it and
     flattens after it (b1 < 0, b2 > 0: the end of a fall, the shape `consolidation_test` requires); +inf for a
     column where no breakpoint gives that shape (it does not consolidate)."""
-    n = x.size
-    idx = np.arange(min_segment - 1, n - min_segment)
-    taus = x[idx]
-    best_sse = np.full(ys.shape[1], np.inf)
-    best_tau = np.full(ys.shape[1], np.inf)
-    total = (ys * ys).sum(axis=0)
-    for tau in taus:
-        design = np.column_stack([np.ones(n), x, np.maximum(x - tau, 0.0)])
-        q, r = np.linalg.qr(design)
-        proj = q.T @ ys
-        coef = np.linalg.solve(r, proj)
-        sse = total - (proj * proj).sum(axis=0)
-        better = (coef[1] < 0) & (coef[2] > 0) & (sse < best_sse)
-        best_sse = np.where(better, sse, best_sse)
-        best_tau = np.where(better, tau, best_tau)
-    return best_tau
+    taus, bases = _hinge_bases(x, min_segment)
+    if taus.size == 0:
+        return np.full(ys.shape[1], np.inf)
+    designs = np.stack([np.column_stack([np.ones(x.size), x, np.maximum(x - t, 0.0)]) for t in taus])
+    r_inv = np.linalg.inv(np.einsum("tnk,tnj->tkj", bases, designs))  # Q^T X = R, so coef = R^-1 Q^T y
+    proj = np.einsum("tnk,nb->tkb", bases, ys)
+    coef = np.einsum("tkj,tjb->tkb", r_inv, proj)
+    sse = (ys * ys).sum(axis=0)[None, :] - (proj * proj).sum(axis=1)
+    sse = np.where((coef[:, 1] < 0) & (coef[:, 2] > 0), sse, np.inf)
+    best = np.argmin(sse, axis=0)
+    return np.where(np.isfinite(sse[best, np.arange(ys.shape[1])]), taus[best], np.inf)
 
 
 def joint_tau_draws(x: np.ndarray, curves: Mapping[str, np.ndarray], config: PhaseConfig) -> dict[str, np.ndarray]:
