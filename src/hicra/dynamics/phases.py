@@ -72,6 +72,7 @@ that bends everywhere has its strongest bend reported as tau; with few runs the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
@@ -775,7 +776,8 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
                 pos = {s: i for i, s in enumerate(t["step"].tolist())}
                 rows.append(t[n][[pos[s] for s in shared]])
             stacked[n] = np.stack(rows)  # (runs, steps)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a step where every run lacks a value: NaN, left out by detect_phases
+        warnings.simplefilter("ignore", RuntimeWarning)
         mean = {n: np.nanmean(v, axis=0) if n != "step" else v[0] for n, v in stacked.items()}
     x = np.asarray(shared, float)
     run_draws = None
@@ -786,7 +788,8 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
         method = f"resampling the {len(runs)} runs with replacement ({n_res} resamples)"
 
         def resampled(name):
-            with np.errstate(all="ignore"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
                 return np.nanmean(stacked[name][picks], axis=1).T  # (steps, n_res)
 
         def tau_draws(ok):
