@@ -22,6 +22,7 @@ from hicra.dynamics.phases import (
     onset_test,
     order_test,
     problem_bootstrap_trend,
+    smooth_curve,
     trend_test,
     upgrade_phases,
 )
@@ -215,3 +216,23 @@ def test_v1_summaries_still_load():
     assert up["consolidation_end_step"] is None and up["consolidation_end_step_v1"] == 40
     v2 = detect_phases(phase_curves("flat", np.random.default_rng(0)), CFG)
     assert upgrade_phases(v2) == v2
+
+
+def test_smoother_matches_the_direct_penalised_least_squares():
+    """smooth_curve's eigendecomposition shortcut equals solving (W + lam D2'D2) m = W y for each lam on the grid
+    and keeping the GCV minimum (whitened residuals, trace of the hat matrix)."""
+    rng = np.random.default_rng(0)
+    n, phi = 40, 0.4
+    y = np.exp(-np.arange(n) / 5) + rng.normal(0, 0.02, n)
+    d2 = np.diff(np.eye(n), 2, axis=0)
+    whiten = np.eye(n) - phi * np.eye(n, k=-1)
+    whiten[0, 0] = np.sqrt(1 - phi * phi)
+    w = whiten.T @ whiten
+    best = (np.inf, None)
+    for lam in np.logspace(-2, 7, 37):
+        hat = np.linalg.solve(w + lam * d2.T @ d2, w)
+        m = hat @ y
+        gcv = n * np.sum((whiten @ (y - m)) ** 2) / (n - np.trace(hat)) ** 2
+        if gcv < best[0]:
+            best = (gcv, m)
+    np.testing.assert_allclose(smooth_curve(y, phi), best[1], atol=1e-10)

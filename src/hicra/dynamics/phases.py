@@ -340,19 +340,23 @@ def smooth_curve(y: np.ndarray, phi: float = 0.0) -> np.ndarray:
         return y.copy()
     d2 = np.diff(np.eye(n), 2, axis=0)
     penalty = d2.T @ d2
-    # whitening L with L'L = W: rows e_t = y_t - phi y_(t-1), the first scaled by sqrt(1 - phi^2)
+    # whitening L with L'L = W: rows e_t = y_t - phi y_(t-1), the first scaled by sqrt(1 - phi^2). In whitened
+    # coordinates the smoother is (I + lam K)^-1 with K = L^-T D2'D2 L^-1; one eigendecomposition of K serves
+    # every lam: fitted z / (1 + lam k), degrees of freedom sum 1 / (1 + lam k)
     whiten = np.eye(n) - phi * np.eye(n, k=-1)
     whiten[0, 0] = np.sqrt(1 - phi * phi)
-    w = whiten.T @ whiten
-    best = (np.inf, y)
-    for lam in np.logspace(-2, 7, 19):
-        solve = np.linalg.solve(w + lam * penalty, w)
-        m = solve @ y
-        dof = np.trace(solve)
-        gcv = n * float(np.sum((whiten @ (y - m)) ** 2)) / max(n - dof, 1e-9) ** 2
+    l_inv = np.linalg.inv(whiten)
+    k, vecs = np.linalg.eigh(l_inv.T @ penalty @ l_inv)
+    k = np.maximum(k, 0.0)
+    z = vecs.T @ (whiten @ y)
+    best = (np.inf, z)
+    for lam in np.logspace(-2, 7, 37):
+        shrink = 1.0 / (1.0 + lam * k)
+        rss = float(np.sum((z * (1 - shrink)) ** 2))
+        gcv = n * rss / max(n - float(shrink.sum()), 1e-9) ** 2
         if gcv < best[0]:
-            best = (gcv, m)
-    return best[1]
+            best = (gcv, z * shrink)
+    return l_inv @ (vecs @ best[1])
 
 
 def fall_end_taus(x: np.ndarray, ys: np.ndarray, min_segment: int) -> np.ndarray:
@@ -397,7 +401,8 @@ def joint_tau_draws(x: np.ndarray, curves: Mapping[str, np.ndarray], config: Pha
 
 
 def _quantiles(draws: np.ndarray, level: float) -> list[float]:
-    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    with np.errstate(invalid="ignore"):  # draws may hold +inf (a resample that does not consolidate)
+        lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
     return [float(lo), float(hi)]
 
 
