@@ -92,21 +92,40 @@ class PhaseConfig:
 
 # ---------------------------------------------------------------- least-squares pieces
 
+_BASES_CACHE: dict = {}
+
+
 def _hinge_bases(x: np.ndarray, min_segment: int) -> tuple[np.ndarray, np.ndarray]:
     """Candidate breakpoints and, for each, an orthonormal basis Q (n x 3) of the hinge design [1, x, (x-tau)+].
 
     With Q, the residual sum of squares of any y is ||y||^2 - ||Q^T y||^2, so the whole tau search for many
-    bootstrap samples at once is one einsum.
+    bootstrap samples at once is one einsum. Cached for the last few step grids (the tests of one verdict, and
+    an online detector's consecutive updates, share them).
     """
+    return _hinge_setup(x, min_segment)[:2]
+
+
+def _hinge_setup(x: np.ndarray, min_segment: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(taus, Q bases (T, n, 3), R^-1 (T, 3, 3)) of the hinge designs, cached by (x, min_segment)."""
+    key = (x.tobytes(), int(min_segment))
+    hit = _BASES_CACHE.get(key)
+    if hit is not None:
+        return hit
     n = x.size
     idx = np.arange(min_segment - 1, n - min_segment)
     taus = x[idx]
-    bases = []
+    bases, r_invs = [], []
     for tau in taus:
         design = np.column_stack([np.ones(n), x, np.maximum(x - tau, 0.0)])
-        q, _ = np.linalg.qr(design)
+        q, r = np.linalg.qr(design)
         bases.append(q)
-    return taus, np.stack(bases) if bases else np.zeros((0, n, 3))
+        r_invs.append(np.linalg.inv(r))
+    out = (taus, np.stack(bases) if bases else np.zeros((0, n, 3)),
+           np.stack(r_invs) if r_invs else np.zeros((0, 3, 3)))
+    if len(_BASES_CACHE) >= 8:
+        _BASES_CACHE.pop(next(iter(_BASES_CACHE)))
+    _BASES_CACHE[key] = out
+    return out
 
 
 def _sse_line(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -363,11 +382,9 @@ def fall_end_taus(x: np.ndarray, ys: np.ndarray, min_segment: int) -> np.ndarray
     """For each column of ys (n, B): the least-squares hinge breakpoint among those whose fit falls before it and
     flattens after it (b1 < 0, b2 > 0: the end of a fall, the shape `consolidation_test` requires); +inf for a
     column where no breakpoint gives that shape (it does not consolidate)."""
-    taus, bases = _hinge_bases(x, min_segment)
+    taus, bases, r_inv = _hinge_setup(x, min_segment)
     if taus.size == 0:
         return np.full(ys.shape[1], np.inf)
-    designs = np.stack([np.column_stack([np.ones(x.size), x, np.maximum(x - t, 0.0)]) for t in taus])
-    r_inv = np.linalg.inv(np.einsum("tnk,tnj->tkj", bases, designs))  # Q^T X = R, so coef = R^-1 Q^T y
     proj = np.einsum("tnk,nb->tkb", bases, ys)
     coef = np.einsum("tkj,tjb->tkb", r_inv, proj)
     sse = (ys * ys).sum(axis=0)[None, :] - (proj * proj).sum(axis=1)
