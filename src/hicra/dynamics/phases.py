@@ -369,7 +369,7 @@ def smooth_curve(y: np.ndarray, phi: float = 0.0) -> np.ndarray:
     k = np.maximum(k, 0.0)
     z = vecs.T @ (whiten @ y)
     best = (np.inf, z)
-    for lam in np.logspace(-2, 7, 37):
+    for lam in np.logspace(-2, 7, 19):
         shrink = 1.0 / (1.0 + lam * k)
         rss = float(np.sum((z * (1 - shrink)) ** 2))
         gcv = n * rss / max(n - float(shrink.sum()), 1e-9) ** 2
