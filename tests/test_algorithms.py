@@ -398,7 +398,7 @@ def test_policy_loss_clip_fractions_and_planning_stats():
     plan = torch.tensor([[True, True, False, False]])
     _, stats = policy_loss(lp, old, a, torch.ones(1, 4, dtype=torch.bool), planning_mask=plan)
     assert stats["clip_frac_high"] == 0.25 and stats["clip_frac_low"] == 0.25
-    assert stats["adv_planning"] == 0.0 and stats["adv_execution"] == 0.0 and stats["planning_frac"] == 0.5
+    assert stats["adv_planning"] == 0.0 and stats["adv_execution"] == 0.0 and stats["planning_ratio"] == 0.5
     _, stats = policy_loss(
         lp, old, torch.tensor([2.0]), torch.ones(1, 4, dtype=torch.bool), planning_mask=plan
     )

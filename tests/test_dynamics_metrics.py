@@ -12,6 +12,7 @@ from reference import brute_pass_at_k
 
 from hicra.dynamics.metrics import (
     METRIC_COLUMNS,
+    REFERENCE_SEED,
     compute_metrics,
     mean_pass_at_k,
     pass_at_k,
@@ -77,8 +78,13 @@ def reference_row(table: pa.Table, tagger: PlanningTagger, q: float) -> dict:
         "high_entropy_planning_share": pm[high].mean(), "planning_high_entropy_share": high[pm].mean(),
         "semantic_entropy": -sum(c / total * math.log(c / total) for c in counts.values()),
         "procedural_cond_entropy": procedural_conditional_entropy([r["response"] for r in rows], tagger),
-        "errors_execution": sum(r["error_type"] == "execution" for r in rows),
-        "errors_planning": sum(r["error_type"] == "planning" for r in rows),
+        "n_errors_execution": sum(r["error_type"] == "execution" for r in rows),
+        "n_errors_planning": sum(r["error_type"] == "planning" for r in rows),
+        "errors_execution_share": np.mean([r["error_type"] == "execution" for r in rows]),
+        # the reference class: as many tokens as planning tokens, drawn without replacement from all tokens in row
+        # order by a generator seeded with (REFERENCE_SEED, step)
+        "ppl_reference": math.exp(-lp[np.random.default_rng([REFERENCE_SEED, rows[0]["step"]]).choice(
+            lp.size, int(pm.sum()), replace=False)].mean()),
     }
 
 
@@ -99,9 +105,15 @@ def test_metrics_match_reference(run, tmp_path):
         assert got["high_entropy_planning_share_q30"] == got["high_entropy_planning_share"]
         if step == 0:
             first_ppl = {c: want[f"ppl_{c}"] for c in ("planning", "execution")}
-        for c in ("planning", "execution"):
+        if step == 0:
+            first_ppl["reference"] = want["ppl_reference"]
+        for c in ("planning", "execution", "reference"):
             assert got[f"rel_ppl_{c}"] == pytest.approx(want[f"ppl_{c}"] / first_ppl[c], rel=1e-5)
-    assert df["errors_format"].tolist() == [0] * 6
+        # per-step intervals bracket the point values
+        assert got["accuracy_low"] <= got["accuracy"] <= got["accuracy_high"]
+        assert got["semantic_entropy_low"] <= got["semantic_entropy_high"]
+    assert df["n_errors_format"].tolist() == [0] * 6 and df["errors_format_share"].tolist() == [0.0] * 6
+    assert df["strategy_entropy"].isna().all()  # the synthetic run carries no strategy labels
     pq_path, csv_path = write_metrics(df, tmp_path)
     import pandas as pd
 
@@ -118,7 +130,7 @@ def test_missing_logprobs_entropies_and_error_labels_give_nulls(tmp_path):
     w.write_step(1, rows)
     df = compute_metrics(tmp_path, tagger=PlanningTagger("paper"))
     for col in ("entropy_all", "ppl_planning", "rel_ppl_execution", "high_entropy_planning_share",
-                "errors_execution", "errors_planning"):
+                "n_errors_execution", "errors_planning_share", "ppl_reference", "strategy_entropy"):
         assert df[col].isna().all(), col
     assert df["planning_ratio"].tolist() == [0.75, 0.75]
     assert df["pass_at_k"].tolist() == [1.0, 1.0] and df["accuracy"].tolist() == [0.5, 0.5]
@@ -153,3 +165,27 @@ def test_schema_constant_is_the_design_row():
     assert [f.name for f in ROLLOUT_SCHEMA] == [
         "step", "prompt_id", "sample_idx", "prompt", "response", "token_ids", "logprobs", "entropies",
         "planning_mask", "reward", "correct", "truncated", "error_type", "strategy"]
+
+
+def test_strategy_entropy_and_format_phrase_exclusion(tmp_path):
+    """Strategy labels: each response weighs 1, split over its "+"-joined labels; null labels are left out.
+    A phrase in >= 90% of the run's responses ("so the answer is") is left out of semantic_entropy_excl_format."""
+    texts = ["let me verify 2 + 2 = 4, so the answer is 4", "first we need to add, so the answer is 5",
+             "let me verify again, so the answer is 6", "alternatively we could guess, so the answer is 7"]
+    labels = ["guess", "add+check", None, "guess"]
+    rows = [{"prompt_id": str(i // 2), "sample_idx": i % 2, "response": t, "token_ids": [1, 2, 3], "reward": 0.0,
+             "correct": False, "strategy": lab} for i, (t, lab) in enumerate(zip(texts, labels, strict=True))]
+    w = RolloutWriter(tmp_path)
+    for step in range(2):
+        w.write_step(step, rows)
+    tagger = PlanningTagger("paper")
+    df = compute_metrics(tmp_path, tagger=tagger)
+    # labels: guess 1 + 1, add 0.5, check 0.5 over three labelled responses
+    p = np.array([2, 0.5, 0.5]) / 3
+    assert df["strategy_entropy"].iloc[0] == pytest.approx(-(p * np.log(p)).sum())
+    assert df["strategy_unparsed_share"].iloc[0] == pytest.approx(0.25)
+    assert df.attrs["format_phrases"] == ["so"]  # the paper lexicon matches "so" inside "so the answer is"
+    counts = Counter(s.phrase for t in texts for s in tagger.spans(t) if s.phrase != "so")
+    q = np.array(list(counts.values()), float) / sum(counts.values())
+    assert df["semantic_entropy_excl_format"].iloc[0] == pytest.approx(-(q * np.log(q)).sum())
+    assert df["semantic_entropy_excl_format"].iloc[0] != pytest.approx(df["semantic_entropy"].iloc[0])

@@ -198,7 +198,7 @@ def test_micro_batches_give_the_same_update_as_one_pass(model_dir, tmp_path):
     one = _run(model_dir, tmp_path / "one", algo="hicra", steps=1, micro_batch_size=0)
     micro = _run(model_dir, tmp_path / "micro", algo="hicra", steps=1, micro_batch_size=2)
     # one step from the same warm start: identical batches, so losses, gradients and updated weights must agree
-    assert abs(one["log"][0]["pg_loss"] - micro["log"][0]["pg_loss"]) < 1e-6
+    assert abs(one["log"][0]["loss/pg_loss"] - micro["log"][0]["loss/pg_loss"]) < 1e-6
     assert one["log"][0]["reward"] == micro["log"][0]["reward"]
     # the accumulated gradient itself (its clipped-before norm, averaged over the minibatches)
     assert micro["log"][0]["grad_norm"] == pytest.approx(one["log"][0]["grad_norm"], rel=1e-5)

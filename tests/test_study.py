@@ -156,8 +156,8 @@ def test_table_values_match_independent_computation(smoke, tmp_path):
     for arm in ("grpo", "hicra"):
         logs = [[json.loads(x) for x in (run_dir_for(out, arm, s) / "train_log.jsonl").read_text().splitlines()]
                 for s in range(2)]
-        want = np.mean([[e["errors_execution"] for e in log] for log in logs], axis=0)
-        assert res["per_arm"][arm]["curves"]["errors_execution_mean"] == pytest.approx(want.tolist())
+        want = np.mean([[e["errors_execution_share"] for e in log] for log in logs], axis=0)
+        assert res["per_arm"][arm]["curves"]["errors_execution_share_mean"] == pytest.approx(want.tolist())
     # gains over the warm start, greedy and sampled, per seed from eval.json
     for arm in ("grpo", "hicra"):
         evs = [json.loads((run_dir_for(out, arm, s) / "eval.json").read_text()) for s in range(2)]
@@ -247,7 +247,7 @@ def test_error_fall_order_per_run_and_sign_test():
     flat = np.full(80, 0.2)
 
     def log(ex, pl):
-        return [{"step": int(s), "errors_execution": float(e), "errors_planning": float(p)}
+        return [{"step": int(s), "errors_execution_share": float(e), "errors_planning_share": float(p)}
                 for s, e, p in zip(x, ex, pl, strict=True)]
 
     a = error_fall_order(log(early, late))

@@ -583,7 +583,7 @@ def policy_loss(
         (loss, stats): a scalar tensor, and a dict of floats: pg_loss, kl_loss (if ref_logprobs given),
         clip_frac_low (A < 0 and rho < 1 - clip_low), clip_frac_high (A > 0 and rho > 1 + clip_high),
         clip_frac_dual, approx_kl (mean of logp_old - logp, verl's ppo_kl), and with a planning mask
-        adv_planning, adv_execution, planning_frac (share of response tokens that are planning tokens).
+        adv_planning, adv_execution, planning_ratio (share of response tokens that are planning tokens).
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
@@ -634,6 +634,6 @@ def policy_loss(
             raise ValueError(f"planning_mask shape {tuple(plan.shape)} does not match {tuple(mask.shape)}")
         stats["adv_planning"] = _masked_mean(adv, mask & plan)
         stats["adv_execution"] = _masked_mean(adv, mask & ~plan)
-        stats["planning_frac"] = _masked_mean(plan.to(adv.dtype), mask)
+        stats["planning_ratio"] = _masked_mean(plan.to(adv.dtype), mask)
     stats["loss"] = float(loss.detach())
     return loss, stats

@@ -34,6 +34,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hicra.dynamics.phases import VERDICTS
 from hicra.errors import InputError
 from hicra.fileio import write_json, write_text
 
@@ -354,11 +355,16 @@ def load_run(run_dir: Path) -> dict:
     """What the statistics need from one finished run directory."""
     import pandas as pd
 
-    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines() if line.strip()]
-    evals = json.loads((run_dir / "eval.json").read_text())
+    from hicra.dynamics.phases import upgrade_phases
+    from hicra.dynamics.vocab import upgrade_eval, upgrade_metrics, upgrade_record
+
+    # files written before the v2 vocabulary / verdict load through the maps of hicra.dynamics.vocab / phases
+    log = [upgrade_record(json.loads(line), "train_log")
+           for line in (run_dir / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    evals = upgrade_eval(json.loads((run_dir / "eval.json").read_text()))
     summary = json.loads((run_dir / "summary.json").read_text())
-    metrics = pd.read_parquet(run_dir / "metrics.parquet")
-    return {"log": log, "eval": evals, "phases": summary["phases"], "metrics": metrics}
+    metrics = upgrade_metrics(pd.read_parquet(run_dir / "metrics.parquet"))
+    return {"log": log, "eval": evals, "phases": upgrade_phases(summary["phases"]), "metrics": metrics}
 
 
 def _ci(values, seed: int) -> dict:
@@ -398,7 +404,7 @@ def arm_curves(runs: list[dict], seed: int = 0) -> dict:
 
     shared = sorted(set.intersection(*({e["step"] for e in r["log"]} for r in runs)))
     out: dict = {"step": shared}
-    for name in ("accuracy", "errors_execution", "errors_planning", "errors_format"):
+    for name in ("accuracy", "errors_execution_share", "errors_planning_share", "errors_format_share"):
         rows = np.array([[{e["step"]: e[name] for e in r["log"]}[s] for s in shared] for r in runs], float)
         out[f"{name}_mean"] = rows.mean(axis=0).tolist()
         if name == "accuracy":
@@ -421,7 +427,7 @@ def error_fall_order(log: list[dict]) -> dict:
     if len(steps) < 6:  # two edges of at least 3 points each
         none = {"start": None, "end": None, "drop": None, "half_step": None}
         return {"execution": none, "planning": none, "order": "too few steps"}
-    falls = {k: half_fall_step(steps, [e[f"errors_{k}"] for e in log]) for k in ("execution", "planning")}
+    falls = {k: half_fall_step(steps, [e[f"errors_{k}_share"] for e in log]) for k in ("execution", "planning")}
     ex, pl = falls["execution"]["half_step"], falls["planning"]["half_step"]
     if ex is not None and pl is not None:
         order = "execution first" if ex < pl else "planning first" if pl < ex else "same step"
@@ -469,7 +475,7 @@ def summarize(out: Path, preset: StudyPreset, arms: list[str], seeds: int) -> di
             reach.append(steps_to_threshold(steps, acc, preset.threshold, window=preset.threshold_window))
             entry = {"arm": arm, "seed": s, "final_accuracy": final[s], "warm_start_accuracy": warm[s],
                      "auc": aucs[-1], "steps_to_threshold": reach[-1], "phases": _phase_brief(r["phases"]),
-                     "final_errors": {k: r["eval"]["final"][f"errors_{k}"]
+                     "final_errors": {k: r["eval"]["final"][f"errors_{k}_share"]
                                       for k in ("execution", "planning", "format")}}
             fall = error_fall_order(r["log"])
             orders.append(fall["order"])
@@ -500,15 +506,14 @@ def summarize(out: Path, preset: StudyPreset, arms: list[str], seeds: int) -> di
                                    "mean_reached": float(np.mean(reached)) if reached else None},
             "phases": {
                 "per_run": [_phase_brief(r["phases"]) for r in runs],
-                "counts": {v: sum(r["phases"]["verdict"] == v for r in runs)
-                           for v in ("two-phase", "single-phase", "inconclusive")},
+                "counts": {v: sum(r["phases"]["verdict"] == v for r in runs) for v in VERDICTS},
                 "consolidation_detected": sum(_phase_brief(r["phases"])["consolidation_detected"] for r in runs),
                 "exploration_detected": sum(_phase_brief(r["phases"])["exploration_detected"] for r in runs),
                 "pooled": _phase_brief(pooled) | {"agreement": pooled["evidence"].get("agreement"),
                                                   "consolidation_end_interval_over_runs":
                                                       pooled["evidence"].get("consolidation_end_interval_over_runs")},
             },
-            "error_trends": {k: _half_slopes(curves["step"], curves[f"errors_{k}_mean"])
+            "error_trends": {k: _half_slopes(curves["step"], curves[f"errors_{k}_share_mean"])
                              for k in ("execution", "planning")},
             "error_order": _order_summary(orders),
             "curves": curves,
@@ -540,11 +545,12 @@ def _done_seconds(out: Path, arm: str, seed: int) -> float | None:
 
 
 def _phase_brief(p: dict) -> dict:
-    ev = p.get("evidence", {})
-    return {"verdict": p["verdict"], "consolidation_end_step": p["consolidation_end_step"],
+    """The v2 verdict in brief (`hicra.dynamics.phases`): consolidation_detected = execution consolidates."""
+    cons = p.get("evidence", {}).get("order", {}).get("consolidates") or {}
+    return {"verdict": p["verdict"], "order": p.get("order"), "consolidation_end_step": p["consolidation_end_step"],
             "exploration_onset_step": p["exploration_onset_step"], "confidence": p["confidence"],
-            "consolidation_detected": bool(ev.get("consolidation", {}).get("detected", False)),
-            "exploration_detected": bool(ev.get("exploration", {}).get("detected", False))}
+            "consolidation_detected": bool(cons.get("execution", False)),
+            "exploration_detected": bool((p.get("exploration") or {}).get("detected", False))}
 
 
 def _json_safe(obj):
@@ -577,7 +583,7 @@ def results_markdown(results: dict) -> str:
              f"{results['seeds']} seed(s) per arm. Accuracies in %, 95% percentile-bootstrap intervals over seeds; "
              "differences to GRPO with bootstrap intervals and two-sided permutation p-values.", "",
              "| arm | final held-out acc. | AUC train acc. | steps to "
-             f"{results['threshold']:.0%} (reached) | final acc. - GRPO | AUC - GRPO | phases (2/1/incl.) | "
+             f"{results['threshold']:.0%} (reached) | final acc. - GRPO | AUC - GRPO | verdicts (non-zero counts) | "
              "consolidation / exploration detected | pooled |",
              "|---|---|---|---|---|---|---|---|---|"]
     for arm, a in results["per_arm"].items():
@@ -589,7 +595,7 @@ def results_markdown(results: dict) -> str:
         pooled = a["phases"]["pooled"]
         lines.append(f"| {arm} | {_fmt_ci(a['final_accuracy'])} | {_fmt_ci(a['auc'])} | {reach} | "
                      f"{_fmt_diff(vs.get('final_accuracy'))} | {_fmt_diff(vs.get('auc'))} | "
-                     f"{c['two-phase']}/{c['single-phase']}/{c['inconclusive']} | "
+                     f"{', '.join(f'{k} {v}' for k, v in c.items() if v) or '-'} | "
                      f"{a['phases']['consolidation_detected']}/{a['phases']['exploration_detected']} of "
                      f"{a['n_runs']} | {pooled['verdict']} "
                      f"({pooled['confidence']:.2f}) |")
@@ -710,7 +716,7 @@ def plot_figures(results: dict, fig_dir: Path) -> list[Path]:
     for i, (arm, a) in enumerate(results["per_arm"].items()):
         c = a["curves"]
         for ax, k in zip(axes, kinds, strict=True):
-            ax.plot(c["step"], _smooth(c[f"errors_{k}_mean"], w), label=arm, color=colors[i % len(colors)])
+            ax.plot(c["step"], _smooth(c[f"errors_{k}_share_mean"], w), label=arm, color=colors[i % len(colors)])
     for ax, k in zip(axes, kinds, strict=True):
         ax.set_title(f"{k} errors ({w}-step moving average)", fontsize=9)
         ax.set_xlabel("RL step")

@@ -14,8 +14,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from hicra.dynamics.metrics import DEFAULT_QUANTILES, METRIC_COLUMNS, compute_metrics, write_metrics
-from hicra.dynamics.phases import PhaseConfig, detect_phases, detect_phases_pooled
+from hicra.dynamics.metrics import (
+    DEFAULT_QUANTILES,
+    METRIC_COLUMNS,
+    compute_metrics,
+    exploration_groups,
+    write_metrics,
+)
+from hicra.dynamics.phases import PhaseConfig, detect_phases, detect_phases_pooled, exploration_column
 from hicra.dynamics.records import Problem, iter_steps, list_rollout_files, read_run_info
 from hicra.errors import InputError
 from hicra.fileio import load_tokenizer, write_json
@@ -107,17 +113,28 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     tagger = PlanningTagger(lex)
     skipped: list[Problem] = []
     # the tokenizer is loaded only if some record lacks its planning mask
+    counts: list = []
     df = compute_metrics(run_dir, tagger=tagger, quantiles=quantiles, ks=ks, skip_invalid=skip_invalid,
-                         skipped=skipped, progress=progress,
+                         skipped=skipped, progress=progress, counts_out=counts,
                          load_tokenizer=functools.cache(lambda: _load_tokenizer(tok_spec, run_dir, required)))
     tok = tagger.tokenizer
-    phases = detect_phases(df, phase_config or PhaseConfig())
+    config = phase_config or PhaseConfig()
+    fmt = df.attrs.get("format_phrases", [])
+    groups = None
+    if df["rel_ppl_execution"].isna().all():
+        # text-only (no log-probabilities): consolidation is untestable; the exploration test bootstraps problems
+        column, measure = exploration_column(df, config.min_steps)
+        if measure is not None:
+            groups = exploration_groups(counts, measure, excluded=fmt if column != "semantic_entropy" else ())
+    phases = detect_phases(df, config, problem_groups=groups)
     notes = []
     if df["planning_ratio"].isna().any():
         notes.append("planning masks absent from some records and no tokenizer to recompute them: token-level "
                      "planning metrics are null there (pass --tokenizer DIR)")
     if df["ppl_execution"].isna().all():
-        notes.append("the records carry no log-probabilities: perplexities are unavailable")
+        notes.append("the records carry no log-probabilities: perplexities are unavailable and the order of "
+                     "consolidation is untestable (verdict inconclusive); exploration is tested with a bootstrap "
+                     "over problems")
     if df["entropy_all"].isna().all():
         notes.append("the records carry no token entropies: token entropy and fork-token overlap are unavailable")
     last = df.iloc[-1]
@@ -129,6 +146,8 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
         "n_responses": int(df["n_responses"].sum()), "n_tokens": int(df["n_tokens"].sum()),
         "lexicon": lex.name, "tokenizer": str(tok_spec) if tok is not None else None,
         "phases": phases,
+        # phrases in >= 90% of the run's responses, left out of semantic_entropy_excl_format (hicra.dynamics.metrics)
+        "format_phrases": fmt,
         "final": {c: _clean(last[c]) for c in METRIC_COLUMNS if c in df},
         "skipped": [str(p) for p in skipped],
         # converted foreign logs name their steps (model / checkpoint)

@@ -19,8 +19,25 @@ numpy/pyarrow over flattened token arrays (no per-token Python loops):
   "high-entropy" tokens; ``high_entropy_planning_share_qXX`` = share of them that are planning tokens,
   ``planning_high_entropy_share_qXX`` = share of planning tokens that are high-entropy. The unsuffixed DESIGN
   columns hold the first q.
-- ``errors_execution/planning/format``: counts of failed responses by `error_type`; null for the whole run when
-  no response of the run carries an error type.
+- ``ppl_reference`` / ``rel_ppl_reference``: the same for a reference class of random response tokens, as many
+  per step as the step has planning tokens, drawn with a fixed seed (`reference_token_sample`): the phase verdict
+  asks whether planning settles later than any class of its size, not only later than execution.
+- ``strategy_entropy``: Shannon entropy (nats) of the strategy labels of the step's responses (optional rollout
+  column `strategy`, labels joined by "+"; a response with k labels gives each 1/k, so every response weighs the
+  same; null labels are left out and counted in ``strategy_unparsed_share``); null when no response has a label.
+- ``semantic_entropy_excl_format``: semantic entropy without **format phrases**: phrases present in at least
+  FORMAT_PHRASE_SHARE = 90% of the run's responses (pooled over all steps). One exclusion set per run, so every
+  step is measured over the same phrases (a per-step set would let a phrase drop in and out of the measure as
+  it crosses the threshold and move the entropy for that reason alone); a phrase nearly every answer contains
+  ("so the answer is") says nothing about which strategy was taken, yet as the most frequent phrase it would
+  dominate the entropy. The set is in `summary.json["format_phrases"]`.
+- Per-step 95% intervals ``accuracy_low/high``, ``semantic_entropy_low/high``, ``strategy_entropy_low/high``,
+  ``semantic_entropy_excl_format_low/high``: bootstrap over the step's prompts (all responses of a drawn prompt
+  together; STEP_BOOT = 200 resamples, seeded by the step); percentile interval for accuracy, basic interval
+  for the entropies (their plug-in value is biased downwards in a resample).
+- ``n_errors_execution/planning/format``: counts of failed responses by `error_type`, and
+  ``errors_<type>_share`` = count / n_responses; null for the whole run when no response of the run carries an
+  error type (names: `hicra.dynamics.vocab`).
 
 Planning masks come from the records; rows without one are re-tagged with a `PlanningTagger` (lexicon + tokenizer)
 when a tokenizer is available, else the token-level planning columns are null for those rows. Metrics that need
@@ -38,11 +55,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hicra.dynamics.phases import entropy_rows as _entropy_rows
 from hicra.errors import InputError
 from hicra.stats import pass_at_k  # the scalar estimator, re-exported here (DESIGN: hicra.pass_at_k)
 
 __all__ = ["pass_at_k", "mean_pass_at_k", "relative_perplexity", "perplexity", "step_metrics", "compute_metrics",
-           "write_metrics", "METRIC_COLUMNS", "DEFAULT_QUANTILES"]
+           "write_metrics", "METRIC_COLUMNS", "DEFAULT_QUANTILES", "reference_token_sample", "StepCounts"]
 
 DEFAULT_QUANTILES = (0.2, 0.3)
 ERROR_TYPES = ("execution", "planning", "format")
@@ -51,10 +69,15 @@ METRIC_COLUMNS = (
     "step", "n_responses", "accuracy", "pass_at_k", "mean_length", "entropy_all", "entropy_planning",
     "entropy_execution", "ppl_planning", "ppl_execution", "rel_ppl_planning", "rel_ppl_execution",
     "semantic_entropy", "procedural_cond_entropy", "planning_ratio", "high_entropy_planning_share",
-    "planning_high_entropy_share", "errors_execution", "errors_planning", "errors_format",
+    "planning_high_entropy_share", "n_errors_execution", "n_errors_planning", "n_errors_format",
+    "errors_execution_share", "errors_planning_share", "errors_format_share", "ppl_reference", "rel_ppl_reference",
+    "strategy_entropy", "semantic_entropy_excl_format",
 )
 READ_COLUMNS = ("step", "prompt_id", "sample_idx", "response", "token_ids", "logprobs", "entropies",
-                "planning_mask", "reward", "correct", "truncated", "error_type")
+                "planning_mask", "reward", "correct", "truncated", "error_type", "strategy")
+REFERENCE_SEED = 20250903  # seed of the reference-token draw (combined with the step)
+FORMAT_PHRASE_SHARE = 0.9  # a phrase in at least this share of a run's responses is a format phrase
+STEP_BOOT = 200            # bootstrap resamples for the per-step intervals
 
 
 # ---------------------------------------------------------------- estimators
@@ -89,6 +112,67 @@ def relative_perplexity(ppl: Sequence[float], reference: float | None = None) ->
         finite = ppl[np.isfinite(ppl)]
         reference = finite[0] if finite.size else math.nan
     return ppl / reference
+
+
+def reference_token_sample(n_tokens: int, n_planning: int, step: int) -> np.ndarray:
+    """Indices of the reference class: `n_planning` of a step's `n_tokens` response tokens (flattened in row
+    order, tokens with a known log-probability only), drawn uniformly without replacement by a generator seeded
+    with (REFERENCE_SEED, step). The analyzer and the online detector call this one function, so both measure
+    the same tokens."""
+    rng = np.random.default_rng([REFERENCE_SEED, int(step)])
+    return np.sort(rng.choice(int(n_tokens), size=min(int(n_planning), int(n_tokens)), replace=False))
+
+
+def _prompt_weights(n_prompts: int, step: int, salt: int) -> np.ndarray:
+    """(STEP_BOOT, n_prompts) multiplicities of a bootstrap over prompts, seeded by the step."""
+    rng = np.random.default_rng([REFERENCE_SEED, int(step), salt])
+    flat = rng.integers(0, n_prompts, (STEP_BOOT, n_prompts)) + n_prompts * np.arange(STEP_BOOT)[:, None]
+    return np.bincount(flat.ravel(), minlength=STEP_BOOT * n_prompts).reshape(STEP_BOOT, n_prompts).astype(float)
+
+
+def _interval(values: np.ndarray, point: float | None = None) -> tuple[float | None, float | None]:
+    """95% bootstrap interval of resampled values: percentile, or with `point` the basic interval
+    (2 point - q97.5, 2 point - q2.5), used for entropies, whose plug-in estimate is biased downwards in a resample
+    (duplicated prompts concentrate the counts), so their percentile interval sits below the point value."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None, None
+    lo, hi = np.quantile(values, [0.025, 0.975])
+    if point is not None:
+        lo, hi = max(0.0, 2 * point - hi), 2 * point - lo
+    return float(lo), float(hi)
+
+
+def strategy_counts(labels: Sequence[str | None]) -> tuple[list[str], np.ndarray]:
+    """(label names, (n_responses, n_labels) weights): each response's labels split on "+", 1/k each; a null or
+    empty label row is all zeros."""
+    split = [[x.strip() for x in str(v).split("+") if x.strip()] if v is not None else [] for v in labels]
+    names = sorted({x for parts in split for x in parts})
+    pos = {x: i for i, x in enumerate(names)}
+    out = np.zeros((len(split), len(names)))
+    for r, parts in enumerate(split):
+        for x in parts:
+            out[r, pos[x]] += 1.0 / len(parts)
+    return names, out
+
+
+class StepCounts:
+    """One step's per-response category counts, kept for run-level measures (format-phrase exclusion) and the
+    bootstrap over problems: `prompt_ids` (n,), `phrases` + `phrase_counts` (n, P), `strategies` +
+    `strategy_counts` (n, S)."""
+
+    __slots__ = ("step", "prompt_ids", "phrases", "phrase_counts", "strategies", "strategy_counts")
+
+    def __init__(self, step, prompt_ids, phrases, phrase_counts, strategies, strategy_counts):
+        self.step, self.prompt_ids = step, prompt_ids
+        self.phrases, self.phrase_counts = phrases, phrase_counts
+        self.strategies, self.strategy_counts = strategies, strategy_counts
+
+
+def _group_rows(matrix: np.ndarray, inverse: np.ndarray, n_groups: int) -> np.ndarray:
+    out = np.zeros((n_groups, matrix.shape[1]))
+    np.add.at(out, inverse, matrix)
+    return out
 
 
 # ---------------------------------------------------------------- per-step
@@ -149,6 +233,14 @@ def _phrase_statistics(texts: list[str], tagger) -> dict:
     phrases: dict[str, int] = {}
     for s in spans:
         phrases[s.phrase] = phrases.get(s.phrase, 0) + 1
+    # per-response counts (responses x distinct phrases of the step), for intervals and run-level measures
+    names = sorted(phrases)
+    col = {p: i for i, p in enumerate(names)}
+    starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])
+    per_response = np.zeros((len(texts), len(names)))
+    if spans:
+        rows = np.searchsorted(starts, [sp.start for sp in spans], side="right") - 1
+        np.add.at(per_response, (rows, [col[sp.phrase] for sp in spans]), 1.0)
     clusters = {p.text: p.category for p in tagger.lexicon.phrases}
     # the words after a gram stop at the end of its own response (the NUL separator), exactly as when each
     # response is passed to `procedural_conditional_entropy` on its own
@@ -164,15 +256,18 @@ def _phrase_statistics(texts: list[str], tagger) -> dict:
         "procedural_cond_entropy": conditional_entropy(pairs) + 0.0 if pairs else None,
         "n_strategic_grams": len(spans),
         "n_distinct_strategic_grams": len(phrases),
+        "_phrases": names,
+        "_phrase_counts": per_response,
     }
 
 
 def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = DEFAULT_QUANTILES,
-                 ks: Sequence[int] = (), load_tokenizer=None) -> dict:
+                 ks: Sequence[int] = (), load_tokenizer=None, counts_out: list | None = None) -> dict:
     """Metrics of one step's rollouts (a table in `ROLLOUT_SCHEMA`), before the run-level normalisations.
 
     `load_tokenizer`: called (once) to give `tagger` a tokenizer the first time a row lacks a planning mask, so
-    runs that carry their masks never pay for loading one."""
+    runs that carry their masks never pay for loading one. `counts_out`: a list to which the step's per-response
+    phrase and strategy counts (`StepCounts`) are appended."""
     n = table.num_rows
     lengths = pc.list_value_length(table.column("token_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
     correct = np.asarray(table.column("correct").to_numpy(zero_copy_only=False), dtype=bool)
@@ -188,6 +283,8 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
     c_per = np.bincount(group, weights=correct).astype(np.int64)
     group_size = int(np.bincount(n_per).argmax())
     row["group_size"] = group_size
+    weights = _prompt_weights(n_per.size, row["step"], 0)
+    row["accuracy_low"], row["accuracy_high"] = _interval((weights @ c_per) / (weights @ n_per))
     for k, name in [(group_size, "pass_at_k"), *[(int(k), f"pass_at_{int(k)}") for k in ks]]:
         keep = n_per >= k
         row[name] = mean_pass_at_k(n_per[keep], c_per[keep], k) if keep.any() and k >= 1 else None
@@ -219,7 +316,8 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
         mask, known = pm
         row["planning_ratio"] = _mean(mask[known].astype(np.float64))
         row["n_planning_tokens"] = int(mask[known].sum())
-    for name in ("entropy_all", "entropy_planning", "entropy_execution", "ppl_planning", "ppl_execution"):
+    for name in ("entropy_all", "entropy_planning", "entropy_execution", "ppl_planning", "ppl_execution",
+                 "ppl_reference"):
         row[name] = None
     if ent is not None:
         e, e_known = ent
@@ -238,20 +336,46 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
         p_lp, e_lp = v[both & pm[0]], v[both & ~pm[0]]
         row["ppl_planning"] = perplexity(p_lp) if p_lp.size else None
         row["ppl_execution"] = perplexity(e_lp) if e_lp.size else None
+        known = v[both]
+        ref = known[reference_token_sample(known.size, p_lp.size, row["step"])]
+        row["ppl_reference"] = perplexity(ref) if ref.size else None
     if lp is not None:
         row["ppl_all"] = perplexity(lp[0][lp[1]])
 
     # strategic-gram statistics from the response text
+    phrases, phrase_counts = [], np.zeros((n, 0))
     if tagger is not None:
         texts = table.column("response").to_pylist()
-        row.update(_phrase_statistics(texts, tagger))
+        stats = _phrase_statistics(texts, tagger)
+        phrases, phrase_counts = stats.pop("_phrases"), stats.pop("_phrase_counts")
+        row.update(stats)
+        g = _group_rows(phrase_counts, group, n_per.size)
+        row["semantic_entropy_low"], row["semantic_entropy_high"] = _interval(_entropy_rows(weights @ g),
+                                                                             row["semantic_entropy"])
 
-    # error types among failed responses
+    # strategy labels (optional column)
+    strategies, s_counts = [], np.zeros((n, 0))
+    row["strategy_entropy"] = None
+    if "strategy" in table.column_names and table.column("strategy").null_count < n:
+        labels = table.column("strategy").to_pylist()
+        strategies, s_counts = strategy_counts(labels)
+        labelled = s_counts.sum(axis=1) > 0
+        row["strategy_unparsed_share"] = float(1 - labelled.mean())
+        row["n_strategies"] = int((s_counts.sum(axis=0) > 0).sum())
+        row["strategy_entropy"] = float(_entropy_rows(s_counts.sum(axis=0, keepdims=True))[0])
+        g = _group_rows(s_counts, group, n_per.size)
+        row["strategy_entropy_low"], row["strategy_entropy_high"] = _interval(_entropy_rows(weights @ g),
+                                                                             row["strategy_entropy"])
+    if counts_out is not None:
+        ids = np.asarray(table.column("prompt_id").to_numpy(zero_copy_only=False), dtype=object).astype(str)
+        counts_out.append(StepCounts(row["step"], ids, phrases, phrase_counts, strategies, s_counts))
+
+    # error types among failed responses: counts and shares (names: hicra.dynamics.vocab)
+    from hicra.dynamics.vocab import error_columns
+
     et = table.column("error_type")
     row["_error_labels"] = int(n - et.null_count)
-    values = np.asarray(et.fill_null("").to_numpy(zero_copy_only=False), dtype=object)
-    for kind in ERROR_TYPES:
-        row[f"errors_{kind}"] = int(np.sum(values == kind))
+    row.update(error_columns(et.to_pylist()))
     return row
 
 
@@ -259,8 +383,11 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
 
 def compute_metrics(run_dir: str | os.PathLike, *, tagger=None, quantiles: Sequence[float] = DEFAULT_QUANTILES,
                     ks: Sequence[int] = (), skip_invalid: bool = False, skipped: list | None = None,
-                    progress: bool = False, load_tokenizer=None):
-    """Stream a run directory into a pandas DataFrame with one row per step (see the module docstring)."""
+                    progress: bool = False, load_tokenizer=None, counts_out: list | None = None):
+    """Stream a run directory into a pandas DataFrame with one row per step (see the module docstring).
+
+    `counts_out`: a list that receives each step's `StepCounts` (the analyzer keeps them for the bootstrap over
+    problems); without it they are still collected for the run-level columns and then dropped."""
     import pandas as pd
     from tqdm import tqdm
 
@@ -272,19 +399,48 @@ def compute_metrics(run_dir: str | os.PathLike, *, tagger=None, quantiles: Seque
             raise InputError(f"top-q quantile must be in (0, 1), got {q}", field="quantile")
     n_steps = len({step for step, _, _ in list_rollout_files(run_dir)})
     rows = []
+    counts = [] if counts_out is None else counts_out
     with tqdm(total=n_steps, desc="analyze", unit="step", disable=not progress) as bar:
         for _step, table in iter_steps(run_dir, columns=READ_COLUMNS, skip_invalid=skip_invalid,
                                        skipped=skipped):
             rows.append(step_metrics(table, tagger=tagger, quantiles=quantiles, ks=ks,
-                                     load_tokenizer=load_tokenizer))
+                                     load_tokenizer=load_tokenizer, counts_out=counts))
             bar.update(1)
     if not rows:
         raise InputError("no valid rollout rows to analyse", path=str(Path(run_dir) / "rollouts"))
     df = pd.DataFrame(rows)
-    return finalize(df, quantiles)
+    return finalize(df, quantiles, counts=counts)
 
 
-def finalize(df, quantiles: Sequence[float] = DEFAULT_QUANTILES):
+def format_phrases(counts: Sequence[StepCounts], share: float = FORMAT_PHRASE_SHARE) -> list[str]:
+    """Phrases present in at least `share` of the run's responses, pooled over all steps (module docstring)."""
+    present: dict[str, int] = {}
+    n = 0
+    for c in counts:
+        n += c.phrase_counts.shape[0]
+        for j, p in enumerate(c.phrases):
+            present[p] = present.get(p, 0) + int((c.phrase_counts[:, j] > 0).sum())
+    return sorted(p for p, k in present.items() if n and k >= share * n)
+
+
+def exploration_groups(counts: Sequence[StepCounts], measure: str, excluded: Sequence[str] = ()) -> dict:
+    """step -> (prompt_ids, counts matrix) for `hicra.dynamics.phases.problem_bootstrap_trend`: strategy labels
+    ("strategy") or planning phrases without `excluded` ("planning-phrases"), columns aligned over the run."""
+    names = sorted({x for c in counts for x in (c.strategies if measure == "strategy" else c.phrases)}
+                   - set(excluded))
+    pos = {x: i for i, x in enumerate(names)}
+    out = {}
+    for c in counts:
+        own, mat = (c.strategies, c.strategy_counts) if measure == "strategy" else (c.phrases, c.phrase_counts)
+        full = np.zeros((mat.shape[0], len(names)))
+        for j, x in enumerate(own):
+            if x in pos:
+                full[:, pos[x]] = mat[:, j]
+        out[c.step] = (c.prompt_ids, full)
+    return out
+
+
+def finalize(df, quantiles: Sequence[float] = DEFAULT_QUANTILES, counts: Sequence[StepCounts] | None = None):
     """Run-level columns: relative perplexity to the first step, error counts nulled when never labelled,
     the unsuffixed fork-overlap columns (first q), DESIGN column order."""
     import pandas as pd
@@ -296,12 +452,40 @@ def finalize(df, quantiles: Sequence[float] = DEFAULT_QUANTILES):
             df[col] = None
         values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
         df[f"rel_ppl_{cls}"] = relative_perplexity(values)
+    df["rel_ppl_reference"] = relative_perplexity(
+        pd.to_numeric(df["ppl_reference"], errors="coerce").to_numpy(dtype=np.float64)
+        if "ppl_reference" in df else np.full(len(df), np.nan))
     labelled = int(df.pop("_error_labels").sum()) if "_error_labels" in df else 0
     for kind in ERROR_TYPES:
-        if labelled == 0 or f"errors_{kind}" not in df:
-            df[f"errors_{kind}"] = pd.array([None] * len(df), dtype="Int64")
+        count, share = f"n_errors_{kind}", f"errors_{kind}_share"
+        if labelled == 0 or count not in df:
+            df[count] = pd.array([None] * len(df), dtype="Int64")
+            df[share] = np.nan
         else:
-            df[f"errors_{kind}"] = df[f"errors_{kind}"].astype("Int64")
+            df[count] = df[count].astype("Int64")
+    # planning-phrase semantic entropy without format phrases (one exclusion set for the run)
+    if counts:
+        excluded = set(format_phrases(counts))
+        df.attrs["format_phrases"] = sorted(excluded)
+        by_step = {c.step: c for c in counts}
+        se, lo, hi = [], [], []
+        for step in df["step"]:
+            c = by_step.get(int(step))
+            if c is None or not c.phrases:
+                se.append(0.0 if c is not None else np.nan)
+                lo.append(None)
+                hi.append(None)
+                continue
+            keep = [j for j, p in enumerate(c.phrases) if p not in excluded]
+            mat = c.phrase_counts[:, keep]
+            se.append(float(_entropy_rows(mat.sum(axis=0, keepdims=True))[0]))
+            _, inverse = np.unique(c.prompt_ids, return_inverse=True)
+            g = _group_rows(mat, inverse, int(inverse.max()) + 1)
+            a, b = _interval(_entropy_rows(_prompt_weights(g.shape[0], int(step), 1) @ g), se[-1])
+            lo.append(a)
+            hi.append(b)
+        df["semantic_entropy_excl_format"] = se
+        df["semantic_entropy_excl_format_low"], df["semantic_entropy_excl_format_high"] = lo, hi
     q0 = f"q{round(quantiles[0] * 100):02d}" if quantiles else None
     for base in ("high_entropy_planning_share", "planning_high_entropy_share"):
         src = f"{base}_{q0}"

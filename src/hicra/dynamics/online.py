@@ -1,23 +1,22 @@
-"""Online detection of the end of procedural consolidation, inside a training loop.
+"""Online detection of the end of procedural consolidation, inside a training loop, by the differential rule.
 
-`hicra.dynamics.phases` judges a finished run. Here the same consolidation test runs on the steps seen so far:
-after each step the trainer feeds the step's execution-token perplexity (measured on that step's rollouts,
-behaviour-policy log-probabilities at sampling), and the detector answers "has consolidation ended yet?".
+`hicra.dynamics.phases` judges a finished run. Here the same ORDER test runs on the steps seen so far: after each
+step the trainer feeds that step's execution-token, planning-token and reference-token perplexities (measured on
+the step's rollouts with the behaviour policy's log-probabilities at sampling; `class_perplexities` computes them
+exactly as the analyzer does, the reference class drawn by `hicra.dynamics.metrics.reference_token_sample`), and
+the detector answers "has execution consolidated before planning yet?".
 
-Per update, once at least `min_steps` finite values have been seen, the hinge-vs-line bootstrap F test of
-`phases.consolidation_test` is run on the whole series so far (relative execution perplexity
-rel_ppl(s) = ppl(s) / ppl(first step); the test is scale-invariant, so the ratio only keeps logs readable):
+Per update, once at least `min_steps` steps with all three values have been seen, `phases.order_test` runs on the
+series so far (relative perplexities, each divided by its first value; the hinge test is scale-invariant). A
+detection is order == "execution-first": execution's fall has ended (hinge significant, falls then flattens) and
+planning has not ended its fall before it, nor before a random class of its size (both differences' intervals
+above 0, a class that has not consolidated counting as later). Testing again at every step would fire on noise
+far more often than `alpha`, so the detector fires only after `confirm` consecutive detections, and only when
+tau_exec lies at least `min_after` steps before the newest step (the flat part has been seen, not guessed). Once
+fired it stays fired (latched) and stops testing. When planning settles first, or together with execution, it
+never fires, and a phase-aware trainer stays with alpha = 0.
 
-    y = b0 + b1 * x + b2 * max(x - tau, 0),   detected <=> p < alpha and b1 < 0 and b2 > 0
-
-Testing again at every step would fire on noise far more often than `alpha` (many looks), so the detector
-fires only after `confirm` consecutive detections, and only when the estimated breakpoint lies at least
-`min_after` steps before the newest step (the flat part has been seen, not guessed). Once fired it stays fired
-(latched) and stops testing, so its cost after firing is zero; before, one update costs one bootstrap F test on
-n points (O(n^2 * n_boot) multiply-adds; measured 46 ms at n = 100 and 84 ms at n = 200 with n_boot = 199 on a
-loaded 2-core CPU, `benchmarks/online_phases.py`: small next to an RL step of the lab).
-
-Everything is a deterministic function of the fed values (the bootstrap is seeded), and the whole state is the
+Everything is a deterministic function of the fed values (the bootstraps are seeded), and the whole state is the
 fed series plus two counters: `state_dict()` / `load_state_dict()` let a checkpointed trainer resume exactly.
 The decision never looks at the step number alone: it needs measured values.
 """
@@ -29,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from hicra.dynamics.phases import PhaseConfig, consolidation_test
+from hicra.dynamics.phases import PhaseConfig, order_test
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class OnlineConfig:
     confirm: int = 3        # consecutive detections needed to fire
     min_after: int = 4      # the breakpoint must be at least this many steps before the newest step
     alpha: float = 0.05     # level of each single test
-    n_boot: int = 199       # bootstrap resamples per test (the offline analyzer uses 999)
+    n_boot: int = 99        # bootstrap resamples per test (the offline analyzer uses 999)
     min_segment: int = 3    # points on each side of a candidate breakpoint
     seed: int = 0
 
@@ -65,14 +64,35 @@ def _numpy(x):
     return x.detach().cpu().numpy() if hasattr(x, "detach") else x
 
 
+def class_perplexities(logprobs, response_mask, planning_mask, step: int) -> tuple[float, float, float]:
+    """(execution, planning, reference) perplexity of one step's response tokens ([B, T] arrays or tensors): the
+    analyzer's `ppl_execution`, `ppl_planning` and `ppl_reference` (the reference class: as many random response
+    tokens as there are planning tokens, `reference_token_sample` over the response tokens in row order). NaN for
+    an empty class."""
+    from hicra.dynamics.metrics import reference_token_sample
+
+    lp = np.asarray(_numpy(logprobs), dtype=np.float64)
+    resp = np.asarray(_numpy(response_mask), dtype=bool)
+    plan = np.asarray(_numpy(planning_mask), dtype=bool) & resp
+    flat, flat_plan = lp[resp], plan[resp]
+
+    def ppl(values):
+        return float(np.exp(-values.mean())) if values.size else float("nan")
+
+    ref = flat[reference_token_sample(flat.size, int(flat_plan.sum()), step)]
+    return ppl(flat[~flat_plan]), ppl(flat[flat_plan]), ppl(ref)
+
+
 class OnlineConsolidationDetector:
-    """Feed one value per step with `update(step, ppl_execution)`; `fired` says whether consolidation has ended.
+    """Feed one step at a time with `update(step, ppl_execution, ppl_planning, ppl_reference)`; `fired` says
+    whether execution has consolidated before planning (module docstring).
 
     >>> det = OnlineConsolidationDetector()
-    >>> for s in range(40):
-    ...     _ = det.update(s, 2.0 - 0.05 * min(s, 15))  # falls until step 15, then flat (noise-free)
+    >>> for s in range(40):  # execution falls until step 12, planning keeps falling (noise-free)
+    ...     e, p = 2.0 - 0.05 * min(s, 12), 3.0 - 0.02 * s
+    ...     _ = det.update(s, e, p, 0.9 * e + 0.1 * p)
     >>> det.fired, det.consolidation_end_step
-    (True, 15)
+    (True, 12)
     """
 
     def __init__(self, config: OnlineConfig | None = None):
@@ -81,7 +101,9 @@ class OnlineConsolidationDetector:
         self._phase = PhaseConfig(min_steps=self.config.min_steps, min_segment=self.config.min_segment,
                                   alpha=self.config.alpha, n_boot=self.config.n_boot, seed=self.config.seed)
         self.steps: list[int] = []
-        self.values: list[float] = []
+        self.values: list[float] = []      # execution
+        self.planning: list[float] = []
+        self.reference: list[float] = []
         self.streak = 0
         self.fired_step: int | None = None
         self.consolidation_end_step: int | None = None
@@ -90,48 +112,56 @@ class OnlineConsolidationDetector:
     def fired(self) -> bool:
         return self.fired_step is not None
 
-    def update(self, step: int, value: float) -> dict:
-        """Add one step's execution perplexity (non-finite values are ignored) and re-decide. Returns the
-        decision record: {"step", "n", "tested", "detected", "p_value", "breakpoint_step", "streak", "fired"}."""
-        out = {"step": int(step), "n": len(self.values), "tested": False, "detected": False, "p_value": None,
-               "breakpoint_step": None, "streak": self.streak, "fired": self.fired}
+    def update(self, step: int, ppl_execution: float, ppl_planning: float, ppl_reference: float) -> dict:
+        """Add one step's class perplexities (a step with any non-finite value is ignored) and re-decide.
+        Returns the decision record: {"step", "n", "tested", "detected", "order", "tau_exec", "streak",
+        "fired"}."""
+        out = {"step": int(step), "n": len(self.values), "tested": False, "detected": False, "order": None,
+               "tau_exec": None, "streak": self.streak, "fired": self.fired}
         if self.fired:
             return out
-        if value is None or not math.isfinite(float(value)):
+        vals = [ppl_execution, ppl_planning, ppl_reference]
+        if any(v is None or not math.isfinite(float(v)) for v in vals):
             return out
         if self.steps and step <= self.steps[-1]:
             raise ValueError(f"steps must increase: got {step} after {self.steps[-1]}")
         self.steps.append(int(step))
-        self.values.append(float(value))
+        for series, v in zip((self.values, self.planning, self.reference), vals, strict=True):
+            series.append(float(v))
         n = len(self.values)
         out["n"] = n
         if n < self.config.min_steps:
             return out
         x = np.asarray(self.steps, dtype=np.float64)
-        y = np.asarray(self.values, dtype=np.float64) / self.values[0]
-        test = consolidation_test(x, y, self._phase)
-        tau = test.get("breakpoint_step")
+        curves = {name: np.asarray(series) / series[0] for name, series in
+                  (("execution", self.values), ("planning", self.planning), ("reference", self.reference))}
+        test = order_test(x, curves, self._phase)
+        tau = test["tau_exec"]
         seen_after = tau is not None and int(np.sum(x > tau)) >= self.config.min_after
-        detected = bool(test["detected"] and seen_after)
+        detected = bool(test["order"] == "execution-first" and seen_after)
         self.streak = self.streak + 1 if detected else 0
         if self.streak >= self.config.confirm:
             self.fired_step = int(step)
             self.consolidation_end_step = int(x[np.argmin(np.abs(x - tau))])
-        out.update(tested=True, detected=detected, p_value=test.get("p_value"),
-                   breakpoint_step=None if tau is None else float(tau), streak=self.streak, fired=self.fired)
+        out.update(tested=True, detected=detected, order=test["order"], tau_exec=tau, streak=self.streak,
+                   fired=self.fired)
         return out
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly (plain Python types: JSON- and torch.save-safe)."""
         return {"config": asdict(self.config), "steps": list(self.steps), "values": list(self.values),
-                "streak": self.streak, "fired_step": self.fired_step,
+                "planning": list(self.planning), "reference": list(self.reference), "streak": self.streak, "fired_step": self.fired_step,
                 "consolidation_end_step": self.consolidation_end_step}
 
     def load_state_dict(self, state: dict) -> None:
         if OnlineConfig(**state["config"]) != self.config:
             raise ValueError("detector state was saved with a different OnlineConfig")
         self.steps = [int(s) for s in state["steps"]]
+        if "planning" not in state:
+            raise ValueError("detector state from before the differential rule (execution only): cannot resume")
         self.values = [float(v) for v in state["values"]]
+        self.planning = [float(v) for v in state["planning"]]
+        self.reference = [float(v) for v in state["reference"]]
         self.streak = int(state["streak"])
         self.fired_step = state["fired_step"]
         self.consolidation_end_step = state["consolidation_end_step"]
@@ -139,15 +169,16 @@ class OnlineConsolidationDetector:
 
 def detection_rates(make_series, n_series: int, config: OnlineConfig | None = None,
                     change_step: int | None = None, max_lag: int | None = None) -> dict:
-    """Run the detector on `n_series` sequences `make_series(i) -> (steps, values)` and summarise: the share
-    that fired, the firing steps, and (with a planted `change_step`) the lags fired_step - change_step and the
-    share that fired within `max_lag` steps after the change (firing before the change counts as early)."""
+    """Run the detector on `n_series` sequences `make_series(i) -> (steps, execution, planning, reference)` and
+    summarise: the share that fired, the firing steps, and (with a planted `change_step`) the lags
+    fired_step - change_step and the share that fired within `max_lag` steps after the change (firing before
+    the change counts as early)."""
     fired, lags = [], []
     for i in range(n_series):
         det = OnlineConsolidationDetector(config)
-        steps, values = make_series(i)
-        for s, v in zip(steps, values, strict=True):
-            det.update(int(s), float(v))
+        steps, *series = make_series(i)
+        for s, e, p, r in zip(steps, *series, strict=True):
+            det.update(int(s), float(e), float(p), float(r))
             if det.fired:
                 break
         fired.append(det.fired_step)

@@ -1,60 +1,80 @@
-"""The phase verdict: did a run go through procedural consolidation and then strategic exploration?
+"""The phase verdict (v2): did execution consolidate BEFORE planning, and did strategies diversify after?
 
-The paper marks its two phases by eye. This module replaces the eye with two tests on the per-step metrics
-(`metrics.parquet`), each seeded and deterministic:
+The paper (arXiv 2509.03646) marks its two phases by eye. On-policy RL without a KL term sharpens every token
+class, so "a perplexity curve falls and then flattens" says nothing by itself: the claim is about ORDER (execution
+settles before planning) and about a shift of the frontier. This module turns that into tests on the per-step
+metrics (`metrics.parquet`), each seeded and deterministic.
 
-1. **Consolidation** (on `rel_ppl_execution`, the execution tokens' perplexity relative to step 0). Fit a continuous
-   one-breakpoint piecewise-linear ("hinge") model
+1. **End of the fall, per token class.** For each of `rel_ppl_execution`, `rel_ppl_planning` and
+   `rel_ppl_reference` (random response tokens, as many per step as there are planning tokens:
+   `hicra.dynamics.metrics.reference_token_sample`) fit a continuous one-breakpoint hinge
 
        y = b0 + b1 * x + b2 * max(x - tau, 0)
 
-   by least squares, with tau searched over the observed steps (each segment keeps at least `min_segment`
-   points). Consolidation is detected when (a) the hinge fits significantly better than a straight line, (b) the
-   curve falls before the breakpoint (b1 < 0) and (c) it flattens after it (b2 > 0, so the slope b1 + b2 is less
-   steep). The test statistic is F = (SSE_line - SSE_hinge) / SSE_hinge; because tau is searched, the textbook F
-   distribution does not apply, so its null distribution is simulated: the fitted straight line plus noise
-   (`n_boot` series, the whole tau search redone for each), and p = (1 + #{F* >= F}) / (1 + n_boot). The noise is
-   an AR(1) sieve bootstrap of the hinge fit's residuals (lag-1 autocorrelation phi estimated from them, clipped
-   to [0, 0.95]; innovations resampled with replacement), because per-step training metrics drift: with
-   independent resampling, autocorrelated noise alone was called a consolidation in 34% of flat AR(1) phi = 0.8
-   series of 300 steps (`benchmarks/phase_noise.py`, docs/dynamics.md). The end of consolidation is tau; its
-   interval comes from the same noise model around the hinge fit (tau re-estimated on each series, percentile
-   interval).
+   by least squares, tau searched over the observed steps (at least `min_segment` points per side). A class
+   *consolidates* when the hinge beats a straight line (F = (SSE_line - SSE_hinge) / SSE_hinge, null simulated
+   under the fitted line with the whole tau search redone, p < alpha), the curve falls before tau (b1 < 0) and
+   flattens after it (b2 > 0). The simulated noise is an AR(1) sieve bootstrap of the hinge residuals (lag-1
+   autocorrelation phi clipped to [0, 0.95], innovations resampled with replacement): per-step training metrics
+   drift, and an independent-noise null called 34% of flat AR(1) phi = 0.8 series a consolidation
+   (`benchmarks/phase_noise.py`).
 
-2. **Exploration** (on `semantic_entropy` of planning phrases), on the steps after the consolidation end (all
-   steps when no consolidation was detected): ordinary least-squares slope against step, with a moving-block
-   bootstrap of the residuals (block length ~ n^(1/3), tolerating mild autocorrelation between steps) for a
-   percentile interval. Exploration is detected when the interval's lower end is above 0. One-sided
-   p = (1 + #{slope* <= 0}) / (1 + n_boot).
+2. **Order.** tau_exec, tau_plan, tau_ref get intervals from ONE joint AR(1) sieve bootstrap around the three hinge
+   fits (the same resampling draws for every class, so noise shared by the classes stays shared and the
+   differences tau_plan - tau_exec and tau_plan - tau_ref get paired intervals). A class that never consolidates
+   counts as consolidating after any class that does (tau = +inf). Then
 
-3. **Exploration onset** (only when exploration is detected), on the whole `semantic_entropy` curve: the same
-   hinge-vs-line test as 1, now for a slope that turns up at the breakpoint into a rise (b2 > 0, b1 + b2 > 0).
-   When that bend is significant, the onset is its breakpoint (with a bootstrap interval); otherwise (a rise
-   without a clear start) it is the first step of the window the trend test found rising. The onset is estimated
-   on its own, so it can come before the consolidation end (the paper's phases overlap);
-   `evidence["onset_minus_consolidation_end"]` says by how many steps.
+       execution-first  tau_plan - tau_exec > 0 and tau_plan - tau_ref > 0, both intervals excluding 0
+       planning-first   both differences < 0, both intervals excluding 0
+       simultaneous     otherwise, when execution or planning consolidates ("no order can be claimed")
+       none             neither execution nor planning consolidates
+       untestable       a class curve is missing (no log-probabilities) or has fewer than `min_steps` points
 
-Verdict: both detected -> "two-phase"; exactly one -> "single-phase" (evidence says which: a run stuck in
-consolidation, or exploration without a detectable consolidation, as the paper reports for strong models); neither,
-or too few steps / missing metrics -> "inconclusive". The onset does not change the verdict: "two-phase" means
-diversity rises after the consolidation end, wherever the rise began. `confidence` is a heuristic in [0, 1]: the
-smallest support among the tests the verdict rests on, where a detected test supports it with 1 - p and an
-undetected one with p. Accuracy, length and error-type trends before/after the breakpoint are reported as evidence,
-not used in the verdict.
+   The reference class makes "planning consolidates later" mean later than any class of that size, not "fewer
+   tokens, noisier curve"; the same requirement is applied to planning-first for symmetry.
 
-Several runs (seeds) are pooled by `detect_phases_pooled`: the verdict is taken on the mean curve over the steps all
-runs share, each run's own verdict is reported, and intervals for the consolidation end and the exploration slope
-come from resampling runs with replacement.
+3. **Exploration** after tau_exec (all steps when execution does not consolidate): the rise of the entropy of the
+   rollouts' strategy labels (`strategy_entropy`, measure "strategy") when the rollouts carry a `strategy` column,
+   else of planning-phrase semantic entropy without format phrases (`semantic_entropy_excl_format`, measure
+   "planning-phrases"; see `hicra.dynamics.metrics` for the exclusion rule; metrics from before v2 fall back to
+   `semantic_entropy`). OLS slope against step with a moving-block bootstrap (block ~ n^(1/3)) percentile interval,
+   or, when per-problem counts are given (`problem_groups`, the text-only path), a bootstrap over problems (the
+   same problem draw at every step when every step has the same problems). Detected when the interval is above 0;
+   one-sided p = (1 + #{slope* <= 0}) / (1 + n_boot). Accuracy and mean length trends over the same window are
+   reported beside it. The exploration test runs and is reported even when the verdict is `inconclusive`.
 
-Known limits: the noise model is AR(1) (consolidation, onset) or short blocks (exploration): longer-memory drift can
-still pass for a shape; a curve that keeps falling with curvature everywhere (e.g. a slow exponential over the whole
-run) will have its bend detected as a consolidation end.
+4. **Exploration onset** (only when exploration is detected): the hinge-vs-line test on the whole exploration
+   curve, for a slope that turns up into a rise; else the first step of the rising window.
+
+Verdict (`summary.json["phases"]["verdict"]`):
+
+    order \\ exploration     detected            not detected
+    execution-first         two-phase           consolidation-only
+    planning-first          reversed            reversed
+    simultaneous            no-order            no-order
+    none                    exploration-only    none
+    untestable / too few    inconclusive        inconclusive
+
+`consolidation_end_step` = tau_exec (an observed step) when execution consolidates, else None. `confidence` is a
+heuristic in [0, 1]: the smallest support among the tests the verdict rests on (1 - p for a detected test, p for an
+undetected one).
+
+Several runs (seeds) are pooled by `detect_phases_pooled`: point estimates and the per-class consolidation tests on
+the mean curves over the steps all runs share; the tau, difference and exploration-slope intervals come from
+resampling RUNS with replacement (not steps); each run's own verdict is reported with the agreement share.
+
+Version 1 summaries (verdict "single-phase", no `order`) still load through `upgrade_phases`: v1 never tested the
+order, so their verdict becomes `inconclusive` (order `untestable`) with the old value kept in `verdict_v1`.
+
+Known limits: the noise model is AR(1) (or short blocks); longer-memory drift can still pass for a bend; a curve
+that bends everywhere has its strongest bend reported as tau; with few runs the run-resampling intervals are crude.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -72,21 +92,40 @@ class PhaseConfig:
 
 # ---------------------------------------------------------------- least-squares pieces
 
+_BASES_CACHE: dict = {}
+
+
 def _hinge_bases(x: np.ndarray, min_segment: int) -> tuple[np.ndarray, np.ndarray]:
     """Candidate breakpoints and, for each, an orthonormal basis Q (n x 3) of the hinge design [1, x, (x-tau)+].
 
     With Q, the residual sum of squares of any y is ||y||^2 - ||Q^T y||^2, so the whole tau search for many
-    bootstrap samples at once is one einsum.
+    bootstrap samples at once is one einsum. Cached for the last few step grids (the tests of one verdict, and
+    an online detector's consecutive updates, share them).
     """
+    return _hinge_setup(x, min_segment)[:2]
+
+
+def _hinge_setup(x: np.ndarray, min_segment: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(taus, Q bases (T, n, 3), R^-1 (T, 3, 3)) of the hinge designs, cached by (x, min_segment)."""
+    key = (x.tobytes(), int(min_segment))
+    hit = _BASES_CACHE.get(key)
+    if hit is not None:
+        return hit
     n = x.size
     idx = np.arange(min_segment - 1, n - min_segment)
     taus = x[idx]
-    bases = []
+    bases, r_invs = [], []
     for tau in taus:
         design = np.column_stack([np.ones(n), x, np.maximum(x - tau, 0.0)])
-        q, _ = np.linalg.qr(design)
+        q, r = np.linalg.qr(design)
         bases.append(q)
-    return taus, np.stack(bases) if bases else np.zeros((0, n, 3))
+        r_invs.append(np.linalg.inv(r))
+    out = (taus, np.stack(bases) if bases else np.zeros((0, n, 3)),
+           np.stack(r_invs) if r_invs else np.zeros((0, 3, 3)))
+    if len(_BASES_CACHE) >= 8:
+        _BASES_CACHE.pop(next(iter(_BASES_CACHE)))
+    _BASES_CACHE[key] = out
+    return out
 
 
 def _sse_line(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -125,11 +164,18 @@ def _slopes(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
 
 
 def _ar1_innovations(residuals: np.ndarray) -> tuple[float, np.ndarray]:
-    """Lag-1 autocorrelation phi of a residual series (clipped to [0, 0.95]: negative or near-unit values are
-    not a drift worth modelling) and the centred innovations e_t = r_t - phi * r_(t-1)."""
+    """Lag-1 autocorrelation phi of a residual series and the centred innovations e_t = r_t - phi * r_(t-1).
+
+    phi is the sample lag-1 autocorrelation with Kendall's first-order bias correction, + (1 + 3 phi) / n (the
+    sample value is biased towards 0 in short series, which made the null too narrow under drift), clipped to
+    [0, 0.95]: negative or near-unit values are not a drift worth modelling."""
     r = residuals - residuals.mean()
     denom = float(np.sum(r * r))
-    phi = float(np.clip(np.sum(r[1:] * r[:-1]) / denom, 0.0, 0.95)) if denom > 0 else 0.0
+    if denom > 0:
+        raw = float(np.sum(r[1:] * r[:-1]) / denom)
+        phi = float(np.clip(raw + (1 + 3 * raw) / r.size, 0.0, 0.95)) if raw > 0 else 0.0
+    else:
+        phi = 0.0
     e = r[1:] - phi * r[:-1]
     return phi, e - e.mean()
 
@@ -147,16 +193,6 @@ def _ar1_resample(residuals: np.ndarray, phi: float, innovations: np.ndarray, n_
     for t in range(1, n):
         out[t] = phi * out[t - 1] + draws[t]
     return out
-
-
-def _block_resample(residuals: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Moving-block bootstrap of a residual series: (n, n_boot) resampled residuals."""
-    n = residuals.size
-    block = max(1, int(round(n ** (1 / 3))))
-    n_blocks = -(-n // block)
-    starts = rng.integers(0, n - block + 1, size=(n_boot, n_blocks))
-    idx = (starts[:, :, None] + np.arange(block)[None, None, :]).reshape(n_boot, -1)[:, :n]
-    return residuals[idx].T
 
 
 # ---------------------------------------------------------------- the two tests
@@ -224,19 +260,292 @@ def onset_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = Pha
             "n_steps": int(x.size)}
 
 
+def _phi_columns(r: np.ndarray) -> np.ndarray:
+    """`_ar1_innovations`' phi (bias-corrected, clipped) for each column of a residual matrix (n, B)."""
+    r = r - r.mean(axis=0)
+    denom = np.maximum((r * r).sum(axis=0), 1e-300)
+    raw = (r[1:] * r[:-1]).sum(axis=0) / denom
+    return np.where(raw > 0, np.clip(raw + (1 + 3 * raw) / r.shape[0], 0.0, 0.95), 0.0)
+
+
+def _slope_se(x: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """OLS slopes of the columns of ys (n, B) and their standard errors under AR(1) noise:
+    sqrt(s^2 / Sxx * (1 + phi) / (1 - phi)), s^2 = SSE / (n - 2), phi from the residuals (`_phi_columns`)."""
+    xc = x - x.mean()
+    sxx = float(xc @ xc)
+    slopes = (xc @ (ys - ys.mean(axis=0))) / sxx
+    resid = ys - ys.mean(axis=0) - np.outer(xc, slopes)
+    phi = _phi_columns(resid)
+    s2 = (resid * resid).sum(axis=0) / (x.size - 2)
+    return slopes, np.sqrt(np.maximum(s2, 1e-300) / sxx * (1 + phi) / (1 - phi))
+
+
 def trend_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = PhaseConfig()) -> dict:
-    """OLS slope with a moving-block bootstrap percentile interval; detected when the interval is above 0."""
+    """OLS slope with an AR(1) sieve bootstrap-t interval; detected when the interval is above 0.
+
+    Noise model: the residuals of the best one-breakpoint hinge (not of the line: a rise that starts late or
+    bends leaves curvature in the line's residuals, which would read as strong drift and inflate the interval),
+    their AR(1) phi (`_ar1_innovations`) and scale. Replicates: the fitted line plus an AR(1) sieve resample of
+    those residuals; each replicate's slope is studentised by its own AR(1)-adjusted standard error
+    (`_slope_se`, phi re-estimated on the replicate), so the interval carries the uncertainty of phi and of the
+    noise level, which a percentile interval does not (with drift phi = 0.6 over 60 steps the percentile interval
+    called 6-7% of flat series a rise; one-sided nominal 2.5%). Interval [b - t*_hi se, b - t*_lo se]; one-sided
+    p = (1 + #{t* >= b / se}) / (1 + n_boot)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     n = x.size
-    if n < 3:
-        return {"tested": False, "detected": False, "reason": "fewer than 3 steps"}
+    if n < 4:
+        return {"tested": False, "detected": False, "reason": "fewer than 4 steps"}
     rng = np.random.default_rng(config.seed + 1)
-    _, slope, fitted = _line_fit(x, y)
-    boots = _slopes(x, fitted[:, None] + _block_resample(y - fitted, config.n_boot, rng))
-    lo, hi = np.quantile(boots, [(1 - config.level) / 2, (1 + config.level) / 2])
-    p_value = float((1 + np.sum(boots <= 0)) / (1 + config.n_boot))
-    return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [float(lo), float(hi)],
-            "p_value": p_value, "n_steps": int(n), "first_step": float(x[0]), "last_step": float(x[-1])}
+    _, _, fitted = _line_fit(x, y)
+    taus, bases = _hinge_bases(x, config.min_segment)
+    if taus.size and n > 6:
+        tau = float(taus[int(np.argmin(_sse_hinge(bases, y[:, None])[:, 0]))])
+        residuals, k = fit_hinge(x, y, tau)["residuals"], 3
+    else:
+        residuals, k = y - fitted, 2
+    residuals = residuals * np.sqrt(n / (n - k))
+    phi, innovations = _ar1_innovations(residuals)
+    xc = x - x.mean()
+    sxx = float(xc @ xc)
+    slope = float(xc @ (y - y.mean()) / sxx)
+    se = float(np.sqrt(max(float(np.mean(residuals ** 2)) * n / (n - 2), 1e-300) / sxx * (1 + phi) / (1 - phi)))
+    ys = fitted[:, None] + _ar1_series(residuals, phi, innovations, rng.random((n, config.n_boot)))
+    b_star, se_star = _slope_se(x, ys)
+    t_star = (b_star - slope) / se_star
+    t_lo, t_hi = np.quantile(t_star, [(1 - config.level) / 2, (1 + config.level) / 2])
+    lo, hi = float(slope - t_hi * se), float(slope - t_lo * se)
+    p_value = float((1 + np.sum(t_star >= slope / se)) / (1 + config.n_boot))
+    return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi],
+            "slope_se": se, "p_value": p_value, "n_steps": int(n), "first_step": float(x[0]),
+            "last_step": float(x[-1]), "noise_ar1": phi}
+
+
+# ---------------------------------------------------------------- order of consolidation
+
+CLASS_COLUMNS = {"execution": "rel_ppl_execution", "planning": "rel_ppl_planning", "reference": "rel_ppl_reference"}
+ORDERS = ("execution-first", "planning-first", "simultaneous", "none", "untestable")
+VERDICTS = ("two-phase", "consolidation-only", "reversed", "no-order", "exploration-only", "none", "inconclusive")
+# exploration columns in order of preference, with the measure each stands for
+EXPLORATION_COLUMNS = (("strategy_entropy", "strategy"), ("semantic_entropy_excl_format", "planning-phrases"),
+                       ("semantic_entropy", "planning-phrases"))
+_VERDICT_TABLE = {("execution-first", True): "two-phase", ("execution-first", False): "consolidation-only",
+                  ("planning-first", True): "reversed", ("planning-first", False): "reversed",
+                  ("simultaneous", True): "no-order", ("simultaneous", False): "no-order",
+                  ("none", True): "exploration-only", ("none", False): "none",
+                  ("untestable", True): "inconclusive", ("untestable", False): "inconclusive"}
+
+
+def _ar1_series(residuals: np.ndarray, phi: float, innovations: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """AR(1) sieve series (n, B) driven by uniform draws u (n, B): the same u for several classes gives paired
+    resamples. r*_0 = residual[u_0], r*_t = phi r*_(t-1) + innovation[u_t]; phi = 0 is the residual bootstrap."""
+    n = residuals.size
+    if phi == 0.0:
+        return residuals[np.minimum((u * n).astype(int), n - 1)]
+    draws = innovations[np.minimum((u * innovations.size).astype(int), innovations.size - 1)]
+    out = np.empty(u.shape)
+    out[0] = residuals[np.minimum((u[0] * n).astype(int), n - 1)]
+    for t in range(1, n):
+        out[t] = phi * out[t - 1] + draws[t]
+    return out
+
+
+def smooth_curve(y: np.ndarray, phi: float = 0.0) -> np.ndarray:
+    """Whittaker-Henderson smoother (a discrete smoothing spline) for AR(1) noise: argmin (y - m)' W (y - m) +
+    lam ||D2 m||^2, with W the AR(1) precision matrix for `phi` (identity for phi = 0), D2 the second differences
+    over consecutive points, and lam chosen by generalised cross-validation on the whitened residuals (log grid).
+    With phi = 0 and drifting noise, GCV follows the drift as if it were signal."""
+    n = y.size
+    if n < 5:
+        return y.copy()
+    d2 = np.diff(np.eye(n), 2, axis=0)
+    penalty = d2.T @ d2
+    # whitening L with L'L = W: rows e_t = y_t - phi y_(t-1), the first scaled by sqrt(1 - phi^2). In whitened
+    # coordinates the smoother is (I + lam K)^-1 with K = L^-T D2'D2 L^-1; one eigendecomposition of K serves
+    # every lam: fitted z / (1 + lam k), degrees of freedom sum 1 / (1 + lam k)
+    whiten = np.eye(n) - phi * np.eye(n, k=-1)
+    whiten[0, 0] = np.sqrt(1 - phi * phi)
+    l_inv = np.linalg.inv(whiten)
+    k, vecs = np.linalg.eigh(l_inv.T @ penalty @ l_inv)
+    k = np.maximum(k, 0.0)
+    z = vecs.T @ (whiten @ y)
+    best = (np.inf, z)
+    for lam in np.logspace(-2, 7, 19):
+        shrink = 1.0 / (1.0 + lam * k)
+        rss = float(np.sum((z * (1 - shrink)) ** 2))
+        gcv = n * rss / max(n - float(shrink.sum()), 1e-9) ** 2
+        if gcv < best[0]:
+            best = (gcv, z * shrink)
+    return l_inv @ (vecs @ best[1])
+
+
+def fall_end_taus(x: np.ndarray, ys: np.ndarray, min_segment: int) -> np.ndarray:
+    """For each column of ys (n, B): the least-squares hinge breakpoint among those whose fit falls before it and
+    flattens after it (b1 < 0, b2 > 0: the end of a fall, the shape `consolidation_test` requires); +inf for a
+    column where no breakpoint gives that shape (it does not consolidate)."""
+    taus, bases, r_inv = _hinge_setup(x, min_segment)
+    if taus.size == 0:
+        return np.full(ys.shape[1], np.inf)
+    proj = np.einsum("tnk,nb->tkb", bases, ys)
+    coef = np.einsum("tkj,tjb->tkb", r_inv, proj)
+    sse = (ys * ys).sum(axis=0)[None, :] - (proj * proj).sum(axis=1)
+    sse = np.where((coef[:, 1] < 0) & (coef[:, 2] > 0), sse, np.inf)
+    best = np.argmin(sse, axis=0)
+    return np.where(np.isfinite(sse[best, np.arange(ys.shape[1])]), taus[best], np.inf)
+
+
+def joint_tau_draws(x: np.ndarray, curves: Mapping[str, np.ndarray], config: PhaseConfig) -> dict[str, np.ndarray]:
+    """Bootstrap draws of each curve's end of fall (`fall_end_taus`), paired across curves: every curve's AR(1)
+    sieve resample uses the same random draws (module docstring, 2). Returns name -> (n_boot,) breakpoints, +inf
+    where a resample does not fall and flatten.
+
+    The resamples are built around a smoothed curve (`smooth_curve`), not around the fitted hinge: a hinge has a
+    sharp corner, and resampling around it gives breakpoints that stay at that corner, so for a smooth true
+    curve (an exponential fall) the interval came out at about half the breakpoint's sampling spread
+    (tests/test_dynamics_phases.py::test_tau_interval_covers_the_sampling_spread)."""
+    taus, bases = _hinge_bases(x, config.min_segment)
+    u = np.random.default_rng(config.seed + 5).random((x.size, config.n_boot))
+    out = {}
+    for name, y in curves.items():
+        # the drift's phi from the hinge fit's residuals, then a smoother that does not follow that drift
+        tau = float(taus[int(np.argmin(_sse_hinge(bases, y[:, None])[:, 0]))])
+        phi0, _ = _ar1_innovations(fit_hinge(x, y, tau)["residuals"])
+        centre = smooth_curve(y, phi0)
+        residuals = y - centre
+        phi, innovations = _ar1_innovations(residuals)
+        ys = centre[:, None] + _ar1_series(residuals, phi, innovations, u)
+        out[name] = fall_end_taus(x, ys, config.min_segment)
+    return out
+
+
+def _quantiles(draws: np.ndarray, level: float) -> list[float]:
+    with np.errstate(invalid="ignore"):  # draws may hold +inf (a resample that does not consolidate)
+        lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
+
+
+def _difference(a: float, b: float, da: np.ndarray | None, db: np.ndarray | None, level: float) -> dict:
+    """tau_a - tau_b with its interval; +inf = never consolidates (later than any finite tau; two +inf draws
+    count as a tie). direction: "later" (interval above 0), "earlier" (below 0) or "unresolved"."""
+    if np.isinf(a) and np.isinf(b):
+        return {"value": None, "interval": None, "direction": "unresolved", "note": "neither consolidates"}
+    if np.isinf(a) or np.isinf(b):
+        first = "second" if np.isinf(a) else "first"
+        return {"value": None, "interval": None, "direction": "later" if np.isinf(a) else "earlier",
+                "note": f"only the {first} class consolidates"}
+    with np.errstate(invalid="ignore"):
+        d = da - db
+    d = np.where(np.isnan(d), 0.0, d)
+    lo, hi = _quantiles(d, level)
+    direction = "later" if lo > 0 else "earlier" if hi < 0 else "unresolved"
+    return {"value": float(a - b), "interval": [lo, hi], "direction": direction}
+
+
+def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config: PhaseConfig = PhaseConfig(), *,
+               tau_draws: Mapping[str, np.ndarray] | None = None, interval_method: str | None = None) -> dict:
+    """Order of consolidation of the execution, planning and reference classes (module docstring, 1-2).
+
+    `curves` maps "execution", "planning", "reference" to relative-perplexity curves over the steps `x` (all
+    finite). `tau_draws` replaces the joint AR(1) sieve draws (e.g. run-resampling draws when pooling seeds).
+    Returns {"order", "consolidates", "tau_exec", "tau_plan", "tau_ref", "intervals", "difference", "direction",
+    "tests", "interval_method"}.
+    """
+    x = np.asarray(x, float)
+    ys = {k: np.asarray(curves[k], float) for k in CLASS_COLUMNS}
+    # each class at alpha / 2: the verdict states whether execution and whether planning consolidate, so the
+    # chance that either is a false detection stays at alpha
+    class_config = replace(config, alpha=config.alpha / 2)
+    tests = {k: consolidation_test(x, y, class_config) for k, y in ys.items()}
+    if tau_draws is None:
+        tau_draws = joint_tau_draws(x, ys, config)
+        interval_method = interval_method or "joint AR(1) sieve bootstrap around each class's hinge fit"
+    cons = {k: bool(t["detected"]) for k, t in tests.items()}
+    tau = {k: float(tests[k]["breakpoint_step"]) if cons[k] else np.inf for k in ys}
+    draws = {k: np.asarray(tau_draws[k], float) if cons[k] else None for k in ys}
+    # an order needs BOTH differences on the same side of 0: an intersection-union test, which holds level alpha
+    # when each difference is tested one-sided at alpha, i.e. with a two-sided 1 - 2 alpha interval
+    d_level = 1 - 2 * config.alpha
+    d_pe = _difference(tau["planning"], tau["execution"], draws["planning"], draws["execution"], d_level)
+    d_pr = _difference(tau["planning"], tau["reference"], draws["planning"], draws["reference"], d_level)
+    if not (cons["execution"] or cons["planning"]):
+        order = "none"
+    elif d_pe["direction"] == d_pr["direction"] == "later":
+        order = "execution-first"
+    elif d_pe["direction"] == d_pr["direction"] == "earlier":
+        order = "planning-first"
+    else:
+        order = "simultaneous"
+    short = {"execution": "tau_exec", "planning": "tau_plan", "reference": "tau_ref"}
+    out: dict = {"order": order, "consolidates": cons}
+    intervals: dict = {}
+    for k, name in short.items():
+        out[name] = float(tau[k]) if cons[k] else None
+        intervals[name] = _quantiles(draws[k], config.level) if cons[k] else None
+    intervals["plan_minus_exec"], intervals["plan_minus_ref"] = d_pe.pop("interval"), d_pr.pop("interval")
+    out["intervals"] = intervals
+    out["levels"] = {"tau": config.level, "differences": d_level}
+    out["difference"] = {"plan_minus_exec": d_pe.pop("value"), "plan_minus_ref": d_pr.pop("value")}
+    out["direction"] = {"plan_minus_exec": d_pe, "plan_minus_ref": d_pr}
+    out["tests"] = tests
+    out["interval_method"] = interval_method or "given draws"
+    return out
+
+
+# ---------------------------------------------------------------- exploration
+
+def entropy_rows(counts: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) of each row of a non-negative count matrix (B, K); 0 for an all-zero row."""
+    total = counts.sum(axis=1, keepdims=True)
+    p = np.divide(counts, total, out=np.zeros_like(counts, dtype=float), where=total > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    return -terms.sum(axis=1) + 0.0
+
+
+def _multiplicities(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
+    """(n_boot, n) counts of each of n items in n draws with replacement."""
+    flat = rng.integers(0, n, (n_boot, n)) + n * np.arange(n_boot)[:, None]
+    return np.bincount(flat.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(float)
+
+
+def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarray]],
+                            config: PhaseConfig = PhaseConfig()) -> dict:
+    """Trend of an entropy over steps with a bootstrap over problems.
+
+    groups: step -> (prompt_ids (n_s,), counts (n_s, K)): one row per response, K categories (phrases or
+    strategy labels) shared by all steps. Each step's value is the entropy of its summed counts. A bootstrap
+    replicate draws problems (prompt ids) with replacement and recomputes every step's entropy; when every step
+    has the same set of problems (checkpoints evaluated on fixed problems) the same draw serves all steps (paired),
+    otherwise each step draws its own. Returns trend_test's keys plus "interval_method" and "values".
+    """
+    steps = np.array(sorted(groups), float)
+    if steps.size < 3:
+        return {"tested": False, "detected": False, "reason": "fewer than 3 steps"}
+    rng = np.random.default_rng(config.seed + 4)
+    per_step = []
+    for s in steps:
+        ids, counts = groups[s]
+        uniq, inv = np.unique(np.asarray(ids, dtype=str), return_inverse=True)
+        g = np.zeros((uniq.size, np.asarray(counts).shape[1]))
+        np.add.at(g, inv, np.asarray(counts, float))
+        per_step.append((uniq, g))
+    paired = all(np.array_equal(u, per_step[0][0]) for u, _ in per_step)
+    values = np.array([entropy_rows(g.sum(axis=0, keepdims=True))[0] for _, g in per_step])
+    boot = np.empty((steps.size, config.n_boot))
+    if paired:
+        p = per_step[0][0].size
+        w = _multiplicities(rng, p, config.n_boot)
+    for j, (uniq, g) in enumerate(per_step):
+        if not paired:
+            w = _multiplicities(rng, uniq.size, config.n_boot)
+        boot[j] = entropy_rows(w @ g)
+    slope = _line_fit(steps, values)[1]
+    draws = _slopes(steps, boot)
+    lo, hi = _quantiles(draws, config.level)
+    return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi],
+            "p_value": float((1 + np.sum(draws <= 0)) / (1 + config.n_boot)), "n_steps": int(steps.size),
+            "first_step": float(steps[0]), "last_step": float(steps[-1]), "values": values.tolist(),
+            "interval_method": "bootstrap over problems" + (" (same draw at every step)" if paired else
+                                                             " (drawn within each step)")}
 
 
 # ---------------------------------------------------------------- verdict
@@ -255,6 +564,8 @@ def _column(metrics, name: str) -> np.ndarray | None:
 
 
 def _columns_of(metrics) -> list[str]:
+    if isinstance(metrics, Mapping):
+        return list(metrics)
     return list(getattr(metrics, "column_names", None) or getattr(metrics, "columns", []))
 
 
@@ -272,11 +583,11 @@ def _slope_or_none(x: np.ndarray, y: np.ndarray | None) -> float | None:
     return _line_fit(xs, ys)[1]
 
 
-_SIDE_METRICS = ("accuracy", "mean_length", "errors_planning", "errors_execution", "planning_ratio")
+_SIDE_METRICS = ("accuracy", "mean_length", "errors_planning_share", "errors_execution_share", "planning_ratio")
 
 
 def _side_trends(x: np.ndarray, metrics, tau: float | None) -> dict:
-    """Slopes of accuracy, length and error counts before/after the breakpoint (evidence only)."""
+    """Slopes of accuracy, length, error shares and planning ratio before/after tau_exec (evidence only)."""
     out = {}
     for name in _SIDE_METRICS:
         y = metrics.get(name)
@@ -295,96 +606,187 @@ def _nearest_step(steps: np.ndarray, value: float) -> int:
     return int(steps[int(np.argmin(np.abs(steps - value)))])
 
 
-def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, consolidation_metric: str = "rel_ppl_execution",
-                  exploration_metric: str = "semantic_entropy") -> dict:
-    """The verdict for one run's metrics (DataFrame, pyarrow Table or mapping of columns with a `step` column).
+def exploration_column(metrics, min_steps: int = 1) -> tuple[str | None, str | None]:
+    """The exploration metric a run supports: (column, measure), strategy labels first (module docstring, 3)."""
+    names = set(_columns_of(metrics))
+    for column, measure in EXPLORATION_COLUMNS:
+        if column in names and np.isfinite(_column(metrics, column)).sum() >= min_steps:
+            return column, measure
+    return None, None
 
-    Returns DESIGN.md's `summary.json["phases"]`: verdict, consolidation_end_step, exploration_onset_step,
-    confidence, evidence.
+
+def _support(detected: bool, p: float | None) -> float:
+    p = 1.0 if p is None else float(p)
+    return 1 - p if detected else p
+
+
+def _order_support(order: dict) -> float:
+    t = order["tests"]
+    p = {k: t[k].get("p_value", 1.0) for k in t}
+    if order["order"] == "execution-first":
+        return 1 - p["execution"]
+    if order["order"] == "planning-first":
+        return 1 - p["planning"]
+    if order["order"] == "simultaneous":
+        return 1 - min(p["execution"], p["planning"])
+    return min(p["execution"], p["planning"])  # none
+
+
+_SUMMARIES = {
+    "two-phase": "execution consolidates before planning (and before a random class of planning's size); {m} "
+                 "rises after execution consolidates",
+    "consolidation-only": "execution consolidates before planning; no significant rise of {m} after it",
+    "reversed": "planning consolidates before execution: the reverse of the paper's order",
+    "no-order": "the token classes consolidate with no resolvable order (differences' intervals include 0, or the "
+                "reference class does not separate planning from a random class of its size)",
+    "exploration-only": "no token class consolidates; {m} rises",
+    "none": "no token class consolidates and {m} does not rise",
+}
+
+
+def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_metric: str | None = None,
+                  problem_groups: Mapping | None = None, _run_draws: dict | None = None) -> dict:
+    """The v2 verdict for one run's metrics (DataFrame, pyarrow Table or mapping of columns with a `step` column).
+
+    exploration_metric: a column to use instead of the automatic choice (`exploration_column`).
+    problem_groups: step -> (prompt_ids, counts) of the exploration measure's categories per response: the
+    exploration interval then comes from a bootstrap over problems (`problem_bootstrap_trend`).
+    Returns DESIGN.md's `summary.json["phases"]` (v2): verdict, order, exploration, consolidation_end_step,
+    exploration_onset_step, confidence, evidence.
     """
     steps = _column(metrics, "step")
     if steps is None:
         raise ValueError("metrics need a 'step' column")
-    order = np.argsort(steps, kind="stable")
-    steps = steps[order]
+    idx = np.argsort(steps, kind="stable")
+    steps = steps[idx]
 
     def col(name):
         c = _column(metrics, name)
-        return None if c is None else c[order]
+        return None if c is None else c[idx]
 
-    evidence: dict = {"method": "hinge-vs-line residual-bootstrap F test on " + consolidation_metric
-                      + "; block-bootstrap OLS trend on " + exploration_metric, "config": asdict(config)}
-    xc, yc = _valid(steps, col(consolidation_metric))
-    xe_all, ye_all = _valid(steps, col(exploration_metric))
-    if xc.size < config.min_steps:
-        evidence["reason"] = (f"{consolidation_metric} available at {xc.size} steps, need {config.min_steps}"
-                              + (" (no log-probabilities in the rollouts?)" if xc.size == 0 else ""))
-    if xe_all.size < config.min_steps:
-        evidence.setdefault("reason", "")
-        evidence["reason"] = (evidence["reason"] + "; " if evidence["reason"] else "") + \
-            f"{exploration_metric} available at {xe_all.size} steps, need {config.min_steps}"
-    if "reason" in evidence:
-        return {"verdict": "inconclusive", "consolidation_end_step": None, "exploration_onset_step": None,
-                "confidence": 0.0, "evidence": evidence}
-
-    cons = consolidation_test(xc, yc, config)
-    evidence["consolidation"] = cons
-    tau = cons["breakpoint_step"] if cons["detected"] else None
-    after = xe_all > tau if tau is not None else np.ones(xe_all.size, bool)
-    if after.sum() >= config.min_after:
-        expl = trend_test(xe_all[after], ye_all[after], config)
+    if exploration_metric is None:
+        exploration_metric, measure = exploration_column(metrics, config.min_steps)
     else:
-        expl = {"tested": False, "detected": False,
-                "reason": f"{int(after.sum())} steps after the consolidation end, need {config.min_after}"}
-    evidence["exploration"] = expl
-    evidence["side_trends"] = _side_trends(steps, {name: col(name) for name in _SIDE_METRICS}, tau)
+        measure = dict(EXPLORATION_COLUMNS).get(exploration_metric, exploration_metric)
+    evidence: dict = {"method": "per-class hinge-vs-line AR(1)-sieve F tests on " + ", ".join(CLASS_COLUMNS.values())
+                      + "; order from tau intervals; trend test on " + str(exploration_metric),
+                      "config": asdict(config)}
+    reasons = []
 
-    c_ok, e_ok = cons["detected"], expl["detected"]
-    p_c = cons.get("p_value", 1.0)
-    p_e = expl.get("p_value", 1.0)
-    cons_end = _nearest_step(xc, tau) if tau is not None else None
+    # ---- order of consolidation
+    cls = {k: col(c) for k, c in CLASS_COLUMNS.items()}
+    missing = [CLASS_COLUMNS[k] for k, v in cls.items() if v is None or not np.isfinite(v).any()]
+    ok = np.isfinite(steps)
+    for v in cls.values():
+        ok &= np.isfinite(v) if v is not None else False
+    if missing:
+        reasons.append(f"{', '.join(missing)} unavailable"
+                       + (" (no log-probabilities in the rollouts): consolidation untestable"
+                          if "rel_ppl_execution" in missing else
+                          " (metrics from before the reference class: re-run hicra analyze)"))
+    elif ok.sum() < config.min_steps:
+        reasons.append(f"token-class perplexities available at {int(ok.sum())} steps, need {config.min_steps}")
+    if reasons:
+        order = {"order": "untestable", "reason": reasons[0]}
+    else:
+        rd = (_run_draws or {}).get("tau")
+        order = order_test(steps[ok], {k: v[ok] for k, v in cls.items()}, config,
+                           tau_draws=None if rd is None else rd(ok),
+                           interval_method=None if rd is None else _run_draws["method"])
+    evidence["order"] = {k: v for k, v in order.items() if k != "tests"}
+    if "tests" in order:
+        evidence["consolidation"] = order["tests"]
+    tau_exec = order.get("tau_exec")
+
+    # ---- exploration after tau_exec
+    xe_all, ye_all = _valid(steps, col(exploration_metric) if exploration_metric else None)
+    window = xe_all > tau_exec if tau_exec is not None else np.ones(xe_all.size, bool)
+    expl: dict = {"tested": False, "detected": False, "measure": measure, "metric": exploration_metric,
+                  "slope": None, "interval": None, "p_value": None}
+    if exploration_metric is None:
+        expl["reason"] = "no exploration metric (strategy_entropy / semantic_entropy) in the metrics"
+    elif xe_all.size < config.min_steps:
+        expl["reason"] = f"{exploration_metric} available at {xe_all.size} steps, need {config.min_steps}"
+    elif window.sum() < config.min_after:
+        expl["reason"] = f"{int(window.sum())} steps after the consolidation end, need {config.min_after}"
+    else:
+        xw, yw = xe_all[window], ye_all[window]
+        if problem_groups is not None:
+            test = problem_bootstrap_trend({s: problem_groups[s] for s in xw if s in problem_groups}, config)
+        elif _run_draws is not None and "exploration" in _run_draws:
+            draws = _run_draws["exploration"](xw)
+            lo, hi = _quantiles(draws, config.level)
+            test = {"tested": True, "detected": bool(lo > 0), "slope": _line_fit(xw, yw)[1],
+                    "slope_interval": [lo, hi], "p_value": float((1 + np.sum(draws <= 0)) / (1 + draws.size)),
+                    "n_steps": int(xw.size), "first_step": float(xw[0]), "last_step": float(xw[-1]),
+                    "interval_method": _run_draws["method"]}
+        else:
+            test = trend_test(xw, yw, config)
+            test["interval_method"] = "moving-block bootstrap over steps"
+        expl.update(tested=test["tested"], detected=test["detected"], slope=test.get("slope"),
+                    interval=test.get("slope_interval"), p_value=test.get("p_value"),
+                    window=[float(xw[0]), float(xw[-1])], n_steps=int(xw.size),
+                    interval_method=test.get("interval_method"))
+        # the paper pairs the rise with accuracy and length: their trends over the same window
+        for name in ("accuracy", "mean_length"):
+            xs, ys = _valid(steps, col(name))
+            sel = (xs >= xw[0]) & (xs <= xw[-1])
+            if sel.sum() >= 3:
+                t = trend_test(xs[sel], ys[sel], config)
+                expl[name] = {"slope": t["slope"], "interval": t["slope_interval"]}
+    evidence["exploration"] = expl
+
     onset = None
-    if e_ok:
-        # where the rise starts: a hinge on the whole exploration curve when its bend is significant, else the
-        # first step of the window the trend test found rising
+    cons_end = None
+    if tau_exec is not None:
+        cons_end = _nearest_step(steps, tau_exec)
+    if expl["detected"]:
         rise = onset_test(xe_all, ye_all, config)
         evidence["exploration_onset"] = rise
         if rise["detected"]:
             onset, rise["method"] = _nearest_step(xe_all, rise["breakpoint_step"]), "hinge breakpoint"
         else:
-            onset, rise["method"] = int(xe_all[after][0]), "first step of the rising window (no significant bend)"
+            onset, rise["method"] = int(xe_all[window][0]), "first step of the rising window (no significant bend)"
         if cons_end is not None:
             evidence["onset_minus_consolidation_end"] = onset - cons_end
-    if c_ok and e_ok:
-        verdict, confidence = "two-phase", min(1 - p_c, 1 - p_e)
-        evidence["summary"] = "execution perplexity falls then flattens; planning-phrase diversity rises after"
-    elif c_ok:
-        verdict, confidence = "single-phase", min(1 - p_c, p_e)
-        evidence["summary"] = ("consolidation only: execution perplexity falls then flattens, no significant rise "
-                               "of planning-phrase diversity after it")
-    elif e_ok:
-        verdict, confidence = "single-phase", min(1 - p_e, p_c)
-        evidence["summary"] = "exploration only: planning-phrase diversity rises, no detectable consolidation"
+    evidence["side_trends"] = _side_trends(steps, {n: col(n) for n in _SIDE_METRICS}, tau_exec)
+
+    verdict = _VERDICT_TABLE[(order["order"], bool(expl["detected"]))]
+    m = {"strategy": "strategy-label entropy"}.get(measure, "planning-phrase diversity")
+    if verdict == "inconclusive":
+        confidence = 0.0
+        evidence["reason"] = order.get("reason", "")
+        evidence["summary"] = (f"order untestable ({order.get('reason', '')}); exploration "
+                               + ("detected" if expl["detected"] else "not detected" if expl["tested"] else
+                                  "not tested") + f" ({m})")
     else:
-        verdict, confidence = "inconclusive", min(p_c, p_e)
-        evidence["summary"] = "no significant consolidation and no significant rise of planning-phrase diversity"
-    return {"verdict": verdict, "consolidation_end_step": cons_end, "exploration_onset_step": onset,
+        confidence = _order_support(order)
+        if order["order"] in ("execution-first", "none"):
+            confidence = min(confidence, _support(expl["detected"], expl["p_value"]))
+        evidence["summary"] = _SUMMARIES[verdict].format(m=m)
+    return {"version": 2, "verdict": verdict, "order": order["order"],
+            "exploration": {k: expl[k] for k in ("tested", "detected", "measure", "slope", "interval", "p_value")},
+            "consolidation_end_step": cons_end, "exploration_onset_step": onset,
             "confidence": float(np.clip(confidence, 0.0, 1.0)), "evidence": evidence}
 
 
-def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(),
-                         consolidation_metric: str = "rel_ppl_execution",
-                         exploration_metric: str = "semantic_entropy") -> dict:
-    """Pool several runs (seeds): verdict on the mean curves over shared steps, per-run verdicts, and intervals
-    for the consolidation end and exploration slope from resampling runs with replacement."""
+def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
+                         exploration_metric: str | None = None) -> dict:
+    """Pool several runs (seeds): point estimates and per-class tests on the mean curves over the shared steps;
+    tau, difference and exploration-slope intervals from resampling runs with replacement; per-run verdicts."""
     if not runs:
         raise ValueError("no runs to pool")
-    names = ("step", consolidation_metric, exploration_metric, "accuracy", "mean_length",
-             "errors_planning", "errors_execution", "planning_ratio")
-    tables = []
-    for m in runs:
-        cols = {n: _column(m, n) for n in names}
-        tables.append({n: v for n, v in cols.items() if v is not None})
+    if exploration_metric is None:  # the measure every run supports
+        choices = [exploration_column(m, config.min_steps)[0] for m in runs]
+        exploration_metric = next((c for c, _ in EXPLORATION_COLUMNS if all(
+            c in _columns_of(m) and np.isfinite(_column(m, c)).sum() >= config.min_steps for m in runs)), None)
+        if exploration_metric is None and choices[0] is not None:
+            exploration_metric = choices[0]
+    names = ["step", *CLASS_COLUMNS.values(), "accuracy", "mean_length", *_SIDE_METRICS]
+    if exploration_metric:
+        names.append(exploration_metric)
+    names = list(dict.fromkeys(names))
+    tables = [{n: v for n in names if (v := _column(m, n)) is not None} for m in runs]
     shared = sorted(set.intersection(*(set(t["step"].tolist()) for t in tables)))
     if not shared:
         raise ValueError("the runs share no steps")
@@ -396,35 +798,75 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(),
                 pos = {s: i for i, s in enumerate(t["step"].tolist())}
                 rows.append(t[n][[pos[s] for s in shared]])
             stacked[n] = np.stack(rows)  # (runs, steps)
-    mean = {n: np.nanmean(v, axis=0) if n != "step" else v[0] for n, v in stacked.items()}
-    pooled = detect_phases(mean, config, consolidation_metric=consolidation_metric,
-                           exploration_metric=exploration_metric)
-    per_run = [detect_phases(m, config, consolidation_metric=consolidation_metric,
-                             exploration_metric=exploration_metric) for m in runs]
+    with warnings.catch_warnings():  # a step where every run lacks a value: NaN, left out by detect_phases
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = {n: np.nanmean(v, axis=0) if n != "step" else v[0] for n, v in stacked.items()}
+    x = np.asarray(shared, float)
+    run_draws = None
+    n_res = min(config.n_boot, 499)
+    if len(runs) > 1:
+        rng = np.random.default_rng(config.seed + 2)
+        picks = rng.integers(0, len(runs), size=(n_res, len(runs)))
+        method = f"resampling the {len(runs)} runs with replacement ({n_res} resamples)"
+
+        def resampled(name):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return np.nanmean(stacked[name][picks], axis=1).T  # (steps, n_res)
+
+        def tau_draws(ok):
+            taus, bases = _hinge_bases(x[ok], config.min_segment)
+            out = {}
+            for k, c in CLASS_COLUMNS.items():
+                ys = resampled(c)[ok]
+                ys = np.where(np.isfinite(ys), ys, mean[c][ok][:, None])
+                out[k] = taus[np.argmin(_sse_hinge(bases, ys), axis=0)]
+            return out
+
+        def slope_draws(xw):
+            sel = np.isin(x, xw)
+            ys = resampled(exploration_metric)[sel]
+            ys = np.where(np.isfinite(ys), ys, mean[exploration_metric][sel][:, None])
+            return _slopes(x[sel], ys)
+
+        run_draws = {"method": method}
+        if all(c in stacked for c in CLASS_COLUMNS.values()):
+            run_draws["tau"] = tau_draws
+        if exploration_metric in stacked:
+            run_draws["exploration"] = slope_draws
+    pooled = detect_phases(mean, config, exploration_metric=exploration_metric, _run_draws=run_draws)
+    per_run = [detect_phases(m, config, exploration_metric=exploration_metric) for m in runs]
     ev = pooled["evidence"]
     ev["n_runs"] = len(runs)
-    ev["per_run"] = [{"verdict": r["verdict"], "consolidation_end_step": r["consolidation_end_step"],
-                      "confidence": r["confidence"]} for r in per_run]
+    ev["per_run"] = [{"verdict": r["verdict"], "order": r["order"], "consolidation_end_step":
+                      r["consolidation_end_step"], "confidence": r["confidence"]} for r in per_run]
     ev["agreement"] = float(np.mean([r["verdict"] == pooled["verdict"] for r in per_run]))
-    # run-resampling intervals (only meaningful with several runs)
-    if len(runs) > 1 and consolidation_metric in stacked and exploration_metric in stacked:
-        rng = np.random.default_rng(config.seed + 2)
-        x = np.asarray(shared, float)
-        n_res = min(config.n_boot, 200)
-        picks = rng.integers(0, len(runs), size=(n_res, len(runs)))
-        yc = np.nanmean(stacked[consolidation_metric][picks], axis=1).T  # (steps, n_res)
-        ok = np.isfinite(yc).all(axis=1)
-        taus, bases = _hinge_bases(x[ok], config.min_segment)
-        if taus.size:
-            tau_b = taus[np.argmin(_sse_hinge(bases, yc[ok]), axis=0)]
-            lo, hi = np.quantile(tau_b, [(1 - config.level) / 2, (1 + config.level) / 2])
-            ev["consolidation_end_interval_over_runs"] = [float(lo), float(hi)]
-            ye = np.nanmean(stacked[exploration_metric][picks], axis=1).T
-            tau = pooled["consolidation_end_step"]
-            sel = (x > tau) if tau is not None else np.ones(x.size, bool)
-            sel &= np.isfinite(ye).all(axis=1)
-            if sel.sum() >= 3:
-                sl = _slopes(x[sel], ye[sel])
-                lo, hi = np.quantile(sl, [(1 - config.level) / 2, (1 + config.level) / 2])
-                ev["exploration_slope_interval_over_runs"] = [float(lo), float(hi)]
+    if len(runs) > 1:
+        iv = ev["order"].get("intervals") or {}
+        ev["consolidation_end_interval_over_runs"] = iv.get("tau_exec")
+        ev["exploration_slope_interval_over_runs"] = pooled["exploration"]["interval"]
     return pooled
+
+
+# ---------------------------------------------------------------- old summaries
+
+def upgrade_phases(phases: Mapping) -> dict:
+    """A `summary.json["phases"]` of either version in the v2 shape. v1 (no `order`; verdicts "two-phase",
+    "single-phase", "inconclusive") never tested the order of consolidation, so it becomes `inconclusive` with
+    order `untestable`; the old verdict and confidence are kept in `verdict_v1`, `confidence_v1`; its exploration
+    test (semantic entropy after the v1 consolidation end) fills `exploration`."""
+    phases = dict(phases)
+    if "order" in phases:
+        phases.setdefault("version", 2)
+        return phases
+    ev = dict(phases.get("evidence") or {})
+    e = ev.get("exploration") or {}
+    return {"version": 1, "verdict": "inconclusive", "order": "untestable",
+            "exploration": {"tested": bool(e.get("tested", False)), "detected": bool(e.get("detected", False)),
+                            "measure": "planning-phrases", "slope": e.get("slope"),
+                            "interval": e.get("slope_interval"), "p_value": e.get("p_value")},
+            "consolidation_end_step": None, "exploration_onset_step": phases.get("exploration_onset_step"),
+            "confidence": 0.0, "verdict_v1": phases.get("verdict"), "confidence_v1": phases.get("confidence"),
+            "consolidation_end_step_v1": phases.get("consolidation_end_step"),
+            "evidence": ev | {"reason": "a v1 summary: the order of consolidation was not tested (re-run hicra "
+                                        "analyze for a v2 verdict)"}}

@@ -1,9 +1,11 @@
-"""The report: `dynamics.png` (four panels laid out like the paper's figure) and a self-contained `report.html`.
+"""The report: `dynamics.png` (panels laid out like the paper's figure) and a self-contained `report.html`.
 
-Panels, against training step: (1) relative perplexity, planning vs execution tokens; (2) token entropy,
-planning vs execution; (3) semantic entropy of strategic grams vs procedural conditional entropy; (4) accuracy
-with mean response length. The consolidation end and the exploration onset found by `phases` are drawn as
-vertical lines. The HTML embeds every figure as base64 PNG and has no external resource (readable offline): the
+Panels, against training step: (1) relative perplexity, planning vs execution tokens, with the reference class
+(random tokens, as many as planning tokens) dashed; (2) token entropy, planning vs execution; (3) semantic entropy
+of strategic grams (with format phrases excluded when that differs) vs procedural conditional entropy; (4) the
+entropy of strategy labels, only when the rollouts carry them; (5) accuracy with mean response length. Entropies
+and accuracy carry their per-step 95% bootstrap intervals over prompts (shaded). tau_exec (the end of execution's
+fall, = the consolidation end), tau_plan and the exploration onset found by `phases` are vertical lines. The HTML embeds every figure as base64 PNG and has no external resource (readable offline): the
 verdict with its evidence, the error-type curves, and example responses from the first and last steps with
 planning spans highlighted.
 """
@@ -32,10 +34,19 @@ def _series(df, name):
 
 def _boundaries(ax, phases: dict):
     end, onset = phases.get("consolidation_end_step"), phases.get("exploration_onset_step")
+    tau_plan = (phases.get("evidence") or {}).get("order", {}).get("tau_plan")
     if end is not None:
-        ax.axvline(end, color="0.3", ls="--", lw=1, label="consolidation end")
+        ax.axvline(end, color="tab:blue", ls="--", lw=1, label="tau_exec (consolidation end)")
+    if tau_plan is not None:
+        ax.axvline(tau_plan, color="tab:red", ls="--", lw=1, label="tau_plan")
     if onset is not None and onset != end:
         ax.axvline(onset, color="tab:purple", ls=":", lw=1, label="exploration onset")
+
+
+def _band(ax, steps, df, name, color):
+    lo, hi = _series(df, f"{name}_low"), _series(df, f"{name}_high")
+    if lo is not None and hi is not None:
+        ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
 
 
 def _unavailable(ax, what: str):
@@ -52,19 +63,23 @@ def dynamics_figure(df, phases: dict, title: str = "", step_labels: dict | None 
     import matplotlib.pyplot as plt
 
     steps = df["step"].to_numpy(dtype=float)
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    strategy = _series(df, "strategy_entropy")
+    n_panels = 5 if strategy is not None else 4
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.5 * n_panels, 4.2))
     panels = [
-        ("Relative perplexity", [("rel_ppl_planning", "planning", "tab:red"),
-                                 ("rel_ppl_execution", "execution", "tab:blue")], "relative to first step"),
-        ("Token entropy", [("entropy_planning", "planning", "tab:red"),
-                           ("entropy_execution", "execution", "tab:blue")], "nats"),
+        ("Relative perplexity", [("rel_ppl_planning", "planning", "tab:red", "-"),
+                                 ("rel_ppl_execution", "execution", "tab:blue", "-"),
+                                 ("rel_ppl_reference", "reference (random tokens)", "0.5", "--")],
+         "relative to first step"),
+        ("Token entropy", [("entropy_planning", "planning", "tab:red", "-"),
+                           ("entropy_execution", "execution", "tab:blue", "-")], "nats"),
     ]
     for ax, (name, lines, ylabel) in zip(axes[:2], panels, strict=True):
         drawn = False
-        for col, label, color in lines:
+        for col, label, color, ls in lines:
             y = _series(df, col)
             if y is not None:
-                ax.plot(steps, y, marker=".", color=color, label=label)
+                ax.plot(steps, y, marker=".", color=color, ls=ls, label=label)
                 drawn = True
         if not drawn:
             _unavailable(ax, name)
@@ -73,8 +88,13 @@ def dynamics_figure(df, phases: dict, title: str = "", step_labels: dict | None 
     # semantic vs procedural conditional entropy (twin axes: different scales)
     ax = axes[2]
     se, pce = _series(df, "semantic_entropy"), _series(df, "procedural_cond_entropy")
+    se_fmt = _series(df, "semantic_entropy_excl_format")
     if se is not None:
         ax.plot(steps, se, marker=".", color="tab:green", label="semantic entropy")
+        _band(ax, steps, df, "semantic_entropy", "tab:green")
+    if se_fmt is not None and (se is None or not np.allclose(se_fmt, se, equal_nan=True)):
+        ax.plot(steps, se_fmt, marker=".", color="darkgreen", ls="--", label="without format phrases")
+        _band(ax, steps, df, "semantic_entropy_excl_format", "darkgreen")
     if pce is not None:
         ax2 = ax.twinx()
         ax2.plot(steps, pce, marker=".", color="tab:gray", label="procedural cond. entropy")
@@ -83,9 +103,16 @@ def dynamics_figure(df, phases: dict, title: str = "", step_labels: dict | None 
         _unavailable(ax, "Strategic-gram entropy")
     ax.set_title("Semantic vs procedural entropy")
     ax.set_ylabel("semantic entropy (nats)", color="tab:green")
+    if strategy is not None:
+        ax = axes[3]
+        ax.plot(steps, strategy, marker=".", color="tab:olive", label="strategy entropy")
+        _band(ax, steps, df, "strategy_entropy", "tab:olive")
+        ax.set_title("Strategy-label entropy")
+        ax.set_ylabel("nats")
     # accuracy with length
-    ax = axes[3]
+    ax = axes[-1]
     ax.plot(steps, df["accuracy"].to_numpy(dtype=float), marker=".", color="tab:orange", label="accuracy")
+    _band(ax, steps, df, "accuracy", "tab:orange")
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("accuracy", color="tab:orange")
     ax.set_title("Accuracy and response length")
@@ -99,18 +126,18 @@ def dynamics_figure(df, phases: dict, title: str = "", step_labels: dict | None 
             ax.set_xticks(steps, [str(step_labels.get(str(int(s)), int(s))) for s in steps], rotation=30,
                           ha="right", fontsize=8)
         ax.grid(alpha=0.3)
-    for ax in axes[:2]:
+    for ax in axes[:3]:
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7)
     verdict = phases.get("verdict", "?")
-    fig.suptitle(f"{title}  verdict: {verdict}".strip())
+    fig.suptitle(f"{title}  verdict: {verdict} (order: {phases.get('order', '?')})".strip())
     fig.tight_layout()
     return fig
 
 
 def errors_figure(df):
     """Error-type counts per step, or None when the records carry no error types."""
-    cols = [c for c in ("errors_execution", "errors_planning", "errors_format") if _series(df, c) is not None]
+    cols = [c for c in ("n_errors_execution", "n_errors_planning", "n_errors_format") if _series(df, c) is not None]
     if not cols:
         return None
     import matplotlib
@@ -121,7 +148,7 @@ def errors_figure(df):
     fig, ax = plt.subplots(figsize=(6, 3.2))
     steps = df["step"].to_numpy(dtype=float)
     for c in cols:
-        ax.plot(steps, _series(df, c), marker=".", label=c.removeprefix("errors_"))
+        ax.plot(steps, _series(df, c), marker=".", label=c.removeprefix("n_errors_"))
     ax.set_xlabel("step")
     ax.set_ylabel("failed responses")
     ax.set_title("Error types")
@@ -172,18 +199,22 @@ def _fmt(value) -> str:
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "; ".join(f"{html.escape(str(k))} {_fmt(v)}" for k, v in value.items())
     return html.escape(str(value))
 
 
 def _evidence_rows(phases: dict) -> str:
     ev = phases.get("evidence", {})
     rows = []
-    for section in ("consolidation", "exploration"):
-        part = ev.get(section)
+    sections = [("order", ev.get("order"))]
+    sections += [(f"consolidation: {k}", v) for k, v in (ev.get("consolidation") or {}).items()]
+    sections += [("exploration", ev.get("exploration"))]
+    for section, part in sections:
         if not isinstance(part, dict):
             continue
         for key, value in part.items():
-            rows.append(f"<tr><td>{section}</td><td>{html.escape(key)}</td><td>{_fmt(value)}</td></tr>")
+            rows.append(f"<tr><td>{html.escape(section)}</td><td>{html.escape(key)}</td><td>{_fmt(value)}</td></tr>")
     for key in ("reason", "n_runs", "agreement", "consolidation_end_interval_over_runs",
                 "exploration_slope_interval_over_runs"):
         if key in ev:
@@ -216,6 +247,7 @@ def render_html(summary: dict, df, *, figure_png: bytes, errors_png: bytes | Non
         f"<title>hicra dynamics: {html.escape(str(title))}</title><style>{_CSS}</style></head><body>",
         f"<h1>Training dynamics: {html.escape(str(title))}</h1>",
         f"<div id='verdict' class='{html.escape(verdict)}'>Verdict: <b>{html.escape(verdict)}</b>"
+        f" &middot; order: <b>{_fmt(phases.get('order'))}</b>"
         f" &middot; consolidation end: <b>{_fmt(phases.get('consolidation_end_step'))}</b>"
         f" &middot; exploration onset: <b>{_fmt(phases.get('exploration_onset_step'))}</b>"
         f" &middot; confidence: <b>{_fmt(phases.get('confidence'))}</b>"

@@ -36,6 +36,57 @@ def ar1_noise(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.nda
     return e
 
 
+# ---------------------------------------------------------------- planted metric curves (phase verdict)
+
+# case -> the verdict a correct analysis gives (hicra.dynamics.phases, v2 table)
+PHASE_CASES = {
+    "execution-first+exploration": "two-phase",
+    "execution-first": "consolidation-only",
+    "planning-first": "reversed",
+    "together": "no-order",
+    "exploration-only": "exploration-only",
+    "flat": "none",
+    "text-only": "inconclusive",
+}
+# noise conditions: (sd of rel. perplexity of execution, of planning/reference, of the exploration entropy, AR(1) phi)
+PHASE_NOISE = {"low": (0.01, 0.02, 0.05, 0.0), "high": (0.02, 0.04, 0.1, 0.0), "drift": (0.01, 0.02, 0.05, 0.6)}
+
+
+def phase_curves(case: str, rng: np.random.Generator, *, steps: int = 60, noise: str = "low",
+                 planning_ratio: float = 0.1) -> dict[str, np.ndarray]:
+    """Per-step metric columns with a planted phase structure (PHASE_CASES), for `detect_phases`.
+
+    Shapes (x = step): a *fast* fall 1 - 0.3 (1 - exp(-x/5)) (bend near step 12), a *slow* fall
+    1 - 0.3 min(x, 40)/40 (consolidates at step 40), flat 1, or a straight decline 1 - 0.003 x (sharpening with
+    no bend). execution-first: execution fast, planning slow; planning-first: the reverse; together: both fast;
+    exploration-only: both straight declines; flat and text-only: flat (text-only has no perplexity columns).
+    The reference class (random tokens, `planning_ratio` of them planning tokens) is the token-weighted mix
+    (1 - r) exec + r plan with planning's noise (same token count). The exploration entropy is 2 + 0.02 per step
+    from step 20 in every case but execution-first and flat, else 2. Noise: PHASE_NOISE[noise], AR(1) drift
+    (`ar1_noise`) with its phi, independent per curve.
+    """
+    if case not in PHASE_CASES:
+        raise ValueError(f"unknown case {case!r}; one of {sorted(PHASE_CASES)}")
+    s_exec, s_plan, s_ent, phi = PHASE_NOISE[noise]
+    x = np.arange(steps, dtype=float)
+    fast, slow = 1 - 0.3 * (1 - np.exp(-x / 5)), 1 - 0.3 * np.minimum(x, 40) / 40
+    flat, line = np.ones_like(x), 1 - 0.003 * x
+    exec_, plan = {"execution-first+exploration": (fast, slow), "execution-first": (fast, slow),
+                   "planning-first": (slow, fast), "together": (fast, fast),
+                   "exploration-only": (line, line)}.get(case, (flat, flat))
+    explores = case not in ("execution-first", "flat")
+    ent = 2 + (0.02 * np.maximum(x - 20, 0) if explores else 0)
+    ref = (1 - planning_ratio) * exec_ + planning_ratio * plan
+    out = {"step": x, "accuracy": 0.3 + 0.3 * x / steps + ar1_noise(rng, steps, phi, 0.02),
+           "mean_length": 100 + 0.5 * x + ar1_noise(rng, steps, phi, 3.0)}
+    if case != "text-only":
+        out["rel_ppl_execution"] = exec_ + ar1_noise(rng, steps, phi, s_exec)
+        out["rel_ppl_planning"] = plan + ar1_noise(rng, steps, phi, s_plan)
+        out["rel_ppl_reference"] = ref + ar1_noise(rng, steps, phi, s_plan)
+    out["strategy_entropy"] = ent + ar1_noise(rng, steps, phi, s_ent)
+    return out
+
+
 def _phrases() -> list[str]:
     from hicra.planning.lexicon import Lexicon
 

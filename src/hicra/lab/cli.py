@@ -84,8 +84,8 @@ def run(args) -> int:
         print(f"accuracy on {ws['n']} held-out problems ({mode}): warm start {ws['accuracy']:.1%} -> after RL "
               f"{fin['accuracy']:.1%} ({100 * (fin['accuracy'] - ws['accuracy']):+.1f} points)")
         for name, e in (("warm start", ws), ("after RL", fin)):
-            print(f"  {name:10s} errors: execution {e['errors_execution']:.1%}, planning "
-                  f"{e['errors_planning']:.1%}, format {e['errors_format']:.1%}; mean length "
+            print(f"  {name:10s} errors: execution {e['errors_execution_share']:.1%}, planning "
+                  f"{e['errors_planning_share']:.1%}, format {e['errors_format_share']:.1%}; mean length "
                   f"{e['mean_length']:.1f} tokens; strategy entropy {e['strategy_entropy']:.2f} nats, cheapest "
                   f"strategy {e['cheapest_share']:.1%}")
     probes_path = out / "probes.jsonl"
@@ -121,5 +121,5 @@ def _analyze(run_dir: Path, log: list[dict]) -> None:
     every = max(1, len(log) // 20)
     print("step  reward  accuracy  exec_err  plan_err  length  entropy")
     for e in log[::every] + ([log[-1]] if (len(log) - 1) % every else []):
-        print(f"{e['step']:4d}  {e['reward']:6.3f}  {e['accuracy']:8.3f}  {e['errors_execution']:8.3f}  "
-              f"{e['errors_planning']:8.3f}  {e['mean_length']:6.1f}  {e['entropy']:7.3f}")
+        print(f"{e['step']:4d}  {e['reward']:6.3f}  {e['accuracy']:8.3f}  {e['errors_execution_share']:8.3f}  "
+              f"{e['errors_planning_share']:8.3f}  {e['mean_length']:6.1f}  {e['entropy']:7.3f}")

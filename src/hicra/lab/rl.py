@@ -13,8 +13,9 @@ Per step:
        planning+entropy  planning tokens that are also high-entropy tokens;
        gated         the rule of the closed TRL PR #4997 (`hicra.algorithms.gated_mask`, control);
        phase-aware   the planning-token mask with alpha = 0 (plain GRPO) until the online consolidation detector
-                     (`hicra.dynamics.online`, fed each step's execution-token perplexity measured on its
-                     rollouts) fires, then `alpha`; the detector's state is checkpointed;
+                     (`hicra.dynamics.online`, fed each step's execution, planning and reference-token
+                     perplexities measured on its rollouts) says execution consolidated first, then `alpha`;
+                     the detector's state is checkpointed;
   5. write the step's rollout rows (run-directory schema) atomically, then take the clipped policy-gradient
      update(s) (`hicra.algorithms.policy_loss`);
   6. every `checkpoint_every` steps save model, optimiser, every RNG state and the log, so `resume=True`
@@ -220,6 +221,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
 
     from hicra.algorithms import grpo_advantages, policy_loss
     from hicra.dynamics.records import RolloutWriter, list_rollout_files, rollout_row, write_run_info
+    from hicra.dynamics.vocab import error_columns, loss_stats
     from hicra.errors import InputError
     from hicra.fileio import write_json, write_jsonl
     from hicra.lab.model import format_prompt
@@ -302,8 +304,8 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
             _eval_point(run_dir, model, tokenizer, task, held_out, probe_set, cfg, 0, evals["warm_start"])
         for mode, ws in (("greedy", evals["warm_start"]), ("sampled", evals["warm_start_sampled"])):
             log(f"warm-start policy ({mode}, {ws['n']} held-out problems): accuracy {ws['accuracy']:.1%}, "
-                f"execution errors {ws['errors_execution']:.1%}, planning errors {ws['errors_planning']:.1%}, "
-                f"format errors {ws['errors_format']:.1%}")
+                f"execution errors {ws['errors_execution_share']:.1%}, planning errors "
+                f"{ws['errors_planning_share']:.1%}, format errors {ws['errors_format_share']:.1%}")
 
     tb = None
     if cfg.tensorboard:
@@ -335,10 +337,10 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         planning = tagger.token_masks(responses)
         planning_mask = pad_masks(planning, s.response_ids.shape[1])
         alpha = cfg.alpha
-        if detector is not None:  # phase-aware: this step's measured execution perplexity decides the switch
-            from hicra.dynamics.online import execution_perplexity
+        if detector is not None:  # phase-aware: this step's measured class perplexities decide the switch
+            from hicra.dynamics.online import class_perplexities
 
-            detector.update(step, execution_perplexity(s.logprobs, s.response_mask, planning_mask))
+            detector.update(step, *class_perplexities(s.logprobs, s.response_mask, planning_mask, step))
             alpha = cfg.alpha if detector.fired else 0.0
         tok_adv, amplified = token_advantages(cfg, adv, s.response_mask, planning_mask, s.entropies, mask_gen,
                                               alpha=alpha)
@@ -385,7 +387,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
                     planning_mask=planning_mask[micro, :t_len], max_response_length=cfg.max_new_tokens)
                 w = int(r_mask.sum()) / n_tok if cfg.aggregation == "token-mean" else len(micro) / n_seq
                 (loss * w).backward()
-                for k, v in stats.items():
+                for k, v in loss_stats(stats).items():
                     if v == v:  # a micro-batch without planning tokens has NaN planning stats: leave it out
                         sums[k] = sums.get(k, 0.0) + w * float(v)
                         weights[k] = weights.get(k, 0.0) + w
@@ -401,8 +403,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         resp_mask = s.response_mask
         entry = {
             "step": step, "reward": float(rewards.mean()), "accuracy": float(np.mean([r.correct for r in results])),
-            "errors_execution": errors.count("execution") / bsz, "errors_planning": errors.count("planning") / bsz,
-            "errors_format": errors.count("format") / bsz, "mean_length": n_tokens / bsz,
+            **error_columns(errors), "mean_length": n_tokens / bsz,
             "truncated": float(s.truncated.float().mean()),
             "entropy": float((s.entropies * resp_mask).sum() / max(1, n_tokens)),
             "planning_ratio": float((planning_mask & resp_mask).sum()) / max(1, n_tokens),

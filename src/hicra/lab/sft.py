@@ -181,9 +181,10 @@ def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True) -> l
 
 def evaluate(model, tokenizer, task: TaskMix, problems: list[Problem], max_new_tokens: int, seed: int = 0,
              greedy: bool = False, batch_size: int = 128, temperature: float = 1.0) -> dict:
-    """One response per problem: accuracy, error-type shares of all responses, mean length (tokens), the entropy
-    (nats) of the strategy labels the checker parsed, the share of responses that used the cheapest strategy, and
-    accuracy per family."""
+    """One response per problem: accuracy, error-type counts `n_errors_<type>` and shares of all responses
+    `errors_<type>_share` (`hicra.dynamics.vocab.error_columns`), mean length (tokens), the entropy (nats) of the
+    strategy labels the checker parsed, the share of responses that used the cheapest strategy, and accuracy per
+    family."""
     import torch
 
     from hicra.lab.model import format_prompt
@@ -210,8 +211,9 @@ def evaluate(model, tokenizer, task: TaskMix, problems: list[Problem], max_new_t
                 strategies[(p.family, r.strategy)] += 1
                 cheapest += r.strategy == task.family_of(p).optimal_label(p)
     n = len(problems)
-    return {"n": n, "accuracy": counts[None] / n, "errors_execution": counts["execution"] / n,
-            "errors_planning": counts["planning"] / n, "errors_format": counts["format"] / n,
+    from hicra.dynamics.vocab import error_columns
+
+    return {"n": n, "accuracy": counts[None] / n, **error_columns(counts.elements()),
             "mean_length": sum(lengths) / n, "strategy_entropy": entropy(strategies),
             "strategy_parsed": sum(strategies.values()) / n, "cheapest_share": cheapest / n,
             "accuracy_by_family": {f: sum(v) / len(v) for f, v in sorted(per_family.items())}}
