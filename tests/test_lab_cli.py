@@ -12,7 +12,7 @@ from hicra.lab import presets
 from hicra.lab.rl import RLConfig
 from hicra.lab.sft import WarmStartConfig
 
-TASKS = [{"family": "series", "max_start": 9, "max_step": 1, "counts": [2, 3]}]
+TASKS = [{"family": "series", "max_start": 9, "max_step": 2, "counts": [2, 3]}]
 
 
 @pytest.fixture
