@@ -116,20 +116,11 @@ def _phase_steps(run_dir: Path) -> dict:
     return out
 
 
-def run_anchors(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, max_new_tokens: int | None = None,
-                temperature: float | None = None, batch_size: int = 256, n_boot: int = 2000, threads: int | None = None,
-                progress: bool = True, log=print) -> dict:
-    """Counterfactual sentence importance at every selected checkpoint (`hicra anchors`); returns anchors.json's
-    content. `max_new_tokens` / `temperature` / `threads` default to the run config's (96 / 1.0 / 1 when absent)."""
-    import pyarrow as pa
+def _setup(cfg, run_dir, steps, n, threads, max_new_tokens, temperature):
+    """Shared by both verbs: validate the settings, read the run, set torch's threads, and resolve the sampling
+    length and temperature from the arguments or the run config (96 / 1.0 / 1 thread when absent)."""
     import torch
 
-    from hicra.fileio import write_bytes, write_json, write_parquet
-    from hicra.mechanistic import anchors as A
-    from hicra.mechanistic.policy import HFPolicy
-    from hicra.mechanistic.report import anchors_figure, png, update_report
-
-    cfg = cfg or A.AnchorsConfig()
     try:
         cfg.validate()
     except ValueError as exc:
@@ -138,6 +129,24 @@ def run_anchors(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, 
     torch.set_num_threads(int(threads or config.get("threads", 1)))  # lab models: 1 thread is fastest
     max_new = int(max_new_tokens or config.get("max_new_tokens", 96))
     temp = float(temperature if temperature is not None else config.get("temperature", 1.0))
+    return run_dir, info, available, chosen, task, problems, tagger, max_new, temp
+
+
+def run_anchors(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, max_new_tokens: int | None = None,
+                temperature: float | None = None, batch_size: int = 256, n_boot: int = 2000, threads: int | None = None,
+                progress: bool = True, log=print) -> dict:
+    """Counterfactual sentence importance at every selected checkpoint (`hicra anchors`); returns anchors.json's
+    content. `max_new_tokens` / `temperature` / `threads` default to the run config's (96 / 1.0 / 1 when absent)."""
+    import pyarrow as pa
+
+    from hicra.fileio import write_bytes, write_json, write_parquet
+    from hicra.mechanistic import anchors as A
+    from hicra.mechanistic.policy import HFPolicy
+    from hicra.mechanistic.report import anchors_figure, png, update_report
+
+    cfg = cfg or A.AnchorsConfig()
+    run_dir, info, available, chosen, task, problems, tagger, max_new, temp = _setup(
+        cfg, run_dir, steps, n, threads, max_new_tokens, temperature)
     rows, per_step, costs = [], {}, {}
     for step in chosen:
         t0 = time.perf_counter()
@@ -175,7 +184,6 @@ def run_graphs(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, m
                threads: int | None = None, progress: bool = True, log=print) -> dict:
     """Reasoning graphs at every selected checkpoint (`hicra graphs`); returns graphs.json's content."""
     import pyarrow as pa
-    import torch
     from tqdm.auto import tqdm
 
     from hicra.fileio import write_bytes, write_json, write_parquet
@@ -184,14 +192,8 @@ def run_graphs(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, m
     from hicra.mechanistic.report import graphs_figure, png, update_report
 
     cfg = cfg or G.GraphsConfig()
-    try:
-        cfg.validate()
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    run_dir, info, available, chosen, task, problems, tagger, config = _context(run_dir, steps, n)
-    torch.set_num_threads(int(threads or config.get("threads", 1)))  # lab models: 1 thread is fastest
-    max_new = int(max_new_tokens or config.get("max_new_tokens", 96))
-    temp = float(temperature if temperature is not None else config.get("temperature", 1.0))
+    run_dir, info, available, chosen, task, problems, tagger, max_new, temp = _setup(
+        cfg, run_dir, steps, n, threads, max_new_tokens, temperature)
     rows, per_step, costs = [], {}, {}
     for step in chosen:  # before any work: the layer must exist in every snapshot
         _check_layer(available[step], cfg.layer)
