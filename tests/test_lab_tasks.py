@@ -60,6 +60,8 @@ PRODUCT_CASES = [
     ("round up\n23*40=920\n920+23=943\nso the answer is 943", False, "planning", "round-up"),
     ("split\n23*30=690\nso the answer is 690", False, "planning", "split"),
     ("i know it\n897*1=897\nso the answer is 897", False, "planning", None),
+    # no scripted strategy does it in one line, but it is a derivation: correct, labelled "direct"
+    ("just multiply\n23*39=897\nso the answer is 897", True, None, "direct"),
 ]
 
 

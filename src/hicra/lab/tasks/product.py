@@ -110,4 +110,6 @@ class Product(Family):
             return "split-first"
         if x == a and y % 10 == 0:
             return "split" if y < b else "round-up"
+        if {x, y} == {a, b} and len(lines) == 1:
+            return "direct"  # not a scripted strategy: a policy may still find it (one hard line)
         return None
