@@ -26,6 +26,7 @@ def _greedy_forced(model, prompts: list[list[int]], max_new_tokens: int, eos_id:
     """Greedy decoding, full recompute per token (tiny models, short texts); with `calculator`, the tokens of the
     true result and a newline are forced after every open computation line `X op Y=`."""
     from hicra.lab.sampling import left_pad, positions
+    from hicra.lab.tasks.base import apply_op
 
     rows = [list(p) for p in prompts]
     out: list[list[int]] = [[] for _ in prompts]
@@ -52,8 +53,6 @@ def _greedy_forced(model, prompts: list[list[int]], max_new_tokens: int, eos_id:
                 tail = tokenizer.decode(out[i][-24:], skip_special_tokens=True).rsplit("\n", 1)[-1]
                 m = _OPEN_LINE.search(tail)
                 if m:
-                    from hicra.lab.tasks.base import apply_op
-
                     value = apply_op(int(m.group(1)), m.group(2), int(m.group(3)))
                     if value is not None and value.denominator == 1:
                         forced[i] = tokenizer(str(int(value)))["input_ids"] + newline

@@ -284,7 +284,9 @@ class Family:
     def known(self, problem: Problem) -> set[int]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def parse_strategy(self, problem: Problem, lines: list) -> str | None:  # pragma: no cover - abstract
+    def parse_strategy(self, problem: Problem, lines: list, response: str = "") -> str | None:  # pragma: no cover
+        """The strategy the response executed, from its computation `lines` (and, where parts must be told apart,
+        its text); None when it cannot tell."""
         raise NotImplementedError
 
     # ---- shared ---------------------------------------------------------------------------------------------
@@ -354,4 +356,4 @@ class Family:
 
     def check(self, problem: Problem, response: str) -> CheckResult:
         lines = computation_lines(response)
-        return check_response(problem, response, self.known(problem), self.parse_strategy(problem, lines))
+        return check_response(problem, response, self.known(problem), self.parse_strategy(problem, lines, response))

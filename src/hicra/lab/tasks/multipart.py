@@ -105,9 +105,7 @@ class MultiPart(Family):
         return ([Say(MARKERS[0], literal=True), *plan1, Say(MARKERS[1], literal=True), *map(shift, plan2),
                  Say("combine"), Calc(Ref(n1 - 1), "-" if which == 2 else "+", Ref(n1 + n2 - 1))])
 
-    def parse_strategy(self, problem: Problem, lines: list, response: str | None = None) -> str | None:
-        if response is None:
-            return None
+    def parse_strategy(self, problem: Problem, lines: list, response: str = "") -> str | None:
         head, sep, rest = response.partition(f"\n{MARKERS[1]}\n")
         if not sep or not head.startswith(MARKERS[0]):
             return None
@@ -116,9 +114,3 @@ class MultiPart(Family):
         (f1, p1), (f2, p2) = self._parts(problem)
         s1, s2 = f1.parse_strategy(p1, lines1), f2.parse_strategy(p2, lines2)
         return None if s1 is None or s2 is None else f"{s1}+{s2}"
-
-    def check(self, problem: Problem, response: str):
-        from hicra.lab.tasks.base import check_response
-
-        strategy = self.parse_strategy(problem, computation_lines(response), response)
-        return check_response(problem, response, self.known(problem), strategy)

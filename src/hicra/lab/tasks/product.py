@@ -101,7 +101,7 @@ class Product(Family):
             return plan + [Calc(lo, "*", b), Calc(Ref(0), "+", Ref(1))]
         raise ValueError(f"unknown product strategy {strategy!r}")
 
-    def parse_strategy(self, problem: Problem, lines: list) -> str | None:
+    def parse_strategy(self, problem: Problem, lines: list, response: str = "") -> str | None:
         if not lines or lines[0][1] != "*":
             return None
         a, b = problem.data["a"], problem.data["b"]

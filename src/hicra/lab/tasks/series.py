@@ -101,7 +101,7 @@ class Series(Family):
             plan += [Calc(Ref(k), "/", 2), Calc(Ref(k + 1), "*", count)]
         return plan
 
-    def parse_strategy(self, problem: Problem, lines: list) -> str | None:
+    def parse_strategy(self, problem: Problem, lines: list, response: str = "") -> str | None:
         if not lines:
             return None
         a, b = problem.data["a"], problem.data["b"]
