@@ -385,13 +385,21 @@ def test_math_task_adapter_grades_with_math_verify():
 
 
 def test_report_block_is_replaced_not_duplicated(run_dir, tmp_path):
+    """Self-contained: its own copy of the run with its own graphs results (no reliance on other tests' order)."""
+    import shutil
+
     from hicra.mechanistic.report import BEGIN, END, splice_sections
 
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("anchors*", "graphs*", "report.html"))
+    assert _cli("graphs", str(run), "--steps", "10", "--n", "2", "--clusters", "3", "--quiet", "--n-boot", "50") == 0
     page = "<html><body><h1>dynamics</h1></body></html>"
-    once = splice_sections(page, run_dir)
+    once = splice_sections(page, run)
     assert once.count(BEGIN) == 1 and once.index(END) < once.index("</body>") and "<h1>dynamics</h1>" in once
-    assert splice_sections(once, run_dir) == once
-    assert splice_sections(once, tmp_path) == page  # a directory without results removes the block
+    assert splice_sections(once, run) == once
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert splice_sections(once, empty) == page  # a directory without results removes the block
 
 
 def test_by_phase_pools_steps_on_each_side_of_the_consolidation_end():
