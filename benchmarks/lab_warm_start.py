@@ -48,6 +48,9 @@ def main() -> None:
     ap.add_argument("--product", help="product universe, e.g. a_max=19")
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--n-train", type=int)
+    ap.add_argument("--n-drill", type=int, help="arithmetic drills added to SFT (WarmStartConfig.n_drill)")
+    ap.add_argument("--size", help="model size: 1m, 3m, 10m")
+    ap.add_argument("--lr", type=float, help="SFT learning rate")
     ap.add_argument("--cache", default=str(default_cache()))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -58,7 +61,9 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         ws, rl = get_preset(args.preset, warm_start_seed=seed)
         ws = replace(ws, tasks=tasks, **({"epochs": args.epochs} if args.epochs else {}),
-                     **({"n_train": args.n_train} if args.n_train else {}))
+                     **({"n_train": args.n_train} if args.n_train else {}),
+                     **{k: v for k, v in (("n_drill", args.n_drill), ("size", args.size), ("lr", args.lr))
+                        if v is not None})
         t0 = time.perf_counter()
         model_dir = warm_start(ws, Path(args.cache), progress=False, log=lambda *a: None)
         t_ws = time.perf_counter() - t0

@@ -214,3 +214,19 @@ def test_oracle_prior_picks_the_cheapest_and_blind_prior_ignores_the_problem():
     shares = [c["split"] / sum(c.values()) for c in by_ones.values()]
     assert abs(shares[0] - shares[1]) < 0.15  # the same preference whatever the problem
     assert entropy([1, 1]) == pytest.approx(0.6931, abs=1e-4)
+
+
+def test_drills_are_clean_lines_of_every_strategy_from_training_problems():
+    from hicra.lab.sft import build_drills
+
+    mix = TaskMix([{"family": "series"}, {"family": "product"}])
+    drills = build_drills(mix, 60, 10, seed=3)
+    assert drills == build_drills(mix, 60, 10, seed=3) and drills != build_drills(mix, 60, 10, seed=4)
+    lines = [line for d in drills for line in d.split("\n")]
+    assert len(lines) == 600 and all(len(d.split("\n")) == 10 for d in drills)
+    parsed = [computation_lines(line) for line in lines]
+    assert all(len(p) == 1 for p in parsed)  # nothing but computation lines: no phrase, no answer line
+    assert all(apply_op(x, op, y) == z for (x, op, y, z), in parsed)  # noise-free
+    # not only the blind prior's favourite: lines only pairing / round-up write (a halving, a subtraction) occur
+    ops = Counter(p[0][1] for p in parsed)
+    assert ops["/"] > 0 and ops["-"] > 0 and ops["*"] > 0 and ops["+"] > 0
