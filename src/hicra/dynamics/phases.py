@@ -18,7 +18,8 @@ metrics (`metrics.parquet`), each seeded and deterministic.
    replacement) of the residuals of a bent-cable fit (a line with one bend, sharp or gradual), with phi the
    mean-unbiased estimate for residuals of that fit (found by simulation, clipped to [0, 0.95]): per-step
    training metrics drift, and an independent-noise null called 34% of flat AR(1) phi = 0.8 series a
-   consolidation (`benchmarks/phase_noise.py`). `_noise_model` is this one noise model for every test here.
+   consolidation (`benchmarks/phase_noise.py`). `_noise_model` is this noise model, for the consolidation
+   null and the tau draws (the exploration trend test keeps hinge residuals with Kendall's phi: see trend_test).
 
 2. **Order.** tau_exec, tau_plan, tau_ref get intervals from ONE joint AR(1) sieve bootstrap around the three
    bent-cable fits (`joint_tau_draws`; the same resampling draws for every class, so noise shared by the classes stays shared and the
@@ -362,11 +363,21 @@ def trend_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = Pha
         return {"tested": False, "detected": False, "reason": "fewer than 4 steps"}
     rng = np.random.default_rng(config.seed + 1)
     _, _, fitted = _line_fit(x, y)
-    residuals, phi, innovations = _noise_model(x, y, config.min_segment)
+    taus, bases = _hinge_bases(x, config.min_segment)
+    if taus.size and n > 6:
+        tau = float(taus[int(np.argmin(_sse_hinge(bases, y[:, None])[:, 0]))])
+        residuals, k = fit_hinge(x, y, tau)["residuals"], 3
+    else:
+        residuals, k = y - fitted, 2
+    residuals = residuals * np.sqrt(n / (n - k))
+    # Kendall-corrected phi, not `_noise_model`'s: on a short window (19 steps) a smooth rise that levels off leaves
+    # structured residuals that the mean-unbiased phi reads as near-unit drift, and the planted end-to-end run's
+    # obvious rise went undetected (tests/test_dynamics_cli.py::test_analyze_end_to_end_planted)
+    phi, innovations = _ar1_innovations(residuals)
     xc = x - x.mean()
     sxx = float(xc @ xc)
     slope = float(xc @ (y - y.mean()) / sxx)
-    se = float(np.sqrt(max(float(np.mean(residuals ** 2)), 1e-300) / sxx * (1 + phi) / (1 - phi)))
+    se = float(np.sqrt(max(float(np.mean(residuals ** 2)) * n / (n - 2), 1e-300) / sxx * (1 + phi) / (1 - phi)))
     ys = fitted[:, None] + _ar1_series(residuals, phi, innovations, rng.random((n, config.n_boot)))
     b_star, se_star = _slope_se(x, ys)
     t_star = (b_star - slope) / se_star
