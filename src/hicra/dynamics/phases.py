@@ -14,13 +14,15 @@ metrics (`metrics.parquet`), each seeded and deterministic.
    by least squares, tau searched over the observed steps (at least `min_segment` points per side). A class
    *consolidates* when the hinge beats a straight line (F = (SSE_line - SSE_hinge) / SSE_hinge, null simulated
    under the fitted line with the whole tau search redone, p < alpha), the curve falls before tau (b1 < 0) and
-   flattens after it (b2 > 0). The simulated noise is an AR(1) sieve bootstrap of the hinge residuals (lag-1
-   autocorrelation phi clipped to [0, 0.95], innovations resampled with replacement): per-step training metrics
-   drift, and an independent-noise null called 34% of flat AR(1) phi = 0.8 series a consolidation
-   (`benchmarks/phase_noise.py`).
+   flattens after it (b2 > 0). The simulated noise is an AR(1) sieve bootstrap (innovations resampled with
+   replacement) of the residuals of a bent-cable fit (a line with one bend, sharp or gradual), with phi the
+   mean-unbiased estimate for residuals of that fit (found by simulation, clipped to [0, 0.95]): per-step
+   training metrics drift, and an independent-noise null called 34% of flat AR(1) phi = 0.8 series a
+   consolidation (`benchmarks/phase_noise.py`). `_noise_model` is this noise model, for the consolidation
+   null and the tau draws (the exploration trend test keeps hinge residuals with Kendall's phi: see trend_test).
 
-2. **Order.** tau_exec, tau_plan, tau_ref get intervals from ONE joint AR(1) sieve bootstrap around the three hinge
-   fits (the same resampling draws for every class, so noise shared by the classes stays shared and the
+2. **Order.** tau_exec, tau_plan, tau_ref get intervals from ONE joint AR(1) sieve bootstrap around the three
+   bent-cable fits (`joint_tau_draws`; the same resampling draws for every class, so noise shared by the classes stays shared and the
    differences tau_plan - tau_exec and tau_plan - tau_ref get paired intervals). A class that never consolidates
    counts as consolidating after any class that does (tau = +inf). Then
 
@@ -163,21 +165,85 @@ def _slopes(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return (xc @ (ys - ys.mean(axis=0))) / (xc @ xc)
 
 
-def _ar1_innovations(residuals: np.ndarray) -> tuple[float, np.ndarray]:
-    """Lag-1 autocorrelation phi of a residual series and the centred innovations e_t = r_t - phi * r_(t-1).
+def _lag1(r: np.ndarray) -> np.ndarray:
+    """Sample lag-1 autocorrelation of each column of r (n, B) (of a vector when r is 1-d), after centring."""
+    r = r - r.mean(axis=0)
+    return (r[1:] * r[:-1]).sum(axis=0) / np.maximum((r * r).sum(axis=0), 1e-300)
 
-    phi is the sample lag-1 autocorrelation with Kendall's first-order bias correction, + (1 + 3 phi) / n (the
-    sample value is biased towards 0 in short series, which made the null too narrow under drift), clipped to
-    [0, 0.95]: negative or near-unit values are not a drift worth modelling."""
+
+_PHI_GRID = np.linspace(0.0, 0.95, 20)
+_PHI_BIAS_CACHE: dict = {}
+
+
+def _phi_mean_curve(x: np.ndarray, min_segment: int | None) -> np.ndarray:
+    """E[lag-1 autocorrelation of the fit's residuals] for Gaussian AR(1) noise at each phi of `_PHI_GRID`, by
+    simulation (100 series per phi, the same draws for every phi, seeded): the residuals are those of the best
+    bent cable (`bent_cable_fit`, breakpoint and bend searched, `min_segment` points per side; at most 60
+    breakpoints per bend width, evenly spaced, in the search) or, for min_segment None, of a straight line.
+    Cached per (x, min_segment)."""
+    key = (x.tobytes(), min_segment)
+    hit = _PHI_BIAS_CACHE.get(key)
+    if hit is not None:
+        return hit
+    n, n_sim = x.size, 100
+    z = np.random.default_rng(12345).standard_normal((n, n_sim))
+    e = np.empty((n, _PHI_GRID.size, n_sim))
+    e[0] = z[0]
+    scale = np.sqrt(1 - _PHI_GRID * _PHI_GRID)[:, None]
+    for t in range(1, n):
+        e[t] = _PHI_GRID[:, None] * e[t - 1] + scale * z[t]
+    e = e.reshape(n, -1)
+    if min_segment is None:
+        xc = x - x.mean()
+        resid = e - e.mean(axis=0) - np.outer(xc, xc @ e / (xc @ xc))
+    else:  # at most 60 breakpoints per bend width in the search (the bias is O(1/n) for long series)
+        bases = _cable_bases(x, min_segment)
+        n_tau = bases.shape[0] // len(_CABLE_HALF_WIDTHS)
+        bases = bases.reshape(len(_CABLE_HALF_WIDTHS), n_tau, n, 3)[:, ::-(-n_tau // 60)].reshape(-1, n, 3)
+        proj = np.einsum("gnk,nb->gkb", bases, e)
+        best = np.argmax((proj * proj).sum(axis=1), axis=0)  # the smallest SSE
+        cols = np.arange(e.shape[1])
+        resid = e - np.einsum("bnk,bk->nb", bases[best], proj[best, :, cols])
+    out = np.maximum.accumulate(_lag1(resid).reshape(_PHI_GRID.size, n_sim).mean(axis=1))
+    if len(_PHI_BIAS_CACHE) >= 8:
+        _PHI_BIAS_CACHE.pop(next(iter(_PHI_BIAS_CACHE)))
+    _PHI_BIAS_CACHE[key] = out
+    return out
+
+
+def _ar1_innovations(residuals: np.ndarray, x: np.ndarray | None = None,
+                     min_segment: int | None = None) -> tuple[float, np.ndarray]:
+    """AR(1) coefficient phi of a residual series and the centred innovations e_t = r_t - phi * r_(t-1).
+
+    The sample lag-1 autocorrelation of fit residuals is biased towards 0 in short series, the more so after a
+    hinge fit whose breakpoint search absorbs part of a drift (AR(1) phi = 0.6, 60 steps: 0.48 on average after
+    Kendall's (1 + 3 phi) / n correction). With the steps `x`, phi is the mean-unbiased estimate: the phi whose
+    simulated mean autocorrelation after the same fit (`_phi_mean_curve`: hinge with `min_segment`, or a line for
+    None) equals the observed one, interpolated on a grid of 20 values. Without `x`, Kendall's correction.
+    Clipped to [0, 0.95]: negative or near-unit values are not a drift worth modelling."""
     r = residuals - residuals.mean()
-    denom = float(np.sum(r * r))
-    if denom > 0:
-        raw = float(np.sum(r[1:] * r[:-1]) / denom)
+    raw = float(_lag1(r)) if np.sum(r * r) > 0 else 0.0
+    if x is None:
         phi = float(np.clip(raw + (1 + 3 * raw) / r.size, 0.0, 0.95)) if raw > 0 else 0.0
     else:
-        phi = 0.0
+        means = _phi_mean_curve(np.asarray(x, float), min_segment)
+        phi = float(np.clip(np.interp(raw, means, _PHI_GRID), 0.0, 0.95)) if raw > means[0] else 0.0
     e = r[1:] - phi * r[:-1]
     return phi, e - e.mean()
+
+
+def _noise_model(x: np.ndarray, y: np.ndarray, min_segment: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """The per-step noise of a metric curve: residuals of its bent-cable fit (`bent_cable_fit`: a line with one
+    bend, sharp or gradual; a line when the series is too short), scaled by sqrt(n / (n - 4)) for the fitted
+    parameters, with their mean-unbiased AR(1) phi and centred innovations (`_ar1_innovations`). Fitting the bend
+    keeps a curve's shape out of the noise estimate: residuals of a sharp hinge around an exponential fall are
+    smooth and read as strong drift, which with an unbiased phi cost the consolidation test its power."""
+    taus, _ = _hinge_bases(x, min_segment)
+    if taus.size == 0:
+        r = (y - _line_fit(x, y)[2]) * np.sqrt(x.size / max(x.size - 2, 1))
+        return (r, *_ar1_innovations(r, x, None))
+    r = (y - bent_cable_fit(x, y, min_segment)) * np.sqrt(x.size / (x.size - 4))
+    return (r, *_ar1_innovations(r, x, min_segment))
 
 
 def _ar1_resample(residuals: np.ndarray, phi: float, innovations: np.ndarray, n_boot: int,
@@ -214,16 +280,16 @@ def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.ra
     fit = fit_hinge(x, y, tau)
     # the noise model: AR(1) fitted to the hinge residuals (what is left once the curve's shape is removed);
     # consecutive training steps are correlated, and an independent-noise null would call that drift a bend
-    phi, innovations = _ar1_innovations(fit["residuals"])
+    residuals, phi, innovations = _noise_model(x, y, config.min_segment)
     # null: straight line + AR(1) noise rebuilt from resampled innovations; the tau search is redone on each
     a, b, fitted_line = _line_fit(x, y)
-    ys = fitted_line[:, None] + _ar1_resample(fit["residuals"], phi, innovations, config.n_boot, rng)
+    ys = fitted_line[:, None] + _ar1_resample(residuals, phi, innovations, config.n_boot, rng)
     sse_h_null = _sse_hinge(bases, ys).min(axis=0)
     sse_l_null = _sse_line(x, ys)
     f_null = (sse_l_null - sse_h_null) / np.maximum(sse_h_null, 1e-12 * scale)
     p_value = float((1 + np.sum(f_null >= f_obs - 1e-12 * abs(f_obs))) / (1 + config.n_boot))
     # interval for tau: the same noise model around the hinge fit
-    ys_h = fit["fitted"][:, None] + _ar1_resample(fit["residuals"], phi, innovations, config.n_boot, rng)
+    ys_h = fit["fitted"][:, None] + _ar1_resample(residuals, phi, innovations, config.n_boot, rng)
     tau_boot = taus[np.argmin(_sse_hinge(bases, ys_h), axis=0)]
     lo, hi = np.quantile(tau_boot, [(1 - config.level) / 2, (1 + config.level) / 2])
     return {"p_value": p_value, "f_statistic": float(f_obs), "breakpoint_step": tau,
@@ -304,6 +370,9 @@ def trend_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = Pha
     else:
         residuals, k = y - fitted, 2
     residuals = residuals * np.sqrt(n / (n - k))
+    # Kendall-corrected phi, not `_noise_model`'s: on a short window (19 steps) a smooth rise that levels off leaves
+    # structured residuals that the mean-unbiased phi reads as near-unit drift, and the planted end-to-end run's
+    # obvious rise went undetected (tests/test_dynamics_cli.py::test_analyze_end_to_end_planted)
     phi, innovations = _ar1_innovations(residuals)
     xc = x - x.mean()
     sxx = float(xc @ xc)
@@ -349,33 +418,44 @@ def _ar1_series(residuals: np.ndarray, phi: float, innovations: np.ndarray, u: n
     return out
 
 
-def smooth_curve(y: np.ndarray, phi: float = 0.0) -> np.ndarray:
-    """Whittaker-Henderson smoother (a discrete smoothing spline) for AR(1) noise: argmin (y - m)' W (y - m) +
-    lam ||D2 m||^2, with W the AR(1) precision matrix for `phi` (identity for phi = 0), D2 the second differences
-    over consecutive points, and lam chosen by generalised cross-validation on the whitened residuals (log grid).
-    With phi = 0 and drifting noise, GCV follows the drift as if it were signal."""
-    n = y.size
-    if n < 5:
-        return y.copy()
-    d2 = np.diff(np.eye(n), 2, axis=0)
-    penalty = d2.T @ d2
-    # whitening L with L'L = W: rows e_t = y_t - phi y_(t-1), the first scaled by sqrt(1 - phi^2). In whitened
-    # coordinates the smoother is (I + lam K)^-1 with K = L^-T D2'D2 L^-1; one eigendecomposition of K serves
-    # every lam: fitted z / (1 + lam k), degrees of freedom sum 1 / (1 + lam k)
-    whiten = np.eye(n) - phi * np.eye(n, k=-1)
-    whiten[0, 0] = np.sqrt(1 - phi * phi)
-    l_inv = np.linalg.inv(whiten)
-    k, vecs = np.linalg.eigh(l_inv.T @ penalty @ l_inv)
-    k = np.maximum(k, 0.0)
-    z = vecs.T @ (whiten @ y)
-    best = (np.inf, z)
-    for lam in np.logspace(-2, 7, 19):
-        shrink = 1.0 / (1.0 + lam * k)
-        rss = float(np.sum((z * (1 - shrink)) ** 2))
-        gcv = n * rss / max(n - float(shrink.sum()), 1e-9) ** 2
-        if gcv < best[0]:
-            best = (gcv, z * shrink)
-    return l_inv @ (vecs @ best[1])
+_CABLE_HALF_WIDTHS = (0.0, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2, 0.3)  # bend half-widths, share of the step span
+_CABLE_CACHE: dict = {}
+
+
+def _cable_bases(x: np.ndarray, min_segment: int) -> np.ndarray:
+    """Orthonormal bases (G*T, n, 3) of the bent-cable designs [1, x, q(x; tau, g)] for every candidate breakpoint
+    tau (as in `_hinge_bases`) and half-width g in `_CABLE_HALF_WIDTHS` times the step span, where q is the hinge
+    (x - tau)+ with its corner replaced by the parabola (x - tau + g)^2 / (4 g) on [tau - g, tau + g]
+    (Chiu, Lockhart and Routledge 2006, the bent cable). Cached by (x, min_segment)."""
+    key = (x.tobytes(), int(min_segment))
+    hit = _CABLE_CACHE.get(key)
+    if hit is not None:
+        return hit
+    taus, bases = _hinge_bases(x, min_segment)
+    span = float(x[-1] - x[0]) if x.size else 0.0
+    out = [bases]
+    for frac in _CABLE_HALF_WIDTHS[1:]:
+        g = frac * span
+        for tau in taus:
+            q = np.where(x < tau - g, 0.0, np.where(x > tau + g, x - tau, (x - tau + g) ** 2 / (4 * g)))
+            out.append(np.linalg.qr(np.column_stack([np.ones(x.size), x, q]))[0][None])
+    stacked = np.concatenate(out) if taus.size else np.zeros((0, x.size, 3))
+    if len(_CABLE_CACHE) >= 8:
+        _CABLE_CACHE.pop(next(iter(_CABLE_CACHE)))
+    _CABLE_CACHE[key] = stacked
+    return stacked
+
+
+def bent_cable_fit(x: np.ndarray, y: np.ndarray, min_segment: int) -> np.ndarray:
+    """Least-squares bent-cable fit (`_cable_bases`: breakpoint and bend half-width searched on their grids;
+    half-width 0 is the hinge): the fitted values, shape (n,). A curve that bends gradually (an exponential fall)
+    gets a rounded bend of about its width, a sharp bend stays sharp."""
+    bases = _cable_bases(x, min_segment)
+    if bases.shape[0] == 0:
+        return _line_fit(x, y)[2]
+    proj = np.einsum("gnk,n->gk", bases, y)
+    best = int(np.argmax((proj * proj).sum(axis=1)))
+    return bases[best] @ proj[best]
 
 
 def fall_end_taus(x: np.ndarray, ys: np.ndarray, min_segment: int) -> np.ndarray:
@@ -398,21 +478,20 @@ def joint_tau_draws(x: np.ndarray, curves: Mapping[str, np.ndarray], config: Pha
     sieve resample uses the same random draws (module docstring, 2). Returns name -> (n_boot,) breakpoints, +inf
     where a resample does not fall and flatten.
 
-    The resamples are built around a smoothed curve (`smooth_curve`), not around the fitted hinge: a hinge has a
-    sharp corner, and resampling around it gives breakpoints that stay at that corner, so for a smooth true
-    curve (an exponential fall) the interval came out at about half the breakpoint's sampling spread
-    (tests/test_dynamics_phases.py::test_tau_interval_covers_the_sampling_spread)."""
-    taus, bases = _hinge_bases(x, config.min_segment)
+    Centre of the resamples: the bent-cable fit (`bent_cable_fit`), not the hinge: resampling around a hinge's
+    sharp corner gives breakpoints that stay at that corner, so for a smooth true curve (an exponential fall) the
+    interval came out at about half the breakpoint's sampling spread. Nor a smoothing spline (the choice until
+    v2.1): it blurred a sharp bend over the whole curve at high noise, so resamples found ends of fall anywhere
+    (a linear fall ending at step 40, sd 0.04: intervals from step 3 to 51) and ordered runs got `no-order`; and
+    under drift it followed the drift, leaving residuals with a third less spread and phi 0.2 instead of 0.6.
+    Noise: the residuals of the best hinge with their mean-unbiased AR(1) phi (`_ar1_innovations`), the noise
+    model of the consolidation test (tests/test_dynamics_phases.py::test_tau_interval_covers_the_sampling_spread).
+    """
     u = np.random.default_rng(config.seed + 5).random((x.size, config.n_boot))
     out = {}
     for name, y in curves.items():
-        # the drift's phi from the hinge fit's residuals, then a smoother that does not follow that drift
-        tau = float(taus[int(np.argmin(_sse_hinge(bases, y[:, None])[:, 0]))])
-        phi0, _ = _ar1_innovations(fit_hinge(x, y, tau)["residuals"])
-        centre = smooth_curve(y, phi0)
-        residuals = y - centre
-        phi, innovations = _ar1_innovations(residuals)
-        ys = centre[:, None] + _ar1_series(residuals, phi, innovations, u)
+        residuals, phi, innovations = _noise_model(x, y, config.min_segment)
+        ys = bent_cable_fit(x, y, config.min_segment)[:, None] + _ar1_series(residuals, phi, innovations, u)
         out[name] = fall_end_taus(x, ys, config.min_segment)
     return out
 
