@@ -210,3 +210,62 @@ def test_micro_batches_give_the_same_update_as_one_pass(model_dir, tmp_path):
         off = (w1[k] - w2[k]).abs() > 1e-4
         assert int(off.sum()) <= max(2, off.numel() // 10_000), k
         assert float((w1[k] - w2[k]).abs().max()) <= 2 * lr * BASE["minibatches"] + 1e-6, k
+
+
+def _reference_greedy(model, tokenizer, prompts, max_new_tokens, calculator):
+    """The probes' definition, one full forward per token: greedy, with the true result and a newline forced after
+    every open `X op Y=` when `calculator` is set."""
+    import re
+
+    from hicra.lab.tasks.base import apply_op
+
+    open_line = re.compile(r"(\d+)([-+*/])(\d+)=$")
+    outs = []
+    for prompt in prompts:
+        out, forced = [], []
+        while len(out) < max_new_tokens:
+            with torch.no_grad():
+                best = int(model(input_ids=torch.tensor([prompt + out])).logits[0, -1].argmax())
+            tok = forced.pop(0) if forced else best
+            out.append(tok)
+            if tok == tokenizer.eos_token_id:
+                break
+            m = open_line.search(tokenizer.decode(out, skip_special_tokens=True).rsplit("\n", 1)[-1])
+            if calculator and not forced and m:
+                value = apply_op(int(m.group(1)), m.group(2), int(m.group(3)))
+                if value is not None and value.denominator == 1:
+                    forced = tokenizer(str(int(value)))["input_ids"] + tokenizer("\n")["input_ids"]
+        outs.append(out)
+    return outs
+
+
+def test_probes_equal_their_token_by_token_definition(model_dir):
+    """The batched probes (one teacher-forced pass; calculator rounds with a KV cache) give what decoding every
+    line / response greedily one token at a time gives."""
+    import random
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hicra.lab.model import format_prompt
+    from hicra.lab.probes import calculator_decode, execution_probe
+    from hicra.lab.tasks import TaskMix
+    from hicra.lab.tasks.base import computation_lines
+
+    tok, model = AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    task = TaskMix(TASKS, heldout_share=0.3)
+    problems = task.heldout(8) + [task.sample(random.Random(1), "train") for _ in range(8)]
+    prompts = [tok(format_prompt(p.question))["input_ids"] for p in problems]
+    assert calculator_decode(model, tok, prompts, 40) == _reference_greedy(model, tok, prompts, 40, True)
+    # the execution probe: each line's prefix decoded greedily until the line ends
+    rng, right, total = random.Random(0), 0, 0
+    for p, prompt in zip(problems, prompts, strict=True):
+        trace, pos = task.family_of(p).oracle_trace(p, rng), 0
+        for x, op, y, z in computation_lines(trace):
+            cut = trace.index(f"{x}{op}{y}=", pos) + len(f"{x}{op}{y}=")
+            out = _reference_greedy(model, tok, [prompt + tok(trace[:cut])["input_ids"]], 6, False)[0]
+            text = tok.decode(out, skip_special_tokens=True)
+            digits = text[: len(text) - len(text.lstrip("0123456789"))] if text[:1].isdigit() else ""
+            right += digits == str(z) and not text[len(digits):][:1].isdigit()
+            total, pos = total + 1, cut
+    assert 0 < right < total  # a model that gets some lines right and some wrong: the comparison means something
+    assert execution_probe(model, tok, task, problems) == pytest.approx(right / total)

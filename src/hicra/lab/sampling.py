@@ -82,14 +82,15 @@ COMPACT = 4 / 3
 @torch.no_grad()
 def sample(model, prompts: list[list[int]], max_new_tokens: int, eos_id: int, pad_id: int,
            generator: torch.Generator | None = None, temperature: float = 1.0, greedy: bool = False,
-           backend: str | None = None) -> Samples:
+           backend: str | None = None, stop_ids: list[int] | None = None) -> Samples:
     """Sample one response per prompt (repeat a prompt G times for a group).
 
     `backend` (None: `DEFAULT_BACKEND`): "fast" runs `hicra.lab.fastdecode.FastDecoder` (plain torch, preallocated
     KV cache; Qwen2/Llama only), "hf" the model's own forward with `past_key_values` (any causal LM), "auto" the
     fast one when it supports the model, else HF. Both draw every token with `draw` from the same generator, in the
     same order. Finished rows stop being sampled at once, so later steps only pay for the responses still running
-    (responses differ a lot in length); the loop ends when none is.
+    (responses differ a lot in length); the loop ends when none is. `stop_ids` end a row like eos does (kept as
+    its last token; the probes stop at `=` to let a calculator write the result).
     """
     from hicra.lab.fastdecode import FastDecoder, unsupported_reason
 
@@ -107,13 +108,14 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, eos_id: int, pa
                   response_mask=torch.zeros((bsz, max_new_tokens), dtype=torch.bool),
                   logprobs=torch.zeros((bsz, max_new_tokens)), entropies=torch.zeros((bsz, max_new_tokens)),
                   truncated=torch.zeros(bsz, dtype=torch.bool))
+    stops = torch.tensor(sorted({eos_id, *(stop_ids or ())}), dtype=torch.long)
     if backend == "hf" or reason is not None:
-        length = _sample_hf(model, out, max_new_tokens, eos_id, generator, temperature, greedy)
+        length = _sample_hf(model, out, max_new_tokens, stops, generator, temperature, greedy)
     else:
-        length = _sample_fast(FastDecoder(model), out, max_new_tokens, eos_id, pad_id, generator, temperature,
+        length = _sample_fast(FastDecoder(model), out, max_new_tokens, stops, pad_id, generator, temperature,
                               greedy)
     last = out.response_ids[:, length - 1]
-    out.truncated = out.response_mask[:, length - 1] & (last != eos_id) & (length == max_new_tokens)
+    out.truncated = out.response_mask[:, length - 1] & ~torch.isin(last, stops) & (length == max_new_tokens)
     out.response_ids, out.response_mask = out.response_ids[:, :length], out.response_mask[:, :length]
     out.logprobs, out.entropies = out.logprobs[:, :length], out.entropies[:, :length]
     return out
@@ -126,7 +128,7 @@ def _record(out: Samples, rows: torch.Tensor, t: int, tok, logp, ent) -> None:
     out.entropies[rows, t] = ent
 
 
-def _sample_hf(model, out: Samples, max_new_tokens, eos_id, generator, temperature, greedy) -> int:
+def _sample_hf(model, out: Samples, max_new_tokens, stops, generator, temperature, greedy) -> int:
     """The HF forward with its KV cache; finished rows are dropped from the batch and the cache at once."""
     attn = out.prompt_mask.long()
     pos = positions(out.prompt_mask)
@@ -140,7 +142,7 @@ def _sample_hf(model, out: Samples, max_new_tokens, eos_id, generator, temperatu
         tok, logp, ent = draw(logits, temperature, greedy, generator)
         _record(out, rows, t, tok, logp, ent)
         length = t + 1
-        running = tok != eos_id
+        running = ~torch.isin(tok, stops)
         if not running.any() or t + 1 == max_new_tokens:
             break
         if not running.all():  # drop finished rows from the batch and the cache
@@ -156,7 +158,7 @@ def _sample_hf(model, out: Samples, max_new_tokens, eos_id, generator, temperatu
     return length
 
 
-def _sample_fast(dec, out: Samples, max_new_tokens, eos_id, pad_id, generator, temperature, greedy) -> int:
+def _sample_fast(dec, out: Samples, max_new_tokens, stops, pad_id, generator, temperature, greedy) -> int:
     """The plain-torch decoder. `held` are the original rows the decoder's batch holds, `live` the positions
     (in that batch) of those still running. Finished rows are no longer sampled; the decoder's batch is
     compacted only once fewer than 3/4 of its rows run (each compaction copies the cache)."""
@@ -169,7 +171,7 @@ def _sample_fast(dec, out: Samples, max_new_tokens, eos_id, pad_id, generator, t
         tok, logp, ent = draw(logits if len(live) == len(held) else logits[live], temperature, greedy, generator)
         _record(out, held[live], t, tok, logp, ent)
         length = t + 1
-        running = tok != eos_id
+        running = ~torch.isin(tok, stops)
         if not running.any() or t + 1 == max_new_tokens:
             break
         if not running.all():
