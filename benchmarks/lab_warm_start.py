@@ -73,13 +73,16 @@ def main() -> None:
         problems = eval_problems(task, args.n_eval)
         g = evaluate(model, tok, task, problems, rl.max_new_tokens, greedy=True)
         s = evaluate(model, tok, task, problems, rl.max_new_tokens, seed=3)
+        t0 = time.perf_counter()
         p = run_probes(model, tok, task, problems[: args.n_probe], rl.max_new_tokens, 0)
+        t_probe = time.perf_counter() - t0
         greedy.append(100 * g["accuracy"])
         print(f"warm-start seed {seed} ({model_dir.name}, {t_ws:.0f} s): greedy {g['accuracy']:.1%} (execution "
               f"{g['errors_execution_share']:.1%}, planning {g['errors_planning_share']:.1%}, format "
               f"{g['errors_format_share']:.1%}), sampled {s['accuracy']:.1%}, strategy entropy "
               f"{g['strategy_entropy']:.2f} nats, cheapest {g['cheapest_share']:.1%}; probes: execution lines "
-              f"{p['exec_probe_line_accuracy']:.1%}, planning solved {p['plan_probe_solved']:.1%}", flush=True)
+              f"{p['exec_probe_line_accuracy']:.1%}, planning solved {p['plan_probe_solved']:.1%} ({t_probe:.1f} s)",
+              flush=True)
     sd = statistics.stdev(greedy) if len(greedy) > 1 else float("nan")
     print(f"greedy warm-start accuracy over {len(greedy)} seeds: mean {statistics.mean(greedy):.1f}, "
           f"SD {sd:.1f} points")
