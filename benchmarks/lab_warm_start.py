@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--n-drill", type=int, help="arithmetic drills added to SFT (WarmStartConfig.n_drill)")
     ap.add_argument("--size", help="model size: 1m, 3m, 10m")
     ap.add_argument("--lr", type=float, help="SFT learning rate")
+    ap.add_argument("--arch", help="qwen2, llama or gpt2")
     ap.add_argument("--cache", default=str(default_cache()))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -62,7 +63,8 @@ def main() -> None:
         ws, rl = get_preset(args.preset, warm_start_seed=seed)
         ws = replace(ws, tasks=tasks, **({"epochs": args.epochs} if args.epochs else {}),
                      **({"n_train": args.n_train} if args.n_train else {}),
-                     **{k: v for k, v in (("n_drill", args.n_drill), ("size", args.size), ("lr", args.lr))
+                     **{k: v for k, v in (("n_drill", args.n_drill), ("size", args.size), ("lr", args.lr),
+                                             ("arch", args.arch))
                         if v is not None})
         t0 = time.perf_counter()
         model_dir = warm_start(ws, Path(args.cache), progress=False, log=lambda *a: None)

@@ -78,7 +78,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, min_frequency: 
 
 def model_config(tokenizer, size: str = "3m", arch: str = "qwen2", max_positions: int = 512):
     """The transformers config for a lab model of `size` ("1m", "3m", "10m") and `arch` ("qwen2", "llama")."""
-    from transformers import LlamaConfig, Qwen2Config
+    from transformers import GPT2Config, LlamaConfig, Qwen2Config
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
@@ -101,7 +101,12 @@ def model_config(tokenizer, size: str = "3m", arch: str = "qwen2", max_positions
         return Qwen2Config(**common)
     if arch == "llama":
         return LlamaConfig(**common)
-    raise ValueError(f"arch must be 'qwen2' or 'llama', got {arch!r}")
+    if arch == "gpt2":  # learned absolute positions (RoPE is relative only); sampled through the HF forward
+        return GPT2Config(vocab_size=len(tokenizer), n_embd=hidden, n_inner=inter, n_layer=layers, n_head=heads,
+                          n_positions=max_positions, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+                          eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id, use_cache=True,
+                          resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    raise ValueError(f"arch must be 'qwen2', 'llama' or 'gpt2', got {arch!r}")
 
 
 def build_model(tokenizer, size: str = "3m", arch: str = "qwen2", seed: int = 0, max_positions: int = 512):

@@ -14,7 +14,7 @@ from hicra.lab.sft import WarmStartConfig
 
 TASKS = [{"family": "series"}, {"family": "product"}, {"family": "multi"}]
 
-_WARM = WarmStartConfig(tasks=TASKS, size="1m", n_train=8000, epochs=3, batch_size=16, lr=4e-3,
+_WARM = WarmStartConfig(tasks=TASKS, size="1m", n_train=8000, epochs=3, batch_size=16, lr=1.5e-3,
                         max_response_tokens=192)
 
 PRESETS: dict[str, tuple[WarmStartConfig, RLConfig]] = {
