@@ -1,7 +1,10 @@
 """Lab v2 task figures: universe sizes, how often a run's prompt draws repeat, strategy entropies of the optima and
 of the blind prior, and the cheapest-strategy shares per family.
 
-    python benchmarks/lab_tasks.py [--steps 150] [--prompts 16] [--seeds 5]
+    python benchmarks/lab_tasks.py [--tasks preset|full] [--steps 150] [--prompts 16] [--seeds 5]
+
+`--tasks preset` (default): the lab presets' (narrowed) universes, `hicra.lab.presets.TASKS`; `full`: the
+families' full universes.
 
 Prints, per family, the share of a default-preset run's training draws (steps x prompts, drawn as the RL loop
 draws them) that repeat an earlier draw, for several seeds; the issue's floor is 5%.
@@ -13,10 +16,11 @@ import argparse
 import random
 from collections import Counter
 
-from hicra.lab.tasks import Product, Series, TaskMix, repeat_share, strategy_entropy
+from hicra.lab.presets import TASKS
+from hicra.lab.tasks import TaskMix, make_task, repeat_share, strategy_entropy
 from hicra.lab.tasks.base import entropy
 
-SPECS = [{"family": "series"}, {"family": "product"}, {"family": "multi"}]
+FULL = [{"family": "series"}, {"family": "product"}, {"family": "multi"}]
 
 
 def main() -> None:
@@ -24,9 +28,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--tasks", choices=("preset", "full"), default="preset")
     args = ap.parse_args()
+    specs = TASKS if args.tasks == "preset" else FULL
+    print(f"tasks: {specs}")
     for optimum in ("diverse", "single-route"):
-        for fam in (Series(optimum), Product(optimum)):
+        for fam in (make_task(specs[0], optimum), make_task(specs[1], optimum)):
             cheapest = Counter(fam.cheapest(p) for p in fam.universe())
             rng = random.Random(0)
             blind = Counter(fam.choose(p, rng, "blind") for p in fam.universe())
@@ -34,10 +41,10 @@ def main() -> None:
             shares = ", ".join(f"{k} {v / n:.1%}" for k, v in cheapest.most_common())
             print(f"{optimum:12s} {fam.family:8s} universe {n:6d}  cheapest: {shares}  entropy optimum "
                   f"{entropy(cheapest):.3f} blind {entropy(blind):.3f} nats")
-        mix = TaskMix(SPECS, optimum)
+        mix = TaskMix(specs, optimum)
         print(f"{optimum:12s} mix      strategy entropy: optimum {strategy_entropy(mix, 'oracle'):.3f}, blind prior "
               f"{strategy_entropy(mix, 'blind'):.3f} nats (20,000 draws)")
-    mix = TaskMix(SPECS)
+    mix = TaskMix(specs)
     draws = args.steps * args.prompts
     worst = 0.0
     for seed in range(args.seeds):
