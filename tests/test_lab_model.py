@@ -35,7 +35,7 @@ def test_size_presets_parameter_counts(tokenizer, size, low, high):
     assert low <= n <= high
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt2"])
 def test_save_load_round_trip(tmp_path, tokenizer, arch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -64,3 +64,18 @@ def test_same_seed_same_weights_and_rng_untouched(tokenizer):
     assert torch.equal(before, after)  # building a model leaves the caller's RNG stream alone
     wa, wb, wc = (m.model.embed_tokens.weight for m in (a, b, c))
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+
+
+def test_gpt2_arch_samples_through_the_hf_path_with_matching_logprobs(tokenizer):
+    """gpt2 (learned absolute positions) is not the fast decoder's: `sample` falls back to the HF forward, and the
+    behaviour log-probs equal a teacher-forced pass under left padding."""
+    from hicra.lab.fastdecode import unsupported_reason
+    from hicra.lab.sampling import sample, sequence_logprobs
+
+    model = build_model(tokenizer, size="1m", arch="gpt2", seed=1)
+    assert unsupported_reason(model) is not None
+    prompts = [tokenizer("sum 1 to 4\n")["input_ids"], tokenizer("multiply 3 by 33\n")["input_ids"]]
+    s = sample(model, prompts, 12, tokenizer.eos_token_id, tokenizer.pad_token_id,
+               generator=torch.Generator().manual_seed(0))
+    lp = sequence_logprobs(model, s.prompt_ids, s.prompt_mask, s.response_ids, s.response_mask)
+    assert torch.allclose(lp[s.response_mask], s.logprobs[s.response_mask], atol=1e-5)
