@@ -1,7 +1,7 @@
 """The lab demo's acceptance figure: held-out gain of RL over (warm-start seed, RL seed) pairs.
 
     python benchmarks/lab_demo.py [--preset quick] [--pairs 0:0,0:1,1:0,...] [--jobs 2] [--algo grpo]
-        [--steps N] [--lr X] [--kl X] [--cache DIR] [--out DIR] [--series k=v,...] [--product k=v,...]
+        [--steps N] [--lr X] [--kl X] [--adv-scale none|std] [--cache DIR] [--out DIR] [--series k=v,...] [--product k=v,...]
         [--n-drill N]
 
 Each pair is one `hicra lab` run (warm start cached per warm-start seed; RL in its own process, one torch thread;
@@ -36,7 +36,8 @@ def _kv(text: str | None) -> dict:
 def configs(args, ws_seed: int, rl_seed: int):
     from hicra.lab.presets import get_preset
 
-    overrides = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("kl_coef", args.kl)) if v is not None}
+    overrides = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("kl_coef", args.kl),
+                                                 ("adv_scale", args.adv_scale)) if v is not None}
     ws, rl = get_preset(args.preset, warm_start_seed=ws_seed, algo=args.algo, seed=rl_seed, **overrides)
     series, product = _kv(args.series), _kv(args.product)
     if series or product:
@@ -84,6 +85,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--lr", type=float)
     ap.add_argument("--kl", type=float)
+    ap.add_argument("--adv-scale", choices=("none", "std"))
     ap.add_argument("--series")
     ap.add_argument("--product")
     ap.add_argument("--n-drill", type=int)
