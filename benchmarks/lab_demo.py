@@ -25,25 +25,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _kv(text: str | None) -> dict:
-    out = {}
-    for part in filter(None, (text or "").split(",")):
-        key, value = part.split("=")
-        out[key] = int(value)
-    return out
-
 
 def configs(args, ws_seed: int, rl_seed: int):
-    from hicra.lab.presets import get_preset
+    from hicra.lab.presets import get_preset, narrowed_tasks, parse_universe
 
     overrides = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("kl_coef", args.kl),
                                                  ("adv_scale", args.adv_scale)) if v is not None}
     ws, rl = get_preset(args.preset, warm_start_seed=ws_seed, algo=args.algo, seed=rl_seed, **overrides)
-    series, product = _kv(args.series), _kv(args.product)
-    if series or product:
-        tasks = [{"family": "series", **series}, {"family": "product", **product},
-                 {"family": "multi", **({"series": series} if series else {}),
-                  **({"product": product} if product else {})}]
+    if args.series or args.product:
+        tasks = narrowed_tasks(parse_universe(args.series), parse_universe(args.product))
         ws, rl = replace(ws, tasks=tasks), replace(rl, tasks=tasks)
     if args.n_drill is not None:
         ws = replace(ws, n_drill=args.n_drill)

@@ -1,10 +1,11 @@
 """Lab v2 task figures: universe sizes, how often a run's prompt draws repeat, strategy entropies of the optima and
 of the blind prior, and the cheapest-strategy shares per family.
 
-    python benchmarks/lab_tasks.py [--tasks preset|full] [--steps 150] [--prompts 16] [--seeds 5]
+    python benchmarks/lab_tasks.py [--series max_start=30,max_step=5] [--product a_max=19] [--steps 150]
+        [--prompts 16] [--seeds 5]
 
-`--tasks preset` (default): the lab presets' (narrowed) universes, `hicra.lab.presets.TASKS`; `full`: the
-families' full universes.
+Without `--series` / `--product`: the lab presets' tasks (`hicra.lab.presets.TASKS`, the full universes); with
+them, those universes narrowed (`hicra.lab.presets.narrowed_tasks`, also inside multi-part problems).
 
 Prints, per family, the share of a default-preset run's training draws (steps x prompts, drawn as the RL loop
 draws them) that repeat an earlier draw, for several seeds; the issue's floor is 5%.
@@ -16,11 +17,9 @@ import argparse
 import random
 from collections import Counter
 
-from hicra.lab.presets import TASKS
+from hicra.lab.presets import narrowed_tasks, parse_universe
 from hicra.lab.tasks import TaskMix, make_task, repeat_share, strategy_entropy
 from hicra.lab.tasks.base import entropy
-
-FULL = [{"family": "series"}, {"family": "product"}, {"family": "multi"}]
 
 
 def main() -> None:
@@ -28,9 +27,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--tasks", choices=("preset", "full"), default="preset")
+    ap.add_argument("--series", help="series universe, e.g. max_start=30,max_step=5")
+    ap.add_argument("--product", help="product universe, e.g. a_max=19")
     args = ap.parse_args()
-    specs = TASKS if args.tasks == "preset" else FULL
+    specs = narrowed_tasks(parse_universe(args.series), parse_universe(args.product))
     print(f"tasks: {specs}")
     for optimum in ("diverse", "single-route"):
         for fam in (make_task(specs[0], optimum), make_task(specs[1], optimum)):

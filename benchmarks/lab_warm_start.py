@@ -22,20 +22,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _kv(text: str | None) -> dict:
-    out = {}
-    for part in filter(None, (text or "").split(",")):
-        key, value = part.split("=")
-        out[key] = int(value)
-    return out
-
 
 def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hicra.lab.cli import default_cache
-    from hicra.lab.presets import get_preset
+    from hicra.lab.presets import get_preset, narrowed_tasks, parse_universe
     from hicra.lab.probes import run_probes
     from hicra.lab.sft import eval_problems, evaluate, warm_start
 
@@ -55,9 +48,7 @@ def main() -> None:
     ap.add_argument("--cache", default=str(default_cache()))
     args = ap.parse_args()
     torch.set_num_threads(1)
-    series, product = _kv(args.series), _kv(args.product)
-    tasks = [{"family": "series", **series}, {"family": "product", **product},
-             {"family": "multi", **({"series": series} if series else {}), **({"product": product} if product else {})}]
+    tasks = narrowed_tasks(parse_universe(args.series), parse_universe(args.product))
     greedy = []
     for seed in (int(s) for s in args.seeds.split(",")):
         ws, rl = get_preset(args.preset, warm_start_seed=seed)

@@ -17,6 +17,25 @@ from hicra.lab.sft import WarmStartConfig
 # universes (e.g. {"max_start": 30, "max_step": 5} / {"a_max": 19}) learn in 3 epochs but repeat 25-31% of draws.
 TASKS = [{"family": "series"}, {"family": "product"}, {"family": "multi"}]
 
+
+
+def narrowed_tasks(series: dict | None = None, product: dict | None = None) -> list[dict]:
+    """`TASKS` with the series and product universes narrowed by their task-spec keys (series: `max_start`,
+    `max_step`, `counts`; product: `a_max`), the multi-part family's parts narrowed alike. No keys: `TASKS`."""
+    series, product = dict(series or {}), dict(product or {})
+    return [{"family": "series", **series}, {"family": "product", **product},
+            {"family": "multi", **({"series": series} if series else {}), **({"product": product} if product else {})}]
+
+
+def parse_universe(text: str | None) -> dict[str, int]:
+    """`"max_start=30,max_step=5"` -> {"max_start": 30, "max_step": 5} (the benchmarks' --series / --product)."""
+    out = {}
+    for part in filter(None, (text or "").split(",")):
+        key, value = part.split("=")
+        out[key] = int(value)
+    return out
+
+
 _WARM = WarmStartConfig(tasks=TASKS, size="1m", n_train=8000, epochs=6, batch_size=16, lr=1.5e-3,
                         max_response_tokens=192)
 
