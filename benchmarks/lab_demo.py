@@ -1,12 +1,13 @@
 """The lab demo's acceptance figure: held-out gain of RL over (warm-start seed, RL seed) pairs.
 
     python benchmarks/lab_demo.py [--preset quick] [--pairs 0:0,0:1,1:0,...] [--jobs 2] [--algo grpo]
-        [--steps N] [--lr X] [--kl X] [--adv-scale none|std] [--cache DIR] [--out DIR] [--series k=v,...] [--product k=v,...]
-        [--n-drill N]
+        [--steps N] [--lr X] [--kl X] [--adv-scale none|std] [--cache DIR] [--out DIR] [--series k=v,...]
+        [--product k=v,...] [--n-drill N] [--epochs N]
 
 Each pair is one `hicra lab` run (warm start cached per warm-start seed; RL in its own process, one torch thread;
-`--jobs` processes at once). Prints per pair the greedy and sampled held-out accuracy before and after RL and the
-probes, then the mean, SD and count of positive greedy gains. The lab issue's floor for `make demo` (quick preset):
+`--jobs` processes at once; a finished run directory under --out is read, not rerun). Prints per pair the greedy
+and sampled held-out accuracy before and after RL, the probes, and how many rewarded rollouts contain a wrong
+computation line (the load-bearing reward says none may), then the mean, SD and count of positive greedy gains. The lab issue's floor for `make demo` (quick preset):
 over 10 pairs, the greedy gain is positive in >= 9 and its mean >= +8 points.
 """
 
@@ -35,16 +36,17 @@ def configs(args, ws_seed: int, rl_seed: int):
     if args.series or args.product:
         tasks = narrowed_tasks(parse_universe(args.series), parse_universe(args.product))
         ws, rl = replace(ws, tasks=tasks), replace(rl, tasks=tasks)
-    if args.n_drill is not None:
-        ws = replace(ws, n_drill=args.n_drill)
+    ws = replace(ws, **{k: v for k, v in (("n_drill", args.n_drill), ("epochs", args.epochs)) if v is not None})
     return ws, rl
 
 
 def one_pair(args, ws_seed: int, rl_seed: int) -> dict:
     import torch
 
+    from hicra.dynamics.records import iter_steps
     from hicra.lab.rl import run_rl
     from hicra.lab.sft import warm_start
+    from hicra.lab.tasks.base import wrong_lines
 
     torch.set_num_threads(1)
     ws, rl = configs(args, ws_seed, rl_seed)
@@ -60,7 +62,9 @@ def one_pair(args, ws_seed: int, rl_seed: int) -> dict:
             shutil.rmtree(out)
         ev = run_rl(rl, model_dir, out, progress=False, log=lambda *a: None)["eval"]
     probes = [json.loads(x) for x in (out / "probes.jsonl").read_text().splitlines() if x.strip()]
-    return {"ws": ws_seed, "seed": rl_seed, "seconds": time.perf_counter() - t0,
+    rewarded = [r["response"] for _, table in iter_steps(out) for r in table.to_pylist() if r["reward"] > 0]
+    return {"ws": ws_seed, "seed": rl_seed, "seconds": time.perf_counter() - t0, "rewarded": len(rewarded),
+            "rewarded_wrong_line": sum(bool(wrong_lines(t)) for t in rewarded),
             **{f"{k}{s}": 100 * ev[f"{k}{s}"]["accuracy"] for k in ("warm_start", "final") for s in ("", "_sampled")},
             "exec_probe": (probes[0]["exec_probe_line_accuracy"], probes[-1]["exec_probe_line_accuracy"]),
             "plan_probe": (probes[0]["plan_probe_solved"], probes[-1]["plan_probe_solved"])}
@@ -79,6 +83,7 @@ def main() -> None:
     ap.add_argument("--series")
     ap.add_argument("--product")
     ap.add_argument("--n-drill", type=int)
+    ap.add_argument("--epochs", type=int, help="warm-start SFT epochs (default: the preset's)")
     ap.add_argument("--cache", default=None)
     ap.add_argument("--out", default="/tmp/lab_demo")
     args = ap.parse_args()
@@ -91,12 +96,12 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs) as pool:
         list(pool.map(_warm, [(args, w) for w in sorted({w for w, _ in pairs})]))
         rows = list(pool.map(_pair, [(args, w, s) for w, s in pairs]))
-    print(f"{'pair':8s} {'greedy':>16s} {'sampled':>16s} {'exec probe':>14s} {'plan probe':>14s} {'s':>5s}")
+    print(f"{'pair':8s} {'greedy':>16s} {'sampled':>16s} {'exec probe':>14s} {'plan probe':>14s} {'s':>5s}  rewarded (with a wrong line)")
     for r in rows:
         print(f"ws{r['ws']}:s{r['seed']:<3d} {r['warm_start']:5.1f} -> {r['final']:5.1f}   "
               f"{r['warm_start_sampled']:5.1f} -> {r['final_sampled']:5.1f}   "
               f"{r['exec_probe'][0]:.2f} -> {r['exec_probe'][1]:.2f}   {r['plan_probe'][0]:.2f} -> "
-              f"{r['plan_probe'][1]:.2f} {r['seconds']:5.0f}", flush=True)
+              f"{r['plan_probe'][1]:.2f} {r['seconds']:5.0f}  {r['rewarded']} ({r['rewarded_wrong_line']})", flush=True)
     for name, key in (("greedy", ""), ("sampled", "_sampled")):
         gains = [r[f"final{key}"] - r[f"warm_start{key}"] for r in rows]
         ws_acc = [r[f"warm_start{key}"] for r in rows]
