@@ -1,7 +1,8 @@
 """The lab demo's acceptance figure: held-out gain of RL over (warm-start seed, RL seed) pairs.
 
     python benchmarks/lab_demo.py [--preset quick] [--pairs 0:0,0:1,1:0,...] [--jobs 2] [--algo grpo]
-        [--steps N] [--lr X] [--kl X] [--adv-scale none|std] [--cache DIR] [--out DIR] [--series k=v,...]
+        [--steps N] [--lr X] [--kl X] [--adv-scale none|std] [--temperature T] [--minibatches N] [--prompts N]
+        [--group-size N] [--cache DIR] [--out DIR] [--series k=v,...]
         [--product k=v,...] [--n-drill N] [--epochs N]
 
 Each pair is one `hicra lab` run (warm start cached per warm-start seed; RL in its own process, one torch thread;
@@ -31,7 +32,9 @@ def configs(args, ws_seed: int, rl_seed: int):
     from hicra.lab.presets import get_preset, narrowed_tasks, parse_universe
 
     overrides = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("kl_coef", args.kl),
-                                                 ("adv_scale", args.adv_scale)) if v is not None}
+                                   ("adv_scale", args.adv_scale), ("temperature", args.temperature),
+                                   ("minibatches", args.minibatches), ("prompts_per_step", args.prompts),
+                                   ("group_size", args.group_size)) if v is not None}
     ws, rl = get_preset(args.preset, warm_start_seed=ws_seed, algo=args.algo, seed=rl_seed, **overrides)
     if args.series or args.product:
         tasks = narrowed_tasks(parse_universe(args.series), parse_universe(args.product))
@@ -80,6 +83,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float)
     ap.add_argument("--kl", type=float)
     ap.add_argument("--adv-scale", choices=("none", "std"))
+    ap.add_argument("--temperature", type=float, help="RL sampling temperature (evaluation's sampled figure: 1.0)")
+    ap.add_argument("--minibatches", type=int, help="gradient steps per rollout batch")
+    ap.add_argument("--prompts", type=int, help="prompts per step")
+    ap.add_argument("--group-size", type=int, help="responses per prompt")
     ap.add_argument("--series")
     ap.add_argument("--product")
     ap.add_argument("--n-drill", type=int)

@@ -2,7 +2,8 @@
 probes of the lab's warm start, with the mean and standard deviation over seeds.
 
     python benchmarks/lab_warm_start.py [--preset quick] [--seeds 0,1,2,3,4] [--n-eval 128]
-        [--series max_start=30,max_step=4] [--product a_max=19] [--epochs N] [--n-train N] [--cache DIR]
+        [--series max_start=30,max_step=4] [--product a_max=19] [--epochs N] [--n-train N] [--batch-size N]
+        [--lr X] [--device cpu|cuda] [--lexicon-from DIR] [--cache DIR]
 
 `--series` / `--product` narrow the families' universes (also inside multi-part problems); without them the
 preset's tasks are used. Each warm start is cached by a hash of its settings, so a rerun only evaluates. The lab
@@ -45,8 +46,20 @@ def main() -> None:
     ap.add_argument("--size", help="model size: 1m, 3m, 10m")
     ap.add_argument("--lr", type=float, help="SFT learning rate")
     ap.add_argument("--arch", help="qwen2, llama or gpt2")
+    ap.add_argument("--batch-size", type=int, help="SFT batch size")
+    ap.add_argument("--device", default="cpu", help="where SFT runs (cpu, cuda); evaluation runs on the CPU")
+    ap.add_argument("--lexicon-from", help="a warm-start directory whose lexicon.json is reused instead of mining "
+                    "one (for machines without the embedding model; the SFT and so these figures do not depend "
+                    "on the lexicon)")
     ap.add_argument("--cache", default=str(default_cache()))
     args = ap.parse_args()
+    if args.lexicon_from:
+        import hicra.lab.sft as sft
+        from hicra.planning.lexicon import Lexicon
+
+        source = Path(args.lexicon_from)
+        sft.mine_lab_lexicon = lambda *a, **k: (Lexicon.load(source / "lexicon.json"),
+                                                {"reused_from": str(source)})
     torch.set_num_threads(1)
     tasks = narrowed_tasks(parse_universe(args.series), parse_universe(args.product))
     greedy = []
@@ -55,10 +68,10 @@ def main() -> None:
         ws = replace(ws, tasks=tasks, **({"epochs": args.epochs} if args.epochs else {}),
                      **({"n_train": args.n_train} if args.n_train else {}),
                      **{k: v for k, v in (("n_drill", args.n_drill), ("size", args.size), ("lr", args.lr),
-                                             ("arch", args.arch))
+                                             ("arch", args.arch), ("batch_size", args.batch_size))
                         if v is not None})
         t0 = time.perf_counter()
-        model_dir = warm_start(ws, Path(args.cache), progress=False, log=lambda *a: None)
+        model_dir = warm_start(ws, Path(args.cache), progress=False, log=lambda *a: None, device=args.device)
         t_ws = time.perf_counter() - t0
         tok = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir)

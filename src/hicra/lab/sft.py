@@ -164,9 +164,9 @@ def pad_batch(batch, pad_id: int):
     return prompt_ids, prompt_mask, response_ids, response_mask
 
 
-def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True) -> list[float]:
-    """Next-token cross-entropy on response tokens (token mean), AdamW, linear warmup then cosine decay.
-    Returns the loss of every optimiser step."""
+def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True, device: str = "cpu") -> list[float]:
+    """Next-token cross-entropy on response tokens (token mean), AdamW, linear warmup then cosine decay, on
+    `device` (the model is moved there and back to the CPU at the end). Returns the loss of every optimiser step."""
     import torch
     from tqdm.auto import tqdm
 
@@ -176,6 +176,7 @@ def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True) -> l
     torch.manual_seed(cfg.seed + 1)
     epochs = [length_batches(examples, cfg.batch_size, rng) for _ in range(cfg.epochs)]
     total = sum(len(e) for e in epochs)
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
 
     def lr_at(step: int) -> float:
@@ -191,7 +192,7 @@ def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True) -> l
     tokens, t0 = 0, time.perf_counter()
     for batches in epochs:
         for batch in batches:
-            p_ids, p_mask, r_ids, r_mask = pad_batch(batch, model.config.pad_token_id)
+            p_ids, p_mask, r_ids, r_mask = (t.to(device) for t in pad_batch(batch, model.config.pad_token_id))
             logp = sequence_logprobs(model, p_ids, p_mask, r_ids, r_mask)
             loss = -(logp * r_mask).sum() / r_mask.sum()
             opt.zero_grad(set_to_none=True)
@@ -204,6 +205,7 @@ def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True) -> l
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
     bar.close()
+    model.to("cpu")
     model.eval()
     return losses
 
@@ -275,9 +277,12 @@ def corpus_statistics(task: TaskMix, pairs, checks, lexicon, tokenizer) -> dict:
             "planning_token_share": planning / max(1, total)}
 
 
-def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = True, log=print) -> Path:
+def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = True, log=print,
+               device: str = "cpu") -> Path:
     """Train (or load from the cache) the warm-start model; returns its directory (model + tokenizer +
-    warm_start.json with the settings, corpus statistics and training losses)."""
+    warm_start.json with the settings, corpus statistics, training losses and the device SFT ran on).
+    `device` ("cpu", "cuda") is not part of the cache key: like two CPUs, two devices give weights that differ in
+    the last bits, which SFT amplifies, so a warm start trained elsewhere is a different draw of the same recipe."""
     import torch
 
 
@@ -289,12 +294,12 @@ def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = Tr
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and several contend badly on a shared CPU
     try:
-        return _train_warm_start(cfg, out, t0, progress, log)
+        return _train_warm_start(cfg, out, t0, progress, log, device)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_warm_start(cfg: WarmStartConfig, out: Path, t0: float, progress: bool, log) -> Path:
+def _train_warm_start(cfg: WarmStartConfig, out: Path, t0: float, progress: bool, log, device: str) -> Path:
     import torch
 
     from hicra.lab.model import build_model, count_parameters, format_prompt, train_tokenizer
@@ -312,12 +317,13 @@ def _train_warm_start(cfg: WarmStartConfig, out: Path, t0: float, progress: bool
     model = build_model(tokenizer, size=cfg.size, arch=cfg.arch, seed=cfg.seed)
     log(f"warm start: {len(examples)} traces, {count_parameters(model) / 1e6:.2f}M-parameter {cfg.arch}, "
         f"{cfg.epochs} epochs, {len(drills)} arithmetic drills, {len(lexicon)} mined strategic grams")
-    losses = train_sft(model, examples + drill_examples, cfg, progress=progress)
+    losses = train_sft(model, examples + drill_examples, cfg, progress=progress, device=device)
     info = {"config": asdict(cfg), "key": cfg.key(), "parameters": count_parameters(model),
             "corpus": {"n": len(pairs), "kept": len(examples), "drills": len(drill_examples),
                        "errors": {str(k): v / len(pairs) for k, v in corpus_errors.items()},
                        **corpus_statistics(task, pairs, checks, lexicon, tokenizer)},
-            "mining": mining, "sft_losses": losses, "seconds": time.perf_counter() - t0, "torch": torch.__version__}
+            "mining": mining, "sft_losses": losses, "seconds": time.perf_counter() - t0, "torch": torch.__version__,
+            "device": device}
     # write beside the final name, then rename: a killed run never leaves a half-written cache entry
     tmp = out.with_name(out.name + f".tmp{random.randrange(1 << 30)}")
     model.save_pretrained(tmp)
