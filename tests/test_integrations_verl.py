@@ -76,7 +76,7 @@ def lab_tokenizer():
     from hicra.lab.model import train_tokenizer
     from hicra.planning import Lexicon
 
-    texts = ["reach 12 using 3 4 5", "let's try 3 * 4 = 12. so the answer is 12",
+    texts = ["reach 12 using 3 4 5", "split it into tens and ones: 3 * 4 = 12. so the answer is 12",
              "dead end. go back and try 5 + 7 = 12"] * 30 + list(Lexicon.preset("lab").texts) * 10
     return train_tokenizer(texts, vocab_size=400)
 
@@ -86,8 +86,8 @@ def make_dataproto(tok):
     from verl.protocol import DataProto
 
     prompts = ["reach 12 using 3 4 5\n", "reach 7 using 2 5\n"]
-    responses = [["let's try 3 * 4 = 12. so the answer is 12", "5 + 7 = 12", "dead end. i give up"],
-                 ["let's try 2 + 5 = 7. so the answer is 7", "2 * 5 = 10", "so the answer is 3"]]
+    responses = [["split it into tens and ones: 3 * 4 = 12. so the answer is 12", "5 + 7 = 12", "dead end. i give up"],
+                 ["split it into tens and ones: 2 + 5 = 7. so the answer is 7", "2 * 5 = 10", "so the answer is 3"]]
     scores = [[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
     p_ids = [tok(p)["input_ids"] for p in prompts]
     r_ids = [[tok(r)["input_ids"] + [tok.eos_token_id] for r in rs] for rs in responses]
@@ -229,8 +229,8 @@ def actor_config():
 def fixed_batch(tok):
     """2 prompts x 3 responses: token ids, old log-probs, old entropies, uid and GRPO (r - mean) advantages."""
     prompts = ["reach 12 using 3 4 5\n", "reach 7 using 2 5\n"]
-    responses = [["let's try 3 * 4 = 12. so the answer is 12", "5 + 7 = 12", "dead end. i give up"],
-                 ["let's try 2 + 5 = 7. so the answer is 7", "2 * 5 = 10", "so the answer is 3"]]
+    responses = [["split it into tens and ones: 3 * 4 = 12. so the answer is 12", "5 + 7 = 12", "dead end. i give up"],
+                 ["split it into tens and ones: 2 + 5 = 7. so the answer is 7", "2 * 5 = 10", "so the answer is 3"]]
     scores = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0])
     uids = ["u0"] * 3 + ["u1"] * 3
     g = torch.Generator().manual_seed(0)

@@ -225,7 +225,7 @@ class Lexicon:
 
     @classmethod
     def preset(cls, name: str) -> Lexicon:
-        """A shipped lexicon: "paper" (arXiv 2509.03646's list), "gsm8k" (mined), "lab" (lab tasks)."""
+        """A shipped lexicon: "paper" (arXiv 2509.03646's list), "gsm8k" (mined), "lab" (mined by the lab v2 warm start, frozen)."""
         res = resources.files("hicra.planning") / "presets" / f"{name}.json"
         if not res.is_file():
             raise InputError(f"unknown lexicon preset {name!r}; available: {', '.join(cls.presets())}")
