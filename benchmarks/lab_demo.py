@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float)
     ap.add_argument("--kl", type=float)
     ap.add_argument("--adv-scale", choices=("none", "std"))
-    ap.add_argument("--temperature", type=float, help="RL sampling temperature (evaluation's sampled figure: 1.0)")
+    ap.add_argument("--temperature", type=float, help="RL sampling temperature (also the sampled evaluation's)")
     ap.add_argument("--minibatches", type=int, help="gradient steps per rollout batch")
     ap.add_argument("--prompts", type=int, help="prompts per step")
     ap.add_argument("--group-size", type=int, help="responses per prompt")

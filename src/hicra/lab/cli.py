@@ -19,7 +19,8 @@ def register(subparsers) -> None:
         "lab", help="the CPU lab: tiny model, synthetic tasks, warm start + RL + analysis",
         description="Build a tiny tokenizer and model, warm-start it on scripted reasoning traces (cached by "
         "settings), run RL with the chosen algorithm, write a run directory and analyse it. Accuracy of the "
-        "warm start and after RL is measured on the same held-out problems (greedy, and sampled at temperature 1).")
+        "warm start and after RL is measured on the same held-out problems (greedy, and sampled at the RL "
+        "temperature, 0.7 in the presets).")
     p.add_argument("--preset", choices=("quick", "default"), default="quick",
                    help="quick (default; what make demo runs) or default (150 RL steps; the study's unit run)")
     p.add_argument("--algo", choices=ALGOS, default="hicra", help="advantage scheme (default hicra)")
@@ -79,7 +80,7 @@ def run(args) -> int:
     result = run_rl(rl_cfg, model_dir, out, resume=args.resume, progress=not args.quiet)
     t_rl = time.perf_counter() - t0 - t_ws
     ev = result["eval"]
-    for mode, suffix in (("greedy", ""), ("sampled, temperature 1", "_sampled")):
+    for mode, suffix in (("greedy", ""), (f"sampled, temperature {rl_cfg.temperature:g}", "_sampled")):
         ws, fin = ev["warm_start" + suffix], ev["final" + suffix]
         print(f"accuracy on {ws['n']} held-out problems ({mode}): warm start {ws['accuracy']:.1%} -> after RL "
               f"{fin['accuracy']:.1%} ({100 * (fin['accuracy'] - ws['accuracy']):+.1f} points)")
