@@ -2,7 +2,7 @@
 
     python benchmarks/lab_demo.py [--preset quick] [--pairs 0:0,0:1,1:0,...] [--jobs 2] [--algo grpo]
         [--steps N] [--lr X] [--kl X] [--adv-scale none|std] [--temperature T] [--minibatches N] [--prompts N]
-        [--group-size N] [--cache DIR] [--out DIR] [--series k=v,...]
+        [--group-size N] [--strategy-prior P] [--cache DIR] [--out DIR] [--series k=v,...]
         [--product k=v,...] [--n-drill N] [--epochs N]
 
 Each pair is one `hicra lab` run (warm start cached per warm-start seed; RL in its own process, one torch thread;
@@ -35,7 +35,9 @@ def configs(args, ws_seed: int, rl_seed: int):
                                    ("adv_scale", args.adv_scale), ("temperature", args.temperature),
                                    ("minibatches", args.minibatches), ("prompts_per_step", args.prompts),
                                    ("group_size", args.group_size)) if v is not None}
-    ws, rl = get_preset(args.preset, warm_start_seed=ws_seed, algo=args.algo, seed=rl_seed, **overrides)
+    knobs = {"strategy_prior": args.strategy_prior} if args.strategy_prior else None
+    ws, rl = get_preset(args.preset, warm_start_seed=ws_seed, knobs=knobs, algo=args.algo, seed=rl_seed,
+                        **overrides)
     if args.series or args.product:
         tasks = narrowed_tasks(parse_universe(args.series), parse_universe(args.product))
         ws, rl = replace(ws, tasks=tasks), replace(rl, tasks=tasks)
@@ -87,6 +89,7 @@ def main() -> None:
     ap.add_argument("--minibatches", type=int, help="gradient steps per rollout batch")
     ap.add_argument("--prompts", type=int, help="prompts per step")
     ap.add_argument("--group-size", type=int, help="responses per prompt")
+    ap.add_argument("--strategy-prior", choices=("blind", "oracle", "blind-rare"), help="warm-start corpus knob")
     ap.add_argument("--series")
     ap.add_argument("--product")
     ap.add_argument("--n-drill", type=int)

@@ -3,7 +3,7 @@ probes of the lab's warm start, with the mean and standard deviation over seeds.
 
     python benchmarks/lab_warm_start.py [--preset quick] [--seeds 0,1,2,3,4] [--n-eval 128]
         [--series max_start=30,max_step=4] [--product a_max=19] [--epochs N] [--n-train N] [--batch-size N]
-        [--lr X] [--device cpu|cuda] [--lexicon-from DIR] [--cache DIR]
+        [--lr X] [--strategy-prior P] [--device cpu|cuda] [--lexicon-from DIR] [--cache DIR]
 
 `--series` / `--product` narrow the families' universes (also inside multi-part problems); without them the
 preset's tasks are used. Each warm start is cached by a hash of its settings, so a rerun only evaluates. The lab
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, help="SFT learning rate")
     ap.add_argument("--arch", help="qwen2, llama or gpt2")
     ap.add_argument("--batch-size", type=int, help="SFT batch size")
+    ap.add_argument("--strategy-prior", choices=("blind", "oracle", "blind-rare"), help="warm-start corpus knob")
     ap.add_argument("--device", default="cpu", help="where SFT runs (cpu, cuda); evaluation runs on the CPU")
     ap.add_argument("--lexicon-from", help="a warm-start directory whose lexicon.json is reused instead of mining "
                     "one (for machines without the embedding model; the SFT and so these figures do not depend "
@@ -64,7 +65,8 @@ def main() -> None:
     tasks = narrowed_tasks(parse_universe(args.series), parse_universe(args.product))
     greedy = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        ws, rl = get_preset(args.preset, warm_start_seed=seed)
+        ws, rl = get_preset(args.preset, warm_start_seed=seed,
+                            knobs={"strategy_prior": args.strategy_prior} if args.strategy_prior else None)
         ws = replace(ws, tasks=tasks, **({"epochs": args.epochs} if args.epochs else {}),
                      **({"n_train": args.n_train} if args.n_train else {}),
                      **{k: v for k, v in (("n_drill", args.n_drill), ("size", args.size), ("lr", args.lr),

@@ -155,8 +155,19 @@ def test_blind_prior_entropy_lies_between_the_two_optima():
     diverse, single = TaskMix(specs, "diverse"), TaskMix(specs, "single-route")
     h_div = strategy_entropy(diverse, "oracle", 4000)
     h_single = strategy_entropy(single, "oracle", 4000)
-    h_blind = strategy_entropy(diverse, "blind", 4000)
-    assert h_single < h_blind < h_div
+    for prior in ("blind", "blind-rare"):
+        assert h_single < strategy_entropy(diverse, prior, 4000) < h_div, prior
+
+
+def test_blind_rare_prior_favours_a_strategy_that_is_rarely_cheapest():
+    rng = random.Random(1)
+    for fam in (SR, PR):
+        probs = [fam.sample_atom(rng) for _ in range(400)]
+        cheapest = Counter(fam.cheapest(p) for p in probs)
+        chosen = Counter(fam.choose(p, rng, "blind-rare") for p in probs)
+        favourite = chosen.most_common(1)[0][0]
+        assert favourite != cheapest.most_common(1)[0][0]
+        assert cheapest[favourite] / len(probs) < 0.3  # the usual choice is seldom the cheapest one
 
 
 def test_costs_follow_the_difficulty_model():

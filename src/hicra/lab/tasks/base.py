@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 ANSWER_PREFIX = "so the answer is"
-STRATEGY_PRIORS = ("oracle", "blind")
+STRATEGY_PRIORS = ("oracle", "blind", "blind-rare")
 OPTIMA = ("diverse", "single-route")
 
 # X op Y = Z, integers; Z may be negative (a wrong line may claim anything)
@@ -68,8 +68,10 @@ class CorpusKnobs:
     execution_noise: slip rate per unit of line difficulty: a computation line is wrong with probability
         min(0.9, execution_noise * difficulty(line)), so multiplications of long numbers slip more than adding 1
         (the trace carries the wrong value on, as a person would).
-    strategy_prior: "oracle" (the cheapest strategy for this problem) or "blind" (a fixed preference over the
-        family's strategies that ignores the problem, only skipping strategies that do not apply).
+    strategy_prior: "oracle" (the cheapest strategy for this problem), "blind" (a fixed preference over the
+        family's strategies that ignores the problem, only skipping strategies that do not apply; its favourite is
+        the strategy most often cheapest) or "blind-rare" (as blind, but the favourite is a strategy rarely
+        cheapest, so the warm start's usual choice is often the costly one: `Family.blind_rare_weights`).
     planning_noise: probability that the chosen strategy is misapplied (a term skipped, the +1 of a count
         forgotten, a part dropped, the wrong combination), every line still right.
     """
@@ -258,6 +260,7 @@ class Family:
     family = ""
     strategies: tuple[str, ...] = ()
     blind_weights: dict[str, float] = {}
+    blind_rare_weights: dict[str, float] = {}
 
     def __init__(self, optimum: str = "diverse"):
         if optimum not in OPTIMA:
@@ -315,11 +318,12 @@ class Family:
         return self.cheapest(problem)
 
     def choose(self, problem: Problem, rng, prior: str) -> str:
-        """The warm-start solver's strategy: the cheapest one (oracle) or a fixed preference (blind)."""
+        """The warm-start solver's strategy: the cheapest one (oracle) or a fixed preference (blind, blind-rare)."""
         if prior == "oracle":
             return self.cheapest(problem)
         options = self.applicable(problem)
-        weights = [self.blind_weights[s] for s in options]
+        table = self.blind_rare_weights if prior == "blind-rare" else self.blind_weights
+        weights = [table[s] for s in options]
         return rng.choices(options, weights=weights)[0]
 
     def render(self, plan: list, rng, knobs: CorpusKnobs) -> str:

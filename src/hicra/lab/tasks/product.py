@@ -28,6 +28,7 @@ class Product(Family):
     family = "product"
     strategies = ("split", "round-up", "split-first")
     blind_weights = {"split": 0.85, "round-up": 0.1, "split-first": 0.05}
+    blind_rare_weights = {"split": 0.1, "round-up": 0.85, "split-first": 0.05}  # round-up: cheapest for 23%
 
     def __init__(self, optimum: str = "diverse", a_max: int | None = None):
         """`a_max` narrows the first factor's range (small settings are for tests)."""
