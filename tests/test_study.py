@@ -187,10 +187,10 @@ def _cli(argv, capsys):
     (["--workers", "0"], "field 'workers'"),
 ])
 def test_bad_input_exits_2(extra, needle, tmp_path, capsys):
-    pytest.importorskip("hicra.study_cli")
+    pytest.importorskip("hicra.study.cli")
     from hicra.cli import VERB_MODULES
 
-    if "hicra.study_cli" not in VERB_MODULES:
+    if "hicra.study.cli" not in VERB_MODULES:
         pytest.skip("study verb not registered")
     code, err = _cli(["study", "--preset", "smoke", "--out", str(tmp_path / "o"), *extra], capsys)
     assert code == 2 and needle in err and "Traceback" not in err
@@ -200,7 +200,7 @@ def test_bad_input_exits_2(extra, needle, tmp_path, capsys):
 def test_out_is_a_file_or_another_study_exits_2(tmp_path, capsys):
     from hicra.cli import VERB_MODULES
 
-    if "hicra.study_cli" not in VERB_MODULES:
+    if "hicra.study.cli" not in VERB_MODULES:
         pytest.skip("study verb not registered")
     f = tmp_path / "file"
     f.write_text("x")
