@@ -29,11 +29,17 @@ from hicra.study.presets import (
     BASELINE,
     FORMAT,
     PRESETS,
+    Pair,
     StudyPreset,
+    cell_name,
+    knob_grid,
     parse_arms,
+    parse_cells,
     preset_configs,
     run_dir_for,
+    study_pairs,
     study_settings,
+    summary_path_for,
 )
 from hicra.study.report import plot_figures, results_markdown
 from hicra.study.runner import (
@@ -45,17 +51,22 @@ from hicra.study.runner import (
     run_one,
     run_state,
     run_study,
+    summarize_run,
+    write_run_summary,
 )
 from hicra.study.statistics import (
+    ENDPOINTS,
     ORDERS,
     _order_summary,
     arm_curves,
     error_fall_order,
-    load_run,
+    load_summary,
+    paired_comparison,
     summarize,
 )
 
-__all__ = ["ARMS", "BASELINE", "FORMAT", "ORDERS", "PRESETS", "RunSpec", "StudyPreset", "_order_summary",
-           "arm_curves", "check_study_dir", "code_version", "error_fall_order", "execute", "load_run", "parse_arms",
+__all__ = ["ARMS", "ENDPOINTS", "Pair", "cell_name", "knob_grid", "paired_comparison", "parse_cells",
+           "study_pairs", "summary_path_for", "summarize_run", "write_run_summary", "BASELINE", "FORMAT", "ORDERS", "PRESETS", "RunSpec", "StudyPreset", "_order_summary",
+           "arm_curves", "check_study_dir", "code_version", "error_fall_order", "execute", "load_summary", "parse_arms",
            "plan_runs", "plot_figures", "preset_configs", "results_markdown", "run_dir_for", "run_one", "run_state",
            "run_study", "study_settings", "summarize"]

@@ -17,13 +17,21 @@ def _fmt_ci(d: dict, pct: bool = True) -> str:
 def _fmt_diff(d: dict | None) -> str:
     if d is None:
         return "-"
-    return f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}], p={d['p_value']:.3f}"
+    holm = f", Holm p={d['p_holm']:.3f}" if "p_holm" in d else ""
+    return f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}], p={d['p_value']:.3f}{holm}"
+
+
+def _pts(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
 
 
 def results_markdown(results: dict) -> str:
     lines = [f"# hicra study: preset {results['preset']}", "",
-             f"{results['seeds']} seed(s) per arm. Accuracies in %, 95% percentile-bootstrap intervals over seeds; "
-             "differences to GRPO with bootstrap intervals and two-sided permutation p-values.", "",
+             f"{results['warm_start_seeds']} warm-start seed(s) x {results['seeds']} RL seed(s) per warm start = "
+             f"{len(results['pairs'])} (warm-start seed, RL seed) pairs per arm, every arm on the same pairs. "
+             "Accuracies in %, 95% nested percentile-bootstrap intervals (warm-start seeds, then RL seeds within "
+             "them); differences to GRPO are paired (same pairs), with nested bootstrap intervals, two-sided "
+             "sign-flip p-values and Holm-adjusted p-values (family: every comparison of that endpoint).", "",
              "| arm | final held-out acc. | AUC train acc. | steps to "
              f"{results['threshold']:.0%} (reached) | final acc. - GRPO | AUC - GRPO | verdicts (non-zero counts) | "
              "consolidation / exploration detected | pooled |",
@@ -45,6 +53,16 @@ def results_markdown(results: dict) -> str:
         vp = results["per_arm"]["hicra"]["vs_placebo"]
         lines += ["", f"HICRA - placebo: final accuracy {_fmt_diff(vp['final_accuracy'])}; "
                   f"AUC {_fmt_diff(vp['auc'])}."]
+    if results["comparisons"]:
+        lines += ["", "## Paired comparisons and power (80% power, two-sided alpha 0.05, normal approximation)", "",
+                  "| comparison | endpoint | pairs (warm starts) | mean diff [95%] | p | Holm p | SD of diffs | "
+                  "smallest detectable diff (pairs iid / nested) | pairs for 3 points |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for c in results["comparisons"]:
+            lines.append(f"| {c['a']} - {c['b']} | {c['endpoint']} | {c['n_pairs']} ({c['n_warm_starts']}) | "
+                         f"{100 * c['diff']:+.1f} [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}] | "
+                         f"{c['p_value']:.3f} | {c['p_holm']:.3f} | {_pts(c['sd_diff'])} | "
+                         f"{_pts(c['mdd_80'])} / {_pts(c['mdd_80_nested'])} | {c['pairs_for_3_points'] or '-'} |")
     lines += ["", "## Accuracy gain over the warm start (held-out, points; 95% bootstrap over seeds)", "",
               "| arm | greedy: warm start -> final | greedy gain | sampled: warm start -> final | sampled gain |",
               "|---|---|---|---|---|"]
@@ -78,11 +96,14 @@ def results_markdown(results: dict) -> str:
                      f"{f(t['planning']['first_half'])} | {f(t['planning']['second_half'])} |")
     lines += ["", "## Runs", "", "(verdict: C = consolidation detected, E = exploration detected; switch = the "
               "phase-aware arm's step of switching alpha on)", "",
-              "| arm | seed | final acc. | AUC | steps to thr. | verdict | cons. end | switch |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| arm | warm-start seed | RL seed | final acc. | AUC | AUC held-out | steps to thr. | verdict | "
+              "cons. end | switch |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
         sw = r.get("phase_aware_switch_step", "")
-        lines.append(f"| {r['arm']} | {r['seed']} | {100 * r['final_accuracy']:.1f} | {100 * r['auc']:.1f} | "
+        arm = f"{r['cell']}/{r['arm']}" if r.get("cell") else r["arm"]
+        lines.append(f"| {arm} | {r.get('warm_start_seed', 0)} | {r['seed']} | {100 * r['final_accuracy']:.1f} | "
+                     f"{100 * r['auc']:.1f} | {_pts(r.get('auc_eval'))} | "
                      f"{'-' if r['steps_to_threshold'] is None else int(r['steps_to_threshold'])} | "
                      f"{r['phases']['verdict']} ({_ce(r['phases'])}) | {r['phases']['consolidation_end_step']} | "
                      f"{'-' if sw is None else sw} |")

@@ -1,4 +1,8 @@
-"""Study statistics: per-arm summaries with bootstrap intervals and tests, error-fall order, curves."""
+"""Study statistics, from the per-run summary files alone: per-arm values with nested bootstrap intervals (warm-start
+seeds, then RL seeds within them), paired comparisons between arms on their shared (warm-start seed, RL seed) pairs
+(nested bootstrap interval of the mean paired difference, exact or Monte Carlo sign-flip test, Holm-adjusted
+p-values per endpoint across the reported comparisons), a power analysis per comparison, error-fall order,
+curves, probes and phase verdicts per run and pooled."""
 
 from __future__ import annotations
 
@@ -6,39 +10,91 @@ import json
 import math
 from pathlib import Path
 
-from hicra.dynamics.phases import VERDICTS
-from hicra.study.presets import ARMS, BASELINE, FORMAT, StudyPreset, run_dir_for
+from hicra.errors import InputError
+from hicra.study.presets import (
+    ARMS,
+    BASELINE,
+    FORMAT,
+    RUN_FORMAT,
+    StudyPreset,
+    condition_label,
+    study_pairs,
+    summary_path_for,
+)
 
-# ---------------------------------------------------------------- statistics
-
-def load_run(run_dir: Path) -> dict:
-    """What the statistics need from one finished run directory."""
-    import pandas as pd
-
-    from hicra.dynamics.phases import upgrade_phases
-    from hicra.dynamics.vocab import upgrade_eval, upgrade_metrics, upgrade_record
-
-    # files written before the v2 vocabulary / verdict load through the maps of hicra.dynamics.vocab / phases
-    log = [upgrade_record(json.loads(line), "train_log")
-           for line in (run_dir / "train_log.jsonl").read_text().splitlines() if line.strip()]
-    evals = upgrade_eval(json.loads((run_dir / "eval.json").read_text()))
-    summary = json.loads((run_dir / "summary.json").read_text())
-    metrics = upgrade_metrics(pd.read_parquet(run_dir / "metrics.parquet"))
-    return {"log": log, "eval": evals, "phases": upgrade_phases(summary["phases"]), "metrics": metrics}
+# the endpoints compared between arms: summary -> one number per run
+ENDPOINTS = ("final_accuracy", "final_sampled_accuracy", "auc", "auc_eval")
+MDD_TARGET = 0.03  # the difference the power analysis asks "how many pairs for" (3 points; issue 15)
 
 
-def _ci(values, seed: int) -> dict:
-    from hicra.stats import bootstrap_ci
+def load_summary(path: Path) -> dict:
+    """One per-run summary file (`hicra.study.runner.write_run_summary`), with its training log as a list of
+    per-step dicts (`log`) for the curve statistics. InputError naming the file when it is missing or malformed."""
+    try:
+        s = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError("no summary for this run (run `hicra study` to compute it)", path=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not a JSON summary ({exc})", path=str(path)) from None
+    if s.get("format") != RUN_FORMAT:
+        raise InputError(f"format {s.get('format')!r}, expected {RUN_FORMAT!r}", path=str(path), field="format")
+    tc = s["train_curve"]
+    s["log"] = [dict(zip(tc, row, strict=True)) for row in zip(*tc.values(), strict=True)]
+    if s.get("phase_fired_step") is not None:
+        s["log"][0]["phase_fired_step"] = s["phase_fired_step"]
+    return s
 
-    mean, lo, hi = bootstrap_ci(values, seed=seed)
-    return {"mean": mean, "low": lo, "high": hi, "n": len(values), "values": list(map(float, values))}
+
+def _ci(values, groups, seed: int) -> dict:
+    """Mean with a nested bootstrap interval (groups = warm-start seeds); one group: the plain bootstrap."""
+    from hicra.stats import nested_bootstrap_ci
+
+    mean, lo, hi, se = nested_bootstrap_ci(values, groups, seed=seed)
+    return {"mean": mean, "low": lo, "high": hi, "se": se, "n": len(values), "values": list(map(float, values))}
 
 
-def _diff(a, b, seed: int) -> dict:
-    from hicra.stats import bootstrap_diff_ci, permutation_pvalue
+def endpoint_values(s: dict) -> dict:
+    """The compared endpoints of one run: final held-out greedy / sampled accuracy, AUC of the training-accuracy
+    curve, AUC of the held-out greedy curve (eval_curve.jsonl; None with fewer than two points)."""
+    from hicra.stats import area_under_curve
 
-    d, lo, hi = bootstrap_diff_ci(a, b, seed=seed)
-    return {"diff": d, "low": lo, "high": hi, "p_value": permutation_pvalue(a, b, seed=seed)}
+    ev, tc, ec = s["eval"], s["train_curve"], s["eval_curve"]
+    return {"final_accuracy": ev["final"]["accuracy"],
+            "final_sampled_accuracy": ev.get("final_sampled", {}).get("accuracy"),
+            "auc": area_under_curve(tc["step"], tc["accuracy"]),
+            "auc_eval": area_under_curve(ec["step"], ec["accuracy"]) if len(ec["step"]) >= 2 else None}
+
+
+def paired_comparison(a: dict, b: dict, seed: int = 0) -> dict | None:
+    """a, b: (warm-start seed, RL seed) -> value (None = missing) for two arms. On their shared pairs: mean of the
+    paired differences a - b with a nested bootstrap interval (warm-start seeds, then RL seeds within them),
+    two-sided sign-flip p-value, SD of the differences and the power analysis (`hicra.stats.
+    min_detectable_difference`: normal approximation, 80% power, two-sided alpha 0.05; `mdd_80` from the SD over
+    pairs as if independent, `mdd_80_nested` from the nested bootstrap standard error, which includes the
+    warm-start variance; `pairs_for_3_points` from the SD). None when no pair is shared."""
+    import numpy as np
+
+    from hicra.stats import (
+        min_detectable_difference,
+        nested_bootstrap_ci,
+        paired_signflip_pvalue,
+        pairs_needed,
+    )
+
+    shared = [k for k in a if k in b and a[k] is not None and b[k] is not None]
+    if not shared:
+        return None
+    d = np.array([a[k] - b[k] for k in shared], float)
+    groups = [k[0] for k in shared]
+    mean, lo, hi, se = nested_bootstrap_ci(d, groups, seed=seed)
+    n = d.size
+    sd = float(d.std(ddof=1)) if n > 1 else None
+    return {"diff": mean, "low": lo, "high": hi, "se": se, "p_value": paired_signflip_pvalue(d, seed=seed),
+            "n_pairs": n, "n_warm_starts": len(set(groups)), "sd_diff": sd,
+            "mdd_80": min_detectable_difference(sd, n) if sd is not None else None,
+            "mdd_80_nested": min_detectable_difference(se * math.sqrt(n), n) if n > 1 else None,
+            "pairs_for_3_points": pairs_needed(sd, MDD_TARGET) if sd else None,
+            "pairs": [list(k) for k in shared]}
 
 
 def _half_slopes(steps, values) -> dict:
@@ -107,101 +163,136 @@ def _order_summary(orders: list[str]) -> dict:
             "sign_test_p": sign_test_pvalue(counts["execution first"], counts["planning first"])}
 
 
-def summarize(out: Path, preset: StudyPreset, arms: list[str], seeds: int) -> dict:
-    """results dict from the finished run directories (nothing is recomputed but the statistics)."""
+def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm_start_seeds: int | None = None,
+              cells: dict[str, dict] | None = None) -> dict:
+    """results dict (format FORMAT) from the per-run summary files under `root` (SUMMARY_ROOT/[CELL/]ARM/
+    wsW-seedS.json) for the study's cells x arms x pairs; no run directory is read. InputError naming the first
+    missing summary."""
     import numpy as np
 
-    from hicra.dynamics.phases import detect_phases_pooled
-    from hicra.stats import area_under_curve, steps_to_threshold
+    from hicra.dynamics.phases import VERDICTS, detect_phases_pooled
+    from hicra.stats import holm_adjust, steps_to_threshold
 
+    warm_start_seeds = preset.warm_start_seeds if warm_start_seeds is None else warm_start_seeds
+    cells = preset.cells if cells is None else cells
+    pairs = study_pairs(warm_start_seeds, seeds)
     per_arm: dict = {}
     runs_out = []
-    raw: dict = {}
-    for arm in arms:
-        runs = [load_run(run_dir_for(out, arm, s)) for s in range(seeds)]
-        raw[arm] = runs
-        final = [r["eval"]["final"]["accuracy"] for r in runs]
-        warm = [r["eval"]["warm_start"]["accuracy"] for r in runs]
-        # one sample per problem at the RL temperature: the policy RL optimises (absent in older run directories)
-        sampled = all("final_sampled" in r["eval"] and "warm_start_sampled" in r["eval"] for r in runs)
-        if sampled:
-            final_s = [r["eval"]["final_sampled"]["accuracy"] for r in runs]
-            warm_s = [r["eval"]["warm_start_sampled"]["accuracy"] for r in runs]
-        aucs, reach, orders = [], [], []
-        for s, r in enumerate(runs):
-            steps = [e["step"] for e in r["log"]]
-            acc = [e["accuracy"] for e in r["log"]]
-            aucs.append(area_under_curve(steps, acc))
-            reach.append(steps_to_threshold(steps, acc, preset.threshold, window=preset.threshold_window))
-            entry = {"arm": arm, "seed": s, "final_accuracy": final[s], "warm_start_accuracy": warm[s],
-                     "auc": aucs[-1], "steps_to_threshold": reach[-1], "phases": _phase_brief(r["phases"]),
-                     "final_errors": {k: r["eval"]["final"][f"errors_{k}_share"]
-                                      for k in ("execution", "planning", "format")}}
-            fall = error_fall_order(r["log"])
-            orders.append(fall["order"])
-            entry["error_fall"] = {"order": fall["order"], "execution_half_step": fall["execution"]["half_step"],
-                                   "planning_half_step": fall["planning"]["half_step"],
-                                   "execution_drop": fall["execution"]["drop"],
-                                   "planning_drop": fall["planning"]["drop"]}
-            if sampled:
-                entry["final_sampled_accuracy"], entry["warm_start_sampled_accuracy"] = final_s[s], warm_s[s]
-            fired = [e.get("phase_fired_step") for e in r["log"] if e.get("phase_fired_step") is not None]
-            if ARMS[arm]["algo"] == "phase-aware":
-                entry["phase_aware_switch_step"] = fired[0] if fired else None
-            runs_out.append(entry)
-        reached = [x for x in reach if x is not None]
-        pooled = detect_phases_pooled([r["metrics"] for r in runs])
-        curves = arm_curves(runs)
-        per_arm[arm] = {
-            "n_runs": len(runs),
-            "final_accuracy": _ci(final, seed=0),
-            "warm_start_accuracy": float(np.mean(warm)),
-            "gain": _ci([f - w for f, w in zip(final, warm, strict=True)], seed=6),
-            **({"final_sampled_accuracy": _ci(final_s, seed=7), "warm_start_sampled_accuracy": float(np.mean(warm_s)),
-                "gain_sampled": _ci([f - w for f, w in zip(final_s, warm_s, strict=True)], seed=8)}
-               if sampled else {}),
-            "auc": _ci(aucs, seed=1),
-            "steps_to_threshold": {"threshold": preset.threshold, "window": preset.threshold_window,
-                                   "values": reach, "n_reached": len(reached),
-                                   "mean_reached": float(np.mean(reached)) if reached else None},
-            "phases": {
-                "per_run": [_phase_brief(r["phases"]) for r in runs],
-                "counts": {v: sum(r["phases"]["verdict"] == v for r in runs) for v in VERDICTS},
-                "consolidation_detected": sum(_phase_brief(r["phases"])["consolidation_detected"] for r in runs),
-                "exploration_detected": sum(_phase_brief(r["phases"])["exploration_detected"] for r in runs),
-                "pooled": _phase_brief(pooled) | {"agreement": pooled["evidence"].get("agreement"),
-                                                  "consolidation_end_interval_over_runs":
-                                                      pooled["evidence"].get("consolidation_end_interval_over_runs")},
-            },
-            "error_trends": {k: _half_slopes(curves["step"], curves[f"errors_{k}_share_mean"])
-                             for k in ("execution", "planning")},
-            "error_order": _order_summary(orders),
-            "curves": curves,
-        }
-    if BASELINE in per_arm:
-        base = per_arm[BASELINE]
+    values: dict = {}  # label -> endpoint -> {(ws, seed): value}
+    for cell in (cells or {"": {}}):
         for arm in arms:
-            if arm == BASELINE:
-                continue
-            per_arm[arm]["vs_grpo"] = {
-                "final_accuracy": _diff(per_arm[arm]["final_accuracy"]["values"], base["final_accuracy"]["values"],
-                                        seed=2),
-                "auc": _diff(per_arm[arm]["auc"]["values"], base["auc"]["values"], seed=3)}
-    if "placebo" in per_arm and "hicra" in per_arm:
-        per_arm["hicra"]["vs_placebo"] = {
-            "final_accuracy": _diff(per_arm["hicra"]["final_accuracy"]["values"],
-                                    per_arm["placebo"]["final_accuracy"]["values"], seed=4),
-            "auc": _diff(per_arm["hicra"]["auc"]["values"], per_arm["placebo"]["auc"]["values"], seed=5)}
-    return {"format": FORMAT, "preset": preset.name, "arms": arms, "seeds": seeds,
-            "threshold": preset.threshold, "per_arm": per_arm, "runs": runs_out,
+            label = condition_label(cell, arm)
+            runs = [load_summary(summary_path_for(root, arm, q.seed, q.warm_start_seed, cell)) for q in pairs]
+            groups = [q.warm_start_seed for q in pairs]
+            ends = [endpoint_values(r) for r in runs]
+            values[label] = {e: {(q.warm_start_seed, q.seed): v[e] for q, v in zip(pairs, ends, strict=True)}
+                             for e in ENDPOINTS}
+            final = [v["final_accuracy"] for v in ends]
+            warm = [r["eval"]["warm_start"]["accuracy"] for r in runs]
+            # one sample per problem at the RL temperature: the policy RL optimises
+            sampled = all("final_sampled" in r["eval"] and "warm_start_sampled" in r["eval"] for r in runs)
+            if sampled:
+                final_s = [r["eval"]["final_sampled"]["accuracy"] for r in runs]
+                warm_s = [r["eval"]["warm_start_sampled"]["accuracy"] for r in runs]
+            auc_eval = [v["auc_eval"] for v in ends]
+            reach, orders = [], []
+            for q, r, v in zip(pairs, runs, ends, strict=True):
+                tc = r["train_curve"]
+                reach.append(steps_to_threshold(tc["step"], tc["accuracy"], preset.threshold,
+                                                window=preset.threshold_window))
+                entry = {"arm": arm, "cell": cell, "warm_start_seed": q.warm_start_seed, "seed": q.seed,
+                         **{e: v[e] for e in ENDPOINTS}, "warm_start_accuracy": r["eval"]["warm_start"]["accuracy"],
+                         "steps_to_threshold": reach[-1], "phases": _phase_brief(r["phases"]),
+                         "final_errors": {k: r["eval"]["final"].get(f"errors_{k}_share")
+                                          for k in ("execution", "planning", "format")},
+                         "seconds": r.get("seconds")}
+                fall = error_fall_order(r["log"])
+                orders.append(fall["order"])
+                entry["error_fall"] = {"order": fall["order"], "execution_half_step": fall["execution"]["half_step"],
+                                       "planning_half_step": fall["planning"]["half_step"],
+                                       "execution_drop": fall["execution"]["drop"],
+                                       "planning_drop": fall["planning"]["drop"]}
+                if ARMS[arm]["algo"] == "phase-aware":
+                    entry["phase_aware_switch_step"] = r.get("phase_fired_step")
+                runs_out.append(entry)
+            reached = [x for x in reach if x is not None]
+            briefs = [_phase_brief(r["phases"]) for r in runs]
+            pooled = detect_phases_pooled([r["metrics"] for r in runs])
+            slopes = [(r["phases"].get("exploration") or {}).get("slope") for r in runs]
+            curves = arm_curves(runs)
+            per_arm[label] = {
+                "arm": arm, "cell": cell, "knobs": (cells or {}).get(cell, {}),
+                "n_runs": len(runs), "n_warm_starts": len(set(groups)),
+                "final_accuracy": _ci(final, groups, seed=0),
+                "warm_start_accuracy": float(np.mean(warm)),
+                "gain": _ci([f - w for f, w in zip(final, warm, strict=True)], groups, seed=6),
+                **({"final_sampled_accuracy": _ci(final_s, groups, seed=7),
+                    "warm_start_sampled_accuracy": float(np.mean(warm_s)),
+                    "gain_sampled": _ci([f - w for f, w in zip(final_s, warm_s, strict=True)], groups, seed=8)}
+                   if sampled else {}),
+                "auc": _ci([v["auc"] for v in ends], groups, seed=1),
+                **({"auc_eval": _ci(auc_eval, groups, seed=9)} if None not in auc_eval else {}),
+                "steps_to_threshold": {"threshold": preset.threshold, "window": preset.threshold_window,
+                                       "values": reach, "n_reached": len(reached),
+                                       "mean_reached": float(np.mean(reached)) if reached else None},
+                "phases": {
+                    "per_run": briefs,
+                    "counts": {v: sum(b["verdict"] == v for b in briefs) for v in VERDICTS},
+                    "consolidation_detected": sum(b["consolidation_detected"] for b in briefs),
+                    "exploration_detected": sum(b["exploration_detected"] for b in briefs),
+                    "exploration_slope": (_ci([x for x in slopes if x is not None],
+                                              [g for g, x in zip(groups, slopes, strict=True) if x is not None], 10)
+                                          if any(x is not None for x in slopes) else None),
+                    "pooled": _phase_brief(pooled) | {
+                        "agreement": pooled["evidence"].get("agreement"),
+                        "consolidation_end_interval_over_runs":
+                            pooled["evidence"].get("consolidation_end_interval_over_runs")},
+                },
+                "error_trends": {k: _half_slopes(curves["step"], curves[f"errors_{k}_share_mean"])
+                                 for k in ("execution", "planning")},
+                "error_order": _order_summary(orders),
+                "curves": curves,
+                "eval_curve": _mean_curve([r["eval_curve"] for r in runs], ("accuracy",)),
+                "probes": _mean_curve([r["probes"] for r in runs],
+                                      tuple(k for k in runs[0]["probes"] if k != "step")) if runs[0]["probes"] else {},
+            }
+    comparisons = []
+    for cell in (cells or {"": {}}):
+        base = condition_label(cell, BASELINE)
+        wanted = [(condition_label(cell, a), base) for a in arms if a != BASELINE and BASELINE in arms]
+        if "hicra" in arms and "placebo" in arms:
+            wanted.append((condition_label(cell, "hicra"), condition_label(cell, "placebo")))
+        for i, (a, b) in enumerate(wanted):
+            for j, e in enumerate(ENDPOINTS):
+                c = paired_comparison(values[a][e], values[b][e], seed=100 + 10 * i + j)
+                if c is not None:
+                    comparisons.append({"a": a, "b": b, "endpoint": e, **c})
+    for e in ENDPOINTS:  # Holm per endpoint, across every comparison reported for it
+        family = [c for c in comparisons if c["endpoint"] == e]
+        for c, adj in zip(family, holm_adjust([c["p_value"] for c in family]), strict=True):
+            c["p_holm"], c["holm_family_size"] = adj, len(family)
+    for c in comparisons:
+        key = "vs_grpo" if c["b"].rsplit("/", 1)[-1] == BASELINE else "vs_placebo"
+        per_arm[c["a"]].setdefault(key, {})[c["endpoint"]] = c
+    return {"format": FORMAT, "preset": preset.name, "arms": arms, "cells": cells or {}, "seeds": seeds,
+            "warm_start_seeds": warm_start_seeds, "pairs": [[q.warm_start_seed, q.seed] for q in pairs],
+            "threshold": preset.threshold, "endpoints": list(ENDPOINTS), "per_arm": per_arm,
+            "comparisons": comparisons, "runs": runs_out,
             "error_order": _order_summary([r["error_fall"]["order"] for r in runs_out]),
-            "run_seconds": {f"{r['arm']}/seed{r['seed']:02d}": _done_seconds(out, r["arm"], r["seed"])
-                            for r in runs_out}}
+            "run_seconds": {f"{condition_label(r['cell'], r['arm'])}/ws{r['warm_start_seed']}-seed{r['seed']:02d}":
+                            r["seconds"] for r in runs_out}}
 
 
-def _done_seconds(out: Path, arm: str, seed: int) -> float | None:
-    path = run_dir_for(out, arm, seed) / "done.json"
-    return json.loads(path.read_text()).get("seconds") if path.exists() else None
+def _mean_curve(curves: list[dict], names: tuple[str, ...]) -> dict:
+    """Per-step means over runs (steps every run has) of column-wise curves {"step": [...], name: [...]}."""
+    import numpy as np
+
+    shared = sorted(set.intersection(*(set(c["step"]) for c in curves))) if curves else []
+    out: dict = {"step": shared}
+    for n in names:
+        rows = [[dict(zip(c["step"], c[n], strict=True))[s] for s in shared] for c in curves]
+        out[f"{n}_mean"] = np.nanmean(np.array(rows, dtype=float), axis=0).tolist() if shared else []
+    return out
 
 
 def _phase_brief(p: dict) -> dict:
