@@ -1,27 +1,22 @@
-"""Multi-seed experiments on the CPU lab and their statistics (`hicra study`).
+"""Multi-seed experiments on the CPU lab and their statistics (`hicra study`), format "hicra-study/2".
 
-A study is a grid of runs (arm x seed) that share one warm-start model. Layout of the study directory:
+A study is a grid of runs: cells (corpus-knob settings; none = the lab's own) x arms x (warm-start seed, RL seed)
+pairs, every arm on the same pairs. Modules: `presets` (arms, named studies, pairs, cells, layout), `runner`
+(warm starts built once, worker processes, resumable runs, per-run summary files), `statistics` (from the summary
+files alone: nested bootstrap intervals, paired sign-flip tests, Holm, power), `report` (results.md, figures),
+`cli` (the `hicra study` verb). Layout:
 
     OUT/
-      study.json             the settings (preset, warm start, RL config, arms, seeds); a rerun must match them
-      warmstart/             the warm-start cache (built once, before any worker starts)
-      runs/ARM/seedNN/       one lab run directory each (DESIGN.md schema) + metrics.parquet, summary.json
-                             (`analyze_run`) + done.json (written last: a run with done.json is never recomputed)
-      results.json           per-arm statistics, per-run values, curves (format "hicra-study/1")
-      results.md             the same as readable tables
-      figures/accuracy.png, figures/errors.png
+      study.json             the settings (preset, warm start, RL config, cells); a rerun must match them
+      warmstart/             the warm-start cache (each needed warm start built once, before any worker starts)
+      runs/[CELL/]ARM/wsW-seedS/   one lab run directory each + metrics.parquet, summary.json, done.json (last)
+      results.json, results.md, figures/accuracy.png, figures/errors.png
+    SUMMARIES/ (default OUT/summaries)
+      study.json, [CELL/]ARM/wsW-seedS.json   one small summary per finished run: a run with one is never rerun
 
-Statistics per arm (all from `hicra.stats`, seeded): final held-out accuracy (greedy, `n_eval` problems) with a
-95% percentile-bootstrap interval over seeds; area under the training-accuracy curve (trapezoid / span, i.e. the
-curve's mean height); steps to reach a training-accuracy threshold (trailing moving average); the difference of
-each to GRPO with a bootstrap interval (seeds resampled independently per arm) and a two-sided permutation-test
-p-value (exact when the relabellings can be enumerated). Phase verdicts come from `hicra.dynamics.phases` per run
-and pooled per arm (`detect_phases_pooled`). Error-type curves are the per-step shares of execution / planning /
-format errors among all sampled responses, averaged over seeds.
-
-Runs are independent processes (spawned, each with single-threaded torch); a finished run is recognised by its
-done.json, an interrupted one by its checkpoint (`hicra.lab.rl` resumes it exactly), a run that died before its
-first checkpoint is started again from scratch (deterministic in its seed, so nothing is lost but time).
+Runs are independent spawned processes with single-threaded torch; an interrupted run resumes from its checkpoint
+(`hicra.lab.rl`), one that died before its first checkpoint starts again (deterministic in its seeds).
+See docs/study.md.
 """
 
 from hicra.study.presets import (
