@@ -1,4 +1,5 @@
-"""`hicra study` on the tiny "smoke" preset: resumability, table values vs the run directories, bad input."""
+"""`hicra study` on the tiny "smoke" preset: nested (warm-start seed, RL seed) pairs, per-run summary files and
+resuming from them alone, resumability, table values vs the run directories, bad input."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ import pytest
 from scipy import stats as sps
 
 from hicra import study
-from hicra.study import PRESETS, run_dir_for, run_study, summarize
+from hicra.errors import InputError
+from hicra.study import (
+    PRESETS,
+    plan_runs,
+    run_dir_for,
+    run_study,
+    summarize,
+    summary_path_for,
+    write_run_summary,
+)
 
 pytestmark = pytest.mark.xdist_group("study")  # the smoke study fixture is built once
 
@@ -21,31 +31,52 @@ def _quiet(*_a):
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """A finished 2-arm x 2-seed smoke study, run through the process pool (2 workers)."""
+    """A finished 2-arm smoke study over 2 warm-start seeds x 1 RL seed (pairs (0, 0) and (1, 1000)), run through
+    the process pool (2 workers)."""
     out = tmp_path_factory.mktemp("study") / "smoke"
-    results = run_study(out, "smoke", workers=2, progress=False, log=_quiet)
+    results = run_study(out, "smoke", seeds=1, warm_start_seeds=2, workers=2, progress=False, log=_quiet)
     return out, results
 
 
-def _snapshot(out: Path) -> dict:
-    files = [p for p in (out / "runs").rglob("*") if p.is_file()]
+PAIRS = [(0, 0), (1, 1000)]
+
+
+def _snapshot(out: Path, *folders: str) -> dict:
+    files = [p for f in (folders or ("runs", "summaries")) for p in (out / f).rglob("*") if p.is_file()]
     return {str(p): p.stat().st_mtime_ns for p in files}
 
 
 def test_layout_and_counts(smoke):
     out, results = smoke
-    assert results["arms"] == ["grpo", "hicra"] and results["seeds"] == 2
+    assert results["arms"] == ["grpo", "hicra"] and results["seeds"] == 1 and results["warm_start_seeds"] == 2
+    assert results["pairs"] == [list(p) for p in PAIRS]
     steps = PRESETS["smoke"].rl["steps"]
+    models = {}
     for arm in results["arms"]:
-        for seed in range(2):
-            rd = run_dir_for(out, arm, seed)
+        for ws, seed in PAIRS:
+            rd = run_dir_for(out, arm, seed, ws)
+            assert rd.name == f"ws{ws}-seed{seed:02d}" and rd.parent.name == arm
             done = json.loads((rd / "done.json").read_text())
             assert done["steps"] == steps
             assert done["code"] == study.code_version()  # the code that ran it, kept with the run
             assert len((rd / "train_log.jsonl").read_text().splitlines()) == steps
-            assert json.loads((rd / "run.json").read_text())["seed"] == seed
+            run = json.loads((rd / "run.json").read_text())
+            assert run["seed"] == seed
+            summary = json.loads(summary_path_for(out / "summaries", arm, seed, ws).read_text())
+            assert (summary["arm"], summary["warm_start_seed"], summary["seed"]) == (arm, ws, seed)
+            assert summary["warm_start_config"]["seed"] == ws
+            assert summary["train_curve"]["step"] == list(range(steps))
+            assert summary["eval_curve"]["step"][0] == 0 and summary["eval_curve"]["step"][-1] == steps
+            assert summary["probes"]["step"] == summary["eval_curve"]["step"]
+            models.setdefault(ws, set()).add(json.dumps(summary["warm_start_config"], sort_keys=True))
+    # one warm start per warm-start seed, shared by both arms, each built once into the cache
+    assert all(len(v) == 1 for v in models.values()) and len(models) == 2
+    assert len(list((out / "warmstart").glob("warmstart-*"))) == 2
     on_disk = json.loads((out / "results.json").read_text())
-    assert on_disk["per_arm"]["grpo"]["n_runs"] == 2
+    assert on_disk["format"] == "hicra-study/2"
+    assert on_disk["per_arm"]["grpo"]["n_runs"] == 2 and on_disk["per_arm"]["grpo"]["n_warm_starts"] == 2
+    comp = [c for c in on_disk["comparisons"] if c["endpoint"] == "final_accuracy"]
+    assert len(comp) == 1 and comp[0]["a"] == "hicra" and comp[0]["pairs"] == [list(p) for p in PAIRS]
     for name in ("accuracy.png", "errors.png"):
         assert (out / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| hicra |" in (out / "results.md").read_text()
@@ -54,9 +85,35 @@ def test_layout_and_counts(smoke):
 def test_finished_runs_are_not_recomputed(smoke):
     out, first = smoke
     before = _snapshot(out)
-    again = run_study(out, "smoke", workers=2, progress=False, log=_quiet)
-    assert _snapshot(out) == before  # no file of any run was rewritten
+    again = run_study(out, "smoke", seeds=1, warm_start_seeds=2, workers=2, progress=False, log=_quiet)
+    assert _snapshot(out) == before  # no file of any run or summary was rewritten
     assert again["per_arm"]["hicra"]["final_accuracy"] == first["per_arm"]["hicra"]["final_accuracy"]
+
+
+def test_resume_from_the_summaries_alone(smoke, tmp_path):
+    """A new machine: only the summary files (e.g. committed), no run directory and no warm start. Rerunning
+    recomputes nothing (no run directory, no warm start is created) and gives the same statistics."""
+    import shutil
+
+    src, first = smoke
+    root = tmp_path / "committed" / "runs"
+    shutil.copytree(src / "summaries", root)
+    out = tmp_path / "fresh"
+    again = run_study(out, "smoke", seeds=1, warm_start_seeds=2, workers=2, summary_root=root, progress=False,
+                      log=_quiet)
+    assert not (out / "runs").exists() and not (out / "warmstart").exists()
+    for key in ("per_arm", "comparisons", "runs"):
+        assert json.dumps(study.runner._json_safe(again[key])) == json.dumps(study.runner._json_safe(first[key]))
+    # a deleted run directory whose summary exists is not recomputed either
+    out2 = tmp_path / "partial"
+    shutil.copytree(src, out2, ignore=shutil.ignore_patterns("results.*", "figures"))
+    shutil.rmtree(run_dir_for(out2, "hicra", 1000, 1))
+    run_study(out2, "smoke", seeds=1, warm_start_seeds=2, workers=1, progress=False, log=_quiet)
+    assert not run_dir_for(out2, "hicra", 1000, 1).exists()
+    # a missing summary of a needed pair is an input error naming the file when only statistics are asked for
+    (root / "grpo" / "ws1-seed1000.json").unlink()
+    with pytest.raises(InputError, match="ws1-seed1000"):
+        summarize(root, PRESETS["smoke"], ["grpo", "hicra"], 1, 2)
 
 
 def test_interrupted_run_resumes_exactly(smoke, tmp_path, monkeypatch):
@@ -96,9 +153,15 @@ def test_interrupted_run_resumes_exactly(smoke, tmp_path, monkeypatch):
                 assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-9), k
 
 
-def _plant(out: Path, arm: str, seed: int, final_acc: float, curve: list[float]) -> None:
+def _rd(out: Path, arm: str, i: int) -> Path:
+    """The run directory of the fixture's i-th pair."""
+    ws, seed = PAIRS[i]
+    return run_dir_for(out, arm, seed, ws)
+
+
+def _plant(out: Path, arm: str, i: int, final_acc: float, curve: list[float]) -> None:
     """Overwrite a finished run's held-out result and training-accuracy curve with known values."""
-    rd = run_dir_for(out, arm, seed)
+    rd = _rd(out, arm, i)
     ev = json.loads((rd / "eval.json").read_text())
     ev["final"]["accuracy"] = final_acc
     (rd / "eval.json").write_text(json.dumps(ev))
@@ -118,14 +181,17 @@ def test_table_values_match_independent_computation(smoke, tmp_path):
                ("hicra", 0): (0.75, [0.2, 0.6, 0.7]), ("hicra", 1): (0.625, [0.5, 0.5, 0.9])}
     for (arm, seed), (acc, curve) in planted.items():
         _plant(out, arm, seed, acc, curve)
-    res = summarize(out, PRESETS["smoke"], ["grpo", "hicra"], 2)
+    # the per-run summaries of the planted run directories; the statistics read only those
+    for spec in plan_runs(out, out / "summaries", PRESETS["smoke"], ["grpo", "hicra"], 1, 2):
+        write_run_summary(spec)
+    res = summarize(out / "summaries", PRESETS["smoke"], ["grpo", "hicra"], 1, 2)
 
     def final(arm):  # read back from the run directories, not from `planted`
-        return [json.loads((run_dir_for(out, arm, s) / "eval.json").read_text())["final"]["accuracy"]
+        return [json.loads((_rd(out, arm, s) / "eval.json").read_text())["final"]["accuracy"]
                 for s in range(2)]
 
     def curve(arm, s):
-        log = [json.loads(x) for x in (run_dir_for(out, arm, s) / "train_log.jsonl").read_text().splitlines()]
+        log = [json.loads(x) for x in (_rd(out, arm, s) / "train_log.jsonl").read_text().splitlines()]
         return np.array([e["step"] for e in log], float), np.array([e["accuracy"] for e in log], float)
 
     for arm in ("grpo", "hicra"):
@@ -148,19 +214,21 @@ def test_table_values_match_independent_computation(smoke, tmp_path):
     vs = res["per_arm"]["hicra"]["vs_grpo"]["final_accuracy"]
     a, b = np.array(final("hicra")), np.array(final("grpo"))
     assert vs["diff"] == pytest.approx(a.mean() - b.mean())
-    # exact two-sided permutation test (all C(4, 2) relabellings) from scipy
-    ref = sps.permutation_test((a, b), lambda u, v: np.mean(u) - np.mean(v), permutation_type="independent",
-                               alternative="two-sided", n_resamples=np.inf)
+    # exact two-sided paired sign-flip test (all 2^2 sign assignments) from scipy
+    ref = sps.permutation_test((a - b,), np.mean, permutation_type="samples", alternative="two-sided",
+                               n_resamples=np.inf)
     assert vs["p_value"] == pytest.approx(ref.pvalue)
+    assert vs["n_pairs"] == 2 and vs["p_holm"] == pytest.approx(vs["p_value"])  # a family of one comparison
+    assert vs["sd_diff"] == pytest.approx(np.std(a - b, ddof=1))
     # error curves: per-step means over seeds of the logged shares
     for arm in ("grpo", "hicra"):
-        logs = [[json.loads(x) for x in (run_dir_for(out, arm, s) / "train_log.jsonl").read_text().splitlines()]
+        logs = [[json.loads(x) for x in (_rd(out, arm, s) / "train_log.jsonl").read_text().splitlines()]
                 for s in range(2)]
         want = np.mean([[e["errors_execution_share"] for e in log] for log in logs], axis=0)
         assert res["per_arm"][arm]["curves"]["errors_execution_share_mean"] == pytest.approx(want.tolist())
     # gains over the warm start, greedy and sampled, per seed from eval.json
     for arm in ("grpo", "hicra"):
-        evs = [json.loads((run_dir_for(out, arm, s) / "eval.json").read_text()) for s in range(2)]
+        evs = [json.loads((_rd(out, arm, s) / "eval.json").read_text()) for s in range(2)]
         got = res["per_arm"][arm]
         assert got["gain"]["values"] == pytest.approx([e["final"]["accuracy"] - e["warm_start"]["accuracy"]
                                                        for e in evs])
@@ -185,12 +253,16 @@ def _cli(argv, capsys):
     (["--arms", "grpo,grpo"], "listed twice"),
     (["--seeds", "0"], "field 'seeds'"),
     (["--workers", "0"], "field 'workers'"),
+    (["--warm-start-seeds", "0"], "field 'warm_start_seeds'"),
+    (["--cells", "nope=1"], "unknown corpus knob"),
+    (["--cells", "optimum=diverse,nope"], "optimum must be one of"),
+    (["--cells", "execution_noise=2"], "in [0, 1]"),
 ])
 def test_bad_input_exits_2(extra, needle, tmp_path, capsys):
-    pytest.importorskip("hicra.study_cli")
+    pytest.importorskip("hicra.study.cli")
     from hicra.cli import VERB_MODULES
 
-    if "hicra.study_cli" not in VERB_MODULES:
+    if "hicra.study.cli" not in VERB_MODULES:
         pytest.skip("study verb not registered")
     code, err = _cli(["study", "--preset", "smoke", "--out", str(tmp_path / "o"), *extra], capsys)
     assert code == 2 and needle in err and "Traceback" not in err
@@ -200,7 +272,7 @@ def test_bad_input_exits_2(extra, needle, tmp_path, capsys):
 def test_out_is_a_file_or_another_study_exits_2(tmp_path, capsys):
     from hicra.cli import VERB_MODULES
 
-    if "hicra.study_cli" not in VERB_MODULES:
+    if "hicra.study.cli" not in VERB_MODULES:
         pytest.skip("study verb not registered")
     f = tmp_path / "file"
     f.write_text("x")
@@ -223,18 +295,23 @@ def test_run_dead_before_first_checkpoint_restarts_from_scratch(smoke, tmp_path)
     src, _ = smoke
     out = tmp_path / "s"
     shutil.copytree(src, out, ignore=shutil.ignore_patterns("results.*", "figures"))
-    rd = run_dir_for(out, "grpo", 1)
+    rd = run_dir_for(out, "grpo", 1000, 1)
     (rd / "done.json").unlink()
+    summary_path_for(out / "summaries", "grpo", 1000, 1).unlink()
     shutil.rmtree(rd / "checkpoints")
     (rd / "train_log.jsonl").write_text('{"step": 0, "garbage": true}\n')
     assert study.run_state(rd) == "fresh"
-    before = {k: v for k, v in _snapshot(out).items() if "/grpo/seed01/" not in k}
-    run_study(out, "smoke", workers=1, progress=False, log=_quiet)
+    before = {k: v for k, v in _snapshot(out).items() if "ws1-seed1000" not in k or "/hicra/" in k}
+    run_study(out, "smoke", seeds=1, warm_start_seeds=2, workers=1, progress=False, log=_quiet)
     assert {k: v for k, v in _snapshot(out).items() if k in before} == before  # the others untouched
     done = json.loads((rd / "done.json").read_text())
     assert done["resumed"] is False
     got = (rd / "train_log.jsonl").read_text()
-    assert got == (run_dir_for(src, "grpo", 1) / "train_log.jsonl").read_text()
+    assert got == (run_dir_for(src, "grpo", 1000, 1) / "train_log.jsonl").read_text()
+    got_s, ref_s = (json.loads(summary_path_for(o / "summaries", "grpo", 1000, 1).read_text()) for o in (out, src))
+    for d in (got_s, ref_s):
+        d.pop("seconds")
+    assert got_s == ref_s
 
 
 def test_error_fall_order_per_run_and_sign_test():
@@ -261,3 +338,27 @@ def test_error_fall_order_per_run_and_sign_test():
     summary = _order_summary(["execution first"] * 7 + ["planning first"] + ["neither falls"] * 3)
     assert summary["counts"]["execution first"] == 7 and summary["n_runs"] == 11
     assert summary["sign_test_p"] == pytest.approx(sps.binomtest(7, 8, 0.5).pvalue)
+
+
+def test_knob_cells_plan_the_grid(tmp_path):
+    """--cells: every combination of knob settings is a cell; each (cell, arm, pair) gets its run directory under
+    runs/CELL/ARM/, a warm start with the cell's knobs and warm-start seed, and the cell's optimum in RL."""
+    from hicra.study import parse_cells
+
+    cells = parse_cells("execution_noise=0,0.05;strategy_prior=oracle,blind;optimum=diverse,single-route")
+    assert len(cells) == 8 and cells == PRESETS["controls"].cells
+    assert cells["exec0.05_prior-oracle_opt-single-route"] == {"execution_noise": 0.05, "strategy_prior": "oracle",
+                                                               "optimum": "single-route"}
+    from dataclasses import replace
+
+    preset = replace(PRESETS["smoke"], cells=cells)
+    specs = plan_runs(tmp_path, tmp_path / "sum", preset, ["grpo", "hicra"], 2, 2)
+    assert len(specs) == 8 * 2 * 4
+    for sp in specs:
+        assert Path(sp.run_dir) == tmp_path / "runs" / sp.cell / sp.arm / f"ws{sp.warm_start_seed}-seed{sp.seed:02d}"
+        assert sp.seed // 1000 == sp.warm_start_seed  # RL seeds nested in their warm start
+        assert sp.warm_start["seed"] == sp.warm_start_seed
+        assert {k: sp.warm_start[k] for k in sp.knobs} == sp.knobs and sp.config["optimum"] == sp.knobs["optimum"]
+    # every arm on the same pairs
+    pairs = {a: sorted((s.cell, s.warm_start_seed, s.seed) for s in specs if s.arm == a) for a in ("grpo", "hicra")}
+    assert pairs["grpo"] == pairs["hicra"]

@@ -17,7 +17,7 @@ from hicra.errors import InputError
 # verb modules, in the order `hicra --help` lists them
 VERB_MODULES: list[str] = [
     "hicra.lab.cli",  # lab: the built-in default (`make demo`)
-    "hicra.study_cli",  # study
+    "hicra.study.cli",  # study
     "hicra.dynamics.cli",  # analyze, convert
     "hicra.mechanistic.cli",  # anchors, graphs
     "hicra.planning.cli",  # grams

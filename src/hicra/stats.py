@@ -1,4 +1,5 @@
-"""Statistics: pass@k, and for multi-seed comparisons bootstrap intervals, permutation tests, curve summaries.
+"""Statistics: pass@k, and for multi-seed comparisons bootstrap intervals (plain and nested), permutation and
+sign-flip tests, Holm adjustment, power (smallest detectable difference), curve summaries.
 
 Pure numpy, seeded, no hidden state. Used by `hicra eval`, the dynamics metrics, `hicra study` and anything that
 pools runs over seeds.
@@ -162,3 +163,94 @@ def half_fall_step(steps: Sequence[float], values: Sequence[float], *, edge: flo
     below = np.flatnonzero(smooth <= start - drop / 2)
     out["half_step"] = float(s[below[0]]) if below.size else None
     return out
+
+
+# ---------------------------------------------------------------- paired, nested designs (hicra study v2)
+
+def nested_bootstrap_ci(values: Sequence[float], groups: Sequence, *, level: float = 0.95, n_boot: int = 10_000,
+                        seed: int = 0) -> tuple[float, float, float, float]:
+    """Mean of values with a two-stage (nested, cluster) percentile-bootstrap interval: each resample draws the
+    groups (e.g. warm-start seeds) with replacement, then, within each drawn group, its values (e.g. the RL seeds
+    run from that warm start) with replacement, and takes the mean of everything drawn. The interval therefore
+    includes the between-group variance. One group reduces it to `bootstrap_ci`'s resampling of the values.
+
+    values: shape (n,); groups: n hashable labels. Returns (mean, low, high, se), se = the standard deviation of
+    the resampled means (the bootstrap standard error of the mean). ValueError on no or non-finite values."""
+    x = _as_1d(values, "nested_bootstrap_ci")
+    labels = list(groups)
+    if len(labels) != x.size:
+        raise ValueError(f"nested_bootstrap_ci: {x.size} values but {len(labels)} group labels")
+    members = [np.flatnonzero([g == u for g in labels]) for u in dict.fromkeys(labels)]
+    rng = np.random.default_rng(seed)
+    n_groups = len(members)
+    picks = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    sums = np.zeros(n_boot)
+    counts = np.zeros(n_boot)
+    for g, idx in enumerate(members):
+        vals = x[idx]
+        draws = vals[rng.integers(0, idx.size, size=(n_boot, idx.size))].sum(axis=1)  # this group, resampled
+        times = (picks == g).sum(axis=1)  # how often the group was drawn in each resample
+        sums += times * draws
+        counts += times * idx.size
+    means = sums / counts
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(x.mean()), float(lo), float(hi), float(means.std(ddof=1)) if n_boot > 1 else 0.0
+
+
+def paired_signflip_pvalue(diffs: Sequence[float], *, n_perm: int = 10_000, seed: int = 0) -> float:
+    """Two-sided paired permutation (sign-flip) test of a zero mean difference: under H0 each pair's difference
+    is as likely positive as negative, so p = share of the 2^n sign assignments whose |mean| >= the observed one.
+    Exact when 2^n <= n_perm; else Monte Carlo with p = (1 + hits) / (1 + n_perm). Zero differences count either
+    way (they do not change the mean)."""
+    d = _as_1d(diffs, "paired_signflip_pvalue")
+    observed = abs(d.mean())
+    tol = 1e-12 * max(1.0, float(np.abs(d).max()))
+    if 2 ** d.size <= n_perm:
+        signs = 1 - 2 * ((np.arange(2 ** d.size)[:, None] >> np.arange(d.size)) & 1)
+        return float(np.mean(np.abs(signs @ d) / d.size >= observed - tol))
+    rng = np.random.default_rng(seed)
+    signs = rng.choice([-1.0, 1.0], size=(n_perm, d.size))
+    return float((1 + np.sum(np.abs(signs @ d) / d.size >= observed - tol)) / (1 + n_perm))
+
+
+def holm_adjust(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979) for m tests of one family: sort p ascending, adjusted
+    p_(i) = max over j <= i of min(1, (m - j + 1) p_(j)), returned in the input order. Rejecting where the adjusted
+    p <= alpha controls the family-wise error rate at alpha. ValueError on a p outside [0, 1]."""
+    p = np.asarray(pvalues, dtype=np.float64).reshape(-1)
+    if p.size == 0:
+        return []
+    if not np.all((p >= 0) & (p <= 1)):
+        raise ValueError("holm_adjust: p-values must lie in [0, 1]")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(stepped)
+    return adjusted.tolist()
+
+
+def min_detectable_difference(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true mean difference a two-sided test at level `alpha` detects with probability `power`, from
+    the standard deviation `sd` of n paired differences: (z_{1-alpha/2} + z_{power}) * sd / sqrt(n).
+
+    Normal approximation (a z-test with the SD taken as known): it ignores the t distribution's heavier tails
+    at small n and any clustering (for a nested design pass the SD that makes sd / sqrt(n) the standard error of
+    the mean, e.g. the nested bootstrap's se * sqrt(n)). Same units as sd. ValueError unless n >= 1, sd >= 0."""
+    from statistics import NormalDist
+
+    if n < 1 or not sd >= 0 or not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"need n >= 1, sd >= 0, 0 < alpha, power < 1 (got n={n}, sd={sd})")
+    z = NormalDist().inv_cdf
+    return float((z(1 - alpha / 2) + z(power)) * sd / math.sqrt(n))
+
+
+def pairs_needed(sd: float, difference: float, *, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Number of pairs for `min_detectable_difference` to reach `difference` (same normal approximation):
+    ceil(((z_{1-alpha/2} + z_{power}) * sd / difference)^2), at least 1."""
+    from statistics import NormalDist
+
+    if not difference > 0 or not sd >= 0:
+        raise ValueError(f"need difference > 0 and sd >= 0 (got {difference}, {sd})")
+    z = NormalDist().inv_cdf
+    return max(1, math.ceil(((z(1 - alpha / 2) + z(power)) * sd / difference) ** 2))

@@ -1,0 +1,67 @@
+"""Multi-seed experiments on the CPU lab and their statistics (`hicra study`), format "hicra-study/2".
+
+A study is a grid of runs: cells (corpus-knob settings; none = the lab's own) x arms x (warm-start seed, RL seed)
+pairs, every arm on the same pairs. Modules: `presets` (arms, named studies, pairs, cells, layout), `runner`
+(warm starts built once, worker processes, resumable runs, per-run summary files), `statistics` (from the summary
+files alone: nested bootstrap intervals, paired sign-flip tests, Holm, power), `report` (results.md, figures),
+`cli` (the `hicra study` verb). Layout:
+
+    OUT/
+      study.json             the settings (preset, warm start, RL config, cells); a rerun must match them
+      warmstart/             the warm-start cache (each needed warm start built once, before any worker starts)
+      runs/[CELL/]ARM/wsW-seedS/   one lab run directory each + metrics.parquet, summary.json, done.json (last)
+      results.json, results.md, figures/accuracy.png, figures/errors.png
+    SUMMARIES/ (default OUT/summaries)
+      study.json, [CELL/]ARM/wsW-seedS.json   one small summary per finished run: a run with one is never rerun
+
+Runs are independent spawned processes with single-threaded torch; an interrupted run resumes from its checkpoint
+(`hicra.lab.rl`), one that died before its first checkpoint starts again (deterministic in its seeds).
+See docs/study.md.
+"""
+
+from hicra.study.presets import (
+    ARMS,
+    BASELINE,
+    FORMAT,
+    PRESETS,
+    Pair,
+    StudyPreset,
+    cell_name,
+    knob_grid,
+    parse_arms,
+    parse_cells,
+    preset_configs,
+    run_dir_for,
+    study_pairs,
+    study_settings,
+    summary_path_for,
+)
+from hicra.study.report import plot_figures, results_markdown
+from hicra.study.runner import (
+    RunSpec,
+    check_study_dir,
+    code_version,
+    execute,
+    plan_runs,
+    run_one,
+    run_state,
+    run_study,
+    summarize_run,
+    write_run_summary,
+)
+from hicra.study.statistics import (
+    ENDPOINTS,
+    ORDERS,
+    _order_summary,
+    arm_curves,
+    error_fall_order,
+    load_summary,
+    paired_comparison,
+    summarize,
+)
+
+__all__ = ["ARMS", "ENDPOINTS", "Pair", "cell_name", "knob_grid", "paired_comparison", "parse_cells",
+           "study_pairs", "summary_path_for", "summarize_run", "write_run_summary", "BASELINE", "FORMAT", "ORDERS", "PRESETS", "RunSpec", "StudyPreset", "_order_summary",
+           "arm_curves", "check_study_dir", "code_version", "error_fall_order", "execute", "load_summary", "parse_arms",
+           "plan_runs", "plot_figures", "preset_configs", "results_markdown", "run_dir_for", "run_one", "run_state",
+           "run_study", "study_settings", "summarize"]

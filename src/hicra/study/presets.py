@@ -1,0 +1,214 @@
+"""Study presets: the arms, the named study settings, and the layout of a study directory."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hicra.errors import InputError
+
+FORMAT = "hicra-study/2"  # v1 (one warm start, runs/ARM/seedNN, statistics from run directories): docs/study.md
+RUN_FORMAT = "hicra-study-run/1"  # one per-run summary file
+SEED_STRIDE = 1000  # RL seeds of warm-start seed W: W * SEED_STRIDE + 0..seeds-1 (distinct across warm starts)
+
+# arm name -> RLConfig overrides. The alpha sweep's 0.2 point is the "hicra" arm itself. Control arms are named
+# after their mask source (hicra.algorithms.MASK_SOURCES; the lab's algo -> source map is hicra.lab.rl.MASK_SOURCE_OF).
+ARMS: dict[str, dict] = {
+    "grpo": {"algo": "grpo", "alpha": 0.0},
+    "hicra": {"algo": "hicra", "alpha": 0.2},
+    "placebo": {"algo": "placebo", "alpha": 0.2},
+    "high-entropy": {"algo": "high-entropy", "alpha": 0.2, "entropy_quantile": 0.2},
+    "gated": {"algo": "gated", "alpha": 0.2},
+    "hicra-a0.1": {"algo": "hicra", "alpha": 0.1},
+    "hicra-a0.4": {"algo": "hicra", "alpha": 0.4},
+    "phase-aware": {"algo": "phase-aware", "alpha": 0.2},
+}
+BASELINE = "grpo"
+
+
+@dataclass
+class StudyPreset:
+    name: str
+    description: str
+    seeds: int  # RL seeds per warm-start seed
+    arms: list[str]
+    lab_preset: str = "quick"  # `hicra.lab.presets` entry the settings start from (tasks, warm start, RL)
+    warm_start: dict = field(default_factory=dict)  # WarmStartConfig overrides
+    rl: dict = field(default_factory=dict)  # RLConfig overrides shared by every arm
+    threshold: float = 0.3  # training-accuracy level for "steps to threshold"
+    threshold_window: int = 5  # trailing moving-average window for it
+    warm_start_seeds: int = 1  # warm-start seeds 0..W-1; each carries `seeds` RL seeds (nested)
+    cells: dict[str, dict] = field(default_factory=dict)  # cell name -> corpus knobs (KNOBS); {} = the lab's own
+
+
+PRESETS: dict[str, StudyPreset] = {
+    "smoke": StudyPreset(
+        name="smoke", description="pipeline check in seconds (tests/CI): tiny corpus, a few steps; no findings",
+        seeds=2, arms=["grpo", "hicra"], lab_preset="quick",
+        warm_start={"n_train": 200, "epochs": 1, "vocab_size": 300, "size": "1m", "max_response_tokens": 96},
+        rl={"steps": 3, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 24, "n_eval": 8,
+            "checkpoint_every": 1, "minibatches": 1},
+        threshold=0.5, threshold_window=1),
+    "quick": StudyPreset(
+        name="quick", description="every arm, 3 seeds, 60-step runs: <= 20 minutes on 2 CPU cores",
+        seeds=3, arms=list(ARMS), lab_preset="quick",
+        rl={"steps": 60, "n_eval": 256, "checkpoint_every": 10}),
+    "full": StudyPreset(
+        name="full", description="every arm, 8 seeds, the lab's default runs (hours on 2 cores: docs/study.md)",
+        seeds=8, arms=list(ARMS), lab_preset="default"),
+    # v2 (issue 15): provisional until the pre-registration in docs/study.md fixes seeds, cells and knob values
+    "controls": StudyPreset(
+        name="controls", description="v2 control cells: execution noise {0, 0.05} x strategy prior {oracle, "
+        "blind} x optimum {diverse, single-route}, GRPO, 3 RL seeds at warm-start seed 0 (provisional)",
+        seeds=3, arms=["grpo"], lab_preset="default"),  # cells: set at the end of this module (knob_grid)
+    "main": StudyPreset(
+        name="main", description="v2 main arms, 4 warm-start seeds x 4 RL seeds = 16 pairs per arm, the lab's "
+        "default runs (provisional)",
+        seeds=4, warm_start_seeds=4, arms=["grpo", "hicra", "placebo", "high-entropy", "phase-aware", "gated"],
+        lab_preset="default"),
+}
+
+
+# ---------------------------------------------------------------- the grid: cells x arms x (warm-start seed, RL seed)
+
+@dataclass(frozen=True)
+class Pair:
+    """One (warm-start seed, RL seed) pair; every arm of a study runs on the same pairs."""
+    warm_start_seed: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"ws{self.warm_start_seed}-seed{self.seed:02d}"
+
+
+def study_pairs(warm_start_seeds: int, seeds: int) -> list[Pair]:
+    """The nested pairs: warm-start seeds 0..W-1, each with its own RL seeds W * SEED_STRIDE + 0..seeds-1 (RL seeds
+    are never shared between warm starts, so an RL seed's problem stream and held-out set belong to one warm
+    start: the design is nested, not crossed). Warm-start seed 0 keeps RL seeds 0..seeds-1 (as in study v1)."""
+    if warm_start_seeds < 1 or seeds < 1:
+        raise InputError("need >= 1 warm-start seed and >= 1 RL seed", field="seeds")
+    if seeds > SEED_STRIDE:
+        raise InputError(f"at most {SEED_STRIDE} RL seeds per warm start", field="seeds")
+    return [Pair(w, w * SEED_STRIDE + s) for w in range(warm_start_seeds) for s in range(seeds)]
+
+
+def condition_label(cell: str, arm: str) -> str:
+    """"ARM" for the lab's own corpus, "CELL/ARM" in a knob cell: the folder under runs/ and the summary root."""
+    return f"{cell}/{arm}" if cell else arm
+
+
+def run_dir_for(out: Path, arm: str, seed: int, warm_start_seed: int = 0, cell: str = "") -> Path:
+    """OUT/runs/[CELL/]ARM/wsW-seedS: one lab run directory."""
+    return Path(out) / "runs" / condition_label(cell, arm) / Pair(warm_start_seed, seed).name
+
+
+def summary_path_for(root: Path, arm: str, seed: int, warm_start_seed: int = 0, cell: str = "") -> Path:
+    """SUMMARY_ROOT/[CELL/]ARM/wsW-seedS.json: one finished run's summary (`hicra.study.runner.summarize_run`)."""
+    return Path(root) / condition_label(cell, arm) / f"{Pair(warm_start_seed, seed).name}.json"
+
+
+# ---------------------------------------------------------------- corpus-knob cells
+
+KNOB_ABBREV = {"execution_noise": "exec", "strategy_prior": "prior", "planning_noise": "plan", "optimum": "opt"}
+_KNOB_CHOICES = {"strategy_prior": ("blind", "oracle"), "optimum": ("diverse", "single-route")}
+
+
+def cell_name(knobs: dict) -> str:
+    """A folder-safe name for a knob setting, e.g. {"execution_noise": 0.0, "optimum": "diverse"} ->
+    "exec0.0_opt-diverse" (numbers follow the abbreviation, words after a dash)."""
+    parts = []
+    for k in KNOB_ABBREV:
+        if k in knobs:
+            v = knobs[k]
+            parts.append(f"{KNOB_ABBREV[k]}{v}" if isinstance(v, (int, float)) else f"{KNOB_ABBREV[k]}-{v}")
+    return "_".join(parts)
+
+
+def _knob_value(name: str, text: str):
+    if name in _KNOB_CHOICES:
+        if text not in _KNOB_CHOICES[name]:
+            raise InputError(f"{name} must be one of {', '.join(_KNOB_CHOICES[name])}, got {text!r}", field="cells")
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{name} must be a number in [0, 1], got {text!r}", field="cells") from None
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"{name} must be in [0, 1], got {text!r}", field="cells")
+    return value
+
+
+def knob_grid(spec: dict[str, list]) -> dict[str, dict]:
+    """Every combination of knob settings, as cells: {"execution_noise": [0.0, 0.05], "optimum": ["diverse",
+    "single-route"]} -> 4 cells named by `cell_name`. Knobs (`hicra.lab.presets.KNOBS`) keep KNOB_ABBREV's order."""
+    from itertools import product
+
+    unknown = [k for k in spec if k not in KNOB_ABBREV]
+    if unknown:
+        raise InputError(f"unknown corpus knob(s) {unknown}; known: {', '.join(KNOB_ABBREV)}", field="cells")
+    names = [k for k in KNOB_ABBREV if k in spec]
+    for k in names:
+        if not spec[k] or len(set(map(str, spec[k]))) != len(spec[k]):
+            raise InputError(f"{k}: give distinct values", field="cells")
+    cells = {}
+    for combo in product(*(spec[k] for k in names)):
+        knobs = {k: _knob_value(k, str(v)) for k, v in zip(names, combo, strict=True)}
+        cells[cell_name(knobs)] = knobs
+    return cells
+
+
+def parse_cells(text: str) -> dict[str, dict]:
+    """`--cells "execution_noise=0,0.05;strategy_prior=oracle,blind;optimum=diverse,single-route"`: knob=values
+    groups separated by ';', values by ','; the cells are every combination (`knob_grid`)."""
+    spec: dict[str, list] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        if "=" not in part:
+            raise InputError(f"expected KNOB=VALUE[,VALUE], got {part!r}", field="cells")
+        key, values = (x.strip() for x in part.split("=", 1))
+        if key in spec:
+            raise InputError(f"{key} is given twice", field="cells")
+        spec[key] = [v.strip() for v in values.split(",") if v.strip()]
+    if not spec:
+        raise InputError("no knob settings given", field="cells")
+    return knob_grid(spec)
+
+
+def parse_arms(text: str | None, preset: StudyPreset) -> list[str]:
+    if text is None:
+        return list(preset.arms)
+    arms = [a.strip() for a in text.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        raise InputError(f"unknown arm(s) {unknown or text!r}; known: {', '.join(ARMS)}", field="arms")
+    if len(set(arms)) != len(arms):
+        raise InputError("an arm is listed twice", field="arms")
+    return arms
+
+
+def preset_configs(preset: StudyPreset, warm_start_seed: int | None = None,
+                   knobs: dict | None = None) -> tuple[dict, dict]:
+    """(WarmStartConfig fields, RLConfig fields shared by every arm): the lab preset (at `warm_start_seed` and
+    with the corpus `knobs` of a cell, via `hicra.lab.presets.get_preset`) with the study's overrides."""
+    from dataclasses import replace
+
+    from hicra.lab.presets import get_preset
+
+    ws, rl = get_preset(preset.lab_preset, warm_start_seed=warm_start_seed, knobs=knobs)
+    ws_d, rl_d = asdict(replace(ws, **preset.warm_start)), asdict(replace(rl, **preset.rl))
+    for k in ("algo", "alpha", "entropy_quantile", "seed", "tensorboard"):
+        rl_d.pop(k, None)  # set per arm / per run
+    return ws_d, rl_d
+
+
+def study_settings(preset: StudyPreset) -> dict:
+    """Everything that decides what a run computes (a rerun in the same directory must match it)."""
+    ws, rl = preset_configs(preset)
+    ws.pop("seed", None)  # set per pair
+    return {"lab_preset": preset.lab_preset, "warm_start": ws, "rl": rl, "threshold": preset.threshold,
+            "threshold_window": preset.threshold_window, "cells": preset.cells}
+
+
+
+PRESETS["controls"].cells = knob_grid({"execution_noise": [0.0, 0.05], "strategy_prior": ["oracle", "blind"],
+                                       "optimum": ["diverse", "single-route"]})

@@ -1,0 +1,193 @@
+"""Study report: results.md tables and the figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hicra.study.presets import BASELINE
+from hicra.study.statistics import ORDERS
+
+# ---------------------------------------------------------------- tables and figures
+
+def _fmt_ci(d: dict, pct: bool = True) -> str:
+    f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.3f}")
+    return f"{f(d['mean'])} [{f(d['low'])}, {f(d['high'])}]"
+
+
+def _fmt_diff(d: dict | None) -> str:
+    if d is None:
+        return "-"
+    holm = f", Holm p={d['p_holm']:.3f}" if "p_holm" in d else ""
+    return f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}], p={d['p_value']:.3f}{holm}"
+
+
+def _pts(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def results_markdown(results: dict) -> str:
+    lines = [f"# hicra study: preset {results['preset']}", "",
+             f"{results['warm_start_seeds']} warm-start seed(s) x {results['seeds']} RL seed(s) per warm start = "
+             f"{len(results['pairs'])} (warm-start seed, RL seed) pairs per arm, every arm on the same pairs. "
+             "Accuracies in %, 95% nested percentile-bootstrap intervals (warm-start seeds, then RL seeds within "
+             "them); differences to GRPO are paired (same pairs), with nested bootstrap intervals, two-sided "
+             "sign-flip p-values and Holm-adjusted p-values (family: every comparison of that endpoint).", "",
+             "| arm | final held-out acc. | AUC train acc. | steps to "
+             f"{results['threshold']:.0%} (reached) | final acc. - GRPO | AUC - GRPO | verdicts (non-zero counts) | "
+             "consolidation / exploration detected | pooled |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for arm, a in results["per_arm"].items():
+        st = a["steps_to_threshold"]
+        reach = f"{st['mean_reached']:.1f} ({st['n_reached']}/{a['n_runs']})" if st["mean_reached"] is not None \
+            else f"- (0/{a['n_runs']})"
+        vs = a.get("vs_grpo", {})
+        c = a["phases"]["counts"]
+        pooled = a["phases"]["pooled"]
+        lines.append(f"| {arm} | {_fmt_ci(a['final_accuracy'])} | {_fmt_ci(a['auc'])} | {reach} | "
+                     f"{_fmt_diff(vs.get('final_accuracy'))} | {_fmt_diff(vs.get('auc'))} | "
+                     f"{', '.join(f'{k} {v}' for k, v in c.items() if v) or '-'} | "
+                     f"{a['phases']['consolidation_detected']}/{a['phases']['exploration_detected']} of "
+                     f"{a['n_runs']} | {pooled['verdict']} "
+                     f"({pooled['confidence']:.2f}) |")
+    if "vs_placebo" in results["per_arm"].get("hicra", {}):
+        vp = results["per_arm"]["hicra"]["vs_placebo"]
+        lines += ["", f"HICRA - placebo: final accuracy {_fmt_diff(vp['final_accuracy'])}; "
+                  f"AUC {_fmt_diff(vp['auc'])}."]
+    if results["comparisons"]:
+        lines += ["", "## Paired comparisons and power (80% power, two-sided alpha 0.05, normal approximation)", "",
+                  "| comparison | endpoint | pairs (warm starts) | mean diff [95%] | p | Holm p | SD of diffs | "
+                  "smallest detectable diff (pairs iid / nested) | pairs for 3 points |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for c in results["comparisons"]:
+            lines.append(f"| {c['a']} - {c['b']} | {c['endpoint']} | {c['n_pairs']} ({c['n_warm_starts']}) | "
+                         f"{100 * c['diff']:+.1f} [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}] | "
+                         f"{c['p_value']:.3f} | {c['p_holm']:.3f} | {_pts(c['sd_diff'])} | "
+                         f"{_pts(c['mdd_80'])} / {_pts(c['mdd_80_nested'])} | {c['pairs_for_3_points'] or '-'} |")
+    lines += ["", "## Accuracy gain over the warm start (held-out, points; 95% bootstrap over seeds)", "",
+              "| arm | greedy: warm start -> final | greedy gain | sampled: warm start -> final | sampled gain |",
+              "|---|---|---|---|---|"]
+    for arm, a in results["per_arm"].items():
+        if "gain_sampled" in a:
+            samp = (f"{100 * a['warm_start_sampled_accuracy']:.1f} -> {_fmt_ci(a['final_sampled_accuracy'])} | "
+                    f"{_fmt_ci(a['gain_sampled'])}")
+        else:
+            samp = "- | -"
+        lines.append(f"| {arm} | {100 * a['warm_start_accuracy']:.1f} -> {_fmt_ci(a['final_accuracy'])} | "
+                     f"{_fmt_ci(a['gain'])} | {samp} |")
+    shown = [o for o in ORDERS if o != "too few steps" or results["error_order"]["counts"][o]]
+    lines += ["", "## Which error type falls first (per run: the step at which its share of sampled responses has "
+              "made half of its fall; a fall is a drop of at least 2 points between the first and last 10% of "
+              "steps)", "",
+              "| arm | " + " | ".join(shown) + " | sign test p (execution first vs planning first) |",
+              "|---|" + "---|" * (len(shown) + 1)]
+    for arm, a in list(results["per_arm"].items()) + [("all runs", {"error_order": results["error_order"]})]:
+        o = a["error_order"]
+        lines.append(f"| {arm} | " + " | ".join(str(o["counts"][k]) for k in shown) +
+                     f" | {o['sign_test_p']:.3g} |")
+    lines += ["", "## Error trends (slope of the share of sampled responses per step, x100)", "",
+              "| arm | execution 1st half | execution 2nd half | planning 1st half | planning 2nd half |",
+              "|---|---|---|---|---|"]
+    for arm, a in results["per_arm"].items():
+        t = a["error_trends"]
+
+        def f(v):
+            return "-" if v is None else f"{100 * v:+.2f}"
+        lines.append(f"| {arm} | {f(t['execution']['first_half'])} | {f(t['execution']['second_half'])} | "
+                     f"{f(t['planning']['first_half'])} | {f(t['planning']['second_half'])} |")
+    lines += ["", "## Runs", "", "(verdict: C = consolidation detected, E = exploration detected; switch = the "
+              "phase-aware arm's step of switching alpha on)", "",
+              "| arm | warm-start seed | RL seed | final acc. | AUC | AUC held-out | steps to thr. | verdict | "
+              "cons. end | switch |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results["runs"]:
+        sw = r.get("phase_aware_switch_step", "")
+        arm = f"{r['cell']}/{r['arm']}" if r.get("cell") else r["arm"]
+        lines.append(f"| {arm} | {r.get('warm_start_seed', 0)} | {r['seed']} | {100 * r['final_accuracy']:.1f} | "
+                     f"{100 * r['auc']:.1f} | {_pts(r.get('auc_eval'))} | "
+                     f"{'-' if r['steps_to_threshold'] is None else int(r['steps_to_threshold'])} | "
+                     f"{r['phases']['verdict']} ({_ce(r['phases'])}) | {r['phases']['consolidation_end_step']} | "
+                     f"{'-' if sw is None else sw} |")
+    return "\n".join(lines) + "\n"
+
+
+def _smooth(values, window: int) -> list[float]:
+    """Trailing moving average (shorter windows at the start), for display."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    idx = np.arange(1, v.size + 1)
+    lo = np.maximum(0, idx - window)
+    return ((c[idx] - c[lo]) / (idx - lo)).tolist()
+
+
+def _ce(p: dict) -> str:
+    return ("C" if p["consolidation_detected"] else "") + ("E" if p["exploration_detected"] else "") or "-"
+
+
+def plot_figures(results: dict, fig_dir: Path) -> list[Path]:
+    """accuracy.png (training accuracy per arm, mean over seeds with a 95% bootstrap band) and errors.png
+    (execution / planning / format error shares per arm)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hicra.fileio import atomic_path
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    arms = list(results["per_arm"])
+    n_steps = max(len(a["curves"]["step"]) for a in results["per_arm"].values())
+    w = max(1, n_steps // 12)  # display smoothing only; the statistics use the raw curves
+    # small multiples: each arm against GRPO, so seven arms stay readable
+    cols = min(4, len(arms))
+    rows = -(-len(arms) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), sharex=True, sharey=True,
+                             squeeze=False)
+    base = results["per_arm"].get(BASELINE)
+    for i, arm in enumerate(arms):
+        ax = axes[i // cols][i % cols]
+        a = results["per_arm"][arm]
+        c = a["curves"]
+        color = colors[i % len(colors)]
+        if base is not None and arm != BASELINE:
+            ax.plot(base["curves"]["step"], _smooth(base["curves"]["accuracy_mean"], w), color="0.5", lw=1,
+                    label=BASELINE)
+        ax.plot(c["step"], _smooth(c["accuracy_mean"], w), label=f"{arm} (n={a['n_runs']})", color=color)
+        ax.fill_between(c["step"], _smooth(c["accuracy_low"], w), _smooth(c["accuracy_high"], w), alpha=0.2,
+                        color=color)
+        ax.set_title(arm, fontsize=9)
+        ax.legend(fontsize=6, loc="lower right")
+        if i % cols == 0:
+            ax.set_ylabel("training accuracy")
+        if i // cols == rows - 1:
+            ax.set_xlabel("RL step")
+    for j in range(len(arms), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    fig.suptitle(f"hicra study ({results['preset']}): sampled training accuracy\nmean over seeds, 95% bootstrap "
+                 f"band, {w}-step moving average", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(fig_dir / "accuracy.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    paths.append(fig_dir / "accuracy.png")
+
+    kinds = ("execution", "planning", "format")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharex=True)
+    for i, (arm, a) in enumerate(results["per_arm"].items()):
+        c = a["curves"]
+        for ax, k in zip(axes, kinds, strict=True):
+            ax.plot(c["step"], _smooth(c[f"errors_{k}_share_mean"], w), label=arm, color=colors[i % len(colors)])
+    for ax, k in zip(axes, kinds, strict=True):
+        ax.set_title(f"{k} errors ({w}-step moving average)", fontsize=9)
+        ax.set_xlabel("RL step")
+    axes[0].set_ylabel("share of sampled responses")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(fig_dir / "errors.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    paths.append(fig_dir / "errors.png")
+    return paths

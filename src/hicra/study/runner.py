@@ -1,0 +1,391 @@
+"""Study runner: plan the grid (cells x arms x (warm-start seed, RL seed) pairs), build each warm start once,
+run every pair that has no summary file yet in worker processes (resumable), summarise each finished run into one
+small JSON file, then compute the statistics from those files alone and write the results."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from hicra.errors import InputError
+from hicra.fileio import write_json, write_text
+from hicra.study.presets import (
+    ARMS,
+    FORMAT,
+    PRESETS,
+    RUN_FORMAT,
+    StudyPreset,
+    condition_label,
+    preset_configs,
+    run_dir_for,
+    study_pairs,
+    study_settings,
+    summary_path_for,
+)
+from hicra.study.report import plot_figures, results_markdown
+from hicra.study.statistics import _json_safe, summarize
+
+# ---------------------------------------------------------------- planning the grid
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    arm: str
+    seed: int  # the RL seed
+    run_dir: str
+    summary_path: str
+    config: dict  # RLConfig fields
+    warm_start: dict  # WarmStartConfig fields (its seed is the warm-start seed)
+    warm_start_seed: int = 0
+    cell: str = ""  # "" = the lab's own corpus knobs
+    knobs: dict = field(default_factory=dict)
+    model_dir: str = ""  # the built warm start (set by run_study before the workers start)
+
+    @property
+    def label(self) -> str:
+        return f"{condition_label(self.cell, self.arm)} ws{self.warm_start_seed} s{self.seed}"
+
+
+def check_study_dir(out: Path, preset: StudyPreset) -> dict:
+    """Create or re-open a study directory; refuse one that holds a study with other settings."""
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a directory", path=str(out))
+    settings = study_settings(preset)
+    path = out / "study.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not a study file ({exc})", path=str(path)) from None
+        if old.get("format") != FORMAT or old.get("settings") != settings:
+            raise InputError(f"the directory holds a study with other settings (preset {old.get('preset')!r}); "
+                             "use another --out", path=str(path))
+        return old
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"format": FORMAT, "preset": preset.name, "settings": settings}
+    write_json(path, info)
+    return info
+
+
+def plan_runs(out: Path, summary_root: Path, preset: StudyPreset, arms: list[str], seeds: int,
+              warm_start_seeds: int = 1) -> list[RunSpec]:
+    """Every (cell, arm, pair), pair-major (with few workers every arm gets its first pairs early)."""
+    specs = []
+    cells = preset.cells or {"": {}}
+    for pair in study_pairs(warm_start_seeds, seeds):
+        for cell, knobs in cells.items():
+            ws, rl = preset_configs(preset, warm_start_seed=pair.warm_start_seed, knobs=knobs or None)
+            for arm in arms:
+                cfg = {**rl, **ARMS[arm], "seed": pair.seed}
+                specs.append(RunSpec(
+                    arm, pair.seed, str(run_dir_for(out, arm, pair.seed, pair.warm_start_seed, cell)),
+                    str(summary_path_for(summary_root, arm, pair.seed, pair.warm_start_seed, cell)), cfg, ws,
+                    pair.warm_start_seed, cell, dict(knobs)))
+    return specs
+
+
+def run_state(run_dir: Path) -> str:
+    """"done" | "resume" (checkpoint present) | "fresh" (nothing usable yet)."""
+    if (run_dir / "done.json").exists():
+        return "done"
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        return "resume"
+    return "fresh"
+
+
+# ---------------------------------------------------------------- one run (in a worker process)
+
+def _worker_init() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    import transformers
+
+    torch.set_num_threads(1)
+    transformers.utils.logging.disable_progress_bar()  # weight-loading bars would garble the run bars
+
+
+def run_one(spec: RunSpec) -> dict:
+    """Run, resume or skip one run; analyse it; write done.json, then its summary file. Returns the summary.
+    A run whose summary file exists is not touched (its run directory may be gone)."""
+    from hicra.dynamics.analyze import analyze_run
+    from hicra.lab.rl import RLConfig, run_rl
+
+    summary_path = Path(spec.summary_path)
+    if summary_path.exists():
+        return json.loads(summary_path.read_text())
+    run_dir = Path(spec.run_dir)
+    state = run_state(run_dir)
+    if state != "done":
+        if state == "fresh" and run_dir.exists():
+            shutil.rmtree(run_dir)  # died before its first checkpoint: start over (same seed, same result)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        with open(run_dir / "study.log", "a") as fh:
+            def log(*parts):
+                print(*parts, file=fh, flush=True)
+
+            log(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {'resume' if state == 'resume' else 'start'} {spec.label}")
+            result = run_rl(RLConfig(**spec.config), spec.model_dir, run_dir, resume=state == "resume",
+                            progress=False, log=log)
+            rl_seconds = time.perf_counter() - t0
+            summary = analyze_run(run_dir, report=False)
+        done = {"arm": spec.arm, "cell": spec.cell, "warm_start_seed": spec.warm_start_seed, "seed": spec.seed,
+                "steps": len(result["log"]), "eval": result["eval"], "verdict": summary["phases"]["verdict"],
+                "seconds_rl": rl_seconds, "seconds": time.perf_counter() - t0, "resumed": state == "resume",
+                "code": code_version()}  # the code that finished the run: a later re-analysis cannot lose it
+        write_json(run_dir / "done.json", done)
+    return write_run_summary(spec)
+
+
+# ---------------------------------------------------------------- per-run summary files
+
+# the metrics.parquet columns the pooled phase verdict and the strategy-entropy trend need
+_SUMMARY_METRICS = ("step", "rel_ppl_execution", "rel_ppl_planning", "rel_ppl_reference", "accuracy", "mean_length",
+                    "errors_planning_share", "errors_execution_share", "planning_ratio", "strategy_entropy",
+                    "semantic_entropy_excl_format", "semantic_entropy")
+_TRAIN_COLUMNS = ("accuracy", "errors_execution_share", "errors_planning_share", "errors_format_share")
+
+
+def _round(v, digits: int = 6):
+    """Floats to `digits` significant digits (the files are committed: small, and stable across platforms)."""
+    import math
+
+    if isinstance(v, float):
+        return None if not math.isfinite(v) else float(f"{v:.{digits}g}")
+    if isinstance(v, dict):
+        return {k: _round(x, digits) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_round(x, digits) for x in v]
+    if hasattr(v, "item"):
+        return _round(v.item(), digits)
+    return v
+
+
+def _brief(obj, max_list: int = 16):
+    """A dict without its long lists (bootstrap draws, per-step arrays): what a summary keeps of the evidence."""
+    if isinstance(obj, dict):
+        return {k: _brief(v, max_list) for k, v in obj.items()
+                if not (isinstance(v, (list, tuple)) and len(v) > max_list)}
+    if isinstance(obj, (list, tuple)):
+        return [_brief(v, max_list) for v in obj]
+    return obj
+
+
+def summarize_run(run_dir: Path) -> dict:
+    """One finished run directory -> its summary (format RUN_FORMAT): held-out results before / after RL
+    (eval.json: greedy and, when present, sampled), the held-out greedy curve (eval_curve.jsonl), the training
+    curves (train_log.jsonl: accuracy and error shares per step), the phase verdict with its order and
+    exploration test (summary.json["phases"], long arrays left out), the metric columns the pooled verdict needs
+    (metrics.parquet), the skill probes (probes.jsonl), seconds and code version (done.json)."""
+    import pandas as pd
+
+    from hicra.dynamics.phases import upgrade_phases
+    from hicra.dynamics.vocab import upgrade_eval, upgrade_metrics, upgrade_record
+
+    def jsonl(name):
+        path = run_dir / name
+        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+    log = [upgrade_record(e, "train_log") for e in jsonl("train_log.jsonl")]
+    evals = upgrade_eval(json.loads((run_dir / "eval.json").read_text()))
+    phases = upgrade_phases(json.loads((run_dir / "summary.json").read_text())["phases"])
+    metrics = upgrade_metrics(pd.read_parquet(run_dir / "metrics.parquet"))
+    done = json.loads((run_dir / "done.json").read_text())
+    keep = ("accuracy", "errors_execution_share", "errors_planning_share", "errors_format_share")
+    curve = jsonl("eval_curve.jsonl")
+    probes = jsonl("probes.jsonl")
+    fired = [e.get("phase_fired_step") for e in log if e.get("phase_fired_step") is not None]
+    return _round({
+        "eval": {k: {f: v[f] for f in keep if f in v} for k, v in evals.items() if isinstance(v, dict)},
+        "eval_curve": {"step": [r["step"] for r in curve], "accuracy": [r["accuracy"] for r in curve]},
+        "train_curve": {"step": [e["step"] for e in log], **{c: [e.get(c) for e in log] for c in _TRAIN_COLUMNS}},
+        "phase_fired_step": fired[0] if fired else None,
+        "phases": _brief(phases),
+        "metrics": {c: metrics[c].astype(float).tolist() for c in _SUMMARY_METRICS if c in metrics.columns},
+        "probes": {k: [r.get(k) for r in probes] for k in dict.fromkeys(k for r in probes for k in r)},
+        "steps": done["steps"], "seconds": done.get("seconds"), "resumed": done.get("resumed"),
+        "code": done.get("code"),
+    })
+
+
+def write_run_summary(spec: RunSpec) -> dict:
+    """summarize_run(spec.run_dir) with the run's identity and settings, written atomically to spec.summary_path."""
+    from hicra.fileio import write_text as write
+
+    summary = {"format": RUN_FORMAT, "arm": spec.arm, "cell": spec.cell, "knobs": spec.knobs,
+               "warm_start_seed": spec.warm_start_seed, "seed": spec.seed,
+               **summarize_run(Path(spec.run_dir)), "config": spec.config, "warm_start_config": spec.warm_start}
+    Path(spec.summary_path).parent.mkdir(parents=True, exist_ok=True)
+    write(spec.summary_path, json.dumps(summary, separators=(",", ":")) + "\n")
+    return summary
+
+
+# ---------------------------------------------------------------- the runner
+
+def _steps_done(run_dir: Path) -> int:
+    folder = run_dir / "rollouts"
+    if not folder.is_dir():
+        return 0
+    return len({p.name.split("_part")[0] for p in folder.glob("step_*_part*.parquet")})
+
+
+def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print) -> list[dict]:
+    """Run every spec without a summary file: in this process when workers == 1, else in `workers` spawned
+    processes. The overall bar counts RL steps of all runs (so its ETA is in steps, polled from the run
+    directories); one bar per active run shows its steps. Returns the summaries in spec order."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
+    from tqdm.auto import tqdm
+
+    results = {s.summary_path: json.loads(Path(s.summary_path).read_text())
+               for s in specs if Path(s.summary_path).exists()}
+    todo = [s for s in specs if s.summary_path not in results]
+    if results:
+        log(f"{len(results)} of {len(specs)} runs already summarised: not recomputed")
+    if not todo:
+        return [results[s.summary_path] for s in specs]
+    total = sum(s.config["steps"] for s in specs)
+    overall = tqdm(total=total, initial=total - sum(s.config["steps"] for s in todo), desc="study", unit="step",
+                   disable=not progress, position=0, dynamic_ncols=True)
+    n_done = len(results)
+    overall.set_postfix_str(f"{n_done}/{len(specs)} runs")
+    base = overall.n
+
+    def finished(spec, summary):
+        nonlocal n_done, base
+        results[spec.summary_path] = summary
+        n_done += 1
+        base += spec.config["steps"]
+        overall.set_postfix_str(f"{n_done}/{len(specs)} runs", refresh=False)
+        (overall.write if progress else log)(_done_line(summary))
+
+    if workers == 1:
+        for spec in todo:
+            finished(spec, run_one(spec))
+            overall.n = base
+            overall.refresh()
+    else:
+        bars: dict = {}
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=_worker_init) as pool:
+            futures = {pool.submit(run_one, spec): spec for spec in todo}
+            pending = set(futures)
+            while pending:
+                done_now, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
+                for fut in done_now:
+                    spec = futures[fut]
+                    if fut.exception() is not None:  # a failed run stops the study: start no further run
+                        for other in pending:
+                            other.cancel()
+                    summary = fut.result()  # ...and raises its error (after the running ones end)
+                    bar = bars.pop(spec.summary_path, None)
+                    if bar is not None:
+                        bar.close()
+                    finished(spec, summary)
+                running = 0
+                for fut in pending:  # per-run bars for the runs that have started
+                    spec = futures[fut]
+                    n = _steps_done(Path(spec.run_dir))
+                    if spec.summary_path not in bars and (fut.running() or n) and progress:
+                        bars[spec.summary_path] = tqdm(total=spec.config["steps"], desc=spec.label, leave=False,
+                                                       position=1 + len(bars), dynamic_ncols=True)
+                    if spec.summary_path in bars:
+                        bars[spec.summary_path].n = n
+                        bars[spec.summary_path].refresh()
+                        running += min(n, spec.config["steps"])
+                overall.n = base + running
+                overall.refresh()
+    overall.close()
+    return [results[s.summary_path] for s in specs]
+
+
+def _done_line(s: dict) -> str:
+    ev = s["eval"]
+    return (f"{condition_label(s['cell'], s['arm']):>13} ws{s['warm_start_seed']} seed {s['seed']}: held-out "
+            f"accuracy {ev['warm_start']['accuracy']:.1%} -> {ev['final']['accuracy']:.1%}, phases "
+            f"{s['phases']['verdict']}, {s['seconds'] or 0:.0f} s" + (" (resumed)" if s.get("resumed") else ""))
+
+
+def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms: list[str] | None = None,
+              seeds: int | None = None, workers: int | None = None, cache: str | os.PathLike | None = None,
+              progress: bool = True, log=print, warm_start_seeds: int | None = None,
+              cells: dict[str, dict] | None = None, summary_root: str | os.PathLike | None = None) -> dict:
+    """Run every (cell, arm, warm-start seed, RL seed) without a summary file, then write results.json,
+    results.md and figures to `out`. Returns the results dict.
+
+    seeds: RL seeds per warm-start seed; warm_start_seeds: W (seeds 0..W-1); cells: cell name -> corpus knobs
+    (replaces the preset's; see `knob_grid`); summary_root: where the per-run summaries live (default
+    OUT/summaries; e.g. docs/findings/v2/runs to commit them). Each warm start a pending run needs is built (or
+    loaded from `cache`, default OUT/warmstart) here, before any worker starts. The statistics come from the
+    summary files alone, so a fresh `out` with committed summaries runs only the pairs that have none."""
+    from hicra.lab.sft import WarmStartConfig, warm_start
+
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    if cells is not None:
+        p = replace(p, cells=dict(cells))
+    arms = list(p.arms if arms is None else arms)
+    seeds = p.seeds if seeds is None else seeds
+    warm_start_seeds = p.warm_start_seeds if warm_start_seeds is None else warm_start_seeds
+    workers = workers or os.cpu_count() or 1
+    if seeds < 1:
+        raise InputError("--seeds must be >= 1", field="seeds")
+    if warm_start_seeds < 1:
+        raise InputError("--warm-start-seeds must be >= 1", field="warm_start_seeds")
+    if workers < 1:
+        raise InputError("--workers must be >= 1", field="workers")
+    out = Path(out)
+    summary_root = Path(summary_root) if summary_root is not None else out / "summaries"
+    info = check_study_dir(out, p)
+    check_study_dir(summary_root, p)
+    if "phase-aware" in arms:
+        from hicra.lab.rl import ALGORITHMS
+
+        if "phase-aware" not in ALGORITHMS:
+            raise InputError("this hicra.lab.rl has no 'phase-aware' algorithm", field="arms")
+    t0 = time.perf_counter()
+    specs = plan_runs(out, summary_root, p, arms, seeds, warm_start_seeds)
+    todo = [s for s in specs if not Path(s.summary_path).exists()]
+    # each warm start a pending run needs is built once, here, before any worker exists: workers only read it
+    cache = Path(cache) if cache is not None else out / "warmstart"
+    models: dict[str, str] = {}
+    if todo:
+        _worker_init()
+    for spec in todo:
+        cfg = WarmStartConfig(**spec.warm_start)
+        if cfg.key() not in models:
+            models[cfg.key()] = str(warm_start(cfg, cache, progress=progress, log=log))
+    todo = [replace(s, model_dir=models[WarmStartConfig(**s.warm_start).key()]) for s in todo]
+    execute(todo, min(workers, max(1, len(todo))), progress=progress, log=log)
+    results = summarize(summary_root, p, arms, seeds, warm_start_seeds)
+    results["wall_seconds_this_invocation"] = time.perf_counter() - t0
+    results["workers"] = workers
+    results["study"] = info
+    results["summary_root"] = str(summary_root)
+    results["code"] = code_version()
+    write_json(out / "results.json", _json_safe(results))
+    write_text(out / "results.md", results_markdown(results))
+    plot_figures(results, out / "figures")
+    return results
+
+
+def code_version() -> dict:
+    """hicra's version and, when it runs from a git checkout, the commit (for reproducing a study)."""
+    import subprocess
+
+    from hicra import __version__
+
+    out = {"hicra": __version__, "git_commit": None}
+    try:
+        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, text=True,
+                                           capture_output=True, timeout=10, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+

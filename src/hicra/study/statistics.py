@@ -1,0 +1,318 @@
+"""Study statistics, from the per-run summary files alone: per-arm values with nested bootstrap intervals (warm-start
+seeds, then RL seeds within them), paired comparisons between arms on their shared (warm-start seed, RL seed) pairs
+(nested bootstrap interval of the mean paired difference, exact or Monte Carlo sign-flip test, Holm-adjusted
+p-values per endpoint across the reported comparisons), a power analysis per comparison, error-fall order,
+curves, probes and phase verdicts per run and pooled."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from hicra.errors import InputError
+from hicra.study.presets import (
+    ARMS,
+    BASELINE,
+    FORMAT,
+    RUN_FORMAT,
+    StudyPreset,
+    condition_label,
+    study_pairs,
+    summary_path_for,
+)
+
+# the endpoints compared between arms: summary -> one number per run
+ENDPOINTS = ("final_accuracy", "final_sampled_accuracy", "auc", "auc_eval")
+MDD_TARGET = 0.03  # the difference the power analysis asks "how many pairs for" (3 points; issue 15)
+
+
+def load_summary(path: Path) -> dict:
+    """One per-run summary file (`hicra.study.runner.write_run_summary`), with its training log as a list of
+    per-step dicts (`log`) for the curve statistics. InputError naming the file when it is missing or malformed."""
+    try:
+        s = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError("no summary for this run (run `hicra study` to compute it)", path=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not a JSON summary ({exc})", path=str(path)) from None
+    if s.get("format") != RUN_FORMAT:
+        raise InputError(f"format {s.get('format')!r}, expected {RUN_FORMAT!r}", path=str(path), field="format")
+    tc = s["train_curve"]
+    s["log"] = [dict(zip(tc, row, strict=True)) for row in zip(*tc.values(), strict=True)]
+    if s.get("phase_fired_step") is not None:
+        s["log"][0]["phase_fired_step"] = s["phase_fired_step"]
+    return s
+
+
+def _ci(values, groups, seed: int) -> dict:
+    """Mean with a nested bootstrap interval (groups = warm-start seeds); one group: the plain bootstrap."""
+    from hicra.stats import nested_bootstrap_ci
+
+    mean, lo, hi, se = nested_bootstrap_ci(values, groups, seed=seed)
+    return {"mean": mean, "low": lo, "high": hi, "se": se, "n": len(values), "values": list(map(float, values))}
+
+
+def endpoint_values(s: dict) -> dict:
+    """The compared endpoints of one run: final held-out greedy / sampled accuracy, AUC of the training-accuracy
+    curve, AUC of the held-out greedy curve (eval_curve.jsonl; None with fewer than two points)."""
+    from hicra.stats import area_under_curve
+
+    ev, tc, ec = s["eval"], s["train_curve"], s["eval_curve"]
+    return {"final_accuracy": ev["final"]["accuracy"],
+            "final_sampled_accuracy": ev.get("final_sampled", {}).get("accuracy"),
+            "auc": area_under_curve(tc["step"], tc["accuracy"]),
+            "auc_eval": area_under_curve(ec["step"], ec["accuracy"]) if len(ec["step"]) >= 2 else None}
+
+
+def paired_comparison(a: dict, b: dict, seed: int = 0) -> dict | None:
+    """a, b: (warm-start seed, RL seed) -> value (None = missing) for two arms. On their shared pairs: mean of the
+    paired differences a - b with a nested bootstrap interval (warm-start seeds, then RL seeds within them),
+    two-sided sign-flip p-value, SD of the differences and the power analysis (`hicra.stats.
+    min_detectable_difference`: normal approximation, 80% power, two-sided alpha 0.05; `mdd_80` from the SD over
+    pairs as if independent, `mdd_80_nested` from the nested bootstrap standard error, which includes the
+    warm-start variance; `pairs_for_3_points` from the SD). None when no pair is shared."""
+    import numpy as np
+
+    from hicra.stats import (
+        min_detectable_difference,
+        nested_bootstrap_ci,
+        paired_signflip_pvalue,
+        pairs_needed,
+    )
+
+    shared = [k for k in a if k in b and a[k] is not None and b[k] is not None]
+    if not shared:
+        return None
+    d = np.array([a[k] - b[k] for k in shared], float)
+    groups = [k[0] for k in shared]
+    mean, lo, hi, se = nested_bootstrap_ci(d, groups, seed=seed)
+    n = d.size
+    sd = float(d.std(ddof=1)) if n > 1 else None
+    return {"diff": mean, "low": lo, "high": hi, "se": se, "p_value": paired_signflip_pvalue(d, seed=seed),
+            "n_pairs": n, "n_warm_starts": len(set(groups)), "sd_diff": sd,
+            "mdd_80": min_detectable_difference(sd, n) if sd is not None else None,
+            "mdd_80_nested": min_detectable_difference(se * math.sqrt(n), n) if n > 1 else None,
+            "pairs_for_3_points": pairs_needed(sd, MDD_TARGET) if sd else None,
+            "pairs": [list(k) for k in shared]}
+
+
+def _half_slopes(steps, values) -> dict:
+    """OLS slopes of a curve over the first and the second half of the steps (per step)."""
+    import numpy as np
+
+    s, v = np.asarray(steps, float), np.asarray(values, float)
+    half = s.size // 2
+    out = {}
+    for name, sel in (("first_half", slice(0, half)), ("second_half", slice(half, None))):
+        x, y = s[sel], v[sel]
+        ok = np.isfinite(y)
+        out[name] = float(np.polyfit(x[ok], y[ok], 1)[0]) if ok.sum() >= 3 else None
+    return out
+
+
+def arm_curves(runs: list[dict], seed: int = 0) -> dict:
+    """Per-step means over seeds (steps all runs share) of training accuracy and error shares, with a 95%
+    bootstrap band for accuracy."""
+    import numpy as np
+
+    from hicra.stats import bootstrap_ci
+
+    shared = sorted(set.intersection(*({e["step"] for e in r["log"]} for r in runs)))
+    out: dict = {"step": shared}
+    for name in ("accuracy", "errors_execution_share", "errors_planning_share", "errors_format_share"):
+        rows = np.array([[{e["step"]: e[name] for e in r["log"]}[s] for s in shared] for r in runs], float)
+        out[f"{name}_mean"] = rows.mean(axis=0).tolist()
+        if name == "accuracy":
+            bands = [bootstrap_ci(rows[:, j], n_boot=2000, seed=seed) for j in range(len(shared))]
+            out["accuracy_low"] = [b[1] for b in bands]
+            out["accuracy_high"] = [b[2] for b in bands]
+    return out
+
+
+ORDERS = ("execution first", "planning first", "same step", "only execution falls", "only planning falls",
+          "neither falls", "too few steps")
+
+
+def error_fall_order(log: list[dict]) -> dict:
+    """Which error type's share of sampled responses falls first in one run: the half-fall step
+    (`hicra.stats.half_fall_step`) of the execution and of the planning error curve, and the order (ORDERS)."""
+    from hicra.stats import half_fall_step
+
+    steps = [e["step"] for e in log]
+    if len(steps) < 6:  # two edges of at least 3 points each
+        none = {"start": None, "end": None, "drop": None, "half_step": None}
+        return {"execution": none, "planning": none, "order": "too few steps"}
+    falls = {k: half_fall_step(steps, [e[f"errors_{k}_share"] for e in log]) for k in ("execution", "planning")}
+    ex, pl = falls["execution"]["half_step"], falls["planning"]["half_step"]
+    if ex is not None and pl is not None:
+        order = "execution first" if ex < pl else "planning first" if pl < ex else "same step"
+    else:
+        order = {(True, False): "only execution falls", (False, True): "only planning falls",
+                 (False, False): "neither falls"}[(ex is not None, pl is not None)]
+    return {**falls, "order": order}
+
+
+def _order_summary(orders: list[str]) -> dict:
+    """Counts of each order and the exact sign test of "execution first" vs "planning first" (ties and runs
+    where one curve does not fall are left out of the test)."""
+    from hicra.stats import sign_test_pvalue
+
+    counts = {o: orders.count(o) for o in ORDERS}
+    return {"counts": counts, "n_runs": len(orders),
+            "sign_test_p": sign_test_pvalue(counts["execution first"], counts["planning first"])}
+
+
+def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm_start_seeds: int | None = None,
+              cells: dict[str, dict] | None = None) -> dict:
+    """results dict (format FORMAT) from the per-run summary files under `root` (SUMMARY_ROOT/[CELL/]ARM/
+    wsW-seedS.json) for the study's cells x arms x pairs; no run directory is read. InputError naming the first
+    missing summary."""
+    import numpy as np
+
+    from hicra.dynamics.phases import VERDICTS, detect_phases_pooled
+    from hicra.stats import holm_adjust, steps_to_threshold
+
+    warm_start_seeds = preset.warm_start_seeds if warm_start_seeds is None else warm_start_seeds
+    cells = preset.cells if cells is None else cells
+    pairs = study_pairs(warm_start_seeds, seeds)
+    per_arm: dict = {}
+    runs_out = []
+    values: dict = {}  # label -> endpoint -> {(ws, seed): value}
+    for cell in (cells or {"": {}}):
+        for arm in arms:
+            label = condition_label(cell, arm)
+            runs = [load_summary(summary_path_for(root, arm, q.seed, q.warm_start_seed, cell)) for q in pairs]
+            groups = [q.warm_start_seed for q in pairs]
+            ends = [endpoint_values(r) for r in runs]
+            values[label] = {e: {(q.warm_start_seed, q.seed): v[e] for q, v in zip(pairs, ends, strict=True)}
+                             for e in ENDPOINTS}
+            final = [v["final_accuracy"] for v in ends]
+            warm = [r["eval"]["warm_start"]["accuracy"] for r in runs]
+            # one sample per problem at the RL temperature: the policy RL optimises
+            sampled = all("final_sampled" in r["eval"] and "warm_start_sampled" in r["eval"] for r in runs)
+            if sampled:
+                final_s = [r["eval"]["final_sampled"]["accuracy"] for r in runs]
+                warm_s = [r["eval"]["warm_start_sampled"]["accuracy"] for r in runs]
+            auc_eval = [v["auc_eval"] for v in ends]
+            reach, orders = [], []
+            for q, r, v in zip(pairs, runs, ends, strict=True):
+                tc = r["train_curve"]
+                reach.append(steps_to_threshold(tc["step"], tc["accuracy"], preset.threshold,
+                                                window=preset.threshold_window))
+                entry = {"arm": arm, "cell": cell, "warm_start_seed": q.warm_start_seed, "seed": q.seed,
+                         **{e: v[e] for e in ENDPOINTS}, "warm_start_accuracy": r["eval"]["warm_start"]["accuracy"],
+                         "steps_to_threshold": reach[-1], "phases": _phase_brief(r["phases"]),
+                         "final_errors": {k: r["eval"]["final"].get(f"errors_{k}_share")
+                                          for k in ("execution", "planning", "format")},
+                         "seconds": r.get("seconds")}
+                fall = error_fall_order(r["log"])
+                orders.append(fall["order"])
+                entry["error_fall"] = {"order": fall["order"], "execution_half_step": fall["execution"]["half_step"],
+                                       "planning_half_step": fall["planning"]["half_step"],
+                                       "execution_drop": fall["execution"]["drop"],
+                                       "planning_drop": fall["planning"]["drop"]}
+                if ARMS[arm]["algo"] == "phase-aware":
+                    entry["phase_aware_switch_step"] = r.get("phase_fired_step")
+                runs_out.append(entry)
+            reached = [x for x in reach if x is not None]
+            briefs = [_phase_brief(r["phases"]) for r in runs]
+            pooled = detect_phases_pooled([r["metrics"] for r in runs])
+            slopes = [(r["phases"].get("exploration") or {}).get("slope") for r in runs]
+            curves = arm_curves(runs)
+            per_arm[label] = {
+                "arm": arm, "cell": cell, "knobs": (cells or {}).get(cell, {}),
+                "n_runs": len(runs), "n_warm_starts": len(set(groups)),
+                "final_accuracy": _ci(final, groups, seed=0),
+                "warm_start_accuracy": float(np.mean(warm)),
+                "gain": _ci([f - w for f, w in zip(final, warm, strict=True)], groups, seed=6),
+                **({"final_sampled_accuracy": _ci(final_s, groups, seed=7),
+                    "warm_start_sampled_accuracy": float(np.mean(warm_s)),
+                    "gain_sampled": _ci([f - w for f, w in zip(final_s, warm_s, strict=True)], groups, seed=8)}
+                   if sampled else {}),
+                "auc": _ci([v["auc"] for v in ends], groups, seed=1),
+                **({"auc_eval": _ci(auc_eval, groups, seed=9)} if None not in auc_eval else {}),
+                "steps_to_threshold": {"threshold": preset.threshold, "window": preset.threshold_window,
+                                       "values": reach, "n_reached": len(reached),
+                                       "mean_reached": float(np.mean(reached)) if reached else None},
+                "phases": {
+                    "per_run": briefs,
+                    "counts": {v: sum(b["verdict"] == v for b in briefs) for v in VERDICTS},
+                    "consolidation_detected": sum(b["consolidation_detected"] for b in briefs),
+                    "exploration_detected": sum(b["exploration_detected"] for b in briefs),
+                    "exploration_slope": (_ci([x for x in slopes if x is not None],
+                                              [g for g, x in zip(groups, slopes, strict=True) if x is not None], 10)
+                                          if any(x is not None for x in slopes) else None),
+                    "pooled": _phase_brief(pooled) | {
+                        "agreement": pooled["evidence"].get("agreement"),
+                        "consolidation_end_interval_over_runs":
+                            pooled["evidence"].get("consolidation_end_interval_over_runs")},
+                },
+                "error_trends": {k: _half_slopes(curves["step"], curves[f"errors_{k}_share_mean"])
+                                 for k in ("execution", "planning")},
+                "error_order": _order_summary(orders),
+                "curves": curves,
+                "eval_curve": _mean_curve([r["eval_curve"] for r in runs], ("accuracy",)),
+                "probes": _mean_curve([r["probes"] for r in runs],
+                                      tuple(k for k in runs[0]["probes"] if k != "step")) if runs[0]["probes"] else {},
+            }
+    comparisons = []
+    for cell in (cells or {"": {}}):
+        base = condition_label(cell, BASELINE)
+        wanted = [(condition_label(cell, a), base) for a in arms if a != BASELINE and BASELINE in arms]
+        if "hicra" in arms and "placebo" in arms:
+            wanted.append((condition_label(cell, "hicra"), condition_label(cell, "placebo")))
+        for i, (a, b) in enumerate(wanted):
+            for j, e in enumerate(ENDPOINTS):
+                c = paired_comparison(values[a][e], values[b][e], seed=100 + 10 * i + j)
+                if c is not None:
+                    comparisons.append({"a": a, "b": b, "endpoint": e, **c})
+    for e in ENDPOINTS:  # Holm per endpoint, across every comparison reported for it
+        family = [c for c in comparisons if c["endpoint"] == e]
+        for c, adj in zip(family, holm_adjust([c["p_value"] for c in family]), strict=True):
+            c["p_holm"], c["holm_family_size"] = adj, len(family)
+    for c in comparisons:
+        key = "vs_grpo" if c["b"].rsplit("/", 1)[-1] == BASELINE else "vs_placebo"
+        per_arm[c["a"]].setdefault(key, {})[c["endpoint"]] = c
+    return {"format": FORMAT, "preset": preset.name, "arms": arms, "cells": cells or {}, "seeds": seeds,
+            "warm_start_seeds": warm_start_seeds, "pairs": [[q.warm_start_seed, q.seed] for q in pairs],
+            "threshold": preset.threshold, "endpoints": list(ENDPOINTS), "per_arm": per_arm,
+            "comparisons": comparisons, "runs": runs_out,
+            "error_order": _order_summary([r["error_fall"]["order"] for r in runs_out]),
+            "run_seconds": {f"{condition_label(r['cell'], r['arm'])}/ws{r['warm_start_seed']}-seed{r['seed']:02d}":
+                            r["seconds"] for r in runs_out}}
+
+
+def _mean_curve(curves: list[dict], names: tuple[str, ...]) -> dict:
+    """Per-step means over runs (steps every run has) of column-wise curves {"step": [...], name: [...]}."""
+    import numpy as np
+
+    shared = sorted(set.intersection(*(set(c["step"]) for c in curves))) if curves else []
+    out: dict = {"step": shared}
+    for n in names:
+        rows = [[dict(zip(c["step"], c[n], strict=True))[s] for s in shared] for c in curves]
+        out[f"{n}_mean"] = np.nanmean(np.array(rows, dtype=float), axis=0).tolist() if shared else []
+    return out
+
+
+def _phase_brief(p: dict) -> dict:
+    """The v2 verdict in brief (`hicra.dynamics.phases`): consolidation_detected = execution consolidates."""
+    cons = p.get("evidence", {}).get("order", {}).get("consolidates") or {}
+    return {"verdict": p["verdict"], "order": p.get("order"), "consolidation_end_step": p["consolidation_end_step"],
+            "exploration_onset_step": p["exploration_onset_step"], "confidence": p["confidence"],
+            "consolidation_detected": bool(cons.get("execution", False)),
+            "exploration_detected": bool((p.get("exploration") or {}).get("detected", False))}
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item"):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
