@@ -19,7 +19,7 @@ metrics (`metrics.parquet`), each seeded and deterministic.
    mean-unbiased estimate for residuals of that fit (found by simulation, clipped to [0, 0.95]): per-step
    training metrics drift, and an independent-noise null called 34% of flat AR(1) phi = 0.8 series a
    consolidation (`benchmarks/phase_noise.py`). `_noise_model` is this noise model, for the consolidation
-   null and the tau draws (the exploration trend test keeps hinge residuals with Kendall's phi: see trend_test).
+   null, the tau draws and the exploration trend test's replicates (`trend_test`).
 
 2. **Order.** tau_exec, tau_plan, tau_ref get intervals from ONE joint AR(1) sieve bootstrap around the three
    bent-cable fits (`joint_tau_draws`; the same resampling draws for every class, so noise shared by the classes stays shared and the
@@ -39,10 +39,11 @@ metrics (`metrics.parquet`), each seeded and deterministic.
    rollouts' strategy labels (`strategy_entropy`, measure "strategy") when the rollouts carry a `strategy` column,
    else of planning-phrase semantic entropy without format phrases (`semantic_entropy_excl_format`, measure
    "planning-phrases"; see `hicra.dynamics.metrics` for the exclusion rule; metrics from before v2 fall back to
-   `semantic_entropy`). OLS slope against step with a moving-block bootstrap (block ~ n^(1/3)) percentile interval,
-   or, when per-problem counts are given (`problem_groups`, the text-only path), a bootstrap over problems (the
-   same problem draw at every step when every step has the same problems). Detected when the interval is above 0;
-   one-sided p = (1 + #{slope* <= 0}) / (1 + n_boot). Accuracy and mean length trends over the same window are
+   `semantic_entropy`). OLS slope against step with an AR(1) sieve bootstrap-t interval (`trend_test`: replicates
+   from `_noise_model`, each studentised like the data by `_slope_se`), or, when per-problem counts are given
+   (`problem_groups`, the text-only path), a bootstrap over problems (the same problem draw at every step when
+   every step has the same problems; one-sided p = (1 + #{slope* <= 0}) / (1 + n_boot)). Detected when the
+   interval is above 0. Accuracy and mean length trends over the same window are
    reported beside it. The exploration test runs and is reported even when the verdict is `inconclusive`.
 
 4. **Exploration onset** (only when exploration is detected): the hinge-vs-line test on the whole exploration
@@ -327,59 +328,61 @@ def onset_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = Pha
 
 
 def _phi_columns(r: np.ndarray) -> np.ndarray:
-    """`_ar1_innovations`' phi (bias-corrected, clipped) for each column of a residual matrix (n, B)."""
+    """Kendall-corrected lag-1 phi (`_ar1_innovations` without steps: clipped to [0, 0.95], 0 for a non-positive
+    autocorrelation) of each column of a residual matrix (n, B)."""
     r = r - r.mean(axis=0)
     denom = np.maximum((r * r).sum(axis=0), 1e-300)
     raw = (r[1:] * r[:-1]).sum(axis=0) / denom
     return np.where(raw > 0, np.clip(raw + (1 + 3 * raw) / r.shape[0], 0.0, 0.95), 0.0)
 
 
-def _slope_se(x: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """OLS slopes of the columns of ys (n, B) and their standard errors under AR(1) noise:
-    sqrt(s^2 / Sxx * (1 + phi) / (1 - phi)), s^2 = SSE / (n - 2), phi from the residuals (`_phi_columns`)."""
+def _slope_se(x: np.ndarray, ys: np.ndarray, min_segment: int) -> tuple[np.ndarray, np.ndarray]:
+    """OLS slopes of the columns of ys (n, B) against x and their standard errors under AR(1) noise,
+    sqrt(s^2 / Sxx * (1 + phi) / (1 - phi)): s^2 and phi (Kendall's correction, `_phi_columns`) from the residuals
+    of each column's best one-breakpoint hinge (`min_segment` points per side; of the line when n <= 6 or no
+    breakpoint fits), scaled by sqrt(n / (n - k)) for the k fitted parameters, s^2 = SSE / (n - 2). The trend
+    test's studentisation: one function for the data and for every bootstrap replicate."""
+    n = x.size
     xc = x - x.mean()
     sxx = float(xc @ xc)
-    slopes = (xc @ (ys - ys.mean(axis=0))) / sxx
-    resid = ys - ys.mean(axis=0) - np.outer(xc, slopes)
+    centred = ys - ys.mean(axis=0)
+    slopes = (xc @ centred) / sxx
+    taus, bases = _hinge_bases(x, min_segment)
+    if taus.size and n > 6:
+        proj = np.einsum("tnk,nb->tkb", bases, ys)
+        best = np.argmax((proj * proj).sum(axis=1), axis=0)  # the smallest SSE
+        cols = np.arange(ys.shape[1])
+        resid, k = ys - np.einsum("bnk,bk->nb", bases[best], proj[best, :, cols]), 3
+    else:
+        resid, k = centred - np.outer(xc, slopes), 2
     phi = _phi_columns(resid)
-    s2 = (resid * resid).sum(axis=0) / (x.size - 2)
+    s2 = (resid * resid).sum(axis=0) / (n - k) * n / (n - 2)
     return slopes, np.sqrt(np.maximum(s2, 1e-300) / sxx * (1 + phi) / (1 - phi))
 
 
 def trend_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = PhaseConfig()) -> dict:
     """OLS slope with an AR(1) sieve bootstrap-t interval; detected when the interval is above 0.
 
-    Noise model: the residuals of the best one-breakpoint hinge (not of the line: a rise that starts late or
-    bends leaves curvature in the line's residuals, which would read as strong drift and inflate the interval),
-    their AR(1) phi (`_ar1_innovations`) and scale. Replicates: the fitted line plus an AR(1) sieve resample of
-    those residuals; each replicate's slope is studentised by its own AR(1)-adjusted standard error
-    (`_slope_se`, phi re-estimated on the replicate), so the interval carries the uncertainty of phi and of the
-    noise level, which a percentile interval does not (with drift phi = 0.6 over 60 steps the percentile interval
-    called 6-7% of flat series a rise; one-sided nominal 2.5%). Interval [b - t*_hi se, b - t*_lo se]; one-sided
-    p = (1 + #{t* >= b / se}) / (1 + n_boot)."""
+    Replicates: the fitted line plus an AR(1) sieve resample of the consolidation test's noise model
+    (`_noise_model`: bent-cable residuals, mean-unbiased phi), so the bootstrap world drifts as much as the data
+    do. Studentisation (`_slope_se`): the same function on the data and on each replicate, an AR(1)-adjusted
+    standard error from the best hinge's residuals with Kendall's phi, so the interval carries the uncertainty
+    of phi and of the noise level, which a percentile interval does not. Both halves matter under drift (AR(1)
+    phi = 0.6, 51-60 steps, one-sided nominal 2.5%): replicates with Kendall's phi (biased low, 0.48 for 0.6)
+    and studentised from the line's residuals while the data were studentised from the hinge's called 6% of
+    flat series a rise (12% over 19 steps); with both fixed 2.8% (5% over 19 steps); `benchmarks/phase_verdicts.py`.
+    Interval [b - t*_hi se, b - t*_lo se]; one-sided p = (1 + #{t* >= b / se}) / (1 + n_boot)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     n = x.size
     if n < 4:
         return {"tested": False, "detected": False, "reason": "fewer than 4 steps"}
     rng = np.random.default_rng(config.seed + 1)
     _, _, fitted = _line_fit(x, y)
-    taus, bases = _hinge_bases(x, config.min_segment)
-    if taus.size and n > 6:
-        tau = float(taus[int(np.argmin(_sse_hinge(bases, y[:, None])[:, 0]))])
-        residuals, k = fit_hinge(x, y, tau)["residuals"], 3
-    else:
-        residuals, k = y - fitted, 2
-    residuals = residuals * np.sqrt(n / (n - k))
-    # Kendall-corrected phi, not `_noise_model`'s: on a short window (19 steps) a smooth rise that levels off leaves
-    # structured residuals that the mean-unbiased phi reads as near-unit drift, and the planted end-to-end run's
-    # obvious rise went undetected (tests/test_dynamics_cli.py::test_analyze_end_to_end_planted)
-    phi, innovations = _ar1_innovations(residuals)
-    xc = x - x.mean()
-    sxx = float(xc @ xc)
-    slope = float(xc @ (y - y.mean()) / sxx)
-    se = float(np.sqrt(max(float(np.mean(residuals ** 2)) * n / (n - 2), 1e-300) / sxx * (1 + phi) / (1 - phi)))
+    b, s = _slope_se(x, y[:, None], config.min_segment)
+    slope, se = float(b[0]), float(s[0])
+    residuals, phi, innovations = _noise_model(x, y, config.min_segment)
     ys = fitted[:, None] + _ar1_series(residuals, phi, innovations, rng.random((n, config.n_boot)))
-    b_star, se_star = _slope_se(x, ys)
+    b_star, se_star = _slope_se(x, ys, config.min_segment)
     t_star = (b_star - slope) / se_star
     t_lo, t_hi = np.quantile(t_star, [(1 - config.level) / 2, (1 + config.level) / 2])
     lo, hi = float(slope - t_hi * se), float(slope - t_lo * se)
