@@ -19,7 +19,14 @@ metrics (`metrics.parquet`), each seeded and deterministic.
    mean-unbiased estimate for residuals of that fit (found by simulation, clipped to [0, 0.95]): per-step
    training metrics drift, and an independent-noise null called 34% of flat AR(1) phi = 0.8 series a
    consolidation (`benchmarks/phase_noise.py`). `_noise_model` is this noise model, for the consolidation
-   null, the tau draws and the exploration trend test's replicates (`trend_test`).
+   null, the tau draws and the exploration trend test's replicates (`trend_test`). The three class curves of a
+   run share ONE phi (`_shared_lag1`: the mean of their residuals' lag-1 autocorrelations, mapped as for one
+   curve), each keeping its own residuals: the drift comes from the policy's step-to-step change, which every
+   class measured on the same rollouts sees. One curve's phi over 60 steps is too noisy for the test (AR(1)
+   phi = 0.6: 0.32-0.83, 5-95%, and up to 0.95, where a null drifting that much covered a fall of 0.3 at sd
+   0.02, so classes settling together were called execution-first); the run's is spread 0.52-0.81. It reads
+   about 0.07 high when two of the curves are exponential falls (the bent cable leaves a little of their shape
+   in the residuals), which errs towards wider intervals and weaker consolidation tests.
 
 2. **Order.** tau_exec, tau_plan, tau_ref get intervals from ONE joint AR(1) sieve bootstrap around the three
    bent-cable fits (`joint_tau_draws`; the same resampling draws for every class, so noise shared by the classes stays shared and the
@@ -69,7 +76,8 @@ resampling RUNS with replacement (not steps); each run's own verdict is reported
 Version 1 summaries (verdict "single-phase", no `order`) still load through `upgrade_phases`: v1 never tested the
 order, so their verdict becomes `inconclusive` (order `untestable`) with the old value kept in `verdict_v1`.
 
-Known limits: the noise model is AR(1) (or short blocks); longer-memory drift can still pass for a bend; a curve
+Known limits: the noise model is AR(1) (or short blocks), with one phi for the three token classes of a run (a
+run whose classes drift with different memory gets their mean); longer-memory drift can still pass for a bend; a curve
 that bends everywhere has its strongest bend reported as tau; with few runs the run-resampling intervals are crude.
 """
 
@@ -212,8 +220,8 @@ def _phi_mean_curve(x: np.ndarray, min_segment: int | None) -> np.ndarray:
     return out
 
 
-def _ar1_innovations(residuals: np.ndarray, x: np.ndarray | None = None,
-                     min_segment: int | None = None) -> tuple[float, np.ndarray]:
+def _ar1_innovations(residuals: np.ndarray, x: np.ndarray | None = None, min_segment: int | None = None,
+                     raw: float | None = None) -> tuple[float, np.ndarray]:
     """AR(1) coefficient phi of a residual series and the centred innovations e_t = r_t - phi * r_(t-1).
 
     The sample lag-1 autocorrelation of fit residuals is biased towards 0 in short series, the more so after a
@@ -221,9 +229,11 @@ def _ar1_innovations(residuals: np.ndarray, x: np.ndarray | None = None,
     Kendall's (1 + 3 phi) / n correction). With the steps `x`, phi is the mean-unbiased estimate: the phi whose
     simulated mean autocorrelation after the same fit (`_phi_mean_curve`: hinge with `min_segment`, or a line for
     None) equals the observed one, interpolated on a grid of 20 values. Without `x`, Kendall's correction.
-    Clipped to [0, 0.95]: negative or near-unit values are not a drift worth modelling."""
+    Clipped to [0, 0.95]: negative or near-unit values are not a drift worth modelling. `raw` replaces the
+    residuals' own lag-1 autocorrelation (a run-level value, `_shared_lag1`)."""
     r = residuals - residuals.mean()
-    raw = float(_lag1(r)) if np.sum(r * r) > 0 else 0.0
+    if raw is None:
+        raw = float(_lag1(r)) if np.sum(r * r) > 0 else 0.0
     if x is None:
         phi = float(np.clip(raw + (1 + 3 * raw) / r.size, 0.0, 0.95)) if raw > 0 else 0.0
     else:
@@ -233,7 +243,8 @@ def _ar1_innovations(residuals: np.ndarray, x: np.ndarray | None = None,
     return phi, e - e.mean()
 
 
-def _noise_model(x: np.ndarray, y: np.ndarray, min_segment: int) -> tuple[np.ndarray, float, np.ndarray]:
+def _noise_model(x: np.ndarray, y: np.ndarray, min_segment: int,
+                 raw_lag1: float | None = None) -> tuple[np.ndarray, float, np.ndarray]:
     """The per-step noise of a metric curve: residuals of its bent-cable fit (`bent_cable_fit`: a line with one
     bend, sharp or gradual; a line when the series is too short), scaled by sqrt(n / (n - 4)) for the fitted
     parameters, with their mean-unbiased AR(1) phi and centred innovations (`_ar1_innovations`). Fitting the bend
@@ -242,9 +253,21 @@ def _noise_model(x: np.ndarray, y: np.ndarray, min_segment: int) -> tuple[np.nda
     taus, _ = _hinge_bases(x, min_segment)
     if taus.size == 0:
         r = (y - _line_fit(x, y)[2]) * np.sqrt(x.size / max(x.size - 2, 1))
-        return (r, *_ar1_innovations(r, x, None))
+        return (r, *_ar1_innovations(r, x, None, raw_lag1))
     r = (y - bent_cable_fit(x, y, min_segment)) * np.sqrt(x.size / (x.size - 4))
-    return (r, *_ar1_innovations(r, x, min_segment))
+    return (r, *_ar1_innovations(r, x, min_segment, raw_lag1))
+
+
+def _shared_lag1(x: np.ndarray, curves: Sequence[np.ndarray], min_segment: int) -> float:
+    """The mean of the curves' lag-1 residual autocorrelations (`_noise_model`'s residuals): one AR(1) phi for
+    several metric curves of the same run, mean-unbiased when mapped by `_ar1_innovations` (the mean of the
+    curves' autocorrelations has the same expectation as each one's when they share phi)."""
+    raws = []
+    for y in curves:
+        r = _noise_model(x, y, min_segment)[0]
+        r = r - r.mean()
+        raws.append(float(_lag1(r)) if np.sum(r * r) > 0 else 0.0)
+    return float(np.mean(raws))
 
 
 def _ar1_resample(residuals: np.ndarray, phi: float, innovations: np.ndarray, n_boot: int,
@@ -264,7 +287,8 @@ def _ar1_resample(residuals: np.ndarray, phi: float, innovations: np.ndarray, n_
 
 # ---------------------------------------------------------------- the two tests
 
-def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.random.Generator) -> dict | None:
+def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.random.Generator,
+                   raw_lag1: float | None = None) -> dict | None:
     """The one-breakpoint hinge against a straight line (module docstring, test 1), without a shape condition:
     F statistic, bootstrap p-value, best breakpoint with its bootstrap interval, and the hinge fit. None when the
     series is too short for two segments of `min_segment` points."""
@@ -281,7 +305,7 @@ def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.ra
     fit = fit_hinge(x, y, tau)
     # the noise model: AR(1) fitted to the hinge residuals (what is left once the curve's shape is removed);
     # consecutive training steps are correlated, and an independent-noise null would call that drift a bend
-    residuals, phi, innovations = _noise_model(x, y, config.min_segment)
+    residuals, phi, innovations = _noise_model(x, y, config.min_segment, raw_lag1)
     # null: straight line + AR(1) noise rebuilt from resampled innovations; the tau search is redone on each
     a, b, fitted_line = _line_fit(x, y)
     ys = fitted_line[:, None] + _ar1_resample(residuals, phi, innovations, config.n_boot, rng)
@@ -297,10 +321,13 @@ def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.ra
             "breakpoint_interval": [float(lo), float(hi)], "fit": fit, "line_slope": b, "noise_ar1": phi}
 
 
-def consolidation_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = PhaseConfig()) -> dict:
-    """Hinge-vs-line test for a fall that flattens (see module docstring). Returns the evidence dict."""
+def consolidation_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = PhaseConfig(), *,
+                       raw_lag1: float | None = None) -> dict:
+    """Hinge-vs-line test for a fall that flattens (see module docstring). Returns the evidence dict.
+    raw_lag1: a lag-1 residual autocorrelation to build the AR(1) noise from instead of the curve's own
+    (`_shared_lag1`; `order_test` passes the run's)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    res = _hinge_vs_line(x, y, config, np.random.default_rng(config.seed))
+    res = _hinge_vs_line(x, y, config, np.random.default_rng(config.seed), raw_lag1)
     if res is None:
         return {"tested": False, "detected": False, "reason": f"need at least {2 * config.min_segment} steps"}
     fit, tau = res.pop("fit"), res["breakpoint_step"]
@@ -476,7 +503,8 @@ def fall_end_taus(x: np.ndarray, ys: np.ndarray, min_segment: int) -> np.ndarray
     return np.where(np.isfinite(sse[best, np.arange(ys.shape[1])]), taus[best], np.inf)
 
 
-def joint_tau_draws(x: np.ndarray, curves: Mapping[str, np.ndarray], config: PhaseConfig) -> dict[str, np.ndarray]:
+def joint_tau_draws(x: np.ndarray, curves: Mapping[str, np.ndarray], config: PhaseConfig, *,
+                    raw_lag1: float | None = None) -> dict[str, np.ndarray]:
     """Bootstrap draws of each curve's end of fall (`fall_end_taus`), paired across curves: every curve's AR(1)
     sieve resample uses the same random draws (module docstring, 2). Returns name -> (n_boot,) breakpoints, +inf
     where a resample does not fall and flatten.
@@ -493,7 +521,7 @@ def joint_tau_draws(x: np.ndarray, curves: Mapping[str, np.ndarray], config: Pha
     u = np.random.default_rng(config.seed + 5).random((x.size, config.n_boot))
     out = {}
     for name, y in curves.items():
-        residuals, phi, innovations = _noise_model(x, y, config.min_segment)
+        residuals, phi, innovations = _noise_model(x, y, config.min_segment, raw_lag1)
         ys = bent_cable_fit(x, y, config.min_segment)[:, None] + _ar1_series(residuals, phi, innovations, u)
         out[name] = fall_end_taus(x, ys, config.min_segment)
     return out
@@ -536,9 +564,10 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
     # each class at alpha / 2: the verdict states whether execution and whether planning consolidate, so the
     # chance that either is a false detection stays at alpha
     class_config = replace(config, alpha=config.alpha / 2)
-    tests = {k: consolidation_test(x, y, class_config) for k, y in ys.items()}
+    raw = _shared_lag1(x, list(ys.values()), config.min_segment)
+    tests = {k: consolidation_test(x, y, class_config, raw_lag1=raw) for k, y in ys.items()}
     if tau_draws is None:
-        tau_draws = joint_tau_draws(x, ys, config)
+        tau_draws = joint_tau_draws(x, ys, config, raw_lag1=raw)
         interval_method = interval_method or "joint AR(1) sieve bootstrap around each class's hinge fit"
     cons = {k: bool(t["detected"]) for k, t in tests.items()}
     tau = {k: float(tests[k]["breakpoint_step"]) if cons[k] else np.inf for k in ys}
