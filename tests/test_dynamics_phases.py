@@ -160,12 +160,15 @@ def test_trend_test_matches_ols_and_is_calibrated():
     assert a == b
     assert a["slope"] == pytest.approx(np.polyfit(x, y, 1)[0], rel=1e-9)
     assert a["detected"] and a["slope_interval"][0] > 0
-    # flat AR(1) drift (phi 0.6, 60 steps): false rises 4.3% of 300 such series (seeds 100-399, n_boot = 199;
-    # one-sided nominal 2.5%, the percentile interval of the line's residuals gave 6-7%)
-    x = np.arange(60.0)
-    false = sum(trend_test(x, ar1_noise(np.random.default_rng(100 + i), 60, 0.6, 0.05), CFG)["detected"]
-                for i in range(300))
-    assert false <= 15
+    # flat AR(1) drift (phi 0.6), 300 series each (seeds 100-399, n_boot = 199; one-sided nominal 2.5%): false rises
+    # 10 of 300 over 60 steps, 7 over 30 steps. Replicates drawn with Kendall's phi (biased low) and studentised from
+    # the line's residuals while the data were studentised from the hinge's gave 13 and 21 (the percentile interval
+    # of the line's residuals before that: 6-7% over 60 steps)
+    for n, most in ((60, 15), (30, 12)):
+        x = np.arange(float(n))
+        false = sum(trend_test(x, ar1_noise(np.random.default_rng(100 + i), n, 0.6, 0.05), CFG)["detected"]
+                    for i in range(300))
+        assert false <= most, (n, false)
 
 
 def test_consolidation_test_shape_and_ar1_calibration():
@@ -259,3 +262,28 @@ def test_drift_case_set_order_errors():
     first = [detect_phases(phase_curves("execution-first", np.random.default_rng(2000 + i), noise="drift"),
                            CFG)["order"] for i in range(30)]
     assert sum(o == "execution-first" for o in first) >= 27, first
+
+
+def test_one_phi_for_the_run_keeps_the_power_on_a_fast_fall():
+    """Under AR(1) drift phi = 0.6 over 60 steps a single curve's mean-unbiased phi is spread 0.32-0.83 (5-95%) and
+    reaches 0.9-0.95 in some curve sets, where a null that drifts like that covers even a fall of 0.3 with sd
+    0.02: planning's fall went undetected, so classes settling together were called execution-first (the curve
+    sets below, from the benchmark's seeds 0-299). One phi for the three class curves of a run (`_shared_lag1`)
+    narrows the spread and keeps those falls significant."""
+    from hicra.dynamics.phases import _noise_model, _shared_lag1
+
+    for seed in (7, 15, 73, 108):
+        c = phase_curves("together", np.random.default_rng(seed), noise="drift")
+        out = order_test(c["step"], {k: c["rel_ppl_" + k] for k in ("execution", "planning", "reference")}, CFG)
+        assert out["consolidates"]["planning"] and out["order"] == "simultaneous", (seed, out["order"])
+    x = np.arange(60.0)
+    fast, slow = 1 - 0.3 * (1 - np.exp(-x / 5)), 1 - 0.3 * np.minimum(x, 40) / 40
+    own, shared = [], []
+    for i in range(100):
+        rng = np.random.default_rng(300 + i)
+        ys = [fast + ar1_noise(rng, 60, 0.6, 0.01), slow + ar1_noise(rng, 60, 0.6, 0.02),
+              fast + ar1_noise(rng, 60, 0.6, 0.02)]
+        own.append(_noise_model(x, ys[1], 3)[1])
+        shared.append(_noise_model(x, ys[1], 3, _shared_lag1(x, ys, 3))[1])
+    (lo, hi), (lo_own, hi_own) = np.quantile(shared, [0.05, 0.95]), np.quantile(own, [0.05, 0.95])
+    assert hi - lo < 0.7 * (hi_own - lo_own) and 0.55 <= np.mean(shared) <= 0.72, (lo, hi, lo_own, hi_own)

@@ -19,7 +19,14 @@ metrics (`metrics.parquet`), each seeded and deterministic.
    mean-unbiased estimate for residuals of that fit (found by simulation, clipped to [0, 0.95]): per-step
    training metrics drift, and an independent-noise null called 34% of flat AR(1) phi = 0.8 series a
    consolidation (`benchmarks/phase_noise.py`). `_noise_model` is this noise model, for the consolidation
-   null and the tau draws (the exploration trend test keeps hinge residuals with Kendall's phi: see trend_test).
+   null, the tau draws and the exploration trend test's replicates (`trend_test`). The three class curves of a
+   run share ONE phi (`_shared_lag1`: the mean of their residuals' lag-1 autocorrelations, mapped as for one
+   curve), each keeping its own residuals: the drift comes from the policy's step-to-step change, which every
+   class measured on the same rollouts sees. One curve's phi over 60 steps is too noisy for the test (AR(1)
+   phi = 0.6: 0.32-0.83, 5-95%, and up to 0.95, where a null drifting that much covered a fall of 0.3 at sd
+   0.02, so classes settling together were called execution-first); the run's is spread 0.52-0.81. It reads
+   about 0.07 high when two of the curves are exponential falls (the bent cable leaves a little of their shape
+   in the residuals), which errs towards wider intervals and weaker consolidation tests.
 
 2. **Order.** tau_exec, tau_plan, tau_ref get intervals from ONE joint AR(1) sieve bootstrap around the three
    bent-cable fits (`joint_tau_draws`; the same resampling draws for every class, so noise shared by the classes stays shared and the
@@ -39,10 +46,11 @@ metrics (`metrics.parquet`), each seeded and deterministic.
    rollouts' strategy labels (`strategy_entropy`, measure "strategy") when the rollouts carry a `strategy` column,
    else of planning-phrase semantic entropy without format phrases (`semantic_entropy_excl_format`, measure
    "planning-phrases"; see `hicra.dynamics.metrics` for the exclusion rule; metrics from before v2 fall back to
-   `semantic_entropy`). OLS slope against step with a moving-block bootstrap (block ~ n^(1/3)) percentile interval,
-   or, when per-problem counts are given (`problem_groups`, the text-only path), a bootstrap over problems (the
-   same problem draw at every step when every step has the same problems). Detected when the interval is above 0;
-   one-sided p = (1 + #{slope* <= 0}) / (1 + n_boot). Accuracy and mean length trends over the same window are
+   `semantic_entropy`). OLS slope against step with an AR(1) sieve bootstrap-t interval (`trend_test`: replicates
+   from `_noise_model`, each studentised like the data by `_slope_se`), or, when per-problem counts are given
+   (`problem_groups`, the text-only path), a bootstrap over problems (the same problem draw at every step when
+   every step has the same problems; one-sided p = (1 + #{slope* <= 0}) / (1 + n_boot)). Detected when the
+   interval is above 0. Accuracy and mean length trends over the same window are
    reported beside it. The exploration test runs and is reported even when the verdict is `inconclusive`.
 
 4. **Exploration onset** (only when exploration is detected): the hinge-vs-line test on the whole exploration
@@ -68,7 +76,8 @@ resampling RUNS with replacement (not steps); each run's own verdict is reported
 Version 1 summaries (verdict "single-phase", no `order`) still load through `upgrade_phases`: v1 never tested the
 order, so their verdict becomes `inconclusive` (order `untestable`) with the old value kept in `verdict_v1`.
 
-Known limits: the noise model is AR(1) (or short blocks); longer-memory drift can still pass for a bend; a curve
+Known limits: the noise model is AR(1) (or short blocks), with one phi for the three token classes of a run (a
+run whose classes drift with different memory gets their mean); longer-memory drift can still pass for a bend; a curve
 that bends everywhere has its strongest bend reported as tau; with few runs the run-resampling intervals are crude.
 """
 
@@ -211,8 +220,8 @@ def _phi_mean_curve(x: np.ndarray, min_segment: int | None) -> np.ndarray:
     return out
 
 
-def _ar1_innovations(residuals: np.ndarray, x: np.ndarray | None = None,
-                     min_segment: int | None = None) -> tuple[float, np.ndarray]:
+def _ar1_innovations(residuals: np.ndarray, x: np.ndarray | None = None, min_segment: int | None = None,
+                     raw: float | None = None) -> tuple[float, np.ndarray]:
     """AR(1) coefficient phi of a residual series and the centred innovations e_t = r_t - phi * r_(t-1).
 
     The sample lag-1 autocorrelation of fit residuals is biased towards 0 in short series, the more so after a
@@ -220,9 +229,11 @@ def _ar1_innovations(residuals: np.ndarray, x: np.ndarray | None = None,
     Kendall's (1 + 3 phi) / n correction). With the steps `x`, phi is the mean-unbiased estimate: the phi whose
     simulated mean autocorrelation after the same fit (`_phi_mean_curve`: hinge with `min_segment`, or a line for
     None) equals the observed one, interpolated on a grid of 20 values. Without `x`, Kendall's correction.
-    Clipped to [0, 0.95]: negative or near-unit values are not a drift worth modelling."""
+    Clipped to [0, 0.95]: negative or near-unit values are not a drift worth modelling. `raw` replaces the
+    residuals' own lag-1 autocorrelation (a run-level value, `_shared_lag1`)."""
     r = residuals - residuals.mean()
-    raw = float(_lag1(r)) if np.sum(r * r) > 0 else 0.0
+    if raw is None:
+        raw = float(_lag1(r)) if np.sum(r * r) > 0 else 0.0
     if x is None:
         phi = float(np.clip(raw + (1 + 3 * raw) / r.size, 0.0, 0.95)) if raw > 0 else 0.0
     else:
@@ -232,7 +243,8 @@ def _ar1_innovations(residuals: np.ndarray, x: np.ndarray | None = None,
     return phi, e - e.mean()
 
 
-def _noise_model(x: np.ndarray, y: np.ndarray, min_segment: int) -> tuple[np.ndarray, float, np.ndarray]:
+def _noise_model(x: np.ndarray, y: np.ndarray, min_segment: int,
+                 raw_lag1: float | None = None) -> tuple[np.ndarray, float, np.ndarray]:
     """The per-step noise of a metric curve: residuals of its bent-cable fit (`bent_cable_fit`: a line with one
     bend, sharp or gradual; a line when the series is too short), scaled by sqrt(n / (n - 4)) for the fitted
     parameters, with their mean-unbiased AR(1) phi and centred innovations (`_ar1_innovations`). Fitting the bend
@@ -241,9 +253,21 @@ def _noise_model(x: np.ndarray, y: np.ndarray, min_segment: int) -> tuple[np.nda
     taus, _ = _hinge_bases(x, min_segment)
     if taus.size == 0:
         r = (y - _line_fit(x, y)[2]) * np.sqrt(x.size / max(x.size - 2, 1))
-        return (r, *_ar1_innovations(r, x, None))
+        return (r, *_ar1_innovations(r, x, None, raw_lag1))
     r = (y - bent_cable_fit(x, y, min_segment)) * np.sqrt(x.size / (x.size - 4))
-    return (r, *_ar1_innovations(r, x, min_segment))
+    return (r, *_ar1_innovations(r, x, min_segment, raw_lag1))
+
+
+def _shared_lag1(x: np.ndarray, curves: Sequence[np.ndarray], min_segment: int) -> float:
+    """The mean of the curves' lag-1 residual autocorrelations (`_noise_model`'s residuals): one AR(1) phi for
+    several metric curves of the same run, mean-unbiased when mapped by `_ar1_innovations` (the mean of the
+    curves' autocorrelations has the same expectation as each one's when they share phi)."""
+    raws = []
+    for y in curves:
+        r = _noise_model(x, y, min_segment)[0]
+        r = r - r.mean()
+        raws.append(float(_lag1(r)) if np.sum(r * r) > 0 else 0.0)
+    return float(np.mean(raws))
 
 
 def _ar1_resample(residuals: np.ndarray, phi: float, innovations: np.ndarray, n_boot: int,
@@ -263,7 +287,8 @@ def _ar1_resample(residuals: np.ndarray, phi: float, innovations: np.ndarray, n_
 
 # ---------------------------------------------------------------- the two tests
 
-def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.random.Generator) -> dict | None:
+def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.random.Generator,
+                   raw_lag1: float | None = None) -> dict | None:
     """The one-breakpoint hinge against a straight line (module docstring, test 1), without a shape condition:
     F statistic, bootstrap p-value, best breakpoint with its bootstrap interval, and the hinge fit. None when the
     series is too short for two segments of `min_segment` points."""
@@ -280,7 +305,7 @@ def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.ra
     fit = fit_hinge(x, y, tau)
     # the noise model: AR(1) fitted to the hinge residuals (what is left once the curve's shape is removed);
     # consecutive training steps are correlated, and an independent-noise null would call that drift a bend
-    residuals, phi, innovations = _noise_model(x, y, config.min_segment)
+    residuals, phi, innovations = _noise_model(x, y, config.min_segment, raw_lag1)
     # null: straight line + AR(1) noise rebuilt from resampled innovations; the tau search is redone on each
     a, b, fitted_line = _line_fit(x, y)
     ys = fitted_line[:, None] + _ar1_resample(residuals, phi, innovations, config.n_boot, rng)
@@ -296,10 +321,13 @@ def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.ra
             "breakpoint_interval": [float(lo), float(hi)], "fit": fit, "line_slope": b, "noise_ar1": phi}
 
 
-def consolidation_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = PhaseConfig()) -> dict:
-    """Hinge-vs-line test for a fall that flattens (see module docstring). Returns the evidence dict."""
+def consolidation_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = PhaseConfig(), *,
+                       raw_lag1: float | None = None) -> dict:
+    """Hinge-vs-line test for a fall that flattens (see module docstring). Returns the evidence dict.
+    raw_lag1: a lag-1 residual autocorrelation to build the AR(1) noise from instead of the curve's own
+    (`_shared_lag1`; `order_test` passes the run's)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    res = _hinge_vs_line(x, y, config, np.random.default_rng(config.seed))
+    res = _hinge_vs_line(x, y, config, np.random.default_rng(config.seed), raw_lag1)
     if res is None:
         return {"tested": False, "detected": False, "reason": f"need at least {2 * config.min_segment} steps"}
     fit, tau = res.pop("fit"), res["breakpoint_step"]
@@ -327,59 +355,61 @@ def onset_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = Pha
 
 
 def _phi_columns(r: np.ndarray) -> np.ndarray:
-    """`_ar1_innovations`' phi (bias-corrected, clipped) for each column of a residual matrix (n, B)."""
+    """Kendall-corrected lag-1 phi (`_ar1_innovations` without steps: clipped to [0, 0.95], 0 for a non-positive
+    autocorrelation) of each column of a residual matrix (n, B)."""
     r = r - r.mean(axis=0)
     denom = np.maximum((r * r).sum(axis=0), 1e-300)
     raw = (r[1:] * r[:-1]).sum(axis=0) / denom
     return np.where(raw > 0, np.clip(raw + (1 + 3 * raw) / r.shape[0], 0.0, 0.95), 0.0)
 
 
-def _slope_se(x: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """OLS slopes of the columns of ys (n, B) and their standard errors under AR(1) noise:
-    sqrt(s^2 / Sxx * (1 + phi) / (1 - phi)), s^2 = SSE / (n - 2), phi from the residuals (`_phi_columns`)."""
+def _slope_se(x: np.ndarray, ys: np.ndarray, min_segment: int) -> tuple[np.ndarray, np.ndarray]:
+    """OLS slopes of the columns of ys (n, B) against x and their standard errors under AR(1) noise,
+    sqrt(s^2 / Sxx * (1 + phi) / (1 - phi)): s^2 and phi (Kendall's correction, `_phi_columns`) from the residuals
+    of each column's best one-breakpoint hinge (`min_segment` points per side; of the line when n <= 6 or no
+    breakpoint fits), scaled by sqrt(n / (n - k)) for the k fitted parameters, s^2 = SSE / (n - 2). The trend
+    test's studentisation: one function for the data and for every bootstrap replicate."""
+    n = x.size
     xc = x - x.mean()
     sxx = float(xc @ xc)
-    slopes = (xc @ (ys - ys.mean(axis=0))) / sxx
-    resid = ys - ys.mean(axis=0) - np.outer(xc, slopes)
+    centred = ys - ys.mean(axis=0)
+    slopes = (xc @ centred) / sxx
+    taus, bases = _hinge_bases(x, min_segment)
+    if taus.size and n > 6:
+        proj = np.einsum("tnk,nb->tkb", bases, ys)
+        best = np.argmax((proj * proj).sum(axis=1), axis=0)  # the smallest SSE
+        cols = np.arange(ys.shape[1])
+        resid, k = ys - np.einsum("bnk,bk->nb", bases[best], proj[best, :, cols]), 3
+    else:
+        resid, k = centred - np.outer(xc, slopes), 2
     phi = _phi_columns(resid)
-    s2 = (resid * resid).sum(axis=0) / (x.size - 2)
+    s2 = (resid * resid).sum(axis=0) / (n - k) * n / (n - 2)
     return slopes, np.sqrt(np.maximum(s2, 1e-300) / sxx * (1 + phi) / (1 - phi))
 
 
 def trend_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = PhaseConfig()) -> dict:
     """OLS slope with an AR(1) sieve bootstrap-t interval; detected when the interval is above 0.
 
-    Noise model: the residuals of the best one-breakpoint hinge (not of the line: a rise that starts late or
-    bends leaves curvature in the line's residuals, which would read as strong drift and inflate the interval),
-    their AR(1) phi (`_ar1_innovations`) and scale. Replicates: the fitted line plus an AR(1) sieve resample of
-    those residuals; each replicate's slope is studentised by its own AR(1)-adjusted standard error
-    (`_slope_se`, phi re-estimated on the replicate), so the interval carries the uncertainty of phi and of the
-    noise level, which a percentile interval does not (with drift phi = 0.6 over 60 steps the percentile interval
-    called 6-7% of flat series a rise; one-sided nominal 2.5%). Interval [b - t*_hi se, b - t*_lo se]; one-sided
-    p = (1 + #{t* >= b / se}) / (1 + n_boot)."""
+    Replicates: the fitted line plus an AR(1) sieve resample of the consolidation test's noise model
+    (`_noise_model`: bent-cable residuals, mean-unbiased phi), so the bootstrap world drifts as much as the data
+    do. Studentisation (`_slope_se`): the same function on the data and on each replicate, an AR(1)-adjusted
+    standard error from the best hinge's residuals with Kendall's phi, so the interval carries the uncertainty
+    of phi and of the noise level, which a percentile interval does not. Both halves matter under drift (AR(1)
+    phi = 0.6, 51-60 steps, one-sided nominal 2.5%): replicates with Kendall's phi (biased low, 0.48 for 0.6)
+    and studentised from the line's residuals while the data were studentised from the hinge's called 6% of
+    flat series a rise (12% over 19 steps); with both fixed 2.8% (5% over 19 steps); `benchmarks/phase_verdicts.py`.
+    Interval [b - t*_hi se, b - t*_lo se]; one-sided p = (1 + #{t* >= b / se}) / (1 + n_boot)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     n = x.size
     if n < 4:
         return {"tested": False, "detected": False, "reason": "fewer than 4 steps"}
     rng = np.random.default_rng(config.seed + 1)
     _, _, fitted = _line_fit(x, y)
-    taus, bases = _hinge_bases(x, config.min_segment)
-    if taus.size and n > 6:
-        tau = float(taus[int(np.argmin(_sse_hinge(bases, y[:, None])[:, 0]))])
-        residuals, k = fit_hinge(x, y, tau)["residuals"], 3
-    else:
-        residuals, k = y - fitted, 2
-    residuals = residuals * np.sqrt(n / (n - k))
-    # Kendall-corrected phi, not `_noise_model`'s: on a short window (19 steps) a smooth rise that levels off leaves
-    # structured residuals that the mean-unbiased phi reads as near-unit drift, and the planted end-to-end run's
-    # obvious rise went undetected (tests/test_dynamics_cli.py::test_analyze_end_to_end_planted)
-    phi, innovations = _ar1_innovations(residuals)
-    xc = x - x.mean()
-    sxx = float(xc @ xc)
-    slope = float(xc @ (y - y.mean()) / sxx)
-    se = float(np.sqrt(max(float(np.mean(residuals ** 2)) * n / (n - 2), 1e-300) / sxx * (1 + phi) / (1 - phi)))
+    b, s = _slope_se(x, y[:, None], config.min_segment)
+    slope, se = float(b[0]), float(s[0])
+    residuals, phi, innovations = _noise_model(x, y, config.min_segment)
     ys = fitted[:, None] + _ar1_series(residuals, phi, innovations, rng.random((n, config.n_boot)))
-    b_star, se_star = _slope_se(x, ys)
+    b_star, se_star = _slope_se(x, ys, config.min_segment)
     t_star = (b_star - slope) / se_star
     t_lo, t_hi = np.quantile(t_star, [(1 - config.level) / 2, (1 + config.level) / 2])
     lo, hi = float(slope - t_hi * se), float(slope - t_lo * se)
@@ -473,7 +503,8 @@ def fall_end_taus(x: np.ndarray, ys: np.ndarray, min_segment: int) -> np.ndarray
     return np.where(np.isfinite(sse[best, np.arange(ys.shape[1])]), taus[best], np.inf)
 
 
-def joint_tau_draws(x: np.ndarray, curves: Mapping[str, np.ndarray], config: PhaseConfig) -> dict[str, np.ndarray]:
+def joint_tau_draws(x: np.ndarray, curves: Mapping[str, np.ndarray], config: PhaseConfig, *,
+                    raw_lag1: float | None = None) -> dict[str, np.ndarray]:
     """Bootstrap draws of each curve's end of fall (`fall_end_taus`), paired across curves: every curve's AR(1)
     sieve resample uses the same random draws (module docstring, 2). Returns name -> (n_boot,) breakpoints, +inf
     where a resample does not fall and flatten.
@@ -490,7 +521,7 @@ def joint_tau_draws(x: np.ndarray, curves: Mapping[str, np.ndarray], config: Pha
     u = np.random.default_rng(config.seed + 5).random((x.size, config.n_boot))
     out = {}
     for name, y in curves.items():
-        residuals, phi, innovations = _noise_model(x, y, config.min_segment)
+        residuals, phi, innovations = _noise_model(x, y, config.min_segment, raw_lag1)
         ys = bent_cable_fit(x, y, config.min_segment)[:, None] + _ar1_series(residuals, phi, innovations, u)
         out[name] = fall_end_taus(x, ys, config.min_segment)
     return out
@@ -533,9 +564,10 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
     # each class at alpha / 2: the verdict states whether execution and whether planning consolidate, so the
     # chance that either is a false detection stays at alpha
     class_config = replace(config, alpha=config.alpha / 2)
-    tests = {k: consolidation_test(x, y, class_config) for k, y in ys.items()}
+    raw = _shared_lag1(x, list(ys.values()), config.min_segment)
+    tests = {k: consolidation_test(x, y, class_config, raw_lag1=raw) for k, y in ys.items()}
     if tau_draws is None:
-        tau_draws = joint_tau_draws(x, ys, config)
+        tau_draws = joint_tau_draws(x, ys, config, raw_lag1=raw)
         interval_method = interval_method or "joint AR(1) sieve bootstrap around each class's hinge fit"
     cons = {k: bool(t["detected"]) for k, t in tests.items()}
     tau = {k: float(tests[k]["breakpoint_step"]) if cons[k] else np.inf for k in ys}
