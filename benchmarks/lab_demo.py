@@ -89,7 +89,7 @@ def main() -> None:
     ap.add_argument("--minibatches", type=int, help="gradient steps per rollout batch")
     ap.add_argument("--prompts", type=int, help="prompts per step")
     ap.add_argument("--group-size", type=int, help="responses per prompt")
-    ap.add_argument("--strategy-prior", choices=("blind", "oracle", "blind-rare"), help="warm-start corpus knob")
+    ap.add_argument("--strategy-prior", choices=("blind", "oracle", "blind-common"), help="warm-start corpus knob")
     ap.add_argument("--series")
     ap.add_argument("--product")
     ap.add_argument("--n-drill", type=int)

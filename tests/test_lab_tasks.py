@@ -155,19 +155,20 @@ def test_blind_prior_entropy_lies_between_the_two_optima():
     diverse, single = TaskMix(specs, "diverse"), TaskMix(specs, "single-route")
     h_div = strategy_entropy(diverse, "oracle", 4000)
     h_single = strategy_entropy(single, "oracle", 4000)
-    for prior in ("blind", "blind-rare"):
+    for prior in ("blind", "blind-common"):
         assert h_single < strategy_entropy(diverse, prior, 4000) < h_div, prior
 
 
-def test_blind_rare_prior_favours_a_strategy_that_is_rarely_cheapest():
+def test_blind_prior_favours_a_strategy_that_is_rarely_cheapest():
     rng = random.Random(1)
     for fam in (SR, PR):
         probs = [fam.sample_atom(rng) for _ in range(400)]
         cheapest = Counter(fam.cheapest(p) for p in probs)
-        chosen = Counter(fam.choose(p, rng, "blind-rare") for p in probs)
-        favourite = chosen.most_common(1)[0][0]
+        favourite = Counter(fam.choose(p, rng, "blind") for p in probs).most_common(1)[0][0]
         assert favourite != cheapest.most_common(1)[0][0]
         assert cheapest[favourite] / len(probs) < 0.3  # the usual choice is seldom the cheapest one
+        common = Counter(fam.choose(p, rng, "blind-common") for p in probs).most_common(1)[0][0]
+        assert common == cheapest.most_common(1)[0][0]
 
 
 def test_costs_follow_the_difficulty_model():
@@ -222,7 +223,7 @@ def test_oracle_prior_picks_the_cheapest_and_blind_prior_ignores_the_problem():
     by_ones: dict[int, Counter] = {}
     for p in probs:
         by_ones.setdefault(p.data["b"] % 10 == 9, Counter())[PR.choose(p, rng, "blind")] += 1
-    shares = [c["split"] / sum(c.values()) for c in by_ones.values()]
+    shares = [c["round-up"] / sum(c.values()) for c in by_ones.values()]
     assert abs(shares[0] - shares[1]) < 0.15  # the same preference whatever the problem
     assert entropy([1, 1]) == pytest.approx(0.6931, abs=1e-4)
 

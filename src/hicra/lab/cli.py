@@ -30,9 +30,9 @@ def register(subparsers) -> None:
                    help="warm-start seed: corpus, initialisation and SFT order (default 0; cached per seed)")
     p.add_argument("--execution-noise", type=float, metavar="P",
                    help="corpus slip rate per unit of line difficulty (default: the preset's, 0.015)")
-    p.add_argument("--strategy-prior", choices=("blind", "oracle", "blind-rare"),
-                   help="warm-start strategy choice: blind to the problem (default), the cheapest (oracle), or blind "
-                   "with a rarely cheapest favourite (blind-rare)")
+    p.add_argument("--strategy-prior", choices=("blind", "oracle", "blind-common"),
+                   help="warm-start strategy choice: blind to the problem with a rarely cheapest favourite (default), "
+                   "the cheapest (oracle), or blind with the most often cheapest favourite (blind-common)")
     p.add_argument("--optimum", choices=("diverse", "single-route"),
                    help="task variant: the cheapest strategy differs between problems (default) or not")
     p.add_argument("--steps", type=int, help="RL steps (default: the preset's)")

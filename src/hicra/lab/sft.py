@@ -26,7 +26,7 @@ from pathlib import Path
 
 from hicra.lab.tasks import CorpusKnobs, Problem, TaskMix
 
-CACHE_VERSION = 2  # bump when the corpus, tokenizer or training code changes what a key produces
+CACHE_VERSION = 3  # bump when the corpus, tokenizer or training code changes what a key produces
 
 
 @dataclass
@@ -35,7 +35,7 @@ class WarmStartConfig:
                                                        {"family": "multi"}])
     optimum: str = "diverse"  # task variant: "diverse" | "single-route" (one strategy cheapest everywhere)
     execution_noise: float = 0.015
-    strategy_prior: str = "blind"  # "blind" | "oracle"
+    strategy_prior: str = "blind"  # "blind" | "oracle" | "blind-common" (CorpusKnobs)
     planning_noise: float = 0.1
     heldout_share: float = 0.1
     n_train: int = 4000  # corpus size (problem, trace) pairs

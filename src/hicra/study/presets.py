@@ -111,7 +111,7 @@ def summary_path_for(root: Path, arm: str, seed: int, warm_start_seed: int = 0, 
 # ---------------------------------------------------------------- corpus-knob cells
 
 KNOB_ABBREV = {"execution_noise": "exec", "strategy_prior": "prior", "planning_noise": "plan", "optimum": "opt"}
-_KNOB_CHOICES = {"strategy_prior": ("blind", "oracle"), "optimum": ("diverse", "single-route")}
+_KNOB_CHOICES = {"strategy_prior": ("blind", "oracle", "blind-common"), "optimum": ("diverse", "single-route")}
 
 
 def cell_name(knobs: dict) -> str:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 ANSWER_PREFIX = "so the answer is"
-STRATEGY_PRIORS = ("oracle", "blind", "blind-rare")
+STRATEGY_PRIORS = ("oracle", "blind", "blind-common")
 OPTIMA = ("diverse", "single-route")
 
 # X op Y = Z, integers; Z may be negative (a wrong line may claim anything)
@@ -69,9 +69,10 @@ class CorpusKnobs:
         min(0.9, execution_noise * difficulty(line)), so multiplications of long numbers slip more than adding 1
         (the trace carries the wrong value on, as a person would).
     strategy_prior: "oracle" (the cheapest strategy for this problem), "blind" (a fixed preference over the
-        family's strategies that ignores the problem, only skipping strategies that do not apply; its favourite is
-        the strategy most often cheapest) or "blind-rare" (as blind, but the favourite is a strategy rarely
-        cheapest, so the warm start's usual choice is often the costly one: `Family.blind_rare_weights`).
+        family's strategies that ignores the problem, only skipping strategies that do not apply; its favourite is a
+        strategy that is rarely the cheapest, so the warm start's usual plan is often the costly one:
+        `Family.blind_weights`) or "blind-common" (as blind, but the favourite is the strategy most often cheapest:
+        `Family.blind_common_weights`; the lab's blind prior until 2026-11-30).
     planning_noise: probability that the chosen strategy is misapplied (a term skipped, the +1 of a count
         forgotten, a part dropped, the wrong combination), every line still right.
     """
@@ -252,7 +253,7 @@ def _slip_value(value: int, rng) -> int:
 class Family:
     """A task family: a problem universe (one per `optimum` variant), named strategies, plans, a parser.
 
-    Subclasses define `family`, `strategies` (in tie-break order), `blind_weights`, and the methods marked below.
+    Subclasses define `family`, `strategies` (in tie-break order), `blind_weights`, `blind_common_weights`, and the methods marked below.
     `optimum="diverse"` draws from the full universe, where the cheapest strategy differs between problems;
     `"single-route"` from a sub-universe where one strategy is cheapest everywhere (a negative control).
     """
@@ -260,7 +261,7 @@ class Family:
     family = ""
     strategies: tuple[str, ...] = ()
     blind_weights: dict[str, float] = {}
-    blind_rare_weights: dict[str, float] = {}
+    blind_common_weights: dict[str, float] = {}
 
     def __init__(self, optimum: str = "diverse"):
         if optimum not in OPTIMA:
@@ -318,11 +319,11 @@ class Family:
         return self.cheapest(problem)
 
     def choose(self, problem: Problem, rng, prior: str) -> str:
-        """The warm-start solver's strategy: the cheapest one (oracle) or a fixed preference (blind, blind-rare)."""
+        """The warm-start solver's strategy: the cheapest one (oracle) or a fixed preference (blind, blind-common)."""
         if prior == "oracle":
             return self.cheapest(problem)
         options = self.applicable(problem)
-        table = self.blind_rare_weights if prior == "blind-rare" else self.blind_weights
+        table = self.blind_common_weights if prior == "blind-common" else self.blind_weights
         weights = [table[s] for s in options]
         return rng.choices(options, weights=weights)[0]
 
