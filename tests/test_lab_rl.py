@@ -29,7 +29,7 @@ BASE = dict(tasks=TASKS, steps=4, prompts_per_step=3, group_size=4, max_new_toke
 def model_dir(tmp_path_factory):
     """A tiny warm start on an easy task, so rollouts get mixed rewards (non-zero advantages)."""
     cfg = WarmStartConfig(tasks=TASKS, n_train=1500, vocab_size=300, size="1m", epochs=6, batch_size=16,
-                          lr=5e-3, execution_noise=0.05, strategy_prior="blind", planning_noise=0.2,
+                          lr=5e-3, execution_noise=0.05, strategy_prior="blind-common", planning_noise=0.2,
                           heldout_share=0.3, max_response_tokens=64, seed=0)
     root = tmp_path_factory.mktemp("ws")
     path = warm_start(cfg, root, progress=False, log=lambda *a: None)
