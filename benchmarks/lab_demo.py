@@ -27,7 +27,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-
 def configs(args, ws_seed: int, rl_seed: int):
     from hicra.lab.presets import get_preset, narrowed_tasks, parse_universe
 
@@ -76,6 +75,8 @@ def one_pair(args, ws_seed: int, rl_seed: int) -> dict:
 
 
 def main() -> None:
+    from hicra.lab.tasks import STRATEGY_PRIORS
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--pairs", default="0:0,0:1,1:0,1:1,2:0,2:1,3:0,3:1,4:0,4:1", help="ws:seed,...")
@@ -89,7 +90,7 @@ def main() -> None:
     ap.add_argument("--minibatches", type=int, help="gradient steps per rollout batch")
     ap.add_argument("--prompts", type=int, help="prompts per step")
     ap.add_argument("--group-size", type=int, help="responses per prompt")
-    ap.add_argument("--strategy-prior", choices=("blind", "oracle", "blind-common"), help="warm-start corpus knob")
+    ap.add_argument("--strategy-prior", choices=STRATEGY_PRIORS, help="warm-start corpus knob")
     ap.add_argument("--series")
     ap.add_argument("--product")
     ap.add_argument("--n-drill", type=int)

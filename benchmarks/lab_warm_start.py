@@ -23,7 +23,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-
 def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -32,6 +31,7 @@ def main() -> None:
     from hicra.lab.presets import get_preset, narrowed_tasks, parse_universe
     from hicra.lab.probes import run_probes
     from hicra.lab.sft import eval_problems, evaluate, warm_start
+    from hicra.lab.tasks import STRATEGY_PRIORS
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="quick")
@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, help="SFT learning rate")
     ap.add_argument("--arch", help="qwen2, llama or gpt2")
     ap.add_argument("--batch-size", type=int, help="SFT batch size")
-    ap.add_argument("--strategy-prior", choices=("blind", "oracle", "blind-common"), help="warm-start corpus knob")
+    ap.add_argument("--strategy-prior", choices=STRATEGY_PRIORS, help="warm-start corpus knob")
     ap.add_argument("--device", default="cpu", help="where SFT runs (cpu, cuda); evaluation runs on the CPU")
     ap.add_argument("--lexicon-from", help="a warm-start directory whose lexicon.json is reused instead of mining "
                     "one (for machines without the embedding model; the SFT and so these figures do not depend "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hicra.errors import InputError
 from hicra.lab.rl import ALGORITHMS as ALGOS
+from hicra.lab.tasks.base import OPTIMA, STRATEGY_PRIORS
 
 
 def default_cache() -> Path:
@@ -30,10 +31,10 @@ def register(subparsers) -> None:
                    help="warm-start seed: corpus, initialisation and SFT order (default 0; cached per seed)")
     p.add_argument("--execution-noise", type=float, metavar="P",
                    help="corpus slip rate per unit of line difficulty (default: the preset's, 0.015)")
-    p.add_argument("--strategy-prior", choices=("blind", "oracle", "blind-common"),
+    p.add_argument("--strategy-prior", choices=STRATEGY_PRIORS,
                    help="warm-start strategy choice: blind to the problem with a rarely cheapest favourite (default), "
                    "the cheapest (oracle), or blind with the most often cheapest favourite (blind-common)")
-    p.add_argument("--optimum", choices=("diverse", "single-route"),
+    p.add_argument("--optimum", choices=OPTIMA,
                    help="task variant: the cheapest strategy differs between problems (default) or not")
     p.add_argument("--steps", type=int, help="RL steps (default: the preset's)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/lab-PRESET-ALGO-seedN-TIME)")

@@ -20,7 +20,6 @@ from hicra.lab.sft import WarmStartConfig
 TASKS = [{"family": "series"}, {"family": "product"}, {"family": "multi"}]
 
 
-
 def narrowed_tasks(series: dict | None = None, product: dict | None = None) -> list[dict]:
     """`TASKS` with the series and product universes narrowed by their task-spec keys (series: `max_start`,
     `max_step`, `counts`; product: `a_max`), the multi-part family's parts narrowed alike. No keys: `TASKS`."""
@@ -38,13 +37,14 @@ def parse_universe(text: str | None) -> dict[str, int]:
     return out
 
 
-# RL samples at temperature 0.7: over (warm-start seed, RL seed) pairs of the quick preset at lr 2e-5, the greedy
-# held-out gain was +1.6 points (SD 1.8, 7 of 9 pairs positive) at 0.7 against -0.2 (SD 0.6, 1 of 5) at 1.0
-# (benchmarks/sweeps/2026-11-30-device/, docs/lab.md): rollouts near the greedy path train the decisions greedy
-# decoding makes. The sampled evaluation uses the same temperature.
 _WARM = WarmStartConfig(tasks=TASKS, size="1m", n_train=8000, epochs=9, batch_size=16, lr=1.5e-3,
                         max_response_tokens=192)
 
+# RL samples at temperature 0.7: over (warm-start seed, RL seed) pairs of the quick preset at lr 2e-5, from warm
+# starts of the `blind-common` prior (then the default), the greedy held-out gain was +1.6 points (SD 1.8, 7 of 9
+# pairs positive) at 0.7 against -0.2 (SD 0.6, 1 of 5) at 1.0 (benchmarks/sweeps/2026-11-30-device/, docs/lab.md):
+# rollouts near the greedy path train the decisions greedy decoding makes. The sampled evaluation uses the same
+# temperature.
 PRESETS: dict[str, tuple[WarmStartConfig, RLConfig]] = {
     "quick": (
         _WARM,

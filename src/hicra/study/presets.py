@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hicra.errors import InputError
+from hicra.lab.tasks.base import OPTIMA, STRATEGY_PRIORS
 
 FORMAT = "hicra-study/2"  # v1 (one warm start, runs/ARM/seedNN, statistics from run directories): docs/study.md
 RUN_FORMAT = "hicra-study-run/1"  # one per-run summary file
@@ -111,7 +112,7 @@ def summary_path_for(root: Path, arm: str, seed: int, warm_start_seed: int = 0, 
 # ---------------------------------------------------------------- corpus-knob cells
 
 KNOB_ABBREV = {"execution_noise": "exec", "strategy_prior": "prior", "planning_noise": "plan", "optimum": "opt"}
-_KNOB_CHOICES = {"strategy_prior": ("blind", "oracle", "blind-common"), "optimum": ("diverse", "single-route")}
+_KNOB_CHOICES = {"strategy_prior": STRATEGY_PRIORS, "optimum": OPTIMA}
 
 
 def cell_name(knobs: dict) -> str:
