@@ -94,6 +94,19 @@ def test_records_schema_and_contents(model_dir, tmp_path):
         lp = sequence_logprobs(model, p, torch.ones_like(p, dtype=torch.bool), torch.tensor([ids]),
                                torch.ones((1, len(ids)), dtype=torch.bool))
         np.testing.assert_allclose(lp[0].detach().numpy(), r["logprobs"], atol=1e-4)
+    # the mechanism check in the log, recomputed from the rollout rows (advantage = reward - its group's mean)
+    log = out["log"][0]
+    mass = [1 - np.exp(np.array(r["logprobs"])) for r in rows]
+    plan = [np.array(r["planning_mask"], bool) for r in rows]
+    adv = [abs(r["reward"] - np.mean([x["reward"] for x in rows[i // 4 * 4: i // 4 * 4 + 4]]))
+           for i, r in enumerate(rows)]
+    total = sum(m.sum() for m in mass)
+    assert log["planning_gradient_mass_share"] == pytest.approx(sum(m[p].sum() for m, p in zip(mass, plan, strict=True)) / total,
+                                                                rel=1e-4)
+    assert log["planning_update_share"] == pytest.approx(
+        sum(a * m[p].sum() for a, m, p in zip(adv, mass, plan, strict=True)) / sum(a * m.sum() for a, m in zip(adv, mass, strict=True)),
+        rel=1e-4)
+    assert log["update_change"] == pytest.approx(0.2 * log["planning_update_share"], rel=1e-5)  # hicra, alpha 0.2
     assert set(out["eval"]) == {"warm_start", "final", "warm_start_sampled", "final_sampled", "heldout_ids"}
     # held-out problems are disjoint from every training draw, and listed
     held = set(out["eval"]["heldout_ids"])

@@ -219,7 +219,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hicra.algorithms import grpo_advantages, policy_loss
+    from hicra.algorithms import gradient_mass, grpo_advantages, policy_loss
     from hicra.dynamics.records import RolloutWriter, list_rollout_files, rollout_row, write_run_info
     from hicra.dynamics.vocab import error_columns, loss_stats
     from hicra.errors import InputError
@@ -400,6 +400,11 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
 
         n_tokens = int(s.response_mask.sum())
         errors = [r.error_type for r in results]
+        # the mechanism check: planning tokens' share of the gradient mass and of the update (HICRA at alpha
+        # changes the update by alpha times the latter), and how much this algorithm's mask did change it
+        plan_mass = gradient_mass(s.logprobs, s.response_mask, planning_mask, adv, 0.0)
+        own_change = 0.0 if amplified is None else gradient_mass(s.logprobs, s.response_mask, amplified, adv,
+                                                                 alpha)["update_change"]
         resp_mask = s.response_mask
         entry = {
             "step": step, "reward": float(rewards.mean()), "accuracy": float(np.mean([r.correct for r in results])),
@@ -408,6 +413,9 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
             "entropy": float((s.entropies * resp_mask).sum() / max(1, n_tokens)),
             "planning_ratio": float((planning_mask & resp_mask).sum()) / max(1, n_tokens),
             "amplified_ratio": 0.0 if amplified is None else float(amplified.sum()) / max(1, n_tokens),
+            **{k: (None if v != v else v) for k, v in {
+                "planning_gradient_mass_share": plan_mass["gradient_mass_share"],
+                "planning_update_share": plan_mass["update_share"], "update_change": own_change}.items()},
             **({} if detector is None else {"phase_alpha": alpha, "phase_fired_step": detector.fired_step}),
             # NaN (e.g. no planning token in the batch) is written as null: JSON has no NaN
             **{k: (None if v != v else v) for k, v in stats_sum.items()},

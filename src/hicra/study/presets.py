@@ -10,6 +10,10 @@ from hicra.lab.tasks.base import OPTIMA, STRATEGY_PRIORS
 
 FORMAT = "hicra-study/2"  # v1 (one warm start, runs/ARM/seedNN, statistics from run directories): docs/study.md
 RUN_FORMAT = "hicra-study-run/1"  # one per-run summary file
+# train_log columns of the mechanism check (hicra.algorithms.gradient_mass): planning tokens' share of response
+# tokens, of the gradient mass (1 - p of the sampled token) and of the update (|A| times the mass); HICRA at alpha
+# changes the update by alpha * planning_update_share; update_change is what the arm's own mask changed
+MECHANISM_COLUMNS = ("planning_ratio", "planning_gradient_mass_share", "planning_update_share", "update_change")
 SEED_STRIDE = 1000  # RL seeds of warm-start seed W: W * SEED_STRIDE + 0..seeds-1 (distinct across warm starts)
 
 # arm name -> RLConfig overrides. The alpha sweep's 0.2 point is the "hicra" arm itself. Control arms are named

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hicra.study.presets import BASELINE
+from hicra.study.presets import BASELINE, MECHANISM_COLUMNS
 from hicra.study.statistics import ORDERS
 
 # ---------------------------------------------------------------- tables and figures
@@ -19,6 +19,10 @@ def _fmt_diff(d: dict | None) -> str:
         return "-"
     holm = f", Holm p={d['p_holm']:.3f}" if "p_holm" in d else ""
     return f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}], p={d['p_value']:.3f}{holm}"
+
+
+def _pm(sd: float | None) -> str:
+    return "" if sd is None else f" +- {100 * sd:.1f}"
 
 
 def _pts(v) -> str:
@@ -94,6 +98,22 @@ def results_markdown(results: dict) -> str:
             return "-" if v is None else f"{100 * v:+.2f}"
         lines.append(f"| {arm} | {f(t['execution']['first_half'])} | {f(t['execution']['second_half'])} | "
                      f"{f(t['planning']['first_half'])} | {f(t['planning']['second_half'])} |")
+    mech = {arm: a.get("mechanism") or {} for arm, a in results["per_arm"].items()}
+    if any(mech.values()):
+        lines += ["", "## Mechanism check (planning tokens' share, %, mean +- SD over runs: at the warm start -> "
+                  "last tenth of the steps)", "",
+                  "Gradient mass: 1 - p of the sampled token; update: |A| times it (`hicra.algorithms.gradient_mass`). "
+                  "HICRA at alpha changes the update by alpha x the update share; the last column is what the arm's "
+                  "own mask changed.", "",
+                  "| arm | of tokens | of gradient mass | of the update | update change (own mask) |", "|---|---|---|---|---|"]
+
+        def cell(d: dict | None) -> str:
+            if not d:
+                return "-"
+            return (f"{100 * d['warm_start_mean']:.1f}{_pm(d['warm_start_sd'])} -> "
+                    f"{100 * d['end_mean']:.1f}{_pm(d['end_sd'])}")
+        for arm, m in mech.items():
+            lines.append(f"| {arm} | " + " | ".join(cell(m.get(c)) for c in MECHANISM_COLUMNS) + " |")
     lines += ["", "## Runs", "", "(verdict: C = consolidation detected, E = exploration detected; switch = the "
               "phase-aware arm's step of switching alpha on)", "",
               "| arm | warm-start seed | RL seed | final acc. | AUC | AUC held-out | steps to thr. | verdict | "

@@ -16,6 +16,7 @@ from hicra.fileio import write_json, write_text
 from hicra.study.presets import (
     ARMS,
     FORMAT,
+    MECHANISM_COLUMNS,
     PRESETS,
     RUN_FORMAT,
     StudyPreset,
@@ -148,7 +149,8 @@ def run_one(spec: RunSpec) -> dict:
 _SUMMARY_METRICS = ("step", "rel_ppl_execution", "rel_ppl_planning", "rel_ppl_reference", "accuracy", "mean_length",
                     "errors_planning_share", "errors_execution_share", "planning_ratio", "strategy_entropy",
                     "semantic_entropy_excl_format", "semantic_entropy")
-_TRAIN_COLUMNS = ("accuracy", "errors_execution_share", "errors_planning_share", "errors_format_share")
+_TRAIN_COLUMNS = ("accuracy", "errors_execution_share", "errors_planning_share", "errors_format_share",
+                  *MECHANISM_COLUMNS)
 
 
 def _round(v, digits: int = 6):

@@ -15,6 +15,7 @@ from hicra.study.presets import (
     ARMS,
     BASELINE,
     FORMAT,
+    MECHANISM_COLUMNS,
     RUN_FORMAT,
     StudyPreset,
     condition_label,
@@ -253,6 +254,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
                 "error_order": _order_summary(orders),
                 "curves": curves,
                 "eval_curve": _mean_curve([r["eval_curve"] for r in runs], ("accuracy",)),
+                "mechanism": mechanism_check(runs),
                 "probes": _mean_curve([r["probes"] for r in runs],
                                       tuple(k for k in runs[0]["probes"] if k != "step")) if runs[0]["probes"] else {},
             }
@@ -281,6 +283,31 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
             "error_order": _order_summary([r["error_fall"]["order"] for r in runs_out]),
             "run_seconds": {f"{condition_label(r['cell'], r['arm'])}/ws{r['warm_start_seed']}-seed{r['seed']:02d}":
                             r["seconds"] for r in runs_out}}
+
+
+def _sd(x) -> float | None:
+    import numpy as np
+
+    return float(np.std(x, ddof=1)) if len(x) > 1 else None
+
+
+def mechanism_check(runs: list[dict]) -> dict:
+    """Per MECHANISM_COLUMNS (planning tokens' share of response tokens and of the gradient mass, the change of
+    the update HICRA's alpha makes, the change this arm's own mask made): the mean and SD over runs at the warm
+    start (the first step's rollouts are sampled from it) and over the last tenth of the steps. Columns a run's
+    train_curve lacks (summaries from before they were logged) are left out."""
+    import numpy as np
+
+    out = {}
+    for c in MECHANISM_COLUMNS:
+        curves = [r["train_curve"].get(c) for r in runs]
+        if not curves or any(v is None or not v or v[0] is None for v in curves):
+            continue
+        first = np.array([v[0] for v in curves], dtype=float)
+        last = np.array([np.nanmean(np.array(v[-max(1, len(v) // 10):], dtype=float)) for v in curves])
+        out[c] = {"warm_start_mean": float(np.mean(first)), "warm_start_sd": _sd(first),
+                  "end_mean": float(np.nanmean(last)), "end_sd": _sd(last)}
+    return out
 
 
 def _mean_curve(curves: list[dict], names: tuple[str, ...]) -> dict:
