@@ -374,8 +374,8 @@ def gradient_mass(logprobs: torch.Tensor, response_mask: Any, mask: Any, advanta
         alpha: the amplification (0 <= alpha < 1, else ValueError).
 
     Returns:
-        {"token_share", "gradient_mass_share", "update_share", "update_change"}; a share whose denominator is 0
-        is NaN.
+        {"token_share" (``planning_rate`` of the mask), "gradient_mass_share", "update_share", "update_change"};
+        a mass or update share whose denominator is 0 is NaN.
     """
     alpha = float(alpha)
     if not 0.0 <= alpha < 1.0:
@@ -393,7 +393,7 @@ def gradient_mass(logprobs: torch.Tensor, response_mask: Any, mask: Any, advanta
         return float(num / den) if float(den) > 0 else float("nan")
 
     share = ratio((weight * m).sum(), weight.sum())
-    return {"token_share": ratio(m.sum().to(g.dtype), resp.sum().to(g.dtype)),
+    return {"token_share": planning_rate(m, resp),
             "gradient_mass_share": ratio((g * m).sum(), g.sum()), "update_share": share,
             "update_change": alpha * share}
 

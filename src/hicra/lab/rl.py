@@ -413,12 +413,12 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
             "entropy": float((s.entropies * resp_mask).sum() / max(1, n_tokens)),
             "planning_ratio": float((planning_mask & resp_mask).sum()) / max(1, n_tokens),
             "amplified_ratio": 0.0 if amplified is None else float(amplified.sum()) / max(1, n_tokens),
-            **{k: (None if v != v else v) for k, v in {
-                "planning_gradient_mass_share": plan_mass["gradient_mass_share"],
-                "planning_update_share": plan_mass["update_share"], "update_change": own_change}.items()},
             **({} if detector is None else {"phase_alpha": alpha, "phase_fired_step": detector.fired_step}),
             # NaN (e.g. no planning token in the batch) is written as null: JSON has no NaN
-            **{k: (None if v != v else v) for k, v in stats_sum.items()},
+            **{k: (None if v != v else v) for k, v in {
+                "planning_gradient_mass_share": plan_mass["gradient_mass_share"],
+                "planning_update_share": plan_mass["update_share"], "update_change": own_change,
+                **stats_sum}.items()},
         }
         dt = time.perf_counter() - t0
         history.append(entry)
