@@ -427,7 +427,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         write_jsonl(run_dir / "train_log.jsonl", history)
         if tb is not None:
             for k, v in entry.items():
-                if k != "step":
+                if k != "step" and v is not None:  # null (NaN, e.g. no planning token this step) is no scalar
                     tb.add_scalar(f"lab/{k}", v, step)
             tb.add_scalar("lab/tokens_per_s", timing["tokens_per_s"], step)
         bar.set_postfix(reward=f"{entry['reward']:.2f}", acc=f"{entry['accuracy']:.2f}",
