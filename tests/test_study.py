@@ -362,3 +362,64 @@ def test_knob_cells_plan_the_grid(tmp_path):
     # every arm on the same pairs
     pairs = {a: sorted((s.cell, s.warm_start_seed, s.seed) for s in specs if s.arm == a) for a in ("grpo", "hicra")}
     assert pairs["grpo"] == pairs["hicra"]
+
+
+def test_control_checks_pool_matching_cells_and_apply_thresholds():
+    """CONTROL_CRITERIA on hand-built per-run entries: each criterion pools the GRPO runs of the cells whose knobs
+    match its `where` (floats compared as numbers), counts the runs showing its statistic, and passes by its
+    threshold; a criterion no run matches is "not tested", and then not all controls pass."""
+    from hicra.study.presets import CONTROL_CRITERIA
+    from hicra.study.report import results_markdown
+    from hicra.study.statistics import ORDERS, control_checks
+
+    cells = PRESETS["controls"].cells
+
+    def run(cell, explore, order, arm="grpo"):
+        return {"arm": arm, "cell": cell, "phases": {"exploration_detected": explore, "order": order}}
+
+    runs = []
+    for name, k in cells.items():
+        blind_diverse = k["strategy_prior"] == "blind" and k["optimum"] == "diverse"
+        if k["execution_noise"] > 0 and k["strategy_prior"] == "oracle":
+            order = "execution-first"
+        elif k["execution_noise"] == 0 and k["strategy_prior"] == "blind":
+            order = "planning-first"
+        else:
+            order = "simultaneous"
+        runs += [run(name, blind_diverse, order) for _ in range(3)]
+        runs.append(run(name, not blind_diverse, "none", arm="hicra"))  # other arms are not pooled
+    ok = control_checks(runs, cells)
+    by = {c["name"]: c for c in ok["criteria"]}
+    assert ok["all_passed"] and len(by) == len(CONTROL_CRITERIA)
+    assert by["exploration-where-possible"]["cells"] == sorted(n for n, k in cells.items()
+                                                                if k["strategy_prior"] == "blind"
+                                                                and k["optimum"] == "diverse")
+    assert (by["exploration-where-possible"]["n_runs"], by["exploration-where-possible"]["hits"]) == (6, 6)
+    assert (by["no-exploration-single-route"]["n_runs"], by["no-exploration-single-route"]["hits"]) == (12, 0)
+    assert by["execution-first-noisy-execution-oracle-plan"]["n_runs"] == 6  # both optima at noise 0.05
+    # one blind-diverse run without exploration: 5/6 = 0.83 still >= 0.8; two: 4/6 = 0.67 fails
+    explorers = [i for i, r in enumerate(runs) if r["arm"] == "grpo" and r["phases"]["exploration_detected"]]
+
+    def without_exploration(idx):
+        return [dict(r, phases={**r["phases"], "exploration_detected": False}) if i in idx else r
+                for i, r in enumerate(runs)]
+    assert control_checks(without_exploration(explorers[:1]), cells)["all_passed"]
+    res = control_checks(without_exploration(explorers[:2]), cells)
+    assert not res["all_passed"]
+    assert {c["name"]: c["passed"] for c in res["criteria"]}["exploration-where-possible"] is False
+    # single-route runs that explore: 1/12 = 0.083 passes the negative control, 2/12 = 0.17 fails it
+    sr = [i for i, r in enumerate(runs) if r["arm"] == "grpo" and cells[r["cell"]]["optimum"] == "single-route"]
+    for n, expected in ((1, True), (2, False)):
+        bad = [dict(r, phases={**r["phases"], "exploration_detected": True}) if i in sr[:n] else r
+               for i, r in enumerate(runs)]
+        assert {c["name"]: c["passed"] for c in control_checks(bad, cells)["criteria"]}[
+            "no-exploration-single-route"] is expected
+    # cells without the clean-execution level: that criterion is not tested, so not everything passes
+    partial = {n: k for n, k in cells.items() if k["execution_noise"] > 0}
+    res = control_checks([r for r in runs if r["cell"] in partial], partial)
+    nt = {c["name"]: c for c in res["criteria"]}["order-flips-clean-execution-blind-plan"]
+    assert nt["passed"] is None and nt["n_runs"] == 0 and not res["all_passed"]
+    md = results_markdown({"preset": "controls", "warm_start_seeds": 1, "seeds": 3, "pairs": [], "threshold": 0.3,
+                           "per_arm": {}, "comparisons": [], "runs": [], "controls": res,
+                           "error_order": {"counts": {o: 0 for o in ORDERS}, "n_runs": 0, "sign_test_p": 1.0}})
+    assert "## Control checks" in md and "not tested" in md and "All passed: **no**" in md

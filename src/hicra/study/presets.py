@@ -61,7 +61,7 @@ PRESETS: dict[str, StudyPreset] = {
     "full": StudyPreset(
         name="full", description="every arm, 8 seeds, the lab's default runs (hours on 2 cores: docs/study.md)",
         seeds=8, arms=list(ARMS), lab_preset="default"),
-    # v2 (issue 15): provisional until the pre-registration in docs/study.md fixes seeds, cells and knob values
+    # v2 (issue 15): as docs/study.md's pre-registered section (a draft until frozen) states them
     "controls": StudyPreset(
         name="controls", description="v2 control cells: execution noise {0, 0.05} x strategy prior {oracle, "
         "blind} x optimum {diverse, single-route}, GRPO, 3 RL seeds at warm-start seed 0 (provisional)",
@@ -215,5 +215,46 @@ def study_settings(preset: StudyPreset) -> dict:
 
 
 
-PRESETS["controls"].cells = knob_grid({"execution_noise": [0.0, 0.05], "strategy_prior": ["oracle", "blind"],
-                                       "optimum": ["diverse", "single-route"]})
+# ---------------------------------------------------------------- control cells and their pass criteria
+
+CONTROL_NOISE = {"none": 0.0, "high": 0.05}  # the control cells' execution noise levels (WarmStartConfig)
+PRESETS["controls"].cells = knob_grid({"execution_noise": list(CONTROL_NOISE.values()),
+                                       "strategy_prior": ["oracle", "blind"], "optimum": ["diverse", "single-route"]})
+
+
+@dataclass(frozen=True)
+class ControlCriterion:
+    """One pass criterion of the control cells, fixed before the runs (docs/study.md, "Pre-registered").
+
+    The runs of the `arm` in every cell whose knobs match `where` are pooled; `statistic` is the share of those
+    runs whose per-run phase verdict shows it: "exploration" (`phases.exploration.detected`: the strategy-entropy
+    rise after the execution consolidation) or "order:VALUE" (`phases.order == VALUE`). The criterion passes when
+    the share is >= `at_least` (or <= `at_most`)."""
+    name: str
+    where: dict
+    statistic: str
+    at_least: float | None = None
+    at_most: float | None = None
+    arm: str = BASELINE
+    why: str = ""
+
+
+CONTROL_CRITERIA: tuple[ControlCriterion, ...] = (
+    ControlCriterion("exploration-where-possible", {"strategy_prior": "blind", "optimum": "diverse"},
+                     "exploration", at_least=0.8,
+                     why="positive control: a problem-blind prior under a problem-dependent optimum leaves "
+                         "strategy entropy room to rise"),
+    ControlCriterion("no-exploration-single-route", {"optimum": "single-route"}, "exploration", at_most=0.1,
+                     why="negative control: one strategy is cheapest everywhere, so reward pulls entropy down"),
+    ControlCriterion("no-exploration-oracle-prior", {"strategy_prior": "oracle"}, "exploration", at_most=0.1,
+                     why="negative control: the warm start already plans like the optimum"),
+    ControlCriterion("execution-first-noisy-execution-oracle-plan",
+                     {"execution_noise": CONTROL_NOISE["high"], "strategy_prior": "oracle"}, "order:execution-first",
+                     at_least=2 / 3,
+                     why="only execution has anything to consolidate"),
+    ControlCriterion("order-flips-clean-execution-blind-plan",
+                     {"execution_noise": CONTROL_NOISE["none"], "strategy_prior": "blind"}, "order:planning-first",
+                     at_least=2 / 3,
+                     why="with clean execution traces and a problem-blind plan, planning has more to consolidate: "
+                         "the order must flip, or the order test only reflects how many tokens a class has"),
+)

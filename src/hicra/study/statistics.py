@@ -276,13 +276,55 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
     for c in comparisons:
         key = "vs_grpo" if c["b"].rsplit("/", 1)[-1] == BASELINE else "vs_placebo"
         per_arm[c["a"]].setdefault(key, {})[c["endpoint"]] = c
+    controls = control_checks(runs_out, cells) if cells else None
     return {"format": FORMAT, "preset": preset.name, "arms": arms, "cells": cells or {}, "seeds": seeds,
+            **({"controls": controls} if controls else {}),
             "warm_start_seeds": warm_start_seeds, "pairs": [[q.warm_start_seed, q.seed] for q in pairs],
             "threshold": preset.threshold, "endpoints": list(ENDPOINTS), "per_arm": per_arm,
             "comparisons": comparisons, "runs": runs_out,
             "error_order": _order_summary([r["error_fall"]["order"] for r in runs_out]),
             "run_seconds": {f"{condition_label(r['cell'], r['arm'])}/ws{r['warm_start_seed']}-seed{r['seed']:02d}":
                             r["seconds"] for r in runs_out}}
+
+
+def _knobs_match(knobs: dict, where: dict) -> bool:
+    for k, v in where.items():
+        if k not in knobs:
+            return False
+        if isinstance(v, float) or isinstance(knobs[k], float):
+            if not math.isclose(float(knobs[k]), float(v), abs_tol=1e-12):
+                return False
+        elif knobs[k] != v:
+            return False
+    return True
+
+
+def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None) -> dict:
+    """The control cells' pass criteria (`hicra.study.presets.CONTROL_CRITERIA`, pre-registered in docs/study.md)
+    on the per-run entries of `summarize` (`results["runs"]`: arm, cell, phases brief). Per criterion: the cells
+    it pools, n_runs, the runs showing the statistic (`hits`), their share, the threshold and `passed` (None when
+    no run matches: not tested). `all_passed` is True only when every criterion was tested and passed."""
+    from hicra.dynamics.phases import ORDERS as PHASE_ORDERS
+    from hicra.study.presets import CONTROL_CRITERIA
+
+    criteria = CONTROL_CRITERIA if criteria is None else criteria
+    out = []
+    for c in criteria:
+        names = sorted(n for n, k in cells.items() if _knobs_match(k, c.where))
+        pool = [r for r in runs if r["arm"] == c.arm and r["cell"] in names]
+        if c.statistic == "exploration":
+            hits = sum(bool(r["phases"]["exploration_detected"]) for r in pool)
+        elif c.statistic.startswith("order:") and c.statistic.split(":", 1)[1] in PHASE_ORDERS:
+            hits = sum(r["phases"].get("order") == c.statistic.split(":", 1)[1] for r in pool)
+        else:
+            raise ValueError(f"unknown control statistic {c.statistic!r}")
+        share = hits / len(pool) if pool else None
+        passed = None if share is None else ((c.at_least is None or share >= c.at_least - 1e-12)
+                                             and (c.at_most is None or share <= c.at_most + 1e-12))
+        out.append({"name": c.name, "arm": c.arm, "where": c.where, "statistic": c.statistic, "cells": names,
+                    "n_runs": len(pool), "hits": hits, "share": share, "at_least": c.at_least,
+                    "at_most": c.at_most, "passed": passed, "why": c.why})
+    return {"criteria": out, "all_passed": bool(out) and all(c["passed"] is True for c in out)}
 
 
 def _sd(x) -> float | None:
