@@ -79,3 +79,62 @@ def test_gpt2_arch_samples_through_the_hf_path_with_matching_logprobs(tokenizer)
                generator=torch.Generator().manual_seed(0))
     lp = sequence_logprobs(model, s.prompt_ids, s.prompt_mask, s.response_ids, s.response_mask)
     assert torch.allclose(lp[s.response_mask], s.logprobs[s.response_mask], atol=1e-5)
+
+
+def test_sft_ema_is_the_moving_average_of_the_optimiser_steps(tokenizer, monkeypatch):
+    """WarmStartConfig.ema_decay: the warm start's weights are the EMA of the weights after every optimiser step
+    (first step copied, then d * ema + (1 - d) * w), recomputed here from the recorded trajectory; training itself
+    is unchanged by it."""
+    from hicra.lab.sft import WarmStartConfig, train_sft
+
+    eos = tokenizer.eos_token_id
+    examples = [(tokenizer(f"reach {t}\n")["input_ids"], tokenizer(f"let's try {t}+1={t + 1}\n")["input_ids"] + [eos])
+                for t in range(24)]
+    trajectory: list[list[torch.Tensor]] = []
+    real = torch.optim.AdamW
+
+    class Recording(real):
+        def step(self, *a, **k):
+            out = super().step(*a, **k)
+            trajectory.append([p.detach().clone() for p in self.param_groups[0]["params"]])
+            return out
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    d = 0.6
+    cfg = WarmStartConfig(epochs=1, batch_size=8, warmup_steps=1, lr=1e-3, ema_decay=d)
+    model = build_model(tokenizer, size="1m", seed=1)
+    train_sft(model, examples, cfg, progress=False)
+    assert len(trajectory) == 3
+    ema = trajectory[0]
+    for w in trajectory[1:]:
+        ema = [d * e + (1 - d) * x for e, x in zip(ema, w, strict=True)]
+    for p, e in zip(model.parameters(), ema, strict=True):
+        torch.testing.assert_close(p.detach(), e)
+    assert any(not torch.equal(e, last) for e, last in zip(ema, trajectory[-1], strict=True))
+    # the same training without EMA passes through the same weights and ends at the last step's
+    with_ema = [list(w) for w in trajectory]
+    trajectory.clear()
+    plain = build_model(tokenizer, size="1m", seed=1)
+    train_sft(plain, examples, WarmStartConfig(epochs=1, batch_size=8, warmup_steps=1, lr=1e-3), progress=False)
+    for a, b in zip(with_ema, trajectory, strict=True):
+        for x, y in zip(a, b, strict=True):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+    for p, last in zip(plain.parameters(), trajectory[-1], strict=True):
+        torch.testing.assert_close(p.detach(), last, rtol=0, atol=0)
+
+
+def test_fields_added_later_keep_old_cache_keys():
+    """lr_floor and ema_decay enter WarmStartConfig.key() only when set, so warm starts cached before they existed
+    are found again; setting either gives a new key."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from hicra.lab.sft import CACHE_VERSION, WarmStartConfig
+
+    cfg = WarmStartConfig(seed=4)
+    old = {k: v for k, v in asdict(cfg).items() if k not in ("lr_floor", "ema_decay")}
+    expected = hashlib.sha256(json.dumps({"v": CACHE_VERSION, **old}, sort_keys=True).encode()).hexdigest()[:16]
+    assert cfg.key() == expected
+    keys = {cfg.key(), WarmStartConfig(seed=4, lr_floor=0.0).key(), WarmStartConfig(seed=4, ema_decay=0.999).key()}
+    assert len(keys) == 3

@@ -53,6 +53,8 @@ class WarmStartConfig:
     n_drill: int = 0  # arithmetic drills added to the SFT data (`build_drills`): clean computation lines only
     drill_lines: int = 12  # computation lines per drill
     seed: int = 0  # the warm-start seed: corpus, initialisation and SFT order (`hicra lab --warm-start-seed`)
+    lr_floor: float = 0.1  # the cosine schedule ends at lr_floor * lr
+    ema_decay: float = 0.0  # > 0: the warm start is the exponential moving average of the SFT weights (0 = off)
 
     def knobs(self) -> CorpusKnobs:
         return CorpusKnobs(self.execution_noise, self.strategy_prior, self.planning_noise)
@@ -61,8 +63,14 @@ class WarmStartConfig:
         return TaskMix(self.tasks, optimum=self.optimum, heldout_share=self.heldout_share)
 
     def key(self) -> str:
-        blob = json.dumps({"v": CACHE_VERSION, **asdict(self)}, sort_keys=True)
+        """Cache key: a hash of every field. Fields added after cache version 3 (`_LATER_FIELDS`) enter it only
+        when they differ from their defaults, so warm starts cached before they existed keep their keys."""
+        d = {k: v for k, v in asdict(self).items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+        blob = json.dumps({"v": CACHE_VERSION, **d}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_LATER_FIELDS = {"lr_floor": 0.1, "ema_decay": 0.0}  # field -> the default that keeps an old key
 
 
 def build_corpus(task: TaskMix, n: int, knobs: CorpusKnobs, seed: int) -> list[tuple[Problem, str]]:
@@ -165,8 +173,11 @@ def pad_batch(batch, pad_id: int):
 
 
 def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True, device: str = "cpu") -> list[float]:
-    """Next-token cross-entropy on response tokens (token mean), AdamW, linear warmup then cosine decay, on
-    `device` (the model is moved there and back to the CPU at the end). Returns the loss of every optimiser step."""
+    """Next-token cross-entropy on response tokens (token mean), AdamW, linear warmup then cosine decay to
+    `cfg.lr_floor * cfg.lr`, on `device` (the model is moved there and back to the CPU at the end). With
+    `cfg.ema_decay > 0` the model's weights are replaced at the end by their exponential moving average over the
+    optimiser steps (torch.optim.swa_utils; decay d: w_ema <- d * w_ema + (1 - d) * w). Returns the loss of every
+    optimiser step."""
     import torch
     from tqdm.auto import tqdm
 
@@ -183,9 +194,11 @@ def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True, devi
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
         frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+        return cfg.lr_floor + (1 - cfg.lr_floor) * 0.5 * (1 + math.cos(math.pi * frac))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    ema = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay)) if cfg.ema_decay > 0 else None)
     model.train()
     losses = []
     bar = tqdm(total=total, desc="warm start (SFT)", disable=not progress, leave=False)
@@ -200,11 +213,17 @@ def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True, devi
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             losses.append(loss.item())
             tokens += int(p_mask.sum() + r_mask.sum())
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
     bar.close()
+    if ema is not None:  # no batch norm here, so the averaged parameters are the whole model state
+        with torch.no_grad():
+            for p, q in zip(model.parameters(), ema.module.parameters(), strict=True):
+                p.copy_(q)
     model.to("cpu")
     model.eval()
     return losses
