@@ -89,7 +89,7 @@ def paired_comparison(a: dict, b: dict, seed: int = 0) -> dict | None:
     groups = [k[0] for k in shared]
     mean, lo, hi, se = nested_bootstrap_ci(d, groups, seed=seed)
     n = d.size
-    sd = float(d.std(ddof=1)) if n > 1 else None
+    sd = _sd(d)
     return {"diff": mean, "low": lo, "high": hi, "se": se, "p_value": paired_signflip_pvalue(d, seed=seed),
             "n_pairs": n, "n_warm_starts": len(set(groups)), "sd_diff": sd,
             "mdd_80": min_detectable_difference(sd, n) if sd is not None else None,
@@ -328,6 +328,7 @@ def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None) -> d
 
 
 def _sd(x) -> float | None:
+    """Sample standard deviation (ddof 1) of a sequence; None with fewer than two values."""
     import numpy as np
 
     return float(np.std(x, ddof=1)) if len(x) > 1 else None
