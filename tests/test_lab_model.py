@@ -138,3 +138,11 @@ def test_fields_added_later_keep_old_cache_keys():
     assert cfg.key() == expected
     keys = {cfg.key(), WarmStartConfig(seed=4, lr_floor=0.0).key(), WarmStartConfig(seed=4, ema_decay=0.999).key()}
     assert len(keys) == 3
+
+
+@pytest.mark.parametrize("bad", [{"ema_decay": -0.1}, {"ema_decay": 1.0}, {"lr_floor": -0.5}, {"lr_floor": 1.5}])
+def test_warm_start_schedule_fields_are_checked(bad):
+    from hicra.lab.sft import WarmStartConfig
+
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        WarmStartConfig(**bad)

@@ -366,60 +366,100 @@ def test_knob_cells_plan_the_grid(tmp_path):
 
 def test_control_checks_pool_matching_cells_and_apply_thresholds():
     """CONTROL_CRITERIA on hand-built per-run entries: each criterion pools the GRPO runs of the cells whose knobs
-    match its `where` (floats compared as numbers), counts the runs showing its statistic, and passes by its
-    threshold; a criterion no run matches is "not tested", and then not all controls pass."""
+    match one of its `where` dicts (floats compared as numbers), counts the runs showing its statistic among the
+    testable ones and passes by its threshold; too few runs in a cell, an untestable run or no matching cell make
+    it "not tested", and then not all controls pass."""
     from hicra.study.presets import CONTROL_CRITERIA
     from hicra.study.report import results_markdown
     from hicra.study.statistics import ORDERS, control_checks
 
     cells = PRESETS["controls"].cells
 
-    def run(cell, explore, order, arm="grpo"):
-        return {"arm": arm, "cell": cell, "phases": {"exploration_detected": explore, "order": order}}
+    def run(cell, explore, order, arm="grpo", tested=True, measure="strategy"):
+        return {"arm": arm, "cell": cell, "phases": {"exploration_detected": explore, "order": order,
+                                                     "exploration_tested": tested, "exploration_measure": measure}}
+
+    def expected_order(k):
+        if k["execution_noise"] > 0 and k["strategy_prior"] == "oracle":
+            return "execution-first"
+        if k["execution_noise"] == 0 and k["strategy_prior"] == "blind":
+            return "planning-first"
+        return "simultaneous"
 
     runs = []
     for name, k in cells.items():
         blind_diverse = k["strategy_prior"] == "blind" and k["optimum"] == "diverse"
-        if k["execution_noise"] > 0 and k["strategy_prior"] == "oracle":
-            order = "execution-first"
-        elif k["execution_noise"] == 0 and k["strategy_prior"] == "blind":
-            order = "planning-first"
-        else:
-            order = "simultaneous"
-        runs += [run(name, blind_diverse, order) for _ in range(3)]
-        runs.append(run(name, not blind_diverse, "none", arm="hicra"))  # other arms are not pooled
+        runs += [run(name, blind_diverse, expected_order(k)) for _ in range(6)]  # 2 warm starts x 3 RL seeds
+        # other arms are never pooled, whatever they show
+        runs += [run(name, not blind_diverse, "none", arm="hicra") for _ in range(6)]
     ok = control_checks(runs, cells)
     by = {c["name"]: c for c in ok["criteria"]}
-    assert ok["all_passed"] and len(by) == len(CONTROL_CRITERIA)
-    assert by["exploration-where-possible"]["cells"] == sorted(n for n, k in cells.items()
-                                                                if k["strategy_prior"] == "blind"
-                                                                and k["optimum"] == "diverse")
-    assert (by["exploration-where-possible"]["n_runs"], by["exploration-where-possible"]["hits"]) == (6, 6)
-    assert (by["no-exploration-single-route"]["n_runs"], by["no-exploration-single-route"]["hits"]) == (12, 0)
-    assert by["execution-first-noisy-execution-oracle-plan"]["n_runs"] == 6  # both optima at noise 0.05
-    # one blind-diverse run without exploration: 5/6 = 0.83 still >= 0.8; two: 4/6 = 0.67 fails
-    explorers = [i for i, r in enumerate(runs) if r["arm"] == "grpo" and r["phases"]["exploration_detected"]]
+    assert ok["all_passed"] and len(by) == len(CONTROL_CRITERIA) == 6
+    assert by["exploration-where-possible"]["cells"] == sorted(
+        n for n, k in cells.items() if k["strategy_prior"] == "blind" and k["optimum"] == "diverse")
+    assert (by["exploration-where-possible"]["n_runs"], by["exploration-where-possible"]["hits"]) == (12, 12)
+    # the negative control pools the union: single-route or oracle, 6 of the 8 cells
+    neg = by["no-exploration-where-impossible"]
+    assert len(neg["cells"]) == 6 and (neg["n_runs"], neg["hits"]) == (36, 0)
+    for name, c in by.items():
+        if c["statistic"].startswith("order:"):  # one cell each: noise x prior x optimum
+            assert len(c["cells"]) == 1 and (c["n_runs"], c["hits"]) == (6, 6), name
 
-    def without_exploration(idx):
-        return [dict(r, phases={**r["phases"], "exploration_detected": False}) if i in idx else r
-                for i, r in enumerate(runs)]
-    assert control_checks(without_exploration(explorers[:1]), cells)["all_passed"]
-    res = control_checks(without_exploration(explorers[:2]), cells)
-    assert not res["all_passed"]
-    assert {c["name"]: c["passed"] for c in res["criteria"]}["exploration-where-possible"] is False
-    # single-route runs that explore: 1/12 = 0.083 passes the negative control, 2/12 = 0.17 fails it
-    sr = [i for i, r in enumerate(runs) if r["arm"] == "grpo" and cells[r["cell"]]["optimum"] == "single-route"]
-    for n, expected in ((1, True), (2, False)):
-        bad = [dict(r, phases={**r["phases"], "exploration_detected": True}) if i in sr[:n] else r
-               for i, r in enumerate(runs)]
-        assert {c["name"]: c["passed"] for c in control_checks(bad, cells)["criteria"]}[
-            "no-exploration-single-route"] is expected
-    # cells without the clean-execution level: that criterion is not tested, so not everything passes
+    def edit(idx, **phases):
+        return [dict(r, phases={**r["phases"], **phases}) if i in idx else r for i, r in enumerate(runs)]
+
+    def passed(rs, name):
+        return {c["name"]: c for c in control_checks(rs, cells)["criteria"]}[name]
+
+    grpo = [i for i, r in enumerate(runs) if r["arm"] == "grpo"]
+    explorers = [i for i in grpo if runs[i]["phases"]["exploration_detected"]]
+    # 10/12 = 0.83 >= 0.8 passes, 9/12 fails
+    assert passed(edit(explorers[:2], exploration_detected=False), "exploration-where-possible")["passed"] is True
+    assert passed(edit(explorers[:3], exploration_detected=False), "exploration-where-possible")["passed"] is False
+    # 3/36 = 0.083 <= 0.1 passes, 4/36 = 0.11 fails, also spread over oracle and single-route cells
+    impossible = [i for i in grpo if i not in explorers]
+    spread = ([i for i in impossible if cells[runs[i]["cell"]]["optimum"] == "single-route"
+               and cells[runs[i]["cell"]]["strategy_prior"] == "blind"][:2]
+              + [i for i in impossible if cells[runs[i]["cell"]]["strategy_prior"] == "oracle"
+                 and cells[runs[i]["cell"]]["optimum"] == "diverse"][:2])
+    assert passed(edit(spread[1:], exploration_detected=True), "no-exploration-where-impossible")["passed"] is True
+    assert passed(edit(spread, exploration_detected=True), "no-exploration-where-impossible")["passed"] is False
+    # an order cell: 4/6 in the expected order passes, 3/6 fails
+    name = "planning-first-none-execution-blind-plan-single-route"
+    cell = by[name]["cells"][0]
+    idx = [i for i in grpo if runs[i]["cell"] == cell]
+    assert passed(edit(idx[:2], order="simultaneous"), name)["passed"] is True
+    assert passed(edit(idx[:3], order="execution-first"), name)["passed"] is False
+    # untestable runs do not count as "no exploration" or as a wrong order: the criterion is not tested
+    for phases, crit in (({"exploration_tested": False}, "no-exploration-where-impossible"),
+                         ({"exploration_measure": "planning-phrases"}, "no-exploration-where-impossible"),
+                         ({"order": "untestable"}, name)):
+        target = [next(i for i in grpo if runs[i]["cell"] in by[crit]["cells"])]
+        c = passed(edit(target, **phases), crit)
+        assert c["passed"] is None and c["untested"] == 1 and "could not be tested" in c["reason"], crit
+    # too few runs in a matched cell: not tested
+    c = passed([r for i, r in enumerate(runs) if i != idx[0]], name)
+    assert c["passed"] is None and "fewer than 6 runs" in c["reason"]
+    # cells without the clean-execution level: those criteria are not tested, so not everything passes
     partial = {n: k for n, k in cells.items() if k["execution_noise"] > 0}
     res = control_checks([r for r in runs if r["cell"] in partial], partial)
-    nt = {c["name"]: c for c in res["criteria"]}["order-flips-clean-execution-blind-plan"]
-    assert nt["passed"] is None and nt["n_runs"] == 0 and not res["all_passed"]
+    nt = {c["name"]: c for c in res["criteria"]}[name]
+    assert nt["passed"] is None and nt["n_runs"] == 0 and nt["reason"] == "no cell matches"
+    assert not res["all_passed"]
     md = results_markdown({"preset": "controls", "warm_start_seeds": 1, "seeds": 3, "pairs": [], "threshold": 0.3,
                            "per_arm": {}, "comparisons": [], "runs": [], "controls": res,
                            "error_order": {"counts": {o: 0 for o in ORDERS}, "n_runs": 0, "sign_test_p": 1.0}})
-    assert "## Control checks" in md and "not tested" in md and "All passed: **no**" in md
+    assert "## Control checks" in md and "not tested (no cell matches)" in md and "All passed: **no**" in md
+
+
+def test_study_settings_omit_later_warm_start_fields_at_their_defaults():
+    """A study directory records the warm start's `settings()`: fields added later (lr_floor, ema_decay) appear
+    only when set, so study directories made before them still resume."""
+    from dataclasses import replace
+
+    from hicra.study.presets import study_settings
+
+    ws = study_settings(PRESETS["smoke"])["warm_start"]
+    assert "lr_floor" not in ws and "ema_decay" not in ws and "epochs" in ws
+    ws = study_settings(replace(PRESETS["smoke"], warm_start={**PRESETS["smoke"].warm_start, "ema_decay": 0.9}))
+    assert ws["warm_start"]["ema_decay"] == 0.9

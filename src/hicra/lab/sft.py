@@ -62,11 +62,21 @@ class WarmStartConfig:
     def task_mix(self) -> TaskMix:
         return TaskMix(self.tasks, optimum=self.optimum, heldout_share=self.heldout_share)
 
+    def __post_init__(self):
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
+        if not 0.0 <= self.lr_floor <= 1.0:
+            raise ValueError(f"lr_floor must be in [0, 1], got {self.lr_floor}")
+
+    def settings(self) -> dict:
+        """Every field, except fields added after cache version 3 (`_LATER_FIELDS`) while they hold the default
+        that reproduces the earlier behaviour: what the cache key hashes and what a study directory records, so
+        warm starts and study directories made before those fields existed stay valid."""
+        return {k: v for k, v in asdict(self).items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+
     def key(self) -> str:
-        """Cache key: a hash of every field. Fields added after cache version 3 (`_LATER_FIELDS`) enter it only
-        when they differ from their defaults, so warm starts cached before they existed keep their keys."""
-        d = {k: v for k, v in asdict(self).items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
-        blob = json.dumps({"v": CACHE_VERSION, **d}, sort_keys=True)
+        """Cache key: a hash of `settings()` and CACHE_VERSION."""
+        blob = json.dumps({"v": CACHE_VERSION, **self.settings()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

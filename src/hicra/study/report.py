@@ -120,15 +120,15 @@ def results_markdown(results: dict) -> str:
                   "docs/study.md)", "",
                   f"All passed: **{'yes' if ctl['all_passed'] else 'no'}**; the main arms' verdicts count only when "
                   "every control passes.", "",
-                  "| criterion | arm | cells pooled | runs showing it | share | needed | passed |",
+                  "| criterion | arm | cells pooled | runs showing it / tested | share | needed | passed |",
                   "|---|---|---|---|---|---|---|"]
         for c in ctl["criteria"]:
             need = (f">= {c['at_least']:.2f}" if c["at_least"] is not None else "") + \
                 (f"<= {c['at_most']:.2f}" if c["at_most"] is not None else "")
             share = "-" if c["share"] is None else f"{c['share']:.2f}"
-            passed = {True: "yes", False: "**no**", None: "not tested"}[c["passed"]]
+            passed = {True: "yes", False: "**no**", None: f"not tested ({c['reason']})"}[c["passed"]]
             lines.append(f"| {c['name']} ({c['statistic']}) | {c['arm']} | {', '.join(c['cells']) or '-'} | "
-                         f"{c['hits']}/{c['n_runs']} | {share} | {need} | {passed} |")
+                         f"{c['hits']}/{c['n_runs'] - c['untested']} | {share} | {need} | {passed} |")
     lines += ["", "## Runs", "", "(verdict: C = consolidation detected, E = exploration detected; switch = the "
               "phase-aware arm's step of switching alpha on)", "",
               "| arm | warm-start seed | RL seed | final acc. | AUC | AUC held-out | steps to thr. | verdict | "

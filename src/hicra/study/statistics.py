@@ -171,6 +171,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
     missing summary."""
     import numpy as np
 
+    from hicra.dynamics.phases import ORDERS as PHASE_ORDERS
     from hicra.dynamics.phases import VERDICTS, detect_phases_pooled
     from hicra.stats import holm_adjust, steps_to_threshold
 
@@ -239,6 +240,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
                 "phases": {
                     "per_run": briefs,
                     "counts": {v: sum(b["verdict"] == v for b in briefs) for v in VERDICTS},
+                    "order_counts": {o: sum(b["order"] == o for b in briefs) for o in PHASE_ORDERS},
                     "consolidation_detected": sum(b["consolidation_detected"] for b in briefs),
                     "exploration_detected": sum(b["exploration_detected"] for b in briefs),
                     "exploration_slope": (_ci([x for x in slopes if x is not None],
@@ -302,28 +304,42 @@ def _knobs_match(knobs: dict, where: dict) -> bool:
 def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None) -> dict:
     """The control cells' pass criteria (`hicra.study.presets.CONTROL_CRITERIA`, pre-registered in docs/study.md)
     on the per-run entries of `summarize` (`results["runs"]`: arm, cell, phases brief). Per criterion: the cells
-    it pools, n_runs, the runs showing the statistic (`hits`), their share, the threshold and `passed` (None when
-    no run matches: not tested). `all_passed` is True only when every criterion was tested and passed."""
+    it pools, n_runs, the runs showing the statistic (`hits`), the runs that could not be tested (`untested`),
+    their share of the tested runs, the threshold and `passed` (None = not tested, with `reason`). `all_passed`
+    is True only when every criterion was tested and passed."""
     from hicra.dynamics.phases import ORDERS as PHASE_ORDERS
     from hicra.study.presets import CONTROL_CRITERIA
 
     criteria = CONTROL_CRITERIA if criteria is None else criteria
     out = []
     for c in criteria:
-        names = sorted(n for n, k in cells.items() if _knobs_match(k, c.where))
+        names = sorted(n for n, k in cells.items() if any(_knobs_match(k, w) for w in c.where))
         pool = [r for r in runs if r["arm"] == c.arm and r["cell"] in names]
         if c.statistic == "exploration":
-            hits = sum(bool(r["phases"]["exploration_detected"]) for r in pool)
+            testable = [r for r in pool if r["phases"].get("exploration_tested")
+                        and r["phases"].get("exploration_measure") == "strategy"]
+            hits = sum(bool(r["phases"]["exploration_detected"]) for r in testable)
         elif c.statistic.startswith("order:") and c.statistic.split(":", 1)[1] in PHASE_ORDERS:
-            hits = sum(r["phases"].get("order") == c.statistic.split(":", 1)[1] for r in pool)
+            testable = [r for r in pool if r["phases"].get("order") not in (None, "untestable")]
+            hits = sum(r["phases"]["order"] == c.statistic.split(":", 1)[1] for r in testable)
         else:
             raise ValueError(f"unknown control statistic {c.statistic!r}")
-        share = hits / len(pool) if pool else None
-        passed = None if share is None else ((c.at_least is None or share >= c.at_least - 1e-12)
-                                             and (c.at_most is None or share <= c.at_most + 1e-12))
-        out.append({"name": c.name, "arm": c.arm, "where": c.where, "statistic": c.statistic, "cells": names,
-                    "n_runs": len(pool), "hits": hits, "share": share, "at_least": c.at_least,
-                    "at_most": c.at_most, "passed": passed, "why": c.why})
+        per_cell = {n: sum(r["cell"] == n for r in pool) for n in names}
+        short = [n for n, k in per_cell.items() if k < c.min_runs_per_cell]
+        reason = None
+        if not names:
+            reason = "no cell matches"
+        elif short:
+            reason = f"fewer than {c.min_runs_per_cell} runs in {', '.join(short)}"
+        elif len(testable) < len(pool):
+            reason = f"{len(pool) - len(testable)} run(s) could not be tested"
+        share = hits / len(testable) if testable else None
+        passed = None if reason else ((c.at_least is None or share >= c.at_least - 1e-12)
+                                      and (c.at_most is None or share <= c.at_most + 1e-12))
+        out.append({"name": c.name, "arm": c.arm, "where": list(c.where), "statistic": c.statistic,
+                    "cells": names, "n_runs": len(pool), "untested": len(pool) - len(testable), "hits": hits,
+                    "share": share, "at_least": c.at_least, "at_most": c.at_most, "passed": passed,
+                    "reason": reason, "why": c.why})
     return {"criteria": out, "all_passed": bool(out) and all(c["passed"] is True for c in out)}
 
 
@@ -371,7 +387,9 @@ def _phase_brief(p: dict) -> dict:
     return {"verdict": p["verdict"], "order": p.get("order"), "consolidation_end_step": p["consolidation_end_step"],
             "exploration_onset_step": p["exploration_onset_step"], "confidence": p["confidence"],
             "consolidation_detected": bool(cons.get("execution", False)),
-            "exploration_detected": bool((p.get("exploration") or {}).get("detected", False))}
+            "exploration_detected": bool((p.get("exploration") or {}).get("detected", False)),
+            "exploration_tested": bool((p.get("exploration") or {}).get("tested", False)),
+            "exploration_measure": (p.get("exploration") or {}).get("measure")}
 
 
 def _json_safe(obj):
