@@ -13,9 +13,9 @@ from hicra.lab.rl import RLConfig
 from hicra.lab.sft import WarmStartConfig
 
 # The families' full universes (at most 5% of a default run's draws repeat an earlier draw); the 0.8M model learns
-# them with 6-9 SFT epochs at lr 1.5e-3 (3 epochs: 4% greedy held-out accuracy). At 6 epochs warm-start seeds 0-2 gave
-# 40.2, 17.6, 22.7% (the weak ones under-trained: 54-64% of execution-probe lines right); seed 1 at 9 epochs 41.4%,
-# so the presets train 9 (docs/lab.md, "Why the prior changed"; the other seeds at 9 are not measured yet). Narrowed
+# them with >= 6 SFT epochs at lr 1.5e-3 (3 epochs: 4% greedy held-out accuracy). Greedy held-out accuracy over
+# warm-start seeds: 9 epochs 60.5, 41.4, 50.2, 43.4, 53.3% (SD 7.7 points: under-trained seeds); 14 epochs, seeds
+# 0-3, 65.2, 60.7, 69.5, 59.8% (SD 4.5), so the presets train 14 (docs/lab.md, "Longer SFT"). Narrowed
 # universes (e.g. {"max_start": 30, "max_step": 5} / {"a_max": 19}) learn in 3 epochs but repeat 25-31% of draws.
 TASKS = [{"family": "series"}, {"family": "product"}, {"family": "multi"}]
 
@@ -37,7 +37,7 @@ def parse_universe(text: str | None) -> dict[str, int]:
     return out
 
 
-_WARM = WarmStartConfig(tasks=TASKS, size="1m", n_train=8000, epochs=9, batch_size=16, lr=1.5e-3,
+_WARM = WarmStartConfig(tasks=TASKS, size="1m", n_train=8000, epochs=14, batch_size=16, lr=1.5e-3,
                         max_response_tokens=192)
 
 # RL samples at temperature 0.7: over (warm-start seed, RL seed) pairs of the quick preset at lr 2e-5, from warm
