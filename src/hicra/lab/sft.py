@@ -21,7 +21,7 @@ import random
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from hicra.lab.tasks import CorpusKnobs, Problem, TaskMix
@@ -72,7 +72,8 @@ class WarmStartConfig:
         """Every field, except fields added after cache version 3 (`_LATER_FIELDS`) while they hold the default
         that reproduces the earlier behaviour: what the cache key hashes and what a study directory records, so
         warm starts and study directories made before those fields existed stay valid."""
-        return {k: v for k, v in asdict(self).items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+        defaults = {f.name: f.default for f in fields(self) if f.name in _LATER_FIELDS}
+        return {k: v for k, v in asdict(self).items() if not (k in defaults and v == defaults[k])}
 
     def key(self) -> str:
         """Cache key: a hash of `settings()` and CACHE_VERSION."""
@@ -80,7 +81,7 @@ class WarmStartConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-_LATER_FIELDS = {"lr_floor": 0.1, "ema_decay": 0.0}  # field -> the default that keeps an old key
+_LATER_FIELDS = ("lr_floor", "ema_decay")  # added after cache version 3; their defaults keep the old behaviour
 
 
 def build_corpus(task: TaskMix, n: int, knobs: CorpusKnobs, seed: int) -> list[tuple[Problem, str]]:

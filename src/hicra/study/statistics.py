@@ -289,18 +289,6 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
                             r["seconds"] for r in runs_out}}
 
 
-def _knobs_match(knobs: dict, where: dict) -> bool:
-    for k, v in where.items():
-        if k not in knobs:
-            return False
-        if isinstance(v, float) or isinstance(knobs[k], float):
-            if not math.isclose(float(knobs[k]), float(v), abs_tol=1e-12):
-                return False
-        elif knobs[k] != v:
-            return False
-    return True
-
-
 def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None) -> dict:
     """The control cells' pass criteria (`hicra.study.presets.CONTROL_CRITERIA`, pre-registered in docs/study.md)
     on the per-run entries of `summarize` (`results["runs"]`: arm, cell, phases brief). Per criterion: the cells
@@ -313,15 +301,16 @@ def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None) -> d
     criteria = CONTROL_CRITERIA if criteria is None else criteria
     out = []
     for c in criteria:
-        names = sorted(n for n, k in cells.items() if any(_knobs_match(k, w) for w in c.where))
+        names = sorted(n for n, knobs in cells.items()
+                       if any(all(k in knobs and knobs[k] == v for k, v in w.items()) for w in c.where))
         pool = [r for r in runs if r["arm"] == c.arm and r["cell"] in names]
         if c.statistic == "exploration":
             testable = [r for r in pool if r["phases"].get("exploration_tested")
                         and r["phases"].get("exploration_measure") == "strategy"]
             hits = sum(bool(r["phases"]["exploration_detected"]) for r in testable)
-        elif c.statistic.startswith("order:") and c.statistic.split(":", 1)[1] in PHASE_ORDERS:
+        elif c.statistic.startswith("order:") and (order := c.statistic.removeprefix("order:")) in PHASE_ORDERS:
             testable = [r for r in pool if r["phases"].get("order") not in (None, "untestable")]
-            hits = sum(r["phases"]["order"] == c.statistic.split(":", 1)[1] for r in testable)
+            hits = sum(r["phases"]["order"] == order for r in testable)
         else:
             raise ValueError(f"unknown control statistic {c.statistic!r}")
         per_cell = {n: sum(r["cell"] == n for r in pool) for n in names}
@@ -384,12 +373,12 @@ def _mean_curve(curves: list[dict], names: tuple[str, ...]) -> dict:
 def _phase_brief(p: dict) -> dict:
     """The v2 verdict in brief (`hicra.dynamics.phases`): consolidation_detected = execution consolidates."""
     cons = p.get("evidence", {}).get("order", {}).get("consolidates") or {}
+    expl = p.get("exploration") or {}
     return {"verdict": p["verdict"], "order": p.get("order"), "consolidation_end_step": p["consolidation_end_step"],
             "exploration_onset_step": p["exploration_onset_step"], "confidence": p["confidence"],
             "consolidation_detected": bool(cons.get("execution", False)),
-            "exploration_detected": bool((p.get("exploration") or {}).get("detected", False)),
-            "exploration_tested": bool((p.get("exploration") or {}).get("tested", False)),
-            "exploration_measure": (p.get("exploration") or {}).get("measure")}
+            "exploration_detected": bool(expl.get("detected", False)),
+            "exploration_tested": bool(expl.get("tested", False)), "exploration_measure": expl.get("measure")}
 
 
 def _json_safe(obj):
