@@ -124,8 +124,12 @@ def test_eval_curve_probes_and_snapshots(model_dir, tmp_path):
     for r in probes:
         assert 0 <= r["exec_probe_line_accuracy"] <= 1 and 0 <= r["plan_probe_cheapest"] <= r["plan_probe_solved"] <= 1
     snaps = sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir())
-    assert snaps == ["step_000002", "step_000004"]
+    assert snaps == ["step_000000", "step_000002", "step_000004"]
     from transformers import AutoModelForCausalLM
+
+    warm = AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
+    snap0 = AutoModelForCausalLM.from_pretrained(run / "checkpoints" / "step_000000").state_dict()
+    assert all(torch.equal(warm[k], snap0[k]) for k in warm)  # step 0 is the warm start, saved before any update
 
     final = _weights(run)
     snap = AutoModelForCausalLM.from_pretrained(run / "checkpoints" / "step_000004").state_dict()

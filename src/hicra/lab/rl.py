@@ -76,7 +76,7 @@ class RLConfig:
     optimum: str = "diverse"  # task variant (must match the warm start's)
     heldout_share: float = 0.1
     lexicon: str = "warm-start"  # "warm-start": the lexicon mined and frozen with the warm start; else a preset/path
-    snapshots: bool = True  # keep an HF model snapshot at every checkpoint (checkpoints/step_NNNNNN/)
+    snapshots: bool = True  # keep an HF model snapshot at step 0 and every checkpoint (checkpoints/step_NNNNNN/)
     seed: int = 0
     checkpoint_every: int = 10
     threads: int = 1  # tiny models on a shared CPU: one thread is fastest (measured 25x per decode step)
@@ -168,6 +168,14 @@ def save_checkpoint(path: Path, model, opt, step: int, log: list[dict], rng: dic
     with atomic_path(path) as tmp:
         torch.save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(), "log": log,
                     "rng": rng, "detector": None if detector is None else detector.state_dict()}, tmp)
+
+
+def _snapshot(run_dir: Path, step: int, model, tokenizer) -> None:
+    """An ordinary HF directory `checkpoints/step_NNNNNN/` of the weights after `step` steps (0: the warm start),
+    for `hicra anchors` / `hicra graphs`."""
+    snap = run_dir / "checkpoints" / f"step_{step:06d}"
+    model.save_pretrained(snap)
+    tokenizer.save_pretrained(snap)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -296,6 +304,8 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
             "lexicon": str((run_dir / "lexicon.json").resolve()),
             "tokenizer": str((run_dir / "tokenizer").resolve()), "config": asdict(cfg)})
         evals = {}
+        if cfg.snapshots:  # the warm start as step 0, so the mechanistic verbs see where RL began
+            _snapshot(run_dir, 0, model, tokenizer)
     if "warm_start" not in evals:
         evals.update(_evaluate_both(model, tokenizer, task, held_out, cfg, "warm_start"))
         evals["heldout_ids"] = [p.id for p in held_out]
@@ -435,10 +445,8 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:  # the last: below
             _eval_point(run_dir, model, tokenizer, task, held_out, probe_set, cfg, step + 1)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            if cfg.snapshots:  # an ordinary HF directory per checkpoint, for `hicra anchors` / `hicra graphs`
-                snap = run_dir / "checkpoints" / f"step_{step + 1:06d}"
-                model.save_pretrained(snap)
-                tokenizer.save_pretrained(snap)
+            if cfg.snapshots:
+                _snapshot(run_dir, step + 1, model, tokenizer)
             save_checkpoint(ckpt_path, model, opt, step, history,
                             _rng_states(problem_rng, sample_gen, mask_gen), detector=detector)
     bar.close()
