@@ -113,6 +113,49 @@ def test_planted_anchor_is_found_and_nothing_else_matters(adaptive):
     assert all(r["n_tries"] == 4 * 8 for r in by_idx[1])  # fixed only after all max_tries * K tries
 
 
+class ParaphrasePolicy(ScriptedPolicy):
+    """ScriptedPolicy whose decisive line 2 also varies in wording: "let's try the good way" or "let's try the
+    good way now" (the same meaning), so half the regenerations that differ in text mean the same."""
+
+    def continue_texts(self, contexts, seed):
+        rng = random.Random(seed + 7)
+        return [t if len(prefix.split("\n")) > 3 or "let's try" not in t else
+                "\n".join(line + (" now" if line.startswith("let's try") and rng.random() < 0.5 else "")
+                          for line in t.split("\n"))
+                for (_, prefix), t in zip(contexts, super().continue_texts(contexts, seed), strict=True)]
+
+
+class ParaphraseTask(ScriptedTask):
+    def meaning(self, sentence):
+        return sentence.removesuffix(" now")
+
+
+@pytest.mark.parametrize("differ", ["meaning", "text"])
+def test_resamples_that_only_reword_are_not_counterfactuals(differ):
+    problems = [Prob(f"p{i}") for i in range(16)]
+    rows, _ = sentence_importance(ParaphrasePolicy(), ParaphraseTask(), problems, TAGGER,
+                                  AnchorsConfig(k=8, adaptive=False, differ=differ))
+    line2 = [r for r in rows if r["sentence_idx"] == 2]
+    assert line2 and not any(r["fixed"] for r in line2)
+    mean_abs = np.mean([abs(r["importance"]) for r in line2])
+    if differ == "meaning":  # every counted regeneration takes the other way: the anchor's full weight
+        assert all(abs(r["importance"]) == 1.0 for r in line2)
+    else:  # a third of the text-different regenerations only reword it: the anchor looks weaker than it is
+        assert 0.4 < mean_abs < 0.9
+
+
+def test_lab_meaning_identifies_paraphrases_of_one_move():
+    from hicra.lab.tasks.language import PHRASES
+
+    task = LabTask(None)
+    a, b = PHRASES["pairing"][:2]
+    assert task.meaning(a) == task.meaning("  " + b + " ") == "move:pairing"
+    assert task.meaning(PHRASES["one-by-one"][0]) == "move:one-by-one"
+    assert task.meaning("12+30=42") == "12+30=42" != task.meaning("12+30=43")
+    with pytest.raises(ValueError, match="differ"):
+        AnchorsConfig(differ="words").validate()
+
+
 def test_adaptive_stopping_saves_draws_only_where_decided():
     rows_a, stats_a = _planted(adaptive=True)
     rows_f, stats_f = _planted(adaptive=False)

@@ -4,9 +4,12 @@ For each problem, one response is sampled and split into sentences s_0..s_{m-1} 
 For sentence i two arms of continuations are compared:
 - keep: K continuations from the prefix that keeps s_i (`text[:b_{i+1}]`);
 - resampled: K continuations from the prefix before s_i (`text[:b_i]`) whose regenerated sentence i (the first
-  sentence of the continuation) differs from s_i after whitespace normalisation. At most `max_tries` draws are
-  spent per wanted continuation (`max_tries * K` in all); draws that repeat s_i are discarded. A sentence of which
-  no draw differs is *fixed*: reported with `fixed = True` and null importance, and left out of every mean.
+  sentence of the continuation) says something different from s_i. With `differ="meaning"` (the default) that is
+  a different `hicra.mechanistic.tasks.meaning` key: for lab tasks a paraphrase of the same strategic move is the
+  same sentence, as the paper keeps only resamples that differ in meaning, not in wording; with `differ="text"` any
+  change after whitespace normalisation counts. At most `max_tries` draws are spent per wanted continuation
+  (`max_tries * K` in all); draws that repeat s_i are discarded. A sentence of which no draw differs is *fixed*:
+  reported with `fixed = True` and null importance, and left out of every mean.
 
 importance = accuracy(keep) - accuracy(resampled)   (signed: > 0 when keeping the sentence helps)
 tv_distance = 1/2 sum_a |P_keep(a) - P_resampled(a)|  over final answers a (no answer is one more value)
@@ -46,6 +49,7 @@ from hicra.mechanistic.sentences import (
     normalize,
     split_sentences,
 )
+from hicra.mechanistic.tasks import meaning
 
 COLUMNS = ["step", "problem_id", "sentence_idx", "class", "importance", "tv_distance", "n_resamples", "n_keep",
            "n_tries", "fixed", "acc_keep", "acc_resampled", "sentence"]
@@ -62,10 +66,13 @@ class AnchorsConfig:
     level: float = 0.95
     split: str = "lines"
     seed: int = 0
+    differ: str = "meaning"  # what makes a regenerated sentence different: "meaning" (task.meaning) or "text"
 
     def validate(self) -> None:
         if self.k < 1 or self.max_tries < 1:
             raise ValueError("k >= 1 and max_tries >= 1 are required")
+        if self.differ not in ("meaning", "text"):
+            raise ValueError(f"differ must be 'meaning' or 'text', got {self.differ!r}")
         if self.round_size is not None and not 1 <= self.round_size <= self.k:
             raise ValueError("round_size must be in [1, k]")
         if not 0 < self.level < 1:
@@ -78,7 +85,7 @@ class AnchorsConfig:
 
 @dataclass
 class _Draw:
-    first: str  # normalized first sentence of the continuation
+    first: str  # the key (`differ`) of the continuation's first sentence
     correct: bool
     answer: str | None
 
@@ -132,6 +139,9 @@ def sentence_importance(policy, task, problems: list, tagger, cfg: AnchorsConfig
     t0 = time.perf_counter()
     calls = 0
 
+    def key(sentence: str) -> str:
+        return meaning(task, sentence) if cfg.differ == "meaning" else normalize(sentence)
+
     def draw(contexts: list[tuple[int, int]]) -> list[_Draw]:
         """Continuations for (response index, prefix index) pairs."""
         nonlocal calls
@@ -141,7 +151,7 @@ def sentence_importance(policy, task, problems: list, tagger, cfg: AnchorsConfig
         out = []
         for (r, _), (_, prefix), cont in zip(contexts, pairs, conts, strict=True):
             full = prefix + cont
-            out.append(_Draw(first_sentence(cont, cfg.split), bool(task.check(resp[r].problem, full).correct),
+            out.append(_Draw(key(first_sentence(cont, cfg.split)), bool(task.check(resp[r].problem, full).correct),
                              task.final_answer(resp[r].problem, full)))
         return out
 
@@ -168,11 +178,11 @@ def sentence_importance(policy, task, problems: list, tagger, cfg: AnchorsConfig
 
     def resampled_arm(r: int, i: int, n: int) -> tuple[list[_Draw], int]:
         """The first n differing draws among the allowed tries, and the number of tries they used."""
-        key, pool = normalize(resp[r].sentences[i].text), resp[r].pools[i][:cfg.max_tries * n]
+        own, pool = key(resp[r].sentences[i].text), resp[r].pools[i][:cfg.max_tries * n]
         got, used = [], 0
         for d in pool:
             used += 1
-            if d.first != key:
+            if d.first != own:
                 got.append(d)
                 if len(got) == n:
                     break

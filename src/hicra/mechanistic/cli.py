@@ -49,6 +49,9 @@ def register(subparsers) -> None:
     a.add_argument("--round", type=int, dest="round_size", help="adaptive rounds: continuations added per arm "
                    "and round (default K/2)")
     a.add_argument("--no-adaptive", action="store_true", help="always K per arm (no early stopping)")
+    a.add_argument("--differ", choices=("meaning", "text"), default="meaning",
+                   help="a regenerated sentence counts as different when its meaning differs (default; for lab "
+                        "runs a paraphrase of the same strategic move is the same sentence) or when its text does")
     a.add_argument("--level", type=float, default=0.95, help="interval level for stopping and summaries (0.95)")
     a.set_defaults(func=run_anchors_cmd)
 
@@ -85,7 +88,8 @@ def run_anchors_cmd(args) -> int:
     from hicra.mechanistic.run import run_anchors
 
     cfg = AnchorsConfig(k=args.k, max_tries=args.max_tries, round_size=args.round_size,
-                        adaptive=not args.no_adaptive, level=args.level, split=args.split, seed=args.seed)
+                        adaptive=not args.no_adaptive, level=args.level, split=args.split, seed=args.seed,
+                        differ=args.differ)
     run_anchors(args.run_dir, args.steps, args.n, cfg, args.max_new_tokens, args.temperature, args.batch_size,
                 args.n_boot, args.threads, progress=not args.quiet, log=(lambda *_: None) if args.quiet else print)
     return 0

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +36,16 @@ class Task(Protocol):
 
     def is_answer_sentence(self, sentence: str) -> bool:
         """True for a sentence that states the final answer (its own class in `hicra anchors`)."""
+
+
+def meaning(task, sentence: str) -> str:
+    """The key by which `hicra anchors` decides whether a regenerated sentence says something different: the task's
+    `meaning(sentence)` when it has one, else the whitespace-normalised text (`hicra.mechanistic.sentences.normalize`).
+    Two sentences with the same key count as the same step."""
+    from hicra.mechanistic.sentences import normalize
+
+    fn = getattr(task, "meaning", None)
+    return fn(sentence) if fn is not None else normalize(sentence)
 
 
 class LabTask:
@@ -64,6 +75,25 @@ class LabTask:
         from hicra.lab.tasks.base import ANSWER_PREFIX
 
         return ANSWER_PREFIX in sentence.lower()
+
+    def meaning(self, sentence: str) -> str:
+        """A paraphrase of a strategic move means its move (`"move:pairing"`; `hicra.lab.tasks.language.PHRASES`),
+        so regenerating "pair the first and last terms" as "use the pairing trick" changes nothing; any other
+        sentence (a computation line, the answer) means its whitespace-normalised text."""
+        from hicra.mechanistic.sentences import normalize
+
+        text = normalize(sentence)
+        move = _lab_moves().get(text.lower())
+        return f"move:{move}" if move is not None else text
+
+
+@functools.cache
+def _lab_moves() -> dict[str, str]:
+    """{normalised lower-case paraphrase: move} of the lab's planning language."""
+    from hicra.lab.tasks.language import PHRASES
+    from hicra.mechanistic.sentences import normalize
+
+    return {normalize(text).lower(): move for move, texts in PHRASES.items() for text in texts}
 
 
 class MathTask:
