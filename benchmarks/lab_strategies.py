@@ -1,0 +1,80 @@
+"""Which strategies a lab run's policy executes, how often each is right, and whether RL moves toward the
+cheapest: per (family, strategy) label, the share of the training rollouts and their accuracy in the first and
+the last fifth of the run's steps, and per family the share of rollouts that executed the problem's cheapest
+strategy.
+
+    python benchmarks/lab_strategies.py RUN_DIR [RUN_DIR ...]
+
+Reads `rollouts/*.parquet` (columns `step`, `prompt_id`, `strategy`, `correct`). Labels are the checker's parse
+of the computation lines (`hicra.lab.tasks.base.Family.parse_strategy`); null labels count as "unparsed". The
+cheapest strategy of a problem is `Family.optimal_label` of the problem rebuilt from its id
+(`hicra.lab.tasks.problem_from_id`). Several run directories are pooled row by row (same preset assumed).
+
+Why it matters: exploration of strategies can only be rewarded when the policy executes the alternatives well
+enough that choosing them pays. A strategy the warm start cannot execute (accuracy near 0) is no alternative,
+whatever its cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+from collections import defaultdict
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    import pandas as pd
+
+    from hicra.lab.tasks import TaskMix, problem_from_id
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    args = ap.parse_args()
+    frames = []
+    for run in args.run_dirs:
+        files = sorted(glob.glob(os.path.join(run, "rollouts", "*.parquet")))
+        if not files:
+            raise SystemExit(f"{run}: no rollouts/*.parquet")
+        df = pd.concat(pd.read_parquet(f, columns=["step", "prompt_id", "strategy", "correct"]) for f in files)
+        last = df.step.max()
+        df["part"] = pd.cut(df.step, [-1, (last + 1) // 5 - 1, last - (last + 1) // 5, last],
+                            labels=["first fifth", "middle", "last fifth"])
+        frames.append(df[df.part != "middle"])
+    df = pd.concat(frames, ignore_index=True)
+    df["family"] = df.prompt_id.str.split(":").str[0]
+    df["strategy"] = df.strategy.fillna("unparsed")
+    mix = TaskMix([{"family": f} for f in ("series", "product", "multi")])
+    cheapest = {}
+    for pid in df.prompt_id.unique():
+        p = problem_from_id(pid)
+        cheapest[pid] = mix.family_of(p).optimal_label(p)
+    df["cheapest"] = [s == cheapest[pid] for s, pid in zip(df.strategy, df.prompt_id, strict=True)]
+
+    parts = ["first fifth", "last fifth"]
+    print(f"{len(args.run_dirs)} run(s), {len(df)} rollouts in the first and last fifths of the steps")
+    print(f"{'family':<9}{'strategy':<24}" + "".join(f"{p + ' share':>18}{'accuracy':>10}" for p in parts))
+    totals = df.groupby(["family", "part"], observed=True).size()
+    table = defaultdict(dict)
+    for (fam, strat, part), g in df.groupby(["family", "strategy", "part"], observed=True):
+        table[(fam, strat)][part] = (len(g) / totals[(fam, part)], g.correct.mean())
+    for (fam, strat), cells in sorted(table.items(), key=lambda kv: (kv[0][0], -kv[1].get(parts[0], (0,))[0])):
+        row = f"{fam:<9}{strat:<24}"
+        for p in parts:
+            share, acc = cells.get(p, (0.0, float("nan")))
+            row += f"{share:>18.3f}{acc:>10.3f}"
+        print(row)
+    print("share of rollouts that executed the problem's cheapest strategy (accuracy of those rollouts):")
+    for fam, g in df.groupby("family"):
+        cells = []
+        for p in parts:
+            h = g[g.part == p]
+            c = h[h.cheapest]
+            cells.append(f"{p} {h.cheapest.mean():.3f} ({c.correct.mean() if len(c) else float('nan'):.3f})")
+        print(f"  {fam:<9}" + ", ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
