@@ -3,7 +3,7 @@
     python benchmarks/lab_demo.py [--preset quick] [--pairs 0:0,0:1,1:0,...] [--jobs 2] [--algo grpo]
         [--steps N] [--lr X] [--kl X] [--adv-scale none|std] [--temperature T] [--minibatches N] [--prompts N]
         [--group-size N] [--strategy-prior P] [--cache DIR] [--out DIR] [--series k=v,...]
-        [--product k=v,...] [--n-drill N] [--epochs N]
+        [--product k=v,...] [--n-drill N] [--strategy-hints H] [--epochs N]
 
 Each pair is one `hicra lab` run (warm start cached per warm-start seed; RL in its own process, one torch thread;
 `--jobs` processes at once; a finished run directory under --out is read, not rerun). Prints per pair the greedy
@@ -40,7 +40,8 @@ def configs(args, ws_seed: int, rl_seed: int):
     if args.series or args.product:
         tasks = narrowed_tasks(parse_universe(args.series), parse_universe(args.product))
         ws, rl = replace(ws, tasks=tasks), replace(rl, tasks=tasks)
-    ws = replace(ws, **{k: v for k, v in (("n_drill", args.n_drill), ("epochs", args.epochs)) if v is not None})
+    ws = replace(ws, **{k: v for k, v in (("n_drill", args.n_drill), ("epochs", args.epochs),
+                                          ("strategy_hints", args.strategy_hints)) if v is not None})
     return ws, rl
 
 
@@ -94,6 +95,8 @@ def main() -> None:
     ap.add_argument("--series")
     ap.add_argument("--product")
     ap.add_argument("--n-drill", type=int)
+    ap.add_argument("--strategy-hints", type=float, help="share of SFT pairs whose prompt names a uniformly drawn "
+                    "strategy (WarmStartConfig.strategy_hints)")
     ap.add_argument("--epochs", type=int, help="warm-start SFT epochs (default: the preset's)")
     ap.add_argument("--cache", default=None)
     ap.add_argument("--out", default="/tmp/lab_demo")

@@ -3,7 +3,7 @@ probes of the lab's warm start, with the mean and standard deviation over seeds.
 
     python benchmarks/lab_warm_start.py [--preset quick] [--seeds 0,1,2,3,4] [--n-eval 128]
         [--series max_start=30,max_step=4] [--product a_max=19] [--epochs N] [--n-train N] [--batch-size N]
-        [--lr X] [--lr-floor X] [--ema-decay D] [--strategy-prior P] [--device cpu|cuda] [--lexicon-from DIR]
+        [--lr X] [--lr-floor X] [--ema-decay D] [--strategy-hints H] [--strategy-prior P] [--device cpu|cuda] [--lexicon-from DIR]
         [--cache DIR]
 
 `--series` / `--product` narrow the families' universes (also inside multi-part problems); without them the
@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, help="SFT learning rate")
     ap.add_argument("--lr-floor", type=float, help="the cosine schedule ends at lr-floor x lr (default 0.1)")
     ap.add_argument("--ema-decay", type=float, help="warm start = EMA of the SFT weights with this decay (0 = off)")
+    ap.add_argument("--strategy-hints", type=float, help="share of SFT pairs whose prompt names a uniformly drawn "
+                    "strategy (WarmStartConfig.strategy_hints; default 0)")
     ap.add_argument("--arch", help="qwen2, llama or gpt2")
     ap.add_argument("--batch-size", type=int, help="SFT batch size")
     ap.add_argument("--strategy-prior", choices=STRATEGY_PRIORS, help="warm-start corpus knob")
@@ -74,7 +76,8 @@ def main() -> None:
                      **({"n_train": args.n_train} if args.n_train else {}),
                      **{k: v for k, v in (("n_drill", args.n_drill), ("size", args.size), ("lr", args.lr),
                                              ("arch", args.arch), ("batch_size", args.batch_size),
-                                             ("lr_floor", args.lr_floor), ("ema_decay", args.ema_decay))
+                                             ("lr_floor", args.lr_floor), ("ema_decay", args.ema_decay),
+                                             ("strategy_hints", args.strategy_hints))
                         if v is not None})
         t0 = time.perf_counter()
         model_dir = warm_start(ws, Path(args.cache), progress=False, log=lambda *a: None, device=args.device)

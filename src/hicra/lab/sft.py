@@ -21,7 +21,7 @@ import random
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from hicra.lab.tasks import CorpusKnobs, Problem, TaskMix
@@ -55,6 +55,7 @@ class WarmStartConfig:
     seed: int = 0  # the warm-start seed: corpus, initialisation and SFT order (`hicra lab --warm-start-seed`)
     lr_floor: float = 0.1  # the cosine schedule ends at lr_floor * lr
     ema_decay: float = 0.0  # > 0: the warm start is the exponential moving average of the SFT weights (0 = off)
+    strategy_hints: float = 0.0  # share of corpus pairs whose prompt names a uniformly drawn strategy (build_corpus)
 
     def knobs(self) -> CorpusKnobs:
         return CorpusKnobs(self.execution_noise, self.strategy_prior, self.planning_noise)
@@ -67,6 +68,8 @@ class WarmStartConfig:
             raise ValueError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         if not 0.0 <= self.lr_floor <= 1.0:
             raise ValueError(f"lr_floor must be in [0, 1], got {self.lr_floor}")
+        if not 0.0 <= self.strategy_hints <= 1.0:
+            raise ValueError(f"strategy_hints must be in [0, 1], got {self.strategy_hints}")
 
     def settings(self) -> dict:
         """Every field, except fields added after cache version 3 (`_LATER_FIELDS`) while they hold the default
@@ -81,16 +84,30 @@ class WarmStartConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-_LATER_FIELDS = ("lr_floor", "ema_decay")  # added after cache version 3; their defaults keep the old behaviour
+_LATER_FIELDS = ("lr_floor", "ema_decay", "strategy_hints")  # added after cache version 3; their defaults keep the old behaviour
 
 
-def build_corpus(task: TaskMix, n: int, knobs: CorpusKnobs, seed: int) -> list[tuple[Problem, str]]:
-    """`n` (problem, trace) pairs from the scripted solvers, training split only (deterministic in `seed`)."""
+HINT = " using "  # a hinted prompt: the question, then " using STRATEGY" (e.g. "sum 3 to 9 by 2 using pairing")
+
+
+def build_corpus(task: TaskMix, n: int, knobs: CorpusKnobs, seed: int,
+                 strategy_hints: float = 0.0) -> list[tuple[Problem, str]]:
+    """`n` (problem, trace) pairs from the scripted solvers, training split only (deterministic in `seed`).
+
+    With probability `strategy_hints` a pair is a *hinted* one: its strategy is drawn uniformly from those that
+    apply and named in the prompt (`question + HINT + strategy`), so the warm start learns to execute every
+    strategy while its unhinted choice (the prompts RL and evaluation use) still follows `knobs.strategy_prior`."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
         problem = task.sample(rng, "train")
-        out.append((problem, task.solve(problem, rng, knobs)))
+        if strategy_hints and rng.random() < strategy_hints:
+            strategy = rng.choice(task.family_of(problem).applicable(problem))
+            text = task.solve(problem, rng, knobs, strategy)
+            problem = replace(problem, question=problem.question + HINT + strategy)
+        else:
+            text = task.solve(problem, rng, knobs)
+        out.append((problem, text))
     return out
 
 
@@ -287,13 +304,14 @@ def eval_problems(task: TaskMix, n: int, seed: int = 0) -> list[Problem]:
 
 
 def corpus_statistics(task: TaskMix, pairs, checks, lexicon, tokenizer) -> dict:
-    """Strategy entropy of the corpus (nats), how many of the lexicon's strategic grams occur in its first 2,000
+    """Strategy entropy of the corpus's unhinted pairs (nats), how many of the lexicon's strategic grams occur in its first 2,000
     traces, and the share of their tokens the lexicon tags as planning."""
     from hicra.lab.tasks.base import entropy
     from hicra.planning.mining import ngrams
     from hicra.planning.tagger import PlanningTagger
 
-    labels = Counter((p.family, c.strategy) for (p, _), c in zip(pairs, checks, strict=True) if c.strategy)
+    labels = Counter((p.family, c.strategy) for (p, _), c in zip(pairs, checks, strict=True)
+                     if c.strategy and HINT not in p.question)  # the unhinted choice: the prior's
     tagger = PlanningTagger(lexicon, tokenizer)
     corpus_grams: set[str] = set()
     planning = total = 0
@@ -335,7 +353,7 @@ def _train_warm_start(cfg: WarmStartConfig, out: Path, t0: float, progress: bool
     from hicra.lab.model import build_model, count_parameters, format_prompt, train_tokenizer
 
     task = cfg.task_mix()
-    pairs = build_corpus(task, cfg.n_train, cfg.knobs(), seed=cfg.seed)
+    pairs = build_corpus(task, cfg.n_train, cfg.knobs(), seed=cfg.seed, strategy_hints=cfg.strategy_hints)
     checks = [task.check(p, t) for p, t in pairs]
     corpus_errors = Counter(c.error_type for c in checks)
     lexicon, mining = mine_lab_lexicon(task, pairs, cfg, progress=progress)

@@ -83,8 +83,8 @@ class TaskMix:
     def family_of(self, problem: Problem) -> Family:
         return self.by_family[problem.family]
 
-    def solve(self, problem: Problem, rng, knobs: CorpusKnobs) -> str:
-        return self.by_family[problem.family].solve(problem, rng, knobs)
+    def solve(self, problem: Problem, rng, knobs: CorpusKnobs, strategy: str | None = None) -> str:
+        return self.by_family[problem.family].solve(problem, rng, knobs, strategy)
 
     def check(self, problem: Problem, response: str) -> CheckResult:
         return self.by_family[problem.family].check(problem, response)

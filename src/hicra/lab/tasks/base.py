@@ -348,10 +348,11 @@ class Family:
         out.append(f"{ANSWER_PREFIX} {last}")
         return "\n".join(out)
 
-    def solve(self, problem: Problem, rng, knobs: CorpusKnobs) -> str:
-        """A reasoning trace from the scripted solver (strategy by the prior, misapplied with probability
-        `planning_noise`, slips at the execution-noise rate)."""
-        strategy = self.choose(problem, rng, knobs.strategy_prior)
+    def solve(self, problem: Problem, rng, knobs: CorpusKnobs, strategy: str | None = None) -> str:
+        """A reasoning trace from the scripted solver (strategy by the prior unless given, misapplied with
+        probability `planning_noise`, slips at the execution-noise rate)."""
+        if strategy is None:
+            strategy = self.choose(problem, rng, knobs.strategy_prior)
         misapply = rng.random() < knobs.planning_noise
         return self.render(self.plan(problem, strategy, misapply), rng, knobs)
 
