@@ -124,8 +124,8 @@ def test_sft_ema_is_the_moving_average_of_the_optimiser_steps(tokenizer, monkeyp
 
 
 def test_fields_added_later_keep_old_cache_keys():
-    """lr_floor and ema_decay enter WarmStartConfig.key() only when set, so warm starts cached before they existed
-    are found again; setting either gives a new key."""
+    """lr_floor, ema_decay and strategy_hints enter WarmStartConfig.key() only when set, so warm starts cached
+    before they existed are found again; setting any gives a new key."""
     import hashlib
     import json
     from dataclasses import asdict
@@ -133,14 +133,39 @@ def test_fields_added_later_keep_old_cache_keys():
     from hicra.lab.sft import CACHE_VERSION, WarmStartConfig
 
     cfg = WarmStartConfig(seed=4)
-    old = {k: v for k, v in asdict(cfg).items() if k not in ("lr_floor", "ema_decay")}
+    old = {k: v for k, v in asdict(cfg).items() if k not in ("lr_floor", "ema_decay", "strategy_hints")}
     expected = hashlib.sha256(json.dumps({"v": CACHE_VERSION, **old}, sort_keys=True).encode()).hexdigest()[:16]
     assert cfg.key() == expected
-    keys = {cfg.key(), WarmStartConfig(seed=4, lr_floor=0.0).key(), WarmStartConfig(seed=4, ema_decay=0.999).key()}
-    assert len(keys) == 3
+    keys = {cfg.key(), WarmStartConfig(seed=4, lr_floor=0.0).key(), WarmStartConfig(seed=4, ema_decay=0.999).key(),
+            WarmStartConfig(seed=4, strategy_hints=0.5).key()}
+    assert len(keys) == 4
 
 
-@pytest.mark.parametrize("bad", [{"ema_decay": -0.1}, {"ema_decay": 1.0}, {"lr_floor": -0.5}, {"lr_floor": 1.5}])
+def test_strategy_hints_name_the_executed_strategy_and_leave_the_unhinted_choice():
+    from collections import Counter
+
+    from hicra.lab.sft import HINT, WarmStartConfig, build_corpus
+
+    cfg = WarmStartConfig(seed=1)
+    task = cfg.task_mix()
+    plain = build_corpus(task, 400, cfg.knobs(), seed=1)
+    assert build_corpus(task, 400, cfg.knobs(), seed=1, strategy_hints=0.0) == plain  # the old corpus, bit for bit
+    mixed = build_corpus(task, 3000, cfg.knobs(), seed=1, strategy_hints=0.5)
+    hinted = [(p, t) for p, t in mixed if HINT in p.question]
+    assert 0.45 < len(hinted) / len(mixed) < 0.55
+    # the named strategy is the one the trace executes (a misapplied plan may still parse as another: rare)
+    executed = [task.check(p, t).strategy == p.question.split(HINT)[1] for p, t in hinted]
+    assert sum(executed) / len(executed) > 0.97
+    # hinted strategies are uniform over those that apply: the prior's favourite is not over-represented
+    series = Counter(p.question.split(HINT)[1] for p, _ in hinted if p.family == "series")
+    assert series["one-by-one"] > 0.25 * sum(series.values())
+    # the unhinted pairs keep the blind prior: its favourite (pairing) dominates the series
+    unhinted = Counter(task.check(p, t).strategy for p, t in mixed if HINT not in p.question and p.family == "series")
+    assert unhinted["pairing"] > 0.7 * sum(unhinted.values())
+
+
+@pytest.mark.parametrize("bad", [{"ema_decay": -0.1}, {"ema_decay": 1.0}, {"lr_floor": -0.5}, {"lr_floor": 1.5},
+                                 {"strategy_hints": 1.5}])
 def test_warm_start_schedule_fields_are_checked(bad):
     from hicra.lab.sft import WarmStartConfig
 
