@@ -156,6 +156,23 @@ def test_lab_meaning_identifies_paraphrases_of_one_move():
         AnchorsConfig(differ="words").validate()
 
 
+def test_pool_runs_keeps_runs_apart_and_matches_a_direct_mean():
+    from hicra.mechanistic.anchors import pool_runs
+
+    def rows(step, values):  # one planning and one execution sentence per problem
+        return [{"step": step, "problem_id": f"p{i}", "class": c, "importance": v, "tv_distance": abs(v),
+                 "fixed": False} for i, (vp, ve) in enumerate(values) for c, v in (("planning", vp), ("execution", ve))]
+
+    run_a = rows(0, [(0.5, 0.1), (0.3, 0.1)]) + rows(10, [(0.2, 0.0)])
+    run_b = rows(0, [(0.1, 0.3), (0.1, 0.1)])  # same problem ids, another run: other clusters
+    pooled = pool_runs([run_a, run_b], n_boot=200)
+    assert pooled["n_runs"] == 2 and list(pooled["steps"]) == [0] and pooled["steps_not_in_every_run"] == [10]
+    s0 = pooled["steps"][0]["importance"]
+    assert s0["planning"]["mean"] == pytest.approx((0.5 + 0.3 + 0.1 + 0.1) / 4)
+    assert s0["planning"]["n_problems"] == 4  # (run, problem) clusters, not the 2 shared ids
+    assert s0["gap_planning_minus_execution"]["mean"] == pytest.approx(0.25 - 0.15)
+
+
 def test_adaptive_stopping_saves_draws_only_where_decided():
     rows_a, stats_a = _planted(adaptive=True)
     rows_f, stats_f = _planted(adaptive=False)

@@ -322,5 +322,22 @@ def by_phase(rows: list[dict], consolidation_end: int | None, *, n_boot: int = 2
     return out
 
 
+def pool_runs(runs: list[list[dict]], *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """Several runs' anchors rows (one list of `anchors.parquet` rows per run, e.g. the seeds of one arm) pooled per
+    checkpoint step: `summarize_step` over the union, with (run, problem) as the bootstrap cluster, so each run's
+    problems count as separate units and the interval covers both problem and run variation. Returns {step:
+    summary} for the steps every run measured; a step missing from some run is left out (listed under
+    "steps_not_in_every_run")."""
+    steps_per_run = [{r["step"] for r in rows} for rows in runs]
+    common = sorted(set.intersection(*steps_per_run)) if runs else []
+    out: dict = {"n_runs": len(runs), "steps": {},
+                 "steps_not_in_every_run": sorted(set.union(*steps_per_run) - set(common)) if runs else []}
+    for step in common:
+        pooled = [{**r, "problem_id": f"{k}:{r['problem_id']}"} for k, rows in enumerate(runs) for r in rows
+                  if r["step"] == step]
+        out["steps"][step] = summarize_step(pooled, n_boot=n_boot, level=level, seed=seed)
+    return out
+
+
 def config_dict(cfg: AnchorsConfig) -> dict:
     return {**asdict(cfg), "round_size": cfg.round}

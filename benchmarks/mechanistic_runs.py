@@ -1,0 +1,94 @@
+"""Counterfactual sentence importance and reasoning-graph cycles over training, pooled per arm
+(docs/mechanistic.md, "The scientific question").
+
+    python benchmarks/mechanistic_runs.py --arm grpo RUN_DIR [RUN_DIR ...] --arm hicra RUN_DIR [...]
+        [--steps 0,60] [--n 32] [--k 8] [--differ meaning|text] [--no-graphs]
+
+For every run directory without `anchors.parquet` (or `graphs.parquet`) the verb is run first at the given steps
+(`hicra.mechanistic.run.run_anchors` / `run_graphs`, their defaults otherwise); existing outputs are reused, so
+a rerun only prints. Lab runs keep their warm start as `checkpoints/step_000000`; for a run made before that
+snapshot existed, copy the warm-start directory named in its run.json there first.
+
+Prints, per arm and checkpoint step: mean |importance| of planning and execution sentences and their gap
+(planning - execution) with a 95% interval from a cluster bootstrap over (run, problem) pairs
+(`hicra.mechanistic.anchors.pool_runs`), the signed importance, the total-variation gap, the fixed sentences; and
+the mean cycles per response with a bootstrap interval over (run, response) pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _fmt(cell: dict) -> str:
+    if cell.get("mean") is None:
+        return "n/a"
+    iv = cell.get("interval")
+    return f"{cell['mean']:+.3f}" + (f" [{iv[0]:+.3f}, {iv[1]:+.3f}]" if iv else "")
+
+
+def main() -> None:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from hicra.mechanistic.anchors import AnchorsConfig, pool_runs
+    from hicra.mechanistic.run import run_anchors, run_graphs
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arm", nargs="+", action="append", required=True, metavar="NAME RUN_DIR",
+                    help="an arm's name, then its run directories")
+    ap.add_argument("--steps", default="0,60", help="checkpoint steps measured where outputs are missing")
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--differ", choices=("meaning", "text"), default="meaning")
+    ap.add_argument("--no-graphs", action="store_true")
+    args = ap.parse_args()
+    steps = [int(s) for s in args.steps.split(",")]
+    arms = {}
+    for group in args.arm:
+        if len(group) < 2:
+            raise SystemExit(f"--arm {group[0]}: no run directory")
+        arms[group[0]] = [Path(p) for p in group[1:]]
+    quiet = dict(progress=False, log=lambda *a: None)
+    for runs in arms.values():
+        for run in runs:
+            if not (run / "anchors.parquet").exists():
+                print(f"anchors: {run} steps {steps}", flush=True)
+                run_anchors(run, steps, args.n, AnchorsConfig(k=args.k, differ=args.differ), **quiet)
+            if not args.no_graphs and not (run / "graphs.parquet").exists():
+                print(f"graphs: {run} steps {steps}", flush=True)
+                run_graphs(run, steps, args.n, **quiet)
+
+    rng = np.random.default_rng(0)
+    for arm, runs in arms.items():
+        pooled = pool_runs([pq.read_table(run / "anchors.parquet").to_pylist() for run in runs])
+        print(f"\n{arm}: {len(runs)} run(s); 95% intervals over (run, problem) clusters")
+        print(f"{'step':>5}  {'|imp| planning':>28}  {'|imp| execution':>28}  {'|imp| gap (plan - exec)':>28}  "
+              f"{'signed gap':>28}  {'TV gap':>28}  fixed (plan/exec)")
+        for step, summ in pooled["steps"].items():
+            a, i, tv = summ["abs_importance"], summ["importance"], summ["tv_distance"]
+            fx = summ["fixed_by_class"]
+            print(f"{step:>5}  {_fmt(a['planning']):>28}  {_fmt(a['execution']):>28}  "
+                  f"{_fmt(a['gap_planning_minus_execution']):>28}  {_fmt(i['gap_planning_minus_execution']):>28}  "
+                  f"{_fmt(tv['gap_planning_minus_execution']):>28}  {fx['planning']}/{fx['execution']} "
+                  f"(n = {a['planning']['n_sentences']}/{a['execution']['n_sentences']})")
+        if pooled["steps_not_in_every_run"]:
+            print(f"  steps not measured in every run (left out): {pooled['steps_not_in_every_run']}")
+        if args.no_graphs:
+            continue
+        tables = [pq.read_table(run / "graphs.parquet").to_pandas() for run in runs]
+        for step in sorted(set.intersection(*(set(t.step) for t in tables))):
+            cycles = np.concatenate([t[t.step == step].cycles.to_numpy(float) for t in tables])
+            boot = rng.choice(cycles, size=(2000, cycles.size)).mean(axis=1)
+            lo, hi = np.quantile(boot, [0.025, 0.975])
+            print(f"  graphs step {step}: cycles per response {cycles.mean():.2f} [{lo:.2f}, {hi:.2f}] "
+                  f"over {cycles.size} responses")
+
+
+if __name__ == "__main__":
+    main()
