@@ -8,7 +8,8 @@ strategy.
 Reads `rollouts/*.parquet` (columns `step`, `prompt_id`, `strategy`, `correct`). Labels are the checker's parse
 of the computation lines (`hicra.lab.tasks.base.Family.parse_strategy`); null labels count as "unparsed". The
 cheapest strategy of a problem is `Family.optimal_label` of the problem rebuilt from its id
-(`hicra.lab.tasks.problem_from_id`). Several run directories are pooled row by row (same preset assumed).
+(`hicra.lab.tasks.problem_from_id`) under the task specs in the first run's `run.json`. Several run directories are
+pooled row by row (same preset assumed).
 
 Why it matters: exploration of strategies can only be rewarded when the policy executes the alternatives well
 enough that choosing them pays. A strategy the warm start cannot execute (accuracy near 0) is no alternative,
@@ -21,6 +22,7 @@ import argparse
 import glob
 import os
 from collections import defaultdict
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -46,7 +48,11 @@ def main() -> None:
     df = pd.concat(frames, ignore_index=True)
     df["family"] = df.prompt_id.str.split(":").str[0]
     df["strategy"] = df.strategy.fillna("unparsed")
-    mix = TaskMix([{"family": f} for f in ("series", "product", "multi")])
+    import json
+
+    # the first run's task specs (e.g. series with written terms) decide each problem's cheapest strategy
+    info = json.loads((Path(args.run_dirs[0]) / "run.json").read_text())
+    mix = TaskMix(info["config"]["tasks"], optimum=info["config"].get("optimum"))
     cheapest = {}
     for pid in df.prompt_id.unique():
         p = problem_from_id(pid)

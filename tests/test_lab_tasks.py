@@ -85,11 +85,14 @@ def test_multi_part_checker_and_label():
     assert MP.check(m, good.replace("part 2\n", "")).strategy is None  # unparseable: no label
 
 
-@pytest.mark.parametrize("family", ALL)
-def test_every_strategy_solves_and_parses(family):
+WRITTEN_TERMS = [{"family": "series", "write_terms": True}, {"family": "multi", "series": {"write_terms": True}}]
+
+
+@pytest.mark.parametrize("spec", [{"family": f} for f in ALL] + WRITTEN_TERMS)
+def test_every_strategy_solves_and_parses(spec):
     """The noise-free trace of every applicable strategy is correct and parses back to its own label; its
     misapplied version has every line right and fails as a planning error."""
-    fam = TaskMix([{"family": family}]).tasks[0]
+    fam = TaskMix([spec]).tasks[0]
     rng = random.Random(0)
     clean = CorpusKnobs(0.0, "oracle", 0.0)
     seen = set()
@@ -242,3 +245,28 @@ def test_drills_are_clean_lines_of_every_strategy_from_training_problems():
     # not only the blind prior's favourite: lines only pairing / round-up write (a halving, a subtraction) occur
     ops = Counter(p[0][1] for p in parsed)
     assert ops["/"] > 0 and ops["-"] > 0 and ops["*"] > 0 and ops["+"] > 0
+
+
+def test_written_terms_leave_no_arithmetic_in_the_head():
+    """With write_terms, one-by-one computes every term it adds on an earlier line; the default keeps the old
+    trace (terms used as given), and the written version costs more, so the cheapest strategy shifts."""
+    from hicra.lab.tasks.base import computation_lines
+    from hicra.lab.tasks.series import Series
+
+    written, plain = Series(write_terms=True), Series()
+    p = written.make(107, 10, 5)
+    clean = CorpusKnobs(0.0, "oracle", 0.0)
+    lines = computation_lines(written.render(written.plan(p, "one-by-one"), random.Random(0), clean))
+    assert len(lines) == 2 * (5 - 1)
+    computed = {107}
+    for x, op, y, z in lines:  # every operand is the start, the step, or a result of an earlier line
+        assert op == "+" and x in computed and (y in computed or y == 10)
+        computed.add(z)
+    assert lines[-1][3] == p.answer
+    old = computation_lines(plain.render(plain.plan(p, "one-by-one"), random.Random(0), clean))
+    assert [ln[2] for ln in old] == [117, 127, 137, 147]  # terms used without being computed
+    assert written.cost(p, "one-by-one") > plain.cost(p, "one-by-one")
+    assert written.cost(p, "pairing") == plain.cost(p, "pairing")
+    share = sum(written.cheapest(q) == "one-by-one" for q in written.universe()) / 13_328
+    assert 0.2 < share < 0.6  # against 79% without written terms
+    assert written.params()["write_terms"] is True and "write_terms" not in plain.params()

@@ -1,6 +1,7 @@
 """Series: the sum of an arithmetic progression a, a+d, ..., b (n terms). Three strategies:
 
-- `one-by-one`: a running total, n - 1 additions (cheapest for few terms);
+- `one-by-one`: a running total, n - 1 additions (cheapest for few terms); with `write_terms`, each next term is
+  written as its own line first (2(n - 1) additions), so no arithmetic is done in the head;
 - `pairing` (Gauss's trick): count the terms ((b - a) / d + 1), pair the ends (a + b), multiply, halve;
 - `middle` (odd counts only): count the terms, the middle term (a + b) / 2, times the count.
 
@@ -35,9 +36,12 @@ class Series(Family):
     blind_common_weights = {"one-by-one": 0.85, "pairing": 0.1, "middle": 0.05}  # one-by-one: cheapest for 79%
 
     def __init__(self, optimum: str = "diverse", max_start: int = MAX_START, max_step: int = MAX_STEP,
-                 counts: tuple[int, ...] | None = None):
-        """`max_start`, `max_step`, `counts` narrow the universe (small settings are for tests)."""
+                 counts: tuple[int, ...] | None = None, write_terms: bool = False):
+        """`max_start`, `max_step`, `counts` narrow the universe (small settings are for tests). `write_terms`:
+        one-by-one writes each next term as a line (`14+3=17`) before adding it, so no arithmetic is left unwritten
+        (2(n - 1) lines instead of n - 1); off by default, as the lab's corpora were built before it existed."""
         super().__init__(optimum)
+        self.write_terms = bool(write_terms)
         self.max_start, self.max_step = max_start, max_step
         self.counts = tuple(counts) if counts else COUNTS[optimum]
         if max_start < 1 or max_step < 1 or min(self.counts) < 2:
@@ -45,7 +49,7 @@ class Series(Family):
 
     def params(self) -> dict:
         return {**super().params(), "max_start": self.max_start, "max_step": self.max_step,
-                "counts": list(self.counts)}
+                "counts": list(self.counts), **({"write_terms": True} if self.write_terms else {})}
 
     def make(self, a: int, d: int, n: int) -> Problem:
         b = a + (n - 1) * d
@@ -74,6 +78,8 @@ class Series(Family):
 
     def plan(self, problem: Problem, strategy: str, misapply: bool = False) -> list:
         a, b, d, n = (problem.data[k] for k in ("a", "b", "d", "n"))
+        if strategy == "one-by-one" and self.write_terms:
+            return self._one_by_one_written(a, d, n, misapply)
         if strategy == "one-by-one":
             terms = self.terms(problem)
             if misapply:  # a term skipped (with two terms: the first one added twice)
@@ -100,6 +106,23 @@ class Series(Family):
                 plan.append(Calc(Ref(k + 1), "/", 2))
         else:
             plan += [Calc(Ref(k), "/", 2), Calc(Ref(k + 1), "*", count)]
+        return plan
+
+    @staticmethod
+    def _one_by_one_written(a: int, d: int, n: int, misapply: bool) -> list:
+        """One-by-one with every term written: `t_i = t_(i-1) + d`, then `total = total + t_i`. Misapplied: one
+        middle term is computed but not added (with two terms: the first one added twice)."""
+        plan: list = [Say("one-by-one")]
+        if misapply and n == 2:
+            return plan + [Calc(a, "+", a)]
+        skip = n // 2 if misapply else None
+        term, total = a, a  # a number, or a Ref to the line that computed it
+        for i in range(1, n):
+            plan.append(Calc(term, "+", d))
+            term = Ref(len([x for x in plan if isinstance(x, Calc)]) - 1)
+            if i != skip:
+                plan.append(Calc(total, "+", term))
+                total = Ref(len([x for x in plan if isinstance(x, Calc)]) - 1)
         return plan
 
     def parse_strategy(self, problem: Problem, lines: list, response: str = "") -> str | None:
