@@ -24,33 +24,49 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def main() -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def policy_args(ap: argparse.ArgumentParser) -> None:
+    """The arguments that pick a lab policy (shared with lab_hinted.py)."""
     from hicra.lab.cli import default_cache
-    from hicra.lab.model import format_prompt
-    from hicra.lab.presets import get_preset
-    from hicra.lab.sampling import sample
-    from hicra.lab.sft import eval_problems, warm_start
-    from hicra.lab.tasks.base import computation_lines, difficulty, wrong_lines
 
-    ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--warm-start-seed", type=int, default=0)
     ap.add_argument("--model", help="a lab model directory (default: the preset's cached warm start)")
     ap.add_argument("--n-eval", type=int, default=256)
     ap.add_argument("--epochs", type=int, help="warm-start SFT epochs (default: the preset's)")
     ap.add_argument("--cache", default=str(default_cache()))
-    args = ap.parse_args()
+
+
+def load_policy(args, **warm_start_fields):
+    """(model directory, model, tokenizer, warm-start config, RL config) for `policy_args`; `warm_start_fields`
+    replace WarmStartConfig fields (e.g. strategy_hints). One torch thread."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hicra.lab.presets import get_preset
+    from hicra.lab.sft import warm_start
+
     torch.set_num_threads(1)
     ws, rl = get_preset(args.preset, warm_start_seed=args.warm_start_seed)
-    if args.epochs:
-        ws = replace(ws, epochs=args.epochs)
+    ws = replace(ws, **({"epochs": args.epochs} if args.epochs else {}), **warm_start_fields)
     model_dir = Path(args.model) if args.model else warm_start(ws, Path(args.cache), progress=False,
                                                                log=lambda *a: None)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    return model_dir, model, tok, ws, rl
+
+
+def main() -> None:
+    import torch
+
+    from hicra.lab.model import format_prompt
+    from hicra.lab.sampling import sample
+    from hicra.lab.sft import eval_problems
+    from hicra.lab.tasks.base import computation_lines, difficulty, wrong_lines
+
+    ap = argparse.ArgumentParser()
+    policy_args(ap)
+    args = ap.parse_args()
+    model_dir, model, tok, ws, rl = load_policy(args)
     task = ws.task_mix()
     problems = eval_problems(task, args.n_eval)
     s = sample(model, [tok(format_prompt(p.question))["input_ids"] for p in problems], rl.max_new_tokens,

@@ -3,7 +3,7 @@ single-part problems whose prompt names the strategy (`question + hicra.lab.sft.
 corpus's hinted pairs), and the share of responses that executed the named strategy.
 
     python benchmarks/lab_hinted.py [--preset quick] [--warm-start-seed 0] [--strategy-hints 0.5] [--model DIR]
-        [--n-eval 256] [--cache DIR]
+        [--n-eval 256] [--epochs N] [--cache DIR]
 
 Without `--model` the preset's warm start with `--strategy-hints` is read from the cache (trained first if
 missing). A policy that never saw hinted prompts (`--strategy-hints 0`) reads the hint as noise; the figure is
@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 from collections import defaultdict
-from dataclasses import replace
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -25,29 +23,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def main() -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from lab_errors import load_policy, policy_args  # benchmarks/ is on sys.path when run as a script
 
-    from hicra.lab.cli import default_cache
     from hicra.lab.model import format_prompt
-    from hicra.lab.presets import get_preset
     from hicra.lab.sampling import sample
-    from hicra.lab.sft import HINT, eval_problems, warm_start
+    from hicra.lab.sft import HINT, eval_problems
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--preset", default="quick")
-    ap.add_argument("--warm-start-seed", type=int, default=0)
+    policy_args(ap)
     ap.add_argument("--strategy-hints", type=float, default=0.5)
-    ap.add_argument("--model", help="a lab model directory (default: the preset's cached warm start)")
-    ap.add_argument("--n-eval", type=int, default=256)
-    ap.add_argument("--cache", default=str(default_cache()))
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    ws, rl = get_preset(args.preset, warm_start_seed=args.warm_start_seed)
-    ws = replace(ws, strategy_hints=args.strategy_hints)
-    model_dir = Path(args.model) if args.model else warm_start(ws, Path(args.cache), progress=False,
-                                                               log=lambda *a: None)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    model_dir, model, tok, ws, rl = load_policy(args, strategy_hints=args.strategy_hints)
     task = ws.task_mix()
     items = [(p, s) for p in eval_problems(task, args.n_eval) if p.family != "multi"
              for s in task.family_of(p).applicable(p)]
