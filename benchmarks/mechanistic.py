@@ -32,7 +32,9 @@ def build_run(root: Path, preset: str) -> Path:
     model_dir = warm_start(ws, Path(os.environ.get("HICRA_CACHE_LAB", default_cache())), progress=False)
     run = root / "run"
     shutil.copytree(model_dir, run / "checkpoints" / "step_000000", ignore=shutil.ignore_patterns("*.json.tmp*"))
-    write_run_info(run, {"algorithm": "warm-start", "lexicon": rl.lexicon, "model": str(model_dir),
+    # the lab v2 lexicon is mined with the warm start and saved beside it (RLConfig.lexicon "warm-start" names it)
+    lexicon = str(model_dir / "lexicon.json") if rl.lexicon == "warm-start" else rl.lexicon
+    write_run_info(run, {"algorithm": "warm-start", "lexicon": lexicon, "model": str(model_dir),
                          "config": asdict(rl)})
     return run
 
