@@ -117,12 +117,15 @@ class Series(Family):
             return plan + [Calc(a, "+", a)]
         skip = n // 2 if misapply else None
         term, total = a, a  # a number, or a Ref to the line that computed it
+        line = -1  # index of the last computation line
         for i in range(1, n):
             plan.append(Calc(term, "+", d))
-            term = Ref(len([x for x in plan if isinstance(x, Calc)]) - 1)
+            line += 1
+            term = Ref(line)
             if i != skip:
                 plan.append(Calc(total, "+", term))
-                total = Ref(len([x for x in plan if isinstance(x, Calc)]) - 1)
+                line += 1
+                total = Ref(line)
         return plan
 
     def parse_strategy(self, problem: Problem, lines: list, response: str = "") -> str | None:
