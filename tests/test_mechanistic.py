@@ -115,7 +115,7 @@ def test_planted_anchor_is_found_and_nothing_else_matters(adaptive):
 
 class ParaphrasePolicy(ScriptedPolicy):
     """ScriptedPolicy whose decisive line 2 also varies in wording: "let's try the good way" or "let's try the
-    good way now" (the same meaning), so half the regenerations that differ in text mean the same."""
+    good way now" (the same meaning), so a third of the regenerations that differ in text mean the same."""
 
     def continue_texts(self, contexts, seed):
         rng = random.Random(seed + 7)
