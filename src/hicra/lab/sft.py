@@ -363,7 +363,8 @@ def _train_warm_start(cfg: WarmStartConfig, out: Path, t0: float, progress: bool
     drill_examples = encode_pairs(tokenizer, [(Problem("drill", "drill", DRILL_PROMPT, 0), d) for d in drills],
                                   cfg.max_response_tokens)
     model = build_model(tokenizer, size=cfg.size, arch=cfg.arch, seed=cfg.seed)
-    log(f"warm start: {len(examples)} traces, {count_parameters(model) / 1e6:.2f}M-parameter {cfg.arch}, "
+    log(f"warm start: {len(examples)} traces ({len(pairs) - len(examples)} longer than {cfg.max_response_tokens} "
+        f"response tokens dropped), {count_parameters(model) / 1e6:.2f}M-parameter {cfg.arch}, "
         f"{cfg.epochs} epochs, {len(drills)} arithmetic drills, {len(lexicon)} mined strategic grams")
     losses = train_sft(model, examples + drill_examples, cfg, progress=progress, device=device)
     info = {"config": asdict(cfg), "key": cfg.key(), "parameters": count_parameters(model),
