@@ -4,9 +4,13 @@ Builds a run directory whose only snapshot (step 0) is the quick preset's warm-s
 cached in ~/.cache/hicra/lab, or $HICRA_CACHE/lab; training it takes several minutes on two cores), with the
 preset's tasks, held-out set and response budget, then times both verbs on it with their defaults (N = 32
 held-out problems; anchors K = 8 with adaptive stopping; graphs 2 responses per problem, k = 16). One torch
-thread. Prints wall-clock seconds, continuations and tokens sampled, and the per-class summary it measured.
+thread. Prints wall-clock seconds, continuations and tokens sampled (how many tries went to their first line
+only, how many of those were continued), the per-class summary it measured, and the machine's load average
+before and after (the figures are only comparable at similar load).
 
-    .venv/bin/python benchmarks/mechanistic.py [--n 32] [--k 8] [--no-adaptive]
+    nice -n 19 .venv/bin/python benchmarks/mechanistic.py [--n 32] [--k 8] [--no-adaptive] [--skip-graphs]
+
+$HICRA_CACHE_LAB names the warm-start cache folder itself (default ~/.cache/hicra/lab).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         run = build_run(Path(tmp), args.preset)
+        print(f"load average before (1, 5, 15 min): {_load()}; this process's nice: {os.nice(0)}")
         t0 = time.perf_counter()
         res = run_anchors(run, None, args.n, AnchorsConfig(k=args.k, adaptive=not args.no_adaptive), threads=1,
                           progress=False, log=lambda *_: None)
@@ -61,7 +66,9 @@ def main(argv=None) -> int:
         cost = res["cost"]["0"]
         print(f"anchors, one checkpoint ({args.preset} preset warm start, N={args.n}, K={args.k}, adaptive="
               f"{not args.no_adaptive}): {t_anchors:.1f} s wall, {cost['sentences']} sentences, {cost['draws']} "
-              f"continuations, {cost['tokens_sampled']} tokens sampled, {cost['policy_calls']} sampler calls")
+              f"continuations ({cost.get('first_line_draws', 0)} sampled to their first line only, "
+              f"{cost.get('completions', 0)} of those continued), {cost['tokens_sampled']} tokens sampled, "
+              f"{cost['policy_calls']} sampler calls")
         summary = res["steps"]["0"]
         print(f"  fixed sentences: {summary['n_fixed']} of {summary['n_sentences']} {summary['fixed_by_class']}")
         for key in ("importance", "abs_importance", "tv_distance"):
@@ -77,7 +84,12 @@ def main(argv=None) -> int:
                   f"({json.dumps({k: round(v, 2) for k, v in g['cost']['0'].items()})})")
             print(f"  cycles {s['cycles']}, diameter {s['diameter']}, small-world omega {s['small_world']} "
                   f"({s['small_world_null_reason'] or 'defined'})")
+        print(f"load average after (1, 5, 15 min): {_load()}")
     return 0
+
+
+def _load() -> str:
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 if __name__ == "__main__":

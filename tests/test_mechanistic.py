@@ -6,7 +6,9 @@ import json
 import random
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -42,28 +44,54 @@ class ScriptedPolicy:
 
     def __init__(self):
         self.calls = 0
+        self.lines = Counter()  # lines written per prefix line count (the pool), the stand-in for sampled tokens
+
+    def write(self, prefix, rng, limit=5, pool=None):
+        """The next `limit` lines after `prefix` (fewer where the five lines end), counted under `pool` (default:
+        the prefix's line count)."""
+        lines = prefix.split("\n")[:-1]
+        new = []
+        for k in range(len(lines), min(5, len(lines) + limit)):
+            if k == 0:
+                new.append(f"hello {rng.randrange(10)}")
+            elif k == 1:
+                new.append("fixed opening")
+            elif k == 2:
+                new.append(f"let's try the {rng.choice(['good', 'bad'])} way")
+            elif k == 3:
+                a, b = rng.randrange(1, 10), rng.randrange(1, 10)
+                new.append(f"{a}+{b}={a + b}")
+            else:
+                new.append(f"so the answer is {int('good' in (lines + new)[2])}")
+        self.lines[len(lines) if pool is None else pool] += len(new)
+        return new
 
     def continue_texts(self, contexts, seed):
         self.calls += 1
         rng = random.Random(seed)
+        return ["\n".join(self.write(prefix, rng)) for _, prefix in contexts]
+
+
+class TwoStageScriptedPolicy(ScriptedPolicy):
+    """ScriptedPolicy that also samples in two stages (`hicra.mechanistic.policy.TwoStagePolicy`): the first line
+    with its newline, then the rest from prefix + that line."""
+
+    def continue_first_lines(self, contexts, seed):
+        self.calls += 1
+        rng = random.Random(seed)
         out = []
-        for _, prefix in contexts:
-            lines = prefix.split("\n")[:-1]
-            new = []
-            for k in range(len(lines), 5):
-                if k == 0:
-                    new.append(f"hello {rng.randrange(10)}")
-                elif k == 1:
-                    new.append("fixed opening")
-                elif k == 2:
-                    new.append(f"let's try the {rng.choice(['good', 'bad'])} way")
-                elif k == 3:
-                    a, b = rng.randrange(1, 10), rng.randrange(1, 10)
-                    new.append(f"{a}+{b}={a + b}")
-                else:
-                    new.append(f"so the answer is {int('good' in (lines + new)[2])}")
-            out.append("\n".join(new))
+        for prompt, prefix in contexts:
+            new = self.write(prefix, rng, limit=1)
+            if not new or prefix.count("\n") + 1 == 5:  # nothing more, or the answer line: the response ends
+                out.append(("".join(new), None))
+            else:
+                out.append((new[0] + "\n", (prompt, prefix + new[0] + "\n", prefix.count("\n"))))
         return out
+
+    def continue_rest(self, handles, seed):
+        self.calls += 1
+        rng = random.Random(seed)  # the rest's lines are counted under the pool the try was drawn for
+        return ["\n".join(self.write(context, rng, pool=pool)) for _, context, pool in handles]
 
 
 class ScriptedTask:
@@ -182,6 +210,44 @@ def test_adaptive_stopping_saves_draws_only_where_decided():
     assert all(r["n_resamples"] == 8 for r in rows_a if r["sentence_idx"] == 3)
     assert all(r["n_resamples"] == 8 for r in rows_f if not r["fixed"])
     assert stats_a["draws"] < stats_f["draws"]
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_two_stage_tries_measure_the_same_and_repeats_cost_one_line(adaptive):
+    """Tries drawn only for a resampled arm go to their first line; only the used ones are continued. The planted
+    answers come out the same as with whole continuations, and a fixed sentence's tries cost one line each beyond
+    the whole continuations its predecessor's keep arm takes from the same prefix."""
+    problems = [Prob(f"p{i}") for i in range(12)]
+    cfg = AnchorsConfig(k=8, adaptive=adaptive)
+    one_policy, two_policy = TwoStageScriptedPolicy(), TwoStageScriptedPolicy()
+    one, one_stats = sentence_importance(one_policy, ScriptedTask(), problems, TAGGER, cfg, two_stage=False)
+    two, two_stats = sentence_importance(two_policy, ScriptedTask(), problems, TAGGER, cfg)  # offered: used
+    assert one_stats["first_line_draws"] == one_stats["completions"] == 0
+    assert 0 < two_stats["completions"] < two_stats["first_line_draws"] <= two_stats["draws"]
+    # what is planted comes out the same (line 0's importance and line 1's keep accuracy are sampling noise,
+    # the tries a non-fixed line needs are random)
+    for a, b in zip(one, two, strict=True):
+        assert (a["problem_id"], a["sentence_idx"], a["fixed"]) == (b["problem_id"], b["sentence_idx"], b["fixed"])
+        cols = ["importance", "tv_distance", "n_resamples", "n_keep", "acc_resampled"] + (["n_tries"] if a["fixed"]
+                                                                                          else [])
+        if a["sentence_idx"] > 0:
+            assert {c: a[c] for c in cols} == {c: b[c] for c in cols}
+    by_idx = {i: [r for r in two if r["sentence_idx"] == i] for i in range(5)}
+    assert all(abs(r["importance"]) == 1.0 and r["tv_distance"] == 1.0 for r in by_idx[2])
+    assert all(r["importance"] == 0.0 for r in by_idx[3])
+    assert all(r["fixed"] and r["n_tries"] == 32 for r in by_idx[1] + by_idx[4])
+    assert abs(np.mean([r["importance"] for r in by_idx[0]])) < 0.2
+    # line 1 is fixed: its 32 tries from the prefix before it are whole 4-line continuations in one stage; in two
+    # stages only the n_keep that line 0's keep arm takes are (every other try is its first line)
+    assert one_policy.lines[1] == 12 * 32 * 4
+    assert two_policy.lines[1] == sum(4 * r["n_keep"] + (32 - r["n_keep"]) for r in by_idx[0])
+    assert two_policy.lines[1] < 0.5 * one_policy.lines[1]
+    assert sum(two_policy.lines.values()) < 0.8 * sum(one_policy.lines.values())
+    # deterministic for a seed
+    again, _ = sentence_importance(TwoStageScriptedPolicy(), ScriptedTask(), problems, TAGGER, cfg)
+    assert again == two
+    with pytest.raises(ValueError, match="two_stage"):
+        sentence_importance(ScriptedPolicy(), ScriptedTask(), problems, TAGGER, cfg, two_stage=True)
 
 
 def test_anchors_deterministic_given_seed():
@@ -426,6 +492,101 @@ def test_hf_policy_keeps_the_response_budget_and_is_deterministic(run_dir):
     assert policy.continue_texts(contexts[4:5], seed=5) == [""]  # the prefix alone spends the budget
     out = policy.continue_texts(contexts, seed=5)
     assert out == policy.continue_texts(contexts, seed=5) and out != policy.continue_texts(contexts, seed=6)
+
+
+class _TokenSampler:
+    """Stands in for `hicra.lab.sampling.sample`: every row draws ids from `choices` (uniformly, with the
+    generator) until a stop id, eos or `max_new_tokens`; it records the inputs it is given."""
+
+    def __init__(self, choices):
+        self.choices, self.inputs = choices, []
+
+    def __call__(self, model, prompts, max_new_tokens, eos_id, pad_id, generator=None, temperature=1.0,
+                 stop_ids=None, share_prompts=False):
+        import torch
+
+        self.inputs.append([list(p) for p in prompts])
+        stops, rows = {eos_id, *(stop_ids or ())}, []
+        for _ in prompts:
+            ids = []
+            while len(ids) < max_new_tokens and (not ids or ids[-1] not in stops):
+                ids.append(self.choices[int(torch.randint(len(self.choices), (1,), generator=generator))])
+            rows.append(ids)
+        return SimpleNamespace(response_lists=lambda: rows)
+
+
+@pytest.mark.parametrize("line_chunk", [48, 2])
+def test_hf_policy_two_stages_stop_at_merged_newlines_resume_by_ids_and_keep_the_budget(monkeypatch, line_chunk):
+    """A byte-level BPE merges newlines with what precedes them (".\n", ".\n\n"): every such token ends the first
+    stage once a non-blank line precedes it, a leading blank line does not, and the rest continues from the
+    sampled ids themselves within the response budget. Lines longer than the sampler's piece (`line_chunk`) are
+    sampled on."""
+    import hicra.lab.sampling
+    from hicra.lab.model import train_tokenizer
+    from hicra.mechanistic.policy import HFPolicy, two_stage
+
+    tok = train_tokenizer(["we add them.\nthen we stop.\n\nso the answer is 3.",
+                           "first the tens.\nthen the ones.\nso the answer is 7."] * 20, vocab_size=300)
+    merged = [tok.convert_tokens_to_ids(t) for t in tok.tokenize(".\n\nthen")]
+    assert tok.decode(merged[:1]) == ".\n\n"  # the newline is merged with the full stop before it
+    nl, dot_nl = tok.convert_tokens_to_ids(tok.tokenize("\n"))[0], merged[0]
+    words = tok("we add", add_special_tokens=False)["input_ids"]
+    sampler = _TokenSampler([nl, dot_nl, *words, *words, tok.eos_token_id])
+    monkeypatch.setattr(hicra.lab.sampling, "sample", sampler)
+    policy = HFPolicy(None, tok, max_new_tokens=12)
+    policy.line_chunk = line_chunk
+    assert two_stage(policy) and {nl, dot_nl} <= set(policy.newline_ids())
+    assert all("\n" in tok.decode([i]) for i in policy.newline_ids()) and words[0] not in policy.newline_ids()
+    prompt, prefix = "q\n", "we add them.\n"
+    base = policy.encode_prompt(prompt) + tok(prefix, add_special_tokens=False)["input_ids"]
+    budget = 12 - (len(base) - len(policy.encode_prompt(prompt)))
+    contexts = [(prompt, prefix)] * 60
+    first = policy.continue_first_lines(contexts, seed=3)
+    assert first == policy.continue_first_lines(contexts, seed=3) != policy.continue_first_lines(contexts, seed=4)
+    paused = [(text, h) for text, h in first if h is not None]
+    assert paused and any(h is None for _, h in first)
+    assert any(text.startswith("\n") for text, _ in paused)  # a blank line first: sampled on to a real line
+    assert {h.ids[-1] for _, h in paused} == {nl, dot_nl}  # either newline token ends the first stage
+    for text, h in paused:
+        assert text.endswith("\n") and text[:text.rstrip("\n").rfind("\n") + 1].strip() == ""
+        assert text.strip() and list(h.ids[:len(base)]) == base and tok.decode(h.ids[len(base):]) == text
+        assert h.budget == budget - (len(h.ids) - len(base)) >= 1
+    for text, h in first:
+        if h is None:  # ended: by eos, or the budget is spent
+            assert "\n" not in text.strip() and (len(tok(text, add_special_tokens=False)["input_ids"]) <= budget)
+    # the rest starts from the very ids sampled, and never goes past the budget
+    before = policy.tokens_sampled
+    rests = policy.continue_rest([h for _, h in paused], seed=5)
+    assert sorted(sampler.inputs[-1]) == sorted(list(h.ids) for _, h in paused)
+    assert policy.tokens_sampled - before <= sum(h.budget for _, h in paused)
+    for (_, h), rest in zip(paused, rests, strict=True):
+        n0 = policy.tokens_sampled
+        policy.continue_rest([h], seed=6)
+        assert policy.tokens_sampled - n0 <= h.budget
+        assert isinstance(rest, str)
+    assert policy.continue_first_lines([(prompt, prefix * 6)], seed=1) == [("", None)]  # no budget left
+
+
+@pytest.mark.parametrize("backend", ["fast", "hf"])
+def test_sampler_shares_the_prompt_forward_of_repeated_prompts(run_dir, backend):
+    """`share_prompts` runs each distinct prompt once and copies its cache: the same tokens and log-probs (up to
+    float rounding) as running every row, for both decoders, with stops and rows of other prompts mixed in."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hicra.lab.sampling import sample
+
+    path = run_dir / "checkpoints" / "step_000010"
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    a, b = tok("sum 1 to 4\nlet's")["input_ids"], tok("reach 12 from 3 4\n")["input_ids"]
+    prompts = [a, b, a, a, b, tok("3*4=12\n")["input_ids"], a]
+    stops = tok("\n", add_special_tokens=False)["input_ids"]
+    runs = [sample(model, prompts, 16, tok.eos_token_id, tok.pad_token_id, generator=torch.Generator().manual_seed(3),
+                   backend=backend, stop_ids=stops, share_prompts=share) for share in (False, True)]
+    assert runs[0].response_lists() == runs[1].response_lists()
+    assert torch.allclose(runs[0].logprobs, runs[1].logprobs, atol=1e-5)
+    assert torch.equal(runs[0].truncated, runs[1].truncated)
 
 
 def test_math_task_adapter_grades_with_math_verify():

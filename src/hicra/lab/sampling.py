@@ -82,7 +82,7 @@ COMPACT = 4 / 3
 @torch.no_grad()
 def sample(model, prompts: list[list[int]], max_new_tokens: int, eos_id: int, pad_id: int,
            generator: torch.Generator | None = None, temperature: float = 1.0, greedy: bool = False,
-           backend: str | None = None, stop_ids: list[int] | None = None) -> Samples:
+           backend: str | None = None, stop_ids: list[int] | None = None, share_prompts: bool = False) -> Samples:
     """Sample one response per prompt (repeat a prompt G times for a group).
 
     `backend` (None: `DEFAULT_BACKEND`): "fast" runs `hicra.lab.fastdecode.FastDecoder` (plain torch, preallocated
@@ -90,7 +90,11 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, eos_id: int, pa
     fast one when it supports the model, else HF. Both draw every token with `draw` from the same generator, in the
     same order. Finished rows stop being sampled at once, so later steps only pay for the responses still running
     (responses differ a lot in length); the loop ends when none is. `stop_ids` end a row like eos does (kept as
-    its last token; the probes stop at `=` to let a calculator write the result).
+    its last token; the probes stop at `=` to let a calculator write the result). `share_prompts`: identical
+    prompts are run through the prompt forward once and their KV cache is copied to every row that holds them
+    (`hicra anchors` draws many continuations of one prefix); each row's tokens are still drawn from its own
+    logits, but the prompt forward runs on a smaller batch, so results agree with `share_prompts=False` only up
+    to float rounding (off by default: training keeps its exact numbers).
     """
     from hicra.lab.fastdecode import FastDecoder, unsupported_reason
 
@@ -109,16 +113,29 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, eos_id: int, pa
                   logprobs=torch.zeros((bsz, max_new_tokens)), entropies=torch.zeros((bsz, max_new_tokens)),
                   truncated=torch.zeros(bsz, dtype=torch.bool))
     stops = torch.tensor(sorted({eos_id, *(stop_ids or ())}), dtype=torch.long)
+    shared = _shared_rows(prompts) if share_prompts else None
     if backend == "hf" or reason is not None:
-        length = _sample_hf(model, out, max_new_tokens, stops, generator, temperature, greedy)
+        length = _sample_hf(model, out, max_new_tokens, stops, generator, temperature, greedy, shared)
     else:
         length = _sample_fast(FastDecoder(model), out, max_new_tokens, stops, pad_id, generator, temperature,
-                              greedy)
+                              greedy, shared)
     last = out.response_ids[:, length - 1]
     out.truncated = out.response_mask[:, length - 1] & ~torch.isin(last, stops) & (length == max_new_tokens)
     out.response_ids, out.response_mask = out.response_ids[:, :length], out.response_mask[:, :length]
     out.logprobs, out.entropies = out.logprobs[:, :length], out.entropies[:, :length]
     return out
+
+
+def _shared_rows(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(first row of each distinct prompt, index of every row's prompt among those), or None when all differ."""
+    index: dict[tuple[int, ...], int] = {}
+    inverse = [index.setdefault(tuple(p), len(index)) for p in prompts]
+    if len(index) == len(prompts):
+        return None
+    first = [0] * len(index)
+    for row in reversed(range(len(prompts))):
+        first[inverse[row]] = row
+    return torch.tensor(first, dtype=torch.long), torch.tensor(inverse, dtype=torch.long)
 
 
 def _record(out: Samples, rows: torch.Tensor, t: int, tok, logp, ent) -> None:
@@ -128,13 +145,19 @@ def _record(out: Samples, rows: torch.Tensor, t: int, tok, logp, ent) -> None:
     out.entropies[rows, t] = ent
 
 
-def _sample_hf(model, out: Samples, max_new_tokens, stops, generator, temperature, greedy) -> int:
+def _sample_hf(model, out: Samples, max_new_tokens, stops, generator, temperature, greedy, shared=None) -> int:
     """The HF forward with its KV cache; finished rows are dropped from the batch and the cache at once."""
     attn = out.prompt_mask.long()
     pos = positions(out.prompt_mask)
-    res = model(input_ids=out.prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True)
-    past = res.past_key_values
-    logits = res.logits[:, -1, :].float()
+    if shared is None:
+        res = model(input_ids=out.prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True)
+        past, logits = res.past_key_values, res.logits[:, -1, :].float()
+    else:  # the distinct prompts once, then their cache and logits copied to every row
+        first, inverse = shared
+        res = model(input_ids=out.prompt_ids[first], attention_mask=attn[first], position_ids=pos[first],
+                    use_cache=True)
+        past, logits = res.past_key_values, res.logits[:, -1, :].float()[inverse]
+        past.reorder_cache(inverse)
     next_pos = pos[:, -1] + 1
     rows = torch.arange(out.prompt_ids.shape[0])  # original index of every row still running
     length = 0
@@ -158,11 +181,17 @@ def _sample_hf(model, out: Samples, max_new_tokens, stops, generator, temperatur
     return length
 
 
-def _sample_fast(dec, out: Samples, max_new_tokens, stops, pad_id, generator, temperature, greedy) -> int:
+def _sample_fast(dec, out: Samples, max_new_tokens, stops, pad_id, generator, temperature, greedy,
+                 shared=None) -> int:
     """The plain-torch decoder. `held` are the original rows the decoder's batch holds, `live` the positions
     (in that batch) of those still running. Finished rows are no longer sampled; the decoder's batch is
     compacted only once fewer than 3/4 of its rows run (each compaction copies the cache)."""
-    logits = dec.prefill(out.prompt_ids, out.prompt_mask, max_new_tokens)
+    if shared is None:
+        logits = dec.prefill(out.prompt_ids, out.prompt_mask, max_new_tokens)
+    else:  # the distinct prompts once, then their cache and logits copied to every row
+        first, inverse = shared
+        logits = dec.prefill(out.prompt_ids[first], out.prompt_mask[first], max_new_tokens)[inverse]
+        dec.keep(inverse)
     next_pos = positions(out.prompt_mask)[:, -1] + 1
     held = torch.arange(out.prompt_ids.shape[0])
     live = held.clone()

@@ -18,6 +18,15 @@ Draws are shared the way the paper shares them: the draws from `text[:b_{i+1}]` 
 sentence i and the pool the resampled arm of sentence i+1 is filtered from. The keep arm of the last sentence is
 the original response itself (it ended there).
 
+Tries in two stages (when the policy offers `hicra.mechanistic.policy.TwoStagePolicy`, as `HFPolicy` does): only
+the first sentence of a try decides whether it counts for the resampled arm, so the tries a pool gets beyond
+those its keep arm takes are first sampled up to the end of their first line. Only the tries that are used (they
+differ from s_i, or a later round's keep arm grows over them) are continued to a whole response from the tokens
+already sampled; a try that repeats s_i costs one line. The head of every pool, which keep arms take, is drawn
+whole at once. What is measured does not change: the same arms, the same tries, the same fixed criterion, each
+try still one draw of a whole continuation (paused after its first line); only the random draws differ from
+sampling every try whole (`two_stage=False`, and what policies without the two methods get).
+
 Adaptive early stopping (`adaptive=True`, the default): each arm grows in rounds of `round_size` continuations
 (default K/2). After each round the Agresti-Caffo interval (Agresti & Caffo 2000) at `level` of
 accuracy(keep) - accuracy(resampled) is computed; when it excludes 0 the sign of the importance is decided and the
@@ -86,8 +95,14 @@ class AnchorsConfig:
 @dataclass
 class _Draw:
     first: str  # the key (`differ`) of the continuation's first sentence
-    correct: bool
+    correct: bool | None  # None until the draw is complete
     answer: str | None
+    text: str = ""  # the continuation sampled so far (kept only while the draw is incomplete)
+    handle: object = None  # the policy's resume handle while the draw is incomplete (`continue_rest`)
+
+    @property
+    def done(self) -> bool:
+        return self.handle is None
 
 
 @dataclass
@@ -125,90 +140,152 @@ def _call_seed(seed: int, call: int) -> int:
 
 
 def sentence_importance(policy, task, problems: list, tagger, cfg: AnchorsConfig | None = None,
-                        progress: bool = False) -> tuple[list[dict], dict]:
+                        progress: bool = False, two_stage: bool | None = None) -> tuple[list[dict], dict]:
     """Importance of every sentence of one sampled response per problem.
 
     `policy`: a `hicra.mechanistic.policy.Policy`; `task`: a `hicra.mechanistic.tasks.Task`; `tagger`: a
     `PlanningTagger` for the classes. Returns (rows, stats): one row per sentence with the `COLUMNS` less "step",
-    and {"draws", "policy_calls", "seconds", "responses"}. Deterministic given `cfg.seed`.
+    and {"draws", "first_line_draws", "completions", "policy_calls", "seconds", "responses", "sentences"}.
+    Deterministic given `cfg.seed`.
+
+    `two_stage` (None: whenever the policy offers it, `hicra.mechanistic.policy.TwoStagePolicy`): tries drawn only
+    for a resampled arm are first sampled up to the end of their first line (`first_line_draws`), and only those
+    that are used, because they differ from the original sentence or because a keep arm grows over them, are
+    continued to a whole response (`completions`). A try that repeats its sentence costs one line instead of a
+    response. False: every try is a whole continuation (`Policy.continue_texts`).
     """
     from tqdm.auto import tqdm
 
+    from hicra.mechanistic.policy import two_stage as offers_two_stage
+
     cfg = cfg or AnchorsConfig()
     cfg.validate()
+    staged = offers_two_stage(policy) if two_stage is None else two_stage
+    if staged and not offers_two_stage(policy):
+        raise ValueError("two_stage=True needs a policy with continue_first_lines and continue_rest")
     t0 = time.perf_counter()
     calls = 0
+    counts = {"draws": 0, "first_line_draws": 0, "completions": 0}
 
     def key(sentence: str) -> str:
         return meaning(task, sentence) if cfg.differ == "meaning" else normalize(sentence)
 
-    def draw(contexts: list[tuple[int, int]]) -> list[_Draw]:
-        """Continuations for (response index, prefix index) pairs."""
+    def seed() -> int:
         nonlocal calls
-        pairs = [(resp[r].prompt, resp[r].text[:resp[r].bounds[j]]) for r, j in contexts]
-        conts = policy.continue_texts(pairs, _call_seed(cfg.seed, calls))
         calls += 1
+        return _call_seed(cfg.seed, calls - 1)
+
+    def grade(d: _Draw, r: int, j: int, cont: str) -> None:
+        full = resp[r].text[:resp[r].bounds[j]] + cont
+        d.correct = bool(task.check(resp[r].problem, full).correct)
+        d.answer = task.final_answer(resp[r].problem, full)
+
+    def pairs(contexts: list[tuple[int, int]]) -> list[tuple[str, str]]:
+        return [(resp[r].prompt, resp[r].text[:resp[r].bounds[j]]) for r, j in contexts]
+
+    def draw(contexts: list[tuple[int, int]]) -> list[_Draw]:
+        """Whole continuations for (response index, prefix index) pairs."""
         out = []
-        for (r, _), (_, prefix), cont in zip(contexts, pairs, conts, strict=True):
-            full = prefix + cont
-            out.append(_Draw(key(first_sentence(cont, cfg.split)), bool(task.check(resp[r].problem, full).correct),
-                             task.final_answer(resp[r].problem, full)))
+        for (r, j), cont in zip(contexts, policy.continue_texts(pairs(contexts), seed()), strict=True):
+            out.append(_Draw(key(first_sentence(cont, cfg.split)), None, None))
+            grade(out[-1], r, j, cont)
         return out
 
+    def draw_first_lines(contexts: list[tuple[int, int]]) -> list[_Draw]:
+        """Continuations sampled to the end of their first line; complete (graded) only where they ended there."""
+        out = []
+        for (r, j), (text, handle) in zip(contexts, policy.continue_first_lines(pairs(contexts), seed()),
+                                          strict=True):
+            out.append(_Draw(key(first_sentence(text, cfg.split)), None, None, text, handle))
+            if handle is None:
+                grade(out[-1], r, j, text)
+        return out
+
+    def complete(todo: list[tuple[int, int, _Draw]]) -> None:
+        rests = policy.continue_rest([d.handle for _, _, d in todo], seed())
+        for (r, j, d), rest in zip(todo, rests, strict=True):
+            grade(d, r, j, d.text + rest)
+            d.text, d.handle = "", None
+        counts["completions"] += len(todo)
+
     prompts = [task.prompt(p) for p in problems]
-    originals = policy.continue_texts([(p, "") for p in prompts], _call_seed(cfg.seed, calls))
-    calls += 1
+    originals = policy.continue_texts([(p, "") for p in prompts], seed())
     resp: list[_Response] = []
     for problem, prompt, text in zip(problems, prompts, originals, strict=True):
         sents = split_sentences(text, cfg.split)
-        complete = _Draw("", bool(task.check(problem, text).correct), task.final_answer(problem, text))
+        complete_draw = _Draw("", bool(task.check(problem, text).correct), task.final_answer(problem, text))
         classes = [classify(s.text, tagger, task.is_answer_sentence) for s in sents]
         resp.append(_Response(problem, task.problem_id(problem), prompt, text, sents, boundaries(text, sents),
-                              classes, complete, [[] for _ in sents]))
+                              classes, complete_draw, [[] for _ in sents]))
 
     step = cfg.round if cfg.adaptive else cfg.k
     target = {(r, i): step for r, x in enumerate(resp) for i in range(len(x.sentences))}
     results: dict[tuple[int, int], dict] = {}
-    n_draws = 0
     bar = tqdm(total=len(target), desc="anchors", unit="sentence", disable=not progress, leave=False)
 
     def keep_arm(r: int, i: int, n: int) -> list[_Draw]:
         x = resp[r]
         return [x.complete] * n if i + 1 == len(x.sentences) else x.pools[i + 1][:n]
 
-    def resampled_arm(r: int, i: int, n: int) -> tuple[list[_Draw], int]:
-        """The first n differing draws among the allowed tries, and the number of tries they used."""
+    def differing(r: int, i: int, n: int) -> tuple[list[int], int]:
+        """Pool positions of the first n differing draws among the allowed tries, and the tries they used."""
         own, pool = key(resp[r].sentences[i].text), resp[r].pools[i][:cfg.max_tries * n]
         got, used = [], 0
-        for d in pool:
+        for t, d in enumerate(pool):
             used += 1
             if d.first != own:
-                got.append(d)
+                got.append(t)
                 if len(got) == n:
                     break
         return got, used
 
+    def resampled_arm(r: int, i: int, n: int) -> tuple[list[_Draw], int]:
+        """The first n differing draws among the allowed tries, and the number of tries they used."""
+        got, used = differing(r, i, n)
+        return [resp[r].pools[i][t] for t in got], used
+
     while target:
-        # draw until every active sentence has its arms at the current target (or has used its tries)
+        # draw until every active sentence has its arms at the current target (or has used its tries); whether
+        # more tries are needed depends only on the tries' first sentences, so completing the used ones waits
+        keep_n: dict[tuple[int, int], int] = {}  # pool -> draws its head must hold, complete (a keep arm)
+        for (r, i), n in target.items():
+            if i + 1 < len(resp[r].sentences):
+                keep_n[(r, i + 1)] = max(keep_n.get((r, i + 1), 0), n)
         while True:
-            demand: dict[tuple[int, int], int] = {}
+            want = dict(keep_n)  # pool -> length wanted
             for (r, i), n in target.items():
-                x = resp[r]
-                if i + 1 < len(x.sentences):
-                    need = n - len(x.pools[i + 1])
-                    if need > 0:
-                        demand[(r, i + 1)] = max(demand.get((r, i + 1), 0), need)
-                got, _ = resampled_arm(r, i, n)
-                room = cfg.max_tries * n - len(x.pools[i])
-                need = min(n - len(got), room)
+                pool = resp[r].pools[i]
+                need = min(n - len(differing(r, i, n)[0]), cfg.max_tries * n - len(pool))
                 if need > 0:
-                    demand[(r, i)] = max(demand.get((r, i), 0), need)
-            if not demand:
+                    want[(r, i)] = max(want.get((r, i), 0), len(pool) + need)
+            new = {k: w - len(resp[k[0]].pools[k[1]]) for k, w in sorted(want.items())
+                   if w > len(resp[k[0]].pools[k[1]])}
+            if not new:
                 break
-            contexts = [key for key in sorted(demand) for _ in range(demand[key])]
-            for (r, j), d in zip(contexts, draw(contexts), strict=True):
+            # a pool's new draws that a keep arm needs are whole continuations; the rest, wanted only for a
+            # resampled arm, go to their first line (two stages) or whole (one stage)
+            full = {k: min(m, max(0, keep_n.get(k, 0) - len(resp[k[0]].pools[k[1]]))) if staged else m
+                    for k, m in new.items()}
+            whole = [k for k in new for _ in range(full[k])]
+            short = [k for k in new for _ in range(new[k] - full[k])]
+            for (r, j), d in zip(whole + short, (draw(whole) if whole else []) +
+                                 (draw_first_lines(short) if short else []), strict=True):
                 resp[r].pools[j].append(d)
-            n_draws += len(contexts)
+            counts["draws"] += len(whole) + len(short)
+            counts["first_line_draws"] += len(short)
+        # complete the incomplete draws the arms use, in one call: the head of a pool that a keep arm takes, and
+        # the differing tries of a resampled arm
+        todo: dict[tuple[int, int, int], _Draw] = {}
+        for (r, j), n in keep_n.items():
+            for t, d in enumerate(resp[r].pools[j][:n]):
+                if not d.done:
+                    todo[(r, j, t)] = d
+        for (r, i), n in target.items():
+            for t in differing(r, i, n)[0]:
+                if not resp[r].pools[i][t].done:
+                    todo[(r, i, t)] = resp[r].pools[i][t]
+        if todo:
+            complete([(r, j, todo[(r, j, t)]) for r, j, t in sorted(todo)])
         # decide, per active sentence: stop (decided, fixed, or at K) or grow by one round
         for (r, i), n in list(target.items()):
             keep = keep_arm(r, i, n)
@@ -227,8 +304,8 @@ def sentence_importance(policy, task, problems: list, tagger, cfg: AnchorsConfig
                 target[(r, i)] = min(cfg.k, n + step)
     bar.close()
     rows = [results[(r, i)] for r, x in enumerate(resp) for i in range(len(x.sentences))]
-    stats = {"draws": n_draws, "policy_calls": calls, "responses": len(resp),
-             "sentences": len(rows), "seconds": time.perf_counter() - t0}
+    stats = {**counts, "policy_calls": calls, "responses": len(resp), "sentences": len(rows),
+             "seconds": time.perf_counter() - t0}
     return rows, stats
 
 

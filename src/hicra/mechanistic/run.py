@@ -151,7 +151,7 @@ def run_anchors(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, 
     for step in chosen:
         t0 = time.perf_counter()
         model, tokenizer = load_snapshot(available[step], run_dir, info)
-        policy = HFPolicy(model, tokenizer, max_new, temp, batch_size)
+        policy = HFPolicy(model, tokenizer, max_new, temp, batch_size, share_prompts=True)
         step_rows, stats = A.sentence_importance(policy, task, problems, tagger, cfg, progress=progress)
         rows += [{"step": step, **r} for r in step_rows]
         per_step[str(step)] = A.summarize_step(step_rows, n_boot=n_boot, level=cfg.level, seed=cfg.seed)
