@@ -19,7 +19,9 @@ from hicra.mechanistic.anchors import (
     AnchorsConfig,
     agresti_caffo,
     cluster_bootstrap,
+    null_abs_importance,
     sentence_importance,
+    summarize_step,
     tv_distance,
 )
 from hicra.mechanistic.graphs import collapse, pooled_graph, small_world, walk_metrics
@@ -268,6 +270,48 @@ def test_cluster_bootstrap_means_and_gap():
     assert 0.5 <= lo <= 0.75 <= hi <= 1.0
     assert out["gap_planning_minus_execution"]["mean"] == 0.75
     assert out["other"]["mean"] is None and out["other"]["interval"] is None
+
+
+def test_gap_interval_needs_both_classes_in_two_problems():
+    # planning in one problem of ten: its mean exists, but no interval for it or for the gap
+    rows = [{"problem_id": f"p{k}", "class": "execution", "importance": 0.1 * k} for k in range(10)]
+    rows.append({"problem_id": "p3", "class": "planning", "importance": 0.9})
+    out = cluster_bootstrap(rows, "importance", n_boot=300)
+    assert out["planning"]["interval"] is None
+    assert out["gap_planning_minus_execution"]["mean"] == pytest.approx(0.9 - 0.45)
+    assert out["gap_planning_minus_execution"]["interval"] is None
+    rows.append({"problem_id": "p7", "class": "planning", "importance": 0.7})  # two problems: an interval
+    assert cluster_bootstrap(rows, "importance", n_boot=300)["gap_planning_minus_execution"]["interval"] is not None
+
+
+def test_null_abs_importance_against_enumeration():
+    import itertools
+
+    def brute(c1, n1, c2, n2):  # every way to deal the c1 + c2 correct draws over the n1 + n2 slots, equally likely
+        c, slots = c1 + c2, n1 + n2
+        deals = [set(d) for d in itertools.combinations(range(slots), c)]
+        return sum(abs(len(d & set(range(n1))) / n1 - len(d - set(range(n1))) / n2) for d in deals) / len(deals)
+
+    for c1, n1, c2, n2 in ((4, 8, 0, 1), (3, 4, 0, 2), (3, 3, 0, 3), (3, 5, 1, 5), (0, 4, 0, 4)):
+        assert null_abs_importance(c1 / n1, n1, c2 / n2, n2) == pytest.approx(brute(c1, n1, c2, n2), abs=1e-12)
+    assert null_abs_importance(1.0, 4, 1.0, 4) == 0.0
+
+
+def test_excess_abs_importance_removes_the_small_arm_inflation():
+    # no sentence matters (both arms drawn at the same accuracy); class A gets one differing draw, class B eight.
+    # |importance| then differs by class by chance alone; the excess does not.
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(400):
+        for cls, n2 in (("planning", 1), ("execution", 8)):
+            c1, c2 = rng.binomial(8, 0.5), rng.binomial(n2, 0.5)
+            rows.append({"problem_id": f"p{k}", "class": cls, "fixed": False, "importance": c1 / 8 - c2 / n2,
+                         "acc_keep": c1 / 8, "n_keep": 8, "acc_resampled": c2 / n2, "n_resamples": n2,
+                         "tv_distance": None})
+    out = summarize_step(rows, n_boot=300)
+    assert out["abs_importance"]["planning"]["mean"] - out["abs_importance"]["execution"]["mean"] > 0.2
+    gap = out["excess_abs_importance"]["gap_planning_minus_execution"]
+    assert abs(gap["mean"]) < 0.05 and gap["interval"][0] < 0 < gap["interval"][1]
 
 
 def test_tv_and_agresti_caffo():

@@ -48,6 +48,25 @@ def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, n_boot: int = 
     return float(x.mean()), float(lo), float(hi)
 
 
+def cluster_bootstrap_ci(values: Sequence[float], clusters: Sequence, *, level: float = 0.95, n_boot: int = 10_000,
+                         seed: int = 0) -> tuple[float, float, float]:
+    """Mean of `values` and a percentile-bootstrap interval that resamples whole clusters (e.g. problems, when
+    several responses share one) with replacement; each resample's mean is its values' total over their count.
+
+    Returns (mean, low, high); with one cluster the interval is degenerate (low = high = mean). ValueError when
+    the lengths differ or there is no value."""
+    x = _as_1d(values, "cluster_bootstrap_ci")
+    if len(clusters) != x.size:
+        raise ValueError(f"cluster_bootstrap_ci: {x.size} values but {len(clusters)} cluster labels")
+    labels = {c: k for k, c in enumerate(dict.fromkeys(clusters))}
+    ids = np.array([labels[c] for c in clusters])
+    sums, counts = np.bincount(ids, weights=x), np.bincount(ids).astype(np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(labels), size=(n_boot, len(labels)))
+    means = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(x.mean()), float(lo), float(hi)
+
+
 def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], *, level: float = 0.95, n_boot: int = 10_000,
                       seed: int = 0) -> tuple[float, float, float]:
     """Difference of means mean(a) - mean(b) with a percentile-bootstrap interval, resampling each group

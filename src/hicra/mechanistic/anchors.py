@@ -360,9 +360,42 @@ def cluster_bootstrap(rows: list[dict], value: str, *, n_boot: int = 2000, level
                      "interval": interval(means[:, c], n_prob) if means is not None and n else None}
     p, e = CLASSES.index("planning"), CLASSES.index("execution")
     both = out["planning"]["mean"] is not None and out["execution"]["mean"] is not None
+    # the gap's interval needs each class in two problems at least: with one, every resample that holds the class
+    # repeats the same sentences and the interval would show only the other class's spread
+    n_both = min(out["planning"]["n_problems"], out["execution"]["n_problems"])
     out["gap_planning_minus_execution"] = {
         "mean": out["planning"]["mean"] - out["execution"]["mean"] if both else None,
-        "interval": interval(means[:, p] - means[:, e], len(problems)) if both else None}
+        "interval": interval(means[:, p] - means[:, e], n_both) if both else None}
+    return out
+
+
+def null_abs_importance(acc_keep: float, n_keep: int, acc_resampled: float, n_resampled: int) -> float:
+    """E|X/n1 - (c - X)/n2| where X, the correct draws of the keep arm, is hypergeometric: c = the correct draws of
+    both arms together (n1 = n_keep, n2 = n_resampled), shuffled between the arms at random. This is the
+    |importance| a sentence shows on average when keeping it changes nothing (the draws of both arms are then
+    exchangeable, so given c every split is equally likely), at its own arm sizes and total. It is larger for small
+    arms (averaged over draws right with probability 0.5: 0.50 with one differing draw against eight kept, 0.20
+    with eight and eight), so sentences with few differing draws look more important by chance alone. Because it
+    conditions on c, |importance| minus it has mean exactly 0 under no effect, whatever the accuracy. Exact sums."""
+    n1, n2 = int(n_keep), int(n_resampled)
+    c = round(acc_keep * n1) + round(acc_resampled * n2)
+    total = math.comb(n1 + n2, n1)
+    return sum(math.comb(c, x) * math.comb(n1 + n2 - c, n1 - x) / total * abs(x / n1 - (c - x) / n2)
+               for x in range(max(0, c - n2), min(n1, c) + 1))
+
+
+def _with_abs(rows: list[dict]) -> list[dict]:
+    """Rows with `abs_importance` = |importance| and `excess_abs_importance` = |importance| minus
+    `null_abs_importance` at the row's arm sizes and correct draws (None for fixed rows, and for rows without the
+    arm columns)."""
+    out = []
+    for r in rows:
+        if r["importance"] is None:
+            out.append({**r, "abs_importance": None, "excess_abs_importance": None})
+            continue
+        arms = [r.get(k) for k in ("acc_keep", "n_keep", "acc_resampled", "n_resamples")]
+        excess = None if None in arms else abs(r["importance"]) - null_abs_importance(*arms)
+        out.append({**r, "abs_importance": abs(r["importance"]), "excess_abs_importance": excess})
     return out
 
 
@@ -370,11 +403,13 @@ def summarize_step(rows: list[dict], *, n_boot: int = 2000, level: float = 0.95,
     """The per-checkpoint summary written to anchors.json: signed importance, |importance| and TV by class (each
     with `cluster_bootstrap` intervals), and the fixed sentences by class."""
     fixed = Counter(r["class"] for r in rows if r["fixed"])
-    absolute = [{**r, "abs_importance": None if r["importance"] is None else abs(r["importance"])} for r in rows]
+    absolute = _with_abs(rows)
     return {"n_sentences": len(rows), "n_fixed": sum(fixed.values()),
             "fixed_by_class": {c: fixed.get(c, 0) for c in CLASSES},
             "importance": cluster_bootstrap(rows, "importance", n_boot=n_boot, level=level, seed=seed),
             "abs_importance": cluster_bootstrap(absolute, "abs_importance", n_boot=n_boot, level=level, seed=seed),
+            "excess_abs_importance": cluster_bootstrap(absolute, "excess_abs_importance", n_boot=n_boot,
+                                                       level=level, seed=seed),
             "tv_distance": cluster_bootstrap(rows, "tv_distance", n_boot=n_boot, level=level, seed=seed)}
 
 
@@ -391,11 +426,10 @@ def by_phase(rows: list[dict], consolidation_end: int | None, *, n_boot: int = 2
         return None
     out = {"consolidation_end_step": consolidation_end}
     for name, side in sides.items():
-        pooled = [{**r, "problem_id": f"{r['step']}:{r['problem_id']}",
-                   "abs_importance": None if r["importance"] is None else abs(r["importance"])} for r in side]
+        pooled = [{**r, "problem_id": f"{r['step']}:{r['problem_id']}"} for r in _with_abs(side)]
         out[name] = {"steps": sorted({r["step"] for r in side}),
-                     "abs_importance": cluster_bootstrap(pooled, "abs_importance", n_boot=n_boot, level=level,
-                                                         seed=seed)}
+                     **{v: cluster_bootstrap(pooled, v, n_boot=n_boot, level=level, seed=seed)
+                        for v in ("abs_importance", "excess_abs_importance")}}
     return out
 
 

@@ -202,15 +202,17 @@ def reasoning_graphs(policy, task, problems: list, tagger, cfg: GraphsConfig | N
 
 def summarize_step(rows: list[dict], info: dict, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
     """Per-checkpoint summary for graphs.json: mean cycles / diameter / n_nodes over responses with percentile
-    bootstrap intervals (`hicra.stats.bootstrap_ci`), the share of responses with a cycle, mean cycles of the
-    responses with and without a backtracking phrase (lexicon category "backtracking"), and the pooled graph."""
-    from hicra.stats import bootstrap_ci
+    bootstrap intervals that resample problems (the `--samples` responses of one problem are one unit of evidence;
+    `hicra.stats.cluster_bootstrap_ci`), the share of responses with a cycle, mean cycles of the responses with and
+    without a backtracking phrase (lexicon category "backtracking"), and the pooled graph."""
+    from hicra.stats import cluster_bootstrap_ci
 
     out = {k: v for k, v in info.items() if k != "seconds"}
+    problems = [r["problem_id"] for r in rows]
     for name in ("cycles", "diameter", "n_nodes"):
         values = [r[name] for r in rows]
         if values:
-            mean, lo, hi = bootstrap_ci(values, level=level, n_boot=n_boot, seed=seed)
+            mean, lo, hi = cluster_bootstrap_ci(values, problems, level=level, n_boot=n_boot, seed=seed)
             out[name] = {"mean": mean, "interval": [lo, hi]}
         else:
             out[name] = {"mean": None, "interval": None}
