@@ -6,6 +6,7 @@ from hicra.stats import (
     area_under_curve,
     bootstrap_ci,
     bootstrap_diff_ci,
+    cluster_bootstrap_ci,
     permutation_pvalue,
     steps_to_threshold,
 )
@@ -109,3 +110,19 @@ def test_half_fall_step_finds_the_middle_of_a_fall_and_ignores_flat_curves():
     assert half_fall_step(x[perm], y[perm])["half_step"] == out["half_step"]
     with pytest.raises(ValueError):
         half_fall_step(x[:5], y[:5])
+
+
+def test_cluster_bootstrap_resamples_clusters_not_values():
+    # two clusters of equal size: the same draws as bootstrapping the two cluster means
+    vals, clusters = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0], ["a", "a", "a", "b", "b", "b"]
+    assert cluster_bootstrap_ci(vals, clusters, n_boot=4000, seed=5) == pytest.approx(
+        bootstrap_ci([1.0, 0.0], n_boot=4000, seed=5))
+    # treating the six values as independent gives a narrower interval than the two clusters allow
+    _, lo, hi = bootstrap_ci(vals, n_boot=4000, seed=5)
+    _, clo, chi = cluster_bootstrap_ci(vals, clusters, n_boot=4000, seed=5)
+    assert chi - clo > hi - lo
+    # unequal clusters: each resample's mean is total over count (a ratio), not a mean of cluster means
+    mean, lo, hi = cluster_bootstrap_ci([2.0, 0.0, 0.0], ["x", "y", "y"], n_boot=2000, seed=0)
+    assert mean == pytest.approx(2 / 3) and lo == 0.0 and hi == 2.0
+    with pytest.raises(ValueError, match="cluster labels"):
+        cluster_bootstrap_ci([1.0, 2.0], ["a"])
