@@ -4,9 +4,12 @@
     python benchmarks/mechanistic_runs.py --arm grpo RUN_DIR [RUN_DIR ...] --arm hicra RUN_DIR [...]
         [--steps 0,60] [--n 32] [--k 8] [--differ meaning|text] [--no-graphs]
 
-For every run directory without `anchors.parquet` (or `graphs.parquet`) the verb is run first at the given steps
-(`hicra.mechanistic.run.run_anchors` / `run_graphs`, their defaults otherwise); existing outputs are reused, so
-a rerun only prints. Lab runs keep their warm start as `checkpoints/step_000000`; for a run made before that
+For every run directory the verb is run first at the given steps (`hicra.mechanistic.run.run_anchors` /
+`run_graphs`, their defaults otherwise) unless its outputs are there and were measured with the same settings
+(anchors.json / graphs.json record them; `hicra.mechanistic.run.stored_settings_mismatch`): outputs made with
+other settings (`--k`, `--differ`, `--steps`, `--n`, ...) are recomputed, and each run's line says whether it
+reused or recomputed, and why. A rerun with the same arguments only prints. Bad input (a missing run directory,
+a step without a snapshot, ...) prints one line and exits with code 2. Lab runs keep their warm start as `checkpoints/step_000000`; for a run made before that
 snapshot existed, copy the warm-start directory named in its run.json there first.
 
 Prints, per arm and checkpoint step: mean |importance| of planning and execution sentences and their gap
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,37 +36,69 @@ def _fmt(cell: dict) -> str:
     return f"{cell['mean']:+.3f}" + (f" [{iv[0]:+.3f}, {iv[1]:+.3f}]" if iv else "")
 
 
-def main() -> None:
+def _measure(verb: str, run: Path, steps: list[int], n: int, cfg, quiet: dict) -> None:
+    """Run `verb` on `run` unless its stored outputs were made with these settings; say which it did."""
+    from hicra.mechanistic.run import run_anchors, run_graphs, stored_settings_mismatch
+
+    diff = stored_settings_mismatch(run, verb, steps, n, cfg)
+    if not diff:
+        print(f"{verb}: {run}: reusing the stored outputs (same settings)", flush=True)
+        return
+    if (run / f"{verb}.parquet").is_file():
+        print(f"{verb}: {run}: recomputing steps {steps}, the stored outputs differ ({'; '.join(diff)})", flush=True)
+    else:
+        print(f"{verb}: {run}: measuring steps {steps} (no stored outputs)", flush=True)
+    (run_anchors if verb == "anchors" else run_graphs)(run, steps, n, cfg, **quiet)
+
+
+def main() -> int:
+    from hicra.errors import InputError
+
+    try:
+        _main()
+    except InputError as exc:
+        print(f"mechanistic_runs: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _main() -> None:
     import numpy as np
     import pyarrow.parquet as pq
 
+    from hicra.errors import InputError
     from hicra.mechanistic.anchors import AnchorsConfig, pool_runs
-    from hicra.mechanistic.run import run_anchors, run_graphs
+    from hicra.mechanistic.graphs import GraphsConfig
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--arm", nargs="+", action="append", required=True, metavar="NAME RUN_DIR",
                     help="an arm's name, then its run directories")
-    ap.add_argument("--steps", default="0,60", help="checkpoint steps measured where outputs are missing")
+    ap.add_argument("--steps", default="0,60", help="checkpoint steps measured (default 0,60)")
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--differ", choices=("meaning", "text"), default="meaning")
     ap.add_argument("--no-graphs", action="store_true")
     args = ap.parse_args()
-    steps = [int(s) for s in args.steps.split(",")]
+    try:
+        steps = [int(s) for s in args.steps.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"expected steps like 0,60, got {args.steps!r}", field="--steps") from None
+    if not steps or min(steps) < 0:
+        raise InputError(f"expected non-negative steps like 0,60, got {args.steps!r}", field="--steps")
+    for flag, value in (("--n", args.n), ("--k", args.k)):
+        if value < 1:
+            raise InputError(f"must be >= 1, got {value}", field=flag)
     arms = {}
     for group in args.arm:
         if len(group) < 2:
-            raise SystemExit(f"--arm {group[0]}: no run directory")
+            raise InputError(f"--arm {group[0]}: no run directory")
         arms[group[0]] = [Path(p) for p in group[1:]]
     quiet = dict(progress=False, log=lambda *a: None)
     for runs in arms.values():
         for run in runs:
-            if not (run / "anchors.parquet").exists():
-                print(f"anchors: {run} steps {steps}", flush=True)
-                run_anchors(run, steps, args.n, AnchorsConfig(k=args.k, differ=args.differ), **quiet)
-            if not args.no_graphs and not (run / "graphs.parquet").exists():
-                print(f"graphs: {run} steps {steps}", flush=True)
-                run_graphs(run, steps, args.n, **quiet)
+            _measure("anchors", run, steps, args.n, AnchorsConfig(k=args.k, differ=args.differ), quiet)
+            if not args.no_graphs:
+                _measure("graphs", run, steps, args.n, GraphsConfig(), quiet)
 
     rng = np.random.default_rng(0)
     for arm, runs in arms.items():
@@ -91,4 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -680,3 +680,211 @@ def test_by_phase_pools_steps_on_each_side_of_the_consolidation_end():
     assert out["after"]["abs_importance"]["gap_planning_minus_execution"]["mean"] == pytest.approx(0.4)
     assert out["before"]["abs_importance"]["planning"]["n_problems"] == 4  # (step, problem) clusters
     assert by_phase(rows, None) is None and by_phase(rows, 30) is None
+
+
+# ==============================================================================================================
+# --- robustness of the run-directory verbs and benchmarks/mechanistic_runs.py (branch h16b) ------------------
+# ==============================================================================================================
+
+BENCH_RUNS = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "mechanistic_runs.py"
+
+
+def _copy_run(run_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+def _cli_rc(*args):
+    """`_cli`, with argparse's own exits turned into their code."""
+    try:
+        return _cli(*args)
+    except SystemExit as exc:
+        return exc.code
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def _no_measuring(monkeypatch):
+    """Make any measuring fail the test: bad snapshots must be found before the first step is measured."""
+    from hicra.mechanistic import anchors as A
+    from hicra.mechanistic import graphs as G
+
+    def boom(*a, **k):
+        raise AssertionError("measured before every snapshot was checked")
+
+    monkeypatch.setattr(A, "sentence_importance", boom)
+    monkeypatch.setattr(G, "reasoning_graphs", boom)
+
+
+@pytest.mark.parametrize("verb", ["anchors", "graphs"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty_folder", "no_weights"])
+def test_broken_later_snapshot_fails_up_front_and_keeps_outputs(run_dir, tmp_path, capsys, monkeypatch, verb,
+                                                                damage):
+    copy = _copy_run(run_dir, tmp_path)
+    snap = copy / "checkpoints" / "step_000010"
+    weights = snap / "model.safetensors"
+    if damage == "garbage":
+        weights.write_bytes(b"this is not a safetensors file")
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-64])
+    elif damage == "no_weights":
+        weights.unlink()
+    else:
+        for f in snap.iterdir():
+            f.unlink()
+    (copy / f"{verb}.parquet").write_bytes(b"earlier output")
+    _no_measuring(monkeypatch)
+    assert _cli_rc(verb, str(copy), "--n", "1", "--quiet") == 2
+    err = _one_line(capsys)
+    assert "step_000010" in err and "Traceback" not in err
+    assert (copy / f"{verb}.parquet").read_bytes() == b"earlier output"
+
+
+def test_load_snapshot_names_the_folder_of_corrupt_weights(run_dir, tmp_path):
+    from hicra.errors import InputError
+    from hicra.mechanistic.run import load_snapshot
+
+    copy = _copy_run(run_dir, tmp_path)
+    snap = copy / "checkpoints" / "step_000000"
+    (snap / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}")  # a header, no tensors
+    with pytest.raises(InputError, match="step_000000.*cannot load"):
+        load_snapshot(snap, copy, {})
+
+
+@pytest.mark.parametrize("key, value", [("temperature", "hot"), ("temperature", 0), ("temperature", True),
+                                        ("max_new_tokens", "many"), ("max_new_tokens", 0), ("max_new_tokens", 2.5),
+                                        ("threads", -1), ("threads", "4")])
+def test_bad_run_config_sampling_fields_one_line(run_dir, tmp_path, capsys, monkeypatch, key, value):
+    copy = _copy_run(run_dir, tmp_path)
+    info = json.loads((copy / "run.json").read_text())
+    info["config"][key] = value
+    (copy / "run.json").write_text(json.dumps(info))
+    _no_measuring(monkeypatch)
+    assert _cli_rc("anchors", str(copy), "--n", "1", "--quiet") == 2
+    err = _one_line(capsys)
+    assert "run.json" in err and f"config.{key}" in err
+
+
+def test_flags_override_a_bad_run_config_value(run_dir, tmp_path, monkeypatch):
+    """A run.json value the flag replaces is not used, so it is not an error."""
+    from hicra.mechanistic import run as R
+
+    copy = _copy_run(run_dir, tmp_path)
+    info = json.loads((copy / "run.json").read_text())
+    info["config"]["temperature"] = "hot"
+    (copy / "run.json").write_text(json.dumps(info))
+    monkeypatch.setattr(R, "_check_snapshots", lambda *a: (_ for _ in ()).throw(RuntimeError("stop")))
+    with pytest.raises(RuntimeError, match="stop"):  # got past the settings
+        R.run_anchors(copy, [0], 1, AnchorsConfig(k=1), temperature=0.7, progress=False, log=lambda *a: None)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["anchors", "{run}", "--threads", "-1"], "--threads"),
+    (["anchors", "{run}", "--threads", "0"], "--threads"),
+    (["anchors", "{run}", "--k", "0"], "--k"),
+    (["anchors", "{run}", "--max-tries", "0"], "--max-tries"),
+    (["anchors", "{run}", "--round", "10"], "--round"),
+    (["anchors", "{run}", "--round", "0"], "--round"),
+    (["anchors", "{run}", "--level", "1.5"], "--level"),
+    (["anchors", "{run}", "--steps", "a,b"], "--steps"),
+    (["anchors", "{run}", "--steps", "-3"], "--steps"),
+    (["anchors", "{run}", "--seed", "-1"], "--seed"),
+    (["graphs", "{run}", "--clusters", "0"], "--clusters"),
+    (["graphs", "{run}", "--samples", "0"], "--samples"),
+    (["graphs", "{run}", "--niter", "0"], "--niter"),
+    (["graphs", "{run}", "--nrand", "0"], "--nrand"),
+    (["graphs", "{run}", "--steps", ","], "--steps"),
+])
+def test_bad_flags_named_as_typed(run_dir, capsys, monkeypatch, args, needle):
+    _no_measuring(monkeypatch)
+    assert _cli_rc(*[a.format(run=run_dir) for a in args], "--quiet") == 2
+    err = _one_line(capsys)
+    assert f"'{needle}'" in err and "round_size" not in err and "usage:" not in err
+
+
+def test_run_api_checks_threads(run_dir):
+    from hicra.errors import InputError
+    from hicra.mechanistic.run import run_anchors
+
+    with pytest.raises(InputError, match="--threads"):
+        run_anchors(run_dir, [0], 1, AnchorsConfig(k=1), threads=-1, progress=False, log=lambda *a: None)
+
+
+def test_anchors_help_lists_every_sentence_class(capsys):
+    from hicra.mechanistic.sentences import CLASSES
+
+    assert _cli_rc("anchors", "--help") == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(c in text for c in CLASSES) and "answer / planning / execution / other" in text
+
+
+def test_bad_heldout_id_names_field_and_1_based_position(run_dir, tmp_path):
+    from hicra.errors import InputError
+    from hicra.mechanistic.tasks import lab_heldout_problems
+
+    copy = _copy_run(run_dir, tmp_path)
+    ids = json.loads((copy / "eval.json").read_text())["heldout_ids"]
+    (copy / "eval.json").write_text(json.dumps({"heldout_ids": ids[:2] + ["series:1:999"]}))
+    with pytest.raises(InputError) as info:
+        lab_heldout_problems(copy)
+    msg = str(info.value)
+    assert "eval.json:" not in msg.replace("eval.json: ", "")  # no 'eval.json:2' that reads like a line number
+    assert "heldout_ids" in msg and "entry 3" in msg and "series:1:999" in msg
+
+
+def _bench(*args):
+    return subprocess.run([sys.executable, str(BENCH_RUNS), *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--arm", "g", "/nonexistent/run"], "/nonexistent/run"),
+    (["--arm", "g", "{run}", "--steps", "a,b"], "--steps"),
+    (["--arm", "g", "{run}", "--steps", "7", "--no-graphs", "--k", "1"], "no snapshot for step 7"),
+    (["--arm", "g"], "--arm g"),
+])
+def test_benchmark_bad_input_one_line_exit_2(run_dir, tmp_path, args, needle):
+    copy = _copy_run(run_dir, tmp_path)
+    for name in ("anchors.parquet", "anchors.json"):
+        (copy / name).unlink(missing_ok=True)
+    proc = _bench(*[a.format(run=copy) for a in args])
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_stored_settings_mismatch(run_dir, tmp_path):
+    from hicra.mechanistic.run import stored_settings_mismatch
+
+    copy = _copy_run(run_dir, tmp_path)
+    for name in ("anchors.parquet", "anchors.json"):
+        (copy / name).unlink(missing_ok=True)
+    assert stored_settings_mismatch(copy, "anchors", [10], 2, AnchorsConfig(k=2))[0].startswith("no ")
+    assert _cli("anchors", str(copy), "--steps", "10", "--n", "2", "--k", "2", "--quiet", "--n-boot", "50") == 0
+    assert stored_settings_mismatch(copy, "anchors", [10], 2, AnchorsConfig(k=2)) == []
+    assert stored_settings_mismatch(copy, "anchors", [10], 2, AnchorsConfig(k=2), n_boot=7) == []  # summaries only
+    assert any("k " in d for d in stored_settings_mismatch(copy, "anchors", [10], 2, AnchorsConfig(k=3)))
+    assert any("differ" in d for d in stored_settings_mismatch(copy, "anchors", [10], 2,
+                                                               AnchorsConfig(k=2, differ="text")))
+    assert any("steps" in d for d in stored_settings_mismatch(copy, "anchors", [0, 10], 2, AnchorsConfig(k=2)))
+    assert any("n_problems" in d for d in stored_settings_mismatch(copy, "anchors", [10], 3, AnchorsConfig(k=2)))
+    assert any("batch_size" in d for d in stored_settings_mismatch(copy, "anchors", [10], 2, AnchorsConfig(k=2),
+                                                                   batch_size=8))
+
+
+def test_benchmark_recomputes_outputs_made_with_other_settings(run_dir, tmp_path):
+    copy = _copy_run(run_dir, tmp_path)
+    assert _cli("anchors", str(copy), "--steps", "10", "--n", "2", "--k", "2", "--quiet", "--n-boot", "50") == 0
+    common = ["--arm", "g", str(copy), "--steps", "10", "--n", "2", "--no-graphs"]
+    proc = _bench(*common, "--k", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "reusing" in proc.stdout and "recomputing" not in proc.stdout
+    proc = _bench(*common, "--k", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "recomputing" in proc.stdout and "k 2 -> 1" in proc.stdout
+    assert json.loads((copy / "anchors.json").read_text())["settings"]["k"] == 1

@@ -3,25 +3,27 @@ over the model snapshots of a run directory. Heavy imports happen inside the fun
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from hicra.errors import InputError
 
 
-def _steps(text: str) -> list[int]:
+def _steps(text: str | None) -> list[int] | None:
+    """`--steps` as typed ("10,20,50"); checked in `_check` so that a bad value is one line, not the usage."""
+    if text is None:
+        return None
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected steps like 10,20,50, got {text!r}") from None
+        raise InputError(f"expected steps like 10,20,50, got {text!r}", field="--steps") from None
     if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError("steps must be non-negative integers")
+        raise InputError(f"expected non-negative integers like 10,20,50, got {text!r}", field="--steps")
     return values
 
 
 def _common(p) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--steps", type=_steps, metavar="S[,S]", help="checkpoint steps (default: every "
+    p.add_argument("--steps", metavar="S[,S]", help="checkpoint steps (default: every "
                    "checkpoints/step_NNNNNN/ snapshot)")
     p.add_argument("--n", type=int, default=32, help="held-out problems, the first N in the run's order (default 32)")
     p.add_argument("--max-new-tokens", type=int, help="response budget in tokens (default: the run config's)")
@@ -40,8 +42,8 @@ def register(subparsers) -> None:
         "anchors", help="counterfactual sentence importance over a run's checkpoints",
         description="For each checkpoint: one response per held-out problem, split into sentences; for each "
         "sentence, K continuations keeping it vs K whose regenerated sentence differs; importance = accuracy "
-        "difference, plus the total-variation distance of the final answers; by class (planning / execution / "
-        "other) with bootstrap intervals over problems. Writes anchors.parquet, anchors.json, anchors.png and a "
+        "difference, plus the total-variation distance of the final answers; by sentence class (answer / "
+        "planning / execution / other) with bootstrap intervals over problems. Writes anchors.parquet, anchors.json, anchors.png and a "
         "report.html section in RUN_DIR (docs/mechanistic.md).")
     _common(a)
     a.add_argument("--k", type=int, default=8, help="continuations per arm (default 8)")
@@ -70,20 +72,32 @@ def register(subparsers) -> None:
     g.set_defaults(func=run_graphs_cmd)
 
 
+def _at_least_1(args, names) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"must be >= 1, got {value}", field="--" + name.replace("_", "-"))
+
+
 def _check(args) -> None:
-    for name in ("n", "batch_size", "n_boot"):
-        if getattr(args, name) < 1:
-            raise InputError(f"must be >= 1, got {getattr(args, name)}", field="--" + name.replace("_", "-"))
-    if args.max_new_tokens is not None and args.max_new_tokens < 1:
-        raise InputError(f"must be >= 1, got {args.max_new_tokens}", field="--max-new-tokens")
-    if args.temperature is not None and args.temperature <= 0:
+    """The flags common to both verbs, named as typed; `--steps` becomes a list."""
+    _at_least_1(args, ("n", "batch_size", "n_boot", "max_new_tokens", "threads"))
+    if args.temperature is not None and not args.temperature > 0:
         raise InputError(f"must be > 0, got {args.temperature}", field="--temperature")
+    if args.seed < 0:
+        raise InputError(f"must be >= 0, got {args.seed}", field="--seed")
+    args.steps = _steps(args.steps)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def run_anchors_cmd(args) -> int:
     _check(args)
+    _at_least_1(args, ("k", "max_tries"))
+    if args.round_size is not None and not 1 <= args.round_size <= args.k:
+        raise InputError(f"must be in [1, --k = {args.k}], got {args.round_size}", field="--round")
+    if not 0 < args.level < 1:
+        raise InputError(f"must be in (0, 1), got {args.level}", field="--level")
     from hicra.mechanistic.anchors import AnchorsConfig
     from hicra.mechanistic.run import run_anchors
 
@@ -97,6 +111,7 @@ def run_anchors_cmd(args) -> int:
 
 def run_graphs_cmd(args) -> int:
     _check(args)
+    _at_least_1(args, ("samples", "clusters", "niter", "nrand"))
     from hicra.mechanistic.graphs import GraphsConfig
     from hicra.mechanistic.run import run_graphs
 

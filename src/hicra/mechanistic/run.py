@@ -53,25 +53,80 @@ def select_steps(available: dict[int, Path], steps: list[int] | None) -> list[in
     return sorted(set(steps))
 
 
+def _tokenizer_dir(path: Path, run_dir: Path, run_info: dict) -> Path:
+    candidates = [path, run_info.get("tokenizer"), run_dir / "tokenizer"]
+    tok_dir = next((Path(c) for c in candidates if c and (Path(c) / "tokenizer_config.json").is_file()), None)
+    if tok_dir is None:
+        raise InputError("no tokenizer in the snapshot, at run.json's 'tokenizer' or in RUN_DIR/tokenizer",
+                         path=str(path))
+    return tok_dir
+
+
+def check_snapshot(path: Path, run_dir: Path, run_info: dict) -> None:
+    """Cheap checks of one snapshot folder, made for every selected step before any measuring (so a broken
+    snapshot fails in seconds, not after the earlier steps were measured): config.json is a JSON object, a weights
+    file is there (model.safetensors with a readable header, a sharded index whose shards exist, or
+    pytorch_model.bin), and a tokenizer is found. Weights corrupted past the header are found when loading."""
+    from hicra.fileio import read_text
+
+    if not path.is_dir():
+        raise InputError("not a folder", path=str(path))
+    if not (path / "config.json").is_file():
+        raise InputError("not a Hugging Face model folder (no config.json)", path=str(path))
+    try:
+        config = json.loads(read_text(path / "config.json", "config.json"))
+    except ValueError as exc:
+        raise InputError(f"bad JSON: {str(exc).splitlines()[0]}", path=str(path / "config.json")) from None
+    if not isinstance(config, dict):
+        raise InputError("expected a JSON object", path=str(path / "config.json"))
+    single = path / "model.safetensors"
+    index = next((path / n for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+                  if (path / n).is_file()), None)
+    if single.is_file():
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(single), "pt") as handle:  # reads the header only
+                handle.keys()
+        except (SafetensorError, OSError) as exc:
+            raise InputError(f"corrupt model.safetensors: {str(exc).splitlines()[0]}", path=str(path)) from None
+    elif index is not None:
+        try:
+            shards = set(json.loads(read_text(index, index.name))["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise InputError("no weight_map", path=str(index)) from None
+        missing = sorted(s for s in shards if not (path / str(s)).is_file())
+        if missing:
+            raise InputError(f"weights shard {missing[0]} is missing", path=str(path))
+    elif not (path / "pytorch_model.bin").is_file():
+        raise InputError("no weights file (model.safetensors, pytorch_model.bin or a sharded index)",
+                         path=str(path))
+    _tokenizer_dir(path, run_dir, run_info)
+
+
+def _check_snapshots(available: dict[int, Path], chosen: list[int], run_dir: Path, run_info: dict) -> None:
+    for step in chosen:
+        check_snapshot(available[step], run_dir, run_info)
+
+
 def load_snapshot(path: Path, run_dir: Path, run_info: dict):
     """(model, tokenizer) of one snapshot; the tokenizer comes from the snapshot, else run.json's `tokenizer`,
-    else `RUN_DIR/tokenizer`."""
+    else `RUN_DIR/tokenizer`. A snapshot that fails to load (corrupt weights, ...) is an InputError naming its
+    folder."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per snapshot load is noise (and would precede one-line errors)
     if not (path / "config.json").is_file():
         raise InputError("not a Hugging Face model folder (no config.json)", path=str(path))
-    candidates = [path, run_info.get("tokenizer"), run_dir / "tokenizer"]
-    tok_dir = next((Path(c) for c in candidates if c and (Path(c) / "tokenizer_config.json").is_file()), None)
-    if tok_dir is None:
-        raise InputError("no tokenizer in the snapshot, at run.json's 'tokenizer' or in RUN_DIR/tokenizer",
-                         path=str(path))
+    tok_dir = _tokenizer_dir(path, run_dir, run_info)
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
         model = AutoModelForCausalLM.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load the snapshot: {str(exc).splitlines()[0]}", path=str(path)) from None
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"cannot load the snapshot: {first}", path=str(path)) from None
     model.eval()
     return model, tokenizer
 
@@ -116,9 +171,44 @@ def _phase_steps(run_dir: Path) -> dict:
     return out
 
 
+def _run_config_number(run_dir: Path, config: dict, key: str, default, integer: bool, positive_only: bool):
+    """run.json's config[key] (default when absent), checked: a number (an integer where `integer`), >= 1 for
+    integers, > 0 otherwise; InputError naming run.json and the field."""
+    if key not in config:
+        return default
+    value = config[key]
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok:
+        value = int(value) if integer else float(value)
+        ok = value >= 1 if integer else value > 0 and value == value and value != float("inf")
+    if not ok:
+        what = "an integer >= 1" if integer else "a number > 0"
+        raise InputError(f"expected {what}, got {config[key]!r}", path=str(run_dir / "run.json"),
+                         field=f"config.{key}")
+    return value
+
+
+def _sampling(run_dir: Path, config: dict, threads, max_new_tokens, temperature) -> tuple[int, int, float]:
+    """(threads, max_new_tokens, temperature): the arguments, else the run config's (1 / 96 / 1.0 when absent).
+    The run config's values are checked only where they are used."""
+    for flag, value in (("--threads", threads), ("--max-new-tokens", max_new_tokens)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InputError(f"must be an integer >= 1, got {value!r}", field=flag)
+    if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise InputError(f"must be > 0, got {temperature!r}", field="--temperature")
+    n_threads = threads or _run_config_number(run_dir, config, "threads", 1, True, True)
+    max_new = max_new_tokens or _run_config_number(run_dir, config, "max_new_tokens", 96, True, True)
+    temp = float(temperature) if temperature is not None else _run_config_number(run_dir, config, "temperature",
+                                                                                   1.0, False, True)
+    return n_threads, max_new, temp
+
+
 def _setup(cfg, run_dir, steps, n, threads, max_new_tokens, temperature):
-    """Shared by both verbs: validate the settings, read the run, set torch's threads, and resolve the sampling
-    length and temperature from the arguments or the run config (96 / 1.0 / 1 thread when absent)."""
+    """Shared by both verbs: validate the settings, read the run, check every selected snapshot (before any
+    measuring), set torch's threads, and resolve the sampling length and temperature from the arguments or the run
+    config (96 / 1.0 / 1 thread when absent)."""
     import torch
 
     try:
@@ -126,9 +216,9 @@ def _setup(cfg, run_dir, steps, n, threads, max_new_tokens, temperature):
     except ValueError as exc:
         raise InputError(str(exc)) from None
     run_dir, info, available, chosen, task, problems, tagger, config = _context(run_dir, steps, n)
-    torch.set_num_threads(int(threads or config.get("threads", 1)))  # lab models: 1 thread is fastest
-    max_new = int(max_new_tokens or config.get("max_new_tokens", 96))
-    temp = float(temperature if temperature is not None else config.get("temperature", 1.0))
+    n_threads, max_new, temp = _sampling(run_dir, config, threads, max_new_tokens, temperature)
+    _check_snapshots(available, chosen, run_dir, info)
+    torch.set_num_threads(n_threads)  # lab models: 1 thread is fastest
     return run_dir, info, available, chosen, task, problems, tagger, max_new, temp
 
 
@@ -167,8 +257,7 @@ def run_anchors(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, 
                         ("sentence", pa.string())])
     write_parquet(run_dir / "anchors.parquet", pa.Table.from_pylist(rows, schema=schema))
     phases = _phase_steps(run_dir)
-    result = {"settings": {**A.config_dict(cfg), "n_problems": len(problems), "max_new_tokens": max_new,
-                           "temperature": temp, "n_boot": n_boot, "lexicon": info.get("lexicon")},
+    result = {"settings": _settings("anchors", cfg, len(problems), max_new, temp, batch_size, n_boot, info),
               **phases, "steps": per_step,
               "by_phase": A.by_phase(rows, phases["consolidation_end_step"], n_boot=n_boot, level=cfg.level,
                                      seed=cfg.seed),
@@ -214,13 +303,70 @@ def run_graphs(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, m
                         ("diameter", pa.int32()), ("small_world", pa.float64()), ("correct", pa.bool_()),
                         ("backtracking", pa.int32()), ("walk", pa.list_(pa.int32()))])
     write_parquet(run_dir / "graphs.parquet", pa.Table.from_pylist(rows, schema=schema))
-    result = {"settings": {**G.config_dict(cfg), "n_problems": len(problems), "max_new_tokens": max_new,
-                           "temperature": temp, "n_boot": n_boot},
+    result = {"settings": _settings("graphs", cfg, len(problems), max_new, temp, batch_size, n_boot, info),
               **_phase_steps(run_dir), "steps": per_step, "cost": costs}
     write_json(run_dir / "graphs.json", result)
     write_bytes(run_dir / "graphs.png", png(graphs_figure(result)))
     update_report(run_dir)
     return result
+
+
+def _settings(verb: str, cfg, n_problems: int, max_new: int, temp: float, batch_size: int, n_boot: int,
+              info: dict) -> dict:
+    """The `settings` of anchors.json / graphs.json: what the rows were measured with."""
+    if verb == "anchors":
+        from hicra.mechanistic.anchors import config_dict
+    else:
+        from hicra.mechanistic.graphs import config_dict
+    out = {**config_dict(cfg), "n_problems": n_problems, "max_new_tokens": max_new, "temperature": temp,
+           "sample_batch_size": batch_size, "n_boot": n_boot}
+    if verb == "anchors":
+        out["lexicon"] = info.get("lexicon")
+    return out
+
+
+# Settings that do not change the rows of the parquet files: the bootstrap size (summaries only) and the graphs'
+# hidden-state forward batch (padding only; `test_sentence_end_states_match_a_single_forward`).
+_SUMMARY_ONLY = {"anchors": ("n_boot",), "graphs": ("n_boot", "batch_size")}
+
+
+def stored_settings_mismatch(run_dir, verb: str, steps: list[int] | None, n: int, cfg=None,
+                             max_new_tokens: int | None = None, temperature: float | None = None,
+                             batch_size: int = 256, n_boot: int = 2000) -> list[str]:
+    """How the outputs `run_anchors` / `run_graphs` (`verb`) stored in `run_dir` differ from what these arguments
+    would measure: a list of "name stored -> requested" lines, empty when the stored rows can be reused. Missing or
+    unreadable outputs give one line saying so. Settings an older output did not record are not compared."""
+    from hicra.fileio import read_text
+
+    run_dir = Path(run_dir)
+    if verb == "anchors":
+        from hicra.mechanistic.anchors import AnchorsConfig as Config
+    elif verb == "graphs":
+        from hicra.mechanistic.graphs import GraphsConfig as Config
+    else:
+        raise ValueError(f"verb must be 'anchors' or 'graphs', got {verb!r}")
+    cfg = cfg or Config()
+    try:
+        if not (run_dir / f"{verb}.parquet").is_file():
+            raise ValueError
+        stored = json.loads(read_text(run_dir / f"{verb}.json", f"{verb}.json"))
+        stored_settings, stored_steps = stored["settings"], sorted(int(s) for s in stored["steps"])
+        if not isinstance(stored_settings, dict):
+            raise ValueError
+    except (ValueError, KeyError, TypeError, AttributeError):  # InputError is a ValueError
+        return [f"no readable {verb}.parquet and {verb}.json"]
+    info = read_run_info(run_dir)
+    chosen = select_steps(checkpoint_steps(run_dir), steps)
+    _, problems = lab_heldout_problems(run_dir, info)
+    _, max_new, temp = _sampling(run_dir, info.get("config", {}), 1, max_new_tokens, temperature)
+    wanted = _settings(verb, cfg, len(problems[:n]), max_new, temp, batch_size, n_boot, info)
+    diff = [f"steps {stored_steps} -> {chosen}"] if stored_steps != chosen else []
+    for key, value in wanted.items():
+        if key in _SUMMARY_ONLY[verb] or key not in stored_settings:
+            continue
+        if stored_settings[key] != value:
+            diff.append(f"{key} {stored_settings[key]} -> {value}")
+    return diff
 
 
 def _check_layer(path: Path, layer: int) -> None:

@@ -196,9 +196,9 @@ def lab_heldout_problems(run_dir: str | Path, run_info: dict | None = None) -> t
         try:
             problems.append(problem_from_id(str(pid)))
         except ValueError:
-            raise InputError(f"not a lab problem id: {pid!r}", path=str(eval_path), row=i,
+            raise InputError(f"entry {i + 1} is not a lab problem id: {pid!r}", path=str(eval_path),
                              field="heldout_ids") from None
         if problems[-1].family not in task.by_family:
-            raise InputError(f"problem family {problems[-1].family!r} is not among the run's tasks",
-                             path=str(eval_path), row=i, field="heldout_ids")
+            raise InputError(f"entry {i + 1} ({pid!r}): problem family {problems[-1].family!r} is not among the "
+                             "run's tasks", path=str(eval_path), field="heldout_ids")
     return LabTask(task), problems
