@@ -14,8 +14,10 @@ snapshot existed, copy the warm-start directory named in its run.json there firs
 
 Prints, per arm and checkpoint step: mean |importance| of planning and execution sentences and their gap
 (planning - execution) with a 95% interval from a cluster bootstrap over (run, problem) pairs
-(`hicra.mechanistic.anchors.pool_runs`), the signed importance, the total-variation gap, the fixed sentences; and
-the mean cycles per response with a bootstrap interval over (run, response) pairs.
+(`hicra.mechanistic.anchors.pool_runs`); the same for excess |importance| (|importance| less its expectation under
+no effect at the sentence's arm sizes, `null_abs_importance`: the comparison that arm sizes cannot bias) with the
+mean number of differing draws per class; the signed importance gap, the total-variation gap, the fixed sentences;
+and the mean cycles per response with a bootstrap interval over (run, problem) pairs.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def _main() -> None:
     from hicra.errors import InputError
     from hicra.mechanistic.anchors import AnchorsConfig, pool_runs
     from hicra.mechanistic.graphs import GraphsConfig
+    from hicra.stats import cluster_bootstrap_ci
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--arm", nargs="+", action="append", required=True, metavar="NAME RUN_DIR",
@@ -100,9 +103,9 @@ def _main() -> None:
             if not args.no_graphs:
                 _measure("graphs", run, steps, args.n, GraphsConfig(), quiet)
 
-    rng = np.random.default_rng(0)
     for arm, runs in arms.items():
-        pooled = pool_runs([pq.read_table(run / "anchors.parquet").to_pylist() for run in runs])
+        tables = [pq.read_table(run / "anchors.parquet").to_pylist() for run in runs]
+        pooled = pool_runs(tables)
         print(f"\n{arm}: {len(runs)} run(s); 95% intervals over (run, problem) clusters")
         print(f"{'step':>5}  {'|imp| planning':>28}  {'|imp| execution':>28}  {'|imp| gap (plan - exec)':>28}  "
               f"{'signed gap':>28}  {'TV gap':>28}  fixed (plan/exec)")
@@ -113,15 +116,25 @@ def _main() -> None:
                   f"{_fmt(a['gap_planning_minus_execution']):>28}  {_fmt(i['gap_planning_minus_execution']):>28}  "
                   f"{_fmt(tv['gap_planning_minus_execution']):>28}  {fx['planning']}/{fx['execution']} "
                   f"(n = {a['planning']['n_sentences']}/{a['execution']['n_sentences']})")
+        print(f"{'step':>5}  {'excess |imp| planning':>28}  {'excess |imp| execution':>28}  "
+              f"{'excess gap (plan - exec)':>28}  differing draws per sentence (plan/exec)")
+        for step, summ in pooled["steps"].items():
+            x = summ["excess_abs_importance"]
+            draws = {c: np.mean([r["n_resamples"] for rows in tables for r in rows
+                                 if r["step"] == step and r["class"] == c and not r["fixed"]] or [np.nan])
+                     for c in ("planning", "execution")}
+            print(f"{step:>5}  {_fmt(x['planning']):>28}  {_fmt(x['execution']):>28}  "
+                  f"{_fmt(x['gap_planning_minus_execution']):>28}  {draws['planning']:.1f}/{draws['execution']:.1f}")
         if pooled["steps_not_in_every_run"]:
             print(f"  steps not measured in every run (left out): {pooled['steps_not_in_every_run']}")
         if args.no_graphs:
             continue
         tables = [pq.read_table(run / "graphs.parquet").to_pandas() for run in runs]
         for step in sorted(set.intersection(*(set(t.step) for t in tables))):
-            cycles = np.concatenate([t[t.step == step].cycles.to_numpy(float) for t in tables])
-            boot = rng.choice(cycles, size=(2000, cycles.size)).mean(axis=1)
-            lo, hi = np.quantile(boot, [0.025, 0.975])
+            parts = [t[t.step == step] for t in tables]
+            cycles = np.concatenate([t.cycles.to_numpy(float) for t in parts])
+            clusters = [f"{k}:{p}" for k, t in enumerate(parts) for p in t.problem_id]
+            _, lo, hi = cluster_bootstrap_ci(cycles, clusters, n_boot=2000, seed=0)
             print(f"  graphs step {step}: cycles per response {cycles.mean():.2f} [{lo:.2f}, {hi:.2f}] "
                   f"over {cycles.size} responses")
 
