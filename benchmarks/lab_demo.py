@@ -41,7 +41,8 @@ def configs(args, ws_seed: int, rl_seed: int):
         tasks = narrowed_tasks(parse_universe(args.series), parse_universe(args.product))
         ws, rl = replace(ws, tasks=tasks), replace(rl, tasks=tasks)
     ws = replace(ws, **{k: v for k, v in (("n_drill", args.n_drill), ("epochs", args.epochs),
-                                          ("strategy_hints", args.strategy_hints)) if v is not None})
+                                          ("strategy_hints", args.strategy_hints),
+                                          ("max_response_tokens", args.max_response_tokens)) if v is not None})
     return ws, rl
 
 
@@ -98,6 +99,8 @@ def main() -> None:
     ap.add_argument("--strategy-hints", type=float, help="share of SFT pairs whose prompt names a uniformly drawn "
                     "strategy (WarmStartConfig.strategy_hints)")
     ap.add_argument("--epochs", type=int, help="warm-start SFT epochs (default: the preset's)")
+    ap.add_argument("--max-response-tokens", type=int, help="warm start: corpus traces longer than this are "
+                    "dropped (WarmStartConfig.max_response_tokens; RL's max_new_tokens is the preset's)")
     ap.add_argument("--cache", default=None)
     ap.add_argument("--out", default="/tmp/lab_demo")
     args = ap.parse_args()

@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, help="SFT learning rate")
     ap.add_argument("--lr-floor", type=float, help="the cosine schedule ends at lr-floor x lr (default 0.1)")
     ap.add_argument("--ema-decay", type=float, help="warm start = EMA of the SFT weights with this decay (0 = off)")
+    ap.add_argument("--max-response-tokens", type=int, help="corpus traces longer than this are dropped "
+                    "(WarmStartConfig.max_response_tokens; the evaluation keeps the preset's RL budget)")
     ap.add_argument("--strategy-hints", type=float, help="share of SFT pairs whose prompt names a uniformly drawn "
                     "strategy (WarmStartConfig.strategy_hints; default 0)")
     ap.add_argument("--arch", help="qwen2, llama or gpt2")
@@ -77,7 +79,8 @@ def main() -> None:
                      **{k: v for k, v in (("n_drill", args.n_drill), ("size", args.size), ("lr", args.lr),
                                              ("arch", args.arch), ("batch_size", args.batch_size),
                                              ("lr_floor", args.lr_floor), ("ema_decay", args.ema_decay),
-                                             ("strategy_hints", args.strategy_hints))
+                                             ("strategy_hints", args.strategy_hints),
+                                             ("max_response_tokens", args.max_response_tokens))
                         if v is not None})
         t0 = time.perf_counter()
         model_dir = warm_start(ws, Path(args.cache), progress=False, log=lambda *a: None, device=args.device)

@@ -271,3 +271,20 @@ def test_written_terms_leave_no_arithmetic_in_the_head():
     share = sum(written.cheapest(q) == "one-by-one" for q in universe) / len(universe)
     assert 0.2 < share < 0.6  # against 79% without written terms
     assert written.params()["write_terms"] is True and "write_terms" not in plain.params()
+
+
+def test_parse_universe_ints_ranges_and_errors():
+    from hicra.lab.presets import narrowed_tasks, parse_universe
+
+    assert parse_universe("max_start=30,max_step=5") == {"max_start": 30, "max_step": 5}
+    assert parse_universe("write_terms=1,counts=2-16") == {"write_terms": 1, "counts": list(range(2, 17))}
+    assert parse_universe(None) == {} and parse_universe("") == {}
+    for bad in ("counts", "counts=two", "counts=2-", "=3", "counts=2-x"):
+        with pytest.raises(ValueError, match="task-spec part"):
+            parse_universe(bad)
+    # a parsed range builds a series family whose universe holds exactly those term counts
+    spec = narrowed_tasks(parse_universe("counts=10-12"))[0]
+    family = Series(**{k: v for k, v in spec.items() if k != "family"})
+    assert family.counts == (10, 11, 12)
+    rng = random.Random(0)
+    assert {family.sample_atom(rng).data["n"] for _ in range(300)} == {10, 11, 12}

@@ -28,12 +28,16 @@ def narrowed_tasks(series: dict | None = None, product: dict | None = None) -> l
             {"family": "multi", **({"series": series} if series else {}), **({"product": product} if product else {})}]
 
 
-def parse_universe(text: str | None) -> dict[str, int]:
-    """`"max_start=30,max_step=5"` -> {"max_start": 30, "max_step": 5} (the benchmarks' --series / --product)."""
-    out = {}
+def parse_universe(text: str | None) -> dict[str, int | list[int]]:
+    """`"max_start=30,max_step=5"` -> {"max_start": 30, "max_step": 5} (the benchmarks' --series / --product); a
+    range `"counts=2-16"` -> {"counts": [2, ..., 16]} (inclusive). ValueError naming the part that does not parse."""
+    out: dict[str, int | list[int]] = {}
     for part in filter(None, (text or "").split(",")):
-        key, value = part.split("=")
-        out[key] = int(value)
+        key, sep, value = part.partition("=")
+        lo, dash, hi = value.partition("-")
+        if not sep or not key or not lo.isdigit() or (dash and not hi.isdigit()):
+            raise ValueError(f"task-spec part {part!r}: expected KEY=INT or KEY=LOW-HIGH")
+        out[key] = list(range(int(lo), int(hi) + 1)) if dash else int(lo)
     return out
 
 
