@@ -125,18 +125,27 @@ def _main() -> None:
                      for c in ("planning", "execution")}
             print(f"{step:>5}  {_fmt(x['planning']):>28}  {_fmt(x['execution']):>28}  "
                   f"{_fmt(x['gap_planning_minus_execution']):>28}  {draws['planning']:.1f}/{draws['execution']:.1f}")
+        dup = {s: n for s, n in pooled["duplicate_runs_dropped"].items() if n}
+        if dup:
+            print(f"  runs whose rows repeat an earlier run's (the same snapshot), left out: {dup} (step: runs)")
         if pooled["steps_not_in_every_run"]:
             print(f"  steps not measured in every run (left out): {pooled['steps_not_in_every_run']}")
         if args.no_graphs:
             continue
         tables = [pq.read_table(run / "graphs.parquet").to_pandas() for run in runs]
         for step in sorted(set.intersection(*(set(t.step) for t in tables))):
-            parts = [t[t.step == step] for t in tables]
+            parts, seen = [], set()
+            for t in tables:  # runs that share a snapshot (e.g. one warm start at step 0) count once
+                part = t[t.step == step]
+                key = part.drop(columns=["step"]).to_csv(index=False)
+                if key not in seen:
+                    seen.add(key)
+                    parts.append(part)
             cycles = np.concatenate([t.cycles.to_numpy(float) for t in parts])
             clusters = [f"{k}:{p}" for k, t in enumerate(parts) for p in t.problem_id]
             _, lo, hi = cluster_bootstrap_ci(cycles, clusters, n_boot=2000, seed=0)
             print(f"  graphs step {step}: cycles per response {cycles.mean():.2f} [{lo:.2f}, {hi:.2f}] "
-                  f"over {cycles.size} responses")
+                  f"over {cycles.size} responses ({len(tables) - len(parts)} duplicate run(s) left out)")
 
 
 if __name__ == "__main__":

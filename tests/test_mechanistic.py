@@ -203,6 +203,23 @@ def test_pool_runs_keeps_runs_apart_and_matches_a_direct_mean():
     assert s0["gap_planning_minus_execution"]["mean"] == pytest.approx(0.25 - 0.15)
 
 
+def test_pool_runs_counts_runs_that_share_a_snapshot_once():
+    from hicra.mechanistic.anchors import pool_runs
+
+    def rows(step, values):
+        return [{"step": step, "problem_id": f"p{i}", "class": c, "importance": v, "tv_distance": abs(v),
+                 "fixed": False} for i, (vp, ve) in enumerate(values) for c, v in (("planning", vp), ("execution", ve))]
+
+    warm = rows(0, [(0.5, 0.1), (0.3, 0.2), (0.4, 0.0)])  # two RL seeds from one warm start: identical step-0 rows
+    seed0, seed1 = warm + rows(9, [(0.1, 0.1)] * 3), warm + rows(9, [(0.2, 0.0)] * 3)
+    pooled = pool_runs([seed0, seed1], n_boot=300)
+    assert pooled["duplicate_runs_dropped"] == {0: 1, 9: 0}
+    assert pooled["steps"][0]["importance"]["planning"]["n_problems"] == 3  # not 6 copies
+    assert pooled["steps"][9]["importance"]["planning"]["n_problems"] == 6
+    alone = pool_runs([seed0], n_boot=300)["steps"][0]["importance"]
+    assert pooled["steps"][0]["importance"]["gap_planning_minus_execution"] == alone["gap_planning_minus_execution"]
+
+
 def test_adaptive_stopping_saves_draws_only_where_decided():
     rows_a, stats_a = _planted(adaptive=True)
     rows_f, stats_f = _planted(adaptive=False)
