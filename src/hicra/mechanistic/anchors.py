@@ -130,9 +130,11 @@ def agresti_caffo(c1: int, n1: int, c2: int, n2: int, level: float = 0.95) -> tu
 
 
 def tv_distance(a: list, b: list) -> float:
-    """Total-variation distance of the empirical distributions of two lists of hashable values."""
+    """Total-variation distance of the empirical distributions of two lists of hashable values. The terms are
+    summed in a fixed order (by `repr`), not set order, which for strings changes between processes (hash
+    randomisation) and with it the last bits of the sum."""
     ca, cb = Counter(a), Counter(b)
-    return 0.5 * sum(abs(ca[v] / len(a) - cb[v] / len(b)) for v in set(ca) | set(cb))
+    return 0.5 * sum(abs(ca[v] / len(a) - cb[v] / len(b)) for v in sorted(set(ca) | set(cb), key=repr))
 
 
 def _call_seed(seed: int, call: int) -> int:
@@ -400,8 +402,8 @@ def _with_abs(rows: list[dict]) -> list[dict]:
 
 
 def summarize_step(rows: list[dict], *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
-    """The per-checkpoint summary written to anchors.json: signed importance, |importance| and TV by class (each
-    with `cluster_bootstrap` intervals), and the fixed sentences by class."""
+    """The per-checkpoint summary written to anchors.json: signed importance, |importance|, excess |importance|
+    (`_with_abs`) and TV by class (each with `cluster_bootstrap` intervals), and the fixed sentences by class."""
     fixed = Counter(r["class"] for r in rows if r["fixed"])
     absolute = _with_abs(rows)
     return {"n_sentences": len(rows), "n_fixed": sum(fixed.values()),

@@ -80,10 +80,10 @@ def _at_least_1(args, names) -> None:
 
 
 def _check(args) -> None:
-    """The flags common to both verbs, named as typed; `--steps` becomes a list."""
-    _at_least_1(args, ("n", "batch_size", "n_boot", "max_new_tokens", "threads"))
-    if args.temperature is not None and not args.temperature > 0:
-        raise InputError(f"must be > 0, got {args.temperature}", field="--temperature")
+    """The flags common to both verbs, named as typed; `--steps` becomes a list. `--threads`, `--max-new-tokens`
+    and `--temperature` are checked where the run config's defaults are resolved (`run._sampling`), for the
+    Python API too."""
+    _at_least_1(args, ("n", "batch_size", "n_boot"))
     if args.seed < 0:
         raise InputError(f"must be >= 0, got {args.seed}", field="--seed")
     args.steps = _steps(args.steps)
