@@ -24,7 +24,7 @@ from hicra.mechanistic.anchors import (
     summarize_step,
     tv_distance,
 )
-from hicra.mechanistic.graphs import collapse, pooled_graph, small_world, walk_metrics
+from hicra.mechanistic.graphs import collapse, pooled_graph, small_world, small_world_interval, walk_metrics
 from hicra.mechanistic.sentences import boundaries, classify, first_sentence, split_sentences
 from hicra.mechanistic.tasks import LabTask
 from hicra.planning import Lexicon, PlanningTagger
@@ -397,6 +397,25 @@ def test_small_world_null_when_too_small_and_value_otherwise():
     assert small_world(pooled_graph(ring), seed=0) == small_world(pooled_graph(ring), seed=0)
 
 
+def test_small_world_interval_resamples_problems():
+    # 12 problems, each a walk of a ring with a chord: the pooled graph is a ring with chords, omega defined
+    ring = [[i, (i + 1) % 12, (i + 3) % 12] for i in range(12)]
+    problems = [f"p{i}" for i in range(12)]
+    out = small_world_interval(ring, problems, n_boot=40, seed=0)
+    value, _ = small_world(pooled_graph(ring), seed=0)
+    assert out["n_boot"] == 40 and 0 <= out["n_null"] <= 20
+    lo, hi = out["interval"]
+    assert lo <= hi and lo - 0.5 < value < hi + 0.5
+    assert small_world_interval(ring, problems, n_boot=40, seed=0) == out  # seeded
+    # one problem holds every walk: no problem-level resampling is possible
+    assert small_world_interval(ring, ["p"] * 12, n_boot=40)["interval"] is None
+    # walks too small for omega in every replicate: no interval, and the nulls are counted
+    tiny = small_world_interval([[0, 1]] * 4, problems[:4], n_boot=10)
+    assert tiny == {"interval": None, "n_boot": 10, "n_null": 10}
+    with pytest.raises(ValueError, match="3 walks but 2"):
+        small_world_interval(ring[:3], problems[:2])
+
+
 def test_cluster_states_planted_clusters():
     from hicra.mechanistic.graphs import cluster_states
 
@@ -476,6 +495,9 @@ def test_graphs_on_a_run_directory(run_dir):
                                            "diameter": r["diameter"]}
     summary = json.loads((run_dir / "graphs.json").read_text())["steps"]["10"]
     assert (summary["small_world"] is None) == (summary["small_world_null_reason"] is not None)
+    if summary["small_world"] is None:
+        assert summary["small_world_interval"] is None
+    assert set(summary["small_world_boot"]) == {"n_boot", "n_null"}
     assert summary["cycles"]["interval"][0] <= summary["cycles"]["mean"] <= summary["cycles"]["interval"][1]
     html = (run_dir / "report.html").read_text()
     assert "hicra graphs" in html and html.count("<!-- hicra:mechanistic -->") == 1

@@ -69,6 +69,9 @@ def register(subparsers) -> None:
     g.add_argument("--clusters", type=int, default=16, help="k of k-means (default 16)")
     g.add_argument("--niter", type=int, default=1, help="omega: rewirings per edge (default 1)")
     g.add_argument("--nrand", type=int, default=2, help="omega: random/lattice reference graphs (default 2)")
+    g.add_argument("--omega-boot", type=int, default=100,
+                   help="omega's interval: bootstrap replicates resampling problems, ~0.1 s each (default 100; "
+                        "0: no interval)")
     g.set_defaults(func=run_graphs_cmd)
 
 
@@ -112,11 +115,13 @@ def run_anchors_cmd(args) -> int:
 def run_graphs_cmd(args) -> int:
     _check(args)
     _at_least_1(args, ("samples", "clusters", "niter", "nrand"))
+    if args.omega_boot < 0:
+        raise InputError(f"must be >= 0, got {args.omega_boot}", field="--omega-boot")
     from hicra.mechanistic.graphs import GraphsConfig
     from hicra.mechanistic.run import run_graphs
 
     cfg = GraphsConfig(samples=args.samples, clusters=args.clusters, layer=args.layer, niter=args.niter,
-                       nrand=args.nrand, split=args.split, batch_size=min(args.batch_size, 64), seed=args.seed)
+                       nrand=args.nrand, omega_boot=args.omega_boot, split=args.split, batch_size=min(args.batch_size, 64), seed=args.seed)
     run_graphs(args.run_dir, args.steps, args.n, cfg, args.max_new_tokens, args.temperature, args.batch_size,
                args.n_boot, args.threads, progress=not args.quiet, log=(lambda *_: None) if args.quiet else print)
     return 0

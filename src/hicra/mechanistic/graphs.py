@@ -13,7 +13,8 @@ Per response (`walk_metrics`), after merging consecutive repeats (staying in one
 Per checkpoint: the small-world index omega (Telesford et al. 2011; `networkx.omega`: -1 lattice-like, 0
 small-world, +1 random-like) of one pooled graph, the union of all walks' transitions (undirected, no self-loops),
 largest connected component. omega needs >= 4 nodes and >= 2 edges for its reference graphs and a non-zero
-clustering coefficient in the lattice reference; a graph that fails either gets null and the reason.
+clustering coefficient in the lattice reference; a graph that fails either gets null and the reason. Its
+interval resamples problems (`small_world_interval`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class GraphsConfig:
     layer: int = -1  # index into hidden_states (0 = embeddings, -1 = last layer)
     niter: int = 1  # omega: rewirings per edge (random reference: 2 * niter)
     nrand: int = 2  # omega: reference graphs
+    omega_boot: int = 100  # omega's interval: bootstrap replicates over problems (0: no interval)
     split: str = "lines"
     batch_size: int = 32
     seed: int = 0
@@ -43,6 +45,8 @@ class GraphsConfig:
     def validate(self) -> None:
         if self.samples < 1 or self.clusters < 1 or self.niter < 1 or self.nrand < 1 or self.batch_size < 1:
             raise ValueError("samples, clusters, niter, nrand and batch_size must be >= 1")
+        if self.omega_boot < 0:
+            raise ValueError("omega_boot must be >= 0")
 
 
 def collapse(walk) -> list[int]:
@@ -112,6 +116,39 @@ def small_world(graph, niter: int = 1, nrand: int = 2, seed: int = 0) -> tuple[f
     if not np.isfinite(value):
         return None, "no triangles in the graph or its lattice reference: clustering ratio undefined"
     return value, None
+
+
+def small_world_interval(walks: list, problems: list, niter: int = 1, nrand: int = 2, n_boot: int = 100,
+                         level: float = 0.95, seed: int = 0) -> dict:
+    """Percentile-bootstrap interval of the pooled graph's omega, resampling problems (all walks of one problem are
+    one unit, as for the per-response metrics). Each replicate pools the walks of the problems drawn with
+    replacement (a problem drawn twice adds no edge) and computes omega with its own reference-graph seed, so the
+    interval holds both the sampling of problems and omega's own randomness (Telesford et al. 2011 reference graphs).
+
+    Returns {"interval": [low, high] or None, "n_boot", "n_null"}: the interval is None with fewer than 2 problems,
+    without replicates, or when more than half the replicates have an undefined omega (`small_world`'s null cases);
+    otherwise it is taken over the defined replicates and `n_null` says how many were left out. Cost: about
+    0.1 s per replicate on a 16-cluster graph (2-core machine)."""
+    if len(walks) != len(problems):
+        raise ValueError(f"small_world_interval: {len(walks)} walks but {len(problems)} problem labels")
+    groups: dict = {}
+    for walk, problem in zip(walks, problems):
+        groups.setdefault(problem, []).append(walk)
+    keys = list(groups)
+    if n_boot < 1 or len(keys) < 2:
+        return {"interval": None, "n_boot": 0, "n_null": 0}
+    rng = np.random.default_rng([seed, 2])
+    values = []
+    for b in range(n_boot):
+        drawn = {keys[i] for i in rng.integers(0, len(keys), size=len(keys))}
+        value, _ = small_world(pooled_graph([w for k in drawn for w in groups[k]]), niter, nrand, seed + 1 + b)
+        if value is not None:
+            values.append(value)
+    n_null = n_boot - len(values)
+    if len(values) * 2 < n_boot:
+        return {"interval": None, "n_boot": n_boot, "n_null": n_null}
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return {"interval": [float(lo), float(hi)], "n_boot": n_boot, "n_null": n_null}
 
 
 def cluster_states(states: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -186,6 +223,11 @@ def reasoning_graphs(policy, task, problems: list, tagger, cfg: GraphsConfig | N
         pos += len(s)
     graph = pooled_graph(walks)
     omega, reason = small_world(graph, cfg.niter, cfg.nrand, cfg.seed)
+    t_omega = time.perf_counter()
+    boot = small_world_interval(walks, [task.problem_id(p) for p, _ in owners], cfg.niter, cfg.nrand,
+                                cfg.omega_boot, seed=cfg.seed) if omega is not None else {
+        "interval": None, "n_boot": 0, "n_null": 0}
+    t_omega = time.perf_counter() - t_omega
     rows = []
     for (problem, s), text, walk in zip(owners, texts, walks, strict=True):
         pid = task.problem_id(problem)
@@ -195,8 +237,10 @@ def reasoning_graphs(policy, task, problems: list, tagger, cfg: GraphsConfig | N
                      "walk": walk})
     info = {"n_responses": len(rows), "n_sentences": int(len(flat)), "n_clusters": int(labels.max() + 1) if len(
         labels) else 0, "pooled_nodes": graph.number_of_nodes(), "pooled_edges": graph.number_of_edges(),
-        "small_world": omega, "small_world_null_reason": reason,
-        "seconds": {"sample": t_sample, "hidden_states": t_states, "total": time.perf_counter() - t0}}
+        "small_world": omega, "small_world_null_reason": reason, "small_world_interval": boot["interval"],
+        "small_world_boot": {"n_boot": boot["n_boot"], "n_null": boot["n_null"]},
+        "seconds": {"sample": t_sample, "hidden_states": t_states, "omega_interval": t_omega,
+                    "total": time.perf_counter() - t0}}
     return rows, info
 
 

@@ -89,6 +89,10 @@ def graphs_figure(result: dict):
            if result["steps"][str(s)]["small_world"] is not None]
     if pts:
         axes[2].plot(*zip(*pts, strict=True), marker="o", color="tab:green")
+        for s in steps:
+            iv = result["steps"][str(s)].get("small_world_interval")
+            if iv:
+                axes[2].vlines(s, iv[0], iv[1], color="tab:green", alpha=0.5)
     else:
         axes[2].text(0.5, 0.5, "undefined at every step (see graphs.json)", ha="center", transform=axes[2].transAxes)
     _mark_consolidation(axes[2], result)
@@ -154,8 +158,9 @@ def graphs_section(run_dir: Path) -> str:
     st = result["settings"]
     rows = []
     for step, s in sorted(result["steps"].items(), key=lambda kv: int(kv[0])):
-        sw = (f"{s['small_world']:.3f}" if s["small_world"] is not None
-              else f"null ({html.escape(str(s['small_world_null_reason']))})")
+        swi = s.get("small_world_interval")
+        sw = (f"{s['small_world']:.3f}" + (f" [{swi[0]:.3f}, {swi[1]:.3f}]" if swi else "")
+              if s["small_world"] is not None else f"null ({html.escape(str(s['small_world_null_reason']))})")
         share = "n/a" if s["share_with_cycle"] is None else f"{s['share_with_cycle']:.2f}"
         rows.append(f"<tr><td>{step}</td><td>{s['n_responses']}</td><td>{s['n_clusters']}</td>"
                     f"<td>{_iv(s['cycles'])}</td><td>{share}</td><td>{_iv(s['diameter'])}</td>"
@@ -166,7 +171,8 @@ def graphs_section(run_dir: Path) -> str:
         f"<p class='muted'>{st['n_problems']} held-out problems x {st['samples']} responses; hidden states of layer "
         f"{st['layer']} at each sentence end, k-means with k = {st['clusters']}; cycles = revisits of a cluster, "
         f"diameter of each response's walk graph; omega on the pooled graph (niter {st['niter']}, nrand "
-        f"{st['nrand']}). Intervals: bootstrap over responses. See docs/mechanistic.md.</p>",
+        f"{st['nrand']}). Intervals: bootstrap over problems (omega's: {st.get('omega_boot', 0)} replicates). See "
+        "docs/mechanistic.md.</p>",
         _img(run_dir / "graphs.png", "reasoning graph metrics"),
         "<table><tr><th>step</th><th>responses</th><th>clusters</th><th>cycles</th><th>share with a cycle</th>"
         "<th>diameter</th><th>nodes</th><th>small-world omega</th><th>cycles with / without a backtracking "

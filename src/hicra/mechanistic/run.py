@@ -297,6 +297,7 @@ def run_graphs(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, m
         s = per_step[str(step)]
         log(f"graphs step {step}: {s['n_responses']} responses, cycles {_f(s['cycles']['mean'])}, diameter "
             f"{_f(s['diameter']['mean'])}, small-world {_f(s['small_world'])}"
+            + (" [{}, {}]".format(*map(_f, s["small_world_interval"])) if s.get("small_world_interval") else "")
             + (f" ({s['small_world_null_reason']})" if s["small_world"] is None else ""))
     schema = pa.schema([("step", pa.int32()), ("response_id", pa.string()), ("problem_id", pa.string()),
                         ("n_sentences", pa.int32()), ("n_nodes", pa.int32()), ("cycles", pa.int32()),
