@@ -132,7 +132,7 @@ def small_world_interval(walks: list, problems: list, niter: int = 1, nrand: int
     if len(walks) != len(problems):
         raise ValueError(f"small_world_interval: {len(walks)} walks but {len(problems)} problem labels")
     groups: dict = {}
-    for walk, problem in zip(walks, problems):
+    for walk, problem in zip(walks, problems, strict=True):
         groups.setdefault(problem, []).append(walk)
     keys = list(groups)
     if n_boot < 1 or len(keys) < 2:
