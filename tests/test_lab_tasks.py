@@ -153,6 +153,24 @@ def test_single_route_variant_has_one_cheapest_strategy(fam):
     assert counts.most_common(1)[0][1] / sum(counts.values()) >= 0.99
 
 
+def test_single_route_series_keeps_its_counts_in_a_widened_universe():
+    fam = Series("single-route", counts=tuple(range(2, 13)), write_terms=True)
+    assert fam.counts == (10, 12)
+    counts = Counter(fam.cheapest(p) for p in fam.universe())
+    assert counts.most_common(1)[0][1] / sum(counts.values()) >= 0.99
+    with pytest.raises(ValueError, match="single-route needs a count"):
+        Series("single-route", counts=(2, 3))
+
+
+def test_blind_prior_entropy_lies_between_the_two_optima_in_the_widened_universe():
+    series = {"write_terms": 1, "counts": list(range(2, 13))}
+    specs = [{"family": "series", **series}, {"family": "product"}, {"family": "multi", "series": series}]
+    diverse, single = TaskMix(specs, "diverse"), TaskMix(specs, "single-route")
+    h_div, h_single = strategy_entropy(diverse, "oracle", 4000), strategy_entropy(single, "oracle", 4000)
+    for prior in ("blind", "blind-common"):
+        assert h_single < strategy_entropy(diverse, prior, 4000) < h_div, prior
+
+
 def test_blind_prior_entropy_lies_between_the_two_optima():
     specs = [{"family": f} for f in ALL]
     diverse, single = TaskMix(specs, "diverse"), TaskMix(specs, "single-route")

@@ -37,13 +37,20 @@ class Series(Family):
 
     def __init__(self, optimum: str = "diverse", max_start: int = MAX_START, max_step: int = MAX_STEP,
                  counts: tuple[int, ...] | None = None, write_terms: bool = False):
-        """`max_start`, `max_step`, `counts` narrow the universe (small settings are for tests). `write_terms`:
+        """`max_start`, `max_step`, `counts` narrow (or, for counts, widen) the universe; the single-route variant
+        keeps only the given counts among its own (10, 12), ValueError when none is. `write_terms`:
         one-by-one writes each next term as a line (`14+3=17`) before adding it, so no arithmetic is left unwritten
         (2(n - 1) lines instead of n - 1); off by default, as the lab's corpora were built before it existed."""
         super().__init__(optimum)
         self.write_terms = bool(write_terms)
         self.max_start, self.max_step = max_start, max_step
         self.counts = tuple(counts) if counts else COUNTS[optimum]
+        if counts and optimum == "single-route":
+            # the negative control keeps only the counts where pairing is cheapest for every problem, so a
+            # universe widened for the diverse task (e.g. counts 2-12) does not leak other optima into it
+            self.counts = tuple(c for c in self.counts if c in COUNTS["single-route"])
+            if not self.counts:
+                raise ValueError(f"series single-route needs a count in {COUNTS['single-route']}, got {list(counts)}")
         if max_start < 1 or max_step < 1 or min(self.counts) < 2:
             raise ValueError("series needs max_start >= 1, max_step >= 1 and counts >= 2")
 
