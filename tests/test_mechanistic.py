@@ -523,11 +523,44 @@ def test_sentence_end_states_match_a_single_forward(run_dir):
         assert np.allclose(got, h[0, [len(ids) + e for e in ends]].numpy(), atol=1e-5)
 
 
+def test_device_flag_refuses_cuda_without_cuda(run_dir, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert _cli("anchors", str(run_dir), "--device", "cuda", "--quiet") == 2
+    err = capsys.readouterr().err.strip()
+    assert "--device" in err and "CUDA is not available" in err and len(err.splitlines()) == 1
+
+
+def test_sampling_on_cuda_matches_the_cpu(run_dir):
+    """Greedy draws from a model on the GPU equal those on the CPU (tokens are drawn on the CPU from the same
+    logits, up to float rounding of the forward); runs where CUDA exists (the lent GPU machine)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hicra.lab.sampling import sample
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA on this machine")
+    path = run_dir / "checkpoints" / "step_000000"
+    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    prompts = [tok("sum 1 to 4\n")["input_ids"], tok("sum 3 to 9 by 2\n")["input_ids"]] * 3
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    cpu = sample(model, prompts, 24, tok.eos_token_id, pad, greedy=True, backend="hf", share_prompts=True)
+    gpu = sample(model.to("cuda"), prompts, 24, tok.eos_token_id, pad, greedy=True, share_prompts=True)
+    assert gpu.response_ids.device.type == "cpu"
+    assert torch.equal(cpu.response_ids, gpu.response_ids)
+    assert torch.allclose(cpu.logprobs, gpu.logprobs, atol=1e-3)
+
+
 @pytest.mark.parametrize("args, needle", [
     (["anchors", "{missing}"], "not a run directory"),
     (["anchors", "{run}", "--steps", "7"], "no snapshot for step 7"),
     (["graphs", "{run}", "--layer", "9", "--n", "1"], "layer 9 out of range"),
     (["anchors", "{run}", "--n", "0"], "--n"),
+    (["graphs", "{run}", "--device", "gpu0"], "--device"),
+    (["graphs", "{run}", "--omega-boot", "-1"], "--omega-boot"),
 ])
 def test_bad_input_one_line_exit_2(run_dir, tmp_path, capsys, args, needle):
     args = [a.format(missing=tmp_path / "nope", run=run_dir) for a in args]

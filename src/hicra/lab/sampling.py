@@ -89,7 +89,8 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, eos_id: int, pa
     KV cache; Qwen2/Llama only), "hf" the model's own forward with `past_key_values` (any causal LM), "auto" the
     fast one when it supports the model, else HF. Both draw every token with `draw` from the same generator, in the
     same order. Finished rows stop being sampled at once, so later steps only pay for the responses still running
-    (responses differ a lot in length); the loop ends when none is. `stop_ids` end a row like eos does (kept as
+    (responses differ a lot in length); the loop ends when none is. A model on another device than the CPU runs
+    the HF path (the fast decoder is CPU-only); the returned tensors are on the CPU either way. `stop_ids` end a row like eos does (kept as
     its last token; the probes stop at `=` to let a calculator write the result). `share_prompts`: identical
     prompts are run through the prompt forward once and their KV cache is copied to every row that holds them
     (`hicra anchors` draws many continuations of one prefix); each row's tokens are still drawn from its own
@@ -101,7 +102,8 @@ def sample(model, prompts: list[list[int]], max_new_tokens: int, eos_id: int, pa
     backend = DEFAULT_BACKEND if backend is None else backend
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    reason = unsupported_reason(model)
+    device = next(model.parameters()).device
+    reason = unsupported_reason(model) or (None if device.type == "cpu" else f"the model is on {device}")
     if backend == "fast" and reason is not None:
         raise ValueError(f"the fast decoder does not support this model: {reason}")
     model.eval()
@@ -146,18 +148,23 @@ def _record(out: Samples, rows: torch.Tensor, t: int, tok, logp, ent) -> None:
 
 
 def _sample_hf(model, out: Samples, max_new_tokens, stops, generator, temperature, greedy, shared=None) -> int:
-    """The HF forward with its KV cache; finished rows are dropped from the batch and the cache at once."""
-    attn = out.prompt_mask.long()
-    pos = positions(out.prompt_mask)
+    """The HF forward with its KV cache; finished rows are dropped from the batch and the cache at once.
+
+    The model may sit on any device: its inputs and cache live there, while each step's last-token logits are
+    brought to the CPU, where every token is drawn (so `generator` is a CPU generator and the draws are the same
+    function of the logits on every device) and recorded in `out` (CPU tensors)."""
+    dev = next(model.parameters()).device
+    attn = out.prompt_mask.long().to(dev)
+    pos = positions(out.prompt_mask).to(dev)
+    ids = out.prompt_ids.to(dev)
     if shared is None:
-        res = model(input_ids=out.prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True)
-        past, logits = res.past_key_values, res.logits[:, -1, :].float()
+        res = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
+        past, logits = res.past_key_values, res.logits[:, -1, :].float().cpu()
     else:  # the distinct prompts once, then their cache and logits copied to every row
-        first, inverse = shared
-        res = model(input_ids=out.prompt_ids[first], attention_mask=attn[first], position_ids=pos[first],
-                    use_cache=True)
-        past, logits = res.past_key_values, res.logits[:, -1, :].float()[inverse]
-        past.reorder_cache(inverse)
+        first, inverse = shared[0].to(dev), shared[1]
+        res = model(input_ids=ids[first], attention_mask=attn[first], position_ids=pos[first], use_cache=True)
+        past, logits = res.past_key_values, res.logits[:, -1, :].float().cpu()[inverse]
+        past.reorder_cache(inverse.to(dev))
     next_pos = pos[:, -1] + 1
     rows = torch.arange(out.prompt_ids.shape[0])  # original index of every row still running
     length = 0
@@ -170,13 +177,15 @@ def _sample_hf(model, out: Samples, max_new_tokens, stops, generator, temperatur
             break
         if not running.all():  # drop finished rows from the batch and the cache
             keep = running.nonzero().squeeze(-1)
-            rows, tok, attn, next_pos = rows[keep], tok[keep], attn[keep], next_pos[keep]
+            rows, tok = rows[keep], tok[keep]
+            keep = keep.to(dev)
+            attn, next_pos = attn[keep], next_pos[keep]
             past.reorder_cache(keep)
-        attn = torch.cat([attn, torch.ones((attn.shape[0], 1), dtype=attn.dtype)], dim=1)
-        res = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos[:, None],
+        attn = torch.cat([attn, torch.ones((attn.shape[0], 1), dtype=attn.dtype, device=dev)], dim=1)
+        res = model(input_ids=tok[:, None].to(dev), attention_mask=attn, position_ids=next_pos[:, None],
                     past_key_values=past, use_cache=True)
         past = res.past_key_values
-        logits = res.logits[:, -1, :].float()
+        logits = res.logits[:, -1, :].float().cpu()
         next_pos = next_pos + 1
     return length
 
@@ -222,9 +231,12 @@ def _sample_fast(dec, out: Samples, max_new_tokens, stops, pad_id, generator, te
 def sequence_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
                       response_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False):
     """Teacher-forced log pi(response_t | prompt, response_<t) for every response position: [B, T]
-    (and the entropies [B, T] when asked). Padding positions hold garbage values; mask them."""
-    ids = torch.cat([prompt_ids, response_ids], dim=1)
-    mask = torch.cat([prompt_mask, response_mask], dim=1)
+    (and the entropies [B, T] when asked), on the model's device (inputs are moved there). Padding positions hold
+    garbage values; mask them."""
+    dev = next(model.parameters()).device
+    ids = torch.cat([prompt_ids, response_ids], dim=1).to(dev)
+    mask = torch.cat([prompt_mask, response_mask], dim=1).to(dev)
+    response_ids = response_ids.to(dev)
     # padding after eos must not shift positions of real tokens; it is masked out of attention anyway
     # logits at every position, though only the last T + 1 (less the very last) are read: asking the model for
     # those alone (`logits_to_keep`) saves ~1% and changes float rounding, which moved the cached warm start's

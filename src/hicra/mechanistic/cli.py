@@ -34,6 +34,8 @@ def _common(p) -> None:
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the intervals (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (default 0)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: the run config's, else 1)")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu (default) or cuda[:N]; tokens are "
+                   "drawn on the CPU from the same seeds either way")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no per-step lines")
 
 
@@ -108,7 +110,8 @@ def run_anchors_cmd(args) -> int:
                         adaptive=not args.no_adaptive, level=args.level, split=args.split, seed=args.seed,
                         differ=args.differ)
     run_anchors(args.run_dir, args.steps, args.n, cfg, args.max_new_tokens, args.temperature, args.batch_size,
-                args.n_boot, args.threads, progress=not args.quiet, log=(lambda *_: None) if args.quiet else print)
+                args.n_boot, args.threads, progress=not args.quiet, log=(lambda *_: None) if args.quiet else print,
+                device=args.device)
     return 0
 
 
@@ -123,5 +126,6 @@ def run_graphs_cmd(args) -> int:
     cfg = GraphsConfig(samples=args.samples, clusters=args.clusters, layer=args.layer, niter=args.niter,
                        nrand=args.nrand, omega_boot=args.omega_boot, split=args.split, batch_size=min(args.batch_size, 64), seed=args.seed)
     run_graphs(args.run_dir, args.steps, args.n, cfg, args.max_new_tokens, args.temperature, args.batch_size,
-               args.n_boot, args.threads, progress=not args.quiet, log=(lambda *_: None) if args.quiet else print)
+               args.n_boot, args.threads, progress=not args.quiet, log=(lambda *_: None) if args.quiet else print,
+                device=args.device)
     return 0

@@ -109,10 +109,10 @@ def _check_snapshots(available: dict[int, Path], chosen: list[int], run_dir: Pat
         check_snapshot(available[step], run_dir, run_info)
 
 
-def load_snapshot(path: Path, run_dir: Path, run_info: dict):
-    """(model, tokenizer) of one snapshot; the tokenizer comes from the snapshot, else run.json's `tokenizer`,
-    else `RUN_DIR/tokenizer`. A snapshot that fails to load (corrupt weights, ...) is an InputError naming its
-    folder."""
+def load_snapshot(path: Path, run_dir: Path, run_info: dict, device: str = "cpu"):
+    """(model on `device`, tokenizer) of one snapshot; the tokenizer comes from the snapshot, else run.json's
+    `tokenizer`, else `RUN_DIR/tokenizer`. A snapshot that fails to load (corrupt weights, ...) is an InputError
+    naming its folder."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -127,8 +127,27 @@ def load_snapshot(path: Path, run_dir: Path, run_info: dict):
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise InputError(f"cannot load the snapshot: {first}", path=str(path)) from None
-    model.eval()
+    model.to(device).eval()
     return model, tokenizer
+
+
+def resolve_device(name: str) -> str:
+    """The canonical name of torch device `name` ("cpu", "cuda", "cuda:1", ...); InputError on `--device` when it
+    does not parse or is not available on this machine."""
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise InputError(f"not a torch device: {name!r}", field="--device") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("CUDA is not available on this machine", field="--device")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"no CUDA device {dev.index} (this machine has {torch.cuda.device_count()})",
+                         field="--device")
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device type {dev.type!r} is not supported (cpu or cuda)", field="--device")
+    return str(dev)
 
 
 def run_tagger(run_dir: Path, run_info: dict):
@@ -205,7 +224,7 @@ def _sampling(run_dir: Path, config: dict, threads, max_new_tokens, temperature)
     return n_threads, max_new, temp
 
 
-def _setup(cfg, run_dir, steps, n, threads, max_new_tokens, temperature):
+def _setup(cfg, run_dir, steps, n, threads, max_new_tokens, temperature, device="cpu"):
     """Shared by both verbs: validate the settings, read the run, check every selected snapshot (before any
     measuring), set torch's threads, and resolve the sampling length and temperature from the arguments or the run
     config (96 / 1.0 / 1 thread when absent)."""
@@ -215,6 +234,7 @@ def _setup(cfg, run_dir, steps, n, threads, max_new_tokens, temperature):
         cfg.validate()
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    resolve_device(device)
     run_dir, info, available, chosen, task, problems, tagger, config = _context(run_dir, steps, n)
     n_threads, max_new, temp = _sampling(run_dir, config, threads, max_new_tokens, temperature)
     _check_snapshots(available, chosen, run_dir, info)
@@ -224,9 +244,11 @@ def _setup(cfg, run_dir, steps, n, threads, max_new_tokens, temperature):
 
 def run_anchors(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, max_new_tokens: int | None = None,
                 temperature: float | None = None, batch_size: int = 256, n_boot: int = 2000, threads: int | None = None,
-                progress: bool = True, log=print) -> dict:
+                progress: bool = True, log=print, device: str = "cpu") -> dict:
     """Counterfactual sentence importance at every selected checkpoint (`hicra anchors`); returns anchors.json's
-    content. `max_new_tokens` / `temperature` / `threads` default to the run config's (96 / 1.0 / 1 when absent)."""
+    content. `max_new_tokens` / `temperature` / `threads` default to the run config's (96 / 1.0 / 1 when absent).
+    `device`: where the model runs ("cuda" for real models); tokens are drawn on the CPU from the same seeds, so a
+    device changes results only by float rounding of the forward passes."""
     import pyarrow as pa
 
     from hicra.fileio import write_bytes, write_json, write_parquet
@@ -236,11 +258,11 @@ def run_anchors(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, 
 
     cfg = cfg or A.AnchorsConfig()
     run_dir, info, available, chosen, task, problems, tagger, max_new, temp = _setup(
-        cfg, run_dir, steps, n, threads, max_new_tokens, temperature)
+        cfg, run_dir, steps, n, threads, max_new_tokens, temperature, device)
     rows, per_step, costs = [], {}, {}
     for step in chosen:
         t0 = time.perf_counter()
-        model, tokenizer = load_snapshot(available[step], run_dir, info)
+        model, tokenizer = load_snapshot(available[step], run_dir, info, device)
         policy = HFPolicy(model, tokenizer, max_new, temp, batch_size, share_prompts=True)
         step_rows, stats = A.sentence_importance(policy, task, problems, tagger, cfg, progress=progress)
         rows += [{"step": step, **r} for r in step_rows]
@@ -257,7 +279,7 @@ def run_anchors(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, 
                         ("sentence", pa.string())])
     write_parquet(run_dir / "anchors.parquet", pa.Table.from_pylist(rows, schema=schema))
     phases = _phase_steps(run_dir)
-    result = {"settings": _settings("anchors", cfg, len(problems), max_new, temp, batch_size, n_boot, info),
+    result = {"settings": _settings("anchors", cfg, len(problems), max_new, temp, batch_size, n_boot, info, device),
               **phases, "steps": per_step,
               "by_phase": A.by_phase(rows, phases["consolidation_end_step"], n_boot=n_boot, level=cfg.level,
                                      seed=cfg.seed),
@@ -270,8 +292,9 @@ def run_anchors(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, 
 
 def run_graphs(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, max_new_tokens: int | None = None,
                temperature: float | None = None, batch_size: int = 256, n_boot: int = 2000,
-               threads: int | None = None, progress: bool = True, log=print) -> dict:
-    """Reasoning graphs at every selected checkpoint (`hicra graphs`); returns graphs.json's content."""
+               threads: int | None = None, progress: bool = True, log=print, device: str = "cpu") -> dict:
+    """Reasoning graphs at every selected checkpoint (`hicra graphs`); returns graphs.json's content. `device` as
+    for `run_anchors`."""
     import pyarrow as pa
     from tqdm.auto import tqdm
 
@@ -282,13 +305,13 @@ def run_graphs(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, m
 
     cfg = cfg or G.GraphsConfig()
     run_dir, info, available, chosen, task, problems, tagger, max_new, temp = _setup(
-        cfg, run_dir, steps, n, threads, max_new_tokens, temperature)
+        cfg, run_dir, steps, n, threads, max_new_tokens, temperature, device)
     rows, per_step, costs = [], {}, {}
     for step in chosen:  # before any work: the layer must exist in every snapshot
         _check_layer(available[step], cfg.layer)
     for step in tqdm(chosen, desc="graphs", unit="checkpoint", disable=not progress, leave=False):
         t0 = time.perf_counter()
-        model, tokenizer = load_snapshot(available[step], run_dir, info)
+        model, tokenizer = load_snapshot(available[step], run_dir, info, device)
         policy = HFPolicy(model, tokenizer, max_new, temp, batch_size)
         step_rows, ginfo = G.reasoning_graphs(policy, task, problems, tagger, cfg)
         rows += [{"step": step, **r} for r in step_rows]
@@ -304,7 +327,7 @@ def run_graphs(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, m
                         ("diameter", pa.int32()), ("small_world", pa.float64()), ("correct", pa.bool_()),
                         ("backtracking", pa.int32()), ("walk", pa.list_(pa.int32()))])
     write_parquet(run_dir / "graphs.parquet", pa.Table.from_pylist(rows, schema=schema))
-    result = {"settings": _settings("graphs", cfg, len(problems), max_new, temp, batch_size, n_boot, info),
+    result = {"settings": _settings("graphs", cfg, len(problems), max_new, temp, batch_size, n_boot, info, device),
               **_phase_steps(run_dir), "steps": per_step, "cost": costs}
     write_json(run_dir / "graphs.json", result)
     write_bytes(run_dir / "graphs.png", png(graphs_figure(result)))
@@ -313,14 +336,14 @@ def run_graphs(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, m
 
 
 def _settings(verb: str, cfg, n_problems: int, max_new: int, temp: float, batch_size: int, n_boot: int,
-              info: dict) -> dict:
+              info: dict, device: str = "cpu") -> dict:
     """The `settings` of anchors.json / graphs.json: what the rows were measured with."""
     if verb == "anchors":
         from hicra.mechanistic.anchors import config_dict
     else:
         from hicra.mechanistic.graphs import config_dict
     out = {**config_dict(cfg), "n_problems": n_problems, "max_new_tokens": max_new, "temperature": temp,
-           "sample_batch_size": batch_size, "n_boot": n_boot}
+           "sample_batch_size": batch_size, "n_boot": n_boot, "device": resolve_device(device)}
     if verb == "anchors":
         out["lexicon"] = info.get("lexicon")
     return out
@@ -333,7 +356,7 @@ _SUMMARY_ONLY = {"anchors": ("n_boot",), "graphs": ("n_boot", "batch_size")}
 
 def stored_settings_mismatch(run_dir, verb: str, steps: list[int] | None, n: int, cfg=None,
                              max_new_tokens: int | None = None, temperature: float | None = None,
-                             batch_size: int = 256, n_boot: int = 2000) -> list[str]:
+                             batch_size: int = 256, n_boot: int = 2000, device: str = "cpu") -> list[str]:
     """How the outputs `run_anchors` / `run_graphs` (`verb`) stored in `run_dir` differ from what these arguments
     would measure: a list of "name stored -> requested" lines, empty when the stored rows can be reused. Missing or
     unreadable outputs give one line saying so. Settings an older output did not record are not compared."""
@@ -360,7 +383,7 @@ def stored_settings_mismatch(run_dir, verb: str, steps: list[int] | None, n: int
     chosen = select_steps(checkpoint_steps(run_dir), steps)
     _, problems = lab_heldout_problems(run_dir, info)
     _, max_new, temp = _sampling(run_dir, info.get("config", {}), 1, max_new_tokens, temperature)
-    wanted = _settings(verb, cfg, len(problems[:n]), max_new, temp, batch_size, n_boot, info)
+    wanted = _settings(verb, cfg, len(problems[:n]), max_new, temp, batch_size, n_boot, info, device)
     diff = [f"steps {stored_steps} -> {chosen}"] if stored_steps != chosen else []
     for key, value in wanted.items():
         if key in _SUMMARY_ONLY[verb] or key not in stored_settings:
