@@ -3,7 +3,7 @@
     python benchmarks/lab_demo.py [--preset quick] [--pairs 0:0,0:1,1:0,...] [--jobs 2] [--algo grpo]
         [--steps N] [--lr X] [--kl X] [--adv-scale none|std] [--temperature T] [--minibatches N] [--prompts N]
         [--group-size N] [--strategy-prior P] [--cache DIR] [--out DIR] [--series k=v,...]
-        [--product k=v,...] [--n-drill N] [--strategy-hints H] [--epochs N]
+        [--product k=v,...] [--n-drill N] [--strategy-hints H] [--epochs N] [--rl-optimum single-route]
 
 Each pair is one `hicra lab` run (warm start cached per warm-start seed; RL in its own process, one torch thread;
 `--jobs` processes at once; a finished run directory under --out is read, not rerun). Prints per pair the greedy
@@ -40,6 +40,8 @@ def configs(args, ws_seed: int, rl_seed: int):
     if args.series or args.product:
         tasks = narrowed_tasks(parse_universe(args.series), parse_universe(args.product))
         ws, rl = replace(ws, tasks=tasks), replace(rl, tasks=tasks)
+    if args.rl_optimum:
+        rl = replace(rl, optimum=args.rl_optimum)
     ws = replace(ws, **{k: v for k, v in (("n_drill", args.n_drill), ("epochs", args.epochs),
                                           ("strategy_hints", args.strategy_hints),
                                           ("max_response_tokens", args.max_response_tokens)) if v is not None})
@@ -93,6 +95,9 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, help="prompts per step")
     ap.add_argument("--group-size", type=int, help="responses per prompt")
     ap.add_argument("--strategy-prior", choices=STRATEGY_PRIORS, help="warm-start corpus knob")
+    ap.add_argument("--rl-optimum", choices=("diverse", "single-route"),
+                    help="RL's task variant only; the warm start keeps the preset's (a control that changes the "
+                         "reward landscape from the same base policy)")
     ap.add_argument("--series")
     ap.add_argument("--product")
     ap.add_argument("--n-drill", type=int)
