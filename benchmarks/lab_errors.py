@@ -15,6 +15,7 @@ errors are its own (what SFT did not learn), not imitated slips.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections import Counter
 from dataclasses import replace
@@ -38,7 +39,8 @@ def policy_args(ap: argparse.ArgumentParser) -> None:
 
 def load_policy(args, **warm_start_fields):
     """(model directory, model, tokenizer, warm-start config, RL config) for `policy_args`; `warm_start_fields`
-    replace WarmStartConfig fields (e.g. strategy_hints). One torch thread."""
+    replace WarmStartConfig fields (e.g. strategy_hints). A `--model` warm-start directory brings its own tasks
+    (its warm_start.json's `config.tasks`) into the returned warm-start config. One torch thread."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -50,6 +52,9 @@ def load_policy(args, **warm_start_fields):
     ws = replace(ws, **({"epochs": args.epochs} if args.epochs else {}), **warm_start_fields)
     model_dir = Path(args.model) if args.model else warm_start(ws, Path(args.cache), progress=False,
                                                                log=lambda *a: None)
+    record = model_dir / "warm_start.json"
+    if args.model and record.is_file():  # a given warm start is evaluated on the tasks it was trained on
+        ws = replace(ws, tasks=json.loads(record.read_text(encoding="utf-8"))["config"]["tasks"])
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     return model_dir, model, tok, ws, rl
