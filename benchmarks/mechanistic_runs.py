@@ -69,7 +69,7 @@ def _main() -> None:
     import pyarrow.parquet as pq
 
     from hicra.errors import InputError
-    from hicra.mechanistic.anchors import AnchorsConfig, pool_runs
+    from hicra.mechanistic.anchors import AnchorsConfig, distinct_runs, pool_runs
     from hicra.mechanistic.graphs import GraphsConfig
     from hicra.stats import cluster_bootstrap_ci
 
@@ -132,20 +132,15 @@ def _main() -> None:
             print(f"  steps not measured in every run (left out): {pooled['steps_not_in_every_run']}")
         if args.no_graphs:
             continue
-        tables = [pq.read_table(run / "graphs.parquet").to_pandas() for run in runs]
-        for step in sorted(set.intersection(*(set(t.step) for t in tables))):
-            parts, seen = [], set()
-            for t in tables:  # runs that share a snapshot (e.g. one warm start at step 0) count once
-                part = t[t.step == step]
-                key = part.drop(columns=["step"]).to_csv(index=False)
-                if key not in seen:
-                    seen.add(key)
-                    parts.append(part)
-            cycles = np.concatenate([t.cycles.to_numpy(float) for t in parts])
-            clusters = [f"{k}:{p}" for k, t in enumerate(parts) for p in t.problem_id]
+        tables = [pq.read_table(run / "graphs.parquet").to_pylist() for run in runs]
+        for step in sorted(set.intersection(*({r["step"] for r in t} for t in tables))):
+            mine = [[r for r in t if r["step"] == step] for t in tables]
+            keep = distinct_runs(mine)  # runs that share a snapshot (e.g. one warm start at step 0) count once
+            cycles = np.array([r["cycles"] for k in keep for r in mine[k]], dtype=float)
+            clusters = [f"{k}:{r['problem_id']}" for k in keep for r in mine[k]]
             _, lo, hi = cluster_bootstrap_ci(cycles, clusters, n_boot=2000, seed=0)
             print(f"  graphs step {step}: cycles per response {cycles.mean():.2f} [{lo:.2f}, {hi:.2f}] "
-                  f"over {cycles.size} responses ({len(tables) - len(parts)} duplicate run(s) left out)")
+                  f"over {cycles.size} responses ({len(tables) - len(keep)} duplicate run(s) left out)")
 
 
 if __name__ == "__main__":

@@ -203,6 +203,16 @@ def test_pool_runs_keeps_runs_apart_and_matches_a_direct_mean():
     assert s0["gap_planning_minus_execution"]["mean"] == pytest.approx(0.25 - 0.15)
 
 
+def test_distinct_runs_drops_exact_repeats_in_any_row_order():
+    from hicra.mechanistic.anchors import distinct_runs
+
+    a = [{"problem_id": "p1", "cycles": 2, "walk": [0, 1, 0]}, {"problem_id": "p2", "cycles": 0, "walk": [3]}]
+    b = list(reversed(a))  # the same rows in another order: a repeat
+    c = [dict(a[0]), {**a[1], "cycles": 1}]  # one value differs: a run of its own
+    assert distinct_runs([a, b, c, a]) == [0, 2]
+    assert distinct_runs([]) == []
+
+
 def test_pool_runs_counts_runs_that_share_a_snapshot_once():
     from hicra.mechanistic.anchors import pool_runs
 

@@ -435,6 +435,19 @@ def by_phase(rows: list[dict], consolidation_end: int | None, *, n_boot: int = 2
     return out
 
 
+def distinct_runs(per_run_rows: list[list[dict]]) -> list[int]:
+    """Indices of the runs whose rows (one step's) do not repeat an earlier run's exactly, in order. Runs that
+    measured the same snapshot with the same settings (two RL seeds from one warm start, at step 0) give identical
+    rows: one piece of evidence, not two. Rows are compared as a multiset, whatever their order."""
+    seen, keep = set(), []
+    for k, rows in enumerate(per_run_rows):
+        signature = tuple(sorted(repr(sorted(r.items())) for r in rows))
+        if signature not in seen:
+            seen.add(signature)
+            keep.append(k)
+    return keep
+
+
 def pool_runs(runs: list[list[dict]], *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
     """Several runs' anchors rows (one list of `anchors.parquet` rows per run, e.g. the seeds of one arm) pooled per
     checkpoint step: `summarize_step` over the union, with (run, problem) as the bootstrap cluster, so each run's
@@ -442,25 +455,17 @@ def pool_runs(runs: list[list[dict]], *, n_boot: int = 2000, level: float = 0.95
     summary} for the steps every run measured; a step missing from some run is left out (listed under
     "steps_not_in_every_run").
 
-    Runs that measured the same snapshot with the same settings (e.g. two RL seeds from one warm start, at step 0)
-    give identical rows: those are one piece of evidence, not two, so a run whose rows at a step repeat an earlier
-    run's exactly is left out of that step (`duplicate_runs_dropped`: {step: how many}), which keeps the intervals
-    from shrinking on copies."""
+    A run whose rows at a step repeat an earlier run's exactly (`distinct_runs`) is left out of that step
+    (`duplicate_runs_dropped`: {step: how many}), which keeps the intervals from shrinking on copies."""
     steps_per_run = [{r["step"] for r in rows} for rows in runs]
     common = sorted(set.intersection(*steps_per_run)) if runs else []
     out: dict = {"n_runs": len(runs), "steps": {}, "duplicate_runs_dropped": {},
                  "steps_not_in_every_run": sorted(set.union(*steps_per_run) - set(common)) if runs else []}
     for step in common:
-        seen, pooled, dropped = set(), [], 0
-        for k, rows in enumerate(runs):
-            mine = [r for r in rows if r["step"] == step]
-            signature = tuple(sorted(repr(sorted(r.items())) for r in mine))
-            if signature in seen:
-                dropped += 1
-                continue
-            seen.add(signature)
-            pooled += [{**r, "problem_id": f"{k}:{r['problem_id']}"} for r in mine]
-        out["duplicate_runs_dropped"][step] = dropped
+        mine = [[r for r in rows if r["step"] == step] for rows in runs]
+        keep = distinct_runs(mine)
+        pooled = [{**r, "problem_id": f"{k}:{r['problem_id']}"} for k in keep for r in mine[k]]
+        out["duplicate_runs_dropped"][step] = len(runs) - len(keep)
         out["steps"][step] = summarize_step(pooled, n_boot=n_boot, level=level, seed=seed)
     return out
 

@@ -111,7 +111,7 @@ def run_anchors_cmd(args) -> int:
                         differ=args.differ)
     run_anchors(args.run_dir, args.steps, args.n, cfg, args.max_new_tokens, args.temperature, args.batch_size,
                 args.n_boot, args.threads, progress=not args.quiet, log=(lambda *_: None) if args.quiet else print,
-                device=args.device)
+               device=args.device)
     return 0
 
 
@@ -124,8 +124,9 @@ def run_graphs_cmd(args) -> int:
     from hicra.mechanistic.run import run_graphs
 
     cfg = GraphsConfig(samples=args.samples, clusters=args.clusters, layer=args.layer, niter=args.niter,
-                       nrand=args.nrand, omega_boot=args.omega_boot, split=args.split, batch_size=min(args.batch_size, 64), seed=args.seed)
+                       nrand=args.nrand, omega_boot=args.omega_boot, split=args.split,
+                       batch_size=min(args.batch_size, 64), seed=args.seed)
     run_graphs(args.run_dir, args.steps, args.n, cfg, args.max_new_tokens, args.temperature, args.batch_size,
                args.n_boot, args.threads, progress=not args.quiet, log=(lambda *_: None) if args.quiet else print,
-                device=args.device)
+               device=args.device)
     return 0

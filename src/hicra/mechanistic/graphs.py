@@ -223,14 +223,13 @@ def reasoning_graphs(policy, task, problems: list, tagger, cfg: GraphsConfig | N
         pos += len(s)
     graph = pooled_graph(walks)
     omega, reason = small_world(graph, cfg.niter, cfg.nrand, cfg.seed)
+    pids = [task.problem_id(p) for p, _ in owners]
     t_omega = time.perf_counter()
-    boot = small_world_interval(walks, [task.problem_id(p) for p, _ in owners], cfg.niter, cfg.nrand,
-                                cfg.omega_boot, seed=cfg.seed) if omega is not None else {
-        "interval": None, "n_boot": 0, "n_null": 0}
+    boot = (small_world_interval(walks, pids, cfg.niter, cfg.nrand, cfg.omega_boot, seed=cfg.seed)
+            if omega is not None else {"interval": None, "n_boot": 0, "n_null": 0})
     t_omega = time.perf_counter() - t_omega
     rows = []
-    for (problem, s), text, walk in zip(owners, texts, walks, strict=True):
-        pid = task.problem_id(problem)
+    for (problem, s), pid, text, walk in zip(owners, pids, texts, walks, strict=True):
         rows.append({"response_id": f"{pid}#{s}", "problem_id": pid, "n_sentences": len(walk), **walk_metrics(walk),
                      "small_world": omega, "correct": bool(task.check(problem, text).correct),
                      "backtracking": sum(sp.category == "backtracking" for sp in tagger.spans(text)),
