@@ -3,7 +3,7 @@
     python benchmarks/lab_demo.py [--preset quick] [--pairs 0:0,0:1,1:0,...] [--jobs 2] [--algo grpo]
         [--steps N] [--lr X] [--kl X] [--adv-scale none|std] [--temperature T] [--minibatches N] [--prompts N]
         [--group-size N] [--strategy-prior P] [--cache DIR] [--out DIR] [--series k=v,...]
-        [--product k=v,...] [--n-drill N] [--strategy-hints H] [--epochs N] [--rl-optimum single-route]
+        [--product k=v,...] [--n-drill N] [--strategy-hints H] [--favourite-share S] [--epochs N] [--rl-optimum single-route]
 
 Each pair is one `hicra lab` run (warm start cached per warm-start seed; RL in its own process, one torch thread;
 `--jobs` processes at once; a finished run directory under --out is read, not rerun). Prints per pair the greedy
@@ -43,7 +43,7 @@ def configs(args, ws_seed: int, rl_seed: int):
     if args.rl_optimum:
         rl = replace(rl, optimum=args.rl_optimum)
     ws = replace(ws, **{k: v for k, v in (("n_drill", args.n_drill), ("epochs", args.epochs),
-                                          ("strategy_hints", args.strategy_hints),
+                                          ("strategy_hints", args.strategy_hints), ("favourite_share", args.favourite_share),
                                           ("max_response_tokens", args.max_response_tokens)) if v is not None})
     return ws, rl
 
@@ -101,6 +101,9 @@ def main() -> None:
     ap.add_argument("--series")
     ap.add_argument("--product")
     ap.add_argument("--n-drill", type=int)
+    ap.add_argument("--favourite-share", type=float, help="blind priors: the favourite's probability, the other "
+                    "strategies sharing the rest as in the family's table (WarmStartConfig.favourite_share; default "
+                    "0 = the table)")
     ap.add_argument("--strategy-hints", type=float, help="share of SFT pairs whose prompt names a uniformly drawn "
                     "strategy (WarmStartConfig.strategy_hints)")
     ap.add_argument("--epochs", type=int, help="warm-start SFT epochs (default: the preset's)")

@@ -3,7 +3,7 @@ probes of the lab's warm start, with the mean and standard deviation over seeds.
 
     python benchmarks/lab_warm_start.py [--preset quick] [--seeds 0,1,2,3,4] [--n-eval 128]
         [--series max_start=30,max_step=4] [--product a_max=19] [--epochs N] [--n-train N] [--batch-size N]
-        [--lr X] [--lr-floor X] [--ema-decay D] [--strategy-hints H] [--strategy-prior P] [--device cpu|cuda] [--lexicon-from DIR]
+        [--lr X] [--lr-floor X] [--ema-decay D] [--strategy-hints H] [--favourite-share S] [--strategy-prior P] [--device cpu|cuda] [--lexicon-from DIR]
         [--cache DIR]
 
 `--series` / `--product` narrow the families' universes (also inside multi-part problems); without them the
@@ -50,6 +50,9 @@ def main() -> None:
     ap.add_argument("--ema-decay", type=float, help="warm start = EMA of the SFT weights with this decay (0 = off)")
     ap.add_argument("--max-response-tokens", type=int, help="corpus traces longer than this are dropped "
                     "(WarmStartConfig.max_response_tokens; the evaluation keeps the preset's RL budget)")
+    ap.add_argument("--favourite-share", type=float, help="blind priors: the favourite's probability, the other "
+                    "strategies sharing the rest as in the family's table (WarmStartConfig.favourite_share; default "
+                    "0 = the table)")
     ap.add_argument("--strategy-hints", type=float, help="share of SFT pairs whose prompt names a uniformly drawn "
                     "strategy (WarmStartConfig.strategy_hints; default 0)")
     ap.add_argument("--arch", help="qwen2, llama or gpt2")
@@ -79,7 +82,7 @@ def main() -> None:
                      **{k: v for k, v in (("n_drill", args.n_drill), ("size", args.size), ("lr", args.lr),
                                              ("arch", args.arch), ("batch_size", args.batch_size),
                                              ("lr_floor", args.lr_floor), ("ema_decay", args.ema_decay),
-                                             ("strategy_hints", args.strategy_hints),
+                                             ("strategy_hints", args.strategy_hints), ("favourite_share", args.favourite_share),
                                              ("max_response_tokens", args.max_response_tokens))
                         if v is not None})
         t0 = time.perf_counter()

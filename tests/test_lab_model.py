@@ -124,7 +124,7 @@ def test_sft_ema_is_the_moving_average_of_the_optimiser_steps(tokenizer, monkeyp
 
 
 def test_fields_added_later_keep_old_cache_keys():
-    """lr_floor, ema_decay and strategy_hints enter WarmStartConfig.key() only when set, so warm starts cached
+    """lr_floor, ema_decay, strategy_hints and favourite_share enter WarmStartConfig.key() only when set, so warm starts cached
     before they existed are found again; setting any gives a new key."""
     import hashlib
     import json
@@ -133,12 +133,13 @@ def test_fields_added_later_keep_old_cache_keys():
     from hicra.lab.sft import CACHE_VERSION, WarmStartConfig
 
     cfg = WarmStartConfig(seed=4)
-    old = {k: v for k, v in asdict(cfg).items() if k not in ("lr_floor", "ema_decay", "strategy_hints")}
+    old = {k: v for k, v in asdict(cfg).items() if k not in ("lr_floor", "ema_decay", "strategy_hints",
+                                                                     "favourite_share")}
     expected = hashlib.sha256(json.dumps({"v": CACHE_VERSION, **old}, sort_keys=True).encode()).hexdigest()[:16]
     assert cfg.key() == expected
     keys = {cfg.key(), WarmStartConfig(seed=4, lr_floor=0.0).key(), WarmStartConfig(seed=4, ema_decay=0.999).key(),
-            WarmStartConfig(seed=4, strategy_hints=0.5).key()}
-    assert len(keys) == 4
+            WarmStartConfig(seed=4, strategy_hints=0.5).key(), WarmStartConfig(seed=4, favourite_share=0.6).key()}
+    assert len(keys) == 5
 
 
 def test_strategy_hints_name_the_executed_strategy_and_leave_the_unhinted_choice():

@@ -192,6 +192,45 @@ def test_blind_prior_favours_a_strategy_that_is_rarely_cheapest():
         assert common == cheapest.most_common(1)[0][0]
 
 
+def test_favourite_share_reweights_the_blind_prior_and_keeps_its_favourite():
+    for fam in (SR, PR):
+        for prior in ("blind", "blind-common"):
+            table = fam.prior_weights(prior)
+            assert table == pytest.approx({s: w / sum(fam.blind_common_weights.values() if prior == "blind-common"
+                                                       else fam.blind_weights.values())
+                                           for s, w in (fam.blind_common_weights if prior == "blind-common"
+                                                        else fam.blind_weights).items()})
+            top = max(table, key=table.get)
+            mixed = fam.prior_weights(prior, 0.6)
+            assert sum(mixed.values()) == pytest.approx(1.0) and mixed[top] == pytest.approx(0.6)
+            others = [s for s in fam.strategies if s != top]
+            # the others keep their ratio to each other and share what the favourite gave up
+            assert mixed[others[0]] / mixed[others[1]] == pytest.approx(table[others[0]] / table[others[1]])
+            assert sum(mixed[s] for s in others) == pytest.approx(0.4)
+    # drawn frequencies follow the weights (series with an odd count: all three strategies apply)
+    rng = random.Random(3)
+    odd = Series(counts=(5,))
+    drawn = Counter(odd.choose(odd.sample_atom(rng), rng, "blind-common", 0.6) for _ in range(6000))
+    for s, w in odd.prior_weights("blind-common", 0.6).items():
+        assert abs(drawn[s] / 6000 - w) < 0.02, s
+    # a multi-part problem passes the share to both parts
+    mp = MultiPart()
+    parts = Counter(s for _ in range(3000) for s in mp.choose(mp.sample_atom(rng), rng, "blind-common", 0.6).split("+"))
+    share = parts["one-by-one"] / (parts["one-by-one"] + parts["pairing"] + parts["middle"])
+    assert 0.55 < share < 0.75  # 0.6 where middle applies, 0.69 where it does not; 0.85-0.89 with the table
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="favourite_share"):
+            CorpusKnobs(favourite_share=bad)
+
+
+def test_favourite_share_raises_the_blind_priors_entropy_toward_the_optimum():
+    series = {"write_terms": 1, "counts": list(range(2, 13))}
+    specs = [{"family": "series", **series}, {"family": "product"}, {"family": "multi", "series": series}]
+    mix = TaskMix(specs, "diverse")
+    h_table, h_mixed = (strategy_entropy(mix, "blind-common", 4000, favourite_share=s) for s in (0.0, 0.6))
+    assert h_table < h_mixed < strategy_entropy(mix, "oracle", 4000)
+
+
 def test_costs_follow_the_difficulty_model():
     assert difficulty(7, "*", 40) == 2  # 7*4 carries
     assert difficulty(23, "*", 30) == 2  # 2*3, 3*3: no carry

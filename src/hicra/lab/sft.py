@@ -56,9 +56,10 @@ class WarmStartConfig:
     lr_floor: float = 0.1  # the cosine schedule ends at lr_floor * lr
     ema_decay: float = 0.0  # > 0: the warm start is the exponential moving average of the SFT weights (0 = off)
     strategy_hints: float = 0.0  # share of corpus pairs whose prompt names a uniformly drawn strategy (build_corpus)
+    favourite_share: float = 0.0  # blind priors: the favourite's probability (CorpusKnobs; 0 = the family's table)
 
     def knobs(self) -> CorpusKnobs:
-        return CorpusKnobs(self.execution_noise, self.strategy_prior, self.planning_noise)
+        return CorpusKnobs(self.execution_noise, self.strategy_prior, self.planning_noise, self.favourite_share)
 
     def task_mix(self) -> TaskMix:
         return TaskMix(self.tasks, optimum=self.optimum, heldout_share=self.heldout_share)
@@ -84,7 +85,7 @@ class WarmStartConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-_LATER_FIELDS = ("lr_floor", "ema_decay", "strategy_hints")  # added after cache version 3; their defaults keep the old behaviour
+_LATER_FIELDS = ("lr_floor", "ema_decay", "strategy_hints", "favourite_share")  # added after cache version 3; their defaults keep the old behaviour
 
 
 HINT = " using "  # a hinted prompt: the question, then " using STRATEGY" (e.g. "sum 3 to 9 by 2 using pairing")

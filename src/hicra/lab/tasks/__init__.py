@@ -108,16 +108,17 @@ def problem_from_id(problem_id: str) -> Problem:
     raise ValueError(f"not a lab problem id: {problem_id!r}")
 
 
-def strategy_entropy(mix: TaskMix, prior: str, n: int = 20_000, seed: int = 0) -> float:
+def strategy_entropy(mix: TaskMix, prior: str, n: int = 20_000, seed: int = 0, favourite_share: float = 0.0) -> float:
     """Entropy (nats) of the strategy labels a prior writes over the mix's training distribution, estimated from
     `n` draws: `oracle` is the reward-optimal policy under the lab's cost model (its entropy is the optimum's),
-    `blind` the problem-blind warm-start preference. Labels of different families never coincide."""
+    `blind` the problem-blind warm-start preference (`favourite_share`: see `CorpusKnobs`). Labels of different
+    families never coincide."""
     rng = random.Random(seed)
     counts: Counter = Counter()
     for _ in range(n):
         p = mix.sample(rng)
         fam = mix.family_of(p)
-        counts[(p.family, fam.choose(p, rng, prior))] += 1
+        counts[(p.family, fam.choose(p, rng, prior, favourite_share))] += 1
     return entropy(counts)
 
 

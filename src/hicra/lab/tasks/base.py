@@ -75,11 +75,16 @@ class CorpusKnobs:
         `Family.blind_common_weights`; the lab's blind prior until 2026-11-30).
     planning_noise: probability that the chosen strategy is misapplied (a term skipped, the +1 of a count
         forgotten, a part dropped, the wrong combination), every line still right.
+    favourite_share: for the blind priors, the probability of the table's favourite; the other strategies share
+        the rest in proportion to their table weights (`Family.prior_weights`). 0 keeps the table as it is.
+        A smaller share keeps a problem-blind favourite (greedy decoding still starts it) while the warm start
+        samples and practises the alternatives more often.
     """
 
     execution_noise: float = 0.015
     strategy_prior: str = "blind"
     planning_noise: float = 0.1
+    favourite_share: float = 0.0
 
     def __post_init__(self):
         for name in ("execution_noise", "planning_noise"):
@@ -88,6 +93,8 @@ class CorpusKnobs:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if self.strategy_prior not in STRATEGY_PRIORS:
             raise ValueError(f"strategy_prior must be one of {STRATEGY_PRIORS}, got {self.strategy_prior!r}")
+        if not 0.0 <= self.favourite_share < 1.0:
+            raise ValueError(f"favourite_share must be in [0, 1) (0 = the family's table), got {self.favourite_share}")
 
 
 @dataclass(frozen=True)
@@ -318,14 +325,28 @@ class Family:
     def optimal_label(self, problem: Problem) -> str:
         return self.cheapest(problem)
 
-    def choose(self, problem: Problem, rng, prior: str) -> str:
-        """The warm-start solver's strategy: the cheapest one (oracle) or a fixed preference (blind, blind-common)."""
+    def prior_weights(self, prior: str, favourite_share: float = 0.0) -> dict[str, float]:
+        """A blind prior's weights over `strategies` (summing to 1): the family's table for `prior` ("blind" or
+        "blind-common"); with `favourite_share` s > 0 the table's favourite gets s and the others share 1 - s in
+        proportion to their table weights (e.g. series blind-common 0.85/0.10/0.05 at s = 0.6: 0.6/0.267/0.133)."""
+        table = self.blind_common_weights if prior == "blind-common" else self.blind_weights
+        total = sum(table.values())
+        weights = {s: table[s] / total for s in self.strategies}
+        if not favourite_share:
+            return weights
+        top = max(self.strategies, key=lambda s: weights[s])
+        rest = 1.0 - weights[top]
+        return {s: favourite_share if s == top else (1.0 - favourite_share) * weights[s] / rest
+                for s in self.strategies}
+
+    def choose(self, problem: Problem, rng, prior: str, favourite_share: float = 0.0) -> str:
+        """The warm-start solver's strategy: the cheapest one (oracle) or a fixed preference (blind, blind-common;
+        `prior_weights`), renormalised over the strategies that apply to this problem."""
         if prior == "oracle":
             return self.cheapest(problem)
         options = self.applicable(problem)
-        table = self.blind_common_weights if prior == "blind-common" else self.blind_weights
-        weights = [table[s] for s in options]
-        return rng.choices(options, weights=weights)[0]
+        table = self.prior_weights(prior, favourite_share)
+        return rng.choices(options, weights=[table[s] for s in options])[0]
 
     def render(self, plan: list, rng, knobs: CorpusKnobs) -> str:
         """A plan as text: moves as paraphrases, lines `x op y=z` with slips at the knobs' rate, then the answer."""
@@ -352,7 +373,7 @@ class Family:
         """A reasoning trace from the scripted solver (strategy by the prior unless given, misapplied with
         probability `planning_noise`, slips at the execution-noise rate)."""
         if strategy is None:
-            strategy = self.choose(problem, rng, knobs.strategy_prior)
+            strategy = self.choose(problem, rng, knobs.strategy_prior, knobs.favourite_share)
         misapply = rng.random() < knobs.planning_noise
         return self.render(self.plan(problem, strategy, misapply), rng, knobs)
 

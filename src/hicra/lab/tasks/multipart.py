@@ -77,9 +77,9 @@ class MultiPart(Family):
         (f1, p1), (f2, p2) = self._parts(problem)
         return f"{f1.cheapest(p1)}+{f2.cheapest(p2)}"
 
-    def choose(self, problem: Problem, rng, prior: str) -> str:
+    def choose(self, problem: Problem, rng, prior: str, favourite_share: float = 0.0) -> str:
         (f1, p1), (f2, p2) = self._parts(problem)
-        return f"{f1.choose(p1, rng, prior)}+{f2.choose(p2, rng, prior)}"
+        return f"{f1.choose(p1, rng, prior, favourite_share)}+{f2.choose(p2, rng, prior, favourite_share)}"
 
     def known(self, problem: Problem) -> set[int]:
         (f1, p1), (f2, p2) = self._parts(problem)
