@@ -22,8 +22,9 @@ def register(subparsers) -> None:
         "settings), run RL with the chosen algorithm, write a run directory and analyse it. Accuracy of the "
         "warm start and after RL is measured on the same held-out problems (greedy, and sampled at the RL "
         "temperature, 0.7 in the presets).")
-    p.add_argument("--preset", choices=("quick", "default"), default="quick",
-                   help="quick (default; what make demo runs) or default (150 RL steps; the study's unit run)")
+    p.add_argument("--preset", choices=("quick", "default", "quick-14ep", "default-14ep"), default="quick",
+                   help="quick (default; what make demo runs) or default (the study's unit run; the same RL since "
+                        "2026-12-01); quick-14ep / default-14ep: the presets before (docs/lab.md)")
     p.add_argument("--algo", choices=ALGOS, default="hicra", help="advantage scheme (default hicra)")
     p.add_argument("--alpha", type=float, default=0.2, help="amplification for hicra / controls (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="RL seed (default 0); the warm start is shared")
