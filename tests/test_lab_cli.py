@@ -59,6 +59,7 @@ def test_lab_end_to_end_and_cache_reuse(tiny_preset, tmp_path, capsys):
     (["--resume"], "--resume needs --out"),
     (["--steps", "0"], "--steps must be positive"),
     (["--execution-noise", "2"], "--execution-noise must be in [0, 1]"),
+    (["--favourite-share", "1"], "--favourite-share must be in [0, 1)"),
 ])
 def test_lab_bad_input_exits_2_with_one_line(extra, message, capsys):
     assert main(["lab", *extra]) == 2

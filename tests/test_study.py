@@ -364,6 +364,17 @@ def test_knob_cells_plan_the_grid(tmp_path):
     assert pairs["grpo"] == pairs["hicra"]
 
 
+def test_favourite_share_is_a_cell_knob_with_its_own_name_and_range():
+    from hicra.errors import InputError
+    from hicra.study import parse_cells
+
+    cells = parse_cells("strategy_prior=blind-common;favourite_share=0,0.6")
+    assert set(cells) == {"prior-blind-common_fav0.0", "prior-blind-common_fav0.6"}  # distinct names, KNOBS order
+    assert cells["prior-blind-common_fav0.6"] == {"strategy_prior": "blind-common", "favourite_share": 0.6}
+    with pytest.raises(InputError, match=r"favourite_share must be in \[0, 1\)"):
+        parse_cells("favourite_share=1")
+
+
 def test_control_checks_pool_matching_cells_and_apply_thresholds():
     """CONTROL_CRITERIA on hand-built per-run entries: each criterion pools the GRPO runs of the cells whose knobs
     match one of its `where` dicts (floats compared as numbers), counts the runs showing its statistic among the

@@ -33,8 +33,12 @@ def register(subparsers) -> None:
     p.add_argument("--execution-noise", type=float, metavar="P",
                    help="corpus slip rate per unit of line difficulty (default: the preset's, 0.015)")
     p.add_argument("--strategy-prior", choices=STRATEGY_PRIORS,
-                   help="warm-start strategy choice: blind to the problem with a rarely cheapest favourite (default), "
-                   "the cheapest (oracle), or blind with the most often cheapest favourite (blind-common)")
+                   help="warm-start strategy choice: blind to the problem with a rarely cheapest favourite (blind), "
+                   "the cheapest (oracle), or blind with the most often cheapest favourite (blind-common; the "
+                   "quick and default presets')")
+    p.add_argument("--favourite-share", type=float, metavar="S",
+                   help="blind priors: the favourite's probability, the others sharing the rest as in the family's "
+                   "table (0 = the table; the quick and default presets: 0.6)")
     p.add_argument("--optimum", choices=OPTIMA,
                    help="task variant: the cheapest strategy differs between problems (default) or not")
     p.add_argument("--steps", type=int, help="RL steps (default: the preset's)")
@@ -67,8 +71,11 @@ def run(args) -> int:
 
     if args.execution_noise is not None and not 0.0 <= args.execution_noise <= 1.0:
         raise InputError(f"--execution-noise must be in [0, 1], got {args.execution_noise}")
+    if args.favourite_share is not None and not 0.0 <= args.favourite_share < 1.0:
+        raise InputError(f"--favourite-share must be in [0, 1), got {args.favourite_share}")
     knobs = {k: v for k, v in (("execution_noise", args.execution_noise), ("strategy_prior", args.strategy_prior),
-                               ("optimum", args.optimum)) if v is not None}
+                               ("favourite_share", args.favourite_share), ("optimum", args.optimum))
+             if v is not None}
     ws_cfg, rl_cfg = get_preset(args.preset, warm_start_seed=args.warm_start_seed, knobs=knobs, algo=args.algo,
                                 alpha=args.alpha, seed=args.seed, steps=args.steps,
                                 tensorboard=args.tensorboard or None)

@@ -81,7 +81,7 @@ PRESETS: dict[str, tuple[WarmStartConfig, RLConfig]] = {
 }
 
 # the knobs the study's control cells set, on the warm start and (optimum) on RL alike
-KNOBS = ("execution_noise", "strategy_prior", "planning_noise", "optimum")
+KNOBS = ("execution_noise", "strategy_prior", "planning_noise", "favourite_share", "optimum")
 
 
 def get_preset(name: str, warm_start_seed: int | None = None, knobs: dict | None = None,

@@ -115,7 +115,8 @@ def summary_path_for(root: Path, arm: str, seed: int, warm_start_seed: int = 0, 
 
 # ---------------------------------------------------------------- corpus-knob cells
 
-KNOB_ABBREV = {"execution_noise": "exec", "strategy_prior": "prior", "planning_noise": "plan", "optimum": "opt"}
+KNOB_ABBREV = {"execution_noise": "exec", "strategy_prior": "prior", "planning_noise": "plan", "favourite_share": "fav",
+               "optimum": "opt"}
 _KNOB_CHOICES = {"strategy_prior": STRATEGY_PRIORS, "optimum": OPTIMA}
 
 
@@ -139,8 +140,9 @@ def _knob_value(name: str, text: str):
         value = float(text)
     except ValueError:
         raise InputError(f"{name} must be a number in [0, 1], got {text!r}", field="cells") from None
-    if not 0.0 <= value <= 1.0:
-        raise InputError(f"{name} must be in [0, 1], got {text!r}", field="cells")
+    if not 0.0 <= value <= 1.0 or (name == "favourite_share" and value == 1.0):
+        raise InputError(f"{name} must be in [0, 1{')' if name == 'favourite_share' else ']'}, got {text!r}",
+                         field="cells")
     return value
 
 
