@@ -55,7 +55,7 @@ PRESETS: dict[str, StudyPreset] = {
             "checkpoint_every": 1, "minibatches": 1},
         threshold=0.5, threshold_window=1),
     "quick": StudyPreset(
-        name="quick", description="every arm, 3 seeds, 60-step runs: <= 20 minutes on 2 CPU cores",
+        name="quick", description="every arm, 3 seeds, 60-step runs: about 4 min of one core each, after a ~30-min warm start",
         seeds=3, arms=list(ARMS), lab_preset="quick",
         rl={"steps": 60, "n_eval": 256, "checkpoint_every": 10}),
     "full": StudyPreset(
