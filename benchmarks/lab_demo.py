@@ -38,7 +38,7 @@ def configs(args, ws_seed: int, rl_seed: int):
     ws, rl = get_preset(args.preset, warm_start_seed=ws_seed, knobs=knobs, algo=args.algo, seed=rl_seed,
                         **overrides)
     if args.series or args.product:
-        tasks = narrowed_tasks(parse_universe(args.series), parse_universe(args.product))
+        tasks = narrowed_tasks(parse_universe(args.series), parse_universe(args.product), base=ws.tasks)
         ws, rl = replace(ws, tasks=tasks), replace(rl, tasks=tasks)
     if args.rl_optimum:
         rl = replace(rl, optimum=args.rl_optimum)

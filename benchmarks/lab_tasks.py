@@ -2,11 +2,11 @@
 of the blind prior, and the cheapest-strategy shares per family.
 
     python benchmarks/lab_tasks.py [--preset default] [--series max_start=30,max_step=5] [--product a_max=19]
-        [--steps 150] [--prompts 16] [--seeds 5]
+        [--steps N (default: the preset's)] [--prompts 16] [--seeds 5]
 
 Without `--series` / `--product`: the preset's tasks (`hicra.lab.presets.TASKS` for quick and default; the
-figures of docs/lab.md measured before 2026-12-01's session 18 used `--preset default-14ep`); with them, the plain
-universes set by those keys (`hicra.lab.presets.narrowed_tasks`, also inside multi-part problems). Also prints the
+figures of docs/lab.md measured before 2026-12-01's session 18 used `--preset default-14ep`); with them, the
+preset's tasks updated by those keys (`hicra.lab.presets.narrowed_tasks`, also inside multi-part problems). Also prints the
 preset warm start's own prior's strategy entropy (its `strategy_prior` at its `favourite_share`).
 
 Prints, per family, the share of a default-preset run's training draws (steps x prompts, drawn as the RL loop
@@ -27,14 +27,16 @@ from hicra.lab.tasks.base import entropy
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", choices=tuple(PRESETS), default="default")
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--steps", type=int, help="RL steps of the run whose draws are counted (default: the preset's)")
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--series", help="series universe, e.g. max_start=30,max_step=5")
     ap.add_argument("--product", help="product universe, e.g. a_max=19")
     args = ap.parse_args()
-    ws = PRESETS[args.preset][0]
-    specs = (narrowed_tasks(parse_universe(args.series), parse_universe(args.product)) if args.series or args.product
+    ws, rl = PRESETS[args.preset]
+    args.steps = args.steps or rl.steps
+    specs = (narrowed_tasks(parse_universe(args.series), parse_universe(args.product), base=ws.tasks)
+             if args.series or args.product
              else ws.tasks)
     print(f"tasks: {specs}")
     for optimum in ("diverse", "single-route"):

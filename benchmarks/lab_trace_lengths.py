@@ -42,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     ws, _ = get_preset(args.preset, knobs={"strategy_prior": args.strategy_prior} if args.strategy_prior else None)
     if args.series or args.product:
-        ws = replace(ws, tasks=narrowed_tasks(parse_universe(args.series), parse_universe(args.product)))
+        ws = replace(ws, tasks=narrowed_tasks(parse_universe(args.series), parse_universe(args.product), base=ws.tasks))
     task = ws.task_mix()
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
     stats: dict = defaultdict(list)

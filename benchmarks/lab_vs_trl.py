@@ -1,6 +1,6 @@
 """Steps per second of the lab's RL loop vs TRL's GRPOTrainer, same model, batch, group size, completion length.
 
-Both sides: the same model (default: the `quick` preset's warm-start model, from the warm-start cache or trained
+Both sides: the same model (default: the --preset's (quick's) warm-start model, from the warm-start cache or trained
 first; --model DIR for another; --random for a freshly initialised one), --prompts prompts x --group samples per
 step from the same task mix, up to --tokens completion tokens, temperature 1, ONE gradient step per rollout batch
 (lab: minibatches=1; TRL: steps_per_generation=1, num_iterations=1), no KL, the lab task checkers as the reward,
@@ -32,13 +32,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def build(size: str, out: Path):
+def build(size: str, out: Path, tasks: list[dict]):
     from hicra.lab.model import build_model, format_prompt, train_tokenizer
-    from hicra.lab.presets import TASKS
     from hicra.lab.sft import build_corpus
     from hicra.lab.tasks import CorpusKnobs, TaskMix
 
-    task = TaskMix(TASKS)
+    task = TaskMix(tasks)
     pairs = build_corpus(task, 1000, CorpusKnobs(), seed=0)
     tok = train_tokenizer([format_prompt(p.question) + t for p, t in pairs], vocab_size=384)
     model = build_model(tok, size=size, seed=0)
@@ -55,12 +54,12 @@ def run_lab(model_dir: Path, args, threads: int, backend: str = "auto", tokens: 
     from hicra.dynamics.records import read_rollouts
     from hicra.lab import sampling
     from hicra.lab.model import format_prompt
-    from hicra.lab.presets import TASKS
+    from hicra.lab.presets import PRESETS
     from hicra.lab.rl import RLConfig, run_rl
 
     sampling.DEFAULT_BACKEND = backend  # "hf": the sampler the lab used before FastDecoder
 
-    cfg = RLConfig(algo="grpo", tasks=TASKS, steps=args.warmup + args.steps, prompts_per_step=args.prompts,
+    cfg = RLConfig(algo="grpo", tasks=PRESETS[args.preset][0].tasks, steps=args.warmup + args.steps, prompts_per_step=args.prompts,
                    group_size=args.group, max_new_tokens=args.tokens, minibatches=1, n_eval=1, eval_every=0,
                    snapshots=False, checkpoint_every=10**6, threads=threads, lr=1e-4)
     try:
@@ -163,7 +162,9 @@ def flop_floor(model_dir: Path, tokens: list, threads: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="HF model directory (default: the quick preset's warm start)")
+    p.add_argument("--preset", default="quick", help="lab preset whose tasks (and, without --model, warm start) "
+                   "are used (default quick; the figures before 2026-12-01: quick-14ep)")
+    p.add_argument("--model", help="HF model directory (default: the preset's warm start)")
     p.add_argument("--random", action="store_true", help="a freshly initialised model instead (--size)")
     p.add_argument("--size", default="1m")
     p.add_argument("--prompts", type=int, default=16,
@@ -180,7 +181,7 @@ def main(argv=None) -> int:
     import torch
 
     default_threads = torch.get_num_threads()
-    from hicra.lab.presets import TASKS
+    from hicra.lab.presets import PRESETS
     from hicra.lab.tasks import TaskMix
 
     def load() -> str:
@@ -189,10 +190,10 @@ def main(argv=None) -> int:
     print(f"start: {load()}", flush=True)
     lab, trl = {}, {}
     with tempfile.TemporaryDirectory() as d:
-        task = TaskMix(TASKS)
+        task = TaskMix(PRESETS[args.preset][0].tasks)
         if args.random:
             model_dir = Path(d) / "model"
-            build(args.size, model_dir)
+            build(args.size, model_dir, PRESETS[args.preset][0].tasks)
             name = f"random {args.size}"
         elif args.model:
             model_dir, name = Path(args.model), args.model
@@ -201,8 +202,8 @@ def main(argv=None) -> int:
             from hicra.lab.presets import get_preset
             from hicra.lab.sft import warm_start
 
-            model_dir = warm_start(get_preset("quick")[0], default_cache(), progress=False)
-            name = f"quick warm start {model_dir.name}"
+            model_dir = warm_start(get_preset(args.preset)[0], default_cache(), progress=False)
+            name = f"{args.preset} warm start {model_dir.name}"
         tokens: list = []
         lab[args.threads] = run_lab(model_dir, args, args.threads, tokens=tokens)
         print(f"lab ({args.threads} thread(s), fast sampler): {lab[args.threads]:.3f} steps/s ({load()})",

@@ -6,7 +6,7 @@ probes of the lab's warm start, with the mean and standard deviation over seeds.
         [--lr X] [--lr-floor X] [--ema-decay D] [--strategy-hints H] [--favourite-share S] [--strategy-prior P] [--device cpu|cuda] [--lexicon-from DIR]
         [--cache DIR]
 
-`--series` / `--product` narrow the families' universes (also inside multi-part problems); without them the
+`--series` / `--product` update the preset's task specs by those keys (also inside multi-part problems); without them the
 preset's tasks are used. Each warm start is cached by a hash of its settings, so a rerun only evaluates. The lab
 issue's floor: the greedy accuracy's standard deviation over 5 warm-start seeds <= 5 points.
 """
@@ -72,7 +72,8 @@ def main() -> None:
         sft.mine_lab_lexicon = lambda *a, **k: (Lexicon.load(source / "lexicon.json"),
                                                 {"reused_from": str(source)})
     torch.set_num_threads(1)
-    tasks = (narrowed_tasks(parse_universe(args.series), parse_universe(args.product))
+    base = get_preset(args.preset)[0].tasks
+    tasks = (narrowed_tasks(parse_universe(args.series), parse_universe(args.product), base=base)
              if args.series or args.product else None)  # None: the preset's own tasks
     greedy = []
     for seed in (int(s) for s in args.seeds.split(",")):

@@ -46,12 +46,13 @@ def test_lab_end_to_end_and_cache_reuse(tiny_preset, tmp_path, capsys):
     log1 = (tmp_path / "r1" / "train_log.jsonl").read_text()
     assert log1 == (tmp_path / "r2" / "train_log.jsonl").read_text()
     # another warm-start seed trains (and caches) another warm start; the knobs go into the warm start too
-    assert main([*argv, "--warm-start-seed", "1", "--strategy-prior", "oracle", "--out", str(tmp_path / "r3")]) == 0
+    assert main([*argv, "--warm-start-seed", "1", "--strategy-prior", "blind-common", "--favourite-share", "0.5",
+                 "--out", str(tmp_path / "r3")]) == 0
     capsys.readouterr()
     assert len(list(cache.glob("warmstart-*"))) == 2
     ws3 = json.loads((tmp_path / "r3" / "run.json").read_text())["model"]
     cfg3 = json.loads((Path(ws3) / "warm_start.json").read_text())["config"]
-    assert cfg3["seed"] == 1 and cfg3["strategy_prior"] == "oracle"
+    assert cfg3["seed"] == 1 and cfg3["strategy_prior"] == "blind-common" and cfg3["favourite_share"] == 0.5
 
 
 @pytest.mark.parametrize(("extra", "message"), [

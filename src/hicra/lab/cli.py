@@ -34,8 +34,9 @@ def register(subparsers) -> None:
                    help="corpus slip rate per unit of line difficulty (default: the preset's, 0.015)")
     p.add_argument("--strategy-prior", choices=STRATEGY_PRIORS,
                    help="warm-start strategy choice: blind to the problem with a rarely cheapest favourite (blind), "
-                   "the cheapest (oracle), or blind with the most often cheapest favourite (blind-common; the "
-                   "quick and default presets')")
+                   "the cheapest (oracle), or blind with the favourite most often cheapest in the plain universes "
+                   "(blind-common; the quick and default presets', whose favourite one-by-one their written-terms "
+                   "series make costly)")
     p.add_argument("--favourite-share", type=float, metavar="S",
                    help="blind priors: the favourite's probability, the others sharing the rest as in the family's "
                    "table (0 = the table; the quick and default presets: 0.6)")

@@ -23,11 +23,14 @@ TASKS = [{"family": "series", **SERIES}, {"family": "product"}, {"family": "mult
 # (docs/lab.md, sections dated before session 18) can be rerun: series of 2-9 terms without written terms.
 TASKS_14EP = [{"family": "series"}, {"family": "product"}, {"family": "multi"}]
 
-def narrowed_tasks(series: dict | None = None, product: dict | None = None) -> list[dict]:
-    """`TASKS_14EP` (the plain universes) with the series and product specs set by task-spec keys (series:
+def narrowed_tasks(series: dict | None = None, product: dict | None = None, base: list[dict] | None = None) -> list[dict]:
+    """The series, product and multi-part specs of `base` (default `TASKS_14EP`, the plain universes; the
+    benchmarks pass their preset's tasks) with the series and product specs updated by task-spec keys (series:
     `max_start`, `max_step`, `counts`, `write_terms`; product: `a_max`), the multi-part family's parts alike. No
-    keys: `TASKS_14EP`; `narrowed_tasks(SERIES)` is `TASKS`."""
-    series, product = dict(series or {}), dict(product or {})
+    keys: `base`'s specs; `narrowed_tasks(SERIES)` is `TASKS`, and so is `narrowed_tasks(base=TASKS)`."""
+    specs = {spec["family"]: {k: v for k, v in spec.items() if k != "family"} for spec in (base or TASKS_14EP)}
+    series = {**specs.get("series", {}), **(series or {})}
+    product = {**specs.get("product", {}), **(product or {})}
     return [{"family": "series", **series}, {"family": "product", **product},
             {"family": "multi", **({"series": series} if series else {}), **({"product": product} if product else {})}]
 
@@ -56,9 +59,9 @@ _WARM = WarmStartConfig(tasks=TASKS, size="1m", n_train=8000, epochs=14, batch_s
 
 # RL: 60 steps x 16 prompts x 8 samples at temperature 0.7 (rollouts near the greedy path train the decisions greedy
 # decoding makes; the sampled evaluation uses the same temperature) and lr 5e-5. Over ten (warm-start seed, RL seed)
-# pairs of this recipe the held-out greedy gain was positive in every pair (docs/lab.md, "A less lopsided blind
-# prior"), and a run takes about 4 minutes of one core, the issue's budget for the study's unit run; so the default
-# run uses the same RL as the quick one. The 14-epoch presets before them ran 150 steps at 2e-5 (default).
+# pairs of this recipe the held-out greedy gain with GRPO was positive in every pair (docs/lab.md, "A less lopsided
+# blind prior"), and a run takes 229-248 s of one core, at or just above the issue's 240 s for the study's unit run;
+# so the default run uses the same RL as the quick one. The 14-epoch presets before them ran 150 steps at 2e-5 (default).
 _RL = RLConfig(tasks=TASKS, steps=60, prompts_per_step=16, group_size=8, max_new_tokens=192, lr=5e-5,
                temperature=0.7, n_eval=256, eval_every=20, n_probe=64, checkpoint_every=20)
 

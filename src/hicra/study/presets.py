@@ -61,16 +61,18 @@ PRESETS: dict[str, StudyPreset] = {
     "full": StudyPreset(
         name="full", description="every arm, 8 seeds, the lab's default runs (hours on 2 cores: docs/study.md)",
         seeds=8, arms=list(ARMS), lab_preset="default"),
-    # v2 (issue 15): as docs/study.md's pre-registered section (a draft until frozen) states them
+    # v2 (issue 15): as docs/study.md's pre-registered section (a draft until frozen) states them. The draft was
+    # written against the lab presets before 2026-12-01 (session 18), now `default-14ep`; it stays pinned there
+    # until the draft is revised for the current presets (whose favourite share, tasks and RL differ).
     "controls": StudyPreset(
         name="controls", description="v2 control cells: execution noise {0, 0.05} x strategy prior {oracle, "
         "blind} x optimum {diverse, single-route}, GRPO, 2 warm-start seeds x 3 RL seeds per cell",
-        seeds=3, warm_start_seeds=2, arms=["grpo"], lab_preset="default"),  # cells: set at the end of this module (knob_grid)
+        seeds=3, warm_start_seeds=2, arms=["grpo"], lab_preset="default-14ep"),  # cells: knob_grid at the end
     "main": StudyPreset(
         name="main", description="v2 main arms, 4 warm-start seeds x 4 RL seeds = 16 pairs per arm, the lab's "
         "default runs",
         seeds=4, warm_start_seeds=4, arms=["grpo", "hicra", "placebo", "high-entropy", "phase-aware", "gated"],
-        lab_preset="default"),
+        lab_preset="default-14ep"),
 }
 
 

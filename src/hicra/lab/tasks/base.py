@@ -71,14 +71,19 @@ class CorpusKnobs:
     strategy_prior: "oracle" (the cheapest strategy for this problem), "blind" (a fixed preference over the
         family's strategies that ignores the problem, only skipping strategies that do not apply; its favourite is a
         strategy that is rarely the cheapest, so the warm start's usual plan is often the costly one:
-        `Family.blind_weights`) or "blind-common" (as blind, but the favourite is the strategy most often cheapest:
-        `Family.blind_common_weights`; the lab's blind prior until 2026-11-30).
+        `Family.blind_weights`) or "blind-common" (as blind, but the favourite is the strategy most often cheapest in
+        the plain universes: `Family.blind_common_weights`; the lab's blind prior until 2026-11-30). Widened
+        universes can change which strategy is most often cheapest: with written series terms and 2-12 terms (the
+        presets' tasks since 2026-12-01) pairing is cheapest for 48% of series, one-by-one, blind-common's
+        favourite, for 27%; `benchmarks/lab_tasks.py` prints the shares.
     planning_noise: probability that the chosen strategy is misapplied (a term skipped, the +1 of a count
         forgotten, a part dropped, the wrong combination), every line still right.
     favourite_share: for the blind priors, the probability of the table's favourite; the other strategies share
-        the rest in proportion to their table weights (`Family.prior_weights`). 0 keeps the table as it is.
-        A smaller share keeps a problem-blind favourite (greedy decoding still starts it) while the warm start
-        samples and practises the alternatives more often.
+        the rest in proportion to their table weights (`Family.prior_weights`). 0 keeps the table as it is. Where
+        a strategy does not apply the weights are renormalised over those that do (series of even length: 0.6
+        becomes 0.69). A share above the next strategy's keeps the favourite in the lead (greedy decoding starts
+        it) while the warm start samples and practises the alternatives more often; below that (about 1/3 for the
+        tables) another strategy leads.
     """
 
     execution_noise: float = 0.015

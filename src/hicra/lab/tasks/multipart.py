@@ -77,6 +77,11 @@ class MultiPart(Family):
         (f1, p1), (f2, p2) = self._parts(problem)
         return f"{f1.cheapest(p1)}+{f2.cheapest(p2)}"
 
+    def prior_weights(self, prior: str, favourite_share: float = 0.0) -> dict[str, float]:
+        """Not defined for multi-part problems: each part draws from its own family's `prior_weights`."""
+        raise ValueError("multi-part problems have no prior table of their own: each part uses its family's "
+                         "prior_weights (Series, Product)")
+
     def choose(self, problem: Problem, rng, prior: str, favourite_share: float = 0.0) -> str:
         (f1, p1), (f2, p2) = self._parts(problem)
         return f"{f1.choose(p1, rng, prior, favourite_share)}+{f2.choose(p2, rng, prior, favourite_share)}"

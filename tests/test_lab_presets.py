@@ -1,0 +1,44 @@
+"""The lab presets: which warm starts they name (cache keys pinned, so a change to a preset or to the key is
+deliberate), the archived 14-epoch presets, and `narrowed_tasks` on a preset's own task specs."""
+
+from __future__ import annotations
+
+import pytest
+
+from hicra.lab.presets import KNOBS, SERIES, TASKS, TASKS_14EP, get_preset, narrowed_tasks, parse_universe
+from hicra.lab.sft import WarmStartConfig
+from hicra.lab.tasks import MultiPart
+
+
+def test_preset_warm_start_keys_are_the_measured_ones():
+    # docs/lab.md's figures name these warm starts: the presets of session 18 (favourite share 0.6) and before
+    assert [get_preset("quick", warm_start_seed=s)[0].key() for s in range(5)] == [
+        "80d6beb5c50fb1e7", "5ab8343d34afcd41", "fa257fd75fbf33c5", "5c79fbe4693bda1e", "58d05e62e1385c41"]
+    assert get_preset("quick-14ep", warm_start_seed=0)[0].key() == "f49f887ae4a5caf2"
+    # quick and default share warm start and RL since session 18; the 14-epoch default ran 150 steps at 2e-5
+    assert get_preset("quick") == get_preset("default")
+    ws, rl = get_preset("default-14ep")
+    assert (rl.steps, rl.lr, ws.favourite_share, ws.strategy_hints, ws.tasks) == (150, 2e-5, 0.0, 0.0, TASKS_14EP)
+    ws, rl = get_preset("quick")
+    assert (rl.steps, rl.lr, ws.strategy_prior, ws.favourite_share, ws.tasks) == (60, 5e-5, "blind-common", 0.6, TASKS)
+
+
+def test_narrowed_tasks_update_the_given_base():
+    assert narrowed_tasks() == TASKS_14EP and narrowed_tasks(SERIES) == TASKS and narrowed_tasks(base=TASKS) == TASKS
+    # a product key on the current presets keeps their written-terms series, inside multi-part problems too
+    specs = narrowed_tasks(None, parse_universe("a_max=19"), base=TASKS)
+    assert specs[0] == {"family": "series", **SERIES} and specs[1] == {"family": "product", "a_max": 19}
+    assert specs[2] == {"family": "multi", "series": SERIES, "product": {"a_max": 19}}
+    # the recipe's flags on the 14-epoch preset build the presets' tasks
+    assert narrowed_tasks(parse_universe("write_terms=1,counts=2-12"), base=TASKS_14EP) == TASKS
+
+
+def test_favourite_share_is_a_knob_and_is_validated():
+    assert "favourite_share" in KNOBS
+    ws, _ = get_preset("quick-14ep", knobs={"strategy_prior": "blind-common", "favourite_share": 0.5})
+    assert ws.knobs().favourite_share == 0.5 and ws.settings()["favourite_share"] == 0.5
+    for bad in (1.0, -0.2):
+        with pytest.raises(ValueError, match="favourite_share"):
+            WarmStartConfig(favourite_share=bad)
+    with pytest.raises(ValueError, match="each part uses its family"):
+        MultiPart().prior_weights("blind")
