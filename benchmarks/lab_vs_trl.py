@@ -189,11 +189,12 @@ def main(argv=None) -> int:
 
     print(f"start: {load()}", flush=True)
     lab, trl = {}, {}
+    tasks = PRESETS[args.preset][0].tasks
     with tempfile.TemporaryDirectory() as d:
-        task = TaskMix(PRESETS[args.preset][0].tasks)
+        task = TaskMix(tasks)
         if args.random:
             model_dir = Path(d) / "model"
-            build(args.size, model_dir, PRESETS[args.preset][0].tasks)
+            build(args.size, model_dir, tasks)
             name = f"random {args.size}"
         elif args.model:
             model_dir, name = Path(args.model), args.model

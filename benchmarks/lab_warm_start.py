@@ -72,14 +72,14 @@ def main() -> None:
         sft.mine_lab_lexicon = lambda *a, **k: (Lexicon.load(source / "lexicon.json"),
                                                 {"reused_from": str(source)})
     torch.set_num_threads(1)
-    base = get_preset(args.preset)[0].tasks
-    tasks = (narrowed_tasks(parse_universe(args.series), parse_universe(args.product), base=base)
-             if args.series or args.product else None)  # None: the preset's own tasks
     greedy = []
     for seed in (int(s) for s in args.seeds.split(",")):
         ws, rl = get_preset(args.preset, warm_start_seed=seed,
                             knobs={"strategy_prior": args.strategy_prior} if args.strategy_prior else None)
-        ws = replace(ws, **({"tasks": tasks} if tasks else {}), **({"epochs": args.epochs} if args.epochs else {}),
+        if args.series or args.product:
+            ws = replace(ws, tasks=narrowed_tasks(parse_universe(args.series), parse_universe(args.product),
+                                                  base=ws.tasks))
+        ws = replace(ws, **({"epochs": args.epochs} if args.epochs else {}),
                      **({"n_train": args.n_train} if args.n_train else {}),
                      **{k: v for k, v in (("n_drill", args.n_drill), ("size", args.size), ("lr", args.lr),
                                              ("arch", args.arch), ("batch_size", args.batch_size),

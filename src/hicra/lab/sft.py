@@ -71,8 +71,7 @@ class WarmStartConfig:
             raise ValueError(f"lr_floor must be in [0, 1], got {self.lr_floor}")
         if not 0.0 <= self.strategy_hints <= 1.0:
             raise ValueError(f"strategy_hints must be in [0, 1], got {self.strategy_hints}")
-        if not 0.0 <= self.favourite_share < 1.0:
-            raise ValueError(f"favourite_share must be in [0, 1) (0 = the family's table), got {self.favourite_share}")
+        self.knobs()  # the corpus knobs validate themselves (CorpusKnobs): a bad one fails here, not mid-build
 
     def settings(self) -> dict:
         """Every field, except fields added after cache version 3 (`_LATER_FIELDS`) while they hold the default

@@ -111,7 +111,7 @@ def run_anchors_cmd(args) -> int:
                         differ=args.differ)
     run_anchors(args.run_dir, args.steps, args.n, cfg, args.max_new_tokens, args.temperature, args.batch_size,
                 args.n_boot, args.threads, progress=not args.quiet, log=(lambda *_: None) if args.quiet else print,
-               device=args.device)
+                device=args.device)
     return 0
 
 
