@@ -345,3 +345,32 @@ def test_parse_universe_ints_ranges_and_errors():
     assert family.counts == (10, 11, 12)
     rng = random.Random(0)
     assert {family.sample_atom(rng).data["n"] for _ in range(300)} == {10, 11, 12}
+
+
+def test_stop_check_puts_the_stop_on_the_line_above():
+    """With stop_check, each written term is followed by its distance to the last term; the answer follows the
+    first zero distance, the parser still reads one-by-one, and the checker accepts the trace (every line right,
+    every operand known or computed). Without write_terms it is refused."""
+    from hicra.lab.tasks.base import computation_lines
+    from hicra.lab.tasks.series import Series
+
+    fam, written = Series(write_terms=True, stop_check=True), Series(write_terms=True)
+    clean = CorpusKnobs(0.0, "oracle", 0.0)
+    for a, d, n in [(107, 10, 5), (55, 4, 2), (3, 1, 12)]:
+        p = fam.make(a, d, n)
+        text = fam.render(fam.plan(p, "one-by-one"), random.Random(0), clean)
+        lines = computation_lines(text)
+        assert len(lines) == 3 * (n - 1)
+        checks = [ln for ln in lines if ln[1] == "-"]
+        assert [ln[0] for ln in checks] == [p.data["b"]] * (n - 1)
+        assert [ln[3] for ln in checks] == [(n - 1 - i) * d for i in range(1, n)]  # reaches 0 at the last term
+        assert lines[-2][3] == 0 and lines[-1][3] == p.answer
+        result = fam.check(p, text)
+        assert result.correct and result.strategy == "one-by-one"
+        assert fam.cost(p, "one-by-one") > written.cost(p, "one-by-one")
+        assert fam.cost(p, "pairing") == written.cost(p, "pairing")
+        bad = fam.render(fam.plan(p, "one-by-one", misapply=True), random.Random(0), clean)
+        assert fam.check(p, bad).error_type == "planning" and fam.check(p, bad).strategy == "one-by-one"
+    assert fam.params()["stop_check"] is True and "stop_check" not in written.params()
+    with pytest.raises(ValueError, match="needs write_terms"):
+        Series(stop_check=True)

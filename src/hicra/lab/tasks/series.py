@@ -1,7 +1,9 @@
 """Series: the sum of an arithmetic progression a, a+d, ..., b (n terms). Three strategies:
 
 - `one-by-one`: a running total, n - 1 additions (cheapest for few terms); with `write_terms`, each next term is
-  written as its own line first (2(n - 1) additions), so no arithmetic is done in the head;
+  written as its own line first (2(n - 1) additions), so no arithmetic is done in the head; with `stop_check` as
+  well, each written term is followed by its distance to the last term (`b - t = r`, 3(n - 1) lines), so the stop
+  (`r = 0`) is read off the line above instead of by comparing a term with the prompt's last term;
 - `pairing` (Gauss's trick): count the terms ((b - a) / d + 1), pair the ends (a + b), multiply, halve;
 - `middle` (odd counts only): count the terms, the middle term (a + b) / 2, times the count.
 
@@ -37,13 +39,20 @@ class Series(Family):
     blind_common_weights = {"one-by-one": 0.85, "pairing": 0.1, "middle": 0.05}
 
     def __init__(self, optimum: str = "diverse", max_start: int = MAX_START, max_step: int = MAX_STEP,
-                 counts: tuple[int, ...] | None = None, write_terms: bool = False):
+                 counts: tuple[int, ...] | None = None, write_terms: bool = False, stop_check: bool = False):
         """`max_start`, `max_step`, `counts` narrow (or, for counts, widen) the universe; the single-route variant
         keeps only the given counts among its own (10, 12), ValueError when none is. `write_terms`:
         one-by-one writes each next term as a line (`14+3=17`) before adding it, so no arithmetic is left unwritten
-        (2(n - 1) lines instead of n - 1); off by default, as the lab's corpora were built before it existed."""
+        (2(n - 1) lines instead of n - 1); off by default, as the lab's corpora were built before it existed.
+        `stop_check` (needs `write_terms`, else ValueError): after each written term `t`, the line `b-t=r`, so the
+        last term is the one whose distance is 0. Why: a 1M-parameter warm start that must compare a term with the
+        prompt's `b` digit by digit learns a length prior instead and, in some seeds, runs past `b` (docs/lab.md,
+        "A local stop for one-by-one")."""
         super().__init__(optimum)
         self.write_terms = bool(write_terms)
+        self.stop_check = bool(stop_check)
+        if self.stop_check and not self.write_terms:
+            raise ValueError("series stop_check needs write_terms (it checks each written term)")
         self.max_start, self.max_step = max_start, max_step
         self.counts = tuple(counts) if counts else COUNTS[optimum]
         if counts and optimum == "single-route":
@@ -57,7 +66,8 @@ class Series(Family):
 
     def params(self) -> dict:
         return {**super().params(), "max_start": self.max_start, "max_step": self.max_step,
-                "counts": list(self.counts), **({"write_terms": True} if self.write_terms else {})}
+                "counts": list(self.counts), **({"write_terms": True} if self.write_terms else {}),
+                **({"stop_check": True} if self.stop_check else {})}
 
     def make(self, a: int, d: int, n: int) -> Problem:
         b = a + (n - 1) * d
@@ -87,7 +97,7 @@ class Series(Family):
     def plan(self, problem: Problem, strategy: str, misapply: bool = False) -> list:
         a, b, d, n = (problem.data[k] for k in ("a", "b", "d", "n"))
         if strategy == "one-by-one" and self.write_terms:
-            return self._one_by_one_written(a, d, n, misapply)
+            return self._one_by_one_written(a, d, n, misapply, b if self.stop_check else None)
         if strategy == "one-by-one":
             terms = self.terms(problem)
             if misapply:  # a term skipped (with two terms: the first one added twice)
@@ -117,12 +127,14 @@ class Series(Family):
         return plan
 
     @staticmethod
-    def _one_by_one_written(a: int, d: int, n: int, misapply: bool) -> list:
-        """One-by-one with every term written: `t_i = t_(i-1) + d`, then `total = total + t_i`. Misapplied: one
-        middle term is computed but not added (with two terms: the first one added twice)."""
+    def _one_by_one_written(a: int, d: int, n: int, misapply: bool, last: int | None = None) -> list:
+        """One-by-one with every term written: `t_i = t_(i-1) + d`, with `last` (the last term b) its distance
+        `b - t_i`, then `total = total + t_i`. Misapplied: one middle term is computed but not added (with two
+        terms: the first one added twice, after the check of the second)."""
         plan: list = [Say("one-by-one")]
         if misapply and n == 2:
-            return plan + [Calc(a, "+", a)]
+            check = [Calc(a, "+", d), Calc(last, "-", Ref(0))] if last is not None else []
+            return plan + check + [Calc(a, "+", a)]
         skip = n // 2 if misapply else None
         term, total = a, a  # a number, or a Ref to the line that computed it
         line = -1  # index of the last computation line
@@ -130,6 +142,9 @@ class Series(Family):
             plan.append(Calc(term, "+", d))
             line += 1
             term = Ref(line)
+            if last is not None:
+                plan.append(Calc(last, "-", term))
+                line += 1
             if i != skip:
                 plan.append(Calc(total, "+", term))
                 line += 1
@@ -140,8 +155,8 @@ class Series(Family):
         if not lines:
             return None
         a, b = problem.data["a"], problem.data["b"]
-        if all(op == "+" for _, op, _, _ in lines):
-            return "one-by-one"
+        if lines[0][1] == "+" and all(op == "+" or (x == b and op == "-") for x, op, _, _ in lines):
+            return "one-by-one"  # additions, and with `stop_check` distances to the last term b
         if lines[0][:3] != (b, "-", a):
             return None
         pair_sums = {z for x, op, y, z in lines if op == "+" and {x, y} == {a, b}}
