@@ -374,3 +374,26 @@ def test_stop_check_puts_the_stop_on_the_line_above():
     assert fam.params()["stop_check"] is True and "stop_check" not in written.params()
     with pytest.raises(ValueError, match="needs write_terms"):
         Series(stop_check=True)
+
+
+def test_lab_stops_counts_a_one_by_one_that_runs_past_the_last_term():
+    """benchmarks/lab_stops.py's `ran_past`: a written one-by-one that goes on past b is caught, a right one (with
+    or without the stop check) is not, and an in-head one-by-one adding a term beyond b is caught too."""
+    import importlib.util
+    from pathlib import Path
+
+    from hicra.lab.tasks.base import computation_lines
+    from hicra.lab.tasks.series import Series
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lab_stops.py"
+    spec = importlib.util.spec_from_file_location("lab_stops", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    clean = CorpusKnobs(0.0, "oracle", 0.0)
+    for fam in (Series(write_terms=True), Series(write_terms=True, stop_check=True), Series()):
+        p = fam.make(55, 4, 4)  # 55, 59, 63, 67
+        right = computation_lines(fam.render(fam.plan(p, "one-by-one"), random.Random(0), clean))
+        assert not mod.ran_past(p, right)
+        longer = fam.make(55, 4, 5)  # the same trace one term further: 71 > 67
+        past = computation_lines(fam.render(fam.plan(longer, "one-by-one"), random.Random(0), clean))
+        assert mod.ran_past(p, past)

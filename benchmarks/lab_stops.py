@@ -1,0 +1,73 @@
+"""Does a lab policy's one-by-one stop at the last term? Greedy responses (RL's token budget) on the held-out
+series problems among the first `--n-eval`, those the checker parses as one-by-one, counted by number of terms n:
+right, cut at the budget, and *ran past b* (a term line `t+d=z` with z beyond the last term b, or, without
+written terms, a total line adding a term beyond b).
+
+    python benchmarks/lab_stops.py [--model WS_DIR | --preset quick --warm-start-seed 0] [--n-eval 256]
+
+Why: under the session-18 presets, some warm-start seeds write one-by-one past the last term until the budget cuts
+them, which decided their greedy accuracy (docs/lab.md, "A local stop for one-by-one").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def ran_past(problem, lines) -> bool:
+    """Whether a one-by-one response's computation lines (x, op, y, z) reach a term beyond the last term b."""
+    a, d, b = (problem.data[k] for k in ("a", "d", "b"))
+    written = any(op == "+" and d in (x, y) and z > b for x, op, y, z in lines)
+    in_head = any(op == "+" and y > b and (y - a) % d == 0 for x, op, y, z in lines)
+    return written or in_head
+
+
+def main() -> None:
+    import torch
+    from lab_errors import load_policy, policy_args  # benchmarks/ is on sys.path when run as a script
+
+    from hicra.lab.model import format_prompt
+    from hicra.lab.sampling import sample
+    from hicra.lab.sft import eval_problems
+    from hicra.lab.tasks.base import computation_lines
+
+    ap = argparse.ArgumentParser()
+    policy_args(ap)
+    args = ap.parse_args()
+    model_dir, model, tok, ws, rl = load_policy(args)
+    task = ws.task_mix()
+    problems = [p for p in eval_problems(task, args.n_eval) if p.family == "series"]
+    out = sample(model, [tok(format_prompt(p.question))["input_ids"] for p in problems], rl.max_new_tokens,
+                 tok.eos_token_id, tok.pad_token_id, generator=torch.Generator().manual_seed(0), greedy=True)
+    counts: Counter = Counter()
+    for p, ids, cut in zip(problems, out.response_lists(), out.truncated, strict=True):
+        text = tok.decode(ids, skip_special_tokens=True)
+        r = task.check(p, text)
+        n = p.data["n"]
+        counts[(n, "series")] += 1
+        if r.strategy != "one-by-one":
+            continue
+        counts[(n, "one-by-one")] += 1
+        counts[(n, "right")] += r.correct
+        counts[(n, "cut")] += bool(cut)
+        counts[(n, "ran past b")] += ran_past(p, computation_lines(text))
+    print(f"model {model_dir}; greedy, {rl.max_new_tokens}-token budget, held-out series problems of the first "
+          f"{args.n_eval}")
+    cols = ("series", "one-by-one", "right", "cut", "ran past b")
+    print(f"{'n':>4}" + "".join(f"{c:>12}" for c in cols))
+    for n in sorted({n for n, _ in counts}):
+        print(f"{n:>4}" + "".join(f"{counts[(n, c)]:>12}" for c in cols))
+    tot = {c: sum(v for (_, k), v in counts.items() if k == c) for c in cols}
+    print(f"{'all':>4}" + "".join(f"{tot[c]:>12}" for c in cols))
+    if tot["one-by-one"]:
+        print(f"one-by-one responses that ran past b: {tot['ran past b'] / tot['one-by-one']:.1%}; "
+              f"cut: {tot['cut'] / tot['one-by-one']:.1%}; right: {tot['right'] / tot['one-by-one']:.1%}")
+
+
+if __name__ == "__main__":
+    main()
