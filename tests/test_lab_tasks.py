@@ -348,9 +348,9 @@ def test_parse_universe_ints_ranges_and_errors():
 
 
 def test_stop_check_puts_the_stop_on_the_line_above():
-    """With stop_check, each written term is followed by its distance to the last term; the answer follows the
-    first zero distance, the parser still reads one-by-one, and the checker accepts the trace (every line right,
-    every operand known or computed). Without write_terms it is refused."""
+    """With stop_check, the trace writes the distance to the last term (b - a) and takes a step off it after each
+    written term; the answer follows the first zero distance, the parser still reads one-by-one, and the checker
+    accepts the trace (every line right, every operand known or computed). Without write_terms it is refused."""
     from hicra.lab.tasks.base import computation_lines
     from hicra.lab.tasks.series import Series
 
@@ -360,10 +360,10 @@ def test_stop_check_puts_the_stop_on_the_line_above():
         p = fam.make(a, d, n)
         text = fam.render(fam.plan(p, "one-by-one"), random.Random(0), clean)
         lines = computation_lines(text)
-        assert len(lines) == 3 * (n - 1)
+        assert len(lines) == 1 + 3 * (n - 1)
         checks = [ln for ln in lines if ln[1] == "-"]
-        assert [ln[0] for ln in checks] == [p.data["b"]] * (n - 1)
-        assert [ln[3] for ln in checks] == [(n - 1 - i) * d for i in range(1, n)]  # reaches 0 at the last term
+        assert checks[0][:3] == (p.data["b"], "-", a) and all(ln[2] == d for ln in checks[1:])
+        assert [ln[3] for ln in checks] == [(n - 1 - i) * d for i in range(n)]  # reaches 0 at the last term
         assert lines[-2][3] == 0 and lines[-1][3] == p.answer
         result = fam.check(p, text)
         assert result.correct and result.strategy == "one-by-one"

@@ -2,8 +2,9 @@
 
 - `one-by-one`: a running total, n - 1 additions (cheapest for few terms); with `write_terms`, each next term is
   written as its own line first (2(n - 1) additions), so no arithmetic is done in the head; with `stop_check` as
-  well, each written term is followed by its distance to the last term (`b - t = r`, 3(n - 1) lines), so the stop
-  (`r = 0`) is read off the line above instead of by comparing a term with the prompt's last term;
+  well, the trace first writes the distance to the last term (`b - a = r`) and takes one step `d` off it after each
+  written term (`r - d = r'`; 1 + 3(n - 1) lines), so the stop (`r' = 0`) is read off the line above instead of by
+  comparing a term with the prompt's last term;
 - `pairing` (Gauss's trick): count the terms ((b - a) / d + 1), pair the ends (a + b), multiply, halve;
 - `middle` (odd counts only): count the terms, the middle term (a + b) / 2, times the count.
 
@@ -44,10 +45,11 @@ class Series(Family):
         keeps only the given counts among its own (10, 12), ValueError when none is. `write_terms`:
         one-by-one writes each next term as a line (`14+3=17`) before adding it, so no arithmetic is left unwritten
         (2(n - 1) lines instead of n - 1); off by default, as the lab's corpora were built before it existed.
-        `stop_check` (needs `write_terms`, else ValueError): after each written term `t`, the line `b-t=r`, so the
-        last term is the one whose distance is 0. Why: a 1M-parameter warm start that must compare a term with the
-        prompt's `b` digit by digit learns a length prior instead and, in some seeds, runs past `b` (docs/lab.md,
-        "A local stop for one-by-one")."""
+        `stop_check` (needs `write_terms`, else ValueError): the distance to the last term, `b-a=r` first, then
+        `r-d=r'` after each written term, so the last term is the one after which the distance is 0. Why: a
+        1M-parameter warm start that must compare a term with the prompt's `b` digit by digit learns a length prior
+        instead and, in some seeds, runs past `b`; and one that writes the distance as `b-t` gets that subtraction
+        wrong far more often than a step (docs/lab.md, "A local stop for one-by-one")."""
         super().__init__(optimum)
         self.write_terms = bool(write_terms)
         self.stop_check = bool(stop_check)
@@ -128,23 +130,28 @@ class Series(Family):
 
     @staticmethod
     def _one_by_one_written(a: int, d: int, n: int, misapply: bool, last: int | None = None) -> list:
-        """One-by-one with every term written: `t_i = t_(i-1) + d`, with `last` (the last term b) its distance
-        `b - t_i`, then `total = total + t_i`. Misapplied: one middle term is computed but not added (with two
-        terms: the first one added twice, after the check of the second)."""
+        """One-by-one with every term written: `t_i = t_(i-1) + d`, then `total = total + t_i`; with `last` (the
+        last term b), first the distance `r_0 = b - a`, and `r_i = r_(i-1) - d` after each term, so `r_(n-1) = 0`.
+        Misapplied: one middle term is computed but not added (with two terms: the first one added twice)."""
         plan: list = [Say("one-by-one")]
-        if misapply and n == 2:
-            check = [Calc(a, "+", d), Calc(last, "-", Ref(0))] if last is not None else []
-            return plan + check + [Calc(a, "+", a)]
+        line = -1  # index of the last computation line
+        distance = None
+        if last is not None:
+            plan.append(Calc(last, "-", a))
+            line, distance = 0, Ref(0)
         skip = n // 2 if misapply else None
         term, total = a, a  # a number, or a Ref to the line that computed it
-        line = -1  # index of the last computation line
         for i in range(1, n):
             plan.append(Calc(term, "+", d))
             line += 1
             term = Ref(line)
-            if last is not None:
-                plan.append(Calc(last, "-", term))
+            if distance is not None:
+                plan.append(Calc(distance, "-", d))
                 line += 1
+                distance = Ref(line)
+            if misapply and n == 2:
+                plan.append(Calc(a, "+", a))
+                return plan
             if i != skip:
                 plan.append(Calc(total, "+", term))
                 line += 1
@@ -155,8 +162,11 @@ class Series(Family):
         if not lines:
             return None
         a, b = problem.data["a"], problem.data["b"]
-        if lines[0][1] == "+" and all(op == "+" or (x == b and op == "-") for x, op, _, _ in lines):
-            return "one-by-one"  # additions, and with `stop_check` distances to the last term b
+        d = problem.data["d"]
+        adds = [x for x, op, _, _ in lines if op == "+"]
+        steps = all(op == "+" or (op == "-" and (y == d or (x, y) == (b, a))) for x, op, y, _ in lines)
+        if len(adds) == len(lines) or (adds and adds[0] == a and steps):  # additions only; or, with `stop_check`,
+            return "one-by-one"  # additions from the first term beside b - a counted down by d
         if lines[0][:3] != (b, "-", a):
             return None
         pair_sums = {z for x, op, y, z in lines if op == "+" and {x, y} == {a, b}}
