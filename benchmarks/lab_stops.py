@@ -1,7 +1,8 @@
 """Does a lab policy's one-by-one stop at the last term? Greedy responses (RL's token budget) on the held-out
 series problems among the first `--n-eval`, those the checker parses as one-by-one, counted by number of terms n:
 right, cut at the budget, and *ran past b* (a term line `t+d=z` with z beyond the last term b, or, without
-written terms, a total line adding a term beyond b).
+written terms, a total line adding a term beyond b); with the stop check (`stop_check`), how many of its distance
+lines are wrong.
 
     python benchmarks/lab_stops.py [--model WS_DIR | --preset quick --warm-start-seed 0] [--n-eval 256]
 
@@ -34,7 +35,7 @@ def main() -> None:
     from hicra.lab.model import format_prompt
     from hicra.lab.sampling import sample
     from hicra.lab.sft import eval_problems
-    from hicra.lab.tasks.base import computation_lines
+    from hicra.lab.tasks.base import apply_op, computation_lines
 
     ap = argparse.ArgumentParser()
     policy_args(ap)
@@ -55,7 +56,11 @@ def main() -> None:
         counts[(n, "one-by-one")] += 1
         counts[(n, "right")] += r.correct
         counts[(n, "cut")] += bool(cut)
-        counts[(n, "ran past b")] += ran_past(p, computation_lines(text))
+        lines = computation_lines(text)
+        counts[(n, "ran past b")] += ran_past(p, lines)
+        distances = [(x, op, y, z) for x, op, y, z in lines if op == "-"]  # the stop check's lines, if any
+        counts[(n, "distance lines")] += len(distances)
+        counts[(n, "wrong")] += sum(apply_op(x, op, y) != z for x, op, y, z in distances)
     print(f"model {model_dir}; greedy, {rl.max_new_tokens}-token budget, held-out series problems of the first "
           f"{args.n_eval}")
     cols = ("series", "one-by-one", "right", "cut", "ran past b")
@@ -63,10 +68,14 @@ def main() -> None:
     for n in sorted({n for n, _ in counts}):
         print(f"{n:>4}" + "".join(f"{counts[(n, c)]:>12}" for c in cols))
     tot = {c: sum(v for (_, k), v in counts.items() if k == c) for c in cols}
+    dist = {c: sum(v for (_, k), v in counts.items() if k == c) for c in ("distance lines", "wrong")}
     print(f"{'all':>4}" + "".join(f"{tot[c]:>12}" for c in cols))
     if tot["one-by-one"]:
         print(f"one-by-one responses that ran past b: {tot['ran past b'] / tot['one-by-one']:.1%}; "
               f"cut: {tot['cut'] / tot['one-by-one']:.1%}; right: {tot['right'] / tot['one-by-one']:.1%}")
+    if dist["distance lines"]:
+        print(f"distance lines (stop check) wrong: {dist['wrong']} of {dist['distance lines']} "
+              f"({dist['wrong'] / dist['distance lines']:.1%})")
 
 
 if __name__ == "__main__":
