@@ -60,26 +60,35 @@ def load_policy(args, **warm_start_fields):
     return model_dir, model, tok, ws, rl
 
 
-def main() -> None:
+def greedy_heldout(args, family: str | None = None):
+    """The policy of `policy_args` decoded greedily at RL's token budget on the held-out problems among the first
+    `args.n_eval` (only `family`'s when given): (model directory, warm-start config, task mix, problems, response
+    texts, whether each response was cut at the budget)."""
     import torch
 
     from hicra.lab.model import format_prompt
     from hicra.lab.sampling import sample
     from hicra.lab.sft import eval_problems
+
+    model_dir, model, tok, ws, rl = load_policy(args)
+    task = ws.task_mix()
+    problems = [p for p in eval_problems(task, args.n_eval) if family in (None, p.family)]
+    out = sample(model, [tok(format_prompt(p.question))["input_ids"] for p in problems], rl.max_new_tokens,
+                 tok.eos_token_id, tok.pad_token_id, generator=torch.Generator().manual_seed(0), greedy=True)
+    texts = [tok.decode(ids, skip_special_tokens=True) for ids in out.response_lists()]
+    return model_dir, ws, task, problems, texts, [bool(c) for c in out.truncated]
+
+
+def main() -> None:
     from hicra.lab.tasks.base import computation_lines, difficulty, wrong_lines
 
     ap = argparse.ArgumentParser()
     policy_args(ap)
     args = ap.parse_args()
-    model_dir, model, tok, ws, rl = load_policy(args)
-    task = ws.task_mix()
-    problems = eval_problems(task, args.n_eval)
-    s = sample(model, [tok(format_prompt(p.question))["input_ids"] for p in problems], rl.max_new_tokens,
-               tok.eos_token_id, tok.pad_token_id, generator=torch.Generator().manual_seed(0), greedy=True)
+    model_dir, ws, task, problems, texts, _ = greedy_heldout(args)
     lines, wrong = Counter(), Counter()  # keyed by ("op", op), ("difficulty", d), ("family", f)
     outcome = Counter()
-    for p, ids in zip(problems, s.response_lists(), strict=True):
-        text = tok.decode(ids, skip_special_tokens=True)
+    for p, text in zip(problems, texts, strict=True):
         outcome[task.check(p, text).error_type or "correct"] += 1
         bad = set(wrong_lines(text))
         for x, op, y, z in computation_lines(text):

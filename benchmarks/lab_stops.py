@@ -29,25 +29,16 @@ def ran_past(problem, lines) -> bool:
 
 
 def main() -> None:
-    import torch
-    from lab_errors import load_policy, policy_args  # benchmarks/ is on sys.path when run as a script
+    from lab_errors import greedy_heldout, policy_args  # benchmarks/ is on sys.path when run as a script
 
-    from hicra.lab.model import format_prompt
-    from hicra.lab.sampling import sample
-    from hicra.lab.sft import eval_problems
     from hicra.lab.tasks.base import apply_op, computation_lines
 
     ap = argparse.ArgumentParser()
     policy_args(ap)
     args = ap.parse_args()
-    model_dir, model, tok, ws, rl = load_policy(args)
-    task = ws.task_mix()
-    problems = [p for p in eval_problems(task, args.n_eval) if p.family == "series"]
-    out = sample(model, [tok(format_prompt(p.question))["input_ids"] for p in problems], rl.max_new_tokens,
-                 tok.eos_token_id, tok.pad_token_id, generator=torch.Generator().manual_seed(0), greedy=True)
+    model_dir, ws, task, problems, texts, cuts = greedy_heldout(args, family="series")
     counts: Counter = Counter()
-    for p, ids, cut in zip(problems, out.response_lists(), out.truncated, strict=True):
-        text = tok.decode(ids, skip_special_tokens=True)
+    for p, text, cut in zip(problems, texts, cuts, strict=True):
         r = task.check(p, text)
         n = p.data["n"]
         counts[(n, "series")] += 1
@@ -55,13 +46,13 @@ def main() -> None:
             continue
         counts[(n, "one-by-one")] += 1
         counts[(n, "right")] += r.correct
-        counts[(n, "cut")] += bool(cut)
+        counts[(n, "cut")] += cut
         lines = computation_lines(text)
         counts[(n, "ran past b")] += ran_past(p, lines)
         distances = [(x, op, y, z) for x, op, y, z in lines if op == "-"]  # the stop check's lines, if any
         counts[(n, "distance lines")] += len(distances)
         counts[(n, "wrong")] += sum(apply_op(x, op, y) != z for x, op, y, z in distances)
-    print(f"model {model_dir}; greedy, {rl.max_new_tokens}-token budget, held-out series problems of the first "
+    print(f"model {model_dir}; greedy at RL's token budget, held-out series problems of the first "
           f"{args.n_eval}")
     cols = ("series", "one-by-one", "right", "cut", "ran past b")
     print(f"{'n':>4}" + "".join(f"{c:>12}" for c in cols))
