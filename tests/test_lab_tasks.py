@@ -372,6 +372,13 @@ def test_stop_check_puts_the_stop_on_the_line_above():
         bad = fam.render(fam.plan(p, "one-by-one", misapply=True), random.Random(0), clean)
         assert fam.check(p, bad).error_type == "planning" and fam.check(p, bad).strategy == "one-by-one"
     assert fam.params()["stop_check"] is True and "stop_check" not in written.params()
+    # written terms without the check keep their traces (the presets' corpora and cached warm starts depend on it):
+    # misapplied with two terms, the first term added twice and nothing else
+    from hicra.lab.tasks.base import execute
+
+    assert execute(written.plan(written.make(55, 4, 2), "one-by-one", misapply=True))[0] == [(55, "+", 55, 110)]
+    with_check = execute(fam.plan(fam.make(55, 4, 2), "one-by-one", misapply=True))[0]
+    assert with_check == [(59, "-", 55, 4), (55, "+", 4, 59), (4, "-", 4, 0), (55, "+", 55, 110)]
     with pytest.raises(ValueError, match="needs write_terms"):
         Series(stop_check=True)
 

@@ -134,6 +134,8 @@ class Series(Family):
         last term b), first the distance `r_0 = b - a`, and `r_i = r_(i-1) - d` after each term, so `r_(n-1) = 0`.
         Misapplied: one middle term is computed but not added (with two terms: the first one added twice)."""
         plan: list = [Say("one-by-one")]
+        if misapply and n == 2 and last is None:
+            return plan + [Calc(a, "+", a)]
         line = -1  # index of the last computation line
         distance = None
         if last is not None:
@@ -149,7 +151,7 @@ class Series(Family):
                 plan.append(Calc(distance, "-", d))
                 line += 1
                 distance = Ref(line)
-            if misapply and n == 2:
+            if misapply and n == 2:  # with the stop check: after the second term's distance
                 plan.append(Calc(a, "+", a))
                 return plan
             if i != skip:
