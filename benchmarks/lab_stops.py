@@ -58,15 +58,16 @@ def main() -> None:
     print(f"{'n':>4}" + "".join(f"{c:>12}" for c in cols))
     for n in sorted({n for n, _ in counts}):
         print(f"{n:>4}" + "".join(f"{counts[(n, c)]:>12}" for c in cols))
-    tot = {c: sum(v for (_, k), v in counts.items() if k == c) for c in cols}
-    dist = {c: sum(v for (_, k), v in counts.items() if k == c) for c in ("distance lines", "wrong")}
+    tot: Counter = Counter()
+    for (_, k), v in counts.items():
+        tot[k] += v
     print(f"{'all':>4}" + "".join(f"{tot[c]:>12}" for c in cols))
     if tot["one-by-one"]:
         print(f"one-by-one responses that ran past b: {tot['ran past b'] / tot['one-by-one']:.1%}; "
               f"cut: {tot['cut'] / tot['one-by-one']:.1%}; right: {tot['right'] / tot['one-by-one']:.1%}")
-    if dist["distance lines"]:
-        print(f"distance lines (stop check) wrong: {dist['wrong']} of {dist['distance lines']} "
-              f"({dist['wrong'] / dist['distance lines']:.1%})")
+    if tot["distance lines"]:
+        print(f"distance lines (stop check) wrong: {tot['wrong']} of {tot['distance lines']} "
+              f"({tot['wrong'] / tot['distance lines']:.1%})")
 
 
 if __name__ == "__main__":
