@@ -213,8 +213,10 @@ def test_token_advantages_per_algorithm():
 
 def test_micro_batches_give_the_same_update_as_one_pass(model_dir, tmp_path):
     """Length-sorted, trimmed micro-batches with weighted losses reproduce the one-pass gradient step."""
-    one = _run(model_dir, tmp_path / "one", algo="hicra", steps=1, micro_batch_size=0)
-    micro = _run(model_dir, tmp_path / "micro", algo="hicra", steps=1, micro_batch_size=2)
+    # 6 prompts: with 3 every group of the first step had equal rewards, so the gradient was 0 and the test vacuous
+    one = _run(model_dir, tmp_path / "one", algo="hicra", steps=1, prompts_per_step=6, micro_batch_size=0)
+    micro = _run(model_dir, tmp_path / "micro", algo="hicra", steps=1, prompts_per_step=6, micro_batch_size=2)
+    assert one["log"][0]["grad_norm"] > 0
     # one step from the same warm start: identical batches, so losses, gradients and updated weights must agree
     assert abs(one["log"][0]["loss/pg_loss"] - micro["log"][0]["loss/pg_loss"]) < 1e-6
     assert one["log"][0]["reward"] == micro["log"][0]["reward"]
@@ -228,6 +230,28 @@ def test_micro_batches_give_the_same_update_as_one_pass(model_dir, tmp_path):
         off = (w1[k] - w2[k]).abs() > 1e-4
         assert int(off.sum()) <= max(2, off.numel() // 10_000), k
         assert float((w1[k] - w2[k]).abs().max()) <= 2 * lr * BASE["minibatches"] + 1e-6, k
+
+
+def test_skipping_zero_advantage_rows_keeps_the_update(model_dir, tmp_path):
+    """Rows whose advantages are all 0 have a zero loss gradient: leaving them out of the pass (the default) gives
+    the gradient and the weights of the full pass."""
+    from hicra.lab.rl import gradient_rows
+
+    full = _run(model_dir, tmp_path / "full", algo="hicra", steps=1, prompts_per_step=6, skip_zero_advantage=False)
+    skip = _run(model_dir, tmp_path / "skip", algo="hicra", steps=1, prompts_per_step=6)
+    rows = _rollouts(tmp_path / "skip")[0][1]
+    groups = [{r["reward"] for r in rows[i: i + BASE["group_size"]]} for i in range(0, len(rows), BASE["group_size"])]
+    assert any(len(g) == 1 for g in groups) and any(len(g) > 1 for g in groups)  # some rows skipped, some run
+    assert skip["log"][0]["reward"] == full["log"][0]["reward"]
+    assert skip["log"][0]["grad_norm"] == pytest.approx(full["log"][0]["grad_norm"], rel=1e-5)
+    w1, w2 = _weights(tmp_path / "full"), _weights(tmp_path / "skip")
+    for k in w1:  # as above: Adam's near-zero elements may flip sign from rounding alone
+        off = (w1[k] - w2[k]).abs() > 1e-4
+        assert int(off.sum()) <= max(2, off.numel() // 10_000), k
+    # the rule itself: all-zero rows go unless a KL term pulls every token
+    adv = torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.0, -0.1]])
+    assert gradient_rows(torch.arange(3), adv, 0.0).tolist() == [1, 2]
+    assert gradient_rows(torch.arange(3), adv, 0.05).tolist() == [0, 1, 2]
 
 
 def _reference_greedy(model, tokenizer, prompts, max_new_tokens, calculator):

@@ -63,6 +63,10 @@ class RLConfig:
     lr: float = 5e-4
     minibatches: int = 2  # gradient steps per rollout batch (the later ones are slightly off-policy)
     micro_batch_size: int = 16  # rows per forward/backward pass (length-sorted, trimmed); 0 = whole minibatch
+    # leave rows whose every token advantage is 0 out of the forward/backward pass (e.g. GRPO groups whose rewards
+    # are all equal: ~2/3 of the lab's tokens); their loss and gradient are exactly 0 without a KL term, so the
+    # update is the same and only the `loss/*` statistics change (they average the rows that were run)
+    skip_zero_advantage: bool = True
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     # evaluation on a fixed held-out set (disjoint from training by construction): before and after RL, and
@@ -117,6 +121,15 @@ def micro_batches(rows, lengths, size: int) -> list:
         return [rows]
     ordered = rows[torch.sort(lengths[rows], stable=True).indices]
     return list(ordered.split(size))
+
+
+def gradient_rows(rows, token_advantages, kl_coef: float):
+    """The rows of `rows` (index tensor) whose policy-gradient loss can have a non-zero gradient: with `kl_coef`
+    0, those with a non-zero token advantage ([B, T] `token_advantages`); every row otherwise (the KL term pulls
+    each token). A row whose advantages are all 0 has clipped surrogate -max(0 * r, 0 * clip(r)) = 0 at any ratio."""
+    if kl_coef:
+        return rows
+    return rows[(token_advantages[rows] != 0).any(1)]
 
 
 def token_advantages(cfg: RLConfig, adv, response_mask, planning_mask, entropies, generator, alpha=None):
@@ -370,6 +383,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         bsz = len(results)
         order = torch.arange(bsz)
         stats_sum: dict[str, float] = {}
+        stats_n: dict[str, int] = {}
         ref_lp = None
         if ref_model is not None:
             with torch.no_grad():
@@ -383,7 +397,11 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
             opt.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
             weights: dict[str, float] = {}
-            for micro in micro_batches(chunk, lengths, cfg.micro_batch_size):
+            active = gradient_rows(chunk, tok_adv, cfg.kl_coef) if cfg.skip_zero_advantage else chunk
+            if not len(active):  # every gradient is 0: give Adam zeros, as a full pass would
+                for p in model.parameters():
+                    p.grad = torch.zeros_like(p)
+            for micro in micro_batches(active, lengths, cfg.micro_batch_size) if len(active) else []:
                 t_len = int(lengths[micro].max())
                 p_mask = s.prompt_mask[micro]
                 p0 = int(p_mask.any(0).nonzero()[0])  # leading columns that are padding in every row
@@ -404,8 +422,10 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step()
             sums["grad_norm"], weights["grad_norm"] = float(grad_norm), 1.0
-            for k, v in sums.items():
-                stats_sum[k] = stats_sum.get(k, 0.0) + v / weights[k] / cfg.minibatches
+            for k, v in sums.items():  # mean over the minibatches that ran the statistic
+                stats_sum[k] = stats_sum.get(k, 0.0) + v / weights[k]
+                stats_n[k] = stats_n.get(k, 0) + 1
+        stats_sum = {k: v / stats_n[k] for k, v in stats_sum.items()}
         model.eval()
 
         n_tokens = int(s.response_mask.sum())
