@@ -5,14 +5,26 @@ from __future__ import annotations
 
 import pytest
 
-from hicra.lab.presets import KNOBS, SERIES, TASKS, TASKS_14EP, get_preset, narrowed_tasks, parse_universe
+from hicra.lab.presets import (
+    KNOBS,
+    SERIES,
+    TASKS,
+    TASKS_14EP,
+    TASKS_FAV06,
+    get_preset,
+    narrowed_tasks,
+    parse_universe,
+)
 from hicra.lab.sft import WarmStartConfig
 from hicra.lab.tasks import MultiPart
 
 
 def test_preset_warm_start_keys_are_the_measured_ones():
-    # docs/lab.md's figures name these warm starts: the presets of session 18 (favourite share 0.6) and before
+    # docs/lab.md's figures name these warm starts: the presets of session 20 (stop check, favourite share 0.85,
+    # measured as RECIPE5), of session 18 (favourite share 0.6) and before
     assert [get_preset("quick", warm_start_seed=s)[0].key() for s in range(5)] == [
+        "e27a5f1d59e89087", "68f23429366b3209", "62f97b0f7719e155", "a1229502afd9594a", "22c1c7e49c4d0dba"]
+    assert [get_preset("quick-fav0.6", warm_start_seed=s)[0].key() for s in range(5)] == [
         "80d6beb5c50fb1e7", "5ab8343d34afcd41", "fa257fd75fbf33c5", "5c79fbe4693bda1e", "58d05e62e1385c41"]
     assert get_preset("quick-14ep", warm_start_seed=0)[0].key() == "f49f887ae4a5caf2"
     # quick and default share warm start and RL since session 18; the 14-epoch default ran 150 steps at 2e-5
@@ -20,7 +32,10 @@ def test_preset_warm_start_keys_are_the_measured_ones():
     ws, rl = get_preset("default-14ep")
     assert (rl.steps, rl.lr, ws.favourite_share, ws.strategy_hints, ws.tasks) == (150, 2e-5, 0.0, 0.0, TASKS_14EP)
     ws, rl = get_preset("quick")
-    assert (rl.steps, rl.lr, ws.strategy_prior, ws.favourite_share, ws.tasks) == (60, 5e-5, "blind-common", 0.6, TASKS)
+    assert (rl.steps, rl.lr, ws.strategy_prior, ws.favourite_share, ws.tasks) == (80, 5e-5, "blind-common", 0.85, TASKS)
+    ws, rl = get_preset("default-fav0.6")
+    assert (rl.steps, ws.favourite_share, ws.tasks, rl.tasks) == (60, 0.6, TASKS_FAV06, TASKS_FAV06)
+    assert all(spec.get("series", spec).get("stop_check") for spec in TASKS if spec["family"] != "product")
 
 
 def test_narrowed_tasks_update_the_given_base():
@@ -29,8 +44,9 @@ def test_narrowed_tasks_update_the_given_base():
     specs = narrowed_tasks(None, parse_universe("a_max=19"), base=TASKS)
     assert specs[0] == {"family": "series", **SERIES} and specs[1] == {"family": "product", "a_max": 19}
     assert specs[2] == {"family": "multi", "series": SERIES, "product": {"a_max": 19}}
-    # the recipe's flags on the 14-epoch preset build the presets' tasks
-    assert narrowed_tasks(parse_universe("write_terms=1,counts=2-12"), base=TASKS_14EP) == TASKS
+    # the recipes' flags on the earlier presets build the presets' tasks
+    assert narrowed_tasks(parse_universe("write_terms=1,counts=2-12"), base=TASKS_14EP) == TASKS_FAV06
+    assert narrowed_tasks(parse_universe("stop_check=1"), base=TASKS_FAV06) == TASKS
 
 
 def test_favourite_share_is_a_knob_and_is_validated():

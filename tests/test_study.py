@@ -345,7 +345,7 @@ def test_knob_cells_plan_the_grid(tmp_path):
     runs/CELL/ARM/, a warm start with the cell's knobs and warm-start seed, and the cell's optimum in RL."""
     from hicra.study import parse_cells
 
-    cells = parse_cells("execution_noise=0,0.05;strategy_prior=oracle,blind;optimum=diverse,single-route")
+    cells = parse_cells("execution_noise=0,0.05;strategy_prior=oracle,blind-common;optimum=diverse,single-route")
     assert len(cells) == 8 and cells == PRESETS["controls"].cells
     assert cells["exec0.05_prior-oracle_opt-single-route"] == {"execution_noise": 0.05, "strategy_prior": "oracle",
                                                                "optimum": "single-route"}
@@ -393,13 +393,13 @@ def test_control_checks_pool_matching_cells_and_apply_thresholds():
     def expected_order(k):
         if k["execution_noise"] > 0 and k["strategy_prior"] == "oracle":
             return "execution-first"
-        if k["execution_noise"] == 0 and k["strategy_prior"] == "blind":
+        if k["execution_noise"] == 0 and k["strategy_prior"] == "blind-common":
             return "planning-first"
         return "simultaneous"
 
     runs = []
     for name, k in cells.items():
-        blind_diverse = k["strategy_prior"] == "blind" and k["optimum"] == "diverse"
+        blind_diverse = k["strategy_prior"] == "blind-common" and k["optimum"] == "diverse"
         runs += [run(name, blind_diverse, expected_order(k)) for _ in range(6)]  # 2 warm starts x 3 RL seeds
         # other arms are never pooled, whatever they show
         runs += [run(name, not blind_diverse, "none", arm="hicra") for _ in range(6)]
@@ -407,7 +407,7 @@ def test_control_checks_pool_matching_cells_and_apply_thresholds():
     by = {c["name"]: c for c in ok["criteria"]}
     assert ok["all_passed"] and len(by) == len(CONTROL_CRITERIA) == 6
     assert by["exploration-where-possible"]["cells"] == sorted(
-        n for n, k in cells.items() if k["strategy_prior"] == "blind" and k["optimum"] == "diverse")
+        n for n, k in cells.items() if k["strategy_prior"] == "blind-common" and k["optimum"] == "diverse")
     assert (by["exploration-where-possible"]["n_runs"], by["exploration-where-possible"]["hits"]) == (12, 12)
     # the negative control pools the union: single-route or oracle, 6 of the 8 cells
     neg = by["no-exploration-where-impossible"]
@@ -430,7 +430,7 @@ def test_control_checks_pool_matching_cells_and_apply_thresholds():
     # 3/36 = 0.083 <= 0.1 passes, 4/36 = 0.11 fails, also spread over oracle and single-route cells
     impossible = [i for i in grpo if i not in explorers]
     spread = ([i for i in impossible if cells[runs[i]["cell"]]["optimum"] == "single-route"
-               and cells[runs[i]["cell"]]["strategy_prior"] == "blind"][:2]
+               and cells[runs[i]["cell"]]["strategy_prior"] == "blind-common"][:2]
               + [i for i in impossible if cells[runs[i]["cell"]]["strategy_prior"] == "oracle"
                  and cells[runs[i]["cell"]]["optimum"] == "diverse"][:2])
     assert passed(edit(spread[1:], exploration_detected=True), "no-exploration-where-impossible")["passed"] is True

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from hicra.errors import InputError
+from hicra.lab.presets import PRESETS
 from hicra.lab.rl import ALGORITHMS as ALGOS
 from hicra.lab.tasks.base import OPTIMA, STRATEGY_PRIORS
 
@@ -22,9 +23,10 @@ def register(subparsers) -> None:
         "settings), run RL with the chosen algorithm, write a run directory and analyse it. Accuracy of the "
         "warm start and after RL is measured on the same held-out problems (greedy, and sampled at the RL "
         "temperature, 0.7 in the presets).")
-    p.add_argument("--preset", choices=("quick", "default", "quick-14ep", "default-14ep"), default="quick",
-                   help="quick (default; what make demo runs) or default (the study's unit run; the same RL since "
-                        "2026-12-01); quick-14ep / default-14ep: the presets before (docs/lab.md)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="quick",
+                   help="quick (default; what make demo runs) or default (the study's unit run; the same settings "
+                        "since 2026-12-01); quick-fav0.6 / default-fav0.6 and quick-14ep / default-14ep: earlier "
+                        "presets, kept so their figures can be rerun (docs/lab.md)")
     p.add_argument("--algo", choices=ALGOS, default="hicra", help="advantage scheme (default hicra)")
     p.add_argument("--alpha", type=float, default=0.2, help="amplification for hicra / controls (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="RL seed (default 0); the warm start is shared")

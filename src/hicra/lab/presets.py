@@ -17,8 +17,14 @@ from hicra.lab.sft import WarmStartConfig
 # response budget on long series and most multi-part problems while pairing always fits (docs/lab.md, "The response
 # budget" and "A less lopsided blind prior"). Universes narrowed further (e.g. {"max_start": 30, "max_step": 5} /
 # {"a_max": 19}) learn in fewer epochs but repeat 25-31% of draws.
-SERIES = {"write_terms": 1, "counts": list(range(2, 13))}
+# One-by-one counts down to the last term (`stop_check`: `b-a=r` once, then `r-d=r'` after each written term, the
+# answer after the line that reaches 0), so it stops where the prompt says (docs/lab.md, "A local stop for
+# one-by-one"). The presets since 2026-12-01 (session 20).
+SERIES = {"write_terms": 1, "counts": list(range(2, 13)), "stop_check": 1}
 TASKS = [{"family": "series", **SERIES}, {"family": "product"}, {"family": "multi", "series": SERIES}]
+# The presets of session 18 (2026-12-01), kept as `quick-fav0.6` / `default-fav0.6`: no stop check, favourite 0.6.
+SERIES_FAV06 = {"write_terms": 1, "counts": list(range(2, 13))}
+TASKS_FAV06 = [{"family": "series", **SERIES_FAV06}, {"family": "product"}, {"family": "multi", "series": SERIES_FAV06}]
 # The presets until 2026-12-01 (session 18), kept as `quick-14ep` / `default-14ep` so the figures measured with them
 # (docs/lab.md, sections dated before session 18) can be rerun: series of 2-9 terms without written terms.
 TASKS_14EP = [{"family": "series"}, {"family": "product"}, {"family": "multi"}]
@@ -49,27 +55,34 @@ def parse_universe(text: str | None) -> dict[str, int | list[int]]:
 
 
 # The warm start: 8000 traces x 14 epochs at lr 1.5e-3 (9 epochs left some seeds under-trained, docs/lab.md "Longer
-# SFT"); a problem-blind prior whose favourite is one-by-one, at probability 0.6 (`blind-common`, `favourite_share`),
-# so greedy decoding starts it while the alternatives are practised and sampled; half the prompts name a uniformly
-# drawn strategy (`strategy_hints`, so every strategy is practised); traces up to 320 tokens, above RL's 192-token
-# budget, so the warm start starts long strategies that RL's budget then cuts.
+# SFT"); a problem-blind prior whose favourite is one-by-one, at probability 0.85 (`blind-common`, `favourite_share`:
+# at 0.6 the favourite's eight paraphrases tie with the other strategies' first words and greedy decoding's first
+# planning token became a seed lottery, docs/lab.md "A local stop for one-by-one"), so greedy decoding starts it
+# while the alternatives are practised and sampled; half the prompts name a uniformly drawn strategy
+# (`strategy_hints`, so every strategy is practised); traces up to 320 tokens, above RL's 192-token budget, so the
+# warm start starts long strategies that RL's budget then cuts.
 _WARM = WarmStartConfig(tasks=TASKS, size="1m", n_train=8000, epochs=14, batch_size=16, lr=1.5e-3,
-                        strategy_prior="blind-common", favourite_share=0.6, strategy_hints=0.5,
+                        strategy_prior="blind-common", favourite_share=0.85, strategy_hints=0.5,
                         max_response_tokens=320)
+_WARM_FAV06 = replace(_WARM, tasks=TASKS_FAV06, favourite_share=0.6)
 
-# RL: 60 steps x 16 prompts x 8 samples at temperature 0.7 (rollouts near the greedy path train the decisions greedy
-# decoding makes; the sampled evaluation uses the same temperature) and lr 5e-5. Over ten (warm-start seed, RL seed)
-# pairs of this recipe the held-out greedy gain with GRPO was positive in every pair (docs/lab.md, "A less lopsided
-# blind prior"), and a run takes 229-248 s of one core, at or just above the issue's 240 s for the study's unit run;
-# so the default run uses the same RL as the quick one. The 14-epoch presets before them ran 150 steps at 2e-5 (default).
-_RL = RLConfig(tasks=TASKS, steps=60, prompts_per_step=16, group_size=8, max_new_tokens=192, lr=5e-5,
+# RL: 80 steps x 16 prompts x 8 samples at temperature 0.7 (rollouts near the greedy path train the decisions greedy
+# decoding makes; the sampled evaluation uses the same temperature) and lr 5e-5. The default run uses the same RL as
+# the quick one, so the study's unit run is the demo's run (docs/lab.md, "Presets"). Session 18's presets ran 60
+# steps (before rows with all-zero advantages left the backward pass, a step cost 3.8 s of one core; now ~2.1 s);
+# the 14-epoch presets before them ran 150 steps at 2e-5 (default).
+_RL = RLConfig(tasks=TASKS, steps=80, prompts_per_step=16, group_size=8, max_new_tokens=192, lr=5e-5,
                temperature=0.7, n_eval=256, eval_every=20, n_probe=64, checkpoint_every=20)
+_RL_FAV06 = replace(_RL, tasks=TASKS_FAV06, steps=60)
 
 _WARM_14EP = WarmStartConfig(tasks=TASKS_14EP, size="1m", n_train=8000, epochs=14, batch_size=16, lr=1.5e-3,
                              max_response_tokens=192)
 PRESETS: dict[str, tuple[WarmStartConfig, RLConfig]] = {
     "quick": (_WARM, _RL),
     "default": (_WARM, _RL),
+    # session 18 (2026-12-01): no stop check, favourite share 0.6, 60 RL steps
+    "quick-fav0.6": (_WARM_FAV06, _RL_FAV06),
+    "default-fav0.6": (_WARM_FAV06, _RL_FAV06),
     # until 2026-12-01 (session 18): the 14-epoch unhinted warm start of the `blind` prior, RL at lr 2e-5
     "quick-14ep": (
         _WARM_14EP,

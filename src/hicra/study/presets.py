@@ -55,24 +55,23 @@ PRESETS: dict[str, StudyPreset] = {
             "checkpoint_every": 1, "minibatches": 1},
         threshold=0.5, threshold_window=1),
     "quick": StudyPreset(
-        name="quick", description="every arm, 3 seeds, 60-step runs: about 4 min of one core each, after a ~30-min warm start",
-        seeds=3, arms=list(ARMS), lab_preset="quick",
-        rl={"steps": 60, "n_eval": 256, "checkpoint_every": 10}),
+        name="quick", description="every arm, 3 seeds, the lab's quick runs (80 steps): about 4 min of one core "
+        "each, after a ~30-min warm start",
+        seeds=3, arms=list(ARMS), lab_preset="quick", rl={"checkpoint_every": 10}),
     "full": StudyPreset(
         name="full", description="every arm, 8 seeds, the lab's default runs (hours on 2 cores: docs/study.md)",
         seeds=8, arms=list(ARMS), lab_preset="default"),
-    # v2 (issue 15): as docs/study.md's pre-registered section (a draft until frozen) states them. The draft was
-    # written against the lab presets before 2026-12-01 (session 18), now `default-14ep`; it stays pinned there
-    # until the draft is revised for the current presets (whose favourite share, tasks and RL differ).
+    # v2 (issue 15): as docs/study.md's pre-registered section (a draft until frozen) states them, on the lab's
+    # `default` preset (since session 20; the draft's first version was pinned to `default-14ep`).
     "controls": StudyPreset(
         name="controls", description="v2 control cells: execution noise {0, 0.05} x strategy prior {oracle, "
-        "blind} x optimum {diverse, single-route}, GRPO, 2 warm-start seeds x 3 RL seeds per cell",
-        seeds=3, warm_start_seeds=2, arms=["grpo"], lab_preset="default-14ep"),  # cells: knob_grid at the end
+        "blind-common} x optimum {diverse, single-route}, GRPO, 2 warm-start seeds x 3 RL seeds per cell",
+        seeds=3, warm_start_seeds=2, arms=["grpo"], lab_preset="default"),  # cells: knob_grid at the end
     "main": StudyPreset(
         name="main", description="v2 main arms, 4 warm-start seeds x 4 RL seeds = 16 pairs per arm, the lab's "
         "default runs",
         seeds=4, warm_start_seeds=4, arms=["grpo", "hicra", "placebo", "high-entropy", "phase-aware", "gated"],
-        lab_preset="default-14ep"),
+        lab_preset="default"),
 }
 
 
@@ -222,8 +221,11 @@ def study_settings(preset: StudyPreset) -> dict:
 # ---------------------------------------------------------------- control cells and their pass criteria
 
 CONTROL_NOISE = {"none": 0.0, "high": 0.05}  # the control cells' execution noise levels (WarmStartConfig)
+# the control cells' problem-blind prior: the lab presets' own (`blind-common` at their favourite share, 0.85)
+CONTROL_PRIORS = {"oracle": "oracle", "blind": "blind-common"}
 PRESETS["controls"].cells = knob_grid({"execution_noise": list(CONTROL_NOISE.values()),
-                                       "strategy_prior": ["oracle", "blind"], "optimum": ["diverse", "single-route"]})
+                                       "strategy_prior": list(CONTROL_PRIORS.values()),
+                                       "optimum": ["diverse", "single-route"]})
 
 
 @dataclass(frozen=True)
@@ -248,17 +250,18 @@ class ControlCriterion:
 
 def _order_flip(noise: str, prior: str, order: str, why: str) -> tuple[ControlCriterion, ...]:
     return tuple(ControlCriterion(f"{order}-{noise}-execution-{prior}-plan-{opt}",
-                                  ({"execution_noise": CONTROL_NOISE[noise], "strategy_prior": prior,
+                                  ({"execution_noise": CONTROL_NOISE[noise], "strategy_prior": CONTROL_PRIORS[prior],
                                     "optimum": opt},), f"order:{order}", at_least=2 / 3, why=why)
                  for opt in ("diverse", "single-route"))
 
 
 CONTROL_CRITERIA: tuple[ControlCriterion, ...] = (
-    ControlCriterion("exploration-where-possible", ({"strategy_prior": "blind", "optimum": "diverse"},),
+    ControlCriterion("exploration-where-possible", ({"strategy_prior": CONTROL_PRIORS["blind"], "optimum": "diverse"},),
                      "exploration", at_least=0.8,
                      why="positive control: a problem-blind prior under a problem-dependent optimum leaves "
                          "strategy entropy room to rise"),
-    ControlCriterion("no-exploration-where-impossible", ({"optimum": "single-route"}, {"strategy_prior": "oracle"}),
+    ControlCriterion("no-exploration-where-impossible",
+                     ({"optimum": "single-route"}, {"strategy_prior": CONTROL_PRIORS["oracle"]}),
                      "exploration", at_most=0.1,
                      why="negative control: one strategy is cheapest everywhere (reward pulls entropy down) or the "
                          "warm start already plans like the optimum"),
