@@ -53,7 +53,6 @@ def run_lab(model_dir: Path, args, threads: int, backend: str = "auto", tokens: 
 
     from hicra.dynamics.records import read_rollouts
     from hicra.lab import sampling
-    from hicra.lab.model import format_prompt
     from hicra.lab.presets import PRESETS
     from hicra.lab.rl import RLConfig, run_rl
 
@@ -61,22 +60,34 @@ def run_lab(model_dir: Path, args, threads: int, backend: str = "auto", tokens: 
 
     cfg = RLConfig(algo="grpo", tasks=PRESETS[args.preset][0].tasks, steps=args.warmup + args.steps, prompts_per_step=args.prompts,
                    group_size=args.group, max_new_tokens=args.tokens, minibatches=1, n_eval=1, eval_every=0,
-                   snapshots=False, checkpoint_every=10**6, threads=threads, lr=1e-4)
+                   snapshots=False, checkpoint_every=10**6, threads=threads, lr=1e-4,
+                   skip_zero_advantage=not args.full_pass)
     try:
         with tempfile.TemporaryDirectory() as run_dir:
             out = run_rl(cfg, model_dir, Path(run_dir) / "run", progress=False, log=lambda *a: None)
             if tokens is not None:
                 tok = AutoTokenizer.from_pretrained(model_dir)
-                table = read_rollouts(Path(run_dir) / "run", columns=["step", "prompt", "token_ids"]).to_pylist()
+                table = read_rollouts(Path(run_dir) / "run",
+                                      columns=["step", "prompt", "token_ids", "reward"]).to_pylist()
                 for step in range(args.warmup, args.warmup + args.steps):
                     rows = [r for r in table if r["step"] == step]
-                    prompts = {r["prompt"] for r in rows}  # a group's rows share their prompt
-                    tokens.append((sum(len(tok(format_prompt(q))["input_ids"]) for q in prompts),
-                                   sum(len(r["token_ids"]) for r in rows), len(rows)))
+                    # rows that carry a gradient: groups (consecutive rows) whose rewards differ
+                    groups = [rows[i: i + args.group] for i in range(0, len(rows), args.group)]
+                    live = [r for g in groups if len({x["reward"] for x in g}) > 1 or args.full_pass for r in g]
+                    tokens.append((*_token_counts(tok, rows), *_token_counts(tok, live)))
     finally:
         sampling.DEFAULT_BACKEND = "auto"
     timed = out["timings"][args.warmup :]
     return len(timed) / sum(t["seconds"] for t in timed)
+
+
+def _token_counts(tok, rows) -> tuple[int, int, int]:
+    """(distinct prompts' tokens, response tokens, rows): a group's rows share their prompt."""
+    from hicra.lab.model import format_prompt
+
+    prompts = {r["prompt"] for r in rows}
+    return (sum(len(tok(format_prompt(q))["input_ids"]) for q in prompts), sum(len(r["token_ids"]) for r in rows),
+            len(rows))
 
 
 def run_trl(model_dir: Path, task, args, threads: int) -> float:
@@ -130,8 +141,9 @@ def flop_floor(model_dir: Path, tokens: list, threads: int) -> dict:
     """A lower bound on the lab's step time: the matrix-multiply FLOPs a step cannot avoid, at the best rate this
     machine's torch.mm reaches on the model's own layer shapes.
 
-    A step must pass each token it feeds to the network once when sampling and once more when training (forward +
-    backward = 3 passes' worth): 2 * (1 + 3) FLOPs per linear weight per token. Counted generously low: a prompt
+    A step must pass each token it feeds to the network once when sampling, and once more when training (forward +
+    backward = 3 passes' worth) each token of a row that carries a gradient (a group whose rewards differ; every
+    row with --full-pass): 2 FLOPs per linear weight per token and pass. Counted generously low: a prompt
     once per group (its rows share it), no padding, no pass for a response's last token (nothing reads its
     output), the lm_head only where a response token is predicted, and no attention scores, norms or elementwise
     work. The rate is the best of several timed torch.mm calls at each layer shape with 1024 rows (a training
@@ -146,7 +158,8 @@ def flop_floor(model_dir: Path, tokens: list, threads: int) -> dict:
     linear = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
     head = model.get_output_embeddings().weight.numel()
     body = sum(w.numel() for w in linear) - head
-    flops_per_step = [2 * (1 + 3) * (body * (p + r - rows) + head * r) for p, r, rows in tokens]
+    flops_per_step = [2 * (body * (p + r - rows) + head * r) + 2 * 3 * (body * (tp + tr - trows) + head * tr)
+                      for p, r, rows, tp, tr, trows in tokens]
     best = 0.0
     for shape in {tuple(w.shape) for w in linear}:
         a, b = torch.randn(1024, shape[1]), torch.randn(shape[1], shape[0])
@@ -177,6 +190,8 @@ def main(argv=None) -> int:
                    help="torch threads of the like-for-like comparison (default 1: the lab's default, TRL's best "
                         "on 2 shared cores)")
     p.add_argument("--no-hf-lab", action="store_true", help="skip the lab run with the HF-forward sampler")
+    p.add_argument("--full-pass", action="store_true", help="the lab trains on every row, as TRL does (default: "
+                   "rows whose advantages are all 0 are left out of the backward pass, `skip_zero_advantage`)")
     args = p.parse_args(argv)
     import torch
 
