@@ -281,9 +281,9 @@ def _reference_greedy(model, tokenizer, prompts, max_new_tokens, calculator):
     return outs
 
 
-def test_probes_equal_their_token_by_token_definition(model_dir):
-    """The batched probes (one teacher-forced pass; calculator rounds with a KV cache) give what decoding every
-    line / response greedily one token at a time gives."""
+def test_probes_equal_their_token_by_token_definition(model_dir, monkeypatch):
+    """The batched probes (one teacher-forced pass; the calculator in one KV-cache pass of the plain-torch decoder,
+    or in rounds for other models) give what decoding every line / response greedily one token at a time gives."""
     import random
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -297,7 +297,12 @@ def test_probes_equal_their_token_by_token_definition(model_dir):
     task = TaskMix(TASKS, heldout_share=0.3)
     problems = task.heldout(8) + [task.sample(random.Random(1), "train") for _ in range(8)]
     prompts = [tok(format_prompt(p.question))["input_ids"] for p in problems]
-    assert calculator_decode(model, tok, prompts, 40) == _reference_greedy(model, tok, prompts, 40, True)
+    reference = _reference_greedy(model, tok, prompts, 40, True)
+    assert calculator_decode(model, tok, prompts, 40) == reference
+    assert sum(len(o) for o in reference) > 8 * len(prompts)  # responses long enough to hold computation lines
+    with monkeypatch.context() as m:  # the rounds, as for a model the plain-torch decoder does not support
+        m.setattr("hicra.lab.fastdecode.unsupported_reason", lambda model: "test")
+        assert calculator_decode(model, tok, prompts, 40) == reference
     # the execution probe: each line's prefix decoded greedily until the line ends
     rng, right, total = random.Random(0), 0, 0
     for p, prompt in zip(problems, prompts, strict=True):

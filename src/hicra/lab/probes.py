@@ -76,15 +76,19 @@ def calculator_decode(model, tokenizer, prompts: list[list[int]], max_new_tokens
     """Greedy responses (token ids, at most `max_new_tokens` each, the calculator's included) in which the true
     result and a newline follow every open computation line `X op Y=` the model writes.
 
-    Decoded in rounds: every unfinished response is continued greedily (batched, KV cache) until it writes a token
-    ending in `=`, eos, or spends its budget; after an open line the calculator appends the result. The same tokens
-    as forcing the result inside a token-by-token greedy loop (tested), at a fraction of the cost."""
+    Models the plain-torch decoder supports (on the CPU) are decoded in one pass, the calculator's tokens fed in
+    place of the argmax (`_calculator_decode_fast`); others in rounds: every unfinished response is continued
+    greedily (batched, KV cache) until it writes a token ending in `=`, eos, or spends its budget, then the
+    calculator appends the result and the next round prefills again. Both give the same tokens as forcing the
+    result inside a token-by-token greedy loop (tested)."""
+    from hicra.lab.fastdecode import unsupported_reason
     from hicra.lab.sampling import sample
-    from hicra.lab.tasks.base import apply_op
 
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     equals = [i for i in tokenizer.get_vocab().values() if tokenizer.decode([i]).endswith("=")]
     newline = tokenizer("\n")["input_ids"]
+    if prompts and unsupported_reason(model) is None and next(model.parameters()).device.type == "cpu":
+        return _calculator_decode_fast(model, tokenizer, prompts, max_new_tokens, set(equals), newline)
     outs: list[list[int]] = [[] for _ in prompts]
     active = list(range(len(prompts)))
     while active:
@@ -95,15 +99,69 @@ def calculator_decode(model, tokenizer, prompts: list[list[int]], max_new_tokens
             outs[i] += new[: max_new_tokens - len(outs[i])]
             if len(outs[i]) >= max_new_tokens or not outs[i] or outs[i][-1] not in equals:
                 continue  # eos, or out of budget
-            tail = tokenizer.decode(outs[i][-24:], skip_special_tokens=True).rsplit("\n", 1)[-1]
-            m = _OPEN_LINE.search(tail)
-            if m:
-                value = apply_op(int(m.group(1)), m.group(2), int(m.group(3)))
-                if value is not None and value.denominator == 1:
-                    outs[i] = (outs[i] + tokenizer(str(int(value)))["input_ids"] + newline)[:max_new_tokens]
+            outs[i] = (outs[i] + _forced_result(tokenizer, outs[i], newline))[:max_new_tokens]
             if len(outs[i]) < max_new_tokens:
                 still.append(i)
         active = still
+    return outs
+
+
+def _forced_result(tokenizer, out: list[int], newline: list[int]) -> list[int]:
+    """The calculator's tokens after a response that ends in an open line `X op Y=`: the true result and a newline
+    ([] when the line does not parse or its result is no integer)."""
+    from hicra.lab.tasks.base import apply_op
+
+    tail = tokenizer.decode(out[-24:], skip_special_tokens=True).rsplit("\n", 1)[-1]
+    m = _OPEN_LINE.search(tail)
+    if not m:
+        return []
+    value = apply_op(int(m.group(1)), m.group(2), int(m.group(3)))
+    if value is None or value.denominator != 1:
+        return []
+    return tokenizer(str(int(value)))["input_ids"] + newline
+
+
+@torch.no_grad()
+def _calculator_decode_fast(model, tokenizer, prompts, max_new_tokens, equals: set[int], newline) -> list[list[int]]:
+    """`calculator_decode` in one pass of the plain-torch decoder: every row is decoded one token at a time with its
+    KV cache, and a row whose queue holds calculator tokens is fed those instead of its argmax (no re-prefill after
+    each line, as the rounds need)."""
+    from hicra.lab.fastdecode import FastDecoder
+    from hicra.lab.sampling import left_pad, positions
+
+    eos = tokenizer.eos_token_id
+    dec = FastDecoder(model)
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
+    logits = dec.prefill(ids, mask, max_new_tokens)
+    next_pos = positions(mask)[:, -1] + 1
+    outs: list[list[int]] = [[] for _ in prompts]
+    queues: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    held = list(range(len(prompts)))  # the prompts the decoder's batch holds, in its row order
+    for _ in range(max_new_tokens):
+        best = logits.argmax(-1).tolist()
+        step_tok = []
+        for row, i in enumerate(held):
+            if done[i]:
+                step_tok.append(eos)  # a finished row's token and logits are ignored
+                continue
+            tok = queues[i].pop(0) if queues[i] else best[row]
+            outs[i].append(tok)
+            if tok == eos or len(outs[i]) >= max_new_tokens:
+                done[i] = True
+            elif tok in equals and not queues[i]:
+                queues[i] = _forced_result(tokenizer, outs[i], newline)
+            step_tok.append(tok)
+        running = [row for row, i in enumerate(held) if not done[i]]
+        if not running:
+            break
+        if 4 * len(running) < 3 * len(held):  # compact the cache to the running rows (as `sample` does)
+            keep = torch.tensor(running)
+            dec.keep(keep)
+            held, next_pos = [held[r] for r in running], next_pos[keep]
+            step_tok = [step_tok[r] for r in running]
+        logits = dec.step(torch.tensor(step_tok), next_pos)
+        next_pos = next_pos + 1
     return outs
 
 
