@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--preset", choices=tuple(PRESETS), default="quick",
                    help="quick (default; what make demo runs) or default (the study's unit run; the same settings "
                         "since 2026-12-01); quick-fav0.6 / default-fav0.6 and quick-14ep / default-14ep: earlier "
-                        "presets, kept so their figures can be rerun (docs/lab.md)")
+                        "presets, kept so their settings can be rerun (with today's RL code: a new sample of their "
+                        "figures, not a replay; docs/lab.md)")
     p.add_argument("--algo", choices=ALGOS, default="hicra", help="advantage scheme (default hicra)")
     p.add_argument("--alpha", type=float, default=0.2, help="amplification for hicra / controls (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="RL seed (default 0); the warm start is shared")

@@ -64,8 +64,8 @@ class RLConfig:
     minibatches: int = 2  # gradient steps per rollout batch (the later ones are slightly off-policy)
     micro_batch_size: int = 16  # rows per forward/backward pass (length-sorted, trimmed); 0 = whole minibatch
     # leave rows whose every token advantage is 0 out of the forward/backward pass (e.g. GRPO groups whose rewards
-    # are all equal: ~2/3 of the lab's tokens); their loss and gradient are exactly 0 without a KL term, so the
-    # update is the same and only the `loss/*` statistics change (they average the rows that were run)
+    # are all equal: ~60% of the presets' response tokens); their loss and gradient are exactly 0 without a KL
+    # term, so the update is the same and only the `loss/*` statistics change (they average the rows that were run)
     skip_zero_advantage: bool = True
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--warm-start-seeds", type=int, metavar="W", help="warm-start seeds 0..W-1, each with its own "
                    "RL seeds W*1000+0..N-1, every arm on the same pairs (default: the preset's)")
     p.add_argument("--cells", metavar="KNOB=V[,V][;KNOB=V...]", help="corpus-knob cells, every combination, e.g. "
-                   "'execution_noise=0,0.05;strategy_prior=oracle,blind;optimum=diverse,single-route' (knobs: "
+                   "'execution_noise=0,0.05;strategy_prior=oracle,blind-common;optimum=diverse,single-route' (knobs: "
                    "execution_noise, strategy_prior, planning_noise, optimum; default: the preset's)")
     p.add_argument("--summaries", metavar="DIR", help="per-run summary folder (default OUT/summaries; e.g. "
                    "docs/findings/v2/runs to commit them: a new machine then resumes from them alone)")

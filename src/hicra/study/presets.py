@@ -167,7 +167,7 @@ def knob_grid(spec: dict[str, list]) -> dict[str, dict]:
 
 
 def parse_cells(text: str) -> dict[str, dict]:
-    """`--cells "execution_noise=0,0.05;strategy_prior=oracle,blind;optimum=diverse,single-route"`: knob=values
+    """`--cells "execution_noise=0,0.05;strategy_prior=oracle,blind-common;optimum=diverse,single-route"`: knob=values
     groups separated by ';', values by ','; the cells are every combination (`knob_grid`)."""
     spec: dict[str, list] = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
