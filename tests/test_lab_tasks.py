@@ -404,3 +404,29 @@ def test_lab_stops_counts_a_one_by_one_that_runs_past_the_last_term():
         longer = fam.make(55, 4, 5)  # the same trace one term further: 71 > 67
         past = computation_lines(fam.render(fam.plan(longer, "one-by-one"), random.Random(0), clean))
         assert mod.ran_past(p, past)
+
+
+def test_fresh_heldout_problems_avoid_the_tuning_set_and_training():
+    """benchmarks/lab_fresh_heldout.py's `fresh_problems`: held-out problems (never a training draw), none of them
+    in the excluded ids (a run's `heldout_ids`), as many as asked, and a clear error when the universe runs out."""
+    import importlib.util
+    from pathlib import Path
+
+    import pytest
+
+    from hicra.lab.tasks import TaskMix
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lab_fresh_heldout.py"
+    spec = importlib.util.spec_from_file_location("lab_fresh_heldout", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    task = TaskMix([{"family": "series"}, {"family": "product"}], heldout_share=0.1)
+    tuned = {p.id for p in task.heldout(256, 0)}
+    fresh = mod.fresh_problems(task, tuned, 300, 1)
+    assert len(fresh) == len({p.id for p in fresh}) == 300 and not tuned & {p.id for p in fresh}
+    train = {task.sample(random.Random(s), "train").id for s in range(2000)}
+    assert not train & {p.id for p in fresh}
+    assert set(task.heldout(300 + 256, 1)) & set(task.heldout(256, 0))  # the draws overlap: the exclusion matters
+    small = TaskMix([{"family": "series", "max_start": 3, "max_step": 1, "counts": [2]}], heldout_share=0.3)
+    with pytest.raises(ValueError, match="held-out problems"):
+        mod.fresh_problems(small, set(), 500, 1)
