@@ -69,8 +69,8 @@ _WARM_FAV06 = replace(_WARM, tasks=TASKS_FAV06, favourite_share=0.6)
 # RL: 80 steps x 16 prompts x 8 samples at temperature 0.7 (rollouts near the greedy path train the decisions greedy
 # decoding makes; the sampled evaluation uses the same temperature) and lr 5e-5. The default run uses the same RL as
 # the quick one, so the study's unit run is the demo's run (docs/lab.md, "Presets"). Session 18's presets ran 60
-# steps (before rows with all-zero advantages left the backward pass, a step cost 3.8 s of one core; now ~2.1 s);
-# the 14-epoch presets before them ran 150 steps at 2e-5 (default).
+# steps, before rows with all-zero advantages left the backward pass (`RLConfig.skip_zero_advantage`) and made 80
+# fit the run budget; the 14-epoch presets before them ran 150 steps at 2e-5 (default).
 _RL = RLConfig(tasks=TASKS, steps=80, prompts_per_step=16, group_size=8, max_new_tokens=192, lr=5e-5,
                temperature=0.7, n_eval=256, eval_every=20, n_probe=64, checkpoint_every=20)
 _RL_FAV06 = replace(_RL, tasks=TASKS_FAV06, steps=60)

@@ -127,7 +127,7 @@ def _calculator_decode_fast(model, tokenizer, prompts, max_new_tokens, equals: s
     KV cache, and a row whose queue holds calculator tokens is fed those instead of its argmax (no re-prefill after
     each line, as the rounds need)."""
     from hicra.lab.fastdecode import FastDecoder
-    from hicra.lab.sampling import left_pad, positions
+    from hicra.lab.sampling import COMPACT, left_pad, positions
 
     eos = tokenizer.eos_token_id
     dec = FastDecoder(model)
@@ -155,7 +155,7 @@ def _calculator_decode_fast(model, tokenizer, prompts, max_new_tokens, equals: s
         running = [row for row, i in enumerate(held) if not done[i]]
         if not running:
             break
-        if 4 * len(running) < 3 * len(held):  # compact the cache to the running rows (as `sample` does)
+        if COMPACT * len(running) < len(held):  # compact the cache to the running rows, by `sample`'s rule
             keep = torch.tensor(running)
             dec.keep(keep)
             held, next_pos = [held[r] for r in running], next_pos[keep]
