@@ -970,3 +970,42 @@ def test_benchmark_recomputes_outputs_made_with_other_settings(run_dir, tmp_path
     assert proc.returncode == 0, proc.stderr
     assert "recomputing" in proc.stdout and "k 2 -> 1" in proc.stdout
     assert json.loads((copy / "anchors.json").read_text())["settings"]["k"] == 1
+
+
+def _fake_graph_run(root, name, slope, detected, cycles, model):
+    import json
+
+    run = root / name
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"model": model}))
+    (run / "summary.json").write_text(json.dumps({"phases": {"verdict": "none", "exploration": {
+        "tested": True, "detected": detected, "slope": slope}}}))
+    (run / "graphs.json").write_text(json.dumps({"steps": {
+        str(s): {"cycles": {"mean": c, "interval": [c, c]}} for s, c in cycles.items()}}))
+    return run
+
+
+def test_cycles_vs_exploration_reads_runs_and_rejects_bad_ones(tmp_path, capsys, monkeypatch):
+    """benchmarks/cycles_vs_exploration.py: the change in cycles is step `to` minus step 0, Spearman's rho of a
+    monotone relation is 1, the detected-minus-not difference is the difference of means; a run without
+    graphs.json is one line naming it, exit code 2."""
+    import importlib.util
+    import sys
+
+    path = BENCH_RUNS.parent / "cycles_vs_exploration.py"
+    spec = importlib.util.spec_from_file_location("cycles_vs_exploration", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    runs = [_fake_graph_run(tmp_path, f"r{i}", slope=0.001 * i, detected=i >= 2,
+                            cycles={0: 1.0, 40: 1.0 + i, 80: 1.0 + i * i}, model=f"ws{i // 2}") for i in range(4)]
+    monkeypatch.setattr(sys, "argv", ["x", *map(str, runs), "--n-boot", "200"])
+    assert mod.main() == 0
+    out = capsys.readouterr().out
+    assert "change 0 -> 80" in out and "| +9.00" in out  # run 3: 1 + 9 - 1
+    assert "Spearman(exploration slope, cycles change): +1.000" in out
+    assert "exploration detected +6.50 (2 runs), not detected +0.50 (2 runs); difference +6.00" in out
+    (runs[1] / "graphs.json").unlink()
+    monkeypatch.setattr(sys, "argv", ["x", *map(str, runs)])
+    assert mod.main() == 2
+    err = _one_line(capsys)
+    assert "r1" in err and "graphs.json" in err
