@@ -331,3 +331,45 @@ def test_probes_equal_their_token_by_token_definition(model_dir, monkeypatch):
             total, pos = total + 1, cut
     assert 0 < right < total  # a model that gets some lines right and some wrong: the comparison means something
     assert execution_probe(model, tok, task, problems) == pytest.approx(right / total)
+
+
+def test_execution_probe_probability_equals_its_line_by_line_definition(model_dir):
+    """`execution_probe_probability`: each line's prefix run alone (no batch, no padding), the result's digits fed one
+    at a time, P = prod softmax(logits / T)[digit] * P(next token is not a digit); as T -> 0 it is the greedy probe."""
+    import random
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hicra.lab.model import format_prompt
+    from hicra.lab.probes import _digit_ids, execution_probe, execution_probe_probability, run_probes
+    from hicra.lab.tasks import TaskMix
+    from hicra.lab.tasks.base import computation_lines
+
+    tok, model = AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    task = TaskMix(TASKS, heldout_share=0.3)
+    problems = task.heldout(6)
+    digits = _digit_ids(tok)
+    rng, probs = random.Random(0), []
+    for p in problems:
+        prompt = tok(format_prompt(p.question))["input_ids"]
+        trace, pos = task.family_of(p).oracle_trace(p, rng), 0
+        for x, op, y, z in computation_lines(trace):
+            cut = trace.index(f"{x}{op}{y}=", pos) + len(f"{x}{op}{y}=")
+            ids, prob = prompt + tok(trace[:cut])["input_ids"], 1.0
+            for d in tok(str(z), add_special_tokens=False)["input_ids"]:
+                with torch.no_grad():
+                    last = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+                prob *= float(torch.softmax(last / 0.7, -1)[d])
+                ids = ids + [d]
+            with torch.no_grad():
+                last = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+            probs.append(prob * (1 - float(torch.softmax(last / 0.7, -1)[digits].sum())))
+            pos = cut
+    assert len(probs) > 5 and 0.01 < sum(probs) / len(probs) < 0.99  # neither all sure nor all hopeless
+    assert execution_probe_probability(model, tok, task, problems, 0.7) == pytest.approx(sum(probs) / len(probs),
+                                                                                          rel=1e-4)
+    greedy = execution_probe(model, tok, task, problems)
+    assert execution_probe_probability(model, tok, task, problems, 1e-4) == pytest.approx(greedy, abs=1e-6)
+    row = run_probes(model, tok, task, problems, 20, 3, temperature=0.7)
+    assert row["exec_probe_line_prob"] == pytest.approx(sum(probs) / len(probs), rel=1e-4)
+    assert "exec_probe_line_prob" not in run_probes(model, tok, task, problems, 20, 3)

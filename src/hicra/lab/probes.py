@@ -7,7 +7,9 @@
   `X op Y=` it writes (then a newline), so execution cannot fail: `plan_probe_solved` is the share of problems
   solved, `plan_probe_cheapest` the share solved with the cheapest strategy.
 
-Both decode greedily, so a probe is a deterministic function of the weights.
+Both decode greedily, so a probe is a deterministic function of the weights. The execution probe has an exact
+sampled counterpart, `exec_probe_line_prob` (`execution_probe_probability`): the mean probability that sampling at
+RL's temperature writes a line right, read from the same teacher-forced forward.
 """
 
 from __future__ import annotations
@@ -32,6 +34,28 @@ def execution_probe(model, tokenizer, task, problems, seed: int = 0, batch_size:
     One teacher-forced forward per trace: greedy decoding after `X op Y=` writes the true result Z exactly when the
     argmax at each of Z's digit positions is that digit (the context then equals the teacher-forced one) and the
     argmax after the last digit is not a digit. This equals decoding each line greedily, for all lines at once."""
+    return execution_line_scores(model, tokenizer, task, problems, None, seed, batch_size)["greedy"]
+
+
+def execution_probe_probability(model, tokenizer, task, problems, temperature: float, seed: int = 0,
+                                batch_size: int = 64) -> float:
+    """Mean over oracle-plan lines of the probability that sampling at `temperature` writes the line's result right
+    and ends it, everything before `=` given: for a result of digit tokens z_1..z_m after the prefix c,
+
+        P(line right) = prod_k softmax(logits(c, z_<k) / T)[z_k] * (1 - sum_{d digit} softmax(logits(c, z) / T)[d]).
+
+    The execution probe's exact sampled counterpart (no draws: a deterministic function of the weights). Greedy
+    accuracy counts a line right or wrong by its argmax; this probability also moves when RL sharpens or flattens
+    the digits' distribution without changing the argmax, which is how the paper describes execution consolidating
+    (execution tokens' perplexity falls). As T -> 0 it tends to `execution_probe` (tested)."""
+    return execution_line_scores(model, tokenizer, task, problems, temperature, seed, batch_size)["probability"]
+
+
+def execution_line_scores(model, tokenizer, task, problems, temperature: float | None, seed: int = 0,
+                          batch_size: int = 64) -> dict:
+    """{"greedy": share of lines right under greedy decoding, "probability": mean probability of a right line at
+    `temperature` (None when temperature is None), "n_lines"} over the oracle traces of `problems` (see
+    `execution_probe` and `execution_probe_probability`); nan shares when the traces hold no computation line."""
     from hicra.lab.model import format_prompt
     from hicra.lab.sampling import left_pad, positions
     from hicra.lab.tasks.base import computation_lines
@@ -56,20 +80,27 @@ def execution_probe(model, tokenizer, task, problems, seed: int = 0, batch_size:
         spans.append(row_spans)
     n_lines = sum(len(s) for s in spans)
     if not n_lines:
-        return float("nan")
-    right = 0
+        return {"greedy": float("nan"), "probability": None if temperature is None else float("nan"), "n_lines": 0}
+    right, prob = 0, 0.0
     for i in range(0, len(rows), batch_size):
         ids, mask = left_pad(rows[i : i + batch_size], tokenizer.pad_token_id)
         with torch.no_grad():
-            best = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask),
-                         use_cache=False).logits.argmax(-1)
+            logits = model(input_ids=ids, attention_mask=mask.long(), position_ids=positions(mask),
+                           use_cache=False).logits.float()
+        best = logits.argmax(-1)
+        logp = None if temperature is None else torch.log_softmax(logits / temperature, dim=-1)
         for j, row_spans in enumerate(spans[i : i + batch_size]):
             shift = ids.shape[1] - len(rows[i + j])  # left padding
             for a, b in row_spans:
                 a, b = a + shift, b + shift
                 wrote = bool((best[j, a - 1 : b - 1] == ids[j, a:b]).all())
                 right += wrote and not bool(torch.isin(best[j, b - 1], digits))  # ... and the number ends
-    return right / n_lines
+                if logp is not None:
+                    written = logp[j, a - 1 : b - 1].gather(-1, ids[j, a:b, None]).sum()
+                    ends = 1.0 - logp[j, b - 1, digits].exp().sum()
+                    prob += float(written.exp() * ends.clamp(min=0.0))
+    return {"greedy": right / n_lines, "probability": None if temperature is None else prob / n_lines,
+            "n_lines": n_lines}
 
 
 def calculator_decode(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
@@ -181,8 +212,12 @@ def planning_probe(model, tokenizer, task, problems, max_new_tokens: int) -> dic
     return {"plan_probe_solved": solved / n, "plan_probe_cheapest": cheapest / n}
 
 
-def run_probes(model, tokenizer, task, problems, max_new_tokens: int, step: int) -> dict:
-    """One `probes.jsonl` row: step, exec_probe_line_accuracy, plan_probe_solved, plan_probe_cheapest."""
+def run_probes(model, tokenizer, task, problems, max_new_tokens: int, step: int,
+               temperature: float | None = None) -> dict:
+    """One `probes.jsonl` row: step, exec_probe_line_accuracy, plan_probe_solved, plan_probe_cheapest, and with a
+    `temperature` (RL's sampling temperature) exec_probe_line_prob (`execution_probe_probability`)."""
     model.eval()
-    return {"step": step, "exec_probe_line_accuracy": execution_probe(model, tokenizer, task, problems),
+    scores = execution_line_scores(model, tokenizer, task, problems, temperature)
+    return {"step": step, "exec_probe_line_accuracy": scores["greedy"],
+            **({} if temperature is None else {"exec_probe_line_prob": scores["probability"]}),
             **planning_probe(model, tokenizer, task, problems, max_new_tokens)}

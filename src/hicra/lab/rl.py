@@ -224,7 +224,7 @@ def _eval_point(run_dir: Path, model, tokenizer, task, held_out, probe_set, cfg:
     with torch.random.fork_rng(devices=[]):
         if greedy is None:
             greedy = evaluate(model, tokenizer, task, held_out, cfg.max_new_tokens, greedy=True)
-        probes = run_probes(model, tokenizer, task, probe_set, cfg.max_new_tokens, step)
+        probes = run_probes(model, tokenizer, task, probe_set, cfg.max_new_tokens, step, cfg.temperature)
     for name, row in (("eval_curve.jsonl", {"step": step, **greedy}), ("probes.jsonl", probes)):
         path = run_dir / name
         rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
