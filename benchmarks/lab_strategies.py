@@ -80,6 +80,55 @@ def main() -> None:
             c = h[h.cheapest]
             cells.append(f"{p} {h.cheapest.mean():.3f} ({c.correct.mean() if len(c) else float('nan'):.3f})")
         print(f"  {fam:<9}" + ", ".join(cells))
+    df["cheapest_label"] = df.prompt_id.map(cheapest)
+    print_conditioning(df, parts)
+
+
+def part_of(label: str, names: tuple[str, ...]) -> str:
+    """The component of a multi-part label (`split+pairing`) that names one of `names` (a family's strategies),
+    else "unparsed" (a product written as one line, `direct`, counts for the product part)."""
+    for piece in label.split("+"):
+        if piece in names:
+            return piece
+    return "unparsed"
+
+
+def print_conditioning(df, parts) -> None:
+    import pandas as pd
+
+    """Does the choice depend on the problem? Per family and part: for each class of problems sharing a cheapest
+    strategy, the shares of the strategies executed (accuracy in brackets), and the mutual information
+    I(executed strategy; problem's cheapest strategy) in nats (`sklearn.metrics.mutual_info_score`, plug-in
+    estimate from the counts). A policy that picks by problem has I > 0; one that shifts its mix the same way for
+    every problem keeps I near 0 however much the mix moves."""
+    from sklearn.metrics import mutual_info_score
+
+    from hicra.lab.tasks.product import Product
+    from hicra.lab.tasks.series import Series
+
+    # a multi-part label's order follows the prompt's part order, so executed and cheapest labels would share it
+    # whatever the policy chooses; each part is compared on its own instead
+    multi = df[df.family == "multi"]
+    parts_of_multi = []
+    for name, names in (("series", Series.strategies), ("product", (*Product.strategies, "direct"))):
+        m = multi.copy()
+        m["family"] = f"multi:{name}"
+        m["strategy"] = [part_of(x, names) for x in m.strategy]
+        m["cheapest_label"] = [part_of(x, names) for x in m.cheapest_label]
+        parts_of_multi.append(m)
+    df = pd.concat([df[df.family != "multi"], *parts_of_multi], ignore_index=True)
+    print("choice by the problem's cheapest strategy: executed-strategy shares (accuracy); I(executed; cheapest)")
+    for fam, g in df.groupby("family"):
+        for p in parts:
+            h = g[g.part == p]
+            if h.empty:
+                continue
+            print(f"  {fam:<15}{p:<12} I = {mutual_info_score(h.cheapest_label, h.strategy):.4f} nats")
+            for label, k in h.groupby("cheapest_label"):
+                shares = k.strategy.value_counts(normalize=True)
+                acc = k.groupby("strategy").correct.mean()
+                print(f"    cheapest {label:<22} n={len(k):<6}"
+                      + ", ".join(f"{s} {shares[s]:.2f} ({acc[s]:.2f})" for s in shares.index[:4]))
 
 
 if __name__ == "__main__":

@@ -430,3 +430,37 @@ def test_fresh_heldout_problems_avoid_the_tuning_set_and_training():
     small = TaskMix([{"family": "series", "max_start": 3, "max_step": 1, "counts": [2]}], heldout_share=0.3)
     with pytest.raises(ValueError, match="held-out problems"):
         mod.fresh_problems(small, set(), 500, 1)
+
+
+def test_lab_strategies_conditioning_reads_each_part_and_measures_choice_by_problem(capsys):
+    """benchmarks/lab_strategies.py's choice-by-problem table: a policy that executes each problem's cheapest
+    strategy has I(executed; cheapest) = H(cheapest), one that picks the same mix for every problem has I = 0 (the
+    plug-in estimate on balanced counts); a multi-part label is read part by part, so the prompt's part order
+    (shared by both labels) adds no information."""
+    import importlib.util
+    import math
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lab_strategies.py"
+    spec = importlib.util.spec_from_file_location("lab_strategies", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.part_of("split+pairing", ("one-by-one", "pairing", "middle")) == "pairing"
+    assert mod.part_of("direct+middle", ("split", "round-up", "split-first", "direct")) == "direct"
+    assert mod.part_of("unparsed", ("split",)) == "unparsed"
+    cheap = ["one-by-one", "pairing"] * 50
+    rows = [("series", "first fifth", c, c, True) for c in cheap]  # chooses by problem
+    mix = ["pairing", "pairing", "one-by-one", "one-by-one"] * 25  # half each, in each class of `cheap`
+    rows += [("series", "last fifth", c, s, True) for c, s in zip(cheap, mix, strict=True)]
+    # multi: the label order follows the prompt, the series part is chosen independently of the problem
+    orders = [("split+{}", "split+{}"), ("{}+split", "{}+split")] * 50
+    rows += [("multi", "first fifth", a.format(c), b.format(s), True)
+             for (a, b), c, s in zip(orders, cheap, mix, strict=True)]
+    df = pd.DataFrame(rows, columns=["family", "part", "cheapest_label", "strategy", "correct"])
+    mod.print_conditioning(df, ["first fifth", "last fifth"])
+    out = capsys.readouterr().out
+    assert f"series         first fifth  I = {math.log(2):.4f} nats" in out
+    assert "series         last fifth   I = 0.0000 nats" in out
+    assert "multi:series   first fifth  I = 0.0000 nats" in out
