@@ -464,3 +464,33 @@ def test_lab_strategies_conditioning_reads_each_part_and_measures_choice_by_prob
     assert f"series         first fifth  I = {math.log(2):.4f} nats" in out
     assert "series         last fifth   I = 0.0000 nats" in out
     assert "multi:series   first fifth  I = 0.0000 nats" in out
+
+
+def test_show_count_states_the_count_and_the_mix_rebuilds_its_own_questions():
+    """Series `show_count`: the prompt states n, the id does not change, n becomes a given number (a pairing
+    trace that uses it without counting passes; without `show_count` the same trace is a planning error: a number
+    from nowhere); `TaskMix.problem` rebuilds a sampled problem, multi-part ones too, with the mix's own text."""
+    from hicra.lab.tasks import TaskMix, problem_from_id
+    from hicra.lab.tasks.series import Series
+
+    shown, plain = Series(show_count=True), Series()
+    p, q = shown.make(14, 3, 9), plain.make(14, 3, 9)
+    assert p.question == "sum 14 to 38 by 3 (9 terms)" and q.question == "sum 14 to 38 by 3" and p.id == q.id
+    assert shown.params()["show_count"] is True and "show_count" not in plain.params()
+    uses_n = "pair them\n14+38=52\n52*9=468\n468/2=234\nso the answer is 234"
+    assert shown.check(p, uses_n).correct
+    r = plain.check(q, uses_n)
+    assert not r.correct and r.error_type == "planning"
+    mix = TaskMix([{"family": "series", "show_count": 1}, {"family": "product"},
+                   {"family": "multi", "series": {"show_count": 1}}])
+    rng = random.Random(0)
+    drawn = [mix.sample(rng) for _ in range(60)]
+    assert {d.family for d in drawn} == {"series", "product", "multi"}
+    for d in drawn:
+        assert mix.problem(d.id).question == d.question and mix.problem(d.id).answer == d.answer
+    multi = next(d for d in drawn if d.family == "multi")
+    assert "terms)" in multi.question and problem_from_id(multi.id).question != multi.question
+    with pytest.raises(ValueError, match="not in this task mix"):
+        TaskMix([{"family": "product"}]).problem("series:1:2:3")
+    with pytest.raises(ValueError, match="not a lab problem id"):
+        mix.problem("series:1:x:3")

@@ -161,11 +161,11 @@ def lab_heldout_problems(run_dir: str | Path, run_info: dict | None = None) -> t
     """The lab task and its held-out problems, in the run's order.
 
     The task mix is rebuilt from run.json's config (`tasks`, `optimum`, `heldout_share`); the problems are the ids
-    eval.json lists in `heldout_ids` (`hicra.lab.tasks.problem_from_id`), or, for a run without that list, the
+    eval.json lists in `heldout_ids` (`TaskMix.problem`: the mix's own question text), or, for a run without that list, the
     held-out set `hicra.lab.rl` draws (`n_eval` problems). An id that is not a lab problem id is an error.
     """
     from hicra.lab.sft import eval_problems
-    from hicra.lab.tasks import TaskMix, problem_from_id
+    from hicra.lab.tasks import TaskMix
 
     run_dir = Path(run_dir)
     info = read_run_info(run_dir) if run_info is None else run_info
@@ -194,7 +194,7 @@ def lab_heldout_problems(run_dir: str | Path, run_info: dict | None = None) -> t
     problems = []
     for i, pid in enumerate(ids):
         try:
-            problems.append(problem_from_id(str(pid)))
+            problems.append(task.problem(str(pid)))
         except ValueError:
             raise InputError(f"entry {i + 1} is not a lab problem id: {pid!r}", path=str(eval_path),
                              field="heldout_ids") from None

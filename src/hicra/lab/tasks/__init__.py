@@ -77,8 +77,22 @@ class TaskMix:
         return out
 
     def problem(self, problem_id: str) -> Problem:
-        """The problem with this id (as written in rollout rows' `prompt_id` and `eval.json`'s `heldout_ids`)."""
-        return problem_from_id(problem_id)
+        """The problem with this id (as written in rollout rows' `prompt_id` and `eval.json`'s `heldout_ids`), built
+        by this mix's own families, so its question is the one the mix asks (a task spec such as the series'
+        `show_count` changes the text, not the id). ValueError for an id that is not a lab problem id or whose
+        family is not in the mix."""
+        family, _, rest = problem_id.partition(":")
+        fam = self.by_family.get(family)
+        if fam is None:
+            raise ValueError(f"problem id {problem_id!r}: family {family!r} is not in this task mix")
+        try:
+            if family == "multi":
+                first, second = rest.split("|")
+                return fam.make(*(fam.parts[pid.partition(":")[0]].make(*map(int, pid.partition(":")[2].split(":")))
+                                  for pid in (first, second)))
+            return fam.make(*map(int, rest.split(":")))
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"not a lab problem id: {problem_id!r}") from None
 
     def family_of(self, problem: Problem) -> Family:
         return self.by_family[problem.family]

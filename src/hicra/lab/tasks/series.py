@@ -40,7 +40,8 @@ class Series(Family):
     blind_common_weights = {"one-by-one": 0.85, "pairing": 0.1, "middle": 0.05}
 
     def __init__(self, optimum: str = "diverse", max_start: int = MAX_START, max_step: int = MAX_STEP,
-                 counts: tuple[int, ...] | None = None, write_terms: bool = False, stop_check: bool = False):
+                 counts: tuple[int, ...] | None = None, write_terms: bool = False, stop_check: bool = False,
+                 show_count: bool = False):
         """`max_start`, `max_step`, `counts` narrow (or, for counts, widen) the universe; the single-route variant
         keeps only the given counts among its own (10, 12), ValueError when none is. `write_terms`:
         one-by-one writes each next term as a line (`14+3=17`) before adding it, so no arithmetic is left unwritten
@@ -49,8 +50,13 @@ class Series(Family):
         `r-d=r'` after each written term, so the last term is the one after which the distance is 0. Why: a
         1M-parameter warm start that must compare a term with the prompt's `b` digit by digit learns a length prior
         instead and, in some seeds, runs past `b`; and one that writes the distance as `b-t` gets that subtraction
-        wrong far more often than a step (docs/lab.md, "A local stop for one-by-one")."""
+        wrong far more often than a step (docs/lab.md, "A local stop for one-by-one").
+        `show_count`: the prompt states the number of terms (`sum 14 to 38 by 3 (9 terms)`), the problem feature
+        that decides the cheapest strategy, so a small policy can read it instead of computing (b - a) / d + 1;
+        the count is then a given number (`known`), the traces are unchanged (docs/lab.md, "Does the policy
+        choose by problem?")."""
         super().__init__(optimum)
+        self.show_count = bool(show_count)
         self.write_terms = bool(write_terms)
         self.stop_check = bool(stop_check)
         if self.stop_check and not self.write_terms:
@@ -69,12 +75,14 @@ class Series(Family):
     def params(self) -> dict:
         return {**super().params(), "max_start": self.max_start, "max_step": self.max_step,
                 "counts": list(self.counts), **({"write_terms": True} if self.write_terms else {}),
-                **({"stop_check": True} if self.stop_check else {})}
+                **({"stop_check": True} if self.stop_check else {}),
+                **({"show_count": True} if self.show_count else {})}
 
     def make(self, a: int, d: int, n: int) -> Problem:
         b = a + (n - 1) * d
         pid = f"series:{a}:{d}:{n}"
-        return Problem(id=pid, family=self.family, question=f"sum {a} to {b} by {d}", answer=(a + b) * n // 2,
+        question = f"sum {a} to {b} by {d}" + (f" ({n} terms)" if self.show_count else "")
+        return Problem(id=pid, family=self.family, question=question, answer=(a + b) * n // 2,
                        data={"a": a, "d": d, "n": n, "b": b}, atoms=(pid,))
 
     def sample_atom(self, rng) -> Problem:
@@ -94,7 +102,7 @@ class Series(Family):
         return [a + i * d for i in range(n)]
 
     def known(self, problem: Problem) -> set[int]:
-        return set(self.terms(problem)) | {problem.data["d"], 1, 2}
+        return set(self.terms(problem)) | {problem.data["d"], 1, 2} | ({problem.data["n"]} if self.show_count else set())
 
     def plan(self, problem: Problem, strategy: str, misapply: bool = False) -> list:
         a, b, d, n = (problem.data[k] for k in ("a", "b", "d", "n"))
