@@ -82,6 +82,26 @@ def main() -> None:
         print(f"  {fam:<9}" + ", ".join(cells))
     df["cheapest_label"] = df.prompt_id.map(cheapest)
     print_conditioning(df, parts)
+    print_series_by_terms(df, parts)
+
+
+def print_series_by_terms(df, parts, buckets=((2, 4), (5, 8), (9, 12))) -> None:
+    """Series rollouts by number of terms n (from the problem id `series:a:d:n`): per bucket and part, the
+    strategies' shares (accuracy in brackets). The number of terms decides the cheapest strategy and whether
+    one-by-one fits the response budget."""
+    series = df[df.family == "series"].copy()
+    if series.empty:
+        return
+    series["n"] = series.prompt_id.str.split(":").str[3].astype(int)
+    print("series by number of terms: executed-strategy shares (accuracy)")
+    for p in parts:
+        for lo, hi in buckets:
+            h = series[(series.part == p) & series.n.between(lo, hi)]
+            if h.empty:
+                continue
+            shares, acc = h.strategy.value_counts(normalize=True), h.groupby("strategy").correct.mean()
+            print(f"  {p:<12}{lo}-{hi} terms  n={len(h):<6}"
+                  + ", ".join(f"{k} {shares[k]:.2f} ({acc[k]:.2f})" for k in shares.index[:3]))
 
 
 def part_of(label: str, names: tuple[str, ...]) -> str:
