@@ -110,7 +110,10 @@ def run(args) -> int:
         rows = [json.loads(x) for x in probes_path.read_text().splitlines() if x.strip()]
         first, last = rows[0], rows[-1]
         print(f"skill probes (step {first['step']} -> {last['step']}): execution line accuracy "
-              f"{first['exec_probe_line_accuracy']:.1%} -> {last['exec_probe_line_accuracy']:.1%}; planning with a "
+              f"{first['exec_probe_line_accuracy']:.1%} -> {last['exec_probe_line_accuracy']:.1%}"
+              + (f" (sampled: {first['exec_probe_line_prob']:.1%} -> {last['exec_probe_line_prob']:.1%})"
+                 if "exec_probe_line_prob" in first and "exec_probe_line_prob" in last else "")
+              + "; planning with a "
               f"calculator: solved {first['plan_probe_solved']:.1%} -> {last['plan_probe_solved']:.1%}, with the "
               f"cheapest strategy {first['plan_probe_cheapest']:.1%} -> {last['plan_probe_cheapest']:.1%}")
     print(f"time: warm start {t_ws:.0f}s, RL {t_rl:.0f}s")
