@@ -2,7 +2,7 @@
 (docs/mechanistic.md, "The scientific question").
 
     python benchmarks/mechanistic_runs.py --arm grpo RUN_DIR [RUN_DIR ...] --arm hicra RUN_DIR [...]
-        [--steps 0,60] [--n 32] [--k 8] [--differ meaning|text] [--no-graphs]
+        [--steps 0,60] [--graph-steps 0,20,40,60] [--n 32] [--k 8] [--differ meaning|text] [--no-graphs] [--per-run]
 
 For every run directory the verb is run first at the given steps (`hicra.mechanistic.run.run_anchors` /
 `run_graphs`, their defaults otherwise) unless its outputs are there and were measured with the same settings
@@ -64,6 +64,18 @@ def main() -> int:
     return 0
 
 
+def _steps(text: str, flag: str) -> list[int]:
+    from hicra.errors import InputError
+
+    try:
+        steps = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"expected steps like 0,60, got {text!r}", field=flag) from None
+    if not steps or min(steps) < 0:
+        raise InputError(f"expected non-negative steps like 0,60, got {text!r}", field=flag)
+    return steps
+
+
 def _main() -> None:
     import numpy as np
     import pyarrow.parquet as pq
@@ -81,13 +93,13 @@ def _main() -> None:
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--differ", choices=("meaning", "text"), default="meaning")
     ap.add_argument("--no-graphs", action="store_true")
+    ap.add_argument("--graph-steps", default=None,
+                    help="checkpoint steps for the graphs (default: --steps); graphs cost far less than anchors")
+    ap.add_argument("--per-run", action="store_true",
+                    help="also print each run's excess |importance| gap per step (for paired comparisons)")
     args = ap.parse_args()
-    try:
-        steps = [int(s) for s in args.steps.split(",") if s.strip()]
-    except ValueError:
-        raise InputError(f"expected steps like 0,60, got {args.steps!r}", field="--steps") from None
-    if not steps or min(steps) < 0:
-        raise InputError(f"expected non-negative steps like 0,60, got {args.steps!r}", field="--steps")
+    steps = _steps(args.steps, "--steps")
+    graph_steps = steps if args.graph_steps is None else _steps(args.graph_steps, "--graph-steps")
     for flag, value in (("--n", args.n), ("--k", args.k)):
         if value < 1:
             raise InputError(f"must be >= 1, got {value}", field=flag)
@@ -101,7 +113,7 @@ def _main() -> None:
         for run in runs:
             _measure("anchors", run, steps, args.n, AnchorsConfig(k=args.k, differ=args.differ), quiet)
             if not args.no_graphs:
-                _measure("graphs", run, steps, args.n, GraphsConfig(), quiet)
+                _measure("graphs", run, graph_steps, args.n, GraphsConfig(), quiet)
 
     for arm, runs in arms.items():
         tables = [pq.read_table(run / "anchors.parquet").to_pylist() for run in runs]
@@ -125,6 +137,12 @@ def _main() -> None:
                      for c in ("planning", "execution")}
             print(f"{step:>5}  {_fmt(x['planning']):>28}  {_fmt(x['execution']):>28}  "
                   f"{_fmt(x['gap_planning_minus_execution']):>28}  {draws['planning']:.1f}/{draws['execution']:.1f}")
+        if args.per_run:
+            for run, table in zip(runs, tables, strict=True):
+                per = pool_runs([table])["steps"]
+                print(f"  {run}: excess gap " + ", ".join(
+                    f"step {st} {_fmt(summ['excess_abs_importance']['gap_planning_minus_execution'])}"
+                    for st, summ in per.items()))
         dup = {s: n for s, n in pooled["duplicate_runs_dropped"].items() if n}
         if dup:
             print(f"  runs whose rows repeat an earlier run's (the same snapshot), left out: {dup} (step: runs)")

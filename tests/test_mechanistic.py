@@ -928,6 +928,7 @@ def _bench(*args):
 @pytest.mark.parametrize("args, needle", [
     (["--arm", "g", "/nonexistent/run"], "/nonexistent/run"),
     (["--arm", "g", "{run}", "--steps", "a,b"], "--steps"),
+    (["--arm", "g", "{run}", "--steps", "10", "--graph-steps", "-1"], "--graph-steps"),
     (["--arm", "g", "{run}", "--steps", "7", "--no-graphs", "--k", "1"], "no snapshot for step 7"),
     (["--arm", "g"], "--arm g"),
 ])
@@ -963,9 +964,10 @@ def test_benchmark_recomputes_outputs_made_with_other_settings(run_dir, tmp_path
     copy = _copy_run(run_dir, tmp_path)
     assert _cli("anchors", str(copy), "--steps", "10", "--n", "2", "--k", "2", "--quiet", "--n-boot", "50") == 0
     common = ["--arm", "g", str(copy), "--steps", "10", "--n", "2", "--no-graphs"]
-    proc = _bench(*common, "--k", "2")
+    proc = _bench(*common, "--k", "2", "--per-run")
     assert proc.returncode == 0, proc.stderr
     assert "reusing" in proc.stdout and "recomputing" not in proc.stdout
+    assert f"  {copy}: excess gap step 10 " in proc.stdout  # --per-run: the run's own excess gap
     proc = _bench(*common, "--k", "1")
     assert proc.returncode == 0, proc.stderr
     assert "recomputing" in proc.stdout and "k 2 -> 1" in proc.stdout
