@@ -93,8 +93,13 @@ def print_series_by_terms(df, parts, buckets=((2, 4), (5, 8), (9, 12))) -> None:
     if series.empty:
         return
     series["n"] = series.prompt_id.str.split(":").str[3].astype(int)
-    print("series by number of terms: executed-strategy shares (accuracy)")
+    from sklearn.metrics import mutual_info_score
+
+    print("series by number of terms: executed-strategy shares (accuracy); I(executed; number of terms)")
     for p in parts:
+        h = series[series.part == p]
+        if not h.empty:
+            print(f"  {p:<12}I = {mutual_info_score(h.n, h.strategy):.4f} nats")
         for lo, hi in buckets:
             h = series[(series.part == p) & series.n.between(lo, hi)]
             if h.empty:
