@@ -12,6 +12,11 @@ measured step, the change from `--from-step` to `--to-step` (default: the last s
 - the mean change in cycles of the runs where exploration was detected minus that of the others, with a bootstrap
   interval over runs (`hicra.stats.bootstrap_diff_ci`).
 
+and, pooled over the runs' `graphs.parquet` rows, cycles by response length: at each step the mean number of
+sentences per response, the correlation of cycles with it, mean cycles per length bucket, and the step's cycles
+reweighted to `--from-step`'s mix of lengths (direct standardisation), so a fall in cycles that only reflects
+shorter responses shows as a standardised mean close to the from-step's.
+
 A run without either file, or without the two steps, is an input error: one line naming the run and the file,
 exit code 2.
 """
@@ -49,8 +54,7 @@ def spearman(x, y) -> float:
 
 def bootstrap_spearman(x, y, groups, n_boot: int, seed: int = 0) -> tuple[float, float]:
     """95% percentile interval of Spearman's rho, resampling groups (each group's runs together) with replacement;
-    resamples where either variable is constant are skipped (rho undefined) and their count is not hidden: the
-    interval is over the defined ones."""
+    resamples where either variable is constant are skipped (rho undefined); the interval is over the defined ones."""
     rng = np.random.default_rng(seed)
     x, y = np.asarray(x), np.asarray(y)
     labels = sorted(set(groups))
@@ -108,7 +112,46 @@ def main() -> int:
         print(f"; difference {d:+.2f} [{lo:+.2f}, {hi:+.2f}]")
     else:
         print("; difference not computed (fewer than 2 runs in a group)")
+    print_by_length([Path(r["run"]) for r in runs], args.from_step)
     return 0
+
+
+LENGTH_BUCKETS = ((0, 10), (11, 19), (20, 29), (30, 10_000))  # sentences per response
+
+
+def print_by_length(run_dirs: list[Path], from_step: int) -> None:
+    """Cycles against response length (sentences), pooled over the runs' graphs.parquet rows (see the module
+    docstring). Runs without graphs.parquet are left out and named."""
+    import pandas as pd
+
+    frames, missing = [], []
+    for run in run_dirs:
+        path = run / "graphs.parquet"
+        if path.is_file():
+            frames.append(pd.read_parquet(path, columns=["step", "n_sentences", "cycles"]))
+        else:
+            missing.append(str(run))
+    if missing:
+        print(f"\nby length: no graphs.parquet in {missing}; left out")
+    if not frames:
+        return
+    df = pd.concat(frames, ignore_index=True)
+    df["bucket"] = pd.cut(df.n_sentences, [lo - 0.5 for lo, _ in LENGTH_BUCKETS] + [LENGTH_BUCKETS[-1][1]],
+                          labels=[f"{lo}-{hi}" if hi < 10_000 else f"{lo}+" for lo, hi in LENGTH_BUCKETS])
+    base = df[df.step == from_step].bucket.value_counts(normalize=True)
+    print(f"\ncycles by response length (sentences), pooled rows; standardised = reweighted to step {from_step}'s "
+          "length mix")
+    print("step | responses | sentences per response | r(cycles, sentences) | mean cycles | standardised | "
+          + " | ".join(f"cycles, {b} (share)" for b in base.index.categories))
+    for step, g in df.groupby("step"):
+        by = g.groupby("bucket", observed=False).cycles.mean()
+        share = g.bucket.value_counts(normalize=True)
+        standardised = sum(base[b] * by[b] for b in base.index if base[b] > 0 and not np.isnan(by[b]))
+        covered = sum(base[b] for b in base.index if base[b] > 0 and not np.isnan(by[b]))
+        r = np.corrcoef(g.cycles, g.n_sentences)[0, 1] if g.n_sentences.nunique() > 1 else float("nan")
+        print(f"{step} | {len(g)} | {g.n_sentences.mean():.1f} | {r:+.2f} | {g.cycles.mean():.2f} | "
+              f"{standardised / covered if covered else float('nan'):.2f} | "
+              + " | ".join(f"{by[b]:.2f} ({share.get(b, 0):.0%})" for b in base.index.categories))
 
 
 if __name__ == "__main__":

@@ -1011,3 +1011,27 @@ def test_cycles_vs_exploration_reads_runs_and_rejects_bad_ones(tmp_path, capsys,
     assert mod.main() == 2
     err = _one_line(capsys)
     assert "r1" in err and "graphs.json" in err
+
+
+def test_cycles_by_length_standardises_to_the_first_steps_length_mix(tmp_path, capsys):
+    """cycles_vs_exploration.print_by_length: when only the mix of lengths changes (cycles per length bucket the
+    same), the standardised mean at the later step equals the first step's mean while the raw mean falls."""
+    import importlib.util
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec = importlib.util.spec_from_file_location("cycles_vs_exploration",
+                                                  BENCH_RUNS.parent / "cycles_vs_exploration.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = ([{"step": 0, "n_sentences": 5, "cycles": 0}] * 5 + [{"step": 0, "n_sentences": 25, "cycles": 10}] * 5
+            + [{"step": 80, "n_sentences": 5, "cycles": 0}] * 9 + [{"step": 80, "n_sentences": 25, "cycles": 10}] * 1)
+    run = tmp_path / "run"
+    run.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), run / "graphs.parquet")
+    mod.print_by_length([run, tmp_path / "absent"], 0)
+    out = capsys.readouterr().out
+    assert "left out" in out and str(tmp_path / "absent") in out
+    assert "\n0 | 10 | 15.0 | +1.00 | 5.00 | 5.00 |" in out
+    assert "\n80 | 10 | 7.0 | +1.00 | 1.00 | 5.00 |" in out
