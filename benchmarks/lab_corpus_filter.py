@@ -8,6 +8,7 @@ checker's label), hinted or not, and for series whether the problem has >= 9 ter
 dropped for being longer than `max_response_tokens`. Prints the counts and, for unhinted series traces of >= 9
 terms, one-by-one's share before and after the filter: how far the filter moves the corpus's strategy prior on
 long series away from the problem-blind one it was drawn from (docs/lab.md, outcome of (z1), (z2)).
+Multi-part traces are counted by their whole label; their series parts are not split out.
 """
 
 from __future__ import annotations

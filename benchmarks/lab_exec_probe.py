@@ -39,6 +39,9 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=None, help="held-out problems (default: the run's n_probe)")
     ap.add_argument("--temperature", type=float, default=None, help="default: the run's RL temperature")
     args = ap.parse_args()
+    if args.temperature is not None and args.temperature <= 0:
+        print("lab_exec_probe: error: --temperature must be > 0 (the greedy column is the T -> 0 limit)", file=sys.stderr)
+        return 2
     steps = [int(s) for s in args.steps.split(",")]
     torch.set_num_threads(1)
 
@@ -56,7 +59,7 @@ def main() -> int:
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
             print(f"lab_exec_probe: error: {run}: {e}", file=sys.stderr)
             return 2
-        temperature = args.temperature or cfg["temperature"]
+        temperature = cfg["temperature"] if args.temperature is None else args.temperature
         tok = AutoTokenizer.from_pretrained(run / "tokenizer")
         scores = []
         for snap in snaps:

@@ -119,13 +119,12 @@ def part_of(label: str, names: tuple[str, ...]) -> str:
 
 
 def print_conditioning(df, parts) -> None:
-    import pandas as pd
-
     """Does the choice depend on the problem? Per family and part: for each class of problems sharing a cheapest
     strategy, the shares of the strategies executed (accuracy in brackets), and the mutual information
     I(executed strategy; problem's cheapest strategy) in nats (`sklearn.metrics.mutual_info_score`, plug-in
     estimate from the counts). A policy that picks by problem has I > 0; one that shifts its mix the same way for
     every problem keeps I near 0 however much the mix moves."""
+    import pandas as pd
     from sklearn.metrics import mutual_info_score
 
     from hicra.lab.tasks.product import Product
