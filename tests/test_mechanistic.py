@@ -1035,3 +1035,48 @@ def test_cycles_by_length_standardises_to_the_first_steps_length_mix(tmp_path, c
     assert "left out" in out and str(tmp_path / "absent") in out
     assert "\n0 | 10 | 15.0 | +1.00 | 5.00 | 5.00 |" in out
     assert "\n80 | 10 | 7.0 | +1.00 | 1.00 | 5.00 |" in out
+
+
+def test_lab_exec_probe_benchmark_reads_snapshots(run_dir, tmp_path, capsys, monkeypatch):
+    """benchmarks/lab_exec_probe.py: per snapshot the greedy column is `execution_probe` and the sampled one
+    `execution_probe_probability` at the run's temperature on the run's first n_probe held-out problems; a step
+    without a snapshot is one line naming it, exit code 2; --temperature 0 is refused."""
+    import importlib.util
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hicra.lab.probes import execution_probe, execution_probe_probability
+    from hicra.lab.sft import eval_problems
+    from hicra.lab.tasks import TaskMix
+
+    run = _copy_run(run_dir, tmp_path)
+    shutil.copytree(run / "checkpoints" / "step_000000", run / "tokenizer")
+    info = json.loads((run / "run.json").read_text())
+    info["config"].update(optimum="diverse", n_probe=6)
+    (run / "run.json").write_text(json.dumps(info))
+    spec = importlib.util.spec_from_file_location("lab_exec_probe", BENCH_RUNS.parent / "lab_exec_probe.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(sys, "argv", ["x", str(run), "--steps", "0,10"])
+    assert mod.main() == 0
+    out = capsys.readouterr().out
+    cfg = info["config"]
+    task = TaskMix(cfg["tasks"], optimum="diverse", heldout_share=cfg["heldout_share"])
+    problems = eval_problems(task, cfg["n_eval"])[:6]
+    tok = AutoTokenizer.from_pretrained(run / "tokenizer")
+    want = []
+    for step in (0, 10):
+        model = AutoModelForCausalLM.from_pretrained(run / "checkpoints" / f"step_{step:06d}").eval()
+        want += [execution_probe(model, tok, task, problems),
+                 execution_probe_probability(model, tok, task, problems, cfg["temperature"])]
+    row = next(line for line in out.splitlines() if line.strip().startswith(str(run)[-36:].strip()[:20]))
+    got = [float(x) for x in row.split()[1:5]]
+    assert got == pytest.approx(want, abs=6e-4)
+    capsys.readouterr()  # drop the model-loading progress bars
+    monkeypatch.setattr(sys, "argv", ["x", str(run), "--steps", "0,7"])
+    assert mod.main() == 2
+    assert "step_000007" in _one_line(capsys)
+    monkeypatch.setattr(sys, "argv", ["x", str(run), "--temperature", "0"])
+    assert mod.main() == 2
+    assert "--temperature" in _one_line(capsys)
