@@ -82,14 +82,14 @@ class TaskMix:
         `show_count` changes the text, not the id). ValueError for an id that is not a lab problem id or whose
         family is not in the mix."""
         family, _, rest = problem_id.partition(":")
+        if family not in FAMILIES:
+            raise ValueError(f"not a lab problem id: {problem_id!r}")
         fam = self.by_family.get(family)
         if fam is None:
             raise ValueError(f"problem id {problem_id!r}: family {family!r} is not in this task mix")
         try:
             if family == "multi":
-                first, second = rest.split("|")
-                return fam.make(*(fam.parts[pid.partition(":")[0]].make(*map(int, pid.partition(":")[2].split(":")))
-                                  for pid in (first, second)))
+                return fam.make(*(_atom(fam.parts, part) for part in rest.split("|", 1)))
             return fam.make(*map(int, rest.split(":")))
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"not a lab problem id: {problem_id!r}") from None
@@ -104,22 +104,20 @@ class TaskMix:
         return self.by_family[problem.family].check(problem, response)
 
 
-def problem_from_id(problem_id: str) -> Problem:
-    """Rebuild a problem from its id: `series:a:d:n`, `product:a:b`, `multi:ID1|ID2`; ValueError otherwise."""
+_ALL_FAMILIES = TaskMix([{"family": f} for f in FAMILIES])  # every family, default task specs
+
+
+def _atom(families: dict[str, Family], problem_id: str) -> Problem:
+    """A single (series or product) problem from its id, by `families[family].make`; errors propagate."""
     family, _, rest = problem_id.partition(":")
-    try:
-        if family == "series":
-            a, d, n = (int(x) for x in rest.split(":"))
-            return Series().make(a, d, n)
-        if family == "product":
-            a, b = (int(x) for x in rest.split(":"))
-            return Product().make(a, b)
-        if family == "multi":
-            first, second = rest.split("|")
-            return MultiPart().make(problem_from_id(first), problem_from_id(second))
-    except ValueError:
-        pass
-    raise ValueError(f"not a lab problem id: {problem_id!r}")
+    return families[family].make(*map(int, rest.split(":")))
+
+
+def problem_from_id(problem_id: str) -> Problem:
+    """Rebuild a problem from its id: `series:a:d:n`, `product:a:b`, `multi:ID1|ID2`, with every family's default
+    task spec (`TaskMix.problem` of a mix of all families); ValueError otherwise. A mix whose task specs change the
+    question text (e.g. the series' `show_count`) rebuilds its own problems with `TaskMix.problem`."""
+    return _ALL_FAMILIES.problem(problem_id)
 
 
 def strategy_entropy(mix: TaskMix, prior: str, n: int = 20_000, seed: int = 0, favourite_share: float = 0.0) -> float:
