@@ -146,8 +146,9 @@ def print_by_length(run_dirs: list[Path], from_step: int) -> None:
     for step, g in df.groupby("step"):
         by = g.groupby("bucket", observed=False).cycles.mean()
         share = g.bucket.value_counts(normalize=True)
-        standardised = sum(base[b] * by[b] for b in base.index if base[b] > 0 and not np.isnan(by[b]))
-        covered = sum(base[b] for b in base.index if base[b] > 0 and not np.isnan(by[b]))
+        present = [b for b in base.index if base[b] > 0 and not np.isnan(by[b])]  # buckets both steps have
+        standardised = sum(base[b] * by[b] for b in present)
+        covered = sum(base[b] for b in present)
         r = np.corrcoef(g.cycles, g.n_sentences)[0, 1] if g.n_sentences.nunique() > 1 else float("nan")
         print(f"{step} | {len(g)} | {g.n_sentences.mean():.1f} | {r:+.2f} | {g.cycles.mean():.2f} | "
               f"{standardised / covered if covered else float('nan'):.2f} | "

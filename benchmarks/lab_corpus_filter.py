@@ -3,7 +3,7 @@
     python benchmarks/lab_corpus_filter.py [--preset quick] [--warm-start-seed 0] [--series show_count=1] --tokenizer DIR
 
 Builds the preset's warm-start corpus (`hicra.lab.sft.build_corpus`, the same draws as the warm start), tokenizes
-each trace with the tokenizer in DIR (a warm-start directory; the end token counted, as `encode_pairs` does) and counts, per family, executed strategy (the
+each trace with the tokenizer in DIR (a warm-start directory; `hicra.lab.sft.response_ids`, as the warm start counts) and counts, per family, executed strategy (the
 checker's label), hinted or not, and for series whether the problem has >= 9 terms, the traces kept and those
 dropped for being longer than `max_response_tokens`. Prints the counts and, for unhinted series traces of >= 9
 terms, one-by-one's share before and after the filter: how far the filter moves the corpus's strategy prior on
@@ -27,7 +27,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from hicra.lab.presets import get_preset, narrowed_tasks, parse_universe
-    from hicra.lab.sft import HINT, build_corpus
+    from hicra.lab.sft import HINT, build_corpus, response_ids
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="quick")
@@ -45,8 +45,7 @@ def main() -> None:
         size = ("9+ terms" if problem.data["n"] >= 9 else "2-8 terms") if problem.family == "series" else ""
         label = (problem.family, task.check(problem, text).strategy or "unparsed",
                  "hinted" if HINT in problem.question else "unhinted", size)
-        too_long = len(tok(text)["input_ids"]) + 1 > ws.max_response_tokens  # + the end token, as `encode_pairs`
-        (dropped if too_long else kept)[label] += 1
+        (dropped if len(response_ids(tok, text)) > ws.max_response_tokens else kept)[label] += 1
     print(f"{ws.n_train} traces, {sum(dropped.values())} longer than {ws.max_response_tokens} tokens dropped")
     print(f"{'family':<8}{'strategy':<24}{'prompt':<10}{'size':<11}{'kept':>6}{'dropped':>9}")
     for label in sorted(set(kept) | set(dropped)):

@@ -160,6 +160,12 @@ def mine_lab_lexicon(task: TaskMix, pairs, cfg: WarmStartConfig, progress: bool 
     return lexicon, report
 
 
+def response_ids(tokenizer, trace: str) -> list[int]:
+    """A trace's token ids as the warm start trains on them: the trace's tokens, then the end token (its length is
+    what `max_response_tokens` bounds)."""
+    return tokenizer(trace)["input_ids"] + [tokenizer.eos_token_id]
+
+
 def encode_pairs(tokenizer, pairs, max_response_tokens: int) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, response ids + eos) per pair; pairs whose response is too long are dropped."""
     from hicra.lab.model import format_prompt
@@ -167,7 +173,7 @@ def encode_pairs(tokenizer, pairs, max_response_tokens: int) -> list[tuple[list[
     out = []
     for problem, trace in pairs:
         prompt = tokenizer(format_prompt(problem.question))["input_ids"]
-        response = tokenizer(trace)["input_ids"] + [tokenizer.eos_token_id]
+        response = response_ids(tokenizer, trace)
         if len(response) <= max_response_tokens:
             out.append((prompt, response))
     return out
