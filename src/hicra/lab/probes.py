@@ -221,3 +221,136 @@ def run_probes(model, tokenizer, task, problems, max_new_tokens: int, step: int,
     return {"step": step, "exec_probe_line_accuracy": scores["greedy"],
             **({} if temperature is None else {"exec_probe_line_prob": scores["probability"]}),
             **planning_probe(model, tokenizer, task, problems, max_new_tokens)}
+
+
+def strategy_accuracy(model, tokenizer, task, problems, k: int, temperature: float, max_new_tokens: int,
+                      seed: int = 0, batch_size: int = 256) -> list[dict]:
+    """How well the policy executes each strategy when the prompt names it, and how well it does on its own.
+
+    For every problem and every strategy that applies to it (`Family.applicable`), `k` responses sampled at
+    `temperature` from the hinted prompt `question + HINT + strategy` (`hicra.lab.sft.HINT`: the warm start's
+    corpus names a strategy this way in a share `strategy_hints` of its prompts), and `k` from the plain prompt
+    (the policy's own choice, `strategy` None), each scored by the task's checker. Returns one row per (problem,
+    strategy): `problem_id`, `family`, `decision_class` (`Family.decision_class`), `strategy`, `k`, `n_correct`,
+    `n_followed` (responses whose parsed strategy is the one named; for the own-choice row, those that executed
+    the cost model's cheapest). A policy that ignores hints executes its own choice on hinted prompts too: read
+    `n_followed` before `n_correct`. Deterministic in `seed`; responses are cut at `max_new_tokens` and checked like
+    any other, as in RL (a cut response has no answer line: a format error)."""
+    from hicra.lab.model import format_prompt
+    from hicra.lab.sampling import sample
+    from hicra.lab.sft import HINT
+
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    cells = []  # (problem, strategy or None)
+    for p in problems:
+        cells += [(p, s) for s in task.family_of(p).applicable(p)] + [(p, None)]
+    prompts = [tokenizer(format_prompt(p.question + (HINT + s if s else "")))["input_ids"]
+               for p, s in cells for _ in range(k)]
+    gen = torch.Generator().manual_seed(seed)
+    texts = []
+    model.eval()
+    for i in range(0, len(prompts), batch_size):
+        out = sample(model, prompts[i : i + batch_size], max_new_tokens, tokenizer.eos_token_id,
+                     tokenizer.pad_token_id, generator=gen, temperature=temperature)
+        texts += [tokenizer.decode(ids, skip_special_tokens=True) for ids in out.response_lists()]
+    rows = []
+    for j, (p, s) in enumerate(cells):
+        fam = task.family_of(p)
+        target = s or fam.optimal_label(p)
+        correct = followed = 0
+        for text in texts[j * k : (j + 1) * k]:
+            r = task.check(p, text)
+            correct += r.correct
+            followed += r.strategy == target
+        rows.append({"problem_id": p.id, "family": p.family, "decision_class": fam.decision_class(p),
+                     "strategy": s, "k": k, "n_correct": correct, "n_followed": followed})
+    return rows
+
+
+def class_optimum(rows: list[dict]) -> dict:
+    """The reward-optimal way to choose a strategy by problem class, for a policy that executes each strategy as
+    measured by `strategy_accuracy` (`rows`), and what choosing by class gains over one strategy everywhere.
+
+    Picking the best of noisy accuracies overstates it, so every figure that involves a choice is cross-fitted:
+    problems are split in two folds by a hash of their id; the choice made on one fold's problems is scored on the
+    other's, and the other way round. Per family:
+
+    - `by_class`: accuracy of choosing, in each `decision_class`, the strategy most accurate on the other fold (on a
+      problem it does not apply to, the class's next best that does; a class absent from the other fold takes the
+      family's order);
+    - `single_route`: accuracy of the one strategy most accurate on the other fold, among those that apply to
+      every problem of the family;
+    - `gain`: by_class - single_route (what planning by problem can earn, in accuracy);
+    - `own`: accuracy of the policy's own choice (unhinted prompts), and `own_cheapest` the share of those
+      responses that executed the cost model's cheapest strategy;
+    - `classes`: per class its share of problems, each strategy's accuracy and share followed (all problems),
+      and `best` (on all problems; ties go to the strategy listed first);
+    - `entropy_by_class`: entropy (nats) of the strategies `best` picks, weighted by class share: the
+      measured optimum's strategy entropy within the family, to set beside the cost model's.
+    Accuracies are shares in [0, 1]; ValueError on rows without any hinted strategy."""
+    from collections import defaultdict
+
+    from hicra.lab.tasks.base import entropy, stable_hash
+
+    acc: dict = defaultdict(dict)  # family -> problem -> strategy -> accuracy
+    followed: dict = defaultdict(dict)
+    klass, own, own_cheapest = {}, defaultdict(list), defaultdict(list)
+    order: dict = defaultdict(list)  # family -> strategies in first-seen order (the family's tie-break order)
+    for r in rows:
+        fam, pid, s = r["family"], r["problem_id"], r["strategy"]
+        klass[pid] = r["decision_class"]
+        if s is None:
+            own[fam].append(r["n_correct"] / r["k"])
+            own_cheapest[fam].append(r["n_followed"] / r["k"])
+            continue
+        acc[fam].setdefault(pid, {})[s] = r["n_correct"] / r["k"]
+        followed[fam].setdefault(pid, {})[s] = r["n_followed"] / r["k"]
+        if s not in order[fam]:
+            order[fam].append(s)
+    if not acc:
+        raise ValueError("class_optimum: no row names a strategy (hinted rows are needed)")
+
+    def mean(xs):
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    def ranking(pids, fam, key):
+        """Strategies by mean accuracy over `pids` (grouped by `key`), best first, ties by the family's order."""
+        out = defaultdict(lambda: defaultdict(list))
+        for pid in pids:
+            for s, a in acc[fam][pid].items():
+                out[key(pid)][s].append(a)
+        return {g: sorted(v, key=lambda s: (-mean(v[s]), order[fam].index(s))) for g, v in out.items()}
+
+    report = {}
+    for fam, table in acc.items():
+        fold = {pid: stable_hash(pid) % 2 for pid in table}
+        everywhere = [s for s in order[fam] if all(s in table[pid] for pid in table)]
+        by_class, single = [], []
+        for f in (0, 1):
+            train = [pid for pid in table if fold[pid] == f]
+            test = [pid for pid in table if fold[pid] != f]
+            per_class = ranking(train, fam, lambda pid: klass[pid])
+            overall = ranking(train, fam, lambda pid: "all").get("all", order[fam])
+            single_pick = next((s for s in overall if s in everywhere), None)
+            for pid in test:
+                ranked = per_class.get(klass[pid], overall)
+                pick = next((s for s in ranked + overall if s in table[pid]))
+                by_class.append(table[pid][pick])
+                if single_pick is not None:
+                    single.append(table[pid][single_pick])
+        classes = {}
+        natural = lambda kv: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", kv[0])]  # n=2 before n=11
+        for c, ranked in sorted(ranking(list(table), fam, lambda pid: klass[pid]).items(), key=natural):
+            pids = [pid for pid in table if klass[pid] == c]
+            classes[c] = {"share": len(pids) / len(table), "best": ranked[0],
+                          "accuracy": {s: mean([table[p][s] for p in pids if s in table[p]]) for s in ranked},
+                          "followed": {s: mean([followed[fam][p][s] for p in pids if s in table[p]]) for s in ranked}}
+        picks = defaultdict(float)
+        for c in classes.values():
+            picks[c["best"]] += c["share"]
+        report[fam] = {"n_problems": len(table), "by_class": mean(by_class), "single_route": mean(single),
+                       "gain": mean(by_class) - mean(single), "own": mean(own[fam]),
+                       "own_cheapest": mean(own_cheapest[fam]), "entropy_by_class": entropy(picks),
+                       "classes": classes}
+    return report

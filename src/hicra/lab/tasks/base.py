@@ -300,6 +300,12 @@ class Family:
     def known(self, problem: Problem) -> set[int]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def decision_class(self, problem: Problem) -> str:  # pragma: no cover - abstract
+        """The problem features the cost model's choice of strategy mostly turns on, as a class name (e.g. `n=9`
+        for a series): the classes over which `hicra.lab.probes.class_optimum` picks a strategy, as a policy that
+        chooses by problem would."""
+        raise NotImplementedError
+
     def parse_strategy(self, problem: Problem, lines: list, response: str = "") -> str | None:  # pragma: no cover
         """The strategy the response executed, from its computation `lines` (and, where parts must be told apart,
         its text); None when it cannot tell."""

@@ -73,6 +73,10 @@ class MultiPart(Family):
         (f1, p1), (f2, p2) = self._parts(problem)
         return tuple(f"{s1}+{s2}" for s1 in f1.applicable(p1) for s2 in f2.applicable(p2))
 
+    def decision_class(self, problem: Problem) -> str:
+        """The parts' classes, joined by ` | `."""
+        return " | ".join(f.decision_class(p) for f, p in self._parts(problem))
+
     def cheapest(self, problem: Problem) -> str:
         (f1, p1), (f2, p2) = self._parts(problem)
         return f"{f1.cheapest(p1)}+{f2.cheapest(p2)}"

@@ -65,6 +65,13 @@ class Product(Family):
         hi, lo = self.first_parts(problem.data["a"])
         return self.strategies if hi and lo else ("split", "round-up")
 
+    def decision_class(self, problem: Problem) -> str:
+        """`b ends D, a BAND`: round-up pays when b's ones digit D is high (the correction a*(10 - D) is small),
+        split-first when a is large (BAND `a<10`, `a 10-99`, `a>=100`; split-first needs a >= 10)."""
+        a, b = problem.data["a"], problem.data["b"]
+        band = "a<10" if a < 10 else "a 10-99" if a < 100 else "a>=100"
+        return f"b ends {b % 10}, {band}"
+
     @staticmethod
     def first_parts(a: int) -> tuple[int, int]:
         """a = h + r with h its round part (100 when a > 100, else its tens) and r the rest; h = 0 when a < 10."""

@@ -97,6 +97,10 @@ class Series(Family):
     def applicable(self, problem: Problem) -> tuple[str, ...]:
         return self.strategies if problem.data["n"] % 2 else ("one-by-one", "pairing")
 
+    def decision_class(self, problem: Problem) -> str:
+        """`n=N`: every strategy's line count is a function of the number of terms (and `middle` needs it odd)."""
+        return f"n={problem.data['n']}"
+
     def terms(self, problem: Problem) -> list[int]:
         a, d, n = problem.data["a"], problem.data["d"], problem.data["n"]
         return [a + i * d for i in range(n)]
