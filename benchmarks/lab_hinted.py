@@ -1,6 +1,8 @@
 """Can a lab policy execute each strategy when asked? Greedy accuracy per (family, strategy) on held-out
 single-part problems whose prompt names the strategy (`question + hicra.lab.sft.HINT + strategy`, the form of the
-corpus's hinted pairs), and the share of responses that executed the named strategy.
+corpus's hinted pairs), and the share of responses that executed the named strategy
+(`hicra.lab.probes.strategy_accuracy`, greedy; `benchmarks/lab_strategy_optimum.py` samples at RL's temperature
+and asks what choosing by problem class is worth).
 
     python benchmarks/lab_hinted.py [--preset quick] [--warm-start-seed 0] [--strategy-hints 0.5] [--model DIR]
         [--n-eval 256] [--epochs N] [--cache DIR]
@@ -22,12 +24,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main() -> None:
-    import torch
     from lab_errors import load_policy, policy_args  # benchmarks/ is on sys.path when run as a script
 
-    from hicra.lab.model import format_prompt
-    from hicra.lab.sampling import sample
-    from hicra.lab.sft import HINT, eval_problems
+    from hicra.lab.probes import strategy_accuracy
+    from hicra.lab.sft import eval_problems
 
     ap = argparse.ArgumentParser()
     policy_args(ap)
@@ -35,16 +35,13 @@ def main() -> None:
     args = ap.parse_args()
     model_dir, model, tok, ws, rl = load_policy(args, strategy_hints=args.strategy_hints)
     task = ws.task_mix()
-    items = [(p, s) for p in eval_problems(task, args.n_eval) if p.family != "multi"
-             for s in task.family_of(p).applicable(p)]
-    out = sample(model, [tok(format_prompt(p.question + HINT + s))["input_ids"] for p, s in items],
-                 rl.max_new_tokens, tok.eos_token_id, tok.pad_token_id, generator=torch.Generator().manual_seed(0),
-                 greedy=True)
+    problems = [p for p in eval_problems(task, args.n_eval) if p.family != "multi"]
+    rows = strategy_accuracy(model, tok, task, problems, k=1, temperature=1.0, max_new_tokens=rl.max_new_tokens,
+                             greedy=True, own=False)
     right, named = defaultdict(list), defaultdict(list)
-    for (p, s), ids in zip(items, out.response_lists(), strict=True):
-        r = task.check(p, tok.decode(ids, skip_special_tokens=True))
-        right[(p.family, s)].append(r.correct)
-        named[(p.family, s)].append(r.strategy == s)
+    for r in rows:
+        right[(r["family"], r["strategy"])].append(r["n_correct"])
+        named[(r["family"], r["strategy"])].append(r["n_followed"])
     print(f"model {model_dir}; greedy, hinted prompts, held-out single-part problems of the first {args.n_eval}")
     print(f"{'family':<9}{'strategy':<13}{'n':>5}{'accuracy':>10}{'executed as named':>19}")
     for key in sorted(right):

@@ -494,3 +494,115 @@ def test_show_count_states_the_count_and_the_mix_rebuilds_its_own_questions():
         TaskMix([{"family": "product"}]).problem("series:1:2:3")
     with pytest.raises(ValueError, match="not a lab problem id"):
         mix.problem("series:1:x:3")
+
+
+def test_decision_class_names_the_features_the_choice_turns_on():
+    """Series classes by number of terms; product by b's ones digit and a's band; multi by its parts' classes."""
+    from hicra.lab.tasks import TaskMix
+
+    mix = TaskMix([{"family": "series"}, {"family": "product"}, {"family": "multi"}])
+    s, p = mix.problem("series:14:3:9"), mix.problem("product:123:39")
+    assert mix.family_of(s).decision_class(s) == "n=9"
+    assert mix.family_of(p).decision_class(p) == "b ends 9, a>=100"
+    assert mix.family_of(mix.problem("product:7:12")).decision_class(mix.problem("product:7:12")) == "b ends 2, a<10"
+    m = mix.problem("multi:series:14:3:9|product:23:39")
+    assert mix.family_of(m).decision_class(m) == "n=9 | b ends 9, a 10-99"
+
+
+def _rows(family, classes, acc, k, rng, n_per_class):
+    """Synthetic strategy_accuracy rows: acc[class][strategy] is each response's chance of being right."""
+    rows = []
+    for c in classes:
+        for i in range(n_per_class):
+            pid = f"{family}:{c}:{i}"
+            for s, p in acc[c].items():
+                rows.append({"problem_id": pid, "family": family, "decision_class": c, "strategy": s, "k": k,
+                             "n_correct": sum(rng.random() < p for _ in range(k)), "n_followed": k})
+            rows.append({"problem_id": pid, "family": family, "decision_class": c, "strategy": None, "k": k,
+                         "n_correct": 0, "n_followed": 0})
+    return rows
+
+
+def test_class_optimum_finds_a_planted_choice_and_cross_fitting_removes_the_pick_bias():
+    """A planted problem-dependent optimum (A right in class c1, B in c2) is found: by_class 1, single_route ~0.5,
+    gain ~0.5, entropy ln 2. Where every strategy is equally good, the in-sample pick of each class's best looks
+    better than one strategy everywhere, but the cross-fitted gain is ~0 on average."""
+    import math
+    import random
+
+    from hicra.lab.probes import class_optimum
+
+    rng = random.Random(0)
+    rows = _rows("fam", ["c1", "c2"], {"c1": {"A": 1.0, "B": 0.0}, "c2": {"A": 0.0, "B": 1.0}}, 4, rng, 20)
+    rep = class_optimum(rows)["fam"]
+    # one strategy everywhere is right on the problems of its class: about half (the folds are a hash's split)
+    assert rep["by_class"] == 1.0 and rep["single_route"] == pytest.approx(0.5, abs=0.1) and rep["own"] == 0.0
+    assert rep["gain"] == pytest.approx(1.0 - rep["single_route"])
+    assert rep["entropy_by_class"] == pytest.approx(math.log(2))
+    assert {c: v["best"] for c, v in rep["classes"].items()} == {"c1": "A", "c2": "B"}
+    assert rep["classes"]["c1"]["accuracy"] == {"A": 1.0, "B": 0.0} and rep["n_problems"] == 40
+
+    classes = [f"c{i}" for i in range(20)]
+    flat = {c: {s: 0.5 for s in "ABCD"} for c in classes}
+    gains, naive = [], []
+    for seed in range(30):
+        rep = class_optimum(_rows("fam", classes, flat, 2, random.Random(seed), 6))["fam"]
+        gains.append(rep["gain"])
+        best_single = max(sum(v["accuracy"][s] * v["share"] for v in rep["classes"].values()) for s in "ABCD")
+        naive.append(sum(v["accuracy"][v["best"]] * v["share"] for v in rep["classes"].values()) - best_single)
+    assert abs(sum(gains) / len(gains)) < 0.03
+    assert sum(naive) / len(naive) > 0.1
+    with pytest.raises(ValueError, match="no row names a strategy"):
+        class_optimum([r for r in _rows("fam", ["c1"], {"c1": {"A": 1.0}}, 2, rng, 2) if r["strategy"] is None])
+
+
+def test_strategy_accuracy_scores_each_named_strategy_and_the_own_choice(monkeypatch):
+    """With a stand-in policy that executes the strategy a prompt names (noise-free) and answers 0 to a plain
+    prompt, every hinted row is right and followed k times out of k and every own-choice row 0; one row per
+    applicable strategy and one own row per problem; k < 1 is refused."""
+    import random
+    from collections import Counter
+    from types import SimpleNamespace
+
+    import hicra.lab.sampling as sampling
+    from hicra.lab.probes import strategy_accuracy
+    from hicra.lab.sft import HINT
+    from hicra.lab.tasks import TaskMix
+    from hicra.lab.tasks.base import CorpusKnobs
+
+    mix = TaskMix([{"family": "series"}, {"family": "product"}])
+    problems = mix.heldout(6)
+    by_question = {p.question: p for p in problems}
+    clean = CorpusKnobs(execution_noise=0.0, planning_noise=0.0)
+    texts: list[str] = []
+
+    class Tok:
+        eos_token_id, pad_token_id = 0, 0
+
+        def __call__(self, text):
+            texts.append(text)
+            return {"input_ids": [len(texts) - 1]}
+
+        def decode(self, ids, skip_special_tokens=True):
+            return texts[ids[0]]
+
+    def fake_sample(model, prompts, max_new_tokens, eos_id, pad_id, generator=None, temperature=1.0, **kw):
+        out = []
+        for (i,) in prompts:
+            question, _, strategy = texts[i].rstrip("\n").partition(HINT)
+            p = by_question[question]
+            texts.append(mix.solve(p, random.Random(0), clean, strategy) if strategy else "so the answer is 0")
+            out.append([len(texts) - 1])
+        return SimpleNamespace(response_lists=lambda: out)
+
+    monkeypatch.setattr(sampling, "sample", fake_sample)
+    model = SimpleNamespace(eval=lambda: None)
+    rows = strategy_accuracy(model, Tok(), mix, problems, k=3, temperature=0.7, max_new_tokens=64)
+    want = Counter((p.id, s) for p in problems for s in (*mix.family_of(p).applicable(p), None))
+    assert Counter((r["problem_id"], r["strategy"]) for r in rows) == want
+    for r in rows:
+        assert r["k"] == 3 and r["decision_class"] == mix.family_of(mix.problem(r["problem_id"])).decision_class(
+            mix.problem(r["problem_id"]))
+        assert (r["n_correct"], r["n_followed"]) == ((3, 3) if r["strategy"] else (0, 0))
+    with pytest.raises(ValueError, match="k must be"):
+        strategy_accuracy(model, Tok(), mix, problems, k=0, temperature=0.7, max_new_tokens=64)

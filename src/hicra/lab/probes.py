@@ -224,7 +224,7 @@ def run_probes(model, tokenizer, task, problems, max_new_tokens: int, step: int,
 
 
 def strategy_accuracy(model, tokenizer, task, problems, k: int, temperature: float, max_new_tokens: int,
-                      seed: int = 0, batch_size: int = 256) -> list[dict]:
+                      seed: int = 0, batch_size: int = 256, greedy: bool = False, own: bool = True) -> list[dict]:
     """How well the policy executes each strategy when the prompt names it, and how well it does on its own.
 
     For every problem and every strategy that applies to it (`Family.applicable`), `k` responses sampled at
@@ -233,7 +233,8 @@ def strategy_accuracy(model, tokenizer, task, problems, k: int, temperature: flo
     (the policy's own choice, `strategy` None), each scored by the task's checker. Returns one row per (problem,
     strategy): `problem_id`, `family`, `decision_class` (`Family.decision_class`), `strategy`, `k`, `n_correct`,
     `n_followed` (responses whose parsed strategy is the one named; for the own-choice row, those that executed
-    the cost model's cheapest). A policy that ignores hints executes its own choice on hinted prompts too: read
+    the cost model's cheapest). `greedy` decodes greedily instead (use k = 1); `own=False` leaves out the plain
+    prompts. A policy that ignores hints executes its own choice on hinted prompts too: read
     `n_followed` before `n_correct`. Deterministic in `seed`; responses are cut at `max_new_tokens` and checked like
     any other, as in RL (a cut response has no answer line: a format error)."""
     from hicra.lab.model import format_prompt
@@ -244,7 +245,7 @@ def strategy_accuracy(model, tokenizer, task, problems, k: int, temperature: flo
         raise ValueError(f"k must be >= 1, got {k}")
     cells = []  # (problem, strategy or None)
     for p in problems:
-        cells += [(p, s) for s in task.family_of(p).applicable(p)] + [(p, None)]
+        cells += [(p, s) for s in task.family_of(p).applicable(p)] + ([(p, None)] if own else [])
     prompts = [tokenizer(format_prompt(p.question + (HINT + s if s else "")))["input_ids"]
                for p, s in cells for _ in range(k)]
     gen = torch.Generator().manual_seed(seed)
@@ -252,7 +253,7 @@ def strategy_accuracy(model, tokenizer, task, problems, k: int, temperature: flo
     model.eval()
     for i in range(0, len(prompts), batch_size):
         out = sample(model, prompts[i : i + batch_size], max_new_tokens, tokenizer.eos_token_id,
-                     tokenizer.pad_token_id, generator=gen, temperature=temperature)
+                     tokenizer.pad_token_id, generator=gen, temperature=temperature, greedy=greedy)
         texts += [tokenizer.decode(ids, skip_special_tokens=True) for ids in out.response_lists()]
     rows = []
     for j, (p, s) in enumerate(cells):
@@ -266,6 +267,11 @@ def strategy_accuracy(model, tokenizer, task, problems, k: int, temperature: flo
         rows.append({"problem_id": p.id, "family": p.family, "decision_class": fam.decision_class(p),
                      "strategy": s, "k": k, "n_correct": correct, "n_followed": followed})
     return rows
+
+
+def _natural(name: str) -> list:
+    """Sort key that orders the numbers inside a name by value (`n=2` before `n=11`)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def class_optimum(rows: list[dict]) -> dict:
@@ -335,13 +341,13 @@ def class_optimum(rows: list[dict]) -> dict:
             single_pick = next((s for s in overall if s in everywhere), None)
             for pid in test:
                 ranked = per_class.get(klass[pid], overall)
-                pick = next((s for s in ranked + overall if s in table[pid]))
+                pick = next(s for s in ranked + overall + order[fam] if s in table[pid])
                 by_class.append(table[pid][pick])
                 if single_pick is not None:
                     single.append(table[pid][single_pick])
         classes = {}
-        natural = lambda kv: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", kv[0])]  # n=2 before n=11
-        for c, ranked in sorted(ranking(list(table), fam, lambda pid: klass[pid]).items(), key=natural):
+        for c, ranked in sorted(ranking(list(table), fam, lambda pid: klass[pid]).items(),
+                                key=lambda kv: _natural(kv[0])):
             pids = [pid for pid in table if klass[pid] == c]
             classes[c] = {"share": len(pids) / len(table), "best": ranked[0],
                           "accuracy": {s: mean([table[p][s] for p in pids if s in table[p]]) for s in ranked},
