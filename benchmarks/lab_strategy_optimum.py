@@ -17,6 +17,9 @@ prompt, and `--k` with the plain prompt (`hicra.lab.probes.strategy_accuracy`), 
   gain      class - single: what planning by problem can earn
   H_class   strategy entropy (nats) of the per-class choice; H_cost the cost model's over the same problems
   follow    share of hinted responses that executed the strategy named (a policy that ignores hints measures nothing)
+  own_best  share of own-choice responses that executed their class's measured best
+  own_info  I(own executed strategy; class), nats, plug-in (0 when the own choice is blind to the class; the
+            plug-in bias under independence, (classes - 1)(labels - 1)/2N, is printed with the mean)
 
 then over runs the mean and SD of each per step and family, and the class table pooled over the runs at each step
 (every class's accuracy per strategy). `--json` writes every report. One torch thread. A missing run file or
@@ -36,7 +39,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-COLUMNS = ("own", "cost", "single_route", "by_class", "gain", "entropy_by_class", "entropy_cost", "followed")
+COLUMNS = ("own", "cost", "single_route", "by_class", "gain", "entropy_by_class", "entropy_cost", "followed",
+           "own_best", "own_information")
 
 
 def cost_model_figures(task, rows: list[dict]) -> dict:
@@ -123,13 +127,15 @@ def main() -> int:
                 v = [r[c] for r in cells]
                 sd = statistics.stdev(v) if len(v) > 1 else float("nan")
                 line += f"  {c} {statistics.mean(v):.3f} ({sd:.3f})"
-            print(line + f"  n={len(cells)}")
+            bias = statistics.mean(r["own_information_bias"] for r in cells)
+            print(line + f"  n={len(cells)}  (own_information plug-in bias ~{bias:.3f})")
     for step in steps:
         print(f"\nclasses pooled over runs at step {step} (accuracy when told each strategy; * = best):")
         for fam, rep in class_optimum(pooled[step]).items():
             for c, v in rep["classes"].items():
                 accs = "  ".join(f"{'*' if s == v['best'] else ' '}{s} {a:.2f}" for s, a in v["accuracy"].items())
-                print(f"  {fam:8s}{c:22s}{v['share']:6.3f}  {accs}")
+                chosen = " ".join(f"{s} {x:.2f}" for s, x in v["own_choice"].items() if x >= 0.01)
+                print(f"  {fam:8s}{c:22s}{v['share']:6.3f}  {accs}   | own choice: {chosen}")
     if args.json:
         from hicra.fileio import write_json
 

@@ -509,8 +509,9 @@ def test_decision_class_names_the_features_the_choice_turns_on():
     assert mix.family_of(m).decision_class(m) == "n=9 | b ends 9, a 10-99"
 
 
-def _rows(family, classes, acc, k, rng, n_per_class):
-    """Synthetic strategy_accuracy rows: acc[class][strategy] is each response's chance of being right."""
+def _rows(family, classes, acc, k, rng, n_per_class, own_choice=lambda c: "A"):
+    """Synthetic strategy_accuracy rows: acc[class][strategy] is each response's chance of being right; the policy's
+    own choice executes own_choice(class) every time."""
     rows = []
     for c in classes:
         for i in range(n_per_class):
@@ -519,7 +520,7 @@ def _rows(family, classes, acc, k, rng, n_per_class):
                 rows.append({"problem_id": pid, "family": family, "decision_class": c, "strategy": s, "k": k,
                              "n_correct": sum(rng.random() < p for _ in range(k)), "n_followed": k})
             rows.append({"problem_id": pid, "family": family, "decision_class": c, "strategy": None, "k": k,
-                         "n_correct": 0, "n_followed": 0})
+                         "n_correct": 0, "n_followed": 0, "executed": {own_choice(c): k}})
     return rows
 
 
@@ -533,8 +534,13 @@ def test_class_optimum_finds_a_planted_choice_and_cross_fitting_removes_the_pick
     from hicra.lab.probes import class_optimum
 
     rng = random.Random(0)
-    rows = _rows("fam", ["c1", "c2"], {"c1": {"A": 1.0, "B": 0.0}, "c2": {"A": 0.0, "B": 1.0}}, 4, rng, 20)
+    rows = _rows("fam", ["c1", "c2"], {"c1": {"A": 1.0, "B": 0.0}, "c2": {"A": 0.0, "B": 1.0}}, 4, rng, 20,
+                 own_choice=lambda c: "A" if c == "c1" else "B")
     rep = class_optimum(rows)["fam"]
+    # the own choice follows the class exactly: I(executed; class) = H(class) = ln 2, always the class's best
+    assert rep["own_information"] == pytest.approx(math.log(2)) and rep["own_best"] == 1.0
+    assert rep["classes"]["c2"]["own_choice"] == {"B": 1.0}
+    assert rep["own_information_bias"] == pytest.approx(1 / (2 * 160))
     # one strategy everywhere is right on the problems of its class: about half (the folds are a hash's split)
     assert rep["by_class"] == 1.0 and rep["single_route"] == pytest.approx(0.5, abs=0.1) and rep["own"] == 0.0
     assert rep["gain"] == pytest.approx(1.0 - rep["single_route"])
@@ -548,6 +554,7 @@ def test_class_optimum_finds_a_planted_choice_and_cross_fitting_removes_the_pick
     for seed in range(30):
         rep = class_optimum(_rows("fam", classes, flat, 2, random.Random(seed), 6))["fam"]
         gains.append(rep["gain"])
+        assert rep["own_information"] == pytest.approx(0.0, abs=1e-12)  # always A: a choice blind to the class
         best_single = max(sum(v["accuracy"][s] * v["share"] for v in rep["classes"].values()) for s in "ABCD")
         naive.append(sum(v["accuracy"][v["best"]] * v["share"] for v in rep["classes"].values()) - best_single)
     assert abs(sum(gains) / len(gains)) < 0.03
@@ -604,5 +611,6 @@ def test_strategy_accuracy_scores_each_named_strategy_and_the_own_choice(monkeyp
         assert r["k"] == 3 and r["decision_class"] == mix.family_of(mix.problem(r["problem_id"])).decision_class(
             mix.problem(r["problem_id"]))
         assert (r["n_correct"], r["n_followed"]) == ((3, 3) if r["strategy"] else (0, 0))
+        assert r["executed"] == ({r["strategy"]: 3} if r["strategy"] else {"unparsed": 3})
     with pytest.raises(ValueError, match="k must be"):
         strategy_accuracy(model, Tok(), mix, problems, k=0, temperature=0.7, max_new_tokens=64)

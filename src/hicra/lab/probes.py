@@ -233,7 +233,7 @@ def strategy_accuracy(model, tokenizer, task, problems, k: int, temperature: flo
     (the policy's own choice, `strategy` None), each scored by the task's checker. Returns one row per (problem,
     strategy): `problem_id`, `family`, `decision_class` (`Family.decision_class`), `strategy`, `k`, `n_correct`,
     `n_followed` (responses whose parsed strategy is the one named; for the own-choice row, those that executed
-    the cost model's cheapest). `greedy` decodes greedily instead (use k = 1); `own=False` leaves out the plain
+    the cost model's cheapest), `executed` (parsed strategy -> count, `unparsed` for none). `greedy` decodes greedily instead (use k = 1); `own=False` leaves out the plain
     prompts. A policy that ignores hints executes its own choice on hinted prompts too: read
     `n_followed` before `n_correct`. Deterministic in `seed`; responses are cut at `max_new_tokens` and checked like
     any other, as in RL (a cut response has no answer line: a format error)."""
@@ -260,12 +260,14 @@ def strategy_accuracy(model, tokenizer, task, problems, k: int, temperature: flo
         fam = task.family_of(p)
         target = s or fam.optimal_label(p)
         correct = followed = 0
+        executed: dict[str, int] = {}
         for text in texts[j * k : (j + 1) * k]:
             r = task.check(p, text)
             correct += r.correct
             followed += r.strategy == target
+            executed[r.strategy or "unparsed"] = executed.get(r.strategy or "unparsed", 0) + 1
         rows.append({"problem_id": p.id, "family": p.family, "decision_class": fam.decision_class(p),
-                     "strategy": s, "k": k, "n_correct": correct, "n_followed": followed})
+                     "strategy": s, "k": k, "n_correct": correct, "n_followed": followed, "executed": executed})
     return rows
 
 
@@ -290,8 +292,13 @@ def class_optimum(rows: list[dict]) -> dict:
     - `gain`: by_class - single_route (what planning by problem can earn, in accuracy);
     - `own`: accuracy of the policy's own choice (unhinted prompts), and `own_cheapest` the share of those
       responses that executed the cost model's cheapest strategy;
+    - `own_best`: the share of own-choice responses that executed their class's `best`; `own_information`: the
+      mutual information (nats, plug-in) between the class and the strategy the policy executes on its own, 0 for
+      a choice blind to the class; `own_information_bias`: the plug-in estimate's expected value under
+      independence, (classes - 1)(labels - 1) / 2N (Miller-Madow), to read small values against;
     - `classes`: per class its share of problems, each strategy's accuracy and share followed (all problems),
-      and `best` (on all problems; ties go to the strategy listed first);
+      `best` (on all problems; ties go to the strategy listed first) and `own_choice` (label -> share of the
+      own-choice responses);
     - `entropy_by_class`: entropy (nats) of the strategies `best` picks, weighted by class share: the
       measured optimum's strategy entropy within the family, to set beside the cost model's.
     Accuracies are shares in [0, 1]; ValueError on rows without any hinted strategy."""
@@ -302,6 +309,7 @@ def class_optimum(rows: list[dict]) -> dict:
     acc: dict = defaultdict(dict)  # family -> problem -> strategy -> accuracy
     followed: dict = defaultdict(dict)
     klass, own, own_cheapest = {}, defaultdict(list), defaultdict(list)
+    own_counts: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))  # family -> class -> strategy -> n
     order: dict = defaultdict(list)  # family -> strategies in first-seen order (the family's tie-break order)
     for r in rows:
         fam, pid, s = r["family"], r["problem_id"], r["strategy"]
@@ -309,6 +317,8 @@ def class_optimum(rows: list[dict]) -> dict:
         if s is None:
             own[fam].append(r["n_correct"] / r["k"])
             own_cheapest[fam].append(r["n_followed"] / r["k"])
+            for label, n in r.get("executed", {}).items():
+                own_counts[fam][r["decision_class"]][label] += n
             continue
         acc[fam].setdefault(pid, {})[s] = r["n_correct"] / r["k"]
         followed[fam].setdefault(pid, {})[s] = r["n_followed"] / r["k"]
@@ -355,8 +365,23 @@ def class_optimum(rows: list[dict]) -> dict:
         picks = defaultdict(float)
         for c in classes.values():
             picks[c["best"]] += c["share"]
+        counts = own_counts.get(fam, {})
+        n_own = sum(sum(v.values()) for v in counts.values())
+        for c, v in classes.items():
+            total = sum(counts.get(c, {}).values())
+            v["own_choice"] = {s: n / total for s, n in sorted(counts.get(c, {}).items())} if total else {}
+        joint = {(c, s): n for c, v in counts.items() for s, n in v.items()}
+        by_label = defaultdict(int)
+        for (_, label), n in joint.items():
+            by_label[label] += n
+        information = (entropy(by_label) + entropy({c: sum(v.values()) for c, v in counts.items()})
+                       - entropy(joint)) if n_own else float("nan")
+        own_best = sum(counts.get(c, {}).get(v["best"], 0) for c, v in classes.items()) / n_own if n_own else float("nan")
         report[fam] = {"n_problems": len(table), "by_class": mean(by_class), "single_route": mean(single),
                        "gain": mean(by_class) - mean(single), "own": mean(own[fam]),
-                       "own_cheapest": mean(own_cheapest[fam]), "entropy_by_class": entropy(picks),
+                       "own_cheapest": mean(own_cheapest[fam]), "own_best": own_best,
+                       "own_information": information,
+                       "own_information_bias": (len(counts) - 1) * (len(by_label) - 1) / (2 * n_own) if n_own else float("nan"),
+                       "entropy_by_class": entropy(picks),
                        "classes": classes}
     return report
