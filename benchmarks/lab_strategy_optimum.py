@@ -93,10 +93,10 @@ def main() -> int:
                 snap = run / "checkpoints" / f"step_{s:06d}"
                 if not (snap / "config.json").is_file():
                     raise ValueError(f"no snapshot {snap}")
-                if s == 0:
-                    if info["model"] in seen_warm:
+                if s == 0:  # runs from one warm start share their step 0 (run.json's `model`)
+                    if info.get("model", str(run)) in seen_warm:
                         continue
-                    seen_warm.add(info["model"])
+                    seen_warm.add(info.get("model", str(run)))
                 jobs.append((run, s, snap, cfg, specs))
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
             print(f"lab_strategy_optimum: error: {run}: {e}", file=sys.stderr)

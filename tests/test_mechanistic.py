@@ -1080,3 +1080,46 @@ def test_lab_exec_probe_benchmark_reads_snapshots(run_dir, tmp_path, capsys, mon
     monkeypatch.setattr(sys, "argv", ["x", str(run), "--temperature", "0"])
     assert mod.main() == 2
     assert "--temperature" in _one_line(capsys)
+
+
+def test_lab_strategy_optimum_benchmark_reads_snapshots(run_dir, tmp_path, capsys, monkeypatch):
+    """benchmarks/lab_strategy_optimum.py: its JSON holds, per snapshot and family, `class_optimum` of
+    `strategy_accuracy` on the run's held-out problems at the run's temperature and seed; a step without a snapshot
+    is one line naming it, exit code 2."""
+    import importlib.util
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hicra.lab.probes import class_optimum, strategy_accuracy
+    from hicra.lab.tasks import TaskMix
+
+    run = _copy_run(run_dir, tmp_path)
+    shutil.copytree(run / "checkpoints" / "step_000000", run / "tokenizer")
+    info = json.loads((run / "run.json").read_text())
+    info["config"].update(optimum="diverse")
+    (run / "run.json").write_text(json.dumps(info))
+    spec = importlib.util.spec_from_file_location("lab_strategy_optimum", BENCH_RUNS.parent / "lab_strategy_optimum.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out_json = tmp_path / "so.json"
+    monkeypatch.setattr(sys, "argv", ["x", str(run), "--steps", "0,10", "--n", "3", "--k", "2", "--json", str(out_json)])
+    assert mod.main() == 0
+    reports = json.loads(out_json.read_text())
+    assert sorted((r["step"], r["family"]) for r in reports) == [(0, "product"), (0, "series"), (10, "product"),
+                                                                 (10, "series")]
+    cfg = info["config"]
+    task = TaskMix(cfg["tasks"], optimum="diverse", heldout_share=cfg["heldout_share"])
+    problems = [p for s in cfg["tasks"] for p in TaskMix([s], heldout_share=cfg["heldout_share"]).heldout(3)]
+    model = AutoModelForCausalLM.from_pretrained(run / "checkpoints" / "step_000010")
+    rows = strategy_accuracy(model, AutoTokenizer.from_pretrained(run / "tokenizer"), task, problems, 2,
+                             cfg["temperature"], cfg["max_new_tokens"], seed=cfg["seed"])
+    want = class_optimum(rows)
+    for r in reports:
+        if r["step"] == 10:
+            for key in ("own", "single_route", "by_class", "own_information", "n_problems"):
+                assert r[key] == pytest.approx(want[r["family"]][key], nan_ok=True)
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["x", str(run), "--steps", "0,7"])
+    assert mod.main() == 2
+    assert "step_000007" in _one_line(capsys)
