@@ -25,6 +25,11 @@ numpy/pyarrow over flattened token arrays (no per-token Python loops):
 - ``strategy_entropy``: Shannon entropy (nats) of the strategy labels of the step's responses (optional rollout
   column `strategy`, labels joined by "+"; a response with k labels gives each 1/k, so every response weighs the
   same; null labels are left out and counted in ``strategy_unparsed_share``); null when no response has a label.
+- ``strategy_information`` = H(strategy) - H(strategy | prompt) (nats, Miller-Madow-corrected entropies; the
+  corrected within-prompt term is ``strategy_entropy_within``): how much the choice of strategy depends on the
+  problem, from each prompt's group of responses (`strategy_information`). A rise of ``strategy_entropy`` can be
+  the same mix drawn for every problem (information flat) or a policy that learned to choose by problem
+  (information up).
 - ``semantic_entropy_excl_format``: semantic entropy without **format phrases**: phrases present in at least
   FORMAT_PHRASE_SHARE = 90% of the run's responses (pooled over all steps). One exclusion set per run, so every
   step is measured over the same phrases (a per-step set would let a phrase drop in and out of the measure as
@@ -32,7 +37,7 @@ numpy/pyarrow over flattened token arrays (no per-token Python loops):
   ("so the answer is") says nothing about which strategy was taken, yet as the most frequent phrase it would
   dominate the entropy. The set is in `summary.json["format_phrases"]`.
 - Per-step 95% intervals ``accuracy_low/high``, ``semantic_entropy_low/high``, ``strategy_entropy_low/high``,
-  ``semantic_entropy_excl_format_low/high``: bootstrap over the step's prompts (all responses of a drawn prompt
+  ``strategy_information_low/high``, ``semantic_entropy_excl_format_low/high``: bootstrap over the step's prompts (all responses of a drawn prompt
   together; STEP_BOOT = 200 resamples, seeded by the step); percentile interval for accuracy, basic interval
   for the entropies (their plug-in value is biased downwards in a resample).
 - ``n_errors_execution/planning/format``: counts of failed responses by `error_type`, and
@@ -154,6 +159,37 @@ def strategy_counts(labels: Sequence[str | None]) -> tuple[list[str], np.ndarray
         for x in parts:
             out[r, pos[x]] += 1.0 / len(parts)
     return names, out
+
+
+def _miller_madow(counts: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of each row of a count matrix (B, K) with the Miller-Madow correction (m - 1) / 2n, m the
+    row's non-zero cells and n its total: the plug-in estimate's first-order bias, which grows as a mix flattens."""
+    n = counts.sum(axis=1)
+    m = (counts > 0).sum(axis=1)
+    return _entropy_rows(counts) + np.divide(m - 1, 2 * n, out=np.zeros_like(n, dtype=float), where=n > 0)
+
+
+def strategy_information(groups: np.ndarray, weights: np.ndarray | None = None) -> dict:
+    """How much a step's strategy choice depends on the prompt: ``strategy_information`` = H(strategy) -
+    H(strategy | prompt) = H(S) - sum_p (n_p / n) H(S | p), nats, from `groups` (n_prompts, S) label counts per
+    prompt (a GRPO group's responses), with Miller-Madow-corrected entropies (the uncorrected within-prompt entropy
+    of 8 responses is biased low, more so as the mix flattens, which would show as information). 0 for a policy
+    that draws the same mix for every prompt (up to noise), H(S) for one that is deterministic per prompt.
+    ``strategy_entropy_within`` is the corrected H(S | prompt). With `weights` (B, n_prompts) bootstrap
+    multiplicities over prompts, ``strategy_information_low/high`` is its basic 95% interval. Empty dict when no
+    prompt has a label."""
+    mass = groups.sum(axis=1)
+    if mass.sum() <= 0:
+        return {}
+    within = _miller_madow(groups)
+    out = {"strategy_entropy_within": float(mass @ within / mass.sum())}
+    out["strategy_information"] = float(_miller_madow(groups.sum(axis=0, keepdims=True))[0]) - out[
+        "strategy_entropy_within"]
+    if weights is not None:
+        boot = _miller_madow(weights @ groups) - (weights * mass) @ within / np.maximum(weights @ mass, 1e-12)
+        out["strategy_information_low"], out["strategy_information_high"] = _interval(
+            boot, out["strategy_information"])
+    return out
 
 
 class StepCounts:
@@ -366,6 +402,7 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
         g = _group_rows(s_counts, group, n_per.size)
         row["strategy_entropy_low"], row["strategy_entropy_high"] = _interval(_entropy_rows(weights @ g),
                                                                              row["strategy_entropy"])
+        row.update(strategy_information(g, weights))
     if counts_out is not None:
         ids = np.asarray(table.column("prompt_id").to_numpy(zero_copy_only=False), dtype=object).astype(str)
         counts_out.append(StepCounts(row["step"], ids, phrases, phrase_counts, strategies, s_counts))
