@@ -184,8 +184,53 @@ def test_strategy_entropy_and_format_phrase_exclusion(tmp_path):
     p = np.array([2, 0.5, 0.5]) / 3
     assert df["strategy_entropy"].iloc[0] == pytest.approx(-(p * np.log(p)).sum())
     assert df["strategy_unparsed_share"].iloc[0] == pytest.approx(0.25)
+    # H(S) - H(S | prompt), Miller-Madow: prompt 0 holds guess, add+check (mass 2), prompt 1 guess (mass 1)
+    h = -(p * np.log(p)).sum() + (3 - 1) / (2 * 3)
+    q0 = np.array([1, 0.5, 0.5]) / 2
+    within0 = -(q0 * np.log(q0)).sum() + (3 - 1) / (2 * 2)
+    assert df["strategy_information"].iloc[0] == pytest.approx(h - 2 * within0 / 3)
     assert df.attrs["format_phrases"] == ["so"]  # the paper lexicon matches "so" inside "so the answer is"
     counts = Counter(s.phrase for t in texts for s in tagger.spans(t) if s.phrase != "so")
     q = np.array(list(counts.values()), float) / sum(counts.values())
     assert df["semantic_entropy_excl_format"].iloc[0] == pytest.approx(-(q * np.log(q)).sum())
     assert df["semantic_entropy_excl_format"].iloc[0] != pytest.approx(df["semantic_entropy"].iloc[0])
+
+
+def test_strategy_information_separates_choosing_by_prompt_from_one_mix_for_all():
+    """H(S) - H(S | prompt) with Miller-Madow entropies: deterministic per prompt gives H(S) (+ the overall
+    correction), one mix drawn for every prompt gives ~0 on average where the plug-in estimate would show ~+0.06
+    from 8-response groups; with strata (families with their own labels) the family adds nothing."""
+    import math
+
+    from hicra.dynamics.metrics import strategy_information
+    from hicra.dynamics.phases import entropy_rows
+
+    n_prompts, k = 40, 8
+    det = np.zeros((n_prompts, 2))
+    det[: n_prompts // 2, 0] = k
+    det[n_prompts // 2 :, 1] = k
+    out = strategy_information(det)
+    assert out["strategy_information"] == pytest.approx(math.log(2) + 1 / (2 * n_prompts * k))
+    assert out["strategy_entropy_within"] == 0.0
+
+    rng = np.random.default_rng(0)
+    corrected, plug_in = [], []
+    for _ in range(200):
+        a = rng.binomial(k, 0.5, n_prompts)
+        g = np.stack([a, k - a], axis=1).astype(float)
+        corrected.append(strategy_information(g)["strategy_information"])
+        plug_in.append(entropy_rows(g.sum(axis=0, keepdims=True))[0] - entropy_rows(g).mean())
+    assert abs(np.mean(corrected)) < 0.01 and np.mean(plug_in) > 0.04
+
+    # two families, each prompt draws its family's mix: the unconditional figure is the family's ln 2
+    a = rng.binomial(k, 0.5, n_prompts)
+    fam = np.arange(n_prompts) % 2
+    g = np.zeros((n_prompts, 4))
+    g[fam == 0, 0], g[fam == 0, 1] = a[fam == 0], k - a[fam == 0]
+    g[fam == 1, 2], g[fam == 1, 3] = a[fam == 1], k - a[fam == 1]
+    assert strategy_information(g)["strategy_information"] > 0.6
+    weights = np.random.default_rng(1).multinomial(n_prompts, [1 / n_prompts] * n_prompts, size=200).astype(float)
+    cond = strategy_information(g, weights, strata=fam)
+    assert abs(cond["strategy_information"]) < 0.1
+    assert cond["strategy_information_low"] <= cond["strategy_information"] <= cond["strategy_information_high"]
+    assert strategy_information(np.zeros((3, 2))) == {}

@@ -169,24 +169,33 @@ def _miller_madow(counts: np.ndarray) -> np.ndarray:
     return _entropy_rows(counts) + np.divide(m - 1, 2 * n, out=np.zeros_like(n, dtype=float), where=n > 0)
 
 
-def strategy_information(groups: np.ndarray, weights: np.ndarray | None = None) -> dict:
+def strategy_information(groups: np.ndarray, weights: np.ndarray | None = None,
+                         strata: np.ndarray | None = None) -> dict:
     """How much a step's strategy choice depends on the prompt: ``strategy_information`` = H(strategy) -
     H(strategy | prompt) = H(S) - sum_p (n_p / n) H(S | p), nats, from `groups` (n_prompts, S) label counts per
     prompt (a GRPO group's responses), with Miller-Madow-corrected entropies (the uncorrected within-prompt entropy
     of 8 responses is biased low, more so as the mix flattens, which would show as information). 0 for a policy
     that draws the same mix for every prompt (up to noise), H(S) for one that is deterministic per prompt.
     ``strategy_entropy_within`` is the corrected H(S | prompt). With `weights` (B, n_prompts) bootstrap
-    multiplicities over prompts, ``strategy_information_low/high`` is its basic 95% interval. Empty dict when no
-    prompt has a label."""
+    multiplicities over prompts, ``strategy_information_low/high`` is its basic 95% interval. With `strata`
+    (n_prompts,) ids (e.g. the task family of each prompt, where families have their own strategies) it is the
+    conditional I(S; prompt | stratum) = sum_f (n_f / n) [H(S | f) - H(S | prompt, f)]: which family a prompt
+    belongs to then adds nothing. Empty dict when no prompt has a label."""
     mass = groups.sum(axis=1)
     if mass.sum() <= 0:
         return {}
+    strata = np.zeros(len(groups), dtype=int) if strata is None else np.unique(strata, return_inverse=True)[1]
+    onehot = np.eye(strata.max() + 1)[strata]  # (n_prompts, F)
     within = _miller_madow(groups)
     out = {"strategy_entropy_within": float(mass @ within / mass.sum())}
-    out["strategy_information"] = float(_miller_madow(groups.sum(axis=0, keepdims=True))[0]) - out[
-        "strategy_entropy_within"]
+    between = _miller_madow(onehot.T @ groups)  # (F,) entropy of each stratum's pooled labels
+    out["strategy_information"] = float((onehot.T @ mass) @ between / mass.sum()) - out["strategy_entropy_within"]
     if weights is not None:
-        boot = _miller_madow(weights @ groups) - (weights * mass) @ within / np.maximum(weights @ mass, 1e-12)
+        w_mass = weights * mass  # (B, n_prompts)
+        boot_between = np.stack([_miller_madow((weights * onehot[:, f]) @ groups) for f in range(onehot.shape[1])],
+                                axis=1)  # (B, F)
+        boot = (((w_mass @ onehot) * boot_between).sum(axis=1) - w_mass @ within) / np.maximum(w_mass.sum(axis=1),
+                                                                                               1e-12)
         out["strategy_information_low"], out["strategy_information_high"] = _interval(
             boot, out["strategy_information"])
     return out
