@@ -234,3 +234,45 @@ def test_strategy_information_separates_choosing_by_prompt_from_one_mix_for_all(
     assert abs(cond["strategy_information"]) < 0.1
     assert cond["strategy_information_low"] <= cond["strategy_information"] <= cond["strategy_information_high"]
     assert strategy_information(np.zeros((3, 2))) == {}
+
+
+def test_choice_by_prompt_benchmark_reads_choice_per_family(tmp_path, capsys, monkeypatch):
+    """benchmarks/choice_by_prompt.py: a series policy that goes from one mix for every prompt to one strategy per
+    prompt rises in its `series` column by about ln 2, while a product family that always splits stays at 0; the
+    pooled figure also counts the family. A run without labels: one line, exit code 2."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "choice_by_prompt.py"
+    spec = importlib.util.spec_from_file_location("choice_by_prompt", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    w = RolloutWriter(tmp_path / "run")
+    for step in range(10):
+        rows = []
+        for p in range(8):
+            for i in range(8):
+                if p < 4:  # series: early half/half in every group, late one strategy per prompt
+                    label = ("one-by-one" if i % 2 else "pairing") if step < 5 else (
+                        "one-by-one" if p % 2 else "pairing")
+                    pid = f"series:{p}:1:3"
+                else:
+                    label, pid = "split", f"product:{p}:13"
+                rows.append({"prompt_id": pid, "sample_idx": i, "response": "x", "token_ids": [1], "reward": 0.0,
+                             "correct": False, "strategy": label})
+        w.write_step(step, rows)
+    monkeypatch.setattr(sys, "argv", ["x", str(tmp_path / "run")])
+    assert mod.main() == 0
+    out = capsys.readouterr().out
+    series = next(line for line in out.splitlines() if line.startswith("series "))
+    assert "up in 1 of 1" in series and float(series.split("mean ")[1].split(",")[0]) > 0.6
+    product = next(line for line in out.splitlines() if line.startswith("product "))
+    assert "mean +0.0000" in product or "mean -0.0000" in product
+    w2 = RolloutWriter(tmp_path / "bare")
+    w2.write_step(0, [{"prompt_id": "a", "sample_idx": 0, "response": "x", "token_ids": [1], "reward": 0.0,
+                       "correct": False}])
+    monkeypatch.setattr(sys, "argv", ["x", str(tmp_path / "bare")])
+    assert mod.main() == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bare" in err and "no strategy labels" in err
