@@ -60,6 +60,7 @@ def fifths(values: list[tuple[int, dict]]) -> tuple[list[dict], list[dict]]:
 def main() -> int:
     from hicra.dynamics.records import iter_steps
     from hicra.errors import InputError
+    from hicra.stats import describe_changes
 
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", nargs="+")
@@ -93,9 +94,7 @@ def main() -> int:
     for c, v in changes.items():
         if not v:
             continue
-        sd = statistics.stdev(v) if len(v) > 1 else float("nan")
-        print(f"{c:10s} change first -> last fifth: mean {statistics.mean(v):+.4f}, SD {sd:.4f}, "
-              f"up in {sum(x > 0 for x in v)} of {len(v)}")
+        print(f"{c:10s} change first -> last fifth: {describe_changes(v)}")
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 from pathlib import Path
 
@@ -32,6 +31,7 @@ def main() -> int:
     from hicra.lab.probes import execution_line_scores
     from hicra.lab.sft import eval_problems
     from hicra.lab.tasks import TaskMix
+    from hicra.stats import describe_changes
 
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", nargs="+", type=Path)
@@ -73,9 +73,7 @@ def main() -> int:
     print(f"\n(greedy line accuracy, probability at T = {temperature}; {len(problems)} problems, "
           f"{scores[0]['n_lines']} lines in the last run)")
     for key, values in changes.items():
-        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-        print(f"{key:11s} change step {steps[0]} -> {steps[-1]}: mean {statistics.mean(values):+.4f}, SD {sd:.4f}, "
-              f"up in {sum(v > 0 for v in values)} of {len(values)}")
+        print(f"{key:11s} change step {steps[0]} -> {steps[-1]}: {describe_changes(values)}")
     return 0
 
 

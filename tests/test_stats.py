@@ -126,3 +126,12 @@ def test_cluster_bootstrap_resamples_clusters_not_values():
     assert mean == pytest.approx(2 / 3) and lo == 0.0 and hi == 2.0
     with pytest.raises(ValueError, match="cluster labels"):
         cluster_bootstrap_ci([1.0, 2.0], ["a"])
+
+
+def test_describe_changes_prints_mean_sd_and_rises():
+    from hicra.stats import describe_changes
+
+    assert describe_changes([0.1, -0.2, 0.4]) == "mean +0.1000, SD 0.3000, up in 2 of 3"
+    assert describe_changes([0.5]) == "mean +0.5000, SD nan, up in 1 of 1"
+    with pytest.raises(ValueError, match="no values"):
+        describe_changes([])

@@ -273,3 +273,11 @@ def pairs_needed(sd: float, difference: float, *, alpha: float = 0.05, power: fl
         raise ValueError(f"need difference > 0 and sd >= 0 (got {difference}, {sd})")
     z = NormalDist().inv_cdf
     return max(1, math.ceil(((z(1 - alpha / 2) + z(power)) * sd / difference) ** 2))
+
+
+def describe_changes(changes: Sequence[float]) -> str:
+    """"mean +M, SD S, up in K of N" for per-run changes (SD nan for one run): how benchmarks print a change over
+    runs. ValueError on an empty sequence."""
+    values = _as_1d(changes, "changes")
+    sd = float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
+    return f"mean {values.mean():+.4f}, SD {sd:.4f}, up in {int((values > 0).sum())} of {values.size}"
