@@ -8,9 +8,11 @@ import pytest
 from hicra.lab.presets import (
     KNOBS,
     SERIES,
+    SERIES_NOCOUNT,
     TASKS,
     TASKS_14EP,
     TASKS_FAV06,
+    TASKS_NOCOUNT,
     get_preset,
     narrowed_tasks,
     parse_universe,
@@ -20,9 +22,11 @@ from hicra.lab.tasks import MultiPart
 
 
 def test_preset_warm_start_keys_are_the_measured_ones():
-    # docs/lab.md's figures name these warm starts: the presets of session 20 (stop check, favourite share 0.85,
-    # measured as RECIPE5), of session 18 (favourite share 0.6) and before
+    # docs/lab.md's figures name these warm starts: the presets of session 22 (the count in the prompt), of session
+    # 20 (stop check, favourite share 0.85, measured as RECIPE5), of session 18 (favourite share 0.6) and before
     assert [get_preset("quick", warm_start_seed=s)[0].key() for s in range(5)] == [
+        "b666cbbf458add9f", "11a208598c96ef82", "92d9e6622d449370", "98cdbb9388284552", "b0699660fd9464d1"]
+    assert [get_preset("quick-nocount", warm_start_seed=s)[0].key() for s in range(5)] == [
         "e27a5f1d59e89087", "68f23429366b3209", "62f97b0f7719e155", "a1229502afd9594a", "22c1c7e49c4d0dba"]
     assert [get_preset("quick-fav0.6", warm_start_seed=s)[0].key() for s in range(5)] == [
         "80d6beb5c50fb1e7", "5ab8343d34afcd41", "fa257fd75fbf33c5", "5c79fbe4693bda1e", "58d05e62e1385c41"]
@@ -46,7 +50,9 @@ def test_narrowed_tasks_update_the_given_base():
     assert specs[2] == {"family": "multi", "series": SERIES, "product": {"a_max": 19}}
     # the recipes' flags on the earlier presets build the presets' tasks
     assert narrowed_tasks(parse_universe("write_terms=1,counts=2-12"), base=TASKS_14EP) == TASKS_FAV06
-    assert narrowed_tasks(parse_universe("stop_check=1"), base=TASKS_FAV06) == TASKS
+    assert narrowed_tasks(parse_universe("stop_check=1"), base=TASKS_FAV06) == TASKS_NOCOUNT
+    assert narrowed_tasks(parse_universe("show_count=1"), base=TASKS_NOCOUNT) == TASKS
+    assert narrowed_tasks(SERIES_NOCOUNT) == TASKS_NOCOUNT and SERIES["show_count"] == 1
 
 
 def test_favourite_share_is_a_knob_and_is_validated():

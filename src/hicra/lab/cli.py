@@ -25,7 +25,8 @@ def register(subparsers) -> None:
         "temperature, 0.7 in the presets).")
     p.add_argument("--preset", choices=tuple(PRESETS), default="quick",
                    help="quick (default; what make demo runs) or default (the study's unit run; the same settings "
-                        "since 2026-12-01); quick-fav0.6 / default-fav0.6 and quick-14ep / default-14ep: earlier "
+                        "since 2026-12-01); quick-nocount / default-nocount, quick-fav0.6 / default-fav0.6 and "
+                        "quick-14ep / default-14ep: earlier "
                         "presets, kept so their settings can be rerun (with today's RL code: a new sample of their "
                         "figures, not a replay; docs/lab.md)")
     p.add_argument("--algo", choices=ALGOS, default="hicra", help="advantage scheme (default hicra)")

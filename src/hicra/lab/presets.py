@@ -20,8 +20,15 @@ from hicra.lab.sft import WarmStartConfig
 # One-by-one counts down to the last term (`stop_check`: `b-a=r` once, then `r-d=r'` after each written term, the
 # answer after the line that reaches 0), so it stops where the prompt says (docs/lab.md, "A local stop for
 # one-by-one"). The presets since 2026-12-01 (session 20).
-SERIES = {"write_terms": 1, "counts": list(range(2, 13)), "stop_check": 1}
+# The prompt states the number of terms (`show_count`, session 22): it decides which series strategy pays for this
+# model (one-by-one up to 6 terms, middle for odd counts from 7, pairing for even ones from 8: docs/lab.md "What
+# choosing by problem is worth"), and without it in the prompt RL cannot learn to choose by it.
+SERIES_NOCOUNT = {"write_terms": 1, "counts": list(range(2, 13)), "stop_check": 1}
+SERIES = {**SERIES_NOCOUNT, "show_count": 1}
 TASKS = [{"family": "series", **SERIES}, {"family": "product"}, {"family": "multi", "series": SERIES}]
+# The presets of session 20 (2026-12-01), kept as `quick-nocount` / `default-nocount`: the count not in the prompt.
+TASKS_NOCOUNT = [{"family": "series", **SERIES_NOCOUNT}, {"family": "product"},
+                 {"family": "multi", "series": SERIES_NOCOUNT}]
 # The presets of session 18 (2026-12-01), kept as `quick-fav0.6` / `default-fav0.6`: no stop check, favourite 0.6.
 SERIES_FAV06 = {"write_terms": 1, "counts": list(range(2, 13))}
 TASKS_FAV06 = [{"family": "series", **SERIES_FAV06}, {"family": "product"}, {"family": "multi", "series": SERIES_FAV06}]
@@ -65,6 +72,7 @@ _WARM = WarmStartConfig(tasks=TASKS, size="1m", n_train=8000, epochs=14, batch_s
                         strategy_prior="blind-common", favourite_share=0.85, strategy_hints=0.5,
                         max_response_tokens=320)
 _WARM_FAV06 = replace(_WARM, tasks=TASKS_FAV06, favourite_share=0.6)
+_WARM_NOCOUNT = replace(_WARM, tasks=TASKS_NOCOUNT)
 
 # RL: 80 steps x 16 prompts x 8 samples at temperature 0.7 (rollouts near the greedy path train the decisions greedy
 # decoding makes; the sampled evaluation uses the same temperature) and lr 5e-5. The default run uses the same RL as
@@ -74,12 +82,16 @@ _WARM_FAV06 = replace(_WARM, tasks=TASKS_FAV06, favourite_share=0.6)
 _RL = RLConfig(tasks=TASKS, steps=80, prompts_per_step=16, group_size=8, max_new_tokens=192, lr=5e-5,
                temperature=0.7, n_eval=256, eval_every=20, n_probe=64, checkpoint_every=20)
 _RL_FAV06 = replace(_RL, tasks=TASKS_FAV06, steps=60)
+_RL_NOCOUNT = replace(_RL, tasks=TASKS_NOCOUNT)
 
 _WARM_14EP = WarmStartConfig(tasks=TASKS_14EP, size="1m", n_train=8000, epochs=14, batch_size=16, lr=1.5e-3,
                              max_response_tokens=192)
 PRESETS: dict[str, tuple[WarmStartConfig, RLConfig]] = {
     "quick": (_WARM, _RL),
     "default": (_WARM, _RL),
+    # session 20 (2026-12-01): the count not in the prompt
+    "quick-nocount": (_WARM_NOCOUNT, _RL_NOCOUNT),
+    "default-nocount": (_WARM_NOCOUNT, _RL_NOCOUNT),
     # session 18 (2026-12-01): no stop check, favourite share 0.6, 60 RL steps
     "quick-fav0.6": (_WARM_FAV06, _RL_FAV06),
     "default-fav0.6": (_WARM_FAV06, _RL_FAV06),
