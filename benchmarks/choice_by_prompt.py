@@ -30,10 +30,10 @@ def step_information(table) -> dict:
     family's prompts} of one step's rollout table (nats); {} without labels."""
     import numpy as np
 
-    from hicra.dynamics.metrics import strategy_counts, strategy_information
+    from hicra.dynamics.metrics import joint_strategy_counts, strategy_information
 
     ids = np.asarray(table.column("prompt_id").to_pylist(), dtype=object).astype(str)
-    _, counts = strategy_counts(table.column("strategy").to_pylist())
+    _, counts = joint_strategy_counts(table.column("strategy").to_pylist())
     prompts, group = np.unique(ids, return_inverse=True)
     g = np.zeros((len(prompts), counts.shape[1]))
     np.add.at(g, group, counts)

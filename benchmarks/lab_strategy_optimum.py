@@ -15,7 +15,9 @@ prompt, and `--k` with the plain prompt (`hicra.lab.probes.strategy_accuracy`), 
   single    accuracy of the one best strategy everywhere (among those that apply to every problem)
   class     accuracy of choosing the best strategy per decision class (`Family.decision_class`)
   gain      class - single: what planning by problem can earn
-  H_class   strategy entropy (nats) of the per-class choice; H_cost the cost model's over the same problems
+  H_class   strategy entropy (nats) of the per-class choice, picked on all problems (in-sample: with few problems a
+            class, noise makes it look more diverse than it is; read the pooled class table); H_cost the cost
+            model's over the same problems
   follow    share of hinted responses that executed the strategy named (a policy that ignores hints measures nothing)
   own_best  share of own-choice responses that executed their class's measured best
   own_info  I(own executed strategy; class), nats, plug-in (0 when the own choice is blind to the class; the
@@ -39,8 +41,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-COLUMNS = ("own", "cost", "single_route", "by_class", "gain", "entropy_by_class", "entropy_cost", "followed",
-           "own_best", "own_information")
+# report key -> printed header (the docstring's names)
+COLUMNS = {"own": "own", "cost": "cost", "single_route": "single", "by_class": "class", "gain": "gain",
+           "entropy_by_class": "H_class", "entropy_cost": "H_cost", "followed": "follow", "own_best": "own_best",
+           "own_information": "own_info"}
 
 
 def cost_model_figures(task, rows: list[dict]) -> dict:
@@ -102,7 +106,7 @@ def main() -> int:
             print(f"lab_strategy_optimum: error: {run}: {e}", file=sys.stderr)
             return 2
     reports, pooled = [], defaultdict(list)
-    print(f"{'run':28s}{'step':>5s} {'family':8s}" + "".join(f"{c[:8]:>9s}" for c in COLUMNS))
+    print(f"{'run':28s}{'step':>5s} {'family':8s}" + "".join(f"{h:>9s}" for h in COLUMNS.values()))
     for run, step, snap, cfg, specs in jobs:
         task = TaskMix(specs, optimum=cfg["optimum"], heldout_share=cfg["heldout_share"])
         problems = [p for s in specs for p in TaskMix([s], optimum=cfg["optimum"],
@@ -126,7 +130,7 @@ def main() -> int:
             for c in COLUMNS:
                 v = [r[c] for r in cells]
                 sd = statistics.stdev(v) if len(v) > 1 else float("nan")
-                line += f"  {c} {statistics.mean(v):.3f} ({sd:.3f})"
+                line += f"  {COLUMNS[c]} {statistics.mean(v):.3f} ({sd:.3f})"
             bias = statistics.mean(r["own_information_bias"] for r in cells)
             print(line + f"  n={len(cells)}  (own_information plug-in bias ~{bias:.3f})")
     for step in steps:

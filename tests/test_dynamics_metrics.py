@@ -184,10 +184,10 @@ def test_strategy_entropy_and_format_phrase_exclusion(tmp_path):
     p = np.array([2, 0.5, 0.5]) / 3
     assert df["strategy_entropy"].iloc[0] == pytest.approx(-(p * np.log(p)).sum())
     assert df["strategy_unparsed_share"].iloc[0] == pytest.approx(0.25)
-    # H(S) - H(S | prompt), Miller-Madow: prompt 0 holds guess, add+check (mass 2), prompt 1 guess (mass 1)
-    h = -(p * np.log(p)).sum() + (3 - 1) / (2 * 3)
-    q0 = np.array([1, 0.5, 0.5]) / 2
-    within0 = -(q0 * np.log(q0)).sum() + (3 - 1) / (2 * 2)
+    # H(S) - H(S | prompt), Miller-Madow, whole labels: prompt 0 holds guess and add+check, prompt 1 guess
+    j = np.array([2, 1]) / 3
+    h = -(j * np.log(j)).sum() + (2 - 1) / (2 * 3)
+    within0 = math.log(2) + (2 - 1) / (2 * 2)
     assert df["strategy_information"].iloc[0] == pytest.approx(h - 2 * within0 / 3)
     assert df.attrs["format_phrases"] == ["so"]  # the paper lexicon matches "so" inside "so the answer is"
     counts = Counter(s.phrase for t in texts for s in tagger.spans(t) if s.phrase != "so")
@@ -234,6 +234,27 @@ def test_strategy_information_separates_choosing_by_prompt_from_one_mix_for_all(
     assert abs(cond["strategy_information"]) < 0.1
     assert cond["strategy_information_low"] <= cond["strategy_information"] <= cond["strategy_information_high"]
     assert strategy_information(np.zeros((3, 2))) == {}
+
+
+def test_strategy_information_counts_multi_part_responses_once_and_its_interval_is_signed():
+    """A multi-part policy that writes the same pair of strategies for every prompt carries no information, in
+    either part order (whole labels, parts sorted); split 1/k weights would have read it as -0.06 nats. Under a
+    null the corrected figure is centred on 0, so its interval's lower end goes below 0 (no entropy floor)."""
+    from hicra.dynamics.metrics import _group_rows, joint_strategy_counts, strategy_information
+
+    labels = ["pairing+split", "split+pairing"] * 64  # 16 prompts x 8, the part order follows the prompt
+    names, joint = joint_strategy_counts(labels + [None])
+    assert names == ["pairing+split"] and joint[-1].sum() == 0 and joint[:-1].sum() == 128
+    groups = _group_rows(joint[:-1], np.repeat(np.arange(16), 8), 16)
+    assert strategy_information(groups)["strategy_information"] == 0.0
+
+    rng = np.random.default_rng(0)
+    lows = []
+    for _ in range(40):
+        a = rng.binomial(8, 0.5, 16).astype(float)
+        weights = rng.multinomial(16, [1 / 16] * 16, size=200).astype(float)
+        lows.append(strategy_information(np.stack([a, 8 - a], axis=1), weights)["strategy_information_low"])
+    assert min(lows) < 0
 
 
 def test_choice_by_prompt_benchmark_reads_choice_per_family(tmp_path, capsys, monkeypatch):

@@ -27,7 +27,8 @@ numpy/pyarrow over flattened token arrays (no per-token Python loops):
   same; null labels are left out and counted in ``strategy_unparsed_share``); null when no response has a label.
 - ``strategy_information`` = H(strategy) - H(strategy | prompt) (nats, Miller-Madow-corrected entropies; the
   corrected within-prompt term is ``strategy_entropy_within``): how much the choice of strategy depends on the
-  problem, from each prompt's group of responses (`strategy_information`). A rise of ``strategy_entropy`` can be
+  problem, from each prompt's group of responses (`strategy_information`), each response counted once under its
+  whole label, parts sorted (`joint_strategy_counts`). A rise of ``strategy_entropy`` can be
   the same mix drawn for every problem (information flat) or a policy that learned to choose by problem
   (information up).
 - ``semantic_entropy_excl_format``: semantic entropy without **format phrases**: phrases present in at least
@@ -135,16 +136,20 @@ def _prompt_weights(n_prompts: int, step: int, salt: int) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=STEP_BOOT * n_prompts).reshape(STEP_BOOT, n_prompts).astype(float)
 
 
-def _interval(values: np.ndarray, point: float | None = None) -> tuple[float | None, float | None]:
+def _interval(values: np.ndarray, point: float | None = None,
+              floor: float | None = 0.0) -> tuple[float | None, float | None]:
     """95% bootstrap interval of resampled values: percentile, or with `point` the basic interval
     (2 point - q97.5, 2 point - q2.5), used for entropies, whose plug-in estimate is biased downwards in a resample
-    (duplicated prompts concentrate the counts), so their percentile interval sits below the point value."""
+    (duplicated prompts concentrate the counts), so their percentile interval sits below the point value. The basic
+    interval's lower end is cut at `floor` (0 for an entropy; None for a signed quantity such as the
+    Miller-Madow-corrected information, which is centred on 0 when there is nothing to find)."""
     values = values[np.isfinite(values)]
     if values.size == 0:
         return None, None
     lo, hi = np.quantile(values, [0.025, 0.975])
     if point is not None:
-        lo, hi = max(0.0, 2 * point - hi), 2 * point - lo
+        lo, hi = 2 * point - hi, 2 * point - lo
+        lo = lo if floor is None else max(floor, lo)
     return float(lo), float(hi)
 
 
@@ -161,6 +166,22 @@ def strategy_counts(labels: Sequence[str | None]) -> tuple[list[str], np.ndarray
     return names, out
 
 
+def joint_strategy_counts(labels: Sequence[str | None]) -> tuple[list[str], np.ndarray]:
+    """(label names, (n_responses, n_labels) one-hot): each response counted once under its whole label, its "+"
+    parts sorted (so `split+pairing` and `pairing+split`, which differ only by the order a multi-part prompt lists
+    its parts, are one choice); a null or empty label row is all zeros. The counts `strategy_information` needs:
+    with `strategy_counts`' 1/k weights a multi-part response would count as k draws."""
+    joint = ["+".join(sorted(x.strip() for x in str(v).split("+") if x.strip())) if v is not None else ""
+             for v in labels]
+    names = sorted({x for x in joint if x})
+    pos = {x: i for i, x in enumerate(names)}
+    out = np.zeros((len(joint), len(names)))
+    for r, x in enumerate(joint):
+        if x:
+            out[r, pos[x]] = 1.0
+    return names, out
+
+
 def _miller_madow(counts: np.ndarray) -> np.ndarray:
     """Entropy (nats) of each row of a count matrix (B, K) with the Miller-Madow correction (m - 1) / 2n, m the
     row's non-zero cells and n its total: the plug-in estimate's first-order bias, which grows as a mix flattens."""
@@ -173,7 +194,7 @@ def strategy_information(groups: np.ndarray, weights: np.ndarray | None = None,
                          strata: np.ndarray | None = None) -> dict:
     """How much a step's strategy choice depends on the prompt: ``strategy_information`` = H(strategy) -
     H(strategy | prompt) = H(S) - sum_p (n_p / n) H(S | p), nats, from `groups` (n_prompts, S) label counts per
-    prompt (a GRPO group's responses), with Miller-Madow-corrected entropies (the uncorrected within-prompt entropy
+    prompt (a GRPO group's responses, each counted once: `joint_strategy_counts`), with Miller-Madow-corrected entropies (the uncorrected within-prompt entropy
     of 8 responses is biased low, more so as the mix flattens, which would show as information). 0 for a policy
     that draws the same mix for every prompt (up to noise), H(S) for one that is deterministic per prompt.
     ``strategy_entropy_within`` is the corrected H(S | prompt). With `weights` (B, n_prompts) bootstrap
@@ -197,7 +218,7 @@ def strategy_information(groups: np.ndarray, weights: np.ndarray | None = None,
         boot = (((w_mass @ onehot) * boot_between).sum(axis=1) - w_mass @ within) / np.maximum(w_mass.sum(axis=1),
                                                                                                1e-12)
         out["strategy_information_low"], out["strategy_information_high"] = _interval(
-            boot, out["strategy_information"])
+            boot, out["strategy_information"], floor=None)
     return out
 
 
@@ -411,7 +432,8 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
         g = _group_rows(s_counts, group, n_per.size)
         row["strategy_entropy_low"], row["strategy_entropy_high"] = _interval(_entropy_rows(weights @ g),
                                                                              row["strategy_entropy"])
-        row.update(strategy_information(g, weights))
+        _, joint = joint_strategy_counts(labels)
+        row.update(strategy_information(_group_rows(joint, group, n_per.size), weights))
     if counts_out is not None:
         ids = np.asarray(table.column("prompt_id").to_numpy(zero_copy_only=False), dtype=object).astype(str)
         counts_out.append(StepCounts(row["step"], ids, phrases, phrase_counts, strategies, s_counts))

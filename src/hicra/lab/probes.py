@@ -300,7 +300,9 @@ def class_optimum(rows: list[dict]) -> dict:
       `best` (on all problems; ties go to the strategy listed first) and `own_choice` (label -> share of the
       own-choice responses);
     - `entropy_by_class`: entropy (nats) of the strategies `best` picks, weighted by class share: the
-      measured optimum's strategy entropy within the family, to set beside the cost model's.
+      measured optimum's strategy entropy within the family, to set beside the cost model's. In-sample (not
+      cross-fitted): with few problems a class, noise in `best` makes it look more diverse than it is.
+    `own_information` counts responses with no parsed strategy (`unparsed`) as one more choice.
     Accuracies are shares in [0, 1]; ValueError on rows without any hinted strategy."""
     from collections import defaultdict
 
