@@ -22,7 +22,7 @@ from hicra.lab.sft import WarmStartConfig
 # one-by-one"). The presets since 2026-12-01 (session 20).
 # The prompt states the number of terms (`show_count`, session 22): it decides which series strategy pays for this
 # model (one-by-one up to 6 terms, middle for odd counts from 7, pairing for even ones from 8: docs/lab.md "What
-# choosing by problem is worth"), and without it in the prompt RL cannot learn to choose by it.
+# choosing by problem is worth"); without it in the prompt, RL did not learn to choose by it in ten runs.
 SERIES_NOCOUNT = {"write_terms": 1, "counts": list(range(2, 13)), "stop_check": 1}
 SERIES = {**SERIES_NOCOUNT, "show_count": 1}
 TASKS = [{"family": "series", **SERIES}, {"family": "product"}, {"family": "multi", "series": SERIES}]
