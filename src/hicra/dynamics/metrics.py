@@ -153,17 +153,26 @@ def _interval(values: np.ndarray, point: float | None = None,
     return float(lo), float(hi)
 
 
-def strategy_counts(labels: Sequence[str | None]) -> tuple[list[str], np.ndarray]:
-    """(label names, (n_responses, n_labels) weights): each response's labels split on "+", 1/k each; a null or
-    empty label row is all zeros."""
-    split = [[x.strip() for x in str(v).split("+") if x.strip()] if v is not None else [] for v in labels]
-    names = sorted({x for parts in split for x in parts})
+def _label_parts(labels: Sequence[str | None]) -> list[list[str]]:
+    """Each response's strategy labels: its `strategy` value split on "+", stripped; [] for null or empty."""
+    return [[x.strip() for x in str(v).split("+") if x.strip()] if v is not None else [] for v in labels]
+
+
+def _count_matrix(rows: list[list[str]]) -> tuple[list[str], np.ndarray]:
+    """(names, (n_rows, n_names) weights): each row's k names get 1/k each; an empty row is all zeros."""
+    names = sorted({x for parts in rows for x in parts})
     pos = {x: i for i, x in enumerate(names)}
-    out = np.zeros((len(split), len(names)))
-    for r, parts in enumerate(split):
+    out = np.zeros((len(rows), len(names)))
+    for r, parts in enumerate(rows):
         for x in parts:
             out[r, pos[x]] += 1.0 / len(parts)
     return names, out
+
+
+def strategy_counts(labels: Sequence[str | None]) -> tuple[list[str], np.ndarray]:
+    """(label names, (n_responses, n_labels) weights): each response's labels split on "+", 1/k each; a null or
+    empty label row is all zeros."""
+    return _count_matrix(_label_parts(labels))
 
 
 def joint_strategy_counts(labels: Sequence[str | None]) -> tuple[list[str], np.ndarray]:
@@ -171,15 +180,7 @@ def joint_strategy_counts(labels: Sequence[str | None]) -> tuple[list[str], np.n
     parts sorted (so `split+pairing` and `pairing+split`, which differ only by the order a multi-part prompt lists
     its parts, are one choice); a null or empty label row is all zeros. The counts `strategy_information` needs:
     with `strategy_counts`' 1/k weights a multi-part response would count as k draws."""
-    joint = ["+".join(sorted(x.strip() for x in str(v).split("+") if x.strip())) if v is not None else ""
-             for v in labels]
-    names = sorted({x for x in joint if x})
-    pos = {x: i for i, x in enumerate(names)}
-    out = np.zeros((len(joint), len(names)))
-    for r, x in enumerate(joint):
-        if x:
-            out[r, pos[x]] = 1.0
-    return names, out
+    return _count_matrix([["+".join(sorted(parts))] if parts else [] for parts in _label_parts(labels)])
 
 
 def _miller_madow(counts: np.ndarray) -> np.ndarray:
