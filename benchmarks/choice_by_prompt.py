@@ -30,12 +30,12 @@ def step_information(table) -> dict:
     family's prompts} of one step's rollout table (nats); {} without labels."""
     import numpy as np
 
-    from hicra.dynamics.metrics import _group_rows, joint_strategy_counts, strategy_information
+    from hicra.dynamics.metrics import group_rows, joint_strategy_counts, strategy_information
 
     ids = np.asarray(table.column("prompt_id").to_pylist(), dtype=object).astype(str)
     _, counts = joint_strategy_counts(table.column("strategy").to_pylist())
     prompts, group = np.unique(ids, return_inverse=True)
-    g = _group_rows(counts, group, len(prompts))  # label counts per prompt, as `hicra analyze` groups them
+    g = group_rows(counts, group, len(prompts))  # label counts per prompt, as `hicra analyze` groups them
     pooled = strategy_information(g)
     if not pooled:
         return {}

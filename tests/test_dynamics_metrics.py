@@ -240,12 +240,12 @@ def test_strategy_information_counts_multi_part_responses_once_and_its_interval_
     """A multi-part policy that writes the same pair of strategies for every prompt carries no information, in
     either part order (whole labels, parts sorted); split 1/k weights would have read it as -0.06 nats. Under a
     null the corrected figure is centred on 0, so its interval's lower end goes below 0 (no entropy floor)."""
-    from hicra.dynamics.metrics import _group_rows, joint_strategy_counts, strategy_information
+    from hicra.dynamics.metrics import group_rows, joint_strategy_counts, strategy_information
 
     labels = ["pairing+split", "split+pairing"] * 64  # 16 prompts x 8, the part order follows the prompt
     names, joint = joint_strategy_counts(labels + [None])
     assert names == ["pairing+split"] and joint[-1].sum() == 0 and joint[:-1].sum() == 128
-    groups = _group_rows(joint[:-1], np.repeat(np.arange(16), 8), 16)
+    groups = group_rows(joint[:-1], np.repeat(np.arange(16), 8), 16)
     assert strategy_information(groups)["strategy_information"] == 0.0
 
     rng = np.random.default_rng(0)

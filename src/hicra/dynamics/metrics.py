@@ -236,7 +236,9 @@ class StepCounts:
         self.strategies, self.strategy_counts = strategies, strategy_counts
 
 
-def _group_rows(matrix: np.ndarray, inverse: np.ndarray, n_groups: int) -> np.ndarray:
+def group_rows(matrix: np.ndarray, inverse: np.ndarray, n_groups: int) -> np.ndarray:
+    """Sum the rows of `matrix` (n_rows, n_cols) by group: `inverse` (n_rows,) holds each row's group index in
+    [0, n_groups); returns (n_groups, n_cols) float counts (e.g. label counts per prompt from per-response rows)."""
     out = np.zeros((n_groups, matrix.shape[1]))
     np.add.at(out, inverse, matrix)
     return out
@@ -416,7 +418,7 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
         stats = _phrase_statistics(texts, tagger)
         phrases, phrase_counts = stats.pop("_phrases"), stats.pop("_phrase_counts")
         row.update(stats)
-        g = _group_rows(phrase_counts, group, n_per.size)
+        g = group_rows(phrase_counts, group, n_per.size)
         row["semantic_entropy_low"], row["semantic_entropy_high"] = _interval(_entropy_rows(weights @ g),
                                                                              row["semantic_entropy"])
 
@@ -430,11 +432,11 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
         row["strategy_unparsed_share"] = float(1 - labelled.mean())
         row["n_strategies"] = int((s_counts.sum(axis=0) > 0).sum())
         row["strategy_entropy"] = float(_entropy_rows(s_counts.sum(axis=0, keepdims=True))[0])
-        g = _group_rows(s_counts, group, n_per.size)
+        g = group_rows(s_counts, group, n_per.size)
         row["strategy_entropy_low"], row["strategy_entropy_high"] = _interval(_entropy_rows(weights @ g),
                                                                              row["strategy_entropy"])
         _, joint = joint_strategy_counts(labels)
-        row.update(strategy_information(_group_rows(joint, group, n_per.size), weights))
+        row.update(strategy_information(group_rows(joint, group, n_per.size), weights))
     if counts_out is not None:
         ids = np.asarray(table.column("prompt_id").to_numpy(zero_copy_only=False), dtype=object).astype(str)
         counts_out.append(StepCounts(row["step"], ids, phrases, phrase_counts, strategies, s_counts))
@@ -549,7 +551,7 @@ def finalize(df, quantiles: Sequence[float] = DEFAULT_QUANTILES, counts: Sequenc
             mat = c.phrase_counts[:, keep]
             se.append(float(_entropy_rows(mat.sum(axis=0, keepdims=True))[0]))
             _, inverse = np.unique(c.prompt_ids, return_inverse=True)
-            g = _group_rows(mat, inverse, int(inverse.max()) + 1)
+            g = group_rows(mat, inverse, int(inverse.max()) + 1)
             a, b = _interval(_entropy_rows(_prompt_weights(g.shape[0], int(step), 1) @ g), se[-1])
             lo.append(a)
             hi.append(b)
