@@ -9,7 +9,7 @@ from pathlib import Path
 from hicra.errors import InputError
 from hicra.lab.presets import PRESETS
 from hicra.lab.rl import ALGORITHMS as ALGOS
-from hicra.lab.tasks.base import OPTIMA, STRATEGY_PRIORS
+from hicra.lab.tasks.base import OPTIMA, STRATEGY_PRIORS, knob_range_error
 
 
 def default_cache() -> Path:
@@ -74,10 +74,11 @@ def run(args) -> int:
     from hicra.lab.rl import run_rl
     from hicra.lab.sft import warm_start
 
-    if args.execution_noise is not None and not 0.0 <= args.execution_noise <= 1.0:
-        raise InputError(f"--execution-noise must be in [0, 1], got {args.execution_noise}")
-    if args.favourite_share is not None and not 0.0 <= args.favourite_share < 1.0:
-        raise InputError(f"--favourite-share must be in [0, 1), got {args.favourite_share}")
+    for name in ("execution_noise", "favourite_share"):
+        value = getattr(args, name)
+        problem = None if value is None else knob_range_error(name, value, label="--" + name.replace("_", "-"))
+        if problem:
+            raise InputError(problem)
     knobs = {k: v for k, v in (("execution_noise", args.execution_noise), ("strategy_prior", args.strategy_prior),
                                ("favourite_share", args.favourite_share), ("optimum", args.optimum))
              if v is not None}

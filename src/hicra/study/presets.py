@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hicra.errors import InputError
-from hicra.lab.tasks.base import OPTIMA, STRATEGY_PRIORS
+from hicra.lab.tasks.base import OPTIMA, STRATEGY_PRIORS, knob_range_error
 
 FORMAT = "hicra-study/2"  # v1 (one warm start, runs/ARM/seedNN, statistics from run directories): docs/study.md
 RUN_FORMAT = "hicra-study-run/1"  # one per-run summary file
@@ -141,9 +141,9 @@ def _knob_value(name: str, text: str):
         value = float(text)
     except ValueError:
         raise InputError(f"{name} must be a number in [0, 1], got {text!r}", field="cells") from None
-    if not 0.0 <= value <= 1.0 or (name == "favourite_share" and value == 1.0):
-        raise InputError(f"{name} must be in [0, 1{')' if name == 'favourite_share' else ']'}, got {text!r}",
-                         field="cells")
+    problem = knob_range_error(name, value)
+    if problem:
+        raise InputError(problem, field="cells")
     return value
 
 

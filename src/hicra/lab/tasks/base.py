@@ -92,14 +92,23 @@ class CorpusKnobs:
     favourite_share: float = 0.0
 
     def __post_init__(self):
-        for name in ("execution_noise", "planning_noise"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        for name in ("execution_noise", "planning_noise", "favourite_share"):
+            problem = knob_range_error(name, getattr(self, name))
+            if problem:
+                raise ValueError(problem)
         if self.strategy_prior not in STRATEGY_PRIORS:
             raise ValueError(f"strategy_prior must be one of {STRATEGY_PRIORS}, got {self.strategy_prior!r}")
-        if not 0.0 <= self.favourite_share < 1.0:
-            raise ValueError(f"favourite_share must be in [0, 1) (0 = the family's table), got {self.favourite_share}")
+
+
+def knob_range_error(name: str, value: float, label: str | None = None) -> str | None:
+    """The one range check of the numeric corpus knobs (CorpusKnobs, `hicra lab`'s flags, `hicra study --cells`):
+    None when `value` is allowed, else the message, naming the knob as `label` (default `name`).
+    `execution_noise` and `planning_noise` are probabilities in [0, 1]; `favourite_share` lies in [0, 1) (0 = the
+    family's table; 1 would leave no alternative)."""
+    label = label or name
+    if name == "favourite_share":
+        return None if 0.0 <= value < 1.0 else f"{label} must be in [0, 1) (0 = the family's table), got {value}"
+    return None if 0.0 <= value <= 1.0 else f"{label} must be in [0, 1], got {value}"
 
 
 @dataclass(frozen=True)
