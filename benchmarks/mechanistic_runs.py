@@ -17,7 +17,9 @@ Prints, per arm and checkpoint step: mean |importance| of planning and execution
 (`hicra.mechanistic.anchors.pool_runs`); the same for excess |importance| (|importance| less its expectation under
 no effect at the sentence's arm sizes, `null_abs_importance`: the comparison that arm sizes cannot bias) with the
 mean number of differing draws per class; the signed importance gap, the total-variation gap, the fixed sentences;
-and the mean cycles per response with a bootstrap interval over (run, problem) pairs.
+and the mean cycles per response with a bootstrap interval over (run, problem) pairs. Where runs have a
+consolidation end (their summary.json), the gaps before and after it and their change, paired on problems
+(`hicra.mechanistic.anchors.phase_change`).
 """
 
 from __future__ import annotations
@@ -74,6 +76,30 @@ def _steps(text: str, flag: str) -> list[int]:
     if not steps or min(steps) < 0:
         raise InputError(f"expected non-negative steps like 0,60, got {text!r}", field=flag)
     return steps
+
+
+def _print_phase_change(runs: list[Path], tables: list[list[dict]]) -> None:
+    """The planning - execution gap before and after each run's consolidation end (its summary.json, `hicra
+    analyze`), pooled over the runs that have one (`hicra.mechanistic.anchors.phase_change`)."""
+    import json
+
+    from hicra.mechanistic.anchors import phase_change
+
+    ends = {}
+    for run, table in zip(runs, tables, strict=True):
+        summary = run / "summary.json"
+        phases = json.loads(summary.read_text(encoding="utf-8")).get("phases", {}) if summary.is_file() else {}
+        ends[run] = phases.get("consolidation_end_step")
+    with_end = [(t, ends[r]) for r, t in zip(runs, tables, strict=True) if ends[r] is not None]
+    print(f"  by phase: consolidation end per run {', '.join(f'{r.name} {ends[r]}' for r in runs)}")
+    for value, label in (("excess_abs_importance", "excess gap"), ("abs_importance", "|imp| gap")):
+        res = phase_change(with_end, value) if with_end else None
+        if res is None:
+            print(f"  by phase, {label}: no run has a measured checkpoint on both sides of a consolidation end")
+            continue
+        print(f"  by phase, {label} (plan - exec) over {res['n_runs']} run(s), {res['n_clusters']} (run, problem) "
+              f"clusters: before {_fmt(res['before'])}, after {_fmt(res['after'])}, "
+              f"change after - before {_fmt(res['change'])} (paired on problems)")
 
 
 def _main() -> None:
@@ -143,6 +169,7 @@ def _main() -> None:
                 print(f"  {run}: excess gap " + ", ".join(
                     f"step {st} {_fmt(summ['excess_abs_importance']['gap_planning_minus_execution'])}"
                     for st, summ in per.items()))
+        _print_phase_change(runs, tables)
         dup = {s: n for s, n in pooled["duplicate_runs_dropped"].items() if n}
         if dup:
             print(f"  runs whose rows repeat an earlier run's (the same snapshot), left out: {dup} (step: runs)")

@@ -762,6 +762,38 @@ def test_by_phase_pools_steps_on_each_side_of_the_consolidation_end():
     assert out["after"]["abs_importance"]["gap_planning_minus_execution"]["mean"] == pytest.approx(0.4)
     assert out["before"]["abs_importance"]["planning"]["n_problems"] == 4  # (step, problem) clusters
     assert by_phase(rows, None) is None and by_phase(rows, 30) is None
+    assert out["change"]["abs_importance"]["mean"] == pytest.approx(0.4)
+
+
+def test_phase_change_pools_runs_each_at_its_own_end_and_pairs_problems():
+    from hicra.mechanistic.anchors import phase_change
+
+    rng = np.random.default_rng(0)
+
+    def run(end, grow, n_problems=12):
+        rows = []
+        for p in range(n_problems):
+            offset = rng.normal(0, 0.3)  # a problem-level shift shared by both sides: pairing cancels it
+            for step in (0, 20, 40, 80):
+                after = step > end
+                rows += [{"step": step, "problem_id": f"p{p}", "class": "planning",
+                          "importance": offset + (grow if after else 0.0) + rng.normal(0, 0.02)},
+                         {"step": step, "problem_id": f"p{p}", "class": "execution",
+                          "importance": offset + rng.normal(0, 0.02)},
+                         {"step": step, "problem_id": f"p{p}", "class": "answer", "importance": 5.0}]
+        return rows
+
+    grown = phase_change([(run(20, 0.3), 20), (run(40, 0.3), 40)], "importance", n_boot=500)
+    assert grown["n_runs"] == 2 and grown["n_clusters"] == 24
+    assert [r["before"] for r in grown["runs"]] == [[0, 20], [0, 20, 40]]
+    assert grown["change"]["mean"] == pytest.approx(0.3, abs=0.02)
+    assert grown["change"]["interval"][0] > 0.2  # the problem offsets (SD 0.3) cancel in the paired change
+    flat = phase_change([(run(20, 0.0), 20), (run(40, 0.0), 40)], "importance", n_boot=500)
+    lo, hi = flat["change"]["interval"]
+    assert lo < 0 < hi and hi - lo < 0.1
+    # a run whose end leaves no checkpoint after it adds nothing; with none left there is no answer
+    assert phase_change([(run(80, 0.3), 80)], "importance") is None
+    assert phase_change([(run(20, 0.3), 20), (run(80, 0.0), 80)], "importance", n_boot=200)["n_runs"] == 1
 
 
 # ==============================================================================================================
@@ -968,6 +1000,7 @@ def test_benchmark_recomputes_outputs_made_with_other_settings(run_dir, tmp_path
     assert proc.returncode == 0, proc.stderr
     assert "reusing" in proc.stdout and "recomputing" not in proc.stdout
     assert f"  {copy}: excess gap step 10 " in proc.stdout  # --per-run: the run's own excess gap
+    assert f"by phase: consolidation end per run {copy.name} " in proc.stdout  # the split is always reported
     proc = _bench(*common, "--k", "1")
     assert proc.returncode == 0, proc.stderr
     assert "recomputing" in proc.stdout and "k 2 -> 1" in proc.stdout

@@ -418,7 +418,8 @@ def summarize_step(rows: list[dict], *, n_boot: int = 2000, level: float = 0.95,
 def by_phase(rows: list[dict], consolidation_end: int | None, *, n_boot: int = 2000, level: float = 0.95,
              seed: int = 0) -> dict | None:
     """|importance| by class and the planning - execution gap, pooled over the checkpoints up to the consolidation
-    end ("before") and after it ("after"); clusters are (step, problem) pairs. None when the end is unknown or one
+    end ("before") and after it ("after"); clusters are (step, problem) pairs. "change" holds the gap after minus
+    the gap before for both measures (`phase_change`: paired on problems). None when the end is unknown or one
     side has no checkpoint."""
     if consolidation_end is None:
         return None
@@ -432,7 +433,70 @@ def by_phase(rows: list[dict], consolidation_end: int | None, *, n_boot: int = 2
         out[name] = {"steps": sorted({r["step"] for r in side}),
                      **{v: cluster_bootstrap(pooled, v, n_boot=n_boot, level=level, seed=seed)
                         for v in ("abs_importance", "excess_abs_importance")}}
+    changes = {v: phase_change([(rows, consolidation_end)], v, n_boot=n_boot, level=level, seed=seed)
+               for v in ("abs_importance", "excess_abs_importance")}
+    out["change"] = {v: c and c["change"] for v, c in changes.items()}  # None where no row has the value
     return out
+
+
+def phase_change(runs: list[tuple[list[dict], int]], value: str = "excess_abs_importance", *, n_boot: int = 2000,
+                 level: float = 0.95, seed: int = 0) -> dict | None:
+    """Does the planning - execution gap of `value` grow after the consolidation end? Several runs pooled, each
+    with its own end.
+
+        gap_side   = mean(value | planning, side) - mean(value | execution, side)   (means over sentences)
+        change     = gap_after - gap_before,   before: step <= end, after: step > end
+
+    `runs`: (anchors rows of one run, that run's consolidation end step) pairs; `value` is "abs_importance",
+    "excess_abs_importance" (`_with_abs`) or any row column ("importance", "tv_distance"). The bootstrap resamples
+    (run, problem) clusters with replacement, each cluster carrying its sentences at every checkpoint on both sides,
+    so the before/after comparison is paired on problems (anchors measures the same held-out problems at every
+    checkpoint). Returns {"before", "after", "change"}: each {"mean", "interval"} (interval None with fewer than two
+    clusters), plus "n_runs", "n_clusters", and each side's steps per run; None when no run has a checkpoint on
+    both sides."""
+    p, e = CLASSES.index("planning"), CLASSES.index("execution")
+    keys: dict[tuple[int, str], int] = {}
+    cells = []  # (cluster, side, class, value)
+    steps = []
+    for k, (rows, end) in enumerate(runs):
+        sides = {"before": sorted({r["step"] for r in rows if r["step"] <= end}),
+                 "after": sorted({r["step"] for r in rows if r["step"] > end})}
+        if not all(sides.values()):
+            continue
+        steps.append({"run": k, "consolidation_end_step": end, **sides})
+        for r in _with_abs(rows):
+            v = r.get(value)
+            if v is None or r["class"] not in ("planning", "execution"):
+                continue
+            c = keys.setdefault((k, r["problem_id"]), len(keys))
+            cells.append((c, int(r["step"] > end), CLASSES.index(r["class"]), float(v)))
+    if not cells:
+        return None
+    sums = np.zeros((len(keys), 2, len(CLASSES)))
+    counts = np.zeros_like(sums)
+    for c, side, cls, v in cells:
+        sums[c, side, cls] += v
+        counts[c, side, cls] += 1
+
+    def gaps(s, n):  # [..., 2 sides, classes] -> [..., 2] gap per side
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = s / n
+        return m[..., p] - m[..., e]
+
+    point = gaps(sums.sum(axis=0), counts.sum(axis=0))
+    idx = np.random.default_rng(seed).integers(0, len(keys), size=(n_boot, len(keys)))
+    draws = gaps(sums[idx].sum(axis=1), counts[idx].sum(axis=1))  # [n_boot, 2]
+    q = [(1 - level) / 2, (1 + level) / 2]
+
+    def cell(point_value: float, samples: np.ndarray) -> dict:
+        samples = samples[np.isfinite(samples)]
+        ok = len(keys) >= 2 and samples.size > 0 and np.isfinite(point_value)
+        return {"mean": float(point_value) if np.isfinite(point_value) else None,
+                "interval": [float(x) for x in np.quantile(samples, q)] if ok else None}
+
+    return {"value": value, "n_runs": len(steps), "n_clusters": len(keys), "runs": steps,
+            "before": cell(point[0], draws[:, 0]), "after": cell(point[1], draws[:, 1]),
+            "change": cell(point[1] - point[0], draws[:, 1] - draws[:, 0])}
 
 
 def distinct_runs(per_run_rows: list[list[dict]]) -> list[int]:
