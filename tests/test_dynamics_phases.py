@@ -287,3 +287,34 @@ def test_one_phi_for_the_run_keeps_the_power_on_a_fast_fall():
         shared.append(_noise_model(x, ys[1], 3, _shared_lag1(x, ys, 3))[1])
     (lo, hi), (lo_own, hi_own) = np.quantile(shared, [0.05, 0.95]), np.quantile(own, [0.05, 0.95])
     assert hi - lo < 0.7 * (hi_own - lo_own) and 0.55 <= np.mean(shared) <= 0.72, (lo, hi, lo_own, hi_own)
+
+
+def test_phase_window_benchmark_reads_the_order_on_the_first_n_steps(tmp_path):
+    """benchmarks/phase_window.py: execution falling until step 60, then flat, reads no consolidation on the first
+    50 steps (a straight fall, nothing flat after it) and a tau_exec near 60 on the whole run; a run without
+    metrics.parquet is one line, exit code 2."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rng = np.random.default_rng(3)
+    x = np.arange(120)
+    pd.DataFrame({"step": x, "rel_ppl_execution": 1 - 0.2 * np.minimum(x, 60) / 60 + ar1_noise(rng, 120, 0.3, 0.005),
+                  "rel_ppl_planning": 1 + ar1_noise(rng, 120, 0.3, 0.005),
+                  "rel_ppl_reference": 1 + ar1_noise(rng, 120, 0.3, 0.005)}).to_parquet(run / "metrics.parquet")
+    (run / "eval_curve.jsonl").write_text("".join(json.dumps({"step": s, "accuracy": a}) + "\n"
+                                                  for s, a in ((0, 0.25), (119, 0.5))))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "phase_window.py"
+    proc = subprocess.run([sys.executable, str(script), str(run), "--windows", "50,120"], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "first 50 steps: order none" in proc.stdout
+    line = next(ln for ln in proc.stdout.splitlines() if "first 120 steps" in ln)
+    assert "order none" not in line and 50 <= int(line.split("tau_exec ")[1].split()[0]) <= 70
+    assert "held-out greedy accuracy: 0: 25.0, 119: 50.0" in proc.stdout and "probes.jsonl: not in the run" in proc.stdout
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "nope")], capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "metrics.parquet" in bad.stderr
