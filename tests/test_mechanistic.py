@@ -791,6 +791,12 @@ def test_phase_change_pools_runs_each_at_its_own_end_and_pairs_problems():
     flat = phase_change([(run(20, 0.0), 20), (run(40, 0.0), 40)], "importance", n_boot=500)
     lo, hi = flat["change"]["interval"]
     assert lo < 0 < hi and hi - lo < 0.1
+    # a shared step-0 snapshot (identical rows in two runs) counts once, in the first run
+    base = run(20, 0.3)
+    twin = [r for r in base if r["step"] == 0] + [{**r, "importance": r["importance"] + 0.01}
+                                                  for r in run(20, 0.3) if r["step"] > 0]
+    shared = phase_change([(base, 20), (twin, 20)], "importance", n_boot=200)
+    assert [r["before"] for r in shared["runs"]] == [[0, 20], [20]]
     # a run whose end leaves no checkpoint after it adds nothing; with none left there is no answer
     assert phase_change([(run(80, 0.3), 80)], "importance") is None
     assert phase_change([(run(20, 0.3), 20), (run(80, 0.0), 80)], "importance", n_boot=200)["n_runs"] == 1

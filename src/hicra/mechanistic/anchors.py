@@ -455,10 +455,19 @@ def phase_change(runs: list[tuple[list[dict], int]], value: str = "excess_abs_im
     clusters), plus "n_runs", "n_clusters", and each side's steps per run; None when no run has a checkpoint on
     both sides."""
     p, e = CLASSES.index("planning"), CLASSES.index("execution")
+    # a run's rows at a step that repeat an earlier run's exactly (one snapshot measured twice, e.g. the shared warm
+    # start at step 0) are one piece of evidence: kept in the first run only, as in `pool_runs`
+    repeated = set()
+    for step in sorted({r["step"] for rows, _ in runs for r in rows}):
+        mine = [[r for r in rows if r["step"] == step] for rows, _ in runs]
+        present = [k for k, m in enumerate(mine) if m]
+        keep = {present[i] for i in distinct_runs([mine[k] for k in present])}
+        repeated |= {(k, step) for k in present if k not in keep}
     keys: dict[tuple[int, str], int] = {}
     cells = []  # (cluster, side, class, value)
     steps = []
     for k, (rows, end) in enumerate(runs):
+        rows = [r for r in rows if (k, r["step"]) not in repeated]
         sides = {"before": sorted({r["step"] for r in rows if r["step"] <= end}),
                  "after": sorted({r["step"] for r in rows if r["step"] > end})}
         if not all(sides.values()):
