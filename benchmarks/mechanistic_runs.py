@@ -19,7 +19,8 @@ no effect at the sentence's arm sizes, `null_abs_importance`: the comparison tha
 mean number of differing draws per class; the signed importance gap, the total-variation gap, the fixed sentences;
 and the mean cycles per response with a bootstrap interval over (run, problem) pairs. Where runs have a
 consolidation end (their summary.json), the gaps before and after it and their change, paired on problems
-(`hicra.mechanistic.anchors.phase_change`).
+(`hicra.mechanistic.anchors.phase_change`), and each later arm's change minus the first arm's
+(`change_difference`).
 """
 
 from __future__ import annotations
@@ -78,9 +79,10 @@ def _steps(text: str, flag: str) -> list[int]:
     return steps
 
 
-def _print_phase_change(runs: list[Path], tables: list[list[dict]]) -> None:
+def _print_phase_change(runs: list[Path], tables: list[list[dict]]) -> dict:
     """The planning - execution gap before and after each run's consolidation end (its summary.json, `hicra
-    analyze`), pooled over the runs that have one (`hicra.mechanistic.anchors.phase_change`)."""
+    analyze`), pooled over the runs that have one (`hicra.mechanistic.anchors.phase_change`). Returns the
+    excess-gap result (None without one), for the arms' comparison."""
     import json
 
     from hicra.mechanistic.anchors import phase_change
@@ -92,14 +94,18 @@ def _print_phase_change(runs: list[Path], tables: list[list[dict]]) -> None:
         ends[run] = phases.get("consolidation_end_step")
     with_end = [(t, ends[r]) for r, t in zip(runs, tables, strict=True) if ends[r] is not None]
     print(f"  by phase: consolidation end per run {', '.join(f'{r.name} {ends[r]}' for r in runs)}")
+    excess = None
     for value, label in (("excess_abs_importance", "excess gap"), ("abs_importance", "|imp| gap")):
         res = phase_change(with_end, value) if with_end else None
+        if value == "excess_abs_importance":
+            excess = res
         if res is None:
             print(f"  by phase, {label}: no run has a measured checkpoint on both sides of a consolidation end")
             continue
         print(f"  by phase, {label} (plan - exec) over {res['n_runs']} run(s), {res['n_clusters']} (run, problem) "
               f"clusters: before {_fmt(res['before'])}, after {_fmt(res['after'])}, "
               f"change after - before {_fmt(res['change'])} (paired on problems)")
+    return excess
 
 
 def _main() -> None:
@@ -107,7 +113,7 @@ def _main() -> None:
     import pyarrow.parquet as pq
 
     from hicra.errors import InputError
-    from hicra.mechanistic.anchors import AnchorsConfig, distinct_runs, pool_runs
+    from hicra.mechanistic.anchors import AnchorsConfig, change_difference, distinct_runs, pool_runs
     from hicra.mechanistic.graphs import GraphsConfig
     from hicra.stats import cluster_bootstrap_ci
 
@@ -141,6 +147,7 @@ def _main() -> None:
             if not args.no_graphs:
                 _measure("graphs", run, graph_steps, args.n, GraphsConfig(), quiet)
 
+    changes: dict = {}
     for arm, runs in arms.items():
         tables = [pq.read_table(run / "anchors.parquet").to_pylist() for run in runs]
         pooled = pool_runs(tables)
@@ -169,7 +176,7 @@ def _main() -> None:
                 print(f"  {run}: excess gap " + ", ".join(
                     f"step {st} {_fmt(summ['excess_abs_importance']['gap_planning_minus_execution'])}"
                     for st, summ in per.items()))
-        _print_phase_change(runs, tables)
+        changes[arm] = _print_phase_change(runs, tables)
         dup = {s: n for s, n in pooled["duplicate_runs_dropped"].items() if n}
         if dup:
             print(f"  runs whose rows repeat an earlier run's (the same snapshot), left out: {dup} (step: runs)")
@@ -186,6 +193,12 @@ def _main() -> None:
             _, lo, hi = cluster_bootstrap_ci(cycles, clusters, n_boot=2000, seed=0)
             print(f"  graphs step {step}: cycles per response {cycles.mean():.2f} [{lo:.2f}, {hi:.2f}] "
                   f"over {cycles.size} responses ({len(tables) - len(keep)} duplicate run(s) left out)")
+
+    named = [a for a, c in changes.items() if c is not None]
+    for other in named[1:]:
+        d = change_difference(changes[named[0]], changes[other])
+        print(f"\nby phase, excess gap's change, {other} - {named[0]}: {_fmt(d)} (independent bootstraps of the "
+              "arms' (run, problem) clusters; run-to-run variation enters only through the runs measured)")
 
 
 if __name__ == "__main__":

@@ -791,6 +791,12 @@ def test_phase_change_pools_runs_each_at_its_own_end_and_pairs_problems():
     flat = phase_change([(run(20, 0.0), 20), (run(40, 0.0), 40)], "importance", n_boot=500)
     lo, hi = flat["change"]["interval"]
     assert lo < 0 < hi and hi - lo < 0.1
+    # the arms' comparison: the difference of changes, with an interval from independent resamples
+    from hicra.mechanistic.anchors import change_difference
+
+    d = change_difference(flat, grown)
+    assert d["mean"] == pytest.approx(grown["change"]["mean"] - flat["change"]["mean"])
+    assert 0.2 < d["interval"][0] < d["mean"] < d["interval"][1] < 0.4
     # a shared step-0 snapshot (identical rows in two runs) counts once, in the first run
     base = run(20, 0.3)
     twin = [r for r in base if r["step"] == 0] + [{**r, "importance": r["importance"] + 0.01}

@@ -505,7 +505,24 @@ def phase_change(runs: list[tuple[list[dict], int]], value: str = "excess_abs_im
 
     return {"value": value, "n_runs": len(steps), "n_clusters": len(keys), "runs": steps,
             "before": cell(point[0], draws[:, 0]), "after": cell(point[1], draws[:, 1]),
-            "change": cell(point[1] - point[0], draws[:, 1] - draws[:, 0])}
+            "change": cell(point[1] - point[0], draws[:, 1] - draws[:, 0]),
+            "change_draws": draws[:, 1] - draws[:, 0]}  # the bootstrap draws, for `change_difference`
+
+
+def change_difference(a: dict, b: dict, *, level: float = 0.95, seed: int = 0) -> dict:
+    """b's change minus a's (two `phase_change` results over disjoint runs, e.g. HICRA and GRPO): the point
+    difference and a percentile interval from their bootstrap draws, b's randomly permuted against a's so the two
+    arms' resamples are independent. {"mean", "interval"}; the interval None when either side has none."""
+    mean_a, mean_b = a["change"]["mean"], b["change"]["mean"]
+    if mean_a is None or mean_b is None:
+        return {"mean": None, "interval": None}
+    da, db = a["change_draws"], np.random.default_rng(seed).permutation(b["change_draws"])
+    n = min(da.size, db.size)
+    diff = (db[:n] - da[:n])
+    diff = diff[np.isfinite(diff)]
+    ok = a["change"]["interval"] is not None and b["change"]["interval"] is not None and diff.size > 0
+    q = [(1 - level) / 2, (1 + level) / 2]
+    return {"mean": mean_b - mean_a, "interval": [float(x) for x in np.quantile(diff, q)] if ok else None}
 
 
 def distinct_runs(per_run_rows: list[list[dict]]) -> list[int]:
