@@ -79,7 +79,7 @@ def _steps(text: str, flag: str) -> list[int]:
     return steps
 
 
-def _print_phase_change(runs: list[Path], tables: list[list[dict]]) -> dict:
+def _print_phase_change(runs: list[Path], tables: list[list[dict]], per_run: bool = False) -> dict:
     """The planning - execution gap before and after each run's consolidation end (its summary.json, `hicra
     analyze`), pooled over the runs that have one (`hicra.mechanistic.anchors.phase_change`). Returns the
     excess-gap result (None without one), for the arms' comparison."""
@@ -94,6 +94,11 @@ def _print_phase_change(runs: list[Path], tables: list[list[dict]]) -> dict:
         ends[run] = phases.get("consolidation_end_step")
     with_end = [(t, ends[r]) for r, t in zip(runs, tables, strict=True) if ends[r] is not None]
     print(f"  by phase: consolidation end per run {', '.join(f'{r.name} {ends[r]}' for r in runs)}")
+    if per_run:
+        for run, table in zip(runs, tables, strict=True):
+            res = phase_change([(table, ends[run])]) if ends[run] is not None else None
+            print(f"  {run}: excess gap's change after - before "
+                  + (_fmt(res["change"]) if res else "n/a (no consolidation end, or no checkpoint on one side)"))
     excess = None
     for value, label in (("excess_abs_importance", "excess gap"), ("abs_importance", "|imp| gap")):
         res = phase_change(with_end, value) if with_end else None
@@ -128,7 +133,8 @@ def _main() -> None:
     ap.add_argument("--graph-steps", default=None,
                     help="checkpoint steps for the graphs (default: --steps); graphs cost far less than anchors")
     ap.add_argument("--per-run", action="store_true",
-                    help="also print each run's excess |importance| gap per step (for paired comparisons)")
+                    help="also print each run's excess |importance| gap per step and its change after the "
+                         "consolidation end (for paired comparisons)")
     args = ap.parse_args()
     steps = _steps(args.steps, "--steps")
     graph_steps = steps if args.graph_steps is None else _steps(args.graph_steps, "--graph-steps")
@@ -176,7 +182,7 @@ def _main() -> None:
                 print(f"  {run}: excess gap " + ", ".join(
                     f"step {st} {_fmt(summ['excess_abs_importance']['gap_planning_minus_execution'])}"
                     for st, summ in per.items()))
-        changes[arm] = _print_phase_change(runs, tables)
+        changes[arm] = _print_phase_change(runs, tables, args.per_run)
         dup = {s: n for s, n in pooled["duplicate_runs_dropped"].items() if n}
         if dup:
             print(f"  runs whose rows repeat an earlier run's (the same snapshot), left out: {dup} (step: runs)")

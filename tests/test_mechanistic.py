@@ -1013,6 +1013,7 @@ def test_benchmark_recomputes_outputs_made_with_other_settings(run_dir, tmp_path
     assert "reusing" in proc.stdout and "recomputing" not in proc.stdout
     assert f"  {copy}: excess gap step 10 " in proc.stdout  # --per-run: the run's own excess gap
     assert f"by phase: consolidation end per run {copy.name} " in proc.stdout  # the split is always reported
+    assert f"  {copy}: excess gap's change after - before " in proc.stdout  # --per-run: the run's own change
     proc = _bench(*common, "--k", "1")
     assert proc.returncode == 0, proc.stderr
     assert "recomputing" in proc.stdout and "k 2 -> 1" in proc.stdout
