@@ -230,3 +230,16 @@ def test_writer_accepts_torch_tensors_and_numpy_scalars(tmp_path):
     assert table.column("logprobs").to_pylist() == [[-0.5, -0.25]]
     assert table.column("planning_mask").to_pylist() == [[True, False]]
     assert table.column("entropies").to_pylist() == [None] and table.column("correct").to_pylist() == [True]
+
+
+def test_run_file_prefers_the_run_directorys_own_copy(tmp_path):
+    from hicra.dynamics.records import run_file
+
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run.mkdir(), elsewhere.mkdir()
+    (elsewhere / "lexicon.json").write_text("{}")
+    assert run_file(run, elsewhere / "lexicon.json") == elsewhere / "lexicon.json"  # only the named one exists
+    (run / "lexicon.json").write_text("{}")
+    assert run_file(run, elsewhere / "lexicon.json") == run / "lexicon.json"  # the run's own copy wins
+    assert run_file(run, "lexicon.json") == run / "lexicon.json"  # relative names resolve in the run directory
+    assert run_file(run, "lab") is None  # a preset name is no file

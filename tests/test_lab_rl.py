@@ -68,7 +68,8 @@ def test_records_schema_and_contents(model_dir, tmp_path):
     info = read_run_info(tmp_path / "run")
     assert info["algorithm"] == "hicra" and info["config"]["steps"] == 1
     # the lexicon mined and frozen with the warm start is the run's lexicon
-    assert Lexicon.load(info["lexicon"]) == Lexicon.load(Path(model_dir) / "lexicon.json")
+    assert info["lexicon"] == "lexicon.json" and info["tokenizer"] == "tokenizer"  # relative: the run can move
+    assert Lexicon.load(tmp_path / "run" / info["lexicon"]) == Lexicon.load(Path(model_dir) / "lexicon.json")
     steps = _rollouts(tmp_path / "run")
     assert [s for s, _ in steps] == [0]
     rows = steps[0][1]
@@ -76,7 +77,7 @@ def test_records_schema_and_contents(model_dir, tmp_path):
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)  # step-0 rollouts came from the warm start
     task = TaskMix(TASKS)
-    tagger = PlanningTagger(Lexicon.load(info["lexicon"]), tok)
+    tagger = PlanningTagger(Lexicon.load(tmp_path / "run" / info["lexicon"]), tok)
     rewards = [r["reward"] for r in rows]
     assert 0 < sum(rewards) < len(rewards), "fixture should give mixed rewards"
     for r in rows:

@@ -1169,3 +1169,23 @@ def test_lab_strategy_optimum_benchmark_reads_snapshots(run_dir, tmp_path, capsy
     monkeypatch.setattr(sys, "argv", ["x", str(run), "--steps", "0,7"])
     assert mod.main() == 2
     assert "step_000007" in _one_line(capsys)
+
+
+def test_a_copied_run_reads_its_own_lexicon_not_the_absolute_path_in_run_json(run_dir, tmp_path):
+    """run.json names the lexicon by the absolute path where the run was made; a copied (or moved) run must read
+    the copy in its own directory, not whatever now lies at that path."""
+    from hicra.dynamics.records import write_run_info
+    from hicra.mechanistic.run import run_tagger
+    from hicra.mechanistic.tasks import read_run_info
+    from hicra.planning import Lexicon
+
+    copy = _copy_run(run_dir, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Lexicon(["try another way"], name="theirs").save(elsewhere / "lexicon.json")
+    Lexicon(["let me check"], name="ours").save(copy / "lexicon.json")
+    write_run_info(copy, {**read_run_info(copy), "lexicon": str(elsewhere / "lexicon.json")})
+    tagger = run_tagger(copy, read_run_info(copy))
+    assert [p.key for p in tagger.lexicon.phrases] == [p.key for p in Lexicon.load(copy / "lexicon.json").phrases]
+    (copy / "lexicon.json").unlink()  # without its own copy the run reads the path it names
+    assert run_tagger(copy, read_run_info(copy)).lexicon.name == "theirs"

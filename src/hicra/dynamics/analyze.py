@@ -22,7 +22,7 @@ from hicra.dynamics.metrics import (
     write_metrics,
 )
 from hicra.dynamics.phases import PhaseConfig, detect_phases, detect_phases_pooled, exploration_column
-from hicra.dynamics.records import Problem, iter_steps, list_rollout_files, read_run_info
+from hicra.dynamics.records import Problem, iter_steps, list_rollout_files, read_run_info, run_file
 from hicra.errors import InputError
 from hicra.fileio import load_tokenizer, write_json
 
@@ -105,8 +105,12 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     info = read_run_info(run_dir)
     list_rollout_files(run_dir)  # fail early, with a clear message, when there is no rollouts/ folder
-    lex = _resolve_lexicon(lexicon if lexicon is not None else info.get("lexicon"), run_dir)
-    tok_spec = tokenizer if tokenizer is not None else info.get("tokenizer")
+    named = info.get("lexicon")  # run.json's: the run directory's own copy first (a copied or moved run)
+    local = run_file(run_dir, named) if lexicon is None and isinstance(named, str) and named else None
+    lex = _resolve_lexicon(lexicon if lexicon is not None else (local or named), run_dir)
+    named_tok = info.get("tokenizer")
+    tok_spec = tokenizer if tokenizer is not None else (
+        (run_file(run_dir, named_tok) or named_tok) if isinstance(named_tok, str) and named_tok else named_tok)
     required = tokenizer is not None
     if required and isinstance(tok_spec, (str, os.PathLike)) and not _tokenizer_path(tok_spec, run_dir).exists():
         raise InputError("tokenizer directory not found", path=str(tok_spec), field="tokenizer")

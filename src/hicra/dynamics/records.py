@@ -109,6 +109,18 @@ def write_run_info(run_dir: str | os.PathLike, info: dict) -> Path:
     return path
 
 
+def run_file(run_dir: str | os.PathLike, spec: str | os.PathLike) -> Path | None:
+    """The file or folder a run.json field names ("lexicon", "tokenizer"), as it exists now: the run directory's
+    entry of that base name first (a copied or moved run keeps its own copy there, while an absolute path written
+    where the run was made may point at another run's file or at nothing), then the path as written, a relative one
+    taken from the run directory. None when neither exists (e.g. a preset name such as "lab")."""
+    run_dir, path = Path(run_dir), Path(spec)
+    for candidate in (run_dir / path.name, path if path.is_absolute() else run_dir / path):
+        if candidate.exists():
+            return candidate
+    return None
+
+
 def read_run_info(run_dir: str | os.PathLike) -> dict:
     """Read `RUN_DIR/run.json`; `{}` when the run has none (foreign logs). Bad JSON raises `InputError`."""
     run_dir = Path(run_dir)

@@ -314,8 +314,8 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         write_run_info(run_dir, {
             "algorithm": cfg.algo, "alpha": cfg.alpha if cfg.algo != "grpo" else 0.0, "seed": cfg.seed,
             "model": str(model_dir), "task": "+".join(t["family"] for t in cfg.tasks),
-            "lexicon": str((run_dir / "lexicon.json").resolve()),
-            "tokenizer": str((run_dir / "tokenizer").resolve()), "config": asdict(cfg)})
+            "lexicon": "lexicon.json", "tokenizer": "tokenizer",  # relative to the run directory: it can move
+            "config": asdict(cfg)})
         evals = {}
         if cfg.snapshots:  # the warm start as step 0, so the mechanistic verbs see where RL began
             _snapshot(run_dir, 0, model, tokenizer)

@@ -16,6 +16,7 @@ import re
 import time
 from pathlib import Path
 
+from hicra.dynamics.records import run_file
 from hicra.errors import InputError
 from hicra.mechanistic.tasks import lab_heldout_problems, read_run_info
 
@@ -54,7 +55,8 @@ def select_steps(available: dict[int, Path], steps: list[int] | None) -> list[in
 
 
 def _tokenizer_dir(path: Path, run_dir: Path, run_info: dict) -> Path:
-    candidates = [path, run_info.get("tokenizer"), run_dir / "tokenizer"]
+    named = run_info.get("tokenizer")
+    candidates = [path, run_dir / "tokenizer", run_file(run_dir, named) if named else None]
     tok_dir = next((Path(c) for c in candidates if c and (Path(c) / "tokenizer_config.json").is_file()), None)
     if tok_dir is None:
         raise InputError("no tokenizer in the snapshot, at run.json's 'tokenizer' or in RUN_DIR/tokenizer",
@@ -158,8 +160,8 @@ def run_tagger(run_dir: Path, run_info: dict):
     if not isinstance(name, str) or not name:
         raise InputError("missing (the run's lexicon names the planning class)", path=str(run_dir / "run.json"),
                          field="lexicon")
-    local = run_dir / name
-    return PlanningTagger(Lexicon.resolve(local if local.is_file() else name))
+    local = run_file(run_dir, name)  # the run directory's own copy first (a copied or moved run)
+    return PlanningTagger(Lexicon.resolve(local if local is not None and local.is_file() else name))
 
 
 def _context(run_dir, steps, n: int):
@@ -294,8 +296,14 @@ def run_graphs(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, m
                temperature: float | None = None, batch_size: int = 256, n_boot: int = 2000,
                threads: int | None = None, progress: bool = True, log=print, device: str = "cpu") -> dict:
     """Reasoning graphs at every selected checkpoint (`hicra graphs`); returns graphs.json's content. `device` as
-    for `run_anchors`."""
+    for `run_anchors`. InputError (one line) when scikit-learn or networkx is missing, before any sampling."""
+    import importlib.util
+
     import pyarrow as pa
+
+    missing = [m for m in ("sklearn", "networkx") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InputError(f"hicra graphs needs {' and '.join(missing)}: pip install 'hicra[mechanistic]'")
     from tqdm.auto import tqdm
 
     from hicra.fileio import write_bytes, write_json, write_parquet
