@@ -802,7 +802,16 @@ def test_phase_change_pools_runs_each_at_its_own_end_and_pairs_problems():
     twin = [r for r in base if r["step"] == 0] + [{**r, "importance": r["importance"] + 0.01}
                                                   for r in run(20, 0.3) if r["step"] > 0]
     shared = phase_change([(base, 20), (twin, 20)], "importance", n_boot=200)
-    assert [r["before"] for r in shared["runs"]] == [[0, 20], [20]]
+    assert shared["n_runs"] == 2 and shared["n_clusters"] == 12  # one cluster per problem for the two runs
+    swapped = phase_change([(twin, 20), (base, 20)], "importance", n_boot=200)
+    assert swapped["change"]["mean"] == pytest.approx(shared["change"]["mean"])  # the order of the runs is moot
+    by_hand = phase_change([(base + [r for r in twin if r["step"] > 0], 20)], "importance", n_boot=200)
+    assert shared["change"]["mean"] == pytest.approx(by_hand["change"]["mean"])  # step 0 counted once
+    # a run with no checkpoint after its end takes no part, and a run sharing its step 0 still does
+    early_only = phase_change([(base, 90), (twin, 20)], "importance", n_boot=200)
+    assert early_only["n_runs"] == 1 and early_only["runs"][0]["run"] == 1
+    alone = phase_change([(twin, 20)], "importance", n_boot=200)
+    assert early_only["change"]["mean"] == pytest.approx(alone["change"]["mean"])
     # a run whose end leaves no checkpoint after it adds nothing; with none left there is no answer
     assert phase_change([(run(80, 0.3), 80)], "importance") is None
     assert phase_change([(run(20, 0.3), 20), (run(80, 0.0), 80)], "importance", n_boot=200)["n_runs"] == 1

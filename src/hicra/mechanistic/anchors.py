@@ -449,35 +449,51 @@ def phase_change(runs: list[tuple[list[dict], int]], value: str = "excess_abs_im
 
     `runs`: (anchors rows of one run, that run's consolidation end step) pairs; `value` is "abs_importance",
     "excess_abs_importance" (`_with_abs`) or any row column ("importance", "tv_distance"). The bootstrap resamples
-    (run, problem) clusters with replacement, each cluster carrying its sentences at every checkpoint on both sides,
+    (run, problem) clusters with replacement (runs that share a snapshot count as one run here, below), each
+    cluster carrying its sentences at every checkpoint on both sides,
     so the before/after comparison is paired on problems (anchors measures the same held-out problems at every
     checkpoint). Returns {"before", "after", "change"}: each {"mean", "interval"} (interval None with fewer than two
     clusters), plus "n_runs", "n_clusters", and each side's steps per run; None when no run has a checkpoint on
     both sides."""
     p, e = CLASSES.index("planning"), CLASSES.index("execution")
-    # a run's rows at a step that repeat an earlier run's exactly (one snapshot measured twice, e.g. the shared warm
-    # start at step 0) are one piece of evidence: kept in the first run only, as in `pool_runs`
-    repeated = set()
-    for step in sorted({r["step"] for rows, _ in runs for r in rows}):
-        mine = [[r for r in rows if r["step"] == step] for rows, _ in runs]
-        present = [k for k, m in enumerate(mine) if m]
-        keep = {present[i] for i in distinct_runs([mine[k] for k in present])}
-        repeated |= {(k, step) for k in present if k not in keep}
-    keys: dict[tuple[int, str], int] = {}
-    cells = []  # (cluster, side, class, value)
-    steps = []
+    # runs that take part: a checkpoint on each side of their own end (a snapshot they share with another run counts)
+    taking, steps = [], []
     for k, (rows, end) in enumerate(runs):
-        rows = [r for r in rows if (k, r["step"]) not in repeated]
         sides = {"before": sorted({r["step"] for r in rows if r["step"] <= end}),
                  "after": sorted({r["step"] for r in rows if r["step"] > end})}
-        if not all(sides.values()):
-            continue
-        steps.append({"run": k, "consolidation_end_step": end, **sides})
-        for r in _with_abs(rows):
+        if all(sides.values()):
+            taking.append(k)
+            steps.append({"run": k, "consolidation_end_step": end, **sides})
+    # a snapshot measured in several runs with the same settings (identical rows at a step, e.g. a warm start shared
+    # by two RL seeds at step 0) is one piece of evidence: its rows count once, and the runs that share it form one
+    # cluster per problem (union-find), so each run's later rows stay paired with the shared rows of each problem
+    root = {k: k for k in taking}
+
+    def find(k: int) -> int:
+        while root[k] != k:
+            k = root[k]
+        return k
+
+    repeated = set()
+    for step in sorted({r["step"] for k in taking for r in runs[k][0]}):
+        mine = {k: [r for r in runs[k][0] if r["step"] == step] for k in taking}
+        present = [k for k in taking if mine[k]]
+        keep = [present[i] for i in distinct_runs([mine[k] for k in present])]
+        for k in present:
+            if k in keep:
+                continue
+            first = next(j for j in keep if _same_rows(mine[j], mine[k]))
+            repeated.add((k, step))
+            root[find(k)] = find(first)
+    keys: dict[tuple[int, str], int] = {}
+    cells = []  # (cluster, side, class, value)
+    for k in taking:
+        rows, end = runs[k]
+        for r in _with_abs([r for r in rows if (k, r["step"]) not in repeated]):
             v = r.get(value)
             if v is None or r["class"] not in ("planning", "execution"):
                 continue
-            c = keys.setdefault((k, r["problem_id"]), len(keys))
+            c = keys.setdefault((find(k), r["problem_id"]), len(keys))
             cells.append((c, int(r["step"] > end), CLASSES.index(r["class"]), float(v)))
     if not cells:
         return None
@@ -525,13 +541,21 @@ def change_difference(a: dict, b: dict, *, level: float = 0.95, seed: int = 0) -
     return {"mean": mean_b - mean_a, "interval": [float(x) for x in np.quantile(diff, q)] if ok else None}
 
 
+def _signature(rows: list[dict]) -> tuple:
+    return tuple(sorted(repr(sorted(r.items())) for r in rows))
+
+
+def _same_rows(a: list[dict], b: list[dict]) -> bool:
+    return _signature(a) == _signature(b)
+
+
 def distinct_runs(per_run_rows: list[list[dict]]) -> list[int]:
     """Indices of the runs whose rows (one step's) do not repeat an earlier run's exactly, in order. Runs that
     measured the same snapshot with the same settings (two RL seeds from one warm start, at step 0) give identical
     rows: one piece of evidence, not two. Rows are compared as a multiset, whatever their order."""
     seen, keep = set(), []
     for k, rows in enumerate(per_run_rows):
-        signature = tuple(sorted(repr(sorted(r.items())) for r in rows))
+        signature = _signature(rows)
         if signature not in seen:
             seen.add(signature)
             keep.append(k)
