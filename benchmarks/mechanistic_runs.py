@@ -108,7 +108,7 @@ def _print_phase_change(runs: list[Path], tables: list[list[dict]], per_run: boo
             print(f"  by phase, {label}: no run has a measured checkpoint on both sides of a consolidation end")
             continue
         print(f"  by phase, {label} (plan - exec) over {res['n_runs']} run(s), {res['n_clusters']} (run, problem) "
-              f"clusters: before {_fmt(res['before'])}, after {_fmt(res['after'])}, "
+              f"clusters (runs sharing a snapshot count as one run): before {_fmt(res['before'])}, after {_fmt(res['after'])}, "
               f"change after - before {_fmt(res['change'])} (paired on problems)")
     return excess
 
