@@ -488,7 +488,9 @@ def test_anchors_on_a_run_directory(run_dir, capsys):
     assert (run_dir / "anchors.png").stat().st_size > 0
     assert summary["by_phase"]["before"]["steps"] == [0] and summary["by_phase"]["after"]["steps"] == [10]
     assert "hicra anchors" in (run_dir / "report.html").read_text()
-    assert "before step 0" in (run_dir / "report.html").read_text()
+    html = (run_dir / "report.html").read_text()
+    assert "before step 0" in html and "excess |importance|" in html and "change after - before" in html
+    assert set(summary["by_phase"]["change"]) == {"abs_importance", "excess_abs_importance"}
     # deterministic: a second run writes the same rows
     assert _cli("anchors", str(run_dir), "--steps", "10", "--n", "3", "--k", "2", "--quiet", "--n-boot", "100") == 0
     assert pq.read_table(run_dir / "anchors.parquet").to_pylist() == [r for r in rows if r["step"] == 10]

@@ -104,8 +104,8 @@ def graphs_figure(result: dict):
     return fig
 
 
-def _iv(stat: dict) -> str:
-    if stat.get("mean") is None:
+def _iv(stat: dict | None) -> str:
+    if not stat or stat.get("mean") is None:
         return "n/a"
     iv = stat.get("interval")
     return f"{stat['mean']:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "")
@@ -129,18 +129,26 @@ def anchors_section(run_dir: Path) -> str:
         for cls in CLASSES:
             rows.append(f"<tr><td>{step}</td><td>{cls}</td><td>{s['importance'][cls]['n_sentences']}</td>"
                         f"<td>{s['fixed_by_class'][cls]}</td><td>{_iv(s['importance'][cls])}</td>"
-                        f"<td>{_iv(s['abs_importance'][cls])}</td><td>{_iv(s['tv_distance'][cls])}</td></tr>")
+                        f"<td>{_iv(s['abs_importance'][cls])}</td><td>{_iv(_excess(s, cls))}</td>"
+                        f"<td>{_iv(s['tv_distance'][cls])}</td></tr>")
         rows.append(f"<tr><td>{step}</td><td><em>planning - execution</em></td><td></td><td></td>"
                     f"<td>{_iv(s['importance']['gap_planning_minus_execution'])}</td>"
                     f"<td>{_iv(s['abs_importance']['gap_planning_minus_execution'])}</td>"
+                    f"<td>{_iv(_excess(s, 'gap_planning_minus_execution'))}</td>"
                     f"<td>{_iv(s['tv_distance']['gap_planning_minus_execution'])}</td></tr>")
     phase = result.get("by_phase")
     if phase:
         for side in ("before", "after"):
             a = phase[side]["abs_importance"]
+            x = phase[side].get("excess_abs_importance", {})
             rows.append(f"<tr><td>{side} step {phase['consolidation_end_step']} (steps "
                         f"{', '.join(map(str, phase[side]['steps']))})</td><td><em>planning - execution</em></td>"
-                        f"<td></td><td></td><td></td><td>{_iv(a['gap_planning_minus_execution'])}</td><td></td></tr>")
+                        f"<td></td><td></td><td></td><td>{_iv(a['gap_planning_minus_execution'])}</td>"
+                        f"<td>{_iv(x.get('gap_planning_minus_execution'))}</td><td></td></tr>")
+        change = (phase.get("change") or {})
+        rows.append(f"<tr><td>change after - before</td><td><em>planning - execution</em></td><td></td><td></td>"
+                    f"<td></td><td>{_iv(change.get('abs_importance'))}</td>"
+                    f"<td>{_iv(change.get('excess_abs_importance'))}</td><td></td></tr>")
     return "\n".join([
         "<h2 id='anchors'>Counterfactual sentence importance (hicra anchors)</h2>",
         f"<p class='muted'>{st['n_problems']} held-out problems, one response each, split into {st['split']}; "
@@ -150,7 +158,13 @@ def anchors_section(run_dir: Path) -> str:
         "means. See docs/mechanistic.md.</p>",
         _img(run_dir / "anchors.png", "sentence importance by class"),
         "<table><tr><th>step</th><th>class</th><th>sentences</th><th>fixed</th><th>importance</th>"
-        "<th>|importance|</th><th>TV distance</th></tr>" + "".join(rows) + "</table>"])
+        "<th>|importance|</th><th>excess |importance| (compare classes on this)</th><th>TV distance</th></tr>"
+        + "".join(rows) + "</table>"])
+
+
+def _excess(step_summary: dict, key: str) -> dict | None:
+    """A step's excess |importance| cell (anchors.json files made before it existed have none)."""
+    return (step_summary.get("excess_abs_importance") or {}).get(key)
 
 
 def graphs_section(run_dir: Path) -> str:

@@ -270,9 +270,10 @@ def run_anchors(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, 
         rows += [{"step": step, **r} for r in step_rows]
         per_step[str(step)] = A.summarize_step(step_rows, n_boot=n_boot, level=cfg.level, seed=cfg.seed)
         costs[str(step)] = {**stats, "tokens_sampled": policy.tokens_sampled, "seconds": time.perf_counter() - t0}
-        s = per_step[str(step)]["abs_importance"]
+        s, x = per_step[str(step)]["abs_importance"], per_step[str(step)]["excess_abs_importance"]
         log(f"anchors step {step}: {stats['sentences']} sentences ({per_step[str(step)]['n_fixed']} fixed), "
-            f"mean |importance| planning {_f(s['planning']['mean'])}, execution {_f(s['execution']['mean'])}; "
+            f"mean |importance| planning {_f(s['planning']['mean'])}, execution {_f(s['execution']['mean'])}, "
+            f"excess |importance| planning {_f(x['planning']['mean'])}, execution {_f(x['execution']['mean'])}; "
             f"{stats['draws']} continuations in {costs[str(step)]['seconds']:.1f}s")
     schema = pa.schema([("step", pa.int32()), ("problem_id", pa.string()), ("sentence_idx", pa.int32()),
                         ("class", pa.string()), ("importance", pa.float64()), ("tv_distance", pa.float64()),
