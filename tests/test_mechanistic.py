@@ -1200,3 +1200,45 @@ def test_a_copied_run_reads_its_own_lexicon_not_the_absolute_path_in_run_json(ru
     assert [p.key for p in tagger.lexicon.phrases] == [p.key for p in Lexicon.load(copy / "lexicon.json").phrases]
     (copy / "lexicon.json").unlink()  # without its own copy the run reads the path it names
     assert run_tagger(copy, read_run_info(copy)).lexicon.name == "theirs"
+
+
+def test_both_views_run_end_to_end_on_a_non_lab_model_with_math_verify():
+    """The real-model path on the CPU: a (random, tiny) Llama with a byte-level BPE tokenizer, graded by
+    math-verify, split into sentences: anchors rows and graph walks come out with the contract's columns. What a GPU
+    changes is only where the forward runs (test_sampling_on_cuda_matches_the_cpu)."""
+    pytest.importorskip("math_verify")
+    pytest.importorskip("sklearn")
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from hicra.mechanistic.anchors import AnchorsConfig, sentence_importance
+    from hicra.mechanistic.graphs import GraphsConfig, reasoning_graphs
+    from hicra.mechanistic.policy import HFPolicy
+    from hicra.mechanistic.tasks import MathTask
+    from hicra.planning import PlanningTagger
+
+    text = ["Let's try a different approach. 6*7 = 42, so the answer is \\boxed{42}.",
+            "First, add the numbers. 2+3 = 5. Wait, let me check: \\boxed{5}.", "What is 6*7? What is 2+3?"] * 20
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    bpe.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<pad>", "</s>"],
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)).eval()
+    task = MathTask(tok)
+    problems = [{"id": "a", "problem": "What is 6*7?", "answer": "42"},
+                {"id": "b", "problem": "What is 2+3?", "answer": "5"}]
+    policy = HFPolicy(model, tok, max_new_tokens=24)
+    rows, stats = sentence_importance(policy, task, problems, PlanningTagger("paper"),
+                                      AnchorsConfig(k=2, split="sentences", adaptive=False))
+    assert stats["sentences"] == len(rows) > 0
+    assert {"problem_id", "sentence_idx", "class", "importance", "tv_distance", "n_resamples"} <= set(rows[0])
+    assert {r["problem_id"] for r in rows} <= {"a", "b"}
+    assert all((r["importance"] is None) == r["fixed"] for r in rows)
+    walks, info = reasoning_graphs(policy, task, problems, PlanningTagger("paper"),
+                                   GraphsConfig(samples=2, clusters=3, split="sentences"))
+    assert len(walks) == 4 and {"n_nodes", "cycles", "diameter"} <= set(walks[0])
