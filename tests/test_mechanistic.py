@@ -491,8 +491,10 @@ def test_anchors_on_a_run_directory(run_dir, capsys):
     html = (run_dir / "report.html").read_text()
     assert "before step 0" in html and "excess |importance|" in html and "change after - before" in html
     assert set(summary["by_phase"]["change"]) == {"abs_importance", "excess_abs_importance"}
-    # deterministic: a second run writes the same rows
+    # deterministic: a second run writes the same rows (and says, even under --quiet, that step 0 is replaced)
+    capsys.readouterr()
     assert _cli("anchors", str(run_dir), "--steps", "10", "--n", "3", "--k", "2", "--quiet", "--n-boot", "100") == 0
+    assert "holds steps [0] that this call does not measure" in capsys.readouterr().err
     assert pq.read_table(run_dir / "anchors.parquet").to_pylist() == [r for r in rows if r["step"] == 10]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -244,6 +245,23 @@ def _setup(cfg, run_dir, steps, n, threads, max_new_tokens, temperature, device=
     return run_dir, info, available, chosen, task, problems, tagger, max_new, temp
 
 
+def _warn_replaced(path: Path, chosen: list[int]) -> None:
+    """Each call writes its outputs for the chosen steps only: say so on stderr (also under --quiet) when the file
+    there holds other steps."""
+    if not path.is_file():
+        return
+    import pyarrow.parquet as pq
+
+    try:
+        held = sorted(set(pq.read_table(path, columns=["step"]).column("step").to_pylist()))
+    except Exception:  # an unreadable old file is replaced like any other  # noqa: BLE001
+        return
+    lost = [s for s in held if s not in chosen]
+    if lost:
+        print(f"note: {path} holds steps {lost} that this call does not measure; they will be replaced "
+              f"(pass every step to --steps to keep them)", file=sys.stderr)
+
+
 def run_anchors(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, max_new_tokens: int | None = None,
                 temperature: float | None = None, batch_size: int = 256, n_boot: int = 2000, threads: int | None = None,
                 progress: bool = True, log=print, device: str = "cpu") -> dict:
@@ -261,6 +279,7 @@ def run_anchors(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, 
     cfg = cfg or A.AnchorsConfig()
     run_dir, info, available, chosen, task, problems, tagger, max_new, temp = _setup(
         cfg, run_dir, steps, n, threads, max_new_tokens, temperature, device)
+    _warn_replaced(run_dir / "anchors.parquet", chosen)
     rows, per_step, costs = [], {}, {}
     for step in chosen:
         t0 = time.perf_counter()
@@ -315,6 +334,7 @@ def run_graphs(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, m
     cfg = cfg or G.GraphsConfig()
     run_dir, info, available, chosen, task, problems, tagger, max_new, temp = _setup(
         cfg, run_dir, steps, n, threads, max_new_tokens, temperature, device)
+    _warn_replaced(run_dir / "graphs.parquet", chosen)
     rows, per_step, costs = [], {}, {}
     for step in chosen:  # before any work: the layer must exist in every snapshot
         _check_layer(available[step], cfg.layer)
