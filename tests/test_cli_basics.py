@@ -21,6 +21,19 @@ def test_help_lists_usage(capsys):
     assert "usage: hicra" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv, needle", [
+    (["anchors", "run", "--bogus"], "unrecognized arguments: --bogus"),
+    (["anchors", "run", "--split", "bogus"], "invalid choice: 'bogus'"),
+    (["grams", "mine"], "the following arguments are required"),
+    (["nosuchverb"], "invalid choice: 'nosuchverb'"),
+])
+def test_usage_errors_are_one_line_with_exit_code_2(capsys, argv, needle):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1 and needle in err and "usage:" not in err
+
+
 def test_input_error_message_names_file_row_field():
     err = InputError("not a number", path="data.jsonl", row=7, field="reward")
     assert str(err) == "data.jsonl:7, field 'reward': not a number"

@@ -26,14 +26,22 @@ VERB_MODULES: list[str] = [
 ]
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (`PROG: error: MESSAGE (see PROG --help)`), exit code 2,
+    like every other bad-input error of the CLI; the subcommands' parsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="hicra",
         description="Hierarchy-aware RL for LLM reasoning: planning tokens, GRPO/HICRA training with "
         "controls, and training-dynamics analysis.",
     )
     parser.add_argument("--version", action="version", version=f"hicra {__version__}")
-    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=OneLineErrors)
     for module in VERB_MODULES:
         importlib.import_module(module).register(subparsers)
     return parser
