@@ -124,6 +124,9 @@ def small_world_interval(walks: list, problems: list, niter: int = 1, nrand: int
     one unit, as for the per-response metrics). Each replicate pools the walks of the problems drawn with
     replacement (a problem drawn twice adds no edge) and computes omega with its own reference-graph seed, so the
     interval holds both the sampling of problems and omega's own randomness (Telesford et al. 2011 reference graphs).
+    Caveat: a replicate holds only the distinct problems drawn (about 63% of them), so its graph is a sparser
+    subgraph of the full one and the interval describes such subgraphs; it can sit to one side of the point
+    estimate. Read it as the spread of omega over problem subsets, not as a calibrated interval.
 
     Returns {"interval": [low, high] or None, "n_boot", "n_null"}: the interval is None with fewer than 2 problems,
     without replicates, or when more than half the replicates have an undefined omega (`small_world`'s null cases);
