@@ -88,7 +88,7 @@ def _print_phase_change(runs: list[Path], tables: list[list[dict]], per_run: boo
     from hicra.mechanistic.anchors import phase_change
 
     ends = {}
-    for run, table in zip(runs, tables, strict=True):
+    for run in runs:
         summary = run / "summary.json"
         phases = json.loads(summary.read_text(encoding="utf-8")).get("phases", {}) if summary.is_file() else {}
         ends[run] = phases.get("consolidation_end_step")
