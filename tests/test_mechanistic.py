@@ -808,7 +808,17 @@ def test_phase_change_pools_runs_each_at_its_own_end_and_pairs_problems():
     shared = phase_change([(base, 20), (twin, 20)], "importance", n_boot=200)
     assert shared["n_runs"] == 2 and shared["n_clusters"] == 12  # one cluster per problem for the two runs
     swapped = phase_change([(twin, 20), (base, 20)], "importance", n_boot=200)
-    assert swapped["change"]["mean"] == pytest.approx(shared["change"]["mean"])  # the order of the runs is moot
+    assert swapped["change"]["mean"] == pytest.approx(shared["change"]["mean"])  # the order of the runs is moot,
+    assert swapped["change"]["interval"] == pytest.approx(shared["change"]["interval"])  # the interval's too
+    third = run(40, 0.1)
+    orders = [phase_change(list(o), "importance", n_boot=200)["change"]["interval"]
+              for o in ([(base, 20), (twin, 20), (third, 40)], [(third, 40), (twin, 20), (base, 20)])]
+    assert orders[0] == pytest.approx(orders[1])
+    # a class present in one cluster only on a side: no interval for that side (nor the change), as cluster_bootstrap
+    lone = [r for r in base if not (r["class"] == "planning" and r["step"] > 20 and r["problem_id"] != "p0")]
+    thin = phase_change([(lone, 20)], "importance", n_boot=200)
+    assert thin["after"]["interval"] is None and thin["change"]["interval"] is None
+    assert thin["before"]["interval"] is not None
     by_hand = phase_change([(base + [r for r in twin if r["step"] > 0], 20)], "importance", n_boot=200)
     assert shared["change"]["mean"] == pytest.approx(by_hand["change"]["mean"])  # step 0 counted once
     # a run with no checkpoint after its end takes no part, and a run sharing its step 0 still does
