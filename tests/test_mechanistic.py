@@ -1254,3 +1254,31 @@ def test_both_views_run_end_to_end_on_a_non_lab_model_with_math_verify():
     walks, info = reasoning_graphs(policy, task, problems, PlanningTagger("paper"),
                                    GraphsConfig(samples=2, clusters=3, split="sentences"))
     assert len(walks) == 4 and {"n_nodes", "cycles", "diameter"} <= set(walks[0])
+
+
+def test_a_run_missing_its_own_lexicon_never_reads_one_from_the_working_directory(run_dir, tmp_path, monkeypatch):
+    from hicra.dynamics.analyze import analyze_run
+    from hicra.dynamics.records import write_run_info
+    from hicra.errors import InputError
+    from hicra.mechanistic.run import run_tagger
+    from hicra.mechanistic.tasks import read_run_info
+    from hicra.planning import Lexicon
+
+    copy = _copy_run(run_dir, tmp_path)
+    (copy / "lexicon.json").unlink(missing_ok=True)
+    write_run_info(copy, {**read_run_info(copy), "lexicon": "lexicon.json"})
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    Lexicon(["try another way"], name="theirs").save(elsewhere / "lexicon.json")
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(InputError, match="neither in the run directory nor at that path"):
+        run_tagger(copy, read_run_info(copy))
+    from hicra.dynamics.synthetic import make_synthetic_run
+
+    synthetic = tmp_path / "synthetic"
+    make_synthetic_run(synthetic, steps=6)
+    write_run_info(synthetic, {**read_run_info(synthetic), "lexicon": "lexicon.json"})
+    with pytest.raises(InputError, match="neither in the run directory nor at that path"):
+        analyze_run(synthetic)
+    Lexicon(["let me check"], name="ours").save(synthetic / "lexicon.json")
+    assert analyze_run(synthetic)["lexicon"] == "ours"  # the run's own copy

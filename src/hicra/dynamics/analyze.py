@@ -46,7 +46,15 @@ def _resolve_lexicon(spec, run_dir: Path):
         raise InputError(f"cannot load lexicon: {exc}", field="lexicon") from None
 
 
+def _lexicon_presets() -> list[str]:
+    from hicra.planning.lexicon import Lexicon
+
+    return list(Lexicon.presets())
+
+
 def _tokenizer_path(spec, run_dir: Path) -> Path:
+    """run.json's or the user's tokenizer path: a relative one is taken from the run directory if it is there,
+    else from the working directory (where a user typing `--tokenizer DIR` means it)."""
     path = Path(spec)
     return run_dir / path if not path.is_absolute() and (run_dir / path).exists() else path
 
@@ -107,10 +115,15 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     list_rollout_files(run_dir)  # fail early, with a clear message, when there is no rollouts/ folder
     named = info.get("lexicon")  # run.json's: the run directory's own copy first (a copied or moved run)
     local = run_file(run_dir, named) if lexicon is None and isinstance(named, str) and named else None
+    if lexicon is None and local is None and isinstance(named, str) and named and named not in _lexicon_presets():
+        raise InputError(f"run.json names lexicon {named!r}, which is neither in the run directory nor at that path",
+                         path=str(run_dir / "run.json"), field="lexicon")
     lex = _resolve_lexicon(lexicon if lexicon is not None else (local or named), run_dir)
     named_tok = info.get("tokenizer")
+    # run.json's tokenizer: the run directory's copy, else the path it names if that exists, else none (never a
+    # same-named folder in the working directory)
     tok_spec = tokenizer if tokenizer is not None else (
-        (run_file(run_dir, named_tok) or named_tok) if isinstance(named_tok, str) and named_tok else named_tok)
+        run_file(run_dir, named_tok) if isinstance(named_tok, str) and named_tok else named_tok)
     required = tokenizer is not None
     if required and isinstance(tok_spec, (str, os.PathLike)) and not _tokenizer_path(tok_spec, run_dir).exists():
         raise InputError("tokenizer directory not found", path=str(tok_spec), field="tokenizer")

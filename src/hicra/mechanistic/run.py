@@ -162,7 +162,12 @@ def run_tagger(run_dir: Path, run_info: dict):
         raise InputError("missing (the run's lexicon names the planning class)", path=str(run_dir / "run.json"),
                          field="lexicon")
     local = run_file(run_dir, name)  # the run directory's own copy first (a copied or moved run)
-    return PlanningTagger(Lexicon.resolve(local if local is not None and local.is_file() else name))
+    if local is not None and local.is_file():
+        return PlanningTagger(Lexicon.resolve(local))
+    if name not in Lexicon.presets():  # a file run.json names that is not there: never a same-named file elsewhere
+        raise InputError(f"names {name!r}, which is neither in the run directory nor at that path",
+                         path=str(run_dir / "run.json"), field="lexicon")
+    return PlanningTagger(Lexicon.preset(name))
 
 
 def _context(run_dir, steps, n: int):
