@@ -79,19 +79,33 @@ def _steps(text: str, flag: str) -> list[int]:
     return steps
 
 
+def _consolidation_end(run: Path) -> int | None:
+    """The run's `consolidation_end_step` from its summary.json (`hicra analyze`); None without one. InputError
+    (one line) for a summary that is not JSON or whose "phases" is not an object."""
+    import json
+
+    from hicra.errors import InputError
+
+    summary = run / "summary.json"
+    if not summary.is_file():
+        return None
+    try:
+        phases = json.loads(summary.read_text(encoding="utf-8")).get("phases") or {}
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise InputError(f"not a summary.json object ({exc})", path=str(summary)) from None
+    if not isinstance(phases, dict):
+        raise InputError("'phases' is not an object", path=str(summary), field="phases")
+    return phases.get("consolidation_end_step")
+
+
 def _print_phase_change(runs: list[Path], tables: list[list[dict]], per_run: bool = False) -> dict:
     """The planning - execution gap before and after each run's consolidation end (its summary.json, `hicra
     analyze`), pooled over the runs that have one (`hicra.mechanistic.anchors.phase_change`). Returns the
     excess-gap result (None without one), for the arms' comparison."""
-    import json
 
     from hicra.mechanistic.anchors import phase_change
 
-    ends = {}
-    for run in runs:
-        summary = run / "summary.json"
-        phases = json.loads(summary.read_text(encoding="utf-8")).get("phases", {}) if summary.is_file() else {}
-        ends[run] = phases.get("consolidation_end_step")
+    ends = {run: _consolidation_end(run) for run in runs}
     with_end = [(t, ends[r]) for r, t in zip(runs, tables, strict=True) if ends[r] is not None]
     print(f"  by phase: consolidation end per run {', '.join(f'{r.name} {ends[r]}' for r in runs)}")
     if per_run:
@@ -145,7 +159,12 @@ def _main() -> None:
     for group in args.arm:
         if len(group) < 2:
             raise InputError(f"--arm {group[0]}: no run directory")
+        if group[0] in arms:
+            raise InputError(f"--arm {group[0]} given twice")
         arms[group[0]] = [Path(p) for p in group[1:]]
+    for runs in arms.values():  # bad summaries fail now, not after the measuring
+        for run in runs:
+            _consolidation_end(run)
     quiet = dict(progress=False, log=lambda *a: None)
     for runs in arms.values():
         for run in runs:

@@ -20,7 +20,15 @@ from pathlib import Path
 
 
 def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The rows of a JSON-lines file; ValueError naming the file and line for one that is not JSON."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
+    return rows
 
 
 def _first_last(rows: list[dict], key: str) -> str:
@@ -45,18 +53,36 @@ def main() -> int:
         print(f"phase_window: error: --windows: expected positive step counts like 80,160, got {args.windows!r}",
               file=sys.stderr)
         return 2
-    for run in args.runs:
-        if not (run / "metrics.parquet").is_file():
-            print(f"phase_window: error: {run / 'metrics.parquet'}: not found (run `hicra analyze` first)",
-                  file=sys.stderr)
-            return 2
-
+    if args.tail < 1:
+        print(f"phase_window: error: --tail: expected a positive number of steps, got {args.tail}", file=sys.stderr)
+        return 2
     import pandas as pd
+
+    tables = {}
+    needed = {"step", *(f"rel_ppl_{c}" for c in ("execution", "planning", "reference"))}
+    for run in args.runs:
+        path = run / "metrics.parquet"
+        if not path.is_file():
+            print(f"phase_window: error: {path}: not found (run `hicra analyze` first)", file=sys.stderr)
+            return 2
+        tables[run] = pd.read_parquet(path).sort_values("step")
+        missing = sorted(needed - set(tables[run].columns))
+        if missing:
+            print(f"phase_window: error: {path}: no column(s) {', '.join(missing)} (a run without log-probabilities "
+                  "has no perplexities to test)", file=sys.stderr)
+            return 2
+        for name in ("probes.jsonl", "eval_curve.jsonl"):
+            if (run / name).is_file():
+                try:
+                    _jsonl(run / name)
+                except ValueError as exc:
+                    print(f"phase_window: error: {exc}", file=sys.stderr)
+                    return 2
 
     from hicra.dynamics.phases import detect_phases
 
     for run in args.runs:
-        m = pd.read_parquet(run / "metrics.parquet").sort_values("step")
+        m = tables[run]
         tail = m[m.step > m.step.max() - args.tail]
         print(f"{run}: {len(m)} steps")
         print("  relative perplexity over the last {} steps: execution {:.3f}, planning {:.3f}, reference {:.3f}"

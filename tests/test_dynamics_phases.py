@@ -318,3 +318,6 @@ def test_phase_window_benchmark_reads_the_order_on_the_first_n_steps(tmp_path):
     bad = subprocess.run([sys.executable, str(script), str(tmp_path / "nope")], capture_output=True, text=True,
                          timeout=600)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "metrics.parquet" in bad.stderr
+    (run / "probes.jsonl").write_text('{"step": 0}\nnot json\n')
+    bad = subprocess.run([sys.executable, str(script), str(run)], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "probes.jsonl:2" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

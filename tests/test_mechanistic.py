@@ -998,6 +998,7 @@ def _bench(*args):
     (["--arm", "g", "{run}", "--steps", "10", "--graph-steps", "-1"], "--graph-steps"),
     (["--arm", "g", "{run}", "--steps", "7", "--no-graphs", "--k", "1"], "no snapshot for step 7"),
     (["--arm", "g"], "--arm g"),
+    (["--arm", "g", "{run}", "--arm", "g", "{run}"], "--arm g given twice"),
 ])
 def test_benchmark_bad_input_one_line_exit_2(run_dir, tmp_path, args, needle):
     copy = _copy_run(run_dir, tmp_path)
