@@ -34,7 +34,8 @@ def configs(args, ws_seed: int, rl_seed: int):
                                    ("adv_scale", args.adv_scale), ("temperature", args.temperature),
                                    ("minibatches", args.minibatches), ("prompts_per_step", args.prompts),
                                    ("group_size", args.group_size)) if v is not None}
-    knobs = {"strategy_prior": args.strategy_prior} if args.strategy_prior else None
+    knobs = {k: v for k, v in (("strategy_prior", args.strategy_prior), ("execution_noise", args.execution_noise))
+             if v is not None} or None
     ws, rl = get_preset(args.preset, warm_start_seed=ws_seed, knobs=knobs, algo=args.algo, seed=rl_seed,
                         **overrides)
     if args.series or args.product:
@@ -95,6 +96,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, help="prompts per step")
     ap.add_argument("--group-size", type=int, help="responses per prompt")
     ap.add_argument("--strategy-prior", choices=STRATEGY_PRIORS, help="warm-start corpus knob")
+    ap.add_argument("--execution-noise", type=float, help="warm-start corpus knob (slip rate per unit of difficulty)")
     ap.add_argument("--rl-optimum", choices=("diverse", "single-route"),
                     help="RL's task variant only; the warm start keeps the preset's (a control that changes the "
                          "reward landscape from the same base policy)")
