@@ -46,10 +46,20 @@ def _resolve_lexicon(spec, run_dir: Path):
         raise InputError(f"cannot load lexicon: {exc}", field="lexicon") from None
 
 
-def _lexicon_presets() -> list[str]:
+def run_lexicon(run_dir: Path, named: str):
+    """The lexicon run.json's "lexicon" names: the run directory's own copy first, else the path as written
+    (`records.run_file`), else the preset of that name. InputError naming run.json when it is none of these: a
+    relative name never resolves against the working directory, so a run missing its copy cannot silently read
+    another one's."""
     from hicra.planning.lexicon import Lexicon
 
-    return list(Lexicon.presets())
+    local = run_file(run_dir, named)
+    if local is not None and local.is_file():
+        return _resolve_lexicon(local, run_dir)
+    if named in Lexicon.presets():
+        return Lexicon.preset(named)
+    raise InputError(f"names lexicon {named!r}, which is neither in the run directory nor at that path",
+                     path=str(run_dir / "run.json"), field="lexicon")
 
 
 def _tokenizer_path(spec, run_dir: Path) -> Path:
@@ -113,12 +123,11 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     info = read_run_info(run_dir)
     list_rollout_files(run_dir)  # fail early, with a clear message, when there is no rollouts/ folder
-    named = info.get("lexicon")  # run.json's: the run directory's own copy first (a copied or moved run)
-    local = run_file(run_dir, named) if lexicon is None and isinstance(named, str) and named else None
-    if lexicon is None and local is None and isinstance(named, str) and named and named not in _lexicon_presets():
-        raise InputError(f"run.json names lexicon {named!r}, which is neither in the run directory nor at that path",
-                         path=str(run_dir / "run.json"), field="lexicon")
-    lex = _resolve_lexicon(lexicon if lexicon is not None else (local or named), run_dir)
+    named = info.get("lexicon")
+    if lexicon is None and isinstance(named, str) and named:
+        lex = run_lexicon(run_dir, named)
+    else:
+        lex = _resolve_lexicon(lexicon if lexicon is not None else named, run_dir)
     named_tok = info.get("tokenizer")
     # run.json's tokenizer: the run directory's copy, else the path it names if that exists, else none (never a
     # same-named folder in the working directory)

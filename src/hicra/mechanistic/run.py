@@ -154,20 +154,16 @@ def resolve_device(name: str) -> str:
 
 
 def run_tagger(run_dir: Path, run_info: dict):
-    """A PlanningTagger for run.json's `lexicon` (preset name or a file, relative paths from the run directory)."""
-    from hicra.planning import Lexicon, PlanningTagger
+    """A PlanningTagger for run.json's `lexicon` (`hicra.dynamics.analyze.run_lexicon`: the run directory's copy,
+    the path as written, or a preset name)."""
+    from hicra.dynamics.analyze import run_lexicon
+    from hicra.planning import PlanningTagger
 
     name = run_info.get("lexicon")
     if not isinstance(name, str) or not name:
         raise InputError("missing (the run's lexicon names the planning class)", path=str(run_dir / "run.json"),
                          field="lexicon")
-    local = run_file(run_dir, name)  # the run directory's own copy first (a copied or moved run)
-    if local is not None and local.is_file():
-        return PlanningTagger(Lexicon.resolve(local))
-    if name not in Lexicon.presets():  # a file run.json names that is not there: never a same-named file elsewhere
-        raise InputError(f"names {name!r}, which is neither in the run directory nor at that path",
-                         path=str(run_dir / "run.json"), field="lexicon")
-    return PlanningTagger(Lexicon.preset(name))
+    return PlanningTagger(run_lexicon(run_dir, name))
 
 
 def _context(run_dir, steps, n: int):
