@@ -102,7 +102,6 @@ def _print_phase_change(runs: list[Path], tables: list[list[dict]], per_run: boo
     """The planning - execution gap before and after each run's consolidation end (its summary.json, `hicra
     analyze`), pooled over the runs that have one (`hicra.mechanistic.anchors.phase_change`). Returns the
     excess-gap result (None without one), for the arms' comparison."""
-
     from hicra.mechanistic.anchors import phase_change
 
     ends = {run: _consolidation_end(run) for run in runs}
@@ -122,8 +121,8 @@ def _print_phase_change(runs: list[Path], tables: list[list[dict]], per_run: boo
             print(f"  by phase, {label}: no run has a measured checkpoint on both sides of a consolidation end")
             continue
         print(f"  by phase, {label} (plan - exec) over {res['n_runs']} run(s), {res['n_clusters']} (run, problem) "
-              f"clusters (runs sharing a snapshot count as one run): before {_fmt(res['before'])}, after {_fmt(res['after'])}, "
-              f"change after - before {_fmt(res['change'])} (paired on problems)")
+              f"clusters (runs sharing a snapshot count as one run): before {_fmt(res['before'])}, "
+              f"after {_fmt(res['after'])}, change after - before {_fmt(res['change'])} (paired on problems)")
     return excess
 
 

@@ -476,15 +476,15 @@ def phase_change(runs: list[tuple[list[dict], int]], value: str = "excess_abs_im
 
     repeated = set()
     for step in sorted({r["step"] for k in taking for r in runs[k][0]}):
-        mine = {k: [r for r in runs[k][0] if r["step"] == step] for k in taking}
-        present = [k for k in taking if mine[k]]
-        keep = [present[i] for i in distinct_runs([mine[k] for k in present])]
-        for k in present:
-            if k in keep:
+        first_with: dict[tuple, int] = {}  # the rows' signature -> the first run that measured them
+        for k in taking:
+            mine = [r for r in runs[k][0] if r["step"] == step]
+            if not mine:
                 continue
-            first = next(j for j in keep if _same_rows(mine[j], mine[k]))
-            repeated.add((k, step))
-            root[find(k)] = find(first)
+            first = first_with.setdefault(_signature(mine), k)
+            if first != k:
+                repeated.add((k, step))
+                root[find(k)] = find(first)
     keys: dict[tuple[int, str], int] = {}
     cells = []  # (cluster, side, class, value)
     for k in taking:
@@ -537,7 +537,8 @@ def change_difference(a: dict, b: dict, *, level: float = 0.95, seed: int = 0) -
     """b's change minus a's (two `phase_change` results over disjoint runs, e.g. HICRA and GRPO): the point
     difference and a percentile interval from their bootstrap draws, b's randomly permuted against a's so the two
     arms' resamples are independent. Arms that share a warm start share its step-0 rows; treating them as
-    independent then makes the interval wider than a joint resampling would, not narrower. {"mean", "interval"}; the interval None when either side has none."""
+    independent then makes the interval wider than a joint resampling would, not narrower. Returns {"mean",
+    "interval"}; the interval None when either side has none."""
     mean_a, mean_b = a["change"]["mean"], b["change"]["mean"]
     if mean_a is None or mean_b is None:
         return {"mean": None, "interval": None}
@@ -551,11 +552,8 @@ def change_difference(a: dict, b: dict, *, level: float = 0.95, seed: int = 0) -
 
 
 def _signature(rows: list[dict]) -> tuple:
+    """Rows compared as a multiset, whatever their order (`distinct_runs`, `phase_change`)."""
     return tuple(sorted(repr(sorted(r.items())) for r in rows))
-
-
-def _same_rows(a: list[dict], b: list[dict]) -> bool:
-    return _signature(a) == _signature(b)
 
 
 def distinct_runs(per_run_rows: list[list[dict]]) -> list[int]:
