@@ -80,7 +80,8 @@ def _steps(text: str, flag: str) -> list[int]:
 
 
 def _consolidation_end(run: Path) -> int | None:
-    """The run's `consolidation_end_step` from its summary.json (`hicra analyze`); None without one. InputError
+    """The run's `consolidation_end_step` from its summary.json (`hicra analyze`, v1 summaries upgraded: None);
+    None without one. InputError
     (one line) for a summary that is not JSON or whose "phases" is not an object."""
     import json
 
@@ -95,7 +96,9 @@ def _consolidation_end(run: Path) -> int | None:
         raise InputError(f"not a summary.json object ({exc})", path=str(summary)) from None
     if not isinstance(phases, dict):
         raise InputError("'phases' is not an object", path=str(summary), field="phases")
-    return phases.get("consolidation_end_step")
+    from hicra.dynamics.phases import upgrade_phases
+
+    return upgrade_phases(phases).get("consolidation_end_step")  # a v1 summary's end is not a v2 one: None
 
 
 def _print_phase_change(runs: list[Path], tables: list[list[dict]], per_run: bool = False) -> dict:

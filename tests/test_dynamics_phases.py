@@ -321,3 +321,69 @@ def test_phase_window_benchmark_reads_the_order_on_the_first_n_steps(tmp_path):
     (run / "probes.jsonl").write_text('{"step": 0}\nnot json\n')
     bad = subprocess.run([sys.executable, str(script), str(run)], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "probes.jsonl:2" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_dip_over_the_first_steps_is_no_end_of_fall():
+    """A class that dips over its first three steps and is flat after (a start-up transient) "consolidated" at the
+    first breakpoint allowed; the order test leaves the first 5% of the steps out (`burn_in`), so it does not."""
+    from hicra.dynamics.phases import burn_in
+
+    assert [burn_in(CFG, n) for n in (19, 60, 80, 320)] == [1, 3, 4, 16]
+    rng = np.random.default_rng(4)
+    x = np.arange(320.0)
+    dip = np.where(x < 3, 1 - 0.02 * x, 0.96) + ar1_noise(rng, 320, 0.5, 0.004)
+    t = consolidation_test(x, dip, CFG)  # the class test alone sees the dip
+    assert t["detected"] and t["breakpoint_step"] <= 3
+    flat = 1 + ar1_noise(rng, 320, 0.5, 0.004)
+    out = order_test(x, {"execution": flat, "planning": flat[::-1].copy(), "reference": dip}, CFG)
+    assert out["burn_in_steps"] == 16 and not out["consolidates"]["reference"] and out["order"] == "none"
+    no_burn = order_test(x, {"execution": flat, "planning": flat[::-1].copy(), "reference": dip},
+                         PhaseConfig(n_boot=199, seed=0, burn_in_share=0.0))
+    assert no_burn["consolidates"]["reference"] and no_burn["tau_ref"] <= 3
+
+
+def test_none_needs_neither_execution_nor_planning_to_consolidate():
+    """Only the reference class consolidates: order `none` (the order is about execution and planning); one of
+    them consolidating with no resolvable order is `simultaneous`, never `none`."""
+    rng = np.random.default_rng(5)
+    x = np.arange(60.0)
+    fast = 1 - 0.3 * (1 - np.exp(-x / 5))
+    flat = {k: 1 + rng.normal(0, 0.01, 60) for k in ("execution", "planning")}
+    out = order_test(x, {**flat, "reference": fast + rng.normal(0, 0.01, 60)}, CFG)
+    assert out["consolidates"] == {"execution": False, "planning": False, "reference": True}
+    assert out["order"] == "none"
+
+
+def test_confidence_rests_on_the_order_not_one_class():
+    """The support of an order verdict includes every class test and the differences: a run whose planning test is
+    close to detection gets low confidence for `execution-first`; one whose only undetected class has a best hinge
+    of another shape (a rise) is not penalised by that hinge's small p."""
+    rng = np.random.default_rng(6)
+    x = np.arange(60.0)
+    fast = 1 - 0.3 * (1 - np.exp(-x / 5))
+    curves = {"step": x, "rel_ppl_execution": fast + rng.normal(0, 0.01, 60),
+              "rel_ppl_reference": 0.9 * fast + 0.1 + rng.normal(0, 0.01, 60),
+              "strategy_entropy": 2 + rng.normal(0, 0.05, 60)}
+    rise = np.minimum(x, 20) * 0.004 + 1
+    clear = detect_phases({**curves, "rel_ppl_planning": rise + rng.normal(0, 0.005, 60)}, CFG)
+    assert clear["order"] == "execution-first"
+    assert clear["evidence"]["consolidation"]["planning"]["p_value"] < 0.05  # a significant bend, of a rise
+    assert clear["confidence"] > 0.5
+    weak = 1 - 0.03 * (1 - np.exp(-x / 30))  # a slow, faint fall: planning's test near its threshold
+    near = detect_phases({**curves, "rel_ppl_planning": weak + rng.normal(0, 0.01, 60)}, CFG)
+    t = near["evidence"]["consolidation"]["planning"]
+    if near["order"] == "execution-first" and not t["detected"] and t["slope_before"] < 0 < t["slope_after"] - t["slope_before"]:
+        assert near["confidence"] <= t["p_value"] + 1e-12
+
+
+def test_pooling_a_text_only_run_with_log_prob_runs_leaves_the_order_untestable():
+    """A run without log-probabilities (no class curves) pooled with runs that have them: the pooled order would be
+    the other runs' alone, so it is untestable and says why; exploration is still pooled."""
+    runs = [phase_curves("execution-first+exploration", np.random.default_rng(s)) for s in range(2)]
+    text = dict(phase_curves("text-only", np.random.default_rng(9)))
+    text.update({c: np.full(len(text["step"]), np.nan) for c in
+                 ("rel_ppl_execution", "rel_ppl_planning", "rel_ppl_reference")})
+    out = detect_phases_pooled([*runs, text], CFG)
+    assert out["order"] == "untestable" and out["verdict"] == "inconclusive"
+    assert "missing in some of the runs" in out["evidence"]["order"]["reason"]
+    assert out["exploration"]["tested"]

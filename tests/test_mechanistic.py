@@ -1283,3 +1283,26 @@ def test_a_run_missing_its_own_lexicon_never_reads_one_from_the_working_director
         analyze_run(synthetic)
     Lexicon(["let me check"], name="ours").save(synthetic / "lexicon.json")
     assert analyze_run(synthetic)["lexicon"] == "ours"  # the run's own copy
+
+
+def test_phase_steps_do_not_take_a_v1_consolidation_end(tmp_path):
+    """A v1 summary.json (no `order`: it never tested the order of consolidation) gives no consolidation end to
+    split at, in the verbs and in benchmarks/mechanistic_runs.py; a v2 one gives its own."""
+    from hicra.mechanistic.run import _phase_steps
+
+    v1 = {"phases": {"verdict": "two-phase", "consolidation_end_step": 6, "exploration_onset_step": 9,
+                     "confidence": 0.9, "evidence": {}}}
+    (tmp_path / "summary.json").write_text(json.dumps(v1))
+    assert _phase_steps(tmp_path) == {"consolidation_end_step": None, "exploration_onset_step": 9}
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mechanistic_runs", BENCH_RUNS)
+    mechanistic_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mechanistic_runs)
+
+    assert mechanistic_runs._consolidation_end(tmp_path) is None
+    v2 = {"phases": {"version": 2, "verdict": "consolidation-only", "order": "execution-first",
+                     "consolidation_end_step": 39, "exploration_onset_step": None, "confidence": 0.9}}
+    (tmp_path / "summary.json").write_text(json.dumps(v2))
+    assert _phase_steps(tmp_path)["consolidation_end_step"] == 39
+    assert mechanistic_runs._consolidation_end(tmp_path) == 39

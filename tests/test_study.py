@@ -403,7 +403,9 @@ def test_control_checks_pool_matching_cells_and_apply_thresholds():
         runs += [run(name, blind_diverse, expected_order(k)) for _ in range(6)]  # 2 warm starts x 3 RL seeds
         # other arms are never pooled, whatever they show
         runs += [run(name, not blind_diverse, "none", arm="hicra") for _ in range(6)]
-    ok = control_checks(runs, cells)
+    # the order criteria read each cell's pooled order (here: what its runs show; HICRA's pooled orders are wrong)
+    pooled = {(n, "grpo"): expected_order(k) for n, k in cells.items()} | {(n, "hicra"): "none" for n in cells}
+    ok = control_checks(runs, cells, pooled_orders=pooled)
     by = {c["name"]: c for c in ok["criteria"]}
     assert ok["all_passed"] and len(by) == len(CONTROL_CRITERIA) == 6
     assert by["exploration-where-possible"]["cells"] == sorted(
@@ -412,15 +414,17 @@ def test_control_checks_pool_matching_cells_and_apply_thresholds():
     # the negative control pools the union: single-route or oracle, 6 of the 8 cells
     neg = by["no-exploration-where-impossible"]
     assert len(neg["cells"]) == 6 and (neg["n_runs"], neg["hits"]) == (36, 0)
-    for name, c in by.items():
-        if c["statistic"].startswith("order:"):  # one cell each: noise x prior x optimum
-            assert len(c["cells"]) == 1 and (c["n_runs"], c["hits"]) == (6, 6), name
+    orders = [c for c in by.values() if c["statistic"].startswith("pooled-order:")]
+    assert len(orders) == 4
+    for c in orders:  # one cell each: noise x prior x optimum
+        assert len(c["cells"]) == 1 and (c["n_runs"], c["hits"]) == (6, 6), c["name"]
+        assert c["pooled"] == {c["cells"][0]: c["statistic"].partition(":")[2]}
 
     def edit(idx, **phases):
         return [dict(r, phases={**r["phases"], **phases}) if i in idx else r for i, r in enumerate(runs)]
 
-    def passed(rs, name):
-        return {c["name"]: c for c in control_checks(rs, cells)["criteria"]}[name]
+    def passed(rs, name, pooled_orders=pooled):
+        return {c["name"]: c for c in control_checks(rs, cells, pooled_orders=pooled_orders)["criteria"]}[name]
 
     grpo = [i for i, r in enumerate(runs) if r["arm"] == "grpo"]
     explorers = [i for i in grpo if runs[i]["phases"]["exploration_detected"]]
@@ -435,25 +439,33 @@ def test_control_checks_pool_matching_cells_and_apply_thresholds():
                  and cells[runs[i]["cell"]]["optimum"] == "diverse"][:2])
     assert passed(edit(spread[1:], exploration_detected=True), "no-exploration-where-impossible")["passed"] is True
     assert passed(edit(spread, exploration_detected=True), "no-exploration-where-impossible")["passed"] is False
-    # an order cell: 4/6 in the expected order passes, 3/6 fails
+    # an order cell: the pooled order decides, whatever share of its runs shows the order on their own
     name = "planning-first-none-execution-blind-plan-single-route"
     cell = by[name]["cells"][0]
     idx = [i for i in grpo if runs[i]["cell"] == cell]
-    assert passed(edit(idx[:2], order="simultaneous"), name)["passed"] is True
-    assert passed(edit(idx[:3], order="execution-first"), name)["passed"] is False
-    # untestable runs do not count as "no exploration" or as a wrong order: the criterion is not tested
+    c = passed(edit(idx[:5], order="simultaneous"), name)
+    assert c["passed"] is True and (c["hits"], c["share"]) == (1, 1 / 6)
+    for other in ("simultaneous", "execution-first", "none"):
+        assert passed(runs, name, pooled | {(cell, "grpo"): other})["passed"] is False
+    for missing in ("untestable", None):  # no pooled order: not tested
+        c = passed(runs, name, pooled | {(cell, "grpo"): missing})
+        assert c["passed"] is None and c["reason"] == f"no pooled order in {cell}"
+    assert passed(runs, name, {})["passed"] is None
+    # untestable runs do not count as "no exploration": the criterion is not tested
     for phases, crit in (({"exploration_tested": False}, "no-exploration-where-impossible"),
-                         ({"exploration_measure": "planning-phrases"}, "no-exploration-where-impossible"),
-                         ({"order": "untestable"}, name)):
+                         ({"exploration_measure": "planning-phrases"}, "no-exploration-where-impossible")):
         target = [next(i for i in grpo if runs[i]["cell"] in by[crit]["cells"])]
         c = passed(edit(target, **phases), crit)
         assert c["passed"] is None and c["untested"] == 1 and "could not be tested" in c["reason"], crit
+    # an untestable run is left out of the description of a pooled-order criterion, which the pooled order decides
+    c = passed(edit(idx[:1], order="untestable"), name)
+    assert c["passed"] is True and c["untested"] == 1 and c["hits"] == 5
     # too few runs in a matched cell: not tested
     c = passed([r for i, r in enumerate(runs) if i != idx[0]], name)
     assert c["passed"] is None and "fewer than 6 runs" in c["reason"]
     # cells without the clean-execution level: those criteria are not tested, so not everything passes
     partial = {n: k for n, k in cells.items() if k["execution_noise"] > 0}
-    res = control_checks([r for r in runs if r["cell"] in partial], partial)
+    res = control_checks([r for r in runs if r["cell"] in partial], partial, pooled_orders=pooled)
     nt = {c["name"]: c for c in res["criteria"]}[name]
     assert nt["passed"] is None and nt["n_runs"] == 0 and nt["reason"] == "no cell matches"
     assert not res["all_passed"]

@@ -194,7 +194,10 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
 def pool_runs(summaries: Sequence[dict], out_dir: str | os.PathLike,
               phase_config: PhaseConfig | None = None) -> dict:
     """Pool analysed runs (seeds): `pooled_summary.json` with the pooled verdict and intervals."""
-    pooled = detect_phases_pooled([s["_metrics"] for s in summaries], phase_config or PhaseConfig())
+    try:
+        pooled = detect_phases_pooled([s["_metrics"] for s in summaries], phase_config or PhaseConfig())
+    except ValueError as exc:  # e.g. runs that share no steps: one line, the per-run outputs stay
+        raise InputError(f"cannot pool the runs: {exc}", field="RUN_DIR") from None
     out = {"runs": [s["run"]["run_id"] for s in summaries], "phases": pooled}
     write_json(Path(out_dir) / "pooled_summary.json", _json_safe(out))
     return out

@@ -128,6 +128,8 @@ def run_analyze(args) -> int:
                          "overwrite each other under --out", field="RUN_DIR")
     if args.n_boot < 99:
         raise InputError("--n-boot must be at least 99", field="--n-boot")
+    if args.seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {args.seed}", field="--seed")
     config = PhaseConfig(n_boot=args.n_boot, seed=args.seed)
     ks = sorted({k for group in args.k for k in group})
     summaries = []

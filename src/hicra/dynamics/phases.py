@@ -11,7 +11,8 @@ metrics (`metrics.parquet`), each seeded and deterministic.
 
        y = b0 + b1 * x + b2 * max(x - tau, 0)
 
-   by least squares, tau searched over the observed steps (at least `min_segment` points per side). A class
+   by least squares, tau searched over the observed steps (at least `min_segment` points per side) after a burn-in
+   (the first `burn_in_share` of the steps, `burn_in`: a dip under the first updates is no "end of fall"). A class
    *consolidates* when the hinge beats a straight line (F = (SSE_line - SSE_hinge) / SSE_hinge, null simulated
    under the fitted line with the whole tau search redone, p < alpha), the curve falls before tau (b1 < 0) and
    flattens after it (b2 > 0). The simulated noise is an AR(1) sieve bootstrap (innovations resampled with
@@ -67,7 +68,8 @@ Verdict (`summary.json["phases"]["verdict"]`):
 
 `consolidation_end_step` = tau_exec (an observed step) when execution consolidates, else None. `confidence` is a
 heuristic in [0, 1]: the smallest support among the tests the verdict rests on (1 - p for a detected test, p for an
-undetected one).
+undetected one; for an order also each class test and each difference between two consolidating classes: the share
+of its draws on the claimed side, or, when unresolved, twice the smaller one-sided share; `_order_support`).
 
 Several runs (seeds) are pooled by `detect_phases_pooled`: point estimates and the per-class consolidation tests on
 the mean curves over the steps all runs share; the tau, difference and exploration-slope intervals come from
@@ -94,11 +96,24 @@ import numpy as np
 class PhaseConfig:
     min_steps: int = 8        # fewer usable steps than this: inconclusive
     min_segment: int = 3      # points on each side of the breakpoint
+    burn_in_share: float = 0.05  # the first steps left out of the class tests, as a share of the steps (`burn_in`)
     min_after: int = 5        # points after the breakpoint needed for the exploration trend test
-    alpha: float = 0.05       # significance level of both tests (one-sided for exploration)
+    # the consolidation tests run each class at alpha / 2, the order's difference intervals at level 1 - 2 alpha;
+    # exploration is detected when its `level` interval lies above 0 (one-sided (1 - level) / 2)
+    alpha: float = 0.05
     level: float = 0.95       # bootstrap interval level
     n_boot: int = 999
     seed: int = 0
+
+
+def burn_in(config: PhaseConfig, n_steps: int) -> int:
+    """How many of the first steps the order test leaves out: ceil(`burn_in_share` x n_steps), so the first 3 of
+    60 steps, 4 of 80, 16 of 320. Why: the first updates of a run (Adam's first steps are full-size whatever the
+    gradient's scale) move every token class at once; a 320-step run's reference class dipped over its first three
+    steps and was then flat, the hinge test called that a consolidation ending at step 2, and the run's order verdict
+    rested on it. Raising the minimum segment instead only moved that breakpoint to the first one allowed. A fall
+    that ends within the burn-in cannot be told from the start-up transient and is not claimed."""
+    return int(np.ceil(config.burn_in_share * n_steps - 1e-9))
 
 
 # ---------------------------------------------------------------- least-squares pieces
@@ -555,12 +570,15 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
     """Order of consolidation of the execution, planning and reference classes (module docstring, 1-2).
 
     `curves` maps "execution", "planning", "reference" to relative-perplexity curves over the steps `x` (all
-    finite). `tau_draws` replaces the joint AR(1) sieve draws (e.g. run-resampling draws when pooling seeds).
+    finite); the first `burn_in(config, len(x))` steps are left out. `tau_draws` replaces the joint AR(1) sieve
+    draws (e.g. run-resampling draws when pooling seeds; they must leave out the same burn-in).
     Returns {"order", "consolidates", "tau_exec", "tau_plan", "tau_ref", "intervals", "difference", "direction",
     "tests", "interval_method"}.
     """
     x = np.asarray(x, float)
-    ys = {k: np.asarray(curves[k], float) for k in CLASS_COLUMNS}
+    skip = burn_in(config, x.size)
+    x = x[skip:]
+    ys = {k: np.asarray(curves[k], float)[skip:] for k in CLASS_COLUMNS}
     # each class at alpha / 2: the verdict states whether execution and whether planning consolidate, so the
     # chance that either is a false detection stays at alpha
     class_config = replace(config, alpha=config.alpha / 2)
@@ -568,7 +586,7 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
     tests = {k: consolidation_test(x, y, class_config, raw_lag1=raw) for k, y in ys.items()}
     if tau_draws is None:
         tau_draws = joint_tau_draws(x, ys, config, raw_lag1=raw)
-        interval_method = interval_method or "joint AR(1) sieve bootstrap around each class's hinge fit"
+        interval_method = interval_method or "joint AR(1) sieve bootstrap around each class's bent-cable fit"
     cons = {k: bool(t["detected"]) for k, t in tests.items()}
     tau = {k: float(tests[k]["breakpoint_step"]) if cons[k] else np.inf for k in ys}
     draws = {k: np.asarray(tau_draws[k], float) if cons[k] else None for k in ys}
@@ -598,6 +616,9 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
     out["direction"] = {"plan_minus_exec": d_pe, "plan_minus_ref": d_pr}
     out["tests"] = tests
     out["interval_method"] = interval_method or "given draws"
+    out["burn_in_steps"] = int(skip)
+    out["support"] = _order_support(order, tests, {"plan_minus_exec": (d_pe, draws["planning"], draws["execution"]),
+                                                   "plan_minus_ref": (d_pr, draws["planning"], draws["reference"])})
     return out
 
 
@@ -731,16 +752,40 @@ def _support(detected: bool, p: float | None) -> float:
     return 1 - p if detected else p
 
 
-def _order_support(order: dict) -> float:
-    t = order["tests"]
-    p = {k: t[k].get("p_value", 1.0) for k in t}
-    if order["order"] == "execution-first":
-        return 1 - p["execution"]
-    if order["order"] == "planning-first":
-        return 1 - p["planning"]
-    if order["order"] == "simultaneous":
-        return 1 - min(p["execution"], p["planning"])
-    return min(p["execution"], p["planning"])  # none
+def _class_support(test: Mapping) -> float:
+    """Support of one class test's outcome: 1 - p when it consolidates; when it does not, p if its best hinge has
+    the shape of a consolidation (falls, then flattens) and only significance is missing, else 1 (a significant
+    bend of another shape, e.g. a rise, is evidence against a consolidation, not for it)."""
+    p = 1.0 if test.get("p_value") is None else float(test["p_value"])
+    if test.get("detected"):
+        return 1 - p
+    shaped = test.get("slope_before", 0.0) < 0 and test.get("slope_after", 0.0) > test.get("slope_before", 0.0)
+    return p if shaped else 1.0
+
+
+def _order_support(order: str, tests: Mapping[str, dict], differences: Mapping[str, tuple]) -> float:
+    """Support of an order (heuristic in [0, 1], the smallest among the tests it rests on): `none` rests on neither
+    execution nor planning consolidating; every other order on all three class tests (`_class_support`) and on
+    each difference both of whose classes consolidate:
+    the share of its draws on the claimed side when it is resolved, twice the smaller one-sided share (a two-sided
+    bootstrap p) when it is not."""
+    support_of = {k: _class_support(t) for k, t in tests.items()}
+    if order == "none":
+        return min(support_of["execution"], support_of["planning"])
+    support = list(support_of.values())
+    for d, da, db in differences.values():
+        if da is None or db is None:  # a class that never consolidates: its own test carries the support
+            continue
+        with np.errstate(invalid="ignore"):
+            diff = np.where(np.isnan(da - db), 0.0, da - db)
+        above, below = float(np.mean(diff > 0)), float(np.mean(diff < 0))
+        if d["direction"] == "later":
+            support.append(above)
+        elif d["direction"] == "earlier":
+            support.append(below)
+        else:
+            support.append(min(1.0, 2 * min(1 - above, 1 - below)))
+    return min(support)
 
 
 _SUMMARIES = {
@@ -748,8 +793,8 @@ _SUMMARIES = {
                  "rises after execution consolidates",
     "consolidation-only": "execution consolidates before planning; no significant rise of {m} after it",
     "reversed": "planning consolidates before execution: the reverse of the paper's order",
-    "no-order": "the token classes consolidate with no resolvable order (differences' intervals include 0, or the "
-                "reference class does not separate planning from a random class of its size)",
+    "no-order": "execution or planning consolidates, but no order can be claimed (a difference's interval "
+                "includes 0, or planning is not separated from a random class of its size)",
     "exploration-only": "no token class consolidates; {m} rises",
     "none": "no token class consolidates and {m} does not rise",
 }
@@ -833,7 +878,7 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
                     "interval_method": _run_draws["method"]}
         else:
             test = trend_test(xw, yw, config)
-            test["interval_method"] = "moving-block bootstrap over steps"
+            test["interval_method"] = "AR(1) sieve bootstrap-t over steps"
         expl.update(tested=test["tested"], detected=test["detected"], slope=test.get("slope"),
                     interval=test.get("slope_interval"), p_value=test.get("p_value"),
                     window=[float(xw[0]), float(xw[-1])], n_steps=int(xw.size),
@@ -871,7 +916,7 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
                                + ("detected" if expl["detected"] else "not detected" if expl["tested"] else
                                   "not tested") + f" ({m})")
     else:
-        confidence = _order_support(order)
+        confidence = order["support"]
         if order["order"] in ("execution-first", "none"):
             confidence = min(confidence, _support(expl["detected"], expl["p_value"]))
         evidence["summary"] = _SUMMARIES[verdict].format(m=m)
@@ -909,6 +954,12 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
                 pos = {s: i for i, s in enumerate(t["step"].tolist())}
                 rows.append(t[n][[pos[s] for s in shared]])
             stacked[n] = np.stack(rows)  # (runs, steps)
+    # a class curve some runs lack (text-only runs: no log-probabilities) is left out for all: else the pooled order
+    # would be one run's order, with a run-resampling interval over copies of it
+    lacking = [n for n in CLASS_COLUMNS.values() if n in stacked and not np.isfinite(stacked[n]).any(axis=1).all()]
+    partial = [n for n in lacking if np.isfinite(stacked[n]).any()]
+    for n in lacking:
+        del stacked[n]
     with warnings.catch_warnings():  # a step where every run lacks a value: NaN, left out by detect_phases
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = {n: np.nanmean(v, axis=0) if n != "step" else v[0] for n, v in stacked.items()}
@@ -925,13 +976,13 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
                 warnings.simplefilter("ignore", RuntimeWarning)
                 return np.nanmean(stacked[name][picks], axis=1).T  # (steps, n_res)
 
-        def tau_draws(ok):
-            taus, bases = _hinge_bases(x[ok], config.min_segment)
+        def tau_draws(ok):  # each resample's end of fall after the burn-in, as for one run (+inf: no fall-and-flat)
+            keep = np.flatnonzero(ok)[burn_in(config, int(ok.sum())):]
             out = {}
             for k, c in CLASS_COLUMNS.items():
-                ys = resampled(c)[ok]
-                ys = np.where(np.isfinite(ys), ys, mean[c][ok][:, None])
-                out[k] = taus[np.argmin(_sse_hinge(bases, ys), axis=0)]
+                ys = resampled(c)[keep]
+                ys = np.where(np.isfinite(ys), ys, mean[c][keep][:, None])
+                out[k] = fall_end_taus(x[keep], ys, config.min_segment)
             return out
 
         def slope_draws(xw):
@@ -949,6 +1000,9 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
     per_run = [detect_phases(m, config, exploration_metric=exploration_metric) for m in runs]
     ev = pooled["evidence"]
     ev["n_runs"] = len(runs)
+    if partial:
+        ev["order"]["reason"] = (f"{', '.join(partial)} missing in some of the runs (text-only runs pooled with runs "
+                                 "that have log-probabilities): the pooled order is untestable")
     ev["per_run"] = [{"verdict": r["verdict"], "order": r["order"], "consolidation_end_step":
                       r["consolidation_end_step"], "confidence": r["confidence"]} for r in per_run]
     ev["agreement"] = float(np.mean([r["verdict"] == pooled["verdict"] for r in per_run]))

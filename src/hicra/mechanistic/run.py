@@ -182,14 +182,17 @@ def _context(run_dir, steps, n: int):
 
 
 def _phase_steps(run_dir: Path) -> dict:
-    """The consolidation end and exploration onset from `hicra analyze`'s summary.json (None when unknown)."""
+    """The consolidation end and exploration onset from `hicra analyze`'s summary.json (None when unknown). A v1
+    summary goes through `upgrade_phases`: v1 never tested the order, so its consolidation end is not used."""
+    from hicra.dynamics.phases import upgrade_phases
+
     out = {"consolidation_end_step": None, "exploration_onset_step": None}
     path = run_dir / "summary.json"
     if path.is_file():
         try:
-            phases = json.loads(path.read_text(encoding="utf-8")).get("phases", {})
+            phases = upgrade_phases(json.loads(path.read_text(encoding="utf-8")).get("phases") or {})
             out.update({k: phases.get(k) for k in out})
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError):
             pass
     return out
 

@@ -125,6 +125,9 @@ def results_markdown(results: dict) -> str:
         for c in ctl["criteria"]:
             need = (f">= {c['at_least']:.2f}" if c["at_least"] is not None else "") + \
                 (f"<= {c['at_most']:.2f}" if c["at_most"] is not None else "")
+            if c.get("pooled") is not None:  # pooled-order: the pooled order of each cell decides
+                need = "pooled " + c["statistic"].partition(":")[2] + " (" + ", ".join(
+                    f"{n}: {v or '-'}" for n, v in c["pooled"].items()) + ")"
             share = "-" if c["share"] is None else f"{c['share']:.2f}"
             passed = {True: "yes", False: "**no**", None: f"not tested ({c['reason']})"}[c["passed"]]
             lines.append(f"| {c['name']} ({c['statistic']}) | {c['arm']} | {', '.join(c['cells']) or '-'} | "

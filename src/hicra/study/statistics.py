@@ -278,7 +278,8 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
     for c in comparisons:
         key = "vs_grpo" if c["b"].rsplit("/", 1)[-1] == BASELINE else "vs_placebo"
         per_arm[c["a"]].setdefault(key, {})[c["endpoint"]] = c
-    controls = control_checks(runs_out, cells) if cells else None
+    pooled_orders = {(per_arm[k]["cell"], per_arm[k]["arm"]): per_arm[k]["phases"]["pooled"]["order"] for k in per_arm}
+    controls = control_checks(runs_out, cells, pooled_orders=pooled_orders) if cells else None
     return {"format": FORMAT, "preset": preset.name, "arms": arms, "cells": cells or {}, "seeds": seeds,
             **({"controls": controls} if controls else {}),
             "warm_start_seeds": warm_start_seeds, "pairs": [[q.warm_start_seed, q.seed] for q in pairs],
@@ -289,30 +290,40 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
                             r["seconds"] for r in runs_out}}
 
 
-def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None) -> dict:
+def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None,
+                   pooled_orders: dict[tuple[str, str], str | None] | None = None) -> dict:
     """The control cells' pass criteria (`hicra.study.presets.CONTROL_CRITERIA`, pre-registered in docs/study.md)
     on the per-run entries of `summarize` (`results["runs"]`: arm, cell, phases brief). Per criterion: the cells
     it pools, n_runs, the runs showing the statistic (`hits`), the runs that could not be tested (`untested`),
     their share of the tested runs, the threshold and `passed` (None = not tested, with `reason`). `all_passed`
-    is True only when every criterion was tested and passed."""
+    is True only when every criterion was tested and passed.
+
+    Statistic "pooled-order:VALUE": `pooled_orders[(cell, arm)]` is the order of the cell's runs pooled by
+    resampling runs (`hicra.dynamics.phases.detect_phases_pooled`, as `per_arm[...]["phases"]["pooled"]`); the
+    criterion passes when it equals VALUE in every matched cell (`pooled` lists them); `hits` and `share` still
+    count the runs whose own order is VALUE, as a description. A pooled order `untestable` (or missing) makes the
+    criterion not tested. ValueError for an unknown statistic."""
     from hicra.dynamics.phases import ORDERS as PHASE_ORDERS
     from hicra.study.presets import CONTROL_CRITERIA
 
     criteria = CONTROL_CRITERIA if criteria is None else criteria
+    pooled_orders = pooled_orders or {}
     out = []
     for c in criteria:
         names = sorted(n for n, knobs in cells.items()
                        if any(all(k in knobs and knobs[k] == v for k, v in w.items()) for w in c.where))
         pool = [r for r in runs if r["arm"] == c.arm and r["cell"] in names]
-        if c.statistic == "exploration":
+        kind, _, order = c.statistic.partition(":")
+        if kind == "exploration" and not order:
             testable = [r for r in pool if r["phases"].get("exploration_tested")
                         and r["phases"].get("exploration_measure") == "strategy"]
             hits = sum(bool(r["phases"]["exploration_detected"]) for r in testable)
-        elif c.statistic.startswith("order:") and (order := c.statistic.removeprefix("order:")) in PHASE_ORDERS:
+        elif kind in ("order", "pooled-order") and order in PHASE_ORDERS:
             testable = [r for r in pool if r["phases"].get("order") not in (None, "untestable")]
             hits = sum(r["phases"]["order"] == order for r in testable)
         else:
             raise ValueError(f"unknown control statistic {c.statistic!r}")
+        pooled = {n: pooled_orders.get((n, c.arm)) for n in names} if kind == "pooled-order" else None
         per_cell = {n: sum(r["cell"] == n for r in pool) for n in names}
         short = [n for n, k in per_cell.items() if k < c.min_runs_per_cell]
         reason = None
@@ -320,15 +331,22 @@ def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None) -> d
             reason = "no cell matches"
         elif short:
             reason = f"fewer than {c.min_runs_per_cell} runs in {', '.join(short)}"
-        elif len(testable) < len(pool):
+        elif pooled is not None and any(v in (None, "untestable") for v in pooled.values()):
+            reason = "no pooled order in " + ", ".join(n for n, v in pooled.items() if v in (None, "untestable"))
+        elif pooled is None and len(testable) < len(pool):
             reason = f"{len(pool) - len(testable)} run(s) could not be tested"
         share = hits / len(testable) if testable else None
-        passed = None if reason else ((c.at_least is None or share >= c.at_least - 1e-12)
-                                      and (c.at_most is None or share <= c.at_most + 1e-12))
+        if reason:
+            passed = None
+        elif pooled is not None:
+            passed = all(v == order for v in pooled.values())
+        else:
+            passed = ((c.at_least is None or share >= c.at_least - 1e-12)
+                      and (c.at_most is None or share <= c.at_most + 1e-12))
         out.append({"name": c.name, "arm": c.arm, "where": list(c.where), "statistic": c.statistic,
                     "cells": names, "n_runs": len(pool), "untested": len(pool) - len(testable), "hits": hits,
                     "share": share, "at_least": c.at_least, "at_most": c.at_most, "passed": passed,
-                    "reason": reason, "why": c.why})
+                    **({"pooled": pooled} if pooled is not None else {}), "reason": reason, "why": c.why})
     return {"criteria": out, "all_passed": bool(out) and all(c["passed"] is True for c in out)}
 
 
