@@ -243,3 +243,23 @@ def test_convert_with_tokenizer_then_analyze_recomputes_masks(tokenizer_dir, tmp
     assert summary["final"]["planning_ratio"] is None and any("--tokenizer" in n for n in summary["notes"])
     res = _run_cli("analyze", str(run), "--tokenizer", str(tmp_path / "missing"), "--quiet")
     assert res.returncode == 2 and "field 'tokenizer': tokenizer directory not found" in res.stderr
+
+
+def test_unpoolable_runs_and_a_negative_seed_are_one_line_errors(tmp_path, capsys):
+    """Runs that share no steps cannot be pooled: one line naming RUN_DIR (the per-run outputs stay); a negative
+    --seed is refused before any work."""
+    import pandas as pd
+
+    from hicra.dynamics.analyze import pool_runs
+    from hicra.errors import InputError
+
+    summaries = [{"_metrics": pd.DataFrame({"step": [float(s) for s in range(a, a + 10)], "accuracy": 0.5}),
+                  "run": {"run_id": f"r{a}"}} for a in (0, 100)]
+    with pytest.raises(InputError, match="cannot pool the runs: the runs share no steps") as err:
+        pool_runs(summaries, tmp_path / "pooled")
+    assert err.value.field == "RUN_DIR"
+    run = make_synthetic_run(tmp_path / "run", steps=12, prompts=2, group=2, segments=2, exec_len=4, seed=1)
+    assert main(["analyze", str(run), "--seed", "-1", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == ("hicra analyze: error: field '--seed': --seed must be a non-negative "
+                                               "integer, got -1")
+    assert not (run / "summary.json").exists()

@@ -127,3 +127,27 @@ def test_verl_rollout_dump_preset(tmp_path):
     assert main(["convert", "responses", str(dump), "--preset", "verl", "--reward-threshold", "0", "--out",
                  str(out2), "--quiet"]) == 0
     assert [r["correct"] for r in _rows(out2)[0]] == [r["correct"] for r in rows]
+
+
+def test_real_run_analysis_gives_the_documented_result(shared_data, tmp_path):
+    """docs/dynamics.md and the README state this run's verdict and figures (`hicra convert responses
+    .../responses.jsonl --step-field step`, then `hicra analyze`): pinned here so a change of the tests shows there."""
+    import pandas as pd
+
+    run, out = tmp_path / "run", tmp_path / "analysis"
+    assert main(["convert", "responses", str(shared_data / REALRUN / "responses.jsonl"), "--out", str(run),
+                 "--step-field", "step", "--quiet"]) == 0
+    assert main(["analyze", str(run), "--out", str(out), "--quiet", "--no-report"]) == 0
+    phases = json.loads((out / "summary.json").read_text())["phases"]
+    assert (phases["verdict"], phases["order"]) == ("inconclusive", "untestable")
+    ex = phases["exploration"]
+    assert ex["tested"] and not ex["detected"] and ex["measure"] == "planning-phrases"
+    assert ex["slope"] == pytest.approx(-0.0009, abs=5e-5)
+    assert ex["interval"] == pytest.approx([-0.0046, 0.0038], abs=5e-5) and ex["p_value"] == pytest.approx(0.58, abs=0.01)
+    side = phases["evidence"]["exploration"]
+    assert side["accuracy"]["slope"] == pytest.approx(0.0035, abs=5e-5)
+    lo, hi = side["accuracy"]["interval"]
+    assert lo < 0 < hi  # no detectable accuracy trend
+    assert side["mean_length"]["interval"][0] > 0  # responses lengthen
+    m = pd.read_parquet(out / "metrics.parquet")
+    assert 0.052 <= m.planning_ratio.min() and m.planning_ratio.max() <= 0.064

@@ -100,3 +100,37 @@ def test_report_renders_in_headless_chromium(analysed, tmp_path):
                    timeout=120)
     img = np.asarray(Image.open(shot).convert("L"))
     assert img.std() > 10
+
+
+def test_figure_draws_the_strategy_panel_bands_and_both_taus():
+    """With strategy labels the figure has a fifth panel (strategy-label entropy, with its band); tau_exec and
+    tau_plan are drawn on every panel; the entropies and accuracy carry their 95% bands. Without the labels: four
+    panels and no strategy panel."""
+    import pandas as pd
+    from matplotlib.collections import PolyCollection
+
+    from hicra.dynamics.report import dynamics_figure
+
+    steps = np.arange(30.0)
+    df = pd.DataFrame({"step": steps, "rel_ppl_planning": 1 - 0.01 * steps, "rel_ppl_execution": 1 - 0.02 * steps,
+                       "rel_ppl_reference": 1 - 0.015 * steps, "entropy_planning": 1.0, "entropy_execution": 0.5,
+                       "semantic_entropy": 2.0, "semantic_entropy_low": 1.9, "semantic_entropy_high": 2.1,
+                       "strategy_entropy": 1.0 + 0.01 * steps, "strategy_entropy_low": 0.9 + 0.01 * steps,
+                       "strategy_entropy_high": 1.1 + 0.01 * steps, "accuracy": 0.3, "accuracy_low": 0.25,
+                       "accuracy_high": 0.35, "mean_length": 100.0})
+    phases = {"verdict": "two-phase", "order": "execution-first", "consolidation_end_step": 8,
+              "exploration_onset_step": 12, "evidence": {"order": {"tau_plan": 20.0}}}
+    fig = dynamics_figure(df, phases)
+    main = [ax for ax in fig.axes if ax.get_title()]  # twin axes have no title
+    assert [ax.get_title() for ax in main] == ["Relative perplexity", "Token entropy", "Semantic vs procedural entropy",
+                                               "Strategy-label entropy", "Accuracy and response length"]
+    for ax in main:
+        vlines = {line.get_xdata()[0] for line in ax.get_lines() if len(set(line.get_xdata())) == 1}
+        assert {8, 20, 12} <= vlines, ax.get_title()
+    bands = {ax.get_title(): sum(isinstance(c, PolyCollection) for c in ax.collections) for ax in main}
+    assert bands["Strategy-label entropy"] == 1 and bands["Semantic vs procedural entropy"] == 1
+    assert bands["Accuracy and response length"] == 1
+    fig4 = dynamics_figure(df.drop(columns=["strategy_entropy", "strategy_entropy_low", "strategy_entropy_high"]),
+                           phases)
+    assert "Strategy-label entropy" not in [ax.get_title() for ax in fig4.axes]
+    assert len([ax for ax in fig4.axes if ax.get_title()]) == 4

@@ -93,21 +93,21 @@ def test_overlapping_occurrences_in_token_masks(bpe_tokenizer):
     assert tagger.token_masks([ids])[0].tolist() == expected
 
 
-def test_planning_fraction_accepts_text(bpe_tokenizer):
+def test_planning_ratio_accepts_text(bpe_tokenizer):
     tagger = PlanningTagger(PAPER, bpe_tokenizer)
     text = "wait, let me check"
     mask = tagger.token_mask(text)
-    assert tagger.planning_fraction(text) == pytest.approx(mask.mean())
-    assert tagger.planning_fraction([text, "x = 1"]) == pytest.approx(
+    assert tagger.planning_ratio(text) == pytest.approx(mask.mean())
+    assert tagger.planning_ratio([text, "x = 1"]) == pytest.approx(
         (mask.sum() + tagger.token_mask("x = 1").sum()) / (len(mask) + len(tagger.token_mask("x = 1"))))
     ids = bpe_tokenizer(text, add_special_tokens=False)["input_ids"]
-    assert tagger.planning_fraction([ids]) == tagger.planning_fraction(text)
+    assert tagger.planning_ratio([ids]) == tagger.planning_ratio(text)
     with pytest.raises(TypeError, match="token-id sequences"):
         tagger.token_masks(["wait, let me check"])
     with pytest.raises(TypeError, match="integers"):
-        tagger.planning_fraction([[1.5, 2.0]])
+        tagger.planning_ratio([[1.5, 2.0]])
     with pytest.raises(ValueError, match="tokenizer"):
-        PlanningTagger(PAPER).planning_fraction("wait, let me check")
+        PlanningTagger(PAPER).planning_ratio("wait, let me check")
 
 
 def test_longest_match_and_overlaps():
@@ -340,7 +340,7 @@ def test_ids_path_details(bpe_tokenizer):
     assert PlanningTagger(lex, tok).token_mask(but + wait).all()
     first, second = PlanningTagger(lex, tok).token_masks([but, wait])
     assert not first.any() and not second.any()
-    assert tagger.planning_fraction([a]) == 1.0
+    assert tagger.planning_ratio([a]) == 1.0
 
 
 def test_multibyte_apostrophe_split_across_byte_tokens(bpe_tokenizer):
@@ -450,3 +450,7 @@ def test_padded_masks_of_a_trainer_batch(bpe_tokenizer):
     assert want[-1] and out[1, : len(b)].tolist() == want.tolist() and not out[1, len(b):].any()
     assert not out[2].any()
     assert tagger.padded_masks(ids[:0], rmask[:0]).shape == (0, t)
+
+
+def test_planning_fraction_is_the_old_name_of_planning_ratio():
+    assert PlanningTagger.planning_fraction is PlanningTagger.planning_ratio

@@ -55,7 +55,8 @@ def _unavailable(ax, what: str):
 
 
 def dynamics_figure(df, phases: dict, title: str = "", step_labels: dict | None = None):
-    """The 4-panel matplotlib Figure. `step_labels` (step -> name, e.g. model names of a converted run) label
+    """The matplotlib Figure: 4 panels, 5 with a strategy-label entropy panel when `strategy_entropy` has values.
+    `step_labels` (step -> name, e.g. model names of a converted run) label
     the x axis."""
     import matplotlib
 

@@ -196,7 +196,7 @@ def _as_id_array(seq: Any) -> np.ndarray:
         seq = seq.detach().cpu().numpy()
     if isinstance(seq, (str, bytes)) or (isinstance(seq, (list, tuple)) and any(isinstance(x, str) for x in seq)):
         raise TypeError("expected token-id sequences (lists of ints, numpy arrays or tensors), got text; pass text "
-                        "to token_mask(text), encode(text) or planning_fraction(texts)")
+                        "to token_mask(text), encode(text) or planning_ratio(texts)")
     arr = np.asarray(seq)
     if arr.size and not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.bool_)):
         raise TypeError(f"expected token ids (integers), got an array of {arr.dtype}")
@@ -386,9 +386,10 @@ class PlanningTagger:
         spans = self.mask_spans(text)
         return overlap_mask(tok_start, tok_end, spans[:, 0], spans[:, 1])
 
-    def planning_fraction(self, sequences) -> float:
-        """Share of planning tokens over all tokens of `sequences`: token-id sequences (as `token_masks` takes),
-        or text (one string or a list of strings, tokenized with the tagger's tokenizer, no special tokens).
+    def planning_ratio(self, sequences) -> float:
+        """Share of planning tokens over all tokens of `sequences` (the metrics' `planning_ratio`): token-id
+        sequences (as `token_masks` takes), or text (one string or a list of strings, tokenized with the tagger's
+        tokenizer, no special tokens). `planning_fraction` is the same method under its pre-v2 name.
 
         Raises TypeError for anything else (naming what is expected), ValueError for text without a tokenizer."""
         if isinstance(sequences, str):
@@ -399,3 +400,5 @@ class PlanningTagger:
             masks = self.token_masks(sequences)
         total = sum(len(m) for m in masks)
         return float(sum(int(m.sum()) for m in masks) / total) if total else 0.0
+
+    planning_fraction = planning_ratio  # the pre-v2 name (one name per concept: planning_ratio)
