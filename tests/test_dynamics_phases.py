@@ -325,7 +325,8 @@ def test_phase_window_benchmark_reads_the_order_on_the_first_n_steps(tmp_path):
 
 def test_a_dip_over_the_first_steps_is_no_end_of_fall():
     """A class that dips over its first three steps and is flat after (a start-up transient) "consolidated" at the
-    first breakpoint allowed; the order test leaves the first 5% of the steps out (`burn_in`), so it does not."""
+    first breakpoint allowed; an end of fall within the first 5% of the steps (`burn_in`) is not claimed, while a
+    fall whose end lies after it keeps every point of the fit."""
     from hicra.dynamics.phases import burn_in
 
     assert [burn_in(CFG, n) for n in (19, 60, 80, 320)] == [1, 3, 4, 16]
@@ -335,11 +336,15 @@ def test_a_dip_over_the_first_steps_is_no_end_of_fall():
     t = consolidation_test(x, dip, CFG)  # the class test alone sees the dip
     assert t["detected"] and t["breakpoint_step"] <= 3
     flat = 1 + ar1_noise(rng, 320, 0.5, 0.004)
-    out = order_test(x, {"execution": flat, "planning": flat[::-1].copy(), "reference": dip}, CFG)
-    assert out["burn_in_steps"] == 16 and not out["consolidates"]["reference"] and out["order"] == "none"
-    no_burn = order_test(x, {"execution": flat, "planning": flat[::-1].copy(), "reference": dip},
-                         PhaseConfig(n_boot=199, seed=0, burn_in_share=0.0))
+    curves = {"execution": flat, "planning": flat[::-1].copy(), "reference": dip}
+    out = order_test(x, curves, CFG)
+    assert not out["consolidates"]["reference"] and out["tests"]["reference"]["within_burn_in"]
+    assert out["order"] == "none"
+    no_burn = order_test(x, curves, PhaseConfig(n_boot=199, seed=0, burn_in_share=0.0))
     assert no_burn["consolidates"]["reference"] and no_burn["tau_ref"] <= 3
+    late = 1 - 0.05 * np.minimum(x, 40) / 40 + ar1_noise(rng, 320, 0.5, 0.004)
+    kept = order_test(x, {**curves, "execution": late}, CFG)
+    assert kept["consolidates"]["execution"] and 30 <= kept["tau_exec"] <= 50
 
 
 def test_none_needs_neither_execution_nor_planning_to_consolidate():
