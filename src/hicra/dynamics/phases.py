@@ -546,9 +546,12 @@ def joint_tau_draws(x: np.ndarray, curves: Mapping[str, np.ndarray], config: Pha
 
 
 def _quantiles(draws: np.ndarray, level: float) -> list[float]:
+    qs = [(1 - level) / 2, (1 + level) / 2]
     with np.errstate(invalid="ignore"):  # draws may hold +inf (a resample that does not consolidate)
-        lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
-    return [float(lo), float(hi)]
+        bounds = np.quantile(draws, qs)
+        # interpolating into the +inf draws gives NaN: that bound is then the draw itself (+inf: "may never")
+        exact = np.quantile(draws, qs, method="inverted_cdf")
+    return [float(b if np.isfinite(b) or not np.isnan(b) else e) for b, e in zip(bounds, exact, strict=True)]
 
 
 def _difference(a: float, b: float, da: np.ndarray | None, db: np.ndarray | None, level: float) -> dict:
@@ -596,6 +599,9 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
     cons = {k: bool(t["detected"]) for k, t in tests.items()}
     tau = {k: float(tests[k]["breakpoint_step"]) if cons[k] else np.inf for k in ys}
     draws = {k: np.asarray(tau_draws[k], float) if cons[k] else None for k in ys}
+    if skip:  # the same rule on every draw: an end of fall within the burn-in is not a consolidation
+        start = x[min(skip, x.size - 1)]
+        draws = {k: None if d is None else np.where(d < start, np.inf, d) for k, d in draws.items()}
     # an order needs BOTH differences on the same side of 0: an intersection-union test, which holds level alpha
     # when each difference is tested one-sided at alpha, i.e. with a two-sided 1 - 2 alpha interval
     d_level = 1 - 2 * config.alpha
