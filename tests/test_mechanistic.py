@@ -472,7 +472,8 @@ def _cli(*args):
 
 
 def test_anchors_on_a_run_directory(run_dir, capsys):
-    (run_dir / "summary.json").write_text(json.dumps({"phases": {"consolidation_end_step": 0}}))
+    (run_dir / "summary.json").write_text(json.dumps({"phases": {"version": 2, "order": "execution-first",
+                                                                "consolidation_end_step": 0}}))
     assert _cli("anchors", str(run_dir), "--n", "3", "--k", "2", "--quiet", "--n-boot", "100") == 0
     table = pq.read_table(run_dir / "anchors.parquet")
     assert table.column_names[:7] == ["step", "problem_id", "sentence_idx", "class", "importance", "tv_distance",
