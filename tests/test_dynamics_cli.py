@@ -263,3 +263,12 @@ def test_unpoolable_runs_and_a_negative_seed_are_one_line_errors(tmp_path, capsy
     assert capsys.readouterr().err.strip() == ("hicra analyze: error: field '--seed': --seed must be a non-negative "
                                                "integer, got -1")
     assert not (run / "summary.json").exists()
+
+
+def test_n_boot_bounds_and_missing_runs_are_refused_before_any_work(tmp_path, capsys):
+    run = make_synthetic_run(tmp_path / "run", steps=12, prompts=2, group=2, segments=2, exec_len=4, seed=1)
+    assert main(["analyze", str(run), "--n-boot", "100000000", "--quiet"]) == 2
+    assert "--n-boot must be between 99 and 100000" in capsys.readouterr().err
+    assert main(["analyze", str(run), str(tmp_path / "missing"), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (run / "summary.json").exists()

@@ -392,3 +392,32 @@ def test_pooling_a_text_only_run_with_log_prob_runs_leaves_the_order_untestable(
     assert out["order"] == "untestable" and out["verdict"] == "inconclusive"
     assert "missing in some of the runs" in out["evidence"]["order"]["reason"]
     assert out["exploration"]["tested"]
+
+
+def test_burn_in_boundary_draws_and_support():
+    """The burn-in rule at its boundary (an end of fall AT the first step after the burn-in is kept), on the
+    bootstrap draws (none inside the burn-in survives into an interval), and in the confidence: a class set aside by
+    the burn-in counts with its small p; an unresolved difference with twice its smaller one-sided share."""
+    from hicra.dynamics.phases import _class_support, _order_support, within_burn_in
+
+    x = np.arange(320.0)
+    assert within_burn_in(15.0, x, 16) and not within_burn_in(16.0, x, 16) and not within_burn_in(2.0, x, 0)
+    assert within_burn_in(np.array([2.0, 16.0, np.inf]), x, 16).tolist() == [True, False, False]
+    rng = np.random.default_rng(8)
+    fall = 1 - 0.05 * np.minimum(x, 60) / 60 + ar1_noise(rng, 320, 0.5, 0.003)
+    draws = {"execution": np.r_[np.full(100, 5.0), np.full(99, 60.0)], "planning": np.full(199, 60.0),
+             "reference": np.full(199, 60.0)}
+    out = order_test(x, {"execution": fall, "planning": fall.copy(), "reference": fall.copy()}, CFG, tau_draws=draws)
+    assert out["consolidates"]["execution"]
+    assert out["intervals"]["tau_exec"][0] >= 16  # the draws at step 5 became "never", not an early end
+    assert out["intervals"]["tau_exec"][1] == np.inf
+    p = 0.004
+    assert _class_support({"detected": False, "within_burn_in": True, "p_value": p}) == p
+    assert _class_support({"detected": False, "p_value": p, "slope_before": 0.01, "slope_after": 0.0}) == 1.0
+    assert _class_support({"detected": True, "p_value": p}) == 1 - p
+    ok = {k: {"detected": True, "p_value": 0.0} for k in ("execution", "planning", "reference")}
+    d = np.r_[np.full(30, -1.0), np.full(70, 1.0)]  # plan - exec: 30% below 0, 70% above
+    unresolved = {"plan_minus_exec": ({"direction": "unresolved"}, d + 10, np.full(100, 10.0))}
+    assert _order_support("simultaneous", ok, unresolved) == pytest.approx(0.6)
+    later = {"plan_minus_exec": ({"direction": "later"}, d + 10, np.full(100, 10.0))}
+    assert _order_support("execution-first", ok, later) == pytest.approx(0.7)

@@ -126,8 +126,11 @@ def run_analyze(args) -> int:
         twice = sorted({n for n in names if names.count(n) > 1})
         raise InputError(f"run directories share a folder name ({', '.join(twice)}): their outputs would "
                          "overwrite each other under --out", field="RUN_DIR")
-    if args.n_boot < 99:
-        raise InputError("--n-boot must be at least 99", field="--n-boot")
+    if not 99 <= args.n_boot <= 100_000:
+        raise InputError(f"--n-boot must be between 99 and 100000, got {args.n_boot}", field="--n-boot")
+    for run_dir in args.run_dirs:  # every input checked before any work, so nothing is half-written
+        if not Path(run_dir).is_dir():
+            raise InputError("not a directory", path=str(run_dir))
     if args.seed < 0:
         raise InputError(f"--seed must be a non-negative integer, got {args.seed}", field="--seed")
     config = PhaseConfig(n_boot=args.n_boot, seed=args.seed)

@@ -119,6 +119,14 @@ def burn_in(config: PhaseConfig, n_steps: int) -> int:
     return int(np.ceil(config.burn_in_share * n_steps - 1e-9))
 
 
+def within_burn_in(tau, x: np.ndarray, skip: int):
+    """True where an end of fall `tau` (a step, or an array of them) lies on one of the first `skip` steps of `x`
+    (strictly before x[skip]); False everywhere when skip is 0."""
+    if not skip:
+        return np.zeros(np.shape(tau), bool) if np.ndim(tau) else False
+    return np.asarray(tau) < x[min(skip, x.size - 1)] if np.ndim(tau) else bool(tau < x[min(skip, x.size - 1)])
+
+
 # ---------------------------------------------------------------- least-squares pieces
 
 _BASES_CACHE: dict = {}
@@ -594,14 +602,13 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
         tau_draws = joint_tau_draws(x, ys, config, raw_lag1=raw)
         interval_method = interval_method or "joint AR(1) sieve bootstrap around each class's bent-cable fit"
     for t in tests.values():  # an end of fall on a burn-in step: a start-up transient, not claimed
-        if t["detected"] and skip and t["breakpoint_step"] < x[min(skip, x.size - 1)]:
+        if t["detected"] and within_burn_in(t["breakpoint_step"], x, skip):
             t.update(detected=False, within_burn_in=True)
     cons = {k: bool(t["detected"]) for k, t in tests.items()}
     tau = {k: float(tests[k]["breakpoint_step"]) if cons[k] else np.inf for k in ys}
     draws = {k: np.asarray(tau_draws[k], float) if cons[k] else None for k in ys}
-    if skip:  # the same rule on every draw: an end of fall within the burn-in is not a consolidation
-        start = x[min(skip, x.size - 1)]
-        draws = {k: None if d is None else np.where(d < start, np.inf, d) for k, d in draws.items()}
+    # the same rule on every draw: an end of fall within the burn-in is not a consolidation
+    draws = {k: None if d is None else np.where(within_burn_in(d, x, skip), np.inf, d) for k, d in draws.items()}
     # an order needs BOTH differences on the same side of 0: an intersection-union test, which holds level alpha
     # when each difference is tested one-sided at alpha, i.e. with a two-sided 1 - 2 alpha interval
     d_level = 1 - 2 * config.alpha
@@ -767,13 +774,13 @@ def _support(detected: bool, p: float | None) -> float:
 def _class_support(test: Mapping) -> float:
     """Support of one class test's outcome: 1 - p when it consolidates; when it does not, p if its best hinge has
     the shape of a consolidation (falls, then flattens) and only significance is missing, else 1 (a significant
-    bend of another shape, e.g. a rise, is evidence against a consolidation, not for it; an end of fall within
-    the burn-in is set aside by rule)."""
+    bend of another shape, e.g. a rise, is evidence against a consolidation, not for it). An end of fall within the
+    burn-in counts with its p: the verdict then rests on the burn-in rule, and the confidence says so."""
     p = 1.0 if test.get("p_value") is None else float(test["p_value"])
     if test.get("detected"):
         return 1 - p
-    if test.get("within_burn_in"):  # set aside by rule (`burn_in`), not for want of evidence
-        return 1.0
+    if test.get("within_burn_in"):  # a significant fall set aside by rule (`burn_in`): the verdict rests on the rule
+        return p
     shaped = test.get("slope_before", 0.0) < 0 and test.get("slope_after", 0.0) > test.get("slope_before", 0.0)
     return p if shaped else 1.0
 
