@@ -137,9 +137,7 @@ def run_analyze(args) -> int:
     ks = sorted({k for group in args.k for k in group})
     summaries = []
     for run_dir in args.run_dirs:
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise InputError("not a directory", path=str(run_dir))
+        run_dir = Path(run_dir)  # checked to be a directory above
         if args.out is None:
             out = run_dir
         elif len(args.run_dirs) == 1:

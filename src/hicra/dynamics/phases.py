@@ -122,9 +122,8 @@ def burn_in(config: PhaseConfig, n_steps: int) -> int:
 def within_burn_in(tau, x: np.ndarray, skip: int):
     """True where an end of fall `tau` (a step, or an array of them) lies on one of the first `skip` steps of `x`
     (strictly before x[skip]); False everywhere when skip is 0."""
-    if not skip:
-        return np.zeros(np.shape(tau), bool) if np.ndim(tau) else False
-    return np.asarray(tau) < x[min(skip, x.size - 1)] if np.ndim(tau) else bool(tau < x[min(skip, x.size - 1)])
+    start = x[min(skip, x.size - 1)] if skip else -np.inf
+    return np.asarray(tau) < start
 
 
 # ---------------------------------------------------------------- least-squares pieces
@@ -559,7 +558,7 @@ def _quantiles(draws: np.ndarray, level: float) -> list[float]:
         bounds = np.quantile(draws, qs)
         # interpolating into the +inf draws gives NaN: that bound is then the draw itself (+inf: "may never")
         exact = np.quantile(draws, qs, method="inverted_cdf")
-    return [float(b if np.isfinite(b) or not np.isnan(b) else e) for b, e in zip(bounds, exact, strict=True)]
+    return [float(e if np.isnan(b) else b) for b, e in zip(bounds, exact, strict=True)]
 
 
 def _difference(a: float, b: float, da: np.ndarray | None, db: np.ndarray | None, level: float) -> dict:
@@ -606,9 +605,9 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
             t.update(detected=False, within_burn_in=True)
     cons = {k: bool(t["detected"]) for k, t in tests.items()}
     tau = {k: float(tests[k]["breakpoint_step"]) if cons[k] else np.inf for k in ys}
-    draws = {k: np.asarray(tau_draws[k], float) if cons[k] else None for k in ys}
     # the same rule on every draw: an end of fall within the burn-in is not a consolidation
-    draws = {k: None if d is None else np.where(within_burn_in(d, x, skip), np.inf, d) for k, d in draws.items()}
+    draws = {k: np.where(within_burn_in(d := np.asarray(tau_draws[k], float), x, skip), np.inf, d) if cons[k]
+             else None for k in ys}
     # an order needs BOTH differences on the same side of 0: an intersection-union test, which holds level alpha
     # when each difference is tested one-sided at alpha, i.e. with a two-sided 1 - 2 alpha interval
     d_level = 1 - 2 * config.alpha
