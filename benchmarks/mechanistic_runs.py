@@ -83,22 +83,10 @@ def _consolidation_end(run: Path) -> int | None:
     """The run's `consolidation_end_step` from its summary.json (`hicra analyze`, v1 summaries upgraded: None);
     None without one. InputError
     (one line) for a summary that is not JSON or whose "phases" is not an object."""
-    import json
+    from hicra.dynamics.analyze import read_phases
 
-    from hicra.errors import InputError
-
-    summary = run / "summary.json"
-    if not summary.is_file():
-        return None
-    try:
-        phases = json.loads(summary.read_text(encoding="utf-8")).get("phases") or {}
-    except (json.JSONDecodeError, AttributeError) as exc:
-        raise InputError(f"not a summary.json object ({exc})", path=str(summary)) from None
-    if not isinstance(phases, dict):
-        raise InputError("'phases' is not an object", path=str(summary), field="phases")
-    from hicra.dynamics.phases import upgrade_phases
-
-    return upgrade_phases(phases).get("consolidation_end_step")  # a v1 summary's end is not a v2 one: None
+    phases = read_phases(run)
+    return None if phases is None else phases.get("consolidation_end_step")  # a v1 summary's end: None
 
 
 def _print_phase_change(runs: list[Path], tables: list[list[dict]], per_run: bool = False) -> dict:

@@ -9,6 +9,7 @@ resolved against the run directory), else the "paper" preset. A tokenizer (argum
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -21,7 +22,13 @@ from hicra.dynamics.metrics import (
     exploration_groups,
     write_metrics,
 )
-from hicra.dynamics.phases import PhaseConfig, detect_phases, detect_phases_pooled, exploration_column
+from hicra.dynamics.phases import (
+    PhaseConfig,
+    detect_phases,
+    detect_phases_pooled,
+    exploration_column,
+    upgrade_phases,
+)
 from hicra.dynamics.records import Problem, iter_steps, list_rollout_files, read_run_info, run_file
 from hicra.errors import InputError
 from hicra.fileio import load_tokenizer, write_json
@@ -189,6 +196,22 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     write_json(out_dir / "summary.json", _json_safe(summary))
     summary["_metrics"] = df  # for callers in Python (not written)
     return summary
+
+
+def read_phases(run_dir: str | os.PathLike) -> dict | None:
+    """`summary.json["phases"]` of an analysed run directory in the v2 shape (`upgrade_phases`: a v1 summary's
+    consolidation end becomes None, since v1 never tested the order); None when the run has no summary.json.
+    InputError (one line) for a summary that is not a JSON object or whose "phases" is not an object."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        phases = json.loads(path.read_text(encoding="utf-8")).get("phases") or {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise InputError(f"not a summary.json object ({exc})", path=str(path)) from None
+    if not isinstance(phases, dict):
+        raise InputError("'phases' is not an object", path=str(path), field="phases")
+    return upgrade_phases(phases)
 
 
 def pool_runs(summaries: Sequence[dict], out_dir: str | os.PathLike,

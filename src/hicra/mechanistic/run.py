@@ -184,16 +184,14 @@ def _context(run_dir, steps, n: int):
 def _phase_steps(run_dir: Path) -> dict:
     """The consolidation end and exploration onset from `hicra analyze`'s summary.json (None when unknown). A v1
     summary goes through `upgrade_phases`: v1 never tested the order, so its consolidation end is not used."""
-    from hicra.dynamics.phases import upgrade_phases
+    from hicra.dynamics.analyze import read_phases
 
     out = {"consolidation_end_step": None, "exploration_onset_step": None}
-    path = run_dir / "summary.json"
-    if path.is_file():
-        try:
-            phases = upgrade_phases(json.loads(path.read_text(encoding="utf-8")).get("phases") or {})
-            out.update({k: phases.get(k) for k in out})
-        except (ValueError, AttributeError, TypeError):
-            pass
+    try:
+        phases = read_phases(run_dir)
+    except InputError:  # an unreadable summary: the phases are unknown, the measurement goes on
+        phases = None
+    out.update({k: phases.get(k) for k in out} if phases else {})
     return out
 
 
