@@ -53,7 +53,8 @@ def ar1(i):
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 50
-    configs = {"default (confirm 3, alpha 0.05)": OnlineConfig(), "single look (confirm 1)": OnlineConfig(confirm=1)}
+    configs = {"default (confirm 3, alpha 0.05)": OnlineConfig(), "confirm 2": OnlineConfig(confirm=2),
+               "single look (confirm 1)": OnlineConfig(confirm=1)}
     for label, cfg in configs.items():
         print(label)
         for name, make, change in (("planted", planted, 15), ("together", together, None), ("null flat", flat, None),

@@ -1,6 +1,6 @@
 """Phase verdict v2 on planted synthetic runs: the share of each verdict per case and noise condition.
 
-    python benchmarks/phase_verdicts.py [N_PER_CASE] [N_BOOT] [--seed-offset K]
+    python benchmarks/phase_verdicts.py [N_PER_CASE] [N_BOOT] [--seed-offset K] [--pool R]
 
 Cases and noise conditions: `hicra.dynamics.synthetic.PHASE_CASES` / `PHASE_NOISE` (60 steps; low and high white
 noise, and the low level with AR(1) drift phi = 0.6). Curve set i (i = K .. K + N - 1) is seeded by i, so
@@ -8,6 +8,8 @@ noise, and the low level with AR(1) drift phi = 0.6). Curve set i (i = K .. K + 
 seeds the method was developed on). Prints one line per (condition, case): the share of correct verdicts, the
 share called `two-phase`, and the full verdict counts; then whether the targets hold (>= 90% correct per case;
 <= 5% `two-phase` on every case that is not two-phase).
+`--pool R`: each verdict is the pooled one over R runs of the case (`detect_phases_pooled`, resampling runs); the
+runs of set i are seeded K + i R .. K + i R + R - 1, so no two sets share a run.
 Defaults: 50 per case, n_boot 199 (the analyzer's default is 999; 199 keeps the run to minutes), offset 0.
 """
 
@@ -19,7 +21,7 @@ from collections import Counter
 
 import numpy as np
 
-from hicra.dynamics.phases import PhaseConfig, detect_phases
+from hicra.dynamics.phases import PhaseConfig, detect_phases, detect_phases_pooled
 from hicra.dynamics.synthetic import PHASE_CASES, PHASE_NOISE, phase_curves
 
 
@@ -28,23 +30,32 @@ def main() -> None:
     ap.add_argument("n", nargs="?", type=int, default=50, help="curve sets per case and condition")
     ap.add_argument("n_boot", nargs="?", type=int, default=199, help="bootstrap resamples per test")
     ap.add_argument("--seed-offset", type=int, default=0, help="first curve set's seed")
+    ap.add_argument("--pool", type=int, default=1, help="runs pooled into each verdict (1: one run per verdict)")
     args = ap.parse_args()
-    n, off = args.n, args.seed_offset
+    n, off, pool = args.n, args.seed_offset, args.pool
+
+    def verdict(case, noise, i):
+        if pool == 1:
+            return detect_phases(phase_curves(case, np.random.default_rng(i), noise=noise), cfg)["verdict"]
+        runs = [phase_curves(case, np.random.default_rng(off + (i - off) * pool + r), noise=noise)
+                for r in range(pool)]
+        return detect_phases_pooled(runs, cfg)["verdict"]
     cfg = PhaseConfig(n_boot=args.n_boot)
     t0 = time.perf_counter()
     misses = []
     print(f"{'noise':6s} {'case':29s} {'correct':>8s} {'two-phase':>10s}  verdicts")
     for noise in PHASE_NOISE:
         for case, want in PHASE_CASES.items():
-            counts = Counter(detect_phases(phase_curves(case, np.random.default_rng(i), noise=noise), cfg)["verdict"]
-                             for i in range(off, off + n))
+            counts = Counter(verdict(case, noise, i) for i in range(off, off + n))
             correct, two = counts[want] / n, counts["two-phase"] / n
             print(f"{noise:6s} {case:29s} {correct:8.0%} {two:10.0%}  {dict(counts.most_common())}", flush=True)
             if correct < 0.9:
                 misses.append(f"{noise}/{case}: {correct:.0%} correct")
             if want != "two-phase" and two > 0.05:
                 misses.append(f"{noise}/{case}: {two:.0%} two-phase")
-    print(f"{n} curves per case (seeds {off}..{off + n - 1}), n_boot {args.n_boot}, {time.perf_counter() - t0:.0f} s")
+    what = f"{n} curve sets per case" + (f", each {pool} runs pooled" if pool > 1 else "")
+    last = off + n * pool - 1
+    print(f"{what} (seeds {off}..{last}), n_boot {args.n_boot}, {time.perf_counter() - t0:.0f} s")
     print("targets met" if not misses else "targets missed: " + "; ".join(misses))
 
 

@@ -18,7 +18,8 @@ from hicra.dynamics.phases import (
     detect_phases,
     detect_phases_pooled,
     entropy_rows,
-    joint_tau_draws,
+    fall_end_taus,
+    joint_curve_draws,
     onset_test,
     order_test,
     problem_bootstrap_trend,
@@ -98,7 +99,7 @@ def test_tau_interval_covers_the_sampling_spread():
     for i in range(20):
         y = fast + np.random.default_rng(i).normal(0, 0.02, 60)
         taus.append(consolidation_test(x, y, cfg)["breakpoint_step"])
-        lo, hi = np.quantile(joint_tau_draws(x, {"c": y}, cfg)["c"], [0.025, 0.975])
+        lo, hi = np.quantile(fall_end_taus(x, joint_curve_draws(x, {"c": y}, cfg)["c"], 3), [0.025, 0.975])
         widths.append(hi - lo)
     spread = np.subtract(*np.quantile(taus, [0.975, 0.025]))
     assert np.median(widths) >= 0.5 * spread
@@ -226,8 +227,6 @@ def test_tau_interval_keeps_a_sharp_bend_and_follows_drift():
     centre blurred the bend: a tenth of the intervals over twice the spread, reaching back to step 3), and under AR(1)
     drift phi = 0.6 the interval is not narrower than the spread by half (the spline followed the drift: median
     width 3 steps against a spread of 7)."""
-    from hicra.dynamics.phases import fall_end_taus
-
     x = np.arange(60.0)
     cfg = PhaseConfig(n_boot=99)
     fast, slow = 1 - 0.3 * (1 - np.exp(-x / 5)), 1 - 0.3 * np.minimum(x, 40) / 40
@@ -235,7 +234,8 @@ def test_tau_interval_keeps_a_sharp_bend_and_follows_drift():
         rng = np.random.default_rng(7)
         ys = np.stack([curve + ar1_noise(rng, 60, phi, sd) for _ in range(300)], 1)
         lo, hi = np.quantile(fall_end_taus(x, ys, 3), [0.05, 0.95])
-        ends = np.array([np.quantile(joint_tau_draws(x, {"c": ys[:, j]}, cfg)["c"], [0.05, 0.95]) for j in range(20)])
+        ends = np.array([np.quantile(fall_end_taus(x, joint_curve_draws(x, {"c": ys[:, j]}, cfg)["c"], 3),
+                                     [0.05, 0.95]) for j in range(20)])
         widths = ends[:, 1] - ends[:, 0]
         if check == "tail":
             assert np.median(widths) <= hi - lo and np.sum(ends[:, 0] < 20) <= 1, (ends, lo, hi)
@@ -405,9 +405,15 @@ def test_burn_in_boundary_draws_and_support():
     assert within_burn_in(np.array([2.0, 16.0, np.inf]), x, 16).tolist() == [True, False, False]
     rng = np.random.default_rng(8)
     fall = 1 - 0.05 * np.minimum(x, 60) / 60 + ar1_noise(rng, 320, 0.5, 0.003)
-    draws = {"execution": np.r_[np.full(100, 5.0), np.full(99, 60.0)], "planning": np.full(199, 60.0),
-             "reference": np.full(199, 60.0)}
-    out = order_test(x, {"execution": fall, "planning": fall.copy(), "reference": fall.copy()}, CFG, tau_draws=draws)
+    # curve draws: 100 that fall until step 5 and 99 until step 60, each decided by the class rule
+    early = 1 - 0.05 * np.minimum(x, 5) / 5
+    late = 1 - 0.05 * np.minimum(x, 60) / 60
+    noise = np.random.default_rng(9).normal(0, 0.001, (320, 199))
+    one = np.column_stack([np.repeat(early[:, None], 100, 1), np.repeat(late[:, None], 99, 1)]) + noise
+    draws = {"execution": one, "planning": np.repeat(late[:, None], 199, 1) + noise,
+             "reference": np.repeat(late[:, None], 199, 1) + noise}
+    out = order_test(x, {"execution": fall, "planning": fall.copy(), "reference": fall.copy()}, CFG,
+                     curve_draws=draws)
     assert out["consolidates"]["execution"]
     assert out["intervals"]["tau_exec"][0] >= 16  # the draws at step 5 became "never", not an early end
     assert out["intervals"]["tau_exec"][1] == np.inf
@@ -421,3 +427,74 @@ def test_burn_in_boundary_draws_and_support():
     assert _order_support("simultaneous", ok, unresolved) == pytest.approx(0.6)
     later = {"plan_minus_exec": ({"direction": "later"}, d + 10, np.full(100, 10.0))}
     assert _order_support("execution-first", ok, later) == pytest.approx(0.7)
+
+
+def test_each_draw_is_decided_by_the_class_tests_own_rule():
+    """`consolidation_draws` on one curve, with that curve's own null, gives exactly the class test's outcome: its
+    breakpoint when it consolidates, +inf when not (a fall, a flat curve, a straight decline, a rise)."""
+    from hicra.dynamics.phases import consolidation_draws
+
+    x = np.arange(60.0)
+    shapes = {"fall": 1 - 0.3 * (1 - np.exp(-x / 5)), "flat": np.ones(60), "line": 1 - 0.003 * x,
+              "rise": 1 + 0.2 * np.minimum(x, 30) / 30}
+    seen = set()
+    for name, curve in shapes.items():
+        for seed in range(3):
+            y = curve + np.random.default_rng(seed).normal(0, 0.02, 60)
+            test = consolidation_test(x, y, CFG, keep_null=True)
+            got = consolidation_draws(x, y[:, None], test["f_null"], CFG.alpha, CFG.min_segment)[0]
+            want = test["breakpoint_step"] if test["detected"] else np.inf
+            assert got == want, (name, seed, got, test)
+            seen.add(bool(test["detected"]))
+    assert seen == {True, False}
+
+
+def test_a_class_whose_own_test_fails_still_enters_the_order_through_its_draws():
+    """Planning's curve is flat (its test fails), but in 40% of the draws it falls sharply and settles at step 10,
+    before execution (step 20 in every draw): the difference's interval reaches below 0, so the order is not
+    `execution-first` (before, a failed class's draws were discarded and both differences read "later")."""
+    x = np.arange(60.0)
+    rng = np.random.default_rng(4)
+    exec_curve = 1 - 0.2 * np.minimum(x, 20) / 20
+    # the reference class (random tokens, mostly execution ones) settles with execution
+    curves = {"execution": exec_curve + rng.normal(0, 0.005, 60), "planning": 1 + rng.normal(0, 0.005, 60),
+              "reference": exec_curve + rng.normal(0, 0.005, 60)}
+    noise = np.random.default_rng(5).normal(0, 0.005, (60, 199))
+    early = 1 - 0.2 * np.minimum(x, 10) / 10
+    plan_draws = np.where(np.arange(199) < 80, early[:, None], 1.0) + noise
+    draws = {"execution": exec_curve[:, None] + noise, "planning": plan_draws,
+             "reference": exec_curve[:, None] + noise[::-1]}
+    out = order_test(x, curves, CFG, curve_draws=draws)
+    assert out["consolidates"] == {"execution": True, "planning": False, "reference": True}
+    assert out["consolidates_in_draws"]["planning"] == pytest.approx(80 / 199)
+    assert out["consolidates_in_draws"]["execution"] == 1.0
+    assert out["direction"]["plan_minus_exec"]["direction"] == "unresolved"
+    assert out["intervals"]["plan_minus_exec"][0] < 0 and out["intervals"]["plan_minus_exec"][1] == np.inf
+    assert out["order"] == "simultaneous"
+    # the same draws with planning flat in every one: execution-first
+    draws["planning"] = 1 + noise
+    assert order_test(x, curves, CFG, curve_draws=draws)["order"] == "execution-first"
+
+
+def test_runs_trend_test_is_the_one_sample_t_test_of_the_runs_slopes():
+    """Against scipy: the runs' OLS slopes (numpy polyfit), a one-sided one-sample t test and its interval."""
+    from scipy import stats
+
+    from hicra.dynamics.phases import runs_trend_test
+
+    x = np.arange(40.0)
+    rng = np.random.default_rng(11)
+    ys = np.stack([2 + 0.01 * x * k + rng.normal(0, 0.05, 40) for k in (0.5, 1.0, 2.0, 0.2)])
+    ys[1, 30] = np.nan  # a missing value: that run's slope from its other steps
+    window = x[x >= 10]
+    out = runs_trend_test(x, ys, window, CFG)
+    sel = x >= 10
+    slopes = [np.polyfit(x[sel][np.isfinite(y[sel])], y[sel][np.isfinite(y[sel])], 1)[0] for y in ys]
+    ref = stats.ttest_1samp(slopes, 0.0, alternative="greater")
+    ci = stats.ttest_1samp(slopes, 0.0).confidence_interval(0.95)
+    assert out["slope"] == pytest.approx(np.mean(slopes))
+    assert out["p_value"] == pytest.approx(ref.pvalue)
+    assert out["slope_interval"] == pytest.approx([ci.low, ci.high])
+    assert out["detected"] == (ci.low > 0) and out["n_runs"] == 4
+    one = runs_trend_test(x, ys[:1], window, CFG)
+    assert not one["tested"] and "need 2" in one["reason"]

@@ -31,9 +31,14 @@ metrics (`metrics.parquet`), each seeded and deterministic.
    in the residuals), which errs towards wider intervals and weaker consolidation tests.
 
 2. **Order.** tau_exec, tau_plan, tau_ref get intervals from ONE joint AR(1) sieve bootstrap around the three
-   bent-cable fits (`joint_tau_draws`; the same resampling draws for every class, so noise shared by the classes stays shared and the
-   differences tau_plan - tau_exec and tau_plan - tau_ref get paired intervals). A class that never consolidates
-   counts as consolidating after any class that does (tau = +inf). Then
+   bent-cable fits (`joint_curve_draws`; the same resampling draws for every class, so noise shared by the
+   classes stays shared and the differences tau_plan - tau_exec and tau_plan - tau_ref get paired intervals).
+   Each draw of each class is decided by the class test's own rule (`consolidation_draws`: F against that
+   class's null at the same level, fall-then-flatten shape, burn-in): a draw in which a class does not consolidate
+   gives it tau = +inf, so a class whose own test fails near its threshold still enters the differences through
+   the draws in which it does consolidate (until 2026-12-02 such a class's draws were discarded and both differences
+   read "later" with no interval). A class that never consolidates counts as consolidating after any class that
+   does (tau = +inf; two +inf draws are a tie). Then
 
        execution-first  tau_plan - tau_exec > 0 and tau_plan - tau_ref > 0, both intervals excluding 0
        planning-first   both differences < 0, both intervals excluding 0
@@ -69,12 +74,15 @@ Verdict (`summary.json["phases"]["verdict"]`):
 
 `consolidation_end_step` = tau_exec (an observed step) when execution consolidates, else None. `confidence` is a
 heuristic in [0, 1]: the smallest support among the tests the verdict rests on (1 - p for a detected test, p for an
-undetected one; for an order also each class test and each difference between two consolidating classes: the share
-of its draws on the claimed side, or, when unresolved, twice the smaller one-sided share; `_order_support`).
+undetected one; for an order also each class test and each difference: the share of its draws on the claimed
+side, or, when unresolved, twice the smaller one-sided share; `_order_support`).
 
 Several runs (seeds) are pooled by `detect_phases_pooled`: point estimates and the per-class consolidation tests on
-the mean curves over the steps all runs share; the tau, difference and exploration-slope intervals come from
-resampling RUNS with replacement (not steps); each run's own verdict is reported with the agreement share.
+the mean curves over the steps all runs share; the draws of the order come from resampling RUNS with replacement
+(not steps): each draw is the mean curve of a resample of the runs, decided by the same class rule against the
+mean curve's null, so whether a class consolidates, when, and the order all carry the run-to-run spread; the
+exploration-slope interval comes from the same run resamples. Each run's own verdict is reported with the
+agreement share.
 
 Version 1 summaries (verdict "single-phase", no `order`) still load through `upgrade_phases`: v1 never tested the
 order, so their verdict becomes `inconclusive` (order `untestable`) with the old value kept in `verdict_v1`.
@@ -337,25 +345,35 @@ def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.ra
     sse_h_null = _sse_hinge(bases, ys).min(axis=0)
     sse_l_null = _sse_line(x, ys)
     f_null = (sse_l_null - sse_h_null) / np.maximum(sse_h_null, 1e-12 * scale)
-    p_value = float((1 + np.sum(f_null >= f_obs - 1e-12 * abs(f_obs))) / (1 + config.n_boot))
+    p_value = _p_values(np.sort(f_null), np.array([f_obs]))[0]
     # interval for tau: the same noise model around the hinge fit
     ys_h = fit["fitted"][:, None] + _ar1_resample(residuals, phi, innovations, config.n_boot, rng)
     tau_boot = taus[np.argmin(_sse_hinge(bases, ys_h), axis=0)]
     lo, hi = np.quantile(tau_boot, [(1 - config.level) / 2, (1 + config.level) / 2])
-    return {"p_value": p_value, "f_statistic": float(f_obs), "breakpoint_step": tau,
-            "breakpoint_interval": [float(lo), float(hi)], "fit": fit, "line_slope": b, "noise_ar1": phi}
+    return {"p_value": float(p_value), "f_statistic": float(f_obs), "breakpoint_step": tau,
+            "breakpoint_interval": [float(lo), float(hi)], "fit": fit, "line_slope": b, "noise_ar1": phi,
+            "f_null": np.sort(f_null)}
+
+
+def _p_values(f_null_sorted: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Bootstrap p-values (1 + #{F* >= F}) / (1 + B) of statistics f against sorted null draws F* (B,)."""
+    ge = f_null_sorted.size - np.searchsorted(f_null_sorted, f - 1e-12 * np.abs(f), side="left")
+    return (1 + ge) / (1 + f_null_sorted.size)
 
 
 def consolidation_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = PhaseConfig(), *,
-                       raw_lag1: float | None = None) -> dict:
+                       raw_lag1: float | None = None, keep_null: bool = False) -> dict:
     """Hinge-vs-line test for a fall that flattens (see module docstring). Returns the evidence dict.
     raw_lag1: a lag-1 residual autocorrelation to build the AR(1) noise from instead of the curve's own
-    (`_shared_lag1`; `order_test` passes the run's)."""
+    (`_shared_lag1`; `order_test` passes the run's). keep_null: also return the sorted null F draws under
+    "f_null" (an array; `order_test` uses them to decide each bootstrap draw, `consolidation_draws`)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     res = _hinge_vs_line(x, y, config, np.random.default_rng(config.seed), raw_lag1)
     if res is None:
         return {"tested": False, "detected": False, "reason": f"need at least {2 * config.min_segment} steps"}
     fit, tau = res.pop("fit"), res["breakpoint_step"]
+    if not keep_null:
+        res.pop("f_null")
     slope_before, slope_after = fit["b1"], fit["b1"] + fit["b2"]
     drop = float(fit["fitted"][0] - (fit["b0"] + fit["b1"] * tau))
     detected = bool(res["p_value"] < config.alpha and slope_before < 0 and fit["b2"] > 0)
@@ -373,6 +391,7 @@ def onset_test(x: Sequence[float], y: Sequence[float], config: PhaseConfig = Pha
     if res is None:
         return {"tested": False, "detected": False, "reason": f"need at least {2 * config.min_segment} steps"}
     fit = res.pop("fit")
+    res.pop("f_null")
     slope_before, slope_after = fit["b1"], fit["b1"] + fit["b2"]
     detected = bool(res["p_value"] < config.alpha and fit["b2"] > 0 and slope_after > 0)
     return {"tested": True, "detected": detected, **res, "slope_before": slope_before, "slope_after": slope_after,
@@ -528,11 +547,37 @@ def fall_end_taus(x: np.ndarray, ys: np.ndarray, min_segment: int) -> np.ndarray
     return np.where(np.isfinite(sse[best, np.arange(ys.shape[1])]), taus[best], np.inf)
 
 
-def joint_tau_draws(x: np.ndarray, curves: Mapping[str, np.ndarray], config: PhaseConfig, *,
-                    raw_lag1: float | None = None) -> dict[str, np.ndarray]:
-    """Bootstrap draws of each curve's end of fall (`fall_end_taus`), paired across curves: every curve's AR(1)
-    sieve resample uses the same random draws (module docstring, 2). Returns name -> (n_boot,) breakpoints, +inf
-    where a resample does not fall and flatten.
+def consolidation_draws(x: np.ndarray, ys: np.ndarray, f_null: np.ndarray | None, alpha: float,
+                        min_segment: int) -> np.ndarray:
+    """Each bootstrap draw of a class curve (the columns of ys, (n, B)) decided by the class test's own rule
+    (`consolidation_test`): it consolidates when its hinge beats a line (F against the class's null F draws
+    `f_null`, sorted, p < alpha), falls before its best breakpoint and flattens after (b1 < 0, b2 > 0). Returns
+    (B,) breakpoints, +inf where a draw does not consolidate (all +inf without a null: the test could not run).
+    So the uncertainty of WHETHER a class consolidates reaches the order's differences, not only that of when."""
+    taus, bases, r_inv = _hinge_setup(x, min_segment)
+    if taus.size == 0 or f_null is None or f_null.size == 0:
+        return np.full(ys.shape[1], np.inf)
+    proj = np.einsum("tnk,nb->tkb", bases, ys)
+    sse_h = (ys * ys).sum(axis=0)[None, :] - (proj * proj).sum(axis=1)
+    best = np.argmin(sse_h, axis=0)
+    cols = np.arange(ys.shape[1])
+    sse_l = _sse_line(x, ys)
+    scale = np.maximum(sse_l, 1e-300)
+    f = (sse_l - sse_h[best, cols]) / np.maximum(sse_h[best, cols], 1e-12 * scale)
+    coef = np.einsum("bkj,jb->kb", r_inv[best], proj[best, :, cols].T)
+    ok = (_p_values(f_null, f) < alpha) & (coef[1] < 0) & (coef[2] > 0)
+    return np.where(ok, taus[best], np.inf)
+
+
+def joint_curve_draws(x: np.ndarray, curves: Mapping[str, np.ndarray], config: PhaseConfig, *,
+                      raw_lag1: float | None = None, bent: Mapping[str, bool] | None = None) -> dict[str, np.ndarray]:
+    """Paired bootstrap draws of each class curve for the order's intervals (module docstring, 2): every curve's
+    AR(1) sieve resample uses the same random draws. Returns name -> (n, n_boot) curves; `consolidation_draws`
+    decides each (or `fall_end_taus` gives each draw's end of fall whatever its significance).
+    bent: name -> whether the class consolidates; one that does not is resampled around its straight-line fit
+    (the model its test chose), not around a bend fitted to its noise: around that bend the draws "consolidated"
+    far more often than the test's level (a straight planning fall under noise sd 0.02 left a quarter of the
+    online detector's planted sequences without an order for 5-20 steps). Default: every class bent.
 
     Centre of the resamples: the bent-cable fit (`bent_cable_fit`), not the hinge: resampling around a hinge's
     sharp corner gives breakpoints that stay at that corner, so for a smooth true curve (an exponential fall) the
@@ -547,8 +592,8 @@ def joint_tau_draws(x: np.ndarray, curves: Mapping[str, np.ndarray], config: Pha
     out = {}
     for name, y in curves.items():
         residuals, phi, innovations = _noise_model(x, y, config.min_segment, raw_lag1)
-        ys = bent_cable_fit(x, y, config.min_segment)[:, None] + _ar1_series(residuals, phi, innovations, u)
-        out[name] = fall_end_taus(x, ys, config.min_segment)
+        centre = bent_cable_fit(x, y, config.min_segment) if (bent or {}).get(name, True) else _line_fit(x, y)[2]
+        out[name] = centre[:, None] + _ar1_series(residuals, phi, innovations, u)
     return out
 
 
@@ -561,33 +606,36 @@ def _quantiles(draws: np.ndarray, level: float) -> list[float]:
     return [float(e if np.isnan(b) else b) for b, e in zip(bounds, exact, strict=True)]
 
 
-def _difference(a: float, b: float, da: np.ndarray | None, db: np.ndarray | None, level: float) -> dict:
-    """tau_a - tau_b with its interval; +inf = never consolidates (later than any finite tau; two +inf draws
-    count as a tie). direction: "later" (interval above 0), "earlier" (below 0) or "unresolved"."""
-    if np.isinf(a) and np.isinf(b):
-        return {"value": None, "interval": None, "direction": "unresolved", "note": "neither consolidates"}
-    if np.isinf(a) or np.isinf(b):
-        first = "second" if np.isinf(a) else "first"
-        return {"value": None, "interval": None, "direction": "later" if np.isinf(a) else "earlier",
-                "note": f"only the {first} class consolidates"}
+def _difference(a: float, b: float, da: np.ndarray, db: np.ndarray, level: float) -> dict:
+    """tau_a - tau_b with its interval from paired draws; +inf = never consolidates (later than any finite tau; two
+    +inf count as a tie). The point value is None when either class does not consolidate, but the direction
+    always comes from the draws: a class whose own test fails near its threshold consolidates in some draws, and
+    those draws say where. direction: "later" (interval above 0), "earlier" (below 0) or "unresolved"."""
     with np.errstate(invalid="ignore"):
         d = da - db
     d = np.where(np.isnan(d), 0.0, d)
     lo, hi = _quantiles(d, level)
     direction = "later" if lo > 0 else "earlier" if hi < 0 else "unresolved"
-    return {"value": float(a - b), "interval": [lo, hi], "direction": direction}
+    out = {"value": float(a - b) if np.isfinite(a) and np.isfinite(b) else None, "interval": [lo, hi],
+           "direction": direction}
+    if not (np.isfinite(a) and np.isfinite(b)):
+        out["note"] = ("neither consolidates" if np.isinf(a) and np.isinf(b) else
+                       f"only the {'second' if np.isinf(a) else 'first'} class consolidates (in its own test)")
+    return out
 
 
 def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config: PhaseConfig = PhaseConfig(), *,
-               tau_draws: Mapping[str, np.ndarray] | None = None, interval_method: str | None = None) -> dict:
+               curve_draws: Mapping[str, np.ndarray] | None = None, interval_method: str | None = None) -> dict:
     """Order of consolidation of the execution, planning and reference classes (module docstring, 1-2).
 
     `curves` maps "execution", "planning", "reference" to relative-perplexity curves over the steps `x` (all
     finite); a class whose end of fall lies within the burn-in (`burn_in`) does not count as consolidating (its
-    test is marked `within_burn_in`). `tau_draws` replaces the joint AR(1) sieve draws (e.g. run-resampling draws
-    when pooling seeds).
-    Returns {"order", "consolidates", "tau_exec", "tau_plan", "tau_ref", "intervals", "difference", "direction",
-    "tests", "interval_method"}.
+    test is marked `within_burn_in`). `curve_draws` (name -> (n, B) curves over `x`) replaces the joint AR(1)
+    sieve draws (`joint_curve_draws`; e.g. run-resampling draws of the mean curves when pooling seeds). Every
+    draw of every class is decided by the class test's rule against that class's null (`consolidation_draws`)
+    and the burn-in; the taus' and differences' intervals come from those decisions.
+    Returns {"order", "consolidates", "consolidates_in_draws", "tau_exec", "tau_plan", "tau_ref", "intervals",
+    "difference", "direction", "tests", "interval_method", ...}.
     """
     x = np.asarray(x, float)
     ys = {k: np.asarray(curves[k], float) for k in CLASS_COLUMNS}
@@ -596,18 +644,23 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
     # chance that either is a false detection stays at alpha
     class_config = replace(config, alpha=config.alpha / 2)
     raw = _shared_lag1(x, list(ys.values()), config.min_segment)
-    tests = {k: consolidation_test(x, y, class_config, raw_lag1=raw) for k, y in ys.items()}
-    if tau_draws is None:
-        tau_draws = joint_tau_draws(x, ys, config, raw_lag1=raw)
-        interval_method = interval_method or "joint AR(1) sieve bootstrap around each class's bent-cable fit"
+    tests = {k: consolidation_test(x, y, class_config, raw_lag1=raw, keep_null=True) for k, y in ys.items()}
+    nulls = {k: t.pop("f_null", None) for k, t in tests.items()}
     for t in tests.values():  # an end of fall on a burn-in step: a start-up transient, not claimed
         if t["detected"] and within_burn_in(t["breakpoint_step"], x, skip):
             t.update(detected=False, within_burn_in=True)
     cons = {k: bool(t["detected"]) for k, t in tests.items()}
+    if curve_draws is None:
+        curve_draws = joint_curve_draws(x, ys, config, raw_lag1=raw, bent=cons)
+        interval_method = interval_method or ("joint AR(1) sieve bootstrap around each class's fit: bent cable "
+                                              "where it consolidates, straight line where not")
     tau = {k: float(tests[k]["breakpoint_step"]) if cons[k] else np.inf for k in ys}
-    # the same rule on every draw: an end of fall within the burn-in is not a consolidation
-    draws = {k: np.where(within_burn_in(d := np.asarray(tau_draws[k], float), x, skip), np.inf, d) if cons[k]
-             else None for k in ys}
+    # the same rules on every draw: the class test against its own null, and no end of fall within the burn-in
+    draws = {}
+    for k in ys:
+        d = consolidation_draws(x, np.asarray(curve_draws[k], float), nulls[k], class_config.alpha,
+                                config.min_segment)
+        draws[k] = np.where(within_burn_in(d, x, skip), np.inf, d)
     # an order needs BOTH differences on the same side of 0: an intersection-union test, which holds level alpha
     # when each difference is tested one-sided at alpha, i.e. with a two-sided 1 - 2 alpha interval
     d_level = 1 - 2 * config.alpha
@@ -622,7 +675,8 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
     else:
         order = "simultaneous"
     short = {"execution": "tau_exec", "planning": "tau_plan", "reference": "tau_ref"}
-    out: dict = {"order": order, "consolidates": cons}
+    out: dict = {"order": order, "consolidates": cons,
+                 "consolidates_in_draws": {k: float(np.mean(np.isfinite(d))) for k, d in draws.items()}}
     intervals: dict = {}
     for k, name in short.items():
         out[name] = float(tau[k]) if cons[k] else None
@@ -641,6 +695,37 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
 
 
 # ---------------------------------------------------------------- exploration
+
+def runs_trend_test(x: np.ndarray, ys: np.ndarray, window: np.ndarray, config: PhaseConfig = PhaseConfig()) -> dict:
+    """Trend of a metric over several runs (seeds) with the run as the unit: each run's OLS slope against step over
+    the `window` steps (its finite values there, at least 3), then a Student t interval over the runs' slopes,
+    mean +- t(level, n - 1) sd / sqrt(n), detected when it lies above 0; one-sided p = P(T_(n-1) >= mean / se).
+    x: (n_steps,) the shared steps; ys: (n_runs, n_steps). Why not resampling runs: with 3 runs the percentile
+    bootstrap of the slopes is far too narrow (planted flat entropy called rising in 10% of 3-run pools at the
+    one-sided 2.5% level; `python benchmarks/phase_verdicts.py 50 199 --pool 3`), as a bootstrap from 3 units must be.
+    Returns trend_test's keys (tested, detected, slope, slope_interval, p_value, n_steps, ...) and n_runs."""
+    from scipy import stats
+
+    sel = np.isin(x, window)
+    slopes = []
+    for y in ys[:, sel]:
+        ok = np.isfinite(y)
+        if ok.sum() >= 3:
+            slopes.append(_line_fit(x[sel][ok], y[ok])[1])
+    n = len(slopes)
+    base = {"n_steps": int(sel.sum()), "first_step": float(x[sel][0]), "last_step": float(x[sel][-1]),
+            "n_runs": n, "interval_method": "Student t over the runs' slopes (the run as the unit)"}
+    if n < 2:
+        return {"tested": False, "detected": False, "slope": None, "slope_interval": None, "p_value": None,
+                "reason": f"{n} runs with 3 or more values in the window, need 2", **base}
+    m, sd = float(np.mean(slopes)), float(np.std(slopes, ddof=1))
+    se = sd / np.sqrt(n)
+    q = float(stats.t.ppf((1 + config.level) / 2, n - 1))
+    p = float(stats.t.sf(m / se, n - 1)) if se > 0 else (0.0 if m > 0 else 1.0)
+    lo, hi = m - q * se, m + q * se
+    return {"tested": True, "detected": bool(lo > 0), "slope": m, "slope_interval": [lo, hi], "p_value": p,
+            "run_slopes": slopes, **base}
+
 
 def entropy_rows(counts: np.ndarray) -> np.ndarray:
     """Shannon entropy (nats) of each row of a non-negative count matrix (B, K); 0 for an all-zero row."""
@@ -866,9 +951,9 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
     if reasons:
         order = {"order": "untestable", "reason": reasons[0]}
     else:
-        rd = (_run_draws or {}).get("tau")
+        rd = (_run_draws or {}).get("curves")
         order = order_test(steps[ok], {k: v[ok] for k, v in cls.items()}, config,
-                           tau_draws=None if rd is None else rd(ok),
+                           curve_draws=None if rd is None else rd(ok),
                            interval_method=None if rd is None else _run_draws["method"])
     evidence["order"] = {k: v for k, v in order.items() if k != "tests"}
     if "tests" in order:
@@ -891,12 +976,7 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
         if problem_groups is not None:
             test = problem_bootstrap_trend({s: problem_groups[s] for s in xw if s in problem_groups}, config)
         elif _run_draws is not None and "exploration" in _run_draws:
-            draws = _run_draws["exploration"](xw)
-            lo, hi = _quantiles(draws, config.level)
-            test = {"tested": True, "detected": bool(lo > 0), "slope": _line_fit(xw, yw)[1],
-                    "slope_interval": [lo, hi], "p_value": float((1 + np.sum(draws <= 0)) / (1 + draws.size)),
-                    "n_steps": int(xw.size), "first_step": float(xw[0]), "last_step": float(xw[-1]),
-                    "interval_method": _run_draws["method"]}
+            test = _run_draws["exploration"](xw)
         else:
             test = trend_test(xw, yw, config)
             test["interval_method"] = "AR(1) sieve bootstrap-t over steps"
@@ -950,7 +1030,8 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
 def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
                          exploration_metric: str | None = None) -> dict:
     """Pool several runs (seeds): point estimates and per-class tests on the mean curves over the shared steps;
-    tau, difference and exploration-slope intervals from resampling runs with replacement; per-run verdicts."""
+    the order's draws (each a resample of the runs with replacement, its mean curves decided by the class rule,
+    `order_test`) and the exploration-slope interval from resampling runs; per-run verdicts (module docstring)."""
     if not runs:
         raise ValueError("no runs to pool")
     if exploration_metric is None:  # the measure every run supports
@@ -990,32 +1071,30 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
     if len(runs) > 1:
         rng = np.random.default_rng(config.seed + 2)
         picks = rng.integers(0, len(runs), size=(n_res, len(runs)))
-        method = f"resampling the {len(runs)} runs with replacement ({n_res} resamples)"
+        # a resample's mean deviates from the mean by (n - 1) / n of the mean's variance: rescaled by
+        # sqrt(n / (n - 1)) (with 3 runs the plain resamples called planted together-settling classes ordered)
+        shrink = np.sqrt(len(runs) / (len(runs) - 1))
+        method = (f"resampling the {len(runs)} runs with replacement ({n_res} resamples, deviations from the mean "
+                  f"rescaled by sqrt(n / (n - 1)) = {shrink:.3f})")
 
         def resampled(name):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                return np.nanmean(stacked[name][picks], axis=1).T  # (steps, n_res)
+                draws = np.nanmean(stacked[name][picks], axis=1).T  # (steps, n_res)
+            return mean[name][:, None] + shrink * (draws - mean[name][:, None])
 
-        def tau_draws(ok):  # each resample's end of fall, as for one run (+inf where it does not fall and flatten)
+        def curve_draws(ok):  # each resample's mean curves; `order_test` decides each as for one run
             out = {}
             for k, c in CLASS_COLUMNS.items():
                 ys = resampled(c)[ok]
-                ys = np.where(np.isfinite(ys), ys, mean[c][ok][:, None])
-                out[k] = fall_end_taus(x[ok], ys, config.min_segment)
+                out[k] = np.where(np.isfinite(ys), ys, mean[c][ok][:, None])
             return out
-
-        def slope_draws(xw):
-            sel = np.isin(x, xw)
-            ys = resampled(exploration_metric)[sel]
-            ys = np.where(np.isfinite(ys), ys, mean[exploration_metric][sel][:, None])
-            return _slopes(x[sel], ys)
 
         run_draws = {"method": method}
         if all(c in stacked for c in CLASS_COLUMNS.values()):
-            run_draws["tau"] = tau_draws
+            run_draws["curves"] = curve_draws
         if exploration_metric in stacked:
-            run_draws["exploration"] = slope_draws
+            run_draws["exploration"] = lambda xw: runs_trend_test(x, stacked[exploration_metric], xw, config)
     pooled = detect_phases(mean, config, exploration_metric=exploration_metric, _run_draws=run_draws)
     per_run = [detect_phases(m, config, exploration_metric=exploration_metric) for m in runs]
     ev = pooled["evidence"]
