@@ -86,6 +86,16 @@ def test_pooling_several_runs(tmp_path, capsys):
     assert not (tmp_path / "p2").exists()
 
 
+def test_pooling_runs_of_different_lengths_says_so(tmp_path, capsys):
+    runs = [make_synthetic_run(tmp_path / f"r{i}", steps=n, prompts=3, group=4, segments=3, exec_len=6, seed=i)
+            for i, n in enumerate((12, 20, 20))]
+    out = tmp_path / "pooled"
+    assert main(["analyze", *map(str, runs), "--out", str(out), "--quiet", "--no-report", "--n-boot", "99"]) == 0
+    assert "the runs have [12, 20, 20] steps; pooled on the 12 steps all share (0-11)" in capsys.readouterr().err
+    shared = json.loads((out / "pooled_summary.json").read_text())["phases"]["evidence"]["shared_steps"]
+    assert shared == {"n": 12, "first": 0.0, "last": 11.0, "per_run": [12, 20, 20]}
+
+
 def _run_cli(*args):
     return subprocess.run([sys.executable, "-m", "hicra", *args], capture_output=True, text=True, timeout=120)
 

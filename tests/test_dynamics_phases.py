@@ -415,8 +415,9 @@ def test_burn_in_boundary_draws_and_support():
     out = order_test(x, {"execution": fall, "planning": fall.copy(), "reference": fall.copy()}, CFG,
                      curve_draws=draws)
     assert out["consolidates"]["execution"]
-    assert out["intervals"]["tau_exec"][0] >= 16  # the draws at step 5 became "never", not an early end
-    assert out["intervals"]["tau_exec"][1] == np.inf
+    # the draws ending at step 5 are unknown (not an early end, not "never"): out of the interval, counted apart
+    assert out["intervals"]["tau_exec"][0] >= 16 and out["intervals"]["tau_exec"][1] < np.inf
+    assert out["burn_in_draws"]["execution"] == pytest.approx(100 / 199)
     p = 0.004
     assert _class_support({"detected": False, "within_burn_in": True, "p_value": p}) == p
     assert _class_support({"detected": False, "p_value": p, "slope_before": 0.01, "slope_after": 0.0}) == 1.0
@@ -498,3 +499,51 @@ def test_runs_trend_test_is_the_one_sample_t_test_of_the_runs_slopes():
     assert out["detected"] == (ci.low > 0) and out["n_runs"] == 4
     one = runs_trend_test(x, ys[:1], window, CFG)
     assert not one["tested"] and "need 2" in one["reason"]
+
+
+def test_an_end_of_fall_within_the_burn_in_is_unknown_not_never():
+    """Execution ends its fall by step 2-3 of 60 (inside the 3-step burn-in), planning at step 40: the early end is
+    not claimed, and it must not read as "never", which would put execution after planning (`planning-first`)."""
+    x = np.arange(60.0)
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        exec_ = 1 - 0.3 * (1 - np.exp(-x / 1.0))
+        plan = 1 - 0.3 * np.minimum(x, 40) / 40
+        curves = {"execution": exec_ + rng.normal(0, 0.01, 60), "planning": plan + rng.normal(0, 0.02, 60),
+                  "reference": 0.9 * exec_ + 0.1 * plan + rng.normal(0, 0.02, 60)}
+        out = order_test(x, curves, CFG)
+        assert out["order"] != "planning-first", (seed, out["tau_plan"], out["tests"]["execution"])
+        if out["tests"]["execution"].get("within_burn_in"):
+            assert out["burn_in_draws"]["execution"] > 0 and out["tau_exec"] is None
+
+
+def test_an_order_needs_its_first_class_to_consolidate_in_its_own_test():
+    """Draws that put execution first cannot make `execution-first` when execution's own test fails."""
+    x = np.arange(60.0)
+    rng = np.random.default_rng(6)
+    at = {t: 1 - 0.2 * np.minimum(x, t) / t for t in (10, 20, 40)}
+    curves = {"execution": 1 + rng.normal(0, 0.005, 60), "planning": at[40] + rng.normal(0, 0.005, 60),
+              "reference": at[20] + rng.normal(0, 0.005, 60)}
+    noise = np.random.default_rng(7).normal(0, 0.005, (60, 199))
+    draws = {"execution": at[10][:, None] + noise, "planning": at[40][:, None] + noise,
+             "reference": at[20][:, None] + noise[::-1]}
+    out = order_test(x, curves, CFG, curve_draws=draws)
+    assert not out["consolidates"]["execution"] and out["consolidates"]["planning"]
+    assert out["direction"]["plan_minus_exec"]["direction"] == "later"
+    assert out["direction"]["plan_minus_ref"]["direction"] == "later"
+    assert out["order"] == "simultaneous"
+
+
+def test_two_runs_pool_the_order_on_the_mean_curves_noise_and_onset_needs_a_bend():
+    runs = [phase_curves("execution-first", np.random.default_rng(s)) for s in (1, 2)]
+    ev = detect_phases_pooled(runs, CFG)["evidence"]
+    assert "2 runs: fewer than 3 to resample" in ev["order"]["interval_method"]
+    assert "resampling" not in ev["order"]["interval_method"]
+    # a rise that is a straight line over the whole run has no onset to report
+    x = np.arange(60.0)
+    rng = np.random.default_rng(3)
+    flat = {k: 1 + rng.normal(0, 0.01, 60) for k in ("rel_ppl_execution", "rel_ppl_planning", "rel_ppl_reference")}
+    out = detect_phases({"step": x, **flat, "strategy_entropy": 2 + 0.02 * x + rng.normal(0, 0.02, 60)}, CFG)
+    assert out["verdict"] == "exploration-only"
+    assert out["evidence"]["exploration_onset"]["detected"] is False
+    assert out["exploration_onset_step"] is None

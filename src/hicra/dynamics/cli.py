@@ -158,6 +158,10 @@ def run_analyze(args) -> int:
     if len(summaries) > 1:
         pooled = pool_runs(summaries, args.out, config)
         ph = pooled["phases"]
+        shared = ph["evidence"].get("shared_steps") or {}
+        if shared and any(n != shared["n"] for n in shared["per_run"]):
+            print(f"hicra analyze: the runs have {shared['per_run']} steps; pooled on the {shared['n']} steps all "
+                  f"share ({shared['first']:g}-{shared['last']:g})", file=sys.stderr)
         print(f"pooled over {len(summaries)} runs: {ph['verdict']} (confidence {ph['confidence']:.2f}); "
               f"consolidation end {_fmt(ph['consolidation_end_step'])}, interval over runs "
               f"{ph['evidence'].get('consolidation_end_interval_over_runs')}; wrote {args.out}/pooled_summary.json")

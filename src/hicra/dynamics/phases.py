@@ -61,7 +61,8 @@ metrics (`metrics.parquet`), each seeded and deterministic.
    reported beside it. The exploration test runs and is reported even when the verdict is `inconclusive`.
 
 4. **Exploration onset** (only when exploration is detected): the hinge-vs-line test on the whole exploration
-   curve, for a slope that turns up into a rise; else the first step of the rising window.
+   curve, for a slope that turns up into a rise; None when that test fails (the rising window's first step would
+   only repeat tau_exec).
 
 Verdict (`summary.json["phases"]["verdict"]`):
 
@@ -608,7 +609,8 @@ def _quantiles(draws: np.ndarray, level: float) -> list[float]:
 
 def _difference(a: float, b: float, da: np.ndarray, db: np.ndarray, level: float) -> dict:
     """tau_a - tau_b with its interval from paired draws; +inf = never consolidates (later than any finite tau; two
-    +inf count as a tie). The point value is None when either class does not consolidate, but the direction
+    +inf count as a tie); NaN = unknown (an end of fall within the burn-in): a tie with anything. The point value
+    is None when either class does not consolidate, but the direction
     always comes from the draws: a class whose own test fails near its threshold consolidates in some draws, and
     those draws say where. direction: "later" (interval above 0), "earlier" (below 0) or "unresolved"."""
     with np.errstate(invalid="ignore"):
@@ -618,7 +620,9 @@ def _difference(a: float, b: float, da: np.ndarray, db: np.ndarray, level: float
     direction = "later" if lo > 0 else "earlier" if hi < 0 else "unresolved"
     out = {"value": float(a - b) if np.isfinite(a) and np.isfinite(b) else None, "interval": [lo, hi],
            "direction": direction}
-    if not (np.isfinite(a) and np.isfinite(b)):
+    if np.isnan(a) or np.isnan(b):
+        out["note"] = "a class's end of fall lies within the burn-in: unknown, a tie in the draws"
+    elif not (np.isfinite(a) and np.isfinite(b)):
         out["note"] = ("neither consolidates" if np.isinf(a) and np.isinf(b) else
                        f"only the {'second' if np.isinf(a) else 'first'} class consolidates (in its own test)")
     return out
@@ -651,36 +655,45 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
             t.update(detected=False, within_burn_in=True)
     cons = {k: bool(t["detected"]) for k, t in tests.items()}
     if curve_draws is None:
-        curve_draws = joint_curve_draws(x, ys, config, raw_lag1=raw, bent=cons)
+        # resampled around its bend: a class that consolidates, or one whose end of fall the burn-in set aside
+        bent = {k: cons[k] or bool(tests[k].get("within_burn_in")) for k in ys}
+        curve_draws = joint_curve_draws(x, ys, config, raw_lag1=raw, bent=bent)
         interval_method = interval_method or ("joint AR(1) sieve bootstrap around each class's fit: bent cable "
                                               "where it consolidates, straight line where not")
     tau = {k: float(tests[k]["breakpoint_step"]) if cons[k] else np.inf for k in ys}
-    # the same rules on every draw: the class test against its own null, and no end of fall within the burn-in
+    # the same rules on every draw: the class test against its own null; an end of fall within the burn-in is
+    # UNKNOWN (NaN: a tie with anything in the differences), not "never": a fall that ended that early cannot be
+    # told from a start-up transient, and reading it as never would make it "later" than every other class
     draws = {}
     for k in ys:
         d = consolidation_draws(x, np.asarray(curve_draws[k], float), nulls[k], class_config.alpha,
                                 config.min_segment)
-        draws[k] = np.where(within_burn_in(d, x, skip), np.inf, d)
+        draws[k] = np.where(within_burn_in(d, x, skip), np.nan, d)
+    # the point estimate likewise: a class set aside by the burn-in is unknown in the differences
+    tau_cmp = {k: np.nan if tests[k].get("within_burn_in") else tau[k] for k in ys}
     # an order needs BOTH differences on the same side of 0: an intersection-union test, which holds level alpha
     # when each difference is tested one-sided at alpha, i.e. with a two-sided 1 - 2 alpha interval
     d_level = 1 - 2 * config.alpha
-    d_pe = _difference(tau["planning"], tau["execution"], draws["planning"], draws["execution"], d_level)
-    d_pr = _difference(tau["planning"], tau["reference"], draws["planning"], draws["reference"], d_level)
+    d_pe = _difference(tau_cmp["planning"], tau_cmp["execution"], draws["planning"], draws["execution"], d_level)
+    d_pr = _difference(tau_cmp["planning"], tau_cmp["reference"], draws["planning"], draws["reference"], d_level)
     if not (cons["execution"] or cons["planning"]):
         order = "none"
-    elif d_pe["direction"] == d_pr["direction"] == "later":
+    # an order names a class that consolidates first: its own test must say so (the draws alone cannot)
+    elif d_pe["direction"] == d_pr["direction"] == "later" and cons["execution"]:
         order = "execution-first"
-    elif d_pe["direction"] == d_pr["direction"] == "earlier":
+    elif d_pe["direction"] == d_pr["direction"] == "earlier" and cons["planning"]:
         order = "planning-first"
     else:
         order = "simultaneous"
     short = {"execution": "tau_exec", "planning": "tau_plan", "reference": "tau_ref"}
     out: dict = {"order": order, "consolidates": cons,
-                 "consolidates_in_draws": {k: float(np.mean(np.isfinite(d))) for k, d in draws.items()}}
+                 "consolidates_in_draws": {k: float(np.mean(np.isfinite(d))) for k, d in draws.items()},
+                 "burn_in_draws": {k: float(np.mean(np.isnan(d))) for k, d in draws.items()}}
     intervals: dict = {}
     for k, name in short.items():
         out[name] = float(tau[k]) if cons[k] else None
-        intervals[name] = _quantiles(draws[k], config.level) if cons[k] else None
+        known = draws[k][~np.isnan(draws[k])]  # draws ending within the burn-in are unknown: not in the interval
+        intervals[name] = _quantiles(known, config.level) if cons[k] and known.size else None
     intervals["plan_minus_exec"], intervals["plan_minus_ref"] = d_pe.pop("interval"), d_pr.pop("interval")
     out["intervals"] = intervals
     out["levels"] = {"tau": config.level, "differences": d_level}
@@ -1002,9 +1015,9 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
         evidence["exploration_onset"] = rise
         if rise["detected"]:
             onset, rise["method"] = _nearest_step(xe_all, rise["breakpoint_step"]), "hinge breakpoint"
-        else:
-            onset, rise["method"] = int(xe_all[window][0]), "first step of the rising window (no significant bend)"
-        if cons_end is not None:
+        else:  # a rise without a significant bend has no onset to report (the window's start is tau_exec's)
+            rise["method"] = "no significant bend: onset not estimated"
+        if cons_end is not None and onset is not None:
             evidence["onset_minus_consolidation_end"] = onset - cons_end
     evidence["side_trends"] = _side_trends(steps, {n: col(n) for n in _SIDE_METRICS}, tau_exec)
 
@@ -1025,6 +1038,9 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
             "exploration": {k: expl[k] for k in ("tested", "detected", "measure", "slope", "interval", "p_value")},
             "consolidation_end_step": cons_end, "exploration_onset_step": onset,
             "confidence": float(np.clip(confidence, 0.0, 1.0)), "evidence": evidence}
+
+
+MIN_RUNS_TO_RESAMPLE = 3  # fewer runs: the pooled order's draws come from the mean curves' noise model
 
 
 def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
@@ -1091,7 +1107,9 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
             return out
 
         run_draws = {"method": method}
-        if all(c in stacked for c in CLASS_COLUMNS.values()):
+        # two runs give three distinct resamples: too coarse for a 90% interval (planted classes settling together
+        # read ordered in 6-8% of two-run pools); then the order's draws are the mean curves' step-noise draws
+        if len(runs) >= MIN_RUNS_TO_RESAMPLE and all(c in stacked for c in CLASS_COLUMNS.values()):
             run_draws["curves"] = curve_draws
         if exploration_metric in stacked:
             run_draws["exploration"] = lambda xw: runs_trend_test(x, stacked[exploration_metric], xw, config)
@@ -1099,6 +1117,11 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
     per_run = [detect_phases(m, config, exploration_metric=exploration_metric) for m in runs]
     ev = pooled["evidence"]
     ev["n_runs"] = len(runs)
+    ev["shared_steps"] = {"n": len(shared), "first": float(shared[0]), "last": float(shared[-1]),
+                          "per_run": [int(t["step"].size) for t in tables]}
+    if len(runs) < MIN_RUNS_TO_RESAMPLE and "interval_method" in ev["order"]:
+        ev["order"]["interval_method"] += (f" of the mean curves ({len(runs)} runs: fewer than "
+                                           f"{MIN_RUNS_TO_RESAMPLE} to resample for the order)")
     if partial:
         ev["order"]["reason"] = (f"{', '.join(partial)} missing in some of the runs (text-only runs pooled with runs "
                                  "that have log-probabilities): the pooled order is untestable")
