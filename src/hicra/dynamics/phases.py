@@ -81,9 +81,15 @@ side, or, when unresolved, twice the smaller one-sided share; `_order_support`).
 Several runs (seeds) are pooled by `detect_phases_pooled`: point estimates and the per-class consolidation tests on
 the mean curves over the steps all runs share; the draws of the order come from resampling RUNS with replacement
 (not steps): each draw is the mean curve of a resample of the runs, decided by the same class rule against the
-mean curve's null, so whether a class consolidates, when, and the order all carry the run-to-run spread; the
-exploration-slope interval comes from the same run resamples. Each run's own verdict is reported with the
-agreement share.
+mean curve's null, so whether a class consolidates, when, and the order all carry the run-to-run spread (with
+fewer than `MIN_RUNS_TO_RESAMPLE` runs the order's draws are the mean curves' step-noise draws, as for one run:
+two runs give three distinct resamples). The exploration trend takes the run as the unit (`runs_trend_test`: a
+Student t interval over the runs' slopes). Each run's own verdict is reported with the agreement share.
+
+Known limit of the order's convention (the issue's): a class that does not consolidate counts as later, so a
+small fall that ends early but is too small for its test reads as "never" (e.g. a planning fall of the size of
+its noise that ends long before execution's, which a fresh review found read `execution-first`); the reference class does not guard against it when it is mostly execution tokens. `confidence` is then about the
+failed test's p.
 
 Version 1 summaries (verdict "single-phase", no `order`) still load through `upgrade_phases`: v1 never tested the
 order, so their verdict becomes `inconclusive` (order `untestable`) with the old value kept in `verdict_v1`.
