@@ -720,7 +720,7 @@ def runs_trend_test(x: np.ndarray, ys: np.ndarray, window: np.ndarray, config: P
     the `window` steps (its finite values there, at least 3), then a Student t interval over the runs' slopes,
     mean +- t(level, n - 1) sd / sqrt(n), detected when it lies above 0; one-sided p = P(T_(n-1) >= mean / se).
     x: (n_steps,) the shared steps; ys: (n_runs, n_steps). Why not resampling runs: with 3 runs the percentile
-    bootstrap of the slopes is far too narrow (planted flat entropy called rising in 10% of 3-run pools at the
+    bootstrap of the slopes is far too narrow (planted flat entropy called rising in 10-14% of 3-run pools at the
     one-sided 2.5% level; `python benchmarks/phase_verdicts.py 50 199 --pool 3`), as a bootstrap from 3 units must be.
     Returns trend_test's keys (tested, detected, slope, slope_interval, p_value, n_steps, ...) and n_runs."""
     from scipy import stats
