@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=1, help="runs pooled into each verdict (1: one run per verdict)")
     args = ap.parse_args()
     n, off, pool = args.n, args.seed_offset, args.pool
+    cfg = PhaseConfig(n_boot=args.n_boot)
 
     def verdict(case, noise, i):
         if pool == 1:
@@ -40,7 +41,7 @@ def main() -> None:
         runs = [phase_curves(case, np.random.default_rng(off + (i - off) * pool + r), noise=noise)
                 for r in range(pool)]
         return detect_phases_pooled(runs, cfg)["verdict"]
-    cfg = PhaseConfig(n_boot=args.n_boot)
+
     t0 = time.perf_counter()
     misses = []
     print(f"{'noise':6s} {'case':29s} {'correct':>8s} {'two-phase':>10s}  verdicts")

@@ -351,15 +351,15 @@ def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.ra
     ys = fitted_line[:, None] + _ar1_resample(residuals, phi, innovations, config.n_boot, rng)
     sse_h_null = _sse_hinge(bases, ys).min(axis=0)
     sse_l_null = _sse_line(x, ys)
-    f_null = (sse_l_null - sse_h_null) / np.maximum(sse_h_null, 1e-12 * scale)
-    p_value = _p_values(np.sort(f_null), np.array([f_obs]))[0]
+    f_null = np.sort((sse_l_null - sse_h_null) / np.maximum(sse_h_null, 1e-12 * scale))
+    p_value = _p_values(f_null, np.array([f_obs]))[0]
     # interval for tau: the same noise model around the hinge fit
     ys_h = fit["fitted"][:, None] + _ar1_resample(residuals, phi, innovations, config.n_boot, rng)
     tau_boot = taus[np.argmin(_sse_hinge(bases, ys_h), axis=0)]
     lo, hi = np.quantile(tau_boot, [(1 - config.level) / 2, (1 + config.level) / 2])
     return {"p_value": float(p_value), "f_statistic": float(f_obs), "breakpoint_step": tau,
             "breakpoint_interval": [float(lo), float(hi)], "fit": fit, "line_slope": b, "noise_ar1": phi,
-            "f_null": np.sort(f_null)}
+            "f_null": f_null}
 
 
 def _p_values(f_null_sorted: np.ndarray, f: np.ndarray) -> np.ndarray:
@@ -539,16 +539,22 @@ def bent_cable_fit(x: np.ndarray, y: np.ndarray, min_segment: int) -> np.ndarray
     return bases[best] @ proj[best]
 
 
+def _hinge_fits(x: np.ndarray, ys: np.ndarray, min_segment: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hinge fits of every column of ys (n, B) at every candidate breakpoint: (taus (T,), residual sums of squares
+    (T, B), coefficients b0, b1, b2 (T, 3, B))."""
+    taus, bases, r_inv = _hinge_setup(x, min_segment)
+    proj = np.einsum("tnk,nb->tkb", bases, ys)
+    coef = np.einsum("tkj,tjb->tkb", r_inv, proj)
+    return taus, (ys * ys).sum(axis=0)[None, :] - (proj * proj).sum(axis=1), coef
+
+
 def fall_end_taus(x: np.ndarray, ys: np.ndarray, min_segment: int) -> np.ndarray:
     """For each column of ys (n, B): the least-squares hinge breakpoint among those whose fit falls before it and
     flattens after it (b1 < 0, b2 > 0: the end of a fall, the shape `consolidation_test` requires); +inf for a
     column where no breakpoint gives that shape (it does not consolidate)."""
-    taus, bases, r_inv = _hinge_setup(x, min_segment)
+    taus, sse, coef = _hinge_fits(x, ys, min_segment)
     if taus.size == 0:
         return np.full(ys.shape[1], np.inf)
-    proj = np.einsum("tnk,nb->tkb", bases, ys)
-    coef = np.einsum("tkj,tjb->tkb", r_inv, proj)
-    sse = (ys * ys).sum(axis=0)[None, :] - (proj * proj).sum(axis=1)
     sse = np.where((coef[:, 1] < 0) & (coef[:, 2] > 0), sse, np.inf)
     best = np.argmin(sse, axis=0)
     return np.where(np.isfinite(sse[best, np.arange(ys.shape[1])]), taus[best], np.inf)
@@ -561,18 +567,18 @@ def consolidation_draws(x: np.ndarray, ys: np.ndarray, f_null: np.ndarray | None
     `f_null`, sorted, p < alpha), falls before its best breakpoint and flattens after (b1 < 0, b2 > 0). Returns
     (B,) breakpoints, +inf where a draw does not consolidate (all +inf without a null: the test could not run).
     So the uncertainty of WHETHER a class consolidates reaches the order's differences, not only that of when."""
-    taus, bases, r_inv = _hinge_setup(x, min_segment)
-    if taus.size == 0 or f_null is None or f_null.size == 0:
+    if f_null is None or f_null.size == 0:
         return np.full(ys.shape[1], np.inf)
-    proj = np.einsum("tnk,nb->tkb", bases, ys)
-    sse_h = (ys * ys).sum(axis=0)[None, :] - (proj * proj).sum(axis=1)
+    taus, sse_h, coef = _hinge_fits(x, ys, min_segment)
+    if taus.size == 0:
+        return np.full(ys.shape[1], np.inf)
     best = np.argmin(sse_h, axis=0)
     cols = np.arange(ys.shape[1])
     sse_l = _sse_line(x, ys)
     scale = np.maximum(sse_l, 1e-300)
     f = (sse_l - sse_h[best, cols]) / np.maximum(sse_h[best, cols], 1e-12 * scale)
-    coef = np.einsum("bkj,jb->kb", r_inv[best], proj[best, :, cols].T)
-    ok = (_p_values(f_null, f) < alpha) & (coef[1] < 0) & (coef[2] > 0)
+    b1, b2 = coef[best, 1, cols], coef[best, 2, cols]
+    ok = (_p_values(f_null, f) < alpha) & (b1 < 0) & (b2 > 0)
     return np.where(ok, taus[best], np.inf)
 
 
@@ -1052,8 +1058,9 @@ MIN_RUNS_TO_RESAMPLE = 3  # fewer runs: the pooled order's draws come from the m
 def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
                          exploration_metric: str | None = None) -> dict:
     """Pool several runs (seeds): point estimates and per-class tests on the mean curves over the shared steps;
-    the order's draws (each a resample of the runs with replacement, its mean curves decided by the class rule,
-    `order_test`) and the exploration-slope interval from resampling runs; per-run verdicts (module docstring)."""
+    the order's draws from resampling runs with replacement (each resample's mean curves decided by the class rule,
+    `order_test`; with fewer than `MIN_RUNS_TO_RESAMPLE` runs the mean curves' step-noise draws), the exploration
+    trend with the run as the unit (`runs_trend_test`); per-run verdicts (module docstring)."""
     if not runs:
         raise ValueError("no runs to pool")
     if exploration_metric is None:  # the measure every run supports
