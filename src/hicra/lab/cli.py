@@ -43,7 +43,7 @@ def register(subparsers) -> None:
                    "series make costly)")
     p.add_argument("--favourite-share", type=float, metavar="S",
                    help="blind priors: the favourite's probability, the others sharing the rest as in the family's "
-                   "table (0 = the table; the quick and default presets: 0.6)")
+                   "table (0 = the table; the quick and default presets: 0.85)")
     p.add_argument("--optimum", choices=OPTIMA,
                    help="task variant: the cheapest strategy differs between problems (default) or not")
     p.add_argument("--steps", type=int, help="RL steps (default: the preset's)")
