@@ -53,6 +53,7 @@ def test_analyze_end_to_end_planted(planted_run, tmp_path, capsys):
     assert df["pass_at_1"].tolist() == pytest.approx(df["accuracy"].tolist())
     text = capsys.readouterr().out
     assert "verdict: two-phase" in text
+    assert "order execution-first (tau_exec" in text and ") detected: slope" in text
 
 
 def test_analyze_null_run_is_not_two_phase(tmp_path):

@@ -23,6 +23,7 @@ from hicra.dynamics.phases import (
     onset_test,
     order_test,
     problem_bootstrap_trend,
+    rarefied_entropy,
     trend_test,
     upgrade_phases,
 )
@@ -124,8 +125,10 @@ def test_problem_bootstrap_matches_an_independent_resampling():
     cfg = PhaseConfig(n_boot=200, seed=7)
     out = problem_bootstrap_trend(groups, cfg)
     assert "same draw" in out["interval_method"]
-    # the point slope: entropy of each step's summed counts, OLS against step
-    vals = [entropy_rows(groups[s][1].sum(axis=0, keepdims=True))[0] for s in steps]
+    # the point slope: entropy of each step's summed counts at the smallest step's total, OLS against step
+    m = min(groups[s][1].sum() for s in steps)
+    assert out["occurrences"] == m
+    vals = [rarefied_entropy(groups[s][1].sum(axis=0, keepdims=True), m)[0] for s in steps]
     assert out["slope"] == pytest.approx(np.polyfit(steps, vals, 1)[0])
     assert out["values"] == pytest.approx(vals)
     # an independent loop with its own generator gives an interval close to the vectorised one
@@ -133,7 +136,9 @@ def test_problem_bootstrap_matches_an_independent_resampling():
     slopes = []
     for _ in range(400):
         pick = loop.integers(0, 30, 30)
-        v = [entropy_rows(groups[s][1][pick].sum(axis=0, keepdims=True))[0] for s in steps]
+        sums = [groups[s][1][pick].sum(axis=0, keepdims=True) for s in steps]
+        mb = min(x.sum() for x in sums)
+        v = [rarefied_entropy(x, mb)[0] for x in sums]
         slopes.append(np.polyfit(steps, v, 1)[0])
     lo, hi = np.quantile(slopes, [0.025, 0.975])
     assert out["slope_interval"][0] == pytest.approx(lo, abs=0.35 * (hi - lo))
@@ -142,6 +147,41 @@ def test_problem_bootstrap_matches_an_independent_resampling():
     # different problems at each step: drawn within each step
     other = {s: (np.array([f"s{s}q{i}" for i in range(30)]), c) for s, (_, c) in groups.items()}
     assert "within each step" in problem_bootstrap_trend(other, cfg)["interval_method"]
+
+
+def test_rarefied_entropy_is_the_expected_entropy_of_a_subsample():
+    """Exact hypergeometric expectation vs Monte Carlo subsampling without replacement; m = total: plug-in."""
+    counts = np.array([[5.0, 3, 1, 0, 7, 2], [1, 1, 1, 1, 1, 0]])
+    assert rarefied_entropy(counts, counts.sum(axis=1)) == pytest.approx(entropy_rows(counts))
+    rng = np.random.default_rng(0)
+    pool = np.repeat(np.arange(6), counts[0].astype(int))
+    for m in (2, 7, 12):
+        mc = np.mean([entropy_rows(np.bincount(rng.choice(pool, m, replace=False), minlength=6)[None].astype(float))
+                      for _ in range(20000)])
+        assert rarefied_entropy(counts[:1], m)[0] == pytest.approx(mc, abs=0.01)
+    with pytest.raises(ValueError):
+        rarefied_entropy(counts, 19)  # more than the second row's total
+
+
+def test_text_only_trend_does_not_read_longer_responses_as_exploration():
+    """The same phrase mix at every checkpoint, four times the phrases per response at the end: the plug-in entropy
+    rises with the sample, the entropy at a common number of occurrences does not (mean slope over 12 runs; over
+    40 runs: -0.0008, standard error 0.0022, against the plug-in's +0.0132)."""
+    import hicra.dynamics.phases as phases
+
+    def run(seed):
+        rng = np.random.default_rng(seed)
+        mix = np.random.default_rng(99).dirichlet(np.full(30, 0.3))
+        ids = np.array([f"p{i}" for i in range(40)])
+        return {s: (ids, np.stack([rng.multinomial(k, mix) for k in rng.poisson(2 * (1 + 3 * s / 7), 40)])
+                    .astype(float)) for s in range(8)}
+
+    cfg = PhaseConfig(n_boot=19)
+    rare = np.mean([problem_bootstrap_trend(run(i), cfg)["slope"] for i in range(12)])
+    plug = np.mean([np.polyfit(range(8), [entropy_rows(g.sum(axis=0, keepdims=True))[0]
+                                          for _, g in run(i).values()], 1)[0] for i in range(12)])
+    assert plug > 0.01 and abs(rare) < plug / 3
+    assert phases.rarefied_entropy is rarefied_entropy
 
 
 def test_problem_groups_switch_the_exploration_interval():
@@ -391,6 +431,8 @@ def test_pooling_a_text_only_run_with_log_prob_runs_leaves_the_order_untestable(
     out = detect_phases_pooled([*runs, text], CFG)
     assert out["order"] == "untestable" and out["verdict"] == "inconclusive"
     assert "missing in some of the runs" in out["evidence"]["order"]["reason"]
+    assert out["evidence"]["reason"] == out["evidence"]["order"]["reason"]  # one cause, stated once
+    assert "no log-probabilities" not in out["evidence"]["summary"]
     assert out["exploration"]["tested"]
 
 
@@ -547,3 +589,64 @@ def test_two_runs_pool_the_order_on_the_mean_curves_noise_and_onset_needs_a_bend
     assert out["verdict"] == "exploration-only"
     assert out["evidence"]["exploration_onset"]["detected"] is False
     assert out["exploration_onset_step"] is None
+
+
+def test_an_untested_exploration_leaves_the_verdict_inconclusive():
+    """execution-first (or none) with too few steps after tau_exec to test exploration: only that test could choose
+    between the row's two verdicts, so the verdict is inconclusive, not `consolidation-only` (session 26 review)."""
+    cfg = PhaseConfig(n_boot=199)
+    x = np.arange(60.0)
+    rng = np.random.default_rng(1)
+    exe = np.where(x < 55, 1 - 0.3 * x / 55, 0.7) + rng.normal(0, 0.003, 60)  # falls until step 55 of 60
+    plan = 1 + rng.normal(0, 0.01, 60)
+    metrics = {"step": x, "rel_ppl_execution": exe, "rel_ppl_planning": plan,
+               "rel_ppl_reference": 0.9 * exe + 0.1 * plan + rng.normal(0, 0.002, 60),
+               "strategy_entropy": 2 + 0.02 * x + rng.normal(0, 0.02, 60)}
+    out = detect_phases(metrics, cfg)
+    assert out["order"] == "execution-first" and not out["exploration"]["tested"]
+    assert out["verdict"] == "inconclusive" and out["confidence"] == 0.0
+    assert "exploration not tested" in out["evidence"]["reason"] and "consolidation-only" in out["evidence"]["reason"]
+    # with no exploration metric at all, the same
+    no_metric = {k: v for k, v in metrics.items() if k != "strategy_entropy"}
+    assert detect_phases(no_metric, cfg)["verdict"] == "inconclusive"
+    # a short exploration column is named with its step count, not called absent
+    short = dict(no_metric, semantic_entropy=np.where(x < 4, 2.0, np.nan))
+    reason = detect_phases(short, cfg)["evidence"]["exploration"]["reason"]
+    assert reason == "semantic_entropy available at 4 steps, need 8"
+    # an order the exploration test does not decide keeps its verdict
+    reversed_ = dict(metrics, rel_ppl_execution=plan, rel_ppl_planning=exe, rel_ppl_reference=plan)
+    assert detect_phases(reversed_, cfg)["verdict"] == "reversed"
+
+
+def test_untestable_order_names_its_cause():
+    """No log-probabilities, log-probabilities without planning masks, no planning token: three reasons."""
+    cfg = PhaseConfig(n_boot=99)
+    c = phase_curves("execution-first", np.random.default_rng(3))
+    nan = np.full(len(c["step"]), np.nan)
+    text_only = dict(c, rel_ppl_execution=nan, rel_ppl_planning=nan, rel_ppl_reference=nan)
+    assert "no log-probabilities" in detect_phases(text_only, cfg)["evidence"]["order"]["reason"]
+    no_masks = dict(text_only, ppl_all=np.linspace(2.0, 1.5, len(nan)))
+    reason = detect_phases(no_masks, cfg)["evidence"]["order"]["reason"]
+    assert "planning masks absent" in reason and "--tokenizer" in reason
+    no_planning = dict(c, rel_ppl_planning=nan, ppl_all=np.linspace(2.0, 1.5, len(nan)))
+    assert "no token tagged as planning" in detect_phases(no_planning, cfg)["evidence"]["order"]["reason"]
+    with pytest.raises(ValueError, match="exploration_metric"):
+        detect_phases(c, cfg, exploration_metric="accuracy")
+
+
+def test_pooled_per_run_verdicts_are_the_runs_own():
+    """Each run inside a pool is read with its own exploration measure, as its own analysis reads it."""
+    cfg = PhaseConfig(n_boot=99)
+    runs = []
+    for s in range(3):
+        c = phase_curves("execution-first+exploration", np.random.default_rng(s))
+        c["semantic_entropy_excl_format"] = 2 + np.random.default_rng(100 + s).normal(0, 0.05, len(c["step"]))
+        if s > 0:
+            del c["strategy_entropy"]
+        runs.append(c)
+    own = [detect_phases(r, cfg) for r in runs]
+    pooled = detect_phases_pooled(runs, cfg)
+    assert pooled["exploration"]["measure"] == "planning-phrases"  # the measure every run has
+    assert [r["verdict"] for r in pooled["evidence"]["per_run"]] == [r["verdict"] for r in own]
+    assert [r["exploration_measure"] for r in pooled["evidence"]["per_run"]] == \
+        ["strategy", "planning-phrases", "planning-phrases"]

@@ -155,7 +155,8 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     fmt = df.attrs.get("format_phrases", [])
     groups = None
     if df["rel_ppl_execution"].isna().all():
-        # text-only (no log-probabilities): consolidation is untestable; the exploration test bootstraps problems
+        # text-only (no log-probabilities, or no planning masks): consolidation is untestable; the exploration
+        # test bootstraps problems
         column, measure = exploration_column(df, config.min_steps)
         if measure is not None:
             groups = exploration_groups(counts, measure, excluded=fmt if column != "semantic_entropy" else ())
@@ -164,10 +165,15 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     if df["planning_ratio"].isna().any():
         notes.append("planning masks absent from some records and no tokenizer to recompute them: token-level "
                      "planning metrics are null there (pass --tokenizer DIR)")
-    if df["ppl_execution"].isna().all():
+    if "ppl_all" not in df or df["ppl_all"].isna().all():
         notes.append("the records carry no log-probabilities: perplexities are unavailable and the order of "
                      "consolidation is untestable (verdict inconclusive); exploration is tested with a bootstrap "
-                     "over problems")
+                     f"over problems (given {config.min_steps} or more steps)")
+    elif df["ppl_execution"].isna().all():
+        notes.append("the records carry log-probabilities but no planning masks, and there is no tokenizer to "
+                     "recompute them (pass --tokenizer DIR): execution and planning perplexities are unavailable "
+                     "and the order of consolidation is untestable (verdict inconclusive); exploration is tested "
+                     f"with a bootstrap over problems (given {config.min_steps} or more steps)")
     if df["entropy_all"].isna().all():
         notes.append("the records carry no token entropies: token entropy and fork-token overlap are unavailable")
     last = df.iloc[-1]

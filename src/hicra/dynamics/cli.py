@@ -101,12 +101,36 @@ def _fmt(v) -> str:
     return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
 
+def _interval(iv) -> str:
+    """[lo, hi] with null bounds (+-infinity in the JSON) written as -inf / +inf."""
+    if not iv:
+        return "n/a"
+    lo, hi = iv
+    return f"[{'-inf' if lo is None else f'{lo:.4g}'}, {'+inf' if hi is None else f'{hi:.4g}'}]"
+
+
+def _order_line(ph: dict) -> str:
+    o = ph["evidence"].get("order", {})
+    taus = ", ".join(f"{k} {_fmt(o.get(k))} {_interval((o.get('intervals') or {}).get(k))}"
+                     for k in ("tau_exec", "tau_plan", "tau_ref") if o.get(k) is not None)
+    return f"order {ph['order']}" + (f" ({taus})" if taus else "")
+
+
+def _exploration_line(ph: dict) -> str:
+    e = ph["exploration"]
+    if not e.get("tested"):
+        return f"exploration ({e.get('measure') or 'no measure'}) not tested"
+    return (f"exploration ({e['measure']}) {'detected' if e['detected'] else 'not detected'}: slope "
+            f"{_fmt(e['slope'])} per step {_interval(e['interval'])}")
+
+
 def _print_summary(summary: dict, out: Path) -> None:
     ph = summary["phases"]
     print(f"{summary['run']['run_id']}: {summary['steps']} steps, {summary['n_responses']} responses, "
           f"{summary['n_tokens']} tokens")
     print(f"  verdict: {ph['verdict']} (confidence {ph['confidence']:.2f}); consolidation end: "
           f"{_fmt(ph['consolidation_end_step'])}; exploration onset: {_fmt(ph['exploration_onset_step'])}")
+    print(f"  {_order_line(ph)}; {_exploration_line(ph)}")
     ev = ph["evidence"]
     print(f"  {ev.get('summary', ev.get('reason', ''))}")
     for note in summary.get("notes", []):
@@ -164,7 +188,9 @@ def run_analyze(args) -> int:
                   f"share ({shared['first']:g}-{shared['last']:g})", file=sys.stderr)
         print(f"pooled over {len(summaries)} runs: {ph['verdict']} (confidence {ph['confidence']:.2f}); "
               f"consolidation end {_fmt(ph['consolidation_end_step'])}, interval over runs "
-              f"{ph['evidence'].get('consolidation_end_interval_over_runs')}; wrote {args.out}/pooled_summary.json")
+              f"{_interval(ph['evidence'].get('consolidation_end_interval_over_runs'))}; wrote "
+              f"{args.out}/pooled_summary.json")
+        print(f"  {_order_line(ph)}; {_exploration_line(ph)}")
     return 0
 
 

@@ -56,7 +56,9 @@ metrics (`metrics.parquet`), each seeded and deterministic.
    `semantic_entropy`). OLS slope against step with an AR(1) sieve bootstrap-t interval (`trend_test`: replicates
    from `_noise_model`, each studentised like the data by `_slope_se`), or, when per-problem counts are given
    (`problem_groups`, the text-only path), a bootstrap over problems (the same problem draw at every step when
-   every step has the same problems; one-sided p = (1 + #{slope* <= 0}) / (1 + n_boot)). Detected when the
+   every step has the same problems; each step's entropy taken at the smallest step's number of occurrences,
+   `rarefied_entropy`, because the plug-in entropy grows with the sample; one-sided p = (1 + #{slope* <= 0}) /
+   (1 + n_boot)). Detected when the
    interval is above 0. Accuracy and mean length trends over the same window are
    reported beside it. The exploration test runs and is reported even when the verdict is `inconclusive`.
 
@@ -72,6 +74,10 @@ Verdict (`summary.json["phases"]["verdict"]`):
     simultaneous            no-order            no-order
     none                    exploration-only    none
     untestable / too few    inconclusive        inconclusive
+
+When the order is execution-first or none and the exploration test could not run (too few steps after tau_exec,
+no exploration metric), only that test could choose between the row's two verdicts: the verdict is `inconclusive`
+(the order is still reported), not the "not detected" column.
 
 `consolidation_end_step` = tau_exec (an observed step) when execution consolidates, else None. `confidence` is a
 heuristic in [0, 1]: the smallest support among the tests the verdict rests on (1 - p for a detected test, p for an
@@ -485,6 +491,10 @@ _VERDICT_TABLE = {("execution-first", True): "two-phase", ("execution-first", Fa
                   ("untestable", True): "inconclusive", ("untestable", False): "inconclusive"}
 
 
+# orders whose verdict the exploration test decides (a row of the issue's table with two different verdicts)
+EXPLORATION_DECIDES = {"execution-first": ("two-phase", "consolidation-only"), "none": ("exploration-only", "none")}
+
+
 def _ar1_series(residuals: np.ndarray, phi: float, innovations: np.ndarray, u: np.ndarray) -> np.ndarray:
     """AR(1) sieve series (n, B) driven by uniform draws u (n, B): the same u for several classes gives paired
     resamples. r*_0 = residual[u_0], r*_t = phi r*_(t-1) + innovation[u_t]; phi = 0 is the residual bootstrap."""
@@ -619,7 +629,8 @@ def _quantiles(draws: np.ndarray, level: float) -> list[float]:
     return [float(e if np.isnan(b) else b) for b, e in zip(bounds, exact, strict=True)]
 
 
-def _difference(a: float, b: float, da: np.ndarray, db: np.ndarray, level: float) -> dict:
+def _difference(a: float, b: float, da: np.ndarray, db: np.ndarray, level: float,
+                names: tuple[str, str] = ("first", "second")) -> dict:
     """tau_a - tau_b with its interval from paired draws; +inf = never consolidates (later than any finite tau; two
     +inf count as a tie); NaN = unknown (an end of fall within the burn-in): a tie with anything. The point value
     is None when either class does not consolidate, but the direction
@@ -635,8 +646,9 @@ def _difference(a: float, b: float, da: np.ndarray, db: np.ndarray, level: float
     if np.isnan(a) or np.isnan(b):
         out["note"] = "a class's end of fall lies within the burn-in: unknown, a tie in the draws"
     elif not (np.isfinite(a) and np.isfinite(b)):
-        out["note"] = ("neither consolidates" if np.isinf(a) and np.isinf(b) else
-                       f"only the {'second' if np.isinf(a) else 'first'} class consolidates (in its own test)")
+        out["note"] = (f"neither {names[0]} nor {names[1]} consolidates in its own test" if np.isinf(a) and np.isinf(b)
+                       else f"only {names[1] if np.isinf(a) else names[0]} consolidates in its own test; "
+                            f"{names[0] if np.isinf(a) else names[1]} counts as later (+inf, written as null)")
     return out
 
 
@@ -686,8 +698,10 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
     # an order needs BOTH differences on the same side of 0: an intersection-union test, which holds level alpha
     # when each difference is tested one-sided at alpha, i.e. with a two-sided 1 - 2 alpha interval
     d_level = 1 - 2 * config.alpha
-    d_pe = _difference(tau_cmp["planning"], tau_cmp["execution"], draws["planning"], draws["execution"], d_level)
-    d_pr = _difference(tau_cmp["planning"], tau_cmp["reference"], draws["planning"], draws["reference"], d_level)
+    d_pe = _difference(tau_cmp["planning"], tau_cmp["execution"], draws["planning"], draws["execution"], d_level,
+                       ("planning", "execution"))
+    d_pr = _difference(tau_cmp["planning"], tau_cmp["reference"], draws["planning"], draws["reference"], d_level,
+                       ("planning", "the reference class"))
     if not (cons["execution"] or cons["planning"]):
         order = "none"
     # an order names a class that consolidates first: its own test must say so (the draws alone cannot)
@@ -761,6 +775,48 @@ def entropy_rows(counts: np.ndarray) -> np.ndarray:
     return -terms.sum(axis=1) + 0.0
 
 
+def integer_counts(counts: np.ndarray) -> np.ndarray:
+    """Counts as whole occurrences: rows of fractional counts (a multi-part response's label parts at 1/k each,
+    `hicra.dynamics.metrics.strategy_counts`) are scaled by the smallest k <= 12 that makes every count whole;
+    otherwise rounded. Scaling leaves the plug-in entropy unchanged."""
+    counts = np.asarray(counts, float)
+    for k in range(1, 13):
+        scaled = counts * k
+        if np.allclose(scaled, np.round(scaled), atol=1e-6):
+            return np.round(scaled)
+    return np.round(counts)
+
+
+def rarefied_entropy(counts: np.ndarray, m) -> np.ndarray:
+    """Expected plug-in entropy (nats) of m occurrences drawn without replacement from each row of a whole-number
+    count matrix (B, K), m a scalar or (B,) and at most each row's total: E[H] = -sum_k sum_j P(X_k = j) (j/m)
+    log(j/m), X_k hypergeometric (row total, count k, m). The plug-in entropy of n occurrences is biased low by
+    about (K - 1) / 2n, so when the number of occurrences changes between steps (longer responses, more
+    phrases) the plug-in value moves with it; every step's entropy at a common m (rarefaction: Sanders 1968,
+    Hurlbert 1971, here for entropy) compares like with like. Cost O(total) per row."""
+    from scipy.special import gammaln
+
+    counts = np.atleast_2d(np.asarray(counts, float))
+    m = np.broadcast_to(np.floor(np.asarray(m, float)), (counts.shape[0],))
+    totals = counts.sum(axis=1)
+    if np.any(m > totals + 1e-9) or np.any(m < 1):
+        raise ValueError("rarefied_entropy: need 1 <= m <= the row's total")
+    out = np.empty(counts.shape[0])
+    for r, (row, n, mm) in enumerate(zip(counts, totals, m, strict=True)):
+        c = row[row > 0]
+        top = np.minimum(c, mm).astype(int)  # j runs 1..min(c, m); j = 0 adds nothing
+        k = np.repeat(np.arange(c.size), top)
+        j = np.arange(top.sum()) - np.repeat(np.cumsum(top) - top, top) + 1.0
+        ck = c[k]
+        log_p = (gammaln(ck + 1) - gammaln(j + 1) - gammaln(ck - j + 1)
+                 + gammaln(n - ck + 1) - gammaln(mm - j + 1) - gammaln(n - ck - mm + j + 1)
+                 - (gammaln(n + 1) - gammaln(mm + 1) - gammaln(n - mm + 1)))
+        ok = mm - j <= n - ck  # otherwise P(X = j) = 0
+        q = j / mm
+        out[r] = -float(np.sum(np.where(ok, np.exp(np.where(ok, log_p, 0.0)) * q * np.log(q), 0.0)))
+    return out + 0.0
+
+
 def _multiplicities(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
     """(n_boot, n) counts of each of n items in n draws with replacement."""
     flat = rng.integers(0, n, (n_boot, n)) + n * np.arange(n_boot)[:, None]
@@ -772,10 +828,12 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
     """Trend of an entropy over steps with a bootstrap over problems.
 
     groups: step -> (prompt_ids (n_s,), counts (n_s, K)): one row per response, K categories (phrases or
-    strategy labels) shared by all steps. Each step's value is the entropy of its summed counts. A bootstrap
-    replicate draws problems (prompt ids) with replacement and recomputes every step's entropy; when every step
-    has the same set of problems (checkpoints evaluated on fixed problems) the same draw serves all steps (paired),
-    otherwise each step draws its own. Returns trend_test's keys plus "interval_method" and "values".
+    strategy labels) shared by all steps. Each step's value is the entropy of its summed counts at a common
+    number of occurrences m, the smallest step's (`rarefied_entropy`), so a step with more occurrences (longer
+    responses) does not read as more diverse. A bootstrap replicate draws problems (prompt ids) with replacement
+    and recomputes every step's entropy at that replicate's smallest total; when every step has the same set of
+    problems (checkpoints evaluated on fixed problems) the same draw serves all steps (paired), otherwise each
+    step draws its own. Returns trend_test's keys plus "interval_method", "values" and "occurrences" (m).
     """
     steps = np.array(sorted(groups), float)
     if steps.size < 3:
@@ -786,26 +844,35 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
         ids, counts = groups[s]
         uniq, inv = np.unique(np.asarray(ids, dtype=str), return_inverse=True)
         g = np.zeros((uniq.size, np.asarray(counts).shape[1]))
-        np.add.at(g, inv, np.asarray(counts, float))
+        np.add.at(g, inv, integer_counts(counts))
         per_step.append((uniq, g))
+    totals = np.array([g.sum() for _, g in per_step])
+    if totals.min() < 2:
+        return {"tested": False, "detected": False,
+                "reason": f"{int(totals.min())} occurrences at step {steps[int(np.argmin(totals))]:g}, need 2"}
     paired = all(np.array_equal(u, per_step[0][0]) for u, _ in per_step)
-    values = np.array([entropy_rows(g.sum(axis=0, keepdims=True))[0] for _, g in per_step])
-    boot = np.empty((steps.size, config.n_boot))
+    m = float(np.floor(totals.min()))
+    values = np.array([rarefied_entropy(g.sum(axis=0, keepdims=True), m)[0] for _, g in per_step])
+    drawn = []
     if paired:
         p = per_step[0][0].size
         w = _multiplicities(rng, p, config.n_boot)
-    for j, (uniq, g) in enumerate(per_step):
+    for uniq, g in per_step:
         if not paired:
             w = _multiplicities(rng, uniq.size, config.n_boot)
-        boot[j] = entropy_rows(w @ g)
+        drawn.append(w @ g)
+    m_boot = np.min([d.sum(axis=1) for d in drawn], axis=0)  # each replicate at its own smallest step total
+    usable = m_boot >= 2  # a replicate with a step of < 2 occurrences has no entropy to compare: left out
+    boot = np.stack([rarefied_entropy(d[usable], m_boot[usable]) for d in drawn])
     slope = _line_fit(steps, values)[1]
     draws = _slopes(steps, boot)
     lo, hi = _quantiles(draws, config.level)
     return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi],
-            "p_value": float((1 + np.sum(draws <= 0)) / (1 + config.n_boot)), "n_steps": int(steps.size),
+            "p_value": float((1 + np.sum(draws <= 0)) / (1 + draws.size)), "n_steps": int(steps.size),
             "first_step": float(steps[0]), "last_step": float(steps[-1]), "values": values.tolist(),
-            "interval_method": "bootstrap over problems" + (" (same draw at every step)" if paired else
-                                                             " (drawn within each step)")}
+            "occurrences": m, "replicates_left_out": int((~usable).sum()),
+            "interval_method": "bootstrap over problems, entropies at a common number of occurrences"
+                               + (" (same draw at every step)" if paired else " (drawn within each step)")}
 
 
 # ---------------------------------------------------------------- verdict
@@ -905,8 +972,6 @@ def _order_support(order: str, tests: Mapping[str, dict], differences: Mapping[s
         return min(support_of["execution"], support_of["planning"])
     support = list(support_of.values())
     for d, da, db in differences.values():
-        if da is None or db is None:  # a class that never consolidates: its own test carries the support
-            continue
         with np.errstate(invalid="ignore"):
             diff = np.where(np.isnan(da - db), 0.0, da - db)
         above, below = float(np.mean(diff > 0)), float(np.mean(diff < 0))
@@ -917,6 +982,20 @@ def _order_support(order: str, tests: Mapping[str, dict], differences: Mapping[s
         else:
             support.append(min(1.0, 2 * min(1 - above, 1 - below)))
     return min(support)
+
+
+def _missing_cause(missing: Sequence[str], col) -> str:
+    """Why token-class perplexities are missing, from what the metrics do hold."""
+    all_tokens = col("ppl_all")
+    has_logprobs = all_tokens is not None and bool(np.isfinite(all_tokens).any())
+    if not has_logprobs:
+        return "no log-probabilities in the rollouts"
+    if "rel_ppl_execution" in missing:
+        return ("log-probabilities present, planning masks absent: records without `planning_mask` need a "
+                "tokenizer to recompute them (hicra analyze --tokenizer DIR)")
+    if "rel_ppl_planning" in missing:
+        return "no token tagged as planning at any step: the lexicon matches nothing in these responses"
+    return "metrics from before the reference class: re-run hicra analyze"
 
 
 _SUMMARIES = {
@@ -935,7 +1014,8 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
                   problem_groups: Mapping | None = None, _run_draws: dict | None = None) -> dict:
     """The v2 verdict for one run's metrics (DataFrame, pyarrow Table or mapping of columns with a `step` column).
 
-    exploration_metric: a column to use instead of the automatic choice (`exploration_column`).
+    exploration_metric: a column of `EXPLORATION_COLUMNS` to use instead of the automatic choice
+    (`exploration_column`); any other name raises ValueError.
     problem_groups: step -> (prompt_ids, counts) of the exploration measure's categories per response: the
     exploration interval then comes from a bootstrap over problems (`problem_bootstrap_trend`).
     Returns DESIGN.md's `summary.json["phases"]` (v2): verdict, order, exploration, consolidation_end_step,
@@ -953,8 +1033,11 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
 
     if exploration_metric is None:
         exploration_metric, measure = exploration_column(metrics, config.min_steps)
+    elif exploration_metric in dict(EXPLORATION_COLUMNS):
+        measure = dict(EXPLORATION_COLUMNS)[exploration_metric]
     else:
-        measure = dict(EXPLORATION_COLUMNS).get(exploration_metric, exploration_metric)
+        raise ValueError(f"exploration_metric must be one of {[c for c, _ in EXPLORATION_COLUMNS]}, "
+                         f"got {exploration_metric!r}")
     evidence: dict = {"method": "per-class hinge-vs-line AR(1)-sieve F tests on " + ", ".join(CLASS_COLUMNS.values())
                       + "; order from tau intervals; trend test on " + str(exploration_metric),
                       "config": asdict(config)}
@@ -967,10 +1050,7 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
     for v in cls.values():
         ok &= np.isfinite(v) if v is not None else False
     if missing:
-        reasons.append(f"{', '.join(missing)} unavailable"
-                       + (" (no log-probabilities in the rollouts): consolidation untestable"
-                          if "rel_ppl_execution" in missing else
-                          " (metrics from before the reference class: re-run hicra analyze)"))
+        reasons.append(f"{', '.join(missing)} unavailable: consolidation untestable ({_missing_cause(missing, col)})")
     elif ok.sum() < config.min_steps:
         reasons.append(f"token-class perplexities available at {int(ok.sum())} steps, need {config.min_steps}")
     if reasons:
@@ -991,7 +1071,10 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
     expl: dict = {"tested": False, "detected": False, "measure": measure, "metric": exploration_metric,
                   "slope": None, "interval": None, "p_value": None}
     if exploration_metric is None:
-        expl["reason"] = "no exploration metric (strategy_entropy / semantic_entropy) in the metrics"
+        present = [(c, int(np.isfinite(v).sum())) for c, _ in EXPLORATION_COLUMNS
+                   if (v := col(c)) is not None and np.isfinite(v).any()]
+        expl["reason"] = (f"{present[0][0]} available at {present[0][1]} steps, need {config.min_steps}" if present
+                          else "no exploration metric (strategy_entropy / semantic_entropy) in the metrics")
     elif xe_all.size < config.min_steps:
         expl["reason"] = f"{exploration_metric} available at {xe_all.size} steps, need {config.min_steps}"
     elif window.sum() < config.min_after:
@@ -1035,10 +1118,16 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
 
     verdict = _VERDICT_TABLE[(order["order"], bool(expl["detected"]))]
     m = {"strategy": "strategy-label entropy"}.get(measure, "planning-phrase diversity")
+    if order["order"] in EXPLORATION_DECIDES and not expl["tested"]:
+        # the order leaves two verdicts open and only the exploration test can choose: too few steps to choose
+        verdict = "inconclusive"
+        evidence["reason"] = (f"order {order['order']}, but exploration not tested "
+                              f"({expl.get('reason', 'no test')}): {' or '.join(EXPLORATION_DECIDES[order['order']])}")
     if verdict == "inconclusive":
         confidence = 0.0
-        evidence["reason"] = order.get("reason", "")
-        evidence["summary"] = (f"order untestable ({order.get('reason', '')}); exploration "
+        evidence.setdefault("reason", order.get("reason", ""))
+        evidence["summary"] = ((f"order {order['order']}" if order["order"] != "untestable" else
+                                f"order untestable ({order.get('reason', '')})") + "; exploration "
                                + ("detected" if expl["detected"] else "not detected" if expl["tested"] else
                                   "not tested") + f" ({m})")
     else:
@@ -1063,13 +1152,14 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
     trend with the run as the unit (`runs_trend_test`); per-run verdicts (module docstring)."""
     if not runs:
         raise ValueError("no runs to pool")
+    asked_metric = exploration_metric
     if exploration_metric is None:  # the measure every run supports
         choices = [exploration_column(m, config.min_steps)[0] for m in runs]
         exploration_metric = next((c for c, _ in EXPLORATION_COLUMNS if all(
             c in _columns_of(m) and np.isfinite(_column(m, c)).sum() >= config.min_steps for m in runs)), None)
         if exploration_metric is None and choices[0] is not None:
             exploration_metric = choices[0]
-    names = ["step", *CLASS_COLUMNS.values(), "accuracy", "mean_length", *_SIDE_METRICS]
+    names = ["step", *CLASS_COLUMNS.values(), "ppl_all", "accuracy", "mean_length", *_SIDE_METRICS]
     if exploration_metric:
         names.append(exploration_metric)
     names = list(dict.fromkeys(names))
@@ -1127,7 +1217,9 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
         if exploration_metric in stacked:
             run_draws["exploration"] = lambda xw: runs_trend_test(x, stacked[exploration_metric], xw, config)
     pooled = detect_phases(mean, config, exploration_metric=exploration_metric, _run_draws=run_draws)
-    per_run = [detect_phases(m, config, exploration_metric=exploration_metric) for m in runs]
+    # each run as its own analysis reads it (its own exploration measure), except that a text-only run's
+    # exploration interval here is step-based: the per-problem counts are not part of the metrics
+    per_run = [detect_phases(m, config, exploration_metric=asked_metric) for m in runs]
     ev = pooled["evidence"]
     ev["n_runs"] = len(runs)
     ev["shared_steps"] = {"n": len(shared), "first": float(shared[0]), "last": float(shared[-1]),
@@ -1136,10 +1228,15 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
         ev["order"]["interval_method"] += (f" of the mean curves ({len(runs)} runs: fewer than "
                                            f"{MIN_RUNS_TO_RESAMPLE} to resample for the order)")
     if partial:
-        ev["order"]["reason"] = (f"{', '.join(partial)} missing in some of the runs (text-only runs pooled with runs "
-                                 "that have log-probabilities): the pooled order is untestable")
+        reason = (f"{', '.join(partial)} missing in some of the runs (text-only runs pooled with runs that have "
+                  "them): the pooled order is untestable")
+        if ev.get("reason") == ev["order"].get("reason"):
+            ev["reason"] = reason
+        ev["summary"] = ev.get("summary", "").replace(ev["order"].get("reason", "") or "\0", reason)
+        ev["order"]["reason"] = reason
     ev["per_run"] = [{"verdict": r["verdict"], "order": r["order"], "consolidation_end_step":
-                      r["consolidation_end_step"], "confidence": r["confidence"]} for r in per_run]
+                      r["consolidation_end_step"], "confidence": r["confidence"],
+                      "exploration_measure": r["exploration"]["measure"]} for r in per_run]
     ev["agreement"] = float(np.mean([r["verdict"] == pooled["verdict"] for r in per_run]))
     if len(runs) > 1:
         iv = ev["order"].get("intervals") or {}
