@@ -5,7 +5,8 @@ problems, and each response holds some planning phrases. Simulated here: P probl
 problem has its own phrase preferences (a Dirichlet draw around a shared mix) and each response a Poisson number of
 phrase occurrences. Cases:
 
-- `stationary`: nothing changes (a rise detected here is a false positive; target <= 5%);
+- `stationary`: nothing changes (a rise detected here is a false positive; the interval is 95% two-sided, so 2.5%
+  per side is nominal);
 - `longer`: the mean number of phrases per response doubles from the first checkpoint to the last, the mix
   unchanged (responses lengthen, as under RL): the plug-in entropy rises with the sample alone, which is why each
   step's entropy is taken at a common number of occurrences (`rarefied_entropy`);
