@@ -35,10 +35,12 @@ def simulate(case: str, seed: int, n_problems: int = 100, n_steps: int = 19, n_p
     uniform = np.full(n_phrases, 1.0 / n_phrases)
     ids = np.array([f"p{i}" for i in range(n_problems)])
     groups = {}
+    prefs = None
     for s in range(n_steps):
         frac = s / (n_steps - 1)
         mix = (1 - 0.1 * frac) * shared + 0.1 * frac * uniform if case == "rise" else shared
-        prefs = rng.dirichlet(mix * 50 + 1e-3, size=n_problems) if s == 0 or case == "rise" else prefs
+        if prefs is None or case == "rise":  # each problem's own preferences; redrawn only as the mix moves
+            prefs = rng.dirichlet(mix * 50 + 1e-3, size=n_problems)
         rate = 5.0 * (1 + frac) if case == "longer" else 5.0
         n = rng.poisson(rate, n_problems)
         counts = np.stack([rng.multinomial(k, p) for k, p in zip(n, prefs, strict=True)]).astype(float)
