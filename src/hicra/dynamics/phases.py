@@ -58,7 +58,7 @@ metrics (`metrics.parquet`), each seeded and deterministic.
    (`problem_groups`, the text-only path), a bootstrap over problems (the same problem draw at every step when
    every step has the same problems; each step's entropy taken at the smallest step's number of occurrences,
    `rarefied_entropy`, because the plug-in entropy grows with the sample; one-sided p = (1 + #{slope* <= 0}) /
-   (1 + n_boot)). Detected when the
+   (1 + the replicates used)). Detected when the
    interval is above 0. Accuracy and mean length trends over the same window are
    reported beside it. The exploration test runs and is reported even when the verdict is `inconclusive`.
 
@@ -491,8 +491,10 @@ _VERDICT_TABLE = {("execution-first", True): "two-phase", ("execution-first", Fa
                   ("untestable", True): "inconclusive", ("untestable", False): "inconclusive"}
 
 
-# orders whose verdict the exploration test decides (a row of the issue's table with two different verdicts)
-EXPLORATION_DECIDES = {"execution-first": ("two-phase", "consolidation-only"), "none": ("exploration-only", "none")}
+# orders whose verdict the exploration test decides (a row of the table with two different verdicts):
+# order -> (verdict if detected, verdict if not)
+EXPLORATION_DECIDES = {o: (_VERDICT_TABLE[(o, True)], _VERDICT_TABLE[(o, False)]) for o in ORDERS
+                       if _VERDICT_TABLE[(o, True)] != _VERDICT_TABLE[(o, False)]}
 
 
 def _ar1_series(residuals: np.ndarray, phi: float, innovations: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -1228,12 +1230,14 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
         ev["order"]["interval_method"] += (f" of the mean curves ({len(runs)} runs: fewer than "
                                            f"{MIN_RUNS_TO_RESAMPLE} to resample for the order)")
     if partial:
+        # the columns left out made the mean curves' order untestable, for a reason this one states better
         reason = (f"{', '.join(partial)} missing in some of the runs (text-only runs pooled with runs that have "
                   "them): the pooled order is untestable")
-        if ev.get("reason") == ev["order"].get("reason"):
-            ev["reason"] = reason
-        ev["summary"] = ev.get("summary", "").replace(ev["order"].get("reason", "") or "\0", reason)
+        first = ev["order"]["reason"]
         ev["order"]["reason"] = reason
+        if ev.get("reason") == first:
+            ev["reason"] = reason
+        ev["summary"] = ev["summary"].replace(first, reason)
     ev["per_run"] = [{"verdict": r["verdict"], "order": r["order"], "consolidation_end_step":
                       r["consolidation_end_step"], "confidence": r["confidence"],
                       "exploration_measure": r["exploration"]["measure"]} for r in per_run]
