@@ -53,6 +53,17 @@ def test_lab_end_to_end_and_cache_reuse(tiny_preset, tmp_path, capsys):
     ws3 = json.loads((tmp_path / "r3" / "run.json").read_text())["model"]
     cfg3 = json.loads((Path(ws3) / "warm_start.json").read_text())["config"]
     assert cfg3["seed"] == 1 and cfg3["strategy_prior"] == "blind-common" and cfg3["favourite_share"] == 0.5
+    assert json.loads((Path(ws3) / "warm_start.json").read_text())["threads"] == 1  # the default: one thread
+
+
+def test_lab_threads_reach_the_warm_start_and_rl(tiny_preset, tmp_path, capsys):
+    # --threads 2 trains the warm start and runs RL on two torch threads, and both records say so
+    assert main(["lab", "--algo", "grpo", "--threads", "2", "--steps", "1", "--no-analyze", "--quiet",
+                 "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert run["config"]["threads"] == 2
+    assert json.loads((Path(run["model"]) / "warm_start.json").read_text())["threads"] == 2
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -61,6 +72,7 @@ def test_lab_end_to_end_and_cache_reuse(tiny_preset, tmp_path, capsys):
     (["--steps", "0"], "--steps must be positive"),
     (["--execution-noise", "2"], "--execution-noise must be in [0, 1]"),
     (["--favourite-share", "1"], "--favourite-share must be in [0, 1)"),
+    (["--threads", "-1"], "--threads must be >= 0"),
 ])
 def test_lab_bad_input_exits_2_with_one_line(extra, message, capsys):
     assert main(["lab", *extra]) == 2

@@ -47,6 +47,10 @@ def register(subparsers) -> None:
     p.add_argument("--optimum", choices=OPTIMA,
                    help="task variant: the cheapest strategy differs between problems (default) or not")
     p.add_argument("--steps", type=int, help="RL steps (default: the preset's)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch CPU threads for the warm start's SFT and for RL (default 1, the study's one process "
+                        "per core; 0 = every core, what make demo uses). Results differ in the last bits between "
+                        "thread counts, so a warm start or run made with another count is another draw")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/lab-PRESET-ALGO-seedN-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--cache", metavar="DIR", help=f"warm-start cache (default $HICRA_CACHE/lab or {default_cache()})")
@@ -61,6 +65,9 @@ def run(args) -> int:
         raise InputError(f"--alpha must be in [0, 1), got {args.alpha}")
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be positive, got {args.steps}")
+    if args.threads < 0:
+        raise InputError(f"--threads must be >= 0 (0 = every core), got {args.threads}")
+    threads = args.threads or os.cpu_count() or 1
     if args.resume and not args.out:
         raise InputError("--resume needs --out RUN_DIR")
     if args.out and not args.resume and (Path(args.out) / "run.json").exists():
@@ -84,13 +91,13 @@ def run(args) -> int:
              if v is not None}
     ws_cfg, rl_cfg = get_preset(args.preset, warm_start_seed=args.warm_start_seed, knobs=knobs, algo=args.algo,
                                 alpha=args.alpha, seed=args.seed, steps=args.steps,
-                                tensorboard=args.tensorboard or None)
+                                tensorboard=args.tensorboard or None, threads=threads)
     torch.set_num_threads(rl_cfg.threads)
     out = Path(args.out) if args.out else Path("runs") / (
         f"lab-{args.preset}-{args.algo}-ws{args.warm_start_seed}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     t0 = time.perf_counter()
     cache = Path(args.cache) if args.cache else default_cache()
-    model_dir = warm_start(ws_cfg, cache, progress=not args.quiet)
+    model_dir = warm_start(ws_cfg, cache, progress=not args.quiet, threads=threads)
     t_ws = time.perf_counter() - t0
     print(f"run directory: {out}")
     result = run_rl(rl_cfg, model_dir, out, resume=args.resume, progress=not args.quiet)

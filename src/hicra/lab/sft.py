@@ -334,25 +334,30 @@ def corpus_statistics(task: TaskMix, pairs, checks, lexicon, tokenizer) -> dict:
 
 
 def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = True, log=print,
-               device: str = "cpu") -> Path:
+               device: str = "cpu", threads: int = 1) -> Path:
     """Train (or load from the cache) the warm-start model; returns its directory (model + tokenizer +
-    warm_start.json with the settings, corpus statistics, training losses and the device SFT ran on).
-    `device` ("cpu", "cuda") is not part of the cache key: like two CPUs, two devices give weights that differ in
-    the last bits, which SFT amplifies, so a warm start trained elsewhere is a different draw of the same recipe."""
+    warm_start.json with the settings, corpus statistics, training losses, the device and the torch threads SFT
+    ran on).
+
+    `device` ("cpu", "cuda") and `threads` (torch CPU threads, >= 1; default 1, the study's one process per core)
+    are not part of the cache key: like two CPUs, two devices or thread counts give weights that differ in the last
+    bits, which SFT amplifies, so a warm start trained with either changed is a different draw of the same recipe.
+    On an idle 2-core machine two threads train the 1m model 1.7x faster than one (docs/lab.md, "Budgets")."""
     import torch
 
-
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     out = Path(cache_root) / f"warmstart-{cfg.key()}"
     if (out / "warm_start.json").exists():
         log(f"warm start: reusing {out}")
         return out
     t0 = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest, and several contend badly on a shared CPU
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         return _train_warm_start(cfg, out, t0, progress, log, device)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def _train_warm_start(cfg: WarmStartConfig, out: Path, t0: float, progress: bool, log, device: str) -> Path:
@@ -380,7 +385,7 @@ def _train_warm_start(cfg: WarmStartConfig, out: Path, t0: float, progress: bool
                        "errors": {str(k): v / len(pairs) for k, v in corpus_errors.items()},
                        **corpus_statistics(task, pairs, checks, lexicon, tokenizer)},
             "mining": mining, "sft_losses": losses, "seconds": time.perf_counter() - t0, "torch": torch.__version__,
-            "device": device}
+            "device": device, "threads": torch.get_num_threads()}
     # write beside the final name, then rename: a killed run never leaves a half-written cache entry
     tmp = out.with_name(out.name + f".tmp{random.randrange(1 << 30)}")
     model.save_pretrained(tmp)
