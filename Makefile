@@ -24,7 +24,7 @@ test: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 demo: install
-	$(BIN)/hicra lab --preset quick
+	$(BIN)/hicra lab --preset quick --threads 0
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
