@@ -49,8 +49,9 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, help="RL steps (default: the preset's)")
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="torch CPU threads for the warm start's SFT and for RL (default 1, the study's one process "
-                        "per core; 0 = every core, what make demo uses). Results differ in the last bits between "
-                        "thread counts, so a warm start or run made with another count is another draw")
+                        "per core; 0 = every core, what make demo uses; only on an otherwise idle machine: threads that "
+                        "share a core with another job make each step wait). Results differ in the last bits "
+                        "between thread counts, so a warm start or run made with another count is another draw")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/lab-PRESET-ALGO-seedN-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--cache", metavar="DIR", help=f"warm-start cache (default $HICRA_CACHE/lab or {default_cache()})")
