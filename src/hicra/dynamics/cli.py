@@ -91,7 +91,7 @@ def register(subparsers) -> None:
     r.add_argument("--response-after", metavar="LINE", help="the response is what follows the first line reading "
                    "exactly LINE in the response field (e.g. 'assistant' in a chat transcript)")
     r.add_argument("--models", help="comma-separated subset of models to keep")
-    r.add_argument("--limit", type=int, help="read only the first N lines")
+    r.add_argument("--limit", type=int, metavar="N", help="read only the first N rows (N >= 1)")
     r.add_argument("--analyze", action="store_true", help="run `hicra analyze` on the result")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=run_convert)
@@ -207,6 +207,12 @@ def run_convert(args) -> int:
                                progress=not args.quiet)
     for step, name in result["steps"].items():
         print(f"step {step}: {name} ({result['rows'][name]} responses)")
+    rule = {"numeric": "by value", "numbers in the names": "by the numbers in their names",
+            "first appearance": "in order of first appearance in the input (the names carry no common numbering)",
+            "one step": ""}[result["step_order"]]
+    if rule:
+        print(f"steps ordered {rule}; each step is a checkpoint index, and `hicra analyze` treats the checkpoints "
+              "as evenly spaced (trends are per checkpoint, not per training step)")
     print(f"wrote run directory {args.out}")
     if args.analyze:
         from hicra.dynamics.analyze import analyze_run
