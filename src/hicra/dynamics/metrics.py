@@ -425,12 +425,14 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
     # strategy labels (optional column)
     strategies, s_counts = [], np.zeros((n, 0))
     row["strategy_entropy"] = None
+    labelled = None
     if "strategy" in table.column_names and table.column("strategy").null_count < n:
         labels = table.column("strategy").to_pylist()
         strategies, s_counts = strategy_counts(labels)
         labelled = s_counts.sum(axis=1) > 0
         row["strategy_unparsed_share"] = float(1 - labelled.mean())
         row["n_strategies"] = int((s_counts.sum(axis=0) > 0).sum())
+    if labelled is not None and labelled.any():  # labels all "" or "+": no label parsed, no measurement (null)
         row["strategy_entropy"] = float(_entropy_rows(s_counts.sum(axis=0, keepdims=True))[0])
         g = group_rows(s_counts, group, n_per.size)
         row["strategy_entropy_low"], row["strategy_entropy_high"] = _interval(_entropy_rows(weights @ g),

@@ -33,6 +33,7 @@ correct               bool                 yes       answer judged correct
 truncated             bool                 no        hit the length limit
 error_type            string               no        "execution" | "planning" | "format" | null (correct/unknown)
 strategy              string               no        strategies the response executed, joined by "+"; null = unparsed
+                                                     (an integer column is read as label codes: 3 -> "3")
 ====================  ===================  ========  =====================================================
 
 Every writer (lab, TRL, verl, evaluation, convert, synthetic) builds its rows with `rollout_row`.
@@ -183,6 +184,11 @@ def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None
         if field.name not in table.column_names:
             continue
         col = table.column(field.name)
+        if field.name == "strategy" and not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+                                             or pa.types.is_integer(col.type) or pa.types.is_null(col.type)):
+            # integer codes are read as labels ("3"); a float, bool or list column is more likely a mistake
+            fail(f"has type {col.type}: strategy labels are strings (or integer codes)", field=field.name)
+            return table.slice(0, 0), problems
         if col.type != field.type:
             try:
                 col = col.cast(field.type)
@@ -320,10 +326,13 @@ def rollout_row(*, prompt_id: Any, sample_idx: int, response: str, token_ids: An
 
     Lists (`token_ids` [n], `logprobs` [n], `entropies` [n], `planning_mask` [n]) may be Python lists, numpy arrays
     or torch tensors; they become int32 / float32 / bool numpy arrays. `None` means unknown (written as null).
-    `strategy` is a label or a sequence of labels (joined by "+"). Without `step` the writer fills it in.
-    Lengths are checked by the writer, which names the file, row and field of a bad row.
+    `strategy` is a label, an integer label code (written as its decimal text) or a sequence of labels (joined by
+    "+"). Without `step` the writer fills it in. Lengths are checked by the writer, which names the file, row and
+    field of a bad row.
     """
-    if strategy is not None and not isinstance(strategy, str):
+    if isinstance(strategy, (int, np.integer)) and not isinstance(strategy, (bool, np.bool_)):
+        strategy = str(int(strategy))
+    elif strategy is not None and not isinstance(strategy, str):
         strategy = "+".join(str(s) for s in strategy)
     row = {
         "prompt_id": str(prompt_id), "sample_idx": int(sample_idx),
