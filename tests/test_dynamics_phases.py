@@ -734,3 +734,10 @@ def test_pooled_per_run_verdicts_are_the_runs_own():
     assert [r["verdict"] for r in pooled["evidence"]["per_run"]] == [r["verdict"] for r in own]
     assert [r["exploration_measure"] for r in pooled["evidence"]["per_run"]] == \
         ["strategy", "planning-phrases", "planning-phrases"]
+
+
+def test_duplicate_steps_are_refused():
+    c = phase_curves("execution-first", np.random.default_rng(0))
+    dup = {k: np.concatenate([v, v[-5:]]) for k, v in c.items()}  # the last five steps appended again
+    with pytest.raises(ValueError, match=r"metrics have duplicate steps \(55, 56, 57, 58, 59\): one row per step"):
+        detect_phases(dup, CFG)

@@ -1065,12 +1065,18 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
     (`exploration_column`); any other name raises ValueError.
     problem_groups: step -> (prompt_ids, counts) of the exploration measure's categories per response: the
     exploration interval then comes from a bootstrap over problems (`problem_bootstrap_trend`).
+    ValueError for metrics without a `step` column or with a step in two rows.
     Returns DESIGN.md's `summary.json["phases"]` (v2): verdict, order, exploration, consolidation_end_step,
     exploration_onset_step, confidence, evidence.
     """
     steps = _column(metrics, "step")
     if steps is None:
         raise ValueError("metrics need a 'step' column")
+    values, times = np.unique(steps[np.isfinite(steps)], return_counts=True)
+    if (times > 1).any():  # two rows of one step would enter every fit twice, as if measured twice
+        twice = ", ".join(f"{v:g}" for v in values[times > 1][:5])
+        raise ValueError(f"metrics have duplicate steps ({twice}{', ...' if (times > 1).sum() > 5 else ''}): one row "
+                         "per step")
     idx = np.argsort(steps, kind="stable")
     steps = steps[idx]
 
