@@ -186,10 +186,12 @@ def run_analyze(args) -> int:
         if shared and any(n != shared["n"] for n in shared["per_run"]):
             print(f"hicra analyze: the runs have {shared['per_run']} steps; pooled on the {shared['n']} steps all "
                   f"share ({shared['first']:g}-{shared['last']:g})", file=sys.stderr)
+        ev = ph["evidence"]
+        source = ev.get("consolidation_end_interval_source")
         print(f"pooled over {len(summaries)} runs: {ph['verdict']} (confidence {ph['confidence']:.2f}); "
-              f"consolidation end {_fmt(ph['consolidation_end_step'])}, interval over runs "
-              f"{_interval(ph['evidence'].get('consolidation_end_interval_over_runs'))}; wrote "
-              f"{args.out}/pooled_summary.json")
+              f"consolidation end {_fmt(ph['consolidation_end_step'])}, interval "
+              f"{_interval(ev.get('consolidation_end_interval_over_runs'))}"
+              + (f" (from {source})" if source else "") + f"; wrote {args.out}/pooled_summary.json")
         print(f"  {_order_line(ph)}; {_exploration_line(ph)}")
     return 0
 

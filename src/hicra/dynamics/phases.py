@@ -1299,8 +1299,15 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
     ev["agreement"] = float(np.mean([r["verdict"] == pooled["verdict"] for r in per_run]))
     if len(runs) > 1:
         iv = ev["order"].get("intervals") or {}
+        # the key names are historical: with fewer than MIN_RUNS_TO_RESAMPLE runs the tau interval comes from the
+        # mean curves' step noise, and the *_interval_source keys say so
         ev["consolidation_end_interval_over_runs"] = iv.get("tau_exec")
+        ev["consolidation_end_interval_source"] = (
+            f"resampling the {len(runs)} runs" if len(runs) >= MIN_RUNS_TO_RESAMPLE and "curves" in run_draws else
+            f"the mean curves' step noise ({len(runs)} runs: fewer than {MIN_RUNS_TO_RESAMPLE} to resample)"
+            if len(runs) < MIN_RUNS_TO_RESAMPLE else "the mean curves' step noise")
         ev["exploration_slope_interval_over_runs"] = pooled["exploration"]["interval"]
+        ev["exploration_slope_interval_source"] = pooled["evidence"]["exploration"].get("interval_method")
     return pooled
 
 

@@ -217,7 +217,8 @@ def _evidence_rows(phases: dict) -> str:
         for key, value in part.items():
             rows.append(f"<tr><td>{html.escape(section)}</td><td>{html.escape(key)}</td><td>{_fmt(value)}</td></tr>")
     for key in ("reason", "n_runs", "agreement", "consolidation_end_interval_over_runs",
-                "exploration_slope_interval_over_runs"):
+                "consolidation_end_interval_source", "exploration_slope_interval_over_runs",
+                "exploration_slope_interval_source"):
         if key in ev:
             rows.append(f"<tr><td>run</td><td>{key}</td><td>{_fmt(ev[key])}</td></tr>")
     for name, trend in ev.get("side_trends", {}).items():
