@@ -221,3 +221,21 @@ def test_limit_must_be_positive(tmp_path, capsys, value):
     assert capsys.readouterr().err.strip() == (
         f"hicra convert: error: field '--limit': must be a positive whole number of rows, got {value}")
     assert not (tmp_path / "o").exists()
+
+
+def test_analysis_of_a_converted_run_keeps_each_checkpoints_source_step(tmp_path, capsys):
+    """Steps of a converted run are checkpoint indices; metrics.csv keeps the original value beside each, and the
+    analysis says the checkpoints are read as evenly spaced."""
+    import pandas as pd
+
+    rows = [{"prompt": f"q{i}", "response": "First, let me check. So the answer is 4.", "correct": i % 2 == 0,
+             "step": v} for v in (1000, 50, 100) for i in range(3)]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    run, out = tmp_path / "run", tmp_path / "analysis"
+    assert main(["convert", "responses", str(src), "--out", str(run), "--step-field", "step", "--quiet"]) == 0
+    assert main(["analyze", str(run), "--out", str(out), "--quiet", "--no-report", "--n-boot", "99"]) == 0
+    printed = capsys.readouterr().out
+    assert "treated as evenly spaced and every slope is per checkpoint" in printed
+    m = pd.read_csv(out / "metrics.csv")
+    assert list(m.columns[:2]) == ["step", "source_step"]
+    assert m["step"].tolist() == [0, 1, 2] and m["source_step"].tolist() == [50, 100, 1000]
