@@ -66,7 +66,8 @@ def dynamics_figure(df, phases: dict, title: str = "", step_labels: dict | None 
     steps = df["step"].to_numpy(dtype=float)
     strategy = _series(df, "strategy_entropy")
     n_panels = 5 if strategy is not None else 4
-    fig, axes = plt.subplots(1, n_panels, figsize=(4.5 * n_panels, 4.2))
+    # one x range for all panels: an empty one (no token entropies) would else span only its tau lines
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.5 * n_panels, 4.2), sharex=True)
     panels = [
         ("Relative perplexity", [("rel_ppl_planning", "planning", "tab:red", "-"),
                                  ("rel_ppl_execution", "execution", "tab:blue", "-"),
