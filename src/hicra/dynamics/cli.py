@@ -116,12 +116,12 @@ def _order_line(ph: dict) -> str:
     return f"order {ph['order']}" + (f" ({taus})" if taus else "")
 
 
-def _exploration_line(ph: dict) -> str:
+def _exploration_line(ph: dict, unit: str = "step") -> str:
     e = ph["exploration"]
     if not e.get("tested"):
         return f"exploration ({e.get('measure') or 'no measure'}) not tested"
     return (f"exploration ({e['measure']}) {'detected' if e['detected'] else 'not detected'}: slope "
-            f"{_fmt(e['slope'])} per step {_interval(e['interval'])}")
+            f"{_fmt(e['slope'])} per {unit} {_interval(e['interval'])}")
 
 
 def _print_summary(summary: dict, out: Path) -> None:
@@ -130,7 +130,9 @@ def _print_summary(summary: dict, out: Path) -> None:
           f"{summary['n_tokens']} tokens")
     print(f"  verdict: {ph['verdict']} (confidence {ph['confidence']:.2f}); consolidation end: "
           f"{_fmt(ph['consolidation_end_step'])}; exploration onset: {_fmt(ph['exploration_onset_step'])}")
-    print(f"  {_order_line(ph)}; {_exploration_line(ph)}")
+    # a converted run's steps are checkpoint indices (steps taken at any spacing, read as evenly spaced)
+    unit = "checkpoint" if summary.get("step_labels") else "step"
+    print(f"  {_order_line(ph)}; {_exploration_line(ph, unit)}")
     ev = ph["evidence"]
     print(f"  {ev.get('summary', ev.get('reason', ''))}")
     for note in summary.get("notes", []):
