@@ -87,7 +87,9 @@ def register(subparsers) -> None:
                    "problem); rows without an id are grouped by it")
     r.add_argument("--id-field", metavar="NAME", help="field holding the prompt id (default: prompt_id or id)")
     r.add_argument("--step-field", help="flat rows: field naming the model/checkpoint/step (default model, or the "
-                   "preset's)")
+                   "preset's); when named, every row must have it. Steps are sorted by value when all are numbers, "
+                   "by the numbers in the names when the names differ only in them (ckpt-50, ckpt-100), else kept "
+                   "in order of first appearance; the rule used is printed")
     r.add_argument("--response-after", metavar="LINE", help="the response is what follows the first line reading "
                    "exactly LINE in the response field (e.g. 'assistant' in a chat transcript)")
     r.add_argument("--models", help="comma-separated subset of models to keep")
