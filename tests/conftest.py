@@ -1,4 +1,8 @@
-"""Shared test fixtures. Tests never touch the network: HF_HUB_OFFLINE is forced here too."""
+"""Shared test fixtures. Tests never touch the network: HF_HUB_OFFLINE is forced here too.
+
+Shared data (public data sets, never copied into the repo) are looked for in the folder named by the environment
+variable HICRA_SHARED_DATA when it is set, else in ../shared/data beside the checkout. Tests that need them fail
+(not skip) when the folder is missing, naming where they looked."""
 
 from __future__ import annotations
 
@@ -12,12 +16,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Public data sets live beside the checkout (../shared/data); they are never copied into the repo.
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# Public data sets: $HICRA_SHARED_DATA, else ../shared/data beside the checkout
+SHARED_DATA = Path(os.environ["HICRA_SHARED_DATA"]) if os.environ.get("HICRA_SHARED_DATA") else \
+    REPO_ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"shared data not found at {SHARED_DATA} (expected ../shared/data beside the checkout)")
+        where = "HICRA_SHARED_DATA" if os.environ.get("HICRA_SHARED_DATA") else \
+            "../shared/data beside the checkout; set HICRA_SHARED_DATA to use another folder"
+        pytest.fail(f"shared data not found at {SHARED_DATA} (from {where})")
     return SHARED_DATA

@@ -76,7 +76,15 @@ def test_pooling_several_runs(tmp_path, capsys):
     assert pooled["phases"]["evidence"]["n_runs"] == 3
     lo, hi = pooled["phases"]["evidence"]["consolidation_end_interval_over_runs"]
     assert lo <= hi
+    assert pooled["phases"]["evidence"]["consolidation_end_interval_source"] == "resampling the 3 runs"
+    assert "(from resampling the 3 runs)" in capsys.readouterr().out
     assert all((out / f"seed{s}" / "summary.json").exists() for s in range(3))
+    # two runs: the interval is the mean curves' step noise, and the output says so rather than "over runs"
+    assert main(["analyze", *map(str, runs[:2]), "--out", str(tmp_path / "two"), "--quiet", "--no-report",
+                 "--n-boot", "199"]) == 0
+    printed = capsys.readouterr().out
+    assert "(from the mean curves' step noise (2 runs: fewer than 3 to resample))" in printed
+    assert "over runs" not in printed
     # two runs of the same folder name (a/seed0, b/seed0) would share OUT/seed0: refused before any work
     twin = tmp_path / "other" / "seed0"
     shutil.copytree(runs[1], twin)

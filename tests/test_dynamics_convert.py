@@ -143,11 +143,102 @@ def test_real_run_analysis_gives_the_documented_result(shared_data, tmp_path):
     ex = phases["exploration"]
     assert ex["tested"] and not ex["detected"] and ex["measure"] == "planning-phrases"
     assert ex["slope"] == pytest.approx(-0.0014, abs=5e-5)
-    assert ex["interval"] == pytest.approx([-0.0052, 0.0034], abs=5e-5) and ex["p_value"] == pytest.approx(0.66, abs=0.01)
+    # basic interval centred on the draws' mean (the percentile interval used before read [-0.0052, +0.0034], p 0.66)
+    assert ex["interval"] == pytest.approx([-0.0057, 0.0028], abs=5e-5) and ex["p_value"] == pytest.approx(0.75, abs=0.01)
     side = phases["evidence"]["exploration"]
+    assert side["problems"] == {"paired": True, "shared": 100, "left_out": 0, "all": 100}
     assert side["accuracy"]["slope"] == pytest.approx(0.0035, abs=5e-5)
     lo, hi = side["accuracy"]["interval"]
     assert lo < 0 < hi  # no detectable accuracy trend
     assert side["mean_length"]["interval"][0] > 0  # responses lengthen
     m = pd.read_parquet(out / "metrics.parquet")
     assert 0.052 <= m.planning_ratio.min() and m.planning_ratio.max() <= 0.064
+
+
+def _steps_of(tmp_path, capsys, values, field="step", extra=()):
+    rows = [{"prompt": "q", "response": f"r{i}", "correct": True, field: v} for i, v in enumerate(values)]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "run"
+    code = main(["convert", "responses", str(src), "--out", str(out), "--quiet", *extra])
+    captured = capsys.readouterr()
+    if code != 0:
+        return code, captured.err.strip(), None
+    return code, captured.out, json.loads((out / "run.json").read_text())["config"]
+
+
+@pytest.mark.parametrize("values, want, rule", [
+    ([100.0, 50.0, 1000.0], ["50.0", "100.0", "1000.0"], "numeric"),  # floats: by value (was: first appearance)
+    (["100", 20, "3.5"], ["3.5", "20", "100"], "numeric"),
+    (["ckpt-100", "ckpt-50", "ckpt-1000"], ["ckpt-50", "ckpt-100", "ckpt-1000"], "numbers in the names"),
+    (["run2/step_100", "run2/step_9"], ["run2/step_9", "run2/step_100"], "numbers in the names"),
+    (["sft", "rl-100", "rl-50"], ["sft", "rl-100", "rl-50"], "first appearance"),  # no common numbering
+])
+def test_steps_are_ordered_by_value_or_by_the_numbers_in_their_names(tmp_path, capsys, values, want, rule):
+    code, out, config = _steps_of(tmp_path, capsys, values, extra=["--step-field", "step"])
+    assert code == 0
+    assert list(config["steps"].values()) == want and config["step_order"] == rule
+    assert list(config["steps"]) == [str(i) for i in range(len(want))]
+    # the rule and the meaning of a step (a checkpoint index, evenly spaced) are printed
+    stated = {"numeric": "steps ordered by value", "numbers in the names": "by the numbers in their names",
+              "first appearance": "in order of first appearance in the input"}[rule]
+    assert stated in out and "treats the checkpoints as evenly spaced" in out
+
+
+@pytest.mark.parametrize("values, message", [
+    ([100, 100.0], "step values '100' and '100.0' are the same number"),
+    (["ckpt-5", "ckpt-05"], "step names 'ckpt-5' and 'ckpt-05' carry the same numbers"),
+])
+def test_ambiguous_step_names_are_an_error(tmp_path, capsys, values, message):
+    code, err, _ = _steps_of(tmp_path, capsys, values, extra=["--step-field", "step"])
+    assert code == 2 and err == f"hicra convert: error: field 'step': {message}: the order of the checkpoints " \
+        "would be ambiguous"
+
+
+def test_a_row_without_the_named_step_field_is_an_error(tmp_path, capsys):
+    """Before: such a row went silently into a made-up step "responses"."""
+    rows = [{"prompt": "q", "response": "a", "correct": True, "step": 10},
+            {"prompt": "q", "response": "b", "correct": True}]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "o"), "--step-field", "step",
+                 "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"hicra convert: error: {src}:2, field 'step': missing: every row needs its step (checkpoint) when a step "
+        "field is named")
+    # the default field ("model"): all rows or none
+    rows = [{"prompt": "q", "response": "a", "correct": True},
+            {"prompt": "q", "response": "b", "correct": True, "model": "m1"}]
+    src = _write_jsonl(tmp_path / "in2.jsonl", rows)
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "o2"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"hicra convert: error: {src}:1, field 'model': missing, while other rows have it ({src}:2): every row "
+        "needs its step, or none (one step)")
+    code, _, config = _steps_of(tmp_path, capsys, [None, None], field="other")
+    assert code == 0 and config["steps"] == {"0": "responses"} and config["step_order"] == "one step"
+
+
+@pytest.mark.parametrize("value", [-5, 0])
+def test_limit_must_be_positive(tmp_path, capsys, value):
+    src = _write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "response": "a", "correct": True}])
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "o"), "--limit", str(value)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"hicra convert: error: field '--limit': must be a positive whole number of rows, got {value}")
+    assert not (tmp_path / "o").exists()
+
+
+def test_analysis_of_a_converted_run_keeps_each_checkpoints_source_step(tmp_path, capsys):
+    """Steps of a converted run are checkpoint indices; metrics.csv keeps the original value beside each, and the
+    analysis says the checkpoints are read as evenly spaced."""
+    import pandas as pd
+
+    rows = [{"prompt": f"q{i}", "response": "First, let me check. So the answer is 4.", "correct": i % 2 == 0,
+             "step": v} for v in (1000, 50, 100) for i in range(3)]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    run, out = tmp_path / "run", tmp_path / "analysis"
+    assert main(["convert", "responses", str(src), "--out", str(run), "--step-field", "step", "--quiet"]) == 0
+    assert main(["analyze", str(run), "--out", str(out), "--quiet", "--no-report", "--n-boot", "99"]) == 0
+    printed = capsys.readouterr().out
+    assert "treated as evenly spaced and every slope is per checkpoint" in printed
+    assert " per step " not in printed  # the exploration line's slope is "per checkpoint" when it is tested
+    m = pd.read_csv(out / "metrics.csv")
+    assert list(m.columns[:2]) == ["step", "source_step"]
+    assert m["step"].tolist() == [0, 1, 2] and m["source_step"].tolist() == [50, 100, 1000]

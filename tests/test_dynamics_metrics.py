@@ -19,7 +19,7 @@ from hicra.dynamics.metrics import (
     relative_perplexity,
     write_metrics,
 )
-from hicra.dynamics.records import ROLLOUT_SCHEMA, RolloutWriter, read_rollouts
+from hicra.dynamics.records import ROLLOUT_SCHEMA, RolloutWriter, read_rollouts, rollout_row
 from hicra.dynamics.synthetic import make_synthetic_run
 from hicra.planning.metrics import procedural_conditional_entropy
 from hicra.planning.tagger import PlanningTagger
@@ -297,3 +297,55 @@ def test_choice_by_prompt_benchmark_reads_choice_per_family(tmp_path, capsys, mo
     assert mod.main() == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bare" in err and "no strategy labels" in err
+
+
+def _labelled_run(path, labels_per_step):
+    w = RolloutWriter(path)
+    for step, labels in enumerate(labels_per_step):
+        w.write_step(step, [rollout_row(prompt_id=str(i // 2), sample_idx=i % 2, response="x", token_ids=[1],
+                                        reward=0.0, correct=False, strategy=lab) for i, lab in enumerate(labels)])
+
+
+def test_labels_with_nothing_parsed_give_no_strategy_entropy(tmp_path):
+    """A step whose labels are all "" or "+" has no parsed label: strategy_entropy is null (was 0.0 with the
+    interval [0, 0]), as for all-null labels; its unparsed share is 1."""
+    _labelled_run(tmp_path, [["", "+", "", "+"], [None] * 4, ["a", "b", "a", ""]])
+    df = compute_metrics(tmp_path)
+    for col in ("strategy_entropy", "strategy_entropy_low", "strategy_entropy_high", "strategy_information"):
+        assert np.isnan(df[col].iloc[0]) and np.isnan(df[col].iloc[1]), col
+    assert df["strategy_unparsed_share"].iloc[0] == 1.0
+    p = np.array([2, 1]) / 3
+    assert df["strategy_entropy"].iloc[2] == pytest.approx(-(p * np.log(p)).sum())
+    assert df["strategy_unparsed_share"].iloc[2] == pytest.approx(0.25)
+
+
+def test_integer_strategy_codes_are_labels_and_other_types_are_refused(tmp_path):
+    """An integer `strategy` column is read as label codes (3 -> "3"): the same metrics as the same codes
+    written as text. A float or bool column is an error naming file and field."""
+    import pyarrow.parquet as pq
+
+    from hicra.dynamics.records import rollout_path
+    from hicra.errors import InputError
+
+    codes = [[0, 1, 0, 2], [1, 1, 0, 0]]
+    _labelled_run(tmp_path / "text", [[str(c) for c in step] for step in codes])
+    _labelled_run(tmp_path / "ints", codes)  # rollout_row writes an integer code as its text
+    raw = tmp_path / "raw"
+    _labelled_run(raw, [["x"] * 4] * 2)
+    for step, step_codes in enumerate(codes):  # a foreign writer's int64 column
+        path = rollout_path(raw, step)
+        t = pq.read_table(path)
+        t = t.set_column(t.column_names.index("strategy"), "strategy", pa.array(step_codes, pa.int64()))
+        pq.write_table(t, path)
+    want = compute_metrics(tmp_path / "text")["strategy_entropy"].to_numpy()
+    assert want[0] == pytest.approx(-(np.array([.5, .25, .25]) * np.log([.5, .25, .25])).sum())
+    for run in ("ints", "raw"):
+        assert compute_metrics(tmp_path / run)["strategy_entropy"].to_numpy() == pytest.approx(want)
+    path = rollout_path(raw, 1)
+    t = pq.read_table(path)
+    t = t.set_column(t.column_names.index("strategy"), "strategy", pa.array([1.0, 1.0, 0.0, 0.5], pa.float64()))
+    pq.write_table(t, path)
+    with pytest.raises(InputError) as exc:
+        compute_metrics(raw)
+    assert str(exc.value) == f"{path}, field 'strategy': has type double: strategy labels are strings (or integer " \
+        "codes)"

@@ -131,7 +131,8 @@ def test_problem_bootstrap_matches_an_independent_resampling():
     vals = [rarefied_entropy(groups[s][1].sum(axis=0, keepdims=True), m)[0] for s in steps]
     assert out["slope"] == pytest.approx(np.polyfit(steps, vals, 1)[0])
     assert out["values"] == pytest.approx(vals)
-    # an independent loop with its own generator gives an interval close to the vectorised one
+    # an independent loop with its own generator gives an interval close to the vectorised one: the slope minus
+    # the draws' deviations from their mean, at the 97.5% and 2.5% quantiles
     loop = np.random.default_rng(11)
     slopes = []
     for _ in range(400):
@@ -140,13 +141,96 @@ def test_problem_bootstrap_matches_an_independent_resampling():
         mb = min(x.sum() for x in sums)
         v = [rarefied_entropy(x, mb)[0] for x in sums]
         slopes.append(np.polyfit(steps, v, 1)[0])
-    lo, hi = np.quantile(slopes, [0.025, 0.975])
+    q_lo, q_hi = np.quantile(slopes, [0.025, 0.975])
+    lo, hi = out["slope"] - (q_hi - np.mean(slopes)), out["slope"] - (q_lo - np.mean(slopes))
     assert out["slope_interval"][0] == pytest.approx(lo, abs=0.35 * (hi - lo))
     assert out["slope_interval"][1] == pytest.approx(hi, abs=0.35 * (hi - lo))
     assert out["detected"] == (out["slope_interval"][0] > 0)
     # different problems at each step: drawn within each step
     other = {s: (np.array([f"s{s}q{i}" for i in range(30)]), c) for s, (_, c) in groups.items()}
     assert "within each step" in problem_bootstrap_trend(other, cfg)["interval_method"]
+
+
+def _strategy_rise(seed, n_steps=60):
+    """16 problems x 4 responses per step, one label each, uniform over 1 strategy until step 20 and then over up to
+    6 (the reviewer's planted case): step -> (prompt ids, one-hot counts)."""
+    rng = np.random.default_rng(seed)
+    ids = np.repeat([f"p{i}" for i in range(16)], 4)
+    groups = {}
+    for s in range(n_steps):
+        k = 1 + int(5 * max(0, s - 20) / 39)
+        counts = np.zeros((64, 6))
+        counts[np.arange(64), rng.integers(0, k, 64)] = 1
+        groups[s] = (ids, counts)
+    return groups
+
+
+def test_text_only_interval_holds_its_point_and_the_true_slope():
+    """The reviewer's planted strategy-label rise: the percentile interval of the draws' slopes was [0.0335, 0.0344]
+    around a slope of 0.0347 (the resamples repeat problems, which concentrates their counts and bends their
+    slopes down), and the true slope of the expected entropy of 64 labels is 0.0348. The interval now used (basic,
+    centred on the draws' mean) holds both; the plain basic interval moves off the other way."""
+    from scipy.stats import binom
+
+    cfg = PhaseConfig(n_boot=199)
+    groups = _strategy_rise(0)
+    out = problem_bootstrap_trend(groups, cfg)
+    lo, hi = out["slope_interval"]
+    assert lo <= out["slope"] <= hi and out["slope"] == pytest.approx(0.03468, abs=1e-5)
+    j = np.arange(1, 65)
+    truth = [-sum((binom.pmf(j, 64, 1 / k) * j / 64 * np.log(j / 64)).sum() for _ in range(k))
+             for k in (1 + int(5 * max(0, s - 20) / 39) for s in range(60))]
+    true_slope = np.polyfit(np.arange(60), truth, 1)[0]
+    assert true_slope == pytest.approx(0.03485, abs=1e-5) and lo <= true_slope <= hi
+    for other in ("percentile", "basic"):  # what the centring fixes: both leave out the point and the truth
+        o_lo, o_hi = problem_bootstrap_trend(groups, cfg, interval=other)["slope_interval"]
+        assert not o_lo <= out["slope"] <= o_hi and not o_lo <= true_slope <= o_hi
+    with pytest.raises(ValueError):
+        problem_bootstrap_trend(groups, cfg, interval="bca")
+
+
+def test_text_only_p_value_agrees_with_the_interval():
+    """p = (1 + #{r <= 0}) / (1 + B), r the interval's own distribution: detected iff p < 0.025 (up to the
+    quantile's interpolation, which these runs do not straddle)."""
+    cfg = PhaseConfig(n_boot=199)
+    outs = []
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        ids = np.array([f"p{i}" for i in range(30)])
+        trend = 0.006 * (seed % 3)  # no rise, weak rises (p near 0.025 in some runs): five rare categories gain
+        outs.append(problem_bootstrap_trend({s: (ids, rng.poisson(np.r_[3.0, np.full(5, 0.3 + trend * s)], (30, 6))
+                                                 .astype(float)) for s in range(10)}, cfg))
+    assert {o["detected"] for o in outs} == {True, False}
+    for o in outs:
+        assert o["detected"] == (o["p_value"] < 0.025), o
+
+
+def test_text_only_pairs_on_the_problems_every_step_shares():
+    """One response missing at one checkpoint: the test pairs on the 29 problems every step has (as if that problem
+    were absent throughout) and says so, rather than switching to independent draws per step. With too few
+    shared problems each step draws its own."""
+    rng = np.random.default_rng(8)
+    ids = np.array([f"p{i:02d}" for i in range(30)])
+    groups = {s: (ids, rng.poisson(1.0 + 0.1 * s * (np.arange(5) > 2), (30, 5)).astype(float)) for s in range(8)}
+    cfg = PhaseConfig(n_boot=99)
+    holed = dict(groups)
+    holed[3] = (ids[1:], groups[3][1][1:])  # p00 has no response at step 3
+    out = problem_bootstrap_trend(holed, cfg)
+    assert out["problems"] == {"paired": True, "shared": 29, "left_out": 1, "all": 30}
+    assert "the same draw at every step, on the 29 problems every step has (1 of 30 left out)" in \
+        out["interval_method"]
+    without = problem_bootstrap_trend({s: (i[1:], c[1:]) for s, (i, c) in groups.items()}, cfg)
+    assert out["slope"] == without["slope"] and out["slope_interval"] == without["slope_interval"]
+    # through detect_phases the evidence names the problems left out
+    curves = phase_curves("text-only", np.random.default_rng(5), steps=8)
+    ev = detect_phases(curves, CFG, problem_groups={float(s): g for s, g in zip(curves["step"], holed.values(),
+                                                                                 strict=True)})
+    assert ev["evidence"]["exploration"]["problems"]["left_out"] == 1
+    # half the problems new at every step: fewer than half shared, drawn within each step
+    fresh = {s: (np.concatenate([ids[:10], [f"s{s}q{i}" for i in range(20)]]), c) for s, (_, c) in groups.items()}
+    out = problem_bootstrap_trend(fresh, cfg)
+    assert out["problems"] == {"paired": False, "shared": 10, "left_out": 0, "all": 170}
+    assert "drawn within each step: 10 of 170 problems at every step" in out["interval_method"]
 
 
 def test_rarefied_entropy_is_the_expected_entropy_of_a_subsample():
@@ -650,3 +734,10 @@ def test_pooled_per_run_verdicts_are_the_runs_own():
     assert [r["verdict"] for r in pooled["evidence"]["per_run"]] == [r["verdict"] for r in own]
     assert [r["exploration_measure"] for r in pooled["evidence"]["per_run"]] == \
         ["strategy", "planning-phrases", "planning-phrases"]
+
+
+def test_duplicate_steps_are_refused():
+    c = phase_curves("execution-first", np.random.default_rng(0))
+    dup = {k: np.concatenate([v, v[-5:]]) for k, v in c.items()}  # the last five steps appended again
+    with pytest.raises(ValueError, match=r"metrics have duplicate steps \(55, 56, 57, 58, 59\): one row per step"):
+        detect_phases(dup, CFG)

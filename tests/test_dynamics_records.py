@@ -146,6 +146,11 @@ def _good_table(step, n=4):
     ("missing_column", "correct", None),
     ("length_mismatch", "entropies", 2),
     ("nan_logprob", "logprobs", 1),
+    ("inf_logprob", "logprobs", 1),
+    ("neg_inf_logprob", "logprobs", 1),
+    ("positive_logprob", "logprobs", 1),
+    ("negative_entropy", "entropies", 3),
+    ("inf_entropy", "entropies", 0),
     ("nan_reward", "reward", 2),
     ("empty", "step", None),
     ("wrong_step", "step", 0),
@@ -160,10 +165,16 @@ def test_reader_errors_name_file_row_field(tmp_path, case, field, row):
         ent[2] = ent[2] + [0.5]
         t = t.set_column(t.schema.get_field_index("entropies"), "entropies",
                          pa.array(ent, pa.list_(pa.float32())))
-    elif case == "nan_logprob":
+    elif case in ("nan_logprob", "inf_logprob", "neg_inf_logprob", "positive_logprob"):
         lp = t.column("logprobs").to_pylist()
-        lp[1][0] = math.nan
+        lp[1][0] = {"nan_logprob": math.nan, "inf_logprob": math.inf, "neg_inf_logprob": -math.inf,
+                    "positive_logprob": 5.0}[case]
         t = t.set_column(t.schema.get_field_index("logprobs"), "logprobs", pa.array(lp, pa.list_(pa.float32())))
+    elif case in ("negative_entropy", "inf_entropy"):
+        ent = t.column("entropies").to_pylist()
+        ent[row][-1] = -0.5 if case == "negative_entropy" else math.inf
+        t = t.set_column(t.schema.get_field_index("entropies"), "entropies",
+                         pa.array(ent, pa.list_(pa.float32())))
     elif case == "nan_reward":
         rewards = t.column("reward").to_pylist()
         rewards[2] = math.nan
@@ -243,3 +254,20 @@ def test_run_file_prefers_the_run_directorys_own_copy(tmp_path):
     assert run_file(run, elsewhere / "lexicon.json") == run / "lexicon.json"  # the run's own copy wins
     assert run_file(run, "lexicon.json") == run / "lexicon.json"  # relative names resolve in the run directory
     assert run_file(run, "lab") is None  # a preset name is no file
+
+
+def test_logprob_rounding_above_zero_is_accepted_and_a_positive_one_named(tmp_path):
+    """log p <= 0: +1e-7 (float rounding of a certain token) passes, +5.0 is an error naming row and field."""
+    t = _good_table(5)
+    lp = t.column("logprobs").to_pylist()
+    lp[0][0] = 1e-7
+    t = t.set_column(t.schema.get_field_index("logprobs"), "logprobs", pa.array(lp, pa.list_(pa.float32())))
+    path = _write_raw(tmp_path, 5, t)
+    assert dict(iter_steps(tmp_path))[5].num_rows == 4
+    lp[2][0] = 5.0
+    t = t.set_column(t.schema.get_field_index("logprobs"), "logprobs", pa.array(lp, pa.list_(pa.float32())))
+    _write_raw(tmp_path, 5, t)
+    with pytest.raises(InputError) as exc:
+        list(iter_steps(tmp_path))
+    assert str(exc.value) == (f"{path}:2, field 'logprobs': positive log-probability (above 1e-06; a "
+                              "log-probability is <= 0)")

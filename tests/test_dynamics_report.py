@@ -134,3 +134,23 @@ def test_figure_draws_the_strategy_panel_bands_and_both_taus():
                            phases)
     assert "Strategy-label entropy" not in [ax.get_title() for ax in fig4.axes]
     assert len([ax for ax in fig4.axes if ax.get_title()]) == 4
+
+
+def test_an_empty_panel_spans_the_runs_steps():
+    """No token entropies: the empty panel's x range is the other panels' (the run's steps), not just the span of
+    its tau lines (steps 8-20 of 0-29)."""
+    import pandas as pd
+
+    from hicra.dynamics.report import dynamics_figure
+
+    steps = np.arange(30.0)
+    df = pd.DataFrame({"step": steps, "rel_ppl_planning": 1 - 0.01 * steps, "rel_ppl_execution": 1 - 0.02 * steps,
+                       "rel_ppl_reference": 1 - 0.015 * steps, "semantic_entropy": 2.0, "accuracy": 0.3,
+                       "mean_length": 100.0})
+    phases = {"verdict": "two-phase", "order": "execution-first", "consolidation_end_step": 8,
+              "exploration_onset_step": 12, "evidence": {"order": {"tau_plan": 20.0}}}
+    fig = dynamics_figure(df, phases)
+    main = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    lo, hi = main["Token entropy"].get_xlim()
+    assert lo <= 0 and hi >= 29
+    assert main["Token entropy"].get_xlim() == main["Relative perplexity"].get_xlim()

@@ -135,3 +135,18 @@ def test_describe_changes_prints_mean_sd_and_rises():
     assert describe_changes([0.5]) == "mean +0.5000, SD nan, up in 1 of 1"
     with pytest.raises(ValueError, match="no values"):
         describe_changes([])
+
+
+def test_basic_interval_reflects_the_draws_about_the_point_or_a_centre():
+    from hicra.stats import basic_draws, basic_interval
+
+    draws = np.array([0.0, 1.0, 2.0, 3.0, 4.0, np.nan, np.inf])  # non-finite draws left out
+    q_lo, q_hi = np.quantile(draws[:5], [0.025, 0.975])
+    assert basic_interval(draws, 5.0) == pytest.approx((10 - q_hi, 10 - q_lo))
+    # draws biased low by 3 against the point: the plain basic interval moves up by 3, the centred one not at all
+    assert basic_interval(draws, 5.0, centre=2.0) == pytest.approx((7 - q_hi, 7 - q_lo))
+    lo, hi = basic_interval(draws, 5.0, centre=float(np.mean(draws[:5])))
+    assert lo < 5.0 < hi and (lo + hi) / 2 == pytest.approx(5.0)
+    assert basic_interval(draws, 0.5, floor=0.0)[0] == 0.0  # an entropy's interval cut at 0
+    assert basic_interval(np.array([np.nan]), 1.0) == (None, None)
+    assert basic_draws(draws, 5.0, centre=2.0) == pytest.approx(7 - draws[:5])

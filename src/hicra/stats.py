@@ -48,6 +48,36 @@ def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, n_boot: int = 
     return float(x.mean()), float(lo), float(hi)
 
 
+def basic_draws(draws: np.ndarray, point: float, centre: float | None = None) -> np.ndarray:
+    """The basic (reverse-percentile) bootstrap's distribution of an estimate: point + centre - draw for each
+    finite draw (shape (n_finite,)), i.e. the point minus each draw's error, the error being the draw's
+    deviation from `centre`, the bootstrap world's value of the quantity. `centre` defaults to `point`, right
+    for a plug-in statistic (the resampled population's value of the quantity is the point estimate); a
+    statistic that is unbiased for its target while its resamples are not (the rarefied entropies of
+    `hicra.dynamics.phases.problem_bootstrap_trend`, whose resamples repeat problems) takes the mean of the draws.
+    Its quantiles are `basic_interval`; a one-sided p-value that agrees with that interval is the share of these
+    values on the other side of 0."""
+    draws = np.asarray(draws, dtype=np.float64).reshape(-1)
+    draws = draws[np.isfinite(draws)]
+    return point + (point if centre is None else centre) - draws
+
+
+def basic_interval(draws: np.ndarray, point: float, *, level: float = 0.95, centre: float | None = None,
+                   floor: float | None = None) -> tuple[float | None, float | None]:
+    """Basic (reverse-percentile) bootstrap interval at `level`: (2 point - q_hi, 2 point - q_lo) with q the
+    draws' (1 -/+ level)/2 quantiles, or with `centre` (`basic_draws`) (point + centre - q_hi, point + centre -
+    q_lo). A percentile interval (q_lo, q_hi) assumes the draws are centred on the point; when the statistic is
+    biased in a resample (a plug-in entropy: duplicated items concentrate the counts) it sits off the point,
+    and the basic interval moves the other way, by the bias the resamples estimate. Non-finite draws are left
+    out; (None, None) when none is left. The lower end is cut at `floor` (0 for an entropy) when given."""
+    values = basic_draws(draws, point, centre)
+    if values.size == 0:
+        return None, None
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    lo = lo if floor is None else max(floor, lo)
+    return float(lo), float(hi)
+
+
 def cluster_bootstrap_ci(values: Sequence[float], clusters: Sequence, *, level: float = 0.95, n_boot: int = 10_000,
                          seed: int = 0) -> tuple[float, float, float]:
     """Mean of `values` and a percentile-bootstrap interval that resamples whole clusters (e.g. problems, when

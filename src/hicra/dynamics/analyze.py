@@ -151,6 +151,10 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
                          skipped=skipped, progress=progress, counts_out=counts,
                          load_tokenizer=functools.cache(lambda: _load_tokenizer(tok_spec, run_dir, required)))
     tok = tagger.tokenizer
+    labels = (info.get("config") or {}).get("steps") if info.get("algorithm") == "converted" else None
+    if isinstance(labels, dict) and labels:
+        # a converted run's steps are checkpoint indices: keep each one's original value (name) beside it
+        df.insert(1, "source_step", [labels.get(str(int(s))) for s in df["step"]])
     config = phase_config or PhaseConfig()
     fmt = df.attrs.get("format_phrases", [])
     groups = None
@@ -174,6 +178,9 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
                      "recompute them (pass --tokenizer DIR): execution and planning perplexities are unavailable "
                      "and the order of consolidation is untestable (verdict inconclusive); exploration is tested "
                      f"with a bootstrap over problems (given {config.min_steps} or more steps)")
+    if isinstance(labels, dict) and labels:
+        notes.append("a converted run: each step is a checkpoint index (its original value in the source_step "
+                     "column), so checkpoints are treated as evenly spaced and every slope is per checkpoint")
     if df["entropy_all"].isna().all():
         notes.append("the records carry no token entropies: token entropy and fork-token overlap are unavailable")
     last = df.iloc[-1]

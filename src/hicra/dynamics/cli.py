@@ -87,11 +87,13 @@ def register(subparsers) -> None:
                    "problem); rows without an id are grouped by it")
     r.add_argument("--id-field", metavar="NAME", help="field holding the prompt id (default: prompt_id or id)")
     r.add_argument("--step-field", help="flat rows: field naming the model/checkpoint/step (default model, or the "
-                   "preset's)")
+                   "preset's); when named, every row must have it. Steps are sorted by value when all are numbers, "
+                   "by the numbers in the names when the names differ only in them (ckpt-50, ckpt-100), else kept "
+                   "in order of first appearance; the rule used is printed")
     r.add_argument("--response-after", metavar="LINE", help="the response is what follows the first line reading "
                    "exactly LINE in the response field (e.g. 'assistant' in a chat transcript)")
     r.add_argument("--models", help="comma-separated subset of models to keep")
-    r.add_argument("--limit", type=int, help="read only the first N lines")
+    r.add_argument("--limit", type=int, metavar="N", help="read only the first N rows (N >= 1)")
     r.add_argument("--analyze", action="store_true", help="run `hicra analyze` on the result")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=run_convert)
@@ -116,12 +118,12 @@ def _order_line(ph: dict) -> str:
     return f"order {ph['order']}" + (f" ({taus})" if taus else "")
 
 
-def _exploration_line(ph: dict) -> str:
+def _exploration_line(ph: dict, unit: str = "step") -> str:
     e = ph["exploration"]
     if not e.get("tested"):
         return f"exploration ({e.get('measure') or 'no measure'}) not tested"
     return (f"exploration ({e['measure']}) {'detected' if e['detected'] else 'not detected'}: slope "
-            f"{_fmt(e['slope'])} per step {_interval(e['interval'])}")
+            f"{_fmt(e['slope'])} per {unit} {_interval(e['interval'])}")
 
 
 def _print_summary(summary: dict, out: Path) -> None:
@@ -130,7 +132,9 @@ def _print_summary(summary: dict, out: Path) -> None:
           f"{summary['n_tokens']} tokens")
     print(f"  verdict: {ph['verdict']} (confidence {ph['confidence']:.2f}); consolidation end: "
           f"{_fmt(ph['consolidation_end_step'])}; exploration onset: {_fmt(ph['exploration_onset_step'])}")
-    print(f"  {_order_line(ph)}; {_exploration_line(ph)}")
+    # a converted run's steps are checkpoint indices (steps taken at any spacing, read as evenly spaced)
+    unit = "checkpoint" if summary.get("step_labels") else "step"
+    print(f"  {_order_line(ph)}; {_exploration_line(ph, unit)}")
     ev = ph["evidence"]
     print(f"  {ev.get('summary', ev.get('reason', ''))}")
     for note in summary.get("notes", []):
@@ -186,10 +190,12 @@ def run_analyze(args) -> int:
         if shared and any(n != shared["n"] for n in shared["per_run"]):
             print(f"hicra analyze: the runs have {shared['per_run']} steps; pooled on the {shared['n']} steps all "
                   f"share ({shared['first']:g}-{shared['last']:g})", file=sys.stderr)
+        ev = ph["evidence"]
+        source = ev.get("consolidation_end_interval_source")
         print(f"pooled over {len(summaries)} runs: {ph['verdict']} (confidence {ph['confidence']:.2f}); "
-              f"consolidation end {_fmt(ph['consolidation_end_step'])}, interval over runs "
-              f"{_interval(ph['evidence'].get('consolidation_end_interval_over_runs'))}; wrote "
-              f"{args.out}/pooled_summary.json")
+              f"consolidation end {_fmt(ph['consolidation_end_step'])}, interval "
+              f"{_interval(ev.get('consolidation_end_interval_over_runs'))}"
+              + (f" (from {source})" if source else "") + f"; wrote {args.out}/pooled_summary.json")
         print(f"  {_order_line(ph)}; {_exploration_line(ph)}")
     return 0
 
@@ -207,6 +213,12 @@ def run_convert(args) -> int:
                                progress=not args.quiet)
     for step, name in result["steps"].items():
         print(f"step {step}: {name} ({result['rows'][name]} responses)")
+    rule = {"numeric": "by value", "numbers in the names": "by the numbers in their names",
+            "first appearance": "in order of first appearance in the input (the names carry no common numbering)",
+            "one step": ""}[result["step_order"]]
+    if rule:
+        print(f"steps ordered {rule}; each step is a checkpoint index, and `hicra analyze` treats the checkpoints "
+              "as evenly spaced (trends are per checkpoint, not per training step)")
     print(f"wrote run directory {args.out}")
     if args.analyze:
         from hicra.dynamics.analyze import analyze_run

@@ -5,11 +5,26 @@ Inputs: JSONL or Parquet files, or folders of them (read in natural name order: 
 row shapes are read:
 
 * flat: ``{"prompt": ..., "response": ..., "correct": true, "model": "ckpt-100", ...}``: one response per row;
-  the step is the value of the step field (default "model"; "step" or "checkpoint" work the same), steps
-  numbered in order of first appearance (or numerically when every value is an integer);
+  the step is the value of the step field (default "model"; "step" or "checkpoint" work the same). A step field
+  named explicitly (`step_field` or a preset) must be in every row (InputError naming the row otherwise); with
+  the default "model", either every row has it or none does (then all rows are one step, "responses");
 * nested (GSM8K's ``model_solutions.jsonl``): ``{"question": ..., "6b_finetuning": {"is_correct": false,
   "solution": ...}, "175b_verification": {...}}``: every key whose value is an object holding a response field
-  and a correctness field is a model, one step per model in order of first appearance.
+  and a correctness field is a model, one step per model.
+
+Step order (`step_order`, the rule used is returned and written to run.json's ``config.step_order``):
+
+1. ``numeric``: every step value is a number, or a string reading as one (``100``, ``50.0``, ``"1e3"``): sorted
+   by value. Two names of one value (``100`` and ``100.0``) raise InputError.
+2. ``numbers in the names``: the names are one text with numbers in it, the text the same for all
+   (``ckpt-50``, ``ckpt-100``; ``global_step_50/actor``): sorted by those numbers, left to right, as integers.
+   Two names with the same numbers (``ckpt-05``, ``ckpt-5``) raise InputError.
+3. ``first appearance``: anything else (model names such as ``6b_finetuning``): the order in which the names first
+   appear in the input.
+
+The steps of the run directory are the indices 0, 1, ... of that order, not the original values: the analysis
+treats checkpoints as evenly spaced, whatever training steps they were taken at (``config.steps`` maps each index
+to its name; `hicra analyze` copies it into a ``source_step`` column of the metrics).
 
 Field names (flat rows): given with `response_field`, `correct_field`, `prompt_field`, `id_field`, `step_field`, or
 a preset (`PRESETS`: verl's rollout dump, TRL's completions log); otherwise found among response/solution/completion,
@@ -107,6 +122,51 @@ def _natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _as_number(value) -> float | None:
+    """A step value as a finite number (int, float or a string reading as one), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return None
+
+
+def step_order(names: list[str], values: dict[str, object], field: str | None = None) -> tuple[list[str], str]:
+    """(names in step order, the rule used) for the step names in order of first appearance; `values` maps each
+    name to the step value it came from (a number or a string). Rules, tried in turn (module docstring): "numeric",
+    "numbers in the names", "first appearance". InputError (naming `field`) when two names are the same number
+    or carry the same numbers."""
+    if len(names) < 2:
+        return list(names), "one step"
+    numbers = {n: _as_number(values.get(n, n)) for n in names}
+    if all(v is not None for v in numbers.values()):
+        by_value: dict[float, str] = {}
+        for n in names:
+            if numbers[n] in by_value:
+                raise InputError(f"step values {by_value[numbers[n]]!r} and {n!r} are the same number: the order of "
+                                 "the checkpoints would be ambiguous", field=field)
+            by_value[numbers[n]] = n
+        return sorted(names, key=numbers.__getitem__), "numeric"
+    parts = {n: re.split(r"(\d+)", n) for n in names}
+    texts = {tuple(p[0::2]) for p in parts.values()}
+    if len(texts) == 1 and len(next(iter(texts))) > 1:  # one text, at least one number in it
+        keys = {n: tuple(int(d) for d in p[1::2]) for n, p in parts.items()}
+        seen: dict[tuple, str] = {}
+        for n in names:
+            if keys[n] in seen:
+                raise InputError(f"step names {seen[keys[n]]!r} and {n!r} carry the same numbers: the order of the "
+                                 "checkpoints would be ambiguous", field=field)
+            seen[keys[n]] = n
+        return sorted(names, key=keys.__getitem__), "numbers in the names"
+    return list(names), "first appearance"
+
+
 def input_files(paths) -> list[Path]:
     """The files to read: each path as is, a folder as its .jsonl and .parquet files in natural name order."""
     if isinstance(paths, (str, os.PathLike)):
@@ -195,11 +255,14 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                       progress: bool = False) -> dict:
     """Convert responses (files or folders, see the module doc) into a run directory.
 
-    Explicit field arguments override the preset's. Returns {"steps": {step: name}, "rows": {name: n}}; bad input
+    Explicit field arguments override the preset's. `limit`: read at most this many rows (>= 1). Returns
+    {"steps": {step index: name}, "rows": {name: n}, "step_order": rule} (rules: module docstring); bad input
     raises `InputError` naming the file, row and field.
     """
     from tqdm import tqdm
 
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"must be a positive whole number of rows, got {limit!r}", field="--limit")
     if preset and preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}", field="preset")
     fields = dict(PRESETS[preset]) if preset else {}
@@ -207,6 +270,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
              "reward_threshold": reward_threshold, "prompt_field": prompt_field, "id_field": id_field,
              "step_field": step_field}
     fields.update({k: v for k, v in given.items() if v is not None})
+    step_named = "step_field" in fields  # named by the user or a preset: every flat row must hold it
     step_field = fields.get("step_field", "model")
     threshold = fields.get("reward_threshold")
     if threshold is not None and not fields.get("score_field"):
@@ -225,6 +289,8 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
     tagger = PlanningTagger(lexicon, tokenizer)
     tokens = _Tokens(tagger)
     by_model: dict[str, list[dict]] = {}
+    step_values: dict[str, object] = {}  # step name -> the value it came from
+    with_step, without_step = None, None  # (path, row) of the first flat row with / without the step field
     n_lines = 0
     rows_iter = ((path, line_no, obj) for path in files for line_no, obj in _read_rows(path))
     for path, line_no, obj in tqdm(rows_iter, desc="convert", unit="row", disable=not progress):
@@ -232,6 +298,10 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
             break
         n_lines += 1
         step_value = obj.get(step_field)
+        if step_value is not None and (isinstance(step_value, bool) or not isinstance(step_value, (int, float, str))
+                                       or (isinstance(step_value, float) and not math.isfinite(step_value))):
+            raise InputError(f"a step must be a finite number or a string, got {step_value!r}", path=str(path),
+                             row=line_no, field=step_field)
 
         def field_name(key: str, path=path, line_no=line_no, step_value=step_value) -> str | None:
             name = fields.get(key)
@@ -276,7 +346,20 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
             score = obj.get(sf) if sf else None
             reward = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) \
                 and math.isfinite(score) else (1.0 if correct else 0.0)
-            name = str(step_value) if step_value is not None else "responses"
+            if step_value is None:
+                if step_named:
+                    raise InputError("missing: every row needs its step (checkpoint) when a step field is named",
+                                     path=str(path), row=line_no, field=step_field)
+                without_step = without_step or (path, line_no)
+                name = "responses"
+            else:
+                with_step = with_step or (path, line_no)
+                name = str(step_value)
+                step_values.setdefault(name, step_value)
+            if with_step and without_step:  # some rows name their model, others not: no step to put them in
+                path_, row_ = without_step
+                raise InputError(f"missing, while other rows have it ({with_step[0]}:{with_step[1]}): every row "
+                                 "needs its step, or none (one step)", path=str(path_), row=row_, field=step_field)
             entries.append((name, obj, rf, correct, reward))
         else:  # nested: one object per model
             for key, value in obj.items():
@@ -304,9 +387,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
             })
     if not by_model:
         raise InputError("no responses to convert", path=str(files[0]) if len(files) == 1 else None)
-    names = list(by_model)
-    if all(re.fullmatch(r"-?\d+", n) for n in names):
-        names.sort(key=int)
+    names, order_rule = step_order(list(by_model), step_values, field=step_field)
     writer = RolloutWriter(out_dir)
     steps = {}
     for step, name in enumerate(names):
@@ -326,8 +407,9 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
         "model": ", ".join(names), "task": files[0].name if len(files) == 1 else files[0].parent.name,
         "lexicon": tagger.lexicon.name if not isinstance(lexicon, (str, os.PathLike)) else
         str(Path(lexicon).resolve()) if Path(lexicon).is_file() else str(lexicon),
-        "config": {"source": source, "steps": {str(k): v for k, v in steps.items()}, "preset": preset,
+        "config": {"source": source, "steps": {str(k): v for k, v in steps.items()}, "step_order": order_rule,
+                   "preset": preset,
                    "fields": {k: v for k, v in fields.items()}, "response_after": response_after,
                    "tokens": tok_desc, "logprobs": "unavailable", "entropies": "unavailable"},
     })
-    return {"steps": steps, "rows": {n: len(r) for n, r in by_model.items()}}
+    return {"steps": steps, "rows": {n: len(r) for n, r in by_model.items()}, "step_order": order_rule}

@@ -63,7 +63,7 @@ import pyarrow.compute as pc
 
 from hicra.dynamics.phases import entropy_rows as _entropy_rows
 from hicra.errors import InputError
-from hicra.stats import pass_at_k  # the scalar estimator, re-exported here (DESIGN: hicra.pass_at_k)
+from hicra.stats import basic_interval, pass_at_k  # pass_at_k: re-exported here (DESIGN: hicra.pass_at_k)
 
 __all__ = ["pass_at_k", "mean_pass_at_k", "relative_perplexity", "perplexity", "step_metrics", "compute_metrics",
            "write_metrics", "METRIC_COLUMNS", "DEFAULT_QUANTILES", "reference_token_sample", "StepCounts"]
@@ -139,17 +139,16 @@ def _prompt_weights(n_prompts: int, step: int, salt: int) -> np.ndarray:
 def _interval(values: np.ndarray, point: float | None = None,
               floor: float | None = 0.0) -> tuple[float | None, float | None]:
     """95% bootstrap interval of resampled values: percentile, or with `point` the basic interval
-    (2 point - q97.5, 2 point - q2.5), used for entropies, whose plug-in estimate is biased downwards in a resample
+    (2 point - q97.5, 2 point - q2.5; `hicra.stats.basic_interval`), used for entropies, whose plug-in estimate is biased downwards in a resample
     (duplicated prompts concentrate the counts), so their percentile interval sits below the point value. The basic
     interval's lower end is cut at `floor` (0 for an entropy; None for a signed quantity such as the
     Miller-Madow-corrected information, which is centred on 0 when there is nothing to find)."""
+    if point is not None:
+        return basic_interval(values, point, level=0.95, floor=floor)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return None, None
     lo, hi = np.quantile(values, [0.025, 0.975])
-    if point is not None:
-        lo, hi = 2 * point - hi, 2 * point - lo
-        lo = lo if floor is None else max(floor, lo)
     return float(lo), float(hi)
 
 
@@ -425,12 +424,14 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
     # strategy labels (optional column)
     strategies, s_counts = [], np.zeros((n, 0))
     row["strategy_entropy"] = None
+    labelled = None
     if "strategy" in table.column_names and table.column("strategy").null_count < n:
         labels = table.column("strategy").to_pylist()
         strategies, s_counts = strategy_counts(labels)
         labelled = s_counts.sum(axis=1) > 0
         row["strategy_unparsed_share"] = float(1 - labelled.mean())
         row["n_strategies"] = int((s_counts.sum(axis=0) > 0).sum())
+    if labelled is not None and labelled.any():  # labels all "" or "+": no label parsed, no measurement (null)
         row["strategy_entropy"] = float(_entropy_rows(s_counts.sum(axis=0, keepdims=True))[0])
         g = group_rows(s_counts, group, n_per.size)
         row["strategy_entropy_low"], row["strategy_entropy_high"] = _interval(_entropy_rows(weights @ g),

@@ -56,9 +56,10 @@ metrics (`metrics.parquet`), each seeded and deterministic.
    `semantic_entropy`). OLS slope against step with an AR(1) sieve bootstrap-t interval (`trend_test`: replicates
    from `_noise_model`, each studentised like the data by `_slope_se`), or, when per-problem counts are given
    (`problem_groups`, the text-only path), a bootstrap over problems (the same problem draw at every step when
-   every step has the same problems; each step's entropy taken at the smallest step's number of occurrences,
-   `rarefied_entropy`, because the plug-in entropy grows with the sample; one-sided p = (1 + #{slope* <= 0}) /
-   (1 + the replicates used)). Detected when the
+   the problems every step shares, unless fewer than `PAIR_MIN_PROBLEMS`; each step's entropy taken at the
+   smallest step's number of occurrences, `rarefied_entropy`, because the plug-in entropy grows with the sample;
+   a basic interval centred on the draws' mean, one-sided p the share of that interval's distribution at or
+   below 0: `problem_bootstrap_trend`). Detected when the
    interval is above 0. Accuracy and mean length trends over the same window are
    reported beside it. The exploration test runs and is reported even when the verdict is `inconclusive`.
 
@@ -825,18 +826,47 @@ def _multiplicities(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray
     return np.bincount(flat.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(float)
 
 
+PAIR_MIN_PROBLEMS = 10  # fewer problems shared by every step (or fewer than half of all): each step draws its own
+
+
 def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarray]],
-                            config: PhaseConfig = PhaseConfig()) -> dict:
+                            config: PhaseConfig = PhaseConfig(), *, interval: str = "centred") -> dict:
     """Trend of an entropy over steps with a bootstrap over problems.
 
     groups: step -> (prompt_ids (n_s,), counts (n_s, K)): one row per response, K categories (phrases or
     strategy labels) shared by all steps. Each step's value is the entropy of its summed counts at a common
     number of occurrences m, the smallest step's (`rarefied_entropy`), so a step with more occurrences (longer
-    responses) does not read as more diverse. A bootstrap replicate draws problems (prompt ids) with replacement
-    and recomputes every step's entropy at that replicate's smallest total; when every step has the same set of
-    problems (checkpoints evaluated on fixed problems) the same draw serves all steps (paired), otherwise each
-    step draws its own. Returns trend_test's keys plus "interval_method", "values" and "occurrences" (m).
+    responses) does not read as more diverse; the statistic is the OLS slope of these values against step.
+
+    Pairing: when at least `PAIR_MIN_PROBLEMS` problems, and at least half of all problems, appear at every step
+    (checkpoints evaluated on fixed problems), the test reads only those shared problems and a replicate draws
+    them with replacement once for all steps (paired); the problems missing at some step are left out, and
+    their number reported ("problems"). Otherwise every step keeps all its problems and draws its own.
+    Each replicate recomputes every step's entropy at that replicate's smallest step total (replicates with a
+    step of < 2 occurrences are left out and counted).
+
+    Interval (`interval`, level `config.level`): "centred" (the default), the basic bootstrap interval
+    (`hicra.stats.basic_interval`) with the bootstrap world's slope taken as the mean of the draws: slope -
+    (draw - mean draw) at the quantiles. The rarefied entropy is unbiased for the expected entropy of m
+    occurrences, but a resample that repeats problems concentrates the counts, so the draws' slopes sit off the
+    point by an amount that is an artefact of resampling, not an estimate of the point's bias: the percentile
+    interval then can exclude its own point (a planted strategy-label rise: slope 0.0347, interval [0.0335,
+    0.0344], true slope 0.0348), and the plain basic interval (`"basic"`, centre = the point) moves the same
+    distance the other way ([0.0349, 0.0359]); percentile and basic held the true slope in 5 of 100 such runs,
+    the centred interval in 100 of 100 (`python benchmarks/text_only_exploration.py 100 199 --cases
+    strategy-rise --interval ...`; "basic" and "percentile" are kept for that comparison; docs/dynamics.md has
+    every case). One-sided p = (1 + #{r <= 0}) / (1 + B), r the interval's distribution (`hicra.stats.basic_draws`: slope - (draw - mean draw); the draws themselves for
+    "percentile"), B the replicates used: detected (interval above 0) and p < (1 - level) / 2 agree up to the
+    quantile's interpolation.
+
+    Returns trend_test's keys plus "interval_method", "values" (each step's entropy), "occurrences" (m),
+    "replicates_left_out" and "problems" ({"paired", "shared", "left_out", "all"}: problems at every step,
+    problems left out of a paired test, problems seen at any step). ValueError for an unknown `interval`.
     """
+    from hicra.stats import basic_draws
+
+    if interval not in ("centred", "basic", "percentile"):
+        raise ValueError(f"interval must be 'centred', 'basic' or 'percentile', got {interval!r}")
     steps = np.array(sorted(groups), float)
     if steps.size < 3:
         return {"tested": False, "detected": False, "reason": "fewer than 3 steps"}
@@ -848,17 +878,23 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
         g = np.zeros((uniq.size, np.asarray(counts).shape[1]))
         np.add.at(g, inv, integer_counts(counts))
         per_step.append((uniq, g))
+    every = set(per_step[0][0].tolist()).intersection(*(u.tolist() for u, _ in per_step[1:]))
+    seen = set().union(*(u.tolist() for u, _ in per_step))
+    paired = len(every) >= PAIR_MIN_PROBLEMS and 2 * len(every) >= len(seen)
+    problems = {"paired": paired, "shared": len(every), "left_out": len(seen) - len(every) if paired else 0,
+                "all": len(seen)}
+    if paired:  # the shared problems only, in one order at every step
+        shared = np.array(sorted(every))
+        per_step = [(shared, g[np.searchsorted(u, shared)]) for u, g in per_step]
     totals = np.array([g.sum() for _, g in per_step])
     if totals.min() < 2:
-        return {"tested": False, "detected": False,
+        return {"tested": False, "detected": False, "problems": problems,
                 "reason": f"{int(totals.min())} occurrences at step {steps[int(np.argmin(totals))]:g}, need 2"}
-    paired = all(np.array_equal(u, per_step[0][0]) for u, _ in per_step)
     m = float(np.floor(totals.min()))
     values = np.array([rarefied_entropy(g.sum(axis=0, keepdims=True), m)[0] for _, g in per_step])
     drawn = []
     if paired:
-        p = per_step[0][0].size
-        w = _multiplicities(rng, p, config.n_boot)
+        w = _multiplicities(rng, per_step[0][0].size, config.n_boot)
     for uniq, g in per_step:
         if not paired:
             w = _multiplicities(rng, uniq.size, config.n_boot)
@@ -868,13 +904,22 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
     boot = np.stack([rarefied_entropy(d[usable], m_boot[usable]) for d in drawn])
     slope = _line_fit(steps, values)[1]
     draws = _slopes(steps, boot)
-    lo, hi = _quantiles(draws, config.level)
+    if interval == "percentile":
+        dist = draws[np.isfinite(draws)]
+    else:
+        dist = basic_draws(draws, slope, centre=float(np.mean(draws)) if interval == "centred" else None)
+    lo, hi = (float(v) for v in np.quantile(dist, [(1 - config.level) / 2, (1 + config.level) / 2]))
+    how = {"centred": "basic interval centred on the draws' mean", "basic": "basic interval",
+           "percentile": "percentile interval"}[interval]
+    pairing = (f"the same draw at every step, on the {len(every)} problems every step has"
+               + (f" ({problems['left_out']} of {len(seen)} left out)" if problems["left_out"] else "")
+               if paired else f"drawn within each step: {len(every)} of {len(seen)} problems at every step")
     return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi],
-            "p_value": float((1 + np.sum(draws <= 0)) / (1 + draws.size)), "n_steps": int(steps.size),
+            "p_value": float((1 + np.sum(dist <= 0)) / (1 + dist.size)), "n_steps": int(steps.size),
             "first_step": float(steps[0]), "last_step": float(steps[-1]), "values": values.tolist(),
-            "occurrences": m, "replicates_left_out": int((~usable).sum()),
-            "interval_method": "bootstrap over problems, entropies at a common number of occurrences"
-                               + (" (same draw at every step)" if paired else " (drawn within each step)")}
+            "occurrences": m, "replicates_left_out": int((~usable).sum()), "problems": problems,
+            "interval_method": f"bootstrap over problems ({pairing}), entropies at a common number of "
+                               f"occurrences, {how}"}
 
 
 # ---------------------------------------------------------------- verdict
@@ -1020,12 +1065,18 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
     (`exploration_column`); any other name raises ValueError.
     problem_groups: step -> (prompt_ids, counts) of the exploration measure's categories per response: the
     exploration interval then comes from a bootstrap over problems (`problem_bootstrap_trend`).
+    ValueError for metrics without a `step` column or with a step in two rows.
     Returns DESIGN.md's `summary.json["phases"]` (v2): verdict, order, exploration, consolidation_end_step,
     exploration_onset_step, confidence, evidence.
     """
     steps = _column(metrics, "step")
     if steps is None:
         raise ValueError("metrics need a 'step' column")
+    values, times = np.unique(steps[np.isfinite(steps)], return_counts=True)
+    if (times > 1).any():  # two rows of one step would enter every fit twice, as if measured twice
+        twice = ", ".join(f"{v:g}" for v in values[times > 1][:5])
+        raise ValueError(f"metrics have duplicate steps ({twice}{', ...' if (times > 1).sum() > 5 else ''}): one row "
+                         "per step")
     idx = np.argsort(steps, kind="stable")
     steps = steps[idx]
 
@@ -1094,6 +1145,11 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
                     interval=test.get("slope_interval"), p_value=test.get("p_value"),
                     window=[float(xw[0]), float(xw[-1])], n_steps=int(xw.size),
                     interval_method=test.get("interval_method"))
+        if "problems" in test:  # the text-only test: which problems it paired on, how many it left out, and
+            expl["problems"] = test["problems"]  # each step's entropy at the common number of occurrences
+            expl["values"], expl["occurrences"] = test.get("values"), test.get("occurrences")
+        if not test["tested"] and test.get("reason"):
+            expl["reason"] = test["reason"]
         # the paper pairs the rise with accuracy and length: their trends over the same window
         for name in ("accuracy", "mean_length"):
             xs, ys = _valid(steps, col(name))
@@ -1244,8 +1300,15 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
     ev["agreement"] = float(np.mean([r["verdict"] == pooled["verdict"] for r in per_run]))
     if len(runs) > 1:
         iv = ev["order"].get("intervals") or {}
+        # the key names are historical: with fewer than MIN_RUNS_TO_RESAMPLE runs the tau interval comes from the
+        # mean curves' step noise, and the *_interval_source keys say so
         ev["consolidation_end_interval_over_runs"] = iv.get("tau_exec")
+        ev["consolidation_end_interval_source"] = (
+            f"resampling the {len(runs)} runs" if len(runs) >= MIN_RUNS_TO_RESAMPLE and "curves" in run_draws else
+            f"the mean curves' step noise ({len(runs)} runs: fewer than {MIN_RUNS_TO_RESAMPLE} to resample)"
+            if len(runs) < MIN_RUNS_TO_RESAMPLE else "the mean curves' step noise")
         ev["exploration_slope_interval_over_runs"] = pooled["exploration"]["interval"]
+        ev["exploration_slope_interval_source"] = pooled["evidence"]["exploration"].get("interval_method")
     return pooled
 
 

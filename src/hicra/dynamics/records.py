@@ -33,14 +33,16 @@ correct               bool                 yes       answer judged correct
 truncated             bool                 no        hit the length limit
 error_type            string               no        "execution" | "planning" | "format" | null (correct/unknown)
 strategy              string               no        strategies the response executed, joined by "+"; null = unparsed
+                                                     (an integer column is read as label codes: 3 -> "3")
 ====================  ===================  ========  =====================================================
 
 Every writer (lab, TRL, verl, evaluation, convert, synthetic) builds its rows with `rollout_row`.
 
 Validation (`validate_table`) raises `InputError` naming the file, the 0-based row index inside that file and the
 field for: a missing required column, a column of the wrong type, an empty step, a null in a required column, a
-`step` value that differs from the file name, list columns whose lengths differ from `token_ids`, and NaN
-log-probabilities or entropies. With ``skip_invalid=True`` bad rows (or whole files) are dropped instead and
+`step` value that differs from the file name, list columns whose lengths differ from `token_ids`, log-probabilities
+that are not finite or are above 0 (beyond `VALUE_TOLERANCE` = 1e-6, float rounding), and entropies that are not
+finite or are below 0 (the same tolerance). With ``skip_invalid=True`` bad rows (or whole files) are dropped instead and
 described in the returned problems.
 """
 
@@ -182,6 +184,11 @@ def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None
         if field.name not in table.column_names:
             continue
         col = table.column(field.name)
+        if field.name == "strategy" and not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+                                             or pa.types.is_integer(col.type) or pa.types.is_null(col.type)):
+            # integer codes are read as labels ("3"); a float, bool or list column is more likely a mistake
+            fail(f"has type {col.type}: strategy labels are strings (or integer codes)", field=field.name)
+            return table.slice(0, 0), problems
         if col.type != field.type:
             try:
                 col = col.cast(field.type)
@@ -228,10 +235,19 @@ def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None
         if flat.null_count:
             flag(_rows_with(col, flat.is_null(), n), name, "null element in list")
         if name in ("logprobs", "entropies") and len(flat):
-            nan = pc.is_nan(flat).fill_null(False)
-            if pc.any(nan).as_py():
-                what = "log-probability" if name == "logprobs" else "entropy"
-                flag(_rows_with(col, nan, n), name, f"NaN {what}")
+            values = np.asarray(_to_np(flat.fill_null(0.0)), dtype=np.float64)
+            what = "log-probability" if name == "logprobs" else "entropy"
+            with np.errstate(invalid="ignore"):
+                checks = [(np.isnan(values), f"NaN {what}"),
+                          (np.isinf(values), f"infinite {what} (must be finite)")]
+                if name == "logprobs":  # a log-probability is log p <= 0
+                    checks.append((values > VALUE_TOLERANCE, f"positive log-probability (above {VALUE_TOLERANCE:g}; "
+                                                              "a log-probability is <= 0)"))
+                else:  # an entropy is >= 0
+                    checks.append((values < -VALUE_TOLERANCE, f"negative entropy (below -{VALUE_TOLERANCE:g})"))
+            for bad_values, message in checks:
+                if bad_values.any():
+                    flag(_rows_with(col, pa.array(bad_values), n), name, message)
 
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
@@ -244,6 +260,9 @@ def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None
         if table.num_rows == 0:
             problems.append(Problem(path, None, "step", "empty step: no valid rows left"))
     return table, problems
+
+
+VALUE_TOLERANCE = 1e-6  # float rounding: a log-probability up to +1e-6 (an entropy down to -1e-6) is accepted
 
 
 def _np_bool(arr) -> np.ndarray:
@@ -307,10 +326,13 @@ def rollout_row(*, prompt_id: Any, sample_idx: int, response: str, token_ids: An
 
     Lists (`token_ids` [n], `logprobs` [n], `entropies` [n], `planning_mask` [n]) may be Python lists, numpy arrays
     or torch tensors; they become int32 / float32 / bool numpy arrays. `None` means unknown (written as null).
-    `strategy` is a label or a sequence of labels (joined by "+"). Without `step` the writer fills it in.
-    Lengths are checked by the writer, which names the file, row and field of a bad row.
+    `strategy` is a label, an integer label code (written as its decimal text) or a sequence of labels (joined by
+    "+"). Without `step` the writer fills it in. Lengths are checked by the writer, which names the file, row and
+    field of a bad row.
     """
-    if strategy is not None and not isinstance(strategy, str):
+    if isinstance(strategy, (int, np.integer)) and not isinstance(strategy, (bool, np.bool_)):
+        strategy = str(int(strategy))
+    elif strategy is not None and not isinstance(strategy, str):
         strategy = "+".join(str(s) for s in strategy)
     row = {
         "prompt_id": str(prompt_id), "sample_idx": int(sample_idx),

@@ -66,7 +66,8 @@ def dynamics_figure(df, phases: dict, title: str = "", step_labels: dict | None 
     steps = df["step"].to_numpy(dtype=float)
     strategy = _series(df, "strategy_entropy")
     n_panels = 5 if strategy is not None else 4
-    fig, axes = plt.subplots(1, n_panels, figsize=(4.5 * n_panels, 4.2))
+    # one x range for all panels: an empty one (no token entropies) would else span only its tau lines
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.5 * n_panels, 4.2), sharex=True)
     panels = [
         ("Relative perplexity", [("rel_ppl_planning", "planning", "tab:red", "-"),
                                  ("rel_ppl_execution", "execution", "tab:blue", "-"),
@@ -217,7 +218,8 @@ def _evidence_rows(phases: dict) -> str:
         for key, value in part.items():
             rows.append(f"<tr><td>{html.escape(section)}</td><td>{html.escape(key)}</td><td>{_fmt(value)}</td></tr>")
     for key in ("reason", "n_runs", "agreement", "consolidation_end_interval_over_runs",
-                "exploration_slope_interval_over_runs"):
+                "consolidation_end_interval_source", "exploration_slope_interval_over_runs",
+                "exploration_slope_interval_source"):
         if key in ev:
             rows.append(f"<tr><td>run</td><td>{key}</td><td>{_fmt(ev[key])}</td></tr>")
     for name, trend in ev.get("side_trends", {}).items():
