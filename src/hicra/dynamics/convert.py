@@ -137,6 +137,17 @@ def _as_number(value) -> float | None:
     return None
 
 
+def _sorted_unambiguous(names: list[str], keys: dict, clash: str, field: str | None) -> list[str]:
+    """`names` sorted by `keys[name]`; InputError (`clash` formatted with the two names) when two share a key."""
+    seen: dict = {}
+    for n in names:
+        if keys[n] in seen:
+            raise InputError(clash.format(seen[keys[n]], n) + ": the order of the checkpoints would be ambiguous",
+                             field=field)
+        seen[keys[n]] = n
+    return sorted(names, key=keys.__getitem__)
+
+
 def step_order(names: list[str], values: dict[str, object], field: str | None = None) -> tuple[list[str], str]:
     """(names in step order, the rule used) for the step names in order of first appearance; `values` maps each
     name to the step value it came from (a number or a string). Rules, tried in turn (module docstring): "numeric",
@@ -146,24 +157,13 @@ def step_order(names: list[str], values: dict[str, object], field: str | None = 
         return list(names), "one step"
     numbers = {n: _as_number(values.get(n, n)) for n in names}
     if all(v is not None for v in numbers.values()):
-        by_value: dict[float, str] = {}
-        for n in names:
-            if numbers[n] in by_value:
-                raise InputError(f"step values {by_value[numbers[n]]!r} and {n!r} are the same number: the order of "
-                                 "the checkpoints would be ambiguous", field=field)
-            by_value[numbers[n]] = n
-        return sorted(names, key=numbers.__getitem__), "numeric"
+        return _sorted_unambiguous(names, numbers, "step values {!r} and {!r} are the same number", field), "numeric"
     parts = {n: re.split(r"(\d+)", n) for n in names}
     texts = {tuple(p[0::2]) for p in parts.values()}
     if len(texts) == 1 and len(next(iter(texts))) > 1:  # one text, at least one number in it
         keys = {n: tuple(int(d) for d in p[1::2]) for n, p in parts.items()}
-        seen: dict[tuple, str] = {}
-        for n in names:
-            if keys[n] in seen:
-                raise InputError(f"step names {seen[keys[n]]!r} and {n!r} carry the same numbers: the order of the "
-                                 "checkpoints would be ambiguous", field=field)
-            seen[keys[n]] = n
-        return sorted(names, key=keys.__getitem__), "numbers in the names"
+        return (_sorted_unambiguous(names, keys, "step names {!r} and {!r} carry the same numbers", field),
+                "numbers in the names")
     return list(names), "first appearance"
 
 
