@@ -25,7 +25,12 @@ def test_preset_warm_start_keys_are_the_measured_ones():
     # docs/lab.md's figures name these warm starts: the presets of session 22 (the count in the prompt), of session
     # 20 (stop check, favourite share 0.85, measured as RECIPE5), of session 18 (favourite share 0.6) and before
     assert [get_preset("quick", warm_start_seed=s)[0].key() for s in range(5)] == [
+        "9a491c3cd6acc293", "3827debd48afb2c3", "4f02cbebca846cbe", "af6dd4eac234d68e", "adc56c4590777431"]
+    # sessions 22-28's presets: the same but execution noise 0.015; --execution-noise 0.05 on them gives today's
+    assert [get_preset("quick-n015", warm_start_seed=s)[0].key() for s in range(5)] == [
         "b666cbbf458add9f", "11a208598c96ef82", "92d9e6622d449370", "98cdbb9388284552", "b0699660fd9464d1"]
+    assert get_preset("quick-n015", 3, knobs={"execution_noise": 0.05}) == get_preset("quick", 3)
+    assert get_preset("quick")[0].execution_noise == 0.05 and get_preset("quick-n015")[0].execution_noise == 0.015
     assert [get_preset("quick-nocount", warm_start_seed=s)[0].key() for s in range(5)] == [
         "e27a5f1d59e89087", "68f23429366b3209", "62f97b0f7719e155", "a1229502afd9594a", "22c1c7e49c4d0dba"]
     assert [get_preset("quick-fav0.6", warm_start_seed=s)[0].key() for s in range(5)] == [

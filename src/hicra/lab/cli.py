@@ -25,7 +25,8 @@ def register(subparsers) -> None:
         "temperature, 0.7 in the presets).")
     p.add_argument("--preset", choices=tuple(PRESETS), default="quick",
                    help="quick (default; what make demo runs) or default (the study's unit run; the same settings "
-                        "since 2026-12-01); quick-nocount / default-nocount, quick-fav0.6 / default-fav0.6 and "
+                        "since 2026-12-01; execution noise 0.05 since 2026-12-03); quick-n015 / default-n015, "
+                        "quick-nocount / default-nocount, quick-fav0.6 / default-fav0.6 and "
                         "quick-14ep / default-14ep: earlier "
                         "presets, kept so their settings can be rerun (with today's RL code: a new sample of their "
                         "figures, not a replay; docs/lab.md)")
@@ -35,7 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--warm-start-seed", type=int, default=0, metavar="M",
                    help="warm-start seed: corpus, initialisation and SFT order (default 0; cached per seed)")
     p.add_argument("--execution-noise", type=float, metavar="P",
-                   help="corpus slip rate per unit of line difficulty (default: the preset's, 0.015)")
+                   help="corpus slip rate per unit of line difficulty (default: the preset's; 0.05 in quick and "
+                        "default since 2026-12-03, 0.015 before)")
     p.add_argument("--strategy-prior", choices=STRATEGY_PRIORS,
                    help="warm-start strategy choice: blind to the problem with a rarely cheapest favourite (blind), "
                    "the cheapest (oracle), or blind with the favourite most often cheapest in the plain universes "
