@@ -22,6 +22,7 @@ from hicra.dynamics.phases import (
     joint_curve_draws,
     onset_test,
     order_test,
+    problem_bootstrap_mean_trend,
     problem_bootstrap_trend,
     rarefied_entropy,
     trend_test,
@@ -149,6 +150,32 @@ def test_problem_bootstrap_matches_an_independent_resampling():
     # different problems at each step: drawn within each step
     other = {s: (np.array([f"s{s}q{i}" for i in range(30)]), c) for s, (_, c) in groups.items()}
     assert "within each step" in problem_bootstrap_trend(other, cfg)["interval_method"]
+
+
+def test_problem_bootstrap_mean_trend_matches_the_per_problem_slopes():
+    """Accuracy beside a text-only exploration test, on the same unit: with every problem at every step and one
+    response each, the slope of the step means is the mean of the problems' own slopes, so the bootstrap over
+    problems must give a 95% interval of about slope +- 1.96 sd(problem slopes) / sqrt(P) (an independent formula)."""
+    rng = np.random.default_rng(3)
+    steps, n_prob = np.arange(12), 200
+    ids = np.array([f"p{i}" for i in range(n_prob)])
+    skill = rng.uniform(0.2, 0.8, n_prob)
+    values = {s: (rng.random(n_prob) < np.clip(skill + 0.01 * s, 0, 1)).astype(float) for s in steps}
+    out = problem_bootstrap_mean_trend({s: (ids, v) for s, v in values.items()}, PhaseConfig(n_boot=999, seed=1))
+    y = np.stack([values[s] for s in steps])  # (steps, problems)
+    assert out["slope"] == pytest.approx(np.polyfit(steps, y.mean(axis=1), 1)[0])
+    per_problem = np.polyfit(steps, y, 1)[0]
+    half = 1.96 * per_problem.std(ddof=1) / np.sqrt(n_prob)
+    lo, hi = out["slope_interval"]
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
+    assert (lo + hi) / 2 == pytest.approx(out["slope"], abs=0.2 * half)
+    assert out["detected"] == (lo > 0) and out["problems"]["paired"]
+    # no trend: the interval holds 0 for this seed, and the p-value is not small
+    flat = {s: (ids, (rng.random(n_prob) < skill).astype(float)) for s in steps}
+    t = problem_bootstrap_mean_trend(flat, PhaseConfig(n_boot=999, seed=1))
+    assert t["slope_interval"][0] < 0 < t["slope_interval"][1] and t["p_value"] > 0.05
+    with pytest.raises(ValueError, match="interval must be"):
+        problem_bootstrap_mean_trend(flat, interval="studentized")
 
 
 def _strategy_rise(seed, n_steps=60):

@@ -20,6 +20,7 @@ from hicra.dynamics.metrics import (
     METRIC_COLUMNS,
     compute_metrics,
     exploration_groups,
+    outcome_groups,
     write_metrics,
 )
 from hicra.dynamics.phases import (
@@ -157,14 +158,15 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
         df.insert(1, "source_step", [labels.get(str(int(s))) for s in df["step"]])
     config = phase_config or PhaseConfig()
     fmt = df.attrs.get("format_phrases", [])
-    groups = None
+    groups = outcomes = None
     if df["rel_ppl_execution"].isna().all():
         # text-only (no log-probabilities, or no planning masks): consolidation is untestable; the exploration
         # test bootstraps problems
         column, measure = exploration_column(df, config.min_steps)
         if measure is not None:
             groups = exploration_groups(counts, measure, excluded=fmt if column != "semantic_entropy" else ())
-    phases = detect_phases(df, config, problem_groups=groups)
+            outcomes = outcome_groups(counts)  # accuracy and length beside it, on the same problem bootstrap
+    phases = detect_phases(df, config, problem_groups=groups, problem_outcomes=outcomes)
     notes = []
     if df["planning_ratio"].isna().any():
         notes.append("planning masks absent from some records and no tokenizer to recompute them: token-level "

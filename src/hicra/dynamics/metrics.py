@@ -66,7 +66,8 @@ from hicra.errors import InputError
 from hicra.stats import basic_interval, pass_at_k  # pass_at_k: re-exported here (DESIGN: hicra.pass_at_k)
 
 __all__ = ["pass_at_k", "mean_pass_at_k", "relative_perplexity", "perplexity", "step_metrics", "compute_metrics",
-           "write_metrics", "METRIC_COLUMNS", "DEFAULT_QUANTILES", "reference_token_sample", "StepCounts"]
+           "write_metrics", "METRIC_COLUMNS", "DEFAULT_QUANTILES", "reference_token_sample", "StepCounts",
+           "outcome_groups"]
 
 DEFAULT_QUANTILES = (0.2, 0.3)
 ERROR_TYPES = ("execution", "planning", "format")
@@ -223,16 +224,20 @@ def strategy_information(groups: np.ndarray, weights: np.ndarray | None = None,
 
 
 class StepCounts:
-    """One step's per-response category counts, kept for run-level measures (format-phrase exclusion) and the
-    bootstrap over problems: `prompt_ids` (n,), `phrases` + `phrase_counts` (n, P), `strategies` +
-    `strategy_counts` (n, S)."""
+    """One step's per-response category counts and outcomes, kept for run-level measures (format-phrase
+    exclusion) and the bootstrap over problems: `prompt_ids` (n,), `phrases` + `phrase_counts` (n, P),
+    `strategies` + `strategy_counts` (n, S), `correct` (n,) 1.0/0.0 and `lengths` (n,) response tokens (None when
+    not kept)."""
 
-    __slots__ = ("step", "prompt_ids", "phrases", "phrase_counts", "strategies", "strategy_counts")
+    __slots__ = ("step", "prompt_ids", "phrases", "phrase_counts", "strategies", "strategy_counts", "correct",
+                 "lengths")
 
-    def __init__(self, step, prompt_ids, phrases, phrase_counts, strategies, strategy_counts):
+    def __init__(self, step, prompt_ids, phrases, phrase_counts, strategies, strategy_counts, correct=None,
+                 lengths=None):
         self.step, self.prompt_ids = step, prompt_ids
         self.phrases, self.phrase_counts = phrases, phrase_counts
         self.strategies, self.strategy_counts = strategies, strategy_counts
+        self.correct, self.lengths = correct, lengths
 
 
 def group_rows(matrix: np.ndarray, inverse: np.ndarray, n_groups: int) -> np.ndarray:
@@ -440,7 +445,8 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
         row.update(strategy_information(group_rows(joint, group, n_per.size), weights))
     if counts_out is not None:
         ids = np.asarray(table.column("prompt_id").to_numpy(zero_copy_only=False), dtype=object).astype(str)
-        counts_out.append(StepCounts(row["step"], ids, phrases, phrase_counts, strategies, s_counts))
+        counts_out.append(StepCounts(row["step"], ids, phrases, phrase_counts, strategies, s_counts,
+                                     correct.astype(np.float64), lengths.astype(np.float64)))
 
     # error types among failed responses: counts and shares (names: hicra.dynamics.vocab)
     from hicra.dynamics.vocab import error_columns
@@ -509,6 +515,17 @@ def exploration_groups(counts: Sequence[StepCounts], measure: str, excluded: Seq
             if x in pos:
                 full[:, pos[x]] = mat[:, j]
         out[c.step] = (c.prompt_ids, full)
+    return out
+
+
+def outcome_groups(counts: Sequence[StepCounts]) -> dict[str, dict]:
+    """{"accuracy": step -> (prompt_ids, correct), "mean_length": step -> (prompt_ids, lengths)} for
+    `hicra.dynamics.phases.problem_bootstrap_mean_trend` (the side trends of a text-only exploration test); a
+    name is left out when some step did not keep its values."""
+    out = {}
+    for name, attr in (("accuracy", "correct"), ("mean_length", "lengths")):
+        if counts and all(getattr(c, attr) is not None for c in counts):
+            out[name] = {c.step: (c.prompt_ids, getattr(c, attr)) for c in counts}
     return out
 
 

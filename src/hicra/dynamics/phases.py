@@ -61,7 +61,8 @@ metrics (`metrics.parquet`), each seeded and deterministic.
    a basic interval centred on the draws' mean, one-sided p the share of that interval's distribution at or
    below 0: `problem_bootstrap_trend`). Detected when the
    interval is above 0. Accuracy and mean length trends over the same window are
-   reported beside it. The exploration test runs and is reported even when the verdict is `inconclusive`.
+   reported beside it, on the same unit as the exploration test: over problems on the text-only path
+   (`problem_bootstrap_mean_trend`, the step-based interval kept beside it), else over steps (`trend_test`). The exploration test runs and is reported even when the verdict is `inconclusive`.
 
 4. **Exploration onset** (only when exploration is detected): the hinge-vs-line test on the whole exploration
    curve, for a slope that turns up into a rise; None when that test fails (the rising window's first step would
@@ -829,6 +830,68 @@ def _multiplicities(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray
 PAIR_MIN_PROBLEMS = 10  # fewer problems shared by every step (or fewer than half of all): each step draws its own
 
 
+def _problem_design(groups: Mapping[float, tuple[Sequence[str], np.ndarray]], n_cols: int | None = None):
+    """The bootstrap-over-problems design shared by `problem_bootstrap_trend` and `problem_bootstrap_mean_trend`.
+
+    groups: step -> (prompt_ids (n_s,), per-response rows (n_s, K)). Returns (steps (S,), per_step, problems,
+    paired): per_step[i] = (problem ids (P_i,), per-problem row sums (P_i, K)), restricted to the problems every
+    step shares, in one order, when the test pairs (module docstring, 3; `PAIR_MIN_PROBLEMS`)."""
+    steps = np.array(sorted(groups), float)
+    per_step = []
+    for s in steps:
+        ids, rows = groups[s]
+        uniq, inv = np.unique(np.asarray(ids, dtype=str), return_inverse=True)
+        rows = np.asarray(rows, float).reshape(len(inv), -1)
+        g = np.zeros((uniq.size, rows.shape[1]))
+        np.add.at(g, inv, rows)
+        per_step.append((uniq, g))
+    every = set(per_step[0][0].tolist()).intersection(*(u.tolist() for u, _ in per_step[1:])) if per_step else set()
+    seen = set().union(*(u.tolist() for u, _ in per_step)) if per_step else set()
+    paired = len(every) >= PAIR_MIN_PROBLEMS and 2 * len(every) >= len(seen)
+    problems = {"paired": paired, "shared": len(every), "left_out": len(seen) - len(every) if paired else 0,
+                "all": len(seen)}
+    if paired:  # the shared problems only, in one order at every step
+        shared = np.array(sorted(every))
+        per_step = [(shared, g[np.searchsorted(u, shared)]) for u, g in per_step]
+    return steps, per_step, problems, paired
+
+
+def _problem_replicates(per_step, paired: bool, rng: np.random.Generator, n_boot: int) -> list[np.ndarray]:
+    """Each step's (n_boot, K) resampled row sums: one problem draw for all steps when `paired`, else one per step."""
+    drawn = []
+    if paired:
+        w = _multiplicities(rng, per_step[0][0].size, n_boot)
+    for uniq, g in per_step:
+        if not paired:
+            w = _multiplicities(rng, uniq.size, n_boot)
+        drawn.append(w @ g)
+    return drawn
+
+
+def _problem_slope_interval(slope: float, draws: np.ndarray, config: PhaseConfig,
+                            interval: str) -> tuple[float, float, float, np.ndarray]:
+    """(lo, hi, one-sided p, distribution) of a slope from its bootstrap draws (`problem_bootstrap_trend`)."""
+    from hicra.stats import basic_draws
+
+    if interval == "percentile":
+        dist = draws[np.isfinite(draws)]
+    else:
+        dist = basic_draws(draws, slope, centre=float(np.mean(draws)) if interval == "centred" else None)
+    lo, hi = (float(v) for v in np.quantile(dist, [(1 - config.level) / 2, (1 + config.level) / 2]))
+    return lo, hi, float((1 + np.sum(dist <= 0)) / (1 + dist.size)), dist
+
+
+_INTERVAL_NAMES = {"centred": "basic interval centred on the draws' mean", "basic": "basic interval",
+                   "percentile": "percentile interval"}
+
+
+def _pairing_text(problems: dict) -> str:
+    if problems["paired"]:
+        return (f"the same draw at every step, on the {problems['shared']} problems every step has"
+                + (f" ({problems['left_out']} of {problems['all']} left out)" if problems["left_out"] else ""))
+    return f"drawn within each step: {problems['shared']} of {problems['all']} problems at every step"
+
+
 def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarray]],
                             config: PhaseConfig = PhaseConfig(), *, interval: str = "centred") -> dict:
     """Trend of an entropy over steps with a bootstrap over problems.
@@ -863,63 +926,63 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
     "replicates_left_out" and "problems" ({"paired", "shared", "left_out", "all"}: problems at every step,
     problems left out of a paired test, problems seen at any step). ValueError for an unknown `interval`.
     """
-    from hicra.stats import basic_draws
-
     if interval not in ("centred", "basic", "percentile"):
         raise ValueError(f"interval must be 'centred', 'basic' or 'percentile', got {interval!r}")
-    steps = np.array(sorted(groups), float)
-    if steps.size < 3:
+    if len(groups) < 3:
         return {"tested": False, "detected": False, "reason": "fewer than 3 steps"}
     rng = np.random.default_rng(config.seed + 4)
-    per_step = []
-    for s in steps:
-        ids, counts = groups[s]
-        uniq, inv = np.unique(np.asarray(ids, dtype=str), return_inverse=True)
-        g = np.zeros((uniq.size, np.asarray(counts).shape[1]))
-        np.add.at(g, inv, integer_counts(counts))
-        per_step.append((uniq, g))
-    every = set(per_step[0][0].tolist()).intersection(*(u.tolist() for u, _ in per_step[1:]))
-    seen = set().union(*(u.tolist() for u, _ in per_step))
-    paired = len(every) >= PAIR_MIN_PROBLEMS and 2 * len(every) >= len(seen)
-    problems = {"paired": paired, "shared": len(every), "left_out": len(seen) - len(every) if paired else 0,
-                "all": len(seen)}
-    if paired:  # the shared problems only, in one order at every step
-        shared = np.array(sorted(every))
-        per_step = [(shared, g[np.searchsorted(u, shared)]) for u, g in per_step]
+    steps, per_step, problems, paired = _problem_design(
+        {s: (ids, integer_counts(counts)) for s, (ids, counts) in groups.items()})
     totals = np.array([g.sum() for _, g in per_step])
     if totals.min() < 2:
         return {"tested": False, "detected": False, "problems": problems,
                 "reason": f"{int(totals.min())} occurrences at step {steps[int(np.argmin(totals))]:g}, need 2"}
     m = float(np.floor(totals.min()))
     values = np.array([rarefied_entropy(g.sum(axis=0, keepdims=True), m)[0] for _, g in per_step])
-    drawn = []
-    if paired:
-        w = _multiplicities(rng, per_step[0][0].size, config.n_boot)
-    for uniq, g in per_step:
-        if not paired:
-            w = _multiplicities(rng, uniq.size, config.n_boot)
-        drawn.append(w @ g)
+    drawn = _problem_replicates(per_step, paired, rng, config.n_boot)
     m_boot = np.min([d.sum(axis=1) for d in drawn], axis=0)  # each replicate at its own smallest step total
     usable = m_boot >= 2  # a replicate with a step of < 2 occurrences has no entropy to compare: left out
     boot = np.stack([rarefied_entropy(d[usable], m_boot[usable]) for d in drawn])
     slope = _line_fit(steps, values)[1]
     draws = _slopes(steps, boot)
-    if interval == "percentile":
-        dist = draws[np.isfinite(draws)]
-    else:
-        dist = basic_draws(draws, slope, centre=float(np.mean(draws)) if interval == "centred" else None)
-    lo, hi = (float(v) for v in np.quantile(dist, [(1 - config.level) / 2, (1 + config.level) / 2]))
-    how = {"centred": "basic interval centred on the draws' mean", "basic": "basic interval",
-           "percentile": "percentile interval"}[interval]
-    pairing = (f"the same draw at every step, on the {len(every)} problems every step has"
-               + (f" ({problems['left_out']} of {len(seen)} left out)" if problems["left_out"] else "")
-               if paired else f"drawn within each step: {len(every)} of {len(seen)} problems at every step")
+    lo, hi, p, _ = _problem_slope_interval(slope, draws, config, interval)
     return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi],
-            "p_value": float((1 + np.sum(dist <= 0)) / (1 + dist.size)), "n_steps": int(steps.size),
+            "p_value": p, "n_steps": int(steps.size),
             "first_step": float(steps[0]), "last_step": float(steps[-1]), "values": values.tolist(),
             "occurrences": m, "replicates_left_out": int((~usable).sum()), "problems": problems,
-            "interval_method": f"bootstrap over problems ({pairing}), entropies at a common number of "
-                               f"occurrences, {how}"}
+            "interval_method": f"bootstrap over problems ({_pairing_text(problems)}), entropies at a common "
+                               f"number of occurrences, {_INTERVAL_NAMES[interval]}"}
+
+
+def problem_bootstrap_mean_trend(groups: Mapping[float, tuple[Sequence[str], Sequence[float]]],
+                                 config: PhaseConfig = PhaseConfig(), *, interval: str = "centred") -> dict:
+    """Trend of a per-response mean (accuracy, length) over steps with the bootstrap over problems of
+    `problem_bootstrap_trend`: the same pairing rule (the problems every step shares, one draw for all steps), the
+    same interval (default: basic, centred on the draws' mean) and one-sided p, so the accuracy and length reported
+    beside a text-only exploration test rest on the same unit as that test (the problem), not on the steps.
+
+    groups: step -> (prompt_ids (n_s,), values (n_s,)): one value per response (1/0 for correct, tokens for length).
+    Each step's value is the mean over its responses (of the shared problems when paired); the statistic is the
+    OLS slope of those means against step, in the values' unit per step.
+    Returns {"tested", "detected" (interval above 0), "slope", "slope_interval", "p_value", "n_steps",
+    "problems", "interval_method"}. ValueError for an unknown `interval`."""
+    if interval not in _INTERVAL_NAMES:
+        raise ValueError(f"interval must be 'centred', 'basic' or 'percentile', got {interval!r}")
+    if len(groups) < 3:
+        return {"tested": False, "detected": False, "reason": "fewer than 3 steps"}
+    rng = np.random.default_rng(config.seed + 6)
+    steps, per_step, problems, paired = _problem_design(
+        {s: (ids, np.column_stack([np.asarray(v, float), np.ones(len(v))])) for s, (ids, v) in groups.items()})
+    values = np.array([g[:, 0].sum() / g[:, 1].sum() for _, g in per_step])
+    drawn = _problem_replicates(per_step, paired, rng, config.n_boot)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = np.stack([d[:, 0] / d[:, 1] for d in drawn])  # (S, n_boot)
+    slope = _line_fit(steps, values)[1]
+    draws = _slopes(steps, boot)
+    lo, hi, p, _ = _problem_slope_interval(slope, draws[np.isfinite(draws)], config, interval)
+    return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi], "p_value": p,
+            "n_steps": int(steps.size), "problems": problems,
+            "interval_method": f"bootstrap over problems ({_pairing_text(problems)}), {_INTERVAL_NAMES[interval]}"}
 
 
 # ---------------------------------------------------------------- verdict
@@ -1058,13 +1121,17 @@ _SUMMARIES = {
 
 
 def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_metric: str | None = None,
-                  problem_groups: Mapping | None = None, _run_draws: dict | None = None) -> dict:
+                  problem_groups: Mapping | None = None, problem_outcomes: Mapping | None = None,
+                  _run_draws: dict | None = None) -> dict:
     """The v2 verdict for one run's metrics (DataFrame, pyarrow Table or mapping of columns with a `step` column).
 
     exploration_metric: a column of `EXPLORATION_COLUMNS` to use instead of the automatic choice
     (`exploration_column`); any other name raises ValueError.
     problem_groups: step -> (prompt_ids, counts) of the exploration measure's categories per response: the
     exploration interval then comes from a bootstrap over problems (`problem_bootstrap_trend`).
+    problem_outcomes: {"accuracy" | "mean_length": step -> (prompt_ids, per-response values)}
+    (`hicra.dynamics.metrics.outcome_groups`): those side trends then use the same bootstrap over problems
+    (`problem_bootstrap_mean_trend`), with the step-based interval kept beside it as "interval_over_steps".
     ValueError for metrics without a `step` column or with a step in two rows.
     Returns DESIGN.md's `summary.json["phases"]` (v2): verdict, order, exploration, consolidation_end_step,
     exploration_onset_step, confidence, evidence.
@@ -1151,12 +1218,22 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
         if not test["tested"] and test.get("reason"):
             expl["reason"] = test["reason"]
         # the paper pairs the rise with accuracy and length: their trends over the same window
+        # (on the problem bootstrap when the exploration test is: the same unit for all three)
         for name in ("accuracy", "mean_length"):
             xs, ys = _valid(steps, col(name))
             sel = (xs >= xw[0]) & (xs <= xw[-1])
             if sel.sum() >= 3:
                 t = trend_test(xs[sel], ys[sel], config)
-                expl[name] = {"slope": t["slope"], "interval": t["slope_interval"]}
+                expl[name] = {"slope": t.get("slope"), "interval": t.get("slope_interval"), "p_value": t.get("p_value"),
+                              "interval_method": "AR(1) sieve bootstrap-t over steps"}
+                by_problem = (problem_outcomes or {}).get(name)
+                if by_problem is not None and problem_groups is not None:
+                    pt = problem_bootstrap_mean_trend({x: by_problem[x] for x in xs[sel] if x in by_problem},
+                                                      config)
+                    if pt["tested"]:
+                        expl[name] = {"slope": pt["slope"], "interval": pt["slope_interval"],
+                                      "p_value": pt["p_value"], "interval_method": pt["interval_method"],
+                                      "interval_over_steps": t.get("slope_interval")}
     evidence["exploration"] = expl
 
     onset = None
