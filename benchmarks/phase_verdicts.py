@@ -1,6 +1,7 @@
 """Phase verdict v2 on planted synthetic runs: the share of each verdict per case and noise condition.
 
     python benchmarks/phase_verdicts.py [N_PER_CASE] [N_BOOT] [--seed-offset K] [--pool R]
+                                        [--reference-noise F] [--cases a,b] [--noise low,high]
 
 Cases and noise conditions: `hicra.dynamics.synthetic.PHASE_CASES` / `PHASE_NOISE` (60 steps; low and high white
 noise, and the low level with AR(1) drift phi = 0.6). Curve set i (i = K .. K + N - 1) is seeded by i, so
@@ -10,6 +11,10 @@ share called `two-phase`, and the full verdict counts; then whether the targets 
 <= 5% `two-phase` on every case that is not two-phase).
 `--pool R`: each verdict is the pooled one over R runs of the case (`detect_phases_pooled`, resampling runs); the
 runs of set i are seeded K + i R .. K + i R + R - 1, so no two sets share a run.
+`--reference-noise F`: the reference class's noise is F times planning's (`phase_curves(reference_noise=F)`;
+default 1, the noise-matched reference the targets assume); below 1 measures the known limit of a reference class
+quieter than planning (docs/dynamics.md, "Known limits"). `--cases` / `--noise`: a subset of the cases / conditions (`--noise` also takes the stress condition
+`noisy-planning`, planning 8 times as noisy as execution: `PHASE_NOISE_STRESS`).
 Defaults: 50 per case, n_boot 199 (the analyzer's default is 999; 199 keeps the run to minutes), offset 0.
 """
 
@@ -22,7 +27,7 @@ from collections import Counter
 import numpy as np
 
 from hicra.dynamics.phases import PhaseConfig, detect_phases, detect_phases_pooled
-from hicra.dynamics.synthetic import PHASE_CASES, PHASE_NOISE, phase_curves
+from hicra.dynamics.synthetic import PHASE_CASES, PHASE_NOISE, PHASE_NOISE_STRESS, phase_curves
 
 
 def main() -> None:
@@ -31,22 +36,32 @@ def main() -> None:
     ap.add_argument("n_boot", nargs="?", type=int, default=199, help="bootstrap resamples per test")
     ap.add_argument("--seed-offset", type=int, default=0, help="first curve set's seed")
     ap.add_argument("--pool", type=int, default=1, help="runs pooled into each verdict (1: one run per verdict)")
+    ap.add_argument("--reference-noise", type=float, default=1.0,
+                    help="reference-class noise as a multiple of planning's (default 1)")
+    ap.add_argument("--cases", default=",".join(PHASE_CASES), help="comma-separated cases (default: all)")
+    ap.add_argument("--noise", default=",".join(PHASE_NOISE), help="comma-separated noise conditions (default: the three of PHASE_NOISE; also noisy-planning)")
     args = ap.parse_args()
-    n, off, pool = args.n, args.seed_offset, args.pool
+    n, off, pool, rn = args.n, args.seed_offset, args.pool, args.reference_noise
+    cases = {c: PHASE_CASES[c] for c in args.cases.split(",") if c}
+    noises = [c for c in args.noise.split(",") if c]
+    unknown = sorted((set(cases) - set(PHASE_CASES)) | (set(noises) - set(PHASE_NOISE) - set(PHASE_NOISE_STRESS)))
+    if unknown:
+        ap.error(f"unknown case or noise condition: {', '.join(unknown)}")
     cfg = PhaseConfig(n_boot=args.n_boot)
 
     def verdict(case, noise, i):
         if pool == 1:
-            return detect_phases(phase_curves(case, np.random.default_rng(i), noise=noise), cfg)["verdict"]
-        runs = [phase_curves(case, np.random.default_rng(off + (i - off) * pool + r), noise=noise)
-                for r in range(pool)]
+            return detect_phases(phase_curves(case, np.random.default_rng(i), noise=noise, reference_noise=rn),
+                                 cfg)["verdict"]
+        runs = [phase_curves(case, np.random.default_rng(off + (i - off) * pool + r), noise=noise,
+                             reference_noise=rn) for r in range(pool)]
         return detect_phases_pooled(runs, cfg)["verdict"]
 
     t0 = time.perf_counter()
     misses = []
     print(f"{'noise':6s} {'case':29s} {'correct':>8s} {'two-phase':>10s}  verdicts")
-    for noise in PHASE_NOISE:
-        for case, want in PHASE_CASES.items():
+    for noise in noises:
+        for case, want in cases.items():
             counts = Counter(verdict(case, noise, i) for i in range(off, off + n))
             correct, two = counts[want] / n, counts["two-phase"] / n
             print(f"{noise:6s} {case:29s} {correct:8.0%} {two:10.0%}  {dict(counts.most_common())}", flush=True)
@@ -54,7 +69,8 @@ def main() -> None:
                 misses.append(f"{noise}/{case}: {correct:.0%} correct")
             if want != "two-phase" and two > 0.05:
                 misses.append(f"{noise}/{case}: {two:.0%} two-phase")
-    what = f"{n} curve sets per case" + (f", each {pool} runs pooled" if pool > 1 else "")
+    what = (f"{n} curve sets per case" + (f", each {pool} runs pooled" if pool > 1 else "")
+            + (f", reference noise {rn:g} x planning's" if rn != 1 else ""))
     last = off + n * pool - 1
     print(f"{what} (seeds {off}..{last}), n_boot {args.n_boot}, {time.perf_counter() - t0:.0f} s")
     print("targets met" if not misses else "targets missed: " + "; ".join(misses))

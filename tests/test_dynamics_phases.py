@@ -768,3 +768,34 @@ def test_duplicate_steps_are_refused():
     dup = {k: np.concatenate([v, v[-5:]]) for k, v in c.items()}  # the last five steps appended again
     with pytest.raises(ValueError, match=r"metrics have duplicate steps \(55, 56, 57, 58, 59\): one row per step"):
         detect_phases(dup, CFG)
+
+
+def test_order_reports_each_class_noise_and_cautions_on_a_quiet_reference():
+    """The reference class guards "planning consolidates later" only when it is about as noisy as planning: the
+    order test reports each class curve's noise (sd of its bent-cable residuals) and their ratio, and an
+    execution-first order over a reference half as noisy as planning carries a caution."""
+    ratios = {}
+    for f in (1.0, 0.5):
+        got = []
+        for seed in range(6):
+            m = phase_curves("execution-first", np.random.default_rng(seed), noise="high", reference_noise=f)
+            order = detect_phases(m, CFG)["evidence"]["order"]
+            sd = order["noise_sd"]
+            # an independent estimate: the sd of the planted noise itself (curve minus its noise-free shape)
+            clean = phase_curves("execution-first", np.random.default_rng(seed), noise="high", reference_noise=0.0)
+            assert sd["reference"] == pytest.approx(np.std(m["rel_ppl_reference"] - clean["rel_ppl_reference"]),
+                                                    rel=0.3)
+            got.append(order["reference_to_planning_noise"])
+            if order["order"] == "execution-first":
+                assert ("caution" in order) == (order["reference_to_planning_noise"] < 0.7)
+        ratios[f] = float(np.mean(got))
+    assert ratios[1.0] == pytest.approx(1.0, abs=0.2) and ratios[0.5] == pytest.approx(0.5, abs=0.12)
+    # planning 8 times as noisy as execution (the stress condition): an execution-first order is cautioned
+    called = 0
+    for seed in range(12):
+        order = detect_phases(phase_curves("execution-first", np.random.default_rng(seed), noise="noisy-planning"),
+                              CFG)["evidence"]["order"]
+        if order["order"] == "execution-first":
+            called += 1
+            assert "times as noisy as execution's" in order["caution"]
+    assert called > 0

@@ -656,6 +656,13 @@ def _difference(a: float, b: float, da: np.ndarray, db: np.ndarray, level: float
     return out
 
 
+# noise ratios past which an execution-first order carries a caution (`benchmarks/phase_verdicts.py --noise
+# noisy-planning --reference-noise F`: classes settling together read execution-first in 10-18% of curve sets when
+# planning is 8 times as noisy as execution, 0-4% at 2 times, the validation's and the lab's)
+QUIET_REFERENCE = 0.7  # reference / planning
+NOISY_PLANNING = 4.0  # planning / execution
+
+
 def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config: PhaseConfig = PhaseConfig(), *,
                curve_draws: Mapping[str, np.ndarray] | None = None, interval_method: str | None = None) -> dict:
     """Order of consolidation of the execution, planning and reference classes (module docstring, 1-2).
@@ -667,7 +674,10 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
     draw of every class is decided by the class test's rule against that class's null (`consolidation_draws`)
     and the burn-in; the taus' and differences' intervals come from those decisions.
     Returns {"order", "consolidates", "consolidates_in_draws", "tau_exec", "tau_plan", "tau_ref", "intervals",
-    "difference", "direction", "tests", "interval_method", ...}.
+    "difference", "direction", "tests", "interval_method", "noise_sd" (each class curve's residual sd, in
+    relative-perplexity units), "reference_to_planning_noise", "caution" (only for an execution-first order whose
+    reference class is quieter than planning, ratio < `QUIET_REFERENCE`, or whose planning curve is more than
+    `NOISY_PLANNING` times as noisy as execution's), ...}.
     """
     x = np.asarray(x, float)
     ys = {k: np.asarray(curves[k], float) for k in CLASS_COLUMNS}
@@ -729,6 +739,21 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
     out["levels"] = {"tau": config.level, "differences": d_level}
     out["difference"] = {"plan_minus_exec": d_pe.pop("value"), "plan_minus_ref": d_pr.pop("value")}
     out["direction"] = {"plan_minus_exec": d_pe, "plan_minus_ref": d_pr}
+    # each class curve's noise (sd of its bent-cable residuals, `_noise_model`): the reference class guards
+    # "planning consolidates later" only when it is about as noisy as planning (docs/dynamics.md, "Known limits")
+    noise = {k: float(np.std(_noise_model(x, y, config.min_segment)[0])) for k, y in ys.items()}
+    out["noise_sd"] = noise
+    ratio = noise["reference"] / noise["planning"] if noise["planning"] > 0 else None
+    out["reference_to_planning_noise"] = ratio
+    cautions = []
+    if order == "execution-first" and ratio is not None and ratio < QUIET_REFERENCE:
+        cautions.append(f"the reference class is quieter than planning (noise ratio {ratio:.2f})")
+    if order == "execution-first" and noise["execution"] > 0 and noise["planning"] / noise["execution"] > NOISY_PLANNING:
+        cautions.append(f"planning's curve is {noise['planning'] / noise['execution']:.1f} times as noisy as "
+                        "execution's")
+    if cautions:
+        out["caution"] = ("; ".join(cautions) + ": a noisier curve's end of fall is estimated later, so this order "
+                          "may come from planning's noise alone (docs/dynamics.md, Known limits)")
     out["tests"] = tests
     out["interval_method"] = interval_method or "given draws"
     out["burn_in_steps"] = int(skip)
