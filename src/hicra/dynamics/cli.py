@@ -35,7 +35,9 @@ def register(subparsers) -> None:
         "analyze", help="metrics, phase verdict and report for run directories",
         description="Analyse run directories (DESIGN.md schema): write metrics.parquet/.csv, summary.json, "
         "dynamics.png and report.html. Inputs are never modified; outputs are written atomically. With several "
-        "run directories (seeds), each is analysed and a pooled verdict is written to OUT/pooled_summary.json.")
+        "run directories (seeds), each is analysed and a pooled verdict is written to OUT/pooled_summary.json. "
+        "A bad rollout row is an error (exit code 2) naming the file, the row, counted from 1 ('FILE, row N "
+        "(1-based)', as hicra convert names a Parquet row), and the field.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", metavar="DIR", help="output folder (default: the run directory; with several runs, "
                    "required: one sub-folder per run)")
