@@ -37,6 +37,11 @@ def test_usage_errors_are_one_line_with_exit_code_2(capsys, argv, needle):
 def test_input_error_message_names_file_row_field():
     err = InputError("not a number", path="data.jsonl", row=7, field="reward")
     assert str(err) == "data.jsonl:7, field 'reward': not a number"
+    # rows count from 1 everywhere; a Parquet row (no lines) says so, and several fields looked for are all named
+    err = InputError("not a number", path="data.parquet", row=7, field="reward", table_row=True)
+    assert str(err) == "data.parquet, row 7 (1-based), field 'reward': not a number"
+    err = InputError("none found", path="data.jsonl", row=2, field=("response", "solution", "completion"))
+    assert str(err) == "data.jsonl:2, fields 'response', 'solution' or 'completion': none found"
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):

@@ -130,13 +130,14 @@ def test_bad_input_one_line_error_and_skip_invalid(tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in res.stderr
-    assert lines[0] == f"hicra analyze: error: {bad}:3, field 'logprobs': NaN log-probability"
+    # lp[3] is the fourth row: named from 1, as hicra convert names a Parquet row
+    assert lines[0] == f"hicra analyze: error: {bad}, row 4 (1-based), field 'logprobs': NaN log-probability"
     assert not (tmp_path / "o1" / "summary.json").exists()
     # --skip-invalid: the rest is analysed, the skipped row is listed (stderr and summary.json)
     res = _run_cli("analyze", str(run), "--out", str(tmp_path / "o2"), "--quiet", "--skip-invalid",
                    "--no-report")
     assert res.returncode == 0, res.stderr
-    assert f"{bad}:3, field 'logprobs'" in res.stderr
+    assert f"{bad}, row 4 (1-based), field 'logprobs'" in res.stderr
     summary = json.loads((tmp_path / "o2" / "summary.json").read_text())
     assert len(summary["skipped"]) == 1 and "NaN log-probability" in summary["skipped"][0]
     df = pd.read_parquet(tmp_path / "o2" / "metrics.parquet")

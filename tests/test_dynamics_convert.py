@@ -189,13 +189,63 @@ def test_steps_are_ordered_by_value_or_by_the_numbers_in_their_names(tmp_path, c
 
 
 @pytest.mark.parametrize("values, message", [
-    ([100, 100.0], "step values '100' and '100.0' are the same number"),
-    (["ckpt-5", "ckpt-05"], "step names 'ckpt-5' and 'ckpt-05' carry the same numbers"),
+    ([100, 100.0], "step values '100' and '100.0' are the same number ('100' at {src}:1)"),
+    ([1, "1.0"], "step values '1' and '1.0' are the same number ('1' at {src}:1)"),
+    (["ckpt-5", "ckpt-05"], "step names 'ckpt-5' and 'ckpt-05' carry the same numbers ('ckpt-5' at {src}:1)"),
 ])
 def test_ambiguous_step_names_are_an_error(tmp_path, capsys, values, message):
+    """The error names the file, the row where the second name first appears and the step field, and the row of
+    the first name (before: only the field)."""
     code, err, _ = _steps_of(tmp_path, capsys, values, extra=["--step-field", "step"])
-    assert code == 2 and err == f"hicra convert: error: field 'step': {message}: the order of the checkpoints " \
-        "would be ambiguous"
+    src = tmp_path / "in.jsonl"
+    assert code == 2 and err == f"hicra convert: error: {src}:2, field 'step': {message.format(src=src)}: the order " \
+        "of the checkpoints would be ambiguous"
+
+
+def test_ambiguous_model_names_of_nested_rows_name_file_row_and_key(tmp_path, capsys):
+    """Nested rows: a step is the key of a model's object, so that key is the field named."""
+    rows = [{"question": "q1", "ckpt-5": {"solution": "a", "is_correct": True}},
+            {"question": "q2", "ckpt-5": {"solution": "b", "is_correct": False}},
+            {"question": "q3", "ckpt-05": {"solution": "c", "is_correct": True}}]
+    src = _write_jsonl(tmp_path / "nested.jsonl", rows)
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"hicra convert: error: {src}:3, field 'ckpt-05': step names 'ckpt-5' and 'ckpt-05' carry the same numbers "
+        f"('ckpt-5' at {src}:1): the order of the checkpoints would be ambiguous")
+
+
+def test_a_row_without_any_response_field_names_the_fields_looked_for(tmp_path, capsys):
+    """Before: the message named the file and row but no field."""
+    rows = [{"prompt": "q", "response": "a", "correct": True}, {"prompt": "q", "answer": "b", "correct": True}]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"hicra convert: error: {src}:2, fields 'response', 'solution' or 'completion': none found, and no "
+        "per-model object holding one of them and a correct or is_correct label (--response-field names another "
+        "field)")
+
+
+def test_parquet_rows_are_counted_from_1_and_say_so(tmp_path, capsys):
+    """A Parquet file has no lines: its rows are named 'row N (1-based)', the form `hicra analyze` uses for a row of
+    a rollout file (before: convert counted from 1 and analyze from 0, both written FILE:N)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist([{"prompt": "q", "response": "a", "correct": True, "step": 1},
+                                         {"prompt": "q", "response": "b", "correct": None, "step": 1},
+                                         {"prompt": "q", "response": "c", "correct": True, "step": 1.0}]), src)
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"hicra convert: error: {src}, row 2 (1-based), field 'correct': correctness must be true/false, got None")
+    # the duplicate-step error names both rows in the same form
+    pq.write_table(pa.Table.from_pylist([{"prompt": "q", "response": "a", "correct": True, "step": "1"},
+                                         {"prompt": "q", "response": "c", "correct": True, "step": "1.0"}]), src)
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "o"), "--step-field", "step",
+                 "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"hicra convert: error: {src}, row 2 (1-based), field 'step': step values '1' and '1.0' are the same number "
+        f"('1' at {src}, row 1 (1-based)): the order of the checkpoints would be ambiguous")
 
 
 def test_a_row_without_the_named_step_field_is_an_error(tmp_path, capsys):

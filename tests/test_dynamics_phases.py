@@ -358,6 +358,47 @@ def test_pooling_resamples_runs():
     assert single["verdict"] in VERDICTS and 0 <= ev["agreement"] <= 1
 
 
+@pytest.mark.parametrize("n_runs", [3, 4])
+def test_pooled_run_resamples_are_rescaled_by_sqrt_n_over_n_minus_1(monkeypatch, n_runs):
+    """The order's draws when pooling runs: each resample's mean curve deviates from the mean curve by sqrt(n / (n - 1))
+    times the resample's own deviation (a resample of n runs has (n - 1) / n of the mean's variance). Planted: runs
+    that differ from a shared curve by d_i * v (d_i integers summing to 0), so a resample's mean deviates by
+    mean(d over the picked runs) * v, a multiple of v / n, and by exactly max|d| * v when every pick is one run. The
+    draws handed to `order_test` must then be (multiple of 1 / n) * sqrt(n / (n - 1)) * v, with the largest
+    |deviation| / v equal to sqrt(n / (n - 1)) (a factor of 1.0 gives 1.0 and values off the lattice)."""
+    from hicra.dynamics import phases
+
+    x = np.arange(40.0)
+    rng = np.random.default_rng(11)
+    d = {3: [1, -1, 0], 4: [1, -1, 1, -1]}[n_runs]
+    shared = {"rel_ppl_execution": 1 - 0.2 * np.minimum(x, 10) / 10, "rel_ppl_planning": 1 - 0.2 * np.minimum(x, 25) / 25,
+              "rel_ppl_reference": 1 - 0.2 * np.minimum(x, 18) / 18}
+    shared = {k: v + rng.normal(0, 0.005, x.size) for k, v in shared.items()}  # the same noise in every run
+    v = {k: 0.01 * (1 + i + x / 40) for i, k in enumerate(shared)}  # nowhere 0
+    runs = [{"step": x, **{k: shared[k] + di * v[k] for k in shared}} for di in d]
+
+    seen = []
+    real = phases.order_test
+
+    def spy(x_, curves, config=CFG, *, curve_draws=None, interval_method=None):
+        if curve_draws is not None:  # the pooled call; the per-run calls draw their own
+            seen.append(curve_draws)
+        return real(x_, curves, config, curve_draws=curve_draws, interval_method=interval_method)
+
+    monkeypatch.setattr(phases, "order_test", spy)
+    out = phases.detect_phases_pooled(runs, CFG)
+    assert len(seen) == 1 and f"resampling the {n_runs} runs" in out["evidence"]["order"]["interval_method"]
+    factor = np.sqrt(n_runs / (n_runs - 1))
+    for cls, column in phases.CLASS_COLUMNS.items():
+        mean = np.mean([r[column] for r in runs], axis=0)
+        draws = np.asarray(seen[0][cls])
+        assert draws.shape == (x.size, min(CFG.n_boot, 499))
+        units = (draws - mean[:, None]) / (factor * v[column][:, None])  # mean(d over the picks), per draw
+        assert np.allclose(units, units[0], atol=1e-9)  # one resample: the same pick mean at every step
+        assert np.allclose(units * n_runs, np.round(units * n_runs), atol=1e-6)  # a multiple of 1 / n
+        assert np.abs(units).max() == pytest.approx(1.0, abs=1e-9)  # every pick one run with |d| = 1
+
+
 def test_v1_summaries_still_load():
     v1 = {"verdict": "single-phase", "consolidation_end_step": 40, "exploration_onset_step": None,
           "confidence": 0.9, "evidence": {"consolidation": {"detected": True, "p_value": 0.01},

@@ -124,7 +124,9 @@ def test_writer_rejects_bad_rows(tmp_path):
     rows[4]["logprobs"] = rows[4]["logprobs"][:-1] if len(rows[4]["logprobs"]) > 1 else np.zeros(3, np.float32)
     with pytest.raises(InputError) as exc:
         w.write_step(0, rows)
-    assert exc.value.row == 4 and exc.value.field == "logprobs"
+    # rows[4] is the fifth row: row numbers in errors count from 1
+    assert exc.value.row == 5 and exc.value.field == "logprobs"
+    assert f"{rollout_path(tmp_path, 0)}, row 5 (1-based), field 'logprobs'" in str(exc.value)
     assert not rollout_path(tmp_path, 0).exists()
 
 
@@ -192,13 +194,16 @@ def test_reader_errors_name_file_row_field(tmp_path, case, field, row):
     with pytest.raises(InputError) as exc:
         list(iter_steps(tmp_path))
     err = exc.value
-    assert err.path == str(path) and err.field == field and err.row == row
+    # `row` above is the 0-based index of the planted row; errors count rows from 1 and say so
+    assert err.path == str(path) and err.field == field and err.row == (None if row is None else row + 1)
+    if row is not None:
+        assert f"{path}, row {row + 1} (1-based), field '{field}'" in str(err)
     assert str(path) in str(err) and f"'{field}'" in str(err)
     # skip_invalid: the rest is analysed and the skipped input is listed
     skipped = []
     steps = dict(iter_steps(tmp_path, skip_invalid=True, skipped=skipped))
     assert 6 in steps and steps[6].num_rows == 4
-    assert skipped and skipped[0].file == str(path) and skipped[0].field == field
+    assert skipped and skipped[0].file == str(path) and skipped[0].field == field and skipped[0].row == err.row
     if row is not None:  # row-level problem: the other rows of the step survive
         assert steps[5].num_rows == 3
     else:
@@ -269,5 +274,5 @@ def test_logprob_rounding_above_zero_is_accepted_and_a_positive_one_named(tmp_pa
     _write_raw(tmp_path, 5, t)
     with pytest.raises(InputError) as exc:
         list(iter_steps(tmp_path))
-    assert str(exc.value) == (f"{path}:2, field 'logprobs': positive log-probability (above 1e-06; a "
+    assert str(exc.value) == (f"{path}, row 3 (1-based), field 'logprobs': positive log-probability (above 1e-06; a "
                               "log-probability is <= 0)")

@@ -35,7 +35,9 @@ def register(subparsers) -> None:
         "analyze", help="metrics, phase verdict and report for run directories",
         description="Analyse run directories (DESIGN.md schema): write metrics.parquet/.csv, summary.json, "
         "dynamics.png and report.html. Inputs are never modified; outputs are written atomically. With several "
-        "run directories (seeds), each is analysed and a pooled verdict is written to OUT/pooled_summary.json.")
+        "run directories (seeds), each is analysed and a pooled verdict is written to OUT/pooled_summary.json. "
+        "A bad rollout row is an error (exit code 2) naming the file, the row, counted from 1 ('FILE, row N "
+        "(1-based)', as hicra convert names a Parquet row), and the field.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", metavar="DIR", help="output folder (default: the run directory; with several runs, "
                    "required: one sub-folder per run)")
@@ -65,7 +67,9 @@ def register(subparsers) -> None:
         "model_solutions.jsonl); --preset verl reads verl's rollout dump (trainer.rollout_data_dir: input, output, "
         "score, step, acc), --preset trl TRL's completions log (OUTPUT_DIR/completions/*.parquet). Field names may "
         "hold {step} (the row's step value). Rows without an id are grouped by prompt text. Without --tokenizer, "
-        "tokens are a regex word proxy (\\w+|[^\\w\\s]); log-probs and entropies are left unknown.",
+        "tokens are a regex word proxy (\\w+|[^\\w\\s]); log-probs and entropies are left unknown. A bad row is an "
+        "error (exit code 2) naming the file, the row and the field; rows count from 1: a JSONL row is its line, "
+        "'FILE:N', a Parquet row 'FILE, row N (1-based)', as hicra analyze names a row.",
         epilog="Example (a chat transcript whose response follows a line 'assistant', correctness under "
         "'<step>_correct'): hicra convert responses original/ --out run --response-field output "
         "--response-after assistant --correct-field '{step}_correct' --prompt-field problem --step-field step")

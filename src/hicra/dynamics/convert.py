@@ -40,6 +40,10 @@ Groups: rows with the same prompt id in a step are samples of one group. The pro
 is one, else the first 12 hex digits of the SHA-1 of the prompt text (so samples of one prompt group together, and
 the same prompt has the same id at every step), else the line number.
 
+Errors: bad input raises `InputError` (the CLI: one line, exit code 2) naming the file, the row and the field. Rows
+count from 1: a JSONL row is its line number, written ``FILE:N``; a Parquet row is written ``FILE, row N
+(1-based)``, as `hicra analyze` names a row of a rollout file.
+
 Tokens: the files carry no token ids. With ``--tokenizer DIR`` (a local Hugging Face tokenizer) responses are
 tokenized with it; without, a **regex word proxy** is used: a token is a run of word characters or one
 punctuation character (``\\w+|[^\\w\\s]``, whitespace dropped), ids assigned in order of first appearance. Planning
@@ -55,13 +59,13 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from hicra.dynamics.records import RolloutWriter, list_rollout_files, rollout_row, write_run_info
-from hicra.errors import InputError
+from hicra.errors import InputError, location
 from hicra.fileio import load_tokenizer, read_jsonl
 from hicra.planning.metrics import WORD_PROXY
 from hicra.planning.tagger import PlanningTagger, overlap_mask
@@ -108,6 +112,17 @@ class _Tokens:
         return ids, overlap_mask(offsets[:, 0], offsets[:, 1], spans[:, 0], spans[:, 1])
 
 
+def _at(path: Path, line_no: int) -> dict:
+    """InputError's location arguments for row `line_no` (from 1) of an input file: a line of a JSONL file, a row
+    of a Parquet file (`hicra.errors.location`)."""
+    return {"path": str(path), "row": line_no, "table_row": Path(path).suffix == ".parquet"}
+
+
+def _where(path: Path, line_no: int) -> str:
+    """The same location as text, for a message that names a second row."""
+    return location(**_at(path, line_no))
+
+
 def _as_bool(value, path, line_no, field) -> bool:
     if isinstance(value, bool):
         return value
@@ -115,7 +130,7 @@ def _as_bool(value, path, line_no, field) -> bool:
         return bool(value)
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    raise InputError(f"correctness must be true/false, got {value!r}", path=str(path), row=line_no, field=field)
+    raise InputError(f"correctness must be true/false, got {value!r}", **_at(path, line_no), field=field)
 
 
 def _natural_key(path: Path) -> list:
@@ -137,32 +152,43 @@ def _as_number(value) -> float | None:
     return None
 
 
-def _sorted_unambiguous(names: list[str], keys: dict, clash: str, field: str | None) -> list[str]:
-    """`names` sorted by `keys[name]`; InputError (`clash` formatted with the two names) when two share a key."""
+def _sorted_unambiguous(names: list[str], keys: dict, clash: str, field: str | None,
+                        where: Mapping[str, tuple] | None = None) -> list[str]:
+    """`names` sorted by `keys[name]`; InputError (`clash` formatted with the two names) when two share a key. With
+    `where` (name -> (file, row, field) of the name's first row) the error is located at the later name's first row
+    and names the earlier one's."""
     seen: dict = {}
     for n in names:
         if keys[n] in seen:
-            raise InputError(clash.format(seen[keys[n]], n) + ": the order of the checkpoints would be ambiguous",
-                             field=field)
+            first = seen[keys[n]]
+            message = clash.format(first, n)
+            if where and n in where and first in where:
+                path, row, name_field = where[n]
+                raise InputError(f"{message} ({first!r} at {_where(*where[first][:2])}): the order of the "
+                                 "checkpoints would be ambiguous", **_at(path, row), field=name_field)
+            raise InputError(message + ": the order of the checkpoints would be ambiguous", field=field)
         seen[keys[n]] = n
     return sorted(names, key=keys.__getitem__)
 
 
-def step_order(names: list[str], values: dict[str, object], field: str | None = None) -> tuple[list[str], str]:
+def step_order(names: list[str], values: dict[str, object], field: str | None = None,
+               where: Mapping[str, tuple] | None = None) -> tuple[list[str], str]:
     """(names in step order, the rule used) for the step names in order of first appearance; `values` maps each
     name to the step value it came from (a number or a string). Rules, tried in turn (module docstring): "numeric",
-    "numbers in the names", "first appearance". InputError (naming `field`) when two names are the same number
-    or carry the same numbers."""
+    "numbers in the names", "first appearance". InputError when two names are the same number or carry the same
+    numbers: located at the later name's first row and naming the earlier one's, given `where` (name -> (file,
+    row, field) of its first row), else naming only `field`."""
     if len(names) < 2:
         return list(names), "one step"
     numbers = {n: _as_number(values.get(n, n)) for n in names}
     if all(v is not None for v in numbers.values()):
-        return _sorted_unambiguous(names, numbers, "step values {!r} and {!r} are the same number", field), "numeric"
+        return (_sorted_unambiguous(names, numbers, "step values {!r} and {!r} are the same number", field, where),
+                "numeric")
     parts = {n: re.split(r"(\d+)", n) for n in names}
     texts = {tuple(p[0::2]) for p in parts.values()}
     if len(texts) == 1 and len(next(iter(texts))) > 1:  # one text, at least one number in it
         keys = {n: tuple(int(d) for d in p[1::2]) for n, p in parts.items()}
-        return (_sorted_unambiguous(names, keys, "step names {!r} and {!r} carry the same numbers", field),
+        return (_sorted_unambiguous(names, keys, "step names {!r} and {!r} carry the same numbers", field, where),
                 "numbers in the names")
     return list(names), "first appearance"
 
@@ -223,7 +249,7 @@ def _text_field(value, what: str, path, line_no, field) -> str:
         return value
     text = _message_text(value, role_prefix=what == "prompt")
     if text is None:
-        raise InputError(f"{what} must be a string or a list of chat messages", path=str(path), row=line_no,
+        raise InputError(f"{what} must be a string or a list of chat messages", **_at(path, line_no),
                          field=field)
     return text
 
@@ -231,14 +257,14 @@ def _text_field(value, what: str, path, line_no, field) -> str:
 def _response_after(text: str, marker: re.Pattern, line: str, path, line_no, field) -> str:
     match = marker.search(text)
     if match is None:
-        raise InputError(f"no line {line!r} to split the transcript on", path=str(path), row=line_no, field=field)
+        raise InputError(f"no line {line!r} to split the transcript on", **_at(path, line_no), field=field)
     return text[match.end():]
 
 
 def _score(value, path, line_no, field) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InputError(f"score must be a finite number, got {value!r} (a reward function that gave no verdict "
-                         "logs null/NaN: leave such rows out)", path=str(path), row=line_no, field=field)
+                         "logs null/NaN: leave such rows out)", **_at(path, line_no), field=field)
     return float(value)
 
 
@@ -290,6 +316,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
     tokens = _Tokens(tagger)
     by_model: dict[str, list[dict]] = {}
     step_values: dict[str, object] = {}  # step name -> the value it came from
+    step_where: dict[str, tuple] = {}  # step name -> (file, row, field) of its first row
     with_step, without_step = None, None  # (path, row) of the first flat row with / without the step field
     n_lines = 0
     rows_iter = ((path, line_no, obj) for path in files for line_no, obj in _read_rows(path))
@@ -300,16 +327,16 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
         step_value = obj.get(step_field)
         if step_value is not None and (isinstance(step_value, bool) or not isinstance(step_value, (int, float, str))
                                        or (isinstance(step_value, float) and not math.isfinite(step_value))):
-            raise InputError(f"a step must be a finite number or a string, got {step_value!r}", path=str(path),
-                             row=line_no, field=step_field)
+            raise InputError(f"a step must be a finite number or a string, got {step_value!r}", **_at(path, line_no),
+                             field=step_field)
 
         def field_name(key: str, path=path, line_no=line_no, step_value=step_value) -> str | None:
             name = fields.get(key)
             if name is None or "{step}" not in name:
                 return name
             if step_value is None:
-                raise InputError(f"the field name {name!r} needs the step, and the row has none", path=str(path),
-                                 row=line_no, field=step_field)
+                raise InputError(f"the field name {name!r} needs the step, and the row has none",
+                                 **_at(path, line_no), field=step_field)
             return name.replace("{step}", str(step_value))
 
         def named(key: str, auto, required: bool, path=path, line_no=line_no, obj=obj) -> str | None:
@@ -318,7 +345,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                 return _first(obj, auto)
             if required and name not in obj:
                 hint = " (or threshold a score: --reward-threshold)" if key == "correct_field" else ""
-                raise InputError("missing" + hint, path=str(path), row=line_no, field=name)
+                raise InputError("missing" + hint, **_at(path, line_no), field=name)
             return name if name in obj else None
 
         pf = named("prompt_field", PROMPT_FIELDS, required="prompt_field" in fields)
@@ -339,8 +366,8 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
             else:
                 cf = named("correct_field", CORRECT_FIELDS, required="correct_field" in fields)
                 if cf is None:
-                    raise InputError("missing correctness label (correct / is_correct)", path=str(path),
-                                     row=line_no, field="correct")
+                    raise InputError("missing correctness label (correct / is_correct)", **_at(path, line_no),
+                                     field="correct")
                 correct = _as_bool(obj[cf], path, line_no, cf)
             sf = named("score_field", (), required=False) if fields.get("score_field") else None
             score = obj.get(sf) if sf else None
@@ -349,7 +376,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
             if step_value is None:
                 if step_named:
                     raise InputError("missing: every row needs its step (checkpoint) when a step field is named",
-                                     path=str(path), row=line_no, field=step_field)
+                                     **_at(path, line_no), field=step_field)
                 without_step = without_step or (path, line_no)
                 name = "responses"
             else:
@@ -358,8 +385,8 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                 step_values.setdefault(name, step_value)
             if with_step and without_step:  # some rows name their model, others not: no step to put them in
                 path_, row_ = without_step
-                raise InputError(f"missing, while other rows have it ({with_step[0]}:{with_step[1]}): every row "
-                                 "needs its step, or none (one step)", path=str(path_), row=row_, field=step_field)
+                raise InputError(f"missing, while other rows have it ({_where(*with_step)}): every row "
+                                 "needs its step, or none (one step)", **_at(path_, row_), field=step_field)
             entries.append((name, obj, rf, correct, reward))
         else:  # nested: one object per model
             for key, value in obj.items():
@@ -369,8 +396,9 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                         ok = _as_bool(value[vcf], path, line_no, vcf)
                         entries.append((key, value, vrf, ok, 1.0 if ok else 0.0))
             if not entries:
-                raise InputError("no response found (need a response/solution field, or per-model objects "
-                                 "holding one and a correct/is_correct label)", path=str(path), row=line_no)
+                raise InputError("none found, and no per-model object holding one of them and a correct or "
+                                 "is_correct label (--response-field names another field)", **_at(path, line_no),
+                                 field=RESPONSE_FIELDS)
         for name, entry, rf_, correct, reward in entries:
             if models and name not in models:
                 continue
@@ -378,6 +406,8 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
             if marker is not None:
                 text = _response_after(text, marker, response_after, path, line_no, rf_)
             ids, mask = tokens(text)
+            # a flat row's step is its step field's value, a nested row's the key of the model's object
+            step_where.setdefault(name, (path, line_no, step_field if rf is not None else name))
             group = by_model.setdefault(name, [])
             group.append({
                 "prompt_id": prompt_id, "sample_idx": 0, "prompt": prompt,
@@ -387,7 +417,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
             })
     if not by_model:
         raise InputError("no responses to convert", path=str(files[0]) if len(files) == 1 else None)
-    names, order_rule = step_order(list(by_model), step_values, field=step_field)
+    names, order_rule = step_order(list(by_model), step_values, field=step_field, where=step_where)
     writer = RolloutWriter(out_dir)
     steps = {}
     for step, name in enumerate(names):

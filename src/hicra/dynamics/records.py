@@ -38,12 +38,13 @@ strategy              string               no        strategies the response exe
 
 Every writer (lab, TRL, verl, evaluation, convert, synthetic) builds its rows with `rollout_row`.
 
-Validation (`validate_table`) raises `InputError` naming the file, the 0-based row index inside that file and the
-field for: a missing required column, a column of the wrong type, an empty step, a null in a required column, a
-`step` value that differs from the file name, list columns whose lengths differ from `token_ids`, log-probabilities
-that are not finite or are above 0 (beyond `VALUE_TOLERANCE` = 1e-6, float rounding), and entropies that are not
-finite or are below 0 (the same tolerance). With ``skip_invalid=True`` bad rows (or whole files) are dropped instead and
-described in the returned problems.
+Validation (`validate_table`) raises `InputError` naming the file, the row inside that file (counted from 1,
+written `FILE, row N (1-based)`, as `hicra convert` names a Parquet row) and the field for: a missing required
+column, a column of the wrong type, an empty step, a null in a required column, a `step` value that differs from the
+file name, list columns whose lengths differ from `token_ids`, log-probabilities that are not finite or are above 0
+(beyond `VALUE_TOLERANCE` = 1e-6, float rounding), and entropies that are not finite or are below 0 (the same
+tolerance). With ``skip_invalid=True`` bad rows (or whole files) are dropped instead and described in the returned
+problems.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def read_run_info(run_dir: str | os.PathLike) -> dict:
 
 @dataclass(frozen=True)
 class Problem:
-    """One piece of bad input that was skipped (`skip_invalid=True`)."""
+    """One piece of bad input that was skipped (`skip_invalid=True`); `row` counts from 1 (None: the whole file)."""
 
     file: str
     row: int | None
@@ -155,7 +156,7 @@ class Problem:
         return asdict(self)
 
     def __str__(self) -> str:
-        return str(InputError(self.message, path=self.file, row=self.row, field=self.field))
+        return str(InputError(self.message, path=self.file, row=self.row, field=self.field, table_row=True))
 
 
 def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None = None,
@@ -163,8 +164,8 @@ def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None
     """Check one rollout file's table; return it cast to `ROLLOUT_SCHEMA` types, plus the problems skipped.
 
     Columns outside the schema are dropped; absent optional columns stay absent (see `conform`). Raises
-    `InputError(path=, row=, field=)` on the first problem unless `skip_invalid`, in which case bad rows are removed
-    (a file-level problem, or a file left without rows, gives an empty table).
+    `InputError(path=, row=, field=)` on the first problem (row counted from 1) unless `skip_invalid`, in which case
+    bad rows are removed (a file-level problem, or a file left without rows, gives an empty table).
     """
     path = str(path)
     problems: list[Problem] = []
@@ -253,9 +254,9 @@ def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None
         first = int(np.flatnonzero(bad)[0])
         if not skip_invalid:
             field, message = found[first]
-            raise InputError(message, path=path, row=first, field=field)
+            raise InputError(message, path=path, row=first + 1, field=field, table_row=True)
         for r in sorted(found):
-            problems.append(Problem(path, r, found[r][0], found[r][1]))
+            problems.append(Problem(path, r + 1, found[r][0], found[r][1]))
         table = table.filter(pa.array(~bad))
         if table.num_rows == 0:
             problems.append(Problem(path, None, "step", "empty step: no valid rows left"))
