@@ -26,8 +26,9 @@ phrase occurrences (mean 5). Cases, all with no change of diversity unless said:
 A rise in any case but `rise` and `strategy-rise` is a false positive (the interval is 95% two-sided: 2.5% per side
 is nominal).
 
-    python benchmarks/text_only_exploration.py [N] [N_BOOT] [--cases a,b] [--interval centred|basic|percentile]
-                                               [--plug-in]
+    python benchmarks/text_only_exploration.py [N] [N_BOOT] [--cases a,b]
+                                               [--interval centred|basic|percentile|jackknife] [--plug-in]
+                                               [--seed-offset K]
 
 prints, per case, the share of N simulated runs whose exploration is detected (one-sided, level 0.95 interval
 above 0) and whose interval lies below 0, the mean slope, and the share of intervals that hold their own point
@@ -121,7 +122,8 @@ def main() -> None:
     ap.add_argument("n_boot", type=int, nargs="?", default=199)
     ap.add_argument("--cases", default=",".join(PHRASE_CASES + STRATEGY_CASES),
                     help="comma-separated cases (default: all)")
-    ap.add_argument("--interval", default="centred", choices=["centred", "basic", "percentile"])
+    ap.add_argument("--interval", default="centred", choices=["centred", "basic", "percentile", "jackknife"])
+    ap.add_argument("--seed-offset", type=int, default=0, help="first run's seed (default 0)")
     ap.add_argument("--plug-in", action="store_true", help="the plug-in entropy at each step's own sample")
     args = ap.parse_args()
     cases = [c for c in args.cases.split(",") if c]
@@ -141,7 +143,7 @@ def main() -> None:
     for case in cases:
         make = simulate if case in PHRASE_CASES else simulate_strategies
         res = [phases.problem_bootstrap_trend(make(case, seed), cfg, interval=args.interval)
-               for seed in range(args.n)]
+               for seed in range(args.seed_offset, args.seed_offset + args.n)]
         up = np.mean([r["detected"] for r in res])
         down = np.mean([r["slope_interval"][1] < 0 for r in res])
         holds = np.mean([r["slope_interval"][0] <= r["slope"] <= r["slope_interval"][1] for r in res])

@@ -907,7 +907,27 @@ def _problem_slope_interval(slope: float, draws: np.ndarray, config: PhaseConfig
 
 
 _INTERVAL_NAMES = {"centred": "basic interval centred on the draws' mean", "basic": "basic interval",
-                   "percentile": "percentile interval"}
+                   "percentile": "percentile interval",
+                   "jackknife": "delete-one-problem jackknife standard error, Student t interval"}
+
+
+def _jackknife_interval(steps: np.ndarray, slope: float, loo: np.ndarray,
+                        config: PhaseConfig) -> tuple[float, float, float, int]:
+    """(lo, hi, one-sided p, n used) of a slope from its leave-one-problem-out values `loo` (S, P): each column is
+    every step's value without one problem (non-finite columns are left out). se^2 = (n - 1)/n sum (s_i - mean)^2
+    over the n columns' slopes s_i (Quenouille-Tukey delete-1 jackknife); interval slope +- t(level, n - 1) se;
+    p = P(T_(n-1) >= slope / se)."""
+    from scipy import stats
+
+    ok = np.isfinite(loo).all(axis=0)
+    s_i = _slopes(steps, loo[:, ok])
+    n = int(s_i.size)
+    se = float(np.sqrt((n - 1) / n * np.sum((s_i - s_i.mean()) ** 2))) if n > 1 else float("nan")
+    q = float(stats.t.ppf((1 + config.level) / 2, max(n - 1, 1)))
+    if not np.isfinite(se):
+        return float("nan"), float("nan"), 1.0, n
+    p = float(stats.t.sf(slope / se, n - 1)) if se > 0 else (0.0 if slope > 0 else 1.0)
+    return slope - q * se, slope + q * se, p, n
 
 
 def _pairing_text(problems: dict) -> str:
@@ -951,8 +971,8 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
     "replicates_left_out" and "problems" ({"paired", "shared", "left_out", "all"}: problems at every step,
     problems left out of a paired test, problems seen at any step). ValueError for an unknown `interval`.
     """
-    if interval not in ("centred", "basic", "percentile"):
-        raise ValueError(f"interval must be 'centred', 'basic' or 'percentile', got {interval!r}")
+    if interval not in _INTERVAL_NAMES:
+        raise ValueError(f"interval must be one of {sorted(_INTERVAL_NAMES)}, got {interval!r}")
     if len(groups) < 3:
         return {"tested": False, "detected": False, "reason": "fewer than 3 steps"}
     rng = np.random.default_rng(config.seed + 4)
@@ -964,6 +984,24 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
                 "reason": f"{int(totals.min())} occurrences at step {steps[int(np.argmin(totals))]:g}, need 2"}
     m = float(np.floor(totals.min()))
     values = np.array([rarefied_entropy(g.sum(axis=0, keepdims=True), m)[0] for _, g in per_step])
+    if interval == "jackknife" and paired:
+        slope = _line_fit(steps, values)[1]
+        # every step without problem i, each column at its own smallest step total (as a bootstrap replicate)
+        loo = np.stack([g.sum(axis=0)[None, :] - g for _, g in per_step])  # (S, P, K)
+        m_loo = loo.sum(axis=2).min(axis=0)  # (P,)
+        use = m_loo >= 2
+        vals = np.full((steps.size, use.size), np.nan)
+        for i in range(steps.size):
+            vals[i, use] = rarefied_entropy(loo[i][use], m_loo[use])
+        lo, hi, p, n_used = _jackknife_interval(steps, slope, vals, config)
+        return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi],
+                "p_value": p, "n_steps": int(steps.size), "first_step": float(steps[0]),
+                "last_step": float(steps[-1]), "values": values.tolist(), "occurrences": m,
+                "replicates_left_out": int(use.size - n_used), "problems": problems,
+                "interval_method": f"leave-one-problem-out over the {problems['shared']} problems every step has, "
+                                   f"entropies at a common number of occurrences, {_INTERVAL_NAMES['jackknife']}"}
+    if interval == "jackknife":  # each step draws its own problems: no problem to leave out of every step
+        interval = "centred"
     drawn = _problem_replicates(per_step, paired, rng, config.n_boot)
     m_boot = np.min([d.sum(axis=1) for d in drawn], axis=0)  # each replicate at its own smallest step total
     usable = m_boot >= 2  # a replicate with a step of < 2 occurrences has no entropy to compare: left out
@@ -992,13 +1030,24 @@ def problem_bootstrap_mean_trend(groups: Mapping[float, tuple[Sequence[str], Seq
     Returns {"tested", "detected" (interval above 0), "slope", "slope_interval", "p_value", "n_steps",
     "problems", "interval_method"}. ValueError for an unknown `interval`."""
     if interval not in _INTERVAL_NAMES:
-        raise ValueError(f"interval must be 'centred', 'basic' or 'percentile', got {interval!r}")
+        raise ValueError(f"interval must be one of {sorted(_INTERVAL_NAMES)}, got {interval!r}")
     if len(groups) < 3:
         return {"tested": False, "detected": False, "reason": "fewer than 3 steps"}
     rng = np.random.default_rng(config.seed + 6)
     steps, per_step, problems, paired = _problem_design(
         {s: (ids, np.column_stack([np.asarray(v, float), np.ones(len(v))])) for s, (ids, v) in groups.items()})
     values = np.array([g[:, 0].sum() / g[:, 1].sum() for _, g in per_step])
+    if interval == "jackknife" and paired:
+        slope = _line_fit(steps, values)[1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loo = np.stack([(g[:, 0].sum() - g[:, 0]) / (g[:, 1].sum() - g[:, 1]) for _, g in per_step])
+        lo, hi, p, _ = _jackknife_interval(steps, slope, loo, config)
+        return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi], "p_value": p,
+                "n_steps": int(steps.size), "problems": problems,
+                "interval_method": f"leave-one-problem-out over the {problems['shared']} problems every step has, "
+                                   f"{_INTERVAL_NAMES['jackknife']}"}
+    if interval == "jackknife":
+        interval = "centred"
     drawn = _problem_replicates(per_step, paired, rng, config.n_boot)
     with np.errstate(invalid="ignore", divide="ignore"):
         boot = np.stack([d[:, 0] / d[:, 1] for d in drawn])  # (S, n_boot)
