@@ -178,6 +178,41 @@ def test_problem_bootstrap_mean_trend_matches_the_per_problem_slopes():
         problem_bootstrap_mean_trend(flat, interval="studentized")
 
 
+def test_jackknife_intervals_match_independent_computations():
+    """interval="jackknife": for a mean with one response per problem and step, the delete-one jackknife SE of the
+    slope is exactly sd(problem slopes) / sqrt(P); for the entropy slope, a loop that drops each problem and
+    recomputes every step's rarefied entropy gives the same SE."""
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    steps, n_prob = np.arange(10), 40
+    ids = np.array([f"p{i}" for i in range(n_prob)])
+    y = (rng.random((10, n_prob)) < rng.uniform(0.2, 0.8, n_prob) + 0.01 * steps[:, None]).astype(float)
+    cfg = PhaseConfig(level=0.95)
+    out = problem_bootstrap_mean_trend({s: (ids, y[s]) for s in steps}, cfg, interval="jackknife")
+    se = np.polyfit(steps, y, 1)[0].std(ddof=1) / np.sqrt(n_prob)
+    q = stats.t.ppf(0.975, n_prob - 1)
+    assert out["slope_interval"] == pytest.approx([out["slope"] - q * se, out["slope"] + q * se])
+    assert out["p_value"] == pytest.approx(stats.t.sf(out["slope"] / se, n_prob - 1))
+    assert out["interval_method"].startswith("leave-one-problem-out")
+    # entropy: a plain loop over the problems
+    groups = {s: (ids, rng.poisson(1.0 + 0.2 * s * (np.arange(6) > 2), size=(n_prob, 6)).astype(float))
+              for s in steps}
+    t = problem_bootstrap_trend(groups, cfg, interval="jackknife")
+    loo = []
+    for i in range(n_prob):
+        sums = [np.delete(groups[s][1], i, axis=0).sum(axis=0, keepdims=True) for s in steps]
+        m = min(x.sum() for x in sums)
+        loo.append(np.polyfit(steps, [rarefied_entropy(x, m)[0] for x in sums], 1)[0])
+    loo = np.array(loo)
+    se = np.sqrt((n_prob - 1) / n_prob * np.sum((loo - loo.mean()) ** 2))
+    assert t["slope_interval"] == pytest.approx([t["slope"] - q * se, t["slope"] + q * se])
+    assert t["detected"] == (t["slope_interval"][0] > 0)
+    # different problems at each step: nothing to leave out of every step, the centred bootstrap instead
+    other = {s: (np.array([f"s{s}q{i}" for i in range(n_prob)]), c) for s, (_, c) in groups.items()}
+    assert "within each step" in problem_bootstrap_trend(other, cfg, interval="jackknife")["interval_method"]
+
+
 def _strategy_rise(seed, n_steps=60):
     """16 problems x 4 responses per step, one label each, uniform over 1 strategy until step 20 and then over up to
     6 (the reviewer's planted case): step -> (prompt ids, one-hot counts)."""
