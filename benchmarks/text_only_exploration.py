@@ -32,7 +32,8 @@ is nominal).
 
 prints, per case, the share of N simulated runs whose exploration is detected (one-sided, level 0.95 interval
 above 0) and whose interval lies below 0, the mean slope, and the share of intervals that hold their own point
-estimate. `--interval` chooses the interval of `problem_bootstrap_trend` (default: the analyzer's, centred);
+estimate. `--interval` chooses the interval of `problem_bootstrap_trend` (default: the analyzer's, the jackknife since
+session 29; centred before);
 `--plug-in` replaces the rarefied entropy by the plug-in entropy at each step's own sample (the test before
 session 26), for comparison.
 """
@@ -122,7 +123,7 @@ def main() -> None:
     ap.add_argument("n_boot", type=int, nargs="?", default=199)
     ap.add_argument("--cases", default=",".join(PHRASE_CASES + STRATEGY_CASES),
                     help="comma-separated cases (default: all)")
-    ap.add_argument("--interval", default="centred", choices=["centred", "basic", "percentile", "jackknife"])
+    ap.add_argument("--interval", default="jackknife", choices=["jackknife", "centred", "basic", "percentile"])
     ap.add_argument("--seed-offset", type=int, default=0, help="first run's seed (default 0)")
     ap.add_argument("--plug-in", action="store_true", help="the plug-in entropy at each step's own sample")
     args = ap.parse_args()

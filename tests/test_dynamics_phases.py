@@ -124,7 +124,7 @@ def test_problem_bootstrap_matches_an_independent_resampling():
         counts = rng.poisson(1.0 + 0.3 * s * (np.arange(5) > 1), size=(30, 5)).astype(float)
         groups[s] = (ids, counts)
     cfg = PhaseConfig(n_boot=200, seed=7)
-    out = problem_bootstrap_trend(groups, cfg)
+    out = problem_bootstrap_trend(groups, cfg, interval="centred")
     assert "same draw" in out["interval_method"]
     # the point slope: entropy of each step's summed counts at the smallest step's total, OLS against step
     m = min(groups[s][1].sum() for s in steps)
@@ -149,7 +149,7 @@ def test_problem_bootstrap_matches_an_independent_resampling():
     assert out["detected"] == (out["slope_interval"][0] > 0)
     # different problems at each step: drawn within each step
     other = {s: (np.array([f"s{s}q{i}" for i in range(30)]), c) for s, (_, c) in groups.items()}
-    assert "within each step" in problem_bootstrap_trend(other, cfg)["interval_method"]
+    assert "within each step" in problem_bootstrap_trend(other, cfg, interval="centred")["interval_method"]
 
 
 def test_problem_bootstrap_mean_trend_matches_the_per_problem_slopes():
@@ -161,7 +161,8 @@ def test_problem_bootstrap_mean_trend_matches_the_per_problem_slopes():
     ids = np.array([f"p{i}" for i in range(n_prob)])
     skill = rng.uniform(0.2, 0.8, n_prob)
     values = {s: (rng.random(n_prob) < np.clip(skill + 0.01 * s, 0, 1)).astype(float) for s in steps}
-    out = problem_bootstrap_mean_trend({s: (ids, v) for s, v in values.items()}, PhaseConfig(n_boot=999, seed=1))
+    out = problem_bootstrap_mean_trend({s: (ids, v) for s, v in values.items()}, PhaseConfig(n_boot=999, seed=1),
+                                       interval="centred")
     y = np.stack([values[s] for s in steps])  # (steps, problems)
     assert out["slope"] == pytest.approx(np.polyfit(steps, y.mean(axis=1), 1)[0])
     per_problem = np.polyfit(steps, y, 1)[0]
@@ -172,7 +173,7 @@ def test_problem_bootstrap_mean_trend_matches_the_per_problem_slopes():
     assert out["detected"] == (lo > 0) and out["problems"]["paired"]
     # no trend: the interval holds 0 for this seed, and the p-value is not small
     flat = {s: (ids, (rng.random(n_prob) < skill).astype(float)) for s in steps}
-    t = problem_bootstrap_mean_trend(flat, PhaseConfig(n_boot=999, seed=1))
+    t = problem_bootstrap_mean_trend(flat, PhaseConfig(n_boot=999, seed=1), interval="centred")
     assert t["slope_interval"][0] < 0 < t["slope_interval"][1] and t["p_value"] > 0.05
     with pytest.raises(ValueError, match="interval must be"):
         problem_bootstrap_mean_trend(flat, interval="studentized")
@@ -194,7 +195,7 @@ def test_jackknife_intervals_match_independent_computations():
     q = stats.t.ppf(0.975, n_prob - 1)
     assert out["slope_interval"] == pytest.approx([out["slope"] - q * se, out["slope"] + q * se])
     assert out["p_value"] == pytest.approx(stats.t.sf(out["slope"] / se, n_prob - 1))
-    assert out["interval_method"].startswith("leave-one-problem-out")
+    assert out["interval_method"].startswith("jackknife over problems (each problem left out")
     # entropy: a plain loop over the problems
     groups = {s: (ids, rng.poisson(1.0 + 0.2 * s * (np.arange(6) > 2), size=(n_prob, 6)).astype(float))
               for s in steps}
@@ -236,7 +237,7 @@ def test_text_only_interval_holds_its_point_and_the_true_slope():
 
     cfg = PhaseConfig(n_boot=199)
     groups = _strategy_rise(0)
-    out = problem_bootstrap_trend(groups, cfg)
+    out = problem_bootstrap_trend(groups, cfg, interval="centred")
     lo, hi = out["slope_interval"]
     assert lo <= out["slope"] <= hi and out["slope"] == pytest.approx(0.03468, abs=1e-5)
     j = np.arange(1, 65)
@@ -251,9 +252,10 @@ def test_text_only_interval_holds_its_point_and_the_true_slope():
         problem_bootstrap_trend(groups, cfg, interval="bca")
 
 
-def test_text_only_p_value_agrees_with_the_interval():
-    """p = (1 + #{r <= 0}) / (1 + B), r the interval's own distribution: detected iff p < 0.025 (up to the
-    quantile's interpolation, which these runs do not straddle)."""
+@pytest.mark.parametrize("interval", ["jackknife", "centred"])
+def test_text_only_p_value_agrees_with_the_interval(interval):
+    """Bootstrap: p = (1 + #{r <= 0}) / (1 + B), r the interval's own distribution; jackknife: the Student t p of
+    its t interval: detected iff p < 0.025 (up to the quantile's interpolation, which these runs do not straddle)."""
     cfg = PhaseConfig(n_boot=199)
     outs = []
     for seed in range(12):
@@ -261,7 +263,7 @@ def test_text_only_p_value_agrees_with_the_interval():
         ids = np.array([f"p{i}" for i in range(30)])
         trend = 0.006 * (seed % 3)  # no rise, weak rises (p near 0.025 in some runs): five rare categories gain
         outs.append(problem_bootstrap_trend({s: (ids, rng.poisson(np.r_[3.0, np.full(5, 0.3 + trend * s)], (30, 6))
-                                                 .astype(float)) for s in range(10)}, cfg))
+                                                 .astype(float)) for s in range(10)}, cfg, interval=interval))
     assert {o["detected"] for o in outs} == {True, False}
     for o in outs:
         assert o["detected"] == (o["p_value"] < 0.025), o
@@ -277,12 +279,17 @@ def test_text_only_pairs_on_the_problems_every_step_shares():
     cfg = PhaseConfig(n_boot=99)
     holed = dict(groups)
     holed[3] = (ids[1:], groups[3][1][1:])  # p00 has no response at step 3
-    out = problem_bootstrap_trend(holed, cfg)
+    out = problem_bootstrap_trend(holed, cfg, interval="centred")
     assert out["problems"] == {"paired": True, "shared": 29, "left_out": 1, "all": 30}
     assert "the same draw at every step, on the 29 problems every step has (1 of 30 left out)" in \
         out["interval_method"]
-    without = problem_bootstrap_trend({s: (i[1:], c[1:]) for s, (i, c) in groups.items()}, cfg)
+    without = problem_bootstrap_trend({s: (i[1:], c[1:]) for s, (i, c) in groups.items()}, cfg, interval="centred")
     assert out["slope"] == without["slope"] and out["slope_interval"] == without["slope_interval"]
+    jk = problem_bootstrap_trend(holed, cfg)  # the default, the jackknife, pairs alike
+    assert "each problem left out of every step in turn, on the 29 problems every step has (1 of 30 left out)" in \
+        jk["interval_method"]
+    assert jk["slope_interval"] == problem_bootstrap_trend({s: (i[1:], c[1:]) for s, (i, c) in groups.items()},
+                                                           cfg)["slope_interval"]
     # through detect_phases the evidence names the problems left out
     curves = phase_curves("text-only", np.random.default_rng(5), steps=8)
     ev = detect_phases(curves, CFG, problem_groups={float(s): g for s, g in zip(curves["step"], holed.values(),

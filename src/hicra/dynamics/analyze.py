@@ -161,7 +161,7 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     groups = outcomes = None
     if df["rel_ppl_execution"].isna().all():
         # text-only (no log-probabilities, or no planning masks): consolidation is untestable; the exploration
-        # test bootstraps problems
+        # test resamples problems
         column, measure = exploration_column(df, config.min_steps)
         if measure is not None:
             groups = exploration_groups(counts, measure, excluded=fmt if column != "semantic_entropy" else ())
@@ -173,13 +173,13 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
                      "planning metrics are null there (pass --tokenizer DIR)")
     if "ppl_all" not in df or df["ppl_all"].isna().all():
         notes.append("the records carry no log-probabilities: perplexities are unavailable and the order of "
-                     "consolidation is untestable (verdict inconclusive); exploration is tested with a bootstrap "
-                     f"over problems (given {config.min_steps} or more steps)")
+                     "consolidation is untestable (verdict inconclusive); exploration is tested by resampling "
+                     f"problems (given {config.min_steps} or more steps)")
     elif df["ppl_execution"].isna().all():
         notes.append("the records carry log-probabilities but no planning masks, and there is no tokenizer to "
                      "recompute them (pass --tokenizer DIR): execution and planning perplexities are unavailable "
                      "and the order of consolidation is untestable (verdict inconclusive); exploration is tested "
-                     f"with a bootstrap over problems (given {config.min_steps} or more steps)")
+                     f"by resampling problems (given {config.min_steps} or more steps)")
     if isinstance(labels, dict) and labels:
         notes.append("a converted run: each step is a checkpoint index (its original value in the source_step "
                      "column), so checkpoints are treated as evenly spaced and every slope is per checkpoint")
