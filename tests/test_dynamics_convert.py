@@ -297,3 +297,32 @@ def test_analysis_of_a_converted_run_keeps_each_checkpoints_source_step(tmp_path
     m = pd.read_csv(out / "metrics.csv")
     assert list(m.columns[:2]) == ["step", "source_step"]
     assert m["step"].tolist() == [0, 1, 2] and m["source_step"].tolist() == [50, 100, 1000]
+
+
+def test_a_format_phrase_learned_during_training_is_excluded(tmp_path):
+    """A review's case: three strategy phrases with fixed per-problem preferences, and from checkpoint 5 of 19 on
+    every response also ends "therefore ..." (a format learned under training). The phrase is in 74% of the run's
+    responses, under the 90% rule pooled over the run, and its arrival read as a rise of diversity (p 1e-92); it is
+    in every response of the later steps, so it is a format phrase and the measure excludes it: no rise."""
+    import random
+
+    gen = random.Random(0)
+    phrases = ["alternatively", "another approach", "check if"]
+    rows = []
+    for s in range(19):
+        for p in range(40):
+            prefs = random.Random(p)
+            weights = [prefs.random() for _ in phrases]
+            body = " ".join(f"{c} we compute {p} plus {s} equals value"
+                            for c in gen.choices(phrases, weights=weights, k=4))
+            if s >= 5:
+                body += " therefore the final value is 7"
+            rows.append({"prompt": f"problem {p}", "response": body, "correct": gen.random() < 0.3, "step": s * 50})
+    src = _write_jsonl(tmp_path / "fmt.jsonl", rows)
+    run, out = tmp_path / "run", tmp_path / "an"
+    assert main(["convert", "responses", str(src), "--out", str(run), "--step-field", "step", "--quiet"]) == 0
+    assert main(["analyze", str(run), "--out", str(out), "--quiet", "--no-report"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert "therefore" in summary["format_phrases"]
+    ex = summary["phases"]["exploration"]
+    assert ex["tested"] and not ex["detected"], ex

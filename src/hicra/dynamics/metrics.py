@@ -32,7 +32,8 @@ numpy/pyarrow over flattened token arrays (no per-token Python loops):
   the same mix drawn for every problem (information flat) or a policy that learned to choose by problem
   (information up).
 - ``semantic_entropy_excl_format``: semantic entropy without **format phrases**: phrases present in at least
-  FORMAT_PHRASE_SHARE = 90% of the run's responses (pooled over all steps). One exclusion set per run, so every
+  FORMAT_PHRASE_SHARE = 90% of the run's responses, or of any one step's (since session 29: a format phrase
+  learned during training is in every response from some step on). One exclusion set per run, so every
   step is measured over the same phrases (a per-step set would let a phrase drop in and out of the measure as
   it crosses the threshold and move the entropy for that reason alone); a phrase nearly every answer contains
   ("so the answer is") says nothing about which strategy was taken, yet as the most frequent phrase it would
@@ -491,14 +492,23 @@ def compute_metrics(run_dir: str | os.PathLike, *, tagger=None, quantiles: Seque
 
 
 def format_phrases(counts: Sequence[StepCounts], share: float = FORMAT_PHRASE_SHARE) -> list[str]:
-    """Phrases present in at least `share` of the run's responses, pooled over all steps (module docstring)."""
+    """Phrases present in at least `share` of the responses of the whole run or of any one step (module
+    docstring): one exclusion set for the run. Per step too, because a format phrase the policy picks up during
+    training (a format reward) is in every response from some step on but under `share` of the whole run, and its
+    arrival would otherwise read as a rise of diversity."""
     present: dict[str, int] = {}
+    found: set[str] = set()
     n = 0
     for c in counts:
-        n += c.phrase_counts.shape[0]
+        rows = c.phrase_counts.shape[0]
+        n += rows
         for j, p in enumerate(c.phrases):
-            present[p] = present.get(p, 0) + int((c.phrase_counts[:, j] > 0).sum())
-    return sorted(p for p, k in present.items() if n and k >= share * n)
+            k = int((c.phrase_counts[:, j] > 0).sum())
+            present[p] = present.get(p, 0) + k
+            if rows and k >= share * rows:
+                found.add(p)
+    found |= {p for p, k in present.items() if n and k >= share * n}
+    return sorted(found)
 
 
 def exploration_groups(counts: Sequence[StepCounts], measure: str, excluded: Sequence[str] = ()) -> dict:
