@@ -78,6 +78,8 @@ def test_step_template_marker_threshold_and_grouping(tmp_path):
     ({"step": 1, "out": "x"}, ["--correct-field", "{step}_ok"], "field '1_ok': missing"),
     ({"out": "x", "ok": True}, ["--correct-field", "{step}_ok"], "field 'step': the field name '{step}_ok' needs"),
     ({"step": 1, "out": 3, "correct": True}, [], "field 'out': response must be a string or a list of chat"),
+    ({"step": "NaN", "out": "x", "correct": True}, [], "field 'step': a step must be a finite number or a string, got 'NaN'"),
+    ({"step": " -inf", "out": "x", "correct": True}, [], "field 'step': a step must be a finite number"),
 ])
 def test_bad_rows_name_file_row_and_field(tmp_path, capsys, row, extra, message):
     src = _write_jsonl(tmp_path / "in.jsonl", [row])

@@ -72,10 +72,16 @@ def test_planted_changes_are_found_within_the_lag():
     assert sum(lag < 0 for lag in rates["lags"]) <= 1  # firing before the change is rare
 
 
-@pytest.mark.parametrize("make", [together, flat, straight])
+def planning_first(i: int, sd: float = 0.01):
+    """The reverse of `planted`: planning falls until CHANGE and flattens, execution keeps falling slowly."""
+    s = np.arange(STEPS)
+    return _classes(4000 + i, 1.0 - 0.005 * s, 1.0 - 0.02 * np.minimum(s, CHANGE), sd)
+
+
+@pytest.mark.parametrize("make", [together, flat, straight, planning_first])
 def test_no_order_sequences_rarely_fire(make):
     """The differential rule: classes that settle together (the sharpening any on-policy RL gives), flat or
-    steadily falling classes do not switch the detector."""
+    steadily falling classes, and planning settling first, do not switch the detector."""
     rates = detection_rates(make, 8)
     assert rates["fire_rate"] <= 1 / 8
 

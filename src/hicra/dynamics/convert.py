@@ -152,6 +152,14 @@ def _as_number(value) -> float | None:
     return None
 
 
+def _non_finite_text(text: str) -> bool:
+    """Whether a string reads as a non-finite float ("NaN", "inf", "-Infinity")."""
+    try:
+        return not math.isfinite(float(text.strip()))
+    except ValueError:
+        return False
+
+
 def _sorted_unambiguous(names: list[str], keys: dict, clash: str, field: str | None,
                         where: Mapping[str, tuple] | None = None) -> list[str]:
     """`names` sorted by `keys[name]`; InputError (`clash` formatted with the two names) when two share a key. With
@@ -329,6 +337,9 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                                        or (isinstance(step_value, float) and not math.isfinite(step_value))):
             raise InputError(f"a step must be a finite number or a string, got {step_value!r}", **_at(path, line_no),
                              field=step_field)
+        if isinstance(step_value, str) and _non_finite_text(step_value):  # "NaN", "inf": a number gone bad, not a name
+            raise InputError(f"a step must be a finite number or a string, got {step_value!r} (not a finite number)",
+                             **_at(path, line_no), field=step_field)
 
         def field_name(key: str, path=path, line_no=line_no, step_value=step_value) -> str | None:
             name = fields.get(key)
