@@ -97,6 +97,11 @@ def dynamics_figure(df, phases: dict, title: str = "", step_labels: dict | None 
     if se_fmt is not None and (se is None or not np.allclose(se_fmt, se, equal_nan=True)):
         ax.plot(steps, se_fmt, marker=".", color="darkgreen", ls="--", label="without format phrases")
         _band(ax, steps, df, "semantic_entropy_excl_format", "darkgreen")
+    ex = (phases.get("evidence") or {}).get("exploration") or {}
+    tested = ex.get("values")
+    if tested is not None and ex.get("measure") == "planning-phrases" and len(tested) == len(steps):
+        # a text-only test's own values: each step's entropy at the common number of occurrences
+        ax.plot(steps, tested, color="black", ls=":", label="as tested (common occurrences)")
     if pce is not None:
         ax2 = ax.twinx()
         ax2.plot(steps, pce, marker=".", color="tab:gray", label="procedural cond. entropy")
@@ -124,8 +129,9 @@ def dynamics_figure(df, phases: dict, title: str = "", step_labels: dict | None 
     for ax in axes:
         _boundaries(ax, phases)
         ax.set_xlabel("step")
-        if step_labels:
-            ax.set_xticks(steps, [str(step_labels.get(str(int(s)), int(s))) for s in steps], rotation=30,
+        if step_labels:  # a converted run's checkpoints by their own names, at most about 10 so they do not overlap
+            shown = steps[:: max(1, -(-len(steps) // 10))]
+            ax.set_xticks(shown, [str(step_labels.get(str(int(s)), int(s))) for s in shown], rotation=30,
                           ha="right", fontsize=8)
         ax.grid(alpha=0.3)
     for ax in axes[:3]:
