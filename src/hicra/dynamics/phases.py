@@ -910,25 +910,43 @@ def _problem_slope_interval(slope: float, draws: np.ndarray, config: PhaseConfig
 
 _INTERVAL_NAMES = {"centred": "basic interval centred on the draws' mean", "basic": "basic interval",
                    "percentile": "percentile interval",
-                   "jackknife": "delete-one-problem jackknife standard error, Student t interval"}
+                   "jackknife": "delete-one-problem jackknife standard error, Student t interval",
+                   "two-way": "delete-one-problem jackknife standard error plus the checkpoint-wide variance of the "
+                              "steps' values beyond problem sampling, Welch-Satterthwaite t interval"}
 
 
-def _jackknife_interval(steps: np.ndarray, slope: float, loo: np.ndarray,
-                        config: PhaseConfig) -> tuple[float, float, float, int]:
+def _jackknife_interval(steps: np.ndarray, slope: float, loo: np.ndarray, config: PhaseConfig,
+                        values: np.ndarray | None = None) -> tuple[float, float, float, int]:
     """(lo, hi, one-sided p, n used) of a slope from its leave-one-problem-out values `loo` (S, P): each column is
     every step's value without one problem (non-finite columns are left out). se^2 = (n - 1)/n sum (s_i - mean)^2
-    over the n columns' slopes s_i (Quenouille-Tukey delete-1 jackknife); interval slope +- t(level, n - 1) se;
-    p = P(T_(n-1) >= slope / se)."""
+    over the n columns' slopes s_i (Quenouille-Tukey delete-1 jackknife); interval slope +- t(level, df) se;
+    p = P(T_df >= slope / se), df = n - 1.
+
+    With `values` (S,), each step's value on all problems (interval "two-way"), the checkpoint-wide part of the
+    noise is added: the variance of `values` around their OLS line, s2 = RSS / (S - 2), minus what problem sampling
+    explains at each step (the mean over steps of the per-step jackknife variance of `loo`'s rows), floored at 0,
+    over Sxx; se^2 = se_jack^2 + max(0, s2 - v_problems) / Sxx, with Welch-Satterthwaite df."""
     from scipy import stats
 
     ok = np.isfinite(loo).all(axis=0)
     s_i = _slopes(steps, loo[:, ok])
     n = int(s_i.size)
-    se = float(np.sqrt((n - 1) / n * np.sum((s_i - s_i.mean()) ** 2))) if n > 1 else float("nan")
-    q = float(stats.t.ppf((1 + config.level) / 2, max(n - 1, 1)))
-    if not np.isfinite(se):
+    if n < 2:
         return float("nan"), float("nan"), 1.0, n
-    p = float(stats.t.sf(slope / se, n - 1)) if se > 0 else (0.0 if slope > 0 else 1.0)
+    a = float((n - 1) / n * np.sum((s_i - s_i.mean()) ** 2))
+    b, df = 0.0, float(n - 1)
+    if values is not None and steps.size > 2:
+        xc = steps - steps.mean()
+        resid = values - _line_fit(steps, values)[2]
+        s2 = float(np.sum(resid**2) / (steps.size - 2))
+        rows = loo[:, ok]
+        v_problems = float(np.mean((n - 1) / n * np.sum((rows - rows.mean(axis=1, keepdims=True)) ** 2, axis=1)))
+        b = max(0.0, s2 - v_problems) / float(xc @ xc)
+        if a + b > 0:
+            df = (a + b) ** 2 / (a**2 / (n - 1) + b**2 / (steps.size - 2))
+    se = float(np.sqrt(a + b))
+    q = float(stats.t.ppf((1 + config.level) / 2, df))
+    p = float(stats.t.sf(slope / se, df)) if se > 0 else (0.0 if slope > 0 else 1.0)
     return slope - q * se, slope + q * se, p, n
 
 
@@ -997,7 +1015,7 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
                 "reason": f"{int(totals.min())} occurrences at step {steps[int(np.argmin(totals))]:g}, need 2"}
     m = float(np.floor(totals.min()))
     values = np.array([rarefied_entropy(g.sum(axis=0, keepdims=True), m)[0] for _, g in per_step])
-    if interval == "jackknife" and paired:
+    if interval in ("jackknife", "two-way") and paired:
         slope = _line_fit(steps, values)[1]
         # every step without problem i, each column at its own smallest step total (as a bootstrap replicate)
         loo = np.stack([g.sum(axis=0)[None, :] - g for _, g in per_step])  # (S, P, K)
@@ -1006,14 +1024,15 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
         vals = np.full((steps.size, use.size), np.nan)
         for i in range(steps.size):
             vals[i, use] = rarefied_entropy(loo[i][use], m_loo[use])
-        lo, hi, p, n_used = _jackknife_interval(steps, slope, vals, config)
+        lo, hi, p, n_used = _jackknife_interval(steps, slope, vals, config,
+                                                values if interval == "two-way" else None)
         return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi],
                 "p_value": p, "n_steps": int(steps.size), "first_step": float(steps[0]),
                 "last_step": float(steps[-1]), "values": values.tolist(), "occurrences": m,
                 "replicates_left_out": int(use.size - n_used), "problems": problems,
                 "interval_method": f"jackknife over problems ({_pairing_text(problems, True)}), entropies at a "
-                                   f"common number of occurrences, {_INTERVAL_NAMES['jackknife']}"}
-    fallback = interval == "jackknife"  # each step draws its own problems: no problem to leave out of every step
+                                   f"common number of occurrences, {_INTERVAL_NAMES[interval]}"}
+    fallback = interval in ("jackknife", "two-way")  # each step draws its own problems: none to leave out of all
     if fallback:
         interval = "centred"
     drawn = _problem_replicates(per_step, paired, rng, config.n_boot)
@@ -1052,16 +1071,16 @@ def problem_bootstrap_mean_trend(groups: Mapping[float, tuple[Sequence[str], Seq
     steps, per_step, problems, paired = _problem_design(
         {s: (ids, np.column_stack([np.asarray(v, float), np.ones(len(v))])) for s, (ids, v) in groups.items()})
     values = np.array([g[:, 0].sum() / g[:, 1].sum() for _, g in per_step])
-    if interval == "jackknife" and paired:
+    if interval in ("jackknife", "two-way") and paired:
         slope = _line_fit(steps, values)[1]
         with np.errstate(invalid="ignore", divide="ignore"):
             loo = np.stack([(g[:, 0].sum() - g[:, 0]) / (g[:, 1].sum() - g[:, 1]) for _, g in per_step])
-        lo, hi, p, _ = _jackknife_interval(steps, slope, loo, config)
+        lo, hi, p, _ = _jackknife_interval(steps, slope, loo, config, values if interval == "two-way" else None)
         return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi], "p_value": p,
                 "n_steps": int(steps.size), "problems": problems,
                 "interval_method": f"jackknife over problems ({_pairing_text(problems, True)}), "
-                                   f"{_INTERVAL_NAMES['jackknife']}"}
-    fallback = interval == "jackknife"
+                                   f"{_INTERVAL_NAMES[interval]}"}
+    fallback = interval in ("jackknife", "two-way")
     if fallback:
         interval = "centred"
     drawn = _problem_replicates(per_step, paired, rng, config.n_boot)
