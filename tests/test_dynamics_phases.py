@@ -214,6 +214,35 @@ def test_jackknife_intervals_match_independent_computations():
     assert "within each step" in problem_bootstrap_trend(other, cfg, interval="jackknife")["interval_method"]
 
 
+def test_two_way_interval_adds_the_checkpoint_wide_variance():
+    """interval="two-way" on a mean: se^2 = sd(problem slopes)^2 / P (the jackknife, exact for a mean) plus the
+    steps' residual variance around their line beyond problem sampling (the per-step variance of the mean,
+    var(y_s) / P), over Sxx; Welch-Satterthwaite df. Computed here from those formulas; and a checkpoint-wide
+    shift common to all problems widens it."""
+    from scipy import stats
+
+    rng = np.random.default_rng(9)
+    steps, n_prob = np.arange(12), 60
+    ids = np.array([f"p{i}" for i in range(n_prob)])
+    shock = rng.normal(0, 0.05, steps.size)  # every problem moves together at each checkpoint
+    y = (rng.random((steps.size, n_prob)) < np.clip(0.5 + shock[:, None], 0, 1)).astype(float)
+    cfg = PhaseConfig(level=0.95)
+    groups = {s: (ids, y[s]) for s in steps}
+    out = problem_bootstrap_mean_trend(groups, cfg, interval="two-way")
+    a = np.polyfit(steps, y, 1)[0].var(ddof=1) / n_prob
+    means = y.mean(axis=1)
+    resid = means - np.polyval(np.polyfit(steps, means, 1), steps)
+    v = np.mean(y.var(axis=1, ddof=1) / n_prob)
+    sxx = ((steps - steps.mean()) ** 2).sum()
+    b = max(0.0, resid @ resid / (steps.size - 2) - v) / sxx
+    df = (a + b) ** 2 / (a**2 / (n_prob - 1) + b**2 / (steps.size - 2))
+    half = stats.t.ppf(0.975, df) * np.sqrt(a + b)
+    assert b > 0 and out["slope_interval"] == pytest.approx([out["slope"] - half, out["slope"] + half])
+    jk = problem_bootstrap_mean_trend(groups, cfg, interval="jackknife")
+    assert jk["slope_interval"][1] - jk["slope_interval"][0] < out["slope_interval"][1] - out["slope_interval"][0]
+    assert "checkpoint-wide" in out["interval_method"]
+
+
 def _strategy_rise(seed, n_steps=60):
     """16 problems x 4 responses per step, one label each, uniform over 1 strategy until step 20 and then over up to
     6 (the reviewer's planted case): step -> (prompt ids, one-hot counts)."""
