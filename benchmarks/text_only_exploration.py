@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("n_boot", type=int, nargs="?", default=199)
     ap.add_argument("--cases", default=",".join(PHRASE_CASES + STRATEGY_CASES),
                     help="comma-separated cases (default: all)")
-    ap.add_argument("--interval", default="jackknife", choices=["jackknife", "two-way", "centred", "basic", "percentile"])
+    ap.add_argument("--interval", default="two-way", choices=["two-way", "jackknife", "centred", "basic", "percentile"])
     ap.add_argument("--seed-offset", type=int, default=0, help="first run's seed (default 0)")
     ap.add_argument("--plug-in", action="store_true", help="the plug-in entropy at each step's own sample")
     args = ap.parse_args()
