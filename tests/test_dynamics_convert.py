@@ -331,3 +331,38 @@ def test_a_format_phrase_learned_during_training_is_excluded(tmp_path):
     assert "therefore" in summary["format_phrases"]
     ex = summary["phases"]["exploration"]
     assert ex["tested"] and not ex["detected"], ex
+
+
+def test_strategy_field_gives_foreign_logs_the_strategy_measure(tmp_path, capsys):
+    """--strategy-field carries a log's strategy labels into the rollouts' `strategy` column, so `hicra analyze`
+    tests exploration on them (measure "strategy"): here one label until checkpoint 6, then up to four, a rise."""
+    import random
+
+    gen = random.Random(1)
+    rows = []
+    for s in range(16):
+        k = 1 + min(3, max(0, s - 6) // 2)
+        for p in range(30):
+            lab = gen.choice(["pair", "middle", "one-by-one", "split"][:k])
+            rows.append({"prompt": f"q{p}", "response": "we try it", "correct": True, "step": s,
+                         "how": lab if p % 10 else [lab, "check"]})
+    src = _write_jsonl(tmp_path / "s.jsonl", rows)
+    run, out = tmp_path / "run", tmp_path / "an"
+    assert main(["convert", "responses", str(src), "--out", str(run), "--step-field", "step", "--strategy-field",
+                 "how", "--quiet"]) == 0
+    got = read_rollouts(run).to_pylist()
+    assert got[0]["strategy"] == "pair+check" and got[1]["strategy"] == "pair"
+    assert main(["analyze", str(run), "--out", str(out), "--quiet", "--no-report"]) == 0
+    ex = json.loads((out / "summary.json").read_text())["phases"]["exploration"]
+    assert ex["measure"] == "strategy" and ex["tested"] and ex["detected"], ex
+    # a value that is no label: one line naming file, row and field, exit code 2
+    bad = _write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "q", "response": "r", "correct": True, "step": 0,
+                                                 "how": 3}])
+    assert main(["convert", "responses", str(bad), "--out", str(tmp_path / "o"), "--step-field", "step",
+                 "--strategy-field", "how", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hicra convert: error: {bad}:1, field 'how': a strategy must be a string"), err
+    missing = _write_jsonl(tmp_path / "m.jsonl", [{"prompt": "q", "response": "r", "correct": True, "step": 0}])
+    assert main(["convert", "responses", str(missing), "--out", str(tmp_path / "o2"), "--step-field", "step",
+                 "--strategy-field", "how", "--quiet"]) == 2
+    assert "field 'how': missing" in capsys.readouterr().err

@@ -94,6 +94,10 @@ def register(subparsers) -> None:
                    "preset's); when named, every row must have it. Steps are sorted by value when all are numbers, "
                    "by the numbers in the names when the names differ only in them (ckpt-50, ckpt-100), else kept "
                    "in order of first appearance; the rule used is printed")
+    r.add_argument("--strategy-field", metavar="NAME", help="flat rows: field holding the strategy the response "
+                   "executed (a string, strategies joined by '+', or a list of strings; null when unknown): written "
+                   "to the rollouts' strategy column, so exploration is tested on strategy labels; when named, every "
+                   "row must have it")
     r.add_argument("--response-after", metavar="LINE", help="the response is what follows the first line reading "
                    "exactly LINE in the response field (e.g. 'assistant' in a chat transcript)")
     r.add_argument("--models", help="comma-separated subset of models to keep")
@@ -214,7 +218,7 @@ def run_convert(args) -> int:
                                reward_threshold=args.reward_threshold, prompt_field=args.prompt_field,
                                id_field=args.id_field, step_field=args.step_field,
                                response_after=args.response_after, models=models, limit=args.limit,
-                               progress=not args.quiet)
+                               progress=not args.quiet, strategy_field=args.strategy_field)
     for step, name in result["steps"].items():
         print(f"step {step}: {name} ({result['rows'][name]} responses)")
     rule = {"numeric": "by value", "numbers in the names": "by the numbers in their names",

@@ -286,10 +286,13 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                       score_field: str | None = None, reward_threshold: float | None = None,
                       prompt_field: str | None = None, id_field: str | None = None, step_field: str | None = None,
                       response_after: str | None = None, models: list[str] | None = None, limit: int | None = None,
-                      progress: bool = False) -> dict:
+                      progress: bool = False, strategy_field: str | None = None) -> dict:
     """Convert responses (files or folders, see the module doc) into a run directory.
 
-    Explicit field arguments override the preset's. `limit`: read at most this many rows (>= 1). Returns
+    Explicit field arguments override the preset's. `strategy_field`: a flat-row field holding the strategy (or
+    strategies, a string joined by "+" or a list of strings) the response executed, written to the rollouts'
+    `strategy` column (null when the row's value is null), so the exploration test can use strategy labels; once
+    named, every flat row must have it. `limit`: read at most this many rows (>= 1). Returns
     {"steps": {step index: name}, "rows": {name: n}, "step_order": rule} (rules: module docstring); bad input
     raises `InputError` naming the file, row and field.
     """
@@ -302,7 +305,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
     fields = dict(PRESETS[preset]) if preset else {}
     given = {"response_field": response_field, "correct_field": correct_field, "score_field": score_field,
              "reward_threshold": reward_threshold, "prompt_field": prompt_field, "id_field": id_field,
-             "step_field": step_field}
+             "step_field": step_field, "strategy_field": strategy_field}
     fields.update({k: v for k, v in given.items() if v is not None})
     step_named = "step_field" in fields  # named by the user or a preset: every flat row must hold it
     step_field = fields.get("step_field", "model")
@@ -398,7 +401,16 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                 path_, row_ = without_step
                 raise InputError(f"missing, while other rows have it ({_where(*with_step)}): every row "
                                  "needs its step, or none (one step)", **_at(path_, row_), field=step_field)
-            entries.append((name, obj, rf, correct, reward))
+            strategy = None
+            stf = named("strategy_field", (), required=True) if fields.get("strategy_field") else None
+            if stf is not None:
+                strategy = obj[stf]
+                ok = strategy is None or isinstance(strategy, str) or (
+                    isinstance(strategy, list) and all(isinstance(x, str) for x in strategy))
+                if not ok:
+                    raise InputError(f"a strategy must be a string, a list of strings or null, got {strategy!r}",
+                                     **_at(path, line_no), field=stf)
+            entries.append((name, dict(obj, _strategy=strategy), rf, correct, reward))
         else:  # nested: one object per model
             for key, value in obj.items():
                 if isinstance(value, dict):
@@ -424,7 +436,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                 "prompt_id": prompt_id, "sample_idx": 0, "prompt": prompt,
                 "response": text, "token_ids": ids, "planning_mask": mask,
                 "correct": correct, "reward": reward,
-                "error_type": entry.get("error_type"),
+                "error_type": entry.get("error_type"), "strategy": entry.get("_strategy"),
             })
     if not by_model:
         raise InputError("no responses to convert", path=str(files[0]) if len(files) == 1 else None)
