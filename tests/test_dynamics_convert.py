@@ -366,3 +366,29 @@ def test_strategy_field_gives_foreign_logs_the_strategy_measure(tmp_path, capsys
     assert main(["convert", "responses", str(missing), "--out", str(tmp_path / "o2"), "--step-field", "step",
                  "--strategy-field", "how", "--quiet"]) == 2
     assert "field 'how': missing" in capsys.readouterr().err
+
+
+def test_a_strategic_phrase_universal_early_is_kept_and_its_spread_detected(tmp_path):
+    """A sixth review's case, the other side of the format rule: until checkpoint 8 every response is built on
+    "alternatively" (one strategy), then responses spread over ten strategic phrases: the paper's rise. A rule that
+    excluded any phrase universal at some step removed "alternatively" and hid the rise; the phrase does not stay
+    universal to the end, so it is kept, while "so" (in every response at every step) is excluded."""
+    import random
+
+    gen = random.Random(0)
+    pool = ["alternatively", "another approach", "let me verify", "break it down", "a simpler approach is",
+            "based on the given", "but wait", "analyze the", "are looking for", "and then find"]
+    rows = []
+    for s in range(19):
+        for p in range(40):
+            phrases = ["alternatively"] * 3 + [gen.choice(pool[1:])] if s < 8 else gen.sample(pool, 4)
+            resp = " . ".join(f"{ph} we add the numbers and get the value" for ph in phrases) + " . so the answer is 3"
+            rows.append({"prompt": f"problem {p}", "response": resp, "correct": p % 3 == 0, "step": s})
+    src = _write_jsonl(tmp_path / "c.jsonl", rows)
+    run, out = tmp_path / "run", tmp_path / "an"
+    assert main(["convert", "responses", str(src), "--out", str(run), "--step-field", "step", "--quiet"]) == 0
+    assert main(["analyze", str(run), "--out", str(out), "--quiet", "--no-report"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert "alternatively" not in summary["format_phrases"] and "so" in summary["format_phrases"]
+    ex = summary["phases"]["exploration"]
+    assert ex["tested"] and ex["detected"], ex

@@ -32,8 +32,10 @@ numpy/pyarrow over flattened token arrays (no per-token Python loops):
   the same mix drawn for every problem (information flat) or a policy that learned to choose by problem
   (information up).
 - ``semantic_entropy_excl_format``: semantic entropy without **format phrases**: phrases present in at least
-  FORMAT_PHRASE_SHARE = 90% of the run's responses, or of any one step's (since session 29: a format phrase
-  learned during training is in every response from some step on). One exclusion set per run, so every
+  FORMAT_PHRASE_SHARE = 90% of the run's responses, or of every step's from the first step where it reaches 90%
+  to the last (since session 29: a format phrase learned during training is in every response from some step on;
+  `format_phrases`). One
+  exclusion set per run, so every
   step is measured over the same phrases (a per-step set would let a phrase drop in and out of the measure as
   it crosses the threshold and move the entropy for that reason alone); a phrase nearly every answer contains
   ("so the answer is") says nothing about which strategy was taken, yet as the most frequent phrase it would
@@ -491,23 +493,37 @@ def compute_metrics(run_dir: str | os.PathLike, *, tagger=None, quantiles: Seque
     return finalize(df, quantiles, counts=counts)
 
 
+FORMAT_MIN_STEP_RESPONSES = 10  # a step with fewer responses does not decide the per-step clause of `format_phrases`
+
+
 def format_phrases(counts: Sequence[StepCounts], share: float = FORMAT_PHRASE_SHARE) -> list[str]:
-    """Phrases present in at least `share` of the responses of the whole run or of any one step (module
-    docstring): one exclusion set for the run. Per step too, because a format phrase the policy picks up during
-    training (a format reward) is in every response from some step on but under `share` of the whole run, and its
-    arrival would otherwise read as a rise of diversity."""
+    """Phrases present in at least `share` of the whole run's responses, or in at least `share` of every step's
+    responses from the first step where they reach it to the last (once there, never below it again; steps of at
+    least `FORMAT_MIN_STEP_RESPONSES` responses; module
+    docstring): one exclusion set for the run. The second clause catches a format the policy picks up during
+    training (a format reward: in every response from some step on, yet under `share` of the whole run, and its
+    arrival would read as a rise of diversity); it asks for the share to hold to the end so that a strategic phrase
+    that every response used early and then shared with others (a collapse, then a spread: the paper's rise) is
+    kept. A template phrase every early response held and later ones dropped is kept too, and its loss can read as
+    a rise: the docs' known limit."""
     present: dict[str, int] = {}
-    found: set[str] = set()
     n = 0
-    for c in counts:
+    per_step: list[dict[str, float]] = []
+    for c in sorted(counts, key=lambda c: c.step):
         rows = c.phrase_counts.shape[0]
         n += rows
+        shares = {}
         for j, p in enumerate(c.phrases):
             k = int((c.phrase_counts[:, j] > 0).sum())
             present[p] = present.get(p, 0) + k
-            if rows and k >= share * rows:
-                found.add(p)
-    found |= {p for p, k in present.items() if n and k >= share * n}
+            shares[p] = k / rows if rows else 0.0
+        if rows >= FORMAT_MIN_STEP_RESPONSES:
+            per_step.append(shares)
+    found = {p for p, k in present.items() if n and k >= share * n}
+    for p in present:
+        held = [st.get(p, 0.0) >= share for st in per_step]
+        if any(held) and all(held[held.index(True):]):  # reaches the share and stays there to the end
+            found.add(p)
     return sorted(found)
 
 
