@@ -12,6 +12,10 @@ phrase occurrences (mean 5). Cases, all with no change of diversity unless said:
 - `shock`: the shared mix itself moves at random at every checkpoint (a Dirichlet draw of concentration 300
   around the run's mix, no trend), preferences redrawn around it: checkpoint-to-checkpoint variation that a
   bootstrap over problems cannot see;
+- `persist`: the same random checkpoint shocks to every problem's preferences (log-normal, sd 0.5 per phrase),
+  and each problem keeps its previous checkpoint's answer with probability 0.8 (answers persist, so neighbouring
+  checkpoints share their problem-sampling noise); 30 unrecorded checkpoints first, so the recorded ones start
+  stationary (a sixth review's case);
 - `longer`: the mean number of phrases per response doubles from the first checkpoint to the last, the mix
   unchanged (responses lengthen, as under RL): the plug-in entropy rises with the sample alone, which is why each
   step's entropy is taken at a common number of occurrences (`rarefied_entropy`);
@@ -27,7 +31,7 @@ A rise in any case but `rise` and `strategy-rise` is a false positive (the inter
 is nominal).
 
     python benchmarks/text_only_exploration.py [N] [N_BOOT] [--cases a,b]
-                                               [--interval jackknife|two-way|centred|basic|percentile] [--plug-in]
+                                               [--interval two-way|two-way-values|jackknife|centred|...] [--plug-in]
                                                [--seed-offset K]
 
 prints, per case, the share of N simulated runs whose exploration is detected (one-sided, level 0.95 interval
@@ -45,7 +49,8 @@ import time
 
 import numpy as np
 
-PHRASE_CASES = ("stationary", "churn", "shock", "longer", "rise")
+PHRASE_CASES = ("stationary", "churn", "shock", "persist", "longer", "rise")
+PERSIST_BURN = 30  # persist: unrecorded checkpoints first, so the recorded ones start stationary
 STRATEGY_CASES = ("strategy-flat", "strategy-rise")
 
 
@@ -59,6 +64,22 @@ def simulate(case: str, seed: int, n_problems: int = 100, n_steps: int = 19, n_p
     ids = np.array([f"p{i}" for i in range(n_problems)])
     groups = {}
     prefs = None
+    if case == "persist":  # a sixth review's case: answers carried over between checkpoints, the mix shocked
+        prefs = rng.dirichlet(shared * 50 + 1e-3, size=n_problems)
+        prev = None
+        for s in range(n_steps + PERSIST_BURN):
+            w = np.exp(rng.normal(0, 0.5, n_phrases))  # this checkpoint's multiplicative shock to every problem
+            ps = prefs * w
+            ps /= ps.sum(axis=1, keepdims=True)
+            new = np.stack([rng.multinomial(k, p) for k, p in zip(rng.poisson(5.0, n_problems), ps,
+                                                                  strict=True)]).astype(float)
+            if prev is not None:
+                same = rng.random(n_problems) < 0.8  # most problems answer as at the previous checkpoint
+                new[same] = prev[same]
+            if s >= PERSIST_BURN:
+                groups[s - PERSIST_BURN] = (ids, new)
+            prev = new
+        return groups
     for s in range(n_steps):
         frac = s / (n_steps - 1)
         if case == "rise":
@@ -123,7 +144,8 @@ def main() -> None:
     ap.add_argument("n_boot", type=int, nargs="?", default=199)
     ap.add_argument("--cases", default=",".join(PHRASE_CASES + STRATEGY_CASES),
                     help="comma-separated cases (default: all)")
-    ap.add_argument("--interval", default="two-way", choices=["two-way", "jackknife", "centred", "basic", "percentile"])
+    ap.add_argument("--interval", default="two-way",
+                    choices=["two-way", "two-way-values", "jackknife", "centred", "basic", "percentile"])
     ap.add_argument("--seed-offset", type=int, default=0, help="first run's seed (default 0)")
     ap.add_argument("--plug-in", action="store_true", help="the plug-in entropy at each step's own sample")
     args = ap.parse_args()

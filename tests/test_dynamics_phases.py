@@ -216,9 +216,9 @@ def test_jackknife_intervals_match_independent_computations():
 
 def test_two_way_interval_adds_the_checkpoint_wide_variance():
     """interval="two-way" on a mean: se^2 = sd(problem slopes)^2 / P (the jackknife, exact for a mean) plus the
-    steps' residual variance around their line beyond problem sampling (the per-step variance of the mean,
-    var(y_s) / P), over Sxx; Welch-Satterthwaite df. Computed here from those formulas; and a checkpoint-wide
-    shift common to all problems widens it."""
+    steps' residual sum of squares beyond problem sampling (the jackknife variance of each step's residual), per
+    degree of freedom, over Sxx; Welch-Satterthwaite df; "two-way-values" subtracts the per-step variance of the
+    mean instead. Computed here from those formulas; and a checkpoint-wide shift common to all problems widens it."""
     from scipy import stats
 
     rng = np.random.default_rng(9)
@@ -228,16 +228,29 @@ def test_two_way_interval_adds_the_checkpoint_wide_variance():
     y = (rng.random((steps.size, n_prob)) < np.clip(0.5 + shock[:, None], 0, 1)).astype(float)
     cfg = PhaseConfig(level=0.95)
     groups = {s: (ids, y[s]) for s in steps}
-    out = problem_bootstrap_mean_trend(groups, cfg, interval="two-way")
     a = np.polyfit(steps, y, 1)[0].var(ddof=1) / n_prob
     means = y.mean(axis=1)
     resid = means - np.polyval(np.polyfit(steps, means, 1), steps)
-    v = np.mean(y.var(axis=1, ddof=1) / n_prob)
     sxx = ((steps - steps.mean()) ** 2).sum()
+
+    def half_width(b):
+        df = (a + b) ** 2 / (a**2 / (n_prob - 1) + b**2 / (steps.size - 2))
+        return stats.t.ppf(0.975, df) * np.sqrt(a + b)
+
+    # "two-way-values" (first version): minus the mean per-step variance of the mean, var(y_s) / P
+    v = np.mean(y.var(axis=1, ddof=1) / n_prob)
     b = max(0.0, resid @ resid / (steps.size - 2) - v) / sxx
-    df = (a + b) ** 2 / (a**2 / (n_prob - 1) + b**2 / (steps.size - 2))
-    half = stats.t.ppf(0.975, df) * np.sqrt(a + b)
-    assert b > 0 and out["slope_interval"] == pytest.approx([out["slope"] - half, out["slope"] + half])
+    out = problem_bootstrap_mean_trend(groups, cfg, interval="two-way-values")
+    assert b > 0 and out["slope_interval"] == pytest.approx([out["slope"] - half_width(b),
+                                                             out["slope"] + half_width(b)])
+    # "two-way" (the default): minus the jackknife variance of each step's residual, every leave-one-out mean
+    # curve fitted by its own line (a plain loop)
+    loo = np.array([[np.delete(y[t], i).mean() for i in range(n_prob)] for t in steps])  # (S, P)
+    res_loo = np.stack([loo[:, i] - np.polyval(np.polyfit(steps, loo[:, i], 1), steps) for i in range(n_prob)], 1)
+    v_res = ((n_prob - 1) / n_prob * ((res_loo - res_loo.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)).sum()
+    b = max(0.0, resid @ resid - v_res) / (steps.size - 2) / sxx
+    out = problem_bootstrap_mean_trend(groups, cfg)
+    assert b > 0 and out["slope_interval"] == pytest.approx([out["slope"] - half_width(b), out["slope"] + half_width(b)])
     jk = problem_bootstrap_mean_trend(groups, cfg, interval="jackknife")
     assert jk["slope_interval"][1] - jk["slope_interval"][0] < out["slope_interval"][1] - out["slope_interval"][0]
     assert "checkpoint-wide" in out["interval_method"]

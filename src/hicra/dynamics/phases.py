@@ -914,20 +914,28 @@ _INTERVAL_NAMES = {"centred": "basic interval centred on the draws' mean", "basi
                    "percentile": "percentile interval",
                    "jackknife": "delete-one-problem jackknife standard error, Student t interval",
                    "two-way": "delete-one-problem jackknife standard error plus the checkpoint-wide variance of the "
-                              "steps' values beyond problem sampling, Welch-Satterthwaite t interval"}
+                              "steps' residuals beyond problem sampling, Welch-Satterthwaite t interval",
+                   "two-way-values": "delete-one-problem jackknife standard error plus the checkpoint-wide variance "
+                                     "of the steps' values beyond their mean problem-sampling variance, "
+                                     "Welch-Satterthwaite t interval"}
 
 
 def _jackknife_interval(steps: np.ndarray, slope: float, loo: np.ndarray, config: PhaseConfig,
-                        values: np.ndarray | None = None) -> tuple[float, float, float, int]:
+                        values: np.ndarray | None = None,
+                        residual_split: bool = True) -> tuple[float, float, float, int]:
     """(lo, hi, one-sided p, n used) of a slope from its leave-one-problem-out values `loo` (S, P): each column is
     every step's value without one problem (non-finite columns are left out). se^2 = (n - 1)/n sum (s_i - mean)^2
     over the n columns' slopes s_i (Quenouille-Tukey delete-1 jackknife); interval slope +- t(level, df) se;
     p = P(T_df >= slope / se), df = n - 1.
 
     With `values` (S,), each step's value on all problems (interval "two-way"), the checkpoint-wide part of the
-    noise is added: the variance of `values` around their OLS line, s2 = RSS / (S - 2), minus what problem sampling
-    explains at each step (the mean over steps of the per-step jackknife variance of `loo`'s rows), floored at 0,
-    over Sxx; se^2 = se_jack^2 + max(0, s2 - v_problems) / Sxx, with Welch-Satterthwaite df."""
+    noise is added: the residual sum of squares of `values` around their OLS line minus what problem sampling
+    explains of it (the sum over steps of the jackknife variance of each step's residual, each column's residuals
+    around its own line: problems that answer alike at neighbouring steps move those steps together, which a line
+    absorbs, so their share of the residuals is smaller than of the values), floored at 0, per degree of freedom
+    (S - 2), over Sxx; se^2 = se_jack^2 + that, with Welch-Satterthwaite df. `residual_split=False` subtracts the
+    mean per-step jackknife variance of the values instead (session 29's first version, "two-way-values"), which
+    over-subtracts when answers persist between steps."""
     from scipy import stats
 
     ok = np.isfinite(loo).all(axis=0)
@@ -940,10 +948,12 @@ def _jackknife_interval(steps: np.ndarray, slope: float, loo: np.ndarray, config
     if values is not None and steps.size > 2:
         xc = steps - steps.mean()
         resid = values - _line_fit(steps, values)[2]
-        s2 = float(np.sum(resid**2) / (steps.size - 2))
         rows = loo[:, ok]
-        v_problems = float(np.mean((n - 1) / n * np.sum((rows - rows.mean(axis=1, keepdims=True)) ** 2, axis=1)))
-        b = max(0.0, s2 - v_problems) / float(xc @ xc)
+        if residual_split:  # each column's residuals around its own line
+            rows = rows - (rows.mean(axis=0) + np.outer(xc, _slopes(steps, rows)))
+        v_steps = (n - 1) / n * np.sum((rows - rows.mean(axis=1, keepdims=True)) ** 2, axis=1)  # (S,)
+        explained = float(v_steps.sum()) if residual_split else float(v_steps.mean()) * (steps.size - 2)
+        b = max(0.0, float(resid @ resid) - explained) / (steps.size - 2) / float(xc @ xc)
         if a + b > 0:
             df = (a + b) ** 2 / (a**2 / (n - 1) + b**2 / (steps.size - 2))
     se = float(np.sqrt(a + b))
@@ -1022,7 +1032,7 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
                 "reason": f"{int(totals.min())} occurrences at step {steps[int(np.argmin(totals))]:g}, need 2"}
     m = float(np.floor(totals.min()))
     values = np.array([rarefied_entropy(g.sum(axis=0, keepdims=True), m)[0] for _, g in per_step])
-    if interval in ("jackknife", "two-way") and paired:
+    if interval in ("jackknife", "two-way", "two-way-values") and paired:
         slope = _line_fit(steps, values)[1]
         # every step without problem i, each column at its own smallest step total (as a bootstrap replicate)
         loo = np.stack([g.sum(axis=0)[None, :] - g for _, g in per_step])  # (S, P, K)
@@ -1032,14 +1042,15 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
         for i in range(steps.size):
             vals[i, use] = rarefied_entropy(loo[i][use], m_loo[use])
         lo, hi, p, n_used = _jackknife_interval(steps, slope, vals, config,
-                                                values if interval == "two-way" else None)
+                                                None if interval == "jackknife" else values,
+                                                residual_split=interval == "two-way")
         return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi],
                 "p_value": p, "n_steps": int(steps.size), "first_step": float(steps[0]),
                 "last_step": float(steps[-1]), "values": values.tolist(), "occurrences": m,
                 "replicates_left_out": int(use.size - n_used), "problems": problems,
                 "interval_method": f"jackknife over problems ({_pairing_text(problems, True)}), entropies at a "
                                    f"common number of occurrences, {_INTERVAL_NAMES[interval]}"}
-    fallback = interval in ("jackknife", "two-way")  # each step draws its own problems: none to leave out of all
+    fallback = interval in ("jackknife", "two-way", "two-way-values")  # unpaired: no problem to leave out of all
     if fallback:
         interval = "centred"
     drawn = _problem_replicates(per_step, paired, rng, config.n_boot)
@@ -1078,16 +1089,17 @@ def problem_bootstrap_mean_trend(groups: Mapping[float, tuple[Sequence[str], Seq
     steps, per_step, problems, paired = _problem_design(
         {s: (ids, np.column_stack([np.asarray(v, float), np.ones(len(v))])) for s, (ids, v) in groups.items()})
     values = np.array([g[:, 0].sum() / g[:, 1].sum() for _, g in per_step])
-    if interval in ("jackknife", "two-way") and paired:
+    if interval in ("jackknife", "two-way", "two-way-values") and paired:
         slope = _line_fit(steps, values)[1]
         with np.errstate(invalid="ignore", divide="ignore"):
             loo = np.stack([(g[:, 0].sum() - g[:, 0]) / (g[:, 1].sum() - g[:, 1]) for _, g in per_step])
-        lo, hi, p, _ = _jackknife_interval(steps, slope, loo, config, values if interval == "two-way" else None)
+        lo, hi, p, _ = _jackknife_interval(steps, slope, loo, config, None if interval == "jackknife" else values,
+                                           residual_split=interval == "two-way")
         return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi], "p_value": p,
                 "n_steps": int(steps.size), "problems": problems,
                 "interval_method": f"jackknife over problems ({_pairing_text(problems, True)}), "
                                    f"{_INTERVAL_NAMES[interval]}"}
-    fallback = interval in ("jackknife", "two-way")
+    fallback = interval in ("jackknife", "two-way", "two-way-values")
     if fallback:
         interval = "centred"
     drawn = _problem_replicates(per_step, paired, rng, config.n_boot)
