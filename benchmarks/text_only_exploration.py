@@ -31,7 +31,7 @@ A rise in any case but `rise` and `strategy-rise` is a false positive (the inter
 is nominal).
 
     python benchmarks/text_only_exploration.py [N] [N_BOOT] [--cases a,b]
-                                               [--interval two-way|two-way-values|jackknife|centred|...] [--plug-in]
+                                               [--interval two-way|two-way-residuals|jackknife|centred|...] [--plug-in]
                                                [--seed-offset K]
 
 prints, per case, the share of N simulated runs whose exploration is detected (one-sided, level 0.95 interval
@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--cases", default=",".join(PHRASE_CASES + STRATEGY_CASES),
                     help="comma-separated cases (default: all)")
     ap.add_argument("--interval", default="two-way",
-                    choices=["two-way", "two-way-values", "jackknife", "centred", "basic", "percentile"])
+                    choices=["two-way", "two-way-residuals", "jackknife", "centred", "basic", "percentile"])
     ap.add_argument("--seed-offset", type=int, default=0, help="first run's seed (default 0)")
     ap.add_argument("--plug-in", action="store_true", help="the plug-in entropy at each step's own sample")
     args = ap.parse_args()

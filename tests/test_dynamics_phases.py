@@ -216,9 +216,10 @@ def test_jackknife_intervals_match_independent_computations():
 
 def test_two_way_interval_adds_the_checkpoint_wide_variance():
     """interval="two-way" on a mean: se^2 = sd(problem slopes)^2 / P (the jackknife, exact for a mean) plus the
-    steps' residual sum of squares beyond problem sampling (the jackknife variance of each step's residual), per
-    degree of freedom, over Sxx; Welch-Satterthwaite df; "two-way-values" subtracts the per-step variance of the
-    mean instead. Computed here from those formulas; and a checkpoint-wide shift common to all problems widens it."""
+    steps' residual variance around their line beyond problem sampling (the per-step variance of the mean,
+    var(y_s) / P), over Sxx; Welch-Satterthwaite df; "two-way-residuals" subtracts the jackknife variance of each
+    step's residual instead. Computed here from those formulas; a checkpoint-wide shift common to all problems
+    widens the interval beyond the jackknife's."""
     from scipy import stats
 
     rng = np.random.default_rng(9)
@@ -237,19 +238,19 @@ def test_two_way_interval_adds_the_checkpoint_wide_variance():
         df = (a + b) ** 2 / (a**2 / (n_prob - 1) + b**2 / (steps.size - 2))
         return stats.t.ppf(0.975, df) * np.sqrt(a + b)
 
-    # "two-way-values" (first version): minus the mean per-step variance of the mean, var(y_s) / P
+    # "two-way" (the default): minus the mean per-step variance of the mean, var(y_s) / P
     v = np.mean(y.var(axis=1, ddof=1) / n_prob)
     b = max(0.0, resid @ resid / (steps.size - 2) - v) / sxx
-    out = problem_bootstrap_mean_trend(groups, cfg, interval="two-way-values")
+    out = problem_bootstrap_mean_trend(groups, cfg)
     assert b > 0 and out["slope_interval"] == pytest.approx([out["slope"] - half_width(b),
                                                              out["slope"] + half_width(b)])
-    # "two-way" (the default): minus the jackknife variance of each step's residual, every leave-one-out mean
-    # curve fitted by its own line (a plain loop)
+    # "two-way-residuals": minus the jackknife variance of each step's residual, every leave-one-out mean curve
+    # fitted by its own line (a plain loop)
     loo = np.array([[np.delete(y[t], i).mean() for i in range(n_prob)] for t in steps])  # (S, P)
     res_loo = np.stack([loo[:, i] - np.polyval(np.polyfit(steps, loo[:, i], 1), steps) for i in range(n_prob)], 1)
     v_res = ((n_prob - 1) / n_prob * ((res_loo - res_loo.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)).sum()
     b = max(0.0, resid @ resid - v_res) / (steps.size - 2) / sxx
-    out = problem_bootstrap_mean_trend(groups, cfg)
+    out = problem_bootstrap_mean_trend(groups, cfg, interval="two-way-residuals")
     assert b > 0 and out["slope_interval"] == pytest.approx([out["slope"] - half_width(b), out["slope"] + half_width(b)])
     jk = problem_bootstrap_mean_trend(groups, cfg, interval="jackknife")
     assert jk["slope_interval"][1] - jk["slope_interval"][0] < out["slope_interval"][1] - out["slope_interval"][0]

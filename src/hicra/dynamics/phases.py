@@ -914,10 +914,10 @@ _INTERVAL_NAMES = {"centred": "basic interval centred on the draws' mean", "basi
                    "percentile": "percentile interval",
                    "jackknife": "delete-one-problem jackknife standard error, Student t interval",
                    "two-way": "delete-one-problem jackknife standard error plus the checkpoint-wide variance of the "
-                              "steps' residuals beyond problem sampling, Welch-Satterthwaite t interval",
-                   "two-way-values": "delete-one-problem jackknife standard error plus the checkpoint-wide variance "
-                                     "of the steps' values beyond their mean problem-sampling variance, "
-                                     "Welch-Satterthwaite t interval"}
+                              "steps' values beyond problem sampling, Welch-Satterthwaite t interval",
+                   "two-way-residuals": "delete-one-problem jackknife standard error plus the checkpoint-wide "
+                                        "variance of the steps' residuals beyond problem sampling, "
+                                        "Welch-Satterthwaite t interval"}
 
 
 def _jackknife_interval(steps: np.ndarray, slope: float, loo: np.ndarray, config: PhaseConfig,
@@ -929,13 +929,12 @@ def _jackknife_interval(steps: np.ndarray, slope: float, loo: np.ndarray, config
     p = P(T_df >= slope / se), df = n - 1.
 
     With `values` (S,), each step's value on all problems (interval "two-way"), the checkpoint-wide part of the
-    noise is added: the residual sum of squares of `values` around their OLS line minus what problem sampling
-    explains of it (the sum over steps of the jackknife variance of each step's residual, each column's residuals
-    around its own line: problems that answer alike at neighbouring steps move those steps together, which a line
-    absorbs, so their share of the residuals is smaller than of the values), floored at 0, per degree of freedom
-    (S - 2), over Sxx; se^2 = se_jack^2 + that, with Welch-Satterthwaite df. `residual_split=False` subtracts the
-    mean per-step jackknife variance of the values instead (session 29's first version, "two-way-values"), which
-    over-subtracts when answers persist between steps."""
+    noise is added: the variance of `values` around their OLS line, RSS / (S - 2), minus what problem sampling
+    explains at each step (the mean over steps of the per-step jackknife variance of `loo`'s rows), floored at 0,
+    over Sxx; se^2 = se_jack^2 + that, with Welch-Satterthwaite df. `residual_split=True` ("two-way-residuals")
+    subtracts instead the jackknife variance of each step's residual (each column's residuals around its own
+    line), meant for answers that persist between steps; it did not lower the false rises of that case (6.7% either
+    way, docs/dynamics.md), whose checkpoint shocks persist too, and is kept as an option."""
     from scipy import stats
 
     ok = np.isfinite(loo).all(axis=0)
@@ -1032,7 +1031,7 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
                 "reason": f"{int(totals.min())} occurrences at step {steps[int(np.argmin(totals))]:g}, need 2"}
     m = float(np.floor(totals.min()))
     values = np.array([rarefied_entropy(g.sum(axis=0, keepdims=True), m)[0] for _, g in per_step])
-    if interval in ("jackknife", "two-way", "two-way-values") and paired:
+    if interval in ("jackknife", "two-way", "two-way-residuals") and paired:
         slope = _line_fit(steps, values)[1]
         # every step without problem i, each column at its own smallest step total (as a bootstrap replicate)
         loo = np.stack([g.sum(axis=0)[None, :] - g for _, g in per_step])  # (S, P, K)
@@ -1043,14 +1042,14 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
             vals[i, use] = rarefied_entropy(loo[i][use], m_loo[use])
         lo, hi, p, n_used = _jackknife_interval(steps, slope, vals, config,
                                                 None if interval == "jackknife" else values,
-                                                residual_split=interval == "two-way")
+                                                residual_split=interval == "two-way-residuals")
         return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi],
                 "p_value": p, "n_steps": int(steps.size), "first_step": float(steps[0]),
                 "last_step": float(steps[-1]), "values": values.tolist(), "occurrences": m,
                 "replicates_left_out": int(use.size - n_used), "problems": problems,
                 "interval_method": f"jackknife over problems ({_pairing_text(problems, True)}), entropies at a "
                                    f"common number of occurrences, {_INTERVAL_NAMES[interval]}"}
-    fallback = interval in ("jackknife", "two-way", "two-way-values")  # unpaired: no problem to leave out of all
+    fallback = interval in ("jackknife", "two-way", "two-way-residuals")  # unpaired: no problem to leave out of all
     if fallback:
         interval = "centred"
     drawn = _problem_replicates(per_step, paired, rng, config.n_boot)
@@ -1089,17 +1088,17 @@ def problem_bootstrap_mean_trend(groups: Mapping[float, tuple[Sequence[str], Seq
     steps, per_step, problems, paired = _problem_design(
         {s: (ids, np.column_stack([np.asarray(v, float), np.ones(len(v))])) for s, (ids, v) in groups.items()})
     values = np.array([g[:, 0].sum() / g[:, 1].sum() for _, g in per_step])
-    if interval in ("jackknife", "two-way", "two-way-values") and paired:
+    if interval in ("jackknife", "two-way", "two-way-residuals") and paired:
         slope = _line_fit(steps, values)[1]
         with np.errstate(invalid="ignore", divide="ignore"):
             loo = np.stack([(g[:, 0].sum() - g[:, 0]) / (g[:, 1].sum() - g[:, 1]) for _, g in per_step])
         lo, hi, p, _ = _jackknife_interval(steps, slope, loo, config, None if interval == "jackknife" else values,
-                                           residual_split=interval == "two-way")
+                                           residual_split=interval == "two-way-residuals")
         return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi], "p_value": p,
                 "n_steps": int(steps.size), "problems": problems,
                 "interval_method": f"jackknife over problems ({_pairing_text(problems, True)}), "
                                    f"{_INTERVAL_NAMES[interval]}"}
-    fallback = interval in ("jackknife", "two-way", "two-way-values")
+    fallback = interval in ("jackknife", "two-way", "two-way-residuals")
     if fallback:
         interval = "centred"
     drawn = _problem_replicates(per_step, paired, rng, config.n_boot)
