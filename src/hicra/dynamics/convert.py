@@ -410,19 +410,19 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                 if not ok:
                     raise InputError(f"a strategy must be a string, a list of strings or null, got {strategy!r}",
                                      **_at(path, line_no), field=stf)
-            entries.append((name, dict(obj, _strategy=strategy), rf, correct, reward))
+            entries.append((name, obj, rf, correct, reward, strategy))
         else:  # nested: one object per model
             for key, value in obj.items():
                 if isinstance(value, dict):
                     vrf, vcf = _first(value, RESPONSE_FIELDS), _first(value, CORRECT_FIELDS)
                     if vrf is not None and vcf is not None:
                         ok = _as_bool(value[vcf], path, line_no, vcf)
-                        entries.append((key, value, vrf, ok, 1.0 if ok else 0.0))
+                        entries.append((key, value, vrf, ok, 1.0 if ok else 0.0, None))
             if not entries:
                 raise InputError("none found, and no per-model object holding one of them and a correct or "
                                  "is_correct label (--response-field names another field)", **_at(path, line_no),
                                  field=RESPONSE_FIELDS)
-        for name, entry, rf_, correct, reward in entries:
+        for name, entry, rf_, correct, reward, strategy in entries:
             if models and name not in models:
                 continue
             text = _text_field(entry[rf_], "response", path, line_no, rf_)
@@ -436,7 +436,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                 "prompt_id": prompt_id, "sample_idx": 0, "prompt": prompt,
                 "response": text, "token_ids": ids, "planning_mask": mask,
                 "correct": correct, "reward": reward,
-                "error_type": entry.get("error_type"), "strategy": entry.get("_strategy"),
+                "error_type": entry.get("error_type"), "strategy": strategy,
             })
     if not by_model:
         raise InputError("no responses to convert", path=str(files[0]) if len(files) == 1 else None)

@@ -34,10 +34,9 @@ numpy/pyarrow over flattened token arrays (no per-token Python loops):
 - ``semantic_entropy_excl_format``: semantic entropy without **format phrases**: phrases present in at least
   FORMAT_PHRASE_SHARE = 90% of the run's responses, or of every step's from the first step where it reaches 90%
   to the last (since session 29: a format phrase learned during training is in every response from some step on;
-  `format_phrases`). One
-  exclusion set per run, so every
-  step is measured over the same phrases (a per-step set would let a phrase drop in and out of the measure as
-  it crosses the threshold and move the entropy for that reason alone); a phrase nearly every answer contains
+  `format_phrases`). One exclusion set per run, so every step is measured over the same phrases (a per-step set
+  would let a phrase drop in and out of the measure as it crosses the threshold and move the entropy for that
+  reason alone); a phrase nearly every answer contains
   ("so the answer is") says nothing about which strategy was taken, yet as the most frequent phrase it would
   dominate the entropy. The set is in `summary.json["format_phrases"]`.
 - Per-step 95% intervals ``accuracy_low/high``, ``semantic_entropy_low/high``, ``strategy_entropy_low/high``,

@@ -114,7 +114,7 @@ that bends everywhere has its strongest bend reported as tau; with few runs the 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -310,13 +310,12 @@ def _noise_model(x: np.ndarray, y: np.ndarray, min_segment: int,
     return (r, *_ar1_innovations(r, x, min_segment, raw_lag1))
 
 
-def _shared_lag1(x: np.ndarray, curves: Sequence[np.ndarray], min_segment: int) -> float:
-    """The mean of the curves' lag-1 residual autocorrelations (`_noise_model`'s residuals): one AR(1) phi for
-    several metric curves of the same run, mean-unbiased when mapped by `_ar1_innovations` (the mean of the
-    curves' autocorrelations has the same expectation as each one's when they share phi)."""
+def _shared_lag1(residuals: Iterable[np.ndarray]) -> float:
+    """The mean of several curves' lag-1 residual autocorrelations (each curve's `_noise_model` residuals): one
+    AR(1) phi for several metric curves of the same run, mean-unbiased when mapped by `_ar1_innovations` (the mean
+    of the curves' autocorrelations has the same expectation as each one's when they share phi)."""
     raws = []
-    for y in curves:
-        r = _noise_model(x, y, min_segment)[0]
+    for r in residuals:
         r = r - r.mean()
         raws.append(float(_lag1(r)) if np.sum(r * r) > 0 else 0.0)
     return float(np.mean(raws))
@@ -689,7 +688,9 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
     # each class at alpha / 2: the verdict states whether execution and whether planning consolidate, so the
     # chance that either is a false detection stays at alpha
     class_config = replace(config, alpha=config.alpha / 2)
-    raw = _shared_lag1(x, list(ys.values()), config.min_segment)
+    # each class curve's noise residuals, once: the shared phi and the noise report below both read them
+    residuals = {k: _noise_model(x, y, config.min_segment)[0] for k, y in ys.items()}
+    raw = _shared_lag1(residuals.values())
     tests = {k: consolidation_test(x, y, class_config, raw_lag1=raw, keep_null=True) for k, y in ys.items()}
     nulls = {k: t.pop("f_null", None) for k, t in tests.items()}
     for t in tests.values():  # an end of fall on a burn-in step: a start-up transient, not claimed
@@ -745,7 +746,7 @@ def order_test(x: Sequence[float], curves: Mapping[str, Sequence[float]], config
     out["direction"] = {"plan_minus_exec": d_pe, "plan_minus_ref": d_pr}
     # each class curve's noise (sd of its bent-cable residuals, `_noise_model`): the reference class guards
     # "planning consolidates later" only when it is about as noisy as planning (docs/dynamics.md, "Known limits")
-    noise = {k: float(np.std(_noise_model(x, y, config.min_segment)[0])) for k, y in ys.items()}
+    noise = {k: float(np.std(r)) for k, r in residuals.items()}
     out["noise_sd"] = noise
     ratio = noise["reference"] / noise["planning"] if noise["planning"] > 0 else None
     out["reference_to_planning_noise"] = ratio
@@ -859,7 +860,7 @@ def _multiplicities(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray
 PAIR_MIN_PROBLEMS = 10  # fewer problems shared by every step (or fewer than half of all): each step draws its own
 
 
-def _problem_design(groups: Mapping[float, tuple[Sequence[str], np.ndarray]], n_cols: int | None = None):
+def _problem_design(groups: Mapping[float, tuple[Sequence[str], np.ndarray]]):
     """The bootstrap-over-problems design shared by `problem_bootstrap_trend` and `problem_bootstrap_mean_trend`.
 
     groups: step -> (prompt_ids (n_s,), per-response rows (n_s, K)). Returns (steps (S,), per_step, problems,
@@ -898,8 +899,8 @@ def _problem_replicates(per_step, paired: bool, rng: np.random.Generator, n_boot
 
 
 def _problem_slope_interval(slope: float, draws: np.ndarray, config: PhaseConfig,
-                            interval: str) -> tuple[float, float, float, np.ndarray]:
-    """(lo, hi, one-sided p, distribution) of a slope from its bootstrap draws (`problem_bootstrap_trend`)."""
+                            interval: str) -> tuple[float, float, float]:
+    """(lo, hi, one-sided p) of a slope from its bootstrap draws (`problem_bootstrap_trend`)."""
     from hicra.stats import basic_draws
 
     if interval == "percentile":
@@ -907,9 +908,11 @@ def _problem_slope_interval(slope: float, draws: np.ndarray, config: PhaseConfig
     else:
         dist = basic_draws(draws, slope, centre=float(np.mean(draws)) if interval == "centred" else None)
     lo, hi = (float(v) for v in np.quantile(dist, [(1 - config.level) / 2, (1 + config.level) / 2]))
-    return lo, hi, float((1 + np.sum(dist <= 0)) / (1 + dist.size)), dist
+    return lo, hi, float((1 + np.sum(dist <= 0)) / (1 + dist.size))
 
 
+# intervals that leave one problem out of every step: they need a paired design, else the centred bootstrap
+_LEAVE_ONE_OUT = ("jackknife", "two-way", "two-way-residuals")
 _INTERVAL_NAMES = {"centred": "basic interval centred on the draws' mean", "basic": "basic interval",
                    "percentile": "percentile interval",
                    "jackknife": "delete-one-problem jackknife standard error, Student t interval",
@@ -922,7 +925,7 @@ _INTERVAL_NAMES = {"centred": "basic interval centred on the draws' mean", "basi
 
 def _jackknife_interval(steps: np.ndarray, slope: float, loo: np.ndarray, config: PhaseConfig,
                         values: np.ndarray | None = None,
-                        residual_split: bool = True) -> tuple[float, float, float, int]:
+                        residual_split: bool = False) -> tuple[float, float, float, int]:
     """(lo, hi, one-sided p, n used) of a slope from its leave-one-problem-out values `loo` (S, P): each column is
     every step's value without one problem (non-finite columns are left out). se^2 = (n - 1)/n sum (s_i - mean)^2
     over the n columns' slopes s_i (Quenouille-Tukey delete-1 jackknife); interval slope +- t(level, df) se;
@@ -1031,7 +1034,7 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
                 "reason": f"{int(totals.min())} occurrences at step {steps[int(np.argmin(totals))]:g}, need 2"}
     m = float(np.floor(totals.min()))
     values = np.array([rarefied_entropy(g.sum(axis=0, keepdims=True), m)[0] for _, g in per_step])
-    if interval in ("jackknife", "two-way", "two-way-residuals") and paired:
+    if interval in _LEAVE_ONE_OUT and paired:
         slope = _line_fit(steps, values)[1]
         # every step without problem i, each column at its own smallest step total (as a bootstrap replicate)
         loo = np.stack([g.sum(axis=0)[None, :] - g for _, g in per_step])  # (S, P, K)
@@ -1049,7 +1052,7 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
                 "replicates_left_out": int(use.size - n_used), "problems": problems,
                 "interval_method": f"jackknife over problems ({_pairing_text(problems, True)}), entropies at a "
                                    f"common number of occurrences, {_INTERVAL_NAMES[interval]}"}
-    fallback = interval in ("jackknife", "two-way", "two-way-residuals")  # unpaired: no problem to leave out of all
+    fallback = interval in _LEAVE_ONE_OUT  # unpaired: no problem to leave out of every step
     if fallback:
         interval = "centred"
     drawn = _problem_replicates(per_step, paired, rng, config.n_boot)
@@ -1058,7 +1061,7 @@ def problem_bootstrap_trend(groups: Mapping[float, tuple[Sequence[str], np.ndarr
     boot = np.stack([rarefied_entropy(d[usable], m_boot[usable]) for d in drawn])
     slope = _line_fit(steps, values)[1]
     draws = _slopes(steps, boot)
-    lo, hi, p, _ = _problem_slope_interval(slope, draws, config, interval)
+    lo, hi, p = _problem_slope_interval(slope, draws, config, interval)
     return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi],
             "p_value": p, "n_steps": int(steps.size),
             "first_step": float(steps[0]), "last_step": float(steps[-1]), "values": values.tolist(),
@@ -1088,7 +1091,7 @@ def problem_bootstrap_mean_trend(groups: Mapping[float, tuple[Sequence[str], Seq
     steps, per_step, problems, paired = _problem_design(
         {s: (ids, np.column_stack([np.asarray(v, float), np.ones(len(v))])) for s, (ids, v) in groups.items()})
     values = np.array([g[:, 0].sum() / g[:, 1].sum() for _, g in per_step])
-    if interval in ("jackknife", "two-way", "two-way-residuals") and paired:
+    if interval in _LEAVE_ONE_OUT and paired:
         slope = _line_fit(steps, values)[1]
         with np.errstate(invalid="ignore", divide="ignore"):
             loo = np.stack([(g[:, 0].sum() - g[:, 0]) / (g[:, 1].sum() - g[:, 1]) for _, g in per_step])
@@ -1098,7 +1101,7 @@ def problem_bootstrap_mean_trend(groups: Mapping[float, tuple[Sequence[str], Seq
                 "n_steps": int(steps.size), "problems": problems,
                 "interval_method": f"jackknife over problems ({_pairing_text(problems, True)}), "
                                    f"{_INTERVAL_NAMES[interval]}"}
-    fallback = interval in ("jackknife", "two-way", "two-way-residuals")
+    fallback = interval in _LEAVE_ONE_OUT
     if fallback:
         interval = "centred"
     drawn = _problem_replicates(per_step, paired, rng, config.n_boot)
@@ -1106,7 +1109,7 @@ def problem_bootstrap_mean_trend(groups: Mapping[float, tuple[Sequence[str], Seq
         boot = np.stack([d[:, 0] / d[:, 1] for d in drawn])  # (S, n_boot)
     slope = _line_fit(steps, values)[1]
     draws = _slopes(steps, boot)
-    lo, hi, p, _ = _problem_slope_interval(slope, draws[np.isfinite(draws)], config, interval)
+    lo, hi, p = _problem_slope_interval(slope, draws[np.isfinite(draws)], config, interval)
     return {"tested": True, "detected": bool(lo > 0), "slope": slope, "slope_interval": [lo, hi], "p_value": p,
             "n_steps": int(steps.size), "problems": problems,
             "interval_method": f"bootstrap over problems ({_pairing_text(problems)}), {_INTERVAL_NAMES[interval]}"
