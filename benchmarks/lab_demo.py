@@ -4,12 +4,16 @@
         [--steps N] [--lr X] [--kl X] [--adv-scale none|std] [--temperature T] [--minibatches N] [--prompts N]
         [--group-size N] [--strategy-prior P] [--cache DIR] [--out DIR] [--series k=v,...]
         [--product k=v,...] [--n-drill N] [--strategy-hints H] [--favourite-share S] [--epochs N] [--rl-optimum single-route]
+        [--paired-with OTHER_OUT]
 
 Each pair is one `hicra lab` run (warm start cached per warm-start seed; RL in its own process, one torch thread;
 `--jobs` processes at once; a finished run directory under --out is read, not rerun). Prints per pair the greedy
 and sampled held-out accuracy before and after RL, the probes, and how many rewarded rollouts contain a wrong
 computation line (the load-bearing reward says none may), then the mean, SD and count of positive greedy gains. The lab issue's floor for `make demo` (quick preset):
 over 10 pairs, the greedy gain is positive in >= 9 and its mean >= +8 points.
+`--paired-with OTHER_OUT`: another arm's --out folder over the same pairs (e.g. GRPO's, for `--algo hicra`); also
+prints this arm's final greedy accuracy minus that arm's, per pair, with its mean, SD, 95% Student t interval and
+the counts ahead / behind / equal. A pair missing there: one line naming its eval.json, exit code 2.
 """
 
 from __future__ import annotations
@@ -113,6 +117,8 @@ def main() -> None:
                     "dropped (WarmStartConfig.max_response_tokens; RL's max_new_tokens is the preset's)")
     ap.add_argument("--cache", default=None)
     ap.add_argument("--out", default="/tmp/lab_demo")
+    ap.add_argument("--paired-with", metavar="OTHER_OUT", help="another arm's --out over the same pairs: paired "
+                    "differences of the final greedy accuracy")
     args = ap.parse_args()
     if args.cache is None:
         from hicra.lab.cli import default_cache
@@ -135,6 +141,30 @@ def main() -> None:
         sd = statistics.stdev(gains) if len(gains) > 1 else float("nan")
         print(f"{name}: warm start mean {statistics.mean(ws_acc):.1f}; gain mean {statistics.mean(gains):+.1f} "
               f"points, SD {sd:.1f}, positive in {sum(g > 0 for g in gains)} of {len(gains)} pairs")
+    if args.paired_with:
+        paired(rows, Path(args.paired_with))
+
+
+def paired(rows: list[dict], other: Path) -> None:
+    """This arm's final greedy accuracy minus `other`'s on the same pairs: mean, SD, 95% Student t interval."""
+    import sys
+
+    from scipy import stats
+
+    diffs = []
+    for r in rows:
+        path = other / f"ws{r['ws']}-seed{r['seed']}" / "eval.json"
+        if not path.exists():
+            print(f"lab_demo.py: error: {path}: missing (the pair ws{r['ws']}:s{r['seed']} was not run there)",
+                  file=sys.stderr)
+            sys.exit(2)
+        diffs.append(r["final"] - 100 * json.loads(path.read_text())["final"]["accuracy"])
+    m, sd = statistics.mean(diffs), statistics.stdev(diffs)
+    half = stats.t.ppf(0.975, len(diffs) - 1) * sd / len(diffs) ** 0.5
+    print(f"greedy, this arm minus {other}: " + " ".join(f"{d:+.1f}" for d in diffs))
+    print(f"  mean {m:+.1f} points, SD {sd:.1f}, 95% t interval [{m - half:+.1f}, {m + half:+.1f}]; ahead in "
+          f"{sum(d > 0 for d in diffs)}, behind in {sum(d < 0 for d in diffs)}, equal in "
+          f"{sum(d == 0 for d in diffs)}")
 
 
 def _warm(a):
