@@ -12,8 +12,8 @@ and sampled held-out accuracy before and after RL, the probes, and how many rewa
 computation line (the load-bearing reward says none may), then the mean, SD and count of positive greedy gains. The lab issue's floor for `make demo` (quick preset):
 over 10 pairs, the greedy gain is positive in >= 9 and its mean >= +8 points.
 `--paired-with OTHER_OUT`: another arm's --out folder over the same pairs (e.g. GRPO's, for `--algo hicra`); also
-prints this arm's final greedy accuracy minus that arm's, per pair, with its mean, SD, 95% Student t interval and
-the counts ahead / behind / equal. A pair missing there: one line naming its eval.json, exit code 2.
+prints this arm's final greedy accuracy minus that arm's, per pair, with its mean, SD, 95% Student t interval,
+two-sided p, the counts ahead / behind / equal and the smallest difference detectable at 80% power from that SD. A pair missing there: one line naming its eval.json, exit code 2.
 """
 
 from __future__ import annotations
@@ -162,9 +162,12 @@ def paired(rows: list[dict], other: Path) -> None:
     m, sd = statistics.mean(diffs), statistics.stdev(diffs)
     half = stats.t.ppf(0.975, len(diffs) - 1) * sd / len(diffs) ** 0.5
     print(f"greedy, this arm minus {other}: " + " ".join(f"{d:+.1f}" for d in diffs))
-    print(f"  mean {m:+.1f} points, SD {sd:.1f}, 95% t interval [{m - half:+.1f}, {m + half:+.1f}]; ahead in "
-          f"{sum(d > 0 for d in diffs)}, behind in {sum(d < 0 for d in diffs)}, equal in "
-          f"{sum(d == 0 for d in diffs)}")
+    n = len(diffs)
+    p = 2 * stats.t.sf(abs(m) / (sd / n**0.5), n - 1) if sd > 0 else float("nan")
+    detectable = (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * sd / n**0.5
+    print(f"  mean {m:+.1f} points, SD {sd:.1f}, 95% t interval [{m - half:+.1f}, {m + half:+.1f}], two-sided p "
+          f"{p:.2f}; ahead in {sum(d > 0 for d in diffs)}, behind in {sum(d < 0 for d in diffs)}, equal in "
+          f"{sum(d == 0 for d in diffs)}; smallest difference detectable at 80% power from this SD: {detectable:.1f}")
 
 
 def _warm(a):
