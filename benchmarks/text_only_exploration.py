@@ -32,12 +32,13 @@ is nominal).
 
     python benchmarks/text_only_exploration.py [N] [N_BOOT] [--cases a,b]
                                                [--interval two-way|two-way-residuals|jackknife|centred|...] [--plug-in]
-                                               [--seed-offset K]
+                                               [--seed-offset K] [--spread]
 
 prints, per case, the share of N simulated runs whose exploration is detected (one-sided, level 0.95 interval
 above 0) and whose interval lies below 0, the mean slope, and the share of intervals that hold their own point
-estimate. `--interval` chooses the interval of `problem_bootstrap_trend` (default: the analyzer's, the jackknife since
-session 29; centred before);
+estimate. `--interval` chooses the interval of `problem_bootstrap_trend` (default: the analyzer's, two-way since
+session 29; centred before); `--spread` adds, per case, the sd of the slopes over the runs, the mean standard error
+the intervals imply and the sd of the z-scores (a check that an interval is as wide as the spread it estimates);
 `--plug-in` replaces the rarefied entropy by the plug-in entropy at each step's own sample (the test before
 session 26), for comparison.
 """
@@ -148,6 +149,8 @@ def main() -> None:
                     choices=["two-way", "two-way-residuals", "jackknife", "centred", "basic", "percentile"])
     ap.add_argument("--seed-offset", type=int, default=0, help="first run's seed (default 0)")
     ap.add_argument("--plug-in", action="store_true", help="the plug-in entropy at each step's own sample")
+    ap.add_argument("--spread", action="store_true", help="also print, per case, the sd of the slopes over the runs "
+                    "against the mean standard error the intervals imply (width / 3.92) and the sd of the z-scores")
     args = ap.parse_args()
     cases = [c for c in args.cases.split(",") if c]
     unknown = sorted(set(cases) - set(PHRASE_CASES + STRATEGY_CASES))
@@ -176,6 +179,11 @@ def main() -> None:
             covers = np.mean([r["slope_interval"][0] <= truth <= r["slope_interval"][1] for r in res])
             line += f"   holds the true slope ({truth:.5f}) {covers:6.1%}"
         print(line, flush=True)
+        if args.spread:  # does the interval's width match the spread of the slopes it estimates?
+            slopes = np.array([r["slope"] for r in res])
+            se = np.array([(r["slope_interval"][1] - r["slope_interval"][0]) / 3.92 for r in res])
+            print(f"{'':13s}  spread: sd of the slopes {slopes.std(ddof=1):.5f}, mean SE (width / 3.92) "
+                  f"{se.mean():.5f}, sd of slope / SE {np.std(slopes / se, ddof=1):.3f}", flush=True)
     print(f"({time.perf_counter() - t0:.0f} s)")
 
 
