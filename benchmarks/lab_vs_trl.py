@@ -61,7 +61,7 @@ def run_lab(model_dir: Path, args, threads: int, backend: str = "auto", tokens: 
     cfg = RLConfig(algo="grpo", tasks=PRESETS[args.preset][0].tasks, steps=args.warmup + args.steps, prompts_per_step=args.prompts,
                    group_size=args.group, max_new_tokens=args.tokens, minibatches=1, n_eval=1, eval_every=0,
                    snapshots=False, checkpoint_every=10**6, threads=threads, lr=1e-4,
-                   skip_zero_advantage=not args.full_pass)
+                   skip_zero_advantage=not args.full_pass, logprob_layout=args.layout)
     try:
         with tempfile.TemporaryDirectory() as run_dir:
             out = run_rl(cfg, model_dir, Path(run_dir) / "run", progress=False, log=lambda *a: None)
@@ -189,6 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads of the like-for-like comparison (default 1: the lab's default, TRL's best "
                         "on 2 shared cores)")
+    p.add_argument("--layout", choices=["split", "joined"],
+                   help="the lab's teacher-forced batch layout (default: the preset's RLConfig.logprob_layout)")
     p.add_argument("--no-hf-lab", action="store_true", help="skip the lab run with the HF-forward sampler")
     p.add_argument("--full-pass", action="store_true", help="the lab trains on every row, as TRL does (default: "
                    "rows whose advantages are all 0 are left out of the backward pass, `skip_zero_advantage`)")
@@ -205,6 +207,8 @@ def main(argv=None) -> int:
     print(f"start: {load()}", flush=True)
     lab, trl = {}, {}
     tasks = PRESETS[args.preset][0].tasks
+    args.layout = args.layout or PRESETS[args.preset][1].logprob_layout
+    print(f"lab layout: {args.layout}", flush=True)
     with tempfile.TemporaryDirectory() as d:
         task = TaskMix(tasks)
         if args.random:

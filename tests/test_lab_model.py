@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -81,6 +83,85 @@ def test_gpt2_arch_samples_through_the_hf_path_with_matching_logprobs(tokenizer)
     assert torch.allclose(lp[s.response_mask], s.logprobs[s.response_mask], atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt2"])
+def test_joined_layout_gives_the_split_layouts_logprobs(tokenizer, arch):
+    """sequence_logprobs(layout="joined") (prompt and response contiguous, no attention mask) computes what the
+    left-padded masked pass computes, at every real response position, for prompts of different lengths and
+    responses with right padding; and the joined batch itself puts each row's real tokens first, in order."""
+    from hicra.lab.sampling import joined_batch, left_pad, sequence_logprobs
+
+    model = build_model(tokenizer, size="1m", arch=arch, seed=2)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(2, len(tokenizer), (n,), generator=g).tolist() for n in (5, 11, 2, 8)]
+    p_ids, p_mask = left_pad(prompts, tokenizer.pad_token_id)
+    r_ids = torch.randint(2, len(tokenizer), (4, 9), generator=g)
+    r_mask = torch.ones(4, 9, dtype=torch.bool)
+    r_mask[1, 3:] = r_mask[3, 7:] = False
+    r_ids[~r_mask] = tokenizer.pad_token_id
+    ids, starts = joined_batch(p_ids, p_mask, r_ids, tokenizer.pad_token_id)
+    assert ids.shape == (4, 11 + 9) and starts.tolist() == [5, 11, 2, 8]
+    for i, prompt in enumerate(prompts):
+        assert ids[i, : len(prompt) + 9].tolist() == prompt + r_ids[i].tolist()
+        assert (ids[i, len(prompt) + 9 :] == tokenizer.pad_token_id).all()
+    split, ent_split = sequence_logprobs(model, p_ids, p_mask, r_ids, r_mask, temperature=0.7, with_entropy=True)
+    joined, ent_joined = sequence_logprobs(model, p_ids, p_mask, r_ids, r_mask, temperature=0.7, with_entropy=True,
+                                           layout="joined")
+    torch.testing.assert_close(joined[r_mask], split[r_mask], rtol=0, atol=1e-5)
+    torch.testing.assert_close(ent_joined[r_mask], ent_split[r_mask], rtol=0, atol=1e-5)
+    # the comparison can fail: dropping the prompts' padding without the shift reads the wrong columns
+    shifted = sequence_logprobs(model, p_ids, p_mask.roll(1, 1), r_ids, r_mask, layout="joined")
+    assert not torch.allclose(shifted[r_mask], split[r_mask], atol=1e-3)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        sequence_logprobs(model, p_ids, p_mask, r_ids, r_mask, layout="packed")
+
+
+def _sft_examples(tokenizer):
+    eos = tokenizer.eos_token_id
+    return [(tokenizer(f"reach {t}\n")["input_ids"], tokenizer(f"let's try {t}+1={t + 1}\n")["input_ids"] + [eos])
+            for t in range(24)]
+
+
+def test_sft_joined_and_compiled_follow_the_split_eager_losses(tokenizer):
+    """The joined layout and torch.compile change only float rounding: three SFT steps give the split eager
+    pass's losses to 1e-4 (a C++ toolchain is needed for the compiled pass; without one it falls back to eager,
+    which this test then also sees, reported by the returned flag)."""
+    from hicra.lab.sft import WarmStartConfig, train_sft
+
+    base = WarmStartConfig(epochs=1, batch_size=8, warmup_steps=1, lr=1e-3)
+    runs = {}
+    for layout, comp in (("split", False), ("joined", False), ("joined", True)):
+        model = build_model(tokenizer, size="1m", seed=1)
+        cfg = replace(base, logprob_layout=layout, compile_sft=comp)
+        runs[layout, comp] = train_sft(model, _sft_examples(tokenizer), cfg, progress=False, log=lambda *a: None)
+    (split, c0), (joined, c1), (compiled, c2) = runs.values()
+    assert (c0, c1) == (False, False) and len(split) == 3
+    torch.testing.assert_close(torch.tensor(joined), torch.tensor(split), rtol=0, atol=1e-4)
+    torch.testing.assert_close(torch.tensor(compiled), torch.tensor(split), rtol=0, atol=1e-4)
+
+
+def test_sft_falls_back_to_eager_when_compile_fails(tokenizer, monkeypatch):
+    """compile_sft on a machine where compiling fails (no C++ toolchain): the first step's error is logged, SFT
+    trains eagerly with the same losses, and the returned flag says torch.compile did not run. An error after the
+    first step is not swallowed."""
+    from hicra.lab.sft import WarmStartConfig, train_sft
+
+    def broken(model, **kwargs):
+        def forward(*a, **k):
+            raise RuntimeError("InductorError: no C++ compiler\nmore detail")
+        return forward
+
+    monkeypatch.setattr(torch, "compile", broken)
+    logged = []
+    cfg = WarmStartConfig(epochs=1, batch_size=8, warmup_steps=1, lr=1e-3, logprob_layout="joined", compile_sft=True)
+    losses, compiled = train_sft(build_model(tokenizer, size="1m", seed=1), _sft_examples(tokenizer), cfg,
+                                 progress=False, log=logged.append)
+    assert compiled is False and len(losses) == 3
+    assert len(logged) == 1 and "torch.compile failed (RuntimeError: InductorError: no C++ compiler)" in logged[0]
+    eager, _ = train_sft(build_model(tokenizer, size="1m", seed=1), _sft_examples(tokenizer),
+                         replace(cfg, compile_sft=False), progress=False)
+    assert losses == eager
+
+
 def test_sft_ema_is_the_moving_average_of_the_optimiser_steps(tokenizer, monkeypatch):
     """WarmStartConfig.ema_decay: the warm start's weights are the EMA of the weights after every optimiser step
     (first step copied, then d * ema + (1 - d) * w), recomputed here from the recorded trajectory; training itself
@@ -134,12 +215,14 @@ def test_fields_added_later_keep_old_cache_keys():
 
     cfg = WarmStartConfig(seed=4)
     old = {k: v for k, v in asdict(cfg).items() if k not in ("lr_floor", "ema_decay", "strategy_hints",
-                                                                     "favourite_share")}
+                                                                     "favourite_share", "logprob_layout",
+                                                                     "compile_sft")}
     expected = hashlib.sha256(json.dumps({"v": CACHE_VERSION, **old}, sort_keys=True).encode()).hexdigest()[:16]
     assert cfg.key() == expected
     keys = {cfg.key(), WarmStartConfig(seed=4, lr_floor=0.0).key(), WarmStartConfig(seed=4, ema_decay=0.999).key(),
-            WarmStartConfig(seed=4, strategy_hints=0.5).key(), WarmStartConfig(seed=4, favourite_share=0.6).key()}
-    assert len(keys) == 5
+            WarmStartConfig(seed=4, strategy_hints=0.5).key(), WarmStartConfig(seed=4, favourite_share=0.6).key(),
+            WarmStartConfig(seed=4, logprob_layout="joined").key(), WarmStartConfig(seed=4, compile_sft=True).key()}
+    assert len(keys) == 7
 
 
 def test_strategy_hints_name_the_executed_strategy_and_leave_the_unhinted_choice():
@@ -166,7 +249,7 @@ def test_strategy_hints_name_the_executed_strategy_and_leave_the_unhinted_choice
 
 
 @pytest.mark.parametrize("bad", [{"ema_decay": -0.1}, {"ema_decay": 1.0}, {"lr_floor": -0.5}, {"lr_floor": 1.5},
-                                 {"strategy_hints": 1.5}])
+                                 {"strategy_hints": 1.5}, {"logprob_layout": "packed"}])
 def test_warm_start_schedule_fields_are_checked(bad):
     from hicra.lab.sft import WarmStartConfig
 

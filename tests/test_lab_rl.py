@@ -233,6 +233,26 @@ def test_micro_batches_give_the_same_update_as_one_pass(model_dir, tmp_path):
         assert float((w1[k] - w2[k]).abs().max()) <= 2 * lr * BASE["minibatches"] + 1e-6, k
 
 
+def test_joined_layout_gives_the_split_layouts_update(model_dir, tmp_path):
+    """RLConfig.logprob_layout="joined" (prompt and response contiguous, no attention mask) computes the same
+    log-probs as the split layout, so one step from the same warm start gives the same loss, gradient norm and,
+    up to float rounding, the same weights; the KL reference pass (kl_coef > 0) goes through it too."""
+    split = _run(model_dir, tmp_path / "split", algo="hicra", steps=1, prompts_per_step=6, kl_coef=0.05)
+    joined = _run(model_dir, tmp_path / "joined", algo="hicra", steps=1, prompts_per_step=6, kl_coef=0.05,
+                  logprob_layout="joined")
+    a, b = split["log"][0], joined["log"][0]
+    assert a["grad_norm"] > 0 and a["reward"] == b["reward"]
+    assert b["loss/pg_loss"] == pytest.approx(a["loss/pg_loss"], abs=1e-6)
+    assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
+    assert a["loss/kl_loss"] > 0 and b["loss/kl_loss"] == pytest.approx(a["loss/kl_loss"], rel=1e-4, abs=1e-8)
+    w1, w2 = _weights(tmp_path / "split"), _weights(tmp_path / "joined")
+    for k in w1:  # Adam's first steps: an element whose gradient is ~0 may take either sign (see above)
+        off = (w1[k] - w2[k]).abs() > 1e-4
+        assert int(off.sum()) <= max(2, off.numel() // 10_000), k
+    with pytest.raises(ValueError, match="logprob_layout must be one of"):
+        RLConfig(logprob_layout="packed").validate()
+
+
 def test_skipping_zero_advantage_rows_keeps_the_update(model_dir, tmp_path):
     """Rows whose advantages are all 0 have a zero loss gradient: leaving them out of the pass (the default) gives
     the gradient and the weights of the full pass."""

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+# how a teacher-forced batch reaches the model (`hicra.lab.sampling.sequence_logprobs`): "split" = left-padded prompts,
+# right-padded responses, an attention mask; "joined" = prompt and response contiguous, right-padded, no mask
+LAYOUTS = ("split", "joined")
+
 PAD_TOKEN = "<pad>"
 EOS_TOKEN = "<eos>"
 

@@ -67,6 +67,9 @@ class RLConfig:
     # are all equal: ~60% of the presets' response tokens); their loss and gradient are exactly 0 without a KL
     # term, so the update is the same and only the `loss/*` statistics change (they average the rows that were run)
     skip_zero_advantage: bool = True
+    # the teacher-forced passes' batch layout (`hicra.lab.sampling.sequence_logprobs`): "split" (left-padded prompts,
+    # attention mask) or "joined" (prompt and response contiguous, no mask; the same log-probs, faster)
+    logprob_layout: str = "split"
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     # evaluation on a fixed held-out set (disjoint from training by construction): before and after RL, and
@@ -91,6 +94,10 @@ class RLConfig:
             raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
         if not 0.0 <= self.alpha < 1.0:
             raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
+        from hicra.lab.model import LAYOUTS
+
+        if self.logprob_layout not in LAYOUTS:
+            raise ValueError(f"logprob_layout must be one of {LAYOUTS}, got {self.logprob_layout!r}")
         if self.group_size < 2:
             raise ValueError("group_size must be at least 2 (group advantages)")
         if self.steps < 0 or self.checkpoint_every < 1 or self.minibatches < 1 or self.eval_every < 0:
@@ -388,7 +395,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         if ref_model is not None:
             with torch.no_grad():
                 ref_lp = sequence_logprobs(ref_model, s.prompt_ids, s.prompt_mask, s.response_ids,
-                                           s.response_mask, cfg.temperature)
+                                           s.response_mask, cfg.temperature, layout=cfg.logprob_layout)
         lengths = s.response_mask.sum(1)
         for chunk in order.chunk(cfg.minibatches):
             # one optimiser step per minibatch; its loss is accumulated over length-sorted micro-batches trimmed
@@ -407,7 +414,8 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
                 p0 = int(p_mask.any(0).nonzero()[0])  # leading columns that are padding in every row
                 r_mask = s.response_mask[micro, :t_len]
                 logp = sequence_logprobs(model, s.prompt_ids[micro, p0:], p_mask[:, p0:],
-                                         s.response_ids[micro, :t_len], r_mask, cfg.temperature)
+                                         s.response_ids[micro, :t_len], r_mask, cfg.temperature,
+                                         layout=cfg.logprob_layout)
                 loss, stats = policy_loss(
                     logp, s.logprobs[micro, :t_len], tok_adv[micro, :t_len], r_mask, clip_low=cfg.clip_low,
                     clip_high=cfg.clip_high, aggregation=cfg.aggregation,

@@ -57,6 +57,8 @@ class WarmStartConfig:
     ema_decay: float = 0.0  # > 0: the warm start is the exponential moving average of the SFT weights (0 = off)
     strategy_hints: float = 0.0  # share of corpus pairs whose prompt names a uniformly drawn strategy (build_corpus)
     favourite_share: float = 0.0  # blind priors: the favourite's probability (CorpusKnobs; 0 = the family's table)
+    logprob_layout: str = "split"  # SFT batches: "split" | "joined" (`hicra.lab.sampling.sequence_logprobs`)
+    compile_sft: bool = False  # run SFT's forward through torch.compile (falls back to eager, logged, if it fails)
 
     def knobs(self) -> CorpusKnobs:
         return CorpusKnobs(self.execution_noise, self.strategy_prior, self.planning_noise, self.favourite_share)
@@ -71,6 +73,10 @@ class WarmStartConfig:
             raise ValueError(f"lr_floor must be in [0, 1], got {self.lr_floor}")
         if not 0.0 <= self.strategy_hints <= 1.0:
             raise ValueError(f"strategy_hints must be in [0, 1], got {self.strategy_hints}")
+        from hicra.lab.model import LAYOUTS
+
+        if self.logprob_layout not in LAYOUTS:
+            raise ValueError(f"logprob_layout must be one of {LAYOUTS}, got {self.logprob_layout!r}")
         self.knobs()  # the corpus knobs validate themselves (CorpusKnobs): a bad one fails here, not mid-build
 
     def settings(self) -> dict:
@@ -86,7 +92,8 @@ class WarmStartConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-_LATER_FIELDS = ("lr_floor", "ema_decay", "strategy_hints", "favourite_share")  # added after cache version 3; their defaults keep the old behaviour
+# added after cache version 3; their defaults keep the old behaviour
+_LATER_FIELDS = ("lr_floor", "ema_decay", "strategy_hints", "favourite_share", "logprob_layout", "compile_sft")
 
 
 HINT = " using "  # a hinted prompt: the question, then " using STRATEGY" (e.g. "sum 3 to 9 by 2 using pairing")
@@ -208,12 +215,15 @@ def pad_batch(batch, pad_id: int):
     return prompt_ids, prompt_mask, response_ids, response_mask
 
 
-def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True, device: str = "cpu") -> list[float]:
+def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True, device: str = "cpu",
+              log=print) -> tuple[list[float], bool]:
     """Next-token cross-entropy on response tokens (token mean), AdamW, linear warmup then cosine decay to
     `cfg.lr_floor * cfg.lr`, on `device` (the model is moved there and back to the CPU at the end). With
     `cfg.ema_decay > 0` the model's weights are replaced at the end by their exponential moving average over the
-    optimiser steps (torch.optim.swa_utils; decay d: w_ema <- d * w_ema + (1 - d) * w). Returns the loss of every
-    optimiser step."""
+    optimiser steps (torch.optim.swa_utils; decay d: w_ema <- d * w_ema + (1 - d) * w). Batches reach the model in
+    `cfg.logprob_layout`; with `cfg.compile_sft` through `torch.compile(model, dynamic=True)`, and if compiling
+    fails at the first step (no C++ toolchain), eagerly from there, logged. Returns the loss of every optimiser step
+    and whether torch.compile ran."""
     import torch
     from tqdm.auto import tqdm
 
@@ -236,13 +246,23 @@ def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True, devi
     ema = (torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay)) if cfg.ema_decay > 0 else None)
     model.train()
+    forward = torch.compile(model, dynamic=True) if cfg.compile_sft else model
     losses = []
     bar = tqdm(total=total, desc="warm start (SFT)", disable=not progress, leave=False)
     tokens, t0 = 0, time.perf_counter()
     for batches in epochs:
         for batch in batches:
             p_ids, p_mask, r_ids, r_mask = (t.to(device) for t in pad_batch(batch, model.config.pad_token_id))
-            logp = sequence_logprobs(model, p_ids, p_mask, r_ids, r_mask)
+            try:
+                logp = sequence_logprobs(model, p_ids, p_mask, r_ids, r_mask, layout=cfg.logprob_layout,
+                                         forward=forward)
+            except Exception as err:  # torch.compile needs a working C++ toolchain; without one, train eagerly
+                if forward is model or losses:
+                    raise
+                log(f"warm start: torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                    "training without it")
+                forward = model
+                logp = sequence_logprobs(model, p_ids, p_mask, r_ids, r_mask, layout=cfg.logprob_layout)
             loss = -(logp * r_mask).sum() / r_mask.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -262,7 +282,7 @@ def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True, devi
                 p.copy_(q)
     model.to("cpu")
     model.eval()
-    return losses
+    return losses, forward is not model
 
 
 def evaluate(model, tokenizer, task: TaskMix, problems: list[Problem], max_new_tokens: int, seed: int = 0,
@@ -379,13 +399,13 @@ def _train_warm_start(cfg: WarmStartConfig, out: Path, t0: float, progress: bool
     log(f"warm start: {len(examples)} traces ({len(pairs) - len(examples)} longer than {cfg.max_response_tokens} "
         f"response tokens dropped), {count_parameters(model) / 1e6:.2f}M-parameter {cfg.arch}, "
         f"{cfg.epochs} epochs, {len(drills)} arithmetic drills, {len(lexicon)} mined strategic grams")
-    losses = train_sft(model, examples + drill_examples, cfg, progress=progress, device=device)
+    losses, compiled = train_sft(model, examples + drill_examples, cfg, progress=progress, device=device, log=log)
     info = {"config": asdict(cfg), "key": cfg.key(), "parameters": count_parameters(model),
             "corpus": {"n": len(pairs), "kept": len(examples), "drills": len(drill_examples),
                        "errors": {str(k): v / len(pairs) for k, v in corpus_errors.items()},
                        **corpus_statistics(task, pairs, checks, lexicon, tokenizer)},
             "mining": mining, "sft_losses": losses, "seconds": time.perf_counter() - t0, "torch": torch.__version__,
-            "device": device, "threads": torch.get_num_threads()}
+            "device": device, "threads": torch.get_num_threads(), "compiled": compiled}
     # write beside the final name, then rename: a killed run never leaves a half-written cache entry
     tmp = out.with_name(out.name + f".tmp{random.randrange(1 << 30)}")
     model.save_pretrained(tmp)
