@@ -14,7 +14,8 @@ figure `ratio: X` = lab steps/s / TRL steps/s, both at --threads threads.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/lab_vs_trl.py --model WARM_START_DIR   # last line: ratio: X
 
-The default batch is the one `hicra lab` runs (its presets: 16 prompts x 8 samples). Measured figures, also for
+`--layout split|joined` sets the lab's teacher-forced batch layout (`RLConfig.logprob_layout`; default: the
+preset's). The default batch is the one `hicra lab` runs (its presets: 16 prompts x 8 samples). Measured figures, also for
 8 x 8 and at each side's best thread count: docs/lab.md.
 """
 
