@@ -19,7 +19,7 @@ from hicra.dynamics.metrics import (
     relative_perplexity,
     write_metrics,
 )
-from hicra.dynamics.records import ROLLOUT_SCHEMA, RolloutWriter, read_rollouts, rollout_row
+from hicra.dynamics.records import ROLLOUT_SCHEMA, RolloutWriter, iter_steps, read_rollouts, rollout_row
 from hicra.dynamics.synthetic import make_synthetic_run
 from hicra.planning.metrics import procedural_conditional_entropy
 from hicra.planning.tagger import PlanningTagger
@@ -349,3 +349,49 @@ def test_integer_strategy_codes_are_labels_and_other_types_are_refused(tmp_path)
         compute_metrics(raw)
     assert str(exc.value) == f"{path}, field 'strategy': has type double: strategy labels are strings (or integer " \
         "codes)"
+
+
+def test_family_entropy_benchmark_separates_a_rising_family_from_a_collapsing_one(tmp_path, capsys, monkeypatch):
+    """benchmarks/family_entropy.py: a series family whose strategy mix widens step by step (one strategy -> half
+    and half) and a product family that narrows (half and half -> one) read as a detected rise and a detected fall
+    in their own columns, `in family` is H(strategy | family) computed here independently, and a run without
+    labels gives one line and exit code 2."""
+    import importlib.util
+    import math
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "family_entropy.py"
+    spec = importlib.util.spec_from_file_location("family_entropy", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    w = RolloutWriter(tmp_path / "run")
+    steps, n = 12, 32
+    for step in range(steps):
+        k = round(n / 2 * step / (steps - 1))  # responses on the second strategy: 0 -> n/2 (series), n/2 -> 0 (product)
+        rows = [{"prompt_id": f"series:{i % 4}:1:3", "strategy": "pairing" if i < k else "one-by-one"}
+                for i in range(n)]
+        rows += [{"prompt_id": f"product:{i % 4}:13", "strategy": "round-up" if i < n // 2 - k else "split"}
+                 for i in range(n)]
+        w.write_step(step, [{**r, "sample_idx": 0, "response": "x", "token_ids": [1], "reward": 0.0,
+                             "correct": False} for r in rows])
+    table = next(t for s, t in iter_steps(tmp_path / "run") if s == 3)
+    h = mod.step_entropies(table)
+    k = round(n / 2 * 3 / (steps - 1))
+    hs = -sum(p * math.log(p) for p in (k / n, 1 - k / n) if p > 0)
+    hp = -sum(p * math.log(p) for p in ((n // 2 - k) / n, 1 - (n // 2 - k) / n) if p > 0)
+    assert h["series"] == pytest.approx(hs) and h["product"] == pytest.approx(hp)
+    assert h["in family"] == pytest.approx((hs + hp) / 2)
+    monkeypatch.setattr(sys, "argv", ["x", str(tmp_path / "run")])
+    assert mod.main() == 0
+    out = capsys.readouterr().out
+    summary = {line.split()[0]: line for line in out.splitlines() if "detected in" in line}
+    assert "rise detected in 1 of 1, fall detected in 0" in summary["series"]
+    assert "rise detected in 0 of 1, fall detected in 1" in summary["product"]
+    w2 = RolloutWriter(tmp_path / "bare")
+    w2.write_step(0, [{"prompt_id": "a", "sample_idx": 0, "response": "x", "token_ids": [1], "reward": 0.0,
+                       "correct": False}])
+    monkeypatch.setattr(sys, "argv", ["x", str(tmp_path / "bare")])
+    assert mod.main() == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bare" in err and "no strategy labels" in err
