@@ -614,3 +614,46 @@ def test_strategy_accuracy_scores_each_named_strategy_and_the_own_choice(monkeyp
         assert r["executed"] == ({r["strategy"]: 3} if r["strategy"] else {"unparsed": 3})
     with pytest.raises(ValueError, match="k must be"):
         strategy_accuracy(model, Tok(), mix, problems, k=0, temperature=0.7, max_new_tokens=64)
+
+
+def test_pair_even_pairing_halves_the_count_and_needs_an_even_count():
+    """Series `pair_even`: pairing writes count, n/2 pairs, the pair sum, their product; it applies to even counts
+    only (odd ones: one-by-one or middle), so no series strategy is right for every count. Scripted traces of
+    every applicable strategy check as correct and parse as themselves; a pairing of an odd count cannot state its
+    halving line and is an execution error; pairing misapplied (the halving forgotten) is a planning error; the
+    multi-part family passes the key to its series parts."""
+    from hicra.lab.tasks.base import computation_lines
+
+    fam = Series(counts=list(range(2, 13)), write_terms=True, stop_check=True, show_count=True, pair_even=True)
+    plain = Series(counts=list(range(2, 13)), write_terms=True, stop_check=True, show_count=True)
+    assert fam.params()["pair_even"] is True and "pair_even" not in plain.params()
+    even, odd = fam.make(14, 3, 10), fam.make(14, 3, 9)
+    assert fam.applicable(even) == ("one-by-one", "pairing") and fam.applicable(odd) == ("one-by-one", "middle")
+    assert plain.applicable(odd) == ("one-by-one", "pairing", "middle")
+    clean = CorpusKnobs(execution_noise=0.0, planning_noise=0.0)
+    rng = random.Random(0)
+    for p in (even, odd):
+        for s in fam.applicable(p):
+            text = fam.solve(p, rng, clean, s)
+            r = fam.check(p, text)
+            assert r.correct and r.strategy == s, (p.id, s, text)
+    pairing = fam.solve(even, rng, clean, "pairing")
+    lines = [(x, op, y, z) for x, op, y, z in computation_lines(pairing)]
+    assert lines[-3:] == [(10, "/", 2, 5), (14, "+", 41, 55), (5, "*", 55, 275)] and even.answer == 275
+    # the old pairing (multiply, then halve the product) still parses as pairing, and still checks
+    assert fam.check(even, plain.solve(even, rng, clean, "pairing")).strategy == "pairing"
+    # an odd count has no integer half: the line is wrong whatever integer it states
+    r = fam.check(odd, "pair them\n14+38=52\n9/2=4\n4*52=208\nso the answer is 208")
+    assert not r.correct and r.error_type == "execution"
+    with pytest.raises(ValueError, match="even count"):
+        fam.plan(odd, "pairing")
+    r = fam.check(even, fam.render(fam.plan(even, "pairing", misapply=True), rng, clean))
+    assert not r.correct and r.error_type == "planning" and r.strategy == "pairing"
+    # over the universe pairing and middle each miss half the counts (one-by-one applies everywhere but grows
+    # with the count past RL's response budget), and the cheapest strategy depends on the count
+    universe = list(fam.universe())
+    assert all(any(s not in fam.applicable(p) for p in universe) for s in ("pairing", "middle"))
+    assert not all(any(s not in plain.applicable(p) for p in universe) for s in ("pairing", "middle"))
+    assert {fam.optimal_label(p) for p in universe} == {"one-by-one", "pairing", "middle"}
+    multi = MultiPart(series={"pair_even": 1, "counts": [9]})
+    assert multi.parts["series"].pair_even and "middle" in multi.parts["series"].applicable(fam.make(1, 1, 9))

@@ -8,6 +8,11 @@
 - `pairing` (Gauss's trick): count the terms ((b - a) / d + 1), pair the ends (a + b), multiply, halve;
 - `middle` (odd counts only): count the terms, the middle term (a + b) / 2, times the count.
 
+With the task-spec key `pair_even`, pairing halves the count instead of the product: count the terms, n / 2 pairs,
+pair the ends (a + b), multiply. Then it applies to even counts only (an odd count leaves a term unpaired, and
+`n/2` has no integer result a line could state), so no strategy is right for every count: long odd series need
+`middle`, long even ones `pairing`, and short ones may use `one-by-one`.
+
 Prompt:   sum 14 to 38 by 3
 Response: many terms, so pair them from the outside in
           how many terms are there
@@ -41,7 +46,7 @@ class Series(Family):
 
     def __init__(self, optimum: str = "diverse", max_start: int = MAX_START, max_step: int = MAX_STEP,
                  counts: tuple[int, ...] | None = None, write_terms: bool = False, stop_check: bool = False,
-                 show_count: bool = False):
+                 show_count: bool = False, pair_even: bool = False):
         """`max_start`, `max_step`, `counts` narrow (or, for counts, widen) the universe; the single-route variant
         keeps only the given counts among its own (10, 12), ValueError when none is. `write_terms`:
         one-by-one writes each next term as a line (`14+3=17`) before adding it, so no arithmetic is left unwritten
@@ -54,8 +59,12 @@ class Series(Family):
         `show_count`: the prompt states the number of terms (`sum 14 to 38 by 3 (9 terms)`), the problem feature
         that decides the cheapest strategy, so a small policy can read it instead of computing (b - a) / d + 1;
         the count is then a given number (`known`), the traces are unchanged (docs/lab.md, "Does the policy
-        choose by problem?")."""
+        choose by problem?").
+        `pair_even`: pairing halves the count (`n/2` pairs, then pairs times the pair sum) and applies to even counts
+        only, so pairing is no longer right for every count and choosing by parity pays (docs/lab.md, "A family
+        with no universal strategy"); off by default, as the lab's corpora were built before it existed."""
         super().__init__(optimum)
+        self.pair_even = bool(pair_even)
         self.show_count = bool(show_count)
         self.write_terms = bool(write_terms)
         self.stop_check = bool(stop_check)
@@ -76,7 +85,8 @@ class Series(Family):
         return {**super().params(), "max_start": self.max_start, "max_step": self.max_step,
                 "counts": list(self.counts), **({"write_terms": True} if self.write_terms else {}),
                 **({"stop_check": True} if self.stop_check else {}),
-                **({"show_count": True} if self.show_count else {})}
+                **({"show_count": True} if self.show_count else {}),
+                **({"pair_even": True} if self.pair_even else {})}
 
     def make(self, a: int, d: int, n: int) -> Problem:
         b = a + (n - 1) * d
@@ -95,7 +105,9 @@ class Series(Family):
                     yield self.make(a, d, n)
 
     def applicable(self, problem: Problem) -> tuple[str, ...]:
-        return self.strategies if problem.data["n"] % 2 else ("one-by-one", "pairing")
+        if problem.data["n"] % 2 == 0:
+            return ("one-by-one", "pairing")
+        return ("one-by-one", "middle") if self.pair_even else self.strategies
 
     def decision_class(self, problem: Problem) -> str:
         """`n=N`: every strategy's line count is a function of the number of terms (and `middle` needs it odd)."""
@@ -131,6 +143,12 @@ class Series(Family):
             plan.append(Calc(Ref(last), "+", 1))
             count = Ref(last + 1)
         k = count.index + 1
+        if strategy == "pairing" and self.pair_even:
+            if n % 2:
+                raise ValueError(f"pair_even: pairing needs an even count, got {n} terms")
+            if misapply:  # the halving of the count forgotten: every term counted as a pair
+                return plan + [Calc(a, "+", b), Calc(count, "*", Ref(k))]
+            return plan + [Calc(count, "/", 2), Calc(a, "+", b), Calc(Ref(k), "*", Ref(k + 1))]
         plan.append(Calc(a, "+", b))  # line k: the pair sum
         if strategy == "pairing":
             plan.append(Calc(Ref(k), "*", count))
@@ -183,8 +201,10 @@ class Series(Family):
             return "one-by-one"  # additions from the first term beside b - a counted down by d
         if lines[0][:3] != (b, "-", a):
             return None
-        pair_sums = {z for x, op, y, z in lines if op == "+" and {x, y} == {a, b}}
-        if any(op == "/" and y == 2 and x in pair_sums for x, op, y, _ in lines):
+        pair_at = next((i for i, (x, op, y, _) in enumerate(lines) if op == "+" and {x, y} == {a, b}), None)
+        # middle halves the pair sum after computing it (pair_even's pairing halves the count, before it)
+        if pair_at is not None and any(op == "/" and y == 2 and x == lines[pair_at][3]
+                                       for x, op, y, _ in lines[pair_at + 1 :]):
             return "middle"
         if any(op == "*" for _, op, _, _ in lines):
             return "pairing"
