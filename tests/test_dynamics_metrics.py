@@ -257,6 +257,19 @@ def test_strategy_information_counts_multi_part_responses_once_and_its_interval_
     assert min(lows) < 0
 
 
+def _assert_unlabelled_run_exits_2(mod, tmp_path, capsys, monkeypatch):
+    """A benchmark's `main` on a run without strategy labels: exit code 2 and one line naming the run."""
+    import sys
+
+    w = RolloutWriter(tmp_path / "bare")
+    w.write_step(0, [{"prompt_id": "a", "sample_idx": 0, "response": "x", "token_ids": [1], "reward": 0.0,
+                      "correct": False}])
+    monkeypatch.setattr(sys, "argv", ["x", str(tmp_path / "bare")])
+    assert mod.main() == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bare" in err and "no strategy labels" in err
+
+
 def test_choice_by_prompt_benchmark_reads_choice_per_family(tmp_path, capsys, monkeypatch):
     """benchmarks/choice_by_prompt.py: a series policy that goes from one mix for every prompt to one strategy per
     prompt rises in its `series` column by about ln 2, while a product family that always splits stays at 0; the
@@ -290,13 +303,7 @@ def test_choice_by_prompt_benchmark_reads_choice_per_family(tmp_path, capsys, mo
     assert "up in 1 of 1" in series and float(series.split("mean ")[1].split(",")[0]) > 0.6
     product = next(line for line in out.splitlines() if line.startswith("product "))
     assert "mean +0.0000" in product or "mean -0.0000" in product
-    w2 = RolloutWriter(tmp_path / "bare")
-    w2.write_step(0, [{"prompt_id": "a", "sample_idx": 0, "response": "x", "token_ids": [1], "reward": 0.0,
-                       "correct": False}])
-    monkeypatch.setattr(sys, "argv", ["x", str(tmp_path / "bare")])
-    assert mod.main() == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "bare" in err and "no strategy labels" in err
+    _assert_unlabelled_run_exits_2(mod, tmp_path, capsys, monkeypatch)
 
 
 def _labelled_run(path, labels_per_step):
@@ -388,10 +395,4 @@ def test_family_entropy_benchmark_separates_a_rising_family_from_a_collapsing_on
     summary = {line.split()[0]: line for line in out.splitlines() if "detected in" in line}
     assert "rise detected in 1 of 1, fall detected in 0" in summary["series"]
     assert "rise detected in 0 of 1, fall detected in 1" in summary["product"]
-    w2 = RolloutWriter(tmp_path / "bare")
-    w2.write_step(0, [{"prompt_id": "a", "sample_idx": 0, "response": "x", "token_ids": [1], "reward": 0.0,
-                       "correct": False}])
-    monkeypatch.setattr(sys, "argv", ["x", str(tmp_path / "bare")])
-    assert mod.main() == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "bare" in err and "no strategy labels" in err
+    _assert_unlabelled_run_exits_2(mod, tmp_path, capsys, monkeypatch)
