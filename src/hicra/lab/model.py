@@ -20,6 +20,13 @@ from collections.abc import Iterable
 # right-padded responses, an attention mask; "joined" = prompt and response contiguous, right-padded, no mask
 LAYOUTS = ("split", "joined")
 
+
+def check_layout(layout: str, name: str = "layout") -> None:
+    """ValueError naming `name` unless `layout` is one of `LAYOUTS` (the configs check theirs when built, so a bad
+    one fails before a warm start or a run starts)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"{name} must be one of {LAYOUTS}, got {layout!r}")
+
 PAD_TOKEN = "<pad>"
 EOS_TOKEN = "<eos>"
 

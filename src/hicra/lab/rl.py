@@ -94,10 +94,9 @@ class RLConfig:
             raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
         if not 0.0 <= self.alpha < 1.0:
             raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
-        from hicra.lab.model import LAYOUTS
+        from hicra.lab.model import check_layout
 
-        if self.logprob_layout not in LAYOUTS:
-            raise ValueError(f"logprob_layout must be one of {LAYOUTS}, got {self.logprob_layout!r}")
+        check_layout(self.logprob_layout, "logprob_layout")
         if self.group_size < 2:
             raise ValueError("group_size must be at least 2 (group advantages)")
         if self.steps < 0 or self.checkpoint_every < 1 or self.minibatches < 1 or self.eval_every < 0:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hicra.lab.model import LAYOUTS
+from hicra.lab.model import check_layout
 
 
 @dataclass
@@ -254,14 +254,14 @@ def sequence_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
     (and the entropies [B, T] when asked), on the model's device (inputs are moved there). Padding positions hold
     garbage values; mask them.
 
-    `layout` (`LAYOUTS`) is how the batch reaches the model, the same quantities either way up to float rounding:
-    "split" (the default, what every cached warm start was trained with): left-padded prompts then right-padded
-    responses, an attention mask and position ids that skip the padding; "joined" (`joined_batch`): each row's
-    prompt and response contiguous and right-padded, no attention mask, so the attention runs causal and skips the
-    masked half (7% faster per SFT step on the lab's 1m model, docs/lab.md "Faster teacher-forced passes").
+    `layout` (`hicra.lab.model.LAYOUTS`) is how the batch reaches the model, the same quantities either way up to
+    float rounding: "split" (the default, what every cached warm start was trained with): left-padded prompts then
+    right-padded responses, an attention mask and position ids that skip the padding; "joined" (`joined_batch`):
+    each row's prompt and response contiguous and right-padded, no attention mask, so the attention runs causal and
+    skips the masked half (7% faster per SFT step on the lab's 1m model, docs/lab.md "Faster teacher-forced
+    passes").
     `forward`: the callable that runs the model (default `model`; e.g. `torch.compile(model)`)."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    check_layout(layout)
     forward = model if forward is None else forward
     dev = next(model.parameters()).device
     prompt_ids, prompt_mask, response_ids, response_mask = (

@@ -73,10 +73,9 @@ class WarmStartConfig:
             raise ValueError(f"lr_floor must be in [0, 1], got {self.lr_floor}")
         if not 0.0 <= self.strategy_hints <= 1.0:
             raise ValueError(f"strategy_hints must be in [0, 1], got {self.strategy_hints}")
-        from hicra.lab.model import LAYOUTS
+        from hicra.lab.model import check_layout
 
-        if self.logprob_layout not in LAYOUTS:
-            raise ValueError(f"logprob_layout must be one of {LAYOUTS}, got {self.logprob_layout!r}")
+        check_layout(self.logprob_layout, "logprob_layout")
         self.knobs()  # the corpus knobs validate themselves (CorpusKnobs): a bad one fails here, not mid-build
 
     def settings(self) -> dict:
