@@ -8,8 +8,11 @@
 
 Each pair is one `hicra lab` run (warm start cached per warm-start seed; RL in its own process, one torch thread;
 `--jobs` processes at once; a finished run directory under --out is read, not rerun). Prints per pair the greedy
-and sampled held-out accuracy before and after RL, the probes, and how many rewarded rollouts contain a wrong
-computation line (the load-bearing reward says none may), then the mean, SD and count of positive greedy gains. The lab issue's floor for `make demo` (quick preset):
+and sampled held-out accuracy before and after RL, the probes (execution: greedy line accuracy and the sampled line
+probability `exec_probe_line_prob`; planning: problems solved), and how many rewarded rollouts contain a wrong
+computation line (the load-bearing reward says none may), then the mean, SD and count of positive greedy and sampled
+gains, the warm starts' greedy accuracy (each the mean over its pairs' held-out sets) with their SD, how many pairs
+each probe rose in, and the wrong-line total. The lab issue's floor for `make demo` (quick preset):
 over 10 pairs, the greedy gain is positive in >= 9 and its mean >= +8 points.
 `--paired-with OTHER_OUT`: another arm's --out folder over the same pairs (e.g. GRPO's, for `--algo hicra`); also
 prints this arm's final greedy accuracy minus that arm's, per pair, with its mean, SD, 95% Student t interval,
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import time
@@ -80,6 +84,8 @@ def one_pair(args, ws_seed: int, rl_seed: int) -> dict:
             "rewarded_wrong_line": sum(bool(wrong_lines(t)) for t in rewarded),
             **{f"{k}{s}": 100 * ev[f"{k}{s}"]["accuracy"] for k in ("warm_start", "final") for s in ("", "_sampled")},
             "exec_probe": (probes[0]["exec_probe_line_accuracy"], probes[-1]["exec_probe_line_accuracy"]),
+            "exec_probe_sampled": (probes[0].get("exec_probe_line_prob", math.nan),
+                                   probes[-1].get("exec_probe_line_prob", math.nan)),
             "plan_probe": (probes[0]["plan_probe_solved"], probes[-1]["plan_probe_solved"])}
 
 
@@ -129,11 +135,13 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs) as pool:
         list(pool.map(_warm, [(args, w) for w in sorted({w for w, _ in pairs})]))
         rows = list(pool.map(_pair, [(args, w, s) for w, s in pairs]))
-    print(f"{'pair':8s} {'greedy':>16s} {'sampled':>16s} {'exec probe':>14s} {'plan probe':>14s} {'s':>5s}  rewarded (with a wrong line)")
+    print(f"{'pair':8s} {'greedy':>16s} {'sampled':>16s} {'exec probe':>14s} {'sampled exec':>16s} "
+          f"{'plan probe':>14s} {'s':>5s}  rewarded (with a wrong line)")
     for r in rows:
         print(f"ws{r['ws']}:s{r['seed']:<3d} {r['warm_start']:5.1f} -> {r['final']:5.1f}   "
               f"{r['warm_start_sampled']:5.1f} -> {r['final_sampled']:5.1f}   "
-              f"{r['exec_probe'][0]:.2f} -> {r['exec_probe'][1]:.2f}   {r['plan_probe'][0]:.2f} -> "
+              f"{r['exec_probe'][0]:.2f} -> {r['exec_probe'][1]:.2f}   "
+              f"{r['exec_probe_sampled'][0]:.3f} -> {r['exec_probe_sampled'][1]:.3f}   {r['plan_probe'][0]:.2f} -> "
               f"{r['plan_probe'][1]:.2f} {r['seconds']:5.0f}  {r['rewarded']} ({r['rewarded_wrong_line']})", flush=True)
     for name, key in (("greedy", ""), ("sampled", "_sampled")):
         gains = [r[f"final{key}"] - r[f"warm_start{key}"] for r in rows]
@@ -141,6 +149,15 @@ def main() -> None:
         sd = statistics.stdev(gains) if len(gains) > 1 else float("nan")
         print(f"{name}: warm start mean {statistics.mean(ws_acc):.1f}; gain mean {statistics.mean(gains):+.1f} "
               f"points, SD {sd:.1f}, positive in {sum(g > 0 for g in gains)} of {len(gains)} pairs")
+    by_ws = {w: statistics.mean(r["warm_start"] for r in rows if r["ws"] == w) for w in sorted({r["ws"] for r in rows})}
+    if len(by_ws) > 1:
+        print("warm starts' greedy accuracy (mean over their pairs' held-out sets): "
+              + ", ".join(f"ws{w} {a:.1f}" for w, a in by_ws.items()) + f"; SD {statistics.stdev(by_ws.values()):.1f}")
+    for name, key in (("exec probe", "exec_probe"), ("sampled exec probe", "exec_probe_sampled"),
+                      ("plan probe", "plan_probe")):
+        print(f"{name}: rose in {sum(r[key][1] > r[key][0] for r in rows)} of {len(rows)} pairs")
+    print(f"rewarded rollouts with a wrong line: {sum(r['rewarded_wrong_line'] for r in rows)} of "
+          f"{sum(r['rewarded'] for r in rows)}")
     if args.paired_with:
         paired(rows, Path(args.paired_with))
 
