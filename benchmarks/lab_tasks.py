@@ -4,7 +4,7 @@ of the blind prior, and the cheapest-strategy shares per family.
     python benchmarks/lab_tasks.py [--preset default] [--series max_start=30,max_step=5] [--product a_max=19]
         [--steps N (default: the preset's)] [--prompts 16] [--seeds 5]
 
-Without `--series` / `--product`: the preset's tasks (`hicra.lab.presets.TASKS` for quick and default; the
+Without `--series` / `--product`: the preset's tasks (`hicra.lab.presets.TASKS` for quick, `TASKS_PAIR_EVEN` for default since session 31; the
 figures of docs/lab.md measured before 2026-12-01's session 18 used `--preset default-14ep`); with them, the
 preset's tasks updated by those keys (`hicra.lab.presets.narrowed_tasks`, also inside multi-part problems). Also prints the
 preset warm start's own prior's strategy entropy (its `strategy_prior` at its `favourite_share`).

@@ -3,6 +3,8 @@ deliberate), the archived 14-epoch presets, and `narrowed_tasks` on a preset's o
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from hicra.lab.presets import (
@@ -13,6 +15,7 @@ from hicra.lab.presets import (
     TASKS_14EP,
     TASKS_FAV06,
     TASKS_NOCOUNT,
+    TASKS_PAIR_EVEN,
     get_preset,
     narrowed_tasks,
     parse_universe,
@@ -26,6 +29,14 @@ def test_preset_warm_start_keys_are_the_measured_ones():
     # 20 (stop check, favourite share 0.85, measured as RECIPE5), of session 18 (favourite share 0.6) and before
     assert [get_preset("quick", warm_start_seed=s)[0].key() for s in range(5)] == [
         "9a491c3cd6acc293", "3827debd48afb2c3", "4f02cbebca846cbe", "af6dd4eac234d68e", "adc56c4590777431"]
+    # the default preset since session 31: quick's plus `pair_even`, the warm starts rule (pf) measured as
+    # `--preset quick --series pair_even=1`; before, the same as quick (kept as default-s29)
+    assert [get_preset("default", warm_start_seed=s)[0].key() for s in range(5)] == [
+        "6927688092f1c236", "344e2efc0959424b", "4afc197a94659738", "a99661983989d62d", "980b71f4d588da8b"]
+    pair_even = narrowed_tasks(parse_universe("pair_even=1"), base=TASKS)
+    assert pair_even == TASKS_PAIR_EVEN and [c.tasks for c in get_preset("default", 2)] == [pair_even] * 2
+    assert get_preset("default-s29", 2) == get_preset("quick", 2)
+    assert get_preset("default", 2, seed=7)[1] == replace(get_preset("quick", 2, seed=7)[1], tasks=pair_even)
     # sessions 22-28's presets: the same but execution noise 0.015; --execution-noise 0.05 on them gives today's
     assert [get_preset("quick-n015", warm_start_seed=s)[0].key() for s in range(5)] == [
         "b666cbbf458add9f", "11a208598c96ef82", "92d9e6622d449370", "98cdbb9388284552", "b0699660fd9464d1"]
@@ -36,8 +47,7 @@ def test_preset_warm_start_keys_are_the_measured_ones():
     assert [get_preset("quick-fav0.6", warm_start_seed=s)[0].key() for s in range(5)] == [
         "80d6beb5c50fb1e7", "5ab8343d34afcd41", "fa257fd75fbf33c5", "5c79fbe4693bda1e", "58d05e62e1385c41"]
     assert get_preset("quick-14ep", warm_start_seed=0)[0].key() == "f49f887ae4a5caf2"
-    # quick and default share warm start and RL since session 18; the 14-epoch default ran 150 steps at 2e-5
-    assert get_preset("quick") == get_preset("default")
+    # the 14-epoch default ran 150 steps at 2e-5
     ws, rl = get_preset("default-14ep")
     assert (rl.steps, rl.lr, ws.favourite_share, ws.strategy_hints, ws.tasks) == (150, 2e-5, 0.0, 0.0, TASKS_14EP)
     ws, rl = get_preset("quick")

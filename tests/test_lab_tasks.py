@@ -657,3 +657,16 @@ def test_pair_even_pairing_halves_the_count_and_needs_an_even_count():
     assert {fam.optimal_label(p) for p in universe} == {"one-by-one", "pairing", "middle"}
     multi = MultiPart(series={"pair_even": 1, "counts": [9]})
     assert multi.parts["series"].pair_even and "middle" in multi.parts["series"].applicable(fam.make(1, 1, 9))
+
+
+def test_pair_even_single_route_variant_is_still_single_route():
+    """The controls' negative cell on the default preset's series (`pair_even`): the single-route variant keeps its
+    even counts, so pairing still applies to, and is cheapest on, every problem; the diverse variant's cheapest
+    strategy still depends on the problem."""
+    from hicra.lab.presets import SERIES_PAIR_EVEN
+
+    single = Series(optimum="single-route", **SERIES_PAIR_EVEN)
+    assert single.counts == (10, 12)
+    assert {single.cheapest(p) for p in single.universe()} == {"pairing"}
+    diverse = Series(**SERIES_PAIR_EVEN)
+    assert {diverse.cheapest(p) for p in diverse.universe()} == {"one-by-one", "pairing", "middle"}

@@ -65,7 +65,8 @@ PRESETS: dict[str, StudyPreset] = {
         name="full", description="every arm, 8 seeds, the lab's default runs (hours on 2 cores: docs/study.md)",
         seeds=8, arms=list(ARMS), lab_preset="default"),
     # v2 (issue 15): as docs/study.md's pre-registered section (a draft until frozen) states them, on the lab's
-    # `default` preset (since session 20; the draft's first version was pinned to `default-14ep`).
+    # `default` preset (since session 31 the quick preset's plus `pair_even`; the draft's first version was pinned
+    # to `default-14ep`).
     "controls": StudyPreset(
         name="controls", description="v2 control cells: execution noise {0, 0.05} x strategy prior {oracle, "
         "blind-common} x optimum {diverse, single-route}, GRPO, 2 warm-start seeds x 3 RL seeds per cell, 320 RL "
