@@ -1,7 +1,7 @@
 """Where a lab run's time goes, on one torch thread: held-out evaluation (greedy and sampled), the skill probes, and
 RL steps (sampling and update), then what a run of the preset costs at that rate.
 
-    python benchmarks/lab_budget.py [--preset default] [--steps 10] [--warm-start-seed 0] [--cache DIR]
+    python benchmarks/lab_budget.py [--preset quick] [--steps 10] [--warm-start-seed 0] [--cache DIR]
 
 The warm start is taken from the cache (trained first if missing). Prints seconds per part, the mean step time over
 `--steps` GRPO steps, and the preset's estimated run time (steps x step time + its evaluation points). The lab
@@ -33,7 +33,9 @@ def main() -> None:
     from hicra.lab.sft import eval_problems, evaluate, warm_start
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--preset", default="default")
+    ap.add_argument("--preset", default="quick",
+                    help="default quick: the preset docs/lab.md's figures were measured on (the same as default "
+                         "until session 31); --preset default for the study's")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warm-start-seed", type=int, default=0)
     ap.add_argument("--cache", default=str(default_cache()))

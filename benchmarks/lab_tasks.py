@@ -4,8 +4,9 @@ of the blind prior, and the cheapest-strategy shares per family.
     python benchmarks/lab_tasks.py [--preset default] [--series max_start=30,max_step=5] [--product a_max=19]
         [--steps N (default: the preset's)] [--prompts 16] [--seeds 5]
 
-Without `--series` / `--product`: the preset's tasks (`hicra.lab.presets.TASKS` for quick, `TASKS_PAIR_EVEN` for default since session 31; the
-figures of docs/lab.md measured before 2026-12-01's session 18 used `--preset default-14ep`); with them, the
+Without `--series` / `--product`: the preset's tasks (default `--preset quick`, `hicra.lab.presets.TASKS`;
+`--preset default` has `TASKS_PAIR_EVEN` since session 31; the figures of docs/lab.md measured before
+2026-12-01's session 18 used `--preset default-14ep`); with them, the
 preset's tasks updated by those keys (`hicra.lab.presets.narrowed_tasks`, also inside multi-part problems). Also prints the
 preset warm start's own prior's strategy entropy (its `strategy_prior` at its `favourite_share`).
 
@@ -26,7 +27,9 @@ from hicra.lab.tasks.base import entropy
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--preset", choices=tuple(PRESETS), default="default")
+    ap.add_argument("--preset", choices=tuple(PRESETS), default="quick",
+                    help="default quick: the preset docs/lab.md's figures were measured on (the same as default "
+                         "until session 31); --preset default for the study's")
     ap.add_argument("--steps", type=int, help="RL steps of the run whose draws are counted (default: the preset's)")
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--seeds", type=int, default=5)

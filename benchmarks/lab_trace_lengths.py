@@ -1,6 +1,6 @@
 """How long the warm-start corpus's traces are, per family and strategy, against a token budget.
 
-    python benchmarks/lab_trace_lengths.py [--preset default] [--strategy-prior P] [--series k=v,...]
+    python benchmarks/lab_trace_lengths.py [--preset quick] [--strategy-prior P] [--series k=v,...]
         [--product k=v,...] [--strategy-hints H] [--n 3000] [--budget 192] [--cap 320] [--tokenizer DIR]
 
 Builds `--n` corpus pairs of the configured recipe (the same `build_corpus` the warm start uses), keeps the unhinted
@@ -29,7 +29,9 @@ def main() -> None:
     from hicra.lab.tasks import STRATEGY_PRIORS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="default")
+    ap.add_argument("--preset", default="quick",
+                    help="default quick: the preset docs/lab.md's figures were measured on (the same as default "
+                         "until session 31); --preset default for the study's")
     ap.add_argument("--strategy-prior", choices=STRATEGY_PRIORS)
     ap.add_argument("--series")
     ap.add_argument("--product")

@@ -24,8 +24,9 @@ def register(subparsers) -> None:
         "warm start and after RL is measured on the same held-out problems (greedy, and sampled at the RL "
         "temperature, 0.7 in the presets).")
     p.add_argument("--preset", choices=tuple(PRESETS), default="quick",
-                   help="quick (default; what make demo runs) or default (the study's unit run; the same settings "
-                        "since 2026-12-01; execution noise 0.05 since 2026-12-03); quick-n015 / default-n015, "
+                   help="quick (default; what make demo runs) or default (the study's unit run: quick's settings "
+                        "plus the series key pair_even since 2026-12-03, session 31); default-s29 (the default "
+                        "before that, the same as quick), quick-n015 / default-n015, "
                         "quick-nocount / default-nocount, quick-fav0.6 / default-fav0.6 and "
                         "quick-14ep / default-14ep: earlier "
                         "presets, kept so their settings can be rerun (with today's RL code: a new sample of their "

@@ -31,9 +31,10 @@ SERIES = {**SERIES_NOCOUNT, "show_count": 1}
 TASKS = [{"family": "series", **SERIES}, {"family": "product"}, {"family": "multi", "series": SERIES}]
 # The default preset's series (session 31): pairing halves the count and applies to even counts only (`pair_even`),
 # so long odd series need middle, long even ones pairing and short ones may use one-by-one: no series strategy is
-# right for every problem, and GRPO's series strategy mix widened and stayed wide over 320 steps in 5 of 5 runs where
-# the quick preset's collapsed onto pairing in 3 of 5; its held-out gain in 80 steps is smaller (+6.1 against
-# +12.5), under the demo's floor of +8 (docs/lab.md, "Outcome of rule (pf)").
+# right for every problem. Under GRPO the series strategy mix widened through 320 steps in 5 of 5 runs (still moving
+# at the end, so whether it lasts is open), where the quick preset's collapsed onto pairing in 3 of 5; its held-out
+# gain in 80 steps is smaller (+6.1 against +12.5), under the demo's floor of +8 (docs/lab.md, "Outcome of rule
+# (pf)").
 SERIES_PAIR_EVEN = {**SERIES, "pair_even": 1}
 TASKS_PAIR_EVEN = [{"family": "series", **SERIES_PAIR_EVEN}, {"family": "product"},
                    {"family": "multi", "series": SERIES_PAIR_EVEN}]
