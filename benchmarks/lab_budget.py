@@ -27,15 +27,13 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hicra.lab.cli import default_cache
-    from hicra.lab.presets import get_preset
+    from hicra.lab.presets import BENCHMARK_PRESET, BENCHMARK_PRESET_HELP, get_preset
     from hicra.lab.probes import run_probes
     from hicra.lab.rl import run_rl
     from hicra.lab.sft import eval_problems, evaluate, warm_start
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--preset", default="quick",
-                    help="default quick: the preset docs/lab.md's figures were measured on (the same as default "
-                         "until session 31); --preset default for the study's")
+    ap.add_argument("--preset", default=BENCHMARK_PRESET, help=BENCHMARK_PRESET_HELP)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warm-start-seed", type=int, default=0)
     ap.add_argument("--cache", default=str(default_cache()))

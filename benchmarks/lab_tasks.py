@@ -1,7 +1,7 @@
 """Lab v2 task figures: universe sizes, how often a run's prompt draws repeat, strategy entropies of the optima and
 of the blind prior, and the cheapest-strategy shares per family.
 
-    python benchmarks/lab_tasks.py [--preset default] [--series max_start=30,max_step=5] [--product a_max=19]
+    python benchmarks/lab_tasks.py [--preset quick] [--series max_start=30,max_step=5] [--product a_max=19]
         [--steps N (default: the preset's)] [--prompts 16] [--seeds 5]
 
 Without `--series` / `--product`: the preset's tasks (default `--preset quick`, `hicra.lab.presets.TASKS`;
@@ -20,16 +20,14 @@ import argparse
 import random
 from collections import Counter
 
-from hicra.lab.presets import PRESETS, narrowed_tasks, parse_universe
+from hicra.lab.presets import BENCHMARK_PRESET, BENCHMARK_PRESET_HELP, PRESETS, narrowed_tasks, parse_universe
 from hicra.lab.tasks import TaskMix, make_task, repeat_share, strategy_entropy
 from hicra.lab.tasks.base import entropy
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--preset", choices=tuple(PRESETS), default="quick",
-                    help="default quick: the preset docs/lab.md's figures were measured on (the same as default "
-                         "until session 31); --preset default for the study's")
+    ap.add_argument("--preset", choices=tuple(PRESETS), default=BENCHMARK_PRESET, help=BENCHMARK_PRESET_HELP)
     ap.add_argument("--steps", type=int, help="RL steps of the run whose draws are counted (default: the preset's)")
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--seeds", type=int, default=5)

@@ -24,14 +24,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def main() -> None:
     from transformers import AutoTokenizer
 
-    from hicra.lab.presets import get_preset, narrowed_tasks, parse_universe
+    from hicra.lab.presets import (
+        BENCHMARK_PRESET,
+        BENCHMARK_PRESET_HELP,
+        get_preset,
+        narrowed_tasks,
+        parse_universe,
+    )
     from hicra.lab.sft import HINT, build_corpus
     from hicra.lab.tasks import STRATEGY_PRIORS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="quick",
-                    help="default quick: the preset docs/lab.md's figures were measured on (the same as default "
-                         "until session 31); --preset default for the study's")
+    ap.add_argument("--preset", default=BENCHMARK_PRESET, help=BENCHMARK_PRESET_HELP)
     ap.add_argument("--strategy-prior", choices=STRATEGY_PRIORS)
     ap.add_argument("--series")
     ap.add_argument("--product")
