@@ -486,3 +486,25 @@ def test_study_settings_omit_later_warm_start_fields_at_their_defaults():
     assert "lr_floor" not in ws and "ema_decay" not in ws and "epochs" in ws
     ws = study_settings(replace(PRESETS["smoke"], warm_start={**PRESETS["smoke"].warm_start, "ema_decay": 0.9}))
     assert ws["warm_start"]["ema_decay"] == 0.9
+
+
+def test_main_preset_evaluates_on_512_held_out_problems_with_the_lab_defaults_warm_starts():
+    """The pre-registered main study (docs/study.md, 5.): the lab's `default` runs with 512 held-out problems
+    instead of 256, and otherwise the same warm start and RL settings, so its warm starts are the lab preset's own
+    (the same cache keys) and the first 256 of its held-out problems are the lab's."""
+    from dataclasses import asdict
+
+    from hicra.lab.presets import get_preset
+    from hicra.lab.sft import eval_problems
+    from hicra.study.presets import MAIN_N_EVAL, preset_configs
+
+    ws_study, rl_study = preset_configs(PRESETS["main"], warm_start_seed=2)
+    ws_lab, rl_lab = get_preset("default", warm_start_seed=2)
+    assert ws_study == ws_lab.settings()
+    assert rl_study["n_eval"] == MAIN_N_EVAL == 512 and rl_lab.n_eval == 256
+    lab = asdict(rl_lab)
+    assert {k: v for k, v in rl_study.items() if k != "n_eval"} == {k: lab[k] for k in rl_study if k != "n_eval"}
+    assert preset_configs(PRESETS["controls"])[1]["n_eval"] == rl_lab.n_eval  # the controls keep the lab's 256
+    task = ws_lab.task_mix()
+    big, small = eval_problems(task, MAIN_N_EVAL), eval_problems(task, rl_lab.n_eval)
+    assert len({p.id for p in big}) == MAIN_N_EVAL and [p.id for p in big[:rl_lab.n_eval]] == [p.id for p in small]

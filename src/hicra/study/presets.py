@@ -32,6 +32,10 @@ BASELINE = "grpo"
 # the control cells' run length: in the noisy-execution cell execution consolidated in 8 of 8 runs at 320 steps and
 # in 1 of 8 within the unit run's 80 (docs/lab.md, "Does execution consolidate when RL runs longer?")
 CONTROL_STEPS = 320
+# the main arms' held-out set (the lab's is 256): on the session-20 presets ten runs' greedy gains spread by SD 4.4
+# points on the 256 tuning problems and by SD 1.7 on 512 others (docs/lab.md, outcome of (s)), so much of the
+# spread was the small set's binomial noise; about 8 s more per evaluation point on one core (docs/study.md, 5.)
+MAIN_N_EVAL = 512
 
 
 @dataclass
@@ -77,7 +81,7 @@ PRESETS: dict[str, StudyPreset] = {
         name="main", description="v2 main arms, 4 warm-start seeds x 4 RL seeds = 16 pairs per arm, the lab's "
         "default runs",
         seeds=4, warm_start_seeds=4, arms=["grpo", "hicra", "placebo", "high-entropy", "phase-aware", "gated"],
-        lab_preset="default"),
+        lab_preset="default", rl={"n_eval": MAIN_N_EVAL}),
 }
 
 
