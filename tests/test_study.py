@@ -508,3 +508,49 @@ def test_main_preset_evaluates_on_512_held_out_problems_with_the_lab_defaults_wa
     task = ws_lab.task_mix()
     big, small = eval_problems(task, MAIN_N_EVAL), eval_problems(task, rl_lab.n_eval)
     assert len({p.id for p in big}) == MAIN_N_EVAL and [p.id for p in big[:rl_lab.n_eval]] == [p.id for p in small]
+
+
+def _order_readings_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "order_readings.py"
+    spec = importlib.util.spec_from_file_location("order_readings", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_order_readings_benchmark_reads_probe_rises_and_error_falls(tmp_path, capsys):
+    """benchmarks/order_readings.py: an execution probe that rises by step 60 and a planning probe that rises by
+    step 180 read `execution first`, with half-rise steps from `half_fall_step` on the negated curves computed here;
+    the error-share order is `error_fall_order`'s; flat probes read `neither rises`; a run without probes.jsonl
+    gives one line naming the file and exit code 2."""
+    from hicra.stats import half_fall_step
+
+    mod = _order_readings_module()
+    steps = list(range(0, 340, 20))
+    ex = [0.80 if s < 60 else 0.86 for s in steps]
+    pl = [0.30 if s < 180 else 0.50 for s in steps]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"phases": {"order": "simultaneous", "evidence": {"order": {
+        "consolidates": {"execution": True, "planning": False, "reference": True}}}}}))
+    (run / "probes.jsonl").write_text("".join(json.dumps({"step": s, "exec_probe_line_prob": e, "plan_probe_cheapest": p})
+                                              + "\n" for s, e, p in zip(steps, ex, pl)))
+    log = [{"step": s, "errors_execution_share": 0.5 if s < 100 else 0.3, "errors_planning_share": 0.02}
+           for s in range(320)]
+    (run / "train_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
+    r = mod.readings(run)
+    assert r["probes"] == "execution first" and r["perplexity"] == "simultaneous"
+    assert r["consolidates"] == ["execution", "reference"]
+    assert r["probe_execution"]["half_step"] == half_fall_step(steps, [-v for v in ex])["half_step"]
+    assert r["probe_planning"]["half_step"] == half_fall_step(steps, [-v for v in pl])["half_step"]
+    assert r["probe_execution"]["half_step"] < r["probe_planning"]["half_step"]
+    assert r["probe_execution"]["start"] == pytest.approx(0.80) and r["probe_planning"]["end"] == pytest.approx(0.50)
+    assert r["errors"] == study.error_fall_order(log) and r["errors"]["order"] == "only execution falls"
+    assert mod.probe_order({"half_step": None}, {"half_step": None}) == "neither rises"
+    assert mod.main([str(run)]) == 0 and "execution first" in capsys.readouterr().out
+    (run / "probes.jsonl").unlink()
+    assert mod.main([str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(run / "probes.jsonl") in err[0]
