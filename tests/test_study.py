@@ -535,8 +535,8 @@ def test_order_readings_benchmark_reads_probe_rises_and_error_falls(tmp_path, ca
     run.mkdir()
     (run / "summary.json").write_text(json.dumps({"phases": {"order": "simultaneous", "evidence": {"order": {
         "consolidates": {"execution": True, "planning": False, "reference": True}}}}}))
-    (run / "probes.jsonl").write_text("".join(json.dumps({"step": s, "exec_probe_line_prob": e, "plan_probe_cheapest": p})
-                                              + "\n" for s, e, p in zip(steps, ex, pl)))
+    probes = [{"step": s, "exec_probe_line_prob": e, "plan_probe_cheapest": p} for s, e, p in zip(steps, ex, pl, strict=True)]
+    (run / "probes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in probes))
     log = [{"step": s, "errors_execution_share": 0.5 if s < 100 else 0.3, "errors_planning_share": 0.02}
            for s in range(320)]
     (run / "train_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log))
