@@ -14,7 +14,8 @@ readings of the same run, for the filer's choice in docs/study.md ("What the pil
   cheapest-strategy share (`plan_probe_cheapest`), first -> last value and the step at which each has done half its
   rise (the same rule on the negated curve; `-` = rose less than 0.02). The probe order is `execution first` /
   `planning first` by those steps, `only execution rises`, `only planning rises` or `neither rises`.
-A run directory missing one of those files: one line naming it, exit code 2.
+A run directory missing one of those files, or one that cannot be parsed: one line naming it (and the line), exit
+code 2.
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ import json
 import sys
 from pathlib import Path
 
+from hicra.errors import InputError
+from hicra.fileio import read_jsonl, read_text
+
 MIN_RISE = 0.02  # the smallest rise (probe share) counted, as half_fall_step's default min_drop
-
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def probe_rise(rows: list[dict], key: str) -> dict:
@@ -40,23 +40,23 @@ def probe_rise(rows: list[dict], key: str) -> dict:
 
 
 def probe_order(ex: dict, pl: dict) -> str:
-    a, b = ex["half_step"], pl["half_step"]
-    if a is not None and b is not None:
-        return "execution first" if a < b else "planning first" if b < a else "same step"
-    return "only execution rises" if a is not None else "only planning rises" if b is not None else "neither rises"
+    """The probes' order by their half-rise steps (`hicra.study.statistics.half_step_order`, verb "rises")."""
+    from hicra.study.statistics import half_step_order
+
+    return half_step_order(ex["half_step"], pl["half_step"], verb="rises")
 
 
 def readings(run: Path) -> dict:
-    """The three readings of one run directory; FileNotFoundError names a missing file."""
+    """The three readings of one run directory; InputError names a missing or unreadable file."""
     from hicra.study.statistics import error_fall_order
 
     for name in ("summary.json", "train_log.jsonl", "probes.jsonl"):
         if not (run / name).is_file():
-            raise FileNotFoundError(f"{run / name}: not found (a finished `hicra lab` run has it)")
-    phases = json.loads((run / "summary.json").read_text())["phases"]
+            raise InputError("not found (a finished `hicra lab` run has it)", path=str(run / name))
+    phases = json.loads(read_text(run / "summary.json", "summary"))["phases"]
     cons = phases.get("evidence", {}).get("order", {}).get("consolidates", {})
-    errors = error_fall_order(_jsonl(run / "train_log.jsonl"))
-    probes = _jsonl(run / "probes.jsonl")
+    errors = error_fall_order([row for _, row in read_jsonl(run / "train_log.jsonl", "training log")])
+    probes = [row for _, row in read_jsonl(run / "probes.jsonl", "probe log")]
     ex, pl = probe_rise(probes, "exec_probe_line_prob"), probe_rise(probes, "plan_probe_cheapest")
     return {"perplexity": phases["order"], "consolidates": sorted(k for k, v in cons.items() if v),
             "errors": errors, "probe_execution": ex, "probe_planning": pl, "probes": probe_order(ex, pl)}
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         rows = [(run, readings(run)) for run in args.runs]
-    except (FileNotFoundError, KeyError, json.JSONDecodeError) as e:
+    except (InputError, KeyError, json.JSONDecodeError) as e:
         print(f"order_readings: error: {e}", file=sys.stderr)
         return 2
     print(f"{'run':<32} {'perplexity order (consolidating)':<44} {'error-share order (half-fall steps)':<44} "

@@ -145,13 +145,16 @@ def error_fall_order(log: list[dict]) -> dict:
         none = {"start": None, "end": None, "drop": None, "half_step": None}
         return {"execution": none, "planning": none, "order": "too few steps"}
     falls = {k: half_fall_step(steps, [e[f"errors_{k}_share"] for e in log]) for k in ("execution", "planning")}
-    ex, pl = falls["execution"]["half_step"], falls["planning"]["half_step"]
-    if ex is not None and pl is not None:
-        order = "execution first" if ex < pl else "planning first" if pl < ex else "same step"
-    else:
-        order = {(True, False): "only execution falls", (False, True): "only planning falls",
-                 (False, False): "neither falls"}[(ex is not None, pl is not None)]
-    return {**falls, "order": order}
+    return {**falls, "order": half_step_order(falls["execution"]["half_step"], falls["planning"]["half_step"])}
+
+
+def half_step_order(execution: float | None, planning: float | None, verb: str = "falls") -> str:
+    """The order of two half-way steps (None: that curve did not move): "execution first", "planning first",
+    "same step", or "only execution VERB" / "only planning VERB" / "neither VERB" (ORDERS with verb "falls")."""
+    if execution is not None and planning is not None:
+        return "execution first" if execution < planning else "planning first" if planning < execution else "same step"
+    return {(True, False): f"only execution {verb}", (False, True): f"only planning {verb}",
+            (False, False): f"neither {verb}"}[(execution is not None, planning is not None)]
 
 
 def _order_summary(orders: list[str]) -> dict:
