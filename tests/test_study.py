@@ -314,6 +314,51 @@ def test_run_dead_before_first_checkpoint_restarts_from_scratch(smoke, tmp_path)
     assert got_s == ref_s
 
 
+def test_runs_of_cached_warm_starts_start_before_a_build_and_a_worker_builds_the_same_model(smoke, tmp_path):
+    """Two workers, warm start 0 cached, warm start 1 not: both runs of warm start 0 start first (a run finishes
+    before the build starts), warm start 1 is built once by a worker, and the built model is the fixture's, bit for
+    bit (one thread each: a worker's build is the same draw as the main process's)."""
+    import shutil
+
+    from hicra.lab.sft import WarmStartConfig, warm_start_dir
+    from hicra.study import preset_configs
+
+    src, first = smoke
+    cfgs = [WarmStartConfig(**preset_configs(PRESETS["smoke"], warm_start_seed=w)[0]) for w in (0, 1)]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copytree(warm_start_dir(cfgs[0], src / "warmstart"), warm_start_dir(cfgs[0], cache))
+    lines: list[str] = []
+    again = run_study(tmp_path / "s", "smoke", seeds=1, warm_start_seeds=2, workers=2, cache=cache,
+                      progress=False, log=lambda *a: lines.append(" ".join(map(str, a))))
+    building = [i for i, line in enumerate(lines) if "building" in line]
+    assert len(building) == 1 and cfgs[1].key() in lines[building[0]]
+    done_ws0 = [i for i, line in enumerate(lines) if " ws0 seed 0: held-out" in line]
+    assert len(done_ws0) == 2 and min(done_ws0) < building[0]
+    built = warm_start_dir(cfgs[1], cache)
+    ref = warm_start_dir(cfgs[1], src / "warmstart")
+    assert (built / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
+    assert again["per_arm"]["hicra"]["final_accuracy"] == first["per_arm"]["hicra"]["final_accuracy"]
+
+
+def test_a_failed_job_starts_nothing_new_and_raises(smoke, tmp_path):
+    """A run whose config the lab refuses fails in its worker: the study raises that error, and the runs queued
+    behind it are not started."""
+    from dataclasses import replace
+
+    from hicra.study import execute
+
+    src, _ = smoke
+    specs = plan_runs(tmp_path / "s", tmp_path / "sums", PRESETS["smoke"], ["grpo", "hicra"], 1, 2)
+    bad = replace(specs[0], config={**specs[0].config, "no_such_field": 1})
+    with pytest.raises(TypeError, match="no_such_field"):
+        execute([bad, *specs[1:]], workers=1, progress=False, log=_quiet, cache=src / "warmstart")
+    with pytest.raises(TypeError, match="no_such_field"):
+        execute([bad, *specs[1:]], workers=2, progress=False, log=_quiet, cache=src / "warmstart")
+    started = [s for s in specs[1:] if Path(s.run_dir).exists()]
+    assert len(started) <= 1  # at most the one that ran beside the failing run
+
+
 def test_error_fall_order_per_run_and_sign_test():
     """Planted error curves: execution falls around step 20, planning around step 50 (or not at all)."""
     from hicra.study import _order_summary, error_fall_order

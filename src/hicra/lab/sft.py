@@ -352,6 +352,12 @@ def corpus_statistics(task: TaskMix, pairs, checks, lexicon, tokenizer) -> dict:
             "planning_token_share": planning / max(1, total)}
 
 
+def warm_start_dir(cfg: WarmStartConfig, cache_root: str | Path) -> Path:
+    """CACHE_ROOT/warmstart-KEY: where `warm_start` keeps (or will keep) the model of `cfg`; it is ready when its
+    warm_start.json exists (written last, by an atomic rename of the whole folder)."""
+    return Path(cache_root) / f"warmstart-{cfg.key()}"
+
+
 def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = True, log=print,
                device: str = "cpu", threads: int = 1) -> Path:
     """Train (or load from the cache) the warm-start model; returns its directory (model + tokenizer +
@@ -366,7 +372,7 @@ def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = Tr
 
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    out = Path(cache_root) / f"warmstart-{cfg.key()}"
+    out = warm_start_dir(cfg, cache_root)
     if (out / "warm_start.json").exists():
         log(f"warm start: reusing {out}")
         return out

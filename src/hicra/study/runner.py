@@ -236,14 +236,29 @@ def _steps_done(run_dir: Path) -> int:
     return len({p.name.split("_part")[0] for p in folder.glob("step_*_part*.parquet")})
 
 
-def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print) -> list[dict]:
+def _build_warm_start(fields: dict, cache: str) -> str:
+    """In a worker process: train (or load) the warm start of WarmStartConfig(**fields) into `cache`; returns
+    its directory. Quiet: the main process logs the build."""
+    from hicra.lab.sft import WarmStartConfig, warm_start
+
+    return str(warm_start(WarmStartConfig(**fields), cache, progress=False, log=lambda *a: None))
+
+
+def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print,
+            cache: str | os.PathLike | None = None) -> list[dict]:
     """Run every spec without a summary file: in this process when workers == 1, else in `workers` spawned
-    processes. The overall bar counts RL steps of all runs (so its ETA is in steps, polled from the run
-    directories); one bar per active run shows its steps. Returns the summaries in spec order."""
+    processes. A spec without `model_dir` runs on the warm start of its `warm_start` fields in `cache`, which is
+    built once, by one worker, when no run whose warm start is ready is left to start (so runs of cached warm
+    starts finish, and write their summaries, first; two workers never build the same warm start). The overall
+    bar counts RL steps of all runs (so its ETA is in steps, polled from the run directories); one bar per active
+    run shows its steps. A failed run or build starts nothing new and raises once the running jobs end. Returns
+    the summaries in spec order."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
 
     from tqdm.auto import tqdm
+
+    from hicra.lab.sft import WarmStartConfig, warm_start, warm_start_dir
 
     results = {s.summary_path: json.loads(Path(s.summary_path).read_text())
                for s in specs if Path(s.summary_path).exists()}
@@ -252,6 +267,26 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
         log(f"{len(results)} of {len(specs)} runs already summarised: not recomputed")
     if not todo:
         return [results[s.summary_path] for s in specs]
+    if any(not s.model_dir for s in todo) and cache is None:
+        raise ValueError("specs without model_dir need a warm-start cache")
+
+    def key_of(spec):
+        return WarmStartConfig(**spec.warm_start).key()
+
+    models: dict[str, str] = {}  # warm-start key -> built model directory
+    unbuilt: dict[str, dict] = {}  # key -> WarmStartConfig fields, in the order runs need them
+    for spec in todo:
+        if spec.model_dir:
+            models[key_of(spec)] = spec.model_dir
+        elif key_of(spec) not in models and key_of(spec) not in unbuilt:
+            cfg = WarmStartConfig(**spec.warm_start)
+            if (warm_start_dir(cfg, cache) / "warm_start.json").exists():
+                models[cfg.key()] = str(warm_start(cfg, cache, log=log))
+            else:
+                unbuilt[cfg.key()] = spec.warm_start
+    if unbuilt:
+        log(f"{len(unbuilt)} warm start(s) to build into {cache}, {len(models)} ready")
+
     total = sum(s.config["steps"] for s in specs)
     overall = tqdm(total=total, initial=total - sum(s.config["steps"] for s in todo), desc="study", unit="step",
                    disable=not progress, position=0, dynamic_ncols=True)
@@ -267,34 +302,59 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
         overall.set_postfix_str(f"{n_done}/{len(specs)} runs", refresh=False)
         (overall.write if progress else log)(_done_line(summary))
 
+    def ready(spec):
+        return replace(spec, model_dir=models[key_of(spec)])
+
+    queue = list(todo)
     if workers == 1:
-        for spec in todo:
-            finished(spec, run_one(spec))
+        for spec in queue:
+            if key_of(spec) not in models:
+                log(f"warm start {key_of(spec)}: building (warm-start seed {spec.warm_start_seed})")
+                models[key_of(spec)] = str(warm_start(WarmStartConfig(**spec.warm_start), cache, progress=progress,
+                                                      log=log))
+            finished(spec, run_one(ready(spec)))
             overall.n = base
             overall.refresh()
     else:
         bars: dict = {}
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                  initializer=_worker_init) as pool:
-            futures = {pool.submit(run_one, spec): spec for spec in todo}
-            pending = set(futures)
-            while pending:
-                done_now, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
+            jobs: dict = {}  # future -> ("run", spec) | ("build", key)
+            error = None  # the first failed job: start nothing new, raise once the running jobs end
+            while queue or jobs:
+                while error is None and len(jobs) < workers:  # fill free workers: ready runs first, then a build
+                    spec = next((s for s in queue if key_of(s) in models), None)
+                    if spec is not None:
+                        queue.remove(spec)
+                        jobs[pool.submit(run_one, ready(spec))] = ("run", ready(spec))
+                    elif unbuilt:
+                        key, fields = next(iter(unbuilt.items()))
+                        del unbuilt[key]
+                        log(f"warm start {key}: building (warm-start seed {fields.get('seed')})")
+                        jobs[pool.submit(_build_warm_start, fields, str(cache))] = ("build", key)
+                    else:
+                        break
+                if not jobs:  # after a failure: every running job has ended
+                    break
+                done_now, _ = wait(jobs, timeout=2.0, return_when=FIRST_COMPLETED)
                 for fut in done_now:
-                    spec = futures[fut]
-                    if fut.exception() is not None:  # a failed run stops the study: start no further run
-                        for other in pending:
-                            other.cancel()
-                    summary = fut.result()  # ...and raises its error (after the running ones end)
-                    bar = bars.pop(spec.summary_path, None)
-                    if bar is not None:
-                        bar.close()
-                    finished(spec, summary)
+                    kind, what = jobs.pop(fut)
+                    if fut.exception() is not None:
+                        error = error or fut
+                    elif kind == "build":
+                        models[what] = fut.result()
+                        log(f"warm start {what}: built")
+                    else:
+                        bar = bars.pop(what.summary_path, None)
+                        if bar is not None:
+                            bar.close()
+                        finished(what, fut.result())
                 running = 0
-                for fut in pending:  # per-run bars for the runs that have started
-                    spec = futures[fut]
+                for kind, spec in jobs.values():  # per-run bars for the runs that have started
+                    if kind != "run":
+                        continue
                     n = _steps_done(Path(spec.run_dir))
-                    if spec.summary_path not in bars and (fut.running() or n) and progress:
+                    if spec.summary_path not in bars and progress:
                         bars[spec.summary_path] = tqdm(total=spec.config["steps"], desc=spec.label, leave=False,
                                                        position=1 + len(bars), dynamic_ncols=True)
                     if spec.summary_path in bars:
@@ -303,6 +363,8 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
                         running += min(n, spec.config["steps"])
                 overall.n = base + running
                 overall.refresh()
+            if error is not None:
+                error.result()  # raises the failed job's error
     overall.close()
     return [results[s.summary_path] for s in specs]
 
@@ -326,8 +388,6 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     OUT/summaries; e.g. docs/findings/v2/runs to commit them). Each warm start a pending run needs is built (or
     loaded from `cache`, default OUT/warmstart) here, before any worker starts. The statistics come from the
     summary files alone, so a fresh `out` with committed summaries runs only the pairs that have none."""
-    from hicra.lab.sft import WarmStartConfig, warm_start
-
     p = PRESETS[preset] if isinstance(preset, str) else preset
     if cells is not None:
         p = replace(p, cells=dict(cells))
@@ -353,17 +413,11 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     t0 = time.perf_counter()
     specs = plan_runs(out, summary_root, p, arms, seeds, warm_start_seeds)
     todo = [s for s in specs if not Path(s.summary_path).exists()]
-    # each warm start a pending run needs is built once, here, before any worker exists: workers only read it
+    # each warm start a pending run needs is built once (by one worker), or loaded from the cache
     cache = Path(cache) if cache is not None else out / "warmstart"
-    models: dict[str, str] = {}
     if todo:
         _worker_init()
-    for spec in todo:
-        cfg = WarmStartConfig(**spec.warm_start)
-        if cfg.key() not in models:
-            models[cfg.key()] = str(warm_start(cfg, cache, progress=progress, log=log))
-    todo = [replace(s, model_dir=models[WarmStartConfig(**s.warm_start).key()]) for s in todo]
-    execute(todo, min(workers, max(1, len(todo))), progress=progress, log=log)
+    execute(todo, min(workers, max(1, len(todo))), progress=progress, log=log, cache=cache)
     results = summarize(summary_root, p, arms, seeds, warm_start_seeds)
     results["wall_seconds_this_invocation"] = time.perf_counter() - t0
     results["workers"] = workers
