@@ -68,7 +68,7 @@ PRESETS: dict[str, StudyPreset] = {
     "full": StudyPreset(
         name="full", description="every arm, 8 seeds, the lab's default runs (hours on 2 cores: docs/study.md)",
         seeds=8, arms=list(ARMS), lab_preset="default"),
-    # v2 (issue 15): as docs/study.md's pre-registered section (a draft until frozen) states them, on the lab's
+    # v2 (issue 15): as docs/study.md's pre-registered section (frozen 2026-12-03) states them, on the lab's
     # `default` preset (since session 31 the quick preset's plus `pair_even`; the draft's first version was pinned
     # to `default-14ep`).
     "controls": StudyPreset(
