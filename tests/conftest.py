@@ -6,6 +6,7 @@ variable HICRA_SHARED_DATA when it is set, else in ../shared/data beside the che
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -28,3 +29,15 @@ def shared_data() -> Path:
             "../shared/data beside the checkout; set HICRA_SHARED_DATA to use another folder"
         pytest.fail(f"shared data not found at {SHARED_DATA} (from {where})")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """benchmark_script(NAME) -> the module of benchmarks/NAME.py (the benchmarks are scripts, not a package), so a
+    test can call its functions and its `main`."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

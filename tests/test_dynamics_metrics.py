@@ -270,18 +270,13 @@ def _assert_unlabelled_run_exits_2(mod, tmp_path, capsys, monkeypatch):
     assert len(err.splitlines()) == 1 and "bare" in err and "no strategy labels" in err
 
 
-def test_choice_by_prompt_benchmark_reads_choice_per_family(tmp_path, capsys, monkeypatch):
+def test_choice_by_prompt_benchmark_reads_choice_per_family(tmp_path, capsys, monkeypatch, benchmark_script):
     """benchmarks/choice_by_prompt.py: a series policy that goes from one mix for every prompt to one strategy per
     prompt rises in its `series` column by about ln 2, while a product family that always splits stays at 0; the
     pooled figure also counts the family. A run without labels: one line, exit code 2."""
-    import importlib.util
     import sys
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "choice_by_prompt.py"
-    spec = importlib.util.spec_from_file_location("choice_by_prompt", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_script("choice_by_prompt")
     w = RolloutWriter(tmp_path / "run")
     for step in range(10):
         rows = []
@@ -358,20 +353,16 @@ def test_integer_strategy_codes_are_labels_and_other_types_are_refused(tmp_path)
         "codes)"
 
 
-def test_family_entropy_benchmark_separates_a_rising_family_from_a_collapsing_one(tmp_path, capsys, monkeypatch):
+def test_family_entropy_benchmark_separates_a_rising_family_from_a_collapsing_one(tmp_path, capsys, monkeypatch,
+                                                                                 benchmark_script):
     """benchmarks/family_entropy.py: a series family whose strategy mix widens step by step (one strategy -> half
     and half) and a product family that narrows (half and half -> one) read as a detected rise and a detected fall
     in their own columns, `in family` is H(strategy | family) computed here independently, and a run without
     labels gives one line and exit code 2."""
-    import importlib.util
     import math
     import sys
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "family_entropy.py"
-    spec = importlib.util.spec_from_file_location("family_entropy", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_script("family_entropy")
     w = RolloutWriter(tmp_path / "run")
     steps, n = 12, 32
     for step in range(steps):

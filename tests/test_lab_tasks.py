@@ -383,19 +383,14 @@ def test_stop_check_puts_the_stop_on_the_line_above():
         Series(stop_check=True)
 
 
-def test_lab_stops_counts_a_one_by_one_that_runs_past_the_last_term():
+def test_lab_stops_counts_a_one_by_one_that_runs_past_the_last_term(benchmark_script):
     """benchmarks/lab_stops.py's `ran_past`: a written one-by-one that goes on past b is caught, a right one (with
     or without the stop check) is not, and an in-head one-by-one adding a term beyond b is caught too."""
-    import importlib.util
-    from pathlib import Path
 
     from hicra.lab.tasks.base import computation_lines
     from hicra.lab.tasks.series import Series
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lab_stops.py"
-    spec = importlib.util.spec_from_file_location("lab_stops", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_script("lab_stops")
     clean = CorpusKnobs(0.0, "oracle", 0.0)
     for fam in (Series(write_terms=True), Series(write_terms=True, stop_check=True), Series()):
         p = fam.make(55, 4, 4)  # 55, 59, 63, 67
@@ -406,20 +401,15 @@ def test_lab_stops_counts_a_one_by_one_that_runs_past_the_last_term():
         assert mod.ran_past(p, past)
 
 
-def test_fresh_heldout_problems_avoid_the_tuning_set_and_training():
+def test_fresh_heldout_problems_avoid_the_tuning_set_and_training(benchmark_script):
     """benchmarks/lab_fresh_heldout.py's `fresh_problems`: held-out problems (never a training draw), none of them
     in the excluded ids (a run's `heldout_ids`), as many as asked, and a clear error when the universe runs out."""
-    import importlib.util
-    from pathlib import Path
 
     import pytest
 
     from hicra.lab.tasks import TaskMix
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lab_fresh_heldout.py"
-    spec = importlib.util.spec_from_file_location("lab_fresh_heldout", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_script("lab_fresh_heldout")
     task = TaskMix([{"family": "series"}, {"family": "product"}], heldout_share=0.1)
     tuned = {p.id for p in task.heldout(256, 0)}
     fresh = mod.fresh_problems(task, tuned, 300, 1)
@@ -432,21 +422,16 @@ def test_fresh_heldout_problems_avoid_the_tuning_set_and_training():
         mod.fresh_problems(small, set(), 500, 1)
 
 
-def test_lab_strategies_conditioning_reads_each_part_and_measures_choice_by_problem(capsys):
+def test_lab_strategies_conditioning_reads_each_part_and_measures_choice_by_problem(capsys, benchmark_script):
     """benchmarks/lab_strategies.py's choice-by-problem table: a policy that executes each problem's cheapest
     strategy has I(executed; cheapest) = H(cheapest), one that picks the same mix for every problem has I = 0 (the
     plug-in estimate on balanced counts); a multi-part label is read part by part, so the prompt's part order
     (shared by both labels) adds no information."""
-    import importlib.util
     import math
-    from pathlib import Path
 
     import pandas as pd
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lab_strategies.py"
-    spec = importlib.util.spec_from_file_location("lab_strategies", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_script("lab_strategies")
     assert mod.part_of("split+pairing", ("one-by-one", "pairing", "middle")) == "pairing"
     assert mod.part_of("direct+middle", ("split", "round-up", "split-first", "direct")) == "direct"
     assert mod.part_of("unparsed", ("split",)) == "unparsed"

@@ -1058,17 +1058,13 @@ def _fake_graph_run(root, name, slope, detected, cycles, model):
     return run
 
 
-def test_cycles_vs_exploration_reads_runs_and_rejects_bad_ones(tmp_path, capsys, monkeypatch):
+def test_cycles_vs_exploration_reads_runs_and_rejects_bad_ones(tmp_path, capsys, monkeypatch, benchmark_script):
     """benchmarks/cycles_vs_exploration.py: the change in cycles is step `to` minus step 0, Spearman's rho of a
     monotone relation is 1, the detected-minus-not difference is the difference of means; a run without
     graphs.json is one line naming it, exit code 2."""
-    import importlib.util
     import sys
 
-    path = BENCH_RUNS.parent / "cycles_vs_exploration.py"
-    spec = importlib.util.spec_from_file_location("cycles_vs_exploration", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_script("cycles_vs_exploration")
     runs = [_fake_graph_run(tmp_path, f"r{i}", slope=0.001 * i, detected=i >= 2,
                             cycles={0: 1.0, 40: 1.0 + i, 80: 1.0 + i * i}, model=f"ws{i // 2}") for i in range(4)]
     monkeypatch.setattr(sys, "argv", ["x", *map(str, runs), "--n-boot", "200"])
@@ -1084,18 +1080,14 @@ def test_cycles_vs_exploration_reads_runs_and_rejects_bad_ones(tmp_path, capsys,
     assert "r1" in err and "graphs.json" in err
 
 
-def test_cycles_by_length_standardises_to_the_first_steps_length_mix(tmp_path, capsys):
+def test_cycles_by_length_standardises_to_the_first_steps_length_mix(tmp_path, capsys, benchmark_script):
     """cycles_vs_exploration.print_by_length: when only the mix of lengths changes (cycles per length bucket the
     same), the standardised mean at the later step equals the first step's mean while the raw mean falls."""
-    import importlib.util
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    spec = importlib.util.spec_from_file_location("cycles_vs_exploration",
-                                                  BENCH_RUNS.parent / "cycles_vs_exploration.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_script("cycles_vs_exploration")
     rows = ([{"step": 0, "n_sentences": 5, "cycles": 0}] * 5 + [{"step": 0, "n_sentences": 25, "cycles": 10}] * 5
             + [{"step": 80, "n_sentences": 5, "cycles": 0}] * 9 + [{"step": 80, "n_sentences": 25, "cycles": 10}] * 1)
     run = tmp_path / "run"
@@ -1108,11 +1100,10 @@ def test_cycles_by_length_standardises_to_the_first_steps_length_mix(tmp_path, c
     assert "\n80 | 10 | 7.0 | +1.00 | 1.00 | 5.00 |" in out
 
 
-def test_lab_exec_probe_benchmark_reads_snapshots(run_dir, tmp_path, capsys, monkeypatch):
+def test_lab_exec_probe_benchmark_reads_snapshots(run_dir, tmp_path, capsys, monkeypatch, benchmark_script):
     """benchmarks/lab_exec_probe.py: per snapshot the greedy column is `execution_probe` and the sampled one
     `execution_probe_probability` at the run's temperature on the run's first n_probe held-out problems; a step
     without a snapshot is one line naming it, exit code 2; --temperature 0 is refused."""
-    import importlib.util
     import shutil
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -1126,9 +1117,7 @@ def test_lab_exec_probe_benchmark_reads_snapshots(run_dir, tmp_path, capsys, mon
     info = json.loads((run / "run.json").read_text())
     info["config"].update(optimum="diverse", n_probe=6)
     (run / "run.json").write_text(json.dumps(info))
-    spec = importlib.util.spec_from_file_location("lab_exec_probe", BENCH_RUNS.parent / "lab_exec_probe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_script("lab_exec_probe")
     monkeypatch.setattr(sys, "argv", ["x", str(run), "--steps", "0,10"])
     assert mod.main() == 0
     out = capsys.readouterr().out
@@ -1153,11 +1142,10 @@ def test_lab_exec_probe_benchmark_reads_snapshots(run_dir, tmp_path, capsys, mon
     assert "--temperature" in _one_line(capsys)
 
 
-def test_lab_strategy_optimum_benchmark_reads_snapshots(run_dir, tmp_path, capsys, monkeypatch):
+def test_lab_strategy_optimum_benchmark_reads_snapshots(run_dir, tmp_path, capsys, monkeypatch, benchmark_script):
     """benchmarks/lab_strategy_optimum.py: its JSON holds, per snapshot and family, `class_optimum` of
     `strategy_accuracy` on the run's held-out problems at the run's temperature and seed; a step without a snapshot
     is one line naming it, exit code 2."""
-    import importlib.util
     import shutil
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -1170,9 +1158,7 @@ def test_lab_strategy_optimum_benchmark_reads_snapshots(run_dir, tmp_path, capsy
     info = json.loads((run / "run.json").read_text())
     info["config"].update(optimum="diverse")
     (run / "run.json").write_text(json.dumps(info))
-    spec = importlib.util.spec_from_file_location("lab_strategy_optimum", BENCH_RUNS.parent / "lab_strategy_optimum.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_script("lab_strategy_optimum")
     out_json = tmp_path / "so.json"
     monkeypatch.setattr(sys, "argv", ["x", str(run), "--steps", "0,10", "--n", "3", "--k", "2", "--json", str(out_json)])
     assert mod.main() == 0
@@ -1286,7 +1272,7 @@ def test_a_run_missing_its_own_lexicon_never_reads_one_from_the_working_director
     assert analyze_run(synthetic)["lexicon"] == "ours"  # the run's own copy
 
 
-def test_phase_steps_do_not_take_a_v1_consolidation_end(tmp_path):
+def test_phase_steps_do_not_take_a_v1_consolidation_end(tmp_path, benchmark_script):
     """A v1 summary.json (no `order`: it never tested the order of consolidation) gives no consolidation end to
     split at, in the verbs and in benchmarks/mechanistic_runs.py; a v2 one gives its own."""
     from hicra.mechanistic.run import _phase_steps
@@ -1295,11 +1281,8 @@ def test_phase_steps_do_not_take_a_v1_consolidation_end(tmp_path):
                      "confidence": 0.9, "evidence": {}}}
     (tmp_path / "summary.json").write_text(json.dumps(v1))
     assert _phase_steps(tmp_path) == {"consolidation_end_step": None, "exploration_onset_step": 9}
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location("mechanistic_runs", BENCH_RUNS)
-    mechanistic_runs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mechanistic_runs)
+    mechanistic_runs = benchmark_script("mechanistic_runs")
 
     assert mechanistic_runs._consolidation_end(tmp_path) is None
     v2 = {"phases": {"version": 2, "verdict": "consolidation-only", "order": "execution-first",

@@ -555,24 +555,14 @@ def test_main_preset_evaluates_on_512_held_out_problems_with_the_lab_defaults_wa
     assert len({p.id for p in big}) == MAIN_N_EVAL and [p.id for p in big[:rl_lab.n_eval]] == [p.id for p in small]
 
 
-def _order_readings_module():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "order_readings.py"
-    spec = importlib.util.spec_from_file_location("order_readings", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_order_readings_benchmark_reads_probe_rises_and_error_falls(tmp_path, capsys):
+def test_order_readings_benchmark_reads_probe_rises_and_error_falls(tmp_path, capsys, benchmark_script):
     """benchmarks/order_readings.py: an execution probe that rises by step 60 and a planning probe that rises by
     step 180 read `execution first`, with half-rise steps from `half_fall_step` on the negated curves computed here;
     the error-share order is `error_fall_order`'s; flat probes read `neither rises`; a run without probes.jsonl
     gives one line naming the file and exit code 2."""
     from hicra.stats import half_fall_step
 
-    mod = _order_readings_module()
+    mod = benchmark_script("order_readings")
     steps = list(range(0, 340, 20))
     ex = [0.80 if s < 60 else 0.86 for s in steps]
     pl = [0.30 if s < 180 else 0.50 for s in steps]
