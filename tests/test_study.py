@@ -314,38 +314,63 @@ def test_run_dead_before_first_checkpoint_restarts_from_scratch(smoke, tmp_path)
     assert got_s == ref_s
 
 
-def test_runs_of_cached_warm_starts_start_before_a_build_and_a_worker_builds_the_same_model(smoke, tmp_path):
-    """Two workers, warm start 0 cached, warm start 1 not: both runs of warm start 0 start first (a run finishes
-    before the build starts), warm start 1 is built once by a worker, and the built model is the fixture's, bit for
-    bit (one thread each: a worker's build is the same draw as the main process's)."""
+def _cache_with(tmp_path, src, warm_start_seeds):
+    """A warm-start cache holding copies of the smoke fixture's warm starts for the given seeds; returns the cache
+    and the WarmStartConfig of warm-start seeds 0 and 1."""
     import shutil
 
     from hicra.lab.sft import WarmStartConfig, warm_start_dir
     from hicra.study import preset_configs
 
-    src, first = smoke
     cfgs = [WarmStartConfig(**preset_configs(PRESETS["smoke"], warm_start_seed=w)[0]) for w in (0, 1)]
     cache = tmp_path / "cache"
-    cache.mkdir()
-    shutil.copytree(warm_start_dir(cfgs[0], src / "warmstart"), warm_start_dir(cfgs[0], cache))
+    cache.mkdir(parents=True)
+    for w in warm_start_seeds:
+        shutil.copytree(warm_start_dir(cfgs[w], src / "warmstart"), warm_start_dir(cfgs[w], cache))
+    return cache, cfgs
+
+
+def test_runs_of_cached_warm_starts_start_before_a_build_and_a_worker_builds_the_same_model(smoke, tmp_path):
+    """Two workers, warm start 0 cached, warm start 1 not: both runs of warm start 0 start first (a run finishes
+    before the build starts), warm start 1 is built once, and the model a worker built is the one this process
+    builds, bit for bit (one torch thread each: a worker's build is the same draw as the main process's)."""
+    from hicra.lab.sft import warm_start, warm_start_dir
+
+    src, first = smoke
+    cache, cfgs = _cache_with(tmp_path, src, [0])
     lines: list[str] = []
     again = run_study(tmp_path / "s", "smoke", seeds=1, warm_start_seeds=2, workers=2, cache=cache,
                       progress=False, log=lambda *a: lines.append(" ".join(map(str, a))))
     building = [i for i, line in enumerate(lines) if "building" in line]
     assert len(building) == 1 and cfgs[1].key() in lines[building[0]]
+    assert sum(line == f"warm start {cfgs[1].key()}: built" for line in lines) == 1
     done_ws0 = [i for i, line in enumerate(lines) if " ws0 seed 0: held-out" in line]
     assert len(done_ws0) == 2 and min(done_ws0) < building[0]
-    built = warm_start_dir(cfgs[1], cache)
-    ref = warm_start_dir(cfgs[1], src / "warmstart")
-    assert (built / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
+    by_worker = warm_start_dir(cfgs[1], cache) / "model.safetensors"
+    here = warm_start(cfgs[1], tmp_path / "inline", progress=False, log=_quiet) / "model.safetensors"
+    assert by_worker.read_bytes() == here.read_bytes()
     assert again["per_arm"]["hicra"]["final_accuracy"] == first["per_arm"]["hicra"]["final_accuracy"]
 
 
+def test_one_worker_also_runs_ready_runs_before_a_build(smoke, tmp_path):
+    """workers == 1 keeps the same order: the cached warm start's runs, then the build, then its runs."""
+    src, _ = smoke
+    cache, cfgs = _cache_with(tmp_path, src, [0])
+    lines: list[str] = []
+    run_study(tmp_path / "s", "smoke", seeds=1, warm_start_seeds=2, workers=1, cache=cache, progress=False,
+              log=lambda *a: lines.append(" ".join(map(str, a))))
+    order = [("build" if "building" in line else "ws0" if " ws0 seed 0:" in line else "ws1")
+             for line in lines if "building" in line or ": held-out" in line]
+    assert order == ["ws0", "ws0", "build", "ws1", "ws1"]
+
+
 def test_a_failed_job_starts_nothing_new_and_raises(smoke, tmp_path):
-    """A run whose config the lab refuses fails in its worker: the study raises that error, and the runs queued
-    behind it are not started."""
+    """A run whose config the lab refuses fails in its worker: the run beside it ends (its line is logged) before
+    the error is raised, and the runs queued behind them are not started. A warm start that cannot be built (its
+    cache folder holds no warm_start.json) fails the same way, after the ready runs, naming the folder."""
     from dataclasses import replace
 
+    from hicra.lab.sft import warm_start_dir
     from hicra.study import execute
 
     src, _ = smoke
@@ -353,10 +378,21 @@ def test_a_failed_job_starts_nothing_new_and_raises(smoke, tmp_path):
     bad = replace(specs[0], config={**specs[0].config, "no_such_field": 1})
     with pytest.raises(TypeError, match="no_such_field"):
         execute([bad, *specs[1:]], workers=1, progress=False, log=_quiet, cache=src / "warmstart")
+    assert not any(Path(s.run_dir).exists() for s in specs[1:])
+    lines: list[str] = []
     with pytest.raises(TypeError, match="no_such_field"):
-        execute([bad, *specs[1:]], workers=2, progress=False, log=_quiet, cache=src / "warmstart")
-    started = [s for s in specs[1:] if Path(s.run_dir).exists()]
-    assert len(started) <= 1  # at most the one that ran beside the failing run
+        execute([bad, *specs[1:]], workers=2, progress=False, cache=src / "warmstart",
+                log=lambda *a: lines.append(" ".join(map(str, a))))
+    assert [Path(s.run_dir).exists() for s in specs[1:]] == [True, False, False]
+    assert any("failed (TypeError" in line for line in lines)
+    assert any(": held-out" in line for line in lines)  # the run beside it ended and was counted first
+
+    cache, cfgs = _cache_with(tmp_path / "b", src, [0])
+    warm_start_dir(cfgs[1], cache).mkdir()  # left behind by hand: not a finished warm start
+    specs = plan_runs(tmp_path / "b" / "s", tmp_path / "b" / "sums", PRESETS["smoke"], ["grpo", "hicra"], 1, 2)
+    with pytest.raises(InputError, match="no warm_start.json"):
+        execute(specs, workers=2, progress=False, log=_quiet, cache=cache)
+    assert [Path(s.run_dir).exists() for s in specs] == [True, True, False, False]
 
 
 def test_error_fall_order_per_run_and_sign_test():

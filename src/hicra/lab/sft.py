@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from hicra.errors import InputError
 from hicra.lab.tasks import CorpusKnobs, Problem, TaskMix
 
 CACHE_VERSION = 3  # bump when the corpus, tokenizer or training code changes what a key produces
@@ -367,7 +368,10 @@ def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = Tr
     `device` ("cpu", "cuda") and `threads` (torch CPU threads, >= 1; default 1, the study's one process per core)
     are not part of the cache key: like two CPUs, two devices or thread counts give weights that differ in the last
     bits, which SFT amplifies, so a warm start trained with either changed is a different draw of the same recipe.
-    On an idle 2-core machine two threads train the 1m model 1.7x faster than one (docs/lab.md, "Budgets")."""
+    On an idle 2-core machine two threads train the 1m model 1.7x faster than one (docs/lab.md, "The cold demo and
+    the execution probe").
+
+    Raises InputError when the cache folder exists without warm_start.json (not a finished build)."""
     import torch
 
     if threads < 1:
@@ -376,6 +380,8 @@ def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = Tr
     if (out / "warm_start.json").exists():
         log(f"warm start: reusing {out}")
         return out
+    if out.exists():  # only a rename of a finished build makes this folder: refuse before training, not after
+        raise InputError("exists but holds no warm_start.json (not a finished warm start): remove it", path=str(out))
     t0 = time.perf_counter()
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -421,6 +427,10 @@ def _train_warm_start(cfg: WarmStartConfig, out: Path, t0: float, progress: bool
     write_json(tmp / "warm_start.json", info)
     try:
         tmp.rename(out)
-    except OSError:  # another process finished the same warm start first: keep theirs
+    except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / "warm_start.json").exists():  # not a finished warm start (only a rename makes one)
+            raise InputError("exists but holds no warm_start.json (not a finished warm start): remove it",
+                             path=str(out)) from None
+        # another process finished the same warm start first: keep theirs
     return out

@@ -2,13 +2,13 @@
 
 A study is a grid of runs: cells (corpus-knob settings; none = the lab's own) x arms x (warm-start seed, RL seed)
 pairs, every arm on the same pairs. Modules: `presets` (arms, named studies, pairs, cells, layout), `runner`
-(warm starts built once, worker processes, resumable runs, per-run summary files), `statistics` (from the summary
+(warm starts built once each, worker processes, resumable runs, per-run summary files), `statistics` (from the summary
 files alone: nested bootstrap intervals, paired sign-flip tests, Holm, power), `report` (results.md, figures),
 `cli` (the `hicra study` verb). Layout:
 
     OUT/
       study.json             the settings (preset, warm start, RL config, cells); a rerun must match them
-      warmstart/             the warm-start cache (each needed warm start built once, before any worker starts)
+      warmstart/             the warm-start cache (each needed warm start built once, by one worker)
       runs/[CELL/]ARM/wsW-seedS/   one lab run directory each + metrics.parquet, summary.json, done.json (last)
       results.json, results.md, figures/accuracy.png, figures/errors.png
     SUMMARIES/ (default OUT/summaries)

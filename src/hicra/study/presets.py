@@ -248,8 +248,10 @@ class ControlCriterion:
     (`phases.order == VALUE`). The criterion passes when the share is >= `at_least` (or <= `at_most`).
     "pooled-order:VALUE" passes when the order of each matched cell's runs pooled by resampling runs
     (`detect_phases_pooled`) is VALUE; the per-run share is reported beside it. It is not
-    tested (neither pass nor fail) when a matched cell has fewer than `min_runs_per_cell` runs, or a pooled run
-    could not be tested (exploration not tested or measured on planning phrases; order `untestable`)."""
+    tested (neither pass nor fail) when a matched cell has fewer than `min_runs_per_cell` runs; for "exploration"
+    and "order:VALUE" also when a pooled run could not be tested (exploration not tested or measured on planning
+    phrases; order `untestable`); for "pooled-order:VALUE" when a matched cell's pooled order is `untestable` or
+    missing (a run whose own order is `untestable` is counted in `untested`, as a description)."""
     name: str
     where: tuple[dict, ...]
     statistic: str

@@ -44,7 +44,7 @@ class RunSpec:
     warm_start_seed: int = 0
     cell: str = ""  # "" = the lab's own corpus knobs
     knobs: dict = field(default_factory=dict)
-    model_dir: str = ""  # the built warm start (set by run_study before the workers start)
+    model_dir: str = ""  # the built warm start ("" = built or loaded by `execute` from its cache)
 
     @property
     def label(self) -> str:
@@ -248,11 +248,11 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
             cache: str | os.PathLike | None = None) -> list[dict]:
     """Run every spec without a summary file: in this process when workers == 1, else in `workers` spawned
     processes. A spec without `model_dir` runs on the warm start of its `warm_start` fields in `cache`, which is
-    built once, by one worker, when no run whose warm start is ready is left to start (so runs of cached warm
-    starts finish, and write their summaries, first; two workers never build the same warm start). The overall
-    bar counts RL steps of all runs (so its ETA is in steps, polled from the run directories); one bar per active
-    run shows its steps. A failed run or build starts nothing new and raises once the running jobs end. Returns
-    the summaries in spec order."""
+    built once, by one worker (or this process), when no run whose warm start is ready is left to start: runs of
+    cached warm starts finish, and write their summaries, first, and two workers never build the same warm start.
+    The overall bar counts RL steps of all runs (so its ETA is in steps, polled from the run directories; a build
+    moves it not at all); one bar per active run shows its steps. A failed run or build is logged, starts nothing
+    new, and its error is raised once the running jobs end. Returns the summaries in spec order."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
 
@@ -273,19 +273,33 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
     def key_of(spec):
         return WarmStartConfig(**spec.warm_start).key()
 
-    models: dict[str, str] = {}  # warm-start key -> built model directory
-    unbuilt: dict[str, dict] = {}  # key -> WarmStartConfig fields, in the order runs need them
+    models = {key_of(s): s.model_dir for s in todo if s.model_dir}  # warm-start key -> model directory
+    unbuilt: dict[str, dict] = {}  # key -> WarmStartConfig fields, in the order the runs need them
     for spec in todo:
-        if spec.model_dir:
-            models[key_of(spec)] = spec.model_dir
-        elif key_of(spec) not in models and key_of(spec) not in unbuilt:
-            cfg = WarmStartConfig(**spec.warm_start)
-            if (warm_start_dir(cfg, cache) / "warm_start.json").exists():
-                models[cfg.key()] = str(warm_start(cfg, cache, log=log))
-            else:
-                unbuilt[cfg.key()] = spec.warm_start
+        key = key_of(spec)
+        if key in models or key in unbuilt:
+            continue
+        if (warm_start_dir(WarmStartConfig(**spec.warm_start), cache) / "warm_start.json").exists():
+            models[key] = str(warm_start(WarmStartConfig(**spec.warm_start), cache, log=log))
+        else:
+            unbuilt[key] = spec.warm_start
     if unbuilt:
         log(f"{len(unbuilt)} warm start(s) to build into {cache}, {len(models)} ready")
+    queue = list(todo)
+
+    def next_job():
+        """("run", spec) for the first queued run whose warm start is ready, else ("build", (key, fields)) for the
+        next warm start to build, else None."""
+        spec = next((s for s in queue if key_of(s) in models), None)
+        if spec is not None:
+            queue.remove(spec)
+            return "run", replace(spec, model_dir=models[key_of(spec)])
+        if unbuilt:
+            key = next(iter(unbuilt))
+            fields = unbuilt.pop(key)
+            log(f"warm start {key}: building (warm-start seed {fields.get('seed')})")
+            return "build", (key, fields)
+        return None
 
     total = sum(s.config["steps"] for s in specs)
     overall = tqdm(total=total, initial=total - sum(s.config["steps"] for s in todo), desc="study", unit="step",
@@ -294,78 +308,86 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
     overall.set_postfix_str(f"{n_done}/{len(specs)} runs")
     base = overall.n
 
-    def finished(spec, summary):
+    def finished(kind, what, result):
         nonlocal n_done, base
-        results[spec.summary_path] = summary
+        if kind == "build":
+            models[what[0]] = result
+            log(f"warm start {what[0]}: built")
+            return
+        results[what.summary_path] = result
         n_done += 1
-        base += spec.config["steps"]
+        base += what.config["steps"]
         overall.set_postfix_str(f"{n_done}/{len(specs)} runs", refresh=False)
-        (overall.write if progress else log)(_done_line(summary))
+        (overall.write if progress else log)(_done_line(result))
 
-    def ready(spec):
-        return replace(spec, model_dir=models[key_of(spec)])
+    def failed(kind, what, exc):
+        name = f"warm start {what[0]}" if kind == "build" else what.label
+        log(f"{name} failed ({type(exc).__name__}: {exc}); {len(queue)} queued run(s) not started")
 
-    queue = list(todo)
-    if workers == 1:
-        for spec in queue:
-            if key_of(spec) not in models:
-                log(f"warm start {key_of(spec)}: building (warm-start seed {spec.warm_start_seed})")
-                models[key_of(spec)] = str(warm_start(WarmStartConfig(**spec.warm_start), cache, progress=progress,
-                                                      log=log))
-            finished(spec, run_one(ready(spec)))
-            overall.n = base
-            overall.refresh()
-    else:
-        bars: dict = {}
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=_worker_init) as pool:
-            jobs: dict = {}  # future -> ("run", spec) | ("build", key)
-            error = None  # the first failed job: start nothing new, raise once the running jobs end
-            while queue or jobs:
-                while error is None and len(jobs) < workers:  # fill free workers: ready runs first, then a build
-                    spec = next((s for s in queue if key_of(s) in models), None)
-                    if spec is not None:
-                        queue.remove(spec)
-                        jobs[pool.submit(run_one, ready(spec))] = ("run", ready(spec))
-                    elif unbuilt:
-                        key, fields = next(iter(unbuilt.items()))
-                        del unbuilt[key]
-                        log(f"warm start {key}: building (warm-start seed {fields.get('seed')})")
-                        jobs[pool.submit(_build_warm_start, fields, str(cache))] = ("build", key)
+    bars: dict = {}  # summary path -> the bar of a running run
+    slot_of: dict = {}  # summary path -> its bar's line (the lowest free one when it started)
+    try:
+        if workers == 1:
+            while (job := next_job()) is not None:
+                kind, what = job
+                try:
+                    if kind == "build":
+                        result = str(warm_start(WarmStartConfig(**what[1]), cache, progress=progress, log=log))
                     else:
-                        break
-                if not jobs:  # after a failure: every running job has ended
-                    break
-                done_now, _ = wait(jobs, timeout=2.0, return_when=FIRST_COMPLETED)
-                for fut in done_now:
-                    kind, what = jobs.pop(fut)
-                    if fut.exception() is not None:
-                        error = error or fut
-                    elif kind == "build":
-                        models[what] = fut.result()
-                        log(f"warm start {what}: built")
-                    else:
-                        bar = bars.pop(what.summary_path, None)
-                        if bar is not None:
-                            bar.close()
-                        finished(what, fut.result())
-                running = 0
-                for kind, spec in jobs.values():  # per-run bars for the runs that have started
-                    if kind != "run":
-                        continue
-                    n = _steps_done(Path(spec.run_dir))
-                    if spec.summary_path not in bars and progress:
-                        bars[spec.summary_path] = tqdm(total=spec.config["steps"], desc=spec.label, leave=False,
-                                                       position=1 + len(bars), dynamic_ncols=True)
-                    if spec.summary_path in bars:
-                        bars[spec.summary_path].n = n
-                        bars[spec.summary_path].refresh()
-                        running += min(n, spec.config["steps"])
-                overall.n = base + running
+                        result = run_one(what)
+                except Exception as exc:
+                    failed(kind, what, exc)
+                    raise
+                finished(kind, what, result)
+                overall.n = base
                 overall.refresh()
-            if error is not None:
-                error.result()  # raises the failed job's error
-    overall.close()
+        else:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                     initializer=_worker_init) as pool:
+                jobs: dict = {}  # future -> (kind, what)
+                error = None  # the first failed job: start nothing new, raise once the running jobs end
+                while True:
+                    while error is None and len(jobs) < workers and (job := next_job()) is not None:
+                        kind, what = job
+                        if kind == "build":
+                            jobs[pool.submit(_build_warm_start, what[1], str(cache))] = job
+                        else:
+                            jobs[pool.submit(run_one, what)] = job
+                    if not jobs:  # everything ran, or a job failed and the running ones have ended
+                        break
+                    done_now, _ = wait(jobs, timeout=2.0, return_when=FIRST_COMPLETED)
+                    for fut in done_now:
+                        kind, what = jobs.pop(fut)
+                        if kind == "run" and what.summary_path in bars:
+                            bars.pop(what.summary_path).close()
+                        if fut.exception() is not None:
+                            failed(kind, what, fut.exception())
+                            error = error or fut
+                        else:
+                            finished(kind, what, fut.result())
+                    running = 0
+                    for kind, spec in jobs.values():  # per-run bars for the running runs
+                        if kind != "run":
+                            continue
+                        if spec.summary_path not in bars and progress:
+                            used = {slot_of[path] for path in bars}
+                            slot_of[spec.summary_path] = next(i for i in range(1, len(bars) + 2) if i not in used)
+                            bars[spec.summary_path] = tqdm(total=spec.config["steps"], desc=spec.label,
+                                                           leave=False, position=slot_of[spec.summary_path],
+                                                           dynamic_ncols=True)
+                        n = min(_steps_done(Path(spec.run_dir)), spec.config["steps"])
+                        if spec.summary_path in bars:
+                            bars[spec.summary_path].n = n
+                            bars[spec.summary_path].refresh()
+                        running += n
+                    overall.n = base + running
+                    overall.refresh()
+                if error is not None:
+                    error.result()  # raises the first failed job's error
+    finally:
+        for bar in bars.values():
+            bar.close()
+        overall.close()
     return [results[s.summary_path] for s in specs]
 
 
@@ -385,8 +407,8 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
 
     seeds: RL seeds per warm-start seed; warm_start_seeds: W (seeds 0..W-1); cells: cell name -> corpus knobs
     (replaces the preset's; see `knob_grid`); summary_root: where the per-run summaries live (default
-    OUT/summaries; e.g. docs/findings/v2/runs to commit them). Each warm start a pending run needs is built (or
-    loaded from `cache`, default OUT/warmstart) here, before any worker starts. The statistics come from the
+    OUT/summaries; e.g. docs/findings/v2/runs to commit them). Each warm start a pending run needs is loaded from
+    `cache` (default OUT/warmstart) or built there once (`execute`). The statistics come from the
     summary files alone, so a fresh `out` with committed summaries runs only the pairs that have none."""
     p = PRESETS[preset] if isinstance(preset, str) else preset
     if cells is not None:
