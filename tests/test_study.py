@@ -257,6 +257,7 @@ def _cli(argv, capsys):
     (["--cells", "nope=1"], "unknown corpus knob"),
     (["--cells", "optimum=diverse,nope"], "optimum must be one of"),
     (["--cells", "execution_noise=2"], "in [0, 1]"),
+    (["--stop-after", "-1"], "field 'stop_after'"),
 ])
 def test_bad_input_exits_2(extra, needle, tmp_path, capsys):
     pytest.importorskip("hicra.study.cli")
@@ -393,6 +394,42 @@ def test_a_failed_job_starts_nothing_new_and_raises(smoke, tmp_path):
     with pytest.raises(InputError, match="no warm_start.json"):
         execute(specs, workers=2, progress=False, log=_quiet, cache=cache)
     assert [Path(s.run_dir).exists() for s in specs] == [True, True, False, False]
+
+
+def test_stop_after_runs_a_study_in_parts(smoke, tmp_path, capsys, monkeypatch):
+    """--stop-after 0 starts nothing and writes no statistics (exit 0, a line saying how many runs are left); a
+    deadline that passes while the first run is running lets that run finish and starts no other; rerunning
+    without a limit completes the study with the same statistics as the uninterrupted fixture."""
+    import hicra.study.runner as runner
+    from hicra.cli import main
+
+    src, first = smoke
+    out = tmp_path / "parts"
+    args = ["study", "--preset", "smoke", "--seeds", "1", "--warm-start-seeds", "2", "--workers", "1", "--cache",
+            str(src / "warmstart"), "--out", str(out), "--quiet"]
+    assert main([*args, "--stop-after", "0"]) == 0
+    printed = capsys.readouterr()
+    assert "0 of 4 runs summarised" in printed.out and "4 run(s) not started" in printed.err
+    assert not (out / "runs").exists() and not (out / "results.json").exists()
+
+    real_run_one, passed = runner.run_one, []
+
+    def run_then_time_is_up(spec):
+        passed.append(spec.label)
+        return real_run_one(spec)
+
+    monkeypatch.setattr(runner, "run_one", run_then_time_is_up)
+    monkeypatch.setattr(runner, "_now", lambda: float("inf") if passed else 0.0)
+    part = run_study(out, "smoke", seeds=1, warm_start_seeds=2, workers=1, cache=src / "warmstart",
+                     progress=False, log=_quiet, stop_after=60.0)
+    assert part == {"complete": False, "n_summarised": 1, "n_runs": 4,
+                    "wall_seconds_this_invocation": part["wall_seconds_this_invocation"]}
+    assert len(passed) == 1 and not (out / "results.json").exists()
+    monkeypatch.undo()
+    whole = run_study(out, "smoke", seeds=1, warm_start_seeds=2, workers=1, cache=src / "warmstart",
+                      progress=False, log=_quiet)
+    assert whole["complete"] is True and (out / "results.json").exists()
+    assert json.dumps(study.runner._json_safe(whole["per_arm"])) == json.dumps(study.runner._json_safe(first["per_arm"]))
 
 
 def test_error_fall_order_per_run_and_sign_test():

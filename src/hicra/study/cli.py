@@ -32,7 +32,11 @@ def register(subparsers) -> None:
     p.add_argument("--cache", metavar="DIR", help="warm-start cache folder (default OUT/warmstart; pass the lab's "
                    "cache, e.g. ~/.cache/hicra/lab, to share warm starts with `hicra lab`)")
     p.add_argument("--out", required=True, metavar="DIR", help="study directory (created or resumed)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--stop-after", type=float, metavar="MINUTES", help="start no run or warm-start build after "
+                   "MINUTES of wall time; running ones finish (a 320-step control run takes ~20 min beside another), "
+                   "then exit without statistics if runs are left: rerun the same command to continue")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (one line per finished run or warm-start "
+                   "build still goes to stderr)")
     p.set_defaults(func=run_study_cli)
 
 
@@ -51,10 +55,20 @@ def run_study_cli(args: argparse.Namespace) -> int:
         raise InputError(f"must be >= 1, got {args.warm_start_seeds}", field="warm_start_seeds")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"must be >= 1, got {args.workers}", field="workers")
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    if args.stop_after is not None and args.stop_after < 0:
+        raise InputError(f"must be >= 0, got {args.stop_after}", field="stop_after")
+
+    def log(*parts):
+        print(*parts, file=sys.stderr, flush=True)
+
     results = run_study(args.out, preset, arms=arms, seeds=args.seeds, workers=args.workers, cache=args.cache,
                         progress=not args.quiet, log=log, warm_start_seeds=args.warm_start_seeds, cells=cells,
-                        summary_root=args.summaries)
+                        summary_root=args.summaries,
+                        stop_after=None if args.stop_after is None else 60 * args.stop_after)
+    if not results["complete"]:
+        print(f"stopped after {args.stop_after:g} min: {results['n_summarised']} of {results['n_runs']} runs "
+              f"summarised; rerun the same command to continue (no statistics yet)")
+        return 0
     print(f"wrote {args.out}/results.json, results.md and figures/ "
           f"({len(results['runs'])} runs, {results['wall_seconds_this_invocation']:.0f} s)")
     return 0

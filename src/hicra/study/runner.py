@@ -244,15 +244,20 @@ def _build_warm_start(fields: dict, cache: str) -> str:
     return str(warm_start(WarmStartConfig(**fields), cache, progress=False, log=lambda *a: None))
 
 
+def _now() -> float:
+    return time.perf_counter()
+
+
 def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print,
-            cache: str | os.PathLike | None = None) -> list[dict]:
+            cache: str | os.PathLike | None = None, deadline: float | None = None) -> list[dict | None]:
     """Run every spec without a summary file: in this process when workers == 1, else in `workers` spawned
     processes. A spec without `model_dir` runs on the warm start of its `warm_start` fields in `cache`, which is
     built once, by one worker (or this process), when no run whose warm start is ready is left to start: runs of
     cached warm starts finish, and write their summaries, first, and two workers never build the same warm start.
     The overall bar counts RL steps of all runs (so its ETA is in steps, polled from the run directories; a build
     moves it not at all); one bar per active run shows its steps. A failed run or build is logged, starts nothing
-    new, and its error is raised once the running jobs end. Returns the summaries in spec order."""
+    new, and its error is raised once the running jobs end. `deadline` (a `time.perf_counter()` value): no run or
+    build starts after it; running jobs finish. Returns the summaries in spec order (None for a run not done)."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
 
@@ -289,7 +294,9 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
 
     def next_job():
         """("run", spec) for the first queued run whose warm start is ready, else ("build", (key, fields)) for the
-        next warm start to build, else None."""
+        next warm start to build, else None (also once the deadline has passed)."""
+        if deadline is not None and _now() >= deadline:
+            return None
         spec = next((s for s in queue if key_of(s) in models), None)
         if spec is not None:
             queue.remove(spec)
@@ -388,7 +395,9 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
         for bar in bars.values():
             bar.close()
         overall.close()
-    return [results[s.summary_path] for s in specs]
+    if queue and deadline is not None and _now() >= deadline:
+        log(f"time limit reached: {len(queue)} run(s) not started; rerun the same command to continue")
+    return [results.get(s.summary_path) for s in specs]
 
 
 def _done_line(s: dict) -> str:
@@ -401,7 +410,8 @@ def _done_line(s: dict) -> str:
 def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms: list[str] | None = None,
               seeds: int | None = None, workers: int | None = None, cache: str | os.PathLike | None = None,
               progress: bool = True, log=print, warm_start_seeds: int | None = None,
-              cells: dict[str, dict] | None = None, summary_root: str | os.PathLike | None = None) -> dict:
+              cells: dict[str, dict] | None = None, summary_root: str | os.PathLike | None = None,
+              stop_after: float | None = None) -> dict:
     """Run every (cell, arm, warm-start seed, RL seed) without a summary file, then write results.json,
     results.md and figures to `out`. Returns the results dict.
 
@@ -409,7 +419,12 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     (replaces the preset's; see `knob_grid`); summary_root: where the per-run summaries live (default
     OUT/summaries; e.g. docs/findings/v2/runs to commit them). Each warm start a pending run needs is loaded from
     `cache` (default OUT/warmstart) or built there once (`execute`). The statistics come from the
-    summary files alone, so a fresh `out` with committed summaries runs only the pairs that have none."""
+    summary files alone, so a fresh `out` with committed summaries runs only the pairs that have none.
+
+    stop_after: seconds of wall time after which no run or build starts (running ones finish), so a long study
+    runs in parts. When runs are left, no statistics are written and the result is {"complete": False,
+    "n_summarised", "n_runs", "wall_seconds_this_invocation"}; rerunning the same call continues. A finished
+    study's dict has "complete": True."""
     p = PRESETS[preset] if isinstance(preset, str) else preset
     if cells is not None:
         p = replace(p, cells=dict(cells))
@@ -432,6 +447,8 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
 
         if "phase-aware" not in ALGORITHMS:
             raise InputError("this hicra.lab.rl has no 'phase-aware' algorithm", field="arms")
+    if stop_after is not None and stop_after < 0:
+        raise InputError(f"must be >= 0, got {stop_after}", field="stop_after")
     t0 = time.perf_counter()
     specs = plan_runs(out, summary_root, p, arms, seeds, warm_start_seeds)
     todo = [s for s in specs if not Path(s.summary_path).exists()]
@@ -439,8 +456,15 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     cache = Path(cache) if cache is not None else out / "warmstart"
     if todo:
         _worker_init()
-    execute(todo, min(workers, max(1, len(todo))), progress=progress, log=log, cache=cache)
+    deadline = None if stop_after is None else t0 + stop_after
+    done = execute(todo, min(workers, max(1, len(todo))), progress=progress, log=log, cache=cache,
+                   deadline=deadline)
+    left = sum(d is None for d in done)
+    if left:
+        return {"complete": False, "n_summarised": len(specs) - left, "n_runs": len(specs),
+                "wall_seconds_this_invocation": time.perf_counter() - t0}
     results = summarize(summary_root, p, arms, seeds, warm_start_seeds)
+    results["complete"] = True
     results["wall_seconds_this_invocation"] = time.perf_counter() - t0
     results["workers"] = workers
     results["study"] = info
