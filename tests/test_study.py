@@ -74,6 +74,9 @@ def test_layout_and_counts(smoke):
     assert len(list((out / "warmstart").glob("warmstart-*"))) == 2
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["format"] == "hicra-study/2"
+    commit = study.code_version()["git_commit"] or "unknown"
+    assert on_disk["code_versions"] == {commit: 4}  # 2 arms x 2 pairs, all finished by this code
+    assert f"{commit[:12]} (4 runs)" in (out / "results.md").read_text()
     assert on_disk["per_arm"]["grpo"]["n_runs"] == 2 and on_disk["per_arm"]["grpo"]["n_warm_starts"] == 2
     comp = [c for c in on_disk["comparisons"] if c["endpoint"] == "final_accuracy"]
     assert len(comp) == 1 and comp[0]["a"] == "hicra" and comp[0]["pairs"] == [list(p) for p in PAIRS]

@@ -30,12 +30,14 @@ def _pts(v) -> str:
 
 
 def results_markdown(results: dict) -> str:
+    code = ", ".join(f"{c[:12]} ({n} runs)" for c, n in sorted(results.get("code_versions", {}).items()))
     lines = [f"# hicra study: preset {results['preset']}", "",
              f"{results['warm_start_seeds']} warm-start seed(s) x {results['seeds']} RL seed(s) per warm start = "
              f"{len(results['pairs'])} (warm-start seed, RL seed) pairs per arm, every arm on the same pairs. "
              "Accuracies in %, 95% nested percentile-bootstrap intervals (warm-start seeds, then RL seeds within "
              "them); differences to GRPO are paired (same pairs), with nested bootstrap intervals, two-sided "
              "sign-flip p-values and Holm-adjusted p-values (family: every comparison of that endpoint).", "",
+             *([f"Runs finished by the code of commit(s) {code}.", ""] if code else []),
              "| arm | final held-out acc. | AUC train acc. | steps to "
              f"{results['threshold']:.0%} (reached) | final acc. - GRPO | AUC - GRPO | verdicts (non-zero counts) | "
              "consolidation / exploration detected | pooled |",

@@ -171,7 +171,8 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
               cells: dict[str, dict] | None = None) -> dict:
     """results dict (format FORMAT) from the per-run summary files under `root` (SUMMARY_ROOT/[CELL/]ARM/
     wsW-seedS.json) for the study's cells x arms x pairs; no run directory is read. InputError naming the first
-    missing summary."""
+    missing summary. `code_versions`: the git commits that finished the runs, with their run counts (a study run in
+    parts may span several; "unknown" when a run did not run from a checkout)."""
     import numpy as np
 
     from hicra.dynamics.phases import ORDERS as PHASE_ORDERS
@@ -184,10 +185,14 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
     per_arm: dict = {}
     runs_out = []
     values: dict = {}  # label -> endpoint -> {(ws, seed): value}
+    code_versions: dict[str, int] = {}  # git commit that finished a run (done.json) -> runs
     for cell in (cells or {"": {}}):
         for arm in arms:
             label = condition_label(cell, arm)
             runs = [load_summary(summary_path_for(root, arm, q.seed, q.warm_start_seed, cell)) for q in pairs]
+            for r in runs:
+                commit = (r.get("code") or {}).get("git_commit") or "unknown"
+                code_versions[commit] = code_versions.get(commit, 0) + 1
             groups = [q.warm_start_seed for q in pairs]
             ends = [endpoint_values(r) for r in runs]
             values[label] = {e: {(q.warm_start_seed, q.seed): v[e] for q, v in zip(pairs, ends, strict=True)}
@@ -287,7 +292,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
             **({"controls": controls} if controls else {}),
             "warm_start_seeds": warm_start_seeds, "pairs": [[q.warm_start_seed, q.seed] for q in pairs],
             "threshold": preset.threshold, "endpoints": list(ENDPOINTS), "per_arm": per_arm,
-            "comparisons": comparisons, "runs": runs_out,
+            "comparisons": comparisons, "runs": runs_out, "code_versions": code_versions,
             "error_order": _order_summary([r["error_fall"]["order"] for r in runs_out]),
             "run_seconds": {f"{condition_label(r['cell'], r['arm'])}/ws{r['warm_start_seed']}-seed{r['seed']:02d}":
                             r["seconds"] for r in runs_out}}
