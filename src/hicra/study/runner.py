@@ -311,20 +311,27 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
     total = sum(s.config["steps"] for s in specs)
     overall = tqdm(total=total, initial=total - sum(s.config["steps"] for s in todo), desc="study", unit="step",
                    disable=not progress, position=0, dynamic_ncols=True)
-    n_done = len(results)
-    overall.set_postfix_str(f"{n_done}/{len(specs)} runs")
+    n_done, n_built, n_builds = len(results), 0, len(unbuilt)
+
+    def postfix(refresh=True):  # the bar counts RL steps; warm-start builds (no RL steps) are counted here
+        built = f", {n_built}/{n_builds} warm starts built" if n_builds else ""
+        overall.set_postfix_str(f"{n_done}/{len(specs)} runs{built}", refresh=refresh)
+
+    postfix()
     base = overall.n
 
     def finished(kind, what, result):
-        nonlocal n_done, base
+        nonlocal n_done, n_built, base
         if kind == "build":
             models[what[0]] = result
+            n_built += 1
             log(f"warm start {what[0]}: built")
+            postfix(refresh=False)
             return
         results[what.summary_path] = result
         n_done += 1
         base += what.config["steps"]
-        overall.set_postfix_str(f"{n_done}/{len(specs)} runs", refresh=False)
+        postfix(refresh=False)
         (overall.write if progress else log)(_done_line(result))
 
     def failed(kind, what, exc):
