@@ -359,6 +359,10 @@ def warm_start_dir(cfg: WarmStartConfig, cache_root: str | Path) -> Path:
     return Path(cache_root) / f"warmstart-{cfg.key()}"
 
 
+def _unfinished(out: Path) -> InputError:
+    return InputError("exists but holds no warm_start.json (not a finished warm start): remove it", path=str(out))
+
+
 def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = True, log=print,
                device: str = "cpu", threads: int = 1) -> Path:
     """Train (or load from the cache) the warm-start model; returns its directory (model + tokenizer +
@@ -381,7 +385,7 @@ def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = Tr
         log(f"warm start: reusing {out}")
         return out
     if out.exists():  # only a rename of a finished build makes this folder: refuse before training, not after
-        raise InputError("exists but holds no warm_start.json (not a finished warm start): remove it", path=str(out))
+        raise _unfinished(out)
     t0 = time.perf_counter()
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -430,7 +434,6 @@ def _train_warm_start(cfg: WarmStartConfig, out: Path, t0: float, progress: bool
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (out / "warm_start.json").exists():  # not a finished warm start (only a rename makes one)
-            raise InputError("exists but holds no warm_start.json (not a finished warm start): remove it",
-                             path=str(out)) from None
+            raise _unfinished(out) from None
         # another process finished the same warm start first: keep theirs
     return out

@@ -275,17 +275,16 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
     if any(not s.model_dir for s in todo) and cache is None:
         raise ValueError("specs without model_dir need a warm-start cache")
 
-    def key_of(spec):
-        return WarmStartConfig(**spec.warm_start).key()
-
-    models = {key_of(s): s.model_dir for s in todo if s.model_dir}  # warm-start key -> model directory
+    key_of = {s.summary_path: WarmStartConfig(**s.warm_start).key() for s in todo}  # each spec's warm-start key
+    models = {key_of[s.summary_path]: s.model_dir for s in todo if s.model_dir}  # key -> model directory
     unbuilt: dict[str, dict] = {}  # key -> WarmStartConfig fields, in the order the runs need them
     for spec in todo:
-        key = key_of(spec)
+        key = key_of[spec.summary_path]
         if key in models or key in unbuilt:
             continue
-        if (warm_start_dir(WarmStartConfig(**spec.warm_start), cache) / "warm_start.json").exists():
-            models[key] = str(warm_start(WarmStartConfig(**spec.warm_start), cache, log=log))
+        cfg = WarmStartConfig(**spec.warm_start)
+        if (warm_start_dir(cfg, cache) / "warm_start.json").exists():
+            models[key] = str(warm_start(cfg, cache, log=log))
         else:
             unbuilt[key] = spec.warm_start
     if unbuilt:
@@ -297,10 +296,10 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
         next warm start to build, else None (also once the deadline has passed)."""
         if deadline is not None and _now() >= deadline:
             return None
-        spec = next((s for s in queue if key_of(s) in models), None)
+        spec = next((s for s in queue if key_of[s.summary_path] in models), None)
         if spec is not None:
             queue.remove(spec)
-            return "run", replace(spec, model_dir=models[key_of(spec)])
+            return "run", replace(spec, model_dir=models[key_of[spec.summary_path]])
         if unbuilt:
             key = next(iter(unbuilt))
             fields = unbuilt.pop(key)
