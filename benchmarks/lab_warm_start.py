@@ -8,12 +8,15 @@ probes of the lab's warm start, with the mean and standard deviation over seeds.
 
 `--series` / `--product` update the preset's task specs by those keys (also inside multi-part problems); without them the
 preset's tasks are used. Each warm start is cached by a hash of its settings, so a rerun only evaluates. The lab
-issue's floor: the greedy accuracy's standard deviation over 5 warm-start seeds <= 5 points.
+issue's floor: the greedy accuracy's standard deviation over 5 warm-start seeds <= 5 points. Each line also gives
+the planning language of the warm-start corpus (its `warm_start.json`): the lexicon's distinct strategic grams that
+occur in it and the share of response tokens they tag as planning (the issue: >= 150 grams, 2-15% of tokens).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -72,7 +75,7 @@ def main() -> None:
         sft.mine_lab_lexicon = lambda *a, **k: (Lexicon.load(source / "lexicon.json"),
                                                 {"reused_from": str(source)})
     torch.set_num_threads(1)
-    greedy = []
+    greedy, grams, shares = [], [], []
     for seed in (int(s) for s in args.seeds.split(",")):
         ws, rl = get_preset(args.preset, warm_start_seed=seed,
                             knobs={"strategy_prior": args.strategy_prior} if args.strategy_prior else None)
@@ -100,15 +103,19 @@ def main() -> None:
         p = run_probes(model, tok, task, problems[: args.n_probe], rl.max_new_tokens, 0)
         t_probe = time.perf_counter() - t0
         greedy.append(100 * g["accuracy"])
+        corpus = json.loads((model_dir / "warm_start.json").read_text())["corpus"]
+        grams.append(corpus["distinct_strategic_grams"])
+        shares.append(corpus["planning_token_share"])
         print(f"warm-start seed {seed} ({model_dir.name}, {t_ws:.0f} s): greedy {g['accuracy']:.1%} (execution "
               f"{g['errors_execution_share']:.1%}, planning {g['errors_planning_share']:.1%}, format "
               f"{g['errors_format_share']:.1%}), sampled {s['accuracy']:.1%}, strategy entropy "
               f"{g['strategy_entropy']:.2f} nats, cheapest {g['cheapest_share']:.1%}; probes: execution lines "
-              f"{p['exec_probe_line_accuracy']:.1%}, planning solved {p['plan_probe_solved']:.1%} ({t_probe:.1f} s)",
-              flush=True)
+              f"{p['exec_probe_line_accuracy']:.1%}, planning solved {p['plan_probe_solved']:.1%} ({t_probe:.1f} s); "
+              f"corpus: {grams[-1]} strategic grams, {shares[-1]:.1%} of response tokens planning", flush=True)
     sd = statistics.stdev(greedy) if len(greedy) > 1 else float("nan")
     print(f"greedy warm-start accuracy over {len(greedy)} seeds: mean {statistics.mean(greedy):.1f}, "
-          f"SD {sd:.1f} points")
+          f"SD {sd:.1f} points; corpus strategic grams {min(grams)}-{max(grams)}, planning tokens "
+          f"{min(shares):.1%}-{max(shares):.1%} of response tokens")
 
 
 if __name__ == "__main__":
