@@ -287,6 +287,10 @@ def test_out_is_a_file_or_another_study_exits_2(tmp_path, capsys):
     (other / "study.json").write_text(json.dumps({"format": study.FORMAT, "preset": "quick", "settings": {}}))
     code, err = _cli(["study", "--preset", "smoke", "--out", str(other)], capsys)
     assert code == 2 and "other settings" in err
+    # the summary folder too: one folder holds one study's summaries (the controls' and the main study's differ)
+    code, err = _cli(["study", "--preset", "smoke", "--out", str(tmp_path / "fresh"), "--summaries", str(other)],
+                     capsys)
+    assert code == 2 and "other settings" in err and str(other / "study.json") in err
     with pytest.raises(SystemExit) as exc:
         _cli(["study", "--preset", "huge", "--out", str(other)], capsys)
     assert exc.value.code == 2
