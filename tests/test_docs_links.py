@@ -5,6 +5,7 @@ numbered `-1`, `-2`, ...)."""
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,12 @@ def test_relative_links_resolve(doc: Path):
             dest = (doc.parent / path).resolve() if path else doc
             if not dest.exists():
                 bad.append(f"{target}: no file {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}")
-            elif anchor and dest.suffix == ".md" and anchor not in github_anchors(dest.read_text()):
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors_of(dest):
                 bad.append(f"{target}: no heading with anchor #{anchor}")
     assert not bad, f"{doc.relative_to(ROOT)}: " + "; ".join(bad)
+
+
+@cache
+def _anchors_of(path: Path) -> frozenset[str]:
+    """`github_anchors` of a file, read once however many links point into it."""
+    return frozenset(github_anchors(path.read_text()))

@@ -101,7 +101,8 @@ class Pair:
 def study_pairs(warm_start_seeds: int, seeds: int) -> list[Pair]:
     """The nested pairs: warm-start seeds 0..W-1, each with its own RL seeds W * SEED_STRIDE + 0..seeds-1 (RL seeds
     are never shared between warm starts, so an RL seed's problem stream and sampling belong to one warm start:
-    the design is nested, not crossed; the held-out problems are the same for every pair). Warm-start seed 0 keeps RL seeds 0..seeds-1 (as in study v1)."""
+    the design is nested, not crossed; the held-out problems are the same for every pair). Warm-start seed 0 keeps
+    RL seeds 0..seeds-1 (as in study v1)."""
     if warm_start_seeds < 1 or seeds < 1:
         raise InputError("need >= 1 warm-start seed and >= 1 RL seed", field="seeds")
     if seeds > SEED_STRIDE:
