@@ -261,6 +261,8 @@ def _cli(argv, capsys):
     (["--cells", "optimum=diverse,nope"], "optimum must be one of"),
     (["--cells", "execution_noise=2"], "in [0, 1]"),
     (["--stop-after", "-1"], "field 'stop_after'"),
+    (["--only-warm-starts", "0,x"], "field 'only_warm_starts'"),
+    (["--warm-start-seeds", "2", "--only-warm-starts", "2"], "among 0..1"),
 ])
 def test_bad_input_exits_2(extra, needle, tmp_path, capsys):
     pytest.importorskip("hicra.study.cli")
@@ -437,6 +439,49 @@ def test_stop_after_runs_a_study_in_parts(smoke, tmp_path, capsys, monkeypatch):
                       progress=False, log=_quiet)
     assert whole["complete"] is True and (out / "results.json").exists()
     assert json.dumps(study.runner._json_safe(whole["per_arm"])) == json.dumps(study.runner._json_safe(first["per_arm"]))
+
+
+def test_only_warm_starts_runs_one_warm_start_at_a_time(smoke, tmp_path, capsys):
+    """--only-warm-starts 1 builds and runs only warm start 1's runs and writes no statistics; --only-warm-starts 0
+    then completes the study with the uninterrupted fixture's statistics, and every group's runs share one build."""
+    from hicra.cli import main
+
+    src, first = smoke
+    out = tmp_path / "by-ws"
+    args = ["study", "--preset", "smoke", "--seeds", "1", "--warm-start-seeds", "2", "--workers", "1", "--cache",
+            str(src / "warmstart"), "--out", str(out), "--quiet"]
+    assert main([*args, "--only-warm-starts", "1"]) == 0
+    assert "ran only warm-start seed(s) 1: 2 of 4 runs summarised" in capsys.readouterr().out
+    done = sorted(p.relative_to(out / "summaries").as_posix() for p in (out / "summaries").rglob("ws*.json"))
+    assert done == ["grpo/ws1-seed1000.json", "hicra/ws1-seed1000.json"]
+    assert not (out / "results.json").exists()
+    assert main([*args, "--only-warm-starts", "0"]) == 0
+    whole = json.loads((out / "results.json").read_text())
+    assert json.dumps(whole["per_arm"]) == json.dumps(study.runner._json_safe(first["per_arm"]))
+    assert whole["warm_start_builds"] == {"groups": 2, "rebuilt": []}
+    assert "each of the 2 (cell, warm-start seed) groups' runs started from one build" in \
+        (out / "results.md").read_text()
+
+
+def test_warm_start_builds_flags_a_group_whose_runs_started_from_different_builds(smoke):
+    """A run of warm start 1 whose warm-start evaluation differs (a rebuild on another machine) is flagged, with
+    both builds' accuracies and which runs came from which; the report says it is a deviation."""
+    from hicra.study.report import results_markdown
+    from hicra.study.statistics import warm_start_builds
+
+    src, first = smoke
+    runs = [json.loads(p.read_text()) for p in sorted((src / "summaries").rglob("ws*.json"))]
+    assert warm_start_builds(runs) == {"groups": 2, "rebuilt": []}
+    other = next(r for r in runs if r["warm_start_seed"] == 1 and r["arm"] == "hicra")
+    acc = other["eval"]["warm_start"]["accuracy"]
+    other["eval"]["warm_start"] = {**other["eval"]["warm_start"], "accuracy": acc + 0.01}
+    flagged = warm_start_builds(runs)
+    assert flagged["groups"] == 2 and len(flagged["rebuilt"]) == 1
+    bad = flagged["rebuilt"][0]
+    assert (bad["cell"], bad["warm_start_seed"], bad["n_builds"]) == ("", 1, 2)
+    assert bad["accuracies"] == [acc, acc + 0.01] and bad["runs"] == [["grpo/seed1000"], ["hicra/seed1000"]]
+    md = results_markdown({**first, "warm_start_builds": flagged})
+    assert "**Deviation: warm starts rebuilt.** In 1 of 2" in md and f"{acc:.1%}, {acc + 0.01:.1%}" in md
 
 
 def test_error_fall_order_per_run_and_sign_test():

@@ -35,6 +35,10 @@ def register(subparsers) -> None:
     p.add_argument("--stop-after", type=float, metavar="MINUTES", help="start no run or warm-start build after "
                    "MINUTES of wall time; running ones finish (a 320-step control run takes ~20 min beside another), "
                    "then exit without statistics if runs are left: rerun the same command to continue")
+    p.add_argument("--only-warm-starts", metavar="W[,W]", help="build and run only the runs of these warm-start "
+                   "seeds now (statistics once every run is summarised): on a machine whose cache does not outlive "
+                   "the session, run all of a warm start's runs on one build, since a rebuild elsewhere is a "
+                   "different model")
     p.add_argument("--quiet", action="store_true", help="no progress bars (one line per finished run or warm-start "
                    "build still goes to stderr)")
     p.set_defaults(func=run_study_cli)
@@ -57,6 +61,13 @@ def run_study_cli(args: argparse.Namespace) -> int:
         raise InputError(f"must be >= 1, got {args.workers}", field="workers")
     if args.stop_after is not None and args.stop_after < 0:
         raise InputError(f"must be >= 0, got {args.stop_after}", field="stop_after")
+    only = None
+    if args.only_warm_starts is not None:
+        try:
+            only = [int(w) for w in args.only_warm_starts.split(",")]
+        except ValueError:
+            raise InputError(f"expected comma-separated integers, got {args.only_warm_starts!r}",
+                             field="only_warm_starts") from None
 
     def log(*parts):
         print(*parts, file=sys.stderr, flush=True)
@@ -64,10 +75,14 @@ def run_study_cli(args: argparse.Namespace) -> int:
     results = run_study(args.out, preset, arms=arms, seeds=args.seeds, workers=args.workers, cache=args.cache,
                         progress=not args.quiet, log=log, warm_start_seeds=args.warm_start_seeds, cells=cells,
                         summary_root=args.summaries,
-                        stop_after=None if args.stop_after is None else 60 * args.stop_after)
+                        stop_after=None if args.stop_after is None else 60 * args.stop_after,
+                        only_warm_starts=only)
     if not results["complete"]:
-        print(f"stopped after {args.stop_after:g} min: {results['n_summarised']} of {results['n_runs']} runs "
-              f"summarised; rerun the same command to continue (no statistics yet)")
+        why = [f"stopped after {args.stop_after:g} min"] if args.stop_after is not None else []
+        if only is not None:
+            why.append(f"ran only warm-start seed(s) {','.join(map(str, only))}")
+        print(f"{'; '.join(why)}: {results['n_summarised']} of {results['n_runs']} runs summarised; rerun to "
+              f"continue (no statistics yet)")
         return 0
     print(f"wrote {args.out}/results.json, results.md and figures/ "
           f"({len(results['runs'])} runs, {results['wall_seconds_this_invocation']:.0f} s)")

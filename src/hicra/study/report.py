@@ -29,6 +29,20 @@ def _pts(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
+def _builds_lines(builds: dict | None) -> list[str]:
+    """One paragraph on whether each (cell, warm-start seed)'s runs shared one build (`warm_start_builds`)."""
+    if not builds:
+        return []
+    if not builds["rebuilt"]:
+        return [f"Warm starts: each of the {builds['groups']} (cell, warm-start seed) groups' runs started from one "
+                "build (the same greedy held-out evaluation).", ""]
+    bad = "; ".join(f"{(b['cell'] + ' ') if b['cell'] else ''}ws{b['warm_start_seed']}: {b['n_builds']} builds "
+                    f"(greedy accuracy {', '.join(f'{a:.1%}' for a in b['accuracies'])})" for b in builds["rebuilt"])
+    return [f"**Deviation: warm starts rebuilt.** In {len(builds['rebuilt'])} of {builds['groups']} (cell, "
+            f"warm-start seed) groups the runs started from different builds of the same warm start (rebuilt on "
+            f"another machine), so they are not paired on one model: {bad}.", ""]
+
+
 def results_markdown(results: dict) -> str:
     code = ", ".join(f"{c[:12]} ({n} runs)" for c, n in sorted(results.get("code_versions", {}).items()))
     lines = [f"# hicra study: preset {results['preset']}", "",
@@ -38,6 +52,7 @@ def results_markdown(results: dict) -> str:
              "them); differences to GRPO are paired (same pairs), with nested bootstrap intervals, two-sided "
              "sign-flip p-values and Holm-adjusted p-values (family: every comparison of that endpoint).", "",
              *([f"Runs finished by the code of commit(s) {code}.", ""] if code else []),
+             *_builds_lines(results.get("warm_start_builds")),
              "| arm | final held-out acc. | AUC train acc. | steps to "
              f"{results['threshold']:.0%} (reached) | final acc. - GRPO | AUC - GRPO | verdicts (non-zero counts) | "
              "consolidation / exploration detected | pooled |",

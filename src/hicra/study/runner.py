@@ -417,7 +417,7 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
               seeds: int | None = None, workers: int | None = None, cache: str | os.PathLike | None = None,
               progress: bool = True, log=print, warm_start_seeds: int | None = None,
               cells: dict[str, dict] | None = None, summary_root: str | os.PathLike | None = None,
-              stop_after: float | None = None) -> dict:
+              stop_after: float | None = None, only_warm_starts: list[int] | None = None) -> dict:
     """Run every (cell, arm, warm-start seed, RL seed) without a summary file, then write results.json,
     results.md and figures to `out`. Returns the results dict.
 
@@ -430,7 +430,14 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     stop_after: seconds of wall time after which no run or build starts (running ones finish), so a long study
     runs in parts. When runs are left, no statistics are written and the result is {"complete": False,
     "n_summarised", "n_runs", "wall_seconds_this_invocation"}; rerunning the same call continues. A finished
-    study's dict has "complete": True."""
+    study's dict has "complete": True.
+
+    only_warm_starts: build and run only the runs of these warm-start seeds in this call (each in
+    0..warm_start_seeds-1); the others are left for a later call, and the statistics are written once every run of
+    the study is summarised. For machines whose warm-start cache does not outlive a session: a warm start rebuilt
+    on another machine is a different model (its last float bits differ, and training amplifies them), so each
+    warm start's runs should all come from one build; `summarize` reports any group that did not
+    (`warm_start_builds`). InputError for a seed outside the range."""
     p = PRESETS[preset] if isinstance(preset, str) else preset
     if cells is not None:
         p = replace(p, cells=dict(cells))
@@ -444,6 +451,11 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
         raise InputError("--warm-start-seeds must be >= 1", field="warm_start_seeds")
     if workers < 1:
         raise InputError("--workers must be >= 1", field="workers")
+    if only_warm_starts is not None:
+        outside = sorted(set(only_warm_starts) - set(range(warm_start_seeds)))
+        if outside or not only_warm_starts:
+            raise InputError(f"warm-start seeds must be among 0..{warm_start_seeds - 1}, got "
+                             f"{sorted(set(only_warm_starts))}", field="only_warm_starts")
     out = Path(out)
     summary_root = Path(summary_root) if summary_root is not None else out / "summaries"
     info = check_study_dir(out, p)
@@ -457,7 +469,8 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
         raise InputError(f"must be >= 0, got {stop_after}", field="stop_after")
     t0 = time.perf_counter()
     specs = plan_runs(out, summary_root, p, arms, seeds, warm_start_seeds)
-    todo = [s for s in specs if not Path(s.summary_path).exists()]
+    todo = [s for s in specs if not Path(s.summary_path).exists()
+            and (only_warm_starts is None or s.warm_start_seed in only_warm_starts)]
     # each warm start a pending run needs is built once (by one worker), or loaded from the cache
     cache = Path(cache) if cache is not None else out / "warmstart"
     if todo:
@@ -465,7 +478,9 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     deadline = None if stop_after is None else t0 + stop_after
     done = execute(todo, min(workers, max(1, len(todo))), progress=progress, log=log, cache=cache,
                    deadline=deadline)
-    left = sum(d is None for d in done)
+    left = sum(d is None for d in done) + sum(not Path(s.summary_path).exists() for s in specs
+                                              if only_warm_starts is not None
+                                              and s.warm_start_seed not in only_warm_starts)
     if left:
         return {"complete": False, "n_summarised": len(specs) - left, "n_runs": len(specs),
                 "wall_seconds_this_invocation": time.perf_counter() - t0}

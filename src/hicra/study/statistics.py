@@ -167,12 +167,32 @@ def _order_summary(orders: list[str]) -> dict:
             "sign_test_p": sign_test_pvalue(counts["execution first"], counts["planning first"])}
 
 
+def warm_start_builds(runs: list[dict]) -> dict:
+    """Did every run of a (cell, warm-start seed) start from one build of its warm start? Runs are per-run summary
+    dicts; a build is identified by its greedy held-out evaluation (`eval.warm_start`: accuracy and error shares,
+    the same for every run of one build, whatever the RL seed). A warm start rebuilt on another machine differs in
+    the last float bits and, after training, in its evaluation (a rebuild moved greedy accuracy from 33.6% to
+    36.3% in session 25), so its runs would no longer be paired on one model. Returns {"groups": number of
+    (cell, warm-start seed) groups, "rebuilt": [{"cell", "warm_start_seed", "n_builds", "accuracies", "runs"}]}
+    for each group with more than one distinct evaluation (runs: "ARM/seedS" per run, in order)."""
+    groups: dict = {}
+    for r in runs:
+        key = (r.get("cell", ""), r["warm_start_seed"])
+        ev = json.dumps(r["eval"]["warm_start"], sort_keys=True)
+        groups.setdefault(key, {}).setdefault(ev, []).append(f"{r['arm']}/seed{r['seed']}")
+    rebuilt = [{"cell": cell, "warm_start_seed": ws, "n_builds": len(evs),
+                "accuracies": [json.loads(e)["accuracy"] for e in evs], "runs": list(evs.values())}
+               for (cell, ws), evs in sorted(groups.items()) if len(evs) > 1]
+    return {"groups": len(groups), "rebuilt": rebuilt}
+
+
 def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm_start_seeds: int | None = None,
               cells: dict[str, dict] | None = None) -> dict:
     """results dict (format FORMAT) from the per-run summary files under `root` (SUMMARY_ROOT/[CELL/]ARM/
     wsW-seedS.json) for the study's cells x arms x pairs; no run directory is read. InputError naming the first
     missing summary. `code_versions`: the git commits that finished the runs, with their run counts (a study run in
-    parts may span several; "unknown" when a run did not run from a checkout)."""
+    parts may span several; "unknown" when a run did not run from a checkout). `warm_start_builds`: the (cell,
+    warm-start seed) groups whose runs did not all start from one build of their warm start (`warm_start_builds`)."""
     import numpy as np
 
     from hicra.dynamics.phases import ORDERS as PHASE_ORDERS
@@ -186,10 +206,12 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
     runs_out = []
     values: dict = {}  # label -> endpoint -> {(ws, seed): value}
     code_versions: dict[str, int] = {}  # git commit that finished a run (done.json) -> runs
+    loaded: list[dict] = []  # every run's summary, for the warm-start build check
     for cell in (cells or {"": {}}):
         for arm in arms:
             label = condition_label(cell, arm)
             runs = [load_summary(summary_path_for(root, arm, q.seed, q.warm_start_seed, cell)) for q in pairs]
+            loaded += runs
             for r in runs:
                 commit = (r.get("code") or {}).get("git_commit") or "unknown"
                 code_versions[commit] = code_versions.get(commit, 0) + 1
@@ -293,6 +315,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
             "warm_start_seeds": warm_start_seeds, "pairs": [[q.warm_start_seed, q.seed] for q in pairs],
             "threshold": preset.threshold, "endpoints": list(ENDPOINTS), "per_arm": per_arm,
             "comparisons": comparisons, "runs": runs_out, "code_versions": code_versions,
+            "warm_start_builds": warm_start_builds(loaded),
             "error_order": _order_summary([r["error_fall"]["order"] for r in runs_out]),
             "run_seconds": {f"{condition_label(r['cell'], r['arm'])}/ws{r['warm_start_seed']}-seed{r['seed']:02d}":
                             r["seconds"] for r in runs_out}}
