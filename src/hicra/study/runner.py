@@ -476,11 +476,9 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     if todo:
         _worker_init()
     deadline = None if stop_after is None else t0 + stop_after
-    done = execute(todo, min(workers, max(1, len(todo))), progress=progress, log=log, cache=cache,
+    execute(todo, min(workers, max(1, len(todo))), progress=progress, log=log, cache=cache,
                    deadline=deadline)
-    left = sum(d is None for d in done) + sum(not Path(s.summary_path).exists() for s in specs
-                                              if only_warm_starts is not None
-                                              and s.warm_start_seed not in only_warm_starts)
+    left = sum(not Path(s.summary_path).exists() for s in specs)  # this call's and any it was told to leave
     if left:
         return {"complete": False, "n_summarised": len(specs) - left, "n_runs": len(specs),
                 "wall_seconds_this_invocation": time.perf_counter() - t0}
