@@ -714,3 +714,31 @@ def test_order_readings_benchmark_reads_probe_rises_and_error_falls(tmp_path, ca
     assert mod.main([str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(run / "probes.jsonl") in err[0]
+
+
+def test_control_classes_benchmark_summarises_classes_and_names_a_missing_summary(tmp_path, capsys,
+                                                                                 benchmark_script):
+    """benchmarks/control_classes.py: per class, the runs whose own test consolidates, the median p, the mean drop
+    and noise SD, and the mean curve's ends, each checked against numpy on two planted runs; a folder without the
+    preset's summaries gives one line naming the first missing file and exit code 2."""
+    mod = benchmark_script("control_classes")
+    steps = 40
+    runs = []
+    for i, (det, p, drop) in enumerate([(True, 0.01, 0.02), (False, 0.30, 0.005)]):
+        curve = np.linspace(1.0, 1.0 - drop, steps)
+        tests = {k: {"detected": det if k == "execution" else False, "p_value": p, "drop": drop}
+                 for k in mod.CLASSES}
+        runs.append({"phases": {"evidence": {"consolidation": tests, "order": {
+            "noise_sd": {k: 0.001 * (i + 1) for k in mod.CLASSES}}}},
+            "metrics": {f"rel_ppl_{k}": curve.tolist() for k in mod.CLASSES}})
+    rows = mod.cell_rows(runs)
+    ex = rows["execution"]
+    assert ex["detected"] == 1 and ex["n"] == 2 and rows["planning"]["detected"] == 0
+    assert ex["median_p"] == pytest.approx(np.median([0.01, 0.30]))
+    assert ex["drop"] == pytest.approx(0.0125) and ex["noise_sd"] == pytest.approx(0.0015)
+    both = np.array([np.linspace(1.0, 0.98, steps), np.linspace(1.0, 0.995, steps)])
+    assert ex["first"] == pytest.approx(both[:, :mod.EDGE].mean())
+    assert ex["last"] == pytest.approx(both[:, -mod.EDGE:].mean())
+    assert mod.main([str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none" in err[0] and "ws0-seed00.json" in err[0]

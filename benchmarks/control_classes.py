@@ -1,0 +1,87 @@
+"""Why an order criterion passed or failed: each control cell's token classes, per run and pooled.
+
+    python benchmarks/control_classes.py [SUMMARIES] [--arm grpo] [--preset controls]
+
+Reads the controls study's committed per-run summaries (default `docs/findings/v2/runs`; no run directory) and
+prints, per cell of the preset:
+- per class (execution, planning, reference; `rel_ppl_*`, each run's perplexity over its first step's): in how
+  many runs the class consolidates in its own test (`summary["phases"]["evidence"]["consolidation"]`, the hinge
+  test of docs/dynamics.md), the median p, the mean fitted drop, the mean noise SD of the class curve (residuals
+  of its bent-cable fit, `evidence.order.noise_sd`) and the mean curve's first and last 20 steps;
+- the cell's pooled order (`hicra.dynamics.phases.detect_phases_pooled`, what the criterion reads), each class's
+  share of run resamples in which it consolidates (`consolidates_in_draws`) and the 90% intervals of
+  tau_plan - tau_exec and tau_plan - tau_ref. An order is claimed when both intervals lie on one side of 0, so a
+  class at 0.9 of the draws with the other two near 0 reads as a near miss.
+
+A description beside the pre-registered criteria (docs/study.md, F4), not a criterion. A missing or malformed
+summary: one line naming the file, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from hicra.errors import InputError
+
+CLASSES = ("execution", "planning", "reference")
+EDGE = 20  # steps averaged at each end of the mean curve
+
+
+def cell_rows(runs: list[dict]) -> dict:
+    """Per class: runs consolidating, median p, mean drop, mean noise SD, mean curve's first/last EDGE steps."""
+    out = {}
+    for k in CLASSES:
+        tests = [r["phases"]["evidence"]["consolidation"][k] for r in runs]
+        curves = np.array([np.asarray(r["metrics"][f"rel_ppl_{k}"], dtype=float) for r in runs])
+        out[k] = {"detected": sum(bool(t["detected"]) for t in tests), "n": len(runs),
+                  "median_p": float(np.median([t["p_value"] for t in tests])),
+                  "drop": float(np.mean([t["drop"] for t in tests])),
+                  "noise_sd": float(np.mean([r["phases"]["evidence"]["order"]["noise_sd"][k] for r in runs])),
+                  "first": float(np.nanmean(curves[:, :EDGE])), "last": float(np.nanmean(curves[:, -EDGE:]))}
+    return out
+
+
+def _iv(iv) -> str:
+    return "-" if not iv or iv[0] is None else f"[{iv[0]:g}, {iv[1]:g}]"
+
+
+def main(argv=None) -> int:
+    from hicra.dynamics.phases import detect_phases_pooled
+    from hicra.study import PRESETS
+    from hicra.study.presets import study_pairs, summary_path_for
+    from hicra.study.statistics import load_summary
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("summaries", nargs="?", type=Path, default=Path("docs/findings/v2/runs"))
+    ap.add_argument("--arm", default="grpo")
+    ap.add_argument("--preset", default="controls", choices=sorted(PRESETS))
+    args = ap.parse_args(argv)
+    preset = PRESETS[args.preset]
+    pairs = study_pairs(preset.warm_start_seeds, preset.seeds)
+    try:
+        cells = {cell: [load_summary(summary_path_for(args.summaries, args.arm, q.seed, q.warm_start_seed, cell))
+                        for q in pairs] for cell in (preset.cells or {"": {}})}
+    except (InputError, KeyError) as e:
+        print(f"control_classes: error: {e}", file=sys.stderr)
+        return 2
+    for cell, runs in cells.items():
+        print(f"{cell or args.preset}/{args.arm} ({len(runs)} runs)")
+        for k, v in cell_rows(runs).items():
+            print(f"  {k:<10} consolidates in {v['detected']}/{v['n']} runs, median p {v['median_p']:.3f}, "
+                  f"drop {v['drop']:+.4f}, noise SD {v['noise_sd']:.4f}, mean curve {v['first']:.4f} -> "
+                  f"{v['last']:.4f}")
+        pooled = detect_phases_pooled([r["metrics"] for r in runs])
+        o = pooled["evidence"]["order"]
+        draws = ", ".join(f"{k} {o['consolidates_in_draws'][k]:.2f}" for k in CLASSES)
+        print(f"  pooled: {pooled['verdict']} (order {o['order']}); consolidates in draws: {draws}; "
+              f"plan - exec {_iv(o['intervals'].get('plan_minus_exec'))}, "
+              f"plan - ref {_iv(o['intervals'].get('plan_minus_ref'))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
