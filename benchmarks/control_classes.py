@@ -11,7 +11,10 @@ prints, per cell of the preset:
 - the cell's pooled order (`hicra.dynamics.phases.detect_phases_pooled`, what the criterion reads), each class's
   share of run resamples in which it consolidates (`consolidates_in_draws`) and the 90% intervals of
   tau_plan - tau_exec and tau_plan - tau_ref. An order is claimed when both intervals lie on one side of 0, so a
-  class at 0.9 of the draws with the other two near 0 reads as a near miss.
+  class at 0.9 of the draws with the other two near 0 reads as a near miss;
+- the held-out greedy evaluation at the warm start and after RL (`summary["eval"]`, means over the runs): accuracy
+  and the shares of responses with an execution, a planning and a format error, i.e. what the cell's knobs did
+  to the model (a corpus without execution noise need not give a model without execution errors).
 
 A description beside the pre-registered criteria (docs/study.md, F4), not a criterion. A missing or malformed
 summary: one line naming the file, exit code 2.
@@ -45,6 +48,20 @@ def cell_rows(runs: list[dict]) -> dict:
     return out
 
 
+ERROR_KINDS = ("execution", "planning", "format")
+
+
+def eval_rows(runs: list[dict]) -> dict:
+    """{"warm_start" | "final": {"accuracy", "execution", "planning", "format"}}: means over the runs of the held-out
+    greedy accuracy and error shares (fractions)."""
+    out = {}
+    for when in ("warm_start", "final"):
+        evs = [r["eval"][when] for r in runs]
+        out[when] = {"accuracy": float(np.mean([e["accuracy"] for e in evs])),
+                     **{k: float(np.mean([e[f"errors_{k}_share"] for e in evs])) for k in ERROR_KINDS}}
+    return out
+
+
 def _iv(iv) -> str:
     return "-" if not iv or iv[0] is None else f"[{iv[0]:g}, {iv[1]:g}]"
 
@@ -74,6 +91,10 @@ def main(argv=None) -> int:
             print(f"  {k:<10} consolidates in {v['detected']}/{v['n']} runs, median p {v['median_p']:.3f}, "
                   f"drop {v['drop']:+.4f}, noise SD {v['noise_sd']:.4f}, mean curve {v['first']:.4f} -> "
                   f"{v['last']:.4f}")
+        ev = eval_rows(runs)
+        print("  held-out greedy, warm start -> final: " + ", ".join(
+            f"{k} {100 * ev['warm_start'][k]:.1f} -> {100 * ev['final'][k]:.1f}%" for k in ("accuracy", *ERROR_KINDS))
+            .replace("execution", "execution errors", 1))
         pooled = detect_phases_pooled([r["metrics"] for r in runs])
         o = pooled["evidence"]["order"]
         draws = ", ".join(f"{k} {o['consolidates_in_draws'][k]:.2f}" for k in CLASSES)

@@ -719,7 +719,8 @@ def test_order_readings_benchmark_reads_probe_rises_and_error_falls(tmp_path, ca
 def test_control_classes_benchmark_summarises_classes_and_names_a_missing_summary(tmp_path, capsys,
                                                                                  benchmark_script):
     """benchmarks/control_classes.py: per class, the runs whose own test consolidates, the median p, the mean drop
-    and noise SD, and the mean curve's ends, each checked against numpy on two planted runs; a folder without the
+    and noise SD, and the mean curve's ends, and the held-out accuracy and error shares' means, each checked
+    against numpy or by hand on two planted runs; a folder without the
     preset's summaries gives one line naming the first missing file and exit code 2."""
     mod = benchmark_script("control_classes")
     steps = 40
@@ -730,7 +731,12 @@ def test_control_classes_benchmark_summarises_classes_and_names_a_missing_summar
                  for k in mod.CLASSES}
         runs.append({"phases": {"evidence": {"consolidation": tests, "order": {
             "noise_sd": {k: 0.001 * (i + 1) for k in mod.CLASSES}}}},
-            "metrics": {f"rel_ppl_{k}": curve.tolist() for k in mod.CLASSES}})
+            "metrics": {f"rel_ppl_{k}": curve.tolist() for k in mod.CLASSES},
+            "eval": {w: {"accuracy": a, "errors_execution_share": 0.5 - a, "errors_planning_share": 0.1 * i,
+                         "errors_format_share": 0.0} for w, a in (("warm_start", 0.2 + i / 10), ("final", 0.4))}})
+    ev = mod.eval_rows(runs)
+    assert ev["warm_start"]["accuracy"] == pytest.approx(0.25) and ev["final"]["execution"] == pytest.approx(0.1)
+    assert ev["warm_start"]["planning"] == pytest.approx(0.05) and ev["final"]["format"] == 0.0
     rows = mod.cell_rows(runs)
     ex = rows["execution"]
     assert ex["detected"] == 1 and ex["n"] == 2 and rows["planning"]["detected"] == 0
