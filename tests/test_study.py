@@ -242,6 +242,9 @@ def test_table_values_match_independent_computation(smoke, tmp_path):
     md = study.results_markdown(res)
     assert f"| hicra | {100 * a.mean():.1f} [" in md
     assert "## Accuracy gain over the warm start" in md and "| too few steps |" in md
+    pooled = res["per_arm"]["hicra"]["phases"]["pooled"]  # the pooled column names the verdict and the order
+    assert "pooled verdict (order, confidence)" in md
+    assert f"| {pooled['verdict']} ({pooled['order']}, {pooled['confidence']:.2f}) |" in md
 
 
 def _cli(argv, capsys):

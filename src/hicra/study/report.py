@@ -55,7 +55,7 @@ def results_markdown(results: dict) -> str:
              *_builds_lines(results.get("warm_start_builds")),
              "| arm | final held-out acc. | AUC train acc. | steps to "
              f"{results['threshold']:.0%} (reached) | final acc. - GRPO | AUC - GRPO | verdicts (non-zero counts) | "
-             "consolidation / exploration detected | pooled |",
+             "consolidation / exploration detected | pooled verdict (order, confidence) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for arm, a in results["per_arm"].items():
         st = a["steps_to_threshold"]
@@ -69,7 +69,11 @@ def results_markdown(results: dict) -> str:
                      f"{', '.join(f'{k} {v}' for k, v in c.items() if v) or '-'} | "
                      f"{a['phases']['consolidation_detected']}/{a['phases']['exploration_detected']} of "
                      f"{a['n_runs']} | {pooled['verdict']} "
-                     f"({pooled['confidence']:.2f}) |")
+                     f"({pooled.get('order', '?')}, {pooled['confidence']:.2f}) |")
+    lines += ["", f"Steps to {results['threshold']:.0%}: the first step at which the trailing moving average of the "
+              "training-rollout accuracy reaches it (`hicra.stats.steps_to_threshold`; 0 when the first rollouts "
+              "already do). Pooled: the arm's runs pooled by resampling runs "
+              "(`detect_phases_pooled`); the control checks read its order.", ""]
     if "vs_placebo" in results["per_arm"].get("hicra", {}):
         vp = results["per_arm"]["hicra"]["vs_placebo"]
         lines += ["", f"HICRA - placebo: final accuracy {_fmt_diff(vp['final_accuracy'])}; "
