@@ -14,7 +14,12 @@ prints, per cell of the preset:
   class at 0.9 of the draws with the other two near 0 reads as a near miss;
 - the held-out greedy evaluation at the warm start and after RL (`summary["eval"]`, means over the runs): accuracy
   and the shares of responses with an execution, a planning and a format error, i.e. what the cell's knobs did
-  to the model (a corpus without execution noise need not give a model without execution errors).
+  to the model (a corpus without execution noise need not give a model without execution errors);
+- the skill probes (`summary["probes"]`, first -> last probe, means over the runs): the sampled execution probe
+  (`exec_probe_line_prob`, the share of computation lines right in one sample) and the planning probe's
+  cheapest-strategy share (`plan_probe_cheapest`), a behavioural reading of whether each level changed under RL,
+  and the per-run probe orders (`benchmarks/order_readings.py`'s rule: the step at which each probe has done half
+  its rise, a rise under 0.02 counting as none).
 
 A description beside the pre-registered criteria (docs/study.md, F4), not a criterion. A missing or malformed
 summary: one line naming the file, exit code 2.
@@ -27,6 +32,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script order_readings.py
+from order_readings import probe_order, probe_rise  # noqa: E402
 
 from hicra.errors import InputError
 
@@ -62,6 +70,25 @@ def eval_rows(runs: list[dict]) -> dict:
     return out
 
 
+PROBES = ("exec_probe_line_prob", "plan_probe_cheapest")
+
+
+def probe_rows(runs: list[dict]) -> dict:
+    """{probe: (first, last)}: means over the runs of each probe's first and last value."""
+    return {k: (float(np.mean([r["probes"][k][0] for r in runs])), float(np.mean([r["probes"][k][-1] for r in runs])))
+            for k in PROBES}
+
+
+def probe_orders(runs: list[dict]) -> dict[str, int]:
+    """Counts of the runs' probe orders (`order_readings.probe_order` of the two probes' half-rise steps)."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        rows = [dict(zip(r["probes"], v, strict=True)) for v in zip(*r["probes"].values(), strict=True)]
+        o = probe_order(probe_rise(rows, PROBES[0]), probe_rise(rows, PROBES[1]))
+        counts[o] = counts.get(o, 0) + 1
+    return counts
+
+
 def _iv(iv) -> str:
     return "-" if not iv or iv[0] is None else f"[{iv[0]:g}, {iv[1]:g}]"
 
@@ -95,6 +122,9 @@ def main(argv=None) -> int:
         print("  held-out greedy, warm start -> final: " + ", ".join(
             f"{k} {100 * ev['warm_start'][k]:.1f} -> {100 * ev['final'][k]:.1f}%" for k in ("accuracy", *ERROR_KINDS))
             .replace("execution", "execution errors", 1))
+        pr = probe_rows(runs)
+        print("  probes, first -> last: " + ", ".join(f"{k} {a:.3f} -> {b:.3f}" for k, (a, b) in pr.items())
+              + "; probe orders: " + ", ".join(f"{k} {v}" for k, v in sorted(probe_orders(runs).items())))
         pooled = detect_phases_pooled([r["metrics"] for r in runs])
         o = pooled["evidence"]["order"]
         draws = ", ".join(f"{k} {o['consolidates_in_draws'][k]:.2f}" for k in CLASSES)

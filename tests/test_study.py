@@ -722,7 +722,7 @@ def test_order_readings_benchmark_reads_probe_rises_and_error_falls(tmp_path, ca
 def test_control_classes_benchmark_summarises_classes_and_names_a_missing_summary(tmp_path, capsys,
                                                                                  benchmark_script):
     """benchmarks/control_classes.py: per class, the runs whose own test consolidates, the median p, the mean drop
-    and noise SD, and the mean curve's ends, and the held-out accuracy and error shares' means, each checked
+    and noise SD, and the mean curve's ends, the held-out accuracy and error shares' and the probes' means, each checked
     against numpy or by hand on two planted runs; a folder without the
     preset's summaries gives one line naming the first missing file and exit code 2."""
     mod = benchmark_script("control_classes")
@@ -737,6 +737,15 @@ def test_control_classes_benchmark_summarises_classes_and_names_a_missing_summar
             "metrics": {f"rel_ppl_{k}": curve.tolist() for k in mod.CLASSES},
             "eval": {w: {"accuracy": a, "errors_execution_share": 0.5 - a, "errors_planning_share": 0.1 * i,
                          "errors_format_share": 0.0} for w, a in (("warm_start", 0.2 + i / 10), ("final", 0.4))}})
+    # run 0: the execution probe rises at step 10, the planning probe at step 30; run 1: only planning rises
+    ps = list(range(0, 200, 10))
+    runs[0]["probes"] = {"step": ps, "exec_probe_line_prob": [0.8 if t < 50 else 0.9 for t in ps],
+                         "plan_probe_cheapest": [0.2 if t < 120 else 0.5 for t in ps]}
+    runs[1]["probes"] = {"step": ps, "exec_probe_line_prob": [0.8] * len(ps),
+                         "plan_probe_cheapest": [0.2 if t < 50 else 0.5 for t in ps]}
+    assert mod.probe_rows(runs) == {"exec_probe_line_prob": (pytest.approx(0.8), pytest.approx(0.85)),
+                                    "plan_probe_cheapest": (pytest.approx(0.2), pytest.approx(0.5))}
+    assert mod.probe_orders(runs) == {"execution first": 1, "only planning rises": 1}
     ev = mod.eval_rows(runs)
     assert ev["warm_start"]["accuracy"] == pytest.approx(0.25) and ev["final"]["execution"] == pytest.approx(0.1)
     assert ev["warm_start"]["planning"] == pytest.approx(0.05) and ev["final"]["format"] == 0.0
