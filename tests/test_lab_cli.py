@@ -66,6 +66,17 @@ def test_lab_threads_reach_the_warm_start_and_rl(tiny_preset, tmp_path, capsys):
     assert json.loads((Path(run["model"]) / "warm_start.json").read_text())["threads"] == 2
 
 
+def test_lab_lr_reaches_rl_and_keeps_the_warm_start(tiny_preset, tmp_path, capsys):
+    # --lr sets RL's learning rate (run.json's config) and leaves the warm start's key alone: it is reused
+    argv = ["lab", "--algo", "grpo", "--steps", "1", "--no-analyze", "--quiet", "--cache", str(tmp_path / "cache")]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert main([*argv, "--lr", "3e-4", "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    a, b = (json.loads((tmp_path / r / "run.json").read_text()) for r in ("a", "b"))
+    assert b["config"]["lr"] == 3e-4 and a["config"]["lr"] != 3e-4
+    assert a["model"] == b["model"] and "warm start: reusing" in out
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--alpha", "1.0"], "--alpha must be in [0, 1)"),
     (["--resume"], "--resume needs --out"),
@@ -73,6 +84,7 @@ def test_lab_threads_reach_the_warm_start_and_rl(tiny_preset, tmp_path, capsys):
     (["--execution-noise", "2"], "--execution-noise must be in [0, 1]"),
     (["--favourite-share", "1"], "--favourite-share must be in [0, 1)"),
     (["--threads", "-1"], "--threads must be >= 0"),
+    (["--lr", "0"], "--lr must be positive"),
 ])
 def test_lab_bad_input_exits_2_with_one_line(extra, message, capsys):
     assert main(["lab", *extra]) == 2

@@ -50,6 +50,8 @@ def register(subparsers) -> None:
     p.add_argument("--optimum", choices=OPTIMA,
                    help="task variant: the cheapest strategy differs between problems (default) or not")
     p.add_argument("--steps", type=int, help="RL steps (default: the preset's)")
+    p.add_argument("--lr", type=float, help="RL learning rate (default: the preset's, 5e-5 in quick and default); "
+                   "the warm start is unchanged, so runs differing only in --lr share it")
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="torch CPU threads for the warm start's SFT and for RL (default 1, the study's one process "
                         "per core; 0 = every core, what make demo uses; only on an otherwise idle machine: threads that "
@@ -69,6 +71,8 @@ def run(args) -> int:
         raise InputError(f"--alpha must be in [0, 1), got {args.alpha}")
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be positive, got {args.steps}")
+    if args.lr is not None and not args.lr > 0:
+        raise InputError(f"--lr must be positive, got {args.lr}")
     if args.threads < 0:
         raise InputError(f"--threads must be >= 0 (0 = every core), got {args.threads}")
     threads = args.threads or os.cpu_count() or 1
@@ -94,7 +98,7 @@ def run(args) -> int:
                                ("favourite_share", args.favourite_share), ("optimum", args.optimum))
              if v is not None}
     ws_cfg, rl_cfg = get_preset(args.preset, warm_start_seed=args.warm_start_seed, knobs=knobs, algo=args.algo,
-                                alpha=args.alpha, seed=args.seed, steps=args.steps,
+                                alpha=args.alpha, seed=args.seed, steps=args.steps, lr=args.lr,
                                 tensorboard=args.tensorboard or None, threads=threads)
     torch.set_num_threads(rl_cfg.threads)
     out = Path(args.out) if args.out else Path("runs") / (
