@@ -15,6 +15,9 @@ prints, per cell of the preset:
 - the held-out greedy evaluation at the warm start and after RL (`summary["eval"]`, means over the runs): accuracy
   and the shares of responses with an execution, a planning and a format error, i.e. what the cell's knobs did
   to the model (a corpus without execution noise need not give a model without execution errors);
+- each of execution's and planning's fall beyond the reference class's (the mean of its first EDGE steps minus
+  the mean of its last EDGE, less the same for the reference class): the mean over the runs and in how many runs
+  it is positive, i.e. whether a class sharpened more than random tokens of its size;
 - the skill probes (`summary["probes"]`, first -> last probe, means over the runs): the sampled execution probe
   (`exec_probe_line_prob`, the share of computation lines right in one sample) and the planning probe's
   cheapest-strategy share (`plan_probe_cheapest`), a behavioural reading of whether each level changed under RL,
@@ -57,6 +60,20 @@ def cell_rows(runs: list[dict]) -> dict:
 
 
 ERROR_KINDS = ("execution", "planning", "format")
+
+
+def excess_falls(runs: list[dict]) -> dict:
+    """{"execution" | "planning": (mean, n_positive)}: per run, the class curve's fall (mean of its first EDGE
+    values minus mean of its last EDGE) minus the reference class's fall; mean over runs, runs above 0."""
+    def fall(r, k):
+        c = np.asarray(r["metrics"][f"rel_ppl_{k}"], dtype=float)
+        return np.nanmean(c[:EDGE]) - np.nanmean(c[-EDGE:])
+
+    out = {}
+    for k in ("execution", "planning"):
+        x = np.array([fall(r, k) - fall(r, "reference") for r in runs])
+        out[k] = (float(x.mean()), int((x > 0).sum()))
+    return out
 
 
 def eval_rows(runs: list[dict]) -> dict:
@@ -118,6 +135,9 @@ def main(argv=None) -> int:
             print(f"  {k:<10} consolidates in {v['detected']}/{v['n']} runs, median p {v['median_p']:.3f}, "
                   f"drop {v['drop']:+.4f}, noise SD {v['noise_sd']:.4f}, mean curve {v['first']:.4f} -> "
                   f"{v['last']:.4f}")
+        ex = excess_falls(runs)
+        print("  fall beyond the reference class's: " + ", ".join(
+            f"{k} {m:+.4f} (> 0 in {n}/{len(runs)})" for k, (m, n) in ex.items()))
         ev = eval_rows(runs)
         print("  held-out greedy, warm start -> final: " + ", ".join(
             f"{k} {100 * ev['warm_start'][k]:.1f} -> {100 * ev['final'][k]:.1f}%" for k in ("accuracy", *ERROR_KINDS))

@@ -722,9 +722,9 @@ def test_order_readings_benchmark_reads_probe_rises_and_error_falls(tmp_path, ca
 def test_control_classes_benchmark_summarises_classes_and_names_a_missing_summary(tmp_path, capsys,
                                                                                  benchmark_script):
     """benchmarks/control_classes.py: per class, the runs whose own test consolidates, the median p, the mean drop
-    and noise SD, and the mean curve's ends, the held-out accuracy and error shares' and the probes' means, each checked
-    against numpy or by hand on two planted runs; a folder without the
-    preset's summaries gives one line naming the first missing file and exit code 2."""
+    and noise SD, and the mean curve's ends; the falls beyond the reference class's; the means of the held-out
+    accuracy, the error shares and the probes, and the probe orders: each checked against numpy or by hand on two
+    planted runs. A folder without the preset's summaries gives one line naming the first missing file, exit 2."""
     mod = benchmark_script("control_classes")
     steps = 40
     runs = []
@@ -749,6 +749,13 @@ def test_control_classes_benchmark_summarises_classes_and_names_a_missing_summar
     ev = mod.eval_rows(runs)
     assert ev["warm_start"]["accuracy"] == pytest.approx(0.25) and ev["final"]["execution"] == pytest.approx(0.1)
     assert ev["warm_start"]["planning"] == pytest.approx(0.05) and ev["final"]["format"] == 0.0
+    # the planted curves fall by `drop` over 40 steps in every class, so no class falls beyond the reference
+    assert mod.excess_falls(runs) == {"execution": (pytest.approx(0.0), 0), "planning": (pytest.approx(0.0), 0)}
+    runs[0]["metrics"]["rel_ppl_planning"] = np.linspace(1.0, 0.9, steps).tolist()
+    step_fall = lambda c: np.mean(c[:mod.EDGE]) - np.mean(c[-mod.EDGE:])  # noqa: E731
+    want = (step_fall(np.linspace(1.0, 0.9, steps)) - step_fall(np.linspace(1.0, 0.98, steps))) / 2
+    assert mod.excess_falls(runs)["planning"] == (pytest.approx(want), 1)
+    runs[0]["metrics"]["rel_ppl_planning"] = runs[0]["metrics"]["rel_ppl_execution"]
     rows = mod.cell_rows(runs)
     ex = rows["execution"]
     assert ex["detected"] == 1 and ex["n"] == 2 and rows["planning"]["detected"] == 0
