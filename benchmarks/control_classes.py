@@ -18,6 +18,10 @@ prints, per cell of the preset:
 - each of execution's and planning's fall beyond the reference class's (the mean of its first EDGE steps minus
   the mean of its last EDGE, less the same for the reference class): the mean over the runs and in how many runs
   it is positive, i.e. whether a class sharpened more than random tokens of its size;
+- the strategy entropy (`metrics["strategy_entropy"]`, what the exploration criteria test) and the share of
+  responses with a format error (`train_curve["errors_format_share"]`) over four windows of the run (the steps'
+  first sixteenth, to a quarter, to a half, the second half; means over the runs), since a rise that ends early
+  is not a trend over the whole run;
 - the skill probes (`summary["probes"]`, first -> last probe, means over the runs): the sampled execution probe
   (`exec_probe_line_prob`, the share of computation lines right in one sample) and the planning probe's
   cheapest-strategy share (`plan_probe_cheapest`), a behavioural reading of whether each level changed under RL,
@@ -60,6 +64,21 @@ def cell_rows(runs: list[dict]) -> dict:
 
 
 ERROR_KINDS = ("execution", "planning", "format")
+
+
+WINDOWS = ((0, 1 / 16), (1 / 16, 1 / 4), (1 / 4, 1 / 2), (1 / 2, 1))
+
+
+def window_means(runs: list[dict]) -> dict:
+    """{"strategy_entropy" | "errors_format_share": [mean over runs of each WINDOWS slice's mean]} (nats; fraction)."""
+    out = {}
+    for key, table in (("strategy_entropy", "metrics"), ("errors_format_share", "train_curve")):
+        per_run = []
+        for r in runs:
+            c = np.asarray(r[table][key], dtype=float)
+            per_run.append([np.nanmean(c[int(a * c.size):int(b * c.size)]) for a, b in WINDOWS])
+        out[key] = np.mean(per_run, axis=0).tolist()
+    return out
 
 
 def excess_falls(runs: list[dict]) -> dict:
@@ -138,6 +157,10 @@ def main(argv=None) -> int:
         ex = excess_falls(runs)
         print("  fall beyond the reference class's: " + ", ".join(
             f"{k} {m:+.4f} (> 0 in {n}/{len(runs)})" for k, (m, n) in ex.items()))
+        wm = window_means(runs)
+        print("  by window (1/16, 1/4, 1/2, end): strategy entropy " + " -> ".join(f"{v:.3f}" for v in
+              wm["strategy_entropy"]) + "; format-error share " + " -> ".join(f"{v:.3f}" for v in
+                                                                              wm["errors_format_share"]))
         ev = eval_rows(runs)
         print("  held-out greedy, warm start -> final: " + ", ".join(
             f"{k} {100 * ev['warm_start'][k]:.1f} -> {100 * ev['final'][k]:.1f}%" for k in ("accuracy", *ERROR_KINDS))

@@ -722,7 +722,8 @@ def test_order_readings_benchmark_reads_probe_rises_and_error_falls(tmp_path, ca
 def test_control_classes_benchmark_summarises_classes_and_names_a_missing_summary(tmp_path, capsys,
                                                                                  benchmark_script):
     """benchmarks/control_classes.py: per class, the runs whose own test consolidates, the median p, the mean drop
-    and noise SD, and the mean curve's ends; the falls beyond the reference class's; the means of the held-out
+    and noise SD, and the mean curve's ends; the falls beyond the reference class's; the window means of the
+    strategy entropy and the format-error share; the means of the held-out
     accuracy, the error shares and the probes, and the probe orders: each checked against numpy or by hand on two
     planted runs. A folder without the preset's summaries gives one line naming the first missing file, exit 2."""
     mod = benchmark_script("control_classes")
@@ -746,6 +747,12 @@ def test_control_classes_benchmark_summarises_classes_and_names_a_missing_summar
     assert mod.probe_rows(runs) == {"exec_probe_line_prob": (pytest.approx(0.8), pytest.approx(0.85)),
                                     "plan_probe_cheapest": (pytest.approx(0.2), pytest.approx(0.5))}
     assert mod.probe_orders(runs) == {"execution first": 1, "only planning rises": 1}
+    for i, r in enumerate(runs):  # 32 steps: windows [0, 2), [2, 8), [8, 16), [16, 32)
+        r["metrics"]["strategy_entropy"] = [float(t + i) for t in range(32)]
+        r["train_curve"] = {"errors_format_share": [0.5 if t < 8 else 0.1 for t in range(32)]}
+    wm = mod.window_means(runs)
+    assert wm["strategy_entropy"] == pytest.approx([0.5 + 0.5, 4.5 + 0.5, 11.5 + 0.5, 23.5 + 0.5])
+    assert wm["errors_format_share"] == pytest.approx([0.5, 0.5, 0.1, 0.1])
     ev = mod.eval_rows(runs)
     assert ev["warm_start"]["accuracy"] == pytest.approx(0.25) and ev["final"]["execution"] == pytest.approx(0.1)
     assert ev["warm_start"]["planning"] == pytest.approx(0.05) and ev["final"]["format"] == 0.0
