@@ -69,7 +69,7 @@ def results_markdown(results: dict) -> str:
                      f"{', '.join(f'{k} {v}' for k, v in c.items() if v) or '-'} | "
                      f"{a['phases']['consolidation_detected']}/{a['phases']['exploration_detected']} of "
                      f"{a['n_runs']} | {pooled['verdict']} "
-                     f"({pooled.get('order', '?')}, {pooled['confidence']:.2f}) |")
+                     f"({pooled['order']}, {pooled['confidence']:.2f}) |")
     lines += ["", f"Steps to {results['threshold']:.0%}: the first step at which the trailing moving average of the "
               "training-rollout accuracy reaches it (`hicra.stats.steps_to_threshold`; 0 when the first rollouts "
               "already do). Pooled: the arm's runs pooled by resampling runs "

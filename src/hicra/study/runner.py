@@ -476,8 +476,7 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     if todo:
         _worker_init()
     deadline = None if stop_after is None else t0 + stop_after
-    execute(todo, min(workers, max(1, len(todo))), progress=progress, log=log, cache=cache,
-                   deadline=deadline)
+    execute(todo, min(workers, max(1, len(todo))), progress=progress, log=log, cache=cache, deadline=deadline)
     left = sum(not Path(s.summary_path).exists() for s in specs)  # this call's and any it was told to leave
     if left:
         return {"complete": False, "n_summarised": len(specs) - left, "n_runs": len(specs),
