@@ -26,7 +26,10 @@ prints, per cell of the preset:
   (`exec_probe_line_prob`, the share of computation lines right in one sample) and the planning probe's
   cheapest-strategy share (`plan_probe_cheapest`), a behavioural reading of whether each level changed under RL,
   and the per-run probe orders (`benchmarks/order_readings.py`'s rule: the step at which each probe has done half
-  its rise, a rise under 0.02 counting as none).
+  its rise, a rise under 0.02 counting as none);
+- the per-run orders of two rollout readings, for comparison with the probes': the run's own perplexity order
+  (its phase verdict's) and the error shares' order (`hicra.study.statistics.error_fall_order`: the step at
+  which the training rollouts' execution-error and planning-error shares have each done half their fall).
 
 A description beside the pre-registered criteria (docs/study.md, F4), not a criterion. A missing or malformed
 summary: one line naming the file, exit code 2.
@@ -125,6 +128,22 @@ def probe_orders(runs: list[dict]) -> dict[str, int]:
     return counts
 
 
+def reading_orders(runs: list[dict]) -> dict[str, dict[str, int]]:
+    """Counts of the runs' orders by two rollout readings beside the probes': "perplexity" (the run's own phase
+    verdict, `summary["phases"]["order"]`) and "error shares" (`hicra.study.statistics.error_fall_order` on the
+    training curve's execution and planning error shares)."""
+    from hicra.study.statistics import error_fall_order
+
+    out: dict[str, dict[str, int]] = {"perplexity": {}, "error shares": {}}
+    for r in runs:
+        tc = r["train_curve"]
+        log = [{"step": s, "errors_execution_share": e, "errors_planning_share": p} for s, e, p in
+               zip(tc["step"], tc["errors_execution_share"], tc["errors_planning_share"], strict=True)]
+        for name, o in (("perplexity", r["phases"]["order"]), ("error shares", error_fall_order(log)["order"])):
+            out[name][o] = out[name].get(o, 0) + 1
+    return out
+
+
 def _iv(iv) -> str:
     return "-" if not iv or iv[0] is None else f"[{iv[0]:g}, {iv[1]:g}]"
 
@@ -168,6 +187,8 @@ def main(argv=None) -> int:
         pr = probe_rows(runs)
         print("  probes, first -> last: " + ", ".join(f"{k} {a:.3f} -> {b:.3f}" for k, (a, b) in pr.items())
               + "; probe orders: " + ", ".join(f"{k} {v}" for k, v in sorted(probe_orders(runs).items())))
+        for name, counts in reading_orders(runs).items():
+            print(f"  per-run orders by {name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         pooled = detect_phases_pooled([r["metrics"] for r in runs])
         o = pooled["evidence"]["order"]
         draws = ", ".join(f"{k} {o['consolidates_in_draws'][k]:.2f}" for k in CLASSES)
