@@ -925,3 +925,29 @@ def test_order_reports_each_class_noise_and_cautions_on_a_quiet_reference():
             called += 1
             assert "times as noisy as execution's" in order["caution"]
     assert called > 0
+
+
+def test_order_power_benchmark_plants_lab_scale_curves_and_reads_a_clear_order(benchmark_script, capsys):
+    """benchmarks/order_power.py: a planted run's settling class falls by `drop` (1 - drop (1 - exp(-x / T))), the
+    other stays flat, the reference is 0.9 execution + 0.1 planning, and the noise has the asked SD (checked
+    against the noise-free shape); a fall 20 times its noise reads the planted order pooled and per run, a flat
+    pair of classes never does; an unknown case is a ValueError and bad options exit 2."""
+    mod = benchmark_script("order_power")
+    x = np.arange(320.0)
+    clean = mod.planted_run("planning-first", 0.02, np.random.default_rng(0), noise=(0.0, 0.0, 0.0))
+    assert np.allclose(clean["rel_ppl_planning"], 1 - 0.02 * (1 - np.exp(-x / 30)))
+    assert np.allclose(clean["rel_ppl_execution"], 1.0)
+    assert np.allclose(clean["rel_ppl_reference"], 0.9 + 0.1 * clean["rel_ppl_planning"])
+    noisy = mod.planted_run("planning-first", 0.02, np.random.default_rng(0), noise=(0.001, 0.004, 0.002), phi=0.0)
+    for k, sd in (("execution", 0.001), ("planning", 0.004), ("reference", 0.002)):
+        assert np.std(noisy[f"rel_ppl_{k}"] - clean[f"rel_ppl_{k}"]) == pytest.approx(sd, rel=0.15)
+    with pytest.raises(ValueError, match="unknown case"):
+        mod.planted_run("together", 0.02, np.random.default_rng(0))
+    cfg = PhaseConfig(n_boot=49)
+    clear = mod.power("execution-first", 0.08, sets=1, runs=3, config=cfg, noise=(0.004, 0.004, 0.004))
+    assert clear["pooled_correct"] == 1.0 and clear["per_run_correct"] == 1.0
+    flat = mod.power("execution-first", 0.0, sets=1, runs=3, config=cfg)
+    assert flat["pooled_correct"] == 0.0 and flat["per_run_correct"] == 0.0
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--noise", "0.1,0.2"])
+    assert e.value.code == 2 and "--noise" in capsys.readouterr().err
