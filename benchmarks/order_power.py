@@ -3,6 +3,7 @@ needs, for the pooled order to read a planted order.
 
     python benchmarks/order_power.py [--sets N] [--runs R] [--drops 0.01,0.02,0.03] [--cases a,b] [--n-boot B]
                                      [--steps S] [--time-constant T] [--noise E,P,F] [--phi PHI]
+                                     [--sharpening E,P,F]
 
 The order criteria of the controls study (docs/study.md) read `hicra.dynamics.phases.detect_phases_pooled` over a
 cell's runs (6 in the controls preset). The verdict was validated on planted curves whose falls are 15-30 times
@@ -17,6 +18,10 @@ summaries). This measures the test in between, on planted curves at the lab's sc
 - noise: AR(1) with lag-1 PHI (default 0.03, the median of the 48 control runs' fitted `noise_ar1`) and SDs
   E, P, F for execution, planning and reference (default 0.0041, 0.0074, 0.0068: the medians of those runs'
   `evidence.order.noise_sd`), independent per run and class;
+- optionally (`--sharpening E,P,F`, default none) a straight decline of E, P and F over the run added to the
+  execution, planning and reference curves: the general sharpening the lab's runs show where no level has anything
+  to learn (the clean oracle diverse cell's mean curves fell 0.005, 0.021 and 0.008 over 320 steps), which has no
+  bend and flattens nowhere;
 - the strategy entropy is flat with noise (no case plants exploration; only the order is read).
 
 Cases: `execution-first` (execution falls) and `planning-first` (planning falls). For each case and DROP it runs N
@@ -43,15 +48,19 @@ PLANNING_SHARE_OF_REFERENCE = 0.1
 
 
 def planted_run(case: str, drop: float, rng: np.random.Generator, *, steps: int = 320, time_constant: float = 30.0,
-                noise: tuple[float, float, float] = (0.0041, 0.0074, 0.0068), phi: float = 0.03) -> dict:
+                noise: tuple[float, float, float] = (0.0041, 0.0074, 0.0068), phi: float = 0.03,
+                sharpening: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> dict:
     """One planted run's metric columns (arrays of length `steps`): rel_ppl_execution / planning / reference,
-    strategy_entropy, accuracy, mean_length, step. ValueError for an unknown case."""
+    strategy_entropy, accuracy, mean_length, step; `sharpening`: each class's straight decline over the run
+    (execution, planning, reference). ValueError for an unknown case."""
     if case not in CASES:
         raise ValueError(f"unknown case {case!r}; one of {CASES}")
     x = np.arange(steps, dtype=float)
     fall, flat = 1 - drop * (1 - np.exp(-x / time_constant)), np.ones_like(x)
     exec_, plan = (fall, flat) if case == "execution-first" else (flat, fall)
     ref = (1 - PLANNING_SHARE_OF_REFERENCE) * exec_ + PLANNING_SHARE_OF_REFERENCE * plan
+    line = x / max(steps - 1, 1)
+    exec_, plan, ref = (c - d * line for c, d in zip((exec_, plan, ref), sharpening, strict=True))
     s_exec, s_plan, s_ref = noise
     return {"step": x,
             "rel_ppl_execution": exec_ + ar1_noise(rng, steps, phi, s_exec),
@@ -86,25 +95,28 @@ def main(argv=None) -> int:
     ap.add_argument("--time-constant", type=float, default=30.0)
     ap.add_argument("--noise", default="0.0041,0.0074,0.0068")
     ap.add_argument("--phi", type=float, default=0.03)
+    ap.add_argument("--sharpening", default="0,0,0")
     args = ap.parse_args(argv)
     try:
         drops = [float(d) for d in args.drops.split(",")]
         noise = tuple(float(v) for v in args.noise.split(","))
+        sharpening = tuple(float(v) for v in args.sharpening.split(","))
         cases = args.cases.split(",")
-        if len(noise) != 3 or any(c not in CASES for c in cases) or args.sets < 1 or args.runs < 1:
+        if len(noise) != 3 or len(sharpening) != 3 or any(c not in CASES for c in cases) or args.sets < 1 or args.runs < 1:
             raise ValueError
     except ValueError:
-        ap.error(f"--drops and --noise take numbers (--noise three), --cases some of {','.join(CASES)}, "
+        ap.error(f"--drops, --noise and --sharpening take numbers (the last two three each), --cases some of {','.join(CASES)}, "
                  "--sets and --runs positive integers")
     cfg = PhaseConfig(n_boot=args.n_boot)
     print(f"{args.sets} sets of {args.runs} planted runs, {args.steps} steps, fall time constant "
-          f"{args.time_constant:g}, noise SD exec/plan/ref {noise}, phi {args.phi:g}, n_boot {args.n_boot}")
+          f"{args.time_constant:g}, noise SD exec/plan/ref {noise}, phi {args.phi:g}, straight declines "
+          f"exec/plan/ref {sharpening}, n_boot {args.n_boot}")
     for case in cases:
         sd = noise[0] if case == "execution-first" else noise[1]
         for drop in drops:
             t0 = time.perf_counter()
             r = power(case, drop, args.sets, args.runs, cfg, steps=args.steps, time_constant=args.time_constant,
-                      noise=noise, phi=args.phi)
+                      noise=noise, phi=args.phi, sharpening=sharpening)
             orders = ", ".join(f"{k} {v}" for k, v in sorted(r["pooled_orders"].items()))
             print(f"{case:<16} drop {drop:<6g} (drop/noise {drop / sd:4.1f}): pooled reads it in "
                   f"{r['pooled_correct']:.0%} of sets ({orders}); single runs {r['per_run_correct']:.0%}; "

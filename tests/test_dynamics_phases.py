@@ -941,6 +941,10 @@ def test_order_power_benchmark_plants_lab_scale_curves_and_reads_a_clear_order(b
     noisy = mod.planted_run("planning-first", 0.02, np.random.default_rng(0), noise=(0.001, 0.004, 0.002), phi=0.0)
     for k, sd in (("execution", 0.001), ("planning", 0.004), ("reference", 0.002)):
         assert np.std(noisy[f"rel_ppl_{k}"] - clean[f"rel_ppl_{k}"]) == pytest.approx(sd, rel=0.15)
+    sharp = mod.planted_run("planning-first", 0.02, np.random.default_rng(0), noise=(0.0, 0.0, 0.0),
+                            sharpening=(0.01, 0.02, 0.03))
+    for k, d in (("execution", 0.01), ("planning", 0.02), ("reference", 0.03)):
+        assert np.allclose(sharp[f"rel_ppl_{k}"], clean[f"rel_ppl_{k}"] - d * x / 319)
     with pytest.raises(ValueError, match="unknown case"):
         mod.planted_run("together", 0.02, np.random.default_rng(0))
     cfg = PhaseConfig(n_boot=49)
