@@ -3,7 +3,7 @@ needs, for the pooled order to read a planted order.
 
     python benchmarks/order_power.py [--sets N] [--runs R] [--drops 0.01,0.02,0.03] [--cases a,b] [--n-boot B]
                                      [--steps S] [--time-constant T] [--noise E,P,F] [--phi PHI]
-                                     [--sharpening E,P,F]
+                                     [--sharpening E,P,F] [--reference-planning-share Q]
 
 The order criteria of the controls study (docs/study.md) read `hicra.dynamics.phases.detect_phases_pooled` over a
 cell's runs (6 in the controls preset). The verdict was validated on planted curves whose falls are 15-30 times
@@ -13,8 +13,11 @@ summaries). This measures the test in between, on planted curves at the lab's sc
 - S steps (default 320, the controls' run length);
 - the settling class falls as 1 - DROP (1 - exp(-step / T)) (T = 30 steps by default: most of the fall is done by
   step 90, about where the noisy-oracle runs' execution settled, tau_exec 58-95), the other class is flat at 1;
-- the reference class (random tokens of planning's number) is the token-weighted mix 0.9 execution + 0.1 planning,
-  as in `phase_curves` (in the noisy-oracle cells the measured reference fall is 0.9-1.2 times execution's);
+- the reference class (random tokens of planning's number) is the token-weighted mix (1 - Q) execution + Q
+  planning with Q = 0.1 by default, as in `phase_curves` and as `hicra.dynamics.metrics` draws it (random response
+  tokens, planning ones included; the lab's planning share is 12-18% of response tokens; in the noisy-oracle cells
+  the measured reference fall is 0.9-1.2 times execution's); `--reference-planning-share 0` is a reference drawn
+  from non-planning tokens only (not what the verdict measures today: a candidate change, question 6);
 - noise: AR(1) with lag-1 PHI (default 0.03, the median of the 48 control runs' fitted `noise_ar1`) and SDs
   E, P, F for execution, planning and reference (default 0.0041, 0.0074, 0.0068: the medians of those runs'
   `evidence.order.noise_sd`), independent per run and class;
@@ -44,21 +47,22 @@ from hicra.dynamics.phases import PhaseConfig, detect_phases_pooled
 from hicra.dynamics.synthetic import ar1_noise
 
 CASES = ("execution-first", "planning-first")
-PLANNING_SHARE_OF_REFERENCE = 0.1
+PLANNING_SHARE_OF_REFERENCE = 0.1  # the default Q
 
 
 def planted_run(case: str, drop: float, rng: np.random.Generator, *, steps: int = 320, time_constant: float = 30.0,
                 noise: tuple[float, float, float] = (0.0041, 0.0074, 0.0068), phi: float = 0.03,
-                sharpening: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> dict:
+                sharpening: tuple[float, float, float] = (0.0, 0.0, 0.0),
+                reference_planning_share: float = PLANNING_SHARE_OF_REFERENCE) -> dict:
     """One planted run's metric columns (arrays of length `steps`): rel_ppl_execution / planning / reference,
     strategy_entropy, accuracy, mean_length, step; `sharpening`: each class's straight decline over the run
-    (execution, planning, reference). ValueError for an unknown case."""
+    (execution, planning, reference); `reference_planning_share`: Q above. ValueError for an unknown case."""
     if case not in CASES:
         raise ValueError(f"unknown case {case!r}; one of {CASES}")
     x = np.arange(steps, dtype=float)
     fall, flat = 1 - drop * (1 - np.exp(-x / time_constant)), np.ones_like(x)
     exec_, plan = (fall, flat) if case == "execution-first" else (flat, fall)
-    ref = (1 - PLANNING_SHARE_OF_REFERENCE) * exec_ + PLANNING_SHARE_OF_REFERENCE * plan
+    ref = (1 - reference_planning_share) * exec_ + reference_planning_share * plan
     line = x / max(steps - 1, 1)
     exec_, plan, ref = (c - d * line for c, d in zip((exec_, plan, ref), sharpening, strict=True))
     s_exec, s_plan, s_ref = noise
@@ -96,6 +100,7 @@ def main(argv=None) -> int:
     ap.add_argument("--noise", default="0.0041,0.0074,0.0068")
     ap.add_argument("--phi", type=float, default=0.03)
     ap.add_argument("--sharpening", default="0,0,0")
+    ap.add_argument("--reference-planning-share", type=float, default=PLANNING_SHARE_OF_REFERENCE)
     args = ap.parse_args(argv)
     try:
         drops = [float(d) for d in args.drops.split(",")]
@@ -110,13 +115,15 @@ def main(argv=None) -> int:
     cfg = PhaseConfig(n_boot=args.n_boot)
     print(f"{args.sets} sets of {args.runs} planted runs, {args.steps} steps, fall time constant "
           f"{args.time_constant:g}, noise SD exec/plan/ref {noise}, phi {args.phi:g}, straight declines "
-          f"exec/plan/ref {sharpening}, n_boot {args.n_boot}")
+          f"exec/plan/ref {sharpening}, planning share of the reference {args.reference_planning_share:g}, "
+          f"n_boot {args.n_boot}")
     for case in cases:
         sd = noise[0] if case == "execution-first" else noise[1]
         for drop in drops:
             t0 = time.perf_counter()
             r = power(case, drop, args.sets, args.runs, cfg, steps=args.steps, time_constant=args.time_constant,
-                      noise=noise, phi=args.phi, sharpening=sharpening)
+                      noise=noise, phi=args.phi, sharpening=sharpening,
+                      reference_planning_share=args.reference_planning_share)
             orders = ", ".join(f"{k} {v}" for k, v in sorted(r["pooled_orders"].items()))
             print(f"{case:<16} drop {drop:<6g} (drop/noise {drop / sd:4.1f}): pooled reads it in "
                   f"{r['pooled_correct']:.0%} of sets ({orders}); single runs {r['per_run_correct']:.0%}; "

@@ -945,6 +945,9 @@ def test_order_power_benchmark_plants_lab_scale_curves_and_reads_a_clear_order(b
                             sharpening=(0.01, 0.02, 0.03))
     for k, d in (("execution", 0.01), ("planning", 0.02), ("reference", 0.03)):
         assert np.allclose(sharp[f"rel_ppl_{k}"], clean[f"rel_ppl_{k}"] - d * x / 319)
+    apart = mod.planted_run("planning-first", 0.02, np.random.default_rng(0), noise=(0.0, 0.0, 0.0),
+                            reference_planning_share=0.0)
+    assert np.allclose(apart["rel_ppl_reference"], 1.0)
     with pytest.raises(ValueError, match="unknown case"):
         mod.planted_run("together", 0.02, np.random.default_rng(0))
     cfg = PhaseConfig(n_boot=49)
