@@ -131,15 +131,12 @@ def probe_orders(runs: list[dict]) -> dict[str, int]:
 def reading_orders(runs: list[dict]) -> dict[str, dict[str, int]]:
     """Counts of the runs' orders by two rollout readings beside the probes': "perplexity" (the run's own phase
     verdict, `summary["phases"]["order"]`) and "error shares" (`hicra.study.statistics.error_fall_order` on the
-    training curve's execution and planning error shares)."""
+    training log that `load_summary` rebuilds from the summary's `train_curve`, `summary["log"]`)."""
     from hicra.study.statistics import error_fall_order
 
     out: dict[str, dict[str, int]] = {"perplexity": {}, "error shares": {}}
     for r in runs:
-        tc = r["train_curve"]
-        log = [{"step": s, "errors_execution_share": e, "errors_planning_share": p} for s, e, p in
-               zip(tc["step"], tc["errors_execution_share"], tc["errors_planning_share"], strict=True)]
-        for name, o in (("perplexity", r["phases"]["order"]), ("error shares", error_fall_order(log)["order"])):
+        for name, o in (("perplexity", r["phases"]["order"]), ("error shares", error_fall_order(r["log"])["order"])):
             out[name][o] = out[name].get(o, 0) + 1
     return out
 

@@ -14,10 +14,11 @@ summaries). This measures the test in between, on planted curves at the lab's sc
 - the settling class falls as 1 - DROP (1 - exp(-step / T)) (T = 30 steps by default: most of the fall is done by
   step 90, about where the noisy-oracle runs' execution settled, tau_exec 58-95), the other class is flat at 1;
 - the reference class (random tokens of planning's number) is the token-weighted mix (1 - Q) execution + Q
-  planning with Q = 0.1 by default, as in `phase_curves` and as `hicra.dynamics.metrics` draws it (random response
-  tokens, planning ones included; the lab's planning share is 12-18% of response tokens; in the noisy-oracle cells
-  the measured reference fall is 0.9-1.2 times execution's); `--reference-planning-share 0` is a reference drawn
-  from non-planning tokens only (not what the verdict measures today: a candidate change, question 6);
+  planning. `hicra.dynamics.metrics` draws it from all response tokens, planning ones included, so Q is the
+  planning share of the response: 0.12-0.22 in the 48 control runs, median 0.20. The default Q is 0.1, as in
+  `phase_curves` (in the noisy-oracle cells the measured reference fall is 0.9-1.2 times execution's);
+  `--reference-planning-share 0` is a reference drawn from non-planning tokens only (not what the verdict measures
+  today: a candidate change, question 6);
 - noise: AR(1) with lag-1 PHI (default 0.03, the median of the 48 control runs' fitted `noise_ar1`) and SDs
   E, P, F for execution, planning and reference (default 0.0041, 0.0074, 0.0068: the medians of those runs'
   `evidence.order.noise_sd`), independent per run and class;

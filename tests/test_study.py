@@ -773,11 +773,10 @@ def test_control_classes_benchmark_summarises_classes_and_names_a_missing_summar
     assert ex["last"] == pytest.approx(both[:, -mod.EDGE:].mean())
     # error shares: run 0's execution errors halve their fall by step 5, its planning errors by step 25; run 1's
     # execution errors stay flat while its planning errors fall
-    t = list(range(40))
-    runs[0]["train_curve"].update(step=t, errors_execution_share=[0.5 if x < 5 else 0.2 for x in t],
-                                  errors_planning_share=[0.3 if x < 25 else 0.1 for x in t])
-    runs[1]["train_curve"].update(step=t, errors_execution_share=[0.4] * 40,
-                                  errors_planning_share=[0.3 if x < 10 else 0.1 for x in t])
+    runs[0]["log"] = [{"step": x, "errors_execution_share": 0.5 if x < 5 else 0.2,
+                       "errors_planning_share": 0.3 if x < 25 else 0.1} for x in range(40)]
+    runs[1]["log"] = [{"step": x, "errors_execution_share": 0.4, "errors_planning_share": 0.3 if x < 10 else 0.1}
+                      for x in range(40)]
     runs[0]["phases"]["order"], runs[1]["phases"]["order"] = "execution-first", "none"
     assert mod.reading_orders(runs) == {"perplexity": {"execution-first": 1, "none": 1},
                                         "error shares": {"execution first": 1, "only planning falls": 1}}
