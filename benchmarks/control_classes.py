@@ -9,7 +9,8 @@ prints, per cell of the preset:
   test of docs/dynamics.md), the median p, the mean fitted drop, the mean noise SD of the class curve (residuals
   of its bent-cable fit, `evidence.order.noise_sd`) and the mean curve's first and last 20 steps;
 - the cell's pooled order (`hicra.dynamics.phases.detect_phases_pooled`, what the criterion reads), each class's
-  share of run resamples in which it consolidates (`consolidates_in_draws`) and the 90% intervals of
+  share of run resamples in which it consolidates (`consolidates_in_draws`), the share in which its end of fall lies
+  within the burn-in, so is not claimed (`burn_in_draws`), and the 90% intervals of
   tau_plan - tau_exec and tau_plan - tau_ref. An order is claimed when both intervals lie on one side of 0, so a
   class at 0.9 of the draws with the other two near 0 reads as a near miss;
 - the held-out greedy evaluation at the warm start and after RL (`summary["eval"]`, means over the runs): accuracy
@@ -189,7 +190,9 @@ def main(argv=None) -> int:
         pooled = detect_phases_pooled([r["metrics"] for r in runs])
         o = pooled["evidence"]["order"]
         draws = ", ".join(f"{k} {o['consolidates_in_draws'][k]:.2f}" for k in CLASSES)
+        burn = ", ".join(f"{k} {o['burn_in_draws'][k]:.2f}" for k in CLASSES)
         print(f"  pooled: {pooled['verdict']} (order {o['order']}); consolidates in draws: {draws}; "
+              f"ends of fall within the burn-in: {burn}; "
               f"plan - exec {_iv(o['intervals'].get('plan_minus_exec'))}, "
               f"plan - ref {_iv(o['intervals'].get('plan_minus_ref'))}")
     return 0
