@@ -28,10 +28,12 @@ summaries). This measures the test in between, on planted curves at the lab's sc
   bend and flattens nowhere;
 - the strategy entropy is flat with noise (no case plants exploration; only the order is read).
 
-Cases: `execution-first` (execution falls) and `planning-first` (planning falls). For each case and DROP it runs N
-sets of R runs (set i's runs seeded by i R .. i R + R - 1 within the case and drop) and prints the share of sets
-whose pooled order is the planted one, the counts of the pooled orders, and the share of single runs whose own
-order is the planted one (the per-run verdicts the pooled call also returns). A sizing aid for a lab change, not a
+Cases: `execution-first` (execution falls), `planning-first` (planning falls), and two where no order is planted,
+for the false claims: `together` (both fall by DROP at the same pace; a correct read is `simultaneous`) and `none`
+(nothing falls, DROP unused; a correct read is `none`; with `--sharpening` the sharpening-only control). For each
+case and DROP it runs N sets of R runs (set i's runs seeded by i R .. i R + R - 1 within the case and drop) and
+prints the share of sets whose pooled order is the correct one (`EXPECTED`), the counts of the pooled orders, and
+the share of single runs whose own order is the correct one (the per-run verdicts the pooled call also returns). A sizing aid for a lab change, not a
 criterion; the per-class consolidation tests run at `--n-boot` draws (default 199; the analyzer's 999 changes the
 p values' resolution, not their level).
 """
@@ -47,7 +49,10 @@ import numpy as np
 from hicra.dynamics.phases import PhaseConfig, detect_phases_pooled
 from hicra.dynamics.synthetic import ar1_noise
 
-CASES = ("execution-first", "planning-first")
+CASES = ("execution-first", "planning-first", "together", "none")
+# case -> the order a correct read gives
+EXPECTED = {"execution-first": "execution-first", "planning-first": "planning-first", "together": "simultaneous",
+            "none": "none"}
 PLANNING_SHARE_OF_REFERENCE = 0.1  # the default Q
 
 
@@ -62,7 +67,8 @@ def planted_run(case: str, drop: float, rng: np.random.Generator, *, steps: int 
         raise ValueError(f"unknown case {case!r}; one of {CASES}")
     x = np.arange(steps, dtype=float)
     fall, flat = 1 - drop * (1 - np.exp(-x / time_constant)), np.ones_like(x)
-    exec_, plan = (fall, flat) if case == "execution-first" else (flat, fall)
+    exec_, plan = {"execution-first": (fall, flat), "planning-first": (flat, fall), "together": (fall, fall),
+                   "none": (flat, flat)}[case]
     ref = (1 - reference_planning_share) * exec_ + reference_planning_share * plan
     line = x / max(steps - 1, 1)
     exec_, plan, ref = (c - d * line for c, d in zip((exec_, plan, ref), sharpening, strict=True))
@@ -78,14 +84,14 @@ def planted_run(case: str, drop: float, rng: np.random.Generator, *, steps: int 
 
 def power(case: str, drop: float, sets: int, runs: int, config: PhaseConfig, **curve) -> dict:
     """{"pooled_correct", "pooled_orders", "per_run_correct"}: over `sets` sets of `runs` planted runs, the share
-    of pooled orders equal to `case`, their counts, and the share of the runs' own orders equal to `case`."""
+    of pooled orders equal to `EXPECTED[case]`, their counts, and the share of the runs' own orders equal to it."""
     pooled, per_run = Counter(), []
     for i in range(sets):
         ms = [planted_run(case, drop, np.random.default_rng(i * runs + j), **curve) for j in range(runs)]
         out = detect_phases_pooled(ms, config)
         pooled[out["order"]] += 1
-        per_run += [r["order"] == case for r in out["evidence"]["per_run"]]
-    return {"pooled_correct": pooled[case] / sets, "pooled_orders": dict(pooled),
+        per_run += [r["order"] == EXPECTED[case] for r in out["evidence"]["per_run"]]
+    return {"pooled_correct": pooled[EXPECTED[case]] / sets, "pooled_orders": dict(pooled),
             "per_run_correct": float(np.mean(per_run))}
 
 
@@ -119,14 +125,14 @@ def main(argv=None) -> int:
           f"exec/plan/ref {sharpening}, planning share of the reference {args.reference_planning_share:g}, "
           f"n_boot {args.n_boot}")
     for case in cases:
-        sd = noise[0] if case == "execution-first" else noise[1]
-        for drop in drops:
+        sd = noise[1] if case == "planning-first" else noise[0]
+        for drop in (drops if case != "none" else drops[:1]):
             t0 = time.perf_counter()
             r = power(case, drop, args.sets, args.runs, cfg, steps=args.steps, time_constant=args.time_constant,
                       noise=noise, phi=args.phi, sharpening=sharpening,
                       reference_planning_share=args.reference_planning_share)
             orders = ", ".join(f"{k} {v}" for k, v in sorted(r["pooled_orders"].items()))
-            print(f"{case:<16} drop {drop:<6g} (drop/noise {drop / sd:4.1f}): pooled reads it in "
+            print(f"{case:<16} drop {drop:<6g} (drop/noise {drop / sd:4.1f}): pooled reads {EXPECTED[case]} in "
                   f"{r['pooled_correct']:.0%} of sets ({orders}); single runs {r['per_run_correct']:.0%}; "
                   f"{time.perf_counter() - t0:.0f} s")
     return 0

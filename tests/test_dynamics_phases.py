@@ -931,7 +931,8 @@ def test_order_power_benchmark_plants_lab_scale_curves_and_reads_a_clear_order(b
     """benchmarks/order_power.py: a planted run's settling class falls by `drop` (1 - drop (1 - exp(-x / T))), the
     other stays flat, the reference is 0.9 execution + 0.1 planning, and the noise has the asked SD (checked
     against the noise-free shape); a fall 20 times its noise reads the planted order pooled and per run, a flat
-    pair of classes never does; an unknown case is a ValueError and bad options exit 2."""
+    pair of classes never does; `together` plants the same fall in every class and reads `simultaneous`, `none`
+    plants none and reads `none`; an unknown case is a ValueError and bad options exit 2."""
     mod = benchmark_script("order_power")
     x = np.arange(320.0)
     clean = mod.planted_run("planning-first", 0.02, np.random.default_rng(0), noise=(0.0, 0.0, 0.0))
@@ -948,11 +949,19 @@ def test_order_power_benchmark_plants_lab_scale_curves_and_reads_a_clear_order(b
     apart = mod.planted_run("planning-first", 0.02, np.random.default_rng(0), noise=(0.0, 0.0, 0.0),
                             reference_planning_share=0.0)
     assert np.allclose(apart["rel_ppl_reference"], 1.0)
+    both = mod.planted_run("together", 0.02, np.random.default_rng(0), noise=(0.0, 0.0, 0.0))
+    for k in ("execution", "planning", "reference"):
+        assert np.allclose(both[f"rel_ppl_{k}"], clean["rel_ppl_planning"])
+    nothing = mod.planted_run("none", 0.02, np.random.default_rng(0), noise=(0.0, 0.0, 0.0))
+    assert all(np.allclose(nothing[f"rel_ppl_{k}"], 1.0) for k in ("execution", "planning", "reference"))
     with pytest.raises(ValueError, match="unknown case"):
-        mod.planted_run("together", 0.02, np.random.default_rng(0))
+        mod.planted_run("sideways", 0.02, np.random.default_rng(0))
     cfg = PhaseConfig(n_boot=49)
     clear = mod.power("execution-first", 0.08, sets=1, runs=3, config=cfg, noise=(0.004, 0.004, 0.004))
     assert clear["pooled_correct"] == 1.0 and clear["per_run_correct"] == 1.0
+    same = mod.power("together", 0.08, sets=1, runs=3, config=cfg, noise=(0.004, 0.004, 0.004))
+    assert same["pooled_orders"] == {"simultaneous": 1} and same["per_run_correct"] == 1.0
+    assert mod.power("none", 0.0, sets=1, runs=3, config=cfg)["pooled_orders"] == {"none": 1}
     flat = mod.power("execution-first", 0.0, sets=1, runs=3, config=cfg)
     assert flat["pooled_correct"] == 0.0 and flat["per_run_correct"] == 0.0
     with pytest.raises(SystemExit) as e:
