@@ -1,0 +1,134 @@
+"""The order test with the reference class drawn from all response tokens (today) or from non-planning tokens only
+(the candidate change of question 6), on real runs.
+
+    python benchmarks/reference_guard.py RUN_DIR [RUN_DIR ...] [--n-boot 999]
+
+The verdict's reference class (`hicra.dynamics.metrics.reference_token_sample`) is as many random response tokens
+per step as the step has planning tokens, drawn from all of them, so planning tokens enter it in their share of the
+response (0.12-0.22 in the lab's control runs) and it inherits that share of planning's fall at planning's step
+(docs/dynamics.md, "Known limit found in session 37"). The candidate draws the same number of tokens, with the same
+seeded generator, from the non-planning tokens only. `benchmarks/order_power.py --reference-planning-share 0` and
+`benchmarks/phase_verdicts.py --reference-planning-share 0` measure it on planted curves; this reads real runs.
+
+Each RUN_DIR is an analysed run directory (rollouts with `logprobs` and `planning_mask`, and the analyzer's
+`metrics.parquet`, as `hicra lab` leaves them). Per step it recomputes today's reference perplexity from the
+rollouts and checks it against `metrics.parquet`'s `ppl_reference` (a mismatch is an error: the two readings must
+differ only in the draw), and computes the candidate's. Prints per run, for each reference: the order
+(`hicra.dynamics.phases.detect_phases`), each class's share of the draws in which it consolidates, the noise SD of
+each class curve (`evidence.order.noise_sd`; a reference quieter than planning weakens the guard) and the 90%
+intervals of tau_plan - tau_exec and tau_plan - tau_ref; with two runs or more, the same pooled
+(`detect_phases_pooled`). A description for question 6, not a verdict. A run without those files or columns: one
+line naming it, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from hicra.errors import InputError
+
+CLASSES = ("execution", "planning", "reference")
+
+
+def step_perplexities(table, step: int, where: str) -> tuple[float, float]:
+    """(today's, candidate's) reference perplexity of one step's rollouts (a pyarrow table with `logprobs` and
+    `planning_mask` lists). Tokens as the analyzer takes them: a finite log-probability and a known mask entry,
+    flattened in row order. InputError naming `where`, the step and the row when a row has no planning mask."""
+    from hicra.dynamics.metrics import perplexity, reference_token_sample
+
+    lps, masks = table.column("logprobs").to_pylist(), table.column("planning_mask").to_pylist()
+    values, planning = [], []
+    for row, (lp, m) in enumerate(zip(lps, masks, strict=True)):
+        if lp is None:
+            continue
+        if m is None or len(m) != len(lp):
+            raise InputError(f"step {step} row {row}: planning_mask missing or not as long as logprobs",
+                             path=where, field="planning_mask")
+        for v, p in zip(lp, m, strict=True):
+            if v is not None and p is not None and np.isfinite(v):
+                values.append(v)
+                planning.append(bool(p))
+    v, p = np.asarray(values, dtype=np.float64), np.asarray(planning, dtype=bool)
+    n_plan = int(p.sum())
+    today = v[reference_token_sample(v.size, n_plan, step)]
+    rest = v[~p]
+    candidate = rest[reference_token_sample(rest.size, n_plan, step)]
+    nan = float("nan")
+    return (perplexity(today) if today.size else nan), (perplexity(candidate) if candidate.size else nan)
+
+
+def run_curves(run_dir: Path) -> tuple[dict, dict]:
+    """(today's metrics columns, the candidate's): `metrics.parquet`'s columns, the second with `ppl_reference`
+    and `rel_ppl_reference` from non-planning tokens. InputError when today's recomputed reference differs from
+    the file's."""
+    import pandas as pd
+
+    from hicra.dynamics.metrics import relative_perplexity
+    from hicra.dynamics.records import iter_steps
+
+    path = run_dir / "metrics.parquet"
+    if not path.is_file():
+        raise InputError("no metrics.parquet (run `hicra analyze` on it first)", path=str(path))
+    df = pd.read_parquet(path).sort_values("step").reset_index(drop=True)
+    today, candidate = {}, {}
+    for step, table in iter_steps(run_dir, columns=("step", "logprobs", "planning_mask")):
+        today[step], candidate[step] = step_perplexities(table, step, str(run_dir / "rollouts"))
+    steps = df["step"].astype(int).tolist()
+    if sorted(today) != sorted(steps):
+        raise InputError("the rollouts' steps differ from metrics.parquet's", path=str(path), field="step")
+    mine = np.array([today[s] for s in steps])
+    theirs = pd.to_numeric(df["ppl_reference"], errors="coerce").to_numpy(dtype=np.float64)
+    if not np.allclose(mine, theirs, rtol=1e-9, equal_nan=True):
+        bad = int(np.flatnonzero(~np.isclose(mine, theirs, rtol=1e-9, equal_nan=True))[0])
+        raise InputError(f"recomputed ppl_reference {mine[bad]:.6g} differs from the file's {theirs[bad]:.6g} at step "
+                         f"{steps[bad]}", path=str(path), field="ppl_reference")
+    alt = df.copy()
+    alt["ppl_reference"] = [candidate[s] for s in steps]
+    alt["rel_ppl_reference"] = relative_perplexity(alt["ppl_reference"].to_numpy(dtype=np.float64))
+    return df, alt
+
+
+def _iv(iv) -> str:
+    return "-" if not iv or iv[0] is None else f"[{iv[0]:g}, {iv[1]:g}]"
+
+
+def describe(out: dict) -> str:
+    o = out["evidence"]["order"]
+    draws = ", ".join(f"{k} {o['consolidates_in_draws'][k]:.2f}" for k in CLASSES)
+    noise = ", ".join(f"{k} {o['noise_sd'][k]:.4f}" for k in CLASSES) if "noise_sd" in o else "-"
+    return (f"order {out['order']}; consolidates in draws: {draws}; noise SD {noise}; "
+            f"plan - exec {_iv(o['intervals'].get('plan_minus_exec'))}, "
+            f"plan - ref {_iv(o['intervals'].get('plan_minus_ref'))}")
+
+
+def main(argv=None) -> int:
+    from hicra.dynamics.phases import PhaseConfig, detect_phases, detect_phases_pooled
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--n-boot", type=int, default=999)
+    args = ap.parse_args(argv)
+    cfg = PhaseConfig(n_boot=args.n_boot)
+    try:
+        pairs = [run_curves(r) for r in args.runs]
+    except InputError as e:
+        print(f"reference_guard: error: {e}", file=sys.stderr)
+        return 2
+    for run, (df, alt) in zip(args.runs, pairs, strict=True):
+        share = float(np.nanmedian(df["planning_ratio"])) if "planning_ratio" in df else float("nan")
+        print(f"{run} ({len(df)} steps, median planning share {share:.3f})")
+        print(f"  today (all tokens):        {describe(detect_phases(df, cfg))}")
+        print(f"  candidate (non-planning):  {describe(detect_phases(alt, cfg))}")
+    if len(pairs) >= 2:
+        print(f"pooled over {len(pairs)} runs")
+        print(f"  today (all tokens):        {describe(detect_phases_pooled([d for d, _ in pairs], cfg))}")
+        print(f"  candidate (non-planning):  {describe(detect_phases_pooled([a for _, a in pairs], cfg))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
