@@ -9,6 +9,11 @@ response (0.12-0.22 in the lab's control runs) and it inherits that share of pla
 (docs/dynamics.md, "Known limit found in session 37"). The candidate draws the same number of tokens, with the same
 seeded generator, from the non-planning tokens only. `benchmarks/order_power.py --reference-planning-share 0` and
 `benchmarks/phase_verdicts.py --reference-planning-share 0` measure it on planted curves; this reads real runs.
+A third reading, "matched", also draws non-planning tokens, but as many as give the step's mean log-probability the
+standard error planning's has: n_plan x var(non-planning) / var(planning) of the step's token log-probabilities
+(at least 1, at most all of them). It is for the case where non-planning tokens' log-probabilities vary less than
+planning's, so a reference of planning's size is quieter than planning and guards less (the caution of
+`QUIET_REFERENCE` in `hicra.dynamics.phases`).
 
 Each RUN_DIR is an analysed run directory (rollouts with `logprobs` and `planning_mask`, and the analyzer's
 `metrics.parquet`, as `hicra lab` leaves them). Per step it recomputes today's reference perplexity from the
@@ -32,10 +37,11 @@ import numpy as np
 from hicra.errors import InputError
 
 CLASSES = ("execution", "planning", "reference")
+NAMES = ("today (all tokens):", "candidate (non-planning):", "matched (non-planning):")
 
 
-def step_perplexities(table, step: int, where: str) -> tuple[float, float]:
-    """(today's, candidate's) reference perplexity of one step's rollouts (a pyarrow table with `logprobs` and
+def step_perplexities(table, step: int, where: str) -> tuple[float, float, float]:
+    """(today's, candidate's, matched) reference perplexity of one step's rollouts (a pyarrow table with `logprobs` and
     `planning_mask` lists). Tokens as the analyzer takes them: a finite log-probability and a known mask entry,
     flattened in row order. InputError naming `where`, the step and the row when a row has no planning mask."""
     from hicra.dynamics.metrics import perplexity, reference_token_sample
@@ -57,13 +63,17 @@ def step_perplexities(table, step: int, where: str) -> tuple[float, float]:
     today = v[reference_token_sample(v.size, n_plan, step)]
     rest = v[~p]
     candidate = rest[reference_token_sample(rest.size, n_plan, step)]
+    var_plan = float(v[p].var()) if n_plan > 1 else 0.0
+    n_match = (min(rest.size, max(1, round(n_plan * float(rest.var()) / var_plan))) if var_plan > 0 and rest.size
+               else min(rest.size, n_plan))
+    matched = rest[reference_token_sample(rest.size, n_match, step)]
     nan = float("nan")
-    return (perplexity(today) if today.size else nan), (perplexity(candidate) if candidate.size else nan)
+    return tuple(perplexity(x) if x.size else nan for x in (today, candidate, matched))
 
 
-def run_curves(run_dir: Path) -> tuple[dict, dict]:
-    """(today's metrics columns, the candidate's): `metrics.parquet`'s columns, the second with `ppl_reference`
-    and `rel_ppl_reference` from non-planning tokens. InputError when today's recomputed reference differs from
+def run_curves(run_dir: Path) -> tuple:
+    """(today's metrics, the candidate's, the matched one's): `metrics.parquet`'s columns, the second and third
+    with `ppl_reference` and `rel_ppl_reference` from non-planning tokens (`step_perplexities`). InputError when today's recomputed reference differs from
     the file's."""
     import pandas as pd
 
@@ -74,9 +84,9 @@ def run_curves(run_dir: Path) -> tuple[dict, dict]:
     if not path.is_file():
         raise InputError("no metrics.parquet (run `hicra analyze` on it first)", path=str(path))
     df = pd.read_parquet(path).sort_values("step").reset_index(drop=True)
-    today, candidate = {}, {}
+    today, candidate, matched = {}, {}, {}
     for step, table in iter_steps(run_dir, columns=("step", "logprobs", "planning_mask")):
-        today[step], candidate[step] = step_perplexities(table, step, str(run_dir / "rollouts"))
+        today[step], candidate[step], matched[step] = step_perplexities(table, step, str(run_dir / "rollouts"))
     steps = df["step"].astype(int).tolist()
     if sorted(today) != sorted(steps):
         raise InputError("the rollouts' steps differ from metrics.parquet's", path=str(path), field="step")
@@ -86,10 +96,13 @@ def run_curves(run_dir: Path) -> tuple[dict, dict]:
         bad = int(np.flatnonzero(~np.isclose(mine, theirs, rtol=1e-9, equal_nan=True))[0])
         raise InputError(f"recomputed ppl_reference {mine[bad]:.6g} differs from the file's {theirs[bad]:.6g} at step "
                          f"{steps[bad]}", path=str(path), field="ppl_reference")
-    alt = df.copy()
-    alt["ppl_reference"] = [candidate[s] for s in steps]
-    alt["rel_ppl_reference"] = relative_perplexity(alt["ppl_reference"].to_numpy(dtype=np.float64))
-    return df, alt
+    out = [df]
+    for ppl in (candidate, matched):
+        alt = df.copy()
+        alt["ppl_reference"] = [ppl[s] for s in steps]
+        alt["rel_ppl_reference"] = relative_perplexity(alt["ppl_reference"].to_numpy(dtype=np.float64))
+        out.append(alt)
+    return tuple(out)
 
 
 def _iv(iv) -> str:
@@ -114,19 +127,20 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cfg = PhaseConfig(n_boot=args.n_boot)
     try:
-        pairs = [run_curves(r) for r in args.runs]
+        readings = [run_curves(r) for r in args.runs]
     except InputError as e:
         print(f"reference_guard: error: {e}", file=sys.stderr)
         return 2
-    for run, (df, alt) in zip(args.runs, pairs, strict=True):
+    for run, curves in zip(args.runs, readings, strict=True):
+        df = curves[0]
         share = float(np.nanmedian(df["planning_ratio"])) if "planning_ratio" in df else float("nan")
         print(f"{run} ({len(df)} steps, median planning share {share:.3f})")
-        print(f"  today (all tokens):        {describe(detect_phases(df, cfg))}")
-        print(f"  candidate (non-planning):  {describe(detect_phases(alt, cfg))}")
-    if len(pairs) >= 2:
-        print(f"pooled over {len(pairs)} runs")
-        print(f"  today (all tokens):        {describe(detect_phases_pooled([d for d, _ in pairs], cfg))}")
-        print(f"  candidate (non-planning):  {describe(detect_phases_pooled([a for _, a in pairs], cfg))}")
+        for name, m in zip(NAMES, curves, strict=True):
+            print(f"  {name:<26} {describe(detect_phases(m, cfg))}")
+    if len(readings) >= 2:
+        print(f"pooled over {len(readings)} runs")
+        for i, name in enumerate(NAMES):
+            print(f"  {name:<26} {describe(detect_phases_pooled([c[i] for c in readings], cfg))}")
     return 0
 
 

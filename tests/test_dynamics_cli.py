@@ -298,7 +298,8 @@ def test_reference_guard_benchmark_recomputes_todays_reference_and_draws_the_can
         tmp_path, benchmark_script, capsys):
     """benchmarks/reference_guard.py: on analysed runs it recomputes today's reference perplexity exactly as the
     analyzer did (its self-check passes) and draws the candidate's, as many tokens, from non-planning tokens only
-    (checked on a hand-made step: with as many non-planning as planning tokens it takes all of them); it prints
+    (checked on a hand-made step), and the matched reading as many as match planning's standard error (capped
+    at all of them); it prints
     per-run and pooled orders for both; a run without metrics.parquet or with a mask shorter than its log-probs
     is one line and exit 2."""
     from hicra.dynamics.analyze import analyze_run
@@ -309,11 +310,13 @@ def test_reference_guard_benchmark_recomputes_todays_reference_and_draws_the_can
     lp = [-0.5, -1.0, -2.0, -3.0, -4.0, -0.1]
     mask = [True, False, True, False, False, False]
     table = pa.table({"logprobs": [lp[:3], lp[3:]], "planning_mask": [mask[:3], mask[3:]]})
-    today, candidate = mod.step_perplexities(table, 7, "x")
+    today, candidate, matched = mod.step_perplexities(table, 7, "x")
     v = np.array(lp)
     assert today == pytest.approx(perplexity(v[reference_token_sample(6, 2, 7)]))
     rest = v[~np.array(mask)]
     assert candidate == pytest.approx(perplexity(rest[reference_token_sample(4, 2, 7)]))
+    n_match = round(2 * rest.var() / v[np.array(mask)].var())  # 2 x 2.40 / 0.5625 = 8.5, capped at the 4 there are
+    assert n_match == 9 and matched == pytest.approx(perplexity(rest))
     bad = pa.table({"logprobs": [lp[:3]], "planning_mask": [mask[:2]]})
     with pytest.raises(mod.InputError, match="step 7 row 0: planning_mask"):
         mod.step_perplexities(bad, 7, "x")
@@ -324,12 +327,13 @@ def test_reference_guard_benchmark_recomputes_todays_reference_and_draws_the_can
                                  seed=seed)
         analyze_run(run, report=False, phase_config=PhaseConfig(n_boot=99))
         runs.append(run)
-    df, alt = mod.run_curves(runs[0])
+    df, alt, matched = mod.run_curves(runs[0])
     assert (df["ppl_reference"] != alt["ppl_reference"]).any()
     assert alt["rel_ppl_reference"].iloc[0] == pytest.approx(1.0)
+    assert matched["rel_ppl_reference"].iloc[0] == pytest.approx(1.0)
     assert mod.main([str(r) for r in runs] + ["--n-boot", "99"]) == 0
     out = capsys.readouterr().out
-    assert out.count("today (all tokens):") == 3 and out.count("candidate (non-planning):") == 3
+    assert all(out.count(name) == 3 for name in mod.NAMES)
     assert "pooled over 2 runs" in out
     (runs[1] / "metrics.parquet").unlink()
     assert mod.main([str(r) for r in runs]) == 2
