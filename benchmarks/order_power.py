@@ -132,7 +132,8 @@ def main(argv=None) -> int:
                       noise=noise, phi=args.phi, sharpening=sharpening,
                       reference_planning_share=args.reference_planning_share)
             orders = ", ".join(f"{k} {v}" for k, v in sorted(r["pooled_orders"].items()))
-            print(f"{case:<16} drop {drop:<6g} (drop/noise {drop / sd:4.1f}): pooled reads {EXPECTED[case]} in "
+            size = f"drop {drop:<6g} (drop/noise {drop / sd:4.1f})" if case != "none" else "no fall" + " " * 25
+            print(f"{case:<16} {size}: pooled reads {EXPECTED[case]} in "
                   f"{r['pooled_correct']:.0%} of sets ({orders}); single runs {r['per_run_correct']:.0%}; "
                   f"{time.perf_counter() - t0:.0f} s")
     return 0
