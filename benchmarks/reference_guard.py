@@ -1,7 +1,7 @@
 """The order test with the reference class drawn from all response tokens (today) or from non-planning tokens only
 (the candidate change of question 6), on real runs.
 
-    python benchmarks/reference_guard.py RUN_DIR [RUN_DIR ...] [--n-boot 999]
+    python benchmarks/reference_guard.py RUN [RUN ...] [--n-boot 999] [--save DIR]
 
 The verdict's reference class (`hicra.dynamics.metrics.reference_token_sample`) is as many random response tokens
 per step as the step has planning tokens, drawn from all of them, so planning tokens enter it in their share of the
@@ -15,8 +15,11 @@ standard error planning's has: n_plan x var(non-planning) / var(planning) of the
 planning's, so a reference of planning's size is quieter than planning and guards less (the caution of
 `QUIET_REFERENCE` in `hicra.dynamics.phases`).
 
-Each RUN_DIR is an analysed run directory (rollouts with `logprobs` and `planning_mask`, and the analyzer's
-`metrics.parquet`, as `hicra lab` leaves them). Per step it recomputes today's reference perplexity from the
+Each RUN is an analysed run directory (rollouts with `logprobs` and `planning_mask`, and the analyzer's
+`metrics.parquet`, as `hicra lab` leaves them), or a curves file this script saved before (`--save DIR` writes
+DIR/NAME.json per run directory NAME: the verdict's metric columns, `hicra.study.runner._SUMMARY_METRICS`, with
+the two other references' `rel_ppl_reference` beside them, about 60 kB), so runs whose rollouts are gone can still
+be read and pooled. Per step it recomputes today's reference perplexity from the
 rollouts and checks it against `metrics.parquet`'s `ppl_reference` (a mismatch is an error: the two readings must
 differ only in the draw), and computes the candidate's. Prints per run, for each reference: the order
 (`hicra.dynamics.phases.detect_phases`), each class's share of the draws in which it consolidates, the noise SD of
@@ -105,6 +108,47 @@ def run_curves(run_dir: Path) -> tuple:
     return tuple(out)
 
 
+SAVED_FORMAT = "hicra-reference-guard-1"
+
+
+def save_curves(path: Path, run_dir: Path, curves: tuple) -> None:
+    """Write one run's three readings to `path` (JSON, atomic): today's metric columns of `_SUMMARY_METRICS` and
+    `rel_ppl_reference` of the candidate and matched readings."""
+    import json
+
+    from hicra.fileio import write_text
+    from hicra.study.runner import _SUMMARY_METRICS
+
+    df = curves[0]
+    cols = {c: [None if not np.isfinite(v) else float(v) for v in df[c].astype(float)] for c in _SUMMARY_METRICS
+            if c in df.columns}
+    for name, m in zip(("candidate", "matched"), curves[1:], strict=True):
+        cols[f"rel_ppl_reference_{name}"] = [float(v) for v in m["rel_ppl_reference"].astype(float)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps({"format": SAVED_FORMAT, "run": str(run_dir), "columns": cols}) + "\n")
+
+
+def load_curves(path: Path) -> tuple:
+    """A file of `save_curves` -> the three readings' metric columns (dicts of arrays). InputError naming the
+    file when it is not one."""
+    import json
+
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("format") != SAVED_FORMAT:
+            raise InputError(f"format {saved.get('format')!r}, expected {SAVED_FORMAT!r}", path=str(path),
+                             field="format")
+        cols = {k: np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
+                for k, vals in saved["columns"].items()}
+        base = {k: v for k, v in cols.items() if not k.startswith("rel_ppl_reference_")}
+        out = [base]
+        for name in ("candidate", "matched"):
+            out.append({**base, "rel_ppl_reference": cols[f"rel_ppl_reference_{name}"]})
+    except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as exc:
+        raise InputError(f"not a saved curves file ({type(exc).__name__}: {exc})", path=str(path)) from None
+    return tuple(out)
+
+
 def _iv(iv) -> str:
     return "-" if not iv or iv[0] is None else f"[{iv[0]:g}, {iv[1]:g}]"
 
@@ -124,17 +168,22 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--n-boot", type=int, default=999)
+    ap.add_argument("--save", type=Path, help="write each run directory's readings to DIR/NAME.json")
     args = ap.parse_args(argv)
     cfg = PhaseConfig(n_boot=args.n_boot)
     try:
-        readings = [run_curves(r) for r in args.runs]
+        readings = [load_curves(r) if r.is_file() else run_curves(r) for r in args.runs]
     except InputError as e:
         print(f"reference_guard: error: {e}", file=sys.stderr)
         return 2
+    if args.save is not None:
+        for run, curves in zip(args.runs, readings, strict=True):
+            if not run.is_file():
+                save_curves(args.save / f"{run.resolve().name}.json", run, curves)
     for run, curves in zip(args.runs, readings, strict=True):
         df = curves[0]
         share = float(np.nanmedian(df["planning_ratio"])) if "planning_ratio" in df else float("nan")
-        print(f"{run} ({len(df)} steps, median planning share {share:.3f})")
+        print(f"{run} ({len(df['step'])} steps, median planning share {share:.3f})")
         for name, m in zip(NAMES, curves, strict=True):
             print(f"  {name:<26} {describe(detect_phases(m, cfg))}")
     if len(readings) >= 2:

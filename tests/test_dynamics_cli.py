@@ -300,8 +300,9 @@ def test_reference_guard_benchmark_recomputes_todays_reference_and_draws_the_can
     analyzer did (its self-check passes) and draws the candidate's, as many tokens, from non-planning tokens only
     (checked on a hand-made step), and the matched reading as many as match planning's standard error (capped
     at all of them); it prints
-    per-run and pooled orders for both; a run without metrics.parquet or with a mask shorter than its log-probs
-    is one line and exit 2."""
+    per-run and pooled orders for all three, the same from curves it saved (`--save`) as from the run
+    directories; a run without metrics.parquet, a mask shorter than its log-probs or a foreign curves file is
+    one line and exit 2."""
     from hicra.dynamics.analyze import analyze_run
     from hicra.dynamics.metrics import perplexity, reference_token_sample
     from hicra.dynamics.phases import PhaseConfig
@@ -335,6 +336,18 @@ def test_reference_guard_benchmark_recomputes_todays_reference_and_draws_the_can
     out = capsys.readouterr().out
     assert all(out.count(name) == 3 for name in mod.NAMES)
     assert "pooled over 2 runs" in out
+    # saved curves read back give the same output, without the rollouts
+    assert mod.main([str(r) for r in runs] + ["--n-boot", "99", "--save", str(tmp_path / "saved")]) == 0
+    first = capsys.readouterr().out
+    saved = [tmp_path / "saved" / f"run{seed}.json" for seed in (1, 2)]
+    assert mod.main([str(p) for p in saved] + ["--n-boot", "99"]) == 0
+    again = capsys.readouterr().out
+    assert again.split("\n", 1)[0].endswith(first.split("\n", 1)[0].split(" (", 1)[1])
+    assert [x.split(":", 1)[1] for x in again.splitlines() if ":" in x] == \
+        [x.split(":", 1)[1] for x in first.splitlines() if ":" in x]
+    saved[1].write_text('{"format": "other"}')
+    assert mod.main([str(p) for p in saved]) == 2
+    assert "expected 'hicra-reference-guard-1'" in capsys.readouterr().err
     (runs[1] / "metrics.parquet").unlink()
     assert mod.main([str(r) for r in runs]) == 2
     assert "no metrics.parquet" in capsys.readouterr().err
