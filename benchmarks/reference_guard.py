@@ -13,12 +13,13 @@ A third reading, "matched", also draws non-planning tokens, but as many as give 
 standard error planning's has: n_plan x var(non-planning) / var(planning) of the step's token log-probabilities
 (at least 1, at most all of them). It is for the case where non-planning tokens' log-probabilities vary less than
 planning's, so a reference of planning's size is quieter than planning and guards less (the caution of
-`QUIET_REFERENCE` in `hicra.dynamics.phases`).
+`QUIET_REFERENCE` in `hicra.dynamics.phases`). On the lab's pilots it over-corrects (planning's tokens come in runs
+within a response, so their curve is noisier than their per-token variance says; docs/dynamics.md).
 
 Each RUN is an analysed run directory (rollouts with `logprobs` and `planning_mask`, and the analyzer's
 `metrics.parquet`, as `hicra lab` leaves them), or a curves file this script saved before (`--save DIR` writes
 DIR/NAME.json per run directory NAME: the verdict's metric columns, `hicra.study.runner._SUMMARY_METRICS`, with
-the two other references' `rel_ppl_reference` beside them, about 60 kB), so runs whose rollouts are gone can still
+the two other references' `rel_ppl_reference` beside them, about 70 kB for 320 steps), so runs whose rollouts are gone can still
 be read and pooled. Per step it recomputes today's reference perplexity from the
 rollouts and checks it against `metrics.parquet`'s `ppl_reference` (a mismatch is an error: the two readings must
 differ only in the draw), and computes the candidate's. Prints per run, for each reference: the order
