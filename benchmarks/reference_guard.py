@@ -19,9 +19,9 @@ within a response, so their curve is noisier than their per-token variance says;
 Each RUN is an analysed run directory (rollouts with `logprobs` and `planning_mask`, and the analyzer's
 `metrics.parquet`, as `hicra lab` leaves them), or a curves file this script saved before (`--save DIR` writes
 DIR/NAME.json per run directory NAME: the verdict's metric columns, `hicra.study.runner._SUMMARY_METRICS`, with
-the two other references' `rel_ppl_reference` beside them, about 70 kB for 320 steps), so runs whose rollouts are gone can still
-be read and pooled. Per step it recomputes today's reference perplexity from the
-rollouts and checks it against `metrics.parquet`'s `ppl_reference` (a mismatch is an error: the two readings must
+the two other references' `rel_ppl_reference` beside them, about 70 kB for 320 steps), so runs whose rollouts
+are gone can still be read and pooled. Per step it recomputes today's reference perplexity from the rollouts and
+checks it against `metrics.parquet`'s `ppl_reference` (a mismatch is an error: the two readings must
 differ only in the draw), and computes the candidate's. Prints per run, for each reference: the order
 (`hicra.dynamics.phases.detect_phases`), each class's share of the draws in which it consolidates, the noise SD of
 each class curve (`evidence.order.noise_sd`; a reference quieter than planning weakens the guard) and the 90%
@@ -46,23 +46,26 @@ NAMES = ("today (all tokens):", "candidate (non-planning):", "matched (non-plann
 
 def step_perplexities(table, step: int, where: str) -> tuple[float, float, float]:
     """(today's, candidate's, matched) reference perplexity of one step's rollouts (a pyarrow table with `logprobs` and
-    `planning_mask` lists). Tokens as the analyzer takes them: a finite log-probability and a known mask entry,
-    flattened in row order. InputError naming `where`, the step and the row when a row has no planning mask."""
-    from hicra.dynamics.metrics import perplexity, reference_token_sample
+    `planning_mask` lists). Tokens as the analyzer takes them (`hicra.dynamics.metrics._flat_tokens`, flattened in
+    row order, as `step_metrics` does), so the readings differ only in the draw. InputError naming `where`, the step
+    and the row when a row with log-probabilities has no planning mask or one of another length."""
+    import pyarrow.compute as pc
 
-    lps, masks = table.column("logprobs").to_pylist(), table.column("planning_mask").to_pylist()
-    values, planning = [], []
-    for row, (lp, m) in enumerate(zip(lps, masks, strict=True)):
-        if lp is None:
-            continue
-        if m is None or len(m) != len(lp):
-            raise InputError(f"step {step} row {row}: planning_mask missing or not as long as logprobs",
-                             path=where, field="planning_mask")
-        for v, p in zip(lp, m, strict=True):
-            if v is not None and p is not None and np.isfinite(v):
-                values.append(v)
-                planning.append(bool(p))
-    v, p = np.asarray(values, dtype=np.float64), np.asarray(planning, dtype=bool)
+    from hicra.dynamics.metrics import _flat_tokens, perplexity, reference_token_sample
+
+    lp_col, pm_col = table.column("logprobs"), table.column("planning_mask")
+    lengths = pc.fill_null(pc.list_value_length(lp_col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    mask_lengths = pc.fill_null(pc.list_value_length(pm_col), -1).to_numpy(zero_copy_only=False)
+    has_lp = np.asarray(lp_col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    bad = np.flatnonzero(has_lp & (mask_lengths != lengths))
+    if bad.size:
+        raise InputError(f"step {step} row {int(bad[0])}: planning_mask missing or not as long as logprobs",
+                         path=where, field="planning_mask")
+    lp, pm = _flat_tokens(table, "logprobs", lengths, np.float64), _flat_tokens(table, "planning_mask", lengths, bool)
+    if lp is None:
+        return (float("nan"),) * 3
+    both = lp[1] & pm[1]
+    v, p = lp[0][both], pm[0][both]
     n_plan = int(p.sum())
     today = v[reference_token_sample(v.size, n_plan, step)]
     rest = v[~p]
@@ -71,14 +74,13 @@ def step_perplexities(table, step: int, where: str) -> tuple[float, float, float
     n_match = (min(rest.size, max(1, round(n_plan * float(rest.var()) / var_plan))) if var_plan > 0 and rest.size
                else min(rest.size, n_plan))
     matched = rest[reference_token_sample(rest.size, n_match, step)]
-    nan = float("nan")
-    return tuple(perplexity(x) if x.size else nan for x in (today, candidate, matched))
+    return tuple(perplexity(x) if x.size else float("nan") for x in (today, candidate, matched))
 
 
 def run_curves(run_dir: Path) -> tuple:
     """(today's metrics, the candidate's, the matched one's): `metrics.parquet`'s columns, the second and third
-    with `ppl_reference` and `rel_ppl_reference` from non-planning tokens (`step_perplexities`). InputError when today's recomputed reference differs from
-    the file's."""
+    with `ppl_reference` and `rel_ppl_reference` from non-planning tokens (`step_perplexities`). InputError when
+    today's recomputed reference differs from the file's."""
     import pandas as pd
 
     from hicra.dynamics.metrics import relative_perplexity
@@ -120,11 +122,13 @@ def save_curves(path: Path, run_dir: Path, curves: tuple) -> None:
     from hicra.fileio import write_text
     from hicra.study.runner import _SUMMARY_METRICS
 
+    def floats(column) -> list:  # JSON has no NaN: a non-finite value is written as null
+        return [float(v) if np.isfinite(v) else None for v in column.astype(float)]
+
     df = curves[0]
-    cols = {c: [None if not np.isfinite(v) else float(v) for v in df[c].astype(float)] for c in _SUMMARY_METRICS
-            if c in df.columns}
+    cols = {c: floats(df[c]) for c in _SUMMARY_METRICS if c in df.columns}
     for name, m in zip(("candidate", "matched"), curves[1:], strict=True):
-        cols[f"rel_ppl_reference_{name}"] = [float(v) for v in m["rel_ppl_reference"].astype(float)]
+        cols[f"rel_ppl_reference_{name}"] = floats(m["rel_ppl_reference"])
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps({"format": SAVED_FORMAT, "run": str(run_dir), "columns": cols}) + "\n")
 

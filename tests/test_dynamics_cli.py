@@ -299,8 +299,7 @@ def test_reference_guard_benchmark_recomputes_todays_reference_and_draws_the_can
     """benchmarks/reference_guard.py: on analysed runs it recomputes today's reference perplexity exactly as the
     analyzer did (its self-check passes) and draws the candidate's, as many tokens, from non-planning tokens only
     (checked on a hand-made step), and the matched reading as many as match planning's standard error (capped
-    at all of them); it prints
-    per-run and pooled orders for all three, the same from curves it saved (`--save`) as from the run
+    at all of them); it prints per-run and pooled orders for all three, the same from curves it saved (`--save`) as from the run
     directories; a run without metrics.parquet, a mask shorter than its log-probs or a foreign curves file is
     one line and exit 2."""
     from hicra.dynamics.analyze import analyze_run
