@@ -147,7 +147,7 @@ def _iv(iv) -> str:
 
 
 def main(argv=None) -> int:
-    from hicra.dynamics.phases import detect_phases_pooled
+    from hicra.dynamics.phases import config_for_phases, detect_phases_pooled
     from hicra.study import PRESETS
     from hicra.study.presets import study_pairs, summary_path_for
     from hicra.study.statistics import load_summary
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
               + "; probe orders: " + ", ".join(f"{k} {v}" for k, v in sorted(probe_orders(runs).items())))
         for name, counts in reading_orders(runs).items():
             print(f"  per-run orders by {name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-        pooled = detect_phases_pooled([r["metrics"] for r in runs])
+        pooled = detect_phases_pooled([r["metrics"] for r in runs], config_for_phases([r["phases"] for r in runs]))
         o = pooled["evidence"]["order"]
         draws = ", ".join(f"{k} {o['consolidates_in_draws'][k]:.2f}" for k in CLASSES)
         burn = ", ".join(f"{k} {o['burn_in_draws'][k]:.2f}" for k in CLASSES)

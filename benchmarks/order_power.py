@@ -53,7 +53,7 @@ CASES = ("execution-first", "planning-first", "together", "none")
 # case -> the order a correct read gives
 EXPECTED = {"execution-first": "execution-first", "planning-first": "planning-first", "together": "simultaneous",
             "none": "none"}
-PLANNING_SHARE_OF_REFERENCE = 0.1  # the default Q
+PLANNING_SHARE_OF_REFERENCE = 0.0  # the default Q: verdict v3 draws the reference from non-planning tokens (v2: 0.1-0.2)
 
 
 def planted_run(case: str, drop: float, rng: np.random.Generator, *, steps: int = 320, time_constant: float = 30.0,
@@ -108,6 +108,7 @@ def main(argv=None) -> int:
     ap.add_argument("--phi", type=float, default=0.03)
     ap.add_argument("--sharpening", default="0,0,0")
     ap.add_argument("--reference-planning-share", type=float, default=PLANNING_SHARE_OF_REFERENCE)
+    ap.add_argument("--version", type=int, default=3, choices=(2, 3), help="the verdict's rules (PhaseConfig.version)")
     args = ap.parse_args(argv)
     try:
         drops = [float(d) for d in args.drops.split(",")]
@@ -119,11 +120,11 @@ def main(argv=None) -> int:
     except ValueError:
         ap.error(f"--drops, --noise and --sharpening take numbers (the last two three each), --cases some of {','.join(CASES)}, "
                  "--sets and --runs positive integers")
-    cfg = PhaseConfig(n_boot=args.n_boot)
+    cfg = PhaseConfig(n_boot=args.n_boot, version=args.version)
     print(f"{args.sets} sets of {args.runs} planted runs, {args.steps} steps, fall time constant "
           f"{args.time_constant:g}, noise SD exec/plan/ref {noise}, phi {args.phi:g}, straight declines "
           f"exec/plan/ref {sharpening}, planning share of the reference {args.reference_planning_share:g}, "
-          f"n_boot {args.n_boot}")
+          f"n_boot {args.n_boot}, verdict rules v{args.version}")
     for case in cases:
         sd = noise[1] if case == "planning-first" else noise[0]
         for drop in (drops if case != "none" else drops[:1]):

@@ -42,8 +42,13 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=1, help="runs pooled into each verdict (1: one run per verdict)")
     ap.add_argument("--reference-noise", type=float, default=1.0,
                     help="reference-class noise as a multiple of planning's (default 1)")
-    ap.add_argument("--reference-planning-share", type=float, default=0.1,
-                    help="planning tokens' share of the reference class (default 0.1)")
+    ap.add_argument("--reference-planning-share", type=float, default=0.0,
+                    help="planning tokens' share of the reference class (default 0: verdict v3 draws it from "
+                         "non-planning tokens; about 0.1-0.2 in the lab for v2's draw from all tokens)")
+    ap.add_argument("--version", type=int, default=3, choices=(2, 3),
+                    help="the verdict's rules (`PhaseConfig.version`, default 3)")
+    ap.add_argument("--n-boot-refine", type=int, default=PhaseConfig().n_boot_refine,
+                    help="v3's null size for a p near its level (`PhaseConfig.n_boot_refine`; 0: no refinement)")
     ap.add_argument("--cases", default=",".join(PHASE_CASES), help="comma-separated cases (default: all)")
     ap.add_argument("--noise", default=",".join(PHASE_NOISE), help="comma-separated noise conditions (default: the three of PHASE_NOISE; also noisy-planning)")
     args = ap.parse_args()
@@ -55,7 +60,7 @@ def main() -> None:
     unknown = sorted((set(cases) - set(PHASE_CASES)) | (set(noises) - set(PHASE_NOISE) - set(PHASE_NOISE_STRESS)))
     if unknown:
         ap.error(f"unknown case or noise condition: {', '.join(unknown)}")
-    cfg = PhaseConfig(n_boot=args.n_boot)
+    cfg = PhaseConfig(n_boot=args.n_boot, version=args.version, n_boot_refine=args.n_boot_refine)
 
     def verdict(case, noise, i):
         if pool == 1:

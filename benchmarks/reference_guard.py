@@ -1,13 +1,15 @@
-"""The order test with the reference class drawn from all response tokens (today) or from non-planning tokens only
-(the candidate change of question 6), on real runs.
+"""The order test with the reference class drawn from all response tokens (phase verdict v2) or from non-planning
+tokens only (v3, the package's since 2026-12-04; question 6 of the session-38 note), on real runs.
 
     python benchmarks/reference_guard.py RUN [RUN ...] [--n-boot 999] [--save DIR]
 
-The verdict's reference class (`hicra.dynamics.metrics.reference_token_sample`) is as many random response tokens
-per step as the step has planning tokens, drawn from all of them, so planning tokens enter it in their share of the
-response (0.12-0.22 in the lab's control runs) and it inherits that share of planning's fall at planning's step
-(docs/dynamics.md, "Known limit found in session 37"). The candidate draws the same number of tokens, with the same
-seeded generator, from the non-planning tokens only. `benchmarks/order_power.py --reference-planning-share 0` and
+The verdict's reference class (`hicra.dynamics.metrics.reference_token_sample`) is as many random tokens per step
+as the step has planning tokens. Until v2 they were drawn from all response tokens, so planning tokens entered it
+in their share of the response (0.12-0.22 in the lab's control runs) and it inherited that share of planning's fall
+at planning's step (docs/dynamics.md, "Known limit found in session 37"). v3 draws the same number of tokens, with
+the same seeded generator, from the non-planning tokens only. The v2 reading is decided by the v2 rules
+(`PhaseConfig(version=2)`: no refinement of a p near its level), so it reproduces the old verdict; the v3 and
+matched readings by the v3 rules. `benchmarks/order_power.py --reference-planning-share 0` and
 `benchmarks/phase_verdicts.py --reference-planning-share 0` measure it on planted curves; this reads real runs.
 A third reading, "matched", also draws non-planning tokens, but as many as give the step's mean log-probability the
 standard error planning's has: n_plan x var(non-planning) / var(planning) of the step's token log-probabilities
@@ -20,9 +22,9 @@ Each RUN is an analysed run directory (rollouts with `logprobs` and `planning_ma
 `metrics.parquet`, as `hicra lab` leaves them), or a curves file this script saved before (`--save DIR` writes
 DIR/NAME.json per run directory NAME: the verdict's metric columns, `hicra.study.runner._SUMMARY_METRICS`, with
 the two other references' `rel_ppl_reference` beside them, about 70 kB for 320 steps), so runs whose rollouts
-are gone can still be read and pooled. Per step it recomputes today's reference perplexity from the rollouts and
-checks it against `metrics.parquet`'s `ppl_reference` (a mismatch is an error: the two readings must
-differ only in the draw), and computes the candidate's. Prints per run, for each reference: the order
+are gone can still be read and pooled. Per step it recomputes both references' perplexities from the rollouts and
+checks that `metrics.parquet`'s `ppl_reference` is one of them (a run analysed by v2 or by v3; a mismatch is an
+error: the readings must differ only in the draw). Prints per run, for each reference: the order
 (`hicra.dynamics.phases.detect_phases`), each class's share of the draws in which it consolidates, the noise SD of
 each class curve (`evidence.order.noise_sd`; a reference quieter than planning weakens the guard) and the 90%
 intervals of tau_plan - tau_exec and tau_plan - tau_ref; with two runs or more, the same pooled
@@ -41,11 +43,12 @@ import numpy as np
 from hicra.errors import InputError
 
 CLASSES = ("execution", "planning", "reference")
-NAMES = ("today (all tokens):", "candidate (non-planning):", "matched (non-planning):")
+NAMES = ("v2 (all tokens):", "v3 (non-planning):", "matched (non-planning):")
+VERSIONS = (2, 3, 3)  # the verdict rules each reading is decided by (`PhaseConfig.version`)
 
 
 def step_perplexities(table, step: int, where: str) -> tuple[float, float, float]:
-    """(today's, candidate's, matched) reference perplexity of one step's rollouts (a pyarrow table with `logprobs` and
+    """(v2's, v3's, matched) reference perplexity of one step's rollouts (a pyarrow table with `logprobs` and
     `planning_mask` lists). Tokens as the analyzer takes them (`hicra.dynamics.metrics._flat_tokens`, flattened in
     row order, as `step_metrics` does), so the readings differ only in the draw. InputError naming `where`, the step
     and the row when a row with log-probabilities has no planning mask or one of another length."""
@@ -78,9 +81,9 @@ def step_perplexities(table, step: int, where: str) -> tuple[float, float, float
 
 
 def run_curves(run_dir: Path) -> tuple:
-    """(today's metrics, the candidate's, the matched one's): `metrics.parquet`'s columns, the second and third
-    with `ppl_reference` and `rel_ppl_reference` from non-planning tokens (`step_perplexities`). InputError when
-    today's recomputed reference differs from the file's."""
+    """(v2's metrics, v3's, the matched one's): `metrics.parquet`'s columns with `ppl_reference` and
+    `rel_ppl_reference` of each reading (`step_perplexities`). InputError when the file's reference is neither the
+    recomputed v2 nor v3 one."""
     import pandas as pd
 
     from hicra.dynamics.metrics import relative_perplexity
@@ -96,14 +99,15 @@ def run_curves(run_dir: Path) -> tuple:
     steps = df["step"].astype(int).tolist()
     if sorted(today) != sorted(steps):
         raise InputError("the rollouts' steps differ from metrics.parquet's", path=str(path), field="step")
-    mine = np.array([today[s] for s in steps])
     theirs = pd.to_numeric(df["ppl_reference"], errors="coerce").to_numpy(dtype=np.float64)
-    if not np.allclose(mine, theirs, rtol=1e-9, equal_nan=True):
+    if not any(np.allclose([ppl[s] for s in steps], theirs, rtol=1e-9, equal_nan=True) for ppl in (today, candidate)):
+        mine = np.array([candidate[s] for s in steps])
         bad = int(np.flatnonzero(~np.isclose(mine, theirs, rtol=1e-9, equal_nan=True))[0])
-        raise InputError(f"recomputed ppl_reference {mine[bad]:.6g} differs from the file's {theirs[bad]:.6g} at step "
-                         f"{steps[bad]}", path=str(path), field="ppl_reference")
-    out = [df]
-    for ppl in (candidate, matched):
+        raise InputError(f"the file's ppl_reference {theirs[bad]:.6g} at step {steps[bad]} is neither the recomputed v3 "
+                         f"reference ({mine[bad]:.6g}) nor the v2 one ({today[steps[bad]]:.6g})", path=str(path),
+                         field="ppl_reference")
+    out = []
+    for ppl in (today, candidate, matched):
         alt = df.copy()
         alt["ppl_reference"] = [ppl[s] for s in steps]
         alt["rel_ppl_reference"] = relative_perplexity(alt["ppl_reference"].to_numpy(dtype=np.float64))
@@ -115,8 +119,8 @@ SAVED_FORMAT = "hicra-reference-guard-1"
 
 
 def save_curves(path: Path, run_dir: Path, curves: tuple) -> None:
-    """Write one run's three readings to `path` (JSON, atomic): today's metric columns of `_SUMMARY_METRICS` and
-    `rel_ppl_reference` of the candidate and matched readings."""
+    """Write one run's three readings to `path` (JSON, atomic): the v2 reading's metric columns of
+    `_SUMMARY_METRICS` and `rel_ppl_reference` of the v3 ("candidate") and matched readings."""
     import json
 
     from hicra.fileio import write_text
@@ -175,7 +179,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-boot", type=int, default=999)
     ap.add_argument("--save", type=Path, help="write each run directory's readings to DIR/NAME.json")
     args = ap.parse_args(argv)
-    cfg = PhaseConfig(n_boot=args.n_boot)
+    cfgs = [PhaseConfig(n_boot=args.n_boot, version=v) for v in VERSIONS]
     try:
         readings = [load_curves(r) if r.is_file() else run_curves(r) for r in args.runs]
     except InputError as e:
@@ -189,11 +193,11 @@ def main(argv=None) -> int:
         df = curves[0]
         share = float(np.nanmedian(df["planning_ratio"])) if "planning_ratio" in df else float("nan")
         print(f"{run} ({len(df['step'])} steps, median planning share {share:.3f})")
-        for name, m in zip(NAMES, curves, strict=True):
+        for name, m, cfg in zip(NAMES, curves, cfgs, strict=True):
             print(f"  {name:<26} {describe(detect_phases(m, cfg))}")
     if len(readings) >= 2:
         print(f"pooled over {len(readings)} runs")
-        for i, name in enumerate(NAMES):
+        for i, (name, cfg) in enumerate(zip(NAMES, cfgs, strict=True)):
             print(f"  {name:<26} {describe(detect_phases_pooled([c[i] for c in readings], cfg))}")
     return 0
 

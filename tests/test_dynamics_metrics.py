@@ -81,10 +81,10 @@ def reference_row(table: pa.Table, tagger: PlanningTagger, q: float) -> dict:
         "n_errors_execution": sum(r["error_type"] == "execution" for r in rows),
         "n_errors_planning": sum(r["error_type"] == "planning" for r in rows),
         "errors_execution_share": np.mean([r["error_type"] == "execution" for r in rows]),
-        # the reference class: as many tokens as planning tokens, drawn without replacement from all tokens in row
-        # order by a generator seeded with (REFERENCE_SEED, step)
-        "ppl_reference": math.exp(-lp[np.random.default_rng([REFERENCE_SEED, rows[0]["step"]]).choice(
-            lp.size, int(pm.sum()), replace=False)].mean()),
+        # the reference class (verdict v3): as many tokens as planning tokens, drawn without replacement from the
+        # non-planning tokens in row order by a generator seeded with (REFERENCE_SEED, step)
+        "ppl_reference": math.exp(-lp[~pm][np.random.default_rng([REFERENCE_SEED, rows[0]["step"]]).choice(
+            int((~pm).sum()), int(pm.sum()), replace=False)].mean()),
     }
 
 

@@ -537,6 +537,36 @@ def test_knob_cells_plan_the_grid(tmp_path):
     assert pairs["grpo"] == pairs["hicra"]
 
 
+def test_controls_rerun_changes_only_the_high_noise_level():
+    """controls2 (docs/study.md, D3): the first controls' cells, seeds, steps and arms with execution noise 0.10
+    for "high"; its criteria are the same six, each matching the same cell of its own grid (the first controls'
+    criteria match none of its noisy cells, so summarising it by them would leave them untested)."""
+    from dataclasses import asdict
+
+    from hicra.study.presets import CONTROL_CRITERIA
+
+    one, two = PRESETS["controls"], PRESETS["controls2"]
+    assert {k: v for k, v in asdict(one).items() if k not in ("name", "description", "cells", "criteria")} == \
+        {k: v for k, v in asdict(two).items() if k not in ("name", "description", "cells", "criteria")}
+    swap = {0.05: 0.10, 0.0: 0.0}
+    assert sorted(two.cells.values(), key=str) == sorted(
+        ({**k, "execution_noise": swap[k["execution_noise"]]} for k in one.cells.values()), key=str)
+    assert [c.name for c in two.criteria] == [c.name for c in CONTROL_CRITERIA] and one.criteria == ()
+    from hicra.study.statistics import control_checks
+
+    runs = [{"arm": "grpo", "cell": n, "phases": {"exploration_detected": False, "order": "none",
+                                                  "exploration_tested": True, "exploration_measure": "strategy"}}
+            for n in two.cells for _ in range(6)]
+    pooled = {(n, "grpo"): "none" for n in two.cells}
+    mine = {c["name"]: c for c in control_checks(runs, two.cells, two.criteria, pooled)["criteria"]}
+    first = {c["name"]: c for c in control_checks(runs, two.cells, None, pooled)["criteria"]}
+    for name, c in mine.items():
+        assert c["reason"] is None and c["n_runs"] >= 6, name
+    assert first["execution-first-high-execution-oracle-plan-diverse"]["reason"] == "no cell matches"
+    assert mine["execution-first-high-execution-oracle-plan-diverse"]["cells"] == [
+        "exec0.1_prior-oracle_opt-diverse"]
+
+
 def test_favourite_share_is_a_cell_knob_with_its_own_name_and_range():
     from hicra.errors import InputError
     from hicra.study import parse_cells
@@ -783,3 +813,27 @@ def test_control_classes_benchmark_summarises_classes_and_names_a_missing_summar
     assert mod.main([str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "none" in err[0] and "ws0-seed00.json" in err[0]
+
+
+def test_first_controls_pool_as_committed_under_the_v2_rules():
+    """The first controls study's summaries (phase verdict v2) pooled again by today's code, with the rules their
+    `phases.version` names (`config_for_phases`), give the pooled verdict committed in
+    docs/findings/v2/controls/results.json (the whole file reproduces: docs/study.md, D3)."""
+    import json
+
+    from hicra.dynamics.phases import config_for_phases, detect_phases_pooled
+    from hicra.study.presets import study_pairs, summary_path_for
+    from hicra.study.statistics import load_summary
+
+    root = Path(__file__).resolve().parents[1] / "docs" / "findings" / "v2"
+    committed = json.loads((root / "controls" / "results.json").read_text())["per_arm"]
+    cell = "exec0.05_prior-oracle_opt-diverse"
+    runs = [load_summary(summary_path_for(root / "runs", "grpo", q.seed, q.warm_start_seed, cell))
+            for q in study_pairs(2, 3)]
+    config = config_for_phases([r["phases"] for r in runs])
+    assert config.version == 2
+    pooled = detect_phases_pooled([r["metrics"] for r in runs], config)
+    want = committed[f"{cell}/grpo"]["phases"]["pooled"]
+    assert (pooled["verdict"], pooled["order"], pooled["consolidation_end_step"]) == (
+        want["verdict"], want["order"], want["consolidation_end_step"])
+    assert pooled["confidence"] == pytest.approx(want["confidence"], abs=1e-12)

@@ -19,9 +19,11 @@ numpy/pyarrow over flattened token arrays (no per-token Python loops):
   "high-entropy" tokens; ``high_entropy_planning_share_qXX`` = share of them that are planning tokens,
   ``planning_high_entropy_share_qXX`` = share of planning tokens that are high-entropy. The unsuffixed DESIGN
   columns hold the first q.
-- ``ppl_reference`` / ``rel_ppl_reference``: the same for a reference class of random response tokens, as many
-  per step as the step has planning tokens, drawn with a fixed seed (`reference_token_sample`): the phase verdict
-  asks whether planning settles later than any class of its size, not only later than execution.
+- ``ppl_reference`` / ``rel_ppl_reference``: the same for a reference class of random non-planning response
+  tokens, as many per step as the step has planning tokens, drawn with a fixed seed (`reference_token_sample`):
+  the phase verdict asks whether planning settles later than any class of its size, not only later than execution.
+  Since phase verdict v3 (2026-12-04) the draw leaves planning tokens out; before, it drew from all response
+  tokens, so a reference holding a share of planning tokens inherited planning's late fall (docs/dynamics.md).
 - ``strategy_entropy``: Shannon entropy (nats) of the strategy labels of the step's responses (optional rollout
   column `strategy`, labels joined by "+"; a response with k labels gives each 1/k, so every response weighs the
   same; null labels are left out and counted in ``strategy_unparsed_share``); null when no response has a label.
@@ -124,10 +126,10 @@ def relative_perplexity(ppl: Sequence[float], reference: float | None = None) ->
 
 
 def reference_token_sample(n_tokens: int, n_planning: int, step: int) -> np.ndarray:
-    """Indices of the reference class: `n_planning` of a step's `n_tokens` response tokens (flattened in row
-    order, tokens with a known log-probability only), drawn uniformly without replacement by a generator seeded
-    with (REFERENCE_SEED, step). The analyzer and the online detector call this one function, so both measure
-    the same tokens."""
+    """Indices of the reference class: `n_planning` of a step's `n_tokens` non-planning response tokens (flattened
+    in row order, tokens with a known log-probability only; all of them when there are fewer), drawn uniformly
+    without replacement by a generator seeded with (REFERENCE_SEED, step). The analyzer and the online detector
+    call this one function on the same tokens, so both measure the same reference class."""
     rng = np.random.default_rng([REFERENCE_SEED, int(step)])
     return np.sort(rng.choice(int(n_tokens), size=min(int(n_planning), int(n_tokens)), replace=False))
 
@@ -411,8 +413,7 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
         p_lp, e_lp = v[both & pm[0]], v[both & ~pm[0]]
         row["ppl_planning"] = perplexity(p_lp) if p_lp.size else None
         row["ppl_execution"] = perplexity(e_lp) if e_lp.size else None
-        known = v[both]
-        ref = known[reference_token_sample(known.size, p_lp.size, row["step"])]
+        ref = e_lp[reference_token_sample(e_lp.size, p_lp.size, row["step"])]
         row["ppl_reference"] = perplexity(ref) if ref.size else None
     if lp is not None:
         row["ppl_all"] = perplexity(lp[0][lp[1]])

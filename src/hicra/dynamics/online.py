@@ -66,8 +66,9 @@ def _numpy(x):
 
 def class_perplexities(logprobs, response_mask, planning_mask, step: int) -> tuple[float, float, float]:
     """(execution, planning, reference) perplexity of one step's response tokens ([B, T] arrays or tensors): the
-    analyzer's `ppl_execution`, `ppl_planning` and `ppl_reference` (the reference class: as many random response
-    tokens as there are planning tokens, `reference_token_sample` over the response tokens in row order). NaN for
+    analyzer's `ppl_execution`, `ppl_planning` and `ppl_reference` (the reference class: as many random
+    non-planning response tokens as there are planning tokens, `reference_token_sample` over the non-planning
+    response tokens in row order). NaN for
     an empty class."""
     from hicra.dynamics.metrics import reference_token_sample
 
@@ -79,8 +80,9 @@ def class_perplexities(logprobs, response_mask, planning_mask, step: int) -> tup
     def ppl(values):
         return float(np.exp(-values.mean())) if values.size else float("nan")
 
-    ref = flat[reference_token_sample(flat.size, int(flat_plan.sum()), step)]
-    return ppl(flat[~flat_plan]), ppl(flat[flat_plan]), ppl(ref)
+    rest = flat[~flat_plan]
+    ref = rest[reference_token_sample(rest.size, int(flat_plan.sum()), step)]
+    return ppl(rest), ppl(flat[flat_plan]), ppl(ref)
 
 
 class OnlineConsolidationDetector:
@@ -98,8 +100,11 @@ class OnlineConsolidationDetector:
     def __init__(self, config: OnlineConfig | None = None):
         self.config = config or OnlineConfig()
         self.config.validate()
+        # no refinement of a p near its level (v3's sequential Monte Carlo would cost up to 100x a step's test in
+        # the training loop); `confirm` consecutive detections already guard against one lucky draw
         self._phase = PhaseConfig(min_steps=self.config.min_steps, min_segment=self.config.min_segment,
-                                  alpha=self.config.alpha, n_boot=self.config.n_boot, seed=self.config.seed)
+                                  alpha=self.config.alpha, n_boot=self.config.n_boot, seed=self.config.seed,
+                                  n_boot_refine=0)
         self.steps: list[int] = []
         self.values: list[float] = []      # execution
         self.planning: list[float] = []

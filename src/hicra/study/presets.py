@@ -51,6 +51,8 @@ class StudyPreset:
     threshold_window: int = 5  # trailing moving-average window for it
     warm_start_seeds: int = 1  # warm-start seeds 0..W-1; each carries `seeds` RL seeds (nested)
     cells: dict[str, dict] = field(default_factory=dict)  # cell name -> corpus knobs (KNOBS); {} = the lab's own
+    # the control cells' pass criteria (`ControlCriterion`); () = CONTROL_CRITERIA, the first controls study's
+    criteria: tuple = ()
 
 
 PRESETS: dict[str, StudyPreset] = {
@@ -77,6 +79,14 @@ PRESETS: dict[str, StudyPreset] = {
         "steps (execution consolidation shows after 120-240: docs/lab.md)",
         seeds=3, warm_start_seeds=2, arms=["grpo"], lab_preset="default",
         rl={"steps": CONTROL_STEPS}),  # cells: knob_grid at the end
+    # the controls rerun from scratch (docs/study.md, deviation D3): the same cells, seeds, steps and criteria,
+    # with the "high" execution noise at 0.10 and the phase verdict's rules v3 (hicra.dynamics.phases)
+    "controls2": StudyPreset(
+        name="controls2", description="the controls rerun (D3): execution noise {0, 0.10} x strategy prior "
+        "{oracle, blind-common} x optimum {diverse, single-route}, GRPO, 2 warm-start seeds x 3 RL seeds per cell, "
+        "320 RL steps, phase verdict v3",
+        seeds=3, warm_start_seeds=2, arms=["grpo"], lab_preset="default",
+        rl={"steps": CONTROL_STEPS}),  # cells and criteria: at the end
     "main": StudyPreset(
         name="main", description="v2 main arms, 4 warm-start seeds x 4 RL seeds = 16 pairs per arm, the lab's "
         "default runs",
@@ -232,11 +242,15 @@ def study_settings(preset: StudyPreset) -> dict:
 # ---------------------------------------------------------------- control cells and their pass criteria
 
 CONTROL_NOISE = {"none": 0.0, "high": 0.05}  # the control cells' execution noise levels (WarmStartConfig)
+# the rerun's (D3): the first controls' noisy-oracle execution fall was 0.01, near the curves' noise; pilots at
+# 0.10 (docs/study.md, sessions 37-38) read execution-first in 5 of 7 planted runs and kept exploration in 3 of 4
+CONTROL_NOISE_2 = {"none": 0.0, "high": 0.10}
 # the control cells' problem-blind prior: the lab presets' own (`blind-common` at their favourite share, 0.85)
 CONTROL_PRIORS = {"oracle": "oracle", "blind": "blind-common"}
-PRESETS["controls"].cells = knob_grid({"execution_noise": list(CONTROL_NOISE.values()),
-                                       "strategy_prior": list(CONTROL_PRIORS.values()),
-                                       "optimum": ["diverse", "single-route"]})
+for _preset, _noise in (("controls", CONTROL_NOISE), ("controls2", CONTROL_NOISE_2)):
+    PRESETS[_preset].cells = knob_grid({"execution_noise": list(_noise.values()),
+                                        "strategy_prior": list(CONTROL_PRIORS.values()),
+                                        "optimum": ["diverse", "single-route"]})
 
 
 @dataclass(frozen=True)
@@ -263,25 +277,34 @@ class ControlCriterion:
     why: str = ""
 
 
-def _order_flip(noise: str, prior: str, order: str, why: str) -> tuple[ControlCriterion, ...]:
+def _order_flip(noise: str, prior: str, order: str, why: str,
+                levels: dict[str, float]) -> tuple[ControlCriterion, ...]:
     return tuple(ControlCriterion(f"{order}-{noise}-execution-{prior}-plan-{opt}",
-                                  ({"execution_noise": CONTROL_NOISE[noise], "strategy_prior": CONTROL_PRIORS[prior],
+                                  ({"execution_noise": levels[noise], "strategy_prior": CONTROL_PRIORS[prior],
                                     "optimum": opt},), f"pooled-order:{order}", why=why)
                  for opt in ("diverse", "single-route"))
 
 
-CONTROL_CRITERIA: tuple[ControlCriterion, ...] = (
-    ControlCriterion("exploration-where-possible", ({"strategy_prior": CONTROL_PRIORS["blind"], "optimum": "diverse"},),
-                     "exploration", at_least=0.8,
-                     why="positive control: a problem-blind prior under a problem-dependent optimum leaves "
-                         "strategy entropy room to rise"),
-    ControlCriterion("no-exploration-where-impossible",
-                     ({"optimum": "single-route"}, {"strategy_prior": CONTROL_PRIORS["oracle"]}),
-                     "exploration", at_most=0.1,
-                     why="negative control: one strategy is cheapest everywhere (reward pulls entropy down) or the "
-                         "warm start already plans like the optimum"),
-    *_order_flip("high", "oracle", "execution-first", "only execution has anything to consolidate"),
-    *_order_flip("none", "blind", "planning-first",
-                 "with clean execution traces and a problem-blind plan, planning has more to consolidate: the order "
-                 "must flip, or the order test only reflects how many tokens a class has"),
-)
+def control_criteria(levels: dict[str, float]) -> tuple[ControlCriterion, ...]:
+    """The six pre-registered pass criteria (docs/study.md, "Pre-registered") for control cells whose "none" and
+    "high" execution noise are `levels` (CONTROL_NOISE for the first controls study, CONTROL_NOISE_2 for its
+    rerun): only the cells they match differ."""
+    return (
+        ControlCriterion("exploration-where-possible", ({"strategy_prior": CONTROL_PRIORS["blind"], "optimum": "diverse"},),
+                         "exploration", at_least=0.8,
+                         why="positive control: a problem-blind prior under a problem-dependent optimum leaves "
+                             "strategy entropy room to rise"),
+        ControlCriterion("no-exploration-where-impossible",
+                         ({"optimum": "single-route"}, {"strategy_prior": CONTROL_PRIORS["oracle"]}),
+                         "exploration", at_most=0.1,
+                         why="negative control: one strategy is cheapest everywhere (reward pulls entropy down) or the "
+                             "warm start already plans like the optimum"),
+        *_order_flip("high", "oracle", "execution-first", "only execution has anything to consolidate", levels),
+        *_order_flip("none", "blind", "planning-first",
+                     "with clean execution traces and a problem-blind plan, planning has more to consolidate: the order "
+                     "must flip, or the order test only reflects how many tokens a class has", levels),
+    )
+
+
+CONTROL_CRITERIA: tuple[ControlCriterion, ...] = control_criteria(CONTROL_NOISE)
+PRESETS["controls2"].criteria = control_criteria(CONTROL_NOISE_2)

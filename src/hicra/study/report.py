@@ -137,7 +137,7 @@ def results_markdown(results: dict) -> str:
             lines.append(f"| {arm} | " + " | ".join(cell(m.get(c)) for c in MECHANISM_COLUMNS) + " |")
     if results.get("controls"):
         ctl = results["controls"]
-        lines += ["", "## Control checks (pre-registered criteria: `hicra.study.presets.CONTROL_CRITERIA`, "
+        lines += ["", "## Control checks (pre-registered criteria: `hicra.study.presets.control_criteria`, "
                   "docs/study.md)", "",
                   f"All passed: **{'yes' if ctl['all_passed'] else 'no'}**; the main arms' verdicts count only when "
                   "every control passes.", "",

@@ -196,7 +196,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
     import numpy as np
 
     from hicra.dynamics.phases import ORDERS as PHASE_ORDERS
-    from hicra.dynamics.phases import VERDICTS, detect_phases_pooled
+    from hicra.dynamics.phases import VERDICTS, config_for_phases, detect_phases_pooled
     from hicra.stats import holm_adjust, steps_to_threshold
 
     warm_start_seeds = preset.warm_start_seeds if warm_start_seeds is None else warm_start_seeds
@@ -249,7 +249,13 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
                 runs_out.append(entry)
             reached = [x for x in reach if x is not None]
             briefs = [_phase_brief(r["phases"]) for r in runs]
-            pooled = detect_phases_pooled([r["metrics"] for r in runs])
+            # by the rules that made the runs' own verdicts (`PhaseConfig.version`): the frozen v2 controls
+            # pool as they did when they were evaluated
+            try:
+                phase_config = config_for_phases([r["phases"] for r in runs])
+            except ValueError as exc:
+                raise InputError(f"{label}: {exc}", path=str(root)) from None
+            pooled = detect_phases_pooled([r["metrics"] for r in runs], phase_config)
             slopes = [(r["phases"].get("exploration") or {}).get("slope") for r in runs]
             curves = arm_curves(runs)
             per_arm[label] = {
@@ -309,7 +315,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
         key = "vs_grpo" if c["b"].rsplit("/", 1)[-1] == BASELINE else "vs_placebo"
         per_arm[c["a"]].setdefault(key, {})[c["endpoint"]] = c
     pooled_orders = {(per_arm[k]["cell"], per_arm[k]["arm"]): per_arm[k]["phases"]["pooled"]["order"] for k in per_arm}
-    controls = control_checks(runs_out, cells, pooled_orders=pooled_orders) if cells else None
+    controls = control_checks(runs_out, cells, preset.criteria or None, pooled_orders) if cells else None
     return {"format": FORMAT, "preset": preset.name, "arms": arms, "cells": cells or {}, "seeds": seeds,
             **({"controls": controls} if controls else {}),
             "warm_start_seeds": warm_start_seeds, "pairs": [[q.warm_start_seed, q.seed] for q in pairs],
