@@ -1,7 +1,7 @@
 """The report: `dynamics.png` (panels laid out like the paper's figure) and a self-contained `report.html`.
 
 Panels, against training step: (1) relative perplexity, planning vs execution tokens, with the reference class
-(random tokens, as many as planning tokens) dashed; (2) token entropy, planning vs execution; (3) semantic entropy
+(random non-planning tokens, as many as planning tokens) dashed; (2) token entropy, planning vs execution; (3) semantic entropy
 of strategic grams (with format phrases excluded when that differs) vs procedural conditional entropy; (4) the
 entropy of strategy labels, only when the rollouts carry them; (5) accuracy with mean response length. Entropies
 and accuracy carry their per-step 95% bootstrap intervals over prompts (shaded). tau_exec (the end of execution's
@@ -71,7 +71,7 @@ def dynamics_figure(df, phases: dict, title: str = "", step_labels: dict | None 
     panels = [
         ("Relative perplexity", [("rel_ppl_planning", "planning", "tab:red", "-"),
                                  ("rel_ppl_execution", "execution", "tab:blue", "-"),
-                                 ("rel_ppl_reference", "reference (random tokens)", "0.5", "--")],
+                                 ("rel_ppl_reference", "reference (random non-planning tokens)", "0.5", "--")],
          "relative to first step"),
         ("Token entropy", [("entropy_planning", "planning", "tab:red", "-"),
                            ("entropy_execution", "execution", "tab:blue", "-")], "nats"),

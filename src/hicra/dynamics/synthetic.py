@@ -56,14 +56,15 @@ PHASE_NOISE_STRESS = {"noisy-planning": (0.01, 0.08, 0.05, 0.0)}
 
 
 def phase_curves(case: str, rng: np.random.Generator, *, steps: int = 60, noise: str = "low",
-                 planning_ratio: float = 0.1, reference_noise: float = 1.0) -> dict[str, np.ndarray]:
+                 planning_ratio: float = 0.0, reference_noise: float = 1.0) -> dict[str, np.ndarray]:
     """Per-step metric columns with a planted phase structure (PHASE_CASES), for `detect_phases`.
 
     Shapes (x = step): a *fast* fall 1 - 0.3 (1 - exp(-x/5)) (bend near step 12), a *slow* fall
     1 - 0.3 min(x, 40)/40 (consolidates at step 40), flat 1, or a straight decline 1 - 0.003 x (sharpening with
     no bend). execution-first: execution fast, planning slow; planning-first: the reverse; together: both fast;
     exploration-only: both straight declines; flat and text-only: flat (text-only has no perplexity columns).
-    The reference class (random tokens, `planning_ratio` of them planning tokens) is the token-weighted mix
+    The reference class (random tokens, `planning_ratio` of them planning tokens: 0, the default, is verdict
+    v3's draw from non-planning tokens; v2's draw from all tokens held about 0.1-0.2) is the token-weighted mix
     (1 - r) exec + r plan with planning's noise (same token count) times `reference_noise` (below 1: a
     reference class less noisy than planning, the case of the known limit in docs/dynamics.md; the lab's runs
     measure about 1). The exploration entropy is 2 + 0.02 per step
