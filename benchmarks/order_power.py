@@ -53,13 +53,15 @@ CASES = ("execution-first", "planning-first", "together", "none")
 # case -> the order a correct read gives
 EXPECTED = {"execution-first": "execution-first", "planning-first": "planning-first", "together": "simultaneous",
             "none": "none"}
-PLANNING_SHARE_OF_REFERENCE = 0.0  # the default Q: verdict v3 draws the reference from non-planning tokens (v2: 0.1-0.2)
+# the default Q per verdict version: v3 draws the reference from non-planning tokens; v2 drew from all tokens
+# (0.1-0.2 planning in the lab; session 37's figures used 0.1)
+PLANNING_SHARE_OF_REFERENCE = {3: 0.0, 2: 0.1}
 
 
 def planted_run(case: str, drop: float, rng: np.random.Generator, *, steps: int = 320, time_constant: float = 30.0,
                 noise: tuple[float, float, float] = (0.0041, 0.0074, 0.0068), phi: float = 0.03,
                 sharpening: tuple[float, float, float] = (0.0, 0.0, 0.0),
-                reference_planning_share: float = PLANNING_SHARE_OF_REFERENCE) -> dict:
+                reference_planning_share: float = PLANNING_SHARE_OF_REFERENCE[3]) -> dict:
     """One planted run's metric columns (arrays of length `steps`): rel_ppl_execution / planning / reference,
     strategy_entropy, accuracy, mean_length, step; `sharpening`: each class's straight decline over the run
     (execution, planning, reference); `reference_planning_share`: Q above. ValueError for an unknown case."""
@@ -107,9 +109,12 @@ def main(argv=None) -> int:
     ap.add_argument("--noise", default="0.0041,0.0074,0.0068")
     ap.add_argument("--phi", type=float, default=0.03)
     ap.add_argument("--sharpening", default="0,0,0")
-    ap.add_argument("--reference-planning-share", type=float, default=PLANNING_SHARE_OF_REFERENCE)
+    ap.add_argument("--reference-planning-share", type=float, default=None,
+                    help="planning share of the reference (default: PLANNING_SHARE_OF_REFERENCE[--version])")
     ap.add_argument("--version", type=int, default=3, choices=(2, 3), help="the verdict's rules (PhaseConfig.version)")
     args = ap.parse_args(argv)
+    if args.reference_planning_share is None:
+        args.reference_planning_share = PLANNING_SHARE_OF_REFERENCE[args.version]
     try:
         drops = [float(d) for d in args.drops.split(",")]
         noise = tuple(float(v) for v in args.noise.split(","))

@@ -42,9 +42,10 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=1, help="runs pooled into each verdict (1: one run per verdict)")
     ap.add_argument("--reference-noise", type=float, default=1.0,
                     help="reference-class noise as a multiple of planning's (default 1)")
-    ap.add_argument("--reference-planning-share", type=float, default=0.0,
-                    help="planning tokens' share of the reference class (default 0: verdict v3 draws it from "
-                         "non-planning tokens; about 0.1-0.2 in the lab for v2's draw from all tokens)")
+    ap.add_argument("--reference-planning-share", type=float, default=None,
+                    help="planning tokens' share of the reference class (default: 0 with --version 3, which draws "
+                         "it from non-planning tokens; 0.1 with --version 2, the v2 validation's share of a draw "
+                         "from all tokens, 0.1-0.2 in the lab)")
     ap.add_argument("--version", type=int, default=3, choices=(2, 3),
                     help="the verdict's rules (`PhaseConfig.version`, default 3)")
     ap.add_argument("--n-boot-refine", type=int, default=PhaseConfig().n_boot_refine,
@@ -53,6 +54,8 @@ def main() -> None:
     ap.add_argument("--noise", default=",".join(PHASE_NOISE), help="comma-separated noise conditions (default: the three of PHASE_NOISE; also noisy-planning)")
     args = ap.parse_args()
     n, off, pool, rn, q = args.n, args.seed_offset, args.pool, args.reference_noise, args.reference_planning_share
+    if q is None:
+        q = 0.0 if args.version >= 3 else 0.1
     if not 0 <= q <= 1:
         ap.error(f"--reference-planning-share must lie in [0, 1], got {q}")
     cases = {c: PHASE_CASES[c] for c in args.cases.split(",") if c}

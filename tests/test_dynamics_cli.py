@@ -294,14 +294,14 @@ def test_n_boot_bounds_and_missing_runs_are_refused_before_any_work(tmp_path, ca
     assert not (tmp_path / "out").exists() and not (run / "summary.json").exists()
 
 
-def test_reference_guard_benchmark_recomputes_todays_reference_and_draws_the_candidate_from_non_planning(
-        tmp_path, benchmark_script, capsys):
-    """benchmarks/reference_guard.py: on analysed runs it recomputes today's reference perplexity exactly as the
-    analyzer did (its self-check passes) and draws the candidate's, as many tokens, from non-planning tokens only
-    (checked on a hand-made step), and the matched reading as many as match planning's standard error (capped
-    at all of them); it prints per-run and pooled orders for all three, the same from curves it saved (`--save`) as from the run
-    directories; a run without metrics.parquet, a mask shorter than its log-probs or a foreign curves file is
-    one line and exit 2."""
+def test_reference_guard_benchmark_recomputes_both_reference_draws(tmp_path, benchmark_script, capsys):
+    """benchmarks/reference_guard.py: v2's reference draws from all response tokens, v3's (the analyzer's since
+    rules v3) as many from non-planning tokens only, the matched reading as many non-planning tokens as match
+    planning's standard error (capped at all of them), checked on a hand-made step; on analysed runs the file's
+    reference must be one of the two recomputed draws (v3 for today's analyzer, v2 for a file written before; any
+    other is an error); it prints per-run and pooled orders for all three, the same from curves it saved
+    (`--save`) as from the run directories; a run without metrics.parquet, a mask shorter than its log-probs or a
+    foreign curves file is one line and exit 2."""
     from hicra.dynamics.analyze import analyze_run
     from hicra.dynamics.metrics import perplexity, reference_token_sample
     from hicra.dynamics.phases import PhaseConfig
@@ -327,10 +327,26 @@ def test_reference_guard_benchmark_recomputes_todays_reference_and_draws_the_can
                                  seed=seed)
         analyze_run(run, report=False, phase_config=PhaseConfig(n_boot=99))
         runs.append(run)
+    # the analyzer draws the v3 reference, so older rules on its curves would be a verdict of neither version
+    with pytest.raises(ValueError, match="rules v2 read only the curves of summaries made by that version"):
+        analyze_run(runs[0], tmp_path / "v2", report=False, phase_config=PhaseConfig(n_boot=99, version=2))
+    assert not (tmp_path / "v2").exists()
     df, alt, matched = mod.run_curves(runs[0])
     assert (df["ppl_reference"] != alt["ppl_reference"]).any()
+    file = pd.read_parquet(runs[0] / "metrics.parquet").sort_values("step")
+    assert np.allclose(alt["ppl_reference"], file["ppl_reference"])  # today's analyzer draws v3's reference
     assert alt["rel_ppl_reference"].iloc[0] == pytest.approx(1.0)
     assert matched["rel_ppl_reference"].iloc[0] == pytest.approx(1.0)
+    # a metrics file written by a v2 analyzer (its reference is v2's draw) is accepted, any other is not
+    v2_file = file.copy()
+    v2_file["ppl_reference"] = df["ppl_reference"].to_numpy()
+    v2_file.to_parquet(runs[0] / "metrics.parquet")
+    assert np.allclose(mod.run_curves(runs[0])[1]["ppl_reference"], alt["ppl_reference"])
+    v2_file["ppl_reference"] = v2_file["ppl_reference"] * 1.01
+    v2_file.to_parquet(runs[0] / "metrics.parquet")
+    with pytest.raises(mod.InputError, match="neither the recomputed v3"):
+        mod.run_curves(runs[0])
+    file.to_parquet(runs[0] / "metrics.parquet")
     assert mod.main([str(r) for r in runs] + ["--n-boot", "99"]) == 0
     out = capsys.readouterr().out
     assert all(out.count(name) == 3 for name in mod.NAMES)

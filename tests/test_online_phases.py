@@ -257,3 +257,21 @@ def test_phase_aware_resume_is_exact(tiny_model, tmp_path, monkeypatch):
     last = sa["fired_step"] if sa["fired_step"] is not None else cfg.steps - 1
     assert sa["steps"] == sorted(set(sa["steps"])) and all(0 <= s <= last for s in sa["steps"])
     assert len(sa["values"]) == len(sa["planning"]) == len(sa["reference"]) == len(sa["steps"])
+
+
+def test_detector_state_records_the_reference_draw():
+    """A saved state names how its reference values were drawn (`REFERENCE_DRAW`); a state from before rules v3
+    (no name: drawn from all tokens) cannot be resumed, since one curve would join two draws."""
+    from hicra.dynamics.metrics import REFERENCE_DRAW
+
+    det = OnlineConsolidationDetector()
+    for s in range(12):
+        det.update(s, 1.0 - 0.01 * s, 1.0, 1.0)
+    state = det.state_dict()
+    assert state["reference_draw"] == REFERENCE_DRAW == "non-planning"
+    again = OnlineConsolidationDetector()
+    again.load_state_dict(state)
+    assert again.reference == det.reference and again.steps == det.steps
+    old = {k: v for k, v in state.items() if k != "reference_draw"}
+    with pytest.raises(ValueError, match="drawn from 'all' tokens"):
+        OnlineConsolidationDetector().load_state_dict(old)

@@ -539,15 +539,16 @@ def test_knob_cells_plan_the_grid(tmp_path):
 
 def test_controls_rerun_changes_only_the_high_noise_level():
     """controls2 (docs/study.md, D3): the first controls' cells, seeds, steps and arms with execution noise 0.10
-    for "high"; its criteria are the same six, each matching the same cell of its own grid (the first controls'
+    for "high", read by phase verdict rules v3; its criteria are the same six, each matching the same cell of its own grid (the first controls'
     criteria match none of its noisy cells, so summarising it by them would leave them untested)."""
     from dataclasses import asdict
 
     from hicra.study.presets import CONTROL_CRITERIA
 
     one, two = PRESETS["controls"], PRESETS["controls2"]
-    assert {k: v for k, v in asdict(one).items() if k not in ("name", "description", "cells", "criteria")} == \
-        {k: v for k, v in asdict(two).items() if k not in ("name", "description", "cells", "criteria")}
+    own = ("name", "description", "cells", "criteria", "phase_version")
+    assert {k: v for k, v in asdict(one).items() if k not in own} == {k: v for k, v in asdict(two).items() if k not in own}
+    assert (one.phase_version, two.phase_version) == (2, 3)  # the first study's summaries predate rules v3
     swap = {0.05: 0.10, 0.0: 0.0}
     assert sorted(two.cells.values(), key=str) == sorted(
         ({**k, "execution_noise": swap[k["execution_noise"]]} for k in one.cells.values()), key=str)
@@ -818,7 +819,9 @@ def test_control_classes_benchmark_summarises_classes_and_names_a_missing_summar
 def test_first_controls_pool_as_committed_under_the_v2_rules():
     """The first controls study's summaries (phase verdict v2) pooled again by today's code, with the rules their
     `phases.version` names (`config_for_phases`), give the pooled verdict committed in
-    docs/findings/v2/controls/results.json (the whole file reproduces: docs/study.md, D3)."""
+    docs/findings/v2/controls/results.json, here for a noisy and a clean cell (the whole file reproduces by
+    `hicra study --preset controls --summaries docs/findings/v2/runs`: docs/study.md, D3). Summarising them by
+    a preset that reads v3 is refused, naming the first summary and the field."""
     import json
 
     from hicra.dynamics.phases import config_for_phases, detect_phases_pooled
@@ -827,13 +830,21 @@ def test_first_controls_pool_as_committed_under_the_v2_rules():
 
     root = Path(__file__).resolve().parents[1] / "docs" / "findings" / "v2"
     committed = json.loads((root / "controls" / "results.json").read_text())["per_arm"]
-    cell = "exec0.05_prior-oracle_opt-diverse"
-    runs = [load_summary(summary_path_for(root / "runs", "grpo", q.seed, q.warm_start_seed, cell))
-            for q in study_pairs(2, 3)]
-    config = config_for_phases([r["phases"] for r in runs])
-    assert config.version == 2
-    pooled = detect_phases_pooled([r["metrics"] for r in runs], config)
-    want = committed[f"{cell}/grpo"]["phases"]["pooled"]
-    assert (pooled["verdict"], pooled["order"], pooled["consolidation_end_step"]) == (
-        want["verdict"], want["order"], want["consolidation_end_step"])
-    assert pooled["confidence"] == pytest.approx(want["confidence"], abs=1e-12)
+    for cell in ("exec0.05_prior-oracle_opt-diverse", "exec0.0_prior-blind-common_opt-single-route"):
+        runs = [load_summary(summary_path_for(root / "runs", "grpo", q.seed, q.warm_start_seed, cell))
+                for q in study_pairs(2, 3)]
+        config = config_for_phases([r["phases"] for r in runs])
+        assert config.version == 2 == PRESETS["controls"].phase_version
+        pooled = detect_phases_pooled([r["metrics"] for r in runs], config)
+        want = committed[f"{cell}/grpo"]["phases"]["pooled"]
+        assert (pooled["verdict"], pooled["order"], pooled["consolidation_end_step"]) == (
+            want["verdict"], want["order"], want["consolidation_end_step"]), cell
+        assert pooled["confidence"] == pytest.approx(want["confidence"], abs=1e-12)
+    from dataclasses import replace
+
+    from hicra.errors import InputError
+    from hicra.study.statistics import summarize
+
+    with pytest.raises(InputError, match="phase verdict rules v2, but preset 'controls' reads its runs by v3") as err:
+        summarize(root / "runs", replace(PRESETS["controls"], phase_version=3), ["grpo"], 3)
+    assert "ws0-seed00.json" in str(err.value) and "phases.version" in str(err.value)

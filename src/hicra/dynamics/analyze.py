@@ -127,6 +127,7 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     summary dict (also written as summary.json)."""
     from hicra.planning.tagger import PlanningTagger
 
+    config = _current_rules(phase_config)  # before any work
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     info = read_run_info(run_dir)
@@ -156,7 +157,6 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     if isinstance(labels, dict) and labels:
         # a converted run's steps are checkpoint indices: keep each one's original value (name) beside it
         df.insert(1, "source_step", [labels.get(str(int(s))) for s in df["step"]])
-    config = phase_config or PhaseConfig()
     fmt = df.attrs.get("format_phrases", [])
     groups = outcomes = None
     if df["rel_ppl_execution"].isna().all():
@@ -229,11 +229,22 @@ def read_phases(run_dir: str | os.PathLike) -> dict | None:
     return upgrade_phases(phases)
 
 
+def _current_rules(config: PhaseConfig | None) -> PhaseConfig:
+    """`config` (default PhaseConfig()), which must carry today's rules version: the metrics computed here draw the
+    reference class as today's version does (`hicra.dynamics.metrics.REFERENCE_DRAW`), and older rules on them
+    would be a verdict of neither version. ValueError otherwise."""
+    config = config or PhaseConfig()
+    if config.version != PhaseConfig().version:
+        raise ValueError(f"phase verdict rules v{config.version} read only the curves of summaries made by that "
+                         f"version; metrics computed now draw the reference class as v{PhaseConfig().version} does")
+    return config
+
+
 def pool_runs(summaries: Sequence[dict], out_dir: str | os.PathLike,
               phase_config: PhaseConfig | None = None) -> dict:
     """Pool analysed runs (seeds): `pooled_summary.json` with the pooled verdict and intervals."""
     try:
-        pooled = detect_phases_pooled([s["_metrics"] for s in summaries], phase_config or PhaseConfig())
+        pooled = detect_phases_pooled([s["_metrics"] for s in summaries], _current_rules(phase_config))
     except ValueError as exc:  # e.g. runs that share no steps: one line, the per-run outputs stay
         raise InputError(f"cannot pool the runs: {exc}", field="RUN_DIR") from None
     out = {"runs": [s["run"]["run_id"] for s in summaries], "phases": pooled}

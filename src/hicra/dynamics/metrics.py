@@ -87,6 +87,9 @@ METRIC_COLUMNS = (
 READ_COLUMNS = ("step", "prompt_id", "sample_idx", "response", "token_ids", "logprobs", "entropies",
                 "planning_mask", "reward", "correct", "truncated", "error_type", "strategy")
 REFERENCE_SEED = 20250903  # seed of the reference-token draw (combined with the step)
+# which tokens the reference class is drawn from: "non-planning" since phase verdict rules v3 (2026-12-04), "all"
+# response tokens before; recorded wherever reference values are kept (the online detector's state)
+REFERENCE_DRAW = "non-planning"
 FORMAT_PHRASE_SHARE = 0.9  # a phrase in at least this share of a run's responses is a format phrase
 STEP_BOOT = 200            # bootstrap resamples for the per-step intervals
 

@@ -154,8 +154,11 @@ class OnlineConsolidationDetector:
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly (plain Python types: JSON- and torch.save-safe)."""
+        from hicra.dynamics.metrics import REFERENCE_DRAW
+
         return {"config": asdict(self.config), "steps": list(self.steps), "values": list(self.values),
-                "planning": list(self.planning), "reference": list(self.reference), "streak": self.streak, "fired_step": self.fired_step,
+                "planning": list(self.planning), "reference": list(self.reference), "reference_draw": REFERENCE_DRAW,
+                "streak": self.streak, "fired_step": self.fired_step,
                 "consolidation_end_step": self.consolidation_end_step}
 
     def load_state_dict(self, state: dict) -> None:
@@ -164,6 +167,13 @@ class OnlineConsolidationDetector:
         self.steps = [int(s) for s in state["steps"]]
         if "planning" not in state:
             raise ValueError("detector state from before the differential rule (execution only): cannot resume")
+        from hicra.dynamics.metrics import REFERENCE_DRAW
+
+        if state.get("reference_draw", "all") != REFERENCE_DRAW:
+            # a run resumed across the change would join reference values of two draws in one curve
+            raise ValueError(f"detector state with reference class drawn from {state.get('reference_draw', 'all')!r} "
+                             f"tokens (before phase verdict rules v3); this code draws from {REFERENCE_DRAW!r} ones: "
+                             "cannot resume")
         self.values = [float(v) for v in state["values"]]
         self.planning = [float(v) for v in state["planning"]]
         self.reference = [float(v) for v in state["reference"]]

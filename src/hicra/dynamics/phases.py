@@ -157,10 +157,12 @@ class PhaseConfig:
 # the rules it was made with, and pooling its runs again uses the same (`config_for_phases`)
 PHASE_VERSIONS = {
     2: "reference class: any response tokens (as many as planning); Monte Carlo p-values from n_boot null "
-       "simulations",
+       "simulations. The rules alone reproduce v2 verdicts from v2 summaries' curves; metrics computed today carry "
+       "v3's draw, so `hicra analyze` refuses version 2",
     3: "reference class: non-planning response tokens (as many as planning), so it never holds the planning tokens "
-       "whose timing it guards; a class test whose p lies within two Monte Carlo standard errors of its level is "
-       "redone with n_boot_refine null simulations (sequential Monte Carlo)",
+       "whose timing it guards; a hinge test (a class's consolidation, the exploration onset) whose p lies within "
+       "two Monte Carlo standard errors of its level, 2 sqrt(alpha (1 - alpha) / n_boot), is redone with "
+       "n_boot_refine null simulations (sequential Monte Carlo)",
 }
 
 

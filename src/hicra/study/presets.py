@@ -53,6 +53,10 @@ class StudyPreset:
     cells: dict[str, dict] = field(default_factory=dict)  # cell name -> corpus knobs (KNOBS); {} = the lab's own
     # the control cells' pass criteria (`ControlCriterion`); () = CONTROL_CRITERIA, the first controls study's
     criteria: tuple = ()
+    # the phase verdict rules its runs are read by (`hicra.dynamics.phases.PhaseConfig.version`): every summary must
+    # carry this version, and cells are pooled by its rules. New runs are analysed by today's version (3); 2 is
+    # the first controls study's, whose summaries were made before v3
+    phase_version: int = 3
 
 
 PRESETS: dict[str, StudyPreset] = {
@@ -78,7 +82,7 @@ PRESETS: dict[str, StudyPreset] = {
         "blind-common} x optimum {diverse, single-route}, GRPO, 2 warm-start seeds x 3 RL seeds per cell, 320 RL "
         "steps (execution consolidation shows after 120-240: docs/lab.md)",
         seeds=3, warm_start_seeds=2, arms=["grpo"], lab_preset="default",
-        rl={"steps": CONTROL_STEPS}),  # cells: knob_grid at the end
+        rl={"steps": CONTROL_STEPS}, phase_version=2),  # cells: knob_grid at the end
     # the controls rerun from scratch (docs/study.md, deviation D3): the same cells, seeds, steps and criteria,
     # with the "high" execution noise at 0.10 and the phase verdict's rules v3 (hicra.dynamics.phases)
     "controls2": StudyPreset(

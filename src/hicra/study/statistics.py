@@ -196,7 +196,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
     import numpy as np
 
     from hicra.dynamics.phases import ORDERS as PHASE_ORDERS
-    from hicra.dynamics.phases import VERDICTS, config_for_phases, detect_phases_pooled
+    from hicra.dynamics.phases import VERDICTS, PhaseConfig, detect_phases_pooled
     from hicra.stats import holm_adjust, steps_to_threshold
 
     warm_start_seeds = preset.warm_start_seeds if warm_start_seeds is None else warm_start_seeds
@@ -210,7 +210,14 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
     for cell in (cells or {"": {}}):
         for arm in arms:
             label = condition_label(cell, arm)
-            runs = [load_summary(summary_path_for(root, arm, q.seed, q.warm_start_seed, cell)) for q in pairs]
+            paths = [summary_path_for(root, arm, q.seed, q.warm_start_seed, cell) for q in pairs]
+            runs = [load_summary(p) for p in paths]
+            for p, r in zip(paths, runs, strict=True):
+                version = max(2, int((r.get("phases") or {}).get("version") or 2))
+                if version != preset.phase_version:
+                    raise InputError(f"phase verdict rules v{version}, but preset {preset.name!r} reads its runs by "
+                                     f"v{preset.phase_version}: one study's runs are read by one version",
+                                     path=str(p), field="phases.version")
             loaded += runs
             for r in runs:
                 commit = (r.get("code") or {}).get("git_commit") or "unknown"
@@ -249,13 +256,9 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
                 runs_out.append(entry)
             reached = [x for x in reach if x is not None]
             briefs = [_phase_brief(r["phases"]) for r in runs]
-            # by the rules that made the runs' own verdicts (`PhaseConfig.version`): the frozen v2 controls
-            # pool as they did when they were evaluated
-            try:
-                phase_config = config_for_phases([r["phases"] for r in runs])
-            except ValueError as exc:
-                raise InputError(f"{label}: {exc}", path=str(root)) from None
-            pooled = detect_phases_pooled([r["metrics"] for r in runs], phase_config)
+            # by the rules that made the runs' own verdicts (checked above): the first controls pool as they did
+            # when they were evaluated
+            pooled = detect_phases_pooled([r["metrics"] for r in runs], PhaseConfig(version=preset.phase_version))
             slopes = [(r["phases"].get("exploration") or {}).get("slope") for r in runs]
             curves = arm_curves(runs)
             per_arm[label] = {
@@ -317,6 +320,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
     pooled_orders = {(per_arm[k]["cell"], per_arm[k]["arm"]): per_arm[k]["phases"]["pooled"]["order"] for k in per_arm}
     controls = control_checks(runs_out, cells, preset.criteria or None, pooled_orders) if cells else None
     return {"format": FORMAT, "preset": preset.name, "arms": arms, "cells": cells or {}, "seeds": seeds,
+            "phase_version": preset.phase_version,
             **({"controls": controls} if controls else {}),
             "warm_start_seeds": warm_start_seeds, "pairs": [[q.warm_start_seed, q.seed] for q in pairs],
             "threshold": preset.threshold, "endpoints": list(ENDPOINTS), "per_arm": per_arm,
@@ -329,7 +333,8 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
 
 def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None,
                    pooled_orders: dict[tuple[str, str], str | None] | None = None) -> dict:
-    """The control cells' pass criteria (`hicra.study.presets.CONTROL_CRITERIA`, pre-registered in docs/study.md)
+    """The control cells' pass criteria (`criteria`, default `hicra.study.presets.CONTROL_CRITERIA`: the first
+    controls study's; a preset's own in `StudyPreset.criteria`, from `control_criteria`; pre-registered in docs/study.md)
     on the per-run entries of `summarize` (`results["runs"]`: arm, cell, phases brief). Per criterion: the cells
     it pools, n_runs, the runs showing the statistic (`hits`), the runs that could not be tested (`untested`),
     their share of the tested runs, the threshold and `passed` (None = not tested, with `reason`). `all_passed`
