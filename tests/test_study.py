@@ -848,3 +848,28 @@ def test_first_controls_pool_as_committed_under_the_v2_rules():
     with pytest.raises(InputError, match="phase verdict rules v2, but preset 'controls' reads its runs by v3") as err:
         summarize(root / "runs", replace(PRESETS["controls"], phase_version=3), ["grpo"], 3)
     assert "ws0-seed00.json" in str(err.value) and "phases.version" in str(err.value)
+
+
+def test_a_part_may_run_some_of_the_studys_cells(tmp_path):
+    """A study run in parts of whole (cell, warm-start seed) groups: a summary folder made for the whole study
+    accepts a part that runs some of its cells (`--cells`, knobs unchanged), and refuses a cell it does not hold, a
+    cell with other knobs, other settings, and the whole study in a folder a part made."""
+    from dataclasses import replace
+
+    from hicra.errors import InputError
+    from hicra.study.runner import check_study_dir
+
+    whole = PRESETS["controls2"]
+    check_study_dir(tmp_path / "all", whole)
+    some = {k: v for k, v in whole.cells.items() if v["execution_noise"] > 0 and v["strategy_prior"] == "oracle"}
+    assert len(some) == 2
+    check_study_dir(tmp_path / "all", replace(whole, cells=some))
+    for bad in (replace(whole, cells={"elsewhere": {"execution_noise": 0.2}}),
+                replace(whole, cells={k: {**v, "execution_noise": 0.05} for k, v in some.items()}),
+                replace(whole, cells=some, rl={**whole.rl, "steps": 80}),
+                PRESETS["controls"]):
+        with pytest.raises(InputError, match="other settings"):
+            check_study_dir(tmp_path / "all", bad)
+    check_study_dir(tmp_path / "part", replace(whole, cells=some))
+    with pytest.raises(InputError, match="other settings"):
+        check_study_dir(tmp_path / "part", whole)

@@ -51,8 +51,23 @@ class RunSpec:
         return f"{condition_label(self.cell, self.arm)} ws{self.warm_start_seed} s{self.seed}"
 
 
+def _part_of(study: dict | None, settings: dict) -> bool:
+    """Whether `settings` are the study's, or those of a part of it that runs some of its cells (`--cells` naming a
+    subset, knobs unchanged): a study run in parts of whole (cell, warm-start seed) groups shares one summary
+    folder."""
+    if study == settings:
+        return True
+    if not isinstance(study, dict) or not settings.get("cells"):
+        return False
+    rest = {k: v for k, v in settings.items() if k != "cells"}
+    cells = study.get("cells") or {}
+    return ({k: v for k, v in study.items() if k != "cells"} == rest
+            and all(name in cells and cells[name] == knobs for name, knobs in settings["cells"].items()))
+
+
 def check_study_dir(out: Path, preset: StudyPreset) -> dict:
-    """Create or re-open a study directory; refuse one that holds a study with other settings."""
+    """Create or re-open a study directory; refuse one that holds a study with other settings (a part that runs
+    some of the study's cells is the same study: `_part_of`)."""
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a directory", path=str(out))
     settings = study_settings(preset)
@@ -62,7 +77,7 @@ def check_study_dir(out: Path, preset: StudyPreset) -> dict:
             old = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise InputError(f"not a study file ({exc})", path=str(path)) from None
-        if old.get("format") != FORMAT or old.get("settings") != settings:
+        if old.get("format") != FORMAT or not _part_of(old.get("settings"), settings):
             raise InputError(f"the directory holds a study with other settings (preset {old.get('preset')!r}); "
                              "use another --out", path=str(path))
         return old
