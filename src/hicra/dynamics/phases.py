@@ -166,10 +166,16 @@ PHASE_VERSIONS = {
 }
 
 
+def phases_version(phases: Mapping | None) -> int:
+    """The rules version a `summary.json["phases"]` was made by: its `version`, 2 for v1 summaries (none older
+    exists among the rules) and for one without the field."""
+    return max(2, int((phases or {}).get("version") or 2))
+
+
 def config_for_phases(phases: Sequence[Mapping], config: PhaseConfig = PhaseConfig()) -> PhaseConfig:
-    """`config` with the rules version of the given `summary.json["phases"]` (v1 and v2 summaries: 2), so that
+    """`config` with the rules version of the given `summary.json["phases"]` (`phases_version`), so that
     pooling runs again reads them by the rules that made them. ValueError when they differ."""
-    versions = sorted({max(2, int((p or {}).get("version") or 2)) for p in phases})
+    versions = sorted({phases_version(p) for p in phases})
     if len(versions) > 1:
         raise ValueError(f"the runs' phase verdicts were made by different rules (versions {versions}): re-run "
                          "hicra analyze on the older ones")
@@ -408,10 +414,14 @@ def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.ra
     residuals, phi, innovations = _noise_model(x, y, config.min_segment, raw_lag1)
     # null: straight line + AR(1) noise rebuilt from resampled innovations; the tau search is redone on each
     a, b, fitted_line = _line_fit(x, y)
-    ys = fitted_line[:, None] + _ar1_resample(residuals, phi, innovations, config.n_boot, rng)
-    sse_h_null = _sse_hinge(bases, ys).min(axis=0)
-    sse_l_null = _sse_line(x, ys)
-    f_null = np.sort((sse_l_null - sse_h_null) / np.maximum(sse_h_null, 1e-12 * scale))
+
+    def null_f(size: int) -> np.ndarray:  # F of `size` null series
+        ys = fitted_line[:, None] + _ar1_resample(residuals, phi, innovations, size, rng)
+        sse_h_null = _sse_hinge(bases, ys).min(axis=0)
+        sse_l_null = _sse_line(x, ys)
+        return (sse_l_null - sse_h_null) / np.maximum(sse_h_null, 1e-12 * scale)
+
+    f_null = np.sort(null_f(config.n_boot))
     p_value = _p_values(f_null, np.array([f_obs]))[0]
     # interval for tau: the same noise model around the hinge fit
     ys_h = fit["fitted"][:, None] + _ar1_resample(residuals, phi, innovations, config.n_boot, rng)
@@ -426,12 +436,8 @@ def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.ra
     refine = config.n_boot_refine - f_null.size
     if config.version >= 3 and refine > 0 and abs(p_value - config.alpha) <= 2 * np.sqrt(
             config.alpha * (1 - config.alpha) / f_null.size):
-        extra = []
-        for size in np.diff(np.r_[np.arange(0, refine, 2000), refine]):  # in chunks: (steps x taus x draws) memory
-            ys = fitted_line[:, None] + _ar1_resample(residuals, phi, innovations, int(size), rng)
-            sse_h_null = _sse_hinge(bases, ys).min(axis=0)
-            sse_l_null = _sse_line(x, ys)
-            extra.append((sse_l_null - sse_h_null) / np.maximum(sse_h_null, 1e-12 * scale))
+        # in chunks: (taus x draws) memory
+        extra = [null_f(int(size)) for size in np.diff(np.r_[np.arange(0, refine, 2000), refine])]
         f_null = np.sort(np.concatenate([f_null, *extra]))
         out.update(f_null=f_null, n_null=int(f_null.size), p_value_first=float(p_value),
                    p_value=float(_p_values(f_null, np.array([f_obs]))[0]))

@@ -196,7 +196,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
     import numpy as np
 
     from hicra.dynamics.phases import ORDERS as PHASE_ORDERS
-    from hicra.dynamics.phases import VERDICTS, PhaseConfig, detect_phases_pooled
+    from hicra.dynamics.phases import VERDICTS, PhaseConfig, detect_phases_pooled, phases_version
     from hicra.stats import holm_adjust, steps_to_threshold
 
     warm_start_seeds = preset.warm_start_seeds if warm_start_seeds is None else warm_start_seeds
@@ -213,7 +213,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
             paths = [summary_path_for(root, arm, q.seed, q.warm_start_seed, cell) for q in pairs]
             runs = [load_summary(p) for p in paths]
             for p, r in zip(paths, runs, strict=True):
-                version = max(2, int((r.get("phases") or {}).get("version") or 2))
+                version = phases_version(r.get("phases"))
                 if version != preset.phase_version:
                     raise InputError(f"phase verdict rules v{version}, but preset {preset.name!r} reads its runs by "
                                      f"v{preset.phase_version}: one study's runs are read by one version",
