@@ -21,6 +21,7 @@ from hicra.study import (
     summary_path_for,
     write_run_summary,
 )
+from hicra.study.presets import RUN_FORMAT
 
 pytestmark = pytest.mark.xdist_group("study")  # the smoke study fixture is built once
 
@@ -873,3 +874,34 @@ def test_a_part_may_run_some_of_the_studys_cells(tmp_path):
     check_study_dir(tmp_path / "part", replace(whole, cells=some))
     with pytest.raises(InputError, match="other settings"):
         check_study_dir(tmp_path / "part", whole)
+
+
+def test_entropy_shape_benchmark_reads_tenths_net_change_and_the_test(tmp_path, capsys, benchmark_script):
+    """benchmarks/entropy_shape.py: the tenths are numpy's block means of the curve, the net change is the last
+    tenth minus the first, and the per-cell line counts the runs the verdict's test detects and those with a net
+    rise, on two planted runs (a rise that is over in the first tenth, which a straight line barely sees, and a
+    fall). A summary without the entropy curve gives one line naming its file and field, exit 2."""
+    mod = benchmark_script("entropy_shape")
+    rise = [1.0 + 0.2 * min(t, 10) / 10 for t in range(100)]
+    fall = [1.0 - 0.001 * t for t in range(100)]
+    assert mod.tenths(rise) == pytest.approx([np.mean(rise[i:i + 10]) for i in range(0, 100, 10)])
+    assert mod.tenths([None] * 5 + rise[5:])[0] == pytest.approx(np.mean(rise[5:10]))
+    cell = tmp_path / "c" / "cellA" / "grpo"
+    cell.mkdir(parents=True)
+    for seed, (curve, detected) in enumerate([(rise, False), (fall, True)]):
+        summary = {"format": RUN_FORMAT, "cell": "cellA", "warm_start_seed": 0, "seed": seed,
+                   "train_curve": {"step": list(range(100))}, "metrics": {"strategy_entropy": curve},
+                   "phases": {"exploration": {"detected": detected, "slope": 0.0},
+                              "evidence": {"exploration": {"window": [0.0, 99.0]}}}}
+        (cell / f"ws0-seed{seed:02d}.json").write_text(json.dumps(summary))
+    assert mod.main([str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    net_rise = np.mean(rise[90:]) - np.mean(rise[:10])
+    assert f"net {net_rise:+.3f}" in out and f"net {np.mean(fall[90:]) - np.mean(fall[:10]):+.3f}" in out
+    assert "cellA: 2 runs, test detects 1, net rise in 1" in out
+    bad = json.loads((cell / "ws0-seed01.json").read_text())
+    del bad["metrics"]["strategy_entropy"]
+    (cell / "ws0-seed01.json").write_text(json.dumps(bad))
+    assert mod.main([str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ws0-seed01.json" in err[0] and "metrics.strategy_entropy" in err[0]
