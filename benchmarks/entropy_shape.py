@@ -47,18 +47,25 @@ def main(argv: list[str] | None = None) -> int:
                                  path=str(root))
             for path in paths:
                 s = load_summary(path)
+                for field in ("cell", "warm_start_seed", "seed", "phases"):
+                    if s.get(field) is None:
+                        raise InputError("missing", path=str(path), field=field)
                 curve = (s.get("metrics") or {}).get("strategy_entropy")
                 if not curve:
                     raise InputError("no strategy entropy curve", path=str(path), field="metrics.strategy_entropy")
                 t = tenths(curve)
+                if not np.isfinite(t).all():
+                    raise InputError(f"{len(curve)} steps: every tenth of the steps needs a value (10 steps or more, "
+                                     "not all missing)", path=str(path), field="metrics.strategy_entropy")
                 ex = s["phases"].get("exploration") or {}
-                window = s["phases"].get("evidence", {}).get("exploration", {}).get("window")
+                window = ((s["phases"].get("evidence") or {}).get("exploration") or {}).get("window")
+                slope = ex.get("slope")  # null when the test could not run (`tested` false)
                 net = float(t[-1] - t[0])
                 per_cell[(str(root), s["cell"])].append((bool(ex.get("detected")), net))
                 print(f"{s['cell']} ws{s['warm_start_seed']} seed {s['seed']}: tenths "
                       + " ".join(f"{v:.2f}" for v in t)
                       + f" | net {net:+.3f} | test: detected {bool(ex.get('detected'))}, slope "
-                      f"{ex.get('slope', float('nan')):+.6f}/step on steps {window}")
+                      + ("n/a (not tested)" if slope is None else f"{slope:+.6f}/step on steps {window}"))
     except InputError as exc:
         print(f"entropy_shape: {exc}", file=sys.stderr)
         return 2

@@ -888,17 +888,28 @@ def test_entropy_shape_benchmark_reads_tenths_net_change_and_the_test(tmp_path, 
     assert mod.tenths([None] * 5 + rise[5:])[0] == pytest.approx(np.mean(rise[5:10]))
     cell = tmp_path / "c" / "cellA" / "grpo"
     cell.mkdir(parents=True)
-    for seed, (curve, detected) in enumerate([(rise, False), (fall, True)]):
+    # (curve, detected, slope): detections 1 and net rises 2, so swapping the two counts would fail
+    planted = [(rise, False, -0.0001), (fall, False, None), (rise, True, 0.0002)]
+    for seed, (curve, detected, slope) in enumerate(planted):
         summary = {"format": RUN_FORMAT, "cell": "cellA", "warm_start_seed": 0, "seed": seed,
                    "train_curve": {"step": list(range(100))}, "metrics": {"strategy_entropy": curve},
-                   "phases": {"exploration": {"detected": detected, "slope": 0.0},
-                              "evidence": {"exploration": {"window": [0.0, 99.0]}}}}
+                   "phases": {"exploration": {"detected": detected, "slope": slope, "tested": slope is not None},
+                              "evidence": {"exploration": None if slope is None else {"window": [0.0, 99.0]}}}}
         (cell / f"ws0-seed{seed:02d}.json").write_text(json.dumps(summary))
     assert mod.main([str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
     net_rise = np.mean(rise[90:]) - np.mean(rise[:10])
     assert f"net {net_rise:+.3f}" in out and f"net {np.mean(fall[90:]) - np.mean(fall[:10]):+.3f}" in out
-    assert "cellA: 2 runs, test detects 1, net rise in 1" in out
+    assert "seed 0: " in out and "detected False, slope -0.000100/step on steps [0.0, 99.0]" in out
+    assert "detected False, slope n/a (not tested)" in out and "detected True, slope +0.000200/step" in out
+    assert "cellA: 3 runs, test detects 1, net rise in 2" in out
+    short = json.loads((cell / "ws0-seed00.json").read_text())
+    short["metrics"]["strategy_entropy"] = rise[:7]
+    (cell / "ws0-seed00.json").write_text(json.dumps(short))
+    assert mod.main([str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ws0-seed00.json" in err[0] and "7 steps" in err[0]
+    (cell / "ws0-seed00.json").unlink()
     bad = json.loads((cell / "ws0-seed01.json").read_text())
     del bad["metrics"]["strategy_entropy"]
     (cell / "ws0-seed01.json").write_text(json.dumps(bad))
