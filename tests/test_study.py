@@ -916,3 +916,41 @@ def test_entropy_shape_benchmark_reads_tenths_net_change_and_the_test(tmp_path, 
     assert mod.main([str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ws0-seed01.json" in err[0] and "metrics.strategy_entropy" in err[0]
+
+
+def test_same_training_benchmark_finds_each_differing_field(tmp_path, capsys, benchmark_script):
+    """benchmarks/same_training.py: two planted roots share two runs, one equal in every training field but one
+    metric curve (allowed with --except) and one whose probe differs by 0.25; the first trains identically only
+    when its metric is allowed, the second never, and the runs under one root are counted. No shared run: exit 2."""
+    mod = benchmark_script("same_training")
+    base = {"format": RUN_FORMAT, "cell": "cellA", "warm_start_seed": 0, "seed": 0,
+            "eval": {"final": {"accuracy": 0.5}}, "eval_curve": {"step": [0, 20], "accuracy": [0.4, 0.5]},
+            "train_curve": {"step": [0, 1], "accuracy": [0.3, 0.6]}, "probes": {"step": [0], "plan": [0.5]},
+            "metrics": {"rel_ppl_reference": [1.0, 0.9], "rel_ppl_planning": [1.0, 1.1]},
+            "phases": {"verdict": "none", "order": "none", "exploration": {"detected": False}}}
+    for root in ("a", "b"):
+        (tmp_path / root / "cellA" / "grpo").mkdir(parents=True)
+    def put(root, name, summary):
+        (tmp_path / root / "cellA" / "grpo" / name).write_text(json.dumps(summary))
+    put("a", "ws0-seed00.json", base)
+    put("b", "ws0-seed00.json", {**base, "metrics": {**base["metrics"], "rel_ppl_reference": [1.0, 0.8]},
+                                 "phases": {**base["phases"], "verdict": "no-order"}})
+    put("a", "ws0-seed01.json", base)
+    put("b", "ws0-seed01.json", {**base, "probes": {"step": [0], "plan": [0.75]}})
+    put("a", "ws1-seed00.json", base)
+    assert mod.max_abs_diff({"x": [1.0, 2.0]}, {"x": [1.0, 2.5]}) == pytest.approx(0.5)
+    assert mod.max_abs_diff([1.0], [1.0, 2.0]) is None
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert mod.main([a, b]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs in both; 0 train identically" in out and "1 have the same verdict" in out
+    assert "only under " + a + ": 1, only under " + b + ": 0" in out
+    assert "metrics.rel_ppl_reference (max |diff| 0.1)" in out and "probes (max |diff| 0.25)" in out
+    assert mod.main([a, b, "--except", "rel_ppl_reference"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs in both; 1 train identically" in out
+    assert "ws0-seed00.json: trains identically" in out and "ws0-seed01.json: DIFFERS" in out
+    (tmp_path / "c").mkdir()
+    assert mod.main([a, str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no run summary" in err[0]

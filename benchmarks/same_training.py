@@ -1,0 +1,113 @@
+"""Whether the runs two studies share trained identically: field-by-field equality of their run summaries.
+
+    python benchmarks/same_training.py ROOT_A ROOT_B [--arm grpo]
+
+ROOT_A and ROOT_B are study summary folders (`hicra study --summaries`, e.g. docs/findings/v2/runs and
+docs/findings/v2/controls2/runs): CELL/ARM/wsW-seedS.json files (`hicra.study.runner.write_run_summary`). A run
+is in both when the same CELL/ARM/wsW-seedS.json exists under each root. Per shared run it compares, with exact
+equality (no tolerance), the training's record: the held-out evaluations (`eval`, `eval_curve`), the training
+curve (`train_curve`), the probes (`probes`) and each metric curve (`metrics.NAME`), and prints the fields that
+differ with their largest absolute difference. Beside it, whether the phase verdict (`phases.verdict`,
+`phases.order`, `phases.exploration.detected`) is the same; it can differ between two identical trainings when
+the studies read them with different rules versions. It also lists the runs found under only one root.
+
+A run "trains identically" when every compared field is equal except the metrics named with --except (by
+default none). Use it to check a claim that a rerun reproduces a run bit for bit (e.g. docs/study.md, controls2
+part 5b: every field but `metrics.rel_ppl_reference`, which the v3 rules define differently).
+No shared run, or a summary that is not one: one line naming the file, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from hicra.errors import InputError
+from hicra.study.statistics import load_summary
+
+COMPARED = ("eval", "eval_curve", "train_curve", "probes")
+
+
+def max_abs_diff(a, b) -> float | None:
+    """Largest |a - b| over the numbers of two equally shaped JSON values; None when their shapes or non-numeric
+    parts differ (then no number says how far apart they are)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return None
+        parts = [max_abs_diff(a[k], b[k]) for k in a]
+    elif isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return None
+        parts = [max_abs_diff(x, y) for x, y in zip(a, b, strict=True)]
+    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        if a == b or (math.isnan(a) and math.isnan(b)):
+            return 0.0
+        return abs(a - b)
+    else:
+        return 0.0 if a == b else None
+    if any(p is None for p in parts):
+        return None
+    return max(parts, default=0.0)
+
+
+def differing_fields(a: dict, b: dict) -> dict[str, float | None]:
+    """{field: largest absolute difference (None: not comparable)} for the compared fields that differ between
+    two run summaries; `metrics.NAME` per metric curve, a metric present in only one as not comparable."""
+    out: dict[str, float | None] = {}
+    for field in COMPARED:
+        if a.get(field) != b.get(field):
+            out[field] = max_abs_diff(a.get(field), b.get(field))
+    ma, mb = a.get("metrics") or {}, b.get("metrics") or {}
+    for name in sorted(set(ma) | set(mb)):
+        if ma.get(name) != mb.get(name):
+            out[f"metrics.{name}"] = max_abs_diff(ma.get(name), mb.get(name))
+    return out
+
+
+def verdict(s: dict) -> tuple:
+    ph = s.get("phases") or {}
+    return ph.get("verdict"), ph.get("order"), (ph.get("exploration") or {}).get("detected")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root_a", type=Path)
+    ap.add_argument("root_b", type=Path)
+    ap.add_argument("--arm", default="grpo")
+    ap.add_argument("--except", dest="allowed", action="append", default=[], metavar="METRIC",
+                    help="a metric curve allowed to differ (e.g. rel_ppl_reference); repeatable")
+    args = ap.parse_args(argv)
+    allowed = {f"metrics.{m}" for m in args.allowed}
+    pattern = f"*/{args.arm}/ws*-seed*.json"
+    try:
+        runs_a = {p.relative_to(args.root_a) for p in args.root_a.glob(pattern)}
+        runs_b = {p.relative_to(args.root_b) for p in args.root_b.glob(pattern)}
+        shared = sorted(runs_a & runs_b)
+        if not shared:
+            raise InputError(f"no run summary (CELL/{args.arm}/wsW-seedS.json) in both {args.root_a} and "
+                             f"{args.root_b}", path=str(args.root_b))
+        identical = same_verdict = 0
+        for rel in shared:
+            a, b = load_summary(args.root_a / rel), load_summary(args.root_b / rel)
+            diff = differing_fields(a, b)
+            ok = set(diff) <= allowed
+            identical += ok
+            same_verdict += verdict(a) == verdict(b)
+            shown = ", ".join(f"{f} (max |diff| {'n/a' if d is None else f'{d:.3g}'})" for f, d in diff.items())
+            print(f"{rel}: {'trains identically' if ok else 'DIFFERS'}; differing fields: {shown or 'none'}; "
+                  f"verdict {verdict(a)} vs {verdict(b)}")
+    except InputError as exc:
+        print(f"same_training: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(f"{len(shared)} runs in both; {identical} train identically"
+          + (f" (allowing {', '.join(sorted(allowed))} to differ)" if allowed else "")
+          + f"; {same_verdict} have the same verdict, order and exploration reading; "
+          f"only under {args.root_a}: {len(runs_a - runs_b)}, only under {args.root_b}: {len(runs_b - runs_a)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
