@@ -954,3 +954,50 @@ def test_same_training_benchmark_finds_each_differing_field(tmp_path, capsys, be
     assert mod.main([a, str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no run summary" in err[0]
+
+
+def test_exploration_shapes_benchmark_plants_shapes_and_tests_them(tmp_path, capsys, benchmark_script):
+    """benchmarks/exploration_shapes.py: the planted shapes start at 0 and end where the docstring says; the tenths
+    profile of curves that step up after their first tenth starts at 0 and ends at the step; the candidate
+    net-change test detects a clear rise that is over early and not a fall; `main` on planted summaries prints one
+    row per shape and amplitude and one profile row per blind-diverse cell. No blind-diverse summary, or a curve of
+    the wrong length: one line, exit 2."""
+    mod = benchmark_script("exploration_shapes")
+    n = mod.STEPS
+    for name in mod.SHAPES:
+        assert mod.shape(name, 0.3)[0] == pytest.approx(0.0)
+    assert mod.shape("linear", 0.3)[-1] == pytest.approx(0.3) and mod.shape("fall", 0.3)[-1] == pytest.approx(-0.3)
+    assert mod.shape("early", 0.3)[mod.RISE_STEPS:] == pytest.approx(np.full(n - mod.RISE_STEPS, 0.3))
+    assert mod.shape("ease", 0.3)[-1] == pytest.approx(0.1) and mod.shape("ease", 0.3).max() == pytest.approx(0.3)
+    stepped = np.where(np.arange(n) < 32, 1.0, 1.5)
+    profile = mod.tenths_profile([stepped, stepped + 0.2])
+    assert profile[0] == pytest.approx(0.0) and profile[-1] == pytest.approx(0.5)
+    x = np.arange(n, dtype=float)
+    noise = np.random.default_rng(0).normal(0, 0.05, n)
+    rise = mod.net_change_test(x, 1.0 + mod.shape("early", 0.3) + noise, 5)
+    assert rise["detected"] and rise["interval"][0] > 0
+    assert rise["net_change"] == pytest.approx(np.mean((mod.shape("early", 0.3) + noise)[-64:])
+                                               - np.mean((mod.shape("early", 0.3) + noise)[:64]))
+    assert not mod.net_change_test(x, 1.0 + mod.shape("fall", 0.3) + noise, 10)["detected"]
+    cell = tmp_path / "r" / "exec0.0_prior-blind-common_opt-diverse" / "grpo"
+    cell.mkdir(parents=True)
+    for seed in range(2):
+        curve = (1.0 + mod.shape("early", 0.2) + np.random.default_rng(seed).normal(0, 0.1, n)).tolist()
+        (cell / f"ws0-seed{seed:02d}.json").write_text(json.dumps(
+            {"format": RUN_FORMAT, "train_curve": {"step": list(range(n))},
+             "metrics": {"step": list(range(n)), "strategy_entropy": curve}}))
+    assert mod.main(["--n", "2", "--amplitudes", "0.1", "--noise-root", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "noise from 2 runs' noise models" in out
+    rows = [line.split()[0] for line in out.splitlines()[2:]
+            if line.split() and line.split()[0] in (*mod.SHAPES, "profile") and not line.startswith("profile of")]
+    assert rows == ["flat", "fall", "linear", "early", "ease", "profile"]
+    assert "profile of exec0.0_prior-blind-common_opt-diverse (2 runs)" in out
+    short = json.loads((cell / "ws0-seed01.json").read_text())
+    short["metrics"] = {"step": list(range(10)), "strategy_entropy": [1.0] * 10}
+    (cell / "ws0-seed01.json").write_text(json.dumps(short))
+    assert mod.main(["--n", "2", "--noise-root", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ws0-seed01.json" in err[0] and "10 steps" in err[0]
+    assert mod.main(["--noise-root", str(tmp_path)]) == 2
+    assert "no blind-diverse run summaries" in capsys.readouterr().err
