@@ -5,16 +5,18 @@
 ROOT_A and ROOT_B are study summary folders (`hicra study --summaries`, e.g. docs/findings/v2/runs and
 docs/findings/v2/controls2/runs): CELL/ARM/wsW-seedS.json files (`hicra.study.runner.write_run_summary`). A run
 is in both when the same CELL/ARM/wsW-seedS.json exists under each root. Per shared run it compares, with exact
-equality (no tolerance), the training's record: the held-out evaluations (`eval`, `eval_curve`), the training
-curve (`train_curve`), the probes (`probes`) and each metric curve (`metrics.NAME`), and prints the fields that
-differ with their largest absolute difference. Beside it, whether the phase verdict (`phases.verdict`,
-`phases.order`, `phases.exploration.detected`) is the same; it can differ between two identical trainings when
-the studies read them with different rules versions. It also lists the runs found under only one root.
+equality (no tolerance; NaN equals NaN), the run's setup (`knobs`, `config`, `warm_start_config`, `steps`) and
+the training's record: the held-out evaluations (`eval`, `eval_curve`), the training curve (`train_curve`), the
+probes (`probes`) and each metric curve (`metrics.NAME`), and prints the fields that differ with their largest
+absolute difference. Beside it, whether the phase verdict (`phases.verdict`, `phases.order`,
+`phases.exploration.detected`) is the same; it can differ between two identical trainings when the studies read
+them with different rules versions. It counts the runs found under only one root. Not compared: `code` (the
+commit), `seconds`, `resumed`, `phases` beyond the verdict, and fields outside the lists above.
 
 A run "trains identically" when every compared field is equal except the metrics named with --except (by
 default none). Use it to check a claim that a rerun reproduces a run bit for bit (e.g. docs/study.md, controls2
 part 5b: every field but `metrics.rel_ppl_reference`, which the v3 rules define differently).
-No shared run, or a summary that is not one: one line naming the file, exit code 2.
+No shared run, a summary that is not one, or an --except metric that no shared run has: one line, exit code 2.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from hicra.errors import InputError
 from hicra.study.statistics import load_summary
 
+SETUP = ("knobs", "config", "warm_start_config", "steps")
 COMPARED = ("eval", "eval_curve", "train_curve", "probes")
 
 
@@ -53,16 +56,16 @@ def max_abs_diff(a, b) -> float | None:
 
 
 def differing_fields(a: dict, b: dict) -> dict[str, float | None]:
-    """{field: largest absolute difference (None: not comparable)} for the compared fields that differ between
-    two run summaries; `metrics.NAME` per metric curve, a metric present in only one as not comparable."""
+    """{field: largest absolute difference (None: not comparable)} for the setup and record fields that differ
+    between two run summaries (NaN equals NaN); `metrics.NAME` per metric curve, a metric present in only one as
+    not comparable."""
     out: dict[str, float | None] = {}
-    for field in COMPARED:
-        if a.get(field) != b.get(field):
-            out[field] = max_abs_diff(a.get(field), b.get(field))
+    pairs = [(f, a.get(f), b.get(f)) for f in (*SETUP, *COMPARED)]
     ma, mb = a.get("metrics") or {}, b.get("metrics") or {}
-    for name in sorted(set(ma) | set(mb)):
-        if ma.get(name) != mb.get(name):
-            out[f"metrics.{name}"] = max_abs_diff(ma.get(name), mb.get(name))
+    pairs += [(f"metrics.{name}", ma.get(name), mb.get(name)) for name in sorted(set(ma) | set(mb))]
+    for field, x, y in pairs:
+        if x != y and max_abs_diff(x, y) != 0.0:
+            out[field] = max_abs_diff(x, y)
     return out
 
 
@@ -88,9 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         if not shared:
             raise InputError(f"no run summary (CELL/{args.arm}/wsW-seedS.json) in both {args.root_a} and "
                              f"{args.root_b}", path=str(args.root_b))
+        pairs = [(rel, load_summary(args.root_a / rel), load_summary(args.root_b / rel)) for rel in shared]
+        present = {f"metrics.{m}" for _, a, b in pairs for m in (*(a.get("metrics") or {}), *(b.get("metrics") or {}))}
+        if allowed - present:
+            raise InputError(f"--except {', '.join(sorted(m[8:] for m in allowed - present))}: no such metric in the "
+                             "shared runs' summaries", path=str(args.root_b))
         identical = same_verdict = 0
-        for rel in shared:
-            a, b = load_summary(args.root_a / rel), load_summary(args.root_b / rel)
+        for rel, a, b in pairs:
             diff = differing_fields(a, b)
             ok = set(diff) <= allowed
             identical += ok

@@ -921,7 +921,8 @@ def test_entropy_shape_benchmark_reads_tenths_net_change_and_the_test(tmp_path, 
 def test_same_training_benchmark_finds_each_differing_field(tmp_path, capsys, benchmark_script):
     """benchmarks/same_training.py: two planted roots share two runs, one equal in every training field but one
     metric curve (allowed with --except) and one whose probe differs by 0.25; the first trains identically only
-    when its metric is allowed, the second never, and the runs under one root are counted. No shared run: exit 2."""
+    when its metric is allowed, the second never, and the runs under one root are counted. NaN equals NaN, a setup
+    field (config) counts. No shared run, or an --except metric no run has: exit 2."""
     mod = benchmark_script("same_training")
     base = {"format": RUN_FORMAT, "cell": "cellA", "warm_start_seed": 0, "seed": 0,
             "eval": {"final": {"accuracy": 0.5}}, "eval_curve": {"step": [0, 20], "accuracy": [0.4, 0.5]},
@@ -950,6 +951,13 @@ def test_same_training_benchmark_finds_each_differing_field(tmp_path, capsys, be
     out = capsys.readouterr().out
     assert "2 runs in both; 1 train identically" in out
     assert "ws0-seed00.json: trains identically" in out and "ws0-seed01.json: DIFFERS" in out
+    put("a", "ws0-seed01.json", {**base, "probes": {"step": [0], "plan": [float("nan")]}})
+    put("b", "ws0-seed01.json", {**base, "probes": {"step": [0], "plan": [float("nan")]}, "config": {"lr": 2.0}})
+    assert mod.main([a, b, "--except", "rel_ppl_reference"]) == 0
+    out = capsys.readouterr().out  # NaN equals NaN; a different setup (config) is a difference
+    assert "ws0-seed01.json: DIFFERS; differing fields: config (max |diff| n/a)" in out
+    assert mod.main([a, b, "--except", "rel_ppl_referenc"]) == 2
+    assert "no such metric" in capsys.readouterr().err
     (tmp_path / "c").mkdir()
     assert mod.main([a, str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -957,27 +965,38 @@ def test_same_training_benchmark_finds_each_differing_field(tmp_path, capsys, be
 
 
 def test_exploration_shapes_benchmark_plants_shapes_and_tests_them(tmp_path, capsys, benchmark_script):
-    """benchmarks/exploration_shapes.py: the planted shapes start at 0 and end where the docstring says; the tenths
-    profile of curves that step up after their first tenth starts at 0 and ends at the step; the candidate
-    net-change test detects a clear rise that is over early and not a fall; `main` on planted summaries prints one
-    row per shape and amplitude and one profile row per blind-diverse cell. No blind-diverse summary, or a curve of
-    the wrong length: one line, exit 2."""
+    """benchmarks/exploration_shapes.py: the planted shapes start at 0 and end where the docstring says; the block
+    profile joins block means by lines through their centres; the candidate net-change test's interval has the
+    width of the net change's spread under white noise (1.96 x sqrt(2 / k) x SD, k steps per block), contains the
+    estimate, stays silent on flat curves and detects a clear early rise but not a fall; `main` on planted
+    summaries prints one row per shape and amplitude and two per blind-diverse cell. No blind-diverse summary, or a
+    curve of the wrong length: one line, exit 2."""
     mod = benchmark_script("exploration_shapes")
     n = mod.STEPS
     for name in mod.SHAPES:
         assert mod.shape(name, 0.3)[0] == pytest.approx(0.0)
     assert mod.shape("linear", 0.3)[-1] == pytest.approx(0.3) and mod.shape("fall", 0.3)[-1] == pytest.approx(-0.3)
     assert mod.shape("early", 0.3)[mod.RISE_STEPS:] == pytest.approx(np.full(n - mod.RISE_STEPS, 0.3))
-    assert mod.shape("ease", 0.3)[-1] == pytest.approx(0.1) and mod.shape("ease", 0.3).max() == pytest.approx(0.3)
-    stepped = np.where(np.arange(n) < 32, 1.0, 1.5)
-    profile = mod.tenths_profile([stepped, stepped + 0.2])
+    assert mod.shape("ease", 0.3)[-1] == pytest.approx(0.2) and mod.shape("ease", 0.3).max() == pytest.approx(0.3)
+    stepped = np.where(np.arange(n) < 100, 1.0, 1.5)
+    profile = mod.block_profile([stepped, stepped + 0.2], 10)
+    centres = [b.mean() for b in np.array_split(np.arange(n, dtype=float), 10)]
+    means = [b.mean() for b in np.array_split(stepped, 10)]
     assert profile[0] == pytest.approx(0.0) and profile[-1] == pytest.approx(0.5)
+    assert profile[int(centres[3])] == pytest.approx(np.interp(int(centres[3]), centres, means) - means[0])
+    assert 0.0 < profile[100] < 0.5  # the step falls inside the fourth block: its mean is between the levels
     x = np.arange(n, dtype=float)
+    sd = 0.1
+    for seed in range(5):
+        noise = np.random.default_rng(seed).normal(0, sd, n)
+        flat = mod.net_change_test(x, 1.0 + noise, 5)
+        lo, hi = flat["interval"]
+        assert not flat["detected"] and lo < flat["net_change"] < hi
+        assert flat["net_change"] == pytest.approx(noise[-64:].mean() - noise[:64].mean())
+        assert hi - lo == pytest.approx(2 * 1.96 * sd * np.sqrt(2 / 64), rel=0.3)
     noise = np.random.default_rng(0).normal(0, 0.05, n)
     rise = mod.net_change_test(x, 1.0 + mod.shape("early", 0.3) + noise, 5)
     assert rise["detected"] and rise["interval"][0] > 0
-    assert rise["net_change"] == pytest.approx(np.mean((mod.shape("early", 0.3) + noise)[-64:])
-                                               - np.mean((mod.shape("early", 0.3) + noise)[:64]))
     assert not mod.net_change_test(x, 1.0 + mod.shape("fall", 0.3) + noise, 10)["detected"]
     cell = tmp_path / "r" / "exec0.0_prior-blind-common_opt-diverse" / "grpo"
     cell.mkdir(parents=True)
@@ -990,9 +1009,17 @@ def test_exploration_shapes_benchmark_plants_shapes_and_tests_them(tmp_path, cap
     out = capsys.readouterr().out
     assert "noise from 2 runs' noise models" in out
     rows = [line.split()[0] for line in out.splitlines()[2:]
-            if line.split() and line.split()[0] in (*mod.SHAPES, "profile") and not line.startswith("profile of")]
-    assert rows == ["flat", "fall", "linear", "early", "ease", "profile"]
+            if line.split() and line.split()[0] in (*mod.SHAPES, "profile", "per-run")
+            and not line.startswith("profile of")]
+    assert rows == ["flat", "fall", "linear", "early", "ease", "profile", "per-run"]
     assert "profile of exec0.0_prior-blind-common_opt-diverse (2 runs)" in out
+    assert mod.main(["--runs", str(tmp_path / "r")]) == 0  # the tests on the (planted) runs themselves
+    curves = [np.array(json.loads(p.read_text())["metrics"]["strategy_entropy"]) for p in sorted(cell.iterdir())]
+    expected = [sum(mod.trend_test(x, y)["detected"] for y in curves),
+                sum(mod.net_change_test(x, y, 5)["detected"] for y in curves),
+                sum(mod.net_change_test(x, y, 10)["detected"] for y in curves)]
+    assert (f"exec0.0_prior-blind-common_opt-diverse: 2 runs, linear {expected[0]}, net5 {expected[1]}, "
+            f"net10 {expected[2]}") in capsys.readouterr().out
     short = json.loads((cell / "ws0-seed01.json").read_text())
     short["metrics"] = {"step": list(range(10)), "strategy_entropy": [1.0] * 10}
     (cell / "ws0-seed01.json").write_text(json.dumps(short))
