@@ -91,6 +91,23 @@ def block_profile(curves: list[np.ndarray], blocks: int, n: int = STEPS) -> np.n
     return line - line[0]
 
 
+def entropy_curve(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, strategy entropy) of one run summary, at the steps with a value; InputError naming the file when
+    the curve is missing."""
+    m = load_summary(path).get("metrics") or {}
+    if not m.get("strategy_entropy") or not m.get("step"):
+        raise InputError("no strategy entropy curve", path=str(path), field="metrics.strategy_entropy")
+    x, y = np.asarray(m["step"], float), np.asarray(m["strategy_entropy"], float)
+    ok = np.isfinite(y)
+    return x[ok], y[ok]
+
+
+def detections(x: np.ndarray, y: np.ndarray) -> dict[str, bool]:
+    """Whether each of TESTS detects a rise in the curve y over steps x."""
+    return {"linear": trend_test(x, y)["detected"], "net5": net_change_test(x, y, 5)["detected"],
+            "net10": net_change_test(x, y, 10)["detected"]}
+
+
 def noise_models(root: Path) -> dict[str, list[tuple[tuple[np.ndarray, float, np.ndarray], np.ndarray]]]:
     """{cell: [(noise model, strategy entropy curve)]} of the blind-diverse runs under root (CELL/grpo/wsW-seedS.json);
     the noise model is `_noise_model`'s (residuals, phi, innovations)."""
@@ -100,12 +117,9 @@ def noise_models(root: Path) -> dict[str, list[tuple[tuple[np.ndarray, float, np
                          path=str(root))
     out: dict = {}
     for p in paths:
-        m = load_summary(p).get("metrics") or {}
-        if not m.get("strategy_entropy"):
-            raise InputError("no strategy entropy curve", path=str(p), field="metrics.strategy_entropy")
-        x, y = np.asarray(m["step"], float), np.asarray(m["strategy_entropy"], float)
+        x, y = entropy_curve(p)
         if y.size != STEPS:
-            raise InputError(f"{y.size} steps, the planted curves have {STEPS}", path=str(p),
+            raise InputError(f"{y.size} steps with a value, the planted curves have {STEPS}", path=str(p),
                              field="metrics.strategy_entropy")
         out.setdefault(p.parent.parent.name, []).append((_noise_model(x, y, PhaseConfig().min_segment), y))
     return out
@@ -119,9 +133,8 @@ def detection_rates(signals: list[np.ndarray], models: list, n: int, rng: np.ran
     for i in range(n):
         residuals, phi, innovations = models[i % len(models)]
         y = 1.0 + signals[i % len(signals)] + _ar1_series(residuals, phi, innovations, rng.random((STEPS, 1)))[:, 0]
-        hits["linear"] += trend_test(x, y)["detected"]
-        hits["net5"] += net_change_test(x, y, 5)["detected"]
-        hits["net10"] += net_change_test(x, y, 10)["detected"]
+        for test, detected in detections(x, y).items():
+            hits[test] += detected
     return hits
 
 
@@ -132,19 +145,13 @@ def on_runs(root: Path) -> int:
         raise InputError("no run summaries (CELL/grpo/wsW-seedS.json)", path=str(root))
     counts: dict[str, dict[str, int]] = {}
     for p in paths:
-        m = load_summary(p).get("metrics") or {}
-        if not m.get("strategy_entropy") or not m.get("step"):
-            raise InputError("no strategy entropy curve", path=str(p), field="metrics.strategy_entropy")
-        x, y = np.asarray(m["step"], float), np.asarray(m["strategy_entropy"], float)
-        ok = np.isfinite(y)
-        x, y = x[ok], y[ok]
+        x, y = entropy_curve(p)
         if y.size < 20:
             raise InputError(f"{y.size} steps with a value, need 20", path=str(p), field="metrics.strategy_entropy")
         c = counts.setdefault(p.parent.parent.name, {"runs": 0, **dict.fromkeys(TESTS, 0)})
         c["runs"] += 1
-        c["linear"] += trend_test(x, y)["detected"]
-        c["net5"] += net_change_test(x, y, 5)["detected"]
-        c["net10"] += net_change_test(x, y, 10)["detected"]
+        for test, detected in detections(x, y).items():
+            c[test] += detected
     print("cell: runs, detected by " + ", ".join(TESTS))
     for cell, c in counts.items():
         print(f"{cell}: {c['runs']} runs, " + ", ".join(f"{t} {c[t]}" for t in TESTS))

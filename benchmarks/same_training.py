@@ -64,8 +64,8 @@ def differing_fields(a: dict, b: dict) -> dict[str, float | None]:
     ma, mb = a.get("metrics") or {}, b.get("metrics") or {}
     pairs += [(f"metrics.{name}", ma.get(name), mb.get(name)) for name in sorted(set(ma) | set(mb))]
     for field, x, y in pairs:
-        if x != y and max_abs_diff(x, y) != 0.0:
-            out[field] = max_abs_diff(x, y)
+        if x != y and (diff := max_abs_diff(x, y)) != 0.0:
+            out[field] = diff
     return out
 
 
