@@ -551,7 +551,7 @@ def test_class_optimum_finds_a_planted_choice_and_cross_fitting_removes_the_pick
 def test_strategy_accuracy_scores_each_named_strategy_and_the_own_choice(monkeypatch):
     """With a stand-in policy that executes the strategy a prompt names (noise-free) and answers 0 to a plain
     prompt, every hinted row is right and followed k times out of k and every own-choice row 0; one row per
-    applicable strategy and one own row per problem; k < 1 is refused."""
+    applicable strategy and one own row per problem; `hinted=False` keeps only the own rows; k < 1 is refused."""
     import random
     from collections import Counter
     from types import SimpleNamespace
@@ -599,6 +599,11 @@ def test_strategy_accuracy_scores_each_named_strategy_and_the_own_choice(monkeyp
         assert r["executed"] == ({r["strategy"]: 3} if r["strategy"] else {"unparsed": 3})
     with pytest.raises(ValueError, match="k must be"):
         strategy_accuracy(model, Tok(), mix, problems, k=0, temperature=0.7, max_new_tokens=64)
+    own_only = strategy_accuracy(model, Tok(), mix, problems, k=2, temperature=0.7, max_new_tokens=64, hinted=False)
+    assert [(r["problem_id"], r["strategy"]) for r in own_only] == [(p.id, None) for p in problems]
+    with pytest.raises(ValueError, match="both False"):
+        strategy_accuracy(model, Tok(), mix, problems, k=1, temperature=0.7, max_new_tokens=64, own=False,
+                          hinted=False)
 
 
 def test_pair_even_pairing_halves_the_count_and_needs_an_even_count():

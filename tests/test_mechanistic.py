@@ -1142,6 +1142,52 @@ def test_lab_exec_probe_benchmark_reads_snapshots(run_dir, tmp_path, capsys, mon
     assert "--temperature" in _one_line(capsys)
 
 
+def test_heldout_exploration_benchmark_samples_both_ends(run_dir, tmp_path, capsys, monkeypatch, benchmark_script):
+    """benchmarks/heldout_exploration.py: its JSON's entropies at both ends equal the entropy (scipy) of the parsed
+    strategy labels of `strategy_accuracy`'s own-choice responses on the run's held-out ids, from step 0 and from
+    `model/`, and the change lies in its interval; a run without eval.json is one line naming it, exit code 2."""
+    import shutil
+
+    from scipy.stats import entropy
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hicra.lab.probes import strategy_accuracy
+    from hicra.lab.tasks import TaskMix
+
+    run = _copy_run(run_dir, tmp_path)
+    shutil.copytree(run / "checkpoints" / "step_000000", run / "tokenizer")
+    shutil.copytree(run / "checkpoints" / "step_000010", run / "model")
+    info = json.loads((run / "run.json").read_text())
+    info["config"].update(optimum="diverse")
+    (run / "run.json").write_text(json.dumps(info))
+    mod = benchmark_script("heldout_exploration")
+    out_json = tmp_path / "he.json"
+    monkeypatch.setattr(sys, "argv", ["x", str(run), "--k", "3", "--boot", "200", "--json", str(out_json)])
+    assert mod.main() == 0
+    (report,) = json.loads(out_json.read_text())
+    cfg = info["config"]
+    task = TaskMix(cfg["tasks"], optimum="diverse", heldout_share=cfg["heldout_share"])
+    ids = json.loads((run / "eval.json").read_text())["heldout_ids"]
+    for end, snapshot in (("before", "checkpoints/step_000000"), ("after", "model")):
+        rows = strategy_accuracy(AutoModelForCausalLM.from_pretrained(run / snapshot),
+                                 AutoTokenizer.from_pretrained(run / "tokenizer"), task,
+                                 [task.problem(i) for i in ids], 3, cfg["temperature"], cfg["max_new_tokens"],
+                                 seed=0, hinted=False)
+        mass = {}
+        for r in rows:
+            for label, n in r["executed"].items():
+                for part in ([] if label == "unparsed" else label.split("+")):
+                    mass[part] = mass.get(part, 0.0) + n / len(label.split("+"))
+        assert report[f"H_{end}"] == pytest.approx(entropy(list(mass.values())) if mass else 0.0, abs=1e-9)
+    lo, hi = report["H_interval"]
+    assert lo <= report["H_change"] <= hi
+    capsys.readouterr()
+    (run / "eval.json").unlink()
+    monkeypatch.setattr(sys, "argv", ["x", str(run)])
+    assert mod.main() == 2
+    assert "eval.json" in _one_line(capsys)
+
+
 def test_lab_strategy_optimum_benchmark_reads_snapshots(run_dir, tmp_path, capsys, monkeypatch, benchmark_script):
     """benchmarks/lab_strategy_optimum.py: its JSON holds, per snapshot and family, `class_optimum` of
     `strategy_accuracy` on the run's held-out problems at the run's temperature and seed; a step without a snapshot

@@ -1028,3 +1028,44 @@ def test_exploration_shapes_benchmark_plants_shapes_and_tests_them(tmp_path, cap
     assert len(err) == 1 and "ws0-seed01.json" in err[0] and "10 steps" in err[0]
     assert mod.main(["--noise-root", str(tmp_path)]) == 2
     assert "no blind-diverse run summaries" in capsys.readouterr().err
+
+
+def test_heldout_exploration_entropies_and_paired_change(benchmark_script):
+    """benchmarks/heldout_exploration.py's pure parts: "+"-joined labels count 1/parts; H|fam ignores the family
+    composition (two families, each always its own label: H = ln 2, H|fam = 0); a planted rise within families
+    reads `rise`, its mirror `fall`, equal ends `-` with a zero change; more parsed responses of one family
+    move H but not H|fam. The pooled entropy matches scipy's."""
+    from scipy.stats import entropy
+
+    mod = benchmark_script("heldout_exploration")
+    rows = [{"problem_id": "p1", "strategy": None, "executed": {"a+b": 2, "a": 1, "unparsed": 1}},
+            {"problem_id": "p1", "strategy": "a", "executed": {"a": 4}},
+            {"problem_id": "p2", "strategy": None, "executed": {"c": 3}}]
+    names, counts, unparsed = mod.label_counts(rows, ["p2", "p1"])
+    assert names == ["a", "b", "c"]
+    assert counts.tolist() == [[0, 0, 3], [2, 1, 0]] and unparsed.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="p3"):
+        mod.label_counts(rows, ["p3"])
+
+    family = np.array(["x"] * 40 + ["y"] * 40)
+    one = np.zeros((80, 4))
+    one[:40, 0] = 4
+    one[40:, 2] = 4
+    h, hf = mod.entropies(one, family)
+    assert h[0] == pytest.approx(np.log(2)) and hf[0] == pytest.approx(0.0)
+    spread = one.copy()
+    spread[:40] = [2, 2, 0, 0]
+    spread[40:] = [0, 0, 2, 2]
+    assert mod.entropies(spread, family)[0][0] == pytest.approx(entropy(spread.sum(axis=0)))
+    rise = mod.paired_change(one, spread, family, boot=300)
+    assert rise["reading"] == "rise" and rise["Hfam_change"] == pytest.approx(np.log(2))
+    assert rise["Hfam_interval"][0] > 0
+    assert mod.paired_change(spread, one, family, boot=300)["reading"] == "fall"
+    same = mod.paired_change(spread, spread, family, boot=300)
+    assert same["reading"] == "-" and same["Hfam_change"] == 0 and same["Hfam_interval"] == [0, 0]
+    fewer_y = spread.copy()
+    fewer_y[60:] = 0  # half the y problems unparsed before: the family mix of parsed labels moves, not the choice
+    mix = mod.paired_change(fewer_y, spread, family, boot=300)
+    assert mix["H_change"] > 0.01 and mix["Hfam_change"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="shapes"):
+        mod.paired_change(one, one[:10], family)

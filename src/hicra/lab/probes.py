@@ -224,7 +224,8 @@ def run_probes(model, tokenizer, task, problems, max_new_tokens: int, step: int,
 
 
 def strategy_accuracy(model, tokenizer, task, problems, k: int, temperature: float, max_new_tokens: int,
-                      seed: int = 0, batch_size: int = 256, greedy: bool = False, own: bool = True) -> list[dict]:
+                      seed: int = 0, batch_size: int = 256, greedy: bool = False, own: bool = True,
+                      hinted: bool = True) -> list[dict]:
     """How well the policy executes each strategy when the prompt names it, and how well it does on its own.
 
     For every problem and every strategy that applies to it (`Family.applicable`), `k` responses sampled at
@@ -234,7 +235,7 @@ def strategy_accuracy(model, tokenizer, task, problems, k: int, temperature: flo
     strategy): `problem_id`, `family`, `decision_class` (`Family.decision_class`), `strategy`, `k`, `n_correct`,
     `n_followed` (responses whose parsed strategy is the one named; for the own-choice row, those that executed
     the cost model's cheapest), `executed` (parsed strategy -> count, `unparsed` for none). `greedy` decodes greedily instead (use k = 1); `own=False` leaves out the plain
-    prompts. A policy that ignores hints executes its own choice on hinted prompts too: read
+    prompts and `hinted=False` the hinted ones (ValueError when both are off). A policy that ignores hints executes its own choice on hinted prompts too: read
     `n_followed` before `n_correct`. Deterministic in `seed`; responses are cut at `max_new_tokens` and checked like
     any other, as in RL (a cut response has no answer line: a format error)."""
     from hicra.lab.model import format_prompt
@@ -243,9 +244,11 @@ def strategy_accuracy(model, tokenizer, task, problems, k: int, temperature: flo
 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if not (own or hinted):
+        raise ValueError("own and hinted are both False: no prompt to sample")
     cells = []  # (problem, strategy or None)
     for p in problems:
-        cells += [(p, s) for s in task.family_of(p).applicable(p)] + ([(p, None)] if own else [])
+        cells += [(p, s) for s in task.family_of(p).applicable(p) if hinted] + ([(p, None)] if own else [])
     prompts = [tokenizer(format_prompt(p.question + (HINT + s if s else "")))["input_ids"]
                for p, s in cells for _ in range(k)]
     gen = torch.Generator().manual_seed(seed)
