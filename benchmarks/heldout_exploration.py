@@ -15,17 +15,20 @@ trained policy (`model/`), both with sampling seed 0. The task's checker parses 
 of k "+"-joined parts counts 1/k for each part (as `hicra.dynamics.metrics.strategy_counts`); unparsed responses
 are left out and their share is printed. Two entropies (nats):
 
-  H        of all parsed labels, families pooled (the family mix is the same at both ends, up to the unparsed share)
-  H|fam    sum_f w_f H(labels of family f), w_f the family's share of the parsed label mass: what a change in the
-           family composition of the parsed responses (e.g. fewer cut-off multi-part answers) cannot move
+  H        of all parsed labels, families pooled
+  H|fam    sum_f w_f H(parsed labels of family f), w_f the family's share of the problems (the same at both ends):
+           a change in how many responses of each family are parsed cannot move the weights
 
 and the change of each (trained minus warm start) with a 95% percentile interval from a paired bootstrap over
 problems (both ends resample the same problems; `--boot` draws, seed 0). A run reads `rise` when the interval of
-the change of H|fam lies above 0, `fall` when it lies below, `-` otherwise. Then, per cell (the run directory's
-grandparent, as `hicra study` lays runs out: CELL/ARM/RUN), the number of runs that rise and fall.
+the change of H|fam lies above 0, `fall` when it lies below, `-` otherwise. Unparsed responses (cut off by the
+response budget, or malformed) can still move H|fam when they are more common under one strategy than another, so
+the change of H|fam is also given on the problems with no unparsed response at either end (`complete`, with
+their number). Then, per cell (the run directory's grandparent, as `hicra study` lays runs out: CELL/ARM/RUN), the
+number of runs that rise and fall.
 
-One torch thread. A run without run.json, eval.json (with `heldout_ids`) or a snapshot: one line naming the file,
-exit code 2.
+One torch thread. A run without run.json (with the config keys used), eval.json (with a non-empty
+`heldout_ids`), tokenizer/ or a snapshot: one line naming the file, exit code 2.
 """
 
 from __future__ import annotations
@@ -78,15 +81,14 @@ def entropies(counts: np.ndarray, family: np.ndarray, weights: np.ndarray | None
                                                                                                  np.ndarray]:
     """(H, H|fam), each (B,), of label counts (P, L) with problem families (P,), under bootstrap multiplicities
     `weights` (B, P) (None: the sample itself, B = 1). H|fam = sum_f w_f H(family f's labels), w_f = f's share of
-    the (weighted) parsed mass."""
+    the (weighted) problems, so it does not depend on how many of a family's responses were parsed."""
     w = np.ones((1, counts.shape[0])) if weights is None else weights
-    pooled = w @ counts
-    total = pooled.sum(axis=1)
+    total = w.sum(axis=1)
     within = np.zeros(w.shape[0])
     for f in np.unique(family):
-        m = w[:, family == f] @ counts[family == f]
-        within += np.divide(m.sum(axis=1), total, out=np.zeros_like(total), where=total > 0) * _entropy_rows(m)
-    return _entropy_rows(pooled), within
+        wf = w[:, family == f]
+        within += wf.sum(axis=1) / total * _entropy_rows(wf @ counts[family == f])
+    return _entropy_rows(w @ counts), within
 
 
 def paired_change(before: np.ndarray, after: np.ndarray, family: np.ndarray, boot: int = 2000,
@@ -140,33 +142,57 @@ def _sample(run: Path, snapshot: Path, cfg: dict, ids: list[str], k: int):
     return label_counts(rows, ids)
 
 
+CONFIG_KEYS = ("tasks", "optimum", "heldout_share", "temperature", "max_new_tokens")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _load(run: Path) -> tuple[dict, str, list[str]]:
+    """(config, warm-start key, held-out ids) of a run; ValueError naming the file and field otherwise."""
+    for name in ("run.json", "eval.json", "tokenizer", "checkpoints/step_000000/config.json", "model/config.json"):
+        if not (run / name).exists():
+            raise ValueError(f"{run / name}: missing")
+    try:
+        info = json.loads((run / "run.json").read_text())
+        cfg = info["config"]
+        missing = [k for k in CONFIG_KEYS if k not in cfg]
+        if missing:
+            raise ValueError(f"{run / 'run.json'}: config has no {missing[0]!r}")
+        ids = json.loads((run / "eval.json").read_text())["heldout_ids"]
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{run}: run.json or eval.json: {e!r}") from e
+    if not isinstance(ids, list) or not ids:
+        raise ValueError(f"{run / 'eval.json'}: heldout_ids is empty or not a list")
+    return cfg, info.get("model", str(run)), ids
+
+
 def main() -> int:
     import torch
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--k", type=int, default=8, help="responses per problem and end (default 8)")
-    ap.add_argument("--boot", type=int, default=2000, help="bootstrap draws (default 2000)")
+    ap.add_argument("--k", type=_positive, default=8, help="responses per problem and end (default 8)")
+    ap.add_argument("--boot", type=_positive, default=2000, help="bootstrap draws (default 2000)")
     ap.add_argument("--json", type=Path, default=None, help="write every run's figures here")
     args = ap.parse_args()
     torch.set_num_threads(1)
     jobs = []
     for run in args.runs:
-        for name in ("run.json", "eval.json", "checkpoints/step_000000/config.json", "model/config.json"):
-            if not (run / name).is_file():
-                print(f"heldout_exploration: error: {run / name}: missing", file=sys.stderr)
-                return 2
         try:
-            info = json.loads((run / "run.json").read_text())
-            ids = json.loads((run / "eval.json").read_text())["heldout_ids"]
-            jobs.append((run, info["config"], info.get("model", str(run)), ids))
-        except (KeyError, json.JSONDecodeError) as e:
-            print(f"heldout_exploration: error: {run}: run.json or eval.json: {e!r}", file=sys.stderr)
+            cfg, model_key, ids = _load(run)
+        except ValueError as e:
+            print(f"heldout_exploration: error: {e}", file=sys.stderr)
             return 2
+        jobs.append((run, cfg, model_key, ids))
     warm: dict = {}
     reports = []
     print(f"{'cell':44s}{'run':14s}{'H':>14s}{'change [95%]':>22s}{'H|fam':>14s}{'change [95%]':>22s}"
-          f"{'unparsed':>16s}  reading")
+          f"{'unparsed':>16s}  reading   H|fam change on complete problems")
     for run, cfg, model_key, ids in jobs:
         key = (model_key, tuple(ids), cfg["temperature"], cfg["max_new_tokens"])
         if key not in warm:
@@ -176,6 +202,13 @@ def main() -> int:
         _, c0, c1 = _align(parts0, c0, parts1, c1)
         family = np.array([i.split(":")[0] for i in ids])
         r = paired_change(c0, c1, family, args.boot)
+        complete = (u0 == 0) & (u1 == 0)
+        r["n_complete"] = int(complete.sum())
+        if complete.sum() >= 2:
+            cc = paired_change(c0[complete], c1[complete], family[complete], args.boot)
+            r["Hfam_complete_change"], r["Hfam_complete_interval"] = cc["Hfam_change"], cc["Hfam_interval"]
+        else:
+            r["Hfam_complete_change"], r["Hfam_complete_interval"] = None, None
         n = len(ids) * args.k
         r.update({"run": str(run), "cell": run.parent.parent.name, "k": args.k, "n_problems": len(ids),
                   "unparsed_before": float(u0.sum() / n), "unparsed_after": float(u1.sum() / n)})
@@ -184,7 +217,11 @@ def main() -> int:
               f"{r['H_change']:+8.3f} [{r['H_interval'][0]:+.3f},{r['H_interval'][1]:+.3f}]"
               f"{r['Hfam_before']:6.3f}->{r['Hfam_after']:6.3f}"
               f"{r['Hfam_change']:+8.3f} [{r['Hfam_interval'][0]:+.3f},{r['Hfam_interval'][1]:+.3f}]"
-              f"   {r['unparsed_before']:.2f}->{r['unparsed_after']:.2f}  {r['reading']}", flush=True)
+              f"   {r['unparsed_before']:.2f}->{r['unparsed_after']:.2f}  {r['reading']}"
+              f"   complete ({r['n_complete']}): " + ("-" if r["Hfam_complete_change"] is None else
+                                                     f"{r['Hfam_complete_change']:+.3f} "
+                                                     f"[{r['Hfam_complete_interval'][0]:+.3f},"
+                                                     f"{r['Hfam_complete_interval'][1]:+.3f}]"), flush=True)
     cells = defaultdict(list)
     for r in reports:
         cells[r["cell"]].append(r)

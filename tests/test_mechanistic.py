@@ -1143,49 +1143,63 @@ def test_lab_exec_probe_benchmark_reads_snapshots(run_dir, tmp_path, capsys, mon
 
 
 def test_heldout_exploration_benchmark_samples_both_ends(run_dir, tmp_path, capsys, monkeypatch, benchmark_script):
-    """benchmarks/heldout_exploration.py: its JSON's entropies at both ends equal the entropy (scipy) of the parsed
-    strategy labels of `strategy_accuracy`'s own-choice responses on the run's held-out ids, from step 0 and from
-    `model/`, and the change lies in its interval; a run without eval.json is one line naming it, exit code 2."""
+    """benchmarks/heldout_exploration.py on two runs that share a warm start, with a stand-in sampler whose labels
+    depend on the snapshot (the warm start: always `one-by-one`; a trained policy: half `pairing`; a third of the
+    responses unparsed at both ends): the warm start is sampled once, on the run's held-out ids at the run's
+    temperature, with own-choice prompts only; H|fam rises from 0 to the problem-weighted entropy of the series
+    problems (ln 2), inside its interval; a run without eval.json, or with empty held-out ids, is one line naming the
+    file, exit code 2; --k 0 is refused."""
     import shutil
 
-    from scipy.stats import entropy
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import hicra.lab.probes as probes
 
-    from hicra.lab.probes import strategy_accuracy
-    from hicra.lab.tasks import TaskMix
+    runs = []
+    for name in ("a", "b"):
+        run = tmp_path / name / "cell" / "grpo" / "ws0-seed0"
+        shutil.copytree(run_dir, run)
+        shutil.copytree(run / "checkpoints" / "step_000000", run / "tokenizer")
+        shutil.copytree(run / "checkpoints" / "step_000010", run / "model")
+        info = json.loads((run / "run.json").read_text())
+        info["config"].update(optimum="diverse")
+        info["model"] = "/cache/warmstart-x"  # both runs: one warm start
+        (run / "run.json").write_text(json.dumps(info))
+        runs.append(run)
+    ids = json.loads((runs[0] / "eval.json").read_text())["heldout_ids"]
+    calls = []
 
-    run = _copy_run(run_dir, tmp_path)
-    shutil.copytree(run / "checkpoints" / "step_000000", run / "tokenizer")
-    shutil.copytree(run / "checkpoints" / "step_000010", run / "model")
-    info = json.loads((run / "run.json").read_text())
-    info["config"].update(optimum="diverse")
-    (run / "run.json").write_text(json.dumps(info))
+    def stand_in(model, tokenizer, task, problems, k, temperature, max_new_tokens, seed=0, hinted=True, **kw):
+        warm = model.config._name_or_path.endswith("step_000000")
+        calls.append(("warm" if warm else "trained", [p.id for p in problems], temperature, hinted, k))
+        rows = []
+        for p in problems:
+            own = {"one-by-one": 2} if warm or p.family != "series" else {"one-by-one": 1, "pairing": 1}
+            rows.append({"problem_id": p.id, "strategy": None, "executed": {**own, "unparsed": 1}})
+        return rows
+
+    monkeypatch.setattr(probes, "strategy_accuracy", stand_in)
     mod = benchmark_script("heldout_exploration")
     out_json = tmp_path / "he.json"
-    monkeypatch.setattr(sys, "argv", ["x", str(run), "--k", "3", "--boot", "200", "--json", str(out_json)])
+    monkeypatch.setattr(sys, "argv", ["x", *map(str, runs), "--k", "3", "--boot", "200", "--json", str(out_json)])
     assert mod.main() == 0
-    (report,) = json.loads(out_json.read_text())
-    cfg = info["config"]
-    task = TaskMix(cfg["tasks"], optimum="diverse", heldout_share=cfg["heldout_share"])
-    ids = json.loads((run / "eval.json").read_text())["heldout_ids"]
-    for end, snapshot in (("before", "checkpoints/step_000000"), ("after", "model")):
-        rows = strategy_accuracy(AutoModelForCausalLM.from_pretrained(run / snapshot),
-                                 AutoTokenizer.from_pretrained(run / "tokenizer"), task,
-                                 [task.problem(i) for i in ids], 3, cfg["temperature"], cfg["max_new_tokens"],
-                                 seed=0, hinted=False)
-        mass = {}
-        for r in rows:
-            for label, n in r["executed"].items():
-                for part in ([] if label == "unparsed" else label.split("+")):
-                    mass[part] = mass.get(part, 0.0) + n / len(label.split("+"))
-        assert report[f"H_{end}"] == pytest.approx(entropy(list(mass.values())) if mass else 0.0, abs=1e-9)
-    lo, hi = report["H_interval"]
-    assert lo <= report["H_change"] <= hi
+    assert [c[0] for c in calls] == ["warm", "trained", "trained"]
+    assert all(c[1] == ids and c[2] == 1.0 and c[3] is False and c[4] == 3 for c in calls)
+    series = sum(i.startswith("series") for i in ids) / len(ids)
+    for r in json.loads(out_json.read_text()):
+        assert r["cell"] == "cell" and r["unparsed_before"] == pytest.approx(1 / 3)
+        assert r["Hfam_before"] == pytest.approx(0.0) and r["reading"] in ("rise", "-")
+        assert r["Hfam_change"] == pytest.approx(series * np.log(2))
+        assert 0 <= r["Hfam_interval"][0] <= r["Hfam_change"] <= r["Hfam_interval"][1]
+        assert r["n_complete"] == 0 and r["Hfam_complete_change"] is None
     capsys.readouterr()
-    (run / "eval.json").unlink()
-    monkeypatch.setattr(sys, "argv", ["x", str(run)])
+    (runs[1] / "eval.json").write_text(json.dumps({"heldout_ids": []}))
+    assert mod.main() == 2
+    assert "heldout_ids is empty" in _one_line(capsys)
+    (runs[1] / "eval.json").unlink()
     assert mod.main() == 2
     assert "eval.json" in _one_line(capsys)
+    monkeypatch.setattr(sys, "argv", ["x", str(runs[0]), "--k", "0"])
+    with pytest.raises(SystemExit):
+        mod.main()
 
 
 def test_lab_strategy_optimum_benchmark_reads_snapshots(run_dir, tmp_path, capsys, monkeypatch, benchmark_script):

@@ -1031,10 +1031,11 @@ def test_exploration_shapes_benchmark_plants_shapes_and_tests_them(tmp_path, cap
 
 
 def test_heldout_exploration_entropies_and_paired_change(benchmark_script):
-    """benchmarks/heldout_exploration.py's pure parts: "+"-joined labels count 1/parts; H|fam ignores the family
-    composition (two families, each always its own label: H = ln 2, H|fam = 0); a planted rise within families
-    reads `rise`, its mirror `fall`, equal ends `-` with a zero change; more parsed responses of one family
-    move H but not H|fam. The pooled entropy matches scipy's."""
+    """benchmarks/heldout_exploration.py's pure parts: "+"-joined labels count 1/parts; H|fam weighs each family
+    by its share of the problems, so two families each always on its own label give H = ln 2 and H|fam = 0, and
+    half of one family's responses unparsed at one end moves H but not H|fam; a planted rise within families reads
+    `rise` with both intervals above 0, its mirror `fall`, equal ends `-` with a zero change; the bootstrap pairs
+    the ends (its interval is far narrower than with independent draws). The pooled entropy matches scipy's."""
     from scipy.stats import entropy
 
     mod = benchmark_script("heldout_exploration")
@@ -1059,13 +1060,35 @@ def test_heldout_exploration_entropies_and_paired_change(benchmark_script):
     assert mod.entropies(spread, family)[0][0] == pytest.approx(entropy(spread.sum(axis=0)))
     rise = mod.paired_change(one, spread, family, boot=300)
     assert rise["reading"] == "rise" and rise["Hfam_change"] == pytest.approx(np.log(2))
-    assert rise["Hfam_interval"][0] > 0
+    assert rise["Hfam_interval"][0] > 0 and rise["H_interval"][0] > 0
     assert mod.paired_change(spread, one, family, boot=300)["reading"] == "fall"
     same = mod.paired_change(spread, spread, family, boot=300)
     assert same["reading"] == "-" and same["Hfam_change"] == 0 and same["Hfam_interval"] == [0, 0]
-    fewer_y = spread.copy()
-    fewer_y[60:] = 0  # half the y problems unparsed before: the family mix of parsed labels moves, not the choice
-    mix = mod.paired_change(fewer_y, spread, family, boot=300)
-    assert mix["H_change"] > 0.01 and mix["Hfam_change"] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="shapes"):
         mod.paired_change(one, one[:10], family)
+
+    # unequal families (60 x, 20 y) with unequal entropies; half of y's responses unparsed before
+    family = np.array(["x"] * 60 + ["y"] * 20)
+    after = np.zeros((80, 5))
+    after[:60, :2] = 2          # x: a, b evenly (ln 2)
+    after[60:, 2:] = [2, 1, 1]  # y: c, d, e at 1/2, 1/4, 1/4
+    before = after.copy()
+    before[60:] /= 2
+    want = 0.75 * np.log(2) + 0.25 * entropy([2, 1, 1])
+    mixed = mod.paired_change(before, after, family, boot=300)
+    assert mixed["Hfam_before"] == pytest.approx(want) and mixed["Hfam_after"] == pytest.approx(want)
+    assert mixed["Hfam_change"] == pytest.approx(0.0) and mixed["H_change"] > 0.01
+
+    # the pairing: each problem keeps one label at both ends, except a few that switch
+    rng = np.random.default_rng(1)
+    family = np.array(["x"] * 200)
+    before = np.zeros((200, 2))
+    before[np.arange(200), (rng.random(200) < 0.3).astype(int)] = 4
+    after = before.copy()
+    after[:20] = [4, 0]
+    paired = mod.paired_change(before, after, family, boot=500)
+    w0 = rng.multinomial(200, np.full(200, 1 / 200), size=500).astype(float)
+    w1 = rng.multinomial(200, np.full(200, 1 / 200), size=500).astype(float)
+    unpaired = np.percentile(mod.entropies(after, family, w1)[1] - mod.entropies(before, family, w0)[1], [2.5, 97.5])
+    lo, hi = paired["Hfam_interval"]
+    assert hi - lo < 0.5 * (unpaired[1] - unpaired[0])
