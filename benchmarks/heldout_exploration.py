@@ -11,9 +11,11 @@ policy itself, before and after RL, on the same problems at both ends.
 For each run, `--k` responses are sampled at the run's RL temperature for each of the run's held-out evaluation
 problems (`eval.json`'s `heldout_ids`: the lab's held-out split, disjoint from every training draw), from the warm
 start (`checkpoints/step_000000`; sampled once for runs that share a warm start and a held-out set) and from the
-trained policy (`model/`), both with sampling seed 0. The task's checker parses each response's strategy; a label
-of k "+"-joined parts counts 1/k for each part (as `hicra.dynamics.metrics.strategy_counts`); unparsed responses
-are left out and their share is printed. Two entropies (nats):
+trained policy (`model/`), both with sampling seed 0 (`hicra.lab.probes.heldout_strategies`; the lab records the
+same in a run with `RLConfig.strategy_k`). The task's checker parses each response's strategy; a label of k
+"+"-joined parts counts 1/k for each part (as `hicra.dynamics.metrics.strategy_counts`); unparsed responses are
+left out and their share is printed. The figures are `hicra.lab.probes.heldout_strategy_change`'s. Two entropies
+(nats):
 
   H        of all parsed labels, families pooled
   H|fam    sum_f w_f H(parsed labels of family f), w_f the family's share of the problems (the same at both ends):
@@ -46,100 +48,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def label_counts(rows: list[dict], problem_ids: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(label names, counts (P, L), unparsed (P,)) from `hicra.lab.probes.strategy_accuracy`'s own-choice rows, in
-    the order of `problem_ids`: each response's "+"-joined parts count 1/parts each. ValueError when a problem
-    has no row."""
-    by_id = {r["problem_id"]: r for r in rows if r["strategy"] is None}
-    missing = [p for p in problem_ids if p not in by_id]
-    if missing:
-        raise ValueError(f"no own-choice row for problem {missing[0]}")
-    parts = sorted({part for r in by_id.values() for lab in r["executed"] if lab != "unparsed"
-                    for part in lab.split("+")})
-    col = {name: j for j, name in enumerate(parts)}
-    counts = np.zeros((len(problem_ids), len(parts)))
-    unparsed = np.zeros(len(problem_ids))
-    for i, pid in enumerate(problem_ids):
-        for lab, n in by_id[pid]["executed"].items():
-            if lab == "unparsed":
-                unparsed[i] += n
-                continue
-            split = lab.split("+")
-            for part in split:
-                counts[i, col[part]] += n / len(split)
-    return parts, counts, unparsed
-
-
-def _entropy_rows(m: np.ndarray) -> np.ndarray:
-    """Shannon entropy (nats) of each row of a (B, L) mass matrix; 0 for an empty row."""
-    total = m.sum(axis=1, keepdims=True)
-    p = np.divide(m, total, out=np.zeros_like(m), where=total > 0)
-    return -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
-
-
-def entropies(counts: np.ndarray, family: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray,
-                                                                                                 np.ndarray]:
-    """(H, H|fam), each (B,), of label counts (P, L) with problem families (P,), under bootstrap multiplicities
-    `weights` (B, P) (None: the sample itself, B = 1). H|fam = sum_f w_f H(family f's labels), w_f = f's share of
-    the (weighted) problems, so it does not depend on how many of a family's responses were parsed."""
-    w = np.ones((1, counts.shape[0])) if weights is None else weights
-    total = w.sum(axis=1)
-    within = np.zeros(w.shape[0])
-    for f in np.unique(family):
-        wf = w[:, family == f]
-        within += wf.sum(axis=1) / total * _entropy_rows(wf @ counts[family == f])
-    return _entropy_rows(w @ counts), within
-
-
-def paired_change(before: np.ndarray, after: np.ndarray, family: np.ndarray, boot: int = 2000,
-                  seed: int = 0) -> dict:
-    """H and H|fam at both ends and their changes (after - before), with 95% percentile intervals of the changes
-    from a paired bootstrap over problems: one draw of problems (multinomial multiplicities) weighs both ends.
-    `before` and `after` are (P, L) label counts over the same problems and labels."""
-    if before.shape != after.shape or before.shape[0] != len(family):
-        raise ValueError(f"shapes differ: {before.shape}, {after.shape}, {len(family)} families")
-    h0, w0 = entropies(before, family)
-    h1, w1 = entropies(after, family)
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(len(family), np.full(len(family), 1 / len(family)), size=boot).astype(float)
-    bh0, bw0 = entropies(before, family, weights)
-    bh1, bw1 = entropies(after, family, weights)
-    out = {"H_before": float(h0[0]), "H_after": float(h1[0]), "H_change": float(h1[0] - h0[0]),
-           "H_interval": [float(x) for x in np.percentile(bh1 - bh0, [2.5, 97.5])],
-           "Hfam_before": float(w0[0]), "Hfam_after": float(w1[0]), "Hfam_change": float(w1[0] - w0[0]),
-           "Hfam_interval": [float(x) for x in np.percentile(bw1 - bw0, [2.5, 97.5])]}
-    lo, hi = out["Hfam_interval"]
-    out["reading"] = "rise" if lo > 0 else "fall" if hi < 0 else "-"
-    return out
-
-
-def _align(parts_a: list[str], a: np.ndarray, parts_b: list[str], b: np.ndarray):
-    """Both count matrices over the union of their labels."""
-    names = sorted(set(parts_a) | set(parts_b))
-    out = []
-    for parts, m in ((parts_a, a), (parts_b, b)):
-        full = np.zeros((m.shape[0], len(names)))
-        for j, name in enumerate(parts):
-            full[:, names.index(name)] = m[:, j]
-        out.append(full)
-    return names, out[0], out[1]
-
-
-def _sample(run: Path, snapshot: Path, cfg: dict, ids: list[str], k: int):
+def _sample(run: Path, snapshot: Path, cfg: dict, ids: list[str], k: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from hicra.lab.probes import strategy_accuracy
+    from hicra.lab import probes
     from hicra.lab.tasks import TaskMix
 
     hf_logging.disable_progress_bar()
     task = TaskMix(cfg["tasks"], optimum=cfg["optimum"], heldout_share=cfg["heldout_share"])
-    problems = [task.problem(i) for i in ids]
     model = AutoModelForCausalLM.from_pretrained(snapshot)
     tok = AutoTokenizer.from_pretrained(run / "tokenizer")
-    rows = strategy_accuracy(model, tok, task, problems, k, cfg["temperature"], cfg["max_new_tokens"], seed=0,
-                             hinted=False)
-    return label_counts(rows, ids)
+    return probes.heldout_strategies(model, tok, task, [task.problem(i) for i in ids], k, cfg["temperature"],
+                                     cfg["max_new_tokens"], seed=0)
 
 
 CONFIG_KEYS = ("tasks", "optimum", "heldout_share", "temperature", "max_new_tokens")
@@ -174,6 +95,8 @@ def _load(run: Path) -> tuple[dict, str, list[str]]:
 def main() -> int:
     import torch
 
+    from hicra.lab.probes import heldout_strategy_change
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--k", type=_positive, default=8, help="responses per problem and end (default 8)")
@@ -197,21 +120,8 @@ def main() -> int:
         key = (model_key, tuple(ids), cfg["temperature"], cfg["max_new_tokens"])
         if key not in warm:
             warm[key] = _sample(run, run / "checkpoints" / "step_000000", cfg, ids, args.k)
-        parts0, c0, u0 = warm[key]
-        parts1, c1, u1 = _sample(run, run / "model", cfg, ids, args.k)
-        _, c0, c1 = _align(parts0, c0, parts1, c1)
-        family = np.array([i.split(":")[0] for i in ids])
-        r = paired_change(c0, c1, family, args.boot)
-        complete = (u0 == 0) & (u1 == 0)
-        r["n_complete"] = int(complete.sum())
-        if complete.sum() >= 2:
-            cc = paired_change(c0[complete], c1[complete], family[complete], args.boot)
-            r["Hfam_complete_change"], r["Hfam_complete_interval"] = cc["Hfam_change"], cc["Hfam_interval"]
-        else:
-            r["Hfam_complete_change"], r["Hfam_complete_interval"] = None, None
-        n = len(ids) * args.k
-        r.update({"run": str(run), "cell": run.parent.parent.name, "k": args.k, "n_problems": len(ids),
-                  "unparsed_before": float(u0.sum() / n), "unparsed_after": float(u1.sum() / n)})
+        r = heldout_strategy_change(warm[key], _sample(run, run / "model", cfg, ids, args.k), args.boot)
+        r.update({"run": str(run), "cell": run.parent.parent.name, "k": args.k})
         reports.append(r)
         print(f"{r['cell'][:43]:44s}{run.name[:13]:14s}{r['H_before']:6.3f}->{r['H_after']:6.3f}"
               f"{r['H_change']:+8.3f} [{r['H_interval'][0]:+.3f},{r['H_interval'][1]:+.3f}]"

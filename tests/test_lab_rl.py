@@ -138,6 +138,34 @@ def test_eval_curve_probes_and_snapshots(model_dir, tmp_path):
     assert all(torch.equal(final[k], snap[k]) for k in final)
 
 
+def test_heldout_strategies_at_both_ends_leave_training_unchanged(model_dir, tmp_path):
+    """`strategy_k`: eval.json gains the warm start's and the trained policy's own strategy choices on the held-out
+    problems (equal to `heldout_strategies` of each model, seed + 5) and their `strategy_change`; the run's
+    training is the same as without them (the samples come from their own generator)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hicra.lab.probes import heldout_strategies, heldout_strategy_change
+    from hicra.lab.tasks import TaskMix
+
+    plain = _run(model_dir, tmp_path / "plain", algo="grpo", steps=2)
+    out = _run(model_dir, tmp_path / "run", algo="grpo", steps=2, strategy_k=3)
+    assert out["log"] == plain["log"]
+    wa, wb = _weights(tmp_path / "plain"), _weights(tmp_path / "run")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    ev = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert "strategy_change" not in plain["eval"]
+    task = TaskMix(TASKS, heldout_share=BASE["heldout_share"])
+    problems = [task.problem(i) for i in ev["heldout_ids"]]
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    for name, path in (("warm_start_strategies", model_dir), ("final_strategies", tmp_path / "run" / "model")):
+        want = heldout_strategies(AutoModelForCausalLM.from_pretrained(path), tok, task, problems, 3, 1.0,
+                                  BASE["max_new_tokens"], seed=5)
+        assert ev[name] == want and ev[name]["problem_ids"] == ev["heldout_ids"]
+    assert ev["strategy_change"] == heldout_strategy_change(ev["warm_start_strategies"], ev["final_strategies"])
+    with pytest.raises(ValueError, match="strategy_k"):
+        RLConfig(strategy_k=-1).validate()
+
+
 def test_same_seed_same_run_other_seed_differs(model_dir, tmp_path):
     a = _run(model_dir, tmp_path / "a", algo="grpo")
     b = _run(model_dir, tmp_path / "b", algo="grpo")

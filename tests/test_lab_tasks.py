@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from hicra.lab.tasks import CorpusKnobs, MultiPart, Product, Series, TaskMix, strategy_entropy
@@ -604,6 +605,95 @@ def test_strategy_accuracy_scores_each_named_strategy_and_the_own_choice(monkeyp
     with pytest.raises(ValueError, match="both False"):
         strategy_accuracy(model, Tok(), mix, problems, k=1, temperature=0.7, max_new_tokens=64, own=False,
                           hinted=False)
+
+
+def test_strategy_entropy_change_weighs_families_by_problems_and_pairs_the_ends():
+    """`hicra.lab.probes`' held-out strategy entropy: "+"-joined labels count 1/parts; H|fam weighs each family
+    by its share of the problems, so two families each always on its own label give H = ln 2 and H|fam = 0, and
+    half of one family's responses unparsed at one end moves H but not H|fam; a planted rise within families reads
+    `rise` with both intervals above 0, its mirror `fall`, equal ends `-` with a zero change; the bootstrap pairs
+    the ends (its interval is far narrower than with independent draws). The pooled entropy matches scipy's."""
+    from scipy.stats import entropy
+
+    from hicra.lab import probes
+
+    rows = [{"problem_id": "p1", "strategy": None, "executed": {"a+b": 2, "a": 1, "unparsed": 1}},
+            {"problem_id": "p1", "strategy": "a", "executed": {"a": 4}},
+            {"problem_id": "p2", "strategy": None, "executed": {"c": 3}}]
+    names, counts, unparsed = probes.strategy_label_counts(rows, ["p2", "p1"])
+    assert names == ["a", "b", "c"]
+    assert counts.tolist() == [[0, 0, 3], [2, 1, 0]] and unparsed.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="p3"):
+        probes.strategy_label_counts(rows, ["p3"])
+
+    family = np.array(["x"] * 40 + ["y"] * 40)
+    one = np.zeros((80, 4))
+    one[:40, 0] = 4
+    one[40:, 2] = 4
+    h, hf = probes.strategy_entropies(one, family)
+    assert h[0] == pytest.approx(np.log(2)) and hf[0] == pytest.approx(0.0)
+    spread = one.copy()
+    spread[:40] = [2, 2, 0, 0]
+    spread[40:] = [0, 0, 2, 2]
+    assert probes.strategy_entropies(spread, family)[0][0] == pytest.approx(entropy(spread.sum(axis=0)))
+    rise = probes.strategy_entropy_change(one, spread, family, boot=300)
+    assert rise["reading"] == "rise" and rise["Hfam_change"] == pytest.approx(np.log(2))
+    assert rise["Hfam_interval"][0] > 0 and rise["H_interval"][0] > 0
+    assert probes.strategy_entropy_change(spread, one, family, boot=300)["reading"] == "fall"
+    same = probes.strategy_entropy_change(spread, spread, family, boot=300)
+    assert same["reading"] == "-" and same["Hfam_change"] == 0 and same["Hfam_interval"] == [0, 0]
+    with pytest.raises(ValueError, match="shapes"):
+        probes.strategy_entropy_change(one, one[:10], family)
+
+    # unequal families (60 x, 20 y) with unequal entropies; half of y's responses unparsed before
+    family = np.array(["x"] * 60 + ["y"] * 20)
+    after = np.zeros((80, 5))
+    after[:60, :2] = 2          # x: a, b evenly (ln 2)
+    after[60:, 2:] = [2, 1, 1]  # y: c, d, e at 1/2, 1/4, 1/4
+    before = after.copy()
+    before[60:] /= 2
+    want = 0.75 * np.log(2) + 0.25 * entropy([2, 1, 1])
+    mixed = probes.strategy_entropy_change(before, after, family, boot=300)
+    assert mixed["Hfam_before"] == pytest.approx(want) and mixed["Hfam_after"] == pytest.approx(want)
+    assert mixed["Hfam_change"] == pytest.approx(0.0) and mixed["H_change"] > 0.01
+
+    # the pairing: each problem keeps one label at both ends, except a few that switch
+    rng = np.random.default_rng(1)
+    family = np.array(["x"] * 200)
+    before = np.zeros((200, 2))
+    before[np.arange(200), (rng.random(200) < 0.3).astype(int)] = 4
+    after = before.copy()
+    after[:20] = [4, 0]
+    paired = probes.strategy_entropy_change(before, after, family, boot=500)
+    w0 = rng.multinomial(200, np.full(200, 1 / 200), size=500).astype(float)
+    w1 = rng.multinomial(200, np.full(200, 1 / 200), size=500).astype(float)
+    unpaired = np.percentile(probes.strategy_entropies(after, family, w1)[1] - probes.strategy_entropies(before, family, w0)[1], [2.5, 97.5])
+    lo, hi = paired["Hfam_interval"]
+    assert hi - lo < 0.5 * (unpaired[1] - unpaired[0])
+
+
+def test_heldout_strategy_change_aligns_labels_and_reads_complete_problems():
+    """`heldout_strategy_change`: labels seen at only one end are aligned (a new strategy after RL counts), families
+    come from the ids' prefixes, the unparsed shares are per response, the complete-problem change leaves out every
+    problem with an unparsed response at either end, and records on different problems are refused."""
+    from hicra.lab import probes
+
+    ids = [f"series:{i}:1:3" for i in range(30)] + [f"product:{i}:7" for i in range(30)]
+    before = {"k": 2, "problem_ids": ids, "labels": ["one-by-one", "split"],
+              "counts": [[2, 0]] * 30 + [[0, 2]] * 30, "unparsed": [0] * 60}
+    after_counts = [[1, 0, 1]] * 30 + [[0, 2, 0]] * 30
+    after = {"k": 2, "problem_ids": ids, "labels": ["one-by-one", "split", "pairing"], "counts": after_counts,
+             "unparsed": [0] * 60}
+    r = probes.heldout_strategy_change(before, after, boot=200)
+    assert r["Hfam_before"] == pytest.approx(0.0) and r["Hfam_after"] == pytest.approx(0.5 * np.log(2))
+    assert r["reading"] == "rise" and r["n_problems"] == 60 and r["n_complete"] == 60
+    assert r["Hfam_complete_change"] == pytest.approx(r["Hfam_change"])
+    half_cut = {**after, "counts": [[0, 0, 1]] * 30 + [[0, 2, 0]] * 30, "unparsed": [1] * 30 + [0] * 30}
+    r = probes.heldout_strategy_change(before, half_cut, boot=200)
+    assert r["unparsed_after"] == pytest.approx(30 / 120) and r["n_complete"] == 30
+    assert r["Hfam_complete_change"] == pytest.approx(0.0)  # the product problems: split at both ends
+    with pytest.raises(ValueError, match="different problems"):
+        probes.heldout_strategy_change(before, {**after, "problem_ids": ids[::-1]})
 
 
 def test_pair_even_pairing_halves_the_count_and_needs_an_even_count():

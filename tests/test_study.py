@@ -1030,65 +1030,25 @@ def test_exploration_shapes_benchmark_plants_shapes_and_tests_them(tmp_path, cap
     assert "no blind-diverse run summaries" in capsys.readouterr().err
 
 
-def test_heldout_exploration_entropies_and_paired_change(benchmark_script):
-    """benchmarks/heldout_exploration.py's pure parts: "+"-joined labels count 1/parts; H|fam weighs each family
-    by its share of the problems, so two families each always on its own label give H = ln 2 and H|fam = 0, and
-    half of one family's responses unparsed at one end moves H but not H|fam; a planted rise within families reads
-    `rise` with both intervals above 0, its mirror `fall`, equal ends `-` with a zero change; the bootstrap pairs
-    the ends (its interval is far narrower than with independent draws). The pooled entropy matches scipy's."""
-    from scipy.stats import entropy
+def test_summary_keeps_the_strategy_change_not_the_counts(smoke, tmp_path):
+    """A run whose eval.json has `RLConfig.strategy_k`'s records: its summary keeps `strategy_change` as written
+    and leaves out the per-problem counts; a run without them has no such key."""
+    import shutil
 
-    mod = benchmark_script("heldout_exploration")
-    rows = [{"problem_id": "p1", "strategy": None, "executed": {"a+b": 2, "a": 1, "unparsed": 1}},
-            {"problem_id": "p1", "strategy": "a", "executed": {"a": 4}},
-            {"problem_id": "p2", "strategy": None, "executed": {"c": 3}}]
-    names, counts, unparsed = mod.label_counts(rows, ["p2", "p1"])
-    assert names == ["a", "b", "c"]
-    assert counts.tolist() == [[0, 0, 3], [2, 1, 0]] and unparsed.tolist() == [0, 1]
-    with pytest.raises(ValueError, match="p3"):
-        mod.label_counts(rows, ["p3"])
+    from hicra.study.runner import summarize_run
 
-    family = np.array(["x"] * 40 + ["y"] * 40)
-    one = np.zeros((80, 4))
-    one[:40, 0] = 4
-    one[40:, 2] = 4
-    h, hf = mod.entropies(one, family)
-    assert h[0] == pytest.approx(np.log(2)) and hf[0] == pytest.approx(0.0)
-    spread = one.copy()
-    spread[:40] = [2, 2, 0, 0]
-    spread[40:] = [0, 0, 2, 2]
-    assert mod.entropies(spread, family)[0][0] == pytest.approx(entropy(spread.sum(axis=0)))
-    rise = mod.paired_change(one, spread, family, boot=300)
-    assert rise["reading"] == "rise" and rise["Hfam_change"] == pytest.approx(np.log(2))
-    assert rise["Hfam_interval"][0] > 0 and rise["H_interval"][0] > 0
-    assert mod.paired_change(spread, one, family, boot=300)["reading"] == "fall"
-    same = mod.paired_change(spread, spread, family, boot=300)
-    assert same["reading"] == "-" and same["Hfam_change"] == 0 and same["Hfam_interval"] == [0, 0]
-    with pytest.raises(ValueError, match="shapes"):
-        mod.paired_change(one, one[:10], family)
+    out, _ = smoke
+    run = tmp_path / "run"
+    shutil.copytree(run_dir_for(out, "grpo", 0, 0), run)
+    assert "strategy_change" not in summarize_run(run)["eval"]
+    ev = json.loads((run / "eval.json").read_text())
+    record = {"k": 2, "problem_ids": ["series:1:1:2"], "labels": ["one-by-one"], "counts": [[2.0]],
+              "unparsed": [0.0]}
+    change = {"Hfam_change": 0.25, "Hfam_interval": [0.125, 0.375], "reading": "rise"}
+    (run / "eval.json").write_text(json.dumps({**ev, "warm_start_strategies": record, "final_strategies": record,
+                                               "strategy_change": change}))
+    got = summarize_run(run)["eval"]
+    assert got["strategy_change"] == change
+    assert not {"warm_start_strategies", "final_strategies"} & set(got)
+    assert got["final"] == summarize_run(run_dir_for(out, "grpo", 0, 0))["eval"]["final"]
 
-    # unequal families (60 x, 20 y) with unequal entropies; half of y's responses unparsed before
-    family = np.array(["x"] * 60 + ["y"] * 20)
-    after = np.zeros((80, 5))
-    after[:60, :2] = 2          # x: a, b evenly (ln 2)
-    after[60:, 2:] = [2, 1, 1]  # y: c, d, e at 1/2, 1/4, 1/4
-    before = after.copy()
-    before[60:] /= 2
-    want = 0.75 * np.log(2) + 0.25 * entropy([2, 1, 1])
-    mixed = mod.paired_change(before, after, family, boot=300)
-    assert mixed["Hfam_before"] == pytest.approx(want) and mixed["Hfam_after"] == pytest.approx(want)
-    assert mixed["Hfam_change"] == pytest.approx(0.0) and mixed["H_change"] > 0.01
-
-    # the pairing: each problem keeps one label at both ends, except a few that switch
-    rng = np.random.default_rng(1)
-    family = np.array(["x"] * 200)
-    before = np.zeros((200, 2))
-    before[np.arange(200), (rng.random(200) < 0.3).astype(int)] = 4
-    after = before.copy()
-    after[:20] = [4, 0]
-    paired = mod.paired_change(before, after, family, boot=500)
-    w0 = rng.multinomial(200, np.full(200, 1 / 200), size=500).astype(float)
-    w1 = rng.multinomial(200, np.full(200, 1 / 200), size=500).astype(float)
-    unpaired = np.percentile(mod.entropies(after, family, w1)[1] - mod.entropies(before, family, w0)[1], [2.5, 97.5])
-    lo, hi = paired["Hfam_interval"]
-    assert hi - lo < 0.5 * (unpaired[1] - unpaired[0])

@@ -390,3 +390,131 @@ def class_optimum(rows: list[dict]) -> dict:
                        "entropy_by_class": entropy(picks),
                        "classes": classes}
     return report
+
+
+def heldout_strategies(model, tokenizer, task, problems, k: int, temperature: float, max_new_tokens: int,
+                       seed: int = 0) -> dict:
+    """The policy's own strategy choices on fixed problems: `k` responses per problem sampled at `temperature` from
+    the plain prompt (`strategy_accuracy(..., hinted=False)`), each parsed by the task's checker.
+
+    Returns {"k", "problem_ids": [P], "labels": [L], "counts": (P, L) nested lists, "unparsed": [P]}: a label of n
+    "+"-joined parts counts 1/n for each part (as `hicra.dynamics.metrics.strategy_counts`), so every parsed
+    response weighs 1; `unparsed` counts the responses without a parsed strategy (cut off, or malformed).
+    Deterministic in `seed`; draws from its own generator. The input of `heldout_strategy_change`."""
+    rows = strategy_accuracy(model, tokenizer, task, problems, k, temperature, max_new_tokens, seed=seed,
+                             hinted=False)
+    ids = [p.id for p in problems]
+    labels, counts, unparsed = strategy_label_counts(rows, ids)
+    return {"k": k, "problem_ids": ids, "labels": labels, "counts": counts.tolist(), "unparsed": unparsed.tolist()}
+
+
+def strategy_label_counts(rows: list[dict], problem_ids: list[str]):
+    """(label names [L], counts (P, L) array, unparsed (P,) array) from `strategy_accuracy`'s own-choice rows, in
+    the order of `problem_ids`; each response's "+"-joined parts count 1/parts each. ValueError naming the first
+    problem without an own-choice row."""
+    import numpy as np
+
+    by_id = {r["problem_id"]: r for r in rows if r["strategy"] is None}
+    missing = [p for p in problem_ids if p not in by_id]
+    if missing:
+        raise ValueError(f"no own-choice row for problem {missing[0]}")
+    parts = sorted({part for r in by_id.values() for lab in r["executed"] if lab != "unparsed"
+                    for part in lab.split("+")})
+    col = {name: j for j, name in enumerate(parts)}
+    counts = np.zeros((len(problem_ids), len(parts)))
+    unparsed = np.zeros(len(problem_ids))
+    for i, pid in enumerate(problem_ids):
+        for lab, n in by_id[pid]["executed"].items():
+            if lab == "unparsed":
+                unparsed[i] += n
+                continue
+            split = lab.split("+")
+            for part in split:
+                counts[i, col[part]] += n / len(split)
+    return parts, counts, unparsed
+
+
+def _entropy_rows(m):
+    """Shannon entropy (nats) of each row of a (B, L) mass matrix; 0 for an empty row."""
+    import numpy as np
+
+    total = m.sum(axis=1, keepdims=True)
+    p = np.divide(m, total, out=np.zeros_like(m), where=total > 0)
+    return -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
+
+
+def strategy_entropies(counts, family, weights=None):
+    """(H, H|fam), each (B,) arrays, of label counts (P, L) with problem families (P,), under bootstrap
+    multiplicities `weights` (B, P) (None: the sample itself, B = 1).
+
+    H is the entropy (nats) of all labels pooled; H|fam = sum_f w_f H(labels of family f), w_f the family's share of
+    the (weighted) problems, which does not depend on how many of a family's responses were parsed."""
+    import numpy as np
+
+    w = np.ones((1, counts.shape[0])) if weights is None else weights
+    total = w.sum(axis=1)
+    within = np.zeros(w.shape[0])
+    for f in np.unique(family):
+        wf = w[:, family == f]
+        within += wf.sum(axis=1) / total * _entropy_rows(wf @ counts[family == f])
+    return _entropy_rows(w @ counts), within
+
+
+def strategy_entropy_change(before, after, family, boot: int = 2000, seed: int = 0) -> dict:
+    """H and H|fam (`strategy_entropies`) at both ends and their changes (after - before), with 95% percentile
+    intervals from a paired bootstrap over problems: one multinomial draw of problem multiplicities weighs both
+    ends. `before`, `after`: (P, L) label counts over the same problems and labels; `family`: (P,).
+    `reading` is "rise" when the interval of the H|fam change lies above 0, "fall" below, "-" otherwise.
+    ValueError when the shapes differ or there is no problem."""
+    import numpy as np
+
+    family = np.asarray(family)
+    if before.shape != after.shape or before.shape[0] != len(family) or not len(family):
+        raise ValueError(f"shapes differ or empty: {before.shape}, {after.shape}, {len(family)} families")
+    h0, w0 = strategy_entropies(before, family)
+    h1, w1 = strategy_entropies(after, family)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(family), np.full(len(family), 1 / len(family)), size=boot).astype(float)
+    bh0, bw0 = strategy_entropies(before, family, weights)
+    bh1, bw1 = strategy_entropies(after, family, weights)
+    out = {"H_before": float(h0[0]), "H_after": float(h1[0]), "H_change": float(h1[0] - h0[0]),
+           "H_interval": [float(x) for x in np.percentile(bh1 - bh0, [2.5, 97.5])],
+           "Hfam_before": float(w0[0]), "Hfam_after": float(w1[0]), "Hfam_change": float(w1[0] - w0[0]),
+           "Hfam_interval": [float(x) for x in np.percentile(bw1 - bw0, [2.5, 97.5])]}
+    lo, hi = out["Hfam_interval"]
+    out["reading"] = "rise" if lo > 0 else "fall" if hi < 0 else "-"
+    return out
+
+
+def heldout_strategy_change(before: dict, after: dict, boot: int = 2000, seed: int = 0) -> dict:
+    """Does the policy's strategy diversity on fixed problems change between two `heldout_strategies` records
+    (e.g. the warm start and the trained policy)? `strategy_entropy_change` over the problems (family = the id's
+    prefix), plus `n_problems`, the unparsed shares `unparsed_before` / `unparsed_after`, and the H|fam change on
+    the problems with no unparsed response at either end (`n_complete`, `Hfam_complete_change`,
+    `Hfam_complete_interval`; None with fewer than 2 such problems): dropping unparsed responses could move H|fam
+    when they are more common under one strategy. ValueError when the records' problems differ."""
+    import numpy as np
+
+    if before["problem_ids"] != after["problem_ids"]:
+        raise ValueError("the two records are on different problems")
+    names = sorted(set(before["labels"]) | set(after["labels"]))
+
+    def full(rec):
+        m = np.zeros((len(rec["problem_ids"]), len(names)))
+        if rec["labels"]:
+            m[:, [names.index(x) for x in rec["labels"]]] = np.asarray(rec["counts"], dtype=float)
+        return m
+
+    c0, c1 = full(before), full(after)
+    u0, u1 = np.asarray(before["unparsed"], dtype=float), np.asarray(after["unparsed"], dtype=float)
+    family = np.array([i.split(":")[0] for i in before["problem_ids"]])
+    out = strategy_entropy_change(c0, c1, family, boot, seed)
+    out.update(n_problems=len(family), unparsed_before=float(u0.sum() / (len(family) * before["k"])),
+               unparsed_after=float(u1.sum() / (len(family) * after["k"])))
+    complete = (u0 == 0) & (u1 == 0)
+    out["n_complete"] = int(complete.sum())
+    out["Hfam_complete_change"] = out["Hfam_complete_interval"] = None
+    if complete.sum() >= 2:
+        cc = strategy_entropy_change(c0[complete], c1[complete], family[complete], boot, seed)
+        out["Hfam_complete_change"], out["Hfam_complete_interval"] = cc["Hfam_change"], cc["Hfam_interval"]
+    return out

@@ -77,6 +77,10 @@ class RLConfig:
     n_eval: int = 256
     eval_every: int = 25
     n_probe: int = 64
+    # held-out strategy entropy at both ends (`hicra.lab.probes.heldout_strategies`): this many responses per
+    # held-out problem from the warm start and from the trained policy, and their change
+    # (eval.json's `warm_start_strategies`, `final_strategies`, `strategy_change`); 0 = not measured
+    strategy_k: int = 0
     # bookkeeping
     tasks: list[dict] = field(default_factory=lambda: [{"family": "series"}, {"family": "product"},
                                                        {"family": "multi"}])
@@ -101,6 +105,8 @@ class RLConfig:
             raise ValueError("group_size must be at least 2 (group advantages)")
         if self.steps < 0 or self.checkpoint_every < 1 or self.minibatches < 1 or self.eval_every < 0:
             raise ValueError("steps >= 0, checkpoint_every >= 1 and minibatches >= 1 are required")
+        if self.strategy_k < 0:
+            raise ValueError(f"strategy_k must be >= 0, got {self.strategy_k}")
         if self.algo == "phase-aware":
             from hicra.dynamics.online import OnlineConfig
 
@@ -217,6 +223,18 @@ def _evaluate_both(model, tokenizer, task, problems, cfg: RLConfig, name: str) -
                                             seed=cfg.seed + 3, temperature=cfg.temperature)}
 
 
+def _strategies(model, tokenizer, task, problems, cfg: RLConfig) -> dict:
+    """`hicra.lab.probes.heldout_strategies` at the RL temperature, `cfg.strategy_k` responses per problem, from its
+    own generator (seed `cfg.seed` + 5), so it never shifts the RL streams."""
+    import torch
+
+    from hicra.lab.probes import heldout_strategies
+
+    with torch.random.fork_rng(devices=[]):
+        return heldout_strategies(model, tokenizer, task, problems, cfg.strategy_k, cfg.temperature,
+                                  cfg.max_new_tokens, seed=cfg.seed + 5)
+
+
 def _eval_point(run_dir: Path, model, tokenizer, task, held_out, probe_set, cfg: RLConfig, step: int,
                 greedy: dict | None = None) -> None:
     """Append the held-out greedy accuracy (`eval_curve.jsonl`) and the skill probes (`probes.jsonl`) after `step`
@@ -328,6 +346,8 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     if "warm_start" not in evals:
         evals.update(_evaluate_both(model, tokenizer, task, held_out, cfg, "warm_start"))
         evals["heldout_ids"] = [p.id for p in held_out]
+        if cfg.strategy_k:
+            evals["warm_start_strategies"] = _strategies(model, tokenizer, task, held_out, cfg)
         write_json(eval_path, evals)
         if cfg.eval_every:
             _eval_point(run_dir, model, tokenizer, task, held_out, probe_set, cfg, 0, evals["warm_start"])
@@ -482,6 +502,12 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
 
     if "final" not in evals or resume:
         evals.update(_evaluate_both(model, tokenizer, task, held_out, cfg, "final"))
+        if cfg.strategy_k:
+            from hicra.lab.probes import heldout_strategy_change
+
+            evals["final_strategies"] = _strategies(model, tokenizer, task, held_out, cfg)
+            evals["strategy_change"] = heldout_strategy_change(evals["warm_start_strategies"],
+                                                               evals["final_strategies"], seed=cfg.seed)
         write_json(eval_path, evals)
         if cfg.eval_every and cfg.steps > 0:  # the curve ends at the final weights (greedy decode reused)
             _eval_point(run_dir, model, tokenizer, task, held_out, probe_set, cfg, cfg.steps, evals["final"])

@@ -166,6 +166,8 @@ _SUMMARY_METRICS = ("step", "rel_ppl_execution", "rel_ppl_planning", "rel_ppl_re
                     "semantic_entropy_excl_format", "semantic_entropy")
 _TRAIN_COLUMNS = ("accuracy", "errors_execution_share", "errors_planning_share", "errors_format_share",
                   *MECHANISM_COLUMNS)
+# eval.json's per-problem strategy counts (`RLConfig.strategy_k`): a summary keeps only their `strategy_change`
+_STRATEGY_RECORDS = ("warm_start_strategies", "final_strategies", "strategy_change")
 
 
 def _round(v, digits: int = 6):
@@ -198,7 +200,9 @@ def summarize_run(run_dir: Path) -> dict:
     (eval.json: greedy and, when present, sampled), the held-out greedy curve (eval_curve.jsonl), the training
     curves (train_log.jsonl: accuracy and error shares per step), the phase verdict with its order and
     exploration test (summary.json["phases"], long arrays left out), the metric columns the pooled verdict needs
-    (metrics.parquet), the skill probes (probes.jsonl), seconds and code version (done.json)."""
+    (metrics.parquet), the skill probes (probes.jsonl), seconds and code version (done.json). With
+    `RLConfig.strategy_k`, eval.json's held-out strategy entropy change (`strategy_change`) is kept and its
+    per-problem counts are not."""
     import pandas as pd
 
     from hicra.dynamics.phases import upgrade_phases
@@ -218,7 +222,9 @@ def summarize_run(run_dir: Path) -> dict:
     probes = jsonl("probes.jsonl")
     fired = [e.get("phase_fired_step") for e in log if e.get("phase_fired_step") is not None]
     return _round({
-        "eval": {k: {f: v[f] for f in keep if f in v} for k, v in evals.items() if isinstance(v, dict)},
+        "eval": {**{k: {f: v[f] for f in keep if f in v} for k, v in evals.items()
+                    if isinstance(v, dict) and k not in _STRATEGY_RECORDS},
+                 **({"strategy_change": evals["strategy_change"]} if "strategy_change" in evals else {})},
         "eval_curve": {"step": [r["step"] for r in curve], "accuracy": [r["accuracy"] for r in curve]},
         "train_curve": {"step": [e["step"] for e in log], **{c: [e.get(c) for e in log] for c in _TRAIN_COLUMNS}},
         "phase_fired_step": fired[0] if fired else None,
