@@ -141,7 +141,8 @@ def test_eval_curve_probes_and_snapshots(model_dir, tmp_path):
 def test_heldout_strategies_at_both_ends_leave_training_unchanged(model_dir, tmp_path):
     """`strategy_k`: eval.json gains the warm start's and the trained policy's own strategy choices on the held-out
     problems (equal to `heldout_strategies` of each model, seed + 5) and their `strategy_change`; the run's
-    training is the same as without them (the samples come from their own generator)."""
+    training is the same as without them (the samples come from their own generator). Resuming a run started
+    without them is refused, naming eval.json's field."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hicra.lab.probes import heldout_strategies, heldout_strategy_change
@@ -164,6 +165,14 @@ def test_heldout_strategies_at_both_ends_leave_training_unchanged(model_dir, tmp
     assert ev["strategy_change"] == heldout_strategy_change(ev["warm_start_strategies"], ev["final_strategies"])
     with pytest.raises(ValueError, match="strategy_k"):
         RLConfig(strategy_k=-1).validate()
+    # resuming a run started without it cannot measure its warm start any more: a clear error, nothing rewritten
+    from hicra.errors import InputError
+
+    before = (tmp_path / "plain" / "eval.json").read_text()
+    with pytest.raises(InputError, match="warm_start_strategies"):
+        run_rl(RLConfig(**{**BASE, "algo": "grpo", "steps": 2, "strategy_k": 3}), model_dir, tmp_path / "plain",
+               resume=True, progress=False, log=lambda *a: None)
+    assert (tmp_path / "plain" / "eval.json").read_text() == before
 
 
 def test_same_seed_same_run_other_seed_differs(model_dir, tmp_path):

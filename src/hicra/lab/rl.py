@@ -326,6 +326,10 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         if detector is not None:
             detector.load_state_dict(state["detector"])
         evals = json.loads(eval_path.read_text()) if eval_path.exists() else {}
+        if cfg.strategy_k and "warm_start" in evals and "warm_start_strategies" not in evals:
+            raise InputError("strategy_k is set but the run was started without it: the warm start's held-out "
+                             "strategies cannot be measured after training began (field warm_start_strategies)",
+                             path=str(eval_path))
         # rollouts written after the checkpoint are redone (deterministically) by this run
         for file_step, _, path in list_rollout_files(run_dir):
             if file_step >= start:
