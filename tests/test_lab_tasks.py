@@ -667,7 +667,8 @@ def test_strategy_entropy_change_weighs_families_by_problems_and_pairs_the_ends(
     paired = probes.strategy_entropy_change(before, after, family, boot=500)
     w0 = rng.multinomial(200, np.full(200, 1 / 200), size=500).astype(float)
     w1 = rng.multinomial(200, np.full(200, 1 / 200), size=500).astype(float)
-    unpaired = np.percentile(probes.strategy_entropies(after, family, w1)[1] - probes.strategy_entropies(before, family, w0)[1], [2.5, 97.5])
+    unpaired = np.percentile(probes.strategy_entropies(after, family, w1)[1]
+                             - probes.strategy_entropies(before, family, w0)[1], [2.5, 97.5])
     lo, hi = paired["Hfam_interval"]
     assert hi - lo < 0.5 * (unpaired[1] - unpaired[0])
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import re
 
+import numpy as np
 import torch
 
 _OPEN_LINE = re.compile(r"(\d+)([-+*/])(\d+)=$")
@@ -234,8 +235,9 @@ def strategy_accuracy(model, tokenizer, task, problems, k: int, temperature: flo
     (the policy's own choice, `strategy` None), each scored by the task's checker. Returns one row per (problem,
     strategy): `problem_id`, `family`, `decision_class` (`Family.decision_class`), `strategy`, `k`, `n_correct`,
     `n_followed` (responses whose parsed strategy is the one named; for the own-choice row, those that executed
-    the cost model's cheapest), `executed` (parsed strategy -> count, `unparsed` for none). `greedy` decodes greedily instead (use k = 1); `own=False` leaves out the plain
-    prompts and `hinted=False` the hinted ones (ValueError when both are off). A policy that ignores hints executes its own choice on hinted prompts too: read
+    the cost model's cheapest), `executed` (parsed strategy -> count, `unparsed` for none). `greedy` decodes
+    greedily instead (use k = 1); `own=False` leaves out the plain prompts and `hinted=False` the hinted ones
+    (ValueError when both are off). A policy that ignores hints executes its own choice on hinted prompts too: read
     `n_followed` before `n_correct`. Deterministic in `seed`; responses are cut at `max_new_tokens` and checked like
     any other, as in RL (a cut response has no answer line: a format error)."""
     from hicra.lab.model import format_prompt
@@ -410,37 +412,27 @@ def heldout_strategies(model, tokenizer, task, problems, k: int, temperature: fl
 
 def strategy_label_counts(rows: list[dict], problem_ids: list[str]):
     """(label names [L], counts (P, L) array, unparsed (P,) array) from `strategy_accuracy`'s own-choice rows, in
-    the order of `problem_ids`; each response's "+"-joined parts count 1/parts each. ValueError naming the first
-    problem without an own-choice row."""
-    import numpy as np
+    the order of `problem_ids`; each response's "+"-joined parts count 1/parts each
+    (`hicra.dynamics.metrics.strategy_counts`). ValueError naming the first problem without an own-choice row."""
+    from hicra.dynamics.metrics import strategy_counts
 
     by_id = {r["problem_id"]: r for r in rows if r["strategy"] is None}
     missing = [p for p in problem_ids if p not in by_id]
     if missing:
         raise ValueError(f"no own-choice row for problem {missing[0]}")
-    parts = sorted({part for r in by_id.values() for lab in r["executed"] if lab != "unparsed"
-                    for part in lab.split("+")})
-    col = {name: j for j, name in enumerate(parts)}
-    counts = np.zeros((len(problem_ids), len(parts)))
+    labels, owner = [], []  # one entry per parsed response, and the index of its problem
     unparsed = np.zeros(len(problem_ids))
     for i, pid in enumerate(problem_ids):
         for lab, n in by_id[pid]["executed"].items():
             if lab == "unparsed":
                 unparsed[i] += n
-                continue
-            split = lab.split("+")
-            for part in split:
-                counts[i, col[part]] += n / len(split)
-    return parts, counts, unparsed
-
-
-def _entropy_rows(m):
-    """Shannon entropy (nats) of each row of a (B, L) mass matrix; 0 for an empty row."""
-    import numpy as np
-
-    total = m.sum(axis=1, keepdims=True)
-    p = np.divide(m, total, out=np.zeros_like(m), where=total > 0)
-    return -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
+            else:
+                labels += [lab] * n
+                owner += [i] * n
+    names, per_response = strategy_counts(labels)
+    counts = np.zeros((len(problem_ids), len(names)))
+    np.add.at(counts, owner, per_response)
+    return names, counts, unparsed
 
 
 def strategy_entropies(counts, family, weights=None):
@@ -449,15 +441,15 @@ def strategy_entropies(counts, family, weights=None):
 
     H is the entropy (nats) of all labels pooled; H|fam = sum_f w_f H(labels of family f), w_f the family's share of
     the (weighted) problems, which does not depend on how many of a family's responses were parsed."""
-    import numpy as np
+    from hicra.dynamics.phases import entropy_rows
 
     w = np.ones((1, counts.shape[0])) if weights is None else weights
     total = w.sum(axis=1)
     within = np.zeros(w.shape[0])
     for f in np.unique(family):
         wf = w[:, family == f]
-        within += wf.sum(axis=1) / total * _entropy_rows(wf @ counts[family == f])
-    return _entropy_rows(w @ counts), within
+        within += wf.sum(axis=1) / total * entropy_rows(wf @ counts[family == f])
+    return entropy_rows(w @ counts), within
 
 
 def strategy_entropy_change(before, after, family, boot: int = 2000, seed: int = 0) -> dict:
@@ -466,8 +458,6 @@ def strategy_entropy_change(before, after, family, boot: int = 2000, seed: int =
     ends. `before`, `after`: (P, L) label counts over the same problems and labels; `family`: (P,).
     `reading` is "rise" when the interval of the H|fam change lies above 0, "fall" below, "-" otherwise.
     ValueError when the shapes differ or there is no problem."""
-    import numpy as np
-
     family = np.asarray(family)
     if before.shape != after.shape or before.shape[0] != len(family) or not len(family):
         raise ValueError(f"shapes differ or empty: {before.shape}, {after.shape}, {len(family)} families")
@@ -493,8 +483,6 @@ def heldout_strategy_change(before: dict, after: dict, boot: int = 2000, seed: i
     the problems with no unparsed response at either end (`n_complete`, `Hfam_complete_change`,
     `Hfam_complete_interval`; None with fewer than 2 such problems): dropping unparsed responses could move H|fam
     when they are more common under one strategy. ValueError when the records' problems differ."""
-    import numpy as np
-
     if before["problem_ids"] != after["problem_ids"]:
         raise ValueError("the two records are on different problems")
     names = sorted(set(before["labels"]) | set(after["labels"]))
