@@ -216,13 +216,14 @@ def test_fields_added_later_keep_old_cache_keys():
     cfg = WarmStartConfig(seed=4)
     old = {k: v for k, v in asdict(cfg).items() if k not in ("lr_floor", "ema_decay", "strategy_hints",
                                                                      "favourite_share", "logprob_layout",
-                                                                     "compile_sft")}
+                                                                     "compile_sft", "slip_cap")}
     expected = hashlib.sha256(json.dumps({"v": CACHE_VERSION, **old}, sort_keys=True).encode()).hexdigest()[:16]
     assert cfg.key() == expected
     keys = {cfg.key(), WarmStartConfig(seed=4, lr_floor=0.0).key(), WarmStartConfig(seed=4, ema_decay=0.999).key(),
             WarmStartConfig(seed=4, strategy_hints=0.5).key(), WarmStartConfig(seed=4, favourite_share=0.6).key(),
-            WarmStartConfig(seed=4, logprob_layout="joined").key(), WarmStartConfig(seed=4, compile_sft=True).key()}
-    assert len(keys) == 7
+            WarmStartConfig(seed=4, logprob_layout="joined").key(), WarmStartConfig(seed=4, compile_sft=True).key(),
+            WarmStartConfig(seed=4, slip_cap=1).key()}
+    assert len(keys) == 8
 
 
 def test_strategy_hints_name_the_executed_strategy_and_leave_the_unhinted_choice():

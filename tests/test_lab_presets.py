@@ -80,3 +80,13 @@ def test_favourite_share_is_a_knob_and_is_validated():
             WarmStartConfig(favourite_share=bad)
     with pytest.raises(ValueError, match="each part uses its family"):
         MultiPart().prior_weights("blind")
+
+
+def test_slip_cap_is_a_knob_and_is_validated():
+    assert "slip_cap" in KNOBS
+    ws, _ = get_preset("default", knobs={"execution_noise": 0.1, "slip_cap": 1})
+    assert ws.knobs().slip_cap == 1 and ws.settings()["slip_cap"] == 1
+    assert "slip_cap" not in get_preset("default")[0].settings()  # the default leaves the cache keys as they were
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="slip_cap must be a whole number"):
+            WarmStartConfig(slip_cap=bad)

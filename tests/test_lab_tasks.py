@@ -18,6 +18,7 @@ from hicra.lab.tasks.base import (
     entropy,
     is_heldout_atom,
     plan_cost,
+    slip_probability,
 )
 
 SR, PR, MP = Series(), Product(), MultiPart()
@@ -275,6 +276,29 @@ def test_slips_are_more_likely_on_harder_lines():
             total[kind] += 1
             wrong[kind] += apply_op(a, op, b) != c
     assert wrong["*"] / total["*"] > 2 * wrong["+1"] / total["+1"]
+
+
+def test_slip_cap_bounds_the_difficulty_the_slip_rate_counts():
+    assert difficulty(52, "*", 9) == 4  # 5*9 and 2*9 both carry
+    assert slip_probability(52, "*", 9, 0.1) == pytest.approx(0.4)  # no cap: 0.1 per unit
+    assert slip_probability(52, "*", 9, 0.1, slip_cap=2) == pytest.approx(0.2)
+    assert slip_probability(1, "+", 1, 0.1, slip_cap=2) == pytest.approx(0.1)  # under the cap: unchanged
+    assert slip_probability(999, "*", 999, 0.5) == 0.9  # the 0.9 ceiling
+    # cap 1: every line slips at the noise rate, so multiplications slip no more than adding 1 (counted, not assumed)
+    rng = random.Random(0)
+    knobs = CorpusKnobs(0.1, "oracle", 0.0, slip_cap=1)
+    wrong: Counter = Counter()
+    total: Counter = Counter()
+    for _ in range(3000):
+        p = SR.sample_atom(rng)
+        for a, op, b, c in computation_lines(SR.render(SR.plan(p, "pairing"), rng, knobs)):
+            kind = "+1" if (op, b) == ("+", 1) else op
+            total[kind] += 1
+            wrong[kind] += apply_op(a, op, b) != c
+    for kind in ("*", "+1"):  # (a division after a slipped line can be wrong without a slip of its own: floor)
+        assert abs(wrong[kind] / total[kind] - 0.1) < 0.02, kind
+    with pytest.raises(ValueError, match="slip_cap"):
+        CorpusKnobs(slip_cap=-1)
 
 
 def test_oracle_prior_picks_the_cheapest_and_blind_prior_ignores_the_problem():

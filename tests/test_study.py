@@ -580,6 +580,18 @@ def test_favourite_share_is_a_cell_knob_with_its_own_name_and_range():
         parse_cells("favourite_share=1")
 
 
+def test_slip_cap_is_a_cell_knob_of_whole_numbers():
+    from hicra.errors import InputError
+    from hicra.study import parse_cells
+
+    cells = parse_cells("execution_noise=0.1;slip_cap=0,1")
+    assert set(cells) == {"exec0.1_cap0", "exec0.1_cap1"}
+    assert cells["exec0.1_cap1"] == {"execution_noise": 0.1, "slip_cap": 1}
+    for bad in ("1.5", "-1", "x"):
+        with pytest.raises(InputError, match="slip_cap must be a whole number"):
+            parse_cells(f"slip_cap={bad}")
+
+
 def test_control_checks_pool_matching_cells_and_apply_thresholds():
     """CONTROL_CRITERIA on hand-built per-run entries: each criterion pools the GRPO runs of the cells whose knobs
     match one of its `where` dicts (floats compared as numbers), counts the runs showing its statistic among the

@@ -47,6 +47,9 @@ def register(subparsers) -> None:
     p.add_argument("--favourite-share", type=float, metavar="S",
                    help="blind priors: the favourite's probability, the others sharing the rest as in the family's "
                    "table (0 = the table; the quick and default presets: 0.85)")
+    p.add_argument("--slip-cap", type=int, metavar="N",
+                   help="most units of line difficulty the corpus slip rate counts (default 0 = no cap; 1 = every "
+                        "line slips at the execution noise whatever its operation)")
     p.add_argument("--optimum", choices=OPTIMA,
                    help="task variant: the cheapest strategy differs between problems (default) or not")
     p.add_argument("--steps", type=int, help="RL steps (default: the preset's)")
@@ -89,13 +92,14 @@ def run(args) -> int:
     from hicra.lab.rl import run_rl
     from hicra.lab.sft import warm_start
 
-    for name in ("execution_noise", "favourite_share"):
+    for name in ("execution_noise", "favourite_share", "slip_cap"):
         value = getattr(args, name)
         problem = None if value is None else knob_range_error(name, value, label="--" + name.replace("_", "-"))
         if problem:
             raise InputError(problem)
     knobs = {k: v for k, v in (("execution_noise", args.execution_noise), ("strategy_prior", args.strategy_prior),
-                               ("favourite_share", args.favourite_share), ("optimum", args.optimum))
+                               ("favourite_share", args.favourite_share), ("slip_cap", args.slip_cap),
+                               ("optimum", args.optimum))
              if v is not None}
     ws_cfg, rl_cfg = get_preset(args.preset, warm_start_seed=args.warm_start_seed, knobs=knobs, algo=args.algo,
                                 alpha=args.alpha, seed=args.seed, steps=args.steps, lr=args.lr,

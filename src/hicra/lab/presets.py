@@ -139,7 +139,7 @@ BENCHMARK_PRESET_HELP = (f"default {BENCHMARK_PRESET}: the preset docs/lab.md's 
                          "default until session 31); --preset default for the study's")
 
 # the knobs the study's control cells set, on the warm start and (optimum) on RL alike
-KNOBS = ("execution_noise", "strategy_prior", "planning_noise", "favourite_share", "optimum")
+KNOBS = ("execution_noise", "strategy_prior", "planning_noise", "favourite_share", "slip_cap", "optimum")
 
 
 def get_preset(name: str, warm_start_seed: int | None = None, knobs: dict | None = None,

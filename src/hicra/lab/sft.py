@@ -58,11 +58,13 @@ class WarmStartConfig:
     ema_decay: float = 0.0  # > 0: the warm start is the exponential moving average of the SFT weights (0 = off)
     strategy_hints: float = 0.0  # share of corpus pairs whose prompt names a uniformly drawn strategy (build_corpus)
     favourite_share: float = 0.0  # blind priors: the favourite's probability (CorpusKnobs; 0 = the family's table)
+    slip_cap: int = 0  # most units of line difficulty the slip rate counts (CorpusKnobs; 0 = no cap, 1 = uniform)
     logprob_layout: str = "split"  # SFT batches: "split" | "joined" (`hicra.lab.sampling.sequence_logprobs`)
     compile_sft: bool = False  # run SFT's forward through torch.compile (falls back to eager, logged, if it fails)
 
     def knobs(self) -> CorpusKnobs:
-        return CorpusKnobs(self.execution_noise, self.strategy_prior, self.planning_noise, self.favourite_share)
+        return CorpusKnobs(self.execution_noise, self.strategy_prior, self.planning_noise, self.favourite_share,
+                           self.slip_cap)
 
     def task_mix(self) -> TaskMix:
         return TaskMix(self.tasks, optimum=self.optimum, heldout_share=self.heldout_share)
@@ -93,7 +95,8 @@ class WarmStartConfig:
 
 
 # added after cache version 3; their defaults keep the old behaviour
-_LATER_FIELDS = ("lr_floor", "ema_decay", "strategy_hints", "favourite_share", "logprob_layout", "compile_sft")
+_LATER_FIELDS = ("lr_floor", "ema_decay", "strategy_hints", "favourite_share", "logprob_layout", "compile_sft",
+                 "slip_cap")
 
 
 HINT = " using "  # a hinted prompt: the question, then " using STRATEGY" (e.g. "sum 3 to 9 by 2 using pairing")

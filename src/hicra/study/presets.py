@@ -142,7 +142,7 @@ def summary_path_for(root: Path, arm: str, seed: int, warm_start_seed: int = 0, 
 # ---------------------------------------------------------------- corpus-knob cells
 
 KNOB_ABBREV = {"execution_noise": "exec", "strategy_prior": "prior", "planning_noise": "plan", "favourite_share": "fav",
-               "optimum": "opt"}
+               "slip_cap": "cap", "optimum": "opt"}
 _KNOB_CHOICES = {"strategy_prior": STRATEGY_PRIORS, "optimum": OPTIMA}
 
 
@@ -165,11 +165,12 @@ def _knob_value(name: str, text: str):
     try:
         value = float(text)
     except ValueError:
-        raise InputError(f"{name} must be a number in [0, 1], got {text!r}", field="cells") from None
+        kind = "a whole number >= 0" if name == "slip_cap" else "a number in [0, 1]"
+        raise InputError(f"{name} must be {kind}, got {text!r}", field="cells") from None
     problem = knob_range_error(name, value)
     if problem:
         raise InputError(problem, field="cells")
-    return value
+    return int(value) if name == "slip_cap" else value
 
 
 def knob_grid(spec: dict[str, list]) -> dict[str, dict]:

@@ -78,6 +78,12 @@ class CorpusKnobs:
         favourite, for 27%; `benchmarks/lab_tasks.py` prints the shares.
     planning_noise: probability that the chosen strategy is misapplied (a term skipped, the +1 of a count
         forgotten, a part dropped, the wrong combination), every line still right.
+    slip_cap: the most units of line difficulty the slip rate counts (0 = no cap): a line is wrong with probability
+        min(0.9, execution_noise * min(difficulty(line), slip_cap)). 1 makes every line slip at `execution_noise`
+        whatever its operation, so a strategy's slips depend on its number of lines only (`slip_probability`).
+        Why it exists: at execution noise 0.10 the warm start's long multiplications slip so often that choosing a
+        series strategy by problem earns it nothing (docs/study.md, "Pilot P22"), so a noisy cell whose cost-model
+        optimum is diverse is not diverse for its own executor.
     favourite_share: for the blind priors, the probability of the table's favourite; the other strategies share
         the rest in proportion to their table weights (`Family.prior_weights`). 0 keeps the table as it is. Where
         a strategy does not apply the weights are renormalised over those that do (series of even length: 0.6
@@ -90,9 +96,10 @@ class CorpusKnobs:
     strategy_prior: str = "blind"
     planning_noise: float = 0.1
     favourite_share: float = 0.0
+    slip_cap: int = 0
 
     def __post_init__(self):
-        for name in ("execution_noise", "planning_noise", "favourite_share"):
+        for name in ("execution_noise", "planning_noise", "favourite_share", "slip_cap"):
             problem = knob_range_error(name, getattr(self, name))
             if problem:
                 raise ValueError(problem)
@@ -104,8 +111,11 @@ def knob_range_error(name: str, value: float, label: str | None = None) -> str |
     """The one range check of the numeric corpus knobs (CorpusKnobs, `hicra lab`'s flags, `hicra study --cells`):
     None when `value` is allowed, else the message, naming the knob as `label` (default `name`).
     `execution_noise` and `planning_noise` are probabilities in [0, 1]; `favourite_share` lies in [0, 1) (0 = the
-    family's table; 1 would leave no alternative)."""
+    family's table; 1 would leave no alternative); `slip_cap` is a whole number >= 0 (0 = no cap)."""
     label = label or name
+    if name == "slip_cap":
+        ok = float(value) == int(value) and value >= 0
+        return None if ok else f"{label} must be a whole number >= 0 (0 = no cap), got {value}"
     if name == "favourite_share":
         return None if 0.0 <= value < 1.0 else f"{label} must be in [0, 1) (0 = the family's table), got {value}"
     return None if 0.0 <= value <= 1.0 else f"{label} must be in [0, 1], got {value}"
@@ -176,6 +186,14 @@ def difficulty(x: int, op: str, y: int) -> int:
     if op == "/":
         return nonzero_digits(x)
     return 1 + _carries(abs(x), abs(y), op)
+
+
+def slip_probability(x: int, op: str, y: int, execution_noise: float, slip_cap: int = 0) -> float:
+    """The warm-start corpus's chance that the line `x op y` is written wrong:
+    min(0.9, execution_noise * d), d = difficulty(x, op, y), counted up to `slip_cap` units when `slip_cap` > 0
+    (`CorpusKnobs`)."""
+    d = difficulty(x, op, y)
+    return min(0.9, execution_noise * (min(d, slip_cap) if slip_cap else d))
 
 
 def execute(plan: list, slip=None) -> tuple[list[tuple[int, str, int, int]], int | None]:
@@ -373,7 +391,7 @@ class Family:
         from hicra.lab.tasks.language import say
 
         def slip(x, op, y, z):
-            if rng.random() < min(0.9, knobs.execution_noise * difficulty(x, op, y)):
+            if rng.random() < slip_probability(x, op, y, knobs.execution_noise, knobs.slip_cap):
                 return _slip_value(z, rng)
             return z
 
