@@ -692,6 +692,29 @@ def test_control_checks_pool_matching_cells_and_apply_thresholds():
     assert "## Control checks" in md and "not tested (no cell matches)" in md and "All passed: **no**" in md
 
 
+def test_control_checks_read_the_heldout_strategy_rise():
+    """Statistic "heldout-strategy-rise": a hit is a run whose held-out strategy entropy change reads "rise"; runs
+    without the record (no `RLConfig.strategy_k`) make the criterion not tested, never a miss."""
+    from hicra.study.presets import ControlCriterion
+    from hicra.study.statistics import control_checks
+
+    cells = {"a": {"optimum": "diverse"}, "b": {"optimum": "single-route"}}
+    crit = (ControlCriterion("rise", ({"optimum": "diverse"},), "heldout-strategy-rise", at_least=0.8,
+                             min_runs_per_cell=5),)
+
+    def run(cell, reading):
+        entry = {"arm": "grpo", "cell": cell, "phases": {"exploration_detected": reading == "fall"}}
+        return entry if reading is None else {**entry, "strategy_change": {"reading": reading}}
+
+    runs = [run("a", "rise")] * 4 + [run("a", "-")] + [run("b", "rise")] * 5  # cell b is not pooled
+    c = control_checks(runs, cells, crit)["criteria"][0]
+    assert (c["n_runs"], c["hits"], c["share"], c["passed"]) == (5, 4, 0.8, True)  # the phases brief is not read
+    c = control_checks(runs[1:5] + [run("a", "fall")] + runs[5:], cells, crit)["criteria"][0]
+    assert (c["hits"], c["passed"]) == (3, False)
+    c = control_checks([run("a", None)] + runs[1:], cells, crit)["criteria"][0]
+    assert c["passed"] is None and c["untested"] == 1 and "could not be tested" in c["reason"]
+
+
 def test_study_settings_omit_later_warm_start_fields_at_their_defaults():
     """A study directory records the warm start's `settings()`: fields added later (lr_floor, ema_decay) appear
     only when set, so study directories made before them still resume."""
@@ -1064,3 +1087,24 @@ def test_summary_keeps_the_strategy_change_not_the_counts(smoke, tmp_path):
     assert not {"warm_start_strategies", "final_strategies"} & set(got)
     assert got["final"] == summarize_run(run_dir_for(out, "grpo", 0, 0))["eval"]["final"]
 
+
+
+def test_a_run_entry_carries_the_strategy_change_brief(smoke, tmp_path):
+    """`summarize`: a summary with `strategy_change` (eval.json's, `RLConfig.strategy_k`) gives its run entry the
+    brief that "heldout-strategy-rise" reads; a summary without it gives none."""
+    import shutil
+
+    src, _ = smoke
+    root = tmp_path / "runs"
+    shutil.copytree(src / "summaries", root)
+    path = root / "grpo" / "ws1-seed1000.json"
+    summary = json.loads(path.read_text())
+    change = {"Hfam_before": 0.5, "Hfam_after": 0.75, "Hfam_change": 0.25, "Hfam_interval": [0.125, 0.375],
+              "reading": "rise", "n_complete": 3, "Hfam_complete_change": 0.25, "Hfam_complete_interval": [0.1, 0.4],
+              "H_change": 0.3}
+    summary["eval"]["strategy_change"] = change
+    path.write_text(json.dumps(summary))
+    runs = summarize(root, PRESETS["smoke"], ["grpo", "hicra"], 1, 2)["runs"]
+    with_change = [r for r in runs if "strategy_change" in r]
+    assert [(r["arm"], r["warm_start_seed"], r["seed"]) for r in with_change] == [("grpo", 1, 1000)]
+    assert with_change[0]["strategy_change"] == {k: v for k, v in change.items() if k != "H_change"}

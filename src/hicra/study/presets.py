@@ -264,8 +264,10 @@ class ControlCriterion:
 
     The runs of the `arm` in every cell whose knobs match one of the `where` dicts are pooled; `statistic` is the
     share of those runs whose own phase verdict shows it: "exploration" (`phases.exploration.detected`, measured on
-    the `strategy` column: the strategy-entropy rise after the execution consolidation) or "order:VALUE"
-    (`phases.order == VALUE`). The criterion passes when the share is >= `at_least` (or <= `at_most`).
+    the `strategy` column: the strategy-entropy rise after the execution consolidation), "heldout-strategy-rise"
+    (the run's held-out strategy entropy within families rose from the warm start to the trained policy: eval.json's
+    `strategy_change` reads "rise", its 95% paired bootstrap interval above 0; recorded with `RLConfig.strategy_k`;
+    a run without it is not testable) or "order:VALUE" (`phases.order == VALUE`). The criterion passes when the share is >= `at_least` (or <= `at_most`).
     "pooled-order:VALUE" passes when the order of each matched cell's runs pooled by resampling runs
     (`detect_phases_pooled`) is VALUE; the per-run share is reported beside it. It is not
     tested (neither pass nor fail) when a matched cell has fewer than `min_runs_per_cell` runs; for "exploration"

@@ -242,6 +242,8 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
                 entry = {"arm": arm, "cell": cell, "warm_start_seed": q.warm_start_seed, "seed": q.seed,
                          **{e: v[e] for e in ENDPOINTS}, "warm_start_accuracy": r["eval"]["warm_start"]["accuracy"],
                          "steps_to_threshold": reach[-1], "phases": _phase_brief(r["phases"]),
+                         **({"strategy_change": _strategy_change_brief(r["eval"]["strategy_change"])}
+                            if "strategy_change" in r["eval"] else {}),
                          "final_errors": {k: r["eval"]["final"].get(f"errors_{k}_share")
                                           for k in ("execution", "planning", "format")},
                          "seconds": r.get("seconds")}
@@ -344,7 +346,9 @@ def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None,
     resampling runs (`hicra.dynamics.phases.detect_phases_pooled`, as `per_arm[...]["phases"]["pooled"]`); the
     criterion passes when it equals VALUE in every matched cell (`pooled` lists them); `hits` and `share` still
     count the runs whose own order is VALUE, as a description. A pooled order `untestable` (or missing) makes the
-    criterion not tested. ValueError for an unknown statistic."""
+    criterion not tested. Statistic "heldout-strategy-rise": the runs whose entry has `strategy_change` (eval.json's,
+    from `RLConfig.strategy_k`) are tested, and a hit reads "rise"; a run without it makes the criterion not tested.
+    ValueError for an unknown statistic."""
     from hicra.dynamics.phases import ORDERS as PHASE_ORDERS
     from hicra.study.presets import CONTROL_CRITERIA
 
@@ -356,7 +360,10 @@ def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None,
                        if any(all(k in knobs and knobs[k] == v for k, v in w.items()) for w in c.where))
         pool = [r for r in runs if r["arm"] == c.arm and r["cell"] in names]
         kind, _, order = c.statistic.partition(":")
-        if kind == "exploration" and not order:
+        if kind == "heldout-strategy-rise" and not order:
+            testable = [r for r in pool if "strategy_change" in r]
+            hits = sum(r["strategy_change"]["reading"] == "rise" for r in testable)
+        elif kind == "exploration" and not order:
             testable = [r for r in pool if r["phases"].get("exploration_tested")
                         and r["phases"].get("exploration_measure") == "strategy"]
             hits = sum(bool(r["phases"]["exploration_detected"]) for r in testable)
@@ -390,6 +397,15 @@ def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None,
                     "share": share, "at_least": c.at_least, "at_most": c.at_most, "passed": passed,
                     **({"pooled": pooled} if pooled is not None else {}), "reason": reason, "why": c.why})
     return {"criteria": out, "all_passed": bool(out) and all(c["passed"] is True for c in out)}
+
+
+def _strategy_change_brief(change: dict) -> dict:
+    """What a run entry keeps of eval.json's `strategy_change` (`hicra.lab.probes.heldout_strategy_change`): the
+    held-out strategy entropy within families at both ends (nats), its change with the 95% paired bootstrap
+    interval, the reading ("rise" | "fall" | "-") and the change on complete problems."""
+    keys = ("Hfam_before", "Hfam_after", "Hfam_change", "Hfam_interval", "reading", "n_complete",
+            "Hfam_complete_change", "Hfam_complete_interval")
+    return {k: change.get(k) for k in keys}
 
 
 def _sd(x) -> float | None:
