@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="controls", choices=sorted(PRESETS))
     args = ap.parse_args(argv)
     preset = PRESETS[args.preset]
-    pairs = study_pairs(preset.warm_start_seeds, preset.seeds)
+    pairs = study_pairs(preset.warm_start_seeds, preset.seeds, preset.first_warm_start_seed)
     try:
         cells = {cell: [load_summary(summary_path_for(args.summaries, args.arm, q.seed, q.warm_start_seed, cell))
                         for q in pairs] for cell in (preset.cells or {"": {}})}

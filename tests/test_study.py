@@ -1108,3 +1108,21 @@ def test_a_run_entry_carries_the_strategy_change_brief(smoke, tmp_path):
     with_change = [r for r in runs if "strategy_change" in r]
     assert [(r["arm"], r["warm_start_seed"], r["seed"]) for r in with_change] == [("grpo", 1, 1000)]
     assert with_change[0]["strategy_change"] == {k: v for k, v in change.items() if k != "H_change"}
+
+
+def test_a_later_study_takes_fresh_warm_start_seeds(tmp_path):
+    """`StudyPreset.first_warm_start_seed`: the pairs start there (RL seeds follow their warm start), the planned
+    run directories name them, and --only-warm-starts must name one of them."""
+    from dataclasses import replace
+
+    from hicra.study.presets import Pair, study_pairs
+    from hicra.study.runner import plan_runs
+
+    assert study_pairs(2, 2, first=2) == [Pair(2, 2000), Pair(2, 2001), Pair(3, 3000), Pair(3, 3001)]
+    assert study_pairs(2, 2) == [Pair(0, 0), Pair(0, 1), Pair(1, 1000), Pair(1, 1001)]
+    later = replace(PRESETS["smoke"], first_warm_start_seed=2)
+    specs = plan_runs(tmp_path / "out", tmp_path / "sums", later, ["grpo"], 1, 2)
+    assert sorted(Path(s.run_dir).name for s in specs) == ["ws2-seed2000", "ws3-seed3000"]
+    with pytest.raises(InputError, match=r"among 2\.\.3"):
+        run_study(tmp_path / "out", later, seeds=1, warm_start_seeds=2, only_warm_starts=[0], progress=False,
+                  log=_quiet)

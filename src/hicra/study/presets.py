@@ -49,7 +49,9 @@ class StudyPreset:
     rl: dict = field(default_factory=dict)  # RLConfig overrides shared by every arm
     threshold: float = 0.3  # training-accuracy level for "steps to threshold"
     threshold_window: int = 5  # trailing moving-average window for it
-    warm_start_seeds: int = 1  # warm-start seeds 0..W-1; each carries `seeds` RL seeds (nested)
+    warm_start_seeds: int = 1  # W warm-start seeds, from first_warm_start_seed; each carries `seeds` RL seeds (nested)
+    # a later study's fresh seeds: clean runs are deterministic, so reusing an earlier study's seeds replays its runs
+    first_warm_start_seed: int = 0
     cells: dict[str, dict] = field(default_factory=dict)  # cell name -> corpus knobs (KNOBS); {} = the lab's own
     # the control cells' pass criteria (`ControlCriterion`); () = CONTROL_CRITERIA, the first controls study's
     criteria: tuple = ()
@@ -112,8 +114,9 @@ class Pair:
         return f"ws{self.warm_start_seed}-seed{self.seed:02d}"
 
 
-def study_pairs(warm_start_seeds: int, seeds: int) -> list[Pair]:
-    """The nested pairs: warm-start seeds 0..W-1, each with its own RL seeds W * SEED_STRIDE + 0..seeds-1 (RL seeds
+def study_pairs(warm_start_seeds: int, seeds: int, first: int = 0) -> list[Pair]:
+    """The nested pairs: warm-start seeds first..first+W-1, each with its own RL seeds W * SEED_STRIDE + 0..seeds-1
+    (RL seeds
     are never shared between warm starts, so an RL seed's problem stream and sampling belong to one warm start:
     the design is nested, not crossed; the held-out problems are the same for every pair). Warm-start seed 0 keeps
     RL seeds 0..seeds-1 (as in study v1)."""
@@ -121,7 +124,7 @@ def study_pairs(warm_start_seeds: int, seeds: int) -> list[Pair]:
         raise InputError("need >= 1 warm-start seed and >= 1 RL seed", field="seeds")
     if seeds > SEED_STRIDE:
         raise InputError(f"at most {SEED_STRIDE} RL seeds per warm start", field="seeds")
-    return [Pair(w, w * SEED_STRIDE + s) for w in range(warm_start_seeds) for s in range(seeds)]
+    return [Pair(w, w * SEED_STRIDE + s) for w in range(first, first + warm_start_seeds) for s in range(seeds)]
 
 
 def condition_label(cell: str, arm: str) -> str:

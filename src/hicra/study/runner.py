@@ -92,7 +92,7 @@ def plan_runs(out: Path, summary_root: Path, preset: StudyPreset, arms: list[str
     """Every (cell, arm, pair), pair-major (with few workers every arm gets its first pairs early)."""
     specs = []
     cells = preset.cells or {"": {}}
-    for pair in study_pairs(warm_start_seeds, seeds):
+    for pair in study_pairs(warm_start_seeds, seeds, preset.first_warm_start_seed):
         for cell, knobs in cells.items():
             ws, rl = preset_configs(preset, warm_start_seed=pair.warm_start_seed, knobs=knobs or None)
             for arm in arms:
@@ -442,7 +442,8 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     """Run every (cell, arm, warm-start seed, RL seed) without a summary file, then write results.json,
     results.md and figures to `out`. Returns the results dict.
 
-    seeds: RL seeds per warm-start seed; warm_start_seeds: W (seeds 0..W-1); cells: cell name -> corpus knobs
+    seeds: RL seeds per warm-start seed; warm_start_seeds: W (seeds F..F+W-1, F = the preset's
+    `first_warm_start_seed`, 0 but in a later study that needs fresh seeds); cells: cell name -> corpus knobs
     (replaces the preset's; see `knob_grid`); summary_root: where the per-run summaries live (default
     OUT/summaries; e.g. docs/findings/v2/runs to commit them). Each warm start a pending run needs is loaded from
     `cache` (default OUT/warmstart) or built there once (`execute`). The statistics come from the
@@ -454,7 +455,7 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     study's dict has "complete": True.
 
     only_warm_starts: build and run only the runs of these warm-start seeds in this call (each in
-    0..warm_start_seeds-1); the others are left for a later call, and the statistics are written once every run of
+    F..F+warm_start_seeds-1); the others are left for a later call, and the statistics are written once every run of
     the study is summarised. For machines whose warm-start cache does not outlive a session: a warm start rebuilt
     on another machine is a different model (its last float bits differ, and training amplifies them), so each
     warm start's runs should all come from one build; `summarize` reports any group that did not
@@ -473,9 +474,10 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     if workers < 1:
         raise InputError("--workers must be >= 1", field="workers")
     if only_warm_starts is not None:
-        outside = sorted(set(only_warm_starts) - set(range(warm_start_seeds)))
+        first = p.first_warm_start_seed
+        outside = sorted(set(only_warm_starts) - set(range(first, first + warm_start_seeds)))
         if outside or not only_warm_starts:
-            raise InputError(f"warm-start seeds must be among 0..{warm_start_seeds - 1}, got "
+            raise InputError(f"warm-start seeds must be among {first}..{first + warm_start_seeds - 1}, got "
                              f"{sorted(set(only_warm_starts))}", field="only_warm_starts")
     out = Path(out)
     summary_root = Path(summary_root) if summary_root is not None else out / "summaries"

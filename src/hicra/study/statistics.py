@@ -201,7 +201,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
 
     warm_start_seeds = preset.warm_start_seeds if warm_start_seeds is None else warm_start_seeds
     cells = preset.cells if cells is None else cells
-    pairs = study_pairs(warm_start_seeds, seeds)
+    pairs = study_pairs(warm_start_seeds, seeds, preset.first_warm_start_seed)
     per_arm: dict = {}
     runs_out = []
     values: dict = {}  # label -> endpoint -> {(ws, seed): value}
