@@ -56,6 +56,19 @@ def test_lab_end_to_end_and_cache_reuse(tiny_preset, tmp_path, capsys):
     assert json.loads((Path(ws3) / "warm_start.json").read_text())["threads"] == 1  # the default: one thread
 
 
+def test_lab_strategy_k_and_slip_cap_reach_rl_and_the_warm_start(tiny_preset, tmp_path, capsys):
+    # --strategy-k records the held-out strategies at both ends (eval.json) and prints their change;
+    # --slip-cap goes into the warm start's config (and so its cache key)
+    assert main(["lab", "--algo", "grpo", "--steps", "1", "--strategy-k", "2", "--slip-cap", "1", "--no-analyze",
+                 "--quiet", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert run["config"]["strategy_k"] == 2
+    assert json.loads((Path(run["model"]) / "warm_start.json").read_text())["config"]["slip_cap"] == 1
+    change = json.loads((tmp_path / "r" / "eval.json").read_text())["strategy_change"]
+    assert f"change {change['Hfam_change']:+.3f}" in out and "held-out strategy entropy within families" in out
+
+
 def test_lab_threads_reach_the_warm_start_and_rl(tiny_preset, tmp_path, capsys):
     # --threads 2 trains the warm start and runs RL on two torch threads, and both records say so
     assert main(["lab", "--algo", "grpo", "--threads", "2", "--steps", "1", "--no-analyze", "--quiet",
@@ -85,6 +98,8 @@ def test_lab_lr_reaches_rl_and_keeps_the_warm_start(tiny_preset, tmp_path, capsy
     (["--favourite-share", "1"], "--favourite-share must be in [0, 1)"),
     (["--threads", "-1"], "--threads must be >= 0"),
     (["--lr", "0"], "--lr must be positive"),
+    (["--strategy-k", "-1"], "--strategy-k must be >= 0"),
+    (["--slip-cap", "-2"], "--slip-cap must be a whole number >= 0"),
 ])
 def test_lab_bad_input_exits_2_with_one_line(extra, message, capsys):
     assert main(["lab", *extra]) == 2

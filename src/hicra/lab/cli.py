@@ -53,6 +53,11 @@ def register(subparsers) -> None:
     p.add_argument("--optimum", choices=OPTIMA,
                    help="task variant: the cheapest strategy differs between problems (default) or not")
     p.add_argument("--steps", type=int, help="RL steps (default: the preset's)")
+    p.add_argument("--strategy-k", type=int, metavar="K",
+                   help="sample K responses per held-out problem from the warm start and from the trained policy "
+                        "and record their strategies and the change of the strategy entropy within families in "
+                        "eval.json (`strategy_change`; default: the preset's, 0 = not measured; about 35 s per end "
+                        "at K = 8)")
     p.add_argument("--lr", type=float, help="RL learning rate (default: the preset's, 5e-5 in quick and default); "
                    "the warm start is unchanged, so runs differing only in --lr share it")
     p.add_argument("--threads", type=int, default=1, metavar="N",
@@ -74,6 +79,8 @@ def run(args) -> int:
         raise InputError(f"--alpha must be in [0, 1), got {args.alpha}")
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be positive, got {args.steps}")
+    if args.strategy_k is not None and args.strategy_k < 0:
+        raise InputError(f"--strategy-k must be >= 0 (0 = not measured), got {args.strategy_k}")
     if args.lr is not None and not args.lr > 0:
         raise InputError(f"--lr must be positive, got {args.lr}")
     if args.threads < 0:
@@ -103,7 +110,7 @@ def run(args) -> int:
              if v is not None}
     ws_cfg, rl_cfg = get_preset(args.preset, warm_start_seed=args.warm_start_seed, knobs=knobs, algo=args.algo,
                                 alpha=args.alpha, seed=args.seed, steps=args.steps, lr=args.lr,
-                                tensorboard=args.tensorboard or None, threads=threads)
+                                tensorboard=args.tensorboard or None, threads=threads, strategy_k=args.strategy_k)
     torch.set_num_threads(rl_cfg.threads)
     out = Path(args.out) if args.out else Path("runs") / (
         f"lab-{args.preset}-{args.algo}-ws{args.warm_start_seed}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -124,6 +131,12 @@ def run(args) -> int:
                   f"{e['errors_planning_share']:.1%}, format {e['errors_format_share']:.1%}; mean length "
                   f"{e['mean_length']:.1f} tokens; strategy entropy {e['strategy_entropy']:.2f} nats, cheapest "
                   f"strategy {e['cheapest_share']:.1%}")
+    if "strategy_change" in ev:
+        c = ev["strategy_change"]
+        lo, hi = c["Hfam_interval"]
+        print(f"held-out strategy entropy within families ({rl_cfg.strategy_k} samples a problem): warm start "
+              f"{c['Hfam_before']:.3f} -> after RL {c['Hfam_after']:.3f} nats, change {c['Hfam_change']:+.3f} "
+              f"(95% paired bootstrap {lo:+.3f} to {hi:+.3f}: {c['reading']})")
     probes_path = out / "probes.jsonl"
     if probes_path.exists():
         import json
