@@ -264,18 +264,23 @@ def test_corpus_knobs_shape_the_errors():
         CorpusKnobs(0.0, "psychic", 0.0)
 
 
-def test_slips_are_more_likely_on_harder_lines():
+def _slip_rates(knobs: CorpusKnobs, n: int = 3000) -> dict[str, float]:
+    """The share of wrong lines per kind ("+1", or the operation) in `n` rendered pairing plans of series."""
     rng = random.Random(0)
-    knobs = CorpusKnobs(0.05, "oracle", 0.0)
     wrong: Counter = Counter()
     total: Counter = Counter()
-    for _ in range(3000):
+    for _ in range(n):
         p = SR.sample_atom(rng)
         for a, op, b, c in computation_lines(SR.render(SR.plan(p, "pairing"), rng, knobs)):
             kind = "+1" if (op, b) == ("+", 1) else op
             total[kind] += 1
             wrong[kind] += apply_op(a, op, b) != c
-    assert wrong["*"] / total["*"] > 2 * wrong["+1"] / total["+1"]
+    return {kind: wrong[kind] / total[kind] for kind in total}
+
+
+def test_slips_are_more_likely_on_harder_lines():
+    rates = _slip_rates(CorpusKnobs(0.05, "oracle", 0.0))
+    assert rates["*"] > 2 * rates["+1"]
 
 
 def test_slip_cap_bounds_the_difficulty_the_slip_rate_counts():
@@ -285,18 +290,9 @@ def test_slip_cap_bounds_the_difficulty_the_slip_rate_counts():
     assert slip_probability(1, "+", 1, 0.1, slip_cap=2) == pytest.approx(0.1)  # under the cap: unchanged
     assert slip_probability(999, "*", 999, 0.5) == 0.9  # the 0.9 ceiling
     # cap 1: every line slips at the noise rate, so multiplications slip no more than adding 1 (counted, not assumed)
-    rng = random.Random(0)
-    knobs = CorpusKnobs(0.1, "oracle", 0.0, slip_cap=1)
-    wrong: Counter = Counter()
-    total: Counter = Counter()
-    for _ in range(3000):
-        p = SR.sample_atom(rng)
-        for a, op, b, c in computation_lines(SR.render(SR.plan(p, "pairing"), rng, knobs)):
-            kind = "+1" if (op, b) == ("+", 1) else op
-            total[kind] += 1
-            wrong[kind] += apply_op(a, op, b) != c
+    rates = _slip_rates(CorpusKnobs(0.1, "oracle", 0.0, slip_cap=1))
     for kind in ("*", "+1"):  # (a division after a slipped line can be wrong without a slip of its own: floor)
-        assert abs(wrong[kind] / total[kind] - 0.1) < 0.02, kind
+        assert abs(rates[kind] - 0.1) < 0.02, kind
     with pytest.raises(ValueError, match="slip_cap"):
         CorpusKnobs(slip_cap=-1)
 
