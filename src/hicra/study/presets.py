@@ -115,11 +115,10 @@ class Pair:
 
 
 def study_pairs(warm_start_seeds: int, seeds: int, first: int = 0) -> list[Pair]:
-    """The nested pairs: warm-start seeds first..first+W-1, each with its own RL seeds W * SEED_STRIDE + 0..seeds-1
-    (RL seeds
-    are never shared between warm starts, so an RL seed's problem stream and sampling belong to one warm start:
-    the design is nested, not crossed; the held-out problems are the same for every pair). Warm-start seed 0 keeps
-    RL seeds 0..seeds-1 (as in study v1)."""
+    """The nested pairs: warm-start seeds w = first..first+W-1, each with its own RL seeds w * SEED_STRIDE +
+    0..seeds-1 (RL seeds are never shared between warm starts, so an RL seed's problem stream and sampling belong to
+    one warm start: the design is nested, not crossed; the held-out problems are the same for every pair).
+    Warm-start seed 0 keeps RL seeds 0..seeds-1 (as in study v1)."""
     if warm_start_seeds < 1 or seeds < 1:
         raise InputError("need >= 1 warm-start seed and >= 1 RL seed", field="seeds")
     if seeds > SEED_STRIDE:
@@ -270,7 +269,8 @@ class ControlCriterion:
     the `strategy` column: the strategy-entropy rise after the execution consolidation), "heldout-strategy-rise"
     (the run's held-out strategy entropy within families rose from the warm start to the trained policy: eval.json's
     `strategy_change` reads "rise", its 95% paired bootstrap interval above 0; recorded with `RLConfig.strategy_k`;
-    a run without it is not testable) or "order:VALUE" (`phases.order == VALUE`). The criterion passes when the share is >= `at_least` (or <= `at_most`).
+    a run without it is not testable) or "order:VALUE" (`phases.order == VALUE`). The criterion passes when the
+    share is >= `at_least` (or <= `at_most`).
     "pooled-order:VALUE" passes when the order of each matched cell's runs pooled by resampling runs
     (`detect_phases_pooled`) is VALUE; the per-run share is reported beside it. It is not
     tested (neither pass nor fail) when a matched cell has fewer than `min_runs_per_cell` runs; for "exploration"
