@@ -715,6 +715,32 @@ def test_control_checks_read_the_heldout_strategy_rise():
     assert c["passed"] is None and c["untested"] == 1 and "could not be tested" in c["reason"]
 
 
+def test_control_checks_read_the_heldout_strategy_rise_on_complete_problems():
+    """Statistic "heldout-strategy-rise-complete": a hit is a run whose H|fam change on complete problems has its
+    interval above 0, whatever the all-problem reading; a run without the record, or with fewer than 2 complete
+    problems (interval None), makes the criterion not tested."""
+    from hicra.study.presets import ControlCriterion
+    from hicra.study.statistics import control_checks
+
+    cells = {"a": {"optimum": "diverse"}}
+    crit = (ControlCriterion("rise", ({"optimum": "diverse"},), "heldout-strategy-rise-complete", at_least=0.6,
+                             min_runs_per_cell=5),)
+
+    def run(interval, reading="-"):
+        entry = {"arm": "grpo", "cell": "a", "phases": {}}
+        return entry if interval is False else {**entry, "strategy_change": {
+            "reading": reading, "Hfam_complete_interval": interval}}
+
+    runs = [run([0.01, 0.2])] * 3 + [run([-0.1, 0.1], "rise"), run([-0.3, -0.1], "rise")]
+    c = control_checks(runs, cells, crit)["criteria"][0]
+    assert (c["n_runs"], c["hits"], c["share"], c["passed"]) == (5, 3, 0.6, True)
+    c = control_checks(runs[1:] + [run([0.0, 0.2])], cells, crit)["criteria"][0]  # 0 is not above 0
+    assert (c["hits"], c["passed"]) == (2, False)
+    for missing in (run(None), run(False)):
+        c = control_checks(runs[1:] + [missing], cells, crit)["criteria"][0]
+        assert c["passed"] is None and c["untested"] == 1 and "could not be tested" in c["reason"]
+
+
 def test_study_settings_omit_later_warm_start_fields_at_their_defaults():
     """A study directory records the warm start's `settings()`: fields added later (lr_floor, ema_decay) appear
     only when set, so study directories made before them still resume."""

@@ -348,7 +348,9 @@ def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None,
     count the runs whose own order is VALUE, as a description. A pooled order `untestable` (or missing) makes the
     criterion not tested. Statistic "heldout-strategy-rise": the runs whose entry has `strategy_change` (eval.json's,
     from `RLConfig.strategy_k`) are tested, and a hit reads "rise"; a run without it makes the criterion not tested.
-    ValueError for an unknown statistic."""
+    Statistic "heldout-strategy-rise-complete": the same change on the problems with no unparsed response at either
+    end; a hit is an interval above 0, and a run without the record or with fewer than 2 such problems makes the
+    criterion not tested. ValueError for an unknown statistic."""
     from hicra.dynamics.phases import ORDERS as PHASE_ORDERS
     from hicra.study.presets import CONTROL_CRITERIA
 
@@ -363,6 +365,9 @@ def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None,
         if kind == "heldout-strategy-rise" and not order:
             testable = [r for r in pool if "strategy_change" in r]
             hits = sum(r["strategy_change"]["reading"] == "rise" for r in testable)
+        elif kind == "heldout-strategy-rise-complete" and not order:
+            testable = [r for r in pool if (r.get("strategy_change") or {}).get("Hfam_complete_interval") is not None]
+            hits = sum(r["strategy_change"]["Hfam_complete_interval"][0] > 0 for r in testable)
         elif kind == "exploration" and not order:
             testable = [r for r in pool if r["phases"].get("exploration_tested")
                         and r["phases"].get("exploration_measure") == "strategy"]
