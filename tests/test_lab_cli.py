@@ -69,6 +69,21 @@ def test_lab_strategy_k_and_slip_cap_reach_rl_and_the_warm_start(tiny_preset, tm
     assert f"change {change['Hfam_change']:+.3f}" in out and "held-out strategy entropy within families" in out
 
 
+def test_lab_prints_the_heldout_strategy_change_on_all_and_on_complete_problems():
+    """The complete-problem line (the third controls study's reading) appears only when measured, with its own
+    reading from its interval; the all-problem line keeps eval.json's reading."""
+    from hicra.lab.cli import strategy_change_lines
+
+    change = {"Hfam_before": 0.6, "Hfam_after": 0.65, "Hfam_change": 0.05, "Hfam_interval": [-0.01, 0.11],
+              "reading": "-", "n_problems": 256, "n_complete": 202, "Hfam_complete_change": 0.1,
+              "Hfam_complete_interval": [0.03, 0.17]}
+    lines = strategy_change_lines(change, 8)
+    assert len(lines) == 2 and "(8 samples a problem)" in lines[0] and lines[0].endswith("-0.010 to +0.110: -)")
+    assert "202 of 256 problems" in lines[1] and lines[1].endswith("change +0.100 (+0.030 to +0.170: rise)")
+    assert strategy_change_lines({**change, "Hfam_complete_interval": [-0.2, -0.1]}, 8)[1].endswith(": fall)")
+    assert strategy_change_lines({**change, "Hfam_complete_change": None, "Hfam_complete_interval": None}, 8) == lines[:1]
+
+
 def test_lab_threads_reach_the_warm_start_and_rl(tiny_preset, tmp_path, capsys):
     # --threads 2 trains the warm start and runs RL on two torch threads, and both records say so
     assert main(["lab", "--algo", "grpo", "--threads", "2", "--steps", "1", "--no-analyze", "--quiet",

@@ -132,11 +132,7 @@ def run(args) -> int:
                   f"{e['mean_length']:.1f} tokens; strategy entropy {e['strategy_entropy']:.2f} nats, cheapest "
                   f"strategy {e['cheapest_share']:.1%}")
     if "strategy_change" in ev:
-        c = ev["strategy_change"]
-        lo, hi = c["Hfam_interval"]
-        print(f"held-out strategy entropy within families ({rl_cfg.strategy_k} samples a problem): warm start "
-              f"{c['Hfam_before']:.3f} -> after RL {c['Hfam_after']:.3f} nats, change {c['Hfam_change']:+.3f} "
-              f"(95% paired bootstrap {lo:+.3f} to {hi:+.3f}: {c['reading']})")
+        print("\n".join(strategy_change_lines(ev["strategy_change"], rl_cfg.strategy_k)))
     probes_path = out / "probes.jsonl"
     if probes_path.exists():
         import json
@@ -155,6 +151,23 @@ def run(args) -> int:
         _analyze(out, result["log"])
     print(f"run directory: {out}")
     return 0
+
+
+def strategy_change_lines(change: dict, k: int) -> list[str]:
+    """What `hicra lab` prints of eval.json's `strategy_change` (`hicra.lab.probes.heldout_strategy_change`, k
+    samples a problem): the held-out H|fam at both ends (nats) and its change with the 95% paired bootstrap interval
+    and reading; then the change on complete problems (no unparsed response at either end; the reading of the
+    third controls study, docs/study.md P26) when it was measured."""
+    lo, hi = change["Hfam_interval"]
+    lines = [f"held-out strategy entropy within families ({k} samples a problem): warm start "
+             f"{change['Hfam_before']:.3f} -> after RL {change['Hfam_after']:.3f} nats, change "
+             f"{change['Hfam_change']:+.3f} (95% paired bootstrap {lo:+.3f} to {hi:+.3f}: {change['reading']})"]
+    if change.get("Hfam_complete_interval") is not None:
+        clo, chi = change["Hfam_complete_interval"]
+        lines.append(f"  on the {change['n_complete']} of {change['n_problems']} problems with no unparsed response at "
+                     f"either end: change {change['Hfam_complete_change']:+.3f} ({clo:+.3f} to {chi:+.3f}: "
+                     f"{'rise' if clo > 0 else 'fall' if chi < 0 else '-'})")
+    return lines
 
 
 def _analyze(run_dir: Path, log: list[dict]) -> None:
