@@ -569,6 +569,36 @@ def test_controls_rerun_changes_only_the_high_noise_level():
         "exec0.1_prior-oracle_opt-diverse"]
 
 
+def test_controls3_is_controls2_with_capped_noisy_slips_fresh_seeds_and_a_heldout_reading(tmp_path):
+    """controls3 (docs/study.md, D4): controls2's arm, steps, seeds per cell and criteria names, with slip_cap 1 on
+    the noisy cells only, warm-start seeds 2-3 (fresh: clean runs are deterministic), held-out strategies recorded
+    (strategy_k 8) and both exploration criteria read on complete held-out problems."""
+    from dataclasses import asdict
+
+    from hicra.study.runner import plan_runs
+
+    two, three = PRESETS["controls2"], PRESETS["controls3"]
+    own = ("name", "description", "cells", "criteria", "first_warm_start_seed", "rl")
+    assert {k: v for k, v in asdict(two).items() if k not in own} == {
+        k: v for k, v in asdict(three).items() if k not in own}
+    assert three.rl == {**two.rl, "strategy_k": 8} and three.first_warm_start_seed == 2
+    capped = [{**k, "slip_cap": 1} if k["execution_noise"] > 0 else k for k in two.cells.values()]
+    assert sorted(three.cells.values(), key=str) == sorted(capped, key=str)
+    assert [c.name for c in three.criteria] == [c.name for c in two.criteria]
+    explore = {c.name: c.statistic for c in three.criteria if not c.statistic.startswith("pooled-order")}
+    assert explore == {"exploration-where-possible": "heldout-strategy-rise-complete",
+                       "no-exploration-where-impossible": "heldout-strategy-rise-complete"}
+    same = [(a.name, a.where, a.at_least, a.at_most) for a in two.criteria]
+    assert same == [(c.name, c.where, c.at_least, c.at_most) for c in three.criteria]
+    specs = plan_runs(tmp_path, tmp_path / "s", three, ["grpo"], three.seeds, three.warm_start_seeds)
+    assert sorted({(s.warm_start_seed, s.seed) for s in specs}) == [(2, 2000), (2, 2001), (2, 2002),
+                                                                     (3, 3000), (3, 3001), (3, 3002)]
+    assert len(specs) == 8 * 6 and all(s.config["strategy_k"] == 8 for s in specs)
+    noisy = [s for s in specs if s.knobs["execution_noise"] > 0]
+    assert len(noisy) == 24 and all(s.warm_start["slip_cap"] == 1 for s in noisy)
+    assert all(s.warm_start.get("slip_cap", 0) == 0 for s in specs if s.knobs["execution_noise"] == 0)
+
+
 def test_favourite_share_is_a_cell_knob_with_its_own_name_and_range():
     from hicra.errors import InputError
     from hicra.study import parse_cells

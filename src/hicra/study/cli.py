@@ -21,8 +21,8 @@ def register(subparsers) -> None:
                    help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()) + " (default quick)")
     p.add_argument("--arms", metavar="ARM[,ARM]", help="comma-separated subset of the preset's arms")
     p.add_argument("--seeds", type=int, metavar="N", help="RL seeds per warm-start seed (default: the preset's)")
-    p.add_argument("--warm-start-seeds", type=int, metavar="W", help="W warm-start seeds, from the preset's first one (0 in "
-                   "every preset so far), each with its own RL seeds seed*1000+0..N-1, every arm on the same pairs "
+    p.add_argument("--warm-start-seeds", type=int, metavar="W", help="W warm-start seeds, from the preset's first one (0, "
+                   "and 2 in controls3), each with its own RL seeds seed*1000+0..N-1, every arm on the same pairs "
                    "(default: the preset's)")
     p.add_argument("--cells", metavar="KNOB=V[,V][;KNOB=V...]", help="corpus-knob cells, every combination, e.g. "
                    "'execution_noise=0,0.05;strategy_prior=oracle,blind-common;optimum=diverse,single-route' (knobs: "

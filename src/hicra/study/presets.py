@@ -93,6 +93,16 @@ PRESETS: dict[str, StudyPreset] = {
         "320 RL steps, phase verdict v3",
         seeds=3, warm_start_seeds=2, arms=["grpo"], lab_preset="default",
         rl={"steps": CONTROL_STEPS}),  # cells and criteria: at the end
+    # a third controls study (D4, a draft: docs/study.md says when it is frozen): fresh warm-start seeds (2, 3), slips
+    # capped on the noisy cells, the exploration criteria read from held-out strategies (k = 8 per problem at both
+    # ends) on complete problems
+    "controls3": StudyPreset(
+        name="controls3", description="a third controls study (D4, a draft not yet frozen: docs/study.md): "
+        "controls2's cells with the noisy cells' slips "
+        "capped at one unit (slip_cap 1), GRPO, warm-start seeds 2-3 x 3 RL seeds per cell, 320 RL steps, held-out "
+        "strategies recorded (k 8), exploration read on held-out complete problems",
+        seeds=3, warm_start_seeds=2, first_warm_start_seed=2, arms=["grpo"], lab_preset="default",
+        rl={"steps": CONTROL_STEPS, "strategy_k": 8}),  # cells and criteria: at the end
     "main": StudyPreset(
         name="main", description="v2 main arms, 4 warm-start seeds x 4 RL seeds = 16 pairs per arm, the lab's "
         "default runs",
@@ -296,18 +306,20 @@ def _order_flip(noise: str, prior: str, order: str, why: str,
                  for opt in ("diverse", "single-route"))
 
 
-def control_criteria(levels: dict[str, float]) -> tuple[ControlCriterion, ...]:
+def control_criteria(levels: dict[str, float], exploration: str = "exploration") -> tuple[ControlCriterion, ...]:
     """The six pre-registered pass criteria (docs/study.md, "Pre-registered") for control cells whose "none" and
     "high" execution noise are `levels` (CONTROL_NOISE for the first controls study, CONTROL_NOISE_2 for its
-    rerun): only the cells they match differ."""
+    rerun and the third): only the cells they match differ. `exploration` is the statistic of the two exploration
+    criteria: "exploration" (the run's own phase verdict; the first two studies) or a held-out reading,
+    "heldout-strategy-rise" or "heldout-strategy-rise-complete" (the third, D4)."""
     return (
         ControlCriterion("exploration-where-possible", ({"strategy_prior": CONTROL_PRIORS["blind"], "optimum": "diverse"},),
-                         "exploration", at_least=0.8,
+                         exploration, at_least=0.8,
                          why="positive control: a problem-blind prior under a problem-dependent optimum leaves "
                              "strategy entropy room to rise"),
         ControlCriterion("no-exploration-where-impossible",
                          ({"optimum": "single-route"}, {"strategy_prior": CONTROL_PRIORS["oracle"]}),
-                         "exploration", at_most=0.1,
+                         exploration, at_most=0.1,
                          why="negative control: one strategy is cheapest everywhere (reward pulls entropy down) or the "
                              "warm start already plans like the optimum"),
         *_order_flip("high", "oracle", "execution-first", "only execution has anything to consolidate", levels),
@@ -319,3 +331,12 @@ def control_criteria(levels: dict[str, float]) -> tuple[ControlCriterion, ...]:
 
 CONTROL_CRITERIA: tuple[ControlCriterion, ...] = control_criteria(CONTROL_NOISE)
 PRESETS["controls2"].criteria = control_criteria(CONTROL_NOISE_2)
+# a third controls study (D4, a draft): controls2's grid with the noisy cells' slips capped at one unit of difficulty
+# (docs/study.md, pilots P23-P26), the held-out strategies recorded at both ends, read on complete problems
+CONTROL_SLIP_CAP_3 = 1
+PRESETS["controls3"].cells = {
+    **knob_grid({"execution_noise": [CONTROL_NOISE_2["none"]], "strategy_prior": list(CONTROL_PRIORS.values()),
+                 "optimum": ["diverse", "single-route"]}),
+    **knob_grid({"execution_noise": [CONTROL_NOISE_2["high"]], "strategy_prior": list(CONTROL_PRIORS.values()),
+                 "slip_cap": [CONTROL_SLIP_CAP_3], "optimum": ["diverse", "single-route"]})}
+PRESETS["controls3"].criteria = control_criteria(CONTROL_NOISE_2, exploration="heldout-strategy-rise-complete")
