@@ -150,3 +150,11 @@ def test_basic_interval_reflects_the_draws_about_the_point_or_a_centre():
     assert basic_interval(draws, 0.5, floor=0.0)[0] == 0.0  # an entropy's interval cut at 0
     assert basic_interval(np.array([np.nan]), 1.0) == (None, None)
     assert basic_draws(draws, 5.0, centre=2.0) == pytest.approx(7 - draws[:5])
+
+
+def test_interval_reading_needs_the_whole_interval_on_one_side_of_zero():
+    from hicra.stats import interval_reading
+
+    assert interval_reading([0.01, 0.2]) == "rise" and interval_reading((-0.3, -0.1)) == "fall"
+    assert interval_reading([-0.1, 0.1]) == "-"
+    assert interval_reading([0.0, 0.2]) == "-" and interval_reading([-0.2, 0.0]) == "-"  # an end at 0 is not past it

@@ -311,3 +311,10 @@ def describe_changes(changes: Sequence[float]) -> str:
     values = _as_1d(changes, "changes")
     sd = float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
     return f"mean {values.mean():+.4f}, SD {sd:.4f}, up in {int((values > 0).sum())} of {values.size}"
+
+
+def interval_reading(interval: Sequence[float]) -> str:
+    """The sign an interval (lo, hi) of a change establishes: "rise" when it lies above 0 (lo > 0), "fall" when it
+    lies below (hi < 0), "-" when it contains 0 (an end at exactly 0 counts as containing it)."""
+    lo, hi = interval
+    return "rise" if lo > 0 else "fall" if hi < 0 else "-"

@@ -163,10 +163,12 @@ def strategy_change_lines(change: dict, k: int) -> list[str]:
              f"{change['Hfam_before']:.3f} -> after RL {change['Hfam_after']:.3f} nats, change "
              f"{change['Hfam_change']:+.3f} (95% paired bootstrap {lo:+.3f} to {hi:+.3f}: {change['reading']})"]
     if change.get("Hfam_complete_interval") is not None:
+        from hicra.stats import interval_reading
+
         clo, chi = change["Hfam_complete_interval"]
         lines.append(f"  on the {change['n_complete']} of {change['n_problems']} problems with no unparsed response at "
                      f"either end: change {change['Hfam_complete_change']:+.3f} ({clo:+.3f} to {chi:+.3f}: "
-                     f"{'rise' if clo > 0 else 'fall' if chi < 0 else '-'})")
+                     f"{interval_reading(change['Hfam_complete_interval'])})")
     return lines
 
 

@@ -20,6 +20,8 @@ import re
 import numpy as np
 import torch
 
+from hicra.stats import interval_reading
+
 _OPEN_LINE = re.compile(r"(\d+)([-+*/])(\d+)=$")
 
 
@@ -471,8 +473,7 @@ def strategy_entropy_change(before, after, family, boot: int = 2000, seed: int =
            "H_interval": [float(x) for x in np.percentile(bh1 - bh0, [2.5, 97.5])],
            "Hfam_before": float(w0[0]), "Hfam_after": float(w1[0]), "Hfam_change": float(w1[0] - w0[0]),
            "Hfam_interval": [float(x) for x in np.percentile(bw1 - bw0, [2.5, 97.5])]}
-    lo, hi = out["Hfam_interval"]
-    out["reading"] = "rise" if lo > 0 else "fall" if hi < 0 else "-"
+    out["reading"] = interval_reading(out["Hfam_interval"])
     return out
 
 

@@ -280,8 +280,8 @@ class ControlCriterion:
     (the run's held-out strategy entropy within families rose from the warm start to the trained policy: eval.json's
     `strategy_change` reads "rise", its 95% paired bootstrap interval above 0; recorded with `RLConfig.strategy_k`;
     a run without it is not testable), "heldout-strategy-rise-complete" (the same, on the problems with no unparsed
-    response at either end: `Hfam_complete_interval` above 0) or "order:VALUE" (`phases.order == VALUE`). The criterion passes when the
-    share is >= `at_least` (or <= `at_most`).
+    response at either end: `Hfam_complete_interval` above 0) or "order:VALUE" (`phases.order == VALUE`). The
+    criterion passes when the share is >= `at_least` (or <= `at_most`).
     "pooled-order:VALUE" passes when the order of each matched cell's runs pooled by resampling runs
     (`detect_phases_pooled`) is VALUE; the per-run share is reported beside it. It is not
     tested (neither pass nor fail) when a matched cell has fewer than `min_runs_per_cell` runs; for "exploration"

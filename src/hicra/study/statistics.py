@@ -352,6 +352,7 @@ def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None,
     end; a hit is an interval above 0, and a run without the record or with fewer than 2 such problems makes the
     criterion not tested. ValueError for an unknown statistic."""
     from hicra.dynamics.phases import ORDERS as PHASE_ORDERS
+    from hicra.stats import interval_reading
     from hicra.study.presets import CONTROL_CRITERIA
 
     criteria = CONTROL_CRITERIA if criteria is None else criteria
@@ -367,7 +368,7 @@ def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None,
             hits = sum(r["strategy_change"]["reading"] == "rise" for r in testable)
         elif kind == "heldout-strategy-rise-complete" and not order:
             testable = [r for r in pool if (r.get("strategy_change") or {}).get("Hfam_complete_interval") is not None]
-            hits = sum(r["strategy_change"]["Hfam_complete_interval"][0] > 0 for r in testable)
+            hits = sum(interval_reading(r["strategy_change"]["Hfam_complete_interval"]) == "rise" for r in testable)
         elif kind == "exploration" and not order:
             testable = [r for r in pool if r["phases"].get("exploration_tested")
                         and r["phases"].get("exploration_measure") == "strategy"]
