@@ -1182,3 +1182,40 @@ def test_a_later_study_takes_fresh_warm_start_seeds(tmp_path):
     with pytest.raises(InputError, match=r"among 2\.\.3"):
         run_study(tmp_path / "out", later, seeds=1, warm_start_seeds=2, only_warm_starts=[0], progress=False,
                   log=_quiet)
+
+
+def test_planning_movers_benchmark_block_means_pooled_table_and_errors(tmp_path, capsys, benchmark_script):
+    """benchmarks/planning_movers.py: each metric's block means are numpy's means over equal consecutive blocks of
+    the steps (rows read in step order, whatever the file's order), the pooled line is the mean over the runs with
+    its min and max, --json writes the same table; a run without one of the columns, or without metrics.parquet,
+    gives one line naming the file and field, exit 2."""
+    import pandas as pd
+
+    mod = benchmark_script("planning_movers")
+    assert mod.block_means([1.0, 2.0, None, 4.0, 5.0, 6.0], 3) == pytest.approx([1.5, 4.0, 5.5])
+    runs = []
+    for k, slope in enumerate((-0.01, -0.03)):
+        run = tmp_path / f"run{k}"
+        run.mkdir()
+        steps = np.arange(8)
+        frame = {"step": steps[::-1]}  # reversed on disk: the script must sort by step
+        for j, c in enumerate(mod.METRICS):
+            frame[c] = (1.0 + j + slope * steps)[::-1]
+        pd.DataFrame(frame).to_parquet(run / "metrics.parquet")
+        runs.append(run)
+    out_json = tmp_path / "t.json"
+    assert mod.main([*map(str, runs), "--blocks", "2", "--json", str(out_json)]) == 0
+    table = json.loads(out_json.read_text())
+    first = table["runs"][str(runs[0])]["rel_ppl_planning"]
+    assert first == pytest.approx([1.0 - 0.01 * 1.5, 1.0 - 0.01 * 5.5])
+    pooled = table["pooled"]["strategy_information"]
+    late = [3.0 - 0.01 * 5.5, 3.0 - 0.03 * 5.5]
+    assert pooled["mean"][1] == pytest.approx(np.mean(late))
+    assert (pooled["min"][1], pooled["max"][1]) == pytest.approx((min(late), max(late)))
+    assert f"{np.mean(late):.3f} [{min(late):.3f}-{max(late):.3f}]" in capsys.readouterr().out
+    pd.DataFrame({"step": [0, 1], "rel_ppl_planning": [1.0, 0.9]}).to_parquet(runs[1] / "metrics.parquet")
+    assert mod.main([str(runs[1])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "metrics.parquet" in err[0] and "field strategy_entropy" in err[0]
+    assert mod.main([str(tmp_path / "nowhere")]) == 2
+    assert "not found" in capsys.readouterr().err
