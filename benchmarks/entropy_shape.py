@@ -23,14 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from hicra.errors import InputError
+from hicra.stats import block_means
 from hicra.study.statistics import load_summary
-
-
-def tenths(values: list) -> np.ndarray:
-    """Means over 10 equal consecutive blocks of the steps (NaN for missing values, ignored); shape (10,)."""
-    y = np.array([np.nan if v is None else v for v in values], dtype=float)
-    return np.array([np.nanmean(block) if np.isfinite(block).any() else np.nan
-                     for block in np.array_split(y, 10)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                 curve = (s.get("metrics") or {}).get("strategy_entropy")
                 if not curve:
                     raise InputError("no strategy entropy curve", path=str(path), field="metrics.strategy_entropy")
-                t = tenths(curve)
+                t = block_means(curve, 10)
                 if not np.isfinite(t).all():
                     raise InputError(f"{len(curve)} steps: every tenth of the steps needs a value (10 steps or more, "
                                      "not all missing)", path=str(path), field="metrics.strategy_entropy")

@@ -43,6 +43,7 @@ from scipy.stats import binomtest
 
 from hicra.dynamics.phases import PhaseConfig, _ar1_series, _noise_model, bent_cable_fit, trend_test
 from hicra.errors import InputError
+from hicra.stats import block_means
 from hicra.study.statistics import load_summary
 
 STEPS = 320
@@ -85,7 +86,7 @@ def net_change_test(x: np.ndarray, y: np.ndarray, blocks: int, config: PhaseConf
 def block_profile(curves: list[np.ndarray], blocks: int, n: int = STEPS) -> np.ndarray:
     """The mean of several curves' block means (`blocks` equal consecutive parts), joined by straight lines through
     the blocks' centres and level beyond the first and last centre, minus its start; shape (n,)."""
-    means = np.mean([[b.mean() for b in np.array_split(c, blocks)] for c in curves], axis=0)
+    means = np.mean([block_means(c, blocks) for c in curves], axis=0)
     centres = [b.mean() for b in np.array_split(np.arange(n, dtype=float), blocks)]
     line = np.interp(np.arange(n, dtype=float), centres, means)
     return line - line[0]

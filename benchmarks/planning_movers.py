@@ -30,15 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hicra.stats import block_means
+
 METRICS = ("rel_ppl_planning", "strategy_entropy", "strategy_information", "strategy_entropy_within",
            "semantic_entropy_excl_format", "n_distinct_strategic_grams")
-
-
-def block_means(values, blocks: int) -> list[float]:
-    """Means of `values` (ordered by step; None/NaN ignored) over `blocks` equal consecutive blocks
-    (`numpy.array_split`); NaN for a block with no value. Length `blocks`."""
-    y = np.array([np.nan if v is None else v for v in values], dtype=float)
-    return [float(np.nanmean(b)) if np.isfinite(b).any() else float("nan") for b in np.array_split(y, blocks)]
 
 
 def run_table(run: Path, blocks: int) -> dict[str, list[float]]:
@@ -55,7 +50,7 @@ def run_table(run: Path, blocks: int) -> dict[str, list[float]]:
                          "before these metrics; rerun `hicra analyze`)")
     if len(m) < blocks:
         raise ValueError(f"{path}: {len(m)} steps, fewer than --blocks {blocks}")
-    return {c: block_means(m[c].tolist(), blocks) for c in METRICS}
+    return {c: block_means(m[c].tolist(), blocks).tolist() for c in METRICS}
 
 
 def _fmt(values) -> str:

@@ -158,3 +158,18 @@ def test_interval_reading_needs_the_whole_interval_on_one_side_of_zero():
     assert interval_reading([0.01, 0.2]) == "rise" and interval_reading((-0.3, -0.1)) == "fall"
     assert interval_reading([-0.1, 0.1]) == "-"
     assert interval_reading([0.0, 0.2]) == "-" and interval_reading([-0.2, 0.0]) == "-"  # an end at 0 is not past it
+
+
+def test_block_means_splits_like_numpy_ignores_missing_values_and_rejects_no_blocks():
+    """block_means: equal consecutive blocks with numpy's split of a remainder (the first blocks one point longer),
+    None and NaN left out of a block's mean, NaN for a block with no value, ValueError for blocks < 1."""
+    from hicra.stats import block_means
+
+    rise = [1.0 + 0.2 * min(t, 10) / 10 for t in range(100)]
+    assert block_means(rise, 10) == pytest.approx([np.mean(rise[i:i + 10]) for i in range(0, 100, 10)])
+    assert block_means([None] * 5 + rise[5:], 10)[0] == pytest.approx(np.mean(rise[5:10]))
+    assert block_means([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], 3) == pytest.approx([2.0, 4.5, 6.5])
+    got = block_means([None, float("nan"), 3.0, 5.0], 2)
+    assert np.isnan(got[0]) and got[1] == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="blocks"):
+        block_means([1.0], 0)

@@ -968,15 +968,13 @@ def test_a_part_may_run_some_of_the_studys_cells(tmp_path):
 
 
 def test_entropy_shape_benchmark_reads_tenths_net_change_and_the_test(tmp_path, capsys, benchmark_script):
-    """benchmarks/entropy_shape.py: the tenths are numpy's block means of the curve, the net change is the last
-    tenth minus the first, and the per-cell line counts the runs the verdict's test detects and those with a net
+    """benchmarks/entropy_shape.py: the tenths are `hicra.stats.block_means` of the curve (tested in test_stats), the
+    net change is the last tenth minus the first, and the per-cell line counts the runs the verdict's test detects and those with a net
     rise, on two planted runs (a rise that is over in the first tenth, which a straight line barely sees, and a
     fall). A summary without the entropy curve gives one line naming its file and field, exit 2."""
     mod = benchmark_script("entropy_shape")
     rise = [1.0 + 0.2 * min(t, 10) / 10 for t in range(100)]
     fall = [1.0 - 0.001 * t for t in range(100)]
-    assert mod.tenths(rise) == pytest.approx([np.mean(rise[i:i + 10]) for i in range(0, 100, 10)])
-    assert mod.tenths([None] * 5 + rise[5:])[0] == pytest.approx(np.mean(rise[5:10]))
     cell = tmp_path / "c" / "cellA" / "grpo"
     cell.mkdir(parents=True)
     # (curve, detected, slope): detections 1 and net rises 2, so swapping the two counts would fail
@@ -1192,7 +1190,6 @@ def test_planning_movers_benchmark_block_means_pooled_table_and_errors(tmp_path,
     import pandas as pd
 
     mod = benchmark_script("planning_movers")
-    assert mod.block_means([1.0, 2.0, None, 4.0, 5.0, 6.0], 3) == pytest.approx([1.5, 4.0, 5.5])
     runs = []
     for k, slope in enumerate((-0.01, -0.03)):
         run = tmp_path / f"run{k}"

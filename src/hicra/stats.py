@@ -318,3 +318,13 @@ def interval_reading(interval: Sequence[float]) -> str:
     lies below (hi < 0), "-" when it contains 0 (an end at exactly 0 counts as containing it)."""
     lo, hi = interval
     return "rise" if lo > 0 else "fall" if hi < 0 else "-"
+
+
+def block_means(values: Sequence[float | None], blocks: int) -> np.ndarray:
+    """Means of a curve over `blocks` equal consecutive blocks of its points (`numpy.array_split`: the first
+    len % blocks blocks get one point more), None and NaN ignored; NaN for a block without a value. Shape
+    (blocks,). How the benchmarks summarise a per-step curve's shape (tenths, quarters). ValueError when blocks < 1."""
+    if blocks < 1:
+        raise ValueError(f"blocks must be >= 1, got {blocks}")
+    y = np.array([np.nan if v is None else v for v in values], dtype=float)
+    return np.array([np.nanmean(b) if np.isfinite(b).any() else np.nan for b in np.array_split(y, blocks)])
