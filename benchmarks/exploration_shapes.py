@@ -87,7 +87,7 @@ def block_profile(curves: list[np.ndarray], blocks: int, n: int = STEPS) -> np.n
     """The mean of several curves' block means (`blocks` equal consecutive parts), joined by straight lines through
     the blocks' centres and level beyond the first and last centre, minus its start; shape (n,)."""
     means = np.mean([block_means(c, blocks) for c in curves], axis=0)
-    centres = [b.mean() for b in np.array_split(np.arange(n, dtype=float), blocks)]
+    centres = block_means(np.arange(n, dtype=float), blocks)
     line = np.interp(np.arange(n, dtype=float), centres, means)
     return line - line[0]
 

@@ -22,10 +22,7 @@ A run without `metrics.parquet` or without one of the columns: one line naming t
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -88,11 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         cells = " ".join(f"{m:.3f} [{lo:.3f}-{hi:.3f}]" for m, lo, hi in zip(p["mean"], p["min"], p["max"], strict=True))
         print(f"  {c:<{width}}{cells}")
     if args.json:
-        payload = {"blocks": args.blocks, "runs": tables, "pooled": pooled, "command": " ".join(sys.argv)}
-        fd, tmp = tempfile.mkstemp(dir=args.json.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1)
-        os.replace(tmp, args.json)
+        from hicra.fileio import write_json
+
+        write_json(args.json, {"blocks": args.blocks, "runs": tables, "pooled": pooled, "command": " ".join(sys.argv)})
     return 0
 
 
