@@ -569,10 +569,11 @@ def test_controls_rerun_changes_only_the_high_noise_level():
         "exec0.1_prior-oracle_opt-diverse"]
 
 
-def test_controls3_is_controls2_with_capped_noisy_slips_fresh_seeds_and_a_heldout_reading(tmp_path):
+def test_controls3_is_controls2_with_capped_noisy_blind_slips_fresh_seeds_and_a_heldout_reading(tmp_path):
     """controls3 (docs/study.md, D4): controls2's arm, steps, seeds per cell and criteria names, with slip_cap 1 on
-    the noisy cells only, warm-start seeds 2-3 (fresh: clean runs are deterministic), held-out strategies recorded
-    (strategy_k 8) and both exploration criteria read on complete held-out problems."""
+    the noisy blind cells only (the noisy oracle cells stay as in controls2), warm-start seeds 2-3 (fresh: clean runs
+    are deterministic), held-out strategies recorded (strategy_k 8) and both exploration criteria read on complete
+    held-out problems."""
     from dataclasses import asdict
 
     from hicra.study.runner import plan_runs
@@ -582,7 +583,8 @@ def test_controls3_is_controls2_with_capped_noisy_slips_fresh_seeds_and_a_heldou
     assert {k: v for k, v in asdict(two).items() if k not in own} == {
         k: v for k, v in asdict(three).items() if k not in own}
     assert three.rl == {**two.rl, "strategy_k": 8} and three.first_warm_start_seed == 2
-    capped = [{**k, "slip_cap": 1} if k["execution_noise"] > 0 else k for k in two.cells.values()]
+    capped = [{**k, "slip_cap": 1} if k["execution_noise"] > 0 and k["strategy_prior"] == "blind-common" else k
+              for k in two.cells.values()]
     assert sorted(three.cells.values(), key=str) == sorted(capped, key=str)
     assert [c.name for c in three.criteria] == [c.name for c in two.criteria]
     explore = {c.name: c.statistic for c in three.criteria if not c.statistic.startswith("pooled-order")}
@@ -594,9 +596,14 @@ def test_controls3_is_controls2_with_capped_noisy_slips_fresh_seeds_and_a_heldou
     assert sorted({(s.warm_start_seed, s.seed) for s in specs}) == [(2, 2000), (2, 2001), (2, 2002),
                                                                      (3, 3000), (3, 3001), (3, 3002)]
     assert len(specs) == 8 * 6 and all(s.config["strategy_k"] == 8 for s in specs)
-    noisy = [s for s in specs if s.knobs["execution_noise"] > 0]
-    assert len(noisy) == 24 and all(s.warm_start["slip_cap"] == 1 for s in noisy)
-    assert all(s.warm_start.get("slip_cap", 0) == 0 for s in specs if s.knobs["execution_noise"] == 0)
+    noisy_blind = [s for s in specs if s.knobs["execution_noise"] > 0 and s.knobs["strategy_prior"] == "blind-common"]
+    assert len(noisy_blind) == 12 and all(s.warm_start["slip_cap"] == 1 for s in noisy_blind)
+    others = [s for s in specs if s not in noisy_blind]
+    assert len(others) == 36 and all(s.warm_start.get("slip_cap", 0) == 0 for s in others)
+    # every criterion still matches its cells: the oracle ones without a cap knob, the blind ones with it
+    oracle_noisy = {c.name: c for c in three.criteria}["execution-first-high-execution-oracle-plan-single-route"]
+    assert [n for n, k in three.cells.items() if all(k.get(a) == b for a, b in oracle_noisy.where[0].items())] == [
+        "exec0.1_prior-oracle_opt-single-route"]
 
 
 def test_favourite_share_is_a_cell_knob_with_its_own_name_and_range():

@@ -93,12 +93,12 @@ PRESETS: dict[str, StudyPreset] = {
         "320 RL steps, phase verdict v3",
         seeds=3, warm_start_seeds=2, arms=["grpo"], lab_preset="default",
         rl={"steps": CONTROL_STEPS}),  # cells and criteria: at the end
-    # a third controls study (D4, a draft: docs/study.md says when it is frozen): fresh warm-start seeds (2, 3), slips
-    # capped on the noisy cells, the exploration criteria read from held-out strategies (k = 8 per problem at both
-    # ends) on complete problems
+    # a third controls study (D4, frozen: docs/study.md): fresh warm-start seeds (2, 3), slips capped on the noisy
+    # blind cells, the exploration criteria read from held-out strategies (k = 8 per problem at both ends) on
+    # complete problems
     "controls3": StudyPreset(
-        name="controls3", description="a third controls study (D4, a draft not yet frozen: docs/study.md): "
-        "controls2's cells with the noisy cells' slips "
+        name="controls3", description="a third controls study (D4, frozen 2026-12-05: docs/study.md): "
+        "controls2's cells with the noisy blind cells' slips "
         "capped at one unit (slip_cap 1), GRPO, warm-start seeds 2-3 x 3 RL seeds per cell, 320 RL steps, held-out "
         "strategies recorded (k 8), exploration read on held-out complete problems",
         seeds=3, warm_start_seeds=2, first_warm_start_seed=2, arms=["grpo"], lab_preset="default",
@@ -331,12 +331,16 @@ def control_criteria(levels: dict[str, float], exploration: str = "exploration")
 
 CONTROL_CRITERIA: tuple[ControlCriterion, ...] = control_criteria(CONTROL_NOISE)
 PRESETS["controls2"].criteria = control_criteria(CONTROL_NOISE_2)
-# a third controls study (D4, a draft): controls2's grid with the noisy cells' slips capped at one unit of difficulty
-# (docs/study.md, pilots P23-P26), the held-out strategies recorded at both ends, read on complete problems
+# a third controls study (D4): controls2's grid with the noisy blind cells' slips capped at one unit of difficulty,
+# which gives the noisy blind diverse cell room to explore (docs/study.md, pilots P23-P26); the noisy oracle cells
+# stay uncapped, since the cap cost their execution-first order (P31, P31b). The held-out strategies are recorded
+# at both ends and read on complete problems
 CONTROL_SLIP_CAP_3 = 1
 PRESETS["controls3"].cells = {
     **knob_grid({"execution_noise": [CONTROL_NOISE_2["none"]], "strategy_prior": list(CONTROL_PRIORS.values()),
                  "optimum": ["diverse", "single-route"]}),
-    **knob_grid({"execution_noise": [CONTROL_NOISE_2["high"]], "strategy_prior": list(CONTROL_PRIORS.values()),
+    **knob_grid({"execution_noise": [CONTROL_NOISE_2["high"]], "strategy_prior": [CONTROL_PRIORS["oracle"]],
+                 "optimum": ["diverse", "single-route"]}),
+    **knob_grid({"execution_noise": [CONTROL_NOISE_2["high"]], "strategy_prior": [CONTROL_PRIORS["blind"]],
                  "slip_cap": [CONTROL_SLIP_CAP_3], "optimum": ["diverse", "single-route"]})}
 PRESETS["controls3"].criteria = control_criteria(CONTROL_NOISE_2, exploration="heldout-strategy-rise-complete")
