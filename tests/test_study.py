@@ -1223,3 +1223,46 @@ def test_planning_movers_benchmark_block_means_pooled_table_and_errors(tmp_path,
     assert len(err) == 1 and "metrics.parquet" in err[0] and "field strategy_entropy" in err[0]
     assert mod.main([str(tmp_path / "nowhere")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_run_digest_reads_lab_runs_and_study_summaries_alike(tmp_path, capsys, benchmark_script):
+    """benchmarks/run_digest.py: a `hicra lab` run directory (summary.json + eval.json) and a study run summary
+    carrying the same phase verdict and evaluation give the same digest; each class gets its own tau and share of
+    draws, the held-out strategy change is copied when recorded; a file that is not a run summary, a missing run
+    or a run without a greedy accuracy gives one line naming the file and field, exit 2."""
+    mod = benchmark_script("run_digest")
+    order = {"order": "execution-first", "consolidates": {"execution": True, "planning": False, "reference": True},
+             "consolidates_in_draws": {"execution": 0.97, "planning": 0.02, "reference": 0.88},
+             "tau_exec": 41.0, "tau_plan": None, "tau_ref": 77.0}
+    phases = {"version": 3, "verdict": "consolidation-only", "order": "execution-first",
+              "evidence": {"order": order}}
+    change = {"Hfam_change": 0.05, "Hfam_interval": [-0.01, 0.11], "reading": "-", "n_complete": 201,
+              "Hfam_complete_change": 0.12, "Hfam_complete_interval": [0.04, 0.2]}
+    evals = {"warm_start": {"accuracy": 0.484}, "final": {"accuracy": 0.633}, "strategy_change": change}
+    run = tmp_path / "lab-run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"phases": phases}))
+    (run / "eval.json").write_text(json.dumps(evals))
+    study = tmp_path / "ws2-seed2000.json"
+    study.write_text(json.dumps({"format": "hicra-study-run/1", "phases": phases, "eval": evals}))
+    out = tmp_path / "d.json"
+    assert mod.main([str(run), str(study), "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    a, b = got[str(run)], got[str(study)]
+    assert {k: v for k, v in a.items() if k != "source"} == {k: v for k, v in b.items() if k != "source"}
+    assert a["classes"] == {"execution": {"consolidates": True, "tau": 41.0, "share_of_draws": 0.97},
+                            "planning": {"consolidates": False, "tau": None, "share_of_draws": 0.02},
+                            "reference": {"consolidates": True, "tau": 77.0, "share_of_draws": 0.88}}
+    assert a["greedy_accuracy"] == {"warm_start": 0.484, "final": 0.633}
+    assert a["heldout_strategies"]["Hfam_complete_interval"] == [0.04, 0.2]
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and "greedy 48.4% -> 63.3%" in printed[0]
+    assert "refe yes tau 77 draws 0.88" in printed[1] and "H|fam complete +0.120 [+0.040, +0.200] (201" in printed[1]
+    (tmp_path / "study.json").write_text(json.dumps({"format": "hicra-study/2"}))
+    for bad, words in ((tmp_path / "study.json", "field 'format'"), (tmp_path / "nowhere", "no file")):
+        assert mod.main([str(bad)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0] and str(bad) in err[0]
+    (run / "eval.json").write_text(json.dumps({"warm_start": {"accuracy": 0.5}, "final": {}}))
+    assert mod.main([str(run)]) == 2
+    assert "field 'eval.final.accuracy'" in capsys.readouterr().err

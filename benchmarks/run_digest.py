@@ -1,0 +1,129 @@
+"""One line per lab run: its phase verdict, each class's consolidation, greedy held-out accuracy at both ends and
+the held-out strategy change, read from files the run already wrote.
+
+    python benchmarks/run_digest.py RUN [RUN ...] [--json FILE]
+
+RUN is either a `hicra lab` run directory (its `summary.json` and `eval.json`) or a study run summary
+(`SUMMARIES/CELL/ARM/wsW-seedS.json`, format `hicra-study-run/1`, as `hicra study` writes it). Nothing is
+recomputed: the figures are the run's own phase verdict (`hicra.dynamics.phases`, the rules version it was read by)
+and evaluation.
+
+Printed per run (and written to FILE with --json, one entry per run, keyed by the path as given):
+- `verdict` and `order` (`phases.verdict`, `phases.order`);
+- per class (execution, planning, reference): whether its relative perplexity consolidates (a fall that flattens),
+  its fitted end of fall `tau` (step) and the share of the resampling draws in which it consolidates
+  (`phases.evidence.order`);
+- greedy held-out accuracy (%) at the warm start and at the end (`eval.warm_start`, `eval.final`);
+- the held-out strategy entropy within families, change on complete problems with its 95% paired bootstrap
+  interval (`eval.strategy_change`, `hicra.lab.probes.heldout_strategy_change`; absent without `--strategy-k`).
+
+This is how the pilot tables and the `controls3` progress table in docs/study.md are filled. A path that is not a
+run, or a file that cannot be parsed: one line naming it and the field, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hicra.errors import InputError
+from hicra.fileio import write_json
+
+CLASSES = ("execution", "planning", "reference")
+_TAU = {"execution": "tau_exec", "planning": "tau_plan", "reference": "tau_ref"}
+
+
+def _load(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"no {what}", path=str(path)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not JSON ({exc})", path=str(path)) from None
+    if not isinstance(data, dict):
+        raise InputError("not a JSON object", path=str(path))
+    return data
+
+
+def read_run(path: Path) -> tuple[dict, dict, str]:
+    """(phases, eval, source) of a lab run directory or a study run summary; InputError otherwise."""
+    if path.is_dir():
+        phases = _load(path / "summary.json", "summary.json (not a hicra lab run directory)").get("phases")
+        evals = _load(path / "eval.json", "eval.json")
+        source = str(path / "summary.json")
+    else:
+        data = _load(path, "file")
+        if not str(data.get("format", "")).startswith("hicra-study-run/"):
+            raise InputError("not a study run summary (format hicra-study-run/N)", path=str(path), field="format")
+        phases, evals, source = data.get("phases"), data.get("eval"), str(path)
+    if not isinstance(phases, dict):
+        raise InputError("no phase verdict", path=source, field="phases")
+    if not isinstance(evals, dict):
+        raise InputError("no held-out evaluation", path=str(path), field="eval")
+    return phases, evals, source
+
+
+def digest(path: Path) -> dict:
+    """The digest of one run (the fields listed in the module docstring)."""
+    phases, evals, source = read_run(path)
+    order = ((phases.get("evidence") or {}).get("order")) or {}
+    draws = order.get("consolidates_in_draws") or {}
+    consolidates = order.get("consolidates") or {}
+    classes = {c: {"consolidates": consolidates.get(c), "tau": order.get(_TAU[c]),
+                   "share_of_draws": draws.get(c)} for c in CLASSES}
+    greedy = {}
+    for end, key in (("warm_start", "warm_start"), ("final", "final")):
+        acc = (evals.get(key) or {}).get("accuracy")
+        if acc is None:
+            raise InputError("no greedy accuracy", path=str(path), field=f"eval.{key}.accuracy")
+        greedy[end] = float(acc)
+    change = evals.get("strategy_change")
+    heldout = None if change is None else {
+        "Hfam_complete_change": change.get("Hfam_complete_change"),
+        "Hfam_complete_interval": change.get("Hfam_complete_interval"), "n_complete": change.get("n_complete"),
+        "Hfam_change": change.get("Hfam_change"), "Hfam_interval": change.get("Hfam_interval"),
+        "reading": change.get("reading")}
+    return {"source": source, "phase_version": phases.get("version"), "verdict": phases.get("verdict"),
+            "order": phases.get("order"), "classes": classes, "greedy_accuracy": greedy,
+            "heldout_strategies": heldout}
+
+
+def _fmt(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def line(name: str, d: dict) -> str:
+    cls = "; ".join(f"{c[:4]} {'yes' if v['consolidates'] else 'no'} tau {_fmt(v['tau'], '.0f')} "
+                    f"draws {_fmt(v['share_of_draws'], '.2f')}" for c, v in d["classes"].items())
+    g = d["greedy_accuracy"]
+    text = (f"{name}: {d['verdict']} ({d['order']}); {cls}; greedy {100 * g['warm_start']:.1f}% -> "
+            f"{100 * g['final']:.1f}%")
+    h = d["heldout_strategies"]
+    if h and h["Hfam_complete_change"] is not None:
+        lo, hi = h["Hfam_complete_interval"] or (None, None)
+        text += (f"; held-out H|fam complete {h['Hfam_complete_change']:+.3f} [{_fmt(lo, '+.3f')}, "
+                 f"{_fmt(hi, '+.3f')}] ({h['n_complete']} problems)")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="hicra lab run directories or study run summaries")
+    ap.add_argument("--json", type=Path, help="write the digests to this file (atomically)")
+    args = ap.parse_args(argv)
+    try:
+        out = {str(p): digest(p) for p in args.runs}
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for name, d in out.items():
+        print(line(name, d))
+    if args.json:
+        write_json(args.json, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
