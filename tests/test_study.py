@@ -600,10 +600,20 @@ def test_controls3_is_controls2_with_capped_noisy_blind_slips_fresh_seeds_and_a_
     assert len(noisy_blind) == 12 and all(s.warm_start["slip_cap"] == 1 for s in noisy_blind)
     others = [s for s in specs if s not in noisy_blind]
     assert len(others) == 36 and all(s.warm_start.get("slip_cap", 0) == 0 for s in others)
-    # every criterion still matches its cells: the oracle ones without a cap knob, the blind ones with it
-    oracle_noisy = {c.name: c for c in three.criteria}["execution-first-high-execution-oracle-plan-single-route"]
-    assert [n for n, k in three.cells.items() if all(k.get(a) == b for a, b in oracle_noisy.where[0].items())] == [
-        "exec0.1_prior-oracle_opt-single-route"]
+    # every criterion pools the cells it is meant to (control_checks' own matching): the capped blind cells and the
+    # uncapped oracle ones alike
+    from hicra.study.statistics import control_checks
+
+    runs = [{"arm": "grpo", "cell": n, "phases": {"order": "none"}} for n in three.cells]
+    got = {c["name"]: c["cells"] for c in control_checks(runs, three.cells, three.criteria)["criteria"]}
+    blind_d = ["exec0.0_prior-blind-common_opt-diverse", "exec0.1_prior-blind-common_cap1_opt-diverse"]
+    assert got["exploration-where-possible"] == blind_d
+    assert got["no-exploration-where-impossible"] == sorted(set(three.cells) - set(blind_d))
+    assert got["execution-first-high-execution-oracle-plan-single-route"] == ["exec0.1_prior-oracle_opt-single-route"]
+    assert got["execution-first-high-execution-oracle-plan-diverse"] == ["exec0.1_prior-oracle_opt-diverse"]
+    assert got["planning-first-none-execution-blind-plan-diverse"] == ["exec0.0_prior-blind-common_opt-diverse"]
+    assert got["planning-first-none-execution-blind-plan-single-route"] == [
+        "exec0.0_prior-blind-common_opt-single-route"]
 
 
 def test_favourite_share_is_a_cell_knob_with_its_own_name_and_range():
