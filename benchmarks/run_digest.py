@@ -13,9 +13,13 @@ Printed per run (and written to FILE with --json, one entry per run, keyed by th
 - per class (execution, planning, reference): whether its relative perplexity consolidates (a fall that flattens),
   its fitted end of fall `tau` (step) and the share of the resampling draws in which it consolidates
   (`phases.evidence.order`);
-- greedy held-out accuracy (%) at the warm start and at the end (`eval.warm_start`, `eval.final`);
+- greedy held-out accuracy at the warm start and at the end (`eval.warm_start`, `eval.final`; a fraction in the
+  JSON, printed in %);
+- a study run's wall time in seconds (the summary's `seconds`; a lab run directory does not record it: None);
 - the held-out strategy entropy within families, change on complete problems with its 95% paired bootstrap
-  interval (`eval.strategy_change`, `hicra.lab.probes.heldout_strategy_change`; absent without `--strategy-k`).
+  interval and what the interval establishes (`hicra.stats.interval_reading`: rise, fall or -; the `controls3`
+  exploration criteria count a rise) (`eval.strategy_change`, `hicra.lab.probes.heldout_strategy_change`; absent
+  without `--strategy-k`).
 
 This is how the pilot tables and the `controls3` progress table in docs/study.md are filled. A path that is not a
 run, or a file that cannot be parsed: one line naming it and the field, exit code 2.
@@ -30,6 +34,7 @@ from pathlib import Path
 
 from hicra.errors import InputError
 from hicra.fileio import write_json
+from hicra.stats import interval_reading
 
 CLASSES = ("execution", "planning", "reference")
 _TAU = {"execution": "tau_exec", "planning": "tau_plan", "reference": "tau_ref"}
@@ -47,8 +52,10 @@ def _load(path: Path, what: str) -> dict:
     return data
 
 
-def read_run(path: Path) -> tuple[dict, dict, str]:
-    """(phases, eval, source) of a lab run directory or a study run summary; InputError otherwise."""
+def read_run(path: Path) -> tuple[dict, dict, str, float | None]:
+    """(phases, eval, source, seconds) of a lab run directory (seconds None) or a study run summary; InputError
+    otherwise."""
+    seconds = None
     if path.is_dir():
         phases = _load(path / "summary.json", "summary.json (not a hicra lab run directory)").get("phases")
         evals = _load(path / "eval.json", "eval.json")
@@ -57,27 +64,27 @@ def read_run(path: Path) -> tuple[dict, dict, str]:
         data = _load(path, "file")
         if not str(data.get("format", "")).startswith("hicra-study-run/"):
             raise InputError("not a study run summary (format hicra-study-run/N)", path=str(path), field="format")
-        phases, evals, source = data.get("phases"), data.get("eval"), str(path)
+        phases, evals, source, seconds = data.get("phases"), data.get("eval"), str(path), data.get("seconds")
     if not isinstance(phases, dict):
         raise InputError("no phase verdict", path=source, field="phases")
     if not isinstance(evals, dict):
         raise InputError("no held-out evaluation", path=str(path), field="eval")
-    return phases, evals, source
+    return phases, evals, source, seconds
 
 
 def digest(path: Path) -> dict:
     """The digest of one run (the fields listed in the module docstring)."""
-    phases, evals, source = read_run(path)
+    phases, evals, source, seconds = read_run(path)
     order = ((phases.get("evidence") or {}).get("order")) or {}
     draws = order.get("consolidates_in_draws") or {}
     consolidates = order.get("consolidates") or {}
     classes = {c: {"consolidates": consolidates.get(c), "tau": order.get(_TAU[c]),
                    "share_of_draws": draws.get(c)} for c in CLASSES}
     greedy = {}
-    for end, key in (("warm_start", "warm_start"), ("final", "final")):
-        acc = (evals.get(key) or {}).get("accuracy")
+    for end in ("warm_start", "final"):
+        acc = (evals.get(end) or {}).get("accuracy")
         if acc is None:
-            raise InputError("no greedy accuracy", path=str(path), field=f"eval.{key}.accuracy")
+            raise InputError("no greedy accuracy", path=str(path), field=f"eval.{end}.accuracy")
         greedy[end] = float(acc)
     change = evals.get("strategy_change")
     heldout = None if change is None else {
@@ -87,7 +94,7 @@ def digest(path: Path) -> dict:
         "reading": change.get("reading")}
     return {"source": source, "phase_version": phases.get("version"), "verdict": phases.get("verdict"),
             "order": phases.get("order"), "classes": classes, "greedy_accuracy": greedy,
-            "heldout_strategies": heldout}
+            "heldout_strategies": heldout, "seconds": seconds}
 
 
 def _fmt(x, spec: str) -> str:
@@ -102,9 +109,13 @@ def line(name: str, d: dict) -> str:
             f"{100 * g['final']:.1f}%")
     h = d["heldout_strategies"]
     if h and h["Hfam_complete_change"] is not None:
-        lo, hi = h["Hfam_complete_interval"] or (None, None)
+        interval = h["Hfam_complete_interval"]
+        lo, hi = interval or (None, None)
+        reading = interval_reading(interval) if interval else "-"
         text += (f"; held-out H|fam complete {h['Hfam_complete_change']:+.3f} [{_fmt(lo, '+.3f')}, "
-                 f"{_fmt(hi, '+.3f')}] ({h['n_complete']} problems)")
+                 f"{_fmt(hi, '+.3f')}] ({h['n_complete']} problems, {reading})")
+    if d["seconds"] is not None:
+        text += f"; {d['seconds']:.0f} s"
     return text
 
 

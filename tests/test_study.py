@@ -1254,12 +1254,14 @@ def test_run_digest_reads_lab_runs_and_study_summaries_alike(tmp_path, capsys, b
     (run / "summary.json").write_text(json.dumps({"phases": phases}))
     (run / "eval.json").write_text(json.dumps(evals))
     study = tmp_path / "ws2-seed2000.json"
-    study.write_text(json.dumps({"format": "hicra-study-run/1", "phases": phases, "eval": evals}))
+    study.write_text(json.dumps({"format": "hicra-study-run/1", "phases": phases, "eval": evals, "seconds": 701.9}))
     out = tmp_path / "d.json"
     assert mod.main([str(run), str(study), "--json", str(out)]) == 0
     got = json.loads(out.read_text())
     a, b = got[str(run)], got[str(study)]
-    assert {k: v for k, v in a.items() if k != "source"} == {k: v for k, v in b.items() if k != "source"}
+    assert {k: v for k, v in a.items() if k not in ("source", "seconds")} == {
+        k: v for k, v in b.items() if k not in ("source", "seconds")}
+    assert (a["seconds"], b["seconds"]) == (None, 701.9)  # only a study summary records the run's wall time
     assert a["classes"] == {"execution": {"consolidates": True, "tau": 41.0, "share_of_draws": 0.97},
                             "planning": {"consolidates": False, "tau": None, "share_of_draws": 0.02},
                             "reference": {"consolidates": True, "tau": 77.0, "share_of_draws": 0.88}}
@@ -1268,6 +1270,12 @@ def test_run_digest_reads_lab_runs_and_study_summaries_alike(tmp_path, capsys, b
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 2 and "greedy 48.4% -> 63.3%" in printed[0]
     assert "refe yes tau 77 draws 0.88" in printed[1] and "H|fam complete +0.120 [+0.040, +0.200] (201" in printed[1]
+    assert printed[1].endswith("; 702 s") and " s" not in printed[0].rsplit(";", 1)[-1]
+    assert "(201 problems, rise)" in printed[1]  # hicra.stats.interval_reading of [0.04, 0.2]
+    change["Hfam_complete_interval"] = [0.0, 0.2]  # an end at exactly 0 is not a rise
+    study.write_text(json.dumps({"format": "hicra-study-run/1", "phases": phases, "eval": evals}))
+    assert mod.main([str(study)]) == 0
+    assert "[+0.000, +0.200] (201 problems, -)" in capsys.readouterr().out
     (tmp_path / "study.json").write_text(json.dumps({"format": "hicra-study/2"}))
     for bad, words in ((tmp_path / "study.json", "field 'format'"), (tmp_path / "nowhere", "no file")):
         assert mod.main([str(bad)]) == 2
