@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 from hicra.errors import InputError
-from hicra.fileio import write_json
+from hicra.fileio import read_text, write_json
 from hicra.stats import interval_reading
 
 CLASSES = ("execution", "planning", "reference")
@@ -41,11 +41,11 @@ _TAU = {"execution": "tau_exec", "planning": "tau_plan", "reference": "tau_ref"}
 
 
 def _load(path: Path, what: str) -> dict:
+    if not path.exists():
+        raise InputError(f"no {what}", path=str(path))
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"no {what}", path=str(path)) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(read_text(path, what))  # unreadable or not UTF-8: read_text's own one-line errors
+    except json.JSONDecodeError as exc:
         raise InputError(f"not JSON ({exc})", path=str(path)) from None
     if not isinstance(data, dict):
         raise InputError("not a JSON object", path=str(path))
