@@ -1284,3 +1284,53 @@ def test_run_digest_reads_lab_runs_and_study_summaries_alike(tmp_path, capsys, b
     (run / "eval.json").write_text(json.dumps({"warm_start": {"accuracy": 0.5}, "final": {}}))
     assert mod.main([str(run)]) == 2
     assert "field 'eval.final.accuracy'" in capsys.readouterr().err
+
+
+def test_bootstrap_spread_reproduces_the_recorded_interval_and_counts_readings_over_seeds(tmp_path, capsys,
+                                                                                          benchmark_script):
+    """benchmarks/bootstrap_spread.py: from a run's recorded held-out strategies it reproduces eval.json's
+    complete-problem interval at the run's own RL seed (and says NO when the record was computed otherwise); a
+    clear rise reads `rise` at every bootstrap seed, an unchanged policy `-` at every seed; a run without a record
+    or without run.json: one line naming the file and field, exit 2."""
+    from hicra.lab.probes import heldout_strategy_change
+
+    mod = benchmark_script("bootstrap_spread")
+    ids = [f"series:{i}" for i in range(20)] + [f"countdown:{i}" for i in range(20)]
+    labels = ["a", "b", "c"]
+    narrow = {"k": 8, "problem_ids": ids, "labels": labels, "counts": [[8, 0, 0]] * 40, "unparsed": [0] * 40}
+    wide = dict(narrow, counts=[[4, 2, 2] if i % 4 else [8, 0, 0] for i in range(40)])
+
+    def make(name, before, after, seed, recorded_seed):
+        run = tmp_path / name
+        run.mkdir()
+        change = heldout_strategy_change(before, after, seed=recorded_seed)
+        (run / "eval.json").write_text(json.dumps({"warm_start_strategies": before, "final_strategies": after,
+                                                   "strategy_change": change}))
+        (run / "run.json").write_text(json.dumps({"seed": seed}))
+        return run
+
+    rise, flat = make("rise", narrow, wide, 7, 7), make("flat", narrow, narrow, 7, 7)
+    other = make("other", narrow, dict(wide, counts=[[4, 2, 2] if i % 9 == 0 else [8, 0, 0] for i in range(40)]),
+                 7, 8)
+    out = tmp_path / "s.json"
+    assert mod.main([str(rise), str(flat), str(other), "--seeds", "5", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got[str(rise)]["reproduced"] and got[str(flat)]["reproduced"]
+    assert got[str(rise)]["share"] == {"rise": 1.0, "-": 0.0, "fall": 0.0} and got[str(rise)]["low_min"] > 0
+    assert got[str(flat)]["share"] == {"rise": 0.0, "-": 1.0, "fall": 0.0}  # [0, 0]: an end at 0 is no rise
+    assert not got[str(other)]["reproduced"]  # recorded at bootstrap seed 8, the run's seed is 7
+    assert sum(got[str(other)]["share"].values()) == pytest.approx(1.0)
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 3 and "(reproduced: yes)" in printed[0] and "(reproduced: NO)" in printed[2]
+    assert "rise 1.00, - 0.00, fall 0.00" in printed[0]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "eval.json").write_text(json.dumps({"warm_start_strategies": narrow}))
+    (bad / "run.json").write_text(json.dumps({"seed": 1}))
+    assert mod.main([str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "field 'final_strategies'" in err[0] and "eval.json" in err[0]
+    (bad / "run.json").unlink()
+    (bad / "eval.json").write_text(json.dumps({"warm_start_strategies": narrow, "final_strategies": narrow}))
+    assert mod.main([str(bad)]) == 2
+    assert "run.json" in capsys.readouterr().err

@@ -1,0 +1,119 @@
+"""How much does a run's held-out exploration reading depend on the bootstrap's own random draw?
+
+    python benchmarks/bootstrap_spread.py RUN_DIR [RUN_DIR ...] [--seeds 200] [--boot 2000] [--json FILE]
+
+A lab run with `--strategy-k` records, in `eval.json`, the strategies its policy sampled on every held-out problem
+at the warm start and at the end (`warm_start_strategies`, `final_strategies`), and the change of the strategy
+entropy within families on the complete problems (no unparsed response at either end) with a 95% percentile
+interval from a paired bootstrap over problems: 2,000 draws, seeded with the run's RL seed (`run.json`'s `seed`;
+`hicra.lab.probes.heldout_strategy_change`, called at the end of `hicra.lab.rl`).
+The `controls3` exploration criteria count a run as a rise when that interval lies above 0
+(`hicra.stats.interval_reading`). A percentile interval from a finite number of draws has Monte Carlo error of its
+own, so a run whose interval ends near 0 can read `rise` at one bootstrap seed and `-` at another.
+
+This recomputes the same interval from the recorded strategies (nothing is sampled from a model) at bootstrap seeds
+0 .. S-1 with `--boot` draws each, and prints per run:
+- the recorded interval and whether the run's own seed with 2,000 draws reproduces it (it should: same records,
+  same code);
+- the share of the S seeds at which the interval reads `rise`, `-` and `fall`;
+- the lowest, median and highest lower end over the seeds.
+
+A description of how fragile a count of readings is; it changes no reading: the criteria count the recorded one.
+A directory without eval.json or run.json, an eval.json without both strategy records, or a run.json without an
+integer `seed`: one line naming the file and the field, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from hicra.errors import InputError
+from hicra.fileio import read_text, write_json
+from hicra.lab.probes import heldout_strategy_change
+from hicra.stats import interval_reading
+
+RECORDS = ("warm_start_strategies", "final_strategies")
+
+
+def _load(path: Path) -> dict:
+    if not path.exists():
+        raise InputError(f"no {path.name} (not a hicra lab run directory)", path=str(path))
+    try:
+        data = json.loads(read_text(path, path.name))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not JSON ({exc})", path=str(path)) from None
+    if not isinstance(data, dict):
+        raise InputError("not a JSON object", path=str(path))
+    return data
+
+
+def load_records(run: Path) -> tuple[dict, dict, list | None, int]:
+    """(before, after, recorded complete-problem interval, the run's RL seed) from RUN/eval.json and RUN/run.json;
+    InputError when one is missing."""
+    path = run / "eval.json"
+    evals = _load(path)
+    seed = _load(run / "run.json").get("seed")
+    if not isinstance(seed, int):
+        raise InputError("no integer RL seed", path=str(run / "run.json"), field="seed")
+    for key in RECORDS:
+        if not isinstance(evals.get(key), dict):
+            raise InputError("no held-out strategy record (run with --strategy-k)", path=str(path), field=key)
+    recorded = (evals.get("strategy_change") or {}).get("Hfam_complete_interval")
+    return evals[RECORDS[0]], evals[RECORDS[1]], recorded, seed
+
+
+def spread(before: dict, after: dict, seeds: int, boot: int) -> dict:
+    """Readings of the complete-problem H|fam interval over bootstrap seeds 0..seeds-1 (`boot` draws each)."""
+    lows, readings = [], []
+    for seed in range(seeds):
+        interval = heldout_strategy_change(before, after, boot=boot, seed=seed)["Hfam_complete_interval"]
+        if interval is None:
+            raise ValueError("fewer than 2 complete problems")
+        lows.append(interval[0])
+        readings.append(interval_reading(interval))
+    return {"seeds": seeds, "boot": boot,
+            "share": {r: readings.count(r) / seeds for r in ("rise", "-", "fall")},
+            "low_min": float(np.min(lows)), "low_median": float(np.median(lows)), "low_max": float(np.max(lows))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="hicra lab run directories run with --strategy-k")
+    ap.add_argument("--seeds", type=int, default=200, help="bootstrap seeds 0..S-1 (default 200)")
+    ap.add_argument("--boot", type=int, default=2000, help="bootstrap draws per seed (default 2000, as recorded)")
+    ap.add_argument("--json", type=Path, help="write the figures to this file (atomically)")
+    args = ap.parse_args(argv)
+    if args.seeds < 1 or args.boot < 1:
+        ap.error("--seeds and --boot must be >= 1")
+    out = {}
+    for run in args.runs:
+        try:
+            before, after, recorded, run_seed = load_records(run)
+            s = spread(before, after, args.seeds, args.boot)
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except ValueError as exc:
+            print(f"error: {run / 'eval.json'}: {exc}", file=sys.stderr)
+            return 2
+        again = heldout_strategy_change(before, after, seed=run_seed)["Hfam_complete_interval"]
+        s["recorded"] = recorded
+        s["reproduced"] = recorded is not None and bool(np.allclose(again, recorded, rtol=0, atol=1e-6))
+        out[str(run)] = s
+        rec = "-" if recorded is None else f"[{recorded[0]:+.4f}, {recorded[1]:+.4f}] {interval_reading(recorded)}"
+        print(f"{run}: recorded {rec} (reproduced: {'yes' if s['reproduced'] else 'NO'}); over {s['seeds']} seeds "
+              f"x {s['boot']} draws: rise {s['share']['rise']:.2f}, - {s['share']['-']:.2f}, fall "
+              f"{s['share']['fall']:.2f}; lower end {s['low_min']:+.4f} / {s['low_median']:+.4f} / "
+              f"{s['low_max']:+.4f} (min / median / max)")
+    if args.json:
+        write_json(args.json, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
