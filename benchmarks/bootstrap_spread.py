@@ -14,13 +14,14 @@ own, so a run whose interval ends near 0 can read `rise` at one bootstrap seed a
 This recomputes the same interval from the recorded strategies (nothing is sampled from a model) at bootstrap seeds
 0 .. S-1 with `--boot` draws each, and prints per run:
 - the recorded interval and whether the run's own seed with 2,000 draws reproduces it (it should: same records,
-  same code);
+  same code; `n/a` when eval.json has no recorded interval);
 - the share of the S seeds at which the interval reads `rise`, `-` and `fall`;
 - the lowest, median and highest lower end over the seeds.
 
 A description of how fragile a count of readings is; it changes no reading: the criteria count the recorded one.
-A directory without eval.json or run.json, an eval.json without both strategy records, or a run.json without an
-integer `seed`: one line naming the file and the field, exit code 2.
+A directory without eval.json or run.json, a strategy record that is missing or malformed (fields `k`,
+`problem_ids`, `labels`, `counts`, `unparsed`), records on different problems, fewer than 2 complete problems, or a
+run.json without an integer `seed`: one line naming the file and the field, exit code 2.
 """
 
 from __future__ import annotations
@@ -52,19 +53,40 @@ def _load(path: Path) -> dict:
     return data
 
 
+def _check_record(rec: object, key: str, path: Path) -> dict:
+    """The record as `hicra.lab.probes.heldout_strategies` writes it, or InputError naming the bad field."""
+    if not isinstance(rec, dict):
+        raise InputError("no held-out strategy record (run with --strategy-k)", path=str(path), field=key)
+    for sub, kind in (("k", int), ("problem_ids", list), ("labels", list), ("counts", list), ("unparsed", list)):
+        if not isinstance(rec.get(sub), kind):
+            raise InputError(f"missing or not a {kind.__name__}", path=str(path), field=f"{key}.{sub}")
+    n, width = len(rec["problem_ids"]), len(rec["labels"])
+    if len(rec["unparsed"]) != n:
+        raise InputError(f"{len(rec['unparsed'])} entries for {n} problems", path=str(path), field=f"{key}.unparsed")
+    counts = rec["counts"]
+    if rec["labels"] and (len(counts) != n or any(not isinstance(r, list) or len(r) != width for r in counts)):
+        raise InputError(f"not {n} rows of {width} label counts", path=str(path), field=f"{key}.counts")
+    return rec
+
+
 def load_records(run: Path) -> tuple[dict, dict, list | None, int]:
-    """(before, after, recorded complete-problem interval, the run's RL seed) from RUN/eval.json and RUN/run.json;
-    InputError when one is missing."""
+    """(before, after, recorded complete-problem interval or None, the run's RL seed) from RUN/eval.json and
+    RUN/run.json; InputError naming the file and field when something is missing or malformed, or when fewer than
+    2 problems have no unparsed response at either end (no interval to recompute)."""
     path = run / "eval.json"
     evals = _load(path)
     seed = _load(run / "run.json").get("seed")
     if not isinstance(seed, int):
         raise InputError("no integer RL seed", path=str(run / "run.json"), field="seed")
-    for key in RECORDS:
-        if not isinstance(evals.get(key), dict):
-            raise InputError("no held-out strategy record (run with --strategy-k)", path=str(path), field=key)
+    before, after = (_check_record(evals.get(key), key, path) for key in RECORDS)
+    if before["problem_ids"] != after["problem_ids"]:
+        raise InputError("not the warm start's problems", path=str(path), field=f"{RECORDS[1]}.problem_ids")
+    complete = sum(u0 == 0 and u1 == 0 for u0, u1 in zip(before["unparsed"], after["unparsed"], strict=True))
+    if complete < 2:
+        raise InputError(f"{complete} problem(s) with no unparsed response at either end (2 needed)",
+                         path=str(path), field=f"{RECORDS[1]}.unparsed")
     recorded = (evals.get("strategy_change") or {}).get("Hfam_complete_interval")
-    return evals[RECORDS[0]], evals[RECORDS[1]], recorded, seed
+    return before, after, recorded, seed
 
 
 def spread(before: dict, after: dict, seeds: int, boot: int) -> dict:
@@ -72,8 +94,6 @@ def spread(before: dict, after: dict, seeds: int, boot: int) -> dict:
     lows, readings = [], []
     for seed in range(seeds):
         interval = heldout_strategy_change(before, after, boot=boot, seed=seed)["Hfam_complete_interval"]
-        if interval is None:
-            raise ValueError("fewer than 2 complete problems")
         lows.append(interval[0])
         readings.append(interval_reading(interval))
     return {"seeds": seeds, "boot": boot,
@@ -98,15 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         except InputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        except ValueError as exc:
-            print(f"error: {run / 'eval.json'}: {exc}", file=sys.stderr)
-            return 2
         again = heldout_strategy_change(before, after, seed=run_seed)["Hfam_complete_interval"]
         s["recorded"] = recorded
-        s["reproduced"] = recorded is not None and bool(np.allclose(again, recorded, rtol=0, atol=1e-6))
+        s["reproduced"] = None if recorded is None else bool(np.allclose(again, recorded, rtol=0, atol=1e-6))
         out[str(run)] = s
         rec = "-" if recorded is None else f"[{recorded[0]:+.4f}, {recorded[1]:+.4f}] {interval_reading(recorded)}"
-        print(f"{run}: recorded {rec} (reproduced: {'yes' if s['reproduced'] else 'NO'}); over {s['seeds']} seeds "
+        same = {None: "n/a", True: "yes", False: "NO"}[s["reproduced"]]
+        print(f"{run}: recorded {rec} (reproduced: {same}); over {s['seeds']} seeds "
               f"x {s['boot']} draws: rise {s['share']['rise']:.2f}, - {s['share']['-']:.2f}, fall "
               f"{s['share']['fall']:.2f}; lower end {s['low_min']:+.4f} / {s['low_median']:+.4f} / "
               f"{s['low_max']:+.4f} (min / median / max)")

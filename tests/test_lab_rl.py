@@ -138,18 +138,19 @@ def test_eval_curve_probes_and_snapshots(model_dir, tmp_path):
     assert all(torch.equal(final[k], snap[k]) for k in final)
 
 
-def test_heldout_strategies_at_both_ends_leave_training_unchanged(model_dir, tmp_path):
+def test_heldout_strategies_at_both_ends_leave_training_unchanged(model_dir, tmp_path, benchmark_script):
     """`strategy_k`: eval.json gains the warm start's and the trained policy's own strategy choices on the held-out
-    problems (equal to `heldout_strategies` of each model, seed + 5) and their `strategy_change`; the run's
-    training is the same as without them (the samples come from their own generator). Resuming a run started
-    without them is refused, naming eval.json's field."""
+    problems (equal to `heldout_strategies` of each model, seed + 5) and their `strategy_change`, bootstrapped at
+    the run's seed (what benchmarks/bootstrap_spread.py recomputes from the run directory); the run's training is
+    the same as without them (the samples come from their own generator). Resuming a run started without them is
+    refused, naming eval.json's field."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hicra.lab.probes import heldout_strategies, heldout_strategy_change
     from hicra.lab.tasks import TaskMix
 
-    plain = _run(model_dir, tmp_path / "plain", algo="grpo", steps=2)
-    out = _run(model_dir, tmp_path / "run", algo="grpo", steps=2, strategy_k=3)
+    plain = _run(model_dir, tmp_path / "plain", algo="grpo", steps=2, seed=1)
+    out = _run(model_dir, tmp_path / "run", algo="grpo", steps=2, strategy_k=3, seed=1)
     assert out["log"] == plain["log"]
     wa, wb = _weights(tmp_path / "plain"), _weights(tmp_path / "run")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -160,9 +161,16 @@ def test_heldout_strategies_at_both_ends_leave_training_unchanged(model_dir, tmp
     tok = AutoTokenizer.from_pretrained(model_dir)
     for name, path in (("warm_start_strategies", model_dir), ("final_strategies", tmp_path / "run" / "model")):
         want = heldout_strategies(AutoModelForCausalLM.from_pretrained(path), tok, task, problems, 3, 1.0,
-                                  BASE["max_new_tokens"], seed=5)
+                                  BASE["max_new_tokens"], seed=6)
         assert ev[name] == want and ev[name]["problem_ids"] == ev["heldout_ids"]
-    assert ev["strategy_change"] == heldout_strategy_change(ev["warm_start_strategies"], ev["final_strategies"])
+    assert ev["strategy_change"] == heldout_strategy_change(ev["warm_start_strategies"], ev["final_strategies"],
+                                                            seed=1)
+    spread = benchmark_script("bootstrap_spread")
+    rc = spread.main([str(tmp_path / "run"), "--seeds", "2", "--json", str(tmp_path / "spread.json")])
+    if ev["strategy_change"]["Hfam_complete_interval"] is None:  # fewer than 2 complete problems: nothing to redo
+        assert rc == 2
+    else:
+        assert rc == 0 and json.loads((tmp_path / "spread.json").read_text())[str(tmp_path / "run")]["reproduced"]
     with pytest.raises(ValueError, match="strategy_k"):
         RLConfig(strategy_k=-1).validate()
     # resuming a run started without it cannot measure its warm start any more: a clear error, nothing rewritten
@@ -170,7 +178,8 @@ def test_heldout_strategies_at_both_ends_leave_training_unchanged(model_dir, tmp
 
     before = (tmp_path / "plain" / "eval.json").read_text()
     with pytest.raises(InputError, match="warm_start_strategies"):
-        run_rl(RLConfig(**{**BASE, "algo": "grpo", "steps": 2, "strategy_k": 3}), model_dir, tmp_path / "plain",
+        run_rl(RLConfig(**{**BASE, "algo": "grpo", "steps": 2, "strategy_k": 3, "seed": 1}), model_dir,
+               tmp_path / "plain",
                resume=True, progress=False, log=lambda *a: None)
     assert (tmp_path / "plain" / "eval.json").read_text() == before
 

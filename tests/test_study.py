@@ -1330,7 +1330,17 @@ def test_bootstrap_spread_reproduces_the_recorded_interval_and_counts_readings_o
     assert mod.main([str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "field 'final_strategies'" in err[0] and "eval.json" in err[0]
+    for after, field in ((dict(narrow, counts=[[8, 0]] * 40), "final_strategies.counts"),
+                         ({k: v for k, v in narrow.items() if k != "unparsed"}, "final_strategies.unparsed"),
+                         (dict(narrow, problem_ids=ids[::-1]), "final_strategies.problem_ids"),
+                         (dict(narrow, unparsed=[1] * 39 + [0]), "final_strategies.unparsed")):
+        (bad / "eval.json").write_text(json.dumps({"warm_start_strategies": narrow, "final_strategies": after}))
+        assert mod.main([str(bad)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"field '{field}'" in err[0], (field, err)
+    (bad / "eval.json").write_text(json.dumps({"warm_start_strategies": narrow, "final_strategies": wide}))
+    assert mod.main([str(bad), "--seeds", "2"]) == 0  # no recorded interval: nothing to reproduce
+    assert "(reproduced: n/a)" in capsys.readouterr().out
     (bad / "run.json").unlink()
-    (bad / "eval.json").write_text(json.dumps({"warm_start_strategies": narrow, "final_strategies": narrow}))
     assert mod.main([str(bad)]) == 2
     assert "run.json" in capsys.readouterr().err
