@@ -27,30 +27,17 @@ run.json without an integer `seed`: one line naming the file and the field, exit
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from hicra.errors import InputError
-from hicra.fileio import read_text, write_json
+from hicra.fileio import read_json, write_json
 from hicra.lab.probes import heldout_strategy_change
 from hicra.stats import interval_reading
 
 RECORDS = ("warm_start_strategies", "final_strategies")
-
-
-def _load(path: Path) -> dict:
-    if not path.exists():
-        raise InputError(f"no {path.name} (not a hicra lab run directory)", path=str(path))
-    try:
-        data = json.loads(read_text(path, path.name))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not JSON ({exc})", path=str(path)) from None
-    if not isinstance(data, dict):
-        raise InputError("not a JSON object", path=str(path))
-    return data
 
 
 def _check_record(rec: object, key: str, path: Path) -> dict:
@@ -69,24 +56,25 @@ def _check_record(rec: object, key: str, path: Path) -> dict:
     return rec
 
 
-def load_records(run: Path) -> tuple[dict, dict, list | None, int]:
-    """(before, after, recorded complete-problem interval or None, the run's RL seed) from RUN/eval.json and
-    RUN/run.json; InputError naming the file and field when something is missing or malformed, or when fewer than
-    2 problems have no unparsed response at either end (no interval to recompute)."""
+def load_run(run: Path) -> tuple[dict, dict, list | None, list]:
+    """(before, after, recorded complete-problem interval or None, that interval recomputed at the run's RL seed)
+    from RUN/eval.json and RUN/run.json; InputError naming the file and field when something is missing or
+    malformed, or when fewer than 2 problems have no unparsed response at either end (no interval to recompute)."""
     path = run / "eval.json"
-    evals = _load(path)
-    seed = _load(run / "run.json").get("seed")
+    evals = read_json(path, "eval.json")
+    seed = read_json(run / "run.json", "run.json").get("seed")
     if not isinstance(seed, int):
         raise InputError("no integer RL seed", path=str(run / "run.json"), field="seed")
     before, after = (_check_record(evals.get(key), key, path) for key in RECORDS)
-    if before["problem_ids"] != after["problem_ids"]:
-        raise InputError("not the warm start's problems", path=str(path), field=f"{RECORDS[1]}.problem_ids")
-    complete = sum(u0 == 0 and u1 == 0 for u0, u1 in zip(before["unparsed"], after["unparsed"], strict=True))
-    if complete < 2:
-        raise InputError(f"{complete} problem(s) with no unparsed response at either end (2 needed)",
+    try:
+        change = heldout_strategy_change(before, after, seed=seed)
+    except ValueError as exc:  # the records are on different problems
+        raise InputError(str(exc), path=str(path), field=f"{RECORDS[1]}.problem_ids") from None
+    if change["Hfam_complete_interval"] is None:
+        raise InputError(f"{change['n_complete']} problem(s) with no unparsed response at either end (2 needed)",
                          path=str(path), field=f"{RECORDS[1]}.unparsed")
     recorded = (evals.get("strategy_change") or {}).get("Hfam_complete_interval")
-    return before, after, recorded, seed
+    return before, after, recorded, change["Hfam_complete_interval"]
 
 
 def spread(before: dict, after: dict, seeds: int, boot: int) -> dict:
@@ -113,12 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     out = {}
     for run in args.runs:
         try:
-            before, after, recorded, run_seed = load_records(run)
-            s = spread(before, after, args.seeds, args.boot)
+            before, after, recorded, again = load_run(run)
         except InputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        again = heldout_strategy_change(before, after, seed=run_seed)["Hfam_complete_interval"]
+        s = spread(before, after, args.seeds, args.boot)
         s["recorded"] = recorded
         s["reproduced"] = None if recorded is None else bool(np.allclose(again, recorded, rtol=0, atol=1e-6))
         out[str(run)] = s

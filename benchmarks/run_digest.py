@@ -28,12 +28,11 @@ run, or a file that cannot be parsed: one line naming it and the field, exit cod
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from hicra.errors import InputError
-from hicra.fileio import read_text, write_json
+from hicra.fileio import read_json, write_json
 from hicra.stats import interval_reading
 
 CLASSES = ("execution", "planning", "reference")
@@ -43,13 +42,7 @@ _TAU = {"execution": "tau_exec", "planning": "tau_plan", "reference": "tau_ref"}
 def _load(path: Path, what: str) -> dict:
     if not path.exists():
         raise InputError(f"no {what}", path=str(path))
-    try:
-        data = json.loads(read_text(path, what))  # unreadable or not UTF-8: read_text's own one-line errors
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not JSON ({exc})", path=str(path)) from None
-    if not isinstance(data, dict):
-        raise InputError("not a JSON object", path=str(path))
-    return data
+    return read_json(path, what)  # unreadable, not UTF-8, bad JSON, not an object: its one-line errors
 
 
 def read_run(path: Path) -> tuple[dict, dict, str, float | None]:

@@ -5,7 +5,7 @@ import pytest
 
 from hicra.cli import main
 from hicra.errors import InputError
-from hicra.fileio import read_jsonl, read_text, read_yaml
+from hicra.fileio import read_json, read_jsonl, read_text, read_yaml
 
 
 def test_read_jsonl_skips_blank_lines_and_counts_them(tmp_path):
@@ -28,6 +28,25 @@ def test_read_jsonl_errors_name_file_and_line(tmp_path, data, message):
         list(read_jsonl(path))
     assert str(info.value) == f"{tmp_path}/{message}"
     assert (info.value.path, info.value.row) == (str(path), 2)
+
+
+def test_read_json_reads_one_document_and_names_file_line_and_column(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text('{"a": [1,\n  2]}\n')
+    assert read_json(path) == {"a": [1, 2]}
+    path.write_text('{"a": 1,\n  "b": }\n')
+    with pytest.raises(InputError) as info:
+        read_json(path)
+    assert str(info.value) == f"{path}:2: bad JSON: Expecting value (column 8)"
+    path.write_text("[1, 2]")
+    with pytest.raises(InputError, match=r"x.json: not a JSON object"):
+        read_json(path)
+    assert read_json(path, objects=False) == [1, 2]
+    path.write_bytes(b'{"a": "caf\xe9"}')
+    with pytest.raises(InputError, match="not UTF-8"):
+        read_json(path)
+    with pytest.raises(InputError, match=r"none.json: cannot read eval.json: No such file"):
+        read_json(tmp_path / "none.json", "eval.json")
 
 
 def test_read_text_and_yaml_errors(tmp_path):

@@ -103,6 +103,19 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
                          path=str(path), row=raw.count(b"\n", 0, exc.start) + 1) from None
 
 
+def read_json(path: str | os.PathLike, what: str = "file", objects: bool = True) -> Any:
+    """A whole-file JSON document. Unreadable or not UTF-8 -> `read_text`'s errors; bad JSON -> "bad JSON: MSG
+    (column C)" with its line; with `objects`, a value that is not a JSON object -> "not a JSON object"."""
+    text = read_text(path, what)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"bad JSON: {exc.msg} (column {exc.colno})", path=str(path), row=exc.lineno) from None
+    if objects and not isinstance(value, dict):
+        raise InputError("not a JSON object", path=str(path))
+    return value
+
+
 def read_yaml(path: str | os.PathLike, what: str = "file") -> Any:
     """A YAML file (`yaml.safe_load`); bad YAML -> InputError with the line of the problem, on one line."""
     import yaml

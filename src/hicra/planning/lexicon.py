@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hicra.errors import InputError
-from hicra.fileio import read_text, read_yaml
+from hicra.fileio import read_json, read_yaml
 
 FORMAT = "hicra-lexicon/1"
 CATEGORIES = ("deduction", "branching", "backtracking", "verification", "other")
@@ -208,11 +208,7 @@ class Lexicon:
         if path.suffix.lower() in (".yaml", ".yml"):
             data = read_yaml(path, "lexicon")
         else:
-            try:
-                data = json.loads(read_text(path, "lexicon"))
-            except json.JSONDecodeError as exc:
-                raise InputError(f"bad JSON: {exc.msg} (column {exc.colno})", path=str(path),
-                                 row=exc.lineno) from None
+            data = read_json(path, "lexicon", objects=False)  # from_dict names a value of the wrong type
         return cls.from_dict(data, path=str(path))
 
     # --- presets ------------------------------------------------------------------------------------
