@@ -49,6 +49,41 @@ def test_read_json_reads_one_document_and_names_file_line_and_column(tmp_path):
         read_json(tmp_path / "none.json", "eval.json")
 
 
+
+def _readers():
+    """Every reader of a whole JSON file the project writes or takes (run.json, eval.json, summaries, study.json,
+    a model's config.json): (file name, how to call the reader on the folder holding it)."""
+    from hicra.dynamics.analyze import read_phases
+    from hicra.dynamics.records import read_run_info
+    from hicra.mechanistic.run import check_snapshot
+    from hicra.study import PRESETS
+    from hicra.study.runner import check_study_dir
+    from hicra.study.statistics import load_summary
+
+    return [
+        ("run.json", read_run_info),
+        ("summary.json", read_phases),
+        ("s.json", lambda d: load_summary(d / "s.json")),
+        ("study.json", lambda d: check_study_dir(d, PRESETS["smoke"])),
+        ("config.json", lambda d: check_snapshot(d, d, {})),
+    ]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_json_readers_share_read_jsons_errors(tmp_path, index):
+    """One reader for a whole JSON document: each of these says 'bad JSON' with the line and column, and 'not a
+    JSON object', the same words as `read_json` (before, each had its own wording and some no line)."""
+    name, reader = _readers()[index]
+    path = tmp_path / name
+    path.write_text('{"a": 1,\n  "b": }\n')
+    with pytest.raises(InputError) as info:
+        reader(tmp_path)
+    assert str(info.value) == f"{path}:2: bad JSON: Expecting value (column 8)"
+    path.write_text("[1, 2]")
+    with pytest.raises(InputError) as info:
+        reader(tmp_path)
+    assert str(info.value) == f"{path}: not a JSON object"
+
 def test_read_text_and_yaml_errors(tmp_path):
     missing = tmp_path / "none.yaml"
     with pytest.raises(InputError, match=r"none.yaml: cannot read config: No such file"):

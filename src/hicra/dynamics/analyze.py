@@ -9,7 +9,6 @@ resolved against the run directory), else the "paper" preset. A tokenizer (argum
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ from hicra.dynamics.phases import (
 )
 from hicra.dynamics.records import Problem, iter_steps, list_rollout_files, read_run_info, run_file
 from hicra.errors import InputError
-from hicra.fileio import load_tokenizer, write_json
+from hicra.fileio import load_tokenizer, read_json, write_json
 
 
 def _resolve_lexicon(spec, run_dir: Path):
@@ -220,10 +219,7 @@ def read_phases(run_dir: str | os.PathLike) -> dict | None:
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
         return None
-    try:
-        phases = json.loads(path.read_text(encoding="utf-8")).get("phases") or {}
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-        raise InputError(f"not a summary.json object ({exc})", path=str(path)) from None
+    phases = read_json(path, "summary.json").get("phases") or {}
     if not isinstance(phases, dict):
         raise InputError("'phases' is not an object", path=str(path), field="phases")
     return upgrade_phases(phases)

@@ -50,7 +50,6 @@ problems.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -64,7 +63,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hicra.errors import InputError
-from hicra.fileio import read_text, write_json, write_parquet
+from hicra.fileio import read_json, write_json, write_parquet
 
 ROLLOUT_SCHEMA = pa.schema([
     pa.field("step", pa.int32()),
@@ -132,13 +131,7 @@ def read_run_info(run_dir: str | os.PathLike) -> dict:
     path = run_dir / RUN_INFO
     if not path.exists():
         return {}
-    try:
-        info = json.loads(read_text(path, "run.json"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"invalid JSON: {exc.msg}", path=str(path), row=exc.lineno) from None
-    if not isinstance(info, dict):
-        raise InputError("run.json must hold a JSON object", path=str(path))
-    return info
+    return read_json(path, "run.json")
 
 
 # ---------------------------------------------------------------- validation

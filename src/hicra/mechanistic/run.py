@@ -11,7 +11,6 @@ invocation. Bad input raises `InputError` (the CLI prints one line, exit 2).
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -70,18 +69,13 @@ def check_snapshot(path: Path, run_dir: Path, run_info: dict) -> None:
     snapshot fails in seconds, not after the earlier steps were measured): config.json is a JSON object, a weights
     file is there (model.safetensors with a readable header, a sharded index whose shards exist, or
     pytorch_model.bin), and a tokenizer is found. Weights corrupted past the header are found when loading."""
-    from hicra.fileio import read_text
+    from hicra.fileio import read_json
 
     if not path.is_dir():
         raise InputError("not a folder", path=str(path))
     if not (path / "config.json").is_file():
         raise InputError("not a Hugging Face model folder (no config.json)", path=str(path))
-    try:
-        config = json.loads(read_text(path / "config.json", "config.json"))
-    except ValueError as exc:
-        raise InputError(f"bad JSON: {str(exc).splitlines()[0]}", path=str(path / "config.json")) from None
-    if not isinstance(config, dict):
-        raise InputError("expected a JSON object", path=str(path / "config.json"))
+    read_json(path / "config.json", "config.json")  # bad JSON or not an object: InputError
     single = path / "model.safetensors"
     index = next((path / n for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json")
                   if (path / n).is_file()), None)
@@ -94,9 +88,10 @@ def check_snapshot(path: Path, run_dir: Path, run_info: dict) -> None:
         except (SafetensorError, OSError) as exc:
             raise InputError(f"corrupt model.safetensors: {str(exc).splitlines()[0]}", path=str(path)) from None
     elif index is not None:
+        index_json = read_json(index, index.name)
         try:
-            shards = set(json.loads(read_text(index, index.name))["weight_map"].values())
-        except (ValueError, KeyError, TypeError, AttributeError):
+            shards = set(index_json["weight_map"].values())
+        except (KeyError, AttributeError):
             raise InputError("no weight_map", path=str(index)) from None
         missing = sorted(s for s in shards if not (path / str(s)).is_file())
         if missing:
@@ -391,7 +386,7 @@ def stored_settings_mismatch(run_dir, verb: str, steps: list[int] | None, n: int
     """How the outputs `run_anchors` / `run_graphs` (`verb`) stored in `run_dir` differ from what these arguments
     would measure: a list of "name stored -> requested" lines, empty when the stored rows can be reused. Missing or
     unreadable outputs give one line saying so. Settings an older output did not record are not compared."""
-    from hicra.fileio import read_text
+    from hicra.fileio import read_json
 
     run_dir = Path(run_dir)
     if verb == "anchors":
@@ -404,7 +399,7 @@ def stored_settings_mismatch(run_dir, verb: str, steps: list[int] | None, n: int
     try:
         if not (run_dir / f"{verb}.parquet").is_file():
             raise ValueError
-        stored = json.loads(read_text(run_dir / f"{verb}.json", f"{verb}.json"))
+        stored = read_json(run_dir / f"{verb}.json", f"{verb}.json")
         stored_settings, stored_steps = stored["settings"], sorted(int(s) for s in stored["steps"])
         if not isinstance(stored_settings, dict):
             raise ValueError
@@ -425,10 +420,11 @@ def stored_settings_mismatch(run_dir, verb: str, steps: list[int] | None, n: int
 
 
 def _check_layer(path: Path, layer: int) -> None:
-    from hicra.fileio import read_text
+    from hicra.fileio import read_json
 
+    config = read_json(path / "config.json", "config.json")
     try:
-        layers = int(json.loads(read_text(path / "config.json", "config.json"))["num_hidden_layers"])
+        layers = int(config["num_hidden_layers"])
     except (ValueError, KeyError, TypeError):
         raise InputError("no integer num_hidden_layers", path=str(path / "config.json")) from None
     if not -(layers + 1) <= layer <= layers:

@@ -13,11 +13,11 @@
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
 from hicra.errors import InputError
+from hicra.fileio import read_json
 from hicra.lab.tasks.base import CheckResult
 
 
@@ -135,18 +135,6 @@ class MathTask:
         return "\\boxed" in sentence or "\\fbox" in sentence
 
 
-def _read_json(path: Path, what: str) -> dict:
-    from hicra.fileio import read_text
-
-    try:
-        data = json.loads(read_text(path, what))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"bad JSON: {exc.msg}", path=str(path), row=exc.lineno) from None
-    if not isinstance(data, dict):
-        raise InputError("expected a JSON object", path=str(path))
-    return data
-
-
 def read_run_info(run_dir: str | Path) -> dict:
     """run.json of a run directory (`hicra.dynamics.records.read_run_info`); InputError when there is none."""
     from hicra.dynamics.records import read_run_info as read_info
@@ -182,7 +170,7 @@ def lab_heldout_problems(run_dir: str | Path, run_info: dict | None = None) -> t
         raise InputError(f"cannot rebuild the tasks: {exc}", path=str(run_dir / "run.json"),
                          field="config.tasks") from None
     eval_path = run_dir / "eval.json"
-    ids = _read_json(eval_path, "eval.json").get("heldout_ids") if eval_path.is_file() else None
+    ids = read_json(eval_path, "eval.json").get("heldout_ids") if eval_path.is_file() else None
     if ids is None:
         try:
             return LabTask(task), eval_problems(task, int(config["n_eval"]))

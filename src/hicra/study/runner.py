@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hicra.errors import InputError
-from hicra.fileio import write_json, write_text
+from hicra.fileio import read_json, write_json, write_text
 from hicra.study.presets import (
     ARMS,
     FORMAT,
@@ -73,10 +73,7 @@ def check_study_dir(out: Path, preset: StudyPreset) -> dict:
     settings = study_settings(preset)
     path = out / "study.json"
     if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not a study file ({exc})", path=str(path)) from None
+        old = read_json(path, "study file")
         if old.get("format") != FORMAT or not _part_of(old.get("settings"), settings):
             raise InputError(f"the directory holds a study with other settings (preset {old.get('preset')!r}); "
                              "use another --out", path=str(path))
@@ -133,7 +130,7 @@ def run_one(spec: RunSpec) -> dict:
 
     summary_path = Path(spec.summary_path)
     if summary_path.exists():
-        return json.loads(summary_path.read_text())
+        return read_json(summary_path, "run summary")
     run_dir = Path(spec.run_dir)
     state = run_state(run_dir)
     if state != "done":

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from hicra.errors import InputError
+from hicra.fileio import read_json
 from hicra.study.presets import (
     ARMS,
     BASELINE,
@@ -31,12 +32,9 @@ MDD_TARGET = 0.03  # the difference the power analysis asks "how many pairs for"
 def load_summary(path: Path) -> dict:
     """One per-run summary file (`hicra.study.runner.write_run_summary`), with its training log as a list of
     per-step dicts (`log`) for the curve statistics. InputError naming the file when it is missing or malformed."""
-    try:
-        s = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError("no summary for this run (run `hicra study` to compute it)", path=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not a JSON summary ({exc})", path=str(path)) from None
+    if not Path(path).is_file():
+        raise InputError("no summary for this run (run `hicra study` to compute it)", path=str(path))
+    s = read_json(path, "run summary")
     if s.get("format") != RUN_FORMAT:
         raise InputError(f"format {s.get('format')!r}, expected {RUN_FORMAT!r}", path=str(path), field="format")
     tc = s["train_curve"]
