@@ -75,14 +75,13 @@ def test_json_readers_share_read_jsons_errors(tmp_path, index):
     JSON object', the same words as `read_json` (before, each had its own wording and some no line)."""
     name, reader = _readers()[index]
     path = tmp_path / name
-    path.write_text('{"a": 1,\n  "b": }\n')
-    with pytest.raises(InputError) as info:
-        reader(tmp_path)
-    assert str(info.value) == f"{path}:2: bad JSON: Expecting value (column 8)"
-    path.write_text("[1, 2]")
-    with pytest.raises(InputError) as info:
-        reader(tmp_path)
-    assert str(info.value) == f"{path}: not a JSON object"
+    for text, message in (('{"a": 1,\n  "b": }\n', ":2: bad JSON: Expecting value (column 8)"),
+                          ("[1, 2]", ": not a JSON object")):
+        path.write_text(text)
+        with pytest.raises(InputError) as info:
+            reader(tmp_path)
+        assert str(info.value) == f"{path}{message}"
+
 
 def test_read_text_and_yaml_errors(tmp_path):
     missing = tmp_path / "none.yaml"
