@@ -49,7 +49,6 @@ def test_read_json_reads_one_document_and_names_file_line_and_column(tmp_path):
         read_json(tmp_path / "none.json", "eval.json")
 
 
-
 def _readers():
     """Every reader of a whole JSON file the project writes or takes (run.json, eval.json, summaries, study.json,
     a model's config.json): (file name, how to call the reader on the folder holding it)."""
@@ -81,6 +80,19 @@ def test_json_readers_share_read_jsons_errors(tmp_path, index):
         with pytest.raises(InputError) as info:
             reader(tmp_path)
         assert str(info.value) == f"{path}{message}"
+
+
+@pytest.mark.parametrize("weight_map", ['{}', '{"weight_map": [1]}', '{"weight_map": {"w": ["a"]}}'])
+def test_snapshot_index_without_a_usable_weight_map_is_one_line(tmp_path, weight_map):
+    """A sharded index whose weight_map is missing, not a mapping, or maps to unhashable file names."""
+    from hicra.mechanistic.run import check_snapshot
+
+    (tmp_path / "config.json").write_text("{}")
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(weight_map)
+    with pytest.raises(InputError) as info:
+        check_snapshot(tmp_path, tmp_path, {})
+    assert str(info.value) == f"{index}: no weight_map"
 
 
 def test_read_text_and_yaml_errors(tmp_path):

@@ -91,7 +91,7 @@ def check_snapshot(path: Path, run_dir: Path, run_info: dict) -> None:
         index_json = read_json(index, index.name)
         try:
             shards = set(index_json["weight_map"].values())
-        except (KeyError, AttributeError):
+        except (KeyError, AttributeError, TypeError):  # no map, not a mapping, or unhashable file names
             raise InputError("no weight_map", path=str(index)) from None
         missing = sorted(s for s in shards if not (path / str(s)).is_file())
         if missing:
