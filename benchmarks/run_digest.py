@@ -8,6 +8,10 @@ RUN is either a `hicra lab` run directory (its `summary.json` and `eval.json`) o
 recomputed: the figures are the run's own phase verdict (`hicra.dynamics.phases`, the rules version it was read by)
 and evaluation.
 
+RUN may also be a cached warm start (a directory holding `warm_start.json`, e.g. `CACHE/warmstart-KEY` under a
+study's `--cache`): its line gives the key, the warm-start seed, the corpus knobs and the build's wall time in
+seconds (`warm_start.json` fields `key`, `config.seed`, `seconds`, `threads`), which the summaries do not carry.
+
 Printed per run (and written to FILE with --json, one entry per run, keyed by the path as given):
 - `verdict` and `order` (`phases.verdict`, `phases.order`);
 - per class (execution, planning, reference): whether its relative perplexity consolidates (a fall that flattens),
@@ -65,8 +69,27 @@ def read_run(path: Path) -> tuple[dict, dict, str, float | None]:
     return phases, evals, source, seconds
 
 
+KNOBS = ("execution_noise", "strategy_prior", "optimum", "slip_cap")
+
+
+def warm_start_digest(path: Path) -> dict:
+    """The build record of a cached warm start directory (`warm_start.json`); InputError names a missing field."""
+    data = _load(path / "warm_start.json", "warm_start.json")
+    config = data.get("config")
+    if not isinstance(config, dict):
+        raise InputError("no build settings", path=str(path / "warm_start.json"), field="config")
+    for field in ("key", "seconds"):
+        if data.get(field) is None:
+            raise InputError("missing", path=str(path / "warm_start.json"), field=field)
+    return {"source": str(path / "warm_start.json"), "warm_start_key": data["key"], "seed": config.get("seed"),
+            "knobs": {k: config.get(k) for k in KNOBS}, "build_seconds": float(data["seconds"]),
+            "threads": data.get("threads")}
+
+
 def digest(path: Path) -> dict:
-    """The digest of one run (the fields listed in the module docstring)."""
+    """The digest of one run (the fields listed in the module docstring), or of a warm start's build."""
+    if path.is_dir() and (path / "warm_start.json").exists():
+        return warm_start_digest(path)
     phases, evals, source, seconds = read_run(path)
     order = ((phases.get("evidence") or {}).get("order")) or {}
     draws = order.get("consolidates_in_draws") or {}
@@ -95,6 +118,10 @@ def _fmt(x, spec: str) -> str:
 
 
 def line(name: str, d: dict) -> str:
+    if "warm_start_key" in d:
+        knobs = ", ".join(f"{k} {v}" for k, v in d["knobs"].items())
+        return (f"{name}: warm start {d['warm_start_key']} (seed {d['seed']}; {knobs}): built in "
+                f"{d['build_seconds']:.0f} s on {d['threads']} thread(s)")
     cls = "; ".join(f"{c[:4]} {'yes' if v['consolidates'] else 'no'} tau {_fmt(v['tau'], '.0f')} "
                     f"draws {_fmt(v['share_of_draws'], '.2f')}" for c, v in d["classes"].items())
     g = d["greedy_accuracy"]
@@ -114,7 +141,8 @@ def line(name: str, d: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", type=Path, help="hicra lab run directories or study run summaries")
+    ap.add_argument("runs", nargs="+", type=Path,
+                    help="hicra lab run directories, study run summaries or cached warm-start directories")
     ap.add_argument("--json", type=Path, help="write the digests to this file (atomically)")
     args = ap.parse_args(argv)
     try:

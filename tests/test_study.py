@@ -1286,6 +1286,32 @@ def test_run_digest_reads_lab_runs_and_study_summaries_alike(tmp_path, capsys, b
     assert "field 'eval.final.accuracy'" in capsys.readouterr().err
 
 
+def test_run_digest_prints_a_cached_warm_starts_build_time(tmp_path, capsys, benchmark_script):
+    """benchmarks/run_digest.py on a cached warm start (a directory with warm_start.json, as `hicra study --cache`
+    keeps it) prints its key, seed, corpus knobs and build seconds, which no study summary carries; a record
+    without `seconds` gives one line naming the file and field, exit 2."""
+    mod = benchmark_script("run_digest")
+    ws = tmp_path / "warmstart-abc"
+    ws.mkdir()
+    config = {"seed": 3, "execution_noise": 0.1, "strategy_prior": "blind-common", "optimum": "single-route",
+              "slip_cap": 1, "epochs": 14}
+    record = {"key": "abc", "config": config, "seconds": 2612.6, "threads": 1}
+    (ws / "warm_start.json").write_text(json.dumps(record))
+    out = tmp_path / "d.json"
+    assert mod.main([str(ws), "--json", str(out)]) == 0
+    got = json.loads(out.read_text())[str(ws)]
+    assert (got["warm_start_key"], got["seed"], got["build_seconds"]) == ("abc", 3, 2612.6)
+    assert got["knobs"] == {"execution_noise": 0.1, "strategy_prior": "blind-common", "optimum": "single-route",
+                            "slip_cap": 1}
+    printed = capsys.readouterr().out.strip()
+    assert printed.endswith("built in 2613 s on 1 thread(s)") and "(seed 3; execution_noise 0.1," in printed
+    del record["seconds"]
+    (ws / "warm_start.json").write_text(json.dumps(record))
+    assert mod.main([str(ws)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "field 'seconds'" in err[0] and "warm_start.json" in err[0]
+
+
 def test_bootstrap_spread_reproduces_the_recorded_interval_and_counts_readings_over_seeds(tmp_path, capsys,
                                                                                           benchmark_script):
     """benchmarks/bootstrap_spread.py: from a run's recorded held-out strategies it reproduces eval.json's
