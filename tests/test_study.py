@@ -1370,3 +1370,35 @@ def test_bootstrap_spread_reproduces_the_recorded_interval_and_counts_readings_o
     (bad / "run.json").unlink()
     assert mod.main([str(bad)]) == 2
     assert "run.json" in capsys.readouterr().err
+
+
+def test_a_main_study_is_headed_by_the_outcome_of_its_controls(smoke, tmp_path, capsys):
+    """`hicra study --controls FILE` (docs/study.md, point 1 and D5): the committed `controls2` results (3 of 6
+    criteria passed, docs/study.md, "`controls2` outcome") head results.md with the count and the failed
+    criteria's names, and go into results.json; without --controls the head says no controls are linked; a
+    results.json without control checks (the smoke study's own) is refused before any run: one line, exit 2."""
+    from hicra.cli import VERB_MODULES
+
+    out, _ = smoke
+    c2 = Path(__file__).resolve().parents[1] / "docs/findings/v2/controls2/results.json"
+    got = study.controls_outcome(c2)
+    assert (got["preset"], got["n_passed"], got["n_criteria"], got["all_passed"]) == ("controls2", 3, 6, False)
+    assert got["failed"] == ["exploration-where-possible", "planning-first-none-execution-blind-plan-diverse",
+                             "planning-first-none-execution-blind-plan-single-route"] and got["not_tested"] == []
+    res = run_study(tmp_path / "main", "smoke", seeds=1, warm_start_seeds=2, workers=1, progress=False, log=_quiet,
+                    summary_root=out / "summaries", controls=c2)
+    assert res["controls_study"] == got
+    assert json.loads((tmp_path / "main" / "results.json").read_text())["controls_study"]["n_passed"] == 3
+    md = (tmp_path / "main" / "results.md").read_text()
+    assert "3 of 6 criteria passed (failed: exploration-where-possible, planning-first-none" in md
+    assert "no verdict below counts" in md.split("| arm |")[0]  # above the first table
+    assert "Controls: none linked" in (out / "results.md").read_text()
+    with pytest.raises(InputError, match="no control checks"):
+        study.controls_outcome(out / "results.json")
+    if "hicra.study.cli" in VERB_MODULES:
+        before = _snapshot(out, "summaries")
+        code, err = _cli(["study", "--preset", "smoke", "--seeds", "1", "--warm-start-seeds", "2", "--out",
+                          str(tmp_path / "again"), "--summaries", str(out / "summaries"), "--controls",
+                          str(out / "results.json")], capsys)
+        assert code == 2 and "field 'controls.criteria'" in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "again" / "results.md").exists() and _snapshot(out, "summaries") == before

@@ -54,6 +54,7 @@ from hicra.study.statistics import (
     ORDERS,
     _order_summary,
     arm_curves,
+    controls_outcome,
     error_fall_order,
     load_summary,
     paired_comparison,
@@ -62,6 +63,6 @@ from hicra.study.statistics import (
 
 __all__ = ["ARMS", "ENDPOINTS", "Pair", "cell_name", "knob_grid", "paired_comparison", "parse_cells",
            "study_pairs", "summary_path_for", "summarize_run", "write_run_summary", "BASELINE", "FORMAT", "ORDERS", "PRESETS", "RunSpec", "StudyPreset", "_order_summary",
-           "arm_curves", "check_study_dir", "code_version", "error_fall_order", "execute", "load_summary", "parse_arms",
+           "arm_curves", "check_study_dir", "controls_outcome", "code_version", "error_fall_order", "execute", "load_summary", "parse_arms",
            "plan_runs", "plot_figures", "preset_configs", "results_markdown", "run_dir_for", "run_one", "run_state",
            "run_study", "study_settings", "summarize"]

@@ -41,6 +41,9 @@ def register(subparsers) -> None:
                    "seeds now (statistics once every run is summarised): on a machine whose cache does not outlive "
                    "the session, run all of a warm start's runs on one build, since a rebuild elsewhere is a "
                    "different model")
+    p.add_argument("--controls", metavar="FILE", help="the results.json of the controls study this study's verdicts "
+                   "depend on (e.g. docs/findings/v2/controls3/results.json): its outcome heads results.md, since the "
+                   "main verdicts count only when every control passed (docs/study.md, point 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (one line per finished run or warm-start "
                    "build still goes to stderr)")
     p.set_defaults(func=run_study_cli)
@@ -78,7 +81,7 @@ def run_study_cli(args: argparse.Namespace) -> int:
                         progress=not args.quiet, log=log, warm_start_seeds=args.warm_start_seeds, cells=cells,
                         summary_root=args.summaries,
                         stop_after=None if args.stop_after is None else 60 * args.stop_after,
-                        only_warm_starts=only)
+                        only_warm_starts=only, controls=args.controls)
     if not results["complete"]:
         why = [f"stopped after {args.stop_after:g} min"] if args.stop_after is not None else []
         if only is not None:

@@ -43,6 +43,26 @@ def _builds_lines(builds: dict | None) -> list[str]:
             f"another machine), so they are not paired on one model: {bad}.", ""]
 
 
+def _controls_study_lines(results: dict) -> list[str]:
+    """The head line on the controls a study's verdicts depend on (`controls_study`, from `--controls`); a study
+    with its own control cells reports them at the end instead, and one with neither says none is linked."""
+    ctl = results.get("controls_study")
+    if ctl is None:
+        if results.get("controls"):
+            return []
+        return ["Controls: none linked (`--controls CONTROLS/results.json`); without passed controls no verdict of "
+                "this study counts (docs/study.md, point 1).", ""]
+    if ctl["all_passed"]:
+        return [f"Controls: `{ctl['preset']}` ({ctl['path']}): all {ctl['n_criteria']} criteria passed, so the "
+                "main verdicts count (docs/study.md, point 1).", ""]
+    missed = "; ".join(part for part in (
+        "failed: " + ", ".join(ctl["failed"]) if ctl["failed"] else "",
+        "not tested: " + ", ".join(ctl["not_tested"]) if ctl["not_tested"] else "") if part)
+    return [f"**Controls: `{ctl['preset']}` ({ctl['path']}): {ctl['n_passed']} of {ctl['n_criteria']} criteria "
+            f"passed ({missed}). Under point 1 of the pre-registration no verdict below counts, and the phase "
+            "claims are not validated (docs/study.md, D5).**", ""]
+
+
 def results_markdown(results: dict) -> str:
     code = ", ".join(f"{c[:12]} ({n} runs)" for c, n in sorted(results.get("code_versions", {}).items()))
     lines = [f"# hicra study: preset {results['preset']}", "",
@@ -51,6 +71,7 @@ def results_markdown(results: dict) -> str:
              "Accuracies in %, 95% nested percentile-bootstrap intervals (warm-start seeds, then RL seeds within "
              "them); differences to GRPO are paired (same pairs), with nested bootstrap intervals, two-sided "
              "sign-flip p-values and Holm-adjusted p-values (family: every comparison of that endpoint).", "",
+             *_controls_study_lines(results),
              *([f"Runs finished by the code of commit(s) {code}.", ""] if code else []),
              *_builds_lines(results.get("warm_start_builds")),
              "| arm | final held-out acc. | AUC train acc. | steps to "

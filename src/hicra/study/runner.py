@@ -28,7 +28,7 @@ from hicra.study.presets import (
     summary_path_for,
 )
 from hicra.study.report import plot_figures, results_markdown
-from hicra.study.statistics import _json_safe, summarize
+from hicra.study.statistics import _json_safe, controls_outcome, summarize
 
 # ---------------------------------------------------------------- planning the grid
 
@@ -435,7 +435,8 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
               seeds: int | None = None, workers: int | None = None, cache: str | os.PathLike | None = None,
               progress: bool = True, log=print, warm_start_seeds: int | None = None,
               cells: dict[str, dict] | None = None, summary_root: str | os.PathLike | None = None,
-              stop_after: float | None = None, only_warm_starts: list[int] | None = None) -> dict:
+              stop_after: float | None = None, only_warm_starts: list[int] | None = None,
+              controls: str | os.PathLike | None = None) -> dict:
     """Run every (cell, arm, warm-start seed, RL seed) without a summary file, then write results.json,
     results.md and figures to `out`. Returns the results dict.
 
@@ -456,7 +457,11 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     the study is summarised. For machines whose warm-start cache does not outlive a session: a warm start rebuilt
     on another machine is a different model (its last float bits differ, and training amplifies them), so each
     warm start's runs should all come from one build; `summarize` reports any group that did not
-    (`warm_start_builds`). InputError for a seed outside the range."""
+    (`warm_start_builds`). InputError for a seed outside the range.
+
+    controls: a controls study's results.json. The main verdicts count only when every control criterion passed
+    (pre-registration point 1), so the outcome (`controls_outcome`) is read before any run starts (a bad file:
+    InputError) and goes into results.json (`controls_study`) and the head of results.md."""
     p = PRESETS[preset] if isinstance(preset, str) else preset
     if cells is not None:
         p = replace(p, cells=dict(cells))
@@ -487,6 +492,7 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
             raise InputError("this hicra.lab.rl has no 'phase-aware' algorithm", field="arms")
     if stop_after is not None and stop_after < 0:
         raise InputError(f"must be >= 0, got {stop_after}", field="stop_after")
+    controls_study = controls_outcome(controls) if controls is not None else None
     t0 = time.perf_counter()
     specs = plan_runs(out, summary_root, p, arms, seeds, warm_start_seeds)
     todo = [s for s in specs if not Path(s.summary_path).exists()
@@ -508,6 +514,8 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     results["study"] = info
     results["summary_root"] = str(summary_root)
     results["code"] = code_version()
+    if controls_study is not None:
+        results["controls_study"] = controls_study
     write_json(out / "results.json", _json_safe(results))
     write_text(out / "results.md", results_markdown(results))
     plot_figures(results, out / "figures")

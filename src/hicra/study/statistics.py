@@ -403,6 +403,31 @@ def control_checks(runs: list[dict], cells: dict[str, dict], criteria=None,
     return {"criteria": out, "all_passed": bool(out) and all(c["passed"] is True for c in out)}
 
 
+def controls_outcome(path: str | Path) -> dict:
+    """What a main study's report says about the controls its verdicts depend on (pre-registration point 1;
+    docs/study.md, D5): read from a controls study's results.json (`results["controls"]`, from `control_checks`).
+
+    Returns {"path", "preset", "all_passed", "n_criteria", "n_passed", "failed": [names], "not_tested": [names]}.
+    InputError (file and field) for a file that is not a controls study's results (no `controls.criteria`, a
+    criterion without `name` and `passed`), or whose statistics are not final (`complete` false)."""
+    data = read_json(path, "controls results")
+    ctl = data.get("controls")
+    if not isinstance(ctl, dict) or not isinstance(ctl.get("criteria"), list) or not ctl["criteria"]:
+        raise InputError("not a controls study's results.json (no control checks)", path=str(path),
+                         field="controls.criteria")
+    if data.get("complete") is False:
+        raise InputError("the controls study is not complete", path=str(path), field="complete")
+    for i, c in enumerate(ctl["criteria"]):
+        if not isinstance(c, dict) or "name" not in c or "passed" not in c:
+            raise InputError("a criterion needs 'name' and 'passed'", path=str(path), field=f"controls.criteria[{i}]")
+    crit = ctl["criteria"]
+    return {"path": str(path), "preset": data.get("preset"),
+            "all_passed": all(c["passed"] is True for c in crit), "n_criteria": len(crit),
+            "n_passed": sum(c["passed"] is True for c in crit),
+            "failed": [c["name"] for c in crit if c["passed"] is False],
+            "not_tested": [c["name"] for c in crit if c["passed"] is None]}
+
+
 def _strategy_change_brief(change: dict) -> dict:
     """What a run entry keeps of eval.json's `strategy_change` (`hicra.lab.probes.heldout_strategy_change`): the
     held-out strategy entropy within families at both ends (nats), its change with the 95% paired bootstrap
