@@ -9,7 +9,7 @@ recomputed: the figures are the run's own phase verdict (`hicra.dynamics.phases`
 and evaluation.
 
 RUN may also be a cached warm start (a directory holding `warm_start.json`, e.g. `CACHE/warmstart-KEY` under a
-study's `--cache`): its line gives the key, the warm-start seed, the corpus knobs and the build's wall time in
+study's `--cache`): its line gives the key, the warm-start seed, the corpus knobs (`hicra.lab.presets.KNOBS`) and the build's wall time in
 seconds (`warm_start.json` fields `key`, `config.seed`, `seconds`, `threads`), which the summaries do not carry.
 
 Printed per run (and written to FILE with --json, one entry per run, keyed by the path as given):
@@ -37,6 +37,7 @@ from pathlib import Path
 
 from hicra.errors import InputError
 from hicra.fileio import read_json, write_json
+from hicra.lab.presets import KNOBS
 from hicra.stats import interval_reading
 
 CLASSES = ("execution", "planning", "reference")
@@ -67,9 +68,6 @@ def read_run(path: Path) -> tuple[dict, dict, str, float | None]:
     if not isinstance(evals, dict):
         raise InputError("no held-out evaluation", path=str(path), field="eval")
     return phases, evals, source, seconds
-
-
-KNOBS = ("execution_noise", "strategy_prior", "optimum", "slip_cap")
 
 
 def warm_start_digest(path: Path) -> dict:

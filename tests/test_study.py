@@ -1301,8 +1301,8 @@ def test_run_digest_prints_a_cached_warm_starts_build_time(tmp_path, capsys, ben
     assert mod.main([str(ws), "--json", str(out)]) == 0
     got = json.loads(out.read_text())[str(ws)]
     assert (got["warm_start_key"], got["seed"], got["build_seconds"]) == ("abc", 3, 2612.6)
-    assert got["knobs"] == {"execution_noise": 0.1, "strategy_prior": "blind-common", "optimum": "single-route",
-                            "slip_cap": 1}
+    assert got["knobs"] == {"execution_noise": 0.1, "strategy_prior": "blind-common", "planning_noise": None,
+                            "favourite_share": None, "slip_cap": 1, "optimum": "single-route"}
     printed = capsys.readouterr().out.strip()
     assert printed.endswith("built in 2613 s on 1 thread(s)") and "(seed 3; execution_noise 0.1," in printed
     del record["seconds"]

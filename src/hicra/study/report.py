@@ -55,11 +55,13 @@ def _controls_study_lines(results: dict) -> list[str]:
     if ctl["all_passed"]:
         return [f"Controls: `{ctl['preset']}` ({ctl['path']}): all {ctl['n_criteria']} criteria passed, so the "
                 "main verdicts count (docs/study.md, point 1).", ""]
-    missed = "; ".join(part for part in (
-        "failed: " + ", ".join(ctl["failed"]) if ctl["failed"] else "",
-        "not tested: " + ", ".join(ctl["not_tested"]) if ctl["not_tested"] else "") if part)
+    missed = []
+    if ctl["failed"]:
+        missed.append("failed: " + ", ".join(ctl["failed"]))
+    if ctl["not_tested"]:
+        missed.append("not tested: " + ", ".join(ctl["not_tested"]))
     return [f"**Controls: `{ctl['preset']}` ({ctl['path']}): {ctl['n_passed']} of {ctl['n_criteria']} criteria "
-            f"passed ({missed}). Under point 1 of the pre-registration no verdict below counts, and the phase "
+            f"passed ({'; '.join(missed)}). Under point 1 of the pre-registration no verdict below counts, and the phase "
             "claims are not validated (docs/study.md, D5).**", ""]
 
 
