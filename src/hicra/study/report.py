@@ -187,9 +187,14 @@ def results_markdown(results: dict) -> str:
         lines.append(f"| {arm} | {r.get('warm_start_seed', 0)} | {r['seed']} | {100 * r['final_accuracy']:.1f} | "
                      f"{100 * r['auc']:.1f} | {_pts(r.get('auc_eval'))} | "
                      f"{'-' if r['steps_to_threshold'] is None else int(r['steps_to_threshold'])} | "
-                     f"{r['phases']['verdict']} ({_ce(r['phases'])}) | {r['phases']['consolidation_end_step']} | "
-                     f"{'-' if sw is None else sw} |")
+                     f"{r['phases']['verdict']} ({_ce(r['phases'])}) | {_dash(r['phases']['consolidation_end_step'])} | "
+                     f"{_dash(sw)} |")
     return "\n".join(lines) + "\n"
+
+
+def _dash(value) -> str:
+    """A table cell: "-" for a missing value (None), else the value as written."""
+    return "-" if value is None else str(value)
 
 
 def _smooth(values, window: int) -> list[float]:
