@@ -9,8 +9,9 @@ recomputed: the figures are the run's own phase verdict (`hicra.dynamics.phases`
 and evaluation.
 
 RUN may also be a cached warm start (a directory holding `warm_start.json`, e.g. `CACHE/warmstart-KEY` under a
-study's `--cache`): its line gives the key, the warm-start seed, the corpus knobs (`hicra.lab.presets.KNOBS`) and the build's wall time in
-seconds (`warm_start.json` fields `key`, `config.seed`, `seconds`, `threads`), which the summaries do not carry.
+study's `--cache`): its line gives the key, the warm-start seed, the corpus knobs (`hicra.lab.presets.KNOBS`) and
+the build's wall time in seconds (`warm_start.json` fields `key`, `config.seed`, `seconds`, `threads`), which the
+summaries do not carry.
 
 Printed per run (and written to FILE with --json, one entry per run, keyed by the path as given):
 - `verdict` and `order` (`phases.verdict`, `phases.order`);

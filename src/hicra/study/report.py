@@ -61,8 +61,8 @@ def _controls_study_lines(results: dict) -> list[str]:
     if ctl["not_tested"]:
         missed.append("not tested: " + ", ".join(ctl["not_tested"]))
     return [f"**Controls: `{ctl['preset']}` ({ctl['path']}): {ctl['n_passed']} of {ctl['n_criteria']} criteria "
-            f"passed ({'; '.join(missed)}). Under point 1 of the pre-registration no verdict below counts, and the phase "
-            "claims are not validated (docs/study.md, D5).**", ""]
+            f"passed ({'; '.join(missed)}). Under point 1 of the pre-registration no verdict below counts, and the "
+            "phase claims are not validated (docs/study.md, D5).**", ""]
 
 
 def results_markdown(results: dict) -> str:
@@ -187,8 +187,8 @@ def results_markdown(results: dict) -> str:
         lines.append(f"| {arm} | {r.get('warm_start_seed', 0)} | {r['seed']} | {100 * r['final_accuracy']:.1f} | "
                      f"{100 * r['auc']:.1f} | {_pts(r.get('auc_eval'))} | "
                      f"{'-' if r['steps_to_threshold'] is None else int(r['steps_to_threshold'])} | "
-                     f"{r['phases']['verdict']} ({_ce(r['phases'])}) | {_dash(r['phases']['consolidation_end_step'])} | "
-                     f"{_dash(sw)} |")
+                     f"{r['phases']['verdict']} ({_ce(r['phases'])}) | "
+                     f"{_dash(r['phases']['consolidation_end_step'])} | {_dash(sw)} |")
     return "\n".join(lines) + "\n"
 
 
