@@ -144,9 +144,16 @@ def test_interrupted_run_resumes_exactly(smoke, tmp_path, monkeypatch):
     monkeypatch.setattr(rl, "save_checkpoint", real_save)
     rd = run_dir_for(out, "hicra", 0)
     assert calls == [1] and study.run_state(rd) == "resume"
+    lines = []
     run_study(out, "smoke", arms=["hicra"], seeds=1, workers=1, cache=ref_out / "warmstart", progress=False,
-              log=_quiet)
+              log=lambda *a: lines.append(" ".join(map(str, a))), blind=True)
     assert json.loads((rd / "done.json").read_text())["resumed"] is True
+    # blind: the finished run's line names it and its seconds, and no figure of it (the no-interim-look rule)
+    done_line = [x for x in lines if "ws0 seed 0:" in x]
+    assert len(done_line) == 1 and "(resumed)" in done_line[0], lines
+    assert "accuracy" not in done_line[0] and "phases" not in done_line[0] and "%" not in done_line[0]
+    summary = json.loads(summary_path_for(out / "summaries", "hicra", 0).read_text())
+    assert "held-out accuracy" in study.runner._done_line(summary) and "%" in study.runner._done_line(summary)
     got = [json.loads(x) for x in (rd / "train_log.jsonl").read_text().splitlines()]
     ref = [json.loads(x) for x in (run_dir_for(ref_out, "hicra", 0) / "train_log.jsonl").read_text().splitlines()]
     assert len(got) == len(ref)

@@ -46,6 +46,8 @@ def register(subparsers) -> None:
                    "main verdicts count only when every control passed (docs/study.md, point 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (one line per finished run or warm-start "
                    "build still goes to stderr)")
+    p.add_argument("--blind", action="store_true", help="each finished run's line gives its name and seconds only, "
+                   "no accuracy or verdict: for a study declared with no interim look, whose log may be watched")
     p.set_defaults(func=run_study_cli)
 
 
@@ -81,7 +83,7 @@ def run_study_cli(args: argparse.Namespace) -> int:
                         progress=not args.quiet, log=log, warm_start_seeds=args.warm_start_seeds, cells=cells,
                         summary_root=args.summaries,
                         stop_after=None if args.stop_after is None else 60 * args.stop_after,
-                        only_warm_starts=only, controls=args.controls)
+                        only_warm_starts=only, controls=args.controls, blind=args.blind)
     if not results["complete"]:
         why = [f"stopped after {args.stop_after:g} min"] if args.stop_after is not None else []
         if only is not None:

@@ -267,7 +267,8 @@ def _now() -> float:
 
 
 def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print,
-            cache: str | os.PathLike | None = None, deadline: float | None = None) -> list[dict | None]:
+            cache: str | os.PathLike | None = None, deadline: float | None = None,
+            blind: bool = False) -> list[dict | None]:
     """Run every spec without a summary file: in this process when workers == 1, else in `workers` spawned
     processes. A spec without `model_dir` runs on the warm start of its `warm_start` fields in `cache`, which is
     built once, by one worker (or this process), when no run whose warm start is ready is left to start: runs of
@@ -275,7 +276,8 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
     The overall bar counts RL steps of all runs (so its ETA is in steps, polled from the run directories; a build
     moves it not at all); one bar per active run shows its steps. A failed run or build is logged, starts nothing
     new, and its error is raised once the running jobs end. `deadline` (a `time.perf_counter()` value): no run or
-    build starts after it; running jobs finish. Returns the summaries in spec order (None for a run not done)."""
+    build starts after it; running jobs finish. `blind`: a finished run's line gives its name and seconds only.
+    Returns the summaries in spec order (None for a run not done)."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
 
@@ -349,7 +351,7 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
         n_done += 1
         base += what.config["steps"]
         postfix(refresh=False)
-        (overall.write if progress else log)(_done_line(result))
+        (overall.write if progress else log)(_done_line(result, blind))
 
     def failed(kind, what, exc):
         name = f"warm start {what[0]}" if kind == "build" else what.label
@@ -424,11 +426,14 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
     return [results.get(s.summary_path) for s in specs]
 
 
-def _done_line(s: dict) -> str:
+def _done_line(s: dict, blind: bool = False) -> str:
+    """One line for a finished run: its label, held-out accuracy and verdict, and seconds; with `blind`, only
+    the label and seconds (for a study whose figures may not be read before every run is in)."""
     ev = s["eval"]
-    return (f"{condition_label(s['cell'], s['arm']):>13} ws{s['warm_start_seed']} seed {s['seed']}: held-out "
-            f"accuracy {ev['warm_start']['accuracy']:.1%} -> {ev['final']['accuracy']:.1%}, phases "
-            f"{s['phases']['verdict']}, {s['seconds'] or 0:.0f} s" + (" (resumed)" if s.get("resumed") else ""))
+    figures = "" if blind else (f" held-out accuracy {ev['warm_start']['accuracy']:.1%} -> "
+                                f"{ev['final']['accuracy']:.1%}, phases {s['phases']['verdict']},")
+    return (f"{condition_label(s['cell'], s['arm']):>13} ws{s['warm_start_seed']} seed {s['seed']}:{figures} "
+            f"{s['seconds'] or 0:.0f} s" + (" (resumed)" if s.get("resumed") else ""))
 
 
 def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms: list[str] | None = None,
@@ -436,7 +441,7 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
               progress: bool = True, log=print, warm_start_seeds: int | None = None,
               cells: dict[str, dict] | None = None, summary_root: str | os.PathLike | None = None,
               stop_after: float | None = None, only_warm_starts: list[int] | None = None,
-              controls: str | os.PathLike | None = None) -> dict:
+              controls: str | os.PathLike | None = None, blind: bool = False) -> dict:
     """Run every (cell, arm, warm-start seed, RL seed) without a summary file, then write results.json,
     results.md and figures to `out`. Returns the results dict.
 
@@ -461,7 +466,10 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
 
     controls: a controls study's results.json. The main verdicts count only when every control criterion passed
     (pre-registration point 1), so the outcome (`controls_outcome`) is read before any run starts (a bad file:
-    InputError) and goes into results.json (`controls_study`) and the head of results.md."""
+    InputError) and goes into results.json (`controls_study`) and the head of results.md.
+
+    blind: the line logged for each finished run names it and its seconds, without its accuracy or verdict, so a
+    study with a no-interim-look rule (docs/study.md, the main study) can be watched without reading figures."""
     p = PRESETS[preset] if isinstance(preset, str) else preset
     if cells is not None:
         p = replace(p, cells=dict(cells))
@@ -502,7 +510,8 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     if todo:
         _worker_init()
     deadline = None if stop_after is None else t0 + stop_after
-    execute(todo, min(workers, max(1, len(todo))), progress=progress, log=log, cache=cache, deadline=deadline)
+    execute(todo, min(workers, max(1, len(todo))), progress=progress, log=log, cache=cache, deadline=deadline,
+            blind=blind)
     left = sum(not Path(s.summary_path).exists() for s in specs)  # this call's and any it was told to leave
     if left:
         return {"complete": False, "n_summarised": len(specs) - left, "n_runs": len(specs),
