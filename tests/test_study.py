@@ -86,6 +86,23 @@ def test_layout_and_counts(smoke):
     text = (out / "results.md").read_text()
     assert "| hicra |" in text
     assert "None" not in text  # a missing value (e.g. no consolidation end) is "-", not Python's None
+    # the primary endpoint heads the arm table; the orders and the per-arm probe changes are printed
+    assert "| arm | AUC held-out greedy (primary) |" in text and "## Strategy entropy and skill probes" in text
+    for arm in results["arms"]:
+        a = on_disk["per_arm"][arm]
+        assert f"| {arm} | {100 * a['auc_eval']['mean']:.1f} [" in text
+        # each probe's change, recomputed from the summaries: last evaluation minus the warm start's
+        for name, d in a["probe_change"].items():
+            want = []
+            for ws, seed in PAIRS:
+                pr = json.loads(summary_path_for(out / "summaries", arm, seed, ws).read_text())["probes"][name]
+                want.append(pr[-1] - pr[0])
+            assert d["values"] == pytest.approx(want) and d["mean"] == pytest.approx(np.mean(want))
+            assert d["n_rose"] == sum(w > 0 for w in want)
+            assert f"{100 * d['mean']:+.1f} [" in text
+        assert set(a["probe_change"]) == {"exec_probe_line_accuracy", "exec_probe_line_prob", "plan_probe_cheapest",
+                                          "plan_probe_solved"}
+        assert a["phases"]["exploration_tested"] <= a["n_runs"]
 
 
 def test_finished_runs_are_not_recomputed(smoke):
@@ -250,7 +267,8 @@ def test_table_values_match_independent_computation(smoke, tmp_path):
         assert got["error_order"]["counts"]["too few steps"] == 2  # 3-step smoke runs: no fall can be timed
     # the readable table shows the same numbers
     md = study.results_markdown(res)
-    assert f"| hicra | {100 * a.mean():.1f} [" in md
+    row = next(x for x in md.splitlines() if x.startswith("| hicra | "))  # the arm table's row
+    assert f" | {100 * a.mean():.1f} [" in row
     assert "## Accuracy gain over the warm start" in md and "| too few steps |" in md
     pooled = res["per_arm"]["hicra"]["phases"]["pooled"]  # the pooled column names the verdict and the order
     assert "pooled verdict (order, confidence)" in md

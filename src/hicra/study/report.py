@@ -76,10 +76,11 @@ def results_markdown(results: dict) -> str:
              *_controls_study_lines(results),
              *([f"Runs finished by the code of commit(s) {code}.", ""] if code else []),
              *_builds_lines(results.get("warm_start_builds")),
-             "| arm | final held-out acc. | AUC train acc. | steps to "
-             f"{results['threshold']:.0%} (reached) | final acc. - GRPO | AUC - GRPO | verdicts (non-zero counts) | "
-             "consolidation / exploration detected | pooled verdict (order, confidence) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| arm | AUC held-out greedy (primary) | final held-out acc. | AUC train acc. | steps to "
+             f"{results['threshold']:.0%} (reached) | AUC held-out - GRPO | final acc. - GRPO | AUC - GRPO | "
+             "verdicts (non-zero counts) | orders (non-zero counts) | consolidation / exploration detected | "
+             "pooled verdict (order, confidence) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for arm, a in results["per_arm"].items():
         st = a["steps_to_threshold"]
         reach = f"{st['mean_reached']:.1f} ({st['n_reached']}/{a['n_runs']})" if st["mean_reached"] is not None \
@@ -87,9 +88,13 @@ def results_markdown(results: dict) -> str:
         vs = a.get("vs_grpo", {})
         c = a["phases"]["counts"]
         pooled = a["phases"]["pooled"]
-        lines.append(f"| {arm} | {_fmt_ci(a['final_accuracy'])} | {_fmt_ci(a['auc'])} | {reach} | "
+        oc = a["phases"].get("order_counts", {})
+        lines.append(f"| {arm} | {_fmt_ci(a['auc_eval']) if 'auc_eval' in a else '-'} | "
+                     f"{_fmt_ci(a['final_accuracy'])} | {_fmt_ci(a['auc'])} | {reach} | "
+                     f"{_fmt_diff(vs.get('auc_eval'))} | "
                      f"{_fmt_diff(vs.get('final_accuracy'))} | {_fmt_diff(vs.get('auc'))} | "
                      f"{', '.join(f'{k} {v}' for k, v in c.items() if v) or '-'} | "
+                     f"{', '.join(f'{k} {v}' for k, v in oc.items() if v) or '-'} | "
                      f"{a['phases']['consolidation_detected']}/{a['phases']['exploration_detected']} of "
                      f"{a['n_runs']} | {pooled['verdict']} "
                      f"({pooled['order']}, {pooled['confidence']:.2f}) |")
@@ -99,7 +104,8 @@ def results_markdown(results: dict) -> str:
               "(`detect_phases_pooled`); the control checks read its order.", ""]
     if "vs_placebo" in results["per_arm"].get("hicra", {}):
         vp = results["per_arm"]["hicra"]["vs_placebo"]
-        lines += ["", f"HICRA - placebo: final accuracy {_fmt_diff(vp['final_accuracy'])}; "
+        held = f"AUC held-out greedy {_fmt_diff(vp['auc_eval'])}; " if "auc_eval" in vp else ""
+        lines += ["", f"HICRA - placebo: {held}final accuracy {_fmt_diff(vp['final_accuracy'])}; "
                   f"AUC {_fmt_diff(vp['auc'])}."]
     if results["comparisons"]:
         lines += ["", "## Paired comparisons and power (80% power, two-sided alpha 0.05, normal approximation)", "",
@@ -122,6 +128,7 @@ def results_markdown(results: dict) -> str:
             samp = "- | -"
         lines.append(f"| {arm} | {100 * a['warm_start_accuracy']:.1f} -> {_fmt_ci(a['final_accuracy'])} | "
                      f"{_fmt_ci(a['gain'])} | {samp} |")
+    lines += _strategy_and_probe_lines(results)
     shown = [o for o in ORDERS if o != "too few steps" or results["error_order"]["counts"][o]]
     lines += ["", "## Which error type falls first (per run: the step at which its share of sampled responses has "
               "made half of its fall; a fall is a drop of at least 2 points between the first and last 10% of "
@@ -190,6 +197,33 @@ def results_markdown(results: dict) -> str:
                      f"{r['phases']['verdict']} ({_ce(r['phases'])}) | "
                      f"{_dash(r['phases']['consolidation_end_step'])} | {_dash(sw)} |")
     return "\n".join(lines) + "\n"
+
+
+def _strategy_and_probe_lines(results: dict) -> list[str]:
+    """Per arm: the strategy-entropy trend (the phase verdict's exploration test on the rollouts' `strategy`
+    column: runs detected / tested, and the mean slope with its nested bootstrap interval) and each skill probe's
+    change from the warm start to the last evaluation (points; runs in which it rose)."""
+    arms = results["per_arm"]
+    probes = sorted({n for a in arms.values() for n in a.get("probe_change", {})})
+    lines = ["", "## Strategy entropy and skill probes (per arm; 95% nested bootstrap over seeds)", "",
+             "Strategy entropy: the exploration test of each run's phase verdict (`hicra.dynamics.phases`; runs "
+             "detected / runs tested) and its slope (nats per 100 steps). Probes (`hicra.lab.probes`): last "
+             "evaluation minus the warm start's, points, and the runs in which the probe rose.", "",
+             "| arm | exploration detected / tested | strategy-entropy slope (nats/100 steps) | "
+             + " | ".join(probes) + " |", "|---|---|---|" + "---|" * len(probes)]
+    for arm, a in arms.items():
+        ph = a["phases"]
+        sl = ph.get("exploration_slope")
+        slope = "-" if sl is None else (f"{100 * sl['mean']:+.3f} [{100 * sl['low']:+.3f}, {100 * sl['high']:+.3f}] "
+                                        f"(n={sl['n']})")
+        cells = []
+        for n in probes:
+            d = a.get("probe_change", {}).get(n)
+            cells.append("-" if d is None else f"{100 * d['mean']:+.1f} [{100 * d['low']:+.1f}, "
+                         f"{100 * d['high']:+.1f}] ({d['n_rose']}/{d['n']})")
+        lines.append(f"| {arm} | {ph['exploration_detected']}/{ph.get('exploration_tested', '-')} | {slope} | "
+                     + " | ".join(cells) + " |")
+    return lines
 
 
 def _dash(value) -> str:

@@ -232,7 +232,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
                 final_s = [r["eval"]["final_sampled"]["accuracy"] for r in runs]
                 warm_s = [r["eval"]["warm_start_sampled"]["accuracy"] for r in runs]
             auc_eval = [v["auc_eval"] for v in ends]
-            reach, orders = [], []
+            reach, orders, probe_changes = [], [], []
             for q, r, v in zip(pairs, runs, ends, strict=True):
                 tc = r["train_curve"]
                 reach.append(steps_to_threshold(tc["step"], tc["accuracy"], preset.threshold,
@@ -244,6 +244,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
                             if "strategy_change" in r["eval"] else {}),
                          "final_errors": {k: r["eval"]["final"].get(f"errors_{k}_share")
                                           for k in ("execution", "planning", "format")},
+                         "probe_change": _probe_change(r.get("probes") or {}),
                          "seconds": r.get("seconds")}
                 fall = error_fall_order(r["log"])
                 orders.append(fall["order"])
@@ -254,6 +255,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
                 if ARMS[arm]["algo"] == "phase-aware":
                     entry["phase_aware_switch_step"] = r.get("phase_fired_step")
                 runs_out.append(entry)
+                probe_changes.append(entry["probe_change"])
             reached = [x for x in reach if x is not None]
             briefs = [_phase_brief(r["phases"]) for r in runs]
             # by the rules that made the runs' own verdicts (checked above): the first controls pool as they did
@@ -282,6 +284,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
                     "order_counts": {o: sum(b["order"] == o for b in briefs) for o in PHASE_ORDERS},
                     "consolidation_detected": sum(b["consolidation_detected"] for b in briefs),
                     "exploration_detected": sum(b["exploration_detected"] for b in briefs),
+                    "exploration_tested": sum(b["exploration_tested"] for b in briefs),
                     "exploration_slope": (_ci([x for x in slopes if x is not None],
                                               [g for g, x in zip(groups, slopes, strict=True) if x is not None], 10)
                                           if any(x is not None for x in slopes) else None),
@@ -296,6 +299,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
                 "curves": curves,
                 "eval_curve": _mean_curve([r["eval_curve"] for r in runs], ("accuracy",)),
                 "mechanism": mechanism_check(runs),
+                "probe_change": _probe_change_summary(probe_changes, groups),
                 "probes": _mean_curve([r["probes"] for r in runs],
                                       tuple(k for k in runs[0]["probes"] if k != "step")) if runs[0]["probes"] else {},
             }
@@ -435,6 +439,22 @@ def _strategy_change_brief(change: dict) -> dict:
     keys = ("Hfam_before", "Hfam_after", "Hfam_change", "Hfam_interval", "reading", "n_complete",
             "Hfam_complete_change", "Hfam_complete_interval")
     return {k: change.get(k) for k in keys}
+
+
+def _probe_change(probes: dict) -> dict:
+    """Each skill probe's last value minus its first (probes.jsonl: the warm start's step, then every `eval_every`
+    steps; `hicra.lab.probes`), as shares; {} for a run without probes."""
+    if not probes or len(probes.get("step", [])) < 2:
+        return {}
+    return {k: float(v[-1] - v[0]) for k, v in probes.items() if k != "step" and None not in (v[0], v[-1])}
+
+
+def _probe_change_summary(changes: list[dict], groups: list[int]) -> dict:
+    """Per probe over an arm's runs: the mean change (last - first) with its nested bootstrap interval, and the
+    number of runs in which it rose (> 0). Probes missing from any run are left out."""
+    names = sorted(set.intersection(*(set(c) for c in changes))) if changes and all(changes) else []
+    return {n: {**_ci([c[n] for c in changes], groups, seed=11), "n_rose": sum(c[n] > 0 for c in changes)}
+            for n in names}
 
 
 def _sd(x) -> float | None:
