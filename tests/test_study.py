@@ -1429,3 +1429,58 @@ def test_a_main_study_is_headed_by_the_outcome_of_its_controls(smoke, tmp_path, 
                           str(out / "results.json")], capsys)
         assert code == 2 and "field 'controls.criteria'" in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "again" / "results.md").exists() and _snapshot(out, "summaries") == before
+
+
+def _answers_input(hg: tuple, hp: tuple, verdict: str = "two-phase", first: int = 12, n: int = 16,
+                   controls: dict | None = None) -> dict:
+    """A minimal finished main study for `preregistered_answers`: HICRA - GRPO and HICRA - placebo on auc_eval as
+    (diff, Holm p), GRPO's pooled verdict and its execution-first run count."""
+    def comp(a, b, diff, p):
+        return {"a": a, "b": b, "endpoint": "auc_eval", "diff": diff, "low": diff - 0.02, "high": diff + 0.02,
+                "p_holm": p, "mdd_80": 0.03, "mdd_80_nested": 0.04}
+    phases = {"pooled": {"verdict": verdict, "order": "execution-first"},
+              "order_counts": {"execution-first": first, "none": n - first}}
+    per_arm = {a: {"n_runs": n, "phases": phases} for a in ("grpo", "hicra", "placebo", "gated")}
+    return {"cells": {}, "per_arm": per_arm,
+            "comparisons": [comp("hicra", "grpo", *hg), comp("placebo", "grpo", 0.0, 1.0),
+                            comp("gated", "grpo", -0.05, 0.01), comp("hicra", "placebo", *hp),
+                            {**comp("hicra", "grpo", 0.5, 0.0), "endpoint": "final_accuracy"}],
+            **({"controls_study": controls} if controls else {})}
+
+
+def test_preregistered_answers_follow_the_registered_rules():
+    """Points 1, 6 and 7 of the pre-registration, on hand-made results: which difference holds (Holm p < 0.05, on
+    auc_eval only), the headline in each direction, the 12-of-16 order rule, and whether the answers count."""
+    from hicra.study.statistics import preregistered_answers
+
+    passed = {"preset": "c", "n_passed": 6, "n_criteria": 6, "all_passed": True}
+    failed = {"preset": "c", "n_passed": 3, "n_criteria": 6, "all_passed": False}
+    a = preregistered_answers(_answers_input((0.04, 0.01), (0.03, 0.04), controls=passed))
+    assert a["headline"] == "HICRA beats GRPO, and not by the extra advantage mass alone" and a["counts"] is True
+    assert a["primary"][0]["holds"] and a["primary"][1]["holds"]
+    # the final-accuracy comparison (diff 0.5, p 0) is another endpoint's: it does not enter
+    assert a["primary"][0]["diff"] == 0.04
+    a = preregistered_answers(_answers_input((0.04, 0.01), (0.03, 0.05), controls=failed))
+    assert a["headline"] == "HICRA beats GRPO, but not shown to beat the placebo" and a["counts"] is False
+    assert a["primary"][1]["answer"] == "no difference detected"  # p = 0.05 is not below the level
+    a = preregistered_answers(_answers_input((-0.04, 0.001), (-0.03, 0.01)))
+    assert a["headline"] == "GRPO beats HICRA" and a["primary"][1]["answer"] == "placebo beats hicra"
+    assert a["counts"] is False and a["controls"] is None  # no controls linked: nothing counts
+    assert {r["a"]: r["answer"] for r in a["secondary"]} == {"placebo": "no difference detected",
+                                                             "gated": "grpo beats gated"}
+    a = preregistered_answers(_answers_input((0.02, 0.3), (0.0, 0.9)))
+    assert a["headline"] == "no difference detected between HICRA and GRPO"
+    assert a["phases"]["two_phase_order_appears"] and a["phases"]["needed"] == 12
+    assert not preregistered_answers(_answers_input((0, 1), (0, 1), first=11))["phases"]["two_phase_order_appears"]
+    assert not preregistered_answers(_answers_input((0, 1), (0, 1), verdict="consolidation-only", first=16))[
+        "phases"]["two_phase_order_appears"]
+    # a controls study (cells) and a study without the placebo get no answers
+    assert preregistered_answers({**_answers_input((0, 1), (0, 1)), "cells": {"c": {}}}) is None
+    r = _answers_input((0, 1), (0, 1))
+    del r["per_arm"]["placebo"]
+    assert preregistered_answers(r) is None
+    md = study.report._answers_lines(preregistered_answers(_answers_input((0.04, 0.01), (0.03, 0.04),
+                                                                          controls=failed)))
+    text = "\n".join(md)
+    assert "**they do not count** (point 1: the controls did not all pass)" in text
+    assert "**hicra beats grpo**: +4.0 points [+2.0, +6.0], Holm p=0.010" in text

@@ -74,6 +74,7 @@ def results_markdown(results: dict) -> str:
              "them); differences to GRPO are paired (same pairs), with nested bootstrap intervals, two-sided "
              "sign-flip p-values and Holm-adjusted p-values (family: every comparison of that endpoint).", "",
              *_controls_study_lines(results),
+             *_answers_lines(results.get("preregistered")),
              *([f"Runs finished by the code of commit(s) {code}.", ""] if code else []),
              *_builds_lines(results.get("warm_start_builds")),
              "| arm | AUC held-out greedy (primary) | final held-out acc. | AUC train acc. | steps to "
@@ -197,6 +198,30 @@ def results_markdown(results: dict) -> str:
                      f"{r['phases']['verdict']} ({_ce(r['phases'])}) | "
                      f"{_dash(r['phases']['consolidation_end_step'])} | {_dash(sw)} |")
     return "\n".join(lines) + "\n"
+
+
+def _answers_lines(ans: dict | None) -> list[str]:
+    """The pre-registered decision rules' answers (`hicra.study.statistics.preregistered_answers`)."""
+    if ans is None:
+        return []
+
+    def one(r: dict) -> str:
+        if r["holds"] is None:
+            return f"- {r['a']} - {r['b']}: {r['answer']}"
+        return (f"- {r['a']} - {r['b']}: **{r['answer']}**: {100 * r['diff']:+.1f} points [{100 * r['low']:+.1f}, "
+                f"{100 * r['high']:+.1f}], Holm p={r['p_holm']:.3f}; smallest difference detectable at 80% power "
+                f"{_pts(r['mdd_80'])} (pairs as independent) / {_pts(r['mdd_80_nested'])} (nested)")
+    ph = ans["phases"]
+    counts = ("they count" if ans["counts"] else
+              "**they do not count** (point 1: the controls did not all pass)" if ans["controls"] else
+              "**they do not count** (point 1: no controls study linked)")
+    return ["## Pre-registered answers (docs/study.md, points 1, 6 and 7)", "",
+            f"Computed by the registered rules (`hicra.study.statistics.preregistered_answers`), {counts}. Primary "
+            f"endpoint `{ans['endpoint']}`; a difference holds when its Holm-adjusted p < {ans['holm_level']}.", "",
+            f"**{ans['headline']}.**", "", *map(one, ans["primary"]), "", "Secondary (each arm - GRPO):", "",
+            *map(one, ans["secondary"]), "",
+            f"Phases (point 7): {ph['answer']} (GRPO pooled verdict `{ph['grpo_pooled_verdict']}`, order "
+            f"`{ph['grpo_pooled_order']}`; {ph['execution_first_runs']} of {ph['runs']} runs `execution-first`).", ""]
 
 
 def _strategy_and_probe_lines(results: dict) -> list[str]:

@@ -28,7 +28,7 @@ from hicra.study.presets import (
     summary_path_for,
 )
 from hicra.study.report import plot_figures, results_markdown
-from hicra.study.statistics import _json_safe, controls_outcome, summarize
+from hicra.study.statistics import _json_safe, controls_outcome, preregistered_answers, summarize
 
 # ---------------------------------------------------------------- planning the grid
 
@@ -525,6 +525,9 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     results["code"] = code_version()
     if controls_study is not None:
         results["controls_study"] = controls_study
+    answers = preregistered_answers(results)
+    if answers is not None:
+        results["preregistered"] = answers
     write_json(out / "results.json", _json_safe(results))
     write_text(out / "results.md", results_markdown(results))
     plot_figures(results, out / "figures")

@@ -27,6 +27,10 @@ from hicra.study.presets import (
 # the endpoints compared between arms: summary -> one number per run
 ENDPOINTS = ("final_accuracy", "final_sampled_accuracy", "auc", "auc_eval")
 MDD_TARGET = 0.03  # the difference the power analysis asks "how many pairs for" (3 points; issue 15)
+# the decision rules of the pre-registration (docs/study.md, "Pre-registered (study v2)", points 5-7)
+PRIMARY_ENDPOINT = "auc_eval"
+HOLM_LEVEL = 0.05  # a difference "holds" when its Holm-adjusted p is below this
+ORDER_SHARE = 0.75  # point 7: "execution-first" in >= 12 of GRPO's 16 runs
 
 
 def load_summary(path: Path) -> dict:
@@ -439,6 +443,64 @@ def _strategy_change_brief(change: dict) -> dict:
     keys = ("Hfam_before", "Hfam_after", "Hfam_change", "Hfam_interval", "reading", "n_complete",
             "Hfam_complete_change", "Hfam_complete_interval")
     return {k: change.get(k) for k in keys}
+
+
+def preregistered_answers(results: dict) -> dict | None:
+    """The pre-registration's decision rules (docs/study.md, "Pre-registered (study v2)", points 1, 6 and 7)
+    applied to a finished study's results (`summarize`, with `controls_study` when `--controls` was given), so the
+    answers are computed, not read off by hand. None for a study without the arms grpo, hicra and placebo or with
+    corpus-knob cells (a controls study).
+
+    Point 6, on `PRIMARY_ENDPOINT`: a difference "holds" when its Holm-adjusted p (family: every comparison of
+    that endpoint) < `HOLM_LEVEL`. "HICRA beats GRPO" when HICRA - GRPO holds and is positive, "and not by the
+    extra advantage mass alone" when HICRA - placebo also holds and is positive; a negative difference that holds
+    is the other arm beating HICRA; otherwise "no difference detected" (with the interval and the smallest
+    detectable difference). Point 7: "the two-phase order appears under GRPO" when GRPO's pooled verdict is
+    `two-phase` and >= `ORDER_SHARE` of its runs read `execution-first`; otherwise the pooled verdict's name.
+    Point 1: `counts` is True only when a linked controls study passed every criterion (False when it failed or
+    none is linked)."""
+    arms = results.get("per_arm", {})
+    if results.get("cells") or not {"grpo", "hicra", "placebo"} <= set(arms):
+        return None
+    comps = {(c["a"], c["b"]): c for c in results["comparisons"] if c["endpoint"] == PRIMARY_ENDPOINT}
+
+    def reading(a: str, b: str) -> dict:
+        c = comps.get((a, b))
+        if c is None:
+            return {"a": a, "b": b, "answer": "not computed (no paired values)", "holds": None}
+        holds = c["p_holm"] < HOLM_LEVEL
+        if holds:
+            answer = f"{a} beats {b}" if c["diff"] > 0 else f"{b} beats {a}"
+        else:
+            answer = "no difference detected"
+        return {"a": a, "b": b, "answer": answer, "holds": bool(holds), "diff": c["diff"], "low": c["low"],
+                "high": c["high"], "p_holm": c["p_holm"], "mdd_80": c["mdd_80"], "mdd_80_nested": c["mdd_80_nested"]}
+
+    primary = [reading("hicra", "grpo"), reading("hicra", "placebo")]
+    hg, hp = primary
+    if hg["answer"] == "hicra beats grpo":
+        headline = ("HICRA beats GRPO, and not by the extra advantage mass alone" if hp["answer"] ==
+                    "hicra beats placebo" else "HICRA beats GRPO, but not shown to beat the placebo")
+    elif hg["answer"] == "grpo beats hicra":
+        headline = "GRPO beats HICRA"
+    else:
+        headline = "no difference detected between HICRA and GRPO"
+    secondary = [reading(a, BASELINE) for a in arms if a not in (BASELINE, "hicra")]
+    g = arms[BASELINE]["phases"]
+    n = arms[BASELINE]["n_runs"]
+    need = math.ceil(ORDER_SHARE * n)
+    first = g["order_counts"].get("execution-first", 0)
+    appears = g["pooled"]["verdict"] == "two-phase" and first >= need
+    ctl = results.get("controls_study")
+    return {"endpoint": PRIMARY_ENDPOINT, "holm_level": HOLM_LEVEL, "headline": headline, "primary": primary,
+            "secondary": secondary,
+            "phases": {"grpo_pooled_verdict": g["pooled"]["verdict"], "grpo_pooled_order": g["pooled"]["order"],
+                       "execution_first_runs": first, "runs": n, "needed": need, "two_phase_order_appears": appears,
+                       "answer": ("the two-phase order appears under GRPO" if appears else
+                                  f"not shown: GRPO's pooled verdict is {g['pooled']['verdict']!r}, "
+                                  f"{first} of {n} runs execution-first (needed: {need} and 'two-phase')")},
+            "counts": bool(ctl and ctl["all_passed"]),
+            "controls": None if ctl is None else {k: ctl[k] for k in ("preset", "n_passed", "n_criteria")}}
 
 
 def _probe_change(probes: dict) -> dict:
