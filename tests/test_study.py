@@ -1468,8 +1468,16 @@ def test_preregistered_answers_follow_the_registered_rules():
     assert a["counts"] is False and a["controls"] is None  # no controls linked: nothing counts
     assert {r["a"]: r["answer"] for r in a["secondary"]} == {"placebo": "no difference detected",
                                                              "gated": "grpo beats gated"}
-    a = preregistered_answers(_answers_input((0.02, 0.3), (0.0, 0.9)))
+    r = _answers_input((0.02, 0.3), (0.0, 0.9))
+    r["per_arm"]["phase-aware"] = r["per_arm"]["gated"]
+    r["comparisons"].append({**r["comparisons"][1], "a": "phase-aware", "sd_diff": 0.0})  # diff 0 in every pair
+    r["runs"] = [{"arm": "phase-aware", "phase_aware_switch_step": s} for s in (None, 40, None)]
+    a = preregistered_answers(r)
     assert a["headline"] == "no difference detected between HICRA and GRPO"
+    pa = next(x for x in a["secondary"] if x["a"] == "phase-aware")
+    assert pa["answer"] == "identical in every pair (nothing to compare)" and a["phase_aware_switched"] == {
+        "runs": 3, "switched": 1}
+    assert "switched HICRA on in 1 of 3 runs" in "\n".join(study.report._answers_lines(a))
     assert a["phases"]["two_phase_order_appears"] and a["phases"]["needed"] == 12
     assert not preregistered_answers(_answers_input((0, 1), (0, 1), first=11))["phases"]["two_phase_order_appears"]
     assert not preregistered_answers(_answers_input((0, 1), (0, 1), verdict="consolidation-only", first=16))[

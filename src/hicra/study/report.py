@@ -220,8 +220,9 @@ def _answers_lines(ans: dict | None) -> list[str]:
             f"endpoint `{ans['endpoint']}`; a difference holds when its Holm-adjusted p < {ans['holm_level']}.", "",
             f"**{ans['headline']}.**", "", *map(one, ans["primary"]), "", "Secondary (each arm - GRPO):", "",
             *map(one, ans["secondary"]), "",
-            f"Phases (point 7): {ph['answer']} (GRPO pooled verdict `{ph['grpo_pooled_verdict']}`, order "
-            f"`{ph['grpo_pooled_order']}`; {ph['execution_first_runs']} of {ph['runs']} runs `execution-first`).", ""]
+            f"Phases (point 7): {ph['answer']}; GRPO's pooled order `{ph['grpo_pooled_order']}`.", "",
+            *([f"Phase-aware: the online detector switched HICRA on in {sw['switched']} of {sw['runs']} runs; a run "
+               "in which it never fired is a GRPO run.", ""] if (sw := ans.get("phase_aware_switched")) else [])]
 
 
 def _strategy_and_probe_lines(results: dict) -> list[str]:

@@ -458,7 +458,8 @@ def preregistered_answers(results: dict) -> dict | None:
     detectable difference). Point 7: "the two-phase order appears under GRPO" when GRPO's pooled verdict is
     `two-phase` and >= `ORDER_SHARE` of its runs read `execution-first`; otherwise the pooled verdict's name.
     Point 1: `counts` is True only when a linked controls study passed every criterion (False when it failed or
-    none is linked)."""
+    none is linked). A comparison whose every pair differs by exactly 0 reads "identical in every pair";
+    `phase_aware_switched` counts the phase-aware runs whose online detector fired (the others ran as GRPO)."""
     arms = results.get("per_arm", {})
     if results.get("cells") or not {"grpo", "hicra", "placebo"} <= set(arms):
         return None
@@ -469,7 +470,9 @@ def preregistered_answers(results: dict) -> dict | None:
         if c is None:
             return {"a": a, "b": b, "answer": "not computed (no paired values)", "holds": None}
         holds = c["p_holm"] < HOLM_LEVEL
-        if holds:
+        if c["diff"] == 0 and c.get("sd_diff") == 0:  # e.g. a phase-aware arm whose switch never fired
+            answer = "identical in every pair (nothing to compare)"
+        elif holds:
             answer = f"{a} beats {b}" if c["diff"] > 0 else f"{b} beats {a}"
         else:
             answer = "no difference detected"
@@ -492,6 +495,10 @@ def preregistered_answers(results: dict) -> dict | None:
     first = g["order_counts"].get("execution-first", 0)
     appears = g["pooled"]["verdict"] == "two-phase" and first >= need
     ctl = results.get("controls_study")
+    switched = None
+    if "phase-aware" in arms:  # GRPO until the online detector fires: unswitched runs are GRPO runs
+        steps = [r.get("phase_aware_switch_step") for r in results.get("runs", []) if r["arm"] == "phase-aware"]
+        switched = {"runs": len(steps), "switched": sum(x is not None for x in steps)}
     return {"endpoint": PRIMARY_ENDPOINT, "holm_level": HOLM_LEVEL, "headline": headline, "primary": primary,
             "secondary": secondary,
             "phases": {"grpo_pooled_verdict": g["pooled"]["verdict"], "grpo_pooled_order": g["pooled"]["order"],
@@ -499,6 +506,7 @@ def preregistered_answers(results: dict) -> dict | None:
                        "answer": ("the two-phase order appears under GRPO" if appears else
                                   f"not shown: GRPO's pooled verdict is {g['pooled']['verdict']!r}, "
                                   f"{first} of {n} runs execution-first (needed: {need} and 'two-phase')")},
+            "phase_aware_switched": switched,
             "counts": bool(ctl and ctl["all_passed"]),
             "controls": None if ctl is None else {k: ctl[k] for k in ("preset", "n_passed", "n_criteria")}}
 
