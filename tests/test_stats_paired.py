@@ -54,6 +54,15 @@ def test_signflip_exact_matches_scipy(n):
     assert paired_signflip_pvalue(d) == pytest.approx(ref.pvalue)
 
 
+def test_signflip_is_exact_for_sixteen_pairs():
+    """The main study's 16 pairs get the exact test (all 65,536 sign assignments), as scipy enumerates them."""
+    d = np.random.default_rng(7).normal(0.2, 1, 16)
+    ref = sps.permutation_test((d,), np.mean, permutation_type="samples", alternative="two-sided",
+                               n_resamples=np.inf)
+    assert paired_signflip_pvalue(d) == pytest.approx(ref.pvalue, abs=1e-12)
+    assert paired_signflip_pvalue(d, seed=1) == paired_signflip_pvalue(d, seed=2)  # no Monte Carlo: seed-free
+
+
 def test_signflip_monte_carlo_close_to_exact():
     d = np.random.default_rng(4).normal(0.4, 1, 16)  # 65,536 sign assignments: exact with n_perm above that
     exact = paired_signflip_pvalue(d, n_perm=70_000)

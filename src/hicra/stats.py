@@ -246,11 +246,11 @@ def nested_bootstrap_ci(values: Sequence[float], groups: Sequence, *, level: flo
     return float(x.mean()), float(lo), float(hi), float(means.std(ddof=1)) if n_boot > 1 else 0.0
 
 
-def paired_signflip_pvalue(diffs: Sequence[float], *, n_perm: int = 10_000, seed: int = 0) -> float:
+def paired_signflip_pvalue(diffs: Sequence[float], *, n_perm: int = 65_536, seed: int = 0) -> float:
     """Two-sided paired permutation (sign-flip) test of a zero mean difference: under H0 each pair's difference
     is as likely positive as negative, so p = share of the 2^n sign assignments whose |mean| >= the observed one.
-    Exact when 2^n <= n_perm; else Monte Carlo with p = (1 + hits) / (1 + n_perm). Zero differences count either
-    way (they do not change the mean)."""
+    Exact when 2^n <= n_perm (by default up to n = 16 pairs, a study's 4 x 4 design); else Monte Carlo with
+    p = (1 + hits) / (1 + n_perm). Zero differences count either way (they do not change the mean)."""
     d = _as_1d(diffs, "paired_signflip_pvalue")
     observed = abs(d.mean())
     tol = 1e-12 * max(1.0, float(np.abs(d).max()))

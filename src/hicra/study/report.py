@@ -72,7 +72,9 @@ def results_markdown(results: dict) -> str:
              f"{len(results['pairs'])} (warm-start seed, RL seed) pairs per arm, every arm on the same pairs. "
              "Accuracies in %, 95% nested percentile-bootstrap intervals (warm-start seeds, then RL seeds within "
              "them); differences to GRPO are paired (same pairs), with nested bootstrap intervals, two-sided "
-             "sign-flip p-values and Holm-adjusted p-values (family: every comparison of that endpoint).", "",
+             "sign-flip p-values and Holm-adjusted p-values (family: every comparison of that endpoint). The sign-flip "
+             "test flips each pair on its own, so it ignores the pairs' grouping by warm start, which the nested "
+             "interval keeps: the two can disagree (p < 0.05 with an interval that holds 0, or the reverse).", "",
              *_controls_study_lines(results),
              *_answers_lines(results.get("preregistered")),
              *([f"Runs finished by the code of commit(s) {code}.", ""] if code else []),
@@ -134,6 +136,9 @@ def results_markdown(results: dict) -> str:
     lines += ["", "## Which error type falls first (per run: the step at which its share of sampled responses has "
               "made half of its fall; a fall is a drop of at least 2 points between the first and last 10% of "
               "steps)", "",
+              "Descriptive: the sign test counts runs as independent, but runs share warm starts, and an arm whose "
+              "runs repeat another's (a phase-aware run whose switch never fired is its pair's GRPO run) counts "
+              "them again in the all-runs row.", "",
               "| arm | " + " | ".join(shown) + " | sign test p (execution first vs planning first) |",
               "|---|" + "---|" * (len(shown) + 1)]
     for arm, a in list(results["per_arm"].items()) + [("all runs", {"error_order": results["error_order"]})]:
