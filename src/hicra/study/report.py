@@ -192,15 +192,15 @@ def results_markdown(results: dict) -> str:
     lines += ["", "## Runs", "", "(verdict: C = consolidation detected, E = exploration detected; switch = the "
               "phase-aware arm's step of switching alpha on)", "",
               "| arm | warm-start seed | RL seed | final acc. | AUC | AUC held-out | steps to thr. | verdict | "
-              "cons. end | switch |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "order | cons. end | switch |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
         sw = r.get("phase_aware_switch_step", "")
         arm = f"{r['cell']}/{r['arm']}" if r.get("cell") else r["arm"]
         lines.append(f"| {arm} | {r.get('warm_start_seed', 0)} | {r['seed']} | {100 * r['final_accuracy']:.1f} | "
                      f"{100 * r['auc']:.1f} | {_pts(r.get('auc_eval'))} | "
                      f"{'-' if r['steps_to_threshold'] is None else int(r['steps_to_threshold'])} | "
-                     f"{r['phases']['verdict']} ({_ce(r['phases'])}) | "
+                     f"{r['phases']['verdict']} ({_ce(r['phases'])}) | {_dash(r['phases'].get('order'))} | "
                      f"{_dash(r['phases']['consolidation_end_step'])} | {_dash(sw)} |")
     return "\n".join(lines) + "\n"
 
