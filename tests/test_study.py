@@ -81,7 +81,7 @@ def test_layout_and_counts(smoke):
     assert on_disk["per_arm"]["grpo"]["n_runs"] == 2 and on_disk["per_arm"]["grpo"]["n_warm_starts"] == 2
     comp = [c for c in on_disk["comparisons"] if c["endpoint"] == "final_accuracy"]
     assert len(comp) == 1 and comp[0]["a"] == "hicra" and comp[0]["pairs"] == [list(p) for p in PAIRS]
-    for name in ("accuracy.png", "errors.png"):
+    for name in ("accuracy.png", "errors.png", "heldout.png"):
         assert (out / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (out / "results.md").read_text()
     assert "| hicra |" in text

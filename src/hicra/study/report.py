@@ -278,7 +278,8 @@ def _ce(p: dict) -> str:
 
 
 def plot_figures(results: dict, fig_dir: Path) -> list[Path]:
-    """accuracy.png (training accuracy per arm, mean over seeds with a 95% bootstrap band) and errors.png
+    """accuracy.png (training accuracy per arm, mean over seeds with a 95% bootstrap band), heldout.png (the
+    held-out greedy curve per arm, whose area is the primary endpoint auc_eval; when the runs have one) and errors.png
     (execution / planning / format error shares per arm)."""
     import matplotlib
 
@@ -342,4 +343,23 @@ def plot_figures(results: dict, fig_dir: Path) -> list[Path]:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     paths.append(fig_dir / "errors.png")
+    # the primary endpoint's curve: held-out greedy accuracy at each evaluation, mean over runs, one line per arm
+    # (per cell in a study with cells), its area being auc_eval
+    held = {arm: a["eval_curve"] for arm, a in results["per_arm"].items() if a.get("eval_curve", {}).get("step")}
+    if held:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        for i, (arm, ec) in enumerate(held.items()):
+            ax.plot(ec["step"], [100 * v for v in ec["accuracy_mean"]], marker="o", ms=3,
+                    ls=("-", "--", "-.", ":")[i % 4],  # identical curves (an unswitched phase-aware arm) stay visible
+                    color=colors[i % len(colors)], label=f"{arm} (n={results['per_arm'][arm]['n_runs']})")
+        ax.set_xlabel("RL step")
+        ax.set_ylabel("held-out greedy accuracy (%)")
+        ax.legend(fontsize=6)
+        ax.set_title(f"hicra study ({results['preset']}): held-out greedy accuracy, mean over runs\n(its area "
+                     "over the step span is auc_eval)", fontsize=9)
+        fig.tight_layout()
+        with atomic_path(fig_dir / "heldout.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+        plt.close(fig)
+        paths.append(fig_dir / "heldout.png")
     return paths
