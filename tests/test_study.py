@@ -1492,3 +1492,33 @@ def test_preregistered_answers_follow_the_registered_rules():
     text = "\n".join(md)
     assert "**they do not count** (point 1: the controls did not all pass)" in text
     assert "**hicra beats grpo**: +4.0 points [+2.0, +6.0], Holm p=0.010" in text
+
+
+def test_study_recorded_before_a_config_field_existed_still_matches(tmp_path):
+    """A config field added after a study was recorded (missing from its study.json) matches while today's value is
+    the field's default, and is refused, naming the field, when set to anything else. The committed `controls` and
+    `controls2` folders predate `RLConfig.strategy_k` and open at today's code."""
+    from dataclasses import replace
+
+    from hicra.errors import InputError
+    from hicra.fileio import read_json, write_json
+    from hicra.study.runner import check_study_dir
+
+    smoke = PRESETS["smoke"]
+    info = check_study_dir(tmp_path / "s", smoke)
+    assert info["settings"]["rl"]["strategy_k"] == 0
+    old = read_json(tmp_path / "s" / "study.json", "study file")
+    del old["settings"]["rl"]["strategy_k"]
+    write_json(tmp_path / "s" / "study.json", old)
+    check_study_dir(tmp_path / "s", smoke)  # strategy_k 0 = the behaviour before the field existed
+    assert "strategy_k" not in read_json(tmp_path / "s" / "study.json", "study file")["settings"]["rl"]
+    with pytest.raises(InputError, match=r"rl\.strategy_k is absent in study.json, 4 today"):
+        check_study_dir(tmp_path / "s", replace(smoke, rl={**smoke.rl, "strategy_k": 4}))
+    with pytest.raises(InputError, match=r"rl\.steps"):  # a field the study recorded still has to match
+        check_study_dir(tmp_path / "s", replace(smoke, rl={**smoke.rl, "steps": smoke.rl.get("steps", 5) + 1}))
+    root = Path(__file__).resolve().parents[1] / "docs" / "findings" / "v2"
+    for name, folder in (("controls", "runs"), ("controls2", "controls2/runs")):
+        assert "strategy_k" not in read_json(root / folder / "study.json", "study file")["settings"]["rl"]
+        check_study_dir(root / folder, PRESETS[name])
+    for name, folder in (("controls3", "controls3/runs"), ("main", "main")):
+        check_study_dir(root / folder, PRESETS[name])

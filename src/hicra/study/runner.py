@@ -65,18 +65,67 @@ def _part_of(study: dict | None, settings: dict) -> bool:
             and all(name in cells and cells[name] == knobs for name, knobs in settings["cells"].items()))
 
 
+def _config_defaults() -> dict[str, dict]:
+    """{"warm_start": WarmStartConfig's field defaults, "rl": RLConfig's}."""
+    from dataclasses import MISSING, fields
+
+    from hicra.lab.rl import RLConfig
+    from hicra.lab.sft import WarmStartConfig
+
+    def defaults(cls) -> dict:
+        return {f.name: (f.default if f.default is not MISSING else f.default_factory()) for f in fields(cls)
+                if f.default is not MISSING or f.default_factory is not MISSING}
+
+    return {"warm_start": defaults(WarmStartConfig), "rl": defaults(RLConfig)}
+
+
+def _with_later_fields(old: dict | None, settings: dict) -> dict | None:
+    """`old` (a study.json's settings) with each config field it lacks taken from `settings` when today's value is
+    the field's default. A field added to `WarmStartConfig` or `RLConfig` after a study was recorded defaults to the
+    behaviour the study ran with (the rule the warm-start cache key follows: `WarmStartConfig.settings`), so the
+    study still matches; a field set to anything else does not. Example: `RLConfig.strategy_k` (default 0) is
+    missing from the `controls` and `controls2` studies' files."""
+    if not isinstance(old, dict):
+        return old
+    filled = dict(old)
+    for section, defaults in _config_defaults().items():
+        mine, today = old.get(section), settings.get(section)
+        if not isinstance(mine, dict) or not isinstance(today, dict):
+            continue
+        added = {k: v for k, v in today.items() if k not in mine and k in defaults and v == defaults[k]}
+        filled[section] = {**mine, **added}
+    return filled
+
+
+def _first_difference(old, new, prefix: str = "settings") -> str:
+    """The first path (dotted) at which two settings dicts differ, with both values, for error messages."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new), key=str):
+            if old.get(k, _ABSENT) != new.get(k, _ABSENT):
+                return _first_difference(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{prefix}.{k}")
+    shown = ["absent" if v is _ABSENT else json.dumps(v, sort_keys=True)[:60] for v in (old, new)]
+    return f"{prefix} is {shown[0]} in study.json, {shown[1]} today"
+
+
+_ABSENT = object()
+
+
 def check_study_dir(out: Path, preset: StudyPreset) -> dict:
     """Create or re-open a study directory; refuse one that holds a study with other settings (a part that runs
-    some of the study's cells is the same study: `_part_of`)."""
+    some of the study's cells is the same study: `_part_of`; a config field added since the study was recorded
+    matches while it holds its default: `_with_later_fields`). study.json is not rewritten on re-opening.
+
+    Raises InputError (exit code 2) naming study.json when the settings differ."""
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a directory", path=str(out))
     settings = study_settings(preset)
     path = out / "study.json"
     if path.exists():
         old = read_json(path, "study file")
-        if old.get("format") != FORMAT or not _part_of(old.get("settings"), settings):
-            raise InputError(f"the directory holds a study with other settings (preset {old.get('preset')!r}); "
-                             "use another --out", path=str(path))
+        if old.get("format") != FORMAT or not _part_of(_with_later_fields(old.get("settings"), settings), settings):
+            where = _first_difference(old.get("settings"), settings) if old.get("format") == FORMAT else "format"
+            raise InputError(f"the directory holds a study with other settings (preset {old.get('preset')!r}; "
+                             f"first difference: {where}); use another --out", path=str(path))
         return old
     out.mkdir(parents=True, exist_ok=True)
     info = {"format": FORMAT, "preset": preset.name, "settings": settings}
