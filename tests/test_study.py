@@ -1522,3 +1522,30 @@ def test_study_recorded_before_a_config_field_existed_still_matches(tmp_path):
         check_study_dir(root / folder, PRESETS[name])
     for name, folder in (("controls3", "controls3/runs"), ("main", "main")):
         check_study_dir(root / folder, PRESETS[name])
+
+
+def test_paired_comparison_against_scipy_and_identical_pairs():
+    """`paired_comparison` on the shared pairs: the mean and SD of the differences against numpy, the sign-flip p
+    against scipy's exact permutation test (8 pairs: all 256 sign assignments), missing pairs left out; pairs that
+    differ by exactly 0 everywhere are marked `identical`, and the comparisons table says so instead of printing a
+    detectable difference of 0."""
+    from hicra.study.report import _mdd_cell
+    from hicra.study.statistics import paired_comparison
+
+    rng = np.random.default_rng(3)
+    keys = [(w, s) for w in range(2) for s in range(4)]
+    a = {k: float(v) for k, v in zip(keys, rng.normal(0.5, 0.05, 8), strict=True)}
+    b = {k: float(v) for k, v in zip(keys, rng.normal(0.48, 0.05, 8), strict=True)}
+    a[(9, 9)], b[(8, 8)], b[(1, 3)] = 0.7, 0.1, None  # unshared or missing: left out
+    c = paired_comparison(a, b)
+    shared = [k for k in keys if k != (1, 3)]
+    d = np.array([a[k] - b[k] for k in shared])
+    assert c["n_pairs"] == 7 and c["n_warm_starts"] == 2 and not c["identical"]
+    assert c["diff"] == pytest.approx(d.mean()) and c["sd_diff"] == pytest.approx(d.std(ddof=1))
+    exact = sps.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf,
+                                 alternative="two-sided").pvalue
+    assert c["p_value"] == pytest.approx(exact, abs=1e-9)
+    assert c["low"] < c["diff"] < c["high"]
+    same = paired_comparison(a, dict(a))
+    assert same["identical"] and same["diff"] == 0 and same["sd_diff"] == 0
+    assert _mdd_cell(same) == "identical in every pair" and _mdd_cell(c).count(" / ") == 1

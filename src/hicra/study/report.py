@@ -65,6 +65,14 @@ def _controls_study_lines(results: dict) -> list[str]:
             "phase claims are not validated (docs/study.md, D5).**", ""]
 
 
+def _mdd_cell(c: dict) -> str:
+    """The detectable-difference cell of a comparison row: "identical in every pair" when every paired difference is
+    exactly 0 (a detectable difference of 0 there would read as infinite power)."""
+    if c.get("identical"):
+        return "identical in every pair"
+    return f"{_pts(c['mdd_80'])} / {_pts(c['mdd_80_nested'])}"
+
+
 def results_markdown(results: dict) -> str:
     code = ", ".join(f"{c[:12]} ({n} runs)" for c, n in sorted(results.get("code_versions", {}).items()))
     lines = [f"# hicra study: preset {results['preset']}", "",
@@ -119,7 +127,7 @@ def results_markdown(results: dict) -> str:
             lines.append(f"| {c['a']} - {c['b']} | {c['endpoint']} | {c['n_pairs']} ({c['n_warm_starts']}) | "
                          f"{100 * c['diff']:+.1f} [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}] | "
                          f"{c['p_value']:.3f} | {c['p_holm']:.3f} | {_pts(c['sd_diff'])} | "
-                         f"{_pts(c['mdd_80'])} / {_pts(c['mdd_80_nested'])} | {c['pairs_for_3_points'] or '-'} |")
+                         f"{_mdd_cell(c)} | {c['pairs_for_3_points'] or '-'} |")
     lines += ["", "## Accuracy gain over the warm start (held-out, points; 95% bootstrap over seeds)", "",
               "| arm | greedy: warm start -> final | greedy gain | sampled: warm start -> final | sampled gain |",
               "|---|---|---|---|---|"]

@@ -74,7 +74,9 @@ def paired_comparison(a: dict, b: dict, seed: int = 0) -> dict | None:
     two-sided sign-flip p-value, SD of the differences and the power analysis (`hicra.stats.
     min_detectable_difference`: normal approximation, 80% power, two-sided alpha 0.05; `mdd_80` from the SD over
     pairs as if independent, `mdd_80_nested` from the nested bootstrap standard error, which includes the
-    warm-start variance; `pairs_for_3_points` from the SD). None when no pair is shared."""
+    warm-start variance; `pairs_for_3_points` from the SD). `identical` is True when every pair differs by exactly 0
+    (e.g. a phase-aware run whose switch never fired against its GRPO pair): then there is nothing to compare, and
+    the p-value (1) and the detectable differences (0) say nothing. None when no pair is shared."""
     import numpy as np
 
     from hicra.stats import (
@@ -97,7 +99,7 @@ def paired_comparison(a: dict, b: dict, seed: int = 0) -> dict | None:
             "mdd_80": min_detectable_difference(sd, n) if sd is not None else None,
             "mdd_80_nested": min_detectable_difference(se * math.sqrt(n), n) if n > 1 else None,
             "pairs_for_3_points": pairs_needed(sd, MDD_TARGET) if sd else None,
-            "pairs": [list(k) for k in shared]}
+            "identical": bool(np.all(d == 0)), "pairs": [list(k) for k in shared]}
 
 
 def _half_slopes(steps, values) -> dict:
@@ -470,7 +472,7 @@ def preregistered_answers(results: dict) -> dict | None:
         if c is None:
             return {"a": a, "b": b, "answer": "not computed (no paired values)", "holds": None}
         holds = c["p_holm"] < HOLM_LEVEL
-        if c["diff"] == 0 and c.get("sd_diff") == 0:  # e.g. a phase-aware arm whose switch never fired
+        if c.get("identical", c["diff"] == 0 and c.get("sd_diff") == 0):  # e.g. phase-aware, never switched
             answer = "identical in every pair (nothing to compare)"
         elif holds:
             answer = f"{a} beats {b}" if c["diff"] > 0 else f"{b} beats {a}"
