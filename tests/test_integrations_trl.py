@@ -15,7 +15,7 @@ from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
-from hicra.algorithms import gated_mask  # noqa: E402
+from hicra.algorithms import gated_mask, mass_matched_placebo_mask  # noqa: E402
 from hicra.integrations.trl import HICRAConfig, HICRATrainer  # noqa: E402
 from hicra.planning import Lexicon, PlanningTagger  # noqa: E402
 
@@ -177,6 +177,13 @@ def test_mask_sources(tiny_dir, tmp_path):
     adv = torch.randn(8, generator=g)
     assert torch.equal(trainer._planning_mask(sg, cmask, ent, adv),
                        gated_mask(ent, cmask, adv, [0, 0, 0, 0, 1, 1, 1, 1]))
+    trainer.args.mask_source = "placebo-mass"
+    logps = -3 * torch.rand(8, 12, generator=g)
+    gen_state = trainer._mask_generator.get_state()
+    mass = trainer._planning_mask(sg, cmask, None, adv, logps)
+    trainer._mask_generator.set_state(gen_state)
+    assert torch.equal(mass, mass_matched_placebo_mask(cmask, sg, logps, adv, trainer._mask_generator))
+    assert mass.any() and not (mass & (sg | ~cmask)).any()
     assert HICRAConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, mask_source="sg").mask_source == "planning"
     with pytest.raises(ValueError):
         HICRAConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, mask_source="nope")
@@ -349,3 +356,15 @@ def test_train_cli_grpo_arm_keeps_rollout_log(tmp_path):
     info = read_run_info(out)
     assert info["algorithm"] == "grpo" and info["alpha"] == 0.0
     assert read_rollouts(out).num_rows == 8
+
+
+def test_placebo_mass_trains_with_behaviour_logprobs(tiny_dir, tmp_path):
+    """mask_source="placebo-mass" in a real TRL step: the extra no-grad pass supplies the behaviour log-probs, and
+    the amplified tokens are response tokens that are not planning tokens."""
+    trainer, cap = make(HICRATrainer, HICRAConfig, tiny_dir, tmp_path / "pm", 1, mask_source="placebo-mass",
+                        lexicon=alpha_lexicon(AutoTokenizer.from_pretrained(tiny_dir)), log_rollouts=False)
+    trainer.train()
+    batch = trainer.last_hicra_batch
+    mask, sg, base = batch["planning_mask"], batch["sg_mask"], batch["base_advantages"]
+    assert len(cap.grads) == 1 and sg.any() and (base != 0).any()
+    assert mask.any() and not (mask & sg).any()

@@ -278,7 +278,7 @@ def padded_rows(rows, key, t):
     return torch.stack([torch.nn.functional.pad(r[key], (0, t - len(r[key]))) for r in rows])
 
 
-SOURCES = ["planning", "high-entropy", "placebo", "planning+entropy", "gated"]
+SOURCES = ["planning", "high-entropy", "placebo", "placebo-mass", "planning+entropy", "gated"]
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -305,7 +305,7 @@ def test_v1_actor_loss_equals_policy_loss_with_amplified_advantages(lab_tokenize
     for k, r in enumerate(rows):
         plan[k, : len(r["response"])] = torch.as_tensor(tagger.token_mask(r["response"]))
     mask = amplification_mask(source, rmask, planning_mask=plan, entropies=padded_rows(rows, "entropy", t),
-                              advantages=adv, group_ids=uids, generator=5, gated_planning=True)
+                              advantages=adv, group_ids=uids, generator=5, gated_planning=True, logprobs=old)
     assert mask.any() and not (mask & ~rmask).any()
     assert torch.equal(loss_fn.mask(data)["planning_mask"] & rmask, plan)
     # verl's defaults: clip 0.2 / 0.28 here, dual clip 3.0, token-mean over the micro-batch's tokens
@@ -517,12 +517,13 @@ def test_v1_lab_trl_and_verl_give_the_same_mask(lab_tokenizer, source):
     # lab: groups are group_size consecutive rows
     algo = next(a for a, s in MASK_SOURCE_OF.items() if s == source)
     cfg = RLConfig(algo=algo, alpha=ALPHA, group_size=3)
-    _, lab_mask = token_advantages(cfg, adv, rmask, plan, ent, torch.Generator().manual_seed(11))
+    lp = padded_rows(rows, "old", rmask.size(1))  # behaviour log-probs (placebo-mass)
+    _, lab_mask = token_advantages(cfg, adv, rmask, plan, ent, torch.Generator().manual_seed(11), logprobs=lp)
     # TRL: the trainer's own method on this process's batch (num_generations consecutive completions per prompt)
     trl_self = types.SimpleNamespace(
         args=types.SimpleNamespace(mask_source=source, entropy_quantile=0.2, placebo_rate=None, gated_planning=False),
         accelerator=types.SimpleNamespace(process_index=0), num_generations=3,
         _mask_generator=torch.Generator().manual_seed(11))
-    trl_mask = HICRATrainer._planning_mask(trl_self, plan, rmask, ent, adv)
+    trl_mask = HICRATrainer._planning_mask(trl_self, plan, rmask, ent, adv, lp)
     assert v["mask"].any()
     assert torch.equal(lab_mask, v["mask"]) and torch.equal(trl_mask, v["mask"])

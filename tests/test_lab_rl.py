@@ -256,6 +256,25 @@ def test_token_advantages_per_algorithm():
     cfg.algo = "placebo"
     out, m = token_advantages(cfg, adv, resp, plan, ent, gen)
     assert int(m.sum()) == int((plan & resp).sum()) and not bool((m & ~resp).any())
+    cfg.algo = "placebo-mass"
+    with pytest.raises(ValueError, match="logprobs"):
+        token_advantages(cfg, adv, resp, plan, ent, gen)
+    out, m = token_advantages(cfg, adv, resp, plan, ent, gen, logprobs=torch.full((4, 4), -1.0))
+    assert not bool((m & (plan | ~resp)).any()) and bool(m.any())
+
+
+def test_placebo_mass_run_changes_the_update_as_much_as_hicra_would(model_dir, tmp_path):
+    """A placebo-mass run: each step its random non-planning tokens change the update (train_log `update_change`)
+    by about what amplifying that step's planning tokens would (alpha x `planning_update_share`), with another
+    token count (`amplified_ratio` against `planning_ratio`)."""
+    out = _run(model_dir, tmp_path / "pm", algo="placebo-mass", steps=3, seed=2)
+    rows = [json.loads(x) for x in (tmp_path / "pm" / "train_log.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and out is not None
+    live = [r for r in rows if r["planning_update_share"]]
+    assert live, "no step with planning tokens and a non-zero advantage: the test says nothing"
+    for r in live:
+        assert r["update_change"] == pytest.approx(0.2 * r["planning_update_share"], abs=0.02)
+        assert r["amplified_ratio"] != r["planning_ratio"]
 
 
 def test_micro_batches_give_the_same_update_as_one_pass(model_dir, tmp_path):

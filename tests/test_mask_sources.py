@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -12,8 +14,10 @@ from hicra.algorithms import (
     amplification_mask,
     canonical_mask_source,
     gated_mask,
+    gradient_mass,
     hicra_advantages,
     high_entropy_mask,
+    mass_matched_placebo_mask,
     placebo_mask,
     planning_rate,
     policy_loss,
@@ -23,7 +27,7 @@ from hicra.algorithms import (
 def test_vocabulary():
     import hicra
 
-    assert MASK_SOURCES == ("planning", "high-entropy", "placebo", "planning+entropy", "gated")
+    assert MASK_SOURCES == ("planning", "high-entropy", "placebo", "placebo-mass", "planning+entropy", "gated")
     assert hicra.MASK_SOURCES is MASK_SOURCES and hicra.amplification_mask is amplification_mask
     assert canonical_mask_source("sg") == "planning" and canonical_mask_source("sg+entropy") == "planning+entropy"
     assert [canonical_mask_source(s) for s in MASK_SOURCES] == list(MASK_SOURCES)
@@ -137,3 +141,72 @@ def test_gated_edge_cases():
     assert not m.any()  # NaN entropies select nothing; an empty response selects nothing
     with pytest.raises(ValueError):
         gated_mask(ent, resp, torch.tensor([1.0, -1.0]), [0, 0], top=0.0)
+
+
+def _mass_batch(seed=0, b=8, t=30):
+    g = torch.Generator().manual_seed(seed)
+    resp, plan, _, adv = batch(seed, b, t)
+    adv[0] = 0.0  # a row with nothing to amplify
+    logprobs = -3 * torch.rand(b, t, generator=g)
+    return resp, plan, logprobs, adv
+
+
+def _by_loop(resp, plan, logprobs, adv, seed):
+    """The mass-matched placebo by a plain Python loop over the same random order (an independent computation)."""
+    weight = {(i, j): abs(float(adv[i])) * max(0.0, 1.0 - math.exp(float(logprobs[i, j])))
+              for i in range(resp.shape[0]) for j in range(resp.shape[1]) if resp[i, j]}
+    target = sum(w for (i, j), w in weight.items() if plan[i, j])
+    candidates = [(i, j) for i in range(resp.shape[0]) for j in range(resp.shape[1]) if resp[i, j] and not plan[i, j]]
+    order = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(seed)).tolist()
+    best_k, best_gap, total = 0, abs(target), 0.0
+    for k, idx in enumerate(order, start=1):
+        total += weight[candidates[idx]]
+        if abs(total - target) < best_gap - 1e-12:
+            best_k, best_gap = k, abs(total - target)
+    out = torch.zeros_like(resp)
+    for idx in order[:best_k]:
+        out[candidates[idx]] = True
+    return out, target
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_mass_matched_placebo_against_a_loop_and_its_definition(seed):
+    """placebo-mass: the same tokens as a plain loop over the same random order; never padding or planning tokens;
+    its update mass within one token's weight of the planning tokens', so amplifying it changes the update as
+    much as HICRA does (`gradient_mass`), with another token count."""
+    resp, plan, logprobs, adv = _mass_batch(seed)
+    got = mass_matched_placebo_mask(resp, plan, logprobs, adv, seed)
+    want, target = _by_loop(resp, plan, logprobs, adv, seed)
+    assert torch.equal(got, want)
+    assert not bool((got & ~resp).any()) and not bool((got & plan).any())
+    weight = adv[:, None].abs() * (1 - logprobs.exp()) * resp
+    assert abs(float((weight * got).sum()) - target) <= float(weight.max()) / 2 + 1e-9
+    hicra = gradient_mass(logprobs, resp, plan, adv, 0.2)["update_change"]
+    placebo = gradient_mass(logprobs, resp, got, adv, 0.2)["update_change"]
+    assert placebo == pytest.approx(hicra, abs=0.2 * float(weight.max()) / float(weight.sum()))
+    assert torch.equal(amplification_mask("placebo-mass", resp, planning_mask=plan, logprobs=logprobs,
+                                          advantages=adv, generator=seed), got)
+    assert torch.equal(mass_matched_placebo_mask(resp, plan, logprobs, adv, torch.Generator().manual_seed(seed)), got)
+
+
+def test_mass_matched_placebo_edges():
+    """Nothing to match (no planning token, or no advantage) selects nothing; more mass than the other tokens hold
+    selects them all; the inputs the source needs are named when missing; a count-matched placebo on the same batch
+    carries less of the update when planning tokens are the uncertain ones."""
+    resp, plan, logprobs, adv = _mass_batch(5)
+    none = torch.zeros_like(plan)
+    assert not mass_matched_placebo_mask(resp, none, logprobs, adv, 0).any()
+    assert not mass_matched_placebo_mask(resp, plan, logprobs, torch.zeros_like(adv), 0).any()
+    confident = torch.where(plan, -5.0, -1e-4)  # planning tokens uncertain, the rest near-certain: little mass
+    allrest = mass_matched_placebo_mask(resp, plan, confident, adv, 0)
+    assert torch.equal(allrest, resp & ~plan)
+    count = placebo_mask(resp, planning_rate(plan, resp), 0)
+    assert gradient_mass(confident, resp, count, adv, 0.2)["update_change"] < 0.5 * gradient_mass(
+        confident, resp, plan, adv, 0.2)["update_change"]
+    for missing in ("logprobs", "advantages", "planning_mask"):
+        kw = {"planning_mask": plan, "logprobs": logprobs, "advantages": adv, "generator": 0}
+        kw[missing] = None
+        with pytest.raises(ValueError, match=missing):
+            amplification_mask("placebo-mass", resp, **kw)
+    with pytest.raises(ValueError, match="one shape"):
+        mass_matched_placebo_mask(resp, plan, logprobs[:, :-1], adv, 0)

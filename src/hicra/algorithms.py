@@ -13,7 +13,7 @@ Equations (G = the rollouts of one group, n = |G|, r_i = scalar reward of rollou
 * RLOO          A_i =  r_i - mean_{j in G, j != i}(r_j) = n / (n - 1) * (r_i - mean_G(r))
 * HICRA         A'_{i,t} = A_{i,t} + alpha * |A_{i,t}|  if token t of rollout i is a planning token, else A_{i,t}
 * masks         which tokens get A + alpha|A|: MASK_SOURCES, ``amplification_mask`` (planning, high-entropy,
-                placebo, planning+entropy, gated)
+                placebo, placebo-mass, planning+entropy, gated)
 * PPO loss      L_{i,t} = max(-A_{i,t} rho_{i,t}, -A_{i,t} clip(rho_{i,t}, 1 - eps_low, 1 + eps_high)),
                 rho_{i,t} = exp(logp_{i,t} - logp_old_{i,t})
 
@@ -36,9 +36,11 @@ __all__ = [
     "hicra_advantages",
     "high_entropy_mask",
     "placebo_mask",
+    "mass_matched_placebo_mask",
     "MASK_SOURCES",
     "MASK_SOURCE_ALIASES",
     "ENTROPY_MASK_SOURCES",
+    "LOGPROB_MASK_SOURCES",
     "HIGH_ENTROPY_QUANTILE",
     "GATED_ENTROPY_TOP",
     "canonical_mask_source",
@@ -313,15 +315,69 @@ def placebo_mask(response_mask: Any, rate: float, generator: torch.Generator | i
     return selected.reshape(mask.shape)
 
 
+def mass_matched_placebo_mask(response_mask: Any, planning_mask: Any, logprobs: torch.Tensor, advantages: Any,
+                              generator: torch.Generator | int) -> torch.Tensor:
+    """Random control mask matched on update mass, not on token count: non-planning response tokens taken in a
+    uniformly random order until their update weight reaches the planning tokens'.
+
+    With g_t = 1 - p_t (the gradient on the sampled token's logit, ``gradient_mass``) and w_t = |A_t| g_t:
+
+        target   = sum_{planning & response} w_t
+        order    = a uniformly random permutation of the non-planning response tokens
+        mask     = the first k tokens of order, k = the prefix length whose sum of w is closest to target
+                   (the shorter prefix on a tie; all of them when their total is below target)
+
+    Amplifying it adds as much to the update (A + alpha|A| on the mask: alpha * target) as amplifying the planning
+    tokens does, so HICRA minus this placebo isolates *where* the extra update goes from *how much* there is. The
+    count-matched ``placebo_mask`` adds less wherever planning tokens carry more than their share of the update
+    (in the lab at the warm start: 10% of tokens, about 35% of the update). Padding and planning tokens are never
+    selected. Deterministic for a given generator state.
+
+    Args:
+        response_mask: [B, T] bool, True on response tokens.
+        planning_mask: [B, T] bool planning-token mask (the mass to match).
+        logprobs: [B, T] log-probabilities of the sampled tokens under the sampling policy.
+        advantages: [B] or [B, T] advantages before amplification.
+        generator: a CPU ``torch.Generator`` (its state advances) or an int seed.
+
+    Returns:
+        [B, T] bool. ValueError when the shapes differ.
+    """
+    resp = _as_bool_mask(response_mask, "response_mask")
+    plan = _as_bool_mask(planning_mask, "planning_mask").to(resp.device) & resp
+    if plan.shape != resp.shape or logprobs.shape != resp.shape:
+        raise ValueError(f"logprobs {tuple(logprobs.shape)}, response_mask {tuple(resp.shape)} and planning_mask "
+                         f"{tuple(plan.shape)} must have one shape")
+    if isinstance(generator, int):
+        generator = torch.Generator().manual_seed(generator)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError("generator must be a torch.Generator or an int seed")
+    adv = _token_advantages(torch.as_tensor(advantages, dtype=torch.float64, device=resp.device), resp.shape)
+    weight = (adv.abs() * (1.0 - logprobs.detach().to(torch.float64).exp()).clamp(min=0.0)).reshape(-1)
+    target = float((weight * plan.reshape(-1)).sum())
+    positions = (resp & ~plan).reshape(-1).nonzero().squeeze(-1)
+    order = torch.randperm(positions.numel(), generator=generator, device=generator.device).to(positions.device)
+    positions = positions[order]
+    cum = torch.cat([weight.new_zeros(1), weight[positions].cumsum(0)])  # cum[k] = mass of the first k tokens
+    k = int(torch.searchsorted(cum, torch.tensor([target], dtype=cum.dtype, device=cum.device)).clamp(
+        max=positions.numel()))  # the first prefix whose mass reaches target (or all of them)
+    if k > 0 and abs(float(cum[k - 1]) - target) <= abs(float(cum[k]) - target):
+        k -= 1
+    flat = torch.zeros(resp.numel(), dtype=torch.bool, device=resp.device).index_fill(0, positions[:k], True)
+    return flat.reshape(resp.shape)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # amplification masks: the one vocabulary of "which tokens get A + alpha|A|"
 # ----------------------------------------------------------------------------------------------------------------
 
-MASK_SOURCES = ("planning", "high-entropy", "placebo", "planning+entropy", "gated")
+MASK_SOURCES = ("planning", "high-entropy", "placebo", "placebo-mass", "planning+entropy", "gated")
 # older names, still accepted everywhere a mask source is named
 MASK_SOURCE_ALIASES = {"sg": "planning", "sg+entropy": "planning+entropy"}
 # the sources that need per-token entropies
 ENTROPY_MASK_SOURCES = ("high-entropy", "planning+entropy", "gated")
+# the sources that need the sampled tokens' behaviour log-probs
+LOGPROB_MASK_SOURCES = ("placebo-mass",)
 # the high-entropy ("forking token") share of a batch: the 80/20 rule of Wang et al. (arXiv 2506.01939)
 HIGH_ENTROPY_QUANTILE = 0.2
 # gated: a token is selected when its entropy exceeds its response's (1 - 0.3) quantile (TRL PR #4997)
@@ -476,6 +532,7 @@ def amplification_mask(
     placebo_rate: float | None = None,
     generator: torch.Generator | int | None = None,
     gated_planning: bool = False,
+    logprobs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The [B, T] mask of tokens whose advantage HICRA amplifies (A' = A + alpha|A| there), by mask source.
 
@@ -488,6 +545,8 @@ def amplification_mask(
                         q = entropy_quantile (forking tokens, arXiv 2506.01939)
     placebo             round(r N) response tokens drawn uniformly, r = placebo_rate,   planning_mask (or placebo_rate),
                         default the batch's planning rate (``planning_rate``)           generator
+    placebo-mass        ``mass_matched_placebo_mask``: random non-planning tokens whose   planning_mask, logprobs,
+                        update mass |A|(1 - p) matches the planning tokens'              advantages, generator
     planning+entropy    planning_{i,t} and high-entropy_{i,t}                           planning_mask, entropies
     gated               ``gated_mask``: the rule of the closed TRL PR #4997             entropies, advantages,
                         (planning term only with gated_planning=True)                   group_ids
@@ -507,6 +566,7 @@ def amplification_mask(
         placebo_rate: share of response tokens for placebo; None = the batch's planning rate.
         generator: CPU ``torch.Generator`` or int seed for placebo.
         gated_planning: gated also selects the planning tokens of every response of a touched group.
+        logprobs: [B, T] behaviour log-probs of the sampled tokens (placebo-mass only).
 
     Returns:
         [B, T] bool on response_mask's device. A source whose inputs are missing raises ValueError naming them.
@@ -535,6 +595,10 @@ def amplification_mask(
             placebo_rate = planning_rate(plan, resp)
         need(generator=generator)
         return placebo_mask(resp.cpu(), placebo_rate, generator).to(resp.device)
+    if source == "placebo-mass":
+        need(planning_mask=plan, logprobs=logprobs, advantages=advantages, generator=generator)
+        return mass_matched_placebo_mask(resp.cpu(), plan.cpu(), logprobs.detach().cpu(),
+                                         torch.as_tensor(advantages).detach().cpu(), generator).to(resp.device)
     need(entropies=entropies)
     if source == "gated":
         need(advantages=advantages, group_ids=group_ids)

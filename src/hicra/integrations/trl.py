@@ -14,11 +14,12 @@ is exactly TRL's. The group advantage A_i is TRL's (its `scale_rewards` switch d
 for the rollout log.
 
 Mask sources (`mask_source`): the names of `hicra.algorithms.MASK_SOURCES` ("planning", "high-entropy",
-"placebo", "planning+entropy", "gated"; "sg" and "sg+entropy" are aliases), computed by
+"placebo", "placebo-mass", "planning+entropy", "gated"; "sg" and "sg+entropy" are aliases), computed by
 `hicra.algorithms.amplification_mask` over this process's generation batch; groups are the `num_generations`
 consecutive completions of one prompt.
-Entropies (and behaviour log-probs for the rollout log) need one extra no-grad forward pass of the policy over
-the completions; it runs only when a mask source or the rollout log needs it.
+Entropies and behaviour log-probs (for the entropy sources, placebo-mass and the rollout log) need one extra
+no-grad forward pass of the policy over the completions; it runs only when a mask source or the rollout log
+needs it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from trl import GRPOConfig, GRPOTrainer
 from hicra.algorithms import (
     ENTROPY_MASK_SOURCES,
     HIGH_ENTROPY_QUANTILE,
+    LOGPROB_MASK_SOURCES,
     MASK_SOURCES,  # noqa: F401  (re-exported: hicra.integrations.trl.MASK_SOURCES)
     amplification_mask,
     canonical_mask_source,
@@ -52,7 +54,8 @@ class HICRAConfig(GRPOConfig):
     alpha: float = field(default=0.2, metadata={"help": "HICRA amplification on planning tokens, 0 <= alpha < 1."})
     lexicon: str = field(default="paper", metadata={"help": "Lexicon preset name or path to a lexicon JSON."})
     mask_source: str = field(default="planning", metadata={
-        "help": "planning | high-entropy | placebo | planning+entropy | gated (hicra.algorithms.MASK_SOURCES)"})
+        "help": "planning | high-entropy | placebo | placebo-mass | planning+entropy | gated "
+                "(hicra.algorithms.MASK_SOURCES)"})
     entropy_quantile: float = field(default=HIGH_ENTROPY_QUANTILE, metadata={
         "help": "Share of highest-entropy completion tokens for the high-entropy and planning+entropy sources."})
     placebo_rate: float | None = field(default=None, metadata={
@@ -180,7 +183,7 @@ class HICRATrainer(GRPOTrainer):
         cfg, mode = self.args, "train" if self.model.training else "eval"
         ids, cmask = out["completion_ids"], out["completion_mask"].bool()
         # entropies cost one extra no-grad forward pass
-        want_stats = canonical_mask_source(cfg.mask_source) in ENTROPY_MASK_SOURCES or (
+        want_stats = canonical_mask_source(cfg.mask_source) in (*ENTROPY_MASK_SOURCES, *LOGPROB_MASK_SOURCES) or (
             mode == "train" and cfg.log_rollouts and cfg.log_token_stats)
         logps = entropies = None
         if want_stats:
@@ -189,9 +192,10 @@ class HICRATrainer(GRPOTrainer):
         sg_sampled = self.tagger.padded_masks(ids, sampled)
         sg_mask = sg_sampled & cmask
         base = out["advantages"]
-        mask = self._planning_mask(sg_mask, cmask, entropies, base)
+        mask = self._planning_mask(sg_mask, cmask, entropies, base, logps)
         out["advantages"] = hicra_advantages(base, mask, cfg.alpha)
-        self.last_hicra_batch = {"base_advantages": base, "planning_mask": mask}  # for inspection and tests
+        # for inspection and tests: "planning_mask" is the amplified mask (of any source), "sg_mask" the tagged one
+        self.last_hicra_batch = {"base_advantages": base, "planning_mask": mask, "sg_mask": sg_mask}
         self._log_hicra_metrics(mode, out["advantages"], mask, cmask, ids)
         if mode == "train" and self.rollout_logger is not None and self._last_reward_call is not None:
             self.rollout_logger.queue(int(self.state.global_step),
@@ -200,7 +204,7 @@ class HICRATrainer(GRPOTrainer):
 
     # -- masks ------------------------------------------------------------------------------------------------
 
-    def _planning_mask(self, sg_mask, cmask, entropies, advantages=None) -> torch.Tensor:
+    def _planning_mask(self, sg_mask, cmask, entropies, advantages=None, logprobs=None) -> torch.Tensor:
         """The amplification mask of this process's batch (`hicra.algorithms.amplification_mask`)."""
         cfg = self.args
         start = self.accelerator.process_index * cmask.size(0)
@@ -208,7 +212,7 @@ class HICRATrainer(GRPOTrainer):
         return amplification_mask(
             cfg.mask_source, cmask, planning_mask=sg_mask, entropies=entropies, advantages=advantages,
             group_ids=groups, entropy_quantile=cfg.entropy_quantile, placebo_rate=cfg.placebo_rate,
-            generator=self._mask_generator, gated_planning=cfg.gated_planning)
+            generator=self._mask_generator, gated_planning=cfg.gated_planning, logprobs=logprobs)
 
     @torch.no_grad()
     def _token_stats(self, out: dict) -> tuple[torch.Tensor, torch.Tensor]:

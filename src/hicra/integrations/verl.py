@@ -43,6 +43,7 @@ from verl.trainer.ppo.core_algos import register_adv_est
 from hicra.algorithms import (
     ENTROPY_MASK_SOURCES,
     HIGH_ENTROPY_QUANTILE,
+    LOGPROB_MASK_SOURCES,
     amplification_mask,
     canonical_mask_source,
     grpo_advantages,
@@ -137,7 +138,7 @@ class HICRAPlumbing:
         mask_source = canonical_mask_source(mask_source)
         if mask_source not in ("planning", "placebo"):
             raise ValueError(f"the legacy estimator takes mask_source 'planning' or 'placebo', got {mask_source!r}; "
-                             "the entropy-based sources need the actor-loss path (HICRALoss)")
+                             "the entropy-based sources and placebo-mass need the actor-loss path (HICRALoss)")
         self.tokenizer = tokenizer
         self.lexicon = Lexicon.resolve(lexicon)
         self.tagger = PlanningTagger(self.lexicon, tokenizer)
@@ -298,7 +299,8 @@ class HICRALoss:
     entropies=old-policy entropies (data["entropy"], the v1 trainer) else the current policy's (model_output,
     needs actor.calculate_entropy=True), advantages, group_ids=data["uid"])`, then A' = A + alpha|A| on m (zero on
     padding), then `verl_loss_fn`. Batch-level statistics (the high-entropy quantile, the placebo's planning rate,
-    the gated rule's group statistics) are those of the micro-batch the loss sees; planning masks are per token
+    the gated rule's group statistics, placebo-mass's update mass from data["old_log_probs"]) are those of the
+    micro-batch the loss sees; planning masks are per token
     and do not depend on it.
 
     Args:
@@ -346,6 +348,12 @@ class HICRALoss:
             else:
                 raise ValueError(f"mask source {self.mask_source!r} needs per-token entropies: set "
                                  "actor_rollout_ref.actor.calculate_entropy=True")
+        logprobs = None
+        if self.mask_source in LOGPROB_MASK_SOURCES:
+            if "old_log_probs" not in data.keys():
+                raise ValueError(f"mask source {self.mask_source!r} needs the behaviour log-probs 'old_log_probs' "
+                                 "in the actor's batch")
+            logprobs = _padded(data["old_log_probs"], width).float()
         groups = None
         if self.mask_source == "gated":
             groups = tu.get(data, "uid") if "uid" in data.keys() else None
@@ -355,7 +363,7 @@ class HICRALoss:
         mask = amplification_mask(self.mask_source, rmask, planning_mask=planning, entropies=entropies,
                                   advantages=adv, group_ids=groups, entropy_quantile=self.entropy_quantile,
                                   placebo_rate=self.placebo_rate, generator=self.generator,
-                                  gated_planning=self.gated_planning)
+                                  gated_planning=self.gated_planning, logprobs=logprobs)
         return {"mask": mask, "response_mask": rmask, "advantages": adv, "planning_mask": planning}
 
     def amplified(self, data, model_output: dict | None = None):

@@ -10,6 +10,8 @@ Per step:
        hicra         the planning-token mask (lab lexicon, `PlanningTagger.token_masks`);
        high-entropy  the top `entropy_quantile` share of highest-entropy tokens of the batch (control);
        placebo       random tokens at this batch's planning-token rate (control);
+       placebo-mass  random non-planning tokens carrying as much update mass |A|(1 - p) as this batch's planning
+                     tokens (`hicra.algorithms.mass_matched_placebo_mask`; control);
        planning+entropy  planning tokens that are also high-entropy tokens;
        gated         the rule of the closed TRL PR #4997 (`hicra.algorithms.gated_mask`, control);
        phase-aware   the planning-token mask with alpha = 0 (plain GRPO) until the online consolidation detector
@@ -36,7 +38,8 @@ from pathlib import Path
 
 # lab algorithm -> the amplification mask source it uses (hicra.algorithms.MASK_SOURCES); grpo amplifies nothing
 MASK_SOURCE_OF = {"grpo": None, "hicra": "planning", "high-entropy": "high-entropy", "placebo": "placebo",
-                  "phase-aware": "planning", "planning+entropy": "planning+entropy", "gated": "gated"}
+                  "placebo-mass": "placebo-mass", "phase-aware": "planning", "planning+entropy": "planning+entropy",
+                  "gated": "gated"}
 ALGORITHMS = tuple(MASK_SOURCE_OF)
 
 
@@ -144,10 +147,12 @@ def gradient_rows(rows, token_advantages, kl_coef: float):
     return rows[(token_advantages[rows] != 0).any(1)]
 
 
-def token_advantages(cfg: RLConfig, adv, response_mask, planning_mask, entropies, generator, alpha=None):
+def token_advantages(cfg: RLConfig, adv, response_mask, planning_mask, entropies, generator, alpha=None,
+                     logprobs=None):
     """[B, T] token advantages for the configured algorithm, and the mask that was amplified (None for grpo).
     The mask is `hicra.algorithms.amplification_mask` of the algorithm's source (`MASK_SOURCE_OF`); groups are
-    `group_size` consecutive rows. `alpha` overrides cfg.alpha (phase-aware passes 0 until its detector fires)."""
+    `group_size` consecutive rows. `alpha` overrides cfg.alpha (phase-aware passes 0 until its detector fires);
+    `logprobs` ([B, T] behaviour log-probs) are needed by placebo-mass only."""
     import torch
 
     from hicra.algorithms import amplification_mask, hicra_advantages
@@ -158,7 +163,7 @@ def token_advantages(cfg: RLConfig, adv, response_mask, planning_mask, entropies
         return adv[:, None].expand(response_mask.shape).clone(), None
     mask = amplification_mask(source, response_mask, planning_mask=planning_mask, entropies=entropies,
                               advantages=adv, group_ids=torch.arange(adv.shape[0]) // cfg.group_size,
-                              entropy_quantile=cfg.entropy_quantile, generator=generator)
+                              entropy_quantile=cfg.entropy_quantile, generator=generator, logprobs=logprobs)
     return hicra_advantages(adv, mask, alpha) * response_mask.to(torch.float32), mask
 
 
@@ -396,7 +401,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
             detector.update(step, *class_perplexities(s.logprobs, s.response_mask, planning_mask, step))
             alpha = cfg.alpha if detector.fired else 0.0
         tok_adv, amplified = token_advantages(cfg, adv, s.response_mask, planning_mask, s.entropies, mask_gen,
-                                              alpha=alpha)
+                                              alpha=alpha, logprobs=s.logprobs)
 
         rows = []
         for i, (p, ids, r) in enumerate(zip(batch_problems, responses, results, strict=True)):

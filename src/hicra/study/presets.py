@@ -22,6 +22,7 @@ ARMS: dict[str, dict] = {
     "grpo": {"algo": "grpo", "alpha": 0.0},
     "hicra": {"algo": "hicra", "alpha": 0.2},
     "placebo": {"algo": "placebo", "alpha": 0.2},
+    "placebo-mass": {"algo": "placebo-mass", "alpha": 0.2},
     "high-entropy": {"algo": "high-entropy", "alpha": 0.2, "entropy_quantile": 0.2},
     "gated": {"algo": "gated", "alpha": 0.2},
     "hicra-a0.1": {"algo": "hicra", "alpha": 0.1},
@@ -29,6 +30,8 @@ ARMS: dict[str, dict] = {
     "phase-aware": {"algo": "phase-aware", "alpha": 0.2},
 }
 BASELINE = "grpo"
+# the arms HICRA is compared with beyond the baseline: random tokens matched on count, and on update mass
+PLACEBO_ARMS = ("placebo", "placebo-mass")
 # the control cells' run length: in the noisy-execution cell execution consolidated in 8 of 8 runs at 320 steps and
 # in 1 of 8 within the unit run's 80 (docs/lab.md, "Does execution consolidate when RL runs longer?")
 CONTROL_STEPS = 320

@@ -113,11 +113,12 @@ def results_markdown(results: dict) -> str:
               "training-rollout accuracy reaches it (`hicra.stats.steps_to_threshold`; 0 when the first rollouts "
               "already do). Pooled: the arm's runs pooled by resampling runs "
               "(`detect_phases_pooled`); the control checks read its order.", ""]
-    if "vs_placebo" in results["per_arm"].get("hicra", {}):
-        vp = results["per_arm"]["hicra"]["vs_placebo"]
-        held = f"AUC held-out greedy {_fmt_diff(vp['auc_eval'])}; " if "auc_eval" in vp else ""
-        lines += ["", f"HICRA - placebo: {held}final accuracy {_fmt_diff(vp['final_accuracy'])}; "
-                  f"AUC {_fmt_diff(vp['auc'])}."]
+    for placebo, what in (("placebo", "placebo"), ("placebo-mass", "mass-matched placebo")):
+        vp = results["per_arm"].get("hicra", {}).get(f"vs_{placebo}")
+        if vp:
+            held = f"AUC held-out greedy {_fmt_diff(vp['auc_eval'])}; " if "auc_eval" in vp else ""
+            lines += ["", f"HICRA - {what}: {held}final accuracy {_fmt_diff(vp['final_accuracy'])}; "
+                      f"AUC {_fmt_diff(vp['auc'])}."]
     if results["comparisons"]:
         lines += ["", "## Paired comparisons and power (80% power, two-sided alpha 0.05, normal approximation)", "",
                   "| comparison | endpoint | pairs (warm starts) | mean diff [95%] | p | Holm p | SD of diffs | "

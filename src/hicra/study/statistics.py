@@ -17,6 +17,7 @@ from hicra.study.presets import (
     BASELINE,
     FORMAT,
     MECHANISM_COLUMNS,
+    PLACEBO_ARMS,
     RUN_FORMAT,
     StudyPreset,
     condition_label,
@@ -313,8 +314,9 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
     for cell in (cells or {"": {}}):
         base = condition_label(cell, BASELINE)
         wanted = [(condition_label(cell, a), base) for a in arms if a != BASELINE and BASELINE in arms]
-        if "hicra" in arms and "placebo" in arms:
-            wanted.append((condition_label(cell, "hicra"), condition_label(cell, "placebo")))
+        for placebo in PLACEBO_ARMS:  # HICRA against each placebo it was run beside
+            if "hicra" in arms and placebo in arms:
+                wanted.append((condition_label(cell, "hicra"), condition_label(cell, placebo)))
         for i, (a, b) in enumerate(wanted):
             for j, e in enumerate(ENDPOINTS):
                 c = paired_comparison(values[a][e], values[b][e], seed=100 + 10 * i + j)
@@ -325,7 +327,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
         for c, adj in zip(family, holm_adjust([c["p_value"] for c in family]), strict=True):
             c["p_holm"], c["holm_family_size"] = adj, len(family)
     for c in comparisons:
-        key = "vs_grpo" if c["b"].rsplit("/", 1)[-1] == BASELINE else "vs_placebo"
+        key = f"vs_{c['b'].rsplit('/', 1)[-1]}"  # vs_grpo, vs_placebo, vs_placebo-mass
         per_arm[c["a"]].setdefault(key, {})[c["endpoint"]] = c
     pooled_orders = {(per_arm[k]["cell"], per_arm[k]["arm"]): per_arm[k]["phases"]["pooled"]["order"] for k in per_arm}
     controls = control_checks(runs_out, cells, preset.criteria or None, pooled_orders) if cells else None
