@@ -1549,3 +1549,53 @@ def test_paired_comparison_against_scipy_and_identical_pairs():
     same = paired_comparison(a, dict(a))
     assert same["identical"] and same["diff"] == 0 and same["sd_diff"] == 0
     assert _mdd_cell(same) == "identical in every pair" and _mdd_cell(c).count(" / ") == 1
+
+
+def test_hicra_is_compared_with_each_placebo_it_ran_beside(smoke, tmp_path):
+    """With both placebo arms (count-matched `placebo`, mass-matched `placebo-mass`) beside GRPO and HICRA, each gets
+    a HICRA - placebo comparison, filed under its own name (`vs_placebo`, `vs_placebo-mass`), with the paired
+    difference of the planted final accuracies, and results.md prints both lines."""
+    import shutil
+
+    from hicra.study.presets import ARMS
+    from hicra.study.report import results_markdown
+
+    src, _ = smoke
+    root = tmp_path / "summaries"
+    shutil.copytree(src / "summaries", root)
+    planted = {"placebo": (0.10, 0.30), "placebo-mass": (0.20, 0.05)}  # final accuracy of pairs (0, 0), (1, 1000)
+    for arm, finals in planted.items():
+        assert ARMS[arm]["algo"] == arm
+        (root / arm).mkdir()
+        for (ws, seed), acc in zip(PAIRS, finals, strict=True):
+            name = f"ws{ws}-seed{seed:02d}.json"
+            s = json.loads((root / "hicra" / name).read_text())
+            s["arm"], s["config"]["algo"] = arm, arm
+            s["eval"]["final"]["accuracy"] = acc
+            (root / arm / name).write_text(json.dumps(s))
+    arms = ["grpo", "hicra", "placebo", "placebo-mass"]
+    res = summarize(root, PRESETS["smoke"], arms, 1, 2)
+    hicra_final = [json.loads((root / "hicra" / f"ws{w}-seed{s:02d}.json").read_text())["eval"]["final"]["accuracy"]
+                   for w, s in PAIRS]
+    for arm, finals in planted.items():
+        c = res["per_arm"]["hicra"][f"vs_{arm}"]["final_accuracy"]
+        assert (c["a"], c["b"]) == ("hicra", arm)
+        assert c["diff"] == pytest.approx(np.mean(np.array(hicra_final) - np.array(finals)))
+    pairs = {(c["a"], c["b"]) for c in res["comparisons"]}
+    assert pairs == {("hicra", "grpo"), ("placebo", "grpo"), ("placebo-mass", "grpo"), ("hicra", "placebo"),
+                     ("hicra", "placebo-mass")}
+    assert all(c["holm_family_size"] == 5 for c in res["comparisons"])
+    md = results_markdown(res)
+    assert "HICRA - placebo: " in md and "HICRA - mass-matched placebo: " in md
+
+
+def test_main_mass_add_on_shares_the_main_studys_settings_and_pairs():
+    """The add-on preset `main-mass` has main's settings and pairs, so it can run in main's summary folder (GRPO's
+    and HICRA's runs reused), and only its arms differ: the mass-matched placebo replaces the others."""
+    from hicra.study.presets import study_pairs, study_settings
+
+    main, add = PRESETS["main"], PRESETS["main-mass"]
+    assert study_settings(add) == study_settings(main)
+    assert study_pairs(add.warm_start_seeds, add.seeds, add.first_warm_start_seed) == study_pairs(
+        main.warm_start_seeds, main.seeds, main.first_warm_start_seed)
+    assert add.arms == ["grpo", "hicra", "placebo-mass"] and "placebo-mass" not in main.arms

@@ -111,6 +111,14 @@ PRESETS: dict[str, StudyPreset] = {
         "default runs",
         seeds=4, warm_start_seeds=4, arms=["grpo", "hicra", "placebo", "high-entropy", "phase-aware", "gated"],
         lab_preset="default", rl={"n_eval": MAIN_N_EVAL}),
+    # an after-the-fact add-on to the main study (docs/study.md, "Add-on A1"; exploratory, not pre-registered): its
+    # settings are main's, so it shares main's summary folder, where GRPO's and HICRA's runs are already done, and
+    # runs only the mass-matched placebo on the same 16 pairs
+    "main-mass": StudyPreset(
+        name="main-mass", description="the main study's GRPO and HICRA with the mass-matched placebo "
+        "(placebo-mass) on the same 16 pairs (an exploratory add-on)",
+        seeds=4, warm_start_seeds=4, arms=["grpo", "hicra", "placebo-mass"],
+        lab_preset="default", rl={"n_eval": MAIN_N_EVAL}),
 }
 
 
