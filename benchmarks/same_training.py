@@ -3,8 +3,8 @@
     python benchmarks/same_training.py ROOT_A ROOT_B [--arm grpo]
 
 ROOT_A and ROOT_B are study summary folders (`hicra study --summaries`, e.g. docs/findings/v2/runs and
-docs/findings/v2/controls2/runs): CELL/ARM/wsW-seedS.json files (`hicra.study.runner.write_run_summary`). A run
-is in both when the same CELL/ARM/wsW-seedS.json exists under each root. Per shared run it compares, with exact
+docs/findings/v2/controls2/runs): [CELL/]ARM/wsW-seedS.json files (`hicra.study.runner.write_run_summary`; a
+study without cells has no CELL level). A run is in both when the same file exists under each root. Per shared run it compares, with exact
 equality (no tolerance; NaN equals NaN), the run's setup (`knobs`, `config`, `warm_start_config`, `steps`) and
 the training's record: the held-out evaluations (`eval`, `eval_curve`), the training curve (`train_curve`), the
 probes (`probes`) and each metric curve (`metrics.NAME`), and prints the fields that differ with their largest
@@ -83,13 +83,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="a metric curve allowed to differ (e.g. rel_ppl_reference); repeatable")
     args = ap.parse_args(argv)
     allowed = {f"metrics.{m}" for m in args.allowed}
-    pattern = f"*/{args.arm}/ws*-seed*.json"
+    patterns = (f"{args.arm}/ws*-seed*.json", f"*/{args.arm}/ws*-seed*.json")  # without cells, with cells
     try:
-        runs_a = {p.relative_to(args.root_a) for p in args.root_a.glob(pattern)}
-        runs_b = {p.relative_to(args.root_b) for p in args.root_b.glob(pattern)}
+        runs_a = {p.relative_to(args.root_a) for pat in patterns for p in args.root_a.glob(pat)}
+        runs_b = {p.relative_to(args.root_b) for pat in patterns for p in args.root_b.glob(pat)}
         shared = sorted(runs_a & runs_b)
         if not shared:
-            raise InputError(f"no run summary (CELL/{args.arm}/wsW-seedS.json) in both {args.root_a} and "
+            raise InputError(f"no run summary ([CELL/]{args.arm}/wsW-seedS.json) in both {args.root_a} and "
                              f"{args.root_b}", path=str(args.root_b))
         pairs = [(rel, load_summary(args.root_a / rel), load_summary(args.root_b / rel)) for rel in shared]
         present = {f"metrics.{m}" for _, a, b in pairs for m in (*(a.get("metrics") or {}), *(b.get("metrics") or {}))}

@@ -1095,6 +1095,11 @@ def test_same_training_benchmark_finds_each_differing_field(tmp_path, capsys, be
     assert mod.main([a, str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no run summary" in err[0]
+    for root in ("d", "e"):  # a study without cells (e.g. main): ARM/wsW-seedS.json
+        (tmp_path / root / "grpo").mkdir(parents=True)
+        (tmp_path / root / "grpo" / "ws3-seed3000.json").write_text(json.dumps({**base, "cell": ""}))
+    assert mod.main([str(tmp_path / "d"), str(tmp_path / "e")]) == 0
+    assert "1 runs in both; 1 train identically" in capsys.readouterr().out
 
 
 def test_exploration_shapes_benchmark_plants_shapes_and_tests_them(tmp_path, capsys, benchmark_script):
