@@ -359,12 +359,47 @@ def test_train_cli_grpo_arm_keeps_rollout_log(tmp_path):
 
 
 def test_placebo_mass_trains_with_behaviour_logprobs(tiny_dir, tmp_path):
-    """mask_source="placebo-mass" in a real TRL step: the extra no-grad pass supplies the behaviour log-probs, and
-    the amplified tokens are response tokens that are not planning tokens."""
+    """mask_source="placebo-mass" in a real TRL step. First, the extra no-grad pass (`_token_stats`) gives the
+    log-probs of the completion tokens: equal to a plain forward pass of the (unchanged: learning rate 0) model over
+    the step's prompts and completions. Then the mask is `mass_matched_placebo_mask` of exactly those log-probs
+    (here replaced by planted ones that vary widely, since the untrained model's are nearly uniform and would hide
+    a misaligned pass), the step's advantages and the trainer's generator state; no planning token is amplified."""
+    words = alpha_lexicon(AutoTokenizer.from_pretrained(tiny_dir)).phrases
+    few = Lexicon(words[::4], name="some-letters")  # some planning tokens, so the placebo takes only part of the rest
     trainer, cap = make(HICRATrainer, HICRAConfig, tiny_dir, tmp_path / "pm", 1, mask_source="placebo-mass",
-                        lexicon=alpha_lexicon(AutoTokenizer.from_pretrained(tiny_dir)), log_rollouts=False)
+                        lexicon=few, log_rollouts=False)
+    seen = {}
+    token_stats, planning_mask = trainer._token_stats, trainer._planning_mask
+
+    def capture_stats(out):
+        seen["out"] = {k: out[k].detach().clone() for k in ("prompt_ids", "prompt_mask", "completion_ids",
+                                                            "completion_mask")}
+        seen["logps"], entropies = token_stats(out)
+        planted = -6 * torch.rand(seen["logps"].shape, generator=torch.Generator().manual_seed(4))
+        seen["planted"] = planted
+        return planted, entropies
+
+    def capture_mask(*args):
+        seen["gen"] = trainer._mask_generator.get_state()
+        return planning_mask(*args)
+
+    trainer._token_stats, trainer._planning_mask = capture_stats, capture_mask
     trainer.train()
-    batch = trainer.last_hicra_batch
+    batch, out = trainer.last_hicra_batch, seen["out"]
     mask, sg, base = batch["planning_mask"], batch["sg_mask"], batch["base_advantages"]
+    cmask = out["completion_mask"].bool()
     assert len(cap.grads) == 1 and sg.any() and (base != 0).any()
-    assert mask.any() and not (mask & sg).any()
+    assert mask.any() and not (mask & sg).any() and int(mask.sum()) < int((cmask & ~sg).sum())
+    gen = torch.Generator().manual_seed(0)
+    gen.set_state(seen["gen"])
+    assert torch.equal(mask, mass_matched_placebo_mask(cmask, sg, seen["planted"], base, gen))
+    # the pass itself: a plain forward of the model gives the same completion log-probs
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+    with torch.no_grad():
+        logits = trainer.model.eval()(input_ids=ids,
+                                      attention_mask=torch.cat([out["prompt_mask"], out["completion_mask"]], 1)).logits
+    n = out["completion_ids"].size(1)
+    logps = torch.log_softmax(logits[:, -n - 1:-1].float() / trainer.args.temperature, -1).gather(
+        -1, out["completion_ids"][..., None])[..., 0]
+    torch.testing.assert_close(seen["logps"][cmask], logps[cmask], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(seen["logps"][cmask], logps.roll(1, -1)[cmask], atol=1e-4)  # the check can fail

@@ -264,17 +264,42 @@ def test_token_advantages_per_algorithm():
 
 
 def test_placebo_mass_run_changes_the_update_as_much_as_hicra_would(model_dir, tmp_path):
-    """A placebo-mass run: each step its random non-planning tokens change the update (train_log `update_change`)
-    by about what amplifying that step's planning tokens would (alpha x `planning_update_share`), with another
-    token count (`amplified_ratio` against `planning_ratio`)."""
-    out = _run(model_dir, tmp_path / "pm", algo="placebo-mass", steps=3, seed=2)
-    rows = [json.loads(x) for x in (tmp_path / "pm" / "train_log.jsonl").read_text().splitlines()]
-    assert len(rows) == 3 and out is not None
-    live = [r for r in rows if r["planning_update_share"]]
-    assert live, "no step with planning tokens and a non-zero advantage: the test says nothing"
-    for r in live:
-        assert r["update_change"] == pytest.approx(0.2 * r["planning_update_share"], abs=0.02)
-        assert r["amplified_ratio"] != r["planning_ratio"]
+    """A placebo-mass run, step by step: the mask recomputed from the step's rollout rows (behaviour log-probs,
+    planning masks, rewards -> r - mean advantages) and the run's mask generator (seed + 2, one draw per step)
+    gives exactly the logged amplified share and update change (so the run fed the right log-probs to the mask);
+    that change is within one token's weight of what amplifying the planning tokens would make, with another token
+    count."""
+    from hicra.algorithms import gradient_mass, grpo_advantages, mass_matched_placebo_mask
+    from hicra.dynamics.records import read_rollouts
+
+    _run(model_dir, tmp_path / "pm", algo="placebo-mass", steps=3, seed=2)
+    log = [json.loads(x) for x in (tmp_path / "pm" / "train_log.jsonl").read_text().splitlines()]
+    table = read_rollouts(tmp_path / "pm", columns=["step", "logprobs", "planning_mask", "reward"]).to_pylist()
+    gen = torch.Generator().manual_seed(2 + 2)
+    assert len(log) == 3 and any(e["planning_update_share"] for e in log)
+    for entry in log:
+        rows = [r for r in table if r["step"] == entry["step"]]
+        width = max(len(r["logprobs"]) for r in rows)
+        resp = torch.tensor([[t < len(r["logprobs"]) for t in range(width)] for r in rows])
+        pad = [0.0] * width
+        lp = torch.tensor([(r["logprobs"] + pad)[:width] for r in rows], dtype=torch.float32)
+        plan = torch.tensor([(list(map(bool, r["planning_mask"])) + [False] * width)[:width] for r in rows])
+        adv = grpo_advantages(torch.tensor([r["reward"] for r in rows]), torch.arange(len(rows)) // BASE["group_size"],
+                              scale="none")
+        mask = mass_matched_placebo_mask(resp, plan, lp, adv, gen)
+        assert entry["amplified_ratio"] == pytest.approx(float(mask.sum()) / float(resp.sum()), abs=1e-12)
+        change = gradient_mass(lp, resp, mask, adv, 0.2)["update_change"]
+        if entry["update_change"] is None:  # no update at all (every group's rewards equal): NaN, logged as null
+            assert change != change and not mask.any()
+            continue
+        assert entry["update_change"] == pytest.approx(change, rel=1e-6, abs=1e-12)
+        weight = adv[:, None].abs() * (1 - lp.exp()) * resp
+        one_token = 0.2 * float(weight.max()) / max(float(weight.sum()), 1e-12)
+        target = 0.2 * (entry["planning_update_share"] or 0.0)
+        if target <= 0.2 * 0.5:  # planning holds at most half of the update: the placebo can match it
+            assert abs(change - target) <= one_token + 1e-9
+        if entry["planning_update_share"]:
+            assert entry["amplified_ratio"] != entry["planning_ratio"]
 
 
 def test_micro_batches_give_the_same_update_as_one_pass(model_dir, tmp_path):

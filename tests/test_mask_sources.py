@@ -169,20 +169,23 @@ def _by_loop(resp, plan, logprobs, adv, seed):
     return out, target
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("seed", range(40))
 def test_mass_matched_placebo_against_a_loop_and_its_definition(seed):
-    """placebo-mass: the same tokens as a plain loop over the same random order; never padding or planning tokens;
-    its update mass within one token's weight of the planning tokens', so amplifying it changes the update as
-    much as HICRA does (`gradient_mass`), with another token count."""
+    """placebo-mass: the same tokens as a plain loop over the same random order (the shortest prefix closest to the
+    target, so zero-weight tokens at the end of the prefix are left out: seed 8 has such a tie); never padding or
+    planning tokens; its update mass within one token's weight of the planning tokens', so amplifying it changes
+    the update as much as HICRA does (`gradient_mass`), with another token count. Padding may hold NaN."""
     resp, plan, logprobs, adv = _mass_batch(seed)
+    logprobs = torch.where(resp, logprobs, torch.nan)
     got = mass_matched_placebo_mask(resp, plan, logprobs, adv, seed)
     want, target = _by_loop(resp, plan, logprobs, adv, seed)
     assert torch.equal(got, want)
     assert not bool((got & ~resp).any()) and not bool((got & plan).any())
-    weight = adv[:, None].abs() * (1 - logprobs.exp()) * resp
+    weight = torch.where(resp, adv[:, None].abs() * (1 - logprobs.exp()), 0.0)
     assert abs(float((weight * got).sum()) - target) <= float(weight.max()) / 2 + 1e-9
-    hicra = gradient_mass(logprobs, resp, plan, adv, 0.2)["update_change"]
-    placebo = gradient_mass(logprobs, resp, got, adv, 0.2)["update_change"]
+    finite = torch.where(resp, logprobs, 0.0)
+    hicra = gradient_mass(finite, resp, plan, adv, 0.2)["update_change"]
+    placebo = gradient_mass(finite, resp, got, adv, 0.2)["update_change"]
     assert placebo == pytest.approx(hicra, abs=0.2 * float(weight.max()) / float(weight.sum()))
     assert torch.equal(amplification_mask("placebo-mass", resp, planning_mask=plan, logprobs=logprobs,
                                           advantages=adv, generator=seed), got)
@@ -210,3 +213,13 @@ def test_mass_matched_placebo_edges():
             amplification_mask("placebo-mass", resp, **kw)
     with pytest.raises(ValueError, match="one shape"):
         mass_matched_placebo_mask(resp, plan, logprobs[:, :-1], adv, 0)
+    with pytest.raises(ValueError, match="one shape"):  # a broadcastable planning mask is refused, not broadcast
+        mass_matched_placebo_mask(resp, plan[:, :1], logprobs, adv, 0)
+    bad = logprobs.clone()
+    bad[resp.nonzero()[0].tolist()] = float("nan")
+    with pytest.raises(ValueError, match="not finite"):
+        mass_matched_placebo_mask(resp, plan, bad, adv, 0)
+    gen = torch.Generator().manual_seed(1)
+    mass_matched_placebo_mask(resp, none, logprobs, adv, gen)  # nothing to match still draws the order once
+    assert torch.equal(gen.get_state(), (lambda g: (torch.randperm(int((resp & ~none).sum()), generator=g), g)[1])(
+        torch.Generator().manual_seed(1)).get_state())

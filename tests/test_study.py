@@ -1515,18 +1515,21 @@ def test_study_recorded_before_a_config_field_existed_still_matches(tmp_path):
     old = read_json(tmp_path / "s" / "study.json", "study file")
     del old["settings"]["rl"]["strategy_k"]
     write_json(tmp_path / "s" / "study.json", old)
-    check_study_dir(tmp_path / "s", smoke)  # strategy_k 0 = the behaviour before the field existed
+    # strategy_k 0 = the behaviour before the field existed; the match says what it assumed
+    assert check_study_dir(tmp_path / "s", smoke)["assumed_fields"] == {"rl.strategy_k": 0}
     assert "strategy_k" not in read_json(tmp_path / "s" / "study.json", "study file")["settings"]["rl"]
     with pytest.raises(InputError, match=r"rl\.strategy_k is absent in study.json, 4 today"):
         check_study_dir(tmp_path / "s", replace(smoke, rl={**smoke.rl, "strategy_k": 4}))
-    with pytest.raises(InputError, match=r"rl\.steps"):  # a field the study recorded still has to match
-        check_study_dir(tmp_path / "s", replace(smoke, rl={**smoke.rl, "steps": smoke.rl.get("steps", 5) + 1}))
+    # a field the study recorded still has to match, and the refusal names it, not the field it assumed
+    with pytest.raises(InputError, match=r"first difference: settings\.rl\.temperature is 0\.7 in study.json"):
+        check_study_dir(tmp_path / "s", replace(smoke, rl={**smoke.rl, "temperature": 0.9}))
+    assert "assumed_fields" not in check_study_dir(tmp_path / "t", smoke)  # a study made today assumes nothing
     root = Path(__file__).resolve().parents[1] / "docs" / "findings" / "v2"
     for name, folder in (("controls", "runs"), ("controls2", "controls2/runs")):
         assert "strategy_k" not in read_json(root / folder / "study.json", "study file")["settings"]["rl"]
-        check_study_dir(root / folder, PRESETS[name])
-    for name, folder in (("controls3", "controls3/runs"), ("main", "main")):
-        check_study_dir(root / folder, PRESETS[name])
+        assert check_study_dir(root / folder, PRESETS[name])["assumed_fields"] == {"rl.strategy_k": 0}
+    for name, folder in (("controls3", "controls3/runs"), ("main", "main"), ("main-mass", "main")):
+        assert "assumed_fields" not in check_study_dir(root / folder, PRESETS[name])
 
 
 def test_paired_comparison_against_scipy_and_identical_pairs():
@@ -1592,6 +1595,10 @@ def test_hicra_is_compared_with_each_placebo_it_ran_beside(smoke, tmp_path):
     assert all(c["holm_family_size"] == 5 for c in res["comparisons"])
     md = results_markdown(res)
     assert "HICRA - placebo: " in md and "HICRA - mass-matched placebo: " in md
+    assert "assumed" not in md and "Exploratory" not in md
+    md = results_markdown({**res, "assumed_fields": {"rl.strategy_k": 0}, "banner": "Exploratory add-on."})
+    assert "matched at the value that keeps the earlier behaviour: rl.strategy_k = 0." in md
+    assert md.index("**Exploratory add-on.**") < md.index("| arm |")
 
 
 def test_main_mass_add_on_shares_the_main_studys_settings_and_pairs():

@@ -324,45 +324,58 @@ def mass_matched_placebo_mask(response_mask: Any, planning_mask: Any, logprobs: 
 
         target   = sum_{planning & response} w_t
         order    = a uniformly random permutation of the non-planning response tokens
-        mask     = the first k tokens of order, k = the prefix length whose sum of w is closest to target
-                   (the shorter prefix on a tie; all of them when their total is below target)
+        mass(k)  = sum of w over the first k tokens of order
+        mask     = the first k tokens of order, k = the shortest prefix whose |mass(k) - target| is smallest
 
-    Amplifying it adds as much to the update (A + alpha|A| on the mask: alpha * target) as amplifying the planning
-    tokens does, so HICRA minus this placebo isolates *where* the extra update goes from *how much* there is. The
-    count-matched ``placebo_mask`` adds less wherever planning tokens carry more than their share of the update
-    (in the lab at the warm start: 10% of tokens, about 35% of the update). Padding and planning tokens are never
-    selected. Deterministic for a given generator state.
+    Amplifying it adds alpha * mass(k) to the update (A + alpha|A| on the mask), as much as amplifying the planning
+    tokens adds (alpha * target) up to one token's weight, so HICRA minus this placebo asks whether *where* the
+    extra update goes matters, not *how much* there is. **Limit:** when the planning tokens hold more than half of
+    the batch's update (target > the other tokens' total), every non-planning token with weight is taken and the
+    placebo falls short of HICRA; ``gradient_mass(..., mask, ...)["update_change"]`` against alpha times the
+    planning tokens' ``update_share`` shows by how much. The count-matched ``placebo_mask`` adds less wherever
+    planning tokens carry more than their share of the update (in the lab at the warm start: 10% of tokens, about
+    35% of the update). Padding and planning tokens are never selected. Deterministic for a given generator state
+    (one ``torch.randperm`` draw per call, whatever the target).
 
     Args:
         response_mask: [B, T] bool, True on response tokens.
         planning_mask: [B, T] bool planning-token mask (the mass to match).
-        logprobs: [B, T] log-probabilities of the sampled tokens under the sampling policy.
+        logprobs: [B, T] log-probabilities of the sampled tokens under the sampling policy (padding: any value).
         advantages: [B] or [B, T] advantages before amplification.
         generator: a CPU ``torch.Generator`` (its state advances) or an int seed.
 
     Returns:
-        [B, T] bool. ValueError when the shapes differ.
+        [B, T] bool on response_mask's device. ValueError when the shapes differ or a response token's log-prob or
+        advantage is not finite.
     """
     resp = _as_bool_mask(response_mask, "response_mask")
-    plan = _as_bool_mask(planning_mask, "planning_mask").to(resp.device) & resp
+    plan = _as_bool_mask(planning_mask, "planning_mask").to(resp.device)
     if plan.shape != resp.shape or logprobs.shape != resp.shape:
         raise ValueError(f"logprobs {tuple(logprobs.shape)}, response_mask {tuple(resp.shape)} and planning_mask "
                          f"{tuple(plan.shape)} must have one shape")
+    plan = plan & resp
     if isinstance(generator, int):
         generator = torch.Generator().manual_seed(generator)
     if not isinstance(generator, torch.Generator):
         raise TypeError("generator must be a torch.Generator or an int seed")
     adv = _token_advantages(torch.as_tensor(advantages, dtype=torch.float64, device=resp.device), resp.shape)
-    weight = (adv.abs() * (1.0 - logprobs.detach().to(torch.float64).exp()).clamp(min=0.0)).reshape(-1)
+    weight = adv.abs() * (1.0 - logprobs.detach().to(device=resp.device, dtype=torch.float64).exp()).clamp(min=0.0)
+    if not bool(torch.isfinite(weight[resp]).all()):
+        raise ValueError("a response token's log-prob or advantage is not finite: its update mass is unknown")
+    weight = torch.where(resp, weight, torch.zeros_like(weight)).reshape(-1)  # padding may hold anything
     target = float((weight * plan.reshape(-1)).sum())
     positions = (resp & ~plan).reshape(-1).nonzero().squeeze(-1)
     order = torch.randperm(positions.numel(), generator=generator, device=generator.device).to(positions.device)
     positions = positions[order]
-    cum = torch.cat([weight.new_zeros(1), weight[positions].cumsum(0)])  # cum[k] = mass of the first k tokens
-    k = int(torch.searchsorted(cum, torch.tensor([target], dtype=cum.dtype, device=cum.device)).clamp(
-        max=positions.numel()))  # the first prefix whose mass reaches target (or all of them)
+    cum = torch.cat([weight.new_zeros(1), weight[positions].cumsum(0)])  # cum[k] = mass(k), nondecreasing
+
+    def first(value: torch.Tensor) -> int:  # the shortest prefix whose mass reaches `value`
+        return int(torch.searchsorted(cum, value.reshape(1).to(cum.dtype)))
+
+    k = min(first(torch.tensor(target)), positions.numel())
     if k > 0 and abs(float(cum[k - 1]) - target) <= abs(float(cum[k]) - target):
         k -= 1
+    k = first(cum[k])  # ties and zero-weight tokens: the shortest prefix with the same mass
     flat = torch.zeros(resp.numel(), dtype=torch.bool, device=resp.device).index_fill(0, positions[:k], True)
     return flat.reshape(resp.shape)
 

@@ -58,6 +58,8 @@ class StudyPreset:
     cells: dict[str, dict] = field(default_factory=dict)  # cell name -> corpus knobs (KNOBS); {} = the lab's own
     # the control cells' pass criteria (`ControlCriterion`); () = CONTROL_CRITERIA, the first controls study's
     criteria: tuple = ()
+    # a line printed in bold at the head of results.md (e.g. that a preset is exploratory, not pre-registered)
+    banner: str = ""
     # the phase verdict rules its runs are read by (`hicra.dynamics.phases.PhaseConfig.version`): every summary must
     # carry this version, and cells are pooled by its rules. New runs are analysed by today's version (3); 2 is
     # the first controls study's, whose summaries were made before v3
@@ -118,7 +120,9 @@ PRESETS: dict[str, StudyPreset] = {
         name="main-mass", description="the main study's GRPO and HICRA with the mass-matched placebo "
         "(placebo-mass) on the same 16 pairs (an exploratory add-on)",
         seeds=4, warm_start_seeds=4, arms=["grpo", "hicra", "placebo-mass"],
-        lab_preset="default", rl={"n_eval": MAIN_N_EVAL}),
+        lab_preset="default", rl={"n_eval": MAIN_N_EVAL},
+        banner="Exploratory add-on A1 (docs/study.md), not pre-registered: its Holm families hold 3 comparisons, so "
+        "its HICRA - GRPO p-values are not the registered ones (docs/findings/v2/main-results)."),
 }
 
 

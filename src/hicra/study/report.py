@@ -83,9 +83,13 @@ def results_markdown(results: dict) -> str:
              "sign-flip p-values and Holm-adjusted p-values (family: every comparison of that endpoint). The sign-flip "
              "test flips each pair on its own, so it ignores the pairs' grouping by warm start, which the nested "
              "interval keeps: the two can disagree (p < 0.05 with an interval that holds 0, or the reverse).", "",
+             *([f"**{results['banner']}**", ""] if results.get("banner") else []),
              *_controls_study_lines(results),
              *_answers_lines(results.get("preregistered")),
              *([f"Runs finished by the code of commit(s) {code}.", ""] if code else []),
+             *([f"Study files recorded before these config fields existed, matched at the value that keeps the earlier "
+                f"behaviour: {', '.join(f'{k} = {v}' for k, v in results['assumed_fields'].items())}.", ""]
+               if results.get("assumed_fields") else []),
              *_builds_lines(results.get("warm_start_builds")),
              "| arm | AUC held-out greedy (primary) | final held-out acc. | AUC train acc. | steps to "
              f"{results['threshold']:.0%} (reached) | AUC held-out - GRPO | final acc. - GRPO | AUC - GRPO | "

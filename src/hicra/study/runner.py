@@ -65,36 +65,27 @@ def _part_of(study: dict | None, settings: dict) -> bool:
             and all(name in cells and cells[name] == knobs for name, knobs in settings["cells"].items()))
 
 
-def _config_defaults() -> dict[str, dict]:
-    """{"warm_start": WarmStartConfig's field defaults, "rl": RLConfig's}."""
-    from dataclasses import MISSING, fields
-
-    from hicra.lab.rl import RLConfig
-    from hicra.lab.sft import WarmStartConfig
-
-    def defaults(cls) -> dict:
-        return {f.name: (f.default if f.default is not MISSING else f.default_factory()) for f in fields(cls)
-                if f.default is not MISSING or f.default_factory is not MISSING}
-
-    return {"warm_start": defaults(WarmStartConfig), "rl": defaults(RLConfig)}
+# config fields added after studies were recorded, each with the value that reproduces the behaviour before it: a
+# study.json without the field still matches while today's setting is that value (`_with_later_fields`). A field
+# joins this table only when it is added with such a value (not when a default changes).
+LATER_STUDY_FIELDS: dict[str, dict] = {"rl": {"strategy_k": 0}}  # strategy_k 0: no held-out strategy readings
 
 
-def _with_later_fields(old: dict | None, settings: dict) -> dict | None:
-    """`old` (a study.json's settings) with each config field it lacks taken from `settings` when today's value is
-    the field's default. A field added to `WarmStartConfig` or `RLConfig` after a study was recorded defaults to the
-    behaviour the study ran with (the rule the warm-start cache key follows: `WarmStartConfig.settings`), so the
-    study still matches; a field set to anything else does not. Example: `RLConfig.strategy_k` (default 0) is
-    missing from the `controls` and `controls2` studies' files."""
+def _with_later_fields(old: dict | None, settings: dict) -> tuple[dict | None, dict[str, object]]:
+    """(`old` with each `LATER_STUDY_FIELDS` field it lacks filled in from `settings` when today's value is the
+    field's behaviour-preserving value, {"SECTION.FIELD": value} of the fields so filled). Example:
+    `RLConfig.strategy_k` is missing from the `controls` and `controls2` studies' files."""
     if not isinstance(old, dict):
-        return old
-    filled = dict(old)
-    for section, defaults in _config_defaults().items():
+        return old, {}
+    filled, assumed = dict(old), {}
+    for section, later in LATER_STUDY_FIELDS.items():
         mine, today = old.get(section), settings.get(section)
         if not isinstance(mine, dict) or not isinstance(today, dict):
             continue
-        added = {k: v for k, v in today.items() if k not in mine and k in defaults and v == defaults[k]}
+        added = {k: v for k, v in later.items() if k not in mine and k in today and today[k] == v}
         filled[section] = {**mine, **added}
-    return filled
+        assumed.update({f"{section}.{k}": v for k, v in added.items()})
+    return filled, assumed
 
 
 def _first_difference(old, new, prefix: str = "settings") -> str:
@@ -113,7 +104,8 @@ _ABSENT = object()
 def check_study_dir(out: Path, preset: StudyPreset) -> dict:
     """Create or re-open a study directory; refuse one that holds a study with other settings (a part that runs
     some of the study's cells is the same study: `_part_of`; a config field added since the study was recorded
-    matches while it holds its default: `_with_later_fields`). study.json is not rewritten on re-opening.
+    matches while it holds its behaviour-preserving value: `_with_later_fields`, and the returned dict then names
+    it under "assumed_fields"). study.json is not rewritten on re-opening.
 
     Raises InputError (exit code 2) naming study.json when the settings differ."""
     if out.exists() and not out.is_dir():
@@ -122,11 +114,12 @@ def check_study_dir(out: Path, preset: StudyPreset) -> dict:
     path = out / "study.json"
     if path.exists():
         old = read_json(path, "study file")
-        if old.get("format") != FORMAT or not _part_of(_with_later_fields(old.get("settings"), settings), settings):
-            where = _first_difference(old.get("settings"), settings) if old.get("format") == FORMAT else "format"
+        filled, assumed = _with_later_fields(old.get("settings"), settings)
+        if old.get("format") != FORMAT or not _part_of(filled, settings):
+            where = _first_difference(filled, settings) if old.get("format") == FORMAT else "format"
             raise InputError(f"the directory holds a study with other settings (preset {old.get('preset')!r}; "
                              f"first difference: {where}); use another --out", path=str(path))
-        return old
+        return {**old, "assumed_fields": assumed} if assumed else old
     out.mkdir(parents=True, exist_ok=True)
     info = {"format": FORMAT, "preset": preset.name, "settings": settings}
     write_json(path, info)
@@ -541,7 +534,7 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     out = Path(out)
     summary_root = Path(summary_root) if summary_root is not None else out / "summaries"
     info = check_study_dir(out, p)
-    check_study_dir(summary_root, p)
+    assumed = {**info.get("assumed_fields", {}), **check_study_dir(summary_root, p).get("assumed_fields", {})}
     if "phase-aware" in arms:
         from hicra.lab.rl import ALGORITHMS
 
@@ -571,6 +564,10 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
     results["workers"] = workers
     results["study"] = info
     results["summary_root"] = str(summary_root)
+    if assumed:  # study files recorded before these config fields existed, matched at their earlier behaviour
+        results["assumed_fields"] = assumed
+    if p.banner:
+        results["banner"] = p.banner
     results["code"] = code_version()
     if controls_study is not None:
         results["controls_study"] = controls_study
