@@ -1611,3 +1611,22 @@ def test_main_mass_add_on_shares_the_main_studys_settings_and_pairs():
     assert study_pairs(add.warm_start_seeds, add.seeds, add.first_warm_start_seed) == study_pairs(
         main.warm_start_seeds, main.seeds, main.first_warm_start_seed)
     assert add.arms == ["grpo", "hicra", "placebo-mass"] and "placebo-mass" not in main.arms
+
+
+def test_summaries_keep_the_share_of_tokens_each_arm_amplified(smoke):
+    """Run summaries keep `amplified_ratio` (the share of tokens the arm's own mask amplified): HICRA's equals its
+    planning-token share step by step, GRPO's is 0, and the mechanism table gains its column; results pooled from
+    older summaries without it keep the old table."""
+    from hicra.study.report import results_markdown
+
+    out, res = smoke
+    hicra = json.loads((out / "summaries" / "hicra" / "ws0-seed00.json").read_text())["train_curve"]
+    assert hicra["amplified_ratio"] == pytest.approx(hicra["planning_ratio"])
+    mech = {arm: res["per_arm"][arm]["mechanism"] for arm in ("grpo", "hicra")}
+    assert mech["grpo"]["amplified_ratio"]["warm_start_mean"] == 0.0
+    assert mech["hicra"]["amplified_ratio"]["warm_start_mean"] == pytest.approx(
+        mech["hicra"]["planning_ratio"]["warm_start_mean"])
+    assert "tokens amplified (own mask) |" in results_markdown(res)
+    old = {**res, "per_arm": {a: {**v, "mechanism": {k: m for k, m in v["mechanism"].items() if k != "amplified_ratio"}}
+                              for a, v in res["per_arm"].items()}}
+    assert "tokens amplified" not in results_markdown(old)

@@ -14,6 +14,9 @@ RUN_FORMAT = "hicra-study-run/1"  # one per-run summary file
 # tokens, of the gradient mass (1 - p of the sampled token) and of the update (|A| times the mass); HICRA at alpha
 # changes the update by alpha * planning_update_share; update_change is what the arm's own mask changed
 MECHANISM_COLUMNS = ("planning_ratio", "planning_gradient_mass_share", "planning_update_share", "update_change")
+# and the share of response tokens the arm's own mask amplified (kept in summaries since session 52; older ones
+# lack it, and the mechanism table shows it only when some arm has it)
+AMPLIFIED_COLUMN = "amplified_ratio"
 SEED_STRIDE = 1000  # RL seeds of warm-start seed W: W * SEED_STRIDE + 0..seeds-1 (distinct across warm starts)
 
 # arm name -> RLConfig overrides. The alpha sweep's 0.2 point is the "hicra" arm itself. Control arms are named

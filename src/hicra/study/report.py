@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hicra.study.presets import BASELINE, MECHANISM_COLUMNS
+from hicra.study.presets import AMPLIFIED_COLUMN, BASELINE, MECHANISM_COLUMNS
 from hicra.study.statistics import ORDERS
 
 # ---------------------------------------------------------------- tables and figures
@@ -174,8 +174,11 @@ def results_markdown(results: dict) -> str:
                   "last tenth of the steps)", "",
                   "Gradient mass: 1 - p of the sampled token; update: |A| times it (`hicra.algorithms.gradient_mass`). "
                   "HICRA at alpha changes the update by alpha x the update share; the last column is what the arm's "
-                  "own mask changed.", "",
-                  "| arm | of tokens | of gradient mass | of the update | update change (own mask) |", "|---|---|---|---|---|"]
+                  "own mask changed.", ""]
+        columns = [*MECHANISM_COLUMNS, *([AMPLIFIED_COLUMN] if any(AMPLIFIED_COLUMN in m for m in mech.values()) else [])]
+        lines += ["| arm | of tokens | of gradient mass | of the update | update change (own mask) |"
+                  + (" tokens amplified (own mask) |" if AMPLIFIED_COLUMN in columns else ""),
+                  "|---|---|---|---|---|" + ("---|" if AMPLIFIED_COLUMN in columns else "")]
 
         def cell(d: dict | None) -> str:
             if not d:
@@ -183,7 +186,7 @@ def results_markdown(results: dict) -> str:
             return (f"{100 * d['warm_start_mean']:.1f}{_pm(d['warm_start_sd'])} -> "
                     f"{100 * d['end_mean']:.1f}{_pm(d['end_sd'])}")
         for arm, m in mech.items():
-            lines.append(f"| {arm} | " + " | ".join(cell(m.get(c)) for c in MECHANISM_COLUMNS) + " |")
+            lines.append(f"| {arm} | " + " | ".join(cell(m.get(c)) for c in columns) + " |")
     if results.get("controls"):
         ctl = results["controls"]
         lines += ["", "## Control checks (pre-registered criteria: `hicra.study.presets.control_criteria`, "

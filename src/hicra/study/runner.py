@@ -14,6 +14,7 @@ from pathlib import Path
 from hicra.errors import InputError
 from hicra.fileio import read_json, write_json, write_text
 from hicra.study.presets import (
+    AMPLIFIED_COLUMN,
     ARMS,
     FORMAT,
     MECHANISM_COLUMNS,
@@ -204,7 +205,7 @@ _SUMMARY_METRICS = ("step", "rel_ppl_execution", "rel_ppl_planning", "rel_ppl_re
                     "errors_planning_share", "errors_execution_share", "planning_ratio", "strategy_entropy",
                     "semantic_entropy_excl_format", "semantic_entropy")
 _TRAIN_COLUMNS = ("accuracy", "errors_execution_share", "errors_planning_share", "errors_format_share",
-                  *MECHANISM_COLUMNS)
+                  *MECHANISM_COLUMNS, AMPLIFIED_COLUMN)
 # eval.json's per-problem strategy counts (`RLConfig.strategy_k`): a summary keeps only their `strategy_change`
 _STRATEGY_RECORDS = ("warm_start_strategies", "final_strategies", "strategy_change")
 

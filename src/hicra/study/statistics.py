@@ -13,6 +13,7 @@ from pathlib import Path
 from hicra.errors import InputError
 from hicra.fileio import read_json
 from hicra.study.presets import (
+    AMPLIFIED_COLUMN,
     ARMS,
     BASELINE,
     FORMAT,
@@ -540,13 +541,14 @@ def _sd(x) -> float | None:
 
 def mechanism_check(runs: list[dict]) -> dict:
     """Per MECHANISM_COLUMNS (planning tokens' share of response tokens and of the gradient mass, the change of
-    the update HICRA's alpha makes, the change this arm's own mask made): the mean and SD over runs at the warm
+    the update HICRA's alpha makes, the change this arm's own mask made) and AMPLIFIED_COLUMN (the share of tokens
+    this arm's own mask amplified): the mean and SD over runs at the warm
     start (the first step's rollouts are sampled from it) and over the last tenth of the steps. Columns a run's
     train_curve lacks (summaries from before they were logged) are left out."""
     import numpy as np
 
     out = {}
-    for c in MECHANISM_COLUMNS:
+    for c in (*MECHANISM_COLUMNS, AMPLIFIED_COLUMN):
         curves = [r["train_curve"].get(c) for r in runs]
         if not curves or any(v is None or not v or v[0] is None for v in curves):
             continue
