@@ -359,7 +359,7 @@ def mass_matched_placebo_mask(response_mask: Any, planning_mask: Any, logprobs: 
     if not isinstance(generator, torch.Generator):
         raise TypeError("generator must be a torch.Generator or an int seed")
     adv = _token_advantages(torch.as_tensor(advantages, dtype=torch.float64, device=resp.device), resp.shape)
-    weight = adv.abs() * (1.0 - logprobs.detach().to(device=resp.device, dtype=torch.float64).exp()).clamp(min=0.0)
+    weight = adv.abs() * _sampled_logit_gradient(logprobs.to(device=resp.device, dtype=torch.float64))
     if not bool(torch.isfinite(weight[resp]).all()):
         raise ValueError("a response token's log-prob or advantage is not finite: its update mass is unknown")
     weight = torch.where(resp, weight, torch.zeros_like(weight)).reshape(-1)  # padding may hold anything
@@ -418,6 +418,12 @@ def planning_rate(planning_mask: Any, response_mask: Any) -> float:
     return float((plan & resp).sum()) / max(1, int(resp.sum()))
 
 
+def _sampled_logit_gradient(logprobs: torch.Tensor) -> torch.Tensor:
+    """g_t = 1 - p_t (clamped at 0): the size of the log-prob gradient on the sampled token's own logit, its
+    gradient mass (``gradient_mass``, ``mass_matched_placebo_mask``). Same shape and dtype as `logprobs`."""
+    return (1.0 - logprobs.detach().exp()).clamp(min=0.0)
+
+
 def gradient_mass(logprobs: torch.Tensor, response_mask: Any, mask: Any, advantages: Any,
                   alpha: float) -> dict[str, float]:
     """How much of a batch's policy gradient a token mask holds, and how much amplifying it changes the update.
@@ -455,7 +461,7 @@ def gradient_mass(logprobs: torch.Tensor, response_mask: Any, mask: Any, advanta
         raise ValueError(f"logprobs {tuple(logprobs.shape)}, response_mask {tuple(resp.shape)} and mask "
                          f"{tuple(m.shape)} must have one shape")
     adv = _token_advantages(torch.as_tensor(advantages, dtype=logprobs.dtype, device=logprobs.device), resp.shape)
-    g = (1.0 - logprobs.detach().exp()).clamp(min=0.0) * resp
+    g = _sampled_logit_gradient(logprobs) * resp
     weight = adv.abs() * g
 
     def ratio(num: torch.Tensor, den: torch.Tensor) -> float:

@@ -33,8 +33,9 @@ ARMS: dict[str, dict] = {
     "phase-aware": {"algo": "phase-aware", "alpha": 0.2},
 }
 BASELINE = "grpo"
-# the arms HICRA is compared with beyond the baseline: random tokens matched on count, and on update mass
-PLACEBO_ARMS = ("placebo", "placebo-mass")
+# the arms HICRA is compared with beyond the baseline (name -> what results.md calls it): random tokens matched on
+# count, and on update mass
+PLACEBO_ARMS = {"placebo": "placebo", "placebo-mass": "mass-matched placebo"}
 # the control cells' run length: in the noisy-execution cell execution consolidated in 8 of 8 runs at 320 steps and
 # in 1 of 8 within the unit run's 80 (docs/lab.md, "Does execution consolidate when RL runs longer?")
 CONTROL_STEPS = 320

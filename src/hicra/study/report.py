@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hicra.study.presets import AMPLIFIED_COLUMN, BASELINE, MECHANISM_COLUMNS
+from hicra.study.presets import AMPLIFIED_COLUMN, BASELINE, MECHANISM_COLUMNS, PLACEBO_ARMS
 from hicra.study.statistics import ORDERS
 
 # ---------------------------------------------------------------- tables and figures
@@ -117,7 +117,7 @@ def results_markdown(results: dict) -> str:
               "training-rollout accuracy reaches it (`hicra.stats.steps_to_threshold`; 0 when the first rollouts "
               "already do). Pooled: the arm's runs pooled by resampling runs "
               "(`detect_phases_pooled`); the control checks read its order.", ""]
-    for placebo, what in (("placebo", "placebo"), ("placebo-mass", "mass-matched placebo")):
+    for placebo, what in PLACEBO_ARMS.items():
         vp = results["per_arm"].get("hicra", {}).get(f"vs_{placebo}")
         if vp:
             held = f"AUC held-out greedy {_fmt_diff(vp['auc_eval'])}; " if "auc_eval" in vp else ""
