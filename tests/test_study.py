@@ -1630,3 +1630,31 @@ def test_summaries_keep_the_share_of_tokens_each_arm_amplified(smoke):
     old = {**res, "per_arm": {a: {**v, "mechanism": {k: m for k, m in v["mechanism"].items() if k != "amplified_ratio"}}
                               for a, v in res["per_arm"].items()}}
     assert "tokens amplified" not in results_markdown(old)
+
+
+def test_mass_match_benchmark_counts_shortfalls_against_alpha_times_the_planning_share(tmp_path, capsys,
+                                                                                       benchmark_script):
+    """benchmarks/mass_match.py on two planted placebo-mass summaries: the target is alpha x planning_update_share,
+    a step counts as short only beyond the tolerance, null steps are skipped, the step-0 means with and without the
+    run that is off there, and the largest shortfall with its step; a summary without the curves: exit 2."""
+    mod = benchmark_script("mass_match")
+    base = {"format": RUN_FORMAT, "cell": "", "warm_start_seed": 0, "seed": 0}
+    good = {**base, "train_curve": {"step": [0, 1, 2], "update_change": [0.070, 0.080, None],
+                                    "planning_update_share": [0.35, 0.40, None]}}
+    bad = {**base, "seed": 1, "train_curve": {"step": [0, 1, 2], "update_change": [0.088, 0.1, 0.07],
+                                              "planning_update_share": [0.56, 0.72, 0.36]}}
+    paths = []
+    for name, s in (("a.json", good), ("b.json", bad)):
+        (tmp_path / name).write_text(json.dumps(s))
+        paths.append(str(tmp_path / name))
+    assert mod.main(paths) == 0
+    out = capsys.readouterr().out
+    assert "a.json: step-0 update change 7.00% (target 7.00%); short on 0 of 2 steps" in out
+    assert "b.json: step-0 update change 8.80% (target 11.20%); short on 2 of 3 steps" in out
+    assert "step 0, all runs: 7.90% vs target 9.10% (2 runs); runs within 0.2 points there: 7.00% vs target 7.00% (1 runs)" in out
+    assert "steps short by more than 0.2 points: 2 of 5, in 1 of 2 runs; largest 4.4 points" in out
+    assert "step 1, planning 72% of the update" in out
+    (tmp_path / "c.json").write_text(json.dumps({**base, "train_curve": {"step": [0]}}))
+    assert mod.main([str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train_curve.update_change" in err[0]
