@@ -122,6 +122,44 @@ def test_lab_bad_input_exits_2_with_one_line(extra, message, capsys):
     assert err.startswith("hicra lab: error:") and message in err and "\n" not in err
 
 
+def test_lab_resume_continues_the_recorded_run(tiny_preset, tmp_path, capsys):
+    """`--resume` takes the run's settings and warm start from run.json, not the flags' defaults: a GRPO run resumed
+    with no --algo stays GRPO; a flag that disagrees with the record exits 2 in one line; a warm start gone from
+    where the run was made is rebuilt in --cache from the settings run.json records."""
+    import shutil
+
+    run_dir = tmp_path / "r"
+    common = ["--no-analyze", "--quiet", "--out", str(run_dir)]
+    assert main(["lab", "--algo", "grpo", "--seed", "3", "--steps", "1", "--cache", str(tmp_path / "c1"),
+                 *common]) == 0
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["warm_start"]["seed"] == 0 and Path(info["model"]).name == f"warmstart-{tiny_preset.key()}"
+    capsys.readouterr()
+    for flags, field in ((["--algo", "hicra"], "config.algo"), (["--seed", "0"], "config.seed"),
+                         (["--threads", "2"], "config.threads"), (["--warm-start-seed", "1"], "model")):
+        assert main(["lab", "--resume", "--steps", "2", *flags, "--cache", str(tmp_path / "c1"), *common]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("hicra lab: error:") and f"field '{field}'" in err and "\n" not in err
+    assert not (tmp_path / "c1" / f"warmstart-{WarmStartConfig(**{**info['warm_start'], 'seed': 1}).key()}").exists()
+    # the warm start moved away: it is rebuilt in another cache from run.json's settings, and the run goes on as GRPO
+    shutil.rmtree(tmp_path / "c1")
+    assert main(["lab", "--resume", "--steps", "2", "--cache", str(tmp_path / "c2"), *common]) == 0
+    out = capsys.readouterr().out
+    assert "as its run.json records it: algo grpo, seed 3, 2 steps" in out
+    log = [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [0, 1] and all(e["amplified_ratio"] == 0.0 for e in log)
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["config"]["steps"] == 2 and info["model"] == str(tmp_path / "c2" / Path(info["model"]).name)
+    # no recorded settings and no warm start to be found: say what to pass
+    del info["warm_start"]
+    (run_dir / "run.json").write_text(json.dumps(info))
+    shutil.rmtree(tmp_path / "c2")
+    assert main(["lab", "--resume", "--steps", "3", "--cache", str(tmp_path / "c3"), *common]) == 2
+    assert "give the flags it was made with" in capsys.readouterr().err
+    assert main(["lab", "--resume", "--out", str(tmp_path / "nothing")]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
 def test_lab_refuses_to_overwrite_a_run(tmp_path, capsys):
     (tmp_path / "run.json").write_text("{}")
     assert main(["lab", "--out", str(tmp_path)]) == 2

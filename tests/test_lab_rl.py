@@ -233,6 +233,40 @@ def test_resume_from_an_intermediate_checkpoint_in_process(model_dir, tmp_path):
     assert all(torch.equal(wf[k], wr[k]) for k in wf)
 
 
+def test_resume_refuses_other_settings_and_records_longer_runs(model_dir, tmp_path):
+    """A resumed run is the run it continues: another algorithm, seed or warm start is refused (naming run.json and
+    the field) before anything is written; more steps are allowed and run.json then records them."""
+    import shutil
+
+    from hicra.errors import InputError
+    from hicra.lab.rl import resume_conflict
+
+    run_dir = tmp_path / "r"
+    _run(model_dir, run_dir, algo="grpo", steps=1)
+    before = (run_dir / "run.json").read_text()
+    for change, field in (({"algo": "hicra"}, "config.algo"), ({"seed": 1}, "config.seed"),
+                          ({"lr": 1e-3}, "config.lr")):
+        with pytest.raises(InputError, match=rf"run.json, field '{field}': cannot resume with another setting"):
+            run_rl(RLConfig(**{**BASE, "algo": "grpo", "steps": 2, **change}), model_dir, run_dir, resume=True,
+                   progress=False, log=lambda *a: None)
+    other = tmp_path / "warmstart-other"
+    shutil.copytree(model_dir, other)
+    with pytest.raises(InputError, match="field 'model': cannot resume from another warm start"):
+        run_rl(RLConfig(**{**BASE, "algo": "grpo", "steps": 2}), other, run_dir, resume=True, progress=False,
+               log=lambda *a: None)
+    assert (run_dir / "run.json").read_text() == before
+    out = run_rl(RLConfig(**{**BASE, "algo": "grpo", "steps": 2}), model_dir, run_dir, resume=True, progress=False,
+                 log=lambda *a: None)
+    info = json.loads((run_dir / "run.json").read_text())
+    assert len(out["log"]) == 2 and info["config"]["steps"] == 2 and info["algorithm"] == "grpo"
+    assert info["run_id"] == json.loads(before)["run_id"] and info["created"] == json.loads(before)["created"]
+    # fields a record lacks count as their defaults; tuples and lists compare alike
+    recorded = {k: v for k, v in info["config"].items() if k != "strategy_k"}
+    assert resume_conflict(RLConfig(**{**BASE, "algo": "grpo", "steps": 9}), recorded) is None
+    assert resume_conflict(RLConfig(**{**BASE, "algo": "grpo", "strategy_k": 2}), recorded) == (
+        "strategy_k", "the run's 0, given 2")
+
+
 def test_token_advantages_per_algorithm():
     from hicra.algorithms import grpo_advantages
 

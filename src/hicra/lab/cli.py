@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from hicra.errors import InputError
@@ -23,7 +24,7 @@ def register(subparsers) -> None:
         "settings), run RL with the chosen algorithm, write a run directory and analyse it. Accuracy of the "
         "warm start and after RL is measured on the same held-out problems (greedy, and sampled at the RL "
         "temperature, 0.7 in the presets).")
-    p.add_argument("--preset", choices=tuple(PRESETS), default="quick",
+    p.add_argument("--preset", choices=tuple(PRESETS),
                    help="quick (default; what make demo runs) or default (the study's unit run: quick's settings "
                         "plus the series key pair_even since 2026-12-03, session 31); default-s29 (the default "
                         "before that, the same as quick), quick-n015 / default-n015, "
@@ -31,10 +32,10 @@ def register(subparsers) -> None:
                         "quick-14ep / default-14ep: earlier "
                         "presets, kept so their settings can be rerun (with today's RL code: a new sample of their "
                         "figures, not a replay; docs/lab.md)")
-    p.add_argument("--algo", choices=ALGOS, default="hicra", help="advantage scheme (default hicra)")
-    p.add_argument("--alpha", type=float, default=0.2, help="amplification for hicra / controls (default 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="RL seed (default 0); the warm start is shared")
-    p.add_argument("--warm-start-seed", type=int, default=0, metavar="M",
+    p.add_argument("--algo", choices=ALGOS, help="advantage scheme (default hicra)")
+    p.add_argument("--alpha", type=float, help="amplification for hicra / controls (default 0.2)")
+    p.add_argument("--seed", type=int, help="RL seed (default 0); the warm start is shared")
+    p.add_argument("--warm-start-seed", type=int, metavar="M",
                    help="warm-start seed: corpus, initialisation and SFT order (default 0; cached per seed)")
     p.add_argument("--execution-noise", type=float, metavar="P",
                    help="corpus slip rate per unit of line difficulty (default: the preset's; 0.05 in quick and "
@@ -60,13 +61,16 @@ def register(subparsers) -> None:
                         "at K = 8)")
     p.add_argument("--lr", type=float, help="RL learning rate (default: the preset's, 5e-5 in quick and default); "
                    "the warm start is unchanged, so runs differing only in --lr share it")
-    p.add_argument("--threads", type=int, default=1, metavar="N",
+    p.add_argument("--threads", type=int, metavar="N",
                    help="torch CPU threads for the warm start's SFT and for RL (default 1, the study's one process "
                         "per core; 0 = every core, what make demo uses; only on an otherwise idle machine: threads that "
                         "share a core with another job make each step wait). Results differ in the last bits "
                         "between thread counts, so a warm start or run made with another count is another draw")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/lab-PRESET-ALGO-seedN-TIME)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint with the settings and warm start its "
+                        "run.json records; a flag given with it must agree with the record, except --steps (run "
+                        "longer) and --tensorboard")
     p.add_argument("--cache", metavar="DIR", help=f"warm-start cache (default $HICRA_CACHE/lab or {default_cache()})")
     p.add_argument("--tensorboard", action="store_true", help="also log to RUN_DIR/tensorboard (if installed)")
     p.add_argument("--no-analyze", action="store_true", help="skip `hicra analyze` at the end")
@@ -74,8 +78,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+# what a new run gets for the flags left out (a resumed run gets what its run.json records)
+DEFAULTS = {"preset": "quick", "algo": "hicra", "alpha": 0.2, "seed": 0, "warm_start_seed": 0, "threads": 1}
+
+
 def run(args) -> int:
-    if not 0.0 <= args.alpha < 1.0:
+    if args.alpha is not None and not 0.0 <= args.alpha < 1.0:
         raise InputError(f"--alpha must be in [0, 1), got {args.alpha}")
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be positive, got {args.steps}")
@@ -83,9 +91,9 @@ def run(args) -> int:
         raise InputError(f"--strategy-k must be >= 0 (0 = not measured), got {args.strategy_k}")
     if args.lr is not None and not args.lr > 0:
         raise InputError(f"--lr must be positive, got {args.lr}")
-    if args.threads < 0:
+    if args.threads is not None and args.threads < 0:
         raise InputError(f"--threads must be >= 0 (0 = every core), got {args.threads}")
-    threads = args.threads or os.cpu_count() or 1
+    threads = None if args.threads is None else args.threads or os.cpu_count() or 1
     if args.resume and not args.out:
         raise InputError("--resume needs --out RUN_DIR")
     if args.out and not args.resume and (Path(args.out) / "run.json").exists():
@@ -108,18 +116,29 @@ def run(args) -> int:
                                ("favourite_share", args.favourite_share), ("slip_cap", args.slip_cap),
                                ("optimum", args.optimum))
              if v is not None}
-    ws_cfg, rl_cfg = get_preset(args.preset, warm_start_seed=args.warm_start_seed, knobs=knobs, algo=args.algo,
-                                alpha=args.alpha, seed=args.seed, steps=args.steps, lr=args.lr,
-                                tensorboard=args.tensorboard or None, threads=threads, strategy_k=args.strategy_k)
-    torch.set_num_threads(rl_cfg.threads)
-    out = Path(args.out) if args.out else Path("runs") / (
-        f"lab-{args.preset}-{args.algo}-ws{args.warm_start_seed}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
-    t0 = time.perf_counter()
     cache = Path(args.cache) if args.cache else default_cache()
-    model_dir = warm_start(ws_cfg, cache, progress=not args.quiet, threads=threads)
+    t0 = time.perf_counter()
+    if args.resume:
+        out = Path(args.out)
+        ws_cfg, rl_cfg, model_dir = _resumed_run(args, out, knobs, threads, cache)
+        print(f"resuming {out} as its run.json records it: algo {rl_cfg.algo}, seed {rl_cfg.seed}, "
+              f"{rl_cfg.steps} steps, warm start {model_dir.name}")
+    else:
+        given = {k: getattr(args, k) if k != "threads" else threads for k in DEFAULTS}
+        settings = {k: DEFAULTS[k] if v is None else v for k, v in given.items()}
+        ws_cfg, rl_cfg = get_preset(settings["preset"], warm_start_seed=settings["warm_start_seed"], knobs=knobs,
+                                    algo=settings["algo"], alpha=settings["alpha"], seed=settings["seed"],
+                                    steps=args.steps, lr=args.lr, tensorboard=args.tensorboard or None,
+                                    threads=settings["threads"], strategy_k=args.strategy_k)
+        out = Path(args.out) if args.out else Path("runs") / (
+            f"lab-{settings['preset']}-{rl_cfg.algo}-ws{ws_cfg.seed}-seed{rl_cfg.seed}-"
+            f"{time.strftime('%Y%m%d-%H%M%S')}")
+        model_dir = warm_start(ws_cfg, cache, progress=not args.quiet, threads=rl_cfg.threads)
+    torch.set_num_threads(rl_cfg.threads)
     t_ws = time.perf_counter() - t0
     print(f"run directory: {out}")
-    result = run_rl(rl_cfg, model_dir, out, resume=args.resume, progress=not args.quiet)
+    result = run_rl(rl_cfg, model_dir, out, resume=args.resume, progress=not args.quiet,
+                    run_info=None if ws_cfg is None else {"warm_start": asdict(ws_cfg)})
     t_rl = time.perf_counter() - t0 - t_ws
     ev = result["eval"]
     for mode, suffix in (("greedy", ""), (f"sampled, temperature {rl_cfg.temperature:g}", "_sampled")):
@@ -151,6 +170,52 @@ def run(args) -> int:
         _analyze(out, result["log"])
     print(f"run directory: {out}")
     return 0
+
+
+def _resumed_run(args, run_dir: Path, knobs: dict, threads: int | None, cache: Path):
+    """(warm-start config or None, RL config, warm-start directory) of the run `--resume` continues, from its
+    run.json: the RL settings as recorded (a flag given must agree; --steps and --tensorboard may change) and the
+    recorded warm start, found where it was, in --cache under its name, or rebuilt there from its settings (recorded
+    by runs since 2026-12-06, or given as flags, whose warm start must be the run's)."""
+    from hicra.dynamics.records import RUN_INFO, read_run_info
+    from hicra.lab.presets import get_preset
+    from hicra.lab.rl import config_from_record
+    from hicra.lab.sft import WarmStartConfig, warm_start, warm_start_dir
+
+    if not run_dir.is_dir():
+        raise InputError("nothing to resume: not a directory", path=str(run_dir))
+    path = str(run_dir / RUN_INFO)
+    info = read_run_info(run_dir)
+    if not isinstance(info.get("config"), dict) or "model" not in info:
+        raise InputError("nothing to resume: no lab run recorded here (fields config and model)", path=path)
+    rl_cfg = config_from_record(info["config"], path)
+    flags = {"algo": args.algo, "alpha": args.alpha, "seed": args.seed, "lr": args.lr,
+             "strategy_k": args.strategy_k, "threads": threads}
+    for name, value in flags.items():
+        if value is not None and value != getattr(rl_cfg, name):
+            raise InputError(f"--{name.replace('_', '-')} {value} is not the run's {getattr(rl_cfg, name)}; leave "
+                             "it out to continue the run as recorded", path=path, field=f"config.{name}")
+    rl_cfg = replace(rl_cfg, steps=args.steps or rl_cfg.steps, tensorboard=args.tensorboard or rl_cfg.tensorboard)
+    recorded = Path(info["model"])
+    ws_cfg = None
+    if args.preset is not None or args.warm_start_seed is not None or knobs:
+        ws_cfg, _ = get_preset(args.preset or DEFAULTS["preset"], warm_start_seed=args.warm_start_seed, knobs=knobs)
+    elif isinstance(info.get("warm_start"), dict):
+        try:
+            ws_cfg = WarmStartConfig(**info["warm_start"])
+        except TypeError as exc:
+            raise InputError(f"not this version's warm-start settings ({exc})", path=path, field="warm_start") from None
+    if ws_cfg is not None and warm_start_dir(ws_cfg, cache).name != recorded.name:
+        raise InputError(f"the warm start of these settings ({warm_start_dir(ws_cfg, cache).name}) is not the run's "
+                         f"({recorded.name})", path=path, field="model")
+    for candidate in (recorded, cache / recorded.name):
+        if (candidate / "config.json").exists():
+            return ws_cfg, rl_cfg, candidate
+    if ws_cfg is None:
+        raise InputError(f"the run's warm start is neither at {recorded} nor in the cache {cache}; give the flags it "
+                         "was made with (--preset, --warm-start-seed, corpus knobs) to rebuild it there",
+                         path=path, field="model")
+    return ws_cfg, rl_cfg, warm_start(ws_cfg, cache, progress=not args.quiet, threads=rl_cfg.threads)
 
 
 def strategy_change_lines(change: dict, k: int) -> list[str]:

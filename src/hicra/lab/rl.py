@@ -116,6 +116,62 @@ class RLConfig:
             OnlineConfig(**self.phase_detector).validate()
 
 
+# RLConfig fields a resumed run may set anew (run longer, log to TensorBoard); every other field is the run's own
+RESUME_MAY_CHANGE = ("steps", "tensorboard")
+
+
+def config_from_record(recorded: dict, path: str | None = None) -> RLConfig:
+    """The RLConfig a run recorded (run.json's `config`). Fields the record lacks (it was written before they
+    existed) take their defaults, the values that kept the earlier behaviour. Raises InputError (naming `path` and
+    the field) for a field this version does not know."""
+    from dataclasses import fields
+
+    from hicra.errors import InputError
+
+    known = {f.name for f in fields(RLConfig)}
+    unknown = sorted(set(recorded) - known)
+    if unknown:
+        raise InputError(f"not a setting of this version's RL config (recorded by a newer hicra?); known: "
+                         f"{sorted(known)}", path=path, field=f"config.{unknown[0]}")
+    return RLConfig(**recorded)
+
+
+def resume_conflict(cfg: RLConfig, recorded: dict) -> tuple[str, str] | None:
+    """Why `cfg` cannot continue a run that recorded `recorded` (run.json's `config`): (field, "the run's R, given
+    G") for the first field, other than `RESUME_MAY_CHANGE`, whose value differs; None when they agree. Values are
+    compared as JSON writes them (tuples and lists alike); a field the record lacks counts as its default."""
+    mine = json.loads(json.dumps(asdict(cfg)))
+    theirs = json.loads(json.dumps(asdict(config_from_record(recorded))))
+    for name, value in mine.items():
+        if name not in RESUME_MAY_CHANGE and theirs[name] != value:
+            return name, f"the run's {theirs[name]!r}, given {value!r}"
+    return None
+
+
+def _check_resume(cfg: RLConfig, model_dir: str | Path, run_dir: Path) -> None:
+    """Refuse to continue the run in `run_dir` with settings or a warm start other than its own (run.json), so a
+    resumed run is the run it continues; then record what may change (`RESUME_MAY_CHANGE`, where the warm start
+    is now) in run.json."""
+    from hicra.dynamics.records import RUN_INFO, read_run_info, write_run_info
+    from hicra.errors import InputError
+
+    path = str(run_dir / RUN_INFO)
+    info = read_run_info(run_dir)
+    if not isinstance(info.get("config"), dict) or "model" not in info:
+        raise InputError("cannot resume: the run records no settings (fields config and model)", path=path)
+    conflict = resume_conflict(cfg, info["config"])
+    if conflict:
+        name, values = conflict
+        raise InputError(f"cannot resume with another setting ({values}); only {' and '.join(RESUME_MAY_CHANGE)} "
+                         "may change", path=path, field=f"config.{name}")
+    if Path(info["model"]).name != Path(model_dir).name:
+        raise InputError(f"cannot resume from another warm start (the run's {Path(info['model']).name}, given "
+                         f"{Path(model_dir).name})", path=path, field="model")
+    updated = {**info, "model": str(model_dir), "config": asdict(cfg)}
+    if updated != info:
+        write_run_info(run_dir, updated)
+
+
 def pad_masks(masks, width: int):
     """List of per-response numpy bool arrays -> bool tensor [B, width] (right padded with False)."""
     import torch
@@ -261,9 +317,13 @@ def _eval_point(run_dir: Path, model, tokenizer, task, held_out, probe_set, cfg:
 
 
 def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bool = False,
-           progress: bool = True, log=print) -> dict:
+           progress: bool = True, log=print, run_info: dict | None = None) -> dict:
     """Run (or resume) RL from the HF model directory `model_dir` into `run_dir`. Returns the final state:
-    {"log": per-step metrics, "eval": {"warm_start": ..., "final": ...}, "run_dir": ..., "timings": [...]}."""
+    {"log": per-step metrics, "eval": {"warm_start": ..., "final": ...}, "run_dir": ..., "timings": [...]}.
+
+    A new run records `cfg`, the warm start and `run_info` (extra fields, e.g. the warm start's settings) in
+    run.json. `resume=True` continues from the last checkpoint and raises InputError when `cfg` or `model_dir`'s
+    name differs from the run's record (`resume_conflict`; the steps and TensorBoard logging may change)."""
     import numpy as np
     import torch
     from tqdm.auto import tqdm
@@ -322,6 +382,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     start = 0
     eval_path = run_dir / "eval.json"
     if resume:
+        _check_resume(cfg, model_dir, run_dir)
         state = load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -348,7 +409,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
             "algorithm": cfg.algo, "alpha": cfg.alpha if cfg.algo != "grpo" else 0.0, "seed": cfg.seed,
             "model": str(model_dir), "task": "+".join(t["family"] for t in cfg.tasks),
             "lexicon": "lexicon.json", "tokenizer": "tokenizer",  # relative to the run directory: it can move
-            "config": asdict(cfg)})
+            "config": asdict(cfg), **(run_info or {})})
         evals = {}
         if cfg.snapshots:  # the warm start as step 0, so the mechanistic verbs see where RL began
             _snapshot(run_dir, 0, model, tokenizer)
