@@ -4,6 +4,7 @@ resuming from them alone, resumability, table values vs the run directories, bad
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -1658,3 +1659,25 @@ def test_mass_match_benchmark_counts_shortfalls_against_alpha_times_the_planning
     assert mod.main([str(tmp_path / "c.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train_curve.update_change" in err[0]
+
+
+@pytest.mark.parametrize(("damage", "field"), [
+    (lambda s: s.pop("eval"), "eval"),
+    (lambda s: s.update(seed=True), "seed"),
+    (lambda s: s["train_curve"]["accuracy"].pop(), "train_curve"),
+    (lambda s: s["eval_curve"].pop("step"), "eval_curve.step"),
+    (lambda s: s["eval"]["final"].update(accuracy="0.5"), "eval.final.accuracy"),
+])
+def test_a_damaged_run_summary_is_named_with_its_field(tmp_path, damage, field):
+    """A committed summary loads; the same file with one field removed or of the wrong type raises InputError naming
+    the file and that field (a one-line error and exit 2 from `hicra study`), not a KeyError deep in the statistics."""
+    from hicra.study.statistics import load_summary
+
+    source = Path(__file__).parents[1] / "docs" / "findings" / "v2" / "main" / "grpo" / "ws0-seed00.json"
+    assert load_summary(source)["log"]
+    summary = json.loads(source.read_text())
+    damage(summary)
+    path = tmp_path / "ws0-seed00.json"
+    path.write_text(json.dumps(summary))
+    with pytest.raises(InputError, match=rf"ws0-seed00.json, field '{re.escape(field)}': "):
+        load_summary(path)

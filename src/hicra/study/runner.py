@@ -328,7 +328,7 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
 
     from hicra.lab.sft import WarmStartConfig, warm_start, warm_start_dir
 
-    results = {s.summary_path: json.loads(Path(s.summary_path).read_text())
+    results = {s.summary_path: read_json(s.summary_path, "run summary")
                for s in specs if Path(s.summary_path).exists()}
     todo = [s for s in specs if s.summary_path not in results]
     if results:

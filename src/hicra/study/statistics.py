@@ -35,14 +35,52 @@ HOLM_LEVEL = 0.05  # a difference "holds" when its Holm-adjusted p is below this
 ORDER_SHARE = 0.75  # point 7: "execution-first" in >= 12 of GRPO's 16 runs
 
 
+# what every run summary carries (`hicra.study.runner.write_run_summary`) and its JSON type, checked on loading so
+# that a damaged file is named with its field instead of failing inside the statistics
+SUMMARY_FIELDS = {"arm": str, "cell": str, "knobs": dict, "warm_start_seed": int, "seed": int, "eval": dict,
+                  "eval_curve": dict, "train_curve": dict, "phases": dict, "metrics": dict, "probes": dict,
+                  "steps": int, "config": dict}
+SUMMARY_CURVES = {"eval_curve": ("step", "accuracy"), "train_curve": ("step", "accuracy")}  # equal-length lists
+SUMMARY_EVALS = ("warm_start", "final")  # eval.NAME.accuracy: a number
+
+
+def _summary_problem(s: dict) -> tuple[str, str] | None:
+    """(field, what is wrong) for the first field of a run summary that is missing or of the wrong type."""
+    if not isinstance(s, dict):
+        return "format", "not a JSON object"
+    for name, kind in SUMMARY_FIELDS.items():
+        value = s.get(name)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return name, f"missing or not a JSON {'object' if kind is dict else kind.__name__}"
+    for name, columns in SUMMARY_CURVES.items():
+        curve = s[name]
+        for column in columns:
+            if not isinstance(curve.get(column), list):
+                return f"{name}.{column}", "missing or not a list"
+        lengths = {k: len(v) for k, v in curve.items() if isinstance(v, list)}
+        if len(set(lengths.values())) > 1 or len(lengths) != len(curve):
+            return name, f"columns are not lists of one length ({lengths})"
+    for name in SUMMARY_EVALS:
+        entry = s["eval"].get(name)
+        value = entry.get("accuracy") if isinstance(entry, dict) else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"eval.{name}.accuracy", "missing or not a number"
+    return None
+
+
 def load_summary(path: Path) -> dict:
     """One per-run summary file (`hicra.study.runner.write_run_summary`), with its training log as a list of
-    per-step dicts (`log`) for the curve statistics. InputError naming the file when it is missing or malformed."""
+    per-step dicts (`log`) for the curve statistics. InputError naming the file (and the field) when it is missing or
+    malformed: `SUMMARY_FIELDS`, `SUMMARY_CURVES` and `SUMMARY_EVALS` are checked."""
     if not Path(path).is_file():
         raise InputError("no summary for this run (run `hicra study` to compute it)", path=str(path))
     s = read_json(path, "run summary")
-    if s.get("format") != RUN_FORMAT:
-        raise InputError(f"format {s.get('format')!r}, expected {RUN_FORMAT!r}", path=str(path), field="format")
+    if not isinstance(s, dict) or s.get("format") != RUN_FORMAT:
+        found = s.get("format") if isinstance(s, dict) else type(s).__name__
+        raise InputError(f"format {found!r}, expected {RUN_FORMAT!r}", path=str(path), field="format")
+    problem = _summary_problem(s)
+    if problem:
+        raise InputError(problem[1], path=str(path), field=problem[0])
     tc = s["train_curve"]
     s["log"] = [dict(zip(tc, row, strict=True)) for row in zip(*tc.values(), strict=True)]
     if s.get("phase_fired_step") is not None:
