@@ -195,13 +195,14 @@ def test_generation_smoke_tiny_model(tmp_path, shared_data):
         entropy = -(logp.exp() * logp).sum(-1)
         assert torch.allclose(torch.tensor(row["entropies"]), entropy, atol=1e-4)
         assert row["response"] == tok2.decode(row["token_ids"], skip_special_tokens=True)
-    # the evaluation samples form a run directory that `hicra analyze` accepts
-    assert main(["analyze", str(out), "--out", str(tmp_path / "analysis"), "--tokenizer", str(model_dir),
-                 "--quiet", "--no-report"]) == 0
+    # the evaluation samples form a run directory that `hicra analyze` accepts; run.json names the local model's
+    # tokenizer, so the planning masks are computed without --tokenizer
+    assert json.loads((out / "run.json").read_text())["tokenizer"] == str(model_dir.resolve())
+    assert main(["analyze", str(out), "--out", str(tmp_path / "analysis"), "--quiet", "--no-report"]) == 0
     import pandas as pd
 
     metrics = pd.read_parquet(tmp_path / "analysis" / "metrics.parquet")
-    assert metrics["n_responses"].tolist() == [8]
+    assert metrics["n_responses"].tolist() == [8] and "n_planning_tokens" in metrics.columns
     assert metrics["accuracy"].tolist() == [sum(r["correct"] for r in rows) / 8]
 
 
@@ -235,3 +236,13 @@ def test_custom_jsonl_bench_and_tokenizer(tmp_path, capsys):
     assert [r["token_ids"] for r in table] == [tok("so the answer is \\boxed{2}", add_special_tokens=False)["input_ids"],
                                                tok("3", add_special_tokens=False)["input_ids"]]
     assert [r["correct"] for r in table] == [True, False] and table[0]["logprobs"] is None
+    # run.json names the tokenizer, so `hicra analyze` tags planning tokens without being given it again
+    assert main(["analyze", str(tmp_path / "r"), "--out", str(tmp_path / "ra"), "--quiet", "--no-report"]) == 0
+    import pandas as pd
+
+    metrics = pd.read_parquet(tmp_path / "ra" / "metrics.parquet")
+    assert "n_planning_tokens" in metrics.columns and "planning masks absent" not in capsys.readouterr().out
+    # --k beyond a problem's responses names the file, the problem and the field
+    assert main(["eval", "--responses", str(resp), "--k", "5", "--out", str(tmp_path / "k")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{resp}, field 'responses': --k 5 exceeds the 2 responses of problem id 'a'" in err and "\n" not in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 HELP = """\
 Three modes, each writing OUT/results.json (per item `correct`: booleans in response order; pass@1 and pass@k
@@ -85,10 +86,13 @@ def run(args) -> int:
         items = ev.read_responses_file(args.responses, args.id_field, args.problem_field, args.answer_field,
                                        args.responses_field)
         k = args.k if args.k is not None else min(len(it["responses"]) for it in items)
-        if any(k > len(it["responses"]) for it in items):
-            raise InputError(f"k={k} exceeds the responses of some line", field="k")
+        short = next((it for it in items if k > len(it["responses"])), None)
+        if short is not None:
+            raise InputError(f"--k {k} exceeds the {len(short['responses'])} responses of problem id {short['id']!r}",
+                             path=str(args.responses), field=args.responses_field)
         if args.tokenizer:  # before grading, so that a bad tokenizer fails fast
             _tokenize(items, args.tokenizer)
+            info["tokenizer"] = str(Path(args.tokenizer).resolve())  # so `hicra analyze` can tag planning tokens
         results = ev.grade_items(items, k=k)
         info["task"] = str(args.responses)
     elif args.gold:
@@ -110,6 +114,8 @@ def run(args) -> int:
             top_p=args.top_p, seed=args.seed, fields=_fields(args),
             batch_size=args.batch_size)
         info["task"] = args.bench
+        if Path(args.model).is_dir():  # a local model's tokenizer, for `hicra analyze` (a hub id is never fetched)
+            info["tokenizer"] = str(Path(args.model).resolve())
     ev.write_results(args.out, items, results, info)
     summary = {name: {key: s[key] for key in ("n_items", "pass@1", "pass@k")}
                for name, s in results["benchmarks"].items()}
