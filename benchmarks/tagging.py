@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import time
@@ -22,7 +23,9 @@ import numpy as np
 
 from hicra.planning import Lexicon, PlanningTagger
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k"
+# the GSM8K texts: $HICRA_SHARED_DATA/gsm8k when set (as for the tests), else ../shared/data/gsm8k beside the checkout
+DATA = (Path(os.environ["HICRA_SHARED_DATA"]) if os.environ.get("HICRA_SHARED_DATA")
+        else Path(__file__).resolve().parents[1].parent / "shared" / "data") / "gsm8k"
 PRETOKENIZE = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 
 

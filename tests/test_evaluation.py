@@ -246,3 +246,15 @@ def test_custom_jsonl_bench_and_tokenizer(tmp_path, capsys):
     assert main(["eval", "--responses", str(resp), "--k", "5", "--out", str(tmp_path / "k")]) == 2
     err = capsys.readouterr().err.strip()
     assert f"{resp}, field 'responses': --k 5 exceeds the 2 responses of problem id 'a'" in err and "\n" not in err
+
+
+def test_default_data_dir_follows_hicra_shared_data(tmp_path, monkeypatch):
+    """$HICRA_SHARED_DATA names the data root for `hicra eval` as for the tests; unset, ../shared/data is searched
+    upwards from the working directory."""
+    monkeypatch.setenv("HICRA_SHARED_DATA", str(tmp_path / "elsewhere"))
+    assert ev.default_data_dir() == tmp_path / "elsewhere"
+    monkeypatch.delenv("HICRA_SHARED_DATA")
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "repo" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "repo" / "sub")
+    assert ev.default_data_dir() == (tmp_path / "shared" / "data").resolve()

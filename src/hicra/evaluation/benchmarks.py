@@ -1,13 +1,14 @@
 """Local math benchmarks: where each lives under the data root and which fields hold problem, answer and solution.
 
-Benchmarks are read from `../shared/data` (searched upwards from the working directory) or `--data-dir`. Their
-files name the same things differently; `BENCHMARKS` is the documented field map per benchmark. Any other JSONL is
-described with `jsonl_spec`. Gold answers are turned into text by `grading.answer_text` (numbers without Python's
+Benchmarks are read from `--data-dir`, else `$HICRA_SHARED_DATA`, else `../shared/data` (searched upwards from the
+working directory). Their files name the same things differently; `BENCHMARKS` is the documented field map per
+benchmark. Any other JSONL is described with `jsonl_spec`. Gold answers are turned into text by `grading.answer_text` (numbers without Python's
 float repr).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,10 @@ DEFAULT_PROMPT = "{problem}\nPlease reason step by step, and put your final answ
 
 
 def default_data_dir() -> Path:
-    """`../shared/data` next to the repository checkout (searched upwards from the working directory)."""
+    """The folder named by the environment variable `HICRA_SHARED_DATA` when it is set (as for the tests), else
+    `../shared/data` next to the repository checkout (searched upwards from the working directory)."""
+    if os.environ.get("HICRA_SHARED_DATA"):
+        return Path(os.environ["HICRA_SHARED_DATA"])
     here = Path.cwd().resolve()
     for base in [here, *here.parents]:
         candidate = base.parent / "shared" / "data"

@@ -15,7 +15,7 @@ per benchmark and overall) and, as a run directory, OUT/run.json + OUT/rollouts/
   hicra eval --model DIR --bench math500,gsm8k --n 4 --k 4 --out DIR      sample and grade
   hicra eval --gold --bench math500 --out DIR     grade each benchmark's own gold solution (grader check)
 Benchmarks: math500, aime24, amc23, minerva_math, olympiadbench, gsm8k (read from --data-dir,
-default ../shared/data), or any FILE.jsonl with --problem-field/--answer-field/--id-field/--answer-from."""
+default $HICRA_SHARED_DATA, else ../shared/data), or any FILE.jsonl with --problem-field/--answer-field/--id-field/--answer-from."""
 
 
 def register(subparsers) -> None:
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     src.add_argument("--gold", action="store_true", help="grade the benchmarks' own gold solutions")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--bench", metavar="NAME[,NAME]", help="benchmarks for --model / --gold")
-    p.add_argument("--data-dir", metavar="DIR", help="data root (default: ../shared/data)")
+    p.add_argument("--data-dir", metavar="DIR", help="data root (default: $HICRA_SHARED_DATA, else ../shared/data)")
     p.add_argument("--limit", type=int, help="first L problems of each benchmark")
     p.add_argument("--n", type=int, default=1, help="samples per problem (default 1)")
     p.add_argument("--k", type=int, help="k of pass@k (default: n, or the responses per line)")
