@@ -489,3 +489,16 @@ def test_gradient_mass_matches_autograd_on_the_sampled_logits():
     assert math.isnan(gradient_mass(logp, resp, plan, torch.zeros(B), alpha)["update_share"])
     with pytest.raises(ValueError, match="alpha"):
         gradient_mass(logp, resp, plan, adv, 1.5)
+
+
+def test_every_public_algorithm_name_is_importable_from_the_package_root():
+    """docs/algorithms.md: every function (and constant) of `hicra.algorithms.__all__` is importable from `hicra`,
+    as the same object; the root's list of algorithm names is exactly that list."""
+    import hicra
+    import hicra.algorithms as algorithms
+
+    root = {name for name, module in hicra._PUBLIC.items() if module == "hicra.algorithms"}
+    assert root == set(algorithms.__all__)
+    for name in algorithms.__all__:
+        assert getattr(hicra, name) is getattr(algorithms, name)
+    from hicra import gradient_mass, mass_matched_placebo_mask  # noqa: F401 - the reviewer's failing import

@@ -12,16 +12,13 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _PUBLIC = {
-    # algorithms
-    "grpo_advantages": "hicra.algorithms",
-    "drgrpo_advantages": "hicra.algorithms",
-    "rloo_advantages": "hicra.algorithms",
-    "hicra_advantages": "hicra.algorithms",
-    "high_entropy_mask": "hicra.algorithms",
-    "placebo_mask": "hicra.algorithms",
-    "MASK_SOURCES": "hicra.algorithms",
-    "amplification_mask": "hicra.algorithms",
-    "policy_loss": "hicra.algorithms",
+    # algorithms: every name of hicra.algorithms.__all__ (a test keeps the two lists equal)
+    **dict.fromkeys((
+        "AGGREGATIONS", "grpo_advantages", "drgrpo_advantages", "rloo_advantages", "hicra_advantages",
+        "high_entropy_mask", "placebo_mask", "mass_matched_placebo_mask", "MASK_SOURCES", "MASK_SOURCE_ALIASES",
+        "ENTROPY_MASK_SOURCES", "LOGPROB_MASK_SOURCES", "HIGH_ENTROPY_QUANTILE", "GATED_ENTROPY_TOP",
+        "canonical_mask_source", "planning_rate", "gradient_mass", "gated_mask", "amplification_mask", "policy_loss",
+        "k3_kl"), "hicra.algorithms"),
     # planning tokens
     "Lexicon": "hicra.planning.lexicon",
     "PlanningTagger": "hicra.planning.tagger",
