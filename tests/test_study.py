@@ -1681,3 +1681,14 @@ def test_a_damaged_run_summary_is_named_with_its_field(tmp_path, damage, field):
     path.write_text(json.dumps(summary))
     with pytest.raises(InputError, match=rf"ws0-seed00.json, field '{re.escape(field)}': "):
         load_summary(path)
+
+
+def test_study_help_names_every_arm(capsys):
+    """`hicra study --help` lists every arm `--arms` accepts (it once left out placebo-mass)."""
+    from hicra.cli import main
+    from hicra.study.presets import ARMS
+
+    with pytest.raises(SystemExit):
+        main(["study", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert [arm for arm in ARMS if arm not in text.split("Arms:")[1]] == []

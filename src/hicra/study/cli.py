@@ -16,7 +16,8 @@ def register(subparsers) -> None:
         "processes, summarise each finished run into SUMMARIES/[CELL/]ARM/wsW-seedS.json, then write "
         "results.json, results.md and figures/ to --out from those summaries alone. Rerunning never recomputes a "
         "summarised run and resumes an interrupted one from its checkpoint. Arms: grpo, hicra (alpha 0.2), placebo, "
-        "high-entropy, gated (the rule of TRL PR #4997), hicra-a0.1, hicra-a0.4, phase-aware.")
+        "placebo-mass (random non-planning tokens with the planning tokens' update mass), high-entropy, gated (the "
+        "rule of TRL PR #4997), hicra-a0.1, hicra-a0.4, phase-aware.")
     p.add_argument("--preset", choices=tuple(PRESETS), default="quick",
                    help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()) + " (default quick)")
     p.add_argument("--arms", metavar="ARM[,ARM]", help="comma-separated subset of the preset's arms")
