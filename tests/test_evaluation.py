@@ -119,7 +119,7 @@ def test_null_gold_answer_is_graded_wrong_not_compared_with_none(tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["--responses", "{src}", "--k", "0"], "field 'k': must be >= 1"),  # 0 used to mean "default k"
-    (["--responses", "{src}", "--k", "3"], "field 'k': k=3 exceeds the responses of some line"),
+    (["--responses", "{src}", "--k", "3"], "{src}, field 'responses': --k 3 exceeds the 2 responses of problem id 'a'"),
     (["--gold", "--bench", "{src}", "--limit", "0"], "field 'limit': must be >= 1"),
     # a JSONL without worked solutions: nothing to grade (used to write results.json, then fail on the rollouts)
     (["--gold", "--bench", "{src}"], "field 'bench': no worked solutions to grade"),
@@ -131,7 +131,7 @@ def test_eval_bad_counts_exit_2_before_writing(tmp_path, capsys, extra, message)
     empty.write_text("")
     argv = [a.format(src=src, tmp=tmp_path, empty=empty) for a in extra]
     assert main(["eval", *argv, "--out", str(tmp_path / "o")]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"hicra eval: error: {message}")
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"hicra eval: error: {message.format(src=src)}")
     assert not (tmp_path / "o").exists()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -122,12 +123,14 @@ def test_lab_bad_input_exits_2_with_one_line(extra, message, capsys):
     assert err.startswith("hicra lab: error:") and message in err and "\n" not in err
 
 
-def test_lab_resume_continues_the_recorded_run(tiny_preset, tmp_path, capsys):
+def test_lab_resume_continues_the_recorded_run(tiny_preset, tmp_path, capsys, monkeypatch):
     """`--resume` takes the run's settings and warm start from run.json, not the flags' defaults: a GRPO run resumed
     with no --algo stays GRPO; a flag that disagrees with the record exits 2 in one line; a warm start gone from
     where the run was made is rebuilt in --cache from the settings run.json records."""
     import shutil
 
+    ws, rl = presets.PRESETS["quick"]  # a preset with quick's warm start and other RL settings
+    monkeypatch.setitem(presets.PRESETS, "other", (ws, RLConfig(**{**asdict(rl), "max_new_tokens": 12})))
     run_dir = tmp_path / "r"
     common = ["--no-analyze", "--quiet", "--out", str(run_dir)]
     assert main(["lab", "--algo", "grpo", "--seed", "3", "--steps", "1", "--cache", str(tmp_path / "c1"),
@@ -136,16 +139,24 @@ def test_lab_resume_continues_the_recorded_run(tiny_preset, tmp_path, capsys):
     assert info["warm_start"]["seed"] == 0 and Path(info["model"]).name == f"warmstart-{tiny_preset.key()}"
     capsys.readouterr()
     for flags, field in ((["--algo", "hicra"], "config.algo"), (["--seed", "0"], "config.seed"),
-                         (["--threads", "2"], "config.threads"), (["--warm-start-seed", "1"], "model")):
+                         (["--threads", "2"], "config.threads"), (["--warm-start-seed", "1"], "warm_start.seed"),
+                         (["--execution-noise", "0.2"], "warm_start.execution_noise"),
+                         (["--preset", "other"], "config.max_new_tokens")):
         assert main(["lab", "--resume", "--steps", "2", *flags, "--cache", str(tmp_path / "c1"), *common]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("hicra lab: error:") and f"field '{field}'" in err and "\n" not in err
     assert not (tmp_path / "c1" / f"warmstart-{WarmStartConfig(**{**info['warm_start'], 'seed': 1}).key()}").exists()
-    # the warm start moved away: it is rebuilt in another cache from run.json's settings, and the run goes on as GRPO
+    # a run cannot be shortened below the steps it has done (the check runs before anything is written)
+    before = (run_dir / "run.json").read_text()
+    assert main(["lab", "--resume", "--steps", "1", "--cache", str(tmp_path / "c1"), *common]) == 0  # 1 step: done
+    assert (run_dir / "run.json").read_text() == before
+    # the warm start moved away: it is rebuilt in another cache from run.json's settings, and the run goes on as GRPO;
+    # the flags it was made with, given again, agree
     shutil.rmtree(tmp_path / "c1")
-    assert main(["lab", "--resume", "--steps", "2", "--cache", str(tmp_path / "c2"), *common]) == 0
+    assert main(["lab", "--resume", "--steps", "2", "--preset", "quick", "--warm-start-seed", "0", "--seed", "3",
+                 "--cache", str(tmp_path / "c2"), *common]) == 0
     out = capsys.readouterr().out
-    assert "as its run.json records it: algo grpo, seed 3, 2 steps" in out
+    assert "as its run.json records it: algo grpo, alpha 0.2, seed 3, to step 2" in out
     log = [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [0, 1] and all(e["amplified_ratio"] == 0.0 for e in log)
     info = json.loads((run_dir / "run.json").read_text())
@@ -158,6 +169,15 @@ def test_lab_resume_continues_the_recorded_run(tiny_preset, tmp_path, capsys):
     assert "give the flags it was made with" in capsys.readouterr().err
     assert main(["lab", "--resume", "--out", str(tmp_path / "nothing")]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+    # a damaged record, or no checkpoint: exit 2 before any warm start is looked for or rebuilt
+    (run_dir / "run.json").write_text(json.dumps({**info, "config": {**info["config"], "algo": "nope"}}))
+    assert main(["lab", "--resume", "--preset", "quick", "--cache", str(tmp_path / "c4"), *common]) == 2
+    assert "field 'config': not a valid lab RL config: algo must be one of" in capsys.readouterr().err
+    (run_dir / "run.json").write_text(json.dumps(info))
+    (run_dir / "checkpoints" / "last.pt").unlink()
+    assert main(["lab", "--resume", "--preset", "quick", "--cache", str(tmp_path / "c4"), *common]) == 2
+    assert "last.pt: nothing to resume: no checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "c4").exists()
 
 
 def test_lab_refuses_to_overwrite_a_run(tmp_path, capsys):

@@ -173,11 +173,12 @@ def test_heldout_strategies_at_both_ends_leave_training_unchanged(model_dir, tmp
         assert rc == 0 and json.loads((tmp_path / "spread.json").read_text())[str(tmp_path / "run")]["reproduced"]
     with pytest.raises(ValueError, match="strategy_k"):
         RLConfig(strategy_k=-1).validate()
-    # resuming a run started without it cannot measure its warm start any more: a clear error, nothing rewritten
+    # resuming a run started without it cannot measure its warm start any more: refused (another setting), nothing
+    # rewritten
     from hicra.errors import InputError
 
     before = (tmp_path / "plain" / "eval.json").read_text()
-    with pytest.raises(InputError, match="warm_start_strategies"):
+    with pytest.raises(InputError, match="field 'config.strategy_k': cannot resume with another setting"):
         run_rl(RLConfig(**{**BASE, "algo": "grpo", "steps": 2, "strategy_k": 3, "seed": 1}), model_dir,
                tmp_path / "plain",
                resume=True, progress=False, log=lambda *a: None)
@@ -253,6 +254,11 @@ def test_resume_refuses_other_settings_and_records_longer_runs(model_dir, tmp_pa
     shutil.copytree(model_dir, other)
     with pytest.raises(InputError, match="field 'model': cannot resume from another warm start"):
         run_rl(RLConfig(**{**BASE, "algo": "grpo", "steps": 2}), other, run_dir, resume=True, progress=False,
+               log=lambda *a: None)
+    assert (run_dir / "run.json").read_text() == before
+    with pytest.raises(InputError, match="field 'config.steps': cannot resume to 0 steps: its last checkpoint "
+                                         "comes after 1"):
+        run_rl(RLConfig(**{**BASE, "algo": "grpo", "steps": 0}), model_dir, run_dir, resume=True, progress=False,
                log=lambda *a: None)
     assert (run_dir / "run.json").read_text() == before
     out = run_rl(RLConfig(**{**BASE, "algo": "grpo", "steps": 2}), model_dir, run_dir, resume=True, progress=False,

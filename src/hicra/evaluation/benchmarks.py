@@ -2,8 +2,8 @@
 
 Benchmarks are read from `--data-dir`, else `$HICRA_SHARED_DATA`, else `../shared/data` (searched upwards from the
 working directory). Their files name the same things differently; `BENCHMARKS` is the documented field map per
-benchmark. Any other JSONL is described with `jsonl_spec`. Gold answers are turned into text by `grading.answer_text` (numbers without Python's
-float repr).
+benchmark. Any other JSONL is described with `jsonl_spec`. Gold answers are turned into text by
+`grading.answer_text` (numbers without Python's float repr).
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ per benchmark and overall) and, as a run directory, OUT/run.json + OUT/rollouts/
                                                  responses: list of str; rename fields with --*-field)
   hicra eval --model DIR --bench math500,gsm8k --n 4 --k 4 --out DIR      sample and grade
   hicra eval --gold --bench math500 --out DIR     grade each benchmark's own gold solution (grader check)
-Benchmarks: math500, aime24, amc23, minerva_math, olympiadbench, gsm8k (read from --data-dir,
-default $HICRA_SHARED_DATA, else ../shared/data), or any FILE.jsonl with --problem-field/--answer-field/--id-field/--answer-from."""
+Benchmarks: math500, aime24, amc23, minerva_math, olympiadbench, gsm8k (read from --data-dir, default
+$HICRA_SHARED_DATA, else ../shared/data), or any FILE.jsonl with --problem-field/--answer-field/--id-field/
+--answer-from."""
 
 
 def register(subparsers) -> None:

@@ -121,11 +121,14 @@ def run(args) -> int:
     if args.resume:
         out = Path(args.out)
         ws_cfg, rl_cfg, model_dir = _resumed_run(args, out, knobs, threads, cache)
-        print(f"resuming {out} as its run.json records it: algo {rl_cfg.algo}, seed {rl_cfg.seed}, "
-              f"{rl_cfg.steps} steps, warm start {model_dir.name}")
+        print(f"resuming {out} as its run.json records it: algo {rl_cfg.algo}, alpha {rl_cfg.alpha:g}, seed "
+              f"{rl_cfg.seed}, to step {rl_cfg.steps}, warm start {model_dir.name}")
     else:
-        given = {k: getattr(args, k) if k != "threads" else threads for k in DEFAULTS}
-        settings = {k: DEFAULTS[k] if v is None else v for k, v in given.items()}
+        settings = dict(DEFAULTS)  # each flag given replaces its default
+        for name in DEFAULTS:
+            value = threads if name == "threads" else getattr(args, name)
+            if value is not None:
+                settings[name] = value
         ws_cfg, rl_cfg = get_preset(settings["preset"], warm_start_seed=settings["warm_start_seed"], knobs=knobs,
                                     algo=settings["algo"], alpha=settings["alpha"], seed=settings["seed"],
                                     steps=args.steps, lr=args.lr, tensorboard=args.tensorboard or None,
@@ -172,50 +175,99 @@ def run(args) -> int:
     return 0
 
 
+# the RL settings `hicra lab` flags set on a new run (beside those of --preset), with their flags
+RL_FLAGS = {"algo": "--algo", "alpha": "--alpha", "seed": "--seed", "lr": "--lr", "strategy_k": "--strategy-k",
+            "threads": "--threads"}
+
+
 def _resumed_run(args, run_dir: Path, knobs: dict, threads: int | None, cache: Path):
     """(warm-start config or None, RL config, warm-start directory) of the run `--resume` continues, from its
-    run.json: the RL settings as recorded (a flag given must agree; --steps and --tensorboard may change) and the
-    recorded warm start, found where it was, in --cache under its name, or rebuilt there from its settings (recorded
-    by runs since 2026-12-06, or given as flags, whose warm start must be the run's)."""
-    from hicra.dynamics.records import RUN_INFO, read_run_info
-    from hicra.lab.presets import get_preset
-    from hicra.lab.rl import config_from_record
-    from hicra.lab.sft import WarmStartConfig, warm_start, warm_start_dir
+    run.json: the RL settings as recorded (a flag given must agree: `_check_flags`; --steps and --tensorboard may
+    change) and the recorded warm start (`_resumed_warm_start`)."""
+    from hicra.dynamics.records import RUN_INFO
+    from hicra.lab.rl import config_from_record, recorded_run
+    from hicra.lab.sft import warm_start
 
     if not run_dir.is_dir():
         raise InputError("nothing to resume: not a directory", path=str(run_dir))
     path = str(run_dir / RUN_INFO)
-    info = read_run_info(run_dir)
-    if not isinstance(info.get("config"), dict) or "model" not in info:
-        raise InputError("nothing to resume: no lab run recorded here (fields config and model)", path=path)
+    info = recorded_run(run_dir)
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    if not checkpoint.exists():  # before any warm start is looked for or rebuilt
+        raise InputError("nothing to resume: no checkpoint", path=str(checkpoint))
     rl_cfg = config_from_record(info["config"], path)
-    flags = {"algo": args.algo, "alpha": args.alpha, "seed": args.seed, "lr": args.lr,
-             "strategy_k": args.strategy_k, "threads": threads}
-    for name, value in flags.items():
-        if value is not None and value != getattr(rl_cfg, name):
-            raise InputError(f"--{name.replace('_', '-')} {value} is not the run's {getattr(rl_cfg, name)}; leave "
-                             "it out to continue the run as recorded", path=path, field=f"config.{name}")
+    _check_flags(args, rl_cfg, threads, path)
     rl_cfg = replace(rl_cfg, steps=args.steps or rl_cfg.steps, tensorboard=args.tensorboard or rl_cfg.tensorboard)
+    ws_cfg, model_dir = _resumed_warm_start(args, info, knobs, cache, path)
+    if model_dir is None:  # gone from where it was and from the cache: rebuilt there from its settings
+        model_dir = warm_start(ws_cfg, cache, progress=not args.quiet, threads=rl_cfg.threads)
+    return ws_cfg, rl_cfg, model_dir
+
+
+def _check_flags(args, rl_cfg, threads: int | None, path: str) -> None:
+    """InputError naming run.json's field for the first RL flag given that is not what the run recorded; with
+    --preset, also for an RL setting of that preset, other than those the flags set, that is not the run's."""
+    from hicra.lab.presets import get_preset
+    from hicra.lab.rl import resume_conflict
+
+    for name, flag in RL_FLAGS.items():
+        value = threads if name == "threads" else getattr(args, name)
+        if value is not None and value != getattr(rl_cfg, name):
+            typed = f"{flag} {args.threads} ({value} threads here)" if name == "threads" else f"{flag} {value!r}"
+            raise InputError(f"{typed} is not the run's {getattr(rl_cfg, name)!r}; leave it out to continue the run "
+                             "as recorded", path=path, field=f"config.{name}")
+    if args.preset is not None:
+        _, preset_rl = get_preset(args.preset)
+        overridable = {name: getattr(rl_cfg, name) for name in (*RL_FLAGS, "steps", "tensorboard", "optimum")}
+        conflict = resume_conflict(replace(preset_rl, **overridable), asdict(rl_cfg))
+        if conflict:
+            values = conflict[1].replace(", given ", ", the preset's ")
+            raise InputError(f"--preset {args.preset} is not the run's preset ({conflict[0]}: {values})",
+                             path=path, field=f"config.{conflict[0]}")
+
+
+def _resumed_warm_start(args, info: dict, knobs: dict, cache: Path, path: str):
+    """(warm-start config or None, directory or None) of the run's warm start. Its config: run.json's `warm_start`
+    (recorded since 2026-12-06; warm-start flags given must agree with it), else the flags' (an older run: give all
+    it was made with). Its directory: where run.json says, else in `cache` under the same name, else None (to be
+    rebuilt from the config). InputError when the flags' warm start is not the run's, or nothing is left to find
+    or rebuild it by."""
+    from hicra.lab.presets import KNOBS, get_preset
+    from hicra.lab.sft import WarmStartConfig, warm_start_dir
+
     recorded = Path(info["model"])
+    given = {"seed": args.warm_start_seed, **knobs}
     ws_cfg = None
-    if args.preset is not None or args.warm_start_seed is not None or knobs:
-        ws_cfg, _ = get_preset(args.preset or DEFAULTS["preset"], warm_start_seed=args.warm_start_seed, knobs=knobs)
-    elif isinstance(info.get("warm_start"), dict):
+    if isinstance(info.get("warm_start"), dict):
         try:
             ws_cfg = WarmStartConfig(**info["warm_start"])
         except TypeError as exc:
             raise InputError(f"not this version's warm-start settings ({exc})", path=path, field="warm_start") from None
-    if ws_cfg is not None and warm_start_dir(ws_cfg, cache).name != recorded.name:
-        raise InputError(f"the warm start of these settings ({warm_start_dir(ws_cfg, cache).name}) is not the run's "
-                         f"({recorded.name})", path=path, field="model")
+        for name, value in given.items():
+            if value is not None and value != getattr(ws_cfg, name):
+                flag = "--warm-start-seed" if name == "seed" else "--" + name.replace("_", "-")
+                raise InputError(f"{flag} {value!r} is not the run's {getattr(ws_cfg, name)!r}", path=path,
+                                 field=f"warm_start.{name}")
+        if args.preset is not None:
+            preset_ws, _ = get_preset(args.preset, warm_start_seed=ws_cfg.seed,
+                                      knobs={k: getattr(ws_cfg, k) for k in KNOBS})
+            if preset_ws.key() != ws_cfg.key():
+                raise InputError(f"--preset {args.preset} trains another warm start than the run's", path=path,
+                                 field="warm_start")
+    elif args.preset is not None or args.warm_start_seed is not None or knobs:
+        ws_cfg, _ = get_preset(args.preset or DEFAULTS["preset"], warm_start_seed=args.warm_start_seed, knobs=knobs)
+        if warm_start_dir(ws_cfg, cache).name != recorded.name:
+            raise InputError(f"the warm start of these flags ({warm_start_dir(ws_cfg, cache).name}) is not the run's "
+                             f"({recorded.name}); give every warm-start flag it was made with", path=path,
+                             field="model")
     for candidate in (recorded, cache / recorded.name):
         if (candidate / "config.json").exists():
-            return ws_cfg, rl_cfg, candidate
+            return ws_cfg, candidate
     if ws_cfg is None:
         raise InputError(f"the run's warm start is neither at {recorded} nor in the cache {cache}; give the flags it "
                          "was made with (--preset, --warm-start-seed, corpus knobs) to rebuild it there",
                          path=path, field="model")
-    return ws_cfg, rl_cfg, warm_start(ws_cfg, cache, progress=not args.quiet, threads=rl_cfg.threads)
+    return ws_cfg, None
 
 
 def strategy_change_lines(change: dict, k: int) -> list[str]:

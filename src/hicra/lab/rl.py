@@ -123,7 +123,7 @@ RESUME_MAY_CHANGE = ("steps", "tensorboard")
 def config_from_record(recorded: dict, path: str | None = None) -> RLConfig:
     """The RLConfig a run recorded (run.json's `config`). Fields the record lacks (it was written before they
     existed) take their defaults, the values that kept the earlier behaviour. Raises InputError (naming `path` and
-    the field) for a field this version does not know."""
+    the field) for a field the lab's RL config does not have or a value it refuses."""
     from dataclasses import fields
 
     from hicra.errors import InputError
@@ -131,9 +131,28 @@ def config_from_record(recorded: dict, path: str | None = None) -> RLConfig:
     known = {f.name for f in fields(RLConfig)}
     unknown = sorted(set(recorded) - known)
     if unknown:
-        raise InputError(f"not a setting of this version's RL config (recorded by a newer hicra?); known: "
-                         f"{sorted(known)}", path=path, field=f"config.{unknown[0]}")
-    return RLConfig(**recorded)
+        raise InputError("not a setting of the lab's RL config (a run of another trainer, or of a newer hicra?)",
+                         path=path, field=f"config.{unknown[0]}")
+    cfg = RLConfig(**recorded)
+    try:
+        cfg.validate()
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"not a valid lab RL config: {exc}", path=path, field="config") from None
+    return cfg
+
+
+def recorded_run(run_dir: Path) -> dict:
+    """run.json of a lab run to resume, with its `config` (a dict) and `model` (the warm start's path, a string);
+    InputError naming the file otherwise."""
+    from hicra.dynamics.records import RUN_INFO, read_run_info
+    from hicra.errors import InputError
+
+    info = read_run_info(run_dir)
+    for name, kind in (("config", dict), ("model", str)):
+        if not isinstance(info.get(name), kind):
+            raise InputError(f"nothing to resume: no lab run recorded here (a JSON {kind.__name__} expected)",
+                             path=str(run_dir / RUN_INFO), field=name)
+    return info
 
 
 def resume_conflict(cfg: RLConfig, recorded: dict) -> tuple[str, str] | None:
@@ -148,17 +167,15 @@ def resume_conflict(cfg: RLConfig, recorded: dict) -> tuple[str, str] | None:
     return None
 
 
-def _check_resume(cfg: RLConfig, model_dir: str | Path, run_dir: Path) -> None:
+def _check_resume(cfg: RLConfig, model_dir: str | Path, run_dir: Path) -> dict:
     """Refuse to continue the run in `run_dir` with settings or a warm start other than its own (run.json), so a
-    resumed run is the run it continues; then record what may change (`RESUME_MAY_CHANGE`, where the warm start
-    is now) in run.json."""
-    from hicra.dynamics.records import RUN_INFO, read_run_info, write_run_info
+    resumed run is the run it continues. Returns run.json's contents as they are to be recorded once the checkpoint
+    has loaded (the steps, TensorBoard flag and the warm start's current path)."""
+    from hicra.dynamics.records import RUN_INFO
     from hicra.errors import InputError
 
     path = str(run_dir / RUN_INFO)
-    info = read_run_info(run_dir)
-    if not isinstance(info.get("config"), dict) or "model" not in info:
-        raise InputError("cannot resume: the run records no settings (fields config and model)", path=path)
+    info = recorded_run(run_dir)
     conflict = resume_conflict(cfg, info["config"])
     if conflict:
         name, values = conflict
@@ -167,9 +184,7 @@ def _check_resume(cfg: RLConfig, model_dir: str | Path, run_dir: Path) -> None:
     if Path(info["model"]).name != Path(model_dir).name:
         raise InputError(f"cannot resume from another warm start (the run's {Path(info['model']).name}, given "
                          f"{Path(model_dir).name})", path=path, field="model")
-    updated = {**info, "model": str(model_dir), "config": asdict(cfg)}
-    if updated != info:
-        write_run_info(run_dir, updated)
+    return {**info, "model": str(model_dir), "config": asdict(cfg)}
 
 
 def pad_masks(masks, width: int):
@@ -321,16 +336,23 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     """Run (or resume) RL from the HF model directory `model_dir` into `run_dir`. Returns the final state:
     {"log": per-step metrics, "eval": {"warm_start": ..., "final": ...}, "run_dir": ..., "timings": [...]}.
 
-    A new run records `cfg`, the warm start and `run_info` (extra fields, e.g. the warm start's settings) in
-    run.json. `resume=True` continues from the last checkpoint and raises InputError when `cfg` or `model_dir`'s
-    name differs from the run's record (`resume_conflict`; the steps and TensorBoard logging may change)."""
+    A run records `cfg`, the warm start and `run_info` (extra fields, e.g. the warm start's settings) in run.json.
+    `resume=True` continues from the last checkpoint and raises InputError when `cfg` or `model_dir`'s name differs
+    from the run's record (`resume_conflict`; TensorBoard logging and the steps may change, the steps not below
+    those done)."""
     import numpy as np
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hicra.algorithms import gradient_mass, grpo_advantages, policy_loss
-    from hicra.dynamics.records import RolloutWriter, list_rollout_files, rollout_row, write_run_info
+    from hicra.dynamics.records import (
+        RolloutWriter,
+        list_rollout_files,
+        read_run_info,
+        rollout_row,
+        write_run_info,
+    )
     from hicra.dynamics.vocab import error_columns, loss_stats
     from hicra.errors import InputError
     from hicra.fileio import write_json, write_jsonl
@@ -382,20 +404,22 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     start = 0
     eval_path = run_dir / "eval.json"
     if resume:
-        _check_resume(cfg, model_dir, run_dir)
+        info = _check_resume(cfg, model_dir, run_dir)
         state = load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         _set_rng_states(state["rng"], problem_rng, sample_gen, mask_gen)
         history = state["log"]
         start = state["step"] + 1
+        if cfg.steps < start:
+            raise InputError(f"cannot resume to {cfg.steps} steps: its last checkpoint comes after {start}",
+                             path=str(run_dir / "run.json"), field="config.steps")
+        updated = {**info, **(run_info or {})}
+        if updated != read_run_info(run_dir):
+            write_run_info(run_dir, updated)
         if detector is not None:
             detector.load_state_dict(state["detector"])
         evals = json.loads(eval_path.read_text()) if eval_path.exists() else {}
-        if cfg.strategy_k and "warm_start" in evals and "warm_start_strategies" not in evals:
-            raise InputError("strategy_k is set but the run was started without it: the warm start's held-out "
-                             "strategies cannot be measured after training began (field warm_start_strategies)",
-                             path=str(eval_path))
         # rollouts written after the checkpoint are redone (deterministically) by this run
         for file_step, _, path in list_rollout_files(run_dir):
             if file_step >= start:

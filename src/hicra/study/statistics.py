@@ -44,10 +44,16 @@ SUMMARY_CURVES = {"eval_curve": ("step", "accuracy"), "train_curve": ("step", "a
 SUMMARY_EVALS = ("warm_start", "final")  # eval.NAME.accuracy: a number
 
 
-def _summary_problem(s: dict) -> tuple[str, str] | None:
-    """(field, what is wrong) for the first field of a run summary that is missing or of the wrong type."""
-    if not isinstance(s, dict):
-        return "format", "not a JSON object"
+def _summary_problem(s: dict, complete: bool) -> tuple[str, str] | None:
+    """(field, what is wrong) for the first field of a run summary that is missing or of the wrong type: the
+    training curve always, every field the study reads when `complete`."""
+    if not complete:
+        if not isinstance(s.get("train_curve"), dict) or not isinstance(s["train_curve"].get("step"), list):
+            return "train_curve.step", "missing or not a list"
+        lengths = {k: len(v) for k, v in s["train_curve"].items() if isinstance(v, list)}
+        if len(set(lengths.values())) > 1 or len(lengths) != len(s["train_curve"]):
+            return "train_curve", f"columns are not lists of one length ({lengths})"
+        return None
     for name, kind in SUMMARY_FIELDS.items():
         value = s.get(name)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -68,17 +74,19 @@ def _summary_problem(s: dict) -> tuple[str, str] | None:
     return None
 
 
-def load_summary(path: Path) -> dict:
+def load_summary(path: Path, complete: bool = False) -> dict:
     """One per-run summary file (`hicra.study.runner.write_run_summary`), with its training log as a list of
     per-step dicts (`log`) for the curve statistics. InputError naming the file (and the field) when it is missing or
-    malformed: `SUMMARY_FIELDS`, `SUMMARY_CURVES` and `SUMMARY_EVALS` are checked."""
+    malformed: its format and training curve always; with `complete` (what the study's statistics read) also
+    `SUMMARY_FIELDS`, `SUMMARY_CURVES` and `SUMMARY_EVALS`. Scripts that read a few fields check those
+    themselves."""
     if not Path(path).is_file():
         raise InputError("no summary for this run (run `hicra study` to compute it)", path=str(path))
     s = read_json(path, "run summary")
     if not isinstance(s, dict) or s.get("format") != RUN_FORMAT:
         found = s.get("format") if isinstance(s, dict) else type(s).__name__
         raise InputError(f"format {found!r}, expected {RUN_FORMAT!r}", path=str(path), field="format")
-    problem = _summary_problem(s)
+    problem = _summary_problem(s, complete)
     if problem:
         raise InputError(problem[1], path=str(path), field=problem[0])
     tc = s["train_curve"]
@@ -255,7 +263,7 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
         for arm in arms:
             label = condition_label(cell, arm)
             paths = [summary_path_for(root, arm, q.seed, q.warm_start_seed, cell) for q in pairs]
-            runs = [load_summary(p) for p in paths]
+            runs = [load_summary(p, complete=True) for p in paths]
             for p, r in zip(paths, runs, strict=True):
                 version = phases_version(r.get("phases"))
                 if version != preset.phase_version:
