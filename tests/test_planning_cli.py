@@ -68,7 +68,7 @@ def _check_error(r, *needles):
 
 
 @pytest.mark.parametrize("content, needles", [
-    (b'{"phrases": ["so", "So"]}', ["lex.json", "duplicate"]),
+    (b'{"phrases": ["so", "So"]}', ["lex.json", "phrase 2: duplicate"]),
     (b'{"phrases": [""]}', ["lex.json", "empty phrase"]),
     (b'{"phrases": [\n  "so",\n', ["lex.json:3", "bad JSON"]),
     (b'{"phrases": [\n"caf\xe9"]}', ["lex.json:2", "not UTF-8"]),
@@ -92,7 +92,11 @@ def test_bad_corpus(tmp_path):
                  "c.jsonl:2", "field 'text'", "expected a string")
     corpus.write_bytes(b'{"text": "so", "ok": true}\n{"text": "x", "ok": "maybe"}\n')
     _check_error(hicra("grams", "mine", corpus, "--text-field", "text", "--correct-field", "ok",
-                       "--out", tmp_path / "o.json"), "c.jsonl:2", "field 'ok'", "boolean")
+                       "--out", tmp_path / "o.json"), "c.jsonl:2", "field 'ok'", "correctness must be true/false")
+    # the rule `hicra convert` applies too (hicra.fileio.read_correctness): "yes" is not a correctness value
+    corpus.write_bytes(b'{"text": "so", "ok": 1}\n{"text": "x", "ok": "yes"}\n')
+    _check_error(hicra("grams", "tag", "--file", corpus, "--text-field", "text", "--correct-field", "ok"),
+                 "c.jsonl:2", "field 'ok'", "correctness must be true/false, got 'yes'")
     corpus.write_bytes(b'{"text": "so"}\n{"text": "so"\n')
     _check_error(hicra("grams", "tag", "--file", corpus, "--text-field", "text"), "c.jsonl:2", "bad JSON")
     _check_error(hicra("grams", "show", "no-such-preset"), "unknown lexicon preset")

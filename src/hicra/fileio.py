@@ -157,6 +157,19 @@ def read_jsonl(path: str | os.PathLike, what: str = "file", objects: bool = True
             yield line_no, value
 
 
+def read_correctness(value: Any, path: str | os.PathLike, row: int, field: str, table_row: bool = False) -> bool:
+    """A record's correctness flag as a bool: JSON true/false, the numbers 0 and 1, or the strings "true"/"false"
+    (any case). Anything else raises InputError naming the file, the row (1-based) and the field."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise InputError(f"correctness must be true/false, got {value!r}", path=str(path), row=row, field=field,
+                     table_row=table_row)
+
+
 def load_tokenizer(path: str | os.PathLike, field: str = "tokenizer"):
     """A Hugging Face tokenizer from a local directory; a missing or unloadable one is an InputError (one line)."""
     if not Path(path).exists():

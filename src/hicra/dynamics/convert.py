@@ -66,7 +66,7 @@ import numpy as np
 
 from hicra.dynamics.records import RolloutWriter, list_rollout_files, rollout_row, write_run_info
 from hicra.errors import InputError, location
-from hicra.fileio import load_tokenizer, read_jsonl
+from hicra.fileio import load_tokenizer, read_correctness, read_jsonl
 from hicra.planning.metrics import WORD_PROXY
 from hicra.planning.tagger import PlanningTagger, overlap_mask
 
@@ -121,16 +121,6 @@ def _at(path: Path, line_no: int) -> dict:
 def _where(path: Path, line_no: int) -> str:
     """The same location as text, for a message that names a second row."""
     return location(**_at(path, line_no))
-
-
-def _as_bool(value, path, line_no, field) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise InputError(f"correctness must be true/false, got {value!r}", **_at(path, line_no), field=field)
 
 
 def _natural_key(path: Path) -> list:
@@ -382,7 +372,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                 if cf is None:
                     raise InputError("missing correctness label (correct / is_correct)", **_at(path, line_no),
                                      field="correct")
-                correct = _as_bool(obj[cf], path, line_no, cf)
+                correct = read_correctness(obj[cf], field=cf, **_at(path, line_no))
             sf = named("score_field", (), required=False) if fields.get("score_field") else None
             score = obj.get(sf) if sf else None
             reward = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) \
@@ -416,7 +406,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                 if isinstance(value, dict):
                     vrf, vcf = _first(value, RESPONSE_FIELDS), _first(value, CORRECT_FIELDS)
                     if vrf is not None and vcf is not None:
-                        ok = _as_bool(value[vcf], path, line_no, vcf)
+                        ok = read_correctness(value[vcf], field=vcf, **_at(path, line_no))
                         entries.append((key, value, vrf, ok, 1.0 if ok else 0.0, None))
             if not entries:
                 raise InputError("none found, and no per-model object holding one of them and a correct or "

@@ -99,7 +99,7 @@ class Lexicon:
         self.description = str(description)
         items: list[Phrase] = []
         by_key: dict[str, Phrase] = {}
-        for i, item in enumerate(phrases):
+        for i, item in enumerate(phrases, start=1):  # phrase N counts from 1, as rows do in every message
             phrase = _as_phrase(item)
             if not isinstance(phrase.text, str):
                 raise ValueError(f"phrase {i}: text must be a string, got {type(phrase.text).__name__}")

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from hicra.errors import InputError
-from hicra.fileio import read_jsonl
+from hicra.fileio import read_correctness, read_jsonl
 from hicra.planning.lexicon import Lexicon, Phrase, phrase_key
 
 _TOKEN_RE = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*|\S")
@@ -67,16 +67,6 @@ def _field_values(row, fname: str, path: str, line: int) -> dict[str, object]:
     return values
 
 
-def _as_bool(value, path: str, line: int, fname: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.strip().lower() in ("true", "1", "yes")
-    raise InputError(f"expected a boolean, got {value!r}", path=path, row=line, field=fname)
-
-
 @dataclass
 class Document:
     text: str
@@ -108,7 +98,7 @@ def read_corpus(path: str | Path, text_field: str, correct_field: str | None = N
                 if ckey not in correct:
                     cname = f"{key}{correct_field.split('.')[-1]}"
                     raise InputError("missing field", path=path, row=line_no, field=cname)
-                ok = _as_bool(correct[ckey], path, line_no, correct_field)
+                ok = read_correctness(correct[ckey], path, line_no, correct_field)
             yield Document(text, question, f"{line_no}:{key.rstrip('.')}"), ok
 
 
