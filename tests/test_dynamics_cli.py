@@ -188,6 +188,12 @@ def test_convert_flat_responses(tmp_path):
     assert res.returncode == 2 and res.stderr.strip() == (
         f"hicra convert: error: {out}, field 'out': already holds a run's rollouts; convert into a new folder")
     assert _digests(out) == before
+    # a --models name that no row carries is named with the models the input has, not an empty conversion
+    res = _run_cli("convert", "responses", str(src), "--out", str(tmp_path / "r3"), "--models", "100,nosuch",
+                   "--quiet")
+    assert res.returncode == 2 and res.stderr.strip() == (
+        f"hicra convert: error: {src}, field 'models': no model named 'nosuch' in the input (models: 100, 20)")
+    assert not (tmp_path / "r3").exists()
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "response": "b", "correct": true}\n{"prompt": "a", "response": "b"}\n')
     res = _run_cli("convert", "responses", str(bad), "--out", str(tmp_path / "r2"), "--quiet")

@@ -103,7 +103,7 @@ def register(subparsers) -> None:
     r.add_argument("--models", help="comma-separated subset of models to keep")
     r.add_argument("--limit", type=int, metavar="N", help="read only the first N rows (N >= 1)")
     r.add_argument("--analyze", action="store_true", help="run `hicra analyze` on the result")
-    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--quiet", action="store_true", help="no progress bar (the steps written are still listed)")
     r.set_defaults(func=run_convert)
 
 

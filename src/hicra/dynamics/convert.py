@@ -316,6 +316,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
     tagger = PlanningTagger(lexicon, tokenizer)
     tokens = _Tokens(tagger)
     by_model: dict[str, list[dict]] = {}
+    seen_models: dict[str, None] = {}  # every model in the input, kept or not (to name a --models typo)
     step_values: dict[str, object] = {}  # step name -> the value it came from
     step_where: dict[str, tuple] = {}  # step name -> (file, row, field) of its first row
     with_step, without_step = None, None  # (path, row) of the first flat row with / without the step field
@@ -413,6 +414,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                                  "is_correct label (--response-field names another field)", **_at(path, line_no),
                                  field=RESPONSE_FIELDS)
         for name, entry, rf_, correct, reward, strategy in entries:
+            seen_models[name] = None
             if models and name not in models:
                 continue
             text = _text_field(entry[rf_], "response", path, line_no, rf_)
@@ -428,6 +430,11 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                 "correct": correct, "reward": reward,
                 "error_type": entry.get("error_type"), "strategy": strategy,
             })
+    missing = [m for m in models or [] if m not in seen_models]
+    if missing:
+        raise InputError(f"no model named {', '.join(map(repr, missing))} in the input (models: "
+                         f"{', '.join(seen_models) or 'none'})", path=str(files[0]) if len(files) == 1 else None,
+                         field="models")
     if not by_model:
         raise InputError("no responses to convert", path=str(files[0]) if len(files) == 1 else None)
     names, order_rule = step_order(list(by_model), step_values, field=step_field, where=step_where)
