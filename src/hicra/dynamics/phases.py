@@ -1311,8 +1311,8 @@ def _missing_cause(missing: Sequence[str], col) -> str:
 
 
 _SUMMARIES = {
-    "two-phase": "execution consolidates before planning (and before a random class of planning's size); {m} "
-                 "rises after execution consolidates",
+    "two-phase": "execution consolidates before planning, and planning also after a random class of its size; "
+                 "{m} rises after execution consolidates",
     "consolidation-only": "execution consolidates before planning; no significant rise of {m} after it",
     "reversed": "planning consolidates before execution: the reverse of the paper's order",
     "no-order": "execution or planning consolidates, but no order can be claimed (a difference's interval "
