@@ -19,6 +19,7 @@ noise.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import numpy as np
@@ -46,7 +47,9 @@ def curves(seed: int) -> dict[str, np.ndarray]:
 
 
 def main() -> int:
-    n_seeds = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("n_seeds", nargs="?", type=int, default=50, metavar="N_SEEDS", help="seeds (default 50)")
+    n_seeds = ap.parse_args().n_seeds
     if n_seeds < 1:
         print(f"onset_bend: error: N_SEEDS must be >= 1, got {n_seeds}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ AR(1) sieve null is what keeps the first block near the test's level.
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import numpy as np
 
@@ -31,7 +31,11 @@ def detected_share(curve, phi: float, first_seed: int, n: int, cfg: PhaseConfig)
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("n", nargs="?", type=int, default=100, metavar="N_SERIES", help="series per cell (default 100)")
+    n = ap.parse_args().n
+    if n < 1:
+        ap.error(f"N_SERIES must be >= 1, got {n}")
     cfg = PhaseConfig(n_boot=199, seed=0)
     planted = 1 - 0.3 * (1 - np.exp(-np.arange(N_STEPS) / 30))
     for phi in (0.0, 0.5, 0.8):

@@ -27,10 +27,14 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", help="run directories with log-probabilities and planning masks")
     ap.add_argument("--out", help="folder for the analyses (default: a temporary one)")
     args = ap.parse_args()
-    base = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="refnoise-"))
+    with tempfile.TemporaryDirectory(prefix="refnoise-") as tmp:  # removed at the end unless --out names a folder
+        report(args.runs, Path(args.out) if args.out else Path(tmp))
+
+
+def report(runs: list[str], base: Path) -> None:
     ratios = []
     print(f"{'run':40s} {'execution':>10s} {'planning':>10s} {'reference':>10s} {'ref/plan':>9s}  order")
-    for i, run in enumerate(args.runs):
+    for i, run in enumerate(runs):
         summary = analyze_run(run, base / f"{i:03d}", report=False)
         order = summary["phases"]["evidence"]["order"]
         sd = order.get("noise_sd")
