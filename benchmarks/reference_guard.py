@@ -25,7 +25,7 @@ the two other references' `rel_ppl_reference` beside them, about 70 kB for 320 s
 are gone can still be read and pooled. Per step it recomputes both references' perplexities from the rollouts and
 checks that `metrics.parquet`'s `ppl_reference` is one of them (a run analysed by v2 or by v3; a mismatch is an
 error: the readings must differ only in the draw). Prints per run, for each reference: the order
-(`hicra.dynamics.phases.detect_phases`), each class's share of the draws in which it consolidates, the noise SD of
+(`hicra.dynamics.phases.detect_phases`), planning's consolidation p-value and the null draws behind it, each class's share of the draws in which it consolidates, the noise SD of
 each class curve (`evidence.order.noise_sd`; a reference quieter than planning weakens the guard) and the 90%
 intervals of tau_plan - tau_exec and tau_plan - tau_ref; with two runs or more, the same pooled
 (`detect_phases_pooled`). A description for question 6, not a verdict. A run without those files or columns: one
@@ -166,7 +166,10 @@ def describe(out: dict) -> str:
     o = out["evidence"]["order"]
     draws = ", ".join(f"{k} {o['consolidates_in_draws'][k]:.2f}" for k in CLASSES)
     noise = ", ".join(f"{k} {o['noise_sd'][k]:.4f}" for k in CLASSES) if "noise_sd" in o else "-"
-    return (f"order {out['order']}; consolidates in draws: {draws}; noise SD {noise}; "
+    plan = out["evidence"]["consolidation"]["planning"]
+    p = f"planning p {plan['p_value']:.3f} ({plan.get('n_null', '-')} draws)" if plan.get("tested") else \
+        "planning untested"
+    return (f"order {out['order']}; {p}; consolidates in draws: {draws}; noise SD {noise}; "
             f"plan - exec {_iv(o['intervals'].get('plan_minus_exec'))}, "
             f"plan - ref {_iv(o['intervals'].get('plan_minus_ref'))}")
 

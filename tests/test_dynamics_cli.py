@@ -356,6 +356,7 @@ def test_reference_guard_benchmark_recomputes_both_reference_draws(tmp_path, ben
     assert mod.main([str(r) for r in runs] + ["--n-boot", "99"]) == 0
     out = capsys.readouterr().out
     assert all(out.count(name) == 3 for name in mod.NAMES)
+    assert out.count("planning p ") + out.count("planning untested") == 3 * len(mod.NAMES)
     assert "pooled over 2 runs" in out
     # saved curves read back give the same output, without the rollouts
     assert mod.main([str(r) for r in runs] + ["--n-boot", "99", "--save", str(tmp_path / "saved")]) == 0
