@@ -137,11 +137,13 @@ def test_lab_resume_continues_the_recorded_run(tiny_preset, tmp_path, capsys, mo
                  *common]) == 0
     info = json.loads((run_dir / "run.json").read_text())
     assert info["warm_start"]["seed"] == 0 and Path(info["model"]).name == f"warmstart-{tiny_preset.key()}"
+    assert info["lab_preset"] == "quick"
+    ws_record = info["warm_start"]
     capsys.readouterr()
     for flags, field in ((["--algo", "hicra"], "config.algo"), (["--seed", "0"], "config.seed"),
                          (["--threads", "2"], "config.threads"), (["--warm-start-seed", "1"], "warm_start.seed"),
                          (["--execution-noise", "0.2"], "warm_start.execution_noise"),
-                         (["--preset", "other"], "config.max_new_tokens")):
+                         (["--preset", "other"], "lab_preset")):
         assert main(["lab", "--resume", "--steps", "2", *flags, "--cache", str(tmp_path / "c1"), *common]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("hicra lab: error:") and f"field '{field}'" in err and "\n" not in err
@@ -169,11 +171,21 @@ def test_lab_resume_continues_the_recorded_run(tiny_preset, tmp_path, capsys, mo
     assert "give the flags it was made with" in capsys.readouterr().err
     assert main(["lab", "--resume", "--out", str(tmp_path / "nothing")]) == 2
     assert "nothing to resume" in capsys.readouterr().err
-    # a damaged record, or no checkpoint: exit 2 before any warm start is looked for or rebuilt
-    (run_dir / "run.json").write_text(json.dumps({**info, "config": {**info["config"], "algo": "nope"}}))
-    assert main(["lab", "--resume", "--preset", "quick", "--cache", str(tmp_path / "c4"), *common]) == 2
-    assert "field 'config': not a valid lab RL config: algo must be one of" in capsys.readouterr().err
+    # a damaged record, fewer steps than done, or no checkpoint: exit 2 before any warm start is looked for or
+    # rebuilt (c4 stays empty)
+    for damaged, needle in (({"config": {**info["config"], "algo": "nope"}},
+                             "field 'config': not a valid lab RL config: algo must be one of"),
+                            ({"warm_start": {**ws_record, "strategy_prior": "bogus"}},
+                             "field 'warm_start': not valid warm-start settings"),
+                            ({"warm_start": {**ws_record, "seed": 5}},
+                             "field 'warm_start': the recorded warm-start settings make"),
+                            ({"warm_start": None}, "field 'warm_start': not valid warm-start settings")):
+        (run_dir / "run.json").write_text(json.dumps({**info, **damaged}))
+        assert main(["lab", "--resume", "--cache", str(tmp_path / "c4"), *common]) == 2
+        assert needle in capsys.readouterr().err
     (run_dir / "run.json").write_text(json.dumps(info))
+    assert main(["lab", "--resume", "--steps", "1", "--cache", str(tmp_path / "c4"), *common]) == 2
+    assert "field 'config.steps': cannot resume to 1 steps: 2 are done" in capsys.readouterr().err
     (run_dir / "checkpoints" / "last.pt").unlink()
     assert main(["lab", "--resume", "--preset", "quick", "--cache", str(tmp_path / "c4"), *common]) == 2
     assert "last.pt: nothing to resume: no checkpoint" in capsys.readouterr().err

@@ -256,8 +256,8 @@ def test_resume_refuses_other_settings_and_records_longer_runs(model_dir, tmp_pa
         run_rl(RLConfig(**{**BASE, "algo": "grpo", "steps": 2}), other, run_dir, resume=True, progress=False,
                log=lambda *a: None)
     assert (run_dir / "run.json").read_text() == before
-    with pytest.raises(InputError, match="field 'config.steps': cannot resume to 0 steps: its last checkpoint "
-                                         "comes after 1"):
+    with pytest.raises(InputError, match=r"field 'config.steps': cannot resume to 0 steps: 1 are done \(the last "
+                                         r"checkpoint\)"):
         run_rl(RLConfig(**{**BASE, "algo": "grpo", "steps": 0}), model_dir, run_dir, resume=True, progress=False,
                log=lambda *a: None)
     assert (run_dir / "run.json").read_text() == before

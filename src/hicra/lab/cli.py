@@ -140,8 +140,10 @@ def run(args) -> int:
     torch.set_num_threads(rl_cfg.threads)
     t_ws = time.perf_counter() - t0
     print(f"run directory: {out}")
-    result = run_rl(rl_cfg, model_dir, out, resume=args.resume, progress=not args.quiet,
-                    run_info=None if ws_cfg is None else {"warm_start": asdict(ws_cfg)})
+    run_info = {} if ws_cfg is None else {"warm_start": asdict(ws_cfg)}
+    if not args.resume:
+        run_info["lab_preset"] = settings["preset"]
+    result = run_rl(rl_cfg, model_dir, out, resume=args.resume, progress=not args.quiet, run_info=run_info)
     t_rl = time.perf_counter() - t0 - t_ws
     ev = result["eval"]
     for mode, suffix in (("greedy", ""), (f"sampled, temperature {rl_cfg.temperature:g}", "_sampled")):
@@ -185,19 +187,25 @@ def _resumed_run(args, run_dir: Path, knobs: dict, threads: int | None, cache: P
     run.json: the RL settings as recorded (a flag given must agree: `_check_flags`; --steps and --tensorboard may
     change) and the recorded warm start (`_resumed_warm_start`)."""
     from hicra.dynamics.records import RUN_INFO
-    from hicra.lab.rl import config_from_record, recorded_run
+    from hicra.lab.rl import config_from_record, recorded_run, steps_done, steps_problem
     from hicra.lab.sft import warm_start
 
     if not run_dir.is_dir():
         raise InputError("nothing to resume: not a directory", path=str(run_dir))
     path = str(run_dir / RUN_INFO)
     info = recorded_run(run_dir)
+    # everything that can refuse the resume is checked before any warm start is looked for or rebuilt
     checkpoint = run_dir / "checkpoints" / "last.pt"
-    if not checkpoint.exists():  # before any warm start is looked for or rebuilt
+    if not checkpoint.exists():
         raise InputError("nothing to resume: no checkpoint", path=str(checkpoint))
+    if args.preset is not None and info.get("lab_preset", args.preset) != args.preset:
+        raise InputError(f"--preset {args.preset} is not the run's {info['lab_preset']}", path=path, field="lab_preset")
     rl_cfg = config_from_record(info["config"], path)
     _check_flags(args, rl_cfg, threads, path)
     rl_cfg = replace(rl_cfg, steps=args.steps or rl_cfg.steps, tensorboard=args.tensorboard or rl_cfg.tensorboard)
+    problem = steps_problem(rl_cfg.steps, steps_done(checkpoint))
+    if problem:
+        raise InputError(problem, path=path, field="config.steps")
     ws_cfg, model_dir = _resumed_warm_start(args, info, knobs, cache, path)
     if model_dir is None:  # gone from where it was and from the cache: rebuilt there from its settings
         model_dir = warm_start(ws_cfg, cache, progress=not args.quiet, threads=rl_cfg.threads)
@@ -238,11 +246,15 @@ def _resumed_warm_start(args, info: dict, knobs: dict, cache: Path, path: str):
     recorded = Path(info["model"])
     given = {"seed": args.warm_start_seed, **knobs}
     ws_cfg = None
-    if isinstance(info.get("warm_start"), dict):
+    if "warm_start" in info:
         try:
             ws_cfg = WarmStartConfig(**info["warm_start"])
-        except TypeError as exc:
-            raise InputError(f"not this version's warm-start settings ({exc})", path=path, field="warm_start") from None
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"not valid warm-start settings ({exc})", path=path, field="warm_start") from None
+        if warm_start_dir(ws_cfg, cache).name != recorded.name:
+            raise InputError(f"the recorded warm-start settings make {warm_start_dir(ws_cfg, cache).name}, not the "
+                             f"run's {recorded.name} (field model): a damaged record, or settings of another "
+                             "version", path=path, field="warm_start")
         for name, value in given.items():
             if value is not None and value != getattr(ws_cfg, name):
                 flag = "--warm-start-seed" if name == "seed" else "--" + name.replace("_", "-")

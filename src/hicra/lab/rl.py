@@ -99,6 +99,8 @@ class RLConfig:
     def validate(self) -> None:
         if self.algo not in ALGORITHMS:
             raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
+        if not isinstance(self.tasks, list) or not all(isinstance(t, dict) for t in self.tasks):
+            raise ValueError(f"tasks must be a list of task specs (objects), got {_short(self.tasks)}")
         if not 0.0 <= self.alpha < 1.0:
             raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
         from hicra.lab.model import check_layout
@@ -141,6 +143,18 @@ def config_from_record(recorded: dict, path: str | None = None) -> RLConfig:
     return cfg
 
 
+def steps_problem(steps: int, done: int) -> str | None:
+    """Why a resumed run cannot run to `steps` when its last checkpoint has `done` steps (None when it can)."""
+    if steps < done:
+        return f"cannot resume to {steps} steps: {done} are done (the last checkpoint)"
+    return None
+
+
+def steps_done(checkpoint: Path) -> int:
+    """How many RL steps the checkpoint `checkpoints/last.pt` holds."""
+    return int(load_checkpoint(checkpoint)["step"]) + 1
+
+
 def recorded_run(run_dir: Path) -> dict:
     """run.json of a lab run to resume, with its `config` (a dict) and `model` (the warm start's path, a string);
     InputError naming the file otherwise."""
@@ -155,6 +169,12 @@ def recorded_run(run_dir: Path) -> dict:
     return info
 
 
+def _short(value, width: int = 60) -> str:
+    """repr(value), cut to `width` characters (a task list would fill a line)."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def resume_conflict(cfg: RLConfig, recorded: dict) -> tuple[str, str] | None:
     """Why `cfg` cannot continue a run that recorded `recorded` (run.json's `config`): (field, "the run's R, given
     G") for the first field, other than `RESUME_MAY_CHANGE`, whose value differs; None when they agree. Values are
@@ -163,7 +183,7 @@ def resume_conflict(cfg: RLConfig, recorded: dict) -> tuple[str, str] | None:
     theirs = json.loads(json.dumps(asdict(config_from_record(recorded))))
     for name, value in mine.items():
         if name not in RESUME_MAY_CHANGE and theirs[name] != value:
-            return name, f"the run's {theirs[name]!r}, given {value!r}"
+            return name, f"the run's {_short(theirs[name])}, given {_short(value)}"
     return None
 
 
@@ -411,14 +431,14 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         _set_rng_states(state["rng"], problem_rng, sample_gen, mask_gen)
         history = state["log"]
         start = state["step"] + 1
-        if cfg.steps < start:
-            raise InputError(f"cannot resume to {cfg.steps} steps: its last checkpoint comes after {start}",
-                             path=str(run_dir / "run.json"), field="config.steps")
-        updated = {**info, **(run_info or {})}
-        if updated != read_run_info(run_dir):
-            write_run_info(run_dir, updated)
+        problem = steps_problem(cfg.steps, start)
+        if problem:
+            raise InputError(problem, path=str(run_dir / "run.json"), field="config.steps")
         if detector is not None:
             detector.load_state_dict(state["detector"])
+        updated = {**info, **(run_info or {})}  # recorded once every part of the checkpoint has loaded
+        if updated != read_run_info(run_dir):
+            write_run_info(run_dir, updated)
         evals = json.loads(eval_path.read_text()) if eval_path.exists() else {}
         # rollouts written after the checkpoint are redone (deterministically) by this run
         for file_step, _, path in list_rollout_files(run_dir):
