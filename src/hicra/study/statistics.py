@@ -44,28 +44,31 @@ SUMMARY_CURVES = {"eval_curve": ("step", "accuracy"), "train_curve": ("step", "a
 SUMMARY_EVALS = ("warm_start", "final")  # eval.NAME.accuracy: a number
 
 
+def _curve_problem(curve, name: str, columns: tuple[str, ...]) -> tuple[str, str] | None:
+    """(field, what is wrong) when the curve `name` (an object of per-step lists) lacks one of `columns` or its
+    lists differ in length; None when it is sound."""
+    for column in columns:
+        if not isinstance(curve, dict) or not isinstance(curve.get(column), list):
+            return f"{name}.{column}", "missing or not a list"
+    lengths = {k: len(v) for k, v in curve.items() if isinstance(v, list)}
+    if len(set(lengths.values())) > 1 or len(lengths) != len(curve):
+        return name, f"columns are not lists of one length ({lengths})"
+    return None
+
+
 def _summary_problem(s: dict, complete: bool) -> tuple[str, str] | None:
     """(field, what is wrong) for the first field of a run summary that is missing or of the wrong type: the
     training curve always, every field the study reads when `complete`."""
     if not complete:
-        if not isinstance(s.get("train_curve"), dict) or not isinstance(s["train_curve"].get("step"), list):
-            return "train_curve.step", "missing or not a list"
-        lengths = {k: len(v) for k, v in s["train_curve"].items() if isinstance(v, list)}
-        if len(set(lengths.values())) > 1 or len(lengths) != len(s["train_curve"]):
-            return "train_curve", f"columns are not lists of one length ({lengths})"
-        return None
+        return _curve_problem(s.get("train_curve"), "train_curve", ("step",))
     for name, kind in SUMMARY_FIELDS.items():
         value = s.get(name)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             return name, f"missing or not a JSON {'object' if kind is dict else kind.__name__}"
     for name, columns in SUMMARY_CURVES.items():
-        curve = s[name]
-        for column in columns:
-            if not isinstance(curve.get(column), list):
-                return f"{name}.{column}", "missing or not a list"
-        lengths = {k: len(v) for k, v in curve.items() if isinstance(v, list)}
-        if len(set(lengths.values())) > 1 or len(lengths) != len(curve):
-            return name, f"columns are not lists of one length ({lengths})"
+        problem = _curve_problem(s[name], name, columns)
+        if problem:
+            return problem
     for name in SUMMARY_EVALS:
         entry = s["eval"].get(name)
         value = entry.get("accuracy") if isinstance(entry, dict) else None
