@@ -189,8 +189,7 @@ def resume_conflict(cfg: RLConfig, recorded: dict) -> tuple[str, str] | None:
 
 def _check_resume(cfg: RLConfig, model_dir: str | Path, run_dir: Path) -> dict:
     """Refuse to continue the run in `run_dir` with settings or a warm start other than its own (run.json), so a
-    resumed run is the run it continues. Returns run.json's contents as they are to be recorded once the checkpoint
-    has loaded (the steps, TensorBoard flag and the warm start's current path)."""
+    resumed run is the run it continues. Returns run.json's contents as recorded."""
     from hicra.dynamics.records import RUN_INFO
     from hicra.errors import InputError
 
@@ -204,7 +203,7 @@ def _check_resume(cfg: RLConfig, model_dir: str | Path, run_dir: Path) -> dict:
     if Path(info["model"]).name != Path(model_dir).name:
         raise InputError(f"cannot resume from another warm start (the run's {Path(info['model']).name}, given "
                          f"{Path(model_dir).name})", path=path, field="model")
-    return {**info, "model": str(model_dir), "config": asdict(cfg)}
+    return info
 
 
 def pad_masks(masks, width: int):
@@ -366,13 +365,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hicra.algorithms import gradient_mass, grpo_advantages, policy_loss
-    from hicra.dynamics.records import (
-        RolloutWriter,
-        list_rollout_files,
-        read_run_info,
-        rollout_row,
-        write_run_info,
-    )
+    from hicra.dynamics.records import RolloutWriter, list_rollout_files, rollout_row, write_run_info
     from hicra.dynamics.vocab import error_columns, loss_stats
     from hicra.errors import InputError
     from hicra.fileio import write_json, write_jsonl
@@ -436,8 +429,10 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
             raise InputError(problem, path=str(run_dir / "run.json"), field="config.steps")
         if detector is not None:
             detector.load_state_dict(state["detector"])
-        updated = {**info, **(run_info or {})}  # recorded once every part of the checkpoint has loaded
-        if updated != read_run_info(run_dir):
+        # recorded once every part of the checkpoint has loaded: the steps, TensorBoard flag, the warm start's
+        # current path and `run_info`, when any of them changed
+        updated = {**info, "model": str(model_dir), "config": asdict(cfg), **(run_info or {})}
+        if updated != info:
             write_run_info(run_dir, updated)
         evals = json.loads(eval_path.read_text()) if eval_path.exists() else {}
         # rollouts written after the checkpoint are redone (deterministically) by this run
