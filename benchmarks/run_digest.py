@@ -21,6 +21,7 @@ Printed per run (and written to FILE with --json, one entry per run, keyed by th
 - greedy held-out accuracy at the warm start and at the end (`eval.warm_start`, `eval.final`; a fraction in the
   JSON, printed in %);
 - a study run's wall time in seconds (the summary's `seconds`; a lab run directory does not record it: None);
+  with two study runs or more, a closing line gives their range, median and how many took at most --budget seconds;
 - the held-out strategy entropy within families, change on complete problems with its 95% paired bootstrap
   interval and what the interval establishes (`hicra.stats.interval_reading`: rise, fall or -; the `controls3`
   exploration criteria count a rise) (`eval.strategy_change`, `hicra.lab.probes.heldout_strategy_change`; absent
@@ -33,6 +34,7 @@ run, or a file that cannot be parsed: one line naming it and the field, exit cod
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -143,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", type=Path,
                     help="hicra lab run directories, study run summaries or cached warm-start directories")
     ap.add_argument("--json", type=Path, help="write the digests to this file (atomically)")
+    ap.add_argument("--budget", type=float, default=240.0,
+                    help="seconds a run may take, for the closing line over study runs (default 240: the lab "
+                         "issue's budget for a default run on one core)")
     args = ap.parse_args(argv)
     try:
         out = {str(p): digest(p) for p in args.runs}
@@ -151,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for name, d in out.items():
         print(line(name, d))
+    seconds = sorted(d["seconds"] for d in out.values() if d.get("seconds") is not None)
+    if len(seconds) > 1:
+        print(f"wall time of {len(seconds)} study runs: {seconds[0]:.0f}-{seconds[-1]:.0f} s, median "
+              f"{statistics.median(seconds):.0f} s; {sum(x <= args.budget for x in seconds)} within {args.budget:g} s")
     if args.json:
         write_json(args.json, out)
     return 0

@@ -1305,6 +1305,13 @@ def test_run_digest_reads_lab_runs_and_study_summaries_alike(tmp_path, capsys, b
     assert "refe yes tau 77 draws 0.88" in printed[1] and "H|fam complete +0.120 [+0.040, +0.200] (201" in printed[1]
     assert printed[1].endswith("; 702 s") and " s" not in printed[0].rsplit(";", 1)[-1]
     assert "(201 problems, rise)" in printed[1]  # hicra.stats.interval_reading of [0.04, 0.2]
+    # with two study runs or more, a closing line over their wall times (range, median, within --budget)
+    for name, secs in (("ws0-seed00.json", 240.0), ("ws0-seed01.json", 250.0)):
+        (tmp_path / name).write_text(json.dumps({"format": "hicra-study-run/1", "phases": phases, "eval": evals,
+                                                 "seconds": secs}))
+    assert mod.main([str(study), str(tmp_path / "ws0-seed00.json"), str(tmp_path / "ws0-seed01.json")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "wall time of 3 study runs: 240-702 s, median 250 s; 1 within 240 s")
     change["Hfam_complete_interval"] = [0.0, 0.2]  # an end at exactly 0 is not a rise
     study.write_text(json.dumps({"format": "hicra-study-run/1", "phases": phases, "eval": evals}))
     assert mod.main([str(study)]) == 0
