@@ -392,3 +392,37 @@ def test_a_strategic_phrase_universal_early_is_kept_and_its_spread_detected(tmp_
     assert "alternatively" not in summary["format_phrases"] and "so" in summary["format_phrases"]
     ex = summary["phases"]["exploration"]
     assert ex["tested"] and ex["detected"], ex
+
+
+def test_a_null_id_falls_back_to_the_prompt_text(tmp_path, capsys):
+    """Before: every row with "id": null went into one prompt group "None"."""
+    rows = [{"id": None, "prompt": f"What is {p}+{p}?", "response": "2", "correct": s == 0}
+            for p in range(3) for s in range(2)]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    ids = read_rollouts(tmp_path / "o").column("prompt_id").to_pylist()
+    assert len(set(ids)) == 3 and ids[0] == prompt_key("What is 0+0?")
+    # an id field named on the command line must hold an id
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "o2"), "--id-field", "id",
+                 "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == f"hicra convert: error: {src}:1, field 'id': null prompt id"
+
+
+def test_a_damaged_parquet_data_page_is_a_one_line_error(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 3000
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"prompt": [f"q{i}" for i in range(n)], "response": [f"First, r {i} " * 5 for i in
+                                                                                 range(n)],
+                             "correct": [i % 2 == 0 for i in range(n)]}), src, compression="snappy",
+                   row_group_size=500)
+    data = bytearray(src.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 3000):
+        data[i] ^= 0x5A
+    src.write_bytes(bytes(data))
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"hicra convert: error: {src}: unreadable Parquet data after row")
+    assert not (tmp_path / "o" / "rollouts").exists() or not any((tmp_path / "o" / "rollouts").iterdir())

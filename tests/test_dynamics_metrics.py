@@ -387,3 +387,56 @@ def test_family_entropy_benchmark_separates_a_rising_family_from_a_collapsing_on
     assert "rise detected in 1 of 1, fall detected in 0" in summary["series"]
     assert "rise detected in 0 of 1, fall detected in 1" in summary["product"]
     _assert_unlabelled_run_exits_2(mod, tmp_path, capsys, monkeypatch)
+
+
+def test_error_labels_count_failed_responses_only(tmp_path):
+    """n_errors_<type> counts failed responses (vocab): a label on a correct response is counted nowhere."""
+    rows = [{"prompt_id": "a", "sample_idx": i, "response": "1 + 1 = 2", "token_ids": [1, 2, 3], "reward": 0.0,
+             "correct": ok, "error_type": label}
+            for i, (ok, label) in enumerate([(True, "planning"), (False, "planning"), (False, "execution"),
+                                             (False, None)])]
+    w = RolloutWriter(tmp_path)
+    w.write_step(0, rows)
+    w.write_step(1, rows)
+    df = compute_metrics(tmp_path, tagger=PlanningTagger("paper"))
+    assert df["n_errors_planning"].tolist() == [1, 1] and df["n_errors_execution"].tolist() == [1, 1]
+    assert df["errors_planning_share"].tolist() == [0.25, 0.25]
+
+
+def test_responses_without_a_mask_are_counted_and_noted(tmp_path):
+    """Some rows of a step without planning_mask and no tokenizer: the planning metrics use the other rows, and
+    `n_unmasked_responses` and the summary's notes say so (before: silently)."""
+    from hicra.dynamics.analyze import analyze_run
+
+    w = RolloutWriter(tmp_path / "run")
+    for step in range(3):
+        w.write_step(step, [{"prompt_id": "a", "sample_idx": i, "response": "let me verify 1 + 1",
+                             "token_ids": [1, 2, 3, 4], "reward": 1.0, "correct": i == 0,
+                             "planning_mask": [True, False, False, False] if i == 0 else None} for i in range(4)])
+    summary = analyze_run(tmp_path / "run", tmp_path / "out", report=False)
+    import pandas as pd
+
+    df = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
+    assert df["n_unmasked_responses"].tolist() == [3, 3, 3] and df["planning_ratio"].tolist() == [0.25] * 3
+    assert any("absent from 9 of 12 responses" in n and "in 3 step(s) computed from the other responses only" in n
+               for n in summary["notes"]), summary["notes"]
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("tokenizer", 5, "must be a string or null, got int 5"),
+    ("lexicon", ["paper"], "must be a string or null, got list"),
+    ("config", "oops", "must be an object or null, got str"),
+])
+def test_run_json_fields_of_the_wrong_type_are_named(tmp_path, field, value, message):
+    import json
+
+    from hicra.dynamics.analyze import analyze_run
+    from hicra.errors import InputError
+
+    make_synthetic_run(tmp_path / "r", steps=2, prompts=2, group=2, segments=2, exec_len=3)
+    info = json.loads((tmp_path / "r" / "run.json").read_text()) if (tmp_path / "r" / "run.json").exists() else {}
+    (tmp_path / "r" / "run.json").write_text(json.dumps({**info, field: value}))
+    with pytest.raises(InputError) as exc:
+        analyze_run(tmp_path / "r", tmp_path / "out", report=False)
+    assert exc.value.field == field and exc.value.path == str(tmp_path / "r" / "run.json")
+    assert message in str(exc.value)

@@ -276,3 +276,62 @@ def test_logprob_rounding_above_zero_is_accepted_and_a_positive_one_named(tmp_pa
         list(iter_steps(tmp_path))
     assert str(exc.value) == (f"{path}, row 3 (1-based), field 'logprobs': positive log-probability (above 1e-06; a "
                               "log-probability is <= 0)")
+
+
+def _with_column(t, name, values, type_):
+    i = t.schema.get_field_index(name)
+    if i < 0:
+        return t.append_column(name, pa.array(values, type_))
+    return t.remove_column(i).append_column(name, pa.array(values, type_))
+
+
+@pytest.mark.parametrize("name,values,type_,row", [
+    # a bool column written as numbers: 0 and 1 are read, anything else would have read as True
+    ("correct", [1.0, 0.0, math.nan, 0.0], pa.float64(), 2),
+    ("correct", [1, 0, 0, 7], pa.int64(), 3),
+    ("correct", [1.0, 0.5, 0.0, 1.0], pa.float32(), 1),
+    ("truncated", [0, 2, 0, 0], pa.int8(), 1),
+    ("reward", [1.0, math.inf, 0.0, 0.0], pa.float64(), 1),
+    ("error_type", [None, "Execution", None, None], pa.string(), 1),
+])
+def test_values_a_cast_would_hide_are_named(tmp_path, name, values, type_, row):
+    t = _with_column(_good_table(5), name, values, type_)
+    path = _write_raw(tmp_path, 5, t)
+    with pytest.raises(InputError) as exc:
+        list(iter_steps(tmp_path))
+    assert exc.value.path == str(path) and exc.value.field == name and exc.value.row == row + 1
+
+
+def test_a_numeric_planning_mask_must_hold_zeros_and_ones(tmp_path):
+    t = _good_table(5)
+    masks = [[int(v) for v in m] for m in t.column("planning_mask").to_pylist()]
+    ok = _with_column(t, "planning_mask", masks, pa.list_(pa.int64()))
+    _write_raw(tmp_path, 5, ok)
+    assert read_rollouts(tmp_path).column("planning_mask").to_pylist() == t.column("planning_mask").to_pylist()
+    masks[2][0] = 2
+    path = _write_raw(tmp_path, 5, _with_column(t, "planning_mask", masks, pa.list_(pa.int64())))
+    with pytest.raises(InputError) as exc:
+        list(iter_steps(tmp_path))
+    assert exc.value.path == str(path) and exc.value.field == "planning_mask" and exc.value.row == 3
+    # the numbers 0/1 and null in a scalar bool column are read as they were meant
+    t2 = _with_column(t, "truncated", [0, 1, None, 0], pa.int64())
+    _write_raw(tmp_path, 5, t2)
+    assert read_rollouts(tmp_path).column("truncated").to_pylist() == [False, True, None, False]
+
+
+def test_two_files_for_one_step_and_part_are_refused(tmp_path):
+    """step_1.parquet is part 0 of step 1, as is step_000001_part000.parquet: reading both doubled the step."""
+    w = RolloutWriter(tmp_path)
+    w.write_step(0, make_rows(0))
+    w.write_step(1, make_rows(1))
+    (tmp_path / "rollouts" / "step_1.parquet").write_bytes(rollout_path(tmp_path, 1).read_bytes())
+    with pytest.raises(InputError) as exc:
+        list(iter_steps(tmp_path))
+    assert "step_1.parquet" in str(exc.value) and "step_000001_part000.parquet" in str(exc.value)
+    assert "same step and part (1, 0)" in str(exc.value)
+
+
+def test_input_errors_are_one_line():
+    err = InputError("unreadable Parquet file (Couldn't deserialize thrift: No more data.\n  more\n)", path="f")
+    assert "\n" not in str(err) and str(err) == "f: unreadable Parquet file (Couldn't deserialize thrift: No more " \
+        "data. more )"

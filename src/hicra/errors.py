@@ -24,11 +24,13 @@ class InputError(ValueError):
     """Bad user input. The message names the file, the row (line) and the field where they are known.
 
     `row` counts from 1 (module docstring); `table_row` says it is a row of a table file, not a line. `field` is one
-    name, or several (a sequence) when the input lacked all of the names looked for."""
+    name, or several (a sequence) when the input lacked all of the names looked for. Runs of whitespace in
+    `message` (a library's multi-line error text quoted in it) become one space, so the error stays one line."""
 
     def __init__(self, message: str, *, path: str | None = None, row: int | None = None,
                  field: str | Sequence[str] | None = None, table_row: bool = False):
         self.path, self.row, self.field, self.table_row = path, row, field, table_row
+        message = " ".join(str(message).split())
         where = []
         if path is not None:
             where.append(location(path, row, table_row))

@@ -90,6 +90,17 @@ def _load_tokenizer(spec, run_dir: Path, required: bool):
         return None
 
 
+def _check_run_info(info: dict, run_dir: Path) -> None:
+    """InputError naming run.json and the field when a field analysis reads has the wrong JSON type: "lexicon" and
+    "tokenizer" are strings (a preset name or a path), "config" an object; null or absent is allowed."""
+    for field, kind, what in (("lexicon", str, "a string"), ("tokenizer", str, "a string"),
+                              ("config", dict, "an object")):
+        value = info.get(field)
+        if value is not None and not isinstance(value, kind):
+            raise InputError(f"must be {what} or null, got {type(value).__name__} {value!r:.60}",
+                             path=str(run_dir / "run.json"), field=field)
+
+
 def _clean(value):
     """JSON-safe scalars: NaN -> None, numpy -> python."""
     if value is None or isinstance(value, (str, bool, dict, list, tuple)):
@@ -130,6 +141,7 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     info = read_run_info(run_dir)
+    _check_run_info(info, run_dir)
     list_rollout_files(run_dir)  # fail early, with a clear message, when there is no rollouts/ folder
     named = info.get("lexicon")
     if lexicon is None and isinstance(named, str) and named:
@@ -167,9 +179,13 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
             outcomes = outcome_groups(counts)  # accuracy and length beside it, on the same problem bootstrap
     phases = detect_phases(df, config, problem_groups=groups, problem_outcomes=outcomes)
     notes = []
-    if df["planning_ratio"].isna().any():
-        notes.append("planning masks absent from some records and no tokenizer to recompute them: token-level "
-                     "planning metrics are null there (pass --tokenizer DIR)")
+    unmasked = int(df["n_unmasked_responses"].sum()) if "n_unmasked_responses" in df else 0
+    if unmasked:
+        partial = int(((df["n_unmasked_responses"] > 0) & df["planning_ratio"].notna()).sum())
+        notes.append(f"planning masks absent from {unmasked} of {int(df['n_responses'].sum())} responses and no "
+                     "tokenizer to recompute them (pass --tokenizer DIR): token-level planning metrics leave those "
+                     "responses out" + (f", in {partial} step(s) computed from the other responses only"
+                                         if partial else "") + ", and are null in steps with none masked")
     if "ppl_all" not in df or df["ppl_all"].isna().all():
         notes.append("the records carry no log-probabilities: perplexities are unavailable and the order of "
                      "consolidation is untestable (verdict inconclusive); exploration is tested by resampling "

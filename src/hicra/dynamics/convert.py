@@ -223,7 +223,14 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict]]:
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"unreadable Parquet file ({exc})", path=str(path)) from None
     n = 0
-    for batch in reader.iter_batches(batch_size=1024):
+    batches = reader.iter_batches(batch_size=1024)
+    while True:
+        try:  # a damaged data page fails here, at the batch that holds it
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"unreadable Parquet data after row {n} ({exc})", path=str(path)) from None
         for row in batch.to_pylist():
             n += 1
             yield n, row
@@ -355,8 +362,10 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
 
         pf = named("prompt_field", PROMPT_FIELDS, required="prompt_field" in fields)
         idf = named("id_field", ID_FIELDS, required="id_field" in fields)
+        if idf is not None and obj[idf] is None and "id_field" in fields:
+            raise InputError("null prompt id", **_at(path, line_no), field=idf)
         prompt = _text_field(obj[pf], "prompt", path, line_no, pf) if pf and obj[pf] is not None else None
-        if idf is not None:
+        if idf is not None and obj[idf] is not None:  # a null id is no id: fall back as when it is absent
             prompt_id = str(obj[idf])
         elif prompt is not None:
             prompt_id = prompt_key(prompt)

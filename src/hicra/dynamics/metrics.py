@@ -66,6 +66,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hicra.dynamics.phases import entropy_rows as _entropy_rows
+from hicra.dynamics.vocab import ERROR_TYPES
 from hicra.errors import InputError
 from hicra.stats import basic_interval, pass_at_k  # pass_at_k: re-exported here (DESIGN: hicra.pass_at_k)
 
@@ -74,7 +75,6 @@ __all__ = ["pass_at_k", "mean_pass_at_k", "relative_perplexity", "perplexity", "
            "outcome_groups"]
 
 DEFAULT_QUANTILES = (0.2, 0.3)
-ERROR_TYPES = ("execution", "planning", "format")
 # the DESIGN.md columns, in order; extra columns (per-q fork overlap, extra k, counts) follow them
 METRIC_COLUMNS = (
     "step", "n_responses", "accuracy", "pass_at_k", "mean_length", "entropy_all", "entropy_planning",
@@ -377,7 +377,8 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
     mask_col = table.column("planning_mask").combine_chunks()
     if mask_col.null_count and tagger is not None and tagger.tokenizer is None and load_tokenizer is not None:
         tagger.tokenizer = load_tokenizer()
-    if mask_col.null_count and tagger is not None and tagger.tokenizer is not None:
+    recomputed = bool(mask_col.null_count) and tagger is not None and tagger.tokenizer is not None
+    if recomputed:
         missing = np.flatnonzero(~np.asarray(mask_col.is_valid().to_numpy(zero_copy_only=False), dtype=bool))
         ids = table.column("token_ids").take(pa.array(missing)).to_pylist()
         new = tagger.token_masks(ids)
@@ -388,6 +389,9 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
         t2 = table.set_column(table.schema.get_field_index("planning_mask"), "planning_mask",
                               pa.array(masks, pa.list_(pa.bool_())))
         pm = _flat_tokens(t2, "planning_mask", lengths, bool)
+    # responses left without a planning mask (none recorded, none recomputed): the planning metrics below leave
+    # them out, and `hicra analyze` says so in its notes
+    row["n_unmasked_responses"] = 0 if recomputed else int(mask_col.null_count)
     lp = _flat_tokens(table, "logprobs", lengths, np.float64)
     ent = _flat_tokens(table, "entropies", lengths, np.float64)
 
@@ -457,9 +461,9 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
     # error types among failed responses: counts and shares (names: hicra.dynamics.vocab)
     from hicra.dynamics.vocab import error_columns
 
-    et = table.column("error_type")
-    row["_error_labels"] = int(n - et.null_count)
-    row.update(error_columns(et.to_pylist()))
+    labels = [t if not ok else None for t, ok in zip(table.column("error_type").to_pylist(), correct, strict=True)]
+    row["_error_labels"] = sum(t is not None for t in labels)
+    row.update(error_columns(labels))  # a label on a correct response counts nowhere
     return row
 
 

@@ -62,6 +62,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from hicra.dynamics.vocab import ERROR_TYPES
 from hicra.errors import InputError
 from hicra.fileio import read_json, write_json, write_parquet
 
@@ -85,7 +86,7 @@ ROLLOUT_SCHEMA = pa.schema([
 REQUIRED_COLUMNS = ("step", "prompt_id", "sample_idx", "response", "token_ids", "reward", "correct")
 # per-token columns that, when present and non-null, must have one value per token id
 TOKEN_LIST_COLUMNS = ("logprobs", "entropies", "planning_mask")
-ERROR_TYPES = ("execution", "planning", "format")
+BOOL_FIELDS = ("planning_mask", "correct", "truncated")
 
 ROLLOUTS_DIR = "rollouts"
 RUN_INFO = "run.json"
@@ -174,10 +175,13 @@ def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None
             return table.slice(0, 0), problems
     # cast to the schema's types (foreign writers use int64 / float64 / large lists)
     columns, fields = [], []
+    not_binary: dict[str, np.ndarray] = {}  # bool fields written as numbers: rows with a value other than 0 or 1
     for field in ROLLOUT_SCHEMA:
         if field.name not in table.column_names:
             continue
         col = table.column(field.name)
+        if field.name in BOOL_FIELDS:
+            not_binary[field.name] = _not_binary(col, table.num_rows)
         if field.name == "strategy" and not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
                                              or pa.types.is_integer(col.type) or pa.types.is_null(col.type)):
             # integer codes are read as labels ("3"); a float, bool or list column is more likely a mistake
@@ -186,7 +190,7 @@ def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None
         if col.type != field.type:
             try:
                 col = col.cast(field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
                 fail(f"has type {col.type}, expected {field.type}", field=field.name)
                 return table.slice(0, 0), problems
         columns.append(col)
@@ -212,6 +216,13 @@ def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None
         steps = table.column("step").fill_null(step).to_numpy(zero_copy_only=False)
         flag(steps != step, "step", f"step value differs from the file name (step {step})")
     flag(_np_bool(pc.is_nan(table.column("reward")).fill_null(False)), "reward", "NaN reward")
+    flag(_np_bool(pc.is_inf(table.column("reward")).fill_null(False)), "reward", "infinite reward (must be finite)")
+    for name, rows in not_binary.items():
+        flag(rows, name, "a true/false value written as a number must be 0 or 1")
+    if "error_type" in table.column_names:
+        col = table.column("error_type")
+        unknown = _np_bool(pc.invert(pc.is_in(col, value_set=pa.array(ERROR_TYPES)))) & _np_bool(col.is_valid())
+        flag(unknown, "error_type", f"unknown error type (one of {', '.join(ERROR_TYPES)}, or null)")
     n_tokens = _np_int(pc.list_value_length(table.column("token_ids")).fill_null(0))
     flat_ids = pc.list_flatten(table.column("token_ids"))
     if flat_ids.null_count:
@@ -257,6 +268,19 @@ def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None
 
 
 VALUE_TOLERANCE = 1e-6  # float rounding: a log-probability up to +1e-6 (an entropy down to -1e-6) is accepted
+
+
+def _not_binary(col, n_rows: int) -> np.ndarray:
+    """Rows of a bool column (scalar or list) written as numbers whose value, or one of whose elements, is not 0 or
+    1 (NaN included): casting would read 0.5, 7 or NaN as True. All False for a column of another type."""
+    values = pc.list_flatten(col) if pa.types.is_list(col.type) or pa.types.is_large_list(col.type) else col
+    if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
+        return np.zeros(n_rows, dtype=bool)
+    bad = pa.array(~_np_bool(pc.is_in(values, value_set=pa.array([0, 1], type=values.type)))
+                   & _np_bool(values.is_valid()))
+    if values is col:
+        return _np_bool(bad)
+    return _rows_with(col, bad, n_rows)
 
 
 def _np_bool(arr) -> np.ndarray:
@@ -393,12 +417,13 @@ def _rows_to_table(rows: list[dict], step: int) -> pa.Table:
 
 def list_rollout_files(run_dir: str | os.PathLike) -> list[tuple[int, int, Path]]:
     """Complete rollout files as (step, part, path), sorted. `step_<N>.parquet` is read as part 0 of step N;
-    hidden entries (the writers' `.NAME.XXXX.tmp` temp files) are left out; any other entry is an `InputError`
-    naming it, never skipped silently."""
+    hidden entries (the writers' `.NAME.XXXX.tmp` temp files) are left out; any other entry, or two files naming
+    the same (step, part), is an `InputError` naming it, never skipped silently."""
     folder = Path(run_dir) / ROLLOUTS_DIR
     if not folder.is_dir():
         raise InputError("no rollouts/ folder: not a run directory", path=str(run_dir))
     out = []
+    seen: dict[tuple[int, int], str] = {}
     for entry in os.scandir(folder):
         if entry.name.startswith("."):
             continue
@@ -406,7 +431,13 @@ def list_rollout_files(run_dir: str | os.PathLike) -> list[tuple[int, int, Path]
         if m is None or not entry.is_file():
             raise InputError("not a rollout file: expected step_<N>_part<M>.parquet or step_<N>.parquet (move it out "
                              "of rollouts/)", path=entry.path)
-        out.append((int(m.group(1)), int(m.group(2) or 0), Path(entry.path)))
+        key = (int(m.group(1)), int(m.group(2) or 0))
+        if key in seen:  # e.g. step_1.parquet and step_000001_part000.parquet: reading both would double the rows
+            first, second = sorted([seen[key], entry.path])
+            raise InputError(f"names the same step and part ({key[0]}, {key[1]}) as {first}: keep one of the two "
+                             "files", path=second)
+        seen[key] = entry.path
+        out.append((*key, Path(entry.path)))
     out.sort()
     return out
 
