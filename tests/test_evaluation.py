@@ -258,3 +258,45 @@ def test_default_data_dir_follows_hicra_shared_data(tmp_path, monkeypatch):
     (tmp_path / "repo" / "sub").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "repo" / "sub")
     assert ev.default_data_dir() == (tmp_path / "shared" / "data").resolve()
+
+
+@pytest.mark.parametrize("mode, rows, message", [
+    # two rows of one id would be one prompt group in the rollouts
+    ("responses", [{"id": 1, "answer": "5", "responses": ["5"]}, {"id": 1, "answer": "6", "responses": ["6"]}],
+     "{src}:2, field 'id': duplicate id '1' (also at line 1)"),
+    ("responses", [{"id": 1, "answer": ["5"], "responses": ["5"]}],
+     "{src}:1, field 'answer': a gold answer is a string, a number or null, got list"),
+    ("responses", [{"id": 1, "answer": {"v": 5}, "responses": ["5"]}],
+     "{src}:1, field 'answer': a gold answer is a string, a number or null, got dict"),
+    # a row without an id takes its line number - 1, which another row names explicitly
+    ("gold", [{"id": "1", "problem": "p", "answer": "5", "solution": "\\boxed{5}"},
+              {"problem": "q", "answer": "6", "solution": "\\boxed{6}"}],
+     "{src}:2, field 'id': duplicate id '1' (also at line 1"),
+    ("gold", [{"id": "1", "problem": "p", "answer": None, "solution": "\\boxed{5}"}],
+     "{src}:1, field 'answer': no gold answer: the field is null"),
+    ("gold", [{"id": "1", "problem": "p", "answer": [5], "solution": "\\boxed{5}"}],
+     "{src}:1, field 'answer': a gold answer is a string or a number, got list [5] (a list of answers: answer_from"),
+    ("boxed", [{"id": "1", "problem": "p", "solution": "no box here"}],
+     "{src}:1, field 'solution': no gold answer: the field holds no \\boxed{}"),
+])
+def test_eval_rows_that_would_grade_or_group_wrongly_are_refused(tmp_path, capsys, mode, rows, message):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = {"responses": ["--responses", str(src)], "gold": ["--gold", "--bench", str(src), "--solution-field",
+                                                              "solution"],
+            "boxed": ["--gold", "--bench", str(src), "--solution-field", "solution", "--answer-field", "solution",
+                      "--answer-from", "boxed"]}[mode]
+    assert main(["eval", *argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("hicra eval: error: " + message.replace("{src}", str(src))), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_eval_out_naming_a_file_is_refused_before_grading(tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "answer": "2", "responses": ["2"]}) + "\n")
+    (tmp_path / "o").write_text("keep me")
+    assert main(["eval", "--responses", str(src), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == f"hicra eval: error: {tmp_path / 'o'}, field 'out': exists and is not " \
+        "a directory"
+    assert (tmp_path / "o").read_text() == "keep me"

@@ -184,11 +184,19 @@ def test_mask_sources(tiny_dir, tmp_path):
     trainer._mask_generator.set_state(gen_state)
     assert torch.equal(mass, mass_matched_placebo_mask(cmask, sg, logps, adv, trainer._mask_generator))
     assert mass.any() and not (mass & (sg | ~cmask)).any()
+    # (before any new config: building one resets the accelerator state)
+    # evaluation groups completions by num_generations_eval, as TRL's eval advantages do
+    trainer.args.mask_source = "gated"
+    trainer.num_generations_eval = 2
+    assert torch.equal(trainer._planning_mask(sg, cmask, ent, adv, mode="eval"),
+                       gated_mask(ent, cmask, adv, [0, 0, 1, 1, 2, 2, 3, 3]))
     assert HICRAConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, mask_source="sg").mask_source == "planning"
     with pytest.raises(ValueError):
         HICRAConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, mask_source="nope")
     with pytest.raises(ValueError):
         HICRAConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, alpha=1.0)
+    with pytest.raises(ValueError, match="placebo_rate"):  # before: a traceback at the first generation
+        HICRAConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, placebo_rate=2.0)
 
 
 def test_five_step_run_writes_run_directory(tiny_dir, tmp_path):
@@ -331,15 +339,22 @@ def test_train_cli_math_data_and_bad_config(tmp_path, shared_data, capsys):
     ("model.x=1", "field 'set': cannot set 'model.x': 'model' is not a mapping"),
     ("args.alpha=[", "field 'set': bad YAML value in 'args.alpha=['"),
     ("args=3", "c.yaml, field 'args': must be a mapping"),
+    ("args.placebo_rate=2", "c.yaml, field 'args': placebo_rate must be None or in [0, 1], got 2"),
+    ("data.lab=[{family: nosuch}]", "c.yaml, field 'data.lab': not a lab task mix (unknown task family 'nosuch'"),
+    ("data.lab=product", "c.yaml, field 'data.lab': not a lab task mix"),
+    ("data.n=many", "c.yaml, field 'data': n, limit and seed must be integers"),
+    ("model=5", "c.yaml, field 'model': must be a model directory or 'lab:SIZE', got int 5"),
 ])
 def test_train_cli_bad_overrides_are_one_line_errors(tmp_path, capsys, override, message):
     from hicra.cli import main
 
     config = tmp_path / "c.yaml"
-    config.write_text(f"model: lab:1m\ndata: {{lab: [{{family: product}}], n: 2}}\nargs: {{output_dir: {tmp_path}/o}}\n")
+    config.write_text(f"model: lab:1m\ndata: {{lab: [{{family: product}}], n: 2}}\n"
+                      f"args: {{output_dir: {tmp_path}/o, use_cpu: true, bf16: false}}\n")
     assert main(["train", "--config", str(config), "--set", override]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and message in err.strip().splitlines()[-1]
+    assert not (tmp_path / "o" / "model_init").exists()  # refused before any model was built
     assert not (tmp_path / "o").exists()
 
 
@@ -403,3 +418,60 @@ def test_placebo_mass_trains_with_behaviour_logprobs(tiny_dir, tmp_path):
         -1, out["completion_ids"][..., None])[..., 0]
     torch.testing.assert_close(seen["logps"][cmask], logps[cmask], atol=1e-4, rtol=1e-4)
     assert not torch.allclose(seen["logps"][cmask], logps.roll(1, -1)[cmask], atol=1e-4)  # the check can fail
+
+
+def test_tool_tokens_are_never_tagged_drawn_or_counted(tiny_dir, tmp_path):
+    """With tool calls or an environment TRL trains on completion_mask * tool_mask: the tokens a tool wrote are
+    not the policy's, so no mask source may amplify them and the hicra/* ratios count trained tokens only. The
+    environment here writes only letters (planning tokens of the letters lexicon), the model only arithmetic."""
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    lex = _save(alpha_lexicon(tok), tmp_path)
+    model_part = tok("3 + 4 = 7. 5 * 2 = 10", add_special_tokens=False)["input_ids"]
+    env_part = tok(" wait, dead end. go back and check", add_special_tokens=False)["input_ids"]
+
+    def rollout_func(prompts, trainer):
+        comp, env = [], []
+        for i in range(len(prompts)):
+            own = model_part[: 4 + i % 4]
+            comp.append(own + env_part + [tok.eos_token_id])
+            env.append([1] * len(own) + [0] * len(env_part) + [1])
+        return {"prompt_ids": [tok(p, add_special_tokens=False)["input_ids"] for p in prompts],
+                "completion_ids": comp, "logprobs": None, "env_mask": env}
+
+    def reward(completions, **kwargs):
+        return [float(i % 2) for i in range(len(completions))]
+
+    for source in ("planning", "placebo", "high-entropy"):
+        args = HICRAConfig(output_dir=str(tmp_path / source), max_steps=1, **{**COMMON, "max_completion_length": 64},
+                           mask_source=source, lexicon=str(lex), log_rollouts=False)
+        trainer = HICRATrainer(model=AutoModelForCausalLM.from_pretrained(tiny_dir), reward_funcs=reward, args=args,
+                               train_dataset=dataset(), processing_class=tok, rollout_func=rollout_func)
+        trainer.model.train()
+        out = trainer._generate_and_score_completions([dict(r) for r in dataset().select([0] * 4 + [1] * 4)])
+        assert out["tool_mask"].eq(0).any()
+        trained = (out["completion_mask"] * out["tool_mask"]).bool()
+        amplified = trainer.last_hicra_batch["planning_mask"]
+        assert not (amplified & ~trained).any(), source
+        assert not trainer.last_hicra_batch["sg_mask"].any(), source  # the model wrote no letters
+        logged = trainer._metrics["train"]
+        assert logged["hicra/planning_ratio"][-1] == 0.0, source
+        assert logged["hicra/amplified_ratio"][-1] == pytest.approx(float(amplified.sum()) / float(trained.sum()))
+        if source == "high-entropy":
+            assert amplified.any()
+
+
+def test_planning_ratio_is_the_planning_share_whatever_the_mask_source(tiny_dir, tmp_path):
+    """hicra/planning_ratio is the SG planning share and hicra/amplified_ratio the mask source's, as the verl
+    integration logs them (before: TRL logged the amplified share under planning_ratio)."""
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    trainer, _ = make(HICRATrainer, HICRAConfig, tiny_dir, tmp_path / "h", 1, mask_source="high-entropy",
+                      lexicon=str(_save(alpha_lexicon(tok), tmp_path)), log_rollouts=False)
+    trainer.model.train()
+    out = trainer._generate_and_score_completions([dict(r) for r in dataset().select([0] * 4 + [1] * 4)])
+    cmask = out["completion_mask"].bool()
+    batch = trainer.last_hicra_batch
+    logged = trainer._metrics["train"]
+    assert logged["hicra/planning_ratio"][-1] == pytest.approx(float(batch["sg_mask"].sum()) / float(cmask.sum()))
+    assert logged["hicra/amplified_ratio"][-1] == pytest.approx(
+        float(batch["planning_mask"].sum()) / float(cmask.sum()))
+    assert not torch.equal(batch["planning_mask"], batch["sg_mask"])

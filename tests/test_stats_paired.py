@@ -18,19 +18,24 @@ from hicra.stats import (
 )
 
 
-def test_nested_bootstrap_se_matches_the_two_stage_variance_formula():
+@pytest.mark.parametrize("between", [3.0, 0.0])
+def test_nested_bootstrap_se_matches_the_two_stage_variance_formula(between):
     """Balanced design, G groups of k: a two-stage resample's mean has variance
-    (1/G) * [mean_g (m_g - m)^2 + mean_g s_g^2 / k] (s_g^2 with ddof 0): computed here independently."""
+    (1/G) * [mean_g (m_g - m)^2 + mean_g s_g^2 / k] (s_g^2 with ddof 0): computed here independently. With no
+    spread between groups the within-group term is all of it, so a resample that reused one within-group draw for
+    every copy of a group (the bug fixed on 2026-12-06: variance x (2 - 1/G) on that term) fails by ~30%."""
     rng = np.random.default_rng(3)
     G, k = 4, 5
     groups = np.repeat(np.arange(G), k)
-    values = rng.normal(0, 1, G * k) + np.repeat(rng.normal(0, 3, G), k)
+    values = rng.normal(0, 1, G * k) + np.repeat(rng.normal(0, between, G), k)
     mean, lo, hi, se = nested_bootstrap_ci(values, groups, n_boot=40_000, seed=1)
     m_g = values.reshape(G, k).mean(axis=1)
     s2_g = values.reshape(G, k).var(axis=1)
     want = np.sqrt((np.mean((m_g - m_g.mean()) ** 2) + np.mean(s2_g) / k) / G)
     assert mean == pytest.approx(values.mean())
     assert se == pytest.approx(want, rel=0.03)
+    if between == 0.0:
+        return
     assert lo < mean < hi
     # the between-group spread widens the interval far beyond the plain bootstrap's over all 20 values
     _, plo, phi = bootstrap_ci(values, seed=1)

@@ -116,15 +116,30 @@ def load_benchmark(name: str, data_dir: str | Path | None = None, limit: int | N
     else:
         path = Path(spec.path)
     if not path.is_file():
-        raise InputError("benchmark file not found (pass --data-dir)", path=str(path))
+        hint = " (pass --data-dir, or set HICRA_SHARED_DATA)" if name in BENCHMARKS and spec is BENCHMARKS[name] else ""
+        raise InputError("benchmark file not found" + hint, path=str(path))
     items = []
+    seen: dict[str, int] = {}
     for line_no, row in read_jsonl(path, "benchmark"):
         for field in (spec.problem, spec.answer):
             if field not in row:
                 raise InputError("missing", path=str(path), row=line_no, field=field)
-        item_id = row.get(spec.id, line_no - 1) if spec.id else line_no - 1
-        items.append({"id": str(item_id), "benchmark": name, "problem": str(row[spec.problem]),
-                      "answer": gold_answer(row, spec), "solution": gold_solution(row, spec)})
+        raw = row[spec.answer]
+        if isinstance(raw, dict) or (isinstance(raw, list) and spec.answer_from != "list"):
+            raise InputError(f"a gold answer is a string or a number, got {type(raw).__name__} {raw!r:.60}"
+                             + (" (a list of answers: answer_from list)" if isinstance(raw, list) else ""),
+                             path=str(path), row=line_no, field=spec.answer)
+        gold = gold_answer(row, spec)
+        if gold is None:  # graded, every response would count as wrong
+            why = {"boxed": "holds no \\boxed{}", "gsm8k": "holds no '#### ' line"}.get(spec.answer_from, "is null")
+            raise InputError(f"no gold answer: the field {why}", path=str(path), row=line_no, field=spec.answer)
+        item_id = str(row.get(spec.id, line_no - 1) if spec.id else line_no - 1)
+        if item_id in seen:  # two rows of one id would be one prompt group in the rollouts
+            raise InputError(f"duplicate id {item_id!r} (also at line {seen[item_id]}; a row without an id takes "
+                             "its line number minus 1)", path=str(path), row=line_no, field=spec.id or "id")
+        seen[item_id] = line_no
+        items.append({"id": item_id, "benchmark": name, "problem": str(row[spec.problem]),
+                      "answer": gold, "solution": gold_solution(row, spec)})
         if limit is not None and len(items) >= limit:
             break
     return items
@@ -151,16 +166,24 @@ def read_responses_file(path: str | Path, id_field: str = "id", problem_field: s
     if not path.is_file():
         raise InputError("file not found", path=str(path))
     items = []
+    seen: dict[str, int] = {}
     for line_no, row in read_jsonl(path, "responses"):
         for field in (id_field, answer_field, responses_field):
             if field not in row:
                 raise InputError("missing", path=str(path), row=line_no, field=field)
+        if str(row[id_field]) in seen:
+            raise InputError(f"duplicate id {str(row[id_field])!r} (also at line {seen[str(row[id_field])]})",
+                             path=str(path), row=line_no, field=id_field)
+        seen[str(row[id_field])] = line_no
         responses = row[responses_field]
         if isinstance(responses, str) or not isinstance(responses, list) or \
                 not all(isinstance(r, str) for r in responses) or not responses:
             raise InputError("must be a non-empty list of strings", path=str(path), row=line_no,
                              field=responses_field)
-        answer = row[answer_field]  # null: no gold answer, graded wrong (as a benchmark row without one)
+        answer = row[answer_field]  # null: no gold answer, graded wrong
+        if isinstance(answer, (list, dict)):
+            raise InputError(f"a gold answer is a string, a number or null, got {type(answer).__name__} "
+                             f"{answer!r:.60}", path=str(path), row=line_no, field=answer_field)
         items.append({"id": str(row[id_field]), "problem": str(row.get(problem_field, "")),
                       "answer": None if answer is None else answer_text(answer),
                       "responses": responses})

@@ -80,6 +80,8 @@ def run(args) -> int:
     for name in ("n", "k", "limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise InputError("must be >= 1", field=name)
+    if Path(args.out).exists() and not Path(args.out).is_dir():  # before any grading or generation
+        raise InputError("exists and is not a directory", path=str(args.out), field="out")
     info = {"run_id": f"eval-{args.seed}", "algorithm": "eval", "alpha": None, "seed": args.seed,
             "model": args.model, "task": None, "lexicon": None, "config": {k: v for k, v in vars(args).items()
                                                                         if k != "func"}}

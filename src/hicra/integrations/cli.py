@@ -109,7 +109,7 @@ def math_rows(data: dict, config_path: str) -> list[dict]:
         items = ev.load_benchmark(path.stem, limit=limit, spec=spec)
     try:
         return [{"prompt": template.format(problem=it["problem"]), "answer": it["answer"], "id": it["id"]}
-                for it in items if it["answer"] is not None]
+                for it in items]  # a row without a gold answer is an InputError in load_benchmark
     except (KeyError, IndexError, ValueError) as exc:
         raise InputError(f"bad template ({exc!r}); use {{problem}} and double literal braces",
                          path=config_path, field="data.prompt_template") from None
@@ -129,19 +129,31 @@ def math_reward():
     return math_verify_reward
 
 
-def lab_rows(data: dict) -> tuple[list[dict], Any]:
+def lab_rows(data: dict, path: str | None = None) -> tuple[list[dict], Any]:
+    """`n` (or `limit`, default 256) lab problems drawn with `seed` from the task mix `data.lab` (one task spec or a
+    list of them, as `hicra.lab.tasks.TaskMix` takes). A spec the mix refuses, or a non-integer `n`/`seed`, is an
+    InputError naming `path` and the field."""
     import random
 
     from hicra.lab.model import format_prompt
     from hicra.lab.tasks import TaskMix
 
     specs = data["lab"] if isinstance(data["lab"], list) else [data["lab"]]
-    mix = TaskMix(specs)
-    rng = random.Random(int(data.get("seed", 0)))
-    n = int(data.get("n", data.get("limit", 256)))
+    try:
+        mix = TaskMix(specs)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise InputError(f"not a lab task mix ({exc})", path=path, field="data.lab") from None
+    try:
+        rng = random.Random(int(data.get("seed", 0)))
+        n = int(data.get("n", data.get("limit", 256)))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"n, limit and seed must be integers ({exc})", path=path, field="data") from None
     rows = []
     for _ in range(n):
-        p = mix.sample(rng)
+        try:
+            p = mix.sample(rng)
+        except (TypeError, ValueError, KeyError) as exc:  # a setting of the right name and the wrong type
+            raise InputError(f"cannot draw a problem ({exc})", path=path, field="data.lab") from None
         rows.append({"prompt": format_prompt(p.question), "id": p.id, "family": p.family, "question": p.question,
                      "answer": str(p.answer), "problem_data": json.dumps(p.data)})
     return rows, mix
@@ -173,9 +185,13 @@ def lab_reward(mix):
 # model
 
 
-def resolve_model(spec: str, rows: list[dict], out_dir: Path) -> Path:
-    """A model directory; "lab:SIZE" builds a fresh tiny lab model (tokenizer trained on the prompts + lexicon)."""
-    if isinstance(spec, str) and spec.startswith("lab:"):
+def resolve_model(spec: str, rows: list[dict], out_dir: Path, config_path: str | None = None) -> Path:
+    """A model directory; "lab:SIZE" builds a fresh tiny lab model (tokenizer trained on the prompts + lexicon).
+    Anything else that is not a directory is an InputError naming `config_path` and the field `model`."""
+    if not isinstance(spec, str):
+        raise InputError(f"must be a model directory or 'lab:SIZE', got {type(spec).__name__} {spec!r:.60}",
+                         path=config_path, field="model")
+    if spec.startswith("lab:"):
         from hicra.lab.model import build_model, train_tokenizer
         from hicra.planning import Lexicon
 
@@ -203,7 +219,7 @@ def build_trainer(cfg: dict):
     if not isinstance(data, dict):
         raise InputError("must be a mapping", path=cfg["_path"], field="data")
     if "lab" in data:
-        rows, mix = lab_rows(data)
+        rows, mix = lab_rows(data, cfg["_path"])
         reward, annotate = lab_reward(mix)
         task = "lab:" + ",".join(t.family for t in mix.tasks)
     elif "bench" in data or "path" in data:
@@ -218,11 +234,6 @@ def build_trainer(cfg: dict):
     args = dict(cfg.get("args") or {})
     args.setdefault("output_dir", "runs/train")
     out_dir = Path(args["output_dir"])
-    model_dir = resolve_model(cfg["model"], rows, out_dir)
-    tokenizer = load_tokenizer(model_dir, field="model")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = load_causal_lm(model_dir)
     kind = cfg.get("trainer", "hicra")
     if kind == "grpo":  # HICRATrainer with alpha = 0 is exactly TRL's GRPO update (tested) and keeps the rollout log
         args["alpha"] = 0.0
@@ -234,6 +245,12 @@ def build_trainer(cfg: dict):
             targs = GRPOConfig(**{k: v for k, v in args.items() if k not in hicra_only})
     except (TypeError, ValueError) as exc:
         raise InputError(str(exc), path=cfg["_path"], field="args") from None
+    # the model only after every setting has been checked: a bad one is refused before any model is built
+    model_dir = resolve_model(cfg["model"], rows, out_dir, cfg["_path"])
+    tokenizer = load_tokenizer(model_dir, field="model")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = load_causal_lm(model_dir)
     common = dict(model=model, reward_funcs=reward, args=targs, train_dataset=Dataset.from_list(rows),
                   processing_class=tokenizer)
     if kind in ("hicra", "grpo"):

@@ -81,6 +81,8 @@ class HICRAConfig(GRPOConfig):
         self.mask_source = canonical_mask_source(self.mask_source)  # ValueError naming MASK_SOURCES
         if not 0.0 <= self.entropy_quantile <= 1.0:
             raise ValueError(f"entropy_quantile must be in [0, 1], got {self.entropy_quantile}")
+        if self.placebo_rate is not None and not 0.0 <= float(self.placebo_rate) <= 1.0:
+            raise ValueError(f"placebo_rate must be None or in [0, 1], got {self.placebo_rate}")
 
 
 def _text(value: Any) -> str:
@@ -182,6 +184,9 @@ class HICRATrainer(GRPOTrainer):
         out = super()._generate_and_score_completions(inputs)
         cfg, mode = self.args, "train" if self.model.training else "eval"
         ids, cmask = out["completion_ids"], out["completion_mask"].bool()
+        # the tokens TRL trains on: with tool calls or an environment, `tool_mask` leaves out the tokens the tool
+        # wrote, so no mask source may tag, draw or count them
+        trained = cmask & out["tool_mask"].bool() if out.get("tool_mask") is not None else cmask
         # entropies cost one extra no-grad forward pass
         want_stats = canonical_mask_source(cfg.mask_source) in (*ENTROPY_MASK_SOURCES, *LOGPROB_MASK_SOURCES) or (
             mode == "train" and cfg.log_rollouts and cfg.log_token_stats)
@@ -190,13 +195,13 @@ class HICRATrainer(GRPOTrainer):
             logps, entropies = self._token_stats(out)
         sampled = self._sampled_mask(ids, cmask)  # with mask_truncated_completions, more than cmask
         sg_sampled = self.tagger.padded_masks(ids, sampled)
-        sg_mask = sg_sampled & cmask
+        sg_mask = sg_sampled & trained
         base = out["advantages"]
-        mask = self._planning_mask(sg_mask, cmask, entropies, base, logps)
+        mask = self._planning_mask(sg_mask, trained, entropies, base, logps, mode)
         out["advantages"] = hicra_advantages(base, mask, cfg.alpha)
         # for inspection and tests: "planning_mask" is the amplified mask (of any source), "sg_mask" the tagged one
         self.last_hicra_batch = {"base_advantages": base, "planning_mask": mask, "sg_mask": sg_mask}
-        self._log_hicra_metrics(mode, out["advantages"], mask, cmask, ids)
+        self._log_hicra_metrics(mode, out["advantages"], mask, sg_mask, trained, ids, sampled)
         if mode == "train" and self.rollout_logger is not None and self._last_reward_call is not None:
             self.rollout_logger.queue(int(self.state.global_step),
                                       self._rollout_rows(out, sg_sampled, logps, entropies))
@@ -204,11 +209,15 @@ class HICRATrainer(GRPOTrainer):
 
     # -- masks ------------------------------------------------------------------------------------------------
 
-    def _planning_mask(self, sg_mask, cmask, entropies, advantages=None, logprobs=None) -> torch.Tensor:
-        """The amplification mask of this process's batch (`hicra.algorithms.amplification_mask`)."""
+    def _planning_mask(self, sg_mask, cmask, entropies, advantages=None, logprobs=None,
+                       mode: str = "train") -> torch.Tensor:
+        """The amplification mask of this process's batch (`hicra.algorithms.amplification_mask`); groups are the
+        completions of one prompt, `num_generations` of them in training and `num_generations_eval` in evaluation
+        (as TRL groups them for the advantages)."""
         cfg = self.args
         start = self.accelerator.process_index * cmask.size(0)
-        groups = (start + torch.arange(cmask.size(0))) // self.num_generations
+        size = self.num_generations if mode == "train" else self.num_generations_eval
+        groups = (start + torch.arange(cmask.size(0))) // size
         return amplification_mask(
             cfg.mask_source, cmask, planning_mask=sg_mask, entropies=entropies, advantages=advantages,
             group_ids=groups, entropy_quantile=cfg.entropy_quantile, placebo_rate=cfg.placebo_rate,
@@ -227,24 +236,29 @@ class HICRATrainer(GRPOTrainer):
 
     # -- logging ----------------------------------------------------------------------------------------------
 
-    def _log_hicra_metrics(self, mode, adv, mask, cmask, ids) -> None:
-        """hicra/* metrics over the whole generation batch (summed across processes before dividing)."""
+    def _log_hicra_metrics(self, mode, adv, mask, sg_mask, trained, ids, sampled) -> None:
+        """hicra/* metrics over the whole generation batch (summed across processes before dividing), named as
+        the verl integration names them: `planning_ratio` is the share of trained tokens that are planning (SG)
+        tokens, `amplified_ratio` the share the mask source amplified (the same for the `planning` source);
+        `adv_planning_mean` / `adv_execution_mean` average the advantages over planning / other trained tokens."""
         from accelerate.utils import gather_object
 
         from hicra.planning.metrics import phrase_counts, semantic_entropy
 
-        plan, exe = mask & cmask, cmask & ~mask
-        local = torch.stack([plan.sum(), cmask.sum(), (adv * plan).sum(), exe.sum(), (adv * exe).sum()]).float()
-        n_plan, n_resp, sum_plan, n_exe, sum_exe = self.accelerator.gather(local).view(-1, 5).sum(0).tolist()
+        plan, exe = sg_mask & trained, trained & ~sg_mask
+        local = torch.stack([plan.sum(), trained.sum(), (adv * plan).sum(), exe.sum(), (adv * exe).sum(),
+                             (mask & trained).sum()]).float()
+        n_plan, n_resp, sum_plan, n_exe, sum_exe, n_amp = self.accelerator.gather(local).view(-1, 6).sum(0).tolist()
         m = self._metrics[mode]
         m["hicra/planning_ratio"].append(n_plan / max(1.0, n_resp))
+        m["hicra/amplified_ratio"].append(n_amp / max(1.0, n_resp))
         # means over an empty token set are left out rather than logged as a misleading 0
         if n_plan > 0:
             m["hicra/adv_planning_mean"].append(sum_plan / n_plan)
         if n_exe > 0:
             m["hicra/adv_execution_mean"].append(sum_exe / n_exe)
         texts = self.processing_class.batch_decode(
-            [row[: int(n)] for row, n in zip(ids.tolist(), cmask.sum(-1).tolist(), strict=True)],
+            [row[: int(n)] for row, n in zip(ids.tolist(), sampled.sum(-1).tolist(), strict=True)],
             skip_special_tokens=True)
         counts = Counter()
         for c in gather_object([phrase_counts(texts, self.tagger)]):  # strategic grams, whatever the mask source
