@@ -189,6 +189,35 @@ def test_placebo_plumbing_matches_sg_rate(lab_tokenizer):
         hv.HICRAPlumbing(lab_tokenizer, mask_source="high-entropy")
 
 
+def test_rollout_rows_keep_a_multi_turn_response_whole(lab_tokenizer):
+    """Tool output inside a response (response_mask 0 there, attended): the row keeps the whole response, up to
+    its EOS. Before, the row took the first sum(response_mask) tokens: tool text in, the last model tokens out."""
+    from verl.protocol import DataProto
+
+    tok = lab_tokenizer
+    prompt = tok("reach 12 using 3 4 5\n")["input_ids"]
+    first, tool = tok("split it into tens and ones:")["input_ids"], tok(" 3 * 4 = 12 ")["input_ids"]
+    last = tok("so the answer is 12")["input_ids"] + [tok.eos_token_id]
+    resp = first + tool + last
+    t = len(resp) + 3
+    responses = torch.full((1, t), tok.pad_token_id)
+    responses[0, : len(resp)] = torch.tensor(resp)
+    rmask = torch.zeros(1, t, dtype=torch.long)
+    rmask[0, : len(resp)] = torch.tensor([1] * len(first) + [0] * len(tool) + [1] * len(last))
+    attention = torch.cat([torch.ones(1, len(prompt), dtype=torch.long), (torch.arange(t) < len(resp)).long()[None]],
+                          dim=1)
+    scores = torch.zeros(1, t)
+    scores[0, len(resp) - 1] = 1.0
+    data = DataProto.from_dict(tensors={"prompts": torch.tensor([prompt]), "responses": responses,
+                                        "response_mask": rmask, "attention_mask": attention,
+                                        "token_level_scores": scores, "old_log_probs": -torch.rand(1, t)},
+                               non_tensors={"uid": np.array(["u0"], dtype=object)})
+    row = hv.rollout_rows(data, tok, step=1, planning_mask=rmask.bool())[0]
+    assert row["token_ids"].tolist() == resp and row["truncated"] is False
+    assert row["response"] == tok.decode(resp, skip_special_tokens=True)
+    assert len(row["logprobs"]) == len(resp) and row["planning_mask"].tolist() == rmask[0, : len(resp)].bool().tolist()
+
+
 def test_verl_main_pieces(lab_tokenizer, tmp_path):
     """The entry point's parts (not a Ray run): plumbing from a verl-style config, the TaskRunner actor class."""
     from omegaconf import OmegaConf
@@ -460,6 +489,42 @@ def test_v1_worker_class_and_task_runners(lab_tokenizer, tmp_path):
     with pytest.raises(ValueError, match="typo"):
         hicra_options(cfg)
     assert "typo" in config_problem(cfg)
+
+
+@pytest.mark.parametrize("estimator, hicra, message", [
+    ("grpo", {"alpha": 1.5}, "+hicra.alpha must be 0 <= alpha < 1, got 1.5"),
+    ("hicra", {"alpha": 1.5}, "+hicra.alpha must be 0 <= alpha < 1, got 1.5"),
+    ("grpo", {"alpha": "high"}, "+hicra.alpha must be a number"),
+    ("grpo", {"entropy_quantile": 5}, "+hicra.entropy_quantile must be in [0, 1], got 5"),
+    ("grpo", {"placebo_rate": -0.1}, "+hicra.placebo_rate must be null or in [0, 1]"),
+    ("grpo", {"lexicon": "nosuch"}, "+hicra.lexicon: unknown lexicon preset 'nosuch'"),
+    ("hicra", {"mask_source": "high-entropy"}, "+hicra.mask_source=high-entropy needs the actor-loss path"),
+    ("hicra", {"gated_planning": True}, "+hicra.gated_planning is not used by the hicra estimator"),
+    ("hicra", {"entropy_quantile": 0.3}, "+hicra.entropy_quantile is not used by the hicra estimator"),
+    ("hicra", {"mask_source": "placebo", "placebo_rate": 0.05}, None),
+    ("grpo", {"alpha": 0.2, "lexicon": "lab", "entropy_quantile": 0.3, "mask_source": "high-entropy"}, None),
+])
+def test_verl_main_refuses_on_the_driver_what_workers_would_refuse(estimator, hicra, message):
+    """Before, these passed config_problem and failed inside the Ray workers or the TaskRunner (or were ignored)."""
+    from omegaconf import OmegaConf
+
+    from hicra.integrations.verl_main import config_problem
+
+    cfg = OmegaConf.create({"actor_rollout_ref": {"actor": {"calculate_entropy": True}},
+                            "algorithm": {"adv_estimator": estimator}, "trainer": {"use_v1": False},
+                            "hicra": hicra})
+    problem = config_problem(cfg)
+    assert problem == message if message is None else message in problem, problem
+
+
+def test_verl_main_exits_2_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "hicra.integrations.verl_main", "+hicra.bogus=1",
+                          f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-500:]
+    assert out.stderr.strip().splitlines()[-1].startswith("hicra verl_main: error: unknown +hicra option(s) ['bogus']")
 
 
 def test_v1_worker_init_model_wraps_verls_loss(lab_tokenizer, tmp_path, monkeypatch):

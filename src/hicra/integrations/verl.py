@@ -233,7 +233,8 @@ def rollout_rows(data, tokenizer, step: int, planning_mask: torch.Tensor | None 
                  correct_threshold: float = 1.0) -> list[dict]:
     """Rollout rows (run-directory schema) from a verl `DataProto` after rewards: one per response.
 
-    Reads `prompts` (left-padded), `responses` (right-padded), `response_mask` (or the tail of `attention_mask`),
+    Reads `prompts` (left-padded), `responses` (right-padded; a response runs to its last token attended in the tail
+    of `attention_mask`, tool output inside a multi-turn response included, else to the last of `response_mask`),
     scores from `token_level_scores` (else `token_level_rewards`), behaviour log-probs from `rollout_log_probs`
     (else `old_log_probs`), `entropys` when present, the group id from `uid` and correctness from a numeric
     `acc` field when the reward function returned one, else score >= `correct_threshold`."""
@@ -243,7 +244,11 @@ def rollout_rows(data, tokenizer, step: int, planning_mask: torch.Tensor | None 
     keys = set(b.keys())
     responses = b["responses"]
     t_resp = responses.size(1)
-    rmask = (b["response_mask"] if "response_mask" in keys else b["attention_mask"][:, -t_resp:]).bool()
+    # a response's length runs to its last attended token: in a multi-turn response the tokens a tool wrote are
+    # attended but have response_mask 0, so counting response_mask would cut the response short
+    span = (b["attention_mask"][:, -t_resp:] if "attention_mask" in keys else b["response_mask"]).bool()
+    positions = torch.arange(1, t_resp + 1, device=span.device)
+    lengths = (span * positions).amax(dim=1).tolist()
     prompts = b["prompts"] if "prompts" in keys else None
     pmask = b["attention_mask"][:, : b["attention_mask"].size(1) - t_resp].bool() \
         if "attention_mask" in keys and prompts is not None else None
@@ -257,7 +262,7 @@ def rollout_rows(data, tokenizer, step: int, planning_mask: torch.Tensor | None 
     seen: dict[str, int] = {}
     rows = []
     for i in range(responses.size(0)):
-        n = int(rmask[i].sum())
+        n = int(lengths[i])
         tok = responses[i, :n].tolist()
         prompt_ids = prompts[i][pmask[i]].tolist() if prompts is not None and pmask is not None else []
         uid = str(uids[i])

@@ -19,6 +19,7 @@ See docs/scale.md for a multi-node recipe.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 # keys of the `hicra` block passed to HICRALoss (the actor-loss path)
@@ -34,24 +35,62 @@ def hicra_options(config) -> dict:
                          "correct_threshold")
     out = {k: opts[k] for k in LOSS_OPTIONS if k in opts}
     if "alpha" in out:
-        out["alpha"] = float(out["alpha"])
+        try:
+            out["alpha"] = float(out["alpha"])
+        except (TypeError, ValueError):
+            raise ValueError(f"+hicra.alpha must be a number (0 <= alpha < 1), got {out['alpha']!r}") from None
     return out
 
 
+def _range_problem(opts: dict) -> str | None:
+    """The first `+hicra` value out of its range, or None: 0 <= alpha < 1, entropy_quantile in [0, 1],
+    placebo_rate null or in [0, 1]."""
+    checks = (("alpha", lambda v: 0.0 <= v < 1.0, "0 <= alpha < 1"),
+              ("entropy_quantile", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+              ("placebo_rate", lambda v: 0.0 <= v <= 1.0, "null or in [0, 1]"))
+    for key, ok, rule in checks:
+        if opts.get(key) is None:
+            continue
+        try:
+            value = float(opts[key])
+        except (TypeError, ValueError):
+            return f"+hicra.{key} must be a number ({rule}), got {opts[key]!r}"
+        if not ok(value):
+            return f"+hicra.{key} must be {rule}, got {opts[key]!r}"
+    return None
+
+
 def config_problem(config) -> str | None:
-    """What is wrong with a verl config for HICRA (one line), or None."""
+    """What is wrong with a verl config for HICRA (one line), or None: unknown `+hicra` keys, values out of range,
+    a lexicon that does not load, a mask source the chosen path cannot compute or settings it would ignore, and
+    trainer combinations that cannot work. Checked on the driver, so nothing fails later inside Ray workers."""
     from hicra.algorithms import ENTROPY_MASK_SOURCES, canonical_mask_source
+    from hicra.planning import Lexicon
 
     try:
         opts = hicra_options(config)
         source = canonical_mask_source(opts.get("mask_source", "planning"))
     except ValueError as exc:
         return str(exc)
+    problem = _range_problem(opts)
+    if problem:
+        return problem
+    try:
+        Lexicon.resolve(str(opts.get("lexicon", "paper")))
+    except (ValueError, OSError) as exc:
+        return f"+hicra.lexicon: {exc}"
     v1 = bool(config.trainer.get("use_v1", False))
     if uses_estimator(config):
         if v1:
             return ("algorithm.adv_estimator=hicra needs trainer.use_v1=False; on the default v1 trainer use "
                     "algorithm.adv_estimator=grpo (HICRA then amplifies in the actor loss)")
+        if source not in ("planning", "placebo"):
+            return (f"+hicra.mask_source={source} needs the actor-loss path (algorithm.adv_estimator=grpo); the "
+                    "hicra estimator takes planning or placebo")
+        ignored = sorted(k for k in ("entropy_quantile", "gated_planning") if k in opts)
+        if ignored:
+            return (f"+hicra.{ignored[0]} is not used by the hicra estimator (mask sources planning and placebo); "
+                    "drop it, or use the actor-loss path (algorithm.adv_estimator=grpo)")
         return None
     if (config.get("hicra", {}) or {}).get("run_dir") is not None:
         return ("+hicra.run_dir (rollout rows) needs the legacy estimator: trainer.use_v1=False "
@@ -166,7 +205,8 @@ def main() -> None:
 
         problem = config_problem(config)  # bad settings fail here, not inside Ray
         if problem:
-            raise SystemExit(f"hicra verl_main: {problem}; see docs/scale.md")
+            print(f"hicra verl_main: error: {problem}; see docs/scale.md", file=sys.stderr)
+            sys.exit(2)
         v1 = bool(config.trainer.get("use_v1", False))
         run_ppo(config, task_runner_class=task_runner_class_v1() if v1 else task_runner_class())
 
