@@ -440,3 +440,21 @@ def test_run_json_fields_of_the_wrong_type_are_named(tmp_path, field, value, mes
         analyze_run(tmp_path / "r", tmp_path / "out", report=False)
     assert exc.value.field == field and exc.value.path == str(tmp_path / "r" / "run.json")
     assert message in str(exc.value)
+
+
+def test_a_run_json_tokenizer_that_does_not_load_is_noted(tmp_path):
+    """run.json names a tokenizer folder that holds no tokenizer: the analysis goes on without it, as before, and
+    now says why the planning masks were not recomputed."""
+    import json
+
+    from hicra.dynamics.analyze import analyze_run
+
+    run = tmp_path / "run"
+    w = RolloutWriter(run)
+    for step in range(2):
+        w.write_step(step, [{"prompt_id": "a", "sample_idx": i, "response": "let me verify 1 + 1",
+                             "token_ids": [1, 2, 3, 4], "reward": 1.0, "correct": i == 0} for i in range(2)])
+    (run / "tok").mkdir()
+    (run / "run.json").write_text(json.dumps({"tokenizer": "tok"}))
+    summary = analyze_run(run, tmp_path / "out", report=False)
+    assert any(n.startswith("run.json's tokenizer did not load (") for n in summary["notes"]), summary["notes"]

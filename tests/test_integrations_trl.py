@@ -179,10 +179,10 @@ def test_mask_sources(tiny_dir, tmp_path):
                        gated_mask(ent, cmask, adv, [0, 0, 0, 0, 1, 1, 1, 1]))
     trainer.args.mask_source = "placebo-mass"
     logps = -3 * torch.rand(8, 12, generator=g)
-    gen_state = trainer._mask_generator.get_state()
+    gen_state = trainer._mask_generators["train"].get_state()
     mass = trainer._planning_mask(sg, cmask, None, adv, logps)
-    trainer._mask_generator.set_state(gen_state)
-    assert torch.equal(mass, mass_matched_placebo_mask(cmask, sg, logps, adv, trainer._mask_generator))
+    trainer._mask_generators["train"].set_state(gen_state)
+    assert torch.equal(mass, mass_matched_placebo_mask(cmask, sg, logps, adv, trainer._mask_generators["train"]))
     assert mass.any() and not (mass & (sg | ~cmask)).any()
     # (before any new config: building one resets the accelerator state)
     # evaluation groups completions by num_generations_eval, as TRL's eval advantages do
@@ -395,7 +395,7 @@ def test_placebo_mass_trains_with_behaviour_logprobs(tiny_dir, tmp_path):
         return planted, entropies
 
     def capture_mask(*args):
-        seen["gen"] = trainer._mask_generator.get_state()
+        seen["gen"] = trainer._mask_generators["train"].get_state()
         return planning_mask(*args)
 
     trainer._token_stats, trainer._planning_mask = capture_stats, capture_mask
@@ -475,3 +475,19 @@ def test_planning_ratio_is_the_planning_share_whatever_the_mask_source(tiny_dir,
     assert logged["hicra/amplified_ratio"][-1] == pytest.approx(
         float(batch["planning_mask"].sum()) / float(cmask.sum()))
     assert not torch.equal(batch["planning_mask"], batch["sg_mask"])
+
+
+def test_evaluation_never_changes_the_training_masks(tiny_dir, tmp_path):
+    """The placebo draws of training are the same whether or not (and however often) evaluation ran between them:
+    train and eval draw from generators of their own."""
+    g = torch.Generator().manual_seed(0)
+    cmask = torch.rand(8, 12, generator=g) < 0.8
+    sg = (torch.rand(8, 12, generator=g) < 0.25) & cmask
+    masks = []
+    for evaluate in (False, True):
+        trainer, _ = make(HICRATrainer, HICRAConfig, tiny_dir, tmp_path / str(evaluate), 1, mask_source="placebo",
+                          log_rollouts=False)
+        if evaluate:
+            trainer._planning_mask(sg, cmask, None, mode="eval")
+        masks.append(trainer._planning_mask(sg, cmask, None, mode="train"))
+    assert masks[0].any() and torch.equal(masks[0], masks[1])

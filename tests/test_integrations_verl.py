@@ -588,7 +588,7 @@ def test_v1_lab_trl_and_verl_give_the_same_mask(lab_tokenizer, source):
     trl_self = types.SimpleNamespace(
         args=types.SimpleNamespace(mask_source=source, entropy_quantile=0.2, placebo_rate=None, gated_planning=False),
         accelerator=types.SimpleNamespace(process_index=0), num_generations=3,
-        _mask_generator=torch.Generator().manual_seed(11))
+        _mask_generators={"train": torch.Generator().manual_seed(11)})
     trl_mask = HICRATrainer._planning_mask(trl_self, plan, rmask, ent, adv, lp)
     assert v["mask"].any()
     assert torch.equal(lab_mask, v["mask"]) and torch.equal(trl_mask, v["mask"])

@@ -76,17 +76,21 @@ def _tokenizer_path(spec, run_dir: Path) -> Path:
     return run_dir / path if not path.is_absolute() and (run_dir / path).exists() else path
 
 
-def _load_tokenizer(spec, run_dir: Path, required: bool):
-    """A tokenizer from a local directory, or None. `required`: the user named it, so failures are errors."""
+def _load_tokenizer(spec, run_dir: Path, required: bool, failures: list[str] | None = None):
+    """A tokenizer from a local directory, or None. `required`: the user named it, so failures are errors;
+    otherwise (run.json's tokenizer) a failure returns None and its message is appended to `failures`, for the
+    summary's notes."""
     if spec is None:
         return None
     if not isinstance(spec, (str, os.PathLike)):
         return spec  # already a tokenizer object
     try:
         return load_tokenizer(_tokenizer_path(spec, run_dir))
-    except InputError:
+    except InputError as exc:
         if required:
             raise
+        if failures is not None:
+            failures.append(str(exc))
         return None
 
 
@@ -158,11 +162,13 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
         raise InputError("tokenizer directory not found", path=str(tok_spec), field="tokenizer")
     tagger = PlanningTagger(lex)
     skipped: list[Problem] = []
+    tok_failures: list[str] = []
     # the tokenizer is loaded only if some record lacks its planning mask
     counts: list = []
     df = compute_metrics(run_dir, tagger=tagger, quantiles=quantiles, ks=ks, skip_invalid=skip_invalid,
                          skipped=skipped, progress=progress, counts_out=counts,
-                         load_tokenizer=functools.cache(lambda: _load_tokenizer(tok_spec, run_dir, required)))
+                         load_tokenizer=functools.cache(lambda: _load_tokenizer(tok_spec, run_dir, required,
+                                                                                tok_failures)))
     tok = tagger.tokenizer
     labels = (info.get("config") or {}).get("steps") if info.get("algorithm") == "converted" else None
     if isinstance(labels, dict) and labels:
@@ -179,6 +185,8 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
             outcomes = outcome_groups(counts)  # accuracy and length beside it, on the same problem bootstrap
     phases = detect_phases(df, config, problem_groups=groups, problem_outcomes=outcomes)
     notes = []
+    if tok_failures:
+        notes.append(f"run.json's tokenizer did not load ({tok_failures[0]}), so planning masks could not be recomputed")
     unmasked = int(df["n_unmasked_responses"].sum()) if "n_unmasked_responses" in df else 0
     if unmasked:
         partial = int(((df["n_unmasked_responses"] > 0) & df["planning_ratio"].notna()).sum())

@@ -116,7 +116,8 @@ def load_benchmark(name: str, data_dir: str | Path | None = None, limit: int | N
     else:
         path = Path(spec.path)
     if not path.is_file():
-        hint = " (pass --data-dir, or set HICRA_SHARED_DATA)" if name in BENCHMARKS and spec is BENCHMARKS[name] else ""
+        hint = (" (the data folder: --data-dir in hicra eval, data.data_dir in hicra train, or HICRA_SHARED_DATA)"
+                if name in BENCHMARKS and spec is BENCHMARKS[name] else "")
         raise InputError("benchmark file not found" + hint, path=str(path))
     items = []
     seen: dict[str, int] = {}

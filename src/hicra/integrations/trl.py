@@ -152,7 +152,9 @@ class HICRATrainer(GRPOTrainer):
         self.lexicon = Lexicon.resolve(cfg.lexicon)
         self.tagger = PlanningTagger(self.lexicon, self.processing_class)
         self.annotate = annotate
-        self._mask_generator = torch.Generator().manual_seed(int(cfg.seed))
+        # one generator per mode, so evaluating (how often, whether at all) never changes the training masks
+        self._mask_generators = {mode: torch.Generator().manual_seed(int(cfg.seed) + offset)
+                                 for mode, offset in (("train", 0), ("eval", 1))}
         self._last_reward_call: dict | None = None
         self.last_hicra_batch: dict | None = None
         self.rollout_logger: RolloutLogger | None = None
@@ -221,7 +223,7 @@ class HICRATrainer(GRPOTrainer):
         return amplification_mask(
             cfg.mask_source, cmask, planning_mask=sg_mask, entropies=entropies, advantages=advantages,
             group_ids=groups, entropy_quantile=cfg.entropy_quantile, placebo_rate=cfg.placebo_rate,
-            generator=self._mask_generator, gated_planning=cfg.gated_planning, logprobs=logprobs)
+            generator=self._mask_generators[mode], gated_planning=cfg.gated_planning, logprobs=logprobs)
 
     @torch.no_grad()
     def _token_stats(self, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
