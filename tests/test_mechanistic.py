@@ -536,6 +536,9 @@ def test_sentence_end_states_match_a_single_forward(run_dir):
         with torch.no_grad():
             h = model(input_ids=torch.tensor([ids + enc["input_ids"]]), output_hidden_states=True).hidden_states[-1]
         assert np.allclose(got, h[0, [len(ids) + e for e in ends]].numpy(), atol=1e-5)
+    # a response without a sentence (EOS at once, or only blank lines) has no states; it used to crash the batch
+    empty = sentence_end_states(model, tok, prompts, ["\n", texts[1]], layer=-1)
+    assert empty[0].shape == (0, model.config.hidden_size) and np.allclose(empty[1], batched[1], atol=1e-5)
 
 
 def test_device_flag_refuses_cuda_without_cuda(run_dir, capsys):

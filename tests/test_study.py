@@ -1674,6 +1674,12 @@ def test_mass_match_benchmark_counts_shortfalls_against_alpha_times_the_planning
     (lambda s: s["train_curve"]["accuracy"].pop(), "train_curve"),
     (lambda s: s["eval_curve"].pop("step"), "eval_curve.step"),
     (lambda s: s["eval"]["final"].update(accuracy="0.5"), "eval.final.accuracy"),
+    # values inside the fields, which failed deep in the statistics with a traceback (a reviewer's repros)
+    (lambda s: s["eval_curve"]["accuracy"].__setitem__(3, None), "eval_curve.accuracy"),
+    (lambda s: s["train_curve"]["accuracy"].__setitem__(0, "0.3"), "train_curve.accuracy"),
+    (lambda s: s["phases"].pop("verdict"), "phases.verdict"),
+    (lambda s: s.update(metrics={}), "metrics.step"),
+    (lambda s: s["eval"]["final_sampled"].update(accuracy=None), "eval.final_sampled.accuracy"),
 ])
 def test_a_damaged_run_summary_is_named_with_its_field(tmp_path, damage, field):
     """A committed summary loads; the same file with one field removed or of the wrong type raises InputError naming
@@ -1702,3 +1708,32 @@ def test_study_help_names_every_arm(capsys):
         main(["study", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert [arm for arm in ARMS if arm not in text.split("Arms:")[1]] == []
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda s: s.update(seed=0), "seed"),
+    (lambda s: s.update(arm="grpo"), "arm"),
+    (lambda s: s["config"].update(algo="grpo", alpha=0.0), "config.algo"),
+    (lambda s: s.update(warm_start_seed=2), "warm_start_seed"),
+    # a run without a held-out curve would drop out of the primary comparison, its pair unnamed
+    (lambda s: s.update(eval_curve={"step": [80], "accuracy": [0.4]}), "eval_curve"),
+])
+def test_a_summary_that_is_not_its_places_run_is_refused(tmp_path, capsys, change, field):
+    """A summary copied or moved to another run's path was pooled and paired as that run (a GRPO run filed under
+    hicra/ counted as HICRA). `hicra study` now names the file and the field that disagrees with its place."""
+    import shutil
+
+    from hicra.cli import main
+
+    root = tmp_path / "main"
+    shutil.copytree(Path(__file__).parents[1] / "docs" / "findings" / "v2" / "main", root,
+                    ignore=shutil.ignore_patterns("placebo-mass"))
+    path = root / "hicra" / "ws0-seed01.json"
+    summary = json.loads(path.read_text())
+    change(summary)
+    path.write_text(json.dumps(summary))
+    assert main(["study", "--preset", "main", "--summaries", str(root), "--out", str(tmp_path / "o"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"hicra study: error: {path}, field '{field}': ")
+    assert "(hicra, ws0-seed01)" in err or "15 other runs of hicra do" in err

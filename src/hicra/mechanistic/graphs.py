@@ -199,7 +199,8 @@ def sentence_end_states(model, tokenizer, prompt_ids: list[list[int]], responses
         width = ids.shape[1]
         for row, (seq, n_prompt, ends) in enumerate(chunk):
             offset = width - len(seq) + n_prompt
-            out.append(hidden[row, [offset + e for e in ends]].numpy().reshape(len(ends), -1))
+            # (n_sentences, hidden size); a response without a sentence gives (0, hidden size)
+            out.append(hidden[row, [offset + e for e in ends]].numpy().reshape(len(ends), hidden.shape[-1]))
     return out
 
 

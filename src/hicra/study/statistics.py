@@ -42,6 +42,8 @@ SUMMARY_FIELDS = {"arm": str, "cell": str, "knobs": dict, "warm_start_seed": int
                   "steps": int, "config": dict}
 SUMMARY_CURVES = {"eval_curve": ("step", "accuracy"), "train_curve": ("step", "accuracy")}  # equal-length lists
 SUMMARY_EVALS = ("warm_start", "final")  # eval.NAME.accuracy: a number
+SUMMARY_OPTIONAL_EVALS = ("final_sampled", "warm_start_sampled")  # eval.NAME.accuracy: a number where present
+SUMMARY_PHASES = ("verdict", "consolidation_end_step", "exploration_onset_step", "confidence")  # keys of phases
 
 
 def _curve_problem(curve, name: str, columns: tuple[str, ...]) -> tuple[str, str] | None:
@@ -53,7 +55,15 @@ def _curve_problem(curve, name: str, columns: tuple[str, ...]) -> tuple[str, str
     lengths = {k: len(v) for k, v in curve.items() if isinstance(v, list)}
     if len(set(lengths.values())) > 1 or len(lengths) != len(curve):
         return name, f"columns are not lists of one length ({lengths})"
+    for column in columns:
+        bad = next((i for i, v in enumerate(curve[column]) if not _finite_number(v)), None)
+        if bad is not None:
+            return f"{name}.{column}", f"entry {bad} is {curve[column][bad]!r}, not a finite number"
     return None
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _summary_problem(s: dict, complete: bool) -> tuple[str, str] | None:
@@ -69,12 +79,34 @@ def _summary_problem(s: dict, complete: bool) -> tuple[str, str] | None:
         problem = _curve_problem(s[name], name, columns)
         if problem:
             return problem
-    for name in SUMMARY_EVALS:
+    for name in (*SUMMARY_EVALS, *SUMMARY_OPTIONAL_EVALS):
         entry = s["eval"].get(name)
+        if entry is None and name in SUMMARY_OPTIONAL_EVALS:
+            continue
         value = entry.get("accuracy") if isinstance(entry, dict) else None
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            return f"eval.{name}.accuracy", "missing or not a number"
-    return None
+        if not _finite_number(value):
+            return f"eval.{name}.accuracy", "missing or not a finite number"
+    missing = next((k for k in SUMMARY_PHASES if k not in s["phases"]), None)
+    if missing:
+        return f"phases.{missing}", "missing"
+    return _curve_problem(s["metrics"], "metrics", ("step",))
+
+
+def _check_identity(summary: dict, path: Path, arm: str, cell: str, pair) -> None:
+    """InputError naming the file and field when a summary is not the run its path stands for: its arm, cell,
+    warm-start seed or RL seed, or the arm's settings in its config (`ARMS`: algo, alpha, ...), differ. A file
+    copied or moved to another run's place would otherwise be pooled and paired as that run."""
+    from hicra.study.presets import ARMS
+
+    want = {"arm": arm, "cell": cell, "warm_start_seed": pair.warm_start_seed, "seed": pair.seed}
+    want.update({f"config.{k}": v for k, v in ARMS.get(arm, {}).items()})
+    want["config.seed"] = pair.seed
+    config = summary.get("config") or {}
+    for field, value in want.items():
+        got = config.get(field[7:], value) if field.startswith("config.") else summary.get(field)
+        if got != value:
+            raise InputError(f"is {got!r}, but the file's place names the run ({condition_label(cell, arm)}, "
+                             f"{pair.name}) whose {field} is {value!r}", path=str(path), field=field)
 
 
 def load_summary(path: Path, complete: bool = False) -> dict:
@@ -267,7 +299,8 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
             label = condition_label(cell, arm)
             paths = [summary_path_for(root, arm, q.seed, q.warm_start_seed, cell) for q in pairs]
             runs = [load_summary(p, complete=True) for p in paths]
-            for p, r in zip(paths, runs, strict=True):
+            for p, r, q in zip(paths, runs, pairs, strict=True):
+                _check_identity(r, p, arm, cell, q)
                 version = phases_version(r.get("phases"))
                 if version != preset.phase_version:
                     raise InputError(f"phase verdict rules v{version}, but preset {preset.name!r} reads its runs by "
@@ -279,6 +312,12 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
                 code_versions[commit] = code_versions.get(commit, 0) + 1
             groups = [q.warm_start_seed for q in pairs]
             ends = [endpoint_values(r) for r in runs]
+            for e, source in (("auc_eval", "eval_curve"), ("final_sampled_accuracy", "eval.final_sampled")):
+                lacking = [p for p, v in zip(paths, ends, strict=True) if v[e] is None]
+                if lacking and len(lacking) < len(runs):  # its pairs would drop out of the comparisons unnamed
+                    raise InputError(f"gives no {e} (fewer than two held-out evaluations, or none sampled) while "
+                                     f"{len(runs) - len(lacking)} other runs of {label} do", path=str(lacking[0]),
+                                     field=source)
             values[label] = {e: {(q.warm_start_seed, q.seed): v[e] for q, v in zip(pairs, ends, strict=True)}
                              for e in ENDPOINTS}
             final = [v["final_accuracy"] for v in ends]
