@@ -61,10 +61,87 @@ SMALL_NUMBERS = [
     (r"\sqrt{2}/2", r"\boxed{\frac{1}{\sqrt{2}}}", True),
 ]
 
+PYTHON_NOTATION_GOLDS = [  # Minerva golds written as Python: read as LaTeX
+    ("-1./3", r"\boxed{-\frac{1}{3}}", True),
+    ("-1./3", r"\boxed{-1/3}", True),
+    ("-1./3", r"\boxed{-0.3333333}", True),
+    ("-1./3", r"\boxed{-1./3}", True),
+    ("-1./3", r"\boxed{\frac{1}{3}}", False),
+    ("-3./2", r"\boxed{-1.5}", True),
+    ("np.arcsin(10/13)", r"\boxed{\arcsin\left(\frac{10}{13}\right)}", True),
+    ("np.arcsin(10/13)", r"\boxed{\arccos(10/13)}", False),
+]
 
-@pytest.mark.parametrize("gold, response, correct", PERCENT + UNFINISHED + WHICH_BOX + SMALL_NUMBERS)
+HEADINGS = [  # a markdown "####" heading is not a GSM8K "#### N" line
+    ("(1, 2)", "...so the point is on both curves.\n\n#### Final Answer: $\\boxed{(1, 2)}$", True),
+    ("3, 5, 7", "...\n#### Answer: \\boxed{3, 5, 7}", True),
+    ("[2, 5)", "...\n#### Answer: \\boxed{[2, 5)}", True),
+    ("1206", "2*3=<<2*3=6>>6 apples\n#### 1,206", True),
+    ("-3.5", "so\n####  -3.5 ", True),
+]
+
+SCIENTIFIC = [  # a decimal mantissa stays a decimal (rule 5: relative against an exact gold)
+    (r"\frac{10^{7}}{3}", r"\boxed{3.333333e6}", True),
+    (r"\frac{10^{7}}{3}", r"\boxed{3.3e6}", False),
+    ("2^{1009}", r"\boxed{5.486124068793689e303}", True),
+    ("3000001", r"\boxed{3e6}", False),  # an integer mantissa stays exact
+    ("3000000", r"\boxed{3e6}", True),
+]
+
+TRAILING_SPACING = [
+    ("5", r"\boxed{5\,}", True),
+    ("12", r"\boxed{12\;}", True),
+    ("12", r"\boxed{12\:}", True),
+    ("12", r"\boxed{12\!}", True),
+    ("12", "\\boxed{12\\ }", True),
+    ("90", r"\boxed{90^\circ\,}", True),
+    ("5", r"\boxed{5\,.}", True),
+    ("6", r"\boxed{5\,}", False),
+]
+
+EQUATIONS = [  # a one-variable equation is its right-hand side for the number rule
+    (r"\frac{1}{2^{99}}", r"\boxed{x = \frac{1}{2^{98}}}", False),
+    (r"\frac{1}{2^{99}}", r"\boxed{x = 2^{-99}}", True),
+    (r"x = \frac{1}{2^{99}}", r"\boxed{\frac{1}{2^{98}}}", False),
+    (r"x = \frac{1}{2^{99}}", r"\boxed{x = \frac{1}{2^{98}}}", False),
+    (r"10^{-9}", r"\boxed{t = 10^{-10}}", False),
+    (r"\frac{1}{3}", r"\boxed{p = 0.333333}", True),
+]
+
+
+@pytest.mark.parametrize("gold, response, correct", PERCENT + UNFINISHED + WHICH_BOX + SMALL_NUMBERS
+                         + PYTHON_NOTATION_GOLDS + HEADINGS + SCIENTIFIC + TRAILING_SPACING + EQUATIONS)
 def test_grading_rules(gold, response, correct):
     assert ev.Grader()(response, gold) is correct
+
+
+def test_markdown_heading_is_left_as_text():
+    text = "Done.\n#### Final Answer: $\\boxed{(1, 2)}$"
+    assert ev.normalize_response(text) == text
+
+
+@pytest.mark.parametrize("text, plain", [("3.333333e6", "3333333.0"), ("3e6", "3000000"), ("1.5e-7", "0.00000015"),
+                                         ("2.0E+2", "200.0"), ("-4.25e1", "-42.5")])
+def test_scientific_text_keeps_its_decimal_point(text, plain):
+    assert ev.answer_text(text) == plain
+
+
+def test_gold_parsed_only_as_text_is_logged(caplog):
+    grader = ev.Grader()
+    with caplog.at_level("WARNING", logger="hicra.evaluation.grading"):
+        assert grader.gold("E_{1},E_{2}") == ["E_{1},E_{2}"]
+        grader.gold("-1./3")
+    assert [r.getMessage() for r in caplog.records if r.name == "hicra.evaluation.grading"] == \
+        ["gold answer 'E_{1},E_{2}' parses only as text: only a response with the same text matches it"]
+
+
+def test_minerva_golds_parse_as_math(shared_data):
+    """Every Minerva gold but two reads as a math object; the two left are an ODE with \\odot subscripts (id 27)
+    and a pair of symbols (id 269), which math-verify reads as text."""
+    grader = ev.Grader()
+    text_only = [it["id"] for it in ev.load_benchmark("minerva_math", shared_data)
+                 if all(isinstance(p, str) for p in grader.gold(it["answer"]))]
+    assert text_only == ["27", "269"]
 
 
 @pytest.mark.parametrize("value, text", [(1e-07, "0.0000001"), (2.0, "2"), (0.1, "0.1"), (1.5e-10, "0.00000000015"),

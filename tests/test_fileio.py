@@ -175,7 +175,8 @@ def test_verbs_reject_a_directory_that_is_no_tokenizer(tmp_path, capsys, verb):
         "grams tag": (["grams", "tag", "--tokenizer", str(empty), "let me"], "tokenizer"),
         "train": (["train", "--config", str(tmp_path / "c.yaml")], "model"),
     }[verb]
-    (tmp_path / "c.yaml").write_text(f"model: {empty}\ndata: {{path: {bench}}}\nargs: {{output_dir: {out}}}\n")
+    (tmp_path / "c.yaml").write_text(f"model: {empty}\ndata: {{path: {bench}}}\n"
+                                     f"args: {{output_dir: {out}, use_cpu: true, bf16: false}}\n")
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err

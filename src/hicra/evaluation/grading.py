@@ -4,7 +4,8 @@ summaries; rollout rows of graded responses.
 Rules (docs/scale.md, "Grading rules"):
 
 1. **Final answer.** The content of the *last complete* ``\\boxed{...}`` (or ``\\fbox{...}``) of the response;
-   earlier boxes are drafts, and boxes are never merged into a set. A GSM8K-style final ``#### N`` counts as a box.
+   earlier boxes are drafts, and boxes are never merged into a set. A GSM8K-style final ``#### N`` line (a plain
+   number, commas as thousands separators) counts as a box; any other ``####`` line (a markdown heading) is text.
 2. **Unfinished responses are wrong.** A ``\\boxed{`` opened after the last complete box and never closed, or a
    ``<think>`` block never closed, means there is no complete final answer. When a ``</think>`` is present, only the
    text after the last one is the answer part.
@@ -12,12 +13,15 @@ Rules (docs/scale.md, "Grading rules"):
    number.
 4. **Percent.** A percent sign (``\\%``, ``%``, ``\\text{\\%}``, with or without a space) is dropped from gold and
    response alike: ``10\\%`` and ``10`` are the same answer (a bare ``%`` in a gold is not a LaTeX comment).
-5. **Numbers.** Numbers in scientific notation (``1e-07``, also a JSON number gold) become plain decimals first.
-   Two numeric values compare exactly when both are exact (50 significant digits, no rounding to decimals), and
-   relatively when a decimal is involved: a decimal against an exact value when they agree to six significant
-   digits (relative difference <= `rel_tol`, 5e-6), two decimals when they are the same number (relative
-   difference <= 1e-12). Tuples, sets and intervals of numbers compare element by element with the same rule.
-   Everything else (expressions with symbols, equations, matrices, text) is math-verify's verdict.
+5. **Numbers.** Numbers in scientific notation (``1e-07``, also a JSON number gold) become plain decimals first;
+   a mantissa with a decimal point keeps the value a decimal (``3.333333e6`` -> ``3333333.0``, ``3e6`` ->
+   ``3000000``). Two numeric values compare exactly when both are exact (50 significant digits, no rounding to
+   decimals), and relatively when a decimal is involved: a decimal against an exact value when they agree to six
+   significant digits (relative difference <= `rel_tol`, 5e-6), two decimals when they are the same number
+   (relative difference <= 1e-12). Tuples, sets and intervals of numbers compare element by element with the same
+   rule. A one-variable equation ``x = 5`` is compared by its right-hand side (against a bare value, or an equation
+   in the same variable). Everything else (expressions with symbols, other equations, matrices, text) is
+   math-verify's verdict.
 6. **Threads.** math-verify is called with its signal-based timeouts off (``parsing_timeout=None``,
    ``timeout_seconds=None``), so it runs in any thread; the grader's own timeout runs each verdict in a helper
    thread and grades a response wrong when it does not finish in time (the helper thread is left to finish in
@@ -42,6 +46,9 @@ from hicra.stats import pass_at_k
 
 
 _SCIENTIFIC = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+))[eE]([+-]?\d+)\s*$")
+# trailing sentence punctuation and LaTeX spacing commands (\, \; \: \! and "\ "), as in "104." or "5\,"; a
+# final lone backslash is a "\ " whose space was stripped (not the line break "\\")
+_TRAILING = re.compile(r"(?:\\[,;:! ]|[\s.,;:])*(?:(?<!\\)\\)?\Z")
 _PERCENT = re.compile(r"(?:\s|~|\\[,;:! ])*(?:\\(?:text|textrm|mathrm|mbox)\s*\{\s*\\?%\s*\}|\\?%)")
 
 
@@ -75,16 +82,21 @@ def strip_dollars(text: str) -> str:
 
 def answer_text(value) -> str:
     """Any gold value (a JSON string or number) as answer text: numbers via `number_text`, strings stripped of
-    surrounding `$`; a whole answer in scientific notation ("1.5e-7") becomes a plain decimal."""
+    surrounding `$`; a whole answer in scientific notation becomes a plain decimal ("1.5e-7" -> "0.00000015"),
+    which keeps a decimal point when its mantissa has one ("3.333333e6" -> "3333333.0": still a decimal for
+    rule 5, not an exact integer; "3e6" -> "3000000")."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return number_text(value)
     text = strip_dollars(str(value))
     match = _SCIENTIFIC.match(text)
     if match:
         try:
-            return _plain_decimal(Decimal(text.strip()))
+            plain = _plain_decimal(Decimal(text.strip()))
         except InvalidOperation:  # pragma: no cover - the regex only admits valid decimals
             return text
+        if "." in match.group(1) and "." not in plain:
+            plain += ".0"
+        return plain
     return text
 
 
@@ -94,16 +106,17 @@ def drop_percent(text: str) -> str:
 
 
 def clean_answer(text: str) -> str:
-    """The comparable form of an extracted answer: percent signs and trailing sentence punctuation ("104.")
-    dropped, scientific notation made positional."""
-    return answer_text(drop_percent(strip_dollars(text)).rstrip(" .,;:"))
+    """The comparable form of an extracted answer: percent signs, trailing sentence punctuation ("104.") and
+    trailing LaTeX spacing ("5\\,") dropped, scientific notation made positional."""
+    return answer_text(_TRAILING.sub("", drop_percent(strip_dollars(text))))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Final answer of a response
 
 
-_GSM8K_FINAL = re.compile(r"####\s*([^\n]+)\s*$")
+# a final "#### 1,206" line (GSM8K); "#### Final Answer: ..." is a markdown heading, not an answer line
+_GSM8K_FINAL = re.compile(r"####[ \t]*(-?\d[\d,]*(?:\.\d+)?)[ \t]*$")
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 # AoPS answer style \textbf{(073)}: the choice wrapper is not part of the value
 _CHOICE_WRAPPER = re.compile(r"\\textbf\{\s*\(?\s*([^{}()]*?)\s*\)?\s*\}")
@@ -113,11 +126,11 @@ _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 
 def normalize_response(text: str) -> str:
     """Make GSM8K/AoPS-style text gradable: drop `<<a*b=c>>` calculator marks, unwrap `\\textbf{(N)}`, and turn a
-    final `#### N` into \\boxed{N}."""
+    final `#### N` line, N a plain number ("1,206", "-3.5"), into \\boxed{N} without the thousands commas."""
     text = _CHOICE_WRAPPER.sub(r"\1", _CALCULATOR.sub("", text))
     match = _GSM8K_FINAL.search(text.rstrip())
     if match:
-        text = text[:match.start()] + "\\boxed{" + match.group(1).strip().replace(",", "") + "}"
+        text = text[:match.start()] + "\\boxed{" + match.group(1).replace(",", "") + "}"
     return text
 
 
@@ -200,6 +213,16 @@ def _scalars_equal(a, b, rel_tol: float) -> bool | None:
         return None
 
 
+def solved_for(x) -> tuple:
+    """(variable, right-hand side) of a one-variable equation such as ``Eq(x, 5)`` (from ``x = 5``); (None, x) for
+    anything else, including equations whose left-hand side is not a single symbol."""
+    from sympy import Eq
+
+    if isinstance(x, Eq) and x.lhs.is_Symbol:
+        return x.lhs, x.rhs
+    return None, x
+
+
 def numbers_equal(gold, pred, rel_tol: float = 5e-6) -> bool | None:
     """The numeric rule (module doc, rule 5) for two parsed answers; None when it does not apply (not numbers, or
     containers holding something else), so that math-verify decides."""
@@ -242,6 +265,41 @@ def numbers_equal(gold, pred, rel_tol: float = 5e-6) -> bool | None:
 # The grader
 
 
+logger = logging.getLogger(__name__)
+# Python notation in gold answers (Minerva): "1./3" (a float literal) and numpy function names
+_PY_FLOAT_POINT = re.compile(r"(\d)\.(?!\d)")
+_NUMPY_PREFIX = re.compile(r"\bnp\.(?=[a-z])")
+
+
+def _parse_boxed(text: str) -> list:
+    """math-verify's parse of `text` as the content of a box (LaTeX, then plain expressions)."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    return parse("\\boxed{" + text + "}", extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
+                 parsing_timeout=None)
+
+
+def _parse_answer(text: str) -> list:
+    """`_parse_boxed`, and when that finds no math object, the same for `text` in Python notation read as LaTeX
+    (`_python_to_latex`)."""
+    parsed = _parse_boxed(text)
+    if _only_text(parsed):
+        retry = _parse_boxed(_python_to_latex(text))
+        if not _only_text(retry):
+            return retry
+    return parsed
+
+
+def _only_text(parsed: list) -> bool:
+    """Whether a parse holds no math object (empty, or strings only)."""
+    return all(isinstance(p, str) for p in parsed)
+
+
+def _python_to_latex(text: str) -> str:
+    """Python notation as LaTeX: ``-1./3`` -> ``-1/3``, ``np.arcsin(10/13)`` -> ``\\arcsin(10/13)``."""
+    return _NUMPY_PREFIX.sub(r"\\", _PY_FLOAT_POINT.sub(r"\1", text))
+
+
 class _NoTimeoutWarning(logging.Filter):
     """math-verify warns once that its (signal-based) timeout is off; the grader has its own."""
 
@@ -270,37 +328,45 @@ class Grader:
         self._gold_cache: dict[str, list] = {}
 
     def gold(self, answer: str) -> list:
-        """The parsed gold answer (math-verify objects), cached per distinct string."""
+        """The parsed gold answer (math-verify objects), cached per distinct string.
+
+        A gold in Python notation that LaTeX parsing does not read (Minerva's ``-1./3``, ``np.arcsin(10/13)``) is
+        read again as ``-1/3``, ``\\arcsin(10/13)``. A gold that still parses only to text (no math object) is
+        logged as a warning: only a response with the same text can match it."""
         if answer not in self._gold_cache:
-            from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+            from math_verify import parse
 
             text = clean_answer(answer)
-            parsed = parse("\\boxed{" + text + "}", extraction_config=[LatexExtractionConfig(),
-                                                                      ExprExtractionConfig()],
-                           parsing_timeout=None)
+            parsed = _parse_answer(text)
             if not parsed:  # not LaTeX-parseable: compare as a plain string
                 parsed = parse(text, parsing_timeout=None) or [text]
+            if _only_text(parsed):
+                logger.warning("gold answer %r parses only as text: only a response with the same text matches it",
+                               answer)
             self._gold_cache[answer] = parsed
         return self._gold_cache[answer]
 
     def prediction(self, response: str) -> list:
-        """The parsed final answer of `response` (empty when there is none: unfinished or unparseable)."""
-        from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+        """The parsed final answer of `response` (empty when there is none: unfinished or unparseable); a boxed
+        answer in Python notation is read as the gold is (`gold`)."""
+        from math_verify import parse
 
         kind, text = final_answer(response)
         if kind == "unfinished":
             return []
         if kind == "boxed":
-            return parse("\\boxed{" + clean_answer(text) + "}",
-                         extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=None)
+            return _parse_answer(clean_answer(text))
         return parse(drop_percent(text), parsing_timeout=None)
 
     def _equal(self, gold, pred) -> bool:
         from math_verify import verify
 
-        verdict = numbers_equal(gold, pred, self.rel_tol)
-        if verdict is not None:
-            return verdict
+        gold_var, gold_value = solved_for(gold)
+        pred_var, pred_value = solved_for(pred)
+        if gold_var is None or pred_var is None or gold_var == pred_var:  # "x = 5" is 5 for the number rule
+            verdict = numbers_equal(gold_value, pred_value, self.rel_tol)
+            if verdict is not None:
+                return verdict
         return bool(verify([gold], [pred], timeout_seconds=None))
 
     def verdict(self, response: str, answer: str | None) -> bool:
