@@ -72,6 +72,8 @@ def _check_error(r, *needles):
     (b'{"phrases": [""]}', ["lex.json", "empty phrase"]),
     (b'{"phrases": [\n  "so",\n', ["lex.json:3", "bad JSON"]),
     (b'{"phrases": [\n"caf\xe9"]}', ["lex.json:2", "not UTF-8"]),
+    (b'{"phrases": ["so", "wait", 5]}', ["lex.json", "field 'phrases'", "phrase 3: not a phrase"]),
+    (b'{"phrases": ["so", "\\ud800 wait"]}', ["lex.json", "phrase 2: lone surrogate U+D800"]),
 ])
 def test_bad_lexicon_file(tmp_path, content, needles):
     lex = tmp_path / "lex.json"
@@ -102,7 +104,9 @@ def test_bad_corpus(tmp_path):
     _check_error(hicra("grams", "show", "no-such-preset"), "unknown lexicon preset")
     corpus.write_bytes(b'{"text": "so"}\n')
     for option, value, needle in [("--n", "5-3", "--n must satisfy 1 <= A <= B"), ("--top", "0", "--top must be in"),
-                                  ("--distance", "-0.1", "--distance must be >= 0")]:
+                                  ("--distance", "-0.1", "--distance must be >= 0"),
+                                  ("--max-candidates", "-1", "--max-candidates must be >= 1, got -1"),
+                                  ("--min-df", "0", "--min-df must be >= 1, got 0")]:
         _check_error(hicra("grams", "mine", corpus, "--text-field", "text", option, value,
                            "--out", tmp_path / "o.json"), needle)
     assert not (tmp_path / "o.json").exists()
@@ -170,3 +174,19 @@ def test_non_utf8_text_argument():
                        capture_output=True, env=env, timeout=120)
     assert r.returncode == 2
     assert r.stderr.decode().strip() == "hicra grams: error: text argument 2 is not UTF-8"
+
+
+def test_lone_surrogate_in_corpus(tmp_path):
+    """A \\ud800 escape is legal JSON but not Unicode text: one error line, exit 2 (spans and --summary)."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"t": "so wait"}\n{"t": "so \\ud800 wait"}\n')
+    _check_error(hicra("grams", "tag", "--file", corpus, "--text-field", "t"),
+                 "c.jsonl:2", "field 't'", "lone surrogate U+D800 at character 4")
+    _check_error(hicra("grams", "tag", "--file", corpus, "--text-field", "t", "--summary"), "c.jsonl:2")
+
+
+def test_folder_named_like_a_preset(tmp_path):
+    (tmp_path / "paper").mkdir()
+    r = hicra("grams", "show", "paper", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("paper: 249 phrases")

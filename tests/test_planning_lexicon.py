@@ -91,3 +91,38 @@ def test_gsm8k_preset_is_a_mined_lexicon():
     assert "gsm8k" in Lexicon.presets() and len(lex) > 50
     for p in lex:
         assert 3 <= len(p.text.split()) <= 5 and not any(ch.isdigit() for ch in p.text), p.text
+
+
+@pytest.mark.parametrize("content, match", [
+    ('{"phrases": ["so", "wait", {"category": "other"}]}', "phrase 3: entry without 'text'"),
+    ('{"phrases": ["so", "wait", 5]}', "phrase 3: not a phrase"),
+    ('{"phrases": ["so", ["a", "b", "c"]]}', "phrase 2: not a phrase"),
+    ('{"phrases": ["so", {"text": 7}]}', "phrase 2: text must be a string"),
+    ('{"phrases": ["so", "\\ud800 wait"]}', r"phrase 2: lone surrogate U\+D800 at character 1"),
+    ('{"name": "x\\udc00", "phrases": ["so"]}', r"field 'name': lone surrogate U\+DC00 at character 2"),
+])
+def test_bad_phrase_entries_name_the_phrase(tmp_path, content, match):
+    """Every problem with one phrase names its number, counted from 1 (docs/planning.md, Lexicon files)."""
+    path = tmp_path / "lex.json"
+    path.write_text(content)
+    with pytest.raises(InputError, match=match) as info:
+        Lexicon.load(path)
+    assert str(info.value).startswith(f"{path}, field ")
+
+
+def test_extend_numbers_the_new_phrases_after_the_old():
+    with pytest.raises(ValueError, match="phrase 4: not a phrase"):
+        Lexicon(["so", "wait"]).extend(["next", 5])
+
+
+def test_optional_apostrophe_follows_a_letter():
+    assert phrase_key("x²'s value") == "x²'s value"  # "²" is no letter: the apostrophe stays
+    assert phrase_key("Ⅻ's") == "ⅻ's" and phrase_key("é's") == "és" and phrase_key("don't") == "dont"
+
+
+def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "paper").mkdir()
+    assert Lexicon.resolve("paper") == Lexicon.preset("paper")
+    (tmp_path / "gsm8k").write_text('{"phrases": ["so"]}')  # a file of that name is read as the lexicon
+    assert Lexicon.resolve("gsm8k").texts == ["so"]

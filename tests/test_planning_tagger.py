@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+import unicodedata
 
 import numpy as np
 import pytest
@@ -60,6 +61,41 @@ def test_latin_word_boundaries_next_to_other_scripts():
     assert tag("3wait") == [] and tag("naïvewait") == [] and tag("waité") == [] and tag("also") == []
 
 
+def test_combining_marks_and_invisible_characters_join_the_latin_word():
+    """A combining mark or a format character (soft hyphen, zero-width space, ...) after a Latin letter belongs to
+    its word: no "so" in decomposed "só" / "söme", nor in "al\u00adso"; after other characters it is no letter."""
+    nfd = unicodedata.normalize("NFD", "Ela disse só isso.")
+    assert nfd != "Ela disse só isso." and tag(nfd) == []
+    assert tag("so\u0308me") == [] and tag("al\u00adso") == [] and tag("al\u200bso") == []
+    assert tag("so\u200b wait") == [("wait", "wait")]  # "so" + a zero-width space is still "so" + a letter run
+    assert tag("al\u0301\u0301\u0301so") == [] and tag("al\u0301\u0301\u0301\u0301so") == []
+    assert tag("\ufeffWait, so") == [("Wait", "wait"), ("so", "so")]  # a BOM at the start of the text
+    assert tag("所以\u200bwait") == [("wait", "wait")]  # after CJK the zero-width space is a boundary
+    lex = Lexicon(["so\u0301", "wait"], name="t")  # a phrase ending with a mark has the end boundary too
+    assert tag("so\u0301 x", lex) == [("so\u0301", "so\u0301")] and tag("so\u0301me", lex) == []
+
+
+def test_nfc_tokenizer_on_decomposed_text_paths_agree():
+    """A tokenizer that normalises to NFC (Qwen2 does) sees "só" where the text has "so" + U+0301: the text path
+    (offsets into the decomposed text) and the id path (the composed text) agree."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.normalizer = normalizers.NFC()
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(CORPUS[:50] + ["Só isso. Café e pão, so we check"] * 5, trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk)
+    tagger = PlanningTagger(PAPER, tok)
+    for text in ["Ela disse só isso, so we check.", "so\u0308me more, so", "Café: so\u0301 wait"]:
+        nfd = unicodedata.normalize("NFD", text)
+        ids, from_text = tagger.encode(nfd)
+        assert from_text.tolist() == tagger.token_mask(ids).tolist(), nfd
+        assert from_text.any()
+
+
 def test_latin_word_boundaries_token_ids_path(bpe_tokenizer):
     tagger = PlanningTagger(PAPER, bpe_tokenizer)
     text = "所以wait，我们再检查一下。但是hmm"
@@ -93,6 +129,23 @@ def test_overlapping_occurrences_in_token_masks(bpe_tokenizer):
     assert tagger.token_masks([ids])[0].tolist() == expected
 
 
+def test_one_id_sequence(bpe_tokenizer):
+    """planning_ratio takes one id sequence (list, 1-D array, 1-D tensor) as one sequence, like one string;
+    token_masks wants a batch and says so."""
+    tagger = PlanningTagger(PAPER, bpe_tokenizer)
+    text = "But wait, let's check the answer."
+    ids = bpe_tokenizer(text, add_special_tokens=False)["input_ids"]
+    want = tagger.planning_ratio(text)
+    assert 0 < want < 1
+    for one in (ids, tuple(ids), np.array(ids), torch.tensor(ids)):
+        assert tagger.planning_ratio(one) == want
+    assert tagger.planning_ratio([ids]) == tagger.planning_ratio(np.array([ids])) == want
+    for one in (ids, np.array(ids), torch.tensor(ids)):
+        with pytest.raises(TypeError, match=r"token_mask\(ids\)"):
+            tagger.token_masks(one)
+    assert tagger.token_mask(np.array(ids)).tolist() == tagger.token_mask(text).tolist()
+
+
 def test_planning_ratio_accepts_text(bpe_tokenizer):
     tagger = PlanningTagger(PAPER, bpe_tokenizer)
     text = "wait, let me check"
@@ -116,6 +169,28 @@ def test_longest_match_and_overlaps():
     assert tag("wait, no") == [("wait, no", "wait, no")]
     # leftmost-longest, then resume after the match: "need to find" hides the later "find out how many"
     assert tag("we need to find out how many") == [("need to find", "need to find")]
+
+
+def test_longest_match_with_apostrophe_and_optional_apostrophe():
+    """"charles'" ends with an apostrophe, "charles's idea" continues with an optional-apostrophe "s": both match
+    the apostrophe of "charles's idea"; the longer one wins, whatever the lexicon's order."""
+    text = "charles's idea, charles' idea, charles’s plan"
+    for phrases in (["charles'", "charles's idea"], ["charles's idea", "charles'"]):
+        lex = Lexicon(phrases, name="t")
+        assert tag(text, lex) == reference_spans(text, lex) == [
+            ("charles's idea", "charles's idea"), ("charles'", "charles'"), ("charles’", "charles'")]
+        assert PlanningTagger(lex).mask_spans("charles's idea").tolist() == [[0, 14]]
+    lex = Lexicon(["don'", "don't stop"], name="t")
+    assert tag("don't stop, don' go", lex) == [("don't stop", "don't stop"), ("don'", "don'")]
+
+
+def test_contraction_rule_is_the_lexicons():
+    """The optional apostrophe follows a letter (`str.isalpha`) in the lexicon's keys and in the pattern alike, so
+    every phrase matches its own text: "x²'s" keeps its apostrophe ("²" is no letter)."""
+    lex = Lexicon(["x²'s value", "Ⅻ's reign", "it's"], name="t")
+    for p in lex:
+        assert tag(p.text, lex) == [(p.text, p.text)], p.text
+    assert tag("x²s value", lex) == [] and tag("its", lex) == [("its", "it's")]
 
 
 def test_empty_text_and_empty_lexicon():
@@ -154,6 +229,36 @@ def _sorted_variants(lexicon):
     return variants
 
 
+_WORD = re.compile("[0-9a-zA-Z\u00aa\u00b5\u00ba\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff]")  # Latin
+
+
+def _attached(ch):
+    """A combining mark of the general-purpose blocks or a format character (docs/planning.md rule 4)."""
+    return unicodedata.category(ch) == "Cf" or (unicodedata.category(ch).startswith("M") and (
+        "\u0300" <= ch <= "\u036f" or "\u1ab0" <= ch <= "\u1aff" or "\u1dc0" <= ch <= "\u1dff"
+        or "\u20d0" <= ch <= "\u20ff" or "\ufe00" <= ch <= "\ufe0f" or "\ufe20" <= ch <= "\ufe2f"))
+
+
+def _starts_word(v):
+    return bool(_WORD.match(v[0]))
+
+
+def _ends_word(v):
+    v = v.rstrip("".join(ch for ch in set(v) if _attached(ch)))
+    return bool(v) and bool(_WORD.match(v[-1]))
+
+
+def _word_before(norm, i):
+    """Whether a phrase starting at `i` follows a Latin word: a Latin letter or digit, directly or through 1-3
+    attached characters; 4 or more attached characters block a start whatever precedes them."""
+    run = 0
+    while i - run - 1 >= 0 and _attached(norm[i - run - 1]):
+        run += 1
+    if run > 3:
+        return True
+    return i - run - 1 >= 0 and bool(_WORD.match(norm[i - run - 1]))
+
+
 def reference_spans(text, lexicon):
     """Normalise the text (fold, one apostrophe, whitespace runs -> one space, keeping an index map), then
     scan left to right: at each position the longest literal variant with word boundaries wins."""
@@ -168,16 +273,15 @@ def reference_spans(text, lexicon):
         idx.append(i)
     norm = "".join(norm)
     variants = _sorted_variants(lexicon)
-    word = re.compile("[0-9a-zA-Z\u00aa\u00b5\u00ba\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff]")  # Latin
     out, i = [], 0
     while i < len(norm):
         for v, phrase in variants:
             j = i + len(v)
             if not norm.startswith(v, i):
                 continue
-            if word.match(v[0]) and i > 0 and word.match(norm[i - 1]):
+            if _starts_word(v) and _word_before(norm, i):
                 continue
-            if word.match(v[-1]) and j < len(norm) and word.match(norm[j]):
+            if _ends_word(v) and j < len(norm) and (_WORD.match(norm[j]) or _attached(norm[j])):
                 continue
             start, end = idx[i], idx[j - 1] + 1
             out.append((text[start:end], phrase))
@@ -190,7 +294,7 @@ def reference_spans(text, lexicon):
 
 FRAGMENTS = ["so", "also", "again", "let's", "lets", "let’s", "let", "verify", "but", "wait", "BUT", "Wait",
              ",", "no", "check", "if", "we", "can", "see", "that", "doesn't", "work", "it's", "its", "better",
-             "x", "7", "?", "!", "é", "所以", "，", "д", "_"]
+             "x", "7", "?", "!", "é", "所以", "，", "д", "_", "\u0301", "\u0308", "\u00ad", "\u200b", "\ufeff"]
 SEPS = [" ", " ", " ", "", "  ", "\n", "\t"]
 
 
@@ -454,3 +558,76 @@ def test_padded_masks_of_a_trainer_batch(bpe_tokenizer):
 
 def test_planning_fraction_is_the_old_name_of_planning_ratio():
     assert PlanningTagger.planning_fraction is PlanningTagger.planning_ratio
+
+
+# --- other decoders ---------------------------------------------------------------------------------
+
+def _suffix_bpe(byte_level: bool):
+    """BPE whose tokens end words with "</w>": OpenAI-GPT style (BPEDecoder) or CLIP style (byte level)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>", end_of_word_suffix="</w>"))
+    if byte_level:
+        tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(),
+                                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        tk.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    else:
+        tk.pre_tokenizer = pre_tokenizers.Whitespace()
+        tk.decoder = decoders.BPEDecoder(suffix="</w>")
+        alphabet = []
+    tk.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>"],
+                                                       end_of_word_suffix="</w>", initial_alphabet=alphabet))
+    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>")
+
+
+@pytest.mark.parametrize("byte_level", [False, True])
+def test_end_of_word_suffix_tokenizers(byte_level):
+    """"wait</w>" decodes to "wait" and a word end (a space): the id path finds the phrases the text path finds
+    (texts without punctuation: these tokenizers split it off, so the ids cannot tell "let's" from "let ' s")."""
+    tok = _suffix_bpe(byte_level)
+    tagger = PlanningTagger(PAPER, tok)
+    texts = ["So we can use the fact that it works", "but wait we need to check the answer again",
+             "also the soap then the plan"]
+    n_planning = 0
+    for text in texts:
+        ids, from_text = tagger.encode(text)
+        assert any(t.endswith("</w>") for t in tok.convert_ids_to_tokens(ids))
+        assert tagger.token_mask(ids).tolist() == from_text.tolist(), text
+        n_planning += int(from_text.sum())
+    assert n_planning >= 8
+
+
+def test_tokenizer_without_decoder():
+    """No decoder: Hugging Face joins the tokens with spaces, and so does the id path."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.train_from_iterator(CORPUS, trainers.WordLevelTrainer(special_tokens=["<unk>"]))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>")
+    tagger = PlanningTagger(PAPER, tok)
+    text = "Also, so we can use the fact that x"
+    ids, from_text = tagger.encode(text)
+    assert from_text.any() and tagger.token_mask(ids).tolist() == from_text.tolist()
+
+
+def test_unsupported_decoder_warns():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.decoder = decoders.CTC()
+    tk.train_from_iterator(CORPUS, trainers.WordLevelTrainer(special_tokens=["<unk>"]))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>")
+    with pytest.warns(UserWarning, match=r"CTC.*not supported.*token_mask\(text\)"):
+        PlanningTagger(PAPER, tok).token_mask([1, 2, 3])
+
+
+def test_supported_tokenizers_do_not_warn(bpe_tokenizer, sp_tokenizer, recwarn):
+    for tok in (bpe_tokenizer, sp_tokenizer, _suffix_bpe(False)):
+        PlanningTagger(PAPER, tok).token_mask([1, 2, 3])
+    assert not [w for w in recwarn if "not supported" in str(w.message)]

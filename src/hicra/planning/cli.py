@@ -58,8 +58,8 @@ def register(subparsers) -> None:
                       "in it are not counted for that solution")
     mine.add_argument("--n", default="3-5", help="n-gram lengths, 'A-B' or 'N' (default 3-5)")
     mine.add_argument("--top", type=float, default=0.2, help="fraction of clusters to keep (default 0.2)")
-    mine.add_argument("--min-df", type=int, default=5, help="minimum document frequency of an n-gram (default 5)")
-    mine.add_argument("--max-candidates", type=int, default=4000, help="most frequent n-grams embedded (4000)")
+    mine.add_argument("--min-df", type=int, default=5, help="minimum document frequency of an n-gram, >= 1 (default 5)")
+    mine.add_argument("--max-candidates", type=int, default=4000, help="most frequent n-grams embedded, >= 1 (4000)")
     mine.add_argument("--distance", type=float, default=0.3,
                       help="cosine distance at which the cluster tree is cut (default 0.3)")
     mine.add_argument("--name", help="lexicon name (default: the output file's stem)")
@@ -230,6 +230,10 @@ def _mine(args) -> int:
         raise InputError(f"--top must be in (0, 1], got {args.top}")
     if not args.distance >= 0:  # scikit-learn's own bound, checked before the slow reading and embedding
         raise InputError(f"--distance must be >= 0, got {args.distance}")
+    if args.min_df < 1:
+        raise InputError(f"--min-df must be >= 1, got {args.min_df}")
+    if args.max_candidates < 1:
+        raise InputError(f"--max-candidates must be >= 1, got {args.max_candidates}")
     out = Path(args.out)
     report_path = Path(args.report) if args.report else out.with_name(out.stem + ".report.json")
     docs, seen = [], 0

@@ -30,10 +30,30 @@ CATEGORIES = ("deduction", "branching", "backtracking", "verification", "other")
 APOSTROPHES = "'\u2019\u2018\u02bc"
 _APOS_RE = re.compile(f"[{APOSTROPHES}]")
 _WS_RE = re.compile(r"\s+")
-# An apostrophe is optional (dropped from the key) in the two English contraction positions the paper's
-# apostrophe-less list needs: before an "s" that follows a letter ("let's" = "lets", "it's" = "its") and
-# between "n" and "t" ("doesn't" = "doesnt", "can't" = "cant").
-_OPTIONAL_APOS_RE = re.compile(r"(?<=[^\W\d_])'(?=s)|(?<=n)'(?=t)")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+# Characters that belong to the word of a Latin letter right before them (tagger word boundaries, mining words):
+# the combining marks of the general-purpose combining blocks ("o" + U+0308 is "ö"; variation selectors too) and
+# the invisible format characters (Unicode category Cf) of the Basic Multilingual Plane: soft hyphen, zero-width
+# space, joiners, bidirectional controls, BOM, ... As regex character-class bodies.
+COMBINING_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe00-\ufe0f\ufe20-\ufe2f"
+FORMAT_CHARS = ("\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
+                "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb")
+
+
+def optional_apostrophe(before: str, after: str) -> bool:
+    """Whether an apostrophe between the characters `before` and `after` is a contraction apostrophe, optional in
+    matching: before an "s" that follows a letter (`str.isalpha`: "let's" = "lets", "it's" = "its") and between "n"
+    and "t" ("doesn't" = "doesnt", "can't" = "cant"), the two positions the paper's apostrophe-less list needs."""
+    return (after == "s" and before.isalpha()) or (before == "n" and after == "t")
+
+
+def lone_surrogate(text: str) -> str | None:
+    """'U+D800 at character N' (N from 1) for the first lone surrogate in `text` (a JSON escape such as \\ud800
+    that is not half of a pair: not Unicode text, cannot be written out), else None."""
+    m = _SURROGATE_RE.search(text)
+    return None if m is None else f"U+{ord(m.group()):04X} at character {m.start() + 1}"
 
 
 def fold(text: str) -> str:
@@ -61,7 +81,9 @@ def phrase_key(text: str) -> str:
     made one space, outer whitespace stripped. Two strings with the same key match each other.
     """
     text = _APOS_RE.sub("'", fold(text))
-    text = _OPTIONAL_APOS_RE.sub("", text)
+    if "'" in text:
+        text = "".join(ch for i, ch in enumerate(text)
+                       if not (ch == "'" and 0 < i < len(text) - 1 and optional_apostrophe(text[i - 1], text[i + 1])))
     return _WS_RE.sub(" ", text).strip()
 
 
@@ -75,18 +97,20 @@ class Phrase:
         return phrase_key(self.text)
 
 
-def _as_phrase(item: Any, default_category: str = "other") -> Phrase:
+def _as_phrase(item: Any, number: int, default_category: str = "other") -> Phrase:
+    """`item` as a Phrase; ValueError "phrase NUMBER: ..." if it is none."""
     if isinstance(item, Phrase):
         return item
     if isinstance(item, str):
         return Phrase(item, default_category)
     if isinstance(item, Mapping):
         if "text" not in item:
-            raise ValueError(f"phrase entry without 'text': {dict(item)!r}")
+            raise ValueError(f"phrase {number}: entry without 'text': {dict(item)!r}")
         return Phrase(item["text"], item.get("category", default_category))
     if isinstance(item, (tuple, list)) and len(item) == 2:
         return Phrase(item[0], item[1])
-    raise ValueError(f"not a phrase: {item!r}")
+    raise ValueError(f"phrase {number}: not a phrase (a string, an object with 'text', or a (text, category) "
+                     f"pair): {item!r}")
 
 
 class Lexicon:
@@ -100,9 +124,12 @@ class Lexicon:
         items: list[Phrase] = []
         by_key: dict[str, Phrase] = {}
         for i, item in enumerate(phrases, start=1):  # phrase N counts from 1, as rows do in every message
-            phrase = _as_phrase(item)
+            phrase = _as_phrase(item, i)
             if not isinstance(phrase.text, str):
                 raise ValueError(f"phrase {i}: text must be a string, got {type(phrase.text).__name__}")
+            bad = lone_surrogate(phrase.text)
+            if bad:
+                raise ValueError(f"phrase {i}: lone surrogate {bad} (not Unicode text)")
             if phrase.category not in CATEGORIES:
                 raise ValueError(f"phrase {i} ({phrase.text!r}): unknown category {phrase.category!r}; "
                                  f"expected one of {', '.join(CATEGORIES)}")
@@ -157,7 +184,7 @@ class Lexicon:
     def extend(self, phrases: Iterable[Phrase | str | Mapping | tuple], category: str = "other",
                name: str | None = None) -> Lexicon:
         """This lexicon plus new phrases (bare strings get `category`); a duplicate raises ValueError."""
-        new = [_as_phrase(p, category) for p in phrases]
+        new = [_as_phrase(p, len(self) + i, category) for i, p in enumerate(phrases, start=1)]
         return Lexicon([*self.phrases, *new], name=name or self.name, description=self.description)
 
     # --- files --------------------------------------------------------------------------------------
@@ -195,6 +222,10 @@ class Lexicon:
         phrases = data.get("phrases")
         if not isinstance(phrases, list):
             raise InputError("missing or non-list 'phrases'", path=path, field="phrases")
+        for key in ("name", "description"):
+            bad = lone_surrogate(data[key]) if isinstance(data.get(key), str) else None
+            if bad:
+                raise InputError(f"lone surrogate {bad} (not Unicode text)", path=path, field=key)
         try:
             return cls(phrases, name=data.get("name") or (Path(path).stem if path else "custom"),
                        description=data.get("description", ""))
@@ -229,11 +260,12 @@ class Lexicon:
 
     @classmethod
     def resolve(cls, name_or_path: str | Path | Lexicon) -> Lexicon:
-        """A Lexicon as is, a preset by name, or a lexicon file by path (CLI helper)."""
+        """A Lexicon as is, a preset by name, or a lexicon file by path (CLI helper). A preset name means the
+        preset unless a file (not a folder) of that name exists."""
         if isinstance(name_or_path, Lexicon):
             return name_or_path
         s = str(name_or_path)
-        if s in cls.presets() and not Path(s).exists():
+        if s in cls.presets() and not Path(s).is_file():
             return cls.preset(s)
         if Path(s).exists() or any(c in s for c in "/\\."):
             return cls.load(s)

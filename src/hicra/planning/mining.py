@@ -3,10 +3,14 @@
 1. Read the corpus: JSON lines; the text (and correctness, and optionally problem statement) are found by dotted
    field paths, where a `*` segment runs over every key of an object (`*.solution` with `*.is_correct` reads the
    four model solutions of a GSM8K `model_solutions.jsonl` row, paired by key). Only correct solutions are used.
-2. Candidates: word n-grams (n in [n_min, n_max], default 3-5) inside clauses. Words are runs of letters (with
-   inner apostrophes / hyphens); any number, symbol or punctuation ends a clause, so no n-gram contains a number,
-   a symbol or a formula fragment. Case-folded. With a question field, an n-gram that also occurs in the problem
-   statement of the same row is not counted for that solution (it restates the problem; it is not planning).
+2. Candidates: word n-grams (n in [n_min, n_max], default 3-5) inside clauses. Text is cut into runs of letters,
+   digits, "_", combining marks and format characters (with inner apostrophes / hyphens), and single other
+   characters; a word is a run of letters (and combining marks) only. Anything else ends a clause: a number,
+   symbol or punctuation, and a run that mixes letters with digits ("5th", "3kg") or holds "_" or an invisible
+   format character. So no n-gram contains a number, a symbol or a formula fragment, and every n-gram is found
+   by the tagger where it was counted (its words are whole words there). Case-folded. With a question field, an
+   n-gram that also occurs in the problem statement of the same row is not counted for that solution (it
+   restates the problem; it is not planning).
 3. Document frequency df(g) = number of distinct solutions containing g; keep g with df >= min_df, then at most
    `max_candidates` of them by df (ties: alphabetical).
 4. Embed each candidate with all-MiniLM-L6-v2 (unit-normalised) and cluster by agglomerative clustering, average
@@ -31,40 +35,59 @@ import numpy as np
 
 from hicra.errors import InputError
 from hicra.fileio import read_correctness, read_jsonl
-from hicra.planning.lexicon import Lexicon, Phrase, phrase_key
+from hicra.planning.lexicon import (
+    APOSTROPHES,
+    COMBINING_MARKS,
+    FORMAT_CHARS,
+    Lexicon,
+    Phrase,
+    lone_surrogate,
+    phrase_key,
+)
 
-_TOKEN_RE = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*|\S")
-_WORD_RE = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
+# A run: letters, digits, "_", combining marks and format characters, with inner apostrophes / hyphens (the
+# characters the tagger's word boundary treats as part of a word, and more); or one other non-space character.
+_RUN = f"[\\w{COMBINING_MARKS}{FORMAT_CHARS}]+"
+_TOKEN_RE = re.compile(f"{_RUN}(?:[{APOSTROPHES}-]{_RUN})*|\\S")
+_MARK_RE = re.compile(f"[{COMBINING_MARKS}]")
 
 
 # --- reading the corpus ---------------------------------------------------------------------------------
 
-def _resolve(obj, parts: list[str], path: str, fname: str, line: int, prefix: str = "") -> dict[str, object]:
-    """Values at a dotted path, keyed by what the `*` segments matched ("" when the path has no `*`)."""
+def _resolve(obj, parts: list[str], path: str, fname: str, line: int,
+             keys: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
+    """Values at a dotted path, keyed by the keys the `*` segments matched (() when the path has no `*`)."""
     if not parts:
-        return {prefix: obj}
+        return {keys: obj}
     head, rest = parts[0], parts[1:]
     if not isinstance(obj, dict):
         raise InputError("expected an object on the field path", path=path, row=line, field=fname)
     if head == "*":
-        out: dict[str, object] = {}
+        out: dict[tuple[str, ...], object] = {}
         for key, value in obj.items():
             if isinstance(value, dict) or not rest:
                 try:
-                    out.update(_resolve(value, rest, path, fname, line, f"{prefix}{key}."))
+                    out.update(_resolve(value, rest, path, fname, line, (*keys, key)))
                 except InputError:
                     continue  # a key whose value lacks the rest of the path is not part of the wildcard
         return out
     if head not in obj:
         raise InputError("missing field", path=path, row=line, field=fname)
-    return _resolve(obj[head], rest, path, fname, line, prefix)
+    return _resolve(obj[head], rest, path, fname, line, keys)
 
 
-def _field_values(row, fname: str, path: str, line: int) -> dict[str, object]:
+def _field_values(row, fname: str, path: str, line: int) -> dict[tuple[str, ...], object]:
     values = _resolve(row, fname.split("."), path, fname, line)
     if not values:
         raise InputError("no value matches the field path", path=path, row=line, field=fname)
     return values
+
+
+def field_name(fname: str, keys: tuple[str, ...]) -> str:
+    """The concrete field path: the `*` segments of `fname` replaced, in order, by the matched `keys`
+    ("models.*.ok", ("b",) -> "models.b.ok"); a `*` without a key stays."""
+    parts, it = fname.split("."), iter(keys)
+    return ".".join(next(it, p) if p == "*" else p for p in parts)
 
 
 @dataclass
@@ -86,30 +109,46 @@ def read_corpus(path: str | Path, text_field: str, correct_field: str | None = N
             q = _field_values(row, question_field, path, line_no)
             if len(q) != 1 or not isinstance(next(iter(q.values())), str):
                 raise InputError("expected one string", path=path, row=line_no, field=question_field)
-            question = next(iter(q.values()))
+            qkey, question = next(iter(q.items()))
+            _check_text(question, path, line_no, field_name(question_field, qkey))
         for key, text in texts.items():
-            fname = f"{key}{text_field.split('.')[-1]}" if key else text_field
+            fname = field_name(text_field, key)
             if not isinstance(text, str):
                 raise InputError(f"expected a string, got {type(text).__name__}", path=path, row=line_no,
                                  field=fname)
+            _check_text(text, path, line_no, fname)
             ok = True
             if correct is not None:
-                ckey = key if key in correct else ""
+                ckey = key if key in correct else ()
+                cname = field_name(correct_field, ckey or key)
                 if ckey not in correct:
-                    cname = f"{key}{correct_field.split('.')[-1]}"
                     raise InputError("missing field", path=path, row=line_no, field=cname)
-                ok = read_correctness(correct[ckey], path, line_no, correct_field)
-            yield Document(text, question, f"{line_no}:{key.rstrip('.')}"), ok
+                ok = read_correctness(correct[ckey], path, line_no, cname)
+            yield Document(text, question, f"{line_no}:{'.'.join(key)}"), ok
+
+
+def _check_text(text: str, path: str, line: int, fname: str) -> None:
+    bad = lone_surrogate(text)
+    if bad:
+        raise InputError(f"lone surrogate {bad} (a \\uXXXX escape that is not half of a pair; not Unicode text)",
+                         path=path, row=line, field=fname)
 
 
 # --- n-grams --------------------------------------------------------------------------------------------
 
+def _is_word(tok: str) -> bool:
+    """A token of `_TOKEN_RE` that is a word: letters and combining marks (inner apostrophes / hyphens)."""
+    return any(ch.isalpha() for ch in tok) and all(
+        ch.isalpha() or ch in APOSTROPHES or ch == "-" or _MARK_RE.match(ch) for ch in tok)
+
+
 def clauses(text: str) -> list[list[str]]:
-    """Runs of consecutive words (case-folded); numbers, symbols and punctuation split runs."""
+    """Runs of consecutive words (case-folded); numbers, symbols, punctuation and runs that are not words
+    ("5th", "x_1") split runs."""
     out, run = [], []
     for m in _TOKEN_RE.finditer(text):
         tok = m.group()
-        if _WORD_RE.fullmatch(tok):
+        if _is_word(tok):
             run.append(phrase_key(tok))  # case-folded, "let's" -> "lets": the form the tagger matches
         else:
             if run:
@@ -170,6 +209,10 @@ def mine(docs: list[Document], n_min: int = 3, n_max: int = 5, top: float = 0.2,
         raise ValueError(f"top must be in (0, 1], got {top}")
     if not 1 <= n_min <= n_max:
         raise ValueError(f"need 1 <= n_min <= n_max, got {n_min}, {n_max}")
+    if min_df < 1:
+        raise ValueError(f"min_df must be >= 1, got {min_df}")
+    if max_candidates < 1:
+        raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
     df: Counter = Counter()
     doc_grams: list[set[str]] = []
     question_cache: dict[str, set[str]] = {}
@@ -211,7 +254,8 @@ def mine(docs: list[Document], n_min: int = 3, n_max: int = 5, top: float = 0.2,
         members = sorted(np.nonzero(labels == label)[0].tolist(), key=lambda i: (-df[candidates[i]], candidates[i]))
         covered = set().union(*(docs_of[i] for i in members))
         clusters.append({"members": members, "doc_freq": len(covered)})
-    clusters.sort(key=lambda c: (-c["doc_freq"], -len(c["members"]), candidates[c["members"][0]]))
+    # ties: the larger cluster, then the cluster whose alphabetically first phrase comes first
+    clusters.sort(key=lambda c: (-c["doc_freq"], -len(c["members"]), min(candidates[i] for i in c["members"])))
     n_keep = max(1, math.ceil(top * len(clusters) - 1e-9))
 
     # categories from the nearest reference phrase

@@ -6,8 +6,10 @@ Matching rules (docs/planning.md):
     (an apostrophe may appear or not before an "s" that follows a letter, and between "n" and "t");
   * any run of whitespace in the text matches the single space of a phrase;
   * word boundaries: a phrase that starts (ends) with a Latin letter or digit does not match right after (before)
-    another Latin letter or digit, so "so" never matches inside "also"; any other character is a boundary, so a
-    phrase next to CJK text matches ("所以wait，" holds "wait"; language mixing is common in R1-style traces);
+    another Latin letter or digit, so "so" never matches inside "also"; combining marks and invisible format
+    characters (soft hyphen, zero-width space, ...) after a Latin letter belong to its word, so no "so" in
+    decomposed "söme" or in "al\u00adso"; any other character is a boundary, so a phrase next to CJK text matches
+    ("所以wait，" holds "wait"; language mixing is common in R1-style traces);
   * occurrences for counting (`char_spans`, `spans`, semantic entropy): leftmost-longest, non-overlapping:
     scanning left to right, the first position where some phrase matches wins, and there the longest phrase wins
     ("so again" beats "so"); scanning resumes after it;
@@ -19,9 +21,9 @@ Matching rules (docs/planning.md):
 Token masks: a token is planning iff its character span overlaps an occurrence (`start < span_end` and
 `end > span_start`), i.e. it is part of any occurrence. From text, the character spans are the tokenizer's offsets. From token ids, every vocabulary
 id is turned once into the bytes it decodes to (byte-level BPE, SentencePiece/Metaspace with byte fallback,
-WordPiece, or the tokenizer's own per-token string as a fallback); a batch is joined into one string with a
-NUL separator, one compiled regex runs over it, and character spans are mapped back to tokens with
-`numpy.searchsorted`.
+WordPiece, BPE with an end-of-word suffix such as "</w>", no decoder; otherwise the tokenizer's own per-token
+string, with a warning); a batch is joined into one string with a NUL separator, one compiled regex runs over it,
+and character spans are mapped back to tokens with `numpy.searchsorted`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,17 @@ from typing import Any
 
 import numpy as np
 
-from hicra.planning.lexicon import APOSTROPHES, Lexicon, Phrase, fold, phrase_key
+from hicra.planning.lexicon import (
+    APOSTROPHES,
+    COMBINING_MARKS,
+    FORMAT_CHARS,
+    Lexicon,
+    Phrase,
+    fold,
+    lone_surrogate,
+    optional_apostrophe,
+    phrase_key,
+)
 
 _SEP = b"\x00"  # separates sequences (and stands for special tokens): no phrase can match across it
 
@@ -59,7 +71,7 @@ def _units(key: str) -> list[str]:
             units.append(r"\s+")
         elif ch == "'":
             units.append(f"[{APOSTROPHES}]")
-        elif (ch == "s" and prev.isalpha()) or (ch == "t" and prev == "n"):
+        elif ch in "st" and optional_apostrophe(prev, ch):
             units.append(f"[{APOSTROPHES}]?{ch}")  # the contraction positions of `phrase_key`
         else:
             units.append(re.escape(ch))
@@ -70,33 +82,55 @@ def _units(key: str) -> list[str]:
 # case folding) and ASCII digits. CJK, Cyrillic, punctuation, spaces and NUL are boundaries.
 _LATIN_WORD = "0-9a-zA-Z\u00aa\u00b5\u00ba\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff"
 _LATIN_WORD_RE = re.compile(f"[{_LATIN_WORD}]")
+# Combining marks and invisible format characters (soft hyphen, zero-width space, ...) right after a Latin letter
+# belong to its word: "so" is not in "so\u0308me" (decomposed "söme") nor in "al\u00adso".
+_ATTACHED = COMBINING_MARKS + FORMAT_CHARS
+_MAX_ATTACHED = 3  # runs up to this long are looked through before a phrase; a longer run blocks a phrase start
+# The start boundary, checked after the phrase's first character (a Latin letter or digit): not right after a
+# Latin letter or digit, nor after one followed by 1.._MAX_ATTACHED attached characters, nor after a longer run.
+_START_BOUNDARY = (f"(?<![{_LATIN_WORD}].)"
+                   + "".join(f"(?<![{_LATIN_WORD}][{_ATTACHED}]{{{k}}}.)" for k in range(1, _MAX_ATTACHED + 1))
+                   + f"(?<![{_ATTACHED}]{{{_MAX_ATTACHED + 1}}}.)")
+# The end boundary, after a phrase's last character (a Latin letter or digit): no Latin letter, digit or attached
+# character follows.
+_END_BOUNDARY = f"(?![{_LATIN_WORD}{_ATTACHED}])"
+_APOS_UNIT = f"[{APOSTROPHES}]"
+_TRAILING_ATTACHED_RE = re.compile(f"[{_ATTACHED}]+$")
 
 
 def _is_word_char(ch: str) -> bool:
     return _LATIN_WORD_RE.match(ch) is not None
 
 
+def _ends_in_word(key: str) -> bool:
+    """Whether a phrase key ends with a Latin letter or digit, or with marks / format characters attached to one."""
+    return _is_word_char(_TRAILING_ATTACHED_RE.sub("", key)[-1:] or " ")
+
+
 def build_pattern(keys: list[str]) -> re.Pattern:
     """One regex for all phrase keys: a trie of units, longer continuations tried before ending.
 
     Children of a trie node start with different characters, so at most one path can match and the engine's
-    first success is the longest phrase starting at that position. The start boundary is checked after the
-    first character, `(?<![LATIN].)`, so that every alternative begins with a literal and `re` can skip positions
-    whose character starts no phrase (LATIN: the Latin letters and digits of `_LATIN_WORD`).
+    first success is the longest phrase starting at that position. One exception: an apostrophe `[APOS]` and an
+    optional-apostrophe unit `[APOS]?s` (or `?t`) both match an apostrophe. The apostrophe unit is tried last: the
+    other one matches one more character, and no continuation of the apostrophe unit starts with that letter
+    (`phrase_key` drops such apostrophes), so the first success is still the longest ("charles's idea" beats
+    "charles'"). The start boundary (`_START_BOUNDARY`) is checked after the first character, so that every
+    alternative begins with a literal and `re` can skip positions whose character starts no phrase.
     """
     trie: dict = {}
     for key in keys:
         node = trie
         for unit in _units(key):
             node = node.setdefault(unit, {})
-        node[""] = f"(?![{_LATIN_WORD}])" if _is_word_char(key[-1]) else ""  # end marker: end boundary
+        node[""] = _END_BOUNDARY if _ends_in_word(key) else ""  # end marker: end boundary
 
     def emit(node: dict, root: bool = False) -> str:
         alts = []
-        for unit in sorted(u for u in node if u):
+        for unit in sorted((u for u in node if u), key=lambda u: (u == _APOS_UNIT, u)):
             head = unit
             if root and _is_word_char(re.sub(r"\\", "", unit)[:1] or " "):
-                head = unit + f"(?<![{_LATIN_WORD}].)"
+                head = unit + _START_BOUNDARY
             alts.append(head + emit(node[unit]))
         if "" in node:
             alts.append(node[""])  # ending here is tried last: longest match first
@@ -124,12 +158,16 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs), strict=True))
 
 
-def _decoder_types(tokenizer) -> set[str]:
+def _tokenizer_spec(tokenizer) -> dict | None:
+    """The fast tokenizer's JSON description (its `tokenizer.json`), or None for a slow tokenizer."""
     try:
-        spec = json.loads(tokenizer.backend_tokenizer.to_str()).get("decoder") or {}
+        return json.loads(tokenizer.backend_tokenizer.to_str())
     except Exception:  # not a fast tokenizer: only the generic path is possible
-        return set()
-    types, stack = set(), [spec]
+        return None
+
+
+def _decoder_types(spec: dict) -> set[str]:
+    types, stack = set(), [spec.get("decoder") or {}]
     while stack:
         d = stack.pop()
         types.add(d.get("type"))
@@ -139,15 +177,42 @@ def _decoder_types(tokenizer) -> set[str]:
     return types
 
 
+def _word_end_suffix(spec: dict) -> str:
+    """The end-of-word suffix of the tokens ("</w>" for CLIP and OpenAI-GPT style BPE), or ""."""
+    suffix = (spec.get("model") or {}).get("end_of_word_suffix") or ""
+    stack = [spec.get("decoder") or {}]
+    while stack and not suffix:
+        d = stack.pop()
+        if d.get("type") == "BPEDecoder":
+            suffix = d.get("suffix") or ""
+        stack.extend(d.get("decoders") or [])
+    return suffix
+
+
 _BYTE_FALLBACK_RE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
 def vocab_bytes(tokenizer) -> list[bytes]:
-    """Bytes each vocabulary id decodes to, index = id; special tokens map to a NUL separator."""
+    """Bytes each vocabulary id decodes to, index = id; special tokens map to a NUL separator.
+
+    Supported: fast tokenizers whose decoder is byte-level BPE, SentencePiece/Metaspace (with byte fallback),
+    WordPiece, or BPE with an end-of-word suffix (BPEDecoder, or byte-level with the suffix as CLIP has it), or
+    that have no decoder (tokens joined by spaces). For any other tokenizer each token is decoded on its own,
+    which loses what the decoder adds between tokens: a UserWarning says so."""
     n = len(tokenizer)
     tokens = tokenizer.convert_ids_to_tokens(list(range(n)))
-    kinds = _decoder_types(tokenizer)
+    spec = _tokenizer_spec(tokenizer)
+    kinds = _decoder_types(spec) if spec is not None else set()
+    suffix = _word_end_suffix(spec) if spec is not None else ""
     byte_decoder = {c: b for b, c in _bytes_to_unicode().items()} if "ByteLevel" in kinds else None
+    no_decoder = spec is not None and not spec.get("decoder")
+    if not (kinds & {"ByteLevel", "Metaspace", "WordPiece", "BPEDecoder"} or no_decoder):
+        import warnings
+
+        what = f"decoder {sorted(t for t in kinds if t)}" if spec is not None else "slow (Python) tokenizer"
+        warnings.warn(f"planning masks from token ids: {type(tokenizer).__name__} ({what}) is not supported; each "
+                      "token is decoded alone, so spaces between tokens may be lost and masks from ids may miss "
+                      "phrases: tag text (token_mask(text)) instead", UserWarning, stacklevel=2)
     special = set(tokenizer.all_special_ids)
     added = {i: t for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()}
     out: list[bytes] = []
@@ -156,21 +221,31 @@ def vocab_bytes(tokenizer) -> list[bytes]:
         m = _BYTE_FALLBACK_RE.match(tok) if byte_fallback and tok else None
         if m:  # "<0x47>": one raw byte (checked first: some tokenizers register these as special tokens)
             out.append(bytes([int(m.group(1), 16)]))
-        elif tok is None or i in special or (i in added and added[i].special):
+            continue
+        if tok is None or i in special or (i in added and added[i].special):
             out.append(_SEP)
-        elif i in added:  # added tokens are stored as plain text, not in the model's byte alphabet
+            continue
+        if i in added:  # added tokens are stored as plain text, not in the model's byte alphabet
             out.append(added[i].content.encode("utf-8"))
-        elif byte_decoder is not None:
+            continue
+        word_end = b""
+        if suffix and tok.endswith(suffix):  # "wait</w>": "wait" and the end of a word, a space when decoded
+            tok, word_end = tok[: -len(suffix)], b" "
+        if byte_decoder is not None:
             try:
-                out.append(bytes(byte_decoder[c] for c in tok))
+                out.append(bytes(byte_decoder[c] for c in tok) + word_end)
             except KeyError:
-                out.append(tok.encode("utf-8"))
+                out.append(tok.encode("utf-8") + word_end)
         elif "Metaspace" in kinds:
             out.append(tok.replace("▁", " ").encode("utf-8"))
         elif "WordPiece" in kinds:
             out.append(tok[2:].encode("utf-8") if tok.startswith("##") else (" " + tok).encode("utf-8"))
+        elif "BPEDecoder" in kinds:
+            out.append(tok.encode("utf-8") + word_end)
+        elif no_decoder:  # the tokenizer joins tokens with a space
+            out.append((" " + tok).encode("utf-8"))
         else:
-            out.append(tokenizer.convert_tokens_to_string([tok]).encode("utf-8"))
+            out.append(tokenizer.convert_tokens_to_string([tok]).encode("utf-8") + word_end)
     return out
 
 
@@ -200,7 +275,18 @@ def _as_id_array(seq: Any) -> np.ndarray:
     arr = np.asarray(seq)
     if arr.size and not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.bool_)):
         raise TypeError(f"expected token ids (integers), got an array of {arr.dtype}")
+    if arr.ndim == 0:
+        raise TypeError("expected a list of token-id sequences, got a single id where a sequence should be (one "
+                        "flat sequence of ids? pass [ids], or use token_mask(ids))")
     return arr.astype(np.int64).reshape(-1)
+
+
+def _is_one_id_sequence(seq: Any) -> bool:
+    """A 1-D array or tensor, or a non-empty list/tuple of integers: one token-id sequence, not a batch."""
+    if hasattr(seq, "ndim") and hasattr(seq, "shape"):  # numpy array, torch tensor
+        return seq.ndim == 1
+    return (isinstance(seq, (list, tuple)) and len(seq) > 0
+            and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in seq))
 
 
 class PlanningTagger:
@@ -275,8 +361,13 @@ class PlanningTagger:
         return self.token_masks([text_or_token_ids])[0]
 
     def encode(self, text: str) -> tuple[list[int], np.ndarray]:
-        """(token ids of `text`, no special tokens; their planning mask, aligned by the tokenizer's offsets)."""
+        """(token ids of `text`, no special tokens; their planning mask, aligned by the tokenizer's offsets).
+
+        Raises ValueError for text holding a lone surrogate (not Unicode text; tokenizers cannot take it)."""
         tok = self._require_tokenizer()
+        bad = lone_surrogate(text)
+        if bad:
+            raise ValueError(f"text holds a lone surrogate ({bad}): not Unicode text")
         enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2).copy()
         # A whitespace-only token whose offsets cover no whitespace stands for a space the tokenizer added
@@ -307,6 +398,8 @@ class PlanningTagger:
         `sequences`: a list of id sequences (lists, numpy arrays, tensors) or a 2-D array/tensor (one row per
         sequence; padding ids are ordinary ids, pass the unpadded rows to ignore them).
         Returns one bool array per sequence, of the same length.
+        Raises TypeError for one flat sequence of ids (a list of ints, a 1-D array or tensor: use `token_mask(ids)`
+        or `token_masks([ids])`) and for text.
         """
         rows = [_as_id_array(s) for s in sequences]
         if not rows:
@@ -388,11 +481,12 @@ class PlanningTagger:
 
     def planning_ratio(self, sequences) -> float:
         """Share of planning tokens over all tokens of `sequences` (the metrics' `planning_ratio`): token-id
-        sequences (as `token_masks` takes), or text (one string or a list of strings, tokenized with the tagger's
-        tokenizer, no special tokens). `planning_fraction` is the same method under its pre-v2 name.
+        sequences (as `token_masks` takes), one id sequence (a list of ints, a 1-D array or tensor), or text (one
+        string or a list of strings, tokenized with the tagger's tokenizer, no special tokens). `planning_fraction`
+        is the same method under its pre-v2 name.
 
         Raises TypeError for anything else (naming what is expected), ValueError for text without a tokenizer."""
-        if isinstance(sequences, str):
+        if isinstance(sequences, str) or _is_one_id_sequence(sequences):
             sequences = [sequences]
         if isinstance(sequences, (list, tuple)) and sequences and all(isinstance(s, str) for s in sequences):
             masks = [self.encode(text)[1] for text in sequences]
