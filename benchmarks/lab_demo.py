@@ -63,7 +63,7 @@ def one_pair(args, ws_seed: int, rl_seed: int) -> dict:
     from hicra.dynamics.records import iter_steps
     from hicra.lab.rl import run_rl
     from hicra.lab.sft import warm_start
-    from hicra.lab.tasks.base import wrong_lines
+    from hicra.lab.tasks.base import malformed_lines, wrong_lines
 
     torch.set_num_threads(1)
     ws, rl = configs(args, ws_seed, rl_seed)
@@ -81,7 +81,7 @@ def one_pair(args, ws_seed: int, rl_seed: int) -> dict:
     probes = [json.loads(x) for x in (out / "probes.jsonl").read_text().splitlines() if x.strip()]
     rewarded = [r["response"] for _, table in iter_steps(out) for r in table.to_pylist() if r["reward"] > 0]
     return {"ws": ws_seed, "seed": rl_seed, "seconds": time.perf_counter() - t0, "rewarded": len(rewarded),
-            "rewarded_wrong_line": sum(bool(wrong_lines(t)) for t in rewarded),
+            "rewarded_wrong_line": sum(bool(wrong_lines(t) or malformed_lines(t)) for t in rewarded),
             **{f"{k}{s}": 100 * ev[f"{k}{s}"]["accuracy"] for k in ("warm_start", "final") for s in ("", "_sampled")},
             "exec_probe": (probes[0]["exec_probe_line_accuracy"], probes[-1]["exec_probe_line_accuracy"]),
             "exec_probe_sampled": (probes[0].get("exec_probe_line_prob", math.nan),

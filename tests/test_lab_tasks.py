@@ -64,6 +64,15 @@ PRODUCT_CASES = [
     ("i know it\n897*1=897\nso the answer is 897", False, "planning", None),
     # no scripted strategy does it in one line, but it is a derivation: correct, labelled "direct"
     ("just multiply\n23*39=897\nso the answer is 897", True, None, "direct"),
+    # a line that claims a result without being exactly X op Y = Z: an execution error (before session 54 the
+    # text around a correct X op Y = Z went unread, and each of these earned reward 1; a reviewer's repros)
+    ("round up\n-23*40=920\n920-23=897\nso the answer is 897", False, "execution", "round-up"),
+    ("round up\n7-23*40=920\n920-23=897\nso the answer is 897", False, "execution", "round-up"),
+    ("round up\n23*40=920=920\n920-23=897\nso the answer is 897", False, "execution", "round-up"),
+    ("round up\n23*40=920.5\n920-23=897\nso the answer is 897", False, "execution", "round-up"),
+    ("round up\n23*40=920\n920-23=897+5\nso the answer is 897", False, "execution", "round-up"),
+    # spaces around the parts of a line are still one computation
+    ("round up\n 23 * 40 = 920 \n920-23=897\nso the answer is 897", True, None, "round-up"),
 ]
 
 
@@ -771,3 +780,25 @@ def test_pair_even_single_route_variant_is_still_single_route():
     assert {single.cheapest(p) for p in single.universe()} == {"pairing"}
     diverse = Series(**SERIES_PAIR_EVEN)
     assert {diverse.cheapest(p) for p in diverse.universe()} == {"one-by-one", "pairing", "middle"}
+
+
+def test_rewarded_lines_benchmark_counts_wrong_and_malformed_lines(tmp_path, capsys, benchmark_script):
+    """benchmarks/rewarded_lines.py reads a run's rollouts: the rewarded ones with a wrong line, with a malformed line
+    (what the checker let through before session 54), and with no parsed strategy, per family."""
+    from hicra.dynamics.records import RolloutWriter
+
+    mod = benchmark_script("rewarded_lines")
+    texts = [("series:1", "add\n16-5=11=11\nso the answer is 11", 1.0, None),
+             ("series:1", "add\n1+2=3\nso the answer is 3", 1.0, "one-by-one"),
+             ("product:2", "x\n2*3=7\nso the answer is 7", 1.0, "direct"),
+             ("product:2", "x\n2*3=6\nso the answer is 6", 0.0, "direct")]
+    RolloutWriter(tmp_path / "run").write_step(0, [
+        {"prompt_id": pid, "sample_idx": i, "response": t, "token_ids": [1, 2], "reward": r, "correct": r > 0,
+         "strategy": st} for i, (pid, t, r, st) in enumerate(texts)])
+    assert mod.main([str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert ("all 1 runs: rewarded 3, rewarded, malformed line 1, rewarded, strategy null, series 1, "
+            "rewarded, wrong line 1, rollouts 4") in out
+    assert "  malformed: '16-5=11=11'" in out
+    assert mod.main([str(tmp_path / "nothing")]) == 2
+    assert capsys.readouterr().err.startswith("rewarded_lines: error: ")

@@ -6,8 +6,9 @@ final line is `so the answer is V`.
 
 Execution is load-bearing (the paper: a single slip invalidates a solution). The checker decides, in this order:
 - "format": no answer line, or an answer that is not an integer;
-- "execution": some computation line is wrong (Z differs from X op Y); the response earns 0 even when its final
-  answer happens to be right;
+- "execution": some computation line is wrong (Z differs from X op Y), or a line claims a result (holds `=`) without
+  being exactly one computation `X op Y = Z` (`malformed_lines`); the response earns 0 even when its final answer
+  happens to be right;
 - "planning": every line is right, yet the strategy failed: the answer is not the result of the last line, a line
   uses a number that is neither given by the problem (or its place-value parts) nor computed earlier, or the
   (misapplied) strategy reached a wrong value;
@@ -34,6 +35,8 @@ OPTIMA = ("diverse", "single-route")
 
 # X op Y = Z, integers; Z may be negative (a wrong line may claim anything)
 _LINE = re.compile(r"(\d+)\s*([-+*/])\s*(\d+)\s*=\s*(-?\d+)")
+# a whole line that is one computation and nothing else
+_FULL_LINE = re.compile(r"\s*\d+\s*[-+*/]\s*\d+\s*=\s*-?\d+\s*")
 _INT = re.compile(r"-?\d+")
 
 
@@ -227,8 +230,15 @@ def computation_lines(text: str) -> list[tuple[int, str, int, int]]:
 
 
 def wrong_lines(text: str) -> list[tuple[int, str, int, int]]:
-    """The computation lines whose claimed result differs from the true one."""
+    """The computation lines whose claimed result differs from the true one (see also `malformed_lines`)."""
     return [(a, op, b, c) for a, op, b, c in computation_lines(text) if apply_op(a, op, b) != c]
+
+
+def malformed_lines(text: str) -> list[str]:
+    """The lines that claim a result (hold `=`) without being exactly one computation `X op Y = Z`: e.g.
+    `-23*40=920`, `7-23*40=920`, `23*40=920=921`, `23*40=920.5`. `computation_lines` would read a correct
+    computation inside some of them, so the checker counts them as wrong lines (execution)."""
+    return [line for line in text.split("\n") if "=" in line and not _FULL_LINE.fullmatch(line)]
 
 
 def answer_text(text: str) -> str | None:
@@ -263,6 +273,8 @@ def check_response(problem: Problem, response: str, known: set[int], strategy: s
     lines = computation_lines(response)
     if any(apply_op(a, op, b) != c for a, op, b, c in lines):
         return CheckResult(0.0, False, "execution", "a computation line is wrong", strategy)
+    if malformed_lines(response):  # before session 54 text around `X op Y = Z` on its line went unread
+        return CheckResult(0.0, False, "execution", "a computation line is malformed (not X op Y = Z)", strategy)
     if not lines or lines[-1][3] != value:
         return CheckResult(0.0, False, "planning", "the answer is not the result of the last line", strategy)
     seen = set(known)

@@ -2,8 +2,8 @@
 
 - `split`: split b into tens and ones: a*T, a*o (written as `+a` when o = 1), add;
 - `round-up`: go up to the next ten U above b: a*U, a*(U - b) (written as `-a` when U - b = 1), subtract;
-- `split-first` (a >= 11, not a multiple of 10): split a into its round part h (its tens, or 100 when a > 100) and
-  the rest r: h*b, r*b, add.
+- `split-first` (a >= 11 and, up to 100, not a multiple of 10; every a above 100): split a into its round part h
+  (its tens, or 100 when a > 100) and the rest r: h*b, r*b, add.
 
 Prompt:   multiply 23 by 39
 Response: it is close to a round number, so round up
@@ -14,7 +14,8 @@ Response: it is close to a round number, so round up
 Which is cheapest depends on b's ones digit and on a (see `hicra.lab.tasks.base.difficulty`). Misapplied
 (planning noise; every line right): split drops the ones part, round-up adds the correction instead of
 subtracting it, split-first drops the rest. Universes: diverse a in 2..149, b in 11..99 not a multiple of 10
-(11,988 problems); single-route b ending in 9 (round-up is cheapest everywhere; a in 2..399, 3,582 problems).
+(11,988 problems); single-route b ending in 9 (a in 2..399, 3,582 problems): round-up is cheapest for all but 14,
+12 ties that the tie-break gives to split and 2 where split is cheaper (101*99, 202*49).
 """
 
 from __future__ import annotations
