@@ -105,6 +105,7 @@ def test_group_id_types_are_equivalent():
         np.array(["p3", "p1", "p3", "p1", "p3", "p1"], dtype=object),
         torch.tensor(ints),
         [(3, "x"), (1, "x"), (3, "x"), (1, "x"), (3, "x"), (1, "x")],
+        list(torch.tensor(ints)),  # 0-d tensors hash by identity: read by value, not one group per rollout
     ):
         assert torch.equal(grpo_advantages(rewards, ids), expected)
 

@@ -86,8 +86,8 @@ def _group_index(group_ids: Any, batch_size: int, device: torch.device) -> tuple
         ids: Sequence[Hashable] = group_ids.reshape(-1).tolist()
     elif hasattr(group_ids, "tolist"):  # numpy arrays: numpy scalars -> python scalars (hashable, comparable)
         ids = group_ids.tolist()
-    else:
-        ids = list(group_ids)
+    else:  # a list of 0-d tensors would hash by identity, making every rollout its own group: use their values
+        ids = [g.item() if isinstance(g, torch.Tensor) and g.dim() == 0 else g for g in group_ids]
     if len(ids) != batch_size:
         raise ValueError(f"group_ids has {len(ids)} entries but rewards has {batch_size}")
     dense: dict[Hashable, int] = {}

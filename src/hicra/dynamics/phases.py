@@ -1276,7 +1276,7 @@ def _class_support(test: Mapping) -> float:
 def _order_support(order: str, tests: Mapping[str, dict], differences: Mapping[str, tuple]) -> float:
     """Support of an order (heuristic in [0, 1], the smallest among the tests it rests on): `none` rests on neither
     execution nor planning consolidating; every other order on all three class tests (`_class_support`) and on
-    each difference both of whose classes consolidate:
+    every difference of ends of fall (a draw where a class does not consolidate counts as 0 difference):
     the share of its draws on the claimed side when it is resolved, twice the smaller one-sided share (a two-sided
     bootstrap p) when it is not."""
     support_of = {k: _class_support(t) for k, t in tests.items()}
