@@ -112,8 +112,14 @@ def test_lab_lr_reaches_rl_and_keeps_the_warm_start(tiny_preset, tmp_path, capsy
     (["--steps", "0"], "--steps must be positive"),
     (["--execution-noise", "2"], "--execution-noise must be in [0, 1]"),
     (["--favourite-share", "1"], "--favourite-share must be in [0, 1)"),
-    (["--threads", "-1"], "--threads must be >= 0"),
-    (["--lr", "0"], "--lr must be positive"),
+    (["--threads", "-1"], "--threads must be in [0, "),
+    (["--threads", "100000"], "--threads must be in [0, "),  # torch crashed on it
+    (["--lr", "0"], "--lr must be a positive finite number"),
+    (["--lr", "inf"], "--lr must be a positive finite number"),  # trained a NaN model, exit 0
+    (["--seed", "-1"], "--seed must be in [0, 2**32)"),  # a traceback after the warm start was built
+    (["--seed", "4294967296"], "--seed must be in [0, 2**32)"),
+    (["--warm-start-seed", "-1"], "--warm-start-seed must be in [0, 2**32)"),
+    (["--out", __file__], f"{__file__}, field 'out': exists and is not a directory"),
     (["--strategy-k", "-1"], "--strategy-k must be >= 0"),
     (["--slip-cap", "-2"], "--slip-cap must be a whole number >= 0"),
 ])
@@ -121,6 +127,18 @@ def test_lab_bad_input_exits_2_with_one_line(extra, message, capsys):
     assert main(["lab", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hicra lab: error:") and message in err and "\n" not in err
+
+
+def test_a_run_stopped_before_its_first_checkpoint_says_how_to_start_again(tmp_path, capsys):
+    """Such a run can be neither resumed nor started again in place; both refusals now say what to do."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "run.json").write_text('{"config": {"algo": "grpo"}}')
+    assert main(["lab", "--out", str(tmp_path / "r")]) == 2
+    assert "it stopped before its first checkpoint, so there is nothing to resume: remove the directory" in \
+        capsys.readouterr().err
+    assert main(["lab", "--out", str(tmp_path / "r"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to resume: no checkpoint (a run that stopped before its first one starts again" in err
 
 
 def test_lab_resume_continues_the_recorded_run(tiny_preset, tmp_path, capsys, monkeypatch):

@@ -90,3 +90,31 @@ def test_slip_cap_is_a_knob_and_is_validated():
     for bad in (-1, 1.5):
         with pytest.raises(ValueError, match="slip_cap must be a whole number"):
             WarmStartConfig(slip_cap=bad)
+
+
+# (preset, corpus knobs) -> (cache key, digest of a 300-pair corpus) under CACHE_VERSION 3: a change to the corpus
+# code that keeps a key but changes what it builds would reuse cached warm starts built from another corpus (a
+# reviewer found one such window on 2026-12-01). If this fails, bump CACHE_VERSION (every cached warm start is then
+# rebuilt) and pin the new values, or undo the change.
+CORPUS_DIGESTS = [
+    ("quick", {}, "3827debd48afb2c3", "fbaca479b67043a3"),
+    ("default", {}, "344e2efc0959424b", "7d5eafc44f12e8c7"),
+    ("default", {"execution_noise": 0.1, "slip_cap": 1}, "8591faef190276bb", "14f37a190007a97c"),
+    ("default", {"strategy_prior": "oracle", "optimum": "single-route"}, "23bd29f7dd939c21", "4304d35ddac57ee0"),
+    ("default", {"strategy_prior": "blind"}, "c3f5f662e5587fad", "620cddd9118b23da"),
+]
+
+
+@pytest.mark.parametrize(("preset", "knobs", "key", "digest"), CORPUS_DIGESTS)
+def test_a_cache_key_builds_the_corpus_it_always_built(preset, knobs, key, digest):
+    import dataclasses
+    import hashlib
+
+    from hicra.lab.sft import CACHE_VERSION, build_corpus
+
+    assert CACHE_VERSION == 3, "CACHE_VERSION changed: pin the new keys and digests here"
+    cfg, _ = get_preset(preset, warm_start_seed=1)
+    cfg = dataclasses.replace(cfg, **knobs)
+    pairs = build_corpus(cfg.task_mix(), 300, cfg.knobs(), seed=cfg.seed, strategy_hints=cfg.strategy_hints)
+    got = hashlib.sha256("\x00".join(p.question + "\x01" + t for p, t in pairs).encode()).hexdigest()[:16]
+    assert (cfg.key(), got) == (key, digest)

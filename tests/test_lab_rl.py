@@ -234,6 +234,36 @@ def test_resume_from_an_intermediate_checkpoint_in_process(model_dir, tmp_path):
     assert all(torch.equal(wf[k], wr[k]) for k in wf)
 
 
+def _files_of(run_dir):
+    """What a run directory holds that a resume must get right: logs, curves and the snapshot folders."""
+    return {"train_log": (run_dir / "train_log.jsonl").read_text(),
+            "eval_curve": (run_dir / "eval_curve.jsonl").read_text(), "probes": (run_dir / "probes.jsonl").read_text(),
+            "snapshots": sorted(p.name for p in (run_dir / "checkpoints").glob("step_*"))}
+
+
+def test_a_run_made_longer_or_stopped_at_its_checkpoint_is_an_uninterrupted_one(model_dir, tmp_path):
+    """(a) A 3-step run resumed to 4 steps (eval every 2, checkpoints every 2): before, its final evaluation point,
+    probe row and snapshot at step 3, off both grids, stayed in the curve an uninterrupted 4-step run does not have.
+    (b) Resumed with `steps` at the last checkpoint after later steps had been logged: before, train_log.jsonl kept
+    the undone steps' rows. Both now leave the files of an uninterrupted run (a reviewer's repros)."""
+    import shutil
+
+    kw = dict(algo="grpo", checkpoint_every=2)
+    _run(model_dir, tmp_path / "full4", steps=4, **kw)
+    _run(model_dir, tmp_path / "ext", steps=3, **kw)
+    assert "step_000003" in _files_of(tmp_path / "ext")["snapshots"]
+    run_rl(RLConfig(**{**BASE, **kw, "steps": 4}), model_dir, tmp_path / "ext", resume=True, progress=False,
+           log=lambda *a: None)
+    assert _files_of(tmp_path / "ext") == _files_of(tmp_path / "full4")
+    # (b): a 4-step run whose last.pt is put back to the step-2 checkpoint after steps 3-4 were logged
+    _run(model_dir, tmp_path / "full2", steps=2, **kw)
+    shutil.copytree(tmp_path / "full4", tmp_path / "cut")
+    shutil.copy(tmp_path / "full2" / "checkpoints" / "last.pt", tmp_path / "cut" / "checkpoints" / "last.pt")
+    run_rl(RLConfig(**{**BASE, **kw, "steps": 2}), model_dir, tmp_path / "cut", resume=True, progress=False,
+           log=lambda *a: None)
+    assert _files_of(tmp_path / "cut") == _files_of(tmp_path / "full2")
+
+
 def test_resume_refuses_other_settings_and_records_longer_runs(model_dir, tmp_path):
     """A resumed run is the run it continues: another algorithm, seed or warm start is refused (naming run.json and
     the field) before anything is written; more steps are allowed and run.json then records them."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, replace
@@ -89,16 +90,24 @@ def run(args) -> int:
         raise InputError(f"--steps must be positive, got {args.steps}")
     if args.strategy_k is not None and args.strategy_k < 0:
         raise InputError(f"--strategy-k must be >= 0 (0 = not measured), got {args.strategy_k}")
-    if args.lr is not None and not args.lr > 0:
-        raise InputError(f"--lr must be positive, got {args.lr}")
-    if args.threads is not None and args.threads < 0:
-        raise InputError(f"--threads must be >= 0 (0 = every core), got {args.threads}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise InputError(f"--lr must be a positive finite number, got {args.lr}")
+    for name in ("seed", "warm_start_seed"):
+        value = getattr(args, name)
+        if value is not None and not 0 <= value < 2**32:  # numpy's seed range, checked before any warm start
+            raise InputError(f"--{name.replace('_', '-')} must be in [0, 2**32), got {value}")
+    if args.threads is not None and not 0 <= args.threads <= (os.cpu_count() or 1):
+        raise InputError(f"--threads must be in [0, {os.cpu_count() or 1}] (0 = every core), got {args.threads}")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InputError("exists and is not a directory", path=str(args.out), field="out")
     threads = None if args.threads is None else args.threads or os.cpu_count() or 1
     if args.resume and not args.out:
         raise InputError("--resume needs --out RUN_DIR")
     if args.out and not args.resume and (Path(args.out) / "run.json").exists():
-        raise InputError("run directory already holds a run (use --resume or another --out)",
-                         path=str(Path(args.out) / "run.json"))
+        started = not (Path(args.out) / "checkpoints" / "last.pt").exists()
+        raise InputError("run directory already holds a run (use --resume or another --out)" + (
+            "; it stopped before its first checkpoint, so there is nothing to resume: remove the directory to "
+            "start it again" if started else ""), path=str(Path(args.out) / "run.json"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
@@ -193,11 +202,12 @@ def _resumed_run(args, run_dir: Path, knobs: dict, threads: int | None, cache: P
     if not run_dir.is_dir():
         raise InputError("nothing to resume: not a directory", path=str(run_dir))
     path = str(run_dir / RUN_INFO)
-    info = recorded_run(run_dir)
     # everything that can refuse the resume is checked before any warm start is looked for or rebuilt
     checkpoint = run_dir / "checkpoints" / "last.pt"
     if not checkpoint.exists():
-        raise InputError("nothing to resume: no checkpoint", path=str(checkpoint))
+        raise InputError("nothing to resume: no checkpoint (a run that stopped before its first one starts again "
+                         "in a new or emptied directory)", path=str(checkpoint))
+    info = recorded_run(run_dir)
     if args.preset is not None and info.get("lab_preset", args.preset) != args.preset:
         raise InputError(f"--preset {args.preset} is not the run's {info['lab_preset']}", path=path, field="lab_preset")
     rl_cfg = config_from_record(info["config"], path)

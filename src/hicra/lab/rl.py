@@ -30,8 +30,10 @@ switch is decided by measurements of the rollouts, never by the step number).
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -112,6 +114,10 @@ class RLConfig:
             raise ValueError("steps >= 0, checkpoint_every >= 1 and minibatches >= 1 are required")
         if self.strategy_k < 0:
             raise ValueError(f"strategy_k must be >= 0, got {self.strategy_k}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
         if self.algo == "phase-aware":
             from hicra.dynamics.online import OnlineConfig
 
@@ -298,6 +304,28 @@ def _snapshot(run_dir: Path, step: int, model, tokenizer) -> None:
     tokenizer.save_pretrained(snap)
 
 
+def _forget_after(run_dir: Path, start: int, cfg: RLConfig, history: list[dict]) -> None:
+    """On resume at step `start`, make the run directory what an uninterrupted run to `cfg.steps` holds at that
+    point: the training log as the checkpoint has it (rows of undone steps go, also when no step is left to run),
+    no evaluation point, probe row or snapshot off its grid at or after `start` (the final point of a shorter run,
+    when a resume asks for more steps; a point on the grid is what a longer run also has), and no snapshot past
+    `cfg.steps` (a resume that stops at the last checkpoint)."""
+    from hicra.fileio import write_jsonl
+
+    write_jsonl(run_dir / "train_log.jsonl", history)
+    for name in ("eval_curve.jsonl", "probes.jsonl"):
+        path = run_dir / name
+        if path.exists():
+            rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            keep = [r for r in rows if r["step"] < start or (cfg.eval_every and r["step"] % cfg.eval_every == 0)]
+            if keep != rows:
+                write_jsonl(path, keep)
+    for snap in (run_dir / "checkpoints").glob("step_*"):
+        step = int(snap.name.split("_", 1)[1])
+        if step > cfg.steps or (step >= start and step % cfg.checkpoint_every and step != cfg.steps):
+            shutil.rmtree(snap)
+
+
 def load_checkpoint(path: Path) -> dict:
     import torch
 
@@ -381,7 +409,8 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     if resume and not ckpt_path.exists():
-        raise InputError("nothing to resume: no checkpoint", path=str(ckpt_path))
+        raise InputError("nothing to resume: no checkpoint (a run that stopped before its first one starts again in "
+                         "a new or emptied directory)", path=str(ckpt_path))
     if not resume and (run_dir / "run.json").exists():
         raise InputError("run directory already holds a run (use --resume or another --out)", path=str(run_dir))
 
@@ -439,6 +468,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         for file_step, _, path in list_rollout_files(run_dir):
             if file_step >= start:
                 path.unlink()
+        _forget_after(run_dir, start, cfg, history)
         log(f"resuming {run_dir} at step {start}")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
