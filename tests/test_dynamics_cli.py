@@ -373,3 +373,36 @@ def test_reference_guard_benchmark_recomputes_both_reference_draws(tmp_path, ben
     (runs[1] / "metrics.parquet").unlink()
     assert mod.main([str(r) for r in runs]) == 2
     assert "no metrics.parquet" in capsys.readouterr().err
+
+
+def test_report_survives_math_in_names_and_escapes_labels(tmp_path, capsys):
+    """A run id with `$` (grpo_$SEED_$LR) crashed the figure's title as math text, after metrics.parquet had been
+    replaced; an error_type like `</div><script>` of a row --skip-invalid had left out went into report.html raw.
+    Now: the report is written, the label never reaches it, and summary.json is written before the report."""
+    run = tmp_path / "grpo_$SEED_$LR"
+    make_synthetic_run(run, steps=6, prompts=3, group=2, segments=2, exec_len=3, seed=0)
+    table = pq.read_table(rollout_path(run, 5))
+    labels = table.column("error_type").to_pylist()
+    labels[1] = "</div><script>alert(1)</script>"
+    pq.write_table(table.set_column(table.schema.get_field_index("error_type"), "error_type",
+                                    pa.array(labels, pa.string())), rollout_path(run, 5))
+    assert main(["analyze", str(run), "--out", str(tmp_path / "o"), "--quiet", "--skip-invalid",
+                 "--n-boot", "99"]) == 0
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert "<script>" not in page and (tmp_path / "o" / "dynamics.png").is_file()
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["steps"] == 6
+
+
+@pytest.mark.parametrize("verb", ["analyze", "convert"])
+def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, capsys, verb):
+    run = tmp_path / "run"
+    make_synthetic_run(run, steps=2, prompts=2, group=2, segments=2, exec_len=3)
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"prompt": "q", "response": "a", "correct": True}) + "\n")
+    (tmp_path / "afile").write_text("keep")
+    argv = {"analyze": ["analyze", str(run), "--out", str(tmp_path / "afile"), "--quiet", "--no-report"],
+            "convert": ["convert", "responses", str(src), "--out", str(tmp_path / "afile"), "--quiet"]}[verb]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"hicra {verb}: error: {tmp_path / 'afile'}")
+    assert (tmp_path / "afile").read_text() == "keep"

@@ -227,3 +227,25 @@ def test_eval_with_a_directory_without_model_is_exit_2(tmp_path, tokenizer_only_
     assert code == 2
     assert len(err) == 1 and "cannot load model" in err[0]
     assert not (tmp_path / "ev" / "results.json").exists()
+
+
+def test_a_yaml_key_given_twice_is_named(tmp_path):
+    """yaml.safe_load keeps the last of two `args:` blocks and drops the first without a word."""
+    path = tmp_path / "c.yaml"
+    path.write_text("args:\n  output_dir: a\nmodel: m\nargs:\n  alpha: 0.2\n")
+    with pytest.raises(InputError) as exc:
+        read_yaml(path)
+    assert str(exc.value) == f"{path}:4: bad YAML: key 'args' given twice (first on line 1)"
+    path.write_text("a: {x: 1, y: 2}\nb: [1, 1]\n")
+    assert read_yaml(path) == {"a": {"x": 1, "y": 2}, "b": [1, 1]}
+
+
+def test_read_jsonl_names_a_lone_surrogate(tmp_path):
+    r"""`"\ud800"` is valid JSON but no Unicode text (it crashed the writers); a pair such as an emoji is fine."""
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"a": "ok \\ud83d\\ude00"}\n{"x": {"y": ["fine", "bad \\ud800"]}}\n')
+    rows = read_jsonl(path)
+    assert next(rows) == (1, {"a": "ok \U0001f600"})
+    with pytest.raises(InputError) as exc:
+        next(rows)
+    assert str(exc.value) == f"{path}:2, field 'x.y.1': not Unicode text: a lone surrogate U+D800 at character 5"

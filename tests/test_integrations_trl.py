@@ -343,7 +343,12 @@ def test_train_cli_math_data_and_bad_config(tmp_path, shared_data, capsys):
     ("data.lab=[{family: nosuch}]", "c.yaml, field 'data.lab': not a lab task mix (unknown task family 'nosuch'"),
     ("data.lab=product", "c.yaml, field 'data.lab': not a lab task mix"),
     ("data.n=many", "c.yaml, field 'data': n, limit and seed must be integers"),
-    ("model=5", "c.yaml, field 'model': must be a model directory or 'lab:SIZE', got int 5"),
+    ("model=5", "c.yaml, field 'model': must be a string, got int 5"),
+    ("model=lab:zzz", "c.yaml, field 'model': unknown lab model size 'zzz'; known: "),
+    ("args.output_dir=", "c.yaml, field 'args.output_dir': must be a string, got NoneType None"),
+    ("data.prompt_template=5", "c.yaml, field 'data.prompt_template': must be a string, got int 5"),
+    ("data.bench=[gsm8k]", "c.yaml, field 'data.bench': must be a string, got list"),
+    ("args.max_steps=abc", "c.yaml, field 'args': "),  # TRL meets it only when the trainer is built
 ])
 def test_train_cli_bad_overrides_are_one_line_errors(tmp_path, capsys, override, message):
     from hicra.cli import main
@@ -354,8 +359,8 @@ def test_train_cli_bad_overrides_are_one_line_errors(tmp_path, capsys, override,
     assert main(["train", "--config", str(config), "--set", override]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and message in err.strip().splitlines()[-1]
-    assert not (tmp_path / "o" / "model_init").exists()  # refused before any model was built
-    assert not (tmp_path / "o").exists()
+    if "max_steps" not in override:  # refused before any model was built
+        assert not (tmp_path / "o").exists()
 
 
 def test_train_cli_grpo_arm_keeps_rollout_log(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -756,6 +757,17 @@ def test_report_block_is_replaced_not_duplicated(run_dir, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert splice_sections(once, empty) == page  # a directory without results removes the block
+    # a damaged results file is named in one line (it was a KeyError / JSONDecodeError traceback, after `hicra
+    # anchors` had measured every checkpoint)
+    from hicra.errors import InputError
+
+    graphs = json.loads((run / "graphs.json").read_text())
+    for damaged, message in ((json.dumps({**graphs, "steps": {"10": {}}}), "not a complete graphs.json (KeyError"),
+                             ("{'no", "bad JSON"), ("[1]", "not a JSON object")):
+        (run / "graphs.json").write_text(damaged)
+        with pytest.raises(InputError, match=re.escape(message)) as exc:
+            splice_sections(page, run)
+        assert str(exc.value).startswith(str(run / "graphs.json"))
 
 
 def test_by_phase_pools_steps_on_each_side_of_the_consolidation_end():

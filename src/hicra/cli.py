@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"hicra {args.verb}: error: {exc}", file=sys.stderr)
         return 2
+    except (NotADirectoryError, FileExistsError, IsADirectoryError, PermissionError) as exc:
+        # a path given on the command line that is a file where a folder must be (or the reverse), or not ours to
+        # write: the user's input, so one line and exit 2 like any other, not a traceback
+        print(f"hicra {args.verb}: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"hicra {args.verb}: interrupted", file=sys.stderr)
         return 130

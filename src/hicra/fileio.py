@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +26,14 @@ from hicra.errors import InputError
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path next to `path`; on success rename it onto `path`, on failure delete it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # the output's folder is a file, or lies under one, or cannot be written
+        raise InputError(f"cannot write here: {exc.strerror} ({exc.filename})", path=str(path)) from None
+    if path.is_dir():
+        os.unlink(tmp)
+        raise InputError("cannot write here: a directory of that name exists", path=str(path))
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -116,13 +123,69 @@ def read_json(path: str | os.PathLike, what: str = "file", objects: bool = True)
     return value
 
 
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of a surrogate code point
+
+
+def lone_surrogate(text: str) -> str | None:
+    """'U+D800 at character N' (N from 1) for the first lone surrogate in `text` (a JSON escape such as \\ud800
+    that is not half of a pair: not Unicode text, cannot be written out), else None."""
+    m = _SURROGATE_RE.search(text)
+    return None if m is None else f"U+{ord(m.group()):04X} at character {m.start() + 1}"
+
+
+def _first_lone_surrogate(value: Any, where: str = "") -> tuple[str, str] | None:
+    """(field path, what) of the first string in a parsed JSON value holding a lone surrogate, else None."""
+    if isinstance(value, str):
+        bad = lone_surrogate(value)
+        return (where, bad) if bad else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _first_lone_surrogate(key, where) if isinstance(key, str) and lone_surrogate(key) else None
+        found = found or _first_lone_surrogate(item, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
+class _UniqueKeyLoader:
+    """Built on first use (yaml is imported lazily): a SafeLoader that refuses a mapping key given twice."""
+
+    cls = None
+
+    @classmethod
+    def get(cls):
+        if cls.cls is None:
+            import yaml
+
+            class Loader(yaml.SafeLoader):
+                def construct_mapping(self, node, deep=False):
+                    seen = {}
+                    for key_node, _ in node.value:
+                        key = self.construct_object(key_node, deep=deep)
+                        try:
+                            again = key in seen
+                        except TypeError:  # an unhashable key: yaml's own error follows
+                            again = False
+                        if again:
+                            raise yaml.constructor.ConstructorError(
+                                None, None, f"key {key!r} given twice (first on line {seen[key] + 1})",
+                                key_node.start_mark)
+                        seen[key] = key_node.start_mark.line
+                    return super().construct_mapping(node, deep=deep)
+
+            cls.cls = Loader
+        return cls.cls
+
+
 def read_yaml(path: str | os.PathLike, what: str = "file") -> Any:
-    """A YAML file (`yaml.safe_load`); bad YAML -> InputError with the line of the problem, on one line."""
+    """A YAML file (`yaml.safe_load`'s types); bad YAML, or a mapping key given twice (safe_load would keep the last
+    silently) -> InputError with the line of the problem, on one line."""
     import yaml
 
     text = read_text(path, what)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader.get())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise InputError(f"bad YAML: {getattr(exc, 'problem', None) or exc}", path=str(path),
@@ -154,6 +217,11 @@ def read_jsonl(path: str | os.PathLike, what: str = "file", objects: bool = True
                                  row=line_no) from None
             if objects and not isinstance(value, dict):
                 raise InputError("each line must be a JSON object", path=str(path), row=line_no)
+            if _SURROGATE_ESCAPE_RE.search(line):  # a pair decodes to one character; a lone half cannot be text
+                found = _first_lone_surrogate(value)
+                if found:
+                    raise InputError(f"not Unicode text: a lone surrogate {found[1]}", path=str(path), row=line_no,
+                                     field=found[0] or None)
             yield line_no, value
 
 

@@ -125,7 +125,8 @@ def _examples(run_dir: Path, first: int, last: int, n: int = 2) -> dict[str, lis
 
     out = {}
     cols = ["prompt_id", "sample_idx", "response", "correct", "error_type"]
-    for step, table in iter_steps(run_dir, columns=cols, skip_invalid=True, validate=False):
+    # validated: a row `--skip-invalid` left out of the analysis is not shown as an example either
+    for step, table in iter_steps(run_dir, columns=cols, skip_invalid=True):
         if step == first:
             out[f"first step ({step})"] = pick_examples(table, n)
         if step == last:
@@ -225,13 +226,14 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
         "step_labels": (info.get("config") or {}).get("steps") if info.get("algorithm") == "converted" else None,
         "notes": notes,
     }
+    # metrics and summary together, before the report: a report that fails leaves the two consistent
     write_metrics(df, out_dir)
+    write_json(out_dir / "summary.json", _json_safe(summary))
     if report:
         from hicra.dynamics.report import write_report
 
         examples = _examples(run_dir, int(df["step"].iloc[0]), int(last["step"]))
         write_report(out_dir, summary, df, examples=examples, tagger=tagger)
-    write_json(out_dir / "summary.json", _json_safe(summary))
     summary["_metrics"] = df  # for callers in Python (not written)
     return summary
 

@@ -132,13 +132,14 @@ def dynamics_figure(df, phases: dict, title: str = "", step_labels: dict | None 
         if step_labels:  # a converted run's checkpoints by their own names, at most about 10 so they do not overlap
             shown = steps[:: max(1, -(-len(steps) // 10))]
             ax.set_xticks(shown, [str(step_labels.get(str(int(s)), int(s))) for s in shown], rotation=30,
-                          ha="right", fontsize=8)
+                          ha="right", fontsize=8, parse_math=False)  # names such as ckpt_$A are not math
         ax.grid(alpha=0.3)
     for ax in axes[:3]:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     verdict = phases.get("verdict", "?")
-    fig.suptitle(f"{title}  verdict: {verdict} (order: {phases.get('order', '?')})".strip())
+    fig.suptitle(f"{title}  verdict: {verdict} (order: {phases.get('order', '?')})".strip(),
+                 parse_math=False)  # a run id such as grpo_$SEED is text, not math
     fig.tight_layout()
     return fig
 
@@ -282,9 +283,9 @@ def render_html(summary: dict, df, *, figure_png: bytes, errors_png: bytes | Non
         if not rows:
             parts.append("<p class='muted'>none</p>")
         for r in rows:
-            status = "correct" if r["correct"] else f"failed ({r.get('error_type') or 'unlabelled'})"
+            status = "correct" if r["correct"] else f"failed ({html.escape(str(r.get('error_type') or 'unlabelled'))})"
             parts.append(f"<div class='muted'>prompt {html.escape(str(r['prompt_id']))}, sample "
-                         f"{r['sample_idx']}: {status}</div>"
+                         f"{html.escape(str(r['sample_idx']))}: {status}</div>"
                          f"<div class='resp'>{highlight(r['response'] or '', tagger)}</div>")
     skipped = summary.get("skipped", [])
     if skipped:

@@ -77,8 +77,34 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
             raise InputError("missing", path=str(path), field=required)
     if cfg.get("trainer", "hicra") not in TRAINERS:
         raise InputError(f"must be one of {TRAINERS}", path=str(path), field="trainer")
+    _check_types(cfg, str(path))
     cfg["_path"] = str(path)
     return cfg
+
+
+# config entries that must be text when given (a number, list or null there failed deep inside with a traceback)
+TEXT_FIELDS = ("model", "data.bench", "data.path", "data.prompt_template", "data.fields", "data.data_dir",
+               "args.output_dir", "args.run_dir", "args.lexicon", "args.mask_source")
+
+
+def _check_types(cfg: dict, path: str) -> None:
+    """InputError naming the config and the field when an entry of `TEXT_FIELDS` is present but not a string, or
+    `model` is `lab:SIZE` with an unknown size."""
+    from hicra.lab.model import SIZES
+
+    for dotted in TEXT_FIELDS:
+        value, present = cfg, True
+        for part in dotted.split("."):
+            if not isinstance(value, dict) or part not in value:
+                present = False
+                break
+            value = value[part]
+        if present and not isinstance(value, str):
+            raise InputError(f"must be a string, got {type(value).__name__} {value!r:.60}", path=path, field=dotted)
+    model = cfg["model"]
+    if model.startswith("lab:") and (model[4:] or "1m") not in SIZES:
+        raise InputError(f"unknown lab model size {model[4:]!r}; known: {', '.join(SIZES)}", path=path,
+                         field="model")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -253,14 +279,15 @@ def build_trainer(cfg: dict):
     model = load_causal_lm(model_dir)
     common = dict(model=model, reward_funcs=reward, args=targs, train_dataset=Dataset.from_list(rows),
                   processing_class=tokenizer)
+    try:
+        trainer = HICRATrainer(**common, annotate=annotate) if kind in ("hicra", "grpo") else GRPOTrainer(**common)
+    except (TypeError, ValueError) as exc:  # a setting of the wrong type that TRL meets only here
+        raise InputError(" ".join(str(exc).split()), path=cfg["_path"], field="args") from None
     if kind in ("hicra", "grpo"):
-        trainer = HICRATrainer(**common, annotate=annotate)
         if trainer.rollout_logger is not None:
             trainer.rollout_logger.run_info.update(task=task, model=str(cfg["model"]))
             trainer.rollout_logger.run_info["config"]["train_config"] = {k: v for k, v in cfg.items()
                                                                          if k != "_path"}
-    else:
-        trainer = GRPOTrainer(**common)
     return trainer
 
 

@@ -13,6 +13,7 @@ import io
 import json
 from pathlib import Path
 
+from hicra.errors import InputError
 from hicra.mechanistic.sentences import CLASSES
 
 BEGIN = "<!-- hicra:mechanistic -->"
@@ -197,11 +198,23 @@ def sections_html(run_dir: str | Path) -> str:
     """The marked block with whichever of the two sections the run directory has ("" when neither)."""
     run_dir = Path(run_dir)
     parts = []
-    if (run_dir / "anchors.json").is_file():
-        parts.append(anchors_section(run_dir))
-    if (run_dir / "graphs.json").is_file():
-        parts.append(graphs_section(run_dir))
+    for name, section in (("anchors.json", anchors_section), ("graphs.json", graphs_section)):
+        if (run_dir / name).is_file():
+            parts.append(_checked(section, run_dir, name))
     return f"{BEGIN}\n" + "\n".join(parts) + f"\n{END}" if parts else ""
+
+
+def _checked(section, run_dir: Path, name: str) -> str:
+    """`section(run_dir)`, with a damaged NAME (bad JSON, or a field missing or of the wrong type) turned into an
+    InputError naming the file, instead of a traceback after the measurements were made."""
+    from hicra.fileio import read_json
+
+    read_json(run_dir / name, name)  # unreadable, not UTF-8, bad JSON, not an object: one line naming the file
+    try:
+        return section(run_dir)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise InputError(f"not a complete {name} ({type(exc).__name__}: {exc}); remove it or measure again",
+                         path=str(run_dir / name)) from None
 
 
 def splice_sections(text: str, run_dir: str | Path) -> str:
@@ -221,12 +234,12 @@ def update_report(run_dir: str | Path) -> Path:
     """Rewrite RUN_DIR/report.html (atomically) with the current mechanistic sections; a run without a report
     gets a small one holding only them (`hicra analyze` writes the full report and keeps them)."""
     from hicra.dynamics.report import _CSS
-    from hicra.fileio import write_text
+    from hicra.fileio import read_text, write_text
 
     run_dir = Path(run_dir)
     path = run_dir / "report.html"
     if path.is_file():
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, "report")
     else:
         text = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>hicra: mechanistic views"
                 f"</title><style>{_CSS}</style></head><body>\n<h1>Mechanistic views: {html.escape(run_dir.name)}"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hicra.errors import InputError
-from hicra.fileio import read_json, read_yaml
+from hicra.fileio import lone_surrogate, read_json, read_yaml
 
 FORMAT = "hicra-lexicon/1"
 CATEGORIES = ("deduction", "branching", "backtracking", "verification", "other")
@@ -30,7 +30,6 @@ CATEGORIES = ("deduction", "branching", "backtracking", "verification", "other")
 APOSTROPHES = "'\u2019\u2018\u02bc"
 _APOS_RE = re.compile(f"[{APOSTROPHES}]")
 _WS_RE = re.compile(r"\s+")
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 # Characters that belong to the word of a Latin letter right before them (tagger word boundaries, mining words):
@@ -47,13 +46,6 @@ def optional_apostrophe(before: str, after: str) -> bool:
     matching: before an "s" that follows a letter (`str.isalpha`: "let's" = "lets", "it's" = "its") and between "n"
     and "t" ("doesn't" = "doesnt", "can't" = "cant"), the two positions the paper's apostrophe-less list needs."""
     return (after == "s" and before.isalpha()) or (before == "n" and after == "t")
-
-
-def lone_surrogate(text: str) -> str | None:
-    """'U+D800 at character N' (N from 1) for the first lone surrogate in `text` (a JSON escape such as \\ud800
-    that is not half of a pair: not Unicode text, cannot be written out), else None."""
-    m = _SURROGATE_RE.search(text)
-    return None if m is None else f"U+{ord(m.group()):04X} at character {m.start() + 1}"
 
 
 def fold(text: str) -> str:

@@ -34,14 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from hicra.errors import InputError
-from hicra.fileio import read_correctness, read_jsonl
+from hicra.fileio import lone_surrogate, read_correctness, read_jsonl
 from hicra.planning.lexicon import (
     APOSTROPHES,
     COMBINING_MARKS,
     FORMAT_CHARS,
     Lexicon,
     Phrase,
-    lone_surrogate,
     phrase_key,
 )
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from hicra.fileio import lone_surrogate
 from hicra.planning.lexicon import (
     APOSTROPHES,
     COMBINING_MARKS,
@@ -42,7 +43,6 @@ from hicra.planning.lexicon import (
     Lexicon,
     Phrase,
     fold,
-    lone_surrogate,
     optional_apostrophe,
     phrase_key,
 )
