@@ -426,3 +426,19 @@ def test_a_damaged_parquet_data_page_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"hicra convert: error: {src}: unreadable Parquet data after row")
     assert not (tmp_path / "o" / "rollouts").exists() or not any((tmp_path / "o" / "rollouts").iterdir())
+
+
+def test_foreign_error_labels_are_read_or_named_at_their_input_line(tmp_path, capsys):
+    """Another writer's labels: any case, and "", "none" or "correct" for no error, are read; an unknown one is named
+    at its input line (it made the whole convert fail at the output file, a reviewer's regression)."""
+    rows = [{"prompt": "q", "response": "a", "correct": False, "error_type": "Execution"},
+            {"prompt": "q", "response": "b", "correct": True, "error_type": "correct"},
+            {"prompt": "q", "response": "c", "correct": True, "error_type": ""}]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert read_rollouts(tmp_path / "o").column("error_type").to_pylist() == ["execution", None, None]
+    src = _write_jsonl(tmp_path / "bad.jsonl", [*rows, {"prompt": "q", "response": "d", "correct": False,
+                                                        "error_type": "arithmetic"}])
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "o2"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hicra convert: error: {src}:4, field 'error_type': error type 'arithmetic' is none of")

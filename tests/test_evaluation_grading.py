@@ -78,6 +78,12 @@ HEADINGS = [  # a markdown "####" heading is not a GSM8K "#### N" line
     ("[2, 5)", "...\n#### Answer: \\boxed{[2, 5)}", True),
     ("1206", "2*3=<<2*3=6>>6 apples\n#### 1,206", True),
     ("-3.5", "so\n####  -3.5 ", True),
+    # a sign, a currency sign or words around the number are still the answer line (a reviewer's regressions)
+    ("-5", "x\n#### -$5", True),
+    ("5", "The answer is\n#### +5", True),
+    ("18", "so\n#### 18 dollars", True),
+    ("5", "so\n#### 5 (apples)", True),
+    ("1206.5", "so\n#### $1,206.50", True),
 ]
 
 SCIENTIFIC = [  # a decimal mantissa stays a decimal (rule 5: relative against an exact gold)

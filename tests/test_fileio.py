@@ -238,6 +238,12 @@ def test_a_yaml_key_given_twice_is_named(tmp_path):
     assert str(exc.value) == f"{path}:4: bad YAML: key 'args' given twice (first on line 1)"
     path.write_text("a: {x: 1, y: 2}\nb: [1, 1]\n")
     assert read_yaml(path) == {"a": {"x": 1, "y": 2}, "b": [1, 1]}
+    # a merge key's keys may be overridden, as in any YAML loader
+    path.write_text("defaults: &d\n  use_cpu: true\n  bf16: false\nargs:\n  <<: *d\n  bf16: true\n")
+    assert read_yaml(path)["args"] == {"use_cpu": True, "bf16": True}
+    path.write_text("a: 1\n? [1, 2]\n: 3\n")  # an unhashable key: the loader's own one-line error
+    with pytest.raises(InputError, match="c.yaml:2: bad YAML: found unhashable key"):
+        read_yaml(path)
 
 
 def test_read_jsonl_names_a_lone_surrogate(tmp_path):

@@ -175,8 +175,8 @@ def test_read_corpus_error_fields_are_concrete_paths(tmp_path):
 def test_read_corpus_rejects_lone_surrogates(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"t": "so"}\n{"t": "so \\ud800 wait"}\n')
-    with pytest.raises(InputError, match=r"c.jsonl:2, field 't': lone surrogate U\+D800 at character 4"):
+    with pytest.raises(InputError, match=r"c.jsonl:2, field 't': .*lone surrogate U\+D800 at character 4"):
         list(read_corpus(path, "t"))
     path.write_text('{"m": {"a": "so"}, "q": "x\\udfff"}\n')
-    with pytest.raises(InputError, match=r"c.jsonl:1, field 'q': lone surrogate"):
+    with pytest.raises(InputError, match=r"c.jsonl:1, field 'q': .*lone surrogate"):
         list(read_corpus(path, "m.*", question_field="q"))

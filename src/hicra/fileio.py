@@ -162,11 +162,13 @@ class _UniqueKeyLoader:
                 def construct_mapping(self, node, deep=False):
                     seen = {}
                     for key_node, _ in node.value:
+                        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys may be overridden
+                            continue
                         key = self.construct_object(key_node, deep=deep)
                         try:
                             again = key in seen
-                        except TypeError:  # an unhashable key: yaml's own error follows
-                            again = False
+                        except TypeError:  # an unhashable key: SafeLoader's own error follows
+                            continue
                         if again:
                             raise yaml.constructor.ConstructorError(
                                 None, None, f"key {key!r} given twice (first on line {seen[key] + 1})",

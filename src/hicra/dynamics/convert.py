@@ -88,6 +88,26 @@ PRESETS: dict[str, dict] = {
 }
 
 
+NO_ERROR_LABELS = ("", "none", "null", "correct", "ok")  # read as "no error type" (null)
+
+
+def _error_type(value, path: Path, line_no: int) -> str | None:
+    """A row's `error_type` in the run-directory vocabulary (`hicra.dynamics.vocab.ERROR_TYPES`): the label in any
+    case and outer spaces; null for a missing one or one meaning "no error" (`NO_ERROR_LABELS`). Any other value is
+    an InputError naming the input file, line and field (it would be counted nowhere)."""
+    from hicra.dynamics.vocab import ERROR_TYPES
+
+    if value is None:
+        return None
+    label = str(value).strip().lower() if isinstance(value, str) else None
+    if label in NO_ERROR_LABELS:
+        return None
+    if label not in ERROR_TYPES:
+        raise InputError(f"error type {value!r} is none of {', '.join(ERROR_TYPES)} (or null, \"\", \"none\", "
+                         "\"correct\"): relabel or drop the field", **_at(path, line_no), field="error_type")
+    return label
+
+
 def _first(obj: dict, names) -> str | None:
     for name in names:
         if name in obj:
@@ -437,7 +457,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                 "prompt_id": prompt_id, "sample_idx": 0, "prompt": prompt,
                 "response": text, "token_ids": ids, "planning_mask": mask,
                 "correct": correct, "reward": reward,
-                "error_type": entry.get("error_type"), "strategy": strategy,
+                "error_type": _error_type(entry.get("error_type"), path, line_no), "strategy": strategy,
             })
     missing = [m for m in models or [] if m not in seen_models]
     if missing:

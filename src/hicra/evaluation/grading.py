@@ -115,8 +115,10 @@ def clean_answer(text: str) -> str:
 # Final answer of a response
 
 
-# a final "#### 1,206" line (GSM8K); "#### Final Answer: ..." is a markdown heading, not an answer line
-_GSM8K_FINAL = re.compile(r"####[ \t]*(-?\d[\d,]*(?:\.\d+)?)[ \t]*$")
+# a final "#### 1,206" line (GSM8K), also "#### -$5", "#### $1,206.50", "#### 18 dollars", "#### 5 (apples)";
+# "#### Final Answer: ..." is a markdown heading, and "#### 3 + 4" no plain number: neither is an answer line
+_GSM8K_FINAL = re.compile(r"####[ \t]*([+-]?)[ \t]*\$?[ \t]*(-?\d[\d,]*(?:\.\d+)?)[ \t]*%?"
+                          r"(?:[ \t]+[A-Za-z(][^\n=+*/^]*|[ \t]*\.)?[ \t]*$")
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 # AoPS answer style \textbf{(073)}: the choice wrapper is not part of the value
 _CHOICE_WRAPPER = re.compile(r"\\textbf\{\s*\(?\s*([^{}()]*?)\s*\)?\s*\}")
@@ -126,11 +128,15 @@ _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 
 def normalize_response(text: str) -> str:
     """Make GSM8K/AoPS-style text gradable: drop `<<a*b=c>>` calculator marks, unwrap `\\textbf{(N)}`, and turn a
-    final `#### N` line, N a plain number ("1,206", "-3.5"), into \\boxed{N} without the thousands commas."""
+    final `#### N` line, N a plain number ("1,206", "-3.5", with a sign, a `$` before it, or words such as
+    "dollars" after it), into \\boxed{N} without the thousands commas."""
     text = _CHOICE_WRAPPER.sub(r"\1", _CALCULATOR.sub("", text))
     match = _GSM8K_FINAL.search(text.rstrip())
     if match:
-        text = text[:match.start()] + "\\boxed{" + match.group(1).replace(",", "") + "}"
+        sign, number = match.group(1), match.group(2).replace(",", "")
+        if sign == "-":  # "-$5": the sign before the currency sign
+            number = number[1:] if number.startswith("-") else "-" + number
+        text = text[:match.start()] + "\\boxed{" + number + "}"
     return text
 
 
