@@ -614,6 +614,23 @@ def test_tokenizer_without_decoder():
     assert from_text.any() and tagger.token_mask(ids).tolist() == from_text.tolist()
 
 
+def test_byte_level_tokenizer_saved_without_its_decoder():
+    """A byte-level BPE whose decoder was not saved: its tokens are still the byte alphabet's ("Ġwait"), so the id
+    path reads them as bytes (read as words joined by spaces it found about a tenth of the planning tokens)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk)
+    tagger = PlanningTagger(PAPER, tok)
+    for text in ("Also, so we can use the fact that x", "Wait, let me check that again. So the answer is 3"):
+        ids, from_text = tagger.encode(text)
+        assert from_text.any() and tagger.token_mask(ids).tolist() == from_text.tolist()
+
+
 def test_unsupported_decoder_warns():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

@@ -166,14 +166,15 @@ def _tokenizer_spec(tokenizer) -> dict | None:
         return None
 
 
-def _decoder_types(spec: dict) -> set[str]:
-    types, stack = set(), [spec.get("decoder") or {}]
+def _decoder_types(spec: dict, part: str = "decoder") -> set[str]:
+    """The component types of the spec's `part` ("decoder" or "pre_tokenizer"), nested sequences included."""
+    types, stack = set(), [spec.get(part) or {}]
     while stack:
         d = stack.pop()
         types.add(d.get("type"))
         if d.get("type") == "Replace" and d.get("pattern", {}).get("String") == "▁":
             types.add("Metaspace")
-        stack.extend(d.get("decoders") or [])
+        stack.extend(d.get("decoders") or d.get("pretokenizers") or [])
     return types
 
 
@@ -197,15 +198,19 @@ def vocab_bytes(tokenizer) -> list[bytes]:
 
     Supported: fast tokenizers whose decoder is byte-level BPE, SentencePiece/Metaspace (with byte fallback),
     WordPiece, or BPE with an end-of-word suffix (BPEDecoder, or byte-level with the suffix as CLIP has it), or
-    that have no decoder (tokens joined by spaces). For any other tokenizer each token is decoded on its own,
+    that have no decoder (a byte-level pre-tokenizer's tokens are then read as bytes, others as words joined by
+    spaces). For any other tokenizer each token is decoded on its own,
     which loses what the decoder adds between tokens: a UserWarning says so."""
     n = len(tokenizer)
     tokens = tokenizer.convert_ids_to_tokens(list(range(n)))
     spec = _tokenizer_spec(tokenizer)
     kinds = _decoder_types(spec) if spec is not None else set()
+    no_decoder = spec is not None and not spec.get("decoder")
+    if no_decoder and "ByteLevel" in _decoder_types(spec, "pre_tokenizer"):
+        # a byte-level BPE saved without its decoder: its tokens are still the byte alphabet's ("Ġwait")
+        kinds, no_decoder = kinds | {"ByteLevel"}, False
     suffix = _word_end_suffix(spec) if spec is not None else ""
     byte_decoder = {c: b for b, c in _bytes_to_unicode().items()} if "ByteLevel" in kinds else None
-    no_decoder = spec is not None and not spec.get("decoder")
     if not (kinds & {"ByteLevel", "Metaspace", "WordPiece", "BPEDecoder"} or no_decoder):
         import warnings
 
