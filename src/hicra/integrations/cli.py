@@ -272,6 +272,7 @@ def build_trainer(cfg: dict):
     except (TypeError, ValueError) as exc:
         raise InputError(str(exc), path=cfg["_path"], field="args") from None
     # the model only after every setting has been checked: a bad one is refused before any model is built
+    fresh = not out_dir.exists()  # made here: removed again if TRL refuses a setting below
     model_dir = resolve_model(cfg["model"], rows, out_dir, cfg["_path"])
     tokenizer = load_tokenizer(model_dir, field="model")
     if tokenizer.pad_token is None:
@@ -282,6 +283,10 @@ def build_trainer(cfg: dict):
     try:
         trainer = HICRATrainer(**common, annotate=annotate) if kind in ("hicra", "grpo") else GRPOTrainer(**common)
     except (TypeError, ValueError) as exc:  # a setting of the wrong type that TRL meets only here
+        if fresh:
+            import shutil
+
+            shutil.rmtree(out_dir, ignore_errors=True)
         raise InputError(" ".join(str(exc).split()), path=cfg["_path"], field="args") from None
     if kind in ("hicra", "grpo"):
         if trainer.rollout_logger is not None:
