@@ -9,8 +9,8 @@ the update change its own mask made (`update_change`) and the planning tokens' s
 its target, and the steps on which the run fell short of the target by more than --tolerance (a fraction: 0.002 =
 0.2 points). Then over all runs: the means at step 0 (with and without runs more than --tolerance off there), the
 steps short, the runs with at least one such step, and the largest shortfall with the planning share of that step.
-A placebo-mass run falls short where the planning tokens hold more than half of a batch's update (the mask's
-documented limit). Steps without an update (null) are not counted. A file that is not a run summary, or a summary
+A placebo-mass run falls short mostly where the planning tokens hold more than half of a batch's update (the
+mask's documented limit); a last line counts those steps, and how many of the short steps are among them. Steps without an update (null) are not counted. A file that is not a run summary, or a summary
 without the two curves: one line naming it and the field, exit code 2.
 """
 
@@ -25,7 +25,8 @@ from hicra.study.statistics import load_summary
 
 
 def run_match(summary: dict, path: Path, alpha: float, tolerance: float) -> dict:
-    """{"start": (update change, target) at step 0, "short": [(step, shortfall, planning share), ...], "steps": n}."""
+    """{"start": (update change, target) at step 0, "short": [(step, shortfall, planning share), ...], "steps": n,
+    "over_half": steps on which planning holds more than half of the update}."""
     curve = summary.get("train_curve") or {}
     for name in ("update_change", "planning_update_share"):
         if not curve.get(name):
@@ -36,7 +37,8 @@ def run_match(summary: dict, path: Path, alpha: float, tolerance: float) -> dict
             if u is not None and p is not None]
     short = [(s, alpha * p - u, p) for s, u, p in rows if alpha * p - u > tolerance]
     first = rows[0] if rows else None
-    return {"start": None if first is None else (first[1], alpha * first[2]), "short": short, "steps": len(rows)}
+    return {"start": None if first is None else (first[1], alpha * first[2]), "short": short, "steps": len(rows),
+            "over_half": sum(p > 0.5 for _, _, p in rows)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(runs)} runs" + ("" if worst is None else
                                   f"; largest {100 * worst[2]:.1f} points ({worst[0]}, step {worst[1]}, planning "
                                   f"{100 * worst[3]:.0f}% of the update)"))
+    print(f"planning holds more than half of the update on {sum(r['over_half'] for r in runs.values())} steps; "
+          f"of the short steps, {sum(x[3] > 0.5 for x in short)} are such steps")
     return 0
 
 

@@ -11,7 +11,8 @@ readings of the same run, for the filer's choice in docs/study.md ("What the pil
   (`hicra.stats.half_fall_step`; `-` = did not fall by 0.02). In the lab a planning error is a misapplied
   strategy: a correct but costlier strategy is not an error.
 - **probes**: `probes.jsonl`, the sampled execution probe (`exec_probe_line_prob`) and the planning probe's
-  cheapest-strategy share (`plan_probe_cheapest`), first -> last value and the step at which each has done half its
+  cheapest-strategy share (`plan_probe_cheapest`), start -> end (`hicra.stats.half_fall_step`'s: the means of the
+  first and of the last 10% of the points, at least 3 each, not the single first and last values) and the step at which each has done half its
   rise (the same rule on the negated curve; `-` = rose less than 0.02). The probe order is `execution first` /
   `planning first` by those steps, `only execution rises`, `only planning rises` or `neither rises`.
 A run directory missing one of those files, or one that cannot be parsed: one line naming it (and the line), exit
