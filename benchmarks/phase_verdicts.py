@@ -54,8 +54,9 @@ def main() -> None:
     ap.add_argument("--noise", default=",".join(PHASE_NOISE), help="comma-separated noise conditions (default: the three of PHASE_NOISE; also noisy-planning)")
     args = ap.parse_args()
     n, off, pool, rn, q = args.n, args.seed_offset, args.pool, args.reference_noise, args.reference_planning_share
+    default_q = 0.0 if args.version >= 3 else 0.1  # the rules' own share: not repeated in the summary line
     if q is None:
-        q = 0.0 if args.version >= 3 else 0.1
+        q = default_q
     if not 0 <= q <= 1:
         ap.error(f"--reference-planning-share must lie in [0, 1], got {q}")
     cases = {c: PHASE_CASES[c] for c in args.cases.split(",") if c}
@@ -88,7 +89,7 @@ def main() -> None:
                 misses.append(f"{noise}/{case}: {two:.0%} two-phase")
     what = (f"{n} curve sets per case" + (f", each {pool} runs pooled" if pool > 1 else "")
             + (f", reference noise {rn:g} x planning's" if rn != 1 else "")
-            + (f", planning share of the reference {q:g}" if q != 0.1 else ""))
+            + (f", planning share of the reference {q:g}" if q != default_q else ""))
     last = off + n * pool - 1
     print(f"{what} (seeds {off}..{last}), n_boot {args.n_boot}, {time.perf_counter() - t0:.0f} s")
     print("targets met" if not misses else "targets missed: " + "; ".join(misses))
