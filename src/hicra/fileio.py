@@ -11,6 +11,7 @@ JSON raise `InputError` with the file and line, which the CLI prints as one line
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -141,43 +142,37 @@ def _first_lone_surrogate(value: Any, where: str = "") -> tuple[str, str] | None
         return (where, bad) if bad else None
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
-        found = _first_lone_surrogate(key, where) if isinstance(key, str) and lone_surrogate(key) else None
-        found = found or _first_lone_surrogate(item, f"{where}.{key}" if where else str(key))
+        bad = lone_surrogate(key) if isinstance(key, str) else None  # a key is named at the object holding it
+        found = (where, bad) if bad else _first_lone_surrogate(item, f"{where}.{key}" if where else str(key))
         if found:
             return found
     return None
 
 
-class _UniqueKeyLoader:
-    """Built on first use (yaml is imported lazily): a SafeLoader that refuses a mapping key given twice."""
+@functools.cache
+def _unique_key_loader():
+    """A SafeLoader that refuses a mapping key given twice (built on first use: yaml is imported lazily). The keys a
+    merge key (`<<: *defaults`) brings in may be overridden, as in any YAML loader."""
+    import yaml
 
-    cls = None
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    again = key in seen
+                except TypeError:  # an unhashable key: SafeLoader's own error follows
+                    continue
+                if again:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (first on line {seen[key] + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
 
-    @classmethod
-    def get(cls):
-        if cls.cls is None:
-            import yaml
-
-            class Loader(yaml.SafeLoader):
-                def construct_mapping(self, node, deep=False):
-                    seen = {}
-                    for key_node, _ in node.value:
-                        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys may be overridden
-                            continue
-                        key = self.construct_object(key_node, deep=deep)
-                        try:
-                            again = key in seen
-                        except TypeError:  # an unhashable key: SafeLoader's own error follows
-                            continue
-                        if again:
-                            raise yaml.constructor.ConstructorError(
-                                None, None, f"key {key!r} given twice (first on line {seen[key] + 1})",
-                                key_node.start_mark)
-                        seen[key] = key_node.start_mark.line
-                    return super().construct_mapping(node, deep=deep)
-
-            cls.cls = Loader
-        return cls.cls
+    return Loader
 
 
 def read_yaml(path: str | os.PathLike, what: str = "file") -> Any:
@@ -187,7 +182,7 @@ def read_yaml(path: str | os.PathLike, what: str = "file") -> Any:
 
     text = read_text(path, what)
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader.get())  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise InputError(f"bad YAML: {getattr(exc, 'problem', None) or exc}", path=str(path),

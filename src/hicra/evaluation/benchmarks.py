@@ -135,15 +135,22 @@ def load_benchmark(name: str, data_dir: str | Path | None = None, limit: int | N
             why = {"boxed": "holds no \\boxed{}", "gsm8k": "holds no '#### ' line"}.get(spec.answer_from, "is null")
             raise InputError(f"no gold answer: the field {why}", path=str(path), row=line_no, field=spec.answer)
         item_id = str(row.get(spec.id, line_no - 1) if spec.id else line_no - 1)
-        if item_id in seen:  # two rows of one id would be one prompt group in the rollouts
-            raise InputError(f"duplicate id {item_id!r} (also at line {seen[item_id]}; a row without an id takes "
-                             "its line number minus 1)", path=str(path), row=line_no, field=spec.id or "id")
-        seen[item_id] = line_no
+        _check_unique(seen, item_id, path, line_no, spec.id or "id",
+                      "; a row without an id takes its line number minus 1")
         items.append({"id": item_id, "benchmark": name, "problem": str(row[spec.problem]),
                       "answer": gold, "solution": gold_solution(row, spec)})
         if limit is not None and len(items) >= limit:
             break
     return items
+
+
+def _check_unique(seen: dict[str, int], item_id: str, path: Path, line_no: int, field: str, hint: str = "") -> None:
+    """Record `item_id` at `line_no` in `seen`; InputError when an earlier line had it (two rows of one id would be
+    one prompt group in the rollouts)."""
+    if item_id in seen:
+        raise InputError(f"duplicate id {item_id!r} (also at line {seen[item_id]}{hint})", path=str(path),
+                         row=line_no, field=field)
+    seen[item_id] = line_no
 
 
 def resolve_bench(name: str, fields: dict | None = None) -> tuple[str, BenchSpec | None]:
@@ -172,10 +179,7 @@ def read_responses_file(path: str | Path, id_field: str = "id", problem_field: s
         for field in (id_field, answer_field, responses_field):
             if field not in row:
                 raise InputError("missing", path=str(path), row=line_no, field=field)
-        if str(row[id_field]) in seen:
-            raise InputError(f"duplicate id {str(row[id_field])!r} (also at line {seen[str(row[id_field])]})",
-                             path=str(path), row=line_no, field=id_field)
-        seen[str(row[id_field])] = line_no
+        _check_unique(seen, str(row[id_field]), path, line_no, id_field)
         responses = row[responses_field]
         if isinstance(responses, str) or not isinstance(responses, list) or \
                 not all(isinstance(r, str) for r in responses) or not responses:

@@ -4,8 +4,9 @@ summaries; rollout rows of graded responses.
 Rules (docs/scale.md, "Grading rules"):
 
 1. **Final answer.** The content of the *last complete* ``\\boxed{...}`` (or ``\\fbox{...}``) of the response;
-   earlier boxes are drafts, and boxes are never merged into a set. A GSM8K-style final ``#### N`` line (a plain
-   number, commas as thousands separators) counts as a box; any other ``####`` line (a markdown heading) is text.
+   earlier boxes are drafts, and boxes are never merged into a set. A GSM8K-style final ``#### N`` line (N a plain
+   number, commas as thousands separators, with a sign, a ``$`` before it or words after it) counts as a box; any
+   other ``####`` line (a markdown heading) is text.
 2. **Unfinished responses are wrong.** A ``\\boxed{`` opened after the last complete box and never closed, or a
    ``<think>`` block never closed, means there is no complete final answer. When a ``</think>`` is present, only the
    text after the last one is the answer part.

@@ -101,10 +101,14 @@ def _check_types(cfg: dict, path: str) -> None:
             value = value[part]
         if present and not isinstance(value, str):
             raise InputError(f"must be a string, got {type(value).__name__} {value!r:.60}", path=path, field=dotted)
-    model = cfg["model"]
-    if model.startswith("lab:") and (model[4:] or "1m") not in SIZES:
-        raise InputError(f"unknown lab model size {model[4:]!r}; known: {', '.join(SIZES)}", path=path,
+    if cfg["model"].startswith("lab:") and lab_size(cfg["model"]) not in SIZES:
+        raise InputError(f"unknown lab model size {lab_size(cfg['model'])!r}; known: {', '.join(SIZES)}", path=path,
                          field="model")
+
+
+def lab_size(spec: str) -> str:
+    """The size of a `lab:SIZE` model spec ("lab:" alone is 1m)."""
+    return spec.split(":", 1)[1] or "1m"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,7 +225,7 @@ def resolve_model(spec: str, rows: list[dict], out_dir: Path, config_path: str |
         from hicra.lab.model import build_model, train_tokenizer
         from hicra.planning import Lexicon
 
-        size = spec.split(":", 1)[1] or "1m"
+        size = lab_size(spec)
         texts = [r["prompt"] + r.get("answer", "") for r in rows] + list(Lexicon.preset("lab").texts) * 20
         tok = train_tokenizer(texts)
         path = out_dir / "model_init"

@@ -104,10 +104,10 @@ def run(args) -> int:
     if args.resume and not args.out:
         raise InputError("--resume needs --out RUN_DIR")
     if args.out and not args.resume and (Path(args.out) / "run.json").exists():
-        started = not (Path(args.out) / "checkpoints" / "last.pt").exists()
+        no_checkpoint = not (Path(args.out) / "checkpoints" / "last.pt").exists()
         raise InputError("run directory already holds a run (use --resume or another --out)" + (
             "; it stopped before its first checkpoint, so there is nothing to resume: remove the directory to "
-            "start it again" if started else ""), path=str(Path(args.out) / "run.json"))
+            "start it again" if no_checkpoint else ""), path=str(Path(args.out) / "run.json"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
@@ -196,7 +196,7 @@ def _resumed_run(args, run_dir: Path, knobs: dict, threads: int | None, cache: P
     run.json: the RL settings as recorded (a flag given must agree: `_check_flags`; --steps and --tensorboard may
     change) and the recorded warm start (`_resumed_warm_start`)."""
     from hicra.dynamics.records import RUN_INFO
-    from hicra.lab.rl import config_from_record, recorded_run, steps_done, steps_problem
+    from hicra.lab.rl import NO_CHECKPOINT, config_from_record, recorded_run, steps_done, steps_problem
     from hicra.lab.sft import warm_start
 
     if not run_dir.is_dir():
@@ -205,8 +205,7 @@ def _resumed_run(args, run_dir: Path, knobs: dict, threads: int | None, cache: P
     # everything that can refuse the resume is checked before any warm start is looked for or rebuilt
     checkpoint = run_dir / "checkpoints" / "last.pt"
     if not checkpoint.exists():
-        raise InputError("nothing to resume: no checkpoint (a run that stopped before its first one starts again "
-                         "in a new or emptied directory)", path=str(checkpoint))
+        raise InputError(NO_CHECKPOINT, path=str(checkpoint))
     info = recorded_run(run_dir)
     if args.preset is not None and info.get("lab_preset", args.preset) != args.preset:
         raise InputError(f"--preset {args.preset} is not the run's {info['lab_preset']}", path=path, field="lab_preset")

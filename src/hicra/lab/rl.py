@@ -124,6 +124,9 @@ class RLConfig:
             OnlineConfig(**self.phase_detector).validate()
 
 
+# why a run directory without checkpoints/last.pt cannot be resumed (`run_rl`, and `hicra lab` before any warm start)
+NO_CHECKPOINT = "nothing to resume: no checkpoint (a run that stopped before its first one starts again in a new or " \
+    "emptied directory)"
 # RLConfig fields a resumed run may set anew (run longer, log to TensorBoard); every other field is the run's own
 RESUME_MAY_CHANGE = ("steps", "tensorboard")
 
@@ -409,8 +412,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     if resume and not ckpt_path.exists():
-        raise InputError("nothing to resume: no checkpoint (a run that stopped before its first one starts again in "
-                         "a new or emptied directory)", path=str(ckpt_path))
+        raise InputError(NO_CHECKPOINT, path=str(ckpt_path))
     if not resume and (run_dir / "run.json").exists():
         raise InputError("run directory already holds a run (use --resume or another --out)", path=str(run_dir))
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from hicra.errors import InputError
-from hicra.fileio import lone_surrogate, read_correctness, read_jsonl
+from hicra.fileio import read_correctness, read_jsonl
 from hicra.planning.lexicon import (
     APOSTROPHES,
     COMBINING_MARKS,
@@ -108,14 +108,12 @@ def read_corpus(path: str | Path, text_field: str, correct_field: str | None = N
             q = _field_values(row, question_field, path, line_no)
             if len(q) != 1 or not isinstance(next(iter(q.values())), str):
                 raise InputError("expected one string", path=path, row=line_no, field=question_field)
-            qkey, question = next(iter(q.items()))
-            _check_text(question, path, line_no, field_name(question_field, qkey))
+            question = next(iter(q.values()))
         for key, text in texts.items():
             fname = field_name(text_field, key)
             if not isinstance(text, str):
                 raise InputError(f"expected a string, got {type(text).__name__}", path=path, row=line_no,
                                  field=fname)
-            _check_text(text, path, line_no, fname)
             ok = True
             if correct is not None:
                 ckey = key if key in correct else ()
@@ -124,13 +122,6 @@ def read_corpus(path: str | Path, text_field: str, correct_field: str | None = N
                     raise InputError("missing field", path=path, row=line_no, field=cname)
                 ok = read_correctness(correct[ckey], path, line_no, cname)
             yield Document(text, question, f"{line_no}:{'.'.join(key)}"), ok
-
-
-def _check_text(text: str, path: str, line: int, fname: str) -> None:
-    bad = lone_surrogate(text)
-    if bad:
-        raise InputError(f"lone surrogate {bad} (a \\uXXXX escape that is not half of a pair; not Unicode text)",
-                         path=path, row=line, field=fname)
 
 
 # --- n-grams --------------------------------------------------------------------------------------------

@@ -98,12 +98,12 @@ def _check_identity(summary: dict, path: Path, arm: str, cell: str, pair) -> Non
     copied or moved to another run's place would otherwise be pooled and paired as that run."""
     from hicra.study.presets import ARMS
 
-    want = {"arm": arm, "cell": cell, "warm_start_seed": pair.warm_start_seed, "seed": pair.seed}
-    want.update({f"config.{k}": v for k, v in ARMS.get(arm, {}).items()})
-    want["config.seed"] = pair.seed
     config = summary.get("config") or {}
-    for field, value in want.items():
-        got = config.get(field[7:], value) if field.startswith("config.") else summary.get(field)
+    own = {"arm": arm, "cell": cell, "warm_start_seed": pair.warm_start_seed, "seed": pair.seed}
+    settings = {**ARMS.get(arm, {}), "seed": pair.seed}  # a setting the config lacks (an older summary) passes
+    checks = [(field, summary.get(field), value) for field, value in own.items()] + \
+        [(f"config.{key}", config.get(key, value), value) for key, value in settings.items()]
+    for field, got, value in checks:
         if got != value:
             raise InputError(f"is {got!r}, but the file's place names the run ({condition_label(cell, arm)}, "
                              f"{pair.name}) whose {field} is {value!r}", path=str(path), field=field)
