@@ -7,7 +7,7 @@ import pytest
 from hicra import __version__
 from hicra.cli import main
 from hicra.errors import InputError
-from hicra.fileio import atomic_path, write_json
+from hicra.fileio import atomic_dir, atomic_path, write_json
 
 
 def test_version_flag():
@@ -63,3 +63,40 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    import os
+
+    target = tmp_path / "model"
+    with atomic_dir(target) as tmp:
+        (tmp / "weights.bin").write_text("v1")
+        assert not target.exists()  # nothing under the final name while the folder is written
+    assert (target / "weights.bin").read_text() == "v1"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~mask
+    # a save that fails part-way leaves the old folder as it was, and no temp folder
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "weights.bin").write_text("half")
+            raise RuntimeError("killed")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert sorted(p.name for p in target.iterdir()) == ["weights.bin"]
+    assert (target / "weights.bin").read_text() == "v1"
+    # a complete save replaces the old folder whole: files the new one lacks are gone, and nothing is left aside
+    with atomic_dir(target) as tmp:
+        (tmp / "config.json").write_text("{}")
+    assert sorted(p.name for p in target.iterdir()) == ["config.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_atomic_dir_refuses_a_file_in_the_way(tmp_path):
+    (tmp_path / "model").write_text("not a folder")
+    with pytest.raises(InputError, match="a file of that name exists"):
+        with atomic_dir(tmp_path / "model"):
+            pass
+    with pytest.raises(InputError, match="cannot write here"):
+        with atomic_dir(tmp_path / "model" / "inner"):
+            pass
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]

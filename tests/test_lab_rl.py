@@ -252,9 +252,15 @@ def test_a_run_made_longer_or_stopped_at_its_checkpoint_is_an_uninterrupted_one(
     _run(model_dir, tmp_path / "full4", steps=4, **kw)
     _run(model_dir, tmp_path / "ext", steps=3, **kw)
     assert "step_000003" in _files_of(tmp_path / "ext")["snapshots"]
+    # what a save killed part-way leaves (atomic_dir's temp folders) goes on resume
+    for litter in (tmp_path / "ext" / "checkpoints" / ".step_000004.x1.tmp", tmp_path / "ext" / ".model.x2.tmp"):
+        litter.mkdir()
+        (litter / "model.safetensors").write_bytes(b"half")
     run_rl(RLConfig(**{**BASE, **kw, "steps": 4}), model_dir, tmp_path / "ext", resume=True, progress=False,
            log=lambda *a: None)
     assert _files_of(tmp_path / "ext") == _files_of(tmp_path / "full4")
+    hidden = [p for p in (tmp_path / "ext").rglob(".*")]
+    assert hidden == []
     # (b): a 4-step run whose last.pt is put back to the step-2 checkpoint after steps 3-4 were logged
     _run(model_dir, tmp_path / "full2", steps=2, **kw)
     shutil.copytree(tmp_path / "full4", tmp_path / "cut")

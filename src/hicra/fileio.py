@@ -2,7 +2,7 @@
 
 Writes: every output goes to a temp file in the same directory, then `os.replace` renames it. A crash or a bad
 input part-way never leaves a half-written file under the final name, and a file that already existed stays
-intact until its replacement is complete.
+intact until its replacement is complete. A folder (a saved model) is written the same way (`atomic_dir`).
 
 Reads (`read_text`, `read_yaml`, `read_jsonl`): an unreadable file, bytes that are not UTF-8 and lines that are not
 JSON raise `InputError` with the file and line, which the CLI prints as one line (exit 2).
@@ -15,6 +15,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,38 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temp folder next to `path`; on success it takes the name `path`, on failure it is deleted.
+
+    A folder already at `path` is renamed aside and deleted only after the new one is in place, so a reader sees
+    the old folder or the complete new one, never a half-written one (for the instant between the two renames,
+    none). The temp and set-aside names start with a dot. InputError (one line) when `path` is a file or its
+    parent cannot be written."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise InputError(f"cannot write here: {exc.strerror} ({exc.filename})", path=str(path)) from None
+    if path.exists() and not path.is_dir():
+        tmp.rmdir()
+        raise InputError("cannot write a folder here: a file of that name exists", path=str(path))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; a plain mkdir gives 0777 less umask
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hicra.errors import InputError
-from hicra.fileio import load_causal_lm, load_tokenizer, read_yaml
+from hicra.fileio import atomic_dir, load_causal_lm, load_tokenizer, read_yaml
 
 TRAINERS = ("hicra", "grpo", "trl-grpo")
 
@@ -229,8 +229,9 @@ def resolve_model(spec: str, rows: list[dict], out_dir: Path, config_path: str |
         texts = [r["prompt"] + r.get("answer", "") for r in rows] + list(Lexicon.preset("lab").texts) * 20
         tok = train_tokenizer(texts)
         path = out_dir / "model_init"
-        tok.save_pretrained(path)
-        build_model(tok, size=size).save_pretrained(path)
+        with atomic_dir(path) as tmp:
+            tok.save_pretrained(tmp)
+            build_model(tok, size=size).save_pretrained(tmp)
         return path
     path = Path(spec)
     if not path.is_dir():
@@ -305,7 +306,11 @@ def run(args) -> int:
     trainer = build_trainer(cfg)
     trainer.train()
     out = Path(trainer.args.output_dir)
-    trainer.save_model(str(out / "final"))
+    if trainer.accelerator.num_processes > 1:  # every process takes part in the save: one folder, in place
+        trainer.save_model(str(out / "final"))
+    else:
+        with atomic_dir(out / "final") as tmp:
+            trainer.save_model(str(tmp))
     print(json.dumps({"output_dir": str(out), "steps": trainer.state.global_step,
                       "run_dir": str(getattr(trainer.args, "run_dir", None) or out)}))
     return 0

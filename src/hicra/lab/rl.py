@@ -302,9 +302,11 @@ def save_checkpoint(path: Path, model, opt, step: int, log: list[dict], rng: dic
 def _snapshot(run_dir: Path, step: int, model, tokenizer) -> None:
     """An ordinary HF directory `checkpoints/step_NNNNNN/` of the weights after `step` steps (0: the warm start),
     for `hicra anchors` / `hicra graphs`."""
-    snap = run_dir / "checkpoints" / f"step_{step:06d}"
-    model.save_pretrained(snap)
-    tokenizer.save_pretrained(snap)
+    from hicra.fileio import atomic_dir
+
+    with atomic_dir(run_dir / "checkpoints" / f"step_{step:06d}") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
 
 
 def _forget_after(run_dir: Path, start: int, cfg: RLConfig, history: list[dict]) -> None:
@@ -312,7 +314,8 @@ def _forget_after(run_dir: Path, start: int, cfg: RLConfig, history: list[dict])
     point: the training log as the checkpoint has it (rows of undone steps go, also when no step is left to run),
     no evaluation point, probe row or snapshot off its grid at or after `start` (the final point of a shorter run,
     when a resume asks for more steps; a point on the grid is what a longer run also has), and no snapshot past
-    `cfg.steps` (a resume that stops at the last checkpoint)."""
+    `cfg.steps` (a resume that stops at the last checkpoint), and no temp folder of a save that was killed
+    part-way (`atomic_dir`'s dot-named folders)."""
     from hicra.fileio import write_jsonl
 
     write_jsonl(run_dir / "train_log.jsonl", history)
@@ -323,6 +326,8 @@ def _forget_after(run_dir: Path, start: int, cfg: RLConfig, history: list[dict])
             keep = [r for r in rows if r["step"] < start or (cfg.eval_every and r["step"] % cfg.eval_every == 0)]
             if keep != rows:
                 write_jsonl(path, keep)
+    for litter in [*(run_dir / "checkpoints").glob(".step_*"), *run_dir.glob(".model.*")]:
+        shutil.rmtree(litter, ignore_errors=True)
     for snap in (run_dir / "checkpoints").glob("step_*"):
         step = int(snap.name.split("_", 1)[1])
         if step > cfg.steps or (step >= start and step % cfg.checkpoint_every and step != cfg.steps):
@@ -399,7 +404,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     from hicra.dynamics.records import RolloutWriter, list_rollout_files, rollout_row, write_run_info
     from hicra.dynamics.vocab import error_columns, loss_stats
     from hicra.errors import InputError
-    from hicra.fileio import write_json, write_jsonl
+    from hicra.fileio import atomic_dir, write_json, write_jsonl
     from hicra.lab.model import format_prompt
     from hicra.lab.sampling import sample, sequence_logprobs
     from hicra.lab.sft import eval_problems
@@ -474,7 +479,8 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         log(f"resuming {run_dir} at step {start}")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer.save_pretrained(run_dir / "tokenizer")
+        with atomic_dir(run_dir / "tokenizer") as tmp:
+            tokenizer.save_pretrained(tmp)
         lexicon.save(run_dir / "lexicon.json")
         write_run_info(run_dir, {
             "algorithm": cfg.algo, "alpha": cfg.alpha if cfg.algo != "grpo" else 0.0, "seed": cfg.seed,
@@ -652,8 +658,9 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         write_json(eval_path, evals)
         if cfg.eval_every and cfg.steps > 0:  # the curve ends at the final weights (greedy decode reused)
             _eval_point(run_dir, model, tokenizer, task, held_out, probe_set, cfg, cfg.steps, evals["final"])
-    model.save_pretrained(run_dir / "model")
-    tokenizer.save_pretrained(run_dir / "model")
+    with atomic_dir(run_dir / "model") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return {"log": history, "eval": evals, "run_dir": str(run_dir), "timings": timings}
 
 
