@@ -215,6 +215,33 @@ def test_hicra_alpha_range(alpha):
         hicra_advantages(torch.ones(2), torch.ones(2, 3, dtype=torch.bool), alpha)
 
 
+def test_option_ranges_are_checked_in_one_place_with_one_wording():
+    """alpha, entropy_quantile and placebo_rate: one check (`option_problem`) used by the lab, TRL and verl."""
+    from hicra.algorithms import check_option, gradient_mass, option_problem
+    from hicra.integrations.verl_main import _range_problem
+
+    assert option_problem("alpha", 0.2) is None and option_problem("alpha", 0) is None
+    assert option_problem("alpha", 1.0) == "alpha must be in [0, 1), got 1.0"
+    assert option_problem("alpha", float("nan")) == "alpha must be in [0, 1), got nan"
+    assert option_problem("alpha", "high") == "alpha must be a number in [0, 1), got 'high'"
+    assert option_problem("alpha", True) == "alpha must be a number in [0, 1), got True"
+    assert option_problem("alpha", None) == "alpha must be a number in [0, 1), got None"
+    assert option_problem("entropy_quantile", 1.0) is None
+    assert option_problem("entropy_quantile", 5) == "entropy_quantile must be in [0, 1], got 5"
+    assert option_problem("placebo_rate", None) is None
+    assert option_problem("placebo_rate", -0.1) == "placebo_rate must be in [0, 1] or unset, got -0.1"
+    assert check_option("alpha", "0.2") == 0.2 and check_option("placebo_rate", None) is None
+    with pytest.raises(ValueError, match=r"^entropy_quantile must be in \[0, 1\], got 2$"):
+        check_option("entropy_quantile", 2)
+    # every entry point gives the same line (verl's `+hicra` options prefixed with `+hicra.`)
+    assert _range_problem({"entropy_quantile": 2}) == "+hicra.entropy_quantile must be in [0, 1], got 2"
+    for call in (lambda: hicra_advantages(torch.ones(2), torch.ones(2, 3, dtype=torch.bool), 1.0),
+                 lambda: gradient_mass(torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool),
+                                       torch.ones(1, 2, dtype=torch.bool), torch.ones(1), 1.0)):
+        with pytest.raises(ValueError, match=r"^alpha must be in \[0, 1\), got 1.0$"):
+            call()
+
+
 def test_hicra_shape_errors():
     with pytest.raises(ValueError):
         hicra_advantages(torch.ones(3), torch.ones(2, 3, dtype=torch.bool), 0.2)

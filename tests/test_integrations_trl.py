@@ -339,7 +339,7 @@ def test_train_cli_math_data_and_bad_config(tmp_path, shared_data, capsys):
     ("model.x=1", "field 'set': cannot set 'model.x': 'model' is not a mapping"),
     ("args.alpha=[", "field 'set': bad YAML value in 'args.alpha=['"),
     ("args=3", "c.yaml, field 'args': must be a mapping"),
-    ("args.placebo_rate=2", "c.yaml, field 'args': placebo_rate must be None or in [0, 1], got 2"),
+    ("args.placebo_rate=2", "c.yaml, field 'args': placebo_rate must be in [0, 1] or unset, got 2"),
     ("data.lab=[{family: nosuch}]", "c.yaml, field 'data.lab': not a lab task mix (unknown task family 'nosuch'"),
     ("data.lab=product", "c.yaml, field 'data.lab': not a lab task mix"),
     ("data.n=many", "c.yaml, field 'data': n, limit and seed must be integers"),

@@ -492,11 +492,11 @@ def test_v1_worker_class_and_task_runners(lab_tokenizer, tmp_path):
 
 
 @pytest.mark.parametrize("estimator, hicra, message", [
-    ("grpo", {"alpha": 1.5}, "+hicra.alpha must be 0 <= alpha < 1, got 1.5"),
-    ("hicra", {"alpha": 1.5}, "+hicra.alpha must be 0 <= alpha < 1, got 1.5"),
+    ("grpo", {"alpha": 1.5}, "+hicra.alpha must be in [0, 1), got 1.5"),
+    ("hicra", {"alpha": 1.5}, "+hicra.alpha must be in [0, 1), got 1.5"),
     ("grpo", {"alpha": "high"}, "+hicra.alpha must be a number"),
     ("grpo", {"entropy_quantile": 5}, "+hicra.entropy_quantile must be in [0, 1], got 5"),
-    ("grpo", {"placebo_rate": -0.1}, "+hicra.placebo_rate must be null or in [0, 1]"),
+    ("grpo", {"placebo_rate": -0.1}, "+hicra.placebo_rate must be in [0, 1] or unset, got -0.1"),
     ("grpo", {"lexicon": "nosuch"}, "+hicra.lexicon: unknown lexicon preset 'nosuch'"),
     ("hicra", {"mask_source": "high-entropy"}, "+hicra.mask_source=high-entropy needs the actor-loss path"),
     ("hicra", {"gated_planning": True}, "+hicra.gated_planning is not used by the hicra estimator"),

@@ -231,9 +231,7 @@ def hicra_advantages(advantages: torch.Tensor, planning_mask: Any, alpha: float)
     Returns:
         A new [B, T] tensor (advantages' dtype and device); the input is never modified.
     """
-    alpha = float(alpha)
-    if not 0.0 <= alpha < 1.0:  # also rejects NaN
-        raise ValueError(f"alpha must satisfy 0 <= alpha < 1, got {alpha}")
+    alpha = check_option("alpha", alpha)
     mask = _as_bool_mask(planning_mask, "planning_mask").to(advantages.device)
     _token_advantages(advantages, mask.shape)  # shape checks
     # For [B] input the amplified value is computed once per rollout and broadcast ([B, 1]), so the only [B, T]
@@ -397,6 +395,39 @@ HIGH_ENTROPY_QUANTILE = 0.2
 GATED_ENTROPY_TOP = 0.3
 
 
+# The ranges of the numeric amplification options, checked in one place (`option_problem`) by every entry point:
+# the functions below, the lab, TRL's HICRAConfig and verl's HICRALoss / HICRAPlumbing / `+hicra` options.
+OPTION_RANGES = {
+    "alpha": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),  # below 1: A + alpha|A| never flips the sign of A
+    "entropy_quantile": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    "placebo_rate": (lambda v: 0.0 <= v <= 1.0, "in [0, 1] or unset"),  # unset (None): the batch's planning rate
+}
+
+
+def option_problem(name: str, value: Any) -> str | None:
+    """Why `value` is not a valid amplification option `name` ("alpha", "entropy_quantile" or "placebo_rate"), as
+    one line that starts with the name, e.g. "alpha must be in [0, 1), got 1.5"; None when it is valid. A
+    placebo_rate of None is valid; NaN, booleans and values that are not numbers are not."""
+    if value is None and name == "placebo_rate":
+        return None
+    test, rule = OPTION_RANGES[name]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, bool):
+        return f"{name} must be a number {rule}, got {value!r}"
+    return None if test(number) else f"{name} must be {rule}, got {value!r}"  # NaN fails every comparison
+
+
+def check_option(name: str, value: Any) -> float | None:
+    """`value` as a float (None for an unset placebo_rate); ValueError with `option_problem`'s line otherwise."""
+    problem = option_problem(name, value)
+    if problem:
+        raise ValueError(problem)
+    return None if value is None else float(value)
+
+
 def canonical_mask_source(name: str) -> str:
     """The canonical name of a mask source (aliases resolved); ValueError naming the known ones otherwise."""
     name = MASK_SOURCE_ALIASES.get(name, name)
@@ -452,9 +483,7 @@ def gradient_mass(logprobs: torch.Tensor, response_mask: Any, mask: Any, advanta
         {"token_share" (``planning_rate`` of the mask), "gradient_mass_share", "update_share", "update_change"};
         a mass or update share whose denominator is 0 is NaN.
     """
-    alpha = float(alpha)
-    if not 0.0 <= alpha < 1.0:
-        raise ValueError(f"alpha must satisfy 0 <= alpha < 1, got {alpha}")
+    alpha = check_option("alpha", alpha)
     resp = _as_bool_mask(response_mask, "response_mask")
     m = _as_bool_mask(mask, "mask").to(resp.device) & resp
     if m.shape != resp.shape or logprobs.shape != resp.shape:

@@ -39,8 +39,10 @@ from hicra.algorithms import (
     HIGH_ENTROPY_QUANTILE,
     LOGPROB_MASK_SOURCES,
     MASK_SOURCES,  # noqa: F401  (re-exported: hicra.integrations.trl.MASK_SOURCES)
+    OPTION_RANGES,
     amplification_mask,
     canonical_mask_source,
+    check_option,
     hicra_advantages,
 )
 
@@ -76,13 +78,9 @@ class HICRAConfig(GRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 <= float(self.alpha) < 1.0:
-            raise ValueError(f"alpha must satisfy 0 <= alpha < 1, got {self.alpha}")
+        for name in OPTION_RANGES:  # ValueError: "alpha must be in [0, 1), got 1.5"
+            check_option(name, getattr(self, name))
         self.mask_source = canonical_mask_source(self.mask_source)  # ValueError naming MASK_SOURCES
-        if not 0.0 <= self.entropy_quantile <= 1.0:
-            raise ValueError(f"entropy_quantile must be in [0, 1], got {self.entropy_quantile}")
-        if self.placebo_rate is not None and not 0.0 <= float(self.placebo_rate) <= 1.0:
-            raise ValueError(f"placebo_rate must be None or in [0, 1], got {self.placebo_rate}")
 
 
 def _text(value: Any) -> str:

@@ -46,6 +46,7 @@ from hicra.algorithms import (
     LOGPROB_MASK_SOURCES,
     amplification_mask,
     canonical_mask_source,
+    check_option,
     grpo_advantages,
     hicra_advantages,
 )
@@ -133,8 +134,7 @@ class HICRAPlumbing:
                  correct_threshold: float = 1.0, seed: int = 0, run_info: dict | None = None):
         from hicra.planning import Lexicon, PlanningTagger
 
-        if not 0.0 <= float(alpha) < 1.0:
-            raise ValueError(f"alpha must satisfy 0 <= alpha < 1, got {alpha}")
+        alpha, placebo_rate = check_option("alpha", alpha), check_option("placebo_rate", placebo_rate)
         mask_source = canonical_mask_source(mask_source)
         if mask_source not in ("planning", "placebo"):
             raise ValueError(f"the legacy estimator takes mask_source 'planning' or 'placebo', got {mask_source!r}; "
@@ -323,8 +323,8 @@ class HICRALoss:
                  gated_planning: bool = False, seed: int = 0):
         from hicra.planning import Lexicon, PlanningTagger
 
-        if not 0.0 <= float(alpha) < 1.0:
-            raise ValueError(f"alpha must satisfy 0 <= alpha < 1, got {alpha}")
+        for name, value in (("alpha", alpha), ("entropy_quantile", entropy_quantile), ("placebo_rate", placebo_rate)):
+            check_option(name, value)
         self.loss_fn = loss_fn
         self.alpha = float(alpha)
         self.mask_source = canonical_mask_source(mask_source)

@@ -35,28 +35,22 @@ def hicra_options(config) -> dict:
                          "correct_threshold")
     out = {k: opts[k] for k in LOSS_OPTIONS if k in opts}
     if "alpha" in out:
-        try:
-            out["alpha"] = float(out["alpha"])
-        except (TypeError, ValueError):
-            raise ValueError(f"+hicra.alpha must be a number (0 <= alpha < 1), got {out['alpha']!r}") from None
+        from hicra.algorithms import option_problem
+
+        problem = option_problem("alpha", out["alpha"])
+        if problem:
+            raise ValueError(f"+hicra.{problem}")
+        out["alpha"] = float(out["alpha"])
     return out
 
 
 def _range_problem(opts: dict) -> str | None:
-    """The first `+hicra` value out of its range, or None: 0 <= alpha < 1, entropy_quantile in [0, 1],
-    placebo_rate null or in [0, 1]."""
-    checks = (("alpha", lambda v: 0.0 <= v < 1.0, "0 <= alpha < 1"),
-              ("entropy_quantile", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
-              ("placebo_rate", lambda v: 0.0 <= v <= 1.0, "null or in [0, 1]"))
-    for key, ok, rule in checks:
-        if opts.get(key) is None:
-            continue
-        try:
-            value = float(opts[key])
-        except (TypeError, ValueError):
-            return f"+hicra.{key} must be a number ({rule}), got {opts[key]!r}"
-        if not ok(value):
-            return f"+hicra.{key} must be {rule}, got {opts[key]!r}"
+    """The first `+hicra` value out of its range (`hicra.algorithms.OPTION_RANGES`), or None."""
+    from hicra.algorithms import OPTION_RANGES, option_problem
+
+    for key in OPTION_RANGES:
+        if opts.get(key) is not None and option_problem(key, opts[key]):  # unset keys keep HICRALoss's defaults
+            return f"+hicra.{option_problem(key, opts[key])}"
     return None
 
 

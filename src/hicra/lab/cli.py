@@ -84,8 +84,10 @@ DEFAULTS = {"preset": "quick", "algo": "hicra", "alpha": 0.2, "seed": 0, "warm_s
 
 
 def run(args) -> int:
-    if args.alpha is not None and not 0.0 <= args.alpha < 1.0:
-        raise InputError(f"--alpha must be in [0, 1), got {args.alpha}")
+    from hicra.algorithms import option_problem
+
+    if args.alpha is not None and option_problem("alpha", args.alpha):
+        raise InputError(f"--{option_problem('alpha', args.alpha)}")
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be positive, got {args.steps}")
     if args.strategy_k is not None and args.strategy_k < 0:

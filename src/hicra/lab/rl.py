@@ -103,8 +103,9 @@ class RLConfig:
             raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
         if not isinstance(self.tasks, list) or not all(isinstance(t, dict) for t in self.tasks):
             raise ValueError(f"tasks must be a list of task specs (objects), got {_short(self.tasks)}")
-        if not 0.0 <= self.alpha < 1.0:
-            raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
+        from hicra.algorithms import check_option
+
+        check_option("alpha", self.alpha)
         from hicra.lab.model import check_layout
 
         check_layout(self.logprob_layout, "logprob_layout")
