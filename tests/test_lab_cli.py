@@ -204,7 +204,15 @@ def test_lab_resume_continues_the_recorded_run(tiny_preset, tmp_path, capsys, mo
     (run_dir / "run.json").write_text(json.dumps(info))
     assert main(["lab", "--resume", "--steps", "1", "--cache", str(tmp_path / "c4"), *common]) == 2
     assert "field 'config.steps': cannot resume to 1 steps: 2 are done" in capsys.readouterr().err
-    (run_dir / "checkpoints" / "last.pt").unlink()
+    # a damaged checkpoint (cut short, or not one at all): one line naming it, not torch's traceback
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    whole = ckpt.read_bytes()
+    for damage in (whole[: len(whole) // 2], b"not a checkpoint"):
+        ckpt.write_bytes(damage)
+        assert main(["lab", "--resume", "--steps", "3", "--cache", str(tmp_path / "c4"), *common]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "last.pt: damaged checkpoint, cannot resume from it" in err and "\n" not in err
+    ckpt.unlink()
     assert main(["lab", "--resume", "--preset", "quick", "--cache", str(tmp_path / "c4"), *common]) == 2
     assert "last.pt: nothing to resume: no checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "c4").exists()

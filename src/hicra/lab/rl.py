@@ -161,8 +161,9 @@ def steps_problem(steps: int, done: int) -> str | None:
 
 
 def steps_done(checkpoint: Path) -> int:
-    """How many RL steps the checkpoint `checkpoints/last.pt` holds."""
-    return int(load_checkpoint(checkpoint)["step"]) + 1
+    """How many RL steps the checkpoint `checkpoints/last.pt` holds (its tensors are mapped, not read: the resume
+    that follows reads them)."""
+    return int(load_checkpoint(checkpoint, mmap=True)["step"]) + 1
 
 
 def recorded_run(run_dir: Path) -> dict:
@@ -335,10 +336,24 @@ def _forget_after(run_dir: Path, start: int, cfg: RLConfig, history: list[dict])
             shutil.rmtree(snap)
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, mmap: bool = False) -> dict:
+    """The dict `save_checkpoint` wrote; `mmap=True` maps the tensors instead of reading them. InputError (one
+    line, naming the file) when it does not load (it is written atomically, so only outside damage does that)."""
+    import pickle
+
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=False)
+    from hicra.errors import InputError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        reason = " ".join(str(exc).split()).split(". ")[0][:120]
+        raise InputError(f"damaged checkpoint, cannot resume from it ({type(exc).__name__}: {reason})",
+                         path=str(path)) from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise InputError("not a lab checkpoint (no integer 'step')", path=str(path))
+    return state
 
 
 def _evaluate_both(model, tokenizer, task, problems, cfg: RLConfig, name: str) -> dict:
