@@ -55,6 +55,22 @@ def test_series_checker_hand_written(response, correct, error_type, strategy):
     assert r.reward == (1.0 if correct else 0.0)
 
 
+def test_series_label_does_not_need_the_count_lines():
+    """With the count in the prompt (`show_count`) a response may skip the count lines and be right; it is labelled
+    by what it computed (before session 55 it got no label). Without the count given, the same lines use a number
+    from nowhere: a planning error, still labelled with the strategy it tried."""
+    shown = Series(show_count=True)
+    s9 = shown.make(14, 3, 9)
+    pairing = "pair\n14+38=52\n52*9=468\n468/2=234\nso the answer is 234"
+    middle = "middle\n14+38=52\n52/2=26\n26*9=234\nso the answer is 234"
+    assert [(r.correct, r.strategy) for r in (shown.check(s9, pairing), shown.check(s9, middle))] == [
+        (True, "pairing"), (True, "middle")]
+    r = SR.check(S, pairing)
+    assert (r.correct, r.error_type, r.strategy) == (False, "planning", "pairing")
+    # a product of two numbers with neither the count nor the pair sum is no closed form: no label
+    assert SR.check(S, "guess\n26*9=234\nso the answer is 234").strategy is None
+
+
 PRODUCT_CASES = [
     ("round up\n23*40=920\n920-23=897\nso the answer is 897", True, None, "round-up"),
     ("split\n23*30=690\n23*9=207\n690+207=897\nso the answer is 897", True, None, "split"),
@@ -73,6 +89,12 @@ PRODUCT_CASES = [
     ("round up\n23*40=920\n920-23=897+5\nso the answer is 897", False, "execution", "round-up"),
     # spaces around the parts of a line are still one computation
     ("round up\n 23 * 40 = 920 \n920-23=897\nso the answer is 897", True, None, "round-up"),
+    # the same strategies with the operands or the lines in another order (no label before session 55)
+    ("round up\n40*23=920\n920-23=897\nso the answer is 897", True, None, "round-up"),
+    ("split\n23*9=207\n23*30=690\n690+207=897\nso the answer is 897", True, None, "split"),
+    ("split\n23*9=207\n30*23=690\n207+690=897\nso the answer is 897", True, None, "split"),
+    ("round up\n23*1=23\n23*40=920\n920-23=897\nso the answer is 897", True, None, "round-up"),
+    ("split the first\n39*20=780\n39*3=117\n780+117=897\nso the answer is 897", True, None, "split-first"),
 ]
 
 

@@ -121,4 +121,16 @@ class Product(Family):
             return "split" if y < b else "round-up"
         if {x, y} == {a, b} and len(lines) == 1:
             return "direct"  # not a scripted strategy: a policy may still find it (one hard line)
-        return None
+        return self._strategy_of_products(problem, lines)
+
+    def _strategy_of_products(self, problem: Problem, lines: list) -> str | None:
+        """The strategy whose leading product appears among the multiplications, in any order or operand order
+        (`40*23` for `23*40`; the ones part before the tens): a*U (U the ten above b) is round-up, a*T (T the tens
+        of b) split, h*b (h the round part of a, not a itself) split-first; None when none or several appear."""
+        a, b = problem.data["a"], problem.data["b"]
+        tens = b - b % 10
+        hi, _ = self.first_parts(a)
+        products = {frozenset((x, y)) for x, op, y, _ in lines if op == "*"}
+        found = [name for name, pair in (("round-up", {a, tens + 10}), ("split", {a, tens}), ("split-first", {hi, b}))
+                 if frozenset(pair) in products and (name != "split-first" or 0 < hi != a)]
+        return found[0] if len(found) == 1 else None

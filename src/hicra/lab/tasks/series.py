@@ -199,9 +199,9 @@ class Series(Family):
         steps = all(op == "+" or (op == "-" and (y == d or (x, y) == (b, a))) for x, op, y, _ in lines)
         if len(adds) == len(lines) or (adds and adds[0] == a and steps):  # additions only; or, with `stop_check`,
             return "one-by-one"  # additions from the first term beside b - a counted down by d
-        if lines[0][:3] != (b, "-", a):
-            return None
         pair_at = next((i for i, (x, op, y, _) in enumerate(lines) if op == "+" and {x, y} == {a, b}), None)
+        if lines[0][:3] != (b, "-", a) and pair_at is None:  # neither the count nor the pair sum: no closed form
+            return None  # (a response may skip the count lines when it can read the count: `show_count`)
         # middle halves the pair sum after computing it (pair_even's pairing halves the count, before it)
         if pair_at is not None and any(op == "/" and y == 2 and x == lines[pair_at][3]
                                        for x, op, y, _ in lines[pair_at + 1 :]):
