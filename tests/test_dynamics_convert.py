@@ -276,6 +276,22 @@ def test_a_row_without_the_named_step_field_is_an_error(tmp_path, capsys):
     assert code == 0 and config["steps"] == {"0": "responses"} and config["step_order"] == "one step"
 
 
+@pytest.mark.parametrize("field", ["model", "step", "checkpoint"])
+def test_the_step_field_is_found_without_naming_it(tmp_path, capsys, field):
+    """Before session 55 only "model" was looked for: a log whose rows hold `step` (the shared real run) became one
+    step of 19 x 100 responses unless --step-field was given, with nothing said."""
+    code, _, config = _steps_of(tmp_path, capsys, [100, 50], field=field)
+    assert code == 0 and config["steps"] == {"0": "50", "1": "100"}
+    # rows that put their step in different fields are named, not merged
+    rows = [{"prompt": "q", "response": "a", "correct": True, "step": 1},
+            {"prompt": "q", "response": "b", "correct": True, "checkpoint": 2}]
+    src = _write_jsonl(tmp_path / "mixed.jsonl", rows)
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "o3"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"hicra convert: error: {src}:2, field 'checkpoint': this row's step is in field 'checkpoint', earlier rows' "
+        f"in 'step' ({src}:1): name one with --step-field")
+
+
 @pytest.mark.parametrize("value", [-5, 0])
 def test_limit_must_be_positive(tmp_path, capsys, value):
     src = _write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "response": "a", "correct": True}])

@@ -5,9 +5,10 @@ Inputs: JSONL or Parquet files, or folders of them (read in natural name order: 
 row shapes are read:
 
 * flat: ``{"prompt": ..., "response": ..., "correct": true, "model": "ckpt-100", ...}``: one response per row;
-  the step is the value of the step field (default "model"; "step" or "checkpoint" work the same). A step field
-  named explicitly (`step_field` or a preset) must be in every row (InputError naming the row otherwise); with
-  the default "model", either every row has it or none does (then all rows are one step, "responses");
+  the step is the value of the step field: the one named (`step_field` or a preset), else the first of "model",
+  "step" and "checkpoint" that the rows hold. A named step field must be in every row (InputError naming the row
+  otherwise); a found one is in every row or none holds one (then all rows are one step, "responses"), and rows
+  that hold different ones are an InputError;
 * nested (GSM8K's ``model_solutions.jsonl``): ``{"question": ..., "6b_finetuning": {"is_correct": false,
   "solution": ...}, "175b_verification": {...}}``: every key whose value is an object holding a response field
   and a correctness field is a model, one step per model.
@@ -74,6 +75,7 @@ RESPONSE_FIELDS = ("response", "solution", "completion")
 CORRECT_FIELDS = ("correct", "is_correct")
 PROMPT_FIELDS = ("prompt", "question", "problem")
 ID_FIELDS = ("prompt_id", "id")
+STEP_FIELDS = ("model", "step", "checkpoint")  # looked for when no step field is named (a run's rows use one)
 
 # preset -> field map. verl: `trainer.rollout_data_dir` / `validation_data_dir` files `{step}.jsonl` written by
 # `RayPPOTrainer._write_generations` (input, output, gts, score, step, and the reward function's extra keys, e.g.
@@ -325,7 +327,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
              "step_field": step_field, "strategy_field": strategy_field}
     fields.update({k: v for k, v in given.items() if v is not None})
     step_named = "step_field" in fields  # named by the user or a preset: every flat row must hold it
-    step_field = fields.get("step_field", "model")
+    step_field = fields.get("step_field")  # else found in the first flat row holding one of STEP_FIELDS
     threshold = fields.get("reward_threshold")
     if threshold is not None and not fields.get("score_field"):
         raise InputError("a reward threshold needs a score field (--score-field)", field="score-field")
@@ -353,7 +355,14 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
         if limit is not None and n_lines >= limit:
             break
         n_lines += 1
-        step_value = obj.get(step_field)
+        if not step_named and step_field is None:
+            step_field = _first(obj, STEP_FIELDS)
+            step_first = (path, line_no)  # the row the step field was found in
+        elif not step_named and step_field not in obj and _first(obj, STEP_FIELDS):
+            raise InputError(f"this row's step is in field {_first(obj, STEP_FIELDS)!r}, earlier rows' in "
+                             f"{step_field!r} ({_where(*step_first)}): name one with --step-field",
+                             **_at(path, line_no), field=_first(obj, STEP_FIELDS))
+        step_value = obj.get(step_field) if step_field else None
         if step_value is not None and (isinstance(step_value, bool) or not isinstance(step_value, (int, float, str))
                                        or (isinstance(step_value, float) and not math.isfinite(step_value))):
             raise InputError(f"a step must be a finite number or a string, got {step_value!r}", **_at(path, line_no),
