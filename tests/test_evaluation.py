@@ -300,3 +300,17 @@ def test_eval_out_naming_a_file_is_refused_before_grading(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"hicra eval: error: {tmp_path / 'o'}, field 'out': exists and is not " \
         "a directory"
     assert (tmp_path / "o").read_text() == "keep me"
+
+
+def test_eval_out_holding_a_run_is_refused_before_grading(tmp_path, capsys):
+    """Before: its step 0 was replaced, its other steps kept, and its run.json replaced, so `hicra analyze` read a
+    run that was half one thing and half another (a reviewer's repro)."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "answer": "2", "responses": ["2"]}) + "\n")
+    assert main(["eval", "--responses", str(src), "--out", str(tmp_path / "o")]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "o").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["eval", "--responses", str(src), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == f"hicra eval: error: {tmp_path / 'o'}, field 'out': already holds a " \
+        "run's rollouts; evaluate into a new folder"
+    assert {p.name: p.read_bytes() for p in (tmp_path / "o").rglob("*") if p.is_file()} == before

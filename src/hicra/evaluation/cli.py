@@ -82,6 +82,12 @@ def run(args) -> int:
             raise InputError("must be >= 1", field=name)
     if Path(args.out).exists() and not Path(args.out).is_dir():  # before any grading or generation
         raise InputError("exists and is not a directory", path=str(args.out), field="out")
+    from hicra.dynamics.records import list_rollout_files
+
+    if (Path(args.out) / "rollouts").is_dir() and list_rollout_files(args.out):
+        # its step files would stay beside this evaluation's, under this evaluation's run.json (as `hicra convert`)
+        raise InputError("already holds a run's rollouts; evaluate into a new folder", path=str(args.out),
+                         field="out")
     info = {"run_id": f"eval-{args.seed}", "algorithm": "eval", "alpha": None, "seed": args.seed,
             "model": args.model, "task": None, "lexicon": None, "config": {k: v for k, v in vars(args).items()
                                                                         if k != "func"}}
