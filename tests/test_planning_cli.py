@@ -110,6 +110,16 @@ def test_bad_corpus(tmp_path):
         _check_error(hicra("grams", "mine", corpus, "--text-field", "text", option, value,
                            "--out", tmp_path / "o.json"), needle)
     assert not (tmp_path / "o.json").exists()
+    # outputs that cannot both be written are refused before mining, so an earlier lexicon stays (before: a report
+    # named like the lexicon replaced it, exit 0; an unwritable report came after the lexicon was replaced)
+    (tmp_path / "prev.json").write_text('{"old": 1}')
+    (tmp_path / "afile").write_text("x")
+    for extra, needle in ([tmp_path / "prev.json", "--report must name another file than --out"],
+                          [tmp_path / "afile" / "r.json", f"cannot write here: {tmp_path / 'afile'} is a file"],
+                          [tmp_path, "field 'report': cannot write here: a directory of that name exists"]):
+        _check_error(hicra("grams", "mine", corpus, "--text-field", "text", "--out", tmp_path / "prev.json",
+                           "--report", extra), needle)
+    assert (tmp_path / "prev.json").read_text() == '{"old": 1}'
 
 
 def test_mine_end_to_end(tmp_path):

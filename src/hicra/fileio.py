@@ -80,6 +80,20 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def check_writable(path: str | os.PathLike, field: str | None = None) -> None:
+    """InputError (one line) when a file cannot be written at `path` because a folder has that name or a part of its
+    folder path is a file. For commands with several outputs: checked for all of them before any is written, so a
+    refusal replaces none."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError("cannot write here: a directory of that name exists", path=str(path), field=field)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"cannot write here: {parent} is a file", path=str(path), field=field)
+            return
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

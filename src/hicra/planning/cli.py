@@ -221,7 +221,7 @@ def _parse_n(spec: str) -> tuple[int, int]:
 def _mine(args) -> int:
     from tqdm.auto import tqdm
 
-    from hicra.fileio import write_json
+    from hicra.fileio import check_writable, write_json
     from hicra.planning.lexicon import Lexicon
     from hicra.planning.mining import mine, read_corpus
 
@@ -236,6 +236,10 @@ def _mine(args) -> int:
         raise InputError(f"--max-candidates must be >= 1, got {args.max_candidates}")
     out = Path(args.out)
     report_path = Path(args.report) if args.report else out.with_name(out.stem + ".report.json")
+    if out.resolve() == report_path.resolve():  # the report would replace the lexicon
+        raise InputError("--report must name another file than --out", path=str(out), field="report")
+    check_writable(out, "out")  # both before mining: a refusal replaces neither
+    check_writable(report_path, "report")
     docs, seen = [], 0
     for doc, ok in tqdm(read_corpus(args.corpus, args.text_field, args.correct_field, args.question_field),
                         desc="reading", unit="text", file=sys.stderr,
