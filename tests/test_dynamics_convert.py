@@ -80,6 +80,16 @@ def test_step_template_marker_threshold_and_grouping(tmp_path):
     ({"step": 1, "out": 3, "correct": True}, [], "field 'out': response must be a string or a list of chat"),
     ({"step": "NaN", "out": "x", "correct": True}, [], "field 'step': a step must be a finite number or a string, got 'NaN'"),
     ({"step": " -inf", "out": "x", "correct": True}, [], "field 'step': a step must be a finite number"),
+    # a named score field: every row holds a finite float32 number there (before: a missing, text or null score
+    # became a 1/0 reward silently; 1e300 failed at write time naming the output file; 10**400 was a traceback)
+    ({"step": 1, "out": "x", "correct": True}, ["--score-field", "s"], "field 's': missing"),
+    ({"step": 1, "out": "x", "correct": True, "s": "0.2"}, ["--score-field", "s"],
+     "field 's': score must be a finite number, got '0.2'"),
+    ({"step": 1, "out": "x", "correct": True, "s": None}, ["--score-field", "s"], "score must be a finite number"),
+    ({"step": 1, "out": "x", "correct": True, "s": 1e300}, ["--score-field", "s"],
+     "field 's': score 1e+300 is beyond a float32 reward's range"),
+    ({"step": 1, "out": "x", "s": 10**400}, ["--score-field", "s", "--reward-threshold", "0.5"],
+     "field 's': score must be a finite number, got 1000000000"),
 ])
 def test_bad_rows_name_file_row_and_field(tmp_path, capsys, row, extra, message):
     src = _write_jsonl(tmp_path / "in.jsonl", [row])
@@ -87,6 +97,12 @@ def test_bad_rows_name_file_row_and_field(tmp_path, capsys, row, extra, message)
                  "--step-field", "step", "--quiet", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"hicra convert: error: {src}:1, ") and message in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_step_beyond_any_float_is_a_name_not_a_traceback(tmp_path, capsys):
+    code, _, config = _steps_of(tmp_path, capsys, [1, 10**400])
+    assert code == 0 and config["steps"]["0"] == "1" and config["steps"]["1"] == str(10**400)
 
 
 def test_missing_input_is_named(tmp_path, capsys):

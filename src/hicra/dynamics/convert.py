@@ -32,7 +32,8 @@ a preset (`PRESETS`: verl's rollout dump, TRL's completions log); otherwise foun
 correct/is_correct, prompt/question/problem and prompt_id/id. A field name may hold ``{step}``, filled with the row's
 step value (``{step}_correct`` reads ``500_correct`` on a row whose step is 500). Correctness is the correct field
 (true/false, 0/1 or the strings "true"/"false"), or with `reward_threshold` a score: correct iff
-``score >= reward_threshold``. The reward column is the score when the row has a numeric score field, else 1/0.
+``score >= reward_threshold``. The reward column is the score when a score field is named (every row must then
+hold a finite number there that a float32 can hold), else 1/0.
 `response_after`: the response is what follows the first line that reads exactly this text in the response field
 (a chat transcript "system ... user ... assistant"). Chat-message lists (TRL's conversational prompts and
 completions) are joined into text: "role\ncontent" per message for prompts, the assistant contents for completions.
@@ -157,7 +158,11 @@ def _as_number(value) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float: a name, not a number
+            return None
+        return number if math.isfinite(number) else None
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         number = float(value)
         return number if math.isfinite(number) else None
@@ -288,11 +293,24 @@ def _response_after(text: str, marker: re.Pattern, line: str, path, line_no, fie
     return text[match.end():]
 
 
+_FLOAT32_MAX = 3.4028234663852886e38  # the rollouts' reward column is float32
+
+
 def _score(value, path, line_no, field) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"score must be a finite number, got {value!r} (a reward function that gave no verdict "
-                         "logs null/NaN: leave such rows out)", **_at(path, line_no), field=field)
-    return float(value)
+    """A row's score as a float; InputError naming the row unless it is a finite number a float32 can hold."""
+    number = None
+    if not isinstance(value, bool) and isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+    if number is None or not math.isfinite(number):
+        raise InputError(f"score must be a finite number, got {value!r:.40} (a reward function that gave no "
+                         "verdict logs null/NaN: leave such rows out)", **_at(path, line_no), field=field)
+    if abs(number) > _FLOAT32_MAX:
+        raise InputError(f"score {number:g} is beyond a float32 reward's range (+-3.4e38)", **_at(path, line_no),
+                         field=field)
+    return number
 
 
 def prompt_key(prompt: str) -> str:
@@ -403,19 +421,19 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
         entries = []
         rf = named("response_field", RESPONSE_FIELDS, required="response_field" in fields)
         if rf is not None:  # flat row
+            score = None
+            if fields.get("score_field"):  # named: every row has a number there (before, a missing or non-numeric
+                sf = named("score_field", (), required=True)  # score silently became a 1/0 reward)
+                score = _score(obj[sf], path, line_no, sf)
             if threshold is not None:
-                sf = named("score_field", (), required=True)
-                correct = _score(obj[sf], path, line_no, sf) >= threshold
+                correct = score >= threshold
             else:
                 cf = named("correct_field", CORRECT_FIELDS, required="correct_field" in fields)
                 if cf is None:
                     raise InputError("missing correctness label (correct / is_correct)", **_at(path, line_no),
                                      field="correct")
                 correct = read_correctness(obj[cf], field=cf, **_at(path, line_no))
-            sf = named("score_field", (), required=False) if fields.get("score_field") else None
-            score = obj.get(sf) if sf else None
-            reward = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) \
-                and math.isfinite(score) else (1.0 if correct else 0.0)
+            reward = score if score is not None else (1.0 if correct else 0.0)
             if step_value is None:
                 if step_named:
                     raise InputError("missing: every row needs its step (checkpoint) when a step field is named",
