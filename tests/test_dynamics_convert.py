@@ -474,3 +474,18 @@ def test_foreign_error_labels_are_read_or_named_at_their_input_line(tmp_path, ca
     assert main(["convert", "responses", str(src), "--out", str(tmp_path / "o2"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"hicra convert: error: {src}:4, field 'error_type': error type 'arithmetic' is none of")
+
+
+def test_a_folder_is_read_whole_and_what_is_not_read_is_said(tmp_path, capsys):
+    """Before: `.JSONL` files, other files and subfolders were dropped with nothing said (a reviewer's repro)."""
+    folder = tmp_path / "logs"
+    (folder / "sub").mkdir(parents=True)
+    _write_jsonl(folder / "a.JSONL", [{"prompt": "q", "response": "a", "correct": True, "step": 1}])
+    _write_jsonl(folder / "b.jsonl", [{"prompt": "q", "response": "b", "correct": True, "step": 2}])
+    (folder / "notes.txt").write_text("x")
+    _write_jsonl(folder / "sub" / "c.jsonl", [{"prompt": "q", "response": "c", "correct": True, "step": 3}])
+    assert main(["convert", "responses", str(folder), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"not read (2: not .jsonl or .parquet files): {folder / 'notes.txt'}, {folder / 'sub'}" in out
+    config = json.loads((tmp_path / "o" / "run.json").read_text())["config"]
+    assert config["steps"] == {"0": "1", "1": "2"}

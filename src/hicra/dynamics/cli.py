@@ -219,6 +219,9 @@ def run_convert(args) -> int:
                                id_field=args.id_field, step_field=args.step_field,
                                response_after=args.response_after, models=models, limit=args.limit,
                                progress=not args.quiet, strategy_field=args.strategy_field)
+    if result["skipped"]:  # a folder's other files and subfolders: not read, and said so
+        names = ", ".join(result["skipped"][:5]) + (", ..." if len(result["skipped"]) > 5 else "")
+        print(f"not read ({len(result['skipped'])}: not .jsonl or .parquet files): {names}")
     for step, name in result["steps"].items():
         print(f"step {step}: {name} ({result['rows'][name]} responses)")
     rule = {"numeric": "by value", "numbers in the names": "by the numbers in their names",

@@ -218,15 +218,19 @@ def step_order(names: list[str], values: dict[str, object], field: str | None = 
     return list(names), "first appearance"
 
 
-def input_files(paths) -> list[Path]:
-    """The files to read: each path as is, a folder as its .jsonl and .parquet files in natural name order."""
+def input_files(paths, skipped: list[Path] | None = None) -> list[Path]:
+    """The files to read: each path as is, a folder as its .jsonl and .parquet files (any case: `.JSONL`) in natural
+    name order, not its subfolders. What a folder holds besides them (hidden names aside) is appended to
+    `skipped`, for the caller to say."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted((f for f in p.iterdir() if f.is_file() and f.suffix in (".jsonl", ".parquet")
-                            and not f.name.startswith(".")), key=_natural_key)
+            entries = sorted((f for f in p.iterdir() if not f.name.startswith(".")), key=_natural_key)
+            found = [f for f in entries if f.is_file() and f.suffix.lower() in (".jsonl", ".parquet")]
+            if skipped is not None:
+                skipped += [f for f in entries if f not in found]
             if not found:
                 raise InputError("no .jsonl or .parquet files in this folder", path=str(p))
             files += found
@@ -239,7 +243,7 @@ def input_files(paths) -> list[Path]:
 
 def _read_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """(row number, row) of a JSONL or Parquet file (row numbers from 1, as lines)."""
-    if path.suffix != ".parquet":
+    if path.suffix.lower() != ".parquet":
         yield from read_jsonl(path)
         return
     import pyarrow as pa
@@ -330,7 +334,8 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
     strategies, a string joined by "+" or a list of strings) the response executed, written to the rollouts'
     `strategy` column (null when the row's value is null), so the exploration test can use strategy labels; once
     named, every flat row must have it. `limit`: read at most this many rows (>= 1). Returns
-    {"steps": {step index: name}, "rows": {name: n}, "step_order": rule} (rules: module docstring); bad input
+    {"steps": {step index: name}, "rows": {name: n}, "step_order": rule, "skipped": [what a folder held
+    besides its .jsonl and .parquet files]} (rules: module docstring); bad input
     raises `InputError` naming the file, row and field.
     """
     from tqdm import tqdm
@@ -352,7 +357,8 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
     marker = None
     if response_after is not None:
         marker = re.compile(r"(?:^|\n)" + re.escape(response_after) + r"[ \t]*(?:\r?\n|$)")
-    files = input_files(paths)
+    skipped: list[Path] = []
+    files = input_files(paths, skipped)
     out_dir = Path(out_dir)
     if (out_dir / "rollouts").is_dir() and list_rollout_files(out_dir):
         # old step files would stay next to the new ones and be analysed as part of this run
@@ -518,4 +524,5 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                    "fields": {k: v for k, v in fields.items()}, "response_after": response_after,
                    "tokens": tok_desc, "logprobs": "unavailable", "entropies": "unavailable"},
     })
-    return {"steps": steps, "rows": {n: len(r) for n, r in by_model.items()}, "step_order": order_rule}
+    return {"steps": steps, "rows": {n: len(r) for n, r in by_model.items()}, "step_order": order_rule,
+            "skipped": [str(p) for p in skipped]}
