@@ -255,3 +255,20 @@ def test_read_jsonl_names_a_lone_surrogate(tmp_path):
     with pytest.raises(InputError) as exc:
         next(rows)
     assert str(exc.value) == f"{path}:2, field 'x.y.1': not Unicode text: a lone surrogate U+D800 at character 5"
+
+
+def test_a_json_key_given_twice_is_refused(tmp_path):
+    """json.loads keeps the last of two values silently (a reviewer's repros: `"correct": true, "correct": false`
+    converted as false; a lexicon's second `phrases` list replaced the first); read_yaml already refused them."""
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"a": 1}\n{"correct": true, "response": "r", "correct": false}\n')
+    with pytest.raises(InputError) as info:
+        list(read_jsonl(path))
+    assert str(info.value) == f"{path}:2: a key given twice in one object (JSON would keep the last silently): " \
+        "'correct'"
+    lex = tmp_path / "lex.json"
+    lex.write_text('{\n "phrases": ["let me"],\n "meta": {"k": 1, "k": 2}\n}')
+    with pytest.raises(InputError, match="a key given twice in one object .*'k'"):
+        read_json(lex)
+    lex.write_text('{"phrases": ["let me"], "meta": [{"k": 1}, {"k": 2}]}')  # one key in two objects is fine
+    assert read_json(lex)["meta"] == [{"k": 1}, {"k": 2}]

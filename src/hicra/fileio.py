@@ -158,14 +158,36 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
                          path=str(path), row=raw.count(b"\n", 0, exc.start) + 1) from None
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    """json's object_pairs_hook: a dict, or _DuplicateKey naming the first key given twice (json.loads would keep
+    the last value silently; read_yaml refuses the same)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj
+
+
+def _loads(text: str, path, row: int | None = None) -> Any:
+    """json.loads with duplicate keys refused; InputError naming the file and line."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_pairs)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"bad JSON: {exc.msg} (column {exc.colno})", path=str(path),
+                         row=exc.lineno if row is None else row) from None
+    except _DuplicateKey as exc:
+        raise InputError(f"a key given twice in one object (JSON would keep the last silently): {exc.args[0]!r:.60}",
+                         path=str(path), row=row) from None
+
+
 def read_json(path: str | os.PathLike, what: str = "file", objects: bool = True) -> Any:
     """A whole-file JSON document. Unreadable or not UTF-8 -> `read_text`'s errors; bad JSON -> "bad JSON: MSG
-    (column C)" with its line; with `objects`, a value that is not a JSON object -> "not a JSON object"."""
-    text = read_text(path, what)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"bad JSON: {exc.msg} (column {exc.colno})", path=str(path), row=exc.lineno) from None
+    (column C)" with its line; a key given twice in one object -> an error; with `objects`, a value that is not a JSON object -> "not a JSON object"."""
+    value = _loads(read_text(path, what), path)
     if objects and not isinstance(value, dict):
         raise InputError("not a JSON object", path=str(path))
     return value
@@ -239,8 +261,8 @@ def read_yaml(path: str | os.PathLike, what: str = "file") -> Any:
 def read_jsonl(path: str | os.PathLike, what: str = "file", objects: bool = True) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value) for each non-blank line, streamed.
 
-    Unreadable file, a line that is not UTF-8 or not JSON, and (with `objects`) a value that is not a JSON object
-    raise InputError naming the file and the line."""
+    Unreadable file, a line that is not UTF-8 or not JSON, a key given twice in one object and (with `objects`) a
+    value that is not a JSON object raise InputError naming the file and the line."""
     try:
         fh = open(path, "rb")
     except OSError as exc:
@@ -254,11 +276,7 @@ def read_jsonl(path: str | os.PathLike, what: str = "file", objects: bool = True
                                  path=str(path), row=line_no) from None
             if not line.strip():
                 continue
-            try:
-                value = json.loads(line.rstrip("\r\n"))  # so that an error at the line's end has its column
-            except json.JSONDecodeError as exc:
-                raise InputError(f"bad JSON: {exc.msg} (column {exc.colno})", path=str(path),
-                                 row=line_no) from None
+            value = _loads(line.rstrip("\r\n"), path, line_no)  # stripped: an error at the line's end has its column
             if objects and not isinstance(value, dict):
                 raise InputError("each line must be a JSON object", path=str(path), row=line_no)
             if _SURROGATE_ESCAPE_RE.search(line):  # a pair decodes to one character; a lone half cannot be text

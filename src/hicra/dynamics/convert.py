@@ -395,7 +395,8 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
             raise InputError(f"a step must be a finite number or a string, got {step_value!r} (not a finite number)",
                              **_at(path, line_no), field=step_field)
 
-        def field_name(key: str, path=path, line_no=line_no, step_value=step_value) -> str | None:
+        def field_name(key: str, path=path, line_no=line_no, step_value=step_value,
+                       step_field=step_field) -> str | None:
             name = fields.get(key)
             if name is None or "{step}" not in name:
                 return name
