@@ -10,6 +10,7 @@ from reference import brute_pass_at_k
 
 from hicra import evaluation as ev
 from hicra.cli import main
+from hicra.errors import InputError
 
 # Benchmarks whose worked solutions mark their final answer (\boxed{} or "#### N"): machine-checkable.
 MARKED = ["math500", "aime24", "minerva_math", "gsm8k"]
@@ -110,11 +111,14 @@ def test_eval_responses_cli(tmp_path):
 
 
 def test_null_gold_answer_is_graded_wrong_not_compared_with_none(tmp_path):
+    """An item without a gold answer grades every response wrong (not equal to the text "None"); a responses file
+    row with a null gold is refused since session 55, as benchmark files refuse it."""
+    items = [{"id": "a", "problem": "", "answer": None, "responses": ["None", "\\boxed{None}"]}]
+    assert ev.grade_items(items, k=1, progress=False)["items"][0]["correct"] == [False, False]
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"id": "a", "answer": None, "responses": ["None", "\\boxed{None}"]}) + "\n")
-    items = ev.read_responses_file(src)
-    assert items[0]["answer"] is None
-    assert ev.grade_items(items, k=1, progress=False)["items"][0]["correct"] == [False, False]
+    with pytest.raises(InputError, match="field 'answer': no gold answer"):
+        ev.read_responses_file(src)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -265,9 +269,16 @@ def test_default_data_dir_follows_hicra_shared_data(tmp_path, monkeypatch):
     ("responses", [{"id": 1, "answer": "5", "responses": ["5"]}, {"id": 1, "answer": "6", "responses": ["6"]}],
      "{src}:2, field 'id': duplicate id '1' (also at line 1)"),
     ("responses", [{"id": 1, "answer": ["5"], "responses": ["5"]}],
-     "{src}:1, field 'answer': a gold answer is a string, a number or null, got list"),
+     "{src}:1, field 'answer': a gold answer is a string or a finite number, got list"),
     ("responses", [{"id": 1, "answer": {"v": 5}, "responses": ["5"]}],
-     "{src}:1, field 'answer': a gold answer is a string, a number or null, got dict"),
+     "{src}:1, field 'answer': a gold answer is a string or a finite number, got dict"),
+    # before session 55: true and NaN were graded as the texts "True" and "nan", a dict problem kept as its str()
+    ("responses", [{"id": 1, "answer": True, "responses": ["5"]}],
+     "{src}:1, field 'answer': a gold answer is a string or a finite number, got bool True"),
+    ("responses", [{"id": 1, "answer": float("nan"), "responses": ["5"]}],
+     "{src}:1, field 'answer': a gold answer is a string or a finite number, got float nan"),
+    ("responses", [{"id": 1, "answer": "5", "problem": {"a": 1}, "responses": ["5"]}],
+     "{src}:1, field 'problem': a problem is text, got dict"),
     # a row without an id takes its line number - 1, which another row names explicitly
     ("gold", [{"id": "1", "problem": "p", "answer": "5", "solution": "\\boxed{5}"},
               {"problem": "q", "answer": "6", "solution": "\\boxed{6}"}],

@@ -8,6 +8,7 @@ benchmark. Any other JSONL is described with `jsonl_spec`. Gold answers are turn
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +169,9 @@ def read_responses_file(path: str | Path, id_field: str = "id", problem_field: s
                         answer_field: str = "answer", responses_field: str = "responses") -> list[dict]:
     """Read a JSONL of existing responses: one line per problem with id, problem, answer, responses (list of str).
 
-    Field names are mapped with the `*_field` arguments. The problem text is optional (kept for rollout rows).
+    Field names are mapped with the `*_field` arguments. The problem text is optional (kept for rollout rows); the
+    gold answer is a string or a finite number (null, booleans, NaN, lists and objects are InputErrors naming the
+    row).
     """
     path = Path(path)
     if not path.is_file():
@@ -185,12 +188,18 @@ def read_responses_file(path: str | Path, id_field: str = "id", problem_field: s
                 not all(isinstance(r, str) for r in responses) or not responses:
             raise InputError("must be a non-empty list of strings", path=str(path), row=line_no,
                              field=responses_field)
-        answer = row[answer_field]  # null: no gold answer, graded wrong
-        if isinstance(answer, (list, dict)):
-            raise InputError(f"a gold answer is a string, a number or null, got {type(answer).__name__} "
+        answer = row[answer_field]
+        if answer is None:  # graded, every response would count as wrong (as benchmark files refuse it)
+            raise InputError("no gold answer (null)", path=str(path), row=line_no, field=answer_field)
+        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or (
+                isinstance(answer, float) and not math.isfinite(answer)):  # true/NaN had been graded as "True"/"nan"
+            raise InputError(f"a gold answer is a string or a finite number, got {type(answer).__name__} "
                              f"{answer!r:.60}", path=str(path), row=line_no, field=answer_field)
-        items.append({"id": str(row[id_field]), "problem": str(row.get(problem_field, "")),
-                      "answer": None if answer is None else answer_text(answer),
+        problem = row.get(problem_field)
+        if problem is not None and not isinstance(problem, str):
+            raise InputError(f"a problem is text, got {type(problem).__name__} {problem!r:.60}", path=str(path),
+                             row=line_no, field=problem_field)
+        items.append({"id": str(row[id_field]), "problem": problem or "", "answer": answer_text(answer),
                       "responses": responses})
     if not items:
         raise InputError("no rows", path=str(path))
