@@ -181,6 +181,27 @@ def test_lab_resume_continues_the_recorded_run(tiny_preset, tmp_path, capsys, mo
     assert [e["step"] for e in log] == [0, 1] and all(e["amplified_ratio"] == 0.0 for e in log)
     info = json.loads((run_dir / "run.json").read_text())
     assert info["config"]["steps"] == 2 and info["model"] == str(tmp_path / "c2" / Path(info["model"]).name)
+    # damaged records: named in one line before anything is rewritten (before: tracebacks, some after run.json
+    # had been rewritten; a reviewer's repros)
+    for name, text, needle in (("eval.json", '{"x":', "eval.json:1: bad JSON"),
+                               ("probes.jsonl", None, "probes.jsonl:4: bad JSON"),
+                               ("eval_curve.jsonl", '{"greedy_accuracy": 0.5}\n',
+                                "eval_curve.jsonl:1, field 'step': each row needs a whole-number step, got None")):
+        record = run_dir / name
+        kept = record.read_bytes()
+        record.write_text(text if text is not None else kept.decode() + '{"step": \n')
+        run_json = (run_dir / "run.json").read_bytes()
+        assert main(["lab", "--resume", "--steps", "3", "--cache", str(tmp_path / "c2"), *common]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err, err
+        assert (run_dir / "run.json").read_bytes() == run_json
+        record.write_bytes(kept)
+    info_typed = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info_typed, "config": {**info_typed["config"], "group_size": 2.5}}))
+    assert main(["lab", "--resume", "--steps", "3", "--cache", str(tmp_path / "c2"), *common]) == 2
+    assert "field 'config': not a valid lab RL config: group_size must be a whole number below 2**32, got 2.5" in \
+        capsys.readouterr().err
+    (run_dir / "run.json").write_text(json.dumps(info_typed))
     # no recorded settings and no warm start to be found: say what to pass
     del info["warm_start"]
     (run_dir / "run.json").write_text(json.dumps(info))

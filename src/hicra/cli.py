@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    if not sys.stderr.isatty():
+        _quiet_library_bars()
     try:
         return int(args.func(args) or 0)
     except InputError as exc:
@@ -70,6 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader closed the pipe (`hicra analyze ... | head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 141
+
+
+def _quiet_library_bars() -> None:
+    """No Hugging Face progress bars ("Loading weights", downloads) when stderr is not a terminal, as hicra's own bars
+    (tqdm's disable=None): in a log or a pipe they are noise, and before an error they made it more than one line."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub is first imported
+    if "transformers" in sys.modules:  # imported already (the CLI called in-process): its switch
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 # lab algorithm -> the amplification mask source it uses (hicra.algorithms.MASK_SOURCES); grpo amplifies nothing
@@ -99,6 +99,22 @@ class RLConfig:
     tensorboard: bool = False
 
     def validate(self) -> None:
+        for f in fields(self):  # each scalar field has its default's type (a run.json edited by hand, a JSON config)
+            value, default = getattr(self, f.name), f.default
+            if isinstance(default, bool):
+                ok, kind = isinstance(value, bool), "true or false"
+            elif isinstance(default, int):
+                ok, kind = isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**32, \
+                    "a whole number below 2**32"
+            elif isinstance(default, float):
+                ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), \
+                    "a finite number"
+            elif isinstance(default, str):
+                ok, kind = isinstance(value, str), "a string"
+            else:
+                continue
+            if not ok:
+                raise ValueError(f"{f.name} must be {kind}, got {value!r:.40}")
         if self.algo not in ALGORITHMS:
             raise ValueError(f"algo must be one of {ALGORITHMS}, got {self.algo!r}")
         if not isinstance(self.tasks, list) or not all(isinstance(t, dict) for t in self.tasks):
@@ -311,6 +327,21 @@ def _snapshot(run_dir: Path, step: int, model, tokenizer) -> None:
         tokenizer.save_pretrained(tmp)
 
 
+def _step_rows(path: Path) -> list[dict]:
+    """The rows of a run's eval_curve.jsonl or probes.jsonl; InputError naming the file and row for a row that is
+    not a JSON object with a whole-number `step`."""
+    from hicra.errors import InputError
+    from hicra.fileio import read_jsonl
+
+    rows = []
+    for line_no, row in read_jsonl(path, path.name):
+        if isinstance(row.get("step"), bool) or not isinstance(row.get("step"), int):
+            raise InputError(f"each row needs a whole-number step, got {row.get('step')!r:.40}", path=str(path),
+                             row=line_no, field="step")
+        rows.append(row)
+    return rows
+
+
 def _forget_after(run_dir: Path, start: int, cfg: RLConfig, history: list[dict]) -> None:
     """On resume at step `start`, make the run directory what an uninterrupted run to `cfg.steps` holds at that
     point: the training log as the checkpoint has it (rows of undone steps go, also when no step is left to run),
@@ -324,7 +355,7 @@ def _forget_after(run_dir: Path, start: int, cfg: RLConfig, history: list[dict])
     for name in ("eval_curve.jsonl", "probes.jsonl"):
         path = run_dir / name
         if path.exists():
-            rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            rows = _step_rows(path)
             keep = [r for r in rows if r["step"] < start or (cfg.eval_every and r["step"] % cfg.eval_every == 0)]
             if keep != rows:
                 write_jsonl(path, keep)
@@ -398,7 +429,7 @@ def _eval_point(run_dir: Path, model, tokenizer, task, held_out, probe_set, cfg:
         probes = run_probes(model, tokenizer, task, probe_set, cfg.max_new_tokens, step, cfg.temperature)
     for name, row in (("eval_curve.jsonl", {"step": step, **greedy}), ("probes.jsonl", probes)):
         path = run_dir / name
-        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+        rows = _step_rows(path) if path.exists() else []
         write_jsonl(path, [r for r in rows if r["step"] < step] + [row])
 
 
@@ -420,7 +451,7 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     from hicra.dynamics.records import RolloutWriter, list_rollout_files, rollout_row, write_run_info
     from hicra.dynamics.vocab import error_columns, loss_stats
     from hicra.errors import InputError
-    from hicra.fileio import atomic_dir, write_json, write_jsonl
+    from hicra.fileio import atomic_dir, read_json, write_json, write_jsonl
     from hicra.lab.model import format_prompt
     from hicra.lab.sampling import sample, sequence_logprobs
     from hicra.lab.sft import eval_problems
@@ -481,12 +512,16 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
             raise InputError(problem, path=str(run_dir / "run.json"), field="config.steps")
         if detector is not None:
             detector.load_state_dict(state["detector"])
+        # the run's other records are read before anything is rewritten, so a damaged one is named with nothing lost
+        evals = read_json(eval_path, "eval.json") if eval_path.exists() else {}
+        for name in ("eval_curve.jsonl", "probes.jsonl"):
+            if (run_dir / name).exists():
+                _step_rows(run_dir / name)
         # recorded once every part of the checkpoint has loaded: the steps, TensorBoard flag, the warm start's
         # current path and `run_info`, when any of them changed
         updated = {**info, "model": str(model_dir), "config": asdict(cfg), **(run_info or {})}
         if updated != info:
             write_run_info(run_dir, updated)
-        evals = json.loads(eval_path.read_text()) if eval_path.exists() else {}
         # rollouts written after the checkpoint are redone (deterministically) by this run
         for file_step, _, path in list_rollout_files(run_dir):
             if file_step >= start:
