@@ -1680,6 +1680,15 @@ def test_mass_match_benchmark_counts_shortfalls_against_alpha_times_the_planning
     (lambda s: s["phases"].pop("verdict"), "phases.verdict"),
     (lambda s: s.update(metrics={}), "metrics.step"),
     (lambda s: s["eval"]["final_sampled"].update(accuracy=None), "eval.final_sampled.accuracy"),
+    # types inside phases, probes, metrics and the error shares, which had been copied into results.json, had
+    # dropped the run out of the verdict counts, or were tracebacks (a reviewer's repros, session 55)
+    (lambda s: s["phases"].update(verdict=[1]), "phases.verdict"),
+    (lambda s: s["phases"].update(consolidation_end_step="x"), "phases.consolidation_end_step"),
+    (lambda s: s["phases"].update(confidence=None), "phases.confidence"),
+    (lambda s: s["eval"]["final"].update(errors_execution_share="x"), "eval.final.errors_execution_share"),
+    (lambda s: s["probes"].update(plan_probe_solved=["x"] * len(s["probes"]["step"])), "probes.plan_probe_solved"),
+    (lambda s: s["probes"]["step"].pop(), "probes"),
+    (lambda s: s["metrics"].update(accuracy=["x"] * len(s["metrics"]["step"])), "metrics.accuracy"),
 ])
 def test_a_damaged_run_summary_is_named_with_its_field(tmp_path, damage, field):
     """A committed summary loads; the same file with one field removed or of the wrong type raises InputError naming
@@ -1717,6 +1726,8 @@ def test_study_help_names_every_arm(capsys):
     (lambda s: s.update(warm_start_seed=2), "warm_start_seed"),
     # a run without a held-out curve would drop out of the primary comparison, its pair unnamed
     (lambda s: s.update(eval_curve={"step": [80], "accuracy": [0.4]}), "eval_curve"),
+    # a run without probes had dropped its arm's whole probe_change section, with exit 0 (a reviewer's repro)
+    (lambda s: s.update(probes={}), "probes"),
 ])
 def test_a_summary_that_is_not_its_places_run_is_refused(tmp_path, capsys, change, field):
     """A summary copied or moved to another run's path was pooled and paired as that run (a GRPO run filed under

@@ -86,10 +86,36 @@ def _summary_problem(s: dict, complete: bool) -> tuple[str, str] | None:
         value = entry.get("accuracy") if isinstance(entry, dict) else None
         if not _finite_number(value):
             return f"eval.{name}.accuracy", "missing or not a finite number"
+        for key, value in (entry.items() if isinstance(entry, dict) else ()):
+            if key.startswith("errors_") and not _finite_number(value):
+                return f"eval.{name}.{key}", f"{value!r:.40} is not a finite number"
     missing = next((k for k in SUMMARY_PHASES if k not in s["phases"]), None)
     if missing:
         return f"phases.{missing}", "missing"
-    return _curve_problem(s["metrics"], "metrics", ("step",))
+    phases = s["phases"]
+    for key, ok, kind in (("verdict", lambda v: isinstance(v, str), "a string"),
+                          ("order", lambda v: v is None or isinstance(v, str), "a string or null"),
+                          ("consolidation_end_step", _step_or_none, "a whole number or null"),
+                          ("exploration_onset_step", _step_or_none, "a whole number or null"),
+                          ("confidence", _finite_number, "a finite number")):
+        if not ok(phases.get(key)):
+            return f"phases.{key}", f"{phases.get(key)!r:.40} is not {kind}"
+    if s["probes"]:  # every probe value a finite number, every column as long as `step`
+        problem = _curve_problem(s["probes"], "probes", tuple(s["probes"]))
+        if problem:
+            return problem
+    problem = _curve_problem(s["metrics"], "metrics", ("step",))
+    if problem:
+        return problem
+    for column, values in s["metrics"].items():  # NaN is a value a metric can take (no tokens of a class)
+        bad = next((i for i, v in enumerate(values) if isinstance(v, bool) or not isinstance(v, (int, float))), None)
+        if bad is not None:
+            return f"metrics.{column}", f"entry {bad} is {values[bad]!r:.40}, not a number"
+    return None
+
+
+def _step_or_none(value) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def _check_identity(summary: dict, path: Path, arm: str, cell: str, pair) -> None:
@@ -318,6 +344,10 @@ def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm
                     raise InputError(f"gives no {e} (fewer than two held-out evaluations, or none sampled) while "
                                      f"{len(runs) - len(lacking)} other runs of {label} do", path=str(lacking[0]),
                                      field=source)
+            lacking = [p for p, r in zip(paths, runs, strict=True) if not r["probes"]]
+            if lacking and len(lacking) < len(runs):  # the arm's probe changes would drop out unnamed
+                raise InputError(f"has no skill probes while {len(runs) - len(lacking)} other runs of {label} do",
+                                 path=str(lacking[0]), field="probes")
             values[label] = {e: {(q.warm_start_seed, q.seed): v[e] for q, v in zip(pairs, ends, strict=True)}
                              for e in ENDPOINTS}
             final = [v["final_accuracy"] for v in ends]
