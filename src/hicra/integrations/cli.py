@@ -84,12 +84,17 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
 
 # config entries that must be text when given (a number, list or null there failed deep inside with a traceback)
 TEXT_FIELDS = ("model", "data.bench", "data.path", "data.prompt_template", "data.fields", "data.data_dir",
+               "data.problem_field", "data.answer_field", "data.id_field", "data.answer_from",
                "args.output_dir", "args.run_dir", "args.lexicon", "args.mask_source")
+# config entries that must be whole numbers when given, with their least value (a string there was a traceback,
+# and 0, -1 or 2.5 as a limit had silently taken 1 or 3 problems)
+WHOLE_FIELDS = {"data.limit": 1, "data.n": 1, "data.seed": 0}
 
 
 def _check_types(cfg: dict, path: str) -> None:
-    """InputError naming the config and the field when an entry of `TEXT_FIELDS` is present but not a string, or
-    `model` is `lab:SIZE` with an unknown size."""
+    """InputError naming the config and the field when an entry of `TEXT_FIELDS` is present but not a string, one of
+    `WHOLE_FIELDS` is not a whole number at or above its least value, or `model` is `lab:SIZE` with an unknown
+    size."""
     from hicra.lab.model import SIZES
 
     for dotted in TEXT_FIELDS:
@@ -101,6 +106,11 @@ def _check_types(cfg: dict, path: str) -> None:
             value = value[part]
         if present and not isinstance(value, str):
             raise InputError(f"must be a string, got {type(value).__name__} {value!r:.60}", path=path, field=dotted)
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    for dotted, least in WHOLE_FIELDS.items():
+        value = data.get(dotted.split(".", 1)[1])
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise InputError(f"must be a whole number >= {least}, got {value!r:.60}", path=path, field=dotted)
     if cfg["model"].startswith("lab:") and lab_size(cfg["model"]) not in SIZES:
         raise InputError(f"unknown lab model size {lab_size(cfg['model'])!r}; known: {', '.join(SIZES)}", path=path,
                          field="model")
