@@ -334,6 +334,12 @@ def test_analysis_of_a_converted_run_keeps_each_checkpoints_source_step(tmp_path
     m = pd.read_csv(out / "metrics.csv")
     assert list(m.columns[:2]) == ["step", "source_step"]
     assert m["step"].tolist() == [0, 1, 2] and m["source_step"].tolist() == [50, 100, 1000]
+    # names edited by hand into numbers and lists are kept as text (before: the Parquet write failed, a traceback)
+    info = json.loads((run / "run.json").read_text())
+    info["config"]["steps"] = {"0": 50, "1": "ckpt", "2": [1, 2]}
+    (run / "run.json").write_text(json.dumps(info))
+    assert main(["analyze", str(run), "--out", str(tmp_path / "a2"), "--quiet", "--no-report", "--n-boot", "99"]) == 0
+    assert pd.read_parquet(tmp_path / "a2" / "metrics.parquet")["source_step"].tolist() == ["50", "ckpt", "[1, 2]"]
 
 
 def test_a_format_phrase_learned_during_training_is_excluded(tmp_path):

@@ -9,6 +9,7 @@ resolved against the run directory), else the "paper" preset. A tokenizer (argum
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -174,7 +175,9 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     labels = (info.get("config") or {}).get("steps") if info.get("algorithm") == "converted" else None
     if isinstance(labels, dict) and labels:
         # a converted run's steps are checkpoint indices: keep each one's original value (name) beside it
-        df.insert(1, "source_step", [labels.get(str(int(s))) for s in df["step"]])
+        # as text, as `hicra convert` writes the names (a hand-edited number or list had failed the Parquet write)
+        names = [labels.get(str(int(s))) for s in df["step"]]
+        df.insert(1, "source_step", [v if v is None or isinstance(v, str) else json.dumps(v) for v in names])
     fmt = df.attrs.get("format_phrases", [])
     groups = outcomes = None
     if df["rel_ppl_execution"].isna().all():
