@@ -406,3 +406,19 @@ def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, capsys, verb):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith(f"hicra {verb}: error: {tmp_path / 'afile'}")
     assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_analyze_checks_every_output_before_writing_any(tmp_path, capsys):
+    """Before: with report.html a folder, analyze wrote metrics and summary.json, then failed: a mix of new and old
+    outputs (a reviewer's repro). Now the refusal comes first and nothing is replaced."""
+    run = tmp_path / "run"
+    make_synthetic_run(run, steps=2, prompts=2, group=2, segments=2, exec_len=3)
+    out = tmp_path / "o"
+    (out / "report.html").mkdir(parents=True)
+    (out / "summary.json").write_text("old")
+    assert main(["analyze", str(run), "--out", str(out), "--quiet", "--n-boot", "99"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"hicra analyze: error: {out / 'report.html'}, field 'out': cannot write here: a directory of " \
+        "that name exists"
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "summary.json"]
+    assert (out / "summary.json").read_text() == "old"

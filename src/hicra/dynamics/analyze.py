@@ -32,7 +32,7 @@ from hicra.dynamics.phases import (
 )
 from hicra.dynamics.records import Problem, iter_steps, list_rollout_files, read_run_info, run_file
 from hicra.errors import InputError
-from hicra.fileio import load_tokenizer, read_json, write_json
+from hicra.fileio import check_writable, load_tokenizer, read_json, write_json
 
 
 def _resolve_lexicon(spec, run_dir: Path):
@@ -146,6 +146,9 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     config = _current_rules(phase_config)  # before any work
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir
+    outputs = ("metrics.parquet", "metrics.csv", "summary.json", *(("dynamics.png", "report.html") if report else ()))
+    for name in outputs:  # all of them before the work: a refusal leaves the earlier outputs a set, not a mix
+        check_writable(out_dir / name, "out")
     info = read_run_info(run_dir)
     _check_run_info(info, run_dir)
     list_rollout_files(run_dir)  # fail early, with a clear message, when there is no rollouts/ folder

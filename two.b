@@ -1,0 +1,1 @@
+/dev/fd/3: line 72: sthook.py: command not found
