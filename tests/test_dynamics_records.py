@@ -292,6 +292,8 @@ def _with_column(t, name, values, type_):
     ("correct", [1.0, 0.5, 0.0, 1.0], pa.float32(), 1),
     ("truncated", [0, 2, 0, 0], pa.int8(), 1),
     ("reward", [1.0, math.inf, 0.0, 0.0], pa.float64(), 1),
+    # finite, but beyond float32: the cast made it inf, and the message said "infinite" (a reviewer's repro)
+    ("reward", [1.0, 0.0, 1e300, 0.0], pa.float64(), 2),
     ("error_type", [None, "Execution", None, None], pa.string(), 1),
 ])
 def test_values_a_cast_would_hide_are_named(tmp_path, name, values, type_, row):
@@ -300,6 +302,16 @@ def test_values_a_cast_would_hide_are_named(tmp_path, name, values, type_, row):
     with pytest.raises(InputError) as exc:
         list(iter_steps(tmp_path))
     assert exc.value.path == str(path) and exc.value.field == name and exc.value.row == row + 1
+    if values[row] == 1e300:
+        assert "beyond the float32 reward column's range" in str(exc.value)
+
+
+def test_an_integer_beyond_its_column_type_names_its_row(tmp_path):
+    t = _with_column(_good_table(5), "sample_idx", [0, 1, 2**40, 3], pa.int64())
+    _write_raw(tmp_path, 5, t)
+    with pytest.raises(InputError, match=r"field 'sample_idx': has type int64, expected int32 \(row 3's value is out "
+                                         r"of its range\)"):
+        list(iter_steps(tmp_path))
 
 
 def test_a_numeric_planning_mask_must_hold_zeros_and_ones(tmp_path):

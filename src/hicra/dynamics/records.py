@@ -175,6 +175,7 @@ def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None
             return table.slice(0, 0), problems
     # cast to the schema's types (foreign writers use int64 / float64 / large lists)
     columns, fields = [], []
+    reward_overflow = np.zeros(table.num_rows, dtype=bool)
     not_binary: dict[str, np.ndarray] = {}  # bool fields written as numbers: rows with a value other than 0 or 1
     for field in ROLLOUT_SCHEMA:
         if field.name not in table.column_names:
@@ -187,11 +188,16 @@ def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None
             # integer codes are read as labels ("3"); a float, bool or list column is more likely a mistake
             fail(f"has type {col.type}: strategy labels are strings (or integer codes)", field=field.name)
             return table.slice(0, 0), problems
+        if field.name == "reward" and pa.types.is_floating(col.type) and col.type != field.type:
+            values = col.to_numpy(zero_copy_only=False).astype(float)  # before the cast turns them into inf
+            reward_overflow = np.isfinite(values) & (np.abs(values) > np.finfo(np.float32).max)
         if col.type != field.type:
             try:
                 col = col.cast(field.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-                fail(f"has type {col.type}, expected {field.type}", field=field.name)
+                row = _first_out_of_range(col, field.type)
+                fail(f"has type {col.type}, expected {field.type}"
+                     + ("" if row is None else f" (row {row + 1}'s value is out of its range)"), field=field.name)
                 return table.slice(0, 0), problems
         columns.append(col)
         fields.append(field)
@@ -216,6 +222,7 @@ def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None
         steps = table.column("step").fill_null(step).to_numpy(zero_copy_only=False)
         flag(steps != step, "step", f"step value differs from the file name (step {step})")
     flag(_np_bool(pc.is_nan(table.column("reward")).fill_null(False)), "reward", "NaN reward")
+    flag(reward_overflow, "reward", "beyond the float32 reward column's range (+-3.4e38)")
     flag(_np_bool(pc.is_inf(table.column("reward")).fill_null(False)), "reward", "infinite reward (must be finite)")
     for name, rows in not_binary.items():
         flag(rows, name, "a true/false value written as a number must be 0 or 1")
@@ -440,6 +447,16 @@ def list_rollout_files(run_dir: str | os.PathLike) -> list[tuple[int, int, Path]
         out.append((*key, Path(entry.path)))
     out.sort()
     return out
+
+
+def _first_out_of_range(col, target: pa.DataType) -> int | None:
+    """The first row (0-based) of an integer column whose value the integer type `target` cannot hold, else None."""
+    if not (pa.types.is_integer(col.type) and pa.types.is_integer(target)):
+        return None
+    info = np.iinfo(target.to_pandas_dtype())
+    values = col.to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero((values < info.min) | (values > info.max))  # a null (NaN here) compares False
+    return int(rows[0]) if rows.size else None
 
 
 def iter_steps(run_dir: str | os.PathLike, *, columns: Sequence[str] | None = None,
