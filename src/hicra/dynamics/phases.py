@@ -396,8 +396,9 @@ def _ar1_resample(residuals: np.ndarray, phi: float, innovations: np.ndarray, n_
 def _hinge_vs_line(x: np.ndarray, y: np.ndarray, config: PhaseConfig, rng: np.random.Generator,
                    raw_lag1: float | None = None) -> dict | None:
     """The one-breakpoint hinge against a straight line (module docstring, test 1), without a shape condition:
-    F statistic, bootstrap p-value, best breakpoint with its bootstrap interval, and the hinge fit. None when the
-    series is too short for two segments of `min_segment` points."""
+    `f_statistic` = (SSE_line - SSE_hinge) / SSE_hinge (the classical F without its degrees of freedom; its p-value
+    comes from its own simulated null), the bootstrap p-value, the best breakpoint with its bootstrap interval, and
+    the hinge fit. None when the series is too short for two segments of `min_segment` points."""
     taus, bases = _hinge_bases(x, config.min_segment)
     if taus.size == 0:
         return None
