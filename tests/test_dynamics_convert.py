@@ -164,7 +164,8 @@ def test_real_run_analysis_gives_the_documented_result(shared_data, tmp_path):
     # two-way: the delete-one-problem jackknife plus checkpoint-wide variance, none beyond problem sampling here
     # (since session 29; the centred bootstrap read [-0.0057, +0.0028], p 0.75, the percentile interval before it
     # [-0.0052, +0.0034], p 0.66)
-    assert ex["interval"] == pytest.approx([-0.0061, 0.0032], abs=5e-5) and ex["p_value"] == pytest.approx(0.73, abs=0.01)
+    # [-0.0061, +0.0032] before session 55, when "we can" was also tagged inside "we can't"
+    assert ex["interval"] == pytest.approx([-0.0061, 0.00325], abs=5e-5) and ex["p_value"] == pytest.approx(0.73, abs=0.01)
     side = phases["evidence"]["exploration"]
     assert side["problems"] == {"paired": True, "shared": 100, "left_out": 0, "all": 100}
     # accuracy and length on the exploration test's own unit (problems): accuracy rises, barely (p 0.014); the

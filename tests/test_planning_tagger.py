@@ -43,6 +43,16 @@ def test_apostrophes_curly_straight_and_missing():
     assert tag("Let’s try; it doesn’t", lex) == [("Let’s try", "let's try"), ("doesn’t", "doesn't")]
 
 
+def test_a_phrase_ending_in_n_stops_short_of_nt():
+    """Rule 2 reads "can't" as the word "cant", so "we can" is not in "we can't" (it was, before session 55: the
+    negation tagged as the planning phrase; a reviewer's find)."""
+    lex = Lexicon(["we can", "cant be right"], name="t")
+    assert tag("we can't do that", lex) == [] and tag("we cant do that", lex) == []
+    assert tag("we can’t; we can do it", lex) == [("we can", "we can")]
+    assert tag("it can't be right", lex) == [("can't be right", "cant be right")]
+    assert tag("we can'ta", lex) == [("we can", "we can")]  # not a contraction: "'ta" is no word end
+
+
 def test_word_boundaries():
     assert tag("also the reason") == []  # no "so" in "also"
     assert tag("soap, so") == [("so", "so")]
@@ -283,6 +293,10 @@ def reference_spans(text, lexicon):
                 continue
             if _ends_word(v) and j < len(norm) and (_WORD.match(norm[j]) or _attached(norm[j])):
                 continue
+            after = j + 2  # rule 2: "n't" is one word, so a phrase ending in "n" stops short of it
+            if v.endswith("n") and norm.startswith("'t", j) and not (
+                    after < len(norm) and (_WORD.match(norm[after]) or _attached(norm[after]))):
+                continue
             start, end = idx[i], idx[j - 1] + 1
             out.append((text[start:end], phrase))
             i = j
@@ -292,7 +306,8 @@ def reference_spans(text, lexicon):
     return out
 
 
-FRAGMENTS = ["so", "also", "again", "let's", "lets", "let’s", "let", "verify", "but", "wait", "BUT", "Wait",
+FRAGMENTS = ["so", "also", "again", "let's", "lets", "let’s", "let", "verify", "but", "wait", "BUT", "Wait", "can't",
+             "'t", "isn't", "again't", "then",
              ",", "no", "check", "if", "we", "can", "see", "that", "doesn't", "work", "it's", "its", "better",
              "x", "7", "?", "!", "é", "所以", "，", "д", "_", "\u0301", "\u0308", "\u00ad", "\u200b", "\ufeff"]
 SEPS = [" ", " ", " ", "", "  ", "\n", "\t"]

@@ -95,6 +95,9 @@ _START_BOUNDARY = (f"(?<![{_LATIN_WORD}].)"
 # character follows.
 _END_BOUNDARY = f"(?![{_LATIN_WORD}{_ATTACHED}])"
 _APOS_UNIT = f"[{APOSTROPHES}]"
+# after a phrase ending in "n": no contraction "'t" follows (with the apostrophe dropped, "cant" already fails the
+# end boundary)
+_NOT_CONTRACTION = f"(?!{_APOS_UNIT}t(?![{_LATIN_WORD}{_ATTACHED}]))"
 _TRAILING_ATTACHED_RE = re.compile(f"[{_ATTACHED}]+$")
 
 
@@ -124,6 +127,8 @@ def build_pattern(keys: list[str]) -> re.Pattern:
         for unit in _units(key):
             node = node.setdefault(unit, {})
         node[""] = _END_BOUNDARY if _ends_in_word(key) else ""  # end marker: end boundary
+        if key.endswith("n"):  # "n't" is one word under rule 2 ("can't" = "cant"): "we can" is not in "we can't"
+            node[""] += _NOT_CONTRACTION
 
     def emit(node: dict, root: bool = False) -> str:
         alts = []
