@@ -100,3 +100,16 @@ def test_atomic_dir_refuses_a_file_in_the_way(tmp_path):
         with atomic_dir(tmp_path / "model" / "inner"):
             pass
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_dir_lock_refuses_a_second_holder_and_frees_on_exit(tmp_path):
+    from hicra.fileio import dir_lock
+
+    run = tmp_path / "run"
+    with dir_lock(run):
+        assert run.is_dir()
+        with pytest.raises(InputError, match="another process is writing this run directory now"):
+            with dir_lock(run):
+                pass
+    with dir_lock(run):  # released with the block
+        pass

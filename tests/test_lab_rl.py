@@ -560,3 +560,36 @@ def test_execution_probe_probability_equals_its_line_by_line_definition(model_di
     row = run_probes(model, tok, task, problems, 20, 3, temperature=0.7)
     assert row["exec_probe_line_prob"] == pytest.approx(sum(probs) / len(probs), rel=1e-4)
     assert "exec_probe_line_prob" not in run_probes(model, tok, task, problems, 20, 3)
+
+
+def test_a_second_writer_of_a_run_directory_is_refused(model_dir, tmp_path):
+    """Two runs started into one directory both ended with exit 0, one lost or the two mixed (a reviewer's repro
+    with two processes); the directory is now locked while a run writes it."""
+    from hicra.errors import InputError
+    from hicra.fileio import dir_lock
+
+    run_dir = tmp_path / "run"
+    with dir_lock(run_dir):  # another writer holds it
+        with pytest.raises(InputError, match="another process is writing this run directory now"):
+            run_rl(RLConfig(**{**BASE, "algo": "grpo", "steps": 1}), model_dir, run_dir, progress=False,
+                   log=lambda *a: None)
+        assert list(run_dir.iterdir()) == []
+
+
+def test_tensorboard_keeps_one_event_per_step_after_a_resume_redoes_steps(model_dir, tmp_path):
+    """A resume from an earlier checkpoint redoes steps; their TensorBoard events replace the ones written before
+    (`purge_step`), as the training log does (before: two events for each redone step; a reviewer's repro)."""
+    import shutil
+
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    kw = dict(algo="grpo", checkpoint_every=2, tensorboard=True)
+    _run(model_dir, tmp_path / "full4", steps=4, **kw)
+    _run(model_dir, tmp_path / "full2", steps=2, **kw)
+    shutil.copy(tmp_path / "full2" / "checkpoints" / "last.pt", tmp_path / "full4" / "checkpoints" / "last.pt")
+    run_rl(RLConfig(**{**BASE, **kw, "steps": 4}), model_dir, tmp_path / "full4", resume=True, progress=False,
+           log=lambda *a: None)
+    acc = EventAccumulator(str(tmp_path / "full4" / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("lab/reward")] == [0, 1, 2, 3]

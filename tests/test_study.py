@@ -1748,3 +1748,17 @@ def test_a_summary_that_is_not_its_places_run_is_refused(tmp_path, capsys, chang
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith(f"hicra study: error: {path}, field '{field}': ")
     assert "(hicra, ws0-seed01)" in err or "15 other runs of hicra do" in err
+
+
+def test_study_workers_end_with_the_study_process():
+    """A worker whose study process was SIGKILLed had gone on writing beside a rerun, then waited forever (a
+    reviewer's repro); the worker initialiser now asks Linux for SIGTERM when the parent dies."""
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+    code = ("import ctypes; from hicra.study.runner import _worker_init; _worker_init(); v = ctypes.c_int(); "
+            "ctypes.CDLL(None).prctl(2, ctypes.byref(v)); print(v.value)")  # 2 = PR_GET_PDEATHSIG
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "15"

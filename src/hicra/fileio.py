@@ -94,6 +94,34 @@ def check_writable(path: str | os.PathLike, field: str | None = None) -> None:
             return
 
 
+@contextlib.contextmanager
+def dir_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive advisory lock (`flock`) on the folder `path`, made if absent, for the block. A second
+    process asking for it meanwhile gets InputError (one line): two writers of one run directory would mix or lose
+    each other's files. The lock belongs to the open folder, so a killed holder frees it. Where `fcntl` is missing
+    (not POSIX) the block runs unlocked."""
+    path = Path(path)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise InputError(f"cannot write here: {exc.strerror} ({exc.filename})", path=str(path)) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError("another process is writing this run directory now: wait for it to end, or write "
+                             "elsewhere", path=str(path)) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

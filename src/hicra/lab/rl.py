@@ -441,7 +441,21 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
     A run records `cfg`, the warm start and `run_info` (extra fields, e.g. the warm start's settings) in run.json.
     `resume=True` continues from the last checkpoint and raises InputError when `cfg` or `model_dir`'s name differs
     from the run's record (`resume_conflict`; TensorBoard logging and the steps may change, the steps not below
-    those done)."""
+    those done). One process at a time writes a run directory (`hicra.fileio.dir_lock`): a second one started
+    meanwhile is refused with InputError (before, two runs started into one directory both ended with exit 0, one
+    of them lost or the two mixed)."""
+    from hicra.errors import InputError
+    from hicra.fileio import dir_lock
+
+    if resume and not (Path(run_dir) / "checkpoints" / "last.pt").exists():  # before the lock makes the folder
+        raise InputError(NO_CHECKPOINT, path=str(Path(run_dir) / "checkpoints" / "last.pt"))
+    with dir_lock(run_dir):
+        return _run_rl(cfg, model_dir, run_dir, resume, progress, log, run_info)
+
+
+def _run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bool, progress: bool, log,
+            run_info: dict | None) -> dict:
+    """`run_rl`'s work, with the run directory locked."""
     import numpy as np
     import torch
     from tqdm.auto import tqdm
@@ -559,7 +573,8 @@ def run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: bo
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            tb = SummaryWriter(str(run_dir / "tensorboard"))
+            # a resumed run's redone steps replace the events they had (else TensorBoard shows both)
+            tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start if resume else None)
         except ImportError:
             log("tensorboard is not installed: skipping TensorBoard logging")
 

@@ -158,6 +158,15 @@ def run_state(run_dir: Path) -> str:
 def _worker_init() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # end with the study: a worker whose study process was killed (SIGKILL, out of memory) had gone on writing
+    # beside a rerun and then waited forever; on Linux it now gets SIGTERM when its parent dies
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
     import torch
     import transformers
 
