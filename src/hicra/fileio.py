@@ -1,8 +1,8 @@
 """Atomic writes, and reads of user files that fail with one clear InputError.
 
-Writes: every output goes to a temp file in the same directory, then `os.replace` renames it. A crash or a bad
-input part-way never leaves a half-written file under the final name, and a file that already existed stays
-intact until its replacement is complete. A folder (a saved model) is written the same way (`atomic_dir`).
+Writes: every output goes to a temp file in the same directory, is flushed to disk (`fsync`), then `os.replace`
+renames it. A crash, a power loss or a bad input part-way never leaves a half-written file under the final name,
+and a file that already existed stays intact until its replacement is complete. A folder (a saved model) is written the same way (`atomic_dir`).
 
 Reads (`read_text`, `read_yaml`, `read_jsonl`): an unreadable file, bytes that are not UTF-8 and lines that are not
 JSON raise `InputError` with the file and line, which the CLI prints as one line (exit 2).
@@ -42,10 +42,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         # mkstemp creates 0600; give the final file the permissions a plain open() would (0666 less umask)
         os.chmod(tmp_path, 0o666 & ~_umask())
+        _fsync(tmp_path)  # the bytes on disk before the name: after a power loss, the old file or the whole new one
         os.replace(tmp_path, path)
+        _fsync(path.parent)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') writes to disk; a file system that cannot is left as it is."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

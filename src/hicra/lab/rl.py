@@ -380,8 +380,8 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
         reason = " ".join(str(exc).split()).split(". ")[0][:120]
-        raise InputError(f"damaged checkpoint, cannot resume from it ({type(exc).__name__}: {reason})",
-                         path=str(path)) from None
+        raise InputError(f"damaged checkpoint, cannot resume from it ({type(exc).__name__}: {reason}); remove "
+                         "the run's directory to run it again from the start", path=str(path)) from None
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
         raise InputError("not a lab checkpoint (no integer 'step')", path=str(path))
     return state
