@@ -1042,6 +1042,13 @@ def test_stored_settings_mismatch(run_dir, tmp_path):
     assert any("n_problems" in d for d in stored_settings_mismatch(copy, "anchors", [10], 3, AnchorsConfig(k=2)))
     assert any("batch_size" in d for d in stored_settings_mismatch(copy, "anchors", [10], 2, AnchorsConfig(k=2),
                                                                    batch_size=8))
+    # rows that are not the ones the summary describes (a run killed between writing the two: a reviewer's repro)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(copy / "anchors.parquet")
+    pq.write_table(table.slice(0, table.num_rows - 1), copy / "anchors.parquet")
+    assert stored_settings_mismatch(copy, "anchors", [10], 2, AnchorsConfig(k=2)) == [
+        "anchors.parquet is not the one anchors.json describes (a run stopped between writing the two?)"]
 
 
 def test_benchmark_recomputes_outputs_made_with_other_settings(run_dir, tmp_path):

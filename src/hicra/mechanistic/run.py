@@ -299,7 +299,7 @@ def run_anchors(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, 
     write_parquet(run_dir / "anchors.parquet", pa.Table.from_pylist(rows, schema=schema))
     phases = _phase_steps(run_dir)
     result = {"settings": _settings("anchors", cfg, len(problems), max_new, temp, batch_size, n_boot, info, device),
-              **phases, "steps": per_step,
+              "rows_sha256": _sha256(run_dir / "anchors.parquet"), **phases, "steps": per_step,
               "by_phase": A.by_phase(rows, phases["consolidation_end_step"], n_boot=n_boot, level=cfg.level,
                                      seed=cfg.seed),
               "cost": costs}
@@ -354,11 +354,20 @@ def run_graphs(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, m
                         ("backtracking", pa.int32()), ("walk", pa.list_(pa.int32()))])
     write_parquet(run_dir / "graphs.parquet", pa.Table.from_pylist(rows, schema=schema))
     result = {"settings": _settings("graphs", cfg, len(problems), max_new, temp, batch_size, n_boot, info, device),
-              **_phase_steps(run_dir), "steps": per_step, "cost": costs}
+              "rows_sha256": _sha256(run_dir / "graphs.parquet"), **_phase_steps(run_dir), "steps": per_step,
+              "cost": costs}
     write_json(run_dir / "graphs.json", result)
     write_bytes(run_dir / "graphs.png", png(graphs_figure(result)))
     update_report(run_dir)
     return result
+
+
+def _sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes: VERB.json records its VERB.parquet's, so a pair split by a stopped run (the
+    rows written, the summary not) is not reused as one (`stored_settings_mismatch`)."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _settings(verb: str, cfg, n_problems: int, max_new: int, temp: float, batch_size: int, n_boot: int,
@@ -405,6 +414,9 @@ def stored_settings_mismatch(run_dir, verb: str, steps: list[int] | None, n: int
             raise ValueError
     except (ValueError, KeyError, TypeError, AttributeError):  # InputError is a ValueError
         return [f"no readable {verb}.parquet and {verb}.json"]
+    recorded = stored.get("rows_sha256")  # absent in outputs from before session 55
+    if recorded is not None and recorded != _sha256(run_dir / f"{verb}.parquet"):
+        return [f"{verb}.parquet is not the one {verb}.json describes (a run stopped between writing the two?)"]
     info = read_run_info(run_dir)
     chosen = select_steps(checkpoint_steps(run_dir), steps)
     _, problems = lab_heldout_problems(run_dir, info)
