@@ -458,3 +458,75 @@ def test_a_run_json_tokenizer_that_does_not_load_is_noted(tmp_path):
     (run / "run.json").write_text(json.dumps({"tokenizer": "tok"}))
     summary = analyze_run(run, tmp_path / "out", report=False)
     assert any(n.startswith("run.json's tokenizer did not load (") for n in summary["notes"]), summary["notes"]
+
+
+def test_response_weighted_perplexity_against_a_loop():
+    from hicra.dynamics.metrics import response_weighted_perplexity
+
+    rng = np.random.default_rng(0)
+    lengths = np.array([3, 0, 5, 2, 4])
+    lp = -rng.exponential(1.0, lengths.sum())
+    sel = rng.random(lengths.sum()) < 0.6
+    sel[-4:] = False  # the last response has no selected token: left out
+    means, pos = [], 0
+    for n in lengths:
+        picked = [-lp[i] for i in range(pos, pos + n) if sel[i]]
+        if picked:
+            means.append(sum(picked) / len(picked))
+        pos += n
+    assert response_weighted_perplexity(lp, sel, lengths) == pytest.approx(float(np.exp(np.mean(means))))
+    assert response_weighted_perplexity(lp, np.zeros_like(sel), lengths) is None
+
+
+def _length_mix_run(out, seed, steps=40, n_resp=64):
+    """A reviewer's simulation: two kinds of response, each kind's tokens as likely at every step (execution NLL
+    1.0 for the short kind, 0.2 for the long), the long kind growing from 66 to about 400 tokens. Pooled over
+    tokens, execution's perplexity falls and flattens; per response it does not move."""
+    from hicra.dynamics.records import RolloutWriter, rollout_row, write_run_info
+
+    rng = np.random.default_rng(seed)
+    write_run_info(out, {"algorithm": "grpo", "alpha": 0, "seed": 0, "model": "m", "task": "t", "lexicon": "paper",
+                         "config": {}})
+    writer = RolloutWriter(out)
+    for s in range(steps):
+        long_len, rows = int(60 + 340 * (1 - np.exp(-s / 8))), []
+        for r in range(n_resp):
+            long = r % 2 == 1
+            n = (long_len if long else 60) + 6
+            mask = np.zeros(n, bool)
+            mask[np.linspace(0, n - 1, 6).astype(int)] = True
+            nll = np.where(mask, rng.exponential(0.9, n), rng.exponential(0.2 if long else 1.0, n))
+            ent = np.where(mask, rng.gamma(2, .5, n), rng.gamma(2, .1 if long else .5, n))
+            ok = bool(rng.random() < .5)
+            rows.append(rollout_row(step=s, prompt_id=f"p{r // 4}", sample_idx=r % 4, prompt="q",
+                                    response=" ".join("lets" if m else f"w{i}" for i, m in enumerate(mask)),
+                                    token_ids=np.arange(n, dtype=np.int32), logprobs=-nll, entropies=ent,
+                                    planning_mask=mask, reward=float(ok), correct=ok, truncated=False,
+                                    error_type=None))
+        writer.write_step(s, rows)
+
+
+def test_a_consolidation_from_the_length_mix_alone_is_flagged(tmp_path):
+    """The verdict's pooled perplexity read a change of the response-length mix as execution consolidating
+    (`execution-first` on this simulation, nothing planted; a reviewer's find). The verdict is unchanged (its rules
+    are pre-registered), but the evidence now carries the same test on the response-weighted perplexity, and the
+    analysis says when only the pooled one falls. A planted consolidation is seen both ways, with no such note."""
+    import pandas as pd
+
+    from hicra.dynamics.analyze import analyze_run
+    from hicra.dynamics.synthetic import make_synthetic_run
+
+    _length_mix_run(tmp_path / "mix", seed=1)
+    summary = analyze_run(tmp_path / "mix", tmp_path / "mix", report=False)
+    phases, m = summary["phases"], pd.read_parquet(tmp_path / "mix" / "metrics.parquet")
+    assert phases["order"] == "execution-first" and m["rel_ppl_execution"].iloc[-1] < 0.8
+    assert 0.95 < m["rel_ppl_execution_rw"].min() and m["rel_ppl_execution_rw"].max() < 1.05
+    check = phases["evidence"]["execution_response_weighted"]
+    assert check["tested"] and not check["consolidates"] and check["mean_length"] == [66.0, 234.5]
+    assert any("may come from a change in the mix of response lengths (mean length 66 -> 234" in n
+               for n in summary["notes"])
+    make_synthetic_run(tmp_path / "planted", seed=0)
+    summary = analyze_run(tmp_path / "planted", tmp_path / "planted", report=False)
+    assert summary["phases"]["order"] == "execution-first"
+    assert summary["phases"]["evidence"]["execution_response_weighted"]["consolidates"]
+    assert not any("mix of response lengths" in n for n in summary["notes"])

@@ -215,6 +215,13 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
                      "column), so checkpoints are treated as evenly spaced and every slope is per checkpoint")
     if df["entropy_all"].isna().all():
         notes.append("the records carry no token entropies: token entropy and fork-token overlap are unavailable")
+    rw = phases["evidence"].get("execution_response_weighted") or {}
+    if rw.get("tested") and not rw.get("consolidates"):
+        lengths = rw.get("mean_length")
+        notes.append("execution consolidates in the pooled (token-weighted) perplexity but not with each response "
+                     f"counted once (rel_ppl_execution_rw, p {rw['p_value']:.3g}): the fall may come from a change "
+                     "in the mix of response lengths" + (f" (mean length {lengths[0]:.0f} -> {lengths[1]:.0f} tokens)"
+                                                          if lengths else "") + "; read the consolidation with care")
     last = df.iloc[-1]
     summary = {
         "run": {k: info.get(k) for k in ("run_id", "algorithm", "alpha", "seed", "model", "task")} | {

@@ -9,7 +9,10 @@ numpy/pyarrow over flattened token arrays (no per-token Python loops):
 - ``entropy_all/planning/execution``: mean next-token entropy over all / planning / execution tokens of the step
   (token-weighted, i.e. pooled over responses).
 - ``ppl_c = exp(mean_{t in c} -logprob_t)`` per class c (behaviour-policy log-probabilities at sampling), and
-  ``rel_ppl_c = ppl_c(step) / ppl_c(first step)``.
+  ``rel_ppl_c = ppl_c(step) / ppl_c(first step)``. ``ppl_execution_rw`` / ``rel_ppl_execution_rw``: execution's
+  perplexity with each response counted once (the mean over responses of their mean negative log-likelihood),
+  which a shift in the mix of response lengths does not move (`response_weighted_perplexity`; since session 55,
+  a diagnostic beside the verdict's consolidation test).
 - ``semantic_entropy``: Shannon entropy (nats) of the frequency distribution of strategic-gram phrases found in
   the step's responses; ``semantic_entropy_cluster`` the same over the phrases' lexicon categories.
   ``procedural_cond_entropy``: entropy of the procedural continuation following a strategic gram, conditional on
@@ -111,6 +114,22 @@ def mean_pass_at_k(n: Sequence[int], c: Sequence[int], k: int) -> float:
     pairs, counts = np.unique(np.stack([n, c], axis=1), axis=0, return_counts=True)
     values = np.array([pass_at_k(int(ni), int(ci), k) for ni, ci in pairs])
     return float(values @ counts / n.size)
+
+
+def response_weighted_perplexity(logprobs: np.ndarray, selected: np.ndarray, lengths: np.ndarray) -> float | None:
+    """exp(mean over responses of each response's mean negative log-likelihood over its `selected` tokens).
+
+    `logprobs`, `selected`: flat over the step's tokens, responses one after another; `lengths`: tokens per
+    response. Responses without a selected token are left out; None when no response has one. Unlike the pooled
+    ``ppl_c`` (token-weighted), a change in the mix of response lengths does not move it when each response's own
+    tokens stay as likely."""
+    owner = np.repeat(np.arange(lengths.size), lengths)[selected]
+    counts = np.bincount(owner, minlength=lengths.size)
+    if not counts.any():
+        return None
+    sums = np.bincount(owner, weights=-np.asarray(logprobs, np.float64)[selected], minlength=lengths.size)
+    has = counts > 0
+    return float(np.exp((sums[has] / counts[has]).mean()))
 
 
 def perplexity(logprobs: np.ndarray) -> float:
@@ -401,7 +420,7 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
         row["planning_ratio"] = _mean(mask[known].astype(np.float64))
         row["n_planning_tokens"] = int(mask[known].sum())
     for name in ("entropy_all", "entropy_planning", "entropy_execution", "ppl_planning", "ppl_execution",
-                 "ppl_reference"):
+                 "ppl_execution_rw", "ppl_reference"):
         row[name] = None
     if ent is not None:
         e, e_known = ent
@@ -420,6 +439,8 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
         p_lp, e_lp = v[both & pm[0]], v[both & ~pm[0]]
         row["ppl_planning"] = perplexity(p_lp) if p_lp.size else None
         row["ppl_execution"] = perplexity(e_lp) if e_lp.size else None
+        # each response counted once: a shift in the mix of response lengths moves the pooled value, not this one
+        row["ppl_execution_rw"] = response_weighted_perplexity(v, both & ~pm[0], lengths)
         ref = e_lp[reference_token_sample(e_lp.size, p_lp.size, row["step"])]
         row["ppl_reference"] = perplexity(ref) if ref.size else None
     if lp is not None:
@@ -568,7 +589,7 @@ def finalize(df, quantiles: Sequence[float] = DEFAULT_QUANTILES, counts: Sequenc
     import pandas as pd
 
     df = df.sort_values("step").reset_index(drop=True)
-    for cls in ("planning", "execution"):
+    for cls in ("planning", "execution", "execution_rw"):
         col = f"ppl_{cls}"
         if col not in df:
             df[col] = None

@@ -1323,6 +1323,26 @@ _SUMMARIES = {
 }
 
 
+def _response_weighted_check(x: np.ndarray, col, ok: np.ndarray, config: PhaseConfig) -> dict:
+    """A diagnostic beside a detected execution consolidation, not part of the verdict: the same class test
+    (`consolidation_test`, at the class level alpha / 2) on `rel_ppl_execution_rw`, execution's perplexity with
+    each response counted once. The verdict's pooled perplexity weighs responses by their length, so a shift in
+    the mix of response lengths alone can make it fall and flatten (a reviewer's simulation: two kinds of response,
+    each as likely as before, and the longer kind growing); a fall that this test does not see may be that. Gives
+    {"tested", "consolidates", "p_value", "breakpoint_step", "mean_length": [first, last]} or {"tested": False,
+    "reason"}."""
+    y = col("rel_ppl_execution_rw")
+    if y is None or not np.isfinite(y[ok]).all():
+        return {"tested": False, "reason": "rel_ppl_execution_rw unavailable (metrics from before session 55?)"}
+    test = consolidation_test(x, y[ok], replace(config, alpha=config.alpha / 2))
+    length = col("mean_length")
+    out = {"tested": bool(test["tested"]), "consolidates": bool(test["detected"]), "p_value": test.get("p_value"),
+           "breakpoint_step": test.get("breakpoint_step")}
+    if length is not None and np.isfinite(length[ok]).all():
+        out["mean_length"] = [float(length[ok][0]), float(length[ok][-1])]
+    return out
+
+
 def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_metric: str | None = None,
                   problem_groups: Mapping | None = None, problem_outcomes: Mapping | None = None,
                   _run_draws: dict | None = None) -> dict:
@@ -1386,6 +1406,8 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
     evidence["order"] = {k: v for k, v in order.items() if k != "tests"}
     if "tests" in order:
         evidence["consolidation"] = order["tests"]
+        if order["tests"]["execution"]["detected"] and _run_draws is None:
+            evidence["execution_response_weighted"] = _response_weighted_check(steps[ok], col, ok, config)
     tau_exec = order.get("tau_exec")
 
     # ---- exploration after tau_exec
