@@ -107,8 +107,9 @@ def _summary_problem(s: dict, complete: bool) -> tuple[str, str] | None:
     problem = _curve_problem(s["metrics"], "metrics", ("step",))
     if problem:
         return problem
-    for column, values in s["metrics"].items():  # NaN is a value a metric can take (no tokens of a class)
-        bad = next((i for i, v in enumerate(values) if isinstance(v, bool) or not isinstance(v, (int, float))), None)
+    for column, values in s["metrics"].items():  # null / NaN: a value a metric can take (no tokens of a class)
+        bad = next((i for i, v in enumerate(values)
+                    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))), None)
         if bad is not None:
             return f"metrics.{column}", f"entry {bad} is {values[bad]!r:.40}, not a number"
     return None
