@@ -478,34 +478,6 @@ def test_response_weighted_perplexity_against_a_loop():
     assert response_weighted_perplexity(lp, np.zeros_like(sel), lengths) is None
 
 
-def _length_mix_run(out, seed, steps=40, n_resp=64):
-    """A reviewer's simulation: two kinds of response, each kind's tokens as likely at every step (execution NLL
-    1.0 for the short kind, 0.2 for the long), the long kind growing from 66 to about 400 tokens. Pooled over
-    tokens, execution's perplexity falls and flattens; per response it does not move."""
-    from hicra.dynamics.records import RolloutWriter, rollout_row, write_run_info
-
-    rng = np.random.default_rng(seed)
-    write_run_info(out, {"algorithm": "grpo", "alpha": 0, "seed": 0, "model": "m", "task": "t", "lexicon": "paper",
-                         "config": {}})
-    writer = RolloutWriter(out)
-    for s in range(steps):
-        long_len, rows = int(60 + 340 * (1 - np.exp(-s / 8))), []
-        for r in range(n_resp):
-            long = r % 2 == 1
-            n = (long_len if long else 60) + 6
-            mask = np.zeros(n, bool)
-            mask[np.linspace(0, n - 1, 6).astype(int)] = True
-            nll = np.where(mask, rng.exponential(0.9, n), rng.exponential(0.2 if long else 1.0, n))
-            ent = np.where(mask, rng.gamma(2, .5, n), rng.gamma(2, .1 if long else .5, n))
-            ok = bool(rng.random() < .5)
-            rows.append(rollout_row(step=s, prompt_id=f"p{r // 4}", sample_idx=r % 4, prompt="q",
-                                    response=" ".join("lets" if m else f"w{i}" for i, m in enumerate(mask)),
-                                    token_ids=np.arange(n, dtype=np.int32), logprobs=-nll, entropies=ent,
-                                    planning_mask=mask, reward=float(ok), correct=ok, truncated=False,
-                                    error_type=None))
-        writer.write_step(s, rows)
-
-
 def test_a_consolidation_from_the_length_mix_alone_is_flagged(tmp_path):
     """The verdict's pooled perplexity read a change of the response-length mix as execution consolidating
     (`execution-first` on this simulation, nothing planted; a reviewer's find). The verdict is unchanged (its rules
@@ -514,9 +486,9 @@ def test_a_consolidation_from_the_length_mix_alone_is_flagged(tmp_path):
     import pandas as pd
 
     from hicra.dynamics.analyze import analyze_run
-    from hicra.dynamics.synthetic import make_synthetic_run
+    from hicra.dynamics.synthetic import make_length_mix_run, make_synthetic_run
 
-    _length_mix_run(tmp_path / "mix", seed=1)
+    make_length_mix_run(tmp_path / "mix", seed=1)
     summary = analyze_run(tmp_path / "mix", tmp_path / "mix", report=False)
     phases, m = summary["phases"], pd.read_parquet(tmp_path / "mix" / "metrics.parquet")
     assert phases["order"] == "execution-first" and m["rel_ppl_execution"].iloc[-1] < 0.8
@@ -530,3 +502,13 @@ def test_a_consolidation_from_the_length_mix_alone_is_flagged(tmp_path):
     assert summary["phases"]["order"] == "execution-first"
     assert summary["phases"]["evidence"]["execution_response_weighted"]["consolidates"]
     assert not any("mix of response lengths" in n for n in summary["notes"])
+
+
+def test_length_mix_benchmark_counts_orders_fires_and_flags(benchmark_script, monkeypatch, capsys):
+    mod = benchmark_script("length_mix")
+    monkeypatch.setattr("sys.argv", ["length_mix.py", "1", "--seed-offset", "1"])
+    mod.main()
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("seed 1: verdict consolidation-only, order execution-first; pooled execution test fires")
+    assert out[-1] == ("1 seeds: order execution-first 1; the pooled execution test fires in 1; the "
+                       "response-weighted check flags 1 of them")

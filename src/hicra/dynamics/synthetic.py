@@ -164,3 +164,36 @@ def synthetic_vocab() -> list[str]:
     """The synthetic runs' word list (token id -> word), e.g. to build a whitespace tokenizer in tests."""
     phrases = _phrases()
     return _EXEC_WORDS + sorted({w for p in phrases for w in p.split()})
+
+
+# ---------------------------------------------------------------- a length-mix run (nothing planted)
+
+
+def make_length_mix_run(run_dir: str | os.PathLike, *, steps: int = 40, responses: int = 64, seed: int = 0) -> Path:
+    """A run in which no token becomes likelier, only the mix of response lengths shifts (a reviewer's simulation,
+    session 55): half the responses are short (66 tokens, execution NLL ~ Exp(1.0)), half long and likelier
+    (execution NLL ~ Exp(0.2)), the long ones growing from 66 to about 400 tokens as 60 + 340 (1 - exp(-s/8)) + 6;
+    six planning tokens per response ("lets", NLL ~ Exp(0.9)); groups of 4 per prompt; correct with probability
+    0.5. Pooled over tokens, execution's perplexity falls and flattens; per response it stays put."""
+    rng = np.random.default_rng(seed)
+    write_run_info(run_dir, {"algorithm": "grpo", "alpha": 0.0, "seed": seed, "model": "length-mix", "task": "synthetic",
+                             "lexicon": "paper", "config": {"generator": "make_length_mix_run", "steps": steps,
+                                                            "responses": responses}})
+    writer = RolloutWriter(run_dir)
+    for s in range(steps):
+        long_len, rows = int(60 + 340 * (1 - np.exp(-s / 8))), []
+        for r in range(responses):
+            long = r % 2 == 1
+            n = (long_len if long else 60) + 6
+            mask = np.zeros(n, bool)
+            mask[np.linspace(0, n - 1, 6).astype(int)] = True
+            nll = np.where(mask, rng.exponential(0.9, n), rng.exponential(0.2 if long else 1.0, n))
+            ent = np.where(mask, rng.gamma(2, .5, n), rng.gamma(2, .1 if long else .5, n))
+            ok = bool(rng.random() < .5)
+            rows.append(rollout_row(step=s, prompt_id=f"p{r // 4}", sample_idx=r % 4, prompt="q",
+                                    response=" ".join("lets" if m else f"w{i}" for i, m in enumerate(mask)),
+                                    token_ids=np.arange(n, dtype=np.int32), logprobs=-nll, entropies=ent,
+                                    planning_mask=mask, reward=float(ok), correct=ok, truncated=False,
+                                    error_type=None))
+        writer.write_step(s, rows)
+    return Path(run_dir)
