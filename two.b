@@ -1,1 +1,0 @@
-/dev/fd/3: line 72: sthook.py: command not found
