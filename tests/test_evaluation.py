@@ -313,15 +313,20 @@ def test_eval_out_naming_a_file_is_refused_before_grading(tmp_path, capsys):
     assert (tmp_path / "o").read_text() == "keep me"
 
 
-def test_eval_out_holding_a_run_is_refused_before_grading(tmp_path, capsys):
+def test_eval_out_holding_another_run_is_refused_before_grading(tmp_path, capsys):
     """Before: its step 0 was replaced, its other steps kept, and its run.json replaced, so `hicra analyze` read a
-    run that was half one thing and half another (a reviewer's repro)."""
+    run that was half one thing and half another (a reviewer's repro). An earlier evaluation's folder is replaced
+    whole, as before (the README's commands may be run twice)."""
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"id": "a", "answer": "2", "responses": ["2"]}) + "\n")
     assert main(["eval", "--responses", str(src), "--out", str(tmp_path / "o")]) == 0
-    before = {p.name: p.read_bytes() for p in (tmp_path / "o").rglob("*") if p.is_file()}
+    assert main(["eval", "--responses", str(src), "--out", str(tmp_path / "o")]) == 0  # an evaluation again
+    rows = [{"prompt": "q", "response": "2", "correct": True, "step": s} for s in (1, 2)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["convert", "responses", str(tmp_path / "log.jsonl"), "--out", str(tmp_path / "c"), "--quiet"]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "c").rglob("*") if p.is_file()}
     capsys.readouterr()
-    assert main(["eval", "--responses", str(src), "--out", str(tmp_path / "o")]) == 2
-    assert capsys.readouterr().err.strip() == f"hicra eval: error: {tmp_path / 'o'}, field 'out': already holds a " \
-        "run's rollouts; evaluate into a new folder"
-    assert {p.name: p.read_bytes() for p in (tmp_path / "o").rglob("*") if p.is_file()} == before
+    assert main(["eval", "--responses", str(src), "--out", str(tmp_path / "c")]) == 2
+    assert capsys.readouterr().err.strip() == f"hicra eval: error: {tmp_path / 'c'}, field 'out': already holds " \
+        "another run's rollouts; evaluate into a new folder"
+    assert {p.name: p.read_bytes() for p in (tmp_path / "c").rglob("*") if p.is_file()} == before

@@ -460,6 +460,11 @@ def test_v1_worker_class_and_task_runners(lab_tokenizer, tmp_path):
         "algorithm": {"adv_estimator": "grpo", "use_kl_in_reward": False},
         "hicra": {"alpha": 0.25, "lexicon": "lab", "mask_source": "gated", "gated_planning": True}})
     assert hicra_options(cfg) == {"alpha": 0.25, "lexicon": "lab", "mask_source": "gated", "gated_planning": True}
+    # a null option is unset, on the driver and in the worker alike (a null entropy_quantile had passed the driver
+    # check and then failed HICRALoss's in the worker; a reviewer's repro)
+    nulls = OmegaConf.create({"hicra": {"alpha": 0.2, "entropy_quantile": None, "placebo_rate": None}})
+    assert hicra_options(nulls) == {"alpha": 0.2}
+    hv.HICRALoss(lambda *a, **k: None, None, **{**hicra_options(nulls), "lexicon": "lab"})
     module = types.SimpleNamespace(ActorRolloutRefWorker=ActorRolloutRefWorker)
     worker = install_v1_worker(cfg, module)
     assert module.ActorRolloutRefWorker is worker and issubclass(worker, ActorRolloutRefWorker)

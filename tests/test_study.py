@@ -1708,6 +1708,21 @@ def test_a_damaged_run_summary_is_named_with_its_field(tmp_path, damage, field):
             load_summary(path)
 
 
+def test_a_summary_with_null_metric_and_probe_entries_loads(tmp_path):
+    """The runner writes NaN as null (a step without planning tokens, a probe not scored): such summaries load. The
+    session-55 type checks had refused them, so `hicra study --preset smoke` failed after all its runs (a
+    reviewer's repro)."""
+    from hicra.study.statistics import load_summary
+
+    source = Path(__file__).parents[1] / "docs" / "findings" / "v2" / "main" / "grpo" / "ws0-seed00.json"
+    summary = json.loads(source.read_text())
+    summary["metrics"]["rel_ppl_planning"][0] = None
+    summary["probes"]["plan_probe_solved"][0] = None
+    path = tmp_path / "ws0-seed00.json"
+    path.write_text(json.dumps(summary))
+    assert load_summary(path, complete=True)["metrics"]["rel_ppl_planning"][0] is None
+
+
 def test_study_help_names_every_arm(capsys):
     """`hicra study --help` lists every arm `--arms` accepts (it once left out placebo-mass)."""
     from hicra.cli import main
@@ -1758,7 +1773,9 @@ def test_study_workers_end_with_the_study_process():
 
     if not sys.platform.startswith("linux"):
         pytest.skip("PR_SET_PDEATHSIG is Linux's")
-    code = ("import ctypes; from hicra.study.runner import _worker_init; _worker_init(); v = ctypes.c_int(); "
+    code = ("import ctypes; from hicra.study import runner; runner.{}(); v = ctypes.c_int(); "
             "ctypes.CDLL(None).prctl(2, ctypes.byref(v)); print(v.value)")  # 2 = PR_GET_PDEATHSIG
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "15"
+    for init, signal in (("_pool_worker_init", "15"), ("_worker_init", "0")):
+        # the study process itself (which runs _worker_init for its in-process runs) must outlive its shell (nohup)
+        out = subprocess.run([sys.executable, "-c", code.format(init)], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == signal, init

@@ -68,9 +68,9 @@ def _fsync(path: Path) -> None:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temp folder next to `path`; on success it takes the name `path`, on failure it is deleted.
 
-    A folder already at `path` is renamed aside and deleted only after the new one is in place, so a reader sees
-    the old folder or the complete new one, never a half-written one (for the instant between the two renames,
-    none). The temp and set-aside names start with a dot. InputError (one line) when `path` is a file or its
+    The new folder's files are flushed to disk first (`fsync`, as `atomic_path`). A folder already at `path` is
+    renamed aside and deleted only after the new one is in place, so a reader sees the old folder or the complete
+    new one, never a half-written one (for the instant between the two renames, none). The temp and set-aside names start with a dot. InputError (one line) when `path` is a file or its
     parent cannot be written."""
     path = Path(path)
     try:
@@ -84,11 +84,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; a plain mkdir gives 0777 less umask
+        for f in [*(p for p in tmp.rglob("*") if p.is_file()), tmp]:  # on disk before the name, as atomic_path
+            _fsync(f)
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, old)
         os.replace(tmp, path)
+        _fsync(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -375,7 +375,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
     with_step, without_step = None, None  # (path, row) of the first flat row with / without the step field
     n_lines = 0
     rows_iter = ((path, line_no, obj) for path in files for line_no, obj in _read_rows(path))
-    for path, line_no, obj in tqdm(rows_iter, desc="convert", unit="row", disable=not progress):
+    for path, line_no, obj in tqdm(rows_iter, desc="convert", unit="row", disable=None if progress else True):
         if limit is not None and n_lines >= limit:
             break
         n_lines += 1

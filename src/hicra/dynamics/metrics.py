@@ -509,7 +509,7 @@ def compute_metrics(run_dir: str | os.PathLike, *, tagger=None, quantiles: Seque
     n_steps = len({step for step, _, _ in list_rollout_files(run_dir)})
     rows = []
     counts = [] if counts_out is None else counts_out
-    with tqdm(total=n_steps, desc="analyze", unit="step", disable=not progress) as bar:
+    with tqdm(total=n_steps, desc="analyze", unit="step", disable=None if progress else True) as bar:
         for _step, table in iter_steps(run_dir, columns=READ_COLUMNS, skip_invalid=skip_invalid,
                                        skipped=skipped):
             rows.append(step_metrics(table, tagger=tagger, quantiles=quantiles, ks=ks,

@@ -73,6 +73,24 @@ def _tokenize(items: list[dict], tokenizer_dir: str) -> None:
         it["token_ids"] = [tok(r, add_special_tokens=False)["input_ids"] for r in it["responses"]]
 
 
+def _check_out(out: Path) -> None:
+    """InputError unless `out` is new, empty of rollouts, or an earlier evaluation's folder (one step, run.json's
+    algorithm "eval": this evaluation replaces it whole). Another run's rollouts would stay beside this evaluation's
+    step 0, under this evaluation's run.json (as `hicra convert` refuses)."""
+    from hicra.dynamics.records import list_rollout_files, read_run_info
+    from hicra.errors import InputError
+
+    if not (out / "rollouts").is_dir() or not list_rollout_files(out):
+        return
+    try:
+        earlier_eval = read_run_info(out).get("algorithm") == "eval"
+    except InputError:
+        earlier_eval = False
+    if not earlier_eval or {step for step, _, _ in list_rollout_files(out)} != {0}:
+        raise InputError("already holds another run's rollouts; evaluate into a new folder", path=str(out),
+                         field="out")
+
+
 def run(args) -> int:
     from hicra import evaluation as ev
     from hicra.errors import InputError
@@ -82,12 +100,7 @@ def run(args) -> int:
             raise InputError("must be >= 1", field=name)
     if Path(args.out).exists() and not Path(args.out).is_dir():  # before any grading or generation
         raise InputError("exists and is not a directory", path=str(args.out), field="out")
-    from hicra.dynamics.records import list_rollout_files
-
-    if (Path(args.out) / "rollouts").is_dir() and list_rollout_files(args.out):
-        # its step files would stay beside this evaluation's, under this evaluation's run.json (as `hicra convert`)
-        raise InputError("already holds a run's rollouts; evaluate into a new folder", path=str(args.out),
-                         field="out")
+    _check_out(Path(args.out))
     info = {"run_id": f"eval-{args.seed}", "algorithm": "eval", "alpha": None, "seed": args.seed,
             "model": args.model, "task": None, "lexicon": None, "config": {k: v for k, v in vars(args).items()
                                                                         if k != "func"}}

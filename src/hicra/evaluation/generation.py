@@ -84,7 +84,7 @@ def generate_transformers(model_dir: str | Path, prompts: Sequence[str], n: int,
     model.generation_config = config
     flat = [p for p in prompts for _ in range(n)]
     out: list[dict] = []
-    for start in tqdm(range(0, len(flat), batch_size), desc="generating", disable=not progress):
+    for start in tqdm(range(0, len(flat), batch_size), desc="generating", disable=None if progress else True):
         chunk = flat[start:start + batch_size]
         enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
         with torch.no_grad():

@@ -424,7 +424,7 @@ def grade_items(items: Sequence[dict], k: int = 1, grader: Grader | None = None,
     grader = grader or Grader()
     graded = []
     total = sum(len(it["responses"]) for it in items)
-    with tqdm(total=total, desc="grading", unit="resp", disable=not progress) as bar:
+    with tqdm(total=total, desc="grading", unit="resp", disable=None if progress else True) as bar:
         for it in items:
             correct = []
             for response in it["responses"]:

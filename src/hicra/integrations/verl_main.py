@@ -33,7 +33,8 @@ def hicra_options(config) -> dict:
     if unknown:
         raise ValueError(f"unknown +hicra option(s) {unknown}; known: {', '.join(LOSS_OPTIONS)}, run_dir, "
                          "correct_threshold")
-    out = {k: opts[k] for k in LOSS_OPTIONS if k in opts}
+    # a null option is an unset one (HICRALoss's default), as `_range_problem` reads it; alpha must be a number
+    out = {k: opts[k] for k in LOSS_OPTIONS if k in opts and (opts[k] is not None or k == "alpha")}
     if "alpha" in out:
         from hicra.algorithms import option_problem
 

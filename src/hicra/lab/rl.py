@@ -580,7 +580,7 @@ def _run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: b
 
     writer = RolloutWriter(run_dir)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    bar = tqdm(range(start, cfg.steps), desc=f"RL ({cfg.algo})", disable=not progress, initial=start,
+    bar = tqdm(range(start, cfg.steps), desc=f"RL ({cfg.algo})", disable=None if progress else True, initial=start,
                total=cfg.steps)
     for step in bar:
         t0 = time.perf_counter()

@@ -251,7 +251,7 @@ def train_sft(model, examples, cfg: WarmStartConfig, progress: bool = True, devi
     model.train()
     forward = torch.compile(model, dynamic=True) if cfg.compile_sft else model
     losses = []
-    bar = tqdm(total=total, desc="warm start (SFT)", disable=not progress, leave=False)
+    bar = tqdm(total=total, desc="warm start (SFT)", disable=None if progress else True, leave=False)
     tokens, t0 = 0, time.perf_counter()
     for batches in epochs:
         for batch in batches:

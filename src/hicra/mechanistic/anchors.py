@@ -223,7 +223,7 @@ def sentence_importance(policy, task, problems: list, tagger, cfg: AnchorsConfig
     step = cfg.round if cfg.adaptive else cfg.k
     target = {(r, i): step for r, x in enumerate(resp) for i in range(len(x.sentences))}
     results: dict[tuple[int, int], dict] = {}
-    bar = tqdm(total=len(target), desc="anchors", unit="sentence", disable=not progress, leave=False)
+    bar = tqdm(total=len(target), desc="anchors", unit="sentence", disable=None if progress else True, leave=False)
 
     def keep_arm(r: int, i: int, n: int) -> list[_Draw]:
         x = resp[r]

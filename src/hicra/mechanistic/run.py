@@ -335,7 +335,7 @@ def run_graphs(run_dir, steps: list[int] | None = None, n: int = 32, cfg=None, m
     rows, per_step, costs = [], {}, {}
     for step in chosen:  # before any work: the layer must exist in every snapshot
         _check_layer(available[step], cfg.layer)
-    for step in tqdm(chosen, desc="graphs", unit="checkpoint", disable=not progress, leave=False):
+    for step in tqdm(chosen, desc="graphs", unit="checkpoint", disable=None if progress else True, leave=False):
         t0 = time.perf_counter()
         model, tokenizer = load_snapshot(available[step], run_dir, info, device)
         policy = HFPolicy(model, tokenizer, max_new, temp, batch_size)

@@ -206,7 +206,7 @@ def mine(docs: list[Document], n_min: int = 3, n_max: int = 5, top: float = 0.2,
     df: Counter = Counter()
     doc_grams: list[set[str]] = []
     question_cache: dict[str, set[str]] = {}
-    for doc in tqdm(docs, desc="n-grams", unit="doc", disable=not progress):
+    for doc in tqdm(docs, desc="n-grams", unit="doc", disable=None if progress else True):
         grams = ngrams(doc.text, n_min, n_max)
         if exclude_question and doc.question:
             if doc.question not in question_cache:

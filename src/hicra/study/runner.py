@@ -158,8 +158,18 @@ def run_state(run_dir: Path) -> str:
 def _worker_init() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # end with the study: a worker whose study process was killed (SIGKILL, out of memory) had gone on writing
-    # beside a rerun and then waited forever; on Linux it now gets SIGTERM when its parent dies
+    import torch
+    import transformers
+
+    torch.set_num_threads(1)
+    transformers.utils.logging.disable_progress_bar()  # weight-loading bars would garble the run bars
+
+
+def _pool_worker_init() -> None:
+    """`_worker_init`, and a pool worker ends with the study: one whose study process was killed (SIGKILL, out of
+    memory) had gone on writing beside a rerun and then waited forever; on Linux it now gets SIGTERM when its parent
+    dies. Only in pool workers: the study process itself must outlive the shell that started it (`nohup`)."""
+    _worker_init()
     try:
         import ctypes
         import signal
@@ -167,11 +177,6 @@ def _worker_init() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         pass
-    import torch
-    import transformers
-
-    torch.set_num_threads(1)
-    transformers.utils.logging.disable_progress_bar()  # weight-loading bars would garble the run bars
 
 
 def run_one(spec: RunSpec) -> dict:
@@ -381,7 +386,7 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
 
     total = sum(s.config["steps"] for s in specs)
     overall = tqdm(total=total, initial=total - sum(s.config["steps"] for s in todo), desc="study", unit="step",
-                   disable=not progress, position=0, dynamic_ncols=True)
+                   disable=None if progress else True, position=0, dynamic_ncols=True)
     n_done, n_built, n_builds = len(results), 0, len(unbuilt)
 
     def postfix(refresh=True):  # the bar counts RL steps; warm-start builds (no RL steps) are counted here
@@ -428,7 +433,7 @@ def execute(specs: list[RunSpec], workers: int, progress: bool = True, log=print
                 overall.refresh()
         else:
             with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                     initializer=_worker_init) as pool:
+                                     initializer=_pool_worker_init) as pool:
                 jobs: dict = {}  # future -> (kind, what)
                 error = None  # the first failed job: start nothing new, raise once the running jobs end
                 while True:

@@ -100,18 +100,17 @@ def _summary_problem(s: dict, complete: bool) -> tuple[str, str] | None:
                           ("confidence", _finite_number, "a finite number")):
         if not ok(phases.get(key)):
             return f"phases.{key}", f"{phases.get(key)!r:.40} is not {kind}"
-    if s["probes"]:  # every probe value a finite number, every column as long as `step`
-        problem = _curve_problem(s["probes"], "probes", tuple(s["probes"]))
+    for name in ("probes", "metrics"):  # columns as long as `step`; entries numbers or null (the runner writes a
+        if name == "probes" and not s[name]:  # NaN as null: a step without tokens of a class, a probe not scored)
+            continue
+        problem = _curve_problem(s[name], name, ("step",))
         if problem:
             return problem
-    problem = _curve_problem(s["metrics"], "metrics", ("step",))
-    if problem:
-        return problem
-    for column, values in s["metrics"].items():  # null / NaN: a value a metric can take (no tokens of a class)
-        bad = next((i for i, v in enumerate(values)
-                    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))), None)
-        if bad is not None:
-            return f"metrics.{column}", f"entry {bad} is {values[bad]!r:.40}, not a number"
+        for column, values in s[name].items():
+            bad = next((i for i, v in enumerate(values)
+                        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))), None)
+            if bad is not None:
+                return f"{name}.{column}", f"entry {bad} is {values[bad]!r:.40}, not a number"
     return None
 
 
