@@ -118,7 +118,7 @@ def dir_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive advisory lock (`flock`) on the folder `path`, made if absent, for the block. A second
     process asking for it meanwhile gets InputError (one line): two writers of one run directory would mix or lose
     each other's files. The lock belongs to the open folder, so a killed holder frees it. Where `fcntl` is missing
-    (not POSIX) the block runs unlocked."""
+    (not POSIX) or the file system has no locks, the block runs unlocked."""
     path = Path(path)
     try:
         import fcntl
@@ -136,6 +136,8 @@ def dir_lock(path: str | os.PathLike) -> Iterator[None]:
         except BlockingIOError:
             raise InputError("another process is writing this run directory now: wait for it to end, or write "
                              "elsewhere", path=str(path)) from None
+        except OSError:  # a file system without locks (some network mounts): unlocked, as before the lock existed
+            pass
         yield
     finally:
         os.close(fd)
