@@ -1708,6 +1708,14 @@ def test_a_damaged_run_summary_is_named_with_its_field(tmp_path, damage, field):
             load_summary(path)
 
 
+def test_summaries_carry_the_response_weighted_execution_curve(smoke):
+    """So a later reading can check a consolidation against the response-length mix (docs/dynamics.md)."""
+    out, _ = smoke
+    summary = json.loads(summary_path_for(out / "summaries", "grpo", 0, 0).read_text())
+    rw, pooled = summary["metrics"]["rel_ppl_execution_rw"], summary["metrics"]["rel_ppl_execution"]
+    assert len(rw) == len(pooled) == len(summary["metrics"]["step"]) and rw[0] == pytest.approx(1.0)
+
+
 def test_a_summary_with_null_metric_and_probe_entries_loads(tmp_path):
     """The runner writes NaN as null (a step without planning tokens, a probe not scored): such summaries load. The
     session-55 type checks had refused them, so `hicra study --preset smoke` failed after all its runs (a

@@ -215,7 +215,10 @@ def run_one(spec: RunSpec) -> dict:
 # ---------------------------------------------------------------- per-run summary files
 
 # the metrics.parquet columns the pooled phase verdict and the strategy-entropy trend need
-_SUMMARY_METRICS = ("step", "rel_ppl_execution", "rel_ppl_planning", "rel_ppl_reference", "accuracy", "mean_length",
+# rel_ppl_execution_rw (since session 55): the response-weighted execution curve, so a later reading can check a
+# consolidation against the response-length mix (docs/dynamics.md, "Response length")
+_SUMMARY_METRICS = ("step", "rel_ppl_execution", "rel_ppl_planning", "rel_ppl_reference", "rel_ppl_execution_rw",
+                    "accuracy", "mean_length",
                     "errors_planning_share", "errors_execution_share", "planning_ratio", "strategy_entropy",
                     "semantic_entropy_excl_format", "semantic_entropy")
 _TRAIN_COLUMNS = ("accuracy", "errors_execution_share", "errors_planning_share", "errors_format_share",
