@@ -2,7 +2,8 @@
 
 Writes: every output goes to a temp file in the same directory, is flushed to disk (`fsync`), then `os.replace`
 renames it. A crash, a power loss or a bad input part-way never leaves a half-written file under the final name,
-and a file that already existed stays intact until its replacement is complete. A folder (a saved model) is written the same way (`atomic_dir`).
+and a file that already existed stays intact until its replacement is complete. A folder (a saved model) is
+written the same way (`atomic_dir`).
 
 Reads (`read_text`, `read_yaml`, `read_jsonl`): an unreadable file, bytes that are not UTF-8 and lines that are not
 JSON raise `InputError` with the file and line, which the CLI prints as one line (exit 2).
@@ -31,8 +32,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:  # the output's folder is a file, or lies under one, or cannot be written
-        raise InputError(f"cannot write here: {exc.strerror} ({exc.filename})", path=str(path)) from None
+    except OSError as exc:
+        raise _cannot_write(exc, path) from None
     if path.is_dir():
         os.unlink(tmp)
         raise InputError("cannot write here: a directory of that name exists", path=str(path))
@@ -48,6 +49,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _cannot_write(exc: OSError, path: Path) -> InputError:
+    """The one-line error for an output whose folder or temp could not be made: the folder is a file, lies under
+    one, or cannot be written."""
+    return InputError(f"cannot write here: {exc.strerror} ({exc.filename})", path=str(path))
 
 
 def _fsync(path: Path) -> None:
@@ -70,14 +77,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
     The new folder's files are flushed to disk first (`fsync`, as `atomic_path`). A folder already at `path` is
     renamed aside and deleted only after the new one is in place, so a reader sees the old folder or the complete
-    new one, never a half-written one (for the instant between the two renames, none). The temp and set-aside names start with a dot. InputError (one line) when `path` is a file or its
-    parent cannot be written."""
+    new one, never a half-written one (for the instant between the two renames, none). The temp and set-aside
+    names start with a dot. InputError (one line) when `path` is a file or its parent cannot be written."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as exc:
-        raise InputError(f"cannot write here: {exc.strerror} ({exc.filename})", path=str(path)) from None
+        raise _cannot_write(exc, path) from None
     if path.exists() and not path.is_dir():
         tmp.rmdir()
         raise InputError("cannot write a folder here: a file of that name exists", path=str(path))
@@ -129,7 +136,7 @@ def dir_lock(path: str | os.PathLike) -> Iterator[None]:
         path.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
-        raise InputError(f"cannot write here: {exc.strerror} ({exc.filename})", path=str(path)) from None
+        raise _cannot_write(exc, path) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -235,7 +242,8 @@ def _loads(text: str, path, row: int | None = None) -> Any:
 
 def read_json(path: str | os.PathLike, what: str = "file", objects: bool = True) -> Any:
     """A whole-file JSON document. Unreadable or not UTF-8 -> `read_text`'s errors; bad JSON -> "bad JSON: MSG
-    (column C)" with its line; a key given twice in one object -> an error; with `objects`, a value that is not a JSON object -> "not a JSON object"."""
+    (column C)" with its line; a key given twice in one object -> an error; with `objects`, a value that is not a
+    JSON object -> "not a JSON object"."""
     value = _loads(read_text(path, what), path)
     if objects and not isinstance(value, dict):
         raise InputError("not a JSON object", path=str(path))

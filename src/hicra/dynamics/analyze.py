@@ -193,7 +193,8 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     phases = detect_phases(df, config, problem_groups=groups, problem_outcomes=outcomes)
     notes = []
     if tok_failures:
-        notes.append(f"run.json's tokenizer did not load ({tok_failures[0]}), so planning masks could not be recomputed")
+        notes.append(f"run.json's tokenizer did not load ({tok_failures[0]}), so planning masks could not be "
+                     "recomputed")
     unmasked = int(df["n_unmasked_responses"].sum()) if "n_unmasked_responses" in df else 0
     if unmasked:
         partial = int(((df["n_unmasked_responses"] > 0) & df["planning_ratio"].notna()).sum())

@@ -90,10 +90,11 @@ def register(subparsers) -> None:
     r.add_argument("--prompt-field", metavar="NAME", help="field holding the prompt (default: prompt, question or "
                    "problem); rows without an id are grouped by it")
     r.add_argument("--id-field", metavar="NAME", help="field holding the prompt id (default: prompt_id or id)")
-    r.add_argument("--step-field", help="flat rows: field naming the model/checkpoint/step (default: the preset's, else the "
-                   "first of model, step and checkpoint the rows hold); when named, every row must have it. Steps are sorted by value when all are numbers, "
-                   "by the numbers in the names when the names differ only in them (ckpt-50, ckpt-100), else kept "
-                   "in order of first appearance; the rule used is printed")
+    r.add_argument("--step-field", help="flat rows: field naming the model/checkpoint/step (default: the "
+                   "preset's, else the first of model, step and checkpoint the rows hold); when named, every row "
+                   "must have it. Steps are sorted by value when all are numbers, by the numbers in the names "
+                   "when the names differ only in them (ckpt-50, ckpt-100), else kept in order of first "
+                   "appearance; the rule used is printed")
     r.add_argument("--strategy-field", metavar="NAME", help="flat rows: field holding the strategy the response "
                    "executed (a string, strategies joined by '+', or a list of strings; null when unknown): written "
                    "to the rollouts' strategy column, so exploration is tested on strategy labels; when named, every "

@@ -66,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hicra.dynamics.records import RolloutWriter, list_rollout_files, rollout_row, write_run_info
+from hicra.dynamics.records import REWARD_MAX, RolloutWriter, list_rollout_files, rollout_row, write_run_info
 from hicra.errors import InputError, location
 from hicra.fileio import load_tokenizer, read_correctness, read_jsonl
 from hicra.planning.metrics import WORD_PROXY
@@ -297,9 +297,6 @@ def _response_after(text: str, marker: re.Pattern, line: str, path, line_no, fie
     return text[match.end():]
 
 
-_FLOAT32_MAX = 3.4028234663852886e38  # the rollouts' reward column is float32
-
-
 def _score(value, path, line_no, field) -> float:
     """A row's score as a float; InputError naming the row unless it is a finite number a float32 can hold."""
     number = None
@@ -311,7 +308,7 @@ def _score(value, path, line_no, field) -> float:
     if number is None or not math.isfinite(number):
         raise InputError(f"score must be a finite number, got {value!r:.40} (a reward function that gave no "
                          "verdict logs null/NaN: leave such rows out)", **_at(path, line_no), field=field)
-    if abs(number) > _FLOAT32_MAX:
+    if abs(number) > REWARD_MAX:
         raise InputError(f"score {number:g} is beyond a float32 reward's range (+-3.4e38)", **_at(path, line_no),
                          field=field)
     return number
@@ -379,13 +376,12 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
         if limit is not None and n_lines >= limit:
             break
         n_lines += 1
-        if not step_named and step_field is None:
-            step_field = _first(obj, STEP_FIELDS)
-            step_first = (path, line_no)  # the row the step field was found in
-        elif not step_named and step_field not in obj and _first(obj, STEP_FIELDS):
-            raise InputError(f"this row's step is in field {_first(obj, STEP_FIELDS)!r}, earlier rows' in "
-                             f"{step_field!r} ({_where(*step_first)}): name one with --step-field",
-                             **_at(path, line_no), field=_first(obj, STEP_FIELDS))
+        found = None if step_named else _first(obj, STEP_FIELDS)
+        if found and step_field is None:
+            step_field, step_first = found, (path, line_no)  # the row the step field was found in
+        elif found and step_field not in obj:
+            raise InputError(f"this row's step is in field {found!r}, earlier rows' in {step_field!r} "
+                             f"({_where(*step_first)}): name one with --step-field", **_at(path, line_no), field=found)
         step_value = obj.get(step_field) if step_field else None
         if step_value is not None and (isinstance(step_value, bool) or not isinstance(step_value, (int, float, str))
                                        or (isinstance(step_value, float) and not math.isfinite(step_value))):

@@ -83,6 +83,8 @@ ROLLOUT_SCHEMA = pa.schema([
     pa.field("strategy", pa.string()),
 ])
 
+# the largest finite value of the float32 `reward` column: a larger one would be cast to inf
+REWARD_MAX = float(np.finfo(np.float32).max)
 REQUIRED_COLUMNS = ("step", "prompt_id", "sample_idx", "response", "token_ids", "reward", "correct")
 # per-token columns that, when present and non-null, must have one value per token id
 TOKEN_LIST_COLUMNS = ("logprobs", "entropies", "planning_mask")
@@ -190,7 +192,7 @@ def validate_table(table: pa.Table, path: str | os.PathLike, *, step: int | None
             return table.slice(0, 0), problems
         if field.name == "reward" and pa.types.is_floating(col.type) and col.type != field.type:
             values = col.to_numpy(zero_copy_only=False).astype(float)  # before the cast turns them into inf
-            reward_overflow = np.isfinite(values) & (np.abs(values) > np.finfo(np.float32).max)
+            reward_overflow = np.isfinite(values) & (np.abs(values) > REWARD_MAX)
         if col.type != field.type:
             try:
                 col = col.cast(field.type)

@@ -176,9 +176,9 @@ def make_length_mix_run(run_dir: str | os.PathLike, *, steps: int = 40, response
     six planning tokens per response ("lets", NLL ~ Exp(0.9)); groups of 4 per prompt; correct with probability
     0.5. Pooled over tokens, execution's perplexity falls and flattens; per response it stays put."""
     rng = np.random.default_rng(seed)
-    write_run_info(run_dir, {"algorithm": "grpo", "alpha": 0.0, "seed": seed, "model": "length-mix", "task": "synthetic",
-                             "lexicon": "paper", "config": {"generator": "make_length_mix_run", "steps": steps,
-                                                            "responses": responses}})
+    write_run_info(run_dir, {"algorithm": "grpo", "alpha": 0.0, "seed": seed, "model": "length-mix",
+                             "task": "synthetic", "lexicon": "paper",
+                             "config": {"generator": "make_length_mix_run", "steps": steps, "responses": responses}})
     writer = RolloutWriter(run_dir)
     for s in range(steps):
         long_len, rows = int(60 + 340 * (1 - np.exp(-s / 8))), []

@@ -50,8 +50,8 @@ def _range_problem(opts: dict) -> str | None:
     from hicra.algorithms import OPTION_RANGES, option_problem
 
     for key in OPTION_RANGES:
-        if opts.get(key) is not None and option_problem(key, opts[key]):  # unset keys keep HICRALoss's defaults
-            return f"+hicra.{option_problem(key, opts[key])}"
+        if opts.get(key) is not None and (problem := option_problem(key, opts[key])):  # unset: HICRALoss's default
+            return f"+hicra.{problem}"
     return None
 
 

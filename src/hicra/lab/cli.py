@@ -86,8 +86,8 @@ DEFAULTS = {"preset": "quick", "algo": "hicra", "alpha": 0.2, "seed": 0, "warm_s
 def run(args) -> int:
     from hicra.algorithms import option_problem
 
-    if args.alpha is not None and option_problem("alpha", args.alpha):
-        raise InputError(f"--{option_problem('alpha', args.alpha)}")
+    if args.alpha is not None and (problem := option_problem("alpha", args.alpha)):
+        raise InputError(f"--{problem}")
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be positive, got {args.steps}")
     if args.strategy_k is not None and args.strategy_k < 0:

@@ -476,9 +476,7 @@ def _run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: b
     cfg.validate()
     torch.set_num_threads(cfg.threads)
     run_dir = Path(run_dir)
-    ckpt_path = run_dir / "checkpoints" / "last.pt"
-    if resume and not ckpt_path.exists():
-        raise InputError(NO_CHECKPOINT, path=str(ckpt_path))
+    ckpt_path = run_dir / "checkpoints" / "last.pt"  # present on resume: `run_rl` checked before the lock
     if not resume and (run_dir / "run.json").exists():
         raise InputError("run directory already holds a run (use --resume or another --out)", path=str(run_dir))
 

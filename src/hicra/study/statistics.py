@@ -100,8 +100,10 @@ def _summary_problem(s: dict, complete: bool) -> tuple[str, str] | None:
                           ("confidence", _finite_number, "a finite number")):
         if not ok(phases.get(key)):
             return f"phases.{key}", f"{phases.get(key)!r:.40} is not {kind}"
-    for name in ("probes", "metrics"):  # columns as long as `step`; entries numbers or null (the runner writes a
-        if name == "probes" and not s[name]:  # NaN as null: a step without tokens of a class, a probe not scored)
+    # probes (when the run has any) and metrics: columns as long as `step`, entries numbers or null (the runner
+    # writes NaN as null: a step without tokens of a class, a probe not scored)
+    for name in ("probes", "metrics"):
+        if name == "probes" and not s[name]:
             continue
         problem = _curve_problem(s[name], name, ("step",))
         if problem:
