@@ -422,6 +422,26 @@ def test_responses_without_a_mask_are_counted_and_noted(tmp_path):
                for n in summary["notes"]), summary["notes"]
 
 
+def test_a_prompt_drawn_twice_in_a_step_is_counted_and_noted(tmp_path):
+    """Two groups of one prompt_id in a step, each numbered 0..3: read as one group of 8 (pass@k over 8 samples),
+    and `n_repeated_keys` and the summary's notes say so (before: silently)."""
+    from hicra.dynamics.analyze import analyze_run
+
+    w = RolloutWriter(tmp_path / "run")
+    for step in range(2):
+        rows = [{"prompt_id": "a", "sample_idx": i % 4, "response": "1 + 1 = 2", "token_ids": [1, 2, 3],
+                 "reward": float(i == 0), "correct": i == 0} for i in range(8 if step == 1 else 4)]
+        w.write_step(step, rows)
+    summary = analyze_run(tmp_path / "run", tmp_path / "out", report=False)
+    import pandas as pd
+
+    df = pd.read_parquet(tmp_path / "out" / "metrics.parquet")
+    assert df["n_repeated_keys"].tolist() == [0, 4]
+    assert df["group_size"].tolist() == [4, 8]
+    assert any(n.startswith("4 response(s) repeat a (prompt_id, sample_idx)") and "in 1 step(s)" in n
+               for n in summary["notes"]), summary["notes"]
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("tokenizer", 5, "must be a string or null, got int 5"),
     ("lexicon", ["paper"], "must be a string or null, got list"),

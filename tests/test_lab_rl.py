@@ -115,6 +115,17 @@ def test_records_schema_and_contents(model_dir, tmp_path):
     assert len(held) == 6 and not held & {r["prompt_id"] for r in rows}
 
 
+def test_a_problem_drawn_twice_in_a_step_continues_its_sample_numbering(model_dir, tmp_path):
+    """(prompt_id, sample_idx) is unique in a step, as the records' contract has it: a problem drawn twice gets
+    sample_idx 0..2G-1 (before: 0..G-1 twice). 30 draws from the fixture's small universe must repeat one."""
+    _run(model_dir, tmp_path / "run", steps=1, prompts_per_step=30, group_size=2, max_new_tokens=16)
+    drawn = {}
+    for r in _rollouts(tmp_path / "run")[0][1]:
+        drawn.setdefault(r["prompt_id"], []).append(r["sample_idx"])
+    assert max(len(idx) for idx in drawn.values()) > 2, "the draw should hold a problem twice"
+    assert all(idx == list(range(len(idx))) for idx in drawn.values()), drawn
+
+
 def test_eval_curve_probes_and_snapshots(model_dir, tmp_path):
     out = _run(model_dir, tmp_path / "run", steps=4, checkpoint_every=2)
     run = tmp_path / "run"

@@ -202,6 +202,12 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
                      "tokenizer to recompute them (pass --tokenizer DIR): token-level planning metrics leave those "
                      "responses out" + (f", in {partial} step(s) computed from the other responses only"
                                          if partial else "") + ", and are null in steps with none masked")
+    repeated = int(df["n_repeated_keys"].sum()) if "n_repeated_keys" in df else 0
+    if repeated:
+        notes.append(f"{repeated} response(s) repeat a (prompt_id, sample_idx) of an earlier response in their step, "
+                     "in " + f"{int((df['n_repeated_keys'] > 0).sum())} step(s): a prompt drawn more than once in a "
+                     "step; all of a step's responses to one prompt_id are read as one group (pass@k, problem "
+                     "bootstrap)")
     if "ppl_all" not in df or df["ppl_all"].isna().all():
         notes.append("the records carry no log-probabilities: perplexities are unavailable and the order of "
                      "consolidation is untestable (verdict inconclusive); exploration is tested by resampling "

@@ -380,6 +380,10 @@ def step_metrics(table: pa.Table, *, tagger=None, quantiles: Sequence[float] = D
                          .astype(str), return_inverse=True)
     n_per = np.bincount(group)
     c_per = np.bincount(group, weights=correct).astype(np.int64)
+    # a (prompt_id, sample_idx) pair given to more than one response of the step: its prompt was drawn twice and
+    # numbered from 0 each time, and both draws are read as one group (noted by `hicra analyze`)
+    sample_idx = np.asarray(table.column("sample_idx").to_numpy(zero_copy_only=False), dtype=np.int64)
+    row["n_repeated_keys"] = n - int(np.unique(np.stack([group, sample_idx]), axis=1).shape[1])
     group_size = int(np.bincount(n_per).argmax())
     row["group_size"] = group_size
     weights = _prompt_weights(n_per.size, row["step"], 0)

@@ -21,7 +21,10 @@ column                type                 required  meaning
 ====================  ===================  ========  =====================================================
 step                  int32                yes       training step (must match the file name)
 prompt_id             string               yes       responses with the same prompt_id form one group
-sample_idx            int32                yes       index of the sample within its group
+sample_idx            int32                yes       index of the sample within its group: 0, 1, ... over the
+                                                     step's responses to that prompt_id (lab, verl, convert); TRL
+                                                     numbers within a generation group, so a prompt drawn twice
+                                                     in a batch repeats 0..G-1 (counted: `n_repeated_keys`)
 prompt                string               no        prompt text
 response              string               yes       response text (decoded)
 token_ids             list<int32>          yes       response token ids

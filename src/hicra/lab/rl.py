@@ -35,6 +35,7 @@ import os
 import random
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -605,10 +606,13 @@ def _run_rl(cfg: RLConfig, model_dir: str | Path, run_dir: str | Path, resume: b
         tok_adv, amplified = token_advantages(cfg, adv, s.response_mask, planning_mask, s.entropies, mask_gen,
                                               alpha=alpha, logprobs=s.logprobs)
 
-        rows = []
+        rows, drawn = [], Counter()
         for i, (p, ids, r) in enumerate(zip(batch_problems, responses, results, strict=True)):
             n = len(ids)
-            rows.append(rollout_row(prompt_id=p.id, sample_idx=i % cfg.group_size, prompt=p.question,
+            # a problem drawn twice in a step: its second group continues the numbering, so (prompt_id, sample_idx)
+            # stays unique in the step, as the records' contract has it (all its responses form one group there)
+            sample_idx, drawn[p.id] = drawn[p.id], drawn[p.id] + 1
+            rows.append(rollout_row(prompt_id=p.id, sample_idx=sample_idx, prompt=p.question,
                                     response=texts[i], token_ids=ids, logprobs=s.logprobs[i, :n],
                                     entropies=s.entropies[i, :n], planning_mask=planning[i][:n], reward=r.reward,
                                     correct=r.correct, truncated=bool(s.truncated[i]), error_type=r.error_type,
