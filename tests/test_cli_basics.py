@@ -102,6 +102,31 @@ def test_atomic_dir_refuses_a_file_in_the_way(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
+def test_file_lock_makes_a_second_holder_wait_and_says_so(tmp_path):
+    import threading
+    import time
+
+    from hicra.fileio import file_lock
+
+    lock, events = tmp_path / "sub" / ".x.lock", []
+
+    def second():
+        with file_lock(lock, on_wait=lambda p: events.append(("wait", p))) as held:
+            events.append(("held", held))
+
+    with file_lock(lock) as held:
+        assert held and lock.is_file()
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.5)
+        assert events == [("wait", lock)]  # still waiting while the first holds the lock
+    t.join(timeout=10)
+    assert events == [("wait", lock), ("held", True)]
+    with pytest.raises(InputError, match="is a file"):
+        with file_lock(lock / "below"):
+            pass
+
+
 def test_dir_lock_refuses_a_second_holder_and_frees_on_exit(tmp_path):
     from hicra.fileio import dir_lock
 

@@ -57,6 +57,45 @@ def test_lab_end_to_end_and_cache_reuse(tiny_preset, tmp_path, capsys):
     assert json.loads((Path(ws3) / "warm_start.json").read_text())["threads"] == 1  # the default: one thread
 
 
+def test_a_killed_builds_temp_folders_are_removed_and_a_second_builder_waits_then_reuses(tiny_preset, tmp_path):
+    """A killed build leaves CACHE/warmstart-KEY.tmpN; the next build of the key removes it (before: kept for good).
+    A build asked for while another process holds the key's lock waits, then reuses what that process built."""
+    import shutil
+    import threading
+    import time
+
+    from hicra.fileio import file_lock
+    from hicra.lab.sft import warm_start, warm_start_dir
+
+    cache, lines = tmp_path / "cache", []
+    out = warm_start_dir(tiny_preset, cache)
+    stale = out.with_name(out.name + ".tmp123")
+    stale.mkdir(parents=True)
+    (stale / "config.json").write_text("{}")
+    assert warm_start(tiny_preset, cache, progress=False, log=lines.append) == out
+    assert not stale.exists() and (out / "warm_start.json").is_file()
+    assert f"warm start: removed {stale}, left by a build that did not finish" in lines
+    assert sorted(p.name for p in cache.iterdir()) == sorted([out.name, f".{out.name}.lock"])
+
+    other, lines = tmp_path / "other", []
+    built = warm_start_dir(tiny_preset, other)
+    held = threading.Event()
+
+    def builder():  # another process's build: holds the lock, then puts a finished build in place
+        with file_lock(built.with_name(f".{built.name}.lock")):
+            held.set()
+            time.sleep(1.0)
+            shutil.copytree(out, built)
+
+    t = threading.Thread(target=builder)
+    t.start()
+    held.wait(10)
+    assert warm_start(tiny_preset, other, progress=False, log=lines.append) == built
+    t.join(10)
+    assert lines == [f"warm start: another process is building {built}; waiting for it",
+                     f"warm start: reusing {built}"]
+
+
 def test_lab_strategy_k_and_slip_cap_reach_rl_and_the_warm_start(tiny_preset, tmp_path, capsys):
     # --strategy-k records the held-out strategies at both ends (eval.json) and prints their change;
     # --slip-cap goes into the warm start's config (and so its cache key)

@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,40 @@ def dir_lock(path: str | os.PathLike) -> Iterator[None]:
         except OSError:  # a file system without locks (some network mounts): unlocked, as before the lock existed
             pass
         yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, on_wait: Callable[[Path], None] | None = None) -> Iterator[bool]:
+    """Hold an exclusive advisory lock (`flock`) on the file `path` (made if absent, and left in place) for the
+    block, waiting while another process holds it; `on_wait(path)` is called once before a wait. Yields True when
+    held, False where `fcntl` is missing or the file system has no locks (then nothing can tell whether another
+    process is at work). A killed holder frees the lock. InputError (one line) when the file cannot be made."""
+    path = Path(path)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield False
+        return
+    check_writable(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise _cannot_write(exc, path) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            locked = True
+        except OSError:  # a file system without locks (some network mounts)
+            locked = False
+        yield locked
     finally:
         os.close(fd)
 

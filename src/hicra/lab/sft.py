@@ -378,8 +378,14 @@ def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = Tr
     On an idle 2-core machine two threads train the 1m model 1.7x faster than one (docs/lab.md, "The cold demo and
     the execution probe").
 
+    One process builds a key at a time: a build holds a lock on CACHE_ROOT/.warmstart-KEY.lock, and another process
+    asking for the same key waits for it, then reuses its build. The lock also tells a killed build's temp folders
+    (`warmstart-KEY.tmpN`) from a running one's, so the next build removes them.
+
     Raises InputError when the cache folder exists without warm_start.json (not a finished build)."""
     import torch
+
+    from hicra.fileio import file_lock
 
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
@@ -389,13 +395,25 @@ def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = Tr
         return out
     if out.exists():  # only a rename of a finished build makes this folder: refuse before training, not after
         raise _unfinished(out)
-    t0 = time.perf_counter()
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return _train_warm_start(cfg, out, t0, progress, log, device)
-    finally:
-        torch.set_num_threads(before)
+    lock = out.with_name(f".{out.name}.lock")
+    with file_lock(lock, on_wait=lambda _: log(f"warm start: another process is building {out}; waiting for it")) \
+            as locked:
+        if (out / "warm_start.json").exists():  # built while this process waited
+            log(f"warm start: reusing {out}")
+            return out
+        if out.exists():
+            raise _unfinished(out)
+        if locked:  # no other build of this key runs, so its temp folders were left by killed builds
+            for stale in sorted(out.parent.glob(f"{out.name}.tmp*")):
+                shutil.rmtree(stale, ignore_errors=True)
+                log(f"warm start: removed {stale}, left by a build that did not finish")
+        t0 = time.perf_counter()
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return _train_warm_start(cfg, out, t0, progress, log, device)
+        finally:
+            torch.set_num_threads(before)
 
 
 def _train_warm_start(cfg: WarmStartConfig, out: Path, t0: float, progress: bool, log, device: str) -> Path:
