@@ -123,7 +123,7 @@ def test_null_gold_answer_is_graded_wrong_not_compared_with_none(tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["--responses", "{src}", "--k", "0"], "field 'k': must be >= 1"),  # 0 used to mean "default k"
-    (["--responses", "{src}", "--k", "3"], "{src}, field 'responses': --k 3 exceeds the 2 responses of problem id 'a'"),
+    (["--responses", "{src}", "--k", "3"], "{src}:1, field 'responses': --k 3 exceeds its 2 responses (problem id 'a')"),
     (["--gold", "--bench", "{src}", "--limit", "0"], "field 'limit': must be >= 1"),
     # a JSONL without worked solutions: nothing to grade (used to write results.json, then fail on the rollouts)
     (["--gold", "--bench", "{src}"], "field 'bench': no worked solutions to grade"),
@@ -249,7 +249,7 @@ def test_custom_jsonl_bench_and_tokenizer(tmp_path, capsys):
     # --k beyond a problem's responses names the file, the problem and the field
     assert main(["eval", "--responses", str(resp), "--k", "5", "--out", str(tmp_path / "k")]) == 2
     err = capsys.readouterr().err.strip()
-    assert f"{resp}, field 'responses': --k 5 exceeds the 2 responses of problem id 'a'" in err and "\n" not in err
+    assert f"{resp}:1, field 'responses': --k 5 exceeds its 2 responses (problem id 'a')" in err and "\n" not in err
 
 
 def test_default_data_dir_follows_hicra_shared_data(tmp_path, monkeypatch):

@@ -84,6 +84,10 @@ def test_unknown_preset():
     with pytest.raises(InputError, match="unknown lexicon preset"):
         Lexicon.preset("nope")
     assert "paper" in Lexicon.presets()
+    # a CLI's --lexicon takes a preset or a file: the message says neither exists and lists the presets
+    with pytest.raises(InputError, match=r"^unknown lexicon preset 'nope' and no lexicon file of that name; "
+                                         r"presets: gsm8k, lab, paper$"):
+        Lexicon.resolve("nope")
 
 
 def test_gsm8k_preset_is_a_mined_lexicon():

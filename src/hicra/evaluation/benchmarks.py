@@ -168,6 +168,7 @@ def resolve_bench(name: str, fields: dict | None = None) -> tuple[str, BenchSpec
 def read_responses_file(path: str | Path, id_field: str = "id", problem_field: str = "problem",
                         answer_field: str = "answer", responses_field: str = "responses") -> list[dict]:
     """Read a JSONL of existing responses: one line per problem with id, problem, answer, responses (list of str).
+    Returns one dict per line: id, problem, answer (text), responses, line (its line number, from 1).
 
     Field names are mapped with the `*_field` arguments. The problem text is optional (kept for rollout rows); the
     gold answer is a string or a finite number (null, booleans, NaN, lists and objects are InputErrors naming the
@@ -200,7 +201,7 @@ def read_responses_file(path: str | Path, id_field: str = "id", problem_field: s
             raise InputError(f"a problem is text, got {type(problem).__name__} {problem!r:.60}", path=str(path),
                              row=line_no, field=problem_field)
         items.append({"id": str(row[id_field]), "problem": problem or "", "answer": answer_text(answer),
-                      "responses": responses})
+                      "responses": responses, "line": line_no})
     if not items:
         raise InputError("no rows", path=str(path))
     return items

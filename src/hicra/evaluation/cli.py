@@ -110,8 +110,8 @@ def run(args) -> int:
         k = args.k if args.k is not None else min(len(it["responses"]) for it in items)
         short = next((it for it in items if k > len(it["responses"])), None)
         if short is not None:
-            raise InputError(f"--k {k} exceeds the {len(short['responses'])} responses of problem id {short['id']!r}",
-                             path=str(args.responses), field=args.responses_field)
+            raise InputError(f"--k {k} exceeds its {len(short['responses'])} responses (problem id {short['id']!r})",
+                             path=str(args.responses), row=short["line"], field=args.responses_field)
         if args.tokenizer:  # before grading, so that a bad tokenizer fails fast
             _tokenize(items, args.tokenizer)
             info["tokenizer"] = str(Path(args.tokenizer).resolve())  # so `hicra analyze` can tag planning tokens
