@@ -469,6 +469,7 @@ def test_v1_worker_class_and_task_runners(lab_tokenizer, tmp_path):
     worker = install_v1_worker(cfg, module)
     assert module.ActorRolloutRefWorker is worker and issubclass(worker, ActorRolloutRefWorker)
     assert worker.hicra_options["mask_source"] == "gated"
+    assert worker.hicra_options["group_size"] == 4  # rollout.n: HICRALoss checks that gated sees whole groups
     assert getattr(worker.init_model, MAGIC_ATTR)["dispatch_mode"] == Dispatch.ONE_TO_ALL
     assert hasattr(task_runner_class_v1(), "remote")
     legacy = task_runner_class().__ray_metadata__.modified_class  # our subclass of verl's TaskRunner
@@ -487,6 +488,8 @@ def test_v1_worker_class_and_task_runners(lab_tokenizer, tmp_path):
     cfg.trainer.use_v1 = False
     assert "calculate_entropy" in config_problem(cfg)  # gated on the legacy trainer: no old entropies in the batch
     cfg.actor_rollout_ref.actor.calculate_entropy = True
+    assert "trainer.balance_batch=True" in config_problem(cfg)  # verl's default splits groups across ranks
+    cfg.trainer.balance_batch = False
     assert config_problem(cfg) is None
     cfg.hicra.run_dir = str(tmp_path)
     assert "run_dir" in config_problem(cfg)
@@ -597,3 +600,143 @@ def test_v1_lab_trl_and_verl_give_the_same_mask(lab_tokenizer, source):
     trl_mask = HICRATrainer._planning_mask(trl_self, plan, rmask, ent, adv, lp)
     assert v["mask"].any()
     assert torch.equal(lab_mask, v["mask"]) and torch.equal(trl_mask, v["mask"])
+
+
+def test_installed_plumbing_files_rows_under_verls_global_step_across_a_resume(lab_tokenizer, tmp_path):
+    """The batch RayPPOTrainer.fit hands to compute_advantage carries no global step; the installed hook reads it
+    from the trainer when fit calls _get_gen_batch. Before, rows were filed by call count (0, 1, ...): one step off
+    verl's logger, and from 0 again after a resume, over the earlier steps' files (a reviewer's repro)."""
+    import types
+
+    import verl.trainer.ppo.ray_trainer as ray_trainer
+    from verl.protocol import DataProto
+
+    from hicra.dynamics.records import read_rollouts
+
+    original = ray_trainer.RayPPOTrainer._get_gen_batch
+    for steps in ((1, 2, 3), (3, 4)):  # a run, then a resume from its step-2 checkpoint (a new process, new plumbing)
+        plumbing = hv.HICRAPlumbing(lab_tokenizer, lexicon="lab", run_dir=tmp_path / "run").install()
+        try:
+            for step in steps:
+                trainer = types.SimpleNamespace(global_steps=step)
+                batch = DataProto.from_single_dict({"index": torch.arange(2)})
+                batch.non_tensor_batch["uid"] = np.array(["a", "b"], dtype=object)
+                ray_trainer.RayPPOTrainer._get_gen_batch(trainer, batch)  # what fit calls first each step
+                data = make_dataproto(lab_tokenizer)[0]
+                data.meta_info.pop("global_steps")
+                data.batch["token_level_scores"] *= step  # to trace which step's batch a file holds
+                ray_trainer.compute_advantage(data, adv_estimator="hicra", norm_adv_by_std_in_grpo=False)
+        finally:
+            plumbing.uninstall()
+    assert ray_trainer.RayPPOTrainer._get_gen_batch is original
+    table = read_rollouts(tmp_path / "run").to_pylist()
+    assert sorted({r["step"] for r in table}) == [1, 2, 3, 4]
+    assert all(max(x["reward"] for x in table if x["step"] == r["step"]) == r["step"] for r in table)
+
+
+def test_rejected_responses_keep_their_planning_tokens_in_the_rows(lab_tokenizer, tmp_path):
+    """verl's rollout correction (rejection sampling) zeroes the response mask of rejected responses before the
+    advantages. They are not trained (no amplification), but their rows keep the planning mask of the text they
+    hold. Before, a rejected response was written with no planning tokens (a reviewer's repro)."""
+    import verl.trainer.ppo.rollout_corr_helper as corr
+    from omegaconf import OmegaConf
+
+    from hicra.dynamics.records import read_rollouts
+
+    data = make_dataproto(lab_tokenizer)[0]
+    resp = data.batch["responses"]
+    data.batch["response_mask"] = data.batch["attention_mask"][:, -resp.size(1):].clone()
+    plumbing = hv.HICRAPlumbing(lab_tokenizer, lexicon="lab", alpha=0.3, run_dir=tmp_path / "run")
+    sg = plumbing.sg_mask(resp, data.batch["response_mask"])
+    off = [k for k in range(len(resp)) if sg[k].any()][:1]  # a response with planning tokens, far off-policy
+    data.batch["rollout_log_probs"] = data.batch["old_log_probs"].clone()
+    data.batch["rollout_log_probs"][off] -= 3.0
+    plumbing.install()
+    try:
+        cfg = OmegaConf.create({"rollout_is": None, "rollout_rs": "seq_mean_k1", "rollout_rs_threshold": "0.5_2.0"})
+        data, _ = corr.compute_rollout_correction_and_add_to_batch(data, cfg)  # as fit calls it
+        assert [k for k in range(len(resp)) if data.batch["response_mask"][k].sum() == 0] == off
+        out = plumbing.compute_advantage(data, "hicra", norm_adv_by_std_in_grpo=False)
+    finally:
+        plumbing.uninstall()
+    assert hv.SAMPLED_MASK_KEY not in out.batch.keys()  # not sent on to the workers
+    assert not out.batch["planning_mask"][off].any() and not out.batch["advantages"][off].any()
+    for k, row in enumerate(read_rollouts(tmp_path / "run").to_pylist()):
+        assert row["planning_mask"] == sg[k, : len(row["token_ids"])].tolist()
+    assert any(read_rollouts(tmp_path / "run").to_pylist()[off[0]]["planning_mask"])
+
+
+def test_placebo_draws_the_same_tokens_when_a_micro_batch_comes_again(lab_tokenizer):
+    """PPO epochs pass the same micro-batch to the loss again: the placebo sources amplify the tokens they drew the
+    first time, as the planning source does. Before, each call drew anew (a reviewer's repro: 25 of 94 tokens in
+    both epochs). A micro-batch not seen before draws anew."""
+    from functools import partial
+
+    from verl.workers.utils.losses import ppo_loss
+
+    data, rows, _, _ = v1_data(lab_tokenizer)
+    for source in ("placebo", "placebo-mass"):
+        loss_fn = hv.HICRALoss(partial(ppo_loss, config=actor_config()), lab_tokenizer, lexicon="lab",
+                               alpha=ALPHA, mask_source=source, seed=3)
+        first = loss_fn.mask(data)["mask"]
+        other = v1_data(lab_tokenizer)[0]
+        other["advantages"] = other["advantages"] * 2.0  # another micro-batch: new content
+        loss_fn.mask(other)
+        again = loss_fn.mask(data)["mask"]
+        assert first.any() and torch.equal(first, again)
+        fresh = hv.HICRALoss(partial(ppo_loss, config=actor_config()), lab_tokenizer, lexicon="lab", alpha=ALPHA,
+                             mask_source=source, seed=3)
+        fresh.mask(other)  # a new micro-batch advances the generator
+        assert not torch.equal(fresh.mask(data)["mask"], first) or source == "placebo-mass"
+
+
+def test_gated_refuses_a_micro_batch_holding_part_of_a_group(lab_tokenizer):
+    from functools import partial
+
+    from verl.workers.utils.losses import ppo_loss
+
+    data, rows, uids, _ = v1_data(lab_tokenizer)  # two groups of 3
+    base = partial(ppo_loss, config=actor_config())
+    hv.HICRALoss(base, lab_tokenizer, lexicon="lab", mask_source="gated", group_size=3).mask(data)
+    with pytest.raises(ValueError, match="a micro-batch holds 3 of group u0's 4 responses"):
+        hv.HICRALoss(base, lab_tokenizer, lexicon="lab", mask_source="gated", group_size=4).mask(data)
+    hv.HICRALoss(base, lab_tokenizer, lexicon="lab", mask_source="gated").mask(data)  # no group size: unchecked
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"actor_rollout_ref": {"actor": {"policy_loss": {"loss_mode": "geo_mean"}}}}, "loss_mode=geo_mean (GMPO)"),
+    ({"trainer": {"use_v1": True, "v1": {"trainer_mode": "separate_async"}}}, "trainer_mode=separate_async"),
+    ({"trainer": {"use_v1": True, "v1": {"trainer_mode": "colocate_async"}}}, None),
+    ({"algorithm": {"adv_estimator": "hicra"}, "actor_rollout_ref": {"rollout": {"n": 1}}},
+     "algorithm.adv_estimator=hicra needs groups: actor_rollout_ref.rollout.n >= 2, got 1"),
+    ({"trainer": {"use_v1": True}, "algorithm": {"rollout_correction": {"bypass_mode": True}},
+      "hicra": {"mask_source": "high-entropy"}}, "v1 trainer in rollout_correction.bypass_mode needs per-token"),
+    ({"trainer": {"use_v1": True}, "hicra": {"mask_source": "high-entropy"}}, None),
+    ({"distillation": {"enabled": True, "distillation_loss": {"loss_mode": "forward_kl_topk"}}},
+     "loss_mode=forward_kl_topk (a top-k loss)"),
+    ({"distillation": {"enabled": True, "distillation_loss": {"loss_mode": "k3"}}}, None),
+    ({"hicra": {"mask_source": "gated"}, "actor_rollout_ref": {"actor": {"calculate_entropy": True}}},
+     "set trainer.balance_batch=False"),
+    ({"hicra": {"mask_source": "gated"}, "trainer": {"balance_batch": False},
+      "actor_rollout_ref": {"actor": {"calculate_entropy": True, "use_dynamic_bsz": True}}}, "use_dynamic_bsz=True"),
+    ({"hicra": {"mask_source": "gated"}, "trainer": {"balance_batch": False},
+      "actor_rollout_ref": {"actor": {"calculate_entropy": True, "shuffle": True}}}, "actor.shuffle=True"),
+    ({"hicra": {"mask_source": "gated"}, "trainer": {"balance_batch": False},
+      "actor_rollout_ref": {"actor": {"calculate_entropy": True, "ppo_micro_batch_size_per_gpu": 6}}},
+     "ppo_micro_batch_size_per_gpu (6) must be a multiple of actor_rollout_ref.rollout.n (4)"),
+    ({"hicra": {"mask_source": "gated"}, "trainer": {"balance_batch": False},
+      "actor_rollout_ref": {"actor": {"calculate_entropy": True, "ppo_micro_batch_size_per_gpu": 8}}}, None),
+])
+def test_verl_main_refuses_settings_that_would_turn_hicra_off_or_mislead_it(change, message):
+    """Each passed the driver check before and then trained without HICRA, spread its amplification over whole
+    responses, trained nothing, failed late in every worker, or (gated) selected tokens from split groups."""
+    from omegaconf import OmegaConf
+
+    from hicra.integrations.verl_main import config_problem
+
+    cfg = OmegaConf.merge(OmegaConf.create({
+        "actor_rollout_ref": {"actor": {"calculate_entropy": False}, "rollout": {"n": 4}},
+        "algorithm": {"adv_estimator": "grpo"}, "trainer": {"use_v1": False}, "hicra": {"alpha": 0.2}}),
+        OmegaConf.create(change))
+    problem = config_problem(cfg)
+    assert problem == message if message is None else message in problem, problem

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,10 @@ from hicra.algorithms import (
 )
 
 ESTIMATOR_NAME = "hicra"
+# micro-batches whose random draw HICRALoss remembers, so that another PPO epoch over them draws the same tokens
+DRAW_MEMORY = 1024
+# batch key under which the installed plumbing keeps the response mask from before verl's rollout correction
+SAMPLED_MASK_KEY = "hicra_sampled_response_mask"
 
 # (planning_mask [B, T] bool, alpha) for the compute_advantage call in progress; set by HICRAPlumbing
 _CURRENT: contextvars.ContextVar[tuple[torch.Tensor, float] | None] = contextvars.ContextVar(
@@ -151,7 +156,9 @@ class HICRAPlumbing:
                          "task": None, "config": {"backend": "verl", "mask_source": mask_source},
                          **(run_info or {})}
         self.calls = 0
+        self.trainer_step: int | None = None  # verl's global step, seen by the installed _get_gen_batch hook
         self._original = None
+        self._patched: list[tuple[Any, str, Any]] = []  # (owner, attribute, original) of every installed hook
 
     # -- masks --------------------------------------------------------------------------------------------------
 
@@ -167,9 +174,12 @@ class HICRAPlumbing:
         responses = data.batch["responses"]
         rmask = data.batch["response_mask"] if "response_mask" in data.batch.keys() else \
             data.batch["attention_mask"][:, -responses.size(1):]
-        sg = self.sg_mask(responses, rmask)
-        mask = amplification_mask(self.mask_source, rmask.bool(), planning_mask=sg, placebo_rate=self.placebo_rate,
-                                  generator=self.generator)
+        # the response tokens the policy wrote: the response mask before verl's rollout correction zeroed the
+        # rejected ones (kept by the installed hook), so a rejected response keeps its planning tokens in the rows
+        written = data.batch[SAMPLED_MASK_KEY] if SAMPLED_MASK_KEY in data.batch.keys() else rmask
+        sg = self.sg_mask(responses, written)
+        mask = amplification_mask(self.mask_source, rmask.bool(), planning_mask=sg & rmask.bool(),
+                                  placebo_rate=self.placebo_rate, generator=self.generator)
         return mask, sg
 
     # -- the compute_advantage wrapper --------------------------------------------------------------------------
@@ -185,22 +195,49 @@ class HICRAPlumbing:
 
             data.batch["response_mask"] = compute_response_mask(data)
         mask, sg = self.planning_mask(data)
+        if SAMPLED_MASK_KEY in data.batch.keys():
+            data.batch.pop(SAMPLED_MASK_KEY)  # not sent on to the workers
         data.batch["planning_mask"] = mask
         with planning_mask_context(mask, self.alpha):
             data = original(data, adv_estimator, *args, **kwargs)
-        step = int(data.meta_info.get("global_steps", self.calls))
+        # verl's global step: the batch's, else the one the installed hook saw this step, else a call count
+        step = data.meta_info.get("global_steps", self.trainer_step if self.trainer_step is not None else self.calls)
+        step = int(step)
         self.calls += 1
         if self.run_dir is not None:
             self.dump(data, step, sg)
         return data
 
     def install(self) -> HICRAPlumbing:
-        """Replace `verl.trainer.ppo.ray_trainer.compute_advantage` (what `RayPPOTrainer.fit` calls)."""
+        """Replace `verl.trainer.ppo.ray_trainer.compute_advantage` (what `RayPPOTrainer.fit` calls), and hook two
+        more of the legacy trainer's calls: `RayPPOTrainer._get_gen_batch`, which `fit` calls once a step, to read
+        the trainer's `global_steps` (the batch handed to `compute_advantage` does not carry it, so rows would be
+        numbered by call count, from 0 again after a resume), and verl's rollout correction, to keep the response
+        mask from before its rejection sampling zeroes rejected tokens."""
         import verl.trainer.ppo.ray_trainer as ray_trainer
+        import verl.trainer.ppo.rollout_corr_helper as corr
 
-        if self._original is None:
-            self._original = ray_trainer.compute_advantage
+        if self._original is not None:
+            return self
+        self._original = ray_trainer.compute_advantage
         ray_trainer.compute_advantage = self.compute_advantage
+        plumbing = self
+        get_gen_batch = ray_trainer.RayPPOTrainer._get_gen_batch
+        correct = corr.compute_rollout_correction_and_add_to_batch
+
+        def _get_gen_batch(trainer, batch):
+            plumbing.trainer_step = int(getattr(trainer, "global_steps", 0))
+            return get_gen_batch(trainer, batch)
+
+        def compute_rollout_correction_and_add_to_batch(batch, *args, **kwargs):
+            if "response_mask" in batch.batch.keys():
+                batch.batch[SAMPLED_MASK_KEY] = batch.batch["response_mask"].clone()
+            return correct(batch, *args, **kwargs)
+
+        ray_trainer.RayPPOTrainer._get_gen_batch = _get_gen_batch
+        corr.compute_rollout_correction_and_add_to_batch = compute_rollout_correction_and_add_to_batch
+        self._patched = [(ray_trainer.RayPPOTrainer, "_get_gen_batch", get_gen_batch),
+                         (corr, "compute_rollout_correction_and_add_to_batch", correct)]
         return self
 
     def uninstall(self) -> None:
@@ -209,6 +246,9 @@ class HICRAPlumbing:
         if self._original is not None:
             ray_trainer.compute_advantage = self._original
             self._original = None
+        for owner, name, original in reversed(self._patched):
+            setattr(owner, name, original)
+        self._patched = []
 
     # -- rollout rows -------------------------------------------------------------------------------------------
 
@@ -306,7 +346,12 @@ class HICRALoss:
     padding), then `verl_loss_fn`. Batch-level statistics (the high-entropy quantile, the placebo's planning rate,
     the gated rule's group statistics, placebo-mass's update mass from data["old_log_probs"]) are those of the
     micro-batch the loss sees; planning masks are per token
-    and do not depend on it.
+    and do not depend on it. The random sources (placebo, placebo-mass) draw from one generator seeded by `seed`,
+    and a micro-batch seen again (the same response tokens and advantages: another PPO epoch, unshuffled) gets the
+    draw it got the first time, as it gets the same planning mask; the last `DRAW_MEMORY` micro-batches are
+    remembered (a digest and the generator's state before the draw). `gated` compares each response with its group, so it needs every group whole in each
+    micro-batch: with `group_size` (rollout.n) given, a micro-batch holding part of a group is a ValueError (verl's
+    batch balancing and dynamic batch sizes split groups).
 
     Args:
         loss_fn: verl's loss, called as loss_fn(model_output=..., data=..., dp_group=...).
@@ -315,12 +360,13 @@ class HICRALoss:
         alpha: 0 <= alpha < 1.
         mask_source: a name of `hicra.algorithms.MASK_SOURCES` (aliases accepted).
         entropy_quantile, placebo_rate, gated_planning: as `amplification_mask`.
-        seed: placebo generator seed (offset by the data-parallel rank by the worker).
+        seed: seed of the random sources' draws (offset by the data-parallel rank by the worker).
+        group_size: responses per prompt (verl's rollout.n), to check that `gated` sees whole groups; None: unchecked.
     """
 
     def __init__(self, loss_fn, tokenizer, lexicon: Any = "paper", alpha: float = 0.2, mask_source: str = "planning",
                  entropy_quantile: float = HIGH_ENTROPY_QUANTILE, placebo_rate: float | None = None,
-                 gated_planning: bool = False, seed: int = 0):
+                 gated_planning: bool = False, seed: int = 0, group_size: int | None = None):
         from hicra.planning import Lexicon, PlanningTagger
 
         for name, value in (("alpha", alpha), ("entropy_quantile", entropy_quantile), ("placebo_rate", placebo_rate)):
@@ -330,7 +376,30 @@ class HICRALoss:
         self.mask_source = canonical_mask_source(mask_source)
         self.entropy_quantile, self.placebo_rate, self.gated_planning = entropy_quantile, placebo_rate, gated_planning
         self.tagger = PlanningTagger(Lexicon.resolve(lexicon), tokenizer)
+        self.group_size = group_size
         self.generator = torch.Generator().manual_seed(int(seed))
+        self._draws: OrderedDict[bytes, torch.Tensor] = OrderedDict()  # digest -> generator state before its draw
+
+    def _generator(self, responses: torch.Tensor, rmask: torch.Tensor, adv: torch.Tensor) -> torch.Generator:
+        """The generator for this micro-batch's draw: the running one for a micro-batch not seen before, else one
+        restored to the state the first draw started from."""
+        import hashlib
+
+        digest = hashlib.blake2b(digest_size=16)
+        for row, keep, a in zip(responses.cpu(), rmask.cpu(), adv.detach().cpu(), strict=True):
+            digest.update(row[keep].to(torch.int64).numpy().tobytes() + b"|")
+            digest.update(a[keep].to(torch.float64).numpy().tobytes() + b"|")
+        key = digest.digest()
+        state = self._draws.get(key)
+        if state is None:
+            self._draws[key] = self.generator.get_state()
+            if len(self._draws) > DRAW_MEMORY:
+                self._draws.popitem(last=False)
+            return self.generator
+        self._draws.move_to_end(key)
+        again = torch.Generator()
+        again.set_state(state)
+        return again
 
     def mask(self, data, model_output: dict | None = None) -> dict[str, torch.Tensor]:
         """{"mask", "response_mask", "advantages", "planning_mask"}: [B, T] tensors of one micro-batch (padded)."""
@@ -365,9 +434,20 @@ class HICRALoss:
             if groups is None:
                 raise ValueError("mask source 'gated' needs the group id 'uid' in the actor's batch")
             groups = list(groups)
+            if self.group_size is not None:
+                counts = Counter(str(g) for g, real in zip(groups, rmask.any(dim=1).tolist(), strict=True) if real)
+                split = next(((g, n) for g, n in counts.items() if n != self.group_size), None)
+                if split is not None:
+                    raise ValueError(
+                        f"mask source 'gated' compares each response with its whole group, but a micro-batch holds "
+                        f"{split[1]} of group {split[0]}'s {self.group_size} responses: verl split the group (batch "
+                        "balancing across data-parallel ranks, dynamic batch sizes, shuffling, or a micro-batch size "
+                        "that is not a multiple of rollout.n)")
+        generator = self._generator(responses, rmask, adv) if self.mask_source in ("placebo", "placebo-mass") \
+            else None
         mask = amplification_mask(self.mask_source, rmask, planning_mask=planning, entropies=entropies,
                                   advantages=adv, group_ids=groups, entropy_quantile=self.entropy_quantile,
-                                  placebo_rate=self.placebo_rate, generator=self.generator,
+                                  placebo_rate=self.placebo_rate, generator=generator,
                                   gated_planning=self.gated_planning, logprobs=logprobs)
         return {"mask": mask, "response_mask": rmask, "advantages": adv, "planning_mask": planning}
 

@@ -45,6 +45,13 @@ def hicra_options(config) -> dict:
     return out
 
 
+def loss_options(config) -> dict:
+    """`hicra_options(config)` plus the group size (rollout.n), with which `HICRALoss` checks that the gated source
+    sees whole groups."""
+    n = ((config.get("actor_rollout_ref") or {}).get("rollout") or {}).get("n")
+    return hicra_options(config) | ({"group_size": int(n)} if n is not None else {})
+
+
 def _range_problem(opts: dict) -> str | None:
     """The first `+hicra` value out of its range (`hicra.algorithms.OPTION_RANGES`), or None."""
     from hicra.algorithms import OPTION_RANGES, option_problem
@@ -75,7 +82,16 @@ def config_problem(config) -> str | None:
     except (ValueError, OSError) as exc:
         return f"+hicra.lexicon: {exc}"
     v1 = bool(config.trainer.get("use_v1", False))
+    actor = config.actor_rollout_ref.actor
+    rollout_n = ((config.actor_rollout_ref.get("rollout") or {}).get("n"))
+    if str((actor.get("policy_loss") or {}).get("loss_mode", "vanilla")) == "geo_mean":
+        return ("actor_rollout_ref.actor.policy_loss.loss_mode=geo_mean (GMPO) averages each response's advantages "
+                "into one value, so the amplification of planning tokens would be spread over the whole response: "
+                "use another loss mode")
     if uses_estimator(config):
+        if rollout_n is not None and int(rollout_n) < 2:
+            return (f"algorithm.adv_estimator=hicra needs groups: actor_rollout_ref.rollout.n >= 2, got {rollout_n} "
+                    "(a one-response group has advantage 0, so nothing would be trained)")
         if v1:
             return ("algorithm.adv_estimator=hicra needs trainer.use_v1=False; on the default v1 trainer use "
                     "algorithm.adv_estimator=grpo (HICRA then amplifies in the actor loss)")
@@ -90,11 +106,59 @@ def config_problem(config) -> str | None:
     if (config.get("hicra", {}) or {}).get("run_dir") is not None:
         return ("+hicra.run_dir (rollout rows) needs the legacy estimator: trainer.use_v1=False "
                 "algorithm.adv_estimator=hicra")
-    actor = config.actor_rollout_ref.actor
-    if (not v1 and source in ENTROPY_MASK_SOURCES and not actor.get("calculate_entropy")
+    if v1 and str((config.trainer.get("v1") or {}).get("trainer_mode", "sync")) == "separate_async":
+        return ("trainer.v1.trainer_mode=separate_async puts verl's own actor worker (DetachActorWorker) in place of "
+                "HICRA's, so the run would train without HICRA: use sync or colocate_async")
+    bypass = bool(((config.get("algorithm") or {}).get("rollout_correction") or {}).get("bypass_mode", False))
+    if ((not v1 or bypass) and source in ENTROPY_MASK_SOURCES and not actor.get("calculate_entropy")
             and not actor.get("entropy_coeff", 0)):
-        return (f"mask source {source!r} on the legacy trainer needs per-token entropies: set "
-                "actor_rollout_ref.actor.calculate_entropy=True")
+        where = "the legacy trainer" if not v1 else "the v1 trainer in rollout_correction.bypass_mode"
+        return (f"mask source {source!r} on {where} needs per-token entropies (the batch keeps no old-policy "
+                "entropies there): set actor_rollout_ref.actor.calculate_entropy=True")
+    problem = _distillation_problem(config)
+    if problem:
+        return problem
+    if source == "gated":
+        return _gated_problem(config, v1, rollout_n)
+    return None
+
+
+def _distillation_problem(config) -> str | None:
+    """A top-k distillation loss calls the actor's loss as a logits processor, a call HICRALoss does not take."""
+    dist = config.get("distillation") or {}
+    mode = (dist.get("distillation_loss") or {}).get("loss_mode")
+    if not dist.get("enabled") or mode is None:
+        return None
+    from verl.trainer.distillation.losses import get_distillation_loss_settings
+
+    try:
+        topk = get_distillation_loss_settings(str(mode)).use_topk
+    except ValueError:
+        return None  # verl names an unknown loss mode itself
+    if topk:
+        return (f"distillation.distillation_loss.loss_mode={mode} (a top-k loss) calls the actor's loss as a logits "
+                "processor, which HICRA's loss is not: use an estimator distillation loss, or train without HICRA")
+    return None
+
+
+def _gated_problem(config, v1: bool, rollout_n) -> str | None:
+    """The gated rule compares each response with its group, so each micro-batch must hold whole groups: what in
+    the config splits them. (HICRALoss also checks each micro-batch, with the group size.)"""
+    actor = config.actor_rollout_ref.actor
+    if not v1 and bool(config.trainer.get("balance_batch", True)):
+        return ("mask source 'gated' needs whole groups in each micro-batch, and trainer.balance_batch=True "
+                "reorders the batch across data-parallel ranks: set trainer.balance_batch=False")
+    if actor.get("use_dynamic_bsz"):
+        return ("mask source 'gated' needs whole groups in each micro-batch, and "
+                "actor_rollout_ref.actor.use_dynamic_bsz=True packs micro-batches by tokens: set it to False")
+    if actor.get("shuffle"):
+        return ("mask source 'gated' needs whole groups in each micro-batch, and actor_rollout_ref.actor.shuffle=True "
+                "shuffles responses across them: set it to False")
+    micro = actor.get("ppo_micro_batch_size_per_gpu")
+    if micro is not None and rollout_n is not None and int(micro) % int(rollout_n):
+        return (f"mask source 'gated' needs whole groups in each micro-batch: "
+                f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu ({micro}) must be a multiple of "
+                f"actor_rollout_ref.rollout.n ({rollout_n})")
     return None
 
 
@@ -140,7 +204,7 @@ def task_runner_class():
 
             from hicra.integrations.verl import hicra_worker_class
 
-            worker = hicra_worker_class(hicra_options(config))
+            worker = hicra_worker_class(loss_options(config))
             for role in (Role.ActorRollout, Role.ActorRolloutRef):
                 if role in self.role_worker_mapping:
                     self.role_worker_mapping[role] = ray.remote(worker)
@@ -173,12 +237,12 @@ def task_runner_class_v1():
 
 def install_v1_worker(config, module=None):
     """Point the v1 trainer's actor worker class (`trainer_base.ActorRolloutRefWorker`, which its resource-pool
-    setup wraps in `ray.remote`) at `hicra_worker_class(hicra_options(config))`. Returns the class."""
+    setup wraps in `ray.remote`) at `hicra_worker_class(loss_options(config))`. Returns the class."""
     from hicra.integrations.verl import hicra_worker_class
 
     if module is None:
         import verl.trainer.ppo.v1.trainer_base as module
-    worker = hicra_worker_class(hicra_options(config))
+    worker = hicra_worker_class(loss_options(config))
     module.ActorRolloutRefWorker = worker
     return worker
 
