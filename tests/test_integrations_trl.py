@@ -64,7 +64,7 @@ class GradCapture(TrainerCallback):
 def make(trainer_cls, config_cls, tiny_dir, out, steps, **extra):
     tok = AutoTokenizer.from_pretrained(tiny_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
-    args = config_cls(output_dir=str(out), max_steps=steps, **COMMON, **extra)
+    args = config_cls(output_dir=str(out), max_steps=steps, **{**COMMON, **extra})
     cap = GradCapture()
     trainer = trainer_cls(model=model, reward_funcs=reward_len, args=args, train_dataset=dataset(),
                           processing_class=tok, callbacks=[cap])
@@ -501,3 +501,116 @@ def test_evaluation_never_changes_the_training_masks(tiny_dir, tmp_path):
             trainer._planning_mask(sg, cmask, None, mode="eval")
         masks.append(trainer._planning_mask(sg, cmask, None, mode="train"))
     assert masks[0].any() and torch.equal(masks[0], masks[1])
+
+
+@pytest.mark.parametrize("extra", [{"importance_sampling_level": "sequence", "loss_type": "grpo"},
+                                   {"loss_type": "vespo"}])
+def test_alpha_zero_logs_trls_own_statistics(tiny_dir, tmp_path, extra):
+    """alpha = 0 with ratios that move (lr 0.3, two iterations): every metric TRL logs is TRL's. Before, [B, T]
+    advantages turned the sequence-level clip ratios and VESPO's mean weight into token-weighted means (a reviewer's
+    repro: 0.1250 against 0.0556)."""
+    class Capturing(HICRATrainer):
+        shapes: list = []
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            self.shapes.append(tuple(out["advantages"].shape))
+            return out
+
+    moving = dict(learning_rate=0.3, num_iterations=2, **extra)
+    plain, _ = make(GRPOTrainer, GRPOConfig, tiny_dir, tmp_path / "grpo", 2, **moving)
+    hicra, _ = make(Capturing, HICRAConfig, tiny_dir, tmp_path / "hicra", 2, alpha=0.0, **moving,
+                    lexicon=str(_save(alpha_lexicon(plain.processing_class), tmp_path)))
+    torch.manual_seed(0)
+    plain.train()
+    torch.manual_seed(0)
+    hicra.train()
+    # TRL's own batch: [B] advantages (the tiny model's completions all run to the length cap, so the per-token
+    # and per-sequence means below agree even with [B, T] ones; the shape is what differs)
+    assert hicra.shapes and all(len(shape) == 1 for shape in hicra.shapes), hicra.shapes
+    logged = [(h_p, h_h) for h_p, h_h in zip(plain.state.log_history, hicra.state.log_history, strict=True)
+              if "loss" in h_p]
+    assert len(logged) == 2
+    watched = [k for k in logged[0][0] if k.startswith(("clip_ratio", "cispo", "vespo"))]
+    assert watched
+    moved = False
+    for h_plain, h_hicra in logged:
+        for key, value in h_plain.items():
+            if key not in ("train_runtime", "train_samples_per_second", "train_steps_per_second", "step_time"):
+                assert h_hicra[key] == pytest.approx(value, abs=1e-6), key
+        moved |= any(h_plain[k] not in (0.0, 1.0) for k in watched)
+    assert moved, "the ratios should have moved off 1, so that the watched statistics are exercised"
+
+
+def test_vespo_weights_stay_one_per_response_with_hicras_advantages():
+    """TRL's VESPO weights depend on the sign of each response's advantage; HICRA's [B, T] advantages keep it, and
+    the weights stay [B, 1] (as TRL logs them), equal to TRL's on the [B] advantages."""
+    g = torch.Generator().manual_seed(0)
+    adv = torch.tensor([0.5, -0.25, 0.0, 1.0])
+    mask = torch.rand(4, 6, generator=g) < 0.4
+    per_token = torch.where(mask, adv[:, None] + 0.2 * adv.abs()[:, None], adv[:, None].expand(4, 6))
+    kw = dict(log_ratio_per_token=0.1 * torch.randn(4, 6, generator=g), mask=torch.ones(4, 6),
+              importance_sampling_ratio=None, k_pos=2.0, lambda_pos=3.0, k_neg=3.0, lambda_neg=2.0)
+    ours = HICRATrainer.get_gamma_weights(types_namespace_trainer(), advantages=per_token, **kw)
+    theirs = GRPOTrainer.get_gamma_weights(advantages=adv[:, None], **kw)
+    assert ours.shape == (4, 1)
+    torch.testing.assert_close(ours, theirs)
+
+
+def types_namespace_trainer():
+    """An HICRATrainer without __init__: get_gamma_weights reads nothing from the instance."""
+    return HICRATrainer.__new__(HICRATrainer)
+
+
+@pytest.mark.parametrize("loss_type, alpha, refused", [
+    ("dapo", 0.2, True), ("grpo", 0.2, True), ("luspo", 0.2, True), ("sapo", 0.2, True),
+    ("cispo", 0.2, False), ("vespo", 0.2, False), ("dapo", 0.0, False)])
+def test_sequence_level_ratios_that_would_spread_the_amplification_are_refused(tmp_path, loss_type, alpha, refused):
+    """With importance_sampling_level='sequence', a loss whose sequence ratio carries the gradient gives every token
+    of a response its mean advantage: HICRA would become a response-level rescaling (as verl's geo_mean)."""
+    kwargs = dict(output_dir=str(tmp_path), use_cpu=True, report_to=[], alpha=alpha, loss_type=loss_type,
+                  importance_sampling_level="sequence", per_device_train_batch_size=4, num_generations=4)
+    if refused:
+        with pytest.raises(ValueError, match="would be spread over the whole response"):
+            HICRAConfig(**kwargs)
+    else:
+        HICRAConfig(**kwargs)
+
+
+def test_gated_refuses_a_multi_process_layout_that_splits_groups(tmp_path):
+    from hicra.integrations.trl import gated_layout_problem
+
+    cfg = HICRAConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], mask_source="gated",
+                      per_device_train_batch_size=6, num_generations=3, steps_per_generation=1)
+    # the layouts below are those of 2 processes with 4 completions per prompt (checked as the trainer calls it)
+    assert gated_layout_problem(cfg, 1, 4, 4, evaluates=True) is None  # one process holds the whole batch
+    assert "in training a process holds 6 completions" in gated_layout_problem(cfg, 2, 4, 4, evaluates=False)
+    cfg.steps_per_generation = 2  # 12 per process: whole groups
+    assert gated_layout_problem(cfg, 2, 4, 4, evaluates=False) is None
+    cfg.per_device_eval_batch_size = 6
+    assert "in evaluation a process holds 6" in gated_layout_problem(cfg, 2, 4, 4, evaluates=True)
+    cfg.mask_source = "planning"
+    assert gated_layout_problem(cfg, 2, 4, 4, evaluates=True) is None
+
+
+def test_completions_no_reward_function_scored_are_counted_not_logged_as_wrong(tiny_dir, tmp_path):
+    """Every reward function returned None for a completion: TRL leaves it out of its reward statistics. Its row is
+    left out of the rollout log and counted (hicra/unscored_completions). Before, it was written as reward 0, wrong."""
+    from hicra.dynamics.records import read_rollouts
+
+    def sometimes_none(completions, **kwargs):
+        return [None if len(c) % 2 else float(len(c) % 3 == 0) for c in completions]
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    args = HICRAConfig(output_dir=str(tmp_path / "run"), max_steps=2, **{**COMMON, "learning_rate": 1e-3})
+    trainer = HICRATrainer(model=model, reward_funcs=sometimes_none, args=args, train_dataset=dataset(),
+                           processing_class=tok)
+    torch.manual_seed(0)
+    trainer.train()
+    rows = read_rollouts(tmp_path / "run").to_pylist()
+    unscored = [h["hicra/unscored_completions"] for h in trainer.state.log_history
+                if "hicra/unscored_completions" in h]
+    assert len(unscored) == 2 and sum(unscored) > 0
+    assert len(rows) == 2 * 8 - sum(unscored)
+    assert all(len(r["response"]) % 2 == 0 for r in rows)

@@ -705,6 +705,7 @@ def test_gated_refuses_a_micro_batch_holding_part_of_a_group(lab_tokenizer):
 
 @pytest.mark.parametrize("change, message", [
     ({"actor_rollout_ref": {"actor": {"policy_loss": {"loss_mode": "geo_mean"}}}}, "loss_mode=geo_mean (GMPO)"),
+    ({"actor_rollout_ref": {"actor": {"policy_loss": {"loss_mode": "geo_mean"}}}, "hicra": {"alpha": 0.0}}, None),
     ({"trainer": {"use_v1": True, "v1": {"trainer_mode": "separate_async"}}}, "trainer_mode=separate_async"),
     ({"trainer": {"use_v1": True, "v1": {"trainer_mode": "colocate_async"}}}, None),
     ({"algorithm": {"adv_estimator": "hicra"}, "actor_rollout_ref": {"rollout": {"n": 1}}},

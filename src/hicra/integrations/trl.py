@@ -46,6 +46,10 @@ from hicra.algorithms import (
     hicra_advantages,
 )
 
+# TRL loss types whose sequence-level importance ratio carries the gradient: each token's gradient is the response's
+# mean advantage times the ratio's, whatever the token's own advantage (cispo and vespo detach their ratio)
+SEQUENCE_SPREAD = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "sapo")
+
 
 @dataclass
 class HICRAConfig(GRPOConfig):
@@ -81,6 +85,31 @@ class HICRAConfig(GRPOConfig):
         for name in OPTION_RANGES:  # ValueError: "alpha must be in [0, 1), got 1.5"
             check_option(name, getattr(self, name))
         self.mask_source = canonical_mask_source(self.mask_source)  # ValueError naming MASK_SOURCES
+        if self.alpha > 0 and self.importance_sampling_level == "sequence" and self.loss_type in SEQUENCE_SPREAD:
+            raise ValueError(
+                f"importance_sampling_level='sequence' with loss_type={self.loss_type!r} gives every token of a "
+                "response the gradient of the response's mean advantage, so HICRA's amplification of planning "
+                "tokens would be spread over the whole response: use importance_sampling_level='token' (or a loss "
+                "whose ratio is detached: cispo, vespo)")
+
+
+def gated_layout_problem(cfg: HICRAConfig, num_processes: int, num_generations: int, num_generations_eval: int,
+                         evaluates: bool) -> str | None:
+    """Why the `gated` source cannot run in this layout (one line), or None. Its rule compares a response with its
+    whole group, and each process computes it on the completions it holds, so with several processes each must hold
+    whole groups: a multiple of the completions per prompt (TRL allows any multiple of the global batch)."""
+    if cfg.mask_source != "gated" or num_processes == 1:
+        return None
+    layouts = [("training", cfg.per_device_train_batch_size * cfg.steps_per_generation, num_generations,
+                "per_device_train_batch_size x steps_per_generation")]
+    if evaluates:
+        layouts.append(("evaluation", cfg.per_device_eval_batch_size, num_generations_eval,
+                        "per_device_eval_batch_size"))
+    for mode, local, size, names in layouts:
+        if local % size:
+            return (f"mask source 'gated' needs each process to hold whole groups: in {mode} a process holds {local} "
+                    f"completions ({names}), not a multiple of the {size} per prompt")
+    return None
 
 
 def _text(value: Any) -> str:
@@ -147,6 +176,10 @@ class HICRATrainer(GRPOTrainer):
             raise TypeError("HICRATrainer needs a HICRAConfig")
         from hicra.planning import Lexicon, PlanningTagger
 
+        problem = gated_layout_problem(cfg, self.accelerator.num_processes, self.num_generations,
+                                       self.num_generations_eval, evaluates=self.eval_dataset is not None)
+        if problem:
+            raise ValueError(problem)
         self.lexicon = Lexicon.resolve(cfg.lexicon)
         self.tagger = PlanningTagger(self.lexicon, self.processing_class)
         self.annotate = annotate
@@ -198,14 +231,26 @@ class HICRATrainer(GRPOTrainer):
         sg_mask = sg_sampled & trained
         base = out["advantages"]
         mask = self._planning_mask(sg_mask, trained, entropies, base, logps, mode)
-        out["advantages"] = hicra_advantages(base, mask, cfg.alpha)
+        amplified = hicra_advantages(base, mask, cfg.alpha)
+        # alpha = 0 keeps TRL's [B] advantages: [B, T] ones would train the same, but some of TRL's logged
+        # statistics (clip ratios under sequence-level ratios, VESPO's weights) average [B, T] flags per token
+        if cfg.alpha > 0:
+            out["advantages"] = amplified
         # for inspection and tests: "planning_mask" is the amplified mask (of any source), "sg_mask" the tagged one
         self.last_hicra_batch = {"base_advantages": base, "planning_mask": mask, "sg_mask": sg_mask}
-        self._log_hicra_metrics(mode, out["advantages"], mask, sg_mask, trained, ids, sampled)
+        self._log_hicra_metrics(mode, amplified, mask, sg_mask, trained, ids, sampled)
         if mode == "train" and self.rollout_logger is not None and self._last_reward_call is not None:
             self.rollout_logger.queue(int(self.state.global_step),
                                       self._rollout_rows(out, sg_sampled, logps, entropies))
         return out
+
+    def get_gamma_weights(self, advantages, *args, **kwargs):
+        """TRL's VESPO weights, one per response ([B, 1]) as TRL computes and logs them: they depend on the sign of
+        the response's advantage, which HICRA's per-token advantages keep (A + alpha|A| m, alpha < 1), so the first
+        column stands for the row."""
+        if advantages.dim() == 2 and advantages.size(1) > 1:
+            advantages = advantages[:, :1]
+        return super().get_gamma_weights(advantages, *args, **kwargs)
 
     # -- masks ------------------------------------------------------------------------------------------------
 
@@ -293,9 +338,15 @@ class HICRATrainer(GRPOTrainer):
         rewards_all = (call["rewards_per_func"] * self.reward_weights.to(call["rewards_per_func"].device)
                        .unsqueeze(0)).nansum(dim=1)
         rewards = rewards_all[start:start + n_local].tolist()
+        # a completion every reward function returned None for: TRL leaves it out of its reward statistics; its row
+        # is left out too (a row's reward must be a number) and counted in hicra/unscored_completions
+        unscored = torch.isnan(call["rewards_per_func"][start:start + n_local]).all(dim=1).tolist()
+        self._metrics["train"]["hicra/unscored_completions"].append(float(sum(unscored)))
         eos = set(self.eos_token_ids)
         rows = []
         for i in range(n_local):
+            if unscored[i]:
+                continue
             n = int(cmask[i].sum())
             tok = ids[i, :n].tolist()
             prompt_text = _text(call["prompts"][i])

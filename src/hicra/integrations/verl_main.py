@@ -84,7 +84,8 @@ def config_problem(config) -> str | None:
     v1 = bool(config.trainer.get("use_v1", False))
     actor = config.actor_rollout_ref.actor
     rollout_n = ((config.actor_rollout_ref.get("rollout") or {}).get("n"))
-    if str((actor.get("policy_loss") or {}).get("loss_mode", "vanilla")) == "geo_mean":
+    alpha = opts.get("alpha", 0.2)  # HICRALoss's and HICRAPlumbing's default
+    if alpha > 0 and str((actor.get("policy_loss") or {}).get("loss_mode", "vanilla")) == "geo_mean":
         return ("actor_rollout_ref.actor.policy_loss.loss_mode=geo_mean (GMPO) averages each response's advantages "
                 "into one value, so the amplification of planning tokens would be spread over the whole response: "
                 "use another loss mode")
