@@ -226,7 +226,8 @@ class HICRAPlumbing:
         correct = corr.compute_rollout_correction_and_add_to_batch
 
         def _get_gen_batch(trainer, batch):
-            plumbing.trainer_step = int(getattr(trainer, "global_steps", 0))
+            if isinstance(getattr(trainer, "global_steps", None), int):
+                plumbing.trainer_step = trainer.global_steps
             return get_gen_batch(trainer, batch)
 
         def compute_rollout_correction_and_add_to_batch(batch, *args, **kwargs):
