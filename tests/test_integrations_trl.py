@@ -614,3 +614,12 @@ def test_completions_no_reward_function_scored_are_counted_not_logged_as_wrong(t
     assert len(unscored) == 2 and sum(unscored) > 0
     assert len(rows) == 2 * 8 - sum(unscored)
     assert all(len(r["response"]) % 2 == 0 for r in rows)
+    # counted whether or not rollouts are logged
+    args = HICRAConfig(output_dir=str(tmp_path / "nolog"), max_steps=2, log_rollouts=False,
+                       **{**COMMON, "learning_rate": 1e-3})
+    trainer = HICRATrainer(model=AutoModelForCausalLM.from_pretrained(tiny_dir), reward_funcs=sometimes_none,
+                           args=args, train_dataset=dataset(), processing_class=tok)
+    torch.manual_seed(0)
+    trainer.train()
+    assert [h["hicra/unscored_completions"] for h in trainer.state.log_history
+            if "hicra/unscored_completions" in h] == unscored

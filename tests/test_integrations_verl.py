@@ -654,6 +654,12 @@ def test_rejected_responses_keep_their_planning_tokens_in_the_rows(lab_tokenizer
     plumbing.install()
     try:
         cfg = OmegaConf.create({"rollout_is": None, "rollout_rs": "seq_mean_k1", "rollout_rs_threshold": "0.5_2.0"})
+        other = make_dataproto(lab_tokenizer)[0]
+        other.batch["response_mask"] = other.batch["attention_mask"][:, -resp.size(1):].clone()
+        other.batch["rollout_log_probs"] = other.batch["old_log_probs"].clone()
+        other, _ = corr.compute_rollout_correction_and_add_to_batch(other, cfg)
+        passed = plumbing.compute_advantage(other, "grpo", norm_adv_by_std_in_grpo=False)
+        assert hv.SAMPLED_MASK_KEY not in passed.batch.keys()  # another estimator: the batch leaves as verl's
         data, _ = corr.compute_rollout_correction_and_add_to_batch(data, cfg)  # as fit calls it
         assert [k for k in range(len(resp)) if data.batch["response_mask"][k].sum() == 0] == off
         out = plumbing.compute_advantage(data, "hicra", norm_adv_by_std_in_grpo=False)
@@ -687,20 +693,30 @@ def test_placebo_draws_the_same_tokens_when_a_micro_batch_comes_again(lab_tokeni
         fresh = hv.HICRALoss(partial(ppo_loss, config=actor_config()), lab_tokenizer, lexicon="lab", alpha=ALPHA,
                              mask_source=source, seed=3)
         fresh.mask(other)  # a new micro-batch advances the generator
-        assert not torch.equal(fresh.mask(data)["mask"], first) or source == "placebo-mass"
+        assert not torch.equal(fresh.mask(data)["mask"], first)
 
 
-def test_gated_refuses_a_micro_batch_holding_part_of_a_group(lab_tokenizer):
+def test_gated_reports_the_groups_a_micro_batch_holds_in_part(lab_tokenizer):
+    """The gated rule's group statistics are those of the part of a group the micro-batch holds: with the group size
+    known, `hicra/gated_partial_groups` says how many groups that was (verl's no-op padding samples left out; a
+    response verl's rejection sampling masked still counts, as it is still in the batch)."""
     from functools import partial
 
+    from verl.utils.metric import Metric
     from verl.workers.utils.losses import ppo_loss
 
-    data, rows, uids, _ = v1_data(lab_tokenizer)  # two groups of 3
+    data, rows, _, _ = v1_data(lab_tokenizer)  # two groups of 3
+    out, _, _ = model_output(rows, shift=0.1)
     base = partial(ppo_loss, config=actor_config())
-    hv.HICRALoss(base, lab_tokenizer, lexicon="lab", mask_source="gated", group_size=3).mask(data)
-    with pytest.raises(ValueError, match="a micro-batch holds 3 of group u0's 4 responses"):
-        hv.HICRALoss(base, lab_tokenizer, lexicon="lab", mask_source="gated", group_size=4).mask(data)
-    hv.HICRALoss(base, lab_tokenizer, lexicon="lab", mask_source="gated").mask(data)  # no group size: unchecked
+    for size, share in ((3, 0.0), (4, 1.0)):
+        loss_fn = hv.HICRALoss(base, lab_tokenizer, lexicon="lab", mask_source="gated", group_size=size)
+        assert loss_fn.mask(data)["partial_groups"] == share
+        _, metrics = loss_fn(model_output=out, data=data)
+        assert isinstance(metrics["hicra/gated_partial_groups"], Metric)
+        assert metrics["hicra/gated_partial_groups"].values == pytest.approx([share])
+    assert "partial_groups" not in hv.HICRALoss(base, lab_tokenizer, lexicon="lab", mask_source="gated").mask(data)
+    assert hv._partial_groups(["u0"] * 3 + ["u1"] * 2 + ["pad" + "0123456789abcdef" * 2] * 5, 3) == 0.5
+    assert hv._partial_groups(["u0"] * 3, None) == 0.0
 
 
 @pytest.mark.parametrize("change, message", [

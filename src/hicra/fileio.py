@@ -165,7 +165,8 @@ def file_lock(path: str | os.PathLike, on_wait: Callable[[Path], None] | None = 
     check_writable(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        # read-only: flock needs no write access, so users who share a cache can all lock the file one of them made
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
     except OSError as exc:
         raise _cannot_write(exc, path) from None
     try:

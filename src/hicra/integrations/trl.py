@@ -239,6 +239,9 @@ class HICRATrainer(GRPOTrainer):
         # for inspection and tests: "planning_mask" is the amplified mask (of any source), "sg_mask" the tagged one
         self.last_hicra_batch = {"base_advantages": base, "planning_mask": mask, "sg_mask": sg_mask}
         self._log_hicra_metrics(mode, amplified, mask, sg_mask, trained, ids, sampled)
+        if self._last_reward_call is not None:  # TRL's rewards, gathered over processes: the whole generation batch
+            unscored = torch.isnan(self._last_reward_call["rewards_per_func"]).all(dim=1).sum()
+            self._metrics[mode]["hicra/unscored_completions"].append(float(unscored))
         if mode == "train" and self.rollout_logger is not None and self._last_reward_call is not None:
             self.rollout_logger.queue(int(self.state.global_step),
                                       self._rollout_rows(out, sg_sampled, logps, entropies))
@@ -339,9 +342,8 @@ class HICRATrainer(GRPOTrainer):
                        .unsqueeze(0)).nansum(dim=1)
         rewards = rewards_all[start:start + n_local].tolist()
         # a completion every reward function returned None for: TRL leaves it out of its reward statistics; its row
-        # is left out too (a row's reward must be a number) and counted in hicra/unscored_completions
+        # is left out too (a row's reward must be a number); hicra/unscored_completions counts them
         unscored = torch.isnan(call["rewards_per_func"][start:start + n_local]).all(dim=1).tolist()
-        self._metrics["train"]["hicra/unscored_completions"].append(float(sum(unscored)))
         eos = set(self.eos_token_ids)
         rows = []
         for i in range(n_local):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import re
 from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,8 @@ class HICRAPlumbing:
         original = self._original or _verl_compute_advantage()
         name = getattr(adv_estimator, "value", adv_estimator)
         if name != ESTIMATOR_NAME:
+            if SAMPLED_MASK_KEY in data.batch.keys():  # kept by the installed hook; only the hicra estimator reads it
+                data.batch.pop(SAMPLED_MASK_KEY)
             return original(data, adv_estimator, *args, **kwargs)
         if "response_mask" not in data.batch.keys():
             from verl.trainer.ppo.ray_trainer import compute_response_mask
@@ -348,11 +351,13 @@ class HICRALoss:
     the gated rule's group statistics, placebo-mass's update mass from data["old_log_probs"]) are those of the
     micro-batch the loss sees; planning masks are per token
     and do not depend on it. The random sources (placebo, placebo-mass) draw from one generator seeded by `seed`,
-    and a micro-batch seen again (the same response tokens and advantages: another PPO epoch, unshuffled) gets the
-    draw it got the first time, as it gets the same planning mask; the last `DRAW_MEMORY` micro-batches are
-    remembered (a digest and the generator's state before the draw). `gated` compares each response with its group, so it needs every group whole in each
-    micro-batch: with `group_size` (rollout.n) given, a micro-batch holding part of a group is a ValueError (verl's
-    batch balancing and dynamic batch sizes split groups).
+    and a micro-batch seen again (the same response tokens and advantages: another PPO epoch, unshuffled; or the
+    same content in a later step) gets the draw it got the first time, as it gets the same planning mask. The last
+    `DRAW_MEMORY` micro-batches are remembered (a digest and the generator's state before the draw); one older than
+    that draws anew. `gated` compares each response with its group, so its statistics are those of the part of the
+    group the micro-batch holds: with `group_size` (rollout.n) given, `hicra/gated_partial_groups` logs the share
+    of the micro-batch's groups it holds only in part (verl's batch balancing, dynamic batch sizes and shuffling
+    split groups; the driver refuses the settings that do so on the legacy trainer).
 
     Args:
         loss_fn: verl's loss, called as loss_fn(model_output=..., data=..., dp_group=...).
@@ -362,7 +367,7 @@ class HICRALoss:
         mask_source: a name of `hicra.algorithms.MASK_SOURCES` (aliases accepted).
         entropy_quantile, placebo_rate, gated_planning: as `amplification_mask`.
         seed: seed of the random sources' draws (offset by the data-parallel rank by the worker).
-        group_size: responses per prompt (verl's rollout.n), to check that `gated` sees whole groups; None: unchecked.
+        group_size: responses per prompt (verl's rollout.n), to report groups `gated` sees in part; None: unreported.
     """
 
     def __init__(self, loss_fn, tokenizer, lexicon: Any = "paper", alpha: float = 0.2, mask_source: str = "planning",
@@ -435,22 +440,17 @@ class HICRALoss:
             if groups is None:
                 raise ValueError("mask source 'gated' needs the group id 'uid' in the actor's batch")
             groups = list(groups)
-            if self.group_size is not None:
-                counts = Counter(str(g) for g, real in zip(groups, rmask.any(dim=1).tolist(), strict=True) if real)
-                split = next(((g, n) for g, n in counts.items() if n != self.group_size), None)
-                if split is not None:
-                    raise ValueError(
-                        f"mask source 'gated' compares each response with its whole group, but a micro-batch holds "
-                        f"{split[1]} of group {split[0]}'s {self.group_size} responses: verl split the group (batch "
-                        "balancing across data-parallel ranks, dynamic batch sizes, shuffling, or a micro-batch size "
-                        "that is not a multiple of rollout.n)")
+            partial = _partial_groups(groups, self.group_size)
         generator = self._generator(responses, rmask, adv) if self.mask_source in ("placebo", "placebo-mass") \
             else None
         mask = amplification_mask(self.mask_source, rmask, planning_mask=planning, entropies=entropies,
                                   advantages=adv, group_ids=groups, entropy_quantile=self.entropy_quantile,
                                   placebo_rate=self.placebo_rate, generator=generator,
                                   gated_planning=self.gated_planning, logprobs=logprobs)
-        return {"mask": mask, "response_mask": rmask, "advantages": adv, "planning_mask": planning}
+        out = {"mask": mask, "response_mask": rmask, "advantages": adv, "planning_mask": planning}
+        if self.mask_source == "gated" and self.group_size is not None:
+            out["partial_groups"] = partial
+        return out
 
     def amplified(self, data, model_output: dict | None = None):
         """A shallow copy of `data` whose `advantages` are HICRA's, in the same layout (nested or dense)."""
@@ -476,7 +476,22 @@ class HICRALoss:
         metrics["hicra/amplified_ratio"] = Metric(value=float(m["mask"].sum()) / n, aggregation=AggregationType.MEAN)
         metrics["hicra/planning_ratio"] = Metric(value=float((m["planning_mask"] & m["response_mask"]).sum()) / n,
                                                  aggregation=AggregationType.MEAN)
+        if "partial_groups" in m:
+            metrics["hicra/gated_partial_groups"] = Metric(value=m["partial_groups"], aggregation=AggregationType.MEAN)
         return loss, metrics
+
+
+# the group id verl's v1 trainer gives the no-op samples it appends to make a batch divisible ("pad" + a uuid's hex)
+_PADDING_UID = re.compile(r"pad[0-9a-f]{32}")
+
+
+def _partial_groups(groups: list, group_size: int | None) -> float:
+    """Share of a micro-batch's groups (verl's padding samples left out) that it holds with another number of
+    responses than `group_size`: split by verl's batching, or cut short by the rollout. 0.0 when unknown."""
+    counts = Counter(str(g) for g in groups if not _PADDING_UID.fullmatch(str(g)))
+    if not group_size or not counts:
+        return 0.0
+    return sum(n != group_size for n in counts.values()) / len(counts)
 
 
 def hicra_worker_class(options: dict):
