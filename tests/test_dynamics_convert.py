@@ -496,3 +496,89 @@ def test_a_folder_is_read_whole_and_what_is_not_read_is_said(tmp_path, capsys):
     assert f"not read (2: not .jsonl or .parquet files): {folder / 'notes.txt'}, {folder / 'sub'}" in out
     config = json.loads((tmp_path / "o" / "run.json").read_text())["config"]
     assert config["steps"] == {"0": "1", "1": "2"}
+
+
+def _trl_log(folder, rows_by_step):
+    """Files in the shape TRL 1.16's GRPOTrainer.log writes them (OUTPUT_DIR/completions/completions_{step:05d}
+    .parquet: step, prompt, completion, one column per reward function, advantage)."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for step, rows in rows_by_step.items():
+        pd.DataFrame([{"step": step, **r, "advantage": 0.0} for r in rows]).to_parquet(
+            folder / f"completions_{step:05d}.parquet")
+    return folder
+
+
+def test_trl_chat_completions_keep_the_models_reasoning_and_calls_not_tool_output(tmp_path):
+    """A chat template's response schema moves the <think> text into `reasoning_content`; a tool's reply is a
+    `tool` message. The response is what the model wrote: reasoning, content, tool calls; not the tool's output.
+    Before, the reasoning was dropped (its planning phrases with it) and tool outputs were joined in."""
+    user = [{"role": "user", "content": "What is 3 + 3?"}]
+    completions = [
+        [{"role": "assistant", "content": "The answer is 6.", "reasoning_content": "Let me check again: 3 + 3.",
+          "tool_calls": None}],
+        [{"role": "assistant", "content": "", "reasoning_content": None,
+          "tool_calls": [{"type": "function", "function": {"name": "add", "arguments": {"a": 3, "b": 3}}}]},
+         {"role": "tool", "content": "TOOL-SAYS-6", "name": "add"},
+         {"role": "assistant", "content": "So the answer is 6.", "reasoning_content": None}],
+    ]
+    log = _trl_log(tmp_path / "completions", {1: [{"prompt": user, "completion": c, "accuracy_reward": 1.0}
+                                                   for c in completions]})
+    assert main(["convert", "responses", str(log), "--preset", "trl", "--out", str(tmp_path / "run"),
+                 "--quiet"]) == 0
+    rows, _ = _rows(tmp_path / "run")
+    assert rows[0]["response"] == "Let me check again: 3 + 3.\nThe answer is 6."
+    assert rows[1]["response"] == '{"name": "add", "arguments": {"a": 3, "b": 3}}\nSo the answer is 6.'
+    assert rows[0]["prompt"] == "user\nWhat is 3 + 3?"
+    assert any(rows[0]["planning_mask"])  # "let me check" is a planning phrase of the paper lexicon
+
+
+def test_trl_rows_no_reward_function_scored_are_left_out_and_counted(tmp_path, capsys):
+    """TRL logs NaN where every reward function returned None (e.g. accuracy_reward on an unparsable gold): no
+    verdict, so no row; the command says how many (before: one such row stopped the whole conversion)."""
+    log = _trl_log(tmp_path / "completions", {1: [{"prompt": f"q{i}", "completion": f"a{i}",
+                                                   "accuracy_reward": [1.0, 0.0, float("nan")][i % 3]}
+                                                  for i in range(6)]})
+    assert main(["convert", "responses", str(log), "--preset", "trl", "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    assert "left out 2 row(s) no reward function scored (NaN in TRL's log)" in printed
+    rows, info = _rows(tmp_path / "run")
+    assert [r["response"] for r in rows] == ["a0", "a1", "a3", "a4"] and info["config"]["unscored_rows"] == 2
+
+
+def test_preset_thresholds_and_missing_fields_say_what_to_pass(tmp_path, capsys):
+    """--score-field with the trl preset keeps no threshold silently (its 1.0 is accuracy_reward's: a cosine-scaled
+    reward of 0.8 had read as wrong); a missing reward column lists the numeric ones; verl's v1 dumps (no acc) and
+    partial-credit acc values say to threshold the score."""
+    log = _trl_log(tmp_path / "completions", {1: [{"prompt": "q", "completion": "a", "cosine_scaled_reward": 0.8}]})
+    assert main(["convert", "responses", str(log), "--preset", "trl", "--score-field", "cosine_scaled_reward",
+                 "--out", str(tmp_path / "r1")]) == 2
+    assert "the trl preset's reward threshold (1) is accuracy_reward's; with another score field give one" in \
+        capsys.readouterr().err
+    assert main(["convert", "responses", str(log), "--preset", "trl", "--out", str(tmp_path / "r2")]) == 2
+    assert ("field 'accuracy_reward': missing; the row's numeric fields: step, cosine_scaled_reward, advantage"
+            in capsys.readouterr().err)
+    assert main(["convert", "responses", str(log), "--preset", "trl", "--score-field", "cosine_scaled_reward",
+                 "--reward-threshold", "0.5", "--out", str(tmp_path / "r3"), "--quiet"]) == 0
+    assert _rows(tmp_path / "r3")[0][0]["correct"] is True
+    dump = tmp_path / "verl"
+    dump.mkdir()
+    (dump / "1.jsonl").write_text(json.dumps({"input": "q", "output": "a", "score": 1.0, "step": 1,
+                                              "uid": "u_0_0"}) + "\n")
+    assert main(["convert", "responses", str(dump), "--preset", "verl", "--out", str(tmp_path / "r4")]) == 2
+    assert "verl's v1 trainer, its default, dumps no acc: threshold the score" in capsys.readouterr().err
+    (dump / "1.jsonl").write_text(json.dumps({"input": "q", "output": "a", "score": 0.1, "step": 1, "acc": 0.1})
+                                  + "\n")
+    assert main(["convert", "responses", str(dump), "--preset", "verl", "--out", str(tmp_path / "r5")]) == 2
+    assert "got 0.1: a partial-credit score, not a label" in capsys.readouterr().err
+
+
+def test_steps_with_another_group_size_are_pointed_out(tmp_path, capsys):
+    """TRL writes evaluation completions (num_generations_eval per prompt) into the log file of the step it
+    evaluates at: the command points at steps whose group size differs from the others'."""
+    train = [{"prompt": f"q{i // 4}", "completion": f"a{i}", "accuracy_reward": 1.0} for i in range(8)]
+    evaluation = [{"prompt": f"e{i // 2}", "completion": f"b{i}", "accuracy_reward": 0.0} for i in range(8)]
+    log = _trl_log(tmp_path / "completions", {1: train, 2: evaluation, 3: train[::-1]})
+    assert main(["convert", "responses", str(log), "--preset", "trl", "--out", str(tmp_path / "run")]) == 0
+    assert "note: most steps have 4 samples per prompt, these steps other numbers: 2 (2)" in capsys.readouterr().out

@@ -275,7 +275,7 @@ def test_convert_trl_completions_log(tiny_dir, tmp_path):
     logged = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     run = tmp_path / "run"
     assert main(["convert", "responses", str(out / "completions"), "--preset", "trl", "--score-field",
-                 "reward_len", "--out", str(run), "--quiet"]) == 0
+                 "reward_len", "--reward-threshold", "1", "--out", str(run), "--quiet"]) == 0
     rows = read_rollouts(run).to_pylist()
     assert len(rows) == len(logged) == 2 * 8
     assert [r["response"] for r in rows] == logged["completion"].tolist()
@@ -623,3 +623,30 @@ def test_completions_no_reward_function_scored_are_counted_not_logged_as_wrong(t
     trainer.train()
     assert [h["hicra/unscored_completions"] for h in trainer.state.log_history
             if "hicra/unscored_completions" in h] == unscored
+
+
+def test_convert_reads_a_generation_batch_trl_logged_twice_once(tiny_dir, tmp_path, capsys):
+    """With num_iterations=2 TRL logs its last generation batch at each step, so steps 1-2 and 3-4 hold the same
+    completions: converted, each batch is one step, and the command says so (before: two identical checkpoints)."""
+    import pandas as pd
+
+    from hicra.cli import main
+    from hicra.dynamics.records import read_rollouts
+
+    out = tmp_path / "trl"
+    trainer, _ = make(GRPOTrainer, GRPOConfig, tiny_dir, out, 4, log_completions=True, num_iterations=2)
+    torch.manual_seed(0)
+    trainer.train()
+    logs = [pd.read_parquet(out / "completions" / f"completions_{s:05d}.parquet") for s in (1, 2, 3, 4)]
+    assert logs[0]["completion"].tolist() == logs[1]["completion"].tolist()  # TRL's log, as the premise
+    assert logs[0]["completion"].tolist() != logs[2]["completion"].tolist()
+    capsys.readouterr()
+    assert main(["convert", "responses", str(out / "completions"), "--preset", "trl", "--score-field",
+                 "reward_len", "--reward-threshold", "1", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "read once: step 2 holds the same completions as step 1" in printed
+    assert "read once: step 4 holds the same completions as step 3" in printed
+    rows = read_rollouts(tmp_path / "run").to_pylist()
+    assert [r["response"] for r in rows] == logs[0]["completion"].tolist() + logs[2]["completion"].tolist()
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["config"]["steps"] == {"0": "1", "1": "3"} and info["config"]["repeated_steps"] == {"2": "1", "4": "3"}

@@ -36,7 +36,18 @@ step value (``{step}_correct`` reads ``500_correct`` on a row whose step is 500)
 hold a finite number there that a float32 can hold), else 1/0.
 `response_after`: the response is what follows the first line that reads exactly this text in the response field
 (a chat transcript "system ... user ... assistant"). Chat-message lists (TRL's conversational prompts and
-completions) are joined into text: "role\ncontent" per message for prompts, the assistant contents for completions.
+completions) are joined into text: "role\ncontent" per message for prompts; for completions what the model wrote,
+its assistant messages' reasoning (`reasoning_content`, where a chat template's response schema put the `<think>`
+text), content and tool calls (as JSON), not a tool's replies.
+
+Presets. verl: the legacy trainer's dumps carry the reward function's `acc`; the v1 trainer's (verl 0.9.1's default)
+carry none, so give `--reward-threshold` (the score is then thresholded). A rollout dump folder and a validation
+dump folder are two runs: convert them apart. TRL: its log holds the last generation batch at each logging step,
+so with `num_iterations` or `steps_per_generation` above 1 consecutive steps repeat a batch: a step whose rows equal
+the previous step's is read once (returned in "repeated"); a row whose score is NaN (every reward function returned
+None) has no verdict and is left out (returned in "unscored"); with `--score-field` other than `accuracy_reward`
+the threshold must be given. With evaluation during training TRL writes the evaluation completions into that step's
+file, in place of the training ones; the command points at steps whose group size differs from the others'.
 
 Groups: rows with the same prompt id in a step are samples of one group. The prompt id is the id field when there
 is one, else the first 12 hex digits of the SHA-1 of the prompt text (so samples of one prompt group together, and
@@ -61,6 +72,7 @@ import hashlib
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -267,16 +279,38 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict]]:
             yield n, row
 
 
+def _content_text(content) -> str:
+    """A message's content as text: a string as it is, content blocks as their text blocks joined, else ""."""
+    if isinstance(content, list):
+        return "".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return content if isinstance(content, str) else "" if content is None else str(content)
+
+
 def _message_text(value, role_prefix: bool):
-    """A chat-message list as text (None if `value` is not one): "role\ncontent" per message, or the contents."""
-    if not (isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value)):
+    """A chat-message list as text (None if `value` is not one). A prompt (`role_prefix`): "role\ncontent" per
+    message. A completion: what the model wrote, its assistant messages only (a tool's output is not the model's
+    text): each message's reasoning (`reasoning_content`, where a chat template's response schema moved the
+    `<think>` text; or `reasoning`/`thinking`), then its content, then its tool calls as JSON."""
+    import json
+
+    if not (isinstance(value, list) and value and all(isinstance(m, dict) and ("content" in m or "role" in m)
+                                                      for m in value)):
         return None
     parts = []
     for m in value:
-        content = m["content"]
-        if isinstance(content, list):  # content blocks: keep the text ones
-            content = "".join(b.get("text", "") for b in content if isinstance(b, dict))
-        parts.append(f"{m.get('role', '')}\n{content}" if role_prefix else str(content))
+        if role_prefix:
+            parts.append(f"{m.get('role', '')}\n{_content_text(m.get('content'))}")
+            continue
+        if m.get("role", "assistant") != "assistant":
+            continue
+        reasoning = next((m[k] for k in ("reasoning_content", "reasoning", "thinking") if m.get(k)), None)
+        calls = m.get("tool_calls") or []
+        calls = [calls] if isinstance(calls, (str, dict)) else calls
+        text = [_content_text(reasoning)] if reasoning else []
+        text.append(_content_text(m.get("content")))
+        text += [c if isinstance(c, str) else json.dumps(c.get("function", c) if isinstance(c, dict) else c,
+                                                         ensure_ascii=False, default=str) for c in calls]
+        parts.append("\n".join(t for t in text if t))
     return "\n".join(parts)
 
 
@@ -332,7 +366,9 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
     `strategy` column (null when the row's value is null), so the exploration test can use strategy labels; once
     named, every flat row must have it. `limit`: read at most this many rows (>= 1). Returns
     {"steps": {step index: name}, "rows": {name: n}, "step_order": rule, "skipped": [what a folder held
-    besides its .jsonl and .parquet files]} (rules: module docstring); bad input
+    besides its .jsonl and .parquet files], "repeated": {step name: the earlier step it repeats (TRL logs, read
+    once)}, "unscored": [TRL rows no reward function scored, left out], "group_sizes": {step name: its most common
+    number of samples per prompt}} (rules: module docstring); bad input
     raises `InputError` naming the file, row and field.
     """
     from tqdm import tqdm
@@ -346,6 +382,11 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
              "reward_threshold": reward_threshold, "prompt_field": prompt_field, "id_field": id_field,
              "step_field": step_field, "strategy_field": strategy_field}
     fields.update({k: v for k, v in given.items() if v is not None})
+    if preset and score_field is not None and reward_threshold is None and \
+            PRESETS[preset].get("reward_threshold") is not None and score_field != PRESETS[preset]["score_field"]:
+        raise InputError(f"the {preset} preset's reward threshold ({PRESETS[preset]['reward_threshold']:g}) is "
+                         f"{PRESETS[preset]['score_field']}'s; with another score field give one: "
+                         "--reward-threshold T", field="reward-threshold")
     step_named = "step_field" in fields  # named by the user or a preset: every flat row must hold it
     step_field = fields.get("step_field")  # else found in the first flat row holding one of STEP_FIELDS
     threshold = fields.get("reward_threshold")
@@ -371,6 +412,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
     step_where: dict[str, tuple] = {}  # step name -> (file, row, field) of its first row
     with_step, without_step = None, None  # (path, row) of the first flat row with / without the step field
     n_lines = 0
+    unscored: list[tuple[Path, int]] = []  # (file, row) of TRL rows no reward function scored, left out
     rows_iter = ((path, line_no, obj) for path in files for line_no, obj in _read_rows(path))
     for path, line_no, obj in tqdm(rows_iter, desc="convert", unit="row", disable=None if progress else True):
         if limit is not None and n_lines >= limit:
@@ -406,7 +448,15 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
             if name is None:
                 return _first(obj, auto)
             if required and name not in obj:
-                hint = " (or threshold a score: --reward-threshold)" if key == "correct_field" else ""
+                hint = ""
+                if key == "correct_field":
+                    hint = (" (verl's v1 trainer, its default, dumps no acc: threshold the score, e.g. "
+                            "--reward-threshold 1 for 0/1 rewards)" if preset == "verl" else
+                            " (or threshold a score: --reward-threshold)")
+                elif key == "score_field":
+                    numeric = [k for k, v in obj.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+                    hint = (f"; the row's numeric fields: {', '.join(numeric) or 'none'} (name one with "
+                            "--score-field, and --reward-threshold T)")
                 raise InputError("missing" + hint, **_at(path, line_no), field=name)
             return name if name in obj else None
 
@@ -427,6 +477,10 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
             score = None
             if fields.get("score_field"):  # named: every row has a number there (before, a missing or non-numeric
                 sf = named("score_field", (), required=True)  # score silently became a 1/0 reward)
+                if preset == "trl" and (obj[sf] is None or (isinstance(obj[sf], float) and math.isnan(obj[sf]))):
+                    # TRL logs NaN where every reward function returned None: no verdict, so no row (counted)
+                    unscored.append((path, line_no))
+                    continue
                 score = _score(obj[sf], path, line_no, sf)
             if threshold is not None:
                 correct = score >= threshold
@@ -435,7 +489,12 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                 if cf is None:
                     raise InputError("missing correctness label (correct / is_correct)", **_at(path, line_no),
                                      field="correct")
-                correct = read_correctness(obj[cf], field=cf, **_at(path, line_no))
+                value = obj[cf]
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and value not in (0, 1):
+                    raise InputError(f"correctness must be true/false or 0/1, got {value!r}: a partial-credit "
+                                     "score, not a label (read a score: --score-field NAME --reward-threshold T)",
+                                     **_at(path, line_no), field=cf)
+                correct = read_correctness(value, field=cf, **_at(path, line_no))
             reward = score if score is not None else (1.0 if correct else 0.0)
             if step_value is None:
                 if step_named:
@@ -497,8 +556,22 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
     if not by_model:
         raise InputError("no responses to convert", path=str(files[0]) if len(files) == 1 else None)
     names, order_rule = step_order(list(by_model), step_values, field=step_field, where=step_where)
+    repeated: dict[str, str] = {}  # step name -> the earlier step whose completions it repeats (TRL)
+    if preset == "trl":
+        # TRL writes its last generation batch at each logging step: with num_iterations or steps_per_generation
+        # above 1, consecutive logs hold one batch twice; it is one step of rollouts, read once
+        def content(name):
+            return [(r["prompt_id"], r["response"], r["reward"], r["correct"]) for r in by_model[name]]
+
+        kept = [names[0]]
+        for name in names[1:]:
+            if content(name) == content(kept[-1]):
+                repeated[name] = kept[-1]
+            else:
+                kept.append(name)
+        names = kept
     writer = RolloutWriter(out_dir)
-    steps = {}
+    steps, group_sizes = {}, {}
     for step, name in enumerate(names):
         rows = by_model[name]
         # several responses of one prompt within a step are samples of one group
@@ -508,6 +581,8 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
             seen[row["prompt_id"]] = row["sample_idx"] + 1
         writer.write_step(step, [rollout_row(**row) for row in rows])
         steps[step] = name
+        sizes = Counter(seen.values())
+        group_sizes[name] = max(sizes, key=lambda k: (sizes[k], k))  # the step's most common group size
     tok_desc = (getattr(tokenizer, "name_or_path", None) or "tokenizer") if tokenizer is not None else \
         "regex word proxy \\w+|[^\\w\\s]"
     source = str(files[0]) if len(files) == 1 else [str(f) for f in files]
@@ -519,7 +594,9 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
         "config": {"source": source, "steps": {str(k): v for k, v in steps.items()}, "step_order": order_rule,
                    "preset": preset,
                    "fields": {k: v for k, v in fields.items()}, "response_after": response_after,
+                   "repeated_steps": repeated, "unscored_rows": len(unscored),
                    "tokens": tok_desc, "logprobs": "unavailable", "entropies": "unavailable"},
     })
-    return {"steps": steps, "rows": {n: len(r) for n, r in by_model.items()}, "step_order": order_rule,
-            "skipped": [str(p) for p in skipped]}
+    return {"steps": steps, "rows": {n: len(by_model[n]) for n in names}, "step_order": order_rule,
+            "skipped": [str(p) for p in skipped], "repeated": repeated, "group_sizes": group_sizes,
+            "unscored": [_where(path, row) for path, row in unscored]}
