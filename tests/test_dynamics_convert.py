@@ -542,7 +542,7 @@ def test_trl_rows_no_reward_function_scored_are_left_out_and_counted(tmp_path, c
                                                   for i in range(6)]})
     assert main(["convert", "responses", str(log), "--preset", "trl", "--out", str(tmp_path / "run")]) == 0
     printed = capsys.readouterr().out
-    assert "left out 2 row(s) no reward function scored (NaN in TRL's log)" in printed
+    assert "left out 2 row(s) whose score is NaN in TRL's log (the reward function returned None)" in printed
     rows, info = _rows(tmp_path / "run")
     assert [r["response"] for r in rows] == ["a0", "a1", "a3", "a4"] and info["config"]["unscored_rows"] == 2
 
@@ -571,7 +571,7 @@ def test_preset_thresholds_and_missing_fields_say_what_to_pass(tmp_path, capsys)
     (dump / "1.jsonl").write_text(json.dumps({"input": "q", "output": "a", "score": 0.1, "step": 1, "acc": 0.1})
                                   + "\n")
     assert main(["convert", "responses", str(dump), "--preset", "verl", "--out", str(tmp_path / "r5")]) == 2
-    assert "got 0.1: a partial-credit score, not a label" in capsys.readouterr().err
+    assert "got 0.1: a score, not a label" in capsys.readouterr().err
 
 
 def test_steps_with_another_group_size_are_pointed_out(tmp_path, capsys):
@@ -581,4 +581,37 @@ def test_steps_with_another_group_size_are_pointed_out(tmp_path, capsys):
     evaluation = [{"prompt": f"e{i // 2}", "completion": f"b{i}", "accuracy_reward": 0.0} for i in range(8)]
     log = _trl_log(tmp_path / "completions", {1: train, 2: evaluation, 3: train[::-1]})
     assert main(["convert", "responses", str(log), "--preset", "trl", "--out", str(tmp_path / "run")]) == 0
-    assert "note: most steps have 4 samples per prompt, these steps other numbers: 2 (2)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert ("note: the steps differ in samples per prompt (step (most common number)): 1 (4), 2 (2), 3 (4); TRL's "
+            "log keeps the last completions of training and evaluation alike") in printed
+    # without a preset the note names no trainer
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text("".join(json.dumps({"prompt": f"q{i // n}", "response": "a", "correct": True, "step": step}) + "\n"
+                            for step, n in ((1, 2), (2, 4)) for i in range(8)))
+    assert main(["convert", "responses", str(flat), "--out", str(tmp_path / "flat")]) == 0
+    printed = capsys.readouterr().out
+    assert "note: the steps differ in samples per prompt (step (most common number)): 1 (2), 2 (4)\n" in printed
+
+
+def test_completion_messages_of_any_model_role_are_kept(tmp_path):
+    """Only a tool's or environment's replies are left out of a completion: a message without a role (Parquet
+    writes a missing key as null), or with role "model" or "Assistant", is the model's text (the review of this
+    change found such responses written empty)."""
+    user = [{"role": "user", "content": "q"}]
+    completions = [[{"role": None, "content": "A."}], [{"role": "model", "content": "B."}],
+                   [{"role": "Assistant", "content": "C."}],
+                   [{"role": "assistant", "content": "D."}, {"role": "tool", "content": "T"}]]
+    log = _trl_log(tmp_path / "completions", {1: [{"prompt": user, "completion": c, "accuracy_reward": 1.0}
+                                                   for c in completions]})
+    assert main(["convert", "responses", str(log), "--preset", "trl", "--out", str(tmp_path / "run"),
+                 "--quiet"]) == 0
+    assert [r["response"] for r in _rows(tmp_path / "run")[0]] == ["A.", "B.", "C.", "D."]
+
+
+def test_a_named_correct_field_replaces_the_presets_thresholded_score(tmp_path):
+    log = _trl_log(tmp_path / "completions", {1: [{"prompt": "q", "completion": "a", "accuracy_reward": 0.0,
+                                                   "is_right": True}]})
+    assert main(["convert", "responses", str(log), "--preset", "trl", "--correct-field", "is_right", "--out",
+                 str(tmp_path / "run"), "--quiet"]) == 0
+    row = _rows(tmp_path / "run")[0][0]
+    assert row["correct"] is True and row["reward"] == 0.0  # the reward column is still the score

@@ -625,9 +625,10 @@ def test_completions_no_reward_function_scored_are_counted_not_logged_as_wrong(t
             if "hicra/unscored_completions" in h] == unscored
 
 
-def test_convert_reads_a_generation_batch_trl_logged_twice_once(tiny_dir, tmp_path, capsys):
+def test_convert_points_at_a_generation_batch_trl_logged_twice(tiny_dir, tmp_path, capsys):
     """With num_iterations=2 TRL logs its last generation batch at each step, so steps 1-2 and 3-4 hold the same
-    completions: converted, each batch is one step, and the command says so (before: two identical checkpoints)."""
+    completions: the command says so and how to read each batch once, and keeps every step (greedy decoding can
+    give equal steps too; before, nothing was said)."""
     import pandas as pd
 
     from hicra.cli import main
@@ -644,9 +645,16 @@ def test_convert_reads_a_generation_batch_trl_logged_twice_once(tiny_dir, tmp_pa
     assert main(["convert", "responses", str(out / "completions"), "--preset", "trl", "--score-field",
                  "reward_len", "--reward-threshold", "1", "--out", str(tmp_path / "run"), "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "read once: step 2 holds the same completions as step 1" in printed
-    assert "read once: step 4 holds the same completions as step 3" in printed
+    for later, earlier in ((2, 1), (4, 3)):
+        assert (f"note: step {later} holds the same completions as step {earlier}, row for row (TRL logs its last "
+                "generation batch at each logging step") in printed
+    assert "remove the later file to read it once" in printed
     rows = read_rollouts(tmp_path / "run").to_pylist()
-    assert [r["response"] for r in rows] == logs[0]["completion"].tolist() + logs[2]["completion"].tolist()
+    assert [r["response"] for r in rows] == [c for log in logs for c in log["completion"]]
     info = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert info["config"]["steps"] == {"0": "1", "1": "3"} and info["config"]["repeated_steps"] == {"2": "1", "4": "3"}
+    assert info["config"]["repeated_steps"] == {"2": "1", "4": "3"}
+    for path in (out / "completions" / "completions_00002.parquet", out / "completions" / "completions_00004.parquet"):
+        path.unlink()  # as the note says: each batch once
+    assert main(["convert", "responses", str(out / "completions"), "--preset", "trl", "--score-field",
+                 "reward_len", "--reward-threshold", "1", "--out", str(tmp_path / "once"), "--quiet"]) == 0
+    assert "holds the same completions" not in capsys.readouterr().out

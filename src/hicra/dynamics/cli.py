@@ -223,23 +223,24 @@ def run_convert(args) -> int:
     if result["skipped"]:  # a folder's other files and subfolders: not read, and said so
         names = ", ".join(result["skipped"][:5]) + (", ..." if len(result["skipped"]) > 5 else "")
         print(f"not read ({len(result['skipped'])}: not .jsonl or .parquet files): {names}")
-    if result["unscored"]:  # TRL rows every reward function returned None for: no verdict, no row
-        print(f"left out {len(result['unscored'])} row(s) no reward function scored (NaN in TRL's log), e.g. "
-              f"{result['unscored'][0]}")
+    if result["unscored"]:  # TRL rows whose reward function returned None: no verdict, no row
+        print(f"left out {len(result['unscored'])} row(s) whose score is NaN in TRL's log (the reward function "
+              f"returned None), e.g. {result['unscored'][0]}")
     for name, earlier in result["repeated"].items():
-        print(f"read once: step {name} holds the same completions as step {earlier} (TRL logs its last generation "
-              "batch at each logging step: with num_iterations or steps_per_generation above 1 a batch is logged "
-              "twice)")
+        print(f"note: step {name} holds the same completions as step {earlier}, row for row"
+              + (" (TRL logs its last generation batch at each logging step, so a batch that serves several "
+                 "optimizer steps is logged at each: remove the later file to read it once)"
+                 if args.preset == "trl" else ""))
     for step, name in result["steps"].items():
         print(f"step {step}: {name} ({result['rows'][name]} responses)")
     sizes = result["group_sizes"]
     if len(set(sizes.values())) > 1:  # e.g. evaluation batches among training ones
-        usual = max(set(sizes.values()), key=list(sizes.values()).count)
-        odd = [f"{name} ({size})" for name, size in sizes.items() if size != usual]
-        print(f"note: most steps have {usual} samples per prompt, these steps other numbers: {', '.join(odd[:8])}"
-              + (", ..." if len(odd) > 8 else "") + ". TRL writes its evaluation completions into the log file of "
-              "the step it evaluates at (eval_strategy), in place of the training ones; a folder of verl's "
-              "validation dumps is another run than its rollout dumps")
+        listed = [f"{name} ({size})" for name, size in sizes.items()]
+        why = {"trl": "; TRL's log keeps the last completions of training and evaluation alike, so with evaluation "
+                      "during training a step can hold evaluation completions",
+               "verl": "; a folder of verl's validation dumps is another run than its rollout dumps"}
+        print("note: the steps differ in samples per prompt (step (most common number)): "
+              f"{', '.join(listed[:8])}" + (", ..." if len(listed) > 8 else "") + why.get(args.preset, ""))
     rule = {"numeric": "by value", "numbers in the names": "by the numbers in their names",
             "first appearance": "in order of first appearance in the input (the names carry no common numbering)",
             "one step": ""}[result["step_order"]]

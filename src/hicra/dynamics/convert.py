@@ -43,11 +43,14 @@ text), content and tool calls (as JSON), not a tool's replies.
 Presets. verl: the legacy trainer's dumps carry the reward function's `acc`; the v1 trainer's (verl 0.9.1's default)
 carry none, so give `--reward-threshold` (the score is then thresholded). A rollout dump folder and a validation
 dump folder are two runs: convert them apart. TRL: its log holds the last generation batch at each logging step,
-so with `num_iterations` or `steps_per_generation` above 1 consecutive steps repeat a batch: a step whose rows equal
-the previous step's is read once (returned in "repeated"); a row whose score is NaN (every reward function returned
+so a batch that serves several optimizer steps (`num_iterations` above 1, or more optimizer steps per generation) is
+logged at each of them: a step whose rows equal the previous step's is kept and returned in "repeated", for the
+caller to say (greedy decoding can give equal steps too). A row whose score is NaN (that reward function returned
 None) has no verdict and is left out (returned in "unscored"); with `--score-field` other than `accuracy_reward`
-the threshold must be given. With evaluation during training TRL writes the evaluation completions into that step's
-file, in place of the training ones; the command points at steps whose group size differs from the others'.
+the threshold must be given, and a named `--correct-field` replaces the thresholded score. TRL's log keeps the last
+completions of training and evaluation alike, so with evaluation during training a step's file can hold evaluation
+completions: convert the log of a run without it (the command points at steps whose group size differs, which shows
+them only where `num_generations_eval` differs from `num_generations`).
 
 Groups: rows with the same prompt id in a step are samples of one group. The prompt id is the id field when there
 is one, else the first 12 hex digits of the SHA-1 of the prompt text (so samples of one prompt group together, and
@@ -279,6 +282,11 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict]]:
             yield n, row
 
 
+# roles of a completion's messages that the model did not write (a tool's or environment's replies); any other role,
+# or none, is the model's ("assistant", "model", ...)
+OTHER_ROLES = ("tool", "function", "ipython", "environment", "user", "system")
+
+
 def _content_text(content) -> str:
     """A message's content as text: a string as it is, content blocks as their text blocks joined, else ""."""
     if isinstance(content, list):
@@ -288,8 +296,8 @@ def _content_text(content) -> str:
 
 def _message_text(value, role_prefix: bool):
     """A chat-message list as text (None if `value` is not one). A prompt (`role_prefix`): "role\ncontent" per
-    message. A completion: what the model wrote, its assistant messages only (a tool's output is not the model's
-    text): each message's reasoning (`reasoning_content`, where a chat template's response schema moved the
+    message. A completion: what the model wrote, its messages of any role but `OTHER_ROLES` (a tool's output is not
+    the model's text; a message without a role is the model's): each message's reasoning (`reasoning_content`, where a chat template's response schema moved the
     `<think>` text; or `reasoning`/`thinking`), then its content, then its tool calls as JSON."""
     import json
 
@@ -301,7 +309,7 @@ def _message_text(value, role_prefix: bool):
         if role_prefix:
             parts.append(f"{m.get('role', '')}\n{_content_text(m.get('content'))}")
             continue
-        if m.get("role", "assistant") != "assistant":
+        if str(m.get("role") or "assistant").lower() in OTHER_ROLES:
             continue
         reasoning = next((m[k] for k in ("reasoning_content", "reasoning", "thinking") if m.get(k)), None)
         calls = m.get("tool_calls") or []
@@ -366,8 +374,8 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
     `strategy` column (null when the row's value is null), so the exploration test can use strategy labels; once
     named, every flat row must have it. `limit`: read at most this many rows (>= 1). Returns
     {"steps": {step index: name}, "rows": {name: n}, "step_order": rule, "skipped": [what a folder held
-    besides its .jsonl and .parquet files], "repeated": {step name: the earlier step it repeats (TRL logs, read
-    once)}, "unscored": [TRL rows no reward function scored, left out], "group_sizes": {step name: its most common
+    besides its .jsonl and .parquet files], "repeated": {step name: the earlier step whose rows it repeats, row for
+    row (kept)}, "unscored": [TRL rows no reward function scored, left out], "group_sizes": {step name: its most common
     number of samples per prompt}} (rules: module docstring); bad input
     raises `InputError` naming the file, row and field.
     """
@@ -382,6 +390,8 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
              "reward_threshold": reward_threshold, "prompt_field": prompt_field, "id_field": id_field,
              "step_field": step_field, "strategy_field": strategy_field}
     fields.update({k: v for k, v in given.items() if v is not None})
+    if correct_field is not None and reward_threshold is None:
+        fields.pop("reward_threshold", None)  # a named correctness field, not the preset's thresholded score
     if preset and score_field is not None and reward_threshold is None and \
             PRESETS[preset].get("reward_threshold") is not None and score_field != PRESETS[preset]["score_field"]:
         raise InputError(f"the {preset} preset's reward threshold ({PRESETS[preset]['reward_threshold']:g}) is "
@@ -478,7 +488,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
             if fields.get("score_field"):  # named: every row has a number there (before, a missing or non-numeric
                 sf = named("score_field", (), required=True)  # score silently became a 1/0 reward)
                 if preset == "trl" and (obj[sf] is None or (isinstance(obj[sf], float) and math.isnan(obj[sf]))):
-                    # TRL logs NaN where every reward function returned None: no verdict, so no row (counted)
+                    # TRL logs NaN where the reward function returned None: no verdict, so no row (counted)
                     unscored.append((path, line_no))
                     continue
                 score = _score(obj[sf], path, line_no, sf)
@@ -491,8 +501,8 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                                      field="correct")
                 value = obj[cf]
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and value not in (0, 1):
-                    raise InputError(f"correctness must be true/false or 0/1, got {value!r}: a partial-credit "
-                                     "score, not a label (read a score: --score-field NAME --reward-threshold T)",
+                    raise InputError(f"correctness must be true/false or 0/1, got {value!r}: a score, not a label "
+                                     "(read a score: --score-field NAME --reward-threshold T)",
                                      **_at(path, line_no), field=cf)
                 correct = read_correctness(value, field=cf, **_at(path, line_no))
             reward = score if score is not None else (1.0 if correct else 0.0)
@@ -556,20 +566,14 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
     if not by_model:
         raise InputError("no responses to convert", path=str(files[0]) if len(files) == 1 else None)
     names, order_rule = step_order(list(by_model), step_values, field=step_field, where=step_where)
-    repeated: dict[str, str] = {}  # step name -> the earlier step whose completions it repeats (TRL)
-    if preset == "trl":
-        # TRL writes its last generation batch at each logging step: with num_iterations or steps_per_generation
-        # above 1, consecutive logs hold one batch twice; it is one step of rollouts, read once
-        def content(name):
-            return [(r["prompt_id"], r["response"], r["reward"], r["correct"]) for r in by_model[name]]
+    # a step whose rows equal the previous step's, row for row: TRL writes its last generation batch at each logging
+    # step, so a batch that serves several optimizer steps is logged at each; kept (greedy decoding can give equal
+    # steps too) and returned, for the caller to say
+    def content(name):
+        return [(r["prompt_id"], r["response"], r["reward"], r["correct"]) for r in by_model[name]]
 
-        kept = [names[0]]
-        for name in names[1:]:
-            if content(name) == content(kept[-1]):
-                repeated[name] = kept[-1]
-            else:
-                kept.append(name)
-        names = kept
+    repeated = {later: earlier for earlier, later in zip(names, names[1:], strict=False)
+                if content(later) == content(earlier)}
     writer = RolloutWriter(out_dir)
     steps, group_sizes = {}, {}
     for step, name in enumerate(names):
