@@ -757,3 +757,16 @@ def test_verl_main_refuses_settings_that_would_turn_hicra_off_or_mislead_it(chan
         OmegaConf.create(change))
     problem = config_problem(cfg)
     assert problem == message if message is None else message in problem, problem
+
+
+def test_verl_main_notes_what_runs_but_may_surprise():
+    from omegaconf import OmegaConf
+
+    from hicra.integrations.verl_main import config_notes
+
+    cfg = OmegaConf.create({"actor_rollout_ref": {"actor": {}}, "algorithm": {}, "hicra": {"alpha": 0.2}})
+    assert [n.split(" ")[0] for n in config_notes(cfg)] == ["algorithm.adv_estimator=gae"]  # verl's default
+    cfg.algorithm.adv_estimator = "grpo"
+    assert config_notes(cfg) == []
+    cfg.actor_rollout_ref.actor.policy_loss = {"loss_mode": "kl_cov"}
+    assert len(config_notes(cfg)) == 1 and "loss_mode=kl_cov picks the tokens" in config_notes(cfg)[0]

@@ -163,6 +163,20 @@ def _gated_problem(config, v1: bool, rollout_n) -> str | None:
     return None
 
 
+def config_notes(config) -> list[str]:
+    """What a verl config does with HICRA that a user may not expect (printed, not refused): one line each."""
+    notes = []
+    estimator = str(config.algorithm.get("adv_estimator", "gae"))
+    if estimator == "gae":
+        notes.append("algorithm.adv_estimator=gae (verl's default): HICRA amplifies GAE's per-token advantages and "
+                     "the run trains a critic; the paper's setting is algorithm.adv_estimator=grpo")
+    mode = str((config.actor_rollout_ref.actor.get("policy_loss") or {}).get("loss_mode", "vanilla"))
+    if mode in ("clip_cov", "kl_cov"):
+        notes.append(f"policy_loss.loss_mode={mode} picks the tokens it clips or penalises from the advantages, so "
+                     "HICRA's amplification changes which tokens those are")
+    return notes
+
+
 def uses_estimator(config) -> bool:
     """True when the run uses the legacy `hicra` estimator (and its plumbing) instead of the actor loss."""
     return str(config.algorithm.get("adv_estimator", "gae")) == "hicra"
@@ -267,6 +281,8 @@ def main() -> None:
         if problem:
             print(f"hicra verl_main: error: {problem}; see docs/scale.md", file=sys.stderr)
             sys.exit(2)
+        for note in config_notes(config):
+            print(f"hicra verl_main: note: {note}", file=sys.stderr)
         v1 = bool(config.trainer.get("use_v1", False))
         run_ppo(config, task_runner_class=task_runner_class_v1() if v1 else task_runner_class())
 
