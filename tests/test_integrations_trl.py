@@ -658,3 +658,76 @@ def test_convert_points_at_a_generation_batch_trl_logged_twice(tiny_dir, tmp_pat
     assert main(["convert", "responses", str(out / "completions"), "--preset", "trl", "--score-field",
                  "reward_len", "--reward-threshold", "1", "--out", str(tmp_path / "once"), "--quiet"]) == 0
     assert "holds the same completions" not in capsys.readouterr().out
+
+
+MULTI_PROCESS_SCRIPT = '''
+import json, sys, torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from hicra.integrations.trl import HICRAConfig, HICRATrainer
+
+tiny, out, per_device, source = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+
+
+def sometimes_none(completions, **kwargs):
+    return [None if len(c) % 2 else float(len(c) % 3 == 0) for c in completions]
+
+
+args = HICRAConfig(output_dir=out, max_steps=2, use_cpu=True, bf16=False, per_device_train_batch_size=per_device,
+                   num_generations=4, max_completion_length=12, learning_rate=1e-3, report_to=[],
+                   save_strategy="no", seed=0, logging_steps=1, mask_source=source, dataloader_num_workers=0)
+data = Dataset.from_list([{"prompt": f"{a} + {b} =\\n", "id": f"p{a}{b}"} for a in range(4) for b in range(4)])
+try:
+    trainer = HICRATrainer(model=AutoModelForCausalLM.from_pretrained(tiny), reward_funcs=sometimes_none, args=args,
+                           train_dataset=data, processing_class=AutoTokenizer.from_pretrained(tiny))
+except ValueError as exc:
+    print("REFUSED:", exc, file=sys.stderr)
+    sys.exit(3)
+torch.manual_seed(trainer.accelerator.process_index)
+trainer.train()
+if trainer.accelerator.is_main_process:
+    with open(out + "/log_history.json", "w") as f:
+        json.dump(trainer.state.log_history, f)
+'''
+
+
+def _torchrun(tmp_path, tiny_dir, out, per_device, source):
+    import subprocess
+    import sys
+
+    script = tmp_path / "two_processes.py"
+    script.write_text(MULTI_PROCESS_SCRIPT)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    return subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tiny_dir),
+                           str(out), str(per_device), source], capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+
+
+def test_two_processes_write_one_run_directory_and_count_unscored_completions_globally(tiny_dir, tmp_path):
+    """Two CPU processes (torchrun, gloo): each writes its part of a step's rows (parts 0 and 1), every row is a
+    scored completion, and hicra/unscored_completions counts the whole generation batch (both processes)."""
+    from hicra.dynamics.records import list_rollout_files, read_rollouts
+
+    out = tmp_path / "run"
+    done = _torchrun(tmp_path, tiny_dir, out, 4, "planning")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [(step, part) for step, part, _ in list_rollout_files(out)] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    rows = read_rollouts(out).to_pylist()
+    history = json.loads((out / "log_history.json").read_text())
+    unscored = [h["hicra/unscored_completions"] for h in history if "hicra/unscored_completions" in h]
+    assert len(unscored) == 2
+    assert len(rows) == 2 * 8 - sum(unscored)  # 8 completions a step over both processes
+    assert all(len(r["response"]) % 2 == 0 for r in rows)
+    for step in (0, 1):  # each process holds one whole group of 4: sample_idx 0..3 within it
+        groups = {}
+        for r in rows:
+            if r["step"] == step:
+                groups.setdefault(r["prompt_id"], []).append(r["sample_idx"])
+        assert all(len(set(v)) == len(v) and max(v) < 4 for v in groups.values())
+
+
+def test_two_processes_refuse_gated_when_a_process_holds_part_of_a_group(tiny_dir, tmp_path):
+    done = _torchrun(tmp_path, tiny_dir, tmp_path / "run", 2, "gated")
+    assert done.returncode != 0
+    assert ("mask source 'gated' needs each process to hold whole groups: in training a process holds 2 completions"
+            in done.stderr), done.stderr[-2000:]
