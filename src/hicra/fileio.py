@@ -120,6 +120,22 @@ def check_writable(path: str | os.PathLike, field: str | None = None) -> None:
             return
 
 
+def _flock(fd: int, on_busy: Callable[[], None]) -> bool:
+    """Take an exclusive `flock` on the open `fd`: at once if free, else after `on_busy()` (which may raise instead)
+    and a wait. False where the file system has no locks (some network mounts): nothing then tells whether another
+    process is at work."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        on_busy()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def dir_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive advisory lock (`flock`) on the folder `path`, made if absent, for the block. A second
@@ -128,7 +144,7 @@ def dir_lock(path: str | os.PathLike) -> Iterator[None]:
     (not POSIX) or the file system has no locks, the block runs unlocked."""
     path = Path(path)
     try:
-        import fcntl
+        import fcntl  # noqa: F401
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
@@ -137,14 +153,13 @@ def dir_lock(path: str | os.PathLike) -> Iterator[None]:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
         raise _cannot_write(exc, path) from None
+
+    def refuse() -> None:
+        raise InputError("another process is writing this run directory now: wait for it to end, or write "
+                         "elsewhere", path=str(path)) from None
+
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError("another process is writing this run directory now: wait for it to end, or write "
-                             "elsewhere", path=str(path)) from None
-        except OSError:  # a file system without locks (some network mounts): unlocked, as before the lock existed
-            pass
+        _flock(fd, refuse)
         yield
     finally:
         os.close(fd)
@@ -158,7 +173,7 @@ def file_lock(path: str | os.PathLike, on_wait: Callable[[Path], None] | None = 
     process is at work). A killed holder frees the lock. InputError (one line) when the file cannot be made."""
     path = Path(path)
     try:
-        import fcntl
+        import fcntl  # noqa: F401
     except ImportError:  # pragma: no cover - not POSIX
         yield False
         return
@@ -170,17 +185,7 @@ def file_lock(path: str | os.PathLike, on_wait: Callable[[Path], None] | None = 
     except OSError as exc:
         raise _cannot_write(exc, path) from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            locked = True
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait(path)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            locked = True
-        except OSError:  # a file system without locks (some network mounts)
-            locked = False
-        yield locked
+        yield _flock(fd, lambda: on_wait(path) if on_wait is not None else None)
     finally:
         os.close(fd)
 
@@ -379,15 +384,20 @@ def read_jsonl(path: str | os.PathLike, what: str = "file", objects: bool = True
             yield line_no, value
 
 
-def read_correctness(value: Any, path: str | os.PathLike, row: int, field: str, table_row: bool = False) -> bool:
+def read_correctness(value: Any, path: str | os.PathLike, row: int, field: str, table_row: bool = False,
+                     score_hint: str = "") -> bool:
     """A record's correctness flag as a bool: JSON true/false, the numbers 0 and 1, or the strings "true"/"false"
-    (any case). Anything else raises InputError naming the file, the row (1-based) and the field."""
+    (any case). Anything else raises InputError naming the file, the row (1-based) and the field; another number is
+    called a score, not a label, followed by `score_hint` (how the caller reads a score instead)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
+    if isinstance(value, (int, float)):
+        raise InputError(f"correctness must be true/false or 0/1, got {value!r}: a score, not a label{score_hint}",
+                         path=str(path), row=row, field=field, table_row=table_row)
     raise InputError(f"correctness must be true/false, got {value!r}", path=str(path), row=row, field=field,
                      table_row=table_row)
 

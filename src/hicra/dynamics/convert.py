@@ -499,12 +499,8 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                 if cf is None:
                     raise InputError("missing correctness label (correct / is_correct)", **_at(path, line_no),
                                      field="correct")
-                value = obj[cf]
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and value not in (0, 1):
-                    raise InputError(f"correctness must be true/false or 0/1, got {value!r}: a score, not a label "
-                                     "(read a score: --score-field NAME --reward-threshold T)",
-                                     **_at(path, line_no), field=cf)
-                correct = read_correctness(value, field=cf, **_at(path, line_no))
+                correct = read_correctness(obj[cf], field=cf, **_at(path, line_no),
+                                           score_hint=" (read a score: --score-field NAME --reward-threshold T)")
             reward = score if score is not None else (1.0 if correct else 0.0)
             if step_value is None:
                 if step_named:

@@ -167,18 +167,17 @@ class HICRAPlumbing:
         """[B, T] strategic-gram mask of right-padded `responses` (False on padding)."""
         return self.tagger.padded_masks(responses, response_mask)
 
-    def planning_mask(self, data) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mask used for the advantages, SG mask) for a verl `DataProto` holding `responses`."""
+    def planning_mask(self, data, sampled_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask used for the advantages, SG mask) for a verl `DataProto` holding `responses`. `sampled_mask`: the
+        response mask from before verl's rollout correction zeroed rejected tokens (the SG mask is tagged through
+        it, so a rejected response keeps its planning tokens in the rows); default the batch's response mask."""
         if "responses" not in data.batch.keys():
             raise KeyError("the batch has no 'responses': HICRA's plumbing needs the response token ids "
                            "(verl's legacy trainer path, trainer.use_v1=False)")
         responses = data.batch["responses"]
         rmask = data.batch["response_mask"] if "response_mask" in data.batch.keys() else \
             data.batch["attention_mask"][:, -responses.size(1):]
-        # the response tokens the policy wrote: the response mask before verl's rollout correction zeroed the
-        # rejected ones (kept by the installed hook), so a rejected response keeps its planning tokens in the rows
-        written = data.batch[SAMPLED_MASK_KEY] if SAMPLED_MASK_KEY in data.batch.keys() else rmask
-        sg = self.sg_mask(responses, written)
+        sg = self.sg_mask(responses, rmask if sampled_mask is None else sampled_mask)
         mask = amplification_mask(self.mask_source, rmask.bool(), planning_mask=sg & rmask.bool(),
                                   placebo_rate=self.placebo_rate, generator=self.generator)
         return mask, sg
@@ -189,23 +188,21 @@ class HICRAPlumbing:
         """Drop-in for `verl.trainer.ppo.ray_trainer.compute_advantage(data, adv_estimator, ...)`."""
         original = self._original or _verl_compute_advantage()
         name = getattr(adv_estimator, "value", adv_estimator)
+        # kept by the installed rollout-correction hook for this call only: not sent on to the workers
+        sampled = data.batch.pop(SAMPLED_MASK_KEY) if SAMPLED_MASK_KEY in data.batch.keys() else None
         if name != ESTIMATOR_NAME:
-            if SAMPLED_MASK_KEY in data.batch.keys():  # kept by the installed hook; only the hicra estimator reads it
-                data.batch.pop(SAMPLED_MASK_KEY)
             return original(data, adv_estimator, *args, **kwargs)
         if "response_mask" not in data.batch.keys():
             from verl.trainer.ppo.ray_trainer import compute_response_mask
 
             data.batch["response_mask"] = compute_response_mask(data)
-        mask, sg = self.planning_mask(data)
-        if SAMPLED_MASK_KEY in data.batch.keys():
-            data.batch.pop(SAMPLED_MASK_KEY)  # not sent on to the workers
+        mask, sg = self.planning_mask(data, sampled)
         data.batch["planning_mask"] = mask
         with planning_mask_context(mask, self.alpha):
             data = original(data, adv_estimator, *args, **kwargs)
         # verl's global step: the batch's, else the one the installed hook saw this step, else a call count
-        step = data.meta_info.get("global_steps", self.trainer_step if self.trainer_step is not None else self.calls)
-        step = int(step)
+        step = int(data.meta_info.get("global_steps",
+                                      self.trainer_step if self.trainer_step is not None else self.calls))
         self.calls += 1
         if self.run_dir is not None:
             self.dump(data, step, sg)

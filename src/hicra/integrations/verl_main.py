@@ -46,8 +46,8 @@ def hicra_options(config) -> dict:
 
 
 def loss_options(config) -> dict:
-    """`hicra_options(config)` plus the group size (rollout.n), with which `HICRALoss` checks that the gated source
-    sees whole groups."""
+    """`hicra_options(config)` plus the group size (rollout.n), with which `HICRALoss` reports the groups the gated
+    source sees in part."""
     n = ((config.get("actor_rollout_ref") or {}).get("rollout") or {}).get("n")
     return hicra_options(config) | ({"group_size": int(n)} if n is not None else {})
 
@@ -85,7 +85,7 @@ def config_problem(config) -> str | None:
     actor = config.actor_rollout_ref.actor
     rollout_n = ((config.actor_rollout_ref.get("rollout") or {}).get("n"))
     alpha = opts.get("alpha", 0.2)  # HICRALoss's and HICRAPlumbing's default
-    if alpha > 0 and str((actor.get("policy_loss") or {}).get("loss_mode", "vanilla")) == "geo_mean":
+    if alpha > 0 and _loss_mode(config) == "geo_mean":
         return ("actor_rollout_ref.actor.policy_loss.loss_mode=geo_mean (GMPO) averages each response's advantages "
                 "into one value, so the amplification of planning tokens would be spread over the whole response: "
                 "use another loss mode")
@@ -124,6 +124,11 @@ def config_problem(config) -> str | None:
     return None
 
 
+def _loss_mode(config) -> str:
+    """The actor's policy loss (`actor_rollout_ref.actor.policy_loss.loss_mode`, verl's default "vanilla")."""
+    return str((config.actor_rollout_ref.actor.get("policy_loss") or {}).get("loss_mode", "vanilla"))
+
+
 def _distillation_problem(config) -> str | None:
     """A top-k distillation loss calls the actor's loss as a logits processor, a call HICRALoss does not take."""
     dist = config.get("distillation") or {}
@@ -144,7 +149,7 @@ def _distillation_problem(config) -> str | None:
 
 def _gated_problem(config, v1: bool, rollout_n) -> str | None:
     """The gated rule compares each response with its group, so each micro-batch must hold whole groups: what in
-    the config splits them. (HICRALoss also checks each micro-batch, with the group size.)"""
+    the config splits them. (HICRALoss also reports, per micro-batch, the share of groups it holds in part.)"""
     actor = config.actor_rollout_ref.actor
     if not v1 and bool(config.trainer.get("balance_batch", True)):
         return ("mask source 'gated' needs whole groups in each micro-batch, and trainer.balance_batch=True "
@@ -170,7 +175,7 @@ def config_notes(config) -> list[str]:
     if estimator == "gae":
         notes.append("algorithm.adv_estimator=gae (verl's default): HICRA amplifies GAE's per-token advantages and "
                      "the run trains a critic; the paper's setting is algorithm.adv_estimator=grpo")
-    mode = str((config.actor_rollout_ref.actor.get("policy_loss") or {}).get("loss_mode", "vanilla"))
+    mode = _loss_mode(config)
     if mode in ("clip_cov", "kl_cov"):
         notes.append(f"policy_loss.loss_mode={mode} picks the tokens it clips or penalises from the advantages, so "
                      "HICRA's amplification changes which tokens those are")

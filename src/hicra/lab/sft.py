@@ -366,6 +366,17 @@ def _unfinished(out: Path) -> InputError:
     return InputError("exists but holds no warm_start.json (not a finished warm start): remove it", path=str(out))
 
 
+def _finished(out: Path, log) -> bool:
+    """Whether the cache folder `out` holds a finished warm start (logged as reused); InputError when it exists
+    without one (only a rename of a finished build makes the folder: refused before training, not after)."""
+    if (out / "warm_start.json").exists():
+        log(f"warm start: reusing {out}")
+        return True
+    if out.exists():
+        raise _unfinished(out)
+    return False
+
+
 def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = True, log=print,
                device: str = "cpu", threads: int = 1) -> Path:
     """Train (or load from the cache) the warm-start model; returns its directory (model + tokenizer +
@@ -390,19 +401,13 @@ def warm_start(cfg: WarmStartConfig, cache_root: str | Path, progress: bool = Tr
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     out = warm_start_dir(cfg, cache_root)
-    if (out / "warm_start.json").exists():
-        log(f"warm start: reusing {out}")
+    if _finished(out, log):  # no lock needed to reuse a build (a cache may be read-only)
         return out
-    if out.exists():  # only a rename of a finished build makes this folder: refuse before training, not after
-        raise _unfinished(out)
     lock = out.with_name(f".{out.name}.lock")
     with file_lock(lock, on_wait=lambda _: log(f"warm start: another process is building {out}; waiting for it")) \
             as locked:
-        if (out / "warm_start.json").exists():  # built while this process waited
-            log(f"warm start: reusing {out}")
+        if _finished(out, log):  # built while this process waited
             return out
-        if out.exists():
-            raise _unfinished(out)
         if locked:  # no other build of this key runs, so its temp folders were left by killed builds
             for stale in sorted(out.parent.glob(f"{out.name}.tmp*")):
                 shutil.rmtree(stale, ignore_errors=True)

@@ -261,7 +261,6 @@ class Lexicon:
             return cls.preset(s)
         if Path(s).exists() or any(c in s for c in "/\\."):
             return cls.load(s)
-        if s not in cls.presets():
-            raise InputError(f"unknown lexicon preset {s!r} and no lexicon file of that name; presets: "
-                             f"{', '.join(cls.presets())}")
-        return cls.preset(s)
+        # a preset name returned above, so this is neither a preset nor a file
+        raise InputError(f"unknown lexicon preset {s!r} and no lexicon file of that name; presets: "
+                         f"{', '.join(cls.presets())}")
