@@ -530,3 +530,64 @@ def test_every_public_algorithm_name_is_importable_from_the_package_root():
     for name in algorithms.__all__:
         assert getattr(hicra, name) is getattr(algorithms, name)
     from hicra import gradient_mass, mass_matched_placebo_mask  # noqa: F401 - the reviewer's failing import
+
+
+def test_public_names_are_listed_by_dir_and_one_name_per_concept():
+    import hicra
+    import hicra.study
+
+    assert {"hicra_advantages", "policy_loss", "PlanningTagger", "run_study"} <= set(dir(hicra))
+    assert hicra.planning_rate is hicra.planning_ratio  # the old name stays, as the same function
+    assert not [name for name in hicra.study.__all__ if name.startswith("_")]
+
+
+def _padded_batch(poison: float):
+    """A [2, 4] batch whose padding (the last token of row 0, the last two of row 1) holds `poison`."""
+    resp = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    adv = torch.tensor([[0.5, 0.5, 0.5, poison], [-1.0, -1.0, poison, poison]])
+    old = torch.tensor([[-1.0, -0.5, -2.0, poison], [-0.3, -1.2, poison, poison]])
+    return resp, adv, old
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf"), 1e30])
+@pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+@pytest.mark.parametrize("poisoned", ["advantages", "log-probs", "both"])
+def test_padding_values_reach_neither_loss_nor_gradient(poison, aggregation, poisoned):
+    resp, adv, old = _padded_batch(poison)
+    clean_adv, clean_old = torch.where(resp, adv, 0.0), torch.where(resp, old, 0.0)
+    adv = adv if poisoned in ("advantages", "both") else clean_adv
+    old = old if poisoned in ("log-probs", "both") else clean_old
+    grads = []
+    for a, o in ((adv, old), (clean_adv, clean_old)):
+        weight = torch.tensor([0.3, -0.2], requires_grad=True)  # a "model": log-probs depend on the weights
+        logprobs = o + 0.1 * weight.sum() * torch.ones_like(o)
+        loss, _ = policy_loss(logprobs, o, a, resp, aggregation=aggregation, clip_ratio_c=3.0)
+        loss.backward()
+        grads.append((float(loss.detach()), weight.grad.clone()))
+    assert math.isfinite(grads[0][0]) and grads[0][0] == grads[1][0]
+    assert torch.isfinite(grads[0][1]).all() and torch.equal(grads[0][1], grads[1][1])
+
+
+def test_gradient_mass_ignores_padding_values():
+    from hicra.algorithms import gradient_mass
+
+    resp, adv, logp = _padded_batch(float("nan"))
+    plan = torch.tensor([[1, 0, 0, 0], [0, 1, 0, 0]], dtype=torch.bool)
+    poisoned = gradient_mass(logp, resp, plan, adv, 0.2)
+    clean = gradient_mass(torch.where(resp, logp, 0.0), resp, plan, torch.where(resp, adv, 0.0), 0.2)
+    assert poisoned == clean and all(math.isfinite(v) for v in clean.values())
+
+
+def test_lists_arrays_and_numpy_seeds_are_accepted():
+    resp = torch.ones(2, 3, dtype=torch.bool)
+    plan = torch.tensor([[1, 0, 0], [0, 0, 1]], dtype=torch.bool)
+    expected = hicra_advantages(torch.tensor([1.0, -2.0]), plan, 0.2)
+    assert torch.equal(hicra_advantages([1.0, -2.0], plan, 0.2), expected)
+    assert torch.equal(hicra_advantages(np.array([1.0, -2.0], dtype=np.float32), plan, 0.2), expected)
+    assert torch.equal(hicra_advantages(torch.tensor([1, -2]), plan, 0.2), expected)  # integers: default float
+    logp = torch.full((2, 3), -0.5)
+    assert policy_loss(logp, logp, np.array([1.0, -2.0]), resp)[0] == policy_loss(logp, logp, torch.tensor(
+        [1.0, -2.0]), resp)[0]
+    assert torch.equal(placebo_mask(resp, 0.5, np.int64(3)), placebo_mask(resp, 0.5, 3))
+    with pytest.raises(TypeError, match="got str"):
+        placebo_mask(resp, 0.5, "3")

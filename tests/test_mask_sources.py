@@ -19,7 +19,7 @@ from hicra.algorithms import (
     high_entropy_mask,
     mass_matched_placebo_mask,
     placebo_mask,
-    planning_rate,
+    planning_ratio,
     policy_loss,
 )
 
@@ -54,7 +54,7 @@ def test_each_source_against_its_definition():
     high = high_entropy_mask(ent, resp, 0.2)
     assert torch.equal(amplification_mask("high-entropy", resp, entropies=ent), high)
     assert torch.equal(amplification_mask("sg+entropy", resp, planning_mask=plan, entropies=ent), high & plan)
-    rate = planning_rate(plan, resp)
+    rate = planning_ratio(plan, resp)
     assert rate == float((plan & resp).sum()) / float(resp.sum())
     placebo = amplification_mask("placebo", resp, planning_mask=plan, generator=3)
     assert torch.equal(placebo, placebo_mask(resp, rate, 3)) and int(placebo.sum()) == int((plan & resp).sum())
@@ -203,7 +203,7 @@ def test_mass_matched_placebo_edges():
     confident = torch.where(plan, -5.0, -1e-4)  # planning tokens uncertain, the rest near-certain: little mass
     allrest = mass_matched_placebo_mask(resp, plan, confident, adv, 0)
     assert torch.equal(allrest, resp & ~plan)
-    count = placebo_mask(resp, planning_rate(plan, resp), 0)
+    count = placebo_mask(resp, planning_ratio(plan, resp), 0)
     assert gradient_mass(confident, resp, count, adv, 0.2)["update_change"] < 0.5 * gradient_mass(
         confident, resp, plan, adv, 0.2)["update_change"]
     for missing in ("logprobs", "advantages", "planning_mask"):

@@ -275,3 +275,11 @@ def test_detector_state_records_the_reference_draw():
     old = {k: v for k, v in state.items() if k != "reference_draw"}
     with pytest.raises(ValueError, match="drawn from 'all' tokens"):
         OnlineConsolidationDetector().load_state_dict(old)
+
+
+def test_class_perplexities_take_bfloat16_logprobs():
+    lp = torch.tensor([[-0.5, -2.0, -0.25, -1.5], [-1.0, -0.75, -0.5, -4.0]])  # exact in bfloat16
+    resp = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    plan = torch.tensor([[0, 1, 0, 0], [0, 0, 1, 0]], dtype=torch.bool)
+    assert execution_perplexity(lp.bfloat16(), resp, plan) == execution_perplexity(lp, resp, plan)
+    assert class_perplexities(lp.bfloat16(), resp, plan, 3) == class_perplexities(lp, resp, plan, 3)

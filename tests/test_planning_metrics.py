@@ -97,3 +97,9 @@ def test_fork_token_overlap_hand_computed():
     assert math.isnan(none["high_entropy_share_of_planning"])
     given = fork_token_overlap(ent, plan, response_mask=valid, high_entropy_mask=ent > 2.5)
     assert given["n_high_entropy"] == 3 and given["n_both"] == 2
+
+
+def test_fork_token_overlap_takes_bfloat16_entropies():
+    ent = torch.tensor([[0.5, 2.0, 0.25, 1.5]])  # exact in bfloat16
+    plan = torch.tensor([[False, True, False, True]])
+    assert fork_token_overlap(ent.bfloat16(), plan, quantile=0.5) == fork_token_overlap(ent, plan, quantile=0.5)

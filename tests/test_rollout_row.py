@@ -31,3 +31,60 @@ def test_bad_row_fails_at_the_writer_naming_the_field(tmp_path):
                       correct=True)
     with pytest.raises(InputError, match="logprobs"):
         RolloutWriter(tmp_path).write_step(0, [row])
+
+
+@pytest.mark.parametrize(("value", "expected"), [(True, True), (0, False), (1.0, True), (np.bool_(False), False),
+                                                 (torch.tensor(True), True), ("false", False), ("TRUE", True)])
+def test_correct_is_read_as_a_flag_not_cast(value, expected):
+    row = rollout_row(prompt_id="p", sample_idx=0, response="x", token_ids=[1], reward=0.0, correct=value,
+                      truncated=value)
+    assert row["correct"] is expected and row["truncated"] is expected
+
+
+@pytest.mark.parametrize("value", ["no", 0.5, float("nan"), 7, None])
+def test_a_value_a_cast_would_read_as_true_is_refused(value):
+    # bool("no"), bool(0.5), bool(nan) and bool(7) are all True: the label would have been written as correct
+    with pytest.raises(ValueError, match="correct must be true/false"):
+        rollout_row(prompt_id="p", sample_idx=0, response="x", token_ids=[1], reward=0.0, correct=value)
+
+
+def test_planning_mask_holds_only_flags():
+    row = rollout_row(prompt_id="p", sample_idx=0, response="x", token_ids=[1, 2], reward=0.0, correct=True,
+                      planning_mask=torch.tensor([0, 1]))
+    assert row["planning_mask"].tolist() == [False, True]
+    with pytest.raises(ValueError, match="planning_mask must hold true/false or 0/1, got 7 at position 1"):
+        rollout_row(prompt_id="p", sample_idx=0, response="x", token_ids=[1, 2], reward=0.0, correct=True,
+                    planning_mask=[0, 7])
+
+
+def test_bfloat16_tensors_are_accepted(tmp_path):
+    lp = torch.tensor([-0.5, -0.25], dtype=torch.bfloat16)
+    row = rollout_row(prompt_id="p", sample_idx=0, response="x", token_ids=[1, 2], reward=0.0, correct=True,
+                      logprobs=lp, entropies=lp.abs())
+    assert row["logprobs"].tolist() == [-0.5, -0.25]
+    RolloutWriter(tmp_path).write_step(0, [{**row, "logprobs": lp}])  # a dict row with the tensor itself
+    assert read_rollouts(tmp_path).to_pylist()[0]["logprobs"] == [-0.5, -0.25]
+
+
+def test_dict_rows_are_read_as_a_foreign_file_is(tmp_path):
+    # 0/1 flags, an integer prompt id and tensors: what `.tolist()` of a trainer's tensors gives
+    rows = [{"prompt_id": 3, "sample_idx": 0, "response": "x", "token_ids": torch.tensor([1, 2]), "reward": 1.0,
+             "correct": 1, "planning_mask": torch.tensor([0, 1]).tolist()},
+            {"prompt_id": 3, "sample_idx": 1, "response": "y", "token_ids": [4], "reward": 0.0, "correct": 0,
+             "planning_mask": None}]
+    RolloutWriter(tmp_path).write_step(2, rows)
+    table = read_rollouts(tmp_path).to_pylist()
+    assert [(r["prompt_id"], r["correct"], r["planning_mask"]) for r in table] == [("3", True, [False, True]),
+                                                                                 ("3", False, None)]
+
+
+def test_dict_rows_bad_values_name_the_row_and_field(tmp_path):
+    base = {"prompt_id": "p", "sample_idx": 0, "response": "x", "token_ids": [1], "reward": 1.0, "correct": True}
+    writer = RolloutWriter(tmp_path)
+    with pytest.raises(InputError, match=r"row 2 \(1-based\), field 'correct': .* must be 0 or 1"):
+        writer.write_step(0, [{**base, "correct": 1}, {**base, "sample_idx": 1, "correct": 7}])
+    with pytest.raises(InputError, match=r"row 1 \(1-based\), field 'planing_mask': not a rollout column"):
+        writer.write_step(0, [{**base, "planing_mask": [True]}])  # a typo is not dropped silently
+    with pytest.raises(InputError, match=r"row 2 \(1-based\), field 'reward': values of mixed or unsupported types"):
+        writer.write_step(0, [base, {**base, "sample_idx": 1, "reward": "high"}])
+    assert not list((tmp_path / "rollouts").iterdir())  # nothing written

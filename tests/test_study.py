@@ -518,7 +518,8 @@ def test_warm_start_builds_flags_a_group_whose_runs_started_from_different_build
 
 def test_error_fall_order_per_run_and_sign_test():
     """Planted error curves: execution falls around step 20, planning around step 50 (or not at all)."""
-    from hicra.study import _order_summary, error_fall_order
+    from hicra.study import error_fall_order
+    from hicra.study.statistics import _order_summary
 
     x = np.arange(80)
     early = np.interp(x, [0, 10, 30, 79], [0.5, 0.5, 0.1, 0.1])
@@ -1787,3 +1788,23 @@ def test_study_workers_end_with_the_study_process():
         # the study process itself (which runs _worker_init for its in-process runs) must outlive its shell (nohup)
         out = subprocess.run([sys.executable, "-c", code.format(init)], capture_output=True, text=True, check=True)
         assert out.stdout.strip() == signal, init
+
+
+def test_summarize_takes_a_preset_by_name(smoke):
+    out, _ = smoke
+    by_name = summarize(out / "summaries", "smoke", ["grpo", "hicra"], 1, 2)
+    assert by_name == summarize(out / "summaries", PRESETS["smoke"], ["grpo", "hicra"], 1, 2)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"preset": "nope"}, "field 'preset': unknown study preset 'nope'; known: smoke, quick"),
+    ({"arms": ["bogus"]}, r"field 'arms': unknown arm\(s\) \['bogus'\]; known: grpo"),
+    ({"arms": []}, r"field 'arms': unknown arm\(s\) \[\]"),
+    ({"arms": ["grpo", "grpo"]}, "an arm is listed twice"),
+])
+def test_run_study_refuses_unknown_presets_and_arms_before_writing(tmp_path, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        run_study(tmp_path / "s", **{"preset": "smoke", **kwargs}, progress=False, log=_quiet)
+    with pytest.raises(InputError, match=message):
+        summarize(tmp_path, kwargs.get("preset", "smoke"), kwargs.get("arms", ["grpo"]), 1)
+    assert not (tmp_path / "s").exists()

@@ -17,7 +17,7 @@ _PUBLIC = {
         "AGGREGATIONS", "grpo_advantages", "drgrpo_advantages", "rloo_advantages", "hicra_advantages",
         "high_entropy_mask", "placebo_mask", "mass_matched_placebo_mask", "MASK_SOURCES", "MASK_SOURCE_ALIASES",
         "ENTROPY_MASK_SOURCES", "LOGPROB_MASK_SOURCES", "HIGH_ENTROPY_QUANTILE", "GATED_ENTROPY_TOP",
-        "canonical_mask_source", "planning_rate", "gradient_mass", "gated_mask", "amplification_mask", "policy_loss",
+        "canonical_mask_source", "planning_ratio", "planning_rate", "gradient_mass", "gated_mask", "amplification_mask", "policy_loss",
         "k3_kl"), "hicra.algorithms"),
     # planning tokens
     "Lexicon": "hicra.planning.lexicon",
@@ -41,3 +41,8 @@ def __getattr__(name: str):
     if module is None:
         raise AttributeError(f"module 'hicra' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    """The public names too (they are resolved lazily), for tab completion."""
+    return sorted({*globals(), *_PUBLIC})

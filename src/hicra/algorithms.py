@@ -23,6 +23,7 @@ See docs/algorithms.md for defaults and every difference from verl 0.9.1 and TRL
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -45,6 +46,7 @@ __all__ = [
     "GATED_ENTROPY_TOP",
     "canonical_mask_source",
     "planning_rate",
+    "planning_ratio",
     "gradient_mass",
     "gated_mask",
     "amplification_mask",
@@ -201,6 +203,15 @@ def _as_bool_mask(mask: Any, name: str) -> torch.Tensor:
     return m
 
 
+def _as_float_tensor(values: Any, like: torch.Tensor | None = None) -> torch.Tensor:
+    """A floating tensor as it is; a list, array or integer tensor as a tensor of `like`'s dtype and device (default:
+    torch's default float dtype, on the CPU)."""
+    if isinstance(values, torch.Tensor) and values.is_floating_point():
+        return values
+    dtype = like.dtype if like is not None else torch.get_default_dtype()
+    return torch.as_tensor(values, dtype=dtype, device=None if like is None else like.device)
+
+
 def _token_advantages(advantages: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Broadcast [B] sequence advantages to [B, T] (a view, never written to), or check a [B, T] tensor's shape."""
     if advantages.dim() == 1:
@@ -229,9 +240,11 @@ def hicra_advantages(advantages: torch.Tensor, planning_mask: Any, alpha: float)
         alpha: amplification, 0 <= alpha < 1 (the paper uses 0.2), else ValueError.
 
     Returns:
-        A new [B, T] tensor (advantages' dtype and device); the input is never modified.
+        A new [B, T] tensor (a floating tensor's dtype and device; lists, arrays and integer tensors become
+        torch's default float dtype); the input is never modified.
     """
     alpha = check_option("alpha", alpha)
+    advantages = _as_float_tensor(advantages)
     mask = _as_bool_mask(planning_mask, "planning_mask").to(advantages.device)
     _token_advantages(advantages, mask.shape)  # shape checks
     # For [B] input the amplified value is computed once per rollout and broadcast ([B, 1]), so the only [B, T]
@@ -244,6 +257,15 @@ def hicra_advantages(advantages: torch.Tensor, planning_mask: Any, alpha: float)
 # ----------------------------------------------------------------------------------------------------------------
 # control masks
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def _generator(generator: Any) -> torch.Generator:
+    """A torch.Generator as it is, or a new CPU one seeded with an integer seed (Python or numpy); TypeError else."""
+    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+        return torch.Generator().manual_seed(int(generator))
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or an int seed, got {type(generator).__name__}")
+    return generator
 
 
 def _share_count(share: float, n: int, name: str) -> int:
@@ -262,7 +284,8 @@ def high_entropy_mask(entropies: torch.Tensor, response_mask: Any, quantile: flo
 
     Exactly k tokens are selected; ties at the boundary go to the earlier token (row-major order), so the result
     is deterministic. Padding tokens are never selected, whatever their entropy value; NaN entropies rank last
-    (as in ``hicra.planning.metrics.top_quantile_mask``). TRL 1.16's ``get_high_entropy_mask`` instead keeps every token with entropy >= the interpolated (1-q)
+    (as in ``hicra.planning.metrics.top_quantile_mask``, whose measurement takes ceil(q * N) tokens, not round).
+    TRL 1.16's ``get_high_entropy_mask`` instead keeps every token with entropy >= the interpolated (1-q)
     quantile, which can select one token more or fewer than round(q * N), and all tied tokens.
 
     Args:
@@ -301,10 +324,7 @@ def placebo_mask(response_mask: Any, rate: float, generator: torch.Generator | i
         generator: a CPU ``torch.Generator`` (its state advances) or an int seed.
     """
     mask = _as_bool_mask(response_mask, "response_mask")
-    if isinstance(generator, int):
-        generator = torch.Generator().manual_seed(generator)
-    if not isinstance(generator, torch.Generator):
-        raise TypeError("generator must be a torch.Generator or an int seed")
+    generator = _generator(generator)
     flat_mask = mask.reshape(-1)
     positions = flat_mask.nonzero().squeeze(-1)
     k = _share_count(rate, positions.numel(), "rate")
@@ -352,10 +372,7 @@ def mass_matched_placebo_mask(response_mask: Any, planning_mask: Any, logprobs: 
         raise ValueError(f"logprobs {tuple(logprobs.shape)}, response_mask {tuple(resp.shape)} and planning_mask "
                          f"{tuple(plan.shape)} must have one shape")
     plan = plan & resp
-    if isinstance(generator, int):
-        generator = torch.Generator().manual_seed(generator)
-    if not isinstance(generator, torch.Generator):
-        raise TypeError("generator must be a torch.Generator or an int seed")
+    generator = _generator(generator)
     adv = _token_advantages(torch.as_tensor(advantages, dtype=torch.float64, device=resp.device), resp.shape)
     weight = adv.abs() * _sampled_logit_gradient(logprobs.to(device=resp.device, dtype=torch.float64))
     if not bool(torch.isfinite(weight[resp]).all()):
@@ -437,16 +454,20 @@ def canonical_mask_source(name: str) -> str:
     return name
 
 
-def planning_rate(planning_mask: Any, response_mask: Any) -> float:
-    """Share of response tokens that are planning tokens: the placebo's default rate.
+def planning_ratio(planning_mask: Any, response_mask: Any) -> float:
+    """Share of response tokens that are planning tokens (the metrics' and `PlanningTagger.planning_ratio`'s
+    quantity, from masks): the placebo's default rate. `planning_rate` is the same function under its old name.
 
-        rate = sum(planning & response) / max(1, sum(response))          (0.0 for a batch without response tokens)
+        ratio = sum(planning & response) / max(1, sum(response))          (0.0 for a batch without response tokens)
     """
     plan = _as_bool_mask(planning_mask, "planning_mask")
     resp = _as_bool_mask(response_mask, "response_mask").to(plan.device)
     if plan.shape != resp.shape:
         raise ValueError(f"planning_mask shape {tuple(plan.shape)} does not match response_mask {tuple(resp.shape)}")
     return float((plan & resp).sum()) / max(1, int(resp.sum()))
+
+
+planning_rate = planning_ratio  # the old name (one name per concept: planning_ratio)
 
 
 def _sampled_logit_gradient(logprobs: torch.Tensor) -> torch.Tensor:
@@ -474,13 +495,13 @@ def gradient_mass(logprobs: torch.Tensor, response_mask: Any, mask: Any, advanta
 
     Args:
         logprobs: [B, T] log-probabilities of the sampled tokens under the sampling policy (behaviour log-probs).
-        response_mask: [B, T] bool, True on response tokens.
+        response_mask: [B, T] bool, True on response tokens (padding may hold any value, NaN included).
         mask: [B, T] bool, the tokens amplified (e.g. planning tokens).
         advantages: [B] or [B, T] advantages before amplification.
         alpha: the amplification (0 <= alpha < 1, else ValueError).
 
     Returns:
-        {"token_share" (``planning_rate`` of the mask), "gradient_mass_share", "update_share", "update_change"};
+        {"token_share" (``planning_ratio`` of the mask), "gradient_mass_share", "update_share", "update_change"};
         a mass or update share whose denominator is 0 is NaN.
     """
     alpha = check_option("alpha", alpha)
@@ -490,14 +511,14 @@ def gradient_mass(logprobs: torch.Tensor, response_mask: Any, mask: Any, advanta
         raise ValueError(f"logprobs {tuple(logprobs.shape)}, response_mask {tuple(resp.shape)} and mask "
                          f"{tuple(m.shape)} must have one shape")
     adv = _token_advantages(torch.as_tensor(advantages, dtype=logprobs.dtype, device=logprobs.device), resp.shape)
-    g = _sampled_logit_gradient(logprobs) * resp
-    weight = adv.abs() * g
+    g = torch.where(resp, _sampled_logit_gradient(logprobs), 0.0)  # padding may hold anything, NaN included
+    weight = torch.where(resp, adv.abs(), 0.0) * g
 
     def ratio(num: torch.Tensor, den: torch.Tensor) -> float:
         return float(num / den) if float(den) > 0 else float("nan")
 
     share = ratio((weight * m).sum(), weight.sum())
-    return {"token_share": planning_rate(m, resp),
+    return {"token_share": planning_ratio(m, resp),
             "gradient_mass_share": ratio((g * m).sum(), g.sum()), "update_share": share,
             "update_change": alpha * share}
 
@@ -592,7 +613,7 @@ def amplification_mask(
     high-entropy        the round(q N) highest-entropy response tokens of the batch,    entropies
                         q = entropy_quantile (forking tokens, arXiv 2506.01939)
     placebo             round(r N) response tokens drawn uniformly, r = placebo_rate,   planning_mask (or placebo_rate),
-                        default the batch's planning rate (``planning_rate``)           generator
+                        default the batch's planning ratio (``planning_ratio``)           generator
     placebo-mass        ``mass_matched_placebo_mask``: random non-planning tokens whose   planning_mask, logprobs,
                         update mass |A|(1 - p) matches the planning tokens'              advantages, generator
     planning+entropy    planning_{i,t} and high-entropy_{i,t}                           planning_mask, entropies
@@ -640,7 +661,7 @@ def amplification_mask(
     if source == "placebo":
         if placebo_rate is None:
             need(planning_mask=plan)
-            placebo_rate = planning_rate(plan, resp)
+            placebo_rate = planning_ratio(plan, resp)
         need(generator=generator)
         return placebo_mask(resp.cpu(), placebo_rate, generator).to(resp.device)
     if source == "placebo-mass":
@@ -723,7 +744,7 @@ def policy_loss(
         (dual clip, only if clip_ratio_c is set, for A < 0:  L_pg = min(L_pg, -A * clip_ratio_c))
         L    = agg(L_pg) + kl_coef * agg(k3(logp, logp_ref))
 
-    ``agg`` is one of AGGREGATIONS (see ``_aggregate``); padding tokens never contribute. For
+    ``agg`` is one of AGGREGATIONS (see ``_aggregate``); padding tokens never contribute, whatever they hold. For
     "seq-mean-token-sum-norm" the constant divisor is ``max_response_length`` (default: T, the padded length), as
     verl's ``loss_scale_factor``. The loss and its gradient equal verl 0.9.1's ``compute_policy_loss_vanilla``
     (plus its ``kl_penalty(..., "low_var_kl")`` KL loss) for the same clip ratios.
@@ -765,8 +786,11 @@ def policy_loss(
     if horizon <= 0:
         raise ValueError(f"max_response_length must be positive, got {horizon}")
 
-    adv = _token_advantages(advantages.detach(), mask.shape)
-    log_ratio = (logprobs - old_logprobs.detach()).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
+    # padding holds zeros before any product, so that whatever it held (NaN, inf) reaches neither the loss nor, by
+    # 0 * NaN in a backward pass, the gradient
+    adv = _as_float_tensor(advantages, like=logprobs).detach()
+    adv = torch.where(mask, _token_advantages(adv, mask.shape), 0.0)
+    log_ratio = torch.where(mask, logprobs - old_logprobs.detach(), 0.0).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)
     clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
     pg = torch.maximum(-adv * ratio, -adv * clipped)

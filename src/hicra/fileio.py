@@ -384,11 +384,12 @@ def read_jsonl(path: str | os.PathLike, what: str = "file", objects: bool = True
             yield line_no, value
 
 
-def read_correctness(value: Any, path: str | os.PathLike, row: int, field: str, table_row: bool = False,
-                     score_hint: str = "") -> bool:
-    """A record's correctness flag as a bool: JSON true/false, the numbers 0 and 1, or the strings "true"/"false"
-    (any case). Anything else raises InputError naming the file, the row (1-based) and the field; another number is
-    called a score, not a label, followed by `score_hint` (how the caller reads a score instead)."""
+def as_flag(value: Any) -> bool:
+    """A true/false value as a bool: a bool, the numbers 0 and 1 (numpy and 0-d torch scalars too), or the strings
+    "true"/"false" (any case). ValueError otherwise, e.g. "must be true/false or 0/1, got 0.5: a score, not a
+    label" for another number (a cast would have read 0.5, 7 or NaN as true)."""
+    if not isinstance(value, (str, bytes)) and getattr(value, "shape", None) == () and hasattr(value, "item"):
+        value = value.item()  # numpy / torch scalars
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
@@ -396,10 +397,21 @@ def read_correctness(value: Any, path: str | os.PathLike, row: int, field: str, 
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     if isinstance(value, (int, float)):
-        raise InputError(f"correctness must be true/false or 0/1, got {value!r}: a score, not a label{score_hint}",
-                         path=str(path), row=row, field=field, table_row=table_row)
-    raise InputError(f"correctness must be true/false, got {value!r}", path=str(path), row=row, field=field,
-                     table_row=table_row)
+        raise ValueError(f"must be true/false or 0/1, got {value!r}: a score, not a label")
+    raise ValueError(f"must be true/false, got {value!r}")
+
+
+def read_correctness(value: Any, path: str | os.PathLike, row: int, field: str, table_row: bool = False,
+                     score_hint: str = "") -> bool:
+    """A record's correctness flag as a bool (`as_flag`). Anything else raises InputError naming the file, the row
+    (1-based) and the field; another number is called a score, not a label, followed by `score_hint` (how the
+    caller reads a score instead)."""
+    try:
+        return as_flag(value)
+    except ValueError as exc:
+        hint = score_hint if "a score" in str(exc) else ""
+        raise InputError(f"correctness {exc}{hint}", path=str(path), row=row, field=field,
+                         table_row=table_row) from None
 
 
 def load_tokenizer(path: str | os.PathLike, field: str = "tokenizer"):

@@ -151,7 +151,9 @@ def area_under_curve(steps: Sequence[float], values: Sequence[float]) -> float:
 def steps_to_threshold(steps: Sequence[float], values: Sequence[float], threshold: float,
                        window: int = 1) -> float | None:
     """First step at which the trailing `window`-point moving average of values reaches `threshold`; None when
-    it never does (a run that never gets there must not be scored as if it did)."""
+    it never does (a run that never gets there must not be scored as if it did). At the first `window - 1` steps
+    the average is over the points so far (1, 2, ... of them), so a first value at or above the threshold gives
+    the first step, whatever follows (the study's registered rule; docs/study.md)."""
     s, v = _as_1d(steps, "steps"), _as_1d(values, "values")
     if s.size != v.size:
         raise ValueError(f"steps_to_threshold: {s.size} steps but {v.size} values")

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from hicra.dynamics.phases import PhaseConfig, order_test
+from hicra.dynamics.records import to_numpy
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,13 @@ class OnlineConfig:
 def execution_perplexity(logprobs, response_mask, planning_mask) -> float:
     """exp(-mean log-prob) over the response tokens that are not planning tokens (NaN when there are none):
     the per-step `ppl_execution` of `hicra.dynamics.metrics`, computed from a trainer's tensors/arrays."""
-    lp = np.asarray(_numpy(logprobs), dtype=np.float64)
-    keep = np.asarray(_numpy(response_mask), dtype=bool) & ~np.asarray(_numpy(planning_mask), dtype=bool)
+    lp = np.asarray(to_numpy(logprobs), dtype=np.float64)
+    keep = np.asarray(to_numpy(response_mask), dtype=bool) & ~np.asarray(to_numpy(planning_mask), dtype=bool)
     if not keep.any():
         return float("nan")
     return float(np.exp(-lp[keep].mean()))
 
 
-def _numpy(x):
-    return x.detach().cpu().numpy() if hasattr(x, "detach") else x
 
 
 def class_perplexities(logprobs, response_mask, planning_mask, step: int) -> tuple[float, float, float]:
@@ -72,9 +71,9 @@ def class_perplexities(logprobs, response_mask, planning_mask, step: int) -> tup
     an empty class."""
     from hicra.dynamics.metrics import reference_token_sample
 
-    lp = np.asarray(_numpy(logprobs), dtype=np.float64)
-    resp = np.asarray(_numpy(response_mask), dtype=bool)
-    plan = np.asarray(_numpy(planning_mask), dtype=bool) & resp
+    lp = np.asarray(to_numpy(logprobs), dtype=np.float64)
+    resp = np.asarray(to_numpy(response_mask), dtype=bool)
+    plan = np.asarray(to_numpy(planning_mask), dtype=bool) & resp
     flat, flat_plan = lp[resp], plan[resp]
 
     def ppl(values):

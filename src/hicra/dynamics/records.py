@@ -67,7 +67,7 @@ import pyarrow.parquet as pq
 
 from hicra.dynamics.vocab import ERROR_TYPES
 from hicra.errors import InputError
-from hicra.fileio import read_json, write_json, write_parquet
+from hicra.fileio import as_flag, read_json, write_json, write_parquet
 
 ROLLOUT_SCHEMA = pa.schema([
     pa.field("step", pa.int32()),
@@ -339,13 +339,43 @@ def conform(table: pa.Table, columns: Sequence[str] | None = None) -> pa.Table:
 
 # ---------------------------------------------------------------- rows
 
+def to_numpy(value: Any) -> Any:
+    """A torch tensor as a numpy array (detached, on the CPU; bfloat16, which numpy lacks, as float32); anything
+    else unchanged. torch is not imported."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        return value.numpy()
+    return value
+
+
 def _array(value: Any, dtype) -> np.ndarray | None:
     """A 1-D numpy array of `dtype` from a list, numpy array or torch tensor; None stays None."""
     if value is None:
         return None
-    if hasattr(value, "detach"):  # torch tensors, without importing torch
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=dtype).reshape(-1)
+    return np.asarray(to_numpy(value), dtype=dtype).reshape(-1)
+
+
+def _flags(value: Any, field: str) -> np.ndarray | None:
+    """A 1-D bool array from bools or the numbers 0/1 (list, numpy array or torch tensor); None stays None.
+    ValueError naming `field` for any other value, which a cast would read as True."""
+    if value is None:
+        return None
+    values = np.asarray(to_numpy(value)).reshape(-1)
+    if values.dtype != bool:
+        bad = ~np.isin(values, (0, 1)) if values.dtype.kind in "iuf" else np.ones(values.shape, dtype=bool)
+        if bad.any():
+            where = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{field} must hold true/false or 0/1, got {values[where].item()!r} at position {where}")
+    return values.astype(bool)
+
+
+def _flag(value: Any, field: str) -> bool:
+    try:
+        return as_flag(value)
+    except ValueError as exc:
+        raise ValueError(f"{field} {exc}") from None
 
 
 def rollout_row(*, prompt_id: Any, sample_idx: int, response: str, token_ids: Any, reward: float, correct: bool,
@@ -355,10 +385,12 @@ def rollout_row(*, prompt_id: Any, sample_idx: int, response: str, token_ids: An
     """One rollout row (one sampled response) in `ROLLOUT_SCHEMA`'s columns and types, for `RolloutWriter`.
 
     Lists (`token_ids` [n], `logprobs` [n], `entropies` [n], `planning_mask` [n]) may be Python lists, numpy arrays
-    or torch tensors; they become int32 / float32 / bool numpy arrays. `None` means unknown (written as null).
-    `strategy` is a label, an integer label code (written as its decimal text) or a sequence of labels (joined by
-    "+"). Without `step` the writer fills it in. Lengths are checked by the writer, which names the file, row and
-    field of a bad row.
+    or torch tensors (bfloat16 included); they become int32 / float32 / bool numpy arrays. `None` means unknown
+    (written as null). `correct` and `truncated` are bools or 0/1 (`hicra.fileio.as_flag`: also "true"/"false"),
+    `planning_mask` bools or 0/1: any other value (NaN, 0.5, 7, "no") is a ValueError naming the field, since a
+    cast would read it as true. `strategy` is a label, an integer label code (written as its decimal text) or a
+    sequence of labels (joined by "+"). Without `step` the writer fills it in. Lengths are checked by the writer,
+    which names the file, row and field of a bad row.
     """
     if isinstance(strategy, (int, np.integer)) and not isinstance(strategy, (bool, np.bool_)):
         strategy = str(int(strategy))
@@ -368,8 +400,9 @@ def rollout_row(*, prompt_id: Any, sample_idx: int, response: str, token_ids: An
         "prompt_id": str(prompt_id), "sample_idx": int(sample_idx),
         "prompt": None if prompt is None else str(prompt), "response": str(response),
         "token_ids": _array(token_ids, np.int32), "logprobs": _array(logprobs, np.float32),
-        "entropies": _array(entropies, np.float32), "planning_mask": _array(planning_mask, bool),
-        "reward": float(reward), "correct": bool(correct), "truncated": None if truncated is None else bool(truncated),
+        "entropies": _array(entropies, np.float32), "planning_mask": _flags(planning_mask, "planning_mask"),
+        "reward": float(reward), "correct": _flag(correct, "correct"),
+        "truncated": None if truncated is None else _flag(truncated, "truncated"),
         "error_type": None if error_type is None else str(error_type), "strategy": strategy,
     }
     if step is not None:
@@ -399,30 +432,49 @@ class RolloutWriter:
             if "step" not in table.column_names:
                 table = table.append_column("step", pa.array(np.full(table.num_rows, step, np.int32)))
         else:
-            table = _rows_to_table(rows, step)
+            table = _rows_to_table(rows, step, path)
         table, _ = validate_table(table, path, step=step)
         write_parquet(path, conform(table))
         return path
 
 
-def _rows_to_table(rows: list[dict], step: int) -> pa.Table:
-    list_fields = {"token_ids", "logprobs", "entropies", "planning_mask"}
+def _rows_to_table(rows: list[dict], step: int, path: Path) -> pa.Table:
+    """Dict rows as a table of the schema's columns, each built from its values as they are (0/1 flags, tensors;
+    prompt ids as text, as `rollout_row` writes them), so that `validate_table` casts and checks them as it does a
+    foreign file's, naming the row and field of a bad value. A key outside the schema, or a column whose values
+    mix types, is an InputError."""
+    known = {f.name for f in ROLLOUT_SCHEMA}
     clean = []
-    for row in rows:
-        row = dict(row)
+    for i, row in enumerate(rows):
+        unknown = sorted(set(row) - known)
+        if unknown:
+            raise InputError(f"not a rollout column (known: {', '.join(sorted(known))})", path=str(path),
+                             row=i + 1, field=unknown[0], table_row=True)
+        row = {key: to_numpy(value) for key, value in row.items()}
         row.setdefault("step", step)
-        for key in list_fields & row.keys():
-            value = row[key]
-            if value is not None and not isinstance(value, (list, np.ndarray)) and hasattr(value, "tolist"):
-                row[key] = value.tolist()  # torch tensors
+        if row.get("prompt_id") is not None:
+            row["prompt_id"] = str(row["prompt_id"])  # as `rollout_row` writes it
         for key, value in row.items():
-            if isinstance(value, np.generic):
+            if isinstance(value, np.ndarray):
+                row[key] = value.reshape(-1).tolist() if key in TOKEN_LIST_COLUMNS + ("token_ids",) else value.item()
+            elif isinstance(value, np.generic):
                 row[key] = value.item()
         clean.append(row)
     names = [f.name for f in ROLLOUT_SCHEMA]
     present = [n for n in names if any(n in r for r in clean)] if clean else list(REQUIRED_COLUMNS)
-    schema = pa.schema([ROLLOUT_SCHEMA.field(n) for n in present])
-    return pa.Table.from_pylist(clean, schema=schema)
+    columns = {}
+    for name in present:
+        values = [r.get(name) for r in clean]
+        try:
+            columns[name] = pa.array(values) if any(v is not None for v in values) else \
+                pa.nulls(len(values), ROLLOUT_SCHEMA.field(name).type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            first = next(type(v) for v in values if v is not None)
+            row = next((i for i, v in enumerate(values) if v is not None and type(v) is not first), None)
+            raise InputError(f"values of mixed or unsupported types ({' '.join(str(exc).split())})", path=str(path),
+                             row=None if row is None else row + 1, field=name, table_row=True) from None
+    return pa.table(columns) if clean else pa.Table.from_pylist([], schema=pa.schema(
+        [ROLLOUT_SCHEMA.field(n) for n in present]))
 
 
 # ---------------------------------------------------------------- reader

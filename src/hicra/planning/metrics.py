@@ -108,8 +108,9 @@ def procedural_conditional_entropy(texts: Iterable[str], tagger, n: int = 3) -> 
 
 
 def _flat(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
+    if hasattr(x, "detach"):  # a torch tensor; numpy has no bfloat16
+        x = x.detach().cpu()
+        x = (x.float() if str(x.dtype) == "torch.bfloat16" else x).numpy()
     if isinstance(x, (list, tuple)) and x and not np.isscalar(x[0]):
         return np.concatenate([_flat(v) for v in x]) if len(x) else np.zeros(0)
     return np.asarray(x).reshape(-1)
@@ -117,6 +118,8 @@ def _flat(x: Any) -> np.ndarray:
 
 def top_quantile_mask(values: np.ndarray, quantile: float) -> np.ndarray:
     """bool mask of the k = ceil(quantile * N) largest values (ties: the earlier position wins; NaN ranks last).
+    A measurement's rounding (at least quantile * N tokens); the training mask `hicra.algorithms.high_entropy_mask`
+    takes round(quantile * N), e.g. 2 of 12 tokens at 0.2 where this takes 3.
 
     O(N) with `argpartition` (the analyzer calls it on every step's tokens); a full stable sort only when some
     value is NaN."""

@@ -27,10 +27,12 @@ from hicra.study.presets import (
     Pair,
     StudyPreset,
     cell_name,
+    check_arms,
     knob_grid,
     parse_arms,
     parse_cells,
     preset_configs,
+    resolve_preset,
     run_dir_for,
     study_pairs,
     study_settings,
@@ -52,7 +54,6 @@ from hicra.study.runner import (
 from hicra.study.statistics import (
     ENDPOINTS,
     ORDERS,
-    _order_summary,
     arm_curves,
     controls_outcome,
     error_fall_order,
@@ -61,8 +62,11 @@ from hicra.study.statistics import (
     summarize,
 )
 
-__all__ = ["ARMS", "ENDPOINTS", "Pair", "cell_name", "knob_grid", "paired_comparison", "parse_cells",
-           "study_pairs", "summary_path_for", "summarize_run", "write_run_summary", "BASELINE", "FORMAT", "ORDERS", "PRESETS", "RunSpec", "StudyPreset", "_order_summary",
-           "arm_curves", "check_study_dir", "controls_outcome", "code_version", "error_fall_order", "execute", "load_summary", "parse_arms",
-           "plan_runs", "plot_figures", "preset_configs", "results_markdown", "run_dir_for", "run_one", "run_state",
-           "run_study", "study_settings", "summarize"]
+__all__ = [
+    "ARMS", "BASELINE", "ENDPOINTS", "FORMAT", "ORDERS", "PRESETS", "Pair", "RunSpec", "StudyPreset",
+    "arm_curves", "cell_name", "check_arms", "check_study_dir", "code_version", "controls_outcome",
+    "error_fall_order", "execute", "knob_grid", "load_summary", "paired_comparison", "parse_arms", "parse_cells",
+    "plan_runs", "plot_figures", "preset_configs", "resolve_preset", "results_markdown", "run_dir_for",
+    "run_one", "run_state", "run_study", "study_pairs", "study_settings", "summarize", "summarize_run",
+    "summary_path_for", "write_run_summary",
+]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hicra.errors import InputError
 from hicra.lab.tasks.base import OPTIMA, STRATEGY_PRIORS, knob_range_error
@@ -240,15 +242,32 @@ def parse_cells(text: str) -> dict[str, dict]:
 
 
 def parse_arms(text: str | None, preset: StudyPreset) -> list[str]:
+    """The arms of `--arms A,B` (`check_arms`), or the preset's when `text` is None."""
     if text is None:
         return list(preset.arms)
-    arms = [a.strip() for a in text.split(",") if a.strip()]
+    return check_arms([a.strip() for a in text.split(",") if a.strip()], given=text)
+
+
+def check_arms(arms: Sequence[str], given: Any = None) -> list[str]:
+    """`arms` as a list; InputError (field "arms") for an empty list, an unknown arm (the known ones are listed) or an
+    arm listed twice. `given` is what the message quotes when the list is empty (default: the list)."""
+    arms = list(arms)
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
-        raise InputError(f"unknown arm(s) {unknown or text!r}; known: {', '.join(ARMS)}", field="arms")
+        raise InputError(f"unknown arm(s) {unknown or (arms if given is None else given)!r}; known: "
+                         f"{', '.join(ARMS)}", field="arms")
     if len(set(arms)) != len(arms):
         raise InputError("an arm is listed twice", field="arms")
     return arms
+
+
+def resolve_preset(preset: str | StudyPreset) -> StudyPreset:
+    """A study preset given by name or as itself; InputError (field "preset") naming the known presets."""
+    if isinstance(preset, StudyPreset):
+        return preset
+    if preset not in PRESETS:
+        raise InputError(f"unknown study preset {preset!r}; known: {', '.join(PRESETS)}", field="preset")
+    return PRESETS[preset]
 
 
 def preset_configs(preset: StudyPreset, warm_start_seed: int | None = None,

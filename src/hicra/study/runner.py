@@ -18,11 +18,12 @@ from hicra.study.presets import (
     ARMS,
     FORMAT,
     MECHANISM_COLUMNS,
-    PRESETS,
     RUN_FORMAT,
     StudyPreset,
+    check_arms,
     condition_label,
     preset_configs,
+    resolve_preset,
     run_dir_for,
     study_pairs,
     study_settings,
@@ -530,10 +531,10 @@ def run_study(out: str | os.PathLike, preset: str | StudyPreset = "quick", arms:
 
     blind: the line logged for each finished run names it and its seconds, without its accuracy or verdict, so a
     study with a no-interim-look rule (docs/study.md, the main study) can be watched without reading figures."""
-    p = PRESETS[preset] if isinstance(preset, str) else preset
+    p = resolve_preset(preset)
     if cells is not None:
         p = replace(p, cells=dict(cells))
-    arms = list(p.arms if arms is None else arms)
+    arms = check_arms(p.arms if arms is None else arms)
     seeds = p.seeds if seeds is None else seeds
     warm_start_seeds = p.warm_start_seeds if warm_start_seeds is None else warm_start_seeds
     workers = workers or os.cpu_count() or 1

@@ -21,7 +21,9 @@ from hicra.study.presets import (
     PLACEBO_ARMS,
     RUN_FORMAT,
     StudyPreset,
+    check_arms,
     condition_label,
+    resolve_preset,
     study_pairs,
     summary_path_for,
 )
@@ -301,19 +303,21 @@ def warm_start_builds(runs: list[dict]) -> dict:
     return {"groups": len(groups), "rebuilt": rebuilt}
 
 
-def summarize(root: Path, preset: StudyPreset, arms: list[str], seeds: int, warm_start_seeds: int | None = None,
-              cells: dict[str, dict] | None = None) -> dict:
+def summarize(root: Path, preset: str | StudyPreset, arms: list[str], seeds: int,
+              warm_start_seeds: int | None = None, cells: dict[str, dict] | None = None) -> dict:
     """results dict (format FORMAT) from the per-run summary files under `root` (SUMMARY_ROOT/[CELL/]ARM/
     wsW-seedS.json) for the study's cells x arms x pairs; no run directory is read. InputError naming the first
     missing summary. `code_versions`: the git commits that finished the runs, with their run counts (a study run in
     parts may span several; "unknown" when a run did not run from a checkout). `warm_start_builds`: the (cell,
-    warm-start seed) groups whose runs did not all start from one build of their warm start (`warm_start_builds`)."""
+    warm-start seed) groups whose runs did not all start from one build of their warm start (`warm_start_builds`).
+    `preset` is a StudyPreset or its name; an unknown name or arm is an InputError listing the known ones."""
     import numpy as np
 
     from hicra.dynamics.phases import ORDERS as PHASE_ORDERS
     from hicra.dynamics.phases import VERDICTS, PhaseConfig, detect_phases_pooled, phases_version
     from hicra.stats import holm_adjust, steps_to_threshold
 
+    preset, arms = resolve_preset(preset), check_arms(arms)
     warm_start_seeds = preset.warm_start_seeds if warm_start_seeds is None else warm_start_seeds
     cells = preset.cells if cells is None else cells
     pairs = study_pairs(warm_start_seeds, seeds, preset.first_warm_start_seed)
