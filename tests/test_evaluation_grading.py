@@ -188,14 +188,84 @@ def test_verdict_in_thread_pool_equals_main_thread():
     assert main_thread == [c for _, _, c in THREAD_CASES]
 
 
-def test_grader_uses_no_signals(monkeypatch):
+def test_grader_uses_no_signals_off_the_main_thread_or_under_a_callers_timer(monkeypatch):
     def refuse(*args, **kwargs):
-        raise AssertionError("the grader must not use signals")
+        raise AssertionError("the grader must not use signals here")
 
-    monkeypatch.setattr(signal, "alarm", refuse)
-    monkeypatch.setattr(signal, "signal", refuse)
-    assert ev.Grader()(r"\boxed{\frac{1}{2}}", "0.5")
-    assert not ev.Grader()(r"\boxed{3}", "2")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        monkeypatch.setattr(signal, "setitimer", refuse)
+        monkeypatch.setattr(signal, "signal", refuse)
+        assert pool.submit(ev.Grader(), r"\boxed{\frac{1}{2}}", "0.5").result()
+        assert not pool.submit(ev.Grader(), r"\boxed{3}", "2").result()
+    monkeypatch.undo()
+    # on the main thread, while the caller's own interval timer runs, the grader leaves it alone
+    seen = []
+    previous = signal.signal(signal.SIGALRM, lambda *a: seen.append(1))
+    signal.setitimer(signal.ITIMER_REAL, 30)
+    try:
+        monkeypatch.setattr(signal, "signal", refuse)
+        assert ev.Grader()(r"\boxed{\frac{1}{2}}", "0.5")
+        monkeypatch.undo()
+        assert 29 < signal.getitimer(signal.ITIMER_REAL)[0] <= 30
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not seen
+
+
+def test_on_the_main_thread_the_alarm_stops_a_verdict_and_puts_the_callers_handler_back(monkeypatch):
+    def busy(response, answer):  # a verdict that would hold the CPU for 30 s
+        end = time.perf_counter() + 30
+        while time.perf_counter() < end:
+            pass
+        return True
+
+    mine = lambda *a: None  # noqa: E731
+    previous = signal.signal(signal.SIGALRM, mine)
+    try:
+        grader = ev.Grader(timeout_seconds=0.3)
+        monkeypatch.setattr(grader, "verdict", busy)
+        start = time.perf_counter()
+        assert grader(r"\boxed{1}", "1") is False and grader.timeouts == 1
+        assert time.perf_counter() - start < 3  # stopped, not abandoned: nothing keeps running
+        assert signal.getsignal(signal.SIGALRM) is mine and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_number_too_large_to_evaluate_is_not_evaluated():
+    # 9^(9^(9^9)) has about 10^(3.7e8) digits: mpmath would compute it for hours, and the helper thread that the
+    # old time limit abandoned kept the interpreter's lock, so the next verdicts took 10-90 s each
+    grader = ev.Grader()
+    start = time.perf_counter()
+    assert not grader(r"\boxed{9^{9^{9^{9}}}}", "5") and grader(r"\boxed{9^{9^{9^{9}}}}", "9^{9^{9^{9}}}")
+    assert [grader(r"\boxed{" + str(i) + "}", "5") for i in (0, 5)] == [False, True]
+    assert grader(r"\boxed{2023^{2023}}", "2023^{2023}") and not grader(r"\boxed{2023^{2023}}", "2023^{2022}")
+    assert time.perf_counter() - start < 10 and grader.timeouts == 0
+
+
+def test_timeouts_are_listed_in_the_results_and_logged(monkeypatch, caplog):
+    grader = ev.Grader(timeout_seconds=0.2)
+    real = grader.verdict
+    monkeypatch.setattr(grader, "verdict", lambda r, a: time.sleep(5) if r == "slow" else real(r, a))
+    items = [{"id": "a", "answer": "1", "responses": [r"\boxed{1}", "slow"]}]
+    results = ev.grade_items(items, k=1, grader=grader, progress=False)
+    assert results["timeouts"] == [{"id": "a", "response": 1}] and results["items"][0]["correct"] == [True, False]
+    assert "grading timed out after 0.2 s (graded wrong): item 'a', response 1" in caplog.text
+
+
+@pytest.mark.parametrize(("gold", "response", "correct"), [
+    ("42", "<think>x</think><answer>42</answer>", True),  # the compact R1 format, no whitespace in the tags
+    ("-3.5", "<answer>-3.5</answer>", True),
+    ("42", "<answer>41</answer> and 42 later", False),  # the answer block, not the last number of the text
+    ("3e6", "The answer is 3e6", True),  # scientific notation in text, not 3*e*6
+    ("4.5e33", "The answer is $4.5e33$.", True),
+    ("3e6", "The answer is 3e5", False),
+    (r"[0,\frac{\sqrt{3}}{3}]", r"Thus \[ y \in \left[0, \frac{\sqrt{3}}{3}\right]. \]", True),  # realruns 1409
+    ("5", r"Thus \[ y = 4. \]", False),
+])
+def test_unboxed_answers(gold, response, correct):
+    assert ev.Grader()(response, gold) is correct
 
 
 def test_timeout_grades_wrong_without_waiting(monkeypatch):
@@ -205,3 +275,20 @@ def test_timeout_grades_wrong_without_waiting(monkeypatch):
     with ThreadPoolExecutor(max_workers=1) as pool:
         assert pool.submit(grader, r"\boxed{1}", "1").result() is False
     assert time.perf_counter() - start < 2
+
+
+def test_a_gold_that_is_a_number_is_read_as_its_text():
+    # JSON golds are often numbers (AMC23's are floats); they used to raise inside the grader's catch-all: False
+    grader = ev.Grader(timeout_seconds=None)
+    assert grader(r"\boxed{5}", 5) and grader(r"\boxed{2.5}", 2.5) and grader(r"\boxed{27}", 27.0)
+    assert grader.verdict(r"\boxed{5}", 5) and not ev.Grader()(r"\boxed{6}", 5)
+    items = [{"id": "a", "answer": 5, "responses": [r"\boxed{5}", r"\boxed{5}"]},
+             {"id": "b", "answer": 0.5, "responses": [r"\boxed{\frac{1}{2}}", r"\boxed{1}"]}]
+    results = ev.grade_items(items, k=2, progress=False)
+    assert results["pass@1"] == 0.75 and results["pass@k"] == 1.0
+
+
+def test_an_item_without_responses_is_named():
+    with pytest.raises(ValueError, match="item 'b' has no responses"):
+        ev.grade_items([{"id": "a", "answer": "1", "responses": ["1"]}, {"id": "b", "answer": "1", "responses": []}],
+                       progress=False)

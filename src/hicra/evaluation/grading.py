@@ -23,10 +23,13 @@ Rules (docs/scale.md, "Grading rules"):
    rule. A one-variable equation ``x = 5`` is compared by its right-hand side (against a bare value, or an equation
    in the same variable). Everything else (expressions with symbols, other equations, matrices, text) is
    math-verify's verdict.
-6. **Threads.** math-verify is called with its signal-based timeouts off (``parsing_timeout=None``,
-   ``timeout_seconds=None``), so it runs in any thread; the grader's own timeout runs each verdict in a helper
-   thread and grades a response wrong when it does not finish in time (the helper thread is left to finish in
-   the background: Python cannot stop a thread).
+6. **Time limit.** math-verify is called with its signal-based timeouts off (``parsing_timeout=None``,
+   ``timeout_seconds=None``), so it runs in any thread; the grader keeps its own limit per verdict and grades a
+   response wrong when its verdict does not finish in time (counted in ``Grader.timeouts`` and in the results'
+   ``timeouts``). On the main thread a SIGALRM timer stops the verdict; on any other thread the verdict runs in a
+   helper thread that is abandoned when time is up (Python cannot stop a thread, so it keeps a share of the CPU
+   until it finishes). A number of over a million digits (``9^{9^{9^9}}``) is never evaluated: it equals only
+   the same expression.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import signal
 import threading
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
@@ -125,6 +129,12 @@ _CALCULATOR = re.compile(r"<<[^<>]*>>")
 _CHOICE_WRAPPER = re.compile(r"\\textbf\{\s*\(?\s*([^{}()]*?)\s*\)?\s*\}")
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+# an R1-style answer block, <answer>42</answer>; its content is the answer part when there is no box
+_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+# a number in scientific notation standing on its own in text ("3e6", "$4.5e33$."), which LaTeX reads as 4.5*e*33
+_TEXT_SCIENTIFIC = re.compile(r"(?<![\w.])\d+(?:\.\d+)?[eE][+-]?\d+(?!\w|\.\d)")
+# sentence punctuation just before the end of display or inline math: "\[ x \in [0, 1]. \]"
+_PUNCT_BEFORE_MATH_END = re.compile(r"\s*[.,;:]\s*(\\\]|\\\)|\$)")
 
 
 def normalize_response(text: str) -> str:
@@ -171,7 +181,8 @@ def final_answer(response: str) -> tuple[str, str | None]:
 
     ("boxed", content of the last complete box), ("unfinished", None) when a box or a `<think>` block is never
     closed or the last box is empty, or ("text", the answer part) when there is no box (graded by math-verify's
-    own extraction)."""
+    own extraction): the content of the last complete `<answer>...</answer>` block, else the text after the last
+    `</think>`, else the whole response."""
     text = normalize_response(response)
     opened = text.rfind(_THINK_OPEN)
     closed = text.rfind(_THINK_CLOSE)
@@ -185,6 +196,9 @@ def final_answer(response: str) -> tuple[str, str | None]:
     if contents:
         content = contents[-1].strip()
         return ("boxed", content) if content else ("unfinished", None)
+    blocks = _ANSWER_BLOCK.findall(text)
+    if blocks:
+        text = blocks[-1]
     return ("text", text) if text.strip() else ("unfinished", None)
 
 
@@ -203,10 +217,50 @@ def _is_number(x) -> bool:
     return isinstance(x, Expr) and not x.free_symbols and bool(x.is_number)
 
 
+# a number with more digits than this is not evaluated (9^{9^{9^9}} would take hours): it equals only itself
+_MAX_LOG10 = 10**6
+
+
+def _log10_size(x) -> float:
+    """An estimate of log10 |x| for a numeric sympy expression, from floats only (inf when it overflows); exact
+    enough to tell a number of a million digits from one of a few thousand. Other nodes: the largest argument's."""
+    from sympy import factorial
+
+    try:
+        if x.is_Integer:
+            return math.log10(abs(int(x))) if x != 0 else -math.inf
+        if x.is_Rational:
+            return math.log10(abs(x.p)) - math.log10(x.q)
+        if x.is_Float:
+            value = abs(float(x))
+            return math.log10(value) if value else -math.inf
+        if x.is_Pow:
+            base, exp = _log10_size(x.base), _log10_size(x.exp)
+            if exp > 300:
+                return math.inf if base != 0 else 0.0
+            return abs(base) * 10.0 ** exp if math.isfinite(base) else base
+        if isinstance(x, factorial):
+            n = 10.0 ** min(_log10_size(x.args[0]), 300)
+            return n * math.log10(n) if n > 1 else 0.0
+        if x.is_Mul or x.is_Add:
+            return sum(max(_log10_size(a), 0.0) for a in x.args)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return math.inf
+    return max((_log10_size(a) for a in x.args), default=0.0)
+
+
+def _too_large(x) -> bool:
+    """Whether evaluating the number `x` to 50 digits would mean computing over `_MAX_LOG10` digits."""
+    return _log10_size(x) > _MAX_LOG10
+
+
 def _scalars_equal(a, b, rel_tol: float) -> bool | None:
-    """Exact or relative equality of two numeric sympy expressions; None if either is not a finite number."""
+    """Exact or relative equality of two numeric sympy expressions; None if either is not a finite number. A number
+    too large to evaluate (over a million digits, `_too_large`) equals only the same expression."""
     from sympy import Float, N
 
+    if _too_large(a) or _too_large(b):
+        return a == b
     try:
         va, vb = N(a, _EXACT_DIGITS), N(b, _EXACT_DIGITS)
         if not (va.is_finite and vb.is_finite):
@@ -323,7 +377,9 @@ class Grader:
 
     Args:
         timeout_seconds: wall-clock limit per verdict (seconds; None = no limit); a verdict that takes longer is
-            False. The limit is kept by a helper thread, not by signals, so the grader works in any thread.
+            False and counted in `timeouts`. On the main thread the limit is kept by SIGALRM, which stops the
+            verdict; on another thread (or while the caller's own interval timer runs) by a helper thread, which
+            is abandoned, not stopped (rule 6).
         rel_tol: relative tolerance between a decimal and an exact number (rule 5).
 
     Calling it, `grader(response, answer) -> bool`, is thread-safe: the same verdict on any thread.
@@ -332,6 +388,8 @@ class Grader:
     def __init__(self, timeout_seconds: float | None = 5, rel_tol: float = 5e-6):
         self.timeout_seconds = timeout_seconds
         self.rel_tol = rel_tol
+        self.timeouts = 0  # verdicts that ran out of time (graded wrong), over this grader's life
+        self._lock = threading.Lock()
         self._gold_cache: dict[str, list] = {}
 
     def gold(self, answer: str) -> list:
@@ -363,7 +421,13 @@ class Grader:
             return []
         if kind == "boxed":
             return _parse_answer(clean_answer(text))
-        return parse(drop_percent(text), parsing_timeout=None)
+        text = _TEXT_SCIENTIFIC.sub(lambda m: answer_text(m.group(0)), drop_percent(text))
+        parsed = parse(text, parsing_timeout=None)
+        if _only_text(parsed):  # "\[ y \in [0, 1]. \]": the sentence's period hid the expression
+            retry = parse(_PUNCT_BEFORE_MATH_END.sub(r" \1", text), parsing_timeout=None)
+            if not _only_text(retry):
+                return retry
+        return parsed
 
     def _equal(self, gold, pred) -> bool:
         from math_verify import verify
@@ -376,18 +440,55 @@ class Grader:
                 return verdict
         return bool(verify([gold], [pred], timeout_seconds=None))
 
-    def verdict(self, response: str, answer: str | None) -> bool:
-        """The verdict without the timeout (runs in the calling thread)."""
+    def verdict(self, response: str, answer: str | int | float | None) -> bool:
+        """The verdict without the timeout (runs in the calling thread). A gold answer that is a number (a JSON
+        number, e.g. AMC23's 27.0) is read as its text (`answer_text`)."""
         if answer is None or not response:
             return False
+        if not isinstance(answer, str):
+            answer = answer_text(answer)
         pred = self.prediction(response)
         if not pred:
             return False
         return any(self._equal(g, p) for g, p in product(self.gold(answer), pred))
 
-    def __call__(self, response: str, answer: str | None) -> bool:
+    def __call__(self, response: str, answer: str | int | float | None) -> bool:
+        if answer is not None and not isinstance(answer, str):  # before the catch-all below, so a bad type raises
+            answer = answer_text(answer)
         if self.timeout_seconds is None:
             return self.verdict(response, answer)
+        if _alarm_free():
+            return self._verdict_by_alarm(response, answer)
+        return self._verdict_in_thread(response, answer)
+
+    def _timed_out(self) -> bool:
+        with self._lock:
+            self.timeouts += 1
+        return False
+
+    def _verdict_by_alarm(self, response: str, answer: str | None) -> bool:
+        """The verdict on the main thread, stopped by SIGALRM after `timeout_seconds` (the caller's handler and a
+        stopped timer are put back)."""
+        def on_alarm(signum, frame):
+            raise _GradingTimeout
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, self.timeout_seconds)
+            try:
+                return self.verdict(response, answer)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _GradingTimeout:
+            return self._timed_out()
+        except Exception:  # math-verify's own policy: an error while grading means "not verified"
+            return False
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+
+    def _verdict_in_thread(self, response: str, answer: str | None) -> bool:
+        """The verdict in a helper thread, abandoned after `timeout_seconds` (Python cannot stop a thread: it
+        finishes in the background, holding a share of the CPU until then)."""
         result: list[bool] = []
 
         def work() -> None:
@@ -399,7 +500,21 @@ class Grader:
         worker = threading.Thread(target=work, name="hicra-grader", daemon=True)
         worker.start()
         worker.join(self.timeout_seconds)
+        if worker.is_alive():
+            return self._timed_out()
         return bool(result and result[0])
+
+
+class _GradingTimeout(BaseException):
+    """Raised by the grader's SIGALRM handler; a BaseException, so that no `except Exception` in sympy or
+    math-verify swallows it and goes on computing."""
+
+
+def _alarm_free() -> bool:
+    """Whether the grader may time a verdict with SIGALRM: on the main thread of a platform that has it, with no
+    interval timer of the caller's running."""
+    return (hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+            and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -418,17 +533,27 @@ def summarize(items: Sequence[dict], k: int) -> dict:
 
 def grade_items(items: Sequence[dict], k: int = 1, grader: Grader | None = None,
                 progress: bool = True) -> dict:
-    """Grade `items` (each with id, answer, responses, optional benchmark) -> results dict (see module doc)."""
+    """Grade `items` (each with id, answer, responses, optional benchmark) -> results dict (see module doc);
+    `timeouts` lists the (item id, response index) whose verdict ran out of time and was graded wrong (rule 6),
+    each also logged as a warning."""
     from tqdm import tqdm
 
     grader = grader or Grader()
-    graded = []
+    for it in items:  # pass@k of an item without samples is undefined: say which item, before any grading
+        if not it["responses"]:
+            raise ValueError(f"item {it['id']!r} has no responses (pass@k needs at least one)")
+    graded, timeouts = [], []
     total = sum(len(it["responses"]) for it in items)
     with tqdm(total=total, desc="grading", unit="resp", disable=None if progress else True) as bar:
         for it in items:
             correct = []
-            for response in it["responses"]:
+            for i, response in enumerate(it["responses"]):
+                before = grader.timeouts
                 correct.append(grader(response, it["answer"]))
+                if grader.timeouts > before:  # graded wrong for want of time: said, never silent
+                    timeouts.append({"id": it["id"], "response": i})
+                    logger.warning("grading timed out after %s s (graded wrong): item %r, response %d",
+                                   grader.timeout_seconds, it["id"], i)
                 bar.update(1)
             graded.append({"id": it["id"], "benchmark": it.get("benchmark", "responses"),
                            "answer": it["answer"], "correct": correct})
@@ -439,7 +564,7 @@ def grade_items(items: Sequence[dict], k: int = 1, grader: Grader | None = None,
     return {"k": k, "pass@1": overall["pass@1"], "pass@k": overall["pass@k"],
             "n_items": overall["n_items"], "n_responses": overall["n_responses"],
             "benchmarks": {name: summarize(its, k) for name, its in by_bench.items()},
-            "items": graded}
+            "timeouts": timeouts, "items": graded}
 
 
 # ----------------------------------------------------------------------------------------------------------------
