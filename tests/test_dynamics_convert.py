@@ -615,3 +615,26 @@ def test_a_named_correct_field_replaces_the_presets_thresholded_score(tmp_path):
                  str(tmp_path / "run"), "--quiet"]) == 0
     row = _rows(tmp_path / "run")[0][0]
     assert row["correct"] is True and row["reward"] == 0.0  # the reward column is still the score
+
+
+def test_an_unfinished_last_line_is_left_out_and_said(tmp_path, capsys):
+    rows = [{"step": s, "question": f"q{i}", "response": f"answer {i}", "correct": i % 2 == 0}
+            for s in (1, 2) for i in range(3)]
+    (tmp_path / "in").mkdir()
+    first = _write_jsonl(tmp_path / "in" / "a.jsonl", rows[:3])
+    last = tmp_path / "in" / "b.jsonl"
+    last.write_text("".join(json.dumps(r) + "\n" for r in rows[3:]) + json.dumps(rows[0])[:25])  # being written
+    out = tmp_path / "run"
+    assert main(["convert", "responses", str(tmp_path / "in"), "--out", str(out), "--step-field", "step",
+                 "--prompt-field", "question"]) == 0
+    assert f"left out {last}:4: an unfinished last line" in capsys.readouterr().out
+    got, info = _rows(out)
+    assert len(got) == 6 and info["config"]["unfinished_last_line"] == f"{last}:4"
+    # a bad line that has its end, or an unfinished one in a file before the last, is still an error
+    for path, text in ((last, last.read_text() + "\n"), (first, first.read_text() + '{"step": 1')):
+        saved = path.read_text()
+        path.write_text(text)
+        assert main(["convert", "responses", str(tmp_path / "in"), "--out", str(tmp_path / "run2"),
+                     "--step-field", "step", "--quiet"]) == 2
+        assert "bad JSON" in capsys.readouterr().err
+        path.write_text(saved)

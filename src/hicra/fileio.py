@@ -355,11 +355,14 @@ def read_yaml(path: str | os.PathLike, what: str = "file") -> Any:
                          row=mark.line + 1 if mark else None) from None
 
 
-def read_jsonl(path: str | os.PathLike, what: str = "file", objects: bool = True) -> Iterator[tuple[int, Any]]:
+def read_jsonl(path: str | os.PathLike, what: str = "file", objects: bool = True,
+               on_unfinished: Callable[[int], None] | None = None) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value) for each non-blank line, streamed.
 
     Unreadable file, a line that is not UTF-8 or not JSON, a key given twice in one object and (with `objects`) a
-    value that is not a JSON object raise InputError naming the file and the line."""
+    value that is not a JSON object raise InputError naming the file and the line. With `on_unfinished`, a last
+    line without a line end that is not JSON (a log still being written, or cut off) is not an error: it is left
+    out and `on_unfinished(line number)` is called."""
     try:
         fh = open(path, "rb")
     except OSError as exc:
@@ -373,7 +376,13 @@ def read_jsonl(path: str | os.PathLike, what: str = "file", objects: bool = True
                                  path=str(path), row=line_no) from None
             if not line.strip():
                 continue
-            value = _loads(line.rstrip("\r\n"), path, line_no)  # stripped: an error at the line's end has its column
+            try:
+                value = _loads(line.rstrip("\r\n"), path, line_no)  # stripped: an error at the end has its column
+            except InputError:
+                if on_unfinished is None or line.endswith("\n"):  # only a last line lacks its end
+                    raise
+                on_unfinished(line_no)
+                return
             if objects and not isinstance(value, dict):
                 raise InputError("each line must be a JSON object", path=str(path), row=line_no)
             if _SURROGATE_ESCAPE_RE.search(line):  # a pair decodes to one character; a lone half cannot be text

@@ -223,6 +223,9 @@ def run_convert(args) -> int:
     if result["skipped"]:  # a folder's other files and subfolders: not read, and said so
         names = ", ".join(result["skipped"][:5]) + (", ..." if len(result["skipped"]) > 5 else "")
         print(f"not read ({len(result['skipped'])}: not .jsonl or .parquet files): {names}")
+    if result["unfinished"]:  # a log still being written: its last line has no end yet
+        print(f"left out {result['unfinished']}: an unfinished last line (no line end, not JSON), as a log still "
+              "being written has; convert again when it is complete")
     if result["unscored"]:  # TRL rows whose reward function returned None: no verdict, no row
         print(f"left out {len(result['unscored'])} row(s) whose score is NaN in TRL's log (the reward function "
               f"returned None), e.g. {result['unscored'][0]}")

@@ -77,6 +77,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -140,14 +141,18 @@ class _Tokens:
         self.tagger = tagger
         self.vocab: dict[str, int] = {}
 
-    def __call__(self, text: str) -> tuple[list[int], np.ndarray]:
+    def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids (n,) int32, planning mask (n,) bool) of `text`."""
         if self.tagger.tokenizer is not None:
-            return self.tagger.encode(text)
+            ids, mask = self.tagger.encode(text)
+            return np.asarray(ids, dtype=np.int32), mask
         matches = list(WORD_PROXY.finditer(text))
-        ids = [self.vocab.setdefault(m.group(), len(self.vocab)) for m in matches]
-        offsets = np.asarray([m.span() for m in matches], dtype=np.int64).reshape(-1, 2)
+        vocab = self.vocab
+        # int32 arrays, not lists of Python ints: a large log is held in memory until its steps are ordered
+        ids = np.fromiter((vocab.setdefault(m.group(), len(vocab)) for m in matches), np.int32, len(matches))
+        offsets = np.fromiter(chain.from_iterable(m.span() for m in matches), np.int64, 2 * len(matches))
         spans = self.tagger.mask_spans(text)
-        return ids, overlap_mask(offsets[:, 0], offsets[:, 1], spans[:, 0], spans[:, 1])
+        return ids, overlap_mask(offsets[0::2], offsets[1::2], spans[:, 0], spans[:, 1])
 
 
 def _at(path: Path, line_no: int) -> dict:
@@ -256,10 +261,11 @@ def input_files(paths, skipped: list[Path] | None = None) -> list[Path]:
     return files
 
 
-def _read_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    """(row number, row) of a JSONL or Parquet file (row numbers from 1, as lines)."""
+def _read_rows(path: Path, on_unfinished=None) -> Iterator[tuple[int, dict]]:
+    """(row number, row) of a JSONL or Parquet file (row numbers from 1, as lines); `on_unfinished`: `read_jsonl`'s
+    (a JSONL file's unfinished last line)."""
     if path.suffix.lower() != ".parquet":
-        yield from read_jsonl(path)
+        yield from read_jsonl(path, on_unfinished=on_unfinished)
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -376,7 +382,8 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
     {"steps": {step index: name}, "rows": {name: n}, "step_order": rule, "skipped": [what a folder held
     besides its .jsonl and .parquet files], "repeated": {step name: the earlier step whose rows it repeats, row for
     row (kept)}, "unscored": [TRL rows no reward function scored, left out], "group_sizes": {step name: its most common
-    number of samples per prompt}} (rules: module docstring); bad input
+    number of samples per prompt}, "unfinished": the location of the last file's last line when it was left out
+    (no line end and not JSON: a log still being written), else None} (rules: module docstring); bad input
     raises `InputError` naming the file, row and field.
     """
     from tqdm import tqdm
@@ -423,7 +430,11 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
     with_step, without_step = None, None  # (path, row) of the first flat row with / without the step field
     n_lines = 0
     unscored: list[tuple[Path, int]] = []  # (file, row) of TRL rows no reward function scored, left out
-    rows_iter = ((path, line_no, obj) for path in files for line_no, obj in _read_rows(path))
+    # the last file's last line, when it has no line end and is not JSON, is a log still being written (or cut
+    # off): left out and said, not an error after all the rows before it were read
+    unfinished: list[str] = []
+    rows_iter = ((path, line_no, obj) for path in files for line_no, obj in _read_rows(
+        path, (lambda n, p=path: unfinished.append(_where(p, n))) if path == files[-1] else None))
     for path, line_no, obj in tqdm(rows_iter, desc="convert", unit="row", disable=None if progress else True):
         if limit is not None and n_lines >= limit:
             break
@@ -594,9 +605,11 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
         "config": {"source": source, "steps": {str(k): v for k, v in steps.items()}, "step_order": order_rule,
                    "preset": preset,
                    "fields": {k: v for k, v in fields.items()}, "response_after": response_after,
-                   "repeated_steps": repeated, "unscored_rows": len(unscored),
+                   "repeated_steps": repeated, "unscored_rows": len(unscored), "unfinished_last_line": (
+                       unfinished[0] if unfinished else None),
                    "tokens": tok_desc, "logprobs": "unavailable", "entropies": "unavailable"},
     })
     return {"steps": steps, "rows": {n: len(by_model[n]) for n in names}, "step_order": order_rule,
             "skipped": [str(p) for p in skipped], "repeated": repeated, "group_sizes": group_sizes,
-            "unscored": [_where(path, row) for path, row in unscored]}
+            "unscored": [_where(path, row) for path, row in unscored],
+            "unfinished": unfinished[0] if unfinished else None}
