@@ -127,7 +127,7 @@ def _examples(run_dir: Path, first: int, last: int, n: int = 2) -> dict[str, lis
     out = {}
     cols = ["prompt_id", "sample_idx", "response", "correct", "error_type"]
     # validated: a row `--skip-invalid` left out of the analysis is not shown as an example either
-    for step, table in iter_steps(run_dir, columns=cols, skip_invalid=True):
+    for step, table in iter_steps(run_dir, columns=cols, skip_invalid=True, steps={first, last}):
         if step == first:
             out[f"first step ({step})"] = pick_examples(table, n)
         if step == last:
@@ -190,6 +190,11 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
         if measure is not None:
             groups = exploration_groups(counts, measure, excluded=fmt if column != "semantic_entropy" else ())
             outcomes = outcome_groups(counts)  # accuracy and length beside it, on the same problem bootstrap
+    if progress:  # the phase tests can take as long as the metrics (a text-only run's problem resampling)
+        import sys
+
+        print(f"analyze: phase tests on {len(df)} steps" + (", resampling problems" if groups else ""),
+              file=sys.stderr, flush=True)
     phases = detect_phases(df, config, problem_groups=groups, problem_outcomes=outcomes)
     notes = []
     if tok_failures:

@@ -893,13 +893,25 @@ def integer_counts(counts: np.ndarray) -> np.ndarray:
     return np.round(counts)
 
 
+# ln of the tail probability a rarefied entropy leaves out per category (`rarefied_entropy`): e^-40 = 4e-18
+_TAIL_LOG_BOUND = 40.0
+
+
 def rarefied_entropy(counts: np.ndarray, m) -> np.ndarray:
     """Expected plug-in entropy (nats) of m occurrences drawn without replacement from each row of a whole-number
     count matrix (B, K), m a scalar or (B,) and at most each row's total: E[H] = -sum_k sum_j P(X_k = j) (j/m)
     log(j/m), X_k hypergeometric (row total, count k, m). The plug-in entropy of n occurrences is biased low by
     about (K - 1) / 2n, so when the number of occurrences changes between steps (longer responses, more
     phrases) the plug-in value moves with it; every step's entropy at a common m (rarefaction: Sanders 1968,
-    Hurlbert 1971, here for entropy) compares like with like. Cost O(total) per row."""
+    Hurlbert 1971, here for entropy) compares like with like.
+
+    Only the j within t of the mean m c / n enter, t = L/3 + sqrt(L^2/9 + 2 L sigma^2) with sigma^2 = m p (1 - p),
+    p = c / n and L = `_TAIL_LOG_BOUND` (40): by Bernstein's inequality, which holds for draws without
+    replacement (Hoeffding 1963, Theorem 4), the j left out carry a probability below 2 e^-40 = 8.5e-18 for each
+    category, so the value moves by less than 1e-17 per category (the log-gamma sums' own rounding, about 1e-12
+    relative at 2,000 occurrences, is far larger), and a row costs
+    O(K + sum_k sqrt(m c_k / n)) instead of O(sum_k min(c_k, m)) (14 times less for a step of 25,000 phrase
+    occurrences, the scale review of session 57)."""
     from scipy.special import gammaln
 
     counts = np.atleast_2d(np.asarray(counts, float))
@@ -908,11 +920,18 @@ def rarefied_entropy(counts: np.ndarray, m) -> np.ndarray:
     if np.any(m > totals + 1e-9) or np.any(m < 1):
         raise ValueError("rarefied_entropy: need 1 <= m <= the row's total")
     out = np.empty(counts.shape[0])
+    bound = _TAIL_LOG_BOUND
     for r, (row, n, mm) in enumerate(zip(counts, totals, m, strict=True)):
         c = row[row > 0]
-        top = np.minimum(c, mm).astype(int)  # j runs 1..min(c, m); j = 0 adds nothing
-        k = np.repeat(np.arange(c.size), top)
-        j = np.arange(top.sum()) - np.repeat(np.cumsum(top) - top, top) + 1.0
+        share = c / n
+        mean = mm * share
+        t = bound / 3 + np.sqrt(bound ** 2 / 9 + 2 * bound * mm * share * (1 - share))
+        # j runs over the support, max(1, m - (n - c))..min(c, m) (j = 0 adds nothing), within t of the mean
+        low = np.maximum(np.maximum(1.0, mm - (n - c)), np.ceil(mean - t))
+        top = np.minimum(np.minimum(c, mm), np.floor(mean + t))
+        width = np.maximum(top - low + 1, 0).astype(int)
+        k = np.repeat(np.arange(c.size), width)
+        j = np.arange(width.sum()) - np.repeat(np.cumsum(width) - width, width) + np.repeat(low, width)
         ck = c[k]
         log_p = (gammaln(ck + 1) - gammaln(j + 1) - gammaln(ck - j + 1)
                  + gammaln(n - ck + 1) - gammaln(mm - j + 1) - gammaln(n - ck - mm + j + 1)

@@ -55,7 +55,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -518,8 +518,9 @@ def _first_out_of_range(col, target: pa.DataType) -> int | None:
 
 def iter_steps(run_dir: str | os.PathLike, *, columns: Sequence[str] | None = None,
                skip_invalid: bool = False, skipped: list[Problem] | None = None,
-               validate: bool = True) -> Iterator[tuple[int, pa.Table]]:
-    """Yield `(step, table)` in step order, one step in memory at a time.
+               validate: bool = True, steps: Collection[int] | None = None) -> Iterator[tuple[int, pa.Table]]:
+    """Yield `(step, table)` in step order, one step in memory at a time (only `steps`, when given; the other
+    steps' files are not opened).
 
     The parts of a step are concatenated; the table has `columns` (default: the whole schema) in schema order,
     absent optional columns as nulls. Files are listed once, when iteration starts (a run being written is read
@@ -536,6 +537,8 @@ def iter_steps(run_dir: str | os.PathLike, *, columns: Sequence[str] | None = No
         by_step.setdefault(step, []).append(path)
     last_path = files[-1][2] if files else None
     for step in sorted(by_step):
+        if steps is not None and step not in steps:
+            continue
         parts = []
         for path in by_step[step]:
             try:
