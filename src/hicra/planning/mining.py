@@ -203,17 +203,21 @@ def mine(docs: list[Document], n_min: int = 3, n_max: int = 5, top: float = 0.2,
         raise ValueError(f"min_df must be >= 1, got {min_df}")
     if max_candidates < 1:
         raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
-    df: Counter = Counter()
-    doc_grams: list[set[str]] = []
     question_cache: dict[str, set[str]] = {}
-    for doc in tqdm(docs, desc="n-grams", unit="doc", disable=None if progress else True):
+
+    def doc_ngrams(doc: Document) -> set[str]:
         grams = ngrams(doc.text, n_min, n_max)
         if exclude_question and doc.question:
             if doc.question not in question_cache:
                 question_cache[doc.question] = ngrams(doc.question, n_min, n_max)
             grams -= question_cache[doc.question]
-        doc_grams.append(grams)
-        df.update(grams)
+        return grams
+
+    # two passes over the documents, so that no document's n-grams are held (about 80 KB for a 1.5k-token solution,
+    # 16 GB for 200k of them): the first counts document frequencies, the second (below) finds the candidates
+    df: Counter = Counter()
+    for doc in tqdm(docs, desc="n-grams", unit="doc", disable=None if progress else True):
+        df.update(doc_ngrams(doc))
     frequent = [g for g, c in df.items() if c >= min_df]
     frequent.sort(key=lambda g: (-df[g], g))
     candidates = frequent[:max_candidates]
@@ -234,8 +238,8 @@ def mine(docs: list[Document], n_min: int = 3, n_max: int = 5, top: float = 0.2,
     # which documents contain each candidate, then cluster document frequency as a union
     index = {g: i for i, g in enumerate(candidates)}
     docs_of: list[list[int]] = [[] for _ in candidates]
-    for d, grams in enumerate(doc_grams):
-        for g in grams:
+    for d, doc in enumerate(tqdm(docs, desc="candidates", unit="doc", disable=None if progress else True)):
+        for g in doc_ngrams(doc):
             i = index.get(g)
             if i is not None:
                 docs_of[i].append(d)
