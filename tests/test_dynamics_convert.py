@@ -12,6 +12,7 @@ import pytest
 from hicra.cli import main
 from hicra.dynamics.convert import prompt_key
 from hicra.dynamics.records import read_rollouts
+from hicra.errors import InputError
 
 REALRUN = "realruns/qwen2.5-1.5b-grpo-openr1math"
 
@@ -638,3 +639,44 @@ def test_an_unfinished_last_line_is_left_out_and_said(tmp_path, capsys):
                      "--step-field", "step", "--quiet"]) == 2
         assert "bad JSON" in capsys.readouterr().err
         path.write_text(saved)
+
+
+def test_a_log_is_converted_through_the_spool_in_parts_with_the_same_result(tmp_path, monkeypatch):
+    import hicra.dynamics.convert as convert
+
+    # three steps interleaved row by row, two samples of some prompts, one step repeating another
+    rows = [{"step": s, "question": f"q{i % 3}", "response": f"answer {i} {s == 30}; wait, check",
+             "correct": (i + (s == 30)) % 2 == 0} for i in range(7) for s in (10, 20, 30)]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    results = {}
+    for label, (per_step, held) in {"whole": (1024, 8192), "parts": (2, 3)}.items():
+        monkeypatch.setattr(convert, "SPOOL_ROWS", per_step)
+        monkeypatch.setattr(convert, "SPOOL_HELD", held)
+        out = tmp_path / label
+        result = convert.convert_responses([src], out, step_field="step", prompt_field="question")
+        files = sorted(p.name for p in (out / "rollouts").iterdir())
+        results[label] = (result, files, read_rollouts(out).to_pylist())
+        assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the spool is gone
+    assert results["whole"] == results["parts"]
+    result, files, table = results["parts"]
+    assert files == [f"step_00000{i}_part000.parquet" for i in range(3)]  # one file a step, as before
+    assert result["repeated"] == {"20": "10"} and result["group_sizes"] == {"10": 2, "20": 2, "30": 2}
+    assert [(r["prompt_id"], r["sample_idx"]) for r in table if r["step"] == 0][:4] == [
+        (table[0]["prompt_id"], 0), (table[1]["prompt_id"], 0), (table[2]["prompt_id"], 0),
+        (table[0]["prompt_id"], 1)]
+
+
+def test_a_conversion_that_fails_after_writing_parts_leaves_nothing(tmp_path, monkeypatch):
+    import hicra.dynamics.convert as convert
+
+    monkeypatch.setattr(convert, "SPOOL_ROWS", 2)
+    rows = [{"step": 1, "question": f"q{i}", "response": f"answer {i}", "correct": True} for i in range(6)]
+    src = _write_jsonl(tmp_path / "in.jsonl", [*rows, {"step": 1, "question": "q", "response": "x", "correct": 0.5}])
+    with pytest.raises(InputError, match="a score, not a label"):
+        convert.convert_responses([src], tmp_path / "out", step_field="step")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    with pytest.raises(InputError):
+        convert.convert_responses([src], tmp_path / "mine", step_field="step")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]

@@ -82,7 +82,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hicra.dynamics.records import REWARD_MAX, RolloutWriter, list_rollout_files, rollout_row, write_run_info
+from hicra.dynamics.records import (
+    REWARD_MAX,
+    RolloutWriter,
+    list_rollout_files,
+    rollout_path,
+    rollout_row,
+    write_run_info,
+)
 from hicra.errors import InputError, location
 from hicra.fileio import load_tokenizer, read_correctness, read_jsonl
 from hicra.planning.metrics import WORD_PROXY
@@ -367,6 +374,90 @@ def prompt_key(prompt: str) -> str:
     return hashlib.sha1(prompt.encode("utf-8")).hexdigest()[:12]
 
 
+SPOOL_ROWS = 1024  # rows of one step held in memory before they are written to a hidden part file
+SPOOL_HELD = 8 * SPOOL_ROWS  # rows of all steps held in memory before every step's are written
+
+
+class _Spool:
+    """Each step's rows, written to hidden Parquet parts as they come (every `SPOOL_ROWS` rows of a step), so a log
+    of any size is converted in bounded memory; the steps' order is known only at the end, when `write` gives each
+    step its index. Within a step, a prompt's responses get sample indices 0, 1, ... in input order; a digest of
+    each step's (prompt id, response, reward, correct) rows tells a step that repeats the previous one."""
+
+    def __init__(self, out_dir: Path):
+        import tempfile
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix=".convert-spool-", dir=out_dir))  # hidden: never read as a run
+        self.buffers: dict[str, list[dict]] = {}
+        self.held = 0  # rows in the buffers
+        self.parts: dict[str, int] = {}  # step name -> part files written
+        self.folder: dict[str, Path] = {}
+        self.rows: Counter = Counter()
+        self.samples: dict[str, dict[str, int]] = {}  # step name -> prompt id -> responses so far
+        self.digests: dict[str, object] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, name: str, row: dict) -> None:
+        import json
+
+        samples = self.samples.setdefault(name, {})
+        row["sample_idx"] = samples.get(row["prompt_id"], 0)  # several responses of one prompt: one group's samples
+        samples[row["prompt_id"]] = row["sample_idx"] + 1
+        key = json.dumps([row["prompt_id"], row["response"], row["reward"], row["correct"]], ensure_ascii=False)
+        self.digests.setdefault(name, hashlib.sha256()).update(key.encode("utf-8", "surrogatepass") + b"\n")
+        self.rows[name] += 1
+        buffer = self.buffers.setdefault(name, [])
+        buffer.append(rollout_row(**row))
+        self.held += 1
+        if len(buffer) >= SPOOL_ROWS:
+            self._flush(name)
+        elif self.held >= SPOOL_HELD:  # many steps at once (interleaved in the input): write them all
+            for other in list(self.buffers):
+                self._flush(other)
+
+    def _flush(self, name: str) -> None:
+        if not self.buffers.get(name):
+            return
+        folder = self.folder.setdefault(name, self.dir / str(len(self.folder)))
+        RolloutWriter(folder).write_step(0, self.buffers[name], part=self.parts.get(name, 0))
+        self.parts[name] = self.parts.get(name, 0) + 1
+        self.held -= len(self.buffers[name])
+        self.buffers[name] = []
+
+    def same(self, name: str, other: str) -> bool:
+        """Whether two steps hold the same rows, row for row (equal digests and counts)."""
+        return self.rows[name] == self.rows[other] and \
+            self.digests[name].digest() == self.digests[other].digest()
+
+    def group_size(self, name: str) -> int:
+        """The step's most common number of samples per prompt."""
+        sizes = Counter(self.samples[name].values())
+        return max(sizes, key=lambda k: (sizes[k], k))
+
+    def write(self, writer: RolloutWriter, step: int, name: str) -> None:
+        """The step's rows as `writer`'s step `step`, one file, from its parts (one step in memory at a time)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._flush(name)
+        files = [rollout_path(self.folder[name], 0, part) for part in range(self.parts[name])]
+        table = pa.concat_tables([pq.read_table(f).drop_columns(["step"]) for f in files])
+        writer.write_step(step, table)
+        for f in files:
+            f.unlink()
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tokenizer=None,
                       preset: str | None = None, response_field: str | None = None, correct_field: str | None = None,
                       score_field: str | None = None, reward_threshold: float | None = None,
@@ -423,177 +514,178 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
         tokenizer = load_tokenizer(tokenizer)
     tagger = PlanningTagger(lexicon, tokenizer)
     tokens = _Tokens(tagger)
-    by_model: dict[str, list[dict]] = {}
-    seen_models: dict[str, None] = {}  # every model in the input, kept or not (to name a --models typo)
-    step_values: dict[str, object] = {}  # step name -> the value it came from
-    step_where: dict[str, tuple] = {}  # step name -> (file, row, field) of its first row
-    with_step, without_step = None, None  # (path, row) of the first flat row with / without the step field
-    n_lines = 0
-    unscored: list[tuple[Path, int]] = []  # (file, row) of TRL rows no reward function scored, left out
-    # the last file's last line, when it has no line end and is not JSON, is a log still being written (or cut
-    # off): left out and said, not an error after all the rows before it were read
-    unfinished: list[str] = []
-    rows_iter = ((path, line_no, obj) for path in files for line_no, obj in _read_rows(
-        path, (lambda n, p=path: unfinished.append(_where(p, n))) if path == files[-1] else None))
-    for path, line_no, obj in tqdm(rows_iter, desc="convert", unit="row", disable=None if progress else True):
-        if limit is not None and n_lines >= limit:
-            break
-        n_lines += 1
-        found = None if step_named else _first(obj, STEP_FIELDS)
-        if found and step_field is None:
-            step_field, step_first = found, (path, line_no)  # the row the step field was found in
-        elif found and step_field not in obj:
-            raise InputError(f"this row's step is in field {found!r}, earlier rows' in {step_field!r} "
-                             f"({_where(*step_first)}): name one with --step-field", **_at(path, line_no), field=found)
-        step_value = obj.get(step_field) if step_field else None
-        if step_value is not None and (isinstance(step_value, bool) or not isinstance(step_value, (int, float, str))
-                                       or (isinstance(step_value, float) and not math.isfinite(step_value))):
-            raise InputError(f"a step must be a finite number or a string, got {step_value!r}", **_at(path, line_no),
-                             field=step_field)
-        if isinstance(step_value, str) and _non_finite_text(step_value):  # "NaN", "inf": a number gone bad, not a name
-            raise InputError(f"a step must be a finite number or a string, got {step_value!r} (not a finite number)",
-                             **_at(path, line_no), field=step_field)
-
-        def field_name(key: str, path=path, line_no=line_no, step_value=step_value,
-                       step_field=step_field) -> str | None:
-            name = fields.get(key)
-            if name is None or "{step}" not in name:
-                return name
-            if step_value is None:
-                raise InputError(f"the field name {name!r} needs the step, and the row has none",
+    # what the conversion makes is removed again when it fails: the spool, rollouts/ and the folder if it made them
+    created, fresh_rollouts = not out_dir.exists(), not (out_dir / "rollouts").exists()
+    spool = _Spool(out_dir)
+    try:
+        seen_models: dict[str, None] = {}  # every model in the input, kept or not (to name a --models typo)
+        step_values: dict[str, object] = {}  # step name -> the value it came from
+        step_where: dict[str, tuple] = {}  # step name -> (file, row, field) of its first row
+        with_step, without_step = None, None  # (path, row) of the first flat row with / without the step field
+        n_lines = 0
+        unscored: list[tuple[Path, int]] = []  # (file, row) of TRL rows no reward function scored, left out
+        # the last file's last line, when it has no line end and is not JSON, is a log still being written (or cut
+        # off): left out and said, not an error after all the rows before it were read
+        unfinished: list[str] = []
+        rows_iter = ((path, line_no, obj) for path in files for line_no, obj in _read_rows(
+            path, (lambda n, p=path: unfinished.append(_where(p, n))) if path == files[-1] else None))
+        for path, line_no, obj in tqdm(rows_iter, desc="convert", unit="row", disable=None if progress else True):
+            if limit is not None and n_lines >= limit:
+                break
+            n_lines += 1
+            found = None if step_named else _first(obj, STEP_FIELDS)
+            if found and step_field is None:
+                step_field, step_first = found, (path, line_no)  # the row the step field was found in
+            elif found and step_field not in obj:
+                raise InputError(f"this row's step is in field {found!r}, earlier rows' in {step_field!r} "
+                                 f"({_where(*step_first)}): name one with --step-field", **_at(path, line_no), field=found)
+            step_value = obj.get(step_field) if step_field else None
+            if step_value is not None and (isinstance(step_value, bool) or not isinstance(step_value, (int, float, str))
+                                           or (isinstance(step_value, float) and not math.isfinite(step_value))):
+                raise InputError(f"a step must be a finite number or a string, got {step_value!r}", **_at(path, line_no),
+                                 field=step_field)
+            if isinstance(step_value, str) and _non_finite_text(step_value):  # "NaN", "inf": a number gone bad, not a name
+                raise InputError(f"a step must be a finite number or a string, got {step_value!r} (not a finite number)",
                                  **_at(path, line_no), field=step_field)
-            return name.replace("{step}", str(step_value))
 
-        def named(key: str, auto, required: bool, path=path, line_no=line_no, obj=obj) -> str | None:
-            name = field_name(key)
-            if name is None:
-                return _first(obj, auto)
-            if required and name not in obj:
-                hint = ""
-                if key == "correct_field":
-                    hint = (" (verl's v1 trainer, its default, dumps no acc: threshold the score, e.g. "
-                            "--reward-threshold 1 for 0/1 rewards)" if preset == "verl" else
-                            " (or threshold a score: --reward-threshold)")
-                elif key == "score_field":
-                    numeric = [k for k, v in obj.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-                    hint = (f"; the row's numeric fields: {', '.join(numeric) or 'none'} (name one with "
-                            "--score-field, and --reward-threshold T)")
-                raise InputError("missing" + hint, **_at(path, line_no), field=name)
-            return name if name in obj else None
-
-        pf = named("prompt_field", PROMPT_FIELDS, required="prompt_field" in fields)
-        idf = named("id_field", ID_FIELDS, required="id_field" in fields)
-        if idf is not None and obj[idf] is None and "id_field" in fields:
-            raise InputError("null prompt id", **_at(path, line_no), field=idf)
-        prompt = _text_field(obj[pf], "prompt", path, line_no, pf) if pf and obj[pf] is not None else None
-        if idf is not None and obj[idf] is not None:  # a null id is no id: fall back as when it is absent
-            prompt_id = str(obj[idf])
-        elif prompt is not None:
-            prompt_id = prompt_key(prompt)
-        else:
-            prompt_id = str(line_no) if len(files) == 1 else f"{path.name}:{line_no}"
-        entries = []
-        rf = named("response_field", RESPONSE_FIELDS, required="response_field" in fields)
-        if rf is not None:  # flat row
-            score = None
-            if fields.get("score_field"):  # named: every row has a number there (before, a missing or non-numeric
-                sf = named("score_field", (), required=True)  # score silently became a 1/0 reward)
-                if preset == "trl" and (obj[sf] is None or (isinstance(obj[sf], float) and math.isnan(obj[sf]))):
-                    # TRL logs NaN where the reward function returned None: no verdict, so no row (counted)
-                    unscored.append((path, line_no))
-                    continue
-                score = _score(obj[sf], path, line_no, sf)
-            if threshold is not None:
-                correct = score >= threshold
-            else:
-                cf = named("correct_field", CORRECT_FIELDS, required="correct_field" in fields)
-                if cf is None:
-                    raise InputError("missing correctness label (correct / is_correct)", **_at(path, line_no),
-                                     field="correct")
-                correct = read_correctness(obj[cf], field=cf, **_at(path, line_no),
-                                           score_hint=" (read a score: --score-field NAME --reward-threshold T)")
-            reward = score if score is not None else (1.0 if correct else 0.0)
-            if step_value is None:
-                if step_named:
-                    raise InputError("missing: every row needs its step (checkpoint) when a step field is named",
+            def field_name(key: str, path=path, line_no=line_no, step_value=step_value,
+                           step_field=step_field) -> str | None:
+                name = fields.get(key)
+                if name is None or "{step}" not in name:
+                    return name
+                if step_value is None:
+                    raise InputError(f"the field name {name!r} needs the step, and the row has none",
                                      **_at(path, line_no), field=step_field)
-                without_step = without_step or (path, line_no)
-                name = "responses"
-            else:
-                with_step = with_step or (path, line_no)
-                name = str(step_value)
-                step_values.setdefault(name, step_value)
-            if with_step and without_step:  # some rows name their model, others not: no step to put them in
-                path_, row_ = without_step
-                raise InputError(f"missing, while other rows have it ({_where(*with_step)}): every row "
-                                 "needs its step, or none (one step)", **_at(path_, row_), field=step_field)
-            strategy = None
-            stf = named("strategy_field", (), required=True) if fields.get("strategy_field") else None
-            if stf is not None:
-                strategy = obj[stf]
-                ok = strategy is None or isinstance(strategy, str) or (
-                    isinstance(strategy, list) and all(isinstance(x, str) for x in strategy))
-                if not ok:
-                    raise InputError(f"a strategy must be a string, a list of strings or null, got {strategy!r}",
-                                     **_at(path, line_no), field=stf)
-            entries.append((name, obj, rf, correct, reward, strategy))
-        else:  # nested: one object per model
-            for key, value in obj.items():
-                if isinstance(value, dict):
-                    vrf, vcf = _first(value, RESPONSE_FIELDS), _first(value, CORRECT_FIELDS)
-                    if vrf is not None and vcf is not None:
-                        ok = read_correctness(value[vcf], field=vcf, **_at(path, line_no))
-                        entries.append((key, value, vrf, ok, 1.0 if ok else 0.0, None))
-            if not entries:
-                raise InputError("none found, and no per-model object holding one of them and a correct or "
-                                 "is_correct label (--response-field names another field)", **_at(path, line_no),
-                                 field=RESPONSE_FIELDS)
-        for name, entry, rf_, correct, reward, strategy in entries:
-            seen_models[name] = None
-            if models and name not in models:
-                continue
-            text = _text_field(entry[rf_], "response", path, line_no, rf_)
-            if marker is not None:
-                text = _response_after(text, marker, response_after, path, line_no, rf_)
-            ids, mask = tokens(text)
-            # a flat row's step is its step field's value, a nested row's the key of the model's object
-            step_where.setdefault(name, (path, line_no, step_field if rf is not None else name))
-            group = by_model.setdefault(name, [])
-            group.append({
-                "prompt_id": prompt_id, "sample_idx": 0, "prompt": prompt,
-                "response": text, "token_ids": ids, "planning_mask": mask,
-                "correct": correct, "reward": reward,
-                "error_type": _error_type(entry.get("error_type"), path, line_no), "strategy": strategy,
-            })
-    missing = [m for m in models or [] if m not in seen_models]
-    if missing:
-        raise InputError(f"no model named {', '.join(map(repr, missing))} in the input (models: "
-                         f"{', '.join(seen_models) or 'none'})", path=str(files[0]) if len(files) == 1 else None,
-                         field="models")
-    if not by_model:
-        raise InputError("no responses to convert", path=str(files[0]) if len(files) == 1 else None)
-    names, order_rule = step_order(list(by_model), step_values, field=step_field, where=step_where)
-    # a step whose rows equal the previous step's, row for row: TRL writes its last generation batch at each logging
-    # step, so a batch that serves several optimizer steps is logged at each; kept (greedy decoding can give equal
-    # steps too) and returned, for the caller to say
-    def content(name):
-        return [(r["prompt_id"], r["response"], r["reward"], r["correct"]) for r in by_model[name]]
+                return name.replace("{step}", str(step_value))
 
-    repeated = {later: earlier for earlier, later in zip(names, names[1:], strict=False)
-                if content(later) == content(earlier)}
-    writer = RolloutWriter(out_dir)
-    steps, group_sizes = {}, {}
-    for step, name in enumerate(names):
-        rows = by_model[name]
-        # several responses of one prompt within a step are samples of one group
-        seen: dict[str, int] = {}
-        for row in rows:
-            row["sample_idx"] = seen.get(row["prompt_id"], 0)
-            seen[row["prompt_id"]] = row["sample_idx"] + 1
-        writer.write_step(step, [rollout_row(**row) for row in rows])
-        steps[step] = name
-        sizes = Counter(seen.values())
-        group_sizes[name] = max(sizes, key=lambda k: (sizes[k], k))  # the step's most common group size
+            def named(key: str, auto, required: bool, path=path, line_no=line_no, obj=obj) -> str | None:
+                name = field_name(key)
+                if name is None:
+                    return _first(obj, auto)
+                if required and name not in obj:
+                    hint = ""
+                    if key == "correct_field":
+                        hint = (" (verl's v1 trainer, its default, dumps no acc: threshold the score, e.g. "
+                                "--reward-threshold 1 for 0/1 rewards)" if preset == "verl" else
+                                " (or threshold a score: --reward-threshold)")
+                    elif key == "score_field":
+                        numeric = [k for k, v in obj.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+                        hint = (f"; the row's numeric fields: {', '.join(numeric) or 'none'} (name one with "
+                                "--score-field, and --reward-threshold T)")
+                    raise InputError("missing" + hint, **_at(path, line_no), field=name)
+                return name if name in obj else None
+
+            pf = named("prompt_field", PROMPT_FIELDS, required="prompt_field" in fields)
+            idf = named("id_field", ID_FIELDS, required="id_field" in fields)
+            if idf is not None and obj[idf] is None and "id_field" in fields:
+                raise InputError("null prompt id", **_at(path, line_no), field=idf)
+            prompt = _text_field(obj[pf], "prompt", path, line_no, pf) if pf and obj[pf] is not None else None
+            if idf is not None and obj[idf] is not None:  # a null id is no id: fall back as when it is absent
+                prompt_id = str(obj[idf])
+            elif prompt is not None:
+                prompt_id = prompt_key(prompt)
+            else:
+                prompt_id = str(line_no) if len(files) == 1 else f"{path.name}:{line_no}"
+            entries = []
+            rf = named("response_field", RESPONSE_FIELDS, required="response_field" in fields)
+            if rf is not None:  # flat row
+                score = None
+                if fields.get("score_field"):  # named: every row has a number there (before, a missing or non-numeric
+                    sf = named("score_field", (), required=True)  # score silently became a 1/0 reward)
+                    if preset == "trl" and (obj[sf] is None or (isinstance(obj[sf], float) and math.isnan(obj[sf]))):
+                        # TRL logs NaN where the reward function returned None: no verdict, so no row (counted)
+                        unscored.append((path, line_no))
+                        continue
+                    score = _score(obj[sf], path, line_no, sf)
+                if threshold is not None:
+                    correct = score >= threshold
+                else:
+                    cf = named("correct_field", CORRECT_FIELDS, required="correct_field" in fields)
+                    if cf is None:
+                        raise InputError("missing correctness label (correct / is_correct)", **_at(path, line_no),
+                                         field="correct")
+                    correct = read_correctness(obj[cf], field=cf, **_at(path, line_no),
+                                               score_hint=" (read a score: --score-field NAME --reward-threshold T)")
+                reward = score if score is not None else (1.0 if correct else 0.0)
+                if step_value is None:
+                    if step_named:
+                        raise InputError("missing: every row needs its step (checkpoint) when a step field is named",
+                                         **_at(path, line_no), field=step_field)
+                    without_step = without_step or (path, line_no)
+                    name = "responses"
+                else:
+                    with_step = with_step or (path, line_no)
+                    name = str(step_value)
+                    step_values.setdefault(name, step_value)
+                if with_step and without_step:  # some rows name their model, others not: no step to put them in
+                    path_, row_ = without_step
+                    raise InputError(f"missing, while other rows have it ({_where(*with_step)}): every row "
+                                     "needs its step, or none (one step)", **_at(path_, row_), field=step_field)
+                strategy = None
+                stf = named("strategy_field", (), required=True) if fields.get("strategy_field") else None
+                if stf is not None:
+                    strategy = obj[stf]
+                    ok = strategy is None or isinstance(strategy, str) or (
+                        isinstance(strategy, list) and all(isinstance(x, str) for x in strategy))
+                    if not ok:
+                        raise InputError(f"a strategy must be a string, a list of strings or null, got {strategy!r}",
+                                         **_at(path, line_no), field=stf)
+                entries.append((name, obj, rf, correct, reward, strategy))
+            else:  # nested: one object per model
+                for key, value in obj.items():
+                    if isinstance(value, dict):
+                        vrf, vcf = _first(value, RESPONSE_FIELDS), _first(value, CORRECT_FIELDS)
+                        if vrf is not None and vcf is not None:
+                            ok = read_correctness(value[vcf], field=vcf, **_at(path, line_no))
+                            entries.append((key, value, vrf, ok, 1.0 if ok else 0.0, None))
+                if not entries:
+                    raise InputError("none found, and no per-model object holding one of them and a correct or "
+                                     "is_correct label (--response-field names another field)", **_at(path, line_no),
+                                     field=RESPONSE_FIELDS)
+            for name, entry, rf_, correct, reward, strategy in entries:
+                seen_models[name] = None
+                if models and name not in models:
+                    continue
+                text = _text_field(entry[rf_], "response", path, line_no, rf_)
+                if marker is not None:
+                    text = _response_after(text, marker, response_after, path, line_no, rf_)
+                ids, mask = tokens(text)
+                # a flat row's step is its step field's value, a nested row's the key of the model's object
+                step_where.setdefault(name, (path, line_no, step_field if rf is not None else name))
+                spool.add(name, {
+                    "prompt_id": prompt_id, "prompt": prompt,
+                    "response": text, "token_ids": ids, "planning_mask": mask,
+                    "correct": correct, "reward": reward,
+                    "error_type": _error_type(entry.get("error_type"), path, line_no), "strategy": strategy,
+                })
+        missing = [m for m in models or [] if m not in seen_models]
+        if missing:
+            raise InputError(f"no model named {', '.join(map(repr, missing))} in the input (models: "
+                             f"{', '.join(seen_models) or 'none'})", path=str(files[0]) if len(files) == 1 else None,
+                             field="models")
+        if not len(spool):
+            raise InputError("no responses to convert", path=str(files[0]) if len(files) == 1 else None)
+        names, order_rule = step_order(list(spool.rows), step_values, field=step_field, where=step_where)
+        # a step whose rows equal the previous step's, row for row: TRL writes its last generation batch at each logging
+        # step, so a batch that serves several optimizer steps is logged at each; kept (greedy decoding can give equal
+        # steps too) and returned, for the caller to say
+        repeated = {later: earlier for earlier, later in zip(names, names[1:], strict=False) if spool.same(later, earlier)}
+        writer = RolloutWriter(out_dir)
+        steps, group_sizes = {}, {}
+        for step, name in enumerate(names):
+            spool.write(writer, step, name)
+            steps[step] = name
+            group_sizes[name] = spool.group_size(name)
+    except BaseException:  # bad input, or interrupted: nothing written stays behind
+        import shutil
+
+        spool.remove()
+        if fresh_rollouts:
+            shutil.rmtree(out_dir / "rollouts", ignore_errors=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    spool.remove()
     tok_desc = (getattr(tokenizer, "name_or_path", None) or "tokenizer") if tokenizer is not None else \
         "regex word proxy \\w+|[^\\w\\s]"
     source = str(files[0]) if len(files) == 1 else [str(f) for f in files]
@@ -609,7 +701,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
                        unfinished[0] if unfinished else None),
                    "tokens": tok_desc, "logprobs": "unavailable", "entropies": "unavailable"},
     })
-    return {"steps": steps, "rows": {n: len(by_model[n]) for n in names}, "step_order": order_rule,
+    return {"steps": steps, "rows": {n: spool.rows[n] for n in names}, "step_order": order_rule,
             "skipped": [str(p) for p in skipped], "repeated": repeated, "group_sizes": group_sizes,
             "unscored": [_where(path, row) for path, row in unscored],
             "unfinished": unfinished[0] if unfinished else None}
