@@ -591,3 +591,8 @@ def test_lists_arrays_and_numpy_seeds_are_accepted():
     assert torch.equal(placebo_mask(resp, 0.5, np.int64(3)), placebo_mask(resp, 0.5, 3))
     with pytest.raises(TypeError, match="got str"):
         placebo_mask(resp, 0.5, "3")
+
+
+def test_group_ids_that_are_not_one_id_per_rollout_are_named():
+    with pytest.raises(TypeError, match="one hashable id per rollout .*got a list"):
+        grpo_advantages(torch.tensor([1.0, 0.0]), [[0, 1], [0, 1]])

@@ -93,7 +93,12 @@ def _group_index(group_ids: Any, batch_size: int, device: torch.device) -> tuple
     if len(ids) != batch_size:
         raise ValueError(f"group_ids has {len(ids)} entries but rewards has {batch_size}")
     dense: dict[Hashable, int] = {}
-    index = [dense.setdefault(g, len(dense)) for g in ids]
+    try:
+        index = [dense.setdefault(g, len(dense)) for g in ids]
+    except TypeError:  # e.g. a list per rollout, or a [B, k] array
+        bad = next(g for g in ids if not isinstance(g, Hashable))
+        raise TypeError(f"group_ids must hold one hashable id per rollout (an int or a string), got a "
+                        f"{type(bad).__name__} {bad!r:.40}") from None
     return torch.tensor(index, dtype=torch.long, device=device), len(dense)
 
 
