@@ -680,3 +680,15 @@ def test_a_conversion_that_fails_after_writing_parts_leaves_nothing(tmp_path, mo
     with pytest.raises(InputError):
         convert.convert_responses([src], tmp_path / "mine", step_field="step")
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_the_progress_total_counts_rows_of_both_formats(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hicra.dynamics.convert import _count_rows
+
+    (tmp_path / "a.jsonl").write_text('{"x": 1}\n\n{"x": 2}\n   \n{"x": 3}')
+    pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "b.parquet")
+    assert _count_rows([tmp_path / "a.jsonl", tmp_path / "b.parquet"]) == 5
+    assert _count_rows([tmp_path / "missing.jsonl"]) is None

@@ -268,6 +268,25 @@ def input_files(paths, skipped: list[Path] | None = None) -> list[Path]:
     return files
 
 
+def _count_rows(files: list[Path]) -> int | None:
+    """The number of rows of the input files, for a progress bar: a JSONL file's non-blank lines (read as bytes, a
+    block at a time), a Parquet file's row count from its footer; None when a file cannot be read (the conversion
+    then says why)."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    try:
+        for path in files:
+            if path.suffix.lower() == ".parquet":
+                total += pq.ParquetFile(path).metadata.num_rows
+                continue
+            with open(path, "rb") as fh:
+                total += sum(1 for line in fh if line.strip())
+    except Exception:  # noqa: BLE001 - only a progress bar's total depends on it
+        return None
+    return total
+
+
 def _read_rows(path: Path, on_unfinished=None) -> Iterator[tuple[int, dict]]:
     """(row number, row) of a JSONL or Parquet file (row numbers from 1, as lines); `on_unfinished`: `read_jsonl`'s
     (a JSONL file's unfinished last line)."""
@@ -529,7 +548,11 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
         unfinished: list[str] = []
         rows_iter = ((path, line_no, obj) for path in files for line_no, obj in _read_rows(
             path, (lambda n, p=path: unfinished.append(_where(p, n))) if path == files[-1] else None))
-        for path, line_no, obj in tqdm(rows_iter, desc="convert", unit="row", disable=None if progress else True):
+        total = _count_rows(files) if progress else None  # a total for the bar's ETA (a quick pass over the bytes)
+        if total is not None and limit is not None:
+            total = min(total, limit)
+        for path, line_no, obj in tqdm(rows_iter, desc="convert", unit="row", total=total,
+                                       disable=None if progress else True):
             if limit is not None and n_lines >= limit:
                 break
             n_lines += 1
