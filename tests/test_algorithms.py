@@ -596,3 +596,11 @@ def test_lists_arrays_and_numpy_seeds_are_accepted():
 def test_group_ids_that_are_not_one_id_per_rollout_are_named():
     with pytest.raises(TypeError, match="one hashable id per rollout .*got a list"):
         grpo_advantages(torch.tensor([1.0, 0.0]), [[0, 1], [0, 1]])
+
+
+def test_array_advantages_keep_their_float_dtype_or_take_the_log_probs():
+    plan = torch.tensor([[True, False]])
+    assert hicra_advantages(np.array([0.1234567891234]), plan, 0.2).dtype == torch.float64
+    logp = torch.zeros(1, 2)
+    loss, _ = policy_loss(logp, logp, np.array([1.0]), torch.ones(1, 2, dtype=torch.bool))
+    assert loss.dtype == torch.float32

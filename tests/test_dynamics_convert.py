@@ -692,3 +692,13 @@ def test_the_progress_total_counts_rows_of_both_formats(tmp_path):
     pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "b.parquet")
     assert _count_rows([tmp_path / "a.jsonl", tmp_path / "b.parquet"]) == 5
     assert _count_rows([tmp_path / "missing.jsonl"]) is None
+
+
+def test_an_unfinished_last_line_cut_inside_a_character_is_left_out(tmp_path, capsys):
+    rows = [{"step": 1, "question": f"q{i}", "response": f"x \u2208 [0, {i}]", "correct": True} for i in range(3)]
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    cut = json.dumps(rows[0], ensure_ascii=False).encode()
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(data + cut[:cut.index("\u2208".encode()) + 1])  # the first byte of a three-byte character
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "run"), "--step-field", "step"]) == 0
+    assert f"left out {src}:4: an unfinished last line" in capsys.readouterr().out

@@ -292,3 +292,41 @@ def test_an_item_without_responses_is_named():
     with pytest.raises(ValueError, match="item 'b' has no responses"):
         ev.grade_items([{"id": "a", "answer": "1", "responses": ["1"]}, {"id": "b", "answer": "1", "responses": []}],
                        progress=False)
+
+
+def test_a_limit_of_zero_is_refused_and_an_alarm_after_the_verdict_keeps_it(monkeypatch):
+    import os
+
+    with pytest.raises(ValueError, match="timeout_seconds must be positive"):
+        ev.Grader(timeout_seconds=0)
+    real = signal.setitimer
+
+    def late_alarm(which, seconds, *rest):  # the alarm lands after the verdict returned, as the timer stops
+        out = real(which, seconds, *rest)
+        if seconds == 0:
+            os.kill(os.getpid(), signal.SIGALRM)
+        return out
+
+    grader = ev.Grader()
+    monkeypatch.setattr(signal, "setitimer", late_alarm)
+    assert grader(r"\boxed{5}", "5") is True and grader.timeouts == 0
+
+
+def test_a_huge_number_inside_a_tuple_is_not_evaluated_on_any_thread():
+    # math-verify would evaluate 9^(9^9) (3.7e8 digits) inside the tuple; on a worker thread nothing can stop it
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(ev.Grader(timeout_seconds=2), r"\boxed{(9^{9^9}, 1)}", "(1, 2)").result() is False
+        assert pool.submit(ev.Grader(), r"\boxed{(9^{9^9}, 1)}", "(9^{9^9}, 1)").result() is True
+    assert time.perf_counter() - start < 10
+    assert ev.Grader()(r"\boxed{2^{2^{22}}}", "2^{4194304}")  # 1.3 million digits: still evaluated
+
+
+@pytest.mark.parametrize(("gold", "response", "correct"), [
+    ("3e - 1", "The value is $3e-1$.", True),  # Euler's e: math-verify's reading is kept beside the decimal one
+    ("0.3", "The value is $3e-1$.", True),
+    ("[0,1]", r"Thus \[ y \in [0, 1]. \]", True),  # the period no longer cuts the interval to its last number
+    ("(1,2)", r"\[ (1, 2). \]", True),
+])
+def test_unboxed_answers_read_both_ways(gold, response, correct):
+    assert ev.Grader()(response, gold) is correct

@@ -209,12 +209,15 @@ def _as_bool_mask(mask: Any, name: str) -> torch.Tensor:
 
 
 def _as_float_tensor(values: Any, like: torch.Tensor | None = None) -> torch.Tensor:
-    """A floating tensor as it is; a list, array or integer tensor as a tensor of `like`'s dtype and device (default:
-    torch's default float dtype, on the CPU)."""
+    """A floating tensor as it is. Anything else (a list, an array, an integer tensor) as a tensor of `like`'s dtype
+    and device when `like` is given, else of its own floating dtype (a float64 array stays float64) or torch's
+    default float dtype."""
     if isinstance(values, torch.Tensor) and values.is_floating_point():
         return values
-    dtype = like.dtype if like is not None else torch.get_default_dtype()
-    return torch.as_tensor(values, dtype=dtype, device=None if like is None else like.device)
+    if like is not None:
+        return torch.as_tensor(values, dtype=like.dtype, device=like.device)
+    values = torch.as_tensor(values)
+    return values if values.is_floating_point() else values.to(torch.get_default_dtype())
 
 
 def _token_advantages(advantages: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -791,11 +794,15 @@ def policy_loss(
     if horizon <= 0:
         raise ValueError(f"max_response_length must be positive, got {horizon}")
 
-    # padding holds zeros before any product, so that whatever it held (NaN, inf) reaches neither the loss nor, by
-    # 0 * NaN in a backward pass, the gradient
+    # advantages hold zeros at padding before any product, so that whatever padding held (NaN, inf) reaches neither
+    # the loss nor, by 0 * NaN in a backward pass, the gradient ([B] advantages: a row without response tokens; the
+    # [B, T] view stays a view). Log-probs need no such step: the clamp passes no gradient through a NaN.
     adv = _as_float_tensor(advantages, like=logprobs).detach()
-    adv = torch.where(mask, _token_advantages(adv, mask.shape), 0.0)
-    log_ratio = torch.where(mask, logprobs - old_logprobs.detach(), 0.0).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
+    if adv.dim() == 1 and adv.shape[0] == mask.shape[0]:
+        adv = _token_advantages(torch.where(mask.any(dim=-1), adv, 0.0), mask.shape)
+    else:
+        adv = torch.where(mask, _token_advantages(adv, mask.shape), 0.0)
+    log_ratio = (logprobs - old_logprobs.detach()).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)
     clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
     pg = torch.maximum(-adv * ratio, -adv * clipped)

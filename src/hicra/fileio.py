@@ -372,6 +372,9 @@ def read_jsonl(path: str | os.PathLike, what: str = "file", objects: bool = True
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
+                if on_unfinished is not None and not raw.endswith(b"\n"):  # cut inside a character
+                    on_unfinished(line_no)
+                    return
                 raise InputError(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
                                  path=str(path), row=line_no) from None
             if not line.strip():

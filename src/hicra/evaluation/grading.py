@@ -10,8 +10,10 @@ Rules (docs/scale.md, "Grading rules"):
 2. **Unfinished responses are wrong.** A ``\\boxed{`` opened after the last complete box and never closed, or a
    ``<think>`` block never closed, means there is no complete final answer. When a ``</think>`` is present, only the
    text after the last one is the answer part.
-3. **No box at all.** math-verify's own extraction on the (answer part of the) text: the last LaTeX expression or
-   number.
+3. **No box at all.** math-verify's own extraction on the answer part of the text: the content of the last complete
+   ``<answer>...</answer>`` block, else the text after the last ``</think>``; a sentence's punctuation just before
+   the end of math (``\\[ y \\in [0, 1]. \\]``) dropped, and a number in scientific notation read both as
+   math-verify reads it and as in rule 5.
 4. **Percent.** A percent sign (``\\%``, ``%``, ``\\text{\\%}``, with or without a space) is dropped from gold and
    response alike: ``10\\%`` and ``10`` are the same answer (a bare ``%`` in a gold is not a LaTeX comment).
 5. **Numbers.** Numbers in scientific notation (``1e-07``, also a JSON number gold) become plain decimals first;
@@ -28,7 +30,7 @@ Rules (docs/scale.md, "Grading rules"):
    response wrong when its verdict does not finish in time (counted in ``Grader.timeouts`` and in the results'
    ``timeouts``). On the main thread a SIGALRM timer stops the verdict; on any other thread the verdict runs in a
    helper thread that is abandoned when time is up (Python cannot stop a thread, so it keeps a share of the CPU
-   until it finishes). A number of over a million digits (``9^{9^{9^9}}``) is never evaluated: it equals only
+   until it finishes). A power or factorial of over ten million digits (``9^{9^9}``) is never evaluated: it equals only
    the same expression.
 """
 
@@ -198,6 +200,8 @@ def final_answer(response: str) -> tuple[str, str | None]:
         return ("boxed", content) if content else ("unfinished", None)
     blocks = _ANSWER_BLOCK.findall(text)
     if blocks:
+        # the block's content alone: within its tags math-verify's extraction reads earlier expressions (on the
+        # shared real run, 28 verdicts against the text after </think> were right and 2 wrong, review of session 57)
         text = blocks[-1]
     return ("text", text) if text.strip() else ("unfinished", None)
 
@@ -217,8 +221,9 @@ def _is_number(x) -> bool:
     return isinstance(x, Expr) and not x.free_symbols and bool(x.is_number)
 
 
-# a number with more digits than this is not evaluated (9^{9^{9^9}} would take hours): it equals only itself
-_MAX_LOG10 = 10**6
+# a number with more digits than this is not evaluated (9^{9^{9^9}} would take hours, 9^{9^9}'s 3.7e8 digits
+# minutes): it equals only itself. 10^7 digits evaluate in about 2 s
+_MAX_LOG10 = 10**7
 
 
 def _log10_size(x) -> float:
@@ -254,9 +259,20 @@ def _too_large(x) -> bool:
     return _log10_size(x) > _MAX_LOG10
 
 
+def _holds_too_large(x) -> bool:
+    """Whether a parsed answer (a sympy expression, tuple, set, ...) holds a power or factorial too large to
+    evaluate (`_too_large`) anywhere inside it; False for text."""
+    from sympy import Basic, factorial, preorder_traversal
+
+    if not isinstance(x, Basic):
+        return False
+    return any((node.is_Pow or isinstance(node, factorial)) and node.is_number and _too_large(node)
+               for node in preorder_traversal(x))
+
+
 def _scalars_equal(a, b, rel_tol: float) -> bool | None:
     """Exact or relative equality of two numeric sympy expressions; None if either is not a finite number. A number
-    too large to evaluate (over a million digits, `_too_large`) equals only the same expression."""
+    too large to evaluate (over ten million digits, `_too_large`) equals only the same expression."""
     from sympy import Float, N
 
     if _too_large(a) or _too_large(b):
@@ -386,6 +402,8 @@ class Grader:
     """
 
     def __init__(self, timeout_seconds: float | None = 5, rel_tol: float = 5e-6):
+        if timeout_seconds is not None and not timeout_seconds > 0:  # 0 would switch the timer off: no limit at all
+            raise ValueError(f"timeout_seconds must be positive or None (no limit), got {timeout_seconds!r}")
         self.timeout_seconds = timeout_seconds
         self.rel_tol = rel_tol
         self.timeouts = 0  # verdicts that ran out of time (graded wrong), over this grader's life
@@ -421,17 +439,19 @@ class Grader:
             return []
         if kind == "boxed":
             return _parse_answer(clean_answer(text))
-        text = _TEXT_SCIENTIFIC.sub(lambda m: answer_text(m.group(0)), drop_percent(text))
+        # "\[ y \in [0, 1]. \]": a sentence's period before the end of the math would hide or cut the expression
+        text = _PUNCT_BEFORE_MATH_END.sub(r" \1", drop_percent(text))
         parsed = parse(text, parsing_timeout=None)
-        if _only_text(parsed):  # "\[ y \in [0, 1]. \]": the sentence's period hid the expression
-            retry = parse(_PUNCT_BEFORE_MATH_END.sub(r" \1", text), parsing_timeout=None)
-            if not _only_text(retry):
-                return retry
+        plain = _TEXT_SCIENTIFIC.sub(lambda m: answer_text(m.group(0)), text)
+        if plain != text:  # "3e6" as 3000000 beside math-verify's 3*e*6 ("$3e-1$" may mean 3e - 1): either reading
+            parsed = [*parsed, *parse(plain, parsing_timeout=None)]
         return parsed
 
     def _equal(self, gold, pred) -> bool:
         from math_verify import verify
 
+        if _holds_too_large(gold) or _holds_too_large(pred):  # math-verify would evaluate it (rule 6)
+            return gold == pred
         gold_var, gold_value = solved_for(gold)
         pred_var, pred_value = solved_for(pred)
         if gold_var is None or pred_var is None or gold_var == pred_var:  # "x = 5" is 5 for the number rule
@@ -473,14 +493,16 @@ class Grader:
             raise _GradingTimeout
 
         previous = signal.signal(signal.SIGALRM, on_alarm)
+        result: list[bool] = []
         try:
             signal.setitimer(signal.ITIMER_REAL, self.timeout_seconds)
             try:
-                return self.verdict(response, answer)
+                result.append(self.verdict(response, answer))
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
-        except _GradingTimeout:
-            return self._timed_out()
+            return result[0]
+        except _GradingTimeout:  # an alarm between the verdict's end and the timer's stop keeps the verdict
+            return result[0] if result else self._timed_out()
         except Exception:  # math-verify's own policy: an error while grading means "not verified"
             return False
         finally:
@@ -514,7 +536,8 @@ def _alarm_free() -> bool:
     """Whether the grader may time a verdict with SIGALRM: on the main thread of a platform that has it, with no
     interval timer of the caller's running."""
     return (hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-            and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
+            and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+            and signal.getsignal(signal.SIGALRM) is not None)  # None: a handler set from C, which Python cannot put back
 
 
 # ----------------------------------------------------------------------------------------------------------------
