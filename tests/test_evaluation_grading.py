@@ -327,6 +327,8 @@ def test_a_huge_number_inside_a_tuple_is_not_evaluated_on_any_thread():
     ("0.3", "The value is $3e-1$.", True),
     ("[0,1]", r"Thus \[ y \in [0, 1]. \]", True),  # the period no longer cuts the interval to its last number
     ("(1,2)", r"\[ (1, 2). \]", True),
+    # the comma between two math spans is not a sentence's end (OlympiadBench 2460's own solution)
+    ("(1,1006),(3,331),(11,31)", "the pairs are $(1,1006)$, $(3,331),(11,31)$.", True),
 ])
 def test_unboxed_answers_read_both_ways(gold, response, correct):
     assert ev.Grader()(response, gold) is correct

@@ -136,7 +136,8 @@ _ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 # a number in scientific notation standing on its own in text ("3e6", "$4.5e33$."), which LaTeX reads as 4.5*e*33
 _TEXT_SCIENTIFIC = re.compile(r"(?<![\w.])\d+(?:\.\d+)?[eE][+-]?\d+(?!\w|\.\d)")
 # sentence punctuation just before the end of display or inline math: "\[ x \in [0, 1]. \]"
-_PUNCT_BEFORE_MATH_END = re.compile(r"\s*[.,;:]\s*(\\\]|\\\)|\$)")
+# (a "$" only when the mark touches it: in "$(1,2)$, $(3,4)$" the comma stands before an opening "$")
+_PUNCT_BEFORE_MATH_END = re.compile(r"\s*[.,;:]\s*(\\\]|\\\))|\s*[.,;:](\$)")
 
 
 def normalize_response(text: str) -> str:
@@ -440,7 +441,7 @@ class Grader:
         if kind == "boxed":
             return _parse_answer(clean_answer(text))
         # "\[ y \in [0, 1]. \]": a sentence's period before the end of the math would hide or cut the expression
-        text = _PUNCT_BEFORE_MATH_END.sub(r" \1", drop_percent(text))
+        text = _PUNCT_BEFORE_MATH_END.sub(lambda m: " " + (m.group(1) or m.group(2)), drop_percent(text))
         parsed = parse(text, parsing_timeout=None)
         plain = _TEXT_SCIENTIFIC.sub(lambda m: answer_text(m.group(0)), text)
         if plain != text:  # "3e6" as 3000000 beside math-verify's 3*e*6 ("$3e-1$" may mean 3e - 1): either reading
