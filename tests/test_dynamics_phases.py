@@ -1068,3 +1068,26 @@ def test_config_for_phases_reads_the_summaries_version():
     assert config_for_phases([{"version": 1}]).version == 2
     with pytest.raises(ValueError, match="different rules"):
         config_for_phases([{"version": 2}, {"version": 3}])
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_a_constant_per_response_value_has_no_trend(paired):
+    # every response cut at the same length: a fit returns float noise (5e-16) that every draw repeats
+    rng = np.random.default_rng(0)
+    groups = {}
+    for s in range(10):
+        ids = [f"p{i}" for i in range(12)] if paired else [f"s{s}p{i}" for i in range(12)]
+        groups[s] = (ids, np.full(12, 4.0))
+    out = problem_bootstrap_mean_trend(groups, PhaseConfig(n_boot=199))
+    assert out["tested"] and not out["detected"] and out["slope"] == 0.0 and out["p_value"] == 1.0
+    groups[9] = (groups[9][0], np.full(12, 4.0) + rng.random(12))  # one step that varies: a real test again
+    assert problem_bootstrap_mean_trend(groups, PhaseConfig(n_boot=199))["slope"] != 0.0
+
+
+def test_phrase_entropy_is_no_exploration_measure_without_strategic_grams():
+    from hicra.dynamics.phases import exploration_column
+
+    df = pd.DataFrame({"step": range(10), "semantic_entropy": np.zeros(10), "n_strategic_grams": np.zeros(10)})
+    assert exploration_column(df, 8) == (None, None)
+    df["n_strategic_grams"] = [0] * 2 + [5] * 8
+    assert exploration_column(df, 8) == ("semantic_entropy", "planning-phrases")

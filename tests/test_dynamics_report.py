@@ -154,3 +154,30 @@ def test_an_empty_panel_spans_the_runs_steps():
     lo, hi = main["Token entropy"].get_xlim()
     assert lo <= 0 and hi >= 29
     assert main["Token entropy"].get_xlim() == main["Relative perplexity"].get_xlim()
+
+
+def test_an_orders_caution_reaches_the_notes_the_report_and_its_json(tmp_path):
+    import html as html_lib
+
+    run = make_synthetic_run(tmp_path / "run", steps=24, prompts=8, group=4, segments=8, exec_len=8, seed=1)
+    summary = analyze_run(run, tmp_path / "out", phase_config=PhaseConfig(n_boot=199))
+    caution = summary["phases"]["evidence"]["order"]["caution"]  # this planted run's reference class is quiet
+    assert any(caution in note for note in summary["notes"])
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<b>Caution:</b> " + html_lib.escape(caution) in page
+    assert "[inf" not in page and "Infinity" not in page  # summary.json's null, not the in-memory inf
+    embedded = re.search(r"<h2>Summary JSON</h2><details><summary>show</summary><pre>(.*?)</pre>", page, re.S)
+    assert json.loads(html_lib.unescape(embedded.group(1)))["phases"]["verdict"] == summary["phases"]["verdict"]
+
+
+def test_word_proxy_tokens_are_said_to_be_proxies(tmp_path):
+    from hicra.cli import main
+
+    rows = [{"step": s, "question": f"q{i}", "response": f"let's try another way: {i} + {s} = {i + s}",
+             "correct": True} for s in range(3) for i in range(4)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "run"), "--step-field", "step",
+                 "--prompt-field", "question", "--quiet"]) == 0
+    summary = analyze_run(tmp_path / "run", tmp_path / "out", phase_config=PhaseConfig(n_boot=99), report=False)
+    assert any("word proxy" in note for note in summary["notes"])

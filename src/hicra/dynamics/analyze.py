@@ -222,11 +222,19 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
                      "recompute them (pass --tokenizer DIR): execution and planning perplexities are unavailable "
                      "and the order of consolidation is untestable (verdict inconclusive); exploration is tested "
                      f"by resampling problems (given {config.min_steps} or more steps)")
+    tokens = str((info.get("config") or {}).get("tokens") or "")
+    if tokens.startswith("regex word proxy"):
+        notes.append("tokens are hicra convert's word proxy (\\w+|[^\\w\\s]), not a model tokenizer's: lengths, "
+                     "token counts and planning ratios are in those units (hicra convert --tokenizer DIR gives the "
+                     "model's)")
     if isinstance(labels, dict) and labels:
         notes.append("a converted run: each step is a checkpoint index (its original value in the source_step "
                      "column), so checkpoints are treated as evenly spaced and every slope is per checkpoint")
     if df["entropy_all"].isna().all():
         notes.append("the records carry no token entropies: token entropy and fork-token overlap are unavailable")
+    caution = (phases["evidence"].get("order") or {}).get("caution")
+    if caution:  # the order stands by the rules, but its reader must see why it may not
+        notes.append(f"the order {phases.get('order')} carries a caution: {caution}")
     rw = phases["evidence"].get("execution_response_weighted") or {}
     if rw.get("tested") and not rw.get("consolidates"):
         lengths = rw.get("mean_length")

@@ -206,6 +206,9 @@ def run_analyze(args) -> int:
               f"{_interval(ev.get('consolidation_end_interval_over_runs'))}"
               + (f" (from {source})" if source else "") + f"; wrote {args.out}/pooled_summary.json")
         print(f"  {_order_line(ph)}; {_exploration_line(ph)}")
+        caution = (ev.get("order") or {}).get("caution")
+        if caution:
+            print(f"  note: the pooled order carries a caution: {caution}")
     return 0
 
 

@@ -1182,6 +1182,12 @@ def problem_bootstrap_mean_trend(groups: Mapping[float, tuple[Sequence[str], Seq
     steps, per_step, problems, paired = _problem_design(
         {s: (ids, np.column_stack([np.asarray(v, float), np.ones(len(v))])) for s, (ids, v) in groups.items()})
     values = np.array([g[:, 0].sum() / g[:, 1].sum() for _, g in per_step])
+    every = np.concatenate([np.asarray(v, float) for _, v in groups.values()])
+    if every.size and np.all(every == every[0]):  # e.g. every response cut at the same length: the slope is 0,
+        # where a fit returns float noise (5e-16) that every draw repeats, i.e. a "significant" rise
+        return {"tested": True, "detected": False, "slope": 0.0, "slope_interval": [0.0, 0.0], "p_value": 1.0,
+                "n_steps": int(steps.size), "problems": problems,
+                "interval_method": f"none: every response has the same value ({every[0]:g}), so there is no trend"}
     if interval in _LEAVE_ONE_OUT and paired:
         slope = _line_fit(steps, values)[1]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -1266,10 +1272,18 @@ def _nearest_step(steps: np.ndarray, value: float) -> int:
 
 
 def exploration_column(metrics, min_steps: int = 1) -> tuple[str | None, str | None]:
-    """The exploration metric a run supports: (column, measure), strategy labels first (module docstring, 3)."""
+    """The exploration metric a run supports: (column, measure), strategy labels first (module docstring, 3); a
+    phrase-entropy column only counts the steps that hold a strategic gram (its 0 elsewhere is a convention)."""
     names = set(_columns_of(metrics))
+    # a phrase entropy is 0 by convention at a step without strategic grams: not a measurement of diversity
+    grams = _column(metrics, "n_strategic_grams") if "n_strategic_grams" in names else None
     for column, measure in EXPLORATION_COLUMNS:
-        if column in names and np.isfinite(_column(metrics, column)).sum() >= min_steps:
+        if column not in names:
+            continue
+        measured = np.isfinite(_column(metrics, column))
+        if grams is not None and column.startswith("semantic_entropy"):
+            measured &= np.nan_to_num(grams) > 0
+        if measured.sum() >= min_steps:
             return column, measure
     return None, None
 
@@ -1401,7 +1415,7 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
         raise ValueError(f"exploration_metric must be one of {[c for c, _ in EXPLORATION_COLUMNS]}, "
                          f"got {exploration_metric!r}")
     evidence: dict = {"method": "per-class hinge-vs-line AR(1)-sieve F tests on " + ", ".join(CLASS_COLUMNS.values())
-                      + "; order from tau intervals; trend test on " + str(exploration_metric),
+                      + "; order from tau intervals; trend test on " + (exploration_metric or "no exploration measure"),
                       "config": asdict(config)}
     reasons = []
 

@@ -261,7 +261,9 @@ def render_html(summary: dict, df, *, figure_png: bytes, errors_png: bytes | Non
         f" &middot; consolidation end: <b>{_fmt(phases.get('consolidation_end_step'))}</b>"
         f" &middot; exploration onset: <b>{_fmt(phases.get('exploration_onset_step'))}</b>"
         f" &middot; confidence: <b>{_fmt(phases.get('confidence'))}</b>"
-        f"<div class='muted'>{html.escape(str(ev.get('summary', ev.get('reason', ''))))}</div></div>",
+        f"<div class='muted'>{html.escape(str(ev.get('summary', ev.get('reason', ''))))}</div>"
+        + (f"<div><b>Caution:</b> {html.escape(str((ev.get('order') or {})['caution']))}</div>"
+           if (ev.get("order") or {}).get("caution") else "") + "</div>",
         "<h2>Dynamics</h2>",
         f"<img id='figure' alt='training dynamics figure' src='data:image/png;base64,"
         f"{base64.b64encode(figure_png).decode()}'>",
@@ -311,7 +313,12 @@ def write_report(out_dir: str | os.PathLike, summary: dict, df, *, examples: dic
     errors_png = _png(efig) if efig is not None else None
     png_path, html_path = out_dir / "dynamics.png", out_dir / "report.html"
     write_bytes(png_path, figure_png)
-    text = render_html(summary, df, figure_png=figure_png, errors_png=errors_png, examples=examples, tagger=tagger)
+    from hicra.dynamics.analyze import _json_safe
+
+    # the page shows what summary.json holds (an infinite interval end is null there, "n/a" here), and its embedded
+    # copy is valid JSON
+    text = render_html(_json_safe(summary), df, figure_png=figure_png, errors_png=errors_png, examples=examples,
+                       tagger=tagger)
     write_text(html_path, with_mechanistic_sections(text, out_dir))
     return png_path, html_path
 
