@@ -702,3 +702,14 @@ def test_an_unfinished_last_line_cut_inside_a_character_is_left_out(tmp_path, ca
     src.write_bytes(data + cut[:cut.index("\u2208".encode()) + 1])  # the first byte of a three-byte character
     assert main(["convert", "responses", str(src), "--out", str(tmp_path / "run"), "--step-field", "step"]) == 0
     assert f"left out {src}:4: an unfinished last line" in capsys.readouterr().out
+
+
+def test_a_complete_last_line_that_is_not_utf8_is_an_error_and_failures_leave_no_folders(tmp_path, capsys):
+    row = {"step": 1, "question": "q", "response": "answer", "correct": True}
+    src = tmp_path / "in.jsonl"
+    latin = json.dumps({**row, "response": "sch\u00f6n"}, ensure_ascii=False).encode("latin-1")
+    src.write_bytes((json.dumps(row) + "\n").encode() + latin)
+    out = tmp_path / "new" / "a" / "b"
+    assert main(["convert", "responses", str(src), "--out", str(out), "--step-field", "step", "--quiet"]) == 2
+    assert "not UTF-8" in capsys.readouterr().err  # a Latin-1 line is bad input, not a line still being written
+    assert not (tmp_path / "new").exists()  # every folder the failed conversion made is gone

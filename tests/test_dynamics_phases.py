@@ -1091,3 +1091,21 @@ def test_phrase_entropy_is_no_exploration_measure_without_strategic_grams():
     assert exploration_column(df, 8) == (None, None)
     df["n_strategic_grams"] = [0] * 2 + [5] * 8
     assert exploration_column(df, 8) == ("semantic_entropy", "planning-phrases")
+
+
+def test_phrase_entropy_trends_read_only_steps_with_strategic_grams():
+    # grams at the last 10 of 30 steps: the conventional zeros before them are no rise from 0 to 1.5
+    def metrics(grams_from, seed):
+        grams = np.array([0] * grams_from + [5] * (30 - grams_from))
+        noise = np.random.default_rng(seed).normal(0, 0.01, 30)
+        return pd.DataFrame({"step": range(30), "semantic_entropy": np.where(grams > 0, 1.5 + noise, 0.0),
+                             "n_strategic_grams": grams})
+
+    cfg = PhaseConfig(n_boot=99)
+    one = detect_phases(metrics(20, 0), cfg)["evidence"]["exploration"]
+    assert one["tested"] and one["n_steps"] == 10 and not one["detected"]
+    pooled = detect_phases_pooled([metrics(20, s) for s in range(3)], cfg)["evidence"]["exploration"]
+    assert pooled["tested"] and not pooled["detected"] and abs(pooled["slope"]) < 0.01
+    none = detect_phases(metrics(30, 0), cfg)["evidence"]["exploration"]
+    assert not none["tested"] and none["reason"].startswith("semantic_entropy available at 0 steps, need 8 (a phrase")
+    assert detect_phases_pooled([metrics(30, s) for s in range(3)], cfg)["evidence"]["exploration"]["metric"] is None

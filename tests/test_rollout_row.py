@@ -88,3 +88,11 @@ def test_dict_rows_bad_values_name_the_row_and_field(tmp_path):
     with pytest.raises(InputError, match=r"row 2 \(1-based\), field 'reward': values of mixed or unsupported types"):
         writer.write_step(0, [base, {**base, "sample_idx": 1, "reward": "high"}])
     assert not list((tmp_path / "rollouts").iterdir())  # nothing written
+
+
+def test_a_dict_row_holding_a_batch_is_refused_not_flattened(tmp_path):
+    base = {"prompt_id": "p", "sample_idx": 0, "response": "x", "reward": 1.0, "correct": True}
+    with pytest.raises(InputError, match=r"row 1 \(1-based\), field 'token_ids': an array of shape \(2, 2\)"):
+        RolloutWriter(tmp_path).write_step(0, [{**base, "token_ids": np.array([[1, 2], [3, 4]])}])
+    with pytest.raises(InputError, match="field 'reward': an array of shape"):
+        RolloutWriter(tmp_path).write_step(0, [{**base, "token_ids": [1], "reward": torch.tensor([1.0, 0.0])}])

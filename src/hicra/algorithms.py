@@ -248,7 +248,7 @@ def hicra_advantages(advantages: torch.Tensor, planning_mask: Any, alpha: float)
         alpha: amplification, 0 <= alpha < 1 (the paper uses 0.2), else ValueError.
 
     Returns:
-        A new [B, T] tensor (a floating tensor's dtype and device; lists, arrays and integer tensors become
+        A new [B, T] tensor (a floating tensor's or array's dtype, a tensor's device; lists and integers become
         torch's default float dtype); the input is never modified.
     """
     alpha = check_option("alpha", alpha)

@@ -372,7 +372,8 @@ def read_jsonl(path: str | os.PathLike, what: str = "file", objects: bool = True
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                if on_unfinished is not None and not raw.endswith(b"\n"):  # cut inside a character
+                if on_unfinished is not None and not raw.endswith(b"\n") and exc.end == len(raw) \
+                        and exc.reason == "unexpected end of data":  # cut inside its last character
                     on_unfinished(line_no)
                     return
                 raise InputError(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",

@@ -533,8 +533,9 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
         tokenizer = load_tokenizer(tokenizer)
     tagger = PlanningTagger(lexicon, tokenizer)
     tokens = _Tokens(tagger)
-    # what the conversion makes is removed again when it fails: the spool, rollouts/ and the folder if it made them
-    created, fresh_rollouts = not out_dir.exists(), not (out_dir / "rollouts").exists()
+    # what the conversion makes is removed again when it fails: the spool, rollouts/ and the folders it made
+    made = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # innermost first
+    fresh_rollouts = not (out_dir / "rollouts").exists()
     spool = _Spool(out_dir)
     try:
         seen_models: dict[str, None] = {}  # every model in the input, kept or not (to name a --models typo)
@@ -705,8 +706,10 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
         spool.remove()
         if fresh_rollouts:
             shutil.rmtree(out_dir / "rollouts", ignore_errors=True)
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()
+        for folder in made:
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
         raise
     spool.remove()
     tok_desc = (getattr(tokenizer, "name_or_path", None) or "tokenizer") if tokenizer is not None else \

@@ -1275,17 +1275,21 @@ def exploration_column(metrics, min_steps: int = 1) -> tuple[str | None, str | N
     """The exploration metric a run supports: (column, measure), strategy labels first (module docstring, 3); a
     phrase-entropy column only counts the steps that hold a strategic gram (its 0 elsewhere is a convention)."""
     names = set(_columns_of(metrics))
-    # a phrase entropy is 0 by convention at a step without strategic grams: not a measurement of diversity
-    grams = _column(metrics, "n_strategic_grams") if "n_strategic_grams" in names else None
     for column, measure in EXPLORATION_COLUMNS:
-        if column not in names:
-            continue
-        measured = np.isfinite(_column(metrics, column))
-        if grams is not None and column.startswith("semantic_entropy"):
-            measured &= np.nan_to_num(grams) > 0
-        if measured.sum() >= min_steps:
+        if column in names and np.isfinite(exploration_values(metrics, column)).sum() >= min_steps:
             return column, measure
     return None, None
+
+
+def exploration_values(metrics, column: str) -> np.ndarray | None:
+    """An exploration column's values, NaN where they measure nothing: a phrase entropy (`semantic_entropy*`) at a
+    step without strategic grams (`n_strategic_grams` 0) is 0 by convention, not a diversity. None when the column
+    is absent."""
+    values = _column(metrics, column)
+    if values is None or not column.startswith("semantic_entropy"):
+        return values
+    grams = _column(metrics, "n_strategic_grams")
+    return values if grams is None else np.where(np.nan_to_num(grams) > 0, values, np.nan)
 
 
 def _support(detected: bool, p: float | None) -> float:
@@ -1444,15 +1448,20 @@ def detect_phases(metrics, config: PhaseConfig = PhaseConfig(), *, exploration_m
     tau_exec = order.get("tau_exec")
 
     # ---- exploration after tau_exec
-    xe_all, ye_all = _valid(steps, col(exploration_metric) if exploration_metric else None)
+    explored = exploration_values(metrics, exploration_metric) if exploration_metric else None
+    xe_all, ye_all = _valid(steps, None if explored is None else explored[idx])
     window = xe_all > tau_exec if tau_exec is not None else np.ones(xe_all.size, bool)
     expl: dict = {"tested": False, "detected": False, "measure": measure, "metric": exploration_metric,
                   "slope": None, "interval": None, "p_value": None}
     if exploration_metric is None:
         present = [(c, int(np.isfinite(v).sum())) for c, _ in EXPLORATION_COLUMNS
                    if (v := col(c)) is not None and np.isfinite(v).any()]
-        expl["reason"] = (f"{present[0][0]} available at {present[0][1]} steps, need {config.min_steps}" if present
-                          else "no exploration metric (strategy_entropy / semantic_entropy) in the metrics")
+        measured = [(c, int(np.isfinite(exploration_values(metrics, c)).sum())) for c, _ in present]
+        expl["reason"] = (
+            f"{measured[0][0]} available at {measured[0][1]} steps, need {config.min_steps}"
+            + (" (a phrase entropy measures only steps that hold a strategic gram)" if measured[0][1] < present[0][1]
+               else "") if present
+            else "no exploration metric (strategy_entropy / semantic_entropy) in the metrics")
     elif xe_all.size < config.min_steps:
         expl["reason"] = f"{exploration_metric} available at {xe_all.size} steps, need {config.min_steps}"
     elif window.sum() < config.min_after:
@@ -1549,14 +1558,16 @@ def detect_phases_pooled(runs: Sequence, config: PhaseConfig = PhaseConfig(), *,
     if exploration_metric is None:  # the measure every run supports
         choices = [exploration_column(m, config.min_steps)[0] for m in runs]
         exploration_metric = next((c for c, _ in EXPLORATION_COLUMNS if all(
-            c in _columns_of(m) and np.isfinite(_column(m, c)).sum() >= config.min_steps for m in runs)), None)
+            c in _columns_of(m) and np.isfinite(exploration_values(m, c)).sum() >= config.min_steps for m in runs)),
+            None)
         if exploration_metric is None and choices[0] is not None:
             exploration_metric = choices[0]
     names = ["step", *CLASS_COLUMNS.values(), "ppl_all", "accuracy", "mean_length", *_SIDE_METRICS]
     if exploration_metric:
         names.append(exploration_metric)
     names = list(dict.fromkeys(names))
-    tables = [{n: v for n in names if (v := _column(m, n)) is not None} for m in runs]
+    tables = [{n: v for n in names if (v := exploration_values(m, n) if n == exploration_metric else _column(m, n))
+               is not None} for m in runs]
     shared = sorted(set.intersection(*(set(t["step"].tolist()) for t in tables)))
     if not shared:
         raise ValueError("the runs share no steps")

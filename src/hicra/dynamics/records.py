@@ -456,7 +456,11 @@ def _rows_to_table(rows: list[dict], step: int, path: Path) -> pa.Table:
             row["prompt_id"] = str(row["prompt_id"])  # as `rollout_row` writes it
         for key, value in row.items():
             if isinstance(value, np.ndarray):
-                row[key] = value.reshape(-1).tolist() if key in TOKEN_LIST_COLUMNS + ("token_ids",) else value.item()
+                if value.ndim > 1 or (value.ndim == 1 and key not in TOKEN_LIST_COLUMNS + ("token_ids",)):
+                    raise InputError(f"an array of shape {value.shape} (one row holds one response: a list per "
+                                     "token, one value otherwise)", path=str(path), row=i + 1, field=key,
+                                     table_row=True)
+                row[key] = value.tolist() if value.ndim else value.item()
             elif isinstance(value, np.generic):
                 row[key] = value.item()
         clean.append(row)
