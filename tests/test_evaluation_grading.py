@@ -322,9 +322,32 @@ def test_a_huge_number_inside_a_tuple_is_not_evaluated_on_any_thread():
     assert ev.Grader()(r"\boxed{2^{2^{22}}}", "2^{4194304}")  # 1.3 million digits: still evaluated
 
 
+@pytest.mark.parametrize(("response", "gold", "correct"), [
+    # over ten million digits: compared by logarithms taken from the expressions, as rule 5 compares exact numbers
+    (r"\boxed{2^{2^{25}}}", "2^{33554432}", True),
+    (r"\boxed{4^{2^{24}}}", "2^{2^{25}}", True),
+    (r"\boxed{10^{10^{8}}}", r"100^{5 \cdot 10^{7}}", True),
+    (r"\boxed{2 \cdot 2^{2^{25}}}", "2^{2^{25}+1}", True),
+    (r"\boxed{2^{-2^{25}}}", "0.5^{2^{25}}", True),
+    (r"\boxed{(10^{7})!}", "10000000!", True),
+    (r"\boxed{2^{2^{25}}}", "2^{2^{25}-1}", False),
+    (r"\boxed{-2^{2^{25}}}", "2^{2^{25}}", False),
+    (r"\boxed{10^{10^{10}}}", "10^{10^{10}}+1", False),  # a sum holding one: only the same expression
+    (r"\boxed{9^{9^{9^{9}}}}", "9^{9^{9^{9}}}", True),  # its logarithm is itself beyond reach: the same expression
+    (r"\boxed{9^{9^{9^{9}}}}", "5", False),
+])
+def test_numbers_too_large_to_evaluate(response, gold, correct):
+    grader = ev.Grader()
+    start = time.perf_counter()
+    assert grader(response, gold) is correct and grader.timeouts == 0
+    assert time.perf_counter() - start < 4
+
+
 @pytest.mark.parametrize(("gold", "response", "correct"), [
     ("3e - 1", "The value is $3e-1$.", True),  # Euler's e: math-verify's reading is kept beside the decimal one
-    ("0.3", "The value is $3e-1$.", True),
+    ("0.3", "The value is $3e-1$.", False),  # a signed exponent inside math: 3e - 1 only
+    ("3e-7", "The answer is 3e-7", True),  # outside math: the decimal too
+    ("3e6", "The answer is $3e6$.", True),  # unsigned inside math: the decimal too
     ("[0,1]", r"Thus \[ y \in [0, 1]. \]", True),  # the period no longer cuts the interval to its last number
     ("(1,2)", r"\[ (1, 2). \]", True),
     # the comma between two math spans is not a sentence's end (OlympiadBench 2460's own solution)

@@ -30,8 +30,9 @@ Rules (docs/scale.md, "Grading rules"):
    response wrong when its verdict does not finish in time (counted in ``Grader.timeouts`` and in the results'
    ``timeouts``). On the main thread a SIGALRM timer stops the verdict; on any other thread the verdict runs in a
    helper thread that is abandoned when time is up (Python cannot stop a thread, so it keeps a share of the CPU
-   until it finishes). A power or factorial of over ten million digits (``9^{9^9}``) is never evaluated: it equals only
-   the same expression.
+   until it finishes). A power or factorial of over ten million digits (``9^{9^9}``) is never evaluated: numbers
+   holding one are compared by logarithms taken from their structure (`_huge_equal`), anything else holding one
+   equals only the same expression.
 """
 
 from __future__ import annotations
@@ -260,6 +261,24 @@ def _too_large(x) -> bool:
     return _log10_size(x) > _MAX_LOG10
 
 
+def _in_math(text: str, pos: int) -> bool:
+    """Whether position `pos` of `text` lies inside $...$, \\(...\\) or \\[...\\] (unescaped dollars counted)."""
+    before = text[:pos]
+    if len(re.findall(r"(?<!\\)\$", before)) % 2:
+        return True
+    opened = max(before.rfind("\\("), before.rfind("\\["))
+    return opened > max(before.rfind("\\)"), before.rfind("\\]"))
+
+
+def _plain_scientific(match: re.Match) -> str:
+    """A number in scientific notation as a plain decimal (rule 5), except a signed exponent inside math: there
+    "$2e-1$" is more likely 2e - 1 (Euler's e) than 0.2, and math-verify's own reading stays the only one."""
+    signed = match.group(0).lower().split("e", 1)[1][:1] in "+-"
+    if signed and _in_math(match.string, match.start()):
+        return match.group(0)
+    return answer_text(match.group(0))
+
+
 def _holds_too_large(x) -> bool:
     """Whether a parsed answer (a sympy expression, tuple, set, ...) holds a power or factorial too large to
     evaluate (`_too_large`) anywhere inside it; False for text."""
@@ -271,13 +290,61 @@ def _holds_too_large(x) -> bool:
                for node in preorder_traversal(x))
 
 
+def _ln_abs(x, dps: int):
+    """ln |x| of a numeric sympy expression as an mpmath number, from its structure alone (ln b^e = e ln b, with e's
+    own value taken as exp(ln e) when e is too large to evaluate; ln n! = lgamma(n + 1); ln of a product, the sum),
+    so no digit of a huge power is computed; None for a sum holding a too-large number (no cheap logarithm)."""
+    import mpmath
+    from sympy import Add, N, factorial, preorder_traversal
+
+    if x.is_Pow:
+        ln_base = _ln_abs(x.base, dps)
+        if ln_base is None:
+            return None
+        if _too_large(x.exp):
+            ln_exp = _ln_abs(x.exp, dps)
+            return None if ln_exp is None else mpmath.exp(ln_exp) * ln_base * (1 if x.exp.is_positive else -1)
+        return mpmath.mpf(str(N(x.exp, dps))) * ln_base
+    if isinstance(x, factorial):
+        n = x.args[0]
+        return None if _too_large(n) else mpmath.loggamma(mpmath.mpf(str(N(n, dps))) + 1)
+    if x.is_Mul:
+        parts = [_ln_abs(arg, dps) for arg in x.args]
+        return None if None in parts else mpmath.fsum(parts)
+    if any(isinstance(node, Add) and _too_large(node) for node in preorder_traversal(x)):
+        return None
+    return mpmath.log(abs(mpmath.mpf(str(N(x, dps)))))
+
+
+def _huge_equal(a, b) -> bool:
+    """Equality of two numbers at least one of which is too large to evaluate (`_too_large`), as rule 5 compares
+    exact numbers (to 50 significant digits): the same sign and |ln|a| - ln|b|| <= 1e-40, the logarithms taken from
+    the expressions' structure (`_ln_abs`), no digit computed. Where the logarithm itself is beyond 1e30 (a tower
+    such as 9^{9^{9^9}}: 1e-40 of it cannot be resolved), for a sum holding a too-large number, or where the
+    assumptions cannot tell the sign, only the same expression is equal."""
+    import mpmath
+
+    if a == b:
+        return True
+    signs = [1 if x.is_positive else -1 if x.is_negative else 0 if x.is_zero else None for x in (a, b)]
+    if None in signs or signs[0] != signs[1]:
+        return False
+    if signs[0] == 0:
+        return True
+    with mpmath.workdps(_EXACT_DIGITS + 60):
+        logs = [_ln_abs(x, _EXACT_DIGITS + 60) for x in (a, b)]
+        if None in logs or max(abs(v) for v in logs) > mpmath.mpf(10) ** 30:
+            return False
+        return bool(abs(logs[0] - logs[1]) <= mpmath.mpf("1e-40"))
+
+
 def _scalars_equal(a, b, rel_tol: float) -> bool | None:
     """Exact or relative equality of two numeric sympy expressions; None if either is not a finite number. A number
-    too large to evaluate (over ten million digits, `_too_large`) equals only the same expression."""
+    too large to evaluate (over ten million digits, `_too_large`) is compared by its logarithm (`_huge_equal`)."""
     from sympy import Float, N
 
     if _too_large(a) or _too_large(b):
-        return a == b
+        return _huge_equal(a, b)
     try:
         va, vb = N(a, _EXACT_DIGITS), N(b, _EXACT_DIGITS)
         if not (va.is_finite and vb.is_finite):
@@ -443,8 +510,8 @@ class Grader:
         # "\[ y \in [0, 1]. \]": a sentence's period before the end of the math would hide or cut the expression
         text = _PUNCT_BEFORE_MATH_END.sub(lambda m: " " + (m.group(1) or m.group(2)), drop_percent(text))
         parsed = parse(text, parsing_timeout=None)
-        plain = _TEXT_SCIENTIFIC.sub(lambda m: answer_text(m.group(0)), text)
-        if plain != text:  # "3e6" as 3000000 beside math-verify's 3*e*6 ("$3e-1$" may mean 3e - 1): either reading
+        plain = _TEXT_SCIENTIFIC.sub(_plain_scientific, text)
+        if plain != text:  # "3e6" as 3000000 beside math-verify's 3*e*6: either reading
             parsed = [*parsed, *parse(plain, parsing_timeout=None)]
         return parsed
 
@@ -452,7 +519,8 @@ class Grader:
         from math_verify import verify
 
         if _holds_too_large(gold) or _holds_too_large(pred):  # math-verify would evaluate it (rule 6)
-            return gold == pred
+            verdict = numbers_equal(gold, pred, self.rel_tol)  # numbers (and tuples, sets of them): by logarithms
+            return bool(gold == pred) if verdict is None else verdict
         gold_var, gold_value = solved_for(gold)
         pred_var, pred_value = solved_for(pred)
         if gold_var is None or pred_var is None or gold_var == pred_var:  # "x = 5" is 5 for the number rule
