@@ -1109,3 +1109,9 @@ def test_phrase_entropy_trends_read_only_steps_with_strategic_grams():
     none = detect_phases(metrics(30, 0), cfg)["evidence"]["exploration"]
     assert not none["tested"] and none["reason"].startswith("semantic_entropy available at 0 steps, need 8 (a phrase")
     assert detect_phases_pooled([metrics(30, s) for s in range(3)], cfg)["evidence"]["exploration"]["metric"] is None
+
+
+def test_a_mean_trend_refuses_values_that_are_not_numbers():
+    groups = {s: ([f"p{i}" for i in range(12)], np.r_[np.full(11, 3.0 + s), np.nan]) for s in range(10)}
+    with pytest.raises(ValueError, match="step 0 holds a value that is not a finite number"):
+        problem_bootstrap_mean_trend(groups, PhaseConfig(n_boot=99))

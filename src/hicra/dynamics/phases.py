@@ -1173,11 +1173,14 @@ def problem_bootstrap_mean_trend(groups: Mapping[float, tuple[Sequence[str], Seq
     Each step's value is the mean over its responses (of the shared problems when paired); the statistic is the
     OLS slope of those means against step, in the values' unit per step.
     Returns {"tested", "detected" (interval above 0), "slope", "slope_interval", "p_value", "n_steps",
-    "problems", "interval_method"}. ValueError for an unknown `interval`."""
+    "problems", "interval_method"}. ValueError for an unknown `interval` or a value that is not finite."""
     if interval not in _INTERVAL_NAMES:
         raise ValueError(f"interval must be one of {sorted(_INTERVAL_NAMES)}, got {interval!r}")
     if len(groups) < 3:
         return {"tested": False, "detected": False, "reason": "fewer than 3 steps"}
+    for s, (_, v) in groups.items():
+        if not np.all(np.isfinite(np.asarray(v, float))):
+            raise ValueError(f"problem_bootstrap_mean_trend: step {s} holds a value that is not a finite number")
     rng = np.random.default_rng(config.seed + 6)
     steps, per_step, problems, paired = _problem_design(
         {s: (ids, np.column_stack([np.asarray(v, float), np.ones(len(v))])) for s, (ids, v) in groups.items()})
