@@ -181,3 +181,32 @@ def test_word_proxy_tokens_are_said_to_be_proxies(tmp_path):
                  "--prompt-field", "question", "--quiet"]) == 0
     summary = analyze_run(tmp_path / "run", tmp_path / "out", phase_config=PhaseConfig(n_boot=99), report=False)
     assert any("word proxy" in note for note in summary["notes"])
+
+
+def test_what_a_reader_sees_of_an_inconclusive_verdict_a_shared_onset_and_a_converted_step(tmp_path, capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hicra.cli import main
+    from hicra.dynamics.report import _boundaries, confidence_text
+
+    assert confidence_text({"verdict": "inconclusive", "confidence": 0.0}) == "n/a (inconclusive)"
+    assert confidence_text({"verdict": "two-phase", "confidence": 0.976}) == "0.98"
+    _, ax = plt.subplots()
+    _boundaries(ax, {"consolidation_end_step": 12, "exploration_onset_step": 12})
+    assert [line.get_label() for line in ax.get_lines()] == ["tau_exec (consolidation end)",
+                                                             "exploration onset (= tau_exec)"]
+    plt.close("all")
+    rows = [{"step": s, "question": f"q{i}", "response": f"let's try another way: {i} + {s} = {i + s}",
+             "correct": i % 2 == 0} for s in (50, 100, 150) for i in range(4)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["convert", "responses", str(src), "--out", str(tmp_path / "run"), "--step-field", "step",
+                 "--prompt-field", "question", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--quiet", "--n-boot", "99"]) == 0
+    assert "verdict: inconclusive (confidence n/a (inconclusive))" in capsys.readouterr().out
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "first step (0, source step 50)" in page and "last step (2, source step 150)" in page

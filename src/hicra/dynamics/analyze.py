@@ -121,17 +121,23 @@ def _clean(value):
     return value
 
 
-def _examples(run_dir: Path, first: int, last: int, n: int = 2) -> dict[str, list[dict]]:
+def _examples(run_dir: Path, first: int, last: int, n: int = 2,
+              labels: dict | None = None) -> dict[str, list[dict]]:
+    """Example responses of the first and last steps; a converted run's steps also named by their source step."""
     from hicra.dynamics.report import pick_examples
+
+    def name(step: int) -> str:
+        label = (labels or {}).get(str(step))
+        return f"{step}" + (f", source step {label}" if label is not None else "")
 
     out = {}
     cols = ["prompt_id", "sample_idx", "response", "correct", "error_type"]
     # validated: a row `--skip-invalid` left out of the analysis is not shown as an example either
     for step, table in iter_steps(run_dir, columns=cols, skip_invalid=True, steps={first, last}):
         if step == first:
-            out[f"first step ({step})"] = pick_examples(table, n)
+            out[f"first step ({name(step)})"] = pick_examples(table, n)
         if step == last:
-            out[f"last step ({step})"] = pick_examples(table, n)
+            out[f"last step ({name(step)})"] = pick_examples(table, n)
     return out
 
 
@@ -265,7 +271,8 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
     if report:
         from hicra.dynamics.report import write_report
 
-        examples = _examples(run_dir, int(df["step"].iloc[0]), int(last["step"]))
+        examples = _examples(run_dir, int(df["step"].iloc[0]), int(last["step"]),
+                             labels=labels if isinstance(labels, dict) else None)
         write_report(out_dir, summary, df, examples=examples, tagger=tagger)
     summary["_metrics"] = df  # for callers in Python (not written)
     return summary

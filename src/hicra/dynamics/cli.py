@@ -136,10 +136,12 @@ def _exploration_line(ph: dict, unit: str = "step") -> str:
 
 
 def _print_summary(summary: dict, out: Path) -> None:
+    from hicra.dynamics.report import confidence_text
+
     ph = summary["phases"]
     print(f"{summary['run']['run_id']}: {summary['steps']} steps, {summary['n_responses']} responses, "
           f"{summary['n_tokens']} tokens")
-    print(f"  verdict: {ph['verdict']} (confidence {ph['confidence']:.2f}); consolidation end: "
+    print(f"  verdict: {ph['verdict']} (confidence {confidence_text(ph)}); consolidation end: "
           f"{_fmt(ph['consolidation_end_step'])}; exploration onset: {_fmt(ph['exploration_onset_step'])}")
     # a converted run's steps are checkpoint indices (steps taken at any spacing, read as evenly spaced)
     unit = "checkpoint" if summary.get("step_labels") else "step"
@@ -155,6 +157,7 @@ def _print_summary(summary: dict, out: Path) -> None:
 def run_analyze(args) -> int:
     from hicra.dynamics.analyze import analyze_run, pool_runs
     from hicra.dynamics.phases import PhaseConfig
+    from hicra.dynamics.report import confidence_text
 
     if len(args.run_dirs) > 1 and not args.out:
         raise InputError("several run directories need --out DIR", field="--out")
@@ -201,7 +204,7 @@ def run_analyze(args) -> int:
                   f"share ({shared['first']:g}-{shared['last']:g})", file=sys.stderr)
         ev = ph["evidence"]
         source = ev.get("consolidation_end_interval_source")
-        print(f"pooled over {len(summaries)} runs: {ph['verdict']} (confidence {ph['confidence']:.2f}); "
+        print(f"pooled over {len(summaries)} runs: {ph['verdict']} (confidence {confidence_text(ph)}); "
               f"consolidation end {_fmt(ph['consolidation_end_step'])}, interval "
               f"{_interval(ev.get('consolidation_end_interval_over_runs'))}"
               + (f" (from {source})" if source else "") + f"; wrote {args.out}/pooled_summary.json")

@@ -39,8 +39,9 @@ def _boundaries(ax, phases: dict):
         ax.axvline(end, color="tab:blue", ls="--", lw=1, label="tau_exec (consolidation end)")
     if tau_plan is not None:
         ax.axvline(tau_plan, color="tab:red", ls="--", lw=1, label="tau_plan")
-    if onset is not None and onset != end:
-        ax.axvline(onset, color="tab:purple", ls=":", lw=1, label="exploration onset")
+    if onset is not None:  # drawn also where it equals tau_exec, so the reader sees both
+        ax.axvline(onset, color="tab:purple", ls=":", lw=1,
+                   label="exploration onset" + (" (= tau_exec)" if onset == end else ""))
 
 
 def _band(ax, steps, df, name, color):
@@ -199,6 +200,14 @@ def pick_examples(table, n: int = 2) -> list[dict]:
     return picked
 
 
+def confidence_text(phases: dict) -> str:
+    """A verdict's confidence as shown to a reader: "n/a (inconclusive)" for an inconclusive verdict, whose
+    confidence is 0 by rule, not a measured support."""
+    if phases.get("verdict") == "inconclusive" or phases.get("confidence") is None:
+        return "n/a (inconclusive)" if phases.get("verdict") == "inconclusive" else "n/a"
+    return f"{phases['confidence']:.2f}"
+
+
 def _fmt(value) -> str:
     if value is None:
         return "n/a"
@@ -260,7 +269,7 @@ def render_html(summary: dict, df, *, figure_png: bytes, errors_png: bytes | Non
         f" &middot; order: <b>{_fmt(phases.get('order'))}</b>"
         f" &middot; consolidation end: <b>{_fmt(phases.get('consolidation_end_step'))}</b>"
         f" &middot; exploration onset: <b>{_fmt(phases.get('exploration_onset_step'))}</b>"
-        f" &middot; confidence: <b>{_fmt(phases.get('confidence'))}</b>"
+        f" &middot; confidence: <b>{confidence_text(phases)}</b>"
         f"<div class='muted'>{html.escape(str(ev.get('summary', ev.get('reason', ''))))}</div>"
         + (f"<div><b>Caution:</b> {html.escape(str((ev.get('order') or {})['caution']))}</div>"
            if (ev.get("order") or {}).get("caution") else "") + "</div>",
