@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -197,8 +198,6 @@ def analyze_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = 
             groups = exploration_groups(counts, measure, excluded=fmt if column != "semantic_entropy" else ())
             outcomes = outcome_groups(counts)  # accuracy and length beside it, on the same problem bootstrap
     if progress:  # the phase tests can take as long as the metrics (a text-only run's problem resampling)
-        import sys
-
         print(f"analyze: phase tests on {len(df)} steps" + (", resampling problems" if groups else ""),
               file=sys.stderr, flush=True)
     phases = detect_phases(df, config, problem_groups=groups, problem_outcomes=outcomes)

@@ -72,6 +72,7 @@ inventing them.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -331,8 +332,6 @@ def _message_text(value, role_prefix: bool):
     message. A completion: what the model wrote, its messages of any role but `OTHER_ROLES` (a tool's output is not
     the model's text; a message without a role is the model's): each message's reasoning (`reasoning_content`, where a chat template's response schema moved the
     `<think>` text; or `reasoning`/`thinking`), then its content, then its tool calls as JSON."""
-    import json
-
     if not (isinstance(value, list) and value and all(isinstance(m, dict) and ("content" in m or "role" in m)
                                                       for m in value)):
         return None
@@ -416,15 +415,7 @@ class _Spool:
         self.samples: dict[str, dict[str, int]] = {}  # step name -> prompt id -> responses so far
         self.digests: dict[str, object] = {}
 
-    def __contains__(self, name: str) -> bool:
-        return name in self.rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
     def add(self, name: str, row: dict) -> None:
-        import json
-
         samples = self.samples.setdefault(name, {})
         row["sample_idx"] = samples.get(row["prompt_id"], 0)  # several responses of one prompt: one group's samples
         samples[row["prompt_id"]] = row["sample_idx"] + 1
@@ -687,7 +678,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
             raise InputError(f"no model named {', '.join(map(repr, missing))} in the input (models: "
                              f"{', '.join(seen_models) or 'none'})", path=str(files[0]) if len(files) == 1 else None,
                              field="models")
-        if not len(spool):
+        if not spool.rows:
             raise InputError("no responses to convert", path=str(files[0]) if len(files) == 1 else None)
         names, order_rule = step_order(list(spool.rows), step_values, field=step_field, where=step_where)
         # a step whose rows equal the previous step's, row for row: TRL writes its last generation batch at each logging
@@ -703,7 +694,7 @@ def convert_responses(paths, out_dir: str | os.PathLike, *, lexicon="paper", tok
     except BaseException:  # bad input, or interrupted: nothing written stays behind
         import shutil
 
-        spool.remove()
+        spool.remove()  # first: it lies in out_dir, which is removed below if the conversion made it
         if fresh_rollouts:
             shutil.rmtree(out_dir / "rollouts", ignore_errors=True)
         for folder in made:

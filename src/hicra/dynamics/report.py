@@ -203,9 +203,9 @@ def pick_examples(table, n: int = 2) -> list[dict]:
 def confidence_text(phases: dict) -> str:
     """A verdict's confidence as shown to a reader: "n/a (inconclusive)" for an inconclusive verdict, whose
     confidence is 0 by rule, not a measured support."""
-    if phases.get("verdict") == "inconclusive" or phases.get("confidence") is None:
-        return "n/a (inconclusive)" if phases.get("verdict") == "inconclusive" else "n/a"
-    return f"{phases['confidence']:.2f}"
+    if phases.get("verdict") == "inconclusive":
+        return "n/a (inconclusive)"
+    return "n/a" if phases.get("confidence") is None else f"{phases['confidence']:.2f}"
 
 
 def _fmt(value) -> str:

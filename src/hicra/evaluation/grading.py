@@ -13,7 +13,7 @@ Rules (docs/scale.md, "Grading rules"):
 3. **No box at all.** math-verify's own extraction on the answer part of the text: the content of the last complete
    ``<answer>...</answer>`` block, else the text after the last ``</think>``; a sentence's punctuation just before
    the end of math (``\\[ y \\in [0, 1]. \\]``) dropped, and a number in scientific notation read both as
-   math-verify reads it and as in rule 5.
+   math-verify reads it and as in rule 5 (but a signed exponent inside math, ``$2e-1$``, only as math-verify does).
 4. **Percent.** A percent sign (``\\%``, ``%``, ``\\text{\\%}``, with or without a space) is dropped from gold and
    response alike: ``10\\%`` and ``10`` are the same answer (a bare ``%`` in a gold is not a LaTeX comment).
 5. **Numbers.** Numbers in scientific notation (``1e-07``, also a JSON number gold) become plain decimals first;
@@ -224,7 +224,7 @@ def _is_number(x) -> bool:
 
 
 # a number with more digits than this is not evaluated (9^{9^{9^9}} would take hours, 9^{9^9}'s 3.7e8 digits
-# minutes): it equals only itself. 10^7 digits evaluate in about 2 s
+# minutes): it is compared by its logarithm (`_huge_equal`). 10^7 digits evaluate in about 2 s
 _MAX_LOG10 = 10**7
 
 
@@ -542,8 +542,6 @@ class Grader:
         return any(self._equal(g, p) for g, p in product(self.gold(answer), pred))
 
     def __call__(self, response: str, answer: str | int | float | None) -> bool:
-        if answer is not None and not isinstance(answer, str):  # before the catch-all below, so a bad type raises
-            answer = answer_text(answer)
         if self.timeout_seconds is None:
             return self.verdict(response, answer)
         if _alarm_free():
